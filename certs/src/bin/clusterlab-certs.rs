@@ -1,0 +1,72 @@
+//! `clusterlab-certs`: makes the demo PKI (CA, identities, villains) with rcgen.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use certs::{Identity, Kind, pki};
+use clap::{Parser, Subcommand};
+
+/// Make the certificates a clusterlab cluster runs on.
+///
+/// Every process proves who it is with a certificate signed by the cluster's CA,
+/// naming it spiffe://clusterlab/<kind>/<name>.
+#[derive(Debug, Parser)]
+#[command(version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write a fresh demo PKI: the CA, `node`, `balancer`, the clients `admin`,
+    /// `writer`, `reader`, and the villains `intruder` and `expired`.
+    Init {
+        /// Directory to write into (created if missing).
+        #[arg(long, env = "CLUSTERLAB_CERTS", value_name = "DIR")]
+        out: PathBuf,
+        /// Replace an existing PKI. Every certificate of the old CA stops working.
+        #[arg(long, env = "CLUSTERLAB_FORCE")]
+        force: bool,
+    },
+    /// Mint one more identity, signed by the CA in DIR.
+    Issue {
+        /// The PKI directory made by `init`.
+        #[arg(long, env = "CLUSTERLAB_CERTS", value_name = "DIR")]
+        out: PathBuf,
+        /// What the identity is for.
+        #[arg(long, value_parser = ["client", "node", "balancer"])]
+        kind: String,
+        /// Its name: files NAME.pem and NAME.key, URI spiffe://clusterlab/KIND/NAME.
+        #[arg(long)]
+        name: String,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("clusterlab-certs: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let issued = match cli.command {
+        Command::Init { out, force } => pki::init(&out, force)?,
+        Command::Issue { out, kind, name } => {
+            let kind: Kind = kind.parse()?;
+            vec![pki::issue(&out, Identity::new(kind, &name)?)?]
+        }
+    };
+    for item in &issued {
+        println!(
+            "{:<44} {:<40} {}",
+            item.cert_path.display(),
+            item.identity.uri(),
+            item.role
+        );
+    }
+    Ok(())
+}

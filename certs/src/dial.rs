@@ -1,0 +1,131 @@
+//! The client side of a connection: a tonic `Channel` over mutual TLS (or plaintext).
+//!
+//! tonic can do TLS itself, but we bring our own connector so that clusterlab's
+//! identity rules apply (see [`crate::tls`]) and so the caller can see what the
+//! handshake settled on: the TLS version, the cipher suite and the server's
+//! identity, which `clusterlab whoami` prints. A channel multiplexes any number of
+//! concurrent requests over one HTTP/2 connection, so this handshake happens once,
+//! not per request.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use crate::{Identity, listener::TlsSession};
+
+/// What the client learned about the server while connecting.
+#[derive(Debug, Clone)]
+pub struct ServerSession {
+    /// The identity in the server's certificate.
+    pub identity: Identity,
+    pub tls: TlsSession,
+}
+
+/// Dials servers with one client configuration. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Dialer {
+    /// `None` dials in plaintext.
+    tls: Option<Arc<rustls::ClientConfig>>,
+    /// Bound on TCP connect plus handshake, so an unreachable address fails
+    /// quickly instead of waiting for the operating system's long TCP timeout.
+    pub connect_timeout: Duration,
+}
+
+/// Where the latest handshake's details are left for the caller to read.
+pub type SessionSlot = Arc<Mutex<Option<ServerSession>>>;
+
+impl Dialer {
+    /// A dialer using `tls` (mutual TLS) or plaintext when `None`.
+    pub fn new(tls: Option<Arc<rustls::ClientConfig>>) -> Self {
+        Dialer {
+            tls,
+            connect_timeout: Duration::from_secs(3),
+        }
+    }
+
+    /// Connects now, so that an unreachable server or a refused certificate is
+    /// reported here rather than at the first request.
+    pub async fn connect(&self, addr: &str) -> Result<(Channel, SessionSlot), tonic::transport::Error> {
+        let slot = SessionSlot::default();
+        let channel = self
+            .endpoint(addr)?
+            .connect_with_connector(self.connector(slot.clone()))
+            .await?;
+        Ok((channel, slot))
+    }
+
+    /// Connects at the first request and reconnects after failures: for
+    /// long-lived connections between cluster members.
+    pub fn connect_lazy(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
+        Ok(self
+            .endpoint(addr)?
+            .connect_with_connector_lazy(self.connector(SessionSlot::default())))
+    }
+
+    fn endpoint(&self, addr: &str) -> Result<Endpoint, tonic::transport::Error> {
+        let authority = addr
+            .trim_start_matches("http://")
+            .trim_start_matches("https://");
+        Ok(Endpoint::from_shared(format!("http://{authority}"))?
+            .connect_timeout(self.connect_timeout)
+            .tcp_nodelay(true)
+            // Notice a dead peer on an idle connection within seconds.
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .keep_alive_while_idle(true))
+    }
+
+    fn connector(
+        &self,
+        slot: SessionSlot,
+    ) -> impl tower::Service<
+        Uri,
+        Response = TokioIo<Box<dyn Stream>>,
+        Error = std::io::Error,
+        Future = impl Future<Output = std::io::Result<TokioIo<Box<dyn Stream>>>> + Send,
+    > + Clone
+    + Send
+    + 'static {
+        let tls = self.tls.clone().map(TlsConnector::from);
+        tower::service_fn(move |uri: Uri| {
+            let tls = tls.clone();
+            let slot = slot.clone();
+            async move {
+                let host = uri.host().unwrap_or("localhost").to_string();
+                let port = uri.port_u16().unwrap_or(80);
+                let tcp = TcpStream::connect((host.as_str(), port)).await?;
+                tcp.set_nodelay(true)?;
+                let Some(tls) = tls else {
+                    return Ok(TokioIo::new(Box::new(tcp) as Box<dyn Stream>));
+                };
+                // The name is only sent as SNI; the verifier checks identities, not names.
+                let name = ServerName::try_from(host.trim_matches(['[', ']']).to_string())
+                    .unwrap_or_else(|_| ServerName::try_from("clusterlab").expect("valid name"));
+                let stream = tls.connect(name, tcp).await?;
+                let (_, session) = stream.get_ref();
+                if let Some(identity) = session
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .and_then(|cert| Identity::from_certificate(cert).ok())
+                {
+                    *slot.lock().expect("session slot poisoned") = Some(ServerSession {
+                        identity,
+                        tls: TlsSession::of(session),
+                    });
+                }
+                Ok(TokioIo::new(Box::new(stream) as Box<dyn Stream>))
+            }
+        })
+    }
+}
+
+/// A byte stream we can run HTTP/2 over: TCP, or TLS over TCP.
+pub trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> Stream for T {}

@@ -1,0 +1,123 @@
+//! Turning TLS failures into sentences a person can act on.
+//!
+//! rustls reports precise errors ("InvalidCertificate(UnknownIssuer)",
+//! "AlertReceived(CertificateExpired)"), but they arrive wrapped in I/O, HTTP/2
+//! and gRPC errors, and they speak TLS. These helpers dig the rustls error out of
+//! the chain and say what it means for clusterlab.
+
+use std::error::Error as StdError;
+
+use rustls::{AlertDescription, CertificateError};
+
+/// Finds the rustls error somewhere in an error's chain of causes, if there is one.
+///
+/// `std::io::Error` hides the error it wraps from `source()`, so each I/O error in
+/// the chain is opened with `get_ref()` as well.
+pub fn find_rustls_error<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a rustls::Error> {
+    let mut next = Some(err);
+    while let Some(err) = next {
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        if let Some(inner) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            if let Some(found) = find_rustls_error(inner) {
+                return Some(found);
+            }
+        }
+        next = err.source();
+    }
+    None
+}
+
+/// Describes why a server refused a client's handshake, for the server's log.
+pub fn rejected_client(err: &rustls::Error) -> String {
+    match err {
+        rustls::Error::NoCertificatesPresented => {
+            "the client presented no certificate; mutual TLS requires one".into()
+        }
+        rustls::Error::InvalidCertificate(cert) => {
+            format!("client certificate refused: {}", certificate_problem(cert))
+        }
+        rustls::Error::PeerIncompatible(why) => {
+            format!("the client cannot speak what we require (TLS 1.3): {why:?}")
+        }
+        rustls::Error::AlertReceived(alert) => {
+            format!("the client aborted the handshake: {}", alert_meaning(*alert))
+        }
+        rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => {
+            "the client did not speak TLS".into()
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Describes why a client could not complete a TLS connection to a server.
+pub fn failed_connection(err: &rustls::Error) -> String {
+    match err {
+        rustls::Error::AlertReceived(alert) => match alert {
+            AlertDescription::ProtocolVersion => {
+                "the server refused our TLS version; clusterlab speaks TLS 1.3 only".into()
+            }
+            alert => format!(
+                "the server rejected our certificate: {} (the server's log says more)",
+                alert_meaning(*alert)
+            ),
+        },
+        rustls::Error::InvalidCertificate(cert) => format!(
+            "we refused the server's certificate: {}",
+            certificate_problem(cert)
+        ),
+        rustls::Error::PeerIncompatible(why) => {
+            format!("the server cannot speak what we require (TLS 1.3): {why:?}")
+        }
+        rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => {
+            "the server did not answer in TLS; is it running with --tls plaintext?".into()
+        }
+        other => other.to_string(),
+    }
+}
+
+/// What a certificate error means, in words.
+pub fn certificate_problem(err: &CertificateError) -> String {
+    match err {
+        CertificateError::UnknownIssuer => {
+            "unknown issuer: it was not signed by the cluster's CA (ca.pem)".into()
+        }
+        CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+            "expired: its validity period has ended; issue a new one".into()
+        }
+        CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+            "not valid yet: its validity period has not started (or a clock is wrong)".into()
+        }
+        CertificateError::Revoked => "revoked: it is on the cluster's revocation list".into(),
+        CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
+            "wrong purpose: its extended key usage does not allow this role \
+             (serverAuth to act as a server, clientAuth to act as a client)"
+                .into()
+        }
+        CertificateError::BadSignature => "bad signature: it has been tampered with".into(),
+        CertificateError::Other(other) => other.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// The TLS alerts a server sends when it refuses a client certificate.
+fn alert_meaning(alert: AlertDescription) -> String {
+    match alert {
+        AlertDescription::UnknownCA => {
+            "unknown issuer (not signed by a CA the other side trusts)".into()
+        }
+        AlertDescription::CertificateExpired => "certificate expired".into(),
+        AlertDescription::CertificateRevoked => "certificate revoked".into(),
+        AlertDescription::CertificateRequired => "a certificate is required".into(),
+        AlertDescription::BadCertificate => "bad certificate".into(),
+        AlertDescription::UnsupportedCertificate => {
+            "unsupported certificate (wrong key usage or purpose)".into()
+        }
+        AlertDescription::AccessDenied => "access denied".into(),
+        other => format!("TLS alert {other:?}"),
+    }
+}

@@ -1,0 +1,149 @@
+//! Reading and writing the PKI directory, with errors that say what to do next.
+//!
+//! Layout: `ca.pem` (the trusted CA), and for each identity NAME a certificate
+//! `NAME.pem` with its private key `NAME.key`.
+
+use std::path::{Path, PathBuf};
+
+use rustls::RootCertStore;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+
+use crate::{Error, Identity, Result};
+
+/// The CA certificate every process trusts.
+pub const CA_CERT: &str = "ca.pem";
+/// The CA's private key; only `clusterlab-certs` reads it.
+pub const CA_KEY: &str = "ca.key";
+
+/// `DIR/NAME.pem`.
+pub fn cert_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.pem"))
+}
+
+/// `DIR/NAME.key`.
+pub fn key_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.key"))
+}
+
+/// A certificate chain with its private key and the identity it proves.
+#[derive(Debug)]
+pub struct LoadedIdentity {
+    pub identity: Identity,
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+}
+
+/// Loads `DIR/NAME.pem` and `DIR/NAME.key` and reads the identity they prove.
+pub fn load_identity(dir: &Path, name: &str) -> Result<LoadedIdentity> {
+    let cert_path = cert_path(dir, name);
+    let key_path = key_path(dir, name);
+    let chain = load_certs(&cert_path)?;
+    let key_pem = read(&key_path)?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| Error::Pem {
+        path: key_path,
+        problem: format!("no usable private key in it ({e})"),
+    })?;
+    let identity = Identity::from_certificate(&chain[0]).map_err(|e| Error::Pem {
+        path: cert_path,
+        problem: e.to_string(),
+    })?;
+    Ok(LoadedIdentity {
+        identity,
+        chain,
+        key,
+    })
+}
+
+/// Loads `DIR/ca.pem` as the only trusted root.
+pub fn load_roots(dir: &Path) -> Result<RootCertStore> {
+    let path = dir.join(CA_CERT);
+    let mut roots = RootCertStore::empty();
+    for cert in load_certs(&path)? {
+        roots.add(cert).map_err(|e| Error::Pem {
+            path: path.clone(),
+            problem: format!("not a usable CA certificate ({e})"),
+        })?;
+    }
+    Ok(roots)
+}
+
+/// Reads every certificate in a PEM file; at least one must be there.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+    let pem = read(path)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::Pem {
+            path: path.to_path_buf(),
+            problem: format!("not a valid PEM certificate file ({e})"),
+        })?;
+    if certs.is_empty() {
+        return Err(Error::Pem {
+            path: path.to_path_buf(),
+            problem: "holds no certificate (expected a -----BEGIN CERTIFICATE----- block)".into(),
+        });
+    }
+    Ok(certs)
+}
+
+fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|source| read_error(path, source))
+}
+
+pub(crate) fn read_to_string(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|source| read_error(path, source))
+}
+
+fn read_error(path: &Path, source: std::io::Error) -> Error {
+    let hint = match source.kind() {
+        std::io::ErrorKind::NotFound => {
+            let dir = path.parent().unwrap_or(Path::new(".")).display();
+            format!(
+                "; create the certificates with `clusterlab-certs init --out {dir}`, \
+                 or point --certs at the directory that holds them"
+            )
+        }
+        std::io::ErrorKind::PermissionDenied => "; check the file's owner and mode".into(),
+        _ => String::new(),
+    };
+    Error::File {
+        action: "cannot read",
+        path: path.to_path_buf(),
+        source,
+        hint,
+    }
+}
+
+pub(crate) fn create_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::File {
+        action: "cannot create directory",
+        path: dir.to_path_buf(),
+        source,
+        hint: String::new(),
+    })
+}
+
+pub(crate) fn write(path: &Path, contents: &str) -> Result<()> {
+    std::fs::write(path, contents).map_err(|source| write_error(path, source))
+}
+
+/// Writes a private key readable by its owner only (mode 0600 on Unix).
+pub(crate) fn write_secret(path: &Path, contents: &str) -> Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+        .open(path)
+        .and_then(|mut file| file.write_all(contents.as_bytes()))
+        .map_err(|source| write_error(path, source))
+}
+
+fn write_error(path: &Path, source: std::io::Error) -> Error {
+    Error::File {
+        action: "cannot write",
+        path: path.to_path_buf(),
+        source,
+        hint: String::new(),
+    }
+}

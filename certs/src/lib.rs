@@ -1,0 +1,70 @@
+//! Identity for clusterlab: who is talking, proven with certificates.
+//!
+//! Every clusterlab process holds a certificate whose one URI SAN names it, in the
+//! SPIFFE style: `spiffe://clusterlab/<kind>/<name>`. Connections use mutual TLS,
+//! so *both* ends prove who they are, and a process trusts a peer because the
+//! cluster's CA vouches for that name and kind, never because of the address it
+//! happened to dial (container addresses change).
+//!
+//! Modules, bottom up:
+//!
+//! - [`identity`]: the `spiffe://clusterlab/<kind>/<name>` names, read out of certificates.
+//! - [`pki`]: makes the demo PKI with rcgen (the CA, the cast of identities, the villains).
+//! - [`files`]: loads certificates and keys from a PKI directory, with errors that say what to do.
+//! - [`tls`]: rustls server and client configurations (TLS 1.3 only, client certificates required).
+//! - [`listener`]: the server's accept loop: handshakes in parallel, each under a deadline.
+//! - [`dial`]: the client side: opens a gRPC channel over mutual TLS (or plaintext).
+//! - [`explain`]: turns TLS failures into sentences a person can act on.
+
+pub mod dial;
+pub mod explain;
+pub mod files;
+pub mod identity;
+pub mod listener;
+pub mod pki;
+pub mod tls;
+
+pub use identity::{Identity, Kind};
+pub use listener::{Conn, PeerInfo};
+pub use tls::TlsMode;
+
+/// Everything that can go wrong in this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file of the PKI could not be read or written.
+    #[error("{action} {path}: {source}{hint}")]
+    File {
+        action: &'static str,
+        path: std::path::PathBuf,
+        source: std::io::Error,
+        /// What the person can do about it, starting with "; " (or empty).
+        hint: String,
+    },
+    /// A PEM file did not hold what it should.
+    #[error("{path}: {problem}")]
+    Pem { path: std::path::PathBuf, problem: String },
+    /// A certificate does not carry a usable clusterlab identity.
+    #[error(transparent)]
+    Identity(#[from] identity::IdentityError),
+    /// `init` found an existing PKI and was not told to replace it.
+    #[error(
+        "{0} already holds a PKI (ca.pem exists); pass --force to replace it \
+         (every certificate issued from the old CA stops working)"
+    )]
+    AlreadyExists(std::path::PathBuf),
+    /// `issue` was asked for a name that already has a certificate.
+    #[error("{0} already exists; choose another name or delete the old files first")]
+    NameTaken(std::path::PathBuf),
+    /// Certificate generation failed.
+    #[error("generating a certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+    /// rustls rejected a configuration (for example a key that does not match its certificate).
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+    /// The client certificate verifier could not be built.
+    #[error("TLS configuration: {0}")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+}
+
+/// Result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

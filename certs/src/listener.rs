@@ -1,0 +1,276 @@
+//! The server's accept loop: TCP connections in, verified TLS connections out.
+//!
+//! A TLS handshake takes a network round trip or two, and a broken or malicious
+//! client can take as long as it likes. So every handshake runs in its own task
+//! under a deadline, and the loop goes straight back to accepting: one slow client
+//! never holds up the others. A semaphore bounds how many handshakes may be in
+//! progress at once, so a flood of half-open connections cannot eat the memory.
+//!
+//! Finished connections are handed to tonic as a stream; each one carries a
+//! [`PeerInfo`] (address, identity, TLS session), which tonic copies into every
+//! request's extensions for handlers to read.
+
+use std::{
+    io,
+    net::SocketAddr,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::{TcpListener, TcpStream},
+    sync::{Semaphore, mpsc},
+};
+use tokio_rustls::{TlsAcceptor, server::TlsStream};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::Connected;
+use tracing::{debug, warn};
+
+use crate::{Identity, explain};
+
+/// How the listener treats new connections.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    /// `None` serves plaintext (the sniffing lab only).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// A handshake that has not finished by then is abandoned and the socket closed.
+    /// Long enough for a slow network, short enough that idle sockets do not pile up.
+    pub handshake_timeout: Duration,
+    /// Handshakes allowed in progress at once; connections beyond it are closed
+    /// straight away (each costs a task and a few KiB of buffers until it finishes).
+    pub max_handshakes: usize,
+}
+
+impl ListenerConfig {
+    /// Defaults used by every clusterlab server.
+    pub fn new(tls: Option<Arc<rustls::ServerConfig>>) -> Self {
+        ListenerConfig {
+            tls,
+            handshake_timeout: Duration::from_secs(5),
+            max_handshakes: 512,
+        }
+    }
+}
+
+/// What a server knows about the other end of a connection.
+#[derive(Debug, Clone)]
+pub struct PeerInfo {
+    pub remote_addr: SocketAddr,
+    /// The identity proven by the client certificate; `None` in plaintext mode.
+    pub identity: Option<Identity>,
+    /// The negotiated TLS session; `None` in plaintext mode.
+    pub tls: Option<TlsSession>,
+}
+
+/// The parameters a TLS handshake settled on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSession {
+    /// e.g. "TLSv1_3".
+    pub version: String,
+    /// e.g. "TLS13_AES_256_GCM_SHA384".
+    pub cipher_suite: String,
+}
+
+impl TlsSession {
+    /// Reads the session parameters out of a finished handshake.
+    pub fn of(conn: &rustls::CommonState) -> Self {
+        TlsSession {
+            version: conn
+                .protocol_version()
+                .map(|v| format!("{v:?}"))
+                .unwrap_or_default(),
+            cipher_suite: conn
+                .negotiated_cipher_suite()
+                .map(|s| format!("{:?}", s.suite()))
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// One accepted connection, TLS or plain, with what we know of its peer.
+#[derive(Debug)]
+pub struct Conn {
+    io: Io,
+    info: PeerInfo,
+}
+
+#[derive(Debug)]
+enum Io {
+    Plain(TcpStream),
+    // Boxed: a TLS stream is a few hundred bytes larger than a TCP stream.
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Connected for Conn {
+    type ConnectInfo = PeerInfo;
+    fn connect_info(&self) -> PeerInfo {
+        self.info.clone()
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Accepts connections on `listener` until the returned stream is dropped.
+///
+/// Hand the stream to `tonic::transport::Server::serve_with_incoming_shutdown`.
+pub fn incoming(listener: TcpListener, config: ListenerConfig) -> ReceiverStream<io::Result<Conn>> {
+    // A small buffer: finished handshakes wait here only until tonic picks them up.
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(accept_loop(listener, config, tx));
+    ReceiverStream::new(rx)
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    config: ListenerConfig,
+    tx: mpsc::Sender<io::Result<Conn>>,
+) {
+    let acceptor = config.tls.clone().map(TlsAcceptor::from);
+    let handshakes = Arc::new(Semaphore::new(config.max_handshakes));
+    loop {
+        let (tcp, remote_addr) = tokio::select! {
+            // The server stopped listening (shutdown): stop accepting.
+            () = tx.closed() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Typically "too many open files": wait a moment for some to
+                    // close instead of spinning on the error.
+                    warn!(cause = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+            warn!(peer = %remote_addr, limit = config.max_handshakes,
+                "too many handshakes in progress; closing the new connection");
+            continue;
+        };
+        let acceptor = acceptor.clone();
+        let timeout = config.handshake_timeout;
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let result =
+                tokio::time::timeout(timeout, handshake(tcp, remote_addr, acceptor)).await;
+            drop(permit);
+            match result {
+                Ok(Ok(conn)) => {
+                    debug!(peer = %remote_addr, identity = ?conn.info.identity.as_ref().map(|i| i.uri()), "connection accepted");
+                    // Fails only when the server is shutting down; the connection is dropped.
+                    let _ = tx.send(Ok(conn)).await;
+                }
+                Ok(Err(reason)) => warn!(peer = %remote_addr, %reason, "rejected connection"),
+                Err(_) => warn!(
+                    peer = %remote_addr,
+                    reason = %format!("the handshake did not finish within {timeout:?}"),
+                    "rejected connection"
+                ),
+            }
+        });
+    }
+}
+
+/// Runs the TLS handshake (if any) and reads the peer's identity.
+async fn handshake(
+    tcp: TcpStream,
+    remote_addr: SocketAddr,
+    acceptor: Option<TlsAcceptor>,
+) -> Result<Conn, String> {
+    // gRPC sends many small messages; don't let Nagle's algorithm delay them.
+    let _ = tcp.set_nodelay(true);
+    let Some(acceptor) = acceptor else {
+        let info = PeerInfo {
+            remote_addr,
+            identity: None,
+            tls: None,
+        };
+        return Ok(Conn {
+            io: Io::Plain(tcp),
+            info,
+        });
+    };
+
+    // Look at the first byte before handing the socket to rustls: a TLS handshake
+    // starts with 0x16, plaintext HTTP/2 with "PRI * HTTP/2.0". Knowing which lets
+    // us log "plaintext on a TLS port" instead of a TLS parse error.
+    let mut first = [0u8; 1];
+    match tcp.peek(&mut first).await {
+        Ok(0) => return Err("the client closed the connection before saying anything".into()),
+        Ok(_) if first[0] != 0x16 => return Err(not_tls(first[0])),
+        Ok(_) => {}
+        Err(e) => return Err(format!("reading the handshake failed: {e}")),
+    }
+
+    let tls = acceptor.accept(tcp).await.map_err(|e| {
+        explain::find_rustls_error(&e)
+            .map(explain::rejected_client)
+            .unwrap_or_else(|| format!("the handshake failed: {e}"))
+    })?;
+    let (_, session) = tls.get_ref();
+    let identity = session
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .map(|cert| Identity::from_certificate(cert))
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let info = PeerInfo {
+        remote_addr,
+        identity,
+        tls: Some(TlsSession::of(session)),
+    };
+    Ok(Conn {
+        io: Io::Tls(Box::new(tls)),
+        info,
+    })
+}
+
+fn not_tls(first_byte: u8) -> String {
+    let what = match first_byte {
+        b'P' => "plaintext HTTP/2 (a client in --tls plaintext mode?)",
+        b'G' | b'H' | b'O' | b'D' => "plaintext HTTP/1",
+        _ => "something that is not TLS",
+    };
+    format!("the client sent {what}; this port requires TLS")
+}

@@ -1,0 +1,222 @@
+//! rustls configurations for clusterlab's mutual TLS.
+//!
+//! Both sides use TLS 1.3 only: it encrypts more of the handshake (certificates
+//! included), has no weak cipher suites left to misconfigure, and needs one round
+//! trip instead of two. Both sides also present a certificate ("mutual" TLS):
+//!
+//! - the server requires a client certificate signed by the cluster CA, whose one
+//!   URI SAN is a clusterlab identity ([`ClientIdentityVerifier`]);
+//! - the client checks that the server's certificate is signed by the cluster CA,
+//!   is allowed to act as a server (extended key usage serverAuth) and names a
+//!   node or a balancer ([`ServerIdentityVerifier`]). It does *not* compare the
+//!   certificate with the address dialled: in docker compose, nodes live at
+//!   container IP addresses that change, so the identity is what counts.
+//!
+//! `SSLKEYLOGFILE`: when that variable names a file, every process appends its TLS
+//! session secrets to it, so Wireshark can decrypt a capture. That is a lesson
+//! (whoever holds the keys reads the traffic), so it is logged loudly at start-up.
+
+use std::{path::Path, sync::Arc};
+
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, OtherError,
+    ServerConfig, SignatureScheme,
+    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+    crypto::CryptoProvider,
+    server::{
+        WebPkiClientVerifier,
+        danger::{ClientCertVerified, ClientCertVerifier},
+    },
+};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+
+use crate::{Identity, Result, files};
+
+/// How processes talk: mutual TLS (the default), or plaintext for the sniffing lab.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum TlsMode {
+    /// Mutual TLS 1.3: both sides prove their identity and all traffic is encrypted.
+    #[default]
+    Mtls,
+    /// No TLS at all. Anyone on the network can read and change the traffic.
+    /// Only for the sniffing lab.
+    Plaintext,
+}
+
+/// The protocols offered in ALPN: gRPC runs over HTTP/2.
+const ALPN_H2: &[u8] = b"h2";
+
+/// The cryptography behind rustls: `ring`, for all of clusterlab.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Server side: present `DIR/NAME.pem`, require a client certificate from the CA.
+pub fn server_config(dir: &Path, name: &str) -> Result<(Arc<ServerConfig>, Identity)> {
+    let provider = provider();
+    let loaded = files::load_identity(dir, name)?;
+    let roots = Arc::new(files::load_roots(dir)?);
+    let webpki = WebPkiClientVerifier::builder_with_provider(roots, provider.clone()).build()?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(Arc::new(ClientIdentityVerifier { webpki }))
+        .with_single_cert(loaded.chain, loaded.key)?;
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    config.key_log = Arc::new(rustls::KeyLogFile::new());
+    Ok((Arc::new(config), loaded.identity))
+}
+
+/// Client side: present `DIR/NAME.pem`, accept servers whose identity the CA vouches for.
+pub fn client_config(dir: &Path, name: &str) -> Result<(Arc<ClientConfig>, Identity)> {
+    let provider = provider();
+    let loaded = files::load_identity(dir, name)?;
+    let verifier = ServerIdentityVerifier {
+        roots: Arc::new(files::load_roots(dir)?),
+        provider: provider.clone(),
+    };
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous() // "dangerous" because we replace name checks with identity checks
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_client_auth_cert(loaded.chain, loaded.key)?;
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    config.key_log = Arc::new(rustls::KeyLogFile::new());
+    Ok((Arc::new(config), loaded.identity))
+}
+
+/// Logs a warning when TLS secrets are being written out; call once at start-up.
+pub fn warn_if_key_logging() {
+    if let Some(path) = std::env::var_os("SSLKEYLOGFILE") {
+        tracing::warn!(
+            file = %Path::new(&path).display(),
+            "SSLKEYLOGFILE is set: TLS session keys are written to this file, and anyone \
+             holding it can decrypt captured traffic"
+        );
+    }
+}
+
+/// Wraps an error of ours as a certificate error rustls can report and alert on.
+fn certificate_error(e: impl std::error::Error + Send + Sync + 'static) -> rustls::Error {
+    rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))))
+}
+
+/// The standard chain checks (CA signature, validity dates, clientAuth usage), plus:
+/// the certificate must carry exactly one clusterlab identity.
+#[derive(Debug)]
+pub struct ClientIdentityVerifier {
+    webpki: Arc<dyn ClientCertVerifier>,
+}
+
+impl ClientCertVerifier for ClientIdentityVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.webpki.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self
+            .webpki
+            .verify_client_cert(end_entity, intermediates, now)?;
+        Identity::from_certificate(end_entity).map_err(certificate_error)?;
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
+}
+
+/// A server is trusted for *what it is* (a node or balancer of this cluster),
+/// not for the address we happened to dial.
+#[derive(Debug)]
+pub struct ServerIdentityVerifier {
+    roots: Arc<rustls::RootCertStore>,
+    provider: Arc<CryptoProvider>,
+}
+
+/// A server certificate that chains to the CA but names a client.
+#[derive(Debug, thiserror::Error)]
+#[error("the server presented {0}, which is not a node or balancer identity")]
+struct NotAServer(Identity);
+
+impl ServerCertVerifier for ServerIdentityVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
+        // Chain to our CA, within its validity dates, with extended key usage serverAuth.
+        rustls::client::verify_server_cert_signed_by_trust_anchor(
+            &cert,
+            &self.roots,
+            intermediates,
+            now,
+            self.provider.signature_verification_algorithms.all,
+        )?;
+        let identity = Identity::from_certificate(end_entity).map_err(certificate_error)?;
+        if !identity.kind.is_server() {
+            return Err(certificate_error(NotAServer(identity)));
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}

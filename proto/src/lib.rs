@@ -1,0 +1,21 @@
+//! The wire contract of clusterlab: the code generated from `proto/clusterlab/v1/*.proto`.
+//!
+//! Read the .proto files first; they are commented for a learner and are the
+//! whole surface the programs speak:
+//!
+//! - `kv.proto`: `KeyValue` (Get, Put, Delete, Scan), served by balancer and nodes.
+//! - `replica.proto`: `Replica`, node-to-node replication, membership and repair.
+//! - `admin.proto`: `Admin` (Status, Events, SetFault, SetPolicy, WhoAmI).
+//! - `trace.proto`: the `Trace` every response carries, and `Version`.
+
+/// Package `clusterlab.v1`.
+pub mod v1 {
+    #![allow(missing_docs, clippy::all, missing_debug_implementations)]
+    tonic::include_proto!("clusterlab.v1");
+}
+
+/// The encoded file descriptor set, for `tonic-reflection`.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/clusterlab_descriptor.bin"));
+
+pub use v1::*;
