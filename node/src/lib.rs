@@ -1,0 +1,33 @@
+//! `clusterlab-node`: stores versioned keys durably and serves them over mutual TLS.
+//!
+//! Read it bottom up:
+//!
+//! - [`version`]: versions and the hybrid logical clock that stamps them.
+//! - [`store`]: the durable store (redb): records, last-writer-wins, tombstones.
+//! - [`limits`]: key, value and scan limits, with errors that name them.
+//! - [`coordinator`]: sees a client request through: stamp, write replicas, answer.
+//! - [`trace`]: the `Trace` each response carries.
+//! - [`kv`], [`admin`]: the gRPC services.
+//! - [`events`]: the event feed behind `clusterlab events`.
+//! - [`server`]: puts it together; [`lifecycle`]: signals and graceful draining.
+//! - [`config`]: the command line; [`telemetry`]: log lines tagged with the process name.
+//! - [`error`]: the node's errors and their gRPC status codes.
+
+pub mod admin;
+pub mod config;
+pub mod coordinator;
+pub mod error;
+pub mod events;
+pub mod kv;
+pub mod lifecycle;
+pub mod limits;
+pub mod server;
+pub mod state;
+pub mod store;
+pub mod telemetry;
+pub mod trace;
+pub mod version;
+
+pub use config::Config;
+pub use error::{Error, Result};
+pub use server::run;

@@ -1,1 +1,39 @@
-fn main(){}
+//! `clusterlab-node`: parse flags, start logging, bind, and hand over to `node::run`.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use node::{Config, lifecycle, telemetry};
+
+fn main() -> ExitCode {
+    let config = Config::parse();
+    telemetry::init(&config.name, config.log_format);
+    let runtime = tokio::runtime::Runtime::new().expect("starting the tokio runtime");
+    match runtime.block_on(start(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("clusterlab-node: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn start(config: Config) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .map_err(|e| listen_error(&config.listen, e))
+        .context("cannot start")?;
+    node::run(listener, config, lifecycle::shutdown_signal()).await
+}
+
+fn listen_error(addr: &str, e: std::io::Error) -> anyhow::Error {
+    let hint = match e.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            "; another process is using that port: stop it or choose another with --listen"
+        }
+        std::io::ErrorKind::PermissionDenied => "; ports below 1024 need privileges: use 7100",
+        _ => "",
+    };
+    anyhow::anyhow!("cannot listen on {addr}: {e}{hint}")
+}

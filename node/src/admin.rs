@@ -1,0 +1,122 @@
+//! The `Admin` gRPC service on a node: status, the event feed, and "who am I".
+
+use std::{pin::Pin, sync::Arc};
+
+use certs::PeerInfo;
+use futures::Stream;
+use tokio_stream::{StreamExt, wrappers::BroadcastStream, wrappers::errors::BroadcastStreamRecvError};
+use tonic::{Request, Response, Status};
+
+use proto::{
+    Event, EventsRequest, MemberStatus, SetFaultRequest, SetFaultResponse, SetPolicyRequest,
+    SetPolicyResponse, StatusRequest, StatusResponse, WhoAmIRequest, WhoAmIResponse,
+    admin_server::Admin, member::State,
+};
+
+use crate::state::NodeState;
+
+/// Serves `clusterlab.v1.Admin` on a node.
+#[derive(Debug, Clone)]
+pub struct AdminService {
+    state: Arc<NodeState>,
+    /// The address other processes reach this node at.
+    advertise: String,
+}
+
+impl AdminService {
+    /// The service for the node described by `state`, reachable at `advertise`.
+    pub fn new(state: Arc<NodeState>, advertise: String) -> Self {
+        AdminService { state, advertise }
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<Event, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        let keys = self.state.store.run(|s| s.len()).await?;
+        Ok(Response::new(StatusResponse {
+            name: self.state.name.clone(),
+            role: "node".into(),
+            members: vec![MemberStatus {
+                name: self.state.name.clone(),
+                addr: self.advertise.clone(),
+                state: State::Alive as i32,
+                keys,
+                is_self: true,
+            }],
+            replicas: 1,
+            write_quorum: 1,
+            read_quorum: 1,
+            ..StatusResponse::default()
+        }))
+    }
+
+    type EventsStream = EventStream;
+
+    async fn events(&self, _: Request<EventsRequest>) -> Result<Response<EventStream>, Status> {
+        let (history, live) = self.state.events.subscribe();
+        let live = BroadcastStream::new(live).map(|item| match item {
+            Ok(event) => Ok(event),
+            // The subscriber fell behind: say so in the feed instead of failing it.
+            Err(BroadcastStreamRecvError::Lagged(missed)) => Ok(Event {
+                kind: "events.missed".into(),
+                message: format!("{missed} events were dropped because this subscriber fell behind"),
+                ..Event::default()
+            }),
+        });
+        let stream = tokio_stream::iter(history.into_iter().map(Ok)).chain(live);
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn set_fault(
+        &self,
+        _: Request<SetFaultRequest>,
+    ) -> Result<Response<SetFaultResponse>, Status> {
+        Err(Status::unimplemented(
+            "fault injection is not available in this version of clusterlab-node",
+        ))
+    }
+
+    async fn set_policy(
+        &self,
+        _: Request<SetPolicyRequest>,
+    ) -> Result<Response<SetPolicyResponse>, Status> {
+        Err(Status::failed_precondition(
+            "a node has no load-balancing policy; send SetPolicy to a balancer",
+        ))
+    }
+
+    async fn who_am_i(
+        &self,
+        request: Request<WhoAmIRequest>,
+    ) -> Result<Response<WhoAmIResponse>, Status> {
+        Ok(Response::new(who_am_i(
+            &self.state.name,
+            self.state.identity.as_ref(),
+            request.extensions().get::<PeerInfo>(),
+        )))
+    }
+}
+
+/// What a server saw of the caller's connection. Shared with the balancer.
+pub fn who_am_i(
+    server_name: &str,
+    server_identity: Option<&certs::Identity>,
+    peer: Option<&PeerInfo>,
+) -> WhoAmIResponse {
+    let tls = peer.and_then(|p| p.tls.as_ref());
+    WhoAmIResponse {
+        server_name: server_name.to_string(),
+        server_identity: server_identity.map(|i| i.uri()).unwrap_or_default(),
+        peer_identity: peer
+            .and_then(|p| p.identity.as_ref())
+            .map(|i| i.uri())
+            .unwrap_or_default(),
+        tls_version: tls.map(|t| t.version.clone()).unwrap_or_default(),
+        cipher_suite: tls.map(|t| t.cipher_suite.clone()).unwrap_or_default(),
+        allowed: Vec::new(),
+        peer_addr: peer.map(|p| p.remote_addr.to_string()).unwrap_or_default(),
+    }
+}

@@ -1,0 +1,39 @@
+//! The node's errors, and the one place they become gRPC statuses.
+
+use std::path::PathBuf;
+
+/// Everything a node operation can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request itself is wrong (a key too long, a quorum out of range...).
+    /// The message names what was wrong and what is allowed.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The data directory cannot be used.
+    #[error("cannot use data directory {path}: {cause}")]
+    DataDir { path: PathBuf, cause: String },
+    /// The disk or the database failed underneath us.
+    #[error("storage error: {0}")]
+    Storage(String),
+    /// The call exists in the contract but this process does not serve it.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// Result type of the node crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<Error> for tonic::Status {
+    fn from(err: Error) -> Self {
+        match err {
+            Error::InvalidArgument(msg) => tonic::Status::invalid_argument(msg),
+            Error::Unsupported(msg) => tonic::Status::failed_precondition(msg),
+            // Storage details (paths, database internals) go to the node's log, not
+            // to the client; the client learns that it was the node's fault.
+            Error::DataDir { .. } | Error::Storage(_) => {
+                tracing::error!(cause = %err, "storage failure");
+                tonic::Status::internal("the node could not access its storage; see its log")
+            }
+        }
+    }
+}

@@ -1,0 +1,296 @@
+//! The durable store: every record a node holds, in an embedded database on disk.
+//!
+//! clusterlab uses [redb](https://docs.rs/redb), a pure-Rust embedded key-value
+//! store with ACID transactions: a write transaction's `commit()` returns only
+//! after the data is on disk (fsync), so a node that acknowledges a write keeps it
+//! through a crash, a `kill -9`, or a power cut.
+//!
+//! A record is a value or a *tombstone* (a marker that the key was deleted) at a
+//! [`Version`]. [`Store::apply`] keeps whichever version is higher, so replicas
+//! that receive the same writes in different orders end up the same. This makes
+//! applying a record *idempotent* and *commutative*: the property every other part
+//! of replication (retries, read repair, anti-entropy) leans on.
+//!
+//! redb calls block the thread (they wait for the disk), so async code calls them
+//! through `tokio::task::spawn_blocking` (see [`Store::run`]).
+
+use std::path::{Path, PathBuf};
+
+use prost::Message;
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+
+use crate::{Error, Result, version::Version};
+
+/// key -> `proto::Record` (protobuf-encoded: compact, and already versioned as a format).
+const RECORDS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("records");
+
+/// The database file inside `--data-dir`.
+const FILE_NAME: &str = "clusterlab.redb";
+
+/// A value, or the tombstone of a delete, at a version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub key: String,
+    pub version: Version,
+    /// `None` is a tombstone.
+    pub value: Option<Vec<u8>>,
+}
+
+impl Record {
+    fn encode(&self) -> Vec<u8> {
+        proto::Record::from(self.clone()).encode_to_vec()
+    }
+
+    fn decode(key: &str, bytes: &[u8]) -> Result<Self> {
+        let record = proto::Record::decode(bytes)
+            .map_err(|e| Error::Storage(format!("record for key {key:?} is corrupt: {e}")))?;
+        Ok(record.into())
+    }
+}
+
+impl From<Record> for proto::Record {
+    fn from(r: Record) -> Self {
+        proto::Record {
+            key: r.key,
+            version: Some(r.version.into()),
+            tombstone: r.value.is_none(),
+            value: r.value.unwrap_or_default(),
+        }
+    }
+}
+
+impl From<proto::Record> for Record {
+    fn from(r: proto::Record) -> Self {
+        Record {
+            key: r.key,
+            version: r.version.map(Version::from).unwrap_or_default(),
+            value: (!r.tombstone).then_some(r.value),
+        }
+    }
+}
+
+/// What [`Store::apply`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// The version the store holds for the key now.
+    pub stored: Version,
+    /// False when the store already had this version or a newer one.
+    pub changed: bool,
+}
+
+/// The node's records on disk. Cheap to clone (the database is shared).
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: std::sync::Arc<Database>,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::DataDir {
+            path: dir.to_path_buf(),
+            cause: e.to_string(),
+        })?;
+        let path = dir.join(FILE_NAME);
+        let db = Database::create(&path).map_err(|e| Error::DataDir {
+            path: path.clone(),
+            cause: match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => {
+                    "another clusterlab-node is already using this data directory".into()
+                }
+                other => other.to_string(),
+            },
+        })?;
+        // Create the table up front so read transactions always find it.
+        let txn = db.begin_write().map_err(storage)?;
+        txn.open_table(RECORDS).map_err(storage)?;
+        txn.commit().map_err(storage)?;
+        Ok(Store {
+            db: std::sync::Arc::new(db),
+            path,
+        })
+    }
+
+    /// Where the database file lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs a blocking store operation on tokio's blocking thread pool.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&Store) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || op(&store))
+            .await
+            .map_err(|e| Error::Storage(format!("store task failed: {e}")))?
+    }
+
+    /// Stores `record` unless the store already holds that version or a newer
+    /// one. Durable when it returns.
+    pub fn apply(&self, record: &Record) -> Result<Applied> {
+        let txn = self.db.begin_write().map_err(storage)?;
+        let applied = {
+            let mut table = txn.open_table(RECORDS).map_err(storage)?;
+            let current = match table.get(record.key.as_str()).map_err(storage)? {
+                Some(bytes) => Some(Record::decode(&record.key, bytes.value())?.version),
+                None => None,
+            };
+            match current {
+                Some(current) if current >= record.version => Applied {
+                    stored: current,
+                    changed: false,
+                },
+                _ => {
+                    table
+                        .insert(record.key.as_str(), record.encode().as_slice())
+                        .map_err(storage)?;
+                    Applied {
+                        stored: record.version.clone(),
+                        changed: true,
+                    }
+                }
+            }
+        };
+        if applied.changed {
+            txn.commit().map_err(storage)?;
+        } else {
+            txn.abort().map_err(storage)?;
+        }
+        Ok(applied)
+    }
+
+    /// The record for `key` (value or tombstone), if any.
+    pub fn get(&self, key: &str) -> Result<Option<Record>> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let table = txn.open_table(RECORDS).map_err(storage)?;
+        match table.get(key).map_err(storage)? {
+            Some(bytes) => Ok(Some(Record::decode(key, bytes.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Live values (not tombstones) whose key starts with `prefix`, in key order,
+    /// after `start_after`; at most `limit`, and whether there were more.
+    pub fn scan(&self, prefix: &str, start_after: &str, limit: usize) -> Result<(Vec<Record>, bool)> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let table = txn.open_table(RECORDS).map_err(storage)?;
+        let start = if start_after >= prefix { start_after } else { prefix };
+        let mut records = Vec::new();
+        for entry in table.range(start..).map_err(storage)? {
+            let (key, bytes) = entry.map_err(storage)?;
+            let key = key.value();
+            if !key.starts_with(prefix) {
+                break;
+            }
+            if key == start_after {
+                continue;
+            }
+            let record = Record::decode(key, bytes.value())?;
+            if record.value.is_none() {
+                continue;
+            }
+            if records.len() == limit {
+                return Ok((records, true));
+            }
+            records.push(record);
+        }
+        Ok((records, false))
+    }
+
+    /// How many records (values and tombstones) the store holds.
+    pub fn len(&self) -> Result<u64> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let table = txn.open_table(RECORDS).map_err(storage)?;
+        table.len().map_err(storage)
+    }
+
+    /// True when the store holds no records.
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+}
+
+fn storage(e: impl std::fmt::Display) -> Error {
+    Error::Storage(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn version(wall_ms: u64) -> Version {
+        Version {
+            wall_ms,
+            logical: 0,
+            node: "n1".into(),
+        }
+    }
+
+    fn record(key: &str, wall_ms: u64, value: Option<&str>) -> Record {
+        Record {
+            key: key.into(),
+            version: version(wall_ms),
+            value: value.map(|v| v.as_bytes().to_vec()),
+        }
+    }
+
+    #[test]
+    fn the_highest_version_wins_whatever_the_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert!(store.apply(&record("k", 2, Some("new"))).unwrap().changed);
+        let late_old_write = store.apply(&record("k", 1, Some("old"))).unwrap();
+        assert!(!late_old_write.changed);
+        assert_eq!(late_old_write.stored, version(2));
+        assert_eq!(store.get("k").unwrap().unwrap().value.unwrap(), b"new");
+    }
+
+    #[test]
+    fn tombstones_hide_values_from_scans_but_keep_their_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for (k, v) in [("a/1", "x"), ("a/2", "y"), ("b/1", "z")] {
+            store.apply(&record(k, 1, Some(v))).unwrap();
+        }
+        store.apply(&record("a/1", 2, None)).unwrap();
+        let (found, more) = store.scan("a/", "", 10).unwrap();
+        assert_eq!(found.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(), ["a/2"]);
+        assert!(!more);
+        assert_eq!(store.get("a/1").unwrap().unwrap().version, version(2));
+        assert_eq!(store.len().unwrap(), 3);
+    }
+
+    #[test]
+    fn scan_pages_with_limit_and_start_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for k in ["k1", "k2", "k3"] {
+            store.apply(&record(k, 1, Some("v"))).unwrap();
+        }
+        let (page, more) = store.scan("", "", 2).unwrap();
+        assert_eq!(page.len(), 2);
+        assert!(more);
+        let (rest, more) = store.scan("", &page[1].key, 2).unwrap();
+        assert_eq!(rest.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(), ["k3"]);
+        assert!(!more);
+    }
+
+    #[test]
+    fn records_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        Store::open(dir.path()).unwrap().apply(&record("k", 1, Some("v"))).unwrap();
+        let reopened = Store::open(dir.path()).unwrap();
+        assert_eq!(reopened.get("k").unwrap().unwrap().value.unwrap(), b"v");
+    }
+
+    #[test]
+    fn a_second_opener_gets_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = Store::open(dir.path()).unwrap();
+        let err = Store::open(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("already using this data directory"), "{err}");
+    }
+}

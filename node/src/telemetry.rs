@@ -1,0 +1,122 @@
+//! Logging: one line per event, every line tagged with the process's name.
+//!
+//! Several clusterlab processes usually log into one terminal (or one `docker
+//! compose logs`), so each line starts with the name of the process that wrote it.
+//! `--log-format json` writes one JSON object per line for machines, with the
+//! name in a `process` field. `RUST_LOG` (or `CLUSTERLAB_LOG`) picks what is logged,
+//! e.g. `RUST_LOG=debug` or `RUST_LOG=node=debug,info`; the default is `info`.
+//!
+//! The balancer shares this module (it depends on the `node` crate for it).
+
+use std::fmt;
+
+use tracing::{Event, Subscriber, field::Field};
+use tracing_subscriber::{
+    EnvFilter,
+    fmt::{FmtContext, FormatEvent, FormatFields, format::Writer},
+    registry::LookupSpan,
+};
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Readable lines: `n1 2026-01-01T12:00:00Z  INFO listening addr=...`.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Installs the global logger. Call once, first thing in `main`.
+pub fn init(process: &str, format: LogFormat) {
+    let filter = EnvFilter::try_from_env("CLUSTERLAB_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = match format {
+        LogFormat::Text => builder
+            .event_format(Tagged {
+                process: process.to_string(),
+                inner: tracing_subscriber::fmt::format().with_target(false),
+            })
+            .try_init(),
+        LogFormat::Json => builder
+            .event_format(Json {
+                process: process.to_string(),
+            })
+            .try_init(),
+    };
+    // Already installed (a test that runs two servers in one process): keep the first.
+    let _ = result;
+}
+
+/// Text lines with the process name in front.
+struct Tagged<F> {
+    process: String,
+    inner: F,
+}
+
+impl<S, N, F> FormatEvent<S, N> for Tagged<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        write!(writer, "{} ", self.process)?;
+        self.inner.format_event(ctx, writer, event)
+    }
+}
+
+/// JSON lines: `{"ts":..,"level":..,"process":..,"message":..,<fields>}`.
+struct Json {
+    process: String,
+}
+
+impl<S, N> FormatEvent<S, N> for Json
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        _ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let mut fields = serde_json::Map::new();
+        fields.insert("ts".into(), humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string().into());
+        fields.insert("level".into(), event.metadata().level().as_str().into());
+        fields.insert("process".into(), self.process.clone().into());
+        fields.insert("target".into(), event.metadata().target().into());
+        event.record(&mut JsonVisitor(&mut fields));
+        writeln!(writer, "{}", serde_json::Value::Object(fields))
+    }
+}
+
+struct JsonVisitor<'a>(&'a mut serde_json::Map<String, serde_json::Value>);
+
+impl tracing::field::Visit for JsonVisitor<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.0.insert(field.name().into(), format!("{value:?}").into());
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.insert(field.name().into(), value.into());
+    }
+}

@@ -1,0 +1,50 @@
+//! Building the `Trace` a node puts on each response: coordinator, quorum, and
+//! what every replica did.
+
+use std::time::Instant;
+
+use proto::{ReplicaReport, Trace, replica_report::Outcome};
+
+use crate::version::Version;
+
+/// Collects replica reports while a request runs.
+#[derive(Debug)]
+pub struct TraceBuilder {
+    trace: Trace,
+}
+
+impl TraceBuilder {
+    /// A trace for a request coordinated by `coordinator` that needs `quorum` answers.
+    pub fn new(coordinator: &str, quorum: usize) -> Self {
+        TraceBuilder {
+            trace: Trace {
+                coordinator: coordinator.to_string(),
+                quorum: quorum as u32,
+                ..Trace::default()
+            },
+        }
+    }
+
+    /// Records what one replica did, and how long it took since `started`.
+    pub fn replica(
+        &mut self,
+        node: &str,
+        outcome: Outcome,
+        version: Option<&Version>,
+        started: Instant,
+        detail: impl Into<String>,
+    ) {
+        self.trace.replicas.push(ReplicaReport {
+            node: node.to_string(),
+            outcome: outcome as i32,
+            version: version.cloned().map(Into::into),
+            latency_us: started.elapsed().as_micros() as u64,
+            detail: detail.into(),
+        });
+    }
+
+    /// The finished trace.
+    pub fn finish(self) -> Trace {
+        self.trace
+    }
+}
