@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tonic::transport::{Channel, Endpoint, Uri};
 
-use crate::{Identity, listener::TlsSession};
+use crate::{Identity, explain, listener::TlsSession};
 
 /// What the client learned about the server while connecting.
 #[derive(Debug, Clone)]
@@ -38,7 +38,7 @@ pub struct Dialer {
     pub connect_timeout: Duration,
 }
 
-/// Where the latest handshake's details are left for the caller to read.
+/// Where the connector leaves the latest handshake's details for the caller.
 pub type SessionSlot = Arc<Mutex<Option<ServerSession>>>;
 
 impl Dialer {
@@ -52,7 +52,10 @@ impl Dialer {
 
     /// Connects now, so that an unreachable server or a refused certificate is
     /// reported here rather than at the first request.
-    pub async fn connect(&self, addr: &str) -> Result<(Channel, SessionSlot), tonic::transport::Error> {
+    pub async fn connect(
+        &self,
+        addr: &str,
+    ) -> Result<(Channel, SessionSlot), tonic::transport::Error> {
         let slot = SessionSlot::default();
         let channel = self
             .endpoint(addr)?
@@ -67,6 +70,39 @@ impl Dialer {
         Ok(self
             .endpoint(addr)?
             .connect_with_connector_lazy(self.connector(SessionSlot::default())))
+    }
+
+    /// Finds out why the server at `addr` drops our connections, if it is TLS.
+    ///
+    /// In TLS 1.3 the client finishes its half of the handshake *before* the
+    /// server has checked the client's certificate. A refusal arrives afterwards,
+    /// as an alert on the first read, by which time gRPC only knows that the
+    /// connection broke. So after an unexplained failure, this dials once more,
+    /// waits for the server's first bytes (HTTP/2 servers speak first) and reports
+    /// the alert if one comes instead.
+    pub async fn diagnose(&self, addr: &str) -> Option<String> {
+        use tokio::io::AsyncReadExt;
+        let tls = TlsConnector::from(self.tls.clone()?);
+        let authority = addr
+            .trim_start_matches("http://")
+            .trim_start_matches("https://");
+        let probe = async {
+            let tcp = TcpStream::connect(authority).await.ok()?;
+            let name = ServerName::try_from("clusterlab").expect("valid name");
+            let mut stream = match tls.connect(name, tcp).await {
+                Ok(stream) => stream,
+                Err(e) => return explain::find_rustls_error(&e).map(explain::failed_connection),
+            };
+            let mut first = [0u8; 1];
+            match stream.read(&mut first).await {
+                Err(e) => explain::find_rustls_error(&e).map(explain::failed_connection),
+                Ok(_) => None,
+            }
+        };
+        tokio::time::timeout(self.connect_timeout, probe)
+            .await
+            .ok()
+            .flatten()
     }
 
     fn endpoint(&self, addr: &str) -> Result<Endpoint, tonic::transport::Error> {
@@ -110,16 +146,15 @@ impl Dialer {
                     .unwrap_or_else(|_| ServerName::try_from("clusterlab").expect("valid name"));
                 let stream = tls.connect(name, tcp).await?;
                 let (_, session) = stream.get_ref();
-                if let Some(identity) = session
+                let server = session
                     .peer_certificates()
                     .and_then(|chain| chain.first())
                     .and_then(|cert| Identity::from_certificate(cert).ok())
-                {
-                    *slot.lock().expect("session slot poisoned") = Some(ServerSession {
+                    .map(|identity| ServerSession {
                         identity,
                         tls: TlsSession::of(session),
                     });
-                }
+                *slot.lock().expect("session slot poisoned") = server;
                 Ok(TokioIo::new(Box::new(stream) as Box<dyn Stream>))
             }
         })

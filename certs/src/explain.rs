@@ -45,7 +45,10 @@ pub fn rejected_client(err: &rustls::Error) -> String {
             format!("the client cannot speak what we require (TLS 1.3): {why:?}")
         }
         rustls::Error::AlertReceived(alert) => {
-            format!("the client aborted the handshake: {}", alert_meaning(*alert))
+            format!(
+                "the client aborted the handshake: {}",
+                alert_meaning(*alert)
+            )
         }
         rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => {
             "the client did not speak TLS".into()

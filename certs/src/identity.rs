@@ -183,7 +183,10 @@ mod tests {
             "spiffe://clusterlab/node/a/b",
             "spiffe://clusterlab/node/",
         ] {
-            assert!(Identity::parse_uri(bad).is_err(), "{bad} should be rejected");
+            assert!(
+                Identity::parse_uri(bad).is_err(),
+                "{bad} should be rejected"
+            );
         }
     }
 }

@@ -42,7 +42,10 @@ pub enum Error {
     },
     /// A PEM file did not hold what it should.
     #[error("{path}: {problem}")]
-    Pem { path: std::path::PathBuf, problem: String },
+    Pem {
+        path: std::path::PathBuf,
+        problem: String,
+    },
     /// A certificate does not carry a usable clusterlab identity.
     #[error(transparent)]
     Identity(#[from] identity::IdentityError),

@@ -68,7 +68,7 @@ pub struct PeerInfo {
 /// The parameters a TLS handshake settled on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsSession {
-    /// e.g. "TLSv1_3".
+    /// e.g. "TLSv1.3".
     pub version: String,
     /// e.g. "TLS13_AES_256_GCM_SHA384".
     pub cipher_suite: String,
@@ -78,10 +78,12 @@ impl TlsSession {
     /// Reads the session parameters out of a finished handshake.
     pub fn of(conn: &rustls::CommonState) -> Self {
         TlsSession {
-            version: conn
-                .protocol_version()
-                .map(|v| format!("{v:?}"))
-                .unwrap_or_default(),
+            version: match conn.protocol_version() {
+                Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3".into(),
+                Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2".into(),
+                Some(other) => format!("{other:?}"),
+                None => String::new(),
+            },
             cipher_suite: conn
                 .negotiated_cipher_suite()
                 .map(|s| format!("{:?}", s.suite()))
@@ -192,8 +194,7 @@ async fn accept_loop(
         let timeout = config.handshake_timeout;
         let tx = tx.clone();
         tokio::spawn(async move {
-            let result =
-                tokio::time::timeout(timeout, handshake(tcp, remote_addr, acceptor)).await;
+            let result = tokio::time::timeout(timeout, handshake(tcp, remote_addr, acceptor)).await;
             drop(permit);
             match result {
                 Ok(Ok(conn)) => {

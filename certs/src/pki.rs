@@ -73,13 +73,23 @@ pub fn init(dir: &Path, force: bool) -> Result<Vec<Issued>> {
     let valid = now - CLOCK_SKEW_ALLOWANCE..now + LEAF_VALIDITY;
     let mut issued = Vec::new();
     for (kind, name, role) in [
-        (Kind::Node, "node", "every node (shared, so scaled replicas can use it)"),
+        (
+            Kind::Node,
+            "node",
+            "every node (shared, so scaled replicas can use it)",
+        ),
         (Kind::Balancer, "balancer", "the balancer"),
         (Kind::Client, "admin", "client: may do everything"),
         (Kind::Client, "writer", "client: may read and write data"),
         (Kind::Client, "reader", "client: may only read data"),
     ] {
-        issued.push(write_leaf(dir, &ca, Identity::new(kind, name)?, valid.clone(), role)?);
+        issued.push(write_leaf(
+            dir,
+            &ca,
+            Identity::new(kind, name)?,
+            valid.clone(),
+            role,
+        )?);
     }
 
     // Villain 1: a client certificate from a CA the cluster has never heard of.
@@ -87,12 +97,24 @@ pub fn init(dir: &Path, force: bool) -> Result<Vec<Issued>> {
     let (rogue_params, rogue_key) = new_ca("intruder's own CA", now)?;
     let rogue = Issuer::new(rogue_params, rogue_key);
     let intruder = Identity::new(Kind::Client, "intruder")?;
-    issued.push(write_leaf(dir, &rogue, intruder, valid, "villain: signed by another CA")?);
+    issued.push(write_leaf(
+        dir,
+        &rogue,
+        intruder,
+        valid,
+        "villain: signed by another CA",
+    )?);
 
     // Villain 2: signed by the right CA, but its validity ended yesterday.
     let expired = Identity::new(Kind::Client, "expired")?;
     let past = now - Duration::days(30)..now - Duration::days(1);
-    issued.push(write_leaf(dir, &ca, expired, past, "villain: expired yesterday")?);
+    issued.push(write_leaf(
+        dir,
+        &ca,
+        expired,
+        past,
+        "villain: expired yesterday",
+    )?);
 
     files::write(&dir.join("README.txt"), DIRECTORY_README)?;
     Ok(issued)
@@ -111,7 +133,13 @@ pub fn issue(dir: &Path, identity: Identity) -> Result<Issued> {
         Kind::Balancer => "an extra balancer identity",
         Kind::Client => "an extra client identity",
     };
-    write_leaf(dir, &ca, identity, now - CLOCK_SKEW_ALLOWANCE..now + LEAF_VALIDITY, role)
+    write_leaf(
+        dir,
+        &ca,
+        identity,
+        now - CLOCK_SKEW_ALLOWANCE..now + LEAF_VALIDITY,
+        role,
+    )
 }
 
 /// Loads the CA certificate and key that sign new identities.
@@ -224,17 +252,36 @@ mod tests {
         let names: Vec<_> = issued.iter().map(|i| i.identity.name.as_str()).collect();
         assert_eq!(
             names,
-            ["node", "balancer", "admin", "writer", "reader", "intruder", "expired"]
+            [
+                "node", "balancer", "admin", "writer", "reader", "intruder", "expired"
+            ]
         );
         for item in &issued {
             let der = parse(&item.cert_path);
             let (_, cert) = X509Certificate::from_der(&der).unwrap();
             assert_eq!(Identity::from_certificate(&der).unwrap(), item.identity);
             let ku = cert.key_usage().unwrap().expect("key usage present").value;
-            assert!(ku.digital_signature() && !ku.key_cert_sign(), "{}", item.identity);
-            let eku = cert.extended_key_usage().unwrap().expect("EKU present").value;
-            assert!(eku.client_auth, "{} must be allowed to act as a client", item.identity);
-            assert_eq!(eku.server_auth, item.identity.kind.is_server(), "{}", item.identity);
+            assert!(
+                ku.digital_signature() && !ku.key_cert_sign(),
+                "{}",
+                item.identity
+            );
+            let eku = cert
+                .extended_key_usage()
+                .unwrap()
+                .expect("EKU present")
+                .value;
+            assert!(
+                eku.client_auth,
+                "{} must be allowed to act as a client",
+                item.identity
+            );
+            assert_eq!(
+                eku.server_auth,
+                item.identity.kind.is_server(),
+                "{}",
+                item.identity
+            );
             assert!(!cert.is_ca());
         }
 
@@ -264,7 +311,10 @@ mod tests {
         init(dir.path(), false).unwrap();
         let id = Identity::new(Kind::Node, "n4").unwrap();
         let issued = issue(dir.path(), id.clone()).unwrap();
-        assert_eq!(Identity::from_certificate(&parse(&issued.cert_path)).unwrap(), id);
+        assert_eq!(
+            Identity::from_certificate(&parse(&issued.cert_path)).unwrap(),
+            id
+        );
         // A second time is refused, not silently overwritten.
         assert!(matches!(issue(dir.path(), id), Err(Error::NameTaken(_))));
     }

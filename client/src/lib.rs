@@ -1,0 +1,16 @@
+//! `clusterlab`: the learner's client.
+//!
+//! - [`cli`]: the command line (global flags and commands).
+//! - [`connect`]: dials a balancer or node over mutual TLS, as the chosen identity.
+//! - [`failure`]: turns gRPC statuses and TLS errors into one clear line and an exit code.
+//! - [`render`]: how traces, versions and results look, as text and as JSON.
+//! - [`commands`]: one function per command.
+
+pub mod cli;
+pub mod commands;
+pub mod connect;
+pub mod failure;
+pub mod render;
+
+pub use cli::Cli;
+pub use failure::Failure;

@@ -4,7 +4,9 @@ use std::{pin::Pin, sync::Arc};
 
 use certs::PeerInfo;
 use futures::Stream;
-use tokio_stream::{StreamExt, wrappers::BroadcastStream, wrappers::errors::BroadcastStreamRecvError};
+use tokio_stream::{
+    StreamExt, wrappers::BroadcastStream, wrappers::errors::BroadcastStreamRecvError,
+};
 use tonic::{Request, Response, Status};
 
 use proto::{
@@ -62,7 +64,9 @@ impl Admin for AdminService {
             // The subscriber fell behind: say so in the feed instead of failing it.
             Err(BroadcastStreamRecvError::Lagged(missed)) => Ok(Event {
                 kind: "events.missed".into(),
-                message: format!("{missed} events were dropped because this subscriber fell behind"),
+                message: format!(
+                    "{missed} events were dropped because this subscriber fell behind"
+                ),
                 ..Event::default()
             }),
         });

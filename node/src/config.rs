@@ -30,7 +30,12 @@ pub struct Config {
     pub data_dir: PathBuf,
 
     /// The PKI directory made by `clusterlab-certs init`.
-    #[arg(long, env = "CLUSTERLAB_CERTS", value_name = "DIR", default_value = "certs")]
+    #[arg(
+        long,
+        env = "CLUSTERLAB_CERTS",
+        value_name = "DIR",
+        default_value = "certs"
+    )]
     pub certs: PathBuf,
 
     /// Which certificate in --certs to present (NAME.pem and NAME.key).

@@ -13,11 +13,7 @@ use std::{sync::Arc, time::Instant};
 use proto::replica_report::Outcome;
 
 use crate::{
-    Error, Result,
-    state::NodeState,
-    store::Record,
-    trace::TraceBuilder,
-    version::Version,
+    Error, Result, state::NodeState, store::Record, trace::TraceBuilder, version::Version,
 };
 
 /// Coordinates requests on behalf of clients.
@@ -66,12 +62,22 @@ impl Coordinator {
         let started = Instant::now();
         let applied = self.state.store.run(move |s| s.apply(&record)).await?;
         self.state.clock.observe(&applied.stored);
-        trace.replica(&self.state.name, Outcome::Acked, Some(&applied.stored), started, "");
+        trace.replica(
+            &self.state.name,
+            Outcome::Acked,
+            Some(&applied.stored),
+            started,
+            "",
+        );
         Ok((applied.stored, trace.finish()))
     }
 
     /// Reads the newest record for `key` (which may be a tombstone).
-    pub async fn read(&self, key: String, read_quorum: u32) -> Result<(Option<Record>, proto::Trace)> {
+    pub async fn read(
+        &self,
+        key: String,
+        read_quorum: u32,
+    ) -> Result<(Option<Record>, proto::Trace)> {
         let quorum = self.quorum(read_quorum, "read")?;
         let mut trace = TraceBuilder::new(&self.state.name, quorum);
         let started = Instant::now();
@@ -98,7 +104,13 @@ impl Coordinator {
             .store
             .run(move |s| s.scan(&prefix, &start_after, limit))
             .await?;
-        trace.replica(&self.state.name, Outcome::Answered, None, started, format!("{} entries", records.len()));
+        trace.replica(
+            &self.state.name,
+            Outcome::Answered,
+            None,
+            started,
+            format!("{} entries", records.len()),
+        );
         Ok((records, more, trace.finish()))
     }
 }

@@ -79,7 +79,10 @@ mod tests {
         assert_eq!(history.len(), 1);
         events.publish("member.dead", "n2", "n2 is dead");
         let next = live.recv().await.unwrap();
-        assert_eq!((next.kind.as_str(), next.subject.as_str()), ("member.dead", "n2"));
+        assert_eq!(
+            (next.kind.as_str(), next.subject.as_str()),
+            ("member.dead", "n2")
+        );
     }
 
     #[test]

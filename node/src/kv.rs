@@ -28,7 +28,10 @@ impl KeyValue for KeyValueService {
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
         let request = request.into_inner();
         limits::check_key(&request.key)?;
-        let (record, trace) = self.coordinator.read(request.key, request.read_quorum).await?;
+        let (record, trace) = self
+            .coordinator
+            .read(request.key, request.read_quorum)
+            .await?;
         let response = match record {
             Some(record) if record.value.is_some() => GetResponse {
                 found: true,

@@ -23,7 +23,9 @@ pub const MAX_SCAN_LIMIT: usize = 1000;
 /// A key must be non-empty and at most [`MAX_KEY_BYTES`] bytes of UTF-8.
 pub fn check_key(key: &str) -> Result<()> {
     if key.is_empty() {
-        return Err(Error::InvalidArgument("the key is empty; give a key of 1 to 1024 bytes".into()));
+        return Err(Error::InvalidArgument(
+            "the key is empty; give a key of 1 to 1024 bytes".into(),
+        ));
     }
     if key.len() > MAX_KEY_BYTES {
         return Err(Error::InvalidArgument(format!(
@@ -67,7 +69,10 @@ mod tests {
         assert_eq!(err.to_string(), "key is 1025 bytes; the limit is 1024");
         assert!(check_value(&vec![0; MAX_VALUE_BYTES]).is_ok());
         let err = check_value(&vec![0; 2 * MAX_VALUE_BYTES]).unwrap_err();
-        assert_eq!(err.to_string(), "value is 2097152 bytes; the limit is 1048576");
+        assert_eq!(
+            err.to_string(),
+            "value is 2097152 bytes; the limit is 1048576"
+        );
         assert!(check_key("").is_err());
         assert_eq!(scan_limit(0).unwrap(), DEFAULT_SCAN_LIMIT);
         assert!(scan_limit(5000).is_err());

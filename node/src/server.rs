@@ -39,7 +39,9 @@ pub async fn run(
     let state = NodeState::new(config.name.clone(), identity, store);
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<KeyValueServer<KeyValueService>>().await;
+    health
+        .set_serving::<KeyValueServer<KeyValueService>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -67,7 +69,11 @@ pub async fn run(
         identity = %state.identity.as_ref().map(|i| i.uri()).unwrap_or_else(|| "none".into()),
         "node listening"
     );
-    state.events.publish("node.started", &config.name, format!("{} started on {local_addr}", config.name));
+    state.events.publish(
+        "node.started",
+        &config.name,
+        format!("{} started on {local_addr}", config.name),
+    );
 
     let mut server = Server::builder()
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
@@ -82,7 +88,9 @@ pub async fn run(
     let shutdown = async move {
         shutdown.await;
         // Tell health checkers we are going away before connections close.
-        health_on_stop.set_not_serving::<KeyValueServer<KeyValueService>>().await;
+        health_on_stop
+            .set_not_serving::<KeyValueServer<KeyValueService>>()
+            .await;
     };
     lifecycle::serve_with_drain(shutdown, config.drain_timeout, |signal| {
         router.serve_with_incoming_shutdown(incoming, signal)

@@ -174,10 +174,19 @@ impl Store {
 
     /// Live values (not tombstones) whose key starts with `prefix`, in key order,
     /// after `start_after`; at most `limit`, and whether there were more.
-    pub fn scan(&self, prefix: &str, start_after: &str, limit: usize) -> Result<(Vec<Record>, bool)> {
+    pub fn scan(
+        &self,
+        prefix: &str,
+        start_after: &str,
+        limit: usize,
+    ) -> Result<(Vec<Record>, bool)> {
         let txn = self.db.begin_read().map_err(storage)?;
         let table = txn.open_table(RECORDS).map_err(storage)?;
-        let start = if start_after >= prefix { start_after } else { prefix };
+        let start = if start_after >= prefix {
+            start_after
+        } else {
+            prefix
+        };
         let mut records = Vec::new();
         for entry in table.range(start..).map_err(storage)? {
             let (key, bytes) = entry.map_err(storage)?;
@@ -257,7 +266,10 @@ mod tests {
         }
         store.apply(&record("a/1", 2, None)).unwrap();
         let (found, more) = store.scan("a/", "", 10).unwrap();
-        assert_eq!(found.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(), ["a/2"]);
+        assert_eq!(
+            found.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(),
+            ["a/2"]
+        );
         assert!(!more);
         assert_eq!(store.get("a/1").unwrap().unwrap().version, version(2));
         assert_eq!(store.len().unwrap(), 3);
@@ -274,14 +286,20 @@ mod tests {
         assert_eq!(page.len(), 2);
         assert!(more);
         let (rest, more) = store.scan("", &page[1].key, 2).unwrap();
-        assert_eq!(rest.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(), ["k3"]);
+        assert_eq!(
+            rest.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(),
+            ["k3"]
+        );
         assert!(!more);
     }
 
     #[test]
     fn records_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
-        Store::open(dir.path()).unwrap().apply(&record("k", 1, Some("v"))).unwrap();
+        Store::open(dir.path())
+            .unwrap()
+            .apply(&record("k", 1, Some("v")))
+            .unwrap();
         let reopened = Store::open(dir.path()).unwrap();
         assert_eq!(reopened.get("k").unwrap().unwrap().value.unwrap(), b"v");
     }

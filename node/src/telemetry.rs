@@ -34,7 +34,9 @@ pub fn init(process: &str, format: LogFormat) {
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colours for people at a terminal, none in files and `docker compose logs`.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let result = match format {
         LogFormat::Text => builder
             .event_format(Tagged {
@@ -92,7 +94,12 @@ where
         event: &Event<'_>,
     ) -> fmt::Result {
         let mut fields = serde_json::Map::new();
-        fields.insert("ts".into(), humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string().into());
+        fields.insert(
+            "ts".into(),
+            humantime::format_rfc3339_millis(std::time::SystemTime::now())
+                .to_string()
+                .into(),
+        );
         fields.insert("level".into(), event.metadata().level().as_str().into());
         fields.insert("process".into(), self.process.clone().into());
         fields.insert("target".into(), event.metadata().target().into());
@@ -105,7 +112,8 @@ struct JsonVisitor<'a>(&'a mut serde_json::Map<String, serde_json::Value>);
 
 impl tracing::field::Visit for JsonVisitor<'_> {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.0.insert(field.name().into(), format!("{value:?}").into());
+        self.0
+            .insert(field.name().into(), format!("{value:?}").into());
     }
     fn record_str(&mut self, field: &Field, value: &str) {
         self.0.insert(field.name().into(), value.into());

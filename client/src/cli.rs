@@ -1,0 +1,139 @@
+//! The command line. Every flag can also come from a `CLUSTERLAB_*` variable.
+
+use std::{path::PathBuf, time::Duration};
+
+use certs::TlsMode;
+use clap::{Args, Parser, Subcommand};
+
+/// clusterlab: talk to a clusterlab cluster, and see what happened.
+///
+/// Every answer carries a trace: which node served it and what each replica did.
+/// Add -v to see it, or --json for all of it.
+#[derive(Debug, Parser)]
+#[command(name = "clusterlab", version, after_help = EXAMPLES)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+const EXAMPLES: &str = "\
+Examples:
+  clusterlab put greeting hello
+  clusterlab -v get greeting
+  clusterlab put photo --value-file cat.jpg
+  echo hi | clusterlab put note -
+  clusterlab --identity reader whoami";
+
+/// Flags that apply to every command.
+#[derive(Debug, Clone, Args)]
+pub struct Global {
+    /// The balancer or node to talk to.
+    #[arg(
+        long,
+        global = true,
+        env = "CLUSTERLAB_ADDR",
+        default_value = "127.0.0.1:7000"
+    )]
+    pub addr: String,
+
+    /// The PKI directory made by `clusterlab-certs init`.
+    #[arg(
+        long,
+        global = true,
+        env = "CLUSTERLAB_CERTS",
+        value_name = "DIR",
+        default_value = "certs"
+    )]
+    pub certs: PathBuf,
+
+    /// Who to connect as: admin, writer, reader, or any NAME with NAME.pem in --certs.
+    #[arg(
+        long,
+        global = true,
+        env = "CLUSTERLAB_IDENTITY",
+        default_value = "admin"
+    )]
+    pub identity: String,
+
+    /// mtls (default), or plaintext for a cluster started in plaintext mode.
+    #[arg(
+        long,
+        global = true,
+        env = "CLUSTERLAB_TLS",
+        value_enum,
+        default_value_t
+    )]
+    pub tls: TlsMode,
+
+    /// Print machine-readable JSON on stdout.
+    #[arg(long, global = true, env = "CLUSTERLAB_JSON")]
+    pub json: bool,
+
+    /// Print each response's trace (who served it, what each replica did) on stderr.
+    #[arg(short, long, global = true, env = "CLUSTERLAB_VERBOSE")]
+    pub verbose: bool,
+
+    /// Give up on a request after this long (e.g. 500ms, 10s).
+    #[arg(long, global = true, env = "CLUSTERLAB_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a value under a key.
+    Put(PutArgs),
+    /// Read a key's value; prints the value alone. Exits 1 if the key does not exist.
+    Get(GetArgs),
+    /// Delete a key.
+    Delete(DeleteArgs),
+    /// List keys in order, with their values.
+    Scan(ScanArgs),
+    /// Show the TLS session and both identities: who you are, and who answered.
+    Whoami,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["value", "value_file"])))]
+pub struct PutArgs {
+    pub key: String,
+    /// The value, or `-` to read it from standard input.
+    pub value: Option<String>,
+    /// Read the value from a file (for values too large for an argument).
+    #[arg(long, value_name = "FILE")]
+    pub value_file: Option<PathBuf>,
+    /// Write quorum: how many replicas must store the write before it is acknowledged.
+    #[arg(long = "w", value_name = "N")]
+    pub write_quorum: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    pub key: String,
+    /// Read quorum: how many replicas must answer.
+    #[arg(long = "r", value_name = "N")]
+    pub read_quorum: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    pub key: String,
+    /// Write quorum for the delete.
+    #[arg(long = "w", value_name = "N")]
+    pub write_quorum: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct ScanArgs {
+    /// Only keys starting with this.
+    #[arg(long, default_value = "")]
+    pub prefix: String,
+    /// At most this many entries (1 to 1000).
+    #[arg(long, default_value_t = 100)]
+    pub limit: u32,
+    /// Start after this key, to page through a long listing.
+    #[arg(long, default_value = "")]
+    pub start_after: String,
+}

@@ -1,0 +1,297 @@
+//! One function per command. Each returns `Err(Failure)` for exit status 1.
+
+use std::io::{IsTerminal, Read, Write};
+
+use proto::{DeleteRequest, GetRequest, PutRequest, ScanRequest, Trace, WhoAmIRequest};
+use serde_json::{Value, json};
+
+use crate::{
+    Failure,
+    cli::{Cli, Command, DeleteArgs, GetArgs, Global, PutArgs, ScanArgs},
+    connect::Connection,
+    render,
+};
+
+/// Runs the command the command line asked for.
+pub async fn run(cli: Cli) -> Result<(), Failure> {
+    let global = cli.global;
+    match cli.command {
+        Command::Put(args) => put(&global, args).await,
+        Command::Get(args) => get(&global, args).await,
+        Command::Delete(args) => delete(&global, args).await,
+        Command::Scan(args) => scan(&global, args).await,
+        Command::Whoami => whoami(&global).await,
+    }
+}
+
+/// Wraps a message in a request with the `--timeout` deadline (sent to the server
+/// as `grpc-timeout`, so it gives up too).
+fn request<T>(global: &Global, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(global.timeout);
+    request
+}
+
+/// With `-v`, the trace as one line on stderr.
+fn show_trace(global: &Global, trace: Option<&Trace>) {
+    if let (true, Some(trace)) = (global.verbose, trace) {
+        eprintln!("{}", render::trace_line(trace));
+    }
+}
+
+fn print_json(value: &Value) {
+    println!("{value}");
+}
+
+fn read_value(args: &PutArgs) -> Result<Vec<u8>, Failure> {
+    let read_failed = |what: String, e: std::io::Error| {
+        Failure::new("INVALID_ARGUMENT", format!("cannot read {what}: {e}"))
+    };
+    match (&args.value, &args.value_file) {
+        (_, Some(path)) => {
+            std::fs::read(path).map_err(|e| read_failed(path.display().to_string(), e))
+        }
+        (Some(dash), None) if dash == "-" => {
+            let mut value = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut value)
+                .map_err(|e| read_failed("standard input".into(), e))?;
+            Ok(value)
+        }
+        (Some(value), None) => Ok(value.clone().into_bytes()),
+        (None, None) => unreachable!("clap requires a value source"),
+    }
+}
+
+async fn put(global: &Global, args: PutArgs) -> Result<(), Failure> {
+    let value = read_value(&args)?;
+    let size = value.len();
+    let conn = Connection::open(global).await?;
+    let response = conn
+        .key_value()
+        .put(request(
+            global,
+            PutRequest {
+                key: args.key.clone(),
+                value,
+                write_quorum: args.write_quorum.unwrap_or(0),
+                request_id: String::new(),
+            },
+        ))
+        .await;
+    let response = conn.check(response).await?;
+    show_trace(global, response.trace.as_ref());
+    if global.json {
+        print_json(&json!({
+            "key": args.key,
+            "bytes": size,
+            "version": render::version_json(response.version.as_ref()),
+            "trace": render::trace_json(response.trace.as_ref()),
+        }));
+    } else {
+        let version = response
+            .version
+            .as_ref()
+            .map(render::version)
+            .unwrap_or_default();
+        println!("OK {} ({size} bytes) version {version}", args.key);
+    }
+    Ok(())
+}
+
+async fn get(global: &Global, args: GetArgs) -> Result<(), Failure> {
+    let conn = Connection::open(global).await?;
+    let response = conn
+        .key_value()
+        .get(request(
+            global,
+            GetRequest {
+                key: args.key.clone(),
+                read_quorum: args.read_quorum.unwrap_or(0),
+            },
+        ))
+        .await;
+    let response = conn.check(response).await?;
+    show_trace(global, response.trace.as_ref());
+    if global.json {
+        let mut object = serde_json::Map::new();
+        object.insert("key".into(), args.key.clone().into());
+        object.insert("found".into(), response.found.into());
+        if response.found {
+            object.extend(render::value_fields(&response.value));
+        } else {
+            object.insert("value".into(), Value::Null);
+        }
+        object.insert(
+            "version".into(),
+            render::version_json(response.version.as_ref()),
+        );
+        object.insert("trace".into(), render::trace_json(response.trace.as_ref()));
+        print_json(&Value::Object(object));
+    }
+    if !response.found {
+        return Err(Failure::new(
+            "NOT_FOUND",
+            format!("key {:?} does not exist", args.key),
+        ));
+    }
+    if !global.json {
+        let mut stdout = std::io::stdout().lock();
+        let written = stdout.write_all(&response.value).and_then(|()| {
+            // At a terminal, end the line so the prompt does not glue onto the value.
+            if std::io::stdout().is_terminal() && !response.value.ends_with(b"\n") {
+                stdout.write_all(b"\n")?;
+            }
+            stdout.flush()
+        });
+        if let Err(e) = written {
+            return Err(Failure::new(
+                "UNKNOWN",
+                format!("cannot write the value to stdout: {e}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+async fn delete(global: &Global, args: DeleteArgs) -> Result<(), Failure> {
+    let conn = Connection::open(global).await?;
+    let response = conn
+        .key_value()
+        .delete(request(
+            global,
+            DeleteRequest {
+                key: args.key.clone(),
+                write_quorum: args.write_quorum.unwrap_or(0),
+                request_id: String::new(),
+            },
+        ))
+        .await;
+    let response = conn.check(response).await?;
+    show_trace(global, response.trace.as_ref());
+    if global.json {
+        print_json(&json!({
+            "key": args.key,
+            "version": render::version_json(response.version.as_ref()),
+            "trace": render::trace_json(response.trace.as_ref()),
+        }));
+    } else {
+        let version = response
+            .version
+            .as_ref()
+            .map(render::version)
+            .unwrap_or_default();
+        println!("OK deleted {} (tombstone version {version})", args.key);
+    }
+    Ok(())
+}
+
+async fn scan(global: &Global, args: ScanArgs) -> Result<(), Failure> {
+    let conn = Connection::open(global).await?;
+    let response = conn
+        .key_value()
+        .scan(request(
+            global,
+            ScanRequest {
+                prefix: args.prefix,
+                limit: args.limit,
+                start_after: args.start_after,
+            },
+        ))
+        .await;
+    let response = conn.check(response).await?;
+    show_trace(global, response.trace.as_ref());
+    if global.json {
+        let entries: Vec<Value> = response
+            .entries
+            .iter()
+            .map(|e| {
+                let mut object = serde_json::Map::new();
+                object.insert("key".into(), e.key.clone().into());
+                object.extend(render::value_fields(&e.value));
+                object.insert("version".into(), render::version_json(e.version.as_ref()));
+                Value::Object(object)
+            })
+            .collect();
+        print_json(&json!({
+            "entries": entries,
+            "more": response.more,
+            "trace": render::trace_json(response.trace.as_ref()),
+        }));
+    } else {
+        for entry in &response.entries {
+            println!("{}\t{}", entry.key, String::from_utf8_lossy(&entry.value));
+        }
+        if response.more {
+            let last = response
+                .entries
+                .last()
+                .map(|e| e.key.as_str())
+                .unwrap_or("");
+            eprintln!("(more keys follow: add --start-after {last:?})");
+        }
+    }
+    Ok(())
+}
+
+async fn whoami(global: &Global) -> Result<(), Failure> {
+    let conn = Connection::open(global).await?;
+    let seen = conn
+        .admin()
+        .who_am_i(request(global, WhoAmIRequest {}))
+        .await;
+    let seen = conn.check(seen).await?;
+    let session = conn.session.lock().expect("session slot poisoned").clone();
+    let me = conn.identity.as_ref().map(|i| i.uri()).unwrap_or_default();
+    let server_identity = session
+        .as_ref()
+        .map(|s| s.identity.uri())
+        .unwrap_or_default();
+    let (version, suite) = session
+        .as_ref()
+        .map(|s| (s.tls.version.clone(), s.tls.cipher_suite.clone()))
+        .unwrap_or_default();
+    if global.json {
+        print_json(&json!({
+            "addr": conn.addr,
+            "tls_version": version,
+            "cipher_suite": suite,
+            "client_identity": me,
+            "server_identity": server_identity,
+            "server_name": seen.server_name,
+            "server_saw": {
+                "identity": seen.peer_identity,
+                "addr": seen.peer_addr,
+                "tls_version": seen.tls_version,
+                "cipher_suite": seen.cipher_suite,
+            },
+            "allowed": seen.allowed,
+        }));
+        return Ok(());
+    }
+    if conn.plaintext {
+        println!(
+            "connection   {} in PLAINTEXT: no encryption, no identities",
+            conn.addr
+        );
+        println!("server       {}", seen.server_name);
+        return Ok(());
+    }
+    println!(
+        "connection   {} over {version}, cipher suite {suite}",
+        conn.addr
+    );
+    println!("you          {me}");
+    println!(
+        "server       {server_identity} (process {})",
+        seen.server_name
+    );
+    println!(
+        "server saw   {} from {}",
+        seen.peer_identity, seen.peer_addr
+    );
+    if !seen.allowed.is_empty() {
+        println!("you may call {}", seen.allowed.join(", "));
+    }
+    Ok(())
+}

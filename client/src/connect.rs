@@ -1,0 +1,95 @@
+//! Connecting to a balancer or node as the chosen identity.
+
+use certs::{
+    Identity, TlsMode,
+    dial::{Dialer, SessionSlot},
+};
+use proto::{admin_client::AdminClient, key_value_client::KeyValueClient};
+use tonic::transport::Channel;
+
+use crate::{Failure, cli::Global};
+
+/// Responses up to this size are accepted: a 1 MiB value plus its trace, with room.
+const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+
+/// An open connection and what we know about it.
+#[derive(Debug)]
+pub struct Connection {
+    pub channel: Channel,
+    /// The address dialled, for messages.
+    pub addr: String,
+    /// Our identity (`None` in plaintext mode).
+    pub identity: Option<Identity>,
+    /// The server's identity and the TLS session, once connected.
+    pub session: SessionSlot,
+    pub plaintext: bool,
+    dialer: Dialer,
+}
+
+impl Connection {
+    /// Connects as `--identity` to `--addr`.
+    pub async fn open(global: &Global) -> Result<Self, Failure> {
+        let (tls, identity) = match global.tls {
+            TlsMode::Mtls => {
+                let (config, identity) = certs::tls::client_config(&global.certs, &global.identity)
+                    .map_err(|e| {
+                        Failure::new(
+                            "INVALID_ARGUMENT",
+                            format!("cannot load identity {:?}: {e}", global.identity),
+                        )
+                    })?;
+                (Some(config), Some(identity))
+            }
+            TlsMode::Plaintext => (None, None),
+        };
+        let plaintext = tls.is_none();
+        let dialer = Dialer::new(tls);
+        let (channel, session) = dialer
+            .connect(&global.addr)
+            .await
+            .map_err(|e| Failure::from_connect(&e, &global.addr, plaintext))?;
+        Ok(Connection {
+            channel,
+            addr: global.addr.clone(),
+            identity,
+            session,
+            plaintext,
+            dialer,
+        })
+    }
+
+    /// A `KeyValue` client on this connection.
+    pub fn key_value(&self) -> KeyValueClient<Channel> {
+        KeyValueClient::new(self.channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES)
+    }
+
+    /// An `Admin` client on this connection.
+    pub fn admin(&self) -> AdminClient<Channel> {
+        AdminClient::new(self.channel.clone())
+    }
+
+    /// The message of a successful call, or the failure explained.
+    pub async fn check<T>(
+        &self,
+        result: Result<tonic::Response<T>, tonic::Status>,
+    ) -> Result<T, Failure> {
+        match result {
+            Ok(response) => Ok(response.into_inner()),
+            Err(status) => Err(self.failure(&status).await),
+        }
+    }
+
+    /// Explains a failed call on this connection. When the connection itself
+    /// broke, asks the dialer to find out whether the server refused our certificate.
+    pub async fn failure(&self, status: &tonic::Status) -> Failure {
+        if matches!(
+            status.code(),
+            tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Unknown
+        ) {
+            if let Some(reason) = self.dialer.diagnose(&self.addr).await {
+                return Failure::from_status(status, &self.addr, self.plaintext, Some(reason));
+            }
+        }
+        Failure::from_status(status, &self.addr, self.plaintext, None)
+    }
+}

@@ -1,0 +1,138 @@
+//! Failures the way a person should see them: `CODE: what happened and what to do`.
+//!
+//! Exit status 1 means the operation failed (the message on stderr names the gRPC
+//! status code); clap exits 2 for usage errors.
+
+use std::{error::Error as StdError, fmt};
+
+use certs::explain;
+
+/// A failed operation: a gRPC status code (or a similar short label) and a sentence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// e.g. `NOT_FOUND`, `UNAVAILABLE`, `INVALID_ARGUMENT`.
+    pub code: String,
+    pub message: String,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl StdError for Failure {}
+
+impl Failure {
+    /// A failure with a code and a message.
+    pub fn new(code: &str, message: impl Into<String>) -> Self {
+        Failure {
+            code: code.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// Explains a failed call to `addr`. TLS problems hide deep in the status's
+    /// chain of causes; they are the most useful part, so they come first.
+    ///
+    /// `tls_failure` is a TLS error the connection noted after its handshake (see
+    /// `certs::dial::SessionInfo`): a server refusing our certificate shows up as
+    /// nothing more than a broken connection in the status itself.
+    pub fn from_status(
+        status: &tonic::Status,
+        addr: &str,
+        plaintext: bool,
+        tls_failure: Option<String>,
+    ) -> Self {
+        if let Some(reason) = tls_failure.map(|r| format!("TLS with {addr} failed: {r}")) {
+            return Failure::new("UNAVAILABLE", reason);
+        }
+        if let Some(reason) = transport_reason(status, addr, plaintext) {
+            return Failure::new("UNAVAILABLE", reason);
+        }
+        Failure::new(code_name(status.code()), status.message())
+    }
+
+    /// Explains a failure to connect to `addr`.
+    pub fn from_connect(err: &tonic::transport::Error, addr: &str, plaintext: bool) -> Self {
+        let reason = transport_reason(err, addr, plaintext)
+            .unwrap_or_else(|| format!("cannot connect to {addr}: {}", chain(err)));
+        Failure::new("UNAVAILABLE", reason)
+    }
+}
+
+/// Finds the root cause of a transport failure and says what it means.
+fn transport_reason(err: &(dyn StdError + 'static), addr: &str, plaintext: bool) -> Option<String> {
+    if let Some(tls) = explain::find_rustls_error(err) {
+        return Some(format!(
+            "TLS with {addr} failed: {}",
+            explain::failed_connection(tls)
+        ));
+    }
+    let mut next: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            return Some(match io.kind() {
+                ConnectionRefused => format!(
+                    "nothing is listening at {addr} (connection refused); is the cluster \
+                     running, and is --addr right?"
+                ),
+                TimedOut => format!("no answer from {addr} in time (connect timed out)"),
+                ConnectionReset | BrokenPipe | UnexpectedEof if plaintext => format!(
+                    "{addr} closed the connection during setup; it probably requires TLS \
+                     (drop --tls plaintext)"
+                ),
+                _ => format!("connection to {addr} failed: {io}"),
+            });
+        }
+        next = e.source();
+    }
+    // hyper reports a peer that hangs up before answering without an io::Error.
+    let text = chain(err);
+    if plaintext && (text.contains("connection closed") || text.contains("broken pipe")) {
+        return Some(format!(
+            "{addr} closed the connection during setup; it probably requires TLS \
+             (drop --tls plaintext)"
+        ));
+    }
+    None
+}
+
+/// The error and its causes, joined with ": ".
+fn chain(err: &(dyn StdError + 'static)) -> String {
+    let mut parts = vec![err.to_string()];
+    let mut next = err.source();
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !parts.last().is_some_and(|last| last.contains(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    parts.join(": ")
+}
+
+/// `Code::NotFound` -> `NOT_FOUND`, as gRPC spells status codes everywhere else.
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
+}

@@ -1,0 +1,163 @@
+//! How results look: one-line traces for people, JSON objects for scripts.
+
+use proto::{ReplicaReport, Trace, Version, replica_report::Outcome};
+use serde_json::{Value, json};
+
+/// `1732200000000.3@n1`: wall-clock ms, logical counter, the node that stamped it.
+pub fn version(v: &Version) -> String {
+    format!("{}.{}@{}", v.wall_ms, v.logical, v.node)
+}
+
+/// A version as a JSON object.
+pub fn version_json(v: Option<&Version>) -> Value {
+    match v {
+        Some(v) => {
+            json!({"wall_ms": v.wall_ms, "logical": v.logical, "node": v.node, "text": version(v)})
+        }
+        None => Value::Null,
+    }
+}
+
+fn outcome_name(report: &ReplicaReport) -> &'static str {
+    match Outcome::try_from(report.outcome).unwrap_or(Outcome::Unspecified) {
+        Outcome::Acked => "ACKED",
+        Outcome::Answered => "ANSWERED",
+        Outcome::Repaired => "REPAIRED",
+        Outcome::Failed => "FAILED",
+        Outcome::TimedOut => "TIMED_OUT",
+        Outcome::Unspecified => "UNKNOWN",
+    }
+}
+
+fn micros(us: u64) -> String {
+    if us >= 1000 {
+        format!("{:.1}ms", us as f64 / 1000.0)
+    } else {
+        format!("{us}us")
+    }
+}
+
+/// The trace as one line, e.g.
+/// `trace: coordinator=n1 quorum=1 replicas: n1 ACKED v=1732200000000.0@n1 (0.4ms)`.
+pub fn trace_line(trace: &Trace) -> String {
+    let mut line = String::from("trace:");
+    if !trace.balancer.is_empty() {
+        line += &format!(" balancer={} policy={}", trace.balancer, trace.policy);
+        if !trace.choice.is_empty() {
+            line += &format!(" choice=\"{}\"", trace.choice);
+        }
+        let attempts: Vec<String> = trace
+            .attempts
+            .iter()
+            .map(|a| format!("{} {} ({})", a.node, a.outcome, micros(a.latency_us)))
+            .collect();
+        line += &format!(" attempts: {} |", attempts.join(", "));
+    }
+    line += &format!(
+        " coordinator={} quorum={} replicas:",
+        trace.coordinator, trace.quorum
+    );
+    let replicas: Vec<String> = trace
+        .replicas
+        .iter()
+        .map(|r| {
+            let mut s = format!("{} {}", r.node, outcome_name(r));
+            if let Some(v) = &r.version {
+                s += &format!(" v={}", version(v));
+            }
+            if !r.detail.is_empty() {
+                s += &format!(" [{}]", r.detail);
+            }
+            s + &format!(" ({})", micros(r.latency_us))
+        })
+        .collect();
+    line + " " + &replicas.join(", ")
+}
+
+/// The whole trace as JSON.
+pub fn trace_json(trace: Option<&Trace>) -> Value {
+    let Some(trace) = trace else {
+        return Value::Null;
+    };
+    json!({
+        "balancer": trace.balancer,
+        "policy": trace.policy,
+        "choice": trace.choice,
+        "attempts": trace.attempts.iter().map(|a| json!({
+            "node": a.node, "outcome": a.outcome, "latency_us": a.latency_us, "detail": a.detail,
+        })).collect::<Vec<_>>(),
+        "coordinator": trace.coordinator,
+        "quorum": trace.quorum,
+        "replicas": trace.replicas.iter().map(|r| json!({
+            "node": r.node,
+            "outcome": outcome_name(r),
+            "version": version_json(r.version.as_ref()),
+            "latency_us": r.latency_us,
+            "detail": r.detail,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// A value for JSON: a string when it is UTF-8 text, else `null` with the bytes
+/// in hex under `value_hex`.
+pub fn value_fields(value: &[u8]) -> serde_json::Map<String, Value> {
+    let mut fields = serde_json::Map::new();
+    match std::str::from_utf8(value) {
+        Ok(text) => {
+            fields.insert("value".into(), text.into());
+        }
+        Err(_) => {
+            fields.insert("value".into(), Value::Null);
+            let hex: String = value.iter().map(|b| format!("{b:02x}")).collect();
+            fields.insert("value_hex".into(), hex.into());
+        }
+    }
+    fields
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trace_line_names_coordinator_and_every_replica() {
+        let trace = Trace {
+            coordinator: "n1".into(),
+            quorum: 2,
+            replicas: vec![
+                ReplicaReport {
+                    node: "n1".into(),
+                    outcome: Outcome::Acked as i32,
+                    version: Some(Version {
+                        wall_ms: 5,
+                        logical: 1,
+                        node: "n1".into(),
+                    }),
+                    latency_us: 400,
+                    detail: String::new(),
+                },
+                ReplicaReport {
+                    node: "n3".into(),
+                    outcome: Outcome::Failed as i32,
+                    version: None,
+                    latency_us: 2500,
+                    detail: "unreachable".into(),
+                },
+            ],
+            ..Trace::default()
+        };
+        assert_eq!(
+            trace_line(&trace),
+            "trace: coordinator=n1 quorum=2 replicas: n1 ACKED v=5.1@n1 (400us), \
+             n3 FAILED [unreachable] (2.5ms)"
+        );
+    }
+
+    #[test]
+    fn binary_values_are_hex_in_json() {
+        assert_eq!(value_fields(b"hi")["value"], "hi");
+        let binary = value_fields(&[0xff, 0x00]);
+        assert_eq!(binary["value"], Value::Null);
+        assert_eq!(binary["value_hex"], "ff00");
+    }
+}
