@@ -1,0 +1,263 @@
+//! The data commands against one real node: what a learner types first.
+
+use tests::TestCluster;
+
+#[test]
+fn put_then_get_prints_the_value_alone() {
+    let cluster = TestCluster::start(1);
+    let put = cluster.client().args(["put", "greeting", "hello"]).ok();
+    assert!(
+        put.stdout.starts_with("OK greeting (5 bytes) version "),
+        "{}",
+        put.stdout
+    );
+    let get = cluster.client().args(["get", "greeting"]).ok();
+    assert_eq!(get.stdout, "hello");
+    assert_eq!(
+        get.stderr, "",
+        "nothing but the value, and nothing on stderr without -v"
+    );
+}
+
+#[test]
+fn a_missing_key_exits_1_with_not_found() {
+    let cluster = TestCluster::start(1);
+    let out = cluster.client().args(["get", "nope"]).fails();
+    assert!(out.stderr.starts_with("NOT_FOUND:"), "{}", out.stderr);
+    assert_eq!(out.stdout, "");
+}
+
+#[test]
+fn get_json_has_key_value_version_and_trace() {
+    let cluster = TestCluster::start(1);
+    cluster.client().args(["put", "k", "v1"]).ok();
+    let json = cluster.client().args(["--json", "get", "k"]).ok().json();
+    assert_eq!(json["key"], "k");
+    assert_eq!(json["value"], "v1");
+    assert_eq!(json["version"]["node"], "n1");
+    assert!(json["version"]["wall_ms"].as_u64().unwrap() > 0);
+    assert_eq!(json["trace"]["coordinator"], "n1");
+    let replicas = json["trace"]["replicas"].as_array().unwrap();
+    assert_eq!(replicas.len(), 1);
+    assert_eq!(replicas[0]["node"], "n1");
+    assert_eq!(replicas[0]["outcome"], "ANSWERED");
+    assert_eq!(replicas[0]["version"], json["version"]);
+}
+
+#[test]
+fn verbose_prints_the_trace_as_one_line_on_stderr() {
+    let cluster = TestCluster::start(1);
+    let out = cluster.client().args(["-v", "put", "k", "v"]).ok();
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{}", out.stderr);
+    assert!(
+        lines[0].starts_with("trace: coordinator=n1 quorum=1 replicas: n1 ACKED v="),
+        "{}",
+        lines[0]
+    );
+}
+
+#[test]
+fn a_newer_write_wins_and_versions_increase() {
+    let cluster = TestCluster::start(1);
+    let first = cluster
+        .client()
+        .args(["--json", "put", "k", "one"])
+        .ok()
+        .json();
+    let second = cluster
+        .client()
+        .args(["--json", "put", "k", "two"])
+        .ok()
+        .json();
+    let stamp = |v: &serde_json::Value| {
+        (
+            v["version"]["wall_ms"].as_u64().unwrap(),
+            v["version"]["logical"].as_u64().unwrap(),
+        )
+    };
+    assert!(stamp(&second) > stamp(&first));
+    assert_eq!(cluster.client().args(["get", "k"]).ok().stdout, "two");
+}
+
+#[test]
+fn values_come_from_an_argument_a_file_or_stdin() {
+    let cluster = TestCluster::start(1);
+    // A binary value of 1 MiB, exactly the limit: too large for an argument.
+    let big: Vec<u8> = (0..1024 * 1024).map(|i| (i % 251) as u8).collect();
+    let file = cluster.dir().join("big.bin");
+    std::fs::write(&file, &big).unwrap();
+    cluster
+        .client()
+        .args(["put", "from-file", "--value-file"])
+        .arg_path(&file)
+        .ok();
+    assert_eq!(
+        cluster
+            .client()
+            .args(["get", "from-file"])
+            .ok()
+            .stdout_bytes,
+        big
+    );
+
+    cluster
+        .client()
+        .args(["put", "from-stdin", "-"])
+        .stdin("piped\nvalue")
+        .ok();
+    assert_eq!(
+        cluster.client().args(["get", "from-stdin"]).ok().stdout,
+        "piped\nvalue"
+    );
+
+    let missing = cluster
+        .client()
+        .args(["put", "k", "--value-file", "/nonexistent/v"])
+        .fails();
+    assert!(
+        missing.stderr.contains("cannot read /nonexistent/v"),
+        "{}",
+        missing.stderr
+    );
+}
+
+#[test]
+fn delete_hides_the_key_and_scan_lists_in_order() {
+    let cluster = TestCluster::start(1);
+    for (k, v) in [
+        ("user/2", "bo"),
+        ("user/1", "al"),
+        ("user/3", "cy"),
+        ("other", "x"),
+    ] {
+        cluster.client().args(["put", k, v]).ok();
+    }
+    let deleted = cluster.client().args(["delete", "user/2"]).ok();
+    assert!(
+        deleted.stdout.starts_with("OK deleted user/2"),
+        "{}",
+        deleted.stdout
+    );
+    cluster.client().args(["get", "user/2"]).fails();
+
+    let scan = cluster.client().args(["scan", "--prefix", "user/"]).ok();
+    assert_eq!(scan.stdout, "user/1\tal\nuser/3\tcy\n");
+
+    let page = cluster
+        .client()
+        .args(["--json", "scan", "--limit", "1"])
+        .ok()
+        .json();
+    assert_eq!(page["entries"].as_array().unwrap().len(), 1);
+    assert_eq!(page["entries"][0]["key"], "other");
+    assert_eq!(page["more"], true);
+    let rest = cluster
+        .client()
+        .args(["--json", "scan", "--start-after", "other"])
+        .ok()
+        .json();
+    let keys: Vec<&str> = rest["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["user/1", "user/3"]);
+}
+
+#[test]
+fn oversized_keys_and_values_get_invalid_argument_with_the_limit() {
+    let cluster = TestCluster::start(1);
+    let value = cluster.dir().join("2mib");
+    std::fs::write(&value, vec![b'x'; 2 * 1024 * 1024]).unwrap();
+    let out = cluster
+        .client()
+        .args(["put", "k", "--value-file"])
+        .arg_path(&value)
+        .fails();
+    assert_eq!(
+        out.stderr.trim(),
+        "INVALID_ARGUMENT: value is 2097152 bytes; the limit is 1048576"
+    );
+
+    let key = "k".repeat(1025);
+    let out = cluster.client().args(["put", &key, "v"]).fails();
+    assert_eq!(
+        out.stderr.trim(),
+        "INVALID_ARGUMENT: key is 1025 bytes; the limit is 1024"
+    );
+    let out = cluster.client().args(["get", &key]).fails();
+    assert!(out.stderr.contains("the limit is 1024"), "{}", out.stderr);
+
+    // The node keeps serving.
+    cluster.client().args(["put", "k", "fine"]).ok();
+}
+
+#[test]
+fn quorums_beyond_the_replica_count_are_refused() {
+    let cluster = TestCluster::start(1);
+    let out = cluster.client().args(["put", "k", "v", "--w", "2"]).fails();
+    assert!(
+        out.stderr
+            .starts_with("INVALID_ARGUMENT: write quorum 2 is more than the 1 replica"),
+        "{}",
+        out.stderr
+    );
+    cluster.client().args(["put", "k", "v", "--w", "1"]).ok();
+    cluster.client().args(["get", "k", "--r", "1"]).ok();
+}
+
+#[test]
+fn every_global_flag_can_come_from_the_environment() {
+    let cluster = TestCluster::start(1);
+    cluster.client().args(["put", "k", "v"]).ok();
+    // No flags at all: address, certificates, identity and output from variables.
+    let out = tests::Client::bare()
+        .env("CLUSTERLAB_ADDR", cluster.nodes[0].addr.to_string())
+        .env("CLUSTERLAB_CERTS", &cluster.certs)
+        .env("CLUSTERLAB_IDENTITY", "reader")
+        .env("CLUSTERLAB_JSON", "true")
+        .env("CLUSTERLAB_VERBOSE", "true")
+        .args(["whoami"])
+        .ok();
+    let json = out.json();
+    assert_eq!(json["client_identity"], "spiffe://clusterlab/client/reader");
+    assert_eq!(json["addr"], cluster.nodes[0].addr.to_string());
+}
+
+#[test]
+fn whoami_shows_tls_version_cipher_and_both_identities() {
+    let cluster = TestCluster::start(1);
+    let out = cluster
+        .client()
+        .args(["--identity", "writer", "whoami"])
+        .ok();
+    assert!(out.stdout.contains("TLSv1.3"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("TLS13_"),
+        "cipher suite: {}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("you          spiffe://clusterlab/client/writer"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("server       spiffe://clusterlab/node/node (process n1)"),
+        "{}",
+        out.stdout
+    );
+
+    let json = cluster.client().args(["--json", "whoami"]).ok().json();
+    assert_eq!(json["tls_version"], "TLSv1.3");
+    assert_eq!(json["client_identity"], "spiffe://clusterlab/client/admin");
+    assert_eq!(json["server_identity"], "spiffe://clusterlab/node/node");
+    // The server saw the same identity we presented, over the same TLS version.
+    assert_eq!(json["server_saw"]["identity"], json["client_identity"]);
+    assert_eq!(json["server_saw"]["tls_version"], "TLSv1.3");
+    assert_eq!(json["server_saw"]["cipher_suite"], json["cipher_suite"]);
+}
