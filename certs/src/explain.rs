@@ -19,13 +19,11 @@ pub fn find_rustls_error<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a ru
         if let Some(tls) = err.downcast_ref::<rustls::Error>() {
             return Some(tls);
         }
-        if let Some(inner) = err
+        let wrapped = err
             .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-        {
-            if let Some(found) = find_rustls_error(inner) {
-                return Some(found);
-            }
+            .and_then(|io| io.get_ref());
+        if let Some(found) = wrapped.and_then(|inner| find_rustls_error(inner)) {
+            return Some(found);
         }
         next = err.source();
     }

@@ -82,14 +82,14 @@ impl Connection {
     /// Explains a failed call on this connection. When the connection itself
     /// broke, asks the dialer to find out whether the server refused our certificate.
     pub async fn failure(&self, status: &tonic::Status) -> Failure {
-        if matches!(
+        let connection_broke = matches!(
             status.code(),
             tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Unknown
-        ) {
-            if let Some(reason) = self.dialer.diagnose(&self.addr).await {
-                return Failure::from_status(status, &self.addr, self.plaintext, Some(reason));
-            }
-        }
-        Failure::from_status(status, &self.addr, self.plaintext, None)
+        );
+        let tls_failure = match connection_broke {
+            true => self.dialer.diagnose(&self.addr).await,
+            false => None,
+        };
+        Failure::from_status(status, &self.addr, self.plaintext, tls_failure)
     }
 }

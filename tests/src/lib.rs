@@ -166,12 +166,17 @@ impl TestCluster {
 
     /// A `clusterlab-node` command for node `index`, not yet started.
     pub fn node_command(&self, index: usize) -> Command {
+        self.node_command_in(index, &self.nodes[index].data_dir)
+    }
+
+    /// Like [`Self::node_command`], with another data directory.
+    pub fn node_command_in(&self, index: usize, data_dir: &Path) -> Command {
         let node = &self.nodes[index];
         let mut command = Command::new(bin("clusterlab-node"));
         command
             .args(["--name", &node.name, "--listen", &node.addr.to_string()])
             .arg("--data-dir")
-            .arg(&node.data_dir)
+            .arg(data_dir)
             .arg("--certs")
             .arg(&self.certs)
             .args(&node.extra_args)

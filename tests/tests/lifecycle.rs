@@ -1,0 +1,183 @@
+//! A node's life: durable across SIGKILL, graceful on SIGTERM and SIGINT, and
+//! clear about what stops it from starting.
+
+use std::{process::Stdio, time::Duration};
+
+use tests::TestCluster;
+
+#[test]
+fn acknowledged_writes_survive_sigkill_and_restart() {
+    let mut cluster = TestCluster::start(1);
+    for i in 0..50 {
+        cluster
+            .client()
+            .args(["put", &format!("key-{i}"), &format!("value-{i}")])
+            .ok();
+    }
+    cluster.client().args(["delete", "key-7"]).ok();
+    cluster.kill(0); // no chance to flush anything: only what was durable survives
+    cluster.start_node(0);
+    for i in 0..50 {
+        let out = cluster.client().args(["get", &format!("key-{i}")]).run();
+        if i == 7 {
+            assert_eq!(out.code(), 1, "the delete survived too");
+        } else {
+            assert_eq!(
+                out.stdout,
+                format!("value-{i}"),
+                "key-{i} after restart: {}",
+                out.stderr
+            );
+        }
+    }
+}
+
+fn graceful_exit(signal: &str) {
+    let mut cluster = TestCluster::start(1);
+    cluster.client().args(["put", "k", "v"]).ok();
+    cluster.signal(0, signal);
+    let status = cluster.wait_exit(0, Duration::from_secs(20));
+    assert_eq!(status.code(), Some(0), "exit status after SIG{signal}");
+    let log = cluster.nodes[0].log_text();
+    assert!(
+        log.contains(&format!("signal=\"SIG{signal}\""))
+            || log.contains(&format!("signal=SIG{signal}")),
+        "{log}"
+    );
+    assert!(log.contains("node stopped"), "{log}");
+}
+
+#[test]
+fn sigterm_drains_and_exits_0() {
+    graceful_exit("TERM");
+}
+
+#[test]
+fn sigint_drains_and_exits_0() {
+    graceful_exit("INT");
+}
+
+#[test]
+fn a_request_that_never_ends_is_cut_off_at_the_drain_deadline() {
+    use proto::{EventsRequest, admin_client::AdminClient};
+    let mut cluster = TestCluster::empty();
+    cluster.add_node(&["--drain-timeout", "1s"]);
+    let addr = cluster.nodes[0].addr.to_string();
+    let certs = cluster.certs.clone();
+    // An open event stream is an in-flight request that only ends when the server does.
+    let (opened_tx, opened_rx) = std::sync::mpsc::channel();
+    let follower = std::thread::spawn(move || {
+        tests::block_on(async move {
+            let channel = tests::admin_channel(&certs, &addr).await.unwrap();
+            let mut stream = AdminClient::new(channel)
+                .events(EventsRequest {})
+                .await
+                .unwrap()
+                .into_inner();
+            let first = stream
+                .message()
+                .await
+                .unwrap()
+                .expect("the node.started event");
+            opened_tx.send(first.kind).unwrap();
+            // Ends (with an error or end of stream) when the node goes away.
+            while let Ok(Some(_)) = stream.message().await {}
+        })
+    });
+    assert_eq!(
+        opened_rx.recv_timeout(Duration::from_secs(10)).unwrap(),
+        "node.started"
+    );
+    cluster.signal(0, "TERM");
+    let status = cluster.wait_exit(0, Duration::from_secs(20));
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        cluster.nodes[0]
+            .log_text()
+            .contains("drain deadline passed"),
+        "{}",
+        cluster.nodes[0].log_text()
+    );
+    follower.join().unwrap();
+}
+
+/// Runs a node command to completion and returns (exit code, stderr).
+fn start_fails(mut command: std::process::Command) -> (i32, String) {
+    let out = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The line the node printed about why it could not start.
+fn error_line(stderr: &str) -> &str {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("clusterlab-node:"))
+        .collect();
+    assert_eq!(lines.len(), 1, "exactly one error line: {stderr}");
+    lines[0]
+}
+
+#[test]
+fn a_missing_certificate_is_one_clear_line() {
+    let mut cluster = TestCluster::start(1);
+    cluster.kill(0);
+    std::fs::remove_file(cluster.certs.join("node.pem")).unwrap();
+    let (code, stderr) = start_fails(cluster.node_command(0));
+    assert_ne!(code, 0);
+    let line = error_line(&stderr);
+    assert!(
+        line.contains("node.pem") && line.contains("clusterlab-certs init"),
+        "{line}"
+    );
+}
+
+#[test]
+fn an_unreadable_certificate_is_one_clear_line() {
+    let mut cluster = TestCluster::start(1);
+    cluster.kill(0);
+    std::fs::write(cluster.certs.join("node.pem"), "not a certificate").unwrap();
+    let (code, stderr) = start_fails(cluster.node_command(0));
+    assert_ne!(code, 0);
+    let line = error_line(&stderr);
+    assert!(
+        line.contains("node.pem") && line.contains("holds no certificate"),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_port_in_use_is_one_clear_line() {
+    let cluster = TestCluster::start(1);
+    // A second node on the first one's port.
+    let command = cluster.node_command_in(0, &cluster.dir().join("other"));
+    let (code, stderr) = start_fails(command);
+    assert_ne!(code, 0);
+    let line = error_line(&stderr);
+    assert!(
+        line.contains(&cluster.nodes[0].addr.to_string()) && line.contains("in use"),
+        "{line}"
+    );
+}
+
+#[test]
+fn an_unwritable_data_dir_is_one_clear_line() {
+    let mut cluster = TestCluster::start(1);
+    cluster.kill(0);
+    // A data directory inside a regular file cannot be created, even by root.
+    let file = cluster.dir().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let (code, stderr) = start_fails(cluster.node_command_in(0, &file.join("data")));
+    assert_ne!(code, 0);
+    let line = error_line(&stderr);
+    assert!(
+        line.contains("cannot use data directory") && line.contains("a-file"),
+        "{line}"
+    );
+}

@@ -1,0 +1,88 @@
+//! `clusterlab-certs`: the demo PKI through the real binary.
+
+use std::process::Command;
+
+use tests::{TestCluster, bin};
+
+fn certs(args: &[&str], dir: &std::path::Path) -> std::process::Output {
+    Command::new(bin("clusterlab-certs"))
+        .args(args)
+        .arg("--out")
+        .arg(dir)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn init_writes_the_cast_and_refuses_to_overwrite_without_force() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("pki");
+    let out = certs(&["init"], &dir);
+    assert!(out.status.success());
+    let listing = String::from_utf8_lossy(&out.stdout);
+    for uri in [
+        "spiffe://clusterlab/node/node",
+        "spiffe://clusterlab/balancer/balancer",
+        "spiffe://clusterlab/client/admin",
+        "spiffe://clusterlab/client/writer",
+        "spiffe://clusterlab/client/reader",
+        "spiffe://clusterlab/client/intruder",
+        "spiffe://clusterlab/client/expired",
+    ] {
+        assert!(listing.contains(uri), "{uri} missing from:\n{listing}");
+    }
+    let ca_before = std::fs::read(dir.join("ca.pem")).unwrap();
+
+    let again = certs(&["init"], &dir);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("pass --force"));
+    assert_eq!(
+        std::fs::read(dir.join("ca.pem")).unwrap(),
+        ca_before,
+        "nothing overwritten"
+    );
+
+    assert!(certs(&["init", "--force"], &dir).status.success());
+    assert_ne!(std::fs::read(dir.join("ca.pem")).unwrap(), ca_before);
+}
+
+#[test]
+fn an_issued_identity_can_connect_and_is_who_it_says() {
+    let cluster = TestCluster::start(1);
+    let out = certs(
+        &["issue", "--kind", "client", "--name", "alice"],
+        &cluster.certs,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json = cluster
+        .client()
+        .args(["--identity", "alice", "--json", "whoami"])
+        .ok()
+        .json();
+    assert_eq!(
+        json["server_saw"]["identity"],
+        "spiffe://clusterlab/client/alice"
+    );
+
+    // Minting the same name twice is refused; bad names and kinds are explained.
+    let twice = certs(
+        &["issue", "--kind", "client", "--name", "alice"],
+        &cluster.certs,
+    );
+    assert_eq!(twice.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&twice.stderr).contains("already exists"));
+    let bad = certs(
+        &["issue", "--kind", "client", "--name", "Bad Name"],
+        &cluster.certs,
+    );
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid name"));
+    let kind = certs(
+        &["issue", "--kind", "wizard", "--name", "x"],
+        &cluster.certs,
+    );
+    assert_eq!(kind.status.code(), Some(2), "a usage error");
+}

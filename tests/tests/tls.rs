@@ -1,0 +1,90 @@
+//! Mutual TLS in action: the villains are refused with a reason, on both sides,
+//! and the node keeps serving everyone else.
+
+use std::time::Duration;
+
+use tests::{TestCluster, wait_until};
+
+/// Runs `get` as `identity` and returns its stderr, asserting exit status 1.
+fn refused(cluster: &TestCluster, extra: &[&str]) -> String {
+    let out = cluster.client().args(extra).args(["get", "k"]).fails();
+    assert_eq!(out.stdout, "");
+    out.stderr
+}
+
+/// Waits until the node's log shows a rejected connection whose reason contains `reason`.
+fn node_logged(cluster: &TestCluster, reason: &str) {
+    wait_until(
+        &format!("the node to log a rejection with {reason:?}"),
+        Duration::from_secs(10),
+        || {
+            cluster.nodes[0]
+                .log_text()
+                .lines()
+                .any(|line| line.contains("rejected connection") && line.contains(reason))
+        },
+    );
+}
+
+#[test]
+fn a_certificate_from_another_ca_is_refused_as_unknown_issuer() {
+    let cluster = TestCluster::start(1);
+    cluster.client().args(["put", "k", "v"]).ok();
+    let stderr = refused(&cluster, &["--identity", "intruder"]);
+    assert!(stderr.starts_with("UNAVAILABLE:"), "{stderr}");
+    assert!(
+        stderr.contains("rejected our certificate: unknown issuer"),
+        "{stderr}"
+    );
+    node_logged(
+        &cluster,
+        "unknown issuer: it was not signed by the cluster's CA",
+    );
+    assert_eq!(cluster.client().args(["get", "k"]).ok().stdout, "v");
+}
+
+#[test]
+fn an_expired_certificate_is_refused_as_expired() {
+    let cluster = TestCluster::start(1);
+    cluster.client().args(["put", "k", "v"]).ok();
+    let stderr = refused(&cluster, &["--identity", "expired"]);
+    assert!(
+        stderr.contains("rejected our certificate: certificate expired"),
+        "{stderr}"
+    );
+    node_logged(&cluster, "expired: its validity period has ended");
+    assert_eq!(cluster.client().args(["get", "k"]).ok().stdout, "v");
+}
+
+#[test]
+fn plaintext_to_a_tls_port_is_refused_as_tls_required() {
+    let cluster = TestCluster::start(1);
+    cluster.client().args(["put", "k", "v"]).ok();
+    let stderr = refused(&cluster, &["--tls", "plaintext"]);
+    assert!(stderr.contains("probably requires TLS"), "{stderr}");
+    node_logged(&cluster, "plaintext HTTP/2");
+    node_logged(&cluster, "this port requires TLS");
+    assert_eq!(cluster.client().args(["get", "k"]).ok().stdout, "v");
+}
+
+#[test]
+fn a_missing_identity_names_the_file_and_the_fix() {
+    let cluster = TestCluster::start(1);
+    let stderr = refused(&cluster, &["--identity", "nobody"]);
+    assert!(stderr.contains("nobody.pem"), "{stderr}");
+    assert!(stderr.contains("clusterlab-certs init"), "{stderr}");
+}
+
+#[test]
+fn a_slow_handshake_does_not_block_other_clients() {
+    let mut cluster = TestCluster::empty();
+    cluster.add_node(&["--handshake-timeout", "2s"]);
+    // A client that connects and says nothing holds a handshake open...
+    let stalled = std::net::TcpStream::connect(cluster.nodes[0].addr).unwrap();
+    // ...while everyone else is served.
+    cluster.client().args(["put", "k", "v"]).ok();
+    assert_eq!(cluster.client().args(["get", "k"]).ok().stdout, "v");
+    // And the silent one is disconnected after the timeout.
+    node_logged(&cluster, "the handshake did not finish within 2s");
+    drop(stalled);
+}
