@@ -7,13 +7,15 @@ use certs::TlsMode;
 
 use crate::telemetry::LogFormat;
 
+const EXAMPLE: &str = "\
+Example, with fresh certificates:
+  clusterlab-certs init --out certs
+  clusterlab-node --name n1 --data-dir data/n1 --certs certs
+  clusterlab --addr 127.0.0.1:7100 put greeting hello";
+
 /// clusterlab-node: stores versioned keys durably and serves them over mutual TLS.
-///
-/// Start one with fresh certificates:
-///   clusterlab-certs init --out certs
-///   clusterlab-node --name n1 --data-dir data/n1 --certs certs
 #[derive(Debug, Clone, clap::Parser)]
-#[command(name = "clusterlab-node", version)]
+#[command(name = "clusterlab-node", version, after_help = EXAMPLE)]
 pub struct Config {
     /// This node's name, shown in status, traces and every log line (e.g. n1).
     #[arg(long, env = "CLUSTERLAB_NAME")]
