@@ -80,23 +80,46 @@ async fn put(global: &Global, args: PutArgs) -> Result<(), Failure> {
         ))
         .await;
     let response = conn.check(response).await?;
-    show_trace(global, response.trace.as_ref());
-    if global.json {
-        print_json(&json!({
-            "key": args.key,
-            "bytes": size,
-            "version": render::version_json(response.version.as_ref()),
-            "trace": render::trace_json(response.trace.as_ref()),
-        }));
-    } else {
-        let version = response
-            .version
-            .as_ref()
-            .map(render::version)
-            .unwrap_or_default();
-        println!("OK {} ({size} bytes) version {version}", args.key);
-    }
+    let written = Written {
+        key: &args.key,
+        version: response.version.as_ref(),
+        trace: response.trace.as_ref(),
+    };
+    written.report(global, json!({"bytes": size}), |version| {
+        format!("OK {} ({size} bytes) version {version}", args.key)
+    });
     Ok(())
+}
+
+/// A write or delete the cluster acknowledged, to be reported.
+struct Written<'a> {
+    key: &'a str,
+    version: Option<&'a proto::Version>,
+    trace: Option<&'a Trace>,
+}
+
+impl Written<'_> {
+    /// Prints the trace (with -v), then JSON (`key`, `version`, `trace`, plus
+    /// `extra`'s fields) or the line `human` makes from the version.
+    fn report(&self, global: &Global, extra: Value, human: impl FnOnce(String) -> String) {
+        show_trace(global, self.trace);
+        if global.json {
+            let mut object = json!({
+                "key": self.key,
+                "version": render::version_json(self.version),
+                "trace": render::trace_json(self.trace),
+            });
+            if let (Some(object), Value::Object(extra)) = (object.as_object_mut(), extra) {
+                object.extend(extra);
+            }
+            print_json(&object);
+        } else {
+            println!(
+                "{}",
+                human(self.version.map(render::version).unwrap_or_default())
+            );
+        }
+    }
 }
 
 async fn get(global: &Global, args: GetArgs) -> Result<(), Failure> {
@@ -168,21 +191,14 @@ async fn delete(global: &Global, args: DeleteArgs) -> Result<(), Failure> {
         ))
         .await;
     let response = conn.check(response).await?;
-    show_trace(global, response.trace.as_ref());
-    if global.json {
-        print_json(&json!({
-            "key": args.key,
-            "version": render::version_json(response.version.as_ref()),
-            "trace": render::trace_json(response.trace.as_ref()),
-        }));
-    } else {
-        let version = response
-            .version
-            .as_ref()
-            .map(render::version)
-            .unwrap_or_default();
-        println!("OK deleted {} (tombstone version {version})", args.key);
-    }
+    let written = Written {
+        key: &args.key,
+        version: response.version.as_ref(),
+        trace: response.trace.as_ref(),
+    };
+    written.report(global, json!({}), |version| {
+        format!("OK deleted {} (tombstone version {version})", args.key)
+    });
     Ok(())
 }
 

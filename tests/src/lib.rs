@@ -39,7 +39,7 @@ pub fn bin_dir() -> &'static Path {
             .to_path_buf();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut build = Command::new(cargo);
-        build.args(["build", "--quiet", "--bins"]);
+        build.args(["build", "--quiet", "--workspace", "--bins"]);
         build.current_dir(env!("CARGO_MANIFEST_DIR"));
         if dir.file_name().is_some_and(|p| p == "release") {
             build.arg("--release");
@@ -205,13 +205,17 @@ impl TestCluster {
     /// Waits until node `index` answers health checks with SERVING.
     pub fn wait_ready(&mut self, index: usize) {
         let addr = self.nodes[index].addr.to_string();
-        let certs = self.certs.clone();
+        let plaintext = self.nodes[index]
+            .extra_args
+            .iter()
+            .any(|a| a == "plaintext");
+        let certs = (!plaintext).then(|| self.certs.clone());
         wait_until(
             &format!("{} to be ready", self.nodes[index].name),
             READY_TIMEOUT,
             || {
                 self.assert_alive(index);
-                health_check(&certs, &addr).is_ok_and(|serving| serving)
+                health_check(certs.as_deref(), &addr).is_ok_and(|serving| serving)
             },
         );
     }
@@ -434,13 +438,23 @@ pub async fn admin_channel(certs: &Path, addr: &str) -> Result<tonic::transport:
     Ok(channel)
 }
 
-/// Asks `addr` over grpc.health.v1 whether it is SERVING.
-pub fn health_check(certs: &Path, addr: &str) -> Result<bool, String> {
+/// Asks `addr` over grpc.health.v1 whether it is SERVING, as `admin` over
+/// mutual TLS with the certificates in `certs`, or in plaintext when `None`.
+pub fn health_check(certs: Option<&Path>, addr: &str) -> Result<bool, String> {
     use tonic_health::pb::{
         HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
     };
     block_on(async {
-        let channel = admin_channel(certs, addr).await?;
+        let channel = match certs {
+            Some(certs) => admin_channel(certs, addr).await?,
+            None => {
+                Dialer::new(None)
+                    .connect(addr)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .0
+            }
+        };
         let response = HealthClient::new(channel)
             .check(HealthCheckRequest {
                 service: String::new(),

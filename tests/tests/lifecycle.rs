@@ -181,3 +181,14 @@ fn an_unwritable_data_dir_is_one_clear_line() {
         "{line}"
     );
 }
+
+#[test]
+fn json_logs_are_one_object_per_line_tagged_with_the_process() {
+    let mut cluster = TestCluster::empty();
+    cluster.add_node(&["--log-format", "json"]);
+    let log = cluster.nodes[0].log_text();
+    let first: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
+    assert_eq!(first["process"], "n1");
+    assert_eq!(first["message"], "node listening");
+    assert_eq!(first["addr"], cluster.nodes[0].addr.to_string());
+}

@@ -88,3 +88,27 @@ fn a_slow_handshake_does_not_block_other_clients() {
     node_logged(&cluster, "the handshake did not finish within 2s");
     drop(stalled);
 }
+
+#[test]
+fn plaintext_mode_serves_plaintext_clients_and_says_so_loudly() {
+    let mut cluster = TestCluster::empty();
+    cluster.add_node(&["--tls", "plaintext"]);
+    assert!(
+        cluster.nodes[0].log_text().contains("PLAINTEXT MODE"),
+        "{}",
+        cluster.nodes[0].log_text()
+    );
+    cluster
+        .client()
+        .args(["--tls", "plaintext", "put", "k", "v"])
+        .ok();
+    let whoami = cluster.client().args(["--tls", "plaintext", "whoami"]).ok();
+    assert!(whoami.stdout.contains("PLAINTEXT"), "{}", whoami.stdout);
+    // A TLS client is told the server did not answer in TLS.
+    let out = cluster.client().args(["get", "k"]).fails();
+    assert!(
+        out.stderr.contains("did not answer in TLS"),
+        "{}",
+        out.stderr
+    );
+}

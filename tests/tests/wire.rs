@@ -11,7 +11,7 @@ use tonic_reflection::pb::v1::{
 fn the_node_reports_serving_over_grpc_health() {
     let cluster = TestCluster::start(1);
     assert_eq!(
-        health_check(&cluster.certs, &cluster.nodes[0].addr.to_string()),
+        health_check(Some(&cluster.certs), &cluster.nodes[0].addr.to_string()),
         Ok(true)
     );
 }
