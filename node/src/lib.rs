@@ -7,6 +7,7 @@
 //! - [`limits`]: key, value and scan limits, with errors that name them.
 //! - [`coordinator`]: sees a client request through: stamp, write replicas, answer.
 //! - [`trace`]: the `Trace` each response carries.
+//! - [`state`]: what one node knows, shared by its services.
 //! - [`kv`], [`admin`]: the gRPC services.
 //! - [`events`]: the event feed behind `clusterlab events`.
 //! - [`server`]: puts it together; [`lifecycle`]: signals and graceful draining.

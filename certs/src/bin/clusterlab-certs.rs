@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 /// Make the certificates a clusterlab cluster runs on.
 ///
 /// Every process proves who it is with a certificate signed by the cluster's CA,
-/// naming it spiffe://clusterlab/<kind>/<name>.
+/// naming it spiffe://clusterlab/KIND/NAME.
 #[derive(Debug, Parser)]
 #[command(version, propagate_version = true)]
 struct Cli {
