@@ -1,6 +1,9 @@
 //! The `Admin` gRPC service on a node: status, the event feed, and "who am I".
 
-use std::{pin::Pin, sync::Arc};
+use std::{
+    pin::Pin,
+    sync::{Arc, atomic::Ordering},
+};
 
 use certs::PeerInfo;
 use futures::Stream;
@@ -15,20 +18,18 @@ use proto::{
     admin_server::Admin, member::State,
 };
 
-use crate::state::NodeState;
+use crate::state::{NodeState, Replication};
 
 /// Serves `clusterlab.v1.Admin` on a node.
 #[derive(Debug, Clone)]
 pub struct AdminService {
     state: Arc<NodeState>,
-    /// The address other processes reach this node at.
-    advertise: String,
 }
 
 impl AdminService {
-    /// The service for the node described by `state`, reachable at `advertise`.
-    pub fn new(state: Arc<NodeState>, advertise: String) -> Self {
-        AdminService { state, advertise }
+    /// The service for the node described by `state`.
+    pub fn new(state: Arc<NodeState>) -> Self {
+        AdminService { state }
     }
 }
 
@@ -37,20 +38,38 @@ type EventStream = Pin<Box<dyn Stream<Item = Result<Event, Status>> + Send>>;
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
-        let keys = self.state.store.run(|s| s.len()).await?;
+        let state = &self.state;
+        let keys = state.store.run(|s| s.len()).await?;
+        let me = MemberStatus {
+            name: state.name.clone(),
+            addr: state.membership.advertise().to_string(),
+            state: State::Alive as i32,
+            keys,
+            is_self: true,
+        };
+        let peers = state.membership.peers().into_iter().map(|p| MemberStatus {
+            name: p.name,
+            addr: p.addr,
+            state: p.state as i32,
+            keys: p.keys,
+            is_self: false,
+        });
+        let mut members: Vec<MemberStatus> = std::iter::once(me).chain(peers).collect();
+        members.sort_by(|a, b| a.name.cmp(&b.name));
+        // The quorums a request gets by default, for a cluster of this size.
+        let n = state.membership.ring().replication();
+        let replication = state.replication;
+        let default = |configured: Option<usize>| {
+            configured.unwrap_or(Replication::majority(n)) as u32
+        };
         Ok(Response::new(StatusResponse {
-            name: self.state.name.clone(),
+            name: state.name.clone(),
             role: "node".into(),
-            members: vec![MemberStatus {
-                name: self.state.name.clone(),
-                addr: self.advertise.clone(),
-                state: State::Alive as i32,
-                keys,
-                is_self: true,
-            }],
-            replicas: 1,
-            write_quorum: 1,
-            read_quorum: 1,
+            members,
+            under_replicated: state.under_replicated.load(Ordering::Relaxed),
+            replicas: replication.replicas as u32,
+            write_quorum: default(replication.write_quorum),
+            read_quorum: default(replication.read_quorum),
             ..StatusResponse::default()
         }))
     }

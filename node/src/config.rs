@@ -8,10 +8,13 @@ use certs::TlsMode;
 use crate::telemetry::LogFormat;
 
 const EXAMPLE: &str = "\
-Example, with fresh certificates:
+Example: a three-node cluster on one machine, with fresh certificates:
   clusterlab-certs init --out certs
-  clusterlab-node --name n1 --data-dir data/n1 --certs certs
-  clusterlab --addr 127.0.0.1:7100 put greeting hello";
+  clusterlab-node --name n1 --listen 127.0.0.1:7101 --data-dir data/n1 --peers 127.0.0.1:7102
+  clusterlab-node --name n2 --listen 127.0.0.1:7102 --data-dir data/n2 --peers 127.0.0.1:7101
+  clusterlab-node --name n3 --listen 127.0.0.1:7103 --data-dir data/n3 --peers 127.0.0.1:7101
+  clusterlab --addr 127.0.0.1:7101 status
+  clusterlab --addr 127.0.0.1:7102 -v put greeting hello";
 
 /// clusterlab-node: stores versioned keys durably and serves them over mutual TLS.
 #[derive(Debug, Clone, clap::Parser)]
@@ -25,6 +28,42 @@ pub struct Config {
     /// other machines or containers.
     #[arg(long, env = "CLUSTERLAB_LISTEN", default_value = "127.0.0.1:7100")]
     pub listen: String,
+
+    /// The address other nodes should use to reach this one. Defaults to
+    /// --listen, or, when that is 0.0.0.0, to this machine's host name and port.
+    #[arg(long, env = "CLUSTERLAB_ADVERTISE", value_name = "ADDR")]
+    pub advertise: Option<String>,
+
+    /// Other nodes to join, as HOST:PORT, comma-separated. One is enough: members
+    /// tell each other about the rest.
+    #[arg(long, env = "CLUSTERLAB_PEERS", value_name = "A,B", value_delimiter = ',')]
+    pub peers: Vec<String>,
+
+    /// A DNS name that resolves to the other nodes, re-resolved every second.
+    /// In docker compose, the service name: node:7100.
+    #[arg(long, env = "CLUSTERLAB_PEERS_DNS", value_name = "HOST:PORT")]
+    pub peers_dns: Option<String>,
+
+    /// N: how many nodes keep a copy of each key (fewer while the cluster is smaller).
+    #[arg(long, env = "CLUSTERLAB_REPLICAS", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(1..=9))]
+    pub replicas: u32,
+
+    /// W: copies that must be on disk before a write is acknowledged, 1 to N.
+    /// Default: a majority of the key's replicas (N/2+1). Clients may ask for
+    /// another W per request.
+    #[arg(long, env = "CLUSTERLAB_WRITE_QUORUM", value_name = "W")]
+    pub write_quorum: Option<u32>,
+
+    /// R: replicas that must answer a read, 1 to N. Default: a majority (N/2+1).
+    /// With R + W > N a read always sees the latest acknowledged write.
+    #[arg(long, env = "CLUSTERLAB_READ_QUORUM", value_name = "R")]
+    pub read_quorum: Option<u32>,
+
+    /// A member silent this long after turning suspect is declared dead: it
+    /// leaves the ring and its keys are copied to restore N replicas.
+    #[arg(long, env = "CLUSTERLAB_DEAD_AFTER", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub dead_after: Duration,
 
     /// Directory for the node's database; created if missing. Data here survives
     /// restarts and crashes.
@@ -60,4 +99,49 @@ pub struct Config {
     /// A client that has not finished its TLS handshake by then is disconnected.
     #[arg(long, env = "CLUSTERLAB_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub handshake_timeout: Duration,
+}
+
+impl Config {
+    /// The replication settings, checked: each quorum must be 1 to N.
+    pub fn replication(&self) -> Result<crate::state::Replication, String> {
+        let n = self.replicas as usize;
+        let check = |flag: &str, quorum: Option<u32>| match quorum {
+            Some(q) if q == 0 || q as usize > n => Err(format!(
+                "--{flag} {q} is outside 1 to {n} (--replicas); choose 1 to {n}"
+            )),
+            q => Ok(q.map(|q| q as usize)),
+        };
+        Ok(crate::state::Replication {
+            replicas: n,
+            write_quorum: check("write-quorum", self.write_quorum)?,
+            read_quorum: check("read-quorum", self.read_quorum)?,
+        })
+    }
+
+    /// The address to give other nodes: `--advertise`, else the address we
+    /// listen on, with the host name standing in for an unspecified IP.
+    pub fn advertise_addr(&self, listening: std::net::SocketAddr) -> String {
+        if let Some(addr) = &self.advertise {
+            return addr.clone();
+        }
+        if !listening.ip().is_unspecified() {
+            return listening.to_string();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| "localhost".into());
+        format!("{host}:{}", listening.port())
+    }
+
+    /// `--peers` without empty entries (an empty CLUSTERLAB_PEERS means none).
+    pub fn peer_addrs(&self) -> Vec<String> {
+        self.peers
+            .iter()
+            .map(|p| p.trim().to_string())
+            .filter(|p| !p.is_empty())
+            .collect()
+    }
 }

@@ -1,25 +1,82 @@
 //! The coordinator: the node that takes a client's request and sees it through.
 //!
-//! In clusterlab any node can coordinate any request. The coordinator stamps a
-//! write with a new version from its clock, sends it to the key's replicas, and
-//! answers once enough of them (the write quorum, W) have made it durable. A read
-//! asks R replicas and returns the newest version among the answers.
+//! Any node coordinates any request; there is no leader. For a key, the
+//! coordinator finds the key's N replicas on the ring (see [`crate::placement`])
+//! and talks to all of them at once:
 //!
-//! A single node is its own only replica, so N = W = R = 1: the write is
-//! acknowledged once it is on this node's disk.
+//! - **Write**: stamp the record with a new version from this node's clock, send
+//!   it to every replica, and acknowledge once W of them have it on disk. The
+//!   others carry on in the background; the trace marks them `PENDING`.
+//! - **Read**: ask every replica, answer once R have answered, with the newest
+//!   version among the answers. Replicas that answered with something older are
+//!   sent the newest version before the answer goes back (*read repair*), and
+//!   replicas that answer late are repaired in the background.
+//!
+//! With R + W > N, every read quorum overlaps every write quorum in at least one
+//! replica, so a read sees the latest acknowledged write. Too few replicas
+//! answering is `UNAVAILABLE`, with the count and the reasons.
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    collections::BTreeMap,
+    future::Future,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
-use proto::replica_report::Outcome;
+use proto::{LocalScanRequest, ReadRequest, WriteRequest, replica_report::Outcome};
+use tokio::sync::mpsc;
+use tracing::debug;
 
 use crate::{
-    Error, Result, state::NodeState, store::Record, trace::TraceBuilder, version::Version,
+    Error, Result,
+    state::{NodeState, Replication},
+    store::Record,
+    trace::TraceBuilder,
+    version::Version,
 };
+
+/// How long the coordinator waits for one replica. A replica that takes longer is
+/// reported `TIMED_OUT`; the quorum may still be met by the others.
+pub const REPLICA_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Pages a scan may merge before it answers with what it has.
+const MAX_SCAN_ROUNDS: usize = 16;
+
+/// Why one replica did not do what was asked.
+#[derive(Debug, Clone)]
+enum ReplicaError {
+    TimedOut,
+    Failed(String),
+}
+
+impl ReplicaError {
+    fn outcome(&self) -> Outcome {
+        match self {
+            ReplicaError::TimedOut => Outcome::TimedOut,
+            ReplicaError::Failed(_) => Outcome::Failed,
+        }
+    }
+
+    fn detail(&self) -> String {
+        match self {
+            ReplicaError::TimedOut => format!("no answer within {REPLICA_TIMEOUT:?}"),
+            ReplicaError::Failed(why) => why.clone(),
+        }
+    }
+}
+
+type ReplicaResult<T> = std::result::Result<T, ReplicaError>;
 
 /// Coordinates requests on behalf of clients.
 #[derive(Debug, Clone)]
 pub struct Coordinator {
     state: Arc<NodeState>,
+}
+
+/// The replicas of one key and the quorum a request needs from them.
+struct Plan {
+    replicas: Vec<String>,
+    quorum: usize,
 }
 
 impl Coordinator {
@@ -28,21 +85,104 @@ impl Coordinator {
         Coordinator { state }
     }
 
-    /// The replicas of a key: for now the node itself, N = 1.
-    fn replicas(&self) -> usize {
-        1
+    /// Finds `key`'s replicas and checks the quorum: the request's own (`requested`,
+    /// 0 for none), else the configured one, else a majority.
+    fn plan(&self, key: &str, requested: u32, configured: Option<usize>, what: &str) -> Result<Plan> {
+        let Replication { replicas: n, .. } = self.state.replication;
+        let ring = self.state.membership.ring();
+        let replicas: Vec<String> = ring.replicas_of(key).into_iter().map(String::from).collect();
+        let quorum = match requested as usize {
+            0 => configured.unwrap_or(Replication::majority(replicas.len())),
+            q if q <= n => q,
+            q => {
+                return Err(Error::InvalidArgument(format!(
+                    "{what} quorum {q} is more than the {n} replica(s) each key has; use 1 to {n}"
+                )));
+            }
+        };
+        if replicas.len() < quorum {
+            return Err(Error::Unavailable(format!(
+                "{what} quorum {quorum} cannot be met: only {} member(s) are in the ring ({}); \
+                 the others are dead or not yet found",
+                replicas.len(),
+                ring.members().join(", ")
+            )));
+        }
+        Ok(Plan { replicas, quorum })
     }
 
-    /// Checks a requested quorum (0 = the default) against the replica count.
-    fn quorum(&self, requested: u32, what: &str) -> Result<usize> {
-        let n = self.replicas();
-        match requested as usize {
-            0 => Ok(n / 2 + 1),
-            q if q <= n => Ok(q),
-            q => Err(Error::InvalidArgument(format!(
-                "{what} quorum {q} is more than the {n} replica(s) of the key; use 1 to {n}"
-            ))),
+    /// Runs `op` against every replica at once. Answers arrive on the returned
+    /// channel as they come; the tasks run to the end even if nobody listens.
+    fn fan_out<T, F>(
+        &self,
+        replicas: &[String],
+        op: impl Fn(Coordinator, String) -> F,
+    ) -> mpsc::Receiver<(String, ReplicaResult<T>)>
+    where
+        T: Send + 'static,
+        F: Future<Output = ReplicaResult<T>> + Send + 'static,
+    {
+        let (tx, rx) = mpsc::channel(replicas.len().max(1));
+        for replica in replicas {
+            let tx = tx.clone();
+            let work = op(self.clone(), replica.clone());
+            let replica = replica.clone();
+            tokio::spawn(async move {
+                let result = match tokio::time::timeout(REPLICA_TIMEOUT, work).await {
+                    Ok(result) => result,
+                    Err(_) => Err(ReplicaError::TimedOut),
+                };
+                // The coordinator may have answered and stopped listening; fine.
+                let _ = tx.send((replica, result)).await;
+            });
         }
+        rx
+    }
+
+    /// Makes `record` durable on `replica` (this node or another).
+    async fn store_on(self, replica: String, record: Record) -> ReplicaResult<Version> {
+        let state = &self.state;
+        if replica == state.name {
+            let applied = state
+                .store
+                .run(move |s| s.apply(&record))
+                .await
+                .map_err(|e| ReplicaError::Failed(e.to_string()))?;
+            state.clock.observe(&applied.stored);
+            return Ok(applied.stored);
+        }
+        let mut client = self.peer(&replica)?;
+        let request = WriteRequest {
+            record: Some(record.into()),
+            request_id: String::new(),
+        };
+        let response = client.write(request).await.map_err(unreachable)?;
+        Ok(response.into_inner().stored.map(Version::from).unwrap_or_default())
+    }
+
+    /// What `replica` holds for `key`.
+    async fn read_from(self, replica: String, key: String) -> ReplicaResult<Option<Record>> {
+        if replica == self.state.name {
+            return self
+                .state
+                .store
+                .run(move |s| s.get(&key))
+                .await
+                .map_err(|e| ReplicaError::Failed(e.to_string()));
+        }
+        let mut client = self.peer(&replica)?;
+        let response = client.read(ReadRequest { key }).await.map_err(unreachable)?;
+        Ok(response.into_inner().record.map(Record::from))
+    }
+
+    fn peer(
+        &self,
+        replica: &str,
+    ) -> ReplicaResult<proto::replica_client::ReplicaClient<tonic::transport::Channel>> {
+        self.state
+            .membership
+            .client(replica)
+            .ok_or_else(|| ReplicaError::Failed(format!("{replica} is not a known member")))
     }
 
     /// Writes `value` (or a tombstone, for `None`) under `key` at a new version.
@@ -52,65 +192,345 @@ impl Coordinator {
         value: Option<Vec<u8>>,
         write_quorum: u32,
     ) -> Result<(Version, proto::Trace)> {
-        let quorum = self.quorum(write_quorum, "write")?;
-        let mut trace = TraceBuilder::new(&self.state.name, quorum);
+        let plan = self.plan(&key, write_quorum, self.state.replication.write_quorum, "write")?;
+        let mut trace = TraceBuilder::new(&self.state.name, plan.quorum);
         let record = Record {
             key,
             version: self.state.clock.now(),
             value,
         };
         let started = Instant::now();
-        let applied = self.state.store.run(move |s| s.apply(&record)).await?;
-        self.state.clock.observe(&applied.stored);
-        trace.replica(
-            &self.state.name,
-            Outcome::Acked,
-            Some(&applied.stored),
-            started,
-            "",
-        );
-        Ok((applied.stored, trace.finish()))
+        let mut answers = self.fan_out(&plan.replicas, |this, replica| {
+            this.store_on(replica, record.clone())
+        });
+        let mut tally = Tally::new(&plan.replicas);
+        while tally.ok < plan.quorum {
+            let Some((replica, result)) = answers.recv().await else {
+                break;
+            };
+            match result {
+                Ok(stored) => {
+                    trace.replica(&replica, Outcome::Acked, Some(&stored), started, "");
+                    tally.succeeded(&replica);
+                }
+                Err(e) => {
+                    trace.replica(&replica, e.outcome(), None, started, e.detail());
+                    tally.failed(&replica, &e);
+                }
+            }
+        }
+        trace.pending(tally.waiting(), started);
+        if tally.ok < plan.quorum {
+            return Err(Error::Unavailable(format!(
+                "write needed {} durable copies but only {} of {} replicas stored it ({}); \
+                 the copies that were made stay, so later reads may see the value",
+                plan.quorum,
+                tally.ok,
+                plan.replicas.len(),
+                tally.reasons()
+            )));
+        }
+        Ok((record.version, trace.finish()))
     }
 
-    /// Reads the newest record for `key` (which may be a tombstone).
+    /// Reads the newest record for `key` (which may be a tombstone) from a read
+    /// quorum, repairing replicas that answered with something older.
     pub async fn read(
         &self,
         key: String,
         read_quorum: u32,
     ) -> Result<(Option<Record>, proto::Trace)> {
-        let quorum = self.quorum(read_quorum, "read")?;
-        let mut trace = TraceBuilder::new(&self.state.name, quorum);
+        let plan = self.plan(&key, read_quorum, self.state.replication.read_quorum, "read")?;
+        let mut trace = TraceBuilder::new(&self.state.name, plan.quorum);
         let started = Instant::now();
-        let record = self.state.store.run(move |s| s.get(&key)).await?;
-        if let Some(record) = &record {
+        let mut answers = self.fan_out(&plan.replicas, |this, replica| {
+            this.read_from(replica, key.clone())
+        });
+        let mut tally = Tally::new(&plan.replicas);
+        let mut answered: Vec<(String, Option<Record>)> = Vec::new();
+        while tally.ok < plan.quorum {
+            let Some((replica, result)) = answers.recv().await else {
+                break;
+            };
+            match result {
+                Ok(record) => {
+                    tally.succeeded(&replica);
+                    answered.push((replica, record));
+                }
+                Err(e) => {
+                    trace.replica(&replica, e.outcome(), None, started, e.detail());
+                    tally.failed(&replica, &e);
+                }
+            }
+        }
+        if tally.ok < plan.quorum {
+            return Err(Error::Unavailable(format!(
+                "read needed answers from {} replicas but only {} of {} answered ({})",
+                plan.quorum,
+                tally.ok,
+                plan.replicas.len(),
+                tally.reasons()
+            )));
+        }
+        let newest = answered
+            .iter()
+            .filter_map(|(_, record)| record.as_ref())
+            .max_by(|a, b| a.version.cmp(&b.version))
+            .cloned();
+        if let Some(record) = &newest {
             self.state.clock.observe(&record.version);
         }
-        let version = record.as_ref().map(|r| &r.version);
-        trace.replica(&self.state.name, Outcome::Answered, version, started, "");
-        Ok((record, trace.finish()))
+        self.repair_answered(&answered, newest.as_ref(), &mut trace, started)
+            .await;
+        trace.pending(tally.waiting(), started);
+        if let Some(newest) = newest.clone() {
+            tokio::spawn(self.clone().repair_late(answers, newest));
+        }
+        Ok((newest, trace.finish()))
     }
 
-    /// Live entries in key order; see [`crate::store::Store::scan`].
+    /// Read repair for the replicas in the quorum: those behind get `newest`
+    /// before the client gets its answer, so a second read cannot go backwards.
+    async fn repair_answered(
+        &self,
+        answered: &[(String, Option<Record>)],
+        newest: Option<&Record>,
+        trace: &mut TraceBuilder,
+        started: Instant,
+    ) {
+        let is_stale = |held: &Option<Record>| match (held, newest) {
+            (_, None) => false,
+            (None, Some(_)) => true,
+            (Some(held), Some(newest)) => held.version < newest.version,
+        };
+        let repairs = answered.iter().filter(|(_, held)| is_stale(held)).map(|(replica, held)| {
+            let newest = newest.cloned().expect("stale implies a newest record");
+            let this = self.clone();
+            async move {
+                let result = tokio::time::timeout(
+                    REPLICA_TIMEOUT,
+                    this.store_on(replica.clone(), newest.clone()),
+                )
+                .await;
+                (replica, held, newest.version, result)
+            }
+        });
+        for (replica, held, sent, result) in futures::future::join_all(repairs).await {
+            let had = held
+                .as_ref()
+                .map_or_else(|| "nothing".to_string(), |r| r.version.to_string());
+            let (outcome, detail) = match result {
+                Ok(Ok(_)) => (Outcome::Repaired, format!("had {had}; sent {sent}")),
+                Ok(Err(e)) => (Outcome::Answered, format!("had {had}; repair failed: {}", e.detail())),
+                Err(_) => (Outcome::Answered, format!("had {had}; repair timed out")),
+            };
+            trace.replica(replica, outcome, held.as_ref().map(|r| &r.version), started, detail);
+        }
+        for (replica, held) in answered.iter().filter(|(_, held)| !is_stale(held)) {
+            let version = held.as_ref().map(|r| &r.version);
+            trace.replica(replica, Outcome::Answered, version, started, "");
+        }
+    }
+
+    /// Read repair for replicas that answered after the client got its answer.
+    async fn repair_late(
+        self,
+        mut answers: mpsc::Receiver<(String, ReplicaResult<Option<Record>>)>,
+        newest: Record,
+    ) {
+        while let Some((replica, result)) = answers.recv().await {
+            let behind = match result {
+                Ok(Some(held)) => held.version < newest.version,
+                Ok(None) => true,
+                Err(_) => false,
+            };
+            if behind {
+                debug!(%replica, key = %newest.key, "read repair after the answer");
+                let _ = self.clone().store_on(replica, newest.clone()).await;
+            }
+        }
+    }
+
+    /// Live entries in key order across the whole cluster: every member is asked
+    /// for a page of its records, and the pages are merged keeping the newest
+    /// version of each key. Succeeds when every key has at least one replica that
+    /// answered, that is when fewer than N members fail.
     pub async fn scan(
         &self,
         prefix: String,
         start_after: String,
         limit: usize,
     ) -> Result<(Vec<Record>, bool, proto::Trace)> {
-        let mut trace = TraceBuilder::new(&self.state.name, 1);
+        let ring = self.state.membership.ring();
+        let members = ring.members().to_vec();
+        let tolerated = ring.replication().saturating_sub(1);
+        let needed = members.len() - tolerated;
+        let mut trace = TraceBuilder::new(&self.state.name, needed);
         let started = Instant::now();
-        let (records, more) = self
-            .state
-            .store
-            .run(move |s| s.scan(&prefix, &start_after, limit))
-            .await?;
-        trace.replica(
-            &self.state.name,
-            Outcome::Answered,
-            None,
-            started,
-            format!("{} entries", records.len()),
-        );
-        Ok((records, more, trace.finish()))
+        let mut found: Vec<Record> = Vec::new();
+        let mut cursor = start_after;
+        let mut rounds = 0;
+        let more = loop {
+            rounds += 1;
+            let page = self.scan_page(&members, &prefix, &cursor, limit).await;
+            let failed: Vec<&(String, ReplicaError)> = page.failures.iter().collect();
+            if failed.len() > tolerated {
+                let reasons: Vec<String> = failed
+                    .iter()
+                    .map(|(m, e)| format!("{m}: {}", e.detail()))
+                    .collect();
+                return Err(Error::Unavailable(format!(
+                    "scan needs {needed} of {} members to answer so that every key has a \
+                     replica in the answer, but {} failed ({})",
+                    members.len(),
+                    failed.len(),
+                    reasons.join("; ")
+                )));
+            }
+            if rounds == 1 {
+                for (member, count) in &page.counts {
+                    let detail = format!("{count} records");
+                    trace.replica(member, Outcome::Answered, None, started, detail);
+                }
+                for (member, e) in &page.failures {
+                    trace.replica(member, e.outcome(), None, started, e.detail());
+                }
+            }
+            let mut left_over = false;
+            for record in page.complete.into_iter().filter(|r| r.value.is_some()) {
+                if found.len() == limit {
+                    left_over = true;
+                    break;
+                }
+                found.push(record);
+            }
+            match page.cutoff {
+                // Every member has reported everything up to `cutoff`: go on from there.
+                Some(cutoff) if found.len() < limit && rounds < MAX_SCAN_ROUNDS => cursor = cutoff,
+                Some(_) => break true,
+                None => break left_over,
+            }
+        };
+        Ok((found, more, trace.finish()))
     }
+
+    /// One round of a scan: a page from every member, merged.
+    async fn scan_page(
+        &self,
+        members: &[String],
+        prefix: &str,
+        after: &str,
+        limit: usize,
+    ) -> ScanPage {
+        let request = LocalScanRequest {
+            prefix: prefix.to_string(),
+            start_after: after.to_string(),
+            limit: limit as u32,
+        };
+        let mut answers = self.fan_out(members, |this, member| {
+            let request = request.clone();
+            async move {
+                if member == this.state.name {
+                    let LocalScanRequest { prefix, start_after, limit, .. } = request;
+                    return this
+                        .state
+                        .store
+                        .run(move |s| s.scan(&prefix, &start_after, limit as usize, true))
+                        .await
+                        .map_err(|e| ReplicaError::Failed(e.to_string()));
+                }
+                let mut client = this.peer(&member)?;
+                let page = client.scan_local(request).await.map_err(unreachable)?.into_inner();
+                Ok((page.records.into_iter().map(Record::from).collect(), page.more))
+            }
+        });
+        let mut merged: BTreeMap<String, Record> = BTreeMap::new();
+        let mut page = ScanPage::default();
+        while let Some((member, result)) = answers.recv().await {
+            match result {
+                Ok((records, more)) => {
+                    page.counts.push((member, records.len()));
+                    if more && let Some(last) = records.last() {
+                        let cutoff = page.cutoff.get_or_insert_with(|| last.key.clone());
+                        if last.key < *cutoff {
+                            cutoff.clone_from(&last.key);
+                        }
+                    }
+                    for record in records {
+                        match merged.get(&record.key) {
+                            Some(held) if held.version >= record.version => {}
+                            _ => {
+                                merged.insert(record.key.clone(), record);
+                            }
+                        }
+                    }
+                }
+                Err(e) => page.failures.push((member, e)),
+            }
+        }
+        // Past the cutoff, a member that stopped early may hold newer versions.
+        page.complete = merged
+            .into_values()
+            .filter(|r| page.cutoff.as_ref().is_none_or(|c| r.key <= *c))
+            .collect();
+        page
+    }
+}
+
+/// The merged pages of one scan round.
+#[derive(Debug, Default)]
+struct ScanPage {
+    /// Records up to the cutoff, newest version of each key, in key order.
+    complete: Vec<Record>,
+    /// The smallest "last key" of members that had more; `None` if none had.
+    cutoff: Option<String>,
+    counts: Vec<(String, usize)>,
+    failures: Vec<(String, ReplicaError)>,
+}
+
+/// Who has answered a fan-out so far.
+struct Tally {
+    waiting: Vec<String>,
+    ok: usize,
+    failures: Vec<String>,
+}
+
+impl Tally {
+    fn new(replicas: &[String]) -> Self {
+        Tally {
+            waiting: replicas.to_vec(),
+            ok: 0,
+            failures: Vec::new(),
+        }
+    }
+
+    fn succeeded(&mut self, replica: &str) {
+        self.waiting.retain(|r| r != replica);
+        self.ok += 1;
+    }
+
+    fn failed(&mut self, replica: &str, error: &ReplicaError) {
+        self.waiting.retain(|r| r != replica);
+        self.failures.push(format!("{replica}: {}", error.detail()));
+    }
+
+    /// Replicas that have not answered yet.
+    fn waiting(&self) -> impl Iterator<Item = &str> {
+        self.waiting.iter().map(String::as_str)
+    }
+
+    fn reasons(&self) -> String {
+        let mut reasons = self.failures.clone();
+        reasons.extend(self.waiting.iter().map(|r| format!("{r}: no answer yet")));
+        reasons.join("; ")
+    }
+}
+
+/// A failed call to another node, as a reason for the trace.
+fn unreachable(status: tonic::Status) -> ReplicaError {
+    let message = status.message();
+    ReplicaError::Failed(match status.code() {
+        tonic::Code::Unavailable => format!("unreachable: {message}"),
+        code => format!("{code:?}: {message}"),
+    })
 }

@@ -15,9 +15,10 @@ pub enum Error {
     /// The disk or the database failed underneath us.
     #[error("storage error: {0}")]
     Storage(String),
-    /// The call exists in the contract but this process does not serve it.
+    /// Too few replicas answered to meet the quorum. The message says how many
+    /// were needed, how many answered, and what happened to the others.
     #[error("{0}")]
-    Unsupported(String),
+    Unavailable(String),
 }
 
 /// Result type of the node crate.
@@ -27,7 +28,7 @@ impl From<Error> for tonic::Status {
     fn from(err: Error) -> Self {
         match err {
             Error::InvalidArgument(msg) => tonic::Status::invalid_argument(msg),
-            Error::Unsupported(msg) => tonic::Status::failed_precondition(msg),
+            Error::Unavailable(msg) => tonic::Status::unavailable(msg),
             // Storage details (paths, database internals) go to the node's log, not
             // to the client; the client learns that it was the node's fault.
             Error::DataDir { .. } | Error::Storage(_) => {

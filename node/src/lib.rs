@@ -5,16 +5,21 @@
 //! - [`version`]: versions and the hybrid logical clock that stamps them.
 //! - [`store`]: the durable store (redb): records, last-writer-wins, tombstones.
 //! - [`limits`]: key, value and scan limits, with errors that name them.
-//! - [`coordinator`]: sees a client request through: stamp, write replicas, answer.
+//! - [`placement`]: which members hold a key (rendezvous hashing).
+//! - [`membership`]: probing peers; alive, suspect, dead.
+//! - [`coordinator`]: sees a client request through: stamp, write to W replicas,
+//!   read from R, repair what is stale.
+//! - [`antientropy`]: replicas compare digests per key range and copy what differs.
 //! - [`trace`]: the `Trace` each response carries.
 //! - [`state`]: what one node knows, shared by its services.
-//! - [`kv`], [`admin`]: the gRPC services.
+//! - [`kv`], [`replica`], [`admin`]: the gRPC services.
 //! - [`events`]: the event feed behind `clusterlab events`.
 //! - [`server`]: puts it together; [`lifecycle`]: signals and graceful draining.
 //! - [`config`]: the command line; [`telemetry`]: log lines tagged with the process name.
 //! - [`error`]: the node's errors and their gRPC status codes.
 
 pub mod admin;
+pub mod antientropy;
 pub mod config;
 pub mod coordinator;
 pub mod error;
@@ -22,6 +27,9 @@ pub mod events;
 pub mod kv;
 pub mod lifecycle;
 pub mod limits;
+pub mod membership;
+pub mod placement;
+pub mod replica;
 pub mod server;
 pub mod state;
 pub mod store;

@@ -2,18 +2,35 @@
 //!
 //! The binary binds the listener and calls [`run`]; tests can do the same on port 0.
 
-use std::future::Future;
+use std::{
+    future::Future,
+    sync::{Arc, atomic::AtomicU64},
+};
 
 use anyhow::Context;
-use certs::{TlsMode, listener::ListenerConfig};
-use proto::{admin_server::AdminServer, key_value_server::KeyValueServer};
-use tokio::net::TcpListener;
+use certs::{TlsMode, dial::Dialer, listener::ListenerConfig};
+use proto::{
+    admin_server::AdminServer, key_value_server::KeyValueServer, replica_server::ReplicaServer,
+};
+use tokio::{net::TcpListener, task::JoinSet};
 use tonic::transport::Server;
+use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
 use crate::{
-    admin::AdminService, config::Config, coordinator::Coordinator, kv::KeyValueService, lifecycle,
-    limits::MAX_MESSAGE_BYTES, state::NodeState, store::Store,
+    admin::AdminService,
+    antientropy,
+    config::Config,
+    coordinator::Coordinator,
+    events::Events,
+    kv::KeyValueService,
+    lifecycle,
+    limits::MAX_MESSAGE_BYTES,
+    membership::{Membership, Settings},
+    replica::ReplicaService,
+    state::NodeState,
+    store::Store,
+    version::Hlc,
 };
 
 /// At most this many requests run at once on one connection (HTTP/2 streams).
@@ -26,22 +43,46 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let (tls, identity) = match config.tls {
+    let replication = config.replication().map_err(anyhow::Error::msg)?;
+    let (tls, identity, dialer) = match config.tls {
         TlsMode::Mtls => {
             let (tls, identity) = certs::tls::server_config(&config.certs, &config.identity)
                 .context("cannot load the node's certificate")?;
-            (Some(tls), Some(identity))
+            // The same certificate proves who we are when we call other nodes.
+            let (client, _) = certs::tls::client_config(&config.certs, &config.identity)
+                .context("cannot load the node's certificate")?;
+            (Some(tls), Some(identity), Dialer::new(Some(client)))
         }
-        TlsMode::Plaintext => (None, None),
+        TlsMode::Plaintext => (None, None, Dialer::new(None)),
     };
     let store = Store::open(&config.data_dir)?;
     let local_addr = listener.local_addr()?;
-    let state = NodeState::new(config.name.clone(), identity, store);
+    let advertise = config.advertise_addr(local_addr);
+    let events = Events::new(config.name.clone());
+    let membership = Arc::new(Membership::new(
+        config.name.clone(),
+        advertise.clone(),
+        config.peer_addrs(),
+        replication.replicas,
+        Settings::new(config.dead_after),
+        dialer,
+        events.clone(),
+    ));
+    let state = Arc::new(NodeState {
+        name: config.name.clone(),
+        identity,
+        store,
+        clock: Hlc::new(config.name.clone()),
+        events,
+        membership: membership.clone(),
+        replication,
+        under_replicated: AtomicU64::new(0),
+    });
 
+    // Not ready until the first probe round has told us who else is there:
+    // before that, this node would place every key on itself alone.
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<KeyValueServer<KeyValueService>>()
-        .await;
+    set_health(&health, ServingStatus::NotServing).await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -49,7 +90,10 @@ pub async fn run(
 
     let kv = KeyValueServer::new(KeyValueService::new(Coordinator::new(state.clone())))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
-    let admin = AdminServer::new(AdminService::new(state.clone(), local_addr.to_string()));
+    let admin = AdminServer::new(AdminService::new(state.clone()));
+    let replica = ReplicaServer::new(ReplicaService::new(state.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
 
     let mut listener_config = ListenerConfig::new(tls);
     listener_config.handshake_timeout = config.handshake_timeout;
@@ -64,6 +108,10 @@ pub async fn run(
     }
     info!(
         addr = %local_addr,
+        advertise = %advertise,
+        peers = ?config.peer_addrs(),
+        peers_dns = config.peers_dns.as_deref().unwrap_or("none"),
+        replicas = replication.replicas,
         tls = ?config.tls,
         data = %state.store.path().display(),
         identity = %state.identity.as_ref().map(|i| i.uri()).unwrap_or_else(|| "none".into()),
@@ -75,6 +123,20 @@ pub async fn run(
         format!("{} started on {local_addr}", config.name),
     );
 
+    // Background work; dropping the set when the server stops aborts it all.
+    let mut background = JoinSet::new();
+    background.spawn(membership.clone().run());
+    if let Some(name) = config.peers_dns.clone() {
+        background.spawn(membership.clone().resolve_forever(name));
+    }
+    background.spawn(antientropy::run(state.clone()));
+    let ready = health.clone();
+    background.spawn(async move {
+        membership.first_round().await;
+        set_health(&ready, ServingStatus::Serving).await;
+        info!(members = membership.ring().members().len(), "node ready");
+    });
+
     let mut server = Server::builder()
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)));
@@ -82,20 +144,31 @@ pub async fn run(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(kv)
+        .add_service(replica)
         .add_service(admin);
 
     let health_on_stop = health.clone();
     let shutdown = async move {
         shutdown.await;
         // Tell health checkers we are going away before connections close.
-        health_on_stop
-            .set_not_serving::<KeyValueServer<KeyValueService>>()
-            .await;
+        set_health(&health_on_stop, ServingStatus::NotServing).await;
     };
     lifecycle::serve_with_drain(shutdown, config.drain_timeout, |signal| {
         router.serve_with_incoming_shutdown(incoming, signal)
     })
     .await?;
+    background.shutdown().await;
     info!("node stopped");
     Ok(())
+}
+
+/// Sets the health of the whole server ("") and of the KeyValue service.
+async fn set_health(health: &tonic_health::server::HealthReporter, status: ServingStatus) {
+    health.set_service_status("", status).await;
+    health
+        .set_service_status(
+            <KeyValueServer<KeyValueService> as tonic::server::NamedService>::NAME,
+            status,
+        )
+        .await;
 }

@@ -1,13 +1,31 @@
-//! What one node knows: its name, its store, its clock and its event feed.
+//! What one node knows: its name, store, clock, members and event feed.
 
-use std::sync::Arc;
+use std::sync::{Arc, atomic::AtomicU64};
 
 use certs::Identity;
 
-use crate::{events::Events, store::Store, version::Hlc};
+use crate::{events::Events, membership::Membership, store::Store, version::Hlc};
 
-/// Shared by every service of the node. Wrapped in an `Arc`; fields are read-only
-/// or synchronise themselves.
+/// How many copies of each key the cluster keeps, and how many must answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replication {
+    /// N (`--replicas`); capped at the member count when placing a key.
+    pub replicas: usize,
+    /// W (`--write-quorum`); `None` means a majority of the key's replicas.
+    pub write_quorum: Option<usize>,
+    /// R (`--read-quorum`); `None` means a majority of the key's replicas.
+    pub read_quorum: Option<usize>,
+}
+
+impl Replication {
+    /// The quorum a majority of `n` replicas makes: N/2 + 1.
+    pub fn majority(n: usize) -> usize {
+        n / 2 + 1
+    }
+}
+
+/// Shared by every service and background task of the node. Wrapped in an
+/// `Arc`; fields are read-only or synchronise themselves.
 #[derive(Debug)]
 pub struct NodeState {
     /// The node's name (`--name`), used in versions, traces and logs.
@@ -17,17 +35,9 @@ pub struct NodeState {
     pub store: Store,
     pub clock: Hlc,
     pub events: Events,
-}
-
-impl NodeState {
-    /// State for a node called `name` keeping its data in `store`.
-    pub fn new(name: String, identity: Option<Identity>, store: Store) -> Arc<Self> {
-        Arc::new(NodeState {
-            clock: Hlc::new(name.clone()),
-            events: Events::new(name.clone()),
-            name,
-            identity,
-            store,
-        })
-    }
+    pub membership: Arc<Membership>,
+    pub replication: Replication,
+    /// Keys held here that lack an up-to-date copy on another live replica, as of
+    /// the last anti-entropy round.
+    pub under_replicated: AtomicU64,
 }

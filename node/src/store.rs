@@ -172,13 +172,15 @@ impl Store {
         }
     }
 
-    /// Live values (not tombstones) whose key starts with `prefix`, in key order,
-    /// after `start_after`; at most `limit`, and whether there were more.
+    /// Records whose key starts with `prefix`, in key order, after `start_after`;
+    /// at most `limit`, and whether there were more. Tombstones are skipped
+    /// unless `tombstones` is true.
     pub fn scan(
         &self,
         prefix: &str,
         start_after: &str,
         limit: usize,
+        tombstones: bool,
     ) -> Result<(Vec<Record>, bool)> {
         let txn = self.db.begin_read().map_err(storage)?;
         let table = txn.open_table(RECORDS).map_err(storage)?;
@@ -198,7 +200,7 @@ impl Store {
                 continue;
             }
             let record = Record::decode(key, bytes.value())?;
-            if record.value.is_none() {
+            if record.value.is_none() && !tombstones {
                 continue;
             }
             if records.len() == limit {
@@ -207,6 +209,48 @@ impl Store {
             records.push(record);
         }
         Ok((records, false))
+    }
+
+    /// Calls `visit` with every record, in key order, until it returns false.
+    /// Reads one consistent snapshot: writes made meanwhile are not seen.
+    pub fn for_each(&self, mut visit: impl FnMut(Record) -> bool) -> Result<()> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let table = txn.open_table(RECORDS).map_err(storage)?;
+        for entry in table.iter().map_err(storage)? {
+            let (key, bytes) = entry.map_err(storage)?;
+            if !visit(Record::decode(key.value(), bytes.value())?) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies many records in one transaction (one disk sync instead of one
+    /// each), as [`Store::apply`] would one by one. Returns how many changed.
+    pub fn apply_many(&self, records: &[Record]) -> Result<usize> {
+        let txn = self.db.begin_write().map_err(storage)?;
+        let mut changed = 0;
+        {
+            let mut table = txn.open_table(RECORDS).map_err(storage)?;
+            for record in records {
+                let newer = match table.get(record.key.as_str()).map_err(storage)? {
+                    Some(bytes) => Record::decode(&record.key, bytes.value())?.version < record.version,
+                    None => true,
+                };
+                if newer {
+                    table
+                        .insert(record.key.as_str(), record.encode().as_slice())
+                        .map_err(storage)?;
+                    changed += 1;
+                }
+            }
+        }
+        if changed > 0 {
+            txn.commit().map_err(storage)?;
+        } else {
+            txn.abort().map_err(storage)?;
+        }
+        Ok(changed)
     }
 
     /// How many records (values and tombstones) the store holds.
@@ -265,7 +309,7 @@ mod tests {
             store.apply(&record(k, 1, Some(v))).unwrap();
         }
         store.apply(&record("a/1", 2, None)).unwrap();
-        let (found, more) = store.scan("a/", "", 10).unwrap();
+        let (found, more) = store.scan("a/", "", 10, false).unwrap();
         assert_eq!(
             found.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(),
             ["a/2"]
@@ -276,16 +320,36 @@ mod tests {
     }
 
     #[test]
+    fn apply_many_keeps_the_newest_of_each_key_in_one_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.apply(&record("a", 5, Some("current"))).unwrap();
+        let batch = [record("a", 3, Some("older")), record("b", 1, None)];
+        assert_eq!(store.apply_many(&batch).unwrap(), 1);
+        assert_eq!(store.get("a").unwrap().unwrap().value.unwrap(), b"current");
+        let mut seen = Vec::new();
+        store
+            .for_each(|r| {
+                seen.push((r.key, r.value.is_none()));
+                true
+            })
+            .unwrap();
+        assert_eq!(seen, [("a".to_string(), false), ("b".to_string(), true)]);
+        let (with_tombstones, _) = store.scan("", "", 10, true).unwrap();
+        assert_eq!(with_tombstones.len(), 2);
+    }
+
+    #[test]
     fn scan_pages_with_limit_and_start_after() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         for k in ["k1", "k2", "k3"] {
             store.apply(&record(k, 1, Some("v"))).unwrap();
         }
-        let (page, more) = store.scan("", "", 2).unwrap();
+        let (page, more) = store.scan("", "", 2, false).unwrap();
         assert_eq!(page.len(), 2);
         assert!(more);
-        let (rest, more) = store.scan("", &page[1].key, 2).unwrap();
+        let (rest, more) = store.scan("", &page[1].key, 2, false).unwrap();
         assert_eq!(
             rest.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(),
             ["k3"]

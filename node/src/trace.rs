@@ -43,6 +43,19 @@ impl TraceBuilder {
         });
     }
 
+    /// Marks `nodes` as still working when the coordinator answered.
+    pub fn pending<'a>(&mut self, nodes: impl IntoIterator<Item = &'a str>, started: Instant) {
+        for node in nodes {
+            self.replica(
+                node,
+                Outcome::Pending,
+                None,
+                started,
+                "quorum met before it answered; continuing in the background",
+            );
+        }
+    }
+
     /// The finished trace.
     pub fn finish(self) -> Trace {
         self.trace

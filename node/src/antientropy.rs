@@ -1,0 +1,413 @@
+//! Anti-entropy: replicas compare notes in the background and copy what is missing.
+//!
+//! Writes reach every replica that is up, but a replica that was down, or a node
+//! that has just joined, or one that now owns a dead member's keys, lacks data.
+//! Once a second each node does, with every alive peer:
+//!
+//! 1. **Digest.** Split the keys both nodes replicate into [`RANGES`] ranges (by
+//!    a hash of the key) and summarise each range as (record count, XOR of a hash
+//!    of every key and version). The peer does the same on its side. Equal
+//!    summaries mean equal data; this costs one small message, not a copy.
+//! 2. **Stream.** For each range that differs, the peer streams that range's
+//!    records, and this node applies them. Last-writer-wins makes applying
+//!    idempotent, so receiving what we already have is harmless.
+//!
+//! Each node *pulls* what it lacks; its peers pull from it in their own rounds,
+//! so differences in both directions are mended. Records younger than
+//! [`SETTLE`] are left out of both steps: they may still be on their way from
+//! the coordinator, which is the write path's business.
+//!
+//! A node also counts its *under-replicated* keys: those it replicates that lack
+//! an up-to-date copy on another replica (the peer is not alive, or the last
+//! digest of that range differed), or that have fewer than N replicas because
+//! the cluster is too small. `clusterlab status` shows the count, and reaching
+//! zero is an event.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, atomic::Ordering},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use proto::{DigestRequest, RangeDigest, RangeRequest, member::State};
+use tokio_stream::StreamExt;
+use tracing::{debug, info, warn};
+
+use crate::{
+    Result,
+    placement::{RANGES, Ring, range_of, record_hash},
+    state::NodeState,
+    store::{Record, Store},
+};
+
+/// How often a node compares notes with its peers.
+pub const INTERVAL: Duration = Duration::from_secs(1);
+/// Records younger than this are left to the write path.
+pub const SETTLE: Duration = Duration::from_secs(3);
+/// A peer that takes longer than this over one digest or range is skipped this round.
+const PEER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Per range: (records, XOR of their hashes).
+pub type Digest = Vec<(u64, u64)>;
+
+fn empty_digest(range_count: u32) -> Digest {
+    vec![(0, 0); range_count as usize]
+}
+
+/// What may be compared: stamped before `older_than_ms`, and replicated by both
+/// `me` and `other` according to `ring`.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    pub ring: Ring,
+    pub me: String,
+    pub other: String,
+    pub range_count: u32,
+    pub older_than_ms: u64,
+}
+
+impl Shared {
+    /// The range of `record`, if both nodes should hold it and it has settled.
+    fn range(&self, record: &Record) -> Option<u32> {
+        if record.version.wall_ms >= self.older_than_ms {
+            return None;
+        }
+        let replicas = self.ring.replicas_of(&record.key);
+        let both = replicas.contains(&self.me.as_str()) && replicas.contains(&self.other.as_str());
+        both.then(|| range_of(&record.key, self.range_count))
+    }
+
+    /// The digest of what `store` holds in common with the other node.
+    pub fn digest(&self, store: &Store) -> Result<Digest> {
+        let mut digest = empty_digest(self.range_count);
+        store.for_each(|record| {
+            if let Some(range) = self.range(&record) {
+                let entry = &mut digest[range as usize];
+                entry.0 += 1;
+                entry.1 ^= record_hash(&record.key, &record.version);
+            }
+            true
+        })?;
+        Ok(digest)
+    }
+
+    /// Sends every shared record in `range` to `send`, until it returns false.
+    pub fn each_in_range(
+        &self,
+        store: &Store,
+        range: u32,
+        mut send: impl FnMut(Record) -> bool,
+    ) -> Result<()> {
+        store.for_each(|record| match self.range(&record) {
+            Some(r) if r == range => send(record),
+            _ => true,
+        })
+    }
+}
+
+/// This node's side of a round: a digest per peer, and the under-replicated count.
+#[derive(Debug, Default)]
+struct LocalView {
+    digests: HashMap<String, Digest>,
+    under_replicated: u64,
+}
+
+/// One pass over the store computes what every peer's digest should be.
+fn local_view(
+    store: &Store,
+    ring: &Ring,
+    me: &str,
+    alive: &HashSet<String>,
+    differed: &HashMap<String, HashSet<u32>>,
+    replicas: usize,
+    older_than_ms: u64,
+) -> Result<LocalView> {
+    let mut view = LocalView::default();
+    store.for_each(|record| {
+        if record.version.wall_ms >= older_than_ms {
+            return true;
+        }
+        let owners = ring.replicas_of(&record.key);
+        if !owners.contains(&me) {
+            return true;
+        }
+        let range = range_of(&record.key, RANGES);
+        let hash = record_hash(&record.key, &record.version);
+        let mut under = owners.len() < replicas;
+        for peer in owners.into_iter().filter(|p| *p != me) {
+            let digest = view
+                .digests
+                .entry(peer.to_string())
+                .or_insert_with(|| empty_digest(RANGES));
+            digest[range as usize].0 += 1;
+            digest[range as usize].1 ^= hash;
+            let behind = differed.get(peer).is_some_and(|ranges| ranges.contains(&range));
+            under |= !alive.contains(peer) || behind;
+        }
+        view.under_replicated += u64::from(under);
+        true
+    })?;
+    Ok(view)
+}
+
+/// Runs anti-entropy rounds forever.
+pub async fn run(state: Arc<NodeState>) {
+    let mut ticker = tokio::time::interval(INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut differed: HashMap<String, HashSet<u32>> = HashMap::new();
+    loop {
+        ticker.tick().await;
+        if let Err(e) = round(&state, &mut differed).await {
+            warn!(error = %e, "anti-entropy round failed; will retry");
+        }
+    }
+}
+
+/// One round with every alive peer.
+async fn round(state: &Arc<NodeState>, differed: &mut HashMap<String, HashSet<u32>>) -> Result<()> {
+    let membership = &state.membership;
+    let ring = membership.ring();
+    let alive: HashSet<String> = membership
+        .peers()
+        .into_iter()
+        .filter(|p| p.state == State::Alive)
+        .map(|p| p.name)
+        .collect();
+    let older_than_ms = unix_ms().saturating_sub(SETTLE.as_millis() as u64);
+    let view = {
+        let (ring, me, alive, differed) =
+            (ring.clone(), state.name.clone(), alive.clone(), differed.clone());
+        let replicas = state.replication.replicas;
+        state
+            .store
+            .run(move |s| local_view(s, &ring, &me, &alive, &differed, replicas, older_than_ms))
+            .await?
+    };
+    report_under_replicated(state, view.under_replicated);
+
+    let exchanges = alive.iter().map(|peer| {
+        let mine = view
+            .digests
+            .get(peer)
+            .cloned()
+            .unwrap_or_else(|| empty_digest(RANGES));
+        exchange(state, peer.clone(), mine, older_than_ms)
+    });
+    let results = futures::future::join_all(exchanges).await;
+    differed.clear();
+    for (peer, result) in alive.into_iter().zip(results) {
+        match result {
+            Ok(ranges) => {
+                differed.insert(peer, ranges);
+            }
+            Err(e) => debug!(%peer, error = %e, "anti-entropy with peer failed this round"),
+        }
+    }
+    Ok(())
+}
+
+/// Compares digests with `peer` and pulls the ranges that differ. Returns them.
+async fn exchange(
+    state: &Arc<NodeState>,
+    peer: String,
+    mine: Digest,
+    older_than_ms: u64,
+) -> std::result::Result<HashSet<u32>, String> {
+    let mut client = state
+        .membership
+        .client(&peer)
+        .ok_or_else(|| format!("{peer} is not a known member"))?;
+    let request = DigestRequest {
+        range_count: RANGES,
+        ranges: Vec::new(),
+        for_node: state.name.clone(),
+        older_than_ms,
+    };
+    let theirs = tokio::time::timeout(PEER_TIMEOUT, client.digest(request))
+        .await
+        .map_err(|_| "digest timed out".to_string())?
+        .map_err(|s| s.message().to_string())?
+        .into_inner();
+    let differing: HashSet<u32> = differing_ranges(&mine, &theirs.ranges);
+    if differing.is_empty() {
+        return Ok(differing);
+    }
+    let mut copied = 0;
+    for &range in &differing {
+        let request = RangeRequest {
+            range_count: RANGES,
+            range,
+            for_node: state.name.clone(),
+            older_than_ms,
+        };
+        let pull = async {
+            let mut stream = client
+                .stream_range(request)
+                .await
+                .map_err(|s| s.message().to_string())?
+                .into_inner();
+            let mut records = Vec::new();
+            while let Some(record) = stream.next().await {
+                records.push(Record::from(record.map_err(|s| s.message().to_string())?));
+            }
+            Ok::<_, String>(records)
+        };
+        let records = tokio::time::timeout(PEER_TIMEOUT, pull)
+            .await
+            .map_err(|_| format!("streaming range {range} timed out"))??;
+        for record in &records {
+            state.clock.observe(&record.version);
+        }
+        copied += state
+            .store
+            .run(move |s| s.apply_many(&records))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    if copied > 0 {
+        let message = format!(
+            "copied {copied} records from {peer} ({} of {RANGES} key ranges differed)",
+            differing.len()
+        );
+        info!(%peer, copied, ranges = differing.len(), "anti-entropy repaired records");
+        state.events.publish("repair.copied", &peer, message);
+    }
+    Ok(differing)
+}
+
+/// The ranges whose (count, hash) differ. `theirs` lists only non-empty ranges
+/// or all of them; a range missing there counts as empty.
+fn differing_ranges(mine: &Digest, theirs: &[RangeDigest]) -> HashSet<u32> {
+    let mut their_digest = empty_digest(mine.len() as u32);
+    for range in theirs {
+        if let Some(slot) = their_digest.get_mut(range.range as usize) {
+            *slot = (range.records, range.hash);
+        }
+    }
+    (0..mine.len() as u32)
+        .filter(|&r| mine[r as usize] != their_digest[r as usize])
+        .collect()
+}
+
+/// Publishes the count, with an event when it leaves or returns to zero.
+fn report_under_replicated(state: &NodeState, now: u64) {
+    let before = state.under_replicated.swap(now, Ordering::Relaxed);
+    let n = state.replication.replicas;
+    match (before, now) {
+        (0, 0) => {}
+        (0, now) => {
+            warn!(keys = now, "keys under-replicated");
+            state.events.publish(
+                "repair.needed",
+                &state.name,
+                format!("{now} keys held here lack an up-to-date copy on another replica (N={n})"),
+            );
+        }
+        (_, 0) => {
+            info!("every key held here is fully replicated");
+            state.events.publish(
+                "repair.done",
+                &state.name,
+                format!("every key held here has its {n} up-to-date copies"),
+            );
+        }
+        _ => {}
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::version::Version;
+
+    fn record(key: &str, wall_ms: u64) -> Record {
+        Record {
+            key: key.into(),
+            version: Version {
+                wall_ms,
+                logical: 0,
+                node: "n1".into(),
+            },
+            value: Some(b"v".to_vec()),
+        }
+    }
+
+    fn shared(ring: &Ring, other: &str) -> Shared {
+        Shared {
+            ring: ring.clone(),
+            me: "n1".into(),
+            other: other.into(),
+            range_count: RANGES,
+            older_than_ms: 1_000,
+        }
+    }
+
+    #[test]
+    fn equal_data_gives_equal_digests_and_one_newer_version_differs_in_one_range() {
+        let ring = Ring::new(vec!["n1".into(), "n2".into()], 2);
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (left, right) = (Store::open(a.path()).unwrap(), Store::open(b.path()).unwrap());
+        let records: Vec<Record> = (0..200).map(|i| record(&format!("k{i}"), 10)).collect();
+        left.apply_many(&records).unwrap();
+        right.apply_many(&records).unwrap();
+        let view = shared(&ring, "n2");
+        assert_eq!(view.digest(&left).unwrap(), view.digest(&right).unwrap());
+
+        right.apply(&record("k7", 20)).unwrap();
+        let theirs: Vec<RangeDigest> = view
+            .digest(&right)
+            .unwrap()
+            .into_iter()
+            .enumerate()
+            .map(|(range, (records, hash))| RangeDigest {
+                range: range as u32,
+                records,
+                hash,
+            })
+            .collect();
+        let differing = differing_ranges(&view.digest(&left).unwrap(), &theirs);
+        assert_eq!(differing, HashSet::from([range_of("k7", RANGES)]));
+    }
+
+    #[test]
+    fn young_records_and_keys_the_other_node_does_not_replicate_are_left_out() {
+        let ring = Ring::new(vec!["n1".into(), "n2".into(), "n3".into()], 2);
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let keys: Vec<String> = (0..300).map(|i| format!("k{i}")).collect();
+        let settled: Vec<Record> = keys.iter().map(|k| record(k, 10)).collect();
+        store.apply_many(&settled).unwrap();
+        store.apply(&record("young", 5_000)).unwrap();
+        let view = shared(&ring, "n2");
+        let counted: u64 = view.digest(&store).unwrap().iter().map(|(n, _)| n).sum();
+        let expected = keys
+            .iter()
+            .filter(|k| ring.is_replica(k, "n1") && ring.is_replica(k, "n2"))
+            .count();
+        assert_eq!(counted, expected as u64);
+        assert!(expected > 0 && expected < keys.len());
+    }
+
+    #[test]
+    fn keys_with_a_silent_replica_count_as_under_replicated() {
+        let ring = Ring::new(vec!["n1".into(), "n2".into()], 2);
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.apply_many(&[record("a", 1), record("b", 1)]).unwrap();
+        let none = HashMap::new();
+        let all_alive = HashSet::from(["n2".to_string()]);
+        let view = local_view(&store, &ring, "n1", &all_alive, &none, 2, 1_000).unwrap();
+        assert_eq!(view.under_replicated, 0);
+        let view = local_view(&store, &ring, "n1", &HashSet::new(), &none, 2, 1_000).unwrap();
+        assert_eq!(view.under_replicated, 2);
+        // Asking for three copies with two members: every key is short of one.
+        let view = local_view(&store, &ring, "n1", &all_alive, &none, 3, 1_000).unwrap();
+        assert_eq!(view.under_replicated, 2);
+    }
+}

@@ -1,0 +1,505 @@
+//! Membership: who is in the cluster, and who is answering.
+//!
+//! There is no leader and no central registry. Each node keeps its own list of
+//! members and checks them itself, by *probing*: every half second it calls
+//! `Replica.Probe` on every address it knows. A member that answers is `alive`.
+//! One that has not answered for [`Settings::suspect_after`] becomes `suspect`:
+//! it keeps its place in the ring, because most silences are blips (a restart, a
+//! pause, a lost packet) and moving data on every blip would cost more than it
+//! saves. A member still silent [`Settings::dead_after`] later is `dead`: it leaves
+//! the ring, and anti-entropy copies its keys to the members that now own them.
+//! A dead member that answers again is simply alive again.
+//!
+//! Addresses come from three places: `--peers` (a fixed list), `--peers-dns`
+//! (a name re-resolved every second; in docker compose the service name resolves
+//! to every running replica), and *gossip*: each probe answer lists the members
+//! the callee knows, and each probe names its caller, so one seed address is
+//! enough to find the whole cluster.
+//!
+//! Every state change is logged and published as an event.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use certs::dial::Dialer;
+use proto::{Member, ProbeRequest, member::State, replica_client::ReplicaClient};
+use tokio::sync::watch;
+use tonic::transport::Channel;
+use tracing::{debug, info, warn};
+
+use crate::{events::Events, limits::MAX_MESSAGE_BYTES, placement::Ring};
+
+/// Timing of probes and state changes.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How often every known address is probed.
+    pub probe_interval: Duration,
+    /// A probe not answered within this counts as missed.
+    pub probe_timeout: Duration,
+    /// Alive -> suspect after this long without an answer.
+    pub suspect_after: Duration,
+    /// Suspect -> dead after this long as suspect (`--dead-after`).
+    pub dead_after: Duration,
+}
+
+impl Settings {
+    /// The defaults, with `--dead-after`.
+    pub fn new(dead_after: Duration) -> Self {
+        Settings {
+            probe_interval: Duration::from_millis(500),
+            probe_timeout: Duration::from_secs(1),
+            suspect_after: Duration::from_millis(1500),
+            dead_after,
+        }
+    }
+}
+
+/// Another node, as this node sees it.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub name: String,
+    /// The address it advertises; where we send it requests.
+    pub addr: String,
+    pub state: State,
+    /// Records it held at its last answer.
+    pub keys: u64,
+    last_answer: Instant,
+    /// When `state` last changed.
+    since: Instant,
+}
+
+/// Where an address to probe came from; decides how long we keep trying it.
+#[derive(Debug, Default)]
+struct Addresses {
+    /// `--peers`: tried for as long as the node runs.
+    seeds: BTreeSet<String>,
+    /// The latest answer for `--peers-dns`.
+    discovered: BTreeSet<String>,
+    /// Heard of through gossip or an incoming probe, and when: dropped if it
+    /// never answers within `dead_after`.
+    learned: BTreeMap<String, Instant>,
+    /// Which member answered at each address. A member's other addresses are not
+    /// probed while it is alive (in compose a node is both an IP and a name).
+    answered_as: HashMap<String, String>,
+    /// Addresses that turned out to be this node itself.
+    own: BTreeSet<String>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    peers: BTreeMap<String, Peer>,
+    addresses: Addresses,
+    /// One lazily connected, multiplexed channel per address, reused by every
+    /// request to it. A channel reconnects by itself after a failure.
+    channels: HashMap<String, Channel>,
+}
+
+/// This node's view of the cluster. Shared; every method takes `&self`.
+#[derive(Debug)]
+pub struct Membership {
+    name: String,
+    advertise: String,
+    replicas: usize,
+    settings: Settings,
+    dialer: Dialer,
+    events: Events,
+    /// A std mutex: held briefly and never across an `.await`.
+    inner: Mutex<Inner>,
+    /// Counts finished probe rounds, so start-up can wait for the first.
+    rounds: watch::Sender<u64>,
+}
+
+impl Membership {
+    /// The view of node `name`, reachable at `advertise`, starting from `seeds`.
+    pub fn new(
+        name: String,
+        advertise: String,
+        seeds: impl IntoIterator<Item = String>,
+        replicas: usize,
+        settings: Settings,
+        dialer: Dialer,
+        events: Events,
+    ) -> Self {
+        let mut addresses = Addresses {
+            seeds: seeds.into_iter().collect(),
+            ..Addresses::default()
+        };
+        addresses.own.insert(advertise.clone());
+        Membership {
+            name,
+            advertise,
+            replicas,
+            settings,
+            dialer,
+            events,
+            inner: Mutex::new(Inner {
+                peers: BTreeMap::new(),
+                addresses,
+                channels: HashMap::new(),
+            }),
+            rounds: watch::channel(0).0,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().expect("membership mutex poisoned")
+    }
+
+    /// This node's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The address this node gives others.
+    pub fn advertise(&self) -> &str {
+        &self.advertise
+    }
+
+    /// The probe settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The ring now: this node and every member that is not dead.
+    pub fn ring(&self) -> Ring {
+        let inner = self.lock();
+        let mut members: Vec<String> = inner
+            .peers
+            .values()
+            .filter(|p| p.state != State::Dead)
+            .map(|p| p.name.clone())
+            .collect();
+        members.push(self.name.clone());
+        Ring::new(members, self.replicas)
+    }
+
+    /// Every other node this one knows, dead ones included.
+    pub fn peers(&self) -> Vec<Peer> {
+        self.lock().peers.values().cloned().collect()
+    }
+
+    /// How this node sees `name` (itself is always alive).
+    pub fn state_of(&self, name: &str) -> Option<State> {
+        if name == self.name {
+            return Some(State::Alive);
+        }
+        self.lock().peers.get(name).map(|p| p.state)
+    }
+
+    /// A `Replica` client for member `name`, if it is known.
+    pub fn client(&self, name: &str) -> Option<ReplicaClient<Channel>> {
+        let mut inner = self.lock();
+        let addr = inner.peers.get(name)?.addr.clone();
+        self.channel(&mut inner, &addr).map(replica_client)
+    }
+
+    /// This node as a `Member` record, for probes and their answers.
+    pub fn me(&self) -> Member {
+        Member {
+            name: self.name.clone(),
+            addr: self.advertise.clone(),
+            state: State::Alive as i32,
+        }
+    }
+
+    /// The members to tell a prober about: every one that is not dead.
+    pub fn gossip(&self) -> Vec<Member> {
+        self.lock()
+            .peers
+            .values()
+            .filter(|p| p.state != State::Dead)
+            .map(|p| Member {
+                name: p.name.clone(),
+                addr: p.addr.clone(),
+                state: p.state as i32,
+            })
+            .collect()
+    }
+
+    /// Takes note of a node that probed us, so we probe it back.
+    pub fn heard_from(&self, caller: &Member) {
+        let mut inner = self.lock();
+        learn(&mut inner, &self.name, caller);
+    }
+
+    /// Replaces the addresses `--peers-dns` resolved to.
+    pub fn set_discovered(&self, addrs: BTreeSet<String>) {
+        self.lock().addresses.discovered = addrs;
+    }
+
+    /// Waits until the first probe round has finished, so a node starting with
+    /// `--peers` knows who answered before it reports itself ready.
+    pub async fn first_round(&self) {
+        let mut rounds = self.rounds.subscribe();
+        // An error means the sender is gone: nothing left to wait for.
+        let _ = rounds.wait_for(|n| *n > 0).await;
+    }
+
+    /// Probes forever, every `probe_interval`. `keys` says how many records we hold.
+    pub async fn run(self: Arc<Self>) {
+        let mut ticker = tokio::time::interval(self.settings.probe_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            self.round().await;
+            self.rounds.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// Re-resolves `host_port` every second, forever, feeding the answers to the prober.
+    pub async fn resolve_forever(self: Arc<Self>, host_port: String) {
+        let mut ticker = tokio::time::interval(Duration::from_secs(1));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_error: Option<String> = None;
+        loop {
+            ticker.tick().await;
+            match tokio::net::lookup_host(host_port.as_str()).await {
+                Ok(found) => {
+                    let addrs: BTreeSet<String> = found.map(|a| a.to_string()).collect();
+                    if last_error.take().is_some() {
+                        info!(name = %host_port, found = addrs.len(), "peer DNS name resolves again");
+                    }
+                    debug!(name = %host_port, ?addrs, "resolved peers");
+                    self.set_discovered(addrs);
+                }
+                Err(e) => {
+                    let message = e.to_string();
+                    // Say it once, not every second.
+                    if last_error.as_deref() != Some(message.as_str()) {
+                        warn!(name = %host_port, error = %message, "cannot resolve --peers-dns; will keep trying");
+                        last_error = Some(message);
+                    }
+                }
+            }
+        }
+    }
+
+    /// One probe round: probe every address, then update states.
+    async fn round(&self) {
+        let targets: Vec<(String, Channel)> = {
+            let mut inner = self.lock();
+            let addrs = probe_targets(&inner);
+            inner.channels.retain(|addr, _| addrs.contains(addr));
+            addrs
+                .into_iter()
+                .filter_map(|addr| Some((addr.clone(), self.channel(&mut inner, &addr)?)))
+                .collect()
+        };
+        let request = ProbeRequest {
+            from: Some(self.me()),
+        };
+        let probes = targets.into_iter().map(|(addr, channel)| {
+            let request = request.clone();
+            let timeout = self.settings.probe_timeout;
+            async move {
+                let answer = tokio::time::timeout(timeout, replica_client(channel).probe(request))
+                    .await
+                    .map_err(|_| "timed out".to_string())
+                    .and_then(|r| r.map_err(|s| s.message().to_string()));
+                (addr, answer.map(tonic::Response::into_inner))
+            }
+        });
+        let answers = futures::future::join_all(probes).await;
+
+        let now = Instant::now();
+        let mut inner = self.lock();
+        for (addr, answer) in answers {
+            match answer {
+                Ok(answer) => self.answered(&mut inner, addr, answer, now),
+                Err(error) => {
+                    debug!(%addr, %error, "probe failed");
+                    let learned_long_ago = inner
+                        .addresses
+                        .learned
+                        .get(&addr)
+                        .is_some_and(|heard| now.duration_since(*heard) > self.settings.dead_after);
+                    if learned_long_ago {
+                        inner.addresses.learned.remove(&addr);
+                    }
+                }
+            }
+        }
+        self.sweep(&mut inner, now);
+    }
+
+    /// Applies one probe answer from `addr`.
+    fn answered(&self, inner: &mut Inner, addr: String, answer: proto::ProbeResponse, now: Instant) {
+        let Some(them) = answer.me else { return };
+        if them.name == self.name {
+            inner.addresses.own.insert(addr);
+            return;
+        }
+        inner.addresses.learned.remove(&addr);
+        inner
+            .addresses
+            .answered_as
+            .insert(addr.clone(), them.name.clone());
+        let advertised = if them.addr.is_empty() {
+            addr
+        } else {
+            them.addr
+        };
+        match inner.peers.get_mut(&them.name) {
+            Some(peer) => {
+                peer.last_answer = now;
+                peer.keys = answer.keys;
+                if peer.addr != advertised {
+                    info!(member = %peer.name, from = %peer.addr, to = %advertised, "member moved");
+                    peer.addr = advertised;
+                }
+                if peer.state != State::Alive {
+                    let was = state_name(peer.state);
+                    peer.state = State::Alive;
+                    peer.since = now;
+                    info!(member = %peer.name, addr = %peer.addr, was, "member alive");
+                    self.events.publish(
+                        "member.alive",
+                        &peer.name,
+                        format!("{} answers again (was {was})", peer.name),
+                    );
+                }
+            }
+            None => {
+                info!(member = %them.name, addr = %advertised, "member joined");
+                self.events.publish(
+                    "member.joined",
+                    &them.name,
+                    format!("{} joined at {advertised}", them.name),
+                );
+                inner.peers.insert(
+                    them.name.clone(),
+                    Peer {
+                        name: them.name,
+                        addr: advertised,
+                        state: State::Alive,
+                        keys: answer.keys,
+                        last_answer: now,
+                        since: now,
+                    },
+                );
+            }
+        }
+        for member in &answer.members {
+            learn(inner, &self.name, member);
+        }
+    }
+
+    /// Alive -> suspect -> dead, for members that stopped answering.
+    fn sweep(&self, inner: &mut Inner, now: Instant) {
+        for peer in inner.peers.values_mut() {
+            let silent = now.duration_since(peer.last_answer);
+            let next = match peer.state {
+                State::Alive if silent > self.settings.suspect_after => State::Suspect,
+                State::Suspect if now.duration_since(peer.since) > self.settings.dead_after => {
+                    State::Dead
+                }
+                _ => continue,
+            };
+            peer.state = next;
+            peer.since = now;
+            let silent = format!("{:.1}s", silent.as_secs_f64());
+            match next {
+                State::Suspect => {
+                    warn!(member = %peer.name, addr = %peer.addr, silent, "member suspect");
+                    self.events.publish(
+                        "member.suspect",
+                        &peer.name,
+                        format!(
+                            "{} has not answered probes for {silent}; it keeps its keys for now",
+                            peer.name
+                        ),
+                    );
+                }
+                _ => {
+                    warn!(member = %peer.name, addr = %peer.addr, silent, "member dead");
+                    self.events.publish(
+                        "member.dead",
+                        &peer.name,
+                        format!(
+                            "{} has been silent for {silent}; it leaves the ring and its keys are re-replicated",
+                            peer.name
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    /// The channel for `addr`, created on first use. `None` (logged) when the
+    /// address cannot even be parsed.
+    fn channel(&self, inner: &mut Inner, addr: &str) -> Option<Channel> {
+        if let Some(channel) = inner.channels.get(addr) {
+            return Some(channel.clone());
+        }
+        match self.dialer.connect_lazy(addr) {
+            Ok(channel) => {
+                inner.channels.insert(addr.to_string(), channel.clone());
+                Some(channel)
+            }
+            Err(e) => {
+                warn!(%addr, error = %e, "not a usable peer address; expected HOST:PORT");
+                None
+            }
+        }
+    }
+}
+
+/// Every address worth probing this round.
+fn probe_targets(inner: &Inner) -> BTreeSet<String> {
+    let addresses = &inner.addresses;
+    let alive_elsewhere = |addr: &String| {
+        addresses.answered_as.get(addr).is_some_and(|name| {
+            inner
+                .peers
+                .get(name)
+                .is_some_and(|p| p.state == State::Alive && &p.addr != addr)
+        })
+    };
+    let candidates = addresses
+        .seeds
+        .iter()
+        .chain(&addresses.discovered)
+        .chain(addresses.learned.keys());
+    inner
+        .peers
+        .values()
+        .map(|p| p.addr.clone())
+        .chain(
+            candidates
+                .filter(|a| !addresses.own.contains(*a) && !alive_elsewhere(a))
+                .cloned(),
+        )
+        .collect()
+}
+
+/// Remembers the address of a member we do not know yet.
+fn learn(inner: &mut Inner, me: &str, member: &Member) {
+    let known = inner.peers.contains_key(&member.name);
+    if member.name == me || member.addr.is_empty() || known {
+        return;
+    }
+    inner
+        .addresses
+        .learned
+        .entry(member.addr.clone())
+        .or_insert_with(Instant::now);
+}
+
+fn replica_client(channel: Channel) -> ReplicaClient<Channel> {
+    ReplicaClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+/// "alive", "suspect" or "dead", as status and logs print it.
+pub fn state_name(state: State) -> &'static str {
+    match state {
+        State::Alive => "alive",
+        State::Suspect => "suspect",
+        State::Dead => "dead",
+        State::Unspecified => "unknown",
+    }
+}

@@ -1,0 +1,162 @@
+//! The `Replica` gRPC service: what nodes ask of each other.
+//!
+//! A replica never decides anything. It stores whatever version is highest,
+//! answers reads from its own disk, answers probes, and summarises or streams
+//! its records for anti-entropy. All the deciding happens in the coordinator.
+
+use std::{pin::Pin, sync::Arc};
+
+use futures::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use proto::{
+    DigestRequest, DigestResponse, LocalScanRequest, LocalScanResponse, ProbeRequest,
+    ProbeResponse, RangeDigest, RangeRequest, ReadRequest, ReadResponse, WriteRequest,
+    WriteResponse, replica_server::Replica,
+};
+
+use crate::{Error, antientropy::Shared, limits, state::NodeState, store::Record};
+
+/// The most ranges a digest may split the key space into.
+const MAX_RANGES: u32 = 4096;
+
+/// Serves `clusterlab.v1.Replica`.
+#[derive(Debug, Clone)]
+pub struct ReplicaService {
+    state: Arc<NodeState>,
+}
+
+impl ReplicaService {
+    /// The service for the node described by `state`.
+    pub fn new(state: Arc<NodeState>) -> Self {
+        ReplicaService { state }
+    }
+
+    /// Checks a digest or range request and describes what it compares.
+    fn shared(&self, range_count: u32, for_node: String, older_than_ms: u64) -> Result<Shared, Error> {
+        if !(1..=MAX_RANGES).contains(&range_count) {
+            return Err(Error::InvalidArgument(format!(
+                "range_count is {range_count}; use 1 to {MAX_RANGES}"
+            )));
+        }
+        if for_node.is_empty() {
+            return Err(Error::InvalidArgument(
+                "for_node is empty; name the node the comparison is for".into(),
+            ));
+        }
+        Ok(Shared {
+            ring: self.state.membership.ring(),
+            me: self.state.name.clone(),
+            other: for_node,
+            range_count,
+            older_than_ms,
+        })
+    }
+}
+
+type RecordStream = Pin<Box<dyn Stream<Item = Result<proto::Record, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Replica for ReplicaService {
+    async fn write(&self, request: Request<WriteRequest>) -> Result<Response<WriteResponse>, Status> {
+        let record = request
+            .into_inner()
+            .record
+            .ok_or_else(|| Status::invalid_argument("the write carries no record"))?;
+        limits::check_key(&record.key)?;
+        limits::check_value(&record.value)?;
+        let record = Record::from(record);
+        let applied = self.state.store.run(move |s| s.apply(&record)).await?;
+        self.state.clock.observe(&applied.stored);
+        Ok(Response::new(WriteResponse {
+            stored: Some(applied.stored.into()),
+        }))
+    }
+
+    async fn read(&self, request: Request<ReadRequest>) -> Result<Response<ReadResponse>, Status> {
+        let key = request.into_inner().key;
+        limits::check_key(&key)?;
+        let record = self.state.store.run(move |s| s.get(&key)).await?;
+        Ok(Response::new(ReadResponse {
+            record: record.map(Into::into),
+        }))
+    }
+
+    async fn probe(&self, request: Request<ProbeRequest>) -> Result<Response<ProbeResponse>, Status> {
+        let membership = &self.state.membership;
+        if let Some(caller) = request.into_inner().from {
+            membership.heard_from(&caller);
+        }
+        let keys = self.state.store.run(|s| s.len()).await?;
+        Ok(Response::new(ProbeResponse {
+            me: Some(membership.me()),
+            members: membership.gossip(),
+            keys,
+        }))
+    }
+
+    async fn digest(&self, request: Request<DigestRequest>) -> Result<Response<DigestResponse>, Status> {
+        let request = request.into_inner();
+        let shared = self.shared(request.range_count, request.for_node, request.older_than_ms)?;
+        let digest = self.state.store.run(move |s| shared.digest(s)).await?;
+        let wanted = |range: u32| request.ranges.is_empty() || request.ranges.contains(&range);
+        let ranges = digest
+            .into_iter()
+            .enumerate()
+            .map(|(range, (records, hash))| RangeDigest {
+                range: range as u32,
+                records,
+                hash,
+            })
+            .filter(|d| wanted(d.range))
+            .collect();
+        Ok(Response::new(DigestResponse { ranges }))
+    }
+
+    type StreamRangeStream = RecordStream;
+
+    async fn stream_range(&self, request: Request<RangeRequest>) -> Result<Response<RecordStream>, Status> {
+        let request = request.into_inner();
+        let shared = self.shared(request.range_count, request.for_node, request.older_than_ms)?;
+        if request.range >= request.range_count {
+            return Err(Status::invalid_argument(format!(
+                "range {} does not exist; ranges are 0 to {}",
+                request.range,
+                request.range_count - 1
+            )));
+        }
+        // A bounded channel: the store is read only as fast as the peer takes
+        // records, so a slow peer cannot make us buffer the whole range.
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let store = self.state.store.clone();
+        // The store blocks, so it is read on the blocking pool; the stream ends
+        // when the task drops `tx`.
+        tokio::task::spawn_blocking(move || {
+            let sent = shared.each_in_range(&store, request.range, |record| {
+                tx.blocking_send(Ok(record.into())).is_ok()
+            });
+            if let Err(e) = sent {
+                let _ = tx.blocking_send(Err(Status::from(e)));
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn scan_local(
+        &self,
+        request: Request<LocalScanRequest>,
+    ) -> Result<Response<LocalScanResponse>, Status> {
+        let request = request.into_inner();
+        let limit = limits::scan_limit(request.limit)?;
+        let (records, more) = self
+            .state
+            .store
+            .run(move |s| s.scan(&request.prefix, &request.start_after, limit, true))
+            .await?;
+        Ok(Response::new(LocalScanResponse {
+            records: records.into_iter().map(Into::into).collect(),
+            more,
+        }))
+    }
+}
