@@ -22,6 +22,9 @@ const EXAMPLES: &str = "\
 Examples:
   clusterlab put greeting hello
   clusterlab -v get greeting
+  clusterlab -v put greeting hi --w 3
+  clusterlab status
+  clusterlab --addr 127.0.0.1:7101,127.0.0.1:7102 check --duration 30s
   clusterlab put photo --value-file cat.jpg
   echo hi | clusterlab put note -
   clusterlab --identity reader whoami";
@@ -29,14 +32,16 @@ Examples:
 /// Flags that apply to every command.
 #[derive(Debug, Clone, Args)]
 pub struct Global {
-    /// The balancer or node to talk to.
+    /// The balancer or node to talk to. Give several, comma-separated, and the
+    /// first that answers is used; `check` spreads its work over all of them.
     #[arg(
         long,
         global = true,
         env = "CLUSTERLAB_ADDR",
-        default_value = "127.0.0.1:7000"
+        default_value = "127.0.0.1:7000",
+        value_delimiter = ','
     )]
-    pub addr: String,
+    pub addr: Vec<String>,
 
     /// The PKI directory made by `clusterlab-certs init`.
     #[arg(
@@ -93,6 +98,39 @@ pub enum Command {
     Scan(ScanArgs),
     /// Show the TLS session and both identities: who you are, and who answered.
     Whoami,
+    /// Show the cluster as the node asked sees it: members, their state and keys.
+    Status,
+    /// Write unique keys while you break things, then read every acknowledged one
+    /// back: proves (or disproves) that nothing acknowledged was lost.
+    ///
+    /// Each writer puts a key, and on acknowledgement reads it back through
+    /// another address (a stale read if that returns an older version or
+    /// nothing). At the end every acknowledged key is read back at the read
+    /// quorum. Exits 1 if any acknowledged write is lost or cannot be read back.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// How long to keep writing (e.g. 30s, 2m).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Writers working at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub concurrency: u32,
+    /// Stop writing once this many writes were acknowledged, even before --duration.
+    #[arg(long, value_name = "N")]
+    pub keys: Option<u64>,
+    /// Bytes per value. Each value starts with its own key, so a value that
+    /// turns up under the wrong key is caught.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
+    pub value_size: u32,
+    /// Write quorum for every write (default: the cluster's).
+    #[arg(long = "w", value_name = "N")]
+    pub write_quorum: Option<u32>,
+    /// Read quorum for every read (default: the cluster's).
+    #[arg(long = "r", value_name = "N")]
+    pub read_quorum: Option<u32>,
 }
 
 #[derive(Debug, Args)]

@@ -2,7 +2,10 @@
 
 use std::io::{IsTerminal, Read, Write};
 
-use proto::{DeleteRequest, GetRequest, PutRequest, ScanRequest, Trace, WhoAmIRequest};
+use proto::{
+    DeleteRequest, GetRequest, PutRequest, ScanRequest, StatusRequest, Trace, WhoAmIRequest,
+    member::State,
+};
 use serde_json::{Value, json};
 
 use crate::{
@@ -21,12 +24,14 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Delete(args) => delete(&global, args).await,
         Command::Scan(args) => scan(&global, args).await,
         Command::Whoami => whoami(&global).await,
+        Command::Status => status(&global).await,
+        Command::Check(args) => crate::check::run(&global, args).await,
     }
 }
 
 /// Wraps a message in a request with the `--timeout` deadline (sent to the server
 /// as `grpc-timeout`, so it gives up too).
-fn request<T>(global: &Global, message: T) -> tonic::Request<T> {
+pub(crate) fn request<T>(global: &Global, message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request.set_timeout(global.timeout);
     request
@@ -309,5 +314,79 @@ async fn whoami(global: &Global) -> Result<(), Failure> {
     if !seen.allowed.is_empty() {
         println!("you may call {}", seen.allowed.join(", "));
     }
+    Ok(())
+}
+
+async fn status(global: &Global) -> Result<(), Failure> {
+    let conn = Connection::open(global).await?;
+    let status = conn.admin().status(request(global, StatusRequest {})).await;
+    let status = conn.check(status).await?;
+    let state_name = |state: i32| match State::try_from(state).unwrap_or(State::Unspecified) {
+        State::Alive => "alive",
+        State::Suspect => "suspect",
+        State::Dead => "dead",
+        State::Unspecified => "unknown",
+    };
+    if global.json {
+        let members: Vec<Value> = status
+            .members
+            .iter()
+            .map(|m| {
+                json!({
+                    "name": m.name,
+                    "addr": m.addr,
+                    "state": state_name(m.state),
+                    "keys": m.keys,
+                    "self": m.is_self,
+                })
+            })
+            .collect();
+        print_json(&json!({
+            "name": status.name,
+            "role": status.role,
+            "members": members,
+            "under_replicated": status.under_replicated,
+            "replicas": status.replicas,
+            "write_quorum": status.write_quorum,
+            "read_quorum": status.read_quorum,
+        }));
+        return Ok(());
+    }
+    println!(
+        "{} ({}) sees {} members; N={} W={} R={}; {} keys under-replicated",
+        status.name,
+        status.role,
+        status.members.len(),
+        status.replicas,
+        status.write_quorum,
+        status.read_quorum,
+        status.under_replicated
+    );
+    let width = status
+        .members
+        .iter()
+        .map(|m| m.addr.len())
+        .max()
+        .unwrap_or(4)
+        .max(7);
+    println!(
+        "  {:<8} {:<width$}  {:<8} {:>8}",
+        "NAME", "ADDRESS", "STATE", "KEYS"
+    );
+    for m in &status.members {
+        let name = if m.is_self {
+            format!("{}*", m.name)
+        } else {
+            m.name.clone()
+        };
+        println!(
+            "  {:<8} {:<width$}  {:<8} {:>8}",
+            name,
+            m.addr,
+            state_name(m.state),
+            m.keys
+        );
+    }
+    println!("  (* answered this request; key counts include tombstones)");
     Ok(())
 }

@@ -27,8 +27,22 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Connects as `--identity` to `--addr`.
+    /// Connects as `--identity` to the first address in `--addr` that answers.
     pub async fn open(global: &Global) -> Result<Self, Failure> {
+        let mut failure = Failure::new("INVALID_ARGUMENT", "--addr is empty; give HOST:PORT");
+        for addr in global.addr.iter().filter(|a| !a.is_empty()) {
+            match Self::open_to(global, addr).await {
+                Ok(conn) => return Ok(conn),
+                // A certificate we cannot load fails the same way everywhere.
+                Err(f) if f.code == "INVALID_ARGUMENT" => return Err(f),
+                Err(f) => failure = f,
+            }
+        }
+        Err(failure)
+    }
+
+    /// Connects as `--identity` to `addr`.
+    pub async fn open_to(global: &Global, addr: &str) -> Result<Self, Failure> {
         let (tls, identity) = match global.tls {
             TlsMode::Mtls => {
                 let (config, identity) = certs::tls::client_config(&global.certs, &global.identity)
@@ -45,17 +59,27 @@ impl Connection {
         let plaintext = tls.is_none();
         let dialer = Dialer::new(tls);
         let (channel, session) = dialer
-            .connect(&global.addr)
+            .connect(addr)
             .await
-            .map_err(|e| Failure::from_connect(&e, &global.addr, plaintext))?;
+            .map_err(|e| Failure::from_connect(&e, addr, plaintext))?;
         Ok(Connection {
             channel,
-            addr: global.addr.clone(),
+            addr: addr.to_string(),
             identity,
             session,
             plaintext,
             dialer,
         })
+    }
+
+    /// A `KeyValue` client to `addr` with the same identity, connecting at its
+    /// first request and reconnecting after failures (for long-running commands).
+    pub fn key_value_lazy(&self, addr: &str) -> Result<KeyValueClient<Channel>, Failure> {
+        let channel = self
+            .dialer
+            .connect_lazy(addr)
+            .map_err(|e| Failure::new("INVALID_ARGUMENT", format!("bad address {addr:?}: {e}")))?;
+        Ok(KeyValueClient::new(channel).max_decoding_message_size(MAX_RESPONSE_BYTES))
     }
 
     /// A `KeyValue` client on this connection.

@@ -5,7 +5,9 @@
 //! - [`failure`]: turns gRPC statuses and TLS errors into one clear line and an exit code.
 //! - [`render`]: how traces, versions and results look, as text and as JSON.
 //! - [`commands`]: one function per command.
+//! - [`check`]: the write-then-verify consistency checker.
 
+pub mod check;
 pub mod cli;
 pub mod commands;
 pub mod connect;

@@ -25,6 +25,7 @@ fn outcome_name(report: &ReplicaReport) -> &'static str {
         Outcome::Repaired => "REPAIRED",
         Outcome::Failed => "FAILED",
         Outcome::TimedOut => "TIMED_OUT",
+        Outcome::Pending => "PENDING",
         Outcome::Unspecified => "UNKNOWN",
     }
 }

@@ -59,9 +59,8 @@ impl Admin for AdminService {
         // The quorums a request gets by default, for a cluster of this size.
         let n = state.membership.ring().replication();
         let replication = state.replication;
-        let default = |configured: Option<usize>| {
-            configured.unwrap_or(Replication::majority(n)) as u32
-        };
+        let default =
+            |configured: Option<usize>| configured.unwrap_or(Replication::majority(n)) as u32;
         Ok(Response::new(StatusResponse {
             name: state.name.clone(),
             role: "node".into(),

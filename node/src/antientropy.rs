@@ -8,19 +8,22 @@
 //!    a hash of the key) and summarise each range as (record count, XOR of a hash
 //!    of every key and version). The peer does the same on its side. Equal
 //!    summaries mean equal data; this costs one small message, not a copy.
-//! 2. **Stream.** For each range that differs, the peer streams that range's
-//!    records, and this node applies them. Last-writer-wins makes applying
-//!    idempotent, so receiving what we already have is harmless.
+//! 2. **Compare keys.** For each range that differs, the peer streams the keys
+//!    and versions in it (no values), and this node picks out the records where
+//!    the peer's version is newer than its own, or that it lacks.
+//! 3. **Copy.** The peer streams just those records, and this node applies them.
+//!    Last-writer-wins makes applying idempotent, so a race with a write that
+//!    arrives meanwhile is harmless.
 //!
 //! Each node *pulls* what it lacks; its peers pull from it in their own rounds,
 //! so differences in both directions are mended. Records younger than
 //! [`SETTLE`] are left out of both steps: they may still be on their way from
 //! the coordinator, which is the write path's business.
 //!
-//! A node also counts its *under-replicated* keys: those it replicates that lack
-//! an up-to-date copy on another replica (the peer is not alive, or the last
-//! digest of that range differed), or that have fewer than N replicas because
-//! the cluster is too small. `clusterlab status` shows the count, and reaching
+//! A node also counts its *under-replicated* keys: those it replicates that are
+//! not known to be up to date on every other replica (the peer is not alive,
+//! or this round's digest of the key's range differed), or that have fewer than
+//! N replicas because the cluster is too small. `clusterlab status` shows the count, and reaching
 //! zero is an event.
 
 use std::{
@@ -29,8 +32,11 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use proto::{DigestRequest, RangeDigest, RangeRequest, member::State};
+use proto::{
+    DigestRequest, RangeDigest, RangeRequest, member::State, replica_client::ReplicaClient,
+};
 use tokio_stream::StreamExt;
+use tonic::transport::Channel;
 use tracing::{debug, info, warn};
 
 use crate::{
@@ -90,25 +96,54 @@ impl Shared {
         Ok(digest)
     }
 
-    /// Sends every shared record in `range` to `send`, until it returns false.
-    pub fn each_in_range(
+    /// Sends every shared record in `ranges` to `send`, until it returns false.
+    /// One pass over the store, however many ranges.
+    pub fn each_in_ranges(
         &self,
         store: &Store,
-        range: u32,
+        ranges: &HashSet<u32>,
         mut send: impl FnMut(Record) -> bool,
     ) -> Result<()> {
         store.for_each(|record| match self.range(&record) {
-            Some(r) if r == range => send(record),
+            Some(r) if ranges.contains(&r) => send(record),
             _ => true,
         })
     }
 }
 
-/// This node's side of a round: a digest per peer, and the under-replicated count.
+impl Shared {
+    /// Sends the shared records among `keys` to `send`, until it returns false.
+    pub fn each_of(
+        &self,
+        store: &Store,
+        keys: &[String],
+        mut send: impl FnMut(Record) -> bool,
+    ) -> Result<()> {
+        for record in store.get_many(keys)?.into_iter().flatten() {
+            if self.range(&record).is_some() && !send(record) {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// This node's side of a round: a digest per peer, and for every key it
+/// replicates, who else should hold it.
 #[derive(Debug, Default)]
 struct LocalView {
     digests: HashMap<String, Digest>,
-    under_replicated: u64,
+    keys: Vec<KeyReplicas>,
+}
+
+/// One key this node replicates: its range, and its other replicas as bits
+/// indexing the ring's member list (a ring has far fewer than 64 members).
+#[derive(Debug, Clone, Copy)]
+struct KeyReplicas {
+    range: u32,
+    others: u64,
+    /// Fewer than N members to place it on.
+    short: bool,
 }
 
 /// One pass over the store computes what every peer's digest should be.
@@ -116,12 +151,16 @@ fn local_view(
     store: &Store,
     ring: &Ring,
     me: &str,
-    alive: &HashSet<String>,
-    differed: &HashMap<String, HashSet<u32>>,
     replicas: usize,
     older_than_ms: u64,
 ) -> Result<LocalView> {
     let mut view = LocalView::default();
+    let index: HashMap<&str, usize> = ring
+        .members()
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.as_str(), i))
+        .collect();
     store.for_each(|record| {
         if record.version.wall_ms >= older_than_ms {
             return true;
@@ -132,7 +171,11 @@ fn local_view(
         }
         let range = range_of(&record.key, RANGES);
         let hash = record_hash(&record.key, &record.version);
-        let mut under = owners.len() < replicas;
+        let mut key = KeyReplicas {
+            range,
+            others: 0,
+            short: owners.len() < replicas,
+        };
         for peer in owners.into_iter().filter(|p| *p != me) {
             let digest = view
                 .digests
@@ -140,33 +183,52 @@ fn local_view(
                 .or_insert_with(|| empty_digest(RANGES));
             digest[range as usize].0 += 1;
             digest[range as usize].1 ^= hash;
-            let behind = differed.get(peer).is_some_and(|ranges| ranges.contains(&range));
-            under |= !alive.contains(peer) || behind;
+            key.others |= 1 << (index[peer] % 64);
         }
-        view.under_replicated += u64::from(under);
+        view.keys.push(key);
         true
     })?;
     Ok(view)
+}
+
+/// Keys with a replica that is not known to be up to date: not alive, not
+/// compared this round, or in a range that differed.
+fn count_under_replicated(
+    keys: &[KeyReplicas],
+    ring: &Ring,
+    differed: &HashMap<String, HashSet<u32>>,
+) -> u64 {
+    let compared: Vec<Option<&HashSet<u32>>> =
+        ring.members().iter().map(|m| differed.get(m)).collect();
+    let up_to_date =
+        |member: usize, range: u32| compared[member].is_some_and(|ranges| !ranges.contains(&range));
+    keys.iter()
+        .filter(|key| {
+            key.short
+                || (0..compared.len())
+                    .filter(|m| key.others & (1 << (m % 64)) != 0)
+                    .any(|m| !up_to_date(m, key.range))
+        })
+        .count() as u64
 }
 
 /// Runs anti-entropy rounds forever.
 pub async fn run(state: Arc<NodeState>) {
     let mut ticker = tokio::time::interval(INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut differed: HashMap<String, HashSet<u32>> = HashMap::new();
     loop {
         ticker.tick().await;
-        if let Err(e) = round(&state, &mut differed).await {
+        if let Err(e) = round(&state).await {
             warn!(error = %e, "anti-entropy round failed; will retry");
         }
     }
 }
 
 /// One round with every alive peer.
-async fn round(state: &Arc<NodeState>, differed: &mut HashMap<String, HashSet<u32>>) -> Result<()> {
+async fn round(state: &Arc<NodeState>) -> Result<()> {
     let membership = &state.membership;
     let ring = membership.ring();
-    let alive: HashSet<String> = membership
+    let alive: Vec<String> = membership
         .peers()
         .into_iter()
         .filter(|p| p.state == State::Alive)
@@ -174,15 +236,13 @@ async fn round(state: &Arc<NodeState>, differed: &mut HashMap<String, HashSet<u3
         .collect();
     let older_than_ms = unix_ms().saturating_sub(SETTLE.as_millis() as u64);
     let view = {
-        let (ring, me, alive, differed) =
-            (ring.clone(), state.name.clone(), alive.clone(), differed.clone());
+        let (ring, me) = (ring.clone(), state.name.clone());
         let replicas = state.replication.replicas;
         state
             .store
-            .run(move |s| local_view(s, &ring, &me, &alive, &differed, replicas, older_than_ms))
+            .run(move |s| local_view(s, &ring, &me, replicas, older_than_ms))
             .await?
     };
-    report_under_replicated(state, view.under_replicated);
 
     let exchanges = alive.iter().map(|peer| {
         let mine = view
@@ -193,7 +253,8 @@ async fn round(state: &Arc<NodeState>, differed: &mut HashMap<String, HashSet<u3
         exchange(state, peer.clone(), mine, older_than_ms)
     });
     let results = futures::future::join_all(exchanges).await;
-    differed.clear();
+    // Only peers we compared with count as up to date (in the ranges that matched).
+    let mut differed: HashMap<String, HashSet<u32>> = HashMap::new();
     for (peer, result) in alive.into_iter().zip(results) {
         match result {
             Ok(ranges) => {
@@ -202,6 +263,8 @@ async fn round(state: &Arc<NodeState>, differed: &mut HashMap<String, HashSet<u3
             Err(e) => debug!(%peer, error = %e, "anti-entropy with peer failed this round"),
         }
     }
+    let under = count_under_replicated(&view.keys, &ring, &differed);
+    report_under_replicated(state, under);
     Ok(())
 }
 
@@ -231,33 +294,41 @@ async fn exchange(
     if differing.is_empty() {
         return Ok(differing);
     }
+    // Step 2: their keys and versions in the differing ranges; keep the ones
+    // where theirs is newer than ours, or we have none.
+    let mut request = RangeRequest {
+        range_count: RANGES,
+        ranges: differing.iter().copied().collect(),
+        for_node: state.name.clone(),
+        older_than_ms,
+        keys_only: true,
+        keys: Vec::new(),
+    };
+    let theirs = pull(&mut client, request.clone()).await?;
+    let wanted = state
+        .store
+        .run(move |s| {
+            let keys: Vec<String> = theirs.iter().map(|r| r.key.clone()).collect();
+            let mine = s.get_many(&keys)?;
+            Ok(theirs
+                .into_iter()
+                .zip(mine)
+                .filter(|(theirs, mine)| mine.as_ref().is_none_or(|m| m.version < theirs.version))
+                .map(|(theirs, _)| theirs.key)
+                .collect::<Vec<_>>())
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    // Step 3: just those records.
     let mut copied = 0;
-    for &range in &differing {
-        let request = RangeRequest {
-            range_count: RANGES,
-            range,
-            for_node: state.name.clone(),
-            older_than_ms,
-        };
-        let pull = async {
-            let mut stream = client
-                .stream_range(request)
-                .await
-                .map_err(|s| s.message().to_string())?
-                .into_inner();
-            let mut records = Vec::new();
-            while let Some(record) = stream.next().await {
-                records.push(Record::from(record.map_err(|s| s.message().to_string())?));
-            }
-            Ok::<_, String>(records)
-        };
-        let records = tokio::time::timeout(PEER_TIMEOUT, pull)
-            .await
-            .map_err(|_| format!("streaming range {range} timed out"))??;
+    if !wanted.is_empty() {
+        request.keys_only = false;
+        request.keys = wanted;
+        let records = pull(&mut client, request).await?;
         for record in &records {
             state.clock.observe(&record.version);
         }
-        copied += state
+        copied = state
             .store
             .run(move |s| s.apply_many(&records))
             .await
@@ -272,6 +343,28 @@ async fn exchange(
         state.events.publish("repair.copied", &peer, message);
     }
     Ok(differing)
+}
+
+/// Streams what `request` asks for from a peer, with a deadline.
+async fn pull(
+    client: &mut ReplicaClient<Channel>,
+    request: RangeRequest,
+) -> std::result::Result<Vec<Record>, String> {
+    let streamed = async {
+        let mut stream = client
+            .stream_range(request)
+            .await
+            .map_err(|s| s.message().to_string())?
+            .into_inner();
+        let mut records = Vec::new();
+        while let Some(record) = stream.next().await {
+            records.push(Record::from(record.map_err(|s| s.message().to_string())?));
+        }
+        Ok(records)
+    };
+    tokio::time::timeout(PEER_TIMEOUT, streamed)
+        .await
+        .map_err(|_| "streaming records timed out".to_string())?
 }
 
 /// The ranges whose (count, hash) differ. `theirs` lists only non-empty ranges
@@ -352,7 +445,10 @@ mod tests {
     fn equal_data_gives_equal_digests_and_one_newer_version_differs_in_one_range() {
         let ring = Ring::new(vec!["n1".into(), "n2".into()], 2);
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let (left, right) = (Store::open(a.path()).unwrap(), Store::open(b.path()).unwrap());
+        let (left, right) = (
+            Store::open(a.path()).unwrap(),
+            Store::open(b.path()).unwrap(),
+        );
         let records: Vec<Record> = (0..200).map(|i| record(&format!("k{i}"), 10)).collect();
         left.apply_many(&records).unwrap();
         right.apply_many(&records).unwrap();
@@ -395,19 +491,32 @@ mod tests {
     }
 
     #[test]
-    fn keys_with_a_silent_replica_count_as_under_replicated() {
+    fn keys_with_a_silent_or_differing_replica_count_as_under_replicated() {
         let ring = Ring::new(vec!["n1".into(), "n2".into()], 2);
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         store.apply_many(&[record("a", 1), record("b", 1)]).unwrap();
-        let none = HashMap::new();
-        let all_alive = HashSet::from(["n2".to_string()]);
-        let view = local_view(&store, &ring, "n1", &all_alive, &none, 2, 1_000).unwrap();
-        assert_eq!(view.under_replicated, 0);
-        let view = local_view(&store, &ring, "n1", &HashSet::new(), &none, 2, 1_000).unwrap();
-        assert_eq!(view.under_replicated, 2);
+        let view = local_view(&store, &ring, "n1", 2, 1_000).unwrap();
+        let matched = HashMap::from([("n2".to_string(), HashSet::new())]);
+        assert_eq!(count_under_replicated(&view.keys, &ring, &matched), 0);
+        // n2 not compared with (not alive, or the exchange failed): both keys.
+        assert_eq!(
+            count_under_replicated(&view.keys, &ring, &HashMap::new()),
+            2
+        );
+        // n2 differed in the range of "a" only.
+        let differed = HashMap::from([("n2".to_string(), HashSet::from([range_of("a", RANGES)]))]);
+        let expected = if range_of("a", RANGES) == range_of("b", RANGES) {
+            2
+        } else {
+            1
+        };
+        assert_eq!(
+            count_under_replicated(&view.keys, &ring, &differed),
+            expected
+        );
         // Asking for three copies with two members: every key is short of one.
-        let view = local_view(&store, &ring, "n1", &all_alive, &none, 3, 1_000).unwrap();
-        assert_eq!(view.under_replicated, 2);
+        let view = local_view(&store, &ring, "n1", 3, 1_000).unwrap();
+        assert_eq!(count_under_replicated(&view.keys, &ring, &matched), 2);
     }
 }

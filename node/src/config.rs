@@ -36,7 +36,12 @@ pub struct Config {
 
     /// Other nodes to join, as HOST:PORT, comma-separated. One is enough: members
     /// tell each other about the rest.
-    #[arg(long, env = "CLUSTERLAB_PEERS", value_name = "A,B", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "CLUSTERLAB_PEERS",
+        value_name = "A,B",
+        value_delimiter = ','
+    )]
     pub peers: Vec<String>,
 
     /// A DNS name that resolves to the other nodes, re-resolved every second.

@@ -87,10 +87,21 @@ impl Coordinator {
 
     /// Finds `key`'s replicas and checks the quorum: the request's own (`requested`,
     /// 0 for none), else the configured one, else a majority.
-    fn plan(&self, key: &str, requested: u32, configured: Option<usize>, what: &str) -> Result<Plan> {
+    fn plan(
+        &self,
+        key: &str,
+        requested: u32,
+        configured: Option<usize>,
+        what: &str,
+    ) -> Result<Plan> {
+        self.ensure_ready()?;
         let Replication { replicas: n, .. } = self.state.replication;
         let ring = self.state.membership.ring();
-        let replicas: Vec<String> = ring.replicas_of(key).into_iter().map(String::from).collect();
+        let replicas: Vec<String> = ring
+            .replicas_of(key)
+            .into_iter()
+            .map(String::from)
+            .collect();
         let quorum = match requested as usize {
             0 => configured.unwrap_or(Replication::majority(replicas.len())),
             q if q <= n => q,
@@ -109,6 +120,18 @@ impl Coordinator {
             )));
         }
         Ok(Plan { replicas, quorum })
+    }
+
+    /// A node that has just started does not know its peers yet, and would put
+    /// every key on itself alone: it refuses to coordinate until it does.
+    fn ensure_ready(&self) -> Result<()> {
+        match self.state.membership.is_ready() {
+            true => Ok(()),
+            false => Err(Error::Unavailable(format!(
+                "{} has just started and is still finding its peers; retry in a moment",
+                self.state.name
+            ))),
+        }
     }
 
     /// Runs `op` against every replica at once. Answers arrive on the returned
@@ -157,7 +180,11 @@ impl Coordinator {
             request_id: String::new(),
         };
         let response = client.write(request).await.map_err(unreachable)?;
-        Ok(response.into_inner().stored.map(Version::from).unwrap_or_default())
+        Ok(response
+            .into_inner()
+            .stored
+            .map(Version::from)
+            .unwrap_or_default())
     }
 
     /// What `replica` holds for `key`.
@@ -171,7 +198,10 @@ impl Coordinator {
                 .map_err(|e| ReplicaError::Failed(e.to_string()));
         }
         let mut client = self.peer(&replica)?;
-        let response = client.read(ReadRequest { key }).await.map_err(unreachable)?;
+        let response = client
+            .read(ReadRequest { key })
+            .await
+            .map_err(unreachable)?;
         Ok(response.into_inner().record.map(Record::from))
     }
 
@@ -192,7 +222,12 @@ impl Coordinator {
         value: Option<Vec<u8>>,
         write_quorum: u32,
     ) -> Result<(Version, proto::Trace)> {
-        let plan = self.plan(&key, write_quorum, self.state.replication.write_quorum, "write")?;
+        let plan = self.plan(
+            &key,
+            write_quorum,
+            self.state.replication.write_quorum,
+            "write",
+        )?;
         let mut trace = TraceBuilder::new(&self.state.name, plan.quorum);
         let record = Record {
             key,
@@ -240,7 +275,12 @@ impl Coordinator {
         key: String,
         read_quorum: u32,
     ) -> Result<(Option<Record>, proto::Trace)> {
-        let plan = self.plan(&key, read_quorum, self.state.replication.read_quorum, "read")?;
+        let plan = self.plan(
+            &key,
+            read_quorum,
+            self.state.replication.read_quorum,
+            "read",
+        )?;
         let mut trace = TraceBuilder::new(&self.state.name, plan.quorum);
         let started = Instant::now();
         let mut answers = self.fan_out(&plan.replicas, |this, replica| {
@@ -303,28 +343,40 @@ impl Coordinator {
             (None, Some(_)) => true,
             (Some(held), Some(newest)) => held.version < newest.version,
         };
-        let repairs = answered.iter().filter(|(_, held)| is_stale(held)).map(|(replica, held)| {
-            let newest = newest.cloned().expect("stale implies a newest record");
-            let this = self.clone();
-            async move {
-                let result = tokio::time::timeout(
-                    REPLICA_TIMEOUT,
-                    this.store_on(replica.clone(), newest.clone()),
-                )
-                .await;
-                (replica, held, newest.version, result)
-            }
-        });
+        let repairs = answered
+            .iter()
+            .filter(|(_, held)| is_stale(held))
+            .map(|(replica, held)| {
+                let newest = newest.cloned().expect("stale implies a newest record");
+                let this = self.clone();
+                async move {
+                    let result = tokio::time::timeout(
+                        REPLICA_TIMEOUT,
+                        this.store_on(replica.clone(), newest.clone()),
+                    )
+                    .await;
+                    (replica, held, newest.version, result)
+                }
+            });
         for (replica, held, sent, result) in futures::future::join_all(repairs).await {
             let had = held
                 .as_ref()
                 .map_or_else(|| "nothing".to_string(), |r| r.version.to_string());
             let (outcome, detail) = match result {
                 Ok(Ok(_)) => (Outcome::Repaired, format!("had {had}; sent {sent}")),
-                Ok(Err(e)) => (Outcome::Answered, format!("had {had}; repair failed: {}", e.detail())),
+                Ok(Err(e)) => (
+                    Outcome::Answered,
+                    format!("had {had}; repair failed: {}", e.detail()),
+                ),
                 Err(_) => (Outcome::Answered, format!("had {had}; repair timed out")),
             };
-            trace.replica(replica, outcome, held.as_ref().map(|r| &r.version), started, detail);
+            trace.replica(
+                replica,
+                outcome,
+                held.as_ref().map(|r| &r.version),
+                started,
+                detail,
+            );
         }
         for (replica, held) in answered.iter().filter(|(_, held)| !is_stale(held)) {
             let version = held.as_ref().map(|r| &r.version);
@@ -361,6 +413,7 @@ impl Coordinator {
         start_after: String,
         limit: usize,
     ) -> Result<(Vec<Record>, bool, proto::Trace)> {
+        self.ensure_ready()?;
         let ring = self.state.membership.ring();
         let members = ring.members().to_vec();
         let tolerated = ring.replication().saturating_sub(1);
@@ -431,7 +484,12 @@ impl Coordinator {
             let request = request.clone();
             async move {
                 if member == this.state.name {
-                    let LocalScanRequest { prefix, start_after, limit, .. } = request;
+                    let LocalScanRequest {
+                        prefix,
+                        start_after,
+                        limit,
+                        ..
+                    } = request;
                     return this
                         .state
                         .store
@@ -440,8 +498,15 @@ impl Coordinator {
                         .map_err(|e| ReplicaError::Failed(e.to_string()));
                 }
                 let mut client = this.peer(&member)?;
-                let page = client.scan_local(request).await.map_err(unreachable)?.into_inner();
-                Ok((page.records.into_iter().map(Record::from).collect(), page.more))
+                let page = client
+                    .scan_local(request)
+                    .await
+                    .map_err(unreachable)?
+                    .into_inner();
+                Ok((
+                    page.records.into_iter().map(Record::from).collect(),
+                    page.more,
+                ))
             }
         });
         let mut merged: BTreeMap<String, Record> = BTreeMap::new();

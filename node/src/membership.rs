@@ -32,6 +32,10 @@ use tracing::{debug, info, warn};
 
 use crate::{events::Events, limits::MAX_MESSAGE_BYTES, placement::Ring};
 
+/// A node reports ready after this many probe rounds even if it keeps hearing
+/// of new addresses (some may never answer).
+pub const ROUNDS_BEFORE_READY: u32 = 6;
+
 /// Timing of probes and state changes.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -108,8 +112,8 @@ pub struct Membership {
     events: Events,
     /// A std mutex: held briefly and never across an `.await`.
     inner: Mutex<Inner>,
-    /// Counts finished probe rounds, so start-up can wait for the first.
-    rounds: watch::Sender<u64>,
+    /// Becomes true once probing has found everyone it can (see [`Membership::ready`]).
+    ready: watch::Sender<bool>,
 }
 
 impl Membership {
@@ -140,7 +144,7 @@ impl Membership {
                 addresses,
                 channels: HashMap::new(),
             }),
-            rounds: watch::channel(0).0,
+            ready: watch::channel(false).0,
         }
     }
 
@@ -230,22 +234,31 @@ impl Membership {
         self.lock().addresses.discovered = addrs;
     }
 
-    /// Waits until the first probe round has finished, so a node starting with
-    /// `--peers` knows who answered before it reports itself ready.
-    pub async fn first_round(&self) {
-        let mut rounds = self.rounds.subscribe();
+    /// Waits until probing has found everyone it can: a round in which nobody
+    /// joined and no new address was heard of (or [`ROUNDS_BEFORE_READY`] rounds).
+    /// A node that served before this would place keys on too few members.
+    pub async fn ready(&self) {
+        let mut ready = self.ready.subscribe();
         // An error means the sender is gone: nothing left to wait for.
-        let _ = rounds.wait_for(|n| *n > 0).await;
+        let _ = ready.wait_for(|ready| *ready).await;
     }
 
-    /// Probes forever, every `probe_interval`. `keys` says how many records we hold.
+    /// True once [`Membership::ready`] would return at once.
+    pub fn is_ready(&self) -> bool {
+        *self.ready.borrow()
+    }
+
+    /// Probes forever, every `probe_interval`.
     pub async fn run(self: Arc<Self>) {
         let mut ticker = tokio::time::interval(self.settings.probe_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
+        for round in 1.. {
             ticker.tick().await;
-            self.round().await;
-            self.rounds.send_modify(|n| *n += 1);
+            let news = self.round().await;
+            if !news || round >= ROUNDS_BEFORE_READY {
+                self.ready
+                    .send_if_modified(|ready| !std::mem::replace(ready, true));
+            }
         }
     }
 
@@ -277,8 +290,9 @@ impl Membership {
         }
     }
 
-    /// One probe round: probe every address, then update states.
-    async fn round(&self) {
+    /// One probe round: probe every address, then update states. Returns true
+    /// if a member joined or a new address was heard of.
+    async fn round(&self) -> bool {
         let targets: Vec<(String, Channel)> = {
             let mut inner = self.lock();
             let addrs = probe_targets(&inner);
@@ -303,19 +317,20 @@ impl Membership {
             }
         });
         let answers = futures::future::join_all(probes).await;
+        let probed: BTreeSet<String> = answers.iter().map(|(addr, _)| addr.clone()).collect();
 
         let now = Instant::now();
         let mut inner = self.lock();
+        let members_before = inner.peers.len();
         for (addr, answer) in answers {
             match answer {
                 Ok(answer) => self.answered(&mut inner, addr, answer, now),
                 Err(error) => {
                     debug!(%addr, %error, "probe failed");
-                    let learned_long_ago = inner
-                        .addresses
-                        .learned
-                        .get(&addr)
-                        .is_some_and(|heard| now.duration_since(*heard) > self.settings.dead_after);
+                    let learned_long_ago =
+                        inner.addresses.learned.get(&addr).is_some_and(|heard| {
+                            now.duration_since(*heard) > self.settings.dead_after
+                        });
                     if learned_long_ago {
                         inner.addresses.learned.remove(&addr);
                     }
@@ -323,10 +338,19 @@ impl Membership {
             }
         }
         self.sweep(&mut inner, now);
+        let joined = inner.peers.len() > members_before;
+        let heard_new = inner.addresses.learned.keys().any(|a| !probed.contains(a));
+        joined || heard_new
     }
 
     /// Applies one probe answer from `addr`.
-    fn answered(&self, inner: &mut Inner, addr: String, answer: proto::ProbeResponse, now: Instant) {
+    fn answered(
+        &self,
+        inner: &mut Inner,
+        addr: String,
+        answer: proto::ProbeResponse,
+        now: Instant,
+    ) {
         let Some(them) = answer.me else { return };
         if them.name == self.name {
             inner.addresses.own.insert(addr);

@@ -136,7 +136,9 @@ mod tests {
         let r = ring(&["n1", "n2", "n3", "n4"], 1);
         let mut counts = std::collections::HashMap::new();
         for key in keys() {
-            *counts.entry(r.replicas_of(&key)[0].to_string()).or_insert(0) += 1;
+            *counts
+                .entry(r.replicas_of(&key)[0].to_string())
+                .or_insert(0) += 1;
         }
         for (member, count) in counts {
             // 2,500 expected; a spread beyond 10% would mean a biased hash.

@@ -4,7 +4,7 @@
 //! answers reads from its own disk, answers probes, and summarises or streams
 //! its records for anti-entropy. All the deciding happens in the coordinator.
 
-use std::{pin::Pin, sync::Arc};
+use std::{collections::HashSet, pin::Pin, sync::Arc};
 
 use futures::Stream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -34,7 +34,12 @@ impl ReplicaService {
     }
 
     /// Checks a digest or range request and describes what it compares.
-    fn shared(&self, range_count: u32, for_node: String, older_than_ms: u64) -> Result<Shared, Error> {
+    fn shared(
+        &self,
+        range_count: u32,
+        for_node: String,
+        older_than_ms: u64,
+    ) -> Result<Shared, Error> {
         if !(1..=MAX_RANGES).contains(&range_count) {
             return Err(Error::InvalidArgument(format!(
                 "range_count is {range_count}; use 1 to {MAX_RANGES}"
@@ -59,7 +64,10 @@ type RecordStream = Pin<Box<dyn Stream<Item = Result<proto::Record, Status>> + S
 
 #[tonic::async_trait]
 impl Replica for ReplicaService {
-    async fn write(&self, request: Request<WriteRequest>) -> Result<Response<WriteResponse>, Status> {
+    async fn write(
+        &self,
+        request: Request<WriteRequest>,
+    ) -> Result<Response<WriteResponse>, Status> {
         let record = request
             .into_inner()
             .record
@@ -83,7 +91,10 @@ impl Replica for ReplicaService {
         }))
     }
 
-    async fn probe(&self, request: Request<ProbeRequest>) -> Result<Response<ProbeResponse>, Status> {
+    async fn probe(
+        &self,
+        request: Request<ProbeRequest>,
+    ) -> Result<Response<ProbeResponse>, Status> {
         let membership = &self.state.membership;
         if let Some(caller) = request.into_inner().from {
             membership.heard_from(&caller);
@@ -96,7 +107,10 @@ impl Replica for ReplicaService {
         }))
     }
 
-    async fn digest(&self, request: Request<DigestRequest>) -> Result<Response<DigestResponse>, Status> {
+    async fn digest(
+        &self,
+        request: Request<DigestRequest>,
+    ) -> Result<Response<DigestResponse>, Status> {
         let request = request.into_inner();
         let shared = self.shared(request.range_count, request.for_node, request.older_than_ms)?;
         let digest = self.state.store.run(move |s| shared.digest(s)).await?;
@@ -116,16 +130,19 @@ impl Replica for ReplicaService {
 
     type StreamRangeStream = RecordStream;
 
-    async fn stream_range(&self, request: Request<RangeRequest>) -> Result<Response<RecordStream>, Status> {
+    async fn stream_range(
+        &self,
+        request: Request<RangeRequest>,
+    ) -> Result<Response<RecordStream>, Status> {
         let request = request.into_inner();
         let shared = self.shared(request.range_count, request.for_node, request.older_than_ms)?;
-        if request.range >= request.range_count {
+        if let Some(bad) = request.ranges.iter().find(|r| **r >= request.range_count) {
             return Err(Status::invalid_argument(format!(
-                "range {} does not exist; ranges are 0 to {}",
-                request.range,
+                "range {bad} does not exist; ranges are 0 to {}",
                 request.range_count - 1
             )));
         }
+        let ranges: HashSet<u32> = request.ranges.iter().copied().collect();
         // A bounded channel: the store is read only as fast as the peer takes
         // records, so a slow peer cannot make us buffer the whole range.
         let (tx, rx) = tokio::sync::mpsc::channel(64);
@@ -133,9 +150,18 @@ impl Replica for ReplicaService {
         // The store blocks, so it is read on the blocking pool; the stream ends
         // when the task drops `tx`.
         tokio::task::spawn_blocking(move || {
-            let sent = shared.each_in_range(&store, request.range, |record| {
-                tx.blocking_send(Ok(record.into())).is_ok()
-            });
+            let send = |record: Record| {
+                let mut record = proto::Record::from(record);
+                if request.keys_only {
+                    record.value.clear();
+                }
+                tx.blocking_send(Ok(record)).is_ok()
+            };
+            let sent = if request.keys.is_empty() {
+                shared.each_in_ranges(&store, &ranges, send)
+            } else {
+                shared.each_of(&store, &request.keys, send)
+            };
             if let Err(e) = sent {
                 let _ = tx.blocking_send(Err(Status::from(e)));
             }

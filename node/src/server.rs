@@ -132,7 +132,7 @@ pub async fn run(
     background.spawn(antientropy::run(state.clone()));
     let ready = health.clone();
     background.spawn(async move {
-        membership.first_round().await;
+        membership.ready().await;
         set_health(&ready, ServingStatus::Serving).await;
         info!(members = membership.ring().members().len(), "node ready");
     });

@@ -172,6 +172,18 @@ impl Store {
         }
     }
 
+    /// The records for `keys`, in the same order, read in one transaction.
+    pub fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Record>>> {
+        let txn = self.db.begin_read().map_err(storage)?;
+        let table = txn.open_table(RECORDS).map_err(storage)?;
+        keys.iter()
+            .map(|key| match table.get(key.as_str()).map_err(storage)? {
+                Some(bytes) => Ok(Some(Record::decode(key, bytes.value())?)),
+                None => Ok(None),
+            })
+            .collect()
+    }
+
     /// Records whose key starts with `prefix`, in key order, after `start_after`;
     /// at most `limit`, and whether there were more. Tombstones are skipped
     /// unless `tombstones` is true.
@@ -234,7 +246,9 @@ impl Store {
             let mut table = txn.open_table(RECORDS).map_err(storage)?;
             for record in records {
                 let newer = match table.get(record.key.as_str()).map_err(storage)? {
-                    Some(bytes) => Record::decode(&record.key, bytes.value())?.version < record.version,
+                    Some(bytes) => {
+                        Record::decode(&record.key, bytes.value())?.version < record.version
+                    }
                     None => true,
                 };
                 if newer {

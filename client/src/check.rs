@@ -1,0 +1,424 @@
+//! `clusterlab check`: a write-then-verify workload that proves, or disproves,
+//! that the cluster keeps what it acknowledges.
+//!
+//! Run it while you kill nodes. Every writer puts *unique* keys (one writer per
+//! key, so there is exactly one right answer for each) whose values start with
+//! the key itself. After each acknowledged write it reads the key back through
+//! another address; an older version or nothing is a **stale read**. A write
+//! that fails or times out is **indeterminate**: it may or may not have been
+//! stored, so it proves nothing either way. (A write refused at connect time
+//! never reached a node; it is sent to the next address instead.) When the writing stops, every
+//! acknowledged key is read back at the read quorum; one that cannot be found at
+//! its acknowledged version is **lost**. Lost writes are the one thing a
+//! correctly configured cluster must never show.
+
+use std::{
+    collections::BTreeMap,
+    io::IsTerminal,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use proto::{GetRequest, GetResponse, PutRequest, Version, key_value_client::KeyValueClient};
+use serde_json::json;
+use tonic::transport::Channel;
+
+use crate::{
+    Failure,
+    cli::{CheckArgs, Global},
+    commands::request,
+    connect::Connection,
+    failure::code_name,
+};
+
+/// Read-back attempts per key at the end, each through the next address.
+const VERIFY_ATTEMPTS: usize = 4;
+/// Pause after a failed read-back attempt, so a restarting node has a moment.
+const VERIFY_BACKOFF: Duration = Duration::from_millis(250);
+/// Keys listed by name in the report, per kind of problem.
+const EXAMPLES: usize = 10;
+
+/// A write the cluster acknowledged, and at which version.
+#[derive(Debug, Clone)]
+struct Acked {
+    key: String,
+    version: Version,
+}
+
+/// What the writers share.
+#[derive(Debug)]
+struct Workload {
+    clients: Vec<KeyValueClient<Channel>>,
+    prefix: String,
+    global: Global,
+    args: CheckArgs,
+    deadline: Instant,
+    acknowledged: AtomicU64,
+    indeterminate: AtomicU64,
+    stale_reads: AtomicU64,
+    read_errors: AtomicU64,
+    acked: Mutex<Vec<Acked>>,
+    stale_keys: Mutex<Vec<String>>,
+    /// Failed writes by status code.
+    errors: Mutex<BTreeMap<String, u64>>,
+}
+
+/// Runs the check and reports; `Err` (exit 1) if anything acknowledged was
+/// lost or could not be read back.
+pub async fn run(global: &Global, args: CheckArgs) -> Result<(), Failure> {
+    // Connecting first proves the identity and that at least one address answers.
+    let conn = Connection::open(global).await?;
+    let clients = global
+        .addr
+        .iter()
+        .filter(|a| !a.is_empty())
+        .map(|addr| conn.key_value_lazy(addr))
+        .collect::<Result<Vec<_>, _>>()?;
+    let started = Instant::now();
+    let workload = Arc::new(Workload {
+        clients,
+        prefix: format!("check/{}/", run_id()),
+        global: global.clone(),
+        deadline: started + args.duration,
+        args,
+        acknowledged: AtomicU64::new(0),
+        indeterminate: AtomicU64::new(0),
+        stale_reads: AtomicU64::new(0),
+        read_errors: AtomicU64::new(0),
+        acked: Mutex::new(Vec::new()),
+        stale_keys: Mutex::new(Vec::new()),
+        errors: Mutex::new(BTreeMap::new()),
+    });
+
+    let mut writers = tokio::task::JoinSet::new();
+    for id in 0..workload.args.concurrency {
+        writers.spawn(writer(workload.clone(), id as usize));
+    }
+    let every = match std::io::stderr().is_terminal() {
+        true => Duration::from_secs(1),
+        false => Duration::from_secs(5),
+    };
+    let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            done = writers.join_next() => match done {
+                Some(joined) => joined.map_err(|e| Failure::new("INTERNAL", format!("a writer failed: {e}")))?,
+                None => break,
+            },
+            _ = progress.tick() => eprintln!("{}", progress_line(&workload, started)),
+        }
+    }
+    let writing = started.elapsed();
+
+    let acked = std::mem::take(&mut *workload.acked.lock().expect("acked list poisoned"));
+    eprintln!(
+        "check: writing done after {:.1}s; reading back {} acknowledged keys",
+        writing.as_secs_f64(),
+        acked.len()
+    );
+    let verified = verify(&workload, acked).await;
+    report(&workload, &verified, writing)
+}
+
+/// One writer: put a unique key, read it back elsewhere, repeat until done.
+async fn writer(work: Arc<Workload>, id: usize) {
+    let n = work.clients.len();
+    let target = work.args.keys.unwrap_or(u64::MAX);
+    for seq in 0.. {
+        if Instant::now() >= work.deadline || work.acknowledged.load(Ordering::Relaxed) >= target {
+            break;
+        }
+        let key = format!("{}{id}/{seq}", work.prefix);
+        let value = value_for(&key, work.args.value_size as usize);
+        let put = PutRequest {
+            key: key.clone(),
+            value: value.clone(),
+            write_quorum: work.args.write_quorum.unwrap_or(0),
+            request_id: key.clone(),
+        };
+        // A write refused at connect never reached a node: try the next address.
+        let mut outcome = None;
+        for attempt in 0..n {
+            let mut client = work.clients[(id + seq + attempt) % n].clone();
+            match client.put(request(&work.global, put.clone())).await {
+                Err(status) if never_sent(&status) && attempt + 1 < n => continue,
+                result => {
+                    outcome = Some(result);
+                    break;
+                }
+            }
+        }
+        let version = match outcome.expect("at least one address") {
+            Ok(response) => response.into_inner().version.unwrap_or_default(),
+            Err(status) => {
+                work.indeterminate.fetch_add(1, Ordering::Relaxed);
+                let mut errors = work.errors.lock().expect("errors poisoned");
+                *errors
+                    .entry(code_name(status.code()).to_string())
+                    .or_default() += 1;
+                continue;
+            }
+        };
+        work.acknowledged.fetch_add(1, Ordering::Relaxed);
+        work.acked.lock().expect("acked list poisoned").push(Acked {
+            key: key.clone(),
+            version: version.clone(),
+        });
+        let mut reader = work.clients[(id + seq + 1) % n].clone();
+        let get = GetRequest {
+            key: key.clone(),
+            read_quorum: work.args.read_quorum.unwrap_or(0),
+        };
+        match reader.get(request(&work.global, get)).await {
+            Ok(response) if is_current(response.get_ref(), &version, &value) => {}
+            Ok(_) => {
+                work.stale_reads.fetch_add(1, Ordering::Relaxed);
+                note(&work.stale_keys, key);
+            }
+            Err(_) => {
+                work.read_errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// The outcome of reading everything back.
+#[derive(Debug, Default)]
+struct Verified {
+    lost: Vec<String>,
+    lost_count: u64,
+    unverified: u64,
+    stale_reads: u64,
+}
+
+/// Reads every acknowledged key back at the read quorum, through every address
+/// in turn if need be.
+async fn verify(work: &Arc<Workload>, acked: Vec<Acked>) -> Verified {
+    let acked = Arc::new(acked);
+    let next = Arc::new(AtomicUsize::new(0));
+    let result = Arc::new(Mutex::new(Verified::default()));
+    let mut readers = tokio::task::JoinSet::new();
+    for _ in 0..work.args.concurrency {
+        let (work, acked, next, result) =
+            (work.clone(), acked.clone(), next.clone(), result.clone());
+        readers.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(entry) = acked.get(i) else { break };
+                let (readable, stale) = read_back(&work, entry, i).await;
+                let mut result = result.lock().expect("result poisoned");
+                result.stale_reads += stale;
+                match readable {
+                    Some(true) => {}
+                    Some(false) => {
+                        result.lost_count += 1;
+                        if result.lost.len() < EXAMPLES {
+                            result.lost.push(entry.key.clone());
+                        }
+                    }
+                    None => result.unverified += 1,
+                }
+            }
+        });
+    }
+    while readers.join_next().await.is_some() {}
+    let mut result = result.lock().expect("result poisoned");
+    std::mem::take(&mut *result)
+}
+
+/// Reads one key back: `Some(true)` found at its version, `Some(false)` answered
+/// but missing or older (lost), `None` never answered. Also counts stale answers.
+async fn read_back(work: &Workload, entry: &Acked, i: usize) -> (Option<bool>, u64) {
+    let n = work.clients.len();
+    let value = value_for(&entry.key, work.args.value_size as usize);
+    let mut stale = 0;
+    for attempt in 0..VERIFY_ATTEMPTS {
+        let mut client = work.clients[(i + attempt) % n].clone();
+        let get = GetRequest {
+            key: entry.key.clone(),
+            read_quorum: work.args.read_quorum.unwrap_or(0),
+        };
+        match client.get(request(&work.global, get)).await {
+            Ok(response) if is_current(response.get_ref(), &entry.version, &value) => {
+                return (Some(true), stale);
+            }
+            Ok(_) => stale += 1,
+            Err(_) => tokio::time::sleep(VERIFY_BACKOFF).await,
+        }
+    }
+    ((stale > 0).then_some(false), stale)
+}
+
+fn report(work: &Workload, verified: &Verified, writing: Duration) -> Result<(), Failure> {
+    let acknowledged = work.acknowledged.load(Ordering::Relaxed);
+    let indeterminate = work.indeterminate.load(Ordering::Relaxed);
+    let stale_reads = work.stale_reads.load(Ordering::Relaxed) + verified.stale_reads;
+    let read_errors = work.read_errors.load(Ordering::Relaxed);
+    let errors = work.errors.lock().expect("errors poisoned").clone();
+    let stale_keys = work.stale_keys.lock().expect("stale keys poisoned").clone();
+    let quorum =
+        |q: Option<u32>| q.map_or_else(|| "cluster default".to_string(), |q| q.to_string());
+    if work.global.json {
+        println!(
+            "{}",
+            json!({
+                "acknowledged": acknowledged,
+                "lost": verified.lost_count,
+                "stale_reads": stale_reads,
+                "indeterminate": indeterminate,
+                "unverified": verified.unverified,
+                "read_errors": read_errors,
+                "write_errors": errors,
+                "seconds": writing.as_secs_f64(),
+                "prefix": work.prefix,
+                "lost_keys": verified.lost,
+                "stale_keys": stale_keys,
+            })
+        );
+    } else {
+        println!(
+            "check: {acknowledged} writes acknowledged in {:.1}s through {} address(es); W={}, R={}",
+            writing.as_secs_f64(),
+            work.clients.len(),
+            quorum(work.args.write_quorum),
+            quorum(work.args.read_quorum),
+        );
+        println!(
+            "  lost (acknowledged, then not readable)   {}",
+            verified.lost_count
+        );
+        println!("  stale reads (an older version or none)   {stale_reads}");
+        println!("  indeterminate writes (failed; may exist) {indeterminate}");
+        println!(
+            "  not verifiable (no answer at the end)    {}",
+            verified.unverified
+        );
+        if !errors.is_empty() {
+            let list: Vec<String> = errors.iter().map(|(c, n)| format!("{c} x{n}")).collect();
+            println!("  write failures by code: {}", list.join(", "));
+        }
+        if !verified.lost.is_empty() {
+            println!("  lost keys, e.g.: {}", verified.lost.join(" "));
+        }
+        if !stale_keys.is_empty() {
+            println!("  stale keys, e.g.: {}", stale_keys.join(" "));
+        }
+    }
+    if verified.lost_count > 0 {
+        return Err(Failure::new(
+            "DATA_LOSS",
+            format!("{} acknowledged writes were lost", verified.lost_count),
+        ));
+    }
+    if verified.unverified > 0 {
+        return Err(Failure::new(
+            "UNAVAILABLE",
+            format!(
+                "{} acknowledged writes could not be read back at all; the cluster did not answer",
+                verified.unverified
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn progress_line(work: &Workload, started: Instant) -> String {
+    format!(
+        "check: {:>5.1}s  acknowledged {}  stale reads {}  indeterminate {}",
+        started.elapsed().as_secs_f64(),
+        work.acknowledged.load(Ordering::Relaxed),
+        work.stale_reads.load(Ordering::Relaxed),
+        work.indeterminate.load(Ordering::Relaxed),
+    )
+}
+
+/// True when the request failed to connect, so no node ever saw it.
+fn never_sent(status: &tonic::Status) -> bool {
+    let mut next = std::error::Error::source(status);
+    while let Some(e) = next {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
+/// True when a read returned the acknowledged write (or something newer) with
+/// the right value.
+fn is_current(response: &GetResponse, acked: &Version, value: &[u8]) -> bool {
+    let order = |v: &Version| (v.wall_ms, v.logical, v.node.clone());
+    response.found
+        && response.value == value
+        && response
+            .version
+            .as_ref()
+            .is_some_and(|v| order(v) >= order(acked))
+}
+
+/// The value written under `key`: the key, then filler up to `size` bytes.
+fn value_for(key: &str, size: usize) -> Vec<u8> {
+    let mut value = format!("{key}=").into_bytes();
+    value.resize(size.max(value.len()), b'.');
+    value
+}
+
+/// Remembers the first few examples of a problem.
+fn note(list: &Mutex<Vec<String>>, key: String) {
+    let mut list = list.lock().expect("example list poisoned");
+    if list.len() < EXAMPLES {
+        list.push(key);
+    }
+}
+
+/// A name for this run, so its keys never collide with another run's.
+fn run_id() -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    format!("{:x}-{}", now.as_millis(), std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn version(wall_ms: u64) -> Version {
+        Version {
+            wall_ms,
+            logical: 0,
+            node: "n1".into(),
+        }
+    }
+
+    #[test]
+    fn a_read_is_current_only_with_the_right_value_at_the_acked_version_or_later() {
+        let value = value_for("k", 8);
+        let answer = |found, v: u64, value: &[u8]| GetResponse {
+            found,
+            value: value.to_vec(),
+            version: Some(version(v)),
+            trace: None,
+        };
+        assert!(is_current(&answer(true, 5, &value), &version(5), &value));
+        assert!(is_current(&answer(true, 6, &value), &version(5), &value));
+        assert!(!is_current(&answer(true, 4, &value), &version(5), &value));
+        assert!(!is_current(&answer(false, 5, &value), &version(5), &value));
+        assert!(!is_current(
+            &answer(true, 5, b"k=other"),
+            &version(5),
+            &value
+        ));
+    }
+
+    #[test]
+    fn values_start_with_their_key_and_have_the_asked_size() {
+        assert_eq!(value_for("a/1", 8), b"a/1=....");
+        assert_eq!(value_for("a/long-key", 2), b"a/long-key=");
+    }
+}
