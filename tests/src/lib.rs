@@ -84,6 +84,8 @@ pub struct NodeProcess {
     pub log: PathBuf,
     /// Extra flags this node was started with.
     pub extra_args: Vec<String>,
+    /// The `--peers` it was started with.
+    pub peers: Vec<String>,
     child: Option<Child>,
 }
 
@@ -108,12 +110,26 @@ pub struct TestCluster {
 }
 
 impl TestCluster {
-    /// Fresh certificates, and `nodes` nodes named n1, n2, ... all ready.
+    /// Fresh certificates, and `nodes` nodes named n1, n2, ... that know each
+    /// other, all ready and seeing each other alive.
     pub fn start(nodes: usize) -> Self {
+        Self::start_with(nodes, &[])
+    }
+
+    /// Like [`Self::start`], every node with the `extra` flags.
+    pub fn start_with(nodes: usize, extra: &[&str]) -> Self {
         let mut cluster = Self::empty();
-        for _ in 0..nodes {
-            cluster.add_node(&[]);
+        let addrs: Vec<SocketAddr> = (0..nodes)
+            .map(|_| SocketAddr::from(([127, 0, 0, 1], free_port())))
+            .collect();
+        for addr in &addrs {
+            let peers = addrs.iter().filter(|a| *a != addr).map(|a| a.to_string());
+            cluster.push_node(*addr, extra, peers.collect());
         }
+        for i in 0..nodes {
+            cluster.start_node(i);
+        }
+        cluster.wait_formed();
         cluster
     }
 
@@ -146,22 +162,84 @@ impl TestCluster {
         self.dir.path()
     }
 
-    /// Starts one more node with `extra` flags and waits until it is ready.
-    /// Returns its index.
+    /// Starts one more node with `extra` flags, joining the nodes there are,
+    /// and waits until it is ready. Returns its index.
     pub fn add_node(&mut self, extra: &[&str]) -> usize {
+        let peers = self.nodes.iter().map(|n| n.addr.to_string()).collect();
+        let index = self.push_node(
+            SocketAddr::from(([127, 0, 0, 1], free_port())),
+            extra,
+            peers,
+        );
+        self.start_node(index);
+        index
+    }
+
+    fn push_node(&mut self, addr: SocketAddr, extra: &[&str], peers: Vec<String>) -> usize {
         let index = self.nodes.len();
         let name = format!("n{}", index + 1);
-        let node = NodeProcess {
-            addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
+        self.nodes.push(NodeProcess {
+            addr,
             data_dir: self.dir.path().join(format!("data-{name}")),
             log: self.dir.path().join(format!("{name}.log")),
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            peers,
             name,
             child: None,
-        };
-        self.nodes.push(node);
-        self.start_node(index);
+        });
         index
+    }
+
+    /// Every node's address, comma-separated, for the client's `--addr`.
+    pub fn addrs(&self) -> String {
+        let addrs: Vec<String> = self.nodes.iter().map(|n| n.addr.to_string()).collect();
+        addrs.join(",")
+    }
+
+    /// Indexes of the nodes whose process is running.
+    pub fn running(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].child.is_some())
+            .collect()
+    }
+
+    /// Node `index`'s `Admin.Status`, or the error if it did not answer.
+    pub fn status(&self, index: usize) -> Result<proto::StatusResponse, String> {
+        let addr = self.nodes[index].addr.to_string();
+        block_on(async {
+            let channel = admin_channel(&self.certs, &addr).await?;
+            proto::admin_client::AdminClient::new(channel)
+                .status(proto::StatusRequest {})
+                .await
+                .map(tonic::Response::into_inner)
+                .map_err(|s| s.to_string())
+        })
+    }
+
+    /// How node `index` sees member `name`: "alive", "suspect", "dead", or
+    /// `None` if it does not know it or did not answer.
+    pub fn member_state(&self, index: usize, name: &str) -> Option<&'static str> {
+        use proto::member::State;
+        let status = self.status(index).ok()?;
+        let member = status.members.into_iter().find(|m| m.name == name)?;
+        Some(match State::try_from(member.state).ok()? {
+            State::Alive => "alive",
+            State::Suspect => "suspect",
+            State::Dead => "dead",
+            State::Unspecified => return None,
+        })
+    }
+
+    /// Waits until every running node sees every other running node alive.
+    pub fn wait_formed(&self) {
+        let running = self.running();
+        wait_until("every node to see every other alive", READY_TIMEOUT, || {
+            running.iter().all(|&i| {
+                running
+                    .iter()
+                    .all(|&j| self.member_state(i, &self.nodes[j].name) == Some("alive"))
+            })
+        });
     }
 
     /// A `clusterlab-node` command for node `index`, not yet started.
@@ -173,6 +251,9 @@ impl TestCluster {
     pub fn node_command_in(&self, index: usize, data_dir: &Path) -> Command {
         let node = &self.nodes[index];
         let mut command = Command::new(bin("clusterlab-node"));
+        if !node.peers.is_empty() {
+            command.args(["--peers", &node.peers.join(",")]);
+        }
         command
             .args(["--name", &node.name, "--listen", &node.addr.to_string()])
             .arg("--data-dir")
@@ -181,6 +262,7 @@ impl TestCluster {
             .arg(&self.certs)
             .args(&node.extra_args)
             .env("CLUSTERLAB_LOG", "info")
+            .env_remove("CLUSTERLAB_PEERS")
             .stdin(Stdio::null());
         command
     }
@@ -276,6 +358,22 @@ impl TestCluster {
         Client::bare()
             .args(["--addr", &self.nodes[index].addr.to_string()])
             .args(["--certs".as_ref(), self.certs.as_os_str()])
+    }
+
+    /// A `clusterlab` client command given every node's address.
+    pub fn client_to_all(&self) -> Client {
+        Client::bare()
+            .args(["--addr", &self.addrs()])
+            .args(["--certs".as_ref(), self.certs.as_os_str()])
+    }
+
+    /// A `KeyValue` gRPC client to node `index`, as `admin`.
+    pub async fn key_value(
+        &self,
+        index: usize,
+    ) -> Result<proto::key_value_client::KeyValueClient<tonic::transport::Channel>, String> {
+        let channel = admin_channel(&self.certs, &self.nodes[index].addr.to_string()).await?;
+        Ok(proto::key_value_client::KeyValueClient::new(channel))
     }
 }
 
@@ -391,6 +489,17 @@ impl Client {
         }
     }
 
+    /// Starts it in the background; [`Running::finish`] collects the output.
+    pub fn spawn(mut self) -> Running {
+        self.command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        Running {
+            child: Some(self.command.spawn().expect("starting clusterlab")),
+        }
+    }
+
     /// Runs and asserts exit status 0.
     pub fn ok(self) -> Output {
         let description = format!("{:?}", self.command);
@@ -416,6 +525,41 @@ impl Client {
             out.stderr
         );
         out
+    }
+}
+
+/// A client running in the background; killed if dropped unfinished.
+#[derive(Debug)]
+pub struct Running {
+    child: Option<Child>,
+}
+
+impl Running {
+    /// True once the process has exited.
+    pub fn finished(&mut self) -> bool {
+        let child = self.child.as_mut().expect("not yet collected");
+        child.try_wait().expect("checking the client").is_some()
+    }
+
+    /// Waits for the exit and returns what it printed.
+    pub fn finish(mut self) -> Output {
+        let child = self.child.take().expect("not yet collected");
+        let out = child.wait_with_output().expect("waiting for clusterlab");
+        Output {
+            status: out.status,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stdout_bytes: out.stdout,
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 

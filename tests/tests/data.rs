@@ -197,10 +197,20 @@ fn oversized_keys_and_values_get_invalid_argument_with_the_limit() {
 #[test]
 fn quorums_beyond_the_replica_count_are_refused() {
     let cluster = TestCluster::start(1);
-    let out = cluster.client().args(["put", "k", "v", "--w", "2"]).fails();
+    // Beyond N (--replicas, 3 by default) is a mistake in the request...
+    let out = cluster.client().args(["put", "k", "v", "--w", "4"]).fails();
     assert!(
         out.stderr
-            .starts_with("INVALID_ARGUMENT: write quorum 2 is more than the 1 replica"),
+            .starts_with("INVALID_ARGUMENT: write quorum 4 is more than the 3 replica(s)"),
+        "{}",
+        out.stderr
+    );
+    // ...while within N but beyond the members there are is the cluster's state.
+    let out = cluster.client().args(["get", "k", "--r", "2"]).fails();
+    assert!(
+        out.stderr.starts_with(
+            "UNAVAILABLE: read quorum 2 cannot be met: only 1 member(s) are in the ring (n1)"
+        ),
         "{}",
         out.stderr
     );

@@ -1,0 +1,317 @@
+//! Replication through real processes: nodes die, return and join while the
+//! checker writes, and the checker then proves what survived.
+
+use std::time::Duration;
+
+use node::placement::Ring;
+use proto::{GetRequest, ScanRequest};
+use tests::{Running, TestCluster, block_on, wait_until};
+
+/// Generous: a debug build on a two-core CI machine.
+const SETTLE: Duration = Duration::from_secs(60);
+
+/// A small deterministic generator for "random" victims; the seed is printed so
+/// a failure can be replayed.
+struct Dice(u64);
+
+impl Dice {
+    fn seeded() -> Self {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(7);
+        eprintln!("victims chosen with seed {seed}");
+        Dice(seed)
+    }
+
+    fn pick(&mut self, n: usize) -> usize {
+        // xorshift64
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
+/// Records held by node `index`, as its status reports.
+fn keys_on(cluster: &TestCluster, index: usize) -> Option<u64> {
+    let status = cluster.status(index).ok()?;
+    status
+        .members
+        .into_iter()
+        .find(|m| m.is_self)
+        .map(|m| m.keys)
+}
+
+/// While `check` runs: SIGKILL a random node each time the cluster has taken
+/// another `every` writes, and restart it. Returns how many kills there were.
+fn kill_and_restart_while(cluster: &mut TestCluster, check: &mut Running, every: u64) -> usize {
+    let mut dice = Dice::seeded();
+    let mut kills = 0;
+    loop {
+        // Progress is read from a node that stays up this time around.
+        let victim = dice.pick(cluster.nodes.len());
+        let witness = (victim + 1) % cluster.nodes.len();
+        let start = keys_on(cluster, witness).unwrap_or(0);
+        let mut done = false;
+        wait_until("the checker to make progress", SETTLE, || {
+            done = check.finished();
+            done || keys_on(cluster, witness).is_some_and(|k| k >= start + every)
+        });
+        if done {
+            return kills;
+        }
+        cluster.kill(victim);
+        kills += 1;
+        cluster.start_node(victim);
+    }
+}
+
+fn check_json(out: &tests::Output) -> (u64, u64, u64, u64) {
+    let json = out.json();
+    let field = |name: &str| {
+        json[name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no {name}: {json}"))
+    };
+    (
+        field("acknowledged"),
+        field("lost"),
+        field("stale_reads"),
+        field("unverified"),
+    )
+}
+
+#[test]
+fn killing_a_random_node_again_and_again_loses_no_acknowledged_write() {
+    let mut cluster = TestCluster::start(3);
+    let mut check = cluster
+        .client_to_all()
+        .args(["--json", "check", "--keys", "5000", "--duration", "180s"])
+        .args(["--concurrency", "16"])
+        .spawn();
+    let kills = kill_and_restart_while(&mut cluster, &mut check, 700);
+    let out = check.finish();
+    let (acknowledged, lost, stale, unverified) = check_json(&out);
+    eprintln!("{kills} kills; {}", out.stdout);
+    assert!(kills >= 3, "only {kills} kills happened: {}", out.stderr);
+    assert!(acknowledged >= 5000, "{}", out.stdout);
+    assert_eq!((lost, unverified), (0, 0), "{}", out.stdout);
+    assert_eq!(out.code(), 0, "{}", out.stderr);
+    eprintln!("stale reads under kills: {stale}");
+}
+
+#[test]
+fn with_w1_and_r1_the_checker_sees_what_goes_wrong() {
+    // The negative control: the same workload and kills with quorums that do
+    // not overlap. If the checker could not catch this, its zeros would mean nothing.
+    let mut cluster = TestCluster::start(3);
+    let mut check = cluster
+        .client_to_all()
+        .args(["--json", "check", "--keys", "3000", "--duration", "120s"])
+        .args(["--concurrency", "16", "--w", "1", "--r", "1"])
+        .spawn();
+    kill_and_restart_while(&mut cluster, &mut check, 700);
+    let out = check.finish();
+    let (_, lost, stale, _) = check_json(&out);
+    assert!(
+        stale + lost > 0,
+        "W=1 R=1 showed nothing wrong: {}",
+        out.stdout
+    );
+}
+
+/// Every key the cluster holds under `prefix`, via paged scans of node `index`.
+fn all_keys(cluster: &TestCluster, index: usize, prefix: &str) -> Vec<String> {
+    block_on(async {
+        let mut client = cluster.key_value(index).await.expect("connecting");
+        let mut keys: Vec<String> = Vec::new();
+        loop {
+            let page = client
+                .scan(ScanRequest {
+                    prefix: prefix.to_string(),
+                    limit: 1000,
+                    start_after: keys.last().cloned().unwrap_or_default(),
+                })
+                .await
+                .expect("scan")
+                .into_inner();
+            keys.extend(page.entries.into_iter().map(|e| e.key));
+            if !page.more {
+                return keys;
+            }
+        }
+    })
+}
+
+/// Loads `n` keys through the checker and returns their prefix.
+fn load(cluster: &TestCluster, n: u64) -> String {
+    let out = cluster
+        .client_to_all()
+        .args([
+            "--json",
+            "check",
+            "--keys",
+            &n.to_string(),
+            "--duration",
+            "120s",
+        ])
+        .ok();
+    let json = out.json();
+    assert!(json["acknowledged"].as_u64().unwrap() >= n, "{json}");
+    json["prefix"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn copies_are_restored_after_a_death_so_a_second_death_loses_nothing() {
+    let mut cluster = TestCluster::start_with(4, &["--dead-after", "2s"]);
+    let prefix = load(&cluster, 2000);
+    let keys = all_keys(&cluster, 0, &prefix);
+    assert!(keys.len() >= 2000, "{} keys", keys.len());
+
+    // The first death: wait until the others declare it dead and have copied
+    // its keys so that every key has three live copies again.
+    cluster.kill(3);
+    let survivors = [0, 1, 2];
+    wait_until("n4 to be dead and repair to settle", SETTLE, || {
+        survivors.iter().all(|&i| {
+            cluster.member_state(i, "n4") == Some("dead")
+                && cluster.status(i).is_ok_and(|s| s.under_replicated == 0)
+        })
+    });
+
+    // The second death, straight away: it stays a (suspect) replica, so each
+    // key's two other replicas must both have it for R=2 to succeed.
+    cluster.kill(2);
+    let unreadable: Vec<String> = block_on(async {
+        let mut client = cluster.key_value(0).await.expect("connecting");
+        let mut unreadable = Vec::new();
+        for key in &keys {
+            let read = client
+                .get(GetRequest {
+                    key: key.clone(),
+                    read_quorum: 2,
+                })
+                .await;
+            match read {
+                Ok(r) if r.get_ref().found => {}
+                Ok(_) => unreadable.push(format!("{key}: not found")),
+                Err(s) => unreadable.push(format!("{key}: {}", s.message())),
+            }
+        }
+        unreadable
+    });
+    assert!(
+        unreadable.is_empty(),
+        "{} of {} keys unreadable at R=2, e.g. {:?}",
+        unreadable.len(),
+        keys.len(),
+        &unreadable[..unreadable.len().min(5)]
+    );
+}
+
+#[test]
+fn a_joining_node_receives_exactly_its_share_of_the_keys() {
+    let mut cluster = TestCluster::start(3);
+    let prefix = load(&cluster, 2000);
+    let keys = all_keys(&cluster, 0, &prefix);
+
+    let n4 = cluster.add_node(&[]);
+    cluster.wait_formed();
+    let ring = Ring::new(cluster.nodes.iter().map(|n| n.name.clone()).collect(), 3);
+    let share = keys.iter().filter(|k| ring.is_replica(k, "n4")).count() as u64;
+    // About three quarters with N=3 of 4; it must not simply copy everything.
+    assert!(share > 0 && share < keys.len() as u64);
+    let mut held = 0;
+    wait_until("n4 to hold its share of the keys", SETTLE, || {
+        held = keys_on(&cluster, n4).unwrap_or(0);
+        held == share
+    });
+    wait_until("repair to settle everywhere", SETTLE, || {
+        (0..4).all(|i| cluster.status(i).is_ok_and(|s| s.under_replicated == 0))
+    });
+    // And the cluster still answers for every key, through the newcomer too.
+    let out = cluster
+        .client_to(n4)
+        .args(["--json", "get", &keys[0], "--r", "3"])
+        .ok();
+    assert_eq!(out.json()["found"], true);
+}
+
+#[test]
+fn a_node_killed_with_sigkill_still_has_every_write_it_acknowledged() {
+    let mut cluster = TestCluster::start(1);
+    let acknowledged: Vec<(String, proto::Version)> = block_on(async {
+        let mut client = cluster.key_value(0).await.expect("connecting");
+        let mut acked = Vec::new();
+        for i in 0..300 {
+            let key = format!("durable/{i}");
+            let response = client
+                .put(proto::PutRequest {
+                    key: key.clone(),
+                    value: key.clone().into_bytes(),
+                    ..Default::default()
+                })
+                .await
+                .expect("put")
+                .into_inner();
+            acked.push((key, response.version.expect("a version")));
+        }
+        acked
+    });
+    // No shutdown, no flush: the process is gone between one instruction and the next.
+    cluster.kill(0);
+    cluster.start_node(0);
+    block_on(async {
+        let mut client = cluster.key_value(0).await.expect("connecting");
+        for (key, version) in &acknowledged {
+            let read = client
+                .get(GetRequest {
+                    key: key.clone(),
+                    read_quorum: 0,
+                })
+                .await
+                .expect("get")
+                .into_inner();
+            assert!(read.found, "{key} was acknowledged and is gone");
+            assert_eq!(read.value, key.as_bytes());
+            assert_eq!(read.version.as_ref(), Some(version), "{key}");
+        }
+    });
+}
+
+#[test]
+fn status_and_a_verbose_put_show_members_and_which_replicas_acknowledged() {
+    let cluster = TestCluster::start(3);
+    let out = cluster.client_to(1).args(["-v", "put", "k", "v"]).ok();
+    let trace = out
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("trace:"))
+        .unwrap();
+    assert!(trace.contains("coordinator=n2 quorum=2"), "{trace}");
+    let acked = trace.matches(" ACKED ").count();
+    assert!(acked >= 2, "{trace}");
+    assert_eq!(acked + trace.matches(" PENDING ").count(), 3, "{trace}");
+
+    let status = cluster.client_to(2).args(["--json", "status"]).ok().json();
+    let members = status["members"].as_array().unwrap();
+    let names: Vec<&str> = members
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["n1", "n2", "n3"]);
+    for member in members {
+        assert_eq!(member["state"], "alive", "{status}");
+        assert!(member["addr"].as_str().unwrap().starts_with("127.0.0.1:"));
+    }
+    assert!(status["under_replicated"].is_u64());
+    wait_until("every node to hold the key", SETTLE, || {
+        let status = cluster.client_to(0).args(["--json", "status"]).ok().json();
+        status["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["keys"] == 1)
+    });
+}
