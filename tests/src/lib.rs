@@ -166,11 +166,14 @@ impl TestCluster {
     /// and waits until it is ready. Returns its index.
     pub fn add_node(&mut self, extra: &[&str]) -> usize {
         let peers = self.nodes.iter().map(|n| n.addr.to_string()).collect();
-        let index = self.push_node(
-            SocketAddr::from(([127, 0, 0, 1], free_port())),
-            extra,
-            peers,
-        );
+        self.add_node_with_peers(extra, peers)
+    }
+
+    /// Starts one more node with `extra` flags and exactly `peers` as `--peers`
+    /// (none: it must find the others another way). Returns its index.
+    pub fn add_node_with_peers(&mut self, extra: &[&str], peers: Vec<String>) -> usize {
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let index = self.push_node(addr, extra, peers);
         self.start_node(index);
         index
     }
@@ -580,6 +583,27 @@ pub async fn admin_channel(certs: &Path, addr: &str) -> Result<tonic::transport:
         .await
         .map_err(|e| e.to_string())?;
     Ok(channel)
+}
+
+/// The event history of the process at `addr` (what `clusterlab events` shows first).
+pub fn event_history(certs: &Path, addr: &str) -> Result<Vec<proto::Event>, String> {
+    use tokio_stream::StreamExt;
+    block_on(async {
+        let channel = admin_channel(certs, addr).await?;
+        let mut stream = proto::admin_client::AdminClient::new(channel)
+            .events(proto::EventsRequest {})
+            .await
+            .map_err(|s| s.to_string())?
+            .into_inner();
+        let mut events = Vec::new();
+        // The history arrives at once; stop when the stream goes quiet.
+        while let Ok(Some(event)) =
+            tokio::time::timeout(Duration::from_millis(300), stream.next()).await
+        {
+            events.push(event.map_err(|s| s.to_string())?);
+        }
+        Ok(events)
+    })
 }
 
 /// Asks `addr` over grpc.health.v1 whether it is SERVING, as `admin` over

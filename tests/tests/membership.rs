@@ -1,0 +1,61 @@
+//! Membership through real processes: finding peers, and alive -> suspect ->
+//! dead -> alive again, each change an event and a log line.
+
+use std::time::Duration;
+
+use tests::{TestCluster, event_history, wait_until};
+
+const SETTLE: Duration = Duration::from_secs(60);
+
+#[test]
+fn a_silent_member_turns_suspect_then_dead_and_alive_again_when_it_returns() {
+    let mut cluster = TestCluster::start_with(3, &["--dead-after", "1s"]);
+    cluster.kill(2);
+    // Seen as suspect first (it keeps its place), then dead.
+    let mut seen = Vec::new();
+    wait_until("n1 to declare n3 dead", SETTLE, || {
+        let state = cluster.member_state(0, "n3");
+        if seen.last() != Some(&state) {
+            seen.push(state);
+        }
+        state == Some("dead")
+    });
+    assert!(seen.contains(&Some("suspect")), "states seen: {seen:?}");
+
+    cluster.start_node(2);
+    wait_until("n1 to see n3 alive again", SETTLE, || {
+        cluster.member_state(0, "n3") == Some("alive")
+    });
+
+    let events = event_history(&cluster.certs, &cluster.nodes[0].addr.to_string()).unwrap();
+    let about_n3: Vec<&str> = events
+        .iter()
+        .filter(|e| e.subject == "n3" && e.kind.starts_with("member."))
+        .map(|e| e.kind.as_str())
+        .collect();
+    assert_eq!(
+        about_n3,
+        [
+            "member.joined",
+            "member.suspect",
+            "member.dead",
+            "member.alive"
+        ],
+        "{events:?}"
+    );
+    let log = cluster.nodes[0].log_text();
+    for line in ["member suspect", "member dead", "member alive"] {
+        assert!(log.contains(line), "no {line:?} in n1's log:\n{log}");
+    }
+}
+
+#[test]
+fn a_node_finds_the_cluster_through_dns_alone() {
+    let mut cluster = TestCluster::start(1);
+    // No --peers: only a name to resolve (localhost) with n1's port.
+    let dns = format!("localhost:{}", cluster.nodes[0].addr.port());
+    cluster.add_node_with_peers(&["--peers-dns", &dns], Vec::new());
+    cluster.wait_formed();
+    let out = cluster.client_to(1).args(["-v", "put", "k", "v"]).ok();
+    assert!(out.stderr.contains("n1 ACKED"), "{}", out.stderr);
+}
