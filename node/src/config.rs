@@ -141,12 +141,67 @@ impl Config {
         format!("{host}:{}", listening.port())
     }
 
-    /// `--peers` without empty entries (an empty CLUSTERLAB_PEERS means none).
-    pub fn peer_addrs(&self) -> Vec<String> {
+    /// `--peers` without empty entries (an empty CLUSTERLAB_PEERS means none),
+    /// each checked to be HOST:PORT, and `--peers-dns` checked the same way.
+    pub fn peer_addrs(&self) -> Result<Vec<String>, String> {
+        if let Some(name) = &self.peers_dns {
+            check_host_port("--peers-dns", name)?;
+        }
         self.peers
             .iter()
-            .map(|p| p.trim().to_string())
+            .map(|p| p.trim())
             .filter(|p| !p.is_empty())
+            .map(|p| check_host_port("--peers", p).map(|()| p.to_string()))
             .collect()
+    }
+}
+
+/// HOST:PORT with a non-empty host and a port number, e.g. 10.0.0.2:7100 or node:7100.
+fn check_host_port(flag: &str, addr: &str) -> Result<(), String> {
+    let valid = addr
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+    match valid {
+        true => Ok(()),
+        false => Err(format!(
+            "{flag} {addr:?} is not HOST:PORT; write it like 127.0.0.1:7101 or node:7100"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> Config {
+        let base = ["clusterlab-node", "--name", "n1", "--data-dir", "d"];
+        Config::try_parse_from(base.iter().chain(args)).unwrap()
+    }
+
+    #[test]
+    fn peers_must_be_host_and_port() {
+        let config = parse(&["--peers", "127.0.0.1:7101,node:7100,"]);
+        assert_eq!(
+            config.peer_addrs().unwrap(),
+            ["127.0.0.1:7101", "node:7100"]
+        );
+        let err = parse(&["--peers", "127.0.0.1"]).peer_addrs().unwrap_err();
+        assert!(err.contains("\"127.0.0.1\" is not HOST:PORT"), "{err}");
+        let err = parse(&["--peers-dns", "node"]).peer_addrs().unwrap_err();
+        assert!(err.starts_with("--peers-dns"), "{err}");
+    }
+
+    #[test]
+    fn quorums_must_be_within_the_replica_count() {
+        let err = parse(&["--replicas", "3", "--write-quorum", "4"])
+            .replication()
+            .unwrap_err();
+        assert!(err.contains("outside 1 to 3"), "{err}");
+        let ok = parse(&["--read-quorum", "1"]).replication().unwrap();
+        assert_eq!(
+            (ok.replicas, ok.read_quorum, ok.write_quorum),
+            (3, Some(1), None)
+        );
     }
 }

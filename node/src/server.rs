@@ -44,6 +44,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let replication = config.replication().map_err(anyhow::Error::msg)?;
+    let peers = config.peer_addrs().map_err(anyhow::Error::msg)?;
     let (tls, identity, dialer) = match config.tls {
         TlsMode::Mtls => {
             let (tls, identity) = certs::tls::server_config(&config.certs, &config.identity)
@@ -62,7 +63,7 @@ pub async fn run(
     let membership = Arc::new(Membership::new(
         config.name.clone(),
         advertise.clone(),
-        config.peer_addrs(),
+        peers.clone(),
         replication.replicas,
         Settings::new(config.dead_after),
         dialer,
@@ -109,7 +110,7 @@ pub async fn run(
     info!(
         addr = %local_addr,
         advertise = %advertise,
-        peers = ?config.peer_addrs(),
+        peers = ?peers,
         peers_dns = config.peers_dns.as_deref().unwrap_or("none"),
         replicas = replication.replicas,
         tls = ?config.tls,
