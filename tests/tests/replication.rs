@@ -315,3 +315,36 @@ fn status_and_a_verbose_put_show_members_and_which_replicas_acknowledged() {
             .all(|m| m["keys"] == 1)
     });
 }
+
+#[test]
+fn too_few_live_replicas_is_unavailable_naming_needed_and_answered() {
+    let mut cluster = TestCluster::start(3);
+    cluster.kill(1);
+    cluster.kill(2);
+    // n2 and n3 are still members (suspect, not yet dead): they are asked, and fail.
+    let out = cluster.client_to(0).args(["put", "k", "v"]).fails();
+    assert!(
+        out.stderr.starts_with(
+            "UNAVAILABLE: write needed 2 durable copies but only 1 of 3 replicas stored it"
+        ),
+        "{}",
+        out.stderr
+    );
+    for name in ["n2: ", "n3: "] {
+        assert!(out.stderr.contains(name), "{}", out.stderr);
+    }
+    let out = cluster.client_to(0).args(["get", "k"]).fails();
+    assert!(
+        out.stderr.starts_with(
+            "UNAVAILABLE: read needed answers from 2 replicas but only 1 of 3 answered"
+        ),
+        "{}",
+        out.stderr
+    );
+    // Asking for less than a majority is allowed, and says so in the trace.
+    let out = cluster
+        .client_to(0)
+        .args(["-v", "put", "k", "v", "--w", "1"])
+        .ok();
+    assert!(out.stderr.contains("quorum=1"), "{}", out.stderr);
+}
