@@ -527,3 +527,118 @@ pub fn state_name(state: State) -> &'static str {
         State::Unspecified => "unknown",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn membership(dead_after: Duration) -> Membership {
+        Membership::new(
+            "n1".into(),
+            "127.0.0.1:7101".into(),
+            ["127.0.0.1:7102".to_string()],
+            3,
+            Settings::new(dead_after),
+            Dialer::new(None),
+            Events::new("n1"),
+        )
+    }
+
+    fn answer(name: &str, addr: &str, gossip: &[(&str, &str)]) -> proto::ProbeResponse {
+        let member = |name: &str, addr: &str| Member {
+            name: name.into(),
+            addr: addr.into(),
+            state: State::Alive as i32,
+        };
+        proto::ProbeResponse {
+            me: Some(member(name, addr)),
+            members: gossip.iter().map(|(n, a)| member(n, a)).collect(),
+            keys: 7,
+        }
+    }
+
+    fn state(m: &Membership, name: &str) -> Option<State> {
+        m.state_of(name)
+    }
+
+    #[test]
+    fn a_member_goes_alive_suspect_dead_and_alive_again() {
+        let m = membership(Duration::from_secs(10));
+        let t0 = Instant::now();
+        let at = |secs: f64| t0 + Duration::from_secs_f64(secs);
+        let mut inner = m.lock();
+        m.answered(
+            &mut inner,
+            "127.0.0.1:7102".into(),
+            answer("n2", "127.0.0.1:7102", &[]),
+            t0,
+        );
+        drop(inner);
+        assert_eq!(state(&m, "n2"), Some(State::Alive));
+
+        // A blip shorter than suspect_after changes nothing.
+        m.sweep(&mut m.lock(), at(1.0));
+        assert_eq!(state(&m, "n2"), Some(State::Alive));
+        m.sweep(&mut m.lock(), at(2.0));
+        assert_eq!(state(&m, "n2"), Some(State::Suspect));
+        // Suspect members keep their place in the ring.
+        assert!(m.ring().members().contains(&"n2".to_string()));
+
+        m.sweep(&mut m.lock(), at(11.0));
+        assert_eq!(
+            state(&m, "n2"),
+            Some(State::Suspect),
+            "dead_after counts from suspect"
+        );
+        m.sweep(&mut m.lock(), at(12.5));
+        assert_eq!(state(&m, "n2"), Some(State::Dead));
+        assert!(!m.ring().members().contains(&"n2".to_string()));
+
+        let mut inner = m.lock();
+        m.answered(
+            &mut inner,
+            "127.0.0.1:7102".into(),
+            answer("n2", "127.0.0.1:7102", &[]),
+            at(13.0),
+        );
+        drop(inner);
+        assert_eq!(state(&m, "n2"), Some(State::Alive));
+
+        let (history, _) = m.events.subscribe();
+        let kinds: Vec<&str> = history.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "member.joined",
+                "member.suspect",
+                "member.dead",
+                "member.alive"
+            ]
+        );
+    }
+
+    #[test]
+    fn gossip_teaches_addresses_and_our_own_address_is_never_probed() {
+        let m = membership(Duration::from_secs(10));
+        let now = Instant::now();
+        let mut inner = m.lock();
+        let gossip = [("n3", "127.0.0.1:7103"), ("n1", "127.0.0.1:7101")];
+        m.answered(
+            &mut inner,
+            "127.0.0.1:7102".into(),
+            answer("n2", "127.0.0.1:7102", &gossip),
+            now,
+        );
+        let targets = probe_targets(&inner);
+        assert!(targets.contains("127.0.0.1:7103"), "{targets:?}");
+        assert!(!targets.contains("127.0.0.1:7101"), "{targets:?}");
+        // An address that answers with our own name is remembered as ours.
+        m.answered(
+            &mut inner,
+            "10.0.0.9:7101".into(),
+            answer("n1", "127.0.0.1:7101", &[]),
+            now,
+        );
+        assert!(!probe_targets(&inner).contains("10.0.0.9:7101"));
+    }
+}
