@@ -108,6 +108,43 @@ pub enum Command {
     /// nothing). At the end every acknowledged key is read back at the read
     /// quorum. Exits 1 if any acknowledged write is lost or cannot be read back.
     Check(CheckArgs),
+    /// Follow the event feed: members joining, turning suspect or dead, repairs, faults.
+    Events(EventsArgs),
+    /// Make a node misbehave on purpose: slow, flaky, frozen, or cut off from a peer.
+    ///
+    /// Each call replaces the node's faults; `--clear` removes them. Ask any node:
+    /// the request is passed to the one named.
+    Fault(FaultArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Print the recent history and exit instead of following the live feed.
+    #[arg(long)]
+    pub no_follow: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("fault").required(true).multiple(true)
+    .args(["latency", "error_rate", "pause", "drop_peer", "clear"])))]
+pub struct FaultArgs {
+    /// The node to misbehave, by name (e.g. n2).
+    pub node: String,
+    /// Add this much delay to every request it serves (e.g. 200ms).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub latency: Option<Duration>,
+    /// Fail this fraction of its requests with UNAVAILABLE (0.0 to 1.0).
+    #[arg(long, value_name = "F")]
+    pub error_rate: Option<f64>,
+    /// Stop answering: requests hang until the fault is cleared.
+    #[arg(long)]
+    pub pause: bool,
+    /// Cut the link between the node and this peer, both ways.
+    #[arg(long, value_name = "PEER")]
+    pub drop_peer: Option<String>,
+    /// Remove every fault from the node.
+    #[arg(long, conflicts_with_all = ["latency", "error_rate", "pause", "drop_peer"])]
+    pub clear: bool,
 }
 
 #[derive(Debug, Args)]

@@ -3,14 +3,14 @@
 use std::io::{IsTerminal, Read, Write};
 
 use proto::{
-    DeleteRequest, GetRequest, PutRequest, ScanRequest, StatusRequest, Trace, WhoAmIRequest,
-    member::State,
+    DeleteRequest, EventsRequest, GetRequest, PutRequest, ScanRequest, SetFaultRequest,
+    StatusRequest, Trace, WhoAmIRequest, member::State,
 };
 use serde_json::{Value, json};
 
 use crate::{
     Failure,
-    cli::{Cli, Command, DeleteArgs, GetArgs, Global, PutArgs, ScanArgs},
+    cli::{Cli, Command, DeleteArgs, EventsArgs, FaultArgs, GetArgs, Global, PutArgs, ScanArgs},
     connect::Connection,
     render,
 };
@@ -26,6 +26,8 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Whoami => whoami(&global).await,
         Command::Status => status(&global).await,
         Command::Check(args) => crate::check::run(&global, args).await,
+        Command::Events(args) => events(&global, args).await,
+        Command::Fault(args) => fault(&global, args).await,
     }
 }
 
@@ -388,5 +390,78 @@ async fn status(global: &Global) -> Result<(), Failure> {
         );
     }
     println!("  (* answered this request; key counts include tombstones)");
+    Ok(())
+}
+
+async fn events(global: &Global, args: EventsArgs) -> Result<(), Failure> {
+    let conn = Connection::open(global).await?;
+    let mut admin = conn.admin();
+    let wanted = EventsRequest {
+        history_only: args.no_follow,
+    };
+    // No deadline: following the feed lasts until Ctrl-C.
+    let stream = admin.events(tonic::Request::new(wanted)).await;
+    let mut stream = conn.check(stream).await?;
+    loop {
+        let event = match stream.message().await {
+            Ok(Some(event)) => event,
+            Ok(None) => return Ok(()),
+            Err(status) => return Err(conn.failure(&status).await),
+        };
+        if global.json {
+            print_json(&json!({
+                "at_unix_ms": event.at_unix_ms,
+                "source": event.source,
+                "kind": event.kind,
+                "subject": event.subject,
+                "message": event.message,
+            }));
+        } else {
+            println!(
+                "{} {:<8} {:<16} {}",
+                render::time_of_day(event.at_unix_ms),
+                event.source,
+                event.kind,
+                event.message
+            );
+        }
+    }
+}
+
+async fn fault(global: &Global, args: FaultArgs) -> Result<(), Failure> {
+    let fault = SetFaultRequest {
+        node: args.node.clone(),
+        latency_ms: args.latency.map_or(0, |d| d.as_millis() as u64),
+        error_rate: args.error_rate.unwrap_or(0.0),
+        pause: args.pause,
+        drop_peer: args.drop_peer.unwrap_or_default(),
+        clear: args.clear,
+    };
+    let mut conn = Connection::open(global).await?;
+    // A node takes faults for itself only: find the named one through the
+    // membership of the node we reached.
+    let status = conn.admin().status(request(global, StatusRequest {})).await;
+    let status = conn.check(status).await?;
+    if status.role == "node" && status.name != args.node {
+        let Some(member) = status.members.iter().find(|m| m.name == args.node) else {
+            let names: Vec<&str> = status.members.iter().map(|m| m.name.as_str()).collect();
+            return Err(Failure::new(
+                "NOT_FOUND",
+                format!(
+                    "no node called {:?}; the members are {}",
+                    args.node,
+                    names.join(", ")
+                ),
+            ));
+        };
+        conn = Connection::open_to(global, &member.addr).await?;
+    }
+    let response = conn.admin().set_fault(request(global, fault)).await;
+    let response = conn.check(response).await?;
+    if global.json {
+        print_json(&json!({"node": args.node, "active": response.active}));
+    } else {
+        println!("{}: faults now {}", args.node, response.active);
+    }
     Ok(())
 }

@@ -30,6 +30,14 @@ fn outcome_name(report: &ReplicaReport) -> &'static str {
     }
 }
 
+/// `HH:MM:SS.mmm` (UTC) of a Unix time in milliseconds, for event lines.
+pub fn time_of_day(unix_ms: u64) -> String {
+    let ms_of_day = unix_ms % 86_400_000;
+    let (h, m) = (ms_of_day / 3_600_000, ms_of_day / 60_000 % 60);
+    let (s, ms) = (ms_of_day / 1000 % 60, ms_of_day % 1000);
+    format!("{h:02}:{m:02}:{s:02}.{ms:03}")
+}
+
 fn micros(us: u64) -> String {
     if us >= 1000 {
         format!("{:.1}ms", us as f64 / 1000.0)

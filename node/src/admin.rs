@@ -18,7 +18,12 @@ use proto::{
     admin_server::Admin, member::State,
 };
 
-use crate::state::{NodeState, Replication};
+use tracing::{info, warn};
+
+use crate::{
+    fault::Fault,
+    state::{NodeState, Replication},
+};
 
 /// Serves `clusterlab.v1.Admin` on a node.
 #[derive(Debug, Clone)]
@@ -75,8 +80,15 @@ impl Admin for AdminService {
 
     type EventsStream = EventStream;
 
-    async fn events(&self, _: Request<EventsRequest>) -> Result<Response<EventStream>, Status> {
+    async fn events(
+        &self,
+        request: Request<EventsRequest>,
+    ) -> Result<Response<EventStream>, Status> {
         let (history, live) = self.state.events.subscribe();
+        let history = tokio_stream::iter(history.into_iter().map(Ok));
+        if request.into_inner().history_only {
+            return Ok(Response::new(Box::pin(history)));
+        }
         let live = BroadcastStream::new(live).map(|item| match item {
             Ok(event) => Ok(event),
             // The subscriber fell behind: say so in the feed instead of failing it.
@@ -88,17 +100,37 @@ impl Admin for AdminService {
                 ..Event::default()
             }),
         });
-        let stream = tokio_stream::iter(history.into_iter().map(Ok)).chain(live);
+        let stream = history.chain(live);
         Ok(Response::new(Box::pin(stream)))
     }
 
     async fn set_fault(
         &self,
-        _: Request<SetFaultRequest>,
+        request: Request<SetFaultRequest>,
     ) -> Result<Response<SetFaultResponse>, Status> {
-        Err(Status::unimplemented(
-            "fault injection is not available in this version of clusterlab-node",
-        ))
+        let request = request.into_inner();
+        let me = &self.state.name;
+        if !request.node.is_empty() && request.node != *me {
+            return Err(Status::invalid_argument(format!(
+                "this is {me}, not {}; send the fault to {} (or to a balancer)",
+                request.node, request.node
+            )));
+        }
+        let fault = Fault::from_request(&request)?;
+        let active = fault.describe();
+        self.state.faults.set(fault);
+        if request.clear {
+            info!("faults cleared");
+            self.state
+                .events
+                .publish("fault.cleared", me, format!("{me} behaves again"));
+        } else {
+            warn!(fault = %active, "fault injected");
+            self.state
+                .events
+                .publish("fault.set", me, format!("{me} now misbehaves: {active}"));
+        }
+        Ok(Response::new(SetFaultResponse { active }))
     }
 
     async fn set_policy(

@@ -275,6 +275,10 @@ async fn exchange(
     mine: Digest,
     older_than_ms: u64,
 ) -> std::result::Result<HashSet<u32>, String> {
+    state
+        .faults
+        .check_link(Some(&peer))
+        .map_err(|cut| cut.message().to_string())?;
     let mut client = state
         .membership
         .client(&peer)

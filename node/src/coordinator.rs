@@ -178,6 +178,7 @@ impl Coordinator {
         let request = WriteRequest {
             record: Some(record.into()),
             request_id: String::new(),
+            from: self.state.name.clone(),
         };
         let response = client.write(request).await.map_err(unreachable)?;
         Ok(response
@@ -199,7 +200,10 @@ impl Coordinator {
         }
         let mut client = self.peer(&replica)?;
         let response = client
-            .read(ReadRequest { key })
+            .read(ReadRequest {
+                key,
+                from: self.state.name.clone(),
+            })
             .await
             .map_err(unreachable)?;
         Ok(response.into_inner().record.map(Record::from))
@@ -209,6 +213,9 @@ impl Coordinator {
         &self,
         replica: &str,
     ) -> ReplicaResult<proto::replica_client::ReplicaClient<tonic::transport::Channel>> {
+        if let Err(cut) = self.state.faults.check_link(Some(replica)) {
+            return Err(ReplicaError::Failed(cut.message().to_string()));
+        }
         self.state
             .membership
             .client(replica)

@@ -8,24 +8,31 @@ use proto::{
     ScanRequest, ScanResponse, key_value_server::KeyValue,
 };
 
-use crate::{coordinator::Coordinator, limits};
+use std::sync::Arc;
+
+use crate::{coordinator::Coordinator, fault::Faults, limits, state::NodeState};
 
 /// Serves `clusterlab.v1.KeyValue`.
 #[derive(Debug, Clone)]
 pub struct KeyValueService {
     coordinator: Coordinator,
+    faults: Arc<Faults>,
 }
 
 impl KeyValueService {
-    /// The service, coordinating through `coordinator`.
-    pub fn new(coordinator: Coordinator) -> Self {
-        KeyValueService { coordinator }
+    /// The service for the node described by `state`.
+    pub fn new(state: Arc<NodeState>) -> Self {
+        KeyValueService {
+            faults: state.faults.clone(),
+            coordinator: Coordinator::new(state),
+        }
     }
 }
 
 #[tonic::async_trait]
 impl KeyValue for KeyValueService {
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        self.faults.enter(None).await?;
         let request = request.into_inner();
         limits::check_key(&request.key)?;
         let (record, trace) = self
@@ -49,6 +56,7 @@ impl KeyValue for KeyValueService {
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        self.faults.enter(None).await?;
         let request = request.into_inner();
         limits::check_key(&request.key)?;
         limits::check_value(&request.value)?;
@@ -66,6 +74,7 @@ impl KeyValue for KeyValueService {
         &self,
         request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
+        self.faults.enter(None).await?;
         let request = request.into_inner();
         limits::check_key(&request.key)?;
         let (version, trace) = self
@@ -79,6 +88,7 @@ impl KeyValue for KeyValueService {
     }
 
     async fn scan(&self, request: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
+        self.faults.enter(None).await?;
         let request = request.into_inner();
         let limit = limits::scan_limit(request.limit)?;
         let (records, more, trace) = self

@@ -14,6 +14,7 @@
 //! - [`state`]: what one node knows, shared by its services.
 //! - [`kv`], [`replica`], [`admin`]: the gRPC services.
 //! - [`events`]: the event feed behind `clusterlab events`.
+//! - [`fault`]: injected latency, errors, pauses and cut links, for the labs.
 //! - [`server`]: puts it together; [`lifecycle`]: signals and graceful draining.
 //! - [`config`]: the command line; [`telemetry`]: log lines tagged with the process name.
 //! - [`error`]: the node's errors and their gRPC status codes.
@@ -24,6 +25,7 @@ pub mod config;
 pub mod coordinator;
 pub mod error;
 pub mod events;
+pub mod fault;
 pub mod kv;
 pub mod lifecycle;
 pub mod limits;

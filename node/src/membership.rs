@@ -30,7 +30,7 @@ use tokio::sync::watch;
 use tonic::transport::Channel;
 use tracing::{debug, info, warn};
 
-use crate::{events::Events, limits::MAX_MESSAGE_BYTES, placement::Ring};
+use crate::{events::Events, fault::Faults, limits::MAX_MESSAGE_BYTES, placement::Ring};
 
 /// A node reports ready after this many probe rounds even if it keeps hearing
 /// of new addresses (some may never answer).
@@ -110,23 +110,41 @@ pub struct Membership {
     settings: Settings,
     dialer: Dialer,
     events: Events,
+    /// A cut link (`clusterlab fault --drop-peer`) stops our probes too.
+    faults: Arc<Faults>,
     /// A std mutex: held briefly and never across an `.await`.
     inner: Mutex<Inner>,
     /// Becomes true once probing has found everyone it can (see [`Membership::ready`]).
     ready: watch::Sender<bool>,
 }
 
+/// Who this node is, and where it starts looking for the others.
+#[derive(Debug, Clone)]
+pub struct Local {
+    pub name: String,
+    /// The address others should dial to reach us.
+    pub advertise: String,
+    /// `--peers`.
+    pub seeds: Vec<String>,
+    /// N, to build the ring with.
+    pub replicas: usize,
+}
+
 impl Membership {
-    /// The view of node `name`, reachable at `advertise`, starting from `seeds`.
+    /// The view of the `local` node, probing with `settings` through `dialer`.
     pub fn new(
-        name: String,
-        advertise: String,
-        seeds: impl IntoIterator<Item = String>,
-        replicas: usize,
+        local: Local,
         settings: Settings,
         dialer: Dialer,
         events: Events,
+        faults: Arc<Faults>,
     ) -> Self {
+        let Local {
+            name,
+            advertise,
+            seeds,
+            replicas,
+        } = local;
         let mut addresses = Addresses {
             seeds: seeds.into_iter().collect(),
             ..Addresses::default()
@@ -139,6 +157,7 @@ impl Membership {
             settings,
             dialer,
             events,
+            faults,
             inner: Mutex::new(Inner {
                 peers: BTreeMap::new(),
                 addresses,
@@ -293,22 +312,29 @@ impl Membership {
     /// One probe round: probe every address, then update states. Returns true
     /// if a member joined or a new address was heard of.
     async fn round(&self) -> bool {
-        let targets: Vec<(String, Channel)> = {
+        let targets: Vec<(String, Option<String>, Channel)> = {
             let mut inner = self.lock();
             let addrs = probe_targets(&inner);
             inner.channels.retain(|addr, _| addrs.contains(addr));
             addrs
                 .into_iter()
-                .filter_map(|addr| Some((addr.clone(), self.channel(&mut inner, &addr)?)))
+                .filter_map(|addr| {
+                    let name = inner.addresses.answered_as.get(&addr).cloned();
+                    Some((addr.clone(), name, self.channel(&mut inner, &addr)?))
+                })
                 .collect()
         };
         let request = ProbeRequest {
             from: Some(self.me()),
         };
-        let probes = targets.into_iter().map(|(addr, channel)| {
+        let probes = targets.into_iter().map(|(addr, name, channel)| {
             let request = request.clone();
             let timeout = self.settings.probe_timeout;
+            let cut = self.faults.check_link(name.as_deref());
             async move {
+                if let Err(cut) = cut {
+                    return (addr, Err(cut.message().to_string()));
+                }
                 let answer = tokio::time::timeout(timeout, replica_client(channel).probe(request))
                     .await
                     .map_err(|_| "timed out".to_string())
@@ -533,14 +559,18 @@ mod tests {
     use super::*;
 
     fn membership(dead_after: Duration) -> Membership {
+        let local = Local {
+            name: "n1".into(),
+            advertise: "127.0.0.1:7101".into(),
+            seeds: vec!["127.0.0.1:7102".into()],
+            replicas: 3,
+        };
         Membership::new(
-            "n1".into(),
-            "127.0.0.1:7101".into(),
-            ["127.0.0.1:7102".to_string()],
-            3,
+            local,
             Settings::new(dead_after),
             Dialer::new(None),
             Events::new("n1"),
+            Arc::new(Faults::default()),
         )
     }
 

@@ -68,8 +68,9 @@ impl Replica for ReplicaService {
         &self,
         request: Request<WriteRequest>,
     ) -> Result<Response<WriteResponse>, Status> {
+        let request = request.into_inner();
+        self.state.faults.enter(Some(&request.from)).await?;
         let record = request
-            .into_inner()
             .record
             .ok_or_else(|| Status::invalid_argument("the write carries no record"))?;
         limits::check_key(&record.key)?;
@@ -83,7 +84,8 @@ impl Replica for ReplicaService {
     }
 
     async fn read(&self, request: Request<ReadRequest>) -> Result<Response<ReadResponse>, Status> {
-        let key = request.into_inner().key;
+        let ReadRequest { key, from } = request.into_inner();
+        self.state.faults.enter(Some(&from)).await?;
         limits::check_key(&key)?;
         let record = self.state.store.run(move |s| s.get(&key)).await?;
         Ok(Response::new(ReadResponse {
@@ -96,9 +98,9 @@ impl Replica for ReplicaService {
         request: Request<ProbeRequest>,
     ) -> Result<Response<ProbeResponse>, Status> {
         let membership = &self.state.membership;
-        if let Some(caller) = request.into_inner().from {
-            membership.heard_from(&caller);
-        }
+        let caller = request.into_inner().from.unwrap_or_default();
+        self.state.faults.enter(Some(&caller.name)).await?;
+        membership.heard_from(&caller);
         let keys = self.state.store.run(|s| s.len()).await?;
         Ok(Response::new(ProbeResponse {
             me: Some(membership.me()),
@@ -112,6 +114,7 @@ impl Replica for ReplicaService {
         request: Request<DigestRequest>,
     ) -> Result<Response<DigestResponse>, Status> {
         let request = request.into_inner();
+        self.state.faults.enter(Some(&request.for_node)).await?;
         let shared = self.shared(request.range_count, request.for_node, request.older_than_ms)?;
         let digest = self.state.store.run(move |s| shared.digest(s)).await?;
         let wanted = |range: u32| request.ranges.is_empty() || request.ranges.contains(&range);
@@ -135,6 +138,7 @@ impl Replica for ReplicaService {
         request: Request<RangeRequest>,
     ) -> Result<Response<RecordStream>, Status> {
         let request = request.into_inner();
+        self.state.faults.enter(Some(&request.for_node)).await?;
         let shared = self.shared(request.range_count, request.for_node, request.older_than_ms)?;
         if let Some(bad) = request.ranges.iter().find(|r| **r >= request.range_count) {
             return Err(Status::invalid_argument(format!(
@@ -173,6 +177,7 @@ impl Replica for ReplicaService {
         &self,
         request: Request<LocalScanRequest>,
     ) -> Result<Response<LocalScanResponse>, Status> {
+        self.state.faults.enter(None).await?;
         let request = request.into_inner();
         let limit = limits::scan_limit(request.limit)?;
         let (records, more) = self

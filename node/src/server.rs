@@ -21,12 +21,12 @@ use crate::{
     admin::AdminService,
     antientropy,
     config::Config,
-    coordinator::Coordinator,
     events::Events,
+    fault::Faults,
     kv::KeyValueService,
     lifecycle,
     limits::MAX_MESSAGE_BYTES,
-    membership::{Membership, Settings},
+    membership::{Local, Membership, Settings},
     replica::ReplicaService,
     state::NodeState,
     store::Store,
@@ -60,14 +60,19 @@ pub async fn run(
     let local_addr = listener.local_addr()?;
     let advertise = config.advertise_addr(local_addr);
     let events = Events::new(config.name.clone());
+    let faults = Arc::new(Faults::default());
+    let local = Local {
+        name: config.name.clone(),
+        advertise: advertise.clone(),
+        seeds: peers.clone(),
+        replicas: replication.replicas,
+    };
     let membership = Arc::new(Membership::new(
-        config.name.clone(),
-        advertise.clone(),
-        peers.clone(),
-        replication.replicas,
+        local,
         Settings::new(config.dead_after),
         dialer,
         events.clone(),
+        faults.clone(),
     ));
     let state = Arc::new(NodeState {
         name: config.name.clone(),
@@ -76,6 +81,7 @@ pub async fn run(
         clock: Hlc::new(config.name.clone()),
         events,
         membership: membership.clone(),
+        faults,
         replication,
         under_replicated: AtomicU64::new(0),
     });
@@ -89,7 +95,7 @@ pub async fn run(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
 
-    let kv = KeyValueServer::new(KeyValueService::new(Coordinator::new(state.clone())))
+    let kv = KeyValueServer::new(KeyValueService::new(state.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let admin = AdminServer::new(AdminService::new(state.clone()));
     let replica = ReplicaServer::new(ReplicaService::new(state.clone()))

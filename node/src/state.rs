@@ -4,7 +4,7 @@ use std::sync::{Arc, atomic::AtomicU64};
 
 use certs::Identity;
 
-use crate::{events::Events, membership::Membership, store::Store, version::Hlc};
+use crate::{events::Events, fault::Faults, membership::Membership, store::Store, version::Hlc};
 
 /// How many copies of each key the cluster keeps, and how many must answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +36,8 @@ pub struct NodeState {
     pub clock: Hlc,
     pub events: Events,
     pub membership: Arc<Membership>,
+    /// What `clusterlab fault` has made wrong with this node.
+    pub faults: Arc<Faults>,
     pub replication: Replication,
     /// Keys held here that lack an up-to-date copy on another live replica, as of
     /// the last anti-entropy round.

@@ -591,15 +591,12 @@ pub fn event_history(certs: &Path, addr: &str) -> Result<Vec<proto::Event>, Stri
     block_on(async {
         let channel = admin_channel(certs, addr).await?;
         let mut stream = proto::admin_client::AdminClient::new(channel)
-            .events(proto::EventsRequest {})
+            .events(proto::EventsRequest { history_only: true })
             .await
             .map_err(|s| s.to_string())?
             .into_inner();
         let mut events = Vec::new();
-        // The history arrives at once; stop when the stream goes quiet.
-        while let Ok(Some(event)) =
-            tokio::time::timeout(Duration::from_millis(300), stream.next()).await
-        {
+        while let Some(event) = stream.next().await {
             events.push(event.map_err(|s| s.to_string())?);
         }
         Ok(events)

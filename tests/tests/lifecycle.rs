@@ -70,7 +70,7 @@ fn a_request_that_never_ends_is_cut_off_at_the_drain_deadline() {
         tests::block_on(async move {
             let channel = tests::admin_channel(&certs, &addr).await.unwrap();
             let mut stream = AdminClient::new(channel)
-                .events(EventsRequest {})
+                .events(EventsRequest::default())
                 .await
                 .unwrap()
                 .into_inner();

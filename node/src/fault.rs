@@ -1,0 +1,192 @@
+//! Fault injection: make this node slow, flaky, frozen, or cut off from a peer,
+//! on purpose, so a learner can watch the cluster cope.
+//!
+//! `clusterlab fault n2 --latency 200ms` sets a [`Fault`] through `Admin.SetFault`.
+//! Every `KeyValue` and `Replica` request then passes [`Faults::enter`] first:
+//! it waits while the node is paused, sleeps the added latency, and fails with
+//! the configured probability. Calls to and from the dropped peer fail at once,
+//! as if the network link between the two were cut. `Admin` itself is never
+//! faulted, so a fault can always be cleared.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tonic::Status;
+
+/// The most latency that may be injected: beyond this, use `pause`.
+pub const MAX_LATENCY: Duration = Duration::from_secs(60);
+
+/// What is wrong with this node right now. The default is "nothing".
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Fault {
+    /// Added before every request.
+    pub latency: Duration,
+    /// Fraction of requests, 0.0 to 1.0, that fail with UNAVAILABLE.
+    pub error_rate: f64,
+    /// Requests wait (hang) until the fault is cleared.
+    pub pause: bool,
+    /// The peer node we neither call nor answer.
+    pub drop_peer: Option<String>,
+}
+
+impl Fault {
+    /// Builds a fault from the wire request, checking its ranges.
+    pub fn from_request(request: &proto::SetFaultRequest) -> Result<Self, Status> {
+        if request.clear {
+            return Ok(Fault::default());
+        }
+        if !(0.0..=1.0).contains(&request.error_rate) {
+            return Err(Status::invalid_argument(format!(
+                "error rate {} is outside 0.0 to 1.0",
+                request.error_rate
+            )));
+        }
+        let latency = Duration::from_millis(request.latency_ms);
+        if latency > MAX_LATENCY {
+            return Err(Status::invalid_argument(format!(
+                "latency {latency:?} is more than {MAX_LATENCY:?}; use --pause to stop answering"
+            )));
+        }
+        Ok(Fault {
+            latency,
+            error_rate: request.error_rate,
+            pause: request.pause,
+            drop_peer: Some(request.drop_peer.clone()).filter(|p| !p.is_empty()),
+        })
+    }
+
+    /// One line for people: "latency 200ms, error rate 0.30" or "none".
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.latency.is_zero() {
+            parts.push(format!("latency {:?}", self.latency));
+        }
+        if self.error_rate > 0.0 {
+            parts.push(format!("error rate {:.2}", self.error_rate));
+        }
+        if self.pause {
+            parts.push("paused".to_string());
+        }
+        if let Some(peer) = &self.drop_peer {
+            parts.push(format!("link to {peer} cut"));
+        }
+        match parts.is_empty() {
+            true => "none".to_string(),
+            false => parts.join(", "),
+        }
+    }
+}
+
+/// The node's current fault, shared by every service. A watch channel, so that
+/// paused requests wake up the moment the fault is cleared.
+#[derive(Debug)]
+pub struct Faults {
+    current: watch::Sender<Fault>,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Faults {
+            current: watch::channel(Fault::default()).0,
+        }
+    }
+}
+
+impl Faults {
+    /// Replaces the current fault.
+    pub fn set(&self, fault: Fault) {
+        self.current.send_replace(fault);
+    }
+
+    /// The current fault.
+    pub fn get(&self) -> Fault {
+        self.current.borrow().clone()
+    }
+
+    /// Applies the fault to a request arriving from `caller` (a peer's name, or
+    /// `None` for clients): waits out a pause, sleeps the latency, maybe fails.
+    pub async fn enter(&self, caller: Option<&str>) -> Result<(), Status> {
+        self.check_link(caller)?;
+        let mut current = self.current.subscribe();
+        // Waits until unpaused; an error means the node is shutting down.
+        let _ = current.wait_for(|fault| !fault.pause).await;
+        let fault = current.borrow().clone();
+        if !fault.latency.is_zero() {
+            tokio::time::sleep(fault.latency).await;
+        }
+        if fault.error_rate > 0.0 && rand::random::<f64>() < fault.error_rate {
+            return Err(Status::unavailable(format!(
+                "injected fault: this node fails {:.0}% of requests (clusterlab fault --clear)",
+                fault.error_rate * 100.0
+            )));
+        }
+        Ok(())
+    }
+
+    /// Fails at once if the link to `peer` is cut.
+    pub fn check_link(&self, peer: Option<&str>) -> Result<(), Status> {
+        match (peer, &self.current.borrow().drop_peer) {
+            (Some(peer), Some(dropped)) if peer == dropped => Err(Status::unavailable(format!(
+                "injected fault: the link to {peer} is cut"
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_paused_request_waits_until_the_fault_is_cleared() {
+        let faults = std::sync::Arc::new(Faults::default());
+        faults.set(Fault {
+            pause: true,
+            ..Fault::default()
+        });
+        let waiting = tokio::spawn({
+            let faults = faults.clone();
+            async move { faults.enter(None).await }
+        });
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        assert!(!waiting.is_finished(), "a paused node answered");
+        faults.set(Fault::default());
+        assert!(waiting.await.unwrap().is_ok());
+    }
+
+    #[tokio::test]
+    async fn error_rate_one_fails_every_request_and_a_cut_link_fails_only_that_peer() {
+        let faults = Faults::default();
+        faults.set(Fault {
+            error_rate: 1.0,
+            ..Fault::default()
+        });
+        let err = faults.enter(None).await.unwrap_err();
+        assert!(err.message().starts_with("injected fault"), "{err}");
+        faults.set(Fault {
+            drop_peer: Some("n3".into()),
+            ..Fault::default()
+        });
+        assert!(faults.enter(Some("n3")).await.is_err());
+        assert!(faults.enter(Some("n2")).await.is_ok());
+        assert!(faults.enter(None).await.is_ok());
+    }
+
+    #[test]
+    fn requests_out_of_range_are_refused_with_the_range() {
+        let request = proto::SetFaultRequest {
+            error_rate: 1.5,
+            ..Default::default()
+        };
+        let err = Fault::from_request(&request).unwrap_err();
+        assert!(err.message().contains("outside 0.0 to 1.0"), "{err}");
+        let request = proto::SetFaultRequest {
+            latency_ms: 200,
+            drop_peer: "n2".into(),
+            ..Default::default()
+        };
+        let fault = Fault::from_request(&request).unwrap();
+        assert_eq!(fault.describe(), "latency 200ms, link to n2 cut");
+    }
+}

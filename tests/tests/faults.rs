@@ -1,0 +1,153 @@
+//! Fault injection through real processes: `clusterlab fault` makes a node slow,
+//! flaky, frozen or cut off, and the cluster's answers show it.
+
+use std::time::Duration;
+
+use tests::{TestCluster, event_history, wait_until};
+
+const SETTLE: Duration = Duration::from_secs(60);
+
+#[test]
+fn an_error_rate_fault_fails_requests_until_cleared_and_any_node_passes_it_on() {
+    let cluster = TestCluster::start(3);
+    // Asked of n1, applied by n2.
+    let out = cluster
+        .client_to(0)
+        .args(["fault", "n2", "--error-rate", "1"])
+        .ok();
+    assert_eq!(out.stdout.trim(), "n2: faults now error rate 1.00");
+
+    let out = cluster.client_to(1).args(["get", "k"]).fails();
+    assert!(
+        out.stderr.starts_with("UNAVAILABLE: injected fault"),
+        "{}",
+        out.stderr
+    );
+    // A write that needs every replica fails, and says which one and why.
+    let out = cluster
+        .client_to(0)
+        .args(["put", "k", "v", "--w", "3"])
+        .fails();
+    assert!(
+        out.stderr.contains("n2: unreachable: injected fault"),
+        "{}",
+        out.stderr
+    );
+    // A majority is still there.
+    cluster.client_to(0).args(["put", "k", "v"]).ok();
+
+    let out = cluster.client_to(2).args(["fault", "n2", "--clear"]).ok();
+    assert_eq!(out.stdout.trim(), "n2: faults now none");
+    cluster
+        .client_to(0)
+        .args(["put", "k", "v", "--w", "3"])
+        .ok();
+
+    let events = event_history(&cluster.certs, &cluster.nodes[1].addr.to_string()).unwrap();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e.kind.as_str())
+        .filter(|k| k.starts_with("fault."))
+        .collect();
+    assert_eq!(kinds, ["fault.set", "fault.cleared"]);
+    let out = cluster
+        .client_to(1)
+        .args(["--json", "events", "--no-follow"])
+        .ok();
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.contains("\"kind\":\"fault.set\"")),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn a_paused_node_turns_suspect_and_returns_when_the_pause_is_cleared() {
+    let cluster = TestCluster::start_with(3, &["--dead-after", "60s"]);
+    cluster.client_to(0).args(["fault", "n2", "--pause"]).ok();
+    wait_until("n1 to suspect the paused n2", SETTLE, || {
+        cluster.member_state(0, "n2") == Some("suspect")
+    });
+    cluster.client_to(0).args(["fault", "n2", "--clear"]).ok();
+    wait_until("n2 to be alive again", SETTLE, || {
+        cluster.member_state(0, "n2") == Some("alive")
+    });
+}
+
+#[test]
+fn a_cut_link_fails_both_directions_and_heals() {
+    let cluster = TestCluster::start_with(3, &["--dead-after", "60s"]);
+    cluster
+        .client_to(0)
+        .args(["fault", "n1", "--drop-peer", "n3"])
+        .ok();
+    let out = cluster
+        .client_to(0)
+        .args(["put", "k", "v", "--w", "3"])
+        .fails();
+    assert!(
+        out.stderr
+            .contains("n3: injected fault: the link to n3 is cut"),
+        "{}",
+        out.stderr
+    );
+    wait_until("each side to suspect the other", SETTLE, || {
+        cluster.member_state(0, "n3") == Some("suspect")
+            && cluster.member_state(2, "n1") == Some("suspect")
+    });
+    // n2 still reaches both.
+    assert_eq!(cluster.member_state(1, "n1"), Some("alive"));
+    assert_eq!(cluster.member_state(1, "n3"), Some("alive"));
+
+    cluster.client_to(0).args(["fault", "n1", "--clear"]).ok();
+    wait_until("the link to heal", SETTLE, || {
+        cluster.member_state(0, "n3") == Some("alive")
+            && cluster.member_state(2, "n1") == Some("alive")
+    });
+    cluster
+        .client_to(0)
+        .args(["put", "k", "v", "--w", "3"])
+        .ok();
+}
+
+#[test]
+fn latency_beyond_the_replica_timeout_shows_as_a_timeout_in_the_answer() {
+    let cluster = TestCluster::start_with(3, &["--dead-after", "60s"]);
+    cluster
+        .client_to(0)
+        .args(["fault", "n2", "--latency", "3s"])
+        .ok();
+    let out = cluster
+        .client_to(0)
+        .args(["put", "k", "v", "--w", "3"])
+        .fails();
+    assert!(
+        out.stderr.contains("n2: no answer within 2s"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn fault_requests_out_of_range_or_for_strangers_are_refused_clearly() {
+    let cluster = TestCluster::start(1);
+    let out = cluster
+        .client()
+        .args(["fault", "n1", "--error-rate", "2"])
+        .fails();
+    assert!(
+        out.stderr.contains("error rate 2 is outside 0.0 to 1.0"),
+        "{}",
+        out.stderr
+    );
+    let out = cluster.client().args(["fault", "n9", "--pause"]).fails();
+    assert!(
+        out.stderr.starts_with("NOT_FOUND: no node called \"n9\""),
+        "{}",
+        out.stderr
+    );
+    let out = cluster.client().args(["fault", "n1"]).run();
+    assert_eq!(out.code(), 2, "a fault with nothing to do is a usage error");
+}
