@@ -7,6 +7,15 @@ use tests::{TestCluster, event_history, wait_until};
 
 const SETTLE: Duration = Duration::from_secs(60);
 
+/// A write through n1 that needs all three replicas; returns why it failed.
+fn write_to_all_fails(cluster: &TestCluster) -> String {
+    let out = cluster
+        .client_to(0)
+        .args(["put", "k", "v", "--w", "3"])
+        .fails();
+    out.stderr
+}
+
 #[test]
 fn an_error_rate_fault_fails_requests_until_cleared_and_any_node_passes_it_on() {
     let cluster = TestCluster::start(3);
@@ -24,15 +33,8 @@ fn an_error_rate_fault_fails_requests_until_cleared_and_any_node_passes_it_on() 
         out.stderr
     );
     // A write that needs every replica fails, and says which one and why.
-    let out = cluster
-        .client_to(0)
-        .args(["put", "k", "v", "--w", "3"])
-        .fails();
-    assert!(
-        out.stderr.contains("n2: unreachable: injected fault"),
-        "{}",
-        out.stderr
-    );
+    let why = write_to_all_fails(&cluster);
+    assert!(why.contains("n2: unreachable: injected fault"), "{why}");
     // A majority is still there.
     cluster.client_to(0).args(["put", "k", "v"]).ok();
 
@@ -83,15 +85,10 @@ fn a_cut_link_fails_both_directions_and_heals() {
         .client_to(0)
         .args(["fault", "n1", "--drop-peer", "n3"])
         .ok();
-    let out = cluster
-        .client_to(0)
-        .args(["put", "k", "v", "--w", "3"])
-        .fails();
+    let why = write_to_all_fails(&cluster);
     assert!(
-        out.stderr
-            .contains("n3: injected fault: the link to n3 is cut"),
-        "{}",
-        out.stderr
+        why.contains("n3: injected fault: the link to n3 is cut"),
+        "{why}"
     );
     wait_until("each side to suspect the other", SETTLE, || {
         cluster.member_state(0, "n3") == Some("suspect")
@@ -119,15 +116,8 @@ fn latency_beyond_the_replica_timeout_shows_as_a_timeout_in_the_answer() {
         .client_to(0)
         .args(["fault", "n2", "--latency", "3s"])
         .ok();
-    let out = cluster
-        .client_to(0)
-        .args(["put", "k", "v", "--w", "3"])
-        .fails();
-    assert!(
-        out.stderr.contains("n2: no answer within 2s"),
-        "{}",
-        out.stderr
-    );
+    let why = write_to_all_fails(&cluster);
+    assert!(why.contains("n2: no answer within 2s"), "{why}");
 }
 
 #[test]
