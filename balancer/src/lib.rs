@@ -1,10 +1,26 @@
 //! `clusterlab-balancer`: the front door of the cluster (DESIGN.md section 6).
 //!
-//! Not built yet. It will terminate client mutual TLS, pick a healthy node by
-//! policy, forward over pooled connections, retry elsewhere when a node fails,
-//! eject bad nodes, and add what it did to every response's trace. Until then,
-//! point the client straight at a node: `clusterlab --addr 127.0.0.1:7100 ...`.
+//! It terminates client mutual TLS, picks a healthy node by policy, forwards
+//! over one pooled connection per node, retries elsewhere when a node fails
+//! (within a retry budget), ejects nodes that stop answering, and adds what it
+//! did to every response's trace. It holds no data.
+//!
+//! Read it in this order:
+//!
+//! - [`policy`]: round-robin, least-request, random, key-affinity.
+//! - [`retry`]: the retry budget.
+//! - [`backend`]: the nodes, their pooled connections, health checks, ejection.
+//! - [`forward`]: the `KeyValue` service: pick, forward, retry, trace.
+//! - [`admin`]: status, events, policy changes.
+//! - [`server`]: puts it together; [`config`]: the command line.
 
-/// What the binary says when someone runs it before it exists.
-pub const NOT_BUILT_YET: &str = "clusterlab-balancer is not built yet in this version; \
-     talk to a node directly, e.g. `clusterlab --addr 127.0.0.1:7100 get KEY`";
+pub mod admin;
+pub mod backend;
+pub mod config;
+pub mod forward;
+pub mod policy;
+pub mod retry;
+pub mod server;
+
+pub use config::Config;
+pub use server::run;

@@ -4,7 +4,7 @@ use std::io::{IsTerminal, Read, Write};
 
 use proto::{
     DeleteRequest, EventsRequest, GetRequest, PutRequest, ScanRequest, SetFaultRequest,
-    StatusRequest, Trace, WhoAmIRequest, member::State,
+    StatusRequest, StatusResponse, Trace, WhoAmIRequest, member::State,
 };
 use serde_json::{Value, json};
 
@@ -323,6 +323,69 @@ async fn status(global: &Global) -> Result<(), Failure> {
     let conn = Connection::open(global).await?;
     let status = conn.admin().status(request(global, StatusRequest {})).await;
     let status = conn.check(status).await?;
+    match status.role.as_str() {
+        "balancer" => print_balancer_status(global, &status),
+        _ => print_node_status(global, &status),
+    }
+    Ok(())
+}
+
+fn print_balancer_status(global: &Global, status: &StatusResponse) {
+    if global.json {
+        let backends: Vec<Value> = status
+            .backends
+            .iter()
+            .map(|b| {
+                json!({
+                    "name": b.name,
+                    "addr": b.addr,
+                    "health": b.health,
+                    "reason": b.reason,
+                    "in_flight": b.in_flight,
+                    "requests": b.requests,
+                    "errors": b.errors,
+                    "ejections": b.ejections,
+                })
+            })
+            .collect();
+        print_json(&json!({
+            "name": status.name,
+            "role": status.role,
+            "policy": status.policy,
+            "backends": backends,
+            "requests": status.requests,
+            "retries": status.retries,
+            "retries_refused": status.retries_refused,
+        }));
+        return;
+    }
+    println!(
+        "{} (balancer), policy {}; {} requests, {} retries, {} retries refused by the budget",
+        status.name, status.policy, status.requests, status.retries, status.retries_refused
+    );
+    let width = status
+        .backends
+        .iter()
+        .map(|b| b.addr.len())
+        .max()
+        .unwrap_or(7)
+        .max(7);
+    println!(
+        "  {:<8} {:<width$}  {:<8} {:>9} {:>9} {:>7} {:>9}",
+        "NODE", "ADDRESS", "HEALTH", "IN-FLIGHT", "REQUESTS", "ERRORS", "EJECTIONS"
+    );
+    for b in &status.backends {
+        println!(
+            "  {:<8} {:<width$}  {:<8} {:>9} {:>9} {:>7} {:>9}",
+            b.name, b.addr, b.health, b.in_flight, b.requests, b.errors, b.ejections
+        );
+        if !b.reason.is_empty() {
+            println!("           ejected because: {}", b.reason);
+        }
+    }
+}
+
+fn print_node_status(global: &Global, status: &StatusResponse) {
     let state_name = |state: i32| match State::try_from(state).unwrap_or(State::Unspecified) {
         State::Alive => "alive",
         State::Suspect => "suspect",
@@ -352,12 +415,11 @@ async fn status(global: &Global) -> Result<(), Failure> {
             "write_quorum": status.write_quorum,
             "read_quorum": status.read_quorum,
         }));
-        return Ok(());
+        return;
     }
     println!(
-        "{} ({}) sees {} members; N={} W={} R={}; {} keys under-replicated",
+        "{} (node) sees {} members; N={} W={} R={}; {} keys under-replicated",
         status.name,
-        status.role,
         status.members.len(),
         status.replicas,
         status.write_quorum,
@@ -369,7 +431,7 @@ async fn status(global: &Global) -> Result<(), Failure> {
         .iter()
         .map(|m| m.addr.len())
         .max()
-        .unwrap_or(4)
+        .unwrap_or(7)
         .max(7);
     println!(
         "  {:<8} {:<width$}  {:<8} {:>8}",
@@ -390,7 +452,6 @@ async fn status(global: &Global) -> Result<(), Failure> {
         );
     }
     println!("  (* answered this request; key counts include tombstones)");
-    Ok(())
 }
 
 async fn events(global: &Global, args: EventsArgs) -> Result<(), Failure> {

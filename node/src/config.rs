@@ -157,7 +157,7 @@ impl Config {
 }
 
 /// HOST:PORT with a non-empty host and a port number, e.g. 10.0.0.2:7100 or node:7100.
-fn check_host_port(flag: &str, addr: &str) -> Result<(), String> {
+pub fn check_host_port(flag: &str, addr: &str) -> Result<(), String> {
     let valid = addr
         .rsplit_once(':')
         .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));

@@ -42,3 +42,19 @@ pub mod version;
 pub use config::Config;
 pub use error::{Error, Result};
 pub use server::run;
+
+/// Explains a failure to bind `addr`; `usual_port` is the default to suggest.
+/// Shared with the balancer.
+pub fn listen_error(addr: &str, e: std::io::Error, usual_port: u16) -> anyhow::Error {
+    let hint = match e.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            "; another process is using that port: stop it or choose another with --listen"
+                .to_string()
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            format!("; ports below 1024 need privileges: use {usual_port}")
+        }
+        _ => String::new(),
+    };
+    anyhow::anyhow!("cannot listen on {addr}: {e}{hint}")
+}

@@ -1,8 +1,29 @@
-//! `clusterlab-balancer`: a placeholder until the balancer lands (see the crate docs).
+//! `clusterlab-balancer`: parse flags, start logging, bind, and hand over to `balancer::run`.
 
 use std::process::ExitCode;
 
+use anyhow::Context;
+use balancer::Config;
+use clap::Parser;
+use node::{lifecycle, telemetry};
+
 fn main() -> ExitCode {
-    eprintln!("clusterlab-balancer: {}", balancer::NOT_BUILT_YET);
-    ExitCode::FAILURE
+    let config = Config::parse();
+    telemetry::init(&config.name, config.log_format);
+    let runtime = tokio::runtime::Runtime::new().expect("starting the tokio runtime");
+    match runtime.block_on(start(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("clusterlab-balancer: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn start(config: Config) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .map_err(|e| node::listen_error(&config.listen, e, 7000))
+        .context("cannot start")?;
+    balancer::run(listener, config, lifecycle::shutdown_signal()).await
 }

@@ -22,18 +22,7 @@ fn main() -> ExitCode {
 async fn start(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
-        .map_err(|e| listen_error(&config.listen, e))
+        .map_err(|e| node::listen_error(&config.listen, e, 7100))
         .context("cannot start")?;
     node::run(listener, config, lifecycle::shutdown_signal()).await
-}
-
-fn listen_error(addr: &str, e: std::io::Error) -> anyhow::Error {
-    let hint = match e.kind() {
-        std::io::ErrorKind::AddrInUse => {
-            "; another process is using that port: stop it or choose another with --listen"
-        }
-        std::io::ErrorKind::PermissionDenied => "; ports below 1024 need privileges: use 7100",
-        _ => "",
-    };
-    anyhow::anyhow!("cannot listen on {addr}: {e}{hint}")
 }

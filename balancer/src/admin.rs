@@ -1,0 +1,131 @@
+//! The `Admin` gRPC service on a balancer: status, events, policy, who-am-i.
+
+use std::{pin::Pin, sync::Arc, sync::atomic::Ordering};
+
+use certs::{Identity, PeerInfo};
+use futures::Stream;
+use node::events::Events;
+use proto::{
+    BackendStatus, Event, EventsRequest, SetFaultRequest, SetFaultResponse, SetPolicyRequest,
+    SetPolicyResponse, StatusRequest, StatusResponse, WhoAmIRequest, WhoAmIResponse,
+    admin_server::Admin,
+};
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status};
+use tracing::info;
+
+use crate::{backend::Health, forward::Router, policy::Policy};
+
+/// Serves `clusterlab.v1.Admin` on a balancer.
+#[derive(Debug, Clone)]
+pub struct AdminService {
+    router: Arc<Router>,
+    events: Events,
+    identity: Option<Identity>,
+}
+
+impl AdminService {
+    pub fn new(router: Arc<Router>, events: Events, identity: Option<Identity>) -> Self {
+        AdminService {
+            router,
+            events,
+            identity,
+        }
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<Event, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        let router = &self.router;
+        let backends = router
+            .backends
+            .list()
+            .iter()
+            .map(|b| {
+                let health = b.health();
+                BackendStatus {
+                    name: b.name(),
+                    addr: b.addr.clone(),
+                    health: health.name().into(),
+                    reason: match health {
+                        Health::Ejected { reason, .. } => reason,
+                        _ => String::new(),
+                    },
+                    in_flight: b.in_flight.load(Ordering::Relaxed),
+                    requests: b.requests.load(Ordering::Relaxed),
+                    errors: b.errors.load(Ordering::Relaxed),
+                    ejections: b.ejections.load(Ordering::Relaxed),
+                }
+            })
+            .collect();
+        Ok(Response::new(StatusResponse {
+            name: router.name.clone(),
+            role: "balancer".into(),
+            backends,
+            policy: router.policy().name().into(),
+            requests: router.requests.load(Ordering::Relaxed),
+            retries: router.retries.load(Ordering::Relaxed),
+            retries_refused: router.retries_refused.load(Ordering::Relaxed),
+            ..StatusResponse::default()
+        }))
+    }
+
+    type EventsStream = EventStream;
+
+    async fn events(
+        &self,
+        request: Request<EventsRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let (history, live) = self.events.subscribe();
+        let history = tokio_stream::iter(history.into_iter().map(Ok));
+        if request.into_inner().history_only {
+            return Ok(Response::new(Box::pin(history)));
+        }
+        let live = tokio_stream::wrappers::BroadcastStream::new(live)
+            .filter_map(|event| event.ok().map(Ok));
+        Ok(Response::new(Box::pin(history.chain(live))))
+    }
+
+    async fn set_fault(
+        &self,
+        _: Request<SetFaultRequest>,
+    ) -> Result<Response<SetFaultResponse>, Status> {
+        Err(Status::failed_precondition(
+            "a balancer has no faults of its own; send the fault to the node \
+             (`clusterlab fault NODE ...` finds it through the balancer's status)",
+        ))
+    }
+
+    async fn set_policy(
+        &self,
+        request: Request<SetPolicyRequest>,
+    ) -> Result<Response<SetPolicyResponse>, Status> {
+        let policy =
+            Policy::parse(&request.into_inner().policy).map_err(Status::invalid_argument)?;
+        let previous = self.router.set_policy(policy);
+        info!(from = %previous, to = %policy, "policy changed");
+        self.events.publish(
+            "policy.changed",
+            &self.router.name,
+            format!("policy {previous} -> {policy}"),
+        );
+        Ok(Response::new(SetPolicyResponse {
+            previous: previous.name().into(),
+            current: policy.name().into(),
+        }))
+    }
+
+    async fn who_am_i(
+        &self,
+        request: Request<WhoAmIRequest>,
+    ) -> Result<Response<WhoAmIResponse>, Status> {
+        Ok(Response::new(node::admin::who_am_i(
+            &self.router.name,
+            self.identity.as_ref(),
+            request.extensions().get::<PeerInfo>(),
+        )))
+    }
+}

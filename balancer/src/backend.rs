@@ -1,0 +1,338 @@
+//! The nodes behind the balancer, their health, and how they come and go.
+//!
+//! A backend is one node address with one pooled connection: a tonic `Channel`
+//! multiplexes every request over a single HTTP/2 connection (one TLS handshake,
+//! not one per request) and reconnects by itself after a failure.
+//!
+//! Health has two sources:
+//! - **active**: every `--health-interval` the balancer asks the node's
+//!   grpc.health.v1 service. No answer within [`CHECK_TIMEOUT`] (a hung or
+//!   SIGSTOPped node) or NOT_SERVING ejects it; the first good answer brings it
+//!   back into rotation.
+//! - **passive**: a forwarded request whose connection is refused or reset
+//!   ejects the node at once, without waiting for the next check.
+//!
+//! Every ejection and return is a log line and an event.
+
+use std::{
+    collections::BTreeSet,
+    sync::{
+        Arc, Mutex, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use certs::dial::Dialer;
+use node::{events::Events, limits::MAX_MESSAGE_BYTES};
+use proto::key_value_client::KeyValueClient;
+use tokio::task::AbortHandle;
+use tonic::transport::Channel;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+use tracing::{info, warn};
+
+/// A health check not answered within this counts as failed. With checks every
+/// 500 ms, a node that stops answering is ejected within 1.5 s.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A backend's health, as the balancer sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    /// Not checked yet: not in rotation until the first good check.
+    Unknown,
+    /// In rotation.
+    Healthy,
+    /// Out of rotation until a health check succeeds.
+    Ejected { since: Instant, reason: String },
+}
+
+impl Health {
+    /// "healthy", "ejected" or "unknown".
+    pub fn name(&self) -> &'static str {
+        match self {
+            Health::Unknown => "unknown",
+            Health::Healthy => "healthy",
+            Health::Ejected { .. } => "ejected",
+        }
+    }
+}
+
+/// One node behind the balancer.
+#[derive(Debug)]
+pub struct Backend {
+    pub addr: String,
+    /// The node's `--name`, learned from the traces of its answers; its address
+    /// until then.
+    name: Mutex<String>,
+    channel: Channel,
+    health: Mutex<Health>,
+    pub in_flight: AtomicU64,
+    pub requests: AtomicU64,
+    pub errors: AtomicU64,
+    pub ejections: AtomicU64,
+}
+
+impl Backend {
+    fn new(addr: String, channel: Channel) -> Self {
+        Backend {
+            name: Mutex::new(addr.clone()),
+            addr,
+            channel,
+            health: Mutex::new(Health::Unknown),
+            in_flight: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            ejections: AtomicU64::new(0),
+        }
+    }
+
+    /// The node's name (or its address, before its first answer).
+    pub fn name(&self) -> String {
+        self.name.lock().expect("name poisoned").clone()
+    }
+
+    /// Takes note of the name the node gave in a trace.
+    pub fn learn_name(&self, name: &str) {
+        if name.is_empty() {
+            return;
+        }
+        let mut current = self.name.lock().expect("name poisoned");
+        if *current != name {
+            info!(addr = %self.addr, node = %name, "backend named");
+            *current = name.to_string();
+        }
+    }
+
+    pub fn health(&self) -> Health {
+        self.health.lock().expect("health poisoned").clone()
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.health() == Health::Healthy
+    }
+
+    /// A `KeyValue` client on the pooled connection.
+    pub fn key_value(&self) -> KeyValueClient<Channel> {
+        KeyValueClient::new(self.channel.clone())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    /// Puts the node back into rotation (or in for the first time).
+    pub fn mark_healthy(&self, events: &Events) {
+        let before = std::mem::replace(
+            &mut *self.health.lock().expect("health poisoned"),
+            Health::Healthy,
+        );
+        let name = self.name();
+        match before {
+            Health::Healthy => {}
+            Health::Unknown => {
+                info!(node = %name, addr = %self.addr, "backend healthy");
+                events.publish(
+                    "backend.healthy",
+                    &name,
+                    format!("{name} ({}) takes traffic", self.addr),
+                );
+            }
+            Health::Ejected { since, reason } => {
+                let out = format!("{:.1}s", since.elapsed().as_secs_f64());
+                info!(node = %name, addr = %self.addr, out, was = %reason, "backend returned");
+                events.publish(
+                    "backend.returned",
+                    &name,
+                    format!("{name} answers health checks again after {out}; back in rotation"),
+                );
+            }
+        }
+    }
+
+    /// Takes the node out of rotation because of `reason`.
+    pub fn eject(&self, reason: String, events: &Events) {
+        let mut health = self.health.lock().expect("health poisoned");
+        if matches!(*health, Health::Ejected { .. }) {
+            return;
+        }
+        *health = Health::Ejected {
+            since: Instant::now(),
+            reason: reason.clone(),
+        };
+        drop(health);
+        self.ejections.fetch_add(1, Ordering::Relaxed);
+        let name = self.name();
+        warn!(node = %name, addr = %self.addr, %reason, "backend ejected");
+        events.publish(
+            "backend.ejected",
+            &name,
+            format!("{name} ejected: {reason}"),
+        );
+    }
+
+    /// One active health check: Ok, or why it failed.
+    async fn check(&self) -> Result<(), String> {
+        let mut client = HealthClient::new(self.channel.clone());
+        let request = HealthCheckRequest {
+            service: String::new(),
+        };
+        match tokio::time::timeout(CHECK_TIMEOUT, client.check(request)).await {
+            Err(_) => Err(format!(
+                "health check not answered within {CHECK_TIMEOUT:?}"
+            )),
+            Ok(Err(status)) => Err(format!("health check failed: {}", status.message())),
+            Ok(Ok(answer)) if answer.get_ref().status == ServingStatus::Serving as i32 => Ok(()),
+            Ok(Ok(_)) => Err("node reports NOT_SERVING (starting or shutting down)".into()),
+        }
+    }
+}
+
+/// Counts a request in flight on a backend for as long as it lives.
+#[derive(Debug)]
+pub struct InFlight(Arc<Backend>);
+
+impl InFlight {
+    pub fn start(backend: Arc<Backend>) -> Self {
+        backend.in_flight.fetch_add(1, Ordering::Relaxed);
+        backend.requests.fetch_add(1, Ordering::Relaxed);
+        InFlight(backend)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Every backend, and the tasks that check them.
+#[derive(Debug)]
+pub struct Backends {
+    dialer: Dialer,
+    events: Events,
+    interval: Duration,
+    /// `--nodes`: always kept.
+    fixed: BTreeSet<String>,
+    /// A std lock: read on every request, written when nodes come or go, never
+    /// held across an `.await`.
+    all: RwLock<Vec<(Arc<Backend>, AbortHandle)>>,
+}
+
+impl Backends {
+    /// Backends for the `fixed` addresses, checked every `interval`.
+    pub fn new(
+        fixed: Vec<String>,
+        interval: Duration,
+        dialer: Dialer,
+        events: Events,
+    ) -> Arc<Self> {
+        let backends = Arc::new(Backends {
+            dialer,
+            events,
+            interval,
+            fixed: fixed.iter().cloned().collect(),
+            all: RwLock::new(Vec::new()),
+        });
+        backends.reconcile(&BTreeSet::new());
+        backends
+    }
+
+    /// A snapshot of every backend.
+    pub fn list(&self) -> Vec<Arc<Backend>> {
+        let all = self.all.read().expect("backends poisoned");
+        all.iter().map(|(b, _)| b.clone()).collect()
+    }
+
+    /// The events feed backends report to.
+    pub fn events(&self) -> &Events {
+        &self.events
+    }
+
+    /// Makes the backend set `--nodes` plus `discovered`: adds new addresses (and
+    /// starts checking them), drops discovered ones that went away.
+    pub fn reconcile(self: &Arc<Self>, discovered: &BTreeSet<String>) {
+        let wanted: BTreeSet<&String> = self.fixed.iter().chain(discovered).collect();
+        let mut all = self.all.write().expect("backends poisoned");
+        all.retain(|(backend, checker)| {
+            let keep = wanted.contains(&backend.addr);
+            if !keep {
+                checker.abort();
+                let name = backend.name();
+                info!(node = %name, addr = %backend.addr, "backend gone from DNS");
+                self.events.publish(
+                    "backend.removed",
+                    &name,
+                    format!("{name} no longer resolves; removed"),
+                );
+            }
+            keep
+        });
+        for addr in wanted {
+            if all.iter().any(|(b, _)| &b.addr == addr) {
+                continue;
+            }
+            let channel = match self.dialer.connect_lazy(addr) {
+                Ok(channel) => channel,
+                Err(e) => {
+                    warn!(%addr, error = %e, "not a usable node address");
+                    continue;
+                }
+            };
+            let backend = Arc::new(Backend::new(addr.clone(), channel));
+            let checker = tokio::spawn(check_forever(
+                backend.clone(),
+                self.events.clone(),
+                self.interval,
+            ));
+            info!(%addr, "backend added");
+            all.push((backend, checker.abort_handle()));
+        }
+    }
+
+    /// Re-resolves `host_port` every second and reconciles, forever.
+    pub async fn resolve_forever(self: Arc<Self>, host_port: String) {
+        let mut ticker = tokio::time::interval(Duration::from_secs(1));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_error: Option<String> = None;
+        loop {
+            ticker.tick().await;
+            match tokio::net::lookup_host(host_port.as_str()).await {
+                Ok(found) => {
+                    last_error = None;
+                    let addrs = found.map(|a| a.to_string()).collect();
+                    self.reconcile(&addrs);
+                }
+                Err(e) => {
+                    let message = e.to_string();
+                    if last_error.as_deref() != Some(message.as_str()) {
+                        warn!(name = %host_port, error = %message, "cannot resolve --nodes-dns; will keep trying");
+                        last_error = Some(message);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Backends {
+    fn drop(&mut self) {
+        if let Ok(all) = self.all.read() {
+            for (_, checker) in all.iter() {
+                checker.abort();
+            }
+        }
+    }
+}
+
+/// Checks one backend every `interval`, forever, ejecting and returning it.
+async fn check_forever(backend: Arc<Backend>, events: Events, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        match backend.check().await {
+            Ok(()) => backend.mark_healthy(&events),
+            Err(reason) => backend.eject(reason, &events),
+        }
+    }
+}

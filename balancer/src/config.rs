@@ -1,0 +1,116 @@
+//! The balancer's command line. Every flag can also come from a `CLUSTERLAB_*`
+//! environment variable, which is how docker compose configures it.
+
+use std::{path::PathBuf, time::Duration};
+
+use certs::TlsMode;
+use node::telemetry::LogFormat;
+
+use crate::policy::Policy;
+
+const EXAMPLE: &str = "\
+Example, in front of three local nodes:
+  clusterlab-balancer --nodes 127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103
+  clusterlab -v put greeting hello          # the trace names the balancer and the node";
+
+/// clusterlab-balancer: the front door. Routes each request to a healthy node,
+/// retries elsewhere when one fails, and says what it did in the trace.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "clusterlab-balancer", version, after_help = EXAMPLE)]
+pub struct Config {
+    /// This balancer's name, shown in traces and every log line.
+    #[arg(long, env = "CLUSTERLAB_NAME", default_value = "balancer")]
+    pub name: String,
+
+    /// Address to serve gRPC on. Use 0.0.0.0:7000 to accept connections from
+    /// other machines or containers.
+    #[arg(long, env = "CLUSTERLAB_LISTEN", default_value = "127.0.0.1:7000")]
+    pub listen: String,
+
+    /// Nodes to send requests to, as HOST:PORT, comma-separated.
+    #[arg(
+        long,
+        env = "CLUSTERLAB_NODES",
+        value_name = "A,B",
+        value_delimiter = ','
+    )]
+    pub nodes: Vec<String>,
+
+    /// A DNS name that resolves to the nodes, re-resolved every second. In
+    /// docker compose, the service name: node:7100.
+    #[arg(long, env = "CLUSTERLAB_NODES_DNS", value_name = "HOST:PORT")]
+    pub nodes_dns: Option<String>,
+
+    /// How to pick a node for each request; change it while running with
+    /// `clusterlab policy` (Admin.SetPolicy).
+    #[arg(long, env = "CLUSTERLAB_POLICY", value_enum, default_value_t)]
+    pub policy: Policy,
+
+    /// How often each node's health is checked (grpc.health.v1).
+    #[arg(long, env = "CLUSTERLAB_HEALTH_INTERVAL", default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub health_interval: Duration,
+
+    /// Retries may add at most this fraction of requests on top (0.0 to 1.0),
+    /// so a sick cluster is not hammered by its own balancer.
+    #[arg(long, env = "CLUSTERLAB_RETRY_BUDGET", default_value_t = 0.2)]
+    pub retry_budget: f64,
+
+    /// The PKI directory made by `clusterlab-certs init`.
+    #[arg(
+        long,
+        env = "CLUSTERLAB_CERTS",
+        value_name = "DIR",
+        default_value = "certs"
+    )]
+    pub certs: PathBuf,
+
+    /// Which certificate in --certs to present (NAME.pem and NAME.key).
+    #[arg(long, env = "CLUSTERLAB_IDENTITY", default_value = "balancer")]
+    pub identity: String,
+
+    /// mtls (default), or plaintext for the sniffing lab only.
+    #[arg(long, env = "CLUSTERLAB_TLS", value_enum, default_value_t)]
+    pub tls: TlsMode,
+
+    /// How log lines are written.
+    #[arg(long, env = "CLUSTERLAB_LOG_FORMAT", value_enum, default_value_t)]
+    pub log_format: LogFormat,
+
+    /// On SIGTERM or SIGINT, how long in-flight requests may take to finish.
+    #[arg(long, env = "CLUSTERLAB_DRAIN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// A client that has not finished its TLS handshake by then is disconnected.
+    #[arg(long, env = "CLUSTERLAB_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub handshake_timeout: Duration,
+}
+
+impl Config {
+    /// Checks what clap cannot: node addresses, a name to resolve, the budget.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.nodes().is_empty() && self.nodes_dns.is_none() {
+            return Err(
+                "no nodes to send requests to: give --nodes A,B or --nodes-dns HOST:PORT".into(),
+            );
+        }
+        for addr in self.nodes().iter().chain(&self.nodes_dns) {
+            node::config::check_host_port("--nodes", addr)?;
+        }
+        if !(0.0..=1.0).contains(&self.retry_budget) {
+            return Err(format!(
+                "--retry-budget {} is outside 0.0 to 1.0",
+                self.retry_budget
+            ));
+        }
+        Ok(())
+    }
+
+    /// `--nodes` without empty entries.
+    pub fn nodes(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .collect()
+    }
+}

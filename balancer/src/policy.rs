@@ -1,0 +1,192 @@
+//! Load-balancing policies: which healthy node gets the next request, and why.
+//!
+//! - **round-robin**: each node in turn. Even, simple, blind to how busy a node is.
+//! - **least-request**: pick two nodes at random and send to the one with fewer
+//!   requests in flight ("the power of two choices"). Nearly as good as asking
+//!   every node, at the cost of two looks; a slow node builds up in-flight
+//!   requests and so gets fewer new ones.
+//! - **random**: any node. A baseline to compare the others with.
+//! - **key-affinity**: the node that rendezvous hashing ranks first for the key,
+//!   which is one of the key's replicas, so the coordinator saves a hop.
+
+use std::{
+    fmt,
+    sync::atomic::{AtomicUsize, Ordering},
+};
+
+/// How the balancer picks a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Policy {
+    #[default]
+    RoundRobin,
+    LeastRequest,
+    Random,
+    KeyAffinity,
+}
+
+impl Policy {
+    /// The policy's name as the command line and traces spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Policy::RoundRobin => "round-robin",
+            Policy::LeastRequest => "least-request",
+            Policy::Random => "random",
+            Policy::KeyAffinity => "key-affinity",
+        }
+    }
+
+    /// Parses a name as [`Policy::name`] spells it.
+    pub fn parse(name: &str) -> Result<Self, String> {
+        [
+            Policy::RoundRobin,
+            Policy::LeastRequest,
+            Policy::Random,
+            Policy::KeyAffinity,
+        ]
+        .into_iter()
+        .find(|p| p.name() == name)
+        .ok_or_else(|| {
+            format!(
+                "unknown policy {name:?}; use round-robin, least-request, random or key-affinity"
+            )
+        })
+    }
+}
+
+impl fmt::Display for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What a policy needs to know about one candidate node.
+#[derive(Debug, Clone, Copy)]
+pub struct Candidate<'a> {
+    pub name: &'a str,
+    pub in_flight: u64,
+}
+
+/// Picks among candidates; holds the round-robin position.
+#[derive(Debug, Default)]
+pub struct Picker {
+    next: AtomicUsize,
+}
+
+impl Picker {
+    /// The index of the chosen candidate and the reason, for the trace.
+    /// `candidates` must not be empty.
+    pub fn pick(&self, policy: Policy, candidates: &[Candidate<'_>], key: &str) -> (usize, String) {
+        let n = candidates.len();
+        match policy {
+            Policy::RoundRobin => {
+                let i = self.next.fetch_add(1, Ordering::Relaxed) % n;
+                (i, format!("next in rotation ({} of {n})", i + 1))
+            }
+            Policy::Random => (rand::random_range(0..n), format!("random among {n}")),
+            Policy::LeastRequest if n == 1 => (0, "the only healthy node".into()),
+            Policy::LeastRequest => {
+                let a = rand::random_range(0..n);
+                let b = (a + rand::random_range(1..n)) % n;
+                let (i, other) = match candidates[a].in_flight <= candidates[b].in_flight {
+                    true => (a, b),
+                    false => (b, a),
+                };
+                let reason = format!(
+                    "fewer in-flight requests than {} ({} vs {})",
+                    candidates[other].name, candidates[i].in_flight, candidates[other].in_flight
+                );
+                (i, reason)
+            }
+            Policy::KeyAffinity => {
+                let names: Vec<String> = candidates.iter().map(|c| c.name.to_string()).collect();
+                let ring = node::placement::Ring::new(names, 1);
+                let first = ring.replicas_of(key).first().map(|s| s.to_string());
+                let i = candidates
+                    .iter()
+                    .position(|c| Some(c.name) == first.as_deref())
+                    .unwrap_or(0);
+                (i, "ranks first for the key (a replica of it)".into())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn candidates(in_flight: &[u64]) -> Vec<(String, u64)> {
+        in_flight
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (format!("n{}", i + 1), *f))
+            .collect()
+    }
+
+    fn view(c: &[(String, u64)]) -> Vec<Candidate<'_>> {
+        c.iter()
+            .map(|(name, in_flight)| Candidate {
+                name,
+                in_flight: *in_flight,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn round_robin_takes_turns() {
+        let picker = Picker::default();
+        let c = candidates(&[0, 0, 0]);
+        let picks: Vec<usize> = (0..6)
+            .map(|_| picker.pick(Policy::RoundRobin, &view(&c), "k").0)
+            .collect();
+        assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
+    }
+
+    #[test]
+    fn least_request_never_picks_the_busiest_of_two() {
+        let picker = Picker::default();
+        let c = candidates(&[5, 0]);
+        for _ in 0..50 {
+            let (i, reason) = picker.pick(Policy::LeastRequest, &view(&c), "k");
+            assert_eq!(i, 1, "{reason}");
+        }
+    }
+
+    #[test]
+    fn key_affinity_is_stable_per_key_and_spreads_keys() {
+        let picker = Picker::default();
+        let c = candidates(&[0, 0, 0]);
+        let first = picker.pick(Policy::KeyAffinity, &view(&c), "user:1").0;
+        for _ in 0..10 {
+            assert_eq!(
+                picker.pick(Policy::KeyAffinity, &view(&c), "user:1").0,
+                first
+            );
+        }
+        let spread: std::collections::HashSet<usize> = (0..100)
+            .map(|i| {
+                picker
+                    .pick(Policy::KeyAffinity, &view(&c), &format!("k{i}"))
+                    .0
+            })
+            .collect();
+        assert_eq!(spread.len(), 3);
+    }
+
+    #[test]
+    fn names_round_trip_and_unknown_ones_are_explained() {
+        for p in [
+            Policy::RoundRobin,
+            Policy::LeastRequest,
+            Policy::Random,
+            Policy::KeyAffinity,
+        ] {
+            assert_eq!(Policy::parse(p.name()).unwrap(), p);
+        }
+        assert!(
+            Policy::parse("fastest")
+                .unwrap_err()
+                .contains("use round-robin")
+        );
+    }
+}

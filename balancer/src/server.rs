@@ -1,0 +1,124 @@
+//! Putting a balancer together: identity, backends, health checks, gRPC.
+
+use std::{future::Future, sync::Arc};
+
+use anyhow::Context;
+use certs::{TlsMode, dial::Dialer, listener::ListenerConfig};
+use node::{events::Events, lifecycle, limits::MAX_MESSAGE_BYTES};
+use proto::{admin_server::AdminServer, key_value_server::KeyValueServer};
+use tokio::{net::TcpListener, task::JoinSet};
+use tonic::transport::Server;
+use tracing::{info, warn};
+
+use crate::{
+    admin::AdminService,
+    backend::Backends,
+    config::Config,
+    forward::{ForwardService, Router},
+};
+
+/// At most this many requests run at once on one client connection.
+const MAX_CONCURRENT_STREAMS: u32 = 256;
+
+/// Serves the balancer on `listener` until `shutdown` completes, then drains.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    config.validate().map_err(anyhow::Error::msg)?;
+    let (tls, identity, dialer) = match config.tls {
+        TlsMode::Mtls => {
+            let (tls, identity) = certs::tls::server_config(&config.certs, &config.identity)
+                .context("cannot load the balancer's certificate")?;
+            let (client, _) = certs::tls::client_config(&config.certs, &config.identity)
+                .context("cannot load the balancer's certificate")?;
+            (Some(tls), Some(identity), Dialer::new(Some(client)))
+        }
+        TlsMode::Plaintext => (None, None, Dialer::new(None)),
+    };
+    let local_addr = listener.local_addr()?;
+    let events = Events::new(config.name.clone());
+    let backends = Backends::new(
+        config.nodes(),
+        config.health_interval,
+        dialer,
+        events.clone(),
+    );
+    let router = Arc::new(Router::new(
+        config.name.clone(),
+        backends.clone(),
+        config.policy,
+        config.retry_budget,
+    ));
+
+    let mut background = JoinSet::new();
+    if let Some(name) = config.nodes_dns.clone() {
+        background.spawn(backends.clone().resolve_forever(name));
+    }
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<KeyValueServer<ForwardService>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let kv = KeyValueServer::new(ForwardService::new(router.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let admin = AdminServer::new(AdminService::new(
+        router.clone(),
+        events.clone(),
+        identity.clone(),
+    ));
+
+    let mut listener_config = ListenerConfig::new(tls);
+    listener_config.handshake_timeout = config.handshake_timeout;
+    let incoming = certs::listener::incoming(listener, listener_config);
+
+    match config.tls {
+        TlsMode::Mtls => certs::tls::warn_if_key_logging(),
+        TlsMode::Plaintext => warn!(
+            "PLAINTEXT MODE: no TLS. Anyone on the network can read and change this \
+             balancer's traffic. Use only for the sniffing lab."
+        ),
+    }
+    info!(
+        addr = %local_addr,
+        nodes = ?config.nodes(),
+        nodes_dns = config.nodes_dns.as_deref().unwrap_or("none"),
+        policy = %config.policy,
+        tls = ?config.tls,
+        "balancer listening"
+    );
+    events.publish(
+        "balancer.started",
+        &config.name,
+        format!(
+            "{} started on {local_addr}, policy {}",
+            config.name, config.policy
+        ),
+    );
+
+    let mut server = Server::builder()
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)));
+    let router_service = server
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(kv)
+        .add_service(admin);
+    let shutdown = async move {
+        shutdown.await;
+        health
+            .set_not_serving::<KeyValueServer<ForwardService>>()
+            .await;
+    };
+    lifecycle::serve_with_drain(shutdown, config.drain_timeout, |signal| {
+        router_service.serve_with_incoming_shutdown(incoming, signal)
+    })
+    .await?;
+    background.shutdown().await;
+    info!("balancer stopped");
+    Ok(())
+}
