@@ -25,7 +25,7 @@ use std::{
 
 use certs::dial::Dialer;
 use node::{events::Events, limits::MAX_MESSAGE_BYTES};
-use proto::key_value_client::KeyValueClient;
+use proto::{WhoAmIRequest, admin_client::AdminClient, key_value_client::KeyValueClient};
 use tokio::task::AbortHandle;
 use tonic::transport::Channel;
 use tonic_health::pb::{
@@ -63,8 +63,9 @@ impl Health {
 #[derive(Debug)]
 pub struct Backend {
     pub addr: String,
-    /// The node's `--name`, learned from the traces of its answers; its address
-    /// until then.
+    /// The node's `--name`, asked for (`Admin.WhoAmI`) after its first good
+    /// health check and kept up to date from the traces of its answers; its
+    /// address until then.
     name: Mutex<String>,
     channel: Channel,
     health: Mutex<Health>,
@@ -170,6 +171,16 @@ impl Backend {
         );
     }
 
+    /// Asks the node its name, so that status, traces and logs can use it.
+    async fn ask_name(&self) {
+        let mut admin = AdminClient::new(self.channel.clone());
+        if let Ok(Ok(answer)) =
+            tokio::time::timeout(CHECK_TIMEOUT, admin.who_am_i(WhoAmIRequest {})).await
+        {
+            self.learn_name(&answer.into_inner().server_name);
+        }
+    }
+
     /// One active health check: Ok, or why it failed.
     async fn check(&self) -> Result<(), String> {
         let mut client = HealthClient::new(self.channel.clone());
@@ -181,7 +192,12 @@ impl Backend {
                 "health check not answered within {CHECK_TIMEOUT:?}"
             )),
             Ok(Err(status)) => Err(format!("health check failed: {}", status.message())),
-            Ok(Ok(answer)) if answer.get_ref().status == ServingStatus::Serving as i32 => Ok(()),
+            Ok(Ok(answer)) if answer.get_ref().status == ServingStatus::Serving as i32 => {
+                if self.name() == self.addr {
+                    self.ask_name().await;
+                }
+                Ok(())
+            }
             Ok(Ok(_)) => Err("node reports NOT_SERVING (starting or shutting down)".into()),
         }
     }

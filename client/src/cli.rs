@@ -115,6 +115,14 @@ pub enum Command {
     /// Each call replaces the node's faults; `--clear` removes them. Ask any node:
     /// the request is passed to the one named.
     Fault(FaultArgs),
+    /// Change a balancer's load-balancing policy while it runs.
+    Policy(PolicyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyArgs {
+    /// round-robin, least-request, random or key-affinity.
+    pub policy: String,
 }
 
 #[derive(Debug, Args)]

@@ -4,13 +4,16 @@ use std::io::{IsTerminal, Read, Write};
 
 use proto::{
     DeleteRequest, EventsRequest, GetRequest, PutRequest, ScanRequest, SetFaultRequest,
-    StatusRequest, StatusResponse, Trace, WhoAmIRequest, member::State,
+    SetPolicyRequest, StatusRequest, StatusResponse, Trace, WhoAmIRequest, member::State,
 };
 use serde_json::{Value, json};
 
 use crate::{
     Failure,
-    cli::{Cli, Command, DeleteArgs, EventsArgs, FaultArgs, GetArgs, Global, PutArgs, ScanArgs},
+    cli::{
+        Cli, Command, DeleteArgs, EventsArgs, FaultArgs, GetArgs, Global, PolicyArgs, PutArgs,
+        ScanArgs,
+    },
     connect::Connection,
     render,
 };
@@ -28,6 +31,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Check(args) => crate::check::run(&global, args).await,
         Command::Events(args) => events(&global, args).await,
         Command::Fault(args) => fault(&global, args).await,
+        Command::Policy(args) => policy(&global, args).await,
     }
 }
 
@@ -523,6 +527,21 @@ async fn fault(global: &Global, args: FaultArgs) -> Result<(), Failure> {
         print_json(&json!({"node": args.node, "active": response.active}));
     } else {
         println!("{}: faults now {}", args.node, response.active);
+    }
+    Ok(())
+}
+
+async fn policy(global: &Global, args: PolicyArgs) -> Result<(), Failure> {
+    let conn = Connection::open(global).await?;
+    let change = SetPolicyRequest {
+        policy: args.policy,
+    };
+    let response = conn.admin().set_policy(request(global, change)).await;
+    let response = conn.check(response).await?;
+    if global.json {
+        print_json(&json!({"previous": response.previous, "current": response.current}));
+    } else {
+        println!("policy {} -> {}", response.previous, response.current);
     }
     Ok(())
 }

@@ -101,12 +101,28 @@ impl NodeProcess {
     }
 }
 
+/// A running (or stopped) `clusterlab-balancer`.
+#[derive(Debug)]
+pub struct BalancerProcess {
+    pub addr: SocketAddr,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl BalancerProcess {
+    /// The balancer's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
 /// A set of real processes sharing one temporary directory and PKI.
 #[derive(Debug)]
 pub struct TestCluster {
     dir: tempfile::TempDir,
     pub certs: PathBuf,
     pub nodes: Vec<NodeProcess>,
+    pub balancers: Vec<BalancerProcess>,
 }
 
 impl TestCluster {
@@ -154,6 +170,7 @@ impl TestCluster {
             dir,
             certs,
             nodes: Vec::new(),
+            balancers: Vec::new(),
         }
     }
 
@@ -208,15 +225,7 @@ impl TestCluster {
 
     /// Node `index`'s `Admin.Status`, or the error if it did not answer.
     pub fn status(&self, index: usize) -> Result<proto::StatusResponse, String> {
-        let addr = self.nodes[index].addr.to_string();
-        block_on(async {
-            let channel = admin_channel(&self.certs, &addr).await?;
-            proto::admin_client::AdminClient::new(channel)
-                .status(proto::StatusRequest {})
-                .await
-                .map(tonic::Response::into_inner)
-                .map_err(|s| s.to_string())
-        })
+        self.status_at(&self.nodes[index].addr.to_string())
     }
 
     /// How node `index` sees member `name`: "alive", "suspect", "dead", or
@@ -351,6 +360,77 @@ impl TestCluster {
         status.expect("exited")
     }
 
+    /// Starts a balancer in front of every node, with `extra` flags, and waits
+    /// until it answers and sees every running node healthy. Returns its index.
+    pub fn start_balancer(&mut self, extra: &[&str]) -> usize {
+        let index = self.balancers.len();
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let log = self.dir.path().join(format!("balancer{}.log", index + 1));
+        let log_file = std::fs::File::create(&log).expect("creating the balancer log");
+        let nodes: Vec<String> = self.nodes.iter().map(|n| n.addr.to_string()).collect();
+        let child = Command::new(bin("clusterlab-balancer"))
+            .args(["--listen", &addr.to_string(), "--nodes", &nodes.join(",")])
+            .arg("--certs")
+            .arg(&self.certs)
+            .args(extra)
+            .env("CLUSTERLAB_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("log handle"))
+            .stderr(log_file)
+            .spawn()
+            .expect("starting clusterlab-balancer");
+        self.balancers.push(BalancerProcess {
+            addr,
+            log,
+            child: Some(child),
+        });
+        let certs = self.certs.clone();
+        wait_until("the balancer to be ready", READY_TIMEOUT, || {
+            let child = self.balancers[index].child.as_mut().expect("running");
+            if let Some(status) = child.try_wait().expect("checking the balancer") {
+                panic!(
+                    "the balancer exited with {status}; its log:\n{}",
+                    self.balancers[index].log_text()
+                );
+            }
+            health_check(Some(&certs), &addr.to_string()).is_ok_and(|serving| serving)
+        });
+        let running = self.running().len();
+        wait_until(
+            "the balancer to see every node healthy",
+            READY_TIMEOUT,
+            || {
+                self.balancer_status(index).is_ok_and(|s| {
+                    s.backends.iter().filter(|b| b.health == "healthy").count() == running
+                })
+            },
+        );
+        index
+    }
+
+    /// Balancer `index`'s `Admin.Status`.
+    pub fn balancer_status(&self, index: usize) -> Result<proto::StatusResponse, String> {
+        self.status_at(&self.balancers[index].addr.to_string())
+    }
+
+    /// How balancer `index` sees the node called `name`: "healthy", "ejected"...
+    pub fn backend_health(&self, index: usize, name: &str) -> Option<String> {
+        let status = self.balancer_status(index).ok()?;
+        let backend = status.backends.into_iter().find(|b| b.name == name)?;
+        Some(backend.health)
+    }
+
+    /// A `clusterlab` client command aimed at balancer `index`.
+    pub fn client_to_balancer(&self, index: usize) -> Client {
+        self.client_at(&self.balancers[index].addr.to_string())
+    }
+
+    /// A `KeyValue` gRPC client to balancer `index`, as `admin`.
+    pub async fn key_value_via_balancer(&self, index: usize) -> Result<KeyValueClient, String> {
+        self.key_value_at(&self.balancers[index].addr.to_string())
+            .await
+    }
+
     /// A `clusterlab` client command aimed at node 0 as `admin`.
     pub fn client(&self) -> Client {
         self.client_to(0)
@@ -358,30 +438,56 @@ impl TestCluster {
 
     /// A `clusterlab` client command aimed at node `index`.
     pub fn client_to(&self, index: usize) -> Client {
-        Client::bare()
-            .args(["--addr", &self.nodes[index].addr.to_string()])
-            .args(["--certs".as_ref(), self.certs.as_os_str()])
+        self.client_at(&self.nodes[index].addr.to_string())
     }
 
     /// A `clusterlab` client command given every node's address.
     pub fn client_to_all(&self) -> Client {
+        self.client_at(&self.addrs())
+    }
+
+    /// A `clusterlab` client command with this cluster's certificates, aimed at `addr`.
+    pub fn client_at(&self, addr: &str) -> Client {
         Client::bare()
-            .args(["--addr", &self.addrs()])
+            .args(["--addr", addr])
             .args(["--certs".as_ref(), self.certs.as_os_str()])
     }
 
     /// A `KeyValue` gRPC client to node `index`, as `admin`.
-    pub async fn key_value(
-        &self,
-        index: usize,
-    ) -> Result<proto::key_value_client::KeyValueClient<tonic::transport::Channel>, String> {
-        let channel = admin_channel(&self.certs, &self.nodes[index].addr.to_string()).await?;
-        Ok(proto::key_value_client::KeyValueClient::new(channel))
+    pub async fn key_value(&self, index: usize) -> Result<KeyValueClient, String> {
+        self.key_value_at(&self.nodes[index].addr.to_string()).await
+    }
+
+    /// A `KeyValue` gRPC client to `addr`, as `admin`.
+    pub async fn key_value_at(&self, addr: &str) -> Result<KeyValueClient, String> {
+        let channel = admin_channel(&self.certs, addr).await?;
+        Ok(KeyValueClient::new(channel))
+    }
+
+    /// The `Admin.Status` of the process at `addr`.
+    pub fn status_at(&self, addr: &str) -> Result<proto::StatusResponse, String> {
+        block_on(async {
+            let channel = admin_channel(&self.certs, addr).await?;
+            proto::admin_client::AdminClient::new(channel)
+                .status(proto::StatusRequest {})
+                .await
+                .map(tonic::Response::into_inner)
+                .map_err(|s| s.to_string())
+        })
     }
 }
 
+/// A gRPC `KeyValue` client.
+pub type KeyValueClient = proto::key_value_client::KeyValueClient<tonic::transport::Channel>;
+
 impl Drop for TestCluster {
     fn drop(&mut self) {
+        for balancer in &mut self.balancers {
+            if let Some(mut child) = balancer.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
         for index in 0..self.nodes.len() {
             // A stopped (SIGSTOP) process would not die from SIGKILL until continued
             // on some systems; continue it first, ignoring errors.

@@ -1,0 +1,177 @@
+//! The balancer through real processes: spreading load, ejecting dead and hung
+//! nodes, bringing them back, steering away from slow ones, and not hammering a
+//! sick cluster with retries.
+
+use std::{collections::HashMap, time::Duration};
+
+use proto::{PutRequest, Trace};
+use tests::{TestCluster, block_on, wait_until};
+
+const SETTLE: Duration = Duration::from_secs(60);
+
+/// Sends `n` puts through balancer 0, `concurrency` at a time; returns how many
+/// each node served (by the first attempt that answered) and how many failed.
+fn put_many(
+    cluster: &TestCluster,
+    n: usize,
+    concurrency: usize,
+) -> (HashMap<String, usize>, usize) {
+    block_on(async {
+        let client = cluster.key_value_via_balancer(0).await.expect("connecting");
+        let mut served: HashMap<String, usize> = HashMap::new();
+        let mut failed = 0;
+        let mut pending = futures::stream::FuturesUnordered::new();
+        let mut sent = 0;
+        use futures::StreamExt;
+        loop {
+            while sent < n && pending.len() < concurrency {
+                let mut client = client.clone();
+                let key = format!("lb/{sent}");
+                pending.push(async move {
+                    client
+                        .put(PutRequest {
+                            key,
+                            value: b"v".to_vec(),
+                            ..Default::default()
+                        })
+                        .await
+                });
+                sent += 1;
+            }
+            match pending.next().await {
+                Some(Ok(response)) => {
+                    let trace: Trace = response.into_inner().trace.expect("a trace");
+                    let node = trace.attempts.last().expect("an attempt").node.clone();
+                    *served.entry(node).or_default() += 1;
+                }
+                Some(Err(_)) => failed += 1,
+                None => return (served, failed),
+            }
+        }
+    })
+}
+
+#[test]
+fn round_robin_spreads_requests_evenly() {
+    let mut cluster = TestCluster::start(3);
+    cluster.start_balancer(&["--policy", "round-robin"]);
+    let (served, failed) = put_many(&cluster, 300, 1);
+    assert_eq!(failed, 0);
+    assert_eq!(served.len(), 3, "{served:?}");
+    for (node, count) in &served {
+        assert!(
+            (90..=110).contains(count),
+            "{node} served {count} of 300: {served:?}"
+        );
+    }
+}
+
+#[test]
+fn a_killed_node_is_ejected_and_no_acknowledged_write_is_lost() {
+    let mut cluster = TestCluster::start(3);
+    cluster.start_balancer(&[]);
+    let check = cluster
+        .client_to_balancer(0)
+        .args(["--json", "check", "--keys", "3000", "--duration", "120s"])
+        .args(["--concurrency", "8"])
+        .spawn();
+    wait_until("some writes", SETTLE, || {
+        cluster
+            .status(0)
+            .is_ok_and(|s| s.members.iter().any(|m| m.is_self && m.keys >= 500))
+    });
+    cluster.kill(2);
+    wait_until("the balancer to eject n3", SETTLE, || {
+        cluster.backend_health(0, "n3").as_deref() == Some("ejected")
+    });
+    let out = check.finish();
+    let json = out.json();
+    assert_eq!(json["lost"], 0, "{json}");
+    // At most the writes in flight on n3 when it died can fail; the balancer
+    // retries those it can on another node.
+    let failed = json["indeterminate"].as_u64().unwrap();
+    assert!(failed <= 8, "{failed} writes failed: {json}");
+    assert!(json["acknowledged"].as_u64().unwrap() >= 3000, "{json}");
+    let log = cluster.balancers[0].log_text();
+    assert!(log.contains("backend ejected node=n3"), "{log}");
+}
+
+#[test]
+fn a_hung_node_is_ejected_and_returns_when_it_answers_again() {
+    let mut cluster = TestCluster::start_with(3, &["--dead-after", "60s"]);
+    cluster.start_balancer(&[]);
+    cluster.signal(1, "STOP");
+    wait_until("the balancer to eject the stopped n2", SETTLE, || {
+        cluster.backend_health(0, "n2").as_deref() == Some("ejected")
+    });
+    // Traffic moves to the others: every request succeeds without n2.
+    let (served, failed) = put_many(&cluster, 60, 4);
+    cluster.signal(1, "CONT");
+    assert_eq!(failed, 0, "{served:?}");
+    assert!(!served.contains_key("n2"), "{served:?}");
+    wait_until("n2 back in rotation", SETTLE, || {
+        cluster.backend_health(0, "n2").as_deref() == Some("healthy")
+    });
+    let (served, _) = put_many(&cluster, 30, 1);
+    assert!(served.contains_key("n2"), "{served:?}");
+}
+
+#[test]
+fn least_request_steers_away_from_a_slow_node() {
+    let mut cluster = TestCluster::start(3);
+    cluster.start_balancer(&["--policy", "least-request"]);
+    cluster
+        .client_to(0)
+        .args(["fault", "n2", "--latency", "300ms"])
+        .ok();
+    let (served, failed) = put_many(&cluster, 300, 12);
+    assert_eq!(failed, 0);
+    let slow = served.get("n2").copied().unwrap_or(0);
+    // Round-robin would give it a third (100); least-request far fewer.
+    assert!(slow < 45, "the slow node served {slow} of 300: {served:?}");
+}
+
+#[test]
+fn the_retry_budget_caps_retries_when_every_node_fails() {
+    let mut cluster = TestCluster::start(3);
+    cluster.start_balancer(&[]);
+    for node in ["n1", "n2", "n3"] {
+        cluster
+            .client_to(0)
+            .args(["fault", node, "--error-rate", "1"])
+            .ok();
+    }
+    let (_, failed) = put_many(&cluster, 200, 4);
+    assert_eq!(failed, 200);
+    let status = cluster.balancer_status(0).unwrap();
+    // 20% of 200 requests, plus the reserve of 10.
+    assert!(status.retries <= 50, "{} retries", status.retries);
+    assert!(status.retries_refused > 0, "{status:?}");
+}
+
+#[test]
+fn the_policy_can_change_at_run_time_and_the_trace_names_it() {
+    let mut cluster = TestCluster::start(3);
+    cluster.start_balancer(&[]);
+    let out = cluster
+        .client_to_balancer(0)
+        .args(["-v", "put", "k", "v"])
+        .ok();
+    assert!(
+        out.stderr.contains("balancer=balancer policy=round-robin"),
+        "{}",
+        out.stderr
+    );
+    let out = cluster
+        .client_to_balancer(0)
+        .args(["policy", "key-affinity"])
+        .ok();
+    assert_eq!(out.stdout.trim(), "policy round-robin -> key-affinity");
+    let out = cluster.client_to_balancer(0).args(["-v", "get", "k"]).ok();
+    assert!(out.stderr.contains("policy=key-affinity"), "{}", out.stderr);
+    let out = cluster
+        .client_to_balancer(0)
+        .args(["policy", "fastest"])
+        .fails();
+    assert!(out.stderr.contains("use round-robin"), "{}", out.stderr);
+}
