@@ -117,6 +117,48 @@ pub enum Command {
     Fault(FaultArgs),
     /// Change a balancer's load-balancing policy while it runs.
     Policy(PolicyArgs),
+    /// Generate load with a live view: requests/s, errors, retries, latency
+    /// percentiles and the share each node serves, then a summary.
+    Load(LoadArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// How long to run (e.g. 30s, 2m).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Requests in flight at once (with --rate: the most waiting for answers).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub concurrency: u32,
+    /// How many distinct keys to spread the requests over.
+    #[arg(long, default_value_t = 1000)]
+    pub keys: u64,
+    /// Fraction of requests that are reads (the rest are writes), 0.0 to 1.0.
+    #[arg(long, default_value_t = 0.9, value_parser = ratio)]
+    pub read_ratio: f64,
+    /// Bytes per written value.
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(0..=1_048_576))]
+    pub value_size: u32,
+    /// Send at this fixed rate (requests per second) instead of as fast as the
+    /// cluster answers: an open loop, like many independent users.
+    #[arg(long, value_name = "RPS", value_parser = positive)]
+    pub rate: Option<f64>,
+}
+
+fn ratio(text: &str) -> Result<f64, String> {
+    let value: f64 = text.parse().map_err(|e| format!("{e}"))?;
+    match (0.0..=1.0).contains(&value) {
+        true => Ok(value),
+        false => Err(format!("{value} is outside 0.0 to 1.0")),
+    }
+}
+
+fn positive(text: &str) -> Result<f64, String> {
+    let value: f64 = text.parse().map_err(|e| format!("{e}"))?;
+    match value > 0.0 && value <= 1_000_000.0 {
+        true => Ok(value),
+        false => Err(format!("{value} is not a rate between 0 and 1000000")),
+    }
 }
 
 #[derive(Debug, Args)]

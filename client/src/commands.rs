@@ -32,6 +32,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Events(args) => events(&global, args).await,
         Command::Fault(args) => fault(&global, args).await,
         Command::Policy(args) => policy(&global, args).await,
+        Command::Load(args) => crate::load::run(&global, args).await,
     }
 }
 

@@ -6,12 +6,14 @@
 //! - [`render`]: how traces, versions and results look, as text and as JSON.
 //! - [`commands`]: one function per command.
 //! - [`check`]: the write-then-verify consistency checker.
+//! - [`load`]: the load generator and its live view.
 
 pub mod check;
 pub mod cli;
 pub mod commands;
 pub mod connect;
 pub mod failure;
+pub mod load;
 pub mod render;
 
 pub use cli::Cli;

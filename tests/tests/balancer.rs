@@ -175,3 +175,57 @@ fn the_policy_can_change_at_run_time_and_the_trace_names_it() {
         .fails();
     assert!(out.stderr.contains("use round-robin"), "{}", out.stderr);
 }
+
+#[test]
+fn load_shows_live_lines_and_a_summary_of_where_requests_went() {
+    let mut cluster = TestCluster::start(3);
+    cluster.start_balancer(&[]);
+    let out = cluster
+        .client_to_balancer(0)
+        .args(["load", "--duration", "2s", "--concurrency", "4"])
+        .ok();
+    // stdout is a pipe here, so the live view is plain lines, one per second.
+    let live = out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("load "))
+        .count();
+    assert!(live >= 1, "{}", out.stdout);
+    assert!(out.stdout.contains("summary: "), "{}", out.stdout);
+
+    let json = cluster
+        .client_to_balancer(0)
+        .args(["--json", "load", "--duration", "2s", "--read-ratio", "0.5"])
+        .ok()
+        .json();
+    let requests = json["requests"].as_u64().unwrap();
+    assert!(requests > 0, "{json}");
+    assert_eq!(json["ok"], requests, "{json}");
+    assert_eq!(json["errors"], serde_json::json!({}), "{json}");
+    let per_node = json["per_node"].as_object().unwrap();
+    assert_eq!(per_node.len(), 3, "{json}");
+    assert_eq!(
+        per_node.values().map(|n| n.as_u64().unwrap()).sum::<u64>(),
+        requests
+    );
+    let latency = &json["latency_us"];
+    let at = |q: &str| latency[q].as_u64().unwrap();
+    assert!(
+        at("p50") <= at("p90") && at("p90") <= at("p99") && at("p99") <= at("max"),
+        "{json}"
+    );
+}
+
+#[test]
+fn an_open_loop_load_never_exceeds_its_rate() {
+    let mut cluster = TestCluster::start(1);
+    cluster.start_balancer(&[]);
+    let json = cluster
+        .client_to_balancer(0)
+        .args(["--json", "load", "--duration", "2s", "--rate", "40"])
+        .ok()
+        .json();
+    let requests = json["requests"].as_u64().unwrap();
+    // One request every 25 ms for 2 s: 80, the first at once.
+    assert!((1..=81).contains(&requests), "{json}");
+}
