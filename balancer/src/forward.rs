@@ -135,6 +135,13 @@ impl Router {
             let remaining = deadline.saturating_duration_since(Instant::now());
             let mut attempt = Request::new(message.clone());
             attempt.set_timeout(remaining);
+            if tried.len() > 1 {
+                // Tells the node that this write may already have been applied.
+                attempt.metadata_mut().insert(
+                    node::kv::RETRY_HEADER,
+                    tonic::metadata::MetadataValue::from(tried.len() as u64 - 1),
+                );
+            }
             let started = Instant::now();
             let result = {
                 let _in_flight = InFlight::start(backend.clone());

@@ -24,7 +24,7 @@ use tonic::transport::Channel;
 use crate::{
     Failure,
     cli::{Global, LoadArgs},
-    commands::request,
+    commands::{new_request_id, request},
     connect::Connection,
     failure::code_name,
 };
@@ -233,7 +233,8 @@ async fn one_request(work: &Workload) -> Outcome {
         let put = PutRequest {
             key,
             value: work.value.clone(),
-            ..PutRequest::default()
+            write_quorum: 0,
+            request_id: new_request_id(),
         };
         client
             .put(request(&work.global, put))

@@ -432,6 +432,7 @@ mod tests {
                 node: "n1".into(),
             },
             value: Some(b"v".to_vec()),
+            request_id: String::new(),
         }
     }
 

@@ -73,6 +73,19 @@ pub struct Coordinator {
     state: Arc<NodeState>,
 }
 
+/// A write to coordinate: a put (`value` is `Some`) or a delete.
+#[derive(Debug, Clone)]
+pub struct Write {
+    pub key: String,
+    pub value: Option<Vec<u8>>,
+    /// W for this request; 0 for the default.
+    pub write_quorum: u32,
+    /// The client's id for this logical write; empty if it gave none.
+    pub request_id: String,
+    /// The balancer marked this as a retry: the write may already be done.
+    pub retry: bool,
+}
+
 /// The replicas of one key and the quorum a request needs from them.
 struct Plan {
     replicas: Vec<String>,
@@ -223,12 +236,23 @@ impl Coordinator {
     }
 
     /// Writes `value` (or a tombstone, for `None`) under `key` at a new version.
-    pub async fn write(
-        &self,
-        key: String,
-        value: Option<Vec<u8>>,
-        write_quorum: u32,
-    ) -> Result<(Version, proto::Trace)> {
+    pub async fn write(&self, write: Write) -> Result<(Version, proto::Trace)> {
+        let Write {
+            key,
+            value,
+            write_quorum,
+            request_id,
+            retry,
+        } = write;
+        // A retry of a write that did get through (its answer was lost, say)
+        // must not become a second write: look for it first.
+        if retry && !request_id.is_empty() {
+            let (found, trace) = self.read(key.clone(), 0).await?;
+            if let Some(done) = found.filter(|r| r.request_id == request_id) {
+                debug!(%key, %request_id, version = %done.version, "retried write was already applied");
+                return Ok((done.version, trace));
+            }
+        }
         let plan = self.plan(
             &key,
             write_quorum,
@@ -240,6 +264,7 @@ impl Coordinator {
             key,
             version: self.state.clock.now(),
             value,
+            request_id,
         };
         let started = Instant::now();
         let mut answers = self.fan_out(&plan.replicas, |this, replica| {

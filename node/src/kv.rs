@@ -10,7 +10,20 @@ use proto::{
 
 use std::sync::Arc;
 
-use crate::{coordinator::Coordinator, fault::Faults, limits, state::NodeState};
+use crate::{
+    coordinator::{Coordinator, Write},
+    fault::Faults,
+    limits,
+    state::NodeState,
+};
+
+/// Metadata a balancer adds to the second and later attempts of a request.
+pub const RETRY_HEADER: &str = "clusterlab-retry";
+
+/// True when a balancer says this request is a retry.
+fn is_retry<T>(request: &Request<T>) -> bool {
+    request.metadata().contains_key(RETRY_HEADER)
+}
 
 /// Serves `clusterlab.v1.KeyValue`.
 #[derive(Debug, Clone)]
@@ -57,13 +70,18 @@ impl KeyValue for KeyValueService {
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         self.faults.enter(None).await?;
+        let retry = is_retry(&request);
         let request = request.into_inner();
         limits::check_key(&request.key)?;
         limits::check_value(&request.value)?;
-        let (version, trace) = self
-            .coordinator
-            .write(request.key, Some(request.value), request.write_quorum)
-            .await?;
+        let write = Write {
+            key: request.key,
+            value: Some(request.value),
+            write_quorum: request.write_quorum,
+            request_id: request.request_id,
+            retry,
+        };
+        let (version, trace) = self.coordinator.write(write).await?;
         Ok(Response::new(PutResponse {
             version: Some(version.into()),
             trace: Some(trace),
@@ -75,12 +93,17 @@ impl KeyValue for KeyValueService {
         request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
         self.faults.enter(None).await?;
+        let retry = is_retry(&request);
         let request = request.into_inner();
         limits::check_key(&request.key)?;
-        let (version, trace) = self
-            .coordinator
-            .write(request.key, None, request.write_quorum)
-            .await?;
+        let write = Write {
+            key: request.key,
+            value: None,
+            write_quorum: request.write_quorum,
+            request_id: request.request_id,
+            retry,
+        };
+        let (version, trace) = self.coordinator.write(write).await?;
         Ok(Response::new(DeleteResponse {
             version: Some(version.into()),
             trace: Some(trace),

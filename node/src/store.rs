@@ -34,6 +34,8 @@ pub struct Record {
     pub version: Version,
     /// `None` is a tombstone.
     pub value: Option<Vec<u8>>,
+    /// The client's id for the write that made it; empty if it gave none.
+    pub request_id: String,
 }
 
 impl Record {
@@ -55,6 +57,7 @@ impl From<Record> for proto::Record {
             version: Some(r.version.into()),
             tombstone: r.value.is_none(),
             value: r.value.unwrap_or_default(),
+            request_id: r.request_id,
         }
     }
 }
@@ -65,6 +68,7 @@ impl From<proto::Record> for Record {
             key: r.key,
             version: r.version.map(Version::from).unwrap_or_default(),
             value: (!r.tombstone).then_some(r.value),
+            request_id: r.request_id,
         }
     }
 }
@@ -301,6 +305,7 @@ mod tests {
             key: key.into(),
             version: version(wall_ms),
             value: value.map(|v| v.as_bytes().to_vec()),
+            request_id: String::new(),
         }
     }
 

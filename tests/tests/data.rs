@@ -271,3 +271,41 @@ fn whoami_shows_tls_version_cipher_and_both_identities() {
     assert_eq!(json["server_saw"]["tls_version"], "TLSv1.3");
     assert_eq!(json["server_saw"]["cipher_suite"], json["cipher_suite"]);
 }
+
+#[test]
+fn a_retried_write_with_the_same_request_id_is_applied_once() {
+    let cluster = TestCluster::start(1);
+    let put = |retry: bool| {
+        tests::block_on(async {
+            let mut client = cluster.key_value(0).await.unwrap();
+            let mut request = tonic::Request::new(proto::PutRequest {
+                key: "once".into(),
+                value: b"v".to_vec(),
+                write_quorum: 0,
+                request_id: "req-1".into(),
+            });
+            if retry {
+                // What a balancer adds when it tries a write again elsewhere.
+                request
+                    .metadata_mut()
+                    .insert(node::kv::RETRY_HEADER, "1".parse().unwrap());
+            }
+            client
+                .put(request)
+                .await
+                .unwrap()
+                .into_inner()
+                .version
+                .unwrap()
+        })
+    };
+    let first = put(false);
+    assert_eq!(
+        put(true),
+        first,
+        "the retry must find the write, not make another"
+    );
+    // Without the retry mark the same id is just another write.
+    assert!(put(false).wall_ms >= first.wall_ms);
+    assert_ne!(put(false), first);
+}
