@@ -1,0 +1,220 @@
+//! `clusterlab-local`: a whole cluster on this machine in one command.
+//!
+//! Starts three nodes (n1, n2, n3 on 127.0.0.1:7101-7103) and a balancer (on
+//! 127.0.0.1:7000) with fresh certificates, prints every process's log lines
+//! (each starts with the process's name), and stops them all, gracefully, on
+//! Ctrl-C. Data stays in `--dir` between runs unless `--fresh` is given.
+//!
+//! ```sh
+//! cargo run --release -p tests --bin clusterlab-local
+//! ```
+
+use std::{
+    path::PathBuf,
+    process::{ExitCode, Stdio},
+};
+
+use clap::Parser;
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+};
+
+/// clusterlab-local: three nodes and a balancer on loopback, in one terminal.
+#[derive(Debug, Parser)]
+#[command(
+    name = "clusterlab-local",
+    version,
+    after_help = "\
+In another terminal:
+  export CLUSTERLAB_CERTS=local/certs
+  clusterlab status
+  clusterlab -v put greeting hello
+  clusterlab load --duration 30s"
+)]
+struct Args {
+    /// How many nodes to start.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=9))]
+    nodes: u16,
+    /// Where certificates and data live.
+    #[arg(long, default_value = "local")]
+    dir: PathBuf,
+    /// The balancer's port; node i listens on this + 100 + i (7101, 7102, ...).
+    #[arg(long, default_value_t = 7000)]
+    port: u16,
+    /// Delete the nodes' data first.
+    #[arg(long)]
+    fresh: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Runtime::new().expect("starting the tokio runtime");
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("clusterlab-local: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The sibling binaries live next to this one.
+fn sibling(name: &str) -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find myself: {e}"))?;
+    let path = exe.with_file_name(name);
+    match path.exists() {
+        true => Ok(path),
+        false => Err(format!(
+            "{} is missing; build everything first: cargo build --release",
+            path.display()
+        )),
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let certs = args.dir.join("certs");
+    let init = std::process::Command::new(sibling("clusterlab-certs")?)
+        .args(["init", "--force", "--out"])
+        .arg(&certs)
+        .output()
+        .map_err(|e| format!("cannot run clusterlab-certs: {e}"))?;
+    if !init.status.success() {
+        return Err(String::from_utf8_lossy(&init.stderr).trim().to_string());
+    }
+    if args.fresh {
+        let _ = std::fs::remove_dir_all(args.dir.join("data"));
+    }
+    let node_addrs: Vec<String> = (1..=args.nodes)
+        .map(|i| format!("127.0.0.1:{}", args.port + 100 + i))
+        .collect();
+    let balancer_addr = format!("127.0.0.1:{}", args.port);
+
+    let mut children = Vec::new();
+    // How to start each node again by hand after it was killed.
+    let mut restart: Vec<(String, String)> = Vec::new();
+    for (i, addr) in node_addrs.iter().enumerate() {
+        let name = format!("n{}", i + 1);
+        let peers: Vec<&str> = node_addrs
+            .iter()
+            .filter(|a| *a != addr)
+            .map(String::as_str)
+            .collect();
+        let program = sibling("clusterlab-node")?;
+        let flags: Vec<String> = [
+            "--name",
+            &name,
+            "--listen",
+            addr,
+            "--peers",
+            &peers.join(","),
+            "--data-dir",
+            &args.dir.join("data").join(&name).display().to_string(),
+            "--certs",
+            &certs.display().to_string(),
+        ]
+        .map(String::from)
+        .into();
+        restart.push((
+            name.clone(),
+            format!("{} {}", program.display(), flags.join(" ")),
+        ));
+        let mut node = Command::new(program);
+        node.args(&flags);
+        children.push(start(node, &name)?);
+    }
+    let mut balancer = Command::new(sibling("clusterlab-balancer")?);
+    balancer
+        .args(["--listen", &balancer_addr, "--nodes", &node_addrs.join(",")])
+        .arg("--certs")
+        .arg(&certs);
+    children.push(start(balancer, "balancer")?);
+
+    println!(
+        "clusterlab-local: {} nodes ({}) and a balancer ({balancer_addr}); certificates in {}",
+        args.nodes,
+        node_addrs.join(", "),
+        certs.display()
+    );
+    println!(
+        "clusterlab-local: try `CLUSTERLAB_CERTS={} clusterlab --addr {balancer_addr} status`; Ctrl-C stops everything",
+        certs.display()
+    );
+
+    // Each process is watched by its own task, which reports its exit.
+    let (exits, mut exited) = tokio::sync::mpsc::channel(children.len());
+    let mut running: Vec<(String, u32)> = Vec::new();
+    for (name, mut child) in children {
+        running.push((name.clone(), child.id().unwrap_or(0)));
+        let exits = exits.clone();
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            let _ = exits.send((name, status)).await;
+        });
+    }
+    let shutdown = node::lifecycle::shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            Some((name, status)) = exited.recv() => {
+                running.retain(|(n, _)| *n != name);
+                println!(
+                    "clusterlab-local: {name} exited ({}); the others keep running",
+                    describe(&status)
+                );
+                if let Some((_, command)) = restart.iter().find(|(n, _)| *n == name) {
+                    println!("clusterlab-local: start it again with: {command}");
+                }
+                if running.is_empty() {
+                    return Err("every process has exited".into());
+                }
+            }
+        }
+    }
+    // SIGTERM to each, so they drain, then wait for all of them.
+    for (_, pid) in &running {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+    }
+    while !running.is_empty() {
+        let Some((name, status)) = exited.recv().await else {
+            break;
+        };
+        running.retain(|(n, _)| *n != name);
+        println!("clusterlab-local: {name} stopped ({})", describe(&status));
+    }
+    Ok(())
+}
+
+fn describe(status: &std::io::Result<std::process::ExitStatus>) -> String {
+    match status {
+        Ok(status) => status.to_string(),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Starts one process, copying its log lines (already prefixed with its name) to ours.
+fn start(mut command: Command, name: &str) -> Result<(String, Child), String> {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start {name}: {e}"))?;
+    let stdout = child.stdout.take().expect("piped");
+    let stderr = child.stderr.take().expect("piped");
+    for pipe in [
+        Box::new(stdout) as Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+        Box::new(stderr),
+    ] {
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(pipe).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                println!("{line}");
+            }
+        });
+    }
+    Ok((name.to_string(), child))
+}
