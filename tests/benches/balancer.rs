@@ -1,0 +1,209 @@
+//! What does the balancer cost? A benchmark, not a test: it prints numbers.
+//!
+//! On one set of three nodes it measures, with the learner's own load generator
+//! (`clusterlab load --json`):
+//!
+//! - client -> node n1 directly,
+//! - client -> clusterlab-balancer -> nodes,
+//! - client -> HAProxy -> nodes, when `haproxy` is installed (mutual TLS on both
+//!   hops, HTTP/2 end to end),
+//!
+//! each for throughput with 64 requests in flight and for latency one request
+//! at a time (p50, p99), and prints the ratios. Reads only, over keys written
+//! first, so the numbers are about forwarding, not about disks.
+//!
+//! ```sh
+//! cargo bench -p tests --bench balancer
+//! ```
+
+use std::{
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use tests::{Client, TestCluster, free_port, wait_until};
+
+/// How long each throughput run lasts.
+const THROUGHPUT_RUN: Duration = Duration::from_secs(8);
+/// How long each sequential latency run lasts.
+const LATENCY_RUN: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Numbers {
+    throughput: f64,
+    p50_us: f64,
+    p99_us: f64,
+}
+
+fn load(client: Client, concurrency: u32, duration: Duration) -> serde_json::Value {
+    let out = client
+        .args(["--json", "load", "--read-ratio", "1", "--keys", "1000"])
+        .args(["--concurrency", &concurrency.to_string()])
+        .args(["--duration", &format!("{}ms", duration.as_millis())])
+        .ok();
+    let json = out.json();
+    assert_eq!(
+        json["errors"],
+        serde_json::json!({}),
+        "errors during the run: {json}"
+    );
+    json
+}
+
+fn measure(name: &str, client: impl Fn() -> Client) -> Numbers {
+    // Warm up connections and caches.
+    load(client(), 8, Duration::from_secs(1));
+    let throughput = load(client(), 64, THROUGHPUT_RUN)["throughput_rps"]
+        .as_f64()
+        .unwrap();
+    let sequential = load(client(), 1, LATENCY_RUN);
+    let numbers = Numbers {
+        throughput,
+        p50_us: sequential["latency_us"]["p50"].as_f64().unwrap(),
+        p99_us: sequential["latency_us"]["p99"].as_f64().unwrap(),
+    };
+    eprintln!("measured {name}: {numbers:?}");
+    numbers
+}
+
+fn main() {
+    let mut cluster = TestCluster::start(3);
+    cluster.start_balancer(&[]);
+    let balancer = cluster.balancers[0].addr.to_string();
+    // Keys to read: written once through the balancer.
+    cluster
+        .client_at(&balancer)
+        .args([
+            "load",
+            "--read-ratio",
+            "0",
+            "--keys",
+            "1000",
+            "--duration",
+            "2s",
+        ])
+        .ok();
+
+    let mut rows = vec![
+        ("direct to n1", measure("direct", || cluster.client_to(0))),
+        (
+            "clusterlab-balancer",
+            measure("balancer", || cluster.client_at(&balancer)),
+        ),
+    ];
+    let haproxy = HaProxy::start(&cluster);
+    match &haproxy {
+        Some(proxy) => {
+            let addr = proxy.addr.clone();
+            rows.push(("HAProxy", measure("haproxy", || cluster.client_at(&addr))));
+        }
+        None => {
+            eprintln!("haproxy is not installed: skipping that comparison (apt install haproxy)")
+        }
+    }
+
+    println!();
+    println!(
+        "{:<22} {:>12} {:>12} {:>12}",
+        "path", "req/s @64", "p50 (seq)", "p99 (seq)"
+    );
+    for (name, n) in &rows {
+        println!(
+            "{name:<22} {:>12.0} {:>10.0}us {:>10.0}us",
+            n.throughput, n.p50_us, n.p99_us
+        );
+    }
+    let direct = rows[0].1;
+    let ours = rows[1].1;
+    println!();
+    println!(
+        "balancer / direct throughput: {:.2}x (goal >= 0.5x)",
+        ours.throughput / direct.throughput
+    );
+    println!(
+        "sequential p50 added by the balancer: {:.0}us (goal <= 120us)",
+        ours.p50_us - direct.p50_us
+    );
+    if let Some((_, theirs)) = rows.get(2) {
+        println!(
+            "balancer / HAProxy throughput: {:.2}x (goal >= 1x)",
+            ours.throughput / theirs.throughput
+        );
+    }
+}
+
+/// HAProxy in front of the same nodes, if the machine has it.
+struct HaProxy {
+    addr: String,
+    child: Child,
+}
+
+impl HaProxy {
+    fn start(cluster: &TestCluster) -> Option<Self> {
+        let available = Command::new("haproxy")
+            .arg("-v")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !available {
+            return None;
+        }
+        let certs = &cluster.certs;
+        // HAProxy wants certificate and key in one file.
+        let pem = cluster.dir().join("haproxy-balancer.pem");
+        let joined = [
+            read(&certs.join("balancer.pem")),
+            read(&certs.join("balancer.key")),
+        ]
+        .concat();
+        std::fs::write(&pem, joined).expect("writing the HAProxy certificate");
+        let ca = certs.join("ca.pem");
+        let port = free_port();
+        let servers: String = cluster
+            .nodes
+            .iter()
+            .map(|n| {
+                format!(
+                    "    server {} {} ssl verify required ca-file {} crt {} alpn h2 sni str(clusterlab)\n",
+                    n.name,
+                    n.addr,
+                    ca.display(),
+                    pem.display()
+                )
+            })
+            .collect();
+        let config = format!(
+            "global\n    maxconn 4096\n    ssl-default-bind-options ssl-min-ver TLSv1.3\n\
+             defaults\n    mode http\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n\
+             frontend grpc\n    bind 127.0.0.1:{port} ssl crt {} ca-file {} verify required alpn h2\n    default_backend nodes\n\
+             backend nodes\n    balance roundrobin\n{servers}",
+            pem.display(),
+            ca.display()
+        );
+        let config_path = cluster.dir().join("haproxy.cfg");
+        std::fs::write(&config_path, config).expect("writing haproxy.cfg");
+        let child = Command::new("haproxy")
+            .arg("-f")
+            .arg(&config_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting haproxy");
+        let addr = format!("127.0.0.1:{port}");
+        wait_until("haproxy to listen", Duration::from_secs(10), || {
+            std::net::TcpStream::connect(&addr).is_ok()
+        });
+        Some(HaProxy { addr, child })
+    }
+}
+
+impl Drop for HaProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn read(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
