@@ -164,7 +164,7 @@ impl HaProxy {
             .iter()
             .map(|n| {
                 format!(
-                    "    server {} {} ssl verify required ca-file {} crt {} alpn h2 sni str(clusterlab)\n",
+                    "    server {} {} ssl verify required ca-file {} crt {} alpn h2\n",
                     n.name,
                     n.addr,
                     ca.display(),

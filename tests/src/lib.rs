@@ -363,16 +363,24 @@ impl TestCluster {
     /// Starts a balancer in front of every node, with `extra` flags, and waits
     /// until it answers and sees every running node healthy. Returns its index.
     pub fn start_balancer(&mut self, extra: &[&str]) -> usize {
+        let nodes: Vec<String> = self.nodes.iter().map(|n| n.addr.to_string()).collect();
+        let mut args = vec!["--nodes".to_string(), nodes.join(",")];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        self.start_balancer_with(&args)
+    }
+
+    /// Starts a balancer with exactly `args` (say, `--nodes-dns` instead of
+    /// `--nodes`) and waits as [`Self::start_balancer`] does.
+    pub fn start_balancer_with(&mut self, args: &[String]) -> usize {
         let index = self.balancers.len();
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let log = self.dir.path().join(format!("balancer{}.log", index + 1));
         let log_file = std::fs::File::create(&log).expect("creating the balancer log");
-        let nodes: Vec<String> = self.nodes.iter().map(|n| n.addr.to_string()).collect();
         let child = Command::new(bin("clusterlab-balancer"))
-            .args(["--listen", &addr.to_string(), "--nodes", &nodes.join(",")])
+            .args(["--listen", &addr.to_string()])
             .arg("--certs")
             .arg(&self.certs)
-            .args(extra)
+            .args(args)
             .env("CLUSTERLAB_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().expect("log handle"))

@@ -94,6 +94,14 @@ fn a_killed_node_is_ejected_and_no_acknowledged_write_is_lost() {
     assert!(json["acknowledged"].as_u64().unwrap() >= 3000, "{json}");
     let log = cluster.balancers[0].log_text();
     assert!(log.contains("backend ejected node=n3"), "{log}");
+    // After the ejection, nothing fails and nothing goes to n3.
+    let json = cluster
+        .client_to_balancer(0)
+        .args(["--json", "load", "--duration", "2s"])
+        .ok()
+        .json();
+    assert_eq!(json["errors"], serde_json::json!({}), "{json}");
+    assert!(json["per_node"].get("n3").is_none(), "{json}");
 }
 
 #[test]
@@ -228,4 +236,17 @@ fn an_open_loop_load_never_exceeds_its_rate() {
     let requests = json["requests"].as_u64().unwrap();
     // One request every 25 ms for 2 s: 80, the first at once.
     assert!((1..=81).contains(&requests), "{json}");
+}
+
+#[test]
+fn nodes_found_through_dns_take_traffic_once_healthy() {
+    let mut cluster = TestCluster::start(1);
+    // `localhost` resolves to n1's loopback address; the balancer has no --nodes.
+    let dns = format!("localhost:{}", cluster.nodes[0].addr.port());
+    cluster.start_balancer_with(&["--nodes-dns".into(), dns]);
+    let out = cluster
+        .client_to_balancer(0)
+        .args(["-v", "put", "k", "v"])
+        .ok();
+    assert!(out.stderr.contains("attempts: n1 OK"), "{}", out.stderr);
 }
