@@ -18,6 +18,7 @@ use proto::{
     admin_server::Admin, member::State,
 };
 
+use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
 use crate::{
@@ -29,12 +30,15 @@ use crate::{
 #[derive(Debug, Clone)]
 pub struct AdminService {
     state: Arc<NodeState>,
+    /// A paused node also tells health checkers it is not serving, as a frozen
+    /// process would by not answering them.
+    health: tonic_health::server::HealthReporter,
 }
 
 impl AdminService {
-    /// The service for the node described by `state`.
-    pub fn new(state: Arc<NodeState>) -> Self {
-        AdminService { state }
+    /// The service for the node described by `state`, reporting through `health`.
+    pub fn new(state: Arc<NodeState>, health: tonic_health::server::HealthReporter) -> Self {
+        AdminService { state, health }
     }
 }
 
@@ -118,7 +122,13 @@ impl Admin for AdminService {
         }
         let fault = Fault::from_request(&request)?;
         let active = fault.describe();
+        let serving = match fault.pause {
+            true => ServingStatus::NotServing,
+            false if self.state.membership.is_ready() => ServingStatus::Serving,
+            false => ServingStatus::NotServing,
+        };
         self.state.faults.set(fault);
+        crate::server::set_health(&self.health, serving).await;
         if request.clear {
             info!("faults cleared");
             self.state

@@ -97,7 +97,7 @@ pub async fn run(
 
     let kv = KeyValueServer::new(KeyValueService::new(state.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
-    let admin = AdminServer::new(AdminService::new(state.clone()));
+    let admin = AdminServer::new(AdminService::new(state.clone(), health.clone()));
     let replica = ReplicaServer::new(ReplicaService::new(state.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -170,7 +170,10 @@ pub async fn run(
 }
 
 /// Sets the health of the whole server ("") and of the KeyValue service.
-async fn set_health(health: &tonic_health::server::HealthReporter, status: ServingStatus) {
+pub(crate) async fn set_health(
+    health: &tonic_health::server::HealthReporter,
+    status: ServingStatus,
+) {
     health.set_service_status("", status).await;
     health
         .set_service_status(

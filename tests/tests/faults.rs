@@ -67,14 +67,22 @@ fn an_error_rate_fault_fails_requests_until_cleared_and_any_node_passes_it_on() 
 
 #[test]
 fn a_paused_node_turns_suspect_and_returns_when_the_pause_is_cleared() {
-    let cluster = TestCluster::start_with(3, &["--dead-after", "60s"]);
+    let mut cluster = TestCluster::start_with(3, &["--dead-after", "60s"]);
+    cluster.start_balancer(&[]);
     cluster.client_to(0).args(["fault", "n2", "--pause"]).ok();
     wait_until("n1 to suspect the paused n2", SETTLE, || {
         cluster.member_state(0, "n2") == Some("suspect")
     });
+    // The balancer stops sending it requests, as it would a frozen process.
+    wait_until("the balancer to eject the paused n2", SETTLE, || {
+        cluster.backend_health(0, "n2").as_deref() == Some("ejected")
+    });
     cluster.client_to(0).args(["fault", "n2", "--clear"]).ok();
     wait_until("n2 to be alive again", SETTLE, || {
         cluster.member_state(0, "n2") == Some("alive")
+    });
+    wait_until("n2 back in the balancer's rotation", SETTLE, || {
+        cluster.backend_health(0, "n2").as_deref() == Some("healthy")
     });
 }
 
