@@ -1,16 +1,14 @@
 //! The `Admin` gRPC service on a balancer: status, events, policy, who-am-i.
 
-use std::{pin::Pin, sync::Arc, sync::atomic::Ordering};
+use std::sync::{Arc, atomic::Ordering};
 
 use certs::{Identity, PeerInfo};
-use futures::Stream;
-use node::events::Events;
+use node::events::{EventStream, Events};
 use proto::{
-    BackendStatus, Event, EventsRequest, SetFaultRequest, SetFaultResponse, SetPolicyRequest,
+    BackendStatus, EventsRequest, SetFaultRequest, SetFaultResponse, SetPolicyRequest,
     SetPolicyResponse, StatusRequest, StatusResponse, WhoAmIRequest, WhoAmIResponse,
     admin_server::Admin,
 };
-use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 use tracing::info;
 
@@ -33,8 +31,6 @@ impl AdminService {
         }
     }
 }
-
-type EventStream = Pin<Box<dyn Stream<Item = Result<Event, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Admin for AdminService {
@@ -79,14 +75,8 @@ impl Admin for AdminService {
         &self,
         request: Request<EventsRequest>,
     ) -> Result<Response<EventStream>, Status> {
-        let (history, live) = self.events.subscribe();
-        let history = tokio_stream::iter(history.into_iter().map(Ok));
-        if request.into_inner().history_only {
-            return Ok(Response::new(Box::pin(history)));
-        }
-        let live = tokio_stream::wrappers::BroadcastStream::new(live)
-            .filter_map(|event| event.ok().map(Ok));
-        Ok(Response::new(Box::pin(history.chain(live))))
+        let history_only = request.into_inner().history_only;
+        Ok(Response::new(self.events.stream(history_only)))
     }
 
     async fn set_fault(

@@ -110,8 +110,10 @@ impl Backend {
         self.health.lock().expect("health poisoned").clone()
     }
 
+    /// In rotation? Asked for every backend on every request, so it looks
+    /// without copying the health (and its reason).
     pub fn is_healthy(&self) -> bool {
-        self.health() == Health::Healthy
+        *self.health.lock().expect("health poisoned") == Health::Healthy
     }
 
     /// A `KeyValue` client on the pooled connection.
@@ -307,26 +309,10 @@ impl Backends {
 
     /// Re-resolves `host_port` every second and reconciles, forever.
     pub async fn resolve_forever(self: Arc<Self>, host_port: String) {
-        let mut ticker = tokio::time::interval(Duration::from_secs(1));
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_error: Option<String> = None;
-        loop {
-            ticker.tick().await;
-            match tokio::net::lookup_host(host_port.as_str()).await {
-                Ok(found) => {
-                    last_error = None;
-                    let addrs = found.map(|a| a.to_string()).collect();
-                    self.reconcile(&addrs);
-                }
-                Err(e) => {
-                    let message = e.to_string();
-                    if last_error.as_deref() != Some(message.as_str()) {
-                        warn!(name = %host_port, error = %message, "cannot resolve --nodes-dns; will keep trying");
-                        last_error = Some(message);
-                    }
-                }
-            }
-        }
+        node::discovery::resolve_forever(host_port, "--nodes-dns", |addrs| {
+            self.reconcile(&addrs);
+        })
+        .await;
     }
 }
 

@@ -3,12 +3,12 @@
 use std::{future::Future, sync::Arc};
 
 use anyhow::Context;
-use certs::{TlsMode, dial::Dialer, listener::ListenerConfig};
+use certs::{listener::ListenerConfig, tls::Credentials};
 use node::{events::Events, lifecycle, limits::MAX_MESSAGE_BYTES};
 use proto::{admin_server::AdminServer, key_value_server::KeyValueServer};
 use tokio::{net::TcpListener, task::JoinSet};
 use tonic::transport::Server;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::{
     admin::AdminService,
@@ -27,16 +27,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     config.validate().map_err(anyhow::Error::msg)?;
-    let (tls, identity, dialer) = match config.tls {
-        TlsMode::Mtls => {
-            let (tls, identity) = certs::tls::server_config(&config.certs, &config.identity)
-                .context("cannot load the balancer's certificate")?;
-            let (client, _) = certs::tls::client_config(&config.certs, &config.identity)
-                .context("cannot load the balancer's certificate")?;
-            (Some(tls), Some(identity), Dialer::new(Some(client)))
-        }
-        TlsMode::Plaintext => (None, None, Dialer::new(None)),
-    };
+    // The same certificate serves clients and proves who we are to the nodes.
+    let Credentials {
+        server: tls,
+        identity,
+        dialer,
+    } = Credentials::load(config.tls, &config.certs, &config.identity)
+        .context("cannot load the balancer's certificate")?;
     let local_addr = listener.local_addr()?;
     let events = Events::new(config.name.clone());
     let backends = Backends::new(
@@ -59,10 +56,7 @@ pub async fn run(
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<KeyValueServer<ForwardService>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    let reflection = node::server::reflection()?;
     let kv = KeyValueServer::new(ForwardService::new(router.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -76,13 +70,7 @@ pub async fn run(
     listener_config.handshake_timeout = config.handshake_timeout;
     let incoming = certs::listener::incoming(listener, listener_config);
 
-    match config.tls {
-        TlsMode::Mtls => certs::tls::warn_if_key_logging(),
-        TlsMode::Plaintext => warn!(
-            "PLAINTEXT MODE: no TLS. Anyone on the network can read and change this \
-             balancer's traffic. Use only for the sniffing lab."
-        ),
-    }
+    certs::tls::warn_about(config.tls, "balancer");
     info!(
         addr = %local_addr,
         nodes = ?config.nodes(),

@@ -84,6 +84,52 @@ pub fn client_config(dir: &Path, name: &str) -> Result<(Arc<ClientConfig>, Ident
     Ok((Arc::new(config), loaded.identity))
 }
 
+/// What a cluster process (node or balancer) needs to serve *and* to call
+/// other processes as one identity: the same certificate works both ways.
+#[derive(Debug)]
+pub struct Credentials {
+    /// `None` in plaintext mode.
+    pub server: Option<Arc<ServerConfig>>,
+    /// The identity our certificate proves; `None` in plaintext mode.
+    pub identity: Option<Identity>,
+    /// Dials other processes presenting the same certificate (or in plaintext).
+    pub dialer: crate::dial::Dialer,
+}
+
+impl Credentials {
+    /// Loads certificate `name` from `dir` for `mode`.
+    pub fn load(mode: TlsMode, dir: &Path, name: &str) -> Result<Self> {
+        match mode {
+            TlsMode::Mtls => {
+                let (server, identity) = server_config(dir, name)?;
+                let (client, _) = client_config(dir, name)?;
+                Ok(Credentials {
+                    server: Some(server),
+                    identity: Some(identity),
+                    dialer: crate::dial::Dialer::new(Some(client)),
+                })
+            }
+            TlsMode::Plaintext => Ok(Credentials {
+                server: None,
+                identity: None,
+                dialer: crate::dial::Dialer::new(None),
+            }),
+        }
+    }
+}
+
+/// The start-up warnings about `mode` for a `process` ("node", "balancer"):
+/// plaintext, loudly; with TLS, whether session keys are being written out.
+pub fn warn_about(mode: TlsMode, process: &str) {
+    match mode {
+        TlsMode::Mtls => warn_if_key_logging(),
+        TlsMode::Plaintext => tracing::warn!(
+            "PLAINTEXT MODE: no TLS. Anyone on the network can read and change this \
+             {process}'s traffic. Use only for the sniffing lab."
+        ),
+    }
+}
+
 /// Logs a warning when TLS secrets are being written out; call once at start-up.
 pub fn warn_if_key_logging() {
     if let Some(path) = std::env::var_os("SSLKEYLOGFILE") {

@@ -1,19 +1,12 @@
 //! The `Admin` gRPC service on a node: status, the event feed, and "who am I".
 
-use std::{
-    pin::Pin,
-    sync::{Arc, atomic::Ordering},
-};
+use std::sync::{Arc, atomic::Ordering};
 
 use certs::PeerInfo;
-use futures::Stream;
-use tokio_stream::{
-    StreamExt, wrappers::BroadcastStream, wrappers::errors::BroadcastStreamRecvError,
-};
 use tonic::{Request, Response, Status};
 
 use proto::{
-    Event, EventsRequest, MemberStatus, SetFaultRequest, SetFaultResponse, SetPolicyRequest,
+    EventsRequest, MemberStatus, SetFaultRequest, SetFaultResponse, SetPolicyRequest,
     SetPolicyResponse, StatusRequest, StatusResponse, WhoAmIRequest, WhoAmIResponse,
     admin_server::Admin, member::State,
 };
@@ -22,6 +15,7 @@ use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
 use crate::{
+    events::EventStream,
     fault::Fault,
     state::{NodeState, Replication},
 };
@@ -41,8 +35,6 @@ impl AdminService {
         AdminService { state, health }
     }
 }
-
-type EventStream = Pin<Box<dyn Stream<Item = Result<Event, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Admin for AdminService {
@@ -88,24 +80,8 @@ impl Admin for AdminService {
         &self,
         request: Request<EventsRequest>,
     ) -> Result<Response<EventStream>, Status> {
-        let (history, live) = self.state.events.subscribe();
-        let history = tokio_stream::iter(history.into_iter().map(Ok));
-        if request.into_inner().history_only {
-            return Ok(Response::new(Box::pin(history)));
-        }
-        let live = BroadcastStream::new(live).map(|item| match item {
-            Ok(event) => Ok(event),
-            // The subscriber fell behind: say so in the feed instead of failing it.
-            Err(BroadcastStreamRecvError::Lagged(missed)) => Ok(Event {
-                kind: "events.missed".into(),
-                message: format!(
-                    "{missed} events were dropped because this subscriber fell behind"
-                ),
-                ..Event::default()
-            }),
-        });
-        let stream = history.chain(live);
-        Ok(Response::new(Box::pin(stream)))
+        let history_only = request.into_inner().history_only;
+        Ok(Response::new(self.state.events.stream(history_only)))
     }
 
     async fn set_fault(

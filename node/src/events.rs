@@ -7,11 +7,20 @@
 
 use std::{
     collections::VecDeque,
+    pin::Pin,
     sync::{Arc, Mutex},
     time::{SystemTime, UNIX_EPOCH},
 };
 
+use futures::Stream;
 use tokio::sync::broadcast;
+use tokio_stream::{
+    StreamExt,
+    wrappers::{BroadcastStream, errors::BroadcastStreamRecvError},
+};
+
+/// The `Admin.Events` answer: events as a gRPC server stream.
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<proto::Event, tonic::Status>> + Send>>;
 
 /// How many past events a new subscriber receives.
 const HISTORY: usize = 256;
@@ -57,6 +66,30 @@ impl Events {
         history.push_back(event.clone());
         // Sending fails only when nobody is subscribed, which is fine.
         let _ = self.live.send(event);
+    }
+
+    /// The recent history and then, unless `history_only`, the live feed, as
+    /// `Admin.Events` sends it. Node and balancer both serve their feed this way.
+    pub fn stream(&self, history_only: bool) -> EventStream {
+        let (history, live) = self.subscribe();
+        let history = tokio_stream::iter(history.into_iter().map(Ok));
+        if history_only {
+            return Box::pin(history);
+        }
+        let source = self.source.clone();
+        let live = BroadcastStream::new(live).map(move |item| match item {
+            Ok(event) => Ok(event),
+            // The subscriber fell behind: say so in the feed instead of failing it.
+            Err(BroadcastStreamRecvError::Lagged(missed)) => Ok(proto::Event {
+                source: source.clone(),
+                kind: "events.missed".into(),
+                message: format!(
+                    "{missed} events were dropped because this subscriber fell behind"
+                ),
+                ..proto::Event::default()
+            }),
+        });
+        Box::pin(history.chain(live))
     }
 
     /// The recent history, then a receiver for what happens next. Taken under

@@ -6,7 +6,7 @@
 //! - [`store`]: the durable store (redb): records, last-writer-wins, tombstones.
 //! - [`limits`]: key, value and scan limits, with errors that name them.
 //! - [`placement`]: which members hold a key (rendezvous hashing).
-//! - [`membership`]: probing peers; alive, suspect, dead.
+//! - [`membership`]: probing peers; alive, suspect, dead. [`discovery`]: following a DNS name.
 //! - [`coordinator`]: sees a client request through: stamp, write to W replicas,
 //!   read from R, repair what is stale.
 //! - [`antientropy`]: replicas compare digests per key range and copy what differs.
@@ -23,6 +23,7 @@ pub mod admin;
 pub mod antientropy;
 pub mod config;
 pub mod coordinator;
+pub mod discovery;
 pub mod error;
 pub mod events;
 pub mod fault;

@@ -283,30 +283,10 @@ impl Membership {
 
     /// Re-resolves `host_port` every second, forever, feeding the answers to the prober.
     pub async fn resolve_forever(self: Arc<Self>, host_port: String) {
-        let mut ticker = tokio::time::interval(Duration::from_secs(1));
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_error: Option<String> = None;
-        loop {
-            ticker.tick().await;
-            match tokio::net::lookup_host(host_port.as_str()).await {
-                Ok(found) => {
-                    let addrs: BTreeSet<String> = found.map(|a| a.to_string()).collect();
-                    if last_error.take().is_some() {
-                        info!(name = %host_port, found = addrs.len(), "peer DNS name resolves again");
-                    }
-                    debug!(name = %host_port, ?addrs, "resolved peers");
-                    self.set_discovered(addrs);
-                }
-                Err(e) => {
-                    let message = e.to_string();
-                    // Say it once, not every second.
-                    if last_error.as_deref() != Some(message.as_str()) {
-                        warn!(name = %host_port, error = %message, "cannot resolve --peers-dns; will keep trying");
-                        last_error = Some(message);
-                    }
-                }
-            }
-        }
+        crate::discovery::resolve_forever(host_port, "--peers-dns", |addrs| {
+            self.set_discovered(addrs);
+        })
+        .await;
     }
 
     /// One probe round: probe every address, then update states. Returns true

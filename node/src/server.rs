@@ -8,14 +8,14 @@ use std::{
 };
 
 use anyhow::Context;
-use certs::{TlsMode, dial::Dialer, listener::ListenerConfig};
+use certs::{listener::ListenerConfig, tls::Credentials};
 use proto::{
     admin_server::AdminServer, key_value_server::KeyValueServer, replica_server::ReplicaServer,
 };
 use tokio::{net::TcpListener, task::JoinSet};
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::{
     admin::AdminService,
@@ -45,17 +45,13 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let replication = config.replication().map_err(anyhow::Error::msg)?;
     let peers = config.peer_addrs().map_err(anyhow::Error::msg)?;
-    let (tls, identity, dialer) = match config.tls {
-        TlsMode::Mtls => {
-            let (tls, identity) = certs::tls::server_config(&config.certs, &config.identity)
-                .context("cannot load the node's certificate")?;
-            // The same certificate proves who we are when we call other nodes.
-            let (client, _) = certs::tls::client_config(&config.certs, &config.identity)
-                .context("cannot load the node's certificate")?;
-            (Some(tls), Some(identity), Dialer::new(Some(client)))
-        }
-        TlsMode::Plaintext => (None, None, Dialer::new(None)),
-    };
+    // The same certificate proves who we are when we call other nodes.
+    let Credentials {
+        server: tls,
+        identity,
+        dialer,
+    } = Credentials::load(config.tls, &config.certs, &config.identity)
+        .context("cannot load the node's certificate")?;
     let store = Store::open(&config.data_dir)?;
     let local_addr = listener.local_addr()?;
     let advertise = config.advertise_addr(local_addr);
@@ -90,10 +86,7 @@ pub async fn run(
     // before that, this node would place every key on itself alone.
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::NotServing).await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    let reflection = reflection()?;
 
     let kv = KeyValueServer::new(KeyValueService::new(state.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
@@ -106,13 +99,7 @@ pub async fn run(
     listener_config.handshake_timeout = config.handshake_timeout;
     let incoming = certs::listener::incoming(listener, listener_config);
 
-    match config.tls {
-        TlsMode::Mtls => certs::tls::warn_if_key_logging(),
-        TlsMode::Plaintext => warn!(
-            "PLAINTEXT MODE: no TLS. Anyone on the network can read and change this \
-             node's traffic. Use only for the sniffing lab."
-        ),
-    }
+    certs::tls::warn_about(config.tls, "node");
     info!(
         addr = %local_addr,
         advertise = %advertise,
@@ -181,4 +168,17 @@ pub(crate) async fn set_health(
             status,
         )
         .await;
+}
+
+/// Server reflection for clusterlab's services and grpc.health.v1, so that
+/// grpcurl and friends can list and call them. Shared with the balancer.
+pub fn reflection() -> anyhow::Result<
+    tonic_reflection::server::v1::ServerReflectionServer<
+        impl tonic_reflection::server::v1::ServerReflection,
+    >,
+> {
+    Ok(tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?)
 }
