@@ -1,8 +1,9 @@
 //! The nodes behind the balancer, their health, and how they come and go.
 //!
-//! A backend is one node address with one pooled connection: a tonic `Channel`
-//! multiplexes every request over a single HTTP/2 connection (one TLS handshake,
-//! not one per request) and reconnects by itself after a failure.
+//! A backend is one node address with one pooled connection
+//! ([`NodeConnection`]): every request to the node is multiplexed over a single
+//! HTTP/2 connection (one TLS handshake, not one per request), which is made
+//! again after a failure.
 //!
 //! Health has two sources:
 //! - **active**: every `--health-interval` the balancer asks the node's
@@ -27,11 +28,13 @@ use certs::dial::Dialer;
 use node::{events::Events, limits::MAX_MESSAGE_BYTES};
 use proto::{WhoAmIRequest, admin_client::AdminClient, key_value_client::KeyValueClient};
 use tokio::task::AbortHandle;
-use tonic::transport::Channel;
+use tonic::Status;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 use tracing::{info, warn};
+
+use crate::connection::{Http2, NodeConnection};
 
 /// A health check not answered within this counts as failed. With checks every
 /// 500 ms, a node that stops answering is ejected within 1.5 s.
@@ -67,7 +70,7 @@ pub struct Backend {
     /// health check and kept up to date from the traces of its answers; its
     /// address until then.
     name: Mutex<String>,
-    channel: Channel,
+    connection: NodeConnection,
     health: Mutex<Health>,
     pub in_flight: AtomicU64,
     pub requests: AtomicU64,
@@ -76,11 +79,11 @@ pub struct Backend {
 }
 
 impl Backend {
-    fn new(addr: String, channel: Channel) -> Self {
+    fn new(addr: String, connection: NodeConnection) -> Self {
         Backend {
             name: Mutex::new(addr.clone()),
             addr,
-            channel,
+            connection,
             health: Mutex::new(Health::Unknown),
             in_flight: AtomicU64::new(0),
             requests: AtomicU64::new(0),
@@ -116,11 +119,14 @@ impl Backend {
         *self.health.lock().expect("health poisoned") == Health::Healthy
     }
 
-    /// A `KeyValue` client on the pooled connection.
-    pub fn key_value(&self) -> KeyValueClient<Channel> {
-        KeyValueClient::new(self.channel.clone())
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    /// A `KeyValue` client on the pooled connection (dialed if need be).
+    pub async fn key_value(&self) -> Result<KeyValueClient<Http2>, Status> {
+        let connection = self.connection.ready().await?;
+        Ok(
+            KeyValueClient::with_origin(connection, self.connection.origin())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
     }
 
     /// Puts the node back into rotation (or in for the first time).
@@ -175,21 +181,29 @@ impl Backend {
 
     /// Asks the node its name, so that status, traces and logs can use it.
     async fn ask_name(&self) {
-        let mut admin = AdminClient::new(self.channel.clone());
-        if let Ok(Ok(answer)) =
-            tokio::time::timeout(CHECK_TIMEOUT, admin.who_am_i(WhoAmIRequest {})).await
-        {
+        let ask = async {
+            let connection = self.connection.ready().await?;
+            AdminClient::with_origin(connection, self.connection.origin())
+                .who_am_i(WhoAmIRequest {})
+                .await
+        };
+        if let Ok(Ok(answer)) = tokio::time::timeout(CHECK_TIMEOUT, ask).await {
             self.learn_name(&answer.into_inner().server_name);
         }
     }
 
     /// One active health check: Ok, or why it failed.
     async fn check(&self) -> Result<(), String> {
-        let mut client = HealthClient::new(self.channel.clone());
-        let request = HealthCheckRequest {
-            service: String::new(),
+        let check = async {
+            let connection = self.connection.ready().await?;
+            let request = HealthCheckRequest {
+                service: String::new(),
+            };
+            HealthClient::with_origin(connection, self.connection.origin())
+                .check(request)
+                .await
         };
-        match tokio::time::timeout(CHECK_TIMEOUT, client.check(request)).await {
+        match tokio::time::timeout(CHECK_TIMEOUT, check).await {
             Err(_) => Err(format!(
                 "health check not answered within {CHECK_TIMEOUT:?}"
             )),
@@ -289,14 +303,14 @@ impl Backends {
             if all.iter().any(|(b, _)| &b.addr == addr) {
                 continue;
             }
-            let channel = match self.dialer.connect_lazy(addr) {
-                Ok(channel) => channel,
+            let connection = match NodeConnection::new(addr, self.dialer.clone()) {
+                Ok(connection) => connection,
                 Err(e) => {
                     warn!(%addr, error = %e, "not a usable node address");
                     continue;
                 }
             };
-            let backend = Arc::new(Backend::new(addr.clone(), channel));
+            let backend = Arc::new(Backend::new(addr.clone(), connection));
             let checker = tokio::spawn(check_forever(
                 backend.clone(),
                 self.events.clone(),

@@ -83,6 +83,13 @@ pub struct Config {
     /// A client that has not finished its TLS handshake by then is disconnected.
     #[arg(long, env = "CLUSTERLAB_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub handshake_timeout: Duration,
+
+    /// Worker threads. 1 (the default) keeps every request on one thread:
+    /// no hand-offs between threads, which is fastest when the balancer shares
+    /// a machine with its nodes (docs/performance.md). More threads can use
+    /// more cores; 0 means one per core.
+    #[arg(long, env = "CLUSTERLAB_THREADS", default_value_t = 1)]
+    pub threads: usize,
 }
 
 impl Config {
@@ -103,6 +110,20 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// The tokio runtime `--threads` asks for.
+    pub fn runtime(&self) -> std::io::Result<tokio::runtime::Runtime> {
+        let mut builder = match self.threads {
+            1 => tokio::runtime::Builder::new_current_thread(),
+            0 => tokio::runtime::Builder::new_multi_thread(),
+            n => {
+                let mut builder = tokio::runtime::Builder::new_multi_thread();
+                builder.worker_threads(n);
+                builder
+            }
+        };
+        builder.enable_all().build()
     }
 
     /// `--nodes` without empty entries.

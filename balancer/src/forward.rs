@@ -19,10 +19,11 @@ use proto::{
     Attempt, DeleteRequest, DeleteResponse, GetRequest, GetResponse, PutRequest, PutResponse,
     ScanRequest, ScanResponse, Trace, key_value_client::KeyValueClient, key_value_server::KeyValue,
 };
-use tonic::{Request, Response, Status, transport::Channel};
+use tonic::{Request, Response, Status};
 
 use crate::{
     backend::{Backend, Backends, InFlight},
+    connection::{Http2, is_connection_failure},
     policy::{Candidate, Picker, Policy},
     retry::RetryBudget,
 };
@@ -99,7 +100,7 @@ impl Router {
         &self,
         request: Request<M>,
         key: &str,
-        call: impl Fn(KeyValueClient<Channel>, Request<M>) -> F,
+        call: impl Fn(KeyValueClient<Http2>, Request<M>) -> F,
     ) -> Result<Response<R>, Status>
     where
         M: Clone,
@@ -145,7 +146,10 @@ impl Router {
             let started = Instant::now();
             let result = {
                 let _in_flight = InFlight::start(backend.clone());
-                call(backend.key_value(), attempt).await
+                match backend.key_value().await {
+                    Ok(client) => call(client, attempt).await,
+                    Err(unreachable) => Err(unreachable),
+                }
             };
             let latency_us = started.elapsed().as_micros() as u64;
             match result {
@@ -172,7 +176,7 @@ impl Router {
                 }
                 Err(status) => {
                     backend.errors.fetch_add(1, Ordering::Relaxed);
-                    if connection_failed(&status) {
+                    if is_connection_failure(&status) {
                         let reason = format!("connection failed: {}", status.message());
                         backend.eject(reason, self.backends.events());
                     }
@@ -255,25 +259,13 @@ fn client_deadline<M>(request: &Request<M>) -> Option<Duration> {
     })
 }
 
-/// The node could not be reached at all: refused, reset, or gone mid-request.
-fn connection_failed(status: &Status) -> bool {
-    let mut next = std::error::Error::source(status);
-    while let Some(e) = next {
-        if e.downcast_ref::<std::io::Error>().is_some() {
-            return true;
-        }
-        next = e.source();
-    }
-    status.code() == tonic::Code::Unavailable && status.message().contains("transport")
-}
-
 /// Worth trying on another node. UNAVAILABLE means the node (or its replicas)
 /// could not serve it; anything else (a bad key, a deadline) would fail again.
 fn is_retryable(status: &Status) -> bool {
     matches!(
         status.code(),
         tonic::Code::Unavailable | tonic::Code::Unknown
-    ) || connection_failed(status)
+    ) || is_connection_failure(status)
 }
 
 /// A response that carries a trace.

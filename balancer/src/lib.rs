@@ -9,7 +9,8 @@
 //!
 //! - [`policy`]: round-robin, least-request, random, key-affinity.
 //! - [`retry`]: the retry budget.
-//! - [`backend`]: the nodes, their pooled connections, health checks, ejection.
+//! - [`connection`]: one HTTP/2 connection per node, dialed when needed.
+//! - [`backend`]: the nodes, their health checks, ejection.
 //! - [`forward`]: the `KeyValue` service: pick, forward, retry, trace.
 //! - [`admin`]: status, events, policy changes.
 //! - [`server`]: puts it together; [`config`]: the command line.
@@ -17,6 +18,7 @@
 pub mod admin;
 pub mod backend;
 pub mod config;
+pub mod connection;
 pub mod forward;
 pub mod policy;
 pub mod retry;

@@ -129,35 +129,48 @@ impl Dialer {
     > + Clone
     + Send
     + 'static {
-        let tls = self.tls.clone().map(TlsConnector::from);
+        let dialer = self.clone();
         tower::service_fn(move |uri: Uri| {
-            let tls = tls.clone();
+            let dialer = dialer.clone();
             let slot = slot.clone();
             async move {
-                let host = uri.host().unwrap_or("localhost").to_string();
+                let host = uri.host().unwrap_or("localhost");
                 let port = uri.port_u16().unwrap_or(80);
-                let tcp = TcpStream::connect((host.as_str(), port)).await?;
-                tcp.set_nodelay(true)?;
-                let Some(tls) = tls else {
-                    return Ok(TokioIo::new(Box::new(tcp) as Box<dyn Stream>));
-                };
-                // The name is only sent as SNI; the verifier checks identities, not names.
-                let name = ServerName::try_from(host.trim_matches(['[', ']']).to_string())
-                    .unwrap_or_else(|_| ServerName::try_from("clusterlab").expect("valid name"));
-                let stream = tls.connect(name, tcp).await?;
-                let (_, session) = stream.get_ref();
-                let server = session
-                    .peer_certificates()
-                    .and_then(|chain| chain.first())
-                    .and_then(|cert| Identity::from_certificate(cert).ok())
-                    .map(|identity| ServerSession {
-                        identity,
-                        tls: TlsSession::of(session),
-                    });
+                let (stream, server) = dialer.dial_stream(host, port).await?;
                 *slot.lock().expect("session slot poisoned") = server;
-                Ok(TokioIo::new(Box::new(stream) as Box<dyn Stream>))
+                Ok(TokioIo::new(stream))
             }
         })
+    }
+
+    /// Opens a TCP connection to `host:port` and, unless plaintext, completes the
+    /// TLS handshake on it: a byte stream ready for HTTP/2, and what the server
+    /// proved about itself. For callers that run HTTP/2 themselves instead of
+    /// through a [`Channel`].
+    pub async fn dial_stream(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> std::io::Result<(Box<dyn Stream>, Option<ServerSession>)> {
+        let tcp = TcpStream::connect((host, port)).await?;
+        tcp.set_nodelay(true)?;
+        let Some(tls) = self.tls.clone().map(TlsConnector::from) else {
+            return Ok((Box::new(tcp), None));
+        };
+        // The name is only sent as SNI; the verifier checks identities, not names.
+        let name = ServerName::try_from(host.trim_matches(['[', ']']).to_string())
+            .unwrap_or_else(|_| ServerName::try_from("clusterlab").expect("valid name"));
+        let stream = tls.connect(name, tcp).await?;
+        let (_, session) = stream.get_ref();
+        let server = session
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(|cert| Identity::from_certificate(cert).ok())
+            .map(|identity| ServerSession {
+                identity,
+                tls: TlsSession::of(session),
+            });
+        Ok((Box::new(stream), server))
     }
 }
 

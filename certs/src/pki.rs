@@ -55,10 +55,15 @@ pub struct Issued {
     pub role: &'static str,
 }
 
+/// Does `dir` hold a PKI (a CA certificate) already?
+pub fn exists(dir: &Path) -> bool {
+    dir.join(files::CA_CERT).exists()
+}
+
 /// Creates the demo PKI in `dir`. Refuses to replace an existing one unless `force`.
 pub fn init(dir: &Path, force: bool) -> Result<Vec<Issued>> {
     let ca_path = dir.join(files::CA_CERT);
-    if ca_path.exists() && !force {
+    if exists(dir) && !force {
         return Err(Error::AlreadyExists(dir.to_path_buf()));
     }
     files::create_dir(dir)?;

@@ -10,7 +10,7 @@ use node::{lifecycle, telemetry};
 fn main() -> ExitCode {
     let config = Config::parse();
     telemetry::init(&config.name, config.log_format);
-    let runtime = tokio::runtime::Runtime::new().expect("starting the tokio runtime");
+    let runtime = config.runtime().expect("starting the tokio runtime");
     match runtime.block_on(start(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

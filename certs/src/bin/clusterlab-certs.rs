@@ -25,8 +25,12 @@ enum Command {
         #[arg(long, env = "CLUSTERLAB_CERTS", value_name = "DIR")]
         out: PathBuf,
         /// Replace an existing PKI. Every certificate of the old CA stops working.
-        #[arg(long, env = "CLUSTERLAB_FORCE")]
+        #[arg(long, env = "CLUSTERLAB_FORCE", conflicts_with = "keep")]
         force: bool,
+        /// If DIR already holds a PKI, keep it and succeed: for a one-shot
+        /// service (docker compose) that runs at every start.
+        #[arg(long)]
+        keep: bool,
     },
     /// Mint one more identity, signed by the CA in DIR.
     Issue {
@@ -54,7 +58,13 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let issued = match cli.command {
-        Command::Init { out, force } => pki::init(&out, force)?,
+        Command::Init {
+            out, keep: true, ..
+        } if pki::exists(&out) => {
+            println!("{} already holds a PKI; keeping it", out.display());
+            return Ok(());
+        }
+        Command::Init { out, force, .. } => pki::init(&out, force)?,
         Command::Issue { out, kind, name } => {
             let kind: Kind = kind.parse()?;
             vec![pki::issue(&out, Identity::new(kind, &name)?)?]
