@@ -100,6 +100,9 @@ pub enum Command {
     Whoami,
     /// Show the cluster as the node asked sees it: members, their state and keys.
     Status,
+    /// Ask grpc.health.v1 whether the server is SERVING; exits 0 if it is, 1 if
+    /// not. Docker healthchecks use it (a scratch image has no curl or shell).
+    Health,
     /// Write unique keys while you break things, then read every acknowledged one
     /// back: proves (or disproves) that nothing acknowledged was lost.
     ///

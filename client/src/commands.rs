@@ -28,6 +28,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Scan(args) => scan(&global, args).await,
         Command::Whoami => whoami(&global).await,
         Command::Status => status(&global).await,
+        Command::Health => health(&global).await,
         Command::Check(args) => crate::check::run(&global, args).await,
         Command::Events(args) => events(&global, args).await,
         Command::Fault(args) => fault(&global, args).await,
@@ -378,26 +379,26 @@ fn print_balancer_status(global: &Global, status: &StatusResponse) {
         "{} (balancer), policy {}; {} requests, {} retries, {} retries refused by the budget",
         status.name, status.policy, status.requests, status.retries, status.retries_refused
     );
-    let width = status
-        .backends
-        .iter()
-        .map(|b| b.addr.len())
-        .max()
-        .unwrap_or(7)
-        .max(7);
+    let width = column_width(status.backends.iter().map(|b| b.addr.as_str()), "ADDRESS");
+    let names = column_width(status.backends.iter().map(|b| b.name.as_str()), "NODE");
     println!(
-        "  {:<8} {:<width$}  {:<8} {:>9} {:>9} {:>7} {:>9}",
+        "  {:<names$} {:<width$}  {:<8} {:>9} {:>9} {:>7} {:>9}",
         "NODE", "ADDRESS", "HEALTH", "IN-FLIGHT", "REQUESTS", "ERRORS", "EJECTIONS"
     );
     for b in &status.backends {
         println!(
-            "  {:<8} {:<width$}  {:<8} {:>9} {:>9} {:>7} {:>9}",
+            "  {:<names$} {:<width$}  {:<8} {:>9} {:>9} {:>7} {:>9}",
             b.name, b.addr, b.health, b.in_flight, b.requests, b.errors, b.ejections
         );
         if !b.reason.is_empty() {
             println!("           ejected because: {}", b.reason);
         }
     }
+}
+
+/// The width of a table column: its longest cell, or its heading.
+fn column_width<'a>(cells: impl Iterator<Item = &'a str>, heading: &str) -> usize {
+    cells.map(str::len).max().unwrap_or(0).max(heading.len())
 }
 
 fn print_node_status(global: &Global, status: &StatusResponse) {
@@ -441,15 +442,11 @@ fn print_node_status(global: &Global, status: &StatusResponse) {
         status.read_quorum,
         status.under_replicated
     );
-    let width = status
-        .members
-        .iter()
-        .map(|m| m.addr.len())
-        .max()
-        .unwrap_or(7)
-        .max(7);
+    let width = column_width(status.members.iter().map(|m| m.addr.as_str()), "ADDRESS");
+    // One more for the `*` that marks the member that answered.
+    let names = column_width(status.members.iter().map(|m| m.name.as_str()), "NAME") + 1;
     println!(
-        "  {:<8} {:<width$}  {:<8} {:>8}",
+        "  {:<names$} {:<width$}  {:<8} {:>8}",
         "NAME", "ADDRESS", "STATE", "KEYS"
     );
     for m in &status.members {
@@ -459,7 +456,7 @@ fn print_node_status(global: &Global, status: &StatusResponse) {
             m.name.clone()
         };
         println!(
-            "  {:<8} {:<width$}  {:<8} {:>8}",
+            "  {:<names$} {:<width$}  {:<8} {:>8}",
             name,
             m.addr,
             state_name(m.state),
@@ -540,6 +537,31 @@ async fn fault(global: &Global, args: FaultArgs) -> Result<(), Failure> {
         println!("{}: faults now {}", args.node, response.active);
     }
     Ok(())
+}
+
+async fn health(global: &Global) -> Result<(), Failure> {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let conn = Connection::open(global).await?;
+    let answer = HealthClient::new(conn.channel.clone())
+        .check(request(global, HealthCheckRequest::default()))
+        .await;
+    let answer = conn.check(answer).await?;
+    let status = answer.status().as_str_name();
+    if global.json {
+        print_json(&json!({"addr": conn.addr, "status": status}));
+    } else {
+        println!("{} {status}", conn.addr);
+    }
+    match answer.status() {
+        tonic_health::pb::health_check_response::ServingStatus::Serving => Ok(()),
+        _ => Err(Failure::new(
+            "NOT_SERVING",
+            format!(
+                "{} answers but is not serving (starting up, draining or paused)",
+                conn.addr
+            ),
+        )),
+    }
 }
 
 async fn policy(global: &Global, args: PolicyArgs) -> Result<(), Failure> {

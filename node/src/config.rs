@@ -1,7 +1,7 @@
 //! The node's command line. Every flag can also come from a `CLUSTERLAB_*`
 //! environment variable, which is how docker compose configures it.
 
-use std::{path::PathBuf, time::Duration};
+use std::{net::ToSocketAddrs, path::PathBuf, time::Duration};
 
 use certs::TlsMode;
 
@@ -21,6 +21,9 @@ Example: a three-node cluster on one machine, with fresh certificates:
 #[command(name = "clusterlab-node", version, after_help = EXAMPLE)]
 pub struct Config {
     /// This node's name, shown in status, traces and every log line (e.g. n1).
+    /// `auto` takes the container's name from Docker's DNS (e.g.
+    /// clusterlab-node-2), so scaled replicas that share one configuration
+    /// still have names that match `docker ps`.
     #[arg(long, env = "CLUSTERLAB_NAME")]
     pub name: String,
 
@@ -69,6 +72,17 @@ pub struct Config {
     /// leaves the ring and its keys are copied to restore N replicas.
     #[arg(long, env = "CLUSTERLAB_DEAD_AFTER", default_value = "10s", value_parser = humantime::parse_duration)]
     pub dead_after: Duration,
+
+    /// Simulate a machine that can start at most this many client requests per
+    /// second; the rest queue. Makes scaling out visible on one computer.
+    /// 0 means no limit.
+    #[arg(
+        long,
+        env = "CLUSTERLAB_CAPACITY",
+        value_name = "RPS",
+        default_value_t = 0
+    )]
+    pub capacity: u32,
 
     /// Directory for the node's database; created if missing. Data here survives
     /// restarts and crashes.
@@ -132,13 +146,7 @@ impl Config {
         if !listening.ip().is_unspecified() {
             return listening.to_string();
         }
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .ok()
-            .map(|h| h.trim().to_string())
-            .filter(|h| !h.is_empty())
-            .or_else(|| std::env::var("HOSTNAME").ok())
-            .unwrap_or_else(|| "localhost".into());
-        format!("{host}:{}", listening.port())
+        format!("{}:{}", hostname(), listening.port())
     }
 
     /// `--peers` without empty entries (an empty CLUSTERLAB_PEERS means none),
@@ -167,6 +175,75 @@ pub fn check_host_port(flag: &str, addr: &str) -> Result<(), String> {
             "{flag} {addr:?} is not HOST:PORT; write it like 127.0.0.1:7101 or node:7100"
         )),
     }
+}
+
+/// `--name auto`: the name DNS gives this machine's address, else its host name.
+///
+/// In docker compose every replica of a service gets the same settings, and a
+/// container's host name is its id. Docker's DNS server answers a reverse
+/// lookup of a container's address with its name, such as
+/// `clusterlab-node-2.clusterlab_default`; the first label is what `docker ps`
+/// shows and what `docker kill` takes. The DNS server is asked directly: the
+/// system resolver would answer from /etc/hosts, which maps the address to the
+/// container id.
+pub async fn auto_name() -> Result<String, String> {
+    use hickory_resolver::{
+        TokioResolver, config::ResolveHosts, net::runtime::TokioRuntimeProvider, proto::rr::RData,
+    };
+    let host = hostname();
+    let addrs: Vec<_> = (host.as_str(), 0)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve the host name {host}: {e}"))?
+        .filter(|a| !a.ip().is_loopback())
+        .collect();
+    let mut builder = TokioResolver::builder(TokioRuntimeProvider::default())
+        .map_err(|e| format!("cannot read the DNS configuration: {e}"))?;
+    // /etc/hosts maps our address to the container id: ask the DNS server.
+    builder.options_mut().use_hosts_file = ResolveHosts::Never;
+    let resolver = builder
+        .build()
+        .map_err(|e| format!("cannot start a DNS resolver: {e}"))?;
+    let mut tried = Vec::new();
+    for addr in addrs {
+        match resolver.reverse_lookup(addr.ip()).await {
+            Ok(lookup) => {
+                let found = lookup
+                    .answers()
+                    .iter()
+                    .find_map(|record| match &record.data {
+                        RData::PTR(name) => first_label(&name.to_string()),
+                        _ => None,
+                    });
+                if let Some(name) = found {
+                    return Ok(name);
+                }
+                tried.push(format!("{}: no name", addr.ip()));
+            }
+            Err(e) => tried.push(format!("{}: {e}", addr.ip())),
+        }
+    }
+    Err(format!(
+        "no DNS name for {host}'s addresses ({})",
+        tried.join("; ")
+    ))
+}
+
+/// This machine's host name (in a container: its id).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// `clusterlab-node-2` from `clusterlab-node-2.clusterlab_default`; `None` for
+/// an address written back as a name.
+fn first_label(name: &str) -> Option<String> {
+    let label = name.split('.').next()?;
+    let numeric = label.chars().all(|c| c.is_ascii_digit());
+    (!label.is_empty() && !numeric).then(|| label.to_string())
 }
 
 #[cfg(test)]
@@ -203,5 +280,15 @@ mod tests {
             (ok.replicas, ok.read_quorum, ok.write_quorum),
             (3, Some(1), None)
         );
+    }
+
+    #[test]
+    fn auto_names_take_the_first_label_of_a_dns_name() {
+        assert_eq!(
+            first_label("clusterlab-node-2.clusterlab_default").as_deref(),
+            Some("clusterlab-node-2")
+        );
+        assert_eq!(first_label("172.18.0.5"), None);
+        assert_eq!(first_label(""), None);
     }
 }

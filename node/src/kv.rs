@@ -11,6 +11,7 @@ use proto::{
 use std::sync::Arc;
 
 use crate::{
+    capacity::Capacity,
     coordinator::{Coordinator, Write},
     fault::Faults,
     limits,
@@ -30,22 +31,31 @@ fn is_retry<T>(request: &Request<T>) -> bool {
 pub struct KeyValueService {
     coordinator: Coordinator,
     faults: Arc<Faults>,
+    capacity: Arc<Capacity>,
 }
 
 impl KeyValueService {
-    /// The service for the node described by `state`.
-    pub fn new(state: Arc<NodeState>) -> Self {
+    /// The service for the node described by `state`, starting at most
+    /// `capacity` requests per second (0: no limit).
+    pub fn new(state: Arc<NodeState>, capacity: u32) -> Self {
         KeyValueService {
             faults: state.faults.clone(),
             coordinator: Coordinator::new(state),
+            capacity: Arc::new(Capacity::new(capacity)),
         }
+    }
+
+    /// Every request waits its turn under `--capacity`, then meets the faults.
+    async fn admit(&self) -> Result<(), Status> {
+        self.capacity.admit().await;
+        self.faults.enter(None).await
     }
 }
 
 #[tonic::async_trait]
 impl KeyValue for KeyValueService {
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
-        self.faults.enter(None).await?;
+        self.admit().await?;
         let request = request.into_inner();
         limits::check_key(&request.key)?;
         let (record, trace) = self
@@ -69,7 +79,7 @@ impl KeyValue for KeyValueService {
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        self.faults.enter(None).await?;
+        self.admit().await?;
         let retry = is_retry(&request);
         let request = request.into_inner();
         limits::check_key(&request.key)?;
@@ -92,7 +102,7 @@ impl KeyValue for KeyValueService {
         &self,
         request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
-        self.faults.enter(None).await?;
+        self.admit().await?;
         let retry = is_retry(&request);
         let request = request.into_inner();
         limits::check_key(&request.key)?;
@@ -111,7 +121,7 @@ impl KeyValue for KeyValueService {
     }
 
     async fn scan(&self, request: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
-        self.faults.enter(None).await?;
+        self.admit().await?;
         let request = request.into_inner();
         let limit = limits::scan_limit(request.limit)?;
         let (records, more, trace) = self

@@ -15,12 +15,14 @@
 //! - [`kv`], [`replica`], [`admin`]: the gRPC services.
 //! - [`events`]: the event feed behind `clusterlab events`.
 //! - [`fault`]: injected latency, errors, pauses and cut links, for the labs.
+//! - [`capacity`]: `--capacity`, a simulated machine limit for the scaling lab.
 //! - [`server`]: puts it together; [`lifecycle`]: signals and graceful draining.
 //! - [`config`]: the command line; [`telemetry`]: log lines tagged with the process name.
 //! - [`error`]: the node's errors and their gRPC status codes.
 
 pub mod admin;
 pub mod antientropy;
+pub mod capacity;
 pub mod config;
 pub mod coordinator;
 pub mod discovery;

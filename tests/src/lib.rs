@@ -12,6 +12,10 @@
 //! cluster.client().args(["put", "k", "v"]).ok();
 //! assert_eq!(cluster.client().args(["get", "k"]).ok().stdout, "v");
 //! ```
+//!
+//! [`docker`] does the same for the docker compose cluster.
+
+pub mod docker;
 
 use std::{
     net::{SocketAddr, TcpListener},
@@ -652,6 +656,11 @@ pub struct Running {
 }
 
 impl Running {
+    /// Wraps a child whose stdout and stderr are piped.
+    pub fn new(child: Child) -> Self {
+        Running { child: Some(child) }
+    }
+
     /// True once the process has exited.
     pub fn finished(&mut self) -> bool {
         let child = self.child.as_mut().expect("not yet collected");

@@ -7,9 +7,18 @@ use clap::Parser;
 use node::{Config, lifecycle, telemetry};
 
 fn main() -> ExitCode {
-    let config = Config::parse();
-    telemetry::init(&config.name, config.log_format);
+    let mut config = Config::parse();
     let runtime = tokio::runtime::Runtime::new().expect("starting the tokio runtime");
+    if config.name == "auto" {
+        config.name = runtime
+            .block_on(node::config::auto_name())
+            .unwrap_or_else(|why| {
+                let host = node::config::hostname();
+                eprintln!("clusterlab-node: --name auto: {why}; using the host name {host}");
+                host
+            });
+    }
+    telemetry::init(&config.name, config.log_format);
     match runtime.block_on(start(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -1,0 +1,266 @@
+//! The compose cluster, for the docker scenario tests.
+//!
+//! [`Compose::up`] builds the image from static host binaries
+//! (`scripts/docker-build`), brings `docker-compose.yml` up under a project
+//! name of its own, and waits for the balancer to be healthy. Dropping it takes
+//! everything down, volumes included, even when the test failed.
+//!
+//! The tests run when a Docker daemon answers. With
+//! `CLUSTERLAB_REQUIRE_DOCKER=1` (CI) a missing daemon is a failure, never a skip.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::Duration,
+};
+
+use crate::{Output, Running, free_port, wait_until};
+
+/// How long the cluster may take to come up: image start, PKI, three nodes.
+pub const UP_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The workspace root, where `docker-compose.yml` is.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the workspace")
+        .to_path_buf()
+}
+
+/// True if a Docker daemon answers. Panics instead of returning false when
+/// `CLUSTERLAB_REQUIRE_DOCKER=1`, so CI cannot skip the docker tests.
+pub fn available() -> bool {
+    let answers = Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !answers {
+        let required = std::env::var("CLUSTERLAB_REQUIRE_DOCKER").is_ok_and(|v| v == "1");
+        assert!(
+            !required,
+            "CLUSTERLAB_REQUIRE_DOCKER=1 but no Docker daemon answers `docker info`"
+        );
+        eprintln!(
+            "skipping: no Docker daemon answers (set CLUSTERLAB_REQUIRE_DOCKER=1 to fail instead)"
+        );
+    }
+    answers
+}
+
+/// `docker compose` (v2) if the plugin is there, else `docker-compose` (v1.29).
+fn compose_program() -> Vec<&'static str> {
+    let v2 = Command::new("docker")
+        .args(["compose", "version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if v2 {
+        vec!["docker", "compose"]
+    } else {
+        vec!["docker-compose"]
+    }
+}
+
+/// Builds the image the way a machine without a registry does: static host
+/// binaries into a scratch image. One test at a time (a file lock), and cheap
+/// once built: cargo and docker both reuse their caches.
+pub fn build_image() {
+    let lock_path = root().join("target").join("docker-build.lock");
+    std::fs::create_dir_all(lock_path.parent().expect("target dir")).expect("creating target/");
+    let lock = std::fs::File::create(&lock_path).expect("creating the build lock");
+    lock.lock().expect("locking the image build");
+    let status = Command::new(root().join("scripts").join("docker-build"))
+        .current_dir(root())
+        .status()
+        .expect("running scripts/docker-build");
+    assert!(status.success(), "scripts/docker-build failed");
+}
+
+/// One compose project: the cluster of `docker-compose.yml`, under a name of
+/// its own so tests (and a learner's own cluster) do not collide.
+#[derive(Debug)]
+pub struct Compose {
+    pub project: String,
+    env: Vec<(String, String)>,
+    program: Vec<&'static str>,
+}
+
+impl Compose {
+    /// Builds the image, brings the cluster up with `env` on top of the
+    /// defaults (say `CLUSTERLAB_TLS=plaintext`), and waits for the balancer.
+    pub fn up(env: &[(&str, &str)]) -> Compose {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        build_image();
+        let project = format!(
+            "cltest{}x{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut all = vec![
+            ("CLUSTERLAB_PORT".to_string(), free_port().to_string()),
+            (
+                "CLUSTERLAB_DASHBOARD_PORT".to_string(),
+                free_port().to_string(),
+            ),
+        ];
+        all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let compose = Compose {
+            project,
+            env: all,
+            program: compose_program(),
+        };
+        compose.ok(&["up", "-d"]);
+        compose.wait_healthy("balancer", 1);
+        compose
+    }
+
+    /// A compose command for this project, not yet run.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(self.program[0]);
+        command
+            .args(&self.program[1..])
+            .args(["-p", &self.project, "-f"])
+            .arg(root().join("docker-compose.yml"))
+            .args(args)
+            .current_dir(root())
+            .stdin(Stdio::null());
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("CLUSTERLAB_") {
+                command.env_remove(key);
+            }
+        }
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
+        command
+    }
+
+    /// Runs a compose command and asserts it succeeded.
+    pub fn ok(&self, args: &[&str]) -> Output {
+        let out = run(self.command(args));
+        assert!(
+            out.status.success(),
+            "compose {args:?} failed ({}):\n{}\n{}",
+            out.status,
+            out.stdout,
+            out.stderr
+        );
+        out
+    }
+
+    /// `clusterlab ARGS` in a fresh client container (`compose run --rm client`).
+    pub fn client(&self, args: &[&str]) -> Output {
+        run(self.client_command(args))
+    }
+
+    /// Like [`Self::client`], in the background.
+    pub fn spawn_client(&self, args: &[&str]) -> Running {
+        let mut command = self.client_command(args);
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        Running::new(command.spawn().expect("starting compose run"))
+    }
+
+    fn client_command(&self, args: &[&str]) -> Command {
+        // --no-deps: never (re)start a node the test has just killed.
+        let mut all = vec!["run", "--rm", "-T", "--no-deps", "client"];
+        all.extend(args);
+        self.command(&all)
+    }
+
+    /// The running containers of `service`, by name, in order.
+    pub fn containers(&self, service: &str) -> Vec<String> {
+        let mut command = Command::new("docker");
+        command.args([
+            "ps",
+            "--filter",
+            &format!("label=com.docker.compose.project={}", self.project),
+            "--filter",
+            &format!("label=com.docker.compose.service={service}"),
+            "--format",
+            "{{.Names}}",
+        ]);
+        let out = run(command);
+        let mut names: Vec<String> = out.stdout.lines().map(str::to_string).collect();
+        names.sort();
+        names
+    }
+
+    /// Waits until `count` containers of `service` run and report healthy.
+    pub fn wait_healthy(&self, service: &str, count: usize) {
+        wait_until(
+            &format!("{count} healthy {service} container(s)"),
+            UP_TIMEOUT,
+            || {
+                let names = self.containers(service);
+                names.len() >= count
+                    && names
+                        .iter()
+                        .filter(|name| {
+                            docker(&["inspect", "-f", "{{.State.Health.Status}}", name]).trim()
+                                == "healthy"
+                        })
+                        .count()
+                        >= count
+            },
+        );
+    }
+
+    /// The balancer's status (`clusterlab status --json` through it).
+    pub fn balancer_status(&self) -> serde_json::Value {
+        let out = self.client(&["--json", "status"]);
+        assert!(out.status.success(), "status failed: {}", out.stderr);
+        out.json()
+    }
+
+    /// Names of the nodes the balancer has in rotation.
+    pub fn healthy_backends(&self) -> Vec<String> {
+        let status = self.balancer_status();
+        status["backends"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|b| b["health"] == "healthy")
+            .filter_map(|b| b["name"].as_str().map(str::to_string))
+            .collect()
+    }
+
+    /// The logs of every container, for a failure message.
+    pub fn logs(&self) -> String {
+        run(self.command(&["logs", "--no-color", "--tail", "40"])).stdout
+    }
+}
+
+impl Drop for Compose {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- compose logs of {} ---\n{}", self.project, self.logs());
+        }
+        let out = run(self.command(&["down", "-v", "--remove-orphans", "--timeout", "2"]));
+        if !out.status.success() {
+            eprintln!("compose down failed for {}: {}", self.project, out.stderr);
+        }
+    }
+}
+
+/// `docker ARGS`, returning stdout (empty on failure).
+pub fn docker(args: &[&str]) -> String {
+    let mut command = Command::new("docker");
+    command.args(args);
+    run(command).stdout
+}
+
+fn run(mut command: Command) -> Output {
+    let out = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap_or_else(|e| panic!("running {command:?}: {e}"));
+    Output {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stdout_bytes: out.stdout,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}

@@ -1,0 +1,180 @@
+//! The compose cluster for real: containers killed, restarted and added.
+//!
+//! These run when a Docker daemon answers (`CLUSTERLAB_REQUIRE_DOCKER=1` makes a
+//! missing one a failure). Each test brings up its own compose project and
+//! takes it down, volumes included, when it ends, pass or fail.
+
+use std::time::Duration;
+
+use tests::{
+    docker::{self, Compose, UP_TIMEOUT},
+    wait_until,
+};
+
+/// Each node starts at most this many client requests per second, so that five
+/// nodes can serve visibly more than three on one machine.
+const CAPACITY: &str = "100";
+
+fn throughput(compose: &Compose) -> (f64, serde_json::Value) {
+    let out = compose.client(&[
+        "--json",
+        "load",
+        "--duration",
+        "6s",
+        "--concurrency",
+        "48",
+        "--keys",
+        "500",
+        "--read-ratio",
+        "0.9",
+    ]);
+    assert!(out.status.success(), "load failed: {}", out.stderr);
+    let json = out.json();
+    (json["throughput_rps"].as_f64().unwrap(), json)
+}
+
+/// Members (name -> keys held) as node `addr` sees them.
+fn members(compose: &Compose, addr: &str) -> Vec<(String, u64)> {
+    let out = compose.client(&["--addr", addr, "--json", "status"]);
+    assert!(out.status.success(), "status of {addr}: {}", out.stderr);
+    out.json()["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap_or_default().to_string(),
+                m["keys"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_compose_cluster_fails_over_and_scales_out() {
+    if !docker::available() {
+        return;
+    }
+    let compose = Compose::up(&[("CLUSTERLAB_CAPACITY", CAPACITY)]);
+    let nodes = compose.containers("node");
+    assert_eq!(nodes.len(), 3, "{nodes:?}");
+
+    // A write and a read through the client container and the balancer.
+    let out = compose.client(&["-v", "put", "greeting", "hello"]);
+    assert!(out.status.success(), "put: {}", out.stderr);
+    let out = compose.client(&["get", "greeting"]);
+    assert_eq!(out.stdout, "hello", "{}", out.stderr);
+
+    // Nodes are named after their containers, so status matches `docker ps`.
+    wait_until(
+        "the balancer to know every node by name",
+        UP_TIMEOUT,
+        || {
+            let mut backends = compose.healthy_backends();
+            backends.sort();
+            backends == nodes
+        },
+    );
+
+    let (three, _) = throughput(&compose);
+
+    // Kill a node container under a write-then-verify workload.
+    let check =
+        compose.spawn_client(&["--json", "check", "--duration", "15s", "--concurrency", "4"]);
+    wait_until("the check to be under way", UP_TIMEOUT, || {
+        compose.balancer_status()["requests"].as_u64().unwrap_or(0) > 2_000
+    });
+    let victim = &nodes[1];
+    docker::docker(&["kill", victim]);
+    let out = check.finish();
+    assert!(
+        out.status.success(),
+        "check failed: {}\n{}",
+        out.stdout,
+        out.stderr
+    );
+    let report = out.json();
+    assert_eq!(report["lost"], 0, "{report}");
+    assert!(report["acknowledged"].as_u64().unwrap() > 100, "{report}");
+    // The balancer took the node out: ejected on a failed request, or removed
+    // when Docker's DNS stopped listing it, whichever came first.
+    let events = compose.client(&["--json", "events", "--no-follow"]);
+    let taken_out = events.stdout.lines().any(|line| {
+        let event: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+        event["subject"] == victim.as_str()
+            && matches!(
+                event["kind"].as_str(),
+                Some("backend.ejected" | "backend.removed")
+            )
+    });
+    assert!(taken_out, "no ejection of {victim}:\n{}", events.stdout);
+    assert!(!compose.healthy_backends().contains(victim));
+    eprintln!(
+        "failover: {} retries after killing {victim}",
+        compose.balancer_status()["retries"]
+    );
+
+    // Started again, it comes back into rotation.
+    docker::docker(&["start", victim]);
+    wait_until(&format!("{victim} back in rotation"), UP_TIMEOUT, || {
+        compose.healthy_backends().contains(victim)
+    });
+
+    // Scale out to five: the new nodes join, take traffic and hold keys.
+    compose.ok(&["up", "-d", "--no-recreate", "--scale", "node=5"]);
+    compose.wait_healthy("node", 5);
+    let five_nodes = compose.containers("node");
+    let added: Vec<&String> = five_nodes.iter().filter(|n| !nodes.contains(n)).collect();
+    assert_eq!(added.len(), 2, "{five_nodes:?}");
+    wait_until("five nodes in rotation", UP_TIMEOUT, || {
+        compose.healthy_backends().len() == 5
+    });
+    let (five, load) = throughput(&compose);
+    for name in &added {
+        assert!(
+            load["per_node"][name.as_str()].as_u64().unwrap_or(0) > 0,
+            "{name} took no traffic: {load}"
+        );
+    }
+    wait_until(
+        "the new nodes to receive their share of keys",
+        UP_TIMEOUT,
+        || {
+            let members = members(&compose, &format!("{}:7100", nodes[0]));
+            added.iter().all(|name| {
+                members
+                    .iter()
+                    .any(|(member, keys)| member == *name && *keys > 0)
+            })
+        },
+    );
+
+    // Five capacity-limited nodes serve more than three.
+    let ratio = five / three;
+    eprintln!("throughput: 3 nodes {three:.0} req/s, 5 nodes {five:.0} req/s, {ratio:.2}x");
+    assert!(
+        ratio >= 1.5,
+        "5 nodes served {five:.0} req/s, 3 nodes {three:.0}: {ratio:.2}x (goal >= 1.5x)"
+    );
+}
+
+#[test]
+fn plaintext_mode_runs_the_whole_cluster_without_tls_and_says_so() {
+    if !docker::available() {
+        return;
+    }
+    let compose = Compose::up(&[("CLUSTERLAB_TLS", "plaintext")]);
+    let out = compose.client(&["put", "secret", "in-the-clear"]);
+    assert!(out.status.success(), "put: {}", out.stderr);
+    let out = compose.client(&["whoami"]);
+    assert!(out.stdout.contains("PLAINTEXT"), "{}", out.stdout);
+    let logs = compose.logs();
+    assert!(
+        logs.to_lowercase().contains("plaintext"),
+        "no plaintext warning in the logs:\n{logs}"
+    );
+    // Deadline-bound: the cluster keeps serving after the warning.
+    wait_until("a read in plaintext", Duration::from_secs(30), || {
+        compose.client(&["get", "secret"]).stdout == "in-the-clear"
+    });
+}
