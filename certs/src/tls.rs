@@ -132,7 +132,7 @@ pub fn warn_about(mode: TlsMode, process: &str) {
 
 /// Logs a warning when TLS secrets are being written out; call once at start-up.
 pub fn warn_if_key_logging() {
-    if let Some(path) = std::env::var_os("SSLKEYLOGFILE") {
+    if let Some(path) = std::env::var_os("SSLKEYLOGFILE").filter(|p| !p.is_empty()) {
         tracing::warn!(
             file = %Path::new(&path).display(),
             "SSLKEYLOGFILE is set: TLS session keys are written to this file, and anyone \

@@ -120,6 +120,10 @@ pub enum Command {
     Fault(FaultArgs),
     /// Change a balancer's load-balancing policy while it runs.
     Policy(PolicyArgs),
+    /// Watch the wire: one annotated line per TLS record (encrypted) or, in
+    /// plaintext mode, per HTTP/2 frame (method, readable bytes). Needs
+    /// CAP_NET_RAW; in compose: docker compose run --rm sniff.
+    Sniff(SniffArgs),
     /// Generate load with a live view: requests/s, errors, retries, latency
     /// percentiles and the share each node serves, then a summary.
     Load(LoadArgs),
@@ -162,6 +166,22 @@ fn positive(text: &str) -> Result<f64, String> {
         true => Ok(value),
         false => Err(format!("{value} is not a rate between 0 and 1000000")),
     }
+}
+
+#[derive(Debug, Args)]
+pub struct SniffArgs {
+    /// TCP ports to watch (either end), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "7000,7100")]
+    pub ports: Vec<u16>,
+    /// Stop after this long (default: until Ctrl-C).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+    /// Stop after this many lines.
+    #[arg(long)]
+    pub count: Option<usize>,
+    /// Also write the captured frames to FILE (pcap), for Wireshark.
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

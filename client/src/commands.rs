@@ -29,6 +29,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Whoami => whoami(&global).await,
         Command::Status => status(&global).await,
         Command::Health => health(&global).await,
+        Command::Sniff(args) => crate::sniff::run(args),
         Command::Check(args) => crate::check::run(&global, args).await,
         Command::Events(args) => events(&global, args).await,
         Command::Fault(args) => fault(&global, args).await,

@@ -15,6 +15,7 @@ pub mod connect;
 pub mod failure;
 pub mod load;
 pub mod render;
+pub mod sniff;
 
 pub use cli::Cli;
 pub use failure::Failure;

@@ -10,12 +10,12 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::{Child, Command, Stdio},
     sync::atomic::{AtomicU32, Ordering},
     time::Duration,
 };
 
-use crate::{Output, Running, free_port, wait_until};
+use crate::{Output, free_port, wait_until};
 
 /// How long the cluster may take to come up: image start, PKI, three nodes.
 pub const UP_TIMEOUT: Duration = Duration::from_secs(120);
@@ -152,19 +152,22 @@ impl Compose {
 
     /// `clusterlab ARGS` in a fresh client container (`compose run --rm client`).
     pub fn client(&self, args: &[&str]) -> Output {
-        run(self.client_command(args))
+        run(self.run_command("client", args))
     }
 
     /// Like [`Self::client`], in the background.
-    pub fn spawn_client(&self, args: &[&str]) -> Running {
-        let mut command = self.client_command(args);
-        command.stdout(Stdio::piped()).stderr(Stdio::piped());
-        Running::new(command.spawn().expect("starting compose run"))
+    pub fn spawn_client(&self, args: &[&str]) -> Background {
+        self.spawn("client", args)
     }
 
-    fn client_command(&self, args: &[&str]) -> Command {
+    /// `compose run --rm SERVICE ARGS` in the background.
+    pub fn spawn(&self, service: &str, args: &[&str]) -> Background {
+        Background::start(self.run_command(service, args))
+    }
+
+    fn run_command(&self, service: &str, args: &[&str]) -> Command {
         // --no-deps: never (re)start a node the test has just killed.
-        let mut all = vec!["run", "--rm", "-T", "--no-deps", "client"];
+        let mut all = vec!["run", "--rm", "-T", "--no-deps", service];
         all.extend(args);
         self.command(&all)
     }
@@ -241,6 +244,58 @@ impl Drop for Compose {
         if !out.status.success() {
             eprintln!("compose down failed for {}: {}", self.project, out.stderr);
         }
+    }
+}
+
+/// A command running in the background, its output going to files: a pipe
+/// nobody reads until the end would fill up and stall a chatty command (the
+/// sniffer prints a line per packet).
+#[derive(Debug)]
+pub struct Background {
+    child: Child,
+    stdout: tempfile::NamedTempFile,
+    stderr: tempfile::NamedTempFile,
+}
+
+impl Background {
+    fn start(mut command: Command) -> Self {
+        let stdout = tempfile::NamedTempFile::new().expect("a temporary file");
+        let stderr = tempfile::NamedTempFile::new().expect("a temporary file");
+        let child = command
+            .stdout(stdout.reopen().expect("reopening a temporary file"))
+            .stderr(stderr.reopen().expect("reopening a temporary file"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {command:?}: {e}"));
+        Background {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// True once the command has exited.
+    pub fn finished(&mut self) -> bool {
+        self.child.try_wait().expect("checking a child").is_some()
+    }
+
+    /// Waits for the exit and returns what it printed.
+    pub fn finish(mut self) -> Output {
+        let status = self.child.wait().expect("waiting for a child");
+        let stdout_bytes = std::fs::read(self.stdout.path()).expect("reading stdout");
+        let stderr = std::fs::read(self.stderr.path()).expect("reading stderr");
+        Output {
+            status,
+            stdout: String::from_utf8_lossy(&stdout_bytes).into_owned(),
+            stdout_bytes,
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -656,11 +656,6 @@ pub struct Running {
 }
 
 impl Running {
-    /// Wraps a child whose stdout and stderr are piped.
-    pub fn new(child: Child) -> Self {
-        Running { child: Some(child) }
-    }
-
     /// True once the process has exited.
     pub fn finished(&mut self) -> bool {
         let child = self.child.as_mut().expect("not yet collected");

@@ -1,10 +1,9 @@
-//! The compose cluster for real: containers killed, restarted and added.
+//! The compose cluster for real: containers killed, restarted and added, and
+//! the wire sniffed in mutual TLS and in plaintext.
 //!
 //! These run when a Docker daemon answers (`CLUSTERLAB_REQUIRE_DOCKER=1` makes a
 //! missing one a failure). Each test brings up its own compose project and
 //! takes it down, volumes included, when it ends, pass or fail.
-
-use std::time::Duration;
 
 use tests::{
     docker::{self, Compose, UP_TIMEOUT},
@@ -158,23 +157,87 @@ fn the_compose_cluster_fails_over_and_scales_out() {
     );
 }
 
+/// What `clusterlab sniff`, in the balancer's network namespace, printed
+/// while a key and value were written through the balancer again and again.
+fn sniff_writes(compose: &Compose, key: &str, value: &str) -> String {
+    let mut sniff = compose.spawn(
+        "sniff",
+        &["--duration", "10s", "--pcap", "/captures/lab.pcap"],
+    );
+    wait_until("the sniffer to start", UP_TIMEOUT, || {
+        !compose.containers("sniff").is_empty() || sniff.finished()
+    });
+    // Write until the capture ends, so some writes surely fall inside it.
+    let mut writes = 0;
+    while !sniff.finished() {
+        let out = compose.client(&["put", key, value]);
+        assert!(out.status.success(), "put: {}", out.stderr);
+        writes += 1;
+    }
+    let out = sniff.finish();
+    assert!(out.status.success(), "sniff failed: {}", out.stderr);
+    assert!(writes > 0);
+    out.stdout
+}
+
+/// The pcap file the sniffer wrote: a pcap header and some packets.
+fn assert_pcap(dir: &std::path::Path) {
+    let pcap = std::fs::read(dir.join("lab.pcap")).expect("the sniffer's pcap file");
+    let magic = u32::from_le_bytes(pcap[..4].try_into().unwrap());
+    assert!(
+        magic == 0xa1b2_c3d4 || magic == 0xd4c3_b2a1,
+        "not a pcap file: {magic:x}"
+    );
+    assert!(pcap.len() > 24 + 16 + 54, "no packets in the pcap file");
+}
+
 #[test]
-fn plaintext_mode_runs_the_whole_cluster_without_tls_and_says_so() {
+fn on_the_wire_mutual_tls_hides_keys_and_values() {
     if !docker::available() {
         return;
     }
-    let compose = Compose::up(&[("CLUSTERLAB_TLS", "plaintext")]);
-    let out = compose.client(&["put", "secret", "in-the-clear"]);
-    assert!(out.status.success(), "put: {}", out.stderr);
-    let out = compose.client(&["whoami"]);
-    assert!(out.stdout.contains("PLAINTEXT"), "{}", out.stdout);
+    let captures = tempfile::tempdir().unwrap();
+    let dir = captures.path().to_str().unwrap();
+    let compose = Compose::up(&[("CLUSTERLAB_CAPTURES", dir)]);
+    let seen = sniff_writes(&compose, "sniffed-key-4711", "sniffed-value-0815");
+    assert!(seen.contains("TLS application_data"), "{seen}");
+    assert!(
+        !seen.contains("sniffed-key"),
+        "the key is readable:\n{seen}"
+    );
+    assert!(
+        !seen.contains("sniffed-value"),
+        "the value is readable:\n{seen}"
+    );
+    assert!(!seen.contains("H2 "), "HTTP/2 frames are readable:\n{seen}");
+    assert_pcap(captures.path());
+}
+
+#[test]
+fn on_the_wire_plaintext_shows_everything() {
+    if !docker::available() {
+        return;
+    }
+    let captures = tempfile::tempdir().unwrap();
+    let dir = captures.path().to_str().unwrap();
+    let compose = Compose::up(&[
+        ("CLUSTERLAB_TLS", "plaintext"),
+        ("CLUSTERLAB_CAPTURES", dir),
+    ]);
     let logs = compose.logs();
     assert!(
-        logs.to_lowercase().contains("plaintext"),
+        logs.contains("PLAINTEXT MODE"),
         "no plaintext warning in the logs:\n{logs}"
     );
-    // Deadline-bound: the cluster keeps serving after the warning.
-    wait_until("a read in plaintext", Duration::from_secs(30), || {
-        compose.client(&["get", "secret"]).stdout == "in-the-clear"
-    });
+    let seen = sniff_writes(&compose, "sniffed-key-4711", "sniffed-value-0815");
+    assert!(seen.contains(":path /clusterlab.v1.KeyValue/Put"), "{seen}");
+    assert!(seen.contains("readable: \"sniffed-key-4711\""), "{seen}");
+    assert!(seen.contains("sniffed-value-0815"), "{seen}");
+    assert!(!seen.contains("TLS "), "{seen}");
+    assert_pcap(captures.path());
+    // And the cluster works as before, unencrypted.
+    let out = compose.client(&["get", "sniffed-key-4711"]);
+    assert_eq!(out.stdout, "sniffed-value-0815", "{}", out.stderr);
+    let out = compose.client(&["whoami"]);
+    assert!(out.stdout.contains("PLAINTEXT"), "{}", out.stdout);
 }

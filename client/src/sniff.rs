@@ -1,0 +1,537 @@
+//! `clusterlab sniff`: what is on the wire, annotated.
+//!
+//! A raw packet socket (AF_PACKET: needs CAP_NET_RAW, no libpcap) receives
+//! every frame on the network namespace's interfaces. The sniffer keeps TCP
+//! segments to or from clusterlab's ports, follows each TCP stream, and prints
+//! one line per unit the stream carries:
+//!
+//! - over mutual TLS, one line per TLS record: its content type and length.
+//!   Everything after the handshake is `application_data`, encrypted: the keys
+//!   and values are not there to read.
+//! - in plaintext, one line per HTTP/2 frame: its type and stream, the gRPC
+//!   method of a HEADERS frame (decoded with HPACK) and the readable bytes of a
+//!   DATA frame, which include the keys and values.
+//!
+//! `--pcap FILE` also writes every kept frame to a capture Wireshark opens.
+
+use std::{
+    collections::HashMap,
+    fmt::Write as _,
+    io::Read,
+    net::Ipv4Addr,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::{Failure, cli::SniffArgs};
+
+/// `ETH_P_ALL`: every protocol, in network byte order as `socket(2)` wants it.
+const ETH_P_ALL: u16 = 0x0003;
+/// The largest Ethernet frame we expect (jumbo frames and offloads aside).
+const FRAME_BUFFER: usize = 65_536;
+
+pub fn run(args: SniffArgs) -> Result<(), Failure> {
+    let socket = Socket::new(
+        Domain::PACKET,
+        Type::RAW,
+        Some(Protocol::from(i32::from(ETH_P_ALL.to_be()))),
+    )
+    .map_err(|e| {
+        Failure::new(
+            "PERMISSION_DENIED",
+            format!(
+                "cannot open a raw packet socket ({e}): sniffing needs CAP_NET_RAW. \
+                 Run it as root, or use the compose service: docker compose run --rm sniff"
+            ),
+        )
+    })?;
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .map_err(|e| Failure::new("INTERNAL", format!("socket timeout: {e}")))?;
+    let mut pcap = match &args.pcap {
+        Some(path) => {
+            let file = std::fs::File::create(path).map_err(|e| {
+                Failure::new(
+                    "INVALID_ARGUMENT",
+                    format!("cannot write {}: {e}", path.display()),
+                )
+            })?;
+            Some(
+                pcap_file::pcap::PcapWriter::new(file)
+                    .map_err(|e| Failure::new("INTERNAL", format!("pcap: {e}")))?,
+            )
+        }
+        None => None,
+    };
+    eprintln!(
+        "sniffing TCP ports {:?}{}; one line per TLS record or HTTP/2 frame",
+        args.ports,
+        args.duration
+            .map(|d| format!(" for {}", humantime::format_duration(d)))
+            .unwrap_or_default()
+    );
+    let deadline = args.duration.map(|d| Instant::now() + d);
+    let mut sniffer = Sniffer::new(args.ports.clone());
+    let mut frame = vec![0u8; FRAME_BUFFER];
+    let mut printed = 0usize;
+    while deadline.is_none_or(|d| Instant::now() < d) && args.count.is_none_or(|c| printed < c) {
+        let len = match (&socket).read(&mut frame) {
+            Ok(len) => len,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue;
+            }
+            Err(e) => return Err(Failure::new("INTERNAL", format!("capture failed: {e}"))),
+        };
+        let Some(segment) = Segment::parse(&frame[..len]) else {
+            continue;
+        };
+        if !sniffer.wanted(&segment) {
+            continue;
+        }
+        if let Some(writer) = pcap.as_mut() {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
+            let packet = pcap_file::pcap::PcapPacket::new(now, len as u32, &frame[..len]);
+            writer
+                .write_packet(&packet)
+                .map_err(|e| Failure::new("INTERNAL", format!("pcap: {e}")))?;
+        }
+        for line in sniffer.follow(&segment) {
+            println!("{line}");
+            printed += 1;
+        }
+    }
+    Ok(())
+}
+
+/// One TCP segment, parsed out of an Ethernet frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment<'a> {
+    pub src: (Ipv4Addr, u16),
+    pub dst: (Ipv4Addr, u16),
+    pub seq: u32,
+    pub syn: bool,
+    pub payload: &'a [u8],
+}
+
+impl<'a> Segment<'a> {
+    /// Ethernet II / IPv4 / TCP, or `None` for anything else.
+    pub fn parse(frame: &'a [u8]) -> Option<Segment<'a>> {
+        let ethertype = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
+        if ethertype != 0x0800 {
+            return None;
+        }
+        let ip = frame.get(14..)?;
+        let ihl = usize::from(ip.first()? & 0x0f) * 4;
+        let total = usize::from(u16::from_be_bytes([*ip.get(2)?, *ip.get(3)?]));
+        if *ip.get(9)? != 6 || ihl < 20 || total < ihl || ip.len() < total {
+            return None;
+        }
+        let src_ip = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
+        let dst_ip = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+        let tcp = ip.get(ihl..total)?;
+        let offset = usize::from(tcp.get(12)? >> 4) * 4;
+        if offset < 20 || tcp.len() < offset {
+            return None;
+        }
+        Some(Segment {
+            src: (src_ip, u16::from_be_bytes([tcp[0], tcp[1]])),
+            dst: (dst_ip, u16::from_be_bytes([tcp[2], tcp[3]])),
+            seq: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
+            syn: tcp[13] & 0x02 != 0,
+            payload: &tcp[offset..],
+        })
+    }
+}
+
+type FlowKey = ((Ipv4Addr, u16), (Ipv4Addr, u16));
+
+/// Follows the TCP streams on the ports we watch.
+#[derive(Debug)]
+pub struct Sniffer {
+    ports: Vec<u16>,
+    flows: HashMap<FlowKey, Flow>,
+}
+
+impl Sniffer {
+    pub fn new(ports: Vec<u16>) -> Self {
+        Sniffer {
+            ports,
+            flows: HashMap::new(),
+        }
+    }
+
+    fn wanted(&self, segment: &Segment<'_>) -> bool {
+        self.ports.contains(&segment.src.1) || self.ports.contains(&segment.dst.1)
+    }
+
+    /// Adds a segment to its stream; returns a line per complete unit.
+    pub fn follow(&mut self, segment: &Segment<'_>) -> Vec<String> {
+        let key = (segment.src, segment.dst);
+        if segment.syn {
+            // A new connection: start this direction afresh.
+            self.flows
+                .insert(key, Flow::starting(segment.seq.wrapping_add(1)));
+            return Vec::new();
+        }
+        if segment.payload.is_empty() {
+            return Vec::new();
+        }
+        let flow = self
+            .flows
+            .entry(key)
+            .or_insert_with(|| Flow::joined_late(segment.seq));
+        if !flow.take(segment) {
+            return Vec::new();
+        }
+        let route = format!(
+            "{}:{} -> {}:{}",
+            segment.src.0, segment.src.1, segment.dst.0, segment.dst.1
+        );
+        flow.units()
+            .into_iter()
+            .map(|unit| format!("{route:<45}  {unit}"))
+            .collect()
+    }
+}
+
+/// What a stream turned out to carry.
+enum Carries {
+    Unknown,
+    Tls,
+    Http2(Box<loona_hpack::Decoder<'static>>),
+}
+
+impl std::fmt::Debug for Carries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Carries::Unknown => "Unknown",
+            Carries::Tls => "Tls",
+            Carries::Http2(_) => "Http2",
+        })
+    }
+}
+
+/// One direction of one TCP connection.
+#[derive(Debug)]
+struct Flow {
+    next_seq: u32,
+    buffer: Vec<u8>,
+    carries: Carries,
+    /// Capture began after the connection did: HPACK state is unknown.
+    joined_late: bool,
+}
+
+impl Flow {
+    fn starting(next_seq: u32) -> Self {
+        Flow {
+            next_seq,
+            buffer: Vec::new(),
+            carries: Carries::Unknown,
+            joined_late: false,
+        }
+    }
+
+    fn joined_late(seq: u32) -> Self {
+        Flow {
+            joined_late: true,
+            ..Flow::starting(seq)
+        }
+    }
+
+    /// Appends the segment's new bytes. Retransmitted bytes are dropped; after
+    /// a gap (a lost capture) the stream restarts at this segment.
+    fn take(&mut self, segment: &Segment<'_>) -> bool {
+        let ahead = segment.seq.wrapping_sub(self.next_seq) as i32;
+        let payload = segment.payload;
+        if ahead > 0 {
+            self.buffer.clear();
+            self.buffer.extend_from_slice(payload);
+        } else {
+            let seen = ahead.unsigned_abs() as usize;
+            if seen >= payload.len() {
+                return false;
+            }
+            self.buffer.extend_from_slice(&payload[seen..]);
+        }
+        self.next_seq = segment.seq.wrapping_add(payload.len() as u32);
+        true
+    }
+
+    /// Removes and describes every complete unit in the buffer.
+    fn units(&mut self) -> Vec<String> {
+        if matches!(self.carries, Carries::Unknown) {
+            let Some(&first) = self.buffer.first() else {
+                return Vec::new();
+            };
+            self.carries = if (20..=23).contains(&first) {
+                Carries::Tls
+            } else {
+                Carries::Http2(Box::new(loona_hpack::Decoder::new()))
+            };
+        }
+        let mut lines = Vec::new();
+        loop {
+            let used = match &mut self.carries {
+                Carries::Tls => tls_record(&self.buffer).map(|(used, line)| {
+                    lines.push(line);
+                    used
+                }),
+                Carries::Http2(decoder) => {
+                    if self.buffer.starts_with(H2_PREFACE) {
+                        lines.push("HTTP/2 connection preface (plaintext)".to_string());
+                        Some(H2_PREFACE.len())
+                    } else {
+                        h2_frame(&self.buffer, decoder, self.joined_late).map(|(used, line)| {
+                            lines.push(line);
+                            used
+                        })
+                    }
+                }
+                Carries::Unknown => None,
+            };
+            match used {
+                Some(used) => {
+                    self.buffer.drain(..used);
+                }
+                None => return lines,
+            }
+        }
+    }
+}
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// One TLS record: (bytes used, description), or `None` until it is complete.
+fn tls_record(buffer: &[u8]) -> Option<(usize, String)> {
+    let header = buffer.get(..5)?;
+    let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
+    if buffer.len() < 5 + len {
+        return None;
+    }
+    let line = match header[0] {
+        20 => format!("TLS change_cipher_spec  {len:>5} bytes"),
+        21 => format!("TLS alert               {len:>5} bytes  encrypted"),
+        22 => format!(
+            "TLS handshake           {len:>5} bytes  (hello: readable, certificates follow encrypted in TLS 1.3)"
+        ),
+        23 => format!("TLS application_data    {len:>5} bytes  encrypted"),
+        other => format!("TLS record type {other}      {len:>5} bytes"),
+    };
+    Some((5 + len, line))
+}
+
+/// One HTTP/2 frame: (bytes used, description), or `None` until it is complete.
+fn h2_frame(
+    buffer: &[u8],
+    decoder: &mut loona_hpack::Decoder<'static>,
+    joined_late: bool,
+) -> Option<(usize, String)> {
+    let header = buffer.get(..9)?;
+    let len =
+        (usize::from(header[0]) << 16) | (usize::from(header[1]) << 8) | usize::from(header[2]);
+    if buffer.len() < 9 + len {
+        return None;
+    }
+    let stream = u32::from_be_bytes([header[5], header[6], header[7], header[8]]) & 0x7fff_ffff;
+    let flags = header[4];
+    let payload = &buffer[9..9 + len];
+    let mut line = String::new();
+    match header[3] {
+        0x0 => {
+            let _ = write!(line, "H2 DATA          stream {stream:<4} {len:>5} bytes");
+            let readable = readable_runs(payload);
+            if !readable.is_empty() {
+                let _ = write!(line, "  readable: {readable}");
+            }
+        }
+        0x1 => {
+            let _ = write!(line, "H2 HEADERS       stream {stream:<4} {len:>5} bytes");
+            let block = headers_block(payload, flags);
+            match decoder.decode(block) {
+                Ok(headers) => {
+                    for (name, value) in headers {
+                        if name == b":path" || name == b"grpc-status" {
+                            let _ = write!(
+                                line,
+                                "  {} {}",
+                                String::from_utf8_lossy(&name),
+                                String::from_utf8_lossy(&value)
+                            );
+                        }
+                    }
+                }
+                Err(_) if joined_late => {
+                    line.push_str("  (capture joined mid-connection: HPACK state unknown)")
+                }
+                Err(e) => {
+                    let _ = write!(line, "  (cannot decode headers: {e:?})");
+                }
+            }
+        }
+        0x3 => {
+            let _ = write!(line, "H2 RST_STREAM     stream {stream:<4}");
+        }
+        0x4 => {
+            let ack = if flags & 0x1 != 0 { " ack" } else { "" };
+            let _ = write!(line, "H2 SETTINGS{ack}");
+        }
+        0x6 => line.push_str("H2 PING"),
+        0x7 => line.push_str("H2 GOAWAY"),
+        0x8 => {
+            let _ = write!(line, "H2 WINDOW_UPDATE  stream {stream}");
+        }
+        other => {
+            let _ = write!(line, "H2 frame type {other} stream {stream} {len} bytes");
+        }
+    }
+    Some((9 + len, line))
+}
+
+/// A HEADERS payload without its padding and priority fields.
+fn headers_block(payload: &[u8], flags: u8) -> &[u8] {
+    let mut block = payload;
+    let mut padding = 0;
+    if flags & 0x08 != 0 {
+        padding = usize::from(*block.first().unwrap_or(&0));
+        block = block.get(1..).unwrap_or_default();
+    }
+    if flags & 0x20 != 0 {
+        block = block.get(5..).unwrap_or_default();
+    }
+    &block[..block.len().saturating_sub(padding)]
+}
+
+/// Runs of 3 or more printable ASCII characters, quoted: what a person could
+/// read in the bytes.
+pub fn readable_runs(bytes: &[u8]) -> String {
+    bytes
+        .split(|b| !(b.is_ascii_graphic() || *b == b' '))
+        .filter(|run| run.len() >= 3)
+        .map(|run| format!("{:?}", String::from_utf8_lossy(run)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An Ethernet/IPv4/TCP frame carrying `payload`.
+    fn frame(seq: u32, syn: bool, payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![0u8; 12];
+        f.extend_from_slice(&[0x08, 0x00]);
+        let total = (20 + 20 + payload.len()) as u16;
+        f.extend_from_slice(&[
+            0x45,
+            0,
+            (total >> 8) as u8,
+            total as u8,
+            0,
+            0,
+            0,
+            0,
+            64,
+            6,
+            0,
+            0,
+        ]);
+        f.extend_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2]);
+        f.extend_from_slice(&40000u16.to_be_bytes());
+        f.extend_from_slice(&7000u16.to_be_bytes());
+        f.extend_from_slice(&seq.to_be_bytes());
+        f.extend_from_slice(&[
+            0,
+            0,
+            0,
+            0,
+            0x50,
+            if syn { 0x02 } else { 0x18 },
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+        ]);
+        f.extend_from_slice(payload);
+        f
+    }
+
+    #[test]
+    fn tls_records_are_shown_as_encrypted_even_across_segments() {
+        let mut sniffer = Sniffer::new(vec![7000]);
+        let syn = frame(99, true, &[]);
+        assert!(sniffer.follow(&Segment::parse(&syn).unwrap()).is_empty());
+        let mut record = vec![23, 3, 3, 0, 6];
+        record.extend_from_slice(b"secret");
+        let first = frame(100, false, &record[..7]);
+        let second = frame(107, false, &record[7..]);
+        assert!(sniffer.follow(&Segment::parse(&first).unwrap()).is_empty());
+        let lines = sniffer.follow(&Segment::parse(&second).unwrap());
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].contains("application_data"), "{lines:?}");
+        assert!(lines[0].contains("encrypted"), "{lines:?}");
+        assert!(!lines[0].contains("secret"), "{lines:?}");
+        // A retransmission adds nothing.
+        assert!(sniffer.follow(&Segment::parse(&second).unwrap()).is_empty());
+    }
+
+    #[test]
+    fn plaintext_http2_shows_the_method_and_the_readable_bytes() {
+        let mut encoder = loona_hpack::Encoder::new();
+        let block = encoder.encode([
+            (&b":method"[..], &b"POST"[..]),
+            (&b":path"[..], &b"/clusterlab.v1.KeyValue/Put"[..]),
+        ]);
+        let mut stream = H2_PREFACE.to_vec();
+        let frame_of = |kind: u8, flags: u8, payload: &[u8]| {
+            let len = payload.len();
+            let mut f = vec![
+                (len >> 16) as u8,
+                (len >> 8) as u8,
+                len as u8,
+                kind,
+                flags,
+                0,
+                0,
+                0,
+                1,
+            ];
+            f.extend_from_slice(payload);
+            f
+        };
+        stream.extend(frame_of(0x1, 0x4, &block));
+        let mut message = vec![0, 0, 0, 0, 20, 0x0a, 7];
+        message.extend_from_slice(b"the-key\x12\x09the-value");
+        stream.extend(frame_of(0x0, 0x1, &message));
+
+        let mut sniffer = Sniffer::new(vec![7000]);
+        sniffer.follow(&Segment::parse(&frame(0, true, &[])).unwrap());
+        let lines = sniffer.follow(&Segment::parse(&frame(1, false, &stream)).unwrap());
+        assert_eq!(lines.len(), 3, "{lines:#?}");
+        assert!(lines[0].contains("preface"));
+        assert!(
+            lines[1].contains(":path /clusterlab.v1.KeyValue/Put"),
+            "{lines:#?}"
+        );
+        assert!(lines[2].contains("\"the-key\""), "{lines:#?}");
+        assert!(lines[2].contains("\"the-value\""), "{lines:#?}");
+    }
+
+    #[test]
+    fn other_traffic_is_not_tcp_over_ipv4() {
+        let mut arp = frame(0, false, b"x");
+        arp[12] = 0x08;
+        arp[13] = 0x06;
+        assert_eq!(Segment::parse(&arp), None);
+        assert_eq!(Segment::parse(&[0u8; 10]), None);
+    }
+}
