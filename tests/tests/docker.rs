@@ -12,7 +12,8 @@ use tests::{
 
 /// Each node starts at most this many client requests per second, so that five
 /// nodes can serve visibly more than three on one machine.
-const CAPACITY: &str = "100";
+/// Low enough that five nodes stay far below what the machine itself can serve.
+const CAPACITY: &str = "60";
 
 fn throughput(compose: &Compose) -> (f64, serde_json::Value) {
     let out = compose.client(&[
@@ -78,10 +79,11 @@ fn the_compose_cluster_fails_over_and_scales_out() {
     let (three, _) = throughput(&compose);
 
     // Kill a node container under a write-then-verify workload.
+    let before = compose.balancer_status()["requests"].as_u64().unwrap_or(0);
     let check =
         compose.spawn_client(&["--json", "check", "--duration", "15s", "--concurrency", "4"]);
     wait_until("the check to be under way", UP_TIMEOUT, || {
-        compose.balancer_status()["requests"].as_u64().unwrap_or(0) > 2_000
+        compose.balancer_status()["requests"].as_u64().unwrap_or(0) > before + 200
     });
     let victim = &nodes[1];
     docker::docker(&["kill", victim]);
