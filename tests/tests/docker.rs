@@ -200,7 +200,10 @@ fn on_the_wire_mutual_tls_hides_keys_and_values() {
     }
     let captures = tempfile::tempdir().unwrap();
     let dir = captures.path().to_str().unwrap();
-    let compose = Compose::up(&[("CLUSTERLAB_CAPTURES", dir)]);
+    let compose = Compose::up(&[
+        ("CLUSTERLAB_CAPTURES", dir),
+        ("CLUSTERLAB_KEYLOG", "/captures/keys.log"),
+    ]);
     let seen = sniff_writes(&compose, "sniffed-key-4711", "sniffed-value-0815");
     assert!(seen.contains("TLS application_data"), "{seen}");
     assert!(
@@ -213,6 +216,14 @@ fn on_the_wire_mutual_tls_hides_keys_and_values() {
     );
     assert!(!seen.contains("H2 "), "HTTP/2 frames are readable:\n{seen}");
     assert_pcap(captures.path());
+
+    // The key log lab: the balancer wrote the session secrets Wireshark needs
+    // to decrypt that capture, and warned that it did.
+    let keys = std::fs::read_to_string(captures.path().join("keys.log")).unwrap_or_default();
+    assert!(keys.contains("CLIENT_TRAFFIC_SECRET_0"), "{keys}");
+    assert!(keys.contains("SERVER_TRAFFIC_SECRET_0"), "{keys}");
+    let logs = compose.logs();
+    assert!(logs.contains("SSLKEYLOGFILE is set"), "{logs}");
 }
 
 #[test]
