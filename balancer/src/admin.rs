@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, atomic::Ordering};
 
-use certs::{Identity, PeerInfo};
+use certs::{Identity, PeerInfo, authz::Denials};
 use node::events::{EventStream, Events};
 use proto::{
     BackendStatus, EventsRequest, SetFaultRequest, SetFaultResponse, SetPolicyRequest,
@@ -20,14 +20,22 @@ pub struct AdminService {
     router: Arc<Router>,
     events: Events,
     identity: Option<Identity>,
+    /// Calls the authorization table refused.
+    denials: Arc<Denials>,
 }
 
 impl AdminService {
-    pub fn new(router: Arc<Router>, events: Events, identity: Option<Identity>) -> Self {
+    pub fn new(
+        router: Arc<Router>,
+        events: Events,
+        identity: Option<Identity>,
+        denials: Arc<Denials>,
+    ) -> Self {
         AdminService {
             router,
             events,
             identity,
+            denials,
         }
     }
 }
@@ -65,6 +73,7 @@ impl Admin for AdminService {
             requests: router.requests.load(Ordering::Relaxed),
             retries: router.retries.load(Ordering::Relaxed),
             retries_refused: router.retries_refused.load(Ordering::Relaxed),
+            denied: self.denials.count(),
             ..StatusResponse::default()
         }))
     }
@@ -113,6 +122,7 @@ impl Admin for AdminService {
         request: Request<WhoAmIRequest>,
     ) -> Result<Response<WhoAmIResponse>, Status> {
         Ok(Response::new(node::admin::who_am_i(
+            certs::authz::Server::Balancer,
             &self.router.name,
             self.identity.as_ref(),
             request.extensions().get::<PeerInfo>(),

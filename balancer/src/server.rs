@@ -3,7 +3,11 @@
 use std::{future::Future, sync::Arc};
 
 use anyhow::Context;
-use certs::{listener::ListenerConfig, tls::Credentials};
+use certs::{
+    authz::{self, AuthzLayer, Denials},
+    listener::ListenerConfig,
+    tls::Credentials,
+};
 use node::{events::Events, lifecycle, limits::MAX_MESSAGE_BYTES};
 use proto::{admin_server::AdminServer, key_value_server::KeyValueServer};
 use tokio::{net::TcpListener, task::JoinSet};
@@ -28,12 +32,16 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     config.validate().map_err(anyhow::Error::msg)?;
     // The same certificate serves clients and proves who we are to the nodes.
+    let credentials = Credentials::load(config.tls, &config.certs, &config.identity)
+        .context("cannot load the balancer's certificate")?;
+    let revocation_watcher = credentials.revocation_watcher();
     let Credentials {
         server: tls,
         identity,
         dialer,
-    } = Credentials::load(config.tls, &config.certs, &config.identity)
-        .context("cannot load the balancer's certificate")?;
+        revocations,
+        ..
+    } = credentials;
     let local_addr = listener.local_addr()?;
     let events = Events::new(config.name.clone());
     let backends = Backends::new(
@@ -50,6 +58,7 @@ pub async fn run(
     ));
 
     let mut background = JoinSet::new();
+    background.spawn(revocation_watcher);
     if let Some(name) = config.nodes_dns.clone() {
         background.spawn(backends.clone().resolve_forever(name));
     }
@@ -60,10 +69,12 @@ pub async fn run(
     let kv = KeyValueServer::new(ForwardService::new(router.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let denials = Arc::<Denials>::default();
     let admin = AdminServer::new(AdminService::new(
         router.clone(),
         events.clone(),
         identity.clone(),
+        denials.clone(),
     ));
 
     let mut listener_config = ListenerConfig::new(tls);
@@ -90,7 +101,12 @@ pub async fn run(
 
     let mut server = Server::builder()
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-        .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)));
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
+        .layer(AuthzLayer::new(
+            authz::Server::Balancer,
+            denials,
+            revocations,
+        ));
     let router_service = server
         .add_service(health_service)
         .add_service(reflection)

@@ -25,6 +25,21 @@ pub fn key_path(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}.key"))
 }
 
+/// The identities in `dir`: every `NAME.pem` but the CA's, sorted.
+pub fn certificate_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.ok()?.file_name().into_string().ok()?;
+            let stem = name.strip_suffix(".pem")?;
+            (name != CA_CERT && stem != "crl").then(|| stem.to_string())
+        })
+        .collect();
+    names.sort();
+    names
+}
+
 /// A certificate chain with its private key and the identity it proves.
 #[derive(Debug)]
 pub struct LoadedIdentity {
@@ -108,7 +123,7 @@ fn read_error(path: &Path, source: std::io::Error) -> Error {
     Error::File {
         action: "cannot read",
         path: path.to_path_buf(),
-        source,
+        cause: source,
         hint,
     }
 }
@@ -117,7 +132,7 @@ pub(crate) fn create_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|source| Error::File {
         action: "cannot create directory",
         path: dir.to_path_buf(),
-        source,
+        cause: source,
         hint: String::new(),
     })
 }
@@ -143,7 +158,7 @@ fn write_error(path: &Path, source: std::io::Error) -> Error {
     Error::File {
         action: "cannot write",
         path: path.to_path_buf(),
-        source,
+        cause: source,
         hint: String::new(),
     }
 }

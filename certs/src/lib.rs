@@ -10,18 +10,22 @@
 //!
 //! - [`identity`]: the `spiffe://clusterlab/<kind>/<name>` names, read out of certificates.
 //! - [`pki`]: makes the demo PKI with rcgen (the CA, the cast of identities, the villains).
+//! - [`revocation`]: the CA's list of revoked certificates, reloaded while running.
 //! - [`files`]: loads certificates and keys from a PKI directory, with errors that say what to do.
 //! - [`tls`]: rustls server and client configurations (TLS 1.3 only, client certificates required).
 //! - [`listener`]: the server's accept loop: handshakes in parallel, each under a deadline.
+//! - [`authz`]: what each identity may call: one table, default deny, enforced as a tower layer.
 //! - [`dial`]: the client side: opens a gRPC channel over mutual TLS (or plaintext).
 //! - [`explain`]: turns TLS failures into sentences a person can act on.
 
+pub mod authz;
 pub mod dial;
 pub mod explain;
 pub mod files;
 pub mod identity;
 pub mod listener;
 pub mod pki;
+pub mod revocation;
 pub mod tls;
 
 pub use identity::{Identity, Kind};
@@ -32,11 +36,13 @@ pub use tls::TlsMode;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A file of the PKI could not be read or written.
-    #[error("{action} {path}: {source}{hint}")]
+    // `cause` is part of the message, not a `source`: error reports that
+    // print the whole chain would otherwise say it twice.
+    #[error("{action} {path}: {cause}{hint}")]
     File {
         action: &'static str,
         path: std::path::PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
         /// What the person can do about it, starting with "; " (or empty).
         hint: String,
     },
@@ -55,6 +61,12 @@ pub enum Error {
          (every certificate issued from the old CA stops working)"
     )]
     AlreadyExists(std::path::PathBuf),
+    /// `revoke` was asked for a name that has no certificate.
+    #[error("there is no certificate {path}; the certificates in that directory are: {names}")]
+    NoSuchCertificate {
+        path: std::path::PathBuf,
+        names: String,
+    },
     /// `issue` was asked for a name that already has a certificate.
     #[error("{0} already exists; choose another name or delete the old files first")]
     NameTaken(std::path::PathBuf),

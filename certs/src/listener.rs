@@ -63,6 +63,9 @@ pub struct PeerInfo {
     pub identity: Option<Identity>,
     /// The negotiated TLS session; `None` in plaintext mode.
     pub tls: Option<TlsSession>,
+    /// The serial number of the client's certificate, to notice a revocation
+    /// after the handshake; `None` in plaintext mode.
+    pub certificate_serial: Option<Vec<u8>>,
 }
 
 /// The parameters a TLS handshake settled on.
@@ -226,6 +229,7 @@ async fn handshake(
             remote_addr,
             identity: None,
             tls: None,
+            certificate_serial: None,
         };
         return Ok(Conn {
             io: Io::Plain(tcp),
@@ -250,9 +254,8 @@ async fn handshake(
             .unwrap_or_else(|| format!("the handshake failed: {e}"))
     })?;
     let (_, session) = tls.get_ref();
-    let identity = session
-        .peer_certificates()
-        .and_then(|chain| chain.first())
+    let leaf = session.peer_certificates().and_then(|chain| chain.first());
+    let identity = leaf
         .map(|cert| Identity::from_certificate(cert))
         .transpose()
         .map_err(|e| e.to_string())?;
@@ -260,6 +263,7 @@ async fn handshake(
         remote_addr,
         identity,
         tls: Some(TlsSession::of(session)),
+        certificate_serial: leaf.and_then(|cert| crate::revocation::serial_of(cert)),
     };
     Ok(Conn {
         io: Io::Tls(Box::new(tls)),

@@ -22,16 +22,21 @@
 //! | `admin`, `writer`, `reader` | client identities with different permissions        |
 //! | `intruder.pem`, `.key`      | a villain: a client signed by *another* CA          |
 //! | `expired.pem`, `.key`       | a villain: a client whose certificate has expired   |
+//! | `revoked.pem`, `.key`       | a villain: a client the CA has revoked              |
+//! | `crl.pem`                   | the revocation list (see [`crate::revocation`])     |
 
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    RevocationReason, RevokedCertParams, SanType, SerialNumber,
 };
+use rustls_pki_types::{CertificateRevocationListDer, pem::PemObject};
 use time::{Duration, OffsetDateTime};
+use x509_parser::{prelude::FromDer, revocation_list::CertificateRevocationList};
 
-use crate::{Error, Identity, Kind, Result, files};
+use crate::{Error, Identity, Kind, Result, files, revocation};
 
 /// The CA lives long enough for any workshop; regenerate with `init --force`.
 const CA_VALIDITY: Duration = Duration::days(3650);
@@ -121,6 +126,20 @@ pub fn init(dir: &Path, force: bool) -> Result<Vec<Issued>> {
         "villain: expired yesterday",
     )?);
 
+    // Villain 3: signed by the right CA and within its dates, but revoked: the
+    // CA has put it on the revocation list (as if its key had leaked).
+    let revoked = Identity::new(Kind::Client, "revoked")?;
+    issued.push(write_leaf(
+        dir,
+        &ca,
+        revoked,
+        now - CLOCK_SKEW_ALLOWANCE..now + LEAF_VALIDITY,
+        "villain: revoked (on crl.pem)",
+    )?);
+    // A fresh PKI starts with a fresh list, not one left over from an old CA.
+    let _ = std::fs::remove_file(dir.join(revocation::CRL_FILE));
+    revoke(dir, "revoked")?;
+
     files::write(&dir.join("README.txt"), DIRECTORY_README)?;
     Ok(issued)
 }
@@ -145,6 +164,101 @@ pub fn issue(dir: &Path, identity: Identity) -> Result<Issued> {
         now - CLOCK_SKEW_ALLOWANCE..now + LEAF_VALIDITY,
         role,
     )
+}
+
+/// What [`revoke`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    /// The identity whose certificate is now revoked.
+    pub identity: Identity,
+    /// Its serial number, `aa:bb:...`.
+    pub serial: String,
+    /// False when it was on the list already (nothing changed).
+    pub newly: bool,
+    /// Certificates on the list now.
+    pub total: usize,
+    /// The list's file.
+    pub crl_path: PathBuf,
+}
+
+/// Adds the certificate `DIR/NAME.pem` to the CA's revocation list, `DIR/crl.pem`,
+/// signed by the CA. Running processes pick the new list up within a second.
+pub fn revoke(dir: &Path, name: &str) -> Result<Revocation> {
+    let cert_path = files::cert_path(dir, name);
+    if !cert_path.exists() && dir.join(files::CA_CERT).exists() {
+        return Err(Error::NoSuchCertificate {
+            path: cert_path,
+            names: files::certificate_names(dir).join(", "),
+        });
+    }
+    let cert = files::load_certs(&cert_path)?.remove(0);
+    let identity = Identity::from_certificate(&cert)?;
+    let serial = revocation::serial_of(&cert).ok_or_else(|| Error::Pem {
+        path: cert_path.clone(),
+        problem: "the certificate cannot be parsed".into(),
+    })?;
+    let crl_path = dir.join(revocation::CRL_FILE);
+    let (mut revoked, number) = read_crl(&crl_path)?;
+    let newly = !revoked.iter().any(|r| r.serial_number.as_ref() == serial);
+    let total = revoked.len() + usize::from(newly);
+    let now = OffsetDateTime::now_utc();
+    if newly {
+        revoked.push(RevokedCertParams {
+            serial_number: SerialNumber::from_slice(&serial),
+            revocation_time: now,
+            reason_code: Some(RevocationReason::KeyCompromise),
+            invalidity_date: None,
+        });
+        let params = CertificateRevocationListParams {
+            this_update: now - CLOCK_SKEW_ALLOWANCE,
+            next_update: now + CA_VALIDITY,
+            crl_number: SerialNumber::from(number + 1),
+            issuing_distribution_point: None,
+            revoked_certs: revoked,
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        let crl = params.signed_by(&load_ca(dir)?)?;
+        files::write(&crl_path, &crl.pem()?)?;
+    }
+    Ok(Revocation {
+        identity,
+        serial: SerialNumber::from_slice(&serial).to_string(),
+        newly,
+        total,
+        crl_path,
+    })
+}
+
+/// The entries and number of the revocation list at `path` (none if it does not exist).
+fn read_crl(path: &Path) -> Result<(Vec<RevokedCertParams>, u64)> {
+    if !path.exists() {
+        return Ok((Vec::new(), 0));
+    }
+    let bad = |problem: String| Error::Pem {
+        path: path.to_path_buf(),
+        problem,
+    };
+    let pem = files::read_to_string(path)?;
+    let mut entries = Vec::new();
+    let mut number = 0;
+    for der in CertificateRevocationListDer::pem_slice_iter(pem.as_bytes()) {
+        let der = der.map_err(|e| bad(format!("not a valid PEM revocation list ({e})")))?;
+        let (_, crl) = CertificateRevocationList::from_der(&der)
+            .map_err(|e| bad(format!("not a valid revocation list ({e})")))?;
+        let this = crl.crl_number().map_or(0, |n| {
+            n.to_bytes_be()
+                .iter()
+                .fold(0u64, |acc, b| acc << 8 | u64::from(*b))
+        });
+        number = number.max(this);
+        entries.extend(crl.iter_revoked_certificates().map(|r| RevokedCertParams {
+            serial_number: SerialNumber::from_slice(r.raw_serial()),
+            revocation_time: r.revocation_date.to_datetime(),
+            reason_code: Some(RevocationReason::KeyCompromise),
+            invalidity_date: None,
+        }));
+    }
+    Ok((entries, number))
 }
 
 /// Loads the CA certificate and key that sign new identities.
@@ -233,6 +347,10 @@ NAME.pem / NAME.key      one identity each (certificate and private key):
   admin, writer, reader  spiffe://clusterlab/client/NAME
   intruder               a villain signed by a different CA: handshakes fail (unknown issuer)
   expired                a villain whose certificate expired: handshakes fail (expired)
+  revoked                a villain the CA revoked: handshakes fail (certificate revoked)
+crl.pem                  the revocation list; every process reloads it within a second
+
+Revoke one:    clusterlab-certs revoke --out DIR writer
 
 Inspect one:   openssl x509 -in writer.pem -noout -text
 Mint another:  clusterlab-certs issue --out DIR --kind client --name alice
@@ -258,7 +376,7 @@ mod tests {
         assert_eq!(
             names,
             [
-                "node", "balancer", "admin", "writer", "reader", "intruder", "expired"
+                "node", "balancer", "admin", "writer", "reader", "intruder", "expired", "revoked"
             ]
         );
         for item in &issued {

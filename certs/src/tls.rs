@@ -16,11 +16,14 @@
 //! session secrets to it, so Wireshark can decrypt a capture. That is a lesson
 //! (whoever holds the keys reads the traffic), so it is logged loudly at start-up.
 
-use std::{path::Path, sync::Arc};
+use std::{
+    path::Path,
+    sync::{Arc, RwLock},
+};
 
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, OtherError,
-    ServerConfig, SignatureScheme,
+    RootCertStore, ServerConfig, SignatureScheme,
     client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
     crypto::CryptoProvider,
     server::{
@@ -30,7 +33,10 @@ use rustls::{
 };
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
-use crate::{Identity, Result, files};
+use crate::{
+    Identity, Result, files,
+    revocation::{Loaded, Revocations},
+};
 
 /// How processes talk: mutual TLS (the default), or plaintext for the sniffing lab.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -51,28 +57,47 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Server side: present `DIR/NAME.pem`, require a client certificate from the CA.
-pub fn server_config(dir: &Path, name: &str) -> Result<(Arc<ServerConfig>, Identity)> {
+/// Server side: present `DIR/NAME.pem`, require a client certificate from the
+/// CA that is not on the revocation list. The returned verifier takes new lists.
+pub fn server_config(
+    dir: &Path,
+    name: &str,
+    revocations: &Revocations,
+) -> Result<(Arc<ServerConfig>, Identity, Arc<ClientIdentityVerifier>)> {
     let provider = provider();
     let loaded = files::load_identity(dir, name)?;
     let roots = Arc::new(files::load_roots(dir)?);
-    let webpki = WebPkiClientVerifier::builder_with_provider(roots, provider.clone()).build()?;
+    let verifier = Arc::new(ClientIdentityVerifier::new(
+        roots,
+        provider.clone(),
+        &revocations.current(),
+    )?);
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_client_cert_verifier(Arc::new(ClientIdentityVerifier { webpki }))
+        .with_client_cert_verifier(verifier.clone())
         .with_single_cert(loaded.chain, loaded.key)?;
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
     config.key_log = Arc::new(rustls::KeyLogFile::new());
-    Ok((Arc::new(config), loaded.identity))
+    Ok((Arc::new(config), loaded.identity, verifier))
 }
 
-/// Client side: present `DIR/NAME.pem`, accept servers whose identity the CA vouches for.
+/// Client side: present `DIR/NAME.pem`, accept servers whose identity the CA
+/// vouches for and has not revoked.
 pub fn client_config(dir: &Path, name: &str) -> Result<(Arc<ClientConfig>, Identity)> {
+    client_config_with(dir, name, Revocations::load(dir)?)
+}
+
+fn client_config_with(
+    dir: &Path,
+    name: &str,
+    revocations: Arc<Revocations>,
+) -> Result<(Arc<ClientConfig>, Identity)> {
     let provider = provider();
     let loaded = files::load_identity(dir, name)?;
     let verifier = ServerIdentityVerifier {
         roots: Arc::new(files::load_roots(dir)?),
         provider: provider.clone(),
+        revocations,
     };
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
@@ -94,6 +119,11 @@ pub struct Credentials {
     pub identity: Option<Identity>,
     /// Dials other processes presenting the same certificate (or in plaintext).
     pub dialer: crate::dial::Dialer,
+    /// The CA's revocation list, checked on both sides and per request;
+    /// `None` in plaintext mode.
+    pub revocations: Option<Arc<Revocations>>,
+    /// The server's client certificate verifier, to hand new revocation lists to.
+    client_verifier: Option<Arc<ClientIdentityVerifier>>,
 }
 
 impl Credentials {
@@ -101,19 +131,47 @@ impl Credentials {
     pub fn load(mode: TlsMode, dir: &Path, name: &str) -> Result<Self> {
         match mode {
             TlsMode::Mtls => {
-                let (server, identity) = server_config(dir, name)?;
-                let (client, _) = client_config(dir, name)?;
+                let revocations = Revocations::load(dir)?;
+                let (server, identity, verifier) = server_config(dir, name, &revocations)?;
+                let (client, _) = client_config_with(dir, name, revocations.clone())?;
                 Ok(Credentials {
                     server: Some(server),
                     identity: Some(identity),
                     dialer: crate::dial::Dialer::new(Some(client)),
+                    revocations: Some(revocations),
+                    client_verifier: Some(verifier),
                 })
             }
             TlsMode::Plaintext => Ok(Credentials {
                 server: None,
                 identity: None,
                 dialer: crate::dial::Dialer::new(None),
+                revocations: None,
+                client_verifier: None,
             }),
+        }
+    }
+
+    /// The background task that keeps the revocation list current: spawn it.
+    /// Follows changes to the revocation list for as long as it runs (see
+    /// [`Revocations::watch`]); ends at once in plaintext mode.
+    pub fn revocation_watcher(&self) -> impl Future<Output = ()> + Send + 'static {
+        let revocations = self.revocations.clone();
+        let verifier = self.client_verifier.clone();
+        async move {
+            let (Some(revocations), Some(verifier)) = (revocations, verifier) else {
+                return;
+            };
+            revocations
+                .watch(|loaded| {
+                    if let Err(e) = verifier.use_revocations(loaded) {
+                        tracing::warn!(
+                            cause = %e,
+                            "cannot apply the new revocation list to handshakes"
+                        );
+                    }
+                })
+                .await;
         }
     }
 }
@@ -146,16 +204,60 @@ fn certificate_error(e: impl std::error::Error + Send + Sync + 'static) -> rustl
     rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))))
 }
 
-/// The standard chain checks (CA signature, validity dates, clientAuth usage), plus:
-/// the certificate must carry exactly one clusterlab identity.
+/// The standard chain checks (CA signature, validity dates, clientAuth usage,
+/// not revoked), plus: the certificate must carry exactly one clusterlab identity.
 #[derive(Debug)]
 pub struct ClientIdentityVerifier {
-    webpki: Arc<dyn ClientCertVerifier>,
+    roots: Arc<RootCertStore>,
+    provider: Arc<CryptoProvider>,
+    /// The CA's name, sent to clients as a hint of which certificate to present.
+    root_hints: Vec<DistinguishedName>,
+    /// Rebuilt when the revocation list changes.
+    webpki: RwLock<Arc<dyn ClientCertVerifier>>,
+}
+
+impl ClientIdentityVerifier {
+    fn new(
+        roots: Arc<RootCertStore>,
+        provider: Arc<CryptoProvider>,
+        revoked: &Loaded,
+    ) -> Result<Self> {
+        let webpki = Self::webpki(&roots, &provider, revoked)?;
+        Ok(ClientIdentityVerifier {
+            root_hints: webpki.root_hint_subjects().to_vec(),
+            roots,
+            provider,
+            webpki: RwLock::new(webpki),
+        })
+    }
+
+    fn webpki(
+        roots: &Arc<RootCertStore>,
+        provider: &Arc<CryptoProvider>,
+        revoked: &Loaded,
+    ) -> Result<Arc<dyn ClientCertVerifier>> {
+        let builder = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+            .with_crls(revoked.crls.iter().cloned())
+            // Our CA issues leaves directly, and its list covers all of them.
+            .only_check_end_entity_revocation();
+        Ok(builder.build()?)
+    }
+
+    /// Checks handshakes against `revoked` from now on.
+    pub fn use_revocations(&self, revoked: &Loaded) -> Result<()> {
+        let webpki = Self::webpki(&self.roots, &self.provider, revoked)?;
+        *self.webpki.write().expect("verifier lock poisoned") = webpki;
+        Ok(())
+    }
+
+    fn current(&self) -> Arc<dyn ClientCertVerifier> {
+        self.webpki.read().expect("verifier lock poisoned").clone()
+    }
 }
 
 impl ClientCertVerifier for ClientIdentityVerifier {
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.webpki.root_hint_subjects()
+        &self.root_hints
     }
 
     fn verify_client_cert(
@@ -165,7 +267,7 @@ impl ClientCertVerifier for ClientIdentityVerifier {
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
         let verified = self
-            .webpki
+            .current()
             .verify_client_cert(end_entity, intermediates, now)?;
         Identity::from_certificate(end_entity).map_err(certificate_error)?;
         Ok(verified)
@@ -177,7 +279,7 @@ impl ClientCertVerifier for ClientIdentityVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.webpki.verify_tls12_signature(message, cert, dss)
+        self.current().verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -186,11 +288,11 @@ impl ClientCertVerifier for ClientIdentityVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.webpki.verify_tls13_signature(message, cert, dss)
+        self.current().verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.webpki.supported_verify_schemes()
+        self.current().supported_verify_schemes()
     }
 }
 
@@ -200,6 +302,7 @@ impl ClientCertVerifier for ClientIdentityVerifier {
 pub struct ServerIdentityVerifier {
     roots: Arc<rustls::RootCertStore>,
     provider: Arc<CryptoProvider>,
+    revocations: Arc<Revocations>,
 }
 
 /// A server certificate that chains to the CA but names a client.
@@ -228,6 +331,11 @@ impl ServerCertVerifier for ServerIdentityVerifier {
         let identity = Identity::from_certificate(end_entity).map_err(certificate_error)?;
         if !identity.kind.is_server() {
             return Err(certificate_error(NotAServer(identity)));
+        }
+        // The chain is our CA's, so its revocation list has the last word.
+        let serial = crate::revocation::serial_of(end_entity).unwrap_or_default();
+        if self.revocations.is_revoked(&serial) {
+            return Err(rustls::Error::InvalidCertificate(CertificateError::Revoked));
         }
         Ok(ServerCertVerified::assertion())
     }

@@ -373,12 +373,19 @@ fn print_balancer_status(global: &Global, status: &StatusResponse) {
             "requests": status.requests,
             "retries": status.retries,
             "retries_refused": status.retries_refused,
+            "denied": status.denied,
         }));
         return;
     }
     println!(
-        "{} (balancer), policy {}; {} requests, {} retries, {} retries refused by the budget",
-        status.name, status.policy, status.requests, status.retries, status.retries_refused
+        "{} (balancer), policy {}; {} requests, {} retries, {} retries refused by the budget, \
+         {} calls denied",
+        status.name,
+        status.policy,
+        status.requests,
+        status.retries,
+        status.retries_refused,
+        status.denied
     );
     let width = column_width(status.backends.iter().map(|b| b.addr.as_str()), "ADDRESS");
     let names = column_width(status.backends.iter().map(|b| b.name.as_str()), "NODE");
@@ -431,17 +438,19 @@ fn print_node_status(global: &Global, status: &StatusResponse) {
             "replicas": status.replicas,
             "write_quorum": status.write_quorum,
             "read_quorum": status.read_quorum,
+            "denied": status.denied,
         }));
         return;
     }
     println!(
-        "{} (node) sees {} members; N={} W={} R={}; {} keys under-replicated",
+        "{} (node) sees {} members; N={} W={} R={}; {} keys under-replicated; {} calls denied",
         status.name,
         status.members.len(),
         status.replicas,
         status.write_quorum,
         status.read_quorum,
-        status.under_replicated
+        status.under_replicated,
+        status.denied
     );
     let width = column_width(status.members.iter().map(|m| m.addr.as_str()), "ADDRESS");
     // One more for the `*` that marks the member that answered.

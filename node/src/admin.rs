@@ -70,6 +70,7 @@ impl Admin for AdminService {
             replicas: replication.replicas as u32,
             write_quorum: default(replication.write_quorum),
             read_quorum: default(replication.read_quorum),
+            denied: state.denials.count(),
             ..StatusResponse::default()
         }))
     }
@@ -133,6 +134,7 @@ impl Admin for AdminService {
         request: Request<WhoAmIRequest>,
     ) -> Result<Response<WhoAmIResponse>, Status> {
         Ok(Response::new(who_am_i(
+            certs::authz::Server::Node,
             &self.state.name,
             self.state.identity.as_ref(),
             request.extensions().get::<PeerInfo>(),
@@ -142,6 +144,7 @@ impl Admin for AdminService {
 
 /// What a server saw of the caller's connection. Shared with the balancer.
 pub fn who_am_i(
+    server: certs::authz::Server,
     server_name: &str,
     server_identity: Option<&certs::Identity>,
     peer: Option<&PeerInfo>,
@@ -156,7 +159,14 @@ pub fn who_am_i(
             .unwrap_or_default(),
         tls_version: tls.map(|t| t.version.clone()).unwrap_or_default(),
         cipher_suite: tls.map(|t| t.cipher_suite.clone()).unwrap_or_default(),
-        allowed: Vec::new(),
+        allowed: match peer {
+            Some(PeerInfo {
+                identity: Some(identity),
+                ..
+            }) => certs::authz::allowed(server, identity),
+            // Plaintext: no identities, so nothing is checked.
+            _ => vec!["everything (plaintext: nothing is checked)".to_string()],
+        },
         peer_addr: peer.map(|p| p.remote_addr.to_string()).unwrap_or_default(),
     }
 }

@@ -8,7 +8,11 @@ use std::{
 };
 
 use anyhow::Context;
-use certs::{listener::ListenerConfig, tls::Credentials};
+use certs::{
+    authz::{self, AuthzLayer},
+    listener::ListenerConfig,
+    tls::Credentials,
+};
 use proto::{
     admin_server::AdminServer, key_value_server::KeyValueServer, replica_server::ReplicaServer,
 };
@@ -46,12 +50,16 @@ pub async fn run(
     let replication = config.replication().map_err(anyhow::Error::msg)?;
     let peers = config.peer_addrs().map_err(anyhow::Error::msg)?;
     // The same certificate proves who we are when we call other nodes.
+    let credentials = Credentials::load(config.tls, &config.certs, &config.identity)
+        .context("cannot load the node's certificate")?;
+    let revocation_watcher = credentials.revocation_watcher();
     let Credentials {
         server: tls,
         identity,
         dialer,
-    } = Credentials::load(config.tls, &config.certs, &config.identity)
-        .context("cannot load the node's certificate")?;
+        revocations,
+        ..
+    } = credentials;
     let store = Store::open(&config.data_dir)?;
     let local_addr = listener.local_addr()?;
     let advertise = config.advertise_addr(local_addr);
@@ -80,6 +88,7 @@ pub async fn run(
         faults,
         replication,
         under_replicated: AtomicU64::new(0),
+        denials: Arc::default(),
     });
 
     // Not ready until the first probe round has told us who else is there:
@@ -124,6 +133,7 @@ pub async fn run(
         background.spawn(membership.clone().resolve_forever(name));
     }
     background.spawn(antientropy::run(state.clone()));
+    background.spawn(revocation_watcher);
     let ready = health.clone();
     background.spawn(async move {
         membership.ready().await;
@@ -133,7 +143,12 @@ pub async fn run(
 
     let mut server = Server::builder()
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-        .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)));
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
+        .layer(AuthzLayer::new(
+            authz::Server::Node,
+            state.denials.clone(),
+            revocations,
+        ));
     let router = server
         .add_service(health_service)
         .add_service(reflection)

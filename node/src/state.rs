@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, atomic::AtomicU64};
 
-use certs::Identity;
+use certs::{Identity, authz::Denials};
 
 use crate::{events::Events, fault::Faults, membership::Membership, store::Store, version::Hlc};
 
@@ -42,4 +42,6 @@ pub struct NodeState {
     /// Keys held here that lack an up-to-date copy on another live replica, as of
     /// the last anti-entropy round.
     pub under_replicated: AtomicU64,
+    /// Calls the authorization table refused.
+    pub denials: Arc<Denials>,
 }

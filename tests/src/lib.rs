@@ -178,6 +178,23 @@ impl TestCluster {
         }
     }
 
+    /// Runs `clusterlab-certs ARGS --out <this cluster's PKI>`, asserting success;
+    /// returns what it printed.
+    pub fn certs_tool(&self, args: &[&str]) -> String {
+        let out = Command::new(bin("clusterlab-certs"))
+            .args(args)
+            .arg("--out")
+            .arg(&self.certs)
+            .output()
+            .expect("running clusterlab-certs");
+        assert!(
+            out.status.success(),
+            "clusterlab-certs {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("UTF-8 output")
+    }
+
     /// The cluster's temporary directory.
     pub fn dir(&self) -> &Path {
         self.dir.path()
@@ -695,7 +712,16 @@ pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
 
 /// Opens a gRPC channel to `addr` as the `admin` identity.
 pub async fn admin_channel(certs: &Path, addr: &str) -> Result<tonic::transport::Channel, String> {
-    let (tls, _) = certs::tls::client_config(certs, "admin").map_err(|e| e.to_string())?;
+    channel_as(certs, "admin", addr).await
+}
+
+/// Opens a gRPC channel to `addr` presenting the certificate `identity` from `certs`.
+pub async fn channel_as(
+    certs: &Path,
+    identity: &str,
+    addr: &str,
+) -> Result<tonic::transport::Channel, String> {
+    let (tls, _) = certs::tls::client_config(certs, identity).map_err(|e| e.to_string())?;
     let (channel, _) = Dialer::new(Some(tls))
         .connect(addr)
         .await

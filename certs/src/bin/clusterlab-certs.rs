@@ -19,7 +19,8 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Write a fresh demo PKI: the CA, `node`, `balancer`, the clients `admin`,
-    /// `writer`, `reader`, and the villains `intruder` and `expired`.
+    /// `writer`, `reader`, the villains `intruder`, `expired` and `revoked`, and
+    /// the revocation list `crl.pem`.
     Init {
         /// Directory to write into (created if missing).
         #[arg(long, env = "CLUSTERLAB_CERTS", value_name = "DIR")]
@@ -44,6 +45,16 @@ enum Command {
         #[arg(long)]
         name: String,
     },
+    /// Revoke the certificate DIR/NAME.pem: add it to the CA's revocation list,
+    /// DIR/crl.pem. Running nodes and balancers reload the list within a second
+    /// and refuse that certificate from then on, on new and open connections.
+    Revoke {
+        /// The PKI directory made by `init`.
+        #[arg(long, env = "CLUSTERLAB_CERTS", value_name = "DIR")]
+        out: PathBuf,
+        /// The certificate to revoke: NAME.pem in DIR (e.g. writer).
+        name: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -65,6 +76,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             return Ok(());
         }
         Command::Init { out, force, .. } => pki::init(&out, force)?,
+        Command::Revoke { out, name } => {
+            let revoked = pki::revoke(&out, &name)?;
+            let what = if revoked.newly {
+                "revoked"
+            } else {
+                "was already revoked"
+            };
+            println!(
+                "{} {what} (serial {}); {} holds {} revoked certificate(s)",
+                revoked.identity.uri(),
+                revoked.serial,
+                revoked.crl_path.display(),
+                revoked.total
+            );
+            return Ok(());
+        }
         Command::Issue { out, kind, name } => {
             let kind: Kind = kind.parse()?;
             vec![pki::issue(&out, Identity::new(kind, &name)?)?]

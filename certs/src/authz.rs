@@ -1,0 +1,475 @@
+//! Authorization: what each identity may call. One table, default deny.
+//!
+//! Mutual TLS answers *who* is calling (the identity in the client certificate);
+//! this module answers *what they may do*. Every server (nodes and balancers)
+//! checks every request against [`RULES`] before any handler runs: a call that
+//! no rule grants is refused with PERMISSION_DENIED, naming the identity, the
+//! method and the rule, and the refusal is logged and counted.
+//!
+//! The table is deliberately small enough to read in one go:
+//!
+//! | rule               | who                         | where           | may call                                   |
+//! |--------------------|-----------------------------|-----------------|--------------------------------------------|
+//! | `admin`            | client `admin`              | nodes, balancer | everything                                 |
+//! | `writer`           | client `writer`             | nodes, balancer | KeyValue Get, Put, Delete, Scan            |
+//! | `reader`           | client `reader`             | nodes, balancer | KeyValue Get, Scan                         |
+//! | `balancer-to-node` | any balancer                | nodes           | KeyValue, health, Admin/WhoAmI             |
+//! | `node-to-node`     | any node                    | nodes           | Replica                                    |
+//! | `introspection`    | any identity of the cluster | nodes, balancer | health, reflection, Admin/WhoAmI           |
+//!
+//! Clients are granted by name, nodes and balancers by kind: every node shares
+//! one kind of job, while two clients can be trusted very differently. A client
+//! minted with `clusterlab-certs issue --kind client --name alice` can connect,
+//! but may only use the introspection calls until a rule names it.
+//!
+//! In plaintext mode (the sniffing lab) there are no identities, so there is
+//! nothing to authorize: everything is allowed, which is one more reason that
+//! mode is only for the lab.
+
+use std::{
+    fmt,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    task::{Context, Poll},
+};
+
+use tonic::codegen::http;
+use tower::{Layer, Service};
+
+use crate::{Identity, Kind, PeerInfo, revocation::Revocations};
+
+/// Which kind of server is enforcing the table: some rules hold on nodes only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Server {
+    Node,
+    Balancer,
+}
+
+impl fmt::Display for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Server::Node => "node",
+            Server::Balancer => "balancer",
+        })
+    }
+}
+
+/// Who a rule is for.
+#[derive(Debug, Clone, Copy)]
+pub enum Who {
+    /// The client identity with this name (`spiffe://clusterlab/client/<name>`).
+    Client(&'static str),
+    /// Every identity of this kind.
+    Kind(Kind),
+    /// Every identity the cluster's CA vouches for.
+    Anyone,
+}
+
+impl Who {
+    fn matches(self, identity: &Identity) -> bool {
+        match self {
+            Who::Client(name) => identity.kind == Kind::Client && identity.name == name,
+            Who::Kind(kind) => identity.kind == kind,
+            Who::Anyone => true,
+        }
+    }
+}
+
+/// What a rule allows.
+#[derive(Debug, Clone, Copy)]
+pub enum Grant {
+    /// Every method of every service.
+    Everything,
+    /// These calls: a whole service (`/pkg.Service/`, ending in a slash) or one
+    /// method (`/pkg.Service/Method`), as they appear in the HTTP/2 `:path`.
+    Calls(&'static [&'static str]),
+}
+
+impl Grant {
+    fn covers(self, path: &str) -> bool {
+        match self {
+            Grant::Everything => true,
+            Grant::Calls(calls) => calls.iter().any(|call| {
+                if call.ends_with('/') {
+                    path.starts_with(call)
+                } else {
+                    path == *call
+                }
+            }),
+        }
+    }
+
+    /// The calls in the short form people read: `KeyValue/Get`, `Replica/*`.
+    pub fn describe(self) -> Vec<String> {
+        match self {
+            Grant::Everything => vec!["everything".to_string()],
+            Grant::Calls(calls) => calls.iter().map(|call| short_method(call)).collect(),
+        }
+    }
+}
+
+/// One row of the table.
+#[derive(Debug)]
+pub struct Rule {
+    /// Named in denials and in `clusterlab whoami`.
+    pub name: &'static str,
+    pub who: Who,
+    /// The servers on which the rule holds.
+    pub on: &'static [Server],
+    pub may: Grant,
+}
+
+impl Rule {
+    fn applies_to(&self, server: Server, identity: &Identity) -> bool {
+        self.on.contains(&server) && self.who.matches(identity)
+    }
+}
+
+const EVERYWHERE: &[Server] = &[Server::Node, Server::Balancer];
+const NODES: &[Server] = &[Server::Node];
+
+const GET: &str = "/clusterlab.v1.KeyValue/Get";
+const PUT: &str = "/clusterlab.v1.KeyValue/Put";
+const DELETE: &str = "/clusterlab.v1.KeyValue/Delete";
+const SCAN: &str = "/clusterlab.v1.KeyValue/Scan";
+const KEY_VALUE: &str = "/clusterlab.v1.KeyValue/";
+const REPLICA: &str = "/clusterlab.v1.Replica/";
+const WHO_AM_I: &str = "/clusterlab.v1.Admin/WhoAmI";
+const HEALTH: &str = "/grpc.health.v1.Health/";
+const REFLECTION: &str = "/grpc.reflection.v1.ServerReflection/";
+
+/// The whole authorization policy. A call is allowed when any rule that applies
+/// to the caller on this server covers it; otherwise it is denied.
+pub const RULES: &[Rule] = &[
+    Rule {
+        name: "admin",
+        who: Who::Client("admin"),
+        on: EVERYWHERE,
+        may: Grant::Everything,
+    },
+    Rule {
+        name: "writer",
+        who: Who::Client("writer"),
+        on: EVERYWHERE,
+        may: Grant::Calls(&[GET, PUT, DELETE, SCAN]),
+    },
+    Rule {
+        name: "reader",
+        who: Who::Client("reader"),
+        on: EVERYWHERE,
+        may: Grant::Calls(&[GET, SCAN]),
+    },
+    Rule {
+        name: "balancer-to-node",
+        who: Who::Kind(Kind::Balancer),
+        on: NODES,
+        may: Grant::Calls(&[KEY_VALUE, HEALTH, WHO_AM_I]),
+    },
+    Rule {
+        name: "node-to-node",
+        who: Who::Kind(Kind::Node),
+        on: NODES,
+        may: Grant::Calls(&[REPLICA]),
+    },
+    // Harmless calls every member of the cluster may make: is it up (health),
+    // what does it serve (reflection, for grpcurl), and who am I to it.
+    Rule {
+        name: "introspection",
+        who: Who::Anyone,
+        on: EVERYWHERE,
+        may: Grant::Calls(&[HEALTH, REFLECTION, WHO_AM_I]),
+    },
+];
+
+/// A refused call: who asked for what, and which rule (if any) was closest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denied {
+    pub identity: Identity,
+    /// `KeyValue/Put`.
+    pub method: String,
+    pub server: Server,
+    /// The rule for this caller that does not cover the call, or `None` when no
+    /// rule beyond introspection names the caller at all.
+    pub rule: Option<&'static str>,
+    /// What the caller may do instead.
+    pub allowed: Vec<String>,
+}
+
+impl fmt::Display for Denied {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Denied {
+            identity,
+            method,
+            server,
+            ..
+        } = self;
+        match self.rule {
+            Some(rule) => write!(
+                f,
+                "{identity} may not call {method} on a {server}: rule {rule:?} does not grant it"
+            )?,
+            None => write!(
+                f,
+                "{identity} may not call {method} on a {server}: no rule grants it (default deny)"
+            )?,
+        }
+        write!(f, "; it may call {}", self.allowed.join(", "))
+    }
+}
+
+/// Decides one call: the rule that allows it, or why it is denied.
+///
+/// `path` is the gRPC method as it appears on the wire: `/pkg.Service/Method`.
+pub fn authorize(server: Server, identity: &Identity, path: &str) -> Result<&'static Rule, Denied> {
+    let applicable = || RULES.iter().filter(|r| r.applies_to(server, identity));
+    if let Some(rule) = applicable().find(|r| r.may.covers(path)) {
+        return Ok(rule);
+    }
+    Err(Denied {
+        identity: identity.clone(),
+        method: short_method(path),
+        server,
+        rule: applicable()
+            .find(|r| !matches!(r.who, Who::Anyone))
+            .map(|r| r.name),
+        allowed: allowed(server, identity),
+    })
+}
+
+/// Everything `identity` may call on `server`, in short form, for `whoami`.
+pub fn allowed(server: Server, identity: &Identity) -> Vec<String> {
+    let mut calls: Vec<String> = Vec::new();
+    for rule in RULES.iter().filter(|r| r.applies_to(server, identity)) {
+        if matches!(rule.may, Grant::Everything) {
+            return rule.may.describe();
+        }
+        for call in rule.may.describe() {
+            if !calls.contains(&call) {
+                calls.push(call);
+            }
+        }
+    }
+    calls
+}
+
+/// `/clusterlab.v1.KeyValue/Put` -> `KeyValue/Put`; `/grpc.health.v1.Health/` -> `Health/*`.
+fn short_method(path: &str) -> String {
+    let path = path.trim_start_matches('/');
+    let (service, method) = path.split_once('/').unwrap_or((path, ""));
+    let service = service.rsplit('.').next().unwrap_or(service);
+    let method = if method.is_empty() { "*" } else { method };
+    format!("{service}/{method}")
+}
+
+/// Denials so far, for `Status`.
+#[derive(Debug, Default)]
+pub struct Denials(AtomicU64);
+
+impl Denials {
+    pub fn count(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Enforces [`RULES`] on every request a tonic server receives.
+///
+/// Add it with `Server::builder().layer(...)`; it reads the caller's identity
+/// from the [`PeerInfo`] the listener attached to the connection.
+#[derive(Debug, Clone)]
+pub struct AuthzLayer {
+    server: Server,
+    denials: Arc<Denials>,
+    revocations: Option<Arc<Revocations>>,
+}
+
+impl AuthzLayer {
+    /// Enforcement for one server; `denials` counts the refusals. With
+    /// `revocations`, a connection whose certificate has been revoked since its
+    /// handshake is refused too.
+    pub fn new(
+        server: Server,
+        denials: Arc<Denials>,
+        revocations: Option<Arc<Revocations>>,
+    ) -> Self {
+        AuthzLayer {
+            server,
+            denials,
+            revocations,
+        }
+    }
+
+    fn deny(&self, status: tonic::Status) -> Result<(), tonic::Status> {
+        self.denials.0.fetch_add(1, Ordering::Relaxed);
+        Err(status)
+    }
+}
+
+impl<S> Layer<S> for AuthzLayer {
+    type Service = Authz<S>;
+    fn layer(&self, inner: S) -> Authz<S> {
+        Authz {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service [`AuthzLayer`] wraps around the server's routes.
+#[derive(Debug, Clone)]
+pub struct Authz<S> {
+    inner: S,
+    layer: AuthzLayer,
+}
+
+impl<S, B, R> Service<http::Request<B>> for Authz<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<R>>,
+    R: Default,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future =
+        futures::future::Either<S::Future, std::future::Ready<Result<S::Response, S::Error>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let peer = request.extensions().get::<PeerInfo>();
+        match self.layer.check(peer, request.uri().path()) {
+            Ok(()) => futures::future::Either::Left(self.inner.call(request)),
+            Err(status) => {
+                futures::future::Either::Right(std::future::ready(Ok(status.into_http())))
+            }
+        }
+    }
+}
+
+impl AuthzLayer {
+    fn check(&self, peer: Option<&PeerInfo>, path: &str) -> Result<(), tonic::Status> {
+        let identity = match peer {
+            // Plaintext mode: nobody has an identity, so nothing can be checked.
+            Some(PeerInfo {
+                identity: None,
+                tls: None,
+                ..
+            }) => return Ok(()),
+            Some(PeerInfo {
+                identity: Some(identity),
+                ..
+            }) => identity,
+            // TLS without a client identity cannot happen (the handshake requires
+            // one), and a request without connection info is not ours to trust.
+            _ => {
+                return self.deny(tonic::Status::permission_denied(format!(
+                    "{} refused: the caller has no verified identity",
+                    short_method(path)
+                )));
+            }
+        };
+        // The handshake checked the revocation list once; the connection may
+        // have been open for hours since.
+        let serial = peer.and_then(|p| p.certificate_serial.as_deref());
+        if let (Some(revocations), Some(serial)) = (&self.revocations, serial)
+            && revocations.is_revoked(serial)
+        {
+            tracing::warn!(%identity, method = %short_method(path), "permission denied: certificate revoked");
+            return self.deny(tonic::Status::permission_denied(format!(
+                "{identity} may not call {}: its certificate has been revoked (crl.pem), \
+                 and this connection was opened before that",
+                short_method(path)
+            )));
+        }
+        match authorize(self.server, identity, path) {
+            Ok(_) => Ok(()),
+            Err(denied) => {
+                tracing::warn!(
+                    identity = %denied.identity,
+                    method = %denied.method,
+                    rule = denied.rule.unwrap_or("none (default deny)"),
+                    peer = %peer.map(|p| p.remote_addr.to_string()).unwrap_or_default(),
+                    "permission denied"
+                );
+                self.deny(tonic::Status::permission_denied(denied.to_string()))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(name: &str) -> Identity {
+        Identity::new(Kind::Client, name).unwrap()
+    }
+
+    #[test]
+    fn short_methods_read_like_the_proto() {
+        assert_eq!(short_method(PUT), "KeyValue/Put");
+        assert_eq!(short_method(REPLICA), "Replica/*");
+        assert_eq!(short_method(HEALTH), "Health/*");
+    }
+
+    #[test]
+    fn a_denial_names_identity_method_and_rule() {
+        let denied = authorize(Server::Balancer, &client("reader"), PUT).unwrap_err();
+        let message = denied.to_string();
+        assert!(
+            message.starts_with(
+                "spiffe://clusterlab/client/reader may not call KeyValue/Put on a balancer: \
+                 rule \"reader\" does not grant it"
+            ),
+            "{message}"
+        );
+        assert!(message.contains("KeyValue/Get, KeyValue/Scan"), "{message}");
+    }
+
+    #[test]
+    fn an_unknown_client_falls_to_default_deny() {
+        let denied = authorize(Server::Node, &client("alice"), GET).unwrap_err();
+        assert_eq!(denied.rule, None);
+        assert!(denied.to_string().contains("default deny"), "{denied}");
+        // ... but may still ask who it is.
+        assert_eq!(
+            authorize(Server::Node, &client("alice"), WHO_AM_I)
+                .unwrap()
+                .name,
+            "introspection"
+        );
+    }
+
+    #[test]
+    fn a_node_named_admin_is_not_the_admin_client() {
+        let node = Identity::new(Kind::Node, "admin").unwrap();
+        assert!(authorize(Server::Node, &node, "/clusterlab.v1.Admin/SetFault").is_err());
+    }
+
+    #[test]
+    fn node_rules_do_not_hold_on_the_balancer() {
+        let balancer = Identity::new(Kind::Balancer, "balancer").unwrap();
+        assert_eq!(
+            authorize(Server::Node, &balancer, PUT).unwrap().name,
+            "balancer-to-node"
+        );
+        assert!(authorize(Server::Balancer, &balancer, PUT).is_err());
+    }
+
+    #[test]
+    fn admin_is_allowed_everything_in_one_word() {
+        assert_eq!(allowed(Server::Node, &client("admin")), ["everything"]);
+        assert_eq!(
+            allowed(Server::Node, &client("reader")),
+            [
+                "KeyValue/Get",
+                "KeyValue/Scan",
+                "Health/*",
+                "ServerReflection/*",
+                "Admin/WhoAmI"
+            ]
+        );
+    }
+}

@@ -1,0 +1,123 @@
+//! Revocation through real processes: `clusterlab-certs revoke` takes effect on
+//! running nodes and balancers, on new connections and on ones already open,
+//! and on clients checking a server, while everyone else keeps working.
+
+use std::time::Duration;
+
+use proto::{PutRequest, key_value_client::KeyValueClient};
+use tests::{TestCluster, block_on, channel_as, wait_until};
+
+/// How long a revocation may take to reach a running process: it checks the
+/// list every second.
+const RELOAD_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Asserts that a client command was refused at the handshake as revoked.
+fn assert_refused_as_revoked(out: &tests::Output) {
+    assert!(
+        out.stderr
+            .contains("rejected our certificate: certificate revoked"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn the_revoked_villain_is_refused_at_the_handshake() {
+    let cluster = TestCluster::start(1);
+    cluster.client().args(["put", "k", "v"]).ok();
+    let out = cluster
+        .client()
+        .args(["--identity", "revoked", "get", "k"])
+        .fails();
+    assert_refused_as_revoked(&out);
+    wait_until(
+        "the node to log the revoked handshake",
+        RELOAD_DEADLINE,
+        || {
+            cluster.nodes[0].log_text().lines().any(|l| {
+                l.contains("rejected connection") && l.contains("on the cluster's revocation list")
+            })
+        },
+    );
+    assert_eq!(cluster.client().args(["get", "k"]).ok().stdout, "v");
+}
+
+#[test]
+fn a_revocation_reaches_running_processes_on_new_and_open_connections() {
+    let mut cluster = TestCluster::start(1);
+    cluster.start_balancer(&[]);
+    let balancer = cluster.balancers[0].addr.to_string();
+    let put = |key: &str| PutRequest {
+        key: key.into(),
+        value: b"v".to_vec(),
+        ..PutRequest::default()
+    };
+
+    block_on(async {
+        // A writer with a connection open from before the revocation.
+        let channel = channel_as(&cluster.certs, "writer", &balancer)
+            .await
+            .unwrap();
+        let mut writer = KeyValueClient::new(channel);
+        writer.put(put("before")).await.expect("writer may write");
+
+        let said = cluster.certs_tool(&["revoke", "writer"]);
+        assert!(
+            said.starts_with("spiffe://clusterlab/client/writer revoked (serial "),
+            "{said}"
+        );
+
+        // The open connection is refused within a reload, by the balancer's
+        // per-request check (its handshake happened before the revocation).
+        let deadline = tokio::time::Instant::now() + RELOAD_DEADLINE;
+        let status = loop {
+            match writer.put(put("after")).await {
+                Err(status) => break status,
+                Ok(_) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Ok(_) => panic!("the revoked writer could still write after {RELOAD_DEADLINE:?}"),
+            }
+        };
+        assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+        assert!(
+            status
+                .message()
+                .contains("spiffe://clusterlab/client/writer may not call KeyValue/Put: its certificate has been revoked"),
+            "{status:?}"
+        );
+    });
+
+    // A new connection fails at the handshake, on the balancer and on the node.
+    for client in [cluster.client_to_balancer(0), cluster.client()] {
+        let out = client
+            .args(["--identity", "writer", "put", "k", "v"])
+            .fails();
+        assert_refused_as_revoked(&out);
+    }
+    assert!(
+        cluster.balancers[0]
+            .log_text()
+            .contains("revocation list reloaded")
+    );
+
+    // Everyone else is unaffected.
+    cluster
+        .client_to_balancer(0)
+        .args(["put", "k", "admin was here"])
+        .ok();
+    let got = cluster
+        .client_to_balancer(0)
+        .args(["--identity", "reader", "get", "k"])
+        .ok();
+    assert_eq!(got.stdout, "admin was here");
+
+    // A revoked *server* is refused by the client that dials it.
+    cluster.certs_tool(&["revoke", "balancer"]);
+    let out = cluster.client_to_balancer(0).args(["get", "k"]).fails();
+    assert!(out.stderr.contains("revoked"), "{}", out.stderr);
+    assert_eq!(
+        cluster.client().args(["get", "k"]).ok().stdout,
+        "admin was here"
+    );
+}
