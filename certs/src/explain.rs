@@ -100,7 +100,17 @@ pub fn certificate_problem(err: &CertificateError) -> String {
                 .into()
         }
         CertificateError::BadSignature => "bad signature: it has been tampered with".into(),
-        CertificateError::Other(other) => other.to_string(),
+        CertificateError::Other(other) => match other.0.downcast_ref::<webpki::Error>() {
+            Some(webpki::Error::CaUsedAsEndEntity) => {
+                "a CA certificate, not a leaf: a CA's certificate may only sign other \
+                 certificates, never name a process"
+                    .into()
+            }
+            Some(webpki::Error::EndEntityUsedAsCa) => {
+                "signed by a leaf certificate, which may not sign anything".into()
+            }
+            _ => other.to_string(),
+        },
         other => format!("{other:?}"),
     }
 }
@@ -111,10 +121,12 @@ fn alert_meaning(alert: AlertDescription) -> String {
         AlertDescription::UnknownCA => {
             "unknown issuer (not signed by a CA the other side trusts)".into()
         }
-        AlertDescription::CertificateExpired => "certificate expired".into(),
+        // TLS has one alert for both ends of the validity period.
+        AlertDescription::CertificateExpired => "certificate expired (or not yet valid)".into(),
         AlertDescription::CertificateRevoked => "certificate revoked".into(),
         AlertDescription::CertificateRequired => "a certificate is required".into(),
         AlertDescription::BadCertificate => "bad certificate".into(),
+        AlertDescription::CertificateUnknown => "certificate refused".into(),
         AlertDescription::UnsupportedCertificate => {
             "unsupported certificate (wrong key usage or purpose)".into()
         }

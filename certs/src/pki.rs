@@ -21,11 +21,18 @@
 //! | `balancer.pem`, `.key`      | `spiffe://clusterlab/balancer/balancer`             |
 //! | `admin`, `writer`, `reader` | client identities with different permissions        |
 //! | `intruder.pem`, `.key`      | a villain: a client signed by *another* CA          |
-//! | `expired.pem`, `.key`       | a villain: a client whose certificate has expired   |
-//! | `revoked.pem`, `.key`       | a villain: a client the CA has revoked              |
+//! | `expired`, `notyet`         | villains outside their validity dates               |
+//! | `revoked`                   | a villain the CA has revoked (it is on `crl.pem`)   |
+//! | `server-only`               | a villain: serverAuth only, used as a client        |
+//! | `ca-leaf`                   | a villain: a CA certificate used as a leaf          |
+//! | `two-names`                 | a villain: two URI SANs (two-names and admin)       |
+//! | `wrong-san`                 | a villain server: a DNS name instead of an identity |
 //! | `crl.pem`                   | the revocation list (see [`crate::revocation`])     |
 
-use std::path::{Path, PathBuf};
+use std::{
+    ops::Range,
+    path::{Path, PathBuf},
+};
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
@@ -52,8 +59,10 @@ pub const DEFAULT_CLIENTS: &[&str] = &["admin", "writer", "reader"];
 /// One certificate written to disk, for reporting.
 #[derive(Debug, Clone)]
 pub struct Issued {
-    /// The identity it names.
-    pub identity: Identity,
+    /// The file name: `NAME.pem`.
+    pub name: String,
+    /// What its subject alternative names say, e.g. `spiffe://clusterlab/client/writer`.
+    pub names: String,
     /// The certificate file (the key file is beside it, `.key`).
     pub cert_path: PathBuf,
     /// A few words on what it is for.
@@ -93,49 +102,10 @@ pub fn init(dir: &Path, force: bool) -> Result<Vec<Issued>> {
         (Kind::Client, "writer", "client: may read and write data"),
         (Kind::Client, "reader", "client: may only read data"),
     ] {
-        issued.push(write_leaf(
-            dir,
-            &ca,
-            Identity::new(kind, name)?,
-            valid.clone(),
-            role,
-        )?);
+        let leaf = Leaf::new(&Identity::new(kind, name)?, valid.clone());
+        issued.push(write_leaf(dir, &ca, leaf, role)?);
     }
-
-    // Villain 1: a client certificate from a CA the cluster has never heard of.
-    // It looks just as valid as `writer`'s, but nobody trusts who signed it.
-    let (rogue_params, rogue_key) = new_ca("intruder's own CA", now)?;
-    let rogue = Issuer::new(rogue_params, rogue_key);
-    let intruder = Identity::new(Kind::Client, "intruder")?;
-    issued.push(write_leaf(
-        dir,
-        &rogue,
-        intruder,
-        valid,
-        "villain: signed by another CA",
-    )?);
-
-    // Villain 2: signed by the right CA, but its validity ended yesterday.
-    let expired = Identity::new(Kind::Client, "expired")?;
-    let past = now - Duration::days(30)..now - Duration::days(1);
-    issued.push(write_leaf(
-        dir,
-        &ca,
-        expired,
-        past,
-        "villain: expired yesterday",
-    )?);
-
-    // Villain 3: signed by the right CA and within its dates, but revoked: the
-    // CA has put it on the revocation list (as if its key had leaked).
-    let revoked = Identity::new(Kind::Client, "revoked")?;
-    issued.push(write_leaf(
-        dir,
-        &ca,
-        revoked,
-        now - CLOCK_SKEW_ALLOWANCE..now + LEAF_VALIDITY,
-        "villain: revoked (on crl.pem)",
-    )?);
+    issued.extend(write_villains(dir, &ca, now)?);
     // A fresh PKI starts with a fresh list, not one left over from an old CA.
     let _ = std::fs::remove_file(dir.join(revocation::CRL_FILE));
     revoke(dir, "revoked")?;
@@ -157,13 +127,8 @@ pub fn issue(dir: &Path, identity: Identity) -> Result<Issued> {
         Kind::Balancer => "an extra balancer identity",
         Kind::Client => "an extra client identity",
     };
-    write_leaf(
-        dir,
-        &ca,
-        identity,
-        now - CLOCK_SKEW_ALLOWANCE..now + LEAF_VALIDITY,
-        role,
-    )
+    let leaf = Leaf::new(&identity, now - CLOCK_SKEW_ALLOWANCE..now + LEAF_VALIDITY);
+    write_leaf(dir, &ca, leaf, role)
 }
 
 /// What [`revoke`] did.
@@ -287,31 +252,151 @@ fn new_ca(common_name: &str, now: OffsetDateTime) -> Result<(CertificateParams, 
     Ok((params, KeyPair::generate()?))
 }
 
-/// Signs a leaf certificate for `identity` with `issuer` and writes cert and key.
+/// What goes into one certificate below the CA. [`Leaf::new`] makes a proper
+/// one; the villains change a field or two.
+struct Leaf {
+    /// The file name (`NAME.pem`) and common name.
+    name: String,
+    sans: Vec<SanType>,
+    ekus: Vec<ExtendedKeyUsagePurpose>,
+    /// Marks the certificate as a CA's: only the villain `ca-leaf` sets it.
+    is_ca: bool,
+    validity: Range<OffsetDateTime>,
+}
+
+impl Leaf {
+    /// A proper certificate for `identity`: its URI SAN, the usages its kind needs.
+    fn new(identity: &Identity, validity: Range<OffsetDateTime>) -> Leaf {
+        Leaf {
+            name: identity.name.clone(),
+            sans: vec![uri_san(identity)],
+            ekus: extended_key_usages(identity.kind),
+            is_ca: false,
+            validity,
+        }
+    }
+}
+
+fn uri_san(identity: &Identity) -> SanType {
+    SanType::URI(
+        identity
+            .uri()
+            .try_into()
+            .expect("an identity URI is ASCII and short"),
+    )
+}
+
+/// The certificates that must be refused, each for one reason, so a learner can
+/// try them all (`docs/security.md`). `revoked` is put on the revocation list by
+/// the caller.
+fn write_villains(
+    dir: &Path,
+    ca: &Issuer<'_, KeyPair>,
+    now: OffsetDateTime,
+) -> Result<Vec<Issued>> {
+    let valid = now - CLOCK_SKEW_ALLOWANCE..now + LEAF_VALIDITY;
+    let client = |name: &str| Identity::new(Kind::Client, name);
+    let mut issued = Vec::new();
+
+    // Signed by a CA the cluster has never heard of. It looks just as valid
+    // as `writer`'s, but nobody trusts who signed it.
+    let (rogue_params, rogue_key) = new_ca("intruder's own CA", now)?;
+    let rogue = Issuer::new(rogue_params, rogue_key);
+    let leaf = Leaf::new(&client("intruder")?, valid.clone());
+    issued.push(write_leaf(
+        dir,
+        &rogue,
+        leaf,
+        "villain: signed by another CA",
+    )?);
+
+    let mut villain = |leaf: Leaf, role| -> Result<()> {
+        issued.push(write_leaf(dir, ca, leaf, role)?);
+        Ok(())
+    };
+    // Signed by the right CA, but outside their dates.
+    let past = now - Duration::days(30)..now - Duration::days(1);
+    villain(
+        Leaf::new(&client("expired")?, past),
+        "villain: expired yesterday",
+    )?;
+    let future = now + Duration::days(1)..now + LEAF_VALIDITY;
+    villain(
+        Leaf::new(&client("notyet")?, future),
+        "villain: not valid until tomorrow",
+    )?;
+    // Right CA and dates, but the CA has taken it back.
+    villain(
+        Leaf::new(&client("revoked")?, valid.clone()),
+        "villain: revoked (on crl.pem)",
+    )?;
+    // A server's certificate (serverAuth only) used to connect as a client.
+    let mut leaf = Leaf::new(&client("server-only")?, valid.clone());
+    leaf.ekus = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    villain(leaf, "villain: may only act as a TLS server (wrong EKU)")?;
+    // A certificate that says it is a CA, used as a client's.
+    let mut leaf = Leaf::new(&client("ca-leaf")?, valid.clone());
+    leaf.is_ca = true;
+    villain(leaf, "villain: a CA certificate used as a leaf")?;
+    // Two identities in one certificate: which one is it? Nobody can tell, so
+    // it is refused, even though one of the names is `admin`.
+    let mut leaf = Leaf::new(&client("two-names")?, valid.clone());
+    leaf.sans.push(uri_san(&client("admin")?));
+    villain(
+        leaf,
+        "villain: two URI SANs (client/two-names and client/admin)",
+    )?;
+    // A server certificate with a web-style DNS name instead of an identity:
+    // serve with it (say, `openssl s_server`) and clients refuse the server.
+    let mut leaf = Leaf::new(&Identity::new(Kind::Node, "wrong-san")?, valid);
+    leaf.sans = vec![SanType::DnsName(
+        "node.clusterlab.example"
+            .try_into()
+            .expect("a valid DNS name"),
+    )];
+    villain(leaf, "villain: a server naming a DNS name, not an identity")?;
+    Ok(issued)
+}
+
+/// Signs `leaf` with `issuer` and writes its certificate and key.
 fn write_leaf(
     dir: &Path,
     issuer: &Issuer<'_, KeyPair>,
-    identity: Identity,
-    validity: std::ops::Range<OffsetDateTime>,
+    leaf: Leaf,
     role: &'static str,
 ) -> Result<Issued> {
     let mut params = CertificateParams::default();
-    params.distinguished_name = distinguished_name(&identity.name);
-    params.subject_alt_names = vec![SanType::URI(identity.uri().try_into()?)];
-    params.is_ca = IsCa::ExplicitNoCa;
+    params.distinguished_name = distinguished_name(&leaf.name);
+    params.subject_alt_names = leaf.sans;
+    params.is_ca = if leaf.is_ca {
+        IsCa::Ca(BasicConstraints::Unconstrained)
+    } else {
+        IsCa::ExplicitNoCa
+    };
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = extended_key_usages(identity.kind);
+    params.extended_key_usages = leaf.ekus;
     params.use_authority_key_identifier_extension = true;
-    params.not_before = validity.start;
-    params.not_after = validity.end;
+    params.not_before = leaf.validity.start;
+    params.not_after = leaf.validity.end;
 
+    let names = params
+        .subject_alt_names
+        .iter()
+        .map(|san| match san {
+            SanType::URI(uri) => uri.as_str().to_string(),
+            SanType::DnsName(name) => format!("DNS:{}", name.as_str()),
+            other => format!("{other:?}"),
+        })
+        .collect::<Vec<_>>()
+        .join(" + ");
     let key = KeyPair::generate()?;
     let cert = params.signed_by(&key, issuer)?;
-    let cert_path = files::cert_path(dir, &identity.name);
+    let cert_path = files::cert_path(dir, &leaf.name);
     files::write(&cert_path, &cert.pem())?;
-    files::write_secret(&files::key_path(dir, &identity.name), &key.serialize_pem())?;
+    files::write_secret(&files::key_path(dir, &leaf.name), &key.serialize_pem())?;
     Ok(Issued {
-        identity,
+        name: leaf.name,
+        names,
         cert_path,
         role,
     })
@@ -345,9 +430,14 @@ NAME.pem / NAME.key      one identity each (certificate and private key):
   node                   spiffe://clusterlab/node/node          (all nodes share it)
   balancer               spiffe://clusterlab/balancer/balancer
   admin, writer, reader  spiffe://clusterlab/client/NAME
-  intruder               a villain signed by a different CA: handshakes fail (unknown issuer)
-  expired                a villain whose certificate expired: handshakes fail (expired)
-  revoked                a villain the CA revoked: handshakes fail (certificate revoked)
+villains, each refused for one reason (docs/security.md has the lab):
+  intruder               signed by a different CA: unknown issuer
+  expired, notyet        outside their validity dates: expired, not yet valid
+  revoked                on crl.pem: certificate revoked
+  server-only            may only act as a server (EKU serverAuth), used as a client
+  ca-leaf                a CA certificate used as a client's
+  two-names              two identities in one certificate (one of them admin)
+  wrong-san              a server certificate naming DNS:node.clusterlab.example
 crl.pem                  the revocation list; every process reloads it within a second
 
 Revoke one:    clusterlab-certs revoke --out DIR writer
@@ -369,26 +459,36 @@ mod tests {
     }
 
     #[test]
-    fn init_writes_every_identity_with_explicit_usages() {
+    fn init_writes_the_cast_with_explicit_usages() {
         let dir = tempfile::tempdir().unwrap();
         let issued = init(dir.path(), false).unwrap();
-        let names: Vec<_> = issued.iter().map(|i| i.identity.name.as_str()).collect();
+        let names: Vec<_> = issued.iter().map(|i| i.name.as_str()).collect();
         assert_eq!(
             names,
             [
-                "node", "balancer", "admin", "writer", "reader", "intruder", "expired", "revoked"
+                "node",
+                "balancer",
+                "admin",
+                "writer",
+                "reader",
+                "intruder",
+                "expired",
+                "notyet",
+                "revoked",
+                "server-only",
+                "ca-leaf",
+                "two-names",
+                "wrong-san"
             ]
         );
-        for item in &issued {
+        for item in &issued[..5] {
             let der = parse(&item.cert_path);
             let (_, cert) = X509Certificate::from_der(&der).unwrap();
-            assert_eq!(Identity::from_certificate(&der).unwrap(), item.identity);
+            let identity = Identity::from_certificate(&der).unwrap();
+            assert_eq!(identity.name, item.name);
+            assert_eq!(identity.uri(), item.names);
             let ku = cert.key_usage().unwrap().expect("key usage present").value;
-            assert!(
-                ku.digital_signature() && !ku.key_cert_sign(),
-                "{}",
-                item.identity
-            );
+            assert!(ku.digital_signature() && !ku.key_cert_sign(), "{identity}");
             let eku = cert
                 .extended_key_usage()
                 .unwrap()
@@ -396,15 +496,9 @@ mod tests {
                 .value;
             assert!(
                 eku.client_auth,
-                "{} must be allowed to act as a client",
-                item.identity
+                "{identity} must be allowed to act as a client"
             );
-            assert_eq!(
-                eku.server_auth,
-                item.identity.kind.is_server(),
-                "{}",
-                item.identity
-            );
+            assert_eq!(eku.server_auth, identity.kind.is_server(), "{identity}");
             assert!(!cert.is_ca());
         }
 
@@ -413,6 +507,40 @@ mod tests {
         assert!(ca.is_ca());
         let ku = ca.key_usage().unwrap().unwrap().value;
         assert!(ku.key_cert_sign() && ku.crl_sign());
+    }
+
+    #[test]
+    fn each_villain_is_wrong_in_its_own_way() {
+        let dir = tempfile::tempdir().unwrap();
+        init(dir.path(), false).unwrap();
+        let cert = |name: &str| parse(&files::cert_path(dir.path(), name));
+        let now = ASN1Time::now();
+        let with = |name: &str, check: &dyn Fn(&X509Certificate<'_>) -> bool| {
+            let der = cert(name);
+            let (_, parsed) = X509Certificate::from_der(&der).unwrap();
+            assert!(check(&parsed), "{name} is not the villain it should be");
+        };
+        with("expired", &|c| c.validity().not_after < now);
+        with("notyet", &|c| c.validity().not_before > now);
+        with("server-only", &|c| {
+            let eku = c.extended_key_usage().unwrap().unwrap().value;
+            eku.server_auth && !eku.client_auth
+        });
+        with("ca-leaf", &|c| c.is_ca());
+        assert_eq!(
+            Identity::from_certificate(&cert("two-names")),
+            Err(crate::identity::IdentityError::SeveralUris(2))
+        );
+        assert_eq!(
+            Identity::from_certificate(&cert("wrong-san")),
+            Err(crate::identity::IdentityError::NoUri)
+        );
+        // `revoked` is on the list; nobody else is.
+        let revocations = revocation::Revocations::load(dir.path()).unwrap();
+        for name in ["revoked", "writer", "expired"] {
+            let serial = revocation::serial_of(&cert(name)).unwrap();
+            assert_eq!(revocations.is_revoked(&serial), name == "revoked", "{name}");
+        }
     }
 
     #[test]

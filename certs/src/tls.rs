@@ -94,11 +94,7 @@ fn client_config_with(
 ) -> Result<(Arc<ClientConfig>, Identity)> {
     let provider = provider();
     let loaded = files::load_identity(dir, name)?;
-    let verifier = ServerIdentityVerifier {
-        roots: Arc::new(files::load_roots(dir)?),
-        provider: provider.clone(),
-        revocations,
-    };
+    let verifier = ServerIdentityVerifier::new(dir, revocations)?;
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous() // "dangerous" because we replace name checks with identity checks
@@ -303,6 +299,17 @@ pub struct ServerIdentityVerifier {
     roots: Arc<rustls::RootCertStore>,
     provider: Arc<CryptoProvider>,
     revocations: Arc<Revocations>,
+}
+
+impl ServerIdentityVerifier {
+    /// Trusts the servers the CA in `dir` vouches for and has not revoked.
+    pub fn new(dir: &Path, revocations: Arc<Revocations>) -> Result<Self> {
+        Ok(ServerIdentityVerifier {
+            roots: Arc::new(files::load_roots(dir)?),
+            provider: provider(),
+            revocations,
+        })
+    }
 }
 
 /// A server certificate that chains to the CA but names a client.

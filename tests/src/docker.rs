@@ -50,18 +50,43 @@ pub fn available() -> bool {
     answers
 }
 
-/// `docker compose` (v2) if the plugin is there, else `docker-compose` (v1.29).
-fn compose_program() -> Vec<&'static str> {
-    let v2 = Command::new("docker")
-        .args(["compose", "version"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if v2 {
-        vec!["docker", "compose"]
-    } else {
-        vec!["docker-compose"]
+/// The two Compose programs `docker-compose.yml` must work with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ComposeTool {
+    /// `docker compose`, the CLI plugin (`scripts/install-compose-v2`).
+    V2,
+    /// `docker-compose` 1.29, the Python program Debian bookworm packages.
+    V1,
+}
+
+impl ComposeTool {
+    /// The command line that runs it.
+    pub fn program(self) -> &'static [&'static str] {
+        match self {
+            ComposeTool::V2 => &["docker", "compose"],
+            ComposeTool::V1 => &["docker-compose"],
+        }
+    }
+
+    /// Does it answer `version` on this machine?
+    pub fn installed(self) -> bool {
+        let program = self.program();
+        Command::new(program[0])
+            .args(&program[1..])
+            .arg("version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// v2 when installed (what a learner most likely has), else v1.29.
+    pub fn preferred() -> ComposeTool {
+        if ComposeTool::V2.installed() {
+            ComposeTool::V2
+        } else {
+            ComposeTool::V1
+        }
     }
 }
 
@@ -86,13 +111,18 @@ pub fn build_image() {
 pub struct Compose {
     pub project: String,
     env: Vec<(String, String)>,
-    program: Vec<&'static str>,
+    tool: ComposeTool,
 }
 
 impl Compose {
     /// Builds the image, brings the cluster up with `env` on top of the
     /// defaults (say `CLUSTERLAB_TLS=plaintext`), and waits for the balancer.
     pub fn up(env: &[(&str, &str)]) -> Compose {
+        Self::up_with(ComposeTool::preferred(), env)
+    }
+
+    /// Like [`Self::up`], with a given Compose program.
+    pub fn up_with(tool: ComposeTool, env: &[(&str, &str)]) -> Compose {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         build_image();
         let project = format!(
@@ -111,7 +141,7 @@ impl Compose {
         let compose = Compose {
             project,
             env: all,
-            program: compose_program(),
+            tool,
         };
         compose.ok(&["up", "-d"]);
         compose.wait_healthy("balancer", 1);
@@ -120,9 +150,10 @@ impl Compose {
 
     /// A compose command for this project, not yet run.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(self.program[0]);
+        let program = self.tool.program();
+        let mut command = Command::new(program[0]);
         command
-            .args(&self.program[1..])
+            .args(&program[1..])
             .args(["-p", &self.project, "-f"])
             .arg(root().join("docker-compose.yml"))
             .args(args)

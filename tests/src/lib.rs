@@ -195,6 +195,20 @@ impl TestCluster {
         String::from_utf8(out.stdout).expect("UTF-8 output")
     }
 
+    /// Waits until node 0 logs a rejected connection whose reason contains `reason`.
+    pub fn wait_rejection_logged(&self, reason: &str) {
+        wait_until(
+            &format!("the node to log a rejection with {reason:?}"),
+            Duration::from_secs(10),
+            || {
+                self.nodes[0]
+                    .log_text()
+                    .lines()
+                    .any(|line| line.contains("rejected connection") && line.contains(reason))
+            },
+        );
+    }
+
     /// The cluster's temporary directory.
     pub fn dir(&self) -> &Path {
         self.dir.path()

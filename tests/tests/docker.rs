@@ -6,7 +6,7 @@
 //! takes it down, volumes included, when it ends, pass or fail.
 
 use tests::{
-    docker::{self, Compose, UP_TIMEOUT},
+    docker::{self, Compose, ComposeTool, UP_TIMEOUT},
     wait_until,
 };
 
@@ -48,6 +48,51 @@ fn members(compose: &Compose, addr: &str) -> Vec<(String, u64)> {
             )
         })
         .collect()
+}
+
+#[test]
+fn the_compose_file_works_with_compose_v2_and_v1() {
+    if !docker::available() {
+        return;
+    }
+    for tool in [ComposeTool::V2, ComposeTool::V1] {
+        if !tool.installed() {
+            let required = std::env::var("CLUSTERLAB_REQUIRE_DOCKER").is_ok_and(|v| v == "1");
+            assert!(
+                !required,
+                "CLUSTERLAB_REQUIRE_DOCKER=1 but `{}` is not installed \
+                 (scripts/install-compose-v2 installs Compose v2)",
+                tool.program().join(" ")
+            );
+            eprintln!("skipping {tool:?}: not installed");
+            continue;
+        }
+        let compose = Compose::up_with(tool, &[]);
+        compose.wait_healthy("node", 3);
+        let out = compose.client(&["put", "greeting", format!("hello from {tool:?}").as_str()]);
+        assert!(out.status.success(), "{tool:?} put: {}", out.stderr);
+        let out = compose.client(&["get", "greeting"]);
+        assert_eq!(out.stdout, format!("hello from {tool:?}"), "{}", out.stderr);
+        // Each Compose names containers its own way (project_node_1 or
+        // project-node-1); the nodes' names follow, so status matches `docker ps`.
+        let nodes = compose.containers("node");
+        wait_until(
+            &format!("{tool:?}: the balancer to know every node by its container name"),
+            UP_TIMEOUT,
+            || {
+                let mut backends = compose.healthy_backends();
+                backends.sort();
+                backends == nodes
+            },
+        );
+        let separator = if tool == ComposeTool::V2 { '-' } else { '_' };
+        assert!(
+            nodes
+                .iter()
+                .all(|n| n.starts_with(&format!("{}{separator}node{separator}", compose.project))),
+            "{tool:?}: {nodes:?}"
+        );
+    }
 }
 
 #[test]

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use proto::{PutRequest, key_value_client::KeyValueClient};
-use tests::{TestCluster, block_on, channel_as, wait_until};
+use tests::{TestCluster, block_on, channel_as};
 
 /// How long a revocation may take to reach a running process: it checks the
 /// list every second.
@@ -30,15 +30,7 @@ fn the_revoked_villain_is_refused_at_the_handshake() {
         .args(["--identity", "revoked", "get", "k"])
         .fails();
     assert_refused_as_revoked(&out);
-    wait_until(
-        "the node to log the revoked handshake",
-        RELOAD_DEADLINE,
-        || {
-            cluster.nodes[0].log_text().lines().any(|l| {
-                l.contains("rejected connection") && l.contains("on the cluster's revocation list")
-            })
-        },
-    );
+    cluster.wait_rejection_logged("revoked: it is on the cluster's revocation list");
     assert_eq!(cluster.client().args(["get", "k"]).ok().stdout, "v");
 }
 

@@ -19,8 +19,9 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Write a fresh demo PKI: the CA, `node`, `balancer`, the clients `admin`,
-    /// `writer`, `reader`, the villains `intruder`, `expired` and `revoked`, and
-    /// the revocation list `crl.pem`.
+    /// `writer`, `reader`, the villains (`intruder`, `expired`, `notyet`,
+    /// `revoked`, `server-only`, `ca-leaf`, `two-names`, `wrong-san`), and the
+    /// revocation list `crl.pem`.
     Init {
         /// Directory to write into (created if missing).
         #[arg(long, env = "CLUSTERLAB_CERTS", value_name = "DIR")]
@@ -97,12 +98,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             vec![pki::issue(&out, Identity::new(kind, &name)?)?]
         }
     };
-    for item in &issued {
+    let paths: Vec<String> = issued
+        .iter()
+        .map(|item| item.cert_path.display().to_string())
+        .collect();
+    let path_width = paths.iter().map(String::len).max().unwrap_or(0);
+    let names_width = issued.iter().map(|i| i.names.len()).max().unwrap_or(0);
+    for (item, path) in issued.iter().zip(&paths) {
         println!(
-            "{:<44} {:<40} {}",
-            item.cert_path.display(),
-            item.identity.uri(),
-            item.role
+            "{path:<path_width$}  {:<names_width$}  {}",
+            item.names, item.role
         );
     }
     Ok(())
