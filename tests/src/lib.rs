@@ -16,6 +16,7 @@
 //! [`docker`] does the same for the docker compose cluster.
 
 pub mod docker;
+pub mod h2raw;
 
 use std::{
     net::{SocketAddr, TcpListener},
@@ -197,16 +198,17 @@ impl TestCluster {
 
     /// Waits until node 0 logs a rejected connection whose reason contains `reason`.
     pub fn wait_rejection_logged(&self, reason: &str) {
-        wait_until(
+        self.wait_log(
             &format!("the node to log a rejection with {reason:?}"),
-            Duration::from_secs(10),
-            || {
-                self.nodes[0]
-                    .log_text()
-                    .lines()
-                    .any(|line| line.contains("rejected connection") && line.contains(reason))
-            },
+            |line| line.contains("rejected connection") && line.contains(reason),
         );
+    }
+
+    /// Waits until a line of node 0's log satisfies `matches`; `what` names it.
+    pub fn wait_log(&self, what: &str, matches: impl Fn(&str) -> bool) {
+        wait_until(what, Duration::from_secs(10), || {
+            self.nodes[0].log_text().lines().any(&matches)
+        });
     }
 
     /// The cluster's temporary directory.

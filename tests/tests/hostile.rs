@@ -1,0 +1,233 @@
+//! Hostile input through real processes: each case asserts a clear answer
+//! and a node that keeps serving everyone else.
+//!
+//! The raw HTTP/2 client (`tests::h2raw`) sends what no well-behaved client
+//! would: length prefixes that lie, bodies that are not protobuf, more streams
+//! than allowed, streams opened and reset as fast as the socket takes them.
+
+use std::{io::Read, net::TcpStream, time::Duration};
+
+use tests::{
+    TestCluster, block_on,
+    h2raw::{self, Frame, RawH2},
+};
+
+const PUT: &str = "/clusterlab.v1.KeyValue/Put";
+const GET: &str = "/clusterlab.v1.KeyValue/Get";
+
+/// The good client is served: a write and a read back.
+fn still_serving(cluster: &TestCluster, key: &str) {
+    cluster.client().args(["put", key, "served"]).ok();
+    assert_eq!(cluster.client().args(["get", key]).ok().stdout, "served");
+}
+
+/// The node's peak resident memory so far, in bytes (VmHWM).
+fn peak_memory(cluster: &TestCluster) -> u64 {
+    let pid = cluster.nodes[0].pid().expect("the node runs");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status");
+    kib * 1024
+}
+
+/// The `grpc-status` and `grpc-message` a stream ended with.
+fn grpc_status(end: Option<Frame>) -> (String, String) {
+    let end = end.expect("the server answered the stream");
+    match (end.header("grpc-status"), end.header("grpc-message")) {
+        (Some(status), message) => (
+            status.to_string(),
+            percent_decode(message.unwrap_or_default()),
+        ),
+        _ => panic!("the stream ended without a gRPC status: {end:?}"),
+    }
+}
+
+/// gRPC percent-encodes messages in trailers.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(byte) = s
+                .get(i + 1..i + 3)
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+        {
+            out.push(byte);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Sends a Put whose gRPC prefix claims `claimed` bytes, followed by the
+/// first 256 KiB of them, and returns the status it ends with.
+fn put_claiming(cluster: &TestCluster, claimed: u32) -> (String, String) {
+    block_on(async {
+        let mut conn = RawH2::connect(&cluster.certs, "writer", cluster.nodes[0].addr)
+            .await
+            .unwrap();
+        let stream = conn.open(PUT, false).await.unwrap();
+        let first = vec![0x5a; 256 * 1024];
+        conn.data(stream, &h2raw::grpc_message(claimed, &first), false)
+            .await
+            .unwrap();
+        grpc_status(conn.until_end_of(stream).await.unwrap())
+    })
+}
+
+fn refused_from_the_prefix(claimed: u32) {
+    let cluster = TestCluster::start(1);
+    still_serving(&cluster, "before");
+    let before = peak_memory(&cluster);
+    let (status, message) = put_claiming(&cluster, claimed);
+    // OUT_OF_RANGE (11), from the prefix alone: the rest never had to arrive.
+    assert_eq!(status, "11", "{message}");
+    assert!(
+        message.contains(&format!("found {claimed} bytes"))
+            && message.contains("the limit is: 4194304 bytes"),
+        "{message}"
+    );
+    let grew = peak_memory(&cluster).saturating_sub(before);
+    assert!(
+        grew < 16 * 1024 * 1024,
+        "the node's peak memory grew by {grew} bytes for a message it refused"
+    );
+    still_serving(&cluster, "after");
+}
+
+#[test]
+fn a_64_mib_value_is_refused_from_its_length_prefix() {
+    refused_from_the_prefix(64 << 20);
+}
+
+#[test]
+fn a_1_gib_value_is_refused_from_its_length_prefix() {
+    refused_from_the_prefix(1 << 30);
+}
+
+#[test]
+fn a_malformed_protobuf_body_gets_a_clear_status() {
+    let cluster = TestCluster::start(1);
+    let (status, message) = block_on(async {
+        let mut conn = RawH2::connect(&cluster.certs, "writer", cluster.nodes[0].addr)
+            .await
+            .unwrap();
+        let stream = conn.open(PUT, false).await.unwrap();
+        // Field 1 claims 200 bytes, and 3 follow.
+        let garbage = [0x0a, 0xc8, 0x01, b'a', b'b', b'c'];
+        conn.data(stream, &h2raw::grpc_message(6, &garbage), true)
+            .await
+            .unwrap();
+        grpc_status(conn.until_end_of(stream).await.unwrap())
+    });
+    // INTERNAL (13) is what gRPC servers answer for an undecodable request.
+    assert_eq!(status, "13", "{message}");
+    assert!(
+        message.contains("failed to decode Protobuf message"),
+        "{message}"
+    );
+    still_serving(&cluster, "k");
+}
+
+#[test]
+fn a_thousand_idle_connections_do_not_stop_the_node_and_are_closed() {
+    let mut cluster = TestCluster::empty();
+    cluster.add_node(&["--handshake-timeout", "3s"]);
+    let addr = cluster.nodes[0].addr;
+    // Connections that never say a word: each holds a handshake slot until
+    // its deadline, and beyond 512 the node closes new ones at once.
+    let idle: Vec<TcpStream> = (0..1000)
+        .map(|_| TcpStream::connect(addr).expect("connecting"))
+        .collect();
+    still_serving(&cluster, "k");
+    cluster.wait_log("the node to refuse handshakes beyond its limit", |line| {
+        line.contains("too many handshakes in progress")
+    });
+    // Every one of them is closed, the last within the handshake timeout.
+    for mut conn in idle {
+        conn.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut buf = [0u8; 1];
+        let read = conn.read(&mut buf);
+        assert!(
+            matches!(read, Ok(0))
+                || read
+                    .as_ref()
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+            "an idle connection was not closed: {read:?}"
+        );
+    }
+    still_serving(&cluster, "k");
+}
+
+#[test]
+fn streams_above_the_limit_are_refused_and_the_rest_are_served() {
+    let cluster = TestCluster::start(1);
+    let refused = block_on(async {
+        let mut conn = RawH2::connect(&cluster.certs, "writer", cluster.nodes[0].addr)
+            .await
+            .unwrap();
+        // 300 calls that never send their request: each holds a stream open.
+        let mut streams = Vec::new();
+        for _ in 0..300 {
+            streams.push(conn.open(GET, false).await.unwrap());
+        }
+        // The node allows 256 at once per connection; the other 44 are refused.
+        let mut refused = Vec::new();
+        while refused.len() < 44 {
+            match tokio::time::timeout(Duration::from_secs(10), conn.next_frame()).await {
+                Ok(Ok(Some(Frame::RstStream { stream, code }))) => {
+                    assert_eq!(code, h2raw::REFUSED_STREAM, "stream {stream}");
+                    refused.push(stream);
+                }
+                Ok(Ok(Some(_))) => {}
+                other => panic!("expected REFUSED_STREAM resets, got {other:?} after {refused:?}"),
+            }
+        }
+        refused
+    });
+    assert!(
+        refused.iter().all(|s| *s > 2 * 256),
+        "only streams beyond the 256th are refused: {refused:?}"
+    );
+    still_serving(&cluster, "k");
+}
+
+#[test]
+fn a_rapid_reset_flood_is_cut_off_and_others_are_served() {
+    let cluster = TestCluster::start(1);
+    let goaway = block_on(async {
+        let mut conn = RawH2::connect(&cluster.certs, "writer", cluster.nodes[0].addr)
+            .await
+            .unwrap();
+        // Open a stream and cancel it at once, as fast as the socket takes
+        // it (CVE-2023-44487): cheap for the client, work for the server.
+        for _ in 0..20_000 {
+            let opened = conn.open(GET, false).await;
+            let reset = match opened {
+                Ok(stream) => conn.reset(stream, h2raw::CANCEL).await,
+                Err(e) => Err(e),
+            };
+            if reset.is_err() {
+                break; // the node hung up on us
+            }
+        }
+        // What did the node say?
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), conn.next_frame()).await {
+                Ok(Ok(Some(Frame::GoAway { code, debug, .. }))) => break Some((code, debug)),
+                Ok(Ok(Some(_))) => {}
+                Ok(Ok(None) | Err(_)) | Err(_) => break None,
+            }
+        }
+    });
+    eprintln!("the node answered the flood with {goaway:?}");
+    still_serving(&cluster, "k");
+}
