@@ -3,18 +3,23 @@
 //! A TLS handshake takes a network round trip or two, and a broken or malicious
 //! client can take as long as it likes. So every handshake runs in its own task
 //! under a deadline, and the loop goes straight back to accepting: one slow client
-//! never holds up the others. A semaphore bounds how many handshakes may be in
-//! progress at once, so a flood of half-open connections cannot eat the memory.
+//! never holds up the others. At most `max_handshakes` may be in progress at
+//! once, so a flood of half-open connections cannot eat the memory; when a new
+//! connection arrives at the limit, the *oldest* handshake is abandoned, not the
+//! new one. A genuine client finishes its handshake in milliseconds, so it is
+//! almost never the oldest, while idle connections from a flood always are:
+//! the flood evicts itself, and genuine clients keep getting in.
 //!
 //! Finished connections are handed to tonic as a stream; each one carries a
 //! [`PeerInfo`] (address, identity, TLS session), which tonic copies into every
 //! request's extensions for handlers to read.
 
 use std::{
+    collections::VecDeque,
     io,
     net::SocketAddr,
     pin::Pin,
-    sync::Arc,
+    sync::{Arc, Mutex},
     task::{Context, Poll},
     time::Duration,
 };
@@ -22,7 +27,7 @@ use std::{
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
-    sync::{Semaphore, mpsc},
+    sync::{mpsc, oneshot},
 };
 use tokio_rustls::{TlsAcceptor, server::TlsStream};
 use tokio_stream::wrappers::ReceiverStream;
@@ -39,8 +44,9 @@ pub struct ListenerConfig {
     /// A handshake that has not finished by then is abandoned and the socket closed.
     /// Long enough for a slow network, short enough that idle sockets do not pile up.
     pub handshake_timeout: Duration,
-    /// Handshakes allowed in progress at once; connections beyond it are closed
-    /// straight away (each costs a task and a few KiB of buffers until it finishes).
+    /// Handshakes allowed in progress at once; a new connection beyond it
+    /// evicts the oldest (each costs a task and a few KiB of buffers until it
+    /// finishes).
     pub max_handshakes: usize,
 }
 
@@ -172,7 +178,7 @@ async fn accept_loop(
     tx: mpsc::Sender<io::Result<Conn>>,
 ) {
     let acceptor = config.tls.clone().map(TlsAcceptor::from);
-    let handshakes = Arc::new(Semaphore::new(config.max_handshakes));
+    let in_progress = Arc::new(Mutex::new(InProgress::default()));
     loop {
         let (tcp, remote_addr) = tokio::select! {
             // The server stopped listening (shutdown): stop accepting.
@@ -188,31 +194,75 @@ async fn accept_loop(
                 }
             },
         };
-        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
-            warn!(peer = %remote_addr, limit = config.max_handshakes,
-                "too many handshakes in progress; closing the new connection");
-            continue;
-        };
+        let (id, evicted) = in_progress
+            .lock()
+            .expect("handshake list poisoned")
+            .admit(config.max_handshakes);
         let acceptor = acceptor.clone();
         let timeout = config.handshake_timeout;
+        let limit = config.max_handshakes;
         let tx = tx.clone();
+        let in_progress = in_progress.clone();
         tokio::spawn(async move {
-            let result = tokio::time::timeout(timeout, handshake(tcp, remote_addr, acceptor)).await;
-            drop(permit);
+            let result = tokio::select! {
+                result = tokio::time::timeout(timeout, handshake(tcp, remote_addr, acceptor)) => Some(result),
+                _ = evicted => None,
+            };
+            in_progress
+                .lock()
+                .expect("handshake list poisoned")
+                .remove(id);
             match result {
-                Ok(Ok(conn)) => {
+                Some(Ok(Ok(conn))) => {
                     debug!(peer = %remote_addr, identity = ?conn.info.identity.as_ref().map(|i| i.uri()), "connection accepted");
                     // Fails only when the server is shutting down; the connection is dropped.
                     let _ = tx.send(Ok(conn)).await;
                 }
-                Ok(Err(reason)) => warn!(peer = %remote_addr, %reason, "rejected connection"),
-                Err(_) => warn!(
+                Some(Ok(Err(reason))) => warn!(peer = %remote_addr, %reason, "rejected connection"),
+                Some(Err(_)) => warn!(
                     peer = %remote_addr,
                     reason = %format!("the handshake did not finish within {timeout:?}"),
                     "rejected connection"
                 ),
+                None => warn!(
+                    peer = %remote_addr,
+                    reason = %format!(
+                        "evicted: it was the oldest of {limit} handshakes in progress \
+                         (a flood of idle connections?)"
+                    ),
+                    "rejected connection"
+                ),
             }
         });
+    }
+}
+
+/// The handshakes in progress, oldest first, each with the means to abandon it.
+#[derive(Debug, Default)]
+struct InProgress {
+    next_id: u64,
+    queue: VecDeque<(u64, oneshot::Sender<()>)>,
+}
+
+impl InProgress {
+    /// Registers a new handshake, first abandoning the oldest if `limit` are in
+    /// progress. Returns its id and what resolves if it is abandoned in turn.
+    fn admit(&mut self, limit: usize) -> (u64, oneshot::Receiver<()>) {
+        while self.queue.len() >= limit.max(1) {
+            if let Some((_, oldest)) = self.queue.pop_front() {
+                let _ = oldest.send(());
+            }
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let (abandon, abandoned) = oneshot::channel();
+        self.queue.push_back((id, abandon));
+        (id, abandoned)
+    }
+
+    /// A handshake ended (whichever way).
+    fn remove(&mut self, id: u64) {
+        self.queue.retain(|(i, _)| *i != id);
     }
 }
 
@@ -278,4 +328,26 @@ fn not_tls(first_byte: u8) -> String {
         _ => "something that is not TLS",
     };
     format!("the client sent {what}; this port requires TLS")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn at_the_limit_the_oldest_handshake_is_abandoned() {
+        let mut in_progress = InProgress::default();
+        let (first, mut first_abandoned) = in_progress.admit(2);
+        let (_, mut second_abandoned) = in_progress.admit(2);
+        assert!(first_abandoned.try_recv().is_err(), "nothing abandoned yet");
+        let (_, mut third_abandoned) = in_progress.admit(2);
+        assert_eq!(first_abandoned.try_recv(), Ok(()), "the oldest goes");
+        assert!(second_abandoned.try_recv().is_err());
+        assert!(third_abandoned.try_recv().is_err());
+        // A finished handshake leaves room without abandoning anyone.
+        in_progress.remove(first);
+        in_progress.remove(1);
+        let _ = in_progress.admit(2);
+        assert!(third_abandoned.try_recv().is_err());
+    }
 }
