@@ -14,7 +14,7 @@ use crate::{
     capacity::Capacity,
     coordinator::{Coordinator, Write},
     fault::Faults,
-    limits,
+    limits::{self, Validate},
     state::NodeState,
 };
 
@@ -57,7 +57,7 @@ impl KeyValue for KeyValueService {
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
         self.admit().await?;
         let request = request.into_inner();
-        limits::check_key(&request.key)?;
+        request.validate()?;
         let (record, trace) = self
             .coordinator
             .read(request.key, request.read_quorum)
@@ -82,8 +82,7 @@ impl KeyValue for KeyValueService {
         self.admit().await?;
         let retry = is_retry(&request);
         let request = request.into_inner();
-        limits::check_key(&request.key)?;
-        limits::check_value(&request.value)?;
+        request.validate()?;
         let write = Write {
             key: request.key,
             value: Some(request.value),
@@ -105,7 +104,7 @@ impl KeyValue for KeyValueService {
         self.admit().await?;
         let retry = is_retry(&request);
         let request = request.into_inner();
-        limits::check_key(&request.key)?;
+        request.validate()?;
         let write = Write {
             key: request.key,
             value: None,
@@ -123,6 +122,7 @@ impl KeyValue for KeyValueService {
     async fn scan(&self, request: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
         self.admit().await?;
         let request = request.into_inner();
+        request.validate()?;
         let limit = limits::scan_limit(request.limit)?;
         let (records, more, trace) = self
             .coordinator

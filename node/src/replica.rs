@@ -16,10 +16,12 @@ use proto::{
     WriteResponse, replica_server::Replica,
 };
 
-use crate::{Error, antientropy::Shared, limits, state::NodeState, store::Record};
-
-/// The most ranges a digest may split the key space into.
-const MAX_RANGES: u32 = 4096;
+use crate::{
+    antientropy::Shared,
+    limits::{self, Validate},
+    state::NodeState,
+    store::Record,
+};
 
 /// Serves `clusterlab.v1.Replica`.
 #[derive(Debug, Clone)]
@@ -33,30 +35,15 @@ impl ReplicaService {
         ReplicaService { state }
     }
 
-    /// Checks a digest or range request and describes what it compares.
-    fn shared(
-        &self,
-        range_count: u32,
-        for_node: String,
-        older_than_ms: u64,
-    ) -> Result<Shared, Error> {
-        if !(1..=MAX_RANGES).contains(&range_count) {
-            return Err(Error::InvalidArgument(format!(
-                "range_count is {range_count}; use 1 to {MAX_RANGES}"
-            )));
-        }
-        if for_node.is_empty() {
-            return Err(Error::InvalidArgument(
-                "for_node is empty; name the node the comparison is for".into(),
-            ));
-        }
-        Ok(Shared {
+    /// Describes what a (validated) digest or range request compares.
+    fn shared(&self, range_count: u32, for_node: String, older_than_ms: u64) -> Shared {
+        Shared {
             ring: self.state.membership.ring(),
             me: self.state.name.clone(),
             other: for_node,
             range_count,
             older_than_ms,
-        })
+        }
     }
 }
 
@@ -70,12 +57,8 @@ impl Replica for ReplicaService {
     ) -> Result<Response<WriteResponse>, Status> {
         let request = request.into_inner();
         self.state.faults.enter(Some(&request.from)).await?;
-        let record = request
-            .record
-            .ok_or_else(|| Status::invalid_argument("the write carries no record"))?;
-        limits::check_key(&record.key)?;
-        limits::check_value(&record.value)?;
-        let record = Record::from(record);
+        request.validate()?;
+        let record = Record::from(request.record.unwrap_or_default());
         let applied = self.state.store.run(move |s| s.apply(&record)).await?;
         self.state.clock.observe(&applied.stored);
         Ok(Response::new(WriteResponse {
@@ -84,9 +67,10 @@ impl Replica for ReplicaService {
     }
 
     async fn read(&self, request: Request<ReadRequest>) -> Result<Response<ReadResponse>, Status> {
-        let ReadRequest { key, from } = request.into_inner();
-        self.state.faults.enter(Some(&from)).await?;
-        limits::check_key(&key)?;
+        let request = request.into_inner();
+        self.state.faults.enter(Some(&request.from)).await?;
+        request.validate()?;
+        let key = request.key;
         let record = self.state.store.run(move |s| s.get(&key)).await?;
         Ok(Response::new(ReadResponse {
             record: record.map(Into::into),
@@ -115,7 +99,8 @@ impl Replica for ReplicaService {
     ) -> Result<Response<DigestResponse>, Status> {
         let request = request.into_inner();
         self.state.faults.enter(Some(&request.for_node)).await?;
-        let shared = self.shared(request.range_count, request.for_node, request.older_than_ms)?;
+        request.validate()?;
+        let shared = self.shared(request.range_count, request.for_node, request.older_than_ms);
         let digest = self.state.store.run(move |s| shared.digest(s)).await?;
         let wanted = |range: u32| request.ranges.is_empty() || request.ranges.contains(&range);
         let ranges = digest
@@ -139,13 +124,12 @@ impl Replica for ReplicaService {
     ) -> Result<Response<RecordStream>, Status> {
         let request = request.into_inner();
         self.state.faults.enter(Some(&request.for_node)).await?;
-        let shared = self.shared(request.range_count, request.for_node, request.older_than_ms)?;
-        if let Some(bad) = request.ranges.iter().find(|r| **r >= request.range_count) {
-            return Err(Status::invalid_argument(format!(
-                "range {bad} does not exist; ranges are 0 to {}",
-                request.range_count - 1
-            )));
-        }
+        request.validate()?;
+        let shared = self.shared(
+            request.range_count,
+            request.for_node.clone(),
+            request.older_than_ms,
+        );
         let ranges: HashSet<u32> = request.ranges.iter().copied().collect();
         // A bounded channel: the store is read only as fast as the peer takes
         // records, so a slow peer cannot make us buffer the whole range.
@@ -179,6 +163,7 @@ impl Replica for ReplicaService {
     ) -> Result<Response<LocalScanResponse>, Status> {
         self.state.faults.enter(None).await?;
         let request = request.into_inner();
+        request.validate()?;
         let limit = limits::scan_limit(request.limit)?;
         let (records, more) = self
             .state

@@ -92,8 +92,11 @@ impl Hlc {
         let mut last = self.last.lock().expect("clock mutex poisoned");
         *last = if wall > last.0 {
             (wall, 0)
-        } else {
+        } else if last.1 < u32::MAX {
             (last.0, last.1 + 1)
+        } else {
+            // The counter is spent: move on to the next millisecond.
+            (last.0.saturating_add(1), 0)
         };
         Version {
             wall_ms: last.0,
@@ -115,6 +118,18 @@ impl Hlc {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_spent_counter_moves_on_to_the_next_millisecond() {
+        let clock = Hlc::with_wall_clock("n1", || 1_000);
+        clock.observe(&Version {
+            wall_ms: 1_000,
+            logical: u32::MAX,
+            node: "n2".into(),
+        });
+        let next = clock.now();
+        assert_eq!((next.wall_ms, next.logical), (1_001, 0));
+    }
 
     #[test]
     fn versions_increase_even_when_the_wall_clock_stands_still() {
