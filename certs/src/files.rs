@@ -141,6 +141,11 @@ pub(crate) fn write(path: &Path, contents: &str) -> Result<()> {
     std::fs::write(path, contents).map_err(|source| write_error(path, source))
 }
 
+/// Renames `from` to `to`, replacing it in one step.
+pub(crate) fn rename(from: &Path, to: &Path) -> Result<()> {
+    std::fs::rename(from, to).map_err(|source| write_error(to, source))
+}
+
 /// Writes a private key readable by its owner only (mode 0600 on Unix).
 pub(crate) fn write_secret(path: &Path, contents: &str) -> Result<()> {
     use std::io::Write;

@@ -183,7 +183,11 @@ pub fn revoke(dir: &Path, name: &str) -> Result<Revocation> {
             key_identifier_method: KeyIdMethod::Sha256,
         };
         let crl = params.signed_by(&load_ca(dir)?)?;
-        files::write(&crl_path, &crl.pem()?)?;
+        // Write aside, then rename: processes reading the list every second
+        // must never see half of it.
+        let partial = crl_path.with_extension("pem.partial");
+        files::write(&partial, &crl.pem()?)?;
+        files::rename(&partial, &crl_path)?;
     }
     Ok(Revocation {
         identity,

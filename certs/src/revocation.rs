@@ -89,6 +89,7 @@ impl Revocations {
 
     /// Reads the file again; returns the new list when it changed.
     pub fn reload(&self) -> Result<Option<Arc<Loaded>>> {
+        // No file: nothing is revoked (`Vec::new()` is what `current` starts with).
         let pem = match std::fs::read(&self.path) {
             Ok(pem) => pem,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
@@ -104,7 +105,11 @@ impl Revocations {
         if pem == self.current().pem {
             return Ok(None);
         }
-        let loaded = Arc::new(self.parse(pem)?);
+        let loaded = Arc::new(if pem.is_empty() && !self.path.exists() {
+            Loaded::default()
+        } else {
+            self.parse(pem)?
+        });
         *self.current.write().expect("revocations lock poisoned") = loaded.clone();
         Ok(Some(loaded))
     }
@@ -128,6 +133,8 @@ impl Revocations {
     pub async fn watch(self: Arc<Self>, changed: impl Fn(&Loaded)) {
         let mut tick = tokio::time::interval(RELOAD_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Said once per problem, not once a second until someone fixes the file.
+        let mut last_problem = None;
         loop {
             tick.tick().await;
             match self.reload() {
@@ -138,12 +145,19 @@ impl Revocations {
                         "revocation list reloaded"
                     );
                     changed(&loaded);
+                    last_problem = None;
                 }
                 Ok(None) => {}
-                Err(e) => tracing::warn!(
-                    cause = %e,
-                    "cannot use the new revocation list; the previous one stays in force"
-                ),
+                Err(e) => {
+                    let problem = e.to_string();
+                    if last_problem.as_ref() != Some(&problem) {
+                        tracing::warn!(
+                            cause = %problem,
+                            "cannot use the new revocation list; the previous one stays in force"
+                        );
+                        last_problem = Some(problem);
+                    }
+                }
             }
         }
     }
@@ -156,6 +170,15 @@ impl Revocations {
         let crls = CertificateRevocationListDer::pem_slice_iter(&pem)
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| bad(format!("not a valid PEM revocation list ({e})")))?;
+        // A file that exists must hold a list: an empty or mangled one must
+        // not silently revoke nothing.
+        if crls.is_empty() {
+            return Err(bad(
+                "holds no revocation list (expected a -----BEGIN X509 CRL----- block); \
+                 remake it with `clusterlab-certs revoke`"
+                    .into(),
+            ));
+        }
         let (_, ca_key) = SubjectPublicKeyInfo::from_der(&self.ca_key)
             .map_err(|e| bad(format!("the CA's public key cannot be read ({e})")))?;
         let mut serials = HashSet::new();
@@ -180,4 +203,51 @@ impl Revocations {
 pub fn serial_of(der: &[u8]) -> Option<Vec<u8>> {
     let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der).ok()?;
     Some(cert.raw_serial().to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki;
+
+    fn serial(dir: &Path, name: &str) -> Vec<u8> {
+        serial_of(&files::load_certs(&files::cert_path(dir, name)).unwrap()[0]).unwrap()
+    }
+
+    #[test]
+    fn a_new_list_is_picked_up_and_a_bad_one_keeps_the_old_in_force() {
+        let dir = tempfile::tempdir().unwrap();
+        pki::init(dir.path(), false).unwrap();
+        let revocations = Revocations::load(dir.path()).unwrap();
+        assert!(revocations.is_revoked(&serial(dir.path(), "revoked")));
+        assert!(!revocations.is_revoked(&serial(dir.path(), "writer")));
+        assert!(revocations.reload().unwrap().is_none(), "nothing changed");
+
+        pki::revoke(dir.path(), "writer").unwrap();
+        let loaded = revocations.reload().unwrap().expect("a new list");
+        assert_eq!(loaded.len(), 2);
+        assert!(revocations.is_revoked(&serial(dir.path(), "writer")));
+
+        // Garbage, then a well-formed list signed by another CA: both refused,
+        // and the list in force stays the last good one.
+        let crl = dir.path().join(CRL_FILE);
+        for mangled in ["", "not a revocation list"] {
+            std::fs::write(&crl, mangled).unwrap();
+            let err = revocations.reload().unwrap_err();
+            assert!(
+                err.to_string().contains("holds no revocation list"),
+                "{err}"
+            );
+        }
+        let other = tempfile::tempdir().unwrap();
+        pki::init(other.path(), false).unwrap();
+        std::fs::copy(other.path().join(CRL_FILE), &crl).unwrap();
+        let err = revocations.reload().unwrap_err();
+        assert!(
+            err.to_string().contains("not signed by the cluster's CA"),
+            "{err}"
+        );
+        assert!(revocations.is_revoked(&serial(dir.path(), "writer")));
+        assert_eq!(revocations.current().len(), 2);
+    }
 }
