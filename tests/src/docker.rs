@@ -105,6 +105,45 @@ pub fn build_image() {
     assert!(status.success(), "scripts/docker-build failed");
 }
 
+/// Builds `tag` the way a laptop does, from source inside Docker with the
+/// multi-stage `docker/Dockerfile`. Its `rust:1-bookworm` cannot be pulled
+/// here, so it starts from the stand-in `scripts/rust-image` makes (Debian
+/// bookworm and this machine's Rust toolchain).
+pub fn build_image_from_source(tag: &str) {
+    let status = Command::new(root().join("scripts").join("docker-build"))
+        .arg("--from-source")
+        .env("CLUSTERLAB_IMAGE", tag)
+        .current_dir(root())
+        .status()
+        .expect("running scripts/docker-build --from-source");
+    assert!(status.success(), "scripts/docker-build --from-source failed");
+}
+
+/// The files an image holds, leaving out what Docker adds to every container
+/// (`/.dockerenv`, `/dev`, `/etc/hosts` and friends, `/proc`, `/sys`).
+pub fn image_files(image: &str) -> Vec<String> {
+    let container = docker(&["create", image]).trim().to_string();
+    let export = tempfile::NamedTempFile::new().expect("a temp file");
+    let path = export.path().to_str().expect("a UTF-8 path");
+    docker(&["export", "-o", path, &container]);
+    docker(&["rm", &container]);
+    let mut list = Command::new("tar");
+    list.args(["-tf", path]);
+    let mut files: Vec<String> = run(list)
+        .stdout
+        .lines()
+        .filter(|f| !f.ends_with('/') && *f != ".dockerenv")
+        .filter(|f| {
+            !["dev/", "etc/", "proc/", "sys/"]
+                .iter()
+                .any(|d| f.starts_with(d))
+        })
+        .map(str::to_string)
+        .collect();
+    files.sort();
+    files
+}
+
 /// One compose project: the cluster of `docker-compose.yml`, under a name of
 /// its own so tests (and a learner's own cluster) do not collide.
 #[derive(Debug)]

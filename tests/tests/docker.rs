@@ -50,6 +50,34 @@ fn members(compose: &Compose, addr: &str) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// What both ways of building the image must produce: the four programs.
+const PROGRAMS: [&str; 4] = [
+    "clusterlab",
+    "clusterlab-balancer",
+    "clusterlab-certs",
+    "clusterlab-node",
+];
+
+#[test]
+fn the_image_builds_from_source_too_and_holds_the_programs_and_nothing_else() {
+    if !docker::available() {
+        return;
+    }
+    // (b) static host binaries into a scratch image, as every other test uses.
+    docker::build_image();
+    assert_eq!(docker::image_files("clusterlab:latest"), PROGRAMS);
+    // (a) the multi-stage build from source, for a laptop with only Docker.
+    docker::build_image_from_source("clusterlab:source");
+    assert_eq!(docker::image_files("clusterlab:source"), PROGRAMS);
+    // And the cluster runs on it.
+    let compose = Compose::up(&[("CLUSTERLAB_IMAGE", "clusterlab:source")]);
+    compose.wait_healthy("node", 3);
+    let out = compose.client(&["put", "built", "from source"]);
+    assert!(out.status.success(), "put: {}", out.stderr);
+    let out = compose.client(&["get", "built"]);
+    assert_eq!(out.stdout, "from source", "{}", out.stderr);
+}
+
 #[test]
 fn the_compose_file_works_with_compose_v2_and_v1() {
     if !docker::available() {
