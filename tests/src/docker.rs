@@ -116,7 +116,10 @@ pub fn build_image_from_source(tag: &str) {
         .current_dir(root())
         .status()
         .expect("running scripts/docker-build --from-source");
-    assert!(status.success(), "scripts/docker-build --from-source failed");
+    assert!(
+        status.success(),
+        "scripts/docker-build --from-source failed"
+    );
 }
 
 /// The files an image holds, leaving out what Docker adds to every container
