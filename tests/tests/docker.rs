@@ -194,6 +194,34 @@ fn the_compose_cluster_fails_over_and_scales_out() {
         compose.healthy_backends().contains(victim)
     });
 
+    // Paused (frozen, as by SIGSTOP), a node is ejected while others serve;
+    // unpaused, it returns. `compose logs balancer` tells the story.
+    let frozen = &nodes[2];
+    docker::docker(&["pause", frozen]);
+    wait_until(
+        &format!("{frozen} ejected while paused"),
+        UP_TIMEOUT,
+        || !compose.healthy_backends().contains(frozen),
+    );
+    let out = compose.client(&["put", "while-paused", "still served"]);
+    assert!(
+        out.status.success(),
+        "put with {frozen} paused: {}",
+        out.stderr
+    );
+    docker::docker(&["unpause", frozen]);
+    wait_until(&format!("{frozen} back in rotation"), UP_TIMEOUT, || {
+        compose.healthy_backends().contains(frozen)
+    });
+    let log = compose.ok(&["logs", "--no-color", "balancer"]).stdout;
+    for what in ["backend ejected", "backend returned"] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains(what) && l.contains(frozen.as_str())),
+            "the balancer's log has no {what:?} for {frozen}:\n{log}"
+        );
+    }
+
     // Scale out to five: the new nodes join, take traffic and hold keys.
     compose.ok(&["up", "-d", "--no-recreate", "--scale", "node=5"]);
     compose.wait_healthy("node", 5);
