@@ -48,8 +48,8 @@ pub struct Revocations {
 /// One version of the file, parsed and checked.
 #[derive(Debug, Default)]
 pub struct Loaded {
-    /// The file as read, to notice changes.
-    pem: Vec<u8>,
+    /// The file as read, to notice changes; `None` when there is no file.
+    pem: Option<Vec<u8>>,
     /// For rustls's client certificate verifier.
     pub crls: Vec<CertificateRevocationListDer<'static>>,
     /// Serial numbers (big-endian bytes, as in the certificates).
@@ -89,10 +89,9 @@ impl Revocations {
 
     /// Reads the file again; returns the new list when it changed.
     pub fn reload(&self) -> Result<Option<Arc<Loaded>>> {
-        // No file: nothing is revoked (`Vec::new()` is what `current` starts with).
         let pem = match std::fs::read(&self.path) {
-            Ok(pem) => pem,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Ok(pem) => Some(pem),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(cause) => {
                 return Err(Error::File {
                     action: "cannot read",
@@ -105,10 +104,10 @@ impl Revocations {
         if pem == self.current().pem {
             return Ok(None);
         }
-        let loaded = Arc::new(if pem.is_empty() && !self.path.exists() {
-            Loaded::default()
-        } else {
-            self.parse(pem)?
+        let loaded = Arc::new(match pem {
+            // No file: nothing is revoked.
+            None => Loaded::default(),
+            Some(pem) => self.parse(pem)?,
         });
         *self.current.write().expect("revocations lock poisoned") = loaded.clone();
         Ok(Some(loaded))
@@ -195,7 +194,11 @@ impl Revocations {
                     .map(|r| r.raw_serial().to_vec()),
             );
         }
-        Ok(Loaded { pem, crls, serials })
+        Ok(Loaded {
+            pem: Some(pem),
+            crls,
+            serials,
+        })
     }
 }
 
@@ -249,5 +252,18 @@ mod tests {
         );
         assert!(revocations.is_revoked(&serial(dir.path(), "writer")));
         assert_eq!(revocations.current().len(), 2);
+
+        // A process starting with an empty list file refuses to start, rather
+        // than start with nothing revoked.
+        std::fs::write(&crl, "").unwrap();
+        let err = Revocations::load(dir.path()).unwrap_err();
+        assert!(
+            err.to_string().contains("holds no revocation list"),
+            "{err}"
+        );
+        // No file at all means nothing is revoked.
+        std::fs::remove_file(&crl).unwrap();
+        let revocations = Revocations::load(dir.path()).unwrap();
+        assert!(revocations.current().is_empty());
     }
 }
