@@ -7,8 +7,9 @@
 
 use prost::Message;
 use proto::{
-    DeleteRequest, DigestRequest, GetRequest, LocalScanRequest, ProbeRequest, PutRequest,
-    RangeRequest, ReadRequest, ScanRequest, SetFaultRequest, Version, WriteRequest,
+    DeleteRequest, DigestRequest, EventsRequest, GetRequest, LocalScanRequest, ProbeRequest,
+    PutRequest, RangeRequest, ReadRequest, ScanRequest, SetFaultRequest, SetPolicyRequest,
+    StatusRequest, Version, WhoAmIRequest, WriteRequest,
 };
 
 use crate::{Error, Result};
@@ -194,6 +195,27 @@ impl Validate for SetFaultRequest {
     }
 }
 
+/// Admin's other requests carry nothing a node could judge: Status and WhoAmI
+/// are empty, Events has one flag, and a policy name is the balancer's to
+/// check (`balancer::policy::Policy::parse`). They are still fuzzed: decoding
+/// them must not fail badly either.
+macro_rules! nothing_to_check {
+    ($($request:ty),+) => {
+        $(impl Validate for $request {
+            fn validate(&self) -> Result<()> {
+                Ok(())
+            }
+        })+
+    };
+}
+
+nothing_to_check!(
+    StatusRequest,
+    EventsRequest,
+    WhoAmIRequest,
+    SetPolicyRequest
+);
+
 /// The fuzz target's body (`tests/fuzz`), also run by the unit tests: the
 /// first byte picks a request type, the rest is decoded as one, and whatever
 /// decodes is validated and must survive an encode/decode round trip.
@@ -215,7 +237,7 @@ pub fn decode_and_validate(data: &[u8]) {
     let Some((&which, bytes)) = data.split_first() else {
         return;
     };
-    match which % 11 {
+    match which % 15 {
         0 => check::<GetRequest>(bytes),
         1 => check::<PutRequest>(bytes),
         2 => check::<DeleteRequest>(bytes),
@@ -226,7 +248,11 @@ pub fn decode_and_validate(data: &[u8]) {
         7 => check::<DigestRequest>(bytes),
         8 => check::<RangeRequest>(bytes),
         9 => check::<ProbeRequest>(bytes),
-        _ => check::<SetFaultRequest>(bytes),
+        10 => check::<SetFaultRequest>(bytes),
+        11 => check::<StatusRequest>(bytes),
+        12 => check::<EventsRequest>(bytes),
+        13 => check::<WhoAmIRequest>(bytes),
+        _ => check::<SetPolicyRequest>(bytes),
     }
 }
 
@@ -366,6 +392,15 @@ mod tests {
                 .encode_to_vec()
             }),
             with(9, &|| ProbeRequest::default().encode_to_vec()),
+            with(11, &|| StatusRequest {}.encode_to_vec()),
+            with(12, &|| EventsRequest { history_only: true }.encode_to_vec()),
+            with(13, &|| WhoAmIRequest {}.encode_to_vec()),
+            with(14, &|| {
+                SetPolicyRequest {
+                    policy: "random".into(),
+                }
+                .encode_to_vec()
+            }),
             with(10, &|| {
                 SetFaultRequest {
                     node: "n1".into(),
