@@ -23,6 +23,7 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     backend::{Backend, Backends, InFlight},
+    busy_poll::BusyPoll,
     connection::{Http2, is_connection_failure},
     policy::{Candidate, Picker, Policy},
     retry::RetryBudget,
@@ -42,14 +43,22 @@ pub struct Router {
     policy: RwLock<Policy>,
     picker: Picker,
     budget: RetryBudget,
+    busy: Arc<BusyPoll>,
     pub requests: AtomicU64,
     pub retries: AtomicU64,
     pub retries_refused: AtomicU64,
 }
 
 impl Router {
-    pub fn new(name: String, backends: Arc<Backends>, policy: Policy, retry_budget: f64) -> Self {
+    pub fn new(
+        name: String,
+        backends: Arc<Backends>,
+        policy: Policy,
+        retry_budget: f64,
+        busy: Arc<BusyPoll>,
+    ) -> Self {
         Router {
+            busy,
             name,
             backends,
             policy: RwLock::new(policy),
@@ -107,6 +116,8 @@ impl Router {
         R: Traced,
         F: Future<Output = Result<Response<R>, Status>>,
     {
+        // While requests come one at a time, this keeps the thread awake.
+        let _busy = self.busy.request();
         let deadline = Instant::now() + client_deadline(&request).unwrap_or(DEFAULT_DEADLINE);
         let message = request.into_inner();
         self.requests.fetch_add(1, Ordering::Relaxed);

@@ -17,6 +17,7 @@
 
 pub mod admin;
 pub mod backend;
+pub mod busy_poll;
 pub mod config;
 pub mod connection;
 pub mod forward;

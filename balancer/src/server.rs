@@ -17,6 +17,7 @@ use tracing::info;
 use crate::{
     admin::AdminService,
     backend::Backends,
+    busy_poll::BusyPoll,
     config::Config,
     forward::{ForwardService, Router},
 };
@@ -50,14 +51,17 @@ pub async fn run(
         dialer,
         events.clone(),
     );
+    let busy = BusyPoll::new(config.busy_poll);
     let router = Arc::new(Router::new(
         config.name.clone(),
         backends.clone(),
         config.policy,
         config.retry_budget,
+        busy.clone(),
     ));
 
     let mut background = JoinSet::new();
+    background.spawn(busy.run());
     background.spawn(revocation_watcher);
     if let Some(name) = config.nodes_dns.clone() {
         background.spawn(backends.clone().resolve_forever(name));
