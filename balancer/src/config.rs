@@ -119,20 +119,6 @@ impl Config {
         Ok(())
     }
 
-    /// The tokio runtime `--threads` asks for.
-    pub fn runtime(&self) -> std::io::Result<tokio::runtime::Runtime> {
-        let mut builder = match self.threads {
-            1 => tokio::runtime::Builder::new_current_thread(),
-            0 => tokio::runtime::Builder::new_multi_thread(),
-            n => {
-                let mut builder = tokio::runtime::Builder::new_multi_thread();
-                builder.worker_threads(n);
-                builder
-            }
-        };
-        builder.enable_all().build()
-    }
-
     /// `--nodes` without empty entries.
     pub fn nodes(&self) -> Vec<String> {
         self.nodes

@@ -118,6 +118,13 @@ pub struct Config {
     /// A client that has not finished its TLS handshake by then is disconnected.
     #[arg(long, env = "CLUSTERLAB_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub handshake_timeout: Duration,
+
+    /// Threads for serving requests. 1 (the default) runs every request on one
+    /// thread, which is fastest when several nodes share a machine
+    /// (docs/performance.md); 0 means one per core. Disk writes run on threads
+    /// of their own either way.
+    #[arg(long, env = "CLUSTERLAB_THREADS", default_value_t = 1)]
+    pub threads: usize,
 }
 
 impl Config {

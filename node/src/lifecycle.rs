@@ -10,6 +10,29 @@ use std::{future::Future, time::Duration};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+/// The tokio runtime for `--threads`: 1 runs every task on the main thread
+/// (tokio's current-thread scheduler), 0 starts a worker per core, and any
+/// other number that many workers.
+///
+/// One thread is the default for nodes and balancers alike. A lab puts several
+/// of them on one machine, and on the two-core machines we measure on, a
+/// process with one thread does the same work with fewer wake-ups and no
+/// hand-offs between its own threads: lower latency, and more requests per
+/// second in total (docs/performance.md). Blocking work (the store's disk
+/// writes) still runs on tokio's blocking pool, whatever this says.
+pub fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = match threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        0 => tokio::runtime::Builder::new_multi_thread(),
+        n => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(n);
+            builder
+        }
+    };
+    builder.enable_all().build()
+}
+
 /// Completes on the first SIGINT (Ctrl-C) or SIGTERM (`docker stop`, `kill`).
 pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();

@@ -8,7 +8,7 @@ use node::{Config, lifecycle, telemetry};
 
 fn main() -> ExitCode {
     let mut config = Config::parse();
-    let runtime = tokio::runtime::Runtime::new().expect("starting the tokio runtime");
+    let runtime = lifecycle::runtime(config.threads).expect("starting the tokio runtime");
     if config.name == "auto" {
         config.name = runtime
             .block_on(node::config::auto_name())
