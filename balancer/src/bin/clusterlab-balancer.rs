@@ -7,10 +7,13 @@ use balancer::Config;
 use clap::Parser;
 use node::{lifecycle, telemetry};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let config = Config::parse();
     telemetry::init(&config.name, config.log_format);
-    let runtime = config.runtime().expect("starting the tokio runtime");
+    let runtime = lifecycle::runtime(config.threads).expect("starting the tokio runtime");
     match runtime.block_on(start(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
