@@ -340,6 +340,13 @@ impl ServerCertVerifier for ServerIdentityVerifier {
             return Err(certificate_error(NotAServer(identity)));
         }
         // The chain is our CA's, so its revocation list has the last word.
+        // Two paths check the same verified list: a server hands the CRL itself
+        // to rustls's WebPkiClientVerifier (ClientIdentityVerifier above), while
+        // here, and per request in authz.rs, the serial is looked up in the set
+        // `Revocations` took from it. rustls's helper for server certificates
+        // (`verify_server_cert_signed_by_trust_anchor`) takes no CRLs, and its
+        // WebPkiServerVerifier, which does, would also insist on the DNS name we
+        // dialed, where we check the identity instead.
         let serial = crate::revocation::serial_of(end_entity).unwrap_or_default();
         if self.revocations.is_revoked(&serial) {
             return Err(rustls::Error::InvalidCertificate(CertificateError::Revoked));
