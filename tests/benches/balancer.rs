@@ -31,7 +31,7 @@ const THROUGHPUT_RUN: Duration = Duration::from_secs(4);
 const LATENCY_RUN: Duration = Duration::from_secs(3);
 /// Each path is measured this many times, the paths taking turns, and the
 /// median is reported: on a shared two-core machine one run can be unlucky.
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Numbers {
