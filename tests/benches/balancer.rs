@@ -9,7 +9,10 @@
 //!   hops, HTTP/2 end to end),
 //!
 //! each for throughput with 64 requests in flight and for latency one request
-//! at a time (p50, p99), and prints the ratios. Reads only, over keys written
+//! at a time (p50, p99), and prints the ratios. During the throughput runs it
+//! also reads how much CPU the nodes and the proxy spent per request (Linux's
+//! `/proc/PID/task/*/schedstat`), because on a machine whose cores are all busy,
+//! throughput follows the CPU each request costs. Reads only, over keys written
 //! first, so the numbers are about forwarding, not about disks. The paths take
 //! turns for three rounds and the medians are reported.
 //!
@@ -38,6 +41,10 @@ struct Numbers {
     throughput: f64,
     p50_us: f64,
     p99_us: f64,
+    /// CPU the three nodes spent per request at 64 in flight.
+    nodes_cpu_us: f64,
+    /// CPU the proxy spent per request at 64 in flight (0 when direct).
+    proxy_cpu_us: f64,
 }
 
 impl Numbers {
@@ -52,6 +59,8 @@ impl Numbers {
             throughput: median(|n| n.throughput),
             p50_us: median(|n| n.p50_us),
             p99_us: median(|n| n.p99_us),
+            nodes_cpu_us: median(|n| n.nodes_cpu_us),
+            proxy_cpu_us: median(|n| n.proxy_cpu_us),
         }
     }
 }
@@ -74,15 +83,39 @@ fn load(client: Client, concurrency: u32, duration: Duration) -> serde_json::Val
     json
 }
 
-fn measure(name: &str, client: &dyn Fn() -> Client) -> Numbers {
-    let throughput = load(client(), 64, THROUGHPUT_RUN)["throughput_rps"]
-        .as_f64()
-        .unwrap();
+/// The processes whose CPU a measurement counts.
+struct Processes {
+    nodes: Vec<u32>,
+    proxy: Option<u32>,
+}
+
+/// CPU time `pid` has spent so far, all its threads together, in nanoseconds.
+fn cpu_ns(pid: u32) -> u64 {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap_or_else(|e| panic!("reading /proc/{pid}/task: {e}"));
+    tasks
+        .filter_map(|task| {
+            let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+            stat.split_whitespace().next()?.parse::<u64>().ok()
+        })
+        .sum()
+}
+
+fn measure(name: &str, client: &dyn Fn() -> Client, processes: &Processes) -> Numbers {
+    let nodes_cpu = || processes.nodes.iter().map(|&pid| cpu_ns(pid)).sum::<u64>();
+    let proxy_cpu = || processes.proxy.map_or(0, cpu_ns);
+    let (nodes_before, proxy_before) = (nodes_cpu(), proxy_cpu());
+    let run = load(client(), 64, THROUGHPUT_RUN);
+    let (nodes_after, proxy_after) = (nodes_cpu(), proxy_cpu());
+    let requests = run["requests"].as_f64().unwrap();
+    let per_request_us = |ns: u64| ns as f64 / requests / 1000.0;
     let sequential = load(client(), 1, LATENCY_RUN);
     let numbers = Numbers {
-        throughput,
+        throughput: run["throughput_rps"].as_f64().unwrap(),
         p50_us: sequential["latency_us"]["p50"].as_f64().unwrap(),
         p99_us: sequential["latency_us"]["p99"].as_f64().unwrap(),
+        nodes_cpu_us: per_request_us(nodes_after - nodes_before),
+        proxy_cpu_us: per_request_us(proxy_after - proxy_before),
     };
     eprintln!("measured {name}: {numbers:?}");
     numbers
@@ -112,48 +145,65 @@ fn main() {
     if haproxy.is_none() {
         eprintln!("haproxy is not installed: skipping that comparison (apt install haproxy)");
     }
-    let mut paths: Vec<(&str, MakeClient<'_>)> = vec![
-        ("direct to n1", Box::new(|| cluster.client_to(0))),
+    let pid = |balancer: &tests::BalancerProcess| balancer.pid().expect("the balancer runs");
+    let mut paths: Vec<(&str, MakeClient<'_>, Option<u32>)> = vec![
+        ("direct to n1", Box::new(|| cluster.client_to(0)), None),
         (
             "clusterlab-balancer",
             Box::new(|| cluster.client_at(&balancer)),
+            Some(pid(&cluster.balancers[0])),
         ),
         (
             "balancer --threads 0",
             Box::new(|| cluster.client_at(&one_thread)),
+            Some(pid(&cluster.balancers[1])),
         ),
     ];
     if let Some(proxy) = &haproxy {
-        paths.push(("HAProxy", Box::new(|| cluster.client_at(&proxy.addr))));
+        paths.push((
+            "HAProxy",
+            Box::new(|| cluster.client_at(&proxy.addr)),
+            Some(proxy.child.id()),
+        ));
     }
+    let nodes: Vec<u32> = cluster
+        .nodes
+        .iter()
+        .map(|n| n.pid().expect("the node runs"))
+        .collect();
     // Warm up every path's connections and caches.
-    for (_, client) in &paths {
+    for (_, client, _) in &paths {
         load(client(), 8, Duration::from_secs(1));
     }
     let mut measured: Vec<Vec<Numbers>> = vec![Vec::new(); paths.len()];
     for round in 1..=ROUNDS {
         eprintln!("round {round} of {ROUNDS}");
-        for ((name, client), runs) in paths.iter().zip(&mut measured) {
-            runs.push(measure(name, client.as_ref()));
+        for ((name, client, proxy), runs) in paths.iter().zip(&mut measured) {
+            let processes = Processes {
+                nodes: nodes.clone(),
+                proxy: *proxy,
+            };
+            runs.push(measure(name, client.as_ref(), &processes));
         }
     }
     let rows: Vec<(&str, Numbers)> = paths
         .iter()
         .zip(&measured)
-        .map(|((name, _), runs)| (*name, Numbers::median(runs)))
+        .map(|((name, _, _), runs)| (*name, Numbers::median(runs)))
         .collect();
 
     println!();
     println!(
-        "{:<22} {:>12} {:>12} {:>12}   (medians of {ROUNDS} rounds)",
-        "path", "req/s @64", "p50 (seq)", "p99 (seq)"
+        "{:<22} {:>10} {:>10} {:>10} {:>14} {:>14}   (medians of {ROUNDS} rounds)",
+        "path", "req/s @64", "p50 (seq)", "p99 (seq)", "nodes CPU/req", "proxy CPU/req"
     );
     for (name, n) in &rows {
         println!(
-            "{name:<22} {:>12.0} {:>10.0}us {:>10.0}us",
-            n.throughput, n.p50_us, n.p99_us
+            "{name:<22} {:>10.0} {:>8.0}us {:>8.0}us {:>12.0}us {:>12.0}us",
+            n.throughput, n.p50_us, n.p99_us, n.nodes_cpu_us, n.proxy_cpu_us
         );
     }
+    println!("(CPU per request: all three nodes, and the proxy, during the runs at 64 in flight)");
     let direct = rows[0].1;
     let haproxy = rows
         .iter()
@@ -188,6 +238,8 @@ fn main() {
 /// HAProxy in front of the same nodes, if the machine has it.
 struct HaProxy {
     addr: String,
+    /// One process: without `-D` or `-W`, HAProxy runs in the foreground and
+    /// its threads are the process's own.
     child: Child,
 }
 
