@@ -57,11 +57,12 @@ pub struct BusyPoll {
     rounds: AtomicU64,
 }
 
-/// A request passing through; dropping it marks the request finished.
+/// A request passing through the balancer; dropping it marks the request
+/// finished.
 #[derive(Debug)]
-pub struct InFlight<'a>(&'a BusyPoll);
+pub struct Passing<'a>(&'a BusyPoll);
 
-impl Drop for InFlight<'_> {
+impl Drop for Passing<'_> {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.0.activity();
@@ -82,10 +83,10 @@ impl BusyPoll {
     }
 
     /// A request starts; it is finished when the returned guard is dropped.
-    pub fn request(&self) -> InFlight<'_> {
+    pub fn request(&self) -> Passing<'_> {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.activity();
-        InFlight(self)
+        Passing(self)
     }
 
     /// Keeps the thread awake while requests come one at a time. Runs until the
@@ -151,7 +152,7 @@ mod tests {
         // A start stored after `now` was read is not "long ago".
         assert!(busy.worth_spinning(last.saturating_sub(1)));
 
-        let more: Vec<InFlight<'_>> = (0..SPIN_AT_MOST_IN_FLIGHT)
+        let more: Vec<Passing<'_>> = (0..SPIN_AT_MOST_IN_FLIGHT)
             .map(|_| busy.request())
             .collect();
         let last = busy.last.load(Ordering::Relaxed);

@@ -91,10 +91,10 @@ pub struct Config {
     #[arg(long, env = "CLUSTERLAB_THREADS", default_value_t = 1)]
     pub threads: usize,
 
-    /// While requests flow, keep polling the sockets instead of sleeping
-    /// until this long after the last one: a sleeping thread is slow to wake,
-    /// above all on a virtual machine. Costs CPU only while traffic flows;
-    /// 0 turns it off (docs/performance.md).
+    /// While requests come one at a time, keep polling the sockets instead of
+    /// sleeping, until this long after the last one started or finished: a
+    /// sleeping thread is slow to wake, above all on a virtual machine. Costs
+    /// CPU only while such traffic flows; 0 turns it off (docs/performance.md).
     #[arg(long, env = "CLUSTERLAB_BUSY_POLL", default_value = "1ms", value_parser = humantime::parse_duration)]
     pub busy_poll: Duration,
 }

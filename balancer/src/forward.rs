@@ -58,12 +58,12 @@ impl Router {
         busy: Arc<BusyPoll>,
     ) -> Self {
         Router {
-            busy,
             name,
             backends,
             policy: RwLock::new(policy),
             picker: Picker::default(),
             budget: RetryBudget::new(retry_budget),
+            busy,
             requests: AtomicU64::new(0),
             retries: AtomicU64::new(0),
             retries_refused: AtomicU64::new(0),

@@ -121,8 +121,8 @@ pub struct Config {
 
     /// Threads for serving requests. 1 (the default) runs every request on one
     /// thread, which is fastest when several nodes share a machine
-    /// (docs/performance.md); 0 means one per core. Disk writes run on threads
-    /// of their own either way.
+    /// (docs/performance.md); 0 means one per core. The store's disk work runs
+    /// on threads of its own either way.
     #[arg(long, env = "CLUSTERLAB_THREADS", default_value_t = 1)]
     pub threads: usize,
 }

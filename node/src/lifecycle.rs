@@ -18,8 +18,8 @@ use tracing::{info, warn};
 /// of them on one machine, and on the two-core machines we measure on, a
 /// process with one thread does the same work with fewer wake-ups and no
 /// hand-offs between its own threads: lower latency, and more requests per
-/// second in total (docs/performance.md). Blocking work (the store's disk
-/// writes) still runs on tokio's blocking pool, whatever this says.
+/// second in total (docs/performance.md). Blocking work (the store's reads
+/// and writes) still runs on tokio's blocking pool, whatever this says.
 pub fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
     let mut builder = match threads {
         1 => tokio::runtime::Builder::new_current_thread(),
