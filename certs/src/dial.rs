@@ -83,9 +83,7 @@ impl Dialer {
     pub async fn diagnose(&self, addr: &str) -> Option<String> {
         use tokio::io::AsyncReadExt;
         let tls = TlsConnector::from(self.tls.clone()?);
-        let authority = addr
-            .trim_start_matches("http://")
-            .trim_start_matches("https://");
+        let authority = authority(addr);
         let probe = async {
             let tcp = TcpStream::connect(authority).await.ok()?;
             let name = ServerName::try_from("clusterlab").expect("valid name");
@@ -106,9 +104,7 @@ impl Dialer {
     }
 
     fn endpoint(&self, addr: &str) -> Result<Endpoint, tonic::transport::Error> {
-        let authority = addr
-            .trim_start_matches("http://")
-            .trim_start_matches("https://");
+        let authority = authority(addr);
         Ok(Endpoint::from_shared(format!("http://{authority}"))?
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true)
@@ -177,3 +173,21 @@ impl Dialer {
 /// A byte stream we can run HTTP/2 over: TCP, or TLS over TCP.
 pub trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> Stream for T {}
+
+/// `host:port` out of an address given with or without `http://` or `https://`.
+fn authority(addr: &str) -> &str {
+    addr.trim_start_matches("http://")
+        .trim_start_matches("https://")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::authority;
+
+    #[test]
+    fn addresses_may_carry_a_scheme() {
+        assert_eq!(authority("127.0.0.1:7000"), "127.0.0.1:7000");
+        assert_eq!(authority("http://node-1:7100"), "node-1:7100");
+        assert_eq!(authority("https://[::1]:7000"), "[::1]:7000");
+    }
+}
