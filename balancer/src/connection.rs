@@ -254,12 +254,13 @@ impl http_body::Body for ResponseBody {
     }
 }
 
-/// An HTTP/2 error as a status. A broken connection (an I/O error, a GOAWAY)
-/// is a connection failure, so the node is ejected at once; a node refusing or
-/// resetting one request is not.
+/// An HTTP/2 error as a status. A node refusing or resetting one request (an
+/// error code for that stream alone) is worth a retry elsewhere; anything else,
+/// such as an I/O error or a GOAWAY, means the connection is broken or closing,
+/// so it is a connection failure and the node is ejected at once.
 fn h2_failure(addr: &str, e: h2::Error) -> Status {
-    if e.is_reset() && !e.is_io() && !e.is_go_away() {
-        Status::unavailable(format!("{addr} reset the request: {e}"))
+    if e.reason().is_some() && !e.is_go_away() && !e.is_io() {
+        Status::unavailable(format!("{addr} refused or reset the request: {e}"))
     } else {
         connection_failed(addr, e.to_string())
     }
@@ -313,6 +314,16 @@ mod tests {
         assert!(status.message().contains("connection refused"), "{status}");
         assert!(is_connection_failure(&status));
         assert!(!is_connection_failure(&Status::unavailable("quorum")));
+    }
+
+    /// The other side, a broken connection, is the killed-node test in
+    /// tests/tests/balancer.rs: h2 does not let us make its I/O errors here.
+    #[test]
+    fn a_refused_request_is_retried_elsewhere_but_does_not_eject_the_node() {
+        let refused = h2_failure("node-1:7100", h2::Error::from(h2::Reason::REFUSED_STREAM));
+        assert_eq!(refused.code(), tonic::Code::Unavailable, "worth a retry");
+        assert!(!is_connection_failure(&refused), "{refused}");
+        assert!(refused.message().contains("node-1:7100"), "{refused}");
     }
 
     #[test]
