@@ -15,22 +15,63 @@ use tests::{
 const PUT: &str = "/clusterlab.v1.KeyValue/Put";
 const GET: &str = "/clusterlab.v1.KeyValue/Get";
 
-/// The good client is served: a write and a read back.
-fn still_serving(cluster: &TestCluster, key: &str) {
-    cluster.client().args(["put", key, "served"]).ok();
-    assert_eq!(cluster.client().args(["get", key]).ok().stdout, "served");
+/// Which process the hostile client aims at: node n1, or a balancer in front
+/// of it. The balancer terminates clients' HTTP/2 itself, so it must hold the
+/// same line.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    Node,
+    Balancer,
 }
 
-/// The node's peak resident memory so far, in bytes (VmHWM).
-fn peak_memory(cluster: &TestCluster) -> u64 {
-    let pid = cluster.nodes[0].pid().expect("the node runs");
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/PID/status");
-    kib * 1024
+impl Target {
+    /// One node, and a balancer in front of it if that is the target.
+    fn cluster(self) -> TestCluster {
+        let mut cluster = TestCluster::start(1);
+        if let Target::Balancer = self {
+            cluster.start_balancer(&[]);
+        }
+        cluster
+    }
+
+    fn addr(self, cluster: &TestCluster) -> std::net::SocketAddr {
+        match self {
+            Target::Node => cluster.nodes[0].addr,
+            Target::Balancer => cluster.balancers[0].addr,
+        }
+    }
+
+    fn pid(self, cluster: &TestCluster) -> u32 {
+        match self {
+            Target::Node => cluster.nodes[0].pid(),
+            Target::Balancer => cluster.balancers[0].pid(),
+        }
+        .expect("the target runs")
+    }
+
+    /// The good client is served by the target: a write and a read back.
+    fn still_serving(self, cluster: &TestCluster, key: &str) {
+        let client = || cluster.client_at(&self.addr(cluster).to_string());
+        client().args(["put", key, "served"]).ok();
+        assert_eq!(client().args(["get", key]).ok().stdout, "served");
+    }
+
+    /// The target's peak resident memory so far, in bytes (VmHWM).
+    fn peak_memory(self, cluster: &TestCluster) -> u64 {
+        let pid = self.pid(cluster);
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/PID/status");
+        kib * 1024
+    }
+}
+
+/// The good client is served by node n1: a write and a read back.
+fn still_serving(cluster: &TestCluster, key: &str) {
+    Target::Node.still_serving(cluster, key);
 }
 
 /// The `grpc-status` and `grpc-message` a stream ended with.
@@ -69,9 +110,9 @@ fn percent_decode(s: &str) -> String {
 /// Sends a Put whose gRPC prefix claims `claimed` bytes, followed by the
 /// first 32 KiB of them (within the stream's flow-control window), and returns
 /// the status it ends with.
-fn put_claiming(cluster: &TestCluster, claimed: u32) -> (String, String) {
+fn put_claiming(cluster: &TestCluster, target: Target, claimed: u32) -> (String, String) {
     block_on(async {
-        let mut conn = RawH2::connect(&cluster.certs, "writer", cluster.nodes[0].addr)
+        let mut conn = RawH2::connect(&cluster.certs, "writer", target.addr(cluster))
             .await
             .unwrap();
         let stream = conn.open(PUT, false).await.unwrap();
@@ -83,11 +124,11 @@ fn put_claiming(cluster: &TestCluster, claimed: u32) -> (String, String) {
     })
 }
 
-fn refused_from_the_prefix(claimed: u32) {
-    let cluster = TestCluster::start(1);
-    still_serving(&cluster, "before");
-    let before = peak_memory(&cluster);
-    let (status, message) = put_claiming(&cluster, claimed);
+fn refused_from_the_prefix(target: Target, claimed: u32) {
+    let cluster = target.cluster();
+    target.still_serving(&cluster, "before");
+    let before = target.peak_memory(&cluster);
+    let (status, message) = put_claiming(&cluster, target, claimed);
     // OUT_OF_RANGE (11), from the prefix alone: the rest never had to arrive.
     assert_eq!(status, "11", "{message}");
     assert!(
@@ -95,29 +136,33 @@ fn refused_from_the_prefix(claimed: u32) {
             && message.contains("the limit is: 4194304 bytes"),
         "{message}"
     );
-    let grew = peak_memory(&cluster).saturating_sub(before);
+    let grew = target.peak_memory(&cluster).saturating_sub(before);
     assert!(
         grew < 16 * 1024 * 1024,
-        "the node's peak memory grew by {grew} bytes for a message it refused"
+        "the {target:?}'s peak memory grew by {grew} bytes for a message it refused"
     );
-    still_serving(&cluster, "after");
+    target.still_serving(&cluster, "after");
 }
 
 #[test]
 fn a_64_mib_value_is_refused_from_its_length_prefix() {
-    refused_from_the_prefix(64 << 20);
+    refused_from_the_prefix(Target::Node, 64 << 20);
 }
 
 #[test]
 fn a_1_gib_value_is_refused_from_its_length_prefix() {
-    refused_from_the_prefix(1 << 30);
+    refused_from_the_prefix(Target::Node, 1 << 30);
 }
 
 #[test]
-fn a_malformed_protobuf_body_gets_a_clear_status() {
-    let cluster = TestCluster::start(1);
+fn the_balancer_refuses_a_1_gib_value_from_its_length_prefix_too() {
+    refused_from_the_prefix(Target::Balancer, 1 << 30);
+}
+
+fn malformed_protobuf_gets_a_clear_status(target: Target) {
+    let cluster = target.cluster();
     let (status, message) = block_on(async {
-        let mut conn = RawH2::connect(&cluster.certs, "writer", cluster.nodes[0].addr)
+        let mut conn = RawH2::connect(&cluster.certs, "writer", target.addr(&cluster))
             .await
             .unwrap();
         let stream = conn.open(PUT, false).await.unwrap();
@@ -134,7 +179,17 @@ fn a_malformed_protobuf_body_gets_a_clear_status() {
         message.contains("failed to decode Protobuf message"),
         "{message}"
     );
-    still_serving(&cluster, "k");
+    target.still_serving(&cluster, "k");
+}
+
+#[test]
+fn a_malformed_protobuf_body_gets_a_clear_status() {
+    malformed_protobuf_gets_a_clear_status(Target::Node);
+}
+
+#[test]
+fn the_balancer_answers_a_malformed_protobuf_body_clearly_too() {
+    malformed_protobuf_gets_a_clear_status(Target::Balancer);
 }
 
 #[test]
