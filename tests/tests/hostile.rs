@@ -1,5 +1,6 @@
 //! Hostile input through real processes: each case asserts a clear answer
-//! and a node that keeps serving everyone else.
+//! and a server that keeps serving everyone else. Every case runs against a
+//! node, and against a balancer, which parses clients' HTTP/2 on its own.
 //!
 //! The raw HTTP/2 client (`tests::h2raw`) sends what no well-behaved client
 //! would: length prefixes that lie, bodies that are not protobuf, more streams
@@ -10,6 +11,7 @@ use std::{io::Read, net::TcpStream, time::Duration};
 use tests::{
     TestCluster, block_on,
     h2raw::{self, Frame, RawH2},
+    wait_until,
 };
 
 const PUT: &str = "/clusterlab.v1.KeyValue/Put";
@@ -27,11 +29,29 @@ enum Target {
 impl Target {
     /// One node, and a balancer in front of it if that is the target.
     fn cluster(self) -> TestCluster {
-        let mut cluster = TestCluster::start(1);
-        if let Target::Balancer = self {
-            cluster.start_balancer(&[]);
+        self.cluster_with(&[])
+    }
+
+    /// The same, with `flags` for the target.
+    fn cluster_with(self, flags: &[&str]) -> TestCluster {
+        let mut cluster = TestCluster::empty();
+        match self {
+            Target::Node => {
+                cluster.add_node(flags);
+            }
+            Target::Balancer => {
+                cluster.add_node(&[]);
+                cluster.start_balancer(flags);
+            }
         }
         cluster
+    }
+
+    fn log_text(self, cluster: &TestCluster) -> String {
+        match self {
+            Target::Node => cluster.nodes[0].log_text(),
+            Target::Balancer => cluster.balancers[0].log_text(),
+        }
     }
 
     fn addr(self, cluster: &TestCluster) -> std::net::SocketAddr {
@@ -67,11 +87,6 @@ impl Target {
             .expect("VmHWM in /proc/PID/status");
         kib * 1024
     }
-}
-
-/// The good client is served by node n1: a write and a read back.
-fn still_serving(cluster: &TestCluster, key: &str) {
-    Target::Node.still_serving(cluster, key);
 }
 
 /// The `grpc-status` and `grpc-message` a stream ended with.
@@ -192,19 +207,26 @@ fn the_balancer_answers_a_malformed_protobuf_body_clearly_too() {
     malformed_protobuf_gets_a_clear_status(Target::Balancer);
 }
 
-#[test]
-fn a_thousand_idle_connections_do_not_stop_the_node_and_are_closed() {
-    let mut cluster = TestCluster::empty();
-    cluster.add_node(&["--handshake-timeout", "3s"]);
-    let addr = cluster.nodes[0].addr;
+fn idle_connections_are_evicted_and_closed(target: Target) {
+    let cluster = target.cluster_with(&["--handshake-timeout", "3s"]);
+    let addr = target.addr(&cluster);
     // Connections that never say a word: each holds a handshake slot until
     // its deadline; beyond 512 in progress, each new one evicts the oldest.
     let idle: Vec<TcpStream> = (0..1000)
         .map(|_| TcpStream::connect(addr).expect("connecting"))
         .collect();
     // A genuine client's handshake is the newest, never the oldest: it gets in.
-    still_serving(&cluster, "k");
-    cluster.wait_rejection_logged("evicted: it was the oldest of 512 handshakes in progress");
+    target.still_serving(&cluster, "k");
+    let evicted = "evicted: it was the oldest of 512 handshakes in progress";
+    wait_until(
+        &format!("the {target:?} to log a rejection with {evicted:?}"),
+        Duration::from_secs(10),
+        || {
+            let log = target.log_text(&cluster);
+            log.lines()
+                .any(|l| l.contains("rejected connection") && l.contains(evicted))
+        },
+    );
     // Every one of them is closed, the last within the handshake timeout.
     for mut conn in idle {
         conn.set_read_timeout(Some(Duration::from_secs(20)))
@@ -219,21 +241,30 @@ fn a_thousand_idle_connections_do_not_stop_the_node_and_are_closed() {
             "an idle connection was not closed: {read:?}"
         );
     }
-    still_serving(&cluster, "k");
+    target.still_serving(&cluster, "k");
 }
 
 #[test]
-fn streams_above_the_limit_are_refused_and_the_rest_are_served() {
-    let cluster = TestCluster::start(1);
+fn a_thousand_idle_connections_do_not_stop_the_node_and_are_closed() {
+    idle_connections_are_evicted_and_closed(Target::Node);
+}
+
+#[test]
+fn a_thousand_idle_connections_do_not_stop_the_balancer_either() {
+    idle_connections_are_evicted_and_closed(Target::Balancer);
+}
+
+fn streams_above_the_limit_are_refused(target: Target) {
+    let cluster = target.cluster();
     let refused = block_on(async {
-        let mut conn = RawH2::connect(&cluster.certs, "writer", cluster.nodes[0].addr)
+        let mut conn = RawH2::connect(&cluster.certs, "writer", target.addr(&cluster))
             .await
             .unwrap();
         // 300 calls that never send their request: each holds a stream open.
         for _ in 0..300 {
             conn.open(GET, false).await.unwrap();
         }
-        // The node allows 256 at once per connection; the other 44 are refused.
+        // 256 at once per connection are allowed; the other 44 are refused.
         let mut refused = Vec::new();
         while refused.len() < 44 {
             match tokio::time::timeout(Duration::from_secs(10), conn.next_frame()).await {
@@ -251,14 +282,23 @@ fn streams_above_the_limit_are_refused_and_the_rest_are_served() {
         refused.iter().all(|s| *s > 2 * 256),
         "only streams beyond the 256th are refused: {refused:?}"
     );
-    still_serving(&cluster, "k");
+    target.still_serving(&cluster, "k");
 }
 
 #[test]
-fn a_rapid_reset_flood_is_cut_off_and_others_are_served() {
-    let cluster = TestCluster::start(1);
+fn streams_above_the_limit_are_refused_and_the_rest_are_served() {
+    streams_above_the_limit_are_refused(Target::Node);
+}
+
+#[test]
+fn the_balancer_refuses_streams_above_the_limit_too() {
+    streams_above_the_limit_are_refused(Target::Balancer);
+}
+
+fn a_rapid_reset_flood_is_cut_off(target: Target) {
+    let cluster = target.cluster();
     let outcome = block_on(async {
-        let mut conn = RawH2::connect(&cluster.certs, "writer", cluster.nodes[0].addr)
+        let mut conn = RawH2::connect(&cluster.certs, "writer", target.addr(&cluster))
             .await
             .unwrap();
         // Open a stream and cancel it at once, as fast as the socket takes
@@ -271,11 +311,11 @@ fn a_rapid_reset_flood_is_cut_off_and_others_are_served() {
                 Err(e) => Err(e),
             };
             if reset.is_err() {
-                break; // the node hung up on us
+                break; // the server hung up on us
             }
             sent += 1;
         }
-        // Whatever the node said before hanging up (the socket may already be
+        // Whatever the server said before hanging up (the socket may already be
         // gone, taking the GOAWAY frame with it).
         let goaway = loop {
             let next = tokio::time::timeout(Duration::from_secs(10), conn.next_frame()).await;
@@ -290,10 +330,20 @@ fn a_rapid_reset_flood_is_cut_off_and_others_are_served() {
     let (sent, goaway) = outcome;
     assert!(
         sent < 20_000,
-        "the node took all 20,000 opened-and-reset streams on one connection"
+        "the {target:?} took all 20,000 opened-and-reset streams on one connection"
     );
     if let Some((code, debug)) = goaway {
         assert_eq!(code, h2raw::ENHANCE_YOUR_CALM, "{debug}");
     }
-    still_serving(&cluster, "k");
+    target.still_serving(&cluster, "k");
+}
+
+#[test]
+fn a_rapid_reset_flood_is_cut_off_and_others_are_served() {
+    a_rapid_reset_flood_is_cut_off(Target::Node);
+}
+
+#[test]
+fn the_balancer_cuts_off_a_rapid_reset_flood_too() {
+    a_rapid_reset_flood_is_cut_off(Target::Balancer);
 }
