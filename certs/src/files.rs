@@ -48,6 +48,17 @@ pub struct LoadedIdentity {
     pub key: PrivateKeyDer<'static>,
 }
 
+// By hand: rustls makes copying a private key explicit (`clone_key`).
+impl Clone for LoadedIdentity {
+    fn clone(&self) -> Self {
+        LoadedIdentity {
+            identity: self.identity.clone(),
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+        }
+    }
+}
+
 /// Loads `DIR/NAME.pem` and `DIR/NAME.key` and reads the identity they prove.
 pub fn load_identity(dir: &Path, name: &str) -> Result<LoadedIdentity> {
     let cert_path = cert_path(dir, name);

@@ -34,7 +34,8 @@ use rustls::{
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
 use crate::{
-    Identity, Result, files,
+    Identity, Result,
+    files::{self, LoadedIdentity},
     revocation::{Loaded, Revocations},
 };
 
@@ -57,16 +58,15 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Server side: present `DIR/NAME.pem`, require a client certificate from the
-/// CA that is not on the revocation list. The returned verifier takes new lists.
-pub fn server_config(
-    dir: &Path,
-    name: &str,
+/// Server side: present `identity`, require a client certificate from the CA
+/// in `roots` that is not on the revocation list. The returned verifier takes
+/// new lists.
+fn server_config(
+    identity: LoadedIdentity,
+    roots: Arc<RootCertStore>,
     revocations: &Revocations,
-) -> Result<(Arc<ServerConfig>, Identity, Arc<ClientIdentityVerifier>)> {
+) -> Result<(Arc<ServerConfig>, Arc<ClientIdentityVerifier>)> {
     let provider = provider();
-    let loaded = files::load_identity(dir, name)?;
-    let roots = Arc::new(files::load_roots(dir)?);
     let verifier = Arc::new(ClientIdentityVerifier::new(
         roots,
         provider.clone(),
@@ -75,34 +75,35 @@ pub fn server_config(
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier.clone())
-        .with_single_cert(loaded.chain, loaded.key)?;
+        .with_single_cert(identity.chain, identity.key)?;
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
     config.key_log = Arc::new(rustls::KeyLogFile::new());
-    Ok((Arc::new(config), loaded.identity, verifier))
+    Ok((Arc::new(config), verifier))
 }
 
 /// Client side: present `DIR/NAME.pem`, accept servers whose identity the CA
 /// vouches for and has not revoked.
 pub fn client_config(dir: &Path, name: &str) -> Result<(Arc<ClientConfig>, Identity)> {
-    client_config_with(dir, name, Revocations::load(dir)?)
+    let identity = files::load_identity(dir, name)?;
+    let roots = Arc::new(files::load_roots(dir)?);
+    client_config_from(identity, roots, Revocations::load(dir)?)
 }
 
-fn client_config_with(
-    dir: &Path,
-    name: &str,
+fn client_config_from(
+    identity: LoadedIdentity,
+    roots: Arc<RootCertStore>,
     revocations: Arc<Revocations>,
 ) -> Result<(Arc<ClientConfig>, Identity)> {
     let provider = provider();
-    let loaded = files::load_identity(dir, name)?;
-    let verifier = ServerIdentityVerifier::new(dir, revocations)?;
+    let verifier = ServerIdentityVerifier::with_roots(roots, revocations);
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous() // "dangerous" because we replace name checks with identity checks
         .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_client_auth_cert(loaded.chain, loaded.key)?;
+        .with_client_auth_cert(identity.chain, identity.key)?;
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
     config.key_log = Arc::new(rustls::KeyLogFile::new());
-    Ok((Arc::new(config), loaded.identity))
+    Ok((Arc::new(config), identity.identity))
 }
 
 /// What a cluster process (node or balancer) needs to serve *and* to call
@@ -127,9 +128,13 @@ impl Credentials {
     pub fn load(mode: TlsMode, dir: &Path, name: &str) -> Result<Self> {
         match mode {
             TlsMode::Mtls => {
+                // Read once, used on both sides: the same certificate serves
+                // clients and proves who we are when we call other processes.
                 let revocations = Revocations::load(dir)?;
-                let (server, identity, verifier) = server_config(dir, name, &revocations)?;
-                let (client, _) = client_config_with(dir, name, revocations.clone())?;
+                let roots = Arc::new(files::load_roots(dir)?);
+                let ours = files::load_identity(dir, name)?;
+                let (server, verifier) = server_config(ours.clone(), roots.clone(), &revocations)?;
+                let (client, identity) = client_config_from(ours, roots, revocations.clone())?;
                 Ok(Credentials {
                     server: Some(server),
                     identity: Some(identity),
@@ -304,11 +309,19 @@ pub struct ServerIdentityVerifier {
 impl ServerIdentityVerifier {
     /// Trusts the servers the CA in `dir` vouches for and has not revoked.
     pub fn new(dir: &Path, revocations: Arc<Revocations>) -> Result<Self> {
-        Ok(ServerIdentityVerifier {
-            roots: Arc::new(files::load_roots(dir)?),
+        Ok(Self::with_roots(
+            Arc::new(files::load_roots(dir)?),
+            revocations,
+        ))
+    }
+
+    /// The same, with the CA already loaded.
+    fn with_roots(roots: Arc<RootCertStore>, revocations: Arc<Revocations>) -> Self {
+        ServerIdentityVerifier {
+            roots,
             provider: provider(),
             revocations,
-        })
+        }
     }
 }
 
