@@ -14,7 +14,7 @@
 //! `/proc/PID/task/*/schedstat`), because on a machine whose cores are all busy,
 //! throughput follows the CPU each request costs. Reads only, over keys written
 //! first, so the numbers are about forwarding, not about disks. The paths take
-//! turns for three rounds and the medians are reported.
+//! turns for five rounds and the medians are reported.
 //!
 //! ```sh
 //! cargo bench -p tests --bench balancer
