@@ -83,12 +83,6 @@ fn load(client: Client, concurrency: u32, duration: Duration) -> serde_json::Val
     json
 }
 
-/// The processes whose CPU a measurement counts.
-struct Processes {
-    nodes: Vec<u32>,
-    proxy: Option<u32>,
-}
-
 /// CPU time `pid` has spent so far, all its threads together, in nanoseconds.
 fn cpu_ns(pid: u32) -> u64 {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
@@ -101,9 +95,10 @@ fn cpu_ns(pid: u32) -> u64 {
         .sum()
 }
 
-fn measure(name: &str, client: &dyn Fn() -> Client, processes: &Processes) -> Numbers {
-    let nodes_cpu = || processes.nodes.iter().map(|&pid| cpu_ns(pid)).sum::<u64>();
-    let proxy_cpu = || processes.proxy.map_or(0, cpu_ns);
+/// Measures one path; `nodes` and `proxy` are the processes whose CPU counts.
+fn measure(name: &str, client: &dyn Fn() -> Client, nodes: &[u32], proxy: Option<u32>) -> Numbers {
+    let nodes_cpu = || nodes.iter().map(|&pid| cpu_ns(pid)).sum::<u64>();
+    let proxy_cpu = || proxy.map_or(0, cpu_ns);
     let (nodes_before, proxy_before) = (nodes_cpu(), proxy_cpu());
     let run = load(client(), 64, THROUGHPUT_RUN);
     let (nodes_after, proxy_after) = (nodes_cpu(), proxy_cpu());
@@ -179,11 +174,7 @@ fn main() {
     for round in 1..=ROUNDS {
         eprintln!("round {round} of {ROUNDS}");
         for ((name, client, proxy), runs) in paths.iter().zip(&mut measured) {
-            let processes = Processes {
-                nodes: nodes.clone(),
-                proxy: *proxy,
-            };
-            runs.push(measure(name, client.as_ref(), &processes));
+            runs.push(measure(name, client.as_ref(), &nodes, *proxy));
         }
     }
     let rows: Vec<(&str, Numbers)> = paths
