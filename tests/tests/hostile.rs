@@ -208,7 +208,10 @@ fn the_balancer_answers_a_malformed_protobuf_body_clearly_too() {
 }
 
 fn idle_connections_are_evicted_and_closed(target: Target) {
-    let cluster = target.cluster_with(&["--handshake-timeout", "3s"]);
+    // Long enough that, even on a loaded machine, more than 512 connections
+    // are accepted before the first of them times out: eviction, not the
+    // timeout, must be what makes room.
+    let cluster = target.cluster_with(&["--handshake-timeout", "10s"]);
     let addr = target.addr(&cluster);
     // Connections that never say a word: each holds a handshake slot until
     // its deadline; beyond 512 in progress, each new one evicts the oldest.
@@ -229,7 +232,7 @@ fn idle_connections_are_evicted_and_closed(target: Target) {
     );
     // Every one of them is closed, the last within the handshake timeout.
     for mut conn in idle {
-        conn.set_read_timeout(Some(Duration::from_secs(20)))
+        conn.set_read_timeout(Some(Duration::from_secs(30)))
             .unwrap();
         let mut buf = [0u8; 1];
         let read = conn.read(&mut buf);
