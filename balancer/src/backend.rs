@@ -25,8 +25,8 @@ use std::{
 };
 
 use certs::dial::Dialer;
-use node::{events::Events, limits::MAX_MESSAGE_BYTES};
-use proto::{WhoAmIRequest, admin_client::AdminClient, key_value_client::KeyValueClient};
+use node::events::Events;
+use proto::{WhoAmIRequest, admin_client::AdminClient};
 use tokio::task::AbortHandle;
 use tonic::Status;
 use tonic_health::pb::{
@@ -119,14 +119,9 @@ impl Backend {
         *self.health.lock().expect("health poisoned") == Health::Healthy
     }
 
-    /// A `KeyValue` client on the pooled connection (dialed if need be).
-    pub async fn key_value(&self) -> Result<KeyValueClient<Http2>, Status> {
-        let connection = self.connection.ready().await?;
-        Ok(
-            KeyValueClient::with_origin(connection, self.connection.origin())
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        )
+    /// The pooled connection to the node, dialed if need be.
+    pub async fn connection(&self) -> Result<Http2, Status> {
+        self.connection.ready().await
     }
 
     /// Puts the node back into rotation (or in for the first time).

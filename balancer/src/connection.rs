@@ -12,7 +12,10 @@
 //! message, complete before anything is sent. We give h2 the headers and the
 //! whole body at once; the connection's task then writes both in one go and the
 //! response comes straight back to the caller's task. Two writes per request:
-//! one to the node, one to the client.
+//! one to the node, one to the client. Forwarded requests go through
+//! [`Http2::unary`], which passes the message on as bytes; health checks and
+//! `Admin.WhoAmI` use tonic's generated clients, for which [`Http2`] is a tower
+//! service.
 //!
 //! The connection is made at the first request (or health check), shared by all
 //! of them (HTTP/2 multiplexes), and made again the first time it is needed
@@ -36,10 +39,17 @@ use std::{
 use bytes::Bytes;
 use certs::dial::Dialer;
 use h2::client::SendRequest;
+use http::{
+    HeaderMap,
+    uri::{Authority, PathAndQuery, Scheme},
+};
 use http_body::Frame;
 use http_body_util::BodyExt;
+use node::limits::MAX_MESSAGE_BYTES;
 use tonic::{Status, body::Body};
 use tracing::debug;
+
+use crate::grpc::{Framed, read_unary};
 
 /// A ping goes to the node this often, so a dead node is noticed on an idle
 /// connection too, not only by the health checks that share it.
@@ -171,18 +181,104 @@ impl NodeConnection {
         Ok(Http2 {
             sender,
             addr: self.addr.clone(),
+            authority: self
+                .origin
+                .authority()
+                .expect("made from host:port")
+                .clone(),
             closed,
         })
     }
 }
 
-/// A handle on a node's connection that tonic's generated clients can call.
+/// A handle on a node's connection. Forwarded requests go through
+/// [`Http2::unary`]; tonic's generated clients (health checks, `WhoAmI`) call
+/// it as a tower service.
 #[derive(Debug, Clone)]
 pub struct Http2 {
     sender: SendRequest<Bytes>,
     addr: Arc<str>,
+    authority: Authority,
     /// Set by the connection's task when it ends.
     closed: Arc<AtomicBool>,
+}
+
+/// A node's successful answer to a unary call, as it arrived.
+#[derive(Debug)]
+pub struct Answer {
+    pub head: http::response::Parts,
+    pub message: Framed,
+    pub trailers: HeaderMap,
+}
+
+impl Http2 {
+    /// Sends `message` (one framed gRPC message) to `path` and reads the whole
+    /// answer. A gRPC error from the node comes back as that status; a broken
+    /// connection as a [connection failure](is_connection_failure).
+    pub async fn unary(
+        &self,
+        path: PathAndQuery,
+        headers: HeaderMap,
+        message: Bytes,
+    ) -> Result<Answer, Status> {
+        let addr = &self.addr;
+        let uri = http::Uri::builder()
+            .scheme(Scheme::HTTP)
+            .authority(self.authority.clone())
+            .path_and_query(path)
+            .build()
+            .expect("scheme, authority and path are valid");
+        let mut request = http::Request::post(uri)
+            .body(())
+            .expect("a request with a valid URI");
+        *request.headers_mut() = headers;
+        let mut sender = self
+            .sender
+            .clone()
+            .ready()
+            .await
+            .map_err(|e| h2_failure(addr, e))?;
+        let (response, mut stream) = sender
+            .send_request(request, false)
+            .map_err(|e| h2_failure(addr, e))?;
+        stream
+            .send_data(message, true)
+            .map_err(|e| h2_failure(addr, e))?;
+        let (head, body) = response
+            .await
+            .map_err(|e| h2_failure(addr, e))?
+            .into_parts();
+        if head.status != http::StatusCode::OK {
+            return Err(Status::unknown(format!(
+                "{addr} answered HTTP {}, not a gRPC response",
+                head.status
+            )));
+        }
+        // A node that fails at once answers with headers alone ("trailers-only").
+        if let Some(status) = Status::from_header_map(&head.headers) {
+            return Err(status);
+        }
+        let body = ResponseBody {
+            body,
+            addr: addr.clone(),
+        };
+        let unary = read_unary(body, MAX_MESSAGE_BYTES).await?;
+        let trailers = unary.trailers.unwrap_or_default();
+        match (Status::from_header_map(&trailers), unary.message) {
+            (Some(status), _) if status.code() != tonic::Code::Ok => Err(status),
+            (Some(_), Some(message)) => Ok(Answer {
+                head,
+                message,
+                trailers,
+            }),
+            (None, _) => Err(Status::internal(format!(
+                "{addr}'s response ended without a grpc-status"
+            ))),
+            (Some(_), None) => Err(Status::internal(format!(
+                "{addr} answered OK without a message"
+            ))),
+        }
+    }
 }
 
 impl tower::Service<http::Request<Body>> for Http2 {

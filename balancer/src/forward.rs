@@ -7,24 +7,31 @@
 //! node, every attempt) or, on failure, into the status message.
 
 use std::{
+    convert::Infallible,
     future::Future,
+    pin::Pin,
     sync::{
         Arc, RwLock,
         atomic::{AtomicU64, Ordering},
     },
+    task::{Context, Poll},
     time::{Duration, Instant},
 };
 
-use proto::{
-    Attempt, DeleteRequest, DeleteResponse, GetRequest, GetResponse, PutRequest, PutResponse,
-    ScanRequest, ScanResponse, Trace, key_value_client::KeyValueClient, key_value_server::KeyValue,
+use http::{
+    HeaderMap, HeaderValue,
+    header::{CONTENT_TYPE, TE},
 };
-use tonic::{Request, Response, Status};
+use http_body_util::{BodyExt, Full};
+use node::limits::MAX_MESSAGE_BYTES;
+use proto::{Attempt, Trace};
+use tonic::{Status, body::Body, server::NamedService};
 
 use crate::{
     backend::{Backend, Backends, InFlight},
     busy_poll::BusyPoll,
-    connection::{Http2, is_connection_failure},
+    connection::is_connection_failure,
+    grpc::{Method, read_unary},
     policy::{Candidate, Picker, Policy},
     retry::RetryBudget,
 };
@@ -103,23 +110,29 @@ impl Router {
         Some((healthy[i].clone(), reason))
     }
 
-    /// Sends `message` to nodes until one answers or it is not worth trying
-    /// again; `call` makes the RPC on one node's client.
-    async fn forward<M, R, F>(
-        &self,
-        request: Request<M>,
-        key: &str,
-        call: impl Fn(KeyValueClient<Http2>, Request<M>) -> F,
-    ) -> Result<Response<R>, Status>
-    where
-        M: Clone,
-        R: Traced,
-        F: Future<Output = Result<Response<R>, Status>>,
-    {
+    /// Forwards one `KeyValue` call: to nodes, in turn, until one answers or
+    /// it is not worth trying again. The request and the answer travel as the
+    /// bytes they came as (see [`crate::grpc`]).
+    async fn forward(&self, request: http::Request<Body>) -> Result<http::Response<Body>, Status> {
         // While requests come one at a time, this keeps the thread awake.
         let _busy = self.busy.request();
-        let deadline = Instant::now() + client_deadline(&request).unwrap_or(DEFAULT_DEADLINE);
-        let message = request.into_inner();
+        let (head, body) = request.into_parts();
+        let Some(method) = Method::from_path(head.uri.path()) else {
+            return Err(Status::unimplemented(format!(
+                "{} is not a method of clusterlab.v1.KeyValue (Get, Put, Delete, Scan)",
+                head.uri.path()
+            )));
+        };
+        let path = head
+            .uri
+            .into_parts()
+            .path_and_query
+            .expect("a request path");
+        let deadline = Instant::now() + client_deadline(&head.headers).unwrap_or(DEFAULT_DEADLINE);
+        let Some(message) = read_unary(body, MAX_MESSAGE_BYTES).await?.message else {
+            return Err(Status::internal("the request carried no message"));
+        };
+        let key = message.key()?;
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.budget.deposit();
         let policy = self.policy();
@@ -131,7 +144,7 @@ impl Router {
         let mut tried: Vec<String> = Vec::new();
         let mut last_failure: Option<Status> = None;
         while tried.len() < MAX_ATTEMPTS {
-            let Some((backend, reason)) = self.pick(key, &tried) else {
+            let Some((backend, reason)) = self.pick(&key, &tried) else {
                 break;
             };
             if !tried.is_empty() {
@@ -145,45 +158,42 @@ impl Router {
             }
             tried.push(backend.addr.clone());
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let mut attempt = Request::new(message.clone());
-            attempt.set_timeout(remaining);
+            let mut headers = HeaderMap::with_capacity(4);
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+            headers.insert(TE, HeaderValue::from_static("trailers"));
+            headers.insert("grpc-timeout", grpc_timeout(remaining));
             if tried.len() > 1 {
                 // Tells the node that this write may already have been applied.
-                attempt.metadata_mut().insert(
-                    node::kv::RETRY_HEADER,
-                    tonic::metadata::MetadataValue::from(tried.len() as u64 - 1),
-                );
+                headers.insert(node::kv::RETRY_HEADER, HeaderValue::from(tried.len() - 1));
             }
             let started = Instant::now();
             let result = {
                 let _in_flight = InFlight::start(backend.clone());
-                match backend.key_value().await {
-                    Ok(client) => call(client, attempt).await,
+                match backend.connection().await {
+                    Ok(node) => {
+                        let framed = message.clone().into_bytes();
+                        node.unary(path.clone(), headers, framed).await
+                    }
                     Err(unreachable) => Err(unreachable),
                 }
             };
             let latency_us = started.elapsed().as_micros() as u64;
             match result {
-                Ok(mut response) => {
-                    let coordinator = response
-                        .get_ref()
-                        .trace()
-                        .map(|t| t.coordinator.clone())
-                        .unwrap_or_default();
-                    backend.learn_name(&coordinator);
+                Ok(answer) => {
+                    if let Ok(name) = answer.message.coordinator(method) {
+                        backend.learn_name(&name);
+                    }
                     trace.attempts.push(Attempt {
                         node: backend.name(),
                         outcome: "OK".into(),
                         latency_us,
                         detail: String::new(),
                     });
-                    // The node's part (coordinator, replicas) with ours on top.
-                    let node_part = response.get_mut().trace_mut().take().unwrap_or_default();
-                    trace.coordinator = node_part.coordinator;
-                    trace.quorum = node_part.quorum;
-                    trace.replicas = node_part.replicas;
-                    *response.get_mut().trace_mut() = Some(trace);
-                    return Ok(response);
+                    // Our part of the trace goes on top of the node's.
+                    let body = answer.message.with_trace(method, &trace).into_bytes();
+                    let trailers = answer.trailers;
+                    let body = Full::new(body).with_trailers(async { Some(Ok(trailers)) });
+                    return Ok(http::Response::from_parts(answer.head, Body::new(body)));
                 }
                 Err(status) => {
                     backend.errors.fetch_add(1, Ordering::Relaxed);
@@ -255,8 +265,8 @@ fn budget_note(attempts: usize) -> &'static str {
 }
 
 /// The deadline the client sent as `grpc-timeout`, if any.
-fn client_deadline<M>(request: &Request<M>) -> Option<Duration> {
-    let value = request.metadata().get("grpc-timeout")?.to_str().ok()?;
+fn client_deadline(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get("grpc-timeout")?.to_str().ok()?;
     let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
     let amount: u64 = digits.parse().ok()?;
     Some(match unit {
@@ -270,6 +280,17 @@ fn client_deadline<M>(request: &Request<M>) -> Option<Duration> {
     })
 }
 
+/// `remaining` as a `grpc-timeout` value: at most eight digits, then a unit.
+fn grpc_timeout(remaining: Duration) -> HeaderValue {
+    let micros = remaining.as_micros();
+    let value = if micros < 100_000_000 {
+        format!("{micros}u")
+    } else {
+        format!("{}S", remaining.as_secs().min(99_999_999))
+    };
+    HeaderValue::try_from(value).expect("digits and a unit")
+}
+
 /// Worth trying on another node. UNAVAILABLE means the node (or its replicas)
 /// could not serve it; anything else (a bad key, a deadline) would fail again.
 fn is_retryable(status: &Status) -> bool {
@@ -279,27 +300,9 @@ fn is_retryable(status: &Status) -> bool {
     ) || is_connection_failure(status)
 }
 
-/// A response that carries a trace.
-pub trait Traced {
-    fn trace(&self) -> Option<&Trace>;
-    fn trace_mut(&mut self) -> &mut Option<Trace>;
-}
-
-macro_rules! traced {
-    ($($response:ty),*) => {$(
-        impl Traced for $response {
-            fn trace(&self) -> Option<&Trace> {
-                self.trace.as_ref()
-            }
-            fn trace_mut(&mut self) -> &mut Option<Trace> {
-                &mut self.trace
-            }
-        }
-    )*};
-}
-traced!(GetResponse, PutResponse, DeleteResponse, ScanResponse);
-
-/// Serves `clusterlab.v1.KeyValue` by forwarding.
+/// Serves `clusterlab.v1.KeyValue` by forwarding. It is a plain tower service,
+/// not one generated by tonic, because it passes messages on without decoding
+/// them; tonic's server still runs the connection, the routing and the layers.
 #[derive(Debug, Clone)]
 pub struct ForwardService {
     router: Arc<Router>,
@@ -311,37 +314,25 @@ impl ForwardService {
     }
 }
 
-#[tonic::async_trait]
-impl KeyValue for ForwardService {
-    async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
-        let key = request.get_ref().key.clone();
-        self.router
-            .forward(request, &key, |mut c, r| async move { c.get(r).await })
-            .await
+impl NamedService for ForwardService {
+    const NAME: &'static str = proto::key_value_server::SERVICE_NAME;
+}
+
+impl tower::Service<http::Request<Body>> for ForwardService {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
     }
 
-    async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        let key = request.get_ref().key.clone();
-        self.router
-            .forward(request, &key, |mut c, r| async move { c.put(r).await })
-            .await
-    }
-
-    async fn delete(
-        &self,
-        request: Request<DeleteRequest>,
-    ) -> Result<Response<DeleteResponse>, Status> {
-        let key = request.get_ref().key.clone();
-        self.router
-            .forward(request, &key, |mut c, r| async move { c.delete(r).await })
-            .await
-    }
-
-    async fn scan(&self, request: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
-        let key = request.get_ref().prefix.clone();
-        self.router
-            .forward(request, &key, |mut c, r| async move { c.scan(r).await })
-            .await
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let router = self.router.clone();
+        Box::pin(async move {
+            let response = router.forward(request).await;
+            Ok(response.unwrap_or_else(Status::into_http))
+        })
     }
 }
 
@@ -352,16 +343,28 @@ mod tests {
     #[test]
     fn grpc_timeouts_are_read_in_every_unit() {
         let with = |value: &str| {
-            let mut request = Request::new(());
-            request
-                .metadata_mut()
-                .insert("grpc-timeout", value.parse().unwrap());
-            client_deadline(&request)
+            let mut headers = HeaderMap::new();
+            headers.insert("grpc-timeout", value.parse().unwrap());
+            client_deadline(&headers)
         };
         assert_eq!(with("10S"), Some(Duration::from_secs(10)));
         assert_eq!(with("500m"), Some(Duration::from_millis(500)));
         assert_eq!(with("2M"), Some(Duration::from_secs(120)));
         assert_eq!(with("x"), None);
-        assert_eq!(client_deadline(&Request::new(())), None);
+        assert_eq!(client_deadline(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn deadlines_are_passed_on_in_eight_digits_or_fewer() {
+        let sent = |d: Duration| grpc_timeout(d).to_str().unwrap().to_string();
+        assert_eq!(sent(Duration::from_millis(1500)), "1500000u");
+        assert_eq!(sent(Duration::from_secs(3600)), "3600S");
+        for d in [Duration::ZERO, Duration::from_secs(99), Duration::MAX] {
+            let value = grpc_timeout(d);
+            let mut headers = HeaderMap::new();
+            headers.insert("grpc-timeout", value.clone());
+            assert!(value.len() <= 9, "{value:?}");
+            assert!(client_deadline(&headers).is_some(), "{value:?}");
+        }
     }
 }

@@ -11,6 +11,7 @@
 //! - [`retry`]: the retry budget.
 //! - [`connection`]: one HTTP/2 connection per node, dialed when needed.
 //! - [`backend`]: the nodes, their health checks, ejection.
+//! - [`grpc`]: the little of gRPC's wire format the balancer reads and writes.
 //! - [`forward`]: the `KeyValue` service: pick, forward, retry, trace.
 //! - [`admin`]: status, events, policy changes.
 //! - [`server`]: puts it together; [`config`]: the command line.
@@ -21,6 +22,7 @@ pub mod busy_poll;
 pub mod config;
 pub mod connection;
 pub mod forward;
+pub mod grpc;
 pub mod policy;
 pub mod retry;
 pub mod server;

@@ -8,8 +8,8 @@ use certs::{
     listener::ListenerConfig,
     tls::Credentials,
 };
-use node::{events::Events, lifecycle, limits::MAX_MESSAGE_BYTES};
-use proto::{admin_server::AdminServer, key_value_server::KeyValueServer};
+use node::{events::Events, lifecycle};
+use proto::admin_server::AdminServer;
 use tokio::{net::TcpListener, task::JoinSet};
 use tonic::transport::Server;
 use tracing::info;
@@ -68,11 +68,9 @@ pub async fn run(
     }
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<KeyValueServer<ForwardService>>().await;
+    health.set_serving::<ForwardService>().await;
     let reflection = node::server::reflection()?;
-    let kv = KeyValueServer::new(ForwardService::new(router.clone()))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let kv = ForwardService::new(router.clone());
     let denials = Arc::<Denials>::default();
     let admin = AdminServer::new(AdminService::new(
         router.clone(),
@@ -118,9 +116,7 @@ pub async fn run(
         .add_service(admin);
     let shutdown = async move {
         shutdown.await;
-        health
-            .set_not_serving::<KeyValueServer<ForwardService>>()
-            .await;
+        health.set_not_serving::<ForwardService>().await;
     };
     lifecycle::serve_with_drain(shutdown, config.drain_timeout, |signal| {
         router_service.serve_with_incoming_shutdown(incoming, signal)

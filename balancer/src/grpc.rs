@@ -1,0 +1,367 @@
+//! The little of gRPC's wire format the balancer reads.
+//!
+//! The balancer forwards `KeyValue` requests and responses as the bytes they
+//! arrived as. It never decodes a value, and it never encodes a message again.
+//! It reads three things:
+//!
+//! - the 5-byte prefix of each message: a compression flag and the length, so
+//!   a message over the size limit is refused before its bytes arrive;
+//! - field 1 of a request, the key (a scan's prefix), for `key-affinity`;
+//! - the coordinator in a response's `Trace`, to learn the node's name.
+//!
+//! It writes one thing: its own part of the trace (balancer, policy, choice,
+//! attempts), appended to the node's response as a second `trace` field.
+//! Protobuf parsers *merge* a message field that appears twice: strings set in
+//! the second copy win, and repeated fields (the attempts) are concatenated. So
+//! the client decodes one trace with the node's part and the balancer's part,
+//! exactly as if one program had built it.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::HeaderMap;
+use http_body::Body;
+use http_body_util::BodyExt;
+use prost::{
+    Message,
+    bytes::Buf,
+    encoding::{self, DecodeContext},
+};
+use proto::Trace;
+use tonic::Status;
+
+/// A compression flag (1 byte) and the message's length (4 bytes, big-endian).
+const PREFIX_LEN: usize = 5;
+
+/// The four `KeyValue` methods, and where each response keeps its trace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Put,
+    Delete,
+    Scan,
+}
+
+impl Method {
+    /// The method a request path names, such as `/clusterlab.v1.KeyValue/Get`.
+    pub fn from_path(path: &str) -> Option<Method> {
+        let name = path.strip_prefix("/clusterlab.v1.KeyValue/")?;
+        Some(match name {
+            "Get" => Method::Get,
+            "Put" => Method::Put,
+            "Delete" => Method::Delete,
+            "Scan" => Method::Scan,
+            _ => return None,
+        })
+    }
+
+    /// The field number of `trace` in this method's response (kv.proto).
+    fn trace_field(self) -> u32 {
+        match self {
+            Method::Get => 4,
+            Method::Put | Method::Delete => 2,
+            Method::Scan => 3,
+        }
+    }
+}
+
+/// One gRPC message as it crossed the wire: the prefix, then the message.
+#[derive(Debug, Clone)]
+pub struct Framed(Bytes);
+
+impl Framed {
+    /// The encoded message, without its prefix.
+    pub fn message(&self) -> &[u8] {
+        &self.0[PREFIX_LEN..]
+    }
+
+    /// Prefix and message, ready to send on.
+    pub fn into_bytes(self) -> Bytes {
+        self.0
+    }
+
+    /// Field 1 of a `KeyValue` request: the key, or for a scan the prefix.
+    pub fn key(&self) -> Result<String, Status> {
+        /// Every `KeyValue` request keeps its key in field 1; the decoder skips
+        /// the other fields (the value among them) without copying them.
+        #[derive(Clone, PartialEq, Message)]
+        struct Keyed {
+            #[prost(string, tag = "1")]
+            key: String,
+        }
+        Keyed::decode(self.message())
+            .map(|keyed| keyed.key)
+            .map_err(|e| Status::internal(e.to_string()))
+    }
+
+    /// The coordinator named in the trace of a node's response to `method`:
+    /// the node's own name. Only that field is decoded; the replicas' reports
+    /// and the value are skipped.
+    pub fn coordinator(&self, method: Method) -> Result<String, Status> {
+        /// `Trace.coordinator` (trace.proto), alone.
+        #[derive(Clone, PartialEq, Message)]
+        struct Coordinator {
+            #[prost(string, tag = "5")]
+            coordinator: String,
+        }
+        let mut trace = Coordinator::default();
+        let mut buf = self.message();
+        let undecodable = |e: prost::DecodeError| {
+            Status::internal(format!("the node's response is not protobuf: {e}"))
+        };
+        while buf.has_remaining() {
+            let (field, wire_type) = encoding::decode_key(&mut buf).map_err(undecodable)?;
+            let context = DecodeContext::default();
+            if field == method.trace_field() {
+                encoding::message::merge(wire_type, &mut trace, &mut buf, context)
+            } else {
+                encoding::skip_field(wire_type, field, &mut buf, context)
+            }
+            .map_err(undecodable)?;
+        }
+        Ok(trace.coordinator)
+    }
+
+    /// This response with `ours` appended as a second `trace` field, which a
+    /// decoder merges into the node's trace (see the module's documentation).
+    pub fn with_trace(&self, method: Method, ours: &Trace) -> Framed {
+        let message = self.message();
+        let field = method.trace_field();
+        let length = message.len() + encoding::message::encoded_len(field, ours);
+        let mut out = BytesMut::with_capacity(PREFIX_LEN + length);
+        out.put_u8(0);
+        out.put_u32(length as u32);
+        out.put_slice(message);
+        encoding::message::encode(field, ours, &mut out);
+        Framed(out.freeze())
+    }
+}
+
+/// The single message of a unary call's body, and the trailers that end it.
+#[derive(Debug)]
+pub struct Unary {
+    pub message: Option<Framed>,
+    pub trailers: Option<HeaderMap>,
+}
+
+/// Reads the body of a unary request or response: at most one message, of at
+/// most `limit` bytes. The length is checked as soon as the prefix is in, so a
+/// message that claims a gigabyte is refused without reading the gigabyte.
+pub async fn read_unary<B>(mut body: B, limit: usize) -> Result<Unary, Status>
+where
+    B: Body<Data = Bytes, Error = Status> + Unpin,
+{
+    let mut buf = BytesMut::new();
+    let mut trailers = None;
+    while let Some(frame) = body.frame().await {
+        let frame = match frame?.into_data() {
+            Ok(data) => {
+                buf.extend_from_slice(&data);
+                check_prefix(&buf, limit)?;
+                continue;
+            }
+            Err(frame) => frame,
+        };
+        if let Ok(map) = frame.into_trailers() {
+            trailers = Some(map);
+        }
+    }
+    let message = match buf.len() {
+        0 => None,
+        n if n < PREFIX_LEN => {
+            return Err(Status::internal(format!(
+                "the body ended {n} bytes into a message's 5-byte prefix"
+            )));
+        }
+        n => {
+            let length = u32::from_be_bytes(buf[1..PREFIX_LEN].try_into().expect("4 bytes"));
+            let expected = PREFIX_LEN + length as usize;
+            if n != expected {
+                return Err(Status::internal(format!(
+                    "a unary call carries one message: its prefix announced {length} bytes, \
+                     and {} arrived",
+                    n - PREFIX_LEN
+                )));
+            }
+            Some(Framed(buf.freeze()))
+        }
+    };
+    Ok(Unary { message, trailers })
+}
+
+/// Refuses a compressed message, or one larger than `limit`, from its prefix.
+fn check_prefix(buf: &[u8], limit: usize) -> Result<(), Status> {
+    let Some(prefix) = buf.get(..PREFIX_LEN) else {
+        return Ok(());
+    };
+    if prefix[0] != 0 {
+        return Err(Status::unimplemented(
+            "the message is compressed, and the balancer forwards only uncompressed \
+             messages (leave grpc-encoding unset)",
+        ));
+    }
+    let length = u32::from_be_bytes(prefix[1..].try_into().expect("4 bytes")) as usize;
+    if length > limit {
+        // The wording of tonic's own check, which the nodes use.
+        return Err(Status::out_of_range(format!(
+            "Error, decoded message length too large: found {length} bytes, \
+             the limit is: {limit} bytes"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+    use http_body::Frame;
+    use http_body_util::StreamBody;
+    use proto::{Attempt, GetRequest, GetResponse, ReplicaReport};
+
+    fn framed(message: &impl Message) -> Framed {
+        let encoded = message.encode_to_vec();
+        let mut out = vec![0];
+        out.extend_from_slice(&(encoded.len() as u32).to_be_bytes());
+        out.extend_from_slice(&encoded);
+        Framed(out.into())
+    }
+
+    fn body(
+        frames: Vec<Result<Frame<Bytes>, Status>>,
+    ) -> impl Body<Data = Bytes, Error = Status> + Unpin {
+        StreamBody::new(futures::stream::iter(frames))
+    }
+
+    fn block_on<F: std::future::Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(future)
+    }
+
+    #[test]
+    fn methods_are_read_from_the_path() {
+        assert_eq!(
+            Method::from_path("/clusterlab.v1.KeyValue/Scan"),
+            Some(Method::Scan)
+        );
+        assert_eq!(Method::from_path("/clusterlab.v1.KeyValue/Watch"), None);
+        assert_eq!(Method::from_path("/clusterlab.v1.Admin/Get"), None);
+    }
+
+    #[test]
+    fn the_key_is_read_without_the_rest() {
+        let request = GetRequest {
+            key: "user:42".into(),
+            read_quorum: 3,
+        };
+        assert_eq!(framed(&request).key().unwrap(), "user:42");
+        let garbage = Framed(Bytes::from_static(&[0, 0, 0, 0, 3, 0x0a, 0xc8, 0x01]));
+        let err = garbage.key().unwrap_err();
+        assert!(
+            err.message().contains("failed to decode Protobuf message"),
+            "{err}"
+        );
+    }
+
+    /// The balancer's part, appended, and the node's part come out as one trace.
+    #[test]
+    fn an_appended_trace_merges_into_the_nodes() {
+        let node_part = Trace {
+            coordinator: "n2".into(),
+            quorum: 2,
+            replicas: vec![ReplicaReport {
+                node: "n3".into(),
+                ..ReplicaReport::default()
+            }],
+            ..Trace::default()
+        };
+        let response = GetResponse {
+            found: true,
+            value: b"hello".to_vec(),
+            trace: Some(node_part.clone()),
+            ..GetResponse::default()
+        };
+        let from_node = framed(&response);
+        assert_eq!(from_node.coordinator(Method::Get).unwrap(), "n2");
+
+        let ours = Trace {
+            balancer: "lb".into(),
+            policy: "round-robin".into(),
+            choice: "next in turn".into(),
+            attempts: vec![Attempt {
+                node: "n2".into(),
+                outcome: "OK".into(),
+                ..Attempt::default()
+            }],
+            ..Trace::default()
+        };
+        let forwarded = from_node.with_trace(Method::Get, &ours);
+        let decoded = GetResponse::decode(forwarded.message()).unwrap();
+        assert_eq!(decoded.value, b"hello");
+        let trace = decoded.trace.unwrap();
+        assert_eq!(trace.coordinator, "n2");
+        assert_eq!(trace.replicas, node_part.replicas);
+        assert_eq!(trace.balancer, "lb");
+        assert_eq!(trace.choice, "next in turn");
+        assert_eq!(trace.attempts, ours.attempts);
+        // The prefix announces the new length.
+        let announced = u32::from_be_bytes(forwarded.0[1..5].try_into().unwrap()) as usize;
+        assert_eq!(announced, forwarded.message().len());
+    }
+
+    #[test]
+    fn a_body_is_read_whole_with_its_trailers() {
+        let message = framed(&GetRequest {
+            key: "k".into(),
+            read_quorum: 0,
+        })
+        .into_bytes();
+        let (first, rest) = message.split_at(3);
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", "0".parse().unwrap());
+        let unary = block_on(read_unary(
+            body(vec![
+                Ok(Frame::data(Bytes::copy_from_slice(first))),
+                Ok(Frame::data(Bytes::copy_from_slice(rest))),
+                Ok(Frame::trailers(trailers)),
+            ]),
+            1024,
+        ))
+        .unwrap();
+        assert_eq!(unary.message.unwrap().key().unwrap(), "k");
+        assert_eq!(unary.trailers.unwrap()["grpc-status"], "0");
+    }
+
+    /// The body never ends, yet the answer comes: the prefix alone decides.
+    #[test]
+    fn an_oversized_message_is_refused_from_its_prefix() {
+        let prefix = Bytes::from_static(&[0, 0x40, 0, 0, 0]);
+        let never_ends = StreamBody::new(
+            futures::stream::iter([Ok(Frame::data(prefix))]).chain(futures::stream::pending()),
+        );
+        let err = block_on(read_unary(never_ends, 4 << 20)).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::OutOfRange);
+        assert!(err.message().contains("found 1073741824 bytes"), "{err}");
+        assert!(
+            err.message().contains("the limit is: 4194304 bytes"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn compressed_and_truncated_messages_are_refused() {
+        let compressed = Bytes::from_static(&[1, 0, 0, 0, 1, 7]);
+        let err = block_on(read_unary(body(vec![Ok(Frame::data(compressed))]), 64)).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unimplemented, "{err}");
+
+        let truncated = Bytes::from_static(&[0, 0, 0, 0, 9, 7]);
+        let err = block_on(read_unary(body(vec![Ok(Frame::data(truncated))]), 64)).unwrap_err();
+        assert!(
+            err.message().contains("announced 9 bytes, and 1 arrived"),
+            "{err}"
+        );
+
+        let empty = block_on(read_unary(body(vec![]), 64)).unwrap();
+        assert!(empty.message.is_none());
+    }
+}
