@@ -222,15 +222,13 @@ impl Http2 {
         message: Bytes,
     ) -> Result<Answer, Status> {
         let addr = &self.addr;
-        let uri = http::Uri::builder()
-            .scheme(Scheme::HTTP)
-            .authority(self.authority.clone())
-            .path_and_query(path)
-            .build()
-            .expect("scheme, authority and path are valid");
-        let mut request = http::Request::post(uri)
-            .body(())
-            .expect("a request with a valid URI");
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(Scheme::HTTP);
+        uri.authority = Some(self.authority.clone());
+        uri.path_and_query = Some(path);
+        let mut request = http::Request::new(());
+        *request.method_mut() = http::Method::POST;
+        *request.uri_mut() = http::Uri::from_parts(uri).expect("scheme, authority and path");
         *request.headers_mut() = headers;
         let mut sender = self
             .sender

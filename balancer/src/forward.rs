@@ -288,7 +288,13 @@ fn grpc_timeout(remaining: Duration) -> HeaderValue {
     } else {
         format!("{}S", remaining.as_secs().min(99_999_999))
     };
-    HeaderValue::try_from(value).expect("digits and a unit")
+    let mut value = HeaderValue::try_from(value).expect("digits and a unit");
+    // Every request's deadline differs, so HPACK should not remember it: an
+    // indexed value would push a new entry into the connection's header table
+    // on every request and evict the entries that do repeat. "Sensitive"
+    // makes h2 send it as a literal that is never indexed.
+    value.set_sensitive(true);
+    value
 }
 
 /// Worth trying on another node. UNAVAILABLE means the node (or its replicas)
