@@ -16,6 +16,10 @@
 //! first, so the numbers are about forwarding, not about disks. The paths take
 //! turns for five rounds and the medians are reported.
 //!
+//! Times on a shared or virtual machine move with its neighbours. So, when
+//! valgrind is installed, the benchmark also counts the instructions each proxy
+//! executes per request (callgrind), which do not.
+//!
 //! ```sh
 //! cargo bench -p tests --bench balancer
 //! ```
@@ -224,6 +228,41 @@ fn main() {
             theirs.p50_us - direct.p50_us
         );
     }
+    count_and_compare(&cluster);
+}
+
+/// Counts both proxies' instructions per request and prints the ratio.
+fn count_and_compare(cluster: &TestCluster) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut ours = Command::new(tests::bin("clusterlab-balancer"));
+    ours.args(["--listen", &addr, "--nodes", &cluster.addrs()])
+        .args(["--name", "counted", "--busy-poll", "0"])
+        .arg("--certs")
+        .arg(&cluster.certs);
+    let Some(ours) = count_instructions("clusterlab-balancer", &ours, &addr, cluster) else {
+        eprintln!("valgrind is not installed: skipping instruction counts (apt install valgrind)");
+        return;
+    };
+    let theirs = haproxy_command(cluster)
+        .and_then(|(command, addr)| count_instructions("HAProxy", &command, &addr, cluster));
+    println!();
+    println!("instructions per request, counted by callgrind (user space only; busy polling off)");
+    println!(
+        "{:<22} {:>14} {:>14}",
+        "proxy", "64 in flight", "one at a time"
+    );
+    let row = |name: &str, n: &Instructions| {
+        println!("{name:<22} {:>14.0} {:>14.0}", n.at_64, n.sequential);
+    };
+    row("clusterlab-balancer", &ours);
+    if let Some(theirs) = theirs {
+        row("HAProxy", &theirs);
+        println!(
+            "clusterlab-balancer / HAProxy instructions: {:.2}x at 64 in flight, {:.2}x one at a time",
+            ours.at_64 / theirs.at_64,
+            ours.sequential / theirs.sequential
+        );
+    }
 }
 
 /// HAProxy in front of the same nodes, if the machine has it.
@@ -236,55 +275,12 @@ struct HaProxy {
 
 impl HaProxy {
     fn start(cluster: &TestCluster) -> Option<Self> {
-        let available = Command::new("haproxy")
-            .arg("-v")
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !available {
-            return None;
-        }
-        let certs = &cluster.certs;
-        // HAProxy wants certificate and key in one file.
-        let pem = cluster.dir().join("haproxy-balancer.pem");
-        let joined = [
-            read(&certs.join("balancer.pem")),
-            read(&certs.join("balancer.key")),
-        ]
-        .concat();
-        std::fs::write(&pem, joined).expect("writing the HAProxy certificate");
-        let ca = certs.join("ca.pem");
-        let port = free_port();
-        let servers: String = cluster
-            .nodes
-            .iter()
-            .map(|n| {
-                format!(
-                    "    server {} {} ssl verify required ca-file {} crt {} alpn h2\n",
-                    n.name,
-                    n.addr,
-                    ca.display(),
-                    pem.display()
-                )
-            })
-            .collect();
-        let config = format!(
-            "global\n    maxconn 4096\n    ssl-default-bind-options ssl-min-ver TLSv1.3\n\
-             defaults\n    mode http\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n\
-             frontend grpc\n    bind 127.0.0.1:{port} ssl crt {} ca-file {} verify required alpn h2\n    default_backend nodes\n\
-             backend nodes\n    balance roundrobin\n{servers}",
-            pem.display(),
-            ca.display()
-        );
-        let config_path = cluster.dir().join("haproxy.cfg");
-        std::fs::write(&config_path, config).expect("writing haproxy.cfg");
-        let child = Command::new("haproxy")
-            .arg("-f")
-            .arg(&config_path)
+        let (mut command, addr) = haproxy_command(cluster)?;
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("starting haproxy");
-        let addr = format!("127.0.0.1:{port}");
         wait_until("haproxy to listen", Duration::from_secs(10), || {
             std::net::TcpStream::connect(&addr).is_ok()
         });
@@ -292,11 +288,139 @@ impl HaProxy {
     }
 }
 
+/// The command that starts HAProxy in front of `cluster`'s nodes on a free
+/// port, and that port's address; `None` if HAProxy is not installed.
+fn haproxy_command(cluster: &TestCluster) -> Option<(Command, String)> {
+    if !installed("haproxy", "-v") {
+        return None;
+    }
+    let certs = &cluster.certs;
+    // HAProxy wants certificate and key in one file.
+    let pem = cluster.dir().join("haproxy-balancer.pem");
+    let joined = [
+        read(&certs.join("balancer.pem")),
+        read(&certs.join("balancer.key")),
+    ]
+    .concat();
+    std::fs::write(&pem, joined).expect("writing the HAProxy certificate");
+    let ca = certs.join("ca.pem");
+    let port = free_port();
+    let servers: String = cluster
+        .nodes
+        .iter()
+        .map(|n| {
+            format!(
+                "    server {} {} ssl verify required ca-file {} crt {} alpn h2\n",
+                n.name,
+                n.addr,
+                ca.display(),
+                pem.display()
+            )
+        })
+        .collect();
+    let config = format!(
+        "global\n    maxconn 4096\n    ssl-default-bind-options ssl-min-ver TLSv1.3\n\
+         defaults\n    mode http\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n\
+         frontend grpc\n    bind 127.0.0.1:{port} ssl crt {} ca-file {} verify required alpn h2\n    default_backend nodes\n\
+         backend nodes\n    balance roundrobin\n{servers}",
+        pem.display(),
+        ca.display()
+    );
+    let config_path = cluster.dir().join(format!("haproxy-{port}.cfg"));
+    std::fs::write(&config_path, config).expect("writing haproxy.cfg");
+    let mut command = Command::new("haproxy");
+    command.arg("-f").arg(&config_path);
+    Some((command, format!("127.0.0.1:{port}")))
+}
+
+/// Instructions a proxy executes per request, counted by valgrind's callgrind.
+/// A count, unlike a time, does not change with what else the machine (or the
+/// host of a virtual machine) is doing, so it compares two proxies' CPU cost
+/// even on a noisy machine. It leaves out the kernel's work (system calls).
+#[derive(Debug, Clone, Copy)]
+struct Instructions {
+    at_64: f64,
+    sequential: f64,
+}
+
+/// Runs `command` (a proxy listening on `addr`) under callgrind and counts its
+/// instructions per request, at 64 in flight and one at a time. `None` if
+/// valgrind is not installed.
+fn count_instructions(
+    name: &str,
+    command: &Command,
+    addr: &str,
+    cluster: &TestCluster,
+) -> Option<Instructions> {
+    if !installed("valgrind", "--version") {
+        return None;
+    }
+    let out = cluster.dir().join(format!("callgrind-{}", free_port()));
+    let mut child = Command::new("valgrind")
+        .arg("--tool=callgrind")
+        .arg(format!("--callgrind-out-file={}.%p", out.display()))
+        .arg(command.get_program())
+        .args(command.get_args())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting valgrind");
+    let pid = child.id();
+    wait_until(
+        &format!("{name} to answer under valgrind"),
+        Duration::from_secs(120),
+        || {
+            let probe = cluster.client_at(addr).args(["put", "bench-probe", "x"]);
+            probe.run().code() == 0
+        },
+    );
+    load(cluster.client_at(addr), 8, Duration::from_secs(1));
+    let per_request = |dump: u32, concurrency: u32, duration: Duration| {
+        let control = |what: &str| {
+            let status = Command::new("callgrind_control")
+                .args([what, &pid.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("running callgrind_control");
+            assert!(status.success(), "callgrind_control {what} {pid} failed");
+        };
+        control("-z");
+        let run = load(cluster.client_at(addr), concurrency, duration);
+        control("-d");
+        let file = format!("{}.{pid}.{dump}", out.display());
+        let text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("reading {file}: {e}"));
+        let total: f64 = text
+            .lines()
+            .find_map(|line| line.strip_prefix("totals:"))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{file} has no totals line"));
+        total / run["requests"].as_f64().unwrap()
+    };
+    let counted = Instructions {
+        at_64: per_request(1, 64, THROUGHPUT_RUN),
+        sequential: per_request(2, 1, LATENCY_RUN),
+    };
+    // HAProxy under valgrind does not always stop on SIGTERM; nothing is lost.
+    let _ = child.kill();
+    let _ = child.wait();
+    eprintln!("counted {name}: {counted:?}");
+    Some(counted)
+}
+
 impl Drop for HaProxy {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Whether `program` runs here (it answers `version_flag`).
+fn installed(program: &str, version_flag: &str) -> bool {
+    Command::new(program)
+        .arg(version_flag)
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 fn read(path: &Path) -> Vec<u8> {
