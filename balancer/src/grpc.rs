@@ -215,7 +215,10 @@ mod tests {
     use futures::StreamExt;
     use http_body::Frame;
     use http_body_util::StreamBody;
-    use proto::{Attempt, GetRequest, GetResponse, ReplicaReport};
+    use proto::{
+        Attempt, DeleteRequest, DeleteResponse, GetRequest, GetResponse, PutRequest, PutResponse,
+        ReplicaReport, ScanRequest, ScanResponse,
+    };
 
     fn framed(message: &impl Message) -> Framed {
         let encoded = message.encode_to_vec();
@@ -307,6 +310,70 @@ mod tests {
         // The prefix announces the new length.
         let announced = u32::from_be_bytes(forwarded.0[1..5].try_into().unwrap()) as usize;
         assert_eq!(announced, forwarded.message().len());
+    }
+
+    /// The field numbers in `Method` are kv.proto's: checked against the
+    /// generated types, so a renumbered field fails here, not in a trace.
+    #[test]
+    fn every_method_finds_the_trace_and_the_key_where_kv_proto_puts_them() {
+        let trace = Some(Trace {
+            coordinator: "n3".into(),
+            ..Trace::default()
+        });
+        let responses = [
+            (
+                Method::Get,
+                framed(&GetResponse {
+                    value: b"v".to_vec(),
+                    trace: trace.clone(),
+                    ..GetResponse::default()
+                }),
+            ),
+            (
+                Method::Put,
+                framed(&PutResponse {
+                    trace: trace.clone(),
+                    ..PutResponse::default()
+                }),
+            ),
+            (
+                Method::Delete,
+                framed(&DeleteResponse {
+                    trace: trace.clone(),
+                    ..DeleteResponse::default()
+                }),
+            ),
+            (
+                Method::Scan,
+                framed(&ScanResponse {
+                    more: true,
+                    trace: trace.clone(),
+                    ..ScanResponse::default()
+                }),
+            ),
+        ];
+        for (method, response) in responses {
+            assert_eq!(response.coordinator(method).unwrap(), "n3", "{method:?}");
+        }
+        let keyed = [
+            framed(&PutRequest {
+                key: "a".into(),
+                value: b"v".to_vec(),
+                ..PutRequest::default()
+            }),
+            framed(&DeleteRequest {
+                key: "a".into(),
+                ..DeleteRequest::default()
+            }),
+            framed(&ScanRequest {
+                prefix: "a".into(),
+                start_after: "b".into(),
+                ..ScanRequest::default()
+            }),
+        ];
+        for request in keyed {
+            assert_eq!(request.key().unwrap(), "a");
+        }
     }
 
     #[test]
