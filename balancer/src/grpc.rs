@@ -187,7 +187,9 @@ where
     Ok(Unary { message, trailers })
 }
 
-/// Refuses a compressed message, or one larger than `limit`, from its prefix.
+/// Refuses a compressed message, or one larger than `limit`, from its prefix,
+/// and bytes beyond the one message the prefix announced as soon as they come
+/// (so what the balancer holds never exceeds the limit).
 fn check_prefix(buf: &[u8], limit: usize) -> Result<(), Status> {
     let Some(prefix) = buf.get(..PREFIX_LEN) else {
         return Ok(());
@@ -205,6 +207,11 @@ fn check_prefix(buf: &[u8], limit: usize) -> Result<(), Status> {
             "Error, decoded message length too large: found {length} bytes, \
              the limit is: {limit} bytes"
         )));
+    }
+    if buf.len() > PREFIX_LEN + length {
+        return Err(Status::internal(
+            "a unary call carries one message, and more bytes followed it",
+        ));
     }
     Ok(())
 }
@@ -413,6 +420,20 @@ mod tests {
             err.message().contains("the limit is: 4194304 bytes"),
             "{err}"
         );
+    }
+
+    /// Bytes beyond the announced message are refused as they arrive, not
+    /// gathered until the body ends (it never does here).
+    #[test]
+    fn bytes_after_the_one_message_are_refused_at_once() {
+        let message_and_more = Bytes::from_static(&[0, 0, 0, 0, 1, 7, 0, 0]);
+        let never_ends = StreamBody::new(
+            futures::stream::iter([Ok(Frame::data(message_and_more))])
+                .chain(futures::stream::pending()),
+        );
+        let err = block_on(read_unary(never_ends, 64)).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Internal, "{err}");
+        assert!(err.message().contains("one message"), "{err}");
     }
 
     #[test]
