@@ -78,11 +78,19 @@ pub async fn run(
         events.clone(),
         faults.clone(),
     ));
+    // The clock starts above every version this node already holds. Its wall
+    // clock may have stepped back while it was down, and records from other
+    // nodes may carry a later time than its own clock reads. Stamped below
+    // them, a new write would be acknowledged and then lose to an older one.
+    let clock = Hlc::new(config.name.clone());
+    if let Some(highest) = store.highest_version()? {
+        clock.observe(&highest);
+    }
     let state = Arc::new(NodeState {
         name: config.name.clone(),
         identity,
         store,
-        clock: Hlc::new(config.name.clone()),
+        clock,
         events,
         membership: membership.clone(),
         faults,

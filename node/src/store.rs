@@ -241,6 +241,19 @@ impl Store {
         Ok(())
     }
 
+    /// The highest version of any record held (tombstones included), or `None`
+    /// when the store is empty. Reads every record: called once, at start.
+    pub fn highest_version(&self) -> Result<Option<Version>> {
+        let mut highest: Option<Version> = None;
+        self.for_each(|record| {
+            if highest.as_ref().is_none_or(|h| record.version > *h) {
+                highest = Some(record.version);
+            }
+            true
+        })?;
+        Ok(highest)
+    }
+
     /// Applies many records in one transaction (one disk sync instead of one
     /// each), as [`Store::apply`] would one by one. Returns how many changed.
     pub fn apply_many(&self, records: &[Record]) -> Result<usize> {
@@ -385,6 +398,20 @@ mod tests {
             .unwrap();
         let reopened = Store::open(dir.path()).unwrap();
         assert_eq!(reopened.get("k").unwrap().unwrap().value.unwrap(), b"v");
+    }
+
+    #[test]
+    fn the_highest_version_counts_tombstones_and_every_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.highest_version().unwrap(), None);
+        store.apply(&record("a", 5, Some("v"))).unwrap();
+        store.apply(&record("b", 9, None)).unwrap();
+        let mut from_n2 = record("c", 9, Some("v"));
+        from_n2.version.node = "n2".into();
+        store.apply(&from_n2).unwrap();
+        store.apply(&record("d", 7, Some("v"))).unwrap();
+        assert_eq!(store.highest_version().unwrap(), Some(from_n2.version));
     }
 
     #[test]

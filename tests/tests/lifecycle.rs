@@ -1,7 +1,10 @@
 //! A node's life: durable across SIGKILL, graceful on SIGTERM and SIGINT, and
 //! clear about what stops it from starting.
 
-use std::{process::Stdio, time::Duration};
+use std::{
+    process::Stdio,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use tests::TestCluster;
 
@@ -30,6 +33,54 @@ fn acknowledged_writes_survive_sigkill_and_restart() {
             );
         }
     }
+}
+
+/// A restarted node's clock starts above every version it holds. The record
+/// stamped an hour ahead stands for a peer whose clock runs fast, or for this
+/// node's own clock having stepped back while it was down. Stamped by the wall
+/// clock alone, the write after the restart would be acknowledged and then
+/// lose to the older value.
+#[test]
+fn after_a_restart_new_writes_are_stamped_above_every_stored_version() {
+    let mut cluster = TestCluster::start(1);
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    let an_hour_ahead = now_ms.as_millis() as u64 + 3_600_000;
+    tests::block_on(async {
+        // A peer replicating its write: only a node may call Replica.
+        let addr = cluster.nodes[0].addr.to_string();
+        let channel = tests::channel_as(&cluster.certs, "node", &addr).await;
+        let record = proto::Record {
+            key: "k".into(),
+            version: Some(proto::Version {
+                wall_ms: an_hour_ahead,
+                logical: 0,
+                node: "n9".into(),
+            }),
+            value: b"old".to_vec(),
+            tombstone: false,
+            request_id: String::new(),
+        };
+        proto::replica_client::ReplicaClient::new(channel.unwrap())
+            .write(proto::WriteRequest {
+                record: Some(record),
+                request_id: String::new(),
+                from: "n9".into(),
+            })
+            .await
+            .unwrap();
+    });
+    cluster.kill(0);
+    cluster.start_node(0);
+    let put = cluster
+        .client()
+        .args(["--json", "put", "k", "new"])
+        .ok()
+        .json();
+    assert!(
+        put["version"]["wall_ms"].as_u64().unwrap() >= an_hour_ahead,
+        "the write was stamped below the stored version: {put}"
+    );
+    assert_eq!(cluster.client().args(["get", "k"]).ok().stdout, "new");
 }
 
 fn graceful_exit(signal: &str) {
