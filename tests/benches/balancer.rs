@@ -47,7 +47,7 @@ struct Numbers {
     p99_us: f64,
     /// CPU the three nodes spent per request at 64 in flight.
     nodes_cpu_us: f64,
-    /// CPU the proxy spent per request at 64 in flight (0 when direct).
+    /// CPU the proxy spent per request at 64 in flight (NaN when not counted).
     proxy_cpu_us: f64,
 }
 
@@ -68,6 +68,13 @@ impl Numbers {
         }
     }
 }
+
+/// The paths' names, as the table prints them.
+const BALANCER: &str = "clusterlab-balancer";
+const THREADS_0: &str = "balancer --threads 0";
+const N1_ONLY: &str = "balancer, n1 alone";
+const RELAY: &str = "socat TLS relay, n1";
+const HAPROXY: &str = "HAProxy";
 
 /// Makes a client aimed at one path.
 type MakeClient<'a> = Box<dyn Fn() -> Client + 'a>;
@@ -114,7 +121,10 @@ fn measure(name: &str, client: &dyn Fn() -> Client, nodes: &[u32], proxy: Option
         p50_us: sequential["latency_us"]["p50"].as_f64().unwrap(),
         p99_us: sequential["latency_us"]["p99"].as_f64().unwrap(),
         nodes_cpu_us: per_request_us(nodes_after - nodes_before),
-        proxy_cpu_us: per_request_us(proxy_after - proxy_before),
+        proxy_cpu_us: match proxy {
+            Some(_) => per_request_us(proxy_after - proxy_before),
+            None => f64::NAN,
+        },
     };
     eprintln!("measured {name}: {numbers:?}");
     numbers
@@ -140,7 +150,17 @@ fn main() {
         ])
         .ok();
 
-    let haproxy = HaProxy::start(&cluster);
+    // Two reference paths, both to n1 alone, like the direct path: they split
+    // what the balancer adds into the TLS hop itself and the rest.
+    let (command, addr) = balancer_command(&cluster, &cluster.nodes[0].addr.to_string(), &[]);
+    let n1_only = Proxy::start("the balancer in front of n1", command, addr, &cluster);
+    let relay = socat_command(&cluster)
+        .map(|(command, addr)| Proxy::start("socat", command, addr, &cluster));
+    if relay.is_none() {
+        eprintln!("socat is not installed: skipping the bare TLS relay (apt install socat)");
+    }
+    let haproxy = haproxy_command(&cluster)
+        .map(|(command, addr)| Proxy::start("HAProxy", command, addr, &cluster));
     if haproxy.is_none() {
         eprintln!("haproxy is not installed: skipping that comparison (apt install haproxy)");
     }
@@ -148,19 +168,28 @@ fn main() {
     let mut paths: Vec<(&str, MakeClient<'_>, Option<u32>)> = vec![
         ("direct to n1", Box::new(|| cluster.client_to(0)), None),
         (
-            "clusterlab-balancer",
+            BALANCER,
             Box::new(|| cluster.client_at(&balancer)),
             Some(pid(&cluster.balancers[0])),
         ),
         (
-            "balancer --threads 0",
+            THREADS_0,
             Box::new(|| cluster.client_at(&one_thread)),
             Some(pid(&cluster.balancers[1])),
         ),
+        (
+            N1_ONLY,
+            Box::new(|| cluster.client_at(&n1_only.addr)),
+            Some(n1_only.child.id()),
+        ),
     ];
+    if let Some(relay) = &relay {
+        // socat forks a process per connection, whose CPU is not counted.
+        paths.push((RELAY, Box::new(|| cluster.client_at(&relay.addr)), None));
+    }
     if let Some(proxy) = &haproxy {
         paths.push((
-            "HAProxy",
+            HAPROXY,
             Box::new(|| cluster.client_at(&proxy.addr)),
             Some(proxy.child.id()),
         ));
@@ -193,18 +222,22 @@ fn main() {
         "path", "req/s @64", "p50 (seq)", "p99 (seq)", "nodes CPU/req", "proxy CPU/req"
     );
     for (name, n) in &rows {
+        let proxy_cpu = if n.proxy_cpu_us.is_nan() {
+            "-".to_string()
+        } else {
+            format!("{:.0}us", n.proxy_cpu_us)
+        };
         println!(
-            "{name:<22} {:>10.0} {:>8.0}us {:>8.0}us {:>12.0}us {:>12.0}us",
-            n.throughput, n.p50_us, n.p99_us, n.nodes_cpu_us, n.proxy_cpu_us
+            "{name:<22} {:>10.0} {:>8.0}us {:>8.0}us {:>12.0}us {proxy_cpu:>14}",
+            n.throughput, n.p50_us, n.p99_us, n.nodes_cpu_us
         );
     }
     println!("(CPU per request: all three nodes, and the proxy, during the runs at 64 in flight)");
     let direct = rows[0].1;
-    let haproxy = rows
-        .iter()
-        .find(|(name, _)| *name == "HAProxy")
-        .map(|r| r.1);
-    for (name, ours) in rows.iter().filter(|(name, _)| name.contains("balancer")) {
+    let row = |wanted: &str| rows.iter().find(|(name, _)| *name == wanted).map(|r| r.1);
+    let haproxy = row(HAPROXY);
+    for name in [BALANCER, THREADS_0] {
+        let ours = row(name).expect("every balancer is measured");
         println!();
         println!(
             "{name} / direct throughput: {:.2}x (goal >= 0.5x)",
@@ -221,24 +254,30 @@ fn main() {
             );
         }
     }
-    if let Some(theirs) = haproxy {
-        println!();
+    println!();
+    let added = |name: &str, n: Numbers| {
         println!(
-            "sequential p50 added by HAProxy: {:.0}us",
-            theirs.p50_us - direct.p50_us
+            "sequential p50 added by {name}: {:.0}us",
+            n.p50_us - direct.p50_us
         );
+    };
+    if let Some(theirs) = haproxy {
+        added("HAProxy (3 nodes)", theirs);
     }
+    // Every path below goes to n1 alone, as the direct path does.
+    if let Some(relay) = row(RELAY) {
+        added("a bare TLS relay to n1 (socat)", relay);
+    }
+    added(
+        "clusterlab-balancer with n1 alone",
+        row(N1_ONLY).expect("measured"),
+    );
     count_and_compare(&cluster);
 }
 
 /// Counts both proxies' instructions per request and prints the ratio.
 fn count_and_compare(cluster: &TestCluster) {
-    let addr = format!("127.0.0.1:{}", free_port());
-    let mut ours = Command::new(tests::bin("clusterlab-balancer"));
-    ours.args(["--listen", &addr, "--nodes", &cluster.addrs()])
-        .args(["--name", "counted", "--busy-poll", "0"])
-        .arg("--certs")
-        .arg(&cluster.certs);
+    let (ours, addr) = balancer_command(cluster, &cluster.addrs(), &["--busy-poll", "0"]);
     let Some(ours) = count_instructions("clusterlab-balancer", &ours, &addr, cluster) else {
         eprintln!("valgrind is not installed: skipping instruction counts (apt install valgrind)");
         return;
@@ -265,27 +304,85 @@ fn count_and_compare(cluster: &TestCluster) {
     }
 }
 
-/// HAProxy in front of the same nodes, if the machine has it.
-struct HaProxy {
+/// A proxy the benchmark starts itself; dropping it stops the process.
+struct Proxy {
     addr: String,
-    /// One process: without `-D` or `-W`, HAProxy runs in the foreground and
-    /// its threads are the process's own.
+    /// Its process. HAProxy without `-D` or `-W` runs in the foreground, so
+    /// its threads are this process's own.
     child: Child,
 }
 
-impl HaProxy {
-    fn start(cluster: &TestCluster) -> Option<Self> {
-        let (mut command, addr) = haproxy_command(cluster)?;
+impl Proxy {
+    /// Starts `command`, a proxy listening on `addr`, and waits until a write
+    /// passes through it to the nodes.
+    fn start(name: &str, mut command: Command, addr: String, cluster: &TestCluster) -> Proxy {
         let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("starting haproxy");
-        wait_until("haproxy to listen", Duration::from_secs(10), || {
-            std::net::TcpStream::connect(&addr).is_ok()
-        });
-        Some(HaProxy { addr, child })
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        let proxy = Proxy { addr, child };
+        wait_until(
+            &format!("{name} to forward a write"),
+            Duration::from_secs(30),
+            || {
+                let probe = cluster.client_at(&proxy.addr);
+                probe.args(["put", "bench-probe", "x"]).run().code() == 0
+            },
+        );
+        proxy
     }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The command that starts a `clusterlab-balancer` in front of `nodes` on a
+/// free port, and that port's address.
+fn balancer_command(cluster: &TestCluster, nodes: &str, extra: &[&str]) -> (Command, String) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut command = Command::new(tests::bin("clusterlab-balancer"));
+    command
+        .args(["--listen", &addr, "--nodes", nodes, "--name", "bench"])
+        .arg("--certs")
+        .arg(&cluster.certs)
+        .args(extra)
+        .env("CLUSTERLAB_LOG", "warn");
+    (command, addr)
+}
+
+/// The command that starts a bare TLS relay in front of n1, and its address;
+/// `None` if socat is not installed. socat terminates TLS with OpenSSL,
+/// opens its own TLS connection to n1 (as `balancer`, as our balancer does)
+/// and copies the bytes across without reading them: the least any proxy that
+/// terminates TLS can add on this machine.
+fn socat_command(cluster: &TestCluster) -> Option<(Command, String)> {
+    if !installed("socat", "-V") {
+        return None;
+    }
+    let file = |name: &str| cluster.certs.join(name).display().to_string();
+    // Nagle's algorithm off (`nodelay`), as every other path has it.
+    let tls = format!(
+        "cert={},key={},cafile={},verify=1,nodelay",
+        file("balancer.pem"),
+        file("balancer.key"),
+        file("ca.pem")
+    );
+    let port = free_port();
+    let mut command = Command::new("socat");
+    command
+        .arg(format!(
+            "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,{tls}"
+        ))
+        .arg(format!(
+            "OPENSSL:{},commonname=node,{tls}",
+            cluster.nodes[0].addr
+        ));
+    Some((command, format!("127.0.0.1:{port}")))
 }
 
 /// The command that starts HAProxy in front of `cluster`'s nodes on a free
@@ -406,13 +503,6 @@ fn count_instructions(
     let _ = child.wait();
     eprintln!("counted {name}: {counted:?}");
     Some(counted)
-}
-
-impl Drop for HaProxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Whether `program` runs here (it answers `version_flag`).
