@@ -194,11 +194,14 @@ impl Coordinator {
             from: self.state.name.clone(),
         };
         let response = client.write(request).await.map_err(unreachable)?;
-        Ok(response
+        let stored = response
             .into_inner()
             .stored
             .map(Version::from)
-            .unwrap_or_default())
+            .unwrap_or_default();
+        // Higher than ours if the replica held a newer write: stamp above it next.
+        state.clock.observe(&stored);
+        Ok(stored)
     }
 
     /// What `replica` holds for `key`.

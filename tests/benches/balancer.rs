@@ -7,6 +7,9 @@
 //! - client -> clusterlab-balancer -> nodes,
 //! - client -> HAProxy -> nodes, when `haproxy` is installed (mutual TLS on both
 //!   hops, HTTP/2 end to end),
+//! - and two paths to n1 alone, like the direct one, that split what a proxy
+//!   adds: clusterlab-balancer with n1 as its only node, and a bare TLS relay
+//!   (`socat`, when installed) that copies bytes without reading them,
 //!
 //! each for throughput with 64 requests in flight and for latency one request
 //! at a time (p50, p99), and prints the ratios. During the throughput runs it
