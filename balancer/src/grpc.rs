@@ -173,11 +173,12 @@ where
         }
         n => {
             let length = u32::from_be_bytes(buf[1..PREFIX_LEN].try_into().expect("4 bytes"));
-            let expected = PREFIX_LEN + length as usize;
-            if n != expected {
+            // More than the prefix announced was refused as it arrived
+            // (`check_prefix`), so here the body can only have ended early.
+            if n < PREFIX_LEN + length as usize {
                 return Err(Status::internal(format!(
-                    "a unary call carries one message: its prefix announced {length} bytes, \
-                     and {} arrived",
+                    "the body ended after {} of the {length} bytes its message's prefix \
+                     announced",
                     n - PREFIX_LEN
                 )));
             }
@@ -210,7 +211,8 @@ fn check_prefix(buf: &[u8], limit: usize) -> Result<(), Status> {
     }
     if buf.len() > PREFIX_LEN + length {
         return Err(Status::internal(
-            "a unary call carries one message, and more bytes followed it",
+            "a unary call carries one message, and more bytes followed it; \
+             send exactly one message per unary call",
         ));
     }
     Ok(())
@@ -433,7 +435,7 @@ mod tests {
         );
         let err = block_on(read_unary(never_ends, 64)).unwrap_err();
         assert_eq!(err.code(), tonic::Code::Internal, "{err}");
-        assert!(err.message().contains("one message"), "{err}");
+        assert!(err.message().contains("send exactly one message"), "{err}");
     }
 
     #[test]
@@ -445,7 +447,7 @@ mod tests {
         let truncated = Bytes::from_static(&[0, 0, 0, 0, 9, 7]);
         let err = block_on(read_unary(body(vec![Ok(Frame::data(truncated))]), 64)).unwrap_err();
         assert!(
-            err.message().contains("announced 9 bytes, and 1 arrived"),
+            err.message().contains("ended after 1 of the 9 bytes"),
             "{err}"
         );
 
