@@ -18,7 +18,9 @@
 //! Each node *pulls* what it lacks; its peers pull from it in their own rounds,
 //! so differences in both directions are mended. Records younger than
 //! [`SETTLE`] are left out of both steps: they may still be on their way from
-//! the coordinator, which is the write path's business.
+//! the coordinator, which is the write path's business. Tombstones past their
+//! grace period are left out too: they are being collected
+//! ([`crate::tombstones`]).
 //!
 //! A node also counts its *under-replicated* keys: those it replicates that are
 //! not known to be up to date on every other replica (the peer is not alive,
@@ -44,6 +46,7 @@ use crate::{
     placement::{RANGES, Ring, range_of, record_hash},
     state::NodeState,
     store::{Record, Store},
+    tombstones,
 };
 
 /// How often a node compares notes with its peers.
@@ -60,8 +63,9 @@ fn empty_digest(range_count: u32) -> Digest {
     vec![(0, 0); range_count as usize]
 }
 
-/// What may be compared: stamped before `older_than_ms`, and replicated by both
-/// `me` and `other` according to `ring`.
+/// What may be compared: stamped before `older_than_ms`, not a tombstone
+/// stamped before `collected_before_ms`, and replicated by both `me` and
+/// `other` according to `ring`.
 #[derive(Debug, Clone)]
 pub struct Shared {
     pub ring: Ring,
@@ -69,12 +73,14 @@ pub struct Shared {
     pub other: String,
     pub range_count: u32,
     pub older_than_ms: u64,
+    pub collected_before_ms: u64,
 }
 
 impl Shared {
-    /// The range of `record`, if both nodes should hold it and it has settled.
+    /// The range of `record`, if both nodes should hold it, it has settled,
+    /// and it is not a tombstone being collected.
     fn range(&self, record: &Record) -> Option<u32> {
-        if record.version.wall_ms >= self.older_than_ms {
+        if !compared(record, self.older_than_ms, self.collected_before_ms) {
             return None;
         }
         let replicas = self.ring.replicas_of(&record.key);
@@ -146,13 +152,19 @@ struct KeyReplicas {
     short: bool,
 }
 
+/// Whether anti-entropy compares `record` at all: it has settled, and it is
+/// not a tombstone past its grace period.
+fn compared(record: &Record, older_than_ms: u64, collected_before_ms: u64) -> bool {
+    record.version.wall_ms < older_than_ms && !record.is_tombstone_before(collected_before_ms)
+}
+
 /// One pass over the store computes what every peer's digest should be.
 fn local_view(
     store: &Store,
     ring: &Ring,
     me: &str,
     replicas: usize,
-    older_than_ms: u64,
+    (older_than_ms, collected_before_ms): (u64, u64),
 ) -> Result<LocalView> {
     let mut view = LocalView::default();
     let index: HashMap<&str, usize> = ring
@@ -162,7 +174,7 @@ fn local_view(
         .map(|(i, m)| (m.as_str(), i))
         .collect();
     store.for_each(|record| {
-        if record.version.wall_ms >= older_than_ms {
+        if !compared(&record, older_than_ms, collected_before_ms) {
             return true;
         }
         let owners = ring.replicas_of(&record.key);
@@ -235,12 +247,13 @@ async fn round(state: &Arc<NodeState>) -> Result<()> {
         .map(|p| p.name)
         .collect();
     let older_than_ms = unix_ms().saturating_sub(SETTLE.as_millis() as u64);
+    let window = (older_than_ms, tombstones::cutoff_ms(state.tombstone_grace));
     let view = {
         let (ring, me) = (ring.clone(), state.name.clone());
         let replicas = state.replication.replicas;
         state
             .store
-            .run(move |s| local_view(s, &ring, &me, replicas, older_than_ms))
+            .run(move |s| local_view(s, &ring, &me, replicas, window))
             .await?
     };
 
@@ -250,7 +263,7 @@ async fn round(state: &Arc<NodeState>) -> Result<()> {
             .get(peer)
             .cloned()
             .unwrap_or_else(|| empty_digest(RANGES));
-        exchange(state, peer.clone(), mine, older_than_ms)
+        exchange(state, peer.clone(), mine, window)
     });
     let results = futures::future::join_all(exchanges).await;
     // Only peers we compared with count as up to date (in the ranges that matched).
@@ -273,7 +286,7 @@ async fn exchange(
     state: &Arc<NodeState>,
     peer: String,
     mine: Digest,
-    older_than_ms: u64,
+    (older_than_ms, collected_before_ms): (u64, u64),
 ) -> std::result::Result<HashSet<u32>, String> {
     state
         .faults
@@ -288,6 +301,7 @@ async fn exchange(
         ranges: Vec::new(),
         for_node: state.name.clone(),
         older_than_ms,
+        collected_before_ms,
     };
     let theirs = tokio::time::timeout(PEER_TIMEOUT, client.digest(request))
         .await
@@ -307,6 +321,7 @@ async fn exchange(
         older_than_ms,
         keys_only: true,
         keys: Vec::new(),
+        collected_before_ms,
     };
     let theirs = pull(&mut client, request.clone()).await?;
     let wanted = state
@@ -443,6 +458,7 @@ mod tests {
             other: other.into(),
             range_count: RANGES,
             older_than_ms: 1_000,
+            collected_before_ms: 100,
         }
     }
 
@@ -495,13 +511,47 @@ mod tests {
         assert!(expected > 0 && expected < keys.len());
     }
 
+    /// One node has collected a tombstone past its grace period, the other not
+    /// yet: neither counts it, so neither copies it back to the other. A young
+    /// tombstone still counts, so a replica that missed a delete receives it.
+    #[test]
+    fn tombstones_past_their_grace_are_left_out_young_ones_are_not() {
+        let ring = Ring::new(vec!["n1".into(), "n2".into()], 2);
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (collected, not_yet) = (
+            Store::open(a.path()).unwrap(),
+            Store::open(b.path()).unwrap(),
+        );
+        let tombstone = |key: &str, wall_ms: u64| Record {
+            value: None,
+            ..record(key, wall_ms)
+        };
+        collected.apply(&record("kept", 10)).unwrap();
+        not_yet.apply(&record("kept", 10)).unwrap();
+        not_yet.apply(&tombstone("deleted long ago", 50)).unwrap();
+        let view = shared(&ring, "n2");
+        assert_eq!(
+            view.digest(&collected).unwrap(),
+            view.digest(&not_yet).unwrap()
+        );
+        let here = local_view(&collected, &ring, "n1", 2, (1_000, 100)).unwrap();
+        let there = local_view(&not_yet, &ring, "n1", 2, (1_000, 100)).unwrap();
+        assert_eq!(here.digests, there.digests);
+
+        not_yet.apply(&tombstone("deleted lately", 500)).unwrap();
+        assert_ne!(
+            view.digest(&collected).unwrap(),
+            view.digest(&not_yet).unwrap()
+        );
+    }
+
     #[test]
     fn keys_with_a_silent_or_differing_replica_count_as_under_replicated() {
         let ring = Ring::new(vec!["n1".into(), "n2".into()], 2);
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         store.apply_many(&[record("a", 1), record("b", 1)]).unwrap();
-        let view = local_view(&store, &ring, "n1", 2, 1_000).unwrap();
+        let view = local_view(&store, &ring, "n1", 2, (1_000, 100)).unwrap();
         let matched = HashMap::from([("n2".to_string(), HashSet::new())]);
         assert_eq!(count_under_replicated(&view.keys, &ring, &matched), 0);
         // n2 not compared with (not alive, or the exchange failed): both keys.
@@ -521,7 +571,7 @@ mod tests {
             expected
         );
         // Asking for three copies with two members: every key is short of one.
-        let view = local_view(&store, &ring, "n1", 3, 1_000).unwrap();
+        let view = local_view(&store, &ring, "n1", 3, (1_000, 100)).unwrap();
         assert_eq!(count_under_replicated(&view.keys, &ring, &matched), 2);
     }
 }

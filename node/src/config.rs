@@ -73,6 +73,12 @@ pub struct Config {
     #[arg(long, env = "CLUSTERLAB_DEAD_AFTER", default_value = "10s", value_parser = humantime::parse_duration)]
     pub dead_after: Duration,
 
+    /// A delete's tombstone is dropped once it is this old; at least 10s. A node
+    /// down for longer than this must not come back with its old data, or the
+    /// keys deleted meanwhile may return (docs/replication.md).
+    #[arg(long, env = "CLUSTERLAB_TOMBSTONE_GRACE", default_value = "24h", value_parser = crate::tombstones::parse_grace)]
+    pub tombstone_grace: Duration,
+
     /// Simulate a machine that can start at most this many client requests per
     /// second; the rest queue. Makes scaling out visible on one computer.
     /// 0 means no limit.

@@ -39,6 +39,7 @@ pub mod server;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+pub mod tombstones;
 pub mod trace;
 pub mod version;
 

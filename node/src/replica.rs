@@ -36,13 +36,16 @@ impl ReplicaService {
     }
 
     /// Describes what a (validated) digest or range request compares.
-    fn shared(&self, range_count: u32, for_node: String, older_than_ms: u64) -> Shared {
+    /// The window of time is the caller's, so both sides compare the same
+    /// records whatever their own settings.
+    fn shared(&self, range_count: u32, for_node: String, (older, collected): (u64, u64)) -> Shared {
         Shared {
             ring: self.state.membership.ring(),
             me: self.state.name.clone(),
             other: for_node,
             range_count,
-            older_than_ms,
+            older_than_ms: older,
+            collected_before_ms: collected,
         }
     }
 }
@@ -100,7 +103,8 @@ impl Replica for ReplicaService {
         let request = request.into_inner();
         self.state.faults.enter(Some(&request.for_node)).await?;
         request.validate()?;
-        let shared = self.shared(request.range_count, request.for_node, request.older_than_ms);
+        let window = (request.older_than_ms, request.collected_before_ms);
+        let shared = self.shared(request.range_count, request.for_node, window);
         let digest = self.state.store.run(move |s| shared.digest(s)).await?;
         let wanted = |range: u32| request.ranges.is_empty() || request.ranges.contains(&range);
         let ranges = digest
@@ -128,7 +132,7 @@ impl Replica for ReplicaService {
         let shared = self.shared(
             request.range_count,
             request.for_node.clone(),
-            request.older_than_ms,
+            (request.older_than_ms, request.collected_before_ms),
         );
         let ranges: HashSet<u32> = request.ranges.iter().copied().collect();
         // A bounded channel: the store is read only as fast as the peer takes

@@ -34,6 +34,7 @@ use crate::{
     replica::ReplicaService,
     state::NodeState,
     store::Store,
+    tombstones,
     version::Hlc,
 };
 
@@ -95,6 +96,7 @@ pub async fn run(
         membership: membership.clone(),
         faults,
         replication,
+        tombstone_grace: config.tombstone_grace,
         under_replicated: AtomicU64::new(0),
         denials: Arc::default(),
     });
@@ -141,6 +143,7 @@ pub async fn run(
         background.spawn(membership.clone().resolve_forever(name));
     }
     background.spawn(antientropy::run(state.clone()));
+    background.spawn(tombstones::run(state.clone()));
     background.spawn(revocation_watcher);
     let ready = health.clone();
     background.spawn(async move {

@@ -39,6 +39,8 @@ pub struct NodeState {
     /// What `clusterlab fault` has made wrong with this node.
     pub faults: Arc<Faults>,
     pub replication: Replication,
+    /// How old a tombstone must be before it is dropped (`--tombstone-grace`).
+    pub tombstone_grace: std::time::Duration,
     /// Keys held here that lack an up-to-date copy on another live replica, as of
     /// the last anti-entropy round.
     pub under_replicated: AtomicU64,

@@ -39,6 +39,12 @@ pub struct Record {
 }
 
 impl Record {
+    /// A tombstone stamped before `before_ms` (Unix ms): past its grace period,
+    /// to be collected (see [`crate::tombstones`]).
+    pub fn is_tombstone_before(&self, before_ms: u64) -> bool {
+        self.value.is_none() && self.version.wall_ms < before_ms
+    }
+
     fn encode(&self) -> Vec<u8> {
         proto::Record::from(self.clone()).encode_to_vec()
     }
@@ -254,6 +260,32 @@ impl Store {
         Ok(highest)
     }
 
+    /// Deletes every tombstone stamped before `before_ms` (Unix ms), in one
+    /// transaction. Returns how many went. Values are never touched.
+    pub fn collect_tombstones(&self, before_ms: u64) -> Result<u64> {
+        let txn = self.db.begin_write().map_err(storage)?;
+        let mut collected = 0;
+        {
+            let mut table = txn.open_table(RECORDS).map_err(storage)?;
+            table
+                .retain(|key, bytes| {
+                    // A record that does not decode is kept (and reported by
+                    // whoever reads it next), never deleted by accident.
+                    let old_tombstone =
+                        Record::decode(key, bytes).is_ok_and(|r| r.is_tombstone_before(before_ms));
+                    collected += u64::from(old_tombstone);
+                    !old_tombstone
+                })
+                .map_err(storage)?;
+        }
+        if collected > 0 {
+            txn.commit().map_err(storage)?;
+        } else {
+            txn.abort().map_err(storage)?;
+        }
+        Ok(collected)
+    }
+
     /// Applies many records in one transaction (one disk sync instead of one
     /// each), as [`Store::apply`] would one by one. Returns how many changed.
     pub fn apply_many(&self, records: &[Record]) -> Result<usize> {
@@ -412,6 +444,24 @@ mod tests {
         store.apply(&from_n2).unwrap();
         store.apply(&record("d", 7, Some("v"))).unwrap();
         assert_eq!(store.highest_version().unwrap(), Some(from_n2.version));
+    }
+
+    #[test]
+    fn only_tombstones_older_than_the_cutoff_are_collected() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.apply(&record("old-tombstone", 5, None)).unwrap();
+        store.apply(&record("young-tombstone", 10, None)).unwrap();
+        store.apply(&record("old-value", 5, Some("v"))).unwrap();
+        assert_eq!(store.collect_tombstones(10).unwrap(), 1);
+        assert_eq!(store.get("old-tombstone").unwrap(), None);
+        assert!(store.get("young-tombstone").unwrap().is_some());
+        assert!(store.get("old-value").unwrap().is_some());
+        assert_eq!(store.collect_tombstones(10).unwrap(), 0);
+        // Collected for good: reopening does not bring it back.
+        drop(store);
+        let reopened = Store::open(dir.path()).unwrap();
+        assert_eq!(reopened.len().unwrap(), 2);
     }
 
     #[test]

@@ -348,3 +348,57 @@ fn too_few_live_replicas_is_unavailable_naming_needed_and_answered() {
         .ok();
     assert!(out.stderr.contains("quorum=1"), "{}", out.stderr);
 }
+
+/// What node `index` itself holds for `key` (no quorum, no repair), asked the
+/// way a coordinator asks a replica.
+fn held(cluster: &TestCluster, index: usize, key: &str) -> Option<proto::Record> {
+    block_on(async {
+        let addr = cluster.nodes[index].addr.to_string();
+        let channel = tests::channel_as(&cluster.certs, "node", &addr).await?;
+        let request = proto::ReadRequest {
+            key: key.into(),
+            from: "test".into(),
+        };
+        proto::replica_client::ReplicaClient::new(channel)
+            .read(request)
+            .await
+            .map(|response| response.into_inner().record)
+            .map_err(|status| status.to_string())
+    })
+    .unwrap_or_else(|e| panic!("reading {key} on node {index}: {e}"))
+}
+
+/// A replica down during a delete receives the tombstone from anti-entropy
+/// while it is young. Once every node has dropped it (the grace period is
+/// 30 s here), the deleted value is gone everywhere and does not come back.
+#[test]
+fn a_replica_that_missed_a_delete_gets_the_tombstone_before_it_is_collected() {
+    let mut cluster = TestCluster::start_with(3, &["--tombstone-grace", "30s"]);
+    cluster.client().args(["put", "doomed", "v"]).ok();
+    wait_until("n3 to hold the value", SETTLE, || {
+        held(&cluster, 2, "doomed").is_some_and(|r| !r.tombstone)
+    });
+    cluster.kill(2);
+    cluster.client().args(["delete", "doomed"]).ok();
+    cluster.start_node(2);
+    wait_until("n3 to receive the tombstone", SETTLE, || {
+        held(&cluster, 2, "doomed").is_some_and(|r| r.tombstone)
+    });
+    wait_until("every node to drop the tombstone", SETTLE, || {
+        (0..3).all(|i| held(&cluster, i, "doomed").is_none())
+    });
+    let out = cluster.client().args(["get", "--r", "3", "doomed"]).fails();
+    assert!(out.stderr.starts_with("NOT_FOUND:"), "{}", out.stderr);
+    let events = tests::event_history(&cluster.certs, &cluster.nodes[0].addr.to_string())
+        .expect("n1's events");
+    let collected = events
+        .iter()
+        .find(|e| e.kind == "tombstones.collected")
+        .expect("a tombstones.collected event");
+    assert!(
+        collected
+            .message
+            .contains("dropped 1 tombstone older than 30s"),
+        "{collected:?}"
+    );
+}
