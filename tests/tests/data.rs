@@ -1,6 +1,6 @@
 //! The data commands against one real node: what a learner types first.
 
-use tests::TestCluster;
+use tests::{Client, TestCluster};
 
 #[test]
 fn put_then_get_prints_the_value_alone() {
@@ -166,13 +166,12 @@ fn delete_hides_the_key_and_scan_lists_in_order() {
     assert_eq!(keys, ["user/1", "user/3"]);
 }
 
-#[test]
-fn oversized_keys_and_values_get_invalid_argument_with_the_limit() {
-    let cluster = TestCluster::start(1);
+/// Refused with the limit, and the process goes on serving; `client` aims the
+/// command at a node or at a balancer.
+fn oversized_keys_and_values_are_refused(cluster: &TestCluster, client: impl Fn() -> Client) {
     let value = cluster.dir().join("2mib");
     std::fs::write(&value, vec![b'x'; 2 * 1024 * 1024]).unwrap();
-    let out = cluster
-        .client()
+    let out = client()
         .args(["put", "k", "--value-file"])
         .arg_path(&value)
         .fails();
@@ -182,16 +181,33 @@ fn oversized_keys_and_values_get_invalid_argument_with_the_limit() {
     );
 
     let key = "k".repeat(1025);
-    let out = cluster.client().args(["put", &key, "v"]).fails();
+    let out = client().args(["put", &key, "v"]).fails();
     assert_eq!(
         out.stderr.trim(),
         "INVALID_ARGUMENT: key is 1025 bytes; the limit is 1024"
     );
-    let out = cluster.client().args(["get", &key]).fails();
+    let out = client().args(["get", &key]).fails();
     assert!(out.stderr.contains("the limit is 1024"), "{}", out.stderr);
 
-    // The node keeps serving.
-    cluster.client().args(["put", "k", "fine"]).ok();
+    // Still serving.
+    client().args(["put", "k", "fine"]).ok();
+}
+
+#[test]
+fn oversized_keys_and_values_get_invalid_argument_with_the_limit() {
+    let cluster = TestCluster::start(1);
+    oversized_keys_and_values_are_refused(&cluster, || cluster.client());
+}
+
+/// The node's refusal reaches the client word for word, and the balancer does
+/// not try another node: the request itself is wrong.
+#[test]
+fn oversized_keys_and_values_are_refused_through_the_balancer_without_retries() {
+    let mut cluster = TestCluster::start(3);
+    cluster.start_balancer(&[]);
+    oversized_keys_and_values_are_refused(&cluster, || cluster.client_to_balancer(0));
+    let status = cluster.balancer_status(0).expect("the balancer's status");
+    assert_eq!(status.retries, 0, "{status:?}");
 }
 
 #[test]
