@@ -260,29 +260,40 @@ impl Store {
         Ok(highest)
     }
 
-    /// Deletes every tombstone stamped before `before_ms` (Unix ms), in one
-    /// transaction. Returns how many went. Values are never touched.
+    /// Deletes every tombstone stamped before `before_ms` (Unix ms). Returns
+    /// how many went. Values are never touched.
     pub fn collect_tombstones(&self, before_ms: u64) -> Result<u64> {
+        // Found with a read transaction, so writes are not held up while the
+        // whole store is read; usually there is nothing to collect.
+        let mut old = Vec::new();
+        self.for_each(|record| {
+            if record.is_tombstone_before(before_ms) {
+                old.push(record.key);
+            }
+            true
+        })?;
+        if old.is_empty() {
+            return Ok(0);
+        }
         let txn = self.db.begin_write().map_err(storage)?;
         let mut collected = 0;
         {
             let mut table = txn.open_table(RECORDS).map_err(storage)?;
-            table
-                .retain(|key, bytes| {
-                    // A record that does not decode is kept (and reported by
-                    // whoever reads it next), never deleted by accident.
-                    let old_tombstone =
-                        Record::decode(key, bytes).is_ok_and(|r| r.is_tombstone_before(before_ms));
-                    collected += u64::from(old_tombstone);
-                    !old_tombstone
-                })
-                .map_err(storage)?;
+            for key in &old {
+                // A write may have replaced the tombstone since it was found.
+                let still_old = match table.get(key.as_str()).map_err(storage)? {
+                    Some(bytes) => {
+                        Record::decode(key, bytes.value())?.is_tombstone_before(before_ms)
+                    }
+                    None => false,
+                };
+                if still_old {
+                    table.remove(key.as_str()).map_err(storage)?;
+                    collected += 1;
+                }
+            }
         }
-        if collected > 0 {
-            txn.commit().map_err(storage)?;
-        } else {
-            txn.abort().map_err(storage)?;
-        }
+        txn.commit().map_err(storage)?;
         Ok(collected)
     }
 

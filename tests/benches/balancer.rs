@@ -361,8 +361,8 @@ fn balancer_command(cluster: &TestCluster, nodes: &str, extra: &[&str]) -> (Comm
 /// The command that starts a bare TLS relay in front of n1, and its address;
 /// `None` if socat is not installed. socat terminates TLS with OpenSSL,
 /// opens its own TLS connection to n1 (as `balancer`, as our balancer does)
-/// and copies the bytes across without reading them: the least any proxy that
-/// terminates TLS can add on this machine.
+/// and copies the bytes across without reading them: about the least a proxy
+/// that terminates TLS in user space can add on this machine.
 fn socat_command(cluster: &TestCluster) -> Option<(Command, String)> {
     if !installed("socat", "-V") {
         return None;
