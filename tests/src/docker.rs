@@ -147,6 +147,63 @@ pub fn image_files(image: &str) -> Vec<String> {
     files
 }
 
+/// Test projects are named `cltest<pid>x<n>`: the test process that owns one,
+/// and its count in that process.
+const PROJECT_PREFIX: &str = "cltest";
+
+/// The test process that owns compose project `name`, if it is a test project.
+fn owner(name: &str) -> Option<u32> {
+    let (pid, count) = name.strip_prefix(PROJECT_PREFIX)?.split_once('x')?;
+    count.parse::<u32>().ok()?;
+    pid.parse().ok()
+}
+
+/// Removes the containers, networks and volumes of test projects whose
+/// process is gone, and returns their names. A test killed by a signal
+/// (Ctrl-C, a CI timeout) never runs [`Compose`]'s drop, so its cluster would
+/// run on. Projects of live processes, and every project that is not a
+/// test's (a learner's own cluster), are left alone.
+pub fn sweep_abandoned_projects() -> Vec<String> {
+    const LABEL: &str = "com.docker.compose.project";
+    let (labelled, format) = (
+        format!("label={LABEL}"),
+        format!("{{{{.Label \"{LABEL}\"}}}}"),
+    );
+    let mut names = std::collections::BTreeSet::new();
+    for list in [&["ps", "-a"][..], &["network", "ls"], &["volume", "ls"]] {
+        let mut args = list.to_vec();
+        args.extend(["--filter", &labelled, "--format", &format]);
+        names.extend(docker(&args).lines().map(str::to_string));
+    }
+    let gone = |pid: u32| !Path::new(&format!("/proc/{pid}")).exists();
+    let abandoned: Vec<String> = names
+        .into_iter()
+        .filter(|name| owner(name).is_some_and(gone))
+        .collect();
+    for name in &abandoned {
+        let filter = format!("label={LABEL}={name}");
+        let ids = |list: &[&str]| -> Vec<String> {
+            let mut args = list.to_vec();
+            args.extend(["-q", "--filter", &filter]);
+            docker(&args).lines().map(str::to_string).collect()
+        };
+        for (list, remove) in [
+            (&["ps", "-a"][..], &["rm", "-f"][..]),
+            (&["network", "ls"], &["network", "rm"]),
+            (&["volume", "ls"], &["volume", "rm", "-f"]),
+        ] {
+            let ids = ids(list);
+            if !ids.is_empty() {
+                let mut args = remove.to_vec();
+                args.extend(ids.iter().map(String::as_str));
+                docker(&args);
+            }
+        }
+        eprintln!("removed compose project {name}: the test process that started it is gone");
+    }
+    abandoned
+}
+
 /// One compose project: the cluster of `docker-compose.yml`, under a name of
 /// its own so tests (and a learner's own cluster) do not collide.
 #[derive(Debug)]
@@ -166,9 +223,13 @@ impl Compose {
     /// Like [`Self::up`], with a given Compose program.
     pub fn up_with(tool: ComposeTool, env: &[(&str, &str)]) -> Compose {
         static NEXT: AtomicU32 = AtomicU32::new(0);
+        static SWEPT: std::sync::Once = std::sync::Once::new();
+        SWEPT.call_once(|| {
+            sweep_abandoned_projects();
+        });
         build_image();
         let project = format!(
-            "cltest{}x{}",
+            "{PROJECT_PREFIX}{}x{}",
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
@@ -390,5 +451,20 @@ fn run(mut command: Command) -> Output {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stdout_bytes: out.stdout,
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::owner;
+
+    #[test]
+    fn only_test_projects_have_an_owner() {
+        assert_eq!(owner("cltest4242x0"), Some(4242));
+        assert_eq!(owner("cltest4242x17"), Some(4242));
+        assert_eq!(owner("clusterlab"), None);
+        assert_eq!(owner("cltestx1"), None);
+        assert_eq!(owner("cltest4242"), None);
+        assert_eq!(owner("cltest4242xmine"), None);
     }
 }

@@ -58,6 +58,42 @@ const PROGRAMS: [&str; 4] = [
     "clusterlab-node",
 ];
 
+/// What a test killed by a signal leaves behind is removed by the next test
+/// run; the projects of live test processes are not touched.
+#[test]
+fn projects_of_test_processes_that_are_gone_are_swept() {
+    if !docker::available() {
+        return;
+    }
+    let mut exited = std::process::Command::new("true").spawn().unwrap();
+    exited.wait().unwrap();
+    let abandoned = format!("cltest{}x0", exited.id());
+    let live = format!("cltest{}x999", std::process::id());
+    for project in [&abandoned, &live] {
+        let label = format!("com.docker.compose.project={project}");
+        let name = format!("{project}_default");
+        docker::docker(&["network", "create", "--label", &label, &name]);
+        docker::docker(&["volume", "create", "--label", &label, &name]);
+    }
+    let exists = |what: &str, name: &str| {
+        docker::docker(&[what, "ls", "-q", "--filter", &format!("name=^{name}$")])
+            .lines()
+            .count()
+            == 1
+    };
+    let abandoned_net = format!("{abandoned}_default");
+    let live_net = format!("{live}_default");
+    assert!(exists("network", &abandoned_net) && exists("volume", &abandoned_net));
+
+    let swept = docker::sweep_abandoned_projects();
+    assert!(swept.contains(&abandoned), "{swept:?}");
+    assert!(!swept.contains(&live), "{swept:?}");
+    assert!(!exists("network", &abandoned_net) && !exists("volume", &abandoned_net));
+    assert!(exists("network", &live_net) && exists("volume", &live_net));
+    docker::docker(&["network", "rm", &live_net]);
+    docker::docker(&["volume", "rm", &live_net]);
+}
+
 #[test]
 fn the_image_builds_from_source_too_and_holds_the_programs_and_nothing_else() {
     if !docker::available() {
