@@ -72,8 +72,13 @@ fn projects_of_test_processes_that_are_gone_are_swept() {
     for project in [&abandoned, &live] {
         let label = format!("com.docker.compose.project={project}");
         let name = format!("{project}_default");
-        docker::docker(&["network", "create", "--label", &label, &name]);
-        docker::docker(&["volume", "create", "--label", &label, &name]);
+        for what in ["network", "volume"] {
+            let created = docker::docker(&[what, "create", "--label", &label, &name]);
+            assert!(
+                !created.trim().is_empty(),
+                "docker {what} create {name} failed"
+            );
+        }
     }
     let exists = |what: &str, name: &str| {
         docker::docker(&[what, "ls", "-q", "--filter", &format!("name=^{name}$")])
@@ -83,10 +88,10 @@ fn projects_of_test_processes_that_are_gone_are_swept() {
     };
     let abandoned_net = format!("{abandoned}_default");
     let live_net = format!("{live}_default");
-    assert!(exists("network", &abandoned_net) && exists("volume", &abandoned_net));
 
+    // Asserted by what is left, not by what this call returns: another test
+    // run's sweep may get there first.
     let swept = docker::sweep_abandoned_projects();
-    assert!(swept.contains(&abandoned), "{swept:?}");
     assert!(!swept.contains(&live), "{swept:?}");
     assert!(!exists("network", &abandoned_net) && !exists("volume", &abandoned_net));
     assert!(exists("network", &live_net) && exists("volume", &live_net));
