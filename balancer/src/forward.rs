@@ -130,7 +130,9 @@ impl Router {
             .expect("a request path");
         let deadline = Instant::now() + client_deadline(&head.headers).unwrap_or(DEFAULT_DEADLINE);
         let Some(message) = read_unary(body, MAX_MESSAGE_BYTES).await?.message else {
-            return Err(Status::internal("the request carried no message"));
+            return Err(Status::internal(
+                "the request carried no message; a unary call sends exactly one",
+            ));
         };
         let key = message.key()?;
         self.requests.fetch_add(1, Ordering::Relaxed);

@@ -31,7 +31,7 @@
 use std::{
     collections::{HashMap, HashSet},
     sync::{Arc, atomic::Ordering},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use proto::{
@@ -47,6 +47,7 @@ use crate::{
     state::NodeState,
     store::{Record, Store},
     tombstones,
+    version::unix_ms,
 };
 
 /// How often a node compares notes with its peers.
@@ -424,13 +425,6 @@ fn report_under_replicated(state: &NodeState, now: u64) {
         }
         _ => {}
     }
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -9,7 +9,6 @@ use std::{
     collections::VecDeque,
     pin::Pin,
     sync::{Arc, Mutex},
-    time::{SystemTime, UNIX_EPOCH},
 };
 
 use futures::Stream;
@@ -50,10 +49,7 @@ impl Events {
     /// is a sentence for people. The caller logs it too, with its own fields.
     pub fn publish(&self, kind: &str, subject: &str, message: impl Into<String>) {
         let event = proto::Event {
-            at_unix_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0),
+            at_unix_ms: crate::version::unix_ms(),
             source: self.source.clone(),
             kind: kind.to_string(),
             subject: subject.to_string(),

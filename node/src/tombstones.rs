@@ -17,14 +17,11 @@
 //! was down for longer than the grace period, and comes back with its old
 //! data, can bring deleted keys back. docs/replication.md says so.
 
-use std::{
-    sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{sync::Arc, time::Duration};
 
 use tracing::{info, warn};
 
-use crate::state::NodeState;
+use crate::{state::NodeState, version::unix_ms};
 
 /// The shortest grace period allowed. Anti-entropy leaves writes younger than
 /// [`crate::antientropy::SETTLE`] (3 s) alone, and a replica needs a few of its
@@ -46,11 +43,7 @@ pub fn parse_grace(text: &str) -> Result<Duration, String> {
 
 /// Tombstones stamped before this time (Unix ms) are past their grace period.
 pub fn cutoff_ms(grace: Duration) -> u64 {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    now.saturating_sub(grace.as_millis() as u64)
+    unix_ms().saturating_sub(grace.as_millis() as u64)
 }
 
 /// How often to look for tombstones past their grace: a tenth of it, between

@@ -65,7 +65,9 @@ pub struct Hlc {
     wall_clock: fn() -> u64,
 }
 
-fn system_ms() -> u64 {
+/// The wall clock in milliseconds since the Unix epoch, as versions, events
+/// and the anti-entropy and tombstone cutoffs read it.
+pub fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -75,7 +77,7 @@ fn system_ms() -> u64 {
 impl Hlc {
     /// A clock for `node`, reading the system clock.
     pub fn new(node: impl Into<String>) -> Self {
-        Self::with_wall_clock(node, system_ms)
+        Self::with_wall_clock(node, unix_ms)
     }
 
     fn with_wall_clock(node: impl Into<String>, wall_clock: fn() -> u64) -> Self {
