@@ -26,6 +26,7 @@ fn outcome_name(report: &ReplicaReport) -> &'static str {
         Outcome::Failed => "FAILED",
         Outcome::TimedOut => "TIMED_OUT",
         Outcome::Pending => "PENDING",
+        Outcome::Superseded => "SUPERSEDED",
         Outcome::Unspecified => "UNKNOWN",
     }
 }

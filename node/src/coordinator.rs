@@ -6,7 +6,10 @@
 //!
 //! - **Write**: stamp the record with a new version from this node's clock, send
 //!   it to every replica, and acknowledge once W of them have it on disk. The
-//!   others carry on in the background; the trace marks them `PENDING`.
+//!   others carry on in the background; the trace marks them `PENDING`. If a
+//!   replica in the quorum already held a *newer* version (another node's clock
+//!   runs ahead of ours), it keeps that one (`SUPERSEDED`), and the write is
+//!   stamped again above it and sent again: acknowledged means it is the latest.
 //! - **Read**: ask every replica, answer once R have answered, with the newest
 //!   version among the answers. Replicas that answered with something older are
 //!   sent the newest version before the answer goes back (*read repair*), and
@@ -38,6 +41,10 @@ use crate::{
 /// How long the coordinator waits for one replica. A replica that takes longer is
 /// reported `TIMED_OUT`; the quorum may still be met by the others.
 pub const REPLICA_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How many times one write may be stamped: again each time a replica in its
+/// quorum turns out to hold a newer version (see [`Coordinator::write`]).
+const MAX_STAMPS: usize = 3;
 
 /// Pages a scan may merge before it answers with what it has.
 const MAX_SCAN_ROUNDS: usize = 16;
@@ -263,24 +270,84 @@ impl Coordinator {
             "write",
         )?;
         let mut trace = TraceBuilder::new(&self.state.name, plan.quorum);
-        let record = Record {
+        let started = Instant::now();
+        let mut record = Record {
             key,
             version: self.state.clock.now(),
             value,
             request_id,
         };
-        let started = Instant::now();
+        for stamp in 1..=MAX_STAMPS {
+            let Some(newer) = self
+                .write_round(&plan, &record, stamp, &mut trace, started)
+                .await?
+            else {
+                break;
+            };
+            if stamp == MAX_STAMPS {
+                // From the second stamp on, each is above every version the round
+                // before found. Write quorums overlap, so that includes every write
+                // acknowledged before this one began: what is newer still comes
+                // from a concurrent writer, and wins by its version.
+                debug!(key = %record.key, version = %record.version, %newer, "a concurrent write has the newer version");
+                break;
+            }
+            // `store_on` has shown the clock the newer version: stamp above it.
+            record.version = self.state.clock.now();
+            debug!(key = %record.key, %newer, version = %record.version, "a replica held a newer version; stamping the write again");
+        }
+        Ok((record.version, trace.finish()))
+    }
+
+    /// Sends `record`, stamped for the `stamp`th time, to every replica and
+    /// waits for the write quorum, reporting each answer in `trace`. Returns the
+    /// newest version a replica in the quorum kept instead of `record`'s, if
+    /// any: a write stamped below it is not the latest anywhere, and
+    /// acknowledging it would lose it.
+    async fn write_round(
+        &self,
+        plan: &Plan,
+        record: &Record,
+        stamp: usize,
+        trace: &mut TraceBuilder,
+        started: Instant,
+    ) -> Result<Option<Version>> {
+        // Later rounds say which they are, or the trace would seem to list
+        // the replicas twice.
+        let round = match stamp {
+            1 => String::new(),
+            n => format!("stamp {n} of at most {MAX_STAMPS}"),
+        };
         let mut answers = self.fan_out(&plan.replicas, |this, replica| {
             this.store_on(replica, record.clone())
         });
         let mut tally = Tally::new(&plan.replicas);
+        let mut newer: Option<Version> = None;
         while tally.ok < plan.quorum {
             let Some((replica, result)) = answers.recv().await else {
                 break;
             };
             match result {
+                Ok(stored) if stored > record.version => {
+                    let mut detail = format!(
+                        "kept its newer version, above this write's {}",
+                        record.version
+                    );
+                    if !round.is_empty() {
+                        detail += &format!("; {round}");
+                    }
+                    trace.replica(
+                        &replica,
+                        Outcome::Superseded,
+                        Some(&stored),
+                        started,
+                        detail,
+                    );
+                    tally.succeeded(&replica);
+                    newer = newer.max(Some(stored));
+                }
                 Ok(stored) => {
-                    trace.replica(&replica, Outcome::Acked, Some(&stored), started, "");
+                    trace.replica(&replica, Outcome::Acked, Some(&stored), started, &*round);
                     tally.succeeded(&replica);
                 }
                 Err(e) => {
@@ -300,7 +367,7 @@ impl Coordinator {
                 tally.reasons()
             )));
         }
-        Ok((record.version, trace.finish()))
+        Ok(newer)
     }
 
     /// Reads the newest record for `key` (which may be a tombstone) from a read

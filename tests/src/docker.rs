@@ -187,6 +187,7 @@ pub fn sweep_abandoned_projects() -> Vec<String> {
             args.extend(["-q", "--filter", &filter]);
             docker(&args).lines().map(str::to_string).collect()
         };
+        let mut failures = Vec::new();
         for (list, remove) in [
             (&["ps", "-a"][..], &["rm", "-f"][..]),
             (&["network", "ls"], &["network", "rm"]),
@@ -194,12 +195,27 @@ pub fn sweep_abandoned_projects() -> Vec<String> {
         ] {
             let ids = ids(list);
             if !ids.is_empty() {
-                let mut args = remove.to_vec();
-                args.extend(ids.iter().map(String::as_str));
-                docker(&args);
+                let mut command = Command::new("docker");
+                command.args(remove).args(&ids);
+                let out = run(command);
+                if !out.status.success() {
+                    failures.push(format!(
+                        "docker {}: {}",
+                        remove.join(" "),
+                        out.stderr.trim()
+                    ));
+                }
             }
         }
-        eprintln!("removed compose project {name}: the test process that started it is gone");
+        match failures.is_empty() {
+            true => eprintln!(
+                "removed compose project {name}: the test process that started it is gone"
+            ),
+            false => eprintln!(
+                "could not remove all of compose project {name} (the next sweep tries again): {}",
+                failures.join("; ")
+            ),
+        }
     }
     abandoned
 }

@@ -514,6 +514,52 @@ impl TestCluster {
         Ok(KeyValueClient::new(channel))
     }
 
+    /// What node `index` itself holds for `key`, asked over `Replica.Read` as
+    /// another node would (no quorum, no repair).
+    pub fn held(&self, index: usize, key: &str) -> Option<proto::Record> {
+        let request = proto::ReadRequest {
+            key: key.into(),
+            from: "test".into(),
+        };
+        self.replica(index, |mut replica| async move {
+            replica.read(request).await.map(|r| r.into_inner().record)
+        })
+        .unwrap_or_else(|e| panic!("reading {key} on node {index}: {e}"))
+    }
+
+    /// Stores `record` on node `index` over `Replica.Write`, as a peer
+    /// replicating its own write would: a version from any clock can be
+    /// planted this way. Returns the version the node now holds.
+    pub fn replicate(&self, index: usize, record: proto::Record) -> Option<proto::Version> {
+        let request = proto::WriteRequest {
+            record: Some(record),
+            request_id: String::new(),
+            from: "test".into(),
+        };
+        self.replica(index, |mut replica| async move {
+            replica.write(request).await.map(|r| r.into_inner().stored)
+        })
+        .unwrap_or_else(|e| panic!("replicating to node {index}: {e}"))
+    }
+
+    /// Runs `call` with a `Replica` client to node `index`, as the `node` identity.
+    fn replica<T, F>(
+        &self,
+        index: usize,
+        call: impl FnOnce(proto::replica_client::ReplicaClient<tonic::transport::Channel>) -> F,
+    ) -> Result<T, String>
+    where
+        F: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
+        block_on(async {
+            let addr = self.nodes[index].addr.to_string();
+            let channel = channel_as(&self.certs, "node", &addr).await?;
+            call(proto::replica_client::ReplicaClient::new(channel))
+                .await
+                .map_err(|status| status.to_string())
+        })
+    }
+
     /// The `Admin.Status` of the process at `addr`.
     pub fn status_at(&self, addr: &str) -> Result<proto::StatusResponse, String> {
         block_on(async {

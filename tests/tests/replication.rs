@@ -316,6 +316,54 @@ fn status_and_a_verbose_put_show_members_and_which_replicas_acknowledged() {
     });
 }
 
+/// Another node, whose clock runs an hour ahead, has written `k`: planted here
+/// on n2 and n3, a write quorum, as its coordinator would have left it. n1 has
+/// not seen that version, so its first stamp for a new put is below it, and
+/// both replicas keep their newer value. Acknowledging that put would lose it:
+/// n1 must stamp it again, above what the replicas reported.
+#[test]
+fn a_write_stamped_below_a_newer_version_is_stamped_again_not_lost() {
+    let cluster = TestCluster::start(3);
+    let ahead = proto::Version {
+        wall_ms: node::version::unix_ms() + 3_600_000,
+        logical: 0,
+        node: "n2".into(),
+    };
+    let record = proto::Record {
+        key: "k".into(),
+        version: Some(ahead.clone()),
+        value: b"old".to_vec(),
+        tombstone: false,
+        request_id: String::new(),
+    };
+    for index in [1, 2] {
+        assert_eq!(
+            cluster.replicate(index, record.clone()),
+            Some(ahead.clone())
+        );
+    }
+    let put = cluster
+        .client_to(0)
+        .args(["--json", "put", "k", "new"])
+        .ok()
+        .json();
+    let stamped = (
+        put["version"]["wall_ms"].as_u64().unwrap(),
+        put["version"]["logical"].as_u64().unwrap(),
+    );
+    assert!(
+        stamped > (ahead.wall_ms, 0),
+        "the put was acknowledged at a version below the one the replicas kept: {put}"
+    );
+    for index in 0..3 {
+        let out = cluster.client_to(index).args(["get", "k"]).ok();
+        assert_eq!(out.stdout, "new", "read through node {index} after {put}");
+    }
+    wait_until("every replica to hold the put", SETTLE, || {
+        (0..3).all(|i| cluster.held(i, "k").is_some_and(|r| r.value == b"new"))
+    });
+}
+
 #[test]
 fn too_few_live_replicas_is_unavailable_naming_needed_and_answered() {
     let mut cluster = TestCluster::start(3);
@@ -349,25 +397,6 @@ fn too_few_live_replicas_is_unavailable_naming_needed_and_answered() {
     assert!(out.stderr.contains("quorum=1"), "{}", out.stderr);
 }
 
-/// What node `index` itself holds for `key` (no quorum, no repair), asked the
-/// way a coordinator asks a replica.
-fn held(cluster: &TestCluster, index: usize, key: &str) -> Option<proto::Record> {
-    block_on(async {
-        let addr = cluster.nodes[index].addr.to_string();
-        let channel = tests::channel_as(&cluster.certs, "node", &addr).await?;
-        let request = proto::ReadRequest {
-            key: key.into(),
-            from: "test".into(),
-        };
-        proto::replica_client::ReplicaClient::new(channel)
-            .read(request)
-            .await
-            .map(|response| response.into_inner().record)
-            .map_err(|status| status.to_string())
-    })
-    .unwrap_or_else(|e| panic!("reading {key} on node {index}: {e}"))
-}
-
 /// A replica down during a delete receives the tombstone from anti-entropy
 /// while it is young. Once every node has dropped it (the grace period is
 /// 30 s here), the deleted value is gone everywhere and does not come back.
@@ -376,16 +405,16 @@ fn a_replica_that_missed_a_delete_gets_the_tombstone_before_it_is_collected() {
     let mut cluster = TestCluster::start_with(3, &["--tombstone-grace", "30s"]);
     cluster.client().args(["put", "doomed", "v"]).ok();
     wait_until("n3 to hold the value", SETTLE, || {
-        held(&cluster, 2, "doomed").is_some_and(|r| !r.tombstone)
+        cluster.held(2, "doomed").is_some_and(|r| !r.tombstone)
     });
     cluster.kill(2);
     cluster.client().args(["delete", "doomed"]).ok();
     cluster.start_node(2);
     wait_until("n3 to receive the tombstone", SETTLE, || {
-        held(&cluster, 2, "doomed").is_some_and(|r| r.tombstone)
+        cluster.held(2, "doomed").is_some_and(|r| r.tombstone)
     });
     wait_until("every node to drop the tombstone", SETTLE, || {
-        (0..3).all(|i| held(&cluster, i, "doomed").is_none())
+        (0..3).all(|i| cluster.held(i, "doomed").is_none())
     });
     let out = cluster.client().args(["get", "--r", "3", "doomed"]).fails();
     assert!(out.stderr.starts_with("NOT_FOUND:"), "{}", out.stderr);
