@@ -3,7 +3,9 @@
 use std::{
     io::{BufRead, BufReader},
     net::TcpListener,
-    process::{Command, Stdio},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -21,55 +23,83 @@ fn free_port_block() -> u16 {
         .expect("a free block of ports")
 }
 
+/// A running `clusterlab-local`, its output collected in the background.
+struct Local {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    collector: std::thread::JoinHandle<()>,
+    dir: PathBuf,
+    port: u16,
+}
+
+impl Local {
+    fn start(dir: &Path, port: u16) -> Local {
+        let mut child = Command::new(bin("clusterlab-local"))
+            .args(["--port", &port.to_string(), "--dir"])
+            .arg(dir)
+            .env("CLUSTERLAB_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting clusterlab-local");
+        let stdout = child.stdout.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+        let collector = {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    lines.lock().unwrap().push(line);
+                }
+            })
+        };
+        let local = Local {
+            child,
+            lines,
+            collector,
+            dir: dir.to_path_buf(),
+            port,
+        };
+        wait_until(
+            "the balancer to see three healthy nodes",
+            Duration::from_secs(60),
+            || {
+                let out = local.client().args(["--json", "status"]).run();
+                out.code() == 0
+                    && out.json()["backends"]
+                        .as_array()
+                        .is_some_and(|b| b.iter().filter(|b| b["health"] == "healthy").count() == 3)
+            },
+        );
+        local
+    }
+
+    /// A client of this cluster's balancer.
+    fn client(&self) -> Client {
+        Client::bare()
+            .args(["--addr", &format!("127.0.0.1:{}", self.port), "--certs"])
+            .arg_path(&self.dir.join("certs"))
+    }
+
+    /// Ctrl-C; returns how it exited and every line it printed.
+    fn interrupt(mut self) -> (ExitStatus, Vec<String>) {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-INT", &pid]).status().unwrap();
+        let status = self.child.wait().unwrap();
+        self.collector.join().unwrap();
+        let lines = self.lines.lock().unwrap().clone();
+        (status, lines)
+    }
+}
+
 #[test]
 fn one_command_starts_three_nodes_and_a_balancer_and_ctrl_c_stops_them() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port_block();
-    let mut local = Command::new(bin("clusterlab-local"))
-        .args(["--port", &port.to_string(), "--dir"])
-        .arg(dir.path())
-        .env("CLUSTERLAB_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("starting clusterlab-local");
-    // Collect its output in the background.
-    let stdout = local.stdout.take().unwrap();
-    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let collector = {
-        let lines = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                lines.lock().unwrap().push(line);
-            }
-        })
-    };
+    let local = Local::start(dir.path(), port);
+    local.client().args(["put", "k", "v"]).ok();
 
-    let client = || {
-        Client::bare()
-            .args(["--addr", &format!("127.0.0.1:{port}"), "--certs"])
-            .arg_path(&dir.path().join("certs"))
-    };
-    wait_until(
-        "the balancer to see three healthy nodes",
-        Duration::from_secs(60),
-        || {
-            let out = client().args(["--json", "status"]).run();
-            out.code() == 0
-                && out.json()["backends"]
-                    .as_array()
-                    .is_some_and(|b| b.iter().filter(|b| b["health"] == "healthy").count() == 3)
-        },
-    );
-    client().args(["put", "k", "v"]).ok();
-
-    // Ctrl-C.
-    let pid = local.id().to_string();
-    Command::new("kill").args(["-INT", &pid]).status().unwrap();
-    let status = local.wait().unwrap();
-    collector.join().unwrap();
+    let (status, lines) = local.interrupt();
     assert!(status.success(), "clusterlab-local exited with {status}");
-    let lines = lines.lock().unwrap();
     for prefix in ["n1 ", "n2 ", "n3 ", "balancer "] {
         assert!(
             lines.iter().any(|l| l.starts_with(prefix)),
@@ -93,4 +123,58 @@ fn one_command_starts_three_nodes_and_a_balancer_and_ctrl_c_stops_them() {
             "port {p} still in use"
         );
     }
+}
+
+/// Started twice by mistake (a second terminal, the same command), the second
+/// `clusterlab-local` must not make fresh certificates over the running
+/// cluster's: every client of that cluster would be locked out.
+#[test]
+fn a_second_clusterlab_local_refuses_to_start_and_leaves_the_first_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port_block();
+    let local = Local::start(dir.path(), port);
+    let ca = dir.path().join("certs").join("ca.pem");
+    let ca_before = std::fs::read(&ca).unwrap();
+    let second = |dir: &Path, port: u16| {
+        Command::new(bin("clusterlab-local"))
+            .args(["--port", &port.to_string(), "--dir"])
+            .arg(dir)
+            .output()
+            .expect("running a second clusterlab-local")
+    };
+
+    // The same directory, other ports.
+    let out = second(dir.path(), free_port_block());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("another clusterlab-local is running in")
+            && stderr.contains(&dir.path().display().to_string())
+            && stderr.contains("--dir"),
+        "{stderr}"
+    );
+
+    // Another directory, the same ports.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = second(elsewhere.path(), port);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("127.0.0.1:{port} is in use")) && stderr.contains("--port"),
+        "{stderr}"
+    );
+    assert!(
+        !elsewhere.path().join("certs").exists(),
+        "certificates were made"
+    );
+
+    // The first cluster kept its certificates and still serves.
+    assert_eq!(
+        std::fs::read(&ca).unwrap(),
+        ca_before,
+        "ca.pem was replaced"
+    );
+    local.client().args(["put", "k", "v"]).ok();
+    let (status, _) = local.interrupt();
+    assert!(status.success(), "clusterlab-local exited with {status}");
 }

@@ -3,14 +3,16 @@
 //! Starts three nodes (n1, n2, n3 on 127.0.0.1:7101-7103) and a balancer (on
 //! 127.0.0.1:7000) with fresh certificates, prints every process's log lines
 //! (each starts with the process's name), and stops them all, gracefully, on
-//! Ctrl-C. Data stays in `--dir` between runs unless `--fresh` is given.
+//! Ctrl-C. Data stays in `--dir` between runs unless `--fresh` is given. A
+//! second `clusterlab-local` on the same directory or ports refuses to start,
+//! and leaves the running cluster and its certificates alone.
 //!
 //! ```sh
 //! cargo run --release -p tests --bin clusterlab-local
 //! ```
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{ExitCode, Stdio},
 };
 
@@ -73,6 +75,16 @@ fn sibling(name: &str) -> Result<PathBuf, String> {
 }
 
 async fn run(args: Args) -> Result<(), String> {
+    let node_addrs: Vec<String> = (1..=args.nodes)
+        .map(|i| format!("127.0.0.1:{}", args.port + 100 + i))
+        .collect();
+    let balancer_addr = format!("127.0.0.1:{}", args.port);
+    // Both checked before anything is touched: fresh certificates written over
+    // those of a cluster that is still running would lock its clients out.
+    let _lock = lock(&args.dir)?;
+    for addr in std::iter::once(&balancer_addr).chain(&node_addrs) {
+        ensure_free(addr)?;
+    }
     let certs = args.dir.join("certs");
     let init = std::process::Command::new(sibling("clusterlab-certs")?)
         .args(["init", "--force", "--out"])
@@ -85,10 +97,6 @@ async fn run(args: Args) -> Result<(), String> {
     if args.fresh {
         let _ = std::fs::remove_dir_all(args.dir.join("data"));
     }
-    let node_addrs: Vec<String> = (1..=args.nodes)
-        .map(|i| format!("127.0.0.1:{}", args.port + 100 + i))
-        .collect();
-    let balancer_addr = format!("127.0.0.1:{}", args.port);
 
     let mut children = Vec::new();
     // How to start each node again by hand after it was killed.
@@ -186,6 +194,36 @@ async fn run(args: Args) -> Result<(), String> {
         println!("clusterlab-local: {name} stopped ({})", describe(&status));
     }
     Ok(())
+}
+
+/// Holds `DIR/clusterlab-local.lock` for as long as the returned file is
+/// open, so two clusters cannot share one directory.
+fn lock(dir: &Path) -> Result<std::fs::File, String> {
+    let path = dir.join("clusterlab-local.lock");
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let file = std::fs::File::create(&path)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(format!(
+            "another clusterlab-local is running in {}; stop it first (Ctrl-C in its \
+             terminal), or give this one a directory of its own with --dir",
+            dir.display()
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(format!("cannot lock {}: {e}", path.display())),
+    }
+}
+
+/// Fails, naming `addr`, if another process listens there already.
+fn ensure_free(addr: &str) -> Result<(), String> {
+    match std::net::TcpListener::bind(addr) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(format!(
+            "{addr} is in use by another process (another clusterlab-local, or a node \
+             started by hand?); stop it, or choose other ports with --port"
+        )),
+        Err(e) => Err(format!("cannot listen on {addr}: {e}")),
+    }
 }
 
 fn describe(status: &std::io::Result<std::process::ExitStatus>) -> String {
