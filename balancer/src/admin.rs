@@ -56,7 +56,8 @@ impl Admin for AdminService {
                     health: health.name().into(),
                     reason: match health {
                         Health::Ejected { reason, .. } => reason,
-                        _ => String::new(),
+                        Health::Waiting { reason } => reason.unwrap_or_default(),
+                        Health::Healthy => String::new(),
                     },
                     in_flight: b.in_flight.load(Ordering::Relaxed),
                     requests: b.requests.load(Ordering::Relaxed),

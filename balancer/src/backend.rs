@@ -43,8 +43,10 @@ pub const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 /// A backend's health, as the balancer sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Health {
-    /// Not checked yet: not in rotation until the first good check.
-    Unknown,
+    /// Not in rotation yet: no health check has found it serving. `reason`
+    /// says why the last one failed (a node still starting, say); `None`
+    /// before the first check.
+    Waiting { reason: Option<String> },
     /// In rotation.
     Healthy,
     /// Out of rotation until a health check succeeds.
@@ -52,10 +54,10 @@ pub enum Health {
 }
 
 impl Health {
-    /// "healthy", "ejected" or "unknown".
+    /// "waiting", "healthy" or "ejected".
     pub fn name(&self) -> &'static str {
         match self {
-            Health::Unknown => "unknown",
+            Health::Waiting { .. } => "waiting",
             Health::Healthy => "healthy",
             Health::Ejected { .. } => "ejected",
         }
@@ -84,7 +86,7 @@ impl Backend {
             name: Mutex::new(addr.clone()),
             addr,
             connection,
-            health: Mutex::new(Health::Unknown),
+            health: Mutex::new(Health::Waiting { reason: None }),
             in_flight: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
@@ -133,7 +135,7 @@ impl Backend {
         let name = self.name();
         match before {
             Health::Healthy => {}
-            Health::Unknown => {
+            Health::Waiting { .. } => {
                 info!(node = %name, addr = %self.addr, "backend healthy");
                 events.publish(
                     "backend.healthy",
@@ -153,11 +155,21 @@ impl Backend {
         }
     }
 
-    /// Takes the node out of rotation because of `reason`.
+    /// Takes the node out of rotation because of `reason`. A node that has
+    /// never been in rotation is not ejected: it goes on waiting, and the
+    /// reason is logged when it changes (a node still starting is no news).
     pub fn eject(&self, reason: String, events: &Events) {
         let mut health = self.health.lock().expect("health poisoned");
-        if matches!(*health, Health::Ejected { .. }) {
-            return;
+        match &mut *health {
+            Health::Ejected { .. } => return,
+            Health::Waiting { reason: last } => {
+                if last.as_ref() != Some(&reason) {
+                    info!(addr = %self.addr, %reason, "backend not in rotation yet");
+                    *last = Some(reason);
+                }
+                return;
+            }
+            Health::Healthy => {}
         }
         *health = Health::Ejected {
             since: Instant::now(),

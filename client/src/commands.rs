@@ -399,7 +399,11 @@ fn print_balancer_status(global: &Global, status: &StatusResponse) {
             b.name, b.addr, b.health, b.in_flight, b.requests, b.errors, b.ejections
         );
         if !b.reason.is_empty() {
-            println!("           ejected because: {}", b.reason);
+            let why = match b.health.as_str() {
+                "ejected" => "ejected because",
+                _ => "not in rotation yet",
+            };
+            println!("           {why}: {}", b.reason);
         }
     }
 }

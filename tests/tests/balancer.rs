@@ -104,6 +104,46 @@ fn a_killed_node_is_ejected_and_no_acknowledged_write_is_lost() {
     assert!(json["per_node"].get("n3").is_none(), "{json}");
 }
 
+/// A node that has never answered a health check (still starting, or nothing
+/// listens at its address) was never in rotation, so it is not "ejected": it
+/// is waiting, with the reason, and no ejection is counted, logged or sent.
+#[test]
+fn a_node_that_never_answered_is_waiting_not_ejected() {
+    let mut cluster = TestCluster::start(2);
+    let nowhere = format!("127.0.0.1:{}", tests::free_port());
+    let nodes: Vec<String> = cluster.nodes.iter().map(|n| n.addr.to_string()).collect();
+    let nodes = format!("{},{nowhere}", nodes.join(","));
+    cluster.start_balancer_with(&["--nodes".into(), nodes]);
+    wait_until("the failed check to be reported", SETTLE, || {
+        let status = cluster.balancer_status(0).unwrap();
+        let backend = status.backends.iter().find(|b| b.addr == nowhere).unwrap();
+        assert_eq!(backend.health, "waiting", "{backend:?}");
+        assert_eq!(backend.ejections, 0, "{backend:?}");
+        !backend.reason.is_empty()
+    });
+    let out = cluster.client_to_balancer(0).args(["status"]).ok();
+    assert!(
+        out.stdout.contains("not in rotation yet: "),
+        "{}",
+        out.stdout
+    );
+    let log = cluster.balancers[0].log_text();
+    assert!(
+        log.contains(&format!("backend not in rotation yet addr={nowhere}")),
+        "{log}"
+    );
+    assert!(!log.contains("backend ejected"), "{log}");
+    let addr = cluster.balancers[0].addr.to_string();
+    let events = tests::event_history(&cluster.certs, &addr).unwrap();
+    assert!(
+        events.iter().all(|e| e.kind != "backend.ejected"),
+        "{events:?}"
+    );
+    // The nodes that do answer serve every request.
+    let (served, failed) = put_many(&cluster, 20, 2);
+    assert_eq!(failed, 0, "{served:?}");
+}
+
 #[test]
 fn a_hung_node_is_ejected_and_returns_when_it_answers_again() {
     let mut cluster = TestCluster::start_with(3, &["--dead-after", "60s"]);
