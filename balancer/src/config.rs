@@ -1,10 +1,9 @@
 //! The balancer's command line. Every flag can also come from a `CLUSTERLAB_*`
 //! environment variable, which is how docker compose configures it.
 
-use std::{path::PathBuf, time::Duration};
+use std::time::Duration;
 
-use certs::TlsMode;
-use node::telemetry::LogFormat;
+use node::config::Serving;
 
 use crate::policy::Policy;
 
@@ -55,34 +54,12 @@ pub struct Config {
     #[arg(long, env = "CLUSTERLAB_RETRY_BUDGET", default_value_t = 0.2)]
     pub retry_budget: f64,
 
-    /// The PKI directory made by `clusterlab-certs init`.
-    #[arg(
-        long,
-        env = "CLUSTERLAB_CERTS",
-        value_name = "DIR",
-        default_value = "certs"
-    )]
-    pub certs: PathBuf,
-
     /// Which certificate in --certs to present (NAME.pem and NAME.key).
     #[arg(long, env = "CLUSTERLAB_IDENTITY", default_value = "balancer")]
     pub identity: String,
 
-    /// mtls (default), or plaintext for the sniffing lab only.
-    #[arg(long, env = "CLUSTERLAB_TLS", value_enum, default_value_t)]
-    pub tls: TlsMode,
-
-    /// How log lines are written.
-    #[arg(long, env = "CLUSTERLAB_LOG_FORMAT", value_enum, default_value_t)]
-    pub log_format: LogFormat,
-
-    /// On SIGTERM or SIGINT, how long in-flight requests may take to finish.
-    #[arg(long, env = "CLUSTERLAB_DRAIN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
-    pub drain_timeout: Duration,
-
-    /// A client that has not finished its TLS handshake by then is disconnected.
-    #[arg(long, env = "CLUSTERLAB_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
-    pub handshake_timeout: Duration,
+    #[command(flatten)]
+    pub serving: Serving,
 
     /// Worker threads. 1 (the default) keeps every request on one thread:
     /// no hand-offs between threads, which is fastest when the balancer shares

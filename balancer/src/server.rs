@@ -33,8 +33,9 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     config.validate().map_err(anyhow::Error::msg)?;
     // The same certificate serves clients and proves who we are to the nodes.
-    let credentials = Credentials::load(config.tls, &config.certs, &config.identity)
-        .context("cannot load the balancer's certificate")?;
+    let credentials =
+        Credentials::load(config.serving.tls, &config.serving.certs, &config.identity)
+            .context("cannot load the balancer's certificate")?;
     let revocation_watcher = credentials.revocation_watcher();
     let Credentials {
         server: tls,
@@ -80,16 +81,16 @@ pub async fn run(
     ));
 
     let mut listener_config = ListenerConfig::new(tls);
-    listener_config.handshake_timeout = config.handshake_timeout;
+    listener_config.handshake_timeout = config.serving.handshake_timeout;
     let incoming = certs::listener::incoming(listener, listener_config);
 
-    certs::tls::warn_about(config.tls, "balancer");
+    certs::tls::warn_about(config.serving.tls, "balancer");
     info!(
         addr = %local_addr,
         nodes = ?config.nodes(),
         nodes_dns = config.nodes_dns.as_deref().unwrap_or("none"),
         policy = %config.policy,
-        tls = ?config.tls,
+        tls = ?config.serving.tls,
         "balancer listening"
     );
     events.publish(
@@ -118,7 +119,7 @@ pub async fn run(
         shutdown.await;
         health.set_not_serving::<ForwardService>().await;
     };
-    lifecycle::serve_with_drain(shutdown, config.drain_timeout, |signal| {
+    lifecycle::serve_with_drain(shutdown, config.serving.drain_timeout, |signal| {
         router_service.serve_with_incoming_shutdown(incoming, signal)
     })
     .await?;

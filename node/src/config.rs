@@ -95,6 +95,26 @@ pub struct Config {
     #[arg(long, env = "CLUSTERLAB_DATA_DIR", value_name = "DIR")]
     pub data_dir: PathBuf,
 
+    /// Which certificate in --certs to present (NAME.pem and NAME.key).
+    #[arg(long, env = "CLUSTERLAB_IDENTITY", default_value = "node")]
+    pub identity: String,
+
+    #[command(flatten)]
+    pub serving: Serving,
+
+    /// Threads for serving requests. 1 (the default) runs every request on one
+    /// thread, which is fastest when several nodes share a machine
+    /// (docs/performance.md); 0 means one per core. The store's disk work runs
+    /// on threads of its own either way.
+    #[arg(long, env = "CLUSTERLAB_THREADS", default_value_t = 1)]
+    pub threads: usize,
+}
+
+/// The flags a node and a balancer share: where the certificates are, TLS or
+/// not, how log lines look, and how long connections may take to start and
+/// to finish. Flattened into both command lines (`#[command(flatten)]`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Serving {
     /// The PKI directory made by `clusterlab-certs init`.
     #[arg(
         long,
@@ -103,10 +123,6 @@ pub struct Config {
         default_value = "certs"
     )]
     pub certs: PathBuf,
-
-    /// Which certificate in --certs to present (NAME.pem and NAME.key).
-    #[arg(long, env = "CLUSTERLAB_IDENTITY", default_value = "node")]
-    pub identity: String,
 
     /// mtls (default), or plaintext for the sniffing lab only.
     #[arg(long, env = "CLUSTERLAB_TLS", value_enum, default_value_t)]
@@ -117,20 +133,13 @@ pub struct Config {
     pub log_format: LogFormat,
 
     /// On SIGTERM or SIGINT, how long in-flight requests may take to finish
-    /// before the node exits anyway.
+    /// before the process exits anyway.
     #[arg(long, env = "CLUSTERLAB_DRAIN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
 
     /// A client that has not finished its TLS handshake by then is disconnected.
     #[arg(long, env = "CLUSTERLAB_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub handshake_timeout: Duration,
-
-    /// Threads for serving requests. 1 (the default) runs every request on one
-    /// thread, which is fastest when several nodes share a machine
-    /// (docs/performance.md); 0 means one per core. The store's disk work runs
-    /// on threads of its own either way.
-    #[arg(long, env = "CLUSTERLAB_THREADS", default_value_t = 1)]
-    pub threads: usize,
 }
 
 impl Config {

@@ -51,8 +51,9 @@ pub async fn run(
     let replication = config.replication().map_err(anyhow::Error::msg)?;
     let peers = config.peer_addrs().map_err(anyhow::Error::msg)?;
     // The same certificate proves who we are when we call other nodes.
-    let credentials = Credentials::load(config.tls, &config.certs, &config.identity)
-        .context("cannot load the node's certificate")?;
+    let credentials =
+        Credentials::load(config.serving.tls, &config.serving.certs, &config.identity)
+            .context("cannot load the node's certificate")?;
     let revocation_watcher = credentials.revocation_watcher();
     let Credentials {
         server: tls,
@@ -115,17 +116,17 @@ pub async fn run(
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
 
     let mut listener_config = ListenerConfig::new(tls);
-    listener_config.handshake_timeout = config.handshake_timeout;
+    listener_config.handshake_timeout = config.serving.handshake_timeout;
     let incoming = certs::listener::incoming(listener, listener_config);
 
-    certs::tls::warn_about(config.tls, "node");
+    certs::tls::warn_about(config.serving.tls, "node");
     info!(
         addr = %local_addr,
         advertise = %advertise,
         peers = ?peers,
         peers_dns = config.peers_dns.as_deref().unwrap_or("none"),
         replicas = replication.replicas,
-        tls = ?config.tls,
+        tls = ?config.serving.tls,
         data = %state.store.path().display(),
         identity = %state.identity.as_ref().map(|i| i.uri()).unwrap_or_else(|| "none".into()),
         "node listening"
@@ -173,7 +174,7 @@ pub async fn run(
         // Tell health checkers we are going away before connections close.
         set_health(&health_on_stop, ServingStatus::NotServing).await;
     };
-    lifecycle::serve_with_drain(shutdown, config.drain_timeout, |signal| {
+    lifecycle::serve_with_drain(shutdown, config.serving.drain_timeout, |signal| {
         router.serve_with_incoming_shutdown(incoming, signal)
     })
     .await?;

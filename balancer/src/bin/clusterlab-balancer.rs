@@ -12,7 +12,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let config = Config::parse();
-    telemetry::init(&config.name, config.log_format);
+    telemetry::init(&config.name, config.serving.log_format);
     let runtime = lifecycle::runtime(config.threads).expect("starting the tokio runtime");
     match runtime.block_on(start(config)) {
         Ok(()) => ExitCode::SUCCESS,

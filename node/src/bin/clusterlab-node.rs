@@ -18,7 +18,7 @@ fn main() -> ExitCode {
                 host
             });
     }
-    telemetry::init(&config.name, config.log_format);
+    telemetry::init(&config.name, config.serving.log_format);
     match runtime.block_on(start(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
