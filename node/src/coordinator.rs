@@ -302,8 +302,8 @@ impl Coordinator {
     /// Sends `record`, stamped for the `stamp`th time, to every replica and
     /// waits for the write quorum, reporting each answer in `trace`. Returns the
     /// newest version a replica in the quorum kept instead of `record`'s, if
-    /// any: a write stamped below it is not the latest anywhere, and
-    /// acknowledging it would lose it.
+    /// any: once every replica has both, that version wins over the write
+    /// (last writer wins), so acknowledging the write would lose it.
     async fn write_round(
         &self,
         plan: &Plan,
