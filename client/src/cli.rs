@@ -147,7 +147,8 @@ pub struct LoadArgs {
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(0..=1_048_576))]
     pub value_size: u32,
     /// Send at this fixed rate (requests per second) instead of as fast as the
-    /// cluster answers: an open loop, like many independent users.
+    /// cluster answers: an open loop, like many independent users. Latency
+    /// then counts from when each request was due, waiting for a slot included.
     #[arg(long, value_name = "RPS", value_parser = positive)]
     pub rate: Option<f64>,
 }

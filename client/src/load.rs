@@ -7,6 +7,11 @@
 //! the requests spread over the nodes; at the end, a summary. Latencies go into
 //! an HDR histogram, which keeps percentiles accurate to three significant
 //! digits in a few kilobytes, however many requests there were.
+//!
+//! In an open loop, a request's latency counts from when it was *due*, not from
+//! when it went out. When the cluster stalls, every slot fills and requests
+//! wait their turn; timed from their late start, they would look fast, and the
+//! stall would hide itself. (Gil Tene calls this *coordinated omission*.)
 
 use std::{
     collections::BTreeMap,
@@ -191,19 +196,21 @@ async fn drive(work: Workload, concurrency: usize, rate: Option<f64>, deadline: 
         ticker
     });
     while Instant::now() < deadline {
-        if let Some(ticker) = ticker.as_mut() {
-            tokio::select! {
-                _ = ticker.tick() => {}
+        // When this request is due: on the schedule in an open loop, else now.
+        let due = match ticker.as_mut() {
+            Some(ticker) => tokio::select! {
+                due = ticker.tick() => Some(due.into_std()),
                 _ = tokio::time::sleep_until(deadline.into()) => break,
-            }
-        }
+            },
+            None => None,
+        };
         let slot = tokio::select! {
             slot = slots.clone().acquire_owned() => slot.expect("semaphore open"),
             _ = tokio::time::sleep_until(deadline.into()) => break,
         };
         let work = work.clone();
         tasks.spawn(async move {
-            let outcome = one_request(&work).await;
+            let outcome = one_request(&work, due).await;
             let mut stats = work.stats.lock().expect("stats poisoned");
             stats.total.record(&outcome);
             stats.second.record(&outcome);
@@ -215,11 +222,11 @@ async fn drive(work: Workload, concurrency: usize, rate: Option<f64>, deadline: 
     while tasks.join_next().await.is_some() {}
 }
 
-/// One read or write of a random key.
-async fn one_request(work: &Workload) -> Outcome {
+/// One read or write of a random key, timed from `due` if it was scheduled.
+async fn one_request(work: &Workload, due: Option<Instant>) -> Outcome {
     let key = format!("load/{}", rand::random_range(0..work.keys));
     let mut client = work.client.clone();
-    let started = Instant::now();
+    let started = due.unwrap_or_else(Instant::now);
     let trace: Result<Option<Trace>, tonic::Status> = if rand::random::<f64>() < work.read_ratio {
         let get = GetRequest {
             key,

@@ -278,6 +278,31 @@ fn an_open_loop_load_never_exceeds_its_rate() {
     assert!((1..=81).contains(&requests), "{json}");
 }
 
+/// In an open loop, latency counts from when a request was due. Here every
+/// request takes at least 200 ms and only 2 may be in flight, so requests due
+/// every 25 ms queue for a slot: by the 8th, the wait alone is hundreds of ms.
+/// Timed from when they went out, every one would look like 200 ms and the
+/// overload would not show (coordinated omission).
+#[test]
+fn an_open_loop_counts_latency_from_when_each_request_was_due() {
+    let cluster = TestCluster::start(1);
+    cluster
+        .client()
+        .args(["fault", "n1", "--latency", "200ms"])
+        .ok();
+    let json = cluster
+        .client()
+        .args(["--json", "load", "--duration", "2s", "--rate", "40"])
+        .args(["--concurrency", "2", "--read-ratio", "1"])
+        .ok()
+        .json();
+    assert_eq!(json["errors"], serde_json::json!({}), "{json}");
+    // However slow this machine, the request that waited longest for a slot
+    // was due at least 600 ms before it was answered (see above).
+    let max_us = json["latency_us"]["max"].as_u64().unwrap();
+    assert!(max_us >= 600_000, "{json}");
+}
+
 #[test]
 fn nodes_found_through_dns_take_traffic_once_healthy() {
     let mut cluster = TestCluster::start(1);
