@@ -10,6 +10,8 @@
 //!   replica in the quorum already held a *newer* version (another node's clock
 //!   runs ahead of ours), it keeps that one (`SUPERSEDED`), and the write is
 //!   stamped again above it and sent again: acknowledged means it is the latest.
+//!   A write that has taken over a second by then is refused (`ABORTED`)
+//!   rather than stamped again: it may be a stale copy.
 //! - **Read**: ask every replica, answer once R have answered, with the newest
 //!   version among the answers. Replicas that answered with something older are
 //!   sent the newest version before the answer goes back (*read repair*), and
@@ -45,6 +47,12 @@ pub const REPLICA_TIMEOUT: Duration = Duration::from_secs(2);
 /// How many times one write may be stamped: again each time a replica in its
 /// quorum turns out to hold a newer version (see [`Coordinator::write`]).
 const MAX_STAMPS: usize = 3;
+
+/// A write is stamped again only this soon after it began. One that has taken
+/// longer (its node was paused, say) may be a late copy of a write that a client
+/// has since retried elsewhere and followed with another: stamped again, it
+/// would overwrite that newer write. It is refused instead.
+const RESTAMP_WITHIN: Duration = Duration::from_secs(1);
 
 /// Pages a scan may merge before it answers with what it has.
 const MAX_SCAN_ROUNDS: usize = 16;
@@ -291,6 +299,16 @@ impl Coordinator {
                 // from a concurrent writer, and wins by its version.
                 debug!(key = %record.key, version = %record.version, %newer, "a concurrent write has the newer version");
                 break;
+            }
+            if started.elapsed() >= RESTAMP_WITHIN {
+                return Err(Error::Aborted(format!(
+                    "a replica holds version {newer} of {}, newer than this write's {}, and after \
+                     {:.1}s the write is too old to stamp again (it may be a late copy of one \
+                     already retried), so it did not replace it; write again if yours should win",
+                    record.key,
+                    record.version,
+                    started.elapsed().as_secs_f64()
+                )));
             }
             // `store_on` has shown the clock the newer version: stamp above it.
             record.version = self.state.clock.now();

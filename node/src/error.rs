@@ -19,6 +19,10 @@ pub enum Error {
     /// were needed, how many answered, and what happened to the others.
     #[error("{0}")]
     Unavailable(String),
+    /// The request was not carried out because of another write to the same
+    /// key; the message says which, and what to do.
+    #[error("{0}")]
+    Aborted(String),
 }
 
 /// Result type of the node crate.
@@ -29,6 +33,7 @@ impl From<Error> for tonic::Status {
         match err {
             Error::InvalidArgument(msg) => tonic::Status::invalid_argument(msg),
             Error::Unavailable(msg) => tonic::Status::unavailable(msg),
+            Error::Aborted(msg) => tonic::Status::aborted(msg),
             // Storage details (paths, database internals) go to the node's log, not
             // to the client; the client learns that it was the node's fault.
             Error::DataDir { .. } | Error::Storage(_) => {

@@ -316,14 +316,10 @@ fn status_and_a_verbose_put_show_members_and_which_replicas_acknowledged() {
     });
 }
 
-/// Another node, whose clock runs an hour ahead, has written `k`: planted here
-/// on n2 and n3, a write quorum, as its coordinator would have left it. n1 has
-/// not seen that version, so its first stamp for a new put is below it, and
-/// both replicas keep their newer value. Acknowledging that put would lose it:
-/// n1 must stamp it again, above what the replicas reported.
-#[test]
-fn a_write_stamped_below_a_newer_version_is_stamped_again_not_lost() {
-    let cluster = TestCluster::start(3);
+/// Writes `value` under `k` on n2 and n3 (a write quorum) at a version
+/// stamped an hour ahead, as a coordinator whose clock runs fast would have
+/// left it. Returns that version.
+fn plant_an_hour_ahead(cluster: &TestCluster, value: &str) -> proto::Version {
     let ahead = proto::Version {
         wall_ms: node::version::unix_ms() + 3_600_000,
         logical: 0,
@@ -332,7 +328,7 @@ fn a_write_stamped_below_a_newer_version_is_stamped_again_not_lost() {
     let record = proto::Record {
         key: "k".into(),
         version: Some(ahead.clone()),
-        value: b"old".to_vec(),
+        value: value.as_bytes().to_vec(),
         tombstone: false,
         request_id: String::new(),
     };
@@ -342,6 +338,18 @@ fn a_write_stamped_below_a_newer_version_is_stamped_again_not_lost() {
             Some(ahead.clone())
         );
     }
+    ahead
+}
+
+/// Another node, whose clock runs an hour ahead, has written `k`: planted here
+/// on n2 and n3, a write quorum, as its coordinator would have left it. n1 has
+/// not seen that version, so its first stamp for a new put is below it, and
+/// both replicas keep their newer value. Acknowledging that put would lose it:
+/// n1 must stamp it again, above what the replicas reported.
+#[test]
+fn a_write_stamped_below_a_newer_version_is_stamped_again_not_lost() {
+    let cluster = TestCluster::start(3);
+    let ahead = plant_an_hour_ahead(&cluster, "old");
     let put = cluster
         .client_to(0)
         .args(["--json", "put", "k", "new"])
@@ -362,6 +370,33 @@ fn a_write_stamped_below_a_newer_version_is_stamped_again_not_lost() {
     wait_until("every replica to hold the put", SETTLE, || {
         (0..3).all(|i| cluster.held(i, "k").is_some_and(|r| r.value == b"new"))
     });
+}
+
+/// The same newer version, but the replicas that hold it answer only after
+/// 1.2 s. A write that old may be a stale copy of one a client has already
+/// retried elsewhere, so n1 does not stamp it again over a version it cannot
+/// place in time: it refuses it, saying why. Written again, it wins.
+#[test]
+fn a_write_too_slow_to_stamp_again_is_refused_not_acknowledged() {
+    let cluster = TestCluster::start(3);
+    plant_an_hour_ahead(&cluster, "old");
+    for index in [1, 2] {
+        let name = format!("n{}", index + 1);
+        cluster
+            .client_to(index)
+            .args(["fault", &name, "--latency", "1200ms"])
+            .ok();
+    }
+    let out = cluster.client_to(0).args(["put", "k", "new"]).fails();
+    assert!(
+        out.stderr.contains("ABORTED") && out.stderr.contains("too old to stamp again"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(cluster.client_to(0).args(["get", "k"]).ok().stdout, "old");
+    // n1's clock has now seen the newer version: its next stamp is above it.
+    cluster.client_to(0).args(["put", "k", "again"]).ok();
+    assert_eq!(cluster.client_to(0).args(["get", "k"]).ok().stdout, "again");
 }
 
 #[test]
