@@ -358,13 +358,24 @@ fn report(global: &Global, args: &LoadArgs, total: &Window, elapsed: Duration) {
 }
 
 /// Microseconds as milliseconds with one decimal: `1.2ms`.
+/// A latency for people: `3.8ms`, or `2.08s` once it reaches a second.
 fn ms(us: u64) -> String {
-    format!("{:.1}ms", us as f64 / 1000.0)
+    match us {
+        0..1_000_000 => format!("{:.1}ms", us as f64 / 1000.0),
+        _ => format!("{:.2}s", us as f64 / 1_000_000.0),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn latencies_read_in_ms_then_in_seconds() {
+        assert_eq!(ms(3_812), "3.8ms");
+        assert_eq!(ms(999_949), "999.9ms");
+        assert_eq!(ms(2_078_700), "2.08s");
+    }
 
     #[test]
     fn a_window_counts_outcomes_shares_and_percentiles() {
