@@ -357,7 +357,6 @@ fn report(global: &Global, args: &LoadArgs, total: &Window, elapsed: Duration) {
     println!("  per node  {}", total.shares());
 }
 
-/// Microseconds as milliseconds with one decimal: `1.2ms`.
 /// A latency for people: `3.8ms`, or `2.08s` once it reaches a second.
 fn ms(us: u64) -> String {
     match us {
