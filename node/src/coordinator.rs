@@ -300,14 +300,15 @@ impl Coordinator {
                 debug!(key = %record.key, version = %record.version, %newer, "a concurrent write has the newer version");
                 break;
             }
-            if started.elapsed() >= RESTAMP_WITHIN {
+            let took = started.elapsed();
+            if took >= RESTAMP_WITHIN {
                 return Err(Error::Aborted(format!(
                     "a replica holds version {newer} of {}, newer than this write's {}, and after \
                      {:.1}s the write is too old to stamp again (it may be a late copy of one \
                      already retried), so it did not replace it; write again if yours should win",
                     record.key,
                     record.version,
-                    started.elapsed().as_secs_f64()
+                    took.as_secs_f64()
                 )));
             }
             // `store_on` has shown the clock the newer version: stamp above it.

@@ -527,10 +527,24 @@ impl TestCluster {
         .unwrap_or_else(|e| panic!("reading {key} on node {index}: {e}"))
     }
 
-    /// Stores `record` on node `index` over `Replica.Write`, as a peer
-    /// replicating its own write would: a version from any clock can be
-    /// planted this way. Returns the version the node now holds.
-    pub fn replicate(&self, index: usize, record: proto::Record) -> Option<proto::Version> {
+    /// Stores `value` under `key` at `version` on node `index` over
+    /// `Replica.Write`, as a peer replicating its own write would: a version
+    /// from any clock can be planted this way. Returns the version the node
+    /// now holds.
+    pub fn replicate(
+        &self,
+        index: usize,
+        key: &str,
+        value: &[u8],
+        version: proto::Version,
+    ) -> Option<proto::Version> {
+        let record = proto::Record {
+            key: key.into(),
+            version: Some(version),
+            value: value.to_vec(),
+            tombstone: false,
+            request_id: String::new(),
+        };
         let request = proto::WriteRequest {
             record: Some(record),
             request_id: String::new(),

@@ -42,18 +42,12 @@ fn after_a_restart_new_writes_are_stamped_above_every_stored_version() {
     let mut cluster = TestCluster::start(1);
     let an_hour_ahead = node::version::unix_ms() + 3_600_000;
     // A peer replicating its write, stamped by a clock an hour ahead.
-    let record = proto::Record {
-        key: "k".into(),
-        version: Some(proto::Version {
-            wall_ms: an_hour_ahead,
-            logical: 0,
-            node: "n9".into(),
-        }),
-        value: b"old".to_vec(),
-        tombstone: false,
-        request_id: String::new(),
+    let ahead = proto::Version {
+        wall_ms: an_hour_ahead,
+        logical: 0,
+        node: "n9".into(),
     };
-    cluster.replicate(0, record);
+    cluster.replicate(0, "k", b"old", ahead);
     cluster.kill(0);
     cluster.start_node(0);
     let put = cluster

@@ -316,27 +316,18 @@ fn status_and_a_verbose_put_show_members_and_which_replicas_acknowledged() {
     });
 }
 
-/// Writes `value` under `k` on n2 and n3 (a write quorum) at a version
-/// stamped an hour ahead, as a coordinator whose clock runs fast would have
-/// left it. Returns that version.
-fn plant_an_hour_ahead(cluster: &TestCluster, value: &str) -> proto::Version {
+/// Writes "old" under `k` on n2 and n3 (a write quorum) at a version stamped
+/// an hour ahead, as a coordinator whose clock runs fast would have left it.
+/// Returns that version.
+fn plant_an_hour_ahead(cluster: &TestCluster) -> proto::Version {
     let ahead = proto::Version {
         wall_ms: node::version::unix_ms() + 3_600_000,
         logical: 0,
         node: "n2".into(),
     };
-    let record = proto::Record {
-        key: "k".into(),
-        version: Some(ahead.clone()),
-        value: value.as_bytes().to_vec(),
-        tombstone: false,
-        request_id: String::new(),
-    };
     for index in [1, 2] {
-        assert_eq!(
-            cluster.replicate(index, record.clone()),
-            Some(ahead.clone())
-        );
+        let stored = cluster.replicate(index, "k", b"old", ahead.clone());
+        assert_eq!(stored, Some(ahead.clone()));
     }
     ahead
 }
@@ -349,7 +340,7 @@ fn plant_an_hour_ahead(cluster: &TestCluster, value: &str) -> proto::Version {
 #[test]
 fn a_write_stamped_below_a_newer_version_is_stamped_again_not_lost() {
     let cluster = TestCluster::start(3);
-    let ahead = plant_an_hour_ahead(&cluster, "old");
+    let ahead = plant_an_hour_ahead(&cluster);
     let put = cluster
         .client_to(0)
         .args(["--json", "put", "k", "new"])
@@ -379,7 +370,7 @@ fn a_write_stamped_below_a_newer_version_is_stamped_again_not_lost() {
 #[test]
 fn a_write_too_slow_to_stamp_again_is_refused_not_acknowledged() {
     let cluster = TestCluster::start(3);
-    plant_an_hour_ahead(&cluster, "old");
+    plant_an_hour_ahead(&cluster);
     for index in [1, 2] {
         let name = format!("n{}", index + 1);
         cluster
