@@ -12,17 +12,20 @@
 //!   stamped again above it and sent again: acknowledged means it is the latest.
 //!   A write that has taken over a second by then is refused (`ABORTED`)
 //!   rather than stamped again: it may be a stale copy.
-//! - **Read**: ask every replica, answer once R have answered, with the newest
-//!   version among the answers. Replicas that answered with something older are
-//!   sent the newest version before the answer goes back (*read repair*), and
-//!   replicas that answer late are repaired in the background.
+//! - **Read**: ask R replicas, this node first if it is one, and answer with the
+//!   newest version among their answers. A replica that fails is replaced by
+//!   one not yet asked; if R have not answered within [`READ_HEDGE_AFTER`], the
+//!   rest are asked too (a *hedged* read), so one slow replica does not slow
+//!   every read. Replicas that answered with something older are sent the
+//!   newest version before the answer goes back (*read repair*), and replicas
+//!   that answer late are repaired in the background.
 //!
 //! With R + W > N, every read quorum overlaps every write quorum in at least one
 //! replica, so a read sees the latest acknowledged write. Too few replicas
 //! answering is `UNAVAILABLE`, with the count and the reasons.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, VecDeque},
     future::Future,
     sync::Arc,
     time::{Duration, Instant},
@@ -53,6 +56,12 @@ const MAX_STAMPS: usize = 3;
 /// has since retried elsewhere and followed with another: stamped again, it
 /// would overwrite that newer write. It is refused instead.
 const RESTAMP_WITHIN: Duration = Duration::from_secs(1);
+
+/// How long a read waits for its first R replicas before it asks the others
+/// too. Replicas answer in well under a millisecond on a healthy cluster, so
+/// this is rare there; a replica slowed by a fault or a pause then costs a read
+/// this long instead of its whole delay.
+pub const READ_HEDGE_AFTER: Duration = Duration::from_millis(10);
 
 /// Pages a scan may merge before it answers with what it has.
 const MAX_SCAN_ROUNDS: usize = 16;
@@ -162,8 +171,18 @@ impl Coordinator {
         }
     }
 
+    /// `replicas` in the order a read asks them: this node first, as its answer
+    /// needs no trip over the network, then the others in ring order.
+    fn nearest_first(&self, replicas: &[String]) -> VecDeque<String> {
+        let (me, others): (Vec<_>, Vec<_>) = replicas
+            .iter()
+            .cloned()
+            .partition(|r| *r == self.state.name);
+        me.into_iter().chain(others).collect()
+    }
+
     /// Runs `op` against every replica at once. Answers arrive on the returned
-    /// channel as they come; the tasks run to the end even if nobody listens.
+    /// channel as they come.
     fn fan_out<T, F>(
         &self,
         replicas: &[String],
@@ -175,17 +194,7 @@ impl Coordinator {
     {
         let (tx, rx) = mpsc::channel(replicas.len().max(1));
         for replica in replicas {
-            let tx = tx.clone();
-            let work = op(self.clone(), replica.clone());
-            let replica = replica.clone();
-            tokio::spawn(async move {
-                let result = match tokio::time::timeout(REPLICA_TIMEOUT, work).await {
-                    Ok(result) => result,
-                    Err(_) => Err(ReplicaError::TimedOut),
-                };
-                // The coordinator may have answered and stopped listening; fine.
-                let _ = tx.send((replica, result)).await;
-            });
+            ask(replica, op(self.clone(), replica.clone()), &tx);
         }
         rx
     }
@@ -404,26 +413,57 @@ impl Coordinator {
         )?;
         let mut trace = TraceBuilder::new(&self.state.name, plan.quorum);
         let started = Instant::now();
-        let mut answers = self.fan_out(&plan.replicas, |this, replica| {
-            this.read_from(replica, key.clone())
-        });
-        let mut tally = Tally::new(&plan.replicas);
+        let mut unasked = self.nearest_first(&plan.replicas);
+        let (tx, mut answers) = mpsc::channel(plan.replicas.len().max(1));
+        let mut tally = Tally::new(&[]);
+        // Why each replica beyond the first R was asked, for the trace.
+        let mut extra: Vec<(String, String)> = Vec::new();
+        let ask_one = |replica: String, tally: &mut Tally| {
+            tally.asked(&replica);
+            ask(
+                &replica,
+                self.clone().read_from(replica.clone(), key.clone()),
+                &tx,
+            );
+        };
+        for replica in unasked.drain(..plan.quorum) {
+            ask_one(replica, &mut tally);
+        }
+        let hedge = tokio::time::sleep(READ_HEDGE_AFTER);
+        tokio::pin!(hedge);
         let mut answered: Vec<(String, Option<Record>)> = Vec::new();
-        while tally.ok < plan.quorum {
-            let Some((replica, result)) = answers.recv().await else {
-                break;
-            };
-            match result {
-                Ok(record) => {
-                    tally.succeeded(&replica);
-                    answered.push((replica, record));
+        while tally.ok < plan.quorum && tally.is_waiting() {
+            tokio::select! {
+                // An answer already in beats the hedge.
+                biased;
+                Some((replica, result)) = answers.recv() => match result {
+                    Ok(record) => {
+                        tally.succeeded(&replica);
+                        answered.push((replica, record));
+                    }
+                    Err(e) => {
+                        trace.replica(&replica, e.outcome(), None, started, e.detail());
+                        tally.failed(&replica, &e);
+                        // Another replica in its place, if there is one left.
+                        if let Some(next) = unasked.pop_front() {
+                            extra.push((next.clone(), format!("asked in place of {replica}")));
+                            ask_one(next, &mut tally);
+                        }
+                    }
+                },
+                () = &mut hedge, if !unasked.is_empty() => {
+                    debug!(%key, after = ?READ_HEDGE_AFTER, "no read quorum yet; asking the other replicas too");
+                    for replica in unasked.drain(..) {
+                        let why = format!("asked too: no quorum after {READ_HEDGE_AFTER:?}");
+                        extra.push((replica.clone(), why));
+                        ask_one(replica, &mut tally);
+                    }
                 }
-                Err(e) => {
-                    trace.replica(&replica, e.outcome(), None, started, e.detail());
-                    tally.failed(&replica, &e);
-                }
+                else => break,
             }
         }
+        // Only the tasks still running keep the channel open now, for `repair_late`.
+        drop(tx);
         if tally.ok < plan.quorum {
             return Err(Error::Unavailable(format!(
                 "read needed answers from {} replicas but only {} of {} answered ({})",
@@ -444,6 +484,9 @@ impl Coordinator {
         self.repair_answered(&answered, newest.as_ref(), &mut trace, started)
             .await;
         trace.pending(tally.waiting(), started);
+        for (replica, why) in &extra {
+            trace.annotate(replica, why);
+        }
         if let Some(newest) = newest.clone() {
             tokio::spawn(self.clone().repair_late(answers, newest));
         }
@@ -674,6 +717,26 @@ struct ScanPage {
     failures: Vec<(String, ReplicaError)>,
 }
 
+/// Runs `work` against `replica` in a task of its own, giving up after
+/// [`REPLICA_TIMEOUT`], and sends the answer to `answers`. The task runs to the
+/// end even if the coordinator has answered and stopped listening.
+fn ask<T, F>(replica: &str, work: F, answers: &mpsc::Sender<(String, ReplicaResult<T>)>)
+where
+    T: Send + 'static,
+    F: Future<Output = ReplicaResult<T>> + Send + 'static,
+{
+    let answers = answers.clone();
+    let replica = replica.to_string();
+    tokio::spawn(async move {
+        let result = match tokio::time::timeout(REPLICA_TIMEOUT, work).await {
+            Ok(result) => result,
+            Err(_) => Err(ReplicaError::TimedOut),
+        };
+        // Nobody listening any more is fine.
+        let _ = answers.send((replica, result)).await;
+    });
+}
+
 /// Who has answered a fan-out so far.
 struct Tally {
     waiting: Vec<String>,
@@ -688,6 +751,15 @@ impl Tally {
             ok: 0,
             failures: Vec::new(),
         }
+    }
+
+    fn asked(&mut self, replica: &str) {
+        self.waiting.push(replica.to_string());
+    }
+
+    /// Whether any replica asked has not answered yet.
+    fn is_waiting(&self) -> bool {
+        !self.waiting.is_empty()
     }
 
     fn succeeded(&mut self, replica: &str) {

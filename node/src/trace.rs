@@ -56,6 +56,16 @@ impl TraceBuilder {
         }
     }
 
+    /// Puts `note` before what the reports on `node` already say.
+    pub fn annotate(&mut self, node: &str, note: &str) {
+        for report in self.trace.replicas.iter_mut().filter(|r| r.node == node) {
+            report.detail = match report.detail.is_empty() {
+                true => note.to_string(),
+                false => format!("{note}; {}", report.detail),
+            };
+        }
+    }
+
     /// The finished trace.
     pub fn finish(self) -> Trace {
         self.trace

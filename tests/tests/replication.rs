@@ -390,6 +390,140 @@ fn a_write_too_slow_to_stamp_again_is_refused_not_acknowledged() {
     assert_eq!(cluster.client_to(0).args(["get", "k"]).ok().stdout, "again");
 }
 
+/// What a read's trace reports on each replica: (node, outcome, detail).
+#[derive(Debug)]
+struct ReadTrace(Vec<(String, String, String)>);
+
+impl ReadTrace {
+    /// Reads `key` through node `index`.
+    fn of(cluster: &TestCluster, index: usize, key: &str) -> Self {
+        let json = cluster
+            .client_to(index)
+            .args(["--json", "get", key])
+            .ok()
+            .json();
+        assert_eq!(json["found"], true, "{json}");
+        let field = |r: &serde_json::Value, name: &str| r[name].as_str().unwrap().to_string();
+        let replicas = json["trace"]["replicas"].as_array().unwrap();
+        ReadTrace(
+            replicas
+                .iter()
+                .map(|r| (field(r, "node"), field(r, "outcome"), field(r, "detail")))
+                .collect(),
+        )
+    }
+
+    /// The replicas asked at the start, leaving out those asked later in place
+    /// of another or as a hedge (their detail says "asked ...").
+    fn first_asked(&self) -> Vec<&str> {
+        let later = |detail: &str| detail.starts_with("asked");
+        self.0
+            .iter()
+            .filter(|(_, _, detail)| !later(detail))
+            .map(|(node, _, _)| node.as_str())
+            .collect()
+    }
+
+    /// The outcome and detail reported on `node`.
+    fn report(&self, node: &str) -> (&str, &str) {
+        let (_, outcome, detail) = self
+            .0
+            .iter()
+            .find(|(n, _, _)| n == node)
+            .unwrap_or_else(|| panic!("{node} is not in the trace: {self:?}"));
+        (outcome, detail)
+    }
+}
+
+/// The one of n2 and n3 that is not `peer`.
+fn other_than(peer: &str) -> &'static str {
+    ["n2", "n3"].into_iter().find(|n| *n != peer).unwrap()
+}
+
+/// A read asks R replicas, not all N: this node, whose answer costs no trip
+/// over the network, and the next one in ring order. Replicas asked beyond
+/// those (a hedge, on a slow machine) say why in the trace. When the one it
+/// asks fails, the third is asked in its place.
+#[test]
+fn a_read_asks_r_replicas_and_another_in_place_of_one_that_fails() {
+    let cluster = TestCluster::start(3);
+    cluster.client_to(0).args(["put", "k", "v"]).ok();
+    let first = ReadTrace::of(&cluster, 0, "k");
+    let asked = first.first_asked();
+    assert_eq!(asked.len(), 2, "R = 2 replicas asked: {first:?}");
+    assert!(asked.contains(&"n1"), "n1 asks itself first: {first:?}");
+    let peer = asked.iter().find(|n| **n != "n1").unwrap().to_string();
+
+    cluster
+        .client_to(0)
+        .args(["fault", "n1", "--drop-peer", &peer])
+        .ok();
+    let second = ReadTrace::of(&cluster, 0, "k");
+    let (outcome, detail) = second.report(&peer);
+    assert!(outcome == "FAILED" && detail.contains("cut"), "{second:?}");
+    let in_place = format!("asked in place of {peer}");
+    assert_eq!(
+        second.report(other_than(&peer)),
+        ("ANSWERED", in_place.as_str()),
+        "{second:?}"
+    );
+}
+
+/// The replica a read asks answers slowly (a 1 s latency fault): rather than
+/// wait for it, the read asks the third after its hedge delay, answers from
+/// that one, and reports the slow one as still working.
+#[test]
+fn a_read_asks_the_other_replicas_too_when_one_is_slow() {
+    let cluster = TestCluster::start(3);
+    cluster
+        .client_to(0)
+        .args(["put", "k", "v", "--w", "3"])
+        .ok();
+    let first = ReadTrace::of(&cluster, 0, "k");
+    let peer = first
+        .first_asked()
+        .into_iter()
+        .find(|n| *n != "n1")
+        .expect("n1 asks one other replica")
+        .to_string();
+    let index: usize = peer[1..].parse::<usize>().unwrap() - 1;
+    cluster
+        .client_to(index)
+        .args(["fault", &peer, "--latency", "1s"])
+        .ok();
+    let second = ReadTrace::of(&cluster, 0, "k");
+    assert_eq!(second.report(&peer).0, "PENDING", "{second:?}");
+    let (outcome, detail) = second.report(other_than(&peer));
+    assert!(
+        outcome == "ANSWERED" && detail.starts_with("asked too: no quorum after"),
+        "{second:?}"
+    );
+}
+
+/// n1 holds an older version than the replica it asks (planted there, as a
+/// write it missed would leave it): the read answers with the newer one, and
+/// sends it to n1 before answering, so n1 has it once the client does.
+#[test]
+fn a_read_repairs_a_replica_in_its_quorum_that_was_behind() {
+    let cluster = TestCluster::start(3);
+    cluster
+        .client_to(0)
+        .args(["put", "k", "first", "--w", "3"])
+        .ok();
+    let ahead = plant_an_hour_ahead(&cluster);
+    let trace = ReadTrace::of(&cluster, 0, "k");
+    let (outcome, detail) = trace.report("n1");
+    assert!(
+        outcome == "REPAIRED" && detail.starts_with("had "),
+        "{trace:?}"
+    );
+    let held = cluster.held(0, "k").expect("n1 holds k");
+    assert_eq!(
+        (held.value.as_slice(), held.version),
+        (&b"old"[..], Some(ahead))
+    );
+}
+
 #[test]
 fn too_few_live_replicas_is_unavailable_naming_needed_and_answered() {
     let mut cluster = TestCluster::start(3);
