@@ -231,11 +231,11 @@ impl Coordinator {
     /// What `replica` holds for `key`.
     async fn read_from(self, replica: String, key: String) -> ReplicaResult<Option<Record>> {
         if replica == self.state.name {
+            // A read is quick and never waits for a writer: no blocking pool (see store.rs).
             return self
                 .state
                 .store
-                .run(move |s| s.get(&key))
-                .await
+                .get(&key)
                 .map_err(|e| ReplicaError::Failed(e.to_string()));
         }
         let mut client = self.peer(&replica)?;

@@ -11,8 +11,11 @@
 //! applying a record *idempotent* and *commutative*: the property every other part
 //! of replication (retries, read repair, anti-entropy) leans on.
 //!
-//! redb calls block the thread (they wait for the disk), so async code calls them
-//! through `tokio::task::spawn_blocking` (see [`Store::run`]).
+//! Writes block the thread while they wait for the disk, so async code runs them
+//! through `tokio::task::spawn_blocking` (see [`Store::run`]). A single-key read
+//! ([`Store::get`]) is called directly: it never waits for a writer (each read
+//! transaction sees a snapshot) and takes a few microseconds from redb's cache,
+//! less than handing it to another thread and back would cost.
 
 use std::path::{Path, PathBuf};
 
