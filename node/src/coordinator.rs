@@ -93,6 +93,14 @@ impl ReplicaError {
 
 type ReplicaResult<T> = std::result::Result<T, ReplicaError>;
 
+/// One replica's answer to a read: what it held, and when it answered.
+struct Answer {
+    replica: String,
+    held: Option<Record>,
+    /// Time into the request.
+    at: Duration,
+}
+
 /// Coordinates requests on behalf of clients.
 #[derive(Debug, Clone)]
 pub struct Coordinator {
@@ -370,23 +378,29 @@ impl Coordinator {
                         &replica,
                         Outcome::Superseded,
                         Some(&stored),
-                        started,
+                        started.elapsed(),
                         detail,
                     );
                     tally.succeeded(&replica);
                     newer = newer.max(Some(stored));
                 }
                 Ok(stored) => {
-                    trace.replica(&replica, Outcome::Acked, Some(&stored), started, &*round);
+                    trace.replica(
+                        &replica,
+                        Outcome::Acked,
+                        Some(&stored),
+                        started.elapsed(),
+                        &*round,
+                    );
                     tally.succeeded(&replica);
                 }
                 Err(e) => {
-                    trace.replica(&replica, e.outcome(), None, started, e.detail());
+                    trace.replica(&replica, e.outcome(), None, started.elapsed(), e.detail());
                     tally.failed(&replica, &e);
                 }
             }
         }
-        trace.pending(tally.waiting(), started);
+        trace.pending(tally.waiting(), started.elapsed());
         if tally.ok < plan.quorum {
             return Err(Error::Unavailable(format!(
                 "write needed {} durable copies but only {} of {} replicas stored it ({}); \
@@ -433,18 +447,18 @@ impl Coordinator {
         }
         let hedge = tokio::time::sleep(READ_HEDGE_AFTER);
         tokio::pin!(hedge);
-        let mut answered: Vec<(String, Option<Record>)> = Vec::new();
+        let mut answered: Vec<Answer> = Vec::new();
         while tally.ok < plan.quorum && tally.is_waiting() {
             tokio::select! {
                 // An answer already in beats the hedge.
                 biased;
                 Some((replica, result)) = answers.recv() => match result {
-                    Ok(record) => {
+                    Ok(held) => {
                         tally.succeeded(&replica);
-                        answered.push((replica, record));
+                        answered.push(Answer { replica, held, at: started.elapsed() });
                     }
                     Err(e) => {
-                        trace.replica(&replica, e.outcome(), None, started, e.detail());
+                        trace.replica(&replica, e.outcome(), None, started.elapsed(), e.detail());
                         tally.failed(&replica, &e);
                         // Another replica in its place, if there is one left.
                         if let Some(next) = unasked.pop_front() {
@@ -477,7 +491,7 @@ impl Coordinator {
         }
         let newest = answered
             .iter()
-            .filter_map(|(_, record)| record.as_ref())
+            .filter_map(|answer| answer.held.as_ref())
             .max_by(|a, b| a.version.cmp(&b.version))
             .cloned();
         if let Some(record) = &newest {
@@ -485,7 +499,7 @@ impl Coordinator {
         }
         self.repair_answered(&answered, newest.as_ref(), &mut trace, started)
             .await;
-        trace.pending(tally.waiting(), started);
+        trace.pending(tally.waiting(), started.elapsed());
         for (replica, why) in &extra {
             trace.annotate(replica, why);
         }
@@ -499,7 +513,7 @@ impl Coordinator {
     /// before the client gets its answer, so a second read cannot go backwards.
     async fn repair_answered(
         &self,
-        answered: &[(String, Option<Record>)],
+        answered: &[Answer],
         newest: Option<&Record>,
         trace: &mut TraceBuilder,
         started: Instant,
@@ -509,10 +523,8 @@ impl Coordinator {
             (None, Some(_)) => true,
             (Some(held), Some(newest)) => held.version < newest.version,
         };
-        let repairs = answered
-            .iter()
-            .filter(|(_, held)| is_stale(held))
-            .map(|(replica, held)| {
+        let repairs = answered.iter().filter(|answer| is_stale(&answer.held)).map(
+            |Answer { replica, held, .. }| {
                 let newest = newest.cloned().expect("stale implies a newest record");
                 let this = self.clone();
                 async move {
@@ -523,7 +535,8 @@ impl Coordinator {
                     .await;
                     (replica, held, newest.version, result)
                 }
-            });
+            },
+        );
         for (replica, held, sent, result) in futures::future::join_all(repairs).await {
             let had = held
                 .as_ref()
@@ -536,17 +549,12 @@ impl Coordinator {
                 ),
                 Err(_) => (Outcome::Answered, format!("had {had}; repair timed out")),
             };
-            trace.replica(
-                replica,
-                outcome,
-                held.as_ref().map(|r| &r.version),
-                started,
-                detail,
-            );
-        }
-        for (replica, held) in answered.iter().filter(|(_, held)| !is_stale(held)) {
             let version = held.as_ref().map(|r| &r.version);
-            trace.replica(replica, Outcome::Answered, version, started, "");
+            trace.replica(replica, outcome, version, started.elapsed(), detail);
+        }
+        for answer in answered.iter().filter(|answer| !is_stale(&answer.held)) {
+            let version = answer.held.as_ref().map(|r| &r.version);
+            trace.replica(&answer.replica, Outcome::Answered, version, answer.at, "");
         }
     }
 
@@ -609,10 +617,10 @@ impl Coordinator {
             if rounds == 1 {
                 for (member, count) in &page.counts {
                     let detail = format!("{count} records");
-                    trace.replica(member, Outcome::Answered, None, started, detail);
+                    trace.replica(member, Outcome::Answered, None, started.elapsed(), detail);
                 }
                 for (member, e) in &page.failures {
-                    trace.replica(member, e.outcome(), None, started, e.detail());
+                    trace.replica(member, e.outcome(), None, started.elapsed(), e.detail());
                 }
             }
             let mut left_over = false;

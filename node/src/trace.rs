@@ -1,7 +1,7 @@
 //! Building the `Trace` a node puts on each response: coordinator, quorum, and
 //! what every replica did.
 
-use std::time::Instant;
+use std::time::Duration;
 
 use proto::{ReplicaReport, Trace, replica_report::Outcome};
 
@@ -25,32 +25,34 @@ impl TraceBuilder {
         }
     }
 
-    /// Records what one replica did, and how long it took since `started`.
+    /// Records what one replica did, and `at` what time into the request its
+    /// part ended: when it answered, failed, or was repaired.
     pub fn replica(
         &mut self,
         node: &str,
         outcome: Outcome,
         version: Option<&Version>,
-        started: Instant,
+        at: Duration,
         detail: impl Into<String>,
     ) {
         self.trace.replicas.push(ReplicaReport {
             node: node.to_string(),
             outcome: outcome as i32,
             version: version.cloned().map(Into::into),
-            latency_us: started.elapsed().as_micros() as u64,
+            latency_us: at.as_micros() as u64,
             detail: detail.into(),
         });
     }
 
-    /// Marks `nodes` as still working when the coordinator answered.
-    pub fn pending<'a>(&mut self, nodes: impl IntoIterator<Item = &'a str>, started: Instant) {
+    /// Marks `nodes` as still working when the coordinator answered, `at` that
+    /// time into the request.
+    pub fn pending<'a>(&mut self, nodes: impl IntoIterator<Item = &'a str>, at: Duration) {
         for node in nodes {
             self.replica(
                 node,
                 Outcome::Pending,
                 None,
-                started,
+                at,
                 "quorum met before it answered; continuing in the background",
             );
         }

@@ -390,9 +390,19 @@ fn a_write_too_slow_to_stamp_again_is_refused_not_acknowledged() {
     assert_eq!(cluster.client_to(0).args(["get", "k"]).ok().stdout, "again");
 }
 
-/// What a read's trace reports on each replica: (node, outcome, detail).
+/// What a read's trace reports on one replica.
 #[derive(Debug)]
-struct ReadTrace(Vec<(String, String, String)>);
+struct Report {
+    node: String,
+    outcome: String,
+    detail: String,
+    /// Time into the request when its part ended.
+    latency_us: u64,
+}
+
+/// What a read's trace reports on each replica.
+#[derive(Debug)]
+struct ReadTrace(Vec<Report>);
 
 impl ReadTrace {
     /// Reads `key` through node `index`.
@@ -403,12 +413,17 @@ impl ReadTrace {
             .ok()
             .json();
         assert_eq!(json["found"], true, "{json}");
-        let field = |r: &serde_json::Value, name: &str| r[name].as_str().unwrap().to_string();
+        let text = |r: &serde_json::Value, name: &str| r[name].as_str().unwrap().to_string();
         let replicas = json["trace"]["replicas"].as_array().unwrap();
         ReadTrace(
             replicas
                 .iter()
-                .map(|r| (field(r, "node"), field(r, "outcome"), field(r, "detail")))
+                .map(|r| Report {
+                    node: text(r, "node"),
+                    outcome: text(r, "outcome"),
+                    detail: text(r, "detail"),
+                    latency_us: r["latency_us"].as_u64().unwrap(),
+                })
                 .collect(),
         )
     }
@@ -416,22 +431,25 @@ impl ReadTrace {
     /// The replicas asked at the start, leaving out those asked later in place
     /// of another or as a hedge (their detail says "asked ...").
     fn first_asked(&self) -> Vec<&str> {
-        let later = |detail: &str| detail.starts_with("asked");
         self.0
             .iter()
-            .filter(|(_, _, detail)| !later(detail))
-            .map(|(node, _, _)| node.as_str())
+            .filter(|r| !r.detail.starts_with("asked"))
+            .map(|r| r.node.as_str())
             .collect()
+    }
+
+    /// The report on `node`.
+    fn on(&self, node: &str) -> &Report {
+        self.0
+            .iter()
+            .find(|r| r.node == node)
+            .unwrap_or_else(|| panic!("{node} is not in the trace: {self:?}"))
     }
 
     /// The outcome and detail reported on `node`.
     fn report(&self, node: &str) -> (&str, &str) {
-        let (_, outcome, detail) = self
-            .0
-            .iter()
-            .find(|(n, _, _)| n == node)
-            .unwrap_or_else(|| panic!("{node} is not in the trace: {self:?}"));
-        (outcome, detail)
+        let report = self.on(node);
+        (&report.outcome, &report.detail)
     }
 }
 
@@ -470,8 +488,10 @@ fn a_read_asks_r_replicas_and_another_in_place_of_one_that_fails() {
 }
 
 /// The replica a read asks answers slowly (a 1 s latency fault): rather than
-/// wait for it, the read asks the third after its hedge delay, answers from
-/// that one, and reports the slow one as still working.
+/// wait for it, the read asks the third (slowed to 0.5 s) after its hedge
+/// delay, answers from that one, and reports the slow one as still working.
+/// Each report's time is when that replica answered: n1's own, at once, is
+/// not stamped with the time the read finished.
 #[test]
 fn a_read_asks_the_other_replicas_too_when_one_is_slow() {
     let cluster = TestCluster::start(3);
@@ -486,16 +506,24 @@ fn a_read_asks_the_other_replicas_too_when_one_is_slow() {
         .find(|n| *n != "n1")
         .expect("n1 asks one other replica")
         .to_string();
-    let index: usize = peer[1..].parse::<usize>().unwrap() - 1;
-    cluster
-        .client_to(index)
-        .args(["fault", &peer, "--latency", "1s"])
-        .ok();
+    let third = other_than(&peer);
+    for (node, latency) in [(peer.as_str(), "1s"), (third, "500ms")] {
+        let index: usize = node[1..].parse::<usize>().unwrap() - 1;
+        cluster
+            .client_to(index)
+            .args(["fault", node, "--latency", latency])
+            .ok();
+    }
     let second = ReadTrace::of(&cluster, 0, "k");
     assert_eq!(second.report(&peer).0, "PENDING", "{second:?}");
-    let (outcome, detail) = second.report(other_than(&peer));
+    let (outcome, detail) = second.report(third);
     assert!(
         outcome == "ANSWERED" && detail.starts_with("asked too: no quorum after"),
+        "{second:?}"
+    );
+    // n1 answered hundreds of milliseconds before the third could.
+    assert!(
+        second.on("n1").latency_us + 400_000 < second.on(third).latency_us,
         "{second:?}"
     );
 }
