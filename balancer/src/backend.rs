@@ -17,6 +17,7 @@
 
 use std::{
     collections::BTreeSet,
+    future::Future,
     sync::{
         Arc, Mutex, RwLock,
         atomic::{AtomicU64, Ordering},
@@ -27,7 +28,7 @@ use std::{
 use certs::dial::Dialer;
 use node::events::Events;
 use proto::{WhoAmIRequest, admin_client::AdminClient};
-use tokio::task::AbortHandle;
+use tokio::{sync::Notify, task::AbortHandle};
 use tonic::Status;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
@@ -74,6 +75,8 @@ pub struct Backend {
     name: Mutex<String>,
     connection: NodeConnection,
     health: Mutex<Health>,
+    /// Wakes the requests waiting on this node when it is ejected.
+    ejected: Notify,
     pub in_flight: AtomicU64,
     pub requests: AtomicU64,
     pub errors: AtomicU64,
@@ -87,6 +90,7 @@ impl Backend {
             addr,
             connection,
             health: Mutex::new(Health::Waiting { reason: None }),
+            ejected: Notify::new(),
             in_flight: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
@@ -119,6 +123,19 @@ impl Backend {
     /// without copying the health (and its reason).
     pub fn is_healthy(&self) -> bool {
         *self.health.lock().expect("health poisoned") == Health::Healthy
+    }
+
+    /// Completes when the node is next ejected, with the reason. Call it
+    /// before sending: an ejection after the call is never missed.
+    pub fn ejection(&self) -> impl Future<Output = String> + '_ {
+        let ejected = self.ejected.notified();
+        async move {
+            ejected.await;
+            match self.health() {
+                Health::Ejected { reason, .. } => reason,
+                other => format!("it was ejected, and is now {}", other.name()),
+            }
+        }
     }
 
     /// The pooled connection to the node, dialed if need be.
@@ -176,6 +193,7 @@ impl Backend {
             reason: reason.clone(),
         };
         drop(health);
+        self.ejected.notify_waiters();
         self.ejections.fetch_add(1, Ordering::Relaxed);
         let name = self.name();
         warn!(node = %name, addr = %self.addr, %reason, "backend ejected");

@@ -171,12 +171,26 @@ impl Router {
             let started = Instant::now();
             let result = {
                 let _in_flight = InFlight::start(backend.clone());
-                match backend.connection().await {
-                    Ok(node) => {
-                        let framed = message.clone().into_bytes();
-                        node.unary(path.clone(), headers, framed).await
+                let attempt = async {
+                    let node = backend.connection().await?;
+                    let framed = message.clone().into_bytes();
+                    node.unary(path.clone(), headers, framed).await
+                };
+                if method.is_read() {
+                    // A node that hangs (SIGSTOP) is ejected within 1.5 s; the
+                    // reads waiting on it go elsewhere then, instead of waiting
+                    // out their deadline. Writes wait: a write abandoned here
+                    // could still be applied when the node wakes, after the
+                    // client has written the key again.
+                    tokio::select! {
+                        reason = backend.ejection() => Err(Status::unavailable(format!(
+                            "{} was ejected while this read waited for it: {reason}",
+                            backend.name()
+                        ))),
+                        result = attempt => result,
                     }
-                    Err(unreachable) => Err(unreachable),
+                } else {
+                    attempt.await
                 }
             };
             let latency_us = started.elapsed().as_micros() as u64;

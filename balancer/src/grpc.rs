@@ -53,6 +53,13 @@ impl Method {
         })
     }
 
+    /// Whether the call only reads. A read can be sent to another node at
+    /// any time, even while the first still has it; a write cannot (see
+    /// `Router::forward`).
+    pub fn is_read(self) -> bool {
+        matches!(self, Method::Get | Method::Scan)
+    }
+
     /// The field number of `trace` in this method's response (kv.proto).
     fn trace_field(self) -> u32 {
         match self {

@@ -164,6 +164,36 @@ fn a_hung_node_is_ejected_and_returns_when_it_answers_again() {
     assert!(served.contains_key("n2"), "{served:?}");
 }
 
+/// Reads already waiting on a node that hangs do not wait out their deadline:
+/// when the balancer ejects the node, it sends them to another, and the load
+/// sees no errors at all.
+#[test]
+fn reads_waiting_on_a_hung_node_go_elsewhere_when_it_is_ejected() {
+    let mut cluster = TestCluster::start_with(3, &["--dead-after", "60s"]);
+    cluster.start_balancer(&[]);
+    let load = cluster
+        .client_to_balancer(0)
+        .args(["--json", "load", "--read-ratio", "1", "--keys", "100"])
+        .args(["--concurrency", "8", "--duration", "5s"])
+        .spawn();
+    wait_until("reads to reach n2", SETTLE, || {
+        let status = cluster.balancer_status(0);
+        status.is_ok_and(|s| {
+            s.backends
+                .iter()
+                .any(|b| b.name == "n2" && b.requests >= 50)
+        })
+    });
+    cluster.signal(1, "STOP");
+    wait_until("the balancer to eject the stopped n2", SETTLE, || {
+        cluster.backend_health(0, "n2").as_deref() == Some("ejected")
+    });
+    let json = load.finish().json();
+    cluster.signal(1, "CONT");
+    assert_eq!(json["errors"], serde_json::json!({}), "{json}");
+    assert!(json["retries"].as_u64().unwrap() > 0, "{json}");
+}
+
 #[test]
 fn least_request_steers_away_from_a_slow_node() {
     let mut cluster = TestCluster::start(3);
