@@ -31,7 +31,7 @@ use crate::{
     cli::{CheckArgs, Global},
     commands::request,
     connect::Connection,
-    failure::code_name,
+    failure::status_code,
 };
 
 /// Read-back attempts per key at the end, each through the next address.
@@ -156,9 +156,7 @@ async fn writer(work: Arc<Workload>, id: usize) {
             Err(status) => {
                 work.indeterminate.fetch_add(1, Ordering::Relaxed);
                 let mut errors = work.errors.lock().expect("errors poisoned");
-                *errors
-                    .entry(code_name(status.code()).to_string())
-                    .or_default() += 1;
+                *errors.entry(status_code(&status).to_string()).or_default() += 1;
                 continue;
             }
         };

@@ -50,6 +50,13 @@ impl Failure {
         if let Some(reason) = transport_reason(status, addr, plaintext) {
             return Failure::new("UNAVAILABLE", reason);
         }
+        if timed_out(status) {
+            return Failure::new(
+                "DEADLINE_EXCEEDED",
+                "no answer before the deadline (--timeout, 10s by default); a write may \
+                 still have been applied",
+            );
+        }
         Failure::new(code_name(status.code()), status.message())
     }
 
@@ -113,4 +120,44 @@ fn chain(err: &(dyn StdError + 'static)) -> String {
     parts.join(": ")
 }
 
-pub use proto::code_name;
+use proto::code_name;
+
+/// The name of `status`'s code, as people and `--json` see it.
+///
+/// A call that runs out of time, whether the client's or the server's timer
+/// fires first, reaches us from tonic as `CANCELLED` ("Timeout expired"). gRPC
+/// calls that `DEADLINE_EXCEEDED`, and so do we: `CANCELLED` says someone gave
+/// up on the call, not that the cluster was too slow.
+pub fn status_code(status: &tonic::Status) -> &'static str {
+    match timed_out(status) {
+        true => "DEADLINE_EXCEEDED",
+        false => code_name(status.code()),
+    }
+}
+
+fn timed_out(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::Cancelled
+        && status.message() == tonic::TimeoutExpired(()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_out_of_time_is_deadline_exceeded_and_other_cancels_stay_cancelled() {
+        let expired = tonic::Status::from_error(Box::new(tonic::TimeoutExpired(())));
+        assert_eq!(status_code(&expired), "DEADLINE_EXCEEDED");
+        let failure = Failure::from_status(&expired, "127.0.0.1:7000", false, None);
+        assert_eq!(failure.code, "DEADLINE_EXCEEDED");
+        assert!(failure.message.contains("--timeout"), "{failure}");
+        assert_eq!(
+            status_code(&tonic::Status::cancelled("the client went away")),
+            "CANCELLED"
+        );
+        assert_eq!(
+            status_code(&tonic::Status::unavailable("down")),
+            "UNAVAILABLE"
+        );
+    }
+}

@@ -31,7 +31,7 @@ use crate::{
     cli::{Global, LoadArgs},
     commands::{new_request_id, request},
     connect::Connection,
-    failure::code_name,
+    failure::status_code,
 };
 
 /// Latencies above this (one minute, in microseconds) are recorded as this.
@@ -261,7 +261,7 @@ async fn one_request(work: &Workload, due: Option<Instant>) -> Outcome {
             let retries = trace.attempts.len().saturating_sub(1) as u64;
             Ok((node, retries))
         }
-        Err(status) => Err(code_name(status.code()).to_string()),
+        Err(status) => Err(status_code(&status).to_string()),
     };
     Outcome { latency_us, result }
 }

@@ -128,6 +128,27 @@ fn latency_beyond_the_replica_timeout_shows_as_a_timeout_in_the_answer() {
     assert!(why.contains("n2: no answer within 2s"), "{why}");
 }
 
+/// A request that outlives `--timeout` is DEADLINE_EXCEEDED, as gRPC names
+/// it, not the CANCELLED that tonic reports.
+#[test]
+fn a_request_that_runs_out_of_time_is_deadline_exceeded() {
+    let cluster = TestCluster::start(1);
+    cluster
+        .client_to(0)
+        .args(["fault", "n1", "--latency", "2s"])
+        .ok();
+    let out = cluster
+        .client_to(0)
+        .args(["--timeout", "300ms", "get", "k"])
+        .fails();
+    assert!(
+        out.stderr
+            .starts_with("DEADLINE_EXCEEDED: no answer before the deadline"),
+        "{}",
+        out.stderr
+    );
+}
+
 #[test]
 fn fault_requests_out_of_range_or_for_strangers_are_refused_clearly() {
     let cluster = TestCluster::start(1);
