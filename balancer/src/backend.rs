@@ -133,7 +133,8 @@ impl Backend {
             ejected.await;
             match self.health() {
                 Health::Ejected { reason, .. } => reason,
-                other => format!("it was ejected, and is now {}", other.name()),
+                // Back already: rare, and the reason went with the ejection.
+                other => format!("it is {} again by now", other.name()),
             }
         }
     }

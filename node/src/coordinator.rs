@@ -58,11 +58,11 @@ const MAX_STAMPS: usize = 3;
 const RESTAMP_WITHIN: Duration = Duration::from_secs(1);
 
 /// How long a read waits for its first R replicas before it asks the others
-/// too. Replicas answer in well under a millisecond on a healthy cluster, so
-/// this is rare there; a replica slowed by a fault or a pause then costs a read
-/// this long instead of its whole delay. On an overloaded node more reads
-/// pass this mark, but a hedge asks only the replicas not yet asked: at worst a
-/// read asks all N, never more.
+/// too. Replicas answer in well under a millisecond on a cluster that is not
+/// overloaded, so this is rare there; a replica slowed by a fault or a pause
+/// then costs a read this long instead of its whole delay. On an overloaded
+/// node more reads pass this mark, but a hedge asks only the replicas not yet
+/// asked: at worst a read asks all N, never more.
 pub const READ_HEDGE_AFTER: Duration = Duration::from_millis(10);
 
 /// Pages a scan may merge before it answers with what it has.
