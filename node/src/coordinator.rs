@@ -31,7 +31,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use proto::{LocalScanRequest, ReadRequest, WriteRequest, replica_report::Outcome};
+use proto::{LocalScanRequest, ReadRequest, WriteRequest, member::State, replica_report::Outcome};
 use tokio::sync::mpsc;
 use tracing::debug;
 
@@ -182,13 +182,20 @@ impl Coordinator {
     }
 
     /// `replicas` in the order a read asks them: this node first, as its answer
-    /// needs no trip over the network, then the others in ring order.
+    /// needs no trip over the network, then the others that answer probes,
+    /// then the suspect ones (a paused node is suspect within 1.5 s: asked
+    /// first, it would cost each read the hedge delay), each in ring order.
     fn nearest_first(&self, replicas: &[String]) -> VecDeque<String> {
-        let (me, others): (Vec<_>, Vec<_>) = replicas
-            .iter()
-            .cloned()
-            .partition(|r| *r == self.state.name);
-        me.into_iter().chain(others).collect()
+        let membership = &self.state.membership;
+        let rank = |replica: &String| match replica == &self.state.name {
+            true => 0,
+            false if membership.state_of(replica) == Some(State::Alive) => 1,
+            false => 2,
+        };
+        let mut order = replicas.to_vec();
+        // Stable: ring order within each rank.
+        order.sort_by_key(rank);
+        order.into()
     }
 
     /// Runs `op` against every replica at once. Answers arrive on the returned
