@@ -546,7 +546,7 @@ fn a_read_asks_the_other_replicas_too_when_one_is_slow() {
 /// hedge delay, long before it is declared dead.
 #[test]
 fn a_read_asks_replicas_that_answer_before_a_suspect_one() {
-    let mut cluster = TestCluster::start_with(3, &["--dead-after", "60s"]);
+    let cluster = TestCluster::start_with(3, &["--dead-after", "60s"]);
     // A key whose ring order puts n2 before n3, so n1 would ask n2 first.
     let ring = Ring::new(["n1", "n2", "n3"].map(String::from).to_vec(), 3);
     let key = (0..)
