@@ -53,8 +53,9 @@ impl Failure {
         if timed_out(status) {
             return Failure::new(
                 "DEADLINE_EXCEEDED",
-                "no answer before the deadline (--timeout, 10s by default); a write may \
-                 still have been applied",
+                "no answer before the deadline (--timeout, 10s by default): a node may \
+                 be hung or overloaded (see `clusterlab status`); a write may still have \
+                 been applied, so read the key before writing it again",
             );
         }
         Failure::new(code_name(status.code()), status.message())

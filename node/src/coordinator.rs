@@ -12,8 +12,8 @@
 //!   stamped again above it and sent again: acknowledged means it is the latest.
 //!   A write that has taken over a second by then is refused (`ABORTED`)
 //!   rather than stamped again: it may be a stale copy.
-//! - **Read**: ask R replicas, this node first if it is one, and answer with the
-//!   newest version among their answers. A replica that fails is replaced by
+//! - **Read**: ask R replicas, this node first if it is one and suspect ones
+//!   last, and answer with the newest version among their answers. A replica that fails is replaced by
 //!   one not yet asked; if R have not answered within [`READ_HEDGE_AFTER`], the
 //!   rest are asked too (a *hedged* read), so one slow replica does not slow
 //!   every read. Replicas that answered with something older are sent the
