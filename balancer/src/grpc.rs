@@ -31,6 +31,9 @@ use tonic::Status;
 /// A compression flag (1 byte) and the message's length (4 bytes, big-endian).
 const PREFIX_LEN: usize = 5;
 
+/// The path of every `KeyValue` method starts with this.
+pub const KEY_VALUE_PATH: &str = "/clusterlab.v1.KeyValue/";
+
 /// The four `KeyValue` methods, and where each response keeps its trace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
@@ -43,7 +46,7 @@ pub enum Method {
 impl Method {
     /// The method a request path names, such as `/clusterlab.v1.KeyValue/Get`.
     pub fn from_path(path: &str) -> Option<Method> {
-        let name = path.strip_prefix("/clusterlab.v1.KeyValue/")?;
+        let name = path.strip_prefix(KEY_VALUE_PATH)?;
         Some(match name {
             "Get" => Method::Get,
             "Put" => Method::Put,

@@ -1,6 +1,16 @@
 //! Putting a balancer together: identity, backends, health checks, gRPC.
+//!
+//! The balancer serves its clients with hyper's HTTP/2 server itself, not
+//! through `tonic::transport::Server`. Every request passes the authorization
+//! check, and then a `KeyValue` call goes straight to the forwarder, while the
+//! few other calls (health checks, reflection, `Admin`) go to tonic's router
+//! of generated services. tonic's server would put each forwarded request
+//! through its own stack of layers first (connection info, `grpc-timeout`,
+//! error recovery, routing): 7% of the balancer's instructions per request,
+//! counted with callgrind (docs/decisions.md). The forwarder reads the
+//! deadline itself.
 
-use std::{future::Future, sync::Arc};
+use std::{convert::Infallible, future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use certs::{
@@ -8,11 +18,18 @@ use certs::{
     listener::ListenerConfig,
     tls::Credentials,
 };
+use hyper::{body::Incoming, server::conn::http2};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::graceful::GracefulShutdown,
+};
 use node::{events::Events, lifecycle};
 use proto::admin_server::AdminServer;
 use tokio::{net::TcpListener, task::JoinSet};
-use tonic::transport::Server;
-use tracing::info;
+use tokio_stream::StreamExt;
+use tonic::{body::Body, service::Routes, transport::server::Connected};
+use tower::{Layer, Service, ServiceExt};
+use tracing::{debug, info, warn};
 
 use crate::{
     admin::AdminService,
@@ -20,10 +37,13 @@ use crate::{
     busy_poll::BusyPoll,
     config::Config,
     forward::{ForwardService, Router},
+    grpc::KEY_VALUE_PATH,
 };
 
 /// At most this many requests run at once on one client connection.
 const MAX_CONCURRENT_STREAMS: u32 = 256;
+/// A ping goes to an idle client this often, so a vanished one is noticed.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Serves the balancer on `listener` until `shutdown` completes, then drains.
 pub async fn run(
@@ -102,28 +122,111 @@ pub async fn run(
         ),
     );
 
-    let mut server = Server::builder()
-        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-        .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
-        .layer(AuthzLayer::new(
-            authz::Server::Balancer,
-            denials,
-            revocations,
-        ));
-    let router_service = server
-        .add_service(health_service)
+    // KeyValue goes straight to the forwarder; the rest to tonic's router.
+    let others = Routes::new(health_service)
         .add_service(reflection)
-        .add_service(kv)
         .add_service(admin);
+    let front_door = AuthzLayer::new(authz::Server::Balancer, denials, revocations)
+        .layer(FrontDoor { kv, others });
     let shutdown = async move {
         shutdown.await;
         health.set_not_serving::<ForwardService>().await;
     };
     lifecycle::serve_with_drain(shutdown, config.serving.drain_timeout, |signal| {
-        router_service.serve_with_incoming_shutdown(incoming, signal)
+        serve(incoming, front_door, signal)
     })
     .await?;
     background.shutdown().await;
     info!("balancer stopped");
+    Ok(())
+}
+
+/// Where a request goes once authorized: `KeyValue` to the forwarder, anything
+/// else to tonic's router, which answers `UNIMPLEMENTED` for a method it does
+/// not know.
+#[derive(Debug, Clone)]
+struct FrontDoor {
+    kv: ForwardService,
+    others: Routes,
+}
+
+impl Service<http::Request<Incoming>> for FrontDoor {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        // Both are always ready.
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Incoming>) -> Self::Future {
+        // An unknown KeyValue method too: the forwarder's error names the four.
+        if request.uri().path().starts_with(KEY_VALUE_PATH) {
+            self.kv.call(request)
+        } else {
+            Box::pin(self.others.clone().oneshot(request))
+        }
+    }
+}
+
+/// Serves HTTP/2 on every connection `incoming` yields, each request through
+/// `service`, until `signal` completes; then stops accepting and waits for the
+/// requests in flight (the caller bounds that wait).
+async fn serve<S>(
+    mut incoming: impl tokio_stream::Stream<Item = std::io::Result<certs::listener::Conn>> + Unpin,
+    service: S,
+    signal: Pin<Box<dyn Future<Output = ()> + Send>>,
+) -> anyhow::Result<()>
+where
+    S: Service<http::Request<Incoming>, Response = http::Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .keep_alive_interval(KEEPALIVE_INTERVAL);
+    let connections = GracefulShutdown::new();
+    tokio::pin!(signal);
+    loop {
+        let conn = tokio::select! {
+            () = &mut signal => break,
+            next = incoming.next() => match next {
+                Some(Ok(conn)) => conn,
+                // The listener has logged why; the next connection may do better.
+                Some(Err(e)) => {
+                    warn!(cause = %e, "connection not accepted");
+                    continue;
+                }
+                None => break,
+            },
+        };
+        // Who is calling, for the authorization check and `WhoAmI`: every
+        // request on this connection carries it.
+        let peer = conn.connect_info();
+        let service = service.clone();
+        let per_request =
+            hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
+                request.extensions_mut().insert(peer.clone());
+                service.clone().oneshot(request)
+            });
+        let connection = builder.serve_connection(TokioIo::new(conn), per_request);
+        let connection = connections.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                debug!(cause = %e, "client connection ended");
+            }
+        });
+    }
+    // Stop accepting: dropping the stream stops the accept loop.
+    drop(incoming);
+    connections.shutdown().await;
     Ok(())
 }

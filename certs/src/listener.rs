@@ -164,7 +164,8 @@ impl AsyncWrite for Conn {
 
 /// Accepts connections on `listener` until the returned stream is dropped.
 ///
-/// Hand the stream to `tonic::transport::Server::serve_with_incoming_shutdown`.
+/// Hand the stream to `tonic::transport::Server::serve_with_incoming_shutdown`
+/// (nodes do), or serve each connection yourself (the balancer does).
 pub fn incoming(listener: TcpListener, config: ListenerConfig) -> ReceiverStream<io::Result<Conn>> {
     // A small buffer: finished handshakes wait here only until tonic picks them up.
     let (tx, rx) = mpsc::channel(64);

@@ -52,11 +52,12 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Runs `serve` (a tonic server future that drains gracefully once `shutdown`
+/// Runs `serve` (a server future that drains gracefully once `shutdown`
 /// completes) and gives up waiting `drain` after the shutdown started.
 ///
-/// `serve_with` receives the future to pass to tonic's
-/// `serve_with_incoming_shutdown`.
+/// `serve_with` receives the future that tells the server to stop: the one to
+/// pass to tonic's `serve_with_incoming_shutdown` (nodes), or to the
+/// balancer's own accept loop.
 pub async fn serve_with_drain<S, E>(
     shutdown: impl Future<Output = ()> + Send + 'static,
     drain: Duration,
