@@ -29,7 +29,7 @@ use tokio::{net::TcpListener, task::JoinSet};
 use tokio_stream::StreamExt;
 use tonic::{body::Body, service::Routes, transport::server::Connected};
 use tower::{Layer, Service, ServiceExt};
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::{
     admin::AdminService,
@@ -200,9 +200,9 @@ where
             () = &mut signal => break,
             next = incoming.next() => match next {
                 Some(Ok(conn)) => conn,
-                // The listener has logged why; the next connection may do better.
+                // The accept loop logs what it refuses; the next may do better.
                 Some(Err(e)) => {
-                    warn!(cause = %e, "connection not accepted");
+                    debug!(cause = %e, "connection not accepted");
                     continue;
                 }
                 None => break,

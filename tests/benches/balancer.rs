@@ -264,7 +264,7 @@ fn main() {
             per_round(ours, direct_rounds, |a, b| a.throughput / b.throughput),
         );
         Goal::AtMost(120.0).report(
-            &format!("sequential p50 added by {name} (us)"),
+            &format!("sequential p50 added by {name}"),
             per_round(ours, direct_rounds, |a, b| a.p50_us - b.p50_us),
         );
         if let Some(theirs) = haproxy_rounds {
@@ -321,6 +321,14 @@ impl Goal {
         }
     }
 
+    /// A ratio (at least) or a time in microseconds (at most), as printed.
+    fn show(self, value: f64) -> String {
+        match self {
+            Goal::AtLeast(_) => format!("{value:.2}x"),
+            Goal::AtMost(_) => format!("{value:.0}us"),
+        }
+    }
+
     /// Prints the median of the rounds' values, their range, and how many
     /// rounds met the goal.
     fn report(self, what: &str, mut rounds: Vec<f64>) {
@@ -328,18 +336,19 @@ impl Goal {
         let median = rounds[rounds.len() / 2];
         let met = rounds.iter().filter(|&&v| self.met_by(v)).count();
         let goal = match self {
-            Goal::AtLeast(goal) => format!(">= {goal}"),
-            Goal::AtMost(goal) => format!("<= {goal}"),
+            Goal::AtLeast(goal) => format!(">= {}", self.show(goal)),
+            Goal::AtMost(goal) => format!("<= {}", self.show(goal)),
+        };
+        let verdict = if self.met_by(median) {
+            "met"
+        } else {
+            "NOT met"
         };
         println!(
-            "{what}: median {median:.2} (rounds {:.2} to {:.2}); goal {goal}: {} (met in {met} of {} rounds)",
-            rounds[0],
-            rounds[rounds.len() - 1],
-            if self.met_by(median) {
-                "met"
-            } else {
-                "NOT met"
-            },
+            "{what}: median {} (rounds {} to {}); goal {goal}: {verdict}, in {met} of {} rounds",
+            self.show(median),
+            self.show(rounds[0]),
+            self.show(rounds[rounds.len() - 1]),
             rounds.len()
         );
     }
