@@ -21,8 +21,8 @@
 //! medians are reported. Each goal is judged round by round, against the
 //! direct path or HAProxy measured in the same round, so that the machine's
 //! mood, which moves from one round to the next, falls on both sides of a
-//! ratio; the table gives the median of those per-round numbers and how many
-//! rounds met the goal.
+//! ratio. Below the table of medians, each goal's line gives the median of
+//! those per-round numbers, their range, and how many rounds met the goal.
 //!
 //! Times on a shared or virtual machine move with its neighbours. So, when
 //! valgrind is installed, the benchmark also counts the instructions each proxy
