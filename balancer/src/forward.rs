@@ -27,6 +27,7 @@ use http_body_util::{BodyExt, Full};
 use node::limits::MAX_MESSAGE_BYTES;
 use proto::{Attempt, Trace};
 use tonic::{Status, body::Body, server::NamedService};
+use tower::BoxError;
 
 use crate::{
     backend::{Backend, Backends, InFlight},
@@ -36,9 +37,6 @@ use crate::{
     policy::{Candidate, Picker, Policy},
     retry::RetryBudget,
 };
-
-/// Any error, as tower and hyper pass them around.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The deadline of a request that does not bring its own (`grpc-timeout`).
 const DEFAULT_DEADLINE: Duration = Duration::from_secs(10);

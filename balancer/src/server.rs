@@ -10,7 +10,14 @@
 //! counted with callgrind (docs/decisions.md). The forwarder reads the
 //! deadline itself.
 
-use std::{convert::Infallible, future::Future, pin::Pin, sync::Arc, time::Duration};
+use std::{
+    convert::Infallible,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{self, Poll},
+    time::Duration,
+};
 
 use anyhow::Context;
 use certs::{
@@ -155,12 +162,9 @@ impl Service<http::Request<Incoming>> for FrontDoor {
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
-    fn poll_ready(
-        &mut self,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Infallible>> {
+    fn poll_ready(&mut self, _: &mut task::Context<'_>) -> Poll<Result<(), Infallible>> {
         // Both are always ready.
-        std::task::Poll::Ready(Ok(()))
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, request: http::Request<Incoming>) -> Self::Future {
@@ -175,12 +179,13 @@ impl Service<http::Request<Incoming>> for FrontDoor {
 
 /// Serves HTTP/2 on every connection `incoming` yields, each request through
 /// `service`, until `signal` completes; then stops accepting and waits for the
-/// requests in flight (the caller bounds that wait).
+/// requests in flight (the caller bounds that wait). It cannot fail: a
+/// connection that breaks ends alone.
 async fn serve<S>(
     mut incoming: impl tokio_stream::Stream<Item = std::io::Result<certs::listener::Conn>> + Unpin,
     service: S,
     signal: Pin<Box<dyn Future<Output = ()> + Send>>,
-) -> anyhow::Result<()>
+) -> Result<(), Infallible>
 where
     S: Service<http::Request<Incoming>, Response = http::Response<Body>, Error = Infallible>
         + Clone

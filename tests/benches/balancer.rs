@@ -62,11 +62,8 @@ struct Numbers {
 impl Numbers {
     /// The median of each number over the rounds.
     fn median(rounds: &[Numbers]) -> Numbers {
-        let median = |pick: fn(&Numbers) -> f64| {
-            let mut values: Vec<f64> = rounds.iter().map(pick).collect();
-            values.sort_by(f64::total_cmp);
-            values[values.len() / 2]
-        };
+        let median =
+            |pick: fn(&Numbers) -> f64| Spread::of(rounds.iter().map(pick).collect()).median;
         Numbers {
             throughput: median(|n| n.throughput),
             p50_us: median(|n| n.p50_us),
@@ -277,13 +274,10 @@ fn main() {
     println!();
     let added = |name: &str, path: &str| {
         if let Some(rounds) = rounds_of(path) {
-            let mut added = per_round(rounds, direct_rounds, |a, b| a.p50_us - b.p50_us);
-            added.sort_by(f64::total_cmp);
+            let added = Spread::of(per_round(rounds, direct_rounds, |a, b| a.p50_us - b.p50_us));
             println!(
                 "sequential p50 added by {name}: median {:.0}us (rounds {:.0} to {:.0})",
-                added[added.len() / 2],
-                added[0],
-                added[added.len() - 1]
+                added.median, added.min, added.max
             );
         }
     };
@@ -304,6 +298,25 @@ fn per_round(
         .zip(theirs)
         .map(|(a, b)| compare(a, b))
         .collect()
+}
+
+/// The median of per-round numbers, and their range.
+#[derive(Debug, Clone, Copy)]
+struct Spread {
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+impl Spread {
+    fn of(mut rounds: Vec<f64>) -> Spread {
+        rounds.sort_by(f64::total_cmp);
+        Spread {
+            median: rounds[rounds.len() / 2],
+            min: rounds[0],
+            max: rounds[rounds.len() - 1],
+        }
+    }
 }
 
 /// A goal from issue 4, for a number where more is better or less is.
@@ -331,25 +344,24 @@ impl Goal {
 
     /// Prints the median of the rounds' values, their range, and how many
     /// rounds met the goal.
-    fn report(self, what: &str, mut rounds: Vec<f64>) {
-        rounds.sort_by(f64::total_cmp);
-        let median = rounds[rounds.len() / 2];
+    fn report(self, what: &str, rounds: Vec<f64>) {
         let met = rounds.iter().filter(|&&v| self.met_by(v)).count();
+        let count = rounds.len();
+        let spread = Spread::of(rounds);
         let goal = match self {
             Goal::AtLeast(goal) => format!(">= {}", self.show(goal)),
             Goal::AtMost(goal) => format!("<= {}", self.show(goal)),
         };
-        let verdict = if self.met_by(median) {
+        let verdict = if self.met_by(spread.median) {
             "met"
         } else {
             "NOT met"
         };
         println!(
-            "{what}: median {} (rounds {} to {}); goal {goal}: {verdict}, in {met} of {} rounds",
-            self.show(median),
-            self.show(rounds[0]),
-            self.show(rounds[rounds.len() - 1]),
-            rounds.len()
+            "{what}: median {} (rounds {} to {}); goal {goal}: {verdict}, in {met} of {count} rounds",
+            self.show(spread.median),
+            self.show(spread.min),
+            self.show(spread.max),
         );
     }
 }
