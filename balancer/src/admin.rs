@@ -51,7 +51,7 @@ impl Admin for AdminService {
             .map(|b| {
                 let health = b.health();
                 BackendStatus {
-                    name: b.name(),
+                    name: b.name().to_string(),
                     addr: b.addr.clone(),
                     health: health.name().into(),
                     reason: match health {

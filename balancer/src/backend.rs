@@ -72,7 +72,8 @@ pub struct Backend {
     /// The node's `--name`, asked for (`Admin.WhoAmI`) after its first good
     /// health check and kept up to date from the traces of its answers; its
     /// address until then.
-    name: Mutex<String>,
+    /// An `Arc`, so that naming the node on every request costs no copy.
+    name: Mutex<Arc<str>>,
     connection: NodeConnection,
     health: Mutex<Health>,
     /// Wakes the requests waiting on this node when it is ejected.
@@ -86,7 +87,7 @@ pub struct Backend {
 impl Backend {
     fn new(addr: String, connection: NodeConnection) -> Self {
         Backend {
-            name: Mutex::new(addr.clone()),
+            name: Mutex::new(addr.as_str().into()),
             addr,
             connection,
             health: Mutex::new(Health::Waiting { reason: None }),
@@ -99,7 +100,7 @@ impl Backend {
     }
 
     /// The node's name (or its address, before its first answer).
-    pub fn name(&self) -> String {
+    pub fn name(&self) -> Arc<str> {
         self.name.lock().expect("name poisoned").clone()
     }
 
@@ -109,9 +110,9 @@ impl Backend {
             return;
         }
         let mut current = self.name.lock().expect("name poisoned");
-        if *current != name {
+        if **current != *name {
             info!(addr = %self.addr, node = %name, "backend named");
-            *current = name.to_string();
+            *current = name.into();
         }
     }
 
@@ -235,7 +236,7 @@ impl Backend {
             )),
             Ok(Err(status)) => Err(format!("health check failed: {}", status.message())),
             Ok(Ok(answer)) if answer.get_ref().status == ServingStatus::Serving as i32 => {
-                if self.name() == self.addr {
+                if *self.name() == *self.addr {
                     self.ask_name().await;
                 }
                 Ok(())

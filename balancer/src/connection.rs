@@ -147,27 +147,15 @@ impl NodeConnection {
             .handshake(stream)
             .await
             .map_err(|e| format!("HTTP/2 handshake failed: {e}"))?;
-        let mut ping_pong = connection.ping_pong().expect("asked for only once");
+        let ping_pong = connection.ping_pong().expect("asked for only once");
         let closed = Arc::new(AtomicBool::new(false));
         let addr = self.addr.clone();
         let flag = closed.clone();
         // The connection's task: it reads and writes the socket for every
         // request on it. It ends when the node hangs up or stops answering pings.
         tokio::spawn(async move {
-            let keepalive = async {
-                loop {
-                    tokio::time::sleep(KEEPALIVE_INTERVAL).await;
-                    let pong =
-                        tokio::time::timeout(KEEPALIVE_TIMEOUT, ping_pong.ping(h2::Ping::opaque()));
-                    match pong.await {
-                        Ok(Ok(_)) => {}
-                        Ok(Err(e)) => return format!("ping failed: {e}"),
-                        Err(_) => {
-                            return format!("no answer to a ping within {KEEPALIVE_TIMEOUT:?}");
-                        }
-                    }
-                }
-            };
+            let keepalive =
+                crate::http2::keepalive(ping_pong, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT);
             let reason = tokio::select! {
                 ended = connection => match ended {
                     Ok(()) => "closed".to_string(),
@@ -262,18 +250,23 @@ impl Http2 {
         };
         let unary = read_unary(body, MAX_MESSAGE_BYTES).await?;
         let trailers = unary.trailers.unwrap_or_default();
-        match (Status::from_header_map(&trailers), unary.message) {
-            (Some(status), _) if status.code() != tonic::Code::Ok => Err(status),
-            (Some(_), Some(message)) => Ok(Answer {
+        // Only the code, at first: most answers are OK, and tonic's full parse
+        // (message, details, a copy of the other trailers) is for failures.
+        let code = trailers
+            .get("grpc-status")
+            .map(|code| tonic::Code::from_bytes(code.as_bytes()));
+        match (code, unary.message) {
+            (Some(tonic::Code::Ok), Some(message)) => Ok(Answer {
                 head,
                 message,
                 trailers,
             }),
+            (Some(tonic::Code::Ok), None) => Err(Status::internal(format!(
+                "{addr} answered OK without a message"
+            ))),
+            (Some(_), _) => Err(Status::from_header_map(&trailers).expect("a grpc-status")),
             (None, _) => Err(Status::internal(format!(
                 "{addr}'s response ended without a grpc-status"
-            ))),
-            (Some(_), None) => Err(Status::internal(format!(
-                "{addr} answered OK without a message"
             ))),
         }
     }

@@ -20,7 +20,7 @@ use std::{
 
 use bytes::Bytes;
 use http::{
-    HeaderMap, HeaderValue,
+    HeaderMap, HeaderName, HeaderValue,
     header::{CONTENT_TYPE, TE},
 };
 use http_body_util::{BodyExt, Full};
@@ -42,6 +42,9 @@ use crate::{
 const DEFAULT_DEADLINE: Duration = Duration::from_secs(10);
 /// At most this many nodes are tried for one request.
 const MAX_ATTEMPTS: usize = 3;
+/// The header that carries a call's deadline. A `HeaderName` made once, so
+/// that looking it up does not parse the name again on every request.
+const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 
 /// What the forwarding path shares: the backends, the policy and the counters.
 #[derive(Debug)]
@@ -89,17 +92,13 @@ impl Router {
     }
 
     /// Picks a healthy node not in `tried`, with the reason.
-    fn pick(&self, key: &str, tried: &[String]) -> Option<(Arc<Backend>, String)> {
-        let healthy: Vec<Arc<Backend>> = self
-            .backends
-            .list()
-            .into_iter()
-            .filter(|b| b.is_healthy() && !tried.contains(&b.addr))
-            .collect();
+    fn pick(&self, key: &str, tried: &[Arc<Backend>]) -> Option<(Arc<Backend>, String)> {
+        let mut healthy = self.backends.list();
+        healthy.retain(|b| b.is_healthy() && !tried.iter().any(|t| Arc::ptr_eq(t, b)));
         if healthy.is_empty() {
             return None;
         }
-        let names: Vec<String> = healthy.iter().map(|b| b.name()).collect();
+        let names: Vec<Arc<str>> = healthy.iter().map(|b| b.name()).collect();
         let candidates: Vec<Candidate<'_>> = healthy
             .iter()
             .zip(&names)
@@ -109,7 +108,7 @@ impl Router {
             })
             .collect();
         let (i, reason) = self.picker.pick(self.policy(), &candidates, key);
-        Some((healthy[i].clone(), reason))
+        Some((healthy.swap_remove(i), reason))
     }
 
     /// Forwards one `KeyValue` call: to nodes, in turn, until one answers or
@@ -150,7 +149,7 @@ impl Router {
             policy: policy.name().to_string(),
             ..Trace::default()
         };
-        let mut tried: Vec<String> = Vec::new();
+        let mut tried: Vec<Arc<Backend>> = Vec::with_capacity(MAX_ATTEMPTS);
         let mut last_failure: Option<Status> = None;
         while tried.len() < MAX_ATTEMPTS {
             let Some((backend, reason)) = self.pick(&key, &tried) else {
@@ -165,12 +164,12 @@ impl Router {
             } else {
                 trace.choice = reason;
             }
-            tried.push(backend.addr.clone());
+            tried.push(backend.clone());
             let remaining = deadline.saturating_duration_since(Instant::now());
             let mut headers = HeaderMap::with_capacity(4);
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
             headers.insert(TE, HeaderValue::from_static("trailers"));
-            headers.insert("grpc-timeout", grpc_timeout(remaining));
+            headers.insert(GRPC_TIMEOUT, grpc_timeout(remaining));
             if tried.len() > 1 {
                 // Tells the node that this write may already have been applied.
                 headers.insert(node::kv::RETRY_HEADER, HeaderValue::from(tried.len() - 1));
@@ -207,7 +206,7 @@ impl Router {
                         backend.learn_name(&name);
                     }
                     trace.attempts.push(Attempt {
-                        node: backend.name(),
+                        node: backend.name().to_string(),
                         outcome: "OK".into(),
                         latency_us,
                         detail: String::new(),
@@ -225,7 +224,7 @@ impl Router {
                         backend.eject(reason, self.backends.events());
                     }
                     trace.attempts.push(Attempt {
-                        node: backend.name(),
+                        node: backend.name().to_string(),
                         outcome: proto::code_name(status.code()).to_string(),
                         latency_us,
                         detail: status.message().to_string(),
@@ -289,7 +288,7 @@ fn budget_note(attempts: usize) -> &'static str {
 
 /// The deadline the client sent as `grpc-timeout`, if any.
 fn client_deadline(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get("grpc-timeout")?.to_str().ok()?;
+    let value = headers.get(GRPC_TIMEOUT)?.to_str().ok()?;
     let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
     let amount: u64 = digits.parse().ok()?;
     Some(match unit {

@@ -14,6 +14,7 @@
 //! - [`grpc`]: the little of gRPC's wire format the balancer reads and writes.
 //! - [`forward`]: the `KeyValue` service: pick, forward, retry, trace.
 //! - [`admin`]: status, events, policy changes.
+//! - [`http2`]: the HTTP/2 server clients talk to.
 //! - [`server`]: puts it together; [`config`]: the command line.
 
 pub mod admin;
@@ -23,6 +24,7 @@ pub mod config;
 pub mod connection;
 pub mod forward;
 pub mod grpc;
+pub mod http2;
 pub mod policy;
 pub mod retry;
 pub mod server;

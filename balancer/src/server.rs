@@ -1,14 +1,14 @@
 //! Putting a balancer together: identity, backends, health checks, gRPC.
 //!
-//! The balancer serves its clients with hyper's HTTP/2 server itself, not
-//! through `tonic::transport::Server`. Every request passes the authorization
-//! check, and then a `KeyValue` call goes straight to the forwarder, while the
-//! few other calls (health checks, reflection, `Admin`) go to tonic's router
-//! of generated services. tonic's server would put each forwarded request
-//! through its own stack of layers first (connection info, `grpc-timeout`,
-//! error recovery, routing): 7% of the balancer's instructions per request,
-//! counted with callgrind (docs/decisions.md). The forwarder reads the
-//! deadline itself.
+//! The balancer serves its clients with its own HTTP/2 server ([`http2`]),
+//! not through `tonic::transport::Server`. Every request passes the
+//! authorization check, and then a `KeyValue` call goes straight to the
+//! forwarder, while the few other calls (health checks, reflection, `Admin`)
+//! go to tonic's router of generated services. tonic's server would put each
+//! forwarded request through its own stack of layers first (connection info,
+//! `grpc-timeout`, error recovery, routing), and hyper's server under it
+//! through a task and a pipe of its own (docs/decisions.md). The forwarder
+//! reads the deadline itself.
 
 use std::{
     convert::Infallible,
@@ -16,7 +16,6 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{self, Poll},
-    time::Duration,
 };
 
 use anyhow::Context;
@@ -25,18 +24,12 @@ use certs::{
     listener::ListenerConfig,
     tls::Credentials,
 };
-use hyper::{body::Incoming, server::conn::http2};
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::graceful::GracefulShutdown,
-};
 use node::{events::Events, lifecycle};
 use proto::admin_server::AdminServer;
 use tokio::{net::TcpListener, task::JoinSet};
-use tokio_stream::StreamExt;
-use tonic::{body::Body, service::Routes, transport::server::Connected};
+use tonic::{body::Body, service::Routes};
 use tower::{Layer, Service, ServiceExt};
-use tracing::{debug, info};
+use tracing::info;
 
 use crate::{
     admin::AdminService,
@@ -45,12 +38,8 @@ use crate::{
     config::Config,
     forward::{ForwardService, Router},
     grpc::KEY_VALUE_PATH,
+    http2::{self, Request},
 };
-
-/// At most this many requests run at once on one client connection.
-const MAX_CONCURRENT_STREAMS: u32 = 256;
-/// A ping goes to an idle client this often, so a vanished one is noticed.
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Serves the balancer on `listener` until `shutdown` completes, then drains.
 pub async fn run(
@@ -140,7 +129,7 @@ pub async fn run(
         health.set_not_serving::<ForwardService>().await;
     };
     lifecycle::serve_with_drain(shutdown, config.serving.drain_timeout, |signal| {
-        serve(incoming, front_door, signal)
+        http2::Server::new(front_door).serve(incoming, signal)
     })
     .await?;
     background.shutdown().await;
@@ -157,7 +146,7 @@ struct FrontDoor {
     others: Routes,
 }
 
-impl Service<http::Request<Incoming>> for FrontDoor {
+impl Service<Request> for FrontDoor {
     type Response = http::Response<Body>;
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
@@ -167,7 +156,7 @@ impl Service<http::Request<Incoming>> for FrontDoor {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: http::Request<Incoming>) -> Self::Future {
+    fn call(&mut self, request: Request) -> Self::Future {
         // An unknown KeyValue method too: the forwarder's error names the four.
         if request.uri().path().starts_with(KEY_VALUE_PATH) {
             self.kv.call(request)
@@ -175,63 +164,4 @@ impl Service<http::Request<Incoming>> for FrontDoor {
             Box::pin(self.others.clone().oneshot(request))
         }
     }
-}
-
-/// Serves HTTP/2 on every connection `incoming` yields, each request through
-/// `service`, until `signal` completes; then stops accepting and waits for the
-/// requests in flight (the caller bounds that wait). It cannot fail: a
-/// connection that breaks ends alone.
-async fn serve<S>(
-    mut incoming: impl tokio_stream::Stream<Item = std::io::Result<certs::listener::Conn>> + Unpin,
-    service: S,
-    signal: Pin<Box<dyn Future<Output = ()> + Send>>,
-) -> Result<(), Infallible>
-where
-    S: Service<http::Request<Incoming>, Response = http::Response<Body>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
-    let mut builder = http2::Builder::new(TokioExecutor::new());
-    builder
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-        .keep_alive_interval(KEEPALIVE_INTERVAL);
-    let connections = GracefulShutdown::new();
-    tokio::pin!(signal);
-    loop {
-        let conn = tokio::select! {
-            () = &mut signal => break,
-            next = incoming.next() => match next {
-                Some(Ok(conn)) => conn,
-                // The accept loop logs what it refuses; the next may do better.
-                Some(Err(e)) => {
-                    debug!(cause = %e, "connection not accepted");
-                    continue;
-                }
-                None => break,
-            },
-        };
-        // Who is calling, for the authorization check and `WhoAmI`: every
-        // request on this connection carries it.
-        let peer = conn.connect_info();
-        let service = service.clone();
-        let per_request =
-            hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
-                request.extensions_mut().insert(peer.clone());
-                service.clone().oneshot(request)
-            });
-        let connection = builder.serve_connection(TokioIo::new(conn), per_request);
-        let connection = connections.watch(connection);
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                debug!(cause = %e, "client connection ended");
-            }
-        });
-    }
-    // Stop accepting: dropping the stream stops the accept loop.
-    drop(incoming);
-    connections.shutdown().await;
-    Ok(())
 }

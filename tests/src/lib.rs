@@ -382,24 +382,31 @@ impl TestCluster {
 
     /// Sends `signal` (e.g. "TERM", "INT", "STOP", "CONT") to node `index`.
     pub fn signal(&self, index: usize, signal: &str) {
-        let pid = self.nodes[index].pid().expect("node is running");
-        let status = Command::new("kill")
-            .args([format!("-{signal}"), pid.to_string()])
-            .status()
-            .expect("running kill");
-        assert!(status.success(), "kill -{signal} {pid} failed");
+        send_signal(self.nodes[index].pid().expect("node is running"), signal);
+    }
+
+    /// Sends `signal` to balancer `index`.
+    pub fn signal_balancer(&self, index: usize, signal: &str) {
+        send_signal(
+            self.balancers[index].pid().expect("balancer is running"),
+            signal,
+        );
     }
 
     /// Waits for node `index` to exit by itself and returns how it exited.
     pub fn wait_exit(&mut self, index: usize, timeout: Duration) -> ExitStatus {
         let node = &mut self.nodes[index];
-        let mut child = node.child.take().expect("node is running");
-        let mut status = None;
-        wait_until(&format!("{} to exit", node.name), timeout, || {
-            status = child.try_wait().expect("checking the node process");
-            status.is_some()
-        });
-        status.expect("exited")
+        let child = node.child.take().expect("node is running");
+        wait_for_exit(child, &node.name, timeout)
+    }
+
+    /// Waits for balancer `index` to exit by itself and returns how it exited.
+    pub fn wait_balancer_exit(&mut self, index: usize, timeout: Duration) -> ExitStatus {
+        let child = self.balancers[index]
+            .child
+            .take()
+            .expect("balancer is running");
+        wait_for_exit(child, &format!("balancer {}", index + 1), timeout)
     }
 
     /// Starts a balancer in front of every node, with `extra` flags, and waits
@@ -745,6 +752,25 @@ impl Client {
         );
         out
     }
+}
+
+/// Sends `signal` (e.g. "TERM") to process `pid` with kill(1).
+fn send_signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()
+        .expect("running kill");
+    assert!(status.success(), "kill -{signal} {pid} failed");
+}
+
+/// Waits for `child` (called `name` in the panic) to exit by itself.
+fn wait_for_exit(mut child: Child, name: &str, timeout: Duration) -> ExitStatus {
+    let mut status = None;
+    wait_until(&format!("{name} to exit"), timeout, || {
+        status = child.try_wait().expect("checking the process");
+        status.is_some()
+    });
+    status.expect("exited")
 }
 
 /// A client running in the background; killed if dropped unfinished.

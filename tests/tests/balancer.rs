@@ -194,6 +194,35 @@ fn reads_waiting_on_a_hung_node_go_elsewhere_when_it_is_ejected() {
     assert!(json["retries"].as_u64().unwrap() > 0, "{json}");
 }
 
+/// SIGTERM while a request is in flight: the balancer tells its clients it is
+/// going away, lets the request finish, and exits 0 once it has.
+#[test]
+fn a_draining_balancer_finishes_the_request_in_flight() {
+    let mut cluster = TestCluster::start(1);
+    cluster.start_balancer(&[]);
+    cluster
+        .client_to(0)
+        .args(["fault", "n1", "--latency", "2s"])
+        .ok();
+    let put = cluster
+        .client_to_balancer(0)
+        .args(["put", "drained", "v"])
+        .spawn();
+    wait_until("the put to be in flight on n1", SETTLE, || {
+        cluster
+            .balancer_status(0)
+            .is_ok_and(|s| s.backends.iter().any(|b| b.in_flight == 1))
+    });
+    cluster.signal_balancer(0, "TERM");
+    let status = cluster.wait_balancer_exit(0, SETTLE);
+    let out = put.finish();
+    assert!(out.status.success(), "{}", out.stderr);
+    assert!(out.stdout.starts_with("OK drained"), "{}", out.stdout);
+    assert_eq!(status.code(), Some(0), "exit status after SIGTERM");
+    let log = cluster.balancers[0].log_text();
+    assert!(log.contains("drained; all requests finished"), "{log}");
+}
+
 #[test]
 fn least_request_steers_away_from_a_slow_node() {
     let mut cluster = TestCluster::start(3);

@@ -1,0 +1,314 @@
+//! The balancer's HTTP/2 server, driven with the `h2` crate itself.
+//!
+//! Why not hyper's server (or tonic's, which is hyper's with layers on top)?
+//! hyper serves any body, of any size, from any service, and every request
+//! pays for that: it spawns a task per request, then pipes the response into
+//! the stream while it watches for resets, checks the headers again for
+//! connection-specific fields and fills in a content length. Counted with
+//! callgrind, that was about 8,000 instructions of the 90,000 the balancer
+//! spent per forwarded request (docs/performance.md).
+//!
+//! Here one task per connection accepts its streams, and one task per request
+//! calls the service and writes the answer: headers, then the body's frames.
+//! A body of one message with its trailers (every forwarded `KeyValue`
+//! answer) goes out at once. A body that streams (`Admin.Events`) is written
+//! as flow control allows, and is dropped if the client resets the stream.
+//!
+//! What hyper did for the connection is done here too, with hyper's values:
+//! flow-control windows, header and buffer limits, a keepalive ping, and a
+//! graceful shutdown that lets the requests in flight finish.
+
+use std::{
+    convert::Infallible,
+    future::{Future, poll_fn},
+    pin::Pin,
+    task::{Context, Poll, ready},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use certs::listener::Conn;
+use h2::{
+    RecvStream, SendStream,
+    server::{Builder, SendResponse},
+};
+use http_body::{Body, Frame};
+use http_body_util::BodyExt;
+use tokio::sync::watch;
+use tokio_stream::{Stream, StreamExt};
+use tonic::transport::server::Connected;
+use tower::{Service, ServiceExt};
+use tracing::debug;
+
+/// At most this many requests run at once on one client connection.
+const MAX_CONCURRENT_STREAMS: u32 = 256;
+/// A ping goes to a client this often, so a vanished one is noticed...
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// ... when it has not answered within this (hyper's default).
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Flow-control windows, header and send-buffer limits: hyper's server
+/// defaults, which the balancer served with before.
+const STREAM_WINDOW: u32 = 1024 * 1024;
+const CONNECTION_WINDOW: u32 = 1024 * 1024;
+const MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
+const MAX_SEND_BUFFER: usize = 400 * 1024;
+const MAX_LOCAL_ERROR_RESETS: usize = 1024;
+
+/// What every request carries: its body, as the client streams it.
+pub type Request = http::Request<RequestBody>;
+
+/// An HTTP/2 server that answers every request with one tower service, which
+/// cannot fail: a failure is a gRPC status in the response.
+#[derive(Debug, Clone)]
+pub struct Server<S> {
+    service: S,
+}
+
+impl<S> Server<S>
+where
+    S: Service<Request, Response = http::Response<tonic::body::Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    pub fn new(service: S) -> Self {
+        Server { service }
+    }
+
+    /// Serves HTTP/2 on every connection `incoming` yields until `signal`
+    /// completes; then stops accepting, asks every client to finish (GOAWAY) and
+    /// waits for the requests in flight (the caller bounds that wait). It cannot
+    /// fail: a connection that breaks ends alone.
+    pub async fn serve(
+        self,
+        mut incoming: impl Stream<Item = std::io::Result<Conn>> + Unpin,
+        signal: Pin<Box<dyn Future<Output = ()> + Send>>,
+    ) -> Result<(), Infallible> {
+        // Every connection holds a receiver: `true` asks it to wind down, and
+        // when the last one has gone, every connection has ended.
+        let (draining, watch) = watch::channel(false);
+        tokio::pin!(signal);
+        loop {
+            let conn = tokio::select! {
+                () = &mut signal => break,
+                next = incoming.next() => match next {
+                    Some(Ok(conn)) => conn,
+                    // The accept loop logs what it refuses; the next may do better.
+                    Some(Err(e)) => {
+                        debug!(cause = %e, "connection not accepted");
+                        continue;
+                    }
+                    None => break,
+                },
+            };
+            tokio::spawn(self.clone().serve_connection(conn, watch.clone()));
+        }
+        // Stop accepting: dropping the stream stops the accept loop.
+        drop(incoming);
+        drop(watch);
+        let _ = draining.send(true);
+        draining.closed().await;
+        Ok(())
+    }
+
+    /// Serves one client connection until the client closes it, it breaks, the
+    /// client stops answering pings, or a drain has let its requests finish.
+    async fn serve_connection(self, conn: Conn, mut draining: watch::Receiver<bool>) {
+        // Who is calling, for the authorization check and `WhoAmI`: every request
+        // on this connection carries it.
+        let peer = conn.connect_info();
+        let handshake = Builder::new()
+            .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+            .initial_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .max_header_list_size(MAX_HEADER_LIST_SIZE)
+            .max_send_buffer_size(MAX_SEND_BUFFER)
+            .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
+            .handshake::<_, Bytes>(conn);
+        let mut connection = tokio::select! {
+            handshake = handshake => match handshake {
+                Ok(connection) => connection,
+                Err(e) => {
+                    debug!(cause = %e, "client's HTTP/2 handshake failed");
+                    return;
+                }
+            },
+            _ = draining.wait_for(|draining| *draining) => return,
+        };
+        let ping_pong = connection.ping_pong().expect("asked for only once");
+        let keepalive = keepalive(ping_pong, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT);
+        tokio::pin!(keepalive);
+        let mut winding_down = false;
+        loop {
+            tokio::select! {
+                accepted = connection.accept() => match accepted {
+                    Some(Ok((request, respond))) => {
+                        let mut request = request.map(RequestBody::new);
+                        request.extensions_mut().insert(peer.clone());
+                        tokio::spawn(answer(self.service.clone().oneshot(request), respond));
+                    }
+                    Some(Err(e)) => {
+                        debug!(cause = %e, "client connection ended");
+                        return;
+                    }
+                    None => return,
+                },
+                _ = draining.wait_for(|draining| *draining), if !winding_down => {
+                    // GOAWAY: no new requests; `accept` ends once those in flight are done.
+                    connection.graceful_shutdown();
+                    winding_down = true;
+                }
+                reason = &mut keepalive => {
+                    debug!(%reason, "closing a client connection");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Pings every `interval` until a ping is not answered within `timeout` or
+/// fails; returns why.
+pub async fn keepalive(
+    mut ping_pong: h2::PingPong,
+    interval: Duration,
+    timeout: Duration,
+) -> String {
+    loop {
+        tokio::time::sleep(interval).await;
+        match tokio::time::timeout(timeout, ping_pong.ping(h2::Ping::opaque())).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return format!("ping failed: {e}"),
+            Err(_) => return format!("no answer to a ping within {timeout:?}"),
+        }
+    }
+}
+
+/// Waits for the service's response and writes it to the stream: headers,
+/// then the body's data and trailers. A body that ends with an error resets
+/// the stream, as hyper did.
+async fn answer<F>(response: F, mut respond: SendResponse<Bytes>)
+where
+    F: Future<Output = Result<http::Response<tonic::body::Body>, Infallible>>,
+{
+    let Ok(response) = response.await;
+    let (head, mut body) = response.into_parts();
+    let end = body.is_end_stream();
+    let mut stream = match respond.send_response(http::Response::from_parts(head, ()), end) {
+        Ok(stream) => stream,
+        Err(e) => {
+            debug!(cause = %e, "response not sent");
+            return;
+        }
+    };
+    if end {
+        return;
+    }
+    loop {
+        // A stream that never ends on its own (`Admin.Events`) ends when the
+        // client resets it. The body first: a forwarded answer is all there.
+        let frame = tokio::select! {
+            biased;
+            frame = body.frame() => frame,
+            _ = poll_fn(|cx| stream.poll_reset(cx)) => return,
+        };
+        let (sent, last) = match frame.map(|frame| frame.map(Frame::into_data)) {
+            None => (stream.send_data(Bytes::new(), true), true),
+            Some(Ok(Ok(data))) => (send_data(&mut stream, data).await, false),
+            Some(Ok(Err(frame))) => match frame.into_trailers() {
+                Ok(trailers) => (stream.send_trailers(trailers), true),
+                Err(_) => continue,
+            },
+            Some(Err(status)) => {
+                debug!(%status, "response body failed; resetting the stream");
+                stream.send_reset(h2::Reason::INTERNAL_ERROR);
+                return;
+            }
+        };
+        if let Err(e) = sent {
+            debug!(cause = %e, "response not sent");
+            return;
+        }
+        if last {
+            return;
+        }
+    }
+}
+
+/// Sends `data` as the client's flow-control window allows. A message that
+/// fits the window goes at once; a larger one goes in pieces as the client
+/// makes room, so a client that stops reading holds up only its own stream.
+async fn send_data(stream: &mut SendStream<Bytes>, mut data: Bytes) -> Result<(), h2::Error> {
+    while !data.is_empty() {
+        stream.reserve_capacity(data.len());
+        let capacity = match stream.capacity() {
+            0 => match poll_fn(|cx| stream.poll_capacity(cx)).await {
+                Some(capacity) => capacity?,
+                // The stream was reset or closed; `send_data` says which.
+                None => return stream.send_data(data, false),
+            },
+            capacity => capacity,
+        };
+        let piece = data.split_to(capacity.min(data.len()));
+        stream.send_data(piece, false)?;
+    }
+    Ok(())
+}
+
+/// A request's body as the client streams it. Each piece read gives the
+/// client the same room back (flow control), so a request body is never held
+/// up by a window the balancer forgot to open.
+#[derive(Debug)]
+pub struct RequestBody {
+    stream: RecvStream,
+    data_done: bool,
+    done: bool,
+}
+
+impl RequestBody {
+    fn new(stream: RecvStream) -> Self {
+        let done = stream.is_end_stream();
+        RequestBody {
+            stream,
+            data_done: done,
+            done,
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = h2::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if !this.data_done {
+            match ready!(this.stream.poll_data(cx)) {
+                Some(Ok(data)) => {
+                    // Fails only if the stream is gone, which the next read reports.
+                    let _ = this.stream.flow_control().release_capacity(data.len());
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Some(Err(e)) => {
+                    this.done = true;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                None => this.data_done = true,
+            }
+        }
+        let trailers = ready!(this.stream.poll_trailers(cx));
+        this.done = true;
+        Poll::Ready(trailers.transpose().map(|t| t.map(Frame::trailers)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
+}
