@@ -194,6 +194,25 @@ fn reads_waiting_on_a_hung_node_go_elsewhere_when_it_is_ejected() {
     assert!(json["retries"].as_u64().unwrap() > 0, "{json}");
 }
 
+/// A value at the size limit crosses the balancer both ways: in, more than
+/// one flow-control window of the balancer's (it must open the window as it
+/// reads); out, more than h2's send buffer (it must send in pieces).
+#[test]
+fn a_value_at_the_size_limit_crosses_the_balancer_both_ways() {
+    let mut cluster = TestCluster::start(1);
+    cluster.start_balancer(&[]);
+    let big: Vec<u8> = (0..1024 * 1024).map(|i| (i % 251) as u8).collect();
+    let file = cluster.dir().join("big.bin");
+    std::fs::write(&file, &big).unwrap();
+    cluster
+        .client_to_balancer(0)
+        .args(["put", "big", "--value-file"])
+        .arg_path(&file)
+        .ok();
+    let got = cluster.client_to_balancer(0).args(["get", "big"]).ok();
+    assert!(got.stdout_bytes == big, "the value came back changed");
+}
+
 /// SIGTERM while a request is in flight: the balancer tells its clients it is
 /// going away, lets the request finish, and exits 0 once it has.
 #[test]
