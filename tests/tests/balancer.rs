@@ -213,8 +213,8 @@ fn a_value_at_the_size_limit_crosses_the_balancer_both_ways() {
     assert!(got.stdout_bytes == big, "the value came back changed");
 }
 
-/// SIGTERM while a request is in flight: the balancer tells its clients it is
-/// going away, lets the request finish, and exits 0 once it has.
+/// SIGTERM while a request is in flight: the balancer lets the request finish
+/// before it exits, and exits 0.
 #[test]
 fn a_draining_balancer_finishes_the_request_in_flight() {
     let mut cluster = TestCluster::start(1);
