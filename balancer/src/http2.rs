@@ -52,6 +52,9 @@ const STREAM_WINDOW: u32 = 1024 * 1024;
 const CONNECTION_WINDOW: u32 = 1024 * 1024;
 const MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
 const MAX_SEND_BUFFER: usize = 400 * 1024;
+/// How many streams a client may get reset for its own protocol errors
+/// before its connection is closed (hyper's default): a client that makes
+/// the server do that work on purpose is attacking it, not talking to it.
 const MAX_LOCAL_ERROR_RESETS: usize = 1024;
 
 /// What every request carries: its body, as the client streams it.
@@ -87,7 +90,7 @@ where
     ) -> Result<(), Infallible> {
         // Every connection holds a receiver: `true` asks it to wind down, and
         // when the last one has gone, every connection has ended.
-        let (draining, watch) = watch::channel(false);
+        let (draining, connections) = watch::channel(false);
         tokio::pin!(signal);
         loop {
             let conn = tokio::select! {
@@ -102,11 +105,11 @@ where
                     None => break,
                 },
             };
-            tokio::spawn(self.clone().serve_connection(conn, watch.clone()));
+            tokio::spawn(self.clone().serve_connection(conn, connections.clone()));
         }
         // Stop accepting: dropping the stream stops the accept loop.
         drop(incoming);
-        drop(watch);
+        drop(connections);
         let _ = draining.send(true);
         draining.closed().await;
         Ok(())
@@ -169,7 +172,8 @@ where
 }
 
 /// Pings every `interval` until a ping is not answered within `timeout` or
-/// fails; returns why.
+/// fails; returns why. Both sides of the balancer's HTTP/2 use it: client
+/// connections here, node connections in [`crate::connection`].
 pub async fn keepalive(
     mut ping_pong: h2::PingPong,
     interval: Duration,

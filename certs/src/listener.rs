@@ -167,7 +167,7 @@ impl AsyncWrite for Conn {
 /// Hand the stream to `tonic::transport::Server::serve_with_incoming_shutdown`
 /// (nodes do), or serve each connection yourself (the balancer does).
 pub fn incoming(listener: TcpListener, config: ListenerConfig) -> ReceiverStream<io::Result<Conn>> {
-    // A small buffer: finished handshakes wait here only until tonic picks them up.
+    // A small buffer: finished handshakes wait here only until the server picks them up.
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(accept_loop(listener, config, tx));
     ReceiverStream::new(rx)
