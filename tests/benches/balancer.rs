@@ -18,7 +18,8 @@
 //! throughput follows the CPU each request costs. Reads only, over keys written
 //! first, so the numbers are about forwarding, not about disks. The paths take
 //! turns for seven rounds, in the opposite order every other round, and the
-//! medians are reported. Each goal is judged round by round, against the
+//! medians are reported. The balancer is measured between the direct path and
+//! HAProxy, the two it is judged against. Each goal is judged round by round, against the
 //! direct path or HAProxy measured in the same round, so that the machine's
 //! mood, which moves from one round to the next, falls on both sides of a
 //! ratio. Below the table of medians, each goal's line gives the median of
@@ -170,6 +171,9 @@ fn main() {
         eprintln!("haproxy is not installed: skipping that comparison (apt install haproxy)");
     }
     let pid = |balancer: &tests::BalancerProcess| balancer.pid().expect("the balancer runs");
+    // The balancer is measured next to the two paths its goals compare it
+    // with, direct and HAProxy: the machine's speed drifts over tens of
+    // seconds, and a round of six paths takes about forty.
     let mut paths: Vec<(&str, MakeClient<'_>, Option<u32>)> = vec![
         ("direct to n1", Box::new(|| cluster.client_to(0)), None),
         (
@@ -177,27 +181,27 @@ fn main() {
             Box::new(|| cluster.client_at(&balancer)),
             Some(pid(&cluster.balancers[0])),
         ),
-        (
-            THREADS_0,
-            Box::new(|| cluster.client_at(&one_thread)),
-            Some(pid(&cluster.balancers[1])),
-        ),
-        (
-            N1_ONLY,
-            Box::new(|| cluster.client_at(&n1_only.addr)),
-            Some(n1_only.child.id()),
-        ),
     ];
-    if let Some(relay) = &relay {
-        // socat forks a process per connection, whose CPU is not counted.
-        paths.push((RELAY, Box::new(|| cluster.client_at(&relay.addr)), None));
-    }
     if let Some(proxy) = &haproxy {
         paths.push((
             HAPROXY,
             Box::new(|| cluster.client_at(&proxy.addr)),
             Some(proxy.child.id()),
         ));
+    }
+    paths.push((
+        THREADS_0,
+        Box::new(|| cluster.client_at(&one_thread)),
+        Some(pid(&cluster.balancers[1])),
+    ));
+    paths.push((
+        N1_ONLY,
+        Box::new(|| cluster.client_at(&n1_only.addr)),
+        Some(n1_only.child.id()),
+    ));
+    if let Some(relay) = &relay {
+        // socat forks a process per connection, whose CPU is not counted.
+        paths.push((RELAY, Box::new(|| cluster.client_at(&relay.addr)), None));
     }
     let nodes: Vec<u32> = cluster
         .nodes
