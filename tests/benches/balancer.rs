@@ -14,8 +14,9 @@
 //! each for throughput with 64 requests in flight and for latency one request
 //! at a time (p50, p99), and prints the ratios. During the throughput runs it
 //! also reads how much CPU the nodes and the proxy spent per request (Linux's
-//! `/proc/PID/task/*/schedstat`), because on a machine whose cores are all busy,
-//! throughput follows the CPU each request costs. Reads only, over keys written
+//! `/proc/PID/task/*/schedstat`), and the load generator too (its `cutime` and
+//! `cstime` once it has ended), because on a machine whose cores are all busy,
+//! throughput follows the CPU each request costs, wherever it is spent. Reads only, over keys written
 //! first, so the numbers are about forwarding, not about disks. The paths take
 //! turns for seven rounds, in the opposite order every other round, and the
 //! medians are reported. The balancer is measured between the direct path and
@@ -58,6 +59,8 @@ struct Numbers {
     nodes_cpu_us: f64,
     /// CPU the proxy spent per request at 64 in flight (NaN when not counted).
     proxy_cpu_us: f64,
+    /// CPU the load generator (the client) spent per request at 64 in flight.
+    client_cpu_us: f64,
 }
 
 impl Numbers {
@@ -71,6 +74,7 @@ impl Numbers {
             p99_us: median(|n| n.p99_us),
             nodes_cpu_us: median(|n| n.nodes_cpu_us),
             proxy_cpu_us: median(|n| n.proxy_cpu_us),
+            client_cpu_us: median(|n| n.client_cpu_us),
         }
     }
 }
@@ -112,12 +116,49 @@ fn cpu_ns(pid: u32) -> u64 {
         .sum()
 }
 
+/// CPU time this process's children have spent, in nanoseconds: those that
+/// have ended and been waited for, which during a run is the load generator
+/// alone (`cutime` and `cstime` in `/proc/self/stat`, in clock ticks).
+fn children_cpu_ns(ticks_per_second: u64) -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("reading /proc/self/stat");
+    // The fields after the command's name, which is in parentheses, start at
+    // the third (the state); cutime and cstime are the 16th and 17th.
+    let after_name = &stat[stat.rfind(')').expect("a (comm) field") + 2..];
+    let fields: Vec<u64> = after_name
+        .split_whitespace()
+        .skip(13)
+        .take(2)
+        .map(|f| f.parse().expect("a number of clock ticks"))
+        .collect();
+    fields.iter().sum::<u64>() * 1_000_000_000 / ticks_per_second
+}
+
+/// The kernel's clock ticks per second, the unit of `/proc/self/stat`'s times.
+fn clock_ticks_per_second() -> u64 {
+    let out = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .expect("running getconf CLK_TCK");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("getconf CLK_TCK prints a number")
+}
+
 /// Measures one path; `nodes` and `proxy` are the processes whose CPU counts.
-fn measure(name: &str, client: &dyn Fn() -> Client, nodes: &[u32], proxy: Option<u32>) -> Numbers {
+fn measure(
+    name: &str,
+    client: &dyn Fn() -> Client,
+    nodes: &[u32],
+    proxy: Option<u32>,
+    ticks_per_second: u64,
+) -> Numbers {
     let nodes_cpu = || nodes.iter().map(|&pid| cpu_ns(pid)).sum::<u64>();
     let proxy_cpu = || proxy.map_or(0, cpu_ns);
     let (nodes_before, proxy_before) = (nodes_cpu(), proxy_cpu());
+    let client_before = children_cpu_ns(ticks_per_second);
     let run = load(client(), 64, THROUGHPUT_RUN);
+    let client_after = children_cpu_ns(ticks_per_second);
     let (nodes_after, proxy_after) = (nodes_cpu(), proxy_cpu());
     let requests = run["requests"].as_f64().unwrap();
     let per_request_us = |ns: u64| ns as f64 / requests / 1000.0;
@@ -131,6 +172,7 @@ fn measure(name: &str, client: &dyn Fn() -> Client, nodes: &[u32], proxy: Option
             Some(_) => per_request_us(proxy_after - proxy_before),
             None => f64::NAN,
         },
+        client_cpu_us: per_request_us(client_after - client_before),
     };
     eprintln!("measured {name}: {numbers:?}");
     numbers
@@ -212,6 +254,7 @@ fn main() {
     for (_, client, _) in &paths {
         load(client(), 8, Duration::from_secs(1));
     }
+    let ticks_per_second = clock_ticks_per_second();
     let mut measured: Vec<Vec<Numbers>> = vec![Vec::new(); paths.len()];
     for round in 1..=ROUNDS {
         eprintln!("round {round} of {ROUNDS}");
@@ -223,7 +266,8 @@ fn main() {
         }
         for i in order {
             let (name, client, proxy) = &paths[i];
-            measured[i].push(measure(name, client.as_ref(), &nodes, *proxy));
+            let numbers = measure(name, client.as_ref(), &nodes, *proxy, ticks_per_second);
+            measured[i].push(numbers);
         }
     }
     let rows: Vec<(&str, Numbers)> = paths
@@ -234,8 +278,14 @@ fn main() {
 
     println!();
     println!(
-        "{:<22} {:>10} {:>10} {:>10} {:>14} {:>14}   (medians of {ROUNDS} rounds)",
-        "path", "req/s @64", "p50 (seq)", "p99 (seq)", "nodes CPU/req", "proxy CPU/req"
+        "{:<22} {:>10} {:>10} {:>10} {:>14} {:>14} {:>15}   (medians of {ROUNDS} rounds)",
+        "path",
+        "req/s @64",
+        "p50 (seq)",
+        "p99 (seq)",
+        "nodes CPU/req",
+        "proxy CPU/req",
+        "client CPU/req"
     );
     for (name, n) in &rows {
         let proxy_cpu = if n.proxy_cpu_us.is_nan() {
@@ -244,11 +294,14 @@ fn main() {
             format!("{:.0}us", n.proxy_cpu_us)
         };
         println!(
-            "{name:<22} {:>10.0} {:>8.0}us {:>8.0}us {:>12.0}us {proxy_cpu:>14}",
-            n.throughput, n.p50_us, n.p99_us, n.nodes_cpu_us
+            "{name:<22} {:>10.0} {:>8.0}us {:>8.0}us {:>12.0}us {proxy_cpu:>14} {:>13.0}us",
+            n.throughput, n.p50_us, n.p99_us, n.nodes_cpu_us, n.client_cpu_us
         );
     }
-    println!("(CPU per request: all three nodes, and the proxy, during the runs at 64 in flight)");
+    println!(
+        "(CPU per request during the runs at 64 in flight: all three nodes, the proxy, and \
+         the load generator)"
+    );
     let rounds_of = |wanted: &str| {
         let i = paths.iter().position(|(name, _, _)| *name == wanted)?;
         Some(&measured[i])
