@@ -16,15 +16,18 @@
 //! also reads how much CPU the nodes and the proxy spent per request (Linux's
 //! `/proc/PID/task/*/schedstat`), and the load generator too (its `cutime` and
 //! `cstime` once it has ended), because on a machine whose cores are all busy,
-//! throughput follows the CPU each request costs, wherever it is spent. Reads only, over keys written
-//! first, so the numbers are about forwarding, not about disks. The paths take
-//! turns for seven rounds, in the opposite order every other round, and the
-//! medians are reported. The balancer is measured between the direct path and
-//! HAProxy, the two it is judged against. Each goal is judged round by round, against the
-//! direct path or HAProxy measured in the same round, so that the machine's
-//! mood, which moves from one round to the next, falls on both sides of a
-//! ratio. Below the table of medians, each goal's line gives the median of
-//! those per-round numbers, their range, and how many rounds met the goal.
+//! throughput follows the CPU each request costs, wherever it is spent. Reads
+//! only, over keys written first, so the numbers are about forwarding, not
+//! about disks.
+//!
+//! The paths take turns for seven rounds, in the opposite order every other
+//! round, and the medians are reported. The balancer is measured between the
+//! direct path and HAProxy, the two it is judged against. Each goal is judged
+//! round by round, against the direct path or HAProxy measured in the same
+//! round, so that the machine's mood, which moves from one round to the next,
+//! falls on both sides of a ratio. Below the table of medians, each goal's
+//! line gives the median of those per-round numbers, their range, and how
+//! many rounds met the goal.
 //!
 //! Times on a shared or virtual machine move with its neighbours. So, when
 //! valgrind is installed, the benchmark also counts the instructions each proxy
