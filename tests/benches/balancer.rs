@@ -127,13 +127,13 @@ fn children_cpu_ns(ticks_per_second: u64) -> u64 {
     // The fields after the command's name, which is in parentheses, start at
     // the third (the state); cutime and cstime are the 16th and 17th.
     let after_name = &stat[stat.rfind(')').expect("a (comm) field") + 2..];
-    let fields: Vec<u64> = after_name
+    let ticks: u64 = after_name
         .split_whitespace()
         .skip(13)
         .take(2)
-        .map(|f| f.parse().expect("a number of clock ticks"))
-        .collect();
-    fields.iter().sum::<u64>() * 1_000_000_000 / ticks_per_second
+        .map(|f| f.parse::<u64>().expect("a number of clock ticks"))
+        .sum();
+    ticks * 1_000_000_000 / ticks_per_second
 }
 
 /// The kernel's clock ticks per second, the unit of `/proc/self/stat`'s times.
