@@ -139,6 +139,33 @@ fn read_error(path: &Path, source: std::io::Error) -> Error {
     }
 }
 
+/// Gives the file at `path` to the user and group that own its directory.
+///
+/// The lab's containers run as root, so what they write into a directory of the
+/// learner's, such as the `./captures` that compose mounts for the sniffer and the
+/// key log, would belong to root: the learner could read it but not delete it
+/// without sudo. Handing it to the directory's owner leaves it with whoever made
+/// the directory. Nothing to do when the owners already match; a process that is
+/// not allowed to change owners (not root) already owns what it creates.
+pub fn give_to_directory_owner(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let dir = match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        let (dir, file) = (std::fs::metadata(dir)?, std::fs::metadata(path)?);
+        if (dir.uid(), dir.gid()) != (file.uid(), file.gid()) {
+            match std::os::unix::fs::chown(path, Some(dir.uid()), Some(dir.gid())) {
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {}
+                other => other?,
+            }
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn create_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|source| Error::File {
         action: "cannot create directory",
@@ -176,5 +203,40 @@ fn write_error(path: &Path, source: std::io::Error) -> Error {
         path: path.to_path_buf(),
         cause: source,
         hint: String::new(),
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+
+    #[test]
+    fn a_file_goes_to_the_owner_of_its_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        // As root (in a container, say), give the directory to someone else, as
+        // a bind-mounted directory of the learner's would be.
+        if std::fs::metadata(dir.path()).unwrap().uid() == 0 {
+            std::os::unix::fs::chown(dir.path(), Some(4242), Some(4243)).unwrap();
+        }
+        let path = dir.path().join("capture.pcap");
+        std::fs::write(&path, b"packets").unwrap();
+
+        give_to_directory_owner(&path).unwrap();
+
+        let (dir, file) = (
+            std::fs::metadata(dir.path()).unwrap(),
+            std::fs::metadata(&path).unwrap(),
+        );
+        assert_eq!((file.uid(), file.gid()), (dir.uid(), dir.gid()));
+        assert_eq!(std::fs::read(&path).unwrap(), b"packets");
+    }
+
+    #[test]
+    fn a_missing_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = give_to_directory_owner(&dir.path().join("nothing")).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
     }
 }

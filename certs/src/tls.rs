@@ -189,14 +189,31 @@ pub fn warn_about(mode: TlsMode, process: &str) {
     }
 }
 
-/// Logs a warning when TLS secrets are being written out; call once at start-up.
+/// When `SSLKEYLOGFILE` names a file: creates it, gives it to the owner of its
+/// directory (see [`files::give_to_directory_owner`]) and warns that TLS secrets are
+/// being written to it. Call once at start-up; rustls appends to the file from then on.
 pub fn warn_if_key_logging() {
-    if let Some(path) = std::env::var_os("SSLKEYLOGFILE").filter(|p| !p.is_empty()) {
-        tracing::warn!(
-            file = %Path::new(&path).display(),
+    let Some(path) = std::env::var_os("SSLKEYLOGFILE").filter(|p| !p.is_empty()) else {
+        return;
+    };
+    let path = Path::new(&path);
+    let created = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .and_then(|_| files::give_to_directory_owner(path));
+    match created {
+        Ok(()) => tracing::warn!(
+            file = %path.display(),
             "SSLKEYLOGFILE is set: TLS session keys are written to this file, and anyone \
              holding it can decrypt captured traffic"
-        );
+        ),
+        Err(e) => tracing::warn!(
+            file = %path.display(),
+            cause = %e,
+            "SSLKEYLOGFILE is set, but the file cannot be written: no session keys will be \
+             logged. Point it at a writable file, or unset it"
+        ),
     }
 }
 

@@ -57,6 +57,13 @@ pub fn run(args: SniffArgs) -> Result<(), Failure> {
                     format!("cannot write {}: {e}", path.display()),
                 )
             })?;
+            if let Err(e) = certs::files::give_to_directory_owner(path) {
+                eprintln!(
+                    "note: {} stays owned by this user ({e}); its directory's owner may \
+                     need sudo to delete it",
+                    path.display()
+                );
+            }
             Some(
                 pcap_file::pcap::PcapWriter::new(file)
                     .map_err(|e| Failure::new("INTERNAL", format!("pcap: {e}")))?,

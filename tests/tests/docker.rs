@@ -340,7 +340,7 @@ fn on_the_wire_mutual_tls_hides_keys_and_values() {
     if !docker::available() {
         return;
     }
-    let captures = tempfile::tempdir().unwrap();
+    let captures = learners_directory();
     let dir = captures.path().to_str().unwrap();
     let compose = Compose::up(&[
         ("CLUSTERLAB_CAPTURES", dir),
@@ -366,6 +366,33 @@ fn on_the_wire_mutual_tls_hides_keys_and_values() {
     assert!(keys.contains("SERVER_TRAFFIC_SECRET_0"), "{keys}");
     let logs = compose.logs();
     assert!(logs.contains("SSLKEYLOGFILE is set"), "{logs}");
+
+    // Root in the containers wrote both files; both belong to the directory's owner.
+    for file in ["lab.pcap", "keys.log"] {
+        assert_owned_like_directory(captures.path(), file);
+    }
+}
+
+/// A directory for captures that belongs to someone other than root, like a
+/// learner's `./captures`: when the tests run as root, it is given to uid 4242.
+fn learners_directory() -> tempfile::TempDir {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    if std::fs::metadata(dir.path()).unwrap().uid() == 0 {
+        std::os::unix::fs::chown(dir.path(), Some(4242), Some(4242)).unwrap();
+    }
+    dir
+}
+
+fn assert_owned_like_directory(dir: &std::path::Path, file: &str) {
+    use std::os::unix::fs::MetadataExt;
+    let owner = |m: std::fs::Metadata| (m.uid(), m.gid());
+    let expected = owner(std::fs::metadata(dir).unwrap());
+    let found = owner(std::fs::metadata(dir.join(file)).unwrap());
+    assert_eq!(
+        found, expected,
+        "{file} belongs to {found:?}, its directory to {expected:?}"
+    );
 }
 
 #[test]
