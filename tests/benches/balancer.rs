@@ -16,7 +16,10 @@
 //! also reads how much CPU the nodes and the proxy spent per request (Linux's
 //! `/proc/PID/task/*/schedstat`), and the load generator too (its `cutime` and
 //! `cstime` once it has ended), because on a machine whose cores are all busy,
-//! throughput follows the CPU each request costs, wherever it is spent. Reads
+//! throughput follows the CPU each request costs, wherever it is spent. It
+//! reads `/proc/stat` as well, for the share of the machine's CPU that was left
+//! idle (a path that cannot keep both cores busy is limited by something other
+//! than CPU) or stolen by the hypervisor for other guests. Reads
 //! only, over keys written first, so the numbers are about forwarding, not
 //! about disks.
 //!
@@ -64,6 +67,10 @@ struct Numbers {
     proxy_cpu_us: f64,
     /// CPU the load generator (the client) spent per request at 64 in flight.
     client_cpu_us: f64,
+    /// The machine's CPU left idle at 64 in flight, in percent of all cores.
+    idle_pct: f64,
+    /// CPU the hypervisor gave to other guests at 64 in flight ("steal"), in percent.
+    steal_pct: f64,
 }
 
 impl Numbers {
@@ -78,6 +85,8 @@ impl Numbers {
             nodes_cpu_us: median(|n| n.nodes_cpu_us),
             proxy_cpu_us: median(|n| n.proxy_cpu_us),
             client_cpu_us: median(|n| n.client_cpu_us),
+            idle_pct: median(|n| n.idle_pct),
+            steal_pct: median(|n| n.steal_pct),
         }
     }
 }
@@ -136,6 +145,23 @@ fn children_cpu_ns(ticks_per_second: u64) -> u64 {
     ticks * 1_000_000_000 / ticks_per_second
 }
 
+/// The machine's CPU time so far, all cores together, from the first line of
+/// `/proc/stat`: (idle, stolen, total), in clock ticks. Idle counts waiting for
+/// I/O too; stolen is time a virtual machine's CPUs were running other guests.
+fn machine_cpu_ticks() -> (u64, u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").expect("reading /proc/stat");
+    let line = stat.lines().next().expect("the cpu line of /proc/stat");
+    // cpu  user nice system idle iowait irq softirq steal guest guest_nice;
+    // guest time is counted in user time already, so the first eight make the total.
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|f| f.parse().expect("a number of clock ticks"))
+        .collect();
+    (ticks[3] + ticks[4], ticks[7], ticks.iter().sum())
+}
+
 /// The kernel's clock ticks per second, the unit of `/proc/self/stat`'s times.
 fn clock_ticks_per_second() -> u64 {
     let out = Command::new("getconf")
@@ -160,11 +186,15 @@ fn measure(
     let proxy_cpu = || proxy.map_or(0, cpu_ns);
     let (nodes_before, proxy_before) = (nodes_cpu(), proxy_cpu());
     let client_before = children_cpu_ns(ticks_per_second);
+    let machine_before = machine_cpu_ticks();
     let run = load(client(), 64, THROUGHPUT_RUN);
+    let machine_after = machine_cpu_ticks();
     let client_after = children_cpu_ns(ticks_per_second);
     let (nodes_after, proxy_after) = (nodes_cpu(), proxy_cpu());
     let requests = run["requests"].as_f64().unwrap();
     let per_request_us = |ns: u64| ns as f64 / requests / 1000.0;
+    let machine_total = (machine_after.2 - machine_before.2).max(1) as f64;
+    let machine_pct = |before: u64, after: u64| (after - before) as f64 * 100.0 / machine_total;
     let sequential = load(client(), 1, LATENCY_RUN);
     let numbers = Numbers {
         throughput: run["throughput_rps"].as_f64().unwrap(),
@@ -176,6 +206,8 @@ fn measure(
             None => f64::NAN,
         },
         client_cpu_us: per_request_us(client_after - client_before),
+        idle_pct: machine_pct(machine_before.0, machine_after.0),
+        steal_pct: machine_pct(machine_before.1, machine_after.1),
     };
     eprintln!("measured {name}: {numbers:?}");
     numbers
@@ -281,14 +313,16 @@ fn main() {
 
     println!();
     println!(
-        "{:<22} {:>10} {:>10} {:>10} {:>14} {:>14} {:>15}   (medians of {ROUNDS} rounds)",
+        "{:<22} {:>10} {:>10} {:>10} {:>14} {:>14} {:>15} {:>7} {:>7}   (medians of {ROUNDS} rounds)",
         "path",
         "req/s @64",
         "p50 (seq)",
         "p99 (seq)",
         "nodes CPU/req",
         "proxy CPU/req",
-        "client CPU/req"
+        "client CPU/req",
+        "idle",
+        "steal"
     );
     for (name, n) in &rows {
         let proxy_cpu = if n.proxy_cpu_us.is_nan() {
@@ -297,13 +331,19 @@ fn main() {
             format!("{:.0}us", n.proxy_cpu_us)
         };
         println!(
-            "{name:<22} {:>10.0} {:>8.0}us {:>8.0}us {:>12.0}us {proxy_cpu:>14} {:>13.0}us",
-            n.throughput, n.p50_us, n.p99_us, n.nodes_cpu_us, n.client_cpu_us
+            "{name:<22} {:>10.0} {:>8.0}us {:>8.0}us {:>12.0}us {proxy_cpu:>14} {:>13.0}us {:>6.1}% {:>6.1}%",
+            n.throughput,
+            n.p50_us,
+            n.p99_us,
+            n.nodes_cpu_us,
+            n.client_cpu_us,
+            n.idle_pct,
+            n.steal_pct
         );
     }
     println!(
         "(CPU per request during the runs at 64 in flight: all three nodes, the proxy, and \
-         the load generator)"
+         the load generator; idle and steal: shares of the machine's CPU in those runs)"
     );
     let rounds_of = |wanted: &str| {
         let i = paths.iter().position(|(name, _, _)| *name == wanted)?;
