@@ -178,10 +178,11 @@ impl Credentials {
 }
 
 /// The start-up warnings about `mode` for a `process` ("node", "balancer"):
-/// plaintext, loudly; with TLS, whether session keys are being written out.
+/// plaintext, loudly; with TLS, whether session keys are being written out (and
+/// then the key log is opened, see [`open_key_log`]).
 pub fn warn_about(mode: TlsMode, process: &str) {
     match mode {
-        TlsMode::Mtls => warn_if_key_logging(),
+        TlsMode::Mtls => open_key_log(),
         TlsMode::Plaintext => tracing::warn!(
             "PLAINTEXT MODE: no TLS. Anyone on the network can read and change this \
              {process}'s traffic. Use only for the sniffing lab."
@@ -192,7 +193,7 @@ pub fn warn_about(mode: TlsMode, process: &str) {
 /// When `SSLKEYLOGFILE` names a file: creates it, gives it to the owner of its
 /// directory (see [`files::give_to_directory_owner`]) and warns that TLS secrets are
 /// being written to it. Call once at start-up; rustls appends to the file from then on.
-pub fn warn_if_key_logging() {
+pub fn open_key_log() {
     let Some(path) = std::env::var_os("SSLKEYLOGFILE").filter(|p| !p.is_empty()) else {
         return;
     };
