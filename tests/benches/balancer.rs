@@ -145,21 +145,45 @@ fn children_cpu_ns(ticks_per_second: u64) -> u64 {
     ticks * 1_000_000_000 / ticks_per_second
 }
 
-/// The machine's CPU time so far, all cores together, from the first line of
-/// `/proc/stat`: (idle, stolen, total), in clock ticks. Idle counts waiting for
-/// I/O too; stolen is time a virtual machine's CPUs were running other guests.
-fn machine_cpu_ticks() -> (u64, u64, u64) {
-    let stat = std::fs::read_to_string("/proc/stat").expect("reading /proc/stat");
-    let line = stat.lines().next().expect("the cpu line of /proc/stat");
-    // cpu  user nice system idle iowait irq softirq steal guest guest_nice;
-    // guest time is counted in user time already, so the first eight make the total.
-    let ticks: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .take(8)
-        .map(|f| f.parse().expect("a number of clock ticks"))
-        .collect();
-    (ticks[3] + ticks[4], ticks[7], ticks.iter().sum())
+/// The machine's CPU time so far, all cores together, in clock ticks (the first
+/// line of `/proc/stat`).
+#[derive(Debug, Clone, Copy)]
+struct MachineCpu {
+    /// Time no process wanted a core, waiting for I/O included.
+    idle: u64,
+    /// Time a virtual machine's cores were running other guests instead.
+    steal: u64,
+    total: u64,
+}
+
+impl MachineCpu {
+    fn now() -> MachineCpu {
+        let stat = std::fs::read_to_string("/proc/stat").expect("reading /proc/stat");
+        let line = stat.lines().next().expect("the cpu line of /proc/stat");
+        // cpu  user nice system idle iowait irq softirq steal guest guest_nice;
+        // guest time is counted in user time already, so the first eight make the total.
+        let ticks: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .take(8)
+            .map(|f| f.parse().expect("a number of clock ticks"))
+            .collect();
+        MachineCpu {
+            idle: ticks[3] + ticks[4],
+            steal: ticks[7],
+            total: ticks.iter().sum(),
+        }
+    }
+
+    /// The idle and stolen shares, in percent, of the time since `before`.
+    fn percent_since(self, before: MachineCpu) -> (f64, f64) {
+        let total = (self.total - before.total).max(1) as f64;
+        let percent = |ticks: u64| ticks as f64 * 100.0 / total;
+        (
+            percent(self.idle - before.idle),
+            percent(self.steal - before.steal),
+        )
+    }
 }
 
 /// The kernel's clock ticks per second, the unit of `/proc/self/stat`'s times.
@@ -186,15 +210,13 @@ fn measure(
     let proxy_cpu = || proxy.map_or(0, cpu_ns);
     let (nodes_before, proxy_before) = (nodes_cpu(), proxy_cpu());
     let client_before = children_cpu_ns(ticks_per_second);
-    let machine_before = machine_cpu_ticks();
+    let machine_before = MachineCpu::now();
     let run = load(client(), 64, THROUGHPUT_RUN);
-    let machine_after = machine_cpu_ticks();
+    let (idle_pct, steal_pct) = MachineCpu::now().percent_since(machine_before);
     let client_after = children_cpu_ns(ticks_per_second);
     let (nodes_after, proxy_after) = (nodes_cpu(), proxy_cpu());
     let requests = run["requests"].as_f64().unwrap();
     let per_request_us = |ns: u64| ns as f64 / requests / 1000.0;
-    let machine_total = (machine_after.2 - machine_before.2).max(1) as f64;
-    let machine_pct = |before: u64, after: u64| (after - before) as f64 * 100.0 / machine_total;
     let sequential = load(client(), 1, LATENCY_RUN);
     let numbers = Numbers {
         throughput: run["throughput_rps"].as_f64().unwrap(),
@@ -206,8 +228,8 @@ fn measure(
             None => f64::NAN,
         },
         client_cpu_us: per_request_us(client_after - client_before),
-        idle_pct: machine_pct(machine_before.0, machine_after.0),
-        steal_pct: machine_pct(machine_before.1, machine_after.1),
+        idle_pct,
+        steal_pct,
     };
     eprintln!("measured {name}: {numbers:?}");
     numbers
