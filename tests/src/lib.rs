@@ -60,12 +60,31 @@ pub fn bin(name: &str) -> PathBuf {
     bin_dir().join(name)
 }
 
-/// A port that was free a moment ago on 127.0.0.1.
+/// Test ports are chosen from here up to the kernel's ephemeral range.
+const LOWEST_TEST_PORT: u16 = 10_000;
+
+/// A port that was free a moment ago on 127.0.0.1, for a process to listen on.
+///
+/// It comes from *below* the kernel's ephemeral range
+/// (`/proc/sys/net/ipv4/ip_local_port_range`). A port the kernel handed out
+/// with `bind(":0")` is also what it hands out as the local end of outgoing
+/// connections, and tests running beside this one open thousands of those: one
+/// could take the port between our check and the process's own bind, and the
+/// process would fail with "address in use". Below the range, only another
+/// test's random pick can collide, and the bind check makes even that unlikely.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("binding an ephemeral port")
-        .port()
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .filter(|&start| start > LOWEST_TEST_PORT + 1_000)
+        .unwrap_or(32_768);
+    for _ in 0..1_000 {
+        let port = rand::random_range(LOWEST_TEST_PORT..ephemeral_start);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port on 127.0.0.1 between {LOWEST_TEST_PORT} and {ephemeral_start}")
 }
 
 /// Polls `condition` every 20 ms until it holds, or panics with `what` at the deadline.
