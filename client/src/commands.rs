@@ -525,23 +525,12 @@ async fn fault(global: &Global, args: FaultArgs) -> Result<(), Failure> {
         clear: args.clear,
     };
     let mut conn = Connection::open(global).await?;
-    // A node takes faults for itself only: find the named one through the
-    // membership of the node we reached.
+    // A node takes faults for itself only, and a balancer takes none: find the
+    // named node through the view of whatever we reached.
     let status = conn.admin().status(request(global, StatusRequest {})).await;
     let status = conn.check(status).await?;
-    if status.role == "node" && status.name != args.node {
-        let Some(member) = status.members.iter().find(|m| m.name == args.node) else {
-            let names: Vec<&str> = status.members.iter().map(|m| m.name.as_str()).collect();
-            return Err(Failure::new(
-                "NOT_FOUND",
-                format!(
-                    "no node called {:?}; the members are {}",
-                    args.node,
-                    names.join(", ")
-                ),
-            ));
-        };
-        conn = Connection::open_to(global, &member.addr).await?;
+    if let Some(addr) = node_address(&status, &args.node)? {
+        conn = Connection::open_to(global, &addr).await?;
     }
     let response = conn.admin().set_fault(request(global, fault)).await;
     let response = conn.check(response).await?;
@@ -551,6 +540,43 @@ async fn fault(global: &Global, args: FaultArgs) -> Result<(), Failure> {
         println!("{}: faults now {}", args.node, response.active);
     }
     Ok(())
+}
+
+/// Where to send a fault for node `name`, as seen by the process that gave
+/// `status`: `None` if that process is the node itself; otherwise the address a
+/// node knows it by among its members, or a balancer among its nodes (by name,
+/// or by address while its name is not known yet).
+fn node_address(status: &StatusResponse, name: &str) -> Result<Option<String>, Failure> {
+    let known: Vec<(&str, &str)> = if status.role == "node" {
+        if status.name == name {
+            return Ok(None);
+        }
+        let members = status.members.iter();
+        members
+            .map(|m| (m.name.as_str(), m.addr.as_str()))
+            .collect()
+    } else {
+        let backends = status.backends.iter();
+        backends
+            .map(|b| (b.name.as_str(), b.addr.as_str()))
+            .collect()
+    };
+    if let Some((_, addr)) = known.iter().find(|(n, a)| *n == name || *a == name) {
+        return Ok(Some(addr.to_string()));
+    }
+    let names: Vec<&str> = known.iter().map(|(n, _)| *n).collect();
+    let names = match names.is_empty() {
+        true => "none".to_string(),
+        false => names.join(", "),
+    };
+    let whose = match status.role.as_str() {
+        "node" => "the members are",
+        _ => "the balancer's nodes are",
+    };
+    Err(Failure::new(
+        "NOT_FOUND",
+        format!("no node called {name:?}; {whose} {names}"),
+    ))
 }
 
 async fn health(global: &Global) -> Result<(), Failure> {
@@ -591,4 +617,76 @@ async fn policy(global: &Global, args: PolicyArgs) -> Result<(), Failure> {
         println!("policy {} -> {}", response.previous, response.current);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use proto::{BackendStatus, MemberStatus};
+
+    use super::*;
+
+    fn node_n1() -> StatusResponse {
+        let member = |name: &str, addr: &str| MemberStatus {
+            name: name.into(),
+            addr: addr.into(),
+            ..MemberStatus::default()
+        };
+        StatusResponse {
+            name: "n1".into(),
+            role: "node".into(),
+            members: vec![member("n1", "10.0.0.1:7100"), member("n2", "10.0.0.2:7100")],
+            ..StatusResponse::default()
+        }
+    }
+
+    fn balancer() -> StatusResponse {
+        let backend = |name: &str, addr: &str| BackendStatus {
+            name: name.into(),
+            addr: addr.into(),
+            ..BackendStatus::default()
+        };
+        StatusResponse {
+            name: "balancer".into(),
+            role: "balancer".into(),
+            // A node not yet asked its name is known by its address.
+            backends: vec![
+                backend("n1", "10.0.0.1:7100"),
+                backend("10.0.0.2:7100", "10.0.0.2:7100"),
+            ],
+            ..StatusResponse::default()
+        }
+    }
+
+    #[test]
+    fn a_fault_for_the_node_reached_stays_there() {
+        assert_eq!(node_address(&node_n1(), "n1").unwrap(), None);
+    }
+
+    #[test]
+    fn a_fault_for_another_node_goes_to_its_address() {
+        let to_n2 = node_address(&node_n1(), "n2").unwrap();
+        assert_eq!(to_n2.as_deref(), Some("10.0.0.2:7100"));
+        let to_n1 = node_address(&balancer(), "n1").unwrap();
+        assert_eq!(to_n1.as_deref(), Some("10.0.0.1:7100"), "a balancer's node");
+        let by_addr = node_address(&balancer(), "10.0.0.2:7100").unwrap();
+        assert_eq!(by_addr.as_deref(), Some("10.0.0.2:7100"));
+    }
+
+    #[test]
+    fn an_unknown_node_is_named_with_the_ones_there_are() {
+        let e = node_address(&balancer(), "n9").unwrap_err();
+        assert_eq!(e.code, "NOT_FOUND");
+        assert_eq!(
+            e.message,
+            "no node called \"n9\"; the balancer's nodes are n1, 10.0.0.2:7100"
+        );
+        let e = node_address(&node_n1(), "n9").unwrap_err();
+        assert!(e.message.ends_with("the members are n1, n2"), "{e}");
+        let empty = StatusResponse {
+            backends: vec![],
+            ..balancer()
+        };
+        let e = node_address(&empty, "n1").unwrap_err();
+        assert!(e.message.ends_with("the balancer's nodes are none"), "{e}");
+    }
 }

@@ -246,10 +246,28 @@ fn a_draining_balancer_finishes_the_request_in_flight() {
 fn least_request_steers_away_from_a_slow_node() {
     let mut cluster = TestCluster::start(3);
     cluster.start_balancer(&["--policy", "least-request"]);
-    cluster
-        .client_to(0)
+    wait_until("the balancer to know its nodes' names", SETTLE, || {
+        cluster
+            .balancer_status(0)
+            .is_ok_and(|s| s.backends.iter().any(|b| b.name == "n2"))
+    });
+    // As in the README's lab: the fault goes to the balancer's address, and
+    // the client finds n2 in the balancer's status and sends it there.
+    let out = cluster
+        .client_to_balancer(0)
         .args(["fault", "n2", "--latency", "300ms"])
         .ok();
+    assert!(out.stdout.starts_with("n2: faults now"), "{}", out.stdout);
+    let out = cluster
+        .client_to_balancer(0)
+        .args(["fault", "n9", "--pause"])
+        .fails();
+    assert!(
+        out.stderr
+            .starts_with("NOT_FOUND: no node called \"n9\"; the balancer's nodes are n"),
+        "{}",
+        out.stderr
+    );
     let (served, failed) = put_many(&cluster, 300, 12);
     assert_eq!(failed, 0);
     let slow = served.get("n2").copied().unwrap_or(0);
