@@ -50,7 +50,9 @@ pub struct Config {
     pub health_interval: Duration,
 
     /// Retries may add at most this fraction of requests on top (0.0 to 1.0),
-    /// so a sick cluster is not hammered by its own balancer.
+    /// so a sick cluster is not hammered by its own balancer. Moving requests
+    /// off a node just taken out of rotation (hung or disconnected) is not
+    /// counted against it.
     #[arg(long, env = "CLUSTERLAB_RETRY_BUDGET", default_value_t = 0.2)]
     pub retry_budget: f64,
 

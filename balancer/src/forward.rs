@@ -2,7 +2,8 @@
 //!
 //! For each request: pick a healthy node by policy, forward the request over
 //! that node's pooled connection, and if the node fails in a way that is safe to
-//! retry, try another node, within the request's deadline and the retry budget.
+//! retry, try another node, within the request's deadline and the retry budget
+//! (a node taken out of rotation under the request is failed over without it).
 //! Whatever happens goes into the response's trace (balancer, policy, why this
 //! node, every attempt) or, on failure, into the status message.
 
@@ -151,12 +152,18 @@ impl Router {
         };
         let mut tried: Vec<Arc<Backend>> = Vec::with_capacity(MAX_ATTEMPTS);
         let mut last_failure: Option<Status> = None;
+        // Did the last attempt fail because its node was taken out of rotation
+        // (its connection broke, or it hung and was ejected)? Then the next one
+        // is a failover, which the budget does not limit: an ejected node gets
+        // no new requests, so failovers are bounded by the requests that were
+        // in flight on it and cannot grow into a retry storm.
+        let mut failing_over = false;
         while tried.len() < MAX_ATTEMPTS {
             let Some((backend, reason)) = self.pick(&key, &tried) else {
                 break;
             };
             if !tried.is_empty() {
-                if !self.budget.withdraw() {
+                if !failing_over && !self.budget.withdraw() {
                     self.retries_refused.fetch_add(1, Ordering::Relaxed);
                     break;
                 }
@@ -175,7 +182,7 @@ impl Router {
                 headers.insert(node::kv::RETRY_HEADER, HeaderValue::from(tried.len() - 1));
             }
             let started = Instant::now();
-            let result = {
+            let (result, ejected) = {
                 let _in_flight = InFlight::start(backend.clone());
                 let attempt = async {
                     let node = backend.connection().await?;
@@ -189,14 +196,14 @@ impl Router {
                     // could still be applied when the node wakes, after the
                     // client has written the key again.
                     tokio::select! {
-                        reason = backend.ejection() => Err(Status::unavailable(format!(
+                        reason = backend.ejection() => (Err(Status::unavailable(format!(
                             "{} was ejected while this read waited for it: {reason}",
                             backend.name()
-                        ))),
-                        result = attempt => result,
+                        ))), true),
+                        result = attempt => (result, false),
                     }
                 } else {
-                    attempt.await
+                    (attempt.await, false)
                 }
             };
             let latency_us = started.elapsed().as_micros() as u64;
@@ -219,10 +226,12 @@ impl Router {
                 }
                 Err(status) => {
                     backend.errors.fetch_add(1, Ordering::Relaxed);
-                    if is_connection_failure(&status) {
+                    let broken = is_connection_failure(&status);
+                    if broken {
                         let reason = format!("connection failed: {}", status.message());
                         backend.eject(reason, self.backends.events());
                     }
+                    failing_over = ejected || broken;
                     trace.attempts.push(Attempt {
                         node: backend.name().to_string(),
                         outcome: proto::code_name(status.code()).to_string(),

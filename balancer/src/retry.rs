@@ -6,6 +6,12 @@
 //! deposits `ratio` tokens (0.2 by default), every retry spends one, and a retry
 //! with no token left is not made. A small reserve lets a quiet balancer retry
 //! its first few failures.
+//!
+//! Failover is not budgeted: when a node is taken out of rotation under a
+//! request (it hung and was ejected, or its connection broke), the request
+//! moves on without a token. The ejected node gets no new requests, so such
+//! moves are bounded by what was in flight on it: they cannot feed a storm,
+//! and a busy load generator should not see errors for a single hung node.
 
 use std::sync::Mutex;
 
