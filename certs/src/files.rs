@@ -122,11 +122,23 @@ pub(crate) fn read_to_string(path: &Path) -> Result<String> {
 fn read_error(path: &Path, source: std::io::Error) -> Error {
     let hint = match source.kind() {
         std::io::ErrorKind::NotFound => {
-            let dir = path.parent().unwrap_or(Path::new(".")).display();
-            format!(
-                "; create the certificates with `clusterlab-certs init --out {dir}`, \
-                 or point --certs at the directory that holds them"
-            )
+            let dir = path.parent().unwrap_or(Path::new("."));
+            let identities = identities_in(dir);
+            let is_identity = !matches!(path.file_stem(), Some(s) if s == "ca" || s == "crl");
+            if is_identity && !identities.is_empty() {
+                // A name mistyped, most likely: say which ones there are.
+                format!(
+                    "; the identities in {} are {}",
+                    dir.display(),
+                    identities.join(", ")
+                )
+            } else {
+                format!(
+                    "; create the certificates with `clusterlab-certs init --out {}`, \
+                     or point --certs at the directory that holds them",
+                    dir.display()
+                )
+            }
         }
         std::io::ErrorKind::PermissionDenied => "; check the file's owner and mode".into(),
         _ => String::new(),
@@ -137,6 +149,25 @@ fn read_error(path: &Path, source: std::io::Error) -> Error {
         cause: source,
         hint,
     }
+}
+
+/// The identities a certificate directory holds: every NAME with both
+/// NAME.pem and NAME.key, but the CA's, sorted. None if it cannot be read.
+fn identities_in(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(|entry| {
+            let path = entry.ok()?.path();
+            let name = path.file_stem()?.to_str()?;
+            let identity =
+                path.extension()? == "pem" && name != "ca" && path.with_extension("key").is_file();
+            identity.then(|| name.to_string())
+        })
+        .collect();
+    names.sort();
+    names
 }
 
 /// Gives the file at `path` to the user and group that own its directory.
@@ -231,6 +262,44 @@ mod tests {
         );
         assert_eq!((file.uid(), file.gid()), (dir.uid(), dir.gid()));
         assert_eq!(std::fs::read(&path).unwrap(), b"packets");
+    }
+
+    #[test]
+    fn a_missing_identity_is_named_with_the_ones_there_are() {
+        let dir = tempfile::tempdir().unwrap();
+        for file in [
+            "ca.pem",
+            "ca.key",
+            "crl.pem",
+            "admin.pem",
+            "admin.key",
+            "reader.pem",
+        ] {
+            std::fs::write(dir.path().join(file), "-").unwrap();
+        }
+        std::fs::write(dir.path().join("reader.key"), "-").unwrap();
+        let err = load_certs(&dir.path().join("nobody.pem")).unwrap_err();
+        let shown = err.to_string();
+        assert!(shown.contains("nobody.pem"), "{shown}");
+        assert!(
+            shown.ends_with(&format!(
+                "the identities in {} are admin, reader",
+                dir.path().display()
+            )),
+            "{shown}"
+        );
+        // With no identities there, or without the CA, the hint is how to make them.
+        let empty = tempfile::tempdir().unwrap();
+        let err = load_certs(&empty.path().join("admin.pem")).unwrap_err();
+        assert!(
+            err.to_string().contains("clusterlab-certs init --out"),
+            "{err}"
+        );
+        let err = load_certs(&dir.path().join("missing").join("ca.pem")).unwrap_err();
+        assert!(
+            err.to_string().contains("clusterlab-certs init --out"),
+            "{err}"
+        );
     }
 
     #[test]
