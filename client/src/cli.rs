@@ -98,7 +98,8 @@ pub enum Command {
     Scan(ScanArgs),
     /// Show the TLS session and both identities: who you are, and who answered.
     Whoami,
-    /// Show the cluster as the node asked sees it: members, their state and keys.
+    /// Show the cluster as the process asked sees it: a balancer's nodes (health,
+    /// load, ejections) or a node's members (state, keys).
     Status,
     /// Ask grpc.health.v1 whether the server is SERVING; exits 0 if it is, 1 if
     /// not. Docker healthchecks use it (a scratch image has no curl or shell).
@@ -111,12 +112,15 @@ pub enum Command {
     /// nothing). At the end every acknowledged key is read back at the read
     /// quorum. Exits 1 if any acknowledged write is lost or cannot be read back.
     Check(CheckArgs),
-    /// Follow the event feed: members joining, turning suspect or dead, repairs, faults.
+    /// Follow the event feed of the process asked: ejections, returns and policy
+    /// changes on a balancer; members joining, turning suspect or dead, repairs
+    /// and faults on a node.
     Events(EventsArgs),
     /// Make a node misbehave on purpose: slow, flaky, frozen, or cut off from a peer.
     ///
-    /// Each call replaces the node's faults; `--clear` removes them. Ask any node:
-    /// the request is passed to the one named.
+    /// Each call replaces the node's faults; `--clear` removes them. Ask the
+    /// balancer or any node: the client finds the one named in its status and
+    /// sends the fault there.
     Fault(FaultArgs),
     /// Change a balancer's load-balancing policy while it runs.
     Policy(PolicyArgs),
