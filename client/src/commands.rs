@@ -547,19 +547,18 @@ async fn fault(global: &Global, args: FaultArgs) -> Result<(), Failure> {
 /// node knows it by among its members, or a balancer among its nodes (by name,
 /// or by address while its name is not known yet).
 fn node_address(status: &StatusResponse, name: &str) -> Result<Option<String>, Failure> {
-    let known: Vec<(&str, &str)> = if status.role == "node" {
-        if status.name == name {
-            return Ok(None);
-        }
-        let members = status.members.iter();
-        members
+    let known: Vec<(&str, &str)> = match status.role.as_str() {
+        "node" if status.name == name => return Ok(None),
+        "node" => status
+            .members
+            .iter()
             .map(|m| (m.name.as_str(), m.addr.as_str()))
-            .collect()
-    } else {
-        let backends = status.backends.iter();
-        backends
+            .collect(),
+        _ => status
+            .backends
+            .iter()
             .map(|b| (b.name.as_str(), b.addr.as_str()))
-            .collect()
+            .collect(),
     };
     if let Some((_, addr)) = known.iter().find(|(n, a)| *n == name || *a == name) {
         return Ok(Some(addr.to_string()));
