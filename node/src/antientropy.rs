@@ -23,9 +23,13 @@
 //! ([`crate::tombstones`]).
 //!
 //! A node also counts its *under-replicated* keys: those it replicates that are
-//! not known to be up to date on every other replica (the peer is not alive,
-//! or this round's digest of the key's range differed), or that have fewer than
-//! N replicas because the cluster is too small. `clusterlab status` shows the count, and reaching
+//! not known to be up to date on every other replica, or that have fewer than N
+//! replicas because the cluster is too small. A replica is not known to be up to
+//! date when it is not alive or could not be compared with this round, or when,
+//! in a range whose digests differed, it holds another version of the key or
+//! none. A key rewritten moments ago on either side is the write path's business
+//! here too: a write still on its way is not a missing copy, so a busy cluster
+//! with every replica up counts nothing. `clusterlab status` shows the count, and reaching
 //! zero is an event.
 
 use std::{
@@ -47,7 +51,7 @@ use crate::{
     state::NodeState,
     store::{Record, Store},
     tombstones,
-    version::unix_ms,
+    version::{Version, unix_ms},
 };
 
 /// How often a node compares notes with its peers.
@@ -143,11 +147,11 @@ struct LocalView {
     keys: Vec<KeyReplicas>,
 }
 
-/// One key this node replicates: its range, and its other replicas as bits
-/// indexing the ring's member list (a ring has far fewer than 64 members).
-#[derive(Debug, Clone, Copy)]
+/// One key this node replicates, and its other replicas as bits indexing the
+/// ring's member list (a ring has far fewer than 64 members).
+#[derive(Debug, Clone)]
 struct KeyReplicas {
-    range: u32,
+    key: String,
     others: u64,
     /// Fewer than N members to place it on.
     short: bool,
@@ -185,7 +189,7 @@ fn local_view(
         let range = range_of(&record.key, RANGES);
         let hash = record_hash(&record.key, &record.version);
         let mut key = KeyReplicas {
-            range,
+            key: record.key,
             others: 0,
             short: owners.len() < replicas,
         };
@@ -205,24 +209,45 @@ fn local_view(
 }
 
 /// Keys with a replica that is not known to be up to date: not alive, not
-/// compared this round, or in a range that differed.
+/// compared this round, or holding another version or none (`stale`, per peer
+/// compared with).
 fn count_under_replicated(
     keys: &[KeyReplicas],
     ring: &Ring,
-    differed: &HashMap<String, HashSet<u32>>,
+    stale: &HashMap<String, HashSet<String>>,
 ) -> u64 {
-    let compared: Vec<Option<&HashSet<u32>>> =
-        ring.members().iter().map(|m| differed.get(m)).collect();
+    let compared: Vec<Option<&HashSet<String>>> =
+        ring.members().iter().map(|m| stale.get(m)).collect();
     let up_to_date =
-        |member: usize, range: u32| compared[member].is_some_and(|ranges| !ranges.contains(&range));
+        |member: usize, key: &str| compared[member].is_some_and(|stale| !stale.contains(key));
     keys.iter()
         .filter(|key| {
             key.short
                 || (0..compared.len())
                     .filter(|m| key.others & (1 << (m % 64)) != 0)
-                    .any(|m| !up_to_date(m, key.range))
+                    .any(|m| !up_to_date(m, &key.key))
         })
         .count() as u64
+}
+
+/// The keys of `mine` that the other replica does not hold at the same
+/// version, given both sides' records in the ranges that differed, young ones
+/// included. A key with a version from `older_than_ms` on, on either side, is
+/// left out: it was written moments ago and its write may still be on its way.
+fn stale_keys(mine: &[Record], theirs: &[Record], older_than_ms: u64) -> HashSet<String> {
+    let theirs: HashMap<&str, &Version> = theirs
+        .iter()
+        .map(|r| (r.key.as_str(), &r.version))
+        .collect();
+    let settled = |version: &Version| version.wall_ms < older_than_ms;
+    mine.iter()
+        .filter(|record| settled(&record.version))
+        .filter(|record| match theirs.get(record.key.as_str()) {
+            None => true,
+            Some(version) => settled(version) && **version != record.version,
+        })
+        .map(|record| record.key.clone())
+        .collect()
 }
 
 /// Runs anti-entropy rounds forever.
@@ -267,28 +292,30 @@ async fn round(state: &Arc<NodeState>) -> Result<()> {
         exchange(state, peer.clone(), mine, window)
     });
     let results = futures::future::join_all(exchanges).await;
-    // Only peers we compared with count as up to date (in the ranges that matched).
-    let mut differed: HashMap<String, HashSet<u32>> = HashMap::new();
+    // Only peers we compared with count as up to date (but for their stale keys).
+    let mut stale: HashMap<String, HashSet<String>> = HashMap::new();
     for (peer, result) in alive.into_iter().zip(results) {
         match result {
-            Ok(ranges) => {
-                differed.insert(peer, ranges);
+            Ok(keys) => {
+                stale.insert(peer, keys);
             }
             Err(e) => debug!(%peer, error = %e, "anti-entropy with peer failed this round"),
         }
     }
-    let under = count_under_replicated(&view.keys, &ring, &differed);
+    let under = count_under_replicated(&view.keys, &ring, &stale);
     report_under_replicated(state, under);
     Ok(())
 }
 
-/// Compares digests with `peer` and pulls the ranges that differ. Returns them.
+/// Compares digests with `peer` and pulls what it has newer in the ranges that
+/// differ. Returns the keys this node holds that `peer` does not hold at the
+/// same version ([`stale_keys`]).
 async fn exchange(
     state: &Arc<NodeState>,
     peer: String,
     mine: Digest,
     (older_than_ms, collected_before_ms): (u64, u64),
-) -> std::result::Result<HashSet<u32>, String> {
+) -> std::result::Result<HashSet<String>, String> {
     state
         .faults
         .check_link(Some(&peer))
@@ -311,31 +338,52 @@ async fn exchange(
         .into_inner();
     let differing: HashSet<u32> = differing_ranges(&mine, &theirs.ranges);
     if differing.is_empty() {
-        return Ok(differing);
+        return Ok(HashSet::new());
     }
-    // Step 2: their keys and versions in the differing ranges; keep the ones
-    // where theirs is newer than ours, or we have none.
+    // Step 2: both sides' keys and versions in the differing ranges, as they
+    // are now, young ones included (to tell a write on its way from a missing
+    // copy). Keep the settled ones where theirs is newer than ours, or we have none.
     let mut request = RangeRequest {
         range_count: RANGES,
         ranges: differing.iter().copied().collect(),
         for_node: state.name.clone(),
-        older_than_ms,
+        older_than_ms: u64::MAX,
         keys_only: true,
         keys: Vec::new(),
         collected_before_ms,
     };
     let theirs = pull(&mut client, request.clone()).await?;
-    let wanted = state
+    let ranges_differed = differing.len();
+    let ours = Shared {
+        ring: state.membership.ring(),
+        me: state.name.clone(),
+        other: peer.clone(),
+        range_count: RANGES,
+        older_than_ms: u64::MAX,
+        collected_before_ms,
+    };
+    let (wanted, stale) = state
         .store
         .run(move |s| {
+            let mut mine_now = Vec::new();
+            ours.each_in_ranges(s, &differing, |record| {
+                mine_now.push(record);
+                true
+            })?;
+            let stale = stale_keys(&mine_now, &theirs, older_than_ms);
+            let theirs: Vec<Record> = theirs
+                .into_iter()
+                .filter(|r| r.version.wall_ms < older_than_ms)
+                .collect();
             let keys: Vec<String> = theirs.iter().map(|r| r.key.clone()).collect();
             let mine = s.get_many(&keys)?;
-            Ok(theirs
+            let wanted = theirs
                 .into_iter()
                 .zip(mine)
                 .filter(|(theirs, mine)| mine.as_ref().is_none_or(|m| m.version < theirs.version))
                 .map(|(theirs, _)| theirs.key)
-                .collect::<Vec<_>>())
+                .collect::<Vec<_>>();
+            Ok((wanted, stale))
         })
         .await
         .map_err(|e| e.to_string())?;
@@ -343,6 +391,7 @@ async fn exchange(
     let mut copied = 0;
     if !wanted.is_empty() {
         request.keys_only = false;
+        request.older_than_ms = older_than_ms;
         request.keys = wanted;
         let records = pull(&mut client, request).await?;
         for record in &records {
@@ -357,12 +406,12 @@ async fn exchange(
     if copied > 0 {
         let message = format!(
             "copied {copied} records from {peer} ({} of {RANGES} key ranges differed)",
-            differing.len()
+            ranges_differed
         );
-        info!(%peer, copied, ranges = differing.len(), "anti-entropy repaired records");
+        info!(%peer, copied, ranges = ranges_differed, "anti-entropy repaired records");
         state.events.publish("repair.copied", &peer, message);
     }
-    Ok(differing)
+    Ok(stale)
 }
 
 /// Streams what `request` asks for from a peer, with a deadline.
@@ -540,7 +589,7 @@ mod tests {
     }
 
     #[test]
-    fn keys_with_a_silent_or_differing_replica_count_as_under_replicated() {
+    fn keys_with_a_silent_or_stale_replica_count_as_under_replicated() {
         let ring = Ring::new(vec!["n1".into(), "n2".into()], 2);
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
@@ -553,19 +602,40 @@ mod tests {
             count_under_replicated(&view.keys, &ring, &HashMap::new()),
             2
         );
-        // n2 differed in the range of "a" only.
-        let differed = HashMap::from([("n2".to_string(), HashSet::from([range_of("a", RANGES)]))]);
-        let expected = if range_of("a", RANGES) == range_of("b", RANGES) {
-            2
-        } else {
-            1
-        };
-        assert_eq!(
-            count_under_replicated(&view.keys, &ring, &differed),
-            expected
-        );
+        // n2 lacks "a", or holds another version of it.
+        let stale = HashMap::from([("n2".to_string(), HashSet::from(["a".to_string()]))]);
+        assert_eq!(count_under_replicated(&view.keys, &ring, &stale), 1);
         // Asking for three copies with two members: every key is short of one.
         let view = local_view(&store, &ring, "n1", 3, (1_000, 100)).unwrap();
         assert_eq!(count_under_replicated(&view.keys, &ring, &matched), 2);
+    }
+
+    /// Under a steady stream of writes, two replicas' digests often differ
+    /// only because a key was rewritten between their two looks, or a write
+    /// has reached one and not yet the other. None of that is a missing copy.
+    #[test]
+    fn a_write_on_its_way_is_not_a_stale_copy_a_missing_or_older_one_is() {
+        let settled_before = 1_000;
+        let mine = [
+            record("same", 10),
+            record("missing there", 10),
+            record("older there", 20),
+            record("newer there", 10),
+            record("rewritten here", 5_000),
+            record("rewritten there", 10),
+        ];
+        let theirs = [
+            record("same", 10),
+            record("older there", 10),
+            record("newer there", 20),
+            record("rewritten here", 10),
+            record("rewritten there", 5_000),
+            record("theirs alone", 10),
+        ];
+        let mut stale: Vec<String> = stale_keys(&mine, &theirs, settled_before)
+            .into_iter()
+            .collect();
+        stale.sort();
+        assert_eq!(stale, ["missing there", "newer there", "older there"]);
     }
 }
