@@ -231,22 +231,28 @@ fn count_under_replicated(
 }
 
 /// The keys of `mine` that the other replica does not hold at the same
-/// version, given both sides' records in the ranges that differed, young ones
-/// included. A key with a version from `older_than_ms` on, on either side, is
-/// left out: it was written moments ago and its write may still be on its way.
-fn stale_keys(mine: &[Record], theirs: &[Record], older_than_ms: u64) -> HashSet<String> {
+/// version, given both sides' keys and versions in the ranges that differed,
+/// young ones included. A key with a version from `older_than_ms` on, on either
+/// side, is left out: it was written moments ago and its write may still be on
+/// its way.
+fn stale_keys(
+    mine: Vec<(String, Version)>,
+    theirs: &[Record],
+    older_than_ms: u64,
+) -> HashSet<String> {
     let theirs: HashMap<&str, &Version> = theirs
         .iter()
         .map(|r| (r.key.as_str(), &r.version))
         .collect();
     let settled = |version: &Version| version.wall_ms < older_than_ms;
-    mine.iter()
-        .filter(|record| settled(&record.version))
-        .filter(|record| match theirs.get(record.key.as_str()) {
-            None => true,
-            Some(version) => settled(version) && **version != record.version,
+    mine.into_iter()
+        .filter(|(key, version)| {
+            settled(version)
+                && theirs
+                    .get(key.as_str())
+                    .is_none_or(|theirs| settled(theirs) && *theirs != version)
         })
-        .map(|record| record.key.clone())
+        .map(|(key, _)| key)
         .collect()
 }
 
@@ -365,12 +371,13 @@ async fn exchange(
     let (wanted, stale) = state
         .store
         .run(move |s| {
+            // Keys and versions only: the values stay on disk.
             let mut mine_now = Vec::new();
             ours.each_in_ranges(s, &differing, |record| {
-                mine_now.push(record);
+                mine_now.push((record.key, record.version));
                 true
             })?;
-            let stale = stale_keys(&mine_now, &theirs, older_than_ms);
+            let stale = stale_keys(mine_now, &theirs, older_than_ms);
             let theirs: Vec<Record> = theirs
                 .into_iter()
                 .filter(|r| r.version.wall_ms < older_than_ms)
@@ -632,7 +639,8 @@ mod tests {
             record("rewritten there", 5_000),
             record("theirs alone", 10),
         ];
-        let mut stale: Vec<String> = stale_keys(&mine, &theirs, settled_before)
+        let mine = mine.into_iter().map(|r| (r.key, r.version)).collect();
+        let mut stale: Vec<String> = stale_keys(mine, &theirs, settled_before)
             .into_iter()
             .collect();
         stale.sort();
