@@ -125,8 +125,13 @@ fn read_error(path: &Path, source: std::io::Error) -> Error {
             let dir = path.parent().unwrap_or(Path::new("."));
             let identities = identities_in(dir);
             let is_identity = !matches!(path.file_stem(), Some(s) if s == "ca" || s == "crl");
-            if is_identity && !identities.is_empty() {
-                // A name mistyped, most likely: say which ones there are.
+            // NAME.key without NAME.pem (or the other way) is a damaged pair;
+            // neither is a name that was never made, most likely a typo.
+            let half_there = ["pem", "key"]
+                .iter()
+                .any(|ext| path.with_extension(ext).is_file());
+            if is_identity && !half_there && !identities.is_empty() {
+                // Say which ones there are.
                 format!(
                     "; the identities in {} are {}",
                     dir.display(),
@@ -288,7 +293,13 @@ mod tests {
             )),
             "{shown}"
         );
-        // With no identities there, or without the CA, the hint is how to make them.
+        // Half of a pair, no identities there, or no CA: the hint is how to make them.
+        std::fs::remove_file(dir.path().join("reader.pem")).unwrap();
+        let err = load_certs(&dir.path().join("reader.pem")).unwrap_err();
+        assert!(
+            err.to_string().contains("clusterlab-certs init --out"),
+            "{err}"
+        );
         let empty = tempfile::tempdir().unwrap();
         let err = load_certs(&empty.path().join("admin.pem")).unwrap_err();
         assert!(
