@@ -157,7 +157,7 @@ fn read_error(path: &Path, source: std::io::Error) -> Error {
 }
 
 /// The identities a certificate directory holds: every NAME with both
-/// NAME.pem and NAME.key, but the CA's, sorted. None if it cannot be read.
+/// NAME.pem and NAME.key, but the CA's, sorted; empty if it cannot be read.
 fn identities_in(dir: &Path) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
@@ -279,10 +279,10 @@ mod tests {
             "admin.pem",
             "admin.key",
             "reader.pem",
+            "reader.key",
         ] {
             std::fs::write(dir.path().join(file), "-").unwrap();
         }
-        std::fs::write(dir.path().join("reader.key"), "-").unwrap();
         let err = load_certs(&dir.path().join("nobody.pem")).unwrap_err();
         let shown = err.to_string();
         assert!(shown.contains("nobody.pem"), "{shown}");
