@@ -121,30 +121,7 @@ pub(crate) fn read_to_string(path: &Path) -> Result<String> {
 
 fn read_error(path: &Path, source: std::io::Error) -> Error {
     let hint = match source.kind() {
-        std::io::ErrorKind::NotFound => {
-            let dir = path.parent().unwrap_or(Path::new("."));
-            let identities = identities_in(dir);
-            let is_identity = !matches!(path.file_stem(), Some(s) if s == "ca" || s == "crl");
-            // NAME.key without NAME.pem (or the other way) is a damaged pair;
-            // neither is a name that was never made, most likely a typo.
-            let half_there = ["pem", "key"]
-                .iter()
-                .any(|ext| path.with_extension(ext).is_file());
-            if is_identity && !half_there && !identities.is_empty() {
-                // Say which ones there are.
-                format!(
-                    "; the identities in {} are {}",
-                    dir.display(),
-                    identities.join(", ")
-                )
-            } else {
-                format!(
-                    "; create the certificates with `clusterlab-certs init --out {}`, \
-                     or point --certs at the directory that holds them",
-                    dir.display()
-                )
-            }
-        }
+        std::io::ErrorKind::NotFound => missing_file_hint(path),
         std::io::ErrorKind::PermissionDenied => "; check the file's owner and mode".into(),
         _ => String::new(),
     };
@@ -153,6 +130,42 @@ fn read_error(path: &Path, source: std::io::Error) -> Error {
         path: path.to_path_buf(),
         cause: source,
         hint,
+    }
+}
+
+/// What to do about a certificate file that is not there.
+fn missing_file_hint(path: &Path) -> String {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let shown = dir.display();
+    let name = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default();
+    if name == "ca" || name == "crl" || !dir.join("ca.pem").is_file() {
+        return format!(
+            "; create the certificates with `clusterlab-certs init --out {shown}`, \
+             or point --certs at the directory that holds them"
+        );
+    }
+    // There is a PKI: this one identity is what is missing.
+    let issue = format!(
+        "`clusterlab-certs issue --out {shown} --kind KIND --name {name}` \
+         (KIND: client, node or balancer)"
+    );
+    // NAME.key without NAME.pem (or the other way) is a damaged pair.
+    if ["pem", "key"]
+        .iter()
+        .any(|ext| path.with_extension(ext).is_file())
+    {
+        return format!("; make it again with {issue}");
+    }
+    // Neither: a name never made, most likely mistyped.
+    match identities_in(dir) {
+        known if known.is_empty() => format!("; to add {name}, run {issue}"),
+        known => format!(
+            "; the identities in {shown} are {}; to add {name}, run {issue}",
+            known.join(", ")
+        ),
     }
 }
 
@@ -285,21 +298,24 @@ mod tests {
         }
         let err = load_certs(&dir.path().join("nobody.pem")).unwrap_err();
         let shown = err.to_string();
+        let dir_shown = dir.path().display();
         assert!(shown.contains("nobody.pem"), "{shown}");
         assert!(
-            shown.ends_with(&format!(
-                "the identities in {} are admin, reader",
-                dir.path().display()
+            shown.contains(&format!(
+                "; the identities in {dir_shown} are admin, reader; to add nobody, run \
+                 `clusterlab-certs issue --out {dir_shown} --kind KIND --name nobody`"
             )),
             "{shown}"
         );
-        // Half of a pair, no identities there, or no CA: the hint is how to make them.
+        // Half of a pair: make that identity again.
         std::fs::remove_file(dir.path().join("reader.pem")).unwrap();
         let err = load_certs(&dir.path().join("reader.pem")).unwrap_err();
         assert!(
-            err.to_string().contains("clusterlab-certs init --out"),
+            err.to_string()
+                .contains("make it again with `clusterlab-certs issue"),
             "{err}"
         );
+        // No PKI there, or the CA itself missing: make the certificates.
         let empty = tempfile::tempdir().unwrap();
         let err = load_certs(&empty.path().join("admin.pem")).unwrap_err();
         assert!(

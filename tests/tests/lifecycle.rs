@@ -173,7 +173,7 @@ fn a_missing_certificate_is_one_clear_line() {
     assert_ne!(code, 0);
     let line = error_line(&stderr);
     assert!(
-        line.contains("node.pem") && line.contains("clusterlab-certs init"),
+        line.contains("node.pem") && line.contains("clusterlab-certs issue"),
         "{line}"
     );
 }
