@@ -17,8 +17,10 @@
 //!
 //! Each node *pulls* what it lacks; its peers pull from it in their own rounds,
 //! so differences in both directions are mended. Records younger than
-//! [`SETTLE`] are left out of both steps: they may still be on their way from
-//! the coordinator, which is the write path's business. Tombstones past their
+//! [`SETTLE`] are left out of the digests and of what is copied: they may still
+//! be on their way from the coordinator, which is the write path's business.
+//! (Step 2 lists them all the same, to tell such a write from a missing copy
+//! when it counts under-replicated keys, below.) Tombstones past their
 //! grace period are left out too: they are being collected
 //! ([`crate::tombstones`]).
 //!
@@ -82,6 +84,24 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// What `state`'s node holds in common with `other`, in `range_count`
+    /// ranges, within the window (`older_than_ms`, `collected_before_ms`).
+    pub fn new(
+        state: &NodeState,
+        other: String,
+        range_count: u32,
+        (older_than_ms, collected_before_ms): (u64, u64),
+    ) -> Self {
+        Shared {
+            ring: state.membership.ring(),
+            me: state.name.clone(),
+            other,
+            range_count,
+            older_than_ms,
+            collected_before_ms,
+        }
+    }
+
     /// The range of `record`, if both nodes should hold it, it has settled,
     /// and it is not a tombstone being collected.
     fn range(&self, record: &Record) -> Option<u32> {
@@ -160,7 +180,13 @@ struct KeyReplicas {
 /// Whether anti-entropy compares `record` at all: it has settled, and it is
 /// not a tombstone past its grace period.
 fn compared(record: &Record, older_than_ms: u64, collected_before_ms: u64) -> bool {
-    record.version.wall_ms < older_than_ms && !record.is_tombstone_before(collected_before_ms)
+    settled(&record.version, older_than_ms) && !record.is_tombstone_before(collected_before_ms)
+}
+
+/// Whether a version was stamped before `older_than_ms`, long enough ago
+/// ([`SETTLE`]) that its write has reached every replica that is up.
+fn settled(version: &Version, older_than_ms: u64) -> bool {
+    version.wall_ms < older_than_ms
 }
 
 /// One pass over the store computes what every peer's digest should be.
@@ -244,13 +270,12 @@ fn stale_keys(
         .iter()
         .map(|r| (r.key.as_str(), &r.version))
         .collect();
-    let settled = |version: &Version| version.wall_ms < older_than_ms;
     mine.into_iter()
         .filter(|(key, version)| {
-            settled(version)
+            settled(version, older_than_ms)
                 && theirs
                     .get(key.as_str())
-                    .is_none_or(|theirs| settled(theirs) && *theirs != version)
+                    .is_none_or(|theirs| settled(theirs, older_than_ms) && *theirs != version)
         })
         .map(|(key, _)| key)
         .collect()
@@ -360,14 +385,7 @@ async fn exchange(
     };
     let theirs = pull(&mut client, request.clone()).await?;
     let ranges_differed = differing.len();
-    let ours = Shared {
-        ring: state.membership.ring(),
-        me: state.name.clone(),
-        other: peer.clone(),
-        range_count: RANGES,
-        older_than_ms: u64::MAX,
-        collected_before_ms,
-    };
+    let ours = Shared::new(state, peer.clone(), RANGES, (u64::MAX, collected_before_ms));
     let (wanted, stale) = state
         .store
         .run(move |s| {
@@ -380,7 +398,7 @@ async fn exchange(
             let stale = stale_keys(mine_now, &theirs, older_than_ms);
             let theirs: Vec<Record> = theirs
                 .into_iter()
-                .filter(|r| r.version.wall_ms < older_than_ms)
+                .filter(|r| settled(&r.version, older_than_ms))
                 .collect();
             let keys: Vec<String> = theirs.iter().map(|r| r.key.clone()).collect();
             let mine = s.get_many(&keys)?;

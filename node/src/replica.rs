@@ -38,15 +38,8 @@ impl ReplicaService {
     /// Describes what a (validated) digest or range request compares.
     /// The window of time is the caller's, so both sides compare the same
     /// records whatever their own settings.
-    fn shared(&self, range_count: u32, for_node: String, (older, collected): (u64, u64)) -> Shared {
-        Shared {
-            ring: self.state.membership.ring(),
-            me: self.state.name.clone(),
-            other: for_node,
-            range_count,
-            older_than_ms: older,
-            collected_before_ms: collected,
-        }
+    fn shared(&self, range_count: u32, for_node: String, window: (u64, u64)) -> Shared {
+        Shared::new(&self.state, for_node, range_count, window)
     }
 }
 
