@@ -87,6 +87,12 @@ fn transport_reason(err: &(dyn StdError + 'static), addr: &str, plaintext: bool)
                      running, and is --addr right?"
                 ),
                 TimedOut => format!("no answer from {addr} in time (connect timed out)"),
+                // The standard library's getaddrinfo error has no kind of its own.
+                _ if io.to_string().starts_with("failed to lookup address") => format!(
+                    "the host in {addr} is not known here ({io}); is the cluster running, \
+                     and is --addr right? (In docker compose, a service's name resolves \
+                     only while it runs: `docker compose up -d`)"
+                ),
                 ConnectionReset | BrokenPipe | UnexpectedEof if plaintext => format!(
                     "{addr} closed the connection during setup; it probably requires TLS \
                      (drop --tls plaintext)"
@@ -160,5 +166,24 @@ mod tests {
             status_code(&tonic::Status::unavailable("down")),
             "UNAVAILABLE"
         );
+    }
+
+    #[test]
+    fn a_name_that_does_not_resolve_says_so_and_what_to_check() {
+        // What tokio's lookup returns when getaddrinfo knows no such host.
+        let io = std::io::Error::other(
+            "failed to lookup address information: Name or service not known",
+        );
+        let reason = transport_reason(&io, "balancer:7000", false).unwrap();
+        assert!(
+            reason.starts_with("the host in balancer:7000 is not known here"),
+            "{reason}"
+        );
+        assert!(reason.contains("Name or service not known"), "{reason}");
+        assert!(reason.contains("docker compose up -d"), "{reason}");
+        // Any other I/O failure keeps its own words.
+        let other = std::io::Error::other("something else");
+        let reason = transport_reason(&other, "balancer:7000", false).unwrap();
+        assert_eq!(reason, "connection to balancer:7000 failed: something else");
     }
 }

@@ -315,9 +315,16 @@ impl Compose {
         Background::start(self.run_command(service, args))
     }
 
+    /// `compose run` as the README writes it. The client has no dependencies, so
+    /// a run of it must leave the cluster alone: not restart a node a test has
+    /// killed, not scale the nodes back after `--scale`. The sniffer shares the
+    /// balancer's network, a dependency, so it is run with `--no-deps`.
     fn run_command(&self, service: &str, args: &[&str]) -> Command {
-        // --no-deps: never (re)start a node the test has just killed.
-        let mut all = vec!["run", "--rm", "-T", "--no-deps", service];
+        let mut all = vec!["run", "--rm", "-T"];
+        if service == "sniff" {
+            all.push("--no-deps");
+        }
+        all.push(service);
         all.extend(args);
         self.command(&all)
     }

@@ -164,6 +164,31 @@ fn the_compose_file_works_with_compose_v2_and_v1() {
     }
 }
 
+/// The README's commands name containers `clusterlab-node-2`: `.env` names the
+/// project, so that holds wherever the checkout is and whatever it is called.
+#[test]
+fn the_project_is_called_clusterlab_whatever_the_directory() {
+    if !docker::available() || !ComposeTool::V2.installed() {
+        return;
+    }
+    let elsewhere = tempfile::tempdir().expect("a temporary directory");
+    let out = std::process::Command::new("docker")
+        .args(["compose", "-f"])
+        .arg(docker::root().join("docker-compose.yml"))
+        .args(["config", "--format", "json"])
+        .current_dir(elsewhere.path())
+        .env_remove("COMPOSE_PROJECT_NAME")
+        .output()
+        .expect("running docker compose config");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(config["name"], "clusterlab", "{config}");
+}
+
 #[test]
 fn the_compose_cluster_fails_over_and_scales_out() {
     if !docker::available() {
