@@ -125,8 +125,8 @@ pub enum Command {
     /// Change a balancer's load-balancing policy while it runs.
     Policy(PolicyArgs),
     /// Watch the wire: one annotated line per TLS record (encrypted) or, in
-    /// plaintext mode, per HTTP/2 frame (method, readable bytes). Needs
-    /// CAP_NET_RAW; in compose: docker compose run --rm sniff.
+    /// plaintext mode, per HTTP/2 frame (method, text in the messages). Needs
+    /// CAP_NET_RAW; in compose: docker compose run --rm --no-deps sniff.
     Sniff(SniffArgs),
     /// Generate load with a live view: requests/s, errors, retries, latency
     /// percentiles and the share each node serves, then a summary.

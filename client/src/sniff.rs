@@ -9,8 +9,10 @@
 //!   Everything after the handshake is `application_data`, encrypted: the keys
 //!   and values are not there to read.
 //! - in plaintext, one line per HTTP/2 frame: its type and stream, the gRPC
-//!   method of a HEADERS frame (decoded with HPACK) and the readable bytes of a
-//!   DATA frame, which include the keys and values.
+//!   method of a HEADERS frame (decoded with HPACK) and the text in a DATA
+//!   frame, which includes the keys and values: every string field of the
+//!   protobuf messages it carries, or, for part of a message, the runs of
+//!   printable bytes.
 //!
 //! `--pcap FILE` also writes every kept frame to a capture Wireshark opens.
 
@@ -42,7 +44,7 @@ pub fn run(args: SniffArgs) -> Result<(), Failure> {
             "PERMISSION_DENIED",
             format!(
                 "cannot open a raw packet socket ({e}): sniffing needs CAP_NET_RAW. \
-                 Run it as root, or use the compose service: docker compose run --rm sniff"
+                 Run it as root, or use the compose service: docker compose run --rm --no-deps sniff"
             ),
         )
     })?;
@@ -354,7 +356,7 @@ fn h2_frame(
     match header[3] {
         0x0 => {
             let _ = write!(line, "H2 DATA          stream {stream:<4} {len:>5} bytes");
-            let readable = readable_runs(payload);
+            let readable = readable(payload);
             if !readable.is_empty() {
                 let _ = write!(line, "  readable: {readable}");
             }
@@ -414,6 +416,92 @@ fn headers_block(payload: &[u8], flags: u8) -> &[u8] {
         block = block.get(5..).unwrap_or_default();
     }
     &block[..block.len().saturating_sub(padding)]
+}
+
+/// What a person could read in a DATA frame's payload, quoted. Whole gRPC
+/// messages are read as protobuf, without the schema: every field that is
+/// text, in nested messages too, so `"secret" "hunter2"` shows as two strings
+/// and not as one run with the next field's tag in it. Anything else, such as
+/// part of a large message, as runs of printable bytes.
+pub fn readable(payload: &[u8]) -> String {
+    grpc_text(payload).unwrap_or_else(|| readable_runs(payload))
+}
+
+/// The text fields of the gRPC messages that make up `payload`, quoted; `None`
+/// unless it is whole, uncompressed messages (1 byte flag, 4 bytes length,
+/// protobuf) of well-formed protobuf.
+fn grpc_text(mut payload: &[u8]) -> Option<String> {
+    let mut texts = Vec::new();
+    while let Some((&compressed, rest)) = payload.split_first() {
+        let len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+        let message = rest.get(4..)?.get(..len)?;
+        if compressed != 0 {
+            return None;
+        }
+        texts.extend(protobuf_text(message, 0)?);
+        payload = &rest[4 + len..];
+    }
+    Some(texts.join(" "))
+}
+
+/// The text fields of one protobuf message, in order; `None` if the bytes are
+/// not a well-formed message. A length-delimited field is text if it is UTF-8
+/// without control characters (but whitespace), else a nested message if it
+/// reads as one, else bytes, of which the printable runs are shown.
+fn protobuf_text(mut bytes: &[u8], depth: usize) -> Option<Vec<String>> {
+    /// Deeper than any clusterlab message nests.
+    const MAX_DEPTH: usize = 8;
+    let mut texts = Vec::new();
+    while !bytes.is_empty() {
+        let key = varint(&mut bytes)?;
+        if key >> 3 == 0 {
+            return None; // field 0 does not exist
+        }
+        match key & 7 {
+            0 => {
+                varint(&mut bytes)?;
+            }
+            1 => bytes = bytes.get(8..)?,
+            5 => bytes = bytes.get(4..)?,
+            2 => {
+                let len = usize::try_from(varint(&mut bytes)?).ok()?;
+                let field = bytes.get(..len)?;
+                bytes = &bytes[len..];
+                match std::str::from_utf8(field) {
+                    Ok(text)
+                        if !text.is_empty()
+                            && text.chars().all(|c| !c.is_control() || c.is_whitespace()) =>
+                    {
+                        texts.push(format!("{text:?}"));
+                    }
+                    _ => match (depth < MAX_DEPTH)
+                        .then(|| protobuf_text(field, depth + 1))
+                        .flatten()
+                    {
+                        Some(nested) => texts.extend(nested),
+                        None => {
+                            texts.extend(Some(readable_runs(field)).filter(|runs| !runs.is_empty()))
+                        }
+                    },
+                }
+            }
+            _ => return None, // groups (3, 4) are not used; 6 and 7 do not exist
+        }
+    }
+    Some(texts)
+}
+
+/// Reads a protobuf varint off the front of `bytes`.
+fn varint(bytes: &mut &[u8]) -> Option<u64> {
+    let mut value = 0u64;
+    for (i, &byte) in bytes.iter().enumerate().take(10) {
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            *bytes = &bytes[i + 1..];
+            return Some(value);
+        }
+    }
+    None
 }
 
 /// Runs of 3 or more printable ASCII characters, quoted: what a person could
@@ -531,6 +619,77 @@ mod tests {
         );
         assert!(lines[2].contains("\"the-key\""), "{lines:#?}");
         assert!(lines[2].contains("\"the-value\""), "{lines:#?}");
+    }
+
+    /// `message` framed as gRPC sends it: no compression, 4 bytes of length.
+    fn grpc(message: &impl prost::Message) -> Vec<u8> {
+        let body = message.encode_to_vec();
+        let mut framed = vec![0];
+        framed.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        framed.extend(body);
+        framed
+    }
+
+    #[test]
+    fn a_whole_message_shows_each_text_field_on_its_own() {
+        let put = proto::PutRequest {
+            key: "secret".into(),
+            value: b"hunter2".to_vec(),
+            write_quorum: 0,
+            request_id: "e439b4fc55c4d29d6bf3c2671f3777de".into(),
+        };
+        assert_eq!(
+            readable(&grpc(&put)),
+            r#""secret" "hunter2" "e439b4fc55c4d29d6bf3c2671f3777de""#
+        );
+        // Printable runs alone glue the value to the next field's tag and length.
+        assert!(readable_runs(&grpc(&put)).contains(r#""hunter2\" e439"#));
+
+        // Nested messages are read too; numbers are not text. A value with a
+        // line break is still text.
+        let get = proto::GetResponse {
+            found: true,
+            value: b"two\nlines".to_vec(),
+            version: Some(proto::Version {
+                wall_ms: 1_796_131_608_891,
+                logical: 0,
+                node: "n1".into(),
+            }),
+            trace: Some(proto::Trace {
+                balancer: "balancer".into(),
+                coordinator: "n2".into(),
+                ..Default::default()
+            }),
+        };
+        assert_eq!(
+            readable(&grpc(&get)),
+            r#""two\nlines" "n1" "balancer" "n2""#
+        );
+    }
+
+    #[test]
+    fn bytes_and_parts_of_messages_show_their_printable_runs() {
+        // A binary value: its printable runs, between the text fields.
+        let put = proto::PutRequest {
+            key: "photo".into(),
+            value: b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0".to_vec(),
+            ..Default::default()
+        };
+        assert_eq!(readable(&grpc(&put)), r#""photo" "PNG" "IHDR""#);
+        // A large message split over DATA frames: the first frame holds only
+        // part of it, so it is read as bytes.
+        let big = proto::PutRequest {
+            key: "big".into(),
+            value: vec![b'x'; 100],
+            ..Default::default()
+        };
+        let framed = grpc(&big);
+        assert!(grpc_text(&framed[..50]).is_none());
+        assert!(readable(&framed[..50]).starts_with(r#""big""#));
+        // Compressed messages are not protobuf to us.
+        let mut compressed = grpc(&big);
+        compressed[0] = 1;
+        assert!(grpc_text(&compressed).is_none());
     }
 
     #[test]
