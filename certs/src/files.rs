@@ -143,8 +143,9 @@ fn missing_file_hint(path: &Path) -> String {
         .unwrap_or_default();
     if name == "ca" || name == "crl" || !dir.join("ca.pem").is_file() {
         return format!(
-            "; create the certificates with `clusterlab-certs init --out {shown}`, \
-             or point --certs at the directory that holds them"
+            "; create the certificates with `clusterlab-certs init --out {shown}` \
+             (in docker compose, `docker compose up -d` does that), or point --certs \
+             at the directory that holds them"
         );
     }
     // There is a PKI: this one identity is what is missing.
@@ -322,6 +323,7 @@ mod tests {
             err.to_string().contains("clusterlab-certs init --out"),
             "{err}"
         );
+        assert!(err.to_string().contains("docker compose up -d"), "{err}");
         let err = load_certs(&dir.path().join("missing").join("ca.pem")).unwrap_err();
         assert!(
             err.to_string().contains("clusterlab-certs init --out"),
