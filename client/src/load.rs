@@ -12,6 +12,12 @@
 //! when it went out. When the cluster stalls, every slot fills and requests
 //! wait their turn; timed from their late start, they would look fast, and the
 //! stall would hide itself. (Gil Tene calls this *coordinated omission*.)
+//! Counting from when a request was due also counts the generator's own
+//! lateness, so the schedule is kept by a thread of its own that sleeps with
+//! the operating system's fine-grained timer: tokio's timers fire on
+//! millisecond ticks, which would add up to a millisecond to every request.
+//! Requests still due when the run ends, because every slot was waiting for an
+//! answer, are counted and reported as not sent.
 
 use std::{
     collections::BTreeMap,
@@ -136,7 +142,8 @@ pub async fn run(global: &Global, args: LoadArgs) -> Result<(), Failure> {
     let driver = tokio::spawn(drive(
         workload,
         args.concurrency as usize,
-        args.rate,
+        args.rate
+            .map(|rate| Schedule::start(rate, started, deadline)),
         deadline,
     ));
 
@@ -145,11 +152,10 @@ pub async fn run(global: &Global, args: LoadArgs) -> Result<(), Failure> {
         Duration::from_secs(1),
     );
     tokio::pin!(driver);
-    loop {
+    let not_sent = loop {
         tokio::select! {
             done = &mut driver => {
-                done.map_err(|e| Failure::new("INTERNAL", format!("the load driver failed: {e}")))?;
-                break;
+                break done.map_err(|e| Failure::new("INTERNAL", format!("the load driver failed: {e}")))?;
             }
             _ = ticker.tick() => {
                 let line = {
@@ -161,14 +167,14 @@ pub async fn run(global: &Global, args: LoadArgs) -> Result<(), Failure> {
                 show_live(&line, live_to_stdout, terminal);
             }
         }
-    }
+    };
     if terminal {
         // Leave the last live line in place and start a fresh one.
         show_live("", live_to_stdout, false);
     }
     let elapsed = started.elapsed();
     let stats = stats.lock().expect("stats poisoned");
-    report(global, &args, &stats.total, elapsed);
+    report(global, &args, &stats.total, not_sent, elapsed);
     Ok(())
 }
 
@@ -183,23 +189,71 @@ struct Workload {
     stats: Arc<Mutex<Stats>>,
 }
 
-/// Issues requests until `deadline`: `concurrency` at a time, or at `rate` per
-/// second with at most `concurrency` waiting for answers.
-async fn drive(work: Workload, concurrency: usize, rate: Option<f64>, deadline: Instant) {
+/// The open loop's timetable: a thread that sleeps until each request is due
+/// and hands over the instant it was due, `period` after the one before.
+///
+/// `std::thread::sleep` wakes within tens of microseconds of the time asked
+/// for; a tokio timer rounds up to its next millisecond tick. Requests that
+/// fall behind (every slot busy) keep the instant they were due, so that the
+/// wait counts in their latency, as real users would keep arriving.
+#[derive(Debug)]
+struct Schedule {
+    due: tokio::sync::mpsc::Receiver<Instant>,
+    /// How many requests fall due before the deadline.
+    total: u64,
+}
+
+impl Schedule {
+    /// Starts the thread: `rate` requests per second from `start` (the first
+    /// due then) until `deadline`.
+    fn start(rate: f64, start: Instant, deadline: Instant) -> Schedule {
+        // In whole nanoseconds, so that "due before the deadline" is exact.
+        let period = Duration::from_secs_f64(1.0 / rate).as_nanos().max(1);
+        let total = deadline
+            .saturating_duration_since(start)
+            .as_nanos()
+            .div_ceil(period) as u64;
+        // A short queue: when the driver falls behind, the thread waits, and
+        // hands over the late instants when there is room.
+        let (sender, due) = tokio::sync::mpsc::channel(64);
+        std::thread::Builder::new()
+            .name("load-schedule".into())
+            .spawn(move || {
+                for n in 0..total {
+                    let due = start + Duration::from_nanos((period * u128::from(n)) as u64);
+                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
+                    if sender.blocking_send(due).is_err() {
+                        return; // the driver has stopped
+                    }
+                }
+            })
+            .expect("starting the load schedule's thread");
+        Schedule { due, total }
+    }
+}
+
+/// Issues requests until `deadline`: `concurrency` at a time, or on
+/// `schedule` with at most `concurrency` waiting for answers. Returns how many
+/// scheduled requests were not sent because every slot was busy until the end.
+async fn drive(
+    work: Workload,
+    concurrency: usize,
+    mut schedule: Option<Schedule>,
+    deadline: Instant,
+) -> u64 {
     let slots = Arc::new(Semaphore::new(concurrency));
     let mut tasks = tokio::task::JoinSet::new();
-    let mut ticker = rate.map(|rate| {
-        let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
-        // An open loop keeps its schedule: ticks missed while the machine was
-        // busy are sent at once, as real clients would keep arriving.
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-        ticker
-    });
+    let mut sent = 0;
     while Instant::now() < deadline {
         // When this request is due: on the schedule in an open loop, else now.
-        let due = match ticker.as_mut() {
-            Some(ticker) => tokio::select! {
-                due = ticker.tick() => Some(due.into_std()),
+        let due = match schedule.as_mut() {
+            Some(schedule) => tokio::select! {
+                due = schedule.due.recv() => match due {
+                    Some(due) => Some(due),
+                    None => break, // the last one was due before the deadline
+                },
                 _ = tokio::time::sleep_until(deadline.into()) => break,
             },
             None => None,
@@ -208,6 +262,7 @@ async fn drive(work: Workload, concurrency: usize, rate: Option<f64>, deadline: 
             slot = slots.clone().acquire_owned() => slot.expect("semaphore open"),
             _ = tokio::time::sleep_until(deadline.into()) => break,
         };
+        sent += 1;
         let work = work.clone();
         tasks.spawn(async move {
             let outcome = one_request(&work, due).await;
@@ -220,6 +275,7 @@ async fn drive(work: Workload, concurrency: usize, rate: Option<f64>, deadline: 
         while tasks.try_join_next().is_some() {}
     }
     while tasks.join_next().await.is_some() {}
+    schedule.map_or(0, |s| s.total.saturating_sub(sent))
 }
 
 /// One read or write of a random key, timed from `due` if it was scheduled.
@@ -298,7 +354,7 @@ fn show_live(line: &str, to_stdout: bool, terminal: bool) {
     };
 }
 
-fn report(global: &Global, args: &LoadArgs, total: &Window, elapsed: Duration) {
+fn report(global: &Global, args: &LoadArgs, total: &Window, not_sent: u64, elapsed: Duration) {
     let throughput = total.requests as f64 / elapsed.as_secs_f64().max(f64::EPSILON);
     if global.json {
         println!(
@@ -316,6 +372,7 @@ fn report(global: &Global, args: &LoadArgs, total: &Window, elapsed: Duration) {
                     "max": total.latency_us.max(),
                 },
                 "per_node": total.per_node,
+                "not_sent": not_sent,
                 "seconds": elapsed.as_secs_f64(),
             })
         );
@@ -347,6 +404,14 @@ fn report(global: &Global, args: &LoadArgs, total: &Window, elapsed: Duration) {
         }
     );
     println!("  retries   {}", total.retries);
+    if not_sent > 0 {
+        println!(
+            "  not sent  {not_sent} requests still due at the end: all {} slots were \
+             waiting for answers (the cluster fell behind the rate; --concurrency \
+             allows more waiting)",
+            args.concurrency
+        );
+    }
     println!(
         "  latency   p50 {}  p90 {}  p99 {}  max {}",
         ms(total.percentile(0.5)),
@@ -368,6 +433,22 @@ fn ms(us: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_schedule_hands_over_each_due_instant_once_a_period_apart() {
+        let start = Instant::now();
+        let deadline = start + Duration::from_millis(30);
+        // 1,000 per second for 30 ms: due at 0, 1, ... 29 ms.
+        let mut schedule = Schedule::start(1000.0, start, deadline);
+        assert_eq!(schedule.total, 30);
+        let mut dues = Vec::new();
+        while let Some(due) = schedule.due.blocking_recv() {
+            assert!(Instant::now() >= due, "handed over before it was due");
+            dues.push(due.duration_since(start));
+        }
+        let expected: Vec<Duration> = (0..30).map(Duration::from_millis).collect();
+        assert_eq!(dues, expected);
+    }
 
     #[test]
     fn latencies_read_in_ms_then_in_seconds() {
