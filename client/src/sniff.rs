@@ -445,9 +445,11 @@ fn grpc_text(mut payload: &[u8]) -> Option<String> {
 }
 
 /// The text fields of one protobuf message, in order; `None` if the bytes are
-/// not a well-formed message. A length-delimited field is text if it is UTF-8
-/// without control characters (but whitespace), else a nested message if it
-/// reads as one, else bytes, of which the printable runs are shown.
+/// not a well-formed message. A length-delimited field is a nested message if
+/// it reads as one with text in it, else text if it is UTF-8 without control
+/// characters (but whitespace), else bytes, of which the printable runs are
+/// shown. (Short text can read as a message of numbers, "hi" for one: that is
+/// why a nested message must have text in it.)
 fn protobuf_text(mut bytes: &[u8], depth: usize) -> Option<Vec<String>> {
     /// Deeper than any clusterlab message nests.
     const MAX_DEPTH: usize = 8;
@@ -467,22 +469,23 @@ fn protobuf_text(mut bytes: &[u8], depth: usize) -> Option<Vec<String>> {
                 let len = usize::try_from(varint(&mut bytes)?).ok()?;
                 let field = bytes.get(..len)?;
                 bytes = &bytes[len..];
-                match std::str::from_utf8(field) {
-                    Ok(text)
+                // A nested message first: its bytes can be valid text too (a
+                // tag of 0x0a is a line break, 0x22 a quote).
+                let nested = (depth < MAX_DEPTH)
+                    .then(|| protobuf_text(field, depth + 1))
+                    .flatten()
+                    .filter(|nested| !nested.is_empty());
+                match (nested, std::str::from_utf8(field)) {
+                    (Some(nested), _) => texts.extend(nested),
+                    (None, Ok(text))
                         if !text.is_empty()
                             && text.chars().all(|c| !c.is_control() || c.is_whitespace()) =>
                     {
                         texts.push(format!("{text:?}"));
                     }
-                    _ => match (depth < MAX_DEPTH)
-                        .then(|| protobuf_text(field, depth + 1))
-                        .flatten()
-                    {
-                        Some(nested) => texts.extend(nested),
-                        None => {
-                            texts.extend(Some(readable_runs(field)).filter(|runs| !runs.is_empty()))
-                        }
-                    },
+                    (None, _) => {
+                        texts.extend(Some(readable_runs(field)).filter(|runs| !runs.is_empty()))
+                    }
                 }
             }
             _ => return None, // groups (3, 4) are not used; 6 and 7 do not exist
@@ -665,6 +668,21 @@ mod tests {
             readable(&grpc(&get)),
             r#""two\nlines" "n1" "balancer" "n2""#
         );
+        // A nested message whose bytes are all printable or whitespace (a
+        // quote, a form feed, two line breaks, a name) is still a message; a
+        // short text that reads as a message of numbers is still text.
+        let get = proto::GetResponse {
+            value: b"hi".to_vec(),
+            trace: Some(proto::Trace {
+                attempts: vec![proto::Attempt {
+                    node: "node-ten-x".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(readable(&grpc(&get)), r#""hi" "node-ten-x""#);
     }
 
     #[test]
