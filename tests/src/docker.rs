@@ -80,6 +80,23 @@ impl ComposeTool {
             .is_ok_and(|s| s.success())
     }
 
+    /// True if installed. Panics instead of returning false when
+    /// `CLUSTERLAB_REQUIRE_DOCKER=1`, so CI cannot skip a test that needs it.
+    pub fn required(self) -> bool {
+        if self.installed() {
+            return true;
+        }
+        let required = std::env::var("CLUSTERLAB_REQUIRE_DOCKER").is_ok_and(|v| v == "1");
+        assert!(
+            !required,
+            "CLUSTERLAB_REQUIRE_DOCKER=1 but `{}` is not installed \
+             (scripts/install-compose-v2 installs Compose v2)",
+            self.program().join(" ")
+        );
+        eprintln!("skipping {self:?}: not installed");
+        false
+    }
+
     /// v2 when installed (what a learner most likely has), else v1.29.
     pub fn preferred() -> ComposeTool {
         if ComposeTool::V2.installed() {

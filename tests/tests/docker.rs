@@ -125,15 +125,7 @@ fn the_compose_file_works_with_compose_v2_and_v1() {
         return;
     }
     for tool in [ComposeTool::V2, ComposeTool::V1] {
-        if !tool.installed() {
-            let required = std::env::var("CLUSTERLAB_REQUIRE_DOCKER").is_ok_and(|v| v == "1");
-            assert!(
-                !required,
-                "CLUSTERLAB_REQUIRE_DOCKER=1 but `{}` is not installed \
-                 (scripts/install-compose-v2 installs Compose v2)",
-                tool.program().join(" ")
-            );
-            eprintln!("skipping {tool:?}: not installed");
+        if !tool.required() {
             continue;
         }
         let compose = Compose::up_with(tool, &[]);
@@ -168,7 +160,7 @@ fn the_compose_file_works_with_compose_v2_and_v1() {
 /// project, so that holds wherever the checkout is and whatever it is called.
 #[test]
 fn the_project_is_called_clusterlab_whatever_the_directory() {
-    if !docker::available() || !ComposeTool::V2.installed() {
+    if !docker::available() || !ComposeTool::V2.required() {
         return;
     }
     let elsewhere = tempfile::tempdir().expect("a temporary directory");
