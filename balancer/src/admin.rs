@@ -43,40 +43,7 @@ impl AdminService {
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
-        let router = &self.router;
-        let backends = router
-            .backends
-            .list()
-            .iter()
-            .map(|b| {
-                let health = b.health();
-                BackendStatus {
-                    name: b.name().to_string(),
-                    addr: b.addr.clone(),
-                    health: health.name().into(),
-                    reason: match health {
-                        Health::Ejected { reason, .. } => reason,
-                        Health::Waiting { reason } => reason.unwrap_or_default(),
-                        Health::Healthy => String::new(),
-                    },
-                    in_flight: b.in_flight.load(Ordering::Relaxed),
-                    requests: b.requests.load(Ordering::Relaxed),
-                    errors: b.errors.load(Ordering::Relaxed),
-                    ejections: b.ejections.load(Ordering::Relaxed),
-                }
-            })
-            .collect();
-        Ok(Response::new(StatusResponse {
-            name: router.name.clone(),
-            role: "balancer".into(),
-            backends,
-            policy: router.policy().name().into(),
-            requests: router.requests.load(Ordering::Relaxed),
-            retries: router.retries.load(Ordering::Relaxed),
-            retries_refused: router.retries_refused.load(Ordering::Relaxed),
-            denied: self.denials.count(),
-            ..StatusResponse::default()
-        }))
+        Ok(Response::new(status(&self.router, &self.denials)))
     }
 
     type EventsStream = EventStream;
@@ -128,5 +95,43 @@ impl Admin for AdminService {
             self.identity.as_ref(),
             request.extensions().get::<PeerInfo>(),
         )))
+    }
+}
+
+/// What `Admin.Status` answers, and what the dashboard and `/metrics` show:
+/// the policy, the traffic, and every backend's health and counters.
+pub fn status(router: &Router, denials: &Denials) -> StatusResponse {
+    let backends = router
+        .backends
+        .list()
+        .iter()
+        .map(|b| {
+            let health = b.health();
+            BackendStatus {
+                name: b.name().to_string(),
+                addr: b.addr.clone(),
+                health: health.name().into(),
+                reason: match health {
+                    Health::Ejected { reason, .. } => reason,
+                    Health::Waiting { reason } => reason.unwrap_or_default(),
+                    Health::Healthy => String::new(),
+                },
+                in_flight: b.in_flight.load(Ordering::Relaxed),
+                requests: b.requests.load(Ordering::Relaxed),
+                errors: b.errors.load(Ordering::Relaxed),
+                ejections: b.ejections.load(Ordering::Relaxed),
+            }
+        })
+        .collect();
+    StatusResponse {
+        name: router.name.clone(),
+        role: "balancer".into(),
+        backends,
+        policy: router.policy().name().into(),
+        requests: router.requests.load(Ordering::Relaxed),
+        retries: router.retries.load(Ordering::Relaxed),
+        retries_refused: router.retries_refused.load(Ordering::Relaxed),
+        denied: denials.count(),
+        ..StatusResponse::default()
     }
 }

@@ -27,7 +27,10 @@ use std::{
 
 use certs::dial::Dialer;
 use node::events::Events;
-use proto::{WhoAmIRequest, admin_client::AdminClient};
+use proto::{
+    Event, EventsRequest, StatusRequest, StatusResponse, WhoAmIRequest, WhoAmIResponse,
+    admin_client::AdminClient,
+};
 use tokio::{sync::Notify, task::AbortHandle};
 use tonic::Status;
 use tonic_health::pb::{
@@ -75,6 +78,9 @@ pub struct Backend {
     /// An `Arc`, so that naming the node on every request costs no copy.
     name: Mutex<Arc<str>>,
     connection: NodeConnection,
+    /// What the node said of our connection to it (`Admin.WhoAmI`), asked
+    /// with its name: the TLS of this link, for the dashboard.
+    link: Mutex<Option<WhoAmIResponse>>,
     health: Mutex<Health>,
     /// Wakes the requests waiting on this node when it is ejected.
     ejected: Notify,
@@ -90,6 +96,7 @@ impl Backend {
             name: Mutex::new(addr.as_str().into()),
             addr,
             connection,
+            link: Mutex::new(None),
             health: Mutex::new(Health::Waiting { reason: None }),
             ejected: Notify::new(),
             in_flight: AtomicU64::new(0),
@@ -215,8 +222,31 @@ impl Backend {
                 .await
         };
         if let Ok(Ok(answer)) = tokio::time::timeout(CHECK_TIMEOUT, ask).await {
-            self.learn_name(&answer.into_inner().server_name);
+            let answer = answer.into_inner();
+            self.learn_name(&answer.server_name);
+            *self.link.lock().expect("link poisoned") = Some(answer);
         }
+    }
+
+    /// The node's answer to `Admin.WhoAmI` about our connection, once asked:
+    /// the identity its certificate proves, the TLS version and cipher suite.
+    pub fn link(&self) -> Option<WhoAmIResponse> {
+        self.link.lock().expect("link poisoned").clone()
+    }
+
+    /// The node's own view, for the dashboard: its `Admin.Status` (members,
+    /// keys, repair backlog) and its recent events.
+    pub async fn node_view(&self) -> Result<(StatusResponse, Vec<Event>), Status> {
+        let connection = self.connection.ready().await?;
+        let mut admin = AdminClient::with_origin(connection, self.connection.origin());
+        let status = admin.status(StatusRequest {}).await?.into_inner();
+        let history_only = EventsRequest { history_only: true };
+        let mut feed = admin.events(history_only).await?.into_inner();
+        let mut events = Vec::new();
+        while let Some(event) = feed.message().await? {
+            events.push(event);
+        }
+        Ok((status, events))
     }
 
     /// One active health check: Ok, or why it failed.

@@ -56,6 +56,17 @@ pub struct Config {
     #[arg(long, env = "CLUSTERLAB_RETRY_BUDGET", default_value_t = 0.2)]
     pub retry_budget: f64,
 
+    /// Serve the dashboard (a web page of the cluster) and /metrics over plain
+    /// HTTP here: open http://ADDR/ in a browser. Use 0.0.0.0:8080 to reach it
+    /// from other machines or containers, or `off` for none.
+    #[arg(
+        long,
+        env = "CLUSTERLAB_DASHBOARD",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:8080"
+    )]
+    pub dashboard: String,
+
     /// Which certificate in --certs to present (NAME.pem and NAME.key).
     #[arg(long, env = "CLUSTERLAB_IDENTITY", default_value = "balancer")]
     pub identity: String,

@@ -14,6 +14,7 @@
 //! - [`grpc`]: the little of gRPC's wire format the balancer reads and writes.
 //! - [`forward`]: the `KeyValue` service: pick, forward, retry, trace.
 //! - [`admin`]: status, events, policy changes.
+//! - [`dashboard`]: the web page of the cluster, and `/metrics`.
 //! - [`http2`]: the HTTP/2 server clients talk to.
 //! - [`server`]: puts it together; [`config`]: the command line.
 
@@ -22,6 +23,7 @@ pub mod backend;
 pub mod busy_poll;
 pub mod config;
 pub mod connection;
+pub mod dashboard;
 pub mod forward;
 pub mod grpc;
 pub mod http2;

@@ -24,7 +24,7 @@ use certs::{
     listener::ListenerConfig,
     tls::Credentials,
 };
-use node::{events::Events, lifecycle};
+use node::{events::Events, lifecycle, metrics};
 use proto::admin_server::AdminServer;
 use tokio::{net::TcpListener, task::JoinSet};
 use tonic::{body::Body, service::Routes};
@@ -36,6 +36,7 @@ use crate::{
     backend::Backends,
     busy_poll::BusyPoll,
     config::Config,
+    dashboard::Dashboard,
     forward::{ForwardService, Router},
     grpc::KEY_VALUE_PATH,
     http2::{self, Request},
@@ -48,6 +49,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     config.validate().map_err(anyhow::Error::msg)?;
+    // Bound before anything starts: a busy port stops the start.
+    let dashboard_port = match metrics::enabled(&config.dashboard) {
+        Some(addr) => Some(metrics::bind("--dashboard", addr).await?),
+        None => None,
+    };
     // The same certificate serves clients and proves who we are to the nodes.
     let credentials =
         Credentials::load(config.serving.tls, &config.serving.certs, &config.identity)
@@ -95,6 +101,18 @@ pub async fn run(
         identity.clone(),
         denials.clone(),
     ));
+
+    if let Some(listener) = dashboard_port {
+        info!(url = %format!("http://{}/", listener.local_addr()?), "dashboard served");
+        let dashboard = Dashboard {
+            router: router.clone(),
+            events: events.clone(),
+            denials: denials.clone(),
+            identity: identity.clone(),
+            tls: config.serving.tls,
+        };
+        background.spawn(metrics::serve(listener, dashboard.routes()));
+    }
 
     let mut listener_config = ListenerConfig::new(tls);
     listener_config.handshake_timeout = config.serving.handshake_timeout;

@@ -8,14 +8,14 @@
 //!
 //! The table is deliberately small enough to read in one go:
 //!
-//! | rule               | who                         | where           | may call                                   |
-//! |--------------------|-----------------------------|-----------------|--------------------------------------------|
-//! | `admin`            | client `admin`              | nodes, balancer | everything                                 |
-//! | `writer`           | client `writer`             | nodes, balancer | KeyValue Get, Put, Delete, Scan            |
-//! | `reader`           | client `reader`             | nodes, balancer | KeyValue Get, Scan                         |
-//! | `balancer-to-node` | any balancer                | nodes           | KeyValue, health, Admin/WhoAmI             |
-//! | `node-to-node`     | any node                    | nodes           | Replica                                    |
-//! | `introspection`    | any identity of the cluster | nodes, balancer | health, reflection, Admin/WhoAmI           |
+//! | rule               | who                         | where           | may call                                       |
+//! |--------------------|-----------------------------|-----------------|------------------------------------------------|
+//! | `admin`            | client `admin`              | nodes, balancer | everything                                     |
+//! | `writer`           | client `writer`             | nodes, balancer | KeyValue Get, Put, Delete, Scan                |
+//! | `reader`           | client `reader`             | nodes, balancer | KeyValue Get, Scan                             |
+//! | `balancer-to-node` | any balancer                | nodes           | KeyValue, health, Admin/WhoAmI, Status, Events |
+//! | `node-to-node`     | any node                    | nodes           | Replica                                        |
+//! | `introspection`    | any identity of the cluster | nodes, balancer | health, reflection, Admin/WhoAmI               |
 //!
 //! Clients are granted by name, nodes and balancers by kind: every node shares
 //! one kind of job, while two clients can be trusted very differently. A client
@@ -137,6 +137,8 @@ const SCAN: &str = "/clusterlab.v1.KeyValue/Scan";
 const KEY_VALUE: &str = "/clusterlab.v1.KeyValue/";
 const REPLICA: &str = "/clusterlab.v1.Replica/";
 const WHO_AM_I: &str = "/clusterlab.v1.Admin/WhoAmI";
+const STATUS: &str = "/clusterlab.v1.Admin/Status";
+const EVENTS: &str = "/clusterlab.v1.Admin/Events";
 const HEALTH: &str = "/grpc.health.v1.Health/";
 const REFLECTION: &str = "/grpc.reflection.v1.ServerReflection/";
 
@@ -165,7 +167,9 @@ pub const RULES: &[Rule] = &[
         name: "balancer-to-node",
         who: Who::Kind(Kind::Balancer),
         on: NODES,
-        may: Grant::Calls(&[KEY_VALUE, HEALTH, WHO_AM_I]),
+        // Status and Events: the nodes' own view, for the balancer's dashboard.
+        // Both only read; SetFault stays with `admin`.
+        may: Grant::Calls(&[KEY_VALUE, HEALTH, WHO_AM_I, STATUS, EVENTS]),
     },
     Rule {
         name: "node-to-node",

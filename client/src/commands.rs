@@ -349,32 +349,7 @@ async fn status(global: &Global) -> Result<(), Failure> {
 
 fn print_balancer_status(global: &Global, status: &StatusResponse) {
     if global.json {
-        let backends: Vec<Value> = status
-            .backends
-            .iter()
-            .map(|b| {
-                json!({
-                    "name": b.name,
-                    "addr": b.addr,
-                    "health": b.health,
-                    "reason": b.reason,
-                    "in_flight": b.in_flight,
-                    "requests": b.requests,
-                    "errors": b.errors,
-                    "ejections": b.ejections,
-                })
-            })
-            .collect();
-        print_json(&json!({
-            "name": status.name,
-            "role": status.role,
-            "policy": status.policy,
-            "backends": backends,
-            "requests": status.requests,
-            "retries": status.retries,
-            "retries_refused": status.retries_refused,
-            "denied": status.denied,
-        }));
+        print_json(&proto::json::status(status));
         return;
     }
     println!(
@@ -414,36 +389,8 @@ fn column_width<'a>(cells: impl Iterator<Item = &'a str>, heading: &str) -> usiz
 }
 
 fn print_node_status(global: &Global, status: &StatusResponse) {
-    let state_name = |state: i32| match State::try_from(state).unwrap_or(State::Unspecified) {
-        State::Alive => "alive",
-        State::Suspect => "suspect",
-        State::Dead => "dead",
-        State::Unspecified => "unknown",
-    };
     if global.json {
-        let members: Vec<Value> = status
-            .members
-            .iter()
-            .map(|m| {
-                json!({
-                    "name": m.name,
-                    "addr": m.addr,
-                    "state": state_name(m.state),
-                    "keys": m.keys,
-                    "self": m.is_self,
-                })
-            })
-            .collect();
-        print_json(&json!({
-            "name": status.name,
-            "role": status.role,
-            "members": members,
-            "under_replicated": status.under_replicated,
-            "replicas": status.replicas,
-            "write_quorum": status.write_quorum,
-            "read_quorum": status.read_quorum,
-            "denied": status.denied,
-        }));
+        print_json(&proto::json::status(status));
         return;
     }
     println!(
@@ -473,7 +420,7 @@ fn print_node_status(global: &Global, status: &StatusResponse) {
             "  {:<names$} {:<width$}  {:<8} {:>8}",
             name,
             m.addr,
-            state_name(m.state),
+            State::label_of(m.state),
             m.keys
         );
     }
@@ -496,13 +443,7 @@ async fn events(global: &Global, args: EventsArgs) -> Result<(), Failure> {
             Err(status) => return Err(conn.failure(&status).await),
         };
         if global.json {
-            print_json(&json!({
-                "at_unix_ms": event.at_unix_ms,
-                "source": event.source,
-                "kind": event.kind,
-                "subject": event.subject,
-                "message": event.message,
-            }));
+            print_json(&proto::json::event(&event));
         } else {
             println!(
                 "{} {:<8} {:<16} {}",

@@ -39,40 +39,7 @@ impl AdminService {
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
-        let state = &self.state;
-        let keys = state.store.run(|s| s.len()).await?;
-        let me = MemberStatus {
-            name: state.name.clone(),
-            addr: state.membership.advertise().to_string(),
-            state: State::Alive as i32,
-            keys,
-            is_self: true,
-        };
-        let peers = state.membership.peers().into_iter().map(|p| MemberStatus {
-            name: p.name,
-            addr: p.addr,
-            state: p.state as i32,
-            keys: p.keys,
-            is_self: false,
-        });
-        let mut members: Vec<MemberStatus> = std::iter::once(me).chain(peers).collect();
-        members.sort_by(|a, b| a.name.cmp(&b.name));
-        // The quorums a request gets by default, for a cluster of this size.
-        let n = state.membership.ring().replication();
-        let replication = state.replication;
-        let default =
-            |configured: Option<usize>| configured.unwrap_or(Replication::majority(n)) as u32;
-        Ok(Response::new(StatusResponse {
-            name: state.name.clone(),
-            role: "node".into(),
-            members,
-            under_replicated: state.under_replicated.load(Ordering::Relaxed),
-            replicas: replication.replicas as u32,
-            write_quorum: default(replication.write_quorum),
-            read_quorum: default(replication.read_quorum),
-            denied: state.denials.count(),
-            ..StatusResponse::default()
-        }))
+        Ok(Response::new(status(&self.state).await?))
     }
 
     type EventsStream = EventStream;
@@ -140,6 +107,43 @@ impl Admin for AdminService {
             request.extensions().get::<PeerInfo>(),
         )))
     }
+}
+
+/// What `Admin.Status` answers, and what `/metrics` shows: the node's keys,
+/// its members as it sees them, and its quorums.
+pub async fn status(state: &NodeState) -> Result<StatusResponse, Status> {
+    let keys = state.store.run(|s| s.len()).await?;
+    let me = MemberStatus {
+        name: state.name.clone(),
+        addr: state.membership.advertise().to_string(),
+        state: State::Alive as i32,
+        keys,
+        is_self: true,
+    };
+    let peers = state.membership.peers().into_iter().map(|p| MemberStatus {
+        name: p.name,
+        addr: p.addr,
+        state: p.state as i32,
+        keys: p.keys,
+        is_self: false,
+    });
+    let mut members: Vec<MemberStatus> = std::iter::once(me).chain(peers).collect();
+    members.sort_by(|a, b| a.name.cmp(&b.name));
+    // The quorums a request gets by default, for a cluster of this size.
+    let n = state.membership.ring().replication();
+    let replication = state.replication;
+    let default = |configured: Option<usize>| configured.unwrap_or(Replication::majority(n)) as u32;
+    Ok(StatusResponse {
+        name: state.name.clone(),
+        role: "node".into(),
+        members,
+        under_replicated: state.under_replicated.load(Ordering::Relaxed),
+        replicas: replication.replicas as u32,
+        write_quorum: default(replication.write_quorum),
+        read_quorum: default(replication.read_quorum),
+        denied: state.denials.count(),
+        ..StatusResponse::default()
+    })
 }
 
 /// What a server saw of the caller's connection. Shared with the balancer.

@@ -95,6 +95,12 @@ pub struct Config {
     #[arg(long, env = "CLUSTERLAB_DATA_DIR", value_name = "DIR")]
     pub data_dir: PathBuf,
 
+    /// Serve Prometheus metrics over plain HTTP at http://ADDR/metrics, say
+    /// 127.0.0.1:9100 (docker compose uses 0.0.0.0:9100). Off unless given:
+    /// nodes sharing a machine would each need a port of their own.
+    #[arg(long, env = "CLUSTERLAB_METRICS", value_name = "ADDR")]
+    pub metrics: Option<String>,
+
     /// Which certificate in --certs to present (NAME.pem and NAME.key).
     #[arg(long, env = "CLUSTERLAB_IDENTITY", default_value = "node")]
     pub identity: String,

@@ -88,6 +88,12 @@ impl Events {
         Box::pin(history.chain(live))
     }
 
+    /// The recent history, oldest first.
+    pub fn recent(&self) -> Vec<proto::Event> {
+        let history = self.history.lock().expect("event history poisoned");
+        history.iter().cloned().collect()
+    }
+
     /// The recent history, then a receiver for what happens next. Taken under
     /// one lock so no event falls between the two.
     pub fn subscribe(&self) -> (Vec<proto::Event>, broadcast::Receiver<proto::Event>) {

@@ -17,7 +17,8 @@
 //! - [`fault`]: injected latency, errors, pauses and cut links, for the labs.
 //! - [`capacity`]: `--capacity`, a simulated machine limit for the scaling lab.
 //! - [`server`]: puts it together; [`lifecycle`]: signals and graceful draining.
-//! - [`config`]: the command line; [`telemetry`]: log lines tagged with the process name.
+//! - [`config`]: the command line; [`telemetry`]: log lines tagged with the process name;
+//!   [`metrics`]: `/metrics` for Prometheus.
 //! - [`error`]: the node's errors and their gRPC status codes.
 
 pub mod admin;
@@ -33,6 +34,7 @@ pub mod kv;
 pub mod lifecycle;
 pub mod limits;
 pub mod membership;
+pub mod metrics;
 pub mod placement;
 pub mod replica;
 pub mod server;

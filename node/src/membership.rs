@@ -381,7 +381,7 @@ impl Membership {
                     peer.addr = advertised;
                 }
                 if peer.state != State::Alive {
-                    let was = state_name(peer.state);
+                    let was = peer.state.label();
                     peer.state = State::Alive;
                     peer.since = now;
                     info!(member = %peer.name, addr = %peer.addr, was, "member alive");
@@ -522,16 +522,6 @@ fn replica_client(channel: Channel) -> ReplicaClient<Channel> {
     ReplicaClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
-}
-
-/// "alive", "suspect" or "dead", as status and logs print it.
-pub fn state_name(state: State) -> &'static str {
-    match state {
-        State::Alive => "alive",
-        State::Suspect => "suspect",
-        State::Dead => "dead",
-        State::Unspecified => "unknown",
-    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use std::{
 };
 
 use anyhow::Context;
+use axum::response::IntoResponse;
 use certs::{
     authz::{self, AuthzLayer},
     listener::ListenerConfig,
@@ -22,7 +23,7 @@ use tonic_health::ServingStatus;
 use tracing::info;
 
 use crate::{
-    admin::AdminService,
+    admin::{self, AdminService},
     antientropy,
     config::Config,
     events::Events,
@@ -31,6 +32,7 @@ use crate::{
     lifecycle,
     limits::MAX_MESSAGE_BYTES,
     membership::{Local, Membership, Settings},
+    metrics,
     replica::ReplicaService,
     state::NodeState,
     store::Store,
@@ -50,6 +52,11 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let replication = config.replication().map_err(anyhow::Error::msg)?;
     let peers = config.peer_addrs().map_err(anyhow::Error::msg)?;
+    // Bound before anything starts: a busy port stops the start.
+    let metrics_port = match config.metrics.as_deref().and_then(metrics::enabled) {
+        Some(addr) => Some(metrics::bind("--metrics", addr).await?),
+        None => None,
+    };
     // The same certificate proves who we are when we call other nodes.
     let credentials =
         Credentials::load(config.serving.tls, &config.serving.certs, &config.identity)
@@ -146,6 +153,10 @@ pub async fn run(
     background.spawn(antientropy::run(state.clone()));
     background.spawn(tombstones::run(state.clone()));
     background.spawn(revocation_watcher);
+    if let Some(listener) = metrics_port {
+        info!(url = %format!("http://{}/metrics", listener.local_addr()?), "metrics served");
+        background.spawn(metrics::serve(listener, metrics_router(state.clone())));
+    }
     let ready = health.clone();
     background.spawn(async move {
         membership.ready().await;
@@ -181,6 +192,21 @@ pub async fn run(
     background.shutdown().await;
     info!("node stopped");
     Ok(())
+}
+
+/// `/metrics`: the node's status at the time of each scrape.
+fn metrics_router(state: Arc<NodeState>) -> axum::Router {
+    let scrape = move || async move {
+        match admin::status(&state).await {
+            Ok(status) => metrics::exposition(status),
+            Err(e) => (
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                format!("cannot read the node's status: {}", e.message()),
+            )
+                .into_response(),
+        }
+    };
+    axum::Router::new().route("/metrics", axum::routing::get(scrape))
 }
 
 /// Sets the health of the whole server ("") and of the KeyValue service.

@@ -43,3 +43,24 @@ pub fn code_name(code: tonic::Code) -> &'static str {
         Unauthenticated => "UNAUTHENTICATED",
     }
 }
+
+pub mod json;
+
+impl member::State {
+    /// "alive", "suspect" or "dead", as status, logs and the dashboard print it.
+    pub fn label(self) -> &'static str {
+        match self {
+            member::State::Alive => "alive",
+            member::State::Suspect => "suspect",
+            member::State::Dead => "dead",
+            member::State::Unspecified => "unknown",
+        }
+    }
+
+    /// The label of a state as it travels on the wire (an `i32`).
+    pub fn label_of(state: i32) -> &'static str {
+        Self::try_from(state)
+            .unwrap_or(member::State::Unspecified)
+            .label()
+    }
+}

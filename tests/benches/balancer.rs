@@ -561,6 +561,7 @@ fn balancer_command(cluster: &TestCluster, nodes: &str, extra: &[&str]) -> (Comm
     let mut command = Command::new(tests::bin("clusterlab-balancer"));
     command
         .args(["--listen", &addr, "--nodes", nodes, "--name", "bench"])
+        .args(["--dashboard", "off"])
         .arg("--certs")
         .arg(&cluster.certs)
         .args(extra)

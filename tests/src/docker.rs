@@ -391,6 +391,21 @@ impl Compose {
         out.json()
     }
 
+    /// `GET path` from the balancer's dashboard, through the port compose
+    /// publishes on this machine (as a learner's browser reaches it).
+    pub fn dashboard(&self, path: &str) -> String {
+        let port = self
+            .env
+            .iter()
+            .find(|(k, _)| k == "CLUSTERLAB_DASHBOARD_PORT")
+            .map(|(_, v)| v.clone())
+            .expect("a dashboard port");
+        let (code, body) = crate::http_get(&format!("127.0.0.1:{port}"), path)
+            .unwrap_or_else(|e| panic!("GET {path} from the dashboard: {e}"));
+        assert_eq!(code, 200, "GET {path}: {body}");
+        body
+    }
+
     /// Names of the nodes the balancer has in rotation.
     pub fn healthy_backends(&self) -> Vec<String> {
         let status = self.balancer_status();

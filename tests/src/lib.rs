@@ -129,6 +129,8 @@ impl NodeProcess {
 #[derive(Debug)]
 pub struct BalancerProcess {
     pub addr: SocketAddr,
+    /// Where its dashboard and `/metrics` are served (`--dashboard`).
+    pub dashboard: SocketAddr,
     pub log: PathBuf,
     child: Option<Child>,
 }
@@ -442,10 +444,13 @@ impl TestCluster {
     pub fn start_balancer_with(&mut self, args: &[String]) -> usize {
         let index = self.balancers.len();
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        // Not 8080, the default: balancers of tests running at once would share it.
+        let dashboard = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let log = self.dir.path().join(format!("balancer{}.log", index + 1));
         let log_file = std::fs::File::create(&log).expect("creating the balancer log");
         let child = Command::new(bin("clusterlab-balancer"))
             .args(["--listen", &addr.to_string()])
+            .args(["--dashboard", &dashboard.to_string()])
             .arg("--certs")
             .arg(&self.certs)
             .args(args)
@@ -457,6 +462,7 @@ impl TestCluster {
             .expect("starting clusterlab-balancer");
         self.balancers.push(BalancerProcess {
             addr,
+            dashboard,
             log,
             child: Some(child),
         });
@@ -898,4 +904,31 @@ pub fn health_check(certs: Option<&Path>, addr: &str) -> Result<bool, String> {
             .map_err(|s| s.to_string())?;
         Ok(response.into_inner().status == ServingStatus::Serving as i32)
     })
+}
+
+/// `GET path` from a plain-HTTP server at `addr` (a dashboard, `/metrics`):
+/// the status code and the body. HTTP/1.0 and by hand, so that the tests see
+/// the bytes a browser or Prometheus would.
+pub fn http_get(addr: &str, path: &str) -> Result<(u16, String), String> {
+    use std::io::{Read, Write};
+    let mut stream =
+        std::net::TcpStream::connect(addr).map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")
+        .map_err(|e| format!("cannot send to {addr}: {e}"))?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| format!("cannot read from {addr}: {e}"))?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("not an HTTP response: {response:?}"))?;
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("no status code in {head:?}"))?;
+    Ok((code, body.to_string()))
 }

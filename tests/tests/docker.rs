@@ -207,6 +207,25 @@ fn the_compose_cluster_fails_over_and_scales_out() {
         },
     );
 
+    // The dashboard, published on this machine: the same nodes, each with its
+    // own view of the cluster, and /metrics beside it.
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&compose.dashboard("/api/status")).expect("JSON");
+    let mut shown: Vec<&str> = dashboard["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter(|n| n["view"]["status"]["members"].as_array().is_some())
+        .filter_map(|n| n["backend"].as_str())
+        .collect();
+    shown.sort();
+    assert_eq!(shown, nodes, "{dashboard}");
+    let metrics = compose.dashboard("/metrics");
+    assert!(
+        metrics.contains("clusterlab_balancer_requests_total "),
+        "{metrics}"
+    );
+
     let (three, _) = throughput(&compose);
 
     // Kill a node container under a write-then-verify workload.

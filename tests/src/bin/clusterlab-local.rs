@@ -1,7 +1,8 @@
 //! `clusterlab-local`: a whole cluster on this machine in one command.
 //!
-//! Starts three nodes (n1, n2, n3 on 127.0.0.1:7101-7103) and a balancer (on
-//! 127.0.0.1:7000) with fresh certificates, prints every process's log lines
+//! Starts three nodes (n1, n2, n3 on 127.0.0.1:7101-7103, metrics on
+//! 9101-9103) and a balancer (on 127.0.0.1:7000, dashboard on 8080) with fresh
+//! certificates, prints every process's log lines
 //! (each starts with the process's name), and stops them all, gracefully, on
 //! Ctrl-C. Data stays in `--dir` between runs unless `--fresh` is given. A
 //! second `clusterlab-local` on the same directory or ports refuses to start,
@@ -41,7 +42,9 @@ struct Args {
     /// Where certificates and data live.
     #[arg(long, default_value = "local")]
     dir: PathBuf,
-    /// The balancer's port; node i listens on this + 100 + i (7101, 7102, ...).
+    /// The balancer's port. Node i listens on this + 100 + i (7101, 7102, ...)
+    /// and serves its metrics on this + 2100 + i (9101, ...); the dashboard is
+    /// on this + 1080 (8080).
     #[arg(long, default_value_t = 7000)]
     port: u16,
     /// Delete the nodes' data first.
@@ -75,14 +78,31 @@ fn sibling(name: &str) -> Result<PathBuf, String> {
 }
 
 async fn run(args: Args) -> Result<(), String> {
-    let node_addrs: Vec<String> = (1..=args.nodes)
-        .map(|i| format!("127.0.0.1:{}", args.port + 100 + i))
-        .collect();
-    let balancer_addr = format!("127.0.0.1:{}", args.port);
+    // Every port follows from --port, as 7000 gives 7101, 8080 and 9101.
+    let port = |offset: u16| match args.port.checked_add(offset) {
+        Some(port) => Ok(format!("127.0.0.1:{port}")),
+        None => Err(format!(
+            "--port {} is too high: the cluster uses ports up to {} above it",
+            args.port,
+            2100 + args.nodes
+        )),
+    };
+    let node_addrs = (1..=args.nodes)
+        .map(|i| port(100 + i))
+        .collect::<Result<Vec<_>, _>>()?;
+    let metrics_addrs = (1..=args.nodes)
+        .map(|i| port(2100 + i))
+        .collect::<Result<Vec<_>, _>>()?;
+    let balancer_addr = port(0)?;
+    let dashboard_addr = port(1080)?;
     // Both checked before anything is touched: fresh certificates written over
     // those of a cluster that is still running would lock its clients out.
     let _lock = lock(&args.dir)?;
-    for addr in std::iter::once(&balancer_addr).chain(&node_addrs) {
+    let every_addr = [&balancer_addr, &dashboard_addr]
+        .into_iter()
+        .chain(&node_addrs)
+        .chain(&metrics_addrs);
+    for addr in every_addr {
         ensure_free(addr)?;
     }
     let certs = args.dir.join("certs");
@@ -114,6 +134,8 @@ async fn run(args: Args) -> Result<(), String> {
             &name,
             "--listen",
             addr,
+            "--metrics",
+            &metrics_addrs[i],
             "--peers",
             &peers.join(","),
             "--data-dir",
@@ -134,6 +156,7 @@ async fn run(args: Args) -> Result<(), String> {
     let mut balancer = Command::new(sibling("clusterlab-balancer")?);
     balancer
         .args(["--listen", &balancer_addr, "--nodes", &node_addrs.join(",")])
+        .args(["--dashboard", &dashboard_addr])
         .arg("--certs")
         .arg(&certs);
     children.push(start(balancer, "balancer")?);
@@ -143,6 +166,10 @@ async fn run(args: Args) -> Result<(), String> {
         args.nodes,
         node_addrs.join(", "),
         certs.display()
+    );
+    println!(
+        "clusterlab-local: the dashboard is at http://{dashboard_addr}/; each node's metrics at http://{}/metrics",
+        metrics_addrs.join("/metrics, http://")
     );
     println!(
         "clusterlab-local: try `CLUSTERLAB_CERTS={} clusterlab --addr {balancer_addr} status`; Ctrl-C stops everything",

@@ -1,0 +1,145 @@
+//! The dashboard: one web page that shows the cluster as the balancer sees it,
+//! for a learner's browser or a workshop's projector (`--dashboard`, port 8080).
+//!
+//! - `/` is the page: one file ([`PAGE`]), no build step and nothing fetched
+//!   from elsewhere. Once a second it asks for `/api/status` and redraws.
+//! - `/api/status` is everything on the page, as JSON: the balancer's status
+//!   (the shape `clusterlab --json status` prints), each node's own view
+//!   (its members, keys and repair backlog, through `Admin.Status` on the
+//!   pooled connection), the TLS of every link, and the recent events of the
+//!   balancer and the nodes.
+//! - `/metrics` is the balancer's status for Prometheus ([`node::metrics`]).
+//!
+//! Plain HTTP and read-only: it shows names, states and counts, never keys or
+//! values, and changes nothing.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    Json, Router,
+    extract::State,
+    response::{Html, IntoResponse, Response},
+    routing::get,
+};
+use certs::{Identity, authz::Denials, tls::TlsMode};
+use futures::future::join_all;
+use node::{events::Events, metrics};
+use proto::{Event, StatusResponse, json};
+use serde_json::{Value, json};
+
+use crate::{admin, backend::Backend, forward::Router as Forwarder};
+
+/// The page, served as it is.
+pub const PAGE: &str = include_str!("dashboard.html");
+
+/// A node that has not answered for its view by then is shown as unreachable;
+/// the page must keep moving while a node hangs.
+const NODE_VIEW_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The most recent events the page shows, from all processes together.
+const RECENT_EVENTS: usize = 40;
+
+/// What the dashboard reads from.
+#[derive(Debug, Clone)]
+pub struct Dashboard {
+    pub router: Arc<Forwarder>,
+    pub events: Events,
+    pub denials: Arc<Denials>,
+    /// The certificate the balancer shows its clients; `None` in plaintext.
+    pub identity: Option<Identity>,
+    pub tls: TlsMode,
+}
+
+impl Dashboard {
+    /// The routes: the page, its data, and the metrics.
+    pub fn routes(self) -> Router {
+        Router::new()
+            .route("/", get(|| async { Html(PAGE) }))
+            .route("/api/status", get(api_status))
+            .route("/metrics", get(scrape))
+            .with_state(self)
+    }
+
+    fn status(&self) -> StatusResponse {
+        admin::status(&self.router, &self.denials)
+    }
+}
+
+async fn scrape(State(dashboard): State<Dashboard>) -> Response {
+    metrics::exposition(dashboard.status())
+}
+
+async fn api_status(State(dashboard): State<Dashboard>) -> Response {
+    let status = dashboard.status();
+    let backends = dashboard.router.backends.list();
+    let views = join_all(backends.iter().map(|b| node_view(b))).await;
+
+    let mut events = dashboard.events.recent();
+    let mut nodes = Vec::new();
+    for (backend, view) in backends.iter().zip(views) {
+        let view = match view {
+            Ok((status, node_events)) => {
+                events.extend(node_events);
+                json!({"status": json::status(&status)})
+            }
+            Err(why) => json!({"error": why}),
+        };
+        nodes.push(json!({"backend": *backend.name(), "view": view}));
+    }
+    // Every process's events in the order they happened, by each one's clock
+    // (on one machine or one compose network, the clocks agree closely).
+    events.sort_by_key(|e| e.at_unix_ms);
+    let skip = events.len().saturating_sub(RECENT_EVENTS);
+
+    Json(json!({
+        "balancer": json::status(&status),
+        "links": links(&dashboard, &backends),
+        "nodes": nodes,
+        "events": events[skip..].iter().map(json::event).collect::<Vec<_>>(),
+    }))
+    .into_response()
+}
+
+/// One node's view, or why there is none.
+async fn node_view(backend: &Backend) -> Result<(StatusResponse, Vec<Event>), String> {
+    match tokio::time::timeout(NODE_VIEW_TIMEOUT, backend.node_view()).await {
+        Ok(Ok(view)) => Ok(view),
+        Ok(Err(status)) => Err(format!(
+            "{}: {}",
+            proto::code_name(status.code()),
+            status.message()
+        )),
+        Err(_) => Err(format!("no answer within {NODE_VIEW_TIMEOUT:?}")),
+    }
+}
+
+/// The TLS of every link the balancer is part of: clients to it, and it to
+/// each node (as the node saw that connection).
+fn links(dashboard: &Dashboard, backends: &[Arc<Backend>]) -> Vec<Value> {
+    let name = &dashboard.router.name;
+    let mut links = vec![json!({
+        "from": "clients",
+        "to": name,
+        "tls": dashboard.tls == TlsMode::Mtls,
+        "identity": dashboard.identity.as_ref().map(Identity::uri),
+    })];
+    links.extend(backends.iter().map(|b| match b.link() {
+        Some(link) => json!({
+            "from": name,
+            "to": *b.name(),
+            "tls": !link.tls_version.is_empty(),
+            "identity": non_empty(link.server_identity),
+            "version": link.tls_version,
+            "cipher_suite": link.cipher_suite,
+            "seen_as": non_empty(link.peer_identity),
+        }),
+        // Not asked yet: the node has not passed a health check.
+        None => json!({"from": name, "to": *b.name(), "tls": false, "version": null}),
+    }));
+    links
+}
+
+/// `None` (JSON `null`) for an empty string: plaintext has no identities.
+fn non_empty(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}

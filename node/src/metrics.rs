@@ -1,0 +1,350 @@
+//! `/metrics` in the Prometheus text format, and the plain-HTTP port that
+//! serves it (`--metrics` on a node; the balancer serves it beside its
+//! dashboard).
+//!
+//! Nothing on a request's path is added for metrics. At each scrape the
+//! handler takes the same snapshot `Admin.Status` answers with (the counters
+//! the process keeps anyway), and [`StatusMetrics`] writes it out with
+//! prometheus-client. So `clusterlab status` and Prometheus can never
+//! disagree, and a busy node pays nothing between scrapes.
+//!
+//! The port is plain HTTP, not mutual TLS: Prometheus and a browser can read
+//! it without a client certificate. It shows names, states and counts, never
+//! keys or values.
+
+use std::fmt;
+
+use axum::{
+    Router,
+    http::header,
+    response::{IntoResponse, Response},
+};
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric, text::encode},
+    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
+    registry::Registry,
+};
+use proto::{StatusResponse, member};
+use tokio::net::TcpListener;
+use tracing::warn;
+
+/// What Prometheus expects from an OpenMetrics text exposition.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Binds a plain-HTTP side port. The error names `flag`, and how to turn the
+/// port off (`off`), because a busy port is a reason to choose another, not
+/// to give up on the whole process.
+pub async fn bind(flag: &str, addr: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::AddrInUse => format!(
+                "; another process is using that port: choose another with {flag} ADDR, \
+                 or turn it off with {flag} off"
+            ),
+            _ => String::new(),
+        };
+        anyhow::anyhow!("cannot listen on {addr} ({flag}): {e}{hint}")
+    })
+}
+
+/// `None` for `off` (or an empty value): the flag's way to turn a port off.
+pub fn enabled(addr: &str) -> Option<&str> {
+    match addr.trim() {
+        "" | "off" => None,
+        addr => Some(addr),
+    }
+}
+
+/// Serves `router` on `listener` until the task is aborted (with the rest of
+/// the process's background work). A failure is logged, not fatal: the
+/// cluster keeps serving without its side port.
+pub async fn serve(listener: TcpListener, router: Router) {
+    if let Err(e) = axum::serve(listener, router).await {
+        warn!(error = %e, "the HTTP port (metrics, dashboard) stopped");
+    }
+}
+
+/// The `/metrics` response for `status`.
+pub fn exposition(status: StatusResponse) -> Response {
+    let mut registry = Registry::with_prefix("clusterlab");
+    registry.register_collector(Box::new(StatusMetrics(status)));
+    let mut body = String::new();
+    match encode(&mut body, &registry) {
+        Ok(()) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response(),
+        Err(e) => (
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode the metrics: {e}"),
+        )
+            .into_response(),
+    }
+}
+
+/// One process's `Admin.Status`, written as metric families: a node's store
+/// and members, or a balancer's traffic and backends.
+#[derive(Debug)]
+pub struct StatusMetrics(pub StatusResponse);
+
+impl Collector for StatusMetrics {
+    fn encode(&self, encoder: DescriptorEncoder<'_>) -> fmt::Result {
+        let status = &self.0;
+        let mut out = Families(encoder);
+        let role = status.role.as_str();
+        out.gauge(
+            "info",
+            "Which process this is: its name and role, always 1.",
+            [(vec![("name", status.name.as_str()), ("role", role)], 1)],
+        )?;
+        out.counter(
+            "denied",
+            "Calls the authorization table refused.",
+            [(vec![], status.denied)],
+        )?;
+        match role {
+            "balancer" => balancer(status, &mut out),
+            _ => node(status, &mut out),
+        }
+    }
+}
+
+fn node(status: &StatusResponse, out: &mut Families<'_>) -> fmt::Result {
+    let me = status.members.iter().find(|m| m.is_self);
+    out.gauge(
+        "node_keys",
+        "Keys stored on this node, tombstones included.",
+        [(vec![], me.map_or(0, |m| m.keys))],
+    )?;
+    out.gauge(
+        "node_under_replicated_keys",
+        "Keys held here that lack an up-to-date copy on another live replica, \
+         as of the last anti-entropy round.",
+        [(vec![], status.under_replicated)],
+    )?;
+    out.gauge(
+        "node_member_state",
+        "Each member as this node sees it: 1 for its current state.",
+        status.members.iter().map(|m| {
+            let state = member::State::label_of(m.state);
+            (vec![("member", m.name.as_str()), ("state", state)], 1)
+        }),
+    )?;
+    out.gauge(
+        "node_member_keys",
+        "Keys each member reported in its last answer to a probe.",
+        status
+            .members
+            .iter()
+            .map(|m| (vec![("member", m.name.as_str())], m.keys)),
+    )?;
+    out.gauge(
+        "node_quorum",
+        "N, W and R: the copies of each key, and the replicas a write and a read wait for.",
+        [
+            (vec![("of", "replicas")], u64::from(status.replicas)),
+            (vec![("of", "write")], u64::from(status.write_quorum)),
+            (vec![("of", "read")], u64::from(status.read_quorum)),
+        ],
+    )
+}
+
+fn balancer(status: &StatusResponse, out: &mut Families<'_>) -> fmt::Result {
+    out.gauge(
+        "balancer_policy",
+        "The load-balancing policy in force: 1 for its name.",
+        [(vec![("policy", status.policy.as_str())], 1)],
+    )?;
+    out.counter(
+        "balancer_requests",
+        "KeyValue requests received from clients.",
+        [(vec![], status.requests)],
+    )?;
+    out.counter(
+        "balancer_retries",
+        "Attempts made on another node after one failed.",
+        [(vec![], status.retries)],
+    )?;
+    out.counter(
+        "balancer_retries_refused",
+        "Retries the retry budget refused.",
+        [(vec![], status.retries_refused)],
+    )?;
+    out.gauge(
+        "backend_health",
+        "Each backend: 1 for its health (healthy, ejected or waiting).",
+        status.backends.iter().map(|b| {
+            let mut labels = label(b);
+            labels.push(("health", b.health.as_str()));
+            (labels, 1)
+        }),
+    )?;
+    out.gauge(
+        "backend_in_flight",
+        "Requests being forwarded to each backend now.",
+        status.backends.iter().map(|b| (label(b), b.in_flight)),
+    )?;
+    out.counter(
+        "backend_requests",
+        "Attempts forwarded to each backend.",
+        status.backends.iter().map(|b| (label(b), b.requests)),
+    )?;
+    out.counter(
+        "backend_errors",
+        "Attempts on each backend that failed.",
+        status.backends.iter().map(|b| (label(b), b.errors)),
+    )?;
+    out.counter(
+        "backend_ejections",
+        "Times each backend was taken out of rotation.",
+        status.backends.iter().map(|b| (label(b), b.ejections)),
+    )
+}
+
+/// A backend's labels: its node's name and its address.
+fn label(b: &proto::BackendStatus) -> Labels<'_> {
+    vec![("node", b.name.as_str()), ("addr", b.addr.as_str())]
+}
+
+/// Labels of one sample, as name and value.
+type Labels<'a> = Vec<(&'static str, &'a str)>;
+
+/// Writes metric families: a name, a help line, and one sample per label set.
+struct Families<'a>(DescriptorEncoder<'a>);
+
+impl Families<'_> {
+    fn counter<'l>(
+        &mut self,
+        name: &str,
+        help: &str,
+        samples: impl IntoIterator<Item = (Labels<'l>, u64)>,
+    ) -> fmt::Result {
+        let samples = samples.into_iter().map(|(l, v)| (l, ConstCounter::new(v)));
+        self.family(name, help, MetricType::Counter, samples)
+    }
+
+    fn gauge<'l>(
+        &mut self,
+        name: &str,
+        help: &str,
+        samples: impl IntoIterator<Item = (Labels<'l>, u64)>,
+    ) -> fmt::Result {
+        // Every gauge here is a count, far below i64::MAX.
+        let samples = samples
+            .into_iter()
+            .map(|(l, v)| (l, ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX))));
+        self.family(name, help, MetricType::Gauge, samples)
+    }
+
+    fn family<'l, M: EncodeMetric>(
+        &mut self,
+        name: &str,
+        help: &str,
+        metric_type: MetricType,
+        samples: impl IntoIterator<Item = (Labels<'l>, M)>,
+    ) -> fmt::Result {
+        let mut family = self.0.encode_descriptor(name, help, None, metric_type)?;
+        for (labels, metric) in samples {
+            metric.encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proto::{BackendStatus, MemberStatus};
+
+    use super::*;
+
+    fn text(status: StatusResponse) -> String {
+        let response = exposition(status);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], CONTENT_TYPE);
+        let body = futures::executor::block_on(axum::body::to_bytes(response.into_body(), 1 << 20))
+            .expect("a body");
+        String::from_utf8(body.to_vec()).expect("UTF-8")
+    }
+
+    #[test]
+    fn a_node_exposes_its_keys_members_and_quorums() {
+        let member = |name: &str, state: member::State, keys, is_self| MemberStatus {
+            name: name.into(),
+            addr: format!("{name}:7100"),
+            state: state as i32,
+            keys,
+            is_self,
+        };
+        let text = text(StatusResponse {
+            name: "n1".into(),
+            role: "node".into(),
+            members: vec![
+                member("n1", member::State::Alive, 42, true),
+                member("n2", member::State::Suspect, 40, false),
+            ],
+            under_replicated: 7,
+            replicas: 3,
+            write_quorum: 2,
+            read_quorum: 2,
+            denied: 5,
+            ..StatusResponse::default()
+        });
+        for line in [
+            "clusterlab_info{name=\"n1\",role=\"node\"} 1",
+            "clusterlab_denied_total 5",
+            "clusterlab_node_keys 42",
+            "clusterlab_node_under_replicated_keys 7",
+            "clusterlab_node_member_state{member=\"n2\",state=\"suspect\"} 1",
+            "clusterlab_node_member_keys{member=\"n2\"} 40",
+            "clusterlab_node_quorum{of=\"write\"} 2",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
+        }
+        assert!(text.contains("# TYPE clusterlab_denied counter"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        assert!(!text.contains("backend"), "{text}");
+    }
+
+    #[test]
+    fn a_balancer_exposes_its_traffic_and_backends() {
+        let text = text(StatusResponse {
+            name: "lb".into(),
+            role: "balancer".into(),
+            policy: "least-request".into(),
+            requests: 100,
+            retries: 3,
+            retries_refused: 1,
+            backends: vec![BackendStatus {
+                name: "n2".into(),
+                addr: "10.0.0.2:7100".into(),
+                health: "ejected".into(),
+                reason: "connection refused".into(),
+                in_flight: 4,
+                requests: 60,
+                errors: 2,
+                ejections: 1,
+            }],
+            ..StatusResponse::default()
+        });
+        let labels = "node=\"n2\",addr=\"10.0.0.2:7100\"";
+        for line in [
+            "clusterlab_info{name=\"lb\",role=\"balancer\"} 1".to_string(),
+            "clusterlab_balancer_policy{policy=\"least-request\"} 1".into(),
+            "clusterlab_balancer_requests_total 100".into(),
+            "clusterlab_balancer_retries_total 3".into(),
+            "clusterlab_balancer_retries_refused_total 1".into(),
+            format!("clusterlab_backend_health{{{labels},health=\"ejected\"}} 1"),
+            format!("clusterlab_backend_in_flight{{{labels}}} 4"),
+            format!("clusterlab_backend_requests_total{{{labels}}} 60"),
+            format!("clusterlab_backend_errors_total{{{labels}}} 2"),
+            format!("clusterlab_backend_ejections_total{{{labels}}} 1"),
+        ] {
+            assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
+        }
+        assert!(!text.contains("node_keys"), "{text}");
+    }
+
+    #[test]
+    fn off_turns_a_port_off() {
+        assert_eq!(enabled("off"), None);
+        assert_eq!(enabled(" "), None);
+        assert_eq!(enabled("127.0.0.1:9100"), Some("127.0.0.1:9100"));
+    }
+}

@@ -1,0 +1,241 @@
+//! What a learner sees without the command line: the balancer's dashboard
+//! (its page, `/api/status`) and `/metrics` on the balancer and the nodes,
+//! read over plain HTTP as a browser or Prometheus would.
+
+use std::{net::TcpListener, process::Command, time::Duration};
+
+use proto::PutRequest;
+use serde_json::Value;
+use tests::{TestCluster, bin, block_on, free_port, http_get, wait_until};
+
+const SETTLE: Duration = Duration::from_secs(60);
+
+/// Writes `n` keys through balancer 0, one at a time.
+fn put_through_balancer(cluster: &TestCluster, n: usize) {
+    block_on(async {
+        let mut client = cluster.key_value_via_balancer(0).await.expect("connecting");
+        for i in 0..n {
+            let put = PutRequest {
+                key: format!("dash/{i}"),
+                value: b"v".to_vec(),
+                ..Default::default()
+            };
+            client.put(put).await.expect("a put through the balancer");
+        }
+    });
+}
+
+/// `GET path` from balancer 0's dashboard port; must answer 200.
+fn get(cluster: &TestCluster, path: &str) -> String {
+    let addr = cluster.balancers[0].dashboard.to_string();
+    let (code, body) = http_get(&addr, path).unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    assert_eq!(code, 200, "GET {path} answered {code}: {body}");
+    body
+}
+
+fn api_status(cluster: &TestCluster) -> Value {
+    serde_json::from_str(&get(cluster, "/api/status")).expect("/api/status is JSON")
+}
+
+/// The value of the sample written exactly as `series` (name and labels).
+fn sample(metrics: &str, series: &str) -> Option<u64> {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// What the node called `name` shows of itself on the dashboard.
+fn node_view<'a>(status: &'a Value, name: &str) -> &'a Value {
+    status["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .find(|n| n["backend"] == name)
+        .map(|n| &n["view"])
+        .unwrap_or_else(|| panic!("no view of {name} in {status}"))
+}
+
+#[test]
+fn the_dashboard_shows_traffic_keys_links_and_events_and_metrics_agree() {
+    let mut cluster = TestCluster::start(3);
+    cluster.start_balancer(&[]);
+    put_through_balancer(&cluster, 30);
+
+    let page = get(&cluster, "/");
+    assert!(page.contains("<title>clusterlab</title>"), "{page}");
+    assert!(
+        page.contains("fetch(\"/api/status\""),
+        "the page polls its data"
+    );
+    let (code, _) = http_get(&cluster.balancers[0].dashboard.to_string(), "/nope").unwrap();
+    assert_eq!(code, 404);
+
+    // Every node holds all 30 keys once the third copies land (N=3, W=2).
+    wait_until("every node to report 30 keys", SETTLE, || {
+        let status = api_status(&cluster);
+        ["n1", "n2", "n3"].iter().all(|name| {
+            let me = node_view(&status, name)["status"]["members"]
+                .as_array()
+                .and_then(|m| m.iter().find(|m| m["self"] == true).cloned());
+            me.is_some_and(|me| me["keys"] == 30)
+        })
+    });
+    let status = api_status(&cluster);
+    let balancer = &status["balancer"];
+    assert_eq!(balancer["requests"], 30, "{balancer}");
+    let backends = balancer["backends"].as_array().expect("backends");
+    assert_eq!(backends.len(), 3, "{balancer}");
+    assert!(
+        backends.iter().all(|b| b["health"] == "healthy"),
+        "{balancer}"
+    );
+    let forwarded: u64 = backends
+        .iter()
+        .map(|b| b["requests"].as_u64().unwrap())
+        .sum();
+    assert_eq!(forwarded, 30, "{balancer}");
+    for name in ["n1", "n2", "n3"] {
+        let view = &node_view(&status, name)["status"];
+        assert_eq!(view["name"], name, "{view}");
+        let members = view["members"].as_array().expect("members");
+        assert_eq!(members.len(), 3, "{view}");
+        assert!(members.iter().all(|m| m["state"] == "alive"), "{view}");
+    }
+
+    // Clients to the balancer, and the balancer to each node: mutual TLS,
+    // with the identity each side proved.
+    let links = status["links"].as_array().expect("links");
+    assert_eq!(links.len(), 4, "{links:?}");
+    assert_eq!(links[0]["from"], "clients");
+    assert_eq!(
+        links[0]["identity"], "spiffe://clusterlab/balancer/balancer",
+        "{links:?}"
+    );
+    for link in &links[1..] {
+        assert_eq!(link["tls"], true, "{link}");
+        assert_eq!(link["version"], "TLSv1.3", "{link}");
+        assert!(
+            link["identity"]
+                .as_str()
+                .is_some_and(|i| i.starts_with("spiffe://clusterlab/node/")),
+            "{link}"
+        );
+    }
+    // Events from the balancer and from the nodes, together.
+    let events = status["events"].as_array().expect("events");
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["kind"].as_str()).collect();
+    assert!(kinds.contains(&"balancer.started"), "{kinds:?}");
+    assert!(kinds.contains(&"node.started"), "{kinds:?}");
+
+    // /metrics counts the same requests, per node too.
+    let metrics = get(&cluster, "/metrics");
+    assert_eq!(
+        sample(&metrics, "clusterlab_balancer_requests_total"),
+        Some(30),
+        "{metrics}"
+    );
+    let per_node: u64 = backends
+        .iter()
+        .map(|b| {
+            let series = format!(
+                "clusterlab_backend_requests_total{{node=\"{}\",addr=\"{}\"}}",
+                b["name"].as_str().unwrap(),
+                b["addr"].as_str().unwrap()
+            );
+            sample(&metrics, &series).unwrap_or_else(|| panic!("no {series} in {metrics}"))
+        })
+        .sum();
+    assert_eq!(per_node, 30, "{metrics}");
+    assert!(metrics.ends_with("# EOF\n"), "{metrics}");
+}
+
+#[test]
+fn a_killed_node_turns_ejected_and_suspect_on_the_dashboard() {
+    let mut cluster = TestCluster::start(3);
+    cluster.start_balancer(&[]);
+    cluster.kill(1);
+
+    wait_until("n2 to show as ejected, and seen down by n1", SETTLE, || {
+        let status = api_status(&cluster);
+        let ejected = status["balancer"]["backends"]
+            .as_array()
+            .expect("backends")
+            .iter()
+            .any(|b| b["name"] == "n2" && b["health"] == "ejected");
+        let seen_down = node_view(&status, "n1")["status"]["members"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|m| m["name"] == "n2" && m["state"] != "alive"));
+        ejected && seen_down
+    });
+    let status = api_status(&cluster);
+    // The page stays up: n2's own view is an error, not a hang.
+    let error = node_view(&status, "n2")["error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        !error.is_empty(),
+        "n2 cannot answer, and says why: {status}"
+    );
+    let kinds: Vec<&str> = status["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    assert!(kinds.contains(&"backend.ejected"), "{kinds:?}");
+
+    let metrics = get(&cluster, "/metrics");
+    let n2 = cluster.nodes[1].addr;
+    let series =
+        format!("clusterlab_backend_health{{node=\"n2\",addr=\"{n2}\",health=\"ejected\"}}");
+    assert_eq!(sample(&metrics, &series), Some(1), "{metrics}");
+}
+
+#[test]
+fn a_node_serves_its_metrics_when_asked_to() {
+    let port = free_port();
+    let metrics_addr = format!("127.0.0.1:{port}");
+    let cluster = TestCluster::start_with(1, &["--metrics", &metrics_addr]);
+    for i in 0..5 {
+        cluster.client().args(["put", &format!("m/{i}"), "v"]).ok();
+    }
+    let (code, metrics) = http_get(&metrics_addr, "/metrics").expect("node metrics");
+    assert_eq!(code, 200, "{metrics}");
+    assert_eq!(
+        sample(&metrics, "clusterlab_node_keys"),
+        Some(5),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, "clusterlab_info{name=\"n1\",role=\"node\"}"),
+        Some(1),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "clusterlab_node_member_state{member=\"n1\",state=\"alive\"}"
+        ),
+        Some(1),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn a_busy_dashboard_port_stops_the_balancer_and_says_what_to_do() {
+    let cluster = TestCluster::start(1);
+    let taken = TcpListener::bind("127.0.0.1:0").expect("a port to occupy");
+    let busy = taken.local_addr().unwrap().to_string();
+    let output = Command::new(bin("clusterlab-balancer"))
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--nodes", &cluster.addrs(), "--dashboard", &busy])
+        .arg("--certs")
+        .arg(&cluster.certs)
+        .output()
+        .expect("running clusterlab-balancer");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for needle in [busy.as_str(), "--dashboard", "in use", "--dashboard off"] {
+        assert!(stderr.contains(needle), "no `{needle}` in: {stderr}");
+    }
+}
