@@ -138,6 +138,7 @@ pub async fn status(state: &NodeState) -> Result<StatusResponse, Status> {
         role: "node".into(),
         members,
         under_replicated: state.under_replicated.load(Ordering::Relaxed),
+        requests: state.requests.load(Ordering::Relaxed),
         replicas: replication.replicas as u32,
         write_quorum: default(replication.write_quorum),
         read_quorum: default(replication.read_quorum),

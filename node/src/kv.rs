@@ -8,7 +8,7 @@ use proto::{
     ScanRequest, ScanResponse, key_value_server::KeyValue,
 };
 
-use std::sync::Arc;
+use std::sync::{Arc, atomic::Ordering};
 
 use crate::{
     capacity::Capacity,
@@ -29,6 +29,7 @@ fn is_retry<T>(request: &Request<T>) -> bool {
 /// Serves `clusterlab.v1.KeyValue`.
 #[derive(Debug, Clone)]
 pub struct KeyValueService {
+    state: Arc<NodeState>,
     coordinator: Coordinator,
     faults: Arc<Faults>,
     capacity: Arc<Capacity>,
@@ -40,13 +41,16 @@ impl KeyValueService {
     pub fn new(state: Arc<NodeState>, capacity: u32) -> Self {
         KeyValueService {
             faults: state.faults.clone(),
-            coordinator: Coordinator::new(state),
+            coordinator: Coordinator::new(state.clone()),
+            state,
             capacity: Arc::new(Capacity::new(capacity)),
         }
     }
 
-    /// Every request waits its turn under `--capacity`, then meets the faults.
+    /// Every request is counted, waits its turn under `--capacity`, then meets
+    /// the faults.
     async fn admit(&self) -> Result<(), Status> {
+        self.state.requests.fetch_add(1, Ordering::Relaxed);
         self.capacity.admit().await;
         self.faults.enter(None).await
     }

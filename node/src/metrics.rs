@@ -109,6 +109,11 @@ impl Collector for StatusMetrics {
 
 fn node(status: &StatusResponse, out: &mut Families<'_>) -> fmt::Result {
     let me = status.members.iter().find(|m| m.is_self);
+    out.counter(
+        "node_requests",
+        "KeyValue requests this node received, as coordinator.",
+        [(vec![], status.requests)],
+    )?;
     out.gauge(
         "node_keys",
         "Keys stored on this node, tombstones included.",
@@ -284,12 +289,14 @@ mod tests {
             write_quorum: 2,
             read_quorum: 2,
             denied: 5,
+            requests: 9,
             ..StatusResponse::default()
         });
         for line in [
             "clusterlab_info{name=\"n1\",role=\"node\"} 1",
             "clusterlab_denied_total 5",
             "clusterlab_node_keys 42",
+            "clusterlab_node_requests_total 9",
             "clusterlab_node_under_replicated_keys 7",
             "clusterlab_node_member_state{member=\"n2\",state=\"suspect\"} 1",
             "clusterlab_node_member_keys{member=\"n2\"} 40",

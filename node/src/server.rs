@@ -106,6 +106,7 @@ pub async fn run(
         replication,
         tombstone_grace: config.tombstone_grace,
         under_replicated: AtomicU64::new(0),
+        requests: AtomicU64::new(0),
         denials: Arc::default(),
     });
 

@@ -44,6 +44,8 @@ pub struct NodeState {
     /// Keys held here that lack an up-to-date copy on another live replica, as of
     /// the last anti-entropy round.
     pub under_replicated: AtomicU64,
+    /// `KeyValue` requests this node has received, as coordinator.
+    pub requests: AtomicU64,
     /// Calls the authorization table refused.
     pub denials: Arc<Denials>,
 }

@@ -207,6 +207,11 @@ fn a_node_serves_its_metrics_when_asked_to() {
         "{metrics}"
     );
     assert_eq!(
+        sample(&metrics, "clusterlab_node_requests_total"),
+        Some(5),
+        "{metrics}"
+    );
+    assert_eq!(
         sample(&metrics, "clusterlab_info{name=\"n1\",role=\"node\"}"),
         Some(1),
         "{metrics}"
