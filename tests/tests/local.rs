@@ -11,14 +11,20 @@ use std::{
 
 use tests::{Client, bin, wait_until};
 
-/// A balancer port whose node ports (port + 101...) are free too.
+/// A balancer port whose other ports are free too: as `clusterlab-local`
+/// lays them out, nodes on port + 101..103, the dashboard on port + 1080 and
+/// the nodes' metrics on port + 2101..2103. The whole block stays below 32768,
+/// where the kernel's ephemeral range (the local ends of outgoing
+/// connections, which tests beside this one open by the thousand) usually
+/// starts.
 fn free_port_block() -> u16 {
+    const OFFSETS: [u16; 8] = [0, 101, 102, 103, 1080, 2101, 2102, 2103];
     (0..100)
-        .map(|i| 20_000 + (std::process::id() as u16 % 200) * 100 + i * 7)
+        .map(|i| 20_000 + (std::process::id() as u16 % 80) * 100 + i * 7)
         .find(|&port| {
-            [port, port + 101, port + 102, port + 103]
+            OFFSETS
                 .iter()
-                .all(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok())
+                .all(|offset| TcpListener::bind(("127.0.0.1", port + offset)).is_ok())
         })
         .expect("a free block of ports")
 }
