@@ -47,6 +47,8 @@ pub struct Dashboard {
     pub denials: Arc<Denials>,
     /// The certificate the balancer shows its clients; `None` in plaintext.
     pub identity: Option<Identity>,
+    /// How clients reach the balancer: the page's first link row shows it,
+    /// so nobody mistakes the sniffing lab's plaintext for the real thing.
     pub tls: TlsMode,
 }
 

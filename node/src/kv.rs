@@ -13,7 +13,6 @@ use std::sync::{Arc, atomic::Ordering};
 use crate::{
     capacity::Capacity,
     coordinator::{Coordinator, Write},
-    fault::Faults,
     limits::{self, Validate},
     state::NodeState,
 };
@@ -31,7 +30,6 @@ fn is_retry<T>(request: &Request<T>) -> bool {
 pub struct KeyValueService {
     state: Arc<NodeState>,
     coordinator: Coordinator,
-    faults: Arc<Faults>,
     capacity: Arc<Capacity>,
 }
 
@@ -40,7 +38,6 @@ impl KeyValueService {
     /// `capacity` requests per second (0: no limit).
     pub fn new(state: Arc<NodeState>, capacity: u32) -> Self {
         KeyValueService {
-            faults: state.faults.clone(),
             coordinator: Coordinator::new(state.clone()),
             state,
             capacity: Arc::new(Capacity::new(capacity)),
@@ -52,7 +49,7 @@ impl KeyValueService {
     async fn admit(&self) -> Result<(), Status> {
         self.state.requests.fetch_add(1, Ordering::Relaxed);
         self.capacity.admit().await;
-        self.faults.enter(None).await
+        self.state.faults.enter(None).await
     }
 }
 

@@ -49,18 +49,40 @@ pub use config::Config;
 pub use error::{Error, Result};
 pub use server::run;
 
-/// Explains a failure to bind `addr`; `usual_port` is the default to suggest.
-/// Shared with the balancer.
-pub fn listen_error(addr: &str, e: std::io::Error, usual_port: u16) -> anyhow::Error {
+/// Which kind of port failed to bind, for the advice in [`listen_error`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Port {
+    /// The gRPC port: the process is no use without it.
+    Serving,
+    /// A plain-HTTP side port (`--metrics`, `--dashboard`): it can be turned
+    /// off with `FLAG off`, and the error says so.
+    Side,
+}
+
+/// Explains a failure to bind `addr`, chosen with `flag`, so the person
+/// reading it knows what to do next; `usual_port` is the default to suggest
+/// when a low port needs privileges. Shared with the balancer.
+pub fn listen_error(
+    flag: &str,
+    addr: &str,
+    e: std::io::Error,
+    usual_port: u16,
+    port: Port,
+) -> anyhow::Error {
     let hint = match e.kind() {
         std::io::ErrorKind::AddrInUse => {
-            "; another process is using that port: stop it or choose another with --listen"
-                .to_string()
+            let off = match port {
+                Port::Serving => String::new(),
+                Port::Side => format!(", or turn it off with {flag} off"),
+            };
+            format!(
+                "; another process is using that port: stop it or choose another with {flag} ADDR{off}"
+            )
         }
         std::io::ErrorKind::PermissionDenied => {
-            format!("; ports below 1024 need privileges: use {usual_port}")
+            format!("; ports below 1024 need privileges: use {flag} with port {usual_port}")
         }
         _ => String::new(),
     };
-    anyhow::anyhow!("cannot listen on {addr}: {e}{hint}")
+    anyhow::anyhow!("cannot listen on {addr} ({flag}): {e}{hint}")
 }

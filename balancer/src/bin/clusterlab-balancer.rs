@@ -26,7 +26,7 @@ fn main() -> ExitCode {
 async fn start(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
-        .map_err(|e| node::listen_error(&config.listen, e, 7000))
+        .map_err(|e| node::listen_error("--listen", &config.listen, e, 7000, node::Port::Serving))
         .context("cannot start")?;
     balancer::run(listener, config, lifecycle::shutdown_signal()).await
 }

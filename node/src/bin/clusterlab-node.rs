@@ -31,7 +31,7 @@ fn main() -> ExitCode {
 async fn start(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
-        .map_err(|e| node::listen_error(&config.listen, e, 7100))
+        .map_err(|e| node::listen_error("--listen", &config.listen, e, 7100, node::Port::Serving))
         .context("cannot start")?;
     node::run(listener, config, lifecycle::shutdown_signal()).await
 }
