@@ -33,9 +33,15 @@ pub struct Config {
     pub listen: String,
 
     /// The address other nodes should use to reach this one. Defaults to
-    /// --listen, or, when that is 0.0.0.0, to this machine's host name and port.
+    /// --listen, or, when that is 0.0.0.0, to a host name and the port: the
+    /// container's DNS name with --name auto, else this machine's host name.
     #[arg(long, env = "CLUSTERLAB_ADVERTISE", value_name = "ADDR")]
     pub advertise: Option<String>,
+
+    /// The DNS name `--name auto` found (e.g. clusterlab-node-2), which other
+    /// containers can resolve. Not a flag: set once the name is known.
+    #[arg(skip)]
+    pub dns_name: Option<String>,
 
     /// Other nodes to join, as HOST:PORT, comma-separated. One is enough: members
     /// tell each other about the rest.
@@ -166,7 +172,10 @@ impl Config {
     }
 
     /// The address to give other nodes: `--advertise`, else the address we
-    /// listen on, with the host name standing in for an unspecified IP.
+    /// listen on, with a name standing in for an unspecified IP. In a
+    /// container, that name is the container's (clusterlab-node-2), which
+    /// reads better in `status` than the host name (the container id) and
+    /// stays the same when compose recreates the container.
     pub fn advertise_addr(&self, listening: std::net::SocketAddr) -> String {
         if let Some(addr) = &self.advertise {
             return addr.clone();
@@ -174,7 +183,8 @@ impl Config {
         if !listening.ip().is_unspecified() {
             return listening.to_string();
         }
-        format!("{}:{}", hostname(), listening.port())
+        let host = self.dns_name.clone().unwrap_or_else(hostname);
+        format!("{host}:{}", listening.port())
     }
 
     /// `--peers` without empty entries (an empty CLUSTERLAB_PEERS means none),
@@ -295,6 +305,20 @@ mod tests {
         assert!(err.contains("\"127.0.0.1\" is not HOST:PORT"), "{err}");
         let err = parse(&["--peers-dns", "node"]).peer_addrs().unwrap_err();
         assert!(err.starts_with("--peers-dns"), "{err}");
+    }
+
+    #[test]
+    fn the_advertised_address_names_a_host_others_can_reach() {
+        let any: std::net::SocketAddr = "0.0.0.0:7100".parse().unwrap();
+        let local: std::net::SocketAddr = "127.0.0.1:7101".parse().unwrap();
+        let mut config = parse(&[]);
+        assert_eq!(config.advertise_addr(local), "127.0.0.1:7101");
+        assert_eq!(config.advertise_addr(any), format!("{}:7100", hostname()));
+        config.dns_name = Some("clusterlab-node-2".into());
+        assert_eq!(config.advertise_addr(any), "clusterlab-node-2:7100");
+        assert_eq!(config.advertise_addr(local), "127.0.0.1:7101");
+        let config = parse(&["--advertise", "n1.example:7100"]);
+        assert_eq!(config.advertise_addr(any), "n1.example:7100");
     }
 
     #[test]

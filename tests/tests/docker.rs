@@ -220,6 +220,16 @@ fn the_compose_cluster_fails_over_and_scales_out() {
         .collect();
     shown.sort();
     assert_eq!(shown, nodes, "{dashboard}");
+    // Members are reached at their container names, not container ids.
+    for node in dashboard["nodes"].as_array().expect("nodes") {
+        for member in node["view"]["status"]["members"]
+            .as_array()
+            .expect("members")
+        {
+            let name = member["name"].as_str().expect("member name");
+            assert_eq!(member["addr"], format!("{name}:7100"), "{node}");
+        }
+    }
     let metrics = compose.dashboard("/metrics");
     assert!(
         metrics.contains("clusterlab_balancer_requests_total "),

@@ -10,13 +10,17 @@ fn main() -> ExitCode {
     let mut config = Config::parse();
     let runtime = lifecycle::runtime(config.threads).expect("starting the tokio runtime");
     if config.name == "auto" {
-        config.name = runtime
-            .block_on(node::config::auto_name())
-            .unwrap_or_else(|why| {
+        match runtime.block_on(node::config::auto_name()) {
+            Ok(name) => {
+                config.dns_name = Some(name.clone());
+                config.name = name;
+            }
+            Err(why) => {
                 let host = node::config::hostname();
                 eprintln!("clusterlab-node: --name auto: {why}; using the host name {host}");
-                host
-            });
+                config.name = host;
+            }
+        }
     }
     telemetry::init(&config.name, config.serving.log_format);
     match runtime.block_on(start(config)) {
