@@ -51,7 +51,7 @@ pub async fn run(
     config.validate().map_err(anyhow::Error::msg)?;
     // Bound before anything starts: a busy port stops the start.
     let dashboard_port = match metrics::enabled(&config.dashboard) {
-        Some(addr) => Some(metrics::bind("--dashboard", addr, 8080).await?),
+        Some(addr) => Some(node::bind("--dashboard", addr, 8080, node::Port::Side).await?),
         None => None,
     };
     // The same certificate serves clients and proves who we are to the nodes.

@@ -49,7 +49,7 @@ pub use config::Config;
 pub use error::{Error, Result};
 pub use server::run;
 
-/// Which kind of port failed to bind, for the advice in [`listen_error`].
+/// Which kind of port is bound, for the advice when it cannot be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Port {
     /// The gRPC port: the process is no use without it.
@@ -59,10 +59,21 @@ pub enum Port {
     Side,
 }
 
-/// Explains a failure to bind `addr`, chosen with `flag`, so the person
-/// reading it knows what to do next; `usual_port` is the default to suggest
+/// Binds `addr`, chosen with `flag`. A failure says what to do next, so the
+/// person reading it need not guess: `usual_port` is the default to suggest
 /// when a low port needs privileges. Shared with the balancer.
-pub fn listen_error(
+pub async fn bind(
+    flag: &str,
+    addr: &str,
+    usual_port: u16,
+    port: Port,
+) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| listen_error(flag, addr, e, usual_port, port))
+}
+
+fn listen_error(
     flag: &str,
     addr: &str,
     e: std::io::Error,

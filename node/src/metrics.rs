@@ -32,15 +32,6 @@ use tracing::warn;
 /// What Prometheus expects from an OpenMetrics text exposition.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Binds a plain-HTTP side port chosen with `flag` (`usual_port` is its
-/// default). A busy port is a reason to choose another, not to give up on
-/// the whole process, so the error also says how to turn the port off.
-pub async fn bind(flag: &str, addr: &str, usual_port: u16) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| crate::listen_error(flag, addr, e, usual_port, crate::Port::Side))
-}
-
 /// `None` for `off` (or an empty value): the flag's way to turn a port off.
 pub fn enabled(addr: &str) -> Option<&str> {
     match addr.trim() {

@@ -54,7 +54,7 @@ pub async fn run(
     let peers = config.peer_addrs().map_err(anyhow::Error::msg)?;
     // Bound before anything starts: a busy port stops the start.
     let metrics_port = match config.metrics.as_deref().and_then(metrics::enabled) {
-        Some(addr) => Some(metrics::bind("--metrics", addr, 9100).await?),
+        Some(addr) => Some(crate::bind("--metrics", addr, 9100, crate::Port::Side).await?),
         None => None,
     };
     // The same certificate proves who we are when we call other nodes.

@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context;
 use balancer::Config;
 use clap::Parser;
 use node::{lifecycle, telemetry};
@@ -24,9 +23,6 @@ fn main() -> ExitCode {
 }
 
 async fn start(config: Config) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(&config.listen)
-        .await
-        .map_err(|e| node::listen_error("--listen", &config.listen, e, 7000, node::Port::Serving))
-        .context("cannot start")?;
+    let listener = node::bind("--listen", &config.listen, 7000, node::Port::Serving).await?;
     balancer::run(listener, config, lifecycle::shutdown_signal()).await
 }

@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Parser;
 use node::{Config, lifecycle, telemetry};
 
@@ -33,9 +32,6 @@ fn main() -> ExitCode {
 }
 
 async fn start(config: Config) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(&config.listen)
-        .await
-        .map_err(|e| node::listen_error("--listen", &config.listen, e, 7100, node::Port::Serving))
-        .context("cannot start")?;
+    let listener = node::bind("--listen", &config.listen, 7100, node::Port::Serving).await?;
     node::run(listener, config, lifecycle::shutdown_signal()).await
 }
