@@ -77,11 +77,13 @@ async fn api_status(State(dashboard): State<Dashboard>) -> Response {
     let views = join_all(backends.iter().map(|b| node_view(b))).await;
 
     let mut events = dashboard.events.recent();
+    let mut links = links(&dashboard, &backends);
     let mut nodes = Vec::new();
     for (backend, view) in backends.iter().zip(views) {
         let view = match view {
             Ok((status, node_events)) => {
                 events.extend(node_events);
+                links.extend(member_links(&status));
                 json!({"status": json::status(&status)})
             }
             Err(why) => json!({"error": why}),
@@ -95,7 +97,7 @@ async fn api_status(State(dashboard): State<Dashboard>) -> Response {
 
     Json(json!({
         "balancer": json::status(&status),
-        "links": links(&dashboard, &backends),
+        "links": links,
         "nodes": nodes,
         "events": events[skip..].iter().map(json::event).collect::<Vec<_>>(),
     }))
@@ -139,6 +141,21 @@ fn links(dashboard: &Dashboard, backends: &[Arc<Backend>]) -> Vec<Value> {
         None => json!({"from": name, "to": *b.name(), "tls": false, "version": null}),
     }));
     links
+}
+
+/// The links a node holds to the other members (replication, probes), as it
+/// reports them in its own status.
+fn member_links(status: &StatusResponse) -> impl Iterator<Item = Value> + '_ {
+    status.members.iter().filter(|m| !m.is_self).map(|m| {
+        let mut link = match &m.link {
+            Some(link) => json::link(link),
+            // Not connected yet.
+            None => json!({"tls": false, "version": null}),
+        };
+        link["from"] = json!(status.name);
+        link["to"] = json!(m.name);
+        link
+    })
 }
 
 /// `None` (JSON `null`) for an empty string: plaintext has no identities.

@@ -65,11 +65,18 @@ impl Dialer {
     }
 
     /// Connects at the first request and reconnects after failures: for
-    /// long-lived connections between cluster members.
-    pub fn connect_lazy(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
-        Ok(self
+    /// long-lived connections between cluster members. The slot holds what
+    /// the latest handshake settled on (`None` before the first, and in
+    /// plaintext).
+    pub fn connect_lazy(
+        &self,
+        addr: &str,
+    ) -> Result<(Channel, SessionSlot), tonic::transport::Error> {
+        let slot = SessionSlot::default();
+        let channel = self
             .endpoint(addr)?
-            .connect_with_connector_lazy(self.connector(SessionSlot::default())))
+            .connect_with_connector_lazy(self.connector(slot.clone()));
+        Ok((channel, slot))
     }
 
     /// Finds out why the server at `addr` drops our connections, if it is TLS.

@@ -75,7 +75,7 @@ impl Connection {
     /// A `KeyValue` client to `addr` with the same identity, connecting at its
     /// first request and reconnecting after failures (for long-running commands).
     pub fn key_value_lazy(&self, addr: &str) -> Result<KeyValueClient<Channel>, Failure> {
-        let channel = self
+        let (channel, _) = self
             .dialer
             .connect_lazy(addr)
             .map_err(|e| Failure::new("INVALID_ARGUMENT", format!("bad address {addr:?}: {e}")))?;

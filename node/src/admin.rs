@@ -6,7 +6,7 @@ use certs::PeerInfo;
 use tonic::{Request, Response, Status};
 
 use proto::{
-    EventsRequest, MemberStatus, SetFaultRequest, SetFaultResponse, SetPolicyRequest,
+    EventsRequest, Link, MemberStatus, SetFaultRequest, SetFaultResponse, SetPolicyRequest,
     SetPolicyResponse, StatusRequest, StatusResponse, WhoAmIRequest, WhoAmIResponse,
     admin_server::Admin, member::State,
 };
@@ -119,8 +119,10 @@ pub async fn status(state: &NodeState) -> Result<StatusResponse, Status> {
         state: State::Alive as i32,
         keys,
         is_self: true,
+        link: None,
     };
     let peers = state.membership.peers().into_iter().map(|p| MemberStatus {
+        link: link(state, &p.addr),
         name: p.name,
         addr: p.addr,
         state: p.state as i32,
@@ -144,6 +146,21 @@ pub async fn status(state: &NodeState) -> Result<StatusResponse, Status> {
         read_quorum: default(replication.read_quorum),
         denied: state.denials.count(),
         ..StatusResponse::default()
+    })
+}
+
+/// This node's connection to the member at `addr`. In plaintext every link is
+/// plaintext, connected yet or not; over mutual TLS, `None` until the first
+/// handshake.
+fn link(state: &NodeState, addr: &str) -> Option<Link> {
+    if state.identity.is_none() {
+        return Some(Link::default());
+    }
+    let session = state.membership.session(addr)?;
+    Some(Link {
+        tls_version: session.tls.version,
+        cipher_suite: session.tls.cipher_suite,
+        identity: session.identity.uri(),
     })
 }
 

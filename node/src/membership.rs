@@ -24,7 +24,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use certs::dial::Dialer;
+use certs::dial::{Dialer, ServerSession, SessionSlot};
 use proto::{Member, ProbeRequest, member::State, replica_client::ReplicaClient};
 use tokio::sync::watch;
 use tonic::transport::Channel;
@@ -97,8 +97,9 @@ struct Inner {
     peers: BTreeMap<String, Peer>,
     addresses: Addresses,
     /// One lazily connected, multiplexed channel per address, reused by every
-    /// request to it. A channel reconnects by itself after a failure.
-    channels: HashMap<String, Channel>,
+    /// request to it, with what its latest TLS handshake settled on. A channel
+    /// reconnects by itself after a failure.
+    channels: HashMap<String, (Channel, SessionSlot)>,
 }
 
 /// This node's view of the cluster. Shared; every method takes `&self`.
@@ -210,6 +211,14 @@ impl Membership {
             return Some(State::Alive);
         }
         self.lock().peers.get(name).map(|p| p.state)
+    }
+
+    /// What the latest TLS handshake with the member at `addr` settled on:
+    /// `None` before the first connection, and in plaintext.
+    pub fn session(&self, addr: &str) -> Option<ServerSession> {
+        let inner = self.lock();
+        let (_, slot) = inner.channels.get(addr)?;
+        slot.lock().expect("session slot poisoned").clone()
     }
 
     /// A `Replica` client for member `name`, if it is known.
@@ -461,12 +470,14 @@ impl Membership {
     /// The channel for `addr`, created on first use. `None` (logged) when the
     /// address cannot even be parsed.
     fn channel(&self, inner: &mut Inner, addr: &str) -> Option<Channel> {
-        if let Some(channel) = inner.channels.get(addr) {
+        if let Some((channel, _)) = inner.channels.get(addr) {
             return Some(channel.clone());
         }
         match self.dialer.connect_lazy(addr) {
-            Ok(channel) => {
-                inner.channels.insert(addr.to_string(), channel.clone());
+            Ok((channel, session)) => {
+                inner
+                    .channels
+                    .insert(addr.to_string(), (channel.clone(), session));
                 Some(channel)
             }
             Err(e) => {

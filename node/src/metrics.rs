@@ -260,6 +260,7 @@ mod tests {
             state: state as i32,
             keys,
             is_self,
+            link: None,
         };
         let text = text(StatusResponse {
             name: "n1".into(),

@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use crate::{BackendStatus, Event, MemberStatus, StatusResponse, member};
+use crate::{BackendStatus, Event, Link, MemberStatus, StatusResponse, member};
 
 /// A balancer's or a node's status, by its role.
 pub fn status(status: &StatusResponse) -> Value {
@@ -54,6 +54,18 @@ fn member(m: &MemberStatus) -> Value {
         "state": member::State::label_of(m.state),
         "keys": m.keys,
         "self": m.is_self,
+        "link": m.link.as_ref().map(link),
+    })
+}
+
+/// A connection's TLS, as its handshake settled it: `tls` is false when it is
+/// plaintext. (A member with no connection yet has `"link": null`.)
+pub fn link(link: &Link) -> Value {
+    json!({
+        "tls": !link.tls_version.is_empty(),
+        "version": link.tls_version,
+        "cipher_suite": link.cipher_suite,
+        "identity": (!link.identity.is_empty()).then_some(&link.identity),
     })
 }
 
@@ -66,4 +78,31 @@ pub fn event(event: &Event) -> Value {
         "subject": event.subject,
         "message": event.message,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_member_link_says_whether_it_is_encrypted_and_who_proved_what() {
+        let tls = Link {
+            tls_version: "TLSv1.3".into(),
+            cipher_suite: "TLS13_AES_256_GCM_SHA384".into(),
+            identity: "spiffe://clusterlab/node/n2".into(),
+        };
+        let shown = link(&tls);
+        assert_eq!(shown["tls"], true);
+        assert_eq!(shown["identity"], "spiffe://clusterlab/node/n2");
+
+        let plaintext = link(&Link::default());
+        assert_eq!(plaintext["tls"], false);
+        assert_eq!(plaintext["identity"], Value::Null);
+
+        let not_connected = MemberStatus {
+            name: "n3".into(),
+            ..MemberStatus::default()
+        };
+        assert_eq!(member(&not_connected)["link"], Value::Null);
+    }
 }

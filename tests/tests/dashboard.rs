@@ -102,16 +102,19 @@ fn the_dashboard_shows_traffic_keys_links_and_events_and_metrics_agree() {
         assert!(members.iter().all(|m| m["state"] == "alive"), "{view}");
     }
 
-    // Clients to the balancer, and the balancer to each node: mutual TLS,
-    // with the identity each side proved.
+    // Every link: clients to the balancer, the balancer to each node, and
+    // each node to each other node. Mutual TLS, with the identity the far
+    // end proved.
     let links = status["links"].as_array().expect("links");
-    assert_eq!(links.len(), 4, "{links:?}");
     assert_eq!(links[0]["from"], "clients");
     assert_eq!(
         links[0]["identity"], "spiffe://clusterlab/balancer/balancer",
         "{links:?}"
     );
+    let mut pairs: Vec<(&str, &str)> = Vec::new();
     for link in &links[1..] {
+        let (from, to) = (link["from"].as_str().unwrap(), link["to"].as_str().unwrap());
+        pairs.push((from, to));
         assert_eq!(link["tls"], true, "{link}");
         assert_eq!(link["version"], "TLSv1.3", "{link}");
         assert!(
@@ -121,6 +124,14 @@ fn the_dashboard_shows_traffic_keys_links_and_events_and_metrics_agree() {
             "{link}"
         );
     }
+    pairs.sort();
+    let names = ["n1", "n2", "n3"];
+    let mut expected: Vec<(&str, &str)> = names.iter().map(|n| ("balancer", *n)).collect();
+    for from in names {
+        expected.extend(names.iter().filter(|to| **to != from).map(|to| (from, *to)));
+    }
+    expected.sort();
+    assert_eq!(pairs, expected, "{links:?}");
     // Events from the balancer and from the nodes, together.
     let events = status["events"].as_array().expect("events");
     let kinds: Vec<&str> = events.iter().filter_map(|e| e["kind"].as_str()).collect();
