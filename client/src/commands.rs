@@ -3,8 +3,9 @@
 use std::io::{IsTerminal, Read, Write};
 
 use proto::{
-    DeleteRequest, EventsRequest, GetRequest, PutRequest, ScanRequest, SetFaultRequest,
-    SetPolicyRequest, StatusRequest, StatusResponse, Trace, WhoAmIRequest, member::State,
+    DeleteRequest, EventsRequest, GetRequest, MemberStatus, PutRequest, ScanRequest,
+    SetFaultRequest, SetPolicyRequest, StatusRequest, StatusResponse, Trace, WhoAmIRequest,
+    member::State,
 };
 use serde_json::{Value, json};
 
@@ -407,7 +408,7 @@ fn print_node_status(global: &Global, status: &StatusResponse) {
     // One more for the `*` that marks the member that answered.
     let names = column_width(status.members.iter().map(|m| m.name.as_str()), "NAME") + 1;
     println!(
-        "  {:<names$} {:<width$}  {:<8} {:>8}",
+        "  {:<names$} {:<width$}  {:<8} {:>8}  LINK",
         "NAME", "ADDRESS", "STATE", "KEYS"
     );
     for m in &status.members {
@@ -416,15 +417,31 @@ fn print_node_status(global: &Global, status: &StatusResponse) {
         } else {
             m.name.clone()
         };
-        println!(
-            "  {:<names$} {:<width$}  {:<8} {:>8}",
+        let line = format!(
+            "  {:<names$} {:<width$}  {:<8} {:>8}  {}",
             name,
             m.addr,
             State::label_of(m.state),
-            m.keys
+            m.keys,
+            link_label(m)
         );
+        println!("{}", line.trim_end());
     }
-    println!("  (* answered this request; key counts include tombstones)");
+    println!(
+        "  (* answered this request; key counts include tombstones; LINK: how {} reaches each member)",
+        status.name
+    );
+}
+
+/// How the answering node reaches a member: the TLS version, `PLAINTEXT`, or
+/// `not yet` before the first connection.
+fn link_label(member: &MemberStatus) -> &str {
+    match &member.link {
+        _ if member.is_self => "",
+        None => "not yet",
+        Some(link) if link.tls_version.is_empty() => "PLAINTEXT",
+        Some(link) => &link.tls_version,
+    }
 }
 
 async fn events(global: &Global, args: EventsArgs) -> Result<(), Failure> {
@@ -561,7 +578,7 @@ async fn policy(global: &Global, args: PolicyArgs) -> Result<(), Failure> {
 
 #[cfg(test)]
 mod tests {
-    use proto::{BackendStatus, MemberStatus};
+    use proto::{BackendStatus, Link};
 
     use super::*;
 
@@ -595,6 +612,21 @@ mod tests {
             ],
             ..StatusResponse::default()
         }
+    }
+
+    #[test]
+    fn the_link_column_says_how_each_member_is_reached() {
+        let mut status = node_n1();
+        status.members[0].is_self = true;
+        assert_eq!(link_label(&status.members[0]), "");
+        assert_eq!(link_label(&status.members[1]), "not yet");
+        status.members[1].link = Some(Link::default());
+        assert_eq!(link_label(&status.members[1]), "PLAINTEXT");
+        status.members[1].link = Some(Link {
+            tls_version: "TLSv1.3".into(),
+            ..Link::default()
+        });
+        assert_eq!(link_label(&status.members[1]), "TLSv1.3");
     }
 
     #[test]

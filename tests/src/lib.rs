@@ -288,7 +288,25 @@ impl TestCluster {
 
     /// Node `index`'s `Admin.Status`, or the error if it did not answer.
     pub fn status(&self, index: usize) -> Result<proto::StatusResponse, String> {
-        self.status_at(&self.nodes[index].addr.to_string())
+        let addr = self.nodes[index].addr.to_string();
+        block_on(async {
+            let channel = channel_or_plaintext(self.node_certs(index), &addr).await?;
+            proto::admin_client::AdminClient::new(channel)
+                .status(proto::StatusRequest {})
+                .await
+                .map(tonic::Response::into_inner)
+                .map_err(|s| s.to_string())
+        })
+    }
+
+    /// The certificates to reach node `index` with; `None` if it was started
+    /// with `--tls plaintext`.
+    fn node_certs(&self, index: usize) -> Option<&Path> {
+        let plaintext = self.nodes[index]
+            .extra_args
+            .iter()
+            .any(|a| a == "plaintext");
+        (!plaintext).then_some(self.certs.as_path())
     }
 
     /// How node `index` sees member `name`: "alive", "suspect", "dead", or
@@ -362,17 +380,12 @@ impl TestCluster {
     /// Waits until node `index` answers health checks with SERVING.
     pub fn wait_ready(&mut self, index: usize) {
         let addr = self.nodes[index].addr.to_string();
-        let plaintext = self.nodes[index]
-            .extra_args
-            .iter()
-            .any(|a| a == "plaintext");
-        let certs = (!plaintext).then(|| self.certs.clone());
         wait_until(
             &format!("{} to be ready", self.nodes[index].name),
             READY_TIMEOUT,
             || {
                 self.assert_alive(index);
-                health_check(certs.as_deref(), &addr).is_ok_and(|serving| serving)
+                health_check(self.node_certs(index), &addr).is_ok_and(|serving| serving)
             },
         );
     }
@@ -847,6 +860,22 @@ pub async fn admin_channel(certs: &Path, addr: &str) -> Result<tonic::transport:
     channel_as(certs, "admin", addr).await
 }
 
+/// A channel to `addr` as `admin` with the certificates in `certs`, or in
+/// plaintext when `None`.
+async fn channel_or_plaintext(
+    certs: Option<&Path>,
+    addr: &str,
+) -> Result<tonic::transport::Channel, String> {
+    match certs {
+        Some(certs) => admin_channel(certs, addr).await,
+        None => Ok(Dialer::new(None)
+            .connect(addr)
+            .await
+            .map_err(|e| e.to_string())?
+            .0),
+    }
+}
+
 /// Opens a gRPC channel to `addr` presenting the certificate `identity` from `certs`.
 pub async fn channel_as(
     certs: &Path,
@@ -886,16 +915,7 @@ pub fn health_check(certs: Option<&Path>, addr: &str) -> Result<bool, String> {
         HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
     };
     block_on(async {
-        let channel = match certs {
-            Some(certs) => admin_channel(certs, addr).await?,
-            None => {
-                Dialer::new(None)
-                    .connect(addr)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .0
-            }
-        };
+        let channel = channel_or_plaintext(certs, addr).await?;
         let response = HealthClient::new(channel)
             .check(HealthCheckRequest {
                 service: String::new(),

@@ -108,3 +108,41 @@ fn plaintext_mode_serves_plaintext_clients_and_says_so_loudly() {
         out.stderr
     );
 }
+
+/// The line `clusterlab status` prints for `member`, as node 0 sees it.
+fn member_line(cluster: &TestCluster, extra: &[&str], member: &str) -> String {
+    let out = cluster.client_to(0).args(extra).args(["status"]).ok();
+    out.stdout
+        .lines()
+        .find(|line| line.split_whitespace().next() == Some(member))
+        .unwrap_or_else(|| panic!("no line for {member} in:\n{}", out.stdout))
+        .to_string()
+}
+
+#[test]
+fn node_status_shows_how_each_member_is_reached() {
+    let cluster = TestCluster::start(2);
+    // Formed means n1 has probed n2, so the connection is there.
+    let line = member_line(&cluster, &[], "n2");
+    assert!(line.ends_with("TLSv1.3"), "{line}");
+    let json = cluster.client_to(0).args(["--json", "status"]).ok().json();
+    let n2 = json["members"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["name"] == "n2"))
+        .unwrap_or_else(|| panic!("no n2 in {json}"));
+    assert_eq!(n2["link"]["tls"], true, "{n2}");
+    assert_eq!(
+        n2["link"]["cipher_suite"], "TLS13_AES_256_GCM_SHA384",
+        "{n2}"
+    );
+    assert!(
+        n2["link"]["identity"]
+            .as_str()
+            .is_some_and(|i| i.starts_with("spiffe://clusterlab/node/")),
+        "{n2}"
+    );
+
+    let plaintext = TestCluster::start_with(2, &["--tls", "plaintext"]);
+    let line = member_line(&plaintext, &["--tls", "plaintext"], "n2");
+    assert!(line.ends_with("PLAINTEXT"), "{line}");
+}
