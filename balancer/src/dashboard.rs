@@ -24,10 +24,14 @@ use axum::{
 use certs::{Identity, authz::Denials, tls::TlsMode};
 use futures::future::join_all;
 use node::{events::Events, metrics};
-use proto::{Event, StatusResponse, json};
+use proto::{Event, StatusResponse, json, member};
 use serde_json::{Value, json};
 
-use crate::{admin, backend::Backend, forward::Router as Forwarder};
+use crate::{
+    admin,
+    backend::{Backend, Health},
+    forward::Router as Forwarder,
+};
 
 /// The page, served as it is.
 pub const PAGE: &str = include_str!("dashboard.html");
@@ -118,7 +122,9 @@ async fn node_view(backend: &Backend) -> Result<(StatusResponse, Vec<Event>), St
 }
 
 /// The TLS of every link the balancer is part of: clients to it, and it to
-/// each node (as the node saw that connection).
+/// each node (as the node saw that connection). A link whose far end is out
+/// of rotation, or not alive, is marked `down`: what it shows is the last
+/// session it had.
 fn links(dashboard: &Dashboard, backends: &[Arc<Backend>]) -> Vec<Value> {
     let name = &dashboard.router.name;
     let mut links = vec![json!({
@@ -136,6 +142,7 @@ fn links(dashboard: &Dashboard, backends: &[Arc<Backend>]) -> Vec<Value> {
             "version": link.tls_version,
             "cipher_suite": link.cipher_suite,
             "seen_as": non_empty(link.peer_identity),
+            "down": matches!(b.health(), Health::Ejected { .. }),
         }),
         // Not asked yet: the node has not passed a health check.
         None => json!({"from": name, "to": *b.name(), "tls": false, "version": null}),
@@ -154,6 +161,7 @@ fn member_links(status: &StatusResponse) -> impl Iterator<Item = Value> + '_ {
         };
         link["from"] = json!(status.name);
         link["to"] = json!(m.name);
+        link["down"] = json!(m.state != member::State::Alive as i32);
         link
     })
 }

@@ -116,6 +116,7 @@ fn the_dashboard_shows_traffic_keys_links_and_events_and_metrics_agree() {
         let (from, to) = (link["from"].as_str().unwrap(), link["to"].as_str().unwrap());
         pairs.push((from, to));
         assert_eq!(link["tls"], true, "{link}");
+        assert_eq!(link["down"], false, "{link}");
         assert_eq!(link["version"], "TLSv1.3", "{link}");
         assert!(
             link["identity"]
@@ -194,6 +195,25 @@ fn a_killed_node_turns_ejected_and_suspect_on_the_dashboard() {
         .filter_map(|e| e["kind"].as_str())
         .collect();
     assert!(kinds.contains(&"backend.ejected"), "{kinds:?}");
+    // Links to n2 show their last session, marked down; the others are up.
+    let links = status["links"].as_array().expect("links");
+    let down = |from: &str, to: &str| {
+        links
+            .iter()
+            .find(|l| l["from"] == from && l["to"] == to)
+            .unwrap_or_else(|| panic!("no link {from} → {to} in {links:?}"))["down"]
+            .clone()
+    };
+    assert_eq!(down("balancer", "n2"), true, "{links:?}");
+    assert_eq!(down("n1", "n2"), true, "{links:?}");
+    for (from, to) in [
+        ("balancer", "n1"),
+        ("balancer", "n3"),
+        ("n1", "n3"),
+        ("n3", "n1"),
+    ] {
+        assert_eq!(down(from, to), false, "{from} → {to}: {links:?}");
+    }
 
     let metrics = get(&cluster, "/metrics");
     let n2 = cluster.nodes[1].addr;
