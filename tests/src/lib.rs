@@ -288,15 +288,7 @@ impl TestCluster {
 
     /// Node `index`'s `Admin.Status`, or the error if it did not answer.
     pub fn status(&self, index: usize) -> Result<proto::StatusResponse, String> {
-        let addr = self.nodes[index].addr.to_string();
-        block_on(async {
-            let channel = channel_or_plaintext(self.node_certs(index), &addr).await?;
-            proto::admin_client::AdminClient::new(channel)
-                .status(proto::StatusRequest {})
-                .await
-                .map(tonic::Response::into_inner)
-                .map_err(|s| s.to_string())
-        })
+        status_of(self.node_certs(index), &self.nodes[index].addr.to_string())
     }
 
     /// The certificates to reach node `index` with; `None` if it was started
@@ -621,14 +613,7 @@ impl TestCluster {
 
     /// The `Admin.Status` of the process at `addr`.
     pub fn status_at(&self, addr: &str) -> Result<proto::StatusResponse, String> {
-        block_on(async {
-            let channel = admin_channel(&self.certs, addr).await?;
-            proto::admin_client::AdminClient::new(channel)
-                .status(proto::StatusRequest {})
-                .await
-                .map(tonic::Response::into_inner)
-                .map_err(|s| s.to_string())
-        })
+        status_of(Some(&self.certs), addr)
     }
 }
 
@@ -858,6 +843,19 @@ pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
 /// Opens a gRPC channel to `addr` as the `admin` identity.
 pub async fn admin_channel(certs: &Path, addr: &str) -> Result<tonic::transport::Channel, String> {
     channel_as(certs, "admin", addr).await
+}
+
+/// The `Admin.Status` of the process at `addr`, asked as `admin` with the
+/// certificates in `certs`, or in plaintext when `None`.
+fn status_of(certs: Option<&Path>, addr: &str) -> Result<proto::StatusResponse, String> {
+    block_on(async {
+        let channel = channel_or_plaintext(certs, addr).await?;
+        proto::admin_client::AdminClient::new(channel)
+            .status(proto::StatusRequest {})
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| s.to_string())
+    })
 }
 
 /// A channel to `addr` as `admin` with the certificates in `certs`, or in
