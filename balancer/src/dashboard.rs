@@ -24,7 +24,7 @@ use axum::{
 use certs::{Identity, authz::Denials, tls::TlsMode};
 use futures::future::join_all;
 use node::{events::Events, metrics};
-use proto::{Event, StatusResponse, json, member};
+use proto::{Event, Link, StatusResponse, json, member};
 use serde_json::{Value, json};
 
 use crate::{
@@ -122,9 +122,7 @@ async fn node_view(backend: &Backend) -> Result<(StatusResponse, Vec<Event>), St
 }
 
 /// The TLS of every link the balancer is part of: clients to it, and it to
-/// each node (as the node saw that connection). A link whose far end is out
-/// of rotation, or not alive, is marked `down`: what it shows is the last
-/// session it had.
+/// each node (as the node saw that connection).
 fn links(dashboard: &Dashboard, backends: &[Arc<Backend>]) -> Vec<Value> {
     let name = &dashboard.router.name;
     let mut links = vec![json!({
@@ -133,19 +131,19 @@ fn links(dashboard: &Dashboard, backends: &[Arc<Backend>]) -> Vec<Value> {
         "tls": dashboard.tls == TlsMode::Mtls,
         "identity": dashboard.identity.as_ref().map(Identity::uri),
     })];
-    links.extend(backends.iter().map(|b| match b.link() {
-        Some(link) => json!({
-            "from": name,
-            "to": *b.name(),
-            "tls": !link.tls_version.is_empty(),
-            "identity": non_empty(link.server_identity),
-            "version": link.tls_version,
-            "cipher_suite": link.cipher_suite,
-            "seen_as": non_empty(link.peer_identity),
-            "down": matches!(b.health(), Health::Ejected { .. }),
-        }),
-        // Not asked yet: the node has not passed a health check.
-        None => json!({"from": name, "to": *b.name(), "tls": false, "version": null}),
+    links.extend(backends.iter().map(|b| {
+        // `None` until the node has passed a health check and been asked.
+        let link = b.link().map(|answer| {
+            let mut link = json::link(&Link {
+                tls_version: answer.tls_version,
+                cipher_suite: answer.cipher_suite,
+                identity: answer.server_identity,
+            });
+            link["seen_as"] = json!(non_empty(answer.peer_identity));
+            link
+        });
+        let ejected = matches!(b.health(), Health::Ejected { .. });
+        link_row(name, &b.name(), link, ejected)
     }));
     links
 }
@@ -154,16 +152,26 @@ fn links(dashboard: &Dashboard, backends: &[Arc<Backend>]) -> Vec<Value> {
 /// reports them in its own status.
 fn member_links(status: &StatusResponse) -> impl Iterator<Item = Value> + '_ {
     status.members.iter().filter(|m| !m.is_self).map(|m| {
-        let mut link = match &m.link {
-            Some(link) => json::link(link),
-            // Not connected yet.
-            None => json!({"tls": false, "version": null}),
-        };
-        link["from"] = json!(status.name);
-        link["to"] = json!(m.name);
-        link["down"] = json!(m.state != member::State::Alive as i32);
-        link
+        let link = m.link.as_ref().map(json::link);
+        let down = m.state != member::State::Alive as i32;
+        link_row(&status.name, &m.name, link, down)
     })
+}
+
+/// One row of the links table. `link` is `None` before the first handshake
+/// (shown as "not known yet"). A link whose far end is out of rotation, or
+/// not alive, is marked `down`: what it shows is the last session it had.
+fn link_row(from: &str, to: &str, link: Option<Value>, far_end_down: bool) -> Value {
+    let mut row = match link {
+        Some(mut link) => {
+            link["down"] = json!(far_end_down);
+            link
+        }
+        None => json!({"tls": false, "version": null}),
+    };
+    row["from"] = json!(from);
+    row["to"] = json!(to);
+    row
 }
 
 /// `None` (JSON `null`) for an empty string: plaintext has no identities.

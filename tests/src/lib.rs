@@ -60,6 +60,28 @@ pub fn bin(name: &str) -> PathBuf {
     bin_dir().join(name)
 }
 
+/// How `clusterlab-local` lays out its ports, as offsets from its `--port`
+/// (the balancer's): one place for the binary and for the tests that need its
+/// whole block free.
+pub mod local_ports {
+    /// Node i (from 1) listens on port + NODES + i: 7101, 7102, ...
+    pub const NODES: u16 = 100;
+    /// The balancer's dashboard: 8080.
+    pub const DASHBOARD: u16 = 1080;
+    /// Node i's metrics on port + METRICS + i: 9101, 9102, ...
+    pub const METRICS: u16 = 2100;
+
+    /// Every offset a cluster of `nodes` nodes uses, the balancer's (0) first.
+    pub fn all(nodes: u16) -> Vec<u16> {
+        let per_node = |base: u16| (1..=nodes).map(move |i| base + i);
+        [0, DASHBOARD]
+            .into_iter()
+            .chain(per_node(NODES))
+            .chain(per_node(METRICS))
+            .collect()
+    }
+}
+
 /// Test ports are chosen from here up to the kernel's ephemeral range.
 const LOWEST_TEST_PORT: u16 = 10_000;
 

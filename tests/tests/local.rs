@@ -9,20 +9,19 @@ use std::{
     time::Duration,
 };
 
-use tests::{Client, bin, wait_until};
+use tests::{Client, bin, local_ports, wait_until};
 
-/// A balancer port whose other ports are free too: as `clusterlab-local`
-/// lays them out, nodes on port + 101..103, the dashboard on port + 1080 and
-/// the nodes' metrics on port + 2101..2103. The whole block stays below 32768,
+/// A balancer port whose other ports, as `clusterlab-local` lays them out
+/// ([`local_ports`]), are free too. The whole block stays below 32768,
 /// where the kernel's ephemeral range (the local ends of outgoing
 /// connections, which tests beside this one open by the thousand) usually
 /// starts.
 fn free_port_block() -> u16 {
-    const OFFSETS: [u16; 8] = [0, 101, 102, 103, 1080, 2101, 2102, 2103];
+    let offsets = local_ports::all(3);
     (0..100)
         .map(|i| 20_000 + (std::process::id() as u16 % 80) * 100 + i * 7)
         .find(|&port| {
-            OFFSETS
+            offsets
                 .iter()
                 .all(|offset| TcpListener::bind(("127.0.0.1", port + offset)).is_ok())
         })

@@ -18,6 +18,7 @@ use std::{
 };
 
 use clap::Parser;
+use tests::local_ports;
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
     process::{Child, Command},
@@ -84,17 +85,17 @@ async fn run(args: Args) -> Result<(), String> {
         None => Err(format!(
             "--port {} is too high: the cluster uses ports up to {} above it",
             args.port,
-            2100 + args.nodes
+            local_ports::METRICS + args.nodes
         )),
     };
     let node_addrs = (1..=args.nodes)
-        .map(|i| port(100 + i))
+        .map(|i| port(local_ports::NODES + i))
         .collect::<Result<Vec<_>, _>>()?;
     let metrics_addrs = (1..=args.nodes)
-        .map(|i| port(2100 + i))
+        .map(|i| port(local_ports::METRICS + i))
         .collect::<Result<Vec<_>, _>>()?;
     let balancer_addr = port(0)?;
-    let dashboard_addr = port(1080)?;
+    let dashboard_addr = port(local_ports::DASHBOARD)?;
     // Both checked before anything is touched: fresh certificates written over
     // those of a cluster that is still running would lock its clients out.
     let _lock = lock(&args.dir)?;
