@@ -271,7 +271,10 @@ impl Backend {
                 }
                 Ok(())
             }
-            Ok(Ok(_)) => Err("node reports NOT_SERVING (starting or shutting down)".into()),
+            Ok(Ok(_)) => Err(
+                "node reports NOT_SERVING (starting, shutting down, or paused by `clusterlab fault --pause`)"
+                    .into(),
+            ),
         }
     }
 }

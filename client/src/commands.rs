@@ -434,13 +434,19 @@ fn print_node_status(global: &Global, status: &StatusResponse) {
 }
 
 /// How the answering node reaches a member: the TLS version, `PLAINTEXT`, or
-/// `not yet` before the first connection.
-fn link_label(member: &MemberStatus) -> &str {
-    match &member.link {
-        _ if member.is_self => "",
-        None => "not yet",
+/// `not yet` before the first connection. For a member that is not alive, the
+/// link shown is the last session it had, and the label says so.
+fn link_label(member: &MemberStatus) -> String {
+    let label = match &member.link {
+        _ if member.is_self => return String::new(),
+        None => return "not yet".to_string(),
         Some(link) if link.tls_version.is_empty() => "PLAINTEXT",
         Some(link) => &link.tls_version,
+    };
+    if member.state == State::Alive as i32 {
+        label.to_string()
+    } else {
+        format!("{label} (last session)")
     }
 }
 
@@ -586,6 +592,7 @@ mod tests {
         let member = |name: &str, addr: &str| MemberStatus {
             name: name.into(),
             addr: addr.into(),
+            state: State::Alive as i32,
             ..MemberStatus::default()
         };
         StatusResponse {
@@ -627,6 +634,11 @@ mod tests {
             ..Link::default()
         });
         assert_eq!(link_label(&status.members[1]), "TLSv1.3");
+        // A member that stopped answering keeps the last session it had.
+        status.members[1].state = State::Dead as i32;
+        assert_eq!(link_label(&status.members[1]), "TLSv1.3 (last session)");
+        status.members[1].state = State::Suspect as i32;
+        assert_eq!(link_label(&status.members[1]), "TLSv1.3 (last session)");
     }
 
     #[test]

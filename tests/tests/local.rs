@@ -121,8 +121,8 @@ fn one_command_starts_three_nodes_and_a_balancer_and_ctrl_c_stops_them() {
         "{}",
         lines.join("\n")
     );
-    // Nothing is left listening.
-    for p in [port, port + 101, port + 102, port + 103] {
+    // Nothing is left listening: no gRPC, dashboard or metrics port.
+    for p in local_ports::all(3).into_iter().map(|offset| port + offset) {
         assert!(
             TcpListener::bind(("127.0.0.1", p)).is_ok(),
             "port {p} still in use"

@@ -1,7 +1,9 @@
 //! Mutual TLS in action: the villains are refused with a reason, on both sides,
 //! and the node keeps serving everyone else.
 
-use tests::TestCluster;
+use std::time::Duration;
+
+use tests::{TestCluster, wait_until};
 
 /// Runs `get` as `identity` and returns its stderr, asserting exit status 1.
 fn refused(cluster: &TestCluster, extra: &[&str]) -> String {
@@ -121,7 +123,7 @@ fn member_line(cluster: &TestCluster, extra: &[&str], member: &str) -> String {
 
 #[test]
 fn node_status_shows_how_each_member_is_reached() {
-    let cluster = TestCluster::start(2);
+    let mut cluster = TestCluster::start(2);
     // Formed means n1 has probed n2, so the connection is there.
     let line = member_line(&cluster, &[], "n2");
     assert!(line.ends_with("TLSv1.3"), "{line}");
@@ -141,6 +143,14 @@ fn node_status_shows_how_each_member_is_reached() {
             .is_some_and(|i| i.starts_with("spiffe://clusterlab/node/")),
         "{n2}"
     );
+    // Once n2 stops answering, n1 still reports the last session it had, and
+    // the text says that is what it is.
+    cluster.kill(1);
+    wait_until("n1 to find n2 suspect", Duration::from_secs(15), || {
+        matches!(cluster.member_state(0, "n2"), Some("suspect" | "dead"))
+    });
+    let line = member_line(&cluster, &[], "n2");
+    assert!(line.ends_with("TLSv1.3 (last session)"), "{line}");
 
     let plaintext = TestCluster::start_with(2, &["--tls", "plaintext"]);
     let line = member_line(&plaintext, &["--tls", "plaintext"], "n2");

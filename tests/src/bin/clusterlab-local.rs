@@ -43,14 +43,32 @@ struct Args {
     /// Where certificates and data live.
     #[arg(long, default_value = "local")]
     dir: PathBuf,
-    /// The balancer's port. Node i listens on this + 100 + i (7101, 7102, ...)
-    /// and serves its metrics on this + 2100 + i (9101, ...); the dashboard is
-    /// on this + 1080 (8080).
-    #[arg(long, default_value_t = 7000)]
+    /// The balancer's port; every other port is an offset from it (see `port_help`).
+    #[arg(long, default_value_t = DEFAULT_PORT, help = port_help(DEFAULT_PORT))]
     port: u16,
     /// Delete the nodes' data first.
     #[arg(long)]
     fresh: bool,
+}
+
+/// The balancer's port unless `--port` says otherwise: DESIGN.md's 7000.
+const DEFAULT_PORT: u16 = 7000;
+
+/// `--port`'s help, written from `local_ports` so it cannot drift from them.
+fn port_help(default: u16) -> String {
+    let (nodes, metrics, dashboard) = (
+        local_ports::NODES,
+        local_ports::METRICS,
+        local_ports::DASHBOARD,
+    );
+    format!(
+        "The balancer's port. Node i listens on this + {nodes} + i ({}, {}, ...) and serves \
+         its metrics on this + {metrics} + i ({}, ...); the dashboard is on this + {dashboard} ({})",
+        default + nodes + 1,
+        default + nodes + 2,
+        default + metrics + 1,
+        default + dashboard,
+    )
 }
 
 fn main() -> ExitCode {
