@@ -494,7 +494,9 @@ async fn fault(global: &Global, args: FaultArgs) -> Result<(), Failure> {
     let status = conn.admin().status(request(global, StatusRequest {})).await;
     let status = conn.check(status).await?;
     if let Some(addr) = node_address(&status, &args.node)? {
-        conn = Connection::open_to(global, &addr).await?;
+        conn = Connection::open_to(global, &addr)
+            .await
+            .map_err(|f| f.reaching(&args.node, &status.name))?;
     }
     let response = conn.admin().set_fault(request(global, fault)).await;
     let response = conn.check(response).await?;

@@ -61,6 +61,20 @@ impl Failure {
         Failure::new(code_name(status.code()), status.message())
     }
 
+    /// The same failure to connect, for an address the cluster gave us rather
+    /// than one the user typed: `node` is where `source` (the process first
+    /// asked) said it is, so the hint about `--addr` does not apply.
+    pub fn reaching(self, node: &str, source: &str) -> Self {
+        let reason = self
+            .message
+            .strip_suffix(ADDR_HINT)
+            .unwrap_or(&self.message);
+        Failure::new(
+            &self.code,
+            format!("{node}, at the address {source} has for it: {reason}; is {node} running?"),
+        )
+    }
+
     /// Explains a failure to connect to `addr`.
     pub fn from_connect(err: &tonic::transport::Error, addr: &str, plaintext: bool) -> Self {
         let reason = transport_reason(err, addr, plaintext)
@@ -68,6 +82,9 @@ impl Failure {
         Failure::new("UNAVAILABLE", reason)
     }
 }
+
+/// What to check when the address the user gave does not answer.
+const ADDR_HINT: &str = "; is the cluster running, and is --addr right?";
 
 /// Finds the root cause of a transport failure and says what it means.
 fn transport_reason(err: &(dyn StdError + 'static), addr: &str, plaintext: bool) -> Option<String> {
@@ -82,10 +99,9 @@ fn transport_reason(err: &(dyn StdError + 'static), addr: &str, plaintext: bool)
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
             use std::io::ErrorKind::*;
             return Some(match io.kind() {
-                ConnectionRefused => format!(
-                    "nothing is listening at {addr} (connection refused); is the cluster \
-                     running, and is --addr right?"
-                ),
+                ConnectionRefused => {
+                    format!("nothing is listening at {addr} (connection refused){ADDR_HINT}")
+                }
                 TimedOut => format!("no answer from {addr} in time (connect timed out)"),
                 // The standard library's getaddrinfo error has no kind of its own.
                 _ if io.to_string().starts_with("failed to lookup address") => format!(
@@ -165,6 +181,21 @@ mod tests {
         assert_eq!(
             status_code(&tonic::Status::unavailable("down")),
             "UNAVAILABLE"
+        );
+    }
+
+    #[test]
+    fn a_node_the_cluster_named_is_not_blamed_on_addr() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let reason = transport_reason(&refused, "10.0.0.2:7100", false).unwrap();
+        let typed = Failure::new("UNAVAILABLE", reason);
+        assert!(typed.message.ends_with("is --addr right?"), "{typed}");
+        let named = typed.reaching("n2", "balancer");
+        assert_eq!(named.code, "UNAVAILABLE");
+        assert_eq!(
+            named.message,
+            "n2, at the address balancer has for it: nothing is listening at 10.0.0.2:7100 \
+             (connection refused); is n2 running?"
         );
     }
 
