@@ -428,6 +428,7 @@ impl Membership {
 
     /// Alive -> suspect -> dead, for members that stopped answering.
     fn sweep(&self, inner: &mut Inner, now: Instant) {
+        let mut died = Vec::new();
         for peer in inner.peers.values_mut() {
             let silent = now.duration_since(peer.last_answer);
             let next = match peer.state {
@@ -440,30 +441,39 @@ impl Membership {
             peer.state = next;
             peer.since = now;
             let silent = format!("{:.1}s", silent.as_secs_f64());
-            match next {
-                State::Suspect => {
-                    warn!(member = %peer.name, addr = %peer.addr, silent, "member suspect");
-                    self.events.publish(
-                        "member.suspect",
-                        &peer.name,
-                        format!(
-                            "{} has not answered probes for {silent}; it keeps its keys for now",
-                            peer.name
-                        ),
-                    );
-                }
-                _ => {
-                    warn!(member = %peer.name, addr = %peer.addr, silent, "member dead");
-                    self.events.publish(
-                        "member.dead",
-                        &peer.name,
-                        format!(
-                            "{} has been silent for {silent}; it leaves the ring and its keys are re-replicated",
-                            peer.name
-                        ),
-                    );
-                }
+            if next == State::Dead {
+                died.push((peer.name.clone(), peer.addr.clone(), silent));
+                continue;
             }
+            warn!(member = %peer.name, addr = %peer.addr, silent, "member suspect");
+            self.events.publish(
+                "member.suspect",
+                &peer.name,
+                format!(
+                    "{} has not answered probes for {silent}; it keeps its keys for now",
+                    peer.name
+                ),
+            );
+        }
+        if died.is_empty() {
+            return;
+        }
+        // What is left of the ring decides whether N copies can be restored.
+        let members = 1 + inner
+            .peers
+            .values()
+            .filter(|p| p.state != State::Dead)
+            .count();
+        for (name, addr, silent) in died {
+            warn!(member = %name, %addr, silent, members, "member dead");
+            self.events.publish(
+                "member.dead",
+                &name,
+                format!(
+                    "{name} has been silent for {silent}; it leaves the ring, and {}",
+                    copies_left(members, self.replicas)
+                ),
+            );
         }
     }
 
@@ -533,6 +543,24 @@ fn replica_client(channel: Channel) -> ReplicaClient<Channel> {
     ReplicaClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+/// What becomes of a dead member's keys, with `members` left in the ring and
+/// `replicas` (N) copies wanted of each key.
+fn copies_left(members: usize, replicas: usize) -> String {
+    if members >= replicas {
+        format!("its keys are copied to other members to restore {replicas} copies of each")
+    } else {
+        let left = match members {
+            1 => "1 member".to_string(),
+            n => format!("{n} members"),
+        };
+        format!(
+            "with {left} left each key can have only {members} of its {replicas} copies \
+             until another node joins (`clusterlab status` counts the keys short of copies \
+             as under-replicated)"
+        )
+    }
 }
 
 #[cfg(test)]
@@ -626,6 +654,26 @@ mod tests {
                 "member.alive"
             ]
         );
+        // With n2 gone, n1 is alone: it cannot restore three copies, and says so.
+        assert!(
+            history[2].message.ends_with(&copies_left(1, 3)),
+            "{}",
+            history[2].message
+        );
+    }
+
+    #[test]
+    fn a_dead_member_s_keys_are_copied_elsewhere_only_if_n_members_are_left() {
+        assert_eq!(
+            copies_left(3, 3),
+            "its keys are copied to other members to restore 3 copies of each"
+        );
+        assert!(
+            copies_left(2, 3).starts_with("with 2 members left each key can have only 2 of its 3"),
+            "{}",
+            copies_left(2, 3)
+        );
+        assert!(copies_left(1, 3).starts_with("with 1 member left"));
     }
 
     #[test]
