@@ -277,10 +277,17 @@ fn report(work: &Workload, verified: &Verified, writing: Duration) -> Result<(),
             })
         );
     } else {
+        let addrs: Vec<&str> = work
+            .global
+            .addr
+            .iter()
+            .map(String::as_str)
+            .filter(|a| !a.is_empty())
+            .collect();
         println!(
-            "check: {acknowledged} writes acknowledged in {:.1}s through {} address(es); W={}, R={}",
+            "check: {acknowledged} writes acknowledged in {:.1}s through {}; W={}, R={}",
             writing.as_secs_f64(),
-            work.clients.len(),
+            addrs.join(", "),
             quorum(work.args.write_quorum),
             quorum(work.args.read_quorum),
         );

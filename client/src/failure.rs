@@ -54,8 +54,8 @@ impl Failure {
             return Failure::new(
                 "DEADLINE_EXCEEDED",
                 "no answer before the deadline (--timeout, 10s by default): a node may \
-                 be hung or overloaded (see `clusterlab status`); a write may still have \
-                 been applied, so read the key before writing it again",
+                 be hung or overloaded (see `clusterlab status`); if it was a write, it \
+                 may still have been applied, so read the key before writing it again",
             );
         }
         Failure::new(code_name(status.code()), status.message())
