@@ -8,17 +8,27 @@
 //! not per request.
 
 use std::{
+    io,
+    pin::Pin,
     sync::{Arc, Mutex},
+    task::{Context, Poll},
     time::Duration,
 };
 
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
-use tokio::net::TcpStream;
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::TcpStream,
+};
 use tokio_rustls::TlsConnector;
 use tonic::transport::{Channel, Endpoint, Uri};
 
-use crate::{Identity, explain, listener::TlsSession};
+use crate::{
+    Identity, explain,
+    listener::TlsSession,
+    revocation::{Revocations, serial_of},
+};
 
 /// What the client learned about the server while connecting.
 #[derive(Debug, Clone)]
@@ -36,6 +46,9 @@ pub struct Dialer {
     /// Bound on TCP connect plus handshake, so an unreachable address fails
     /// quickly instead of waiting for the operating system's long TCP timeout.
     pub connect_timeout: Duration,
+    /// The revocation list in force: a connection to a server whose
+    /// certificate is revoked after the handshake is closed ([`Revocable`]).
+    revocations: Option<Arc<Revocations>>,
 }
 
 /// Where the connector leaves the latest handshake's details for the caller.
@@ -47,7 +60,16 @@ impl Dialer {
         Dialer {
             tls,
             connect_timeout: Duration::from_secs(3),
+            revocations: None,
         }
+    }
+
+    /// The same dialer, closing connections to servers that `revocations`
+    /// revokes after the handshake. (The handshake itself already checks the
+    /// list: the client configuration's verifier holds it too.)
+    pub fn watching(mut self, revocations: Arc<Revocations>) -> Self {
+        self.revocations = Some(revocations);
+        self
     }
 
     /// Connects now, so that an unreachable server or a refused certificate is
@@ -165,15 +187,123 @@ impl Dialer {
             .unwrap_or_else(|_| ServerName::try_from("clusterlab").expect("valid name"));
         let stream = tls.connect(name, tcp).await?;
         let (_, session) = stream.get_ref();
-        let server = session
-            .peer_certificates()
-            .and_then(|chain| chain.first())
+        let leaf = session.peer_certificates().and_then(|chain| chain.first());
+        let server = leaf
             .and_then(|cert| Identity::from_certificate(cert).ok())
             .map(|identity| ServerSession {
                 identity,
                 tls: TlsSession::of(session),
             });
-        Ok((Box::new(stream), server))
+        let watched = self
+            .revocations
+            .clone()
+            .zip(leaf.and_then(|cert| serial_of(cert)));
+        let Some((revocations, serial)) = watched else {
+            return Ok((Box::new(stream), server));
+        };
+        let identity = server
+            .as_ref()
+            .map_or_else(|| "the server".to_string(), |s| s.identity.to_string());
+        Ok((
+            Box::new(Revocable::new(stream, revocations, serial, identity)),
+            server,
+        ))
+    }
+}
+
+/// A connection to a server that fails its next read or write once the
+/// server's certificate is revoked.
+///
+/// The handshake checked the certificate once, but the connections between
+/// cluster members live for days. Servers check their clients request by
+/// request ([`crate::authz`]); this is the same for the side that dials. The
+/// check costs one atomic read per read or write while the list is unchanged.
+struct Revocable<S> {
+    inner: S,
+    revocations: Arc<Revocations>,
+    /// The serial number of the server's certificate.
+    serial: Vec<u8>,
+    /// Who the server proved to be, for the error.
+    identity: String,
+    /// The list generation last found not to revoke it.
+    checked: u64,
+}
+
+impl<S> Revocable<S> {
+    fn new(inner: S, revocations: Arc<Revocations>, serial: Vec<u8>, identity: String) -> Self {
+        Revocable {
+            inner,
+            revocations,
+            serial,
+            identity,
+            // Generation 0 is "no list was ever loaded", so the first read or
+            // write looks at any list put in force while the handshake ran.
+            checked: 0,
+        }
+    }
+
+    /// An error once the server's certificate is revoked.
+    fn check(&mut self) -> io::Result<()> {
+        let generation = self.revocations.generation();
+        if generation != self.checked {
+            if self.revocations.is_revoked(&self.serial) {
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!(
+                        "{}'s certificate was revoked after we connected; connection closed",
+                        self.identity
+                    ),
+                ));
+            }
+            self.checked = generation;
+        }
+        Ok(())
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Revocable<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.check()?;
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Revocable<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.check()?;
+        Pin::new(&mut this.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.check()?;
+        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 
@@ -189,7 +319,45 @@ fn authority(addr: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
-    use super::authority;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::{files, pki};
+
+    #[tokio::test]
+    async fn a_connection_to_a_server_revoked_after_the_handshake_fails_its_next_read_and_write() {
+        let dir = tempfile::tempdir().unwrap();
+        pki::init(dir.path(), false).unwrap();
+        let revocations = Revocations::load(dir.path()).unwrap();
+        let node = files::load_certs(&files::cert_path(dir.path(), "node")).unwrap();
+        let serial = serial_of(&node[0]).unwrap();
+        let (ours, mut theirs) = tokio::io::duplex(64);
+        let identity = "spiffe://clusterlab/node/node".to_string();
+        let mut stream = Revocable::new(ours, revocations.clone(), serial, identity);
+
+        // Revoking someone else changes nothing.
+        pki::revoke(dir.path(), "writer").unwrap();
+        revocations.reload().unwrap().expect("a new list");
+        stream.write_all(b"ping").await.unwrap();
+        let mut buf = [0u8; 4];
+        theirs.read_exact(&mut buf).await.unwrap();
+        theirs.write_all(b"pong").await.unwrap();
+        stream.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"pong");
+
+        pki::revoke(dir.path(), "node").unwrap();
+        revocations.reload().unwrap().expect("a new list");
+        theirs.write_all(b"more").await.unwrap();
+        let err = stream.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::PermissionDenied);
+        assert_eq!(
+            err.to_string(),
+            "spiffe://clusterlab/node/node's certificate was revoked after we connected; \
+             connection closed"
+        );
+        let err = stream.write(b"again").await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::PermissionDenied);
+    }
 
     #[test]
     fn addresses_may_carry_a_scheme() {

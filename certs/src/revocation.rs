@@ -7,19 +7,24 @@
 //!
 //! `clusterlab-certs revoke --out DIR NAME` writes `DIR/crl.pem`. Every process
 //! loads it at start and checks it again every second, so a revocation takes
-//! effect within about a second, without a restart, in three places:
+//! effect within about a second, without a restart, in four places:
 //!
 //! - new TLS handshakes from a revoked client are refused (the server alerts
 //!   "certificate revoked");
 //! - a server presenting a revoked certificate is refused by whoever dials it;
 //! - requests on connections that were open *before* the revocation are refused
 //!   with PERMISSION_DENIED ([`crate::authz`] asks [`Revocations::is_revoked`]),
-//!   because a handshake is checked once, and a gRPC connection can live for days.
+//!   because a handshake is checked once, and a gRPC connection can live for days;
+//! - connections we opened *before* the revocation to a server now revoked fail
+//!   at their next read or write (`crate::dial`'s `Revocable`).
 
 use std::{
     collections::HashSet,
     path::{Path, PathBuf},
-    sync::{Arc, RwLock},
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -43,6 +48,10 @@ pub struct Revocations {
     /// The CA's public key (DER SubjectPublicKeyInfo): a list not signed by it is refused.
     ca_key: Vec<u8>,
     current: RwLock<Arc<Loaded>>,
+    /// Counts the lists put in force (0 until a file is first loaded), so that
+    /// a connection can tell with one atomic read whether it needs to look at
+    /// the list again.
+    generation: AtomicU64,
 }
 
 /// One version of the file, parsed and checked.
@@ -82,6 +91,7 @@ impl Revocations {
             path: dir.join(CRL_FILE),
             ca_key: ca_cert.public_key().raw.to_vec(),
             current: RwLock::default(),
+            generation: AtomicU64::new(0),
         };
         revocations.reload()?;
         Ok(Arc::new(revocations))
@@ -110,6 +120,7 @@ impl Revocations {
             Some(pem) => self.parse(pem)?,
         });
         *self.current.write().expect("revocations lock poisoned") = loaded.clone();
+        self.generation.fetch_add(1, Ordering::Release);
         Ok(Some(loaded))
     }
 
@@ -119,6 +130,11 @@ impl Revocations {
             .read()
             .expect("revocations lock poisoned")
             .clone()
+    }
+
+    /// Changes whenever a new list is put in force.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// Is the certificate with this serial number revoked?

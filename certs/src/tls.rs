@@ -138,7 +138,7 @@ impl Credentials {
                 Ok(Credentials {
                     server: Some(server),
                     identity: Some(identity),
-                    dialer: crate::dial::Dialer::new(Some(client)),
+                    dialer: crate::dial::Dialer::new(Some(client)).watching(revocations.clone()),
                     revocations: Some(revocations),
                     client_verifier: Some(verifier),
                 })

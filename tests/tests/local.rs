@@ -80,8 +80,13 @@ impl Local {
 
     /// A client of this cluster's balancer.
     fn client(&self) -> Client {
+        self.client_at(self.port)
+    }
+
+    /// A client of whatever this cluster runs on `port`.
+    fn client_at(&self, port: u16) -> Client {
         Client::bare()
-            .args(["--addr", &format!("127.0.0.1:{}", self.port), "--certs"])
+            .args(["--addr", &format!("127.0.0.1:{port}"), "--certs"])
             .arg_path(&self.dir.join("certs"))
     }
 
@@ -102,6 +107,19 @@ fn one_command_starts_three_nodes_and_a_balancer_and_ctrl_c_stops_them() {
     let port = free_port_block();
     let local = Local::start(dir.path(), port);
     local.client().args(["put", "k", "v"]).ok();
+    // Each node proves its own identity, so one can be revoked alone.
+    for i in 1..=3 {
+        let whoami = local
+            .client_at(port + local_ports::NODES + i)
+            .args(["--json", "whoami"])
+            .ok()
+            .json();
+        assert_eq!(
+            whoami["server_identity"],
+            format!("spiffe://clusterlab/node/n{i}"),
+            "{whoami}"
+        );
+    }
 
     let (status, lines) = local.interrupt();
     assert!(status.success(), "clusterlab-local exited with {status}");

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use proto::{PutRequest, key_value_client::KeyValueClient};
-use tests::{TestCluster, block_on, channel_as};
+use tests::{TestCluster, block_on, channel_as, wait_until};
 
 /// How long a revocation may take to reach a running process: it checks the
 /// list every second.
@@ -112,4 +112,36 @@ fn a_revocation_reaches_running_processes_on_new_and_open_connections() {
         cluster.client().args(["get", "k"]).ok().stdout,
         "admin was here"
     );
+}
+
+/// A node revoked while its connections are open is cut off from the side that
+/// dials it too: the balancer's health checks and the other nodes' probes run
+/// on connections that were checked at their handshake, long before.
+#[test]
+fn a_node_revoked_while_connected_is_ejected_and_left_by_its_peers() {
+    let mut cluster = TestCluster::start(2);
+    // A node with an identity of its own, so that it can be revoked alone.
+    cluster.certs_tool(&["issue", "--kind", "node", "--name", "n3"]);
+    cluster.add_node(&["--identity", "n3"]);
+    cluster.wait_formed();
+    cluster.start_balancer(&[]);
+
+    let said = cluster.certs_tool(&["revoke", "n3"]);
+    assert!(
+        said.starts_with("spiffe://clusterlab/node/n3 revoked"),
+        "{said}"
+    );
+    wait_until("the balancer to eject n3", RELOAD_DEADLINE, || {
+        cluster.backend_health(0, "n3").as_deref() == Some("ejected")
+    });
+    let status = cluster.balancer_status(0).unwrap();
+    let n3 = status.backends.iter().find(|b| b.name == "n3").unwrap();
+    assert!(n3.reason.contains("revoked"), "{n3:?}");
+    wait_until("n1 to stop calling n3 alive", RELOAD_DEADLINE, || {
+        matches!(cluster.member_state(0, "n3"), Some("suspect" | "dead"))
+    });
+
+    // n1 and n2 carry on without it.
+    cluster.client_to_balancer(0).args(["put", "k", "v"]).ok();
+    assert_eq!(cluster.client_to(1).args(["get", "k"]).ok().stdout, "v");
 }

@@ -96,6 +96,39 @@ fn sibling(name: &str) -> Result<PathBuf, String> {
     }
 }
 
+/// A fresh PKI in `dir`, and an identity of its own for each node
+/// (`spiffe://clusterlab/node/n1`, ...): the links on the dashboard then show
+/// which node proved itself, and one node can be revoked alone. (Compose nodes
+/// share `node.pem`, since `--scale` cannot hand each replica a file.)
+fn make_certificates(dir: &Path, nodes: &[String]) -> Result<(), String> {
+    let certs_tool = |args: &[&str]| -> Result<(), String> {
+        let out = std::process::Command::new(sibling("clusterlab-certs")?)
+            .args(args)
+            .arg("--out")
+            .arg(dir)
+            .output()
+            .map_err(|e| format!("cannot run clusterlab-certs: {e}"))?;
+        match out.status.success() {
+            true => Ok(()),
+            false => Err(String::from_utf8_lossy(&out.stderr).trim().to_string()),
+        }
+    };
+    certs_tool(&["init", "--force"])?;
+    for name in nodes {
+        // Signed by the CA that `init --force` just replaced: useless now.
+        for old in [format!("{name}.pem"), format!("{name}.key")] {
+            match std::fs::remove_file(dir.join(&old)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(format!("cannot replace {}: {e}", dir.join(old).display()));
+                }
+                _ => {}
+            }
+        }
+        certs_tool(&["issue", "--kind", "node", "--name", name])?;
+    }
+    Ok(())
+}
+
 async fn run(args: Args) -> Result<(), String> {
     // Every port follows from --port, as 7000 gives 7101, 8080 and 9101.
     let port = |offset: u16| match args.port.checked_add(offset) {
@@ -125,14 +158,8 @@ async fn run(args: Args) -> Result<(), String> {
         ensure_free(addr)?;
     }
     let certs = args.dir.join("certs");
-    let init = std::process::Command::new(sibling("clusterlab-certs")?)
-        .args(["init", "--force", "--out"])
-        .arg(&certs)
-        .output()
-        .map_err(|e| format!("cannot run clusterlab-certs: {e}"))?;
-    if !init.status.success() {
-        return Err(String::from_utf8_lossy(&init.stderr).trim().to_string());
-    }
+    let names: Vec<String> = (1..=args.nodes).map(|i| format!("n{i}")).collect();
+    make_certificates(&certs, &names)?;
     if args.fresh {
         let _ = std::fs::remove_dir_all(args.dir.join("data"));
     }
@@ -140,8 +167,7 @@ async fn run(args: Args) -> Result<(), String> {
     let mut children = Vec::new();
     // How to start each node again by hand after it was killed.
     let mut restart: Vec<(String, String)> = Vec::new();
-    for (i, addr) in node_addrs.iter().enumerate() {
-        let name = format!("n{}", i + 1);
+    for (i, (name, addr)) in names.iter().zip(&node_addrs).enumerate() {
         let peers: Vec<&str> = node_addrs
             .iter()
             .filter(|a| *a != addr)
@@ -150,7 +176,9 @@ async fn run(args: Args) -> Result<(), String> {
         let program = sibling("clusterlab-node")?;
         let flags: Vec<String> = [
             "--name",
-            &name,
+            name,
+            "--identity",
+            name,
             "--listen",
             addr,
             "--metrics",
@@ -158,7 +186,7 @@ async fn run(args: Args) -> Result<(), String> {
             "--peers",
             &peers.join(","),
             "--data-dir",
-            &args.dir.join("data").join(&name).display().to_string(),
+            &args.dir.join("data").join(name).display().to_string(),
             "--certs",
             &certs.display().to_string(),
         ]
@@ -170,7 +198,7 @@ async fn run(args: Args) -> Result<(), String> {
         ));
         let mut node = Command::new(program);
         node.args(&flags);
-        children.push(start(node, &name)?);
+        children.push(start(node, name)?);
     }
     let mut balancer = Command::new(sibling("clusterlab-balancer")?);
     balancer
