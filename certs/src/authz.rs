@@ -38,7 +38,7 @@ use std::{
 use tonic::codegen::http;
 use tower::{Layer, Service};
 
-use crate::{Identity, Kind, PeerInfo, revocation::Revocations};
+use crate::{Identity, Kind, PeerInfo, repeats::Repeats, revocation::Revocations};
 
 /// Which kind of server is enforcing the table: some rules hold on nodes only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -286,6 +286,8 @@ pub struct AuthzLayer {
     server: Server,
     denials: Arc<Denials>,
     revocations: Option<Arc<Revocations>>,
+    /// Denials are all counted, but a caller denied in a loop is logged once in a while.
+    repeats: Arc<Repeats>,
 }
 
 impl AuthzLayer {
@@ -301,6 +303,7 @@ impl AuthzLayer {
             server,
             denials,
             revocations,
+            repeats: Arc::default(),
         }
     }
 
@@ -380,7 +383,10 @@ impl AuthzLayer {
         if let (Some(revocations), Some(serial)) = (&self.revocations, serial)
             && revocations.is_revoked(serial)
         {
-            tracing::warn!(%identity, method = %short_method(path), "permission denied: certificate revoked");
+            let method = short_method(path);
+            if let Some(not_logged) = self.repeats.admit(&format!("revoked {identity} {method}")) {
+                tracing::warn!(%identity, %method, not_logged, "permission denied: certificate revoked");
+            }
             return self.deny(tonic::Status::permission_denied(format!(
                 "{identity} may not call {}: its certificate has been revoked (crl.pem), \
                  and this connection was opened before that",
@@ -390,13 +396,19 @@ impl AuthzLayer {
         match authorize(self.server, identity, path) {
             Ok(_) => Ok(()),
             Err(denied) => {
-                tracing::warn!(
-                    identity = %denied.identity,
-                    method = %denied.method,
-                    rule = denied.rule.unwrap_or("none (default deny)"),
-                    peer = %peer.map(|p| p.remote_addr.to_string()).unwrap_or_default(),
-                    "permission denied"
-                );
+                let rule = denied.rule.unwrap_or("none (default deny)");
+                let peer = peer.map(|p| p.remote_addr.to_string()).unwrap_or_default();
+                let kind = format!("{} {} {rule}", denied.identity, denied.method);
+                if let Some(not_logged) = self.repeats.admit(&kind) {
+                    tracing::warn!(
+                        identity = %denied.identity,
+                        method = %denied.method,
+                        rule,
+                        peer,
+                        not_logged,
+                        "permission denied"
+                    );
+                }
                 self.deny(tonic::Status::permission_denied(denied.to_string()))
             }
         }

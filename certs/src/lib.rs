@@ -17,6 +17,7 @@
 //! - [`authz`]: what each identity may call: one table, default deny, enforced as a tower layer.
 //! - [`dial`]: the client side: opens a gRPC channel over mutual TLS (or plaintext).
 //! - [`explain`]: turns TLS failures into sentences a person can act on.
+//! - [`repeats`]: says a warning that repeats once in a while, not every time.
 
 pub mod authz;
 pub mod dial;
@@ -25,6 +26,7 @@ pub mod files;
 pub mod identity;
 pub mod listener;
 pub mod pki;
+pub mod repeats;
 pub mod revocation;
 pub mod tls;
 

@@ -34,7 +34,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 use tracing::{debug, warn};
 
-use crate::{Identity, explain};
+use crate::{Identity, explain, repeats::Repeats};
 
 /// How the listener treats new connections.
 #[derive(Debug, Clone)]
@@ -180,6 +180,8 @@ async fn accept_loop(
 ) {
     let acceptor = config.tls.clone().map(TlsAcceptor::from);
     let in_progress = Arc::new(Mutex::new(InProgress::default()));
+    // A peer refused for the same reason again and again is said once in a while.
+    let repeats = Arc::new(Repeats::default());
     loop {
         let (tcp, remote_addr) = tokio::select! {
             // The server stopped listening (shutdown): stop accepting.
@@ -204,6 +206,7 @@ async fn accept_loop(
         let limit = config.max_handshakes;
         let tx = tx.clone();
         let in_progress = in_progress.clone();
+        let repeats = repeats.clone();
         tokio::spawn(async move {
             let result = tokio::select! {
                 result = tokio::time::timeout(timeout, handshake(tcp, remote_addr, acceptor)) => Some(result),
@@ -213,26 +216,22 @@ async fn accept_loop(
                 .lock()
                 .expect("handshake list poisoned")
                 .remove(id);
-            match result {
+            let reason = match result {
                 Some(Ok(Ok(conn))) => {
                     debug!(peer = %remote_addr, identity = ?conn.info.identity.as_ref().map(|i| i.uri()), "connection accepted");
                     // Fails only when the server is shutting down; the connection is dropped.
                     let _ = tx.send(Ok(conn)).await;
+                    return;
                 }
-                Some(Ok(Err(reason))) => warn!(peer = %remote_addr, %reason, "rejected connection"),
-                Some(Err(_)) => warn!(
-                    peer = %remote_addr,
-                    reason = %format!("the handshake did not finish within {timeout:?}"),
-                    "rejected connection"
+                Some(Ok(Err(reason))) => reason.to_string(),
+                Some(Err(_)) => format!("the handshake did not finish within {timeout:?}"),
+                None => format!(
+                    "evicted: it was the oldest of {limit} handshakes in progress \
+                     (a flood of idle connections?)"
                 ),
-                None => warn!(
-                    peer = %remote_addr,
-                    reason = %format!(
-                        "evicted: it was the oldest of {limit} handshakes in progress \
-                         (a flood of idle connections?)"
-                    ),
-                    "rejected connection"
-                ),
+            };
+            if let Some(not_logged) = repeats.admit(&reason) {
+                warn!(peer = %remote_addr, %reason, not_logged, "rejected connection");
             }
         });
     }
