@@ -557,8 +557,8 @@ fn copies_left(members: usize, replicas: usize) -> String {
         };
         format!(
             "with {left} left each key can have only {members} of its {replicas} copies \
-             until another node joins (`clusterlab status` counts the keys short of copies \
-             as under-replicated)"
+             until it returns or another node joins (`clusterlab status` counts the keys \
+             short of copies as under-replicated)"
         )
     }
 }
