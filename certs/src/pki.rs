@@ -17,7 +17,7 @@
 //! | file                        | what it is                                          |
 //! |-----------------------------|-----------------------------------------------------|
 //! | `ca.pem`, `ca.key`          | the cluster CA (keep `ca.key` secret)               |
-//! | `node.pem`, `node.key`      | `spiffe://clusterlab/node/node`, shared by all nodes |
+//! | `node.pem`, `node.key`      | `spiffe://clusterlab/node/node` (nodes may share it) |
 //! | `balancer.pem`, `.key`      | `spiffe://clusterlab/balancer/balancer`             |
 //! | `admin`, `writer`, `reader` | client identities with different permissions        |
 //! | `intruder.pem`, `.key`      | a villain: a client signed by *another* CA          |
@@ -431,7 +431,7 @@ This directory is a clusterlab demo PKI, written by `clusterlab-certs init`.
 ca.pem / ca.key          the cluster's certificate authority. Every process trusts ca.pem.
                          ca.key signs new identities: keep it secret.
 NAME.pem / NAME.key      one identity each (certificate and private key):
-  node                   spiffe://clusterlab/node/node          (all nodes share it)
+  node                   spiffe://clusterlab/node/node          (nodes may share it)
   balancer               spiffe://clusterlab/balancer/balancer
   admin, writer, reader  spiffe://clusterlab/client/NAME
 villains, each refused for one reason (docs/security.md has the lab):
