@@ -2,7 +2,8 @@
 //!
 //! Starts three nodes (n1, n2, n3 on 127.0.0.1:7101-7103, metrics on
 //! 9101-9103) and a balancer (on 127.0.0.1:7000, dashboard on 8080) with fresh
-//! certificates, prints every process's log lines
+//! certificates (each node with an identity of its own,
+//! `spiffe://clusterlab/node/n1`, ...), prints every process's log lines
 //! (each starts with the process's name), and stops them all, gracefully, on
 //! Ctrl-C. Data stays in `--dir` between runs unless `--fresh` is given. A
 //! second `clusterlab-local` on the same directory or ports refuses to start,
