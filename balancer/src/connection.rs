@@ -119,7 +119,7 @@ impl NodeConnection {
                     self.dialer.connect_timeout
                 ))
             })
-            .map_err(|cause| connection_failed(&self.addr, cause))?;
+            .map_err(|cause| connection_failed(format!("cannot reach {}: {cause}", self.addr)))?;
         *self.current.lock().expect("connection poisoned") = Some(connection.clone());
         Ok(connection)
     }
@@ -349,7 +349,7 @@ fn h2_failure(addr: &str, e: h2::Error) -> Status {
     if e.reason().is_some() && !e.is_go_away() && !e.is_io() {
         Status::unavailable(format!("{addr} refused or reset the request: {e}"))
     } else {
-        connection_failed(addr, e.to_string())
+        connection_failed(format!("lost the connection to {addr}: {e}"))
     }
 }
 
@@ -371,9 +371,10 @@ impl Error for ConnectionFailed {
     }
 }
 
-/// An UNAVAILABLE status marked as a connection failure.
-fn connection_failed(addr: &str, cause: String) -> Status {
-    let status = Status::unavailable(format!("cannot reach {addr}: {cause}"));
+/// An UNAVAILABLE status marked as a connection failure: `message` says
+/// whether the node could not be reached or its connection broke.
+fn connection_failed(message: String) -> Status {
+    let status = Status::unavailable(message);
     // `from_error` finds the status in the chain and keeps the chain as its source.
     Status::from_error(Box::new(ConnectionFailed(status)))
 }
@@ -396,7 +397,7 @@ mod tests {
 
     #[test]
     fn a_connection_failure_is_unavailable_and_recognised() {
-        let status = connection_failed("127.0.0.1:1", "connection refused".into());
+        let status = connection_failed("cannot reach 127.0.0.1:1: connection refused".into());
         assert_eq!(status.code(), tonic::Code::Unavailable);
         assert!(status.message().contains("connection refused"), "{status}");
         assert!(is_connection_failure(&status));
