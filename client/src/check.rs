@@ -51,7 +51,9 @@ struct Acked {
 /// What the writers share.
 #[derive(Debug)]
 struct Workload {
+    /// One client per address in `addrs`, the `--addr` list without blanks.
     clients: Vec<KeyValueClient<Channel>>,
+    addrs: Vec<String>,
     prefix: String,
     global: Global,
     args: CheckArgs,
@@ -71,15 +73,20 @@ struct Workload {
 pub async fn run(global: &Global, args: CheckArgs) -> Result<(), Failure> {
     // Connecting first proves the identity and that at least one address answers.
     let conn = Connection::open(global).await?;
-    let clients = global
+    let addrs: Vec<String> = global
         .addr
         .iter()
         .filter(|a| !a.is_empty())
+        .cloned()
+        .collect();
+    let clients = addrs
+        .iter()
         .map(|addr| conn.key_value_lazy(addr))
         .collect::<Result<Vec<_>, _>>()?;
     let started = Instant::now();
     let workload = Arc::new(Workload {
         clients,
+        addrs,
         prefix: format!("check/{}/", run_id()),
         global: global.clone(),
         deadline: started + args.duration,
@@ -277,17 +284,10 @@ fn report(work: &Workload, verified: &Verified, writing: Duration) -> Result<(),
             })
         );
     } else {
-        let addrs: Vec<&str> = work
-            .global
-            .addr
-            .iter()
-            .map(String::as_str)
-            .filter(|a| !a.is_empty())
-            .collect();
         println!(
             "check: {acknowledged} writes acknowledged in {:.1}s through {}; W={}, R={}",
             writing.as_secs_f64(),
-            addrs.join(", "),
+            work.addrs.join(", "),
             quorum(work.args.write_quorum),
             quorum(work.args.read_quorum),
         );
