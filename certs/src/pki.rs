@@ -95,7 +95,7 @@ pub fn init(dir: &Path, force: bool) -> Result<Vec<Issued>> {
         (
             Kind::Node,
             "node",
-            "every node (shared, so scaled replicas can use it)",
+            "any node without its own (shared, so scaled replicas can use it)",
         ),
         (Kind::Balancer, "balancer", "the balancer"),
         (Kind::Client, "admin", "client: may do everything"),
@@ -112,6 +112,19 @@ pub fn init(dir: &Path, force: bool) -> Result<Vec<Issued>> {
 
     files::write(&dir.join("README.txt"), DIRECTORY_README)?;
     Ok(issued)
+}
+
+/// The identities in `dir` that `init` did not just write (`issued`): ones
+/// minted with [`issue`] before an `init --force`. They are signed by the CA
+/// it replaced, so no process trusts them any more.
+pub fn left_over(dir: &Path, issued: &[Issued]) -> Vec<String> {
+    files::certificate_names(dir)
+        .into_iter()
+        .filter(|name| {
+            let path = files::cert_path(dir, name);
+            !issued.iter().any(|item| item.cert_path == path)
+        })
+        .collect()
 }
 
 /// Mints one more identity signed by the CA in `dir`.
@@ -558,6 +571,16 @@ mod tests {
 
         init(dir.path(), true).unwrap();
         assert_ne!(std::fs::read(dir.path().join("ca.pem")).unwrap(), before);
+    }
+
+    #[test]
+    fn identities_issued_before_a_forced_init_are_named_as_left_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let issued = init(dir.path(), false).unwrap();
+        assert_eq!(left_over(dir.path(), &issued), Vec::<String>::new());
+        issue(dir.path(), Identity::new(Kind::Node, "n1").unwrap()).unwrap();
+        let issued = init(dir.path(), true).unwrap();
+        assert_eq!(left_over(dir.path(), &issued), ["n1"]);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::{path::PathBuf, process::ExitCode};
 
-use certs::{Identity, Kind, pki};
+use certs::{Identity, Kind, files, pki};
 use clap::{Parser, Subcommand};
 
 /// Make the certificates a clusterlab cluster runs on.
@@ -26,7 +26,8 @@ enum Command {
         /// Directory to write into (created if missing).
         #[arg(long, env = "CLUSTERLAB_CERTS", value_name = "DIR")]
         out: PathBuf,
-        /// Replace an existing PKI. Every certificate of the old CA stops working.
+        /// Replace an existing PKI. Every certificate of the old CA stops working;
+        /// identities added with `issue` are left in DIR and named on stderr.
         #[arg(long, env = "CLUSTERLAB_FORCE", conflicts_with = "keep")]
         force: bool,
         /// If DIR already holds a PKI, keep it and succeed: for a one-shot
@@ -76,7 +77,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{} already holds a PKI; keeping it", out.display());
             return Ok(());
         }
-        Command::Init { out, force, .. } => pki::init(&out, force)?,
+        Command::Init { out, force, .. } => {
+            let issued = pki::init(&out, force)?;
+            for name in pki::left_over(&out, &issued) {
+                eprintln!(
+                    "clusterlab-certs: note: {} was signed by the CA this replaced, so nothing \
+                     trusts it now; delete {name}.pem and {name}.key, and if you still need \
+                     it: clusterlab-certs issue --out {} --kind KIND --name {name}",
+                    files::cert_path(&out, &name).display(),
+                    out.display()
+                );
+            }
+            issued
+        }
         Command::Revoke { out, name } => {
             let revoked = pki::revoke(&out, &name)?;
             let what = if revoked.newly {
