@@ -187,6 +187,10 @@ pub struct SniffArgs {
     /// Also write the captured frames to FILE (pcap), for Wireshark.
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<std::path::PathBuf>,
+    /// Show addresses only. By default each is named after its container, as
+    /// Docker's DNS answers a reverse lookup (like tcpdump's -n).
+    #[arg(long, short = 'n')]
+    pub numeric: bool,
 }
 
 #[derive(Debug, Args)]

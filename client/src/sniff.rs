@@ -14,13 +14,18 @@
 //!   protobuf messages it carries, or, for part of a message, the runs of
 //!   printable bytes.
 //!
+//! Each line starts with the connection's two ends. In docker compose they
+//! are named after their containers (`clusterlab-node-2:7100`), by a reverse
+//! lookup in Docker's DNS ([`Names`]); `--numeric` keeps the bare addresses.
+//!
 //! `--pcap FILE` also writes every kept frame to a capture Wireshark opens.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     fmt::Write as _,
     io::Read,
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr},
+    sync::{Arc, Mutex, mpsc},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -81,7 +86,11 @@ pub fn run(args: SniffArgs) -> Result<(), Failure> {
             .unwrap_or_default()
     );
     let deadline = args.duration.map(|d| Instant::now() + d);
-    let mut sniffer = Sniffer::new(args.ports.clone());
+    let names = match args.numeric {
+        true => Names::numeric(),
+        false => Names::looked_up_by(reverse_dns),
+    };
+    let mut sniffer = Sniffer::new(args.ports.clone(), names);
     let mut frame = vec![0u8; FRAME_BUFFER];
     let mut printed = 0usize;
     while deadline.is_none_or(|d| Instant::now() < d) && args.count.is_none_or(|c| printed < c) {
@@ -167,24 +176,37 @@ type FlowKey = ((Ipv4Addr, u16), (Ipv4Addr, u16));
 pub struct Sniffer {
     ports: Vec<u16>,
     flows: HashMap<FlowKey, Flow>,
+    names: Names,
+    /// The widest `from -> to` so far: the units line up after it.
+    route_width: usize,
 }
 
 impl Sniffer {
-    pub fn new(ports: Vec<u16>) -> Self {
+    pub fn new(ports: Vec<u16>, names: Names) -> Self {
         Sniffer {
             ports,
             flows: HashMap::new(),
+            names,
+            route_width: 45,
         }
     }
 
     fn wanted(&self, segment: &Segment<'_>) -> bool {
-        self.ports.contains(&segment.src.1) || self.ports.contains(&segment.dst.1)
+        self.wanted_port(segment.src.1) || self.wanted_port(segment.dst.1)
+    }
+
+    fn wanted_port(&self, port: u16) -> bool {
+        self.ports.contains(&port)
     }
 
     /// Adds a segment to its stream; returns a line per complete unit.
     pub fn follow(&mut self, segment: &Segment<'_>) -> Vec<String> {
         let key = (segment.src, segment.dst);
         if segment.syn {
+            if self.wanted_port(segment.dst.1) {
+                // Dialled: its ends may be new containers (see `Names`).
+                self.names.connection(segment.src.0, segment.dst.0);
+            }
             // A new connection: start this direction afresh.
             self.flows
                 .insert(key, Flow::starting(segment.seq.wrapping_add(1)));
@@ -200,14 +222,164 @@ impl Sniffer {
         if !flow.take(segment) {
             return Vec::new();
         }
+        let units = flow.units();
+        if units.is_empty() {
+            return units;
+        }
         let route = format!(
-            "{}:{} -> {}:{}",
-            segment.src.0, segment.src.1, segment.dst.0, segment.dst.1
+            "{} -> {}",
+            self.names.label(segment.src),
+            self.names.label(segment.dst)
         );
-        flow.units()
+        self.route_width = self.route_width.max(route.len());
+        let width = self.route_width;
+        units
             .into_iter()
-            .map(|unit| format!("{route:<45}  {unit}"))
+            .map(|unit| format!("{route:<width$}  {unit}"))
             .collect()
+    }
+}
+
+/// Names for the addresses on the wire: in docker compose, the containers'.
+///
+/// Docker's DNS server answers a reverse (PTR) lookup of a container's address
+/// with `CONTAINER.NETWORK`, such as `clusterlab-node-2.clusterlab_default`:
+/// the first label is the name `docker ps` shows and `docker kill` takes. (The
+/// nodes' `--name auto` asks the same question about themselves.)
+///
+/// Lookups run on a thread of their own, so a slow or absent DNS server never
+/// holds up the capture: a line shows the bare address until its name is known,
+/// and for good if it has none. Loopback addresses are not looked up: on one
+/// machine they would all be `localhost`.
+///
+/// Docker gives the address of a container that has gone to the next one, and
+/// each `docker compose run` is a new container. So both ends of every new
+/// connection are looked up again: the dialling end shows its address until
+/// the answer comes, the listening end (a node, the balancer) keeps its name
+/// meanwhile.
+#[derive(Debug)]
+pub struct Names {
+    /// What the lookups found, by address.
+    found: Arc<Mutex<HashMap<Ipv4Addr, String>>>,
+    /// The addresses handed to the lookup thread so far.
+    asked: HashSet<Ipv4Addr>,
+    /// Where to send an address to look up; `None` with `--numeric`.
+    lookups: Option<mpsc::Sender<Ipv4Addr>>,
+}
+
+impl Names {
+    /// Bare addresses, as `tcpdump -n` prints them.
+    pub fn numeric() -> Self {
+        Names {
+            found: Arc::default(),
+            asked: HashSet::new(),
+            lookups: None,
+        }
+    }
+
+    /// Names from `lookup` (an address's DNS name, if it has one), which `make`
+    /// builds on the lookup thread.
+    pub fn looked_up_by<F>(make: impl FnOnce() -> F + Send + 'static) -> Self
+    where
+        F: FnMut(Ipv4Addr) -> Option<String>,
+    {
+        let found = Arc::<Mutex<HashMap<Ipv4Addr, String>>>::default();
+        let (lookups, addresses) = mpsc::channel();
+        let names = found.clone();
+        std::thread::spawn(move || {
+            let mut lookup = make();
+            // Ends when the sniffer, and so the sender, is gone.
+            for ip in addresses {
+                let name = lookup(ip).as_deref().and_then(first_label);
+                let mut names = names.lock().expect("names poisoned");
+                match name {
+                    Some(name) => names.insert(ip, name),
+                    None => names.remove(&ip),
+                };
+            }
+        });
+        Names {
+            found,
+            asked: HashSet::new(),
+            lookups: Some(lookups),
+        }
+    }
+
+    /// `NAME:PORT` once the address has a name, else `ADDRESS:PORT`. The first
+    /// sight of an address starts its lookup.
+    fn label(&mut self, (ip, port): (Ipv4Addr, u16)) -> String {
+        if let Some(name) = self.found.lock().expect("names poisoned").get(&ip) {
+            return format!("{name}:{port}");
+        }
+        if !self.asked.contains(&ip) {
+            self.ask(ip);
+        }
+        format!("{ip}:{port}")
+    }
+
+    /// `dialer` opened a connection to `listener`: look both up again.
+    fn connection(&mut self, dialer: Ipv4Addr, listener: Ipv4Addr) {
+        if self.lookups.is_none() {
+            return;
+        }
+        self.found.lock().expect("names poisoned").remove(&dialer);
+        self.ask(dialer);
+        self.ask(listener);
+    }
+
+    fn ask(&mut self, ip: Ipv4Addr) {
+        if let Some(lookups) = &self.lookups
+            && !ip.is_loopback()
+        {
+            self.asked.insert(ip);
+            // The thread only ends with us; were it gone, addresses stay bare.
+            let _ = lookups.send(ip);
+        }
+    }
+}
+
+/// `clusterlab-node-2` from `clusterlab-node-2.clusterlab_default.`; `None` for
+/// an address written back as a name.
+fn first_label(name: &str) -> Option<String> {
+    let label = name.split('.').next()?;
+    let numeric = label.chars().all(|c| c.is_ascii_digit());
+    (!label.is_empty() && !numeric).then(|| label.to_string())
+}
+
+/// A reverse lookup in the DNS server of /etc/resolv.conf (Docker's, in a
+/// container). /etc/hosts is not read: there, a container's own address maps to
+/// its id, not its name. Nothing is cached: Docker's answers live for ten
+/// minutes, and an address may belong to another container a second later.
+fn reverse_dns() -> impl FnMut(Ipv4Addr) -> Option<String> {
+    use hickory_resolver::{
+        TokioResolver, config::ResolveHosts, net::runtime::TokioRuntimeProvider, proto::rr::RData,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok();
+    let resolver = runtime.as_ref().and_then(|runtime| {
+        let _inside = runtime.enter();
+        let mut builder = TokioResolver::builder(TokioRuntimeProvider::default()).ok()?;
+        let options = builder.options_mut();
+        options.use_hosts_file = ResolveHosts::Never;
+        options.cache_size = 0;
+        options.positive_max_ttl = Some(Duration::ZERO);
+        options.negative_max_ttl = Some(Duration::ZERO);
+        builder.build().ok()
+    });
+    move |ip| {
+        let (runtime, resolver) = (runtime.as_ref()?, resolver.as_ref()?);
+        let lookup = runtime
+            .block_on(resolver.reverse_lookup(IpAddr::V4(ip)))
+            .ok()?;
+        lookup
+            .answers()
+            .iter()
+            .find_map(|record| match &record.data {
+                RData::PTR(name) => Some(name.to_string()),
+                _ => None,
+            })
     }
 }
 
@@ -565,7 +737,7 @@ mod tests {
 
     #[test]
     fn tls_records_are_shown_as_encrypted_even_across_segments() {
-        let mut sniffer = Sniffer::new(vec![7000]);
+        let mut sniffer = Sniffer::new(vec![7000], Names::numeric());
         let syn = frame(99, true, &[]);
         assert!(sniffer.follow(&Segment::parse(&syn).unwrap()).is_empty());
         let mut record = vec![23, 3, 3, 0, 6];
@@ -611,7 +783,7 @@ mod tests {
         message.extend_from_slice(b"the-key\x12\x09the-value");
         stream.extend(frame_of(0x0, 0x1, &message));
 
-        let mut sniffer = Sniffer::new(vec![7000]);
+        let mut sniffer = Sniffer::new(vec![7000], Names::numeric());
         sniffer.follow(&Segment::parse(&frame(0, true, &[])).unwrap());
         let lines = sniffer.follow(&Segment::parse(&frame(1, false, &stream)).unwrap());
         assert_eq!(lines.len(), 3, "{lines:#?}");
@@ -622,6 +794,136 @@ mod tests {
         );
         assert!(lines[2].contains("\"the-key\""), "{lines:#?}");
         assert!(lines[2].contains("\"the-value\""), "{lines:#?}");
+    }
+
+    #[test]
+    fn each_end_is_named_once_dns_has_named_it() {
+        let (asked, questions) = mpsc::channel();
+        let names = Names::looked_up_by(move || {
+            move |ip: Ipv4Addr| {
+                asked.send(ip).unwrap();
+                (ip == Ipv4Addr::new(10, 0, 0, 2))
+                    .then(|| "clusterlab-balancer-1.clusterlab_default.".to_string())
+            }
+        });
+        let mut sniffer = Sniffer::new(vec![7000], names);
+        let record = [23, 3, 3, 0, 1, 0];
+        let line = |sniffer: &mut Sniffer, seq: u32| {
+            let lines = sniffer.follow(&Segment::parse(&frame(seq, false, &record)).unwrap());
+            assert_eq!(lines.len(), 1, "{lines:?}");
+            lines[0].clone()
+        };
+        sniffer.follow(&Segment::parse(&frame(0, true, &[])).unwrap());
+        // The first line is printed at once, with the addresses.
+        let first = line(&mut sniffer, 1);
+        assert!(
+            first.starts_with("10.0.0.1:40000 -> 10.0.0.2:7000 "),
+            "{first}"
+        );
+        // Both ends were asked about, once each.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut seq = 1 + record.len() as u32;
+        let named = loop {
+            let next = line(&mut sniffer, seq);
+            seq += record.len() as u32;
+            if !next.contains("10.0.0.2") || Instant::now() > deadline {
+                break next;
+            }
+            std::thread::yield_now();
+        };
+        // DNS named one end: the container's name, without its network. The
+        // other end had no name and keeps its address.
+        assert!(
+            named.starts_with("10.0.0.1:40000 -> clusterlab-balancer-1:7000 "),
+            "{named}"
+        );
+        assert!(named.contains("application_data"), "{named}");
+        let asked: Vec<Ipv4Addr> = questions.try_iter().collect();
+        assert_eq!(
+            asked,
+            [Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2)],
+            "each address is looked up once"
+        );
+    }
+
+    #[test]
+    fn a_new_connection_from_a_reused_address_is_named_afresh() {
+        let (client, balancer) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
+        let dns = Arc::new(Mutex::new(HashMap::from([
+            (client, "clusterlab-client-run-aaaa.net"),
+            (balancer, "clusterlab-balancer-1.net"),
+        ])));
+        let answers = dns.clone();
+        let names = Names::looked_up_by(move || {
+            move |ip: Ipv4Addr| answers.lock().unwrap().get(&ip).map(|n| n.to_string())
+        });
+        let mut sniffer = Sniffer::new(vec![7000], names);
+        let record = [23, 3, 3, 0, 1, 0];
+        // Sends records on a new connection until `done` holds for a line;
+        // returns every line.
+        let connect = |sniffer: &mut Sniffer, done: &dyn Fn(&str) -> bool| {
+            sniffer.follow(&Segment::parse(&frame(0, true, &[])).unwrap());
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let mut lines = Vec::new();
+            for seq in (1..).step_by(record.len()) {
+                let line = sniffer.follow(&Segment::parse(&frame(seq, false, &record)).unwrap());
+                lines.extend(line);
+                if done(lines.last().unwrap()) || Instant::now() > deadline {
+                    return lines;
+                }
+                std::thread::yield_now();
+            }
+            unreachable!()
+        };
+        let first = connect(&mut sniffer, &|line| line.contains("run-aaaa"));
+        let last = first.last().unwrap();
+        assert!(
+            last.starts_with("clusterlab-client-run-aaaa:40000 -> clusterlab-balancer-1:7000"),
+            "{last}"
+        );
+        // That container is gone, and the next `run` has its address.
+        dns.lock()
+            .unwrap()
+            .insert(client, "clusterlab-client-run-bbbb.net");
+        let second = connect(&mut sniffer, &|line| line.contains("run-bbbb"));
+        assert!(
+            second.iter().all(|line| !line.contains("run-aaaa")),
+            "the new connection was shown under the old container's name: {second:#?}"
+        );
+        assert!(second.last().unwrap().contains("run-bbbb"), "{second:#?}");
+        // The balancer kept its name throughout.
+        assert!(
+            second
+                .iter()
+                .all(|line| line.contains("clusterlab-balancer-1:7000")),
+            "{second:#?}"
+        );
+    }
+
+    #[test]
+    fn loopback_and_numeric_addresses_are_never_looked_up() {
+        let (asked, questions) = mpsc::channel();
+        let mut names = Names::looked_up_by(move || {
+            move |ip: Ipv4Addr| {
+                asked.send(ip).unwrap();
+                Some("localhost".to_string())
+            }
+        });
+        assert_eq!(names.label((Ipv4Addr::LOCALHOST, 7000)), "127.0.0.1:7000");
+        // A name that is an address written back is no name.
+        assert_eq!(first_label("10.0.0.1"), None);
+        assert_eq!(
+            first_label("clusterlab-node-2"),
+            Some("clusterlab-node-2".into())
+        );
+        let mut numeric = Names::numeric();
+        assert_eq!(
+            numeric.label((Ipv4Addr::new(10, 0, 0, 2), 7100)),
+            "10.0.0.2:7100"
+        );
+        drop(names);
+        // The lookup thread ends with `names`; it was never asked anything.
+        assert_eq!(questions.iter().count(), 0);
     }
 
     /// `message` framed as gRPC sends it: no compression, 4 bytes of length.

@@ -348,8 +348,9 @@ fn the_compose_cluster_fails_over_and_scales_out() {
 }
 
 /// What `clusterlab sniff`, in the balancer's network namespace, printed
-/// while a key and value were written through the balancer again and again.
-fn sniff_writes(compose: &Compose, key: &str, value: &str) -> String {
+/// while a key and value were written through the balancer again and again,
+/// and how many writes (each a `compose run` of its own) there were.
+fn sniff_writes(compose: &Compose, key: &str, value: &str) -> (String, usize) {
     let mut sniff = compose.spawn(
         "sniff",
         &["--duration", "10s", "--pcap", "/captures/lab.pcap"],
@@ -367,7 +368,7 @@ fn sniff_writes(compose: &Compose, key: &str, value: &str) -> String {
     let out = sniff.finish();
     assert!(out.status.success(), "sniff failed: {}", out.stderr);
     assert!(writes > 0);
-    out.stdout
+    (out.stdout, writes)
 }
 
 /// The pcap file the sniffer wrote: a pcap header and some packets.
@@ -392,7 +393,7 @@ fn on_the_wire_mutual_tls_hides_keys_and_values() {
         ("CLUSTERLAB_CAPTURES", dir),
         ("CLUSTERLAB_KEYLOG", "/captures/keys.log"),
     ]);
-    let seen = sniff_writes(&compose, "sniffed-key-4711", "sniffed-value-0815");
+    let (seen, writes) = sniff_writes(&compose, "sniffed-key-4711", "sniffed-value-0815");
     assert!(seen.contains("TLS application_data"), "{seen}");
     assert!(
         !seen.contains("sniffed-key"),
@@ -403,6 +404,29 @@ fn on_the_wire_mutual_tls_hides_keys_and_values() {
         "the value is readable:\n{seen}"
     );
     assert!(!seen.contains("H2 "), "HTTP/2 frames are readable:\n{seen}");
+    // Who talks to whom is in the clear: each end is named after its
+    // container, as Docker's DNS names its address.
+    let names = [compose.containers("balancer"), compose.containers("node")].concat();
+    for name in &names {
+        assert!(
+            seen.contains(&format!(" -> {name}:")),
+            "no line names {name}:\n{seen}"
+        );
+    }
+    // Each write was a new client container, which may have the address of
+    // the one before it: it is named afresh. (The first and last writes may
+    // fall partly outside the capture.)
+    let clients: std::collections::HashSet<&str> = seen
+        .split_whitespace()
+        .filter_map(|end| end.rsplit_once(':').map(|(name, _)| name))
+        .filter(|name| name.contains("client") && name.contains("run"))
+        .collect();
+    if writes >= 3 {
+        assert!(
+            clients.len() >= 2,
+            "{writes} client containers wrote, named {clients:?}:\n{seen}"
+        );
+    }
     assert_pcap(captures.path());
 
     // The key log lab: the balancer wrote the session secrets Wireshark needs
@@ -457,7 +481,7 @@ fn on_the_wire_plaintext_shows_everything() {
         logs.contains("PLAINTEXT MODE"),
         "no plaintext warning in the logs:\n{logs}"
     );
-    let seen = sniff_writes(&compose, "sniffed-key-4711", "sniffed-value-0815");
+    let (seen, _) = sniff_writes(&compose, "sniffed-key-4711", "sniffed-value-0815");
     assert!(seen.contains(":path /clusterlab.v1.KeyValue/Put"), "{seen}");
     assert!(seen.contains("readable: \"sniffed-key-4711\""), "{seen}");
     assert!(seen.contains("sniffed-value-0815"), "{seen}");
