@@ -354,22 +354,28 @@ fn reverse_dns() -> impl FnMut(Ipv4Addr) -> Option<String> {
     use hickory_resolver::{
         TokioResolver, config::ResolveHosts, net::runtime::TokioRuntimeProvider, proto::rr::RData,
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .ok();
-    let resolver = runtime.as_ref().and_then(|runtime| {
-        let _inside = runtime.enter();
-        let mut builder = TokioResolver::builder(TokioRuntimeProvider::default()).ok()?;
+    let built = (|| -> Result<_, String> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let inside = runtime.enter();
+        let mut builder =
+            TokioResolver::builder(TokioRuntimeProvider::default()).map_err(|e| e.to_string())?;
         let options = builder.options_mut();
         options.use_hosts_file = ResolveHosts::Never;
         options.cache_size = 0;
         options.positive_max_ttl = Some(Duration::ZERO);
         options.negative_max_ttl = Some(Duration::ZERO);
-        builder.build().ok()
-    });
+        let resolver = builder.build().map_err(|e| e.to_string())?;
+        drop(inside);
+        Ok((runtime, resolver))
+    })();
+    let built = built
+        .map_err(|e| eprintln!("note: cannot look up container names ({e}); lines show addresses"))
+        .ok();
     move |ip| {
-        let (runtime, resolver) = (runtime.as_ref()?, resolver.as_ref()?);
+        let (runtime, resolver) = built.as_ref()?;
         let lookup = runtime
             .block_on(resolver.reverse_lookup(IpAddr::V4(ip)))
             .ok()?;
@@ -820,7 +826,7 @@ mod tests {
             first.starts_with("10.0.0.1:40000 -> 10.0.0.2:7000 "),
             "{first}"
         );
-        // Both ends were asked about, once each.
+        // Wait for the lookups, by a deadline.
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut seq = 1 + record.len() as u32;
         let named = loop {
@@ -838,6 +844,7 @@ mod tests {
             "{named}"
         );
         assert!(named.contains("application_data"), "{named}");
+        // Both ends were asked about, once each.
         let asked: Vec<Ipv4Addr> = questions.try_iter().collect();
         assert_eq!(
             asked,
@@ -875,7 +882,9 @@ mod tests {
             }
             unreachable!()
         };
-        let first = connect(&mut sniffer, &|line| line.contains("run-aaaa"));
+        let first = connect(&mut sniffer, &|line| {
+            line.contains("run-aaaa") && line.contains("balancer-1")
+        });
         let last = first.last().unwrap();
         assert!(
             last.starts_with("clusterlab-client-run-aaaa:40000 -> clusterlab-balancer-1:7000"),
