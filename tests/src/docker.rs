@@ -115,7 +115,7 @@ pub fn build_image() {
     std::fs::create_dir_all(lock_path.parent().expect("target dir")).expect("creating target/");
     let lock = std::fs::File::create(&lock_path).expect("creating the build lock");
     lock.lock().expect("locking the image build");
-    let status = Command::new(root().join("scripts").join("docker-build"))
+    let status = crate::building_command(root().join("scripts").join("docker-build"))
         .current_dir(root())
         .status()
         .expect("running scripts/docker-build");
@@ -127,7 +127,7 @@ pub fn build_image() {
 /// here, so it starts from the stand-in `scripts/rust-image` makes (Debian
 /// bookworm and this machine's Rust toolchain).
 pub fn build_image_from_source(tag: &str) {
-    let status = Command::new(root().join("scripts").join("docker-build"))
+    let status = crate::building_command(root().join("scripts").join("docker-build"))
         .arg("--from-source")
         .env("CLUSTERLAB_IMAGE", tag)
         .current_dir(root())

@@ -43,7 +43,7 @@ pub fn bin_dir() -> &'static Path {
             .expect("test binary lives in target/<profile>/deps")
             .to_path_buf();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut build = Command::new(cargo);
+        let mut build = building_command(cargo);
         build.args(["build", "--quiet", "--workspace", "--bins"]);
         build.current_dir(env!("CARGO_MANIFEST_DIR"));
         if dir.file_name().is_some_and(|p| p == "release") {
@@ -53,6 +53,33 @@ pub fn bin_dir() -> &'static Path {
         assert!(status.success(), "building the clusterlab binaries failed");
         dir
     })
+}
+
+/// A command that runs cargo (or a script that does), without the variables
+/// cargo set for this test process (`CARGO_MANIFEST_DIR`, `CARGO_PKG_NAME`, ...).
+///
+/// A build script may ask to be rerun when one of them changes, and ring's
+/// does for `CARGO_MANIFEST_DIR`. A build started here with it set, and the
+/// next one started from a shell without it, would each rebuild ring and
+/// everything above it, all of TLS and clusterlab: minutes for every switch,
+/// and a CI run switches several times.
+pub fn building_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    const SET_FOR_A_CRATE: [&str; 6] = [
+        "CARGO_MANIFEST_DIR",
+        "CARGO_MANIFEST_PATH",
+        "CARGO_CRATE_NAME",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_TARGET_TMPDIR",
+        "OUT_DIR",
+    ];
+    let mut command = Command::new(program);
+    for (name, _) in std::env::vars_os() {
+        let text = name.to_string_lossy();
+        if SET_FOR_A_CRATE.contains(&text.as_ref()) || text.starts_with("CARGO_PKG_") {
+            command.env_remove(&name);
+        }
+    }
+    command
 }
 
 /// The path of one of our binaries, e.g. `bin("clusterlab-node")`.
