@@ -29,12 +29,17 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
+use certs::names::ContainerNames;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::{Failure, cli::SniffArgs};
 
 /// `ETH_P_ALL`: every protocol, in network byte order as `socket(2)` wants it.
 const ETH_P_ALL: u16 = 0x0003;
+/// Room for `from -> to` at first: about the widest route between two IPv4
+/// addresses (`172.18.0.12:40000 -> 172.18.0.3:7000` and more). A wider one,
+/// such as between container names, widens it for the lines after.
+const ROUTE_WIDTH: usize = 45;
 /// The largest Ethernet frame we expect (jumbo frames and offloads aside).
 const FRAME_BUFFER: usize = 65_536;
 
@@ -187,7 +192,7 @@ impl Sniffer {
             ports,
             flows: HashMap::new(),
             names,
-            route_width: 45,
+            route_width: ROUTE_WIDTH,
         }
     }
 
@@ -277,7 +282,7 @@ impl Names {
         }
     }
 
-    /// Names from `lookup` (an address's DNS name, if it has one), which `make`
+    /// Names from `lookup` (the name of the container at an address, if any), which `make`
     /// builds on the lookup thread.
     pub fn looked_up_by<F>(make: impl FnOnce() -> F + Send + 'static) -> Self
     where
@@ -290,7 +295,7 @@ impl Names {
             let mut lookup = make();
             // Ends when the sniffer, and so the sender, is gone.
             for ip in addresses {
-                let name = lookup(ip).as_deref().and_then(first_label);
+                let name = lookup(ip);
                 let mut names = names.lock().expect("names poisoned");
                 match name {
                     Some(name) => names.insert(ip, name),
@@ -338,54 +343,30 @@ impl Names {
     }
 }
 
-/// `clusterlab-node-2` from `clusterlab-node-2.clusterlab_default.`; `None` for
-/// an address written back as a name.
-fn first_label(name: &str) -> Option<String> {
-    let label = name.split('.').next()?;
-    let numeric = label.chars().all(|c| c.is_ascii_digit());
-    (!label.is_empty() && !numeric).then(|| label.to_string())
-}
-
-/// A reverse lookup in the DNS server of /etc/resolv.conf (Docker's, in a
-/// container). /etc/hosts is not read: there, a container's own address maps to
-/// its id, not its name. Nothing is cached: Docker's answers live for ten
-/// minutes, and an address may belong to another container a second later.
+/// The container at an address, from Docker's DNS server (see
+/// [`certs::names`]); the lookups wait on a runtime of their own, as the
+/// sniffer's loop is not async.
 fn reverse_dns() -> impl FnMut(Ipv4Addr) -> Option<String> {
-    use hickory_resolver::{
-        TokioResolver, config::ResolveHosts, net::runtime::TokioRuntimeProvider, proto::rr::RData,
-    };
     let built = (|| -> Result<_, String> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| e.to_string())?;
-        let inside = runtime.enter();
-        let mut builder =
-            TokioResolver::builder(TokioRuntimeProvider::default()).map_err(|e| e.to_string())?;
-        let options = builder.options_mut();
-        options.use_hosts_file = ResolveHosts::Never;
-        options.cache_size = 0;
-        options.positive_max_ttl = Some(Duration::ZERO);
-        options.negative_max_ttl = Some(Duration::ZERO);
-        let resolver = builder.build().map_err(|e| e.to_string())?;
-        drop(inside);
-        Ok((runtime, resolver))
+            .map_err(|e| format!("cannot start a runtime: {e}"))?;
+        let names = {
+            let _inside = runtime.enter();
+            ContainerNames::new()?
+        };
+        Ok((runtime, names))
     })();
     let built = built
         .map_err(|e| eprintln!("note: cannot look up container names ({e}); lines show addresses"))
         .ok();
     move |ip| {
-        let (runtime, resolver) = built.as_ref()?;
-        let lookup = runtime
-            .block_on(resolver.reverse_lookup(IpAddr::V4(ip)))
-            .ok()?;
-        lookup
-            .answers()
-            .iter()
-            .find_map(|record| match &record.data {
-                RData::PTR(name) => Some(name.to_string()),
-                _ => None,
-            })
+        let (runtime, names) = built.as_ref()?;
+        runtime
+            .block_on(names.name_of(IpAddr::V4(ip)))
+            .ok()
+            .flatten()
     }
 }
 
@@ -808,8 +789,7 @@ mod tests {
         let names = Names::looked_up_by(move || {
             move |ip: Ipv4Addr| {
                 asked.send(ip).unwrap();
-                (ip == Ipv4Addr::new(10, 0, 0, 2))
-                    .then(|| "clusterlab-balancer-1.clusterlab_default.".to_string())
+                (ip == Ipv4Addr::new(10, 0, 0, 2)).then(|| "clusterlab-balancer-1".to_string())
             }
         });
         let mut sniffer = Sniffer::new(vec![7000], names);
@@ -857,8 +837,8 @@ mod tests {
     fn a_new_connection_from_a_reused_address_is_named_afresh() {
         let (client, balancer) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
         let dns = Arc::new(Mutex::new(HashMap::from([
-            (client, "clusterlab-client-run-aaaa.net"),
-            (balancer, "clusterlab-balancer-1.net"),
+            (client, "clusterlab-client-run-aaaa"),
+            (balancer, "clusterlab-balancer-1"),
         ])));
         let answers = dns.clone();
         let names = Names::looked_up_by(move || {
@@ -893,7 +873,7 @@ mod tests {
         // That container is gone, and the next `run` has its address.
         dns.lock()
             .unwrap()
-            .insert(client, "clusterlab-client-run-bbbb.net");
+            .insert(client, "clusterlab-client-run-bbbb");
         let second = connect(&mut sniffer, &|line| line.contains("run-bbbb"));
         assert!(
             second.iter().all(|line| !line.contains("run-aaaa")),
@@ -919,12 +899,6 @@ mod tests {
             }
         });
         assert_eq!(names.label((Ipv4Addr::LOCALHOST, 7000)), "127.0.0.1:7000");
-        // A name that is an address written back is no name.
-        assert_eq!(first_label("10.0.0.1"), None);
-        assert_eq!(
-            first_label("clusterlab-node-2"),
-            Some("clusterlab-node-2".into())
-        );
         let mut numeric = Names::numeric();
         assert_eq!(
             numeric.label((Ipv4Addr::new(10, 0, 0, 2), 7100)),

@@ -218,45 +218,21 @@ pub fn check_host_port(flag: &str, addr: &str) -> Result<(), String> {
 /// `--name auto`: the name DNS gives this machine's address, else its host name.
 ///
 /// In docker compose every replica of a service gets the same settings, and a
-/// container's host name is its id. Docker's DNS server answers a reverse
-/// lookup of a container's address with its name, such as
-/// `clusterlab-node-2.clusterlab_default`; the first label is what `docker ps`
-/// shows and what `docker kill` takes. The DNS server is asked directly: the
-/// system resolver would answer from /etc/hosts, which maps the address to the
-/// container id.
+/// container's host name is its id; Docker's DNS server knows the container's
+/// name (see [`certs::names`]).
 pub async fn auto_name() -> Result<String, String> {
-    use hickory_resolver::{
-        TokioResolver, config::ResolveHosts, net::runtime::TokioRuntimeProvider, proto::rr::RData,
-    };
     let host = hostname();
     let addrs: Vec<_> = (host.as_str(), 0)
         .to_socket_addrs()
         .map_err(|e| format!("cannot resolve the host name {host}: {e}"))?
         .filter(|a| !a.ip().is_loopback())
         .collect();
-    let mut builder = TokioResolver::builder(TokioRuntimeProvider::default())
-        .map_err(|e| format!("cannot read the DNS configuration: {e}"))?;
-    // /etc/hosts maps our address to the container id: ask the DNS server.
-    builder.options_mut().use_hosts_file = ResolveHosts::Never;
-    let resolver = builder
-        .build()
-        .map_err(|e| format!("cannot start a DNS resolver: {e}"))?;
+    let names = certs::names::ContainerNames::new()?;
     let mut tried = Vec::new();
     for addr in addrs {
-        match resolver.reverse_lookup(addr.ip()).await {
-            Ok(lookup) => {
-                let found = lookup
-                    .answers()
-                    .iter()
-                    .find_map(|record| match &record.data {
-                        RData::PTR(name) => first_label(&name.to_string()),
-                        _ => None,
-                    });
-                if let Some(name) = found {
-                    return Ok(name);
-                }
-                tried.push(format!("{}: no name", addr.ip()));
-            }
+        match names.name_of(addr.ip()).await {
+            Ok(Some(name)) => return Ok(name),
+            Ok(None) => tried.push(format!("{}: no name", addr.ip())),
             Err(e) => tried.push(format!("{}: {e}", addr.ip())),
         }
     }
@@ -274,14 +250,6 @@ pub fn hostname() -> String {
         .filter(|h| !h.is_empty())
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "localhost".into())
-}
-
-/// `clusterlab-node-2` from `clusterlab-node-2.clusterlab_default`; `None` for
-/// an address written back as a name.
-fn first_label(name: &str) -> Option<String> {
-    let label = name.split('.').next()?;
-    let numeric = label.chars().all(|c| c.is_ascii_digit());
-    (!label.is_empty() && !numeric).then(|| label.to_string())
 }
 
 #[cfg(test)]
@@ -332,15 +300,5 @@ mod tests {
             (ok.replicas, ok.read_quorum, ok.write_quorum),
             (3, Some(1), None)
         );
-    }
-
-    #[test]
-    fn auto_names_take_the_first_label_of_a_dns_name() {
-        assert_eq!(
-            first_label("clusterlab-node-2.clusterlab_default").as_deref(),
-            Some("clusterlab-node-2")
-        );
-        assert_eq!(first_label("172.18.0.5"), None);
-        assert_eq!(first_label(""), None);
     }
 }
