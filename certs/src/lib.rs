@@ -18,7 +18,8 @@
 //! - [`dial`]: the client side: opens a gRPC channel over mutual TLS (or plaintext).
 //! - [`explain`]: turns TLS failures into sentences a person can act on.
 //! - [`repeats`]: says a warning that repeats once in a while, not every time.
-//! - [`names`]: container names for addresses, from Docker's DNS, for people to read (never trusted).
+//! - [`names`]: container names for addresses, from Docker's DNS: for people to read, never
+//!   trusted.
 
 pub mod authz;
 pub mod dial;
