@@ -93,7 +93,7 @@ impl Admin for AdminService {
             certs::authz::Server::Balancer,
             &self.router.name,
             self.identity.as_ref(),
-            request.extensions().get::<PeerInfo>(),
+            PeerInfo::of(request.extensions()),
         )))
     }
 }

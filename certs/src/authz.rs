@@ -345,7 +345,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let peer = request.extensions().get::<PeerInfo>();
+        let peer = PeerInfo::of(request.extensions());
         match self.layer.check(peer, request.uri().path()) {
             Ok(()) => futures::future::Either::Left(self.inner.call(request)),
             Err(status) => {

@@ -11,8 +11,9 @@
 //! the flood evicts itself, and genuine clients keep getting in.
 //!
 //! Finished connections are handed to tonic as a stream; each one carries a
-//! [`PeerInfo`] (address, identity, TLS session), which tonic copies into every
-//! request's extensions for handlers to read.
+//! [`PeerInfo`] (address, identity, TLS session), which tonic puts into every
+//! request's extensions for handlers to read ([`PeerInfo::of`]). It is shared
+//! behind an `Arc`, so that costs a reference count, not a copy, per request.
 
 use std::{
     collections::VecDeque,
@@ -62,6 +63,9 @@ impl ListenerConfig {
 }
 
 /// What a server knows about the other end of a connection.
+///
+/// A request carries it in its extensions as an `Arc<PeerInfo>`, which
+/// [`PeerInfo::of`] finds.
 #[derive(Debug, Clone)]
 pub struct PeerInfo {
     pub remote_addr: SocketAddr,
@@ -72,6 +76,15 @@ pub struct PeerInfo {
     /// The serial number of the client's certificate, to notice a revocation
     /// after the handshake; `None` in plaintext mode.
     pub certificate_serial: Option<Vec<u8>>,
+}
+
+impl PeerInfo {
+    /// The peer of the connection a request came on, from the request's
+    /// extensions (the listener put it there); `None` for a request that did
+    /// not come through [`incoming`], which nobody should trust.
+    pub fn of(extensions: &http::Extensions) -> Option<&PeerInfo> {
+        extensions.get::<Arc<PeerInfo>>().map(Arc::as_ref)
+    }
 }
 
 /// The parameters a TLS handshake settled on.
@@ -105,7 +118,7 @@ impl TlsSession {
 #[derive(Debug)]
 pub struct Conn {
     io: Io,
-    info: PeerInfo,
+    info: Arc<PeerInfo>,
 }
 
 #[derive(Debug)]
@@ -116,8 +129,8 @@ enum Io {
 }
 
 impl Connected for Conn {
-    type ConnectInfo = PeerInfo;
-    fn connect_info(&self) -> PeerInfo {
+    type ConnectInfo = Arc<PeerInfo>;
+    fn connect_info(&self) -> Arc<PeerInfo> {
         self.info.clone()
     }
 }
@@ -283,7 +296,7 @@ async fn handshake(
         };
         return Ok(Conn {
             io: Io::Plain(tcp),
-            info,
+            info: Arc::new(info),
         });
     };
 
@@ -317,7 +330,7 @@ async fn handshake(
     };
     Ok(Conn {
         io: Io::Tls(Box::new(tls)),
-        info,
+        info: Arc::new(info),
     })
 }
 

@@ -104,7 +104,7 @@ impl Admin for AdminService {
             certs::authz::Server::Node,
             &self.state.name,
             self.state.identity.as_ref(),
-            request.extensions().get::<PeerInfo>(),
+            PeerInfo::of(request.extensions()),
         )))
     }
 }
