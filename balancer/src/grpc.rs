@@ -159,13 +159,13 @@ pub async fn read_unary<B>(mut body: B, limit: usize) -> Result<Unary, Status>
 where
     B: Body<Data = Bytes, Error = Status> + Unpin,
 {
-    let mut buf = BytesMut::new();
+    let mut buf = Collected::default();
     let mut trailers = None;
     while let Some(frame) = body.frame().await {
         let frame = match frame?.into_data() {
             Ok(data) => {
-                buf.extend_from_slice(&data);
-                check_prefix(&buf, limit)?;
+                buf.push(data);
+                check_prefix(buf.as_slice(), limit)?;
                 continue;
             }
             Err(frame) => frame,
@@ -174,6 +174,7 @@ where
             trailers = Some(map);
         }
     }
+    let buf = buf.into_bytes();
     let message = match buf.len() {
         0 => None,
         n if n < PREFIX_LEN => {
@@ -192,10 +193,55 @@ where
                     n - PREFIX_LEN
                 )));
             }
-            Some(Framed(buf.freeze()))
+            Some(Framed(buf))
         }
     };
     Ok(Unary { message, trailers })
+}
+
+/// A body's bytes so far. A small message comes in one DATA frame, and that
+/// frame is kept as it came; only a message split over several is copied
+/// into one buffer.
+#[derive(Debug, Default)]
+enum Collected {
+    #[default]
+    Nothing,
+    One(Bytes),
+    Joined(BytesMut),
+}
+
+impl Collected {
+    fn push(&mut self, data: Bytes) {
+        *self = match std::mem::take(self) {
+            Collected::Nothing => Collected::One(data),
+            Collected::One(first) => {
+                let mut joined = BytesMut::with_capacity(first.len() + data.len());
+                joined.extend_from_slice(&first);
+                joined.extend_from_slice(&data);
+                Collected::Joined(joined)
+            }
+            Collected::Joined(mut joined) => {
+                joined.extend_from_slice(&data);
+                Collected::Joined(joined)
+            }
+        }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Collected::Nothing => &[],
+            Collected::One(bytes) => bytes,
+            Collected::Joined(bytes) => bytes,
+        }
+    }
+
+    fn into_bytes(self) -> Bytes {
+        match self {
+            Collected::Nothing => Bytes::new(),
+            Collected::One(bytes) => bytes,
+            Collected::Joined(bytes) => bytes.freeze(),
+        }
+    }
 }
 
 /// Refuses a compressed message, or one larger than `limit`, from its prefix,
@@ -398,24 +444,37 @@ mod tests {
     #[test]
     fn a_body_is_read_whole_with_its_trailers() {
         let message = framed(&GetRequest {
-            key: "k".into(),
+            key: "key".into(),
             read_quorum: 0,
         })
         .into_bytes();
-        let (first, rest) = message.split_at(3);
         let mut trailers = HeaderMap::new();
         trailers.insert("grpc-status", "0".parse().unwrap());
-        let unary = block_on(read_unary(
-            body(vec![
-                Ok(Frame::data(Bytes::copy_from_slice(first))),
-                Ok(Frame::data(Bytes::copy_from_slice(rest))),
-                Ok(Frame::trailers(trailers)),
-            ]),
-            1024,
-        ))
-        .unwrap();
-        assert_eq!(unary.message.unwrap().key().unwrap(), "k");
-        assert_eq!(unary.trailers.unwrap()["grpc-status"], "0");
+        // In one frame, and split over two and three (the prefix itself split).
+        for cuts in [vec![], vec![3], vec![2, 7]] {
+            let mut frames = Vec::new();
+            let mut from = 0;
+            for to in cuts.iter().copied().chain([message.len()]) {
+                frames.push(Ok(Frame::data(message.slice(from..to))));
+                from = to;
+            }
+            frames.push(Ok(Frame::trailers(trailers.clone())));
+            let unary = block_on(read_unary(body(frames), 1024)).unwrap();
+            let read = unary.message.unwrap();
+            assert_eq!(read.key().unwrap(), "key", "cut at {cuts:?}");
+            assert_eq!(read.into_bytes(), message, "cut at {cuts:?}");
+            assert_eq!(unary.trailers.unwrap()["grpc-status"], "0");
+        }
+    }
+
+    /// A message that came in one frame is passed on as those bytes: the
+    /// balancer does not copy it.
+    #[test]
+    fn a_message_in_one_frame_is_not_copied() {
+        let message = framed(&GetRequest::default()).into_bytes();
+        let unary = block_on(read_unary(body(vec![Ok(Frame::data(message.clone()))]), 64));
+        let read = unary.unwrap().message.unwrap().into_bytes();
+        assert_eq!(read.as_ptr(), message.as_ptr());
     }
 
     /// The body never ends, yet the answer comes: the prefix alone decides.
