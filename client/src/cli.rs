@@ -209,6 +209,12 @@ pub struct EventsArgs {
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("fault").required(true).multiple(true)
     .args(["latency", "error_rate", "pause", "drop_peer", "clear"])))]
+// The node first, as with `put`'s key (see `PutArgs`).
+#[command(
+    override_usage = "clusterlab fault [OPTIONS] <NODE> [--latency <LATENCY>] [--error-rate <F>] \
+                            [--pause] [--drop-peer <PEER>]\n       \
+                            clusterlab fault [OPTIONS] <NODE> --clear"
+)]
 pub struct FaultArgs {
     /// The node to misbehave, by name (e.g. n2).
     pub node: String,
@@ -254,7 +260,12 @@ pub struct CheckArgs {
 
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("source").required(true).args(["value", "value_file"])))]
+// clap would write the usage as `<VALUE|--value-file <FILE>> <KEY>`: the group
+// first, which reads as if the value came before the key.
+#[command(override_usage = "clusterlab put [OPTIONS] <KEY> <VALUE>\n       \
+                            clusterlab put [OPTIONS] <KEY> --value-file <FILE>")]
 pub struct PutArgs {
+    /// The key: 1 to 1024 bytes of UTF-8.
     pub key: String,
     /// The value, or `-` to read it from standard input.
     pub value: Option<String>,
@@ -268,6 +279,7 @@ pub struct PutArgs {
 
 #[derive(Debug, Args)]
 pub struct GetArgs {
+    /// The key to read.
     pub key: String,
     /// Read quorum: how many replicas must answer.
     #[arg(long = "r", value_name = "N")]
@@ -276,6 +288,7 @@ pub struct GetArgs {
 
 #[derive(Debug, Args)]
 pub struct DeleteArgs {
+    /// The key to delete.
     pub key: String,
     /// Write quorum for the delete.
     #[arg(long = "w", value_name = "N")]
@@ -293,4 +306,53 @@ pub struct ScanArgs {
     /// Start after this key, to page through a long listing.
     #[arg(long, default_value = "")]
     pub start_after: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// clap's own checks of the definition: conflicting names, groups that
+    /// name missing arguments, and the like.
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn put_and_fault_show_what_they_act_on_first() {
+        let forms = [
+            ("put", "clusterlab put [OPTIONS] <KEY> <VALUE>"),
+            ("put", "clusterlab put [OPTIONS] <KEY> --value-file <FILE>"),
+            ("fault", "clusterlab fault [OPTIONS] <NODE> [--latency"),
+            ("fault", "clusterlab fault [OPTIONS] <NODE> --clear"),
+        ];
+        let mut cli = Cli::command();
+        for (command, form) in forms {
+            let usage = cli.find_subcommand_mut(command).unwrap().render_usage();
+            assert!(usage.to_string().contains(form), "{usage}");
+        }
+    }
+
+    /// `--help` explains every argument of every command: none is listed
+    /// with a blank line under it.
+    #[test]
+    fn every_argument_has_help() {
+        fn without_help(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let path = format!("{path} {}", command.get_name());
+            for arg in command.get_arguments() {
+                if arg.get_help().is_none() && !arg.is_hide_set() {
+                    missing.push(format!("{path} {}", arg.get_id()));
+                }
+            }
+            for sub in command.get_subcommands() {
+                without_help(sub, &path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        without_help(&Cli::command(), "", &mut missing);
+        assert!(missing.is_empty(), "arguments without help: {missing:?}");
+    }
 }
