@@ -300,7 +300,8 @@ pub struct ScanArgs {
     /// Only keys starting with this.
     #[arg(long, default_value = "")]
     pub prefix: String,
-    /// At most this many entries (1 to 1000).
+    /// At most this many entries (1 to 1000). A page of large values may hold
+    /// fewer: it ends at about 2 MiB, and says how to go on.
     #[arg(long, default_value_t = 100)]
     pub limit: u32,
     /// Start after this key, to page through a long listing.

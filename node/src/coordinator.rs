@@ -36,7 +36,7 @@ use tokio::sync::mpsc;
 use tracing::debug;
 
 use crate::{
-    Error, Result,
+    Error, Result, limits,
     state::{NodeState, Replication},
     store::Record,
     trace::TraceBuilder,
@@ -602,6 +602,7 @@ impl Coordinator {
         let mut trace = TraceBuilder::new(&self.state.name, needed);
         let started = Instant::now();
         let mut found: Vec<Record> = Vec::new();
+        let mut filled = limits::ScanPage::new(limit);
         let mut cursor = start_after;
         let mut rounds = 0;
         let more = loop {
@@ -632,7 +633,7 @@ impl Coordinator {
             }
             let mut left_over = false;
             for record in page.complete.into_iter().filter(|r| r.value.is_some()) {
-                if found.len() == limit {
+                if !filled.take(record.size()) {
                     left_over = true;
                     break;
                 }
@@ -640,7 +641,9 @@ impl Coordinator {
             }
             match page.cutoff {
                 // Every member has reported everything up to `cutoff`: go on from there.
-                Some(cutoff) if found.len() < limit && rounds < MAX_SCAN_ROUNDS => cursor = cutoff,
+                Some(cutoff) if !left_over && !filled.is_full() && rounds < MAX_SCAN_ROUNDS => {
+                    cursor = cutoff
+                }
                 Some(_) => break true,
                 None => break left_over,
             }

@@ -26,6 +26,12 @@ pub const MAX_MESSAGE_BYTES: usize = 4 * MAX_VALUE_BYTES;
 pub const DEFAULT_SCAN_LIMIT: usize = 100;
 /// The most entries one scan returns; page with `start_after` for more.
 pub const MAX_SCAN_LIMIT: usize = 1000;
+/// The most bytes of keys and values one page of a scan holds (past its first
+/// record, which may be a whole value on its own). A page of large values
+/// ends early, with `more` set, so that it stays well inside
+/// [`MAX_MESSAGE_BYTES`]: 100 values of 1 MiB would otherwise make a 100 MiB
+/// answer that no client, balancer or coordinator accepts.
+pub const MAX_SCAN_BYTES: usize = 2 * MAX_VALUE_BYTES;
 /// The most key ranges anti-entropy may split the key space into.
 pub const MAX_RANGES: u32 = 4096;
 /// Versions from a peer may not claim a time after the year 3000 (in ms since
@@ -68,6 +74,42 @@ pub fn scan_limit(requested: u32) -> Result<usize> {
         n => Err(Error::InvalidArgument(format!(
             "scan limit {n} is too high; ask for 1 to {MAX_SCAN_LIMIT} and page with start_after"
         ))),
+    }
+}
+
+/// A page of a scan as it fills: at most `limit` records and, past the
+/// first, at most [`MAX_SCAN_BYTES`]. Every scan (a node's own and the
+/// coordinator's merge) fills its page through one of these.
+#[derive(Debug)]
+pub struct ScanPage {
+    limit: usize,
+    records: usize,
+    bytes: usize,
+}
+
+impl ScanPage {
+    pub fn new(limit: usize) -> Self {
+        ScanPage {
+            limit,
+            records: 0,
+            bytes: 0,
+        }
+    }
+
+    /// Takes a record of `bytes` bytes if it fits; `false` when the page is
+    /// full, and the scan should stop there and report that there is more.
+    pub fn take(&mut self, bytes: usize) -> bool {
+        if self.is_full() || (self.records > 0 && self.bytes + bytes > MAX_SCAN_BYTES) {
+            return false;
+        }
+        self.records += 1;
+        self.bytes += bytes;
+        true
+    }
+
+    /// No record, however small, fits any more.
+    pub fn is_full(&self) -> bool {
+        self.records == self.limit || self.bytes >= MAX_SCAN_BYTES
     }
 }
 
@@ -259,6 +301,25 @@ pub fn decode_and_validate(data: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_scan_page_ends_at_its_count_or_its_bytes() {
+        let mut by_count = ScanPage::new(2);
+        assert!(by_count.take(10) && by_count.take(10));
+        assert!(by_count.is_full());
+        assert!(!by_count.take(0), "the third of a page of two");
+
+        let mut by_bytes = ScanPage::new(100);
+        // The first record is taken whatever its size: a page is never empty.
+        assert!(by_bytes.take(MAX_SCAN_BYTES + 1));
+        assert!(by_bytes.is_full());
+        let mut by_bytes = ScanPage::new(100);
+        assert!(by_bytes.take(MAX_VALUE_BYTES));
+        assert!(!by_bytes.take(MAX_VALUE_BYTES + 1), "past the byte limit");
+        assert!(!by_bytes.is_full(), "a smaller record still fits");
+        assert!(by_bytes.take(MAX_VALUE_BYTES));
+        assert!(by_bytes.is_full());
+    }
 
     #[test]
     fn limits_name_the_size_and_the_limit() {

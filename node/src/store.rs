@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use prost::Message;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
-use crate::{Error, Result, version::Version};
+use crate::{Error, Result, limits, version::Version};
 
 /// key -> `proto::Record` (protobuf-encoded: compact, and already versioned as a format).
 const RECORDS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("records");
@@ -42,6 +42,11 @@ pub struct Record {
 }
 
 impl Record {
+    /// The bytes it adds to a scan's answer: key, value and request id.
+    pub fn size(&self) -> usize {
+        self.key.len() + self.value.as_ref().map_or(0, Vec::len) + self.request_id.len()
+    }
+
     /// A tombstone stamped before `before_ms` (Unix ms): past its grace period,
     /// to be collected (see [`crate::tombstones`]).
     pub fn is_tombstone_before(&self, before_ms: u64) -> bool {
@@ -198,8 +203,8 @@ impl Store {
     }
 
     /// Records whose key starts with `prefix`, in key order, after `start_after`;
-    /// at most `limit`, and whether there were more. Tombstones are skipped
-    /// unless `tombstones` is true.
+    /// at most `limit` of them and about [`limits::MAX_SCAN_BYTES`], and whether
+    /// there were more. Tombstones are skipped unless `tombstones` is true.
     pub fn scan(
         &self,
         prefix: &str,
@@ -215,6 +220,7 @@ impl Store {
             prefix
         };
         let mut records = Vec::new();
+        let mut page = limits::ScanPage::new(limit);
         for entry in table.range(start..).map_err(storage)? {
             let (key, bytes) = entry.map_err(storage)?;
             let key = key.value();
@@ -228,7 +234,7 @@ impl Store {
             if record.value.is_none() && !tombstones {
                 continue;
             }
-            if records.len() == limit {
+            if !page.take(record.size()) {
                 return Ok((records, true));
             }
             records.push(record);
@@ -433,6 +439,31 @@ mod tests {
             ["k3"]
         );
         assert!(!more);
+    }
+
+    /// Five values of 900 KB: a page holds two (1.8 MB), not the ten asked
+    /// for, and says there is more; paging with `start_after` gets every one.
+    #[test]
+    fn a_page_of_large_values_ends_at_the_byte_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let large = "v".repeat(900_000);
+        for k in ["k1", "k2", "k3", "k4", "k5"] {
+            store.apply(&record(k, 1, Some(&large))).unwrap();
+        }
+        let mut pages = Vec::new();
+        let mut after = String::new();
+        loop {
+            let (page, more) = store.scan("", &after, 10, false).unwrap();
+            let size: usize = page.iter().map(Record::size).sum();
+            assert!(size <= limits::MAX_SCAN_BYTES, "a page of {size} bytes");
+            pages.push(page.iter().map(|r| r.key.clone()).collect::<Vec<_>>());
+            after = page.last().unwrap().key.clone();
+            if !more {
+                break;
+            }
+        }
+        assert_eq!(pages, [vec!["k1", "k2"], vec!["k3", "k4"], vec!["k5"]]);
     }
 
     #[test]

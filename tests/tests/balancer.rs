@@ -217,6 +217,57 @@ fn a_value_at_the_size_limit_crosses_the_balancer_both_ways() {
     assert!(got.stdout_bytes == big, "the value came back changed");
 }
 
+/// Five values of 900 KB, each on all three nodes: one answer with all of
+/// them (4.5 MB) would be over the 4 MiB that the client, the balancer and a
+/// coordinator accept. A scan answers in pages of at most about 2 MiB
+/// instead, and says there is more; paging gets every key once, in order.
+#[test]
+fn a_scan_of_large_values_comes_in_pages_that_fit() {
+    let mut cluster = TestCluster::start(3);
+    cluster.start_balancer(&[]);
+    let file = cluster.dir().join("900k.bin");
+    std::fs::write(&file, vec![b'v'; 900_000]).unwrap();
+    let keys = ["big/1", "big/2", "big/3", "big/4", "big/5"];
+    for key in keys {
+        let put = cluster
+            .client_to_balancer(0)
+            .args(["put", key, "--value-file"]);
+        put.arg_path(&file).ok();
+    }
+    let mut pages: Vec<Vec<String>> = Vec::new();
+    let mut after = String::new();
+    loop {
+        assert!(pages.len() < keys.len(), "more pages than keys: {pages:?}");
+        let page = cluster
+            .client_to_balancer(0)
+            .args([
+                "--json",
+                "scan",
+                "--prefix",
+                "big/",
+                "--start-after",
+                &after,
+            ])
+            .ok()
+            .json();
+        let entries = page["entries"].as_array().unwrap();
+        assert!(!entries.is_empty(), "an empty page: {page}");
+        for entry in entries {
+            assert_eq!(entry["value"].as_str().unwrap().len(), 900_000);
+        }
+        let names = entries
+            .iter()
+            .map(|e| e["key"].as_str().unwrap().to_string());
+        pages.push(names.collect());
+        after = pages.last().unwrap().last().unwrap().clone();
+        if page["more"] != true {
+            break;
+        }
+    }
+    assert!(pages.len() > 1, "one page of 4.5 MB: {pages:?}");
+    assert_eq!(pages.concat(), keys, "pages: {pages:?}");
+}
+
 /// SIGTERM while a request is in flight: the balancer lets the request finish
 /// before it exits, and exits 0.
 #[test]
