@@ -5,7 +5,7 @@ use std::io::{IsTerminal, Read, Write};
 use proto::{
     DeleteRequest, EventsRequest, GetRequest, MemberStatus, PutRequest, ScanRequest,
     SetFaultRequest, SetPolicyRequest, StatusRequest, StatusResponse, Trace, WhoAmIRequest,
-    member::State,
+    limits::MAX_VALUE_BYTES, member::State,
 };
 use serde_json::{Value, json};
 
@@ -104,7 +104,10 @@ async fn put(global: &Global, args: PutArgs) -> Result<(), Failure> {
             },
         ))
         .await;
-    let response = conn.check(response).await?;
+    let response = conn
+        .check(response)
+        .await
+        .map_err(|failure| too_large(failure, size))?;
     let written = Written {
         key: &args.key,
         version: response.version.as_ref(),
@@ -114,6 +117,21 @@ async fn put(global: &Global, args: PutArgs) -> Result<(), Failure> {
         format!("OK {} ({size} bytes) version {version}", args.key)
     });
     Ok(())
+}
+
+/// A value over the message limit is refused from the message's length prefix,
+/// in gRPC's words ("decoded message length too large ... 4194304 bytes"),
+/// which name neither the value nor its limit: say both first.
+fn too_large(failure: Failure, size: usize) -> Failure {
+    if failure.code != "OUT_OF_RANGE" || size <= MAX_VALUE_BYTES {
+        return failure;
+    }
+    let message = format!(
+        "the value is {size} bytes; the limit is {MAX_VALUE_BYTES} (1 MiB). The server \
+         refused the request from its length alone: {}",
+        failure.message
+    );
+    Failure::new(&failure.code, message)
 }
 
 /// A write or delete the cluster acknowledged, to be reported.

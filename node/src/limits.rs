@@ -14,14 +14,8 @@ use proto::{
 
 use crate::{Error, Result};
 
-/// Keys are at most 1 KiB: they are copied into every index, digest and trace.
-pub const MAX_KEY_BYTES: usize = 1024;
-/// Values are at most 1 MiB: enough for documents, small enough to replicate fast.
-pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
-/// gRPC messages larger than this are refused from their length prefix, before
-/// the body is read into memory. It is well above the value limit so that a value
-/// a little too large gets the precise message from [`check_value`] instead.
-pub const MAX_MESSAGE_BYTES: usize = 4 * MAX_VALUE_BYTES;
+/// Key, value and message sizes: part of the wire contract, so they live with it.
+pub use proto::limits::{MAX_KEY_BYTES, MAX_MESSAGE_BYTES, MAX_VALUE_BYTES};
 /// Entries a scan returns when the request does not say.
 pub const DEFAULT_SCAN_LIMIT: usize = 100;
 /// The most entries one scan returns; page with `start_after` for more.

@@ -20,6 +20,20 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 
 pub use v1::*;
 
+/// The sizes the wire contract allows (kv.proto's header). Nodes enforce them
+/// (`node::limits`); the client uses them to explain a refusal.
+pub mod limits {
+    /// Keys are at most 1 KiB: they are copied into every index, digest and trace.
+    pub const MAX_KEY_BYTES: usize = 1024;
+    /// Values are at most 1 MiB: enough for documents, small enough to replicate fast.
+    pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
+    /// gRPC messages larger than this are refused from their length prefix, before
+    /// the body is read into memory. It is well above the value limit so that a
+    /// value a little too large gets the precise message from the node's value
+    /// check instead.
+    pub const MAX_MESSAGE_BYTES: usize = 4 * MAX_VALUE_BYTES;
+}
+
 /// `Code::NotFound` -> `NOT_FOUND`, as gRPC spells status codes everywhere else.
 pub fn code_name(code: tonic::Code) -> &'static str {
     use tonic::Code::*;

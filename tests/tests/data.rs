@@ -169,15 +169,24 @@ fn delete_hides_the_key_and_scan_lists_in_order() {
 /// Refused with the limit, and the process goes on serving; `client` aims the
 /// command at a node or at a balancer.
 fn oversized_keys_and_values_are_refused(cluster: &TestCluster, client: impl Fn() -> Client) {
-    let value = cluster.dir().join("2mib");
-    std::fs::write(&value, vec![b'x'; 2 * 1024 * 1024]).unwrap();
-    let out = client()
-        .args(["put", "k", "--value-file"])
-        .arg_path(&value)
-        .fails();
+    let value = cluster.dir().join("oversized");
+    let put_bytes = |size: usize| {
+        std::fs::write(&value, vec![b'x'; size]).unwrap();
+        let put = client().args(["put", "k", "--value-file"]);
+        put.arg_path(&value).fails().stderr
+    };
     assert_eq!(
-        out.stderr.trim(),
+        put_bytes(2 * 1024 * 1024).trim(),
         "INVALID_ARGUMENT: value is 2097152 bytes; the limit is 1048576"
+    );
+    // Over the message limit: refused from the length prefix, and the client
+    // still names the value's size and its limit.
+    let refused = put_bytes(5 * 1024 * 1024);
+    assert!(
+        refused
+            .starts_with("OUT_OF_RANGE: the value is 5242880 bytes; the limit is 1048576 (1 MiB).")
+            && refused.contains("the limit is: 4194304 bytes"),
+        "{refused}"
     );
 
     let key = "k".repeat(1025);
