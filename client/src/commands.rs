@@ -127,8 +127,8 @@ fn too_large(failure: Failure, size: usize) -> Failure {
         return failure;
     }
     let message = format!(
-        "the value is {size} bytes; the limit is {MAX_VALUE_BYTES} (1 MiB). The server \
-         refused the request from its length alone: {}",
+        "the value is {size} bytes; the limit is {MAX_VALUE_BYTES}. The server refused \
+         the request from its length alone: {}",
         failure.message
     );
     Failure::new(&failure.code, message)

@@ -602,7 +602,7 @@ impl Coordinator {
         let mut trace = TraceBuilder::new(&self.state.name, needed);
         let started = Instant::now();
         let mut found: Vec<Record> = Vec::new();
-        let mut filled = limits::ScanPage::new(limit);
+        let mut filled = limits::ScanBudget::new(limit);
         let mut cursor = start_after;
         let mut rounds = 0;
         let more = loop {

@@ -71,19 +71,19 @@ pub fn scan_limit(requested: u32) -> Result<usize> {
     }
 }
 
-/// A page of a scan as it fills: at most `limit` records and, past the
-/// first, at most [`MAX_SCAN_BYTES`]. Every scan (a node's own and the
-/// coordinator's merge) fills its page through one of these.
+/// What a page of a scan may still take as it fills: at most `limit` records
+/// and, past the first, at most [`MAX_SCAN_BYTES`]. Every scan (a node's own
+/// and the coordinator's merge) fills its page through one of these.
 #[derive(Debug)]
-pub struct ScanPage {
+pub struct ScanBudget {
     limit: usize,
     records: usize,
     bytes: usize,
 }
 
-impl ScanPage {
+impl ScanBudget {
     pub fn new(limit: usize) -> Self {
-        ScanPage {
+        ScanBudget {
             limit,
             records: 0,
             bytes: 0,
@@ -298,16 +298,16 @@ mod tests {
 
     #[test]
     fn a_scan_page_ends_at_its_count_or_its_bytes() {
-        let mut by_count = ScanPage::new(2);
+        let mut by_count = ScanBudget::new(2);
         assert!(by_count.take(10) && by_count.take(10));
         assert!(by_count.is_full());
         assert!(!by_count.take(0), "the third of a page of two");
 
-        let mut by_bytes = ScanPage::new(100);
+        let mut by_bytes = ScanBudget::new(100);
         // The first record is taken whatever its size: a page is never empty.
         assert!(by_bytes.take(MAX_SCAN_BYTES + 1));
         assert!(by_bytes.is_full());
-        let mut by_bytes = ScanPage::new(100);
+        let mut by_bytes = ScanBudget::new(100);
         assert!(by_bytes.take(MAX_VALUE_BYTES));
         assert!(!by_bytes.take(MAX_VALUE_BYTES + 1), "past the byte limit");
         assert!(!by_bytes.is_full(), "a smaller record still fits");

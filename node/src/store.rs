@@ -220,7 +220,7 @@ impl Store {
             prefix
         };
         let mut records = Vec::new();
-        let mut page = limits::ScanPage::new(limit);
+        let mut budget = limits::ScanBudget::new(limit);
         for entry in table.range(start..).map_err(storage)? {
             let (key, bytes) = entry.map_err(storage)?;
             let key = key.value();
@@ -234,7 +234,7 @@ impl Store {
             if record.value.is_none() && !tombstones {
                 continue;
             }
-            if !page.take(record.size()) {
+            if !budget.take(record.size()) {
                 return Ok((records, true));
             }
             records.push(record);
