@@ -121,6 +121,14 @@ fn one_command_starts_three_nodes_and_a_balancer_and_ctrl_c_stops_them() {
         );
     }
 
+    // It said when the cluster was ready, naming the balancer's address.
+    let ready = format!(
+        "clusterlab-local: ready: n1, n2, n3 take requests through the balancer at 127.0.0.1:{port}"
+    );
+    wait_until("the ready line", Duration::from_secs(30), || {
+        local.lines.lock().unwrap().contains(&ready)
+    });
+
     let (status, lines) = local.interrupt();
     assert!(status.success(), "clusterlab-local exited with {status}");
     for prefix in ["n1 ", "n2 ", "n3 ", "balancer "] {

@@ -4,10 +4,11 @@
 //! 9101-9103) and a balancer (on 127.0.0.1:7000, dashboard on 8080) with fresh
 //! certificates (each node with an identity of its own,
 //! `spiffe://clusterlab/node/n1`, ...), prints every process's log lines
-//! (each starts with the process's name), and stops them all, gracefully, on
-//! Ctrl-C. Data stays in `--dir` between runs unless `--fresh` is given. A
-//! second `clusterlab-local` on the same directory or ports refuses to start,
-//! and leaves the running cluster and its certificates alone.
+//! (each starts with the process's name), says when the balancer has every
+//! node in rotation, and stops them all, gracefully, on Ctrl-C. Data stays in
+//! `--dir` between runs unless `--fresh` is given. A second
+//! `clusterlab-local` on the same directory or ports refuses to start, and
+//! leaves the running cluster and its certificates alone.
 //!
 //! ```sh
 //! cargo run --release -p tests --bin clusterlab-local
@@ -16,6 +17,7 @@
 use std::{
     path::{Path, PathBuf},
     process::{ExitCode, Stdio},
+    time::{Duration, Instant},
 };
 
 use clap::Parser;
@@ -223,6 +225,11 @@ async fn run(args: Args) -> Result<(), String> {
         "clusterlab-local: try `CLUSTERLAB_CERTS={} clusterlab --addr {balancer_addr} status`; Ctrl-C stops everything",
         certs.display()
     );
+    tokio::spawn(announce_ready(
+        certs.clone(),
+        balancer_addr.clone(),
+        names.clone(),
+    ));
 
     // Each process is watched by its own task, which reports its exit.
     let (exits, mut exited) = tokio::sync::mpsc::channel(children.len());
@@ -269,6 +276,58 @@ async fn run(args: Args) -> Result<(), String> {
         println!("clusterlab-local: {name} stopped ({})", describe(&status));
     }
     Ok(())
+}
+
+/// How long `announce_ready` waits for every node to be in rotation.
+const READY_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Prints one line once the balancer has every node in rotation, so that
+/// whoever watches (a learner, a workshop's projector) knows when the cluster
+/// takes requests; or, if that takes too long, what it is still waiting for.
+async fn announce_ready(certs: PathBuf, balancer: String, nodes: Vec<String>) {
+    let started = Instant::now();
+    let mut waiting_for = "the balancer to answer".to_string();
+    while started.elapsed() < READY_PATIENCE {
+        match healthy_nodes(&certs, &balancer).await {
+            Ok(healthy) if nodes.iter().all(|n| healthy.contains(n)) => {
+                let take = if nodes.len() == 1 { "takes" } else { "take" };
+                println!(
+                    "clusterlab-local: ready: {} {take} requests through the balancer at {balancer}",
+                    nodes.join(", ")
+                );
+                return;
+            }
+            Ok(healthy) => {
+                let missing: Vec<&str> = nodes
+                    .iter()
+                    .filter(|n| !healthy.contains(n))
+                    .map(String::as_str)
+                    .collect();
+                waiting_for = format!("{} to be in rotation", missing.join(", "));
+            }
+            Err(e) => waiting_for = format!("the balancer to answer ({e})"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!(
+        "clusterlab-local: not ready after {}s: still waiting for {waiting_for}; the log lines \
+         above say why",
+        READY_PATIENCE.as_secs()
+    );
+}
+
+/// The names of the nodes the balancer at `addr` has in rotation.
+async fn healthy_nodes(certs: &Path, addr: &str) -> Result<Vec<String>, String> {
+    let channel = tests::admin_channel(certs, addr).await?;
+    let status = proto::admin_client::AdminClient::new(channel)
+        .status(proto::StatusRequest {})
+        .await
+        .map_err(|status| status.message().to_string())?;
+    let backends = status.into_inner().backends.into_iter();
+    Ok(backends
+        .filter(|b| b.health == "healthy")
+        .map(|b| b.name)
+        .collect())
 }
 
 /// Holds `DIR/clusterlab-local.lock` for as long as the returned file is
