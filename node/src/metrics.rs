@@ -178,7 +178,7 @@ fn balancer(status: &StatusResponse, out: &mut Families<'_>) -> fmt::Result {
     )?;
     out.counter(
         "backend_errors",
-        "Attempts on each backend that failed.",
+        "Attempts on each backend that the node failed (a refused bad request is not one).",
         status.backends.iter().map(|b| (label(b), b.errors)),
     )?;
     out.counter(

@@ -346,6 +346,11 @@ fn the_retry_budget_caps_retries_when_every_node_fails() {
     // 20% of 200 requests, plus the reserve of 10.
     assert!(status.retries <= 50, "{} retries", status.retries);
     assert!(status.retries_refused > 0, "{status:?}");
+    // Every attempt failed, and each counts as its node's error.
+    let attempts: u64 = status.backends.iter().map(|b| b.requests).sum();
+    let errors: u64 = status.backends.iter().map(|b| b.errors).sum();
+    assert!(attempts >= 200, "{status:?}");
+    assert_eq!(errors, attempts, "{status:?}");
 }
 
 #[test]

@@ -216,6 +216,11 @@ fn oversized_keys_and_values_are_refused_through_the_balancer_without_retries() 
     oversized_keys_and_values_are_refused(&cluster, || cluster.client_to_balancer(0));
     let status = cluster.balancer_status(0).expect("the balancer's status");
     assert_eq!(status.retries, 0, "{status:?}");
+    // Each node answered as it should: none of this counts as a node's error.
+    for backend in &status.backends {
+        assert_eq!(backend.errors, 0, "{backend:?}");
+    }
+    assert!(status.backends.iter().map(|b| b.requests).sum::<u64>() > 0);
 }
 
 #[test]
