@@ -602,7 +602,7 @@ impl Coordinator {
         let mut trace = TraceBuilder::new(&self.state.name, needed);
         let started = Instant::now();
         let mut found: Vec<Record> = Vec::new();
-        let mut filled = limits::ScanBudget::new(limit);
+        let mut budget = limits::ScanBudget::new(limit);
         let mut cursor = start_after;
         let mut rounds = 0;
         let more = loop {
@@ -633,7 +633,7 @@ impl Coordinator {
             }
             let mut left_over = false;
             for record in page.complete.into_iter().filter(|r| r.value.is_some()) {
-                if !filled.take(record.size()) {
+                if !budget.take(record.size()) {
                     left_over = true;
                     break;
                 }
@@ -641,7 +641,7 @@ impl Coordinator {
             }
             match page.cutoff {
                 // Every member has reported everything up to `cutoff`: go on from there.
-                Some(cutoff) if !left_over && !filled.is_full() && rounds < MAX_SCAN_ROUNDS => {
+                Some(cutoff) if !left_over && !budget.is_full() && rounds < MAX_SCAN_ROUNDS => {
                     cursor = cutoff
                 }
                 Some(_) => break true,

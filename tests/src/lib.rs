@@ -897,14 +897,17 @@ pub async fn admin_channel(certs: &Path, addr: &str) -> Result<tonic::transport:
 /// The `Admin.Status` of the process at `addr`, asked as `admin` with the
 /// certificates in `certs`, or in plaintext when `None`.
 fn status_of(certs: Option<&Path>, addr: &str) -> Result<proto::StatusResponse, String> {
-    block_on(async {
-        let channel = channel_or_plaintext(certs, addr).await?;
-        proto::admin_client::AdminClient::new(channel)
-            .status(proto::StatusRequest {})
-            .await
-            .map(tonic::Response::into_inner)
-            .map_err(|s| s.to_string())
-    })
+    block_on(status(certs, addr))
+}
+
+/// [`status_of`], for callers already inside a runtime (`clusterlab-local`).
+pub async fn status(certs: Option<&Path>, addr: &str) -> Result<proto::StatusResponse, String> {
+    let channel = channel_or_plaintext(certs, addr).await?;
+    proto::admin_client::AdminClient::new(channel)
+        .status(proto::StatusRequest {})
+        .await
+        .map(tonic::Response::into_inner)
+        .map_err(|s| format!("{}: {}", proto::code_name(s.code()), s.message()))
 }
 
 /// A channel to `addr` as `admin` with the certificates in `certs`, or in

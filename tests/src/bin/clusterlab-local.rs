@@ -318,12 +318,7 @@ async fn announce_ready(certs: PathBuf, balancer: String, nodes: Vec<String>) {
 
 /// The names of the nodes the balancer at `addr` has in rotation.
 async fn healthy_nodes(certs: &Path, addr: &str) -> Result<Vec<String>, String> {
-    let channel = tests::admin_channel(certs, addr).await?;
-    let status = proto::admin_client::AdminClient::new(channel)
-        .status(proto::StatusRequest {})
-        .await
-        .map_err(|status| status.message().to_string())?;
-    let backends = status.into_inner().backends.into_iter();
+    let backends = tests::status(Some(certs), addr).await?.backends.into_iter();
     Ok(backends
         .filter(|b| b.health == "healthy")
         .map(|b| b.name)
