@@ -7,6 +7,10 @@ use node::config::Serving;
 
 use crate::policy::Policy;
 
+/// The shortest `--health-interval`: each check is a gRPC call that a node
+/// answers, and more than a hundred a second per node only loads it.
+pub const MIN_HEALTH_INTERVAL: Duration = Duration::from_millis(10);
+
 const EXAMPLE: &str = "\
 Example, in front of three local nodes:
   clusterlab-balancer --nodes 127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103
@@ -45,8 +49,9 @@ pub struct Config {
     #[arg(long, env = "CLUSTERLAB_POLICY", value_enum, default_value_t)]
     pub policy: Policy,
 
-    /// How often each node's health is checked (grpc.health.v1).
-    #[arg(long, env = "CLUSTERLAB_HEALTH_INTERVAL", default_value = "500ms", value_parser = humantime::parse_duration)]
+    /// How often each node's health is checked (grpc.health.v1); at least 10ms.
+    #[arg(long, env = "CLUSTERLAB_HEALTH_INTERVAL", default_value = "500ms",
+          value_parser = certs::flags::duration_at_least(MIN_HEALTH_INTERVAL))]
     pub health_interval: Duration,
 
     /// Retries may add at most this fraction of requests on top (0.0 to 1.0),

@@ -20,11 +20,13 @@
 //! - [`repeats`]: says a warning that repeats once in a while, not every time.
 //! - [`names`]: container names for addresses, from Docker's DNS: for people to read, never
 //!   trusted.
+//! - [`flags`]: command-line values every program reads the same way (durations above zero).
 
 pub mod authz;
 pub mod dial;
 pub mod explain;
 pub mod files;
+pub mod flags;
 pub mod identity;
 pub mod listener;
 pub mod names;

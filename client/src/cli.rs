@@ -2,8 +2,9 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use certs::TlsMode;
+use certs::{TlsMode, flags::positive_duration};
 use clap::{Args, Parser, Subcommand};
+use proto::limits::{DEFAULT_SCAN_LIMIT, MAX_SCAN_LIMIT};
 
 /// clusterlab: talk to a clusterlab cluster, and see what happened.
 ///
@@ -81,7 +82,7 @@ pub struct Global {
     pub verbose: bool,
 
     /// Give up on a request after this long (e.g. 500ms, 10s).
-    #[arg(long, global = true, env = "CLUSTERLAB_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, global = true, env = "CLUSTERLAB_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
     pub timeout: Duration,
 }
 
@@ -136,13 +137,13 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct LoadArgs {
     /// How long to run (e.g. 30s, 2m).
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = positive_duration)]
     pub duration: Duration,
     /// Requests in flight at once (with --rate: the most waiting for answers).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub concurrency: u32,
     /// How many distinct keys to spread the requests over.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     pub keys: u64,
     /// Fraction of requests that are reads (the rest are writes), 0.0 to 1.0.
     #[arg(long, default_value_t = 0.9, value_parser = ratio)]
@@ -153,7 +154,7 @@ pub struct LoadArgs {
     /// Send at this fixed rate (requests per second) instead of as fast as the
     /// cluster answers: an open loop, like many independent users. Latency
     /// then counts from when each request was due, waiting for a slot included.
-    #[arg(long, value_name = "RPS", value_parser = positive)]
+    #[arg(long, value_name = "RPS", value_parser = rate)]
     pub rate: Option<f64>,
 }
 
@@ -165,11 +166,16 @@ fn ratio(text: &str) -> Result<f64, String> {
     }
 }
 
-fn positive(text: &str) -> Result<f64, String> {
+/// The highest `--rate`, in requests per second.
+const MAX_RATE: f64 = 1_000_000.0;
+
+fn rate(text: &str) -> Result<f64, String> {
     let value: f64 = text.parse().map_err(|e| format!("{e}"))?;
-    match value > 0.0 && value <= 1_000_000.0 {
+    match value > 0.0 && value <= MAX_RATE {
         true => Ok(value),
-        false => Err(format!("{value} is not a rate between 0 and 1000000")),
+        false => Err(format!(
+            "{value} requests per second cannot be sent; choose more than 0 and at most {MAX_RATE}"
+        )),
     }
 }
 
@@ -179,7 +185,7 @@ pub struct SniffArgs {
     #[arg(long, value_delimiter = ',', default_value = "7000,7100")]
     pub ports: Vec<u16>,
     /// Stop after this long (default: until Ctrl-C).
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, value_parser = positive_duration)]
     pub duration: Option<Duration>,
     /// Stop after this many lines.
     #[arg(long)]
@@ -238,13 +244,13 @@ pub struct FaultArgs {
 #[derive(Debug, Args)]
 pub struct CheckArgs {
     /// How long to keep writing (e.g. 30s, 2m).
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = positive_duration)]
     pub duration: Duration,
     /// Writers working at once.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub concurrency: u32,
     /// Stop writing once this many writes were acknowledged, even before --duration.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub keys: Option<u64>,
     /// Bytes per value. Each value starts with its own key, so a value that
     /// turns up under the wrong key is caught.
@@ -302,7 +308,8 @@ pub struct ScanArgs {
     pub prefix: String,
     /// At most this many entries (1 to 1000). A page of large values may hold
     /// fewer: it ends at about 2 MiB, and says how to go on.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = DEFAULT_SCAN_LIMIT as u32,
+          value_parser = clap::value_parser!(u32).range(1..=MAX_SCAN_LIMIT as i64))]
     pub limit: u32,
     /// Start after this key, to page through a long listing.
     #[arg(long, default_value = "")]
@@ -355,5 +362,41 @@ mod tests {
         let mut missing = Vec::new();
         without_help(&Cli::command(), "", &mut missing);
         assert!(missing.is_empty(), "arguments without help: {missing:?}");
+    }
+
+    /// Values that would do nothing, or fail every request, are refused before
+    /// anything is sent, with the flag named and what it takes.
+    #[test]
+    fn values_that_cannot_work_are_refused_with_what_is_allowed() {
+        let refused = [
+            (&["--timeout", "0s", "get", "k"][..], "above zero"),
+            (&["load", "--duration", "0s"], "above zero"),
+            (&["check", "--duration", "0ms"], "above zero"),
+            (&["sniff", "--duration", "0s"], "above zero"),
+            (&["load", "--rate", "0"], "more than 0 and at most 1000000"),
+            (&["load", "--keys", "0"], "1.."),
+            (&["check", "--keys", "0"], "1.."),
+            (&["scan", "--limit", "0"], "1..=1000"),
+            (&["scan", "--limit", "1001"], "1..=1000"),
+        ];
+        for (args, allowed) in refused {
+            let line = std::iter::once("clusterlab").chain(args.iter().copied());
+            let error = Cli::try_parse_from(line).unwrap_err().to_string();
+            assert!(error.contains(allowed), "{args:?}: {error}");
+            let flag = args.iter().find(|a| a.starts_with("--")).unwrap();
+            assert!(
+                error.contains(flag),
+                "{args:?} does not name {flag}: {error}"
+            );
+        }
+        // The same flags take the smallest sensible values.
+        for args in [
+            &["--timeout", "1ms", "get", "k"][..],
+            &["load", "--duration", "1s", "--rate", "0.5", "--keys", "1"],
+            &["scan", "--limit", "1000"],
+        ] {
+            let line = std::iter::once("clusterlab").chain(args.iter().copied());
+            assert!(Cli::try_parse_from(line).is_ok(), "{args:?}");
+        }
     }
 }

@@ -134,7 +134,7 @@ pub async fn run(global: &Global, args: LoadArgs) -> Result<(), Failure> {
     let workload = Workload {
         client,
         global: global.clone(),
-        keys: args.keys.max(1),
+        keys: args.keys,
         read_ratio: args.read_ratio,
         value: vec![b'x'; args.value_size as usize],
         stats: stats.clone(),

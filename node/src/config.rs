@@ -150,7 +150,7 @@ pub struct Serving {
     pub drain_timeout: Duration,
 
     /// A client that has not finished its TLS handshake by then is disconnected.
-    #[arg(long, env = "CLUSTERLAB_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "CLUSTERLAB_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = certs::flags::positive_duration)]
     pub handshake_timeout: Duration,
 }
 

@@ -14,12 +14,10 @@ use proto::{
 
 use crate::{Error, Result};
 
-/// Key, value and message sizes: part of the wire contract, so they live with it.
-pub use proto::limits::{MAX_KEY_BYTES, MAX_MESSAGE_BYTES, MAX_VALUE_BYTES};
-/// Entries a scan returns when the request does not say.
-pub const DEFAULT_SCAN_LIMIT: usize = 100;
-/// The most entries one scan returns; page with `start_after` for more.
-pub const MAX_SCAN_LIMIT: usize = 1000;
+/// Sizes and scan limits: part of the wire contract, so they live with it.
+pub use proto::limits::{
+    DEFAULT_SCAN_LIMIT, MAX_KEY_BYTES, MAX_MESSAGE_BYTES, MAX_SCAN_LIMIT, MAX_VALUE_BYTES,
+};
 /// The most bytes of keys and values one page of a scan holds (past its first
 /// record, which may be a whole value on its own). A page of large values
 /// ends early, with `more` set, so that it stays well inside

@@ -32,6 +32,10 @@ pub mod limits {
     /// value a little too large gets the precise message from the node's value
     /// check instead.
     pub const MAX_MESSAGE_BYTES: usize = 4 * MAX_VALUE_BYTES;
+    /// Entries a scan returns when the request does not say (`limit` 0).
+    pub const DEFAULT_SCAN_LIMIT: usize = 100;
+    /// The most entries one scan returns; page with `start_after` for more.
+    pub const MAX_SCAN_LIMIT: usize = 1000;
 }
 
 /// `Code::NotFound` -> `NOT_FOUND`, as gRPC spells status codes everywhere else.

@@ -232,3 +232,76 @@ fn json_logs_are_one_object_per_line_tagged_with_the_process() {
     assert_eq!(first["message"], "node listening");
     assert_eq!(first["addr"], cluster.nodes[0].addr.to_string());
 }
+
+/// A zero where a period or a deadline belongs stops the program before it
+/// starts, with the flag named and what it takes. (A zero `--health-interval`
+/// used to panic the balancer's health checker and leave it routing to nodes
+/// nobody checked; a zero `--handshake-timeout` would refuse every client.)
+#[test]
+fn a_zero_period_or_deadline_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let cases = [
+        (
+            "clusterlab-balancer",
+            vec![
+                "--nodes",
+                "127.0.0.1:7101",
+                "--dashboard",
+                "off",
+                "--health-interval",
+                "0s",
+            ],
+            "--health-interval",
+            "0s is too short; choose 10ms or more",
+        ),
+        (
+            "clusterlab-node",
+            vec![
+                "--name",
+                "n1",
+                "--data-dir",
+                data,
+                "--handshake-timeout",
+                "0s",
+            ],
+            "--handshake-timeout",
+            "above zero",
+        ),
+    ];
+    for (program, args, flag, allowed) in cases {
+        let mut child = std::process::Command::new(tests::bin(program))
+            // Everything else it needs to start: with the flag fixed, it would serve.
+            .args(["--listen", "127.0.0.1:0", "--tls", "plaintext"])
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Bounded: a program that wrongly starts serving is killed, not left behind.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                child.kill().unwrap();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        let status = status.unwrap_or_else(|| panic!("{program} started with {args:?}: {stderr}"));
+        assert_eq!(status.code(), Some(2), "{program}: {stderr}");
+        assert!(
+            stderr.contains(flag) && stderr.contains(allowed),
+            "{program}: {stderr}"
+        );
+    }
+    assert!(
+        !dir.path().join("data").exists(),
+        "the node started before refusing"
+    );
+}
