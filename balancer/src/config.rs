@@ -83,7 +83,8 @@ pub struct Config {
     /// no hand-offs between threads, which is fastest when the balancer shares
     /// a machine with its nodes (docs/performance.md). More threads can use
     /// more cores; 0 means one per core.
-    #[arg(long, env = "CLUSTERLAB_THREADS", default_value_t = 1)]
+    #[arg(long, env = "CLUSTERLAB_THREADS", default_value_t = 1,
+          value_parser = node::lifecycle::parse_threads)]
     pub threads: usize,
 
     /// While requests come one at a time, keep polling the sockets instead of

@@ -68,32 +68,110 @@ pub async fn bind(
     usual_port: u16,
     port: Port,
 ) -> anyhow::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr)
+    let error = |e: std::io::Error, resolved: bool| {
+        let hint = listen_hint(&e, resolved, flag, usual_port, port);
+        anyhow::anyhow!("cannot listen on {addr} ({flag}): {e}{hint}")
+    };
+    let resolved: Vec<std::net::SocketAddr> = tokio::net::lookup_host(addr)
         .await
-        .map_err(|e| listen_error(flag, addr, e, usual_port, port))
+        .map_err(|e| error(e, false))?
+        .collect();
+    tokio::net::TcpListener::bind(resolved.as_slice())
+        .await
+        .map_err(|e| error(e, true))
 }
 
-fn listen_error(
+/// What to do about `e`. `resolved` is false when `addr` was not HOST:PORT,
+/// or HOST is not a name this machine can resolve.
+fn listen_hint(
+    e: &std::io::Error,
+    resolved: bool,
     flag: &str,
-    addr: &str,
-    e: std::io::Error,
     usual_port: u16,
     port: Port,
-) -> anyhow::Error {
-    let hint = match e.kind() {
-        std::io::ErrorKind::AddrInUse => {
-            let off = match port {
-                Port::Serving => String::new(),
-                Port::Side => format!(", or turn it off with {flag} off"),
-            };
-            format!(
-                "; another process is using that port: stop it or choose another with {flag} ADDR{off}"
-            )
-        }
+) -> String {
+    let here = format!(
+        "127.0.0.1:{usual_port} (this machine only) or 0.0.0.0:{usual_port} (every interface)"
+    );
+    let off = match port {
+        Port::Serving => String::new(),
+        Port::Side => format!(", or turn it off with {flag} off"),
+    };
+    if !resolved {
+        return format!(
+            "; give {flag} an address of this machine as HOST:PORT, such as {here}{off}"
+        );
+    }
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => format!(
+            "; another process is using that port: stop it or choose another with {flag} ADDR{off}"
+        ),
         std::io::ErrorKind::PermissionDenied => {
             format!("; ports below 1024 need privileges: use {flag} with port {usual_port}")
         }
+        std::io::ErrorKind::AddrNotAvailable => {
+            format!("; that address belongs to another machine: use {here}")
+        }
         _ => String::new(),
-    };
-    anyhow::anyhow!("cannot listen on {addr} ({flag}): {e}{hint}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_address_that_cannot_be_listened_on_says_what_would_do() {
+        for addr in [
+            "nonsense",
+            "127.0.0.1",
+            "127.0.0.1:99999",
+            "no-such-host.invalid:7100",
+        ] {
+            let error = bind("--listen", addr, 7100, Port::Serving)
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.starts_with(&format!("cannot listen on {addr} (--listen): ")),
+                "{error}"
+            );
+            assert!(
+                error.ends_with(
+                    "127.0.0.1:7100 (this machine only) or 0.0.0.0:7100 (every interface)"
+                ),
+                "{error}"
+            );
+        }
+        // 192.0.2.0/24 is for documentation: no machine has such an address.
+        let error = bind("--listen", "192.0.2.1:7100", 7100, Port::Serving)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("belongs to another machine"), "{error}");
+        let error = bind("--dashboard", "nonsense", 8080, Port::Side)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.ends_with("0.0.0.0:8080 (every interface), or turn it off with --dashboard off"),
+            "{error}"
+        );
+        let taken = bind("--metrics", "127.0.0.1:0", 9100, Port::Side)
+            .await
+            .unwrap();
+        let addr = taken.local_addr().unwrap().to_string();
+        let error = bind("--metrics", &addr, 9100, Port::Side)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("another process is using that port"),
+            "{error}"
+        );
+        assert!(
+            error.ends_with("or turn it off with --metrics off"),
+            "{error}"
+        );
+    }
 }

@@ -21,6 +21,10 @@ use tracing::{info, warn};
 /// second in total (docs/performance.md). Blocking work (the store's reads
 /// and writes) still runs on tokio's blocking pool, whatever this says.
 pub fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    debug_assert!(
+        threads <= MAX_THREADS,
+        "{threads} threads passed the flag's check"
+    );
     let mut builder = match threads {
         1 => tokio::runtime::Builder::new_current_thread(),
         0 => tokio::runtime::Builder::new_multi_thread(),
@@ -31,6 +35,22 @@ pub fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
         }
     };
     builder.enable_all().build()
+}
+
+/// The most `--threads` a node or balancer takes. Far more than any machine
+/// here has cores; far fewer than the thousands that exhaust memory for their
+/// stacks, which aborts the process before it can say why.
+pub const MAX_THREADS: usize = 256;
+
+/// Parses `--threads`: 0 (one per core) to [`MAX_THREADS`].
+pub fn parse_threads(text: &str) -> Result<usize, String> {
+    let threads: usize = text.parse().map_err(|e| format!("{e}"))?;
+    match threads <= MAX_THREADS {
+        true => Ok(threads),
+        false => Err(format!(
+            "{threads} threads is too many; choose 1 to {MAX_THREADS}, or 0 for one per core"
+        )),
+    }
 }
 
 /// Completes on the first SIGINT (Ctrl-C) or SIGTERM (`docker stop`, `kill`).

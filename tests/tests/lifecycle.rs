@@ -233,46 +233,46 @@ fn json_logs_are_one_object_per_line_tagged_with_the_process() {
     assert_eq!(first["addr"], cluster.nodes[0].addr.to_string());
 }
 
-/// A zero where a period or a deadline belongs stops the program before it
-/// starts, with the flag named and what it takes. (A zero `--health-interval`
-/// used to panic the balancer's health checker and leave it routing to nodes
-/// nobody checked; a zero `--handshake-timeout` would refuse every client.)
+/// A flag value the program cannot work with stops it before it starts, with
+/// the flag named and what it takes. (A zero `--health-interval` used to panic
+/// the balancer's health checker and leave it routing to nodes nobody checked;
+/// a zero `--handshake-timeout` would refuse every client; `--threads 100000`
+/// aborted, out of memory for the threads' stacks.)
 #[test]
-fn a_zero_period_or_deadline_is_refused_at_start() {
+fn flag_values_that_cannot_work_are_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let data = data.to_str().unwrap();
+    // Everything else each program needs to start: with the flag fixed, it would serve.
+    let needs = |program| match program {
+        "clusterlab-balancer" => vec!["--nodes", "127.0.0.1:7101", "--dashboard", "off"],
+        _ => vec!["--name", "n1", "--data-dir", data],
+    };
     let cases = [
         (
             "clusterlab-balancer",
-            vec![
-                "--nodes",
-                "127.0.0.1:7101",
-                "--dashboard",
-                "off",
-                "--health-interval",
-                "0s",
-            ],
             "--health-interval",
+            "0s",
             "0s is too short; choose 10ms or more",
+        ),
+        ("clusterlab-node", "--handshake-timeout", "0s", "above zero"),
+        (
+            "clusterlab-balancer",
+            "--threads",
+            "100000",
+            "choose 1 to 256, or 0 for one per core",
         ),
         (
             "clusterlab-node",
-            vec![
-                "--name",
-                "n1",
-                "--data-dir",
-                data,
-                "--handshake-timeout",
-                "0s",
-            ],
-            "--handshake-timeout",
-            "above zero",
+            "--threads",
+            "257",
+            "choose 1 to 256, or 0 for one per core",
         ),
     ];
-    for (program, args, flag, allowed) in cases {
+    for (program, flag, value, allowed) in cases {
+        let mut args = needs(program);
+        args.extend([flag, value]);
         let mut child = std::process::Command::new(tests::bin(program))
-            // Everything else it needs to start: with the flag fixed, it would serve.
             .args(["--listen", "127.0.0.1:0", "--tls", "plaintext"])
             .args(&args)
             .stdout(Stdio::null())
