@@ -21,8 +21,10 @@ Example, in front of three local nodes:
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "clusterlab-balancer", version, after_help = EXAMPLE)]
 pub struct Config {
-    /// This balancer's name, shown in traces and every log line.
-    #[arg(long, env = "CLUSTERLAB_NAME", default_value = "balancer")]
+    /// This balancer's name, shown in traces and every log line: 1 to 63
+    /// characters from a-z, 0-9, '-', '_' and '.'.
+    #[arg(long, env = "CLUSTERLAB_NAME", default_value = "balancer",
+          value_parser = node::config::process_name)]
     pub name: String,
 
     /// Address to serve gRPC on. Use 0.0.0.0:7000 to accept connections from

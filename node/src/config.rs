@@ -20,11 +20,12 @@ Example: a three-node cluster on one machine, with fresh certificates:
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "clusterlab-node", version, after_help = EXAMPLE)]
 pub struct Config {
-    /// This node's name, shown in status, traces and every log line (e.g. n1).
+    /// This node's name, shown in status, traces and every log line (e.g. n1):
+    /// 1 to 63 characters from a-z, 0-9, '-', '_' and '.'.
     /// `auto` takes the container's name from Docker's DNS (e.g.
     /// clusterlab-node-2), so scaled replicas that share one configuration
     /// still have names that match `docker ps`.
-    #[arg(long, env = "CLUSTERLAB_NAME")]
+    #[arg(long, env = "CLUSTERLAB_NAME", value_parser = name_or_auto)]
     pub name: String,
 
     /// Address to serve gRPC on. Use 0.0.0.0:7100 to accept connections from
@@ -216,6 +217,22 @@ pub fn check_host_port(flag: &str, addr: &str) -> Result<(), String> {
     }
 }
 
+/// Parses a process's `--name`: the rule for identity names (plain, 1 to 63
+/// characters), so that a name is never empty and reads the same in a log
+/// line, a trace and `clusterlab fault NAME`.
+pub fn process_name(text: &str) -> Result<String, String> {
+    certs::identity::validate_name(text).map_err(|e| e.to_string())?;
+    Ok(text.to_string())
+}
+
+/// Parses the node's `--name`: a [`process_name`], or `auto`.
+fn name_or_auto(text: &str) -> Result<String, String> {
+    match text {
+        "auto" => Ok(text.to_string()),
+        _ => process_name(text),
+    }
+}
+
 /// `--name auto`: the name DNS gives this machine's address, else its host name.
 ///
 /// In docker compose every replica of a service gets the same settings, and a
@@ -288,6 +305,30 @@ mod tests {
         assert_eq!(config.advertise_addr(local), "127.0.0.1:7101");
         let config = parse(&["--advertise", "n1.example:7100"]);
         assert_eq!(config.advertise_addr(any), "n1.example:7100");
+    }
+
+    /// A name shows up in versions, traces, log lines and `clusterlab fault
+    /// NAME`: never empty, and plain enough to type.
+    #[test]
+    fn names_are_plain_or_auto() {
+        let name = |name| {
+            let line = [
+                "clusterlab-node",
+                "--data-dir",
+                "d",
+                &format!("--name={name}"),
+            ];
+            Config::try_parse_from(line).map(|config| config.name)
+        };
+        assert_eq!(name("clusterlab-node-2").unwrap(), "clusterlab-node-2");
+        assert_eq!(name("auto").unwrap(), "auto");
+        for bad in ["", "N1", "a b", "-n1", "n@1"] {
+            let error = name(bad).unwrap_err().to_string();
+            assert!(
+                error.contains("use 1 to 63 characters from a-z"),
+                "{bad:?}: {error}"
+            );
+        }
     }
 
     #[test]
