@@ -106,7 +106,7 @@ impl Config {
             );
         }
         for addr in self.nodes().iter().chain(&self.nodes_dns) {
-            node::config::check_host_port("--nodes", addr)?;
+            certs::flags::check_host_port("--nodes", addr)?;
         }
         if !(0.0..=1.0).contains(&self.retry_budget) {
             return Err(format!(

@@ -1,4 +1,5 @@
-//! Command-line values that every program reads the same way.
+//! Command-line values that every program reads the same way: addresses to
+//! dial, and durations.
 //!
 //! Durations use humantime's syntax (`500ms`, `30s`, `2m`). Where a flag is a
 //! period, a run length or a deadline, zero is a mistake rather than a setting.
@@ -32,6 +33,19 @@ pub fn duration_at_least(
             )),
             false => Ok(duration),
         }
+    }
+}
+
+/// HOST:PORT with a non-empty host and a port number, e.g. 10.0.0.2:7100 or node:7100.
+pub fn check_host_port(flag: &str, addr: &str) -> Result<(), String> {
+    let valid = addr
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+    match valid {
+        true => Ok(()),
+        false => Err(format!(
+            "{flag} {addr:?} is not HOST:PORT; write it like 127.0.0.1:7101 or node:7100"
+        )),
     }
 }
 

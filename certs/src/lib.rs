@@ -20,7 +20,7 @@
 //! - [`repeats`]: says a warning that repeats once in a while, not every time.
 //! - [`names`]: container names for addresses, from Docker's DNS: for people to read, never
 //!   trusted.
-//! - [`flags`]: command-line values every program reads the same way (durations above zero).
+//! - [`flags`]: command-line values every program reads the same way (HOST:PORT, durations).
 
 pub mod authz;
 pub mod dial;

@@ -31,6 +31,8 @@ impl Connection {
     pub async fn open(global: &Global) -> Result<Self, Failure> {
         let mut failure = Failure::new("INVALID_ARGUMENT", "--addr is empty; give HOST:PORT");
         for addr in global.addr.iter().filter(|a| !a.is_empty()) {
+            certs::flags::check_host_port("--addr", addr)
+                .map_err(|why| Failure::new("INVALID_ARGUMENT", why))?;
             match Self::open_to(global, addr).await {
                 Ok(conn) => return Ok(conn),
                 // A certificate we cannot load fails the same way everywhere.

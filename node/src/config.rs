@@ -193,27 +193,14 @@ impl Config {
     /// each checked to be HOST:PORT, and `--peers-dns` checked the same way.
     pub fn peer_addrs(&self) -> Result<Vec<String>, String> {
         if let Some(name) = &self.peers_dns {
-            check_host_port("--peers-dns", name)?;
+            certs::flags::check_host_port("--peers-dns", name)?;
         }
         self.peers
             .iter()
             .map(|p| p.trim())
             .filter(|p| !p.is_empty())
-            .map(|p| check_host_port("--peers", p).map(|()| p.to_string()))
+            .map(|p| certs::flags::check_host_port("--peers", p).map(|()| p.to_string()))
             .collect()
-    }
-}
-
-/// HOST:PORT with a non-empty host and a port number, e.g. 10.0.0.2:7100 or node:7100.
-pub fn check_host_port(flag: &str, addr: &str) -> Result<(), String> {
-    let valid = addr
-        .rsplit_once(':')
-        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
-    match valid {
-        true => Ok(()),
-        false => Err(format!(
-            "{flag} {addr:?} is not HOST:PORT; write it like 127.0.0.1:7101 or node:7100"
-        )),
     }
 }
 

@@ -265,6 +265,34 @@ fn every_global_flag_can_come_from_the_environment() {
     assert_eq!(json["addr"], cluster.nodes[0].addr.to_string());
 }
 
+/// An address that is not HOST:PORT is named as the mistake it is, even in a
+/// list whose other entries would answer: not as a host that does not resolve.
+#[test]
+fn an_addr_that_is_not_host_port_is_refused_before_dialling() {
+    let cluster = TestCluster::start(1);
+    let good = cluster.nodes[0].addr.to_string();
+    for addr in [
+        "nonsense",
+        ":7101",
+        "127.0.0.1:",
+        &format!("nonsense,{good}"),
+    ] {
+        let out = tests::Client::bare()
+            .args(["--addr", addr, "get", "k"])
+            .env("CLUSTERLAB_CERTS", &cluster.certs)
+            .run();
+        assert_eq!(out.code(), 1, "{addr}: {}", out.stderr);
+        let first = addr.split(',').next().unwrap();
+        assert_eq!(
+            out.stderr.trim_end(),
+            format!(
+                "INVALID_ARGUMENT: --addr {first:?} is not HOST:PORT; \
+                 write it like 127.0.0.1:7101 or node:7100"
+            )
+        );
+    }
+}
+
 #[test]
 fn whoami_shows_tls_version_cipher_and_both_identities() {
     let cluster = TestCluster::start(1);
