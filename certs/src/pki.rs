@@ -169,8 +169,22 @@ pub fn revoke(dir: &Path, name: &str) -> Result<Revocation> {
             names: files::certificate_names(dir).join(", "),
         });
     }
+    if cert_path == dir.join(files::CA_CERT) {
+        return Err(Error::Pem {
+            path: cert_path,
+            problem: format!(
+                "that is the CA itself, which no list it signs can revoke; to start over with \
+                 a new CA, run `clusterlab-certs init --force --out {}` (every certificate \
+                 issued from the old one stops working)",
+                dir.display()
+            ),
+        });
+    }
     let cert = files::load_certs(&cert_path)?.remove(0);
-    let identity = Identity::from_certificate(&cert)?;
+    let identity = Identity::from_certificate(&cert).map_err(|e| Error::Pem {
+        path: cert_path.clone(),
+        problem: format!("{e}; only a certificate that names a clusterlab identity can be revoked"),
+    })?;
     let serial = revocation::serial_of(&cert).ok_or_else(|| Error::Pem {
         path: cert_path.clone(),
         problem: "the certificate cannot be parsed".into(),
@@ -595,5 +609,29 @@ mod tests {
         );
         // A second time is refused, not silently overwritten.
         assert!(matches!(issue(dir.path(), id), Err(Error::NameTaken(_))));
+    }
+
+    /// Only a certificate naming an identity can be revoked; asking for the
+    /// CA or a nameless villain says why not, and the list stays as it was.
+    #[test]
+    fn revoking_what_names_nobody_is_refused_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        init(dir.path(), false).unwrap();
+        let crl = std::fs::read(dir.path().join("crl.pem")).unwrap();
+        let ca = revoke(dir.path(), "ca").unwrap_err().to_string();
+        assert!(ca.contains("ca.pem: that is the CA itself"), "{ca}");
+        assert!(ca.contains("clusterlab-certs init --force --out"), "{ca}");
+        let nameless = revoke(dir.path(), "two-names").unwrap_err().to_string();
+        assert!(
+            nameless.contains("two-names.pem: the certificate has 2 URI SANs"),
+            "{nameless}"
+        );
+        assert!(
+            nameless
+                .ends_with("only a certificate that names a clusterlab identity can be revoked")
+        );
+        assert_eq!(std::fs::read(dir.path().join("crl.pem")).unwrap(), crl);
+        // A real identity still can be.
+        assert!(revoke(dir.path(), "writer").unwrap().newly);
     }
 }
