@@ -233,7 +233,7 @@ pub struct FaultArgs {
     /// Stop answering: requests hang until the fault is cleared.
     #[arg(long)]
     pub pause: bool,
-    /// Cut the link between the node and this peer, both ways.
+    /// Cut the link between the node and this peer (another member it knows), both ways.
     #[arg(long, value_name = "PEER")]
     pub drop_peer: Option<String>,
     /// Remove every fault from the node.

@@ -36,6 +36,37 @@ impl AdminService {
     }
 }
 
+impl AdminService {
+    /// A link can be cut only to another member this node knows: a typo, or
+    /// this node's own name, would otherwise be taken and cut nothing.
+    fn check_peer(&self, peer: &str) -> Result<(), Status> {
+        let me = &self.state.name;
+        let mut known: Vec<String> = self
+            .state
+            .membership
+            .peers()
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
+        known.sort();
+        let choose = match known.is_empty() {
+            true => "it knows no other member yet".to_string(),
+            false => format!("name one of its peers: {}", known.join(", ")),
+        };
+        if peer == me {
+            return Err(Status::invalid_argument(format!(
+                "{me} cannot cut its link to itself; {choose}"
+            )));
+        }
+        if !known.iter().any(|name| name == peer) {
+            return Err(Status::invalid_argument(format!(
+                "{me} knows no member called {peer:?}; {choose}"
+            )));
+        }
+        Ok(())
+    }
+}
+
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
@@ -65,6 +96,9 @@ impl Admin for AdminService {
             )));
         }
         let fault = Fault::from_request(&request)?;
+        if let Some(peer) = &fault.drop_peer {
+            self.check_peer(peer)?;
+        }
         let active = fault.describe();
         let serving = match fault.pause {
             true => ServingStatus::NotServing,

@@ -89,6 +89,15 @@ fn a_paused_node_turns_suspect_and_returns_when_the_pause_is_cleared() {
 #[test]
 fn a_cut_link_fails_both_directions_and_heals() {
     let cluster = TestCluster::start_with(3, &["--dead-after", "60s"]);
+    // A link to a member the node does not know would cut nothing: refused.
+    let out = cluster
+        .client_to(0)
+        .args(["fault", "n1", "--drop-peer", "n9"])
+        .fails();
+    assert_eq!(
+        out.stderr.trim_end(),
+        "INVALID_ARGUMENT: n1 knows no member called \"n9\"; name one of its peers: n2, n3"
+    );
     cluster
         .client_to(0)
         .args(["fault", "n1", "--drop-peer", "n3"])
@@ -169,4 +178,12 @@ fn fault_requests_out_of_range_or_for_strangers_are_refused_clearly() {
     );
     let out = cluster.client().args(["fault", "n1"]).run();
     assert_eq!(out.code(), 2, "a fault with nothing to do is a usage error");
+    let out = cluster
+        .client()
+        .args(["fault", "n1", "--drop-peer", "n1"])
+        .fails();
+    assert_eq!(
+        out.stderr.trim_end(),
+        "INVALID_ARGUMENT: n1 cannot cut its link to itself; it knows no other member yet"
+    );
 }
