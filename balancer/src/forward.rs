@@ -350,18 +350,7 @@ fn is_retryable(status: &Status) -> bool {
 /// larger than N. Only the node's failures count as its errors in `status`,
 /// on the dashboard and in `/metrics`; a learner's typo is not a sick node.
 fn is_node_failure(status: &Status) -> bool {
-    use tonic::Code::*;
-    !matches!(
-        status.code(),
-        InvalidArgument
-            | OutOfRange
-            | NotFound
-            | AlreadyExists
-            | FailedPrecondition
-            | PermissionDenied
-            | Unauthenticated
-            | Unimplemented
-    )
+    !proto::is_about_the_request(status.code())
 }
 
 /// Serves `clusterlab.v1.KeyValue` by forwarding. It is a plain tower service,

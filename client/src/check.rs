@@ -11,6 +11,10 @@
 //! acknowledged key is read back at the read quorum; one that cannot be found at
 //! its acknowledged version is **lost**. Lost writes are the one thing a
 //! correctly configured cluster must never show.
+//!
+//! A write or read refused for what it asks (a quorum larger than N, an
+//! identity that may not write) would be refused every time, so the check
+//! stops at the first and says why, rather than count thousands of them.
 
 use std::{
     collections::BTreeMap,
@@ -66,6 +70,28 @@ struct Workload {
     stale_keys: Mutex<Vec<String>>,
     /// Failed writes by status code.
     errors: Mutex<BTreeMap<String, u64>>,
+    /// The first answer refusing a request for what it asked: the check stops.
+    refused: Mutex<Option<Failure>>,
+}
+
+impl Workload {
+    /// Notes the first refusal; every writer stops at its next step.
+    fn refuse(&self, what: &str, status: &tonic::Status) {
+        let mut refused = self.refused.lock().expect("refusal poisoned");
+        refused.get_or_insert_with(|| {
+            Failure::new(
+                status_code(status),
+                format!(
+                    "the cluster refused {what}, and would refuse every one: {}",
+                    status.message()
+                ),
+            )
+        });
+    }
+
+    fn stopped(&self) -> bool {
+        self.refused.lock().expect("refusal poisoned").is_some()
+    }
 }
 
 /// Runs the check and reports; `Err` (exit 1) if anything acknowledged was
@@ -98,6 +124,7 @@ pub async fn run(global: &Global, args: CheckArgs) -> Result<(), Failure> {
         acked: Mutex::new(Vec::new()),
         stale_keys: Mutex::new(Vec::new()),
         errors: Mutex::new(BTreeMap::new()),
+        refused: Mutex::new(None),
     });
 
     let mut writers = tokio::task::JoinSet::new();
@@ -119,6 +146,14 @@ pub async fn run(global: &Global, args: CheckArgs) -> Result<(), Failure> {
         }
     }
     let writing = started.elapsed();
+    if let Some(refused) = workload.refused.lock().expect("refusal poisoned").take() {
+        eprintln!(
+            "check: stopped after {:.1}s, with {} writes acknowledged and not read back",
+            writing.as_secs_f64(),
+            workload.acknowledged.load(Ordering::Relaxed)
+        );
+        return Err(refused);
+    }
 
     let acked = std::mem::take(&mut *workload.acked.lock().expect("acked list poisoned"));
     eprintln!(
@@ -135,7 +170,10 @@ async fn writer(work: Arc<Workload>, id: usize) {
     let n = work.clients.len();
     let target = work.args.keys.unwrap_or(u64::MAX);
     for seq in 0.. {
-        if Instant::now() >= work.deadline || work.acknowledged.load(Ordering::Relaxed) >= target {
+        if Instant::now() >= work.deadline
+            || work.acknowledged.load(Ordering::Relaxed) >= target
+            || work.stopped()
+        {
             break;
         }
         let key = format!("{}{id}/{seq}", work.prefix);
@@ -160,6 +198,10 @@ async fn writer(work: Arc<Workload>, id: usize) {
         }
         let version = match outcome.expect("at least one address") {
             Ok(response) => response.into_inner().version.unwrap_or_default(),
+            Err(status) if proto::is_about_the_request(status.code()) => {
+                work.refuse("a write", &status);
+                break;
+            }
             Err(status) => {
                 work.indeterminate.fetch_add(1, Ordering::Relaxed);
                 let mut errors = work.errors.lock().expect("errors poisoned");
@@ -182,6 +224,10 @@ async fn writer(work: Arc<Workload>, id: usize) {
             Ok(_) => {
                 work.stale_reads.fetch_add(1, Ordering::Relaxed);
                 note(&work.stale_keys, key);
+            }
+            Err(status) if proto::is_about_the_request(status.code()) => {
+                work.refuse("a read", &status);
+                break;
             }
             Err(_) => {
                 work.read_errors.fetch_add(1, Ordering::Relaxed);

@@ -166,6 +166,21 @@ fn ratio(text: &str) -> Result<f64, String> {
     }
 }
 
+/// Parses `--w` and `--r`: at least one replica. (On the wire 0 means "the
+/// cluster's default", which a person typing 0 would not expect.) The upper
+/// bound is the cluster's replica count, which only the nodes know.
+fn quorum(text: &str) -> Result<u32, String> {
+    match text.parse::<u32>().map_err(|e| format!("{e}"))? {
+        0 => Err(
+            "a quorum of 0 replicas would wait for none; give 1 to the replica count \
+                  (N, 3 unless the nodes were started with --replicas), or leave it out \
+                  for the cluster's default"
+                .into(),
+        ),
+        n => Ok(n),
+    }
+}
+
 /// The highest `--rate`, in requests per second.
 const MAX_RATE: f64 = 1_000_000.0;
 
@@ -257,10 +272,10 @@ pub struct CheckArgs {
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
     pub value_size: u32,
     /// Write quorum for every write (default: the cluster's).
-    #[arg(long = "w", value_name = "N")]
+    #[arg(long = "w", value_name = "N", value_parser = quorum)]
     pub write_quorum: Option<u32>,
     /// Read quorum for every read (default: the cluster's).
-    #[arg(long = "r", value_name = "N")]
+    #[arg(long = "r", value_name = "N", value_parser = quorum)]
     pub read_quorum: Option<u32>,
 }
 
@@ -279,7 +294,7 @@ pub struct PutArgs {
     #[arg(long, value_name = "FILE")]
     pub value_file: Option<PathBuf>,
     /// Write quorum: how many replicas must store the write before it is acknowledged.
-    #[arg(long = "w", value_name = "N")]
+    #[arg(long = "w", value_name = "N", value_parser = quorum)]
     pub write_quorum: Option<u32>,
 }
 
@@ -288,7 +303,7 @@ pub struct GetArgs {
     /// The key to read.
     pub key: String,
     /// Read quorum: how many replicas must answer.
-    #[arg(long = "r", value_name = "N")]
+    #[arg(long = "r", value_name = "N", value_parser = quorum)]
     pub read_quorum: Option<u32>,
 }
 
@@ -297,7 +312,7 @@ pub struct DeleteArgs {
     /// The key to delete.
     pub key: String,
     /// Write quorum for the delete.
-    #[arg(long = "w", value_name = "N")]
+    #[arg(long = "w", value_name = "N", value_parser = quorum)]
     pub write_quorum: Option<u32>,
 }
 
@@ -378,6 +393,9 @@ mod tests {
             (&["check", "--keys", "0"], "1.."),
             (&["scan", "--limit", "0"], "1..=1000"),
             (&["scan", "--limit", "1001"], "1..=1000"),
+            (&["put", "k", "v", "--w", "0"], "a quorum of 0 replicas"),
+            (&["get", "k", "--r", "0"], "a quorum of 0 replicas"),
+            (&["check", "--w", "0"], "a quorum of 0 replicas"),
         ];
         for (args, allowed) in refused {
             let line = std::iter::once("clusterlab").chain(args.iter().copied());

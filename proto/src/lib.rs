@@ -38,6 +38,26 @@ pub mod limits {
     pub const MAX_SCAN_LIMIT: usize = 1000;
 }
 
+/// Whether a status is an answer about the request itself (a bad key, a
+/// quorum larger than N, a call this identity may not make), not a failure of
+/// the process that gave it. Sending the same request again, or to another
+/// node, gets the same answer. The balancer does not count these as a node's
+/// errors; `clusterlab check` stops at the first one instead of repeating it.
+pub fn is_about_the_request(code: tonic::Code) -> bool {
+    use tonic::Code::*;
+    matches!(
+        code,
+        InvalidArgument
+            | OutOfRange
+            | NotFound
+            | AlreadyExists
+            | FailedPrecondition
+            | PermissionDenied
+            | Unauthenticated
+            | Unimplemented
+    )
+}
+
 /// `Code::NotFound` -> `NOT_FOUND`, as gRPC spells status codes everywhere else.
 pub fn code_name(code: tonic::Code) -> &'static str {
     use tonic::Code::*;

@@ -247,6 +247,47 @@ fn quorums_beyond_the_replica_count_are_refused() {
     cluster.client().args(["get", "k", "--r", "1"]).ok();
 }
 
+/// A check whose requests the cluster refuses for what they ask stops at the
+/// first refusal and says why. It used to count every refused write as
+/// indeterminate for the whole run and then pass, having checked nothing.
+#[test]
+fn check_stops_at_a_refusal_and_says_why() {
+    let cluster = TestCluster::start(1);
+    let cases = [
+        (
+            &["check", "--w", "5"][..],
+            "INVALID_ARGUMENT: the cluster refused a write, and would refuse every one: \
+             write quorum 5",
+        ),
+        (
+            &["check", "--w", "1", "--r", "4"],
+            "INVALID_ARGUMENT: the cluster refused a read, and would refuse every one: \
+             read quorum 4",
+        ),
+        (
+            &["--identity", "reader", "check"],
+            "PERMISSION_DENIED: the cluster refused a write, and would refuse every one: \
+             spiffe://clusterlab/client/reader may not call KeyValue/Put",
+        ),
+    ];
+    for (args, refusal) in cases {
+        // Long enough that a check which did not stop could not pass by ending.
+        let out = cluster
+            .client()
+            .args(args)
+            .args(["--duration", "60s"])
+            .run();
+        assert_eq!(out.code(), 1, "{args:?}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("check: stopped after"),
+            "{}",
+            out.stderr
+        );
+        let last = out.stderr.lines().last().unwrap_or_default();
+        assert!(last.starts_with(refusal), "{args:?}: {last}");
+    }
+}
+
 #[test]
 fn every_global_flag_can_come_from_the_environment() {
     let cluster = TestCluster::start(1);
