@@ -57,6 +57,9 @@ pub struct Dashboard {
 }
 
 impl Dashboard {
+    /// What [`Dashboard::routes`] serves, for the answer to any other path.
+    pub const PAGES: &'static [&'static str] = &["/ (the dashboard)", "/api/status", "/metrics"];
+
     /// The routes: the page, its data, and the metrics.
     pub fn routes(self) -> Router {
         Router::new()

@@ -111,7 +111,11 @@ pub async fn run(
             identity: identity.clone(),
             tls: config.serving.tls,
         };
-        background.spawn(metrics::serve(listener, dashboard.routes()));
+        background.spawn(metrics::serve(
+            listener,
+            dashboard.routes(),
+            Dashboard::PAGES,
+        ));
     }
 
     let mut listener_config = ListenerConfig::new(tls);

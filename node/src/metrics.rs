@@ -16,7 +16,7 @@ use std::fmt;
 
 use axum::{
     Router,
-    http::header,
+    http::{StatusCode, Uri, header},
     response::{IntoResponse, Response},
 };
 use prometheus_client::{
@@ -42,11 +42,23 @@ pub fn enabled(addr: &str) -> Option<&str> {
 
 /// Serves `router` on `listener` until the task is aborted (with the rest of
 /// the process's background work). A failure is logged, not fatal: the
-/// cluster keeps serving without its side port.
-pub async fn serve(listener: TcpListener, router: Router) {
+/// cluster keeps serving without its side port. A path it does not serve is
+/// answered with the `pages` it does, not an empty 404.
+pub async fn serve(listener: TcpListener, router: Router, pages: &'static [&'static str]) {
+    let router = router.fallback(move |uri: Uri| async move { not_here(&uri, pages) });
     if let Err(e) = axum::serve(listener, router).await {
         warn!(error = %e, "the HTTP port (metrics, dashboard) stopped");
     }
+}
+
+/// 404 for `uri`, naming the pages this port has.
+fn not_here(uri: &Uri, pages: &[&str]) -> Response {
+    let body = format!(
+        "nothing at {}; this port serves {}\n",
+        uri.path(),
+        pages.join(", ")
+    );
+    (StatusCode::NOT_FOUND, body).into_response()
 }
 
 /// The `/metrics` response for `status`.
@@ -57,7 +69,7 @@ pub fn exposition(status: StatusResponse) -> Response {
     match encode(&mut body, &registry) {
         Ok(()) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response(),
         Err(e) => (
-            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            StatusCode::INTERNAL_SERVER_ERROR,
             format!("cannot encode the metrics: {e}"),
         )
             .into_response(),

@@ -156,7 +156,8 @@ pub async fn run(
     background.spawn(revocation_watcher);
     if let Some(listener) = metrics_port {
         info!(url = %format!("http://{}/metrics", listener.local_addr()?), "metrics served");
-        background.spawn(metrics::serve(listener, metrics_router(state.clone())));
+        let router = metrics_router(state.clone());
+        background.spawn(metrics::serve(listener, router, &["/metrics"]));
     }
     let ready = health.clone();
     background.spawn(async move {

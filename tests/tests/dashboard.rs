@@ -67,8 +67,12 @@ fn the_dashboard_shows_traffic_keys_links_and_events_and_metrics_agree() {
         page.contains("fetch(\"/api/status\""),
         "the page polls its data"
     );
-    let (code, _) = http_get(&cluster.balancers[0].dashboard.to_string(), "/nope").unwrap();
+    let (code, body) = http_get(&cluster.balancers[0].dashboard.to_string(), "/nope").unwrap();
     assert_eq!(code, 404);
+    assert_eq!(
+        body,
+        "nothing at /nope; this port serves / (the dashboard), /api/status, /metrics\n"
+    );
 
     // Every node holds all 30 keys once the third copies land (N=3, W=2).
     wait_until("every node to report 30 keys", SETTLE, || {
@@ -255,6 +259,10 @@ fn a_node_serves_its_metrics_when_asked_to() {
         Some(1),
         "{metrics}"
     );
+    // A mistyped path is told what the port does serve.
+    let (code, body) = http_get(&metrics_addr, "/metric").expect("node metrics port");
+    assert_eq!(code, 404, "{body}");
+    assert_eq!(body, "nothing at /metric; this port serves /metrics\n");
 }
 
 #[test]
