@@ -149,6 +149,8 @@ pub async fn run(
     let shutdown = async move {
         shutdown.await;
         health.set_not_serving::<ForwardService>().await;
+        // End the event feeds, which would otherwise run until the drain deadline.
+        events.close();
     };
     lifecycle::serve_with_drain(shutdown, config.serving.drain_timeout, |signal| {
         http2::Server::new(front_door).serve(incoming, signal)

@@ -480,7 +480,25 @@ async fn events(global: &Global, args: EventsArgs) -> Result<(), Failure> {
     loop {
         let event = match stream.message().await {
             Ok(Some(event)) => event,
+            // The process closed its feed (its last event says it is stopping).
             Ok(None) => return Ok(()),
+            // The connection broke mid-feed: h2's words alone say little.
+            Err(status)
+                if matches!(
+                    status.code(),
+                    tonic::Code::Unknown | tonic::Code::Unavailable
+                ) =>
+            {
+                return Err(Failure::new(
+                    "UNAVAILABLE",
+                    format!(
+                        "the feed from {} broke off without its last event: the process \
+                         was killed, or the network between us failed ({})",
+                        conn.addr,
+                        status.message()
+                    ),
+                ));
+            }
             Err(status) => return Err(conn.failure(&status).await),
         };
         if global.json {

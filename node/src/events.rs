@@ -4,6 +4,11 @@
 //! logged *and* published here. Subscribers get the recent history first, then
 //! the live feed. The history and the channel are bounded: a slow subscriber
 //! misses events (and is told how many) rather than making the process hoard memory.
+//!
+//! A live feed never ends by itself, so when the process starts shutting down
+//! it publishes a last event, [`STOPPING`], and every feed ends after it. A
+//! follower (`clusterlab events`) sees why its feed ended, and does not hold
+//! up the drain until its deadline.
 
 use std::{
     collections::VecDeque,
@@ -21,6 +26,9 @@ use tokio_stream::{
 /// The `Admin.Events` answer: events as a gRPC server stream.
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<proto::Event, tonic::Status>> + Send>>;
 
+/// The kind of a feed's last event: the process is shutting down.
+pub const STOPPING: &str = "process.stopping";
+
 /// How many past events a new subscriber receives.
 const HISTORY: usize = 256;
 /// How far a subscriber may fall behind the live feed before it skips events.
@@ -31,8 +39,15 @@ const CHANNEL_CAPACITY: usize = 1024;
 pub struct Events {
     source: String,
     /// A std mutex: held only to push or copy, never across an `.await`.
-    history: Arc<Mutex<VecDeque<proto::Event>>>,
+    feed: Arc<Mutex<Feed>>,
     live: broadcast::Sender<proto::Event>,
+}
+
+/// What the lock guards: the history, and whether [`STOPPING`] was sent.
+#[derive(Debug, Default)]
+struct Feed {
+    history: VecDeque<proto::Event>,
+    closed: bool,
 }
 
 impl Events {
@@ -40,7 +55,10 @@ impl Events {
     pub fn new(source: impl Into<String>) -> Self {
         Events {
             source: source.into(),
-            history: Arc::new(Mutex::new(VecDeque::with_capacity(HISTORY))),
+            feed: Arc::new(Mutex::new(Feed {
+                history: VecDeque::with_capacity(HISTORY),
+                closed: false,
+            })),
             live: broadcast::channel(CHANNEL_CAPACITY).0,
         }
     }
@@ -48,18 +66,37 @@ impl Events {
     /// Publishes an event. `kind` is short and dotted ("member.dead"); `message`
     /// is a sentence for people. The caller logs it too, with its own fields.
     pub fn publish(&self, kind: &str, subject: &str, message: impl Into<String>) {
+        let mut feed = self.feed.lock().expect("event history poisoned");
+        self.push(&mut feed, kind, subject, message.into());
+    }
+
+    /// Publishes [`STOPPING`], the last event of every live feed: each ends
+    /// after it, and a feed opened from now on sends the history alone.
+    /// Called once shutdown begins.
+    pub fn close(&self) {
+        let mut feed = self.feed.lock().expect("event history poisoned");
+        if feed.closed {
+            return;
+        }
+        let message = format!("{} is shutting down; this feed ends here", self.source);
+        self.push(&mut feed, STOPPING, &self.source, message);
+        feed.closed = true;
+    }
+
+    /// Adds an event to the history and sends it live, under the lock, so that
+    /// [`Events::subscribe`] sees each event in exactly one of the two.
+    fn push(&self, feed: &mut Feed, kind: &str, subject: &str, message: String) {
         let event = proto::Event {
             at_unix_ms: crate::version::unix_ms(),
             source: self.source.clone(),
             kind: kind.to_string(),
             subject: subject.to_string(),
-            message: message.into(),
+            message,
         };
-        let mut history = self.history.lock().expect("event history poisoned");
-        if history.len() == HISTORY {
-            history.pop_front();
+        if feed.history.len() == HISTORY {
+            feed.history.pop_front();
         }
-        history.push_back(event.clone());
+        feed.history.push_back(event.clone());
         // Sending fails only when nobody is subscribed, which is fine.
         let _ = self.live.send(event);
     }
@@ -67,9 +104,9 @@ impl Events {
     /// The recent history and then, unless `history_only`, the live feed, as
     /// `Admin.Events` sends it. Node and balancer both serve their feed this way.
     pub fn stream(&self, history_only: bool) -> EventStream {
-        let (history, live) = self.subscribe();
+        let (history, live, closed) = self.subscribe_feed();
         let history = tokio_stream::iter(history.into_iter().map(Ok));
-        if history_only {
+        if history_only || closed {
             return Box::pin(history);
         }
         let source = self.source.clone();
@@ -85,20 +122,37 @@ impl Events {
                 ..proto::Event::default()
             }),
         });
+        // Up to and including STOPPING, then the end of the stream, at once:
+        // not at the next event, which may never come.
+        let live = futures::stream::unfold((live, false), |(mut live, ended)| async move {
+            if ended {
+                return None;
+            }
+            let item = live.next().await?;
+            let ended = item.as_ref().is_ok_and(|event| event.kind == STOPPING);
+            Some((item, (live, ended)))
+        });
         Box::pin(history.chain(live))
     }
 
     /// The recent history, oldest first.
     pub fn recent(&self) -> Vec<proto::Event> {
-        let history = self.history.lock().expect("event history poisoned");
-        history.iter().cloned().collect()
+        let feed = self.feed.lock().expect("event history poisoned");
+        feed.history.iter().cloned().collect()
     }
 
     /// The recent history, then a receiver for what happens next. Taken under
     /// one lock so no event falls between the two.
     pub fn subscribe(&self) -> (Vec<proto::Event>, broadcast::Receiver<proto::Event>) {
-        let history = self.history.lock().expect("event history poisoned");
-        (history.iter().cloned().collect(), self.live.subscribe())
+        let (history, live, _) = self.subscribe_feed();
+        (history, live)
+    }
+
+    /// [`Events::subscribe`], and whether the feed has closed.
+    fn subscribe_feed(&self) -> (Vec<proto::Event>, broadcast::Receiver<proto::Event>, bool) {
+        let feed = self.feed.lock().expect("event history poisoned");
+        let history = feed.history.iter().cloned().collect();
+        (history, self.live.subscribe(), feed.closed)
     }
 }
 
@@ -118,6 +172,38 @@ mod tests {
             (next.kind.as_str(), next.subject.as_str()),
             ("member.dead", "n2")
         );
+    }
+
+    /// Closing ends every live feed after its last event, and a feed opened
+    /// later sends the history alone: nothing holds up a shutdown.
+    #[tokio::test]
+    async fn closing_ends_every_feed_after_its_last_event() {
+        use tokio_stream::StreamExt;
+        let events = Events::new("n1");
+        events.publish("node.started", "n1", "started");
+        let open = events.stream(false);
+        events.close();
+        // Each feed must end by itself; the deadline only bounds a failure.
+        let kinds = |stream: EventStream| async move {
+            let all = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                stream.collect::<Vec<_>>(),
+            );
+            let all = all.await.expect("the feed did not end");
+            all.into_iter().map(|e| e.unwrap().kind).collect::<Vec<_>>()
+        };
+        // It ends right after STOPPING, with nothing published since.
+        assert_eq!(kinds(open).await, ["node.started", STOPPING]);
+        events.publish("member.dead", "n2", "published while draining");
+        let later = events.stream(false);
+        assert_eq!(
+            kinds(later).await,
+            ["node.started", STOPPING, "member.dead"]
+        );
+        let last = &events.recent()[1];
+        assert_eq!(last.message, "n1 is shutting down; this feed ends here");
+        events.close();
+        assert_eq!(events.recent().len(), 3, "closing twice says it once");
     }
 
     #[test]

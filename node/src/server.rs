@@ -182,10 +182,13 @@ pub async fn run(
         .add_service(admin);
 
     let health_on_stop = health.clone();
+    let events_on_stop = state.events.clone();
     let shutdown = async move {
         shutdown.await;
         // Tell health checkers we are going away before connections close.
         set_health(&health_on_stop, ServingStatus::NotServing).await;
+        // End the event feeds, which would otherwise run until the drain deadline.
+        events_on_stop.close();
     };
     lifecycle::serve_with_drain(shutdown, config.serving.drain_timeout, |signal| {
         router.serve_with_incoming_shutdown(incoming, signal)

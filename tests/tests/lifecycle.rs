@@ -3,7 +3,7 @@
 
 use std::{process::Stdio, time::Duration};
 
-use tests::TestCluster;
+use tests::{TestCluster, wait_until};
 
 #[test]
 fn acknowledged_writes_survive_sigkill_and_restart() {
@@ -99,14 +99,37 @@ fn sigint_drains_and_exits_0() {
 
 #[test]
 fn a_request_that_never_ends_is_cut_off_at_the_drain_deadline() {
-    use proto::{EventsRequest, admin_client::AdminClient};
     let mut cluster = TestCluster::empty();
     cluster.add_node(&["--drain-timeout", "1s"]);
-    let addr = cluster.nodes[0].addr.to_string();
-    let certs = cluster.certs.clone();
-    // An open event stream is an in-flight request that only ends when the server does.
-    let (opened_tx, opened_rx) = std::sync::mpsc::channel();
-    let follower = std::thread::spawn(move || {
+    // A paused node holds every request it admits until the pause is cleared.
+    cluster.client().args(["fault", "n1", "--pause"]).ok();
+    let before = cluster.status(0).unwrap().requests;
+    let stuck = cluster
+        .client()
+        .args(["--timeout", "60s", "get", "k"])
+        .spawn();
+    wait_until("the read to be admitted", Duration::from_secs(10), || {
+        cluster.status(0).is_ok_and(|s| s.requests > before)
+    });
+    cluster.signal(0, "TERM");
+    let status = cluster.wait_exit(0, Duration::from_secs(20));
+    assert_eq!(status.code(), Some(0));
+    let log = cluster.nodes[0].log_text();
+    assert!(log.contains("drain deadline passed"), "{log}");
+    let out = stuck.finish();
+    assert_eq!(out.code(), 1, "the read was cut off: {}", out.stderr);
+}
+
+/// Follows the event feed at `addr` in a thread: sends the first event's kind
+/// once the feed is open, then returns every later event's kind, and whether
+/// the feed ended cleanly (not broken off).
+fn follow_events(
+    certs: std::path::PathBuf,
+    addr: String,
+    opened: std::sync::mpsc::Sender<String>,
+) -> std::thread::JoinHandle<(Vec<String>, bool)> {
+    use proto::{EventsRequest, admin_client::AdminClient};
+    std::thread::spawn(move || {
         tests::block_on(async move {
             let channel = tests::admin_channel(&certs, &addr).await.unwrap();
             let mut stream = AdminClient::new(channel)
@@ -114,31 +137,97 @@ fn a_request_that_never_ends_is_cut_off_at_the_drain_deadline() {
                 .await
                 .unwrap()
                 .into_inner();
-            let first = stream
-                .message()
-                .await
-                .unwrap()
-                .expect("the node.started event");
-            opened_tx.send(first.kind).unwrap();
-            // Ends (with an error or end of stream) when the node goes away.
-            while let Ok(Some(_)) = stream.message().await {}
+            let first = stream.message().await.unwrap().expect("a first event");
+            opened.send(first.kind).unwrap();
+            let mut kinds = Vec::new();
+            loop {
+                match stream.message().await {
+                    Ok(Some(event)) => kinds.push(event.kind),
+                    Ok(None) => return (kinds, true),
+                    Err(_) => return (kinds, false),
+                }
+            }
         })
-    });
-    assert_eq!(
-        opened_rx.recv_timeout(Duration::from_secs(10)).unwrap(),
-        "node.started"
-    );
+    })
+}
+
+/// An event feed never ends by itself. At shutdown it sends its last event
+/// and ends, so a follower sees why, and the drain does not wait for it (it
+/// used to wait out the whole drain deadline, longer than `docker stop` waits).
+#[test]
+fn an_event_follower_sees_the_shutdown_and_does_not_hold_up_the_drain() {
+    let mut cluster = TestCluster::empty();
+    cluster.add_node(&["--drain-timeout", "60s"]);
+    cluster.start_balancer(&["--drain-timeout", "60s"]);
+    let (opened_tx, opened_rx) = std::sync::mpsc::channel();
+    let addrs = [
+        cluster.nodes[0].addr.to_string(),
+        cluster.balancers[0].addr.to_string(),
+    ];
+    let followers: Vec<_> = addrs
+        .into_iter()
+        .map(|addr| follow_events(cluster.certs.clone(), addr, opened_tx.clone()))
+        .collect();
+    for _ in &followers {
+        opened_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    }
     cluster.signal(0, "TERM");
-    let status = cluster.wait_exit(0, Duration::from_secs(20));
-    assert_eq!(status.code(), Some(0));
-    assert!(
-        cluster.nodes[0]
-            .log_text()
-            .contains("drain deadline passed"),
-        "{}",
-        cluster.nodes[0].log_text()
+    cluster.signal_balancer(0, "TERM");
+    assert_eq!(
+        cluster.wait_exit(0, Duration::from_secs(20)).code(),
+        Some(0)
     );
-    follower.join().unwrap();
+    assert_eq!(
+        cluster
+            .wait_balancer_exit(0, Duration::from_secs(20))
+            .code(),
+        Some(0)
+    );
+    for follower in followers {
+        let (kinds, clean) = follower.join().unwrap();
+        assert!(clean, "the feed broke off: {kinds:?}");
+        assert_eq!(
+            kinds.last().map(String::as_str),
+            Some("process.stopping"),
+            "{kinds:?}"
+        );
+    }
+    for log in [cluster.nodes[0].log_text(), cluster.balancers[0].log_text()] {
+        assert!(log.contains("drained; all requests finished"), "{log}");
+    }
+}
+
+/// A feed cut off by a killed process says so, instead of h2's error alone.
+#[test]
+fn an_event_feed_cut_off_by_a_kill_says_what_happened() {
+    let mut cluster = TestCluster::start(1);
+    let printed = cluster.dir().join("events.out");
+    let mut follower = std::process::Command::new(tests::bin("clusterlab"))
+        .arg("--certs")
+        .arg(&cluster.certs)
+        .args(["--addr", &cluster.nodes[0].addr.to_string(), "events"])
+        .stdout(std::fs::File::create(&printed).unwrap())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the feed to open", Duration::from_secs(10), || {
+        std::fs::read_to_string(&printed).is_ok_and(|s| s.contains("node.started"))
+    });
+    cluster.kill(0);
+    let mut exited = None;
+    wait_until("the follower to exit", Duration::from_secs(20), || {
+        exited = follower.try_wait().unwrap();
+        exited.is_some()
+    });
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut follower.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(exited.unwrap().code(), Some(1), "{stderr}");
+    let expected = format!(
+        "UNAVAILABLE: the feed from {} broke off without its last event: the process was \
+         killed, or the network between us failed",
+        cluster.nodes[0].addr
+    );
+    assert!(stderr.starts_with(&expected), "{stderr}");
 }
 
 /// Runs a node command to completion and returns (exit code, stderr).
