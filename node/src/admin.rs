@@ -34,9 +34,7 @@ impl AdminService {
     pub fn new(state: Arc<NodeState>, health: tonic_health::server::HealthReporter) -> Self {
         AdminService { state, health }
     }
-}
 
-impl AdminService {
     /// A link can be cut only to another member this node knows: a typo, or
     /// this node's own name, would otherwise be taken and cut nothing.
     fn check_peer(&self, peer: &str) -> Result<(), Status> {
