@@ -262,10 +262,13 @@ async fn run(args: Args) -> Result<(), String> {
             }
         }
     }
-    // SIGTERM to each, so they drain, then wait for all of them.
+    // SIGTERM to each, so they drain, then wait for all of them. Ctrl-C in a
+    // terminal has already sent SIGINT to every one of them (they share its
+    // process group), so some may be gone: that is not worth a line from kill.
     for (_, pid) in &running {
         let _ = std::process::Command::new("kill")
             .args(["-TERM", &pid.to_string()])
+            .stderr(std::process::Stdio::null())
             .status();
     }
     while !running.is_empty() {
