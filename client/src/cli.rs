@@ -95,7 +95,8 @@ pub enum Command {
     Get(GetArgs),
     /// Delete a key.
     Delete(DeleteArgs),
-    /// List keys in order, with their values.
+    /// List keys in order, with their values: one line each, with control
+    /// characters escaped (--json for the exact bytes).
     Scan(ScanArgs),
     /// Show the TLS session and both identities: who you are, and who answered.
     Whoami,

@@ -279,7 +279,8 @@ async fn scan(global: &Global, args: ScanArgs) -> Result<(), Failure> {
         }));
     } else {
         for entry in &response.entries {
-            println!("{}\t{}", entry.key, String::from_utf8_lossy(&entry.value));
+            let key = render::one_line(entry.key.as_bytes());
+            println!("{key}\t{}", render::one_line(&entry.value));
         }
         if response.more {
             let last = response

@@ -108,6 +108,26 @@ pub fn trace_json(trace: Option<&Trace>) -> Value {
     })
 }
 
+/// A key or value on one line of a listing (`scan`): text as it is, with line breaks,
+/// tabs and other control characters escaped (`\n`, `\t`, `\u{1b}`), so that
+/// each entry stays one line and no value can send the terminal escape
+/// sequences; bytes that are not UTF-8 as a note of their length.
+pub fn one_line(value: &[u8]) -> String {
+    match std::str::from_utf8(value) {
+        Ok(text) => text
+            .chars()
+            .map(|c| match c.is_control() {
+                true => c.escape_default().to_string(),
+                false => c.to_string(),
+            })
+            .collect(),
+        Err(_) => format!(
+            "<{} bytes, not UTF-8 text: `clusterlab get KEY > FILE` saves them>",
+            value.len()
+        ),
+    }
+}
+
 /// A value for JSON: a string when it is UTF-8 text, else `null` with the bytes
 /// in hex under `value_hex`.
 pub fn value_fields(value: &[u8]) -> serde_json::Map<String, Value> {
@@ -128,6 +148,20 @@ pub fn value_fields(value: &[u8]) -> serde_json::Map<String, Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_listed_value_stays_on_its_line_and_cannot_drive_the_terminal() {
+        assert_eq!(one_line(b"hello, w\xc3\xb6rld"), "hello, wörld");
+        assert_eq!(
+            one_line(b"two\nlines\tand a tab"),
+            "two\\nlines\\tand a tab"
+        );
+        assert_eq!(one_line(b"\x1b[2Jcleared"), "\\u{1b}[2Jcleared");
+        assert_eq!(
+            one_line(&[0xff, 0xfe, 0x00]),
+            "<3 bytes, not UTF-8 text: `clusterlab get KEY > FILE` saves them>"
+        );
+    }
 
     #[test]
     fn trace_line_names_coordinator_and_every_replica() {

@@ -164,6 +164,10 @@ fn delete_hides_the_key_and_scan_lists_in_order() {
         .map(|e| e["key"].as_str().unwrap())
         .collect();
     assert_eq!(keys, ["user/1", "user/3"]);
+    // One line per entry, whatever the value holds.
+    cluster.client().args(["put", "note/1", "two\nlines"]).ok();
+    let scan = cluster.client().args(["scan", "--prefix", "note/"]).ok();
+    assert_eq!(scan.stdout, "note/1\ttwo\\nlines\n");
 }
 
 /// Refused with the limit, and the process goes on serving; `client` aims the
