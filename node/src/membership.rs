@@ -90,6 +90,9 @@ struct Addresses {
     answered_as: HashMap<String, String>,
     /// Addresses that turned out to be this node itself.
     own: BTreeSet<String>,
+    /// Addresses where another node answers with this node's own name. Names
+    /// must be unique, so it is not taken for a member (or for this node).
+    namesakes: BTreeSet<String>,
 }
 
 #[derive(Debug)]
@@ -368,9 +371,25 @@ impl Membership {
     ) {
         let Some(them) = answer.me else { return };
         if them.name == self.name {
-            inner.addresses.own.insert(addr);
+            // This node answers with the address it advertises; a namesake
+            // (often a copied command whose --name was left alone) with its own.
+            if them.addr.is_empty() || them.addr == self.advertise {
+                inner.addresses.own.insert(addr);
+            } else if inner.addresses.namesakes.insert(addr.clone()) {
+                warn!(%addr, advertised = %them.addr, "another node has this node's name; it is not taken as a member");
+                self.events.publish(
+                    "member.namesake",
+                    &self.name,
+                    format!(
+                        "the node at {} is also called {}; names must be unique, so it is \
+                         not a member: start one of them with another --name",
+                        them.addr, self.name
+                    ),
+                );
+            }
             return;
         }
+        inner.addresses.namesakes.remove(&addr);
         inner.addresses.learned.remove(&addr);
         inner
             .addresses

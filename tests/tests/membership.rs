@@ -59,3 +59,35 @@ fn a_node_finds_the_cluster_through_dns_alone() {
     let out = cluster.client_to(1).args(["-v", "put", "k", "v"]).ok();
     assert!(out.stderr.contains("n1 ACKED"), "{}", out.stderr);
 }
+
+/// Two nodes with one name (a copied command whose `--name` was left alone)
+/// used to stay two clusters of one, silently. Each now says so, in its log
+/// and its events, and neither takes the other for a member or for itself.
+#[test]
+fn a_node_with_the_same_name_is_reported_not_joined() {
+    let mut cluster = TestCluster::start(1);
+    let copy = cluster.add_node(&[]);
+    cluster.kill(copy);
+    cluster.nodes[copy].name = "n1".into();
+    cluster.start_node(copy);
+    let addrs = [
+        cluster.nodes[0].addr.to_string(),
+        cluster.nodes[copy].addr.to_string(),
+    ];
+    for (index, other) in [(0, &addrs[1]), (copy, &addrs[0])] {
+        let report = format!(
+            "the node at {other} is also called n1; names must be unique, so it is not a \
+             member: start one of them with another --name"
+        );
+        wait_until("the namesake to be reported", SETTLE, || {
+            event_history(&cluster.certs, &addrs[index])
+                .is_ok_and(|events| events.iter().any(|e| e.message == report))
+        });
+        let log = cluster.nodes[index].log_text();
+        assert!(log.contains("another node has this node's name"), "{log}");
+        let members = cluster.status(index).unwrap().members;
+        let called_n1: Vec<_> = members.iter().filter(|m| m.name == "n1").collect();
+        assert_eq!(called_n1.len(), 1, "{members:?}");
+        assert_eq!(called_n1[0].addr, addrs[index], "{members:?}");
+    }
+}
