@@ -84,7 +84,7 @@ pub struct Config {
     /// Worker threads. 1 (the default) keeps every request on one thread:
     /// no hand-offs between threads, which is fastest when the balancer shares
     /// a machine with its nodes (docs/performance.md). More threads can use
-    /// more cores; 0 means one per core.
+    /// more cores; 0 means one per core, and 256 is the most.
     #[arg(long, env = "CLUSTERLAB_THREADS", default_value_t = 1,
           value_parser = node::lifecycle::parse_threads)]
     pub threads: usize,

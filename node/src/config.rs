@@ -117,8 +117,8 @@ pub struct Config {
 
     /// Threads for serving requests. 1 (the default) runs every request on one
     /// thread, which is fastest when several nodes share a machine
-    /// (docs/performance.md); 0 means one per core. The store's disk work runs
-    /// on threads of its own either way.
+    /// (docs/performance.md); 0 means one per core, and 256 is the most. The
+    /// store's disk work runs on threads of its own either way.
     #[arg(long, env = "CLUSTERLAB_THREADS", default_value_t = 1,
           value_parser = crate::lifecycle::parse_threads)]
     pub threads: usize,

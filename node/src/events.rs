@@ -44,7 +44,7 @@ pub struct Events {
 }
 
 /// What the lock guards: the history, and whether [`STOPPING`] was sent.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Feed {
     history: VecDeque<proto::Event>,
     closed: bool,

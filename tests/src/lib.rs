@@ -137,15 +137,23 @@ pub fn free_port() -> u16 {
 }
 
 /// Polls `condition` every 20 ms until it holds, or panics with `what` at the deadline.
-pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+pub fn wait_until(what: &str, timeout: Duration, condition: impl FnMut() -> bool) {
+    assert!(
+        poll_until(timeout, condition),
+        "timed out after {timeout:?} waiting for {what}"
+    );
+}
+
+/// Polls `condition` every 20 ms: true once it holds, false if `timeout` passes first.
+pub fn poll_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     while !condition() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
+        if Instant::now() >= deadline {
+            return false;
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
+    true
 }
 
 /// A running (or stopped) `clusterlab-node`.
@@ -837,12 +845,24 @@ fn send_signal(pid: u32, signal: &str) {
 
 /// Waits for `child` (called `name` in the panic) to exit by itself.
 fn wait_for_exit(mut child: Child, name: &str, timeout: Duration) -> ExitStatus {
+    exit_within(&mut child, timeout).unwrap_or_else(|| {
+        panic!("timed out after {timeout:?} waiting for {name} to exit (killed it)")
+    })
+}
+
+/// How `child` exited, if it did within `timeout`. If not, it is killed, so a
+/// test that fails here leaves no process behind, and the answer is `None`.
+pub fn exit_within(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     let mut status = None;
-    wait_until(&format!("{name} to exit"), timeout, || {
+    let exited = poll_until(timeout, || {
         status = child.try_wait().expect("checking the process");
         status.is_some()
     });
-    status.expect("exited")
+    if !exited {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    status
 }
 
 /// A client running in the background; killed if dropped unfinished.

@@ -214,14 +214,11 @@ fn an_event_feed_cut_off_by_a_kill_says_what_happened() {
         std::fs::read_to_string(&printed).is_ok_and(|s| s.contains("node.started"))
     });
     cluster.kill(0);
-    let mut exited = None;
-    wait_until("the follower to exit", Duration::from_secs(20), || {
-        exited = follower.try_wait().unwrap();
-        exited.is_some()
-    });
+    let exited = tests::exit_within(&mut follower, Duration::from_secs(20));
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut follower.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert_eq!(exited.unwrap().code(), Some(1), "{stderr}");
+    let exited = exited.unwrap_or_else(|| panic!("the follower did not exit: {stderr}"));
+    assert_eq!(exited.code(), Some(1), "{stderr}");
     let expected = format!(
         "UNAVAILABLE: the feed from {} broke off without its last event: the process was \
          killed, or the network between us failed",
@@ -368,18 +365,8 @@ fn flag_values_that_cannot_work_are_refused_at_start() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        // Bounded: a program that wrongly starts serving is killed, not left behind.
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break Some(status);
-            }
-            if std::time::Instant::now() > deadline {
-                child.kill().unwrap();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        // A program that wrongly starts serving is killed, not left behind.
+        let status = tests::exit_within(&mut child, Duration::from_secs(10));
         let mut stderr = String::new();
         std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
         let status = status.unwrap_or_else(|| panic!("{program} started with {args:?}: {stderr}"));
