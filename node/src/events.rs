@@ -85,6 +85,10 @@ impl Events {
 
     /// Adds an event to the history and sends it live, under the lock, so that
     /// [`Events::subscribe`] sees each event in exactly one of the two.
+    ///
+    /// Nothing is sent live after [`STOPPING`]: every live feed ends with it,
+    /// so it stays the newest event in the channel, and a subscriber that fell
+    /// behind still reaches it instead of waiting out the drain.
     fn push(&self, feed: &mut Feed, kind: &str, subject: &str, message: String) {
         let event = proto::Event {
             at_unix_ms: crate::version::unix_ms(),
@@ -95,6 +99,10 @@ impl Events {
         };
         if feed.history.len() == HISTORY {
             feed.history.pop_front();
+        }
+        if feed.closed {
+            feed.history.push_back(event);
+            return;
         }
         feed.history.push_back(event.clone());
         // Sending fails only when nobody is subscribed, which is fine.
@@ -204,6 +212,34 @@ mod tests {
         assert_eq!(last.message, "n1 is shutting down; this feed ends here");
         events.close();
         assert_eq!(events.recent().len(), 3, "closing twice says it once");
+    }
+
+    /// A subscriber that fell far behind still gets STOPPING and ends, however
+    /// much is published while the process drains.
+    #[tokio::test]
+    async fn a_lagging_feed_still_ends_at_stopping() {
+        use tokio_stream::StreamExt;
+        let events = Events::new("n1");
+        let open = events.stream(false);
+        let burst = |tag: &str| {
+            for i in 0..CHANNEL_CAPACITY * 2 {
+                events.publish("test", &format!("{tag}{i}"), "");
+            }
+        };
+        burst("before");
+        events.close();
+        burst("draining");
+        let all =
+            tokio::time::timeout(std::time::Duration::from_secs(10), open.collect::<Vec<_>>());
+        let all = all.await.expect("the lagging feed did not end");
+        let kinds: Vec<_> = all.into_iter().map(|e| e.unwrap().kind).collect();
+        assert_eq!(kinds.first().map(String::as_str), Some("events.missed"));
+        assert_eq!(kinds.last().map(String::as_str), Some(STOPPING));
+        assert_eq!(
+            kinds.len(),
+            1 + CHANNEL_CAPACITY,
+            "the missed note, then the channel"
+        );
     }
 
     #[test]
