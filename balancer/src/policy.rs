@@ -105,12 +105,10 @@ impl Picker {
                 (i, reason.into())
             }
             Policy::KeyAffinity => {
-                let names: Vec<String> = candidates.iter().map(|c| c.name.to_string()).collect();
-                let ring = node::placement::Ring::new(names, 1);
-                let first = ring.replicas_of(key).first().map(|s| s.to_string());
+                let first = node::placement::first_of(key, candidates.iter().map(|c| c.name));
                 let i = candidates
                     .iter()
-                    .position(|c| Some(c.name) == first.as_deref())
+                    .position(|c| Some(c.name) == first)
                     .unwrap_or(0);
                 (i, "ranks first for the key (a replica of it)".into())
             }

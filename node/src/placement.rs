@@ -38,6 +38,13 @@ fn weight(key: &str, member: &str) -> u64 {
     hasher.digest()
 }
 
+/// The member that rendezvous hashing ranks first for `key`: the first of
+/// [`Ring::replicas_of`] over the same members, found without sorting them.
+/// The balancer's `key-affinity` policy asks this for every request.
+pub fn first_of<'a>(key: &str, members: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    members.into_iter().max_by_key(|m| (weight(key, m), *m))
+}
+
 /// A hash of one record's identity, combined by XOR into a range digest: equal
 /// digests mean (with overwhelming probability) the same keys at the same versions.
 pub fn record_hash(key: &str, version: &Version) -> u64 {
@@ -129,6 +136,19 @@ mod tests {
         for key in keys().take(100) {
             assert_eq!(a.replicas_of(&key), b.replicas_of(&key));
         }
+    }
+
+    /// `first_of` is what `key-affinity` routes by: it must name the key's
+    /// first replica, whatever order the members come in.
+    #[test]
+    fn first_of_is_the_rings_first_replica() {
+        let names = ["n1", "n2", "n3", "n4", "n5"];
+        let r = ring(&names, 3);
+        for key in keys().take(1000) {
+            let first = first_of(&key, names.iter().rev().copied());
+            assert_eq!(first, r.replicas_of(&key).first().copied(), "{key}");
+        }
+        assert_eq!(first_of("k", []), None);
     }
 
     #[test]
