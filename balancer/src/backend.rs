@@ -11,7 +11,13 @@
 //!   SIGSTOPped node) or NOT_SERVING ejects it; the first good answer brings it
 //!   back into rotation.
 //! - **passive**: a forwarded request whose connection is refused or reset
-//!   ejects the node at once, without waiting for the next check.
+//!   ejects the node at once, without waiting for the next check. So do
+//!   [`FAILURES_TO_EJECT`] requests in a row that the node failed to serve
+//!   (`UNAVAILABLE`, `INTERNAL`, ...: [`is_outlier_failure`]) while its health
+//!   checks still pass. Such an *outlier* is held out for a while before its
+//!   health checks may bring it back, a hold that doubles each time it is
+//!   ejected again ([`hold_for`]), and never more than half the nodes are held
+//!   out this way: failures everywhere are the cluster's trouble, not one node's.
 //!
 //! Every ejection and return is a log line and an event.
 
@@ -20,7 +26,7 @@ use std::{
     future::Future,
     sync::{
         Arc, Mutex, RwLock,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU32, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -44,6 +50,18 @@ use crate::connection::{Http2, NodeConnection};
 /// 500 ms, a node that stops answering is ejected within 1.5 s.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Requests in a row a node must fail to serve before it is ejected as an
+/// outlier. One or two failures can be bad luck; five in a row, while the
+/// other nodes answer, is a sick node (Envoy's `consecutive_5xx` uses 5 too).
+pub const FAILURES_TO_EJECT: u32 = 5;
+/// How long a node's first outlier ejection holds it out of rotation.
+pub const FIRST_HOLD: Duration = Duration::from_secs(1);
+/// The longest hold: each outlier ejection doubles the hold up to this.
+pub const MAX_HOLD: Duration = Duration::from_secs(30);
+/// An outlier ejection this long after the previous one starts again at
+/// [`FIRST_HOLD`]: the node has behaved in between.
+const OUTLIER_MEMORY: Duration = Duration::from_secs(60);
+
 /// A backend's health, as the balancer sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Health {
@@ -53,8 +71,13 @@ pub enum Health {
     Waiting { reason: Option<String> },
     /// In rotation.
     Healthy,
-    /// Out of rotation until a health check succeeds.
-    Ejected { since: Instant, reason: String },
+    /// Out of rotation until a health check succeeds, and not before
+    /// `held_until` (an outlier's hold; `None` for other ejections).
+    Ejected {
+        since: Instant,
+        reason: String,
+        held_until: Option<Instant>,
+    },
 }
 
 impl Health {
@@ -84,6 +107,10 @@ pub struct Backend {
     health: Mutex<Health>,
     /// Wakes the requests waiting on this node when it is ejected.
     ejected: Notify,
+    /// Requests in a row this node failed to serve ([`is_outlier_failure`]).
+    failures_in_a_row: AtomicU32,
+    /// Its outlier ejections, for the next hold.
+    outliers: Mutex<OutlierHistory>,
     pub in_flight: AtomicU64,
     pub requests: AtomicU64,
     pub errors: AtomicU64,
@@ -99,6 +126,8 @@ impl Backend {
             link: Mutex::new(None),
             health: Mutex::new(Health::Waiting { reason: None }),
             ejected: Notify::new(),
+            failures_in_a_row: AtomicU32::new(0),
+            outliers: Mutex::new(OutlierHistory::default()),
             in_flight: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
@@ -152,12 +181,76 @@ impl Backend {
         self.connection.ready().await
     }
 
-    /// Puts the node back into rotation (or in for the first time).
-    pub fn mark_healthy(&self, events: &Events) {
-        let before = std::mem::replace(
-            &mut *self.health.lock().expect("health poisoned"),
-            Health::Healthy,
+    /// Takes note of a forwarded request the node served: its run of
+    /// failures, if any, is over. Called for every answer, so it writes only
+    /// when there is a run to end.
+    pub fn served(&self) {
+        if self.failures_in_a_row.load(Ordering::Relaxed) != 0 {
+            self.failures_in_a_row.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Takes note of a forwarded request the node failed to serve. The
+    /// [`FAILURES_TO_EJECT`]th in a row ejects it as an outlier, held out of
+    /// rotation for [`hold_for`] its ejections, if `may_hold_out` agrees (it
+    /// says no when too few other nodes would be left). True if it was ejected.
+    pub fn failed(
+        &self,
+        status: &Status,
+        may_hold_out: impl FnOnce() -> bool,
+        events: &Events,
+    ) -> bool {
+        let failures = self.failures_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
+        if failures != FAILURES_TO_EJECT {
+            return false;
+        }
+        let code = proto::code_name(status.code());
+        let last = status.message();
+        if !may_hold_out() {
+            let name = self.name();
+            warn!(
+                node = %name, addr = %self.addr, failures, last = %format_args!("{code}: {last}"),
+                "backend failing, but kept in rotation: holding it out would leave fewer than half the nodes"
+            );
+            events.publish(
+                "backend.failing",
+                &name,
+                format!(
+                    "{name} failed {failures} requests in a row (last: {code}: {last}), \
+                     but stays in rotation: at least half the nodes must stay in"
+                ),
+            );
+            return false;
+        }
+        let hold = self
+            .outliers
+            .lock()
+            .expect("outliers poisoned")
+            .next_hold(Instant::now());
+        let reason = format!(
+            "{failures} requests in a row failed (last: {code}: {last}); \
+             held out for {}s before health checks may return it",
+            hold.as_secs()
         );
+        self.take_out(reason, Some(Instant::now() + hold), events)
+    }
+
+    /// Puts the node back into rotation (or in for the first time), unless
+    /// it is an outlier whose hold has not ended.
+    pub fn mark_healthy(&self, events: &Events) {
+        let before = {
+            let mut health = self.health.lock().expect("health poisoned");
+            if let Health::Ejected {
+                held_until: Some(until),
+                ..
+            } = *health
+                && Instant::now() < until
+            {
+                return;
+            }
+            std::mem::replace(&mut *health, Health::Healthy)
+        };
+        self.failures_in_a_row.store(0, Ordering::Relaxed);
         let name = self.name();
         match before {
             Health::Healthy => {}
@@ -169,14 +262,23 @@ impl Backend {
                     format!("{name} ({}) takes traffic", self.addr),
                 );
             }
-            Health::Ejected { since, reason } => {
+            Health::Ejected {
+                since,
+                reason,
+                held_until,
+            } => {
                 let out = format!("{:.1}s", since.elapsed().as_secs_f64());
                 info!(node = %name, addr = %self.addr, out, was = %reason, "backend returned");
-                events.publish(
-                    "backend.returned",
-                    &name,
-                    format!("{name} answers health checks again after {out}; back in rotation"),
-                );
+                let message = match held_until {
+                    None => {
+                        format!("{name} answers health checks again after {out}; back in rotation")
+                    }
+                    Some(_) => format!(
+                        "{name} is back in rotation after {out}: its hold is over and it answers \
+                         health checks (failing again, it is held out twice as long)"
+                    ),
+                };
+                events.publish("backend.returned", &name, message);
             }
         }
     }
@@ -185,21 +287,27 @@ impl Backend {
     /// never been in rotation is not ejected: it goes on waiting, and the
     /// reason is logged when it changes (a node still starting is no news).
     pub fn eject(&self, reason: String, events: &Events) {
+        self.take_out(reason, None, events);
+    }
+
+    /// [`Backend::eject`], with an outlier's hold. True if it was in rotation.
+    fn take_out(&self, reason: String, held_until: Option<Instant>, events: &Events) -> bool {
         let mut health = self.health.lock().expect("health poisoned");
         match &mut *health {
-            Health::Ejected { .. } => return,
+            Health::Ejected { .. } => return false,
             Health::Waiting { reason: last } => {
                 if last.as_ref() != Some(&reason) {
                     info!(addr = %self.addr, %reason, "backend not in rotation yet");
                     *last = Some(reason);
                 }
-                return;
+                return false;
             }
             Health::Healthy => {}
         }
         *health = Health::Ejected {
             since: Instant::now(),
             reason: reason.clone(),
+            held_until,
         };
         drop(health);
         self.ejected.notify_waiters();
@@ -211,6 +319,7 @@ impl Backend {
             &name,
             format!("{name} ejected: {reason}"),
         );
+        true
     }
 
     /// Asks the node its name, so that status, traces and logs can use it.
@@ -279,6 +388,46 @@ impl Backend {
     }
 }
 
+/// Whether a failed request counts toward ejecting its node as an outlier:
+/// the node could not serve it. Not an answer about the request (a bad key,
+/// a refusal), not the client's deadline or cancellation, and not overload
+/// (`RESOURCE_EXHAUSTED`): ejecting a node for being busy would pile its load
+/// onto the others. A broken connection ejects on its own.
+pub fn is_outlier_failure(status: &Status) -> bool {
+    use tonic::Code::*;
+    matches!(status.code(), Unavailable | Unknown | Internal | DataLoss)
+}
+
+/// How long an outlier's `ejections`th ejection in a row holds it out:
+/// [`FIRST_HOLD`], doubling each time, up to [`MAX_HOLD`].
+pub fn hold_for(ejections: u32) -> Duration {
+    let doublings = ejections.saturating_sub(1).min(16);
+    (FIRST_HOLD * 2u32.pow(doublings)).min(MAX_HOLD)
+}
+
+/// A backend's outlier ejections: how many in a row, and the last one.
+#[derive(Debug, Default)]
+struct OutlierHistory {
+    ejections: u32,
+    last: Option<Instant>,
+}
+
+impl OutlierHistory {
+    /// Counts an ejection at `now` and returns its hold. An ejection more
+    /// than [`OUTLIER_MEMORY`] after the last one starts the count again.
+    fn next_hold(&mut self, now: Instant) -> Duration {
+        if self
+            .last
+            .is_some_and(|last| now.duration_since(last) > OUTLIER_MEMORY)
+        {
+            self.ejections = 0;
+        }
+        self.ejections += 1;
+        self.last = Some(now);
+        hold_for(self.ejections)
+    }
+}
+
 /// Counts a request in flight on a backend for as long as it lives.
 #[derive(Debug)]
 pub struct InFlight(Arc<Backend>);
@@ -333,6 +482,24 @@ impl Backends {
     pub fn list(&self) -> Vec<Arc<Backend>> {
         let all = self.all.read().expect("backends poisoned");
         all.iter().map(|(b, _)| b.clone()).collect()
+    }
+
+    /// Whether `candidate` may be held out as an outlier: at most half the
+    /// nodes are held out at once, and another node stays in rotation.
+    pub fn may_hold_out(&self, candidate: &Backend) -> bool {
+        let all = self.all.read().expect("backends poisoned");
+        let (mut held, mut others_healthy) = (0, 0);
+        for (backend, _) in all.iter() {
+            match backend.health() {
+                Health::Ejected {
+                    held_until: Some(_),
+                    ..
+                } => held += 1,
+                Health::Healthy if !std::ptr::eq(&**backend, candidate) => others_healthy += 1,
+                _ => {}
+            }
+        }
+        (held + 1) * 2 <= all.len() && others_healthy > 0
     }
 
     /// The events feed backends report to.
@@ -409,6 +576,50 @@ async fn check_forever(backend: Arc<Backend>, events: Events, interval: Duration
         match backend.check().await {
             Ok(()) => backend.mark_healthy(&events),
             Err(reason) => backend.eject(reason, &events),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_outlier_ejection_in_a_row_doubles_the_hold_up_to_the_cap() {
+        let holds: Vec<u64> = (1..=8).map(|n| hold_for(n).as_secs()).collect();
+        assert_eq!(holds, [1, 2, 4, 8, 16, 30, 30, 30]);
+        assert_eq!(hold_for(u32::MAX), MAX_HOLD);
+    }
+
+    #[test]
+    fn an_outlier_that_behaved_for_a_while_starts_again_at_the_first_hold() {
+        let mut history = OutlierHistory::default();
+        let start = Instant::now();
+        let at = |secs| start + Duration::from_secs(secs);
+        assert_eq!(history.next_hold(at(0)), FIRST_HOLD);
+        assert_eq!(history.next_hold(at(10)), FIRST_HOLD * 2);
+        assert_eq!(history.next_hold(at(40)), FIRST_HOLD * 4);
+        // More than a minute after the last: a fresh start.
+        assert_eq!(history.next_hold(at(101)), FIRST_HOLD);
+    }
+
+    #[test]
+    fn only_failures_of_the_node_count_toward_ejecting_it() {
+        for status in [
+            Status::unavailable("injected fault"),
+            Status::internal("storage"),
+            Status::unknown("h2"),
+        ] {
+            assert!(is_outlier_failure(&status), "{status:?}");
+        }
+        for status in [
+            Status::invalid_argument("key too long"),
+            Status::permission_denied("reader"),
+            Status::deadline_exceeded("client deadline"),
+            Status::resource_exhausted("busy"),
+            Status::cancelled("client went away"),
+        ] {
+            assert!(!is_outlier_failure(&status), "{status:?}");
         }
     }
 }

@@ -31,7 +31,7 @@ use tonic::{Status, body::Body, server::NamedService};
 use tower::BoxError;
 
 use crate::{
-    backend::{Backend, Backends, InFlight},
+    backend::{Backend, Backends, InFlight, is_outlier_failure},
     busy_poll::BusyPoll,
     connection::is_connection_failure,
     grpc::{Method, read_unary},
@@ -209,6 +209,7 @@ impl Router {
             let latency_us = started.elapsed().as_micros() as u64;
             match result {
                 Ok(answer) => {
+                    backend.served();
                     if let Ok(name) = answer.message.coordinator(method) {
                         backend.learn_name(&name);
                     }
@@ -229,9 +230,13 @@ impl Router {
                         backend.errors.fetch_add(1, Ordering::Relaxed);
                     }
                     let broken = is_connection_failure(&status);
+                    let events = self.backends.events();
                     if broken {
                         let reason = format!("connection failed: {}", status.message());
-                        backend.eject(reason, self.backends.events());
+                        backend.eject(reason, events);
+                    } else if !ejected && is_outlier_failure(&status) {
+                        let may_hold_out = || self.backends.may_hold_out(&backend);
+                        backend.failed(&status, may_hold_out, events);
                     }
                     failing_over = ejected || broken;
                     trace.attempts.push(Attempt {

@@ -330,6 +330,53 @@ fn least_request_steers_away_from_a_slow_node() {
     assert!(slow < 45, "the slow node served {slow} of 300: {served:?}");
 }
 
+/// A node that fails every request while its health checks pass is ejected
+/// as an outlier after five failures in a row, and held out: the client sees
+/// none of its failures (each was retried elsewhere). Cleared, it comes back.
+#[test]
+fn a_node_failing_every_request_is_ejected_as_an_outlier_and_comes_back() {
+    let mut cluster = TestCluster::start(3);
+    cluster.start_balancer(&["--policy", "round-robin"]);
+    cluster
+        .client_to(0)
+        .args(["fault", "n2", "--error-rate", "1"])
+        .ok();
+    let (served, failed) = put_many(&cluster, 60, 1);
+    assert_eq!(failed, 0, "{served:?}");
+    let addr = cluster.balancers[0].addr.to_string();
+    let events = tests::event_history(&cluster.certs, &addr).unwrap();
+    let ejected = events
+        .iter()
+        .find(|e| e.kind == "backend.ejected" && e.subject == "n2")
+        .unwrap_or_else(|| panic!("n2 was not ejected: {events:?}"));
+    assert!(
+        ejected
+            .message
+            .starts_with("n2 ejected: 5 requests in a row failed (last: UNAVAILABLE: "),
+        "{}",
+        ejected.message
+    );
+    assert!(
+        ejected.message.contains("held out for 1s"),
+        "{}",
+        ejected.message
+    );
+    let status = cluster.balancer_status(0).unwrap();
+    for backend in &status.backends {
+        match backend.name.as_str() {
+            "n2" => assert!(backend.errors >= 5, "{backend:?}"),
+            _ => assert_eq!(backend.errors, 0, "{backend:?}"),
+        }
+    }
+    cluster.client_to(1).args(["fault", "n2", "--clear"]).ok();
+    wait_until("n2 back in rotation", SETTLE, || {
+        cluster.backend_health(0, "n2").as_deref() == Some("healthy")
+    });
+    let (served, failed) = put_many(&cluster, 30, 1);
+    assert_eq!(failed, 0, "{served:?}");
+    assert!(served.contains_key("n2"), "{served:?}");
+}
+
 #[test]
 fn the_retry_budget_caps_retries_when_every_node_fails() {
     let mut cluster = TestCluster::start(3);
@@ -351,6 +398,20 @@ fn the_retry_budget_caps_retries_when_every_node_fails() {
     let errors: u64 = status.backends.iter().map(|b| b.errors).sum();
     assert!(attempts >= 200, "{status:?}");
     assert_eq!(errors, attempts, "{status:?}");
+    // Failing everywhere is the cluster's trouble: one node of three may be
+    // held out as an outlier, and the others stay in rotation, saying why.
+    let held = status.backends.iter().filter(|b| b.health == "ejected");
+    assert!(held.count() <= 1, "{status:?}");
+    let addr = cluster.balancers[0].addr.to_string();
+    let events = tests::event_history(&cluster.certs, &addr).unwrap();
+    let kept = events.iter().find(|e| e.kind == "backend.failing");
+    let kept = kept.unwrap_or_else(|| panic!("no node was kept in: {events:?}"));
+    assert!(
+        kept.message
+            .ends_with("but stays in rotation: at least half the nodes must stay in"),
+        "{}",
+        kept.message
+    );
 }
 
 #[test]
