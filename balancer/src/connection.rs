@@ -30,7 +30,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicU8, Ordering},
     },
     task::{Context, Poll, ready},
     time::Duration,
@@ -60,6 +60,13 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// value near the size limit crosses without waiting for window updates.
 const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
 const CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
+
+/// [`Http2`]'s state: the connection is open.
+const OPEN: u8 = 0;
+/// It ended: the node hung up, or the connection broke.
+const CLOSED: u8 = 1;
+/// It ended because the node stopped answering pings.
+const HUNG: u8 = 2;
 
 /// A node's connection: dialed when first needed, re-dialed after it breaks.
 #[derive(Debug)]
@@ -128,7 +135,7 @@ impl NodeConnection {
         let current = self.current.lock().expect("connection poisoned");
         current
             .as_ref()
-            .filter(|live| !live.closed.load(Ordering::Acquire))
+            .filter(|live| live.state.load(Ordering::Acquire) == OPEN)
             .cloned()
     }
 
@@ -148,22 +155,27 @@ impl NodeConnection {
             .await
             .map_err(|e| format!("HTTP/2 handshake failed: {e}"))?;
         let ping_pong = connection.ping_pong().expect("asked for only once");
-        let closed = Arc::new(AtomicBool::new(false));
+        let state = Arc::new(AtomicU8::new(OPEN));
         let addr = self.addr.clone();
-        let flag = closed.clone();
+        let flag = state.clone();
         // The connection's task: it reads and writes the socket for every
         // request on it. It ends when the node hangs up or stops answering pings.
         tokio::spawn(async move {
             let keepalive =
                 crate::http2::keepalive(ping_pong, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT);
             let reason = tokio::select! {
-                ended = connection => match ended {
+                ended = &mut connection => match ended {
                     Ok(()) => "closed".to_string(),
                     Err(e) => e.to_string(),
                 },
-                reason = keepalive => reason,
+                reason = keepalive => {
+                    // Said before the connection is dropped, which fails the
+                    // requests still on it: they must know the node hung.
+                    flag.store(HUNG, Ordering::Release);
+                    reason
+                }
             };
-            flag.store(true, Ordering::Release);
+            let _ = flag.compare_exchange(OPEN, CLOSED, Ordering::AcqRel, Ordering::Acquire);
             debug!(%addr, %reason, "connection to node closed");
         });
         Ok(Http2 {
@@ -174,7 +186,7 @@ impl NodeConnection {
                 .authority()
                 .expect("made from host:port")
                 .clone(),
-            closed,
+            state,
         })
     }
 }
@@ -187,8 +199,8 @@ pub struct Http2 {
     sender: SendRequest<Bytes>,
     addr: Arc<str>,
     authority: Authority,
-    /// Set by the connection's task when it ends.
-    closed: Arc<AtomicBool>,
+    /// [`OPEN`], or how the connection's task ended: [`CLOSED`] or [`HUNG`].
+    state: Arc<AtomicU8>,
 }
 
 /// A node's successful answer to a unary call, as it arrived.
@@ -204,6 +216,20 @@ impl Http2 {
     /// answer. A gRPC error from the node comes back as that status; a broken
     /// connection as a [connection failure](is_connection_failure).
     pub async fn unary(
+        &self,
+        path: PathAndQuery,
+        headers: HeaderMap,
+        message: Bytes,
+    ) -> Result<Answer, Status> {
+        self.send_unary(path, headers, message)
+            .await
+            .map_err(|status| match self.state.load(Ordering::Acquire) {
+                HUNG if is_connection_failure(&status) => hung(&self.addr, KEEPALIVE_TIMEOUT),
+                _ => status,
+            })
+    }
+
+    async fn send_unary(
         &self,
         path: PathAndQuery,
         headers: HeaderMap,
@@ -357,17 +383,22 @@ fn h2_failure(addr: &str, e: h2::Error) -> Status {
 /// Carried as the source of an UNAVAILABLE status, so that the forwarding code
 /// can tell "this node is gone" (eject it now) from "this node said no".
 #[derive(Debug)]
-pub struct ConnectionFailed(Status);
+pub struct ConnectionFailed {
+    status: Status,
+    /// The node stopped answering (a ping went unanswered) rather than
+    /// hanging up: it may still be alive, and may yet act on what it was sent.
+    hung: bool,
+}
 
 impl fmt::Display for ConnectionFailed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.0.message())
+        f.write_str(self.status.message())
     }
 }
 
 impl Error for ConnectionFailed {
     fn source(&self) -> Option<&(dyn Error + 'static)> {
-        Some(&self.0)
+        Some(&self.status)
     }
 }
 
@@ -376,7 +407,25 @@ impl Error for ConnectionFailed {
 fn connection_failed(message: String) -> Status {
     let status = Status::unavailable(message);
     // `from_error` finds the status in the chain and keeps the chain as its source.
-    Status::from_error(Box::new(ConnectionFailed(status)))
+    Status::from_error(Box::new(ConnectionFailed {
+        status,
+        hung: false,
+    }))
+}
+
+/// The connection failure of a request whose node stopped answering pings.
+fn hung(addr: &str, timeout: Duration) -> Status {
+    let status = Status::unavailable(format!(
+        "lost the connection to {addr}: it stopped answering (no answer to a ping within {timeout:?})"
+    ));
+    Status::from_error(Box::new(ConnectionFailed { status, hung: true }))
+}
+
+/// Whether a request failed because its node stopped answering while it
+/// waited: a node that hangs (SIGSTOP, a long pause) may still act on the
+/// request when it wakes, unlike one whose connection was refused or reset.
+pub fn is_hung(status: &Status) -> bool {
+    connection_failure(status).is_some_and(|failed| failed.hung)
 }
 
 /// Did `status` come from a failed connection rather than from the node?
@@ -389,6 +438,18 @@ pub fn is_connection_failure(status: &Status) -> bool {
         next = e.source();
     }
     false
+}
+
+/// The [`ConnectionFailed`] in a status's chain of causes, if any.
+fn connection_failure(status: &Status) -> Option<&ConnectionFailed> {
+    let mut next = Error::source(status);
+    while let Some(e) = next {
+        if let Some(failed) = e.downcast_ref::<ConnectionFailed>() {
+            return Some(failed);
+        }
+        next = e.source();
+    }
+    None
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ use tower::BoxError;
 use crate::{
     backend::{Backend, Backends, InFlight, is_outlier_failure},
     busy_poll::BusyPoll,
-    connection::is_connection_failure,
+    connection::{is_connection_failure, is_hung},
     grpc::{Method, read_unary},
     policy::{Candidate, Picker, Policy},
     retry::RetryBudget,
@@ -245,6 +245,17 @@ impl Router {
                         latency_us,
                         detail: status.message().to_string(),
                     });
+                    // A write on a node that hung may be applied when it wakes,
+                    // after the client has written the key again: not sent on.
+                    if !method.is_read() && is_hung(&status) {
+                        last_failure = Some(Status::unavailable(format!(
+                            "{}; it still holds this write and may apply it when it wakes, \
+                             so the write was not sent to another node: its outcome is \
+                             unknown (read the key to see)",
+                            status.message()
+                        )));
+                        break;
+                    }
                     let retry = is_retryable(&status) && Instant::now() < deadline;
                     last_failure = Some(status);
                     if !retry {

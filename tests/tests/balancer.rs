@@ -164,6 +164,60 @@ fn a_hung_node_is_ejected_and_returns_when_it_answers_again() {
     assert!(served.contains_key("n2"), "{served:?}");
 }
 
+/// A write waiting on a node that hangs is not sent to another node, even
+/// when the balancer gives up on the hung node's connection (no answer to a
+/// ping) before the write's deadline: the node still holds the write and may
+/// apply it when it wakes, after the client has written the key again. The
+/// client hears that the outcome is unknown.
+#[test]
+fn a_write_on_a_node_that_hangs_is_not_sent_elsewhere_when_its_connection_is_given_up() {
+    let mut cluster = TestCluster::start_with(3, &["--dead-after", "60s"]);
+    cluster.start_balancer(&["--policy", "key-affinity"]);
+    let members = ["n1", "n2", "n3"];
+    let key = (0..)
+        .map(|i| format!("hung/{i}"))
+        .find(|key| node::placement::first_of(key, members) == Some("n2"))
+        .unwrap();
+    // The write waits in n2 (an added latency) when n2 stops.
+    cluster
+        .client_to(1)
+        .args(["fault", "n2", "--latency", "50s"])
+        .ok();
+    let mut put = cluster
+        .client_to_balancer(0)
+        .args(["--timeout", "45s", "put", &key, "late"])
+        .spawn();
+    wait_until("the write to wait on n2", SETTLE, || {
+        let status = cluster.balancer_status(0).unwrap();
+        status
+            .backends
+            .iter()
+            .any(|b| b.name == "n2" && b.in_flight == 1)
+    });
+    cluster.signal(1, "STOP");
+    // The balancer pings each node every 10 s and waits 5 s for the answer.
+    wait_until("the write to fail", Duration::from_secs(30), || {
+        put.finished()
+    });
+    cluster.signal(1, "CONT");
+    let out = put.finish();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("it stopped answering (no answer to a ping within 5s)"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("so the write was not sent to another node: its outcome is unknown"),
+        "{}",
+        out.stderr
+    );
+    let status = cluster.balancer_status(0).unwrap();
+    assert_eq!(status.retries, 0, "{status:?}");
+}
+
 /// Reads already waiting on a node that hangs do not wait out their deadline:
 /// when the balancer ejects the node, it sends them to another, and the load
 /// sees no errors at all. A closed-loop load piles every request onto the hung
