@@ -93,7 +93,7 @@ pub struct Config {
     /// sleeping, until this long after the last one started or finished: a
     /// sleeping thread is slow to wake, above all on a virtual machine. Costs
     /// CPU only while such traffic flows; 0 turns it off (docs/performance.md).
-    #[arg(long, env = "CLUSTERLAB_BUSY_POLL", default_value = "1ms", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "CLUSTERLAB_BUSY_POLL", default_value = "1ms", value_parser = certs::flags::duration)]
     pub busy_poll: Duration,
 }
 

@@ -1,17 +1,93 @@
-//! Command-line values that every program reads the same way: addresses to
-//! dial, and durations.
+//! Command lines that every program reads the same way: the environment
+//! variable behind each flag, addresses to dial, and durations.
+//!
+//! Every flag of every program can also come from a `CLUSTERLAB_*` variable
+//! ([`parse`]): `--data-dir` from `CLUSTERLAB_DATA_DIR`, a subcommand's
+//! `load --duration` from `CLUSTERLAB_LOAD_DURATION`.
 //!
 //! Durations use humantime's syntax (`500ms`, `30s`, `2m`). Where a flag is a
 //! period, a run length or a deadline, zero is a mistake rather than a setting.
 //! A zero timeout fails every call. A zero run length ends before it starts. A
 //! zero period spins, or, in the case of `tokio::time::interval`, panics. So
-//! these flags are refused at start-up, with the smallest value allowed.
+//! these flags are refused at start-up, with the smallest value allowed; and
+//! above [`MAX_DURATION`], which is a typo, not a plan.
 
 use std::time::Duration;
 
+use clap::{ArgAction, Command, builder::BoolishValueParser};
+
+/// Parses a program's command line, after [`with_env`]. Errors exit 2, as
+/// clap's own do.
+pub fn parse<T: clap::Parser>() -> T {
+    let mut command = with_env(T::command());
+    let matches = command.clone().get_matches();
+    T::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut command).exit())
+}
+
+/// Gives every flag without a variable of its own the one named by
+/// [`env_name`], and lets switches (`--json`) take 1/0, yes/no, on/off or
+/// true/false from the environment, as people write them there.
+pub fn with_env(command: Command) -> Command {
+    fill_env(command, "CLUSTERLAB")
+}
+
+fn fill_env(command: Command, prefix: &str) -> Command {
+    let mut command = command.mut_args(|arg| {
+        if arg.is_positional() {
+            return arg;
+        }
+        let arg = match arg.get_env() {
+            Some(_) => arg,
+            None => {
+                let name = env_name(prefix, arg.get_long().unwrap_or(arg.get_id().as_str()));
+                arg.env(name)
+            }
+        };
+        match arg.get_action() {
+            ArgAction::SetTrue => arg.value_parser(BoolishValueParser::new()),
+            _ => arg,
+        }
+    });
+    let subcommands: Vec<String> = command
+        .get_subcommands()
+        .map(|sub| sub.get_name().to_string())
+        .collect();
+    for name in subcommands {
+        let prefix = env_name(prefix, &name);
+        command = command.mut_subcommand(&name, |sub| fill_env(sub, &prefix));
+    }
+    command
+}
+
+/// `CLUSTERLAB` and `data-dir` make `CLUSTERLAB_DATA_DIR`; a subcommand's
+/// flags add the subcommand: `CLUSTERLAB_LOAD_DURATION`.
+pub fn env_name(prefix: &str, name: &str) -> String {
+    format!("{prefix}_{}", name.to_uppercase().replace('-', "_"))
+}
+
+/// The longest duration a flag takes: a year. Longer is a slip (`10000h`
+/// for `10000ms`), and far longer overflows clock arithmetic: tonic panics on
+/// a deadline beyond 99,999,999 hours, and adding a few hundred billion years
+/// to the clock panics too.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// Parses a duration from 0 to [`MAX_DURATION`], in humantime's syntax.
+pub fn duration(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text).map_err(|e| {
+        format!("{text:?} is not a duration ({e}); write it like 500ms, 30s, 2m or 1h")
+    })?;
+    match duration > MAX_DURATION {
+        true => Err(format!(
+            "{text} is more than a year; choose {} or less",
+            humantime::format_duration(MAX_DURATION)
+        )),
+        false => Ok(duration),
+    }
+}
+
 /// Parses a duration above zero.
 pub fn positive_duration(text: &str) -> Result<Duration, String> {
-    let duration = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    let duration = self::duration(text)?;
     match duration.is_zero() {
         true => Err(format!(
             "{text} is no time at all; give a duration above zero, such as 500ms or 30s"
@@ -25,7 +101,7 @@ pub fn duration_at_least(
     least: Duration,
 ) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync + 'static {
     move |text| {
-        let duration = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+        let duration = duration(text)?;
         match duration < least {
             true => Err(format!(
                 "{text} is too short; choose {} or more",
@@ -62,6 +138,79 @@ mod tests {
         assert!(error.contains("above zero"), "{error}");
         // humantime's own words for what it cannot read.
         assert!(positive_duration("ten").is_err());
+    }
+
+    #[test]
+    fn a_duration_says_how_to_write_one_and_stops_at_a_year() {
+        let error = positive_duration("abc").unwrap_err();
+        assert!(error.starts_with("\"abc\" is not a duration ("), "{error}");
+        assert!(
+            error.ends_with("write it like 500ms, 30s, 2m or 1h"),
+            "{error}"
+        );
+        assert_eq!(duration("365days"), Ok(MAX_DURATION));
+        let error = positive_duration("100000000h").unwrap_err();
+        assert!(
+            error.starts_with("100000000h is more than a year"),
+            "{error}"
+        );
+        assert!(duration_at_least(Duration::from_millis(10))("584000000000y").is_err());
+    }
+
+    /// What the flags of a small program are given: `CLUSTERLAB_` and the
+    /// flag, with a subcommand's name between; a variable set by hand stays.
+    #[test]
+    fn every_flag_gets_a_variable_named_by_the_rule() {
+        use clap::{Arg, CommandFactory as _};
+        #[derive(clap::Parser)]
+        struct Toy {
+            #[arg(long)]
+            data_dir: Option<String>,
+            #[arg(long, env = "CLUSTERLAB_CERTS")]
+            out: Option<String>,
+            #[command(subcommand)]
+            command: Sub,
+        }
+        #[derive(clap::Subcommand)]
+        enum Sub {
+            Load {
+                #[arg(long)]
+                duration: Option<String>,
+                #[arg(long = "w")]
+                write_quorum: Option<u32>,
+                #[arg(long)]
+                json: bool,
+                key: String,
+            },
+        }
+        let command = with_env(Toy::command());
+        let env = |arg: &Arg| arg.get_env().map(|e| e.to_string_lossy().into_owned());
+        let top: Vec<_> = command.get_arguments().map(env).collect();
+        assert_eq!(
+            top,
+            [
+                Some("CLUSTERLAB_DATA_DIR".to_string()),
+                Some("CLUSTERLAB_CERTS".to_string())
+            ]
+        );
+        let load = command.find_subcommand("load").unwrap();
+        let sub: Vec<_> = load.get_arguments().map(env).collect();
+        assert_eq!(
+            sub,
+            [
+                Some("CLUSTERLAB_LOAD_DURATION".to_string()),
+                Some("CLUSTERLAB_LOAD_W".to_string()),
+                Some("CLUSTERLAB_LOAD_JSON".to_string()),
+                None
+            ]
+        );
+        // A switch takes what people write in variables, on the command line too.
+        let matches = command
+            .clone()
+            .try_get_matches_from(["toy", "load", "k", "--json"])
+            .unwrap();
+        let (_, load) = matches.subcommand().unwrap();
+        assert!(load.get_flag("json"));
     }
 
     #[test]

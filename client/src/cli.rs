@@ -182,6 +182,19 @@ fn quorum(text: &str) -> Result<u32, String> {
     }
 }
 
+/// Parses `fault --latency`: the node counts whole milliseconds, so a
+/// latency above zero and under 1ms would be none at all.
+fn latency(text: &str) -> Result<Duration, String> {
+    let latency = certs::flags::duration(text)?;
+    match latency > Duration::ZERO && latency < Duration::from_millis(1) {
+        true => Err(format!(
+            "{text} is less than a millisecond, the smallest latency a node adds; \
+             choose 1ms or more (or --clear)"
+        )),
+        false => Ok(latency),
+    }
+}
+
 /// The highest `--rate`, in requests per second.
 const MAX_RATE: f64 = 1_000_000.0;
 
@@ -240,8 +253,9 @@ pub struct EventsArgs {
 pub struct FaultArgs {
     /// The node to misbehave, by name (e.g. n2).
     pub node: String,
-    /// Add this much delay to every request it serves (e.g. 200ms).
-    #[arg(long, value_parser = humantime::parse_duration)]
+    /// Add this much delay to every request it serves (e.g. 200ms; whole
+    /// milliseconds, at most 60s).
+    #[arg(long, value_parser = latency)]
     pub latency: Option<Duration>,
     /// Fail this fraction of its requests with UNAVAILABLE (0.0 to 1.0).
     #[arg(long, value_name = "F")]

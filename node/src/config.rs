@@ -77,7 +77,7 @@ pub struct Config {
 
     /// A member silent this long after turning suspect is declared dead: it
     /// leaves the ring and its keys are copied to restore N replicas.
-    #[arg(long, env = "CLUSTERLAB_DEAD_AFTER", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "CLUSTERLAB_DEAD_AFTER", default_value = "10s", value_parser = certs::flags::duration)]
     pub dead_after: Duration,
 
     /// A delete's tombstone is dropped once it is this old; at least 10s. A node
@@ -148,7 +148,7 @@ pub struct Serving {
 
     /// On SIGTERM or SIGINT, how long in-flight requests may take to finish
     /// before the process exits anyway.
-    #[arg(long, env = "CLUSTERLAB_DRAIN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "CLUSTERLAB_DRAIN_TIMEOUT", default_value = "10s", value_parser = certs::flags::duration)]
     pub drain_timeout: Duration,
 
     /// A client that has not finished its TLS handshake by then is disconnected.

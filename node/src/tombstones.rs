@@ -30,7 +30,7 @@ pub const MIN_GRACE: Duration = Duration::from_secs(10);
 
 /// Parses `--tombstone-grace`: a duration of at least [`MIN_GRACE`].
 pub fn parse_grace(text: &str) -> Result<Duration, String> {
-    let grace = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    let grace = certs::flags::duration(text)?;
     if grace < MIN_GRACE {
         return Err(format!(
             "{text} is too short: a replica that missed a delete needs time to receive \

@@ -310,6 +310,45 @@ fn every_global_flag_can_come_from_the_environment() {
     assert_eq!(json["addr"], cluster.nodes[0].addr.to_string());
 }
 
+/// A subcommand's flags come from `CLUSTERLAB_<COMMAND>_<FLAG>`, and a switch
+/// takes the 1 people write in variables.
+#[test]
+fn every_command_flag_can_come_from_the_environment_too() {
+    let cluster = TestCluster::start(1);
+    for key in ["env/a", "env/b"] {
+        cluster.client().args(["put", key, "v"]).ok();
+    }
+    let out = cluster
+        .client()
+        .env("CLUSTERLAB_JSON", "1")
+        .env("CLUSTERLAB_SCAN_PREFIX", "env/")
+        .env("CLUSTERLAB_SCAN_LIMIT", "1")
+        .args(["scan"])
+        .ok();
+    let json = out.json();
+    assert_eq!(json["entries"].as_array().map(Vec::len), Some(1), "{json}");
+    assert_eq!(json["entries"][0]["key"], "env/a", "{json}");
+    assert_eq!(json["more"], true, "{json}");
+    // Refused by name, as the flag would be.
+    let out = cluster
+        .client()
+        .env("CLUSTERLAB_PUT_W", "0")
+        .args(["put", "k", "v"])
+        .run();
+    assert_eq!(out.code(), 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("a quorum of 0 replicas"),
+        "{}",
+        out.stderr
+    );
+    let help = cluster.client().args(["load", "--help"]).ok();
+    assert!(
+        help.stdout.contains("[env: CLUSTERLAB_LOAD_DURATION="),
+        "{}",
+        help.stdout
+    );
+}
+
 /// An address that is not HOST:PORT is named as the mistake it is, even in a
 /// list whose other entries would answer: not as a host that does not resolve.
 #[test]

@@ -3,14 +3,13 @@
 use std::process::ExitCode;
 
 use balancer::Config;
-use clap::Parser;
 use node::{lifecycle, telemetry};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let config = Config::parse();
+    let config: Config = certs::flags::parse();
     telemetry::init(&config.name, config.serving.log_format);
     let runtime = lifecycle::runtime(config.threads).expect("starting the tokio runtime");
     match runtime.block_on(start(config)) {

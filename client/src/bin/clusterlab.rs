@@ -2,11 +2,9 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
     quiet_on_closed_stdout();
-    let cli = client::Cli::parse();
+    let cli: client::Cli = certs::flags::parse();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

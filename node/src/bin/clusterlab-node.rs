@@ -2,11 +2,10 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use node::{Config, lifecycle, telemetry};
 
 fn main() -> ExitCode {
-    let mut config = Config::parse();
+    let mut config: Config = certs::flags::parse();
     let runtime = lifecycle::runtime(config.threads).expect("starting the tokio runtime");
     if config.name == "auto" {
         match runtime.block_on(node::config::auto_name()) {

@@ -75,7 +75,7 @@ fn port_help(default: u16) -> String {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = certs::flags::parse();
     let runtime = tokio::runtime::Runtime::new().expect("starting the tokio runtime");
     match runtime.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
