@@ -21,7 +21,7 @@ use std::{
     io::IsTerminal,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -62,6 +62,11 @@ struct Workload {
     global: Global,
     args: CheckArgs,
     deadline: Instant,
+    /// Ctrl-C: writers stop, and what was acknowledged is still read back.
+    interrupted: AtomicBool,
+    /// Writes acknowledged or in flight, so that `--keys N` acknowledges N
+    /// and no more: a writer claims its write before sending it.
+    claimed: AtomicU64,
     acknowledged: AtomicU64,
     indeterminate: AtomicU64,
     stale_reads: AtomicU64,
@@ -117,6 +122,8 @@ pub async fn run(global: &Global, args: CheckArgs) -> Result<(), Failure> {
         global: global.clone(),
         deadline: started + args.duration,
         args,
+        interrupted: AtomicBool::new(false),
+        claimed: AtomicU64::new(0),
         acknowledged: AtomicU64::new(0),
         indeterminate: AtomicU64::new(0),
         stale_reads: AtomicU64::new(0),
@@ -136,12 +143,21 @@ pub async fn run(global: &Global, args: CheckArgs) -> Result<(), Failure> {
         false => Duration::from_secs(5),
     };
     let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
     loop {
         tokio::select! {
             done = writers.join_next() => match done {
                 Some(joined) => joined.map_err(|e| Failure::new("INTERNAL", format!("a writer failed: {e}")))?,
                 None => break,
             },
+            _ = &mut interrupted, if !workload.interrupted.load(Ordering::Relaxed) => {
+                workload.interrupted.store(true, Ordering::Relaxed);
+                eprintln!(
+                    "check: Ctrl-C: finishing the writes in flight, then reading back every \
+                     acknowledged one (Ctrl-C again to quit without reading back)"
+                );
+            }
             _ = progress.tick() => eprintln!("{}", progress_line(&workload, started)),
         }
     }
@@ -161,7 +177,13 @@ pub async fn run(global: &Global, args: CheckArgs) -> Result<(), Failure> {
         writing.as_secs_f64(),
         acked.len()
     );
-    let verified = verify(&workload, acked).await;
+    let verified = tokio::select! {
+        verified = verify(&workload, acked) => verified,
+        _ = tokio::signal::ctrl_c() => return Err(Failure::new(
+            "CANCELLED",
+            "interrupted while reading back: nothing was verified",
+        )),
+    };
     report(&workload, &verified, writing)
 }
 
@@ -171,8 +193,9 @@ async fn writer(work: Arc<Workload>, id: usize) {
     let target = work.args.keys.unwrap_or(u64::MAX);
     for seq in 0.. {
         if Instant::now() >= work.deadline
-            || work.acknowledged.load(Ordering::Relaxed) >= target
+            || work.interrupted.load(Ordering::Relaxed)
             || work.stopped()
+            || !claim(&work.claimed, target)
         {
             break;
         }
@@ -203,6 +226,8 @@ async fn writer(work: Arc<Workload>, id: usize) {
                 break;
             }
             Err(status) => {
+                // Not acknowledged: another write may take its place.
+                work.claimed.fetch_sub(1, Ordering::Relaxed);
                 work.indeterminate.fetch_add(1, Ordering::Relaxed);
                 let mut errors = work.errors.lock().expect("errors poisoned");
                 *errors.entry(status_code(&status).to_string()).or_default() += 1;
@@ -417,6 +442,15 @@ fn value_for(key: &str, size: usize) -> Vec<u8> {
     let mut value = format!("{key}=").into_bytes();
     value.resize(size.max(value.len()), b'.');
     value
+}
+
+/// Claims one of `target` writes, unless all are claimed.
+fn claim(claimed: &AtomicU64, target: u64) -> bool {
+    claimed
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+            (n < target).then_some(n + 1)
+        })
+        .is_ok()
 }
 
 /// Remembers the first few examples of a problem.

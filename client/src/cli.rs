@@ -279,11 +279,13 @@ pub struct CheckArgs {
     /// Writers working at once.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub concurrency: u32,
-    /// Stop writing once this many writes were acknowledged, even before --duration.
+    /// Stop writing once this many writes were acknowledged (exactly this
+    /// many, unless --duration ends first).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub keys: Option<u64>,
-    /// Bytes per value. Each value starts with its own key, so a value that
-    /// turns up under the wrong key is caught.
+    /// Bytes per value. Each value starts with its own key and `=`, so a value
+    /// that turns up under the wrong key is caught: a smaller size still
+    /// writes those (about 30 bytes).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
     pub value_size: u32,
     /// Write quorum for every write (default: the cluster's).

@@ -114,7 +114,10 @@ async fn put(global: &Global, args: PutArgs) -> Result<(), Failure> {
         trace: response.trace.as_ref(),
     };
     written.report(global, json!({"bytes": size}), |version| {
-        format!("OK {} ({size} bytes) version {version}", args.key)
+        format!(
+            "OK {} ({size} bytes) version {version}",
+            render::one_line(args.key.as_bytes())
+        )
     });
     Ok(())
 }
@@ -240,7 +243,10 @@ async fn delete(global: &Global, args: DeleteArgs) -> Result<(), Failure> {
         trace: response.trace.as_ref(),
     };
     written.report(global, json!({}), |version| {
-        format!("OK deleted {} (tombstone version {version})", args.key)
+        format!(
+            "OK deleted {} (tombstone version {version})",
+            render::one_line(args.key.as_bytes())
+        )
     });
     Ok(())
 }
@@ -288,7 +294,10 @@ async fn scan(global: &Global, args: ScanArgs) -> Result<(), Failure> {
                 .last()
                 .map(|e| e.key.as_str())
                 .unwrap_or("");
-            eprintln!("(more keys follow: add --start-after {last:?})");
+            eprintln!(
+                "(more keys follow: add --start-after {})",
+                render::shell_word(last)
+            );
         }
     }
     Ok(())

@@ -18,6 +18,12 @@
 //! millisecond ticks, which would add up to a millisecond to every request.
 //! Requests still due when the run ends, because every slot was waiting for an
 //! answer, are counted and reported as not sent.
+//!
+//! At a terminal the live view is two lines redrawn in place by indicatif,
+//! which knows the terminal's width and how a line wraps: on a projector's
+//! 80 columns the view still redraws cleanly. Elsewhere (a pipe, a file, a
+//! CI log) it is one plain line a second. Ctrl-C ends the run early and
+//! still prints the summary.
 
 use std::{
     collections::BTreeMap,
@@ -27,6 +33,7 @@ use std::{
 };
 
 use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use proto::{GetRequest, PutRequest, Trace, key_value_client::KeyValueClient};
 use serde_json::json;
 use tokio::sync::Semaphore;
@@ -151,30 +158,37 @@ pub async fn run(global: &Global, args: LoadArgs) -> Result<(), Failure> {
         tokio::time::Instant::now() + Duration::from_secs(1),
         Duration::from_secs(1),
     );
-    tokio::pin!(driver);
+    let live = LiveView::new(live_to_stdout, terminal);
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(driver, interrupted);
     let not_sent = loop {
         tokio::select! {
             done = &mut driver => {
-                break done.map_err(|e| Failure::new("INTERNAL", format!("the load driver failed: {e}")))?;
+                break Some(done.map_err(|e| Failure::new("INTERNAL", format!("the load driver failed: {e}")))?);
+            }
+            _ = &mut interrupted => {
+                // The requests in flight are dropped with the driver.
+                driver.abort();
+                break None;
             }
             _ = ticker.tick() => {
-                let line = {
+                let view = {
                     let mut stats = stats.lock().expect("stats poisoned");
-                    let line = live_line(&stats.second, started.elapsed());
+                    let view = live_view(&stats.second, started.elapsed());
                     stats.second = Window::new();
-                    line
+                    view
                 };
-                show_live(&line, live_to_stdout, terminal);
+                live.show(view);
             }
         }
     };
-    if terminal {
-        // Leave the last live line in place and start a fresh one.
-        show_live("", live_to_stdout, false);
-    }
+    live.finish();
     let elapsed = started.elapsed();
+    if not_sent.is_none() {
+        eprintln!("stopped by Ctrl-C after {:.1}s", elapsed.as_secs_f64());
+    }
     let stats = stats.lock().expect("stats poisoned");
-    report(global, &args, &stats.total, not_sent, elapsed);
+    report(global, &args, &stats.total, not_sent.unwrap_or(0), elapsed);
     Ok(())
 }
 
@@ -275,6 +289,11 @@ async fn drive(
         while tasks.try_join_next().is_some() {}
     }
     while tasks.join_next().await.is_some() {}
+    // An open loop's last request may fall due well before the end (one
+    // request every 2 s over 3 s): the run still lasts its whole duration.
+    if schedule.is_some() {
+        tokio::time::sleep_until(deadline.into()).await;
+    }
     schedule.map_or(0, |s| s.total.saturating_sub(sent))
 }
 
@@ -322,9 +341,11 @@ async fn one_request(work: &Workload, due: Option<Instant>) -> Outcome {
     Outcome { latency_us, result }
 }
 
-fn live_line(second: &Window, elapsed: Duration) -> String {
-    format!(
-        "load {:>4.0}s  {:>6} req/s  errors {:<4} retries {:<4} p50 {} p90 {} p99 {}  {}",
+/// The last second: the rates and latencies, then how the requests spread
+/// over the nodes.
+fn live_view(second: &Window, elapsed: Duration) -> [String; 2] {
+    let rates = format!(
+        "load {:>4.0}s  {:>6} req/s  errors {:<4} retries {:<4} p50 {} p90 {} p99 {}",
         elapsed.as_secs_f64(),
         second.requests,
         second.error_count(),
@@ -332,26 +353,56 @@ fn live_line(second: &Window, elapsed: Duration) -> String {
         ms(second.percentile(0.5)),
         ms(second.percentile(0.9)),
         ms(second.percentile(0.99)),
-        second.shares()
-    )
+    );
+    [rates, second.shares()]
 }
 
-/// At a terminal the live line is redrawn in place; elsewhere, one line each.
-fn show_live(line: &str, to_stdout: bool, terminal: bool) {
-    let text = match terminal {
-        true => format!("\r\x1b[K{line}"),
-        false => format!("{line}\n"),
-    };
-    let _ = match to_stdout {
-        true => {
-            let mut out = std::io::stdout().lock();
-            out.write_all(text.as_bytes()).and_then(|()| out.flush())
+/// Where the live view goes: redrawn in place at a terminal, or a plain line
+/// each second.
+enum LiveView {
+    Terminal(ProgressBar),
+    Lines { to_stdout: bool },
+}
+
+impl LiveView {
+    fn new(to_stdout: bool, terminal: bool) -> Self {
+        if !terminal {
+            return LiveView::Lines { to_stdout };
         }
-        false => {
-            let mut err = std::io::stderr().lock();
-            err.write_all(text.as_bytes()).and_then(|()| err.flush())
+        let target = match to_stdout {
+            true => ProgressDrawTarget::stdout(),
+            false => ProgressDrawTarget::stderr(),
+        };
+        let view = ProgressBar::with_draw_target(None, target);
+        view.set_style(ProgressStyle::with_template("{msg}").expect("a valid template"));
+        LiveView::Terminal(view)
+    }
+
+    fn show(&self, [rates, shares]: [String; 2]) {
+        match self {
+            LiveView::Terminal(view) => view.set_message(format!("{rates}\n  per node  {shares}")),
+            LiveView::Lines { to_stdout } => {
+                let line = format!("{rates}  {shares}\n");
+                let _ = match to_stdout {
+                    true => {
+                        let mut out = std::io::stdout().lock();
+                        out.write_all(line.as_bytes()).and_then(|()| out.flush())
+                    }
+                    false => {
+                        let mut err = std::io::stderr().lock();
+                        err.write_all(line.as_bytes()).and_then(|()| err.flush())
+                    }
+                };
+            }
         }
-    };
+    }
+
+    /// Leaves the last view on screen, above the summary.
+    fn finish(&self) {
+        if let LiveView::Terminal(view) = self {
+            view.finish();
+        }
+    }
 }
 
 fn report(global: &Global, args: &LoadArgs, total: &Window, not_sent: u64, elapsed: Duration) {

@@ -878,6 +878,19 @@ impl Running {
         child.try_wait().expect("checking the client").is_some()
     }
 
+    /// Sends SIGINT, as Ctrl-C at a terminal would, and returns what it
+    /// printed once it exits by itself (within `timeout`, or the test fails).
+    pub fn interrupt(mut self, timeout: Duration) -> Output {
+        let child = self.child.as_mut().expect("not yet collected");
+        send_signal(child.id(), "INT");
+        let exited = exit_within(child, timeout);
+        assert!(
+            exited.is_some(),
+            "no exit within {timeout:?} of Ctrl-C (killed it)"
+        );
+        self.finish()
+    }
+
     /// Waits for the exit and returns what it printed.
     pub fn finish(mut self) -> Output {
         let child = self.child.take().expect("not yet collected");

@@ -1,6 +1,8 @@
 //! The data commands against one real node: what a learner types first.
 
-use tests::{Client, TestCluster};
+use std::time::Duration;
+
+use tests::{Client, TestCluster, wait_until};
 
 #[test]
 fn put_then_get_prints_the_value_alone() {
@@ -168,6 +170,29 @@ fn delete_hides_the_key_and_scan_lists_in_order() {
     cluster.client().args(["put", "note/1", "two\nlines"]).ok();
     let scan = cluster.client().args(["scan", "--prefix", "note/"]).ok();
     assert_eq!(scan.stdout, "note/1\ttwo\\nlines\n");
+    // A key is echoed escaped too, and the hint to go on can be pasted.
+    let put = cluster.client().args(["put", "tab/a\tb", "v"]).ok();
+    assert!(
+        put.stdout.starts_with("OK tab/a\\tb (1 bytes)"),
+        "{}",
+        put.stdout
+    );
+    cluster.client().args(["put", "tab/c", "v"]).ok();
+    let deleted = cluster.client().args(["delete", "tab/c\u{1b}"]).ok();
+    assert!(
+        deleted.stdout.starts_with("OK deleted tab/c\\u{1b} "),
+        "{}",
+        deleted.stdout
+    );
+    let page = cluster
+        .client()
+        .args(["scan", "--prefix", "tab/", "--limit", "1"])
+        .ok();
+    assert!(
+        page.stderr.contains("add --start-after $'tab/a\\tb'"),
+        "{}",
+        page.stderr
+    );
 }
 
 /// Refused with the limit, and the process goes on serving; `client` aims the
@@ -249,6 +274,80 @@ fn quorums_beyond_the_replica_count_are_refused() {
     );
     cluster.client().args(["put", "k", "v", "--w", "1"]).ok();
     cluster.client().args(["get", "k", "--r", "1"]).ok();
+}
+
+/// `check --keys N` acknowledges N writes, not N rounded up to the writers
+/// in flight; Ctrl-C stops writing and still reads back, and so gives the
+/// result of a run a workshop host ends early.
+#[test]
+fn check_writes_exactly_the_keys_asked_and_ctrl_c_still_reads_back() {
+    let cluster = TestCluster::start(1);
+    let out = cluster
+        .client()
+        .args(["--json", "check", "--keys", "3", "--concurrency", "8"])
+        .args(["--duration", "60s"])
+        .ok();
+    let json = out.json();
+    assert_eq!(json["acknowledged"], 3, "{json}");
+
+    let check = cluster
+        .client()
+        .args(["--json", "check", "--duration", "120s"])
+        .spawn();
+    wait_until("the check to write", Duration::from_secs(60), || {
+        keys_held(&cluster) > 50
+    });
+    let out = check.interrupt(Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("check: Ctrl-C: finishing the writes in flight"),
+        "{}",
+        out.stderr
+    );
+    let json = out.json();
+    assert!(json["acknowledged"].as_u64().unwrap() > 3, "{json}");
+    assert_eq!(json["lost"], 0, "{json}");
+}
+
+/// The keys node 0 holds, by its own status.
+fn keys_held(cluster: &TestCluster) -> u64 {
+    let status = cluster.status(0).unwrap();
+    status.members.iter().map(|m| m.keys).sum()
+}
+
+/// Ctrl-C ends `load` early with its summary, and an open loop at a low rate
+/// lasts its whole duration instead of ending with its last request.
+#[test]
+fn load_ends_with_a_summary_on_ctrl_c_and_an_open_loop_runs_its_whole_duration() {
+    let cluster = TestCluster::start(1);
+    let load = cluster
+        .client()
+        .args(["--json", "load", "--duration", "120s", "--concurrency", "2"])
+        .spawn();
+    wait_until("the load to run", Duration::from_secs(60), || {
+        keys_held(&cluster) > 5
+    });
+    let out = load.interrupt(Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("stopped by Ctrl-C after"),
+        "{}",
+        out.stderr
+    );
+    let json = out.json();
+    assert!(json["ok"].as_u64().unwrap() > 0, "{json}");
+    assert!(json["seconds"].as_f64().unwrap() < 120.0, "{json}");
+
+    // One request due every 2 s over 3 s: at 0 s and at 2 s. The run used to
+    // end with the second, at 2 s, and report 1 request per second.
+    let out = cluster
+        .client()
+        .args(["--json", "load", "--duration", "3s", "--rate", "0.5"])
+        .ok();
+    let json = out.json();
+    assert_eq!(json["requests"], 2, "{json}");
+    assert!(json["seconds"].as_f64().unwrap() >= 3.0, "{json}");
 }
 
 /// A check whose requests the cluster refuses for what they ask stops at the
