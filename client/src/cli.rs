@@ -40,7 +40,8 @@ pub struct Global {
         global = true,
         env = "CLUSTERLAB_ADDR",
         default_value = "127.0.0.1:7000",
-        value_delimiter = ','
+        value_delimiter = ',',
+        value_parser = trimmed
     )]
     pub addr: Vec<String>,
 
@@ -129,6 +130,9 @@ pub enum Command {
     /// Watch the wire: one annotated line per TLS record (encrypted) or, in
     /// plaintext mode, per HTTP/2 frame (method, text in the messages). Needs
     /// CAP_NET_RAW; in compose: docker compose run --rm --no-deps sniff.
+    ///
+    /// It talks to no server, so the connection flags (--addr, --certs,
+    /// --identity, --tls, --timeout) do not apply, and it has no --json form.
     Sniff(SniffArgs),
     /// Generate load with a live view: requests/s, errors, retries, latency
     /// percentiles and the share each node serves, then a summary.
@@ -157,6 +161,12 @@ pub struct LoadArgs {
     /// then counts from when each request was due, waiting for a slot included.
     #[arg(long, value_name = "RPS", value_parser = rate)]
     pub rate: Option<f64>,
+}
+
+/// One entry of a list, without the spaces around it: `a:1, b:2` is two
+/// addresses, as a person writing it means.
+fn trimmed(text: &str) -> Result<String, String> {
+    Ok(text.trim().to_string())
 }
 
 fn ratio(text: &str) -> Result<f64, String> {

@@ -30,6 +30,12 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Whoami => whoami(&global).await,
         Command::Status => status(&global).await,
         Command::Health => health(&global).await,
+        // It watches the wire rather than talking to a server: of the global
+        // flags, only --json could mean something, and it has no JSON form.
+        Command::Sniff(_) if global.json => Err(Failure::usage(
+            "sniff prints one line per packet and has no JSON form; \
+             --pcap FILE saves the capture for tools (Wireshark, tshark -T json)",
+        )),
         Command::Sniff(args) => crate::sniff::run(args),
         Command::Check(args) => crate::check::run(&global, args).await,
         Command::Events(args) => events(&global, args).await,
@@ -69,9 +75,8 @@ fn print_json(value: &Value) {
 }
 
 fn read_value(args: &PutArgs) -> Result<Vec<u8>, Failure> {
-    let read_failed = |what: String, e: std::io::Error| {
-        Failure::new("INVALID_ARGUMENT", format!("cannot read {what}: {e}"))
-    };
+    let read_failed =
+        |what: String, e: std::io::Error| Failure::usage(format!("cannot read {what}: {e}"));
     match (&args.value, &args.value_file) {
         (_, Some(path)) => {
             std::fs::read(path).map_err(|e| read_failed(path.display().to_string(), e))

@@ -29,14 +29,13 @@ pub struct Connection {
 impl Connection {
     /// Connects as `--identity` to the first address in `--addr` that answers.
     pub async fn open(global: &Global) -> Result<Self, Failure> {
-        let mut failure = Failure::new("INVALID_ARGUMENT", "--addr is empty; give HOST:PORT");
+        let mut failure = Failure::usage("--addr is empty; give HOST:PORT");
         for addr in global.addr.iter().filter(|a| !a.is_empty()) {
-            certs::flags::check_host_port("--addr", addr)
-                .map_err(|why| Failure::new("INVALID_ARGUMENT", why))?;
+            certs::flags::check_host_port("--addr", addr).map_err(Failure::usage)?;
             match Self::open_to(global, addr).await {
                 Ok(conn) => return Ok(conn),
                 // A certificate we cannot load fails the same way everywhere.
-                Err(f) if f.code == "INVALID_ARGUMENT" => return Err(f),
+                Err(f) if f.usage => return Err(f),
                 Err(f) => failure = f,
             }
         }
@@ -49,10 +48,7 @@ impl Connection {
             TlsMode::Mtls => {
                 let (config, identity) = certs::tls::client_config(&global.certs, &global.identity)
                     .map_err(|e| {
-                        Failure::new(
-                            "INVALID_ARGUMENT",
-                            format!("cannot load identity {:?}: {e}", global.identity),
-                        )
+                        Failure::usage(format!("cannot load identity {:?}: {e}", global.identity))
                     })?;
                 (Some(config), Some(identity))
             }
@@ -80,7 +76,7 @@ impl Connection {
         let (channel, _) = self
             .dialer
             .connect_lazy(addr)
-            .map_err(|e| Failure::new("INVALID_ARGUMENT", format!("bad address {addr:?}: {e}")))?;
+            .map_err(|e| Failure::usage(format!("bad address {addr:?}: {e}")))?;
         Ok(KeyValueClient::new(channel).max_decoding_message_size(MAX_RESPONSE_BYTES))
     }
 

@@ -1,7 +1,8 @@
 //! Failures the way a person should see them: `CODE: what happened and what to do`.
 //!
 //! Exit status 1 means the operation failed (the message on stderr names the gRPC
-//! status code); clap exits 2 for usage errors.
+//! status code); 2 means the command line asked for something that cannot be
+//! done as written: clap's own errors, and [`Failure::usage`].
 
 use std::{error::Error as StdError, fmt};
 
@@ -13,6 +14,8 @@ pub struct Failure {
     /// e.g. `NOT_FOUND`, `UNAVAILABLE`, `INVALID_ARGUMENT`.
     pub code: String,
     pub message: String,
+    /// The command line's mistake (exit 2), found before anything was sent.
+    pub usage: bool,
 }
 
 impl fmt::Display for Failure {
@@ -29,6 +32,17 @@ impl Failure {
         Failure {
             code: code.to_string(),
             message: message.into(),
+            usage: false,
+        }
+    }
+
+    /// A mistake in the command line that clap cannot see, such as an
+    /// `--addr` that is not HOST:PORT or a `--value-file` that is not there:
+    /// `INVALID_ARGUMENT`, and exit status 2.
+    pub fn usage(message: impl Into<String>) -> Self {
+        Failure {
+            usage: true,
+            ..Failure::new("INVALID_ARGUMENT", message)
         }
     }
 

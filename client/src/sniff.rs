@@ -63,12 +63,8 @@ pub fn run(args: SniffArgs) -> Result<(), Failure> {
         .map_err(|e| Failure::new("INTERNAL", format!("socket timeout: {e}")))?;
     let mut pcap = match &args.pcap {
         Some(path) => {
-            let file = std::fs::File::create(path).map_err(|e| {
-                Failure::new(
-                    "INVALID_ARGUMENT",
-                    format!("cannot write {}: {e}", path.display()),
-                )
-            })?;
+            let file = std::fs::File::create(path)
+                .map_err(|e| Failure::usage(format!("cannot write {}: {e}", path.display())))?;
             if let Err(e) = certs::files::give_to_directory_owner(path) {
                 eprintln!(
                     "note: {} stays owned by this user ({e}); its directory's owner may \

@@ -821,12 +821,21 @@ impl Client {
 
     /// Runs and asserts exit status 1 (operation failed).
     pub fn fails(self) -> Output {
+        self.exits_with(1)
+    }
+
+    /// Runs it, expecting exit status 2: a mistake in the command line.
+    pub fn usage_error(self) -> Output {
+        self.exits_with(2)
+    }
+
+    fn exits_with(self, code: i32) -> Output {
         let description = format!("{:?}", self.command);
         let out = self.run();
         assert_eq!(
             out.code(),
-            1,
-            "{description} should fail with 1; stdout {} stderr {}",
+            code,
+            "{description} should fail with {code}; stdout {} stderr {}",
             out.stdout,
             out.stderr
         );

@@ -116,7 +116,7 @@ fn values_come_from_an_argument_a_file_or_stdin() {
     let missing = cluster
         .client()
         .args(["put", "k", "--value-file", "/nonexistent/v"])
-        .fails();
+        .usage_error();
     assert!(
         missing.stderr.contains("cannot read /nonexistent/v"),
         "{}",
@@ -448,7 +448,8 @@ fn every_command_flag_can_come_from_the_environment_too() {
     );
 }
 
-/// An address that is not HOST:PORT is named as the mistake it is, even in a
+/// An address that is not HOST:PORT is named as the mistake it is (exit 2,
+/// as for any mistake in the command line), even in a
 /// list whose other entries would answer: not as a host that does not resolve.
 #[test]
 fn an_addr_that_is_not_host_port_is_refused_before_dialling() {
@@ -464,7 +465,7 @@ fn an_addr_that_is_not_host_port_is_refused_before_dialling() {
             .args(["--addr", addr, "get", "k"])
             .env("CLUSTERLAB_CERTS", &cluster.certs)
             .run();
-        assert_eq!(out.code(), 1, "{addr}: {}", out.stderr);
+        assert_eq!(out.code(), 2, "{addr}: {}", out.stderr);
         let first = addr.split(',').next().unwrap();
         assert_eq!(
             out.stderr.trim_end(),
@@ -474,6 +475,20 @@ fn an_addr_that_is_not_host_port_is_refused_before_dialling() {
             )
         );
     }
+    // A space after a comma is no mistake.
+    let spaced = format!(" {good} , {good}");
+    let out = tests::Client::bare()
+        .args(["--addr", &spaced, "put", "k", "v"])
+        .env("CLUSTERLAB_CERTS", &cluster.certs)
+        .ok();
+    assert!(out.stdout.starts_with("OK k "), "{}", out.stdout);
+    // Another mistake of the command line that clap cannot see: exit 2 too.
+    let sniff = Client::bare().args(["--json", "sniff"]).usage_error();
+    assert!(
+        sniff
+            .stderr
+            .contains("sniff prints one line per packet and has no JSON form")
+    );
 }
 
 #[test]

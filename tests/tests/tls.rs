@@ -53,7 +53,8 @@ fn plaintext_to_a_tls_port_is_refused_as_tls_required() {
 #[test]
 fn a_missing_identity_names_the_file_and_the_identities_there_are() {
     let cluster = TestCluster::start(1);
-    let stderr = refused(&cluster, &["--identity", "nobody"]);
+    let out = cluster.client().args(["--identity", "nobody", "get", "k"]);
+    let stderr = out.usage_error().stderr;
     assert!(stderr.contains("nobody.pem"), "{stderr}");
     // A name never made is most likely mistyped: the error lists the real ones.
     assert!(stderr.contains("the identities in "), "{stderr}");

@@ -70,7 +70,7 @@ fn a_certificate_with_two_identities_is_refused_even_if_one_is_admin() {
     let out = cluster
         .client()
         .args(["--identity", "two-names", "get", "k"])
-        .fails();
+        .usage_error();
     assert!(
         out.stderr
             .contains("two-names.pem: the certificate has 2 URI SANs"),
