@@ -28,6 +28,7 @@
 //! | `two-names`                 | a villain: two URI SANs (two-names and admin)       |
 //! | `wrong-san`                 | a villain server: a DNS name instead of an identity |
 //! | `crl.pem`                   | the revocation list (see [`crate::revocation`])     |
+//! | `.clusterlab-certs.lock`    | held while `clusterlab-certs` changes the directory |
 
 use std::{
     ops::Range,
@@ -81,6 +82,7 @@ pub fn init(dir: &Path, force: bool) -> Result<Vec<Issued>> {
         return Err(Error::AlreadyExists(dir.to_path_buf()));
     }
     files::create_dir(dir)?;
+    let _lock = files::lock(dir)?;
 
     let now = OffsetDateTime::now_utc();
     let (ca_params, ca_key) = new_ca("clusterlab demo CA", now)?;
@@ -108,7 +110,7 @@ pub fn init(dir: &Path, force: bool) -> Result<Vec<Issued>> {
     issued.extend(write_villains(dir, &ca, now)?);
     // A fresh PKI starts with a fresh list, not one left over from an old CA.
     let _ = std::fs::remove_file(dir.join(revocation::CRL_FILE));
-    revoke(dir, "revoked")?;
+    revoke_locked(dir, "revoked")?;
 
     files::write(&dir.join("README.txt"), DIRECTORY_README)?;
     Ok(issued)
@@ -129,6 +131,7 @@ pub fn left_over(dir: &Path, issued: &[Issued]) -> Vec<String> {
 
 /// Mints one more identity signed by the CA in `dir`.
 pub fn issue(dir: &Path, identity: Identity) -> Result<Issued> {
+    let _lock = files::lock(dir)?;
     let cert_path = files::cert_path(dir, &identity.name);
     if cert_path.exists() {
         return Err(Error::NameTaken(cert_path));
@@ -161,7 +164,17 @@ pub struct Revocation {
 
 /// Adds the certificate `DIR/NAME.pem` to the CA's revocation list, `DIR/crl.pem`,
 /// signed by the CA. Running processes pick the new list up within a second.
+///
+/// It reads the list, adds to it and writes it back while holding the
+/// directory's lock: two revocations at once take turns, and neither loses
+/// the other's serial.
 pub fn revoke(dir: &Path, name: &str) -> Result<Revocation> {
+    let _lock = files::lock(dir)?;
+    revoke_locked(dir, name)
+}
+
+/// [`revoke`], for a caller that holds the directory's lock.
+fn revoke_locked(dir: &Path, name: &str) -> Result<Revocation> {
     let cert_path = files::cert_path(dir, name);
     if !cert_path.exists() && dir.join(files::CA_CERT).exists() {
         return Err(Error::NoSuchCertificate {
@@ -211,8 +224,10 @@ pub fn revoke(dir: &Path, name: &str) -> Result<Revocation> {
         };
         let crl = params.signed_by(&load_ca(dir)?)?;
         // Write aside, then rename: processes reading the list every second
-        // must never see half of it.
-        let partial = crl_path.with_extension("pem.partial");
+        // must never see half of it. The lock keeps other runs of ours out;
+        // the process id keeps the name ours even against a run that does
+        // not take the lock (an older clusterlab-certs).
+        let partial = crl_path.with_extension(format!("pem.{}.partial", std::process::id()));
         files::write(&partial, &crl.pem()?)?;
         files::rename(&partial, &crl_path)?;
     }
@@ -633,5 +648,37 @@ mod tests {
         assert_eq!(std::fs::read(dir.path().join("crl.pem")).unwrap(), crl);
         // A real identity still can be.
         assert!(revoke(dir.path(), "writer").unwrap().newly);
+    }
+
+    /// Revocations run at the same time used to read the same list, each add
+    /// its own serial, and each write the list back (through one shared temp
+    /// file): the last rename won, and the others' serials were lost while
+    /// each had said "revoked".
+    #[test]
+    fn revocations_run_at_once_all_reach_the_list() {
+        let dir = tempfile::tempdir().unwrap();
+        init(dir.path(), false).unwrap();
+        let names: Vec<String> = (1..=8).map(|n| format!("c{n}")).collect();
+        for name in &names {
+            issue(dir.path(), Identity::new(Kind::Client, name).unwrap()).unwrap();
+        }
+        let start = std::sync::Barrier::new(names.len());
+        std::thread::scope(|scope| {
+            for name in &names {
+                let (dir, start) = (dir.path(), &start);
+                scope.spawn(move || {
+                    start.wait();
+                    let revoked = revoke(dir, name).unwrap();
+                    assert!(revoked.newly, "{name}");
+                });
+            }
+        });
+        let revocations = revocation::Revocations::load(dir.path()).unwrap();
+        for name in names.iter().map(String::as_str).chain(["revoked"]) {
+            let cert = files::load_certs(&files::cert_path(dir.path(), name)).unwrap();
+            let serial = revocation::serial_of(&cert[0]).unwrap();
+            assert!(revocations.is_revoked(&serial), "{name} is not on the list");
+        }
+        assert_eq!(revocations.current().len(), names.len() + 1);
     }
 }
