@@ -38,11 +38,13 @@ use std::{
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
     DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
-    RevocationReason, RevokedCertParams, SanType, SerialNumber,
+    PublicKeyData, RevocationReason, RevokedCertParams, SanType, SerialNumber,
 };
-use rustls_pki_types::{CertificateRevocationListDer, pem::PemObject};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, pem::PemObject};
 use time::{Duration, OffsetDateTime};
-use x509_parser::{prelude::FromDer, revocation_list::CertificateRevocationList};
+use x509_parser::{
+    certificate::X509Certificate, prelude::FromDer, revocation_list::CertificateRevocationList,
+};
 
 use crate::{Error, Identity, Kind, Result, files, revocation};
 
@@ -282,6 +284,18 @@ fn load_ca(dir: &Path) -> Result<Issuer<'static, KeyPair>> {
         path: key_path,
         problem: format!("not a usable private key: {e}"),
     })?;
+    // rcgen would sign with any key: certificates and lists that no process
+    // accepts, each reported as made.
+    let not_usable = |e: String| Error::Pem {
+        path: cert_path.clone(),
+        problem: format!("not a usable CA certificate: {e}"),
+    };
+    let der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
+        .map_err(|e| not_usable(e.to_string()))?;
+    let (_, cert) = X509Certificate::from_der(&der).map_err(|e| not_usable(e.to_string()))?;
+    if cert.public_key().subject_public_key.data.as_ref() != key.der_bytes() {
+        return Err(Error::CaKeyMismatch(dir.to_path_buf()));
+    }
     Issuer::from_ca_cert_pem(&cert_pem, key).map_err(|e| Error::Pem {
         path: cert_path,
         problem: format!("not a usable CA certificate: {e}"),
@@ -680,5 +694,36 @@ mod tests {
             assert!(revocations.is_revoked(&serial), "{name} is not on the list");
         }
         assert_eq!(revocations.current().len(), names.len() + 1);
+    }
+
+    /// With a `ca.key` from another PKI, `issue` used to write a certificate
+    /// nothing verifies and `revoke` a list every process refuses, each
+    /// reported as done.
+    #[test]
+    fn a_ca_key_that_is_not_the_key_of_ca_pem_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        init(dir.path(), false).unwrap();
+        let other = tempfile::tempdir().unwrap();
+        init(other.path(), false).unwrap();
+        std::fs::copy(
+            other.path().join(files::CA_KEY),
+            dir.path().join(files::CA_KEY),
+        )
+        .unwrap();
+        let crl = std::fs::read(dir.path().join(revocation::CRL_FILE)).unwrap();
+        let expected = format!(
+            "in {}, ca.key is not the key of ca.pem",
+            dir.path().display()
+        );
+
+        let err = issue(dir.path(), Identity::new(Kind::Node, "n1").unwrap()).unwrap_err();
+        assert!(err.to_string().starts_with(&expected), "{err}");
+        assert!(!files::cert_path(dir.path(), "n1").exists());
+        let err = revoke(dir.path(), "writer").unwrap_err();
+        assert!(err.to_string().starts_with(&expected), "{err}");
+        assert_eq!(
+            std::fs::read(dir.path().join(revocation::CRL_FILE)).unwrap(),
+            crl
+        );
     }
 }
