@@ -177,6 +177,8 @@ pub fn revoke(dir: &Path, name: &str) -> Result<Revocation> {
 
 /// [`revoke`], for a caller that holds the directory's lock.
 fn revoke_locked(dir: &Path, name: &str) -> Result<Revocation> {
+    // The names `issue` takes, and no path: `../other/admin` is not a name.
+    crate::identity::validate_name(name)?;
     let cert_path = files::cert_path(dir, name);
     if !cert_path.exists() && dir.join(files::CA_CERT).exists() {
         return Err(Error::NoSuchCertificate {
@@ -204,6 +206,7 @@ fn revoke_locked(dir: &Path, name: &str) -> Result<Revocation> {
         path: cert_path.clone(),
         problem: "the certificate cannot be parsed".into(),
     })?;
+    check_signed_by_ca(dir, &cert_path, &cert)?;
     let crl_path = dir.join(revocation::CRL_FILE);
     let (mut revoked, number) = read_crl(&crl_path)?;
     let newly = !revoked.iter().any(|r| r.serial_number.as_ref() == serial);
@@ -239,6 +242,39 @@ fn revoke_locked(dir: &Path, name: &str) -> Result<Revocation> {
         newly,
         total,
         crl_path,
+    })
+}
+
+/// Refuses a certificate the CA in `dir` did not sign: its list cannot
+/// revoke it (a list names serials of its own CA's certificates), and no
+/// process of the cluster trusts it anyway.
+fn check_signed_by_ca(dir: &Path, cert_path: &Path, cert: &[u8]) -> Result<()> {
+    let ca_path = dir.join(files::CA_CERT);
+    let ca = files::load_certs(&ca_path)?.remove(0);
+    let parse = |der, path: &Path| {
+        X509Certificate::from_der(der)
+            .map(|(_, cert)| cert)
+            .map_err(|e| Error::Pem {
+                path: path.to_path_buf(),
+                problem: format!("the certificate cannot be parsed ({e})"),
+            })
+    };
+    let (ca, leaf) = (parse(&ca, &ca_path)?, parse(cert, cert_path)?);
+    if leaf.verify_signature(Some(ca.public_key())).is_ok() {
+        return Ok(());
+    }
+    let by = if leaf.issuer() == ca.subject() {
+        "another CA of the same name (left over from `clusterlab-certs init --force`?)".into()
+    } else {
+        format!("\"{}\"", leaf.issuer())
+    };
+    Err(Error::Pem {
+        path: cert_path.to_path_buf(),
+        problem: format!(
+            "not signed by this directory's CA ({}) but by {by}, so its revocation list \
+             cannot revoke it; no process of this cluster trusts it anyway",
+            ca_path.display()
+        ),
     })
 }
 
@@ -640,8 +676,9 @@ mod tests {
         assert!(matches!(issue(dir.path(), id), Err(Error::NameTaken(_))));
     }
 
-    /// Only a certificate naming an identity can be revoked; asking for the
-    /// CA or a nameless villain says why not, and the list stays as it was.
+    /// Only a certificate of this CA naming an identity can be revoked;
+    /// asking for the CA, a nameless villain, a path or another CA's
+    /// certificate says why not, and the list stays as it was.
     #[test]
     fn revoking_what_names_nobody_is_refused_with_the_reason() {
         let dir = tempfile::tempdir().unwrap();
@@ -658,6 +695,25 @@ mod tests {
         assert!(
             nameless
                 .ends_with("only a certificate that names a clusterlab identity can be revoked")
+        );
+        assert_eq!(std::fs::read(dir.path().join("crl.pem")).unwrap(), crl);
+        // A path is not a name (issue refuses it too), and a certificate of
+        // another CA is not this CA's to revoke: both used to be "revoked".
+        let path = revoke(dir.path(), "../certs/admin")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            path.starts_with("invalid name \"../certs/admin\": use 1 to 63 characters"),
+            "{path}"
+        );
+        let intruder = revoke(dir.path(), "intruder").unwrap_err().to_string();
+        assert!(
+            intruder.contains(&format!(
+                "intruder.pem: not signed by this directory's CA ({}) but by \
+                 \"O=clusterlab, CN=intruder's own CA\", so its revocation list cannot revoke it",
+                dir.path().join("ca.pem").display()
+            )),
+            "{intruder}"
         );
         assert_eq!(std::fs::read(dir.path().join("crl.pem")).unwrap(), crl);
         // A real identity still can be.
