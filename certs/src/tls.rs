@@ -7,10 +7,12 @@
 //! - the server requires a client certificate signed by the cluster CA, whose one
 //!   URI SAN is a clusterlab identity ([`ClientIdentityVerifier`]);
 //! - the client checks that the server's certificate is signed by the cluster CA,
-//!   is allowed to act as a server (extended key usage serverAuth) and names a
-//!   node or a balancer ([`ServerIdentityVerifier`]). It does *not* compare the
-//!   certificate with the address dialled: in docker compose, nodes live at
-//!   container IP addresses that change, so the identity is what counts.
+//!   is allowed to act as a server (extended key usage serverAuth) and names the
+//!   kind of server it means to reach ([`ServerIdentityVerifier`]): a node, when
+//!   a balancer or a node dials the nodes; a node or a balancer, for the
+//!   `clusterlab` client. It does *not* compare the certificate with the address
+//!   dialled: in docker compose, nodes live at container IP addresses that
+//!   change, so the identity is what counts.
 //!
 //! `SSLKEYLOGFILE`: when that variable names a file, every process appends its TLS
 //! session secrets to it, so Wireshark can decrypt a capture. That is a lesson
@@ -34,7 +36,7 @@ use rustls::{
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
 use crate::{
-    Identity, Result,
+    Identity, Kind, Result,
     files::{self, LoadedIdentity},
     revocation::{Loaded, Revocations},
 };
@@ -81,21 +83,29 @@ fn server_config(
     Ok((Arc::new(config), verifier))
 }
 
-/// Client side: present `DIR/NAME.pem`, accept servers whose identity the CA
-/// vouches for and has not revoked.
+/// The kinds of server the `clusterlab` client talks to.
+pub const SERVERS: &[Kind] = &[Kind::Node, Kind::Balancer];
+
+/// What nodes and balancers dial: nodes only. A balancer given another
+/// balancer's address as a node would send it requests it must refuse.
+pub const NODES: &[Kind] = &[Kind::Node];
+
+/// Client side: present `DIR/NAME.pem`, accept servers (nodes or balancers)
+/// whose identity the CA vouches for and has not revoked.
 pub fn client_config(dir: &Path, name: &str) -> Result<(Arc<ClientConfig>, Identity)> {
     let identity = files::load_identity(dir, name)?;
     let roots = Arc::new(files::load_roots(dir)?);
-    client_config_from(identity, roots, Revocations::load(dir)?)
+    client_config_from(identity, roots, Revocations::load(dir)?, SERVERS)
 }
 
 fn client_config_from(
     identity: LoadedIdentity,
     roots: Arc<RootCertStore>,
     revocations: Arc<Revocations>,
+    accepts: &'static [Kind],
 ) -> Result<(Arc<ClientConfig>, Identity)> {
     let provider = provider();
-    let verifier = ServerIdentityVerifier::with_roots(roots, revocations);
+    let verifier = ServerIdentityVerifier::with_roots(roots, revocations).accepting(accepts);
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous() // "dangerous" because we replace name checks with identity checks
@@ -134,7 +144,9 @@ impl Credentials {
                 let roots = Arc::new(files::load_roots(dir)?);
                 let ours = files::load_identity(dir, name)?;
                 let (server, verifier) = server_config(ours.clone(), roots.clone(), &revocations)?;
-                let (client, identity) = client_config_from(ours, roots, revocations.clone())?;
+                // We dial nodes only: a balancer its backends, a node its peers.
+                let (client, identity) =
+                    client_config_from(ours, roots, revocations.clone(), NODES)?;
                 Ok(Credentials {
                     server: Some(server),
                     identity: Some(identity),
@@ -315,17 +327,20 @@ impl ClientCertVerifier for ClientIdentityVerifier {
     }
 }
 
-/// A server is trusted for *what it is* (a node or balancer of this cluster),
-/// not for the address we happened to dial.
+/// A server is trusted for *what it is* (a node or balancer of this cluster,
+/// of the kind we mean to reach), not for the address we happened to dial.
 #[derive(Debug)]
 pub struct ServerIdentityVerifier {
     roots: Arc<rustls::RootCertStore>,
     provider: Arc<CryptoProvider>,
     revocations: Arc<Revocations>,
+    /// The kinds of server accepted ([`SERVERS`] or [`NODES`]).
+    accepts: &'static [Kind],
 }
 
 impl ServerIdentityVerifier {
-    /// Trusts the servers the CA in `dir` vouches for and has not revoked.
+    /// Trusts the servers (nodes and balancers) the CA in `dir` vouches for
+    /// and has not revoked.
     pub fn new(dir: &Path, revocations: Arc<Revocations>) -> Result<Self> {
         Ok(Self::with_roots(
             Arc::new(files::load_roots(dir)?),
@@ -339,7 +354,14 @@ impl ServerIdentityVerifier {
             roots,
             provider: provider(),
             revocations,
+            accepts: SERVERS,
         }
+    }
+
+    /// The same, accepting only servers of the kinds `accepts`.
+    pub fn accepting(mut self, accepts: &'static [Kind]) -> Self {
+        self.accepts = accepts;
+        self
     }
 }
 
@@ -348,12 +370,37 @@ impl ServerIdentityVerifier {
 #[error("the server presented {0}, which is not a node or balancer identity")]
 struct NotAServer(Identity);
 
+/// A server of the wrong kind: a balancer where a node was expected.
+#[derive(Debug)]
+struct WrongKind {
+    /// The host we dialled, as we named it to TLS.
+    server: String,
+    identity: Identity,
+    accepts: &'static [Kind],
+}
+
+impl std::fmt::Display for WrongKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let expected: Vec<String> = self.accepts.iter().map(|k| format!("a {k}")).collect();
+        write!(
+            f,
+            "{} proved {}, but {} was expected (is that a {}'s port?)",
+            self.server,
+            self.identity,
+            expected.join(" or "),
+            self.identity.kind
+        )
+    }
+}
+
+impl std::error::Error for WrongKind {}
+
 impl ServerCertVerifier for ServerIdentityVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
+        server_name: &ServerName<'_>,
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
@@ -369,6 +416,13 @@ impl ServerCertVerifier for ServerIdentityVerifier {
         let identity = Identity::from_certificate(end_entity).map_err(certificate_error)?;
         if !identity.kind.is_server() {
             return Err(certificate_error(NotAServer(identity)));
+        }
+        if !self.accepts.contains(&identity.kind) {
+            return Err(certificate_error(WrongKind {
+                server: server_name.to_str().into_owned(),
+                identity,
+                accepts: self.accepts,
+            }));
         }
         // The chain is our CA's, so its revocation list has the last word.
         // Two paths check the same verified list: a server hands the CRL itself
@@ -417,5 +471,42 @@ impl ServerCertVerifier for ServerIdentityVerifier {
         self.provider
             .signature_verification_algorithms
             .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{explain, pki};
+
+    /// A balancer given another balancer's address as a node used to find it
+    /// healthy and send it every request, each refused PERMISSION_DENIED.
+    #[test]
+    fn a_dialler_that_expects_a_node_refuses_a_balancer_and_a_client_takes_either() {
+        let dir = tempfile::tempdir().unwrap();
+        pki::init(dir.path(), false).unwrap();
+        let roots = Arc::new(files::load_roots(dir.path()).unwrap());
+        let revocations = Revocations::load(dir.path()).unwrap();
+        let verify = |accepts, name| {
+            let verifier = ServerIdentityVerifier::with_roots(roots.clone(), revocations.clone())
+                .accepting(accepts);
+            let cert = files::load_certs(&files::cert_path(dir.path(), name)).unwrap();
+            let host = ServerName::try_from("127.0.0.1").unwrap();
+            verifier.verify_server_cert(&cert[0], &[], &host, &[], UnixTime::now())
+        };
+        assert!(verify(NODES, "node").is_ok());
+        assert!(verify(SERVERS, "node").is_ok());
+        assert!(verify(SERVERS, "balancer").is_ok());
+        let err = verify(NODES, "balancer").unwrap_err();
+        assert_eq!(
+            explain::failed_connection(&err),
+            "we refused the server's certificate: 127.0.0.1 proved \
+             spiffe://clusterlab/balancer/balancer, but a node was expected \
+             (is that a balancer's port?)"
+        );
+        // A client's certificate is refused by both, as before (it may not
+        // act as a server).
+        assert!(verify(NODES, "writer").is_err());
+        assert!(verify(SERVERS, "writer").is_err());
     }
 }
