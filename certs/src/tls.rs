@@ -134,8 +134,10 @@ pub struct Credentials {
 }
 
 impl Credentials {
-    /// Loads certificate `name` from `dir` for `mode`.
-    pub fn load(mode: TlsMode, dir: &Path, name: &str) -> Result<Self> {
+    /// Loads certificate `name` from `dir` for `mode`, for a process of
+    /// `kind` (a node or a balancer), and checks it the way peers will (see
+    /// [`check_own_certificate`]).
+    pub fn load(mode: TlsMode, dir: &Path, name: &str, kind: Kind) -> Result<Self> {
         match mode {
             TlsMode::Mtls => {
                 // Read once, used on both sides: the same certificate serves
@@ -144,6 +146,9 @@ impl Credentials {
                 let roots = Arc::new(files::load_roots(dir)?);
                 let ours = files::load_identity(dir, name)?;
                 let (server, verifier) = server_config(ours.clone(), roots.clone(), &revocations)?;
+                let as_server =
+                    ServerIdentityVerifier::with_roots(roots.clone(), revocations.clone());
+                check_own_certificate(dir, name, kind, &ours, &verifier, &as_server)?;
                 // We dial nodes only: a balancer its backends, a node its peers.
                 let (client, identity) =
                     client_config_from(ours, roots, revocations.clone(), NODES)?;
@@ -186,6 +191,117 @@ impl Credentials {
                 })
                 .await;
         }
+    }
+}
+
+/// Checks a node's or balancer's own certificate at start-up, the way its
+/// peers will check it: as a client (chain to `ca.pem`, validity dates, not
+/// on `crl.pem`, clientAuth) and as a server (serverAuth), and that it names
+/// a process of `kind`. A process started with a wrong certificate would
+/// report ready, and its peers would refuse it later with messages that say
+/// little about the cause; it had better not start, and say why.
+fn check_own_certificate(
+    dir: &Path,
+    name: &str,
+    kind: Kind,
+    ours: &LoadedIdentity,
+    as_client: &ClientIdentityVerifier,
+    as_server: &ServerIdentityVerifier,
+) -> Result<()> {
+    let path = files::cert_path(dir, name);
+    let (leaf, intermediates) = (&ours.chain[0], &ours.chain[1..]);
+    let now = UnixTime::now();
+    let refused = |problem: String| crate::Error::OwnCertificate {
+        path: path.clone(),
+        problem,
+    };
+    let reissue = format!(
+        "delete {} and {}, and issue it again: clusterlab-certs issue --out {} --kind {kind} \
+         --name {name}",
+        path.display(),
+        files::key_path(dir, name).display(),
+        dir.display()
+    );
+    let is_purpose = |e: &rustls::Error| {
+        matches!(
+            e,
+            rustls::Error::InvalidCertificate(
+                CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. }
+            )
+        )
+    };
+    // Whose certificate it is first (the CA, the dates, the list), then
+    // whether it names the right kind, then what it may be used for: a
+    // client's certificate is best explained as a client's.
+    let client_side = as_client
+        .verify_client_cert(leaf, intermediates, now)
+        .map(|_| ());
+    if let Err(e) = &client_side
+        && !is_purpose(e)
+    {
+        return Err(refused(own_certificate_problem(dir, leaf, e, &reissue)));
+    }
+    if ours.identity.kind != kind {
+        return Err(refused(format!(
+            "names {}, but a {kind} needs a {kind} identity; start it with one (`--identity \
+             {kind}` is the one `clusterlab-certs init` makes), or issue one: \
+             clusterlab-certs issue --out {} --kind {kind} --name NAME",
+            ours.identity,
+            dir.display()
+        )));
+    }
+    let name_for_sni = ServerName::try_from("clusterlab").expect("a valid name");
+    client_side
+        .and_then(|()| {
+            as_server
+                .verify_server_cert(leaf, intermediates, &name_for_sni, &[], now)
+                .map(|_| ())
+        })
+        .map_err(|e| refused(own_certificate_problem(dir, leaf, &e, &reissue)))
+}
+
+/// What is wrong with our own certificate, and what to do, for
+/// [`check_own_certificate`].
+fn own_certificate_problem(
+    dir: &Path,
+    leaf: &CertificateDer<'_>,
+    err: &rustls::Error,
+    reissue: &str,
+) -> String {
+    let validity = x509_parser::parse_x509_certificate(leaf)
+        .map(|(_, cert)| cert.validity().clone())
+        .ok();
+    let rustls::Error::InvalidCertificate(problem) = err else {
+        return format!("cannot be used: {err}");
+    };
+    match problem {
+        CertificateError::UnknownIssuer | CertificateError::BadSignature => format!(
+            "was signed by a different CA than {} (left over from `clusterlab-certs init \
+             --force`?); {reissue}",
+            dir.join(files::CA_CERT).display()
+        ),
+        CertificateError::Expired | CertificateError::ExpiredContext { .. } => format!(
+            "expired{}; {reissue}",
+            validity.map_or_else(String::new, |v| format!(" on {}", v.not_after))
+        ),
+        CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => format!(
+            "is not valid yet{} (or this machine's clock is behind); {reissue}",
+            validity.map_or_else(String::new, |v| format!(": it starts on {}", v.not_before))
+        ),
+        CertificateError::Revoked => format!(
+            "is revoked: its serial is on {}; {reissue}",
+            dir.join(crate::revocation::CRL_FILE).display()
+        ),
+        CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
+            format!(
+                "may not act as both server and client (its extended key usage must allow \
+                 serverAuth and clientAuth: nodes and balancers serve and dial); {reissue}"
+            )
+        }
+        other => format!(
+            "cannot be used: {}; {reissue}",
+            crate::explain::certificate_problem(other)
+        ),
     }
 }
 
@@ -508,5 +624,86 @@ mod tests {
         // act as a server).
         assert!(verify(NODES, "writer").is_err());
         assert!(verify(SERVERS, "writer").is_err());
+    }
+
+    /// Nodes and balancers used to start with any certificate and report
+    /// ready; their peers refused them later, saying little about why.
+    #[test]
+    fn a_process_refuses_to_start_with_a_certificate_its_peers_would_refuse() {
+        let dir = tempfile::tempdir().unwrap();
+        pki::init(dir.path(), false).unwrap();
+        pki::issue(dir.path(), Identity::new(Kind::Node, "n1").unwrap()).unwrap();
+        pki::issue(dir.path(), Identity::new(Kind::Node, "n2").unwrap()).unwrap();
+        pki::revoke(dir.path(), "n2").unwrap();
+        let load = |name, kind| Credentials::load(TlsMode::Mtls, dir.path(), name, kind);
+        let refused = |name, kind| load(name, kind).unwrap_err().to_string();
+        let file = |name| files::cert_path(dir.path(), name).display().to_string();
+        let ca = dir.path().join("ca.pem").display().to_string();
+        let started = |line: String, name, rest: &str| {
+            assert!(
+                line.starts_with(&format!("{} {rest}", file(name))),
+                "{line}"
+            );
+        };
+
+        for (name, kind) in [
+            ("node", Kind::Node),
+            ("n1", Kind::Node),
+            ("balancer", Kind::Balancer),
+        ] {
+            load(name, kind).unwrap();
+        }
+        started(
+            refused("admin", Kind::Node),
+            "admin",
+            "names spiffe://clusterlab/client/admin, but a node needs a node identity; ",
+        );
+        started(
+            refused("node", Kind::Balancer),
+            "node",
+            "names spiffe://clusterlab/node/node, but a balancer needs a balancer identity",
+        );
+        started(
+            refused("server-only", Kind::Node),
+            "server-only",
+            "names spiffe://clusterlab/client/server-only",
+        );
+        started(
+            refused("intruder", Kind::Node),
+            "intruder",
+            &format!("was signed by a different CA than {ca}"),
+        );
+        started(refused("expired", Kind::Node), "expired", "expired on ");
+        started(refused("notyet", Kind::Node), "notyet", "is not valid yet");
+        started(
+            refused("ca-leaf", Kind::Node),
+            "ca-leaf",
+            "cannot be used: a CA certificate, not a leaf",
+        );
+        let revoked = refused("n2", Kind::Node);
+        started(revoked.clone(), "n2", "is revoked: its serial is on ");
+        assert!(
+            revoked.ends_with(&format!(
+                "issue it again: clusterlab-certs issue --out {} --kind node --name n2",
+                dir.path().display()
+            )),
+            "{revoked}"
+        );
+
+        // n1, left over from the CA that `init --force` replaced.
+        pki::init(dir.path(), true).unwrap();
+        let stale = refused("n1", Kind::Node);
+        assert_eq!(
+            stale,
+            format!(
+                "{} was signed by a different CA than {ca} (left over from `clusterlab-certs \
+                 init --force`?); delete {} and {}, and issue it again: clusterlab-certs issue \
+                 --out {} --kind node --name n1",
+                file("n1"),
+                file("n1"),
+                files::key_path(dir.path(), "n1").display(),
+                dir.path().display()
+            )
+        );
     }
 }
