@@ -55,9 +55,13 @@ pub async fn run(
         None => None,
     };
     // The same certificate serves clients and proves who we are to the nodes.
-    let credentials =
-        Credentials::load(config.serving.tls, &config.serving.certs, &config.identity)
-            .context("cannot load the balancer's certificate")?;
+    let credentials = Credentials::load(
+        config.serving.tls,
+        &config.serving.certs,
+        &config.identity,
+        certs::Kind::Balancer,
+    )
+    .context("cannot load the balancer's certificate")?;
     let revocation_watcher = credentials.revocation_watcher();
     let Credentials {
         server: tls,

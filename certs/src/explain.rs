@@ -99,7 +99,14 @@ pub fn certificate_problem(err: &CertificateError) -> String {
              (serverAuth to act as a server, clientAuth to act as a client)"
                 .into()
         }
-        CertificateError::BadSignature => "bad signature: it has been tampered with".into(),
+        // The CA's name matched ours but its key did not: most often a
+        // certificate left over from an earlier CA, since `init --force`
+        // makes a new CA with the same name.
+        CertificateError::BadSignature => {
+            "bad signature: it was signed by a different CA with the same name as ours \
+             (left over from `clusterlab-certs init --force`?), or it has been tampered with"
+                .into()
+        }
         CertificateError::Other(other) => match other.0.downcast_ref::<webpki::Error>() {
             Some(webpki::Error::CaUsedAsEndEntity) => {
                 "a CA certificate, not a leaf: a CA's certificate may only sign other \

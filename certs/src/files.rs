@@ -15,6 +15,11 @@ pub const CA_CERT: &str = "ca.pem";
 /// The CA's private key; only `clusterlab-certs` reads it.
 pub const CA_KEY: &str = "ca.key";
 
+/// Held by `clusterlab-certs` while it changes the directory, so that two runs
+/// at once (two revocations, say) take turns instead of each reading the
+/// revocation list and writing it back without the other's change.
+pub const LOCK_FILE: &str = ".clusterlab-certs.lock";
+
 /// `DIR/NAME.pem`.
 pub fn cert_path(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}.pem"))
@@ -214,6 +219,29 @@ pub fn give_to_directory_owner(path: &Path) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Waits for, then holds, the PKI directory's lock ([`LOCK_FILE`]) until the
+/// returned file is dropped.
+pub(crate) fn lock(dir: &Path) -> Result<std::fs::File> {
+    let path = dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| match source.kind() {
+            // No directory: say what a missing PKI means.
+            std::io::ErrorKind::NotFound => read_error(&dir.join(CA_CERT), source),
+            _ => write_error(&path, source),
+        })?;
+    file.lock().map_err(|source| Error::File {
+        action: "cannot lock",
+        path,
+        cause: source,
+        hint: String::new(),
+    })?;
+    Ok(file)
 }
 
 pub(crate) fn create_dir(dir: &Path) -> Result<()> {

@@ -68,6 +68,24 @@ pub enum Error {
          (every certificate issued from the old CA stops working)"
     )]
     AlreadyExists(std::path::PathBuf),
+    /// A node's or balancer's own certificate would be refused by its peers,
+    /// so it does not start with it.
+    #[error("{} {problem}", path.display())]
+    OwnCertificate {
+        path: std::path::PathBuf,
+        /// What is wrong and what to do, starting with a verb.
+        problem: String,
+    },
+    /// `ca.key` in the directory is not the private key of its `ca.pem`.
+    #[error(
+        "in {}, ca.key is not the key of ca.pem: nothing it signs would verify against \
+         ca.pem; put back the ca.key that belongs with this ca.pem, or start over with \
+         `clusterlab-certs init --force --out {}` (every certificate issued from the old CA \
+         stops working)",
+        .0.display(),
+        .0.display()
+    )]
+    CaKeyMismatch(std::path::PathBuf),
     /// `revoke` was asked for a name that has no certificate.
     #[error("there is no certificate {path}; the certificates in that directory are: {names}")]
     NoSuchCertificate {

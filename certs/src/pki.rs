@@ -28,6 +28,7 @@
 //! | `two-names`                 | a villain: two URI SANs (two-names and admin)       |
 //! | `wrong-san`                 | a villain server: a DNS name instead of an identity |
 //! | `crl.pem`                   | the revocation list (see [`crate::revocation`])     |
+//! | `.clusterlab-certs.lock`    | held while `clusterlab-certs` changes the directory |
 
 use std::{
     ops::Range,
@@ -37,11 +38,13 @@ use std::{
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
     DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
-    RevocationReason, RevokedCertParams, SanType, SerialNumber,
+    PublicKeyData, RevocationReason, RevokedCertParams, SanType, SerialNumber,
 };
-use rustls_pki_types::{CertificateRevocationListDer, pem::PemObject};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, pem::PemObject};
 use time::{Duration, OffsetDateTime};
-use x509_parser::{prelude::FromDer, revocation_list::CertificateRevocationList};
+use x509_parser::{
+    certificate::X509Certificate, prelude::FromDer, revocation_list::CertificateRevocationList,
+};
 
 use crate::{Error, Identity, Kind, Result, files, revocation};
 
@@ -81,6 +84,7 @@ pub fn init(dir: &Path, force: bool) -> Result<Vec<Issued>> {
         return Err(Error::AlreadyExists(dir.to_path_buf()));
     }
     files::create_dir(dir)?;
+    let _lock = files::lock(dir)?;
 
     let now = OffsetDateTime::now_utc();
     let (ca_params, ca_key) = new_ca("clusterlab demo CA", now)?;
@@ -108,7 +112,7 @@ pub fn init(dir: &Path, force: bool) -> Result<Vec<Issued>> {
     issued.extend(write_villains(dir, &ca, now)?);
     // A fresh PKI starts with a fresh list, not one left over from an old CA.
     let _ = std::fs::remove_file(dir.join(revocation::CRL_FILE));
-    revoke(dir, "revoked")?;
+    revoke_locked(dir, "revoked")?;
 
     files::write(&dir.join("README.txt"), DIRECTORY_README)?;
     Ok(issued)
@@ -129,6 +133,7 @@ pub fn left_over(dir: &Path, issued: &[Issued]) -> Vec<String> {
 
 /// Mints one more identity signed by the CA in `dir`.
 pub fn issue(dir: &Path, identity: Identity) -> Result<Issued> {
+    let _lock = files::lock(dir)?;
     let cert_path = files::cert_path(dir, &identity.name);
     if cert_path.exists() {
         return Err(Error::NameTaken(cert_path));
@@ -161,7 +166,19 @@ pub struct Revocation {
 
 /// Adds the certificate `DIR/NAME.pem` to the CA's revocation list, `DIR/crl.pem`,
 /// signed by the CA. Running processes pick the new list up within a second.
+///
+/// It reads the list, adds to it and writes it back while holding the
+/// directory's lock: two revocations at once take turns, and neither loses
+/// the other's serial.
 pub fn revoke(dir: &Path, name: &str) -> Result<Revocation> {
+    let _lock = files::lock(dir)?;
+    revoke_locked(dir, name)
+}
+
+/// [`revoke`], for a caller that holds the directory's lock.
+fn revoke_locked(dir: &Path, name: &str) -> Result<Revocation> {
+    // The names `issue` takes, and no path: `../other/admin` is not a name.
+    crate::identity::validate_name(name)?;
     let cert_path = files::cert_path(dir, name);
     if !cert_path.exists() && dir.join(files::CA_CERT).exists() {
         return Err(Error::NoSuchCertificate {
@@ -189,6 +206,7 @@ pub fn revoke(dir: &Path, name: &str) -> Result<Revocation> {
         path: cert_path.clone(),
         problem: "the certificate cannot be parsed".into(),
     })?;
+    check_signed_by_ca(dir, &cert_path, &cert)?;
     let crl_path = dir.join(revocation::CRL_FILE);
     let (mut revoked, number) = read_crl(&crl_path)?;
     let newly = !revoked.iter().any(|r| r.serial_number.as_ref() == serial);
@@ -211,8 +229,10 @@ pub fn revoke(dir: &Path, name: &str) -> Result<Revocation> {
         };
         let crl = params.signed_by(&load_ca(dir)?)?;
         // Write aside, then rename: processes reading the list every second
-        // must never see half of it.
-        let partial = crl_path.with_extension("pem.partial");
+        // must never see half of it. The lock keeps other runs of ours out;
+        // the process id keeps the name ours even against a run that does
+        // not take the lock (an older clusterlab-certs).
+        let partial = crl_path.with_extension(format!("pem.{}.partial", std::process::id()));
         files::write(&partial, &crl.pem()?)?;
         files::rename(&partial, &crl_path)?;
     }
@@ -222,6 +242,39 @@ pub fn revoke(dir: &Path, name: &str) -> Result<Revocation> {
         newly,
         total,
         crl_path,
+    })
+}
+
+/// Refuses a certificate the CA in `dir` did not sign: its list cannot
+/// revoke it (a list names serials of its own CA's certificates), and no
+/// process of the cluster trusts it anyway.
+fn check_signed_by_ca(dir: &Path, cert_path: &Path, cert: &[u8]) -> Result<()> {
+    let ca_path = dir.join(files::CA_CERT);
+    let ca = files::load_certs(&ca_path)?.remove(0);
+    let parse = |der, path: &Path| {
+        X509Certificate::from_der(der)
+            .map(|(_, cert)| cert)
+            .map_err(|e| Error::Pem {
+                path: path.to_path_buf(),
+                problem: format!("the certificate cannot be parsed ({e})"),
+            })
+    };
+    let (ca, leaf) = (parse(&ca, &ca_path)?, parse(cert, cert_path)?);
+    if leaf.verify_signature(Some(ca.public_key())).is_ok() {
+        return Ok(());
+    }
+    let by = if leaf.issuer() == ca.subject() {
+        "another CA of the same name (left over from `clusterlab-certs init --force`?)".into()
+    } else {
+        format!("\"{}\"", leaf.issuer())
+    };
+    Err(Error::Pem {
+        path: cert_path.to_path_buf(),
+        problem: format!(
+            "not signed by this directory's CA ({}) but by {by}, so its revocation list \
+             cannot revoke it; no process of this cluster trusts it anyway",
+            ca_path.display()
+        ),
     })
 }
 
@@ -267,6 +320,18 @@ fn load_ca(dir: &Path) -> Result<Issuer<'static, KeyPair>> {
         path: key_path,
         problem: format!("not a usable private key: {e}"),
     })?;
+    // rcgen would sign with any key: certificates and lists that no process
+    // accepts, each reported as made.
+    let not_usable = |e: String| Error::Pem {
+        path: cert_path.clone(),
+        problem: format!("not a usable CA certificate: {e}"),
+    };
+    let der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
+        .map_err(|e| not_usable(e.to_string()))?;
+    let (_, cert) = X509Certificate::from_der(&der).map_err(|e| not_usable(e.to_string()))?;
+    if cert.public_key().subject_public_key.data.as_ref() != key.der_bytes() {
+        return Err(Error::CaKeyMismatch(dir.to_path_buf()));
+    }
     Issuer::from_ca_cert_pem(&cert_pem, key).map_err(|e| Error::Pem {
         path: cert_path,
         problem: format!("not a usable CA certificate: {e}"),
@@ -611,8 +676,9 @@ mod tests {
         assert!(matches!(issue(dir.path(), id), Err(Error::NameTaken(_))));
     }
 
-    /// Only a certificate naming an identity can be revoked; asking for the
-    /// CA or a nameless villain says why not, and the list stays as it was.
+    /// Only a certificate of this CA naming an identity can be revoked;
+    /// asking for the CA, a nameless villain, a path or another CA's
+    /// certificate says why not, and the list stays as it was.
     #[test]
     fn revoking_what_names_nobody_is_refused_with_the_reason() {
         let dir = tempfile::tempdir().unwrap();
@@ -631,7 +697,89 @@ mod tests {
                 .ends_with("only a certificate that names a clusterlab identity can be revoked")
         );
         assert_eq!(std::fs::read(dir.path().join("crl.pem")).unwrap(), crl);
+        // A path is not a name (issue refuses it too), and a certificate of
+        // another CA is not this CA's to revoke: both used to be "revoked".
+        let path = revoke(dir.path(), "../certs/admin")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            path.starts_with("invalid name \"../certs/admin\": use 1 to 63 characters"),
+            "{path}"
+        );
+        let intruder = revoke(dir.path(), "intruder").unwrap_err().to_string();
+        assert!(
+            intruder.contains(&format!(
+                "intruder.pem: not signed by this directory's CA ({}) but by \
+                 \"O=clusterlab, CN=intruder's own CA\", so its revocation list cannot revoke it",
+                dir.path().join("ca.pem").display()
+            )),
+            "{intruder}"
+        );
+        assert_eq!(std::fs::read(dir.path().join("crl.pem")).unwrap(), crl);
         // A real identity still can be.
         assert!(revoke(dir.path(), "writer").unwrap().newly);
+    }
+
+    /// Revocations run at the same time used to read the same list, each add
+    /// its own serial, and each write the list back (through one shared temp
+    /// file): the last rename won, and the others' serials were lost while
+    /// each had said "revoked".
+    #[test]
+    fn revocations_run_at_once_all_reach_the_list() {
+        let dir = tempfile::tempdir().unwrap();
+        init(dir.path(), false).unwrap();
+        let names: Vec<String> = (1..=8).map(|n| format!("c{n}")).collect();
+        for name in &names {
+            issue(dir.path(), Identity::new(Kind::Client, name).unwrap()).unwrap();
+        }
+        let start = std::sync::Barrier::new(names.len());
+        std::thread::scope(|scope| {
+            for name in &names {
+                let (dir, start) = (dir.path(), &start);
+                scope.spawn(move || {
+                    start.wait();
+                    let revoked = revoke(dir, name).unwrap();
+                    assert!(revoked.newly, "{name}");
+                });
+            }
+        });
+        let revocations = revocation::Revocations::load(dir.path()).unwrap();
+        for name in names.iter().map(String::as_str).chain(["revoked"]) {
+            let cert = files::load_certs(&files::cert_path(dir.path(), name)).unwrap();
+            let serial = revocation::serial_of(&cert[0]).unwrap();
+            assert!(revocations.is_revoked(&serial), "{name} is not on the list");
+        }
+        assert_eq!(revocations.current().len(), names.len() + 1);
+    }
+
+    /// With a `ca.key` from another PKI, `issue` used to write a certificate
+    /// nothing verifies and `revoke` a list every process refuses, each
+    /// reported as done.
+    #[test]
+    fn a_ca_key_that_is_not_the_key_of_ca_pem_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        init(dir.path(), false).unwrap();
+        let other = tempfile::tempdir().unwrap();
+        init(other.path(), false).unwrap();
+        std::fs::copy(
+            other.path().join(files::CA_KEY),
+            dir.path().join(files::CA_KEY),
+        )
+        .unwrap();
+        let crl = std::fs::read(dir.path().join(revocation::CRL_FILE)).unwrap();
+        let expected = format!(
+            "in {}, ca.key is not the key of ca.pem",
+            dir.path().display()
+        );
+
+        let err = issue(dir.path(), Identity::new(Kind::Node, "n1").unwrap()).unwrap_err();
+        assert!(err.to_string().starts_with(&expected), "{err}");
+        assert!(!files::cert_path(dir.path(), "n1").exists());
+        let err = revoke(dir.path(), "writer").unwrap_err();
+        assert!(err.to_string().starts_with(&expected), "{err}");
+        assert_eq!(
+            std::fs::read(dir.path().join(revocation::CRL_FILE)).unwrap(),
+            crl
+        );
     }
 }

@@ -30,7 +30,8 @@ use std::{
 
 use rustls_pki_types::{CertificateRevocationListDer, pem::PemObject};
 use x509_parser::{
-    prelude::FromDer, revocation_list::CertificateRevocationList, x509::SubjectPublicKeyInfo,
+    num_bigint::BigUint, prelude::FromDer, revocation_list::CertificateRevocationList,
+    x509::SubjectPublicKeyInfo,
 };
 
 use crate::{Error, Result, files};
@@ -63,6 +64,9 @@ pub struct Loaded {
     pub crls: Vec<CertificateRevocationListDer<'static>>,
     /// Serial numbers (big-endian bytes, as in the certificates).
     serials: HashSet<Vec<u8>>,
+    /// The list's CRL number (0 when it has none): each list the CA signs
+    /// carries a higher one, so a lower number is an older list.
+    number: BigUint,
 }
 
 impl Loaded {
@@ -98,27 +102,54 @@ impl Revocations {
     }
 
     /// Reads the file again; returns the new list when it changed.
+    ///
+    /// Once a list is in force, nothing but a newer list signed by the CA
+    /// replaces it: a file that went missing or cannot be read, and a list
+    /// whose CRL number is not above that of the list in force (a backup put
+    /// back, or a list made from one), are errors, and the list in force stays. Only a process that never had
+    /// a list takes a missing file to mean "nothing revoked".
     pub fn reload(&self) -> Result<Option<Arc<Loaded>>> {
+        let current = self.current();
         let pem = match std::fs::read(&self.path) {
-            Ok(pem) => Some(pem),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Ok(pem) => pem,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && current.pem.is_none() => {
+                return Ok(None);
+            }
             Err(cause) => {
+                let hint = match current.pem {
+                    None => String::new(),
+                    Some(_) => format!(
+                        "; the list read before stays in force ({} revoked), since a list \
+                         that goes missing must not un-revoke anyone: put the file back",
+                        current.len()
+                    ),
+                };
                 return Err(Error::File {
                     action: "cannot read",
                     path: self.path.clone(),
                     cause,
-                    hint: String::new(),
+                    hint,
                 });
             }
         };
-        if pem == self.current().pem {
+        if current.pem.as_ref() == Some(&pem) {
             return Ok(None);
         }
-        let loaded = Arc::new(match pem {
-            // No file: nothing is revoked.
-            None => Loaded::default(),
-            Some(pem) => self.parse(pem)?,
-        });
+        let loaded = self.parse(pem)?;
+        // The CA numbers its lists 1, 2, 3...: a list that is not above the
+        // one in force is older, or made from an older one.
+        if current.number > BigUint::ZERO && loaded.number <= current.number {
+            return Err(Error::Pem {
+                path: self.path.clone(),
+                problem: format!(
+                    "its CRL number is {}, not above the {} of the list in force: an older \
+                     list (a backup put back?) must not un-revoke anyone; to make a newer one, \
+                     revoke again what it lacks with `clusterlab-certs revoke`",
+                    loaded.number, current.number
+                ),
+            });
+        }
+        let loaded = Arc::new(loaded);
         *self.current.write().expect("revocations lock poisoned") = loaded.clone();
         self.generation.fetch_add(1, Ordering::Release);
         Ok(Some(loaded))
@@ -143,8 +174,9 @@ impl Revocations {
     }
 
     /// Checks `crl.pem` every [`RELOAD_INTERVAL`] and calls `changed` with each
-    /// new version. A file that cannot be used is logged, and the last good list
-    /// stays in force: a typo must not silently un-revoke anyone.
+    /// new version. A file that cannot be used (mangled, missing, older than
+    /// the list in force) is logged, and the last good list stays in force: a
+    /// typo or a deleted file must not silently un-revoke anyone.
     pub async fn watch(self: Arc<Self>, changed: impl Fn(&Loaded)) {
         let mut tick = tokio::time::interval(RELOAD_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -162,7 +194,9 @@ impl Revocations {
                     changed(&loaded);
                     last_problem = None;
                 }
-                Ok(None) => {}
+                // The file is as it was (or back as it was): a problem that
+                // comes again is news again.
+                Ok(None) => last_problem = None,
                 Err(e) => {
                     let problem = e.to_string();
                     if last_problem.as_ref() != Some(&problem) {
@@ -197,6 +231,7 @@ impl Revocations {
         let (_, ca_key) = SubjectPublicKeyInfo::from_der(&self.ca_key)
             .map_err(|e| bad(format!("the CA's public key cannot be read ({e})")))?;
         let mut serials = HashSet::new();
+        let mut number = BigUint::default();
         for der in &crls {
             let (_, crl) = CertificateRevocationList::from_der(der)
                 .map_err(|e| bad(format!("not a valid revocation list ({e})")))?;
@@ -209,11 +244,15 @@ impl Revocations {
                 crl.iter_revoked_certificates()
                     .map(|r| r.raw_serial().to_vec()),
             );
+            if let Some(this) = crl.crl_number() {
+                number = number.max(this.clone());
+            }
         }
         Ok(Loaded {
             pem: Some(pem),
             crls,
             serials,
+            number,
         })
     }
 }
@@ -281,5 +320,62 @@ mod tests {
         std::fs::remove_file(&crl).unwrap();
         let revocations = Revocations::load(dir.path()).unwrap();
         assert!(revocations.current().is_empty());
+    }
+
+    /// Deleting or moving `crl.pem` used to put an empty list in force within
+    /// a second, and every revoked certificate worked again; a backup put
+    /// back would have un-revoked whatever came after it.
+    #[test]
+    fn a_list_that_goes_missing_or_back_in_time_keeps_the_one_in_force() {
+        let dir = tempfile::tempdir().unwrap();
+        pki::init(dir.path(), false).unwrap();
+        let crl = dir.path().join(CRL_FILE);
+        let backup = dir.path().join("crl.pem.bak");
+        std::fs::copy(&crl, &backup).unwrap();
+        pki::revoke(dir.path(), "writer").unwrap();
+        let revocations = Revocations::load(dir.path()).unwrap();
+        let writer = serial(dir.path(), "writer");
+        assert!(revocations.is_revoked(&writer));
+
+        std::fs::remove_file(&crl).unwrap();
+        let err = revocations.reload().unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("cannot read {}: ", crl.display())),
+            "{err}"
+        );
+        assert!(
+            err.ends_with(
+                "the list read before stays in force (2 revoked), since a list that goes \
+                 missing must not un-revoke anyone: put the file back"
+            ),
+            "{err}"
+        );
+        assert!(revocations.is_revoked(&writer));
+
+        // The older list, signed by the CA but without the writer on it.
+        std::fs::copy(&backup, &crl).unwrap();
+        let err = revocations.reload().unwrap_err().to_string();
+        assert!(
+            err.contains("its CRL number is 1, not above the 2 of the list in force"),
+            "{err}"
+        );
+        assert!(revocations.is_revoked(&writer));
+        // A list made from the old one has the number of the list in force,
+        // and still lacks the writer.
+        pki::revoke(dir.path(), "reader").unwrap();
+        let err = revocations.reload().unwrap_err().to_string();
+        assert!(
+            err.contains("its CRL number is 2, not above the 2"),
+            "{err}"
+        );
+        assert!(revocations.is_revoked(&writer));
+        assert_eq!(revocations.current().len(), 2);
+
+        // Revoking again what it lacks makes a newer list, which goes into force.
+        pki::revoke(dir.path(), "writer").unwrap();
+        let loaded = revocations.reload().unwrap().expect("a newer list");
+        assert_eq!(loaded.len(), 3);
+        assert!(revocations.is_revoked(&writer));
+        assert!(revocations.is_revoked(&serial(dir.path(), "reader")));
     }
 }

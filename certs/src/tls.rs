@@ -7,10 +7,12 @@
 //! - the server requires a client certificate signed by the cluster CA, whose one
 //!   URI SAN is a clusterlab identity ([`ClientIdentityVerifier`]);
 //! - the client checks that the server's certificate is signed by the cluster CA,
-//!   is allowed to act as a server (extended key usage serverAuth) and names a
-//!   node or a balancer ([`ServerIdentityVerifier`]). It does *not* compare the
-//!   certificate with the address dialled: in docker compose, nodes live at
-//!   container IP addresses that change, so the identity is what counts.
+//!   is allowed to act as a server (extended key usage serverAuth) and names the
+//!   kind of server it means to reach ([`ServerIdentityVerifier`]): a node, when
+//!   a balancer or a node dials the nodes; a node or a balancer, for the
+//!   `clusterlab` client. It does *not* compare the certificate with the address
+//!   dialled: in docker compose, nodes live at container IP addresses that
+//!   change, so the identity is what counts.
 //!
 //! `SSLKEYLOGFILE`: when that variable names a file, every process appends its TLS
 //! session secrets to it, so Wireshark can decrypt a capture. That is a lesson
@@ -34,7 +36,7 @@ use rustls::{
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
 use crate::{
-    Identity, Result,
+    Identity, Kind, Result,
     files::{self, LoadedIdentity},
     revocation::{Loaded, Revocations},
 };
@@ -81,21 +83,29 @@ fn server_config(
     Ok((Arc::new(config), verifier))
 }
 
-/// Client side: present `DIR/NAME.pem`, accept servers whose identity the CA
-/// vouches for and has not revoked.
+/// The kinds of server the `clusterlab` client talks to.
+pub const SERVERS: &[Kind] = &[Kind::Node, Kind::Balancer];
+
+/// What nodes and balancers dial: nodes only. A balancer given another
+/// balancer's address as a node would send it requests it must refuse.
+pub const NODES: &[Kind] = &[Kind::Node];
+
+/// Client side: present `DIR/NAME.pem`, accept servers (nodes or balancers)
+/// whose identity the CA vouches for and has not revoked.
 pub fn client_config(dir: &Path, name: &str) -> Result<(Arc<ClientConfig>, Identity)> {
     let identity = files::load_identity(dir, name)?;
     let roots = Arc::new(files::load_roots(dir)?);
-    client_config_from(identity, roots, Revocations::load(dir)?)
+    client_config_from(identity, roots, Revocations::load(dir)?, SERVERS)
 }
 
 fn client_config_from(
     identity: LoadedIdentity,
     roots: Arc<RootCertStore>,
     revocations: Arc<Revocations>,
+    accepts: &'static [Kind],
 ) -> Result<(Arc<ClientConfig>, Identity)> {
     let provider = provider();
-    let verifier = ServerIdentityVerifier::with_roots(roots, revocations);
+    let verifier = ServerIdentityVerifier::with_roots(roots, revocations).accepting(accepts);
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous() // "dangerous" because we replace name checks with identity checks
@@ -124,8 +134,10 @@ pub struct Credentials {
 }
 
 impl Credentials {
-    /// Loads certificate `name` from `dir` for `mode`.
-    pub fn load(mode: TlsMode, dir: &Path, name: &str) -> Result<Self> {
+    /// Loads certificate `name` from `dir` for `mode`, for a process of
+    /// `kind` (a node or a balancer), and checks it the way peers will (see
+    /// [`check_own_certificate`]).
+    pub fn load(mode: TlsMode, dir: &Path, name: &str, kind: Kind) -> Result<Self> {
         match mode {
             TlsMode::Mtls => {
                 // Read once, used on both sides: the same certificate serves
@@ -134,7 +146,12 @@ impl Credentials {
                 let roots = Arc::new(files::load_roots(dir)?);
                 let ours = files::load_identity(dir, name)?;
                 let (server, verifier) = server_config(ours.clone(), roots.clone(), &revocations)?;
-                let (client, identity) = client_config_from(ours, roots, revocations.clone())?;
+                let as_server =
+                    ServerIdentityVerifier::with_roots(roots.clone(), revocations.clone());
+                check_own_certificate(dir, name, kind, &ours, &verifier, &as_server)?;
+                // We dial nodes only: a balancer its backends, a node its peers.
+                let (client, identity) =
+                    client_config_from(ours, roots, revocations.clone(), NODES)?;
                 Ok(Credentials {
                     server: Some(server),
                     identity: Some(identity),
@@ -174,6 +191,117 @@ impl Credentials {
                 })
                 .await;
         }
+    }
+}
+
+/// Checks a node's or balancer's own certificate at start-up, the way its
+/// peers will check it: as a client (chain to `ca.pem`, validity dates, not
+/// on `crl.pem`, clientAuth) and as a server (serverAuth), and that it names
+/// a process of `kind`. A process started with a wrong certificate would
+/// report ready, and its peers would refuse it later with messages that say
+/// little about the cause; it had better not start, and say why.
+fn check_own_certificate(
+    dir: &Path,
+    name: &str,
+    kind: Kind,
+    ours: &LoadedIdentity,
+    as_client: &ClientIdentityVerifier,
+    as_server: &ServerIdentityVerifier,
+) -> Result<()> {
+    let path = files::cert_path(dir, name);
+    let (leaf, intermediates) = (&ours.chain[0], &ours.chain[1..]);
+    let now = UnixTime::now();
+    let refused = |problem: String| crate::Error::OwnCertificate {
+        path: path.clone(),
+        problem,
+    };
+    let reissue = format!(
+        "delete {} and {}, and issue it again: clusterlab-certs issue --out {} --kind {kind} \
+         --name {name}",
+        path.display(),
+        files::key_path(dir, name).display(),
+        dir.display()
+    );
+    let is_purpose = |e: &rustls::Error| {
+        matches!(
+            e,
+            rustls::Error::InvalidCertificate(
+                CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. }
+            )
+        )
+    };
+    // Whose certificate it is first (the CA, the dates, the list), then
+    // whether it names the right kind, then what it may be used for: a
+    // client's certificate is best explained as a client's.
+    let client_side = as_client
+        .verify_client_cert(leaf, intermediates, now)
+        .map(|_| ());
+    if let Err(e) = &client_side
+        && !is_purpose(e)
+    {
+        return Err(refused(own_certificate_problem(dir, leaf, e, &reissue)));
+    }
+    if ours.identity.kind != kind {
+        return Err(refused(format!(
+            "names {}, but a {kind} needs a {kind} identity; start it with one (`--identity \
+             {kind}` is the one `clusterlab-certs init` makes), or issue one: \
+             clusterlab-certs issue --out {} --kind {kind} --name NAME",
+            ours.identity,
+            dir.display()
+        )));
+    }
+    let name_for_sni = ServerName::try_from("clusterlab").expect("a valid name");
+    client_side
+        .and_then(|()| {
+            as_server
+                .verify_server_cert(leaf, intermediates, &name_for_sni, &[], now)
+                .map(|_| ())
+        })
+        .map_err(|e| refused(own_certificate_problem(dir, leaf, &e, &reissue)))
+}
+
+/// What is wrong with our own certificate, and what to do, for
+/// [`check_own_certificate`].
+fn own_certificate_problem(
+    dir: &Path,
+    leaf: &CertificateDer<'_>,
+    err: &rustls::Error,
+    reissue: &str,
+) -> String {
+    let validity = x509_parser::parse_x509_certificate(leaf)
+        .map(|(_, cert)| cert.validity().clone())
+        .ok();
+    let rustls::Error::InvalidCertificate(problem) = err else {
+        return format!("cannot be used: {err}");
+    };
+    match problem {
+        CertificateError::UnknownIssuer | CertificateError::BadSignature => format!(
+            "was signed by a different CA than {} (left over from `clusterlab-certs init \
+             --force`?); {reissue}",
+            dir.join(files::CA_CERT).display()
+        ),
+        CertificateError::Expired | CertificateError::ExpiredContext { .. } => format!(
+            "expired{}; {reissue}",
+            validity.map_or_else(String::new, |v| format!(" on {}", v.not_after))
+        ),
+        CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => format!(
+            "is not valid yet{} (or this machine's clock is behind); {reissue}",
+            validity.map_or_else(String::new, |v| format!(": it starts on {}", v.not_before))
+        ),
+        CertificateError::Revoked => format!(
+            "is revoked: its serial is on {}; {reissue}",
+            dir.join(crate::revocation::CRL_FILE).display()
+        ),
+        CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
+            format!(
+                "may not act as both server and client (its extended key usage must allow \
+                 serverAuth and clientAuth: nodes and balancers serve and dial); {reissue}"
+            )
+        }
+        other => format!(
+            "cannot be used: {}; {reissue}",
+            crate::explain::certificate_problem(other)
+        ),
     }
 }
 
@@ -315,17 +443,20 @@ impl ClientCertVerifier for ClientIdentityVerifier {
     }
 }
 
-/// A server is trusted for *what it is* (a node or balancer of this cluster),
-/// not for the address we happened to dial.
+/// A server is trusted for *what it is* (a node or balancer of this cluster,
+/// of the kind we mean to reach), not for the address we happened to dial.
 #[derive(Debug)]
 pub struct ServerIdentityVerifier {
     roots: Arc<rustls::RootCertStore>,
     provider: Arc<CryptoProvider>,
     revocations: Arc<Revocations>,
+    /// The kinds of server accepted ([`SERVERS`] or [`NODES`]).
+    accepts: &'static [Kind],
 }
 
 impl ServerIdentityVerifier {
-    /// Trusts the servers the CA in `dir` vouches for and has not revoked.
+    /// Trusts the servers (nodes and balancers) the CA in `dir` vouches for
+    /// and has not revoked.
     pub fn new(dir: &Path, revocations: Arc<Revocations>) -> Result<Self> {
         Ok(Self::with_roots(
             Arc::new(files::load_roots(dir)?),
@@ -339,7 +470,14 @@ impl ServerIdentityVerifier {
             roots,
             provider: provider(),
             revocations,
+            accepts: SERVERS,
         }
+    }
+
+    /// The same, accepting only servers of the kinds `accepts`.
+    pub fn accepting(mut self, accepts: &'static [Kind]) -> Self {
+        self.accepts = accepts;
+        self
     }
 }
 
@@ -348,12 +486,37 @@ impl ServerIdentityVerifier {
 #[error("the server presented {0}, which is not a node or balancer identity")]
 struct NotAServer(Identity);
 
+/// A server of the wrong kind: a balancer where a node was expected.
+#[derive(Debug)]
+struct WrongKind {
+    /// The host we dialled, as we named it to TLS.
+    server: String,
+    identity: Identity,
+    accepts: &'static [Kind],
+}
+
+impl std::fmt::Display for WrongKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let expected: Vec<String> = self.accepts.iter().map(|k| format!("a {k}")).collect();
+        write!(
+            f,
+            "{} proved {}, but {} was expected (is that a {}'s port?)",
+            self.server,
+            self.identity,
+            expected.join(" or "),
+            self.identity.kind
+        )
+    }
+}
+
+impl std::error::Error for WrongKind {}
+
 impl ServerCertVerifier for ServerIdentityVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
+        server_name: &ServerName<'_>,
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
@@ -369,6 +532,13 @@ impl ServerCertVerifier for ServerIdentityVerifier {
         let identity = Identity::from_certificate(end_entity).map_err(certificate_error)?;
         if !identity.kind.is_server() {
             return Err(certificate_error(NotAServer(identity)));
+        }
+        if !self.accepts.contains(&identity.kind) {
+            return Err(certificate_error(WrongKind {
+                server: server_name.to_str().into_owned(),
+                identity,
+                accepts: self.accepts,
+            }));
         }
         // The chain is our CA's, so its revocation list has the last word.
         // Two paths check the same verified list: a server hands the CRL itself
@@ -417,5 +587,123 @@ impl ServerCertVerifier for ServerIdentityVerifier {
         self.provider
             .signature_verification_algorithms
             .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{explain, pki};
+
+    /// A balancer given another balancer's address as a node used to find it
+    /// healthy and send it every request, each refused PERMISSION_DENIED.
+    #[test]
+    fn a_dialler_that_expects_a_node_refuses_a_balancer_and_a_client_takes_either() {
+        let dir = tempfile::tempdir().unwrap();
+        pki::init(dir.path(), false).unwrap();
+        let roots = Arc::new(files::load_roots(dir.path()).unwrap());
+        let revocations = Revocations::load(dir.path()).unwrap();
+        let verify = |accepts, name| {
+            let verifier = ServerIdentityVerifier::with_roots(roots.clone(), revocations.clone())
+                .accepting(accepts);
+            let cert = files::load_certs(&files::cert_path(dir.path(), name)).unwrap();
+            let host = ServerName::try_from("127.0.0.1").unwrap();
+            verifier.verify_server_cert(&cert[0], &[], &host, &[], UnixTime::now())
+        };
+        assert!(verify(NODES, "node").is_ok());
+        assert!(verify(SERVERS, "node").is_ok());
+        assert!(verify(SERVERS, "balancer").is_ok());
+        let err = verify(NODES, "balancer").unwrap_err();
+        assert_eq!(
+            explain::failed_connection(&err),
+            "we refused the server's certificate: 127.0.0.1 proved \
+             spiffe://clusterlab/balancer/balancer, but a node was expected \
+             (is that a balancer's port?)"
+        );
+        // A client's certificate is refused by both, as before (it may not
+        // act as a server).
+        assert!(verify(NODES, "writer").is_err());
+        assert!(verify(SERVERS, "writer").is_err());
+    }
+
+    /// Nodes and balancers used to start with any certificate and report
+    /// ready; their peers refused them later, saying little about why.
+    #[test]
+    fn a_process_refuses_to_start_with_a_certificate_its_peers_would_refuse() {
+        let dir = tempfile::tempdir().unwrap();
+        pki::init(dir.path(), false).unwrap();
+        pki::issue(dir.path(), Identity::new(Kind::Node, "n1").unwrap()).unwrap();
+        pki::issue(dir.path(), Identity::new(Kind::Node, "n2").unwrap()).unwrap();
+        pki::revoke(dir.path(), "n2").unwrap();
+        let load = |name, kind| Credentials::load(TlsMode::Mtls, dir.path(), name, kind);
+        let refused = |name, kind| load(name, kind).unwrap_err().to_string();
+        let file = |name| files::cert_path(dir.path(), name).display().to_string();
+        let ca = dir.path().join("ca.pem").display().to_string();
+        let started = |line: String, name, rest: &str| {
+            assert!(
+                line.starts_with(&format!("{} {rest}", file(name))),
+                "{line}"
+            );
+        };
+
+        for (name, kind) in [
+            ("node", Kind::Node),
+            ("n1", Kind::Node),
+            ("balancer", Kind::Balancer),
+        ] {
+            load(name, kind).unwrap();
+        }
+        started(
+            refused("admin", Kind::Node),
+            "admin",
+            "names spiffe://clusterlab/client/admin, but a node needs a node identity; ",
+        );
+        started(
+            refused("node", Kind::Balancer),
+            "node",
+            "names spiffe://clusterlab/node/node, but a balancer needs a balancer identity",
+        );
+        started(
+            refused("server-only", Kind::Node),
+            "server-only",
+            "names spiffe://clusterlab/client/server-only",
+        );
+        started(
+            refused("intruder", Kind::Node),
+            "intruder",
+            &format!("was signed by a different CA than {ca}"),
+        );
+        started(refused("expired", Kind::Node), "expired", "expired on ");
+        started(refused("notyet", Kind::Node), "notyet", "is not valid yet");
+        started(
+            refused("ca-leaf", Kind::Node),
+            "ca-leaf",
+            "cannot be used: a CA certificate, not a leaf",
+        );
+        let revoked = refused("n2", Kind::Node);
+        started(revoked.clone(), "n2", "is revoked: its serial is on ");
+        assert!(
+            revoked.ends_with(&format!(
+                "issue it again: clusterlab-certs issue --out {} --kind node --name n2",
+                dir.path().display()
+            )),
+            "{revoked}"
+        );
+
+        // n1, left over from the CA that `init --force` replaced.
+        pki::init(dir.path(), true).unwrap();
+        let stale = refused("n1", Kind::Node);
+        assert_eq!(
+            stale,
+            format!(
+                "{} was signed by a different CA than {ca} (left over from `clusterlab-certs \
+                 init --force`?); delete {} and {}, and issue it again: clusterlab-certs issue \
+                 --out {} --kind node --name n1",
+                file("n1"),
+                file("n1"),
+                files::key_path(dir.path(), "n1").display(),
+                dir.path().display()
+            )
+        );
     }
 }

@@ -58,9 +58,13 @@ pub async fn run(
         None => None,
     };
     // The same certificate proves who we are when we call other nodes.
-    let credentials =
-        Credentials::load(config.serving.tls, &config.serving.certs, &config.identity)
-            .context("cannot load the node's certificate")?;
+    let credentials = Credentials::load(
+        config.serving.tls,
+        &config.serving.certs,
+        &config.identity,
+        certs::Kind::Node,
+    )
+    .context("cannot load the node's certificate")?;
     let revocation_watcher = credentials.revocation_watcher();
     let Credentials {
         server: tls,

@@ -504,6 +504,23 @@ impl TestCluster {
     /// Starts a balancer with exactly `args` (say, `--nodes-dns` instead of
     /// `--nodes`) and waits as [`Self::start_balancer`] does.
     pub fn start_balancer_with(&mut self, args: &[String]) -> usize {
+        let index = self.spawn_balancer(args);
+        let running = self.running().len();
+        wait_until(
+            "the balancer to see every node healthy",
+            READY_TIMEOUT,
+            || {
+                self.balancer_status(index).is_ok_and(|s| {
+                    s.backends.iter().filter(|b| b.health == "healthy").count() == running
+                })
+            },
+        );
+        index
+    }
+
+    /// Starts a balancer with exactly `args` and waits until it answers,
+    /// whatever it makes of its nodes. Returns its index.
+    pub fn spawn_balancer(&mut self, args: &[String]) -> usize {
         let index = self.balancers.len();
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         // Not 8080, the default: balancers of tests running at once would share it.
@@ -539,16 +556,6 @@ impl TestCluster {
             }
             health_check(Some(&certs), &addr.to_string()).is_ok_and(|serving| serving)
         });
-        let running = self.running().len();
-        wait_until(
-            "the balancer to see every node healthy",
-            READY_TIMEOUT,
-            || {
-                self.balancer_status(index).is_ok_and(|s| {
-                    s.backends.iter().filter(|b| b.health == "healthy").count() == running
-                })
-            },
-        );
         index
     }
 

@@ -278,6 +278,81 @@ fn an_unreadable_certificate_is_one_clear_line() {
     );
 }
 
+/// Runs a start-up command that should fail, killing it if it starts
+/// serving instead; returns (exit code, stderr).
+fn refuses_to_start(mut command: std::process::Command) -> (i32, String) {
+    let mut child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = tests::exit_within(&mut child, Duration::from_secs(10));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    let status = status.unwrap_or_else(|| panic!("it started: {stderr}"));
+    (status.code().unwrap_or(-1), stderr)
+}
+
+/// A node or balancer given a certificate its peers would refuse used to log
+/// "node ready", and be refused by its peers later with messages such as
+/// "bad signature". It stops at once, naming the file, why, and what to do.
+#[test]
+fn a_certificate_peers_would_refuse_stops_the_start_and_says_what_to_do() {
+    let mut cluster = TestCluster::start(1);
+    cluster.kill(0);
+    let file = |name: &str| {
+        cluster
+            .certs
+            .join(format!("{name}.pem"))
+            .display()
+            .to_string()
+    };
+    let cases = [
+        (
+            "admin",
+            "names spiffe://clusterlab/client/admin, but a node needs a node identity",
+        ),
+        (
+            "intruder",
+            &format!(
+                "was signed by a different CA than {} (left over from `clusterlab-certs init \
+                 --force`?); delete",
+                cluster.certs.join("ca.pem").display()
+            ),
+        ),
+    ];
+    for (identity, problem) in cases {
+        let mut command = cluster.node_command(0);
+        command.args(["--identity", identity]);
+        let (code, stderr) = refuses_to_start(command);
+        assert_eq!(code, 1, "{stderr}");
+        let line = error_line(&stderr);
+        assert!(
+            line.contains(&format!(
+                "cannot load the node's certificate: {} {problem}",
+                file(identity)
+            )),
+            "{line}"
+        );
+    }
+    let mut balancer = std::process::Command::new(tests::bin("clusterlab-balancer"));
+    balancer
+        .args(["--listen", &format!("127.0.0.1:{}", tests::free_port())])
+        .args(["--nodes", &cluster.nodes[0].addr.to_string()])
+        .args(["--dashboard", "off", "--identity", "node", "--certs"])
+        .arg(&cluster.certs);
+    let (code, stderr) = refuses_to_start(balancer);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "cannot load the balancer's certificate: {} names spiffe://clusterlab/node/node, \
+             but a balancer needs a balancer identity",
+            file("node")
+        )),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn a_port_in_use_is_one_clear_line() {
     let cluster = TestCluster::start(1);

@@ -86,3 +86,46 @@ fn an_issued_identity_can_connect_and_is_who_it_says() {
     );
     assert_eq!(kind.status.code(), Some(2), "a usage error");
 }
+
+/// Eight `clusterlab-certs revoke` runs at once: each reports success, and
+/// each serial is on the list. (They used to read and rewrite the list with
+/// no lock, through one shared temp file: some revocations were lost.)
+#[test]
+fn revocations_run_at_once_are_all_on_the_list() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("pki");
+    assert!(certs(&["init"], &dir).status.success());
+    let names: Vec<String> = (1..=8).map(|n| format!("c{n}")).collect();
+    for name in &names {
+        let out = certs(&["issue", "--kind", "client", "--name", name], &dir);
+        assert!(out.status.success(), "{out:?}");
+    }
+    let runs: Vec<_> = names
+        .iter()
+        .map(|name| {
+            Command::new(bin("clusterlab-certs"))
+                .args(["revoke", name, "--out"])
+                .arg(&dir)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (name, run) in names.iter().zip(runs) {
+        let out = run.wait_with_output().unwrap();
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{name}: {out:?}");
+        assert!(
+            said.starts_with(&format!("spiffe://clusterlab/client/{name} revoked")),
+            "{said}"
+        );
+    }
+    let revocations = certs::revocation::Revocations::load(&dir).unwrap();
+    for name in names.iter().map(String::as_str).chain(["revoked"]) {
+        let cert = certs::files::load_certs(&dir.join(format!("{name}.pem"))).unwrap();
+        let serial = certs::revocation::serial_of(&cert[0]).unwrap();
+        assert!(revocations.is_revoked(&serial), "{name} is not on the list");
+    }
+    assert_eq!(revocations.current().len(), names.len() + 1);
+}

@@ -145,3 +145,55 @@ fn a_node_revoked_while_connected_is_ejected_and_left_by_its_peers() {
     cluster.client_to_balancer(0).args(["put", "k", "v"]).ok();
     assert_eq!(cluster.client_to(1).args(["get", "k"]).ok().stdout, "v");
 }
+
+/// Moving `crl.pem` away used to put an empty list in force within a second,
+/// and the revoked writer could write again; an older copy put back would
+/// have done the same. Both are refused with a warning naming the file, said
+/// once, and the list in force stays.
+#[test]
+fn a_list_moved_away_or_replaced_by_an_older_copy_un_revokes_nobody() {
+    let cluster = TestCluster::start(1);
+    let crl = cluster.certs.join("crl.pem");
+    let older = cluster.dir().join("crl-before-writer.pem");
+    std::fs::copy(&crl, &older).unwrap();
+    cluster.certs_tool(&["revoke", "writer"]);
+    cluster.wait_log(
+        "the node to put the list with the writer in force",
+        |line| line.contains("revocation list reloaded") && line.contains("revoked=2"),
+    );
+
+    std::fs::rename(&crl, cluster.dir().join("crl-moved.pem")).unwrap();
+    let missing = |line: &str| {
+        line.contains("WARN")
+            && line.contains(&format!("cannot read {}", crl.display()))
+            && line.contains("stays in force (2 revoked)")
+    };
+    cluster.wait_log("a warning that crl.pem is missing", missing);
+    let out = cluster
+        .client()
+        .args(["--identity", "writer", "put", "k", "v"])
+        .fails();
+    assert_refused_as_revoked(&out);
+
+    std::fs::copy(&older, &crl).unwrap();
+    cluster.wait_log("a warning that the list put back is older", |line| {
+        line.contains("WARN") && line.contains("its CRL number is 1, not above the 2")
+    });
+    let out = cluster
+        .client()
+        .args(["--identity", "writer", "put", "k", "v"])
+        .fails();
+    assert_refused_as_revoked(&out);
+
+    let log = cluster.nodes[0].log_text();
+    assert_eq!(
+        log.lines().filter(|line| missing(line)).count(),
+        1,
+        "the missing file is said once, not every second:\n{log}"
+    );
+    assert!(
+        !log.contains("revoked=0") && !log.contains("revoked=1"),
+        "{log}"
+    );
+    cluster.client().args(["put", "k", "admin"]).ok();
+}

@@ -157,6 +157,48 @@ fn a_server_whose_certificate_names_no_identity_is_refused_by_the_client() {
     );
 }
 
+/// A balancer pointed at another balancer as if it were a node used to find it
+/// healthy and forward every request to it, where each was refused
+/// PERMISSION_DENIED. It is refused at the handshake, saying what it is, and
+/// never put in rotation; the `clusterlab` client still takes either kind.
+#[test]
+fn a_balancer_given_a_balancer_for_a_node_refuses_it_at_the_handshake() {
+    let mut cluster = TestCluster::start(1);
+    cluster.start_balancer(&[]);
+    let first = cluster.balancers[0].addr.to_string();
+    let second = cluster.spawn_balancer(&[
+        "--name".into(),
+        "b2".into(),
+        "--nodes".into(),
+        first.clone(),
+    ]);
+    let expected = "we refused the server's certificate: 127.0.0.1 proved \
+         spiffe://clusterlab/balancer/balancer, but a node was expected \
+         (is that a balancer's port?)";
+    let backend = || {
+        let status = cluster.balancer_status(second).ok()?;
+        status.backends.into_iter().find(|b| b.addr == first)
+    };
+    tests::wait_until(
+        "b2 to give the reason it refuses b1",
+        Duration::from_secs(10),
+        || backend().is_some_and(|b| b.reason.contains(expected)),
+    );
+    let backend = backend().unwrap();
+    assert_ne!(backend.health, "healthy", "{backend:?}");
+    assert!(
+        backend.reason.contains(&format!("cannot reach {first}: ")),
+        "{backend:?}"
+    );
+    let out = cluster
+        .client_to_balancer(second)
+        .args(["get", "k"])
+        .fails();
+    assert!(!out.stderr.contains("PERMISSION_DENIED"), "{}", out.stderr);
+    // The first balancer is still a server the client accepts.
+    cluster.client_to_balancer(0).args(["put", "k", "v"]).ok();
+}
+
 /// Connects to `addr` with a hand-made TLS client, sends the HTTP/2 preface,
 /// and returns what happened: the error, "closed", or "answered" when the
 /// server sent HTTP/2 data back (it accepted us).
