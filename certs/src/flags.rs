@@ -24,6 +24,14 @@ pub fn parse<T: clap::Parser>() -> T {
     T::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut command).exit())
 }
 
+/// Exits 2 with `message`, as clap does for a flag it refuses: for the
+/// mistakes that only show when flags are taken together.
+pub fn usage_error<T: clap::CommandFactory>(message: impl std::fmt::Display) -> ! {
+    T::command()
+        .error(clap::error::ErrorKind::ValueValidation, message)
+        .exit()
+}
+
 /// Gives every flag without a variable of its own the one named by
 /// [`env_name`], and lets switches (`--json`) take 1/0, yes/no, on/off or
 /// true/false from the environment, as people write them there.

@@ -157,6 +157,18 @@ pub struct Serving {
 }
 
 impl Config {
+    /// Checks what clap cannot check flag by flag: the quorums against
+    /// `--replicas`, and every address to be HOST:PORT. A mistake here is the
+    /// command line's: the program says so and exits 2 before starting.
+    pub fn check(&self) -> Result<(), String> {
+        self.replication()?;
+        self.peer_addrs()?;
+        if let Some(addr) = &self.advertise {
+            certs::flags::check_host_port("--advertise", addr)?;
+        }
+        Ok(())
+    }
+
     /// The replication settings, checked: each quorum must be 1 to N.
     pub fn replication(&self) -> Result<crate::state::Replication, String> {
         let n = self.replicas as usize;
@@ -278,6 +290,21 @@ mod tests {
         assert!(err.contains("\"127.0.0.1\" is not HOST:PORT"), "{err}");
         let err = parse(&["--peers-dns", "node"]).peer_addrs().unwrap_err();
         assert!(err.starts_with("--peers-dns"), "{err}");
+    }
+
+    #[test]
+    fn an_advertised_address_must_be_host_and_port_too() {
+        let err = parse(&["--advertise", "foo"]).check().unwrap_err();
+        assert!(
+            err.starts_with("--advertise \"foo\" is not HOST:PORT"),
+            "{err}"
+        );
+        assert_eq!(parse(&["--advertise", "n1:7100"]).check(), Ok(()));
+        let err = parse(&["--write-quorum", "4"]).check().unwrap_err();
+        assert!(
+            err.starts_with("--write-quorum 4 is outside 1 to 3"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -80,6 +80,7 @@ fn an_issued_identity_can_connect_and_is_who_it_says() {
         &cluster.certs,
     );
     assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid name"));
+    assert_eq!(bad.status.code(), Some(2), "a usage error");
     let kind = certs(
         &["issue", "--kind", "wizard", "--name", "x"],
         &cluster.certs,

@@ -10,6 +10,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let config: Config = certs::flags::parse();
+    if let Err(mistake) = config.validate() {
+        certs::flags::usage_error::<Config>(mistake);
+    }
     telemetry::init(&config.name, config.serving.log_format);
     let runtime = lifecycle::runtime(config.threads).expect("starting the tokio runtime");
     match runtime.block_on(start(config)) {

@@ -44,7 +44,7 @@ enum Command {
         #[arg(long, value_parser = ["client", "node", "balancer"])]
         kind: String,
         /// Its name: files NAME.pem and NAME.key, URI spiffe://clusterlab/KIND/NAME.
-        #[arg(long)]
+        #[arg(long, value_parser = identity_name)]
         name: String,
     },
     /// Revoke the certificate DIR/NAME.pem: add it to the CA's revocation list,
@@ -55,8 +55,17 @@ enum Command {
         #[arg(long, env = "CLUSTERLAB_CERTS", value_name = "DIR")]
         out: PathBuf,
         /// The certificate to revoke: NAME.pem in DIR (e.g. writer).
+        #[arg(value_parser = identity_name)]
         name: String,
     },
+}
+
+/// A NAME as `issue` makes them, so that a mistyped one is a usage error
+/// (exit 2) that says what a name may hold.
+fn identity_name(name: &str) -> Result<String, String> {
+    certs::identity::validate_name(name)
+        .map(|()| name.to_string())
+        .map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {

@@ -6,6 +6,9 @@ use node::{Config, lifecycle, telemetry};
 
 fn main() -> ExitCode {
     let mut config: Config = certs::flags::parse();
+    if let Err(mistake) = config.check() {
+        certs::flags::usage_error::<Config>(mistake);
+    }
     let runtime = lifecycle::runtime(config.threads).expect("starting the tokio runtime");
     if config.name == "auto" {
         match runtime.block_on(node::config::auto_name()) {
