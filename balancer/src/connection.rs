@@ -187,6 +187,7 @@ impl NodeConnection {
                 .expect("made from host:port")
                 .clone(),
             state,
+            plaintext: self.dialer.is_plaintext(),
         })
     }
 }
@@ -201,6 +202,9 @@ pub struct Http2 {
     authority: Authority,
     /// [`OPEN`], or how the connection's task ended: [`CLOSED`] or [`HUNG`].
     state: Arc<AtomicU8>,
+    /// Dialed without TLS (`--tls plaintext`): a node that hangs up at once
+    /// probably requires TLS, and the failure says so.
+    plaintext: bool,
 }
 
 /// A node's successful answer to a unary call, as it arrived.
@@ -249,16 +253,16 @@ impl Http2 {
             .clone()
             .ready()
             .await
-            .map_err(|e| h2_failure(addr, e))?;
+            .map_err(|e| h2_failure(addr, e, self.plaintext))?;
         let (response, mut stream) = sender
             .send_request(request, false)
-            .map_err(|e| h2_failure(addr, e))?;
+            .map_err(|e| h2_failure(addr, e, self.plaintext))?;
         stream
             .send_data(message, true)
-            .map_err(|e| h2_failure(addr, e))?;
+            .map_err(|e| h2_failure(addr, e, self.plaintext))?;
         let (head, body) = response
             .await
-            .map_err(|e| h2_failure(addr, e))?
+            .map_err(|e| h2_failure(addr, e, self.plaintext))?
             .into_parts();
         if head.status != http::StatusCode::OK {
             return Err(Status::unknown(format!(
@@ -306,7 +310,7 @@ impl tower::Service<http::Request<Body>> for Http2 {
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
         self.sender
             .poll_ready(cx)
-            .map_err(|e| h2_failure(&self.addr, e))
+            .map_err(|e| h2_failure(&self.addr, e, self.plaintext))
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
@@ -314,6 +318,7 @@ impl tower::Service<http::Request<Body>> for Http2 {
         let fresh = self.sender.clone();
         let mut sender = std::mem::replace(&mut self.sender, fresh);
         let addr = self.addr.clone();
+        let plaintext = self.plaintext;
         Box::pin(async move {
             let (head, body) = request.into_parts();
             // One encoded message: tonic's unary body is ready at once.
@@ -321,13 +326,15 @@ impl tower::Service<http::Request<Body>> for Http2 {
             let empty = body.is_empty();
             let (response, mut stream) = sender
                 .send_request(http::Request::from_parts(head, ()), empty)
-                .map_err(|e| h2_failure(&addr, e))?;
+                .map_err(|e| h2_failure(&addr, e, plaintext))?;
             if !empty {
                 stream
                     .send_data(body, true)
-                    .map_err(|e| h2_failure(&addr, e))?;
+                    .map_err(|e| h2_failure(&addr, e, plaintext))?;
             }
-            let response = response.await.map_err(|e| h2_failure(&addr, e))?;
+            let response = response
+                .await
+                .map_err(|e| h2_failure(&addr, e, plaintext))?;
             Ok(response.map(|body| ResponseBody { body, addr }))
         })
     }
@@ -350,7 +357,7 @@ impl http_body::Body for ResponseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
         let this = self.get_mut();
         if let Some(data) = ready!(this.body.poll_data(cx)) {
-            let data = data.map_err(|e| h2_failure(&this.addr, e))?;
+            let data = data.map_err(|e| h2_failure(&this.addr, e, false))?;
             // The bytes are ours now: let the node send more.
             let _ = this.body.flow_control().release_capacity(data.len());
             return Poll::Ready(Some(Ok(Frame::data(data))));
@@ -358,7 +365,7 @@ impl http_body::Body for ResponseBody {
         match ready!(this.body.poll_trailers(cx)) {
             Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
             Ok(None) => Poll::Ready(None),
-            Err(e) => Poll::Ready(Some(Err(h2_failure(&this.addr, e)))),
+            Err(e) => Poll::Ready(Some(Err(h2_failure(&this.addr, e, false)))),
         }
     }
 
@@ -371,9 +378,17 @@ impl http_body::Body for ResponseBody {
 /// error code for that stream alone) is worth a retry elsewhere; anything else,
 /// such as an I/O error or a GOAWAY, means the connection is broken or closing,
 /// so it is a connection failure and the node is ejected at once.
-fn h2_failure(addr: &str, e: h2::Error) -> Status {
+///
+/// Over plaintext, a connection that breaks is most likely a TLS node
+/// hanging up on an HTTP/2 preface it cannot read, and the failure says so.
+fn h2_failure(addr: &str, e: h2::Error, plaintext: bool) -> Status {
     if e.reason().is_some() && !e.is_go_away() && !e.is_io() {
         Status::unavailable(format!("{addr} refused or reset the request: {e}"))
+    } else if plaintext {
+        connection_failed(format!(
+            "lost the connection to {addr}: {e}; if the node requires TLS (the default), \
+             this balancer's --tls plaintext cannot talk to it"
+        ))
     } else {
         connection_failed(format!("lost the connection to {addr}: {e}"))
     }
@@ -469,7 +484,11 @@ mod tests {
     /// tests/tests/balancer.rs: h2 does not let us make its I/O errors here.
     #[test]
     fn a_refused_request_is_retried_elsewhere_but_does_not_eject_the_node() {
-        let refused = h2_failure("node-1:7100", h2::Error::from(h2::Reason::REFUSED_STREAM));
+        let refused = h2_failure(
+            "node-1:7100",
+            h2::Error::from(h2::Reason::REFUSED_STREAM),
+            false,
+        );
         assert_eq!(refused.code(), tonic::Code::Unavailable, "worth a retry");
         assert!(!is_connection_failure(&refused), "{refused}");
         assert!(refused.message().contains("node-1:7100"), "{refused}");

@@ -55,6 +55,11 @@ pub struct Dialer {
 pub type SessionSlot = Arc<Mutex<Option<ServerSession>>>;
 
 impl Dialer {
+    /// Whether it dials without TLS (`--tls plaintext`).
+    pub fn is_plaintext(&self) -> bool {
+        self.tls.is_none()
+    }
+
     /// A dialer using `tls` (mutual TLS) or plaintext when `None`.
     pub fn new(tls: Option<Arc<rustls::ClientConfig>>) -> Self {
         Dialer {

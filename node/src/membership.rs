@@ -93,6 +93,39 @@ struct Addresses {
     /// Addresses where another node answers with this node's own name. Names
     /// must be unique, so it is not taken for a member (or for this node).
     namesakes: BTreeSet<String>,
+    /// Seeds that have not answered yet: since when, and the reason last
+    /// logged. A seed still unreachable after [`SEED_PATIENCE`] is a warning
+    /// (a typo in `--peers`, a node not started, TLS that does not match), and
+    /// again whenever the reason changes.
+    unreached: HashMap<String, (Instant, Option<String>)>,
+}
+
+/// How long a `--peers` seed may stay unreachable before it is worth a
+/// warning: nodes started together come up a moment apart.
+const SEED_PATIENCE: Duration = Duration::from_secs(5);
+
+impl Addresses {
+    /// Notes that probing `addr` failed with `error`, and warns if it is a
+    /// seed that never answered and has kept failing for [`SEED_PATIENCE`].
+    /// True if it warned.
+    fn note_unreached_seed(&mut self, addr: &str, error: &str, now: Instant) -> bool {
+        if !self.seeds.contains(addr) || self.answered_as.contains_key(addr) {
+            return false;
+        }
+        let (since, logged) = self
+            .unreached
+            .entry(addr.to_string())
+            .or_insert((now, None));
+        if now.duration_since(*since) >= SEED_PATIENCE && logged.as_deref() != Some(error) {
+            warn!(
+                seed = %addr, %error,
+                "cannot reach a --peers seed; still trying (is it running, and is the address right?)"
+            );
+            *logged = Some(error.to_string());
+            return true;
+        }
+        false
+    }
 }
 
 #[derive(Debug)]
@@ -342,9 +375,15 @@ impl Membership {
         let members_before = inner.peers.len();
         for (addr, answer) in answers {
             match answer {
-                Ok(answer) => self.answered(&mut inner, addr, answer, now),
+                Ok(answer) => {
+                    if let Some((_, Some(_))) = inner.addresses.unreached.remove(&addr) {
+                        info!(seed = %addr, "reached a --peers seed at last");
+                    }
+                    self.answered(&mut inner, addr, answer, now)
+                }
                 Err(error) => {
                     debug!(%addr, %error, "probe failed");
+                    inner.addresses.note_unreached_seed(&addr, &error, now);
                     let learned_long_ago =
                         inner.addresses.learned.get(&addr).is_some_and(|heard| {
                             now.duration_since(*heard) > self.settings.dead_after
@@ -585,6 +624,35 @@ fn copies_left(members: usize, replicas: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A seed that never answers is a warning once it has failed for a
+    /// while, and again only when the reason changes; others are no news.
+    #[test]
+    fn a_seed_that_never_answers_is_a_warning_after_a_while() {
+        let mut addresses = Addresses {
+            seeds: ["10.0.0.9:7100".to_string()].into(),
+            ..Addresses::default()
+        };
+        let start = Instant::now();
+        let at = |secs| start + Duration::from_secs(secs);
+        let mut note =
+            |addr: &str, error: &str, secs| addresses.note_unreached_seed(addr, error, at(secs));
+        assert!(
+            !note("10.0.0.9:7100", "connection refused", 0),
+            "starting up"
+        );
+        assert!(!note("10.0.0.9:7100", "connection refused", 4));
+        assert!(note("10.0.0.9:7100", "connection refused", 5));
+        assert!(
+            !note("10.0.0.9:7100", "connection refused", 6),
+            "said already"
+        );
+        assert!(note("10.0.0.9:7100", "timed out", 7), "a new reason");
+        assert!(
+            !note("10.0.0.8:7100", "connection refused", 60),
+            "not a seed"
+        );
+    }
 
     fn membership(dead_after: Duration) -> Membership {
         let local = Local {

@@ -157,3 +157,31 @@ fn node_status_shows_how_each_member_is_reached() {
     let line = member_line(&plaintext, &["--tls", "plaintext"], "n2");
     assert!(line.ends_with("PLAINTEXT"), "{line}");
 }
+
+/// A balancer started with `--tls plaintext` in front of nodes that require
+/// TLS says why it cannot reach them, not only "connection reset".
+#[test]
+fn a_plaintext_balancer_in_front_of_tls_nodes_says_why_it_cannot_reach_them() {
+    let cluster = TestCluster::start(1);
+    let log = cluster.dir().join("plaintext-balancer.log");
+    let mut balancer = std::process::Command::new(tests::bin("clusterlab-balancer"))
+        .args(["--tls", "plaintext", "--dashboard", "off"])
+        .args(["--listen", &format!("127.0.0.1:{}", tests::free_port())])
+        .args(["--nodes", &cluster.nodes[0].addr.to_string()])
+        .env("CLUSTERLAB_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let said = "this balancer's --tls plaintext cannot talk to it";
+    let found = tests::poll_until(Duration::from_secs(30), || {
+        std::fs::read_to_string(&log).is_ok_and(|text| text.contains(said))
+    });
+    let _ = balancer.kill();
+    let _ = balancer.wait();
+    assert!(
+        found,
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+}
