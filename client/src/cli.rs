@@ -148,7 +148,7 @@ pub struct LoadArgs {
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub concurrency: u32,
     /// How many distinct keys to spread the requests over.
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 1000, value_parser = at_least_one)]
     pub keys: u64,
     /// Fraction of requests that are reads (the rest are writes), 0.0 to 1.0.
     #[arg(long, default_value_t = 0.9, value_parser = ratio)]
@@ -161,6 +161,14 @@ pub struct LoadArgs {
     /// then counts from when each request was due, waiting for a slot included.
     #[arg(long, value_name = "RPS", value_parser = rate)]
     pub rate: Option<f64>,
+}
+
+/// A count of at least one.
+fn at_least_one(text: &str) -> Result<u64, String> {
+    match text.parse::<u64>().map_err(|e| format!("{e}"))? {
+        0 => Err("0 would be none; give 1 or more".into()),
+        n => Ok(n),
+    }
 }
 
 /// One entry of a list, without the spaces around it: `a:1, b:2` is two
@@ -268,7 +276,7 @@ pub struct FaultArgs {
     #[arg(long, value_parser = latency)]
     pub latency: Option<Duration>,
     /// Fail this fraction of its requests with UNAVAILABLE (0.0 to 1.0).
-    #[arg(long, value_name = "F")]
+    #[arg(long, value_name = "F", value_parser = ratio, allow_negative_numbers = true)]
     pub error_rate: Option<f64>,
     /// Stop answering: requests hang until the fault is cleared.
     #[arg(long)]
@@ -291,7 +299,7 @@ pub struct CheckArgs {
     pub concurrency: u32,
     /// Stop writing once this many writes were acknowledged (exactly this
     /// many, unless --duration ends first).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
     pub keys: Option<u64>,
     /// Bytes per value. Each value starts with its own key and `=`, so a value
     /// that turns up under the wrong key is caught: a smaller size still
@@ -416,8 +424,17 @@ mod tests {
             (&["check", "--duration", "0ms"], "above zero"),
             (&["sniff", "--duration", "0s"], "above zero"),
             (&["load", "--rate", "0"], "more than 0 and at most 1000000"),
-            (&["load", "--keys", "0"], "1.."),
-            (&["check", "--keys", "0"], "1.."),
+            (&["load", "--keys", "0"], "0 would be none; give 1 or more"),
+            (&["check", "--keys", "0"], "0 would be none; give 1 or more"),
+            (&["--timeout", "100000000h", "get", "k"], "more than a year"),
+            (
+                &["fault", "n1", "--latency", "1ns"],
+                "less than a millisecond",
+            ),
+            (
+                &["fault", "n1", "--error-rate", "-0.1"],
+                "outside 0.0 to 1.0",
+            ),
             (&["scan", "--limit", "0"], "1..=1000"),
             (&["scan", "--limit", "1001"], "1..=1000"),
             (&["put", "k", "v", "--w", "0"], "a quorum of 0 replicas"),

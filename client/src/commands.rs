@@ -218,11 +218,16 @@ async fn get(global: &Global, args: GetArgs) -> Result<(), Failure> {
             }
             stdout.flush()
         });
-        if let Err(e) = written {
-            return Err(Failure::new(
-                "UNKNOWN",
-                format!("cannot write the value to stdout: {e}"),
-            ));
+        match written {
+            // `get big | head -c 10`: the reader has what it wanted.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+            Err(e) => {
+                return Err(Failure::new(
+                    "UNKNOWN",
+                    format!("cannot write the value to stdout: {e}"),
+                ));
+            }
+            Ok(()) => {}
         }
     }
     Ok(())

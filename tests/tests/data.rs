@@ -448,6 +448,35 @@ fn every_command_flag_can_come_from_the_environment_too() {
     );
 }
 
+/// `clusterlab get big | head -c 10`: the reader stops early, and the client
+/// exits quietly instead of reporting "UNKNOWN: ... Broken pipe".
+#[test]
+fn a_reader_that_stops_early_is_no_failure() {
+    let cluster = TestCluster::start(1);
+    let file = cluster.dir().join("big.bin");
+    std::fs::write(&file, vec![b'v'; 1024 * 1024]).unwrap();
+    cluster
+        .client()
+        .args(["put", "big", "--value-file"])
+        .arg_path(&file)
+        .ok();
+    let mut get = std::process::Command::new(tests::bin("clusterlab"))
+        .args(["--addr", &cluster.nodes[0].addr.to_string(), "--certs"])
+        .arg(&cluster.certs)
+        .args(["get", "big"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut head = [0; 10];
+    std::io::Read::read_exact(get.stdout.as_mut().unwrap(), &mut head).unwrap();
+    drop(get.stdout.take());
+    let status = tests::exit_within(&mut get, Duration::from_secs(30)).expect("an exit");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(get.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert_eq!((status.code(), stderr.as_str()), (Some(0), ""));
+}
+
 /// An address that is not HOST:PORT is named as the mistake it is (exit 2,
 /// as for any mistake in the command line), even in a
 /// list whose other entries would answer: not as a host that does not resolve.
