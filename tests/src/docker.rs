@@ -123,7 +123,7 @@ pub fn build_image() {
 }
 
 /// Builds `tag` the way a laptop does, from source inside Docker with the
-/// multi-stage `docker/Dockerfile`. Its `rust:1-bookworm` cannot be pulled
+/// multi-stage `Dockerfile`. Its `rust:1-bookworm` cannot be pulled
 /// here, so it starts from the stand-in `scripts/rust-image` makes (Debian
 /// bookworm and this machine's Rust toolchain).
 pub fn build_image_from_source(tag: &str) {

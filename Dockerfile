@@ -2,7 +2,7 @@
 # Docker and nothing else. (A machine that cannot pull the Rust image builds
 # the same image from host binaries instead: scripts/docker-build.)
 #
-#   docker build -t clusterlab:latest -f docker/Dockerfile .
+#   docker build -t clusterlab:latest .
 #
 # Stage 1 compiles statically linked binaries; stage 2 is an empty image that
 # holds them and nothing else: no shell, no libc, no package manager.
