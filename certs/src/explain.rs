@@ -75,7 +75,10 @@ pub fn failed_connection(err: &rustls::Error) -> String {
             format!("the server cannot speak what we require (TLS 1.3): {why:?}")
         }
         rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => {
-            "the server did not answer in TLS; is it running with --tls plaintext?".into()
+            "the server did not answer in TLS; is it running with --tls plaintext, or is \
+             this a web port (the dashboard, /metrics) rather than a gRPC one (the \
+             balancer's 7000, a node's 7100)?"
+                .into()
         }
         other => other.to_string(),
     }

@@ -78,6 +78,11 @@ impl Loaded {
     pub fn is_empty(&self) -> bool {
         self.serials.is_empty()
     }
+
+    /// Whether the certificate with `serial` is on this list.
+    pub fn contains(&self, serial: &[u8]) -> bool {
+        self.serials.contains(serial)
+    }
 }
 
 impl Revocations {

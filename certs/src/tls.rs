@@ -131,6 +131,9 @@ pub struct Credentials {
     pub revocations: Option<Arc<Revocations>>,
     /// The server's client certificate verifier, to hand new revocation lists to.
     client_verifier: Option<Arc<ClientIdentityVerifier>>,
+    /// Our own certificate's file and serial number, to notice when a new
+    /// revocation list names it.
+    own: Option<(std::path::PathBuf, Vec<u8>)>,
 }
 
 impl Credentials {
@@ -150,6 +153,8 @@ impl Credentials {
                     ServerIdentityVerifier::with_roots(roots.clone(), revocations.clone());
                 check_own_certificate(dir, name, kind, &ours, &verifier, &as_server)?;
                 // We dial nodes only: a balancer its backends, a node its peers.
+                let own = crate::revocation::serial_of(&ours.chain[0])
+                    .map(|serial| (files::cert_path(dir, name), serial));
                 let (client, identity) =
                     client_config_from(ours, roots, revocations.clone(), NODES)?;
                 Ok(Credentials {
@@ -158,6 +163,7 @@ impl Credentials {
                     dialer: crate::dial::Dialer::new(Some(client)).watching(revocations.clone()),
                     revocations: Some(revocations),
                     client_verifier: Some(verifier),
+                    own,
                 })
             }
             TlsMode::Plaintext => Ok(Credentials {
@@ -166,6 +172,7 @@ impl Credentials {
                 dialer: crate::dial::Dialer::new(None),
                 revocations: None,
                 client_verifier: None,
+                own: None,
             }),
         }
     }
@@ -176,6 +183,7 @@ impl Credentials {
     pub fn revocation_watcher(&self) -> impl Future<Output = ()> + Send + 'static {
         let revocations = self.revocations.clone();
         let verifier = self.client_verifier.clone();
+        let own = self.own.clone();
         async move {
             let (Some(revocations), Some(verifier)) = (revocations, verifier) else {
                 return;
@@ -186,6 +194,16 @@ impl Credentials {
                         tracing::warn!(
                             cause = %e,
                             "cannot apply the new revocation list to handshakes"
+                        );
+                    }
+                    // Peers refuse us from now on: say why, here, where it is news.
+                    if let Some((file, serial)) = &own
+                        && loaded.contains(serial)
+                    {
+                        tracing::warn!(
+                            file = %file.display(),
+                            "this process's own certificate is on the revocation list: every \
+                             peer refuses it from now on; issue a new one and restart"
                         );
                     }
                 })

@@ -55,7 +55,9 @@ impl Connection {
             TlsMode::Plaintext => (None, None),
         };
         let plaintext = tls.is_none();
-        let dialer = Dialer::new(tls);
+        let mut dialer = Dialer::new(tls);
+        // Connecting is part of the request --timeout bounds.
+        dialer.connect_timeout = dialer.connect_timeout.min(global.timeout);
         let (channel, session) = dialer
             .connect(addr)
             .await

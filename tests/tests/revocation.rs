@@ -144,6 +144,11 @@ fn a_node_revoked_while_connected_is_ejected_and_left_by_its_peers() {
     // n1 and n2 carry on without it.
     cluster.client_to_balancer(0).args(["put", "k", "v"]).ok();
     assert_eq!(cluster.client_to(1).args(["get", "k"]).ok().stdout, "v");
+    // n3 itself says why its peers refuse it.
+    wait_until("n3 to say it is revoked", RELOAD_DEADLINE, || {
+        let log = cluster.nodes[2].log_text();
+        log.contains("this process's own certificate is on the revocation list")
+    });
 }
 
 /// Moving `crl.pem` away used to put an empty list in force within a second,

@@ -185,3 +185,19 @@ fn a_plaintext_balancer_in_front_of_tls_nodes_says_why_it_cannot_reach_them() {
         std::fs::read_to_string(&log).unwrap_or_default()
     );
 }
+
+/// `--addr` given the dashboard's port (8080 for 7000 is an easy slip) is
+/// told that it may be a web port, not only that TLS failed.
+#[test]
+fn a_client_pointed_at_the_dashboard_hears_it_may_be_a_web_port() {
+    let mut cluster = TestCluster::start(1);
+    cluster.start_balancer(&[]);
+    let dashboard = cluster.balancers[0].dashboard.to_string();
+    let out = cluster.client_at(&dashboard).args(["get", "k"]).fails();
+    assert!(
+        out.stderr
+            .contains("or is this a web port (the dashboard, /metrics)"),
+        "{}",
+        out.stderr
+    );
+}
