@@ -26,7 +26,7 @@ use std::{
     future::Future,
     sync::{
         Arc, Mutex, RwLock,
-        atomic::{AtomicU32, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -109,6 +109,9 @@ pub struct Backend {
     ejected: Notify,
     /// Requests in a row this node failed to serve ([`is_outlier_failure`]).
     failures_in_a_row: AtomicU32,
+    /// Kept in rotation, failing, because too few nodes would be left: said
+    /// once until it serves a request again.
+    kept_in: AtomicBool,
     /// Its outlier ejections, for the next hold.
     outliers: Mutex<OutlierHistory>,
     pub in_flight: AtomicU64,
@@ -127,6 +130,7 @@ impl Backend {
             health: Mutex::new(Health::Waiting { reason: None }),
             ejected: Notify::new(),
             failures_in_a_row: AtomicU32::new(0),
+            kept_in: AtomicBool::new(false),
             outliers: Mutex::new(OutlierHistory::default()),
             in_flight: AtomicU64::new(0),
             requests: AtomicU64::new(0),
@@ -187,6 +191,7 @@ impl Backend {
     pub fn served(&self) {
         if self.failures_in_a_row.load(Ordering::Relaxed) != 0 {
             self.failures_in_a_row.store(0, Ordering::Relaxed);
+            self.kept_in.store(false, Ordering::Relaxed);
         }
     }
 
@@ -207,10 +212,15 @@ impl Backend {
         let code = proto::code_name(status.code());
         let last = status.message();
         if !may_hold_out() {
+            // Counted afresh, so that it is held out once the others recover.
+            self.failures_in_a_row.store(0, Ordering::Relaxed);
+            if self.kept_in.swap(true, Ordering::Relaxed) {
+                return false;
+            }
             let name = self.name();
             warn!(
                 node = %name, addr = %self.addr, failures, last = %format_args!("{code}: {last}"),
-                "backend failing, but kept in rotation: holding it out would leave fewer than half the nodes"
+                "backend failing, but kept in rotation: holding it out would leave too few nodes"
             );
             events.publish(
                 "backend.failing",
@@ -222,6 +232,7 @@ impl Backend {
             );
             return false;
         }
+        self.kept_in.store(false, Ordering::Relaxed);
         let hold = self
             .outliers
             .lock()
@@ -250,6 +261,11 @@ impl Backend {
             }
             std::mem::replace(&mut *health, Health::Healthy)
         };
+        if before == Health::Healthy {
+            // Still in: a passing check says nothing of its requests.
+            return;
+        }
+        // Back, or in for the first time: its requests start with a clean slate.
         self.failures_in_a_row.store(0, Ordering::Relaxed);
         let name = self.name();
         match before {
@@ -601,6 +617,71 @@ mod tests {
         assert_eq!(history.next_hold(at(40)), FIRST_HOLD * 4);
         // More than a minute after the last: a fresh start.
         assert_eq!(history.next_hold(at(101)), FIRST_HOLD);
+    }
+
+    fn backend() -> Backend {
+        let connection = NodeConnection::new("node-1:7100", Dialer::new(None)).unwrap();
+        Backend::new("node-1:7100".into(), connection)
+    }
+
+    fn kinds(events: &Events) -> Vec<String> {
+        events.recent().into_iter().map(|e| e.kind).collect()
+    }
+
+    /// The fifth failure in a row ejects, however many health checks pass
+    /// in between: a check says nothing of the node's requests.
+    #[test]
+    fn five_failures_in_a_row_eject_and_passing_checks_do_not_reset_the_count() {
+        let events = Events::new("balancer");
+        let node = backend();
+        node.mark_healthy(&events);
+        let failure = Status::unavailable("injected fault");
+        for _ in 0..4 {
+            assert!(!node.failed(&failure, || true, &events));
+            node.mark_healthy(&events);
+        }
+        assert!(node.failed(&failure, || true, &events));
+        let Health::Ejected {
+            reason, held_until, ..
+        } = node.health()
+        else {
+            panic!("not ejected: {:?}", node.health());
+        };
+        assert!(
+            reason.starts_with("5 requests in a row failed (last: UNAVAILABLE: injected fault)")
+        );
+        assert!(held_until.is_some());
+        // Its checks pass, but its hold is not over.
+        node.mark_healthy(&events);
+        assert_eq!(node.health().name(), "ejected");
+        assert_eq!(kinds(&events), ["backend.healthy", "backend.ejected"]);
+    }
+
+    /// A success ends the run; kept in because too few nodes would be left,
+    /// a failing node is reported once, and counted afresh.
+    #[test]
+    fn a_success_ends_the_run_and_a_node_kept_in_is_reported_once() {
+        let events = Events::new("balancer");
+        let node = backend();
+        node.mark_healthy(&events);
+        let failure = Status::internal("storage");
+        for _ in 0..4 {
+            node.failed(&failure, || true, &events);
+        }
+        node.served();
+        for _ in 0..4 {
+            assert!(!node.failed(&failure, || true, &events));
+        }
+        for _ in 0..16 {
+            assert!(!node.failed(&failure, || false, &events));
+        }
+        assert_eq!(node.health(), Health::Healthy);
+        assert_eq!(kinds(&events), ["backend.healthy", "backend.failing"]);
+        // Once the others are back, five more failures hold it out.
+        for _ in 0..4 {
+            assert!(!node.failed(&failure, || true, &events));
+        }
+        assert!(node.failed(&failure, || true, &events));
     }
 
     #[test]
