@@ -61,12 +61,17 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
 const CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
 
-/// [`Http2`]'s state: the connection is open.
+/// [`Http2`]'s state, in bits. How the connection ended, under [`ENDED`]:
+/// still open...
 const OPEN: u8 = 0;
-/// It ended: the node hung up, or the connection broke.
+/// ...ended: the node hung up, or the connection broke...
 const CLOSED: u8 = 1;
-/// It ended because the node stopped answering pings.
+/// ...or ended because the node stopped answering pings.
 const HUNG: u8 = 2;
+const ENDED: u8 = CLOSED | HUNG;
+/// And whether the node ever answered on it: a connection over plaintext
+/// that breaks before the first answer is most likely a TLS node hanging up.
+const ANSWERED: u8 = 4;
 
 /// A node's connection: dialed when first needed, re-dialed after it breaks.
 #[derive(Debug)]
@@ -135,7 +140,7 @@ impl NodeConnection {
         let current = self.current.lock().expect("connection poisoned");
         current
             .as_ref()
-            .filter(|live| live.state.load(Ordering::Acquire) == OPEN)
+            .filter(|live| live.state.load(Ordering::Acquire) & ENDED == OPEN)
             .cloned()
     }
 
@@ -164,18 +169,20 @@ impl NodeConnection {
             let keepalive =
                 crate::http2::keepalive(ping_pong, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT);
             let reason = tokio::select! {
-                ended = &mut connection => match ended {
-                    Ok(()) => "closed".to_string(),
-                    Err(e) => e.to_string(),
-                },
+                ended = &mut connection => {
+                    flag.fetch_or(CLOSED, Ordering::AcqRel);
+                    match ended {
+                        Ok(()) => "closed".to_string(),
+                        Err(e) => e.to_string(),
+                    }
+                }
                 reason = keepalive => {
                     // Said before the connection is dropped, which fails the
                     // requests still on it: they must know the node hung.
-                    flag.store(HUNG, Ordering::Release);
+                    flag.fetch_or(HUNG, Ordering::AcqRel);
                     reason
                 }
             };
-            let _ = flag.compare_exchange(OPEN, CLOSED, Ordering::AcqRel, Ordering::Acquire);
             debug!(%addr, %reason, "connection to node closed");
         });
         Ok(Http2 {
@@ -200,10 +207,11 @@ pub struct Http2 {
     sender: SendRequest<Bytes>,
     addr: Arc<str>,
     authority: Authority,
-    /// [`OPEN`], or how the connection's task ended: [`CLOSED`] or [`HUNG`].
+    /// How the connection's task ended, if it did ([`ENDED`]), and whether
+    /// the node ever answered on it ([`ANSWERED`]).
     state: Arc<AtomicU8>,
-    /// Dialed without TLS (`--tls plaintext`): a node that hangs up at once
-    /// probably requires TLS, and the failure says so.
+    /// Dialed without TLS (`--tls plaintext`): a node that hangs up before
+    /// its first answer probably requires TLS, and the failure says so.
     plaintext: bool,
 }
 
@@ -227,10 +235,22 @@ impl Http2 {
     ) -> Result<Answer, Status> {
         self.send_unary(path, headers, message)
             .await
-            .map_err(|status| match self.state.load(Ordering::Acquire) {
+            .map_err(|status| match self.state.load(Ordering::Acquire) & ENDED {
                 HUNG if is_connection_failure(&status) => hung(&self.addr, KEEPALIVE_TIMEOUT),
                 _ => status,
             })
+    }
+
+    /// Whether a broken connection may be a TLS node hung up on our plaintext.
+    fn maybe_tls(plaintext: bool, state: &AtomicU8) -> bool {
+        plaintext && state.load(Ordering::Relaxed) & ANSWERED == 0
+    }
+
+    /// Notes that the node answered, once (a load, not a write, after that).
+    fn answered(state: &AtomicU8) {
+        if state.load(Ordering::Relaxed) & ANSWERED == 0 {
+            state.fetch_or(ANSWERED, Ordering::Relaxed);
+        }
     }
 
     async fn send_unary(
@@ -240,6 +260,7 @@ impl Http2 {
         message: Bytes,
     ) -> Result<Answer, Status> {
         let addr = &self.addr;
+        let h2_failure = |e| h2_failure(addr, e, Self::maybe_tls(self.plaintext, &self.state));
         let mut uri = http::uri::Parts::default();
         uri.scheme = Some(Scheme::HTTP);
         uri.authority = Some(self.authority.clone());
@@ -248,22 +269,11 @@ impl Http2 {
         *request.method_mut() = http::Method::POST;
         *request.uri_mut() = http::Uri::from_parts(uri).expect("scheme, authority and path");
         *request.headers_mut() = headers;
-        let mut sender = self
-            .sender
-            .clone()
-            .ready()
-            .await
-            .map_err(|e| h2_failure(addr, e, self.plaintext))?;
-        let (response, mut stream) = sender
-            .send_request(request, false)
-            .map_err(|e| h2_failure(addr, e, self.plaintext))?;
-        stream
-            .send_data(message, true)
-            .map_err(|e| h2_failure(addr, e, self.plaintext))?;
-        let (head, body) = response
-            .await
-            .map_err(|e| h2_failure(addr, e, self.plaintext))?
-            .into_parts();
+        let mut sender = self.sender.clone().ready().await.map_err(h2_failure)?;
+        let (response, mut stream) = sender.send_request(request, false).map_err(h2_failure)?;
+        stream.send_data(message, true).map_err(h2_failure)?;
+        let (head, body) = response.await.map_err(h2_failure)?.into_parts();
+        Self::answered(&self.state);
         if head.status != http::StatusCode::OK {
             return Err(Status::unknown(format!(
                 "{addr} answered HTTP {}, not a gRPC response",
@@ -310,7 +320,7 @@ impl tower::Service<http::Request<Body>> for Http2 {
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
         self.sender
             .poll_ready(cx)
-            .map_err(|e| h2_failure(&self.addr, e, self.plaintext))
+            .map_err(|e| h2_failure(&self.addr, e, Self::maybe_tls(self.plaintext, &self.state)))
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
@@ -319,22 +329,21 @@ impl tower::Service<http::Request<Body>> for Http2 {
         let mut sender = std::mem::replace(&mut self.sender, fresh);
         let addr = self.addr.clone();
         let plaintext = self.plaintext;
+        let state = self.state.clone();
         Box::pin(async move {
+            let h2_failure = |e| h2_failure(&addr, e, Self::maybe_tls(plaintext, &state));
             let (head, body) = request.into_parts();
             // One encoded message: tonic's unary body is ready at once.
             let body = body.collect().await?.to_bytes();
             let empty = body.is_empty();
             let (response, mut stream) = sender
                 .send_request(http::Request::from_parts(head, ()), empty)
-                .map_err(|e| h2_failure(&addr, e, plaintext))?;
+                .map_err(h2_failure)?;
             if !empty {
-                stream
-                    .send_data(body, true)
-                    .map_err(|e| h2_failure(&addr, e, plaintext))?;
+                stream.send_data(body, true).map_err(h2_failure)?;
             }
-            let response = response
-                .await
-                .map_err(|e| h2_failure(&addr, e, plaintext))?;
+            let response = response.await.map_err(h2_failure)?;
+            Self::answered(&state);
             Ok(response.map(|body| ResponseBody { body, addr }))
         })
     }
@@ -379,12 +388,13 @@ impl http_body::Body for ResponseBody {
 /// such as an I/O error or a GOAWAY, means the connection is broken or closing,
 /// so it is a connection failure and the node is ejected at once.
 ///
-/// Over plaintext, a connection that breaks is most likely a TLS node
-/// hanging up on an HTTP/2 preface it cannot read, and the failure says so.
-fn h2_failure(addr: &str, e: h2::Error, plaintext: bool) -> Status {
+/// `maybe_tls`: over plaintext, a connection that breaks before the node
+/// ever answered is most likely a TLS node hanging up on an HTTP/2 preface it
+/// cannot read, and the failure says so.
+fn h2_failure(addr: &str, e: h2::Error, maybe_tls: bool) -> Status {
     if e.reason().is_some() && !e.is_go_away() && !e.is_io() {
         Status::unavailable(format!("{addr} refused or reset the request: {e}"))
-    } else if plaintext {
+    } else if maybe_tls {
         connection_failed(format!(
             "lost the connection to {addr}: {e}; if the node requires TLS (the default), \
              this balancer's --tls plaintext cannot talk to it"
