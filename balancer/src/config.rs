@@ -108,6 +108,7 @@ impl Config {
         for addr in self.nodes().iter().chain(&self.nodes_dns) {
             certs::flags::check_host_port("--nodes", addr)?;
         }
+        certs::flags::check_side_port("--dashboard", &self.dashboard, &self.listen)?;
         if !(0.0..=1.0).contains(&self.retry_budget) {
             return Err(format!(
                 "--retry-budget {} is outside 0.0 to 1.0",

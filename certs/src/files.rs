@@ -71,9 +71,29 @@ pub fn load_identity(dir: &Path, name: &str) -> Result<LoadedIdentity> {
     let chain = load_certs(&cert_path)?;
     let key_pem = read(&key_path)?;
     let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| Error::Pem {
-        path: key_path,
+        path: key_path.clone(),
         problem: format!("no usable private key in it ({e})"),
     })?;
+    // A key from another issue of the same name would fail every handshake
+    // later; said here, with both files named, it is one clear line.
+    let signing_key =
+        rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| Error::Pem {
+            path: key_path.clone(),
+            problem: format!("not a private key rustls can sign with ({e})"),
+        })?;
+    let certified = rustls::sign::CertifiedKey::new(chain.clone(), signing_key);
+    if let Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) =
+        certified.keys_match()
+    {
+        return Err(Error::Pem {
+            path: key_path,
+            problem: format!(
+                "this private key is not the key of {} (are the two from different issues \
+                 of {name:?}?); issue the identity again and use both new files",
+                cert_path.display()
+            ),
+        });
+    }
     let identity = Identity::from_certificate(&chain[0]).map_err(|e| Error::Pem {
         path: cert_path,
         problem: e.to_string(),
@@ -150,7 +170,7 @@ fn missing_file_hint(path: &Path) -> String {
         return format!(
             "; create the certificates with `clusterlab-certs init --out {shown}` \
              (in docker compose, `docker compose up -d` does that), or point --certs \
-             at the directory that holds them"
+             (clusterlab-certs: --out) at the directory that holds them"
         );
     }
     // There is a PKI: this one identity is what is missing.
@@ -309,6 +329,26 @@ mod tests {
         );
         assert_eq!((file.uid(), file.gid()), (dir.uid(), dir.gid()));
         assert_eq!(std::fs::read(&path).unwrap(), b"packets");
+    }
+
+    /// A key from another identity's files is one clear line naming both,
+    /// not rustls's "keys may not be consistent: KeyMismatch" at start-up.
+    #[test]
+    fn a_key_that_is_not_the_certificates_is_named_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::pki::init(dir.path(), false).unwrap();
+        assert!(load_identity(dir.path(), "admin").is_ok());
+        std::fs::copy(dir.path().join("writer.key"), dir.path().join("admin.key")).unwrap();
+        let Err(error) = load_identity(dir.path(), "admin") else {
+            panic!("a mismatched key was taken");
+        };
+        let error = error.to_string();
+        assert!(error.contains("admin.key"), "{error}");
+        assert!(
+            error.contains("this private key is not the key of"),
+            "{error}"
+        );
+        assert!(error.contains("admin.pem"), "{error}");
     }
 
     #[test]

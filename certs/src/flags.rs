@@ -120,6 +120,18 @@ pub fn duration_at_least(
     }
 }
 
+/// Refuses a side port (`--metrics`, `--dashboard`) given the serving
+/// port's address: the second bind would fail as if another process held it.
+pub fn check_side_port(flag: &str, side: &str, listen: &str) -> Result<(), String> {
+    match side.trim() == listen.trim() {
+        true => Err(format!(
+            "{flag} {side} is --listen's address too; give {flag} a port of its own \
+             (or turn it off with {flag} off)"
+        )),
+        false => Ok(()),
+    }
+}
+
 /// HOST:PORT with a non-empty host and a port number, e.g. 10.0.0.2:7100 or node:7100.
 pub fn check_host_port(flag: &str, addr: &str) -> Result<(), String> {
     let valid = addr

@@ -166,6 +166,9 @@ impl Config {
         if let Some(addr) = &self.advertise {
             certs::flags::check_host_port("--advertise", addr)?;
         }
+        if let Some(metrics) = &self.metrics {
+            certs::flags::check_side_port("--metrics", metrics, &self.listen)?;
+        }
         Ok(())
     }
 
@@ -300,6 +303,12 @@ mod tests {
             "{err}"
         );
         assert_eq!(parse(&["--advertise", "n1:7100"]).check(), Ok(()));
+        let same = ["--listen", "127.0.0.1:7101", "--metrics", "127.0.0.1:7101"];
+        let err = parse(&same).check().unwrap_err();
+        assert!(
+            err.starts_with("--metrics 127.0.0.1:7101 is --listen's address too"),
+            "{err}"
+        );
         let err = parse(&["--write-quorum", "4"]).check().unwrap_err();
         assert!(
             err.starts_with("--write-quorum 4 is outside 1 to 3"),

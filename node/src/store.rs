@@ -108,7 +108,10 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| Error::DataDir {
             path: dir.to_path_buf(),
-            cause: e.to_string(),
+            cause: match dir.is_file() {
+                true => "it is a file; give --data-dir a directory (made if missing)".into(),
+                false => e.to_string(),
+            },
         })?;
         let path = dir.join(FILE_NAME);
         let db = Database::create(&path).map_err(|e| Error::DataDir {
@@ -507,6 +510,18 @@ mod tests {
         drop(store);
         let reopened = Store::open(dir.path()).unwrap();
         assert_eq!(reopened.len().unwrap(), 2);
+    }
+
+    #[test]
+    fn a_file_for_a_data_directory_is_named_as_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("data");
+        std::fs::write(&file, b"not a directory").unwrap();
+        let err = Store::open(&file).unwrap_err().to_string();
+        assert!(
+            err.ends_with("data: it is a file; give --data-dir a directory (made if missing)"),
+            "{err}"
+        );
     }
 
     #[test]
