@@ -35,7 +35,7 @@ use crate::{
     cli::{CheckArgs, Global},
     commands::request,
     connect::Connection,
-    failure::status_code,
+    failure::{never_sent, status_code},
 };
 
 /// Read-back attempts per key at the end, each through the next address.
@@ -409,20 +409,6 @@ fn progress_line(work: &Workload, started: Instant) -> String {
         work.stale_reads.load(Ordering::Relaxed),
         work.indeterminate.load(Ordering::Relaxed),
     )
-}
-
-/// True when the request failed to connect, so no node ever saw it.
-fn never_sent(status: &tonic::Status) -> bool {
-    let mut next = std::error::Error::source(status);
-    while let Some(e) = next {
-        if e.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
-        {
-            return true;
-        }
-        next = e.source();
-    }
-    false
 }
 
 /// True when a read returned the acknowledged write (or something newer) with

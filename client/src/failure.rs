@@ -143,6 +143,21 @@ fn transport_reason(err: &(dyn StdError + 'static), addr: &str, plaintext: bool)
     None
 }
 
+/// True when the request failed to connect (refused: nothing listens at the
+/// address), so no node ever saw it.
+pub fn never_sent(status: &tonic::Status) -> bool {
+    let mut next = StdError::source(status);
+    while let Some(e) = next {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
 /// The error and its causes, joined with ": ".
 fn chain(err: &(dyn StdError + 'static)) -> String {
     let mut parts = vec![err.to_string()];

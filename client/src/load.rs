@@ -24,11 +24,18 @@
 //! 80 columns the view still redraws cleanly. Elsewhere (a pipe, a file, a
 //! CI log) it is one plain line a second. Ctrl-C ends the run early and
 //! still prints the summary.
+//!
+//! Given several `--addr`, it loads the first that answers, and moves on to
+//! the next when nothing listens there any more (the node was killed): as a
+//! client without a balancer survives, with the errors of the moment shown.
 
 use std::{
     collections::BTreeMap,
     io::{IsTerminal, Write},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -44,7 +51,7 @@ use crate::{
     cli::{Global, LoadArgs},
     commands::{new_request_id, request},
     connect::Connection,
-    failure::status_code,
+    failure::{never_sent, status_code},
 };
 
 /// Latencies above this (one minute, in microseconds) are recorded as this.
@@ -55,6 +62,8 @@ const MAX_LATENCY_US: u64 = 60_000_000;
 struct Stats {
     total: Window,
     second: Window,
+    /// Lines to show above the live view (a move to the next address).
+    notes: Vec<String>,
 }
 
 /// Counters over some stretch of time.
@@ -125,10 +134,19 @@ struct Outcome {
 /// Runs the load and prints the summary.
 pub async fn run(global: &Global, args: LoadArgs) -> Result<(), Failure> {
     let conn = Connection::open(global).await?;
-    let client = conn.key_value();
+    // Every address, the one that answered first in use.
+    let mut targets = vec![(conn.addr.clone(), conn.key_value())];
+    for addr in global
+        .addr
+        .iter()
+        .filter(|a| !a.is_empty() && **a != conn.addr)
+    {
+        targets.push((addr.clone(), conn.key_value_lazy(addr)?));
+    }
     let stats = Arc::new(Mutex::new(Stats {
         total: Window::new(),
         second: Window::new(),
+        notes: Vec::new(),
     }));
     // Live lines go to stdout, unless stdout is for the JSON summary.
     let live_to_stdout = !global.json;
@@ -139,7 +157,8 @@ pub async fn run(global: &Global, args: LoadArgs) -> Result<(), Failure> {
     let started = Instant::now();
     let deadline = started + args.duration;
     let workload = Workload {
-        client,
+        targets: Arc::new(targets),
+        current: Arc::new(AtomicUsize::new(0)),
         global: global.clone(),
         keys: args.keys,
         read_ratio: args.read_ratio,
@@ -172,12 +191,15 @@ pub async fn run(global: &Global, args: LoadArgs) -> Result<(), Failure> {
                 break None;
             }
             _ = ticker.tick() => {
-                let view = {
+                let (view, notes) = {
                     let mut stats = stats.lock().expect("stats poisoned");
                     let view = live_view(&stats.second, started.elapsed());
                     stats.second = Window::new();
-                    view
+                    (view, std::mem::take(&mut stats.notes))
                 };
+                for note in notes {
+                    live.note(&note);
+                }
                 live.show(view);
             }
         }
@@ -195,7 +217,9 @@ pub async fn run(global: &Global, args: LoadArgs) -> Result<(), Failure> {
 /// What every request needs.
 #[derive(Debug, Clone)]
 struct Workload {
-    client: KeyValueClient<Channel>,
+    /// Each `--addr` and a client for it; requests go to `current`.
+    targets: Arc<Vec<(String, KeyValueClient<Channel>)>>,
+    current: Arc<AtomicUsize>,
     global: Global,
     keys: u64,
     read_ratio: f64,
@@ -300,7 +324,8 @@ async fn drive(
 /// One read or write of a random key, timed from `due` if it was scheduled.
 async fn one_request(work: &Workload, due: Option<Instant>) -> Outcome {
     let key = format!("load/{}", rand::random_range(0..work.keys));
-    let mut client = work.client.clone();
+    let target = work.current.load(Ordering::Relaxed);
+    let mut client = work.targets[target].1.clone();
     let started = due.unwrap_or_else(Instant::now);
     let trace: Result<Option<Trace>, tonic::Status> = if rand::random::<f64>() < work.read_ratio {
         let get = GetRequest {
@@ -336,9 +361,37 @@ async fn one_request(work: &Workload, due: Option<Instant>) -> Outcome {
             let retries = trace.attempts.len().saturating_sub(1) as u64;
             Ok((node, retries))
         }
-        Err(status) => Err(status_code(&status).to_string()),
+        Err(status) => {
+            if never_sent(&status) {
+                work.move_on(target, &status);
+            }
+            Err(status_code(&status).to_string())
+        }
     };
     Outcome { latency_us, result }
+}
+
+impl Workload {
+    /// Nothing listens at `targets[from]` any more: requests go to the next
+    /// address, if there is another (once, however many requests notice).
+    fn move_on(&self, from: usize, status: &tonic::Status) {
+        let next = (from + 1) % self.targets.len();
+        if next == from {
+            return;
+        }
+        let moved = self
+            .current
+            .compare_exchange(from, next, Ordering::Relaxed, Ordering::Relaxed);
+        if moved.is_ok() {
+            let note = format!(
+                "load: nothing answers at {} any more ({}); going on with {}",
+                self.targets[from].0,
+                status.message(),
+                self.targets[next].0
+            );
+            self.stats.lock().expect("stats poisoned").notes.push(note);
+        }
+    }
 }
 
 /// The last second: the rates and latencies, then how the requests spread
@@ -376,6 +429,14 @@ impl LiveView {
         let view = ProgressBar::with_draw_target(None, target);
         view.set_style(ProgressStyle::with_template("{msg}").expect("a valid template"));
         LiveView::Terminal(view)
+    }
+
+    /// A line above the live view, kept when the view is redrawn.
+    fn note(&self, line: &str) {
+        match self {
+            LiveView::Terminal(view) => view.println(line),
+            LiveView::Lines { .. } => eprintln!("{line}"),
+        }
     }
 
     fn show(&self, [rates, shares]: [String; 2]) {

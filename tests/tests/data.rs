@@ -316,6 +316,43 @@ fn keys_held(cluster: &TestCluster) -> u64 {
     status.members.iter().map(|m| m.keys).sum()
 }
 
+/// `load` given several addresses goes on with the next when the node it
+/// loads is killed, as the `--addr` list promises, and says so.
+#[test]
+fn load_moves_to_the_next_address_when_its_node_dies() {
+    // Three, so that the other two still make the quorums.
+    let mut cluster = TestCluster::start(3);
+    let load = cluster
+        .client_to_all()
+        .args(["--json", "load", "--duration", "8s", "--concurrency", "2"])
+        .spawn();
+    wait_until("the load to run", Duration::from_secs(60), || {
+        keys_held(&cluster) > 5
+    });
+    cluster.kill(0);
+    let mut load = load;
+    wait_until("the load to end", Duration::from_secs(60), || {
+        load.finished()
+    });
+    let out = load.finish();
+    assert_eq!(out.status.code(), Some(0), "{}", out.stderr);
+    let n1 = cluster.nodes[0].addr.to_string();
+    let n2 = cluster.nodes[1].addr.to_string();
+    assert!(
+        out.stderr
+            .contains(&format!("load: nothing answers at {n1} any more (")),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(&format!("going on with {n2}")),
+        "{}",
+        out.stderr
+    );
+    let json = out.json();
+    assert!(json["per_node"]["n2"].as_u64().unwrap_or(0) > 0, "{json}");
+}
+
 /// Ctrl-C ends `load` early with its summary, and an open loop at a low rate
 /// lasts its whole duration instead of ending with its last request.
 #[test]

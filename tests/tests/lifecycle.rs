@@ -433,7 +433,12 @@ fn flag_values_that_cannot_work_are_refused_at_start() {
         ("clusterlab-node", "--peers", "foo", "is not HOST:PORT"),
         ("clusterlab-node", "--advertise", "foo", "is not HOST:PORT"),
         ("clusterlab-node", "--write-quorum", "4", "choose 1 to 3"),
-        ("clusterlab-node", "--metrics", "127.0.0.1:0", "is --listen's address too"),
+        (
+            "clusterlab-node",
+            "--metrics",
+            "127.0.0.1:0",
+            "is --listen's address too",
+        ),
         (
             "clusterlab-balancer",
             "--retry-budget",
