@@ -182,13 +182,15 @@ impl Dialer {
         host: &str,
         port: u16,
     ) -> std::io::Result<(Box<dyn Stream>, Option<ServerSession>)> {
+        // A URI writes an IPv6 address in brackets ([::1]); a socket does not.
+        let host = host.trim_matches(['[', ']']);
         let tcp = TcpStream::connect((host, port)).await?;
         tcp.set_nodelay(true)?;
         let Some(tls) = self.tls.clone().map(TlsConnector::from) else {
             return Ok((Box::new(tcp), None));
         };
         // The name is only sent as SNI; the verifier checks identities, not names.
-        let name = ServerName::try_from(host.trim_matches(['[', ']']).to_string())
+        let name = ServerName::try_from(host.to_string())
             .unwrap_or_else(|_| ServerName::try_from("clusterlab").expect("valid name"));
         let stream = tls.connect(name, tcp).await?;
         let (_, session) = stream.get_ref();
@@ -369,5 +371,16 @@ mod tests {
         assert_eq!(authority("127.0.0.1:7000"), "127.0.0.1:7000");
         assert_eq!(authority("http://node-1:7100"), "node-1:7100");
         assert_eq!(authority("https://[::1]:7000"), "[::1]:7000");
+    }
+
+    /// `--addr [::1]:7000`: the brackets are the URI's, not the host's.
+    #[tokio::test]
+    async fn an_ipv6_address_in_brackets_is_dialled() {
+        let Ok(listener) = tokio::net::TcpListener::bind("[::1]:0").await else {
+            return; // no IPv6 loopback on this machine: nothing to dial
+        };
+        let port = listener.local_addr().unwrap().port();
+        let dialed = Dialer::new(None).dial_stream("[::1]", port).await;
+        assert!(dialed.is_ok(), "{:?}", dialed.err());
     }
 }
