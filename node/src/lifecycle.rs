@@ -61,9 +61,19 @@ pub async fn shutdown_signal() {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("installing a SIGTERM handler");
         tokio::select! {
-            _ = ctrl_c => info!(signal = "SIGINT", "shutting down"),
+            _ = ctrl_c => info!(signal = "SIGINT", "shutting down (Ctrl-C again to stop at once)"),
             _ = term.recv() => info!(signal = "SIGTERM", "shutting down"),
         }
+        // The drain waits for requests in flight, up to --drain-timeout; a
+        // person at the terminal may not want to wait that long.
+        tokio::spawn(async {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                tracing::warn!(
+                    "second Ctrl-C: stopping now, without waiting for requests in flight"
+                );
+                std::process::exit(130);
+            }
+        });
     }
     #[cfg(not(unix))]
     {

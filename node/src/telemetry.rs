@@ -27,6 +27,21 @@ pub enum LogFormat {
     Json,
 }
 
+/// Reports why the program could not start, and returns the exit status:
+/// one line for a person, or a JSON log line for the machines that asked for
+/// `--log-format json`.
+pub fn cannot_start(
+    program: &str,
+    format: LogFormat,
+    error: &anyhow::Error,
+) -> std::process::ExitCode {
+    match format {
+        LogFormat::Text => eprintln!("{program}: {error:#}"),
+        LogFormat::Json => tracing::error!(error = %format!("{error:#}"), "cannot start"),
+    }
+    std::process::ExitCode::FAILURE
+}
+
 /// Installs the global logger. Call once, first thing in `main`.
 pub fn init(process: &str, format: LogFormat) {
     let filter = EnvFilter::try_from_env("CLUSTERLAB_LOG")

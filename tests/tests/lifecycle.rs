@@ -97,11 +97,11 @@ fn sigint_drains_and_exits_0() {
     graceful_exit("INT");
 }
 
-#[test]
-fn a_request_that_never_ends_is_cut_off_at_the_drain_deadline() {
+/// A node with `drain` as its --drain-timeout, holding a read that never
+/// ends: a paused node holds every request it admits until the pause is cleared.
+fn node_holding_a_read(drain: &str) -> (TestCluster, tests::Running) {
     let mut cluster = TestCluster::empty();
-    cluster.add_node(&["--drain-timeout", "1s"]);
-    // A paused node holds every request it admits until the pause is cleared.
+    cluster.add_node(&["--drain-timeout", drain]);
     cluster.client().args(["fault", "n1", "--pause"]).ok();
     let before = cluster.status(0).unwrap().requests;
     let stuck = cluster
@@ -111,6 +111,12 @@ fn a_request_that_never_ends_is_cut_off_at_the_drain_deadline() {
     wait_until("the read to be admitted", Duration::from_secs(10), || {
         cluster.status(0).is_ok_and(|s| s.requests > before)
     });
+    (cluster, stuck)
+}
+
+#[test]
+fn a_request_that_never_ends_is_cut_off_at_the_drain_deadline() {
+    let (mut cluster, stuck) = node_holding_a_read("1s");
     cluster.signal(0, "TERM");
     let status = cluster.wait_exit(0, Duration::from_secs(20));
     assert_eq!(status.code(), Some(0));
@@ -118,6 +124,60 @@ fn a_request_that_never_ends_is_cut_off_at_the_drain_deadline() {
     assert!(log.contains("drain deadline passed"), "{log}");
     let out = stuck.finish();
     assert_eq!(out.code(), 1, "the read was cut off: {}", out.stderr);
+}
+
+/// With `--log-format json`, even the reason a node cannot start is a JSON
+/// line, for the machines that read its log.
+#[test]
+fn a_failed_start_is_a_json_line_when_logs_are_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("data");
+    std::fs::write(&file, b"a file, not a directory").unwrap();
+    let mut command = std::process::Command::new(tests::bin("clusterlab-node"));
+    command
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--tls",
+            "plaintext",
+            "--name",
+            "n1",
+        ])
+        .args(["--log-format", "json", "--data-dir"])
+        .arg(&file);
+    let (code, stderr) = refuses_to_start(command);
+    assert_eq!(code, 1, "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    let line: serde_json::Value = serde_json::from_str(last).expect(last);
+    assert_eq!(line["message"], "cannot start", "{line}");
+    let error = line["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("it is a file; give --data-dir a directory"),
+        "{line}"
+    );
+}
+
+/// A second Ctrl-C stops a draining process at once, for a person at the
+/// terminal who will not wait out --drain-timeout.
+#[test]
+fn a_second_ctrl_c_stops_the_drain_at_once() {
+    let (mut cluster, _stuck) = node_holding_a_read("1h");
+    cluster.signal(0, "INT");
+    wait_until(
+        "the first Ctrl-C to be taken",
+        Duration::from_secs(10),
+        || {
+            cluster.nodes[0]
+                .log_text()
+                .contains("Ctrl-C again to stop at once")
+        },
+    );
+    cluster.signal(0, "INT");
+    // Within the bound, not the hour of the drain.
+    let status = cluster.wait_exit(0, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(130));
+    let log = cluster.nodes[0].log_text();
+    assert!(log.contains("second Ctrl-C: stopping now"), "{log}");
 }
 
 /// Follows the event feed at `addr` in a thread: sends the first event's kind

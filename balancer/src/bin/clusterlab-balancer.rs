@@ -13,14 +13,12 @@ fn main() -> ExitCode {
     if let Err(mistake) = config.validate() {
         certs::flags::usage_error::<Config>(mistake);
     }
-    telemetry::init(&config.name, config.serving.log_format);
+    let log_format = config.serving.log_format;
+    telemetry::init(&config.name, log_format);
     let runtime = lifecycle::runtime(config.threads).expect("starting the tokio runtime");
     match runtime.block_on(start(config)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("clusterlab-balancer: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => telemetry::cannot_start("clusterlab-balancer", log_format, &e),
     }
 }
 

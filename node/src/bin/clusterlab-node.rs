@@ -23,13 +23,11 @@ fn main() -> ExitCode {
             }
         }
     }
-    telemetry::init(&config.name, config.serving.log_format);
+    let log_format = config.serving.log_format;
+    telemetry::init(&config.name, log_format);
     match runtime.block_on(start(config)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("clusterlab-node: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => telemetry::cannot_start("clusterlab-node", log_format, &e),
     }
 }
 
