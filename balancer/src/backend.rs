@@ -25,7 +25,7 @@ use std::{
     collections::BTreeSet,
     future::Future,
     sync::{
-        Arc, Mutex, RwLock,
+        Arc, Mutex, MutexGuard, RwLock,
         atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -195,14 +195,17 @@ impl Backend {
         }
     }
 
-    /// Takes note of a forwarded request the node failed to serve. The
-    /// [`FAILURES_TO_EJECT`]th in a row ejects it as an outlier, held out of
-    /// rotation for [`hold_for`] its ejections, if `may_hold_out` agrees (it
-    /// says no when too few other nodes would be left). True if it was ejected.
-    pub fn failed(
+    /// Takes note of a forwarded request the node failed to serve (and
+    /// another node served). The [`FAILURES_TO_EJECT`]th in a row ejects it as
+    /// an outlier, held out of rotation for [`hold_for`] its ejections, if
+    /// `may_hold_out` agrees: it says no (`None`) when too few other nodes
+    /// would be left, and its yes is a guard held until the node is out, so
+    /// that two nodes cannot both be let go on the same count. True if it was
+    /// ejected.
+    pub fn failed<G>(
         &self,
         status: &Status,
-        may_hold_out: impl FnOnce() -> bool,
+        may_hold_out: impl FnOnce() -> Option<G>,
         events: &Events,
     ) -> bool {
         let failures = self.failures_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
@@ -211,7 +214,7 @@ impl Backend {
         }
         let code = proto::code_name(status.code());
         let last = status.message();
-        if !may_hold_out() {
+        let Some(_decided) = may_hold_out() else {
             // Counted afresh, so that it is held out once the others recover.
             self.failures_in_a_row.store(0, Ordering::Relaxed);
             if self.kept_in.swap(true, Ordering::Relaxed) {
@@ -231,7 +234,7 @@ impl Backend {
                 ),
             );
             return false;
-        }
+        };
         self.kept_in.store(false, Ordering::Relaxed);
         let hold = self
             .outliers
@@ -473,6 +476,8 @@ pub struct Backends {
     /// A std lock: read on every request, written when nodes come or go, never
     /// held across an `.await`.
     all: RwLock<Vec<(Arc<Backend>, AbortHandle)>>,
+    /// Taken to decide on holding a node out, and held until it is out.
+    outlier_decisions: Mutex<()>,
 }
 
 impl Backends {
@@ -489,6 +494,7 @@ impl Backends {
             interval,
             fixed: fixed.iter().cloned().collect(),
             all: RwLock::new(Vec::new()),
+            outlier_decisions: Mutex::new(()),
         });
         backends.reconcile(&BTreeSet::new());
         backends
@@ -501,8 +507,14 @@ impl Backends {
     }
 
     /// Whether `candidate` may be held out as an outlier: at most half the
-    /// nodes are held out at once, and another node stays in rotation.
-    pub fn may_hold_out(&self, candidate: &Backend) -> bool {
+    /// nodes are held out at once, and another node stays in rotation. A yes
+    /// is a guard: hold it until the node is out, so that the next decision
+    /// counts it.
+    pub fn may_hold_out(&self, candidate: &Backend) -> Option<MutexGuard<'_, ()>> {
+        let decided = self
+            .outlier_decisions
+            .lock()
+            .expect("outlier lock poisoned");
         let all = self.all.read().expect("backends poisoned");
         let (mut held, mut others_healthy) = (0, 0);
         for (backend, _) in all.iter() {
@@ -515,7 +527,7 @@ impl Backends {
                 _ => {}
             }
         }
-        (held + 1) * 2 <= all.len() && others_healthy > 0
+        ((held + 1) * 2 <= all.len() && others_healthy > 0).then_some(decided)
     }
 
     /// The events feed backends report to.
@@ -637,10 +649,10 @@ mod tests {
         node.mark_healthy(&events);
         let failure = Status::unavailable("injected fault");
         for _ in 0..4 {
-            assert!(!node.failed(&failure, || true, &events));
+            assert!(!node.failed(&failure, || Some(()), &events));
             node.mark_healthy(&events);
         }
-        assert!(node.failed(&failure, || true, &events));
+        assert!(node.failed(&failure, || Some(()), &events));
         let Health::Ejected {
             reason, held_until, ..
         } = node.health()
@@ -666,22 +678,22 @@ mod tests {
         node.mark_healthy(&events);
         let failure = Status::internal("storage");
         for _ in 0..4 {
-            node.failed(&failure, || true, &events);
+            node.failed(&failure, || Some(()), &events);
         }
         node.served();
         for _ in 0..4 {
-            assert!(!node.failed(&failure, || true, &events));
+            assert!(!node.failed(&failure, || Some(()), &events));
         }
         for _ in 0..16 {
-            assert!(!node.failed(&failure, || false, &events));
+            assert!(!node.failed(&failure, || None::<()>, &events));
         }
         assert_eq!(node.health(), Health::Healthy);
         assert_eq!(kinds(&events), ["backend.healthy", "backend.failing"]);
         // Once the others are back, five more failures hold it out.
         for _ in 0..4 {
-            assert!(!node.failed(&failure, || true, &events));
+            assert!(!node.failed(&failure, || Some(()), &events));
         }
-        assert!(node.failed(&failure, || true, &events));
+        assert!(node.failed(&failure, || Some(()), &events));
     }
 
     #[test]

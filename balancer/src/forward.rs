@@ -158,6 +158,11 @@ impl Router {
         // no new requests, so failovers are bounded by the requests that were
         // in flight on it and cannot grow into a retry storm.
         let mut failing_over = false;
+        // Nodes that failed this request while it might still succeed
+        // elsewhere. Only if another node then serves it do their failures
+        // count toward ejecting them: a request every node fails (a quorum
+        // that cannot be met) is the cluster's trouble, not one node's.
+        let mut failed_on: Vec<(Arc<Backend>, Status)> = Vec::new();
         while tried.len() < MAX_ATTEMPTS {
             let Some((backend, reason)) = self.pick(&key, &tried) else {
                 break;
@@ -210,6 +215,10 @@ impl Router {
             match result {
                 Ok(answer) => {
                     backend.served();
+                    for (node, status) in failed_on {
+                        let may_hold_out = || self.backends.may_hold_out(&node);
+                        node.failed(&status, may_hold_out, self.backends.events());
+                    }
                     if let Ok(name) = answer.message.coordinator(method) {
                         backend.learn_name(&name);
                     }
@@ -235,8 +244,7 @@ impl Router {
                         let reason = format!("connection failed: {}", status.message());
                         backend.eject(reason, events);
                     } else if !ejected && is_outlier_failure(&status) {
-                        let may_hold_out = || self.backends.may_hold_out(&backend);
-                        backend.failed(&status, may_hold_out, events);
+                        failed_on.push((backend.clone(), status.clone()));
                     }
                     failing_over = ejected || broken;
                     trace.attempts.push(Attempt {
@@ -247,14 +255,14 @@ impl Router {
                     });
                     // A write on a node that hung may be applied when it wakes,
                     // after the client has written the key again: not sent on.
+                    // This is the answer, whatever the attempts before it.
                     if !method.is_read() && is_hung(&status) {
-                        last_failure = Some(Status::unavailable(format!(
+                        return Err(Status::unavailable(format!(
                             "{}; it still holds this write and may apply it when it wakes, \
                              so the write was not sent to another node: its outcome is \
                              unknown (read the key to see)",
                             status.message()
                         )));
-                        break;
                     }
                     let retry = is_retryable(&status) && Instant::now() < deadline;
                     last_failure = Some(status);

@@ -288,21 +288,27 @@ impl Coordinator {
             request_id,
             retry,
         } = write;
-        // A retry of a write that did get through (its answer was lost, say)
-        // must not become a second write: look for it first.
-        if retry && !request_id.is_empty() {
-            let (found, trace) = self.read(key.clone(), 0).await?;
-            if let Some(done) = found.filter(|r| r.request_id == request_id) {
-                debug!(%key, %request_id, version = %done.version, "retried write was already applied");
-                return Ok((done.version, trace));
-            }
-        }
         let plan = self.plan(
             &key,
             write_quorum,
             self.state.replication.write_quorum,
             "write",
         )?;
+        // A retry of a write that did get through (its answer was lost, say)
+        // must not become a second write: look for it first. Found on fewer
+        // than W replicas, it did not get through: the first attempt failed
+        // for want of its quorum, and this one must meet it, or fail too.
+        if retry && !request_id.is_empty() {
+            let (found, trace) = self.read(key.clone(), 0).await?;
+            if let Some(done) = found.filter(|r| r.request_id == request_id) {
+                let copies = copies_of(&trace, &done.version);
+                if copies >= plan.quorum {
+                    debug!(%key, %request_id, version = %done.version, copies, "retried write was already applied");
+                    return Ok((done.version, trace));
+                }
+                debug!(%key, %request_id, copies, quorum = plan.quorum, "retried write found short of its quorum; writing it again");
+            }
+        }
         let mut trace = TraceBuilder::new(&self.state.name, plan.quorum);
         let started = Instant::now();
         let mut record = Record {
@@ -811,4 +817,20 @@ fn unreachable(status: tonic::Status) -> ReplicaError {
         tonic::Code::Unavailable => format!("unreachable: {message}"),
         code => format!("{code:?}: {message}"),
     })
+}
+
+/// How many replicas a read's trace shows holding `version`: those that
+/// answered with it, and those read repair just gave it to.
+fn copies_of(trace: &proto::Trace, version: &Version) -> usize {
+    use proto::replica_report::Outcome;
+    let wanted = proto::Version::from(version.clone());
+    trace
+        .replicas
+        .iter()
+        .filter(|r| match Outcome::try_from(r.outcome) {
+            Ok(Outcome::Answered) => r.version.as_ref() == Some(&wanted),
+            Ok(Outcome::Repaired) => true,
+            _ => false,
+        })
+        .count()
 }
