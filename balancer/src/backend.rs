@@ -294,7 +294,7 @@ impl Backend {
                     }
                     Some(_) => format!(
                         "{name} is back in rotation after {out}: its hold is over and it answers \
-                         health checks (failing again, it is held out twice as long)"
+                         health checks (failing again, it is held out longer)"
                     ),
                 };
                 events.publish("backend.returned", &name, message);

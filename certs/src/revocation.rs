@@ -148,9 +148,9 @@ impl Revocations {
                 path: self.path.clone(),
                 problem: format!(
                     "its CRL number is {}, not above the {} of the list in force: an older \
-                     list (a backup put back?) must not un-revoke anyone; to make a newer one, \
-                     revoke again what it lacks with `clusterlab-certs revoke`",
-                    loaded.number, current.number
+                     list (a backup put back?) must not un-revoke anyone; put back the newest \
+                     list, numbered {}: it holds every revocation so far",
+                    loaded.number, current.number, current.number
                 ),
             });
         }

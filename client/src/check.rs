@@ -28,6 +28,7 @@ use std::{
 
 use proto::{GetRequest, GetResponse, PutRequest, Version, key_value_client::KeyValueClient};
 use serde_json::json;
+use tokio::signal::unix::{SignalKind, signal};
 use tonic::transport::Channel;
 
 use crate::{
@@ -143,16 +144,19 @@ pub async fn run(global: &Global, args: CheckArgs) -> Result<(), Failure> {
         false => Duration::from_secs(5),
     };
     let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    let interrupted = tokio::signal::ctrl_c();
-    tokio::pin!(interrupted);
+    // One stream for every Ctrl-C, so that none is missed between two waits.
+    let mut interrupts = signal(SignalKind::interrupt())
+        .map_err(|e| Failure::new("INTERNAL", format!("cannot watch for Ctrl-C: {e}")))?;
     loop {
         tokio::select! {
             done = writers.join_next() => match done {
                 Some(joined) => joined.map_err(|e| Failure::new("INTERNAL", format!("a writer failed: {e}")))?,
                 None => break,
             },
-            _ = &mut interrupted, if !workload.interrupted.load(Ordering::Relaxed) => {
-                workload.interrupted.store(true, Ordering::Relaxed);
+            _ = interrupts.recv() => {
+                if workload.interrupted.swap(true, Ordering::Relaxed) {
+                    return Err(quit_without_reading_back());
+                }
                 eprintln!(
                     "check: Ctrl-C: finishing the writes in flight, then reading back every \
                      acknowledged one (Ctrl-C again to quit without reading back)"
@@ -179,10 +183,7 @@ pub async fn run(global: &Global, args: CheckArgs) -> Result<(), Failure> {
     );
     let verified = tokio::select! {
         verified = verify(&workload, acked) => verified,
-        _ = tokio::signal::ctrl_c() => return Err(Failure::new(
-            "CANCELLED",
-            "interrupted while reading back: nothing was verified",
-        )),
+        _ = interrupts.recv() => return Err(quit_without_reading_back()),
     };
     report(&workload, &verified, writing)
 }
@@ -428,6 +429,14 @@ fn value_for(key: &str, size: usize) -> Vec<u8> {
     let mut value = format!("{key}=").into_bytes();
     value.resize(size.max(value.len()), b'.');
     value
+}
+
+/// A second Ctrl-C: the person would rather not wait for the read-back.
+fn quit_without_reading_back() -> Failure {
+    Failure::new(
+        "CANCELLED",
+        "interrupted again: stopped without reading back, so nothing was verified",
+    )
 }
 
 /// Claims one of `target` writes, unless all are claimed.

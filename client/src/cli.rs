@@ -132,7 +132,8 @@ pub enum Command {
     /// CAP_NET_RAW; in compose: docker compose run --rm --no-deps sniff.
     ///
     /// It talks to no server, so the connection flags (--addr, --certs,
-    /// --identity, --tls, --timeout) do not apply, and it has no --json form.
+    /// --identity, --tls, --timeout) do not apply, and it has no JSON form
+    /// (--json is noted and passed over; --pcap saves a capture for tools).
     Sniff(SniffArgs),
     /// Generate load with a live view: requests/s, errors, retries, latency
     /// percentiles and the share each node serves, then a summary.

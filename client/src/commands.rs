@@ -30,13 +30,18 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Whoami => whoami(&global).await,
         Command::Status => status(&global).await,
         Command::Health => health(&global).await,
-        // It watches the wire rather than talking to a server: of the global
-        // flags, only --json could mean something, and it has no JSON form.
-        Command::Sniff(_) if global.json => Err(Failure::usage(
-            "sniff prints one line per packet and has no JSON form; \
-             --pcap FILE saves the capture for tools (Wireshark, tshark -T json)",
-        )),
-        Command::Sniff(args) => crate::sniff::run(args),
+        Command::Sniff(args) => {
+            // It watches the wire rather than talking to a server: of the
+            // global flags, only --json could mean something. Said, not
+            // refused: CLUSTERLAB_JSON=1 may be set for every command.
+            if global.json {
+                eprintln!(
+                    "note: sniff prints one line per packet and has no JSON form; \
+                     --pcap FILE saves the capture for tools (Wireshark, tshark -T json)"
+                );
+            }
+            crate::sniff::run(args)
+        }
         Command::Check(args) => crate::check::run(&global, args).await,
         Command::Events(args) => events(&global, args).await,
         Command::Fault(args) => fault(&global, args).await,

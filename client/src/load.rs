@@ -159,6 +159,7 @@ pub async fn run(global: &Global, args: LoadArgs) -> Result<(), Failure> {
     let workload = Workload {
         targets: Arc::new(targets),
         current: Arc::new(AtomicUsize::new(0)),
+        moves: Arc::new(AtomicUsize::new(0)),
         global: global.clone(),
         keys: args.keys,
         read_ratio: args.read_ratio,
@@ -220,6 +221,9 @@ struct Workload {
     /// Each `--addr` and a client for it; requests go to `current`.
     targets: Arc<Vec<(String, KeyValueClient<Channel>)>>,
     current: Arc<AtomicUsize>,
+    /// Moves since a request last succeeded: once every address has been
+    /// tried, moving on again would only go round in circles.
+    moves: Arc<AtomicUsize>,
     global: Global,
     keys: u64,
     read_ratio: f64,
@@ -351,6 +355,9 @@ async fn one_request(work: &Workload, due: Option<Instant>) -> Outcome {
     let latency_us = started.elapsed().as_micros() as u64;
     let result = match trace {
         Ok(trace) => {
+            if work.moves.load(Ordering::Relaxed) != 0 {
+                work.moves.store(0, Ordering::Relaxed);
+            }
             let trace = trace.unwrap_or_default();
             // Through a balancer the last attempt answered; directly, the coordinator did.
             let node = trace
@@ -364,6 +371,9 @@ async fn one_request(work: &Workload, due: Option<Instant>) -> Outcome {
         Err(status) => {
             if never_sent(&status) {
                 work.move_on(target, &status);
+                // Nothing listens: a refusal comes back at once, and without
+                // a pause the slots would spin through thousands a second.
+                tokio::time::sleep(REFUSED_PAUSE).await;
             }
             Err(status_code(&status).to_string())
         }
@@ -371,23 +381,33 @@ async fn one_request(work: &Workload, due: Option<Instant>) -> Outcome {
     Outcome { latency_us, result }
 }
 
+/// How long a request slot rests after a connection was refused.
+const REFUSED_PAUSE: Duration = Duration::from_millis(100);
+
 impl Workload {
     /// Nothing listens at `targets[from]` any more: requests go to the next
     /// address, if there is another (once, however many requests notice).
     fn move_on(&self, from: usize, status: &tonic::Status) {
         let next = (from + 1) % self.targets.len();
-        if next == from {
+        if next == from || self.moves.load(Ordering::Relaxed) >= self.targets.len() {
             return;
         }
         let moved = self
             .current
             .compare_exchange(from, next, Ordering::Relaxed, Ordering::Relaxed);
         if moved.is_ok() {
+            let moves = self.moves.fetch_add(1, Ordering::Relaxed) + 1;
+            let then = match moves < self.targets.len() {
+                true => format!("going on with {}", self.targets[next].0),
+                false => format!(
+                    "every address refused since the last answer; staying with {} until one answers",
+                    self.targets[next].0
+                ),
+            };
             let note = format!(
-                "load: nothing answers at {} any more ({}); going on with {}",
+                "load: nothing answers at {} ({}); {then}",
                 self.targets[from].0,
                 status.message(),
-                self.targets[next].0
             );
             self.stats.lock().expect("stats poisoned").notes.push(note);
         }

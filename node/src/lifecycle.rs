@@ -54,32 +54,49 @@ pub fn parse_threads(text: &str) -> Result<usize, String> {
 }
 
 /// Completes on the first SIGINT (Ctrl-C) or SIGTERM (`docker stop`, `kill`).
+/// From then on a second Ctrl-C ends the process at once (exit 130): the
+/// drain waits for requests in flight, up to --drain-timeout, and a person at
+/// the terminal may not want to wait that long.
 pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing a SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => info!(signal = "SIGINT", "shutting down (Ctrl-C again to stop at once)"),
-            _ = term.recv() => info!(signal = "SIGTERM", "shutting down"),
-        }
-        // The drain waits for requests in flight, up to --drain-timeout; a
-        // person at the terminal may not want to wait that long.
-        tokio::spawn(async {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                tracing::warn!(
-                    "second Ctrl-C: stopping now, without waiting for requests in flight"
-                );
+    if let Some(mut interrupts) = first_signal().await {
+        tokio::spawn(async move {
+            if interrupts.recv().await.is_some() {
+                warn!("second Ctrl-C: stopping now, without waiting for requests in flight");
                 std::process::exit(130);
             }
         });
     }
     #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-        info!("shutting down");
+    first_signal().await;
+}
+
+/// Completes on the first SIGINT or SIGTERM, and nothing more: for
+/// `clusterlab-local`, which stops its children before it exits.
+pub async fn first_shutdown_signal() {
+    #[allow(clippy::let_unit_value)] // a Signal on unix, () elsewhere
+    let _ = first_signal().await;
+}
+
+/// Waits for the first SIGINT or SIGTERM; returns the SIGINT stream, which
+/// was listening all along, so a second Ctrl-C right after the first is not
+/// lost.
+#[cfg(unix)]
+async fn first_signal() -> Option<tokio::signal::unix::Signal> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupts = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = interrupts.recv() => info!(signal = "SIGINT", "shutting down (Ctrl-C again to stop at once)"),
+        _ = term.recv() => info!(signal = "SIGTERM", "shutting down"),
     }
+    Some(interrupts)
+}
+
+#[cfg(not(unix))]
+async fn first_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+    info!("shutting down");
 }
 
 /// Runs `serve` (a server future that drains gracefully once `shutdown`

@@ -83,6 +83,21 @@ pub fn building_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
 }
 
 /// The path of one of our binaries, e.g. `bin("clusterlab-node")`.
+/// Removes every `CLUSTERLAB_*` variable from what `command` inherits, but
+/// `CLUSTERLAB_LOG`: every flag of every program reads one, so a variable a
+/// person exported for one program (`CLUSTERLAB_IDENTITY=admin` for the
+/// client) would otherwise reach the processes started here, which are given
+/// all they need as flags.
+pub fn without_clusterlab_env(command: &mut Command) -> &mut Command {
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("CLUSTERLAB_") && key != "CLUSTERLAB_LOG" {
+            command.env_remove(&*key);
+        }
+    }
+    command
+}
+
 pub fn bin(name: &str) -> PathBuf {
     bin_dir().join(name)
 }
@@ -244,7 +259,7 @@ impl TestCluster {
             .tempdir()
             .expect("creating a temp dir");
         let certs = dir.path().join("certs");
-        let out = Command::new(bin("clusterlab-certs"))
+        let out = without_clusterlab_env(&mut Command::new(bin("clusterlab-certs")))
             .args(["init", "--out"])
             .arg(&certs)
             .output()
@@ -265,7 +280,7 @@ impl TestCluster {
     /// Runs `clusterlab-certs ARGS --out <this cluster's PKI>`, asserting success;
     /// returns what it printed.
     pub fn certs_tool(&self, args: &[&str]) -> String {
-        let out = Command::new(bin("clusterlab-certs"))
+        let out = without_clusterlab_env(&mut Command::new(bin("clusterlab-certs")))
             .args(args)
             .arg("--out")
             .arg(&self.certs)
@@ -404,8 +419,8 @@ impl TestCluster {
             .arg(&self.certs)
             .args(&node.extra_args)
             .env("CLUSTERLAB_LOG", "info")
-            .env_remove("CLUSTERLAB_PEERS")
             .stdin(Stdio::null());
+        without_clusterlab_env(&mut command);
         command
     }
 
@@ -527,7 +542,7 @@ impl TestCluster {
         let dashboard = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let log = self.dir.path().join(format!("balancer{}.log", index + 1));
         let log_file = std::fs::File::create(&log).expect("creating the balancer log");
-        let child = Command::new(bin("clusterlab-balancer"))
+        let child = without_clusterlab_env(&mut Command::new(bin("clusterlab-balancer")))
             .args(["--listen", &addr.to_string()])
             .args(["--dashboard", &dashboard.to_string()])
             .arg("--certs")
@@ -748,11 +763,8 @@ impl Client {
     /// A `clusterlab` command with no flags and a clean `CLUSTERLAB_*` environment.
     pub fn bare() -> Self {
         let mut command = Command::new(bin("clusterlab"));
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("CLUSTERLAB_") {
-                command.env_remove(key);
-            }
-        }
+        without_clusterlab_env(&mut command);
+        command.env_remove("CLUSTERLAB_LOG");
         Client {
             command,
             stdin: None,

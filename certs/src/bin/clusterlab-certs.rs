@@ -28,7 +28,7 @@ enum Command {
         out: PathBuf,
         /// Replace an existing PKI. Every certificate of the old CA stops working;
         /// identities added with `issue` are left in DIR and named on stderr.
-        #[arg(long, env = "CLUSTERLAB_FORCE", conflicts_with = "keep")]
+        #[arg(long, conflicts_with = "keep")]
         force: bool,
         /// If DIR already holds a PKI, keep it and succeed: for a one-shot
         /// service (docker compose) that runs at every start.

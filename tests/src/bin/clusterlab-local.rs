@@ -40,17 +40,20 @@ In another terminal:
   clusterlab load --duration 30s"
 )]
 struct Args {
+    // Variables of its own (CLUSTERLAB_LOCAL_*): the balancer's CLUSTERLAB_NODES
+    // is a list of addresses, not a count.
     /// How many nodes to start.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=9))]
+    #[arg(long, env = "CLUSTERLAB_LOCAL_NODES", default_value_t = 3,
+          value_parser = clap::value_parser!(u16).range(1..=9))]
     nodes: u16,
     /// Where certificates and data live.
-    #[arg(long, default_value = "local")]
+    #[arg(long, env = "CLUSTERLAB_LOCAL_DIR", default_value = "local")]
     dir: PathBuf,
     /// The balancer's port; every other port is an offset from it (see `port_help`).
-    #[arg(long, default_value_t = DEFAULT_PORT, help = port_help(DEFAULT_PORT))]
+    #[arg(long, env = "CLUSTERLAB_LOCAL_PORT", default_value_t = DEFAULT_PORT, help = port_help(DEFAULT_PORT))]
     port: u16,
     /// Delete the nodes' data first.
-    #[arg(long)]
+    #[arg(long, env = "CLUSTERLAB_LOCAL_FRESH")]
     fresh: bool,
 }
 
@@ -105,12 +108,14 @@ fn sibling(name: &str) -> Result<PathBuf, String> {
 /// share `node.pem`, since `--scale` cannot hand each replica a file.)
 fn make_certificates(dir: &Path, nodes: &[String]) -> Result<(), String> {
     let certs_tool = |args: &[&str]| -> Result<(), String> {
-        let out = std::process::Command::new(sibling("clusterlab-certs")?)
-            .args(args)
-            .arg("--out")
-            .arg(dir)
-            .output()
-            .map_err(|e| format!("cannot run clusterlab-certs: {e}"))?;
+        let out = tests::without_clusterlab_env(&mut std::process::Command::new(sibling(
+            "clusterlab-certs",
+        )?))
+        .args(args)
+        .arg("--out")
+        .arg(dir)
+        .output()
+        .map_err(|e| format!("cannot run clusterlab-certs: {e}"))?;
         match out.status.success() {
             true => Ok(()),
             false => Err(String::from_utf8_lossy(&out.stderr).trim().to_string()),
@@ -242,7 +247,7 @@ async fn run(args: Args) -> Result<(), String> {
             let _ = exits.send((name, status)).await;
         });
     }
-    let shutdown = node::lifecycle::shutdown_signal();
+    let shutdown = node::lifecycle::first_shutdown_signal();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -367,6 +372,7 @@ fn describe(status: &std::io::Result<std::process::ExitStatus>) -> String {
 
 /// Starts one process, copying its log lines (already prefixed with its name) to ours.
 fn start(mut command: Command, name: &str) -> Result<(String, Child), String> {
+    tests::without_clusterlab_env(command.as_std_mut());
     let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
