@@ -13,11 +13,13 @@
 //! - **passive**: a forwarded request whose connection is refused or reset
 //!   ejects the node at once, without waiting for the next check. So do
 //!   [`FAILURES_TO_EJECT`] requests in a row that the node failed to serve
-//!   (`UNAVAILABLE`, `INTERNAL`, ...: [`is_outlier_failure`]) while its health
-//!   checks still pass. Such an *outlier* is held out for a while before its
-//!   health checks may bring it back, a hold that doubles each time it is
-//!   ejected again ([`hold_for`]), and never more than half the nodes are held
-//!   out this way: failures everywhere are the cluster's trouble, not one node's.
+//!   (`UNAVAILABLE`, `INTERNAL`, ...: [`is_outlier_failure`]) and another node
+//!   then served, while its health checks still pass: this is *outlier
+//!   detection*. A failure every node shares (a quorum that cannot be met) is
+//!   the cluster's trouble, not one node's, and counts against none. An
+//!   outlier is held out for a while before its health checks may bring it
+//!   back, a hold that doubles each time it is ejected again ([`hold_for`]),
+//!   and never more than half the nodes are held out this way.
 //!
 //! Every ejection and return is a log line and an event.
 

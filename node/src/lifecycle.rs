@@ -74,8 +74,7 @@ pub async fn shutdown_signal() {
 /// Completes on the first SIGINT or SIGTERM, and nothing more: for
 /// `clusterlab-local`, which stops its children before it exits.
 pub async fn first_shutdown_signal() {
-    #[allow(clippy::let_unit_value)] // a Signal on unix, () elsewhere
-    let _ = first_signal().await;
+    first_signal().await;
 }
 
 /// Waits for the first SIGINT or SIGTERM; returns the SIGINT stream, which

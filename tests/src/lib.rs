@@ -863,7 +863,7 @@ impl Client {
 }
 
 /// Sends `signal` (e.g. "TERM") to process `pid` with kill(1).
-fn send_signal(pid: u32, signal: &str) {
+pub fn send_signal(pid: u32, signal: &str) {
     let status = Command::new("kill")
         .args([format!("-{signal}"), pid.to_string()])
         .status()

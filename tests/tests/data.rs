@@ -335,19 +335,13 @@ fn a_second_ctrl_c_quits_a_check_without_reading_back() {
         Duration::from_secs(30),
         || cluster.status(0).is_ok_and(|s| s.requests > 0),
     );
-    let interrupt = |pid: u32| {
-        let sent = std::process::Command::new("kill")
-            .args(["-INT", &pid.to_string()])
-            .status();
-        assert!(sent.unwrap().success());
-    };
-    interrupt(check.id());
+    tests::send_signal(check.id(), "INT");
     wait_until(
         "the first Ctrl-C to be taken",
         Duration::from_secs(30),
         || said("check: Ctrl-C: finishing the writes in flight"),
     );
-    interrupt(check.id());
+    tests::send_signal(check.id(), "INT");
     let status = tests::exit_within(&mut check, Duration::from_secs(30)).expect("an exit");
     assert_eq!(status.code(), Some(1));
     assert!(said(
