@@ -39,8 +39,6 @@ use crate::{
     retry::RetryBudget,
 };
 
-/// The deadline of a request that does not bring its own (`grpc-timeout`).
-const DEFAULT_DEADLINE: Duration = Duration::from_secs(10);
 /// At most this many nodes are tried for one request.
 const MAX_ATTEMPTS: usize = 3;
 /// The header that carries a call's deadline. A `HeaderName` made once, so
@@ -57,6 +55,9 @@ pub struct Router {
     picker: Picker,
     budget: RetryBudget,
     busy: Arc<BusyPoll>,
+    /// `--request-timeout`: the most time a request gets, and all it gets when
+    /// its client sends no deadline of its own.
+    request_timeout: Duration,
     pub requests: AtomicU64,
     pub retries: AtomicU64,
     pub retries_refused: AtomicU64,
@@ -69,6 +70,7 @@ impl Router {
         policy: Policy,
         retry_budget: f64,
         busy: Arc<BusyPoll>,
+        request_timeout: Duration,
     ) -> Self {
         Router {
             name,
@@ -77,6 +79,7 @@ impl Router {
             picker: Picker::default(),
             budget: RetryBudget::new(retry_budget),
             busy,
+            request_timeout,
             requests: AtomicU64::new(0),
             retries: AtomicU64::new(0),
             retries_refused: AtomicU64::new(0),
@@ -134,7 +137,12 @@ impl Router {
             .into_parts()
             .path_and_query
             .expect("a request path");
-        let deadline = Instant::now() + client_deadline(&head.headers).unwrap_or(DEFAULT_DEADLINE);
+        // The client's deadline, if it is the sooner; else ours.
+        let (time, ours) = match client_deadline(&head.headers) {
+            Some(theirs) if theirs <= self.request_timeout => (theirs, false),
+            _ => (self.request_timeout, true),
+        };
+        let deadline = Instant::now() + time;
         let body = body.map_err(|e| Status::from_error(e.into()));
         let Some(message) = read_unary(body, MAX_MESSAGE_BYTES).await?.message else {
             return Err(Status::internal(
@@ -235,6 +243,10 @@ impl Router {
                     return Ok(http::Response::from_parts(answer.head, Body::new(body)));
                 }
                 Err(status) => {
+                    let status = match proto::deadline::is_timeout_expired(&status) {
+                        true => out_of_time(&backend.name(), time, ours),
+                        false => status,
+                    };
                     if is_node_failure(&status) {
                         backend.errors.fetch_add(1, Ordering::Relaxed);
                     }
@@ -323,18 +335,22 @@ fn budget_note(attempts: usize) -> &'static str {
 
 /// The deadline the client sent as `grpc-timeout`, if any.
 fn client_deadline(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get(GRPC_TIMEOUT)?.to_str().ok()?;
-    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
-    let amount: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(amount * 3600),
-        "M" => Duration::from_secs(amount * 60),
-        "S" => Duration::from_secs(amount),
-        "m" => Duration::from_millis(amount),
-        "u" => Duration::from_micros(amount),
-        "n" => Duration::from_nanos(amount),
-        _ => return None,
-    })
+    proto::deadline::parse(headers.get(GRPC_TIMEOUT)?.to_str().ok()?)
+}
+
+/// What to tell the client when `node` did not answer in `time`: the node
+/// ended the call when the deadline we passed on to it ran out, and tonic
+/// reports that as `CANCELLED` "Timeout expired". It is `DEADLINE_EXCEEDED`,
+/// and whose deadline it was (`ours`: the balancer's --request-timeout).
+fn out_of_time(node: &str, time: Duration, ours: bool) -> Status {
+    let whose = match ours {
+        true => "the balancer's --request-timeout",
+        false => "the client's deadline",
+    };
+    Status::deadline_exceeded(format!(
+        "{node} did not answer within {time:?} ({whose}); if it was a write, it may \
+         still have been applied, so read the key before writing it again"
+    ))
 }
 
 /// `remaining` as a `grpc-timeout` value: at most eight digits, then a unit.

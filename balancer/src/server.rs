@@ -85,6 +85,7 @@ pub async fn run(
         config.policy,
         config.retry_budget,
         busy.clone(),
+        config.serving.request_timeout,
     ));
 
     let mut background = JoinSet::new();

@@ -177,9 +177,8 @@ use proto::code_name;
 /// The name of `status`'s code, as people and `--json` see it.
 ///
 /// A call that runs out of time, whether the client's or the server's timer
-/// fires first, reaches us from tonic as `CANCELLED` ("Timeout expired"). gRPC
-/// calls that `DEADLINE_EXCEEDED`, and so do we: `CANCELLED` says someone gave
-/// up on the call, not that the cluster was too slow.
+/// fires first, reaches us from tonic as `CANCELLED` ("Timeout expired"):
+/// that is `DEADLINE_EXCEEDED` here ([`proto::deadline::is_timeout_expired`]).
 pub fn status_code(status: &tonic::Status) -> &'static str {
     match timed_out(status) {
         true => "DEADLINE_EXCEEDED",
@@ -187,10 +186,7 @@ pub fn status_code(status: &tonic::Status) -> &'static str {
     }
 }
 
-fn timed_out(status: &tonic::Status) -> bool {
-    status.code() == tonic::Code::Cancelled
-        && status.message() == tonic::TimeoutExpired(()).to_string()
-}
+use proto::deadline::is_timeout_expired as timed_out;
 
 #[cfg(test)]
 mod tests {

@@ -154,6 +154,12 @@ pub struct Serving {
     /// A client that has not finished its TLS handshake by then is disconnected.
     #[arg(long, env = "CLUSTERLAB_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = certs::flags::positive_duration)]
     pub handshake_timeout: Duration,
+
+    /// The longest a request may take here. A client that sends a sooner
+    /// deadline (gRPC's grpc-timeout) keeps it; one that sends none, or a
+    /// later one, gets DEADLINE_EXCEEDED after this long.
+    #[arg(long, env = "CLUSTERLAB_REQUEST_TIMEOUT", default_value = "10s", value_parser = certs::flags::positive_duration)]
+    pub request_timeout: Duration,
 }
 
 impl Config {

@@ -1,5 +1,11 @@
 //! The `KeyValue` gRPC service: checks each request against the limits and hands
-//! it to the [`Coordinator`].
+//! it to the [`Coordinator`], within the request's deadline.
+
+use std::{
+    future::Future,
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
 
 use tonic::{Request, Response, Status};
 
@@ -7,8 +13,6 @@ use proto::{
     DeleteRequest, DeleteResponse, Entry, GetRequest, GetResponse, PutRequest, PutResponse,
     ScanRequest, ScanResponse, key_value_server::KeyValue,
 };
-
-use std::sync::{Arc, atomic::Ordering};
 
 use crate::{
     capacity::Capacity,
@@ -31,17 +35,58 @@ pub struct KeyValueService {
     state: Arc<NodeState>,
     coordinator: Coordinator,
     capacity: Arc<Capacity>,
+    request_timeout: Duration,
 }
 
 impl KeyValueService {
     /// The service for the node described by `state`, starting at most
-    /// `capacity` requests per second (0: no limit).
-    pub fn new(state: Arc<NodeState>, capacity: u32) -> Self {
+    /// `capacity` requests per second (0: no limit), and giving up on a request
+    /// after `request_timeout` unless its client's deadline is sooner.
+    pub fn new(state: Arc<NodeState>, capacity: u32, request_timeout: Duration) -> Self {
         KeyValueService {
             coordinator: Coordinator::new(state.clone()),
             state,
             capacity: Arc::new(Capacity::new(capacity)),
+            request_timeout,
         }
+    }
+
+    /// How long this node itself lets `request` run: `--request-timeout`, or
+    /// nothing when the client's deadline (`grpc-timeout`) is sooner, because
+    /// tonic already ends the call then. A request without a deadline of its
+    /// own (grpcurl's, a learner's script) must not wait for ever on a paused
+    /// node or a full `--capacity` queue.
+    fn own_deadline<T>(&self, request: &Request<T>) -> Option<Duration> {
+        let theirs = request
+            .metadata()
+            .get(proto::deadline::HEADER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(proto::deadline::parse);
+        match theirs {
+            Some(theirs) if theirs <= self.request_timeout => None,
+            _ => Some(self.request_timeout),
+        }
+    }
+
+    /// Runs `work`, ending it with `DEADLINE_EXCEEDED` after `deadline`.
+    async fn within<T>(
+        &self,
+        deadline: Option<Duration>,
+        work: impl Future<Output = Result<T, Status>>,
+    ) -> Result<T, Status> {
+        let Some(deadline) = deadline else {
+            return work.await;
+        };
+        tokio::time::timeout(deadline, work)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Status::deadline_exceeded(format!(
+                    "{} gave up on the request after {deadline:?} (its --request-timeout); \
+                     if it was a write, it may still have been applied, so read the key \
+                     before writing it again",
+                    self.state.name
+                )))
+            })
     }
 
     /// Every request is counted, waits its turn under `--capacity`, then meets
@@ -51,11 +96,11 @@ impl KeyValueService {
         self.capacity.admit().await;
         self.state.faults.enter(None).await
     }
-}
 
-#[tonic::async_trait]
-impl KeyValue for KeyValueService {
-    async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+    async fn serve_get(
+        &self,
+        request: Request<GetRequest>,
+    ) -> Result<Response<GetResponse>, Status> {
         self.admit().await?;
         let request = request.into_inner();
         request.validate()?;
@@ -79,7 +124,10 @@ impl KeyValue for KeyValueService {
         Ok(Response::new(response))
     }
 
-    async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+    async fn serve_put(
+        &self,
+        request: Request<PutRequest>,
+    ) -> Result<Response<PutResponse>, Status> {
         self.admit().await?;
         let retry = is_retry(&request);
         let request = request.into_inner();
@@ -98,7 +146,7 @@ impl KeyValue for KeyValueService {
         }))
     }
 
-    async fn delete(
+    async fn serve_delete(
         &self,
         request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
@@ -120,7 +168,10 @@ impl KeyValue for KeyValueService {
         }))
     }
 
-    async fn scan(&self, request: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
+    async fn serve_scan(
+        &self,
+        request: Request<ScanRequest>,
+    ) -> Result<Response<ScanResponse>, Status> {
         self.admit().await?;
         let request = request.into_inner();
         request.validate()?;
@@ -142,5 +193,32 @@ impl KeyValue for KeyValueService {
             more,
             trace: Some(trace),
         }))
+    }
+}
+
+/// Each call runs within its deadline ([`KeyValueService::own_deadline`]).
+#[tonic::async_trait]
+impl KeyValue for KeyValueService {
+    async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        let deadline = self.own_deadline(&request);
+        self.within(deadline, self.serve_get(request)).await
+    }
+
+    async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let deadline = self.own_deadline(&request);
+        self.within(deadline, self.serve_put(request)).await
+    }
+
+    async fn delete(
+        &self,
+        request: Request<DeleteRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
+        let deadline = self.own_deadline(&request);
+        self.within(deadline, self.serve_delete(request)).await
+    }
+
+    async fn scan(&self, request: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
+        let deadline = self.own_deadline(&request);
+        self.within(deadline, self.serve_scan(request)).await
     }
 }

@@ -120,8 +120,12 @@ pub async fn run(
     set_health(&health, ServingStatus::NotServing).await;
     let reflection = reflection()?;
 
-    let kv = KeyValueServer::new(KeyValueService::new(state.clone(), config.capacity))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let kv = KeyValueServer::new(KeyValueService::new(
+        state.clone(),
+        config.capacity,
+        config.serving.request_timeout,
+    ))
+    .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let admin = AdminServer::new(AdminService::new(state.clone(), health.clone()));
     let replica = ReplicaServer::new(ReplicaService::new(state.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)

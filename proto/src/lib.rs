@@ -82,6 +82,7 @@ pub fn code_name(code: tonic::Code) -> &'static str {
     }
 }
 
+pub mod deadline;
 pub mod json;
 
 impl member::State {

@@ -384,6 +384,31 @@ fn least_request_steers_away_from_a_slow_node() {
     assert!(slow < 45, "the slow node served {slow} of 300: {served:?}");
 }
 
+/// The balancer gives a request at most its --request-timeout, passes what is
+/// left on to the node, and when the node runs out of it says so as
+/// DEADLINE_EXCEEDED naming the balancer's flag (tonic reports it as
+/// CANCELLED, "Timeout expired").
+#[test]
+fn the_balancer_ends_a_request_at_its_request_timeout_and_says_whose_it_was() {
+    let mut cluster = TestCluster::start(1);
+    cluster.start_balancer(&["--request-timeout", "1s"]);
+    cluster
+        .client_to_balancer(0)
+        .args(["fault", "n1", "--latency", "30s"])
+        .ok();
+    let out = cluster
+        .client_to_balancer(0)
+        .args(["--timeout", "5m", "get", "k"])
+        .fails();
+    assert!(
+        out.stderr.starts_with(
+            "DEADLINE_EXCEEDED: n1 did not answer within 1s (the balancer's --request-timeout)"
+        ),
+        "{}",
+        out.stderr
+    );
+}
+
 /// A node that fails every request while its health checks pass is ejected
 /// as an outlier after five failures in a row, and held out: the client sees
 /// none of its failures (each was retried elsewhere). Cleared, it comes back.

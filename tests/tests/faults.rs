@@ -137,22 +137,34 @@ fn latency_beyond_the_replica_timeout_shows_as_a_timeout_in_the_answer() {
     assert!(why.contains("n2: no answer within 2s"), "{why}");
 }
 
-/// A request that outlives `--timeout` is DEADLINE_EXCEEDED, as gRPC names
-/// it, not the CANCELLED that tonic reports.
+/// A request ends at the sooner of two deadlines, and the answer says whose:
+/// the client's `--timeout`, or the node's `--request-timeout`, which ends a
+/// request whose client would wait longer (or sent no deadline at all) on a
+/// paused node. Either is DEADLINE_EXCEEDED, as gRPC names it, not the
+/// CANCELLED that tonic reports.
 #[test]
-fn a_request_that_runs_out_of_time_is_deadline_exceeded() {
-    let cluster = TestCluster::start(1);
-    cluster
+fn a_request_ends_at_the_client_or_the_node_deadline_whichever_is_sooner() {
+    let cluster = TestCluster::start_with(1, &["--request-timeout", "1s"]);
+    cluster.client_to(0).args(["fault", "n1", "--pause"]).ok();
+    let out = cluster
         .client_to(0)
-        .args(["fault", "n1", "--latency", "2s"])
-        .ok();
+        .args(["--timeout", "5m", "get", "k"])
+        .fails();
+    assert!(
+        out.stderr.starts_with(
+            "DEADLINE_EXCEEDED: n1 gave up on the request after 1s (its --request-timeout)"
+        ),
+        "{}",
+        out.stderr
+    );
+    // The client's own, sooner deadline is still the one that counts.
     let out = cluster
         .client_to(0)
         .args(["--timeout", "300ms", "get", "k"])
         .fails();
     assert!(
         out.stderr
-            .starts_with("DEADLINE_EXCEEDED: no answer before the deadline"),
+            .starts_with("DEADLINE_EXCEEDED: no answer before the deadline (--timeout"),
         "{}",
         out.stderr
     );

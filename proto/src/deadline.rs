@@ -1,0 +1,83 @@
+//! Deadlines as gRPC carries them.
+//!
+//! A client says how long it will wait in the `grpc-timeout` header: a number
+//! of at most eight digits and a unit, `H`ours, `M`inutes, `S`econds,
+//! `m`illiseconds, `u` (microseconds) or `n`anoseconds. The balancer passes what
+//! is left of it on to the node, and both stop working on a request whose
+//! deadline has passed. See gRPC's PROTOCOL-HTTP2.md, "Requests".
+
+use std::time::Duration;
+
+/// The header that carries a call's deadline.
+pub const HEADER: &str = "grpc-timeout";
+
+/// Reads a `grpc-timeout` value: `"500m"` is half a second. `None` for
+/// anything that is not a number followed by one of the six units.
+pub fn parse(value: &str) -> Option<Duration> {
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount.checked_mul(3600)?),
+        "M" => Duration::from_secs(amount.checked_mul(60)?),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+/// Whether `status` is tonic's report that a call's deadline passed.
+///
+/// When the deadline a client sent runs out on the server, tonic ends the call
+/// with `CANCELLED` and the message "Timeout expired", and a client's own timer
+/// reports the same. gRPC calls that `DEADLINE_EXCEEDED`, and so does
+/// clusterlab wherever it shows a status to people: `CANCELLED` says someone
+/// gave up on the call, not that it took too long.
+pub fn is_timeout_expired(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::Cancelled
+        && status.message() == tonic::TimeoutExpired(()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_unit_is_read_and_anything_else_is_not() {
+        assert_eq!(parse("10S"), Some(Duration::from_secs(10)));
+        assert_eq!(parse("500m"), Some(Duration::from_millis(500)));
+        assert_eq!(parse("2M"), Some(Duration::from_secs(120)));
+        assert_eq!(parse("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse("250u"), Some(Duration::from_micros(250)));
+        assert_eq!(parse("7n"), Some(Duration::from_nanos(7)));
+        for bad in [
+            "",
+            "S",
+            "x",
+            "10",
+            "10s",
+            "+5S",
+            "-5S",
+            "1.5S",
+            "99999999999999999999S",
+        ] {
+            assert_eq!(parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn only_tonics_own_timeout_counts_as_a_deadline_that_passed() {
+        let expired = tonic::Status::cancelled(tonic::TimeoutExpired(()).to_string());
+        assert!(is_timeout_expired(&expired));
+        assert!(!is_timeout_expired(&tonic::Status::cancelled(
+            "the client went away"
+        )));
+        assert!(!is_timeout_expired(&tonic::Status::unavailable(
+            "Timeout expired"
+        )));
+    }
+}
