@@ -12,7 +12,7 @@
 //! these flags are refused at start-up, with the smallest value allowed; and
 //! above [`MAX_DURATION`], which is a typo, not a plan.
 
-use std::time::Duration;
+use std::{net::SocketAddr, time::Duration};
 
 use clap::{ArgAction, Command, builder::BoolishValueParser};
 
@@ -120,13 +120,24 @@ pub fn duration_at_least(
     }
 }
 
-/// Refuses a side port (`--metrics`, `--dashboard`) given the serving
-/// port's address: the second bind would fail as if another process held it.
+/// Refuses a side port (`--metrics`, `--dashboard`) on the serving port
+/// (`--listen`): the second bind would fail as if another process held it.
+/// Two IP addresses clash on the same port when they are equal or either is
+/// unspecified (0.0.0.0 or [::], every address); port 0 (any free port) never
+/// does. A host name is compared as written.
 pub fn check_side_port(flag: &str, side: &str, listen: &str) -> Result<(), String> {
-    match side.trim() == listen.trim() {
+    let (side, listen) = (side.trim(), listen.trim());
+    let clash = match (side.parse::<SocketAddr>(), listen.parse::<SocketAddr>()) {
+        (Ok(a), Ok(b)) => {
+            let overlap = a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified();
+            a.port() != 0 && a.port() == b.port() && overlap
+        }
+        _ => side == listen,
+    };
+    match clash {
         true => Err(format!(
-            "{flag} {side} is --listen's address too; give {flag} a port of its own \
-             (or turn it off with {flag} off)"
+            "{flag} {side} would share a port with --listen {listen}; give {flag} a port \
+             of its own (or turn it off with {flag} off)"
         )),
         false => Ok(()),
     }
@@ -148,6 +159,25 @@ pub fn check_host_port(flag: &str, addr: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_side_port_may_not_share_the_serving_port() {
+        let clashes =
+            |side: &str, listen: &str| check_side_port("--metrics", side, listen).is_err();
+        assert!(clashes("127.0.0.1:7100", "127.0.0.1:7100"));
+        assert!(clashes("0.0.0.0:7100", "127.0.0.1:7100"));
+        assert!(clashes("127.0.0.1:7100", "[::]:7100"));
+        assert!(clashes("node:7100", " node:7100"));
+        assert!(!clashes("127.0.0.1:9100", "127.0.0.1:7100"));
+        assert!(!clashes("127.0.0.2:7100", "127.0.0.1:7100"));
+        assert!(!clashes("127.0.0.1:0", "127.0.0.1:0"));
+        let refusal = check_side_port("--dashboard", "0.0.0.0:7000", "127.0.0.1:7000").unwrap_err();
+        assert_eq!(
+            refusal,
+            "--dashboard 0.0.0.0:7000 would share a port with --listen 127.0.0.1:7000; give \
+             --dashboard a port of its own (or turn it off with --dashboard off)"
+        );
+    }
 
     #[test]
     fn zero_is_refused_and_anything_above_is_taken() {

@@ -496,8 +496,8 @@ fn flag_values_that_cannot_work_are_refused_at_start() {
         (
             "clusterlab-node",
             "--metrics",
-            "127.0.0.1:0",
-            "is --listen's address too",
+            "0.0.0.0:7100",
+            "would share a port with --listen 127.0.0.1:7100",
         ),
         (
             "clusterlab-balancer",
@@ -511,7 +511,8 @@ fn flag_values_that_cannot_work_are_refused_at_start() {
         args.extend([flag, value]);
         let mut command = std::process::Command::new(tests::bin(program));
         command
-            .args(["--listen", "127.0.0.1:0", "--tls", "plaintext"])
+            // Nothing binds: every case stops before the listener is opened.
+            .args(["--listen", "127.0.0.1:7100", "--tls", "plaintext"])
             .args(&args);
         let (code, stderr) = refuses_to_start(command);
         assert_eq!(code, 2, "{program} {args:?}: {stderr}");
