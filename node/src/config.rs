@@ -312,7 +312,7 @@ mod tests {
         let same = ["--listen", "127.0.0.1:7101", "--metrics", "127.0.0.1:7101"];
         let err = parse(&same).check().unwrap_err();
         assert!(
-            err.starts_with("--metrics 127.0.0.1:7101 is --listen's address too"),
+            err.starts_with("--metrics 127.0.0.1:7101 would share a port with --listen"),
             "{err}"
         );
         let err = parse(&["--write-quorum", "4"]).check().unwrap_err();

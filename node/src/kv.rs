@@ -222,3 +222,114 @@ impl KeyValue for KeyValueService {
         self.within(deadline, self.serve_scan(request)).await
     }
 }
+
+/// The service through tonic, in-process ([`crate::in_process`]): what a
+/// client on the network would get, without starting a node.
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use proto::{DeleteRequest, GetRequest, PutRequest, limits::MAX_VALUE_BYTES};
+    use tonic::Code;
+
+    use crate::{fault::Fault, in_process};
+
+    /// `--request-timeout`'s default.
+    const TEN_SECONDS: Duration = Duration::from_secs(10);
+
+    fn get(key: &str) -> GetRequest {
+        GetRequest {
+            key: key.into(),
+            ..GetRequest::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_put_is_read_back_with_its_version_and_a_delete_hides_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut kv = in_process::key_value(in_process::node_state(dir.path()), TEN_SECONDS).await;
+        let put = kv
+            .put(PutRequest {
+                key: "k".into(),
+                value: b"v1".to_vec(),
+                ..PutRequest::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let got = kv.get(get("k")).await.unwrap().into_inner();
+        assert!(got.found);
+        assert_eq!(got.value, b"v1");
+        assert_eq!(got.version, put.version);
+        let trace = got.trace.expect("every answer carries a trace");
+        assert_eq!(trace.coordinator, "n1");
+        assert_eq!(trace.replicas.len(), 1, "{trace:?}");
+
+        let deleted = kv
+            .delete(DeleteRequest {
+                key: "k".into(),
+                ..DeleteRequest::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_ne!(deleted.version, put.version);
+        let got = kv.get(get("k")).await.unwrap().into_inner();
+        assert!(!got.found, "{got:?}");
+    }
+
+    #[tokio::test]
+    async fn a_value_over_the_limit_is_refused_naming_it_and_the_node_keeps_serving() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut kv = in_process::key_value(in_process::node_state(dir.path()), TEN_SECONDS).await;
+        let refused = kv
+            .put(PutRequest {
+                key: "big".into(),
+                value: vec![0; MAX_VALUE_BYTES + 1],
+                ..PutRequest::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument);
+        assert!(
+            refused
+                .message()
+                .contains(&format!("the limit is {MAX_VALUE_BYTES}")),
+            "{refused:?}"
+        );
+        assert!(!kv.get(get("big")).await.unwrap().into_inner().found);
+    }
+
+    /// A paused node holds a request that brings no deadline until its own
+    /// --request-timeout; a client's sooner deadline ends it first (tonic's
+    /// timer: CANCELLED, "Timeout expired").
+    #[tokio::test]
+    async fn a_request_without_a_deadline_ends_at_the_request_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = in_process::node_state(dir.path());
+        let mut kv = in_process::key_value(state.clone(), Duration::from_millis(200)).await;
+        state.faults.set(Fault {
+            pause: true,
+            ..Fault::default()
+        });
+        let answer = tokio::time::timeout(Duration::from_secs(60), kv.get(get("k"))).await;
+        let status = answer
+            .expect("no answer in a minute: the node has no deadline of its own")
+            .unwrap_err();
+        assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+        assert!(
+            status
+                .message()
+                .starts_with("n1 gave up on the request after 200ms (its --request-timeout)"),
+            "{status:?}"
+        );
+
+        let mut sooner = tonic::Request::new(get("k"));
+        sooner.set_timeout(Duration::from_millis(50));
+        let status = kv.get(sooner).await.unwrap_err();
+        assert!(proto::deadline::is_timeout_expired(&status), "{status:?}");
+
+        state.faults.set(Fault::default());
+        assert!(!kv.get(get("k")).await.unwrap().into_inner().found);
+    }
+}

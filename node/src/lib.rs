@@ -30,6 +30,8 @@ pub mod discovery;
 pub mod error;
 pub mod events;
 pub mod fault;
+#[cfg(test)]
+mod in_process;
 pub mod kv;
 pub mod lifecycle;
 pub mod limits;
