@@ -202,6 +202,18 @@ impl Router {
                     let framed = message.clone().into_bytes();
                     node.unary(path.clone(), headers, framed).await
                 };
+                // The node ends the call at the deadline passed on to it, but
+                // a node that hangs ends nothing. A client's own deadline is
+                // the client's to keep: it stops waiting and resets the
+                // stream, which drops this. Ours is kept here.
+                let attempt = async {
+                    match ours {
+                        false => attempt.await,
+                        true => tokio::time::timeout_at(deadline.into(), attempt)
+                            .await
+                            .unwrap_or_else(|_| Err(out_of_time(&backend.name(), time, true))),
+                    }
+                };
                 if method.is_read() {
                     // A node that hangs (SIGSTOP) is ejected within 1.5 s; the
                     // reads waiting on it go elsewhere then, instead of waiting
