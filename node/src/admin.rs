@@ -14,11 +14,7 @@ use proto::{
 use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
-use crate::{
-    events::EventStream,
-    fault::Fault,
-    state::{NodeState, Replication},
-};
+use crate::{events::EventStream, fault::Fault, state::NodeState};
 
 /// Serves `clusterlab.v1.Admin` on a node.
 #[derive(Debug, Clone)]
@@ -164,9 +160,8 @@ pub async fn status(state: &NodeState) -> Result<StatusResponse, Status> {
     let mut members: Vec<MemberStatus> = std::iter::once(me).chain(peers).collect();
     members.sort_by(|a, b| a.name.cmp(&b.name));
     // The quorums a request gets by default, for a cluster of this size.
-    let n = state.membership.ring().replication();
     let replication = state.replication;
-    let default = |configured: Option<usize>| configured.unwrap_or(Replication::majority(n)) as u32;
+    let (write_quorum, read_quorum) = replication.quorums(state.membership.known());
     Ok(StatusResponse {
         name: state.name.clone(),
         role: "node".into(),
@@ -174,8 +169,8 @@ pub async fn status(state: &NodeState) -> Result<StatusResponse, Status> {
         under_replicated: state.under_replicated.load(Ordering::Relaxed),
         requests: state.requests.load(Ordering::Relaxed),
         replicas: replication.replicas as u32,
-        write_quorum: default(replication.write_quorum),
-        read_quorum: default(replication.read_quorum),
+        write_quorum: write_quorum as u32,
+        read_quorum: read_quorum as u32,
         denied: state.denials.count(),
         ..StatusResponse::default()
     })

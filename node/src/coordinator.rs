@@ -150,7 +150,10 @@ impl Coordinator {
             .map(String::from)
             .collect();
         let quorum = match requested as usize {
-            0 => configured.unwrap_or(Replication::majority(replicas.len())),
+            0 => configured.unwrap_or_else(|| {
+                let members = self.state.membership.known();
+                self.state.replication.default_quorum(members)
+            }),
             q if q <= n => q,
             q => {
                 return Err(Error::InvalidArgument(format!(
@@ -161,7 +164,7 @@ impl Coordinator {
         if replicas.len() < quorum {
             return Err(Error::Unavailable(format!(
                 "{what} quorum {quorum} cannot be met: only {} member(s) are in the ring ({}); \
-                 the others are dead or not yet found",
+                 the others are dead, cut off from this node, or not yet found",
                 replicas.len(),
                 ring.members().join(", ")
             )));

@@ -236,6 +236,12 @@ impl Membership {
         Ring::new(members, self.replicas)
     }
 
+    /// How many members the cluster has as far as this node knows: itself and
+    /// every peer it has learned the name of, dead ones included.
+    pub fn known(&self) -> usize {
+        self.lock().peers.len() + 1
+    }
+
     /// Every other node this one knows, dead ones included.
     pub fn peers(&self) -> Vec<Peer> {
         self.lock().peers.values().cloned().collect()

@@ -11,9 +11,9 @@ use crate::{events::Events, fault::Faults, membership::Membership, store::Store,
 pub struct Replication {
     /// N (`--replicas`); capped at the member count when placing a key.
     pub replicas: usize,
-    /// W (`--write-quorum`); `None` means a majority of the key's replicas.
+    /// W (`--write-quorum`); `None` means [`Replication::default_quorum`].
     pub write_quorum: Option<usize>,
-    /// R (`--read-quorum`); `None` means a majority of the key's replicas.
+    /// R (`--read-quorum`); `None` means [`Replication::default_quorum`].
     pub read_quorum: Option<usize>,
 }
 
@@ -21,6 +21,29 @@ impl Replication {
     /// The quorum a majority of `n` replicas makes: N/2 + 1.
     pub fn majority(n: usize) -> usize {
         n / 2 + 1
+    }
+
+    /// W and R when not configured: a majority of N, with N capped at the
+    /// `members` the cluster has (this node and every peer it has known,
+    /// dead ones included).
+    ///
+    /// Not of the members alive now. A node cut off from the others sees them
+    /// dead and its ring shrink to itself; a majority of that ring is one, and
+    /// it would acknowledge writes on its own disk alone while the others,
+    /// a majority of them, took writes to the same keys. Counting the dead,
+    /// a minority cannot make a quorum and says so: the side of a partition
+    /// that can make one is the only side that answers.
+    pub fn default_quorum(&self, members: usize) -> usize {
+        Self::majority(self.replicas.min(members))
+    }
+
+    /// The write and read quorums a request gets when it asks for none.
+    pub fn quorums(&self, members: usize) -> (usize, usize) {
+        let default = self.default_quorum(members);
+        (
+            self.write_quorum.unwrap_or(default),
+            self.read_quorum.unwrap_or(default),
+        )
     }
 }
 

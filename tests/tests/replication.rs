@@ -691,3 +691,66 @@ fn a_replica_that_missed_a_delete_gets_the_tombstone_before_it_is_collected() {
         "{collected:?}"
     );
 }
+
+/// A node cut off from both others (a partition: n2 and n3 drop every call to
+/// and from n1) sees them dead and its ring shrink to itself. It must not
+/// make itself a quorum of one: it refuses reads and writes with the default
+/// quorums, and its status still says W = R = 2, while the majority side, n2
+/// and n3, keeps taking writes. Healed, n1 serves again, and a read through
+/// it returns the majority's write.
+#[test]
+fn a_node_cut_off_from_the_majority_does_not_make_itself_a_quorum_of_one() {
+    let cluster = TestCluster::start_with(3, &["--dead-after", "2s"]);
+    cluster.client_to(0).args(["put", "k", "before"]).ok();
+    for (index, name) in [(1, "n2"), (2, "n3")] {
+        cluster
+            .client_to(index)
+            .args(["fault", name, "--drop-peer", "n1"])
+            .ok();
+    }
+    wait_until("n1 to see n2 and n3 dead", SETTLE, || {
+        cluster.member_state(0, "n2") == Some("dead")
+            && cluster.member_state(0, "n3") == Some("dead")
+    });
+    wait_until("n2 to see n1 dead", SETTLE, || {
+        cluster.member_state(1, "n1") == Some("dead")
+    });
+
+    let refused = cluster.client_to(0).args(["put", "k", "minority"]).fails();
+    assert!(
+        refused.stderr.starts_with(
+            "UNAVAILABLE: write quorum 2 cannot be met: only 1 member(s) are in the ring (n1)"
+        ),
+        "{}",
+        refused.stderr
+    );
+    let refused = cluster.client_to(0).args(["get", "k"]).fails();
+    assert!(
+        refused
+            .stderr
+            .starts_with("UNAVAILABLE: read quorum 2 cannot be met"),
+        "{}",
+        refused.stderr
+    );
+    let status = cluster.status(0).unwrap();
+    assert_eq!(
+        (status.write_quorum, status.read_quorum),
+        (2, 2),
+        "{status:?}"
+    );
+
+    cluster.client_to(1).args(["put", "k", "majority"]).ok();
+
+    for (index, name) in [(1, "n2"), (2, "n3")] {
+        cluster
+            .client_to(index)
+            .args(["fault", name, "--clear"])
+            .ok();
+    }
+    wait_until("n1 to see n2 and n3 alive", SETTLE, || {
+        cluster.member_state(0, "n2") == Some("alive")
+            && cluster.member_state(0, "n3") == Some("alive")
+    });
+    let out = cluster.client_to(0).args(["get", "k"]).ok();
+    assert_eq!(out.stdout.trim_end(), "majority");
+}
