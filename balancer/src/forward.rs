@@ -44,6 +44,9 @@ const MAX_ATTEMPTS: usize = 3;
 /// The header that carries a call's deadline. A `HeaderName` made once, so
 /// that looking it up does not parse the name again on every request.
 const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+/// The header that carries a write's deadline as a moment (see
+/// [`proto::deadline::WRITE_BY_HEADER`]).
+const WRITE_BY: HeaderName = HeaderName::from_static(proto::deadline::WRITE_BY_HEADER);
 
 /// What the forwarding path shares: the backends, the policy and the counters.
 #[derive(Debug)]
@@ -190,6 +193,9 @@ impl Router {
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
             headers.insert(TE, HeaderValue::from_static("trailers"));
             headers.insert(GRPC_TIMEOUT, grpc_timeout(remaining));
+            if !method.is_read() {
+                headers.insert(WRITE_BY, write_by(remaining));
+            }
             if tried.len() > 1 {
                 // Tells the node that this write may already have been applied.
                 headers.insert(node::kv::RETRY_HEADER, HeaderValue::from(tried.len() - 1));
@@ -384,6 +390,16 @@ fn grpc_timeout(remaining: Duration) -> HeaderValue {
     // indexed value would push a new entry into the connection's header table
     // on every request and evict the entries that do repeat. "Sensitive"
     // makes h2 send it as a literal that is never indexed.
+    value.set_sensitive(true);
+    value
+}
+
+/// The moment a write `remaining` from its deadline must be stamped by, as a
+/// [`WRITE_BY`] value. Never indexed by HPACK: it differs every time.
+fn write_by(remaining: Duration) -> HeaderValue {
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(proto::deadline::write_by(remaining));
+    let mut value = HeaderValue::from_str(digits).expect("digits");
     value.set_sensitive(true);
     value
 }

@@ -34,7 +34,7 @@ use tonic::transport::Channel;
 use crate::{
     Failure,
     cli::{CheckArgs, Global},
-    commands::request,
+    commands::{request, write_request},
     connect::Connection,
     failure::{never_sent, status_code},
 };
@@ -212,7 +212,7 @@ async fn writer(work: Arc<Workload>, id: usize) {
         let mut outcome = None;
         for attempt in 0..n {
             let mut client = work.clients[(id + seq + attempt) % n].clone();
-            match client.put(request(&work.global, put.clone())).await {
+            match client.put(write_request(&work.global, put.clone())).await {
                 Err(status) if never_sent(&status) && attempt + 1 < n => continue,
                 result => {
                     outcome = Some(result);

@@ -58,6 +58,19 @@ pub(crate) fn request<T>(global: &Global, message: T) -> tonic::Request<T> {
     request
 }
 
+/// [`request`], for a write: it also carries its deadline as a moment, so that
+/// a node stopped with it unread does not apply it when it wakes, after this
+/// client has given up on it ([`proto::deadline::WRITE_BY_HEADER`]).
+pub(crate) fn write_request<T>(global: &Global, message: T) -> tonic::Request<T> {
+    let mut request = request(global, message);
+    let by = proto::deadline::write_by(global.timeout);
+    request.metadata_mut().insert(
+        proto::deadline::WRITE_BY_HEADER,
+        by.to_string().parse().expect("digits"),
+    );
+    request
+}
+
 /// A fresh id for one logical write, so that a balancer's retry of it is
 /// recognised by the node instead of being applied twice.
 pub(crate) fn new_request_id() -> String {
@@ -104,7 +117,7 @@ async fn put(global: &Global, args: PutArgs) -> Result<(), Failure> {
     let conn = Connection::open(global).await?;
     let response = conn
         .key_value()
-        .put(request(
+        .put(write_request(
             global,
             PutRequest {
                 key: args.key.clone(),
@@ -242,7 +255,7 @@ async fn delete(global: &Global, args: DeleteArgs) -> Result<(), Failure> {
     let conn = Connection::open(global).await?;
     let response = conn
         .key_value()
-        .delete(request(
+        .delete(write_request(
             global,
             DeleteRequest {
                 key: args.key.clone(),

@@ -49,7 +49,7 @@ use tonic::transport::Channel;
 use crate::{
     Failure,
     cli::{Global, LoadArgs},
-    commands::{new_request_id, request},
+    commands::{new_request_id, request, write_request},
     connect::Connection,
     failure::{never_sent, status_code},
 };
@@ -348,7 +348,7 @@ async fn one_request(work: &Workload, due: Option<Instant>) -> Outcome {
             request_id: new_request_id(),
         };
         client
-            .put(request(&work.global, put))
+            .put(write_request(&work.global, put))
             .await
             .map(|r| r.into_inner().trace)
     };

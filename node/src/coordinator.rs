@@ -33,7 +33,7 @@ use std::{
 
 use proto::{LocalScanRequest, ReadRequest, WriteRequest, member::State, replica_report::Outcome};
 use tokio::sync::mpsc;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::{
     Error, Result, limits,
@@ -118,6 +118,9 @@ pub struct Write {
     pub request_id: String,
     /// The balancer marked this as a retry: the write may already be done.
     pub retry: bool,
+    /// The moment after which it must not be stamped
+    /// ([`proto::deadline::WRITE_BY_HEADER`]), if the sender gave one.
+    pub write_by: Option<u64>,
 }
 
 /// The replicas of one key and the quorum a request needs from them.
@@ -290,6 +293,7 @@ impl Coordinator {
             write_quorum,
             request_id,
             retry,
+            write_by,
         } = write;
         let plan = self.plan(
             &key,
@@ -302,7 +306,13 @@ impl Coordinator {
         // than W replicas, it did not get through: the first attempt failed
         // for want of its quorum, and this one must meet it, or fail too.
         if retry && !request_id.is_empty() {
-            let (found, trace) = self.read(key.clone(), 0).await?;
+            let (found, trace) = self.read(key.clone(), 0).await.map_err(|e| match e {
+                Error::Unavailable(why) => Error::Unavailable(format!(
+                    "this write is a retry, and checking whether its first attempt was \
+                     applied failed: {why}"
+                )),
+                other => other,
+            })?;
             if let Some(done) = found.filter(|r| r.request_id == request_id) {
                 let copies = copies_of(&trace, &done.version);
                 if copies >= plan.quorum {
@@ -311,6 +321,17 @@ impl Coordinator {
                 }
                 debug!(%key, %request_id, copies, quorum = plan.quorum, "retried write found short of its quorum; writing it again");
             }
+        }
+        // Stamped now, it would be the newest write to the key. If its sender
+        // has given up on it (the node was stopped with it unread), the
+        // client may have written the key since: refused, not stamped.
+        if let Some(late) = write_by.and_then(proto::deadline::overdue) {
+            warn!(%key, overdue = ?late, "refused a write that arrived after its deadline");
+            return Err(Error::DeadlineExceeded(format!(
+                "{} received this write {late:?} after its deadline had passed (it waited \
+                 in a queue, or in a process that was stopped), and did not apply it",
+                self.state.name
+            )));
         }
         let mut trace = TraceBuilder::new(&self.state.name, plan.quorum);
         let started = Instant::now();

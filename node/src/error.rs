@@ -23,6 +23,10 @@ pub enum Error {
     /// key; the message says which, and what to do.
     #[error("{0}")]
     Aborted(String),
+    /// The request's deadline passed before it could be carried out; it was
+    /// not carried out.
+    #[error("{0}")]
+    DeadlineExceeded(String),
 }
 
 /// Result type of the node crate.
@@ -34,6 +38,7 @@ impl From<Error> for tonic::Status {
             Error::InvalidArgument(msg) => tonic::Status::invalid_argument(msg),
             Error::Unavailable(msg) => tonic::Status::unavailable(msg),
             Error::Aborted(msg) => tonic::Status::aborted(msg),
+            Error::DeadlineExceeded(msg) => tonic::Status::deadline_exceeded(msg),
             // Storage details (paths, database internals) go to the node's log, not
             // to the client; the client learns that it was the node's fault.
             Error::DataDir { .. } | Error::Storage(_) => {

@@ -29,6 +29,13 @@ fn is_retry<T>(request: &Request<T>) -> bool {
     request.metadata().contains_key(RETRY_HEADER)
 }
 
+/// The moment a write must be stamped by, if its sender gave one
+/// ([`proto::deadline::WRITE_BY_HEADER`]).
+fn write_by<T>(request: &Request<T>) -> Option<u64> {
+    let value = request.metadata().get(proto::deadline::WRITE_BY_HEADER)?;
+    value.to_str().ok()?.parse().ok()
+}
+
 /// Serves `clusterlab.v1.KeyValue`.
 #[derive(Debug, Clone)]
 pub struct KeyValueService {
@@ -130,6 +137,7 @@ impl KeyValueService {
     ) -> Result<Response<PutResponse>, Status> {
         self.admit().await?;
         let retry = is_retry(&request);
+        let write_by = write_by(&request);
         let request = request.into_inner();
         request.validate()?;
         let write = Write {
@@ -138,6 +146,7 @@ impl KeyValueService {
             write_quorum: request.write_quorum,
             request_id: request.request_id,
             retry,
+            write_by,
         };
         let (version, trace) = self.coordinator.write(write).await?;
         Ok(Response::new(PutResponse {
@@ -152,6 +161,7 @@ impl KeyValueService {
     ) -> Result<Response<DeleteResponse>, Status> {
         self.admit().await?;
         let retry = is_retry(&request);
+        let write_by = write_by(&request);
         let request = request.into_inner();
         request.validate()?;
         let write = Write {
@@ -160,6 +170,7 @@ impl KeyValueService {
             write_quorum: request.write_quorum,
             request_id: request.request_id,
             retry,
+            write_by,
         };
         let (version, trace) = self.coordinator.write(write).await?;
         Ok(Response::new(DeleteResponse {

@@ -6,10 +6,36 @@
 //! is left of it on to the node, and both stop working on a request whose
 //! deadline has passed. See gRPC's PROTOCOL-HTTP2.md, "Requests".
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The header that carries a call's deadline.
 pub const HEADER: &str = "grpc-timeout";
+
+/// The header that carries a write's deadline as a moment: milliseconds since
+/// the Unix epoch, by the sender's clock.
+///
+/// `grpc-timeout` is relative: "within 2 s of receiving this". A node stopped
+/// with a write still unread in its socket (SIGSTOP, `docker pause`) reads it
+/// when it wakes, and counts the whole timeout from then: it would stamp the
+/// write with a fresh version and overwrite whatever the client wrote after
+/// giving up on it. Checked against this moment, the write is refused instead.
+/// It assumes the clocks agree to well within a deadline, as on one machine.
+pub const WRITE_BY_HEADER: &str = "clusterlab-write-by";
+
+/// The [`WRITE_BY_HEADER`] value for a deadline `remaining` from now.
+pub fn write_by(remaining: Duration) -> u64 {
+    let by = SystemTime::now() + remaining;
+    by.duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64)
+}
+
+/// How long ago the moment `write_by` (a [`WRITE_BY_HEADER`] value) passed,
+/// if it has.
+pub fn overdue(write_by: u64) -> Option<Duration> {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?;
+    let by = Duration::from_millis(write_by);
+    now.checked_sub(by).filter(|late| !late.is_zero())
+}
 
 /// Reads a `grpc-timeout` value: `"500m"` is half a second. `None` for
 /// anything that is not a number followed by one of the six units.
@@ -67,6 +93,13 @@ mod tests {
         ] {
             assert_eq!(parse(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_moment_to_write_by_is_overdue_only_once_it_has_passed() {
+        assert_eq!(overdue(write_by(Duration::from_secs(60))), None);
+        let late = overdue(write_by(Duration::ZERO) - 5_000).expect("passed 5 s ago");
+        assert!(late >= Duration::from_secs(5), "{late:?}");
     }
 
     #[test]

@@ -219,6 +219,44 @@ fn a_write_on_a_node_that_hangs_is_not_sent_elsewhere_when_its_connection_is_giv
     assert_eq!(status.retries, 0, "{status:?}");
 }
 
+/// A write a stopped node still holds, unread, when its client gives up on it
+/// is not applied when the node wakes. `grpc-timeout` is relative, so the
+/// woken node would count the whole timeout from then and stamp the write as
+/// the newest, over any the client made after giving up; the balancer also
+/// sends the moment the write must be stamped by, which has passed.
+#[test]
+fn a_write_a_stopped_node_reads_after_its_deadline_is_refused_not_applied() {
+    let mut cluster = TestCluster::start_with(3, &["--dead-after", "60s"]);
+    cluster
+        .client_to(1)
+        .args(["put", "k", "first", "--w", "3"])
+        .ok();
+    // Only n1 behind the balancer, checked seldom: the write must reach n1
+    // while it is stopped, not find it ejected.
+    let n1 = cluster.addrs().split(',').next().unwrap().to_string();
+    let args = ["--nodes", &n1, "--health-interval", "30s"].map(String::from);
+    cluster.spawn_balancer(&args);
+    wait_until("the balancer to see n1 healthy", SETTLE, || {
+        cluster.backend_health(0, "n1").as_deref() == Some("healthy")
+    });
+    cluster.signal(0, "STOP");
+    let out = cluster
+        .client_to_balancer(0)
+        .args(["--timeout", "1s", "put", "k", "late"])
+        .fails();
+    assert!(
+        out.stderr.starts_with("DEADLINE_EXCEEDED"),
+        "{}",
+        out.stderr
+    );
+    cluster.signal(0, "CONT");
+    cluster.wait_log("n1 to refuse the late write", |line| {
+        line.contains("refused a write that arrived after its deadline")
+    });
+    let out = cluster.client_to(1).args(["get", "k", "--r", "3"]).ok();
+    assert_eq!(out.stdout.trim_end(), "first");
+}
+
 /// Reads already waiting on a node that hangs do not wait out their deadline:
 /// when the balancer ejects the node, it sends them to another, and the load
 /// sees no errors at all. A closed-loop load piles every request onto the hung
