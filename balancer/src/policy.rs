@@ -95,7 +95,11 @@ impl Picker {
                     true => (a, b),
                     false => (b, a),
                 };
-                let reason = Reason::new("fewer in-flight requests than ")
+                let fewer = match candidates[i].in_flight < candidates[other].in_flight {
+                    true => "fewer in-flight requests than ",
+                    false => "as few in-flight requests as ",
+                };
+                let reason = Reason::new(fewer)
                     .text(candidates[other].name)
                     .text(" (")
                     .number(candidates[i].in_flight)
@@ -188,6 +192,12 @@ mod tests {
             assert_eq!(i, 1, "{reason}");
             assert_eq!(reason, "fewer in-flight requests than n1 (0 vs 5)");
         }
+        let (_, reason) = picker.pick(Policy::LeastRequest, &view(&candidates(&[2, 2])), "k");
+        assert!(
+            reason.starts_with("as few in-flight requests as n"),
+            "{reason}"
+        );
+        assert!(reason.ends_with(" (2 vs 2)"), "{reason}");
         let (_, reason) = picker.pick(Policy::Random, &view(&c), "k");
         assert_eq!(reason, "random among 2");
     }

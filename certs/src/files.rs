@@ -170,7 +170,8 @@ fn missing_file_hint(path: &Path) -> String {
         return format!(
             "; create the certificates with `clusterlab-certs init --out {shown}` \
              (in docker compose, `docker compose up -d` does that), or point --certs \
-             (clusterlab-certs: --out) at the directory that holds them"
+             (clusterlab-certs: --out) at the directory that holds them (clusterlab-local's \
+             are in local/certs: CLUSTERLAB_CERTS=local/certs)"
         );
     }
     // There is a PKI: this one identity is what is missing.

@@ -566,7 +566,20 @@ async fn fault(global: &Global, args: FaultArgs) -> Result<(), Failure> {
     // A node takes faults for itself only, and a balancer takes none: find the
     // named node through the view of whatever we reached.
     let status = conn.admin().status(request(global, StatusRequest {})).await;
-    let status = conn.check(status).await?;
+    let status = conn
+        .check(status)
+        .await
+        .map_err(|f| match f.code.as_str() {
+            "PERMISSION_DENIED" => Failure::new(
+                "PERMISSION_DENIED",
+                format!(
+                    "{}; `fault` asks for the cluster's status first, to find {}, and setting \
+                 a fault (Admin/SetFault) also takes the admin identity (--identity admin)",
+                    f.message, args.node
+                ),
+            ),
+            _ => f,
+        })?;
     if let Some(addr) = node_address(&status, &args.node)? {
         conn = Connection::open_to(global, &addr)
             .await

@@ -23,6 +23,8 @@ pub struct Connection {
     /// The server's identity and the TLS session, once connected.
     pub session: SessionSlot,
     pub plaintext: bool,
+    /// `--timeout`, for messages.
+    timeout: std::time::Duration,
     dialer: Dialer,
 }
 
@@ -68,6 +70,7 @@ impl Connection {
             identity,
             session,
             plaintext,
+            timeout: global.timeout,
             dialer,
         })
     }
@@ -114,6 +117,12 @@ impl Connection {
             true => self.dialer.diagnose(&self.addr).await,
             false => None,
         };
-        Failure::from_status(status, &self.addr, self.plaintext, tls_failure)
+        Failure::from_status(
+            status,
+            &self.addr,
+            self.plaintext,
+            tls_failure,
+            self.timeout,
+        )
     }
 }

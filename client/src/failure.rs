@@ -51,12 +51,14 @@ impl Failure {
     ///
     /// `tls_failure` is a TLS error the connection noted after its handshake (see
     /// `certs::dial::SessionInfo`): a server refusing our certificate shows up as
-    /// nothing more than a broken connection in the status itself.
+    /// nothing more than a broken connection in the status itself. `timeout` is
+    /// `--timeout`, named when the call ran out of it.
     pub fn from_status(
         status: &tonic::Status,
         addr: &str,
         plaintext: bool,
         tls_failure: Option<String>,
+        timeout: std::time::Duration,
     ) -> Self {
         if let Some(reason) = tls_failure.map(|r| format!("TLS with {addr} failed: {r}")) {
             return Failure::new("UNAVAILABLE", reason);
@@ -67,9 +69,11 @@ impl Failure {
         if timed_out(status) {
             return Failure::new(
                 "DEADLINE_EXCEEDED",
-                "no answer before the deadline (--timeout, 10s by default): a node may \
-                 be hung or overloaded (see `clusterlab status`); if it was a write, it \
-                 may still have been applied, so read the key before writing it again",
+                format!(
+                    "no answer within {timeout:?} (--timeout): a node may be hung or \
+                     overloaded (see `clusterlab status`); if it was a write, it may still \
+                     have been applied, so read the key before writing it again"
+                ),
             );
         }
         Failure::new(code_name(status.code()), status.message())
@@ -146,16 +150,19 @@ fn transport_reason(err: &(dyn StdError + 'static), addr: &str, plaintext: bool)
 /// True when the request failed to connect (refused: nothing listens at the
 /// address), so no node ever saw it.
 pub fn never_sent(status: &tonic::Status) -> bool {
+    io_error(status).is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+}
+
+/// The socket's error behind `status`, if the connection failed.
+fn io_error(status: &tonic::Status) -> Option<&std::io::Error> {
     let mut next = StdError::source(status);
     while let Some(e) = next {
-        if e.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
-        {
-            return true;
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return Some(io);
         }
         next = e.source();
     }
-    false
+    None
 }
 
 /// The error and its causes, joined with ": ".
@@ -179,10 +186,15 @@ use proto::code_name;
 /// A call that runs out of time, whether the client's or the server's timer
 /// fires first, reaches us from tonic as `CANCELLED` ("Timeout expired"):
 /// that is `DEADLINE_EXCEEDED` here ([`proto::deadline::is_timeout_expired`]).
+/// A connection that failed is `UNAVAILABLE`, whatever code tonic gave it
+/// (often `UNKNOWN`), as [`Failure::from_status`] says it.
 pub fn status_code(status: &tonic::Status) -> &'static str {
-    match timed_out(status) {
-        true => "DEADLINE_EXCEEDED",
-        false => code_name(status.code()),
+    if timed_out(status) {
+        "DEADLINE_EXCEEDED"
+    } else if io_error(status).is_some() || explain::find_rustls_error(status).is_some() {
+        "UNAVAILABLE"
+    } else {
+        code_name(status.code())
     }
 }
 
@@ -196,9 +208,15 @@ mod tests {
     fn a_call_out_of_time_is_deadline_exceeded_and_other_cancels_stay_cancelled() {
         let expired = tonic::Status::from_error(Box::new(tonic::TimeoutExpired(())));
         assert_eq!(status_code(&expired), "DEADLINE_EXCEEDED");
-        let failure = Failure::from_status(&expired, "127.0.0.1:7000", false, None);
+        let timeout = std::time::Duration::from_millis(1500);
+        let failure = Failure::from_status(&expired, "127.0.0.1:7000", false, None, timeout);
         assert_eq!(failure.code, "DEADLINE_EXCEEDED");
-        assert!(failure.message.contains("--timeout"), "{failure}");
+        assert!(
+            failure
+                .message
+                .starts_with("no answer within 1.5s (--timeout)"),
+            "{failure}"
+        );
         assert_eq!(
             status_code(&tonic::Status::cancelled("the client went away")),
             "CANCELLED"
@@ -207,6 +225,10 @@ mod tests {
             status_code(&tonic::Status::unavailable("down")),
             "UNAVAILABLE"
         );
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        let cut = tonic::Status::from_error(Box::new(reset));
+        assert_eq!(cut.code(), tonic::Code::Unknown);
+        assert_eq!(status_code(&cut), "UNAVAILABLE");
     }
 
     #[test]

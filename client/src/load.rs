@@ -535,7 +535,15 @@ fn report(global: &Global, args: &LoadArgs, total: &Window, not_sent: u64, elaps
             errors.join(", ")
         }
     );
-    println!("  retries   {}", total.retries);
+    match total.errors.is_empty() {
+        true => println!("  retries   {}", total.retries),
+        // A failed request carries no trace to count its attempts in.
+        false => println!(
+            "  retries   {} in the answered requests (the balancer counts every retry: \
+             clusterlab status)",
+            total.retries
+        ),
+    }
     if not_sent > 0 {
         println!(
             "  not sent  {not_sent} requests still due at the end: all {} slots were \

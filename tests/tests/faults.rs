@@ -164,7 +164,7 @@ fn a_request_ends_at_the_client_or_the_node_deadline_whichever_is_sooner() {
         .fails();
     assert!(
         out.stderr
-            .starts_with("DEADLINE_EXCEEDED: no answer before the deadline (--timeout"),
+            .starts_with("DEADLINE_EXCEEDED: no answer within 300ms (--timeout)"),
         "{}",
         out.stderr
     );
@@ -194,6 +194,21 @@ fn fault_requests_out_of_range_or_for_strangers_are_refused_clearly() {
     );
     let out = cluster.client().args(["fault", "n1"]).run();
     assert_eq!(out.code(), 2, "a fault with nothing to do is a usage error");
+    // The status lookup comes first; its refusal says what `fault` needs.
+    let out = cluster
+        .client()
+        .args(["--identity", "reader", "fault", "n1", "--pause"])
+        .fails();
+    assert!(
+        out.stderr.starts_with("PERMISSION_DENIED: ")
+            && out.stderr.contains("Admin/Status")
+            && out.stderr.contains(
+                "`fault` asks for the cluster's status first, to find n1, and setting a fault \
+                 (Admin/SetFault) also takes the admin identity (--identity admin)"
+            ),
+        "{}",
+        out.stderr
+    );
     let out = cluster
         .client()
         .args(["fault", "n1", "--drop-peer", "n1"])
