@@ -7,7 +7,8 @@
 //! another address; an older version or nothing is a **stale read**. A write
 //! that fails or times out is **indeterminate**: it may or may not have been
 //! stored, so it proves nothing either way. (A write refused at connect time
-//! never reached a node; it is sent to the next address instead.) When the writing stops, every
+//! never reached a node: it is sent to the next address instead, and refused
+//! at every one it is a failure, not indeterminate.) When the writing stops, every
 //! acknowledged key is read back at the read quorum; one that cannot be found at
 //! its acknowledged version is **lost**. Lost writes are the one thing a
 //! correctly configured cluster must never show.
@@ -36,7 +37,7 @@ use crate::{
     cli::{CheckArgs, Global},
     commands::{request, write_request},
     connect::Connection,
-    failure::{never_sent, status_code},
+    failure::{REFUSED_PAUSE, never_sent, status_code},
 };
 
 /// Read-back attempts per key at the end, each through the next address.
@@ -229,9 +230,19 @@ async fn writer(work: Arc<Workload>, id: usize) {
             Err(status) => {
                 // Not acknowledged: another write may take its place.
                 work.claimed.fetch_sub(1, Ordering::Relaxed);
-                work.indeterminate.fetch_add(1, Ordering::Relaxed);
-                let mut errors = work.errors.lock().expect("errors poisoned");
-                *errors.entry(status_code(&status).to_string()).or_default() += 1;
+                *work
+                    .errors
+                    .lock()
+                    .expect("errors poisoned")
+                    .entry(status_code(&status).to_string())
+                    .or_default() += 1;
+                if never_sent(&status) {
+                    // Refused at connect, at every address: no node saw it,
+                    // so it is a failure but not an indeterminate write.
+                    tokio::time::sleep(REFUSED_PAUSE).await;
+                } else {
+                    work.indeterminate.fetch_add(1, Ordering::Relaxed);
+                }
                 continue;
             }
         };

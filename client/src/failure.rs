@@ -147,6 +147,11 @@ fn transport_reason(err: &(dyn StdError + 'static), addr: &str, plaintext: bool)
     None
 }
 
+/// How long a worker of `load` or `check` rests after a connection was
+/// refused: nothing listens, a refusal comes back at once, and without a pause
+/// the workers would spin through thousands a second.
+pub const REFUSED_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// True when the request failed to connect (refused: nothing listens at the
 /// address), so no node ever saw it.
 pub fn never_sent(status: &tonic::Status) -> bool {

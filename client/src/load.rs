@@ -51,7 +51,7 @@ use crate::{
     cli::{Global, LoadArgs},
     commands::{new_request_id, request, write_request},
     connect::Connection,
-    failure::{never_sent, status_code},
+    failure::{REFUSED_PAUSE, never_sent, status_code},
 };
 
 /// Latencies above this (one minute, in microseconds) are recorded as this.
@@ -371,8 +371,6 @@ async fn one_request(work: &Workload, due: Option<Instant>) -> Outcome {
         Err(status) => {
             if never_sent(&status) {
                 work.move_on(target, &status);
-                // Nothing listens: a refusal comes back at once, and without
-                // a pause the slots would spin through thousands a second.
                 tokio::time::sleep(REFUSED_PAUSE).await;
             }
             Err(status_code(&status).to_string())
@@ -380,9 +378,6 @@ async fn one_request(work: &Workload, due: Option<Instant>) -> Outcome {
     };
     Outcome { latency_us, result }
 }
-
-/// How long a request slot rests after a connection was refused.
-const REFUSED_PAUSE: Duration = Duration::from_millis(100);
 
 impl Workload {
     /// Nothing listens at `targets[from]` any more: requests go to the next

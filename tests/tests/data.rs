@@ -310,6 +310,31 @@ fn check_writes_exactly_the_keys_asked_and_ctrl_c_still_reads_back() {
     assert_eq!(json["lost"], 0, "{json}");
 }
 
+/// A write refused at connect (the node is gone and nothing listens) never
+/// reached a node: `check` counts it as a failure, not as an indeterminate
+/// write, and rests before the next rather than spin through thousands.
+#[test]
+fn a_check_whose_node_is_gone_counts_refusals_as_failures_not_indeterminate() {
+    let mut cluster = TestCluster::start(1);
+    let check = cluster
+        .client()
+        .args(["--json", "check", "--duration", "4s", "--concurrency", "2"])
+        .spawn();
+    wait_until("the check to write", Duration::from_secs(60), || {
+        keys_held(&cluster) > 20
+    });
+    cluster.kill(0);
+    let out = check.finish();
+    let json = out.json();
+    let refused = json["write_errors"]["UNAVAILABLE"].as_u64().unwrap_or(0);
+    let indeterminate = json["indeterminate"].as_u64().unwrap();
+    // At most the two writes in flight when the node died are indeterminate.
+    assert!(indeterminate <= 2, "{json}");
+    assert!(refused > indeterminate, "{json}");
+    // A rest of 100 ms per refusal: two writers in at most four seconds.
+    assert!(refused <= 2 * 41, "{json}");
+}
+
 /// A second Ctrl-C quits a check at once, even while its writes wait on a
 /// node that does not answer (it used to be swallowed until they ended).
 #[test]
