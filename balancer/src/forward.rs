@@ -211,11 +211,12 @@ impl Router {
                 // The node ends the call at the deadline passed on to it, but
                 // a node that hangs ends nothing. A client's own deadline is
                 // the client's to keep: it stops waiting and resets the
-                // stream, which drops this. Ours is kept here.
+                // stream, which drops this. Ours is kept here. (Boxed: the
+                // timer would make every request's future larger to move.)
                 let attempt = async {
                     match ours {
                         false => attempt.await,
-                        true => tokio::time::timeout_at(deadline.into(), attempt)
+                        true => Box::pin(tokio::time::timeout_at(deadline.into(), attempt))
                             .await
                             .unwrap_or_else(|_| Err(out_of_time(&backend.name(), time, true))),
                     }
