@@ -147,7 +147,21 @@ impl Router {
         };
         let deadline = Instant::now() + time;
         let body = body.map_err(|e| Status::from_error(e.into()));
-        let Some(message) = read_unary(body, MAX_MESSAGE_BYTES).await?.message else {
+        let read = read_unary(body, MAX_MESSAGE_BYTES);
+        let unary = match ours {
+            false => read.await?,
+            // A client that sends its message slowly, or never, is held to
+            // our deadline too.
+            true => Box::pin(tokio::time::timeout_at(deadline.into(), read))
+                .await
+                .map_err(|_| {
+                    Status::deadline_exceeded(format!(
+                        "the request's message did not arrive within {time:?} (the \
+                         balancer's --request-timeout)"
+                    ))
+                })??,
+        };
+        let Some(message) = unary.message else {
             return Err(Status::internal(
                 "the request carried no message; a unary call sends exactly one",
             ));
@@ -367,8 +381,8 @@ fn out_of_time(node: &str, time: Duration, ours: bool) -> Status {
         false => "the client's deadline",
     };
     Status::deadline_exceeded(format!(
-        "{node} did not answer within {time:?} ({whose}); if it was a write, it may \
-         still have been applied, so read the key before writing it again"
+        "{node} did not answer before the request's deadline ({time:?}: {whose}); if it \
+         was a write, it may still have been applied, so read the key before writing it again"
     ))
 }
 

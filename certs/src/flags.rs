@@ -12,7 +12,10 @@
 //! these flags are refused at start-up, with the smallest value allowed; and
 //! above [`MAX_DURATION`], which is a typo, not a plan.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
 
 use clap::{ArgAction, Command, builder::BoolishValueParser};
 
@@ -121,14 +124,18 @@ pub fn duration_at_least(
 
 /// Refuses a side port (`--metrics`, `--dashboard`) on the serving port
 /// (`--listen`): the second bind would fail as if another process held it.
-/// Two IP addresses clash on the same port when they are equal or either is
-/// unspecified (0.0.0.0 or [::], every address); port 0 (any free port) never
-/// does. A host name is compared as written.
+/// Two IP addresses clash on the same port when they are equal, or when one
+/// is a wildcard that covers the other: 0.0.0.0 covers every IPv4 address,
+/// and [::] every address (Linux binds it for IPv4 too). Port 0 (any free
+/// port) never clashes. A host name is compared as written.
 pub fn check_side_port(flag: &str, side: &str, listen: &str) -> Result<(), String> {
     let (side, listen) = (side.trim(), listen.trim());
+    let covers =
+        |wild: IpAddr, other: IpAddr| wild.is_unspecified() && (wild.is_ipv6() || other.is_ipv4());
     let clash = match (side.parse::<SocketAddr>(), listen.parse::<SocketAddr>()) {
         (Ok(a), Ok(b)) => {
-            let overlap = a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified();
+            let (a_ip, b_ip) = (a.ip(), b.ip());
+            let overlap = a_ip == b_ip || covers(a_ip, b_ip) || covers(b_ip, a_ip);
             a.port() != 0 && a.port() == b.port() && overlap
         }
         _ => side == listen,
@@ -166,6 +173,10 @@ mod tests {
         assert!(clashes("127.0.0.1:7100", "127.0.0.1:7100"));
         assert!(clashes("0.0.0.0:7100", "127.0.0.1:7100"));
         assert!(clashes("127.0.0.1:7100", "[::]:7100"));
+        assert!(
+            !clashes("0.0.0.0:7100", "[::1]:7100"),
+            "IPv4's wildcard, IPv6's address"
+        );
         assert!(clashes("node:7100", " node:7100"));
         assert!(!clashes("127.0.0.1:9100", "127.0.0.1:7100"));
         assert!(!clashes("127.0.0.2:7100", "127.0.0.1:7100"));

@@ -782,8 +782,14 @@ mod tests {
     #[test]
     fn each_end_is_named_once_dns_has_named_it() {
         let (asked, questions) = mpsc::channel();
+        // DNS answers only once the first line is out: a slow resolver.
+        let (answer, first_line_out) = mpsc::channel::<()>();
         let names = Names::looked_up_by(move || {
+            let mut first_line_out = Some(first_line_out);
             move |ip: Ipv4Addr| {
+                if let Some(gate) = first_line_out.take() {
+                    let _ = gate.recv();
+                }
                 asked.send(ip).unwrap();
                 (ip == Ipv4Addr::new(10, 0, 0, 2)).then(|| "clusterlab-balancer-1".to_string())
             }
@@ -802,6 +808,7 @@ mod tests {
             first.starts_with("10.0.0.1:40000 -> 10.0.0.2:7000 "),
             "{first}"
         );
+        answer.send(()).unwrap();
         // Wait for the lookups, by a deadline.
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut seq = 1 + record.len() as u32;

@@ -301,6 +301,8 @@ impl Coordinator {
             self.state.replication.write_quorum,
             "write",
         )?;
+        // Its sender may have given up on it already: nothing to look for.
+        self.refuse_if_overdue(&key, write_by)?;
         // A retry of a write that did get through (its answer was lost, say)
         // must not become a second write: look for it first. Found on fewer
         // than W replicas, it did not get through: the first attempt failed
@@ -322,17 +324,7 @@ impl Coordinator {
                 debug!(%key, %request_id, copies, quorum = plan.quorum, "retried write found short of its quorum; writing it again");
             }
         }
-        // Stamped now, it would be the newest write to the key. If its sender
-        // has given up on it (the node was stopped with it unread), the
-        // client may have written the key since: refused, not stamped.
-        if let Some(late) = write_by.and_then(proto::deadline::overdue) {
-            warn!(%key, overdue = ?late, "refused a write that arrived after its deadline");
-            return Err(Error::DeadlineExceeded(format!(
-                "{} received this write {late:?} after its deadline had passed (it waited \
-                 in a queue, or in a process that was stopped), and did not apply it",
-                self.state.name
-            )));
-        }
+        self.refuse_if_overdue(&key, write_by)?;
         let mut trace = TraceBuilder::new(&self.state.name, plan.quorum);
         let started = Instant::now();
         let mut record = Record {
@@ -367,11 +359,31 @@ impl Coordinator {
                     took.as_secs_f64()
                 )));
             }
-            // `store_on` has shown the clock the newer version: stamp above it.
+            // `store_on` has shown the clock the newer version: stamp above it,
+            // unless the sender has given up on the write meanwhile.
+            self.refuse_if_overdue(&record.key, write_by)?;
             record.version = self.state.clock.now();
             debug!(key = %record.key, %newer, version = %record.version, "a replica held a newer version; stamping the write again");
         }
         Ok((record.version, trace.finish()))
+    }
+
+    /// Refuses a write whose sender has given up on it: `write_by`
+    /// ([`proto::deadline::WRITE_BY_HEADER`]) has passed. Stamped now, it would
+    /// be the newest write to `key`, above any the client made after giving up
+    /// (a node stopped with the write unread reads it only when it wakes).
+    /// Checked before every stamp.
+    fn refuse_if_overdue(&self, key: &str, write_by: Option<u64>) -> Result<()> {
+        let Some(late) = write_by.and_then(proto::deadline::overdue) else {
+            return Ok(());
+        };
+        warn!(%key, overdue = ?late, "refused a write that arrived after its deadline");
+        Err(Error::DeadlineExceeded(format!(
+            "{} received this write {late:?} after its deadline had passed (it waited in a \
+             queue or in a process that was stopped, or the sender's clock and this node's \
+             disagree), and did not apply it",
+            self.state.name
+        )))
     }
 
     /// Sends `record`, stamped for the `stamp`th time, to every replica and
@@ -627,6 +639,21 @@ impl Coordinator {
         self.ensure_ready()?;
         let ring = self.state.membership.ring();
         let members = ring.members().to_vec();
+        // A node cut off from the rest would scan its own data alone: stale,
+        // and blind to what the other side writes. As for reads and writes,
+        // only a side of the cluster that could make a default quorum answers.
+        let quorum = self
+            .state
+            .replication
+            .default_quorum(self.state.membership.known());
+        if members.len() < quorum {
+            return Err(Error::Unavailable(format!(
+                "scan needs {quorum} members in the ring, a quorum, but only {} are ({}); \
+                 the others are dead, cut off from this node, or not yet found",
+                members.len(),
+                members.join(", ")
+            )));
+        }
         let tolerated = ring.replication().saturating_sub(1);
         let needed = members.len() - tolerated;
         let mut trace = TraceBuilder::new(&self.state.name, needed);

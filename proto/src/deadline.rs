@@ -22,11 +22,12 @@ pub const HEADER: &str = "grpc-timeout";
 /// It assumes the clocks agree to well within a deadline, as on one machine.
 pub const WRITE_BY_HEADER: &str = "clusterlab-write-by";
 
-/// The [`WRITE_BY_HEADER`] value for a deadline `remaining` from now.
+/// The [`WRITE_BY_HEADER`] value for a deadline `remaining` from now,
+/// rounded up to the millisecond: never before the deadline itself.
 pub fn write_by(remaining: Duration) -> u64 {
     let by = SystemTime::now() + remaining;
     by.duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_millis() as u64)
+        .map_or(0, |since| since.as_nanos().div_ceil(1_000_000) as u64)
 }
 
 /// How long ago the moment `write_by` (a [`WRITE_BY_HEADER`] value) passed,
@@ -98,8 +99,9 @@ mod tests {
     #[test]
     fn a_moment_to_write_by_is_overdue_only_once_it_has_passed() {
         assert_eq!(overdue(write_by(Duration::from_secs(60))), None);
+        // Rounded up to the millisecond: never judged late before the deadline.
         let late = overdue(write_by(Duration::ZERO) - 5_000).expect("passed 5 s ago");
-        assert!(late >= Duration::from_secs(5), "{late:?}");
+        assert!(late > Duration::from_millis(4_998), "{late:?}");
     }
 
     #[test]

@@ -437,8 +437,7 @@ fn the_balancer_ends_a_request_at_its_request_timeout_and_says_whose_it_was() {
         .client_to_balancer(0)
         .args(["fault", "n1", "--latency", "50s"])
         .ok();
-    let expected =
-        "DEADLINE_EXCEEDED: n1 did not answer within 3s (the balancer's --request-timeout)";
+    let expected = "DEADLINE_EXCEEDED: n1 did not answer before the request's deadline (3s: the balancer's --request-timeout)";
     let out = cluster
         .client_to_balancer(0)
         .args(["--timeout", "5m", "get", "k"])

@@ -318,21 +318,21 @@ fn a_check_whose_node_is_gone_counts_refusals_as_failures_not_indeterminate() {
     let mut cluster = TestCluster::start(1);
     let check = cluster
         .client()
-        .args(["--json", "check", "--duration", "4s", "--concurrency", "2"])
+        .args(["--json", "check", "--duration", "8s", "--concurrency", "2"])
         .spawn();
     wait_until("the check to write", Duration::from_secs(60), || {
-        keys_held(&cluster) > 20
+        keys_held(&cluster) > 5
     });
     cluster.kill(0);
     let out = check.finish();
     let json = out.json();
     let refused = json["write_errors"]["UNAVAILABLE"].as_u64().unwrap_or(0);
     let indeterminate = json["indeterminate"].as_u64().unwrap();
-    // At most the two writes in flight when the node died are indeterminate.
-    assert!(indeterminate <= 2, "{json}");
-    assert!(refused > indeterminate, "{json}");
-    // A rest of 100 ms per refusal: two writers in at most four seconds.
-    assert!(refused <= 2 * 41, "{json}");
+    // Only the writes in flight as the connection broke are indeterminate
+    // (a few); the many sent after it are refusals.
+    assert!(indeterminate * 4 < refused, "{json}");
+    // A rest of 100 ms per refusal: two writers in at most eight seconds.
+    assert!(refused <= 2 * 81, "{json}");
 }
 
 /// A second Ctrl-C quits a check at once, even while its writes wait on a

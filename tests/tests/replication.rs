@@ -732,6 +732,14 @@ fn a_node_cut_off_from_the_majority_does_not_make_itself_a_quorum_of_one() {
         "{}",
         refused.stderr
     );
+    let refused = cluster.client_to(0).args(["scan"]).fails();
+    assert!(
+        refused.stderr.starts_with(
+            "UNAVAILABLE: scan needs 2 members in the ring, a quorum, but only 1 are (n1)"
+        ),
+        "{}",
+        refused.stderr
+    );
     let status = cluster.status(0).unwrap();
     assert_eq!(
         (status.write_quorum, status.read_quorum),
