@@ -141,10 +141,8 @@ impl Router {
             .path_and_query
             .expect("a request path");
         // The client's deadline, if it is the sooner; else ours.
-        let (time, ours) = match client_deadline(&head.headers) {
-            Some(theirs) if theirs <= self.request_timeout => (theirs, false),
-            _ => (self.request_timeout, true),
-        };
+        let (time, ours) =
+            proto::deadline::sooner(client_deadline(&head.headers), self.request_timeout);
         let deadline = Instant::now() + time;
         let body = body.map_err(|e| Status::from_error(e.into()));
         let read = read_unary(body, MAX_MESSAGE_BYTES);

@@ -69,9 +69,9 @@ impl KeyValueService {
             .get(proto::deadline::HEADER)
             .and_then(|value| value.to_str().ok())
             .and_then(proto::deadline::parse);
-        match theirs {
-            Some(theirs) if theirs <= self.request_timeout => None,
-            _ => Some(self.request_timeout),
+        match proto::deadline::sooner(theirs, self.request_timeout) {
+            (ours, true) => Some(ours),
+            (_, false) => None,
         }
     }
 

@@ -57,6 +57,16 @@ pub fn parse(value: &str) -> Option<Duration> {
     })
 }
 
+/// Which deadline a server keeps for a call: the client's (`theirs`, from
+/// `grpc-timeout`) when it is the sooner, else the server's own `limit`
+/// (`--request-timeout`). Returns the time and whether it is the server's.
+pub fn sooner(theirs: Option<Duration>, limit: Duration) -> (Duration, bool) {
+    match theirs {
+        Some(theirs) if theirs <= limit => (theirs, false),
+        _ => (limit, true),
+    }
+}
+
 /// Whether `status` is tonic's report that a call's deadline passed.
 ///
 /// When the deadline a client sent runs out on the server, tonic ends the call
@@ -94,6 +104,14 @@ mod tests {
         ] {
             assert_eq!(parse(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_sooner_deadline_is_kept_and_a_missing_one_is_the_servers() {
+        let (second, ten) = (Duration::from_secs(1), Duration::from_secs(10));
+        assert_eq!(sooner(Some(second), ten), (second, false));
+        assert_eq!(sooner(Some(ten), second), (second, true));
+        assert_eq!(sooner(None, ten), (ten, true));
     }
 
     #[test]
