@@ -31,7 +31,9 @@
 //! in a range whose digests differed, it holds another version of the key or
 //! none. A key rewritten moments ago on either side is the write path's business
 //! here too: a write still on its way is not a missing copy, so a busy cluster
-//! with every replica up counts nothing. `clusterlab status` shows the count, and reaching
+//! with every replica up counts nothing. Nor does a key found short for a round
+//! or two: a copy the write path missed is the lagging replica's to pull in its
+//! own next round ([`Lagging`]). `clusterlab status` shows the count, and reaching
 //! zero is an event.
 
 use std::{
@@ -60,6 +62,9 @@ use crate::{
 pub const INTERVAL: Duration = Duration::from_secs(1);
 /// Records younger than this are left to the write path.
 pub const SETTLE: Duration = Duration::from_secs(3);
+/// Rounds running a key must be found short of a copy to count as
+/// under-replicated ([`Lagging`]).
+const ALARM_ROUNDS: u32 = 3;
 /// A peer that takes longer than this over one digest or range is skipped this round.
 const PEER_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -237,11 +242,11 @@ fn local_view(
 /// Keys with a replica that is not known to be up to date: not alive, not
 /// compared this round, or holding another version or none (`stale`, per peer
 /// compared with).
-fn count_under_replicated(
-    keys: &[KeyReplicas],
+fn under_replicated<'a>(
+    keys: &'a [KeyReplicas],
     ring: &Ring,
     stale: &HashMap<String, HashSet<String>>,
-) -> u64 {
+) -> Vec<&'a str> {
     let compared: Vec<Option<&HashSet<String>>> =
         ring.members().iter().map(|m| stale.get(m)).collect();
     let up_to_date =
@@ -253,7 +258,32 @@ fn count_under_replicated(
                     .filter(|m| key.others & (1 << (m % 64)) != 0)
                     .any(|m| !up_to_date(m, &key.key))
         })
-        .count() as u64
+        .map(|key| key.key.as_str())
+        .collect()
+}
+
+/// How many rounds running each key has been found short of an up-to-date
+/// copy. A copy the write path missed (a replica that answered too late, or
+/// a connection that failed, while the quorum was met without it) is the
+/// lagging replica's to pull in its own next round; only a key still short
+/// after [`ALARM_ROUNDS`] rounds counts as under-replicated.
+#[derive(Debug, Default)]
+struct Lagging(HashMap<String, u32>);
+
+impl Lagging {
+    /// Records the keys found short this round, forgetting those that are
+    /// not; returns how many have been short for [`ALARM_ROUNDS`] rounds running.
+    fn update(&mut self, short: Vec<&str>) -> u64 {
+        let before = std::mem::take(&mut self.0);
+        self.0 = short
+            .into_iter()
+            .map(|key| {
+                let rounds = before.get(key).map_or(1, |r| r.saturating_add(1));
+                (key.to_string(), rounds)
+            })
+            .collect();
+        self.0.values().filter(|&&r| r >= ALARM_ROUNDS).count() as u64
+    }
 }
 
 /// The keys of `mine` that the other replica does not hold at the same
@@ -285,16 +315,17 @@ fn stale_keys(
 pub async fn run(state: Arc<NodeState>) {
     let mut ticker = tokio::time::interval(INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut lagging = Lagging::default();
     loop {
         ticker.tick().await;
-        if let Err(e) = round(&state).await {
+        if let Err(e) = round(&state, &mut lagging).await {
             warn!(error = %e, "anti-entropy round failed; will retry");
         }
     }
 }
 
 /// One round with every alive peer.
-async fn round(state: &Arc<NodeState>) -> Result<()> {
+async fn round(state: &Arc<NodeState>, lagging: &mut Lagging) -> Result<()> {
     let membership = &state.membership;
     let ring = membership.ring();
     let alive: Vec<String> = membership
@@ -333,7 +364,7 @@ async fn round(state: &Arc<NodeState>) -> Result<()> {
             Err(e) => debug!(%peer, error = %e, "anti-entropy with peer failed this round"),
         }
     }
-    let under = count_under_replicated(&view.keys, &ring, &stale);
+    let under = lagging.update(under_replicated(&view.keys, &ring, &stale));
     report_under_replicated(state, under);
     Ok(())
 }
@@ -621,18 +652,39 @@ mod tests {
         store.apply_many(&[record("a", 1), record("b", 1)]).unwrap();
         let view = local_view(&store, &ring, "n1", 2, (1_000, 100)).unwrap();
         let matched = HashMap::from([("n2".to_string(), HashSet::new())]);
-        assert_eq!(count_under_replicated(&view.keys, &ring, &matched), 0);
-        // n2 not compared with (not alive, or the exchange failed): both keys.
         assert_eq!(
-            count_under_replicated(&view.keys, &ring, &HashMap::new()),
-            2
+            under_replicated(&view.keys, &ring, &matched),
+            Vec::<&str>::new()
         );
+        // n2 not compared with (not alive, or the exchange failed): both keys.
+        let mut both = under_replicated(&view.keys, &ring, &HashMap::new());
+        both.sort();
+        assert_eq!(both, ["a", "b"]);
         // n2 lacks "a", or holds another version of it.
         let stale = HashMap::from([("n2".to_string(), HashSet::from(["a".to_string()]))]);
-        assert_eq!(count_under_replicated(&view.keys, &ring, &stale), 1);
+        assert_eq!(under_replicated(&view.keys, &ring, &stale), ["a"]);
         // Asking for three copies with two members: every key is short of one.
         let view = local_view(&store, &ring, "n1", 3, (1_000, 100)).unwrap();
-        assert_eq!(count_under_replicated(&view.keys, &ring, &matched), 2);
+        assert_eq!(under_replicated(&view.keys, &ring, &matched).len(), 2);
+    }
+
+    /// A key short of a copy for a round or two is being mended (the
+    /// lagging replica pulls it); one still short after three rounds is not.
+    #[test]
+    fn a_key_counts_as_under_replicated_once_short_for_three_rounds_running() {
+        let mut lagging = Lagging::default();
+        assert_eq!(lagging.update(vec!["a", "b"]), 0);
+        assert_eq!(lagging.update(vec!["a", "b"]), 0);
+        assert_eq!(lagging.update(vec!["a", "c"]), 1, "a: three rounds");
+        // b was mended and is short again: it starts over, as does c.
+        assert_eq!(lagging.update(vec!["a", "b", "c"]), 1);
+        assert_eq!(lagging.update(vec!["a", "b", "c"]), 2, "a and c");
+        assert_eq!(
+            lagging.update(vec!["b"]),
+            1,
+            "b: three rounds since it came back"
+        );
+        assert_eq!(lagging.update(vec![]), 0, "everything mended");
     }
 
     /// Under a steady stream of writes, two replicas' digests often differ

@@ -117,8 +117,8 @@ fn node(status: &StatusResponse, out: &mut Families<'_>) -> fmt::Result {
     )?;
     out.gauge(
         "node_under_replicated_keys",
-        "Keys held here that lack an up-to-date copy on another live replica, \
-         as of the last anti-entropy round.",
+        "Keys held here that have lacked an up-to-date copy on another replica \
+         for three anti-entropy rounds running.",
         [(vec![], status.under_replicated)],
     )?;
     out.gauge(
