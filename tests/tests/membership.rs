@@ -7,40 +7,36 @@ use tests::{TestCluster, event_history, wait_until};
 
 const SETTLE: Duration = Duration::from_secs(60);
 
+/// The kinds of the `member.` events about `name` in n1's history.
+fn member_events(cluster: &TestCluster, name: &str) -> Vec<String> {
+    let events = event_history(&cluster.certs, &cluster.nodes[0].addr.to_string()).unwrap();
+    events
+        .into_iter()
+        .filter(|e| e.subject == name && e.kind.starts_with("member."))
+        .map(|e| e.kind)
+        .collect()
+}
+
 #[test]
 fn a_silent_member_turns_suspect_then_dead_and_alive_again_when_it_returns() {
     let mut cluster = TestCluster::start_with(3, &["--dead-after", "1s"]);
+    // What happened while the cluster formed (a busy machine may have made n3
+    // look suspect for a moment) is not what this test is about.
+    let before = member_events(&cluster, "n3").len();
     cluster.kill(2);
-    // Seen as suspect first (it keeps its place), then dead.
-    let mut seen = Vec::new();
     wait_until("n1 to declare n3 dead", SETTLE, || {
-        let state = cluster.member_state(0, "n3");
-        if seen.last() != Some(&state) {
-            seen.push(state);
-        }
-        state == Some("dead")
+        cluster.member_state(0, "n3") == Some("dead")
     });
-    assert!(seen.contains(&Some("suspect")), "states seen: {seen:?}");
-
     cluster.start_node(2);
     wait_until("n1 to see n3 alive again", SETTLE, || {
         cluster.member_state(0, "n3") == Some("alive")
     });
 
-    let events = event_history(&cluster.certs, &cluster.nodes[0].addr.to_string()).unwrap();
-    let about_n3: Vec<&str> = events
-        .iter()
-        .filter(|e| e.subject == "n3" && e.kind.starts_with("member."))
-        .map(|e| e.kind.as_str())
-        .collect();
+    // Seen as suspect first (it keeps its place), then dead, then alive.
+    let events = member_events(&cluster, "n3");
     assert_eq!(
-        about_n3,
-        [
-            "member.joined",
-            "member.suspect",
-            "member.dead",
-            "member.alive"
-        ],
+        events[before..].iter().take(3).collect::<Vec<_>>(),
+        ["member.suspect", "member.dead", "member.alive"],
         "{events:?}"
     );
     let log = cluster.nodes[0].log_text();

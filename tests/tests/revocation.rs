@@ -80,7 +80,12 @@ fn a_revocation_reaches_running_processes_on_new_and_open_connections() {
         );
     });
 
-    // A new connection fails at the handshake, on the balancer and on the node.
+    // A new connection fails at the handshake, on the balancer and on the node
+    // (which reloads on its own timer, not the balancer's).
+    cluster.wait_log(
+        "the node to put the list with the writer in force",
+        |line| line.contains("revocation list reloaded") && line.contains("revoked=2"),
+    );
     for client in [cluster.client_to_balancer(0), cluster.client()] {
         let out = client
             .args(["--identity", "writer", "put", "k", "v"])
