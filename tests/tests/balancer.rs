@@ -278,8 +278,9 @@ fn reads_waiting_on_a_hung_node_go_elsewhere_when_it_is_ejected() {
     let load = cluster
         .client_to_balancer(0)
         .args(["--json", "load", "--read-ratio", "1", "--keys", "100"])
-        .args(["--concurrency", "32", "--duration", "5s"])
+        .args(["--concurrency", "32", "--duration", "10s"])
         .spawn();
+    // Long enough that the stop falls early in the run, however slowly it starts.
     wait_until("reads to reach n2", SETTLE, || {
         let status = cluster.balancer_status(0);
         status.is_ok_and(|s| {

@@ -318,8 +318,9 @@ fn a_check_whose_node_is_gone_counts_refusals_as_failures_not_indeterminate() {
     let mut cluster = TestCluster::start(1);
     let check = cluster
         .client()
-        .args(["--json", "check", "--duration", "8s", "--concurrency", "2"])
+        .args(["--json", "check", "--duration", "20s", "--concurrency", "2"])
         .spawn();
+    // Long enough that the kill falls early in the run, however slowly it starts.
     wait_until("the check to write", Duration::from_secs(60), || {
         keys_held(&cluster) > 5
     });
@@ -331,8 +332,8 @@ fn a_check_whose_node_is_gone_counts_refusals_as_failures_not_indeterminate() {
     // Only the writes in flight as the connection broke are indeterminate
     // (a few); the many sent after it are refusals.
     assert!(indeterminate * 4 < refused, "{json}");
-    // A rest of 100 ms per refusal: two writers in at most eight seconds.
-    assert!(refused <= 2 * 81, "{json}");
+    // A rest of 100 ms per refusal: two writers in at most twenty seconds.
+    assert!(refused <= 2 * 201, "{json}");
 }
 
 /// A second Ctrl-C quits a check at once, even while its writes wait on a
@@ -388,8 +389,9 @@ fn load_moves_to_the_next_address_when_its_node_dies() {
     let mut cluster = TestCluster::start(3);
     let load = cluster
         .client_to_all()
-        .args(["--json", "load", "--duration", "8s", "--concurrency", "2"])
+        .args(["--json", "load", "--duration", "20s", "--concurrency", "2"])
         .spawn();
+    // Long enough that the kill falls early in the run, however slowly it starts.
     wait_until("the load to run", Duration::from_secs(60), || {
         keys_held(&cluster) > 5
     });
