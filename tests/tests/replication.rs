@@ -170,9 +170,9 @@ fn copies_are_restored_after_a_death_so_a_second_death_loses_nothing() {
     assert!(keys.len() >= 2000, "{} keys", keys.len());
 
     // The first death: wait until the others declare it dead and have copied
-    // its keys so that every key has three live copies again.
-    // Three nodes left and N=3: each must hold every key (about three quarters
-    // were on each before).
+    // its keys so that every key has three live copies again. With three
+    // nodes left and N=3, each must hold every key (about three quarters were
+    // on each before).
     cluster.kill(3);
     let survivors = [0, 1, 2];
     wait_until("n4 to be dead and repair to settle", SETTLE, || {

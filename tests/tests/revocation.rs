@@ -21,6 +21,16 @@ fn assert_refused_as_revoked(out: &tests::Output) {
     );
 }
 
+/// Waits until node 0 has reloaded the revocation list with the writer on it
+/// (the villain "revoked" and the writer: two). Each process reloads on its
+/// own timer.
+fn wait_writer_revoked_on_node(cluster: &TestCluster) {
+    cluster.wait_log(
+        "the node to put the list with the writer in force",
+        |line| line.contains("revocation list reloaded") && line.contains("revoked=2"),
+    );
+}
+
 #[test]
 fn the_revoked_villain_is_refused_at_the_handshake() {
     let cluster = TestCluster::start(1);
@@ -82,10 +92,7 @@ fn a_revocation_reaches_running_processes_on_new_and_open_connections() {
 
     // A new connection fails at the handshake, on the balancer and on the node
     // (which reloads on its own timer, not the balancer's).
-    cluster.wait_log(
-        "the node to put the list with the writer in force",
-        |line| line.contains("revocation list reloaded") && line.contains("revoked=2"),
-    );
+    wait_writer_revoked_on_node(&cluster);
     for client in [cluster.client_to_balancer(0), cluster.client()] {
         let out = client
             .args(["--identity", "writer", "put", "k", "v"])
@@ -167,10 +174,7 @@ fn a_list_moved_away_or_replaced_by_an_older_copy_un_revokes_nobody() {
     let older = cluster.dir().join("crl-before-writer.pem");
     std::fs::copy(&crl, &older).unwrap();
     cluster.certs_tool(&["revoke", "writer"]);
-    cluster.wait_log(
-        "the node to put the list with the writer in force",
-        |line| line.contains("revocation list reloaded") && line.contains("revoked=2"),
-    );
+    wait_writer_revoked_on_node(&cluster);
 
     std::fs::rename(&crl, cluster.dir().join("crl-moved.pem")).unwrap();
     let missing = |line: &str| {
