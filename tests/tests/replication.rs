@@ -335,7 +335,15 @@ fn status_and_a_verbose_put_show_members_and_which_replicas_acknowledged() {
     assert!(acked >= 2, "{trace}");
     assert_eq!(acked + trace.matches(" PENDING ").count(), 3, "{trace}");
 
-    let status = cluster.client_to(2).args(["--json", "status"]).ok().json();
+    // Every member is alive once n3 has heard from both peers; on a busy
+    // machine one of them may be suspect for a moment, so wait for that.
+    let mut status = serde_json::Value::Null;
+    wait_until("n3 to see every member alive", SETTLE, || {
+        status = cluster.client_to(2).args(["--json", "status"]).ok().json();
+        status["members"]
+            .as_array()
+            .is_some_and(|m| m.iter().all(|m| m["state"] == "alive"))
+    });
     let members = status["members"].as_array().unwrap();
     let names: Vec<&str> = members
         .iter()
@@ -343,7 +351,6 @@ fn status_and_a_verbose_put_show_members_and_which_replicas_acknowledged() {
         .collect();
     assert_eq!(names, ["n1", "n2", "n3"]);
     for member in members {
-        assert_eq!(member["state"], "alive", "{status}");
         assert!(member["addr"].as_str().unwrap().starts_with("127.0.0.1:"));
     }
     assert!(status["under_replicated"].is_u64());
