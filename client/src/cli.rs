@@ -92,7 +92,8 @@ pub struct Global {
 pub enum Command {
     /// Write a value under a key.
     Put(PutArgs),
-    /// Read a key's value; prints the value alone. Exits 1 if the key does not exist.
+    /// Read a key's value: prints it byte for byte (adding a newline only at a terminal).
+    /// Exits 1 if the key does not exist.
     Get(GetArgs),
     /// Delete a key.
     Delete(DeleteArgs),
