@@ -274,14 +274,18 @@ impl Lagging {
     /// Records the keys found short this round, forgetting those that are
     /// not; returns how many have been short for [`ALARM_ROUNDS`] rounds running.
     fn update(&mut self, short: Vec<&str>) -> u64 {
-        let before = std::mem::take(&mut self.0);
-        self.0 = short
-            .into_iter()
-            .map(|key| {
-                let rounds = before.get(key).map_or(1, |r| r.saturating_add(1));
-                (key.to_string(), rounds)
-            })
-            .collect();
+        let short: HashSet<&str> = short.into_iter().collect();
+        self.0.retain(|key, _| short.contains(key.as_str()));
+        for key in short {
+            // A key short round after round (a peer long dead) is counted on
+            // in place: only a newly short key is copied.
+            match self.0.get_mut(key) {
+                Some(rounds) => *rounds = rounds.saturating_add(1),
+                None => {
+                    self.0.insert(key.to_owned(), 1);
+                }
+            }
+        }
         self.0.values().filter(|&&r| r >= ALARM_ROUNDS).count() as u64
     }
 }
