@@ -34,6 +34,7 @@ pub fn node_state(dir: &std::path::Path) -> Arc<NodeState> {
         name: "n1".into(),
         advertise: "in-process:7100".into(),
         seeds: Vec::new(),
+        discovers: false,
         replicas: 1,
     };
     let membership = Membership::new(

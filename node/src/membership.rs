@@ -33,7 +33,7 @@ use tracing::{debug, info, warn};
 use crate::{events::Events, fault::Faults, limits::MAX_MESSAGE_BYTES, placement::Ring};
 
 /// A node reports ready after this many probe rounds even if it keeps hearing
-/// of new addresses (some may never answer).
+/// of new addresses, or some address never answers (see [`Readiness`]).
 pub const ROUNDS_BEFORE_READY: u32 = 6;
 
 /// Timing of probes and state changes.
@@ -82,6 +82,8 @@ struct Addresses {
     seeds: BTreeSet<String>,
     /// The latest answer for `--peers-dns`.
     discovered: BTreeSet<String>,
+    /// `--peers-dns` is set and has not answered yet.
+    awaiting_dns: bool,
     /// Heard of through gossip or an incoming probe, and when: dropped if it
     /// never answers within `dead_after`.
     learned: BTreeMap<String, Instant>,
@@ -98,6 +100,40 @@ struct Addresses {
     /// (a typo in `--peers`, a node not started, TLS that does not match), and
     /// again whenever the reason changes.
     unreached: HashMap<String, (Instant, Option<String>)>,
+}
+
+/// What one probe round found.
+#[derive(Debug, Clone, Copy)]
+struct Round {
+    /// A member joined, or an address not probed yet was heard of.
+    news: bool,
+    /// Some address did not answer: a node not listening yet, or one that is down.
+    unanswered: bool,
+}
+
+/// Decides when a starting node has found everyone it can, round by round.
+///
+/// It has once a round brings no news and every address it probed answered.
+/// A round in which some address did not answer does not settle it: nodes
+/// started together come up a moment apart, and a node that took the silence
+/// for "nobody else" would serve alone. But an address may never answer (a
+/// member that is down for good), so after [`ROUNDS_BEFORE_READY`] rounds the
+/// node is ready with what it has found. Rounds count only once `--peers-dns`,
+/// if set, has answered: before that, the node has not looked yet.
+#[derive(Debug, Default)]
+struct Readiness {
+    counted: u32,
+}
+
+impl Readiness {
+    /// Takes note of one round; true once the node is ready.
+    fn after(&mut self, round: Round, awaiting_dns: bool) -> bool {
+        if awaiting_dns {
+            return false;
+        }
+        self.counted += 1;
+        (!round.news && !round.unanswered) || self.counted >= ROUNDS_BEFORE_READY
+    }
 }
 
 /// How long a `--peers` seed may stay unreachable before it is worth a
@@ -163,6 +199,9 @@ pub struct Local {
     pub advertise: String,
     /// `--peers`.
     pub seeds: Vec<String>,
+    /// Whether `--peers-dns` is set: probe rounds count toward readiness only
+    /// once its first answer is in.
+    pub discovers: bool,
     /// N, to build the ring with.
     pub replicas: usize,
 }
@@ -180,10 +219,12 @@ impl Membership {
             name,
             advertise,
             seeds,
+            discovers,
             replicas,
         } = local;
         let mut addresses = Addresses {
             seeds: seeds.into_iter().collect(),
+            awaiting_dns: discovers,
             ..Addresses::default()
         };
         addresses.own.insert(advertise.clone());
@@ -301,12 +342,14 @@ impl Membership {
 
     /// Replaces the addresses `--peers-dns` resolved to.
     pub fn set_discovered(&self, addrs: BTreeSet<String>) {
-        self.lock().addresses.discovered = addrs;
+        let mut inner = self.lock();
+        inner.addresses.discovered = addrs;
+        inner.addresses.awaiting_dns = false;
     }
 
-    /// Waits until probing has found everyone it can: a round in which nobody
-    /// joined and no new address was heard of (or [`ROUNDS_BEFORE_READY`] rounds).
-    /// A node that served before this would place keys on too few members.
+    /// Waits until probing has found everyone it can (see [`Readiness`]). A
+    /// node that served before this would place keys on too few members: on
+    /// itself alone, with a quorum of one, if it had found nobody yet.
     pub async fn ready(&self) {
         let mut ready = self.ready.subscribe();
         // An error means the sender is gone: nothing left to wait for.
@@ -322,10 +365,14 @@ impl Membership {
     pub async fn run(self: Arc<Self>) {
         let mut ticker = tokio::time::interval(self.settings.probe_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        for round in 1.. {
+        let mut readiness = Readiness::default();
+        loop {
             ticker.tick().await;
-            let news = self.round().await;
-            if !news || round >= ROUNDS_BEFORE_READY {
+            // Read before the round: a round that started before `--peers-dns`
+            // answered did not probe what it found.
+            let awaiting_dns = self.lock().addresses.awaiting_dns;
+            let round = self.round().await;
+            if readiness.after(round, awaiting_dns) {
                 self.ready
                     .send_if_modified(|ready| !std::mem::replace(ready, true));
             }
@@ -340,9 +387,8 @@ impl Membership {
         .await;
     }
 
-    /// One probe round: probe every address, then update states. Returns true
-    /// if a member joined or a new address was heard of.
-    async fn round(&self) -> bool {
+    /// One probe round: probe every address, then update states.
+    async fn round(&self) -> Round {
         let targets: Vec<(String, Option<String>, Channel)> = {
             let mut inner = self.lock();
             let addrs = probe_targets(&inner);
@@ -375,6 +421,7 @@ impl Membership {
         });
         let answers = futures::future::join_all(probes).await;
         let probed: BTreeSet<String> = answers.iter().map(|(addr, _)| addr.clone()).collect();
+        let unanswered = answers.iter().any(|(_, answer)| answer.is_err());
 
         let now = Instant::now();
         let mut inner = self.lock();
@@ -403,7 +450,10 @@ impl Membership {
         self.sweep(&mut inner, now);
         let joined = inner.peers.len() > members_before;
         let heard_new = inner.addresses.learned.keys().any(|a| !probed.contains(a));
-        joined || heard_new
+        Round {
+            news: joined || heard_new,
+            unanswered,
+        }
     }
 
     /// Applies one probe answer from `addr`.
@@ -660,11 +710,84 @@ mod tests {
         );
     }
 
+    /// A node is ready after the first quiet round in which everyone
+    /// answered; silence holds it back, but only for so many rounds.
+    #[test]
+    fn a_node_is_ready_once_a_round_is_quiet_and_everyone_answered() {
+        let round = |news, unanswered| Round { news, unanswered };
+
+        let mut readiness = Readiness::default();
+        assert!(
+            !readiness.after(round(true, false), false),
+            "a member joined"
+        );
+        assert!(readiness.after(round(false, false), false), "quiet");
+
+        // Peers started a moment later: refused at first, then found.
+        let mut readiness = Readiness::default();
+        assert!(
+            !readiness.after(round(false, true), false),
+            "nobody answered"
+        );
+        assert!(!readiness.after(round(true, false), false), "they joined");
+        assert!(readiness.after(round(false, false), false));
+
+        // A seed that never answers holds it back for ROUNDS_BEFORE_READY rounds.
+        let mut readiness = Readiness::default();
+        for _ in 1..ROUNDS_BEFORE_READY {
+            assert!(!readiness.after(round(false, true), false));
+        }
+        assert!(readiness.after(round(false, true), false));
+
+        // Rounds before `--peers-dns` answered do not count, however many.
+        let mut readiness = Readiness::default();
+        for _ in 0..2 * ROUNDS_BEFORE_READY {
+            assert!(!readiness.after(round(false, false), true));
+        }
+        assert!(
+            !readiness.after(round(true, false), false),
+            "what DNS found joined"
+        );
+        assert!(readiness.after(round(false, false), false));
+    }
+
+    /// With `--peers-dns` set, a node with no seeds is not ready however many
+    /// empty rounds it probes, until the name has answered: it used to be
+    /// ready at its first round, and serve alone with a quorum of one.
+    #[tokio::test(start_paused = true)]
+    async fn a_node_waits_for_its_peers_dns_answer_before_it_is_ready() {
+        let local = Local {
+            name: "n1".into(),
+            advertise: "127.0.0.1:7101".into(),
+            seeds: Vec::new(),
+            discovers: true,
+            replicas: 3,
+        };
+        let m = Arc::new(Membership::new(
+            local,
+            Settings::new(Duration::from_secs(10)),
+            Dialer::new(None),
+            Events::new("n1"),
+            Arc::new(Faults::default()),
+        ));
+        tokio::spawn(m.clone().run());
+        let interval = m.settings.probe_interval;
+        // The clock is paused: this lets 2 * ROUNDS_BEFORE_READY rounds run.
+        tokio::time::sleep(interval * 2 * ROUNDS_BEFORE_READY).await;
+        assert!(!m.is_ready());
+        // The name resolves to this node alone: it is alone, and may serve.
+        m.set_discovered(["127.0.0.1:7101".to_string()].into());
+        tokio::time::timeout(interval * 3, m.ready())
+            .await
+            .expect("ready within a round of the answer");
+    }
+
     fn membership(dead_after: Duration) -> Membership {
         let local = Local {
             name: "n1".into(),
             advertise: "127.0.0.1:7101".into(),
             seeds: vec!["127.0.0.1:7102".into()],
+            discovers: false,
             replicas: 3,
         };
         Membership::new(

@@ -82,6 +82,7 @@ pub async fn run(
         name: config.name.clone(),
         advertise: advertise.clone(),
         seeds: peers.clone(),
+        discovers: config.peers_dns.is_some(),
         replicas: replication.replicas,
     };
     let membership = Arc::new(Membership::new(
