@@ -223,7 +223,7 @@ impl Router {
                 // The node ends the call at the deadline passed on to it, but
                 // a node that hangs ends nothing. A client's own deadline is
                 // the client's to keep: it stops waiting and resets the
-                // stream, which drops this. Ours is kept here. (Boxed: the
+                // stream, which drops this (`http2::answer`). Ours is kept here. (Boxed: the
                 // timer would make every request's future larger to move.)
                 let attempt = async {
                     match ours {

@@ -192,11 +192,24 @@ pub async fn keepalive(
 /// Waits for the service's response and writes it to the stream: headers,
 /// then the body's data and trailers. A body that ends with an error resets
 /// the stream, as hyper did.
+///
+/// A client that resets the stream first (it gave up: Ctrl-C, its deadline)
+/// drops the request where it is, as hyper's server does: waiting for a
+/// node, or queued for a connection to one, it goes no further, and a request
+/// already sent is reset on the node too. A write the client abandoned must
+/// not be applied later, after a newer one it went on to make.
 async fn answer<F>(response: F, mut respond: SendResponse<Bytes>)
 where
     F: Future<Output = Result<http::Response<tonic::body::Body>, Infallible>>,
 {
-    let Ok(response) = response.await;
+    let response = tokio::select! {
+        biased;
+        Ok(response) = response => response,
+        reason = poll_fn(|cx| respond.poll_reset(cx)) => {
+            debug!(reason = ?reason, "the client reset the stream; its request is dropped");
+            return;
+        }
+    };
     let (head, mut body) = response.into_parts();
     let end = body.is_end_stream();
     let mut stream = match respond.send_response(http::Response::from_parts(head, ()), end) {

@@ -713,3 +713,48 @@ fn nodes_found_through_dns_take_traffic_once_healthy() {
         .ok();
     assert!(out.stderr.contains("attempts: n1 OK"), "{}", out.stderr);
 }
+
+/// A client that gives up on a write (Ctrl-C, or killed) takes the write with
+/// it: the balancer drops the request and resets it on the node, so it is not
+/// applied later, when the node gets to it. The balancer used to go on waiting
+/// for the node and apply it then, after anything the client went on to do.
+#[test]
+fn a_write_the_client_abandons_is_dropped_not_applied_later() {
+    // The client's deadline is the sooner, so it is the client's to keep:
+    // neither the balancer nor the node sets a timer of its own that would
+    // end the write anyway.
+    let mut cluster = TestCluster::start_with(1, &["--request-timeout", "300s"]);
+    cluster.start_balancer(&["--request-timeout", "300s"]);
+    cluster.client().args(["fault", "n1", "--pause"]).ok();
+    let in_flight = || {
+        let status = cluster.balancer_status(0).unwrap();
+        status.backends.iter().map(|b| b.in_flight).sum::<u64>()
+    };
+    let put = cluster
+        .client_to_balancer(0)
+        .args(["--timeout", "200s", "put", "abandoned", "v"])
+        .spawn();
+    wait_until("the write to wait on the paused node", SETTLE, || {
+        in_flight() == 1
+    });
+    drop(put); // SIGKILL: the connection closes with the write in flight.
+    wait_until("the balancer to drop the write", SETTLE, || {
+        in_flight() == 0
+    });
+    cluster.client().args(["fault", "n1", "--clear"]).ok();
+    // A paused node fails its health checks; wait for it to be back.
+    wait_until("n1 back in rotation", SETTLE, || {
+        cluster.backend_health(0, "n1").as_deref() == Some("healthy")
+    });
+    // A write sent after the clear is applied after the abandoned one would
+    // have been: the node resumes its paused requests at the clear.
+    cluster
+        .client_to_balancer(0)
+        .args(["put", "after", "v"])
+        .ok();
+    let out = cluster
+        .client_to_balancer(0)
+        .args(["get", "abandoned"])
+        .fails();
+    assert!(out.stderr.contains("NOT_FOUND"), "{}", out.stderr);
+}
