@@ -6,12 +6,15 @@
 //! a machine that is busy. Five such nodes then serve more than three, which is
 //! what scaling out is meant to show.
 //!
-//! Requests are admitted in arrival order, one every 1/RPS seconds: each
-//! arrival takes the next free start time and waits for it.
+//! Requests are admitted in arrival order, one every 1/RPS seconds: they
+//! queue on a fair lock, and the one at the head waits for the next free start
+//! time. A request that gives up while it queues (its deadline passed, its
+//! client left) gives its place back: a burst the node could not serve does not
+//! push every later request's start minutes into the future.
 
-use std::{sync::Mutex, time::Duration};
+use std::time::Duration;
 
-use tokio::time::Instant;
+use tokio::{sync::Mutex, time::Instant};
 
 /// Spaces request starts 1/RPS apart. `None` inside means unlimited.
 #[derive(Debug)]
@@ -20,7 +23,8 @@ pub struct Capacity(Option<Pacer>);
 #[derive(Debug)]
 struct Pacer {
     interval: Duration,
-    /// The earliest start time not yet given to a request.
+    /// The earliest start time not yet given to a request. Locked by the
+    /// request waiting for it; the others queue for the lock in arrival order.
     next: Mutex<Instant>,
 }
 
@@ -38,13 +42,12 @@ impl Capacity {
         let Some(pacer) = &self.0 else {
             return;
         };
-        let start = {
-            let mut next = pacer.next.lock().expect("capacity poisoned");
-            let start = (*next).max(Instant::now());
-            *next = start + pacer.interval;
-            start
-        };
+        let mut next = pacer.next.lock().await;
+        let start = (*next).max(Instant::now());
         tokio::time::sleep_until(start).await;
+        // Only a request that starts takes its slot: one dropped before this
+        // line leaves `next` as it was, for the request behind it.
+        *next = start + pacer.interval;
     }
 }
 
@@ -61,6 +64,34 @@ mod tests {
         }
         // The first starts at once; each later one waits 10 ms (virtual time).
         assert_eq!(began.elapsed(), Duration::from_millis(40));
+    }
+
+    /// Requests that give up while they queue take no start time with them.
+    #[tokio::test(start_paused = true)]
+    async fn a_request_that_gives_up_gives_its_place_back() {
+        let capacity = std::sync::Arc::new(Capacity::new(10));
+        let began = Instant::now();
+        capacity.admit().await;
+        // A burst of 100, each giving up after 150 ms: only the first of them
+        // starts (at 100 ms), and the slot after it is free at 200 ms.
+        let burst: Vec<_> = (0..100)
+            .map(|_| {
+                let capacity = capacity.clone();
+                tokio::spawn(async move {
+                    tokio::time::timeout(Duration::from_millis(150), capacity.admit())
+                        .await
+                        .is_ok()
+                })
+            })
+            .collect();
+        let mut started = 0;
+        for request in burst {
+            started += usize::from(request.await.unwrap());
+        }
+        assert_eq!(started, 1);
+        capacity.admit().await;
+        // Not 100 slots later (10 s): the next free one.
+        assert_eq!(began.elapsed(), Duration::from_millis(200));
     }
 
     #[tokio::test(start_paused = true)]
