@@ -7,14 +7,20 @@
 //! - the 5-byte prefix of each message: a compression flag and the length, so
 //!   a message over the size limit is refused before its bytes arrive;
 //! - field 1 of a request, the key (a scan's prefix), for `key-affinity`;
+//! - whether a write carries a request id;
 //! - the coordinator in a response's `Trace`, to learn the node's name.
 //!
-//! It writes one thing: its own part of the trace (balancer, policy, choice,
-//! attempts), appended to the node's response as a second `trace` field.
-//! Protobuf parsers *merge* a message field that appears twice: strings set in
-//! the second copy win, and repeated fields (the attempts) are concatenated. So
-//! the client decodes one trace with the node's part and the balancer's part,
-//! exactly as if one program had built it.
+//! It writes two things, each appended to a message as one more field:
+//!
+//! - its own part of the trace (balancer, policy, choice, attempts), appended
+//!   to the node's response as a second `trace` field. Protobuf parsers
+//!   *merge* a message field that appears twice: strings set in the second
+//!   copy win, and repeated fields (the attempts) are concatenated. So the
+//!   client decodes one trace with the node's part and the balancer's part,
+//!   exactly as if one program had built it;
+//! - a request id, on a write that came without one (from grpcurl, say): a
+//!   write is retried on another node only under an id that names it, so the
+//!   node can tell a retry of a write it already applied from a new one.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::HeaderMap;
@@ -23,7 +29,7 @@ use http_body_util::BodyExt;
 use prost::{
     Message,
     bytes::Buf,
-    encoding::{self, DecodeContext},
+    encoding::{self, DecodeContext, WireType},
 };
 use proto::Trace;
 use tonic::Status;
@@ -61,6 +67,16 @@ impl Method {
     /// `Router::forward`).
     pub fn is_read(self) -> bool {
         matches!(self, Method::Get | Method::Scan)
+    }
+
+    /// The field number of `request_id` in this method's request (kv.proto),
+    /// for the writes.
+    fn request_id_field(self) -> Option<u32> {
+        match self {
+            Method::Put => Some(4),
+            Method::Delete => Some(3),
+            Method::Get | Method::Scan => None,
+        }
     }
 
     /// The field number of `trace` in this method's response (kv.proto).
@@ -102,6 +118,39 @@ impl Framed {
             .map_err(|e| Status::internal(e.to_string()))
     }
 
+    /// Whether this request to `method`, a write, carries a request id: a
+    /// `request_id` field that is not empty (the last copy wins). Reads carry none.
+    pub fn carries_request_id(&self, method: Method) -> Result<bool, Status> {
+        let Some(id_field) = method.request_id_field() else {
+            return Ok(false);
+        };
+        let mut carries = false;
+        let mut buf = self.message();
+        let undecodable = |e: prost::DecodeError| Status::internal(e.to_string());
+        while buf.has_remaining() {
+            let (field, wire_type) = encoding::decode_key(&mut buf).map_err(undecodable)?;
+            if field == id_field && wire_type == WireType::LengthDelimited {
+                // The id's length is all we need: read it from a copy of the
+                // cursor, which the skip below then moves past the id.
+                let mut length = buf;
+                carries = encoding::decode_varint(&mut length).map_err(undecodable)? > 0;
+            }
+            encoding::skip_field(wire_type, field, &mut buf, DecodeContext::default())
+                .map_err(undecodable)?;
+        }
+        Ok(carries)
+    }
+
+    /// This write request to `method` with `id` appended as its request id.
+    pub fn with_request_id(&self, method: Method, id: String) -> Framed {
+        let field = method
+            .request_id_field()
+            .expect("only a write carries a request id");
+        self.appended(encoding::string::encoded_len(field, &id), |out| {
+            encoding::string::encode(field, &id, out)
+        })
+    }
+
     /// The coordinator named in the trace of a node's response to `method`:
     /// the node's own name. Only that field is decoded; the replicas' reports
     /// and the value are skipped.
@@ -133,14 +182,21 @@ impl Framed {
     /// This response with `ours` appended as a second `trace` field, which a
     /// decoder merges into the node's trace (see the module's documentation).
     pub fn with_trace(&self, method: Method, ours: &Trace) -> Framed {
-        let message = self.message();
         let field = method.trace_field();
-        let length = message.len() + encoding::message::encoded_len(field, ours);
+        self.appended(encoding::message::encoded_len(field, ours), |out| {
+            encoding::message::encode(field, ours, out)
+        })
+    }
+
+    /// This message with a field of `field_len` bytes appended, written by `encode`.
+    fn appended(&self, field_len: usize, encode: impl FnOnce(&mut BytesMut)) -> Framed {
+        let message = self.message();
+        let length = message.len() + field_len;
         let mut out = BytesMut::with_capacity(PREFIX_LEN + length);
         out.put_u8(0);
         out.put_u32(length as u32);
         out.put_slice(message);
-        encoding::message::encode(field, ours, &mut out);
+        encode(&mut out);
         Framed(out.freeze())
     }
 }
@@ -328,6 +384,52 @@ mod tests {
         assert!(
             err.message().contains("failed to decode Protobuf message"),
             "{err}"
+        );
+    }
+
+    /// A write without a request id is given one, appended; the rest of the
+    /// message, the value included, decodes as it was sent.
+    #[test]
+    fn a_write_without_a_request_id_is_given_one() {
+        let put = PutRequest {
+            key: "k".into(),
+            value: b"value".to_vec(),
+            write_quorum: 2,
+            request_id: String::new(),
+        };
+        let framed_put = framed(&put);
+        assert!(!framed_put.carries_request_id(Method::Put).unwrap());
+        let given = framed_put.with_request_id(Method::Put, "abc".into());
+        assert!(given.carries_request_id(Method::Put).unwrap());
+        assert_eq!(
+            PutRequest::decode(given.message()).unwrap(),
+            PutRequest {
+                request_id: "abc".into(),
+                ..put.clone()
+            }
+        );
+        let sent_with_one = framed(&PutRequest {
+            request_id: "the client's".into(),
+            ..put
+        });
+        assert!(sent_with_one.carries_request_id(Method::Put).unwrap());
+
+        let delete = DeleteRequest {
+            key: "k".into(),
+            ..DeleteRequest::default()
+        };
+        let given = framed(&delete).with_request_id(Method::Delete, "abc".into());
+        assert_eq!(
+            DeleteRequest::decode(given.message()).unwrap().request_id,
+            "abc"
+        );
+        let get = framed(&GetRequest {
+            key: "k".into(),
+            read_quorum: 0,
+        });
+        assert!(
+            !get.carries_request_id(Method::Get).unwrap(),
+            "reads carry none"
         );
     }
 
