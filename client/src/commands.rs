@@ -153,8 +153,9 @@ fn too_large(failure: Failure, size: usize) -> Failure {
         return failure;
     }
     let message = format!(
-        "the value is {size} bytes; the limit is {MAX_VALUE_BYTES}. The server refused \
-         the request from its length alone: {}",
+        "the value is {size} bytes, and a value may be at most {MAX_VALUE_BYTES} bytes \
+         (1 MiB). The request was so large that the server refused it from its length \
+         prefix, before reading the value (gRPC: {})",
         failure.message
     );
     Failure::new(&failure.code, message)

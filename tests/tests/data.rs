@@ -212,8 +212,11 @@ fn oversized_keys_and_values_are_refused(cluster: &TestCluster, client: impl Fn(
     // still names the value's size and its limit.
     let refused = put_bytes(5 * 1024 * 1024);
     assert!(
-        refused.starts_with("OUT_OF_RANGE: the value is 5242880 bytes; the limit is 1048576.")
-            && refused.contains("the limit is: 4194304 bytes"),
+        refused.starts_with(
+            "OUT_OF_RANGE: the value is 5242880 bytes, and a value may be at most 1048576 \
+             bytes (1 MiB). The request was so large that the server refused it from its \
+             length prefix"
+        ) && refused.contains("the limit is: 4194304 bytes"),
         "{refused}"
     );
 
