@@ -62,6 +62,13 @@ use crate::{
 pub const INTERVAL: Duration = Duration::from_secs(1);
 /// Records younger than this are left to the write path.
 pub const SETTLE: Duration = Duration::from_secs(3);
+/// How far ahead of this node's clock a version may be and still count as
+/// young. One further ahead was stamped by a clock that runs fast, or by one
+/// that has since seen such a version: a hybrid logical clock adopts the
+/// highest version it observes, so one record stamped an hour ahead makes
+/// every node stamp its writes an hour ahead. Left out as "young", none of
+/// them would be mended for that hour.
+const AHEAD: Duration = Duration::from_secs(10);
 /// Rounds running a key must be found short of a copy to count as
 /// under-replicated ([`Lagging`]).
 const ALARM_ROUNDS: u32 = 3;
@@ -189,9 +196,12 @@ fn compared(record: &Record, older_than_ms: u64, collected_before_ms: u64) -> bo
 }
 
 /// Whether a version was stamped before `older_than_ms`, long enough ago
-/// ([`SETTLE`]) that its write has reached every replica that is up.
+/// ([`SETTLE`]) that its write has reached every replica that is up, or so far
+/// after it ([`AHEAD`]) that no clock of ours stamped it just now. Both sides
+/// of a comparison use the same `older_than_ms`, so they agree on this.
 fn settled(version: &Version, older_than_ms: u64) -> bool {
-    version.wall_ms < older_than_ms
+    let young_until = older_than_ms.saturating_add((SETTLE + AHEAD).as_millis() as u64);
+    version.wall_ms < older_than_ms || version.wall_ms >= young_until
 }
 
 /// One pass over the store computes what every peer's digest should be.
@@ -593,6 +603,27 @@ mod tests {
             .collect();
         let differing = differing_ranges(&view.digest(&left).unwrap(), &theirs);
         assert_eq!(differing, HashSet::from([range_of("k7", RANGES)]));
+    }
+
+    /// Young means stamped from SETTLE ago to AHEAD from now; a version
+    /// further ahead is compared (and mended) at once.
+    #[test]
+    fn a_version_far_ahead_of_the_clock_is_not_young() {
+        let now = 1_000_000_000;
+        let cutoff = now - SETTLE.as_millis() as u64;
+        let at = |wall_ms| Version {
+            wall_ms,
+            logical: 0,
+            node: "n1".into(),
+        };
+        assert!(settled(&at(cutoff - 1), cutoff));
+        assert!(!settled(&at(cutoff), cutoff));
+        assert!(!settled(&at(now), cutoff));
+        assert!(!settled(&at(now + AHEAD.as_millis() as u64 - 1), cutoff));
+        assert!(settled(&at(now + AHEAD.as_millis() as u64), cutoff));
+        assert!(settled(&at(now + 3_600_000), cutoff), "an hour ahead");
+        // Listing everything, young ones included, still lists everything.
+        assert!(settled(&at(u64::MAX - 1), u64::MAX));
     }
 
     #[test]
