@@ -1,7 +1,7 @@
 //! `clusterlab-local`: the one command that runs a whole cluster on loopback.
 
 use std::{
-    io::{BufRead, BufReader},
+    io::{BufRead, BufReader, Read},
     net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use tests::{Client, bin, local_ports, wait_until};
+use tests::{Client, bin, local_ports, poll_until, send_signal, wait_until};
 
 /// A balancer port whose other ports, as `clusterlab-local` lays them out
 /// ([`local_ports`]), are free too. The whole block stays below 32768,
@@ -32,14 +32,20 @@ fn free_port_block() -> u16 {
 struct Local {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
-    collector: std::thread::JoinHandle<()>,
+    collector: Option<std::thread::JoinHandle<()>>,
     dir: PathBuf,
     port: u16,
 }
 
 impl Local {
     fn start(dir: &Path, port: u16) -> Local {
+        Local::start_in(dir, dir, port)
+    }
+
+    /// Starts it in `cwd` with `--dir dir`, which may be relative to `cwd`.
+    fn start_in(cwd: &Path, dir: &Path, port: u16) -> Local {
         let mut child = Command::new(bin("clusterlab-local"))
+            .current_dir(cwd)
             .args(["--port", &port.to_string(), "--dir"])
             .arg(dir)
             .env("CLUSTERLAB_LOG", "info")
@@ -60,22 +66,46 @@ impl Local {
         let local = Local {
             child,
             lines,
-            collector,
-            dir: dir.to_path_buf(),
+            collector: Some(collector),
+            dir: cwd.join(dir),
             port,
         };
+        local.wait_for_three_healthy_nodes();
+        local
+    }
+
+    fn wait_for_three_healthy_nodes(&self) {
         wait_until(
             "the balancer to see three healthy nodes",
             Duration::from_secs(60),
             || {
-                let out = local.client().args(["--json", "status"]).run();
+                let out = self.client().args(["--json", "status"]).run();
                 out.code() == 0
                     && out.json()["backends"]
                         .as_array()
                         .is_some_and(|b| b.iter().filter(|b| b["health"] == "healthy").count() == 3)
             },
         );
-        local
+    }
+
+    /// The command it printed to start `name` again after `name` exited.
+    fn restart_command(&self, name: &str) -> String {
+        let exited = format!("clusterlab-local: {name} exited");
+        let mut command = None;
+        wait_until(
+            &format!("the command to start {name} again"),
+            Duration::from_secs(10),
+            || {
+                let lines = self.lines.lock().unwrap();
+                command = lines
+                    .iter()
+                    .skip_while(|l| !l.starts_with(&exited))
+                    .find_map(|l| l.strip_prefix("clusterlab-local: start it again with: "))
+                    .map(String::from);
+                command.is_some()
+            },
+        );
+        command.unwrap()
     }
 
     /// A client of this cluster's balancer.
@@ -95,7 +125,7 @@ impl Local {
         let pid = self.child.id().to_string();
         Command::new("kill").args(["-INT", &pid]).status().unwrap();
         let status = self.child.wait().unwrap();
-        self.collector.join().unwrap();
+        self.collector.take().unwrap().join().unwrap();
         let lines = self.lines.lock().unwrap().clone();
         (status, lines)
     }
@@ -147,12 +177,133 @@ fn one_command_starts_three_nodes_and_a_balancer_and_ctrl_c_stops_them() {
         "{}",
         lines.join("\n")
     );
-    // Nothing is left listening: no gRPC, dashboard or metrics port.
+    assert_nothing_listens(port);
+}
+
+impl Drop for Local {
+    /// A test that fails midway still stops the cluster, as Ctrl-C would.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let pid = self.child.id().to_string();
+            let _ = Command::new("kill").args(["-INT", &pid]).status();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Nothing is left listening on the cluster's ports: no gRPC, dashboard or metrics port.
+fn assert_nothing_listens(port: u16) {
     for p in local_ports::all(3).into_iter().map(|offset| port + offset) {
         assert!(
             TcpListener::bind(("127.0.0.1", p)).is_ok(),
             "port {p} still in use"
         );
+    }
+}
+
+/// The kill lab: a node or the balancer killed by hand is reported with the
+/// command that starts it again, and that command works in another terminal,
+/// from any directory, though the cluster was started with a relative `--dir`.
+#[test]
+fn a_killed_node_or_balancer_starts_again_with_the_printed_command_from_anywhere() {
+    let home = tempfile::tempdir().unwrap();
+    let port = free_port_block();
+    let local = Local::start_in(home.path(), Path::new("local"), port);
+    let mut restarted = Vec::new();
+    for (name, its_port) in [("n2", port + local_ports::NODES + 2), ("balancer", port)] {
+        send_signal(pid_listening_on(its_port), "KILL");
+        let command = local.restart_command(name);
+        let mut words = command.split(' ');
+        let mut process = Command::new(words.next().unwrap());
+        tests::without_clusterlab_env(&mut process);
+        let child = process
+            .args(words)
+            .current_dir("/")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("running {command}: {e}"));
+        restarted.push(KilledOnDrop(child));
+        // The killed process is gone: whoever answers is the one just started.
+        wait_until(
+            &format!("{name} to answer again"),
+            Duration::from_secs(30),
+            || local.client_at(its_port).args(["whoami"]).run().code() == 0,
+        );
+    }
+    local.wait_for_three_healthy_nodes();
+    local.client().args(["put", "k", "v"]).ok();
+    drop(restarted);
+    let (status, _) = local.interrupt();
+    assert!(status.success(), "clusterlab-local exited with {status}");
+}
+
+/// `clusterlab-local | head -3`: once nobody reads its output, it stops every
+/// process as on Ctrl-C (it used to panic, and leave nodes running).
+#[test]
+fn closing_its_output_stops_every_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port_block();
+    let mut local = Command::new(bin("clusterlab-local"))
+        .args(["--port", &port.to_string(), "--dir"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting clusterlab-local");
+    // Closed before its first line, so that its first write fails.
+    drop(local.stdout.take());
+    let exited = poll_until(Duration::from_secs(30), || {
+        local.try_wait().unwrap().is_some()
+    });
+    if !exited {
+        send_signal(local.id(), "INT");
+    }
+    assert!(exited, "clusterlab-local still runs with its output closed");
+    let mut stderr = String::new();
+    local
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let status = local.wait().unwrap();
+    assert!(
+        status.success() && stderr.contains("stdout was closed") && !stderr.contains("panicked"),
+        "clusterlab-local exited with {status}:\n{stderr}"
+    );
+    assert_nothing_listens(port);
+}
+
+/// The pid of the process started with `--listen 127.0.0.1:port`, found by
+/// its command line as the README's `pkill -f` finds it: clusterlab-local
+/// prints no pids.
+fn pid_listening_on(port: u16) -> u32 {
+    let addr = format!("127.0.0.1:{port}");
+    let listens = |cmdline: Vec<u8>| {
+        let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+        args.windows(2)
+            .any(|w| w[0] == b"--listen" && w[1] == addr.as_bytes())
+    };
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let pid = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            listens(cmdline).then_some(pid)
+        })
+        .next()
+        .unwrap_or_else(|| panic!("no process listens on {addr}"))
+}
+
+/// A process the test started itself, killed when the test ends (or fails).
+struct KilledOnDrop(Child);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

@@ -5,7 +5,8 @@
 //! certificates (each node with an identity of its own,
 //! `spiffe://clusterlab/node/n1`, ...), prints every process's log lines
 //! (each starts with the process's name), says when the balancer has every
-//! node in rotation, and stops them all, gracefully, on Ctrl-C. Data stays in
+//! node in rotation, and stops them all, gracefully, on Ctrl-C (or once its
+//! output is no longer read, as in `clusterlab-local | head`). Data stays in
 //! `--dir` between runs unless `--fresh` is given. A second
 //! `clusterlab-local` on the same directory or ports refuses to start, and
 //! leaves the running cluster and its certificates alone.
@@ -15,6 +16,7 @@
 //! ```
 
 use std::{
+    io::Write as _,
     path::{Path, PathBuf},
     process::{ExitCode, Stdio},
     time::{Duration, Instant},
@@ -25,6 +27,7 @@ use tests::local_ports;
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
     process::{Child, Command},
+    sync::Notify,
 };
 
 /// clusterlab-local: three nodes and a balancer on loopback, in one terminal.
@@ -172,17 +175,20 @@ async fn run(args: Args) -> Result<(), String> {
         let _ = std::fs::remove_dir_all(args.dir.join("data"));
     }
 
-    let mut children = Vec::new();
-    // How to start each node again by hand after it was killed.
-    let mut restart: Vec<(String, String)> = Vec::new();
+    // The processes get absolute paths, so that the command printed to start
+    // one again by hand (below) works in another terminal, from any directory.
+    let dir = std::path::absolute(&args.dir)
+        .map_err(|e| format!("cannot resolve {}: {e}", args.dir.display()))?;
+    let certs_flag = dir.join("certs").display().to_string();
+    // Each process: its name, its program, and its flags.
+    let mut processes: Vec<(String, PathBuf, Vec<String>)> = Vec::new();
     for (i, (name, addr)) in names.iter().zip(&node_addrs).enumerate() {
         let peers: Vec<&str> = node_addrs
             .iter()
             .filter(|a| *a != addr)
             .map(String::as_str)
             .collect();
-        let program = sibling("clusterlab-node")?;
-        let flags: Vec<String> = [
+        let flags = [
             "--name",
             name,
             "--identity",
@@ -194,42 +200,56 @@ async fn run(args: Args) -> Result<(), String> {
             "--peers",
             &peers.join(","),
             "--data-dir",
-            &args.dir.join("data").join(name).display().to_string(),
+            &dir.join("data").join(name).display().to_string(),
             "--certs",
-            &certs.display().to_string(),
+            &certs_flag,
         ]
         .map(String::from)
         .into();
+        processes.push((name.clone(), sibling("clusterlab-node")?, flags));
+    }
+    let balancer_flags = [
+        "--listen",
+        &balancer_addr,
+        "--nodes",
+        &node_addrs.join(","),
+        "--dashboard",
+        &dashboard_addr,
+        "--certs",
+        &certs_flag,
+    ]
+    .map(String::from)
+    .into();
+    let program = sibling("clusterlab-balancer")?;
+    processes.push(("balancer".into(), program, balancer_flags));
+
+    let mut children = Vec::new();
+    // How to start each process again by hand after it was killed.
+    let mut restart: Vec<(String, String)> = Vec::new();
+    for (name, program, flags) in processes {
         restart.push((
             name.clone(),
             format!("{} {}", program.display(), flags.join(" ")),
         ));
-        let mut node = Command::new(program);
-        node.args(&flags);
-        children.push(start(node, name)?);
+        let mut command = Command::new(program);
+        command.args(&flags);
+        children.push(start(command, &name)?);
     }
-    let mut balancer = Command::new(sibling("clusterlab-balancer")?);
-    balancer
-        .args(["--listen", &balancer_addr, "--nodes", &node_addrs.join(",")])
-        .args(["--dashboard", &dashboard_addr])
-        .arg("--certs")
-        .arg(&certs);
-    children.push(start(balancer, "balancer")?);
 
-    println!(
+    say(format!(
         "clusterlab-local: {} nodes ({}) and a balancer ({balancer_addr}); certificates in {}",
         args.nodes,
         node_addrs.join(", "),
         certs.display()
-    );
-    println!(
+    ));
+    say(format!(
         "clusterlab-local: the dashboard is at http://{dashboard_addr}/; each node's metrics at http://{}/metrics",
         metrics_addrs.join("/metrics, http://")
-    );
-    println!(
+    ));
+    say(format!(
         "clusterlab-local: try `CLUSTERLAB_CERTS={} clusterlab --addr {balancer_addr} status`; Ctrl-C stops everything",
         certs.display()
-    );
+    ));
     tokio::spawn(announce_ready(
         certs.clone(),
         balancer_addr.clone(),
@@ -252,14 +272,24 @@ async fn run(args: Args) -> Result<(), String> {
     loop {
         tokio::select! {
             () = &mut shutdown => break,
+            () = STDOUT_CLOSED.notified() => {
+                // Whoever read the output is gone (`clusterlab-local | head -3`
+                // has its lines): stop everything, as on Ctrl-C. Not `eprintln!`,
+                // which panics if stderr went too (`2>&1 | head -3`).
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "clusterlab-local: stdout was closed; stopping everything"
+                );
+                break;
+            }
             Some((name, status)) = exited.recv() => {
                 running.retain(|(n, _)| *n != name);
-                println!(
+                say(format!(
                     "clusterlab-local: {name} exited ({}); the others keep running",
                     describe(&status)
-                );
+                ));
                 if let Some((_, command)) = restart.iter().find(|(n, _)| *n == name) {
-                    println!("clusterlab-local: start it again with: {command}");
+                    say(format!("clusterlab-local: start it again with: {command}"));
                 }
                 if running.is_empty() {
                     return Err("every process has exited".into());
@@ -281,7 +311,10 @@ async fn run(args: Args) -> Result<(), String> {
             break;
         };
         running.retain(|(n, _)| *n != name);
-        println!("clusterlab-local: {name} stopped ({})", describe(&status));
+        say(format!(
+            "clusterlab-local: {name} stopped ({})",
+            describe(&status)
+        ));
     }
     Ok(())
 }
@@ -299,10 +332,10 @@ async fn announce_ready(certs: PathBuf, balancer: String, nodes: Vec<String>) {
         match healthy_nodes(&certs, &balancer).await {
             Ok(healthy) if nodes.iter().all(|n| healthy.contains(n)) => {
                 let take = if nodes.len() == 1 { "takes" } else { "take" };
-                println!(
+                say(format!(
                     "clusterlab-local: ready: {} {take} requests through the balancer at {balancer}",
                     nodes.join(", ")
-                );
+                ));
                 return;
             }
             Ok(healthy) => {
@@ -317,11 +350,11 @@ async fn announce_ready(certs: PathBuf, balancer: String, nodes: Vec<String>) {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    println!(
+    say(format!(
         "clusterlab-local: not ready after {}s: still waiting for {waiting_for}; the log lines \
          above say why",
         READY_PATIENCE.as_secs()
-    );
+    ));
 }
 
 /// The names of the nodes the balancer at `addr` has in rotation.
@@ -363,6 +396,19 @@ fn ensure_free(addr: &str) -> Result<(), String> {
     }
 }
 
+/// Notified once a line could not be printed because stdout is closed.
+static STDOUT_CLOSED: Notify = Notify::const_new();
+
+/// Prints one line to stdout. Unlike `println!`, which panics, it tells `run`
+/// when stdout is closed, and then drops the lines that follow.
+fn say(line: impl std::fmt::Display) {
+    if let Err(e) = writeln!(std::io::stdout().lock(), "{line}")
+        && e.kind() == std::io::ErrorKind::BrokenPipe
+    {
+        STDOUT_CLOSED.notify_one();
+    }
+}
+
 fn describe(status: &std::io::Result<std::process::ExitStatus>) -> String {
     match status {
         Ok(status) => status.to_string(),
@@ -374,6 +420,9 @@ fn describe(status: &std::io::Result<std::process::ExitStatus>) -> String {
 fn start(mut command: Command, name: &str) -> Result<(String, Child), String> {
     tests::without_clusterlab_env(command.as_std_mut());
     let mut child = command
+        // Should clusterlab-local stop without stopping its children (an
+        // early error, a bug), they go with it rather than run on unseen.
+        .kill_on_drop(true)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -387,8 +436,10 @@ fn start(mut command: Command, name: &str) -> Result<(String, Child), String> {
     ] {
         tokio::spawn(async move {
             let mut lines = BufReader::new(pipe).lines();
+            // Read to the end even once stdout is closed: a process whose
+            // output nobody reads would block, or fail, writing it.
             while let Ok(Some(line)) = lines.next_line().await {
-                println!("{line}");
+                say(line);
             }
         });
     }
