@@ -72,8 +72,17 @@ const AHEAD: Duration = Duration::from_secs(10);
 /// Rounds running a key must be found short of a copy to count as
 /// under-replicated ([`Lagging`]).
 const ALARM_ROUNDS: u32 = 3;
-/// A peer that takes longer than this over one digest or range is skipped this round.
+/// A peer that takes longer than this over one digest or range, or between
+/// two records it streams, is skipped this round.
 const PEER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Step 3 asks for at most this many bytes of keys at a time, so that a large
+/// repair (a node back with its data directory wiped) is many requests that
+/// each fit in a message, not one that never does.
+const COPY_KEY_BYTES: usize = 256 * 1024;
+/// Copied records are written to disk whenever this many bytes have arrived,
+/// so a large repair never holds more than about this much in memory, and what
+/// was copied before a peer stalled is kept.
+const APPLY_BYTES: usize = 4 * 1024 * 1024;
 
 /// Per range: (records, XOR of their hashes).
 pub type Digest = Vec<(u64, u64)>;
@@ -457,21 +466,17 @@ async fn exchange(
         })
         .await
         .map_err(|e| e.to_string())?;
-    // Step 3: just those records.
+    // Step 3: just those records, a batch of keys at a time.
+    request.keys_only = false;
+    request.older_than_ms = older_than_ms;
     let mut copied = 0;
-    if !wanted.is_empty() {
-        request.keys_only = false;
-        request.older_than_ms = older_than_ms;
-        request.keys = wanted;
-        let records = pull(&mut client, request).await?;
-        for record in &records {
-            state.clock.observe(&record.version);
+    let mut failed = None;
+    for keys in batches(wanted, COPY_KEY_BYTES) {
+        request.keys = keys;
+        if let Err(e) = copy(state, &mut client, request.clone(), &mut copied).await {
+            failed = Some(e);
+            break;
         }
-        copied = state
-            .store
-            .run(move |s| s.apply_many(&records))
-            .await
-            .map_err(|e| e.to_string())?;
     }
     if copied > 0 {
         let message = format!(
@@ -481,7 +486,84 @@ async fn exchange(
         info!(%peer, copied, ranges = ranges_differed, "anti-entropy repaired records");
         state.events.publish("repair.copied", &peer, message);
     }
-    Ok(stale)
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(stale),
+    }
+}
+
+/// Splits `keys` into batches of at most `max_bytes` of keys each (a key
+/// longer than that goes alone).
+fn batches(keys: Vec<String>, max_bytes: usize) -> Vec<Vec<String>> {
+    let mut batches: Vec<Vec<String>> = Vec::new();
+    let mut bytes = 0;
+    for key in keys {
+        match batches.last_mut() {
+            Some(batch) if bytes + key.len() <= max_bytes => {
+                bytes += key.len();
+                batch.push(key);
+            }
+            _ => {
+                bytes = key.len();
+                batches.push(vec![key]);
+            }
+        }
+    }
+    batches
+}
+
+/// Streams the records `request` asks for from a peer and writes them to
+/// disk as they come, [`APPLY_BYTES`] at a time, adding to `copied` the
+/// records that changed something. What was written before a failure stays.
+async fn copy(
+    state: &Arc<NodeState>,
+    client: &mut ReplicaClient<Channel>,
+    request: RangeRequest,
+    copied: &mut usize,
+) -> std::result::Result<(), String> {
+    let mut stream = tokio::time::timeout(PEER_TIMEOUT, client.stream_range(request))
+        .await
+        .map_err(|_| "streaming records timed out".to_string())?
+        .map_err(|s| s.message().to_string())?
+        .into_inner();
+    let mut batch: Vec<Record> = Vec::new();
+    let mut bytes = 0;
+    loop {
+        let next = tokio::time::timeout(PEER_TIMEOUT, stream.next())
+            .await
+            .map_err(|_| "streaming records stalled".to_string());
+        let record = match next {
+            Ok(Some(Ok(record))) => {
+                // Our clock observes it: it must be a version a clock can follow.
+                if let Some(version) = &record.version {
+                    crate::limits::check_version(version)
+                        .map_err(|e| format!("sent a record with a bad version: {e}"))?;
+                }
+                Some(Record::from(record))
+            }
+            Ok(None) => None,
+            Ok(Some(Err(status))) => return Err(status.message().to_string()),
+            Err(e) => return Err(e),
+        };
+        if let Some(record) = &record {
+            state.clock.observe(&record.version);
+            bytes += record.size();
+        }
+        let done = record.is_none();
+        batch.extend(record);
+        if (done || bytes >= APPLY_BYTES) && !batch.is_empty() {
+            let records = std::mem::take(&mut batch);
+            bytes = 0;
+            *copied += state
+                .store
+                .run(move |s| s.apply_many(&records))
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        if done {
+            return Ok(());
+        }
+    }
 }
 
 /// Streams what `request` asks for from a peer, with a deadline.
@@ -603,6 +685,20 @@ mod tests {
             .collect();
         let differing = differing_ranges(&view.digest(&left).unwrap(), &theirs);
         assert_eq!(differing, HashSet::from([range_of("k7", RANGES)]));
+    }
+
+    /// Step 3's requests stay under their size however many keys are wanted.
+    #[test]
+    fn wanted_keys_are_asked_for_in_batches_that_fit() {
+        let keys: Vec<String> = (0..10).map(|i| format!("key{i}")).collect(); // 4 bytes each
+        let sizes =
+            |max| -> Vec<usize> { batches(keys.clone(), max).iter().map(Vec::len).collect() };
+        assert_eq!(sizes(12), [3, 3, 3, 1]);
+        assert_eq!(sizes(1_000), [10]);
+        assert_eq!(sizes(2), [1; 10], "a key over the budget goes alone");
+        let batched: Vec<String> = batches(keys.clone(), 12).concat();
+        assert_eq!(batched, keys, "every key, once, in order");
+        assert!(batches(Vec::new(), 12).is_empty());
     }
 
     /// Young means stamped from SETTLE ago to AHEAD from now; a version
