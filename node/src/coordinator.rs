@@ -241,11 +241,12 @@ impl Coordinator {
             from: self.state.name.clone(),
         };
         let response = client.write(request).await.map_err(unreachable)?;
-        let stored = response
-            .into_inner()
-            .stored
-            .map(Version::from)
-            .unwrap_or_default();
+        // Counted as a durable copy, so an answer that does not say what it
+        // stored, or with a version no clock can follow, is a failure.
+        let stored = response.into_inner().stored.ok_or_else(|| {
+            ReplicaError::Failed(format!("{replica} answered without the version it stored"))
+        })?;
+        let stored = Version::from(checked(&replica, stored)?);
         // Higher than ours if the replica held a newer write: stamp above it next.
         state.clock.observe(&stored);
         Ok(stored)
@@ -269,7 +270,11 @@ impl Coordinator {
             })
             .await
             .map_err(unreachable)?;
-        Ok(response.into_inner().record.map(Record::from))
+        let record = response.into_inner().record;
+        if let Some(version) = record.as_ref().and_then(|r| r.version.clone()) {
+            checked(&replica, version)?;
+        }
+        Ok(record.map(Record::from))
     }
 
     fn peer(
@@ -859,6 +864,15 @@ impl Tally {
         reasons.extend(self.waiting.iter().map(|r| format!("{r}: no answer yet")));
         reasons.join("; ")
     }
+}
+
+/// `version`, as `replica` sent it, if our clocks can follow it: a version
+/// near the end of time would leave a clock that observed it no room to stamp
+/// a later write higher.
+fn checked(replica: &str, version: proto::Version) -> ReplicaResult<proto::Version> {
+    limits::check_version(&version)
+        .map(|()| version)
+        .map_err(|e| ReplicaError::Failed(format!("{replica} answered with a bad version: {e}")))
 }
 
 /// A failed call to another node, as a reason for the trace.
