@@ -325,7 +325,7 @@ pub struct CheckArgs {
 pub struct PutArgs {
     /// The key: 1 to 1024 bytes of UTF-8.
     pub key: String,
-    /// The value, or `-` to read it from standard input.
+    /// The value, or `-` to read it from standard input. Give it, or --value-file.
     pub value: Option<String>,
     /// Read the value from a file (for values too large for an argument).
     #[arg(long, value_name = "FILE")]
