@@ -531,26 +531,21 @@ async fn copy(
     loop {
         let next = tokio::time::timeout(PEER_TIMEOUT, stream.next())
             .await
-            .map_err(|_| "streaming records stalled".to_string());
-        let record = match next {
-            Ok(Some(Ok(record))) => {
-                // Our clock observes it: it must be a version a clock can follow.
-                if let Some(version) = &record.version {
-                    crate::limits::check_version(version)
-                        .map_err(|e| format!("sent a record with a bad version: {e}"))?;
-                }
-                Some(Record::from(record))
+            .map_err(|_| "streaming records stalled".to_string())?
+            .transpose()
+            .map_err(|s| s.message().to_string())?;
+        let done = next.is_none();
+        if let Some(record) = next {
+            // Our clock observes it: it must be a version a clock can follow.
+            if let Some(version) = &record.version {
+                crate::limits::check_version(version)
+                    .map_err(|e| format!("sent a record with a bad version: {e}"))?;
             }
-            Ok(None) => None,
-            Ok(Some(Err(status))) => return Err(status.message().to_string()),
-            Err(e) => return Err(e),
-        };
-        if let Some(record) = &record {
+            let record = Record::from(record);
             state.clock.observe(&record.version);
             bytes += record.size();
+            batch.push(record);
         }
-        let done = record.is_none();
-        batch.extend(record);
         if (done || bytes >= APPLY_BYTES) && !batch.is_empty() {
             let records = std::mem::take(&mut batch);
             bytes = 0;

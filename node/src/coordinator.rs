@@ -246,7 +246,8 @@ impl Coordinator {
         let stored = response.into_inner().stored.ok_or_else(|| {
             ReplicaError::Failed(format!("{replica} answered without the version it stored"))
         })?;
-        let stored = Version::from(checked(&replica, stored)?);
+        check(&replica, &stored)?;
+        let stored = Version::from(stored);
         // Higher than ours if the replica held a newer write: stamp above it next.
         state.clock.observe(&stored);
         Ok(stored)
@@ -271,8 +272,8 @@ impl Coordinator {
             .await
             .map_err(unreachable)?;
         let record = response.into_inner().record;
-        if let Some(version) = record.as_ref().and_then(|r| r.version.clone()) {
-            checked(&replica, version)?;
+        if let Some(version) = record.as_ref().and_then(|r| r.version.as_ref()) {
+            check(&replica, version)?;
         }
         Ok(record.map(Record::from))
     }
@@ -866,12 +867,11 @@ impl Tally {
     }
 }
 
-/// `version`, as `replica` sent it, if our clocks can follow it: a version
+/// Whether our clocks can follow `version`, as `replica` sent it: a version
 /// near the end of time would leave a clock that observed it no room to stamp
 /// a later write higher.
-fn checked(replica: &str, version: proto::Version) -> ReplicaResult<proto::Version> {
-    limits::check_version(&version)
-        .map(|()| version)
+fn check(replica: &str, version: &proto::Version) -> ReplicaResult<()> {
+    limits::check_version(version)
         .map_err(|e| ReplicaError::Failed(format!("{replica} answered with a bad version: {e}")))
 }
 

@@ -131,7 +131,7 @@ impl Readiness {
         if awaiting_dns {
             return false;
         }
-        self.counted += 1;
+        self.counted = self.counted.saturating_add(1);
         (!round.news && !round.unanswered) || self.counted >= ROUNDS_BEFORE_READY
     }
 }
