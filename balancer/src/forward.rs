@@ -169,7 +169,7 @@ impl Router {
         // the node looks for it before writing again. Our client always sends
         // one; a write that came without one (from grpcurl, say) gets one here.
         let message = match !method.is_read() && !message.carries_request_id(method)? {
-            true => message.with_request_id(method, new_request_id()),
+            true => message.with_request_id(method, proto::new_request_id()),
             false => message,
         };
         self.requests.fetch_add(1, Ordering::Relaxed);
@@ -422,16 +422,6 @@ fn write_by(remaining: Duration) -> HeaderValue {
     let mut value = HeaderValue::from_str(digits).expect("digits");
     value.set_sensitive(true);
     value
-}
-
-/// A fresh request id, for a write that came without one: 128 random bits,
-/// as the client makes them.
-fn new_request_id() -> String {
-    format!(
-        "{:016x}{:016x}",
-        rand::random::<u64>(),
-        rand::random::<u64>()
-    )
 }
 
 /// Worth trying on another node. UNAVAILABLE means the node (or its replicas)

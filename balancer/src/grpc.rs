@@ -27,7 +27,7 @@ use http::HeaderMap;
 use http_body::Body;
 use http_body_util::BodyExt;
 use prost::{
-    Message,
+    DecodeError, Message,
     bytes::Buf,
     encoding::{self, DecodeContext, WireType},
 };
@@ -124,21 +124,12 @@ impl Framed {
         let Some(id_field) = method.request_id_field() else {
             return Ok(false);
         };
-        let mut carries = false;
-        let mut buf = self.message();
-        let undecodable = |e: prost::DecodeError| Status::internal(e.to_string());
-        while buf.has_remaining() {
-            let (field, wire_type) = encoding::decode_key(&mut buf).map_err(undecodable)?;
-            if field == id_field && wire_type == WireType::LengthDelimited {
-                // The id's length is all we need: read it from a copy of the
-                // cursor, which the skip below then moves past the id.
-                let mut length = buf;
-                carries = encoding::decode_varint(&mut length).map_err(undecodable)? > 0;
-            }
-            encoding::skip_field(wire_type, field, &mut buf, DecodeContext::default())
-                .map_err(undecodable)?;
-        }
-        Ok(carries)
+        let mut id = Vec::new();
+        self.read_field(id_field, |wire_type, buf, context| {
+            encoding::bytes::merge(wire_type, &mut id, buf, context)
+        })
+        .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(!id.is_empty())
     }
 
     /// This write request to `method` with `id` appended as its request id.
@@ -162,21 +153,30 @@ impl Framed {
             coordinator: String,
         }
         let mut trace = Coordinator::default();
-        let mut buf = self.message();
-        let undecodable = |e: prost::DecodeError| {
-            Status::internal(format!("the node's response is not protobuf: {e}"))
-        };
-        while buf.has_remaining() {
-            let (field, wire_type) = encoding::decode_key(&mut buf).map_err(undecodable)?;
-            let context = DecodeContext::default();
-            if field == method.trace_field() {
-                encoding::message::merge(wire_type, &mut trace, &mut buf, context)
-            } else {
-                encoding::skip_field(wire_type, field, &mut buf, context)
-            }
-            .map_err(undecodable)?;
-        }
+        self.read_field(method.trace_field(), |wire_type, buf, context| {
+            encoding::message::merge(wire_type, &mut trace, buf, context)
+        })
+        .map_err(|e| Status::internal(format!("the node's response is not protobuf: {e}")))?;
         Ok(trace.coordinator)
+    }
+
+    /// Walks the message's fields and hands every copy of field `wanted` to
+    /// `merge`, as a decoder would; the other fields are skipped, not copied.
+    fn read_field(
+        &self,
+        wanted: u32,
+        mut merge: impl FnMut(WireType, &mut &[u8], DecodeContext) -> Result<(), DecodeError>,
+    ) -> Result<(), DecodeError> {
+        let mut buf = self.message();
+        while buf.has_remaining() {
+            let (field, wire_type) = encoding::decode_key(&mut buf)?;
+            let context = DecodeContext::default();
+            match field == wanted {
+                true => merge(wire_type, &mut buf, context)?,
+                false => encoding::skip_field(wire_type, field, &mut buf, context)?,
+            }
+        }
+        Ok(())
     }
 
     /// This response with `ours` appended as a second `trace` field, which a
@@ -413,6 +413,9 @@ mod tests {
             ..put
         });
         assert!(sent_with_one.carries_request_id(Method::Put).unwrap());
+        // The last copy of a field wins, for the balancer as for the node.
+        let emptied = sent_with_one.with_request_id(Method::Put, String::new());
+        assert!(!emptied.carries_request_id(Method::Put).unwrap());
 
         let delete = DeleteRequest {
             key: "k".into(),

@@ -46,8 +46,10 @@ impl Policy {
         .into_iter()
         .find(|p| p.name() == name)
         .ok_or_else(|| {
+            let [first @ .., last] = proto::admin::POLICIES;
             format!(
-                "unknown policy {name:?}; use round-robin, least-request, random or key-affinity"
+                "unknown policy {name:?}; use {} or {last}",
+                first.join(", ")
             )
         })
     }
@@ -223,20 +225,23 @@ mod tests {
         assert_eq!(spread.len(), 3);
     }
 
+    /// The names are the wire contract's list, which the client checks
+    /// `clusterlab policy NAME` against before sending it.
     #[test]
     fn names_round_trip_and_unknown_ones_are_explained() {
-        for p in [
-            Policy::RoundRobin,
-            Policy::LeastRequest,
-            Policy::Random,
-            Policy::KeyAffinity,
-        ] {
-            assert_eq!(Policy::parse(p.name()).unwrap(), p);
+        use clap::ValueEnum;
+        let names: Vec<&str> = Policy::value_variants().iter().map(|p| p.name()).collect();
+        assert_eq!(names, proto::admin::POLICIES);
+        for p in Policy::value_variants() {
+            assert_eq!(Policy::parse(p.name()), Ok(*p));
         }
-        assert!(
-            Policy::parse("fastest")
-                .unwrap_err()
-                .contains("use round-robin")
+        assert_eq!(
+            Policy::parse("fastest"),
+            Err(
+                "unknown policy \"fastest\"; use round-robin, least-request, random or \
+                 key-affinity"
+                    .into()
+            )
         );
     }
 }

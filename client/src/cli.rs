@@ -4,7 +4,10 @@ use std::{path::PathBuf, time::Duration};
 
 use certs::{TlsMode, flags::positive_duration};
 use clap::{Args, Parser, Subcommand};
-use proto::limits::{DEFAULT_SCAN_LIMIT, MAX_SCAN_LIMIT};
+use proto::{
+    admin::MAX_FAULT_LATENCY,
+    limits::{DEFAULT_SCAN_LIMIT, MAX_SCAN_LIMIT},
+};
 
 /// clusterlab: talk to a clusterlab cluster, and see what happened.
 ///
@@ -203,9 +206,16 @@ fn quorum(text: &str) -> Result<u32, String> {
 }
 
 /// Parses `fault --latency`: the node counts whole milliseconds, so a
-/// latency above zero and under 1ms would be none at all.
+/// latency above zero and under 1ms would be none at all; and it adds at
+/// most [`MAX_FAULT_LATENCY`], beyond which a node might as well be paused.
 fn latency(text: &str) -> Result<Duration, String> {
     let latency = certs::flags::duration(text)?;
+    if latency > MAX_FAULT_LATENCY {
+        return Err(format!(
+            "{text} is more than {MAX_FAULT_LATENCY:?}, the most latency a node adds; use \
+             --pause to stop it answering"
+        ));
+    }
     match latency > Duration::ZERO && latency < Duration::from_millis(1) {
         true => Err(format!(
             "{text} is less than a millisecond, the smallest latency a node adds; \
@@ -250,7 +260,8 @@ pub struct SniffArgs {
 
 #[derive(Debug, Args)]
 pub struct PolicyArgs {
-    /// round-robin, least-request, random or key-affinity.
+    /// The policy to switch to.
+    #[arg(value_parser = clap::builder::PossibleValuesParser::new(proto::admin::POLICIES))]
     pub policy: String,
 }
 
@@ -434,6 +445,10 @@ mod tests {
                 "less than a millisecond",
             ),
             (
+                &["fault", "n1", "--latency", "2m"],
+                "more than 60s, the most latency a node adds; use --pause",
+            ),
+            (
                 &["fault", "n1", "--error-rate", "-0.1"],
                 "outside 0.0 to 1.0",
             ),
@@ -453,11 +468,20 @@ mod tests {
                 "{args:?} does not name {flag}: {error}"
             );
         }
+        // A policy the balancer does not have is the command line's mistake,
+        // answered with the four it has.
+        let error = Cli::try_parse_from(["clusterlab", "policy", "bogus"]).unwrap_err();
+        assert_eq!(error.kind(), clap::error::ErrorKind::InvalidValue);
+        for name in proto::admin::POLICIES {
+            assert!(error.to_string().contains(name), "{error}");
+        }
         // The same flags take the smallest sensible values.
         for args in [
             &["--timeout", "1ms", "get", "k"][..],
             &["load", "--duration", "1s", "--rate", "0.5", "--keys", "1"],
             &["scan", "--limit", "1000"],
+            &["fault", "n1", "--latency", "60s"],
+            &["policy", "key-affinity"],
         ] {
             let line = std::iter::once("clusterlab").chain(args.iter().copied());
             assert!(Cli::try_parse_from(line).is_ok(), "{args:?}");

@@ -71,16 +71,6 @@ pub(crate) fn write_request<T>(global: &Global, message: T) -> tonic::Request<T>
     request
 }
 
-/// A fresh id for one logical write, so that a balancer's retry of it is
-/// recognised by the node instead of being applied twice.
-pub(crate) fn new_request_id() -> String {
-    format!(
-        "{:016x}{:016x}",
-        rand::random::<u64>(),
-        rand::random::<u64>()
-    )
-}
-
 /// With `-v`, the trace as one line on stderr.
 fn show_trace(global: &Global, trace: Option<&Trace>) {
     if let (true, Some(trace)) = (global.verbose, trace) {
@@ -123,7 +113,7 @@ async fn put(global: &Global, args: PutArgs) -> Result<(), Failure> {
                 key: args.key.clone(),
                 value,
                 write_quorum: args.write_quorum.unwrap_or(0),
-                request_id: new_request_id(),
+                request_id: proto::new_request_id(),
             },
         ))
         .await;
@@ -261,7 +251,7 @@ async fn delete(global: &Global, args: DeleteArgs) -> Result<(), Failure> {
             DeleteRequest {
                 key: args.key.clone(),
                 write_quorum: args.write_quorum.unwrap_or(0),
-                request_id: new_request_id(),
+                request_id: proto::new_request_id(),
             },
         ))
         .await;

@@ -49,7 +49,7 @@ use tonic::transport::Channel;
 use crate::{
     Failure,
     cli::{Global, LoadArgs},
-    commands::{new_request_id, request, write_request},
+    commands::{request, write_request},
     connect::Connection,
     failure::{REFUSED_PAUSE, never_sent, status_code},
 };
@@ -345,7 +345,7 @@ async fn one_request(work: &Workload, due: Option<Instant>) -> Outcome {
             key,
             value: work.value.clone(),
             write_quorum: 0,
-            request_id: new_request_id(),
+            request_id: proto::new_request_id(),
         };
         client
             .put(write_request(&work.global, put))

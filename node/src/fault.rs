@@ -10,11 +10,9 @@
 
 use std::time::Duration;
 
+use proto::admin::MAX_FAULT_LATENCY;
 use tokio::sync::watch;
 use tonic::Status;
-
-/// The most latency that may be injected: beyond this, use `pause`.
-pub const MAX_LATENCY: Duration = Duration::from_secs(60);
 
 /// What is wrong with this node right now. The default is "nothing".
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -42,9 +40,9 @@ impl Fault {
             )));
         }
         let latency = Duration::from_millis(request.latency_ms);
-        if latency > MAX_LATENCY {
+        if latency > MAX_FAULT_LATENCY {
             return Err(Status::invalid_argument(format!(
-                "latency {latency:?} is more than {MAX_LATENCY:?}; use --pause to stop answering"
+                "latency {latency:?} is more than {MAX_FAULT_LATENCY:?}; use --pause to stop answering"
             )));
         }
         Ok(Fault {

@@ -109,6 +109,10 @@ struct Round {
     news: bool,
     /// Some address did not answer: a node not listening yet, or one that is down.
     unanswered: bool,
+    /// `--peers-dns` is set and has found no other member that is not dead.
+    /// Docker's DNS names only the containers already running, so at a fresh
+    /// `docker compose up` the name may answer with this node alone.
+    alone: bool,
 }
 
 /// Decides when a starting node has found everyone it can, round by round.
@@ -116,8 +120,10 @@ struct Round {
 /// It has once a round brings no news and every address it probed answered.
 /// A round in which some address did not answer does not settle it: nodes
 /// started together come up a moment apart, and a node that took the silence
-/// for "nobody else" would serve alone. But an address may never answer (a
-/// member that is down for good), so after [`ROUNDS_BEFORE_READY`] rounds the
+/// for "nobody else" would serve alone. Nor does a round in which `--peers-dns`
+/// has found nobody else: the others' containers may not have started yet.
+/// But an address may never answer (a member that is down for good), and a
+/// node may be alone for good, so after [`ROUNDS_BEFORE_READY`] rounds the
 /// node is ready with what it has found. Rounds count only once `--peers-dns`,
 /// if set, has answered: before that, the node has not looked yet.
 #[derive(Debug, Default)]
@@ -132,7 +138,8 @@ impl Readiness {
             return false;
         }
         self.counted = self.counted.saturating_add(1);
-        (!round.news && !round.unanswered) || self.counted >= ROUNDS_BEFORE_READY
+        let settled = !round.news && !round.unanswered && !round.alone;
+        settled || self.counted >= ROUNDS_BEFORE_READY
     }
 }
 
@@ -180,6 +187,8 @@ pub struct Membership {
     name: String,
     advertise: String,
     replicas: usize,
+    /// `--peers-dns` is set (see [`Round::alone`]).
+    discovers: bool,
     settings: Settings,
     dialer: Dialer,
     events: Events,
@@ -200,7 +209,8 @@ pub struct Local {
     /// `--peers`.
     pub seeds: Vec<String>,
     /// Whether `--peers-dns` is set: probe rounds count toward readiness only
-    /// once its first answer is in.
+    /// once its first answer is in, and settle it early only once it has
+    /// found another member.
     pub discovers: bool,
     /// N, to build the ring with.
     pub replicas: usize,
@@ -232,6 +242,7 @@ impl Membership {
             name,
             advertise,
             replicas,
+            discovers,
             settings,
             dialer,
             events,
@@ -450,9 +461,11 @@ impl Membership {
         self.sweep(&mut inner, now);
         let joined = inner.peers.len() > members_before;
         let heard_new = inner.addresses.learned.keys().any(|a| !probed.contains(a));
+        let found_someone = inner.peers.values().any(|p| p.state != State::Dead);
         Round {
             news: joined || heard_new,
             unanswered,
+            alone: self.discovers && !found_someone,
         }
     }
 
@@ -714,7 +727,11 @@ mod tests {
     /// answered; silence holds it back, but only for so many rounds.
     #[test]
     fn a_node_is_ready_once_a_round_is_quiet_and_everyone_answered() {
-        let round = |news, unanswered| Round { news, unanswered };
+        let round = |news, unanswered| Round {
+            news,
+            unanswered,
+            alone: false,
+        };
 
         let mut readiness = Readiness::default();
         assert!(
@@ -749,11 +766,24 @@ mod tests {
             "what DNS found joined"
         );
         assert!(readiness.after(round(false, false), false));
+
+        // `--peers-dns` found nobody else: quiet rounds do not settle it, the
+        // others may be starting; after ROUNDS_BEFORE_READY it serves alone.
+        let alone = Round {
+            alone: true,
+            ..round(false, false)
+        };
+        let mut readiness = Readiness::default();
+        for _ in 1..ROUNDS_BEFORE_READY {
+            assert!(!readiness.after(alone, false));
+        }
+        assert!(readiness.after(alone, false));
     }
 
     /// With `--peers-dns` set, a node with no seeds is not ready however many
     /// empty rounds it probes, until the name has answered: it used to be
-    /// ready at its first round, and serve alone with a quorum of one.
+    /// ready at its first round, and serve alone with a quorum of one. An
+    /// answer that names this node alone does not end the wait at once.
     #[tokio::test(start_paused = true)]
     async fn a_node_waits_for_its_peers_dns_answer_before_it_is_ready() {
         let local = Local {
@@ -775,11 +805,15 @@ mod tests {
         // The clock is paused: this lets 2 * ROUNDS_BEFORE_READY rounds run.
         tokio::time::sleep(interval * 2 * ROUNDS_BEFORE_READY).await;
         assert!(!m.is_ready());
-        // The name resolves to this node alone: it is alone, and may serve.
+        // The name resolves to this node alone, as at a fresh `docker compose
+        // up` before the other containers run: it keeps looking for
+        // ROUNDS_BEFORE_READY rounds, then serves alone.
         m.set_discovered(["127.0.0.1:7101".to_string()].into());
+        tokio::time::sleep(interval * (ROUNDS_BEFORE_READY - 2)).await;
+        assert!(!m.is_ready(), "ready while it may not have looked enough");
         tokio::time::timeout(interval * 3, m.ready())
             .await
-            .expect("ready within a round of the answer");
+            .expect("ready after its rounds of looking");
     }
 
     fn membership(dead_after: Duration) -> Membership {

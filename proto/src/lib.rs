@@ -38,6 +38,31 @@ pub mod limits {
     pub const MAX_SCAN_LIMIT: usize = 1000;
 }
 
+/// A fresh `request_id` for one logical write (kv.proto): 128 random bits in
+/// hex. A retry of the write carries the same id, so the node applies it once.
+/// The client makes one for each write; the balancer for a write that came
+/// without one.
+pub fn new_request_id() -> String {
+    format!(
+        "{:016x}{:016x}",
+        rand::random::<u64>(),
+        rand::random::<u64>()
+    )
+}
+
+/// What `Admin` accepts (admin.proto). The servers enforce it; the client
+/// checks the command line against it, so a mistake is a usage error (exit 2)
+/// before anything is sent.
+pub mod admin {
+    use std::time::Duration;
+
+    /// The load-balancing policies `SetPolicy` takes, as the balancer's
+    /// `--policy` and traces spell them.
+    pub const POLICIES: [&str; 4] = ["round-robin", "least-request", "random", "key-affinity"];
+    /// The most latency `SetFault` adds to a request: beyond this, pause the node.
+    pub const MAX_FAULT_LATENCY: Duration = Duration::from_secs(60);
+}
+
 /// Whether a status is an answer about the request itself (a bad key, a
 /// quorum larger than N, a call this identity may not make), not a failure of
 /// the process that gave it. Sending the same request again, or to another
