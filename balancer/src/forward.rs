@@ -145,17 +145,20 @@ impl Router {
             proto::deadline::sooner(client_deadline(&head.headers), self.request_timeout);
         let deadline = Instant::now() + time;
         let body = body.map_err(|e| Status::from_error(e.into()));
-        let read = read_unary(body, MAX_MESSAGE_BYTES);
-        let unary = match ours {
-            false => read.await?,
-            // A client that sends its message slowly, or never, is held to
-            // our deadline too.
-            true => Box::pin(tokio::time::timeout_at(deadline.into(), read))
+        let mut read = std::pin::pin!(read_unary(body, MAX_MESSAGE_BYTES));
+        // The message nearly always came with the headers, and the read is
+        // done at its first poll, with no timer to set. A client that sends
+        // it slowly, or never, is held to the deadline: even to its own,
+        // which a client that never sends its message may not keep either.
+        let unary = match std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await {
+            Poll::Ready(unary) => unary?,
+            // (Boxed, as below: the timer would make every request's future larger.)
+            Poll::Pending => Box::pin(tokio::time::timeout_at(deadline.into(), read))
                 .await
                 .map_err(|_| {
                     Status::deadline_exceeded(format!(
-                        "the request's message did not arrive within {time:?} (the \
-                         balancer's --request-timeout)"
+                        "the request's message did not arrive within {time:?} ({})",
+                        whose(ours)
                     ))
                 })??,
         };
@@ -381,14 +384,19 @@ fn client_deadline(headers: &HeaderMap) -> Option<Duration> {
 /// reports that as `CANCELLED` "Timeout expired". It is `DEADLINE_EXCEEDED`,
 /// and whose deadline it was (`ours`: the balancer's --request-timeout).
 fn out_of_time(node: &str, time: Duration, ours: bool) -> Status {
-    let whose = match ours {
+    Status::deadline_exceeded(format!(
+        "{node} did not answer before the request's deadline ({time:?}: {}); if it \
+         was a write, it may still have been applied, so read the key before writing it again",
+        whose(ours)
+    ))
+}
+
+/// Whose deadline a request had: ours, or the client's, if it was the sooner.
+fn whose(ours: bool) -> &'static str {
+    match ours {
         true => "the balancer's --request-timeout",
         false => "the client's deadline",
-    };
-    Status::deadline_exceeded(format!(
-        "{node} did not answer before the request's deadline ({time:?}: {whose}); if it \
-         was a write, it may still have been applied, so read the key before writing it again"
-    ))
+    }
 }
 
 /// `remaining` as a `grpc-timeout` value: at most eight digits, then a unit.

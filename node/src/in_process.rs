@@ -78,7 +78,7 @@ pub async fn key_value(
     let service = KeyValueService::new(state, 0, request_timeout);
     tokio::spawn(
         Server::builder()
-            .add_service(proto::key_value_server::KeyValueServer::new(service))
+            .add_service(crate::kv::server(service))
             .serve_with_incoming(tokio_stream::once(Ok::<_, std::io::Error>(server_end))),
     );
     // The channel dials once, and gets the client's end of the pipe.

@@ -1,23 +1,31 @@
 //! The `KeyValue` gRPC service: checks each request against the limits and hands
-//! it to the [`Coordinator`], within the request's deadline.
+//! it to the [`Coordinator`], within the request's deadline ([`WithDeadline`]).
 
 use std::{
-    future::Future,
+    convert::Infallible,
     sync::{Arc, atomic::Ordering},
+    task::{Context, Poll},
     time::Duration,
 };
 
-use tonic::{Request, Response, Status};
+use futures::future::BoxFuture;
+use tonic::{
+    Request, Response, Status,
+    body::Body,
+    codegen::{Service, http},
+    server::NamedService,
+};
 
 use proto::{
     DeleteRequest, DeleteResponse, Entry, GetRequest, GetResponse, PutRequest, PutResponse,
-    ScanRequest, ScanResponse, key_value_server::KeyValue,
+    ScanRequest, ScanResponse,
+    key_value_server::{KeyValue, KeyValueServer},
 };
 
 use crate::{
     capacity::Capacity,
     coordinator::{Coordinator, Write},
-    limits::{self, Validate},
+    limits::{self, MAX_MESSAGE_BYTES, Validate},
     state::NodeState,
 };
 
@@ -56,44 +64,6 @@ impl KeyValueService {
             capacity: Arc::new(Capacity::new(capacity)),
             request_timeout,
         }
-    }
-
-    /// How long this node itself lets `request` run: `--request-timeout`, or
-    /// nothing when the client's deadline (`grpc-timeout`) is sooner, because
-    /// tonic already ends the call then. A request without a deadline of its
-    /// own (grpcurl's, a learner's script) must not wait for ever on a paused
-    /// node or a full `--capacity` queue.
-    fn own_deadline<T>(&self, request: &Request<T>) -> Option<Duration> {
-        let theirs = request
-            .metadata()
-            .get(proto::deadline::HEADER)
-            .and_then(|value| value.to_str().ok())
-            .and_then(proto::deadline::parse);
-        match proto::deadline::sooner(theirs, self.request_timeout) {
-            (ours, true) => Some(ours),
-            (_, false) => None,
-        }
-    }
-
-    /// Runs `work`, ending it with `DEADLINE_EXCEEDED` after `deadline`.
-    async fn within<T>(
-        &self,
-        deadline: Option<Duration>,
-        work: impl Future<Output = Result<T, Status>>,
-    ) -> Result<T, Status> {
-        let Some(deadline) = deadline else {
-            return work.await;
-        };
-        tokio::time::timeout(deadline, work)
-            .await
-            .unwrap_or_else(|_| {
-                Err(Status::deadline_exceeded(format!(
-                    "{} gave up on the request after {deadline:?} (its --request-timeout); \
-                     if it was a write, it may still have been applied, so read the key \
-                     before writing it again",
-                    self.state.name
-                )))
-            })
     }
 
     /// Every request is counted, waits its turn under `--capacity`, then meets
@@ -207,30 +177,93 @@ impl KeyValueService {
     }
 }
 
-/// Each call runs within its deadline ([`KeyValueService::own_deadline`]).
+/// The calls, each within its deadline ([`WithDeadline`]).
 #[tonic::async_trait]
 impl KeyValue for KeyValueService {
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
-        let deadline = self.own_deadline(&request);
-        self.within(deadline, self.serve_get(request)).await
+        self.serve_get(request).await
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        let deadline = self.own_deadline(&request);
-        self.within(deadline, self.serve_put(request)).await
+        self.serve_put(request).await
     }
 
     async fn delete(
         &self,
         request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
-        let deadline = self.own_deadline(&request);
-        self.within(deadline, self.serve_delete(request)).await
+        self.serve_delete(request).await
     }
 
     async fn scan(&self, request: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
-        let deadline = self.own_deadline(&request);
-        self.within(deadline, self.serve_scan(request)).await
+        self.serve_scan(request).await
+    }
+}
+
+/// `KeyValue` as the node serves it: `service` behind the message size limit
+/// and the node's own deadline.
+pub fn server(service: KeyValueService) -> WithDeadline<KeyValueServer<KeyValueService>> {
+    WithDeadline {
+        name: service.state.name.clone().into(),
+        request_timeout: service.request_timeout,
+        inner: KeyValueServer::new(service).max_decoding_message_size(MAX_MESSAGE_BYTES),
+    }
+}
+
+/// Ends a call at the node's `--request-timeout`, counted from when its
+/// headers arrived: a paused node, a full `--capacity` queue, or a client that
+/// never finishes sending its message must not hold a request for ever. A
+/// client's sooner deadline (`grpc-timeout`) is left to tonic, which ends the
+/// call then (CANCELLED, "Timeout expired", see
+/// [`proto::deadline::is_timeout_expired`]).
+#[derive(Debug, Clone)]
+pub struct WithDeadline<S> {
+    inner: S,
+    name: Arc<str>,
+    request_timeout: Duration,
+}
+
+impl<S: NamedService> NamedService for WithDeadline<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, B> Service<http::Request<B>> for WithDeadline<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<Body>, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<http::Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let theirs = request
+            .headers()
+            .get(proto::deadline::HEADER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(proto::deadline::parse);
+        let call = self.inner.call(request);
+        let (deadline, ours) = proto::deadline::sooner(theirs, self.request_timeout);
+        if !ours {
+            return Box::pin(call);
+        }
+        let name = self.name.clone();
+        Box::pin(async move {
+            tokio::time::timeout(deadline, call)
+                .await
+                .unwrap_or_else(|_| {
+                    let status = Status::deadline_exceeded(format!(
+                        "{name} gave up on the request after {deadline:?} (its --request-timeout); \
+                     if it was a write, it may still have been applied, so read the key \
+                     before writing it again"
+                    ));
+                    Ok(status.into_http())
+                })
+        })
     }
 }
 

@@ -28,7 +28,7 @@ use crate::{
     config::Config,
     events::Events,
     fault::Faults,
-    kv::KeyValueService,
+    kv::{self, KeyValueService},
     lifecycle,
     limits::MAX_MESSAGE_BYTES,
     membership::{Local, Membership, Settings},
@@ -121,12 +121,11 @@ pub async fn run(
     set_health(&health, ServingStatus::NotServing).await;
     let reflection = reflection()?;
 
-    let kv = KeyValueServer::new(KeyValueService::new(
+    let kv = kv::server(KeyValueService::new(
         state.clone(),
         config.capacity,
         config.serving.request_timeout,
-    ))
-    .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    ));
     let admin = AdminServer::new(AdminService::new(state.clone(), health.clone()));
     let replica = ReplicaServer::new(ReplicaService::new(state.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)

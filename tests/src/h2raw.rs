@@ -121,16 +121,28 @@ impl RawH2 {
     /// Opens a stream calling the gRPC method `path` (`/pkg.Service/Method`);
     /// with `end_stream`, the request has no body. Returns the stream id.
     pub async fn open(&mut self, path: &str, end_stream: bool) -> io::Result<u32> {
+        self.open_with(path, end_stream, &[]).await
+    }
+
+    /// [`RawH2::open`], with `extra` headers such as `grpc-timeout`.
+    pub async fn open_with(
+        &mut self,
+        path: &str,
+        end_stream: bool,
+        extra: &[(&str, &str)],
+    ) -> io::Result<u32> {
         let stream = self.next_stream;
         self.next_stream += 2;
-        let block = self.encoder.encode([
+        let mut headers = vec![
             (&b":method"[..], &b"POST"[..]),
             (b":scheme", b"https"),
             (b":path", path.as_bytes()),
             (b":authority", b"clusterlab"),
             (b"content-type", b"application/grpc"),
             (b"te", b"trailers"),
-        ]);
+        ];
+        headers.extend(extra.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())));
+        let block = self.encoder.encode(headers);
         let flags = END_HEADERS | if end_stream { END_STREAM } else { 0 };
         self.write_frame(HEADERS, flags, stream, &block).await?;
         Ok(stream)

@@ -608,11 +608,30 @@ fn the_policy_can_change_at_run_time_and_the_trace_names_it() {
     assert_eq!(out.stdout.trim(), "policy round-robin -> key-affinity");
     let out = cluster.client_to_balancer(0).args(["-v", "get", "k"]).ok();
     assert!(out.stderr.contains("policy=key-affinity"), "{}", out.stderr);
+    // The client knows the four and refuses any other before sending it...
     let out = cluster
         .client_to_balancer(0)
         .args(["policy", "fastest"])
-        .fails();
-    assert!(out.stderr.contains("use round-robin"), "{}", out.stderr);
+        .usage_error();
+    assert!(
+        out.stderr
+            .contains("[possible values: round-robin, least-request, random, key-affinity]"),
+        "{}",
+        out.stderr
+    );
+    // ...and the balancer refuses it from any other client (grpcurl, say).
+    let addr = cluster.balancers[0].addr.to_string();
+    let refused = block_on(async {
+        let channel = tests::admin_channel(&cluster.certs, &addr).await.unwrap();
+        proto::admin_client::AdminClient::new(channel)
+            .set_policy(proto::SetPolicyRequest {
+                policy: "fastest".into(),
+            })
+            .await
+            .unwrap_err()
+    });
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    assert!(refused.message().contains("use round-robin"), "{refused:?}");
 }
 
 #[test]

@@ -4,7 +4,9 @@
 //!
 //! The raw HTTP/2 client (`tests::h2raw`) sends what no well-behaved client
 //! would: length prefixes that lie, bodies that are not protobuf, more streams
-//! than allowed, streams opened and reset as fast as the socket takes them.
+//! than allowed, streams opened and reset as fast as the socket takes them,
+//! messages never finished. At the end, a hostile peer: a `Replica` server
+//! with a node's certificate whose answers no node would give.
 
 use std::{io::Read, net::TcpStream, time::Duration};
 
@@ -288,6 +290,72 @@ fn streams_above_the_limit_are_refused(target: Target) {
     target.still_serving(&cluster, "k");
 }
 
+/// Opens a Put with `extra` headers, sends the first 10 bytes of a 100-byte
+/// message and nothing more, and returns the status the stream ends with:
+/// the client neither finishes its message nor gives up on it.
+fn put_never_finished(
+    cluster: &TestCluster,
+    target: Target,
+    extra: &[(&str, &str)],
+) -> (String, String) {
+    block_on(async {
+        let mut conn = RawH2::connect(&cluster.certs, "writer", target.addr(cluster))
+            .await
+            .unwrap();
+        let stream = conn.open_with(PUT, false, extra).await.unwrap();
+        conn.data(stream, &h2raw::grpc_message(100, &[0x0a; 10]), false)
+            .await
+            .unwrap();
+        // Far beyond either deadline the server is given below.
+        let end = tokio::time::timeout(Duration::from_secs(60), conn.until_end_of(stream))
+            .await
+            .expect("the server ended the stream at its deadline");
+        grpc_status(end.unwrap())
+    })
+}
+
+/// A client that sends part of its message and then neither the rest nor a
+/// reset holds a stream only until the request's deadline: the client's own,
+/// if it is the sooner, else the server's. The balancer used to keep the
+/// client's deadline only by waiting for the client to reset the stream; the
+/// node started its own deadline only once the message had arrived.
+fn a_message_that_never_arrives_ends_at_the_deadline(target: Target) {
+    let cluster = target.cluster_with(&["--request-timeout", "3s"]);
+    let (status, message) = put_never_finished(&cluster, target, &[("grpc-timeout", "1S")]);
+    match target {
+        // tonic's way of ending a call whose client's deadline passed (see
+        // `proto::deadline::is_timeout_expired`).
+        Target::Node => assert_eq!((&*status, &*message), ("1", "Timeout expired")),
+        Target::Balancer => assert_eq!(
+            (&*status, &*message),
+            (
+                "4",
+                "the request's message did not arrive within 1s (the client's deadline)"
+            )
+        ),
+    }
+    let (status, message) = put_never_finished(&cluster, target, &[]);
+    assert_eq!(status, "4", "DEADLINE_EXCEEDED: {message}");
+    let expected = match target {
+        Target::Node => "n1 gave up on the request after 3s (its --request-timeout)",
+        Target::Balancer => {
+            "the request's message did not arrive within 3s (the balancer's --request-timeout)"
+        }
+    };
+    assert!(message.starts_with(expected), "{message}");
+    target.still_serving(&cluster, "k");
+}
+
+#[test]
+fn a_node_holds_a_message_that_never_arrives_to_the_deadline() {
+    a_message_that_never_arrives_ends_at_the_deadline(Target::Node);
+}
+
+#[test]
+fn the_balancer_holds_a_message_that_never_arrives_to_the_deadline_too() {
+    a_message_that_never_arrives_ends_at_the_deadline(Target::Balancer);
+}
+
 #[test]
 fn streams_above_the_limit_are_refused_and_the_rest_are_served() {
     streams_above_the_limit_are_refused(Target::Node);
@@ -349,4 +417,144 @@ fn a_rapid_reset_flood_is_cut_off_and_others_are_served() {
 #[test]
 fn the_balancer_cuts_off_a_rapid_reset_flood_too() {
     a_rapid_reset_flood_is_cut_off(Target::Balancer);
+}
+
+/// A peer that holds a node certificate but answers as no node would: its
+/// writes report no version stored, and what it holds carries a version at
+/// the end of time.
+#[derive(Debug, Clone)]
+struct HostilePeer {
+    addr: String,
+}
+
+#[tonic::async_trait]
+impl proto::replica_server::Replica for HostilePeer {
+    async fn write(
+        &self,
+        _: tonic::Request<proto::WriteRequest>,
+    ) -> Result<tonic::Response<proto::WriteResponse>, tonic::Status> {
+        Ok(tonic::Response::new(proto::WriteResponse { stored: None }))
+    }
+
+    async fn read(
+        &self,
+        request: tonic::Request<proto::ReadRequest>,
+    ) -> Result<tonic::Response<proto::ReadResponse>, tonic::Status> {
+        let record = proto::Record {
+            key: request.into_inner().key,
+            version: Some(proto::Version {
+                wall_ms: u64::MAX,
+                logical: u32::MAX,
+                node: "evil".into(),
+            }),
+            value: b"from the end of time".to_vec(),
+            ..proto::Record::default()
+        };
+        Ok(tonic::Response::new(proto::ReadResponse {
+            record: Some(record),
+        }))
+    }
+
+    async fn probe(
+        &self,
+        _: tonic::Request<proto::ProbeRequest>,
+    ) -> Result<tonic::Response<proto::ProbeResponse>, tonic::Status> {
+        Ok(tonic::Response::new(proto::ProbeResponse {
+            me: Some(proto::Member {
+                name: "evil".into(),
+                addr: self.addr.clone(),
+                state: proto::member::State::Alive as i32,
+            }),
+            ..proto::ProbeResponse::default()
+        }))
+    }
+
+    async fn digest(
+        &self,
+        _: tonic::Request<proto::DigestRequest>,
+    ) -> Result<tonic::Response<proto::DigestResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented(
+            "a hostile peer compares nothing",
+        ))
+    }
+
+    type StreamRangeStream = futures::stream::Empty<Result<proto::Record, tonic::Status>>;
+
+    async fn stream_range(
+        &self,
+        _: tonic::Request<proto::RangeRequest>,
+    ) -> Result<tonic::Response<Self::StreamRangeStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented("a hostile peer sends nothing"))
+    }
+
+    async fn scan_local(
+        &self,
+        _: tonic::Request<proto::LocalScanRequest>,
+    ) -> Result<tonic::Response<proto::LocalScanResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("a hostile peer scans nothing"))
+    }
+}
+
+/// A peer's answers are checked before they count: a write it acknowledges
+/// without the version it stored is not a copy, and a version no clock could
+/// follow is refused before the node's clock sees it. (A peer is a node the
+/// certificate authority vouched for; this is a bug, or a node turned bad.)
+#[test]
+fn a_peer_answering_with_bad_versions_is_not_counted_and_cannot_move_the_clock() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut cluster = TestCluster::empty();
+    let credentials = certs::tls::Credentials::load(
+        certs::TlsMode::Mtls,
+        &cluster.certs,
+        "node",
+        certs::identity::Kind::Node,
+    )
+    .unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let peer = HostilePeer { addr: addr.clone() };
+    runtime.spawn({
+        let _entered = runtime.enter();
+        let incoming = certs::listener::incoming(
+            listener,
+            certs::listener::ListenerConfig::new(credentials.server.clone()),
+        );
+        tonic::transport::Server::builder()
+            .add_service(proto::replica_server::ReplicaServer::new(peer))
+            .serve_with_incoming(incoming)
+    });
+    // n1, whose only peer is the hostile one: N = 2, so W = R = 2.
+    cluster.add_node_with_peers(&[], vec![addr]);
+
+    let out = cluster.client().args(["put", "k", "v"]).fails();
+    assert!(
+        out.stderr
+            .contains("evil answered without the version it stored"),
+        "{}",
+        out.stderr
+    );
+    let out = cluster.client().args(["get", "k", "--r", "2"]).fails();
+    assert!(
+        out.stderr.contains("evil answered with a bad version")
+            && out.stderr.contains("after the year 3000"),
+        "{}",
+        out.stderr
+    );
+    // What n1 stamps next is of today, not of the end of time.
+    let out = cluster
+        .client()
+        .args(["--json", "put", "k", "v2", "--w", "1"])
+        .ok();
+    let wall_ms = out.json()["version"]["wall_ms"].as_u64().unwrap();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!(
+        wall_ms <= now_ms + 60_000,
+        "n1 stamped {wall_ms}, ahead of its clock ({now_ms}): {}",
+        out.stdout
+    );
 }
