@@ -147,12 +147,12 @@ impl Router {
         let body = body.map_err(|e| Status::from_error(e.into()));
         let mut read = std::pin::pin!(read_unary(body, MAX_MESSAGE_BYTES));
         // The message nearly always came with the headers, and the read is
-        // done at its first poll, with no timer to set. A client that sends
-        // it slowly, or never, is held to the deadline: even to its own,
-        // which a client that never sends its message may not keep either.
+        // done at its first poll. Only if it is not does the read get a timer
+        // (a box and a timer entry): a client that sends its message slowly,
+        // or never, is held to the deadline, even to its own, which a client
+        // that never sends its message may not keep either.
         let unary = match std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await {
             Poll::Ready(unary) => unary?,
-            // (Boxed, as below: the timer would make every request's future larger.)
             Poll::Pending => Box::pin(tokio::time::timeout_at(deadline.into(), read))
                 .await
                 .map_err(|_| {

@@ -124,12 +124,18 @@ impl Framed {
         let Some(id_field) = method.request_id_field() else {
             return Ok(false);
         };
-        let mut id = Vec::new();
+        let mut carries = false;
         self.read_field(id_field, |wire_type, buf, context| {
-            encoding::bytes::merge(wire_type, &mut id, buf, context)
+            if wire_type == WireType::LengthDelimited {
+                // The id's length is all we need: read it from a copy of the
+                // cursor, which the skip below then moves past the id.
+                let mut length = *buf;
+                carries = encoding::decode_varint(&mut length)? > 0;
+            }
+            encoding::skip_field(wire_type, id_field, buf, context)
         })
         .map_err(|e| Status::internal(e.to_string()))?;
-        Ok(!id.is_empty())
+        Ok(carries)
     }
 
     /// This write request to `method` with `id` appended as its request id.

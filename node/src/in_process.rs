@@ -19,7 +19,6 @@ use tonic::transport::{Channel, Endpoint, Server};
 use crate::{
     events::Events,
     fault::Faults,
-    kv::KeyValueService,
     membership::{Local, Membership, Settings},
     state::{NodeState, Replication},
     store::Store,
@@ -75,10 +74,9 @@ pub async fn key_value(
     tokio::spawn(state.membership.clone().run());
     state.membership.ready().await;
     let (client_end, server_end) = tokio::io::duplex(64 * 1024);
-    let service = KeyValueService::new(state, 0, request_timeout);
     tokio::spawn(
         Server::builder()
-            .add_service(crate::kv::server(service))
+            .add_service(crate::kv::server(state, 0, request_timeout))
             .serve_with_incoming(tokio_stream::once(Ok::<_, std::io::Error>(server_end))),
     );
     // The channel dials once, and gets the client's end of the pipe.

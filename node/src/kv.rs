@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use futures::future::BoxFuture;
+use futures::future::{BoxFuture, Either};
 use tonic::{
     Request, Response, Status,
     body::Body,
@@ -50,19 +50,17 @@ pub struct KeyValueService {
     state: Arc<NodeState>,
     coordinator: Coordinator,
     capacity: Arc<Capacity>,
-    request_timeout: Duration,
 }
 
 impl KeyValueService {
     /// The service for the node described by `state`, starting at most
-    /// `capacity` requests per second (0: no limit), and giving up on a request
-    /// after `request_timeout` unless its client's deadline is sooner.
-    pub fn new(state: Arc<NodeState>, capacity: u32, request_timeout: Duration) -> Self {
+    /// `capacity` requests per second (0: no limit). Serve it through
+    /// [`server`], which adds the node's deadline.
+    pub fn new(state: Arc<NodeState>, capacity: u32) -> Self {
         KeyValueService {
             coordinator: Coordinator::new(state.clone()),
             state,
             capacity: Arc::new(Capacity::new(capacity)),
-            request_timeout,
         }
     }
 
@@ -200,13 +198,19 @@ impl KeyValue for KeyValueService {
     }
 }
 
-/// `KeyValue` as the node serves it: `service` behind the message size limit
-/// and the node's own deadline.
-pub fn server(service: KeyValueService) -> WithDeadline<KeyValueServer<KeyValueService>> {
+/// `KeyValue` as the node serves it: [`KeyValueService`] behind the message
+/// size limit, giving up on a request after `request_timeout` unless its
+/// client's deadline is sooner ([`WithDeadline`]).
+pub fn server(
+    state: Arc<NodeState>,
+    capacity: u32,
+    request_timeout: Duration,
+) -> WithDeadline<KeyValueServer<KeyValueService>> {
     WithDeadline {
-        name: service.state.name.clone().into(),
-        request_timeout: service.request_timeout,
-        inner: KeyValueServer::new(service).max_decoding_message_size(MAX_MESSAGE_BYTES),
+        name: state.name.clone().into(),
+        request_timeout,
+        inner: KeyValueServer::new(KeyValueService::new(state, capacity))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES),
     }
 }
 
@@ -234,7 +238,7 @@ where
 {
     type Response = http::Response<Body>;
     type Error = Infallible;
-    type Future = BoxFuture<'static, Result<http::Response<Body>, Infallible>>;
+    type Future = Either<S::Future, BoxFuture<'static, Result<http::Response<Body>, Infallible>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
@@ -249,21 +253,22 @@ where
         let call = self.inner.call(request);
         let (deadline, ours) = proto::deadline::sooner(theirs, self.request_timeout);
         if !ours {
-            return Box::pin(call);
+            return Either::Left(call);
         }
         let name = self.name.clone();
-        Box::pin(async move {
+        Either::Right(Box::pin(async move {
+            let out_of_time = || {
+                let status = Status::deadline_exceeded(format!(
+                    "{name} gave up on the request after {deadline:?} (its --request-timeout); \
+                     if it was a write, it may still have been applied, so read the key before \
+                     writing it again"
+                ));
+                Ok(status.into_http())
+            };
             tokio::time::timeout(deadline, call)
                 .await
-                .unwrap_or_else(|_| {
-                    let status = Status::deadline_exceeded(format!(
-                        "{name} gave up on the request after {deadline:?} (its --request-timeout); \
-                     if it was a write, it may still have been applied, so read the key \
-                     before writing it again"
-                    ));
-                    Ok(status.into_http())
-                })
-        })
+                .unwrap_or_else(|_| out_of_time())
+        }))
     }
 }
 

@@ -109,9 +109,10 @@ struct Round {
     news: bool,
     /// Some address did not answer: a node not listening yet, or one that is down.
     unanswered: bool,
-    /// `--peers-dns` is set and has found no other member that is not dead.
-    /// Docker's DNS names only the containers already running, so at a fresh
-    /// `docker compose up` the name may answer with this node alone.
+    /// `--peers-dns` is set and no other member that is not dead has been
+    /// found, by any means (DNS, `--peers` or gossip). Docker's DNS names only
+    /// the containers already running, so at a fresh `docker compose up` the
+    /// name may answer with this node alone.
     alone: bool,
 }
 
@@ -120,8 +121,9 @@ struct Round {
 /// It has once a round brings no news and every address it probed answered.
 /// A round in which some address did not answer does not settle it: nodes
 /// started together come up a moment apart, and a node that took the silence
-/// for "nobody else" would serve alone. Nor does a round in which `--peers-dns`
-/// has found nobody else: the others' containers may not have started yet.
+/// for "nobody else" would serve alone. Nor, with `--peers-dns`, does a round
+/// while no other member has been found: the others' containers may not have
+/// started yet.
 /// But an address may never answer (a member that is down for good), and a
 /// node may be alone for good, so after [`ROUNDS_BEFORE_READY`] rounds the
 /// node is ready with what it has found. Rounds count only once `--peers-dns`,

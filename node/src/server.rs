@@ -121,11 +121,11 @@ pub async fn run(
     set_health(&health, ServingStatus::NotServing).await;
     let reflection = reflection()?;
 
-    let kv = kv::server(KeyValueService::new(
+    let kv = kv::server(
         state.clone(),
         config.capacity,
         config.serving.request_timeout,
-    ));
+    );
     let admin = AdminServer::new(AdminService::new(state.clone(), health.clone()));
     let replica = ReplicaServer::new(ReplicaService::new(state.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
