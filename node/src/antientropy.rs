@@ -46,7 +46,7 @@ use proto::{
     DigestRequest, RangeDigest, RangeRequest, member::State, replica_client::ReplicaClient,
 };
 use tokio_stream::StreamExt;
-use tonic::transport::Channel;
+use tonic::{Streaming, transport::Channel};
 use tracing::{debug, info, warn};
 
 use crate::{
@@ -521,19 +521,11 @@ async fn copy(
     request: RangeRequest,
     copied: &mut usize,
 ) -> std::result::Result<(), String> {
-    let mut stream = tokio::time::timeout(PEER_TIMEOUT, client.stream_range(request))
-        .await
-        .map_err(|_| "streaming records timed out".to_string())?
-        .map_err(|s| s.message().to_string())?
-        .into_inner();
+    let mut stream = open_range(client, request).await?;
     let mut batch: Vec<Record> = Vec::new();
     let mut bytes = 0;
     loop {
-        let next = tokio::time::timeout(PEER_TIMEOUT, stream.next())
-            .await
-            .map_err(|_| "streaming records stalled".to_string())?
-            .transpose()
-            .map_err(|s| s.message().to_string())?;
+        let next = next_record(&mut stream).await?;
         let done = next.is_none();
         if let Some(record) = next {
             // Our clock observes it: it must be a version a clock can follow.
@@ -561,26 +553,43 @@ async fn copy(
     }
 }
 
-/// Streams what `request` asks for from a peer, with a deadline.
+/// Streams what `request` asks for from a peer, whole (keys and versions
+/// only, for step 2).
 async fn pull(
     client: &mut ReplicaClient<Channel>,
     request: RangeRequest,
 ) -> std::result::Result<Vec<Record>, String> {
-    let streamed = async {
-        let mut stream = client
-            .stream_range(request)
-            .await
-            .map_err(|s| s.message().to_string())?
-            .into_inner();
-        let mut records = Vec::new();
-        while let Some(record) = stream.next().await {
-            records.push(Record::from(record.map_err(|s| s.message().to_string())?));
-        }
-        Ok(records)
-    };
-    tokio::time::timeout(PEER_TIMEOUT, streamed)
+    let mut stream = open_range(client, request).await?;
+    let mut records = Vec::new();
+    while let Some(record) = next_record(&mut stream).await? {
+        records.push(Record::from(record));
+    }
+    Ok(records)
+}
+
+/// Asks a peer for the records `request` names. The deadlines are on
+/// progress ([`next_record`]), not on the whole stream, which may be long.
+async fn open_range(
+    client: &mut ReplicaClient<Channel>,
+    request: RangeRequest,
+) -> std::result::Result<Streaming<proto::Record>, String> {
+    tokio::time::timeout(PEER_TIMEOUT, client.stream_range(request))
         .await
         .map_err(|_| "streaming records timed out".to_string())?
+        .map(tonic::Response::into_inner)
+        .map_err(|s| s.message().to_string())
+}
+
+/// The next record of a stream from a peer; `None` at its end. A peer that
+/// sends nothing for [`PEER_TIMEOUT`] has stalled.
+async fn next_record(
+    stream: &mut Streaming<proto::Record>,
+) -> std::result::Result<Option<proto::Record>, String> {
+    tokio::time::timeout(PEER_TIMEOUT, stream.next())
+        .await
+        .map_err(|_| "streaming records stalled".to_string())?
+        .transpose()
+        .map_err(|s| s.message().to_string())
 }
 
 /// The ranges whose (count, hash) differ. `theirs` lists only non-empty ranges
