@@ -637,6 +637,97 @@ mod tests {
     use super::*;
     use crate::version::Version;
 
+    /// A peer whose `StreamRange` sends `count` records, each `gap` after the
+    /// one before; it answers nothing else.
+    #[derive(Debug, Clone)]
+    struct SlowPeer {
+        gap: Duration,
+        count: usize,
+    }
+
+    #[tonic::async_trait]
+    impl proto::replica_server::Replica for SlowPeer {
+        async fn write(
+            &self,
+            _: tonic::Request<proto::WriteRequest>,
+        ) -> std::result::Result<tonic::Response<proto::WriteResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("streams only"))
+        }
+
+        async fn read(
+            &self,
+            _: tonic::Request<proto::ReadRequest>,
+        ) -> std::result::Result<tonic::Response<proto::ReadResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("streams only"))
+        }
+
+        async fn probe(
+            &self,
+            _: tonic::Request<proto::ProbeRequest>,
+        ) -> std::result::Result<tonic::Response<proto::ProbeResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("streams only"))
+        }
+
+        async fn digest(
+            &self,
+            _: tonic::Request<DigestRequest>,
+        ) -> std::result::Result<tonic::Response<proto::DigestResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("streams only"))
+        }
+
+        type StreamRangeStream = tokio_stream::wrappers::ReceiverStream<
+            std::result::Result<proto::Record, tonic::Status>,
+        >;
+
+        async fn stream_range(
+            &self,
+            _: tonic::Request<RangeRequest>,
+        ) -> std::result::Result<tonic::Response<Self::StreamRangeStream>, tonic::Status> {
+            let (tx, rx) = tokio::sync::mpsc::channel(1);
+            let SlowPeer { gap, count } = self.clone();
+            tokio::spawn(async move {
+                for i in 0..count {
+                    tokio::time::sleep(gap).await;
+                    let record = proto::Record::from(record(&format!("k{i}"), 1));
+                    if tx.send(Ok(record)).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            Ok(tonic::Response::new(
+                tokio_stream::wrappers::ReceiverStream::new(rx),
+            ))
+        }
+
+        async fn scan_local(
+            &self,
+            _: tonic::Request<proto::LocalScanRequest>,
+        ) -> std::result::Result<tonic::Response<proto::LocalScanResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("streams only"))
+        }
+    }
+
+    async fn client_of(peer: SlowPeer) -> ReplicaClient<Channel> {
+        let router = tonic::transport::Server::builder()
+            .add_service(proto::replica_server::ReplicaServer::new(peer));
+        ReplicaClient::new(crate::in_process::channel(router).await)
+    }
+
+    /// A stream from a peer may run long, if records keep coming: the
+    /// deadline is on progress. One that goes quiet for PEER_TIMEOUT has stalled.
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_is_held_to_its_progress_not_its_length() {
+        let gap = PEER_TIMEOUT * 6 / 10;
+        let mut steady = client_of(SlowPeer { gap, count: 3 }).await;
+        let records = pull(&mut steady, RangeRequest::default()).await.unwrap();
+        assert_eq!(records.len(), 3, "{records:?}");
+
+        let gap = PEER_TIMEOUT + Duration::from_secs(1);
+        let mut stalling = client_of(SlowPeer { gap, count: 1 }).await;
+        let failed = pull(&mut stalling, RangeRequest::default()).await;
+        assert_eq!(failed.unwrap_err(), "streaming records stalled");
+    }
+
     fn record(key: &str, wall_ms: u64) -> Record {
         Record {
             key: key.into(),

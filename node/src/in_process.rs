@@ -14,7 +14,7 @@ use std::{
 use certs::dial::Dialer;
 use hyper_util::rt::TokioIo;
 use proto::key_value_client::KeyValueClient;
-use tonic::transport::{Channel, Endpoint, Server};
+use tonic::transport::{Channel, Endpoint, Server, server::Router};
 
 use crate::{
     events::Events,
@@ -73,20 +73,24 @@ pub async fn key_value(
 ) -> KeyValueClient<Channel> {
     tokio::spawn(state.membership.clone().run());
     state.membership.ready().await;
+    let router = Server::builder().add_service(crate::kv::server(state, 0, request_timeout));
+    KeyValueClient::new(channel(router).await)
+}
+
+/// Serves `router`'s services over an in-memory pipe, until the test's
+/// runtime ends, and returns a channel to them.
+pub async fn channel(router: Router) -> Channel {
     let (client_end, server_end) = tokio::io::duplex(64 * 1024);
     tokio::spawn(
-        Server::builder()
-            .add_service(crate::kv::server(state, 0, request_timeout))
-            .serve_with_incoming(tokio_stream::once(Ok::<_, std::io::Error>(server_end))),
+        router.serve_with_incoming(tokio_stream::once(Ok::<_, std::io::Error>(server_end))),
     );
     // The channel dials once, and gets the client's end of the pipe.
     let mut client_end = Some(client_end);
-    let channel = Endpoint::from_static("http://in-process")
+    Endpoint::from_static("http://in-process")
         .connect_with_connector(tower::service_fn(move |_| {
             let pipe = client_end.take().map(TokioIo::new);
             async move { pipe.ok_or_else(|| std::io::Error::other("the pipe is used already")) }
         }))
         .await
-        .expect("an in-memory pipe connects");
-    KeyValueClient::new(channel)
+        .expect("an in-memory pipe connects")
 }
