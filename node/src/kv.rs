@@ -71,11 +71,12 @@ impl KeyValueService {
         self.capacity.admit().await;
         self.state.faults.enter(None).await
     }
+}
 
-    async fn serve_get(
-        &self,
-        request: Request<GetRequest>,
-    ) -> Result<Response<GetResponse>, Status> {
+/// The calls, each within its deadline ([`WithDeadline`], around the server).
+#[tonic::async_trait]
+impl KeyValue for KeyValueService {
+    async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
         self.admit().await?;
         let request = request.into_inner();
         request.validate()?;
@@ -99,10 +100,7 @@ impl KeyValueService {
         Ok(Response::new(response))
     }
 
-    async fn serve_put(
-        &self,
-        request: Request<PutRequest>,
-    ) -> Result<Response<PutResponse>, Status> {
+    async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         self.admit().await?;
         let retry = is_retry(&request);
         let write_by = write_by(&request);
@@ -123,7 +121,7 @@ impl KeyValueService {
         }))
     }
 
-    async fn serve_delete(
+    async fn delete(
         &self,
         request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
@@ -147,10 +145,7 @@ impl KeyValueService {
         }))
     }
 
-    async fn serve_scan(
-        &self,
-        request: Request<ScanRequest>,
-    ) -> Result<Response<ScanResponse>, Status> {
+    async fn scan(&self, request: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
         self.admit().await?;
         let request = request.into_inner();
         request.validate()?;
@@ -172,29 +167,6 @@ impl KeyValueService {
             more,
             trace: Some(trace),
         }))
-    }
-}
-
-/// The calls, each within its deadline ([`WithDeadline`]).
-#[tonic::async_trait]
-impl KeyValue for KeyValueService {
-    async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
-        self.serve_get(request).await
-    }
-
-    async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        self.serve_put(request).await
-    }
-
-    async fn delete(
-        &self,
-        request: Request<DeleteRequest>,
-    ) -> Result<Response<DeleteResponse>, Status> {
-        self.serve_delete(request).await
-    }
-
-    async fn scan(&self, request: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
-        self.serve_scan(request).await
     }
 }
 
