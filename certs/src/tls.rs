@@ -79,7 +79,7 @@ fn server_config(
         .with_client_cert_verifier(verifier.clone())
         .with_single_cert(identity.chain, identity.key)?;
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
-    config.key_log = Arc::new(rustls::KeyLogFile::new());
+    config.key_log = key_log();
     Ok((Arc::new(config), verifier))
 }
 
@@ -112,7 +112,7 @@ fn client_config_from(
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_client_auth_cert(identity.chain, identity.key)?;
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
-    config.key_log = Arc::new(rustls::KeyLogFile::new());
+    config.key_log = key_log();
     Ok((Arc::new(config), identity.identity))
 }
 
@@ -336,11 +336,28 @@ pub fn warn_about(mode: TlsMode, process: &str) {
     }
 }
 
+/// The file `SSLKEYLOGFILE` names, if it names one. Set but empty counts as
+/// unset: compose passes `SSLKEYLOGFILE: ${CLUSTERLAB_KEYLOG:-}` to the balancer,
+/// which is empty unless a learner asks for the decryption lab.
+fn key_log_path() -> Option<std::ffi::OsString> {
+    std::env::var_os("SSLKEYLOGFILE").filter(|path| !path.is_empty())
+}
+
+/// Where rustls writes TLS session secrets: the `SSLKEYLOGFILE` file, or nowhere.
+/// rustls's own `KeyLogFile` would try to open an empty name, and warn that it
+/// cannot, for every configuration built.
+fn key_log() -> Arc<dyn rustls::KeyLog> {
+    match key_log_path() {
+        Some(_) => Arc::new(rustls::KeyLogFile::new()),
+        None => Arc::new(rustls::NoKeyLog),
+    }
+}
+
 /// When `SSLKEYLOGFILE` names a file: creates it, gives it to the owner of its
 /// directory (see [`files::give_to_directory_owner`]) and warns that TLS secrets are
 /// being written to it. Call once at start-up; rustls appends to the file from then on.
 pub fn open_key_log() {
-    let Some(path) = std::env::var_os("SSLKEYLOGFILE").filter(|p| !p.is_empty()) else {
+    let Some(path) = key_log_path() else {
         return;
     };
     let path = Path::new(&path);

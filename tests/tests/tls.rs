@@ -164,31 +164,84 @@ fn node_status_shows_how_each_member_is_reached() {
     assert!(line.ends_with("PLAINTEXT"), "{line}");
 }
 
+/// A balancer in front of node 0, started by hand so that a test chooses its
+/// flags and its environment. It logs to `NAME.log` in the cluster's
+/// directory and is killed when dropped.
+struct HandMadeBalancer {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl HandMadeBalancer {
+    fn start(cluster: &TestCluster, name: &str, flags: &[&str], env: &[(&str, &str)]) -> Self {
+        let log = cluster.dir().join(format!("{name}.log"));
+        let mut command = std::process::Command::new(tests::bin("clusterlab-balancer"));
+        let child = tests::without_clusterlab_env(&mut command)
+            .args(["--dashboard", "off", "--certs"])
+            .arg(&cluster.certs)
+            .args(["--listen", &format!("127.0.0.1:{}", tests::free_port())])
+            .args(["--nodes", &cluster.nodes[0].addr.to_string()])
+            .args(flags)
+            .env("CLUSTERLAB_LOG", "info")
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("creating the balancer log"))
+            .spawn()
+            .expect("starting clusterlab-balancer");
+        HandMadeBalancer { child, log }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits (up to 30 s) for a log line containing `what`; false if none came.
+    fn logs(&self, what: &str) -> bool {
+        tests::poll_until(Duration::from_secs(30), || self.log_text().contains(what))
+    }
+}
+
+impl Drop for HandMadeBalancer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A balancer started with `--tls plaintext` in front of nodes that require
 /// TLS says why it cannot reach them, not only "connection reset".
 #[test]
 fn a_plaintext_balancer_in_front_of_tls_nodes_says_why_it_cannot_reach_them() {
     let cluster = TestCluster::start(1);
-    let log = cluster.dir().join("plaintext-balancer.log");
-    let mut balancer = std::process::Command::new(tests::bin("clusterlab-balancer"))
-        .args(["--tls", "plaintext", "--dashboard", "off"])
-        .args(["--listen", &format!("127.0.0.1:{}", tests::free_port())])
-        .args(["--nodes", &cluster.nodes[0].addr.to_string()])
-        .env("CLUSTERLAB_LOG", "info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let balancer = HandMadeBalancer::start(&cluster, "plaintext", &["--tls", "plaintext"], &[]);
     let said = "this balancer's --tls plaintext cannot talk to it";
-    let found = tests::poll_until(Duration::from_secs(30), || {
-        std::fs::read_to_string(&log).is_ok_and(|text| text.contains(said))
-    });
-    let _ = balancer.kill();
-    let _ = balancer.wait();
+    assert!(balancer.logs(said), "{}", balancer.log_text());
+}
+
+/// `SSLKEYLOGFILE` naming a file: the secrets of every TLS session are written
+/// there, and the log says so loudly. Set but empty, as compose leaves it
+/// unless a learner asks for the decryption lab: no secrets and no warning.
+#[test]
+fn session_keys_are_written_only_when_sslkeylogfile_names_a_file() {
+    let cluster = TestCluster::start(1);
+    let keys = cluster.dir().join("keys.log");
+    let keys_env = keys.to_str().expect("a UTF-8 temp path");
+    let logging = HandMadeBalancer::start(&cluster, "logging", &[], &[("SSLKEYLOGFILE", keys_env)]);
+    let quiet = HandMadeBalancer::start(&cluster, "quiet", &[], &[("SSLKEYLOGFILE", "")]);
+    // In rotation means each has dialled the node over TLS and been answered.
+    for balancer in [&logging, &quiet] {
+        assert!(balancer.logs("backend healthy"), "{}", balancer.log_text());
+    }
+
+    let secrets = std::fs::read_to_string(&keys).expect("the key log");
+    assert!(secrets.contains("CLIENT_TRAFFIC_SECRET_0 "), "{secrets}");
+    let log = logging.log_text();
+    assert!(log.contains("SSLKEYLOGFILE is set"), "{log}");
+
+    let log = quiet.log_text();
     assert!(
-        found,
-        "{}",
-        std::fs::read_to_string(&log).unwrap_or_default()
+        !log.contains("SSLKEYLOGFILE") && !log.contains("key log"),
+        "an empty SSLKEYLOGFILE was taken for a file name:\n{log}"
     );
 }
 
