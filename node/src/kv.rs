@@ -3,7 +3,10 @@
 
 use std::{
     convert::Infallible,
-    sync::{Arc, atomic::Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     task::{Context, Poll},
     time::Duration,
 };
@@ -65,19 +68,30 @@ impl KeyValueService {
     }
 
     /// Every request is counted, waits its turn under `--capacity`, then meets
-    /// the faults.
-    async fn admit(&self) -> Result<(), Status> {
+    /// the faults. Past them, it has [`Begun`].
+    async fn admit<T>(&self, request: &Request<T>) -> Result<(), Status> {
         self.state.requests.fetch_add(1, Ordering::Relaxed);
         self.capacity.admit().await;
-        self.state.faults.enter(None).await
+        self.state.faults.enter(None).await?;
+        if let Some(begun) = request.extensions().get::<Begun>() {
+            begun.0.store(true, Ordering::Relaxed);
+        }
+        Ok(())
     }
 }
+
+/// Whether a call got past its wait to be admitted (its turn under
+/// `--capacity`, a pause, added latency): only from then on can a write take
+/// effect. [`WithDeadline`] puts one in each call it times, so that a call it
+/// ends before then can say that nothing was changed.
+#[derive(Debug, Clone, Default)]
+struct Begun(Arc<AtomicBool>);
 
 /// The calls, each within its deadline ([`WithDeadline`], around the server).
 #[tonic::async_trait]
 impl KeyValue for KeyValueService {
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
-        self.admit().await?;
+        self.admit(&request).await?;
         let request = request.into_inner();
         request.validate()?;
         let (record, trace) = self
@@ -101,7 +115,7 @@ impl KeyValue for KeyValueService {
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        self.admit().await?;
+        self.admit(&request).await?;
         let retry = is_retry(&request);
         let write_by = write_by(&request);
         let request = request.into_inner();
@@ -125,7 +139,7 @@ impl KeyValue for KeyValueService {
         &self,
         request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
-        self.admit().await?;
+        self.admit(&request).await?;
         let retry = is_retry(&request);
         let write_by = write_by(&request);
         let request = request.into_inner();
@@ -146,7 +160,7 @@ impl KeyValue for KeyValueService {
     }
 
     async fn scan(&self, request: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
-        self.admit().await?;
+        self.admit(&request).await?;
         let request = request.into_inner();
         request.validate()?;
         let limit = limits::scan_limit(request.limit)?;
@@ -188,10 +202,11 @@ pub fn server(
 
 /// Ends a call at the node's `--request-timeout`, counted from when its
 /// headers arrived: a paused node, a full `--capacity` queue, or a client that
-/// never finishes sending its message must not hold a request for ever. A
-/// client's sooner deadline (`grpc-timeout`) is left to tonic, which ends the
-/// call then (CANCELLED, "Timeout expired", see
-/// [`proto::deadline::is_timeout_expired`]).
+/// never finishes sending its message must not hold a request for ever. The
+/// answer says whether the call had [`Begun`]: if not, nothing was changed and
+/// the client may simply send it again. A client's sooner deadline
+/// (`grpc-timeout`) is left to tonic, which ends the call then (CANCELLED,
+/// "Timeout expired", see [`proto::deadline::is_timeout_expired`]).
 #[derive(Debug, Clone)]
 pub struct WithDeadline<S> {
     inner: S,
@@ -216,25 +231,36 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let theirs = request
             .headers()
             .get(proto::deadline::HEADER)
             .and_then(|value| value.to_str().ok())
             .and_then(proto::deadline::parse);
-        let call = self.inner.call(request);
         let (deadline, ours) = proto::deadline::sooner(theirs, self.request_timeout);
         if !ours {
-            return Either::Left(call);
+            return Either::Left(self.inner.call(request));
         }
+        let begun = Begun::default();
+        request.extensions_mut().insert(begun.clone());
+        let call = self.inner.call(request);
         let name = self.name.clone();
         Either::Right(Box::pin(async move {
             let out_of_time = || {
-                let status = Status::deadline_exceeded(format!(
-                    "{name} gave up on the request after {deadline:?} (its --request-timeout); \
-                     if it was a write, it may still have been applied, so read the key before \
-                     writing it again"
-                ));
+                let gave_up = format!(
+                    "{name} gave up on the request after {deadline:?} (its --request-timeout)"
+                );
+                let status = Status::deadline_exceeded(if begun.0.load(Ordering::Relaxed) {
+                    format!(
+                        "{gave_up}; if it was a write, it may still have been applied, so read \
+                         the key before writing it again"
+                    )
+                } else {
+                    format!(
+                        "{gave_up} before starting it (its message had not arrived, or it was \
+                         still waiting its turn): nothing was changed, so it is safe to send again"
+                    )
+                });
                 Ok(status.into_http())
             };
             tokio::time::timeout(deadline, call)
@@ -339,9 +365,11 @@ mod tests {
             .unwrap_err();
         assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
         assert!(
-            status
-                .message()
-                .starts_with("n1 gave up on the request after 200ms (its --request-timeout)"),
+            status.message().starts_with(
+                "n1 gave up on the request after 200ms (its --request-timeout) before starting \
+                 it (its message had not arrived, or it was still waiting its turn): nothing \
+                 was changed"
+            ),
             "{status:?}"
         );
 

@@ -172,6 +172,45 @@ fn a_request_ends_at_the_client_or_the_node_deadline_whichever_is_sooner() {
     );
 }
 
+/// The node's deadline says whether a write could have taken effect. One that
+/// ran out waiting to start (its node paused) changed nothing and may be sent
+/// again. One that ran out waiting for its replicas (each slowed past the
+/// deadline) was stored by its coordinator, so the answer says to read first.
+#[test]
+fn a_node_deadline_says_whether_the_write_may_have_been_applied() {
+    let cluster = TestCluster::start_with(3, &["--request-timeout", "1s"]);
+    let put = || {
+        let out = cluster
+            .client_to(0)
+            .args(["--timeout", "5m", "put", "k", "v"]);
+        out.fails().stderr
+    };
+    let gave_up = "DEADLINE_EXCEEDED: n1 gave up on the request after 1s (its --request-timeout)";
+
+    cluster.client_to(0).args(["fault", "n1", "--pause"]).ok();
+    let waited = put();
+    assert!(
+        waited.starts_with(&format!("{gave_up} before starting it"))
+            && waited.contains("nothing was changed, so it is safe to send again"),
+        "{waited}"
+    );
+    cluster.client_to(0).args(["fault", "n1", "--clear"]).ok();
+
+    for replica in ["n2", "n3"] {
+        cluster
+            .client_to(0)
+            .args(["fault", replica, "--latency", "30s"])
+            .ok();
+    }
+    let begun = put();
+    assert!(
+        begun.starts_with(&format!(
+            "{gave_up}; if it was a write, it may still have been applied"
+        )),
+        "{begun}"
+    );
+}
+
 #[test]
 fn fault_requests_out_of_range_or_for_strangers_are_refused_clearly() {
     let cluster = TestCluster::start(1);
