@@ -380,6 +380,17 @@ fn plant_an_hour_ahead(cluster: &TestCluster) -> proto::Version {
     ahead
 }
 
+/// Adds `latency` to every request n2 and n3 serve, their replica writes included.
+fn slow_down_the_replicas(cluster: &TestCluster, latency: &str) {
+    for index in [1, 2] {
+        let name = format!("n{}", index + 1);
+        cluster
+            .client_to(index)
+            .args(["fault", &name, "--latency", latency])
+            .ok();
+    }
+}
+
 /// Another node, whose clock runs an hour ahead, has written `k`: planted here
 /// on n2 and n3, a write quorum, as its coordinator would have left it. n1 has
 /// not seen that version, so its first stamp for a new put is below it, and
@@ -419,13 +430,7 @@ fn a_write_stamped_below_a_newer_version_is_stamped_again_not_lost() {
 fn a_write_too_slow_to_stamp_again_is_refused_not_acknowledged() {
     let cluster = TestCluster::start(3);
     plant_an_hour_ahead(&cluster);
-    for index in [1, 2] {
-        let name = format!("n{}", index + 1);
-        cluster
-            .client_to(index)
-            .args(["fault", &name, "--latency", "1200ms"])
-            .ok();
-    }
+    slow_down_the_replicas(&cluster, "1200ms");
     let out = cluster.client_to(0).args(["put", "k", "new"]).fails();
     assert!(
         out.stderr.contains("ABORTED") && out.stderr.contains("too old to stamp again"),
@@ -436,6 +441,42 @@ fn a_write_too_slow_to_stamp_again_is_refused_not_acknowledged() {
     // n1's clock has now seen the newer version: its next stamp is above it.
     cluster.client_to(0).args(["put", "k", "again"]).ok();
     assert_eq!(cluster.client_to(0).args(["get", "k"]).ok().stdout, "again");
+}
+
+/// The same newer version, found soon enough to stamp again, but the moment
+/// the write had to be stamped by (`clusterlab-write-by`, which the client and
+/// the balancer send) has passed meanwhile. Its sender has given up on it and
+/// may have written the key since, so n1 must not stamp it again as the newest:
+/// it refuses it, as it refuses a write that arrives overdue.
+#[test]
+fn a_write_overdue_by_the_time_it_would_be_stamped_again_is_refused() {
+    let cluster = TestCluster::start(3);
+    plant_an_hour_ahead(&cluster);
+    slow_down_the_replicas(&cluster, "400ms");
+    // Due 200 ms from now: on time when n1 stamps it first, overdue when its
+    // replicas answer with their newer version, 400 ms later.
+    let status = block_on(async {
+        let mut kv = cluster.key_value(0).await.expect("connecting to n1");
+        let mut put = tonic::Request::new(proto::PutRequest {
+            key: "k".into(),
+            value: b"new".to_vec(),
+            ..proto::PutRequest::default()
+        });
+        let by = proto::deadline::write_by(Duration::from_millis(200));
+        put.metadata_mut().insert(
+            proto::deadline::WRITE_BY_HEADER,
+            by.to_string().parse().expect("digits"),
+        );
+        kv.put(put)
+            .await
+            .expect_err("an overdue write was acknowledged")
+    });
+    assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+    assert!(
+        status.message().contains("after its deadline had passed"),
+        "{status:?}"
+    );
+    assert_eq!(cluster.client_to(0).args(["get", "k"]).ok().stdout, "old");
 }
 
 /// What a read's trace reports on one replica.
