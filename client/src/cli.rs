@@ -33,7 +33,13 @@ Examples:
   echo hi | clusterlab put note -
   clusterlab --identity reader whoami";
 
-/// Flags that apply to every command.
+/// Where `--help` lists the flags every command takes, after the command's own.
+const CONNECTION_HEADING: &str = "Connection options";
+/// Where `--help` lists `--json` and `-v`, after the connection flags.
+const OUTPUT_HEADING: &str = "Output options";
+
+/// Flags that apply to every command. `--help` lists them under their own
+/// headings, so that a command's own flags come first, apart from them.
 #[derive(Debug, Clone, Args)]
 pub struct Global {
     /// The balancer or node to talk to. Give several, comma-separated, and the
@@ -41,6 +47,7 @@ pub struct Global {
     #[arg(
         long,
         global = true,
+        help_heading = CONNECTION_HEADING,
         env = "CLUSTERLAB_ADDR",
         default_value = "127.0.0.1:7000",
         value_delimiter = ',',
@@ -52,6 +59,7 @@ pub struct Global {
     #[arg(
         long,
         global = true,
+        help_heading = CONNECTION_HEADING,
         env = "CLUSTERLAB_CERTS",
         value_name = "DIR",
         default_value = "certs"
@@ -62,6 +70,7 @@ pub struct Global {
     #[arg(
         long,
         global = true,
+        help_heading = CONNECTION_HEADING,
         env = "CLUSTERLAB_IDENTITY",
         default_value = "admin"
     )]
@@ -71,6 +80,7 @@ pub struct Global {
     #[arg(
         long,
         global = true,
+        help_heading = CONNECTION_HEADING,
         env = "CLUSTERLAB_TLS",
         value_enum,
         default_value_t
@@ -78,15 +88,28 @@ pub struct Global {
     pub tls: TlsMode,
 
     /// Print machine-readable JSON on stdout.
-    #[arg(long, global = true, env = "CLUSTERLAB_JSON")]
+    #[arg(long, global = true, help_heading = OUTPUT_HEADING, env = "CLUSTERLAB_JSON")]
     pub json: bool,
 
     /// Print each response's trace (who served it, what each replica did) on stderr.
-    #[arg(short, long, global = true, env = "CLUSTERLAB_VERBOSE")]
+    #[arg(
+        short,
+        long,
+        global = true,
+        help_heading = OUTPUT_HEADING,
+        env = "CLUSTERLAB_VERBOSE"
+    )]
     pub verbose: bool,
 
     /// Give up on a request after this long (e.g. 500ms, 10s).
-    #[arg(long, global = true, env = "CLUSTERLAB_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
+    #[arg(
+        long,
+        global = true,
+        help_heading = CONNECTION_HEADING,
+        env = "CLUSTERLAB_TIMEOUT",
+        default_value = "10s",
+        value_parser = positive_duration
+    )]
     pub timeout: Duration,
 }
 
@@ -405,6 +428,36 @@ mod tests {
             let usage = cli.find_subcommand_mut(command).unwrap().render_usage();
             assert!(usage.to_string().contains(form), "{usage}");
         }
+    }
+
+    /// A command's own flags come first in its `--help`; the ones every
+    /// command takes follow under headings of their own. So `sniff --help`
+    /// shows its flags apart from the connection flags that do not apply to it.
+    #[test]
+    fn the_flags_every_command_takes_are_listed_apart_from_its_own() {
+        let mut cli = Cli::command();
+        for arg in cli.get_arguments().filter(|arg| arg.is_global_set()) {
+            assert!(
+                arg.get_help_heading().is_some(),
+                "--{} is listed with a command's own flags",
+                arg.get_id()
+            );
+        }
+        cli.build(); // gives each subcommand the global flags
+        let sniff = cli.find_subcommand_mut("sniff").unwrap();
+        let help = sniff.render_long_help().to_string();
+        let at = |text: &str| {
+            help.find(text)
+                .unwrap_or_else(|| panic!("no {text:?} in:\n{help}"))
+        };
+        let order = [
+            at("      --ports <PORTS>"),
+            at(CONNECTION_HEADING),
+            at("      --addr <ADDR>"),
+            at(OUTPUT_HEADING),
+            at("      --json"),
+        ];
+        assert!(order.is_sorted(), "{help}");
     }
 
     /// `--help` explains every argument of every command: none is listed
