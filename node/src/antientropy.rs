@@ -514,7 +514,8 @@ fn batches(keys: Vec<String>, max_bytes: usize) -> Vec<Vec<String>> {
 
 /// Streams the records `request` asks for from a peer and writes them to
 /// disk as they come, [`APPLY_BYTES`] at a time, adding to `copied` the
-/// records that changed something. What was written before a failure stays.
+/// records that changed something. If the stream fails, the records that
+/// arrived before are written all the same, then the failure is returned.
 async fn copy(
     state: &Arc<NodeState>,
     client: &mut ReplicaClient<Channel>,
@@ -524,15 +525,17 @@ async fn copy(
     let mut stream = open_range(client, request).await?;
     let mut batch: Vec<Record> = Vec::new();
     let mut bytes = 0;
+    let mut failed = None;
     loop {
-        let next = next_record(&mut stream).await?;
+        let next = match next_record(&mut stream).await.and_then(well_versioned) {
+            Ok(next) => next,
+            Err(e) => {
+                failed = Some(e);
+                None
+            }
+        };
         let done = next.is_none();
         if let Some(record) = next {
-            // Our clock observes it: it must be a version a clock can follow.
-            if let Some(version) = &record.version {
-                crate::limits::check_version(version)
-                    .map_err(|e| format!("sent a record with a bad version: {e}"))?;
-            }
             let record = Record::from(record);
             state.clock.observe(&record.version);
             bytes += record.size();
@@ -548,9 +551,20 @@ async fn copy(
                 .map_err(|e| e.to_string())?;
         }
         if done {
-            return Ok(());
+            return failed.map_or(Ok(()), Err);
         }
     }
+}
+
+/// Passes on a record from a peer only if our clock can observe its version.
+fn well_versioned(
+    record: Option<proto::Record>,
+) -> std::result::Result<Option<proto::Record>, String> {
+    if let Some(version) = record.as_ref().and_then(|r| r.version.as_ref()) {
+        crate::limits::check_version(version)
+            .map_err(|e| format!("sent a record with a bad version: {e}"))?;
+    }
+    Ok(record)
 }
 
 /// Streams what `request` asks for from a peer, whole (keys and versions
@@ -638,11 +652,13 @@ mod tests {
     use crate::version::Version;
 
     /// A peer whose `StreamRange` sends `count` records, each `gap` after the
-    /// one before; it answers nothing else.
+    /// one before, then ends the stream with `end`'s error if there is one;
+    /// it answers nothing else.
     #[derive(Debug, Clone)]
     struct SlowPeer {
         gap: Duration,
         count: usize,
+        end: Option<tonic::Status>,
     }
 
     #[tonic::async_trait]
@@ -684,7 +700,7 @@ mod tests {
             _: tonic::Request<RangeRequest>,
         ) -> std::result::Result<tonic::Response<Self::StreamRangeStream>, tonic::Status> {
             let (tx, rx) = tokio::sync::mpsc::channel(1);
-            let SlowPeer { gap, count } = self.clone();
+            let SlowPeer { gap, count, end } = self.clone();
             tokio::spawn(async move {
                 for i in 0..count {
                     tokio::time::sleep(gap).await;
@@ -692,6 +708,9 @@ mod tests {
                     if tx.send(Ok(record)).await.is_err() {
                         return;
                     }
+                }
+                if let Some(status) = end {
+                    let _ = tx.send(Err(status)).await;
                 }
             });
             Ok(tonic::Response::new(
@@ -718,14 +737,45 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_stream_is_held_to_its_progress_not_its_length() {
         let gap = PEER_TIMEOUT * 6 / 10;
-        let mut steady = client_of(SlowPeer { gap, count: 3 }).await;
+        let mut steady = client_of(SlowPeer {
+            gap,
+            count: 3,
+            end: None,
+        })
+        .await;
         let records = pull(&mut steady, RangeRequest::default()).await.unwrap();
         assert_eq!(records.len(), 3, "{records:?}");
 
         let gap = PEER_TIMEOUT + Duration::from_secs(1);
-        let mut stalling = client_of(SlowPeer { gap, count: 1 }).await;
+        let mut stalling = client_of(SlowPeer {
+            gap,
+            count: 1,
+            end: None,
+        })
+        .await;
         let failed = pull(&mut stalling, RangeRequest::default()).await;
         assert_eq!(failed.unwrap_err(), "streaming records stalled");
+    }
+
+    /// Records that arrived before a copy's stream broke are written, though
+    /// they were too few to fill a batch: the next round need not fetch them.
+    #[tokio::test]
+    async fn records_that_arrived_before_a_stream_broke_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = crate::in_process::node_state(dir.path());
+        let mut breaking = client_of(SlowPeer {
+            gap: Duration::ZERO,
+            count: 3,
+            end: Some(tonic::Status::unavailable("the peer went away")),
+        })
+        .await;
+        let mut copied = 0;
+        let failed = copy(&state, &mut breaking, RangeRequest::default(), &mut copied).await;
+        assert_eq!(failed.unwrap_err(), "the peer went away");
+        assert_eq!(copied, 3);
+        let keys: Vec<String> = (0..3).map(|i| format!("k{i}")).collect();
+        let held = state.store.run(move |s| s.get_many(&keys)).await.unwrap();
+        assert!(held.iter().all(Option::is_some), "{held:?}");
     }
 
     fn record(key: &str, wall_ms: u64) -> Record {
