@@ -243,16 +243,48 @@ fn a_killed_node_or_balancer_starts_again_with_the_printed_command_from_anywhere
 #[test]
 fn closing_its_output_stops_every_process() {
     let dir = tempfile::tempdir().unwrap();
+    let (mut local, port) = local_with_piped_output(dir.path());
+    // Closed before its first line, so that its first write fails.
+    drop(local.stdout.take());
+    assert_stops_by_itself(local, port);
+}
+
+/// Closed once the cluster is up and quiet, its output is missed at once, not
+/// at the next line, which an idle cluster may not print for hours.
+#[test]
+fn closing_its_output_while_all_is_quiet_stops_every_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut local, port) = local_with_piped_output(dir.path());
+    let mut lines = BufReader::new(local.stdout.take().unwrap()).lines();
+    let ready = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|line| line.starts_with("clusterlab-local: ready: "));
+    assert!(
+        ready,
+        "clusterlab-local ended its output before it was ready"
+    );
+    drop(lines);
+    assert_stops_by_itself(local, port);
+}
+
+/// `clusterlab-local` in `dir` on a fresh block of ports, its stdout and
+/// stderr piped. Returns it and its port.
+fn local_with_piped_output(dir: &Path) -> (Child, u16) {
     let port = free_port_block();
-    let mut local = Command::new(bin("clusterlab-local"))
+    let local = Command::new(bin("clusterlab-local"))
         .args(["--port", &port.to_string(), "--dir"])
-        .arg(dir.path())
+        .arg(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("starting clusterlab-local");
-    // Closed before its first line, so that its first write fails.
-    drop(local.stdout.take());
+    (local, port)
+}
+
+/// Waits for `local`, whose stdout was closed, to stop everything by itself
+/// and exit cleanly, saying why.
+fn assert_stops_by_itself(mut local: Child, port: u16) {
     let exited = poll_until(Duration::from_secs(30), || {
         local.try_wait().unwrap().is_some()
     });

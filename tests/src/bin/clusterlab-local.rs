@@ -250,6 +250,7 @@ async fn run(args: Args) -> Result<(), String> {
         "clusterlab-local: try `CLUSTERLAB_CERTS={} clusterlab --addr {balancer_addr} status`; Ctrl-C stops everything",
         certs.display()
     ));
+    std::thread::spawn(watch_stdout);
     tokio::spawn(announce_ready(
         certs.clone(),
         balancer_addr.clone(),
@@ -396,8 +397,34 @@ fn ensure_free(addr: &str) -> Result<(), String> {
     }
 }
 
-/// Notified once a line could not be printed because stdout is closed.
+/// Notified once stdout is closed: a line could not be printed, or
+/// [`watch_stdout`] saw the reader go.
 static STDOUT_CLOSED: Notify = Notify::const_new();
+
+/// Notices that whoever reads our stdout has gone without waiting for the next
+/// line to fail, which on a quiet cluster may not come for hours: when a pipe's
+/// read end closes, poll(2) flags its write end with POLLERR. A terminal is
+/// flagged only when it hangs up, and a file never; then this thread just waits.
+fn watch_stdout() {
+    use rustix::event::{PollFd, PollFlags, poll};
+    let stdout = std::io::stdout();
+    let mut watched = [PollFd::new(&stdout, PollFlags::empty())];
+    loop {
+        match poll(&mut watched, None) {
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => return,
+            Ok(_) => {
+                if watched[0]
+                    .revents()
+                    .intersects(PollFlags::ERR | PollFlags::HUP)
+                {
+                    STDOUT_CLOSED.notify_one();
+                }
+                return;
+            }
+        }
+    }
+}
 
 /// Prints one line to stdout. Unlike `println!`, which panics, it tells `run`
 /// when stdout is closed, and then drops the lines that follow.
