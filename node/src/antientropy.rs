@@ -514,8 +514,9 @@ fn batches(keys: Vec<String>, max_bytes: usize) -> Vec<Vec<String>> {
 
 /// Streams the records `request` asks for from a peer and writes them to
 /// disk as they come, [`APPLY_BYTES`] at a time, adding to `copied` the
-/// records that changed something. If the stream fails, the records that
-/// arrived before are written all the same, then the failure is returned.
+/// records that changed something. If the stream fails (or brings a record
+/// with a version no clock can follow), the records that arrived before are
+/// written all the same, then the failure is returned.
 async fn copy(
     state: &Arc<NodeState>,
     client: &mut ReplicaClient<Channel>,
@@ -548,7 +549,12 @@ async fn copy(
                 .store
                 .run(move |s| s.apply_many(&records))
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| match &failed {
+                    Some(why) => {
+                        format!("{why}; writing the records that came before failed too: {e}")
+                    }
+                    None => e.to_string(),
+                })?;
         }
         if done {
             return failed.map_or(Ok(()), Err);
@@ -652,13 +658,13 @@ mod tests {
     use crate::version::Version;
 
     /// A peer whose `StreamRange` sends `count` records, each `gap` after the
-    /// one before, then ends the stream with `end`'s error if there is one;
+    /// one before, then `end` if there is one (an error, or a last record);
     /// it answers nothing else.
     #[derive(Debug, Clone)]
     struct SlowPeer {
         gap: Duration,
         count: usize,
-        end: Option<tonic::Status>,
+        end: Option<std::result::Result<proto::Record, tonic::Status>>,
     }
 
     #[tonic::async_trait]
@@ -709,8 +715,8 @@ mod tests {
                         return;
                     }
                 }
-                if let Some(status) = end {
-                    let _ = tx.send(Err(status)).await;
+                if let Some(end) = end {
+                    let _ = tx.send(end).await;
                 }
             });
             Ok(tonic::Response::new(
@@ -757,25 +763,42 @@ mod tests {
         assert_eq!(failed.unwrap_err(), "streaming records stalled");
     }
 
-    /// Records that arrived before a copy's stream broke are written, though
-    /// they were too few to fill a batch: the next round need not fetch them.
+    /// Records that arrived before a copy's stream broke, or before a record
+    /// with a version no clock can follow, are written, though they were too
+    /// few to fill a batch: the next round need not fetch them. The bad
+    /// record is not.
     #[tokio::test]
     async fn records_that_arrived_before_a_stream_broke_are_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let state = crate::in_process::node_state(dir.path());
-        let mut breaking = client_of(SlowPeer {
-            gap: Duration::ZERO,
-            count: 3,
-            end: Some(tonic::Status::unavailable("the peer went away")),
-        })
-        .await;
-        let mut copied = 0;
-        let failed = copy(&state, &mut breaking, RangeRequest::default(), &mut copied).await;
-        assert_eq!(failed.unwrap_err(), "the peer went away");
-        assert_eq!(copied, 3);
-        let keys: Vec<String> = (0..3).map(|i| format!("k{i}")).collect();
-        let held = state.store.run(move |s| s.get_many(&keys)).await.unwrap();
-        assert!(held.iter().all(Option::is_some), "{held:?}");
+        let at_the_end_of_time = proto::Record::from(record("k3", u64::MAX));
+        let ends = [
+            (
+                Err(tonic::Status::unavailable("the peer went away")),
+                "the peer went away",
+            ),
+            (
+                Ok(at_the_end_of_time),
+                "sent a record with a bad version: version time",
+            ),
+        ];
+        for (end, why) in ends {
+            let dir = tempfile::tempdir().unwrap();
+            let state = crate::in_process::node_state(dir.path());
+            let mut breaking = client_of(SlowPeer {
+                gap: Duration::ZERO,
+                count: 3,
+                end: Some(end),
+            })
+            .await;
+            let mut copied = 0;
+            let failed = copy(&state, &mut breaking, RangeRequest::default(), &mut copied).await;
+            let failed = failed.unwrap_err();
+            assert!(failed.starts_with(why), "{failed}");
+            assert_eq!(copied, 3, "{failed}");
+            let keys: Vec<String> = (0..4).map(|i| format!("k{i}")).collect();
+            let held = state.store.run(move |s| s.get_many(&keys)).await.unwrap();
+            let held: Vec<bool> = held.iter().map(Option::is_some).collect();
+            assert_eq!(held, [true, true, true, false], "{failed}");
+        }
     }
 
     fn record(key: &str, wall_ms: u64) -> Record {

@@ -308,7 +308,7 @@ impl Coordinator {
             "write",
         )?;
         // Its sender may have given up on it already: nothing to look for.
-        self.refuse_if_overdue(&key, write_by)?;
+        self.refuse_if_overdue(&key, write_by, None)?;
         // A retry of a write that did get through (its answer was lost, say)
         // must not become a second write: look for it first. Found on fewer
         // than W replicas, it did not get through: the first attempt failed
@@ -330,7 +330,7 @@ impl Coordinator {
                 debug!(%key, %request_id, copies, quorum = plan.quorum, "retried write found short of its quorum; writing it again");
             }
         }
-        self.refuse_if_overdue(&key, write_by)?;
+        self.refuse_if_overdue(&key, write_by, None)?;
         let mut trace = TraceBuilder::new(&self.state.name, plan.quorum);
         let started = Instant::now();
         let mut record = Record {
@@ -367,7 +367,7 @@ impl Coordinator {
             }
             // `store_on` has shown the clock the newer version: stamp above it,
             // unless the sender has given up on the write meanwhile.
-            self.refuse_if_overdue(&record.key, write_by)?;
+            self.refuse_if_overdue(&record.key, write_by, Some(&newer))?;
             record.version = self.state.clock.now();
             debug!(key = %record.key, %newer, version = %record.version, "a replica held a newer version; stamping the write again");
         }
@@ -378,18 +378,37 @@ impl Coordinator {
     /// ([`proto::deadline::WRITE_BY_HEADER`]) has passed. Stamped now, it would
     /// be the newest write to `key`, above any the client made after giving up
     /// (a node stopped with the write unread reads it only when it wakes).
-    /// Checked before every stamp.
-    fn refuse_if_overdue(&self, key: &str, write_by: Option<u64>) -> Result<()> {
+    /// Checked before every stamp: the first, or one above the `newer` version
+    /// a replica kept instead of the write.
+    fn refuse_if_overdue(
+        &self,
+        key: &str,
+        write_by: Option<u64>,
+        newer: Option<&Version>,
+    ) -> Result<()> {
         let Some(late) = write_by.and_then(proto::deadline::overdue) else {
             return Ok(());
         };
-        warn!(%key, overdue = ?late, "refused a write that arrived after its deadline");
-        Err(Error::DeadlineExceeded(format!(
-            "{} received this write {late:?} after its deadline had passed (it waited in a \
-             queue or in a process that was stopped, or the sender's clock and this node's \
-             disagree), and did not apply it",
-            self.state.name
-        )))
+        let name = &self.state.name;
+        Err(Error::DeadlineExceeded(match newer {
+            None => {
+                warn!(%key, overdue = ?late, "refused a write that arrived after its deadline");
+                format!(
+                    "{name} received this write {late:?} after its deadline had passed (it \
+                     waited in a queue or in a process that was stopped, or the sender's clock \
+                     and this node's disagree), and did not apply it"
+                )
+            }
+            Some(newer) => {
+                warn!(%key, overdue = ?late, %newer, "refused to stamp a write again after its deadline");
+                format!(
+                    "a replica holds version {newer} of {key}, newer than this write, and the \
+                     write's deadline had passed {late:?} before {name} could stamp it again \
+                     (its replicas answered late, or it was stopped), so it did not: the newer \
+                     version stands; write again if yours should win"
+                )
+            }
+        }))
     }
 
     /// Sends `record`, stamped for the `stamp`th time, to every replica and

@@ -258,7 +258,8 @@ where
                 } else {
                     format!(
                         "{gave_up} before starting it (its message had not arrived, or it was \
-                         still waiting its turn): nothing was changed, so it is safe to send again"
+                         held by --capacity, a pause or added latency): nothing was changed, so \
+                         it is safe to send again"
                     )
                 });
                 Ok(status.into_http())
@@ -367,8 +368,8 @@ mod tests {
         assert!(
             status.message().starts_with(
                 "n1 gave up on the request after 200ms (its --request-timeout) before starting \
-                 it (its message had not arrived, or it was still waiting its turn): nothing \
-                 was changed"
+                 it (its message had not arrived, or it was held by --capacity, a pause or \
+                 added latency): nothing was changed"
             ),
             "{status:?}"
         );

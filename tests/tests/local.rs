@@ -256,25 +256,30 @@ fn closing_its_output_while_all_is_quiet_stops_every_process() {
     let dir = tempfile::tempdir().unwrap();
     let (mut local, port) = local_with_piped_output(dir.path());
     let mut lines = BufReader::new(local.stdout.take().unwrap()).lines();
-    let ready = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .any(|line| line.starts_with("clusterlab-local: ready: "));
-    assert!(
-        ready,
-        "clusterlab-local ended its output before it was ready"
-    );
+    let verdict = lines.by_ref().map_while(Result::ok).find(|line| {
+        line.starts_with("clusterlab-local: ready: ")
+            || line.starts_with("clusterlab-local: not ready")
+    });
+    if !verdict
+        .as_ref()
+        .is_some_and(|line| line.contains(": ready: "))
+    {
+        send_signal(local.id(), "INT");
+        panic!("clusterlab-local was not ready: {verdict:?}");
+    }
     drop(lines);
     assert_stops_by_itself(local, port);
 }
 
 /// `clusterlab-local` in `dir` on a fresh block of ports, its stdout and
-/// stderr piped. Returns it and its port.
+/// stderr piped. Returns it and its port. Its processes log only warnings, so
+/// that it prints nothing once the cluster is up and quiet.
 fn local_with_piped_output(dir: &Path) -> (Child, u16) {
     let port = free_port_block();
     let local = Command::new(bin("clusterlab-local"))
         .args(["--port", &port.to_string(), "--dir"])
         .arg(dir)
+        .env("CLUSTERLAB_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
