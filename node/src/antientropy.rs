@@ -657,18 +657,18 @@ mod tests {
     use super::*;
     use crate::version::Version;
 
-    /// A peer whose `StreamRange` sends `count` records, each `gap` after the
-    /// one before, then `end` if there is one (an error, or a last record);
-    /// it answers nothing else.
+    /// A peer that follows a script: its `StreamRange` sends `count` records,
+    /// each `gap` after the one before, then `end` if there is one (an error,
+    /// or a last record, say one with a bad version); it answers nothing else.
     #[derive(Debug, Clone)]
-    struct SlowPeer {
+    struct ScriptedPeer {
         gap: Duration,
         count: usize,
         end: Option<std::result::Result<proto::Record, tonic::Status>>,
     }
 
     #[tonic::async_trait]
-    impl proto::replica_server::Replica for SlowPeer {
+    impl proto::replica_server::Replica for ScriptedPeer {
         async fn write(
             &self,
             _: tonic::Request<proto::WriteRequest>,
@@ -706,7 +706,7 @@ mod tests {
             _: tonic::Request<RangeRequest>,
         ) -> std::result::Result<tonic::Response<Self::StreamRangeStream>, tonic::Status> {
             let (tx, rx) = tokio::sync::mpsc::channel(1);
-            let SlowPeer { gap, count, end } = self.clone();
+            let ScriptedPeer { gap, count, end } = self.clone();
             tokio::spawn(async move {
                 for i in 0..count {
                     tokio::time::sleep(gap).await;
@@ -732,7 +732,7 @@ mod tests {
         }
     }
 
-    async fn client_of(peer: SlowPeer) -> ReplicaClient<Channel> {
+    async fn client_of(peer: ScriptedPeer) -> ReplicaClient<Channel> {
         let router = tonic::transport::Server::builder()
             .add_service(proto::replica_server::ReplicaServer::new(peer));
         ReplicaClient::new(crate::in_process::channel(router).await)
@@ -743,7 +743,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_stream_is_held_to_its_progress_not_its_length() {
         let gap = PEER_TIMEOUT * 6 / 10;
-        let mut steady = client_of(SlowPeer {
+        let mut steady = client_of(ScriptedPeer {
             gap,
             count: 3,
             end: None,
@@ -753,7 +753,7 @@ mod tests {
         assert_eq!(records.len(), 3, "{records:?}");
 
         let gap = PEER_TIMEOUT + Duration::from_secs(1);
-        let mut stalling = client_of(SlowPeer {
+        let mut stalling = client_of(ScriptedPeer {
             gap,
             count: 1,
             end: None,
@@ -783,7 +783,7 @@ mod tests {
         for (end, why) in ends {
             let dir = tempfile::tempdir().unwrap();
             let state = crate::in_process::node_state(dir.path());
-            let mut breaking = client_of(SlowPeer {
+            let mut breaking = client_of(ScriptedPeer {
                 gap: Duration::ZERO,
                 count: 3,
                 end: Some(end),
