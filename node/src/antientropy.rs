@@ -35,6 +35,10 @@
 //! or two: a copy the write path missed is the lagging replica's to pull in its
 //! own next round ([`Lagging`]). `clusterlab status` shows the count, and reaching
 //! zero is an event.
+//!
+//! Keys a node holds but no longer replicates (the ring changed) are left out of
+//! all this; after each round, [`handoff`] gives them to the nodes that replicate
+//! them now.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -50,7 +54,7 @@ use tonic::{Streaming, transport::Channel};
 use tracing::{debug, info, warn};
 
 use crate::{
-    Result,
+    Result, handoff,
     placement::{RANGES, Ring, range_of, record_hash},
     state::NodeState,
     store::{Record, Store},
@@ -180,12 +184,14 @@ impl Shared {
     }
 }
 
-/// This node's side of a round: a digest per peer, and for every key it
-/// replicates, who else should hold it.
+/// This node's side of a round: a digest per peer, for every key it
+/// replicates, who else should hold it, and the records it holds for keys it
+/// does not replicate ([`handoff`]).
 #[derive(Debug, Default)]
 struct LocalView {
     digests: HashMap<String, Digest>,
     keys: Vec<KeyReplicas>,
+    held: Vec<handoff::Held>,
 }
 
 /// One key this node replicates, and its other replicas as bits indexing the
@@ -234,6 +240,7 @@ fn local_view(
         }
         let owners = ring.replicas_of(&record.key);
         if !owners.contains(&me) {
+            view.held.push((record.key, record.version));
             return true;
         }
         let range = range_of(&record.key, RANGES);
@@ -339,16 +346,21 @@ pub async fn run(state: Arc<NodeState>) {
     let mut ticker = tokio::time::interval(INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut lagging = Lagging::default();
+    let mut handed = handoff::HandedOff::default();
     loop {
         ticker.tick().await;
-        if let Err(e) = round(&state, &mut lagging).await {
+        if let Err(e) = round(&state, &mut lagging, &mut handed).await {
             warn!(error = %e, "anti-entropy round failed; will retry");
         }
     }
 }
 
-/// One round with every alive peer.
-async fn round(state: &Arc<NodeState>, lagging: &mut Lagging) -> Result<()> {
+/// One round with every alive peer, then the round's handoff.
+async fn round(
+    state: &Arc<NodeState>,
+    lagging: &mut Lagging,
+    handed: &mut handoff::HandedOff,
+) -> Result<()> {
     let membership = &state.membership;
     let ring = membership.ring();
     let alive: Vec<String> = membership
@@ -379,17 +391,17 @@ async fn round(state: &Arc<NodeState>, lagging: &mut Lagging) -> Result<()> {
     let results = futures::future::join_all(exchanges).await;
     // Only peers we compared with count as up to date (but for their stale keys).
     let mut stale: HashMap<String, HashSet<String>> = HashMap::new();
-    for (peer, result) in alive.into_iter().zip(results) {
+    for (peer, result) in alive.iter().zip(results) {
         match result {
             Ok(keys) => {
-                stale.insert(peer, keys);
+                stale.insert(peer.clone(), keys);
             }
             Err(e) => debug!(%peer, error = %e, "anti-entropy with peer failed this round"),
         }
     }
     let under = lagging.update(under_replicated(&view.keys, &ring, &stale));
     report_under_replicated(state, under);
-    Ok(())
+    handoff::hand_off(state, &ring, &alive, view.held, handed).await
 }
 
 /// Compares digests with `peer` and pulls what it has newer in the ranges that
@@ -804,11 +816,7 @@ mod tests {
     fn record(key: &str, wall_ms: u64) -> Record {
         Record {
             key: key.into(),
-            version: Version {
-                wall_ms,
-                logical: 0,
-                node: "n1".into(),
-            },
+            version: Version::at(wall_ms),
             value: Some(b"v".to_vec()),
             request_id: String::new(),
         }
@@ -875,11 +883,7 @@ mod tests {
     fn a_version_far_ahead_of_the_clock_is_not_young() {
         let now = 1_000_000_000;
         let cutoff = now - SETTLE.as_millis() as u64;
-        let at = |wall_ms| Version {
-            wall_ms,
-            logical: 0,
-            node: "n1".into(),
-        };
+        let at = Version::at;
         assert!(settled(&at(cutoff - 1), cutoff));
         assert!(!settled(&at(cutoff), cutoff));
         assert!(!settled(&at(now), cutoff));

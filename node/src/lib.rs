@@ -9,7 +9,8 @@
 //! - [`membership`]: probing peers; alive, suspect, dead. [`discovery`]: following a DNS name.
 //! - [`coordinator`]: sees a client request through: stamp, write to W replicas,
 //!   read from R, repair what is stale.
-//! - [`antientropy`]: replicas compare digests per key range and copy what differs.
+//! - [`antientropy`]: replicas compare digests per key range and copy what differs;
+//!   [`handoff`]: records held for keys a node no longer replicates go to their replicas.
 //! - [`trace`]: the `Trace` each response carries.
 //! - [`state`]: what one node knows, shared by its services.
 //! - [`kv`], [`replica`], [`admin`]: the gRPC services.
@@ -30,6 +31,7 @@ pub mod discovery;
 pub mod error;
 pub mod events;
 pub mod fault;
+pub mod handoff;
 #[cfg(test)]
 mod in_process;
 pub mod kv;

@@ -29,10 +29,12 @@ impl Replication {
     ///
     /// Not of the members alive now. A node cut off from the others sees them
     /// dead and its ring shrink to itself; a majority of that ring is one, and
-    /// it would acknowledge writes on its own disk alone while the others,
-    /// a majority of them, took writes to the same keys. Counting the dead,
-    /// a minority cannot make a quorum and says so: the side of a partition
-    /// that can make one is the only side that answers.
+    /// it would acknowledge writes on its own disk alone while the others
+    /// took writes to the same keys. Counting the dead, a side of a partition
+    /// with fewer than a quorum of N members cannot make one, and says so.
+    /// (In a cluster larger than N, a side smaller than half can still hold
+    /// a quorum of N: both sides answer, and [`crate::handoff`] brings the
+    /// smaller side's writes to their keys' replicas once the cut heals.)
     pub fn default_quorum(&self, members: usize) -> usize {
         Self::majority(self.replicas.min(members))
     }

@@ -360,18 +360,10 @@ fn storage(e: impl std::fmt::Display) -> Error {
 mod tests {
     use super::*;
 
-    fn version(wall_ms: u64) -> Version {
-        Version {
-            wall_ms,
-            logical: 0,
-            node: "n1".into(),
-        }
-    }
-
     fn record(key: &str, wall_ms: u64, value: Option<&str>) -> Record {
         Record {
             key: key.into(),
-            version: version(wall_ms),
+            version: Version::at(wall_ms),
             value: value.map(|v| v.as_bytes().to_vec()),
             request_id: String::new(),
         }
@@ -384,7 +376,7 @@ mod tests {
         assert!(store.apply(&record("k", 2, Some("new"))).unwrap().changed);
         let late_old_write = store.apply(&record("k", 1, Some("old"))).unwrap();
         assert!(!late_old_write.changed);
-        assert_eq!(late_old_write.stored, version(2));
+        assert_eq!(late_old_write.stored, Version::at(2));
         assert_eq!(store.get("k").unwrap().unwrap().value.unwrap(), b"new");
     }
 
@@ -402,7 +394,7 @@ mod tests {
             ["a/2"]
         );
         assert!(!more);
-        assert_eq!(store.get("a/1").unwrap().unwrap().version, version(2));
+        assert_eq!(store.get("a/1").unwrap().unwrap().version, Version::at(2));
         assert_eq!(store.len().unwrap(), 3);
     }
 

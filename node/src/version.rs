@@ -27,6 +27,18 @@ pub struct Version {
     pub node: String,
 }
 
+impl Version {
+    /// Version `wall_ms.0@n1`, for tests.
+    #[cfg(test)]
+    pub(crate) fn at(wall_ms: u64) -> Self {
+        Version {
+            wall_ms,
+            logical: 0,
+            node: "n1".into(),
+        }
+    }
+}
+
 impl fmt::Display for Version {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}.{}@{}", self.wall_ms, self.logical, self.node)

@@ -852,3 +852,86 @@ fn a_node_cut_off_from_the_majority_does_not_make_itself_a_quorum_of_one() {
     let out = cluster.client_to(0).args(["get", "k"]).ok();
     assert_eq!(out.stdout.trim_end(), "majority");
 }
+
+/// Five nodes, N = 3: two cut off from the other three (SIGSTOP) see them dead
+/// and make a ring of their own, in which they are a write quorum for every
+/// key. A write they take to a key whose replicas are the other three is on no
+/// node that replicates it once the cut heals: anti-entropy compares only keys
+/// two nodes both replicate. Handoff gives it to the key's replicas.
+#[test]
+fn writes_taken_by_the_smaller_side_of_a_partition_reach_the_keys_replicas_when_it_heals() {
+    let cluster = TestCluster::start_with(5, &["--dead-after", "2s"]);
+    let names: Vec<String> = cluster.nodes.iter().map(|n| n.name.clone()).collect();
+    let ring = Ring::new(names.clone(), 3);
+    let (near, far) = (&names[..2], &names[2..]);
+    // Keys that live on the three nodes to be cut off, and on neither of the two others.
+    let keys: Vec<String> = (0..)
+        .map(|i| format!("stranded-{i}"))
+        .filter(|key| {
+            ring.replicas_of(key)
+                .iter()
+                .all(|r| far.iter().any(|f| f == r))
+        })
+        .take(8)
+        .collect();
+    for key in &keys {
+        cluster.client_to(0).args(["put", key, "before"]).ok();
+    }
+
+    for index in 2..5 {
+        cluster.signal(index, "STOP");
+    }
+    wait_until("n1 and n2 to see n3, n4 and n5 dead", SETTLE, || {
+        (0..2).all(|index| {
+            far.iter()
+                .all(|name| cluster.member_state(index, name) == Some("dead"))
+        })
+    });
+    for key in &keys {
+        let acked = cluster
+            .client_to(0)
+            .args(["--json", "put", key, "during"])
+            .ok()
+            .json();
+        let replicas: Vec<&str> = acked["trace"]["replicas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["node"].as_str().unwrap())
+            .collect();
+        assert!(
+            replicas.iter().all(|r| near.iter().any(|n| n == r)),
+            "the write to {key} was taken by {replicas:?}, not by n1 and n2 alone"
+        );
+    }
+
+    for index in 2..5 {
+        cluster.signal(index, "CONT");
+    }
+    wait_until("every member to see every other alive", SETTLE, || {
+        (0..5).all(|index| {
+            names
+                .iter()
+                .filter(|name| **name != names[index])
+                .all(|name| cluster.member_state(index, name) == Some("alive"))
+        })
+    });
+    // Read through n3, from the keys' own replicas.
+    let mut last = String::new();
+    let handed_off = tests::poll_until(SETTLE, || {
+        keys.iter().all(|key| {
+            let out = cluster.client_to(2).args(["get", key]).run();
+            last = format!("{key}: {}{}", out.stdout, out.stderr);
+            out.stdout.trim_end() == "during"
+        })
+    });
+    assert!(
+        handed_off,
+        "an acknowledged write never reached its key's replicas; last read {last}"
+    );
+    let nodes_log: String = (0..2).map(|i| cluster.nodes[i].log_text()).collect();
+    assert!(
+        nodes_log.contains("handed off records held for keys this node no longer replicates"),
+        "{nodes_log}"
+    );
+}
