@@ -151,36 +151,48 @@ impl Store {
 
     /// Stores `record` unless the store already holds that version or a newer
     /// one. Durable when it returns.
+    ///
+    /// The same version holding another write is refused, not taken for this
+    /// one: a version names one write, and answering with it would acknowledge
+    /// a value that is on no disk. It takes a clock set back across a restart,
+    /// or two nodes with one name, to stamp two writes alike.
     pub fn apply(&self, record: &Record) -> Result<Applied> {
         let txn = self.db.begin_write().map_err(storage)?;
-        let applied = {
+        let applied = (|| {
             let mut table = txn.open_table(RECORDS).map_err(storage)?;
             let current = match table.get(record.key.as_str()).map_err(storage)? {
-                Some(bytes) => Some(Record::decode(&record.key, bytes.value())?.version),
+                Some(bytes) => Some(Record::decode(&record.key, bytes.value())?),
                 None => None,
             };
             match current {
-                Some(current) if current >= record.version => Applied {
-                    stored: current,
+                Some(current) if current.version == record.version && current != *record => {
+                    Err(Error::Aborted(format!(
+                        "version {} of {} already stands for another write (stamped by a \
+                         clock set back since, or by another node named {}); this write was \
+                         not stored, so send it again",
+                        record.version, record.key, record.version.node
+                    )))
+                }
+                Some(current) if current.version >= record.version => Ok(Applied {
+                    stored: current.version,
                     changed: false,
-                },
+                }),
                 _ => {
                     table
                         .insert(record.key.as_str(), record.encode().as_slice())
                         .map_err(storage)?;
-                    Applied {
+                    Ok(Applied {
                         stored: record.version.clone(),
                         changed: true,
-                    }
+                    })
                 }
             }
-        };
-        if applied.changed {
-            txn.commit().map_err(storage)?;
-        } else {
-            txn.abort().map_err(storage)?;
+        })();
+        match applied {
+            Ok(Applied { changed: true, .. }) => txn.commit().map_err(storage)?,
+            _ => txn.abort().map_err(storage)?,
         }
-        Ok(applied)
+        applied
     }
 
     /// The record for `key` (value or tombstone), if any.
@@ -378,6 +390,37 @@ mod tests {
         assert!(!late_old_write.changed);
         assert_eq!(late_old_write.stored, Version::at(2));
         assert_eq!(store.get("k").unwrap().unwrap().value.unwrap(), b"new");
+    }
+
+    #[test]
+    fn a_version_already_standing_for_another_write_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let first = record("k", 2, Some("first"));
+        store.apply(&first).unwrap();
+        // The same write again (a retry, read repair, handoff): nothing to do.
+        let again = store.apply(&first).unwrap();
+        assert!(!again.changed);
+        assert_eq!(again.stored, Version::at(2));
+        // Another write stamped alike: refused, so it is never acknowledged
+        // as stored while the disk holds the first.
+        for other in [
+            record("k", 2, Some("second")),
+            record("k", 2, None),
+            Record {
+                request_id: "another".into(),
+                ..first.clone()
+            },
+        ] {
+            let refused = store.apply(&other).unwrap_err();
+            assert!(
+                matches!(&refused, Error::Aborted(m) if m.starts_with(
+                    "version 2.0@n1 of k already stands for another write"
+                )),
+                "{refused}"
+            );
+        }
+        assert_eq!(store.get("k").unwrap(), Some(first));
     }
 
     #[test]
