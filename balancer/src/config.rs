@@ -98,15 +98,19 @@ pub struct Config {
 }
 
 impl Config {
-    /// Checks what clap cannot: node addresses, a name to resolve, the budget.
+    /// Checks what clap cannot: the addresses, a name to resolve, the budget.
     pub fn validate(&self) -> Result<(), String> {
         if self.nodes().is_empty() && self.nodes_dns.is_none() {
             return Err(
                 "no nodes to send requests to: give --nodes A,B or --nodes-dns HOST:PORT".into(),
             );
         }
-        for addr in self.nodes().iter().chain(&self.nodes_dns) {
-            certs::flags::check_host_port("--nodes", addr)?;
+        certs::flags::check_listen("--listen", &self.listen, 7000)?;
+        for addr in self.nodes() {
+            certs::flags::check_host_port("--nodes", &addr)?;
+        }
+        if let Some(name) = &self.nodes_dns {
+            certs::flags::check_host_port("--nodes-dns", name)?;
         }
         certs::flags::check_side_port("--dashboard", &self.dashboard, &self.listen)?;
         if !(0.0..=1.0).contains(&self.retry_budget) {
@@ -125,5 +129,34 @@ impl Config {
             .map(|n| n.trim().to_string())
             .filter(|n| !n.is_empty())
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn check(args: &[&str]) -> Result<(), String> {
+        let base = ["clusterlab-balancer", "--nodes", "127.0.0.1:7101"];
+        Config::try_parse_from(base.iter().chain(args))
+            .unwrap()
+            .validate()
+    }
+
+    #[test]
+    fn each_address_is_checked_under_its_own_flag() {
+        assert_eq!(check(&["--nodes-dns", "node:7100"]), Ok(()));
+        let err = check(&["--nodes-dns", "node"]).unwrap_err();
+        assert!(
+            err.starts_with("--nodes-dns \"node\" is not HOST:PORT"),
+            "{err}"
+        );
+        let err = check(&["--listen", "7000"]).unwrap_err();
+        assert!(
+            err.starts_with("--listen \"7000\" is not HOST:PORT"),
+            "{err}"
+        );
     }
 }

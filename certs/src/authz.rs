@@ -384,7 +384,8 @@ impl AuthzLayer {
             && revocations.is_revoked(serial)
         {
             let method = short_method(path);
-            if let Some(not_logged) = self.repeats.admit(&format!("revoked {identity} {method}")) {
+            if let Some(unsaid) = self.repeats.admit(&format!("revoked {identity} {method}")) {
+                let not_logged = crate::repeats::not_logged(unsaid);
                 tracing::warn!(%identity, %method, not_logged, "permission denied: certificate revoked");
             }
             return self.deny(tonic::Status::permission_denied(format!(
@@ -399,7 +400,8 @@ impl AuthzLayer {
                 let rule = denied.rule.unwrap_or("none (default deny)");
                 let peer = peer.map(|p| p.remote_addr.to_string()).unwrap_or_default();
                 let kind = format!("{} {} {rule}", denied.identity, denied.method);
-                if let Some(not_logged) = self.repeats.admit(&kind) {
+                if let Some(unsaid) = self.repeats.admit(&kind) {
+                    let not_logged = crate::repeats::not_logged(unsaid);
                     tracing::warn!(
                         identity = %denied.identity,
                         method = %denied.method,

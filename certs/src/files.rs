@@ -167,11 +167,11 @@ fn missing_file_hint(path: &Path) -> String {
         .and_then(|s| s.to_str())
         .unwrap_or_default();
     if name == "ca" || name == "crl" || !dir.join("ca.pem").is_file() {
+        // Most often the certificates exist, somewhere else: that fix comes first.
         return format!(
-            "; create the certificates with `clusterlab-certs init --out {shown}` \
-             (in docker compose, `docker compose up -d` does that), or point --certs \
-             (clusterlab-certs: --out) at the directory that holds them (clusterlab-local's \
-             are in local/certs: CLUSTERLAB_CERTS=local/certs)"
+            "; set CLUSTERLAB_CERTS to the directory that holds the certificates \
+             (clusterlab-local's: CLUSTERLAB_CERTS=local/certs), or create them with \
+             `clusterlab-certs init --out {shown}` (`docker compose up -d` does that in compose)"
         );
     }
     // There is a PKI: this one identity is what is missing.
@@ -393,6 +393,11 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("docker compose up -d"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("set CLUSTERLAB_CERTS to the directory that holds the certificates"),
+            "{err}"
+        );
         let err = load_certs(&dir.path().join("missing").join("ca.pem")).unwrap_err();
         assert!(
             err.to_string().contains("clusterlab-certs init --out"),

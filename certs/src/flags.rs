@@ -23,8 +23,73 @@ use clap::{ArgAction, Command, builder::BoolishValueParser};
 /// clap's own do.
 pub fn parse<T: clap::Parser>() -> T {
     let mut command = with_env(T::command());
-    let matches = command.clone().get_matches();
+    let matches = command
+        .clone()
+        .try_get_matches()
+        .unwrap_or_else(|e| name_the_variable(e, &command, std::env::args_os()).exit());
     T::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut command).exit())
+}
+
+/// clap names the flag whose value it refuses, even when the value came from
+/// the flag's variable: `CLUSTERLAB_TLS=off` gets "invalid value 'off' for
+/// '--tls'", though nobody typed `--tls`. This adds which variable it was, so
+/// that a learner looks in the right place (a compose file's environment, an
+/// `export` from an earlier lab) rather than at the command line.
+fn name_the_variable(
+    mut error: clap::Error,
+    command: &Command,
+    args: impl Iterator<Item = std::ffi::OsString>,
+) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(
+        error.kind(),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
+    ) {
+        return error;
+    }
+    let (Some(ContextValue::String(arg)), Some(ContextValue::String(value))) = (
+        error.get(ContextKind::InvalidArg),
+        error.get(ContextKind::InvalidValue),
+    ) else {
+        return error;
+    };
+    // "--tls <TLS>" names the flag `tls`.
+    let Some(long) = arg.split(' ').next().and_then(|a| a.strip_prefix("--")) else {
+        return error;
+    };
+    // A flag on the command line wins over its variable: then it was typed.
+    let flag = format!("--{long}");
+    let typed = args
+        .filter_map(|a| a.into_string().ok())
+        .any(|a| a == flag || a.starts_with(&format!("{flag}=")));
+    let Some(variable) = (!typed)
+        .then(|| variable_holding(command, long, value))
+        .flatten()
+    else {
+        return error;
+    };
+    let tip = format!("the value came from {variable}; set it to a valid one, or unset it");
+    error.insert(
+        ContextKind::Suggested,
+        ContextValue::StyledStrs(vec![tip.into()]),
+    );
+    error
+}
+
+/// The variable behind a `--long` flag of `command` or one of its
+/// subcommands that holds `value` now.
+fn variable_holding(command: &Command, long: &str, value: &str) -> Option<String> {
+    command
+        .get_arguments()
+        .filter(|arg| arg.get_long() == Some(long))
+        .filter_map(|arg| arg.get_env())
+        .find(|variable| std::env::var_os(variable).is_some_and(|v| v == value))
+        .map(|variable| variable.to_string_lossy().into_owned())
+        .or_else(|| {
+            command
+                .get_subcommands()
+                .find_map(|sub| variable_holding(sub, long, value))
+        })
 }
 
 /// Exits 2 with `message`, as clap does for a flag it refuses: for the
@@ -162,9 +227,95 @@ pub fn check_host_port(flag: &str, addr: &str) -> Result<(), String> {
     }
 }
 
+/// An address to listen on: HOST:PORT, where port 0 means any free port.
+/// `usual_port` goes into the example, so that it matches the program's default.
+pub fn check_listen(flag: &str, addr: &str, usual_port: u16) -> Result<(), String> {
+    let valid = addr
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    match valid {
+        true => Ok(()),
+        false => Err(format!(
+            "{flag} {addr:?} is not HOST:PORT; write it like 127.0.0.1:{usual_port} \
+             (this machine only) or 0.0.0.0:{usual_port} (every interface)"
+        )),
+    }
+}
+
+/// `text` as one word a shell reads back as `text`, for a command to paste:
+/// bare when it is plain, in single quotes when it holds spaces or quotes
+/// (`'a b'`), and as `$'...'` with escapes when it holds control characters,
+/// which bash and zsh read. (`scan`'s `--start-after` hint, `clusterlab-local`'s
+/// restart commands.)
+pub fn shell_word(text: &str) -> String {
+    let plain = |c: char| c.is_alphanumeric() || "_-./:=@%+,".contains(c);
+    if !text.is_empty() && text.chars().all(plain) {
+        return text.to_string();
+    }
+    if !text.chars().any(char::is_control) {
+        return format!("'{}'", text.replace('\'', "'\\''"));
+    }
+    let escaped: String = text
+        .chars()
+        .map(|c| match c {
+            '\'' => "\\'".to_string(),
+            '\\' => "\\\\".to_string(),
+            '\n' => "\\n".to_string(),
+            '\t' => "\\t".to_string(),
+            '\r' => "\\r".to_string(),
+            c if c.is_control() && c.is_ascii() => format!("\\x{:02x}", u32::from(c)),
+            c if c.is_control() => format!("\\u{:04x}", u32::from(c)),
+            c => c.to_string(),
+        })
+        .collect();
+    format!("$'{escaped}'")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A word must be pasteable: bash reads it back as the text it came from.
+    #[test]
+    fn a_shell_word_reads_back_as_the_text() {
+        assert_eq!(shell_word("user/42"), "user/42");
+        assert_eq!(shell_word("a b"), "'a b'");
+        assert_eq!(shell_word("q\tz\nw"), "$'q\\tz\\nw'");
+        for text in [
+            "plain",
+            "a b",
+            "it's",
+            "q\"x $HOME",
+            "q\tz\nw",
+            "\u{1b}[2J",
+            "a\\b'c\n",
+            "\u{85}x",
+            "",
+        ] {
+            let word = shell_word(text);
+            let out = std::process::Command::new("bash")
+                .args(["-c", &format!("printf %s {word}")])
+                .output()
+                .expect("running bash");
+            assert_eq!(String::from_utf8_lossy(&out.stdout), text, "{word}");
+        }
+    }
+
+    #[test]
+    fn an_address_to_listen_on_needs_a_host_and_a_port_which_may_be_zero() {
+        assert_eq!(check_listen("--listen", "127.0.0.1:0", 7100), Ok(()));
+        assert_eq!(check_listen("--listen", "node:7100", 7100), Ok(()));
+        assert_eq!(check_listen("--listen", "[::]:7100", 7100), Ok(()));
+        for wrong in ["127.0.0.1", ":7100", "127.0.0.1:70000", "node:http"] {
+            assert_eq!(
+                check_listen("--listen", wrong, 7000),
+                Err(format!(
+                    "--listen {wrong:?} is not HOST:PORT; write it like 127.0.0.1:7000 \
+                     (this machine only) or 0.0.0.0:7000 (every interface)"
+                ))
+            );
+        }
+    }
 
     #[test]
     fn a_side_port_may_not_share_the_serving_port() {

@@ -243,8 +243,10 @@ async fn accept_loop(
                      (a flood of idle connections?)"
                 ),
             };
-            if let Some(not_logged) = repeats.admit(&reason) {
-                warn!(peer = %remote_addr, %reason, not_logged, "rejected connection");
+            if let Some(unsaid) = repeats.admit(&reason) {
+                // A &str field is quoted in text logs: the reason has spaces.
+                let (reason, not_logged) = (reason.as_str(), crate::repeats::not_logged(unsaid));
+                warn!(peer = %remote_addr, reason, not_logged, "rejected connection");
             }
         });
     }

@@ -99,7 +99,7 @@ pub fn init(dir: &Path, force: bool) -> Result<Vec<Issued>> {
         (
             Kind::Node,
             "node",
-            "any node without its own (shared, so scaled replicas can use it)",
+            "any node without its own (scaled replicas share it)",
         ),
         (Kind::Balancer, "balancer", "the balancer"),
         (Kind::Client, "admin", "client: may do everything"),

@@ -4,7 +4,8 @@
 //! refusal worth a warning; a script can retry a denied call in a loop. Every
 //! one of them is still refused and counted (`clusterlab status` shows the
 //! denials); the log says the first, then at most one line per kind every
-//! [`EVERY`], with how many were not logged since the last line (`not_logged=`).
+//! [`EVERY`], with how many were not logged since the last line (`not_logged=`,
+//! left out when there were none: [`not_logged`]).
 //! A log that scrolls by faster than anyone can read hides the line that matters.
 
 use std::{
@@ -84,9 +85,22 @@ impl Repeats {
     }
 }
 
+/// The `not_logged` field of a warning [`Repeats::admit`] let through: left
+/// out of the line (a `None` field is not written) when no warning of its
+/// kind went unsaid, so that `not_logged=0` does not end every first line.
+pub fn not_logged(unsaid: u64) -> Option<u64> {
+    (unsaid > 0).then_some(unsaid)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn not_logged_is_written_only_when_something_was_left_out() {
+        assert_eq!(not_logged(0), None);
+        assert_eq!(not_logged(3), Some(3));
+    }
 
     #[test]
     fn a_kind_is_said_first_then_once_per_period_with_what_was_folded() {

@@ -147,11 +147,11 @@ pub async fn run(global: &Global, args: CheckArgs) -> Result<(), Failure> {
     let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     // One stream for every Ctrl-C, so that none is missed between two waits.
     let mut interrupts = signal(SignalKind::interrupt())
-        .map_err(|e| Failure::new("INTERNAL", format!("cannot watch for Ctrl-C: {e}")))?;
+        .map_err(|e| Failure::local(format!("cannot watch for Ctrl-C: {e}")))?;
     loop {
         tokio::select! {
             done = writers.join_next() => match done {
-                Some(joined) => joined.map_err(|e| Failure::new("INTERNAL", format!("a writer failed: {e}")))?,
+                Some(joined) => joined.map_err(|e| Failure::local(format!("a writer failed: {e}")))?,
                 None => break,
             },
             _ = interrupts.recv() => {

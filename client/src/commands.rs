@@ -231,10 +231,9 @@ async fn get(global: &Global, args: GetArgs) -> Result<(), Failure> {
             // `get big | head -c 10`: the reader has what it wanted.
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
             Err(e) => {
-                return Err(Failure::new(
-                    "UNKNOWN",
-                    format!("cannot write the value to stdout: {e}"),
-                ));
+                return Err(Failure::local(format!(
+                    "cannot write the value to stdout: {e}"
+                )));
             }
             Ok(()) => {}
         }
@@ -315,7 +314,7 @@ async fn scan(global: &Global, args: ScanArgs) -> Result<(), Failure> {
                 .unwrap_or("");
             eprintln!(
                 "(more keys follow: add --start-after {})",
-                render::shell_word(last)
+                certs::flags::shell_word(last)
             );
         }
     }

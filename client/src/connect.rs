@@ -30,18 +30,22 @@ pub struct Connection {
 
 impl Connection {
     /// Connects as `--identity` to the first address in `--addr` that answers.
+    /// If none does, the failure names what happened at each.
     pub async fn open(global: &Global) -> Result<Self, Failure> {
-        let mut failure = Failure::usage("--addr is empty; give HOST:PORT");
+        let mut failures = Vec::new();
         for addr in global.addr.iter().filter(|a| !a.is_empty()) {
             certs::flags::check_host_port("--addr", addr).map_err(Failure::usage)?;
             match Self::open_to(global, addr).await {
                 Ok(conn) => return Ok(conn),
                 // A certificate we cannot load fails the same way everywhere.
                 Err(f) if f.usage => return Err(f),
-                Err(f) => failure = f,
+                Err(f) => failures.push(f),
             }
         }
-        Err(failure)
+        Err(match failures.len() {
+            0 => Failure::usage("--addr is empty; give HOST:PORT"),
+            _ => Failure::none_answered(failures),
+        })
     }
 
     /// Connects as `--identity` to `addr`.

@@ -1,17 +1,20 @@
 //! Failures the way a person should see them: `CODE: what happened and what to do`.
 //!
-//! Exit status 1 means the operation failed (the message on stderr names the gRPC
-//! status code); 2 means the command line asked for something that cannot be
-//! done as written: clap's own errors, and [`Failure::usage`].
+//! Exit status 1 means the operation failed: the message on stderr names the gRPC
+//! status code, or starts `error:` when nothing was asked of the cluster (a
+//! capture that needs root, say: [`Failure::local`]). 2 means the command line
+//! asked for something that cannot be done as written: clap's own errors, and
+//! [`Failure::usage`], printed the way clap prints its own: `error: ...`.
 
 use std::{error::Error as StdError, fmt};
 
 use certs::explain;
 
-/// A failed operation: a gRPC status code (or a similar short label) and a sentence.
+/// A failed operation: a gRPC status code and a sentence.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
-    /// e.g. `NOT_FOUND`, `UNAVAILABLE`, `INVALID_ARGUMENT`.
+    /// e.g. `NOT_FOUND`, `UNAVAILABLE`, `INVALID_ARGUMENT`; empty for a
+    /// failure on this machine, where no status was involved.
     pub code: String,
     pub message: String,
     /// The command line's mistake (exit 2), found before anything was sent.
@@ -20,14 +23,17 @@ pub struct Failure {
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.code, self.message)
+        match self.code.as_str() {
+            "" => write!(f, "error: {}", self.message),
+            code => write!(f, "{code}: {}", self.message),
+        }
     }
 }
 
 impl StdError for Failure {}
 
 impl Failure {
-    /// A failure with a code and a message.
+    /// A failure with a gRPC status code and a message.
     pub fn new(code: &str, message: impl Into<String>) -> Self {
         Failure {
             code: code.to_string(),
@@ -36,13 +42,19 @@ impl Failure {
         }
     }
 
+    /// A failure on this machine that no gRPC status describes: a capture
+    /// without the right to capture, stdout closed under us. Exit status 1.
+    pub fn local(message: impl Into<String>) -> Self {
+        Failure::new("", message)
+    }
+
     /// A mistake in the command line that clap cannot see, such as an
-    /// `--addr` that is not HOST:PORT or a `--value-file` that is not there:
-    /// `INVALID_ARGUMENT`, and exit status 2.
+    /// `--addr` that is not HOST:PORT or a `--value-file` that is not there.
+    /// Exit status 2.
     pub fn usage(message: impl Into<String>) -> Self {
         Failure {
             usage: true,
-            ..Failure::new("INVALID_ARGUMENT", message)
+            ..Failure::local(message)
         }
     }
 
@@ -90,6 +102,33 @@ impl Failure {
         Failure::new(
             &self.code,
             format!("{node}, at the address {source} has for it: {reason}; is {node} running?"),
+        )
+    }
+
+    /// The failures to connect to each address of `--addr`, in order, as one:
+    /// the only one as it is, or every address's reason, with the hint about
+    /// `--addr` said once, at the end.
+    pub fn none_answered(mut failures: Vec<Failure>) -> Self {
+        if failures.len() == 1 {
+            return failures.remove(0);
+        }
+        let code = match failures.iter().all(|f| f.code == failures[0].code) {
+            true => failures[0].code.clone(),
+            false => "UNAVAILABLE".to_string(),
+        };
+        let hinted = failures.iter().any(|f| f.message.ends_with(ADDR_HINT));
+        let reasons: Vec<&str> = failures
+            .iter()
+            .map(|f| f.message.strip_suffix(ADDR_HINT).unwrap_or(&f.message))
+            .collect();
+        Failure::new(
+            &code,
+            format!(
+                "none of the {} addresses in --addr answered: {}{}",
+                failures.len(),
+                reasons.join("; "),
+                if hinted { ADDR_HINT } else { "" }
+            ),
         )
     }
 
@@ -208,6 +247,43 @@ use proto::deadline::is_timeout_expired as timed_out;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn when_no_address_answers_each_reason_is_named() {
+        let refused = |addr: &str| {
+            Failure::new(
+                "UNAVAILABLE",
+                format!("nothing is listening at {addr} (connection refused){ADDR_HINT}"),
+            )
+        };
+        let one = Failure::none_answered(vec![refused("127.0.0.1:1")]);
+        assert_eq!(one, refused("127.0.0.1:1"));
+        let both = Failure::none_answered(vec![refused("127.0.0.1:1"), refused("127.0.0.1:2")]);
+        assert_eq!(
+            both.to_string(),
+            "UNAVAILABLE: none of the 2 addresses in --addr answered: nothing is listening at \
+             127.0.0.1:1 (connection refused); nothing is listening at 127.0.0.1:2 (connection \
+             refused); is the cluster running, and is --addr right?"
+        );
+        let mixed = Failure::none_answered(vec![
+            refused("127.0.0.1:1"),
+            Failure::new("PERMISSION_DENIED", "reader may not call Admin/Status"),
+        ]);
+        assert_eq!(mixed.code, "UNAVAILABLE");
+        assert!(mixed.message.contains("; reader may not call Admin/Status"));
+    }
+
+    #[test]
+    fn a_mistake_made_here_reads_as_clap_writes_one_and_a_status_names_its_code() {
+        let usage = Failure::usage("--addr is empty; give HOST:PORT");
+        assert_eq!(usage.to_string(), "error: --addr is empty; give HOST:PORT");
+        assert!(usage.usage, "exit status 2");
+        let local = Failure::local("cannot open a raw packet socket");
+        assert_eq!(local.to_string(), "error: cannot open a raw packet socket");
+        assert!(!local.usage, "exit status 1");
+        let answer = Failure::new("NOT_FOUND", "no key k");
+        assert_eq!(answer.to_string(), "NOT_FOUND: no key k");
+    }
 
     #[test]
     fn a_call_out_of_time_is_deadline_exceeded_and_other_cancels_stay_cancelled() {

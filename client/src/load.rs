@@ -184,7 +184,7 @@ pub async fn run(global: &Global, args: LoadArgs) -> Result<(), Failure> {
     let not_sent = loop {
         tokio::select! {
             done = &mut driver => {
-                break Some(done.map_err(|e| Failure::new("INTERNAL", format!("the load driver failed: {e}")))?);
+                break Some(done.map_err(|e| Failure::local(format!("the load driver failed: {e}")))?);
             }
             _ = &mut interrupted => {
                 // The requests in flight are dropped with the driver.

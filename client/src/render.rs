@@ -128,34 +128,6 @@ pub fn one_line(value: &[u8]) -> String {
     }
 }
 
-/// `text` as one word a shell reads back as `text`, for a command to paste:
-/// bare when it is plain, in single quotes when it holds spaces or quotes
-/// (`'a b'`), and as `$'...'` with escapes when it holds control characters,
-/// which bash and zsh read.
-pub fn shell_word(text: &str) -> String {
-    let plain = |c: char| c.is_alphanumeric() || "_-./:=@%+,".contains(c);
-    if !text.is_empty() && text.chars().all(plain) {
-        return text.to_string();
-    }
-    if !text.chars().any(char::is_control) {
-        return format!("'{}'", text.replace('\'', "'\\''"));
-    }
-    let escaped: String = text
-        .chars()
-        .map(|c| match c {
-            '\'' => "\\'".to_string(),
-            '\\' => "\\\\".to_string(),
-            '\n' => "\\n".to_string(),
-            '\t' => "\\t".to_string(),
-            '\r' => "\\r".to_string(),
-            c if c.is_control() && c.is_ascii() => format!("\\x{:02x}", u32::from(c)),
-            c if c.is_control() => format!("\\u{:04x}", u32::from(c)),
-            c => c.to_string(),
-        })
-        .collect();
-    format!("$'{escaped}'")
-}
-
 /// A value for JSON: a string when it is UTF-8 text, else `null` with the bytes
 /// in hex under `value_hex`.
 pub fn value_fields(value: &[u8]) -> serde_json::Map<String, Value> {
@@ -231,32 +203,5 @@ mod tests {
         let binary = value_fields(&[0xff, 0x00]);
         assert_eq!(binary["value"], Value::Null);
         assert_eq!(binary["value_hex"], "ff00");
-    }
-
-    /// The `--start-after` hint must be pasteable: bash reads each word back
-    /// as the key it came from.
-    #[test]
-    fn a_shell_word_reads_back_as_the_text() {
-        assert_eq!(shell_word("user/42"), "user/42");
-        assert_eq!(shell_word("a b"), "'a b'");
-        assert_eq!(shell_word("q\tz\nw"), "$'q\\tz\\nw'");
-        for text in [
-            "plain",
-            "a b",
-            "it's",
-            "q\"x $HOME",
-            "q\tz\nw",
-            "\u{1b}[2J",
-            "a\\b'c\n",
-            "\u{85}x",
-            "",
-        ] {
-            let word = shell_word(text);
-            let out = std::process::Command::new("bash")
-                .args(["-c", &format!("printf %s {word}")])
-                .output()
-                .expect("running bash");
-            assert_eq!(String::from_utf8_lossy(&out.stdout), text, "{word}");
-        }
     }
 }

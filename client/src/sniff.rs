@@ -50,17 +50,16 @@ pub fn run(args: SniffArgs) -> Result<(), Failure> {
         Some(Protocol::from(i32::from(ETH_P_ALL.to_be()))),
     )
     .map_err(|e| {
-        Failure::new(
-            "PERMISSION_DENIED",
-            format!(
-                "cannot open a raw packet socket ({e}): sniffing needs CAP_NET_RAW. \
-                 Run it as root, or use the compose service: docker compose run --rm --no-deps sniff"
-            ),
-        )
+        Failure::local(format!(
+            "cannot open a raw packet socket ({e}): sniffing needs CAP_NET_RAW. \
+             Run it as root, by its full path since sudo resets PATH \
+             (sudo \"$(command -v clusterlab)\" sniff ...), \
+             or use the compose service: docker compose run --rm --no-deps sniff"
+        ))
     })?;
     socket
         .set_read_timeout(Some(Duration::from_millis(200)))
-        .map_err(|e| Failure::new("INTERNAL", format!("socket timeout: {e}")))?;
+        .map_err(|e| Failure::local(format!("socket timeout: {e}")))?;
     let mut pcap = match &args.pcap {
         Some(path) => {
             let file = std::fs::File::create(path)
@@ -74,7 +73,7 @@ pub fn run(args: SniffArgs) -> Result<(), Failure> {
             }
             Some(
                 pcap_file::pcap::PcapWriter::new(file)
-                    .map_err(|e| Failure::new("INTERNAL", format!("pcap: {e}")))?,
+                    .map_err(|e| Failure::local(format!("pcap: {e}")))?,
             )
         }
         None => None,
@@ -105,7 +104,7 @@ pub fn run(args: SniffArgs) -> Result<(), Failure> {
             {
                 continue;
             }
-            Err(e) => return Err(Failure::new("INTERNAL", format!("capture failed: {e}"))),
+            Err(e) => return Err(Failure::local(format!("capture failed: {e}"))),
         };
         let Some(segment) = Segment::parse(&frame[..len]) else {
             continue;
@@ -120,7 +119,7 @@ pub fn run(args: SniffArgs) -> Result<(), Failure> {
             let packet = pcap_file::pcap::PcapPacket::new(now, len as u32, &frame[..len]);
             writer
                 .write_packet(&packet)
-                .map_err(|e| Failure::new("INTERNAL", format!("pcap: {e}")))?;
+                .map_err(|e| Failure::local(format!("pcap: {e}")))?;
         }
         for line in sniffer.follow(&segment) {
             println!("{line}");

@@ -8,7 +8,8 @@ use certs::TlsMode;
 use crate::telemetry::LogFormat;
 
 const EXAMPLE: &str = "\
-Example: a three-node cluster on one machine, with fresh certificates:
+Example: a three-node cluster on one machine, with fresh certificates
+(each node runs until stopped: give each a terminal of its own):
   clusterlab-certs init --out certs
   clusterlab-node --name n1 --listen 127.0.0.1:7101 --data-dir data/n1 --peers 127.0.0.1:7102
   clusterlab-node --name n2 --listen 127.0.0.1:7102 --data-dir data/n2 --peers 127.0.0.1:7101
@@ -167,6 +168,7 @@ impl Config {
     /// `--replicas`, and every address to be HOST:PORT. A mistake here is the
     /// command line's: the program says so and exits 2 before starting.
     pub fn check(&self) -> Result<(), String> {
+        certs::flags::check_listen("--listen", &self.listen, 7100)?;
         self.replication()?;
         self.peer_addrs()?;
         if let Some(addr) = &self.advertise {
@@ -309,6 +311,11 @@ mod tests {
             "{err}"
         );
         assert_eq!(parse(&["--advertise", "n1:7100"]).check(), Ok(()));
+        let err = parse(&["--listen", "127.0.0.1"]).check().unwrap_err();
+        assert!(
+            err.starts_with("--listen \"127.0.0.1\" is not HOST:PORT"),
+            "{err}"
+        );
         let same = ["--listen", "127.0.0.1:7101", "--metrics", "127.0.0.1:7101"];
         let err = parse(&same).check().unwrap_err();
         assert!(

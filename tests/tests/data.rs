@@ -562,6 +562,21 @@ fn every_command_flag_can_come_from_the_environment_too() {
         "{}",
         out.stderr
     );
+    // Nobody typed --w: the refusal says where the value came from...
+    assert!(
+        out.stderr
+            .contains("tip: the value came from CLUSTERLAB_PUT_W; set it to a valid one"),
+        "{}",
+        out.stderr
+    );
+    // ...unless somebody did, since a typed flag wins over its variable.
+    let out = cluster
+        .client()
+        .env("CLUSTERLAB_PUT_W", "0")
+        .args(["put", "k", "v", "--w", "0"])
+        .run();
+    assert_eq!(out.code(), 2, "{}", out.stderr);
+    assert!(!out.stderr.contains("came from"), "{}", out.stderr);
     let help = cluster.client().args(["load", "--help"]).ok();
     assert!(
         help.stdout.contains("[env: CLUSTERLAB_LOAD_DURATION="),
@@ -621,7 +636,7 @@ fn an_addr_that_is_not_host_port_is_refused_before_dialling() {
         assert_eq!(
             out.stderr.trim_end(),
             format!(
-                "INVALID_ARGUMENT: --addr {first:?} is not HOST:PORT; \
+                "error: --addr {first:?} is not HOST:PORT; \
                  write it like 127.0.0.1:7101 or node:7100"
             )
         );

@@ -492,6 +492,12 @@ fn flag_values_that_cannot_work_are_refused_at_start() {
         // Checked once every flag is read, and exit 2 all the same.
         ("clusterlab-node", "--peers", "foo", "is not HOST:PORT"),
         ("clusterlab-node", "--advertise", "foo", "is not HOST:PORT"),
+        (
+            "clusterlab-balancer",
+            "--nodes-dns",
+            "node",
+            "--nodes-dns \"node\" is not HOST:PORT",
+        ),
         ("clusterlab-node", "--write-quorum", "4", "choose 1 to 3"),
         (
             "clusterlab-node",

@@ -206,18 +206,22 @@ fn assert_nothing_listens(port: u16) {
 /// from any directory, though the cluster was started with a relative `--dir`.
 #[test]
 fn a_killed_node_or_balancer_starts_again_with_the_printed_command_from_anywhere() {
-    let home = tempfile::tempdir().unwrap();
+    // A space in the path, as in many a home directory, must not break the command.
+    let home = tempfile::Builder::new()
+        .prefix("clusterlab home ")
+        .tempdir()
+        .unwrap();
     let port = free_port_block();
     let local = Local::start_in(home.path(), Path::new("local"), port);
     let mut restarted = Vec::new();
     for (name, its_port) in [("n2", port + local_ports::NODES + 2), ("balancer", port)] {
         send_signal(pid_listening_on(its_port), "KILL");
         let command = local.restart_command(name);
-        let mut words = command.split(' ');
-        let mut process = Command::new(words.next().unwrap());
+        // Pasted into a shell, which becomes the process.
+        let mut process = Command::new("bash");
         tests::without_clusterlab_env(&mut process);
         let child = process
-            .args(words)
+            .args(["-c", &format!("exec {command}")])
             .current_dir("/")
             .stdout(Stdio::null())
             .stderr(Stdio::null())

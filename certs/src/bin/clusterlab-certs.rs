@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 /// Every process proves who it is with a certificate signed by the cluster's CA,
 /// naming it spiffe://clusterlab/KIND/NAME.
 #[derive(Debug, Parser)]
-#[command(version, propagate_version = true)]
+#[command(name = "clusterlab-certs", version, propagate_version = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -125,7 +125,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .map(|item| item.cert_path.display().to_string())
         .collect();
     let path_width = paths.iter().map(String::len).max().unwrap_or(0);
-    let names_width = issued.iter().map(|i| i.names.len()).max().unwrap_or(0);
+    // Padded to the longest single name: the villain with two names (`a + b`)
+    // runs past the column on its own row, rather than widening every row
+    // beyond what a projector shows.
+    let names_width = issued
+        .iter()
+        .flat_map(|i| i.names.split(" + "))
+        .map(str::len)
+        .max()
+        .unwrap_or(0);
     for (item, path) in issued.iter().zip(&paths) {
         println!(
             "{path:<path_width$}  {:<names_width$}  {}",

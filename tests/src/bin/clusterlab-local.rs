@@ -229,7 +229,11 @@ async fn run(args: Args) -> Result<(), String> {
     for (name, program, flags) in processes {
         restart.push((
             name.clone(),
-            format!("{} {}", program.display(), flags.join(" ")),
+            std::iter::once(program.display().to_string())
+                .chain(flags.iter().cloned())
+                .map(|word| certs::flags::shell_word(&word))
+                .collect::<Vec<_>>()
+                .join(" "),
         ));
         let mut command = Command::new(program);
         command.args(&flags);
