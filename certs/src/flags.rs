@@ -59,13 +59,19 @@ fn name_the_variable(
     };
     // A flag on the command line wins over its variable: then it was typed.
     let flag = format!("--{long}");
+    let args: Vec<String> = args.filter_map(|a| a.into_string().ok()).collect();
     let typed = args
-        .filter_map(|a| a.into_string().ok())
-        .any(|a| a == flag || a.starts_with(&format!("{flag}=")));
-    let Some(variable) = (!typed)
-        .then(|| variable_holding(command, long, value))
-        .flatten()
-    else {
+        .iter()
+        .any(|a| *a == flag || a.starts_with(&format!("{flag}=")));
+    // The program's own flags, then those of the subcommand on the line
+    // (`put --w` and `delete --w` have a variable each).
+    let subcommand = args
+        .iter()
+        .find_map(|a| command.get_subcommands().find(|sub| sub.get_name() == a));
+    let variable = std::iter::once(command)
+        .chain(subcommand)
+        .find_map(|command| variable_holding(command, long, value));
+    let Some(variable) = variable.filter(|_| !typed) else {
         return error;
     };
     let tip = format!("the value came from {variable}; set it to a valid one, or unset it");
@@ -76,8 +82,7 @@ fn name_the_variable(
     error
 }
 
-/// The variable behind a `--long` flag of `command` or one of its
-/// subcommands that holds `value` now.
+/// The variable behind `command`'s `--long` flag, if it holds `value` now.
 fn variable_holding(command: &Command, long: &str, value: &str) -> Option<String> {
     command
         .get_arguments()
@@ -85,11 +90,6 @@ fn variable_holding(command: &Command, long: &str, value: &str) -> Option<String
         .filter_map(|arg| arg.get_env())
         .find(|variable| std::env::var_os(variable).is_some_and(|v| v == value))
         .map(|variable| variable.to_string_lossy().into_owned())
-        .or_else(|| {
-            command
-                .get_subcommands()
-                .find_map(|sub| variable_holding(sub, long, value))
-        })
 }
 
 /// Exits 2 with `message`, as clap does for a flag it refuses: for the

@@ -124,7 +124,7 @@ impl Failure {
         Failure::new(
             &code,
             format!(
-                "none of the {} addresses in --addr answered: {}{}",
+                "none of the {} addresses in --addr could be used: {}{}",
                 failures.len(),
                 reasons.join("; "),
                 if hinted { ADDR_HINT } else { "" }
@@ -261,7 +261,7 @@ mod tests {
         let both = Failure::none_answered(vec![refused("127.0.0.1:1"), refused("127.0.0.1:2")]);
         assert_eq!(
             both.to_string(),
-            "UNAVAILABLE: none of the 2 addresses in --addr answered: nothing is listening at \
+            "UNAVAILABLE: none of the 2 addresses in --addr could be used: nothing is listening at \
              127.0.0.1:1 (connection refused); nothing is listening at 127.0.0.1:2 (connection \
              refused); is the cluster running, and is --addr right?"
         );

@@ -346,10 +346,10 @@ pub async fn run(state: Arc<NodeState>) {
     let mut ticker = tokio::time::interval(INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut lagging = Lagging::default();
-    let mut handed = handoff::HandedOff::default();
+    let mut handoff = handoff::Cursor::default();
     loop {
         ticker.tick().await;
-        if let Err(e) = round(&state, &mut lagging, &mut handed).await {
+        if let Err(e) = round(&state, &mut lagging, &mut handoff).await {
             warn!(error = %e, "anti-entropy round failed; will retry");
         }
     }
@@ -359,7 +359,7 @@ pub async fn run(state: Arc<NodeState>) {
 async fn round(
     state: &Arc<NodeState>,
     lagging: &mut Lagging,
-    handed: &mut handoff::HandedOff,
+    handoff: &mut handoff::Cursor,
 ) -> Result<()> {
     let membership = &state.membership;
     let ring = membership.ring();
@@ -401,7 +401,7 @@ async fn round(
     }
     let under = lagging.update(under_replicated(&view.keys, &ring, &stale));
     report_under_replicated(state, under);
-    handoff::hand_off(state, &ring, &alive, view.held, handed).await
+    handoff::hand_off(state, &ring, &alive, view.held, window.1, handoff).await
 }
 
 /// Compares digests with `peer` and pulls what it has newer in the ranges that

@@ -73,6 +73,9 @@ const MAX_SCAN_ROUNDS: usize = 16;
 enum ReplicaError {
     TimedOut,
     Failed(String),
+    /// A write's version already stands for another write there (the store
+    /// refuses it: [`crate::store::Store::apply`]); the write is stamped again.
+    Taken(String),
 }
 
 impl ReplicaError {
@@ -80,13 +83,14 @@ impl ReplicaError {
         match self {
             ReplicaError::TimedOut => Outcome::TimedOut,
             ReplicaError::Failed(_) => Outcome::Failed,
+            ReplicaError::Taken(_) => Outcome::Superseded,
         }
     }
 
     fn detail(&self) -> String {
         match self {
             ReplicaError::TimedOut => format!("no answer within {REPLICA_TIMEOUT:?}"),
-            ReplicaError::Failed(why) => why.clone(),
+            ReplicaError::Failed(why) | ReplicaError::Taken(why) => why.clone(),
         }
     }
 }
@@ -226,11 +230,15 @@ impl Coordinator {
     async fn store_on(self, replica: String, record: Record) -> ReplicaResult<Version> {
         let state = &self.state;
         if replica == state.name {
-            let applied = state
-                .store
-                .run(move |s| s.apply(&record))
-                .await
-                .map_err(|e| ReplicaError::Failed(e.to_string()))?;
+            let applied =
+                state
+                    .store
+                    .run(move |s| s.apply(&record))
+                    .await
+                    .map_err(|e| match e {
+                        Error::Aborted(why) => ReplicaError::Taken(why),
+                        e => ReplicaError::Failed(e.to_string()),
+                    })?;
             state.clock.observe(&applied.stored);
             return Ok(applied.stored);
         }
@@ -240,7 +248,13 @@ impl Coordinator {
             request_id: String::new(),
             from: self.state.name.clone(),
         };
-        let response = client.write(request).await.map_err(unreachable)?;
+        let response = client.write(request).await.map_err(|status| {
+            // A replica answers ABORTED to a write only when its version is taken.
+            match status.code() {
+                tonic::Code::Aborted => ReplicaError::Taken(status.message().to_string()),
+                _ => unreachable(status),
+            }
+        })?;
         // Counted as a durable copy, so an answer that does not say what it
         // stored, or with a version no clock can follow, is a failure.
         let stored = response.into_inner().stored.ok_or_else(|| {
@@ -467,6 +481,19 @@ impl Coordinator {
                         &*round,
                     );
                     tally.succeeded(&replica);
+                }
+                // Another write holds this very version there: answered, and,
+                // like a newer version, a reason to stamp the write again.
+                Err(ReplicaError::Taken(why)) => {
+                    trace.replica(
+                        &replica,
+                        Outcome::Superseded,
+                        Some(&record.version),
+                        started.elapsed(),
+                        why,
+                    );
+                    tally.succeeded(&replica);
+                    newer = newer.max(Some(record.version.clone()));
                 }
                 Err(e) => {
                     trace.replica(&replica, e.outcome(), None, started.elapsed(), e.detail());

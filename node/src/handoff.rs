@@ -17,21 +17,24 @@
 //!   whose replicas are the other three has its newest write on two nodes that do
 //!   not replicate it.
 //!
-//! So after each anti-entropy round, a node writes every settled record it holds
-//! for a key it does not replicate to that key's replicas, with `Replica.Write`.
+//! So after each anti-entropy round, a node writes the settled records it holds
+//! for keys it does not replicate to those keys' replicas, with `Replica.Write`.
 //! The highest version wins, so a record sent twice, or to a replica that holds
 //! something newer, changes nothing. Once a write quorum of the replicas answer
-//! that they hold it or something newer, the record is *handed off*, and it is
-//! not sent again while this node holds that version. The node keeps its own
-//! copy: an older version loses to a newer one wherever it goes, and the node may
-//! replicate the key again after the next change of the ring. (Cassandra keeps
-//! such copies too, until an operator runs `nodetool cleanup`.) What was handed
-//! off is remembered in memory only, so a restarted node sends its records once
-//! more.
+//! that they hold it or something newer, the record is *handed off*, and the
+//! node removes its own copy (if it still holds that version): a copy left
+//! behind would be written back one day, after its key was deleted and the
+//! delete's tombstone collected, and bring the deleted value back.
+//!
+//! For the same reason, a record stamped before the tombstone grace period
+//! (`--tombstone-grace`, less [`MARGIN`]) is not handed off: a delete newer than
+//! it may have been collected already. (Cassandra keeps its hints for less time
+//! than its grace period, for the same reason.) Such a record stays where it is.
 
 use std::{
-    collections::{HashMap, HashSet},
-    sync::Arc,
+    collections::HashSet,
+    sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use futures::StreamExt;
@@ -48,43 +51,54 @@ use crate::{
 const PER_ROUND: usize = 256;
 /// Records being handed off at once.
 const AT_ONCE: usize = 16;
+/// How much younger than the tombstone grace period a record must be to be
+/// handed off: time for the write to reach the replicas before a tombstone
+/// newer than the record could be collected, with clocks a little apart.
+pub const MARGIN: Duration = Duration::from_secs(5);
 
 /// A record this node holds for a key it does not replicate: its key and the
 /// version it holds.
 pub type Held = (String, Version);
 
-/// The version of each key this node has handed off. Only keys it still holds
-/// for others are remembered.
+/// Where handoff goes on from: the last key the round before tried. Records
+/// that cannot be handed off for a while (their replicas are cut off) must not
+/// keep the ones after them waiting.
 #[derive(Debug, Default)]
-pub struct HandedOff(HashMap<String, Version>);
+pub struct Cursor(Option<String>);
 
-impl HandedOff {
-    /// The records of `held` not yet handed off at the version held now.
-    /// Forgets the keys no longer in `held`: this node replicates them again,
-    /// or no longer holds them.
-    fn pending(&mut self, held: Vec<Held>) -> Vec<Held> {
-        let keys: HashSet<&str> = held.iter().map(|(key, _)| key.as_str()).collect();
-        self.0.retain(|key, _| keys.contains(key.as_str()));
-        held.into_iter()
-            .filter(|(key, version)| self.0.get(key) != Some(version))
-            .collect()
+impl Cursor {
+    /// Up to `limit` of `held` (in key order), starting after the last key
+    /// tried and wrapping around; remembers the last one taken.
+    fn next(&mut self, held: Vec<Held>, limit: usize) -> Vec<Held> {
+        let (later, earlier): (Vec<Held>, Vec<Held>) = held
+            .into_iter()
+            .partition(|(key, _)| self.0.as_ref().is_none_or(|after| key > after));
+        let taken: Vec<Held> = later.into_iter().chain(earlier).take(limit).collect();
+        self.0 = taken.last().map(|(key, _)| key.clone());
+        taken
     }
 }
 
 /// Hands off up to [`PER_ROUND`] of the records this node `held` (found in the
 /// round's pass over the store) to the replicas `ring` gives their keys, among
-/// the `alive` peers.
+/// the `alive` peers. Records stamped before `collected_before_ms` plus
+/// [`MARGIN`] stay where they are.
 pub async fn hand_off(
     state: &Arc<NodeState>,
     ring: &Ring,
     alive: &[String],
     held: Vec<Held>,
-    handed: &mut HandedOff,
+    collected_before_ms: u64,
+    cursor: &mut Cursor,
 ) -> Result<()> {
-    let keys: Vec<String> = handed
-        .pending(held)
+    let young_enough = collected_before_ms.saturating_add(MARGIN.as_millis() as u64);
+    let held: Vec<Held> = held
         .into_iter()
-        .take(PER_ROUND)
+        .filter(|(_, version)| version.wall_ms >= young_enough)
+        .collect();
+    let keys: Vec<String> = cursor
+        .next(held, PER_ROUND)
+        .into_iter()
         .map(|(key, _)| key)
         .collect();
     if keys.is_empty() {
@@ -94,6 +108,9 @@ pub async fn hand_off(
     let records = state.store.run(move |s| s.get_many(&keys)).await?;
     let quorum = state.replication.default_quorum(state.membership.known());
     let alive: HashSet<&str> = alive.iter().map(String::as_str).collect();
+    // A replica that fails once is not asked again this round: one that is
+    // stopped would hold every record up for the whole timeout.
+    let failing = Mutex::new(HashSet::new());
     let outcomes: Vec<(Record, usize)> = futures::stream::iter(records.into_iter().flatten())
         .map(|record| {
             let owners: Vec<String> = ring
@@ -102,9 +119,12 @@ pub async fn hand_off(
                 .filter(|owner| alive.contains(owner))
                 .map(String::from)
                 .collect();
+            let failing = &failing;
             async move {
                 let holding = futures::future::join_all(
-                    owners.iter().map(|owner| give(state, owner, &record)),
+                    owners
+                        .iter()
+                        .map(|owner| give(state, owner, &record, failing)),
                 )
                 .await
                 .into_iter()
@@ -117,60 +137,76 @@ pub async fn hand_off(
         .collect()
         .await;
     let tried = outcomes.len();
-    let mut done = 0;
-    for (record, holding) in outcomes {
-        if holding >= quorum {
-            handed.0.insert(record.key, record.version);
-            done += 1;
-        }
-    }
-    if done > 0 {
-        info!(
-            records = done,
-            "handed off records held for keys this node no longer replicates"
-        );
-        state.events.publish(
-            "repair.handed_off",
-            &state.name,
-            format!(
-                "{done} records held here for keys this node no longer replicates \
-                 are on a quorum ({quorum}) of their replicas"
-            ),
-        );
-    }
+    let handed: Vec<Held> = outcomes
+        .into_iter()
+        .filter(|(_, holding)| *holding >= quorum)
+        .map(|(record, _)| (record.key, record.version))
+        .collect();
+    let done = handed.len();
     if done < tried {
         debug!(
             records = tried - done,
             "records not yet on a quorum of their replicas; will try again"
         );
     }
+    if done == 0 {
+        return Ok(());
+    }
+    let removed = state.store.run(move |s| s.remove_if_at(&handed)).await?;
+    let records = if done == 1 { "record" } else { "records" };
+    info!(
+        records = done,
+        removed, "handed off records held for keys this node no longer replicates"
+    );
+    state.events.publish(
+        "repair.handed_off",
+        &state.name,
+        format!(
+            "{done} {records} held here for keys this node no longer replicates are now on \
+             a quorum ({quorum}) of their replicas, and no longer here"
+        ),
+    );
     Ok(())
 }
 
-/// Writes `record` to `owner`; whether `owner` now holds it or a newer version.
-async fn give(state: &NodeState, owner: &str, record: &Record) -> bool {
-    if state.faults.check_link(Some(owner)).is_err() {
+/// Writes `record` to `owner`; whether `owner` now holds it or a newer
+/// version. An owner in `failing` is not asked; one that fails joins it.
+async fn give(
+    state: &NodeState,
+    owner: &str,
+    record: &Record,
+    failing: &Mutex<HashSet<String>>,
+) -> bool {
+    let failed = |why: &str| {
+        debug!(%owner, key = %record.key, why, "handoff write failed");
+        failing
+            .lock()
+            .expect("handoff's failing set poisoned")
+            .insert(owner.to_string());
+        false
+    };
+    if failing
+        .lock()
+        .expect("handoff's failing set poisoned")
+        .contains(owner)
+    {
         return false;
     }
+    if let Err(cut) = state.faults.check_link(Some(owner)) {
+        return failed(cut.message());
+    }
     let Some(mut client) = state.membership.client(owner) else {
-        return false;
+        return failed("not a known member");
     };
     let request = WriteRequest {
         record: Some(record.clone().into()),
         request_id: String::new(),
         from: state.name.clone(),
     };
-    let answer = tokio::time::timeout(REPLICA_TIMEOUT, client.write(request)).await;
-    let stored = match answer {
+    let stored = match tokio::time::timeout(REPLICA_TIMEOUT, client.write(request)).await {
         Ok(Ok(response)) => response.into_inner().stored,
-        Ok(Err(status)) => {
-            debug!(%owner, key = %record.key, error = %status.message(), "handoff write failed");
-            return false;
-        }
-        Err(_) => {
-            debug!(%owner, key = %record.key, "handoff write timed out");
-            return false;
-        }
+        Ok(Err(status)) => return failed(status.message()),
+        Err(_) => return failed("timed out"),
     };
     match stored {
         Some(stored) if limits::check_version(&stored).is_ok() => {
@@ -178,7 +214,7 @@ async fn give(state: &NodeState, owner: &str, record: &Record) -> bool {
             state.clock.observe(&stored);
             stored >= record.version
         }
-        _ => false,
+        _ => failed("answered without a valid version"),
     }
 }
 
@@ -186,34 +222,27 @@ async fn give(state: &NodeState, owner: &str, record: &Record) -> bool {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_record_is_pending_until_handed_off_at_the_version_held_now() {
-        let mut handed = HandedOff::default();
-        let held = vec![
-            ("a".to_string(), Version::at(1)),
-            ("b".to_string(), Version::at(1)),
-        ];
-        assert_eq!(handed.pending(held.clone()), held);
+    fn held(keys: &[&str]) -> Vec<Held> {
+        keys.iter()
+            .map(|k| (k.to_string(), Version::at(1)))
+            .collect()
+    }
 
-        handed.0.insert("a".into(), Version::at(1));
-        assert_eq!(handed.pending(held.clone()), vec![held[1].clone()]);
-
-        // A newer version of a handed-off key is pending again.
-        let newer = vec![
-            ("a".to_string(), Version::at(2)),
-            ("b".to_string(), Version::at(1)),
-        ];
-        assert_eq!(handed.pending(newer.clone()), newer);
+    fn keys(held: &[Held]) -> Vec<&str> {
+        held.iter().map(|(k, _)| k.as_str()).collect()
     }
 
     #[test]
-    fn keys_no_longer_held_for_others_are_forgotten() {
-        let mut handed = HandedOff::default();
-        handed.0.insert("a".into(), Version::at(1));
-        handed.0.insert("gone".into(), Version::at(1));
-        let held = vec![("a".to_string(), Version::at(1))];
-        assert!(handed.pending(held).is_empty());
-        assert_eq!(handed.0.len(), 1, "{handed:?}");
-        assert!(handed.0.contains_key("a"));
+    fn each_round_goes_on_after_the_last_key_tried_and_wraps_around() {
+        let mut cursor = Cursor::default();
+        let all = held(&["a", "b", "c", "d", "e"]);
+        assert_eq!(keys(&cursor.next(all.clone(), 2)), ["a", "b"]);
+        // a and b are still held (say their replicas are cut off): c and d go next.
+        assert_eq!(keys(&cursor.next(all.clone(), 2)), ["c", "d"]);
+        assert_eq!(keys(&cursor.next(all.clone(), 2)), ["e", "a"]);
+        // Keys handed off meanwhile are not there to take.
+        assert_eq!(keys(&cursor.next(held(&["a", "d"]), 2)), ["d", "a"]);
+        assert_eq!(keys(&cursor.next(Vec::new(), 2)), Vec::<&str>::new());
+        assert_eq!(keys(&cursor.next(all, 9)), ["a", "b", "c", "d", "e"]);
     }
 }

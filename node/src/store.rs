@@ -299,26 +299,38 @@ impl Store {
         if old.is_empty() {
             return Ok(0);
         }
+        // A write may have replaced the tombstone since it was found.
+        self.remove_where(&old, String::as_str, |_, record| {
+            record.is_tombstone_before(before_ms)
+        })
+    }
+
+    /// Removes each of `items`' keys whose record `still` holds for, in one
+    /// transaction; returns how many it removed.
+    fn remove_where<T>(
+        &self,
+        items: &[T],
+        key: impl Fn(&T) -> &str,
+        still: impl Fn(&T, &Record) -> bool,
+    ) -> Result<u64> {
         let txn = self.db.begin_write().map_err(storage)?;
-        let mut collected = 0;
+        let mut removed = 0;
         {
             let mut table = txn.open_table(RECORDS).map_err(storage)?;
-            for key in &old {
-                // A write may have replaced the tombstone since it was found.
-                let still_old = match table.get(key.as_str()).map_err(storage)? {
-                    Some(bytes) => {
-                        Record::decode(key, bytes.value())?.is_tombstone_before(before_ms)
-                    }
+            for item in items {
+                let key = key(item);
+                let remove = match table.get(key).map_err(storage)? {
+                    Some(bytes) => still(item, &Record::decode(key, bytes.value())?),
                     None => false,
                 };
-                if still_old {
-                    table.remove(key.as_str()).map_err(storage)?;
-                    collected += 1;
+                if remove {
+                    table.remove(key).map_err(storage)?;
+                    removed += 1;
                 }
             }
         }
         txn.commit().map_err(storage)?;
-        Ok(collected)
+        Ok(removed)
     }
 
     /// Applies many records in one transaction (one disk sync instead of one
@@ -349,6 +361,18 @@ impl Store {
             txn.abort().map_err(storage)?;
         }
         Ok(changed)
+    }
+
+    /// Removes each `(key, version)` whose record is still at that version,
+    /// in one transaction; returns how many it removed. For records handed
+    /// off to their replicas ([`crate::handoff`]): a newer write that arrived
+    /// meanwhile stays.
+    pub fn remove_if_at(&self, records: &[(String, Version)]) -> Result<u64> {
+        self.remove_where(
+            records,
+            |(key, _)| key.as_str(),
+            |(_, version), record| record.version == *version,
+        )
     }
 
     /// How many records (values and tombstones) the store holds.
@@ -421,6 +445,25 @@ mod tests {
             );
         }
         assert_eq!(store.get("k").unwrap(), Some(first));
+    }
+
+    #[test]
+    fn a_record_is_removed_only_while_it_is_at_the_version_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.apply(&record("handed", 1, Some("v"))).unwrap();
+        store.apply(&record("rewritten", 2, Some("newer"))).unwrap();
+        let named = [
+            ("handed".to_string(), Version::at(1)),
+            ("rewritten".to_string(), Version::at(1)),
+            ("absent".to_string(), Version::at(1)),
+        ];
+        assert_eq!(store.remove_if_at(&named).unwrap(), 1);
+        assert_eq!(store.get("handed").unwrap(), None);
+        assert_eq!(
+            store.get("rewritten").unwrap().unwrap().value.unwrap(),
+            b"newer"
+        );
     }
 
     #[test]

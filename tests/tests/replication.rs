@@ -857,7 +857,8 @@ fn a_node_cut_off_from_the_majority_does_not_make_itself_a_quorum_of_one() {
 /// and make a ring of their own, in which they are a write quorum for every
 /// key. A write they take to a key whose replicas are the other three is on no
 /// node that replicates it once the cut heals: anti-entropy compares only keys
-/// two nodes both replicate. Handoff gives it to the key's replicas.
+/// two nodes both replicate. Handoff gives it to the key's replicas, and the
+/// two remove their copies.
 #[test]
 fn writes_taken_by_the_smaller_side_of_a_partition_reach_the_keys_replicas_when_it_heals() {
     let cluster = TestCluster::start_with(5, &["--dead-after", "2s"]);
@@ -928,6 +929,13 @@ fn writes_taken_by_the_smaller_side_of_a_partition_reach_the_keys_replicas_when_
     assert!(
         handed_off,
         "an acknowledged write never reached its key's replicas; last read {last}"
+    );
+    // Handed off, the copies go: left behind, one would be written back after
+    // a delete of its key, and undo it.
+    wait_until(
+        "n1 and n2 to remove the copies they handed off",
+        SETTLE,
+        || (0..2).all(|index| keys_on(&cluster, index) == Some(0)),
     );
     let nodes_log: String = (0..2).map(|i| cluster.nodes[i].log_text()).collect();
     assert!(

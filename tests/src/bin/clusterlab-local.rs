@@ -252,7 +252,7 @@ async fn run(args: Args) -> Result<(), String> {
     ));
     say(format!(
         "clusterlab-local: try `CLUSTERLAB_CERTS={} clusterlab --addr {balancer_addr} status`; Ctrl-C stops everything",
-        certs.display()
+        certs::flags::shell_word(&certs.display().to_string())
     ));
     std::thread::spawn(watch_stdout);
     tokio::spawn(announce_ready(
