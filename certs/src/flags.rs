@@ -30,6 +30,26 @@ pub fn parse<T: clap::Parser>() -> T {
     T::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut command).exit())
 }
 
+/// Exits 2 with `message`, as clap does for a flag it refuses: for the
+/// mistakes that only show when flags are taken together. A message that
+/// starts with a flag (`--listen "7000" is not HOST:PORT`) whose value came
+/// from its variable says so, as [`parse`]'s refusals do.
+pub fn usage_error<T: clap::CommandFactory>(message: impl std::fmt::Display) -> ! {
+    let mut command = with_env(T::command());
+    let mut message = message.to_string();
+    let tip = message
+        .strip_prefix("--")
+        .and_then(|rest| rest.split([' ', '=']).next())
+        .and_then(|long| variable_tip(&command, long, None, std::env::args_os()));
+    // The message is laid out when the error is made, so the tip goes in it.
+    if let Some(tip) = tip {
+        message += &format!("\n\n  tip: {tip}");
+    }
+    command
+        .error(clap::error::ErrorKind::ValueValidation, message)
+        .exit()
+}
+
 /// clap names the flag whose value it refuses, even when the value came from
 /// the flag's variable: `CLUSTERLAB_TLS=off` gets "invalid value 'off' for
 /// '--tls'", though nobody typed `--tls`. This adds which variable it was, so
@@ -57,6 +77,23 @@ fn name_the_variable(
     let Some(long) = arg.split(' ').next().and_then(|a| a.strip_prefix("--")) else {
         return error;
     };
+    if let Some(tip) = variable_tip(command, long, Some(value), args) {
+        error.insert(
+            ContextKind::Suggested,
+            ContextValue::StyledStrs(vec![tip.into()]),
+        );
+    }
+    error
+}
+
+/// A tip naming the variable the value of flag `--long` came from, if the
+/// flag was not typed and its variable is set (to `value`, when that is known).
+fn variable_tip(
+    command: &Command,
+    long: &str,
+    value: Option<&str>,
+    args: impl Iterator<Item = std::ffi::OsString>,
+) -> Option<String> {
     // A flag on the command line wins over its variable: then it was typed.
     let flag = format!("--{long}");
     let args: Vec<String> = args.filter_map(|a| a.into_string().ok()).collect();
@@ -71,33 +108,23 @@ fn name_the_variable(
     let variable = std::iter::once(command)
         .chain(subcommand)
         .find_map(|command| variable_holding(command, long, value));
-    let Some(variable) = variable.filter(|_| !typed) else {
-        return error;
-    };
-    let tip = format!("the value came from {variable}; set it to a valid one, or unset it");
-    error.insert(
-        ContextKind::Suggested,
-        ContextValue::StyledStrs(vec![tip.into()]),
-    );
-    error
+    let variable = variable.filter(|_| !typed)?;
+    Some(format!(
+        "the value came from {variable}; set it to a valid one, or unset it"
+    ))
 }
 
-/// The variable behind `command`'s `--long` flag, if it holds `value` now.
-fn variable_holding(command: &Command, long: &str, value: &str) -> Option<String> {
+/// The variable behind `command`'s `--long` flag, if it is set (to `value`,
+/// when given).
+fn variable_holding(command: &Command, long: &str, value: Option<&str>) -> Option<String> {
     command
         .get_arguments()
         .filter(|arg| arg.get_long() == Some(long))
         .filter_map(|arg| arg.get_env())
-        .find(|variable| std::env::var_os(variable).is_some_and(|v| v == value))
+        .find(|variable| {
+            std::env::var_os(variable).is_some_and(|v| value.is_none_or(|value| v == value))
+        })
         .map(|variable| variable.to_string_lossy().into_owned())
-}
-
-/// Exits 2 with `message`, as clap does for a flag it refuses: for the
-/// mistakes that only show when flags are taken together.
-pub fn usage_error<T: clap::CommandFactory>(message: impl std::fmt::Display) -> ! {
-    T::command()
-        .error(clap::error::ErrorKind::ValueValidation, message)
-        .exit()
 }
 
 /// Gives every flag without a variable of its own the one named by

@@ -340,6 +340,25 @@ fn an_unreadable_certificate_is_one_clear_line() {
 
 /// Runs a start-up command that should fail, killing it if it starts
 /// serving instead; returns (exit code, stderr).
+/// A mistake found once every flag is read names the variable its value came
+/// from, as clap's own refusals do: a compose file's `CLUSTERLAB_LISTEN: 7000`
+/// is not on any command line a learner can see.
+#[test]
+fn a_bad_value_from_a_variable_is_blamed_on_the_variable() {
+    let mut command = std::process::Command::new(tests::bin("clusterlab-balancer"));
+    tests::without_clusterlab_env(&mut command)
+        .env("CLUSTERLAB_LISTEN", "7000")
+        .args(["--nodes", "127.0.0.1:7101", "--tls", "plaintext"])
+        .args(["--dashboard", "off"]);
+    let (code, stderr) = refuses_to_start(command);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("--listen \"7000\" is not HOST:PORT")
+            && stderr.contains("tip: the value came from CLUSTERLAB_LISTEN"),
+        "{stderr}"
+    );
+}
+
 fn refuses_to_start(mut command: std::process::Command) -> (i32, String) {
     let mut child = command
         .stdout(Stdio::null())
