@@ -218,7 +218,7 @@ pub fn duration_at_least(
 /// (`--listen`): the second bind would fail as if another process held it.
 /// Two IP addresses clash on the same port when they are equal, or when one
 /// is a wildcard that covers the other: 0.0.0.0 covers every IPv4 address,
-/// and [::] every address (Linux binds it for IPv4 too). Port 0 (any free
+/// and `[::]` every address (Linux binds it for IPv4 too). Port 0 (any free
 /// port) never clashes. A host name is compared as written.
 pub fn check_side_port(flag: &str, side: &str, listen: &str) -> Result<(), String> {
     let (side, listen) = (side.trim(), listen.trim());

@@ -139,7 +139,7 @@ pub struct Credentials {
 impl Credentials {
     /// Loads certificate `name` from `dir` for `mode`, for a process of
     /// `kind` (a node or a balancer), and checks it the way peers will (see
-    /// [`check_own_certificate`]).
+    /// `check_own_certificate`).
     pub fn load(mode: TlsMode, dir: &Path, name: &str, kind: Kind) -> Result<Self> {
         match mode {
             TlsMode::Mtls => {
@@ -279,7 +279,7 @@ fn check_own_certificate(
 }
 
 /// What is wrong with our own certificate, and what to do, for
-/// [`check_own_certificate`].
+/// `check_own_certificate`.
 fn own_certificate_problem(
     dir: &Path,
     leaf: &CertificateDer<'_>,

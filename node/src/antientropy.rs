@@ -33,7 +33,7 @@
 //! here too: a write still on its way is not a missing copy, so a busy cluster
 //! with every replica up counts nothing. Nor does a key found short for a round
 //! or two: a copy the write path missed is the lagging replica's to pull in its
-//! own next round ([`Lagging`]). `clusterlab status` shows the count, and reaching
+//! own next round (`Lagging`). `clusterlab status` shows the count, and reaching
 //! zero is an event.
 //!
 //! Keys a node holds but no longer replicates (the ring changed) are left out of

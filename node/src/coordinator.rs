@@ -70,7 +70,7 @@ const MAX_SCAN_ROUNDS: usize = 16;
 
 /// Why one replica did not do what was asked.
 #[derive(Debug, Clone)]
-enum ReplicaError {
+pub(crate) enum ReplicaError {
     TimedOut,
     Failed(String),
     /// A write's version already stands for another write there (the store
@@ -87,7 +87,7 @@ impl ReplicaError {
         }
     }
 
-    fn detail(&self) -> String {
+    pub(crate) fn detail(&self) -> String {
         match self {
             ReplicaError::TimedOut => format!("no answer within {REPLICA_TIMEOUT:?}"),
             ReplicaError::Failed(why) | ReplicaError::Taken(why) => why.clone(),
@@ -95,7 +95,7 @@ impl ReplicaError {
     }
 }
 
-type ReplicaResult<T> = std::result::Result<T, ReplicaError>;
+pub(crate) type ReplicaResult<T> = std::result::Result<T, ReplicaError>;
 
 /// One replica's answer to a read: what it held, and when it answered.
 struct Answer {
@@ -265,6 +265,19 @@ impl Coordinator {
         // Higher than ours if the replica held a newer write: stamp above it next.
         state.clock.observe(&stored);
         Ok(stored)
+    }
+
+    /// [`Coordinator::store_on`], given up on after [`REPLICA_TIMEOUT`]: for
+    /// the writes no client waits on (read repair, and
+    /// [handoff](crate::handoff)).
+    pub(crate) async fn store_in_time(
+        self,
+        replica: String,
+        record: Record,
+    ) -> ReplicaResult<Version> {
+        tokio::time::timeout(REPLICA_TIMEOUT, self.store_on(replica, record))
+            .await
+            .unwrap_or(Err(ReplicaError::TimedOut))
     }
 
     /// What `replica` holds for `key`.
@@ -629,11 +642,7 @@ impl Coordinator {
                 let newest = newest.cloned().expect("stale implies a newest record");
                 let this = self.clone();
                 async move {
-                    let result = tokio::time::timeout(
-                        REPLICA_TIMEOUT,
-                        this.store_on(replica.clone(), newest.clone()),
-                    )
-                    .await;
+                    let result = this.store_in_time(replica.clone(), newest.clone()).await;
                     (replica, held, newest.version, result)
                 }
             },
@@ -643,12 +652,14 @@ impl Coordinator {
                 .as_ref()
                 .map_or_else(|| "nothing".to_string(), |r| r.version.to_string());
             let (outcome, detail) = match result {
-                Ok(Ok(_)) => (Outcome::Repaired, format!("had {had}; sent {sent}")),
-                Ok(Err(e)) => (
+                Ok(_) => (Outcome::Repaired, format!("had {had}; sent {sent}")),
+                Err(ReplicaError::TimedOut) => {
+                    (Outcome::Answered, format!("had {had}; repair timed out"))
+                }
+                Err(e) => (
                     Outcome::Answered,
                     format!("had {had}; repair failed: {}", e.detail()),
                 ),
-                Err(_) => (Outcome::Answered, format!("had {had}; repair timed out")),
             };
             let version = held.as_ref().map(|r| &r.version);
             trace.replica(replica, outcome, version, started.elapsed(), detail);
@@ -673,7 +684,7 @@ impl Coordinator {
             };
             if behind {
                 debug!(%replica, key = %newest.key, "read repair after the answer");
-                let _ = self.clone().store_on(replica, newest.clone()).await;
+                let _ = self.clone().store_in_time(replica, newest.clone()).await;
             }
         }
     }

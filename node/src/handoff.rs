@@ -27,7 +27,7 @@
 //! delete's tombstone collected, and bring the deleted value back.
 //!
 //! For the same reason, a record stamped before the tombstone grace period
-//! (`--tombstone-grace`, less [`MARGIN`]) is not handed off: a delete newer than
+//! (`--tombstone-grace`, less `MARGIN`) is not handed off: a delete newer than
 //! it may have been collected already. (Cassandra keeps its hints for less time
 //! than its grace period, for the same reason.) Such a record stays where it is.
 
@@ -38,11 +38,10 @@ use std::{
 };
 
 use futures::StreamExt;
-use proto::WriteRequest;
 use tracing::{debug, info};
 
 use crate::{
-    Result, coordinator::REPLICA_TIMEOUT, limits, placement::Ring, state::NodeState, store::Record,
+    Result, coordinator::Coordinator, placement::Ring, state::NodeState, store::Record,
     version::Version,
 };
 
@@ -54,7 +53,7 @@ const AT_ONCE: usize = 16;
 /// How much younger than the tombstone grace period a record must be to be
 /// handed off: time for the write to reach the replicas before a tombstone
 /// newer than the record could be collected, with clocks a little apart.
-pub const MARGIN: Duration = Duration::from_secs(5);
+const MARGIN: Duration = Duration::from_secs(5);
 
 /// A record this node holds for a key it does not replicate: its key and the
 /// version it holds.
@@ -79,10 +78,10 @@ impl Cursor {
     }
 }
 
-/// Hands off up to [`PER_ROUND`] of the records this node `held` (found in the
+/// Hands off up to `PER_ROUND` of the records this node `held` (found in the
 /// round's pass over the store) to the replicas `ring` gives their keys, among
 /// the `alive` peers. Records stamped before `collected_before_ms` plus
-/// [`MARGIN`] stay where they are.
+/// `MARGIN` stay where they are.
 pub async fn hand_off(
     state: &Arc<NodeState>,
     ring: &Ring,
@@ -111,6 +110,7 @@ pub async fn hand_off(
     // A replica that fails once is not asked again this round: one that is
     // stopped would hold every record up for the whole timeout.
     let failing = Mutex::new(HashSet::new());
+    let coordinator = Coordinator::new(state.clone());
     let outcomes: Vec<(Record, usize)> = futures::stream::iter(records.into_iter().flatten())
         .map(|record| {
             let owners: Vec<String> = ring
@@ -119,12 +119,12 @@ pub async fn hand_off(
                 .filter(|owner| alive.contains(owner))
                 .map(String::from)
                 .collect();
-            let failing = &failing;
+            let (coordinator, failing) = (&coordinator, &failing);
             async move {
                 let holding = futures::future::join_all(
                     owners
                         .iter()
-                        .map(|owner| give(state, owner, &record, failing)),
+                        .map(|owner| give(coordinator, owner, &record, failing)),
                 )
                 .await
                 .into_iter()
@@ -172,49 +172,26 @@ pub async fn hand_off(
 /// Writes `record` to `owner`; whether `owner` now holds it or a newer
 /// version. An owner in `failing` is not asked; one that fails joins it.
 async fn give(
-    state: &NodeState,
+    coordinator: &Coordinator,
     owner: &str,
     record: &Record,
     failing: &Mutex<HashSet<String>>,
 ) -> bool {
-    let failed = |why: &str| {
-        debug!(%owner, key = %record.key, why, "handoff write failed");
-        failing
-            .lock()
-            .expect("handoff's failing set poisoned")
-            .insert(owner.to_string());
-        false
-    };
-    if failing
-        .lock()
-        .expect("handoff's failing set poisoned")
-        .contains(owner)
-    {
+    let failing_set = || failing.lock().expect("handoff's failing set poisoned");
+    if failing_set().contains(owner) {
         return false;
     }
-    if let Err(cut) = state.faults.check_link(Some(owner)) {
-        return failed(cut.message());
-    }
-    let Some(mut client) = state.membership.client(owner) else {
-        return failed("not a known member");
-    };
-    let request = WriteRequest {
-        record: Some(record.clone().into()),
-        request_id: String::new(),
-        from: state.name.clone(),
-    };
-    let stored = match tokio::time::timeout(REPLICA_TIMEOUT, client.write(request)).await {
-        Ok(Ok(response)) => response.into_inner().stored,
-        Ok(Err(status)) => return failed(status.message()),
-        Err(_) => return failed("timed out"),
-    };
-    match stored {
-        Some(stored) if limits::check_version(&stored).is_ok() => {
-            let stored = Version::from(stored);
-            state.clock.observe(&stored);
-            stored >= record.version
+    match coordinator
+        .clone()
+        .store_in_time(owner.to_string(), record.clone())
+        .await
+    {
+        Ok(stored) => stored >= record.version,
+        Err(e) => {
+            debug!(%owner, key = %record.key, why = e.detail(), "handoff write failed");
+            failing_set().insert(owner.to_string());
+            false
         }
-        _ => failed("answered without a valid version"),
     }
 }
 

@@ -203,7 +203,7 @@ pub fn server(
 /// Ends a call at the node's `--request-timeout`, counted from when its
 /// headers arrived: a paused node, a full `--capacity` queue, or a client that
 /// never finishes sending its message must not hold a request for ever. The
-/// answer says whether the call had [`Begun`]: if not, nothing was changed and
+/// answer says whether the call had `Begun`: if not, nothing was changed and
 /// the client may simply send it again. A client's sooner deadline
 /// (`grpc-timeout`) is left to tonic, which ends the call then (CANCELLED,
 /// "Timeout expired", see [`proto::deadline::is_timeout_expired`]).

@@ -33,7 +33,7 @@ use tracing::{debug, info, warn};
 use crate::{events::Events, fault::Faults, limits::MAX_MESSAGE_BYTES, placement::Ring};
 
 /// A node reports ready after this many probe rounds even if it keeps hearing
-/// of new addresses, or some address never answers (see [`Readiness`]).
+/// of new addresses, or some address never answers (see `Readiness`).
 pub const ROUNDS_BEFORE_READY: u32 = 6;
 
 /// Timing of probes and state changes.
@@ -360,7 +360,7 @@ impl Membership {
         inner.addresses.awaiting_dns = false;
     }
 
-    /// Waits until probing has found everyone it can (see [`Readiness`]). A
+    /// Waits until probing has found everyone it can (see `Readiness`). A
     /// node that served before this would place keys on too few members: on
     /// itself alone, with a quorum of one, if it had found nobody yet.
     pub async fn ready(&self) {

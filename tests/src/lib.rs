@@ -961,7 +961,7 @@ fn status_of(certs: Option<&Path>, addr: &str) -> Result<proto::StatusResponse, 
     block_on(status(certs, addr))
 }
 
-/// [`status_of`], for callers already inside a runtime (`clusterlab-local`).
+/// `status_of`, for callers already inside a runtime (`clusterlab-local`).
 pub async fn status(certs: Option<&Path>, addr: &str) -> Result<proto::StatusResponse, String> {
     let channel = channel_or_plaintext(certs, addr).await?;
     proto::admin_client::AdminClient::new(channel)
