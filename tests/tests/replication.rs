@@ -855,10 +855,10 @@ fn a_node_cut_off_from_the_majority_does_not_make_itself_a_quorum_of_one() {
 
 /// Five nodes, N = 3: two cut off from the other three (SIGSTOP) see them dead
 /// and make a ring of their own, in which they are a write quorum for every
-/// key. A write they take to a key whose replicas are the other three is on no
-/// node that replicates it once the cut heals: anti-entropy compares only keys
-/// two nodes both replicate. Handoff gives it to the key's replicas, and the
-/// two remove their copies.
+/// key. A write or a delete they take to a key whose replicas are the other
+/// three is on no node that replicates it once the cut heals: anti-entropy
+/// compares only keys two nodes both replicate. Handoff gives it (a delete's
+/// tombstone too) to the key's replicas, and the two remove their copies.
 #[test]
 fn writes_taken_by_the_smaller_side_of_a_partition_reach_the_keys_replicas_when_it_heals() {
     let cluster = TestCluster::start_with(5, &["--dead-after", "2s"]);
@@ -873,11 +873,14 @@ fn writes_taken_by_the_smaller_side_of_a_partition_reach_the_keys_replicas_when_
                 .iter()
                 .all(|r| far.iter().any(|f| f == r))
         })
-        .take(8)
+        .take(10)
         .collect();
     for key in &keys {
         cluster.client_to(0).args(["put", key, "before"]).ok();
     }
+    // During the cut, the first eight are written again and the last two
+    // deleted: a tombstone must reach the replicas too, or the delete is undone.
+    let deleted = &keys[8..];
 
     for index in 2..5 {
         cluster.signal(index, "STOP");
@@ -889,11 +892,11 @@ fn writes_taken_by_the_smaller_side_of_a_partition_reach_the_keys_replicas_when_
         })
     });
     for key in &keys {
-        let acked = cluster
-            .client_to(0)
-            .args(["--json", "put", key, "during"])
-            .ok()
-            .json();
+        let change = match deleted.contains(key) {
+            true => vec!["--json", "delete", key],
+            false => vec!["--json", "put", key, "during"],
+        };
+        let acked = cluster.client_to(0).args(change).ok().json();
         let replicas: Vec<&str> = acked["trace"]["replicas"]
             .as_array()
             .unwrap()
@@ -902,7 +905,7 @@ fn writes_taken_by_the_smaller_side_of_a_partition_reach_the_keys_replicas_when_
             .collect();
         assert!(
             replicas.iter().all(|r| near.iter().any(|n| n == r)),
-            "the write to {key} was taken by {replicas:?}, not by n1 and n2 alone"
+            "the change to {key} was taken by {replicas:?}, not by n1 and n2 alone"
         );
     }
 
@@ -923,12 +926,15 @@ fn writes_taken_by_the_smaller_side_of_a_partition_reach_the_keys_replicas_when_
         keys.iter().all(|key| {
             let out = cluster.client_to(2).args(["get", key]).run();
             last = format!("{key}: {}{}", out.stdout, out.stderr);
-            out.stdout.trim_end() == "during"
+            match deleted.contains(key) {
+                true => out.stderr.starts_with("NOT_FOUND:"),
+                false => out.stdout.trim_end() == "during",
+            }
         })
     });
     assert!(
         handed_off,
-        "an acknowledged write never reached its key's replicas; last read {last}"
+        "an acknowledged write or delete never reached its key's replicas; last read {last}"
     );
     // Handed off, the copies go: left behind, one would be written back after
     // a delete of its key, and undo it.
