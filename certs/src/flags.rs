@@ -1,5 +1,5 @@
 //! Command lines that every program reads the same way: the environment
-//! variable behind each flag, addresses to dial, and durations.
+//! variable behind each flag, addresses to dial, numbers and durations.
 //!
 //! Every flag of every program can also come from a `CLUSTERLAB_*` variable
 //! ([`parse`]): `--data-dir` from `CLUSTERLAB_DATA_DIR`, a subcommand's
@@ -13,7 +13,11 @@
 //! above [`MAX_DURATION`], which is a typo, not a plan.
 
 use std::{
+    fmt::Display,
     net::{IpAddr, SocketAddr},
+    num::{IntErrorKind, ParseIntError},
+    ops::RangeInclusive,
+    str::FromStr,
     time::Duration,
 };
 
@@ -214,6 +218,45 @@ pub fn duration_at_least(
     }
 }
 
+/// Parses a whole number (a count, a quorum, a rate) with an error a person
+/// can act on: Rust's own says "invalid digit found in string".
+pub fn whole_number<T>(text: &str) -> Result<T, String>
+where
+    T: FromStr<Err = ParseIntError>,
+{
+    parse_whole(text).map_err(|problem| format!("{problem}; write one in digits, like 3"))
+}
+
+/// A parser for a whole number within `range`, for clap's `value_parser`:
+/// its errors name the range (clap's own `range` writes it as `1..=9`).
+pub fn number_in<T>(
+    range: RangeInclusive<T>,
+) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static
+where
+    T: FromStr<Err = ParseIntError> + PartialOrd + Display + Clone + Send + Sync + 'static,
+{
+    move |text| {
+        let allowed = format!("choose {} to {}", range.start(), range.end());
+        match parse_whole(text) {
+            Ok(number) if range.contains(&number) => Ok(number),
+            Ok(number) => Err(format!("{number} is out of range; {allowed}")),
+            Err(problem) => Err(format!("{problem}; {allowed}")),
+        }
+    }
+}
+
+/// What is wrong with `text` as a whole number, if anything.
+fn parse_whole<T>(text: &str) -> Result<T, String>
+where
+    T: FromStr<Err = ParseIntError>,
+{
+    text.parse().map_err(|e: ParseIntError| match e.kind() {
+        IntErrorKind::Empty => "no number given".to_string(),
+        IntErrorKind::PosOverflow => format!("{text} is far too large"),
+        _ => format!("{text:?} is not a whole number"),
+    })
+}
+
 /// Refuses a side port (`--metrics`, `--dashboard`) on the serving port
 /// (`--listen`): the second bind would fail as if another process held it.
 /// Two IP addresses clash on the same port when they are equal, or when one
@@ -301,6 +344,33 @@ pub fn shell_word(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_number_that_will_not_do_is_named_with_what_would() {
+        assert_eq!(whole_number::<u32>("42"), Ok(42));
+        assert_eq!(
+            whole_number::<u32>("1.5").unwrap_err(),
+            r#""1.5" is not a whole number; write one in digits, like 3"#
+        );
+        assert_eq!(
+            whole_number::<u32>("").unwrap_err(),
+            "no number given; write one in digits, like 3"
+        );
+        let replicas = number_in(1..=9u32);
+        assert_eq!(replicas("9"), Ok(9));
+        assert_eq!(
+            replicas("0").unwrap_err(),
+            "0 is out of range; choose 1 to 9"
+        );
+        assert_eq!(
+            replicas("three").unwrap_err(),
+            r#""three" is not a whole number; choose 1 to 9"#
+        );
+        assert_eq!(
+            replicas("99999999999").unwrap_err(),
+            "99999999999 is far too large; choose 1 to 9"
+        );
+    }
 
     /// A word must be pasteable: bash reads it back as the text it came from.
     #[test]

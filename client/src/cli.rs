@@ -2,7 +2,10 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use certs::{TlsMode, flags::positive_duration};
+use certs::{
+    TlsMode,
+    flags::{number_in, positive_duration, whole_number},
+};
 use clap::{Args, Parser, Subcommand};
 use proto::{
     admin::MAX_FAULT_LATENCY,
@@ -173,7 +176,7 @@ pub struct LoadArgs {
     #[arg(long, default_value = "10s", value_parser = positive_duration)]
     pub duration: Duration,
     /// Requests in flight at once (with --rate: the most waiting for answers).
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    #[arg(long, default_value_t = 16, value_parser = number_in(1..=4096u32))]
     pub concurrency: u32,
     /// How many distinct keys to spread the requests over.
     #[arg(long, default_value_t = 1000, value_parser = at_least_one)]
@@ -182,7 +185,7 @@ pub struct LoadArgs {
     #[arg(long, default_value_t = 0.9, value_parser = ratio)]
     pub read_ratio: f64,
     /// Bytes per written value.
-    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(0..=1_048_576))]
+    #[arg(long, default_value_t = 128, value_parser = number_in(0..=1_048_576u32))]
     pub value_size: u32,
     /// Send at this fixed rate (requests per second) instead of as fast as the
     /// cluster answers: an open loop, like many independent users. Latency
@@ -193,7 +196,7 @@ pub struct LoadArgs {
 
 /// A count of at least one.
 fn at_least_one(text: &str) -> Result<u64, String> {
-    match text.parse::<u64>().map_err(|e| format!("{e}"))? {
+    match whole_number(text)? {
         0 => Err("0 would be none; give 1 or more".into()),
         n => Ok(n),
     }
@@ -217,7 +220,7 @@ fn ratio(text: &str) -> Result<f64, String> {
 /// cluster's default", which a person typing 0 would not expect.) The upper
 /// bound is the cluster's replica count, which only the nodes know.
 fn quorum(text: &str) -> Result<u32, String> {
-    match text.parse::<u32>().map_err(|e| format!("{e}"))? {
+    match whole_number(text)? {
         0 => Err(
             "a quorum of 0 replicas would wait for none; give 1 to the replica count \
                   (N, 3 unless the nodes were started with --replicas), or leave it out \
@@ -264,13 +267,14 @@ fn rate(text: &str) -> Result<f64, String> {
 #[derive(Debug, Args)]
 pub struct SniffArgs {
     /// TCP ports to watch (either end), comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "7000,7100")]
+    #[arg(long, value_delimiter = ',', default_value = "7000,7100",
+          value_parser = number_in(1..=u16::MAX))]
     pub ports: Vec<u16>,
     /// Stop after this long (default: until Ctrl-C).
     #[arg(long, value_parser = positive_duration)]
     pub duration: Option<Duration>,
     /// Stop after this many lines.
-    #[arg(long)]
+    #[arg(long, value_parser = whole_number::<usize>)]
     pub count: Option<usize>,
     /// Also write the captured frames to FILE (pcap), for Wireshark.
     #[arg(long, value_name = "FILE")]
@@ -331,7 +335,7 @@ pub struct CheckArgs {
     #[arg(long, default_value = "10s", value_parser = positive_duration)]
     pub duration: Duration,
     /// Writers working at once.
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    #[arg(long, default_value_t = 8, value_parser = number_in(1..=1024u32))]
     pub concurrency: u32,
     /// Stop writing once this many writes were acknowledged (exactly this
     /// many, unless --duration ends first).
@@ -340,7 +344,7 @@ pub struct CheckArgs {
     /// Bytes per value. Each value starts with its own key and `=`, so a value
     /// that turns up under the wrong key is caught: a smaller size still
     /// writes those (about 30 bytes).
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
+    #[arg(long, default_value_t = 64, value_parser = number_in(1..=1_048_576u32))]
     pub value_size: u32,
     /// Write quorum for every write (default: the cluster's).
     #[arg(long = "w", value_name = "N", value_parser = quorum)]
@@ -395,7 +399,7 @@ pub struct ScanArgs {
     /// At most this many entries (1 to 1000). A page of large values may hold
     /// fewer: it ends at about 2 MiB, and says how to go on.
     #[arg(long, default_value_t = DEFAULT_SCAN_LIMIT as u32,
-          value_parser = clap::value_parser!(u32).range(1..=MAX_SCAN_LIMIT as i64))]
+          value_parser = number_in(1..=MAX_SCAN_LIMIT as u32))]
     pub limit: u32,
     /// Start after this key, to page through a long listing.
     #[arg(long, default_value = "")]

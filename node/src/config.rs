@@ -62,18 +62,20 @@ pub struct Config {
 
     /// N: how many nodes keep a copy of each key (fewer while the cluster is smaller).
     #[arg(long, env = "CLUSTERLAB_REPLICAS", default_value_t = 3,
-          value_parser = clap::value_parser!(u32).range(1..=9))]
+          value_parser = certs::flags::number_in(1..=9u32))]
     pub replicas: u32,
 
     /// W: copies that must be on disk before a write is acknowledged, 1 to N.
     /// Default: a majority of the key's replicas (N/2+1). Clients may ask for
     /// another W per request.
-    #[arg(long, env = "CLUSTERLAB_WRITE_QUORUM", value_name = "W")]
+    #[arg(long, env = "CLUSTERLAB_WRITE_QUORUM", value_name = "W",
+          value_parser = certs::flags::whole_number::<u32>)]
     pub write_quorum: Option<u32>,
 
     /// R: replicas that must answer a read, 1 to N. Default: a majority (N/2+1).
     /// With R + W > N a read always sees the latest acknowledged write.
-    #[arg(long, env = "CLUSTERLAB_READ_QUORUM", value_name = "R")]
+    #[arg(long, env = "CLUSTERLAB_READ_QUORUM", value_name = "R",
+          value_parser = certs::flags::whole_number::<u32>)]
     pub read_quorum: Option<u32>,
 
     /// A member silent this long after turning suspect is declared dead: it
@@ -94,7 +96,8 @@ pub struct Config {
         long,
         env = "CLUSTERLAB_CAPACITY",
         value_name = "RPS",
-        default_value_t = 0
+        default_value_t = 0,
+        value_parser = certs::flags::whole_number::<u32>
     )]
     pub capacity: u32,
 

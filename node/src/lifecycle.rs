@@ -44,7 +44,7 @@ pub const MAX_THREADS: usize = 256;
 
 /// Parses `--threads`: 0 (one per core) to [`MAX_THREADS`].
 pub fn parse_threads(text: &str) -> Result<usize, String> {
-    let threads: usize = text.parse().map_err(|e| format!("{e}"))?;
+    let threads: usize = certs::flags::whole_number(text)?;
     match threads <= MAX_THREADS {
         true => Ok(threads),
         false => Err(format!(
