@@ -208,8 +208,14 @@ fn trimmed(text: &str) -> Result<String, String> {
     Ok(text.trim().to_string())
 }
 
+/// A number, as in 0.9 or 250.
+fn decimal(text: &str) -> Result<f64, String> {
+    text.parse()
+        .map_err(|_| format!("{text:?} is not a number"))
+}
+
 fn ratio(text: &str) -> Result<f64, String> {
-    let value: f64 = text.parse().map_err(|e| format!("{e}"))?;
+    let value = decimal(text).map_err(|e| format!("{e}; choose 0.0 to 1.0"))?;
     match (0.0..=1.0).contains(&value) {
         true => Ok(value),
         false => Err(format!("{value} is outside 0.0 to 1.0")),
@@ -255,7 +261,8 @@ fn latency(text: &str) -> Result<Duration, String> {
 const MAX_RATE: f64 = 1_000_000.0;
 
 fn rate(text: &str) -> Result<f64, String> {
-    let value: f64 = text.parse().map_err(|e| format!("{e}"))?;
+    let value =
+        decimal(text).map_err(|e| format!("{e}; choose more than 0 and at most {MAX_RATE}"))?;
     match value > 0.0 && value <= MAX_RATE {
         true => Ok(value),
         false => Err(format!(
@@ -509,8 +516,23 @@ mod tests {
                 &["fault", "n1", "--error-rate", "-0.1"],
                 "outside 0.0 to 1.0",
             ),
-            (&["scan", "--limit", "0"], "1..=1000"),
-            (&["scan", "--limit", "1001"], "1..=1000"),
+            (
+                &["scan", "--limit", "0"],
+                "0 is out of range; choose 1 to 1000",
+            ),
+            (&["scan", "--limit", "1001"], "choose 1 to 1000"),
+            (
+                &["load", "--concurrency", "many"],
+                r#""many" is not a whole number; choose 1 to 4096"#,
+            ),
+            (
+                &["load", "--read-ratio", "half"],
+                r#""half" is not a number; choose 0.0 to 1.0"#,
+            ),
+            (
+                &["load", "--rate", "1e"],
+                r#""1e" is not a number; choose more"#,
+            ),
             (&["put", "k", "v", "--w", "0"], "a quorum of 0 replicas"),
             (&["get", "k", "--r", "0"], "a quorum of 0 replicas"),
             (&["check", "--w", "0"], "a quorum of 0 replicas"),
