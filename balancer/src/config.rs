@@ -60,7 +60,8 @@ pub struct Config {
     /// so a sick cluster is not hammered by its own balancer. Moving requests
     /// off a node just taken out of rotation (hung or disconnected) is not
     /// counted against it.
-    #[arg(long, env = "CLUSTERLAB_RETRY_BUDGET", default_value_t = 0.2)]
+    #[arg(long, env = "CLUSTERLAB_RETRY_BUDGET", default_value_t = 0.2,
+          value_parser = certs::flags::fraction)]
     pub retry_budget: f64,
 
     /// Serve the dashboard (a web page of the cluster) and /metrics over plain
@@ -113,12 +114,6 @@ impl Config {
             certs::flags::check_host_port("--nodes-dns", name)?;
         }
         certs::flags::check_side_port("--dashboard", &self.dashboard, &self.listen)?;
-        if !(0.0..=1.0).contains(&self.retry_budget) {
-            return Err(format!(
-                "--retry-budget {} is outside 0.0 to 1.0",
-                self.retry_budget
-            ));
-        }
         Ok(())
     }
 

@@ -245,6 +245,23 @@ where
     }
 }
 
+/// Parses a fraction from 0.0 to 1.0: a share of reads, a rate of errors.
+pub fn fraction(text: &str) -> Result<f64, String> {
+    let allowed = "choose 0.0 to 1.0";
+    let value = decimal(text).map_err(|e| format!("{e}; {allowed}"))?;
+    match (0.0..=1.0).contains(&value) {
+        true => Ok(value),
+        false => Err(format!("{text} is out of range; {allowed}")),
+    }
+}
+
+/// Parses a number, as in 0.9 or 250, with an error that says so ("invalid
+/// float literal" is Rust's).
+pub fn decimal(text: &str) -> Result<f64, String> {
+    text.parse()
+        .map_err(|_| format!("{text:?} is not a number"))
+}
+
 /// What is wrong with `text` as a whole number, if anything.
 fn parse_whole<T>(text: &str) -> Result<T, String>
 where
@@ -369,6 +386,15 @@ mod tests {
         assert_eq!(
             replicas("99999999999").unwrap_err(),
             "99999999999 is far too large; choose 1 to 9"
+        );
+        assert_eq!(fraction("0.25"), Ok(0.25));
+        assert_eq!(
+            fraction("1.5").unwrap_err(),
+            "1.5 is out of range; choose 0.0 to 1.0"
+        );
+        assert_eq!(
+            fraction("half").unwrap_err(),
+            r#""half" is not a number; choose 0.0 to 1.0"#
         );
     }
 

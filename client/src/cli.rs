@@ -4,7 +4,7 @@ use std::{path::PathBuf, time::Duration};
 
 use certs::{
     TlsMode,
-    flags::{number_in, positive_duration, whole_number},
+    flags::{decimal, fraction, number_in, positive_duration, whole_number},
 };
 use clap::{Args, Parser, Subcommand};
 use proto::{
@@ -182,7 +182,7 @@ pub struct LoadArgs {
     #[arg(long, default_value_t = 1000, value_parser = at_least_one)]
     pub keys: u64,
     /// Fraction of requests that are reads (the rest are writes), 0.0 to 1.0.
-    #[arg(long, default_value_t = 0.9, value_parser = ratio)]
+    #[arg(long, default_value_t = 0.9, value_parser = fraction)]
     pub read_ratio: f64,
     /// Bytes per written value.
     #[arg(long, default_value_t = 128, value_parser = number_in(0..=1_048_576u32))]
@@ -206,20 +206,6 @@ fn at_least_one(text: &str) -> Result<u64, String> {
 /// addresses, as a person writing it means.
 fn trimmed(text: &str) -> Result<String, String> {
     Ok(text.trim().to_string())
-}
-
-/// A number, as in 0.9 or 250.
-fn decimal(text: &str) -> Result<f64, String> {
-    text.parse()
-        .map_err(|_| format!("{text:?} is not a number"))
-}
-
-fn ratio(text: &str) -> Result<f64, String> {
-    let value = decimal(text).map_err(|e| format!("{e}; choose 0.0 to 1.0"))?;
-    match (0.0..=1.0).contains(&value) {
-        true => Ok(value),
-        false => Err(format!("{value} is outside 0.0 to 1.0")),
-    }
 }
 
 /// Parses `--w` and `--r`: at least one replica. (On the wire 0 means "the
@@ -323,7 +309,7 @@ pub struct FaultArgs {
     #[arg(long, value_parser = latency)]
     pub latency: Option<Duration>,
     /// Fail this fraction of its requests with UNAVAILABLE (0.0 to 1.0).
-    #[arg(long, value_name = "F", value_parser = ratio, allow_negative_numbers = true)]
+    #[arg(long, value_name = "F", value_parser = fraction, allow_negative_numbers = true)]
     pub error_rate: Option<f64>,
     /// Stop answering: requests hang until the fault is cleared.
     #[arg(long)]
@@ -514,7 +500,7 @@ mod tests {
             ),
             (
                 &["fault", "n1", "--error-rate", "-0.1"],
-                "outside 0.0 to 1.0",
+                "-0.1 is out of range; choose 0.0 to 1.0",
             ),
             (
                 &["scan", "--limit", "0"],
