@@ -364,38 +364,43 @@ mod tests {
 
     #[test]
     fn a_number_that_will_not_do_is_named_with_what_would() {
-        assert_eq!(whole_number::<u32>("42"), Ok(42));
-        assert_eq!(
-            whole_number::<u32>("1.5").unwrap_err(),
-            r#""1.5" is not a whole number; write one in digits, like 3"#
-        );
-        assert_eq!(
-            whole_number::<u32>("").unwrap_err(),
-            "no number given; write one in digits, like 3"
-        );
         let replicas = number_in(1..=9u32);
+        assert_eq!(whole_number::<u32>("42"), Ok(42));
         assert_eq!(replicas("9"), Ok(9));
-        assert_eq!(
-            replicas("0").unwrap_err(),
-            "0 is out of range; choose 1 to 9"
-        );
-        assert_eq!(
-            replicas("three").unwrap_err(),
-            r#""three" is not a whole number; choose 1 to 9"#
-        );
-        assert_eq!(
-            replicas("99999999999").unwrap_err(),
-            "99999999999 is far too large; choose 1 to 9"
-        );
         assert_eq!(fraction("0.25"), Ok(0.25));
-        assert_eq!(
-            fraction("1.5").unwrap_err(),
-            "1.5 is out of range; choose 0.0 to 1.0"
-        );
-        assert_eq!(
-            fraction("half").unwrap_err(),
-            r#""half" is not a number; choose 0.0 to 1.0"#
-        );
+        let digits = "write one in digits, like 3";
+        for (refused, why) in [
+            (
+                whole_number::<u32>("1.5").map(drop),
+                format!(r#""1.5" is not a whole number; {digits}"#),
+            ),
+            (
+                whole_number::<u32>("").map(drop),
+                format!("no number given; {digits}"),
+            ),
+            (
+                replicas("0").map(drop),
+                "0 is out of range; choose 1 to 9".into(),
+            ),
+            (
+                replicas("three").map(drop),
+                r#""three" is not a whole number; choose 1 to 9"#.into(),
+            ),
+            (
+                replicas("99999999999").map(drop),
+                "99999999999 is far too large; choose 1 to 9".into(),
+            ),
+            (
+                fraction("1.5").map(drop),
+                "1.5 is out of range; choose 0.0 to 1.0".into(),
+            ),
+            (
+                fraction("half").map(drop),
+                r#""half" is not a number; choose 0.0 to 1.0"#.into(),
+            ),
+        ] {
+            assert_eq!(refused, Err(why));
+        }
     }
 
     /// A word must be pasteable: bash reads it back as the text it came from.
