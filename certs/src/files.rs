@@ -169,9 +169,9 @@ fn missing_file_hint(path: &Path) -> String {
     if name == "ca" || name == "crl" || !dir.join("ca.pem").is_file() {
         // Most often the certificates exist, somewhere else: that fix comes first.
         return format!(
-            "; set CLUSTERLAB_CERTS to the directory that holds the certificates \
-             (clusterlab-local's: CLUSTERLAB_CERTS=local/certs), or create them with \
-             `clusterlab-certs init --out {shown}` (`docker compose up -d` does that in compose)"
+            "; give --certs (or CLUSTERLAB_CERTS) the directory that holds the certificates, \
+             or create them with `clusterlab-certs init --out {shown}` \
+             (`docker compose up -d` does that in compose)"
         );
     }
     // There is a PKI: this one identity is what is missing.
@@ -395,7 +395,7 @@ mod tests {
         assert!(err.to_string().contains("docker compose up -d"), "{err}");
         assert!(
             err.to_string()
-                .contains("set CLUSTERLAB_CERTS to the directory that holds the certificates"),
+                .contains("give --certs (or CLUSTERLAB_CERTS) the directory that holds the"),
             "{err}"
         );
         let err = load_certs(&dir.path().join("missing").join("ca.pem")).unwrap_err();

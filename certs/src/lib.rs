@@ -92,6 +92,13 @@ pub enum Error {
         path: std::path::PathBuf,
         names: String,
     },
+    /// `issue` or `revoke` was pointed at a directory without a CA.
+    #[error(
+        "there is no PKI in {0} (it has no ca.pem); give --out the directory \
+         `clusterlab-certs init` wrote, or make one there with \
+         `clusterlab-certs init --out {0}`"
+    )]
+    NoPki(String),
     /// `issue` was asked for a name that already has a certificate.
     #[error("{0} already exists; choose another name or delete the old files first")]
     NameTaken(std::path::PathBuf),

@@ -133,6 +133,7 @@ pub fn left_over(dir: &Path, issued: &[Issued]) -> Vec<String> {
 
 /// Mints one more identity signed by the CA in `dir`.
 pub fn issue(dir: &Path, identity: Identity) -> Result<Issued> {
+    require_pki(dir)?;
     let _lock = files::lock(dir)?;
     let cert_path = files::cert_path(dir, &identity.name);
     if cert_path.exists() {
@@ -171,8 +172,20 @@ pub struct Revocation {
 /// directory's lock: two revocations at once take turns, and neither loses
 /// the other's serial.
 pub fn revoke(dir: &Path, name: &str) -> Result<Revocation> {
+    require_pki(dir)?;
     let _lock = files::lock(dir)?;
     revoke_locked(dir, name)
+}
+
+/// Refuses a directory without a CA before anything is written in it (the
+/// lock file included): most likely `--out` names the wrong one.
+fn require_pki(dir: &Path) -> Result<()> {
+    match dir.join(files::CA_CERT).is_file() {
+        true => Ok(()),
+        false => Err(Error::NoPki(crate::flags::shell_word(
+            &dir.display().to_string(),
+        ))),
+    }
 }
 
 /// [`revoke`], for a caller that holds the directory's lock.
@@ -674,6 +687,24 @@ mod tests {
         );
         // A second time is refused, not silently overwritten.
         assert!(matches!(issue(dir.path(), id), Err(Error::NameTaken(_))));
+    }
+
+    /// `--out` naming a directory without a CA is refused as such, and
+    /// nothing is written there.
+    #[test]
+    fn issuing_or_revoking_where_there_is_no_pki_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = Identity::new(Kind::Client, "x").unwrap();
+        let refusals = [
+            issue(dir.path(), id).map(drop).unwrap_err(),
+            revoke(dir.path(), "x").map(drop).unwrap_err(),
+        ];
+        for refused in refusals {
+            let message = refused.to_string();
+            assert!(matches!(refused, Error::NoPki(_)), "{message}");
+            assert!(message.contains("clusterlab-certs init --out"), "{message}");
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
     /// Only a certificate of this CA naming an identity can be revoked;

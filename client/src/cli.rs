@@ -65,7 +65,7 @@ pub struct Global {
         help_heading = CONNECTION_HEADING,
         env = "CLUSTERLAB_CERTS",
         value_name = "DIR",
-        default_value = "certs"
+        default_value = "local/certs"
     )]
     pub certs: PathBuf,
 

@@ -10,10 +10,10 @@ use crate::telemetry::LogFormat;
 const EXAMPLE: &str = "\
 Example: a three-node cluster on one machine, with fresh certificates
 (each node runs until stopped: give each a terminal of its own):
-  clusterlab-certs init --out certs
-  clusterlab-node --name n1 --listen 127.0.0.1:7101 --data-dir data/n1 --peers 127.0.0.1:7102
-  clusterlab-node --name n2 --listen 127.0.0.1:7102 --data-dir data/n2 --peers 127.0.0.1:7101
-  clusterlab-node --name n3 --listen 127.0.0.1:7103 --data-dir data/n3 --peers 127.0.0.1:7101
+  clusterlab-certs init --out local/certs
+  clusterlab-node --name n1 --listen 127.0.0.1:7101 --data-dir local/data/n1 --peers 127.0.0.1:7102
+  clusterlab-node --name n2 --listen 127.0.0.1:7102 --data-dir local/data/n2 --peers 127.0.0.1:7101
+  clusterlab-node --name n3 --listen 127.0.0.1:7103 --data-dir local/data/n3 --peers 127.0.0.1:7101
   clusterlab --addr 127.0.0.1:7101 status
   clusterlab --addr 127.0.0.1:7102 -v put greeting hello";
 
@@ -138,7 +138,7 @@ pub struct Serving {
         long,
         env = "CLUSTERLAB_CERTS",
         value_name = "DIR",
-        default_value = "certs"
+        default_value = "local/certs"
     )]
     pub certs: PathBuf,
 

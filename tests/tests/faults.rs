@@ -222,7 +222,7 @@ fn fault_requests_out_of_range_or_for_strangers_are_refused_clearly() {
             .args(["fault", "n1", "--error-rate", rate])
             .usage_error();
         assert!(
-            out.stderr.contains("is outside 0.0 to 1.0"),
+            out.stderr.contains("is out of range; choose 0.0 to 1.0"),
             "{rate}: {}",
             out.stderr
         );
