@@ -401,7 +401,7 @@ async fn round(
     }
     let under = lagging.update(under_replicated(&view.keys, &ring, &stale));
     report_under_replicated(state, under);
-    handoff::hand_off(state, &ring, &alive, view.held, window.1, handoff).await
+    handoff::hand_off(state, &ring, &alive, view.held, handoff).await
 }
 
 /// Compares digests with `peer` and pulls what it has newer in the ranges that

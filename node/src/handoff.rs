@@ -27,9 +27,10 @@
 //! delete's tombstone collected, and bring the deleted value back.
 //!
 //! For the same reason, a record stamped before the tombstone grace period
-//! (`--tombstone-grace`, less `MARGIN`) is not handed off: a delete newer than
-//! it may have been collected already. (Cassandra keeps its hints for less time
-//! than its grace period, for the same reason.) Such a record stays where it is.
+//! (`--tombstone-grace`, less `MARGIN`, counted when it would be sent) is not
+//! handed off: a delete newer than it may have been collected already.
+//! (Cassandra keeps its hints for less time than its grace period, for the
+//! same reason.) Such a record stays where it is.
 
 use std::{
     collections::HashSet,
@@ -41,8 +42,12 @@ use futures::StreamExt;
 use tracing::{debug, info};
 
 use crate::{
-    Result, coordinator::Coordinator, placement::Ring, state::NodeState, store::Record,
-    version::Version,
+    Result,
+    coordinator::Coordinator,
+    placement::Ring,
+    state::NodeState,
+    store::Record,
+    version::{Version, unix_ms},
 };
 
 /// Records handed off per round at most, so that a node holding many (after
@@ -80,20 +85,19 @@ impl Cursor {
 
 /// Hands off up to `PER_ROUND` of the records this node `held` (found in the
 /// round's pass over the store) to the replicas `ring` gives their keys, among
-/// the `alive` peers. Records stamped before `collected_before_ms` plus
-/// `MARGIN` stay where they are.
+/// the `alive` peers. Records too old to hand off ([`may_hand_off`]) stay
+/// where they are.
 pub async fn hand_off(
     state: &Arc<NodeState>,
     ring: &Ring,
     alive: &[String],
     held: Vec<Held>,
-    collected_before_ms: u64,
     cursor: &mut Cursor,
 ) -> Result<()> {
-    let young_enough = collected_before_ms.saturating_add(MARGIN.as_millis() as u64);
+    let grace = state.tombstone_grace;
     let held: Vec<Held> = held
         .into_iter()
-        .filter(|(_, version)| version.wall_ms >= young_enough)
+        .filter(|(_, version)| may_hand_off(version, unix_ms(), grace))
         .collect();
     let keys: Vec<String> = cursor
         .next(held, PER_ROUND)
@@ -121,6 +125,12 @@ pub async fn hand_off(
                 .collect();
             let (coordinator, failing) = (&coordinator, &failing);
             async move {
+                // Asked again when its turn comes: the round may have taken
+                // a while (a peer's digest can take 10 s), and the margin
+                // covers only the write itself.
+                if !may_hand_off(&record.version, unix_ms(), grace) {
+                    return (record, 0);
+                }
                 let holding = futures::future::join_all(
                     owners
                         .iter()
@@ -169,6 +179,16 @@ pub async fn hand_off(
     Ok(())
 }
 
+/// Whether a record stamped at `version` may be handed off at `now_ms`: only
+/// if a delete newer than it cannot have been collected (its tombstone past
+/// the `grace` period) before the handoff's write reaches the replicas, which
+/// takes at most [`REPLICA_TIMEOUT`](crate::coordinator::REPLICA_TIMEOUT),
+/// well within `MARGIN`.
+pub fn may_hand_off(version: &Version, now_ms: u64, grace: Duration) -> bool {
+    let collected_before = now_ms.saturating_sub(grace.as_millis() as u64);
+    version.wall_ms >= collected_before.saturating_add(MARGIN.as_millis() as u64)
+}
+
 /// Writes `record` to `owner`; whether `owner` now holds it or a newer
 /// version. An owner in `failing` is not asked; one that fails joins it.
 async fn give(
@@ -207,6 +227,21 @@ mod tests {
 
     fn keys(held: &[Held]) -> Vec<&str> {
         held.iter().map(|(k, _)| k.as_str()).collect()
+    }
+
+    /// A record is handed off only while a delete newer than it must still
+    /// be on its replicas when the write arrives: younger than the grace
+    /// period by at least the margin, counted when it is sent.
+    #[test]
+    fn only_records_younger_than_the_grace_by_the_margin_are_handed_off() {
+        let grace = Duration::from_secs(60);
+        let now = 1_000_000;
+        let edge = now - 60_000 + MARGIN.as_millis() as u64;
+        assert!(may_hand_off(&Version::at(now), now, grace));
+        assert!(may_hand_off(&Version::at(edge), now, grace));
+        assert!(!may_hand_off(&Version::at(edge - 1), now, grace));
+        // Young enough when the round began is not enough ten seconds later.
+        assert!(!may_hand_off(&Version::at(edge), now + 10_000, grace));
     }
 
     #[test]
