@@ -227,7 +227,7 @@ impl Coordinator {
     }
 
     /// Makes `record` durable on `replica` (this node or another).
-    async fn store_on(self, replica: String, record: Record) -> ReplicaResult<Version> {
+    pub(crate) async fn store_on(self, replica: String, record: Record) -> ReplicaResult<Version> {
         let state = &self.state;
         if replica == state.name {
             let applied =
@@ -267,21 +267,12 @@ impl Coordinator {
         Ok(stored)
     }
 
-    /// [`Coordinator::store_on`], given up on after [`REPLICA_TIMEOUT`]: for
-    /// the writes no client waits on (read repair, and
-    /// [handoff](crate::handoff)).
-    pub(crate) async fn store_in_time(
+    /// What `replica` holds for `key`.
+    pub(crate) async fn read_from(
         self,
         replica: String,
-        record: Record,
-    ) -> ReplicaResult<Version> {
-        tokio::time::timeout(REPLICA_TIMEOUT, self.store_on(replica, record))
-            .await
-            .unwrap_or(Err(ReplicaError::TimedOut))
-    }
-
-    /// What `replica` holds for `key`.
-    async fn read_from(self, replica: String, key: String) -> ReplicaResult<Option<Record>> {
+        key: String,
+    ) -> ReplicaResult<Option<Record>> {
         if replica == self.state.name {
             // A read is quick and never waits for a writer: no blocking pool (see store.rs).
             return self
@@ -642,7 +633,7 @@ impl Coordinator {
                 let newest = newest.cloned().expect("stale implies a newest record");
                 let this = self.clone();
                 async move {
-                    let result = this.store_in_time(replica.clone(), newest.clone()).await;
+                    let result = in_time(this.store_on(replica.clone(), newest.clone())).await;
                     (replica, held, newest.version, result)
                 }
             },
@@ -684,7 +675,7 @@ impl Coordinator {
             };
             if behind {
                 debug!(%replica, key = %newest.key, "read repair after the answer");
-                let _ = self.clone().store_in_time(replica, newest.clone()).await;
+                let _ = in_time(self.clone().store_on(replica, newest.clone())).await;
             }
         }
     }
@@ -868,13 +859,17 @@ where
     let answers = answers.clone();
     let replica = replica.to_string();
     tokio::spawn(async move {
-        let result = match tokio::time::timeout(REPLICA_TIMEOUT, work).await {
-            Ok(result) => result,
-            Err(_) => Err(ReplicaError::TimedOut),
-        };
+        let result = in_time(work).await;
         // Nobody listening any more is fine.
         let _ = answers.send((replica, result)).await;
     });
+}
+
+/// `work` with one replica, given up on after [`REPLICA_TIMEOUT`].
+pub(crate) async fn in_time<T>(work: impl Future<Output = ReplicaResult<T>>) -> ReplicaResult<T> {
+    tokio::time::timeout(REPLICA_TIMEOUT, work)
+        .await
+        .unwrap_or(Err(ReplicaError::TimedOut))
 }
 
 /// Who has answered a fan-out so far.

@@ -28,9 +28,12 @@
 //!
 //! For the same reason, a record stamped before the tombstone grace period
 //! (`--tombstone-grace`, less `MARGIN`, counted when it would be sent) is not
-//! handed off: a delete newer than it may have been collected already.
+//! written anywhere: a delete newer than it may have been collected already.
 //! (Cassandra keeps its hints for less time than its grace period, for the
-//! same reason.) Such a record stays where it is.
+//! same reason.) The node *reads* the key from its replicas instead, and
+//! removes its copy if a quorum of them hold it or something newer: the usual
+//! case, a copy left behind by a scale-out. If not, it cannot tell a write its
+//! replicas missed from one deleted since, and the copy stays where it is.
 
 use std::{
     collections::HashSet,
@@ -43,7 +46,7 @@ use tracing::{debug, info};
 
 use crate::{
     Result,
-    coordinator::Coordinator,
+    coordinator::{Coordinator, in_time},
     placement::Ring,
     state::NodeState,
     store::Record,
@@ -85,8 +88,8 @@ impl Cursor {
 
 /// Hands off up to `PER_ROUND` of the records this node `held` (found in the
 /// round's pass over the store) to the replicas `ring` gives their keys, among
-/// the `alive` peers. Records too old to hand off ([`may_hand_off`]) stay
-/// where they are.
+/// the `alive` peers. Records too old to hand off ([`may_hand_off`]) are
+/// only looked for on the replicas.
 pub async fn hand_off(
     state: &Arc<NodeState>,
     ring: &Ring,
@@ -95,10 +98,6 @@ pub async fn hand_off(
     cursor: &mut Cursor,
 ) -> Result<()> {
     let grace = state.tombstone_grace;
-    let held: Vec<Held> = held
-        .into_iter()
-        .filter(|(_, version)| may_hand_off(version, unix_ms(), grace))
-        .collect();
     let keys: Vec<String> = cursor
         .next(held, PER_ROUND)
         .into_iter()
@@ -125,16 +124,14 @@ pub async fn hand_off(
                 .collect();
             let (coordinator, failing) = (&coordinator, &failing);
             async move {
-                // Asked again when its turn comes: the round may have taken
-                // a while (a peer's digest can take 10 s), and the margin
-                // covers only the write itself.
-                if !may_hand_off(&record.version, unix_ms(), grace) {
-                    return (record, 0);
-                }
+                // Judged when its turn comes, not when the round began: a
+                // round may take a while (a peer's digest can take 10 s), and
+                // the margin covers only the write itself.
+                let write = may_hand_off(&record.version, unix_ms(), grace);
                 let holding = futures::future::join_all(
                     owners
                         .iter()
-                        .map(|owner| give(coordinator, owner, &record, failing)),
+                        .map(|owner| holds(coordinator, owner, &record, write, failing)),
                 )
                 .await
                 .into_iter()
@@ -156,7 +153,7 @@ pub async fn hand_off(
     if done < tried {
         debug!(
             records = tried - done,
-            "records not yet on a quorum of their replicas; will try again"
+            "records not known to be on a quorum of their replicas; will try again"
         );
     }
     if done == 0 {
@@ -189,26 +186,33 @@ pub fn may_hand_off(version: &Version, now_ms: u64, grace: Duration) -> bool {
     version.wall_ms >= collected_before.saturating_add(MARGIN.as_millis() as u64)
 }
 
-/// Writes `record` to `owner`; whether `owner` now holds it or a newer
-/// version. An owner in `failing` is not asked; one that fails joins it.
-async fn give(
+/// Whether `owner` holds `record` or a newer version: after writing it there
+/// if `write`, else as `owner` answers a read. An owner in `failing` is not
+/// asked; one that fails joins it.
+async fn holds(
     coordinator: &Coordinator,
     owner: &str,
     record: &Record,
+    write: bool,
     failing: &Mutex<HashSet<String>>,
 ) -> bool {
     let failing_set = || failing.lock().expect("handoff's failing set poisoned");
     if failing_set().contains(owner) {
         return false;
     }
-    match coordinator
-        .clone()
-        .store_in_time(owner.to_string(), record.clone())
-        .await
-    {
-        Ok(stored) => stored >= record.version,
+    let (coordinator, owner_name) = (coordinator.clone(), owner.to_string());
+    let held = match write {
+        true => in_time(coordinator.store_on(owner_name, record.clone()))
+            .await
+            .map(Some),
+        false => in_time(coordinator.read_from(owner_name, record.key.clone()))
+            .await
+            .map(|held| held.map(|r| r.version)),
+    };
+    match held {
+        Ok(held) => held.is_some_and(|version| version >= record.version),
         Err(e) => {
-            debug!(%owner, key = %record.key, why = e.detail(), "handoff write failed");
+            debug!(%owner, key = %record.key, write, why = e.detail(), "handoff failed");
             failing_set().insert(owner.to_string());
             false
         }

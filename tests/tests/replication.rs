@@ -279,6 +279,53 @@ fn a_joining_node_receives_exactly_its_share_of_the_keys() {
     assert_eq!(out.json()["found"], true);
 }
 
+/// With a short tombstone grace, the copies a scale-out leaves on the older
+/// nodes soon become too old to hand off: a delete newer than them could have
+/// been collected, and writing them would bring it back. A node reads such a
+/// key from its replicas instead, and removes its copy once a quorum hold it,
+/// so the older nodes' key counts still fall to their share.
+#[test]
+fn copies_a_scale_out_leaves_behind_go_even_once_older_than_the_grace() {
+    let grace = ["--tombstone-grace", "10s"];
+    let mut cluster = TestCluster::start_with(3, &grace);
+    let keys: Vec<String> = (0..24).map(|i| format!("old-{i}")).collect();
+    let mut newest = 0;
+    for key in &keys {
+        let put = cluster
+            .client_to(0)
+            .args(["--json", "put", key, "v"])
+            .ok()
+            .json();
+        newest = newest.max(put["version"]["wall_ms"].as_u64().unwrap());
+    }
+    // The grace less handoff's margin of 5 s: older than that, no record is
+    // written anywhere by handoff.
+    wait_until("every write to be more than 5 s old", SETTLE, || {
+        node::version::unix_ms() > newest + 5_000
+    });
+
+    let n4 = cluster.add_node(&grace);
+    cluster.wait_formed();
+    let ring = Ring::new(cluster.nodes.iter().map(|n| n.name.clone()).collect(), 3);
+    let shares: Vec<u64> = cluster
+        .nodes
+        .iter()
+        .map(|n| keys.iter().filter(|k| ring.is_replica(k, &n.name)).count() as u64)
+        .collect();
+    assert!(shares[..n4].iter().any(|&share| share < keys.len() as u64));
+    let mut held = Vec::new();
+    let settled = tests::poll_until(SETTLE, || {
+        held = (0..=n4)
+            .map(|i| keys_on(&cluster, i).unwrap_or(0))
+            .collect();
+        held == shares
+    });
+    assert!(
+        settled,
+        "the nodes hold {held:?} keys, where their shares are {shares:?}"
+    );
+}
+
 #[test]
 fn a_node_killed_with_sigkill_still_has_every_write_it_acknowledged() {
     let mut cluster = TestCluster::start(1);
