@@ -113,7 +113,11 @@ impl Config {
         if let Some(name) = &self.nodes_dns {
             certs::flags::check_host_port("--nodes-dns", name)?;
         }
-        certs::flags::check_side_port("--dashboard", &self.dashboard, &self.listen)?;
+        if let Some(dashboard) = node::metrics::enabled(&self.dashboard) {
+            certs::flags::check_listen("--dashboard", dashboard, 8080)
+                .map_err(|e| format!("{e}, or off for none"))?;
+            certs::flags::check_side_port("--dashboard", dashboard, &self.listen)?;
+        }
         Ok(())
     }
 
@@ -153,5 +157,12 @@ mod tests {
             err.starts_with("--listen \"7000\" is not HOST:PORT"),
             "{err}"
         );
+        let err = check(&["--dashboard", "8080"]).unwrap_err();
+        assert!(
+            err.starts_with("--dashboard \"8080\" is not HOST:PORT")
+                && err.ends_with("or off for none"),
+            "{err}"
+        );
+        assert_eq!(check(&["--dashboard", "off"]), Ok(()));
     }
 }

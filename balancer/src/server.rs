@@ -133,7 +133,7 @@ pub async fn run(
         nodes = ?config.nodes(),
         nodes_dns = config.nodes_dns.as_deref().unwrap_or("none"),
         policy = %config.policy,
-        tls = ?config.serving.tls,
+        tls = %config.serving.tls,
         "balancer listening"
     );
     events.publish(

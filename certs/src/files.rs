@@ -148,6 +148,14 @@ fn read_error(path: &Path, source: std::io::Error) -> Error {
     let hint = match source.kind() {
         std::io::ErrorKind::NotFound => missing_file_hint(path),
         std::io::ErrorKind::PermissionDenied => "; check the file's owner and mode".into(),
+        // `--certs local/certs/admin.pem`: a file where the directory goes.
+        std::io::ErrorKind::NotADirectory => {
+            let dir = path.parent().unwrap_or(Path::new("."));
+            format!(
+                "; {} is a file: give --certs (or CLUSTERLAB_CERTS) the directory that holds it",
+                dir.display()
+            )
+        }
         _ => String::new(),
     };
     Error::File {
@@ -166,6 +174,13 @@ fn missing_file_hint(path: &Path) -> String {
         .file_stem()
         .and_then(|s| s.to_str())
         .unwrap_or_default();
+    // `--identity reader.pem` looks for reader.pem.pem.
+    if let Some(bare) = name
+        .strip_suffix(".pem")
+        .or_else(|| name.strip_suffix(".key"))
+    {
+        return format!("; give the name without the extension: --identity {bare}");
+    }
     if name == "ca" || name == "crl" || !dir.join("ca.pem").is_file() {
         // Most often the certificates exist, somewhere else: that fix comes first.
         return format!(
@@ -401,6 +416,22 @@ mod tests {
         let err = load_certs(&dir.path().join("missing").join("ca.pem")).unwrap_err();
         assert!(
             err.to_string().contains("clusterlab-certs init --out"),
+            "{err}"
+        );
+        // The file's name for the identity's, or a file for the directory.
+        let err = load_certs(&dir.path().join("admin.pem.pem")).unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with("; give the name without the extension: --identity admin"),
+            "{err}"
+        );
+        let file = dir.path().join("admin.pem");
+        let err = load_certs(&file.join("admin.pem")).unwrap_err();
+        assert!(
+            err.to_string().ends_with(&format!(
+                "; {} is a file: give --certs (or CLUSTERLAB_CERTS) the directory that holds it",
+                file.display()
+            )),
             "{err}"
         );
     }

@@ -180,8 +180,15 @@ pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
 /// Parses a duration from 0 to [`MAX_DURATION`], in humantime's syntax.
 pub fn duration(text: &str) -> Result<Duration, String> {
-    let duration = humantime::parse_duration(text).map_err(|e| {
-        format!("{text:?} is not a duration ({e}); write it like 500ms, 30s, 2m or 1h")
+    let duration = humantime::parse_duration(text).map_err(|_| {
+        // humantime's own words ("expected number at 0") are a parser's.
+        match text.trim().parse::<f64>() {
+            Ok(_) => format!(
+                "{text:?} has no unit; write {0}s (seconds), {0}ms or {0}m",
+                text.trim()
+            ),
+            Err(_) => format!("{text:?} is not a duration; write it like 500ms, 30s, 2m or 1h"),
+        }
     })?;
     match duration > MAX_DURATION {
         true => Err(format!(
@@ -481,11 +488,13 @@ mod tests {
 
     #[test]
     fn a_duration_says_how_to_write_one_and_stops_at_a_year() {
-        let error = positive_duration("abc").unwrap_err();
-        assert!(error.starts_with("\"abc\" is not a duration ("), "{error}");
-        assert!(
-            error.ends_with("write it like 500ms, 30s, 2m or 1h"),
-            "{error}"
+        assert_eq!(
+            positive_duration("abc").unwrap_err(),
+            r#""abc" is not a duration; write it like 500ms, 30s, 2m or 1h"#
+        );
+        assert_eq!(
+            duration("30").unwrap_err(),
+            r#""30" has no unit; write 30s (seconds), 30ms or 30m"#
         );
         assert_eq!(duration("365days"), Ok(MAX_DURATION));
         let error = positive_duration("100000000h").unwrap_err();

@@ -52,6 +52,16 @@ pub enum TlsMode {
     Plaintext,
 }
 
+/// As the flag spells it (`mtls`, `plaintext`), for log lines.
+impl std::fmt::Display for TlsMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TlsMode::Mtls => "mtls",
+            TlsMode::Plaintext => "plaintext",
+        })
+    }
+}
+
 /// The protocols offered in ALPN: gRPC runs over HTTP/2.
 const ALPN_H2: &[u8] = b"h2";
 
@@ -628,6 +638,15 @@ impl ServerCertVerifier for ServerIdentityVerifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A log line's `tls=` reads as the flag is written.
+    #[test]
+    fn a_tls_mode_shows_as_the_flag_spells_it() {
+        for mode in [TlsMode::Mtls, TlsMode::Plaintext] {
+            let flag = clap::ValueEnum::to_possible_value(&mode).unwrap();
+            assert_eq!(mode.to_string(), flag.get_name());
+        }
+    }
     use crate::{explain, pki};
 
     /// A balancer given another balancer's address as a node used to find it

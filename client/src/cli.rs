@@ -94,13 +94,15 @@ pub struct Global {
     #[arg(long, global = true, help_heading = OUTPUT_HEADING, env = "CLUSTERLAB_JSON")]
     pub json: bool,
 
-    /// Print each response's trace (who served it, what each replica did) on stderr.
+    /// Print each response's trace (who served it, what each replica did) on
+    /// stderr. (There is one level: -vv is -v.)
     #[arg(
         short,
         long,
         global = true,
         help_heading = OUTPUT_HEADING,
-        env = "CLUSTERLAB_VERBOSE"
+        env = "CLUSTERLAB_VERBOSE",
+        overrides_with = "verbose"
     )]
     pub verbose: bool,
 
@@ -163,7 +165,7 @@ pub enum Command {
     ///
     /// It talks to no server, so the connection flags (--addr, --certs,
     /// --identity, --tls, --timeout) do not apply, and it has no JSON form
-    /// (--json is noted and passed over; --pcap saves a capture for tools).
+    /// (--json is ignored; --pcap saves a capture for tools).
     Sniff(SniffArgs),
     /// Generate load with a live view: requests/s, errors, retries, latency
     /// percentiles and the share each node serves, then a summary.
@@ -288,8 +290,11 @@ pub struct PolicyArgs {
 #[derive(Debug, Args)]
 pub struct EventsArgs {
     /// Print the recent history and exit instead of following the live feed.
-    #[arg(long)]
+    #[arg(long, overrides_with = "follow")]
     pub no_follow: bool,
+    /// Follow the live feed (the default; after --no-follow, the last one given wins).
+    #[arg(long, overrides_with = "no_follow")]
+    pub follow: bool,
 }
 
 #[derive(Debug, Args)]
@@ -335,8 +340,8 @@ pub struct CheckArgs {
     #[arg(long, value_name = "N", value_parser = at_least_one)]
     pub keys: Option<u64>,
     /// Bytes per value. Each value starts with its own key and `=`, so a value
-    /// that turns up under the wrong key is caught: a smaller size still
-    /// writes those (about 30 bytes).
+    /// that turns up under the wrong key is caught; values are never shorter
+    /// than that (about 30 bytes), whatever the size asked for.
     #[arg(long, default_value_t = 64, value_parser = number_in(1..=1_048_576u32))]
     pub value_size: u32,
     /// Write quorum for every write (default: the cluster's).
@@ -410,6 +415,24 @@ mod tests {
     #[test]
     fn the_command_line_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    /// Habits from other tools work: `-vv`, and `events --follow` (the
+    /// default), the last of --follow and --no-follow winning.
+    #[test]
+    fn repeated_and_default_flags_are_taken() {
+        let no_follow = |args: &[&str]| {
+            let line = ["clusterlab", "-vv", "events"].iter().chain(args);
+            let cli = Cli::try_parse_from(line).unwrap();
+            assert!(cli.global.verbose);
+            match cli.command {
+                Command::Events(events) => events.no_follow,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert!(!no_follow(&["--follow"]));
+        assert!(no_follow(&["--follow", "--no-follow"]));
+        assert!(!no_follow(&["--no-follow", "--follow"]));
     }
 
     #[test]

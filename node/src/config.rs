@@ -107,8 +107,9 @@ pub struct Config {
     pub data_dir: PathBuf,
 
     /// Serve Prometheus metrics over plain HTTP at http://ADDR/metrics, say
-    /// 127.0.0.1:9100 (docker compose uses 0.0.0.0:9100). Off unless given:
-    /// nodes sharing a machine would each need a port of their own.
+    /// 127.0.0.1:9100 (docker compose uses 0.0.0.0:9100). Off unless given
+    /// (or given as `off`): nodes sharing a machine would each need a port of
+    /// their own.
     #[arg(long, env = "CLUSTERLAB_METRICS", value_name = "ADDR")]
     pub metrics: Option<String>,
 
@@ -177,7 +178,9 @@ impl Config {
         if let Some(addr) = &self.advertise {
             certs::flags::check_host_port("--advertise", addr)?;
         }
-        if let Some(metrics) = &self.metrics {
+        if let Some(metrics) = self.metrics.as_deref().and_then(crate::metrics::enabled) {
+            certs::flags::check_listen("--metrics", metrics, 9100)
+                .map_err(|e| format!("{e}, or off for none"))?;
             certs::flags::check_side_port("--metrics", metrics, &self.listen)?;
         }
         Ok(())
@@ -267,10 +270,11 @@ pub async fn auto_name() -> Result<String, String> {
             Err(e) => tried.push(format!("{}: {e}", addr.ip())),
         }
     }
-    Err(format!(
-        "no DNS name for {host}'s addresses ({})",
-        tried.join("; ")
-    ))
+    Err(match tried.is_empty() {
+        // Outside a container, a host name often resolves to 127.0.1.1 alone.
+        true => format!("{host} resolves to no address but loopback ones, which name nobody"),
+        false => format!("no DNS name for {host}'s addresses ({})", tried.join("; ")),
+    })
 }
 
 /// This machine's host name (in a container: its id).

@@ -142,7 +142,7 @@ pub async fn run(
         peers = ?peers,
         peers_dns = config.peers_dns.as_deref().unwrap_or("none"),
         replicas = replication.replicas,
-        tls = ?config.serving.tls,
+        tls = %config.serving.tls,
         data = %state.store.path().display(),
         identity = %state.identity.as_ref().map(|i| i.uri()).unwrap_or_else(|| "none".into()),
         "node listening"

@@ -532,6 +532,12 @@ fn flag_values_that_cannot_work_are_refused_at_start() {
         ),
         (
             "clusterlab-node",
+            "--metrics",
+            "9100",
+            "--metrics \"9100\" is not HOST:PORT",
+        ),
+        (
+            "clusterlab-node",
             "--replicas",
             "three",
             "\"three\" is not a whole number; choose 1 to 9",

@@ -47,13 +47,14 @@ struct Args {
     // is a list of addresses, not a count.
     /// How many nodes to start.
     #[arg(long, env = "CLUSTERLAB_LOCAL_NODES", default_value_t = 3,
-          value_parser = clap::value_parser!(u16).range(1..=9))]
+          value_parser = certs::flags::number_in(1..=MAX_NODES))]
     nodes: u16,
     /// Where certificates and data live.
     #[arg(long, env = "CLUSTERLAB_LOCAL_DIR", default_value = "local")]
     dir: PathBuf,
     /// The balancer's port; every other port is an offset from it (see `port_help`).
-    #[arg(long, env = "CLUSTERLAB_LOCAL_PORT", default_value_t = DEFAULT_PORT, help = port_help(DEFAULT_PORT))]
+    #[arg(long, env = "CLUSTERLAB_LOCAL_PORT", default_value_t = DEFAULT_PORT, help = port_help(DEFAULT_PORT),
+          value_parser = certs::flags::number_in(1024..=MAX_PORT))]
     port: u16,
     /// Delete the nodes' data first.
     #[arg(long, env = "CLUSTERLAB_LOCAL_FRESH")]
@@ -62,6 +63,11 @@ struct Args {
 
 /// The balancer's port unless `--port` says otherwise: DESIGN.md's 7000.
 const DEFAULT_PORT: u16 = 7000;
+/// The most nodes `--nodes` starts.
+const MAX_NODES: u16 = 9;
+/// The highest `--port` that leaves room for the ports above it (the last
+/// node's metrics); the lowest is 1024, below which ports need root.
+const MAX_PORT: u16 = u16::MAX - local_ports::METRICS - MAX_NODES;
 
 /// `--port`'s help, written from `local_ports` so it cannot drift from them.
 fn port_help(default: u16) -> String {
@@ -142,22 +148,16 @@ fn make_certificates(dir: &Path, nodes: &[String]) -> Result<(), String> {
 
 async fn run(args: Args) -> Result<(), String> {
     // Every port follows from --port, as 7000 gives 7101, 8080 and 9101.
-    let port = |offset: u16| match args.port.checked_add(offset) {
-        Some(port) => Ok(format!("127.0.0.1:{port}")),
-        None => Err(format!(
-            "--port {} is too high: the cluster uses ports up to {} above it",
-            args.port,
-            local_ports::METRICS + args.nodes
-        )),
-    };
-    let node_addrs = (1..=args.nodes)
+    // (--port is at most MAX_PORT, so none of these overflows.)
+    let port = |offset: u16| format!("127.0.0.1:{}", args.port + offset);
+    let node_addrs: Vec<String> = (1..=args.nodes)
         .map(|i| port(local_ports::NODES + i))
-        .collect::<Result<Vec<_>, _>>()?;
-    let metrics_addrs = (1..=args.nodes)
+        .collect();
+    let metrics_addrs: Vec<String> = (1..=args.nodes)
         .map(|i| port(local_ports::METRICS + i))
-        .collect::<Result<Vec<_>, _>>()?;
-    let balancer_addr = port(0)?;
-    let dashboard_addr = port(local_ports::DASHBOARD)?;
+        .collect();
+    let balancer_addr = port(0);
+    let dashboard_addr = port(local_ports::DASHBOARD);
     // Both checked before anything is touched: fresh certificates written over
     // those of a cluster that is still running would lock its clients out.
     let _lock = lock(&args.dir)?;
