@@ -226,8 +226,15 @@ impl Coordinator {
         rx
     }
 
-    /// Makes `record` durable on `replica` (this node or another).
-    pub(crate) async fn store_on(self, replica: String, record: Record) -> ReplicaResult<Version> {
+    /// Makes `record` durable on `replica` (this node or another). Another
+    /// node refuses it once `write_by` (Unix ms, by its clock) has passed, if
+    /// given: [handoff](crate::handoff)'s writes must not land late.
+    pub(crate) async fn store_on(
+        self,
+        replica: String,
+        record: Record,
+        write_by: Option<u64>,
+    ) -> ReplicaResult<Version> {
         let state = &self.state;
         if replica == state.name {
             let applied =
@@ -243,11 +250,16 @@ impl Coordinator {
             return Ok(applied.stored);
         }
         let mut client = self.peer(&replica)?;
-        let request = WriteRequest {
+        let mut request = tonic::Request::new(WriteRequest {
             record: Some(record.into()),
             request_id: String::new(),
             from: self.state.name.clone(),
-        };
+        });
+        if let Some(by) = write_by {
+            request
+                .metadata_mut()
+                .insert(proto::deadline::WRITE_BY_HEADER, by.into());
+        }
         let response = client.write(request).await.map_err(|status| {
             // A replica answers ABORTED to a write only when its version is taken.
             match status.code() {
@@ -449,7 +461,7 @@ impl Coordinator {
             n => format!("stamp {n} of at most {MAX_STAMPS}"),
         };
         let mut answers = self.fan_out(&plan.replicas, |this, replica| {
-            this.store_on(replica, record.clone())
+            this.store_on(replica, record.clone(), None)
         });
         let mut tally = Tally::new(&plan.replicas);
         let mut newer: Option<Version> = None;
@@ -633,7 +645,8 @@ impl Coordinator {
                 let newest = newest.cloned().expect("stale implies a newest record");
                 let this = self.clone();
                 async move {
-                    let result = in_time(this.store_on(replica.clone(), newest.clone())).await;
+                    let result =
+                        in_time(this.store_on(replica.clone(), newest.clone(), None)).await;
                     (replica, held, newest.version, result)
                 }
             },
@@ -675,7 +688,7 @@ impl Coordinator {
             };
             if behind {
                 debug!(%replica, key = %newest.key, "read repair after the answer");
-                let _ = in_time(self.clone().store_on(replica, newest.clone())).await;
+                let _ = in_time(self.clone().store_on(replica, newest.clone(), None)).await;
             }
         }
     }

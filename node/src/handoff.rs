@@ -30,10 +30,16 @@
 //! (`--tombstone-grace`, less `MARGIN`, counted when it would be sent) is not
 //! written anywhere: a delete newer than it may have been collected already.
 //! (Cassandra keeps its hints for less time than its grace period, for the
-//! same reason.) The node *reads* the key from its replicas instead, and
-//! removes its copy if a quorum of them hold it or something newer: the usual
-//! case, a copy left behind by a scale-out. If not, it cannot tell a write its
-//! replicas missed from one deleted since, and the copy stays where it is.
+//! same reason.) Nor may a write sent in time land late, held up at a paused
+//! or slowed replica: it carries the moment it must be applied by, and the
+//! replica refuses it after that. For an older record the node *reads* the
+//! key from its replicas instead, and removes its copy if a quorum of them
+//! hold it or something newer: the usual case, a copy left behind by a
+//! scale-out. If not, it cannot tell a write its replicas missed from one
+//! deleted since, and the copy stays where it is.
+//!
+//! The quorum is a majority of the key's replicas (N/2+1, fewer while the
+//! cluster is smaller than N), whatever `--write-quorum` says.
 
 use std::{
     collections::HashSet,
@@ -119,19 +125,21 @@ pub async fn hand_off(
             let owners: Vec<String> = ring
                 .replicas_of(&record.key)
                 .into_iter()
-                .filter(|owner| alive.contains(owner))
+                // (Never this node, which does not replicate the key: counted,
+                // its own copy would vouch for removing itself.)
+                .filter(|owner| alive.contains(owner) && *owner != state.name)
                 .map(String::from)
                 .collect();
             let (coordinator, failing) = (&coordinator, &failing);
             async move {
                 // Judged when its turn comes, not when the round began: a
-                // round may take a while (a peer's digest can take 10 s), and
-                // the margin covers only the write itself.
-                let write = may_hand_off(&record.version, unix_ms(), grace);
+                // round may take a while (a peer's digest can take 10 s).
+                let write_by = may_hand_off(&record.version, unix_ms(), grace)
+                    .then(|| write_by(&record.version, grace));
                 let holding = futures::future::join_all(
                     owners
                         .iter()
-                        .map(|owner| holds(coordinator, owner, &record, write, failing)),
+                        .map(|owner| holds(coordinator, owner, &record, write_by, failing)),
                 )
                 .await
                 .into_iter()
@@ -176,24 +184,33 @@ pub async fn hand_off(
     Ok(())
 }
 
-/// Whether a record stamped at `version` may be handed off at `now_ms`: only
-/// if a delete newer than it cannot have been collected (its tombstone past
-/// the `grace` period) before the handoff's write reaches the replicas, which
-/// takes at most [`REPLICA_TIMEOUT`](crate::coordinator::REPLICA_TIMEOUT),
-/// well within `MARGIN`.
+/// Whether a record stamped at `version` may still be written to its
+/// replicas at `now_ms`: until its `write_by`.
 pub fn may_hand_off(version: &Version, now_ms: u64, grace: Duration) -> bool {
-    let collected_before = now_ms.saturating_sub(grace.as_millis() as u64);
-    version.wall_ms >= collected_before.saturating_add(MARGIN.as_millis() as u64)
+    now_ms <= write_by(version, grace)
+}
+
+/// The moment (Unix ms) by which a handoff's write of a record stamped at
+/// `version` must be applied. Until then no delete newer than the record can
+/// have been collected: its tombstone, stamped later than `version`, is still
+/// within the `grace` period, with `MARGIN` to spare for clocks a little
+/// apart. The replica refuses the write after it, however long the write
+/// waited there (a pause, added latency).
+fn write_by(version: &Version, grace: Duration) -> u64 {
+    version
+        .wall_ms
+        .saturating_add(grace.as_millis() as u64)
+        .saturating_sub(MARGIN.as_millis() as u64)
 }
 
 /// Whether `owner` holds `record` or a newer version: after writing it there
-/// if `write`, else as `owner` answers a read. An owner in `failing` is not
-/// asked; one that fails joins it.
+/// if given a `write_by` to write it by, else as `owner` answers a read. An
+/// owner in `failing` is not asked; one that fails joins it.
 async fn holds(
     coordinator: &Coordinator,
     owner: &str,
     record: &Record,
-    write: bool,
+    write_by: Option<u64>,
     failing: &Mutex<HashSet<String>>,
 ) -> bool {
     let failing_set = || failing.lock().expect("handoff's failing set poisoned");
@@ -201,17 +218,18 @@ async fn holds(
         return false;
     }
     let (coordinator, owner_name) = (coordinator.clone(), owner.to_string());
-    let held = match write {
-        true => in_time(coordinator.store_on(owner_name, record.clone()))
+    let held = match write_by {
+        Some(by) => in_time(coordinator.store_on(owner_name, record.clone(), Some(by)))
             .await
             .map(Some),
-        false => in_time(coordinator.read_from(owner_name, record.key.clone()))
+        None => in_time(coordinator.read_from(owner_name, record.key.clone()))
             .await
             .map(|held| held.map(|r| r.version)),
     };
     match held {
         Ok(held) => held.is_some_and(|version| version >= record.version),
         Err(e) => {
+            let write = write_by.is_some();
             debug!(%owner, key = %record.key, write, why = e.detail(), "handoff failed");
             failing_set().insert(owner.to_string());
             false

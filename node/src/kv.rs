@@ -42,7 +42,7 @@ fn is_retry<T>(request: &Request<T>) -> bool {
 
 /// The moment a write must be stamped by, if its sender gave one
 /// ([`proto::deadline::WRITE_BY_HEADER`]).
-fn write_by<T>(request: &Request<T>) -> Option<u64> {
+pub(crate) fn write_by<T>(request: &Request<T>) -> Option<u64> {
     let value = request.metadata().get(proto::deadline::WRITE_BY_HEADER)?;
     value.to_str().ok()?.parse().ok()
 }

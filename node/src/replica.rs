@@ -51,9 +51,19 @@ impl Replica for ReplicaService {
         &self,
         request: Request<WriteRequest>,
     ) -> Result<Response<WriteResponse>, Status> {
+        let write_by = crate::kv::write_by(&request);
         let request = request.into_inner();
         self.state.faults.enter(Some(&request.from)).await?;
         request.validate()?;
+        // A handoff's write, held here (a pause, added latency) until a delete
+        // newer than it may have been collected: applied, it would bring the
+        // deleted value back (see crate::handoff).
+        if let Some(late) = write_by.and_then(proto::deadline::overdue) {
+            return Err(Status::deadline_exceeded(format!(
+                "{} received this write {late:?} after its deadline, and did not apply it",
+                self.state.name
+            )));
+        }
         let record = Record::from(request.record.unwrap_or_default());
         let applied = self.state.store.run(move |s| s.apply(&record)).await?;
         self.state.clock.observe(&applied.stored);
@@ -172,5 +182,59 @@ impl Replica for ReplicaService {
             records: records.into_iter().map(Into::into).collect(),
             more,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::Code;
+
+    use super::*;
+    use crate::version::{Version, unix_ms};
+
+    /// A write of `key` to be applied by `write_by`, as handoff sends one.
+    fn write(key: &str, write_by: u64) -> Request<WriteRequest> {
+        let record = Record {
+            key: key.into(),
+            version: Version::at(unix_ms()),
+            value: Some(b"v".to_vec()),
+            request_id: String::new(),
+        };
+        let mut request = Request::new(WriteRequest {
+            record: Some(record.into()),
+            request_id: String::new(),
+            from: "n2".into(),
+        });
+        request
+            .metadata_mut()
+            .insert(proto::deadline::WRITE_BY_HEADER, write_by.into());
+        request
+    }
+
+    /// A write held here past the moment it had to be applied by is refused
+    /// and changes nothing: a handoff's, landing late, could bring back a key
+    /// deleted meanwhile (crate::handoff).
+    #[tokio::test]
+    async fn a_write_past_its_deadline_is_refused_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = crate::in_process::node_state(dir.path());
+        let replica = ReplicaService::new(state.clone());
+
+        let late = replica.write(write("late", unix_ms() - 1_000)).await;
+        let refused = late.unwrap_err();
+        assert_eq!(refused.code(), Code::DeadlineExceeded, "{refused:?}");
+        assert!(
+            refused
+                .message()
+                .ends_with("after its deadline, and did not apply it"),
+            "{refused:?}"
+        );
+        assert!(state.store.get("late").unwrap().is_none());
+
+        replica
+            .write(write("in-time", unix_ms() + 60_000))
+            .await
+            .unwrap();
+        assert!(state.store.get("in-time").unwrap().is_some());
     }
 }
