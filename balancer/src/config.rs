@@ -113,11 +113,7 @@ impl Config {
         if let Some(name) = &self.nodes_dns {
             certs::flags::check_host_port("--nodes-dns", name)?;
         }
-        if let Some(dashboard) = node::metrics::enabled(&self.dashboard) {
-            certs::flags::check_listen("--dashboard", dashboard, 8080)
-                .map_err(|e| format!("{e}, or off for none"))?;
-            certs::flags::check_side_port("--dashboard", dashboard, &self.listen)?;
-        }
+        certs::flags::check_side("--dashboard", &self.dashboard, &self.listen, 8080)?;
         Ok(())
     }
 

@@ -50,7 +50,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     config.validate().map_err(anyhow::Error::msg)?;
     // Bound before anything starts: a busy port stops the start.
-    let dashboard_port = match metrics::enabled(&config.dashboard) {
+    let dashboard_port = match certs::flags::side_port(&config.dashboard) {
         Some(addr) => Some(node::bind("--dashboard", addr, 8080, node::Port::Side).await?),
         None => None,
     };

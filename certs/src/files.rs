@@ -149,13 +149,13 @@ fn read_error(path: &Path, source: std::io::Error) -> Error {
         std::io::ErrorKind::NotFound => missing_file_hint(path),
         std::io::ErrorKind::PermissionDenied => "; check the file's owner and mode".into(),
         // `--certs local/certs/admin.pem`: a file where the directory goes.
-        std::io::ErrorKind::NotADirectory => {
-            let dir = path.parent().unwrap_or(Path::new("."));
-            format!(
+        std::io::ErrorKind::NotADirectory => match path.ancestors().skip(1).find(|p| p.is_file()) {
+            Some(file) => format!(
                 "; {} is a file: give --certs (or CLUSTERLAB_CERTS) the directory that holds it",
-                dir.display()
-            )
-        }
+                file.display()
+            ),
+            None => String::new(),
+        },
         _ => String::new(),
     };
     Error::File {

@@ -182,12 +182,15 @@ pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 pub fn duration(text: &str) -> Result<Duration, String> {
     let duration = humantime::parse_duration(text).map_err(|_| {
         // humantime's own words ("expected number at 0") are a parser's.
-        match text.trim().parse::<f64>() {
-            Ok(_) => format!(
-                "{text:?} has no unit; write {0}s (seconds), {0}ms or {0}m",
-                text.trim()
-            ),
-            Err(_) => format!("{text:?} is not a duration; write it like 500ms, 30s, 2m or 1h"),
+        let number = text.trim();
+        let unitless = !number.is_empty()
+            && number.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+            && number.bytes().filter(|&b| b == b'.').count() <= 1;
+        match unitless {
+            true => {
+                format!("{text:?} has no unit; write {number}s (seconds), {number}ms or {number}m")
+            }
+            false => format!("{text:?} is not a duration; write it like 500ms, 30s, 2m or 1h"),
         }
     })?;
     match duration > MAX_DURATION {
@@ -231,7 +234,10 @@ pub fn whole_number<T>(text: &str) -> Result<T, String>
 where
     T: FromStr<Err = ParseIntError>,
 {
-    parse_whole(text).map_err(|problem| format!("{problem}; write one in digits, like 3"))
+    parse_whole(text).map_err(|problem| match problem {
+        Problem::NotDigits(problem) => format!("{problem}; write one in digits, like 3"),
+        Problem::OutOfRange(problem) => problem,
+    })
 }
 
 /// A parser for a whole number within `range`, for clap's `value_parser`:
@@ -247,7 +253,9 @@ where
         match parse_whole(text) {
             Ok(number) if range.contains(&number) => Ok(number),
             Ok(number) => Err(format!("{number} is out of range; {allowed}")),
-            Err(problem) => Err(format!("{problem}; {allowed}")),
+            Err(Problem::NotDigits(problem) | Problem::OutOfRange(problem)) => {
+                Err(format!("{problem}; {allowed}"))
+            }
         }
     }
 }
@@ -269,16 +277,51 @@ pub fn decimal(text: &str) -> Result<f64, String> {
         .map_err(|_| format!("{text:?} is not a number"))
 }
 
+/// What is wrong with a whole number.
+enum Problem {
+    /// Not written as one: empty, or a character other than digits.
+    NotDigits(String),
+    /// Written as one, but beyond what the flag's type holds.
+    OutOfRange(String),
+}
+
 /// What is wrong with `text` as a whole number, if anything.
-fn parse_whole<T>(text: &str) -> Result<T, String>
+fn parse_whole<T>(text: &str) -> Result<T, Problem>
 where
     T: FromStr<Err = ParseIntError>,
 {
     text.parse().map_err(|e: ParseIntError| match e.kind() {
-        IntErrorKind::Empty => "no number given".to_string(),
-        IntErrorKind::PosOverflow => format!("{text} is far too large"),
-        _ => format!("{text:?} is not a whole number"),
+        IntErrorKind::Empty => Problem::NotDigits("no number given".into()),
+        IntErrorKind::PosOverflow => Problem::OutOfRange(format!("{text} is far too large")),
+        // An unsigned type reads "-1" as an invalid digit.
+        _ if text
+            .strip_prefix('-')
+            .is_some_and(|digits| digits.parse::<u64>().is_ok()) =>
+        {
+            Problem::OutOfRange(format!("{text} is below zero"))
+        }
+        _ => Problem::NotDigits(format!("{text:?} is not a whole number")),
     })
+}
+
+/// A side port's address (`--metrics`, `--dashboard`), or `None` for `off`
+/// (or an empty value): the flag's way to turn the port off.
+pub fn side_port(addr: &str) -> Option<&str> {
+    match addr.trim() {
+        "" | "off" => None,
+        addr => Some(addr),
+    }
+}
+
+/// Checks a side port's flag: `off`, or an address to listen on
+/// ([`check_listen`]) that does not clash with `--listen`'s
+/// ([`check_side_port`]).
+pub fn check_side(flag: &str, side: &str, listen: &str, usual_port: u16) -> Result<(), String> {
+    let Some(side) = side_port(side) else {
+        return Ok(());
+    };
+    check_listen(flag, side, usual_port).map_err(|e| format!("{e}, or off for none"))?;
+    check_side_port(flag, side, listen)
 }
 
 /// Refuses a side port (`--metrics`, `--dashboard`) on the serving port
@@ -370,6 +413,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn off_turns_a_side_port_off() {
+        assert_eq!(side_port("off"), None);
+        assert_eq!(side_port(" "), None);
+        assert_eq!(side_port("127.0.0.1:9100"), Some("127.0.0.1:9100"));
+        assert_eq!(
+            check_side("--metrics", "off", "127.0.0.1:7100", 9100),
+            Ok(())
+        );
+    }
+
+    #[test]
     fn a_number_that_will_not_do_is_named_with_what_would() {
         let replicas = number_in(1..=9u32);
         assert_eq!(whole_number::<u32>("42"), Ok(42));
@@ -396,6 +450,14 @@ mod tests {
             (
                 replicas("99999999999").map(drop),
                 "99999999999 is far too large; choose 1 to 9".into(),
+            ),
+            (
+                whole_number::<u32>("99999999999").map(drop),
+                "99999999999 is far too large".into(),
+            ),
+            (
+                whole_number::<u32>("-1").map(drop),
+                "-1 is below zero".into(),
             ),
             (
                 fraction("1.5").map(drop),
@@ -495,6 +557,10 @@ mod tests {
         assert_eq!(
             duration("30").unwrap_err(),
             r#""30" has no unit; write 30s (seconds), 30ms or 30m"#
+        );
+        assert_eq!(
+            duration("-5").unwrap_err(),
+            r#""-5" is not a duration; write it like 500ms, 30s, 2m or 1h"#
         );
         assert_eq!(duration("365days"), Ok(MAX_DURATION));
         let error = positive_duration("100000000h").unwrap_err();

@@ -180,7 +180,7 @@ pub fn revoke(dir: &Path, name: &str) -> Result<Revocation> {
 /// Refuses a directory without a CA before anything is written in it (the
 /// lock file included): most likely `--out` names the wrong one.
 fn require_pki(dir: &Path) -> Result<()> {
-    match dir.join(files::CA_CERT).is_file() {
+    match exists(dir) {
         true => Ok(()),
         false => Err(Error::NoPki(crate::flags::shell_word(
             &dir.display().to_string(),

@@ -638,6 +638,7 @@ impl ServerCertVerifier for ServerIdentityVerifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{explain, pki};
 
     /// A log line's `tls=` reads as the flag is written.
     #[test]
@@ -647,7 +648,6 @@ mod tests {
             assert_eq!(mode.to_string(), flag.get_name());
         }
     }
-    use crate::{explain, pki};
 
     /// A balancer given another balancer's address as a node used to find it
     /// healthy and send it every request, each refused PERMISSION_DENIED.

@@ -178,10 +178,8 @@ impl Config {
         if let Some(addr) = &self.advertise {
             certs::flags::check_host_port("--advertise", addr)?;
         }
-        if let Some(metrics) = self.metrics.as_deref().and_then(crate::metrics::enabled) {
-            certs::flags::check_listen("--metrics", metrics, 9100)
-                .map_err(|e| format!("{e}, or off for none"))?;
-            certs::flags::check_side_port("--metrics", metrics, &self.listen)?;
+        if let Some(metrics) = &self.metrics {
+            certs::flags::check_side("--metrics", metrics, &self.listen, 9100)?;
         }
         Ok(())
     }
@@ -191,7 +189,7 @@ impl Config {
         let n = self.replicas as usize;
         let check = |flag: &str, quorum: Option<u32>| match quorum {
             Some(q) if q == 0 || q as usize > n => Err(format!(
-                "--{flag} {q} is outside 1 to {n} (--replicas); choose 1 to {n}"
+                "--{flag} {q} is out of range; choose 1 to {n} (--replicas)"
             )),
             q => Ok(q.map(|q| q as usize)),
         };
@@ -331,7 +329,7 @@ mod tests {
         );
         let err = parse(&["--write-quorum", "4"]).check().unwrap_err();
         assert!(
-            err.starts_with("--write-quorum 4 is outside 1 to 3"),
+            err.starts_with("--write-quorum 4 is out of range; choose 1 to 3"),
             "{err}"
         );
     }
@@ -379,7 +377,7 @@ mod tests {
         let err = parse(&["--replicas", "3", "--write-quorum", "4"])
             .replication()
             .unwrap_err();
-        assert!(err.contains("outside 1 to 3"), "{err}");
+        assert!(err.contains("out of range; choose 1 to 3"), "{err}");
         let ok = parse(&["--read-quorum", "1"]).replication().unwrap();
         assert_eq!(
             (ok.replicas, ok.read_quorum, ok.write_quorum),

@@ -35,7 +35,7 @@ impl Fault {
         }
         if !(0.0..=1.0).contains(&request.error_rate) {
             return Err(Status::invalid_argument(format!(
-                "error rate {} is outside 0.0 to 1.0",
+                "error rate {} is out of range; choose 0.0 to 1.0",
                 request.error_rate
             )));
         }
@@ -178,7 +178,11 @@ mod tests {
             ..Default::default()
         };
         let err = Fault::from_request(&request).unwrap_err();
-        assert!(err.message().contains("outside 0.0 to 1.0"), "{err}");
+        assert!(
+            err.message()
+                .ends_with("is out of range; choose 0.0 to 1.0"),
+            "{err}"
+        );
         let request = proto::SetFaultRequest {
             latency_ms: 200,
             drop_peer: "n2".into(),

@@ -32,14 +32,6 @@ use tracing::warn;
 /// What Prometheus expects from an OpenMetrics text exposition.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// `None` for `off` (or an empty value): the flag's way to turn a port off.
-pub fn enabled(addr: &str) -> Option<&str> {
-    match addr.trim() {
-        "" | "off" => None,
-        addr => Some(addr),
-    }
-}
-
 /// Serves `router` on `listener` until the task is aborted (with the rest of
 /// the process's background work). A failure is logged, not fatal: the
 /// cluster keeps serving without its side port. A path it does not serve is
@@ -343,12 +335,5 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
         }
         assert!(!text.contains("node_keys"), "{text}");
-    }
-
-    #[test]
-    fn off_turns_a_port_off() {
-        assert_eq!(enabled("off"), None);
-        assert_eq!(enabled(" "), None);
-        assert_eq!(enabled("127.0.0.1:9100"), Some("127.0.0.1:9100"));
     }
 }

@@ -53,7 +53,7 @@ pub async fn run(
     let replication = config.replication().map_err(anyhow::Error::msg)?;
     let peers = config.peer_addrs().map_err(anyhow::Error::msg)?;
     // Bound before anything starts: a busy port stops the start.
-    let metrics_port = match config.metrics.as_deref().and_then(metrics::enabled) {
+    let metrics_port = match config.metrics.as_deref().and_then(certs::flags::side_port) {
         Some(addr) => Some(crate::bind("--metrics", addr, 9100, crate::Port::Side).await?),
         None => None,
     };

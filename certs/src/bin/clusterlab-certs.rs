@@ -24,7 +24,12 @@ enum Command {
     /// revocation list `crl.pem`.
     Init {
         /// Directory to write into (created if missing).
-        #[arg(long, env = "CLUSTERLAB_CERTS", value_name = "DIR")]
+        #[arg(
+            long,
+            env = "CLUSTERLAB_CERTS",
+            value_name = "DIR",
+            default_value = "local/certs"
+        )]
         out: PathBuf,
         /// Replace an existing PKI. Every certificate of the old CA stops working;
         /// identities added with `issue` are left in DIR and named on stderr.
@@ -38,7 +43,12 @@ enum Command {
     /// Mint one more identity, signed by the CA in DIR.
     Issue {
         /// The PKI directory made by `init`.
-        #[arg(long, env = "CLUSTERLAB_CERTS", value_name = "DIR")]
+        #[arg(
+            long,
+            env = "CLUSTERLAB_CERTS",
+            value_name = "DIR",
+            default_value = "local/certs"
+        )]
         out: PathBuf,
         /// What the identity is for.
         #[arg(long, value_parser = ["client", "node", "balancer"])]
@@ -52,7 +62,12 @@ enum Command {
     /// and refuse that certificate from then on, on new and open connections.
     Revoke {
         /// The PKI directory made by `init`.
-        #[arg(long, env = "CLUSTERLAB_CERTS", value_name = "DIR")]
+        #[arg(
+            long,
+            env = "CLUSTERLAB_CERTS",
+            value_name = "DIR",
+            default_value = "local/certs"
+        )]
         out: PathBuf,
         /// The certificate to revoke: NAME.pem in DIR (e.g. writer).
         #[arg(value_parser = identity_name)]
