@@ -65,8 +65,9 @@ const PER_ROUND: usize = 256;
 /// Records being handed off at once.
 const AT_ONCE: usize = 16;
 /// How much younger than the tombstone grace period a record must be to be
-/// handed off: time for the write to reach the replicas before a tombstone
-/// newer than the record could be collected, with clocks a little apart.
+/// written to its replicas, and how long before the end of that period the
+/// replica must apply it: to spare for clocks a little apart, and for the
+/// apply after the replica checks the write's deadline.
 const MARGIN: Duration = Duration::from_secs(5);
 
 /// A record this node holds for a key it does not replicate: its key and the
