@@ -10,6 +10,12 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 
 use crate::{Error, Identity, Result};
 
+/// Where every program looks for the PKI unless given `--certs` (or
+/// `clusterlab-certs --out`): where `clusterlab-local` keeps it, and a
+/// directory git ignores. (Plain `certs` would be, from the repository's
+/// root, the certs crate's own sources.)
+pub const DEFAULT_DIR: &str = "local/certs";
+
 /// The CA certificate every process trusts.
 pub const CA_CERT: &str = "ca.pem";
 /// The CA's private key; only `clusterlab-certs` reads it.

@@ -65,7 +65,7 @@ pub struct Global {
         help_heading = CONNECTION_HEADING,
         env = "CLUSTERLAB_CERTS",
         value_name = "DIR",
-        default_value = "local/certs"
+        default_value = certs::files::DEFAULT_DIR
     )]
     pub certs: PathBuf,
 

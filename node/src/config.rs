@@ -139,7 +139,7 @@ pub struct Serving {
         long,
         env = "CLUSTERLAB_CERTS",
         value_name = "DIR",
-        default_value = "local/certs"
+        default_value = certs::files::DEFAULT_DIR
     )]
     pub certs: PathBuf,
 

@@ -28,7 +28,7 @@ enum Command {
             long,
             env = "CLUSTERLAB_CERTS",
             value_name = "DIR",
-            default_value = "local/certs"
+            default_value = certs::files::DEFAULT_DIR
         )]
         out: PathBuf,
         /// Replace an existing PKI. Every certificate of the old CA stops working;
@@ -47,7 +47,7 @@ enum Command {
             long,
             env = "CLUSTERLAB_CERTS",
             value_name = "DIR",
-            default_value = "local/certs"
+            default_value = certs::files::DEFAULT_DIR
         )]
         out: PathBuf,
         /// What the identity is for.
@@ -66,7 +66,7 @@ enum Command {
             long,
             env = "CLUSTERLAB_CERTS",
             value_name = "DIR",
-            default_value = "local/certs"
+            default_value = certs::files::DEFAULT_DIR
         )]
         out: PathBuf,
         /// The certificate to revoke: NAME.pem in DIR (e.g. writer).
