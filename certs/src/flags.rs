@@ -228,15 +228,30 @@ pub fn duration_at_least(
     }
 }
 
+/// An unsigned whole-number type a flag can hold: [`whole_number`] names its
+/// largest value when a number is beyond it.
+pub trait Whole: FromStr<Err = ParseIntError> + Display {
+    /// The largest value of the type.
+    const MAX: Self;
+}
+
+macro_rules! whole {
+    ($($t:ty),*) => {
+        $(impl Whole for $t {
+            const MAX: Self = <$t>::MAX;
+        })*
+    };
+}
+
+whole!(u8, u16, u32, u64, usize);
+
 /// Parses a whole number (a count, a quorum, a rate) with an error a person
 /// can act on: Rust's own says "invalid digit found in string".
-pub fn whole_number<T>(text: &str) -> Result<T, String>
-where
-    T: FromStr<Err = ParseIntError>,
-{
+pub fn whole_number<T: Whole>(text: &str) -> Result<T, String> {
     parse_whole(text).map_err(|problem| match problem {
         Problem::NotDigits(problem) => format!("{problem}; write one in digits, like 3"),
-        Problem::OutOfRange(problem) => problem,
+        Problem::TooLarge => format!("{text} is too large; the most is {}", T::MAX),
+        Problem::BelowZero => format!("{text} is below zero"),
     })
 }
 
@@ -246,16 +261,16 @@ pub fn number_in<T>(
     range: RangeInclusive<T>,
 ) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static
 where
-    T: FromStr<Err = ParseIntError> + PartialOrd + Display + Clone + Send + Sync + 'static,
+    T: Whole + PartialOrd + Clone + Send + Sync + 'static,
 {
     move |text| {
         let allowed = format!("choose {} to {}", range.start(), range.end());
         match parse_whole(text) {
             Ok(number) if range.contains(&number) => Ok(number),
-            Ok(number) => Err(format!("{number} is out of range; {allowed}")),
-            Err(Problem::NotDigits(problem) | Problem::OutOfRange(problem)) => {
-                Err(format!("{problem}; {allowed}"))
+            Ok(_) | Err(Problem::TooLarge | Problem::BelowZero) => {
+                Err(format!("{text} is out of range; {allowed}"))
             }
+            Err(Problem::NotDigits(problem)) => Err(format!("{problem}; {allowed}")),
         }
     }
 }
@@ -281,24 +296,23 @@ pub fn decimal(text: &str) -> Result<f64, String> {
 enum Problem {
     /// Not written as one: empty, or a character other than digits.
     NotDigits(String),
-    /// Written as one, but beyond what the flag's type holds.
-    OutOfRange(String),
+    /// Written as one, but beyond the largest the flag's type holds.
+    TooLarge,
+    /// Written as one, with a minus sign.
+    BelowZero,
 }
 
 /// What is wrong with `text` as a whole number, if anything.
-fn parse_whole<T>(text: &str) -> Result<T, Problem>
-where
-    T: FromStr<Err = ParseIntError>,
-{
+fn parse_whole<T: Whole>(text: &str) -> Result<T, Problem> {
     text.parse().map_err(|e: ParseIntError| match e.kind() {
         IntErrorKind::Empty => Problem::NotDigits("no number given".into()),
-        IntErrorKind::PosOverflow => Problem::OutOfRange(format!("{text} is far too large")),
+        IntErrorKind::PosOverflow => Problem::TooLarge,
         // An unsigned type reads "-1" as an invalid digit.
-        _ if text
-            .strip_prefix('-')
-            .is_some_and(|digits| digits.parse::<u64>().is_ok()) =>
+        _ if text.strip_prefix('-').is_some_and(|digits| {
+            !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+        }) =>
         {
-            Problem::OutOfRange(format!("{text} is below zero"))
+            Problem::BelowZero
         }
         _ => Problem::NotDigits(format!("{text:?} is not a whole number")),
     })
@@ -449,11 +463,19 @@ mod tests {
             ),
             (
                 replicas("99999999999").map(drop),
-                "99999999999 is far too large; choose 1 to 9".into(),
+                "99999999999 is out of range; choose 1 to 9".into(),
             ),
             (
                 whole_number::<u32>("99999999999").map(drop),
-                "99999999999 is far too large".into(),
+                "99999999999 is too large; the most is 4294967295".into(),
+            ),
+            (
+                whole_number::<u8>("300").map(drop),
+                "300 is too large; the most is 255".into(),
+            ),
+            (
+                replicas("-1").map(drop),
+                "-1 is out of range; choose 1 to 9".into(),
             ),
             (
                 whole_number::<u32>("-1").map(drop),

@@ -121,7 +121,7 @@ pub async fn hand_off(
     // stopped would hold every record up for the whole timeout.
     let failing = Mutex::new(HashSet::new());
     let coordinator = Coordinator::new(state.clone());
-    let outcomes: Vec<(Record, usize)> = futures::stream::iter(records.into_iter().flatten())
+    let outcomes: Vec<Outcome> = futures::stream::iter(records.into_iter().flatten())
         .map(|record| {
             let owners: Vec<String> = ring
                 .replicas_of(&record.key)
@@ -146,19 +146,25 @@ pub async fn hand_off(
                 .into_iter()
                 .filter(|&holds| holds)
                 .count();
-                (record, holding)
+                Outcome {
+                    record,
+                    holding,
+                    written: write_by.is_some(),
+                }
             }
         })
         .buffer_unordered(AT_ONCE)
         .collect()
         .await;
     let tried = outcomes.len();
-    let handed: Vec<Held> = outcomes
+    let (handed, written): (Vec<Held>, Vec<bool>) = outcomes
         .into_iter()
-        .filter(|(_, holding)| *holding >= quorum)
-        .map(|(record, _)| (record.key, record.version))
-        .collect();
+        .filter(|o| o.holding >= quorum)
+        .map(|o| ((o.record.key, o.record.version), o.written))
+        .unzip();
     let done = handed.len();
+    let written = written.into_iter().filter(|&w| w).count();
+    let found = done - written;
     if done < tried {
         debug!(
             records = tried - done,
@@ -172,17 +178,34 @@ pub async fn hand_off(
     let records = if done == 1 { "record" } else { "records" };
     info!(
         records = done,
-        removed, "handed off records held for keys this node no longer replicates"
+        written, found, removed, "handed off records held for keys this node no longer replicates"
     );
+    let how = match (written, found) {
+        (_, 0) => "written there by this node".to_string(),
+        (0, _) => "too old to write, and found there already".to_string(),
+        _ => format!(
+            "{written} written there by this node, {found} too old to write and found there \
+             already"
+        ),
+    };
     state.events.publish(
         "repair.handed_off",
         &state.name,
         format!(
             "{done} {records} held here for keys this node no longer replicates are now on \
-             a quorum ({quorum}) of their replicas, and no longer here"
+             a quorum ({quorum}) of their replicas ({how}), and no longer here"
         ),
     );
     Ok(())
+}
+
+/// What handing off one record came to.
+struct Outcome {
+    record: Record,
+    /// How many of its key's replicas hold it or a newer version.
+    holding: usize,
+    /// Whether it was written to them, or only looked for (too old to write).
+    written: bool,
 }
 
 /// Whether a record stamped at `version` may still be written to its

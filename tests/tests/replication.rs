@@ -279,6 +279,55 @@ fn a_joining_node_receives_exactly_its_share_of_the_keys() {
     assert_eq!(out.json()["found"], true);
 }
 
+/// Two nodes join at the same moment, each told only of the first three
+/// (as `docker compose up --scale node=5` does): they must learn of each other
+/// through the others, and every node, old or new, must end with exactly its
+/// share of the five-node ring, with no key under-replicated.
+#[test]
+fn two_nodes_joining_at_once_each_end_with_exactly_their_share() {
+    let mut cluster = TestCluster::start(3);
+    let prefix = load(&cluster, 1500);
+    let keys = all_keys(&cluster, 0, &prefix);
+
+    let first_three: Vec<String> = cluster.nodes.iter().map(|n| n.addr.to_string()).collect();
+    let n4 = cluster.add_node_with_peers(&[], first_three.clone());
+    let n5 = cluster.add_node_with_peers(&[], first_three);
+    cluster.wait_formed();
+    let ring = Ring::new(cluster.nodes.iter().map(|n| n.name.clone()).collect(), 3);
+    let shares: Vec<u64> = cluster
+        .nodes
+        .iter()
+        .map(|n| keys.iter().filter(|k| ring.is_replica(k, &n.name)).count() as u64)
+        .collect();
+    assert!(
+        shares
+            .iter()
+            .all(|&share| share > 0 && share < keys.len() as u64)
+    );
+    let mut held = Vec::new();
+    let settled = tests::poll_until(SETTLE, || {
+        held = (0..=n5)
+            .map(|i| keys_on(&cluster, i).unwrap_or(0))
+            .collect();
+        held == shares
+    });
+    assert!(
+        settled,
+        "the nodes hold {held:?} keys, where their shares are {shares:?}"
+    );
+    wait_until("repair to settle everywhere", SETTLE, || {
+        (0..=n5).all(|i| cluster.status(i).is_ok_and(|s| s.under_replicated == 0))
+    });
+    // Every key is still there, read through each newcomer from all three replicas.
+    for newcomer in [n4, n5] {
+        let out = cluster
+            .client_to(newcomer)
+            .args(["--json", "get", &keys[keys.len() / 2], "--r", "3"])
+            .ok();
+        assert_eq!(out.json()["found"], true);
+    }
+}
+
 /// With a short tombstone grace, the copies a scale-out leaves on the older
 /// nodes soon become too old to hand off: a delete newer than them could have
 /// been collected, and writing them would bring it back. A node reads such a
@@ -323,6 +372,22 @@ fn copies_a_scale_out_leaves_behind_go_even_once_older_than_the_grace() {
     assert!(
         settled,
         "the nodes hold {held:?} keys, where their shares are {shares:?}"
+    );
+    // Found on their replicas by reading, not written there again.
+    let reads: Vec<String> = (0..n4)
+        .flat_map(|i| {
+            let addr = cluster.nodes[i].addr.to_string();
+            tests::event_history(&cluster.certs, &addr).unwrap()
+        })
+        .filter(|e| e.kind == "repair.handed_off")
+        .map(|e| e.message)
+        .collect();
+    assert!(
+        !reads.is_empty()
+            && reads
+                .iter()
+                .all(|m| m.contains("too old to write, and found there already")),
+        "{reads:?}"
     );
 }
 
