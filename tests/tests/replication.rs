@@ -162,6 +162,32 @@ fn load(cluster: &TestCluster, n: u64) -> String {
     json["prefix"].as_str().unwrap().to_string()
 }
 
+/// How many of `keys` each node replicates, in the ring of every node started.
+fn shares_of(cluster: &TestCluster, keys: &[String]) -> Vec<u64> {
+    let ring = Ring::new(cluster.nodes.iter().map(|n| n.name.clone()).collect(), 3);
+    cluster
+        .nodes
+        .iter()
+        .map(|n| keys.iter().filter(|k| ring.is_replica(k, &n.name)).count() as u64)
+        .collect()
+}
+
+/// Waits until every node holds exactly its share of the keys: the new nodes
+/// have received theirs, and the older ones have handed off the rest.
+fn wait_for_shares(cluster: &TestCluster, shares: &[u64]) {
+    let mut held = Vec::new();
+    let settled = tests::poll_until(SETTLE, || {
+        held = (0..cluster.nodes.len())
+            .map(|i| keys_on(cluster, i).unwrap_or(0))
+            .collect();
+        held == shares
+    });
+    assert!(
+        settled,
+        "the nodes hold {held:?} keys, where their shares are {shares:?}"
+    );
+}
+
 #[test]
 fn copies_are_restored_after_a_death_so_a_second_death_loses_nothing() {
     let mut cluster = TestCluster::start_with(4, &["--dead-after", "2s"]);
@@ -259,15 +285,10 @@ fn a_joining_node_receives_exactly_its_share_of_the_keys() {
 
     let n4 = cluster.add_node(&[]);
     cluster.wait_formed();
-    let ring = Ring::new(cluster.nodes.iter().map(|n| n.name.clone()).collect(), 3);
-    let share = keys.iter().filter(|k| ring.is_replica(k, "n4")).count() as u64;
+    let shares = shares_of(&cluster, &keys);
     // About three quarters with N=3 of 4; it must not simply copy everything.
-    assert!(share > 0 && share < keys.len() as u64);
-    let mut held = 0;
-    wait_until("n4 to hold its share of the keys", SETTLE, || {
-        held = keys_on(&cluster, n4).unwrap_or(0);
-        held == share
-    });
+    assert!(shares[n4] > 0 && shares[n4] < keys.len() as u64);
+    wait_for_shares(&cluster, &shares);
     wait_until("repair to settle everywhere", SETTLE, || {
         (0..4).all(|i| cluster.status(i).is_ok_and(|s| s.under_replicated == 0))
     });
@@ -293,28 +314,13 @@ fn two_nodes_joining_at_once_each_end_with_exactly_their_share() {
     let n4 = cluster.add_node_with_peers(&[], first_three.clone());
     let n5 = cluster.add_node_with_peers(&[], first_three);
     cluster.wait_formed();
-    let ring = Ring::new(cluster.nodes.iter().map(|n| n.name.clone()).collect(), 3);
-    let shares: Vec<u64> = cluster
-        .nodes
-        .iter()
-        .map(|n| keys.iter().filter(|k| ring.is_replica(k, &n.name)).count() as u64)
-        .collect();
+    let shares = shares_of(&cluster, &keys);
     assert!(
         shares
             .iter()
             .all(|&share| share > 0 && share < keys.len() as u64)
     );
-    let mut held = Vec::new();
-    let settled = tests::poll_until(SETTLE, || {
-        held = (0..=n5)
-            .map(|i| keys_on(&cluster, i).unwrap_or(0))
-            .collect();
-        held == shares
-    });
-    assert!(
-        settled,
-        "the nodes hold {held:?} keys, where their shares are {shares:?}"
-    );
+    wait_for_shares(&cluster, &shares);
     wait_until("repair to settle everywhere", SETTLE, || {
         (0..=n5).all(|i| cluster.status(i).is_ok_and(|s| s.under_replicated == 0))
     });
@@ -355,24 +361,9 @@ fn copies_a_scale_out_leaves_behind_go_even_once_older_than_the_grace() {
 
     let n4 = cluster.add_node(&grace);
     cluster.wait_formed();
-    let ring = Ring::new(cluster.nodes.iter().map(|n| n.name.clone()).collect(), 3);
-    let shares: Vec<u64> = cluster
-        .nodes
-        .iter()
-        .map(|n| keys.iter().filter(|k| ring.is_replica(k, &n.name)).count() as u64)
-        .collect();
+    let shares = shares_of(&cluster, &keys);
     assert!(shares[..n4].iter().any(|&share| share < keys.len() as u64));
-    let mut held = Vec::new();
-    let settled = tests::poll_until(SETTLE, || {
-        held = (0..=n4)
-            .map(|i| keys_on(&cluster, i).unwrap_or(0))
-            .collect();
-        held == shares
-    });
-    assert!(
-        settled,
-        "the nodes hold {held:?} keys, where their shares are {shares:?}"
-    );
+    wait_for_shares(&cluster, &shares);
     // Found on their replicas by reading, not written there again.
     let reads: Vec<String> = (0..n4)
         .flat_map(|i| {
