@@ -11,7 +11,9 @@
 //!   SIGSTOPped node) or NOT_SERVING ejects it; the first good answer brings it
 //!   back into rotation.
 //! - **passive**: a forwarded request whose connection is refused or reset
-//!   ejects the node at once, without waiting for the next check. So do
+//!   ejects the node at once, without waiting for the next check. So does a
+//!   node shutting down gracefully (it sent GOAWAY), but the reads it took
+//!   wait for its answers ([`Waiting`]). So do
 //!   [`FAILURES_TO_EJECT`] requests in a row that the node failed to serve
 //!   (`UNAVAILABLE`, `INTERNAL`, ...: [`is_outlier_failure`]) and another node
 //!   then served, while its health checks still pass: this is *outlier
@@ -46,7 +48,7 @@ use tonic_health::pb::{
 };
 use tracing::{info, warn};
 
-use crate::connection::{Http2, NodeConnection};
+use crate::connection::{Http2, NodeConnection, is_shutting_down};
 
 /// A health check not answered within this counts as failed. With checks every
 /// 500 ms, a node that stops answering is ejected within 1.5 s.
@@ -63,6 +65,16 @@ pub const MAX_HOLD: Duration = Duration::from_secs(30);
 /// An outlier ejection this long after the previous one starts again at
 /// [`FIRST_HOLD`]: the node has behaved in between.
 const OUTLIER_MEMORY: Duration = Duration::from_secs(60);
+
+/// What the reads waiting on a node's answers do when it is ejected
+/// ([`Backend::ejection`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waiting {
+    /// Give up on it and go to another node: it hung, or is failing.
+    GiveUp,
+    /// Wait on: it is shutting down gracefully, and answers what it took.
+    Stay,
+}
 
 /// A backend's health, as the balancer sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -248,7 +260,7 @@ impl Backend {
              held out for {}s before health checks may return it",
             hold.as_secs()
         );
-        self.take_out(reason, Some(Instant::now() + hold), events)
+        self.take_out(reason, Some(Instant::now() + hold), Waiting::GiveUp, events)
     }
 
     /// Puts the node back into rotation (or in for the first time), unless
@@ -307,14 +319,36 @@ impl Backend {
     /// Takes the node out of rotation because of `reason`. A node that has
     /// never been in rotation is not ejected: it goes on waiting, and the
     /// reason is logged when it changes (a node still starting is no news).
-    pub fn eject(&self, reason: String, events: &Events) {
-        self.take_out(reason, None, events);
+    /// Nor is one ejected again: while it is out, the reason is brought up to
+    /// date (a node that said it was shutting down, and is now not reachable).
+    ///
+    /// `waiting` says what the reads waiting on the node's answers do.
+    pub fn eject(&self, reason: String, waiting: Waiting, events: &Events) {
+        self.take_out(reason, None, waiting, events);
     }
 
     /// [`Backend::eject`], with an outlier's hold. True if it was in rotation.
-    fn take_out(&self, reason: String, held_until: Option<Instant>, events: &Events) -> bool {
+    fn take_out(
+        &self,
+        reason: String,
+        held_until: Option<Instant>,
+        waiting: Waiting,
+        events: &Events,
+    ) -> bool {
         let mut health = self.health.lock().expect("health poisoned");
         match &mut *health {
+            // An outlier's reason (the failures, the hold) stays until it is back.
+            Health::Ejected {
+                reason: last,
+                held_until: None,
+                ..
+            } => {
+                if *last != reason {
+                    info!(node = %self.name(), addr = %self.addr, %reason, "backend still out of rotation");
+                    *last = reason;
+                }
+                return false;
+            }
             Health::Ejected { .. } => return false,
             Health::Waiting { reason: last } => {
                 if last.as_ref() != Some(&reason) {
@@ -331,7 +365,9 @@ impl Backend {
             held_until,
         };
         drop(health);
-        self.ejected.notify_waiters();
+        if waiting == Waiting::GiveUp {
+            self.ejected.notify_waiters();
+        }
         self.ejections.fetch_add(1, Ordering::Relaxed);
         let name = self.name();
         warn!(node = %name, addr = %self.addr, %reason, "backend ejected");
@@ -379,10 +415,14 @@ impl Backend {
         Ok((status, events))
     }
 
-    /// One active health check: Ok, or why it failed.
-    async fn check(&self) -> Result<(), String> {
+    /// One active health check: Ok, or why it failed and what the reads
+    /// waiting on the node should do.
+    async fn check(&self) -> Result<(), (String, Waiting)> {
         let check = async {
-            let connection = self.connection.ready().await?;
+            let mut connection = self.connection.ready().await?;
+            // Our own failure (a node shutting down, say), not tonic's
+            // "Service was not ready" around it.
+            tower::ServiceExt::ready(&mut connection).await?;
             let request = HealthCheckRequest {
                 service: String::new(),
             };
@@ -391,20 +431,28 @@ impl Backend {
                 .await
         };
         match tokio::time::timeout(CHECK_TIMEOUT, check).await {
-            Err(_) => Err(format!(
-                "health check not answered within {CHECK_TIMEOUT:?}"
+            Err(_) => Err((
+                format!("health check not answered within {CHECK_TIMEOUT:?}"),
+                Waiting::GiveUp,
             )),
-            Ok(Err(status)) => Err(format!("health check failed: {}", status.message())),
+            Ok(Err(status)) if is_shutting_down(&status) => {
+                Err((status.message().to_string(), Waiting::Stay))
+            }
+            Ok(Err(status)) => Err((
+                format!("health check failed: {}", status.message()),
+                Waiting::GiveUp,
+            )),
             Ok(Ok(answer)) if answer.get_ref().status == ServingStatus::Serving as i32 => {
                 if *self.name() == *self.addr {
                     self.ask_name().await;
                 }
                 Ok(())
             }
-            Ok(Ok(_)) => Err(
+            Ok(Ok(_)) => Err((
                 "node reports NOT_SERVING (starting, shutting down, or paused by `clusterlab fault --pause`)"
                     .into(),
-            ),
+                Waiting::GiveUp,
+            )),
         }
     }
 }
@@ -605,7 +653,7 @@ async fn check_forever(backend: Arc<Backend>, events: Events, interval: Duration
         ticker.tick().await;
         match backend.check().await {
             Ok(()) => backend.mark_healthy(&events),
-            Err(reason) => backend.eject(reason, &events),
+            Err((reason, waiting)) => backend.eject(reason, waiting, &events),
         }
     }
 }
@@ -696,6 +744,40 @@ mod tests {
             assert!(!node.failed(&failure, || Some(()), &events));
         }
         assert!(node.failed(&failure, || Some(()), &events));
+    }
+
+    /// A node shutting down answers the reads it took: they wait for it when
+    /// it is ejected. From a node that hung they go elsewhere.
+    #[test]
+    fn reads_wait_on_a_node_shutting_down_and_give_up_on_one_that_hung() {
+        let events = Events::new("balancer");
+        for (waiting, gives_up) in [(Waiting::Stay, false), (Waiting::GiveUp, true)] {
+            let node = backend();
+            node.mark_healthy(&events);
+            let mut ejection = std::pin::pin!(node.ejection());
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            assert!(ejection.as_mut().poll(&mut cx).is_pending());
+            node.eject("why".into(), waiting, &events);
+            let woken = ejection.as_mut().poll(&mut cx).is_ready();
+            assert_eq!(woken, gives_up, "{waiting:?}");
+        }
+    }
+
+    /// Once out, a node is not ejected again, but the reason status shows is
+    /// the latest: a node that said it was shutting down, then cannot be reached.
+    #[test]
+    fn while_out_the_reason_is_brought_up_to_date_without_another_ejection() {
+        let events = Events::new("balancer");
+        let node = backend();
+        node.mark_healthy(&events);
+        node.eject("it is shutting down".into(), Waiting::Stay, &events);
+        node.eject("cannot reach it".into(), Waiting::GiveUp, &events);
+        let Health::Ejected { reason, .. } = node.health() else {
+            panic!("not ejected: {:?}", node.health());
+        };
+        assert_eq!(reason, "cannot reach it");
+        assert_eq!(node.ejections.load(Ordering::Relaxed), 1);
+        assert_eq!(kinds(&events), ["backend.healthy", "backend.ejected"]);
     }
 
     #[test]

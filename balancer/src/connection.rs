@@ -386,13 +386,23 @@ impl http_body::Body for ResponseBody {
 /// An HTTP/2 error as a status. A node refusing or resetting one request (an
 /// error code for that stream alone) is worth a retry elsewhere; anything else,
 /// such as an I/O error or a GOAWAY, means the connection is broken or closing,
-/// so it is a connection failure and the node is ejected at once.
+/// so it is a connection failure and the node is ejected at once. A GOAWAY
+/// without an error is a node shutting down gracefully
+/// ([`is_shutting_down`]), and the failure says so.
 ///
 /// `maybe_tls`: over plaintext, a connection that breaks before the node
 /// ever answered is most likely a TLS node hanging up on an HTTP/2 preface it
 /// cannot read, and the failure says so.
 fn h2_failure(addr: &str, e: h2::Error, maybe_tls: bool) -> Status {
-    if e.reason().is_some() && !e.is_go_away() && !e.is_io() {
+    if e.is_go_away() && e.is_remote() && e.reason() == Some(h2::Reason::NO_ERROR) {
+        failed(
+            format!(
+                "{addr} is shutting down: it sent GOAWAY, so it takes no new requests and \
+                 finishes those it has"
+            ),
+            Failure::ShuttingDown,
+        )
+    } else if e.reason().is_some() && !e.is_go_away() && !e.is_io() {
         Status::unavailable(format!("{addr} refused or reset the request: {e}"))
     } else if maybe_tls {
         connection_failed(format!(
@@ -410,9 +420,20 @@ fn h2_failure(addr: &str, e: h2::Error, maybe_tls: bool) -> Status {
 #[derive(Debug)]
 pub struct ConnectionFailed {
     status: Status,
+    how: Failure,
+}
+
+/// How a node's connection failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// It could not be made, or it broke: refused, reset, closed.
+    Broke,
     /// The node stopped answering (a ping went unanswered) rather than
     /// hanging up: it may still be alive, and may yet act on what it was sent.
-    hung: bool,
+    Hung,
+    /// The node said it is going away (GOAWAY, no error): it takes no new
+    /// requests, and answers those it has before it closes the connection.
+    ShuttingDown,
 }
 
 impl fmt::Display for ConnectionFailed {
@@ -430,27 +451,40 @@ impl Error for ConnectionFailed {
 /// An UNAVAILABLE status marked as a connection failure: `message` says
 /// whether the node could not be reached or its connection broke.
 fn connection_failed(message: String) -> Status {
+    failed(message, Failure::Broke)
+}
+
+/// An UNAVAILABLE status with `message`, marked as a connection failure of
+/// the kind `how`.
+fn failed(message: String, how: Failure) -> Status {
     let status = Status::unavailable(message);
     // `from_error` finds the status in the chain and keeps the chain as its source.
-    Status::from_error(Box::new(ConnectionFailed {
-        status,
-        hung: false,
-    }))
+    Status::from_error(Box::new(ConnectionFailed { status, how }))
 }
 
 /// The connection failure of a request whose node stopped answering pings.
 fn hung(addr: &str, timeout: Duration) -> Status {
-    let status = Status::unavailable(format!(
-        "lost the connection to {addr}: it stopped answering (no answer to a ping within {timeout:?})"
-    ));
-    Status::from_error(Box::new(ConnectionFailed { status, hung: true }))
+    failed(
+        format!(
+            "lost the connection to {addr}: it stopped answering (no answer to a ping within \
+             {timeout:?})"
+        ),
+        Failure::Hung,
+    )
 }
 
 /// Whether a request failed because its node stopped answering while it
 /// waited: a node that hangs (SIGSTOP, a long pause) may still act on the
 /// request when it wakes, unlike one whose connection was refused or reset.
 pub fn is_hung(status: &Status) -> bool {
-    connection_failure(status).is_some_and(|failed| failed.hung)
+    connection_failure(status).is_some_and(|failed| failed.how == Failure::Hung)
+}
+
+/// Whether a request failed because its node is shutting down gracefully: it
+/// sent GOAWAY, and took no new requests after it. The node did not fail; the
+/// requests it took before it are still being answered.
+pub fn is_shutting_down(status: &Status) -> bool {
+    connection_failure(status).is_some_and(|failed| failed.how == Failure::ShuttingDown)
 }
 
 /// Did `status` come from a failed connection rather than from the node?

@@ -31,9 +31,9 @@ use tonic::{Status, body::Body, server::NamedService};
 use tower::BoxError;
 
 use crate::{
-    backend::{Backend, Backends, InFlight, is_outlier_failure},
+    backend::{Backend, Backends, InFlight, Waiting, is_outlier_failure},
     busy_poll::BusyPoll,
-    connection::{is_connection_failure, is_hung},
+    connection::{is_connection_failure, is_hung, is_shutting_down},
     grpc::{Method, read_unary},
     policy::{Candidate, Picker, Policy},
     retry::RetryBudget,
@@ -288,14 +288,19 @@ impl Router {
                         true => out_of_time(&backend.name(), time, ours),
                         false => status,
                     };
-                    if is_node_failure(&status) {
+                    // A node shutting down did not fail: it took no new requests.
+                    let leaving = is_shutting_down(&status);
+                    if is_node_failure(&status) && !leaving {
                         backend.errors.fetch_add(1, Ordering::Relaxed);
                     }
                     let broken = is_connection_failure(&status);
                     let events = self.backends.events();
-                    if broken {
+                    if leaving {
+                        // It answers the reads it took: they wait for it.
+                        backend.eject(status.message().to_string(), Waiting::Stay, events);
+                    } else if broken {
                         let reason = format!("connection failed: {}", status.message());
-                        backend.eject(reason, events);
+                        backend.eject(reason, Waiting::GiveUp, events);
                     } else if !ejected && is_outlier_failure(&status) {
                         failed_on.push((backend.clone(), status.clone()));
                     }

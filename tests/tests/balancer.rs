@@ -271,16 +271,15 @@ fn a_write_a_stopped_node_reads_after_its_deadline_is_refused_not_applied() {
 /// sees no errors at all. A closed-loop load piles every request onto the hung
 /// node before it is ejected, so 32 are waiting then: more than the retry
 /// budget's reserve of 10, which failing over from an ejected node must not use.
-#[test]
-fn reads_waiting_on_a_hung_node_go_elsewhere_when_it_is_ejected() {
-    let mut cluster = TestCluster::start_with(3, &["--dead-after", "60s"]);
-    cluster.start_balancer(&[]);
+/// Starts 10 s of reads through balancer 0, 32 at a time, and returns once
+/// n2 has served some: long enough that what a test does to n2 next falls
+/// early in the run, however slowly it starts.
+fn reads_reaching_n2(cluster: &TestCluster) -> tests::Running {
     let load = cluster
         .client_to_balancer(0)
         .args(["--json", "load", "--read-ratio", "1", "--keys", "100"])
         .args(["--concurrency", "32", "--duration", "10s"])
         .spawn();
-    // Long enough that the stop falls early in the run, however slowly it starts.
     wait_until("reads to reach n2", SETTLE, || {
         let status = cluster.balancer_status(0);
         status.is_ok_and(|s| {
@@ -289,6 +288,14 @@ fn reads_waiting_on_a_hung_node_go_elsewhere_when_it_is_ejected() {
                 .any(|b| b.name == "n2" && b.requests >= 50)
         })
     });
+    load
+}
+
+#[test]
+fn reads_waiting_on_a_hung_node_go_elsewhere_when_it_is_ejected() {
+    let mut cluster = TestCluster::start_with(3, &["--dead-after", "60s"]);
+    cluster.start_balancer(&[]);
+    let load = reads_reaching_n2(&cluster);
     cluster.signal(1, "STOP");
     wait_until("the balancer to eject the stopped n2", SETTLE, || {
         cluster.backend_health(0, "n2").as_deref() == Some("ejected")
@@ -299,6 +306,47 @@ fn reads_waiting_on_a_hung_node_go_elsewhere_when_it_is_ejected() {
     assert!(json["retries"].as_u64().unwrap() > 10, "{json}");
     let status = cluster.balancer_status(0).unwrap();
     assert_eq!(status.retries_refused, 0, "{status:?}");
+}
+
+/// A node stopped gracefully (SIGTERM: `docker stop`, Ctrl-C) tells the
+/// balancer it is going (GOAWAY), and the balancer says so: it ejects the node
+/// as shutting down, not as a lost connection, and counts no errors against
+/// it. The reads it took are answered; no request fails. Started again, it
+/// returns to rotation.
+#[test]
+fn a_node_shutting_down_is_ejected_as_such_and_no_request_fails() {
+    let mut cluster = TestCluster::start_with(3, &["--dead-after", "60s"]);
+    cluster.start_balancer(&[]);
+    let load = reads_reaching_n2(&cluster);
+    cluster.signal(1, "TERM");
+    let exit = cluster.wait_exit(1, SETTLE);
+    assert!(exit.success(), "n2 exited with {exit}");
+    let json = load.finish().json();
+    assert_eq!(json["errors"], serde_json::json!({}), "{json}");
+    let status = cluster.balancer_status(0).unwrap();
+    let n2 = status.backends.iter().find(|b| b.name == "n2").unwrap();
+    assert_eq!((n2.health.as_str(), n2.errors), ("ejected", 0), "{n2:?}");
+
+    let (certs, addr) = (cluster.certs.clone(), cluster.balancers[0].addr.to_string());
+    let about_n2 = |kind: &str| -> Vec<String> {
+        let events = tests::event_history(&certs, &addr).unwrap();
+        events
+            .into_iter()
+            .filter(|e| e.kind == kind && e.subject == "n2")
+            .map(|e| e.message)
+            .collect()
+    };
+    let ejections = about_n2("backend.ejected");
+    assert!(
+        ejections.len() == 1 && ejections[0].contains("is shutting down"),
+        "{ejections:?}"
+    );
+
+    cluster.start_node(1);
+    wait_until("n2 back in rotation", SETTLE, || {
+        cluster.backend_health(0, "n2").as_deref() == Some("healthy")
+    });
+    assert_eq!(about_n2("backend.returned").len(), 1);
 }
 
 /// A value at the size limit crosses the balancer both ways: in, more than
