@@ -64,6 +64,11 @@ const RESTAMP_WITHIN: Duration = Duration::from_secs(1);
 /// node more reads pass this mark, but a hedge asks only the replicas not yet
 /// asked: at worst a read asks all N, never more.
 pub const READ_HEDGE_AFTER: Duration = Duration::from_millis(10);
+/// How long a read whose first R replicas held nothing waits for the others
+/// ([`Coordinator::read`]) before it answers "not found": they are live, so
+/// they answer within this unless paused or overloaded, and a paused one
+/// must not hold every missing key's read for the whole replica timeout.
+const SECOND_LOOK: Duration = Duration::from_secs(1);
 
 /// Pages a scan may merge before it answers with what it has.
 const MAX_SCAN_ROUNDS: usize = 16;
@@ -565,34 +570,73 @@ impl Coordinator {
         let hedge = tokio::time::sleep(READ_HEDGE_AFTER);
         tokio::pin!(hedge);
         let mut answered: Vec<Answer> = Vec::new();
-        while tally.ok < plan.quorum && tally.is_waiting() {
-            tokio::select! {
-                // An answer already in beats the hedge.
-                biased;
-                Some((replica, result)) = answers.recv() => match result {
-                    Ok(held) => {
-                        tally.succeeded(&replica);
-                        answered.push(Answer { replica, held, at: started.elapsed() });
-                    }
-                    Err(e) => {
-                        trace.replica(&replica, e.outcome(), None, started.elapsed(), e.detail());
-                        tally.failed(&replica, &e);
-                        // Another replica in its place, if there is one left.
-                        if let Some(next) = unasked.pop_front() {
-                            extra.push((next.clone(), format!("asked in place of {replica}")));
-                            ask_one(next, &mut tally);
+        // How many answers to wait for: R, and more if those R found nothing
+        // (a second look, which waits only so long).
+        let mut wanted = plan.quorum;
+        let second_look = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(second_look);
+        loop {
+            while tally.ok < wanted && tally.is_waiting() {
+                tokio::select! {
+                    // An answer already in beats the hedge.
+                    biased;
+                    Some((replica, result)) = answers.recv() => match result {
+                        Ok(held) => {
+                            tally.succeeded(&replica);
+                            let found = held.is_some();
+                            answered.push(Answer { replica, held, at: started.elapsed() });
+                            if found && wanted > plan.quorum {
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            trace.replica(&replica, e.outcome(), None, started.elapsed(), e.detail());
+                            tally.failed(&replica, &e);
+                            // Another replica in its place, if there is one left.
+                            if let Some(next) = unasked.pop_front() {
+                                extra.push((next.clone(), format!("asked in place of {replica}")));
+                                ask_one(next, &mut tally);
+                            }
+                        }
+                    },
+                    () = &mut hedge, if !unasked.is_empty() => {
+                        debug!(%key, after = ?READ_HEDGE_AFTER, "no read quorum yet; asking the other replicas too");
+                        for replica in unasked.drain(..) {
+                            let why = format!("asked too: no quorum after {READ_HEDGE_AFTER:?}");
+                            extra.push((replica.clone(), why));
+                            ask_one(replica, &mut tally);
                         }
                     }
-                },
-                () = &mut hedge, if !unasked.is_empty() => {
-                    debug!(%key, after = ?READ_HEDGE_AFTER, "no read quorum yet; asking the other replicas too");
-                    for replica in unasked.drain(..) {
-                        let why = format!("asked too: no quorum after {READ_HEDGE_AFTER:?}");
-                        extra.push((replica.clone(), why));
-                        ask_one(replica, &mut tally);
-                    }
+                    () = &mut second_look, if wanted > plan.quorum => break,
+                    else => break,
                 }
-                else => break,
+            }
+            // R replicas that hold nothing at all may be nodes that joined a moment
+            // ago and are not filled yet: two nodes joining at once can take both of
+            // a key's first places. Before answering "not found", ask the other
+            // live replicas too (Riak's `notfound_ok = false`). A missing key costs
+            // N reads instead of R; a key found costs nothing more.
+            let found_nothing = answered.iter().all(|answer| answer.held.is_none());
+            if tally.ok < plan.quorum || !found_nothing || wanted > plan.quorum {
+                break;
+            }
+            let membership = &self.state.membership;
+            let live: Vec<String> = unasked
+                .drain(..)
+                .filter(|replica| membership.state_of(replica) == Some(State::Alive))
+                .collect();
+            if live.is_empty() {
+                break;
+            }
+            debug!(%key, asking = live.len(), "the read quorum holds nothing; asking the other replicas too");
+            wanted = tally.ok + live.len();
+            second_look
+                .as_mut()
+                .reset(tokio::time::Instant::now() + SECOND_LOOK);
+            for replica in live {
+                let why = "asked too: the first replicas to answer held nothing".to_string();
+                extra.push((replica.clone(), why));
+                ask_one(replica, &mut tally);
             }
         }
         // Only the tasks still running keep the channel open now, for `repair_late`.

@@ -516,6 +516,14 @@ impl Membership {
                 peer.keys = answer.keys;
                 if peer.addr != advertised {
                     info!(member = %peer.name, from = %peer.addr, to = %advertised, "member moved");
+                    self.events.publish(
+                        "member.moved",
+                        &peer.name,
+                        format!(
+                            "{} answers at {advertised} now (it was at {})",
+                            peer.name, peer.addr
+                        ),
+                    );
                     peer.addr = advertised;
                 }
                 if peer.state != State::Alive {
@@ -655,9 +663,14 @@ fn probe_targets(inner: &Inner) -> BTreeSet<String> {
         .collect()
 }
 
-/// Remembers the address of a member we do not know yet.
+/// Remembers the address of a member we do not know yet, or of one we know
+/// at another address: restarted elsewhere (a new port), it is probed there,
+/// and its answer moves it ([`Membership::answered`]).
 fn learn(inner: &mut Inner, me: &str, member: &Member) {
-    let known = inner.peers.contains_key(&member.name);
+    let known = inner
+        .peers
+        .get(&member.name)
+        .is_some_and(|peer| peer.addr == member.addr);
     if member.name == me || member.addr.is_empty() || known {
         return;
     }

@@ -87,3 +87,34 @@ fn a_node_with_the_same_name_is_reported_not_joined() {
         assert_eq!(called_n1[0].addr, addrs[index], "{members:?}");
     }
 }
+
+/// A node restarted at another address (a new port, with static `--peers`)
+/// is found there: its peers hear from it at the new address, probe it there,
+/// and take it for the same member, moved. (They used to go on probing the
+/// old address alone, and declared it dead while it served.)
+#[test]
+fn a_node_restarted_at_another_address_is_found_there() {
+    let mut cluster = TestCluster::start(3);
+    cluster.kill(2);
+    let old = cluster.nodes[2].addr.to_string();
+    cluster.nodes[2].addr = std::net::SocketAddr::from(([127, 0, 0, 1], tests::free_port()));
+    let new = cluster.nodes[2].addr.to_string();
+    cluster.start_node(2);
+    for index in [0, 1] {
+        wait_until("the others to find n3 at its new address", SETTLE, || {
+            cluster.status(index).is_ok_and(|s| {
+                s.members.iter().any(|m| {
+                    m.name == "n3" && m.addr == new && m.state == proto::member::State::Alive as i32
+                })
+            })
+        });
+    }
+    let moved = format!("n3 answers at {new} now (it was at {old})");
+    let events = event_history(&cluster.certs, &cluster.nodes[0].addr.to_string()).unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == "member.moved" && e.message == moved),
+        "{events:?}"
+    );
+}

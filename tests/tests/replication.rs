@@ -694,6 +694,52 @@ fn a_read_asks_r_replicas_and_another_in_place_of_one_that_fails() {
     panic!("{peer} turned suspect before each of five reads");
 }
 
+/// A read whose first R replicas hold nothing asks the other live replicas
+/// before it answers "not found": those R may be nodes that joined a moment
+/// ago and are not filled yet. Here the key is on n1 alone, and a read
+/// through n3 asks n3 and then n2 first (ring order).
+#[test]
+fn a_read_whose_first_replicas_hold_nothing_asks_the_others_before_not_found() {
+    let cluster = TestCluster::start(3);
+    let ring = Ring::new(["n1", "n2", "n3"].map(String::from).to_vec(), 3);
+    let key = (0..)
+        .map(|i| format!("lonely-{i}"))
+        .find(|key| {
+            let others: Vec<&str> = ring
+                .replicas_of(key)
+                .into_iter()
+                .filter(|n| *n != "n3")
+                .collect();
+            others == ["n2", "n1"]
+        })
+        .unwrap();
+    // Young (stamped now), so anti-entropy leaves it alone for 3 s.
+    let version = proto::Version {
+        wall_ms: node::version::unix_ms(),
+        logical: 0,
+        node: "n1".into(),
+    };
+    let stored = cluster.replicate(0, &key, b"only-on-n1", version.clone());
+    assert_eq!(stored, Some(version));
+
+    let trace = ReadTrace::of(&cluster, 2, &key);
+    let mut first = trace.first_asked();
+    first.sort();
+    assert_eq!(first, ["n2", "n3"], "{trace:?}");
+    assert_eq!(
+        trace.report("n1"),
+        (
+            "ANSWERED",
+            "asked too: the first replicas to answer held nothing"
+        ),
+        "{trace:?}"
+    );
+    // And the two that held nothing were repaired before the answer.
+    for node in ["n2", "n3"] {
+        assert_eq!(trace.report(node).0, "REPAIRED", "{trace:?}");
+    }
+}
+
 /// The replica a read asks answers slowly (800 ms of latency, short of the
 /// 1 s probe timeout, so it stays alive): rather than wait for it, the read
 /// asks the third (slowed to 0.5 s) after its hedge delay, answers from that
