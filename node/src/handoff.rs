@@ -193,7 +193,11 @@ pub async fn hand_off(
         &state.name,
         format!(
             "{done} {records} held here for keys this node no longer replicates are now on \
-             a quorum ({quorum}) of their replicas ({how}), and no longer here"
+             a quorum ({quorum}) of their replicas ({how}), and {}",
+            match removed {
+                r if r == done as u64 => "no longer here".to_string(),
+                r => format!("{r} removed here (the rest were written again meanwhile)"),
+            }
         ),
     );
     Ok(())

@@ -539,12 +539,23 @@ impl Membership {
                 }
             }
             None => {
-                info!(member = %them.name, addr = %advertised, "member joined");
-                self.events.publish(
-                    "member.joined",
-                    &them.name,
-                    format!("{} joined at {advertised}", them.name),
-                );
+                // A node still finding its peers finds members, not newcomers:
+                // on a dashboard that merges every node's events, its "n1
+                // joined" would read as if n1 were the one just started.
+                let (kind, what, message) = match self.is_ready() {
+                    true => (
+                        "member.joined",
+                        "member joined",
+                        format!("{} joined at {advertised}", them.name),
+                    ),
+                    false => (
+                        "member.found",
+                        "member found",
+                        format!("found {} at {advertised} while starting", them.name),
+                    ),
+                };
+                info!(member = %them.name, addr = %advertised, "{what}");
+                self.events.publish(kind, &them.name, message);
                 inner.peers.insert(
                     them.name.clone(),
                     Peer {
@@ -913,7 +924,8 @@ mod tests {
         assert_eq!(
             kinds,
             [
-                "member.joined",
+                // Found while this node was starting: not ready yet.
+                "member.found",
                 "member.suspect",
                 "member.dead",
                 "member.alive"

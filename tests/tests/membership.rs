@@ -54,6 +54,31 @@ fn a_node_finds_the_cluster_through_dns_alone() {
     cluster.wait_formed();
     let out = cluster.client_to(1).args(["-v", "put", "k", "v"]).ok();
     assert!(out.stderr.contains("n1 ACKED"), "{}", out.stderr);
+    // n1 saw n2 join; n2, starting, found n1, which did not join just then.
+    let kinds = |index: usize, about: &str| -> Vec<String> {
+        let events = event_history(&cluster.certs, &cluster.nodes[index].addr.to_string());
+        let events = events.unwrap().into_iter();
+        events
+            .filter(|e| e.subject == about && e.kind.starts_with("member."))
+            .map(|e| e.kind)
+            .collect()
+    };
+    // (A busy machine may add a moment of suspicion after.)
+    let (seen, found) = (kinds(0, "n2"), kinds(1, "n1"));
+    assert_eq!(
+        seen.first().map(String::as_str),
+        Some("member.joined"),
+        "{seen:?}"
+    );
+    assert_eq!(
+        found.first().map(String::as_str),
+        Some("member.found"),
+        "{found:?}"
+    );
+    assert!(
+        !found.iter().any(|kind| kind == "member.joined"),
+        "{found:?}"
+    );
 }
 
 /// Two nodes with one name (a copied command whose `--name` was left alone)
