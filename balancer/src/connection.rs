@@ -38,6 +38,7 @@ use std::{
 
 use bytes::Bytes;
 use certs::dial::Dialer;
+use futures::FutureExt;
 use h2::client::SendRequest;
 use http::{
     HeaderMap,
@@ -123,6 +124,11 @@ impl NodeConnection {
         if let Some(live) = self.live() {
             return Ok(live);
         }
+        // A node that shut down gracefully said so before it hung up: that
+        // is the news (once), rather than what dialing it again would find.
+        if self.ended_by_shutdown() {
+            return Err(shutting_down(&self.addr));
+        }
         let connection = tokio::time::timeout(self.dialer.connect_timeout, self.dial())
             .await
             .unwrap_or_else(|_| {
@@ -134,6 +140,19 @@ impl NodeConnection {
             .map_err(|cause| connection_failed(format!("cannot reach {}: {cause}", self.addr)))?;
         *self.current.lock().expect("connection poisoned") = Some(connection.clone());
         Ok(connection)
+    }
+
+    /// Whether the connection, now ended, was ended by the node shutting
+    /// down gracefully: it sent GOAWAY without an error first. Forgets the
+    /// connection either way, so the next call dials.
+    fn ended_by_shutdown(&self) -> bool {
+        let ended = self.current.lock().expect("connection poisoned").take();
+        let Some(mut ended) = ended else {
+            return false;
+        };
+        // h2 keeps the error that ended the connection: any handle reports it.
+        let ready = std::future::poll_fn(|cx| ended.sender.poll_ready(cx)).now_or_never();
+        matches!(ready, Some(Err(e)) if is_goodbye(&e))
     }
 
     fn live(&self) -> Option<Http2> {
@@ -394,14 +413,8 @@ impl http_body::Body for ResponseBody {
 /// ever answered is most likely a TLS node hanging up on an HTTP/2 preface it
 /// cannot read, and the failure says so.
 fn h2_failure(addr: &str, e: h2::Error, maybe_tls: bool) -> Status {
-    if e.is_go_away() && e.is_remote() && e.reason() == Some(h2::Reason::NO_ERROR) {
-        failed(
-            format!(
-                "{addr} is shutting down: it sent GOAWAY, so it takes no new requests and \
-                 finishes those it has"
-            ),
-            Failure::ShuttingDown,
-        )
+    if is_goodbye(&e) {
+        shutting_down(addr)
     } else if e.reason().is_some() && !e.is_go_away() && !e.is_io() {
         Status::unavailable(format!("{addr} refused or reset the request: {e}"))
     } else if maybe_tls {
@@ -412,6 +425,22 @@ fn h2_failure(addr: &str, e: h2::Error, maybe_tls: bool) -> Status {
     } else {
         connection_failed(format!("lost the connection to {addr}: {e}"))
     }
+}
+
+/// Whether `e` is the node's GOAWAY without an error: it is shutting down.
+fn is_goodbye(e: &h2::Error) -> bool {
+    e.is_go_away() && e.is_remote() && e.reason() == Some(h2::Reason::NO_ERROR)
+}
+
+/// The connection failure of a request to a node shutting down.
+fn shutting_down(addr: &str) -> Status {
+    failed(
+        format!(
+            "{addr} is shutting down: it sent GOAWAY, so it takes no new requests and \
+             finishes those it has"
+        ),
+        Failure::ShuttingDown,
+    )
 }
 
 /// The node could not be reached, or its connection broke under a request.

@@ -347,6 +347,25 @@ fn a_node_shutting_down_is_ejected_as_such_and_no_request_fails() {
         cluster.backend_health(0, "n2").as_deref() == Some("healthy")
     });
     assert_eq!(about_n2("backend.returned").len(), 1);
+
+    // With no traffic, a node gone before the next health check is still
+    // reported as shut down, not as one that cannot be reached.
+    cluster.signal(2, "TERM");
+    let exit = cluster.wait_exit(2, SETTLE);
+    assert!(exit.success(), "n3 exited with {exit}");
+    wait_until("the balancer to eject n3", SETTLE, || {
+        cluster.backend_health(0, "n3").as_deref() == Some("ejected")
+    });
+    let events = tests::event_history(&certs, &addr).unwrap();
+    let ejected: Vec<&str> = events
+        .iter()
+        .filter(|e| e.kind == "backend.ejected" && e.subject == "n3")
+        .map(|e| e.message.as_str())
+        .collect();
+    assert!(
+        ejected.len() == 1 && ejected[0].contains("shutting down"),
+        "{ejected:?}"
+    );
 }
 
 /// A value at the size limit crosses the balancer both ways: in, more than
