@@ -350,7 +350,7 @@ impl Membership {
     /// Takes note of a node that probed us, so we probe it back.
     pub fn heard_from(&self, caller: &Member) {
         let mut inner = self.lock();
-        learn(&mut inner, &self.name, caller);
+        learn(&mut inner, (&self.name, &self.advertise), caller);
     }
 
     /// Replaces the addresses `--peers-dns` resolved to.
@@ -570,7 +570,7 @@ impl Membership {
             }
         }
         for member in &answer.members {
-            learn(inner, &self.name, member);
+            learn(inner, (&self.name, &self.advertise), member);
         }
     }
 
@@ -676,13 +676,18 @@ fn probe_targets(inner: &Inner) -> BTreeSet<String> {
 
 /// Remembers the address of a member we do not know yet, or of one we know
 /// at another address: restarted elsewhere (a new port), it is probed there,
-/// and its answer moves it ([`Membership::answered`]).
-fn learn(inner: &mut Inner, me: &str, member: &Member) {
-    let known = inner
-        .peers
-        .get(&member.name)
-        .is_some_and(|peer| peer.addr == member.addr);
-    if member.name == me || member.addr.is_empty() || known {
+/// and its answer moves it ([`Membership::answered`]). So is an address
+/// listed under this node's own name, `me` (name, advertised address): a
+/// namesake, which the probe reports.
+fn learn(inner: &mut Inner, me: (&str, &str), member: &Member) {
+    let known = match member.name == me.0 {
+        true => member.addr == me.1,
+        false => inner
+            .peers
+            .get(&member.name)
+            .is_some_and(|peer| peer.addr == member.addr),
+    };
+    if member.addr.is_empty() || known {
         return;
     }
     inner

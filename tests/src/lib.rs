@@ -330,6 +330,16 @@ impl TestCluster {
         index
     }
 
+    /// Starts one more node called `name` (another node's, say), with exactly
+    /// `peers` as `--peers`. Returns its index.
+    pub fn add_node_named(&mut self, name: &str, peers: Vec<String>) -> usize {
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let index = self.push_node(addr, &[], peers);
+        self.nodes[index].name = name.to_string();
+        self.start_node(index);
+        index
+    }
+
     fn push_node(&mut self, addr: SocketAddr, extra: &[&str], peers: Vec<String>) -> usize {
         let index = self.nodes.len();
         let name = format!("n{}", index + 1);

@@ -143,3 +143,26 @@ fn a_node_restarted_at_another_address_is_found_there() {
         "{events:?}"
     );
 }
+
+/// Two nodes that share a name other than a third's (n2, twice) cannot be
+/// told apart by the third, which takes them for one member moving between
+/// two addresses. They tell themselves apart: the third lists one of them,
+/// and the other, hearing its own name at an address not its own, probes it
+/// and reports the namesake.
+#[test]
+fn two_other_nodes_with_one_name_find_each_other_out() {
+    let mut cluster = TestCluster::start(2);
+    let n1 = cluster.nodes[0].addr.to_string();
+    // Told only of n1, so that n1 alone can tell it of the first n2.
+    let copy = cluster.add_node_named("n2", vec![n1]);
+    let addrs: Vec<String> = [1, copy]
+        .map(|i| cluster.nodes[i].addr.to_string())
+        .to_vec();
+    let reported = |addr: &String| {
+        event_history(&cluster.certs, addr)
+            .is_ok_and(|events| events.iter().any(|e| e.kind == "member.namesake"))
+    };
+    wait_until("a namesake to be reported", SETTLE, || {
+        addrs.iter().any(reported)
+    });
+}
