@@ -613,11 +613,14 @@ impl Coordinator {
             }
             // R replicas that hold nothing at all may be nodes that joined a moment
             // ago and are not filled yet: two nodes joining at once can take both of
-            // a key's first places. Before answering "not found", ask the other
-            // live replicas too (Riak's `notfound_ok = false`). A missing key costs
-            // N reads instead of R; a key found costs nothing more.
+            // a key's first places. Before answering "not found", a read that
+            // promises the latest acknowledged write (R a majority, so R + W > N)
+            // asks the other live replicas too (Riak's `notfound_ok = false`). A
+            // missing key costs N reads instead of R; a key found costs nothing
+            // more. A smaller R promises nothing, and shows what it means.
             let found_nothing = answered.iter().all(|answer| answer.held.is_none());
-            if tally.ok < plan.quorum || !found_nothing || wanted > plan.quorum {
+            let majority = plan.quorum * 2 > plan.replicas.len();
+            if tally.ok < plan.quorum || !found_nothing || !majority || wanted > plan.quorum {
                 break;
             }
             let membership = &self.state.membership;
