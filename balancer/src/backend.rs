@@ -337,15 +337,22 @@ impl Backend {
     ) -> bool {
         let mut health = self.health.lock().expect("health poisoned");
         match &mut *health {
-            // An outlier's reason (the failures, the hold) stays until it is back.
+            // An outlier's reason (the failures, the hold) stays until it is
+            // back, and a hold is never named where none was set.
             Health::Ejected {
                 reason: last,
                 held_until: None,
                 ..
-            } => {
+            } if held_until.is_none() => {
                 if *last != reason {
                     info!(node = %self.name(), addr = %self.addr, %reason, "backend still out of rotation");
                     *last = reason;
+                }
+                drop(health);
+                // Out as shutting down, and now hung: the reads waiting on
+                // it give up after all.
+                if waiting == Waiting::GiveUp {
+                    self.ejected.notify_waiters();
                 }
                 return false;
             }
@@ -760,6 +767,11 @@ mod tests {
             node.eject("why".into(), waiting, &events);
             let woken = ejection.as_mut().poll(&mut cx).is_ready();
             assert_eq!(woken, gives_up, "{waiting:?}");
+            if !woken {
+                // Out as shutting down, then hung: they give up after all.
+                node.eject("hung".into(), Waiting::GiveUp, &events);
+                assert!(ejection.as_mut().poll(&mut cx).is_ready());
+            }
         }
     }
 
@@ -777,6 +789,18 @@ mod tests {
         };
         assert_eq!(reason, "cannot reach it");
         assert_eq!(node.ejections.load(Ordering::Relaxed), 1);
+        // An outlier's hold is not named where none was set.
+        let failure = Status::unavailable("injected fault");
+        for _ in 0..FAILURES_TO_EJECT {
+            node.failed(&failure, || Some(()), &events);
+        }
+        let Health::Ejected {
+            reason, held_until, ..
+        } = node.health()
+        else {
+            panic!("not ejected: {:?}", node.health());
+        };
+        assert_eq!((reason.as_str(), held_until), ("cannot reach it", None));
         assert_eq!(kinds(&events), ["backend.healthy", "backend.ejected"]);
     }
 

@@ -124,11 +124,7 @@ impl NodeConnection {
         if let Some(live) = self.live() {
             return Ok(live);
         }
-        // A node that shut down gracefully said so before it hung up: that
-        // is the news (once), rather than what dialing it again would find.
-        if self.ended_by_shutdown() {
-            return Err(shutting_down(&self.addr));
-        }
+        let shut_down = self.ended_by_shutdown();
         let connection = tokio::time::timeout(self.dialer.connect_timeout, self.dial())
             .await
             .unwrap_or_else(|_| {
@@ -137,7 +133,12 @@ impl NodeConnection {
                     self.dialer.connect_timeout
                 ))
             })
-            .map_err(|cause| connection_failed(format!("cannot reach {}: {cause}", self.addr)))?;
+            .map_err(|cause| match shut_down {
+                // It said so before it hung up: that is the news (once),
+                // rather than that it cannot be reached now.
+                true => shutting_down(&self.addr),
+                false => connection_failed(format!("cannot reach {}: {cause}", self.addr)),
+            })?;
         *self.current.lock().expect("connection poisoned") = Some(connection.clone());
         Ok(connection)
     }

@@ -628,11 +628,13 @@ impl Coordinator {
                 .drain(..)
                 .filter(|replica| membership.state_of(replica) == Some(State::Alive))
                 .collect();
-            if live.is_empty() {
+            // Those the hedge asked already may still answer, too.
+            let in_flight = tally.waiting().count();
+            if live.is_empty() && in_flight == 0 {
                 break;
             }
-            debug!(%key, asking = live.len(), "the read quorum holds nothing; asking the other replicas too");
-            wanted = tally.ok + live.len();
+            debug!(%key, asking = live.len(), in_flight, "the read quorum holds nothing; asking the other replicas too");
+            wanted = tally.ok + in_flight + live.len();
             second_look
                 .as_mut()
                 .reset(tokio::time::Instant::now() + SECOND_LOOK);

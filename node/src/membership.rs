@@ -682,10 +682,13 @@ fn probe_targets(inner: &Inner) -> BTreeSet<String> {
 fn learn(inner: &mut Inner, me: (&str, &str), member: &Member) {
     let known = match member.name == me.0 {
         true => member.addr == me.1,
-        false => inner
-            .peers
-            .get(&member.name)
-            .is_some_and(|peer| peer.addr == member.addr),
+        false => inner.peers.get(&member.name).is_some_and(|peer| {
+            // Where it is, or where it answered before it moved: gossip from
+            // a member that has not heard of the move yet.
+            let moved_from = inner.addresses.answered_as.get(&member.addr) == Some(&member.name)
+                && peer.state == State::Alive;
+            peer.addr == member.addr || moved_from
+        }),
     };
     if member.addr.is_empty() || known {
         return;
