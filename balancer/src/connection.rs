@@ -87,6 +87,10 @@ pub struct NodeConnection {
     current: std::sync::Mutex<Option<Http2>>,
     /// Held while dialing, so that a burst of requests makes one connection.
     dialing: tokio::sync::Mutex<()>,
+    /// The node shut down gracefully (it sent GOAWAY), and has not been
+    /// dialed since: a dial that fails says so, and is no failure of the
+    /// node's (a request that chose it a moment before it went).
+    shut_down: std::sync::atomic::AtomicBool,
 }
 
 impl NodeConnection {
@@ -106,6 +110,7 @@ impl NodeConnection {
             dialer,
             current: std::sync::Mutex::new(None),
             dialing: tokio::sync::Mutex::new(()),
+            shut_down: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -124,7 +129,9 @@ impl NodeConnection {
         if let Some(live) = self.live() {
             return Ok(live);
         }
-        let shut_down = self.ended_by_shutdown();
+        if self.ended_by_shutdown() {
+            self.shut_down.store(true, Ordering::Relaxed);
+        }
         let connection = tokio::time::timeout(self.dialer.connect_timeout, self.dial())
             .await
             .unwrap_or_else(|_| {
@@ -133,12 +140,19 @@ impl NodeConnection {
                     self.dialer.connect_timeout
                 ))
             })
-            .map_err(|cause| match shut_down {
-                // It said so before it hung up: that is the news (once),
-                // rather than that it cannot be reached now.
-                true => shutting_down(&self.addr),
+            .map_err(|cause| match self.shut_down.load(Ordering::Relaxed) {
+                // It said it was going before it hung up: that is the news.
+                true => failed(
+                    format!(
+                        "{} has shut down: it sent GOAWAY and closed the connection, and \
+                         cannot be reached now: {cause}",
+                        self.addr
+                    ),
+                    Failure::ShuttingDown,
+                ),
                 false => connection_failed(format!("cannot reach {}: {cause}", self.addr)),
             })?;
+        self.shut_down.store(false, Ordering::Relaxed);
         *self.current.lock().expect("connection poisoned") = Some(connection.clone());
         Ok(connection)
     }
