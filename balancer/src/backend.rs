@@ -24,12 +24,18 @@
 //!   and never more than half the nodes are held out this way.
 //!
 //! Every ejection and return is a log line and an event.
+//!
+//! A node found by `--nodes-dns` whose address stops resolving (Docker drops a
+//! stopped container from its DNS at once) is not forgotten at once: it stays,
+//! ejected, with that reason, for [`FORGET_GONE_AFTER`]. So a killed container
+//! shows as ejected rather than vanishing, and when it comes back (at its old
+//! address, or a new one under its old name) it *returns*, its counts kept.
 
 use std::{
     collections::BTreeSet,
     future::Future,
     sync::{
-        Arc, Mutex, MutexGuard, RwLock,
+        Arc, Mutex, MutexGuard, RwLock, Weak,
         atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -65,6 +71,13 @@ pub const MAX_HOLD: Duration = Duration::from_secs(30);
 /// An outlier ejection this long after the previous one starts again at
 /// [`FIRST_HOLD`]: the node has behaved in between.
 const OUTLIER_MEMORY: Duration = Duration::from_secs(60);
+/// How long a discovered node that no longer resolves is kept, ejected,
+/// before it is forgotten: long enough to stop a container and start it again
+/// during a lab, short enough that a scaled-down cluster is soon tidy.
+pub const FORGET_GONE_AFTER: Duration = Duration::from_secs(300);
+/// Why a node that no longer resolves is out of rotation.
+const GONE_REASON: &str = "its address no longer resolves (its container was stopped or removed); \
+                           forgotten after 5 min unless it comes back";
 
 /// What the reads waiting on a node's answers do when it is ejected
 /// ([`Backend::ejection`]).
@@ -128,6 +141,9 @@ pub struct Backend {
     kept_in: AtomicBool,
     /// Its outlier ejections, for the next hold.
     outliers: Mutex<OutlierHistory>,
+    /// Since when its address has not resolved (a `--nodes-dns` node whose
+    /// container stopped); `None` while it resolves.
+    gone_since: Mutex<Option<Instant>>,
     pub in_flight: AtomicU64,
     pub requests: AtomicU64,
     pub errors: AtomicU64,
@@ -146,6 +162,7 @@ impl Backend {
             failures_in_a_row: AtomicU32::new(0),
             kept_in: AtomicBool::new(false),
             outliers: Mutex::new(OutlierHistory::default()),
+            gone_since: Mutex::new(None),
             in_flight: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
@@ -386,6 +403,92 @@ impl Backend {
         true
     }
 
+    /// Whether its address has stopped resolving (see [`FORGET_GONE_AFTER`]).
+    pub fn is_gone(&self) -> bool {
+        self.gone_since().is_some()
+    }
+
+    fn gone_since(&self) -> Option<Instant> {
+        *self.gone_since.lock().expect("gone_since poisoned")
+    }
+
+    /// Its address no longer resolves: out of rotation (if it was in) with
+    /// that reason, kept for [`FORGET_GONE_AFTER`]. False if it was never in
+    /// rotation: there is nothing to remember, and it can go at once.
+    fn went_away(&self, events: &Events) -> bool {
+        *self.gone_since.lock().expect("gone_since poisoned") = Some(Instant::now());
+        let name = self.name();
+        let before = {
+            let mut health = self.health.lock().expect("health poisoned");
+            let since = match &*health {
+                Health::Waiting { .. } => return false,
+                Health::Healthy => Instant::now(),
+                Health::Ejected { since, .. } => *since,
+            };
+            std::mem::replace(
+                &mut *health,
+                Health::Ejected {
+                    since,
+                    reason: GONE_REASON.into(),
+                    held_until: None,
+                },
+            )
+        };
+        self.ejected.notify_waiters();
+        match before {
+            Health::Healthy => {
+                self.ejections.fetch_add(1, Ordering::Relaxed);
+                warn!(node = %name, addr = %self.addr, reason = GONE_REASON, "backend ejected");
+                events.publish(
+                    "backend.ejected",
+                    &name,
+                    format!("{name} ejected: {GONE_REASON}"),
+                );
+            }
+            _ => {
+                info!(node = %name, addr = %self.addr, "backend gone from DNS; kept, ejected, in case it comes back");
+                events.publish(
+                    "backend.gone",
+                    &name,
+                    format!("{name} (out of rotation) {GONE_REASON}"),
+                );
+            }
+        }
+        true
+    }
+
+    /// Its address resolves again: checked again, and back in rotation at
+    /// its first good health check. True if it had gone.
+    fn resolves_again(&self) -> bool {
+        let was = self.gone_since.lock().expect("gone_since poisoned").take();
+        if let Some(since) = was {
+            info!(
+                node = %self.name(), addr = %self.addr,
+                after = %format_args!("{:.1}s", since.elapsed().as_secs_f64()),
+                "backend resolves again; checking it"
+            );
+        }
+        was.is_some()
+    }
+
+    /// This new backend is `old`, come back at a new address (a container
+    /// started again and given another IP): it takes over `old`'s counts and
+    /// its ejection, so that its first good check is a return.
+    fn take_over(&self, old: &Backend) {
+        for (mine, theirs) in [
+            (&self.requests, &old.requests),
+            (&self.errors, &old.errors),
+            (&self.ejections, &old.ejections),
+        ] {
+            mine.fetch_add(theirs.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        let mut health = self.health.lock().expect("health poisoned");
+        if let Health::Waiting { .. } = *health {
+            *health = old.health();
+        }
+        info!(node = %self.name(), from = %old.addr, to = %self.addr, "backend back at a new address");
+    }
+
     /// Asks the node its name, so that status, traces and logs can use it.
     async fn ask_name(&self) {
         let ask = async {
@@ -573,8 +676,10 @@ impl Backends {
             .lock()
             .expect("outlier lock poisoned");
         let all = self.all.read().expect("backends poisoned");
-        let (mut held, mut others_healthy) = (0, 0);
-        for (backend, _) in all.iter() {
+        let (mut nodes, mut held, mut others_healthy) = (0, 0, 0);
+        // A node that no longer resolves is not one of the nodes.
+        for (backend, _) in all.iter().filter(|(b, _)| !b.is_gone()) {
+            nodes += 1;
             match backend.health() {
                 Health::Ejected {
                     held_until: Some(_),
@@ -584,7 +689,7 @@ impl Backends {
                 _ => {}
             }
         }
-        ((held + 1) * 2 <= all.len() && others_healthy > 0).then_some(decided)
+        ((held + 1) * 2 <= nodes && others_healthy > 0).then_some(decided)
     }
 
     /// The events feed backends report to.
@@ -592,24 +697,45 @@ impl Backends {
         &self.events
     }
 
-    /// Makes the backend set `--nodes` plus `discovered`: adds new addresses (and
-    /// starts checking them), drops discovered ones that went away.
+    /// Makes the backend set `--nodes` plus `discovered`: adds new addresses
+    /// (and starts checking them); ejects discovered ones that went away, and
+    /// forgets them [`FORGET_GONE_AFTER`] later unless they come back.
     pub fn reconcile(self: &Arc<Self>, discovered: &BTreeSet<String>) {
         let wanted: BTreeSet<&String> = self.fixed.iter().chain(discovered).collect();
         let mut all = self.all.write().expect("backends poisoned");
-        all.retain(|(backend, checker)| {
-            let keep = wanted.contains(&backend.addr);
-            if !keep {
-                checker.abort();
-                let name = backend.name();
-                info!(node = %name, addr = %backend.addr, "backend gone from DNS");
-                self.events.publish(
-                    "backend.removed",
-                    &name,
-                    format!("{name} no longer resolves; removed"),
-                );
+        all.retain_mut(|(backend, checker)| {
+            if wanted.contains(&backend.addr) {
+                if backend.resolves_again() {
+                    *checker = self.check(backend.clone());
+                }
+                return true;
             }
-            keep
+            let name = backend.name();
+            match backend.gone_since() {
+                None => {
+                    checker.abort();
+                    let kept = backend.went_away(&self.events);
+                    if !kept {
+                        info!(addr = %backend.addr, "backend gone from DNS before it took traffic; removed");
+                        self.events.publish(
+                            "backend.removed",
+                            &name,
+                            format!("{name} no longer resolves, and never took traffic; removed"),
+                        );
+                    }
+                    kept
+                }
+                Some(since) if since.elapsed() >= FORGET_GONE_AFTER => {
+                    info!(node = %name, addr = %backend.addr, "backend forgotten: gone from DNS for 5 min");
+                    self.events.publish(
+                        "backend.removed",
+                        &name,
+                        format!("{name} has not resolved for 5 min; forgotten"),
+                    );
+                    false
+                }
+                Some(_) => true,
+            }
         });
         for addr in wanted {
             if all.iter().any(|(b, _)| &b.addr == addr) {
@@ -623,14 +749,40 @@ impl Backends {
                 }
             };
             let backend = Arc::new(Backend::new(addr.clone(), connection));
-            let checker = tokio::spawn(check_forever(
-                backend.clone(),
-                self.events.clone(),
-                self.interval,
-            ));
+            let checker = self.check(backend.clone());
             info!(%addr, "backend added");
-            all.push((backend, checker.abort_handle()));
+            all.push((backend, checker));
         }
+    }
+
+    /// Starts checking `backend` every `--health-interval`.
+    fn check(self: &Arc<Self>, backend: Arc<Backend>) -> AbortHandle {
+        let checker = tokio::spawn(check_forever(
+            backend,
+            Arc::downgrade(self),
+            self.events.clone(),
+            self.interval,
+        ));
+        checker.abort_handle()
+    }
+
+    /// If a node that no longer resolves has `newcomer`'s name, the newcomer
+    /// is that node at a new address: it takes over the old entry.
+    fn take_over_namesake(&self, newcomer: &Backend) {
+        let name = newcomer.name();
+        if *name == *newcomer.addr {
+            return;
+        }
+        let mut all = self.all.write().expect("backends poisoned");
+        let Some(at) = all
+            .iter()
+            .position(|(b, _)| b.is_gone() && b.name() == name && b.addr != newcomer.addr)
+        else {
+            return;
+        };
+        let (old, checker) = all.remove(at);
+        checker.abort();
+        newcomer.take_over(&old);
     }
 
     /// Re-resolves `host_port` every second and reconciles, forever.
@@ -653,13 +805,27 @@ impl Drop for Backends {
 }
 
 /// Checks one backend every `interval`, forever, ejecting and returning it.
-async fn check_forever(backend: Arc<Backend>, events: Events, interval: Duration) {
+async fn check_forever(
+    backend: Arc<Backend>,
+    backends: Weak<Backends>,
+    events: Events,
+    interval: Duration,
+) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
         match backend.check().await {
-            Ok(()) => backend.mark_healthy(&events),
+            Ok(()) => {
+                // Serving for the first time, and named: perhaps a node we
+                // knew, back at a new address.
+                if matches!(backend.health(), Health::Waiting { .. })
+                    && let Some(backends) = backends.upgrade()
+                {
+                    backends.take_over_namesake(&backend);
+                }
+                backend.mark_healthy(&events)
+            }
             Err((reason, waiting)) => backend.eject(reason, waiting, &events),
         }
     }
@@ -802,6 +968,122 @@ mod tests {
         };
         assert_eq!((reason.as_str(), held_until), ("cannot reach it", None));
         assert_eq!(kinds(&events), ["backend.healthy", "backend.ejected"]);
+    }
+
+    fn listed(backends: &Backends, addr: &str) -> Option<Arc<Backend>> {
+        backends.list().into_iter().find(|b| b.addr == addr)
+    }
+
+    /// Backends found by DNS alone, with no `--nodes`.
+    fn discovering() -> Arc<Backends> {
+        let events = Events::new("balancer");
+        Backends::new(vec![], Duration::from_secs(1), Dialer::new(None), events)
+    }
+
+    fn addrs(addrs: &[&str]) -> BTreeSet<String> {
+        addrs.iter().map(|a| a.to_string()).collect()
+    }
+
+    // The tests below never await, so the health checkers reconcile spawns
+    // never run: the test alone decides each backend's health.
+
+    /// A killed container drops out of Docker's DNS: its node stays, ejected
+    /// with that reason, and returns with its counts when it resolves again.
+    #[tokio::test]
+    async fn a_node_that_stops_resolving_is_kept_ejected_and_returns() {
+        let backends = discovering();
+        backends.reconcile(&addrs(&["10.0.0.1:7100", "10.0.0.2:7100"]));
+        let n2 = listed(&backends, "10.0.0.2:7100").unwrap();
+        n2.learn_name("n2");
+        n2.mark_healthy(backends.events());
+        n2.requests.fetch_add(7, Ordering::Relaxed);
+
+        backends.reconcile(&addrs(&["10.0.0.1:7100"]));
+        let n2 = listed(&backends, "10.0.0.2:7100").expect("kept");
+        let Health::Ejected { reason, .. } = n2.health() else {
+            panic!("not ejected: {:?}", n2.health());
+        };
+        assert!(reason.contains("no longer resolves"), "{reason}");
+        assert!(n2.is_gone());
+        // Another round changes nothing.
+        backends.reconcile(&addrs(&["10.0.0.1:7100"]));
+        assert_eq!(n2.ejections.load(Ordering::Relaxed), 1);
+        // The first node never took traffic: it goes at once when it goes.
+        backends.reconcile(&addrs(&[]));
+        assert!(listed(&backends, "10.0.0.1:7100").is_none());
+
+        backends.reconcile(&addrs(&["10.0.0.2:7100"]));
+        assert!(!n2.is_gone());
+        n2.mark_healthy(backends.events());
+        assert_eq!(n2.requests.load(Ordering::Relaxed), 7);
+        assert_eq!(
+            kinds(backends.events()),
+            [
+                "backend.healthy",
+                "backend.ejected",
+                "backend.removed",
+                "backend.returned"
+            ]
+        );
+    }
+
+    /// Started again, a container may get a new address: under its old name
+    /// it takes over the old entry, and returns rather than joins.
+    #[tokio::test]
+    async fn a_node_back_at_a_new_address_takes_over_its_old_entry() {
+        let backends = discovering();
+        backends.reconcile(&addrs(&["10.0.0.2:7100", "10.0.0.3:7100"]));
+        let old = listed(&backends, "10.0.0.2:7100").unwrap();
+        old.learn_name("n2");
+        old.mark_healthy(backends.events());
+        old.eject(
+            "connection reset".into(),
+            Waiting::GiveUp,
+            backends.events(),
+        );
+        old.requests.fetch_add(5, Ordering::Relaxed);
+        backends.reconcile(&addrs(&["10.0.0.3:7100"]));
+        assert!(old.is_gone());
+
+        backends.reconcile(&addrs(&["10.0.0.3:7100", "10.0.0.9:7100"]));
+        let new = listed(&backends, "10.0.0.9:7100").unwrap();
+        // Another node's name does not match.
+        listed(&backends, "10.0.0.3:7100").unwrap().learn_name("n3");
+        new.learn_name("n2");
+        backends.take_over_namesake(&new);
+        assert!(
+            listed(&backends, "10.0.0.2:7100").is_none(),
+            "the old entry stays"
+        );
+        assert_eq!(new.requests.load(Ordering::Relaxed), 5);
+        assert_eq!(new.ejections.load(Ordering::Relaxed), 1);
+        new.mark_healthy(backends.events());
+        assert_eq!(
+            kinds(backends.events()),
+            [
+                "backend.healthy",
+                "backend.ejected",
+                "backend.gone",
+                "backend.returned"
+            ]
+        );
+    }
+
+    /// A node gone for [`FORGET_GONE_AFTER`] is forgotten: a scaled-down
+    /// cluster does not show its removed nodes for ever.
+    #[tokio::test]
+    async fn a_node_gone_long_enough_is_forgotten() {
+        let backends = discovering();
+        backends.reconcile(&addrs(&["10.0.0.2:7100"]));
+        let n2 = listed(&backends, "10.0.0.2:7100").unwrap();
+        n2.mark_healthy(backends.events());
+        backends.reconcile(&addrs(&[]));
+        backends.reconcile(&addrs(&[]));
+        assert!(listed(&backends, "10.0.0.2:7100").is_some());
+        let long_ago = Instant::now().checked_sub(FORGET_GONE_AFTER).unwrap();
+        *n2.gone_since.lock().unwrap() = Some(long_ago);
+        backends.reconcile(&addrs(&[]));
+        assert!(listed(&backends, "10.0.0.2:7100").is_none());
     }
 
     #[test]

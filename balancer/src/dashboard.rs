@@ -113,6 +113,9 @@ async fn api_status(State(dashboard): State<Dashboard>) -> Response {
 
 /// One node's view, or why there is none.
 async fn node_view(backend: &Backend) -> Result<(StatusResponse, Vec<Event>), String> {
+    if backend.is_gone() {
+        return Err("its address no longer resolves: its container was stopped or removed".into());
+    }
     match tokio::time::timeout(NODE_VIEW_TIMEOUT, backend.node_view()).await {
         Ok(Ok(view)) => Ok(view),
         Ok(Err(status)) => Err(format!(

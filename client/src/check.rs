@@ -29,7 +29,6 @@ use std::{
 
 use proto::{GetRequest, GetResponse, PutRequest, Version, key_value_client::KeyValueClient};
 use serde_json::json;
-use tokio::signal::unix::{SignalKind, signal};
 use tonic::transport::Channel;
 
 use crate::{
@@ -38,6 +37,7 @@ use crate::{
     commands::{request, write_request},
     connect::Connection,
     failure::{REFUSED_PAUSE, never_sent, status_code},
+    stop::StopSignals,
 };
 
 /// Read-back attempts per key at the end, each through the next address.
@@ -103,7 +103,7 @@ impl Workload {
 
 /// Runs the check and reports; `Err` (exit 1) if anything acknowledged was
 /// lost or could not be read back.
-pub async fn run(global: &Global, args: CheckArgs) -> Result<(), Failure> {
+pub async fn run(global: &Global, args: CheckArgs, mut stops: StopSignals) -> Result<(), Failure> {
     // Connecting first proves the identity and that at least one address answers.
     let conn = Connection::open(global).await?;
     let addrs: Vec<String> = global
@@ -145,21 +145,18 @@ pub async fn run(global: &Global, args: CheckArgs) -> Result<(), Failure> {
         false => Duration::from_secs(5),
     };
     let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    // One stream for every Ctrl-C, so that none is missed between two waits.
-    let mut interrupts = signal(SignalKind::interrupt())
-        .map_err(|e| Failure::local(format!("cannot watch for Ctrl-C: {e}")))?;
     loop {
         tokio::select! {
             done = writers.join_next() => match done {
                 Some(joined) => joined.map_err(|e| Failure::local(format!("a writer failed: {e}")))?,
                 None => break,
             },
-            _ = interrupts.recv() => {
+            signal = stops.recv() => {
                 if workload.interrupted.swap(true, Ordering::Relaxed) {
                     return Err(quit_without_reading_back());
                 }
                 eprintln!(
-                    "check: Ctrl-C: finishing the writes in flight, then reading back every \
+                    "check: {signal}: finishing the writes in flight, then reading back every \
                      acknowledged one (Ctrl-C again to quit without reading back)"
                 );
             }
@@ -184,7 +181,7 @@ pub async fn run(global: &Global, args: CheckArgs) -> Result<(), Failure> {
     );
     let verified = tokio::select! {
         verified = verify(&workload, acked) => verified,
-        _ = interrupts.recv() => return Err(quit_without_reading_back()),
+        _ = stops.recv() => return Err(quit_without_reading_back()),
     };
     report(&workload, &verified, writing)
 }

@@ -1,6 +1,12 @@
 //! One function per command. Each returns `Err(Failure)` for exit status 1.
 
-use std::io::{IsTerminal, Read, Write};
+use std::{
+    io::{IsTerminal, Read, Write},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
 
 use proto::{
     DeleteRequest, EventsRequest, GetRequest, MemberStatus, PutRequest, ScanRequest,
@@ -13,23 +19,19 @@ use crate::{
     Failure,
     cli::{
         Cli, Command, DeleteArgs, EventsArgs, FaultArgs, GetArgs, Global, PolicyArgs, PutArgs,
-        ScanArgs,
+        ScanArgs, SniffArgs,
     },
     connect::Connection,
     render,
+    stop::StopSignals,
 };
 
-/// Runs the command the command line asked for.
+/// Runs the command the command line asked for, until it is done or a
+/// person stops it (Ctrl-C, or SIGTERM from `docker stop`).
 pub async fn run(cli: Cli) -> Result<(), Failure> {
     let global = cli.global;
-    match cli.command {
-        Command::Put(args) => put(&global, args).await,
-        Command::Get(args) => get(&global, args).await,
-        Command::Delete(args) => delete(&global, args).await,
-        Command::Scan(args) => scan(&global, args).await,
-        Command::Whoami => whoami(&global).await,
-        Command::Status => status(&global).await,
-        Command::Health => health(&global).await,
+    let mut stops = StopSignals::watch()?;
+    let command = match cli.command {
         Command::Sniff(args) => {
             // It watches the wire rather than talking to a server: of the
             // global flags, only --json could mean something. Said, not
@@ -40,14 +42,60 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                      --pcap FILE saves the capture for tools (Wireshark, tshark -T json)"
                 );
             }
-            crate::sniff::run(args)
+            return sniff_until_stopped(args, stops).await;
         }
-        Command::Check(args) => crate::check::run(&global, args).await,
-        Command::Events(args) => events(&global, args).await,
-        Command::Fault(args) => fault(&global, args).await,
-        Command::Policy(args) => policy(&global, args).await,
-        Command::Load(args) => crate::load::run(&global, args).await,
+        // They stop gracefully: what was done so far is reported.
+        Command::Check(args) => return crate::check::run(&global, args, stops).await,
+        Command::Load(args) => return crate::load::run(&global, args, stops).await,
+        command => command,
+    };
+    let following = matches!(&command, Command::Events(args) if !args.no_follow);
+    tokio::select! {
+        done = one_shot(&global, command) => done,
+        signal = stops.recv() => match following {
+            // Following the feed lasts until a person stops it.
+            true => Ok(()),
+            false => Err(Failure::local(format!("stopped by {signal} before the answer came"))),
+        },
     }
+}
+
+/// The commands that send a request (or open a feed) and print the answer.
+async fn one_shot(global: &Global, command: Command) -> Result<(), Failure> {
+    match command {
+        Command::Put(args) => put(global, args).await,
+        Command::Get(args) => get(global, args).await,
+        Command::Delete(args) => delete(global, args).await,
+        Command::Scan(args) => scan(global, args).await,
+        Command::Whoami => whoami(global).await,
+        Command::Status => status(global).await,
+        Command::Health => health(global).await,
+        Command::Events(args) => events(global, args).await,
+        Command::Fault(args) => fault(global, args).await,
+        Command::Policy(args) => policy(global, args).await,
+        Command::Sniff(_) | Command::Check(_) | Command::Load(_) => {
+            unreachable!("run() runs the commands that stop gracefully")
+        }
+    }
+}
+
+/// Sniffs (a blocking loop over a raw socket) until its `--duration` or
+/// `--count` is reached, or a person stops it; either way, it ends cleanly.
+async fn sniff_until_stopped(args: SniffArgs, mut stops: StopSignals) -> Result<(), Failure> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let sniffing = tokio::task::spawn_blocking({
+        let stop = stop.clone();
+        move || crate::sniff::run(args, &stop)
+    });
+    tokio::pin!(sniffing);
+    let done = tokio::select! {
+        done = &mut sniffing => done,
+        _ = stops.recv() => {
+            stop.store(true, Ordering::Relaxed);
+            sniffing.await
+        }
+    };
+    done.map_err(|e| Failure::local(format!("the sniffer failed: {e}")))?
 }
 
 /// Wraps a message in a request with the `--timeout` deadline (sent to the server
@@ -502,7 +550,7 @@ async fn events(global: &Global, args: EventsArgs) -> Result<(), Failure> {
     let wanted = EventsRequest {
         history_only: args.no_follow,
     };
-    // No deadline: following the feed lasts until Ctrl-C.
+    // No deadline: following the feed lasts until Ctrl-C (see run()).
     let stream = admin.events(tonic::Request::new(wanted)).await;
     let mut stream = conn.check(stream).await?;
     loop {

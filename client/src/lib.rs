@@ -7,6 +7,8 @@
 //! - [`commands`]: one function per command.
 //! - [`check`]: the write-then-verify consistency checker.
 //! - [`load`]: the load generator and its live view.
+//! - [`sniff`]: prints the TLS records and HTTP/2 frames on the wire.
+//! - [`stop`]: Ctrl-C and SIGTERM, which a container's process 1 must handle itself.
 
 pub mod check;
 pub mod cli;
@@ -16,6 +18,7 @@ pub mod failure;
 pub mod load;
 pub mod render;
 pub mod sniff;
+pub mod stop;
 
 pub use cli::Cli;
 pub use failure::Failure;

@@ -52,6 +52,7 @@ use crate::{
     commands::{request, write_request},
     connect::Connection,
     failure::{REFUSED_PAUSE, never_sent, status_code},
+    stop::StopSignals,
 };
 
 /// Latencies above this (one minute, in microseconds) are recorded as this.
@@ -132,7 +133,7 @@ struct Outcome {
 }
 
 /// Runs the load and prints the summary.
-pub async fn run(global: &Global, args: LoadArgs) -> Result<(), Failure> {
+pub async fn run(global: &Global, args: LoadArgs, mut stops: StopSignals) -> Result<(), Failure> {
     let conn = Connection::open(global).await?;
     // Every address, the one that answered first in use.
     let mut targets = vec![(conn.addr.clone(), conn.key_value())];
@@ -179,17 +180,17 @@ pub async fn run(global: &Global, args: LoadArgs) -> Result<(), Failure> {
         Duration::from_secs(1),
     );
     let live = LiveView::new(live_to_stdout, terminal);
-    let interrupted = tokio::signal::ctrl_c();
-    tokio::pin!(driver, interrupted);
-    let not_sent = loop {
+    tokio::pin!(driver);
+    // Ok(requests due but not sent at the end), or Err(the signal that stopped it).
+    let ended = loop {
         tokio::select! {
             done = &mut driver => {
-                break Some(done.map_err(|e| Failure::local(format!("the load driver failed: {e}")))?);
+                break Ok(done.map_err(|e| Failure::local(format!("the load driver failed: {e}")))?);
             }
-            _ = &mut interrupted => {
+            signal = stops.recv() => {
                 // The requests in flight are dropped with the driver.
                 driver.abort();
-                break None;
+                break Err(signal);
             }
             _ = ticker.tick() => {
                 let (view, notes) = {
@@ -207,11 +208,11 @@ pub async fn run(global: &Global, args: LoadArgs) -> Result<(), Failure> {
     };
     live.finish();
     let elapsed = started.elapsed();
-    if not_sent.is_none() {
-        eprintln!("stopped by Ctrl-C after {:.1}s", elapsed.as_secs_f64());
+    if let Err(signal) = ended {
+        eprintln!("stopped by {signal} after {:.1}s", elapsed.as_secs_f64());
     }
     let stats = stats.lock().expect("stats poisoned");
-    report(global, &args, &stats.total, not_sent.unwrap_or(0), elapsed);
+    report(global, &args, &stats.total, ended.unwrap_or(0), elapsed);
     Ok(())
 }
 

@@ -25,7 +25,11 @@ use std::{
     fmt::Write as _,
     io::Read,
     net::{IpAddr, Ipv4Addr},
-    sync::{Arc, Mutex, mpsc},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+        mpsc,
+    },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -43,7 +47,8 @@ const ROUTE_WIDTH: usize = 45;
 /// The largest Ethernet frame we expect (jumbo frames and offloads aside).
 const FRAME_BUFFER: usize = 65_536;
 
-pub fn run(args: SniffArgs) -> Result<(), Failure> {
+/// Sniffs until `--duration` or `--count` is reached, or `stop` is set.
+pub fn run(args: SniffArgs, stop: &AtomicBool) -> Result<(), Failure> {
     let socket = Socket::new(
         Domain::PACKET,
         Type::RAW,
@@ -92,8 +97,11 @@ pub fn run(args: SniffArgs) -> Result<(), Failure> {
     };
     let mut sniffer = Sniffer::new(args.ports.clone(), names);
     let mut frame = vec![0u8; FRAME_BUFFER];
-    let mut printed = 0usize;
-    while deadline.is_none_or(|d| Instant::now() < d) && args.count.is_none_or(|c| printed < c) {
+    let (mut printed, mut saved) = (0usize, 0usize);
+    while deadline.is_none_or(|d| Instant::now() < d)
+        && args.count.is_none_or(|c| printed < c)
+        && !stop.load(Ordering::Relaxed)
+    {
         let len = match (&socket).read(&mut frame) {
             Ok(len) => len,
             Err(e)
@@ -120,11 +128,15 @@ pub fn run(args: SniffArgs) -> Result<(), Failure> {
             writer
                 .write_packet(&packet)
                 .map_err(|e| Failure::local(format!("pcap: {e}")))?;
+            saved += 1;
         }
         for line in sniffer.follow(&segment) {
             println!("{line}");
             printed += 1;
         }
+    }
+    if let Some(path) = &args.pcap {
+        eprintln!("wrote {saved} packets to {}", path.display());
     }
     Ok(())
 }

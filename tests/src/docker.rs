@@ -467,6 +467,11 @@ impl Background {
         self.child.try_wait().expect("checking a child").is_some()
     }
 
+    /// What it has printed to stdout so far.
+    pub fn stdout_so_far(&self) -> String {
+        std::fs::read_to_string(self.stdout.path()).unwrap_or_default()
+    }
+
     /// Waits for the exit and returns what it printed.
     pub fn finish(mut self) -> Output {
         let status = self.child.wait().expect("waiting for a child");

@@ -378,6 +378,57 @@ fn a_second_ctrl_c_quits_a_check_without_reading_back() {
     ));
 }
 
+/// A person stops a command with Ctrl-C, or with SIGTERM (`docker stop`,
+/// `timeout`): following the events feed ends cleanly, and a command waiting
+/// on an answer says it was stopped. In a container the client is process 1,
+/// which a signal without a handler does not stop at all.
+#[test]
+fn ctrl_c_and_sigterm_stop_a_followed_feed_and_a_waiting_command() {
+    let cluster = TestCluster::start(1);
+    let spawn = |args: &[&str], out: &std::path::Path, err: &std::path::Path| {
+        std::process::Command::new(tests::bin("clusterlab"))
+            .args(["--addr", &cluster.nodes[0].addr.to_string(), "--certs"])
+            .arg(&cluster.certs)
+            .args(args)
+            .stdout(std::fs::File::create(out).unwrap())
+            .stderr(std::fs::File::create(err).unwrap())
+            .spawn()
+            .unwrap()
+    };
+    let read = |path: &std::path::Path| std::fs::read_to_string(path).unwrap_or_default();
+    for signal in ["INT", "TERM"] {
+        let (out, err) = (
+            cluster.dir().join(format!("events-{signal}.out")),
+            cluster.dir().join(format!("events-{signal}.err")),
+        );
+        let mut events = spawn(&["events"], &out, &err);
+        // The history comes first: the feed is open.
+        wait_until("the feed to print", Duration::from_secs(30), || {
+            !read(&out).is_empty()
+        });
+        tests::send_signal(events.id(), signal);
+        let status = tests::exit_within(&mut events, Duration::from_secs(30)).expect("an exit");
+        assert_eq!(status.code(), Some(0), "SIG{signal}: {}", read(&err));
+    }
+
+    // A read held by a paused node, until SIGTERM.
+    cluster.client().args(["fault", "n1", "--pause"]).ok();
+    let (out, err) = (cluster.dir().join("get.out"), cluster.dir().join("get.err"));
+    let mut get = spawn(&["--timeout", "120s", "get", "k"], &out, &err);
+    wait_until(
+        "the read to wait on the paused node",
+        Duration::from_secs(30),
+        || cluster.status(0).is_ok_and(|s| s.requests > 0),
+    );
+    tests::send_signal(get.id(), "TERM");
+    let status = tests::exit_within(&mut get, Duration::from_secs(30)).expect("an exit");
+    assert_eq!(status.code(), Some(1), "{}", read(&err));
+    assert_eq!(
+        read(&err).trim(),
+        "error: stopped by SIGTERM before the answer came"
+    );
+}
+
 /// The keys node 0 holds, by its own status.
 fn keys_held(cluster: &TestCluster) -> u64 {
     let status = cluster.status(0).unwrap();

@@ -204,6 +204,7 @@ fn assert_nothing_listens(port: u16) {
 /// The kill lab: a node or the balancer killed by hand is reported with the
 /// command that starts it again, and that command works in another terminal,
 /// from any directory, though the cluster was started with a relative `--dir`.
+/// Ctrl-C then stops what was started by hand too.
 #[test]
 fn a_killed_node_or_balancer_starts_again_with_the_printed_command_from_anywhere() {
     // A space in the path, as in many a home directory, must not break the command.
@@ -237,9 +238,23 @@ fn a_killed_node_or_balancer_starts_again_with_the_printed_command_from_anywhere
     }
     local.wait_for_three_healthy_nodes();
     local.client().args(["put", "k", "v"]).ok();
-    drop(restarted);
-    let (status, _) = local.interrupt();
+    // Not its children, but Ctrl-C stops them all the same.
+    let (status, lines) = local.interrupt();
     assert!(status.success(), "clusterlab-local exited with {status}");
+    for (KilledOnDrop(child), name) in restarted.iter_mut().zip(["n2", "balancer"]) {
+        let exited = tests::exit_within(child, Duration::from_secs(30));
+        assert!(exited.is_some_and(|s| s.success()), "{name}: {exited:?}");
+        let said = format!(
+            "clusterlab-local: {name} (pid {}, started again by hand) stopped",
+            child.id()
+        );
+        assert!(
+            lines.contains(&said),
+            "no {said:?} in:\n{}",
+            lines.join("\n")
+        );
+    }
+    assert_nothing_listens(port);
 }
 
 /// `clusterlab-local | head -3`: once nobody reads its output, it stops every

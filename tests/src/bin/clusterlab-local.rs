@@ -226,7 +226,7 @@ async fn run(args: Args) -> Result<(), String> {
     let mut children = Vec::new();
     // How to start each process again by hand after it was killed.
     let mut restart: Vec<(String, String)> = Vec::new();
-    for (name, program, flags) in processes {
+    for (name, program, flags) in processes.clone() {
         restart.push((
             name.clone(),
             std::iter::once(program.display().to_string())
@@ -321,7 +321,74 @@ async fn run(args: Args) -> Result<(), String> {
             describe(&status)
         ));
     }
+    // A process started again with the command printed above is not our
+    // child, and Ctrl-C in our terminal does not reach it: stop it too.
+    for (name, program, flags) in &processes {
+        for pid in started_by_hand(program, flags) {
+            say(stop_started_by_hand(name, pid).await);
+        }
+    }
     Ok(())
+}
+
+/// How long a process started by hand has to stop after SIGTERM (a node
+/// drains its requests first) before we say it is still running.
+const STOP_PATIENCE: Duration = Duration::from_secs(30);
+
+/// The processes running `program` with exactly `flags`: those started by
+/// hand with the command we printed (ours have all exited by now).
+fn started_by_hand(program: &Path, flags: &[String]) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let same = |cmdline: Vec<u8>| {
+        let mut argv = cmdline
+            .split(|&b| b == 0)
+            .filter(|arg| !arg.is_empty())
+            .map(String::from_utf8_lossy);
+        argv.next()
+            .is_some_and(|arg0| Path::new(arg0.as_ref()).file_name() == program.file_name())
+            && argv.eq(flags.iter().map(|flag| flag.as_str()))
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            (same(cmdline) && running_still(pid)).then_some(pid)
+        })
+        .collect()
+}
+
+/// Sends SIGTERM to `pid`, waits for it to go, and says what happened.
+async fn stop_started_by_hand(name: &str, pid: u32) -> String {
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .stderr(std::process::Stdio::null())
+        .status();
+    let deadline = Instant::now() + STOP_PATIENCE;
+    while running_still(pid) {
+        if Instant::now() > deadline {
+            return format!(
+                "clusterlab-local: {name} (pid {pid}, started again by hand) is still running \
+                 {STOP_PATIENCE:?} after SIGTERM; `kill -9 {pid}` stops it"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    format!("clusterlab-local: {name} (pid {pid}, started again by hand) stopped")
+}
+
+/// Whether `pid` runs: it exists and is not a zombie (gone, but not yet
+/// waited for by its parent, such as the shell it was started from).
+fn running_still(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // "pid (command) S ...": the state follows the last ')'.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next())
+        .is_some_and(|state| state != 'Z' && state != 'X')
 }
 
 /// How long `announce_ready` waits for every node to be in rotation.
