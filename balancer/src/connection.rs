@@ -434,12 +434,37 @@ fn h2_failure(addr: &str, e: h2::Error, maybe_tls: bool) -> Status {
         Status::unavailable(format!("{addr} refused or reset the request: {e}"))
     } else if maybe_tls {
         connection_failed(format!(
-            "lost the connection to {addr}: {e}; if the node requires TLS (the default), \
-             this balancer's --tls plaintext cannot talk to it"
+            "lost the connection to {addr}: {}; if the node requires TLS (the default), \
+             this balancer's --tls plaintext cannot talk to it",
+            how_it_broke(&e)
         ))
     } else {
-        connection_failed(format!("lost the connection to {addr}: {e}"))
+        connection_failed(format!(
+            "lost the connection to {addr}: {}",
+            how_it_broke(&e)
+        ))
     }
+}
+
+/// A broken connection's error, in a learner's words (see [`cut`]).
+fn how_it_broke(e: &h2::Error) -> String {
+    match e.get_io().and_then(cut) {
+        Some(words) => words.to_string(),
+        None => e.to_string(),
+    }
+}
+
+/// The words for an I/O error that means the other end vanished. A node
+/// killed mid-way shows as rustls's "peer closed connection without sending
+/// TLS close_notify: https://docs.rs/..." or as the kernel's "connection reset
+/// by peer", whichever comes first: both mean the same, said one way.
+fn cut(io: &std::io::Error) -> Option<&'static str> {
+    use std::io::ErrorKind::*;
+    matches!(
+        io.kind(),
+        UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
+    )
+    .then_some("it was cut (the node's process died, or the network between us failed)")
 }
 
 /// Whether `e` is the node's GOAWAY without an error: it is shutting down.
@@ -566,6 +591,20 @@ mod tests {
         assert!(status.message().contains("connection refused"), "{status}");
         assert!(is_connection_failure(&status));
         assert!(!is_connection_failure(&Status::unavailable("quorum")));
+    }
+
+    /// However the node vanished, the reason reads the same.
+    #[test]
+    fn a_connection_cut_reads_the_same_however_it_was_cut() {
+        use std::io::{Error, ErrorKind};
+        let eof = Error::new(
+            ErrorKind::UnexpectedEof,
+            "peer closed connection without sending TLS close_notify: https://docs.rs/rustls",
+        );
+        let reset = Error::from(ErrorKind::ConnectionReset);
+        assert_eq!(cut(&eof), cut(&reset));
+        assert!(cut(&eof).is_some_and(|words| words.contains("process died")));
+        assert_eq!(cut(&Error::other("certificate expired")), None);
     }
 
     /// The other side, a broken connection, is the killed-node test in

@@ -180,7 +180,7 @@ pub async fn run(global: &Global, args: CheckArgs, mut stops: StopSignals) -> Re
         acked.len()
     );
     let verified = tokio::select! {
-        verified = verify(&workload, acked) => verified,
+        verified = verify(&workload, acked, every) => verified,
         _ = stops.recv() => return Err(quit_without_reading_back()),
     };
     report(&workload, &verified, writing)
@@ -248,12 +248,24 @@ async fn writer(work: Arc<Workload>, id: usize) {
             key: key.clone(),
             version: version.clone(),
         });
-        let mut reader = work.clients[(id + seq + 1) % n].clone();
         let get = GetRequest {
             key: key.clone(),
             read_quorum: work.args.read_quorum.unwrap_or(0),
         };
-        match reader.get(request(&work.global, get)).await {
+        // Read through another address than the write's, if there is one,
+        // and through the next when nothing listens there.
+        let mut read = None;
+        for attempt in 1..=n {
+            let mut reader = work.clients[(id + seq + attempt) % n].clone();
+            match reader.get(request(&work.global, get.clone())).await {
+                Err(status) if never_sent(&status) && attempt < n => continue,
+                result => {
+                    read = Some(result);
+                    break;
+                }
+            }
+        }
+        match read.expect("at least one address") {
             Ok(response) if is_current(response.get_ref(), &version, &value) => {}
             Ok(_) => {
                 work.stale_reads.fetch_add(1, Ordering::Relaxed);
@@ -280,8 +292,9 @@ struct Verified {
 }
 
 /// Reads every acknowledged key back at the read quorum, through every address
-/// in turn if need be.
-async fn verify(work: &Arc<Workload>, acked: Vec<Acked>) -> Verified {
+/// in turn if need be, saying how far it got `every` so often.
+async fn verify(work: &Arc<Workload>, acked: Vec<Acked>, every: Duration) -> Verified {
+    let total = acked.len();
     let acked = Arc::new(acked);
     let next = Arc::new(AtomicUsize::new(0));
     let result = Arc::new(Mutex::new(Verified::default()));
@@ -309,7 +322,16 @@ async fn verify(work: &Arc<Workload>, acked: Vec<Acked>) -> Verified {
             }
         });
     }
-    while readers.join_next().await.is_some() {}
+    let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            done = readers.join_next() => if done.is_none() { break },
+            _ = progress.tick() => {
+                let started = next.load(Ordering::Relaxed).min(total);
+                eprintln!("check: reading back: {started} of {total} keys");
+            }
+        }
+    }
     let mut result = result.lock().expect("result poisoned");
     std::mem::take(&mut *result)
 }
@@ -331,6 +353,8 @@ async fn read_back(work: &Workload, entry: &Acked, i: usize) -> (Option<bool>, u
                 return (Some(true), stale);
             }
             Ok(_) => stale += 1,
+            // Nothing listens there: the next address, at once.
+            Err(status) if never_sent(&status) => {}
             Err(_) => tokio::time::sleep(VERIFY_BACKOFF).await,
         }
     }
@@ -377,6 +401,7 @@ fn report(work: &Workload, verified: &Verified, writing: Duration) -> Result<(),
         );
         println!("  stale reads (an older version or none)   {stale_reads}");
         println!("  indeterminate writes (failed; may exist) {indeterminate}");
+        println!("  failed reads (right after a write)       {read_errors}");
         println!(
             "  not verifiable (no answer at the end)    {}",
             verified.unverified

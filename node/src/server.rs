@@ -43,6 +43,14 @@ use crate::{
 /// At most this many requests run at once on one connection (HTTP/2 streams).
 /// A client that opens more waits; it cannot make the node juggle thousands.
 const MAX_CONCURRENT_STREAMS: u32 = 256;
+/// Requests a client may cancel before the node gets to them, at most,
+/// before the node closes the connection (h2's defence against a flood of
+/// opened-then-reset streams, CVE-2023-44487, which allows 20). A node frozen
+/// by `docker pause` wakes to every request the balancer sent it and then
+/// gave up on, often hundreds: with 20 it closed the balancer's connection
+/// with a warning (`remotely-reset pending-accept streams reached limit`).
+/// Every client here has proven a certificate of the cluster's CA.
+const MAX_PENDING_RESETS: usize = 4096;
 
 /// Serves the node on `listener` until `shutdown` completes, then drains.
 pub async fn run(
@@ -176,6 +184,7 @@ pub async fn run(
 
     let mut server = Server::builder()
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_RESETS))
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
         .layer(AuthzLayer::new(
             authz::Server::Node,

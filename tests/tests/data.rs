@@ -339,6 +339,27 @@ fn a_check_whose_node_is_gone_counts_refusals_as_failures_not_indeterminate() {
     assert!(refused <= 2 * 201, "{json}");
 }
 
+/// An address in `--addr` where nothing listens (a node killed for good)
+/// does not fail `check`'s reads: like its writes, they go on to the next
+/// address at once, and the summary says how many reads failed.
+#[test]
+fn check_reads_through_the_next_address_where_nothing_listens() {
+    let cluster = TestCluster::start(1);
+    let addrs = format!("{},127.0.0.1:{}", cluster.nodes[0].addr, tests::free_port());
+    let out = cluster
+        .client_at(&addrs)
+        .args(["check", "--keys", "60", "--concurrency", "3"])
+        .ok();
+    for line in [
+        "check: 60 writes acknowledged",
+        "  lost (acknowledged, then not readable)   0",
+        "  indeterminate writes (failed; may exist) 0",
+        "  failed reads (right after a write)       0",
+    ] {
+        assert!(out.stdout.contains(line), "no {line:?} in:\n{}", out.stdout);
+    }
+}
+
 /// A second Ctrl-C quits a check at once, even while its writes wait on a
 /// node that does not answer (it used to be swallowed until they ended).
 #[test]
