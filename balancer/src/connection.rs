@@ -456,7 +456,7 @@ fn how_it_broke(e: &h2::Error) -> String {
 
 /// The words for an I/O error that means the other end vanished. A node
 /// killed mid-way shows as rustls's "peer closed connection without sending
-/// TLS close_notify: https://docs.rs/..." or as the kernel's "connection reset
+/// TLS close_notify: (a link to the rustls manual)" or as the kernel's "connection reset
 /// by peer", whichever comes first: both mean the same, said one way.
 fn cut(io: &std::io::Error) -> Option<&'static str> {
     use std::io::ErrorKind::*;

@@ -233,8 +233,9 @@ async fn writer(work: Arc<Workload>, id: usize) {
                     .expect("errors poisoned")
                     .entry(status_code(&status).to_string())
                     .or_default() += 1;
-                if never_sent(&status) {
-                    // Refused at connect, at every address: no node saw it,
+                if never_sent(&status) || proto::was_not_applied(&status) {
+                    // Refused at connect, at every address, or refused by the
+                    // node before it asked any replica: nothing was written,
                     // so it is a failure but not an indeterminate write.
                     tokio::time::sleep(REFUSED_PAUSE).await;
                 } else {

@@ -174,7 +174,7 @@ impl Coordinator {
             }
         };
         if replicas.len() < quorum {
-            return Err(Error::Unavailable(format!(
+            return Err(Error::Refused(format!(
                 "{what} quorum {quorum} cannot be met: only {} member(s) are in the ring ({}); \
                  the others are dead, cut off from this node, or not yet found",
                 replicas.len(),
@@ -189,7 +189,7 @@ impl Coordinator {
     fn ensure_ready(&self) -> Result<()> {
         match self.state.membership.is_ready() {
             true => Ok(()),
-            false => Err(Error::Unavailable(format!(
+            false => Err(Error::Refused(format!(
                 "{} has just started and is still finding its peers; retry in a moment",
                 self.state.name
             ))),
@@ -336,12 +336,18 @@ impl Coordinator {
             retry,
             write_by,
         } = write;
-        let plan = self.plan(
-            &key,
-            write_quorum,
-            self.state.replication.write_quorum,
-            "write",
-        )?;
+        let plan = self
+            .plan(
+                &key,
+                write_quorum,
+                self.state.replication.write_quorum,
+                "write",
+            )
+            // This attempt did nothing, but an earlier one may have.
+            .map_err(|e| match e {
+                Error::Refused(why) if retry => Error::Unavailable(why),
+                other => other,
+            })?;
         // Its sender may have given up on it already: nothing to look for.
         self.refuse_if_overdue(&key, write_by, None)?;
         // A retry of a write that did get through (its answer was lost, say)
@@ -350,7 +356,7 @@ impl Coordinator {
         // for want of its quorum, and this one must meet it, or fail too.
         if retry && !request_id.is_empty() {
             let (found, trace) = self.read(key.clone(), 0).await.map_err(|e| match e {
-                Error::Unavailable(why) => Error::Unavailable(format!(
+                Error::Unavailable(why) | Error::Refused(why) => Error::Unavailable(format!(
                     "this write is a retry, and checking whether its first attempt was \
                      applied failed: {why}"
                 )),

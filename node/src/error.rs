@@ -19,6 +19,10 @@ pub enum Error {
     /// were needed, how many answered, and what happened to the others.
     #[error("{0}")]
     Unavailable(String),
+    /// Like [`Error::Unavailable`], but refused before any replica was asked:
+    /// nothing was done, and the client is told so ([`proto::NOT_APPLIED`]).
+    #[error("{0}")]
+    Refused(String),
     /// The request was not carried out because of another write to the same
     /// key; the message says which, and what to do.
     #[error("{0}")]
@@ -37,6 +41,7 @@ impl From<Error> for tonic::Status {
         match err {
             Error::InvalidArgument(msg) => tonic::Status::invalid_argument(msg),
             Error::Unavailable(msg) => tonic::Status::unavailable(msg),
+            Error::Refused(msg) => proto::not_applied(tonic::Status::unavailable(msg)),
             Error::Aborted(msg) => tonic::Status::aborted(msg),
             Error::DeadlineExceeded(msg) => tonic::Status::deadline_exceeded(msg),
             // Storage details (paths, database internals) go to the node's log, not
@@ -46,5 +51,21 @@ impl From<Error> for tonic::Status {
                 tonic::Status::internal("the node could not access its storage; see its log")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only a refusal made before any replica was asked says nothing was done.
+    #[test]
+    fn a_refusal_says_nothing_was_done_and_a_failed_quorum_does_not() {
+        let refused = tonic::Status::from(Error::Refused("finding peers".into()));
+        assert_eq!(refused.code(), tonic::Code::Unavailable);
+        assert!(proto::was_not_applied(&refused));
+        let failed = tonic::Status::from(Error::Unavailable("1 of 2 copies".into()));
+        assert_eq!(failed.code(), tonic::Code::Unavailable);
+        assert!(!proto::was_not_applied(&failed));
     }
 }

@@ -63,6 +63,28 @@ pub mod admin {
     pub const MAX_FAULT_LATENCY: Duration = Duration::from_secs(60);
 }
 
+/// Metadata on an error that says nothing was done: the node refused the
+/// request before asking any replica (it has just started and is still
+/// finding its peers, or too few members are in its ring for the quorum).
+/// Any other failed write may have been applied on some replicas; this one
+/// certainly was not, and `clusterlab check` counts it as a failure, not as
+/// an indeterminate write.
+pub const NOT_APPLIED: &str = "clusterlab-not-applied";
+
+/// Marks `status` with [`NOT_APPLIED`].
+pub fn not_applied(mut status: tonic::Status) -> tonic::Status {
+    status.metadata_mut().insert(
+        NOT_APPLIED,
+        tonic::metadata::MetadataValue::from_static("1"),
+    );
+    status
+}
+
+/// Whether `status` says the request was refused before anything was done.
+pub fn was_not_applied(status: &tonic::Status) -> bool {
+    status.metadata().contains_key(NOT_APPLIED)
+}
+
 /// Whether a status is an answer about the request itself (a bad key, a
 /// quorum larger than N, a call this identity may not make), not a failure of
 /// the process that gave it. Sending the same request again, or to another

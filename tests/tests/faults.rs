@@ -259,3 +259,28 @@ fn fault_requests_out_of_range_or_for_strangers_are_refused_clearly() {
         "INVALID_ARGUMENT: n1 cannot cut its link to itself; it knows no other member yet"
     );
 }
+
+/// A write the node refuses before asking any replica (too few members in
+/// its ring for the quorum: the minority side of a partition) certainly was
+/// not applied: `check` counts it as a failed write, not an indeterminate one.
+#[test]
+fn check_counts_writes_refused_before_any_replica_as_failures_not_indeterminate() {
+    let mut cluster = TestCluster::start_with(3, &["--dead-after", "1s"]);
+    cluster.kill(1);
+    cluster.kill(2);
+    wait_until("n1 to see both others dead", SETTLE, || {
+        cluster.member_state(0, "n2") == Some("dead")
+            && cluster.member_state(0, "n3") == Some("dead")
+    });
+    let out = cluster
+        .client_to(0)
+        .args(["--json", "check", "--duration", "2s", "--concurrency", "2"])
+        .run();
+    let json = out.json();
+    assert_eq!(json["acknowledged"], 0, "{json}");
+    assert_eq!(json["indeterminate"], 0, "{json}");
+    assert!(
+        json["write_errors"]["UNAVAILABLE"].as_u64() > Some(0),
+        "{json}"
+    );
+}
