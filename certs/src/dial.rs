@@ -254,12 +254,15 @@ impl<S> Revocable<S> {
         let generation = self.revocations.generation();
         if generation != self.checked {
             if self.revocations.is_revoked(&self.serial) {
+                // Never checked: a fresh connection, to a server revoked
+                // before it (the handshake checks the list it started with).
+                let when = match self.checked {
+                    0 => "is revoked",
+                    _ => "was revoked after we connected",
+                };
                 return Err(io::Error::new(
                     io::ErrorKind::PermissionDenied,
-                    format!(
-                        "{}'s certificate was revoked after we connected; connection closed",
-                        self.identity
-                    ),
+                    format!("{}'s certificate {when}; connection closed", self.identity),
                 ));
             }
             self.checked = generation;
@@ -364,6 +367,21 @@ mod tests {
         );
         let err = stream.write(b"again").await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::PermissionDenied);
+
+        // A connection made after the revocation does not say "after".
+        let (ours, _theirs) = tokio::io::duplex(64);
+        let identity = "spiffe://clusterlab/node/node".to_string();
+        let mut fresh = Revocable::new(
+            ours,
+            revocations.clone(),
+            serial_of(&node[0]).unwrap(),
+            identity,
+        );
+        let err = fresh.write(b"ping").await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "spiffe://clusterlab/node/node's certificate is revoked; connection closed"
+        );
     }
 
     #[test]

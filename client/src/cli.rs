@@ -226,7 +226,8 @@ fn quorum(text: &str) -> Result<u32, String> {
 }
 
 /// Parses `fault --latency`: the node counts whole milliseconds, so a
-/// latency above zero and under 1ms would be none at all; and it adds at
+/// latency above zero and under 1ms would be none at all, and 1.5ms would be
+/// 1ms; and it adds at
 /// most [`MAX_FAULT_LATENCY`], beyond which a node might as well be paused.
 fn latency(text: &str) -> Result<Duration, String> {
     let latency = certs::flags::duration(text)?;
@@ -236,12 +237,21 @@ fn latency(text: &str) -> Result<Duration, String> {
              --pause to stop it answering"
         ));
     }
-    match latency > Duration::ZERO && latency < Duration::from_millis(1) {
-        true => Err(format!(
+    if latency > Duration::ZERO && latency < Duration::from_millis(1) {
+        return Err(format!(
             "{text} is less than a millisecond, the smallest latency a node adds; \
              choose 1ms or more (or --clear)"
+        ));
+    }
+    let whole = Duration::from_millis(latency.as_millis() as u64);
+    match latency == whole {
+        true => Ok(latency),
+        false => Err(format!(
+            "{text} is not a whole number of milliseconds, which is what a node adds; \
+             choose {}ms or {}ms",
+            whole.as_millis(),
+            whole.as_millis() + 1
         )),
-        false => Ok(latency),
     }
 }
 
@@ -516,6 +526,11 @@ mod tests {
             (
                 &["fault", "n1", "--latency", "1ns"],
                 "less than a millisecond",
+            ),
+            (
+                &["fault", "n1", "--latency", "1.5ms"],
+                "1.5ms is not a whole number of milliseconds, which is what a node adds; \
+                 choose 1ms or 2ms",
             ),
             (
                 &["fault", "n1", "--latency", "2m"],

@@ -522,7 +522,8 @@ fn print_node_status(global: &Global, status: &StatusResponse) {
         println!("{}", line.trim_end());
     }
     println!(
-        "  (* answered this request; key counts include tombstones; LINK: how {} reaches each member)",
+        "  (* answered this request; key counts include tombstones, and are the last known for \
+         a member not alive; LINK: how {} reaches each member)",
         status.name
     );
 }

@@ -31,12 +31,13 @@ fn outcome_name(report: &ReplicaReport) -> &'static str {
     }
 }
 
-/// `HH:MM:SS.mmm` (UTC) of a Unix time in milliseconds, for event lines.
+/// `HH:MM:SS.mmmZ` of a Unix time in milliseconds, for event lines: UTC, as
+/// the `Z` says and the processes' log lines are.
 pub fn time_of_day(unix_ms: u64) -> String {
     let ms_of_day = unix_ms % 86_400_000;
     let (h, m) = (ms_of_day / 3_600_000, ms_of_day / 60_000 % 60);
     let (s, ms) = (ms_of_day / 1000 % 60, ms_of_day % 1000);
-    format!("{h:02}:{m:02}:{s:02}.{ms:03}")
+    format!("{h:02}:{m:02}:{s:02}.{ms:03}Z")
 }
 
 fn micros(us: u64) -> String {
@@ -148,6 +149,12 @@ pub fn value_fields(value: &[u8]) -> serde_json::Map<String, Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_event_time_is_the_utc_time_of_day_and_says_so() {
+        // 2026-12-04 05:39:18.042 UTC
+        assert_eq!(time_of_day(1_796_362_758_042), "05:39:18.042Z");
+    }
 
     #[test]
     fn a_listed_value_stays_on_its_line_and_cannot_drive_the_terminal() {

@@ -995,12 +995,16 @@ fn check(replica: &str, version: &proto::Version) -> ReplicaResult<()> {
         .map_err(|e| ReplicaError::Failed(format!("{replica} answered with a bad version: {e}")))
 }
 
-/// A failed call to another node, as a reason for the trace.
+/// A failed call to another node, as a reason for the trace: "unreachable"
+/// when the call never got an answer (the connection failed: tonic gives the
+/// status a source), else the status the node answered with (an injected
+/// fault, a node still starting), by its gRPC name.
 fn unreachable(status: tonic::Status) -> ReplicaError {
     let message = status.message();
+    let connection_failed = std::error::Error::source(&status).is_some();
     ReplicaError::Failed(match status.code() {
-        tonic::Code::Unavailable => format!("unreachable: {message}"),
-        code => format!("{code:?}: {message}"),
+        tonic::Code::Unavailable if connection_failed => format!("unreachable: {message}"),
+        code => format!("{}: {message}", proto::code_name(code)),
     })
 }
 

@@ -399,6 +399,7 @@ fn a_rapid_reset_flood_is_cut_off(target: Target) {
         (sent, goaway)
     });
     let (sent, goaway) = outcome;
+    eprintln!("{target:?}: cut off after {sent} opened-and-reset streams");
     assert!(
         sent < 20_000,
         "the {target:?} took all 20,000 opened-and-reset streams on one connection"

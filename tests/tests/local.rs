@@ -221,6 +221,9 @@ fn a_killed_node_or_balancer_starts_again_with_the_printed_command_from_anywhere
         // Pasted into a shell, which becomes the process.
         let mut process = Command::new("bash");
         tests::without_clusterlab_env(&mut process);
+        // A learner's client settings, exported in that terminal, do not leak in.
+        process.env("CLUSTERLAB_IDENTITY", "admin");
+        process.env("CLUSTERLAB_NAME", "learner");
         let child = process
             .args(["-c", &format!("exec {command}")])
             .current_dir("/")
@@ -235,6 +238,13 @@ fn a_killed_node_or_balancer_starts_again_with_the_printed_command_from_anywhere
             Duration::from_secs(30),
             || local.client_at(its_port).args(["whoami"]).run().code() == 0,
         );
+        let whoami = local
+            .client_at(its_port)
+            .args(["--json", "whoami"])
+            .ok()
+            .json();
+        let identity = whoami["server_identity"].as_str().unwrap_or_default();
+        assert!(identity.ends_with(&format!("/{name}")), "{whoami}");
     }
     local.wait_for_three_healthy_nodes();
     local.client().args(["put", "k", "v"]).ok();

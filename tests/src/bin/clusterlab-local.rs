@@ -208,7 +208,14 @@ async fn run(args: Args) -> Result<(), String> {
         .into();
         processes.push((name.clone(), sibling("clusterlab-node")?, flags));
     }
+    // Its name and identity too, though they are the defaults: the command
+    // printed to start it again must not pick up a CLUSTERLAB_IDENTITY or
+    // CLUSTERLAB_NAME exported in the terminal it is pasted into.
     let balancer_flags = [
+        "--name",
+        "balancer",
+        "--identity",
+        "balancer",
         "--listen",
         &balancer_addr,
         "--nodes",
