@@ -548,6 +548,8 @@ villains, each refused for one reason (docs/security.md has the lab):
   two-names              two identities in one certificate (one of them admin)
   wrong-san              a server certificate naming DNS:node.clusterlab.example
 crl.pem                  the revocation list; every process reloads it within a second
+Identities minted later with `issue` are not listed here: clusterlab-local mints one per
+node (n1.pem, n2.pem, ...: spiffe://clusterlab/node/n1 and so on).
 
 Revoke one:    clusterlab-certs revoke --out DIR writer
 
