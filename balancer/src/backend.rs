@@ -285,6 +285,10 @@ impl Backend {
     pub fn mark_healthy(&self, events: &Events) {
         let before = {
             let mut health = self.health.lock().expect("health poisoned");
+            // A check that passed just as the address stopped resolving.
+            if self.is_gone() {
+                return;
+            }
             if let Health::Ejected {
                 held_until: Some(until),
                 ..
@@ -416,21 +420,26 @@ impl Backend {
     /// that reason, kept for [`FORGET_GONE_AFTER`]. False if it was never in
     /// rotation: there is nothing to remember, and it can go at once.
     fn went_away(&self, events: &Events) -> bool {
-        *self.gone_since.lock().expect("gone_since poisoned") = Some(Instant::now());
         let name = self.name();
         let before = {
+            // Under the health lock, so that a check passing at this moment
+            // cannot put it back in rotation ([`Backend::mark_healthy`]).
             let mut health = self.health.lock().expect("health poisoned");
-            let since = match &*health {
+            *self.gone_since.lock().expect("gone_since poisoned") = Some(Instant::now());
+            let (since, held_until) = match &*health {
                 Health::Waiting { .. } => return false,
-                Health::Healthy => Instant::now(),
-                Health::Ejected { since, .. } => *since,
+                Health::Healthy => (Instant::now(), None),
+                Health::Ejected {
+                    since, held_until, ..
+                } => (*since, *held_until),
             };
             std::mem::replace(
                 &mut *health,
                 Health::Ejected {
                     since,
                     reason: GONE_REASON.into(),
-                    held_until: None,
+                    // An outlier's hold still holds, should it come back.
+                    held_until,
                 },
             )
         };
@@ -457,23 +466,9 @@ impl Backend {
         true
     }
 
-    /// Its address resolves again: checked again, and back in rotation at
-    /// its first good health check. True if it had gone.
-    fn resolves_again(&self) -> bool {
-        let was = self.gone_since.lock().expect("gone_since poisoned").take();
-        if let Some(since) = was {
-            info!(
-                node = %self.name(), addr = %self.addr,
-                after = %format_args!("{:.1}s", since.elapsed().as_secs_f64()),
-                "backend resolves again; checking it"
-            );
-        }
-        was.is_some()
-    }
-
-    /// This new backend is `old`, come back at a new address (a container
-    /// started again and given another IP): it takes over `old`'s counts and
-    /// its ejection, so that its first good check is a return.
+    /// This new backend is `old` come back (a container started again, at
+    /// its old address or another): it takes over `old`'s counts and its
+    /// ejection, so that its first good check is a return.
     fn take_over(&self, old: &Backend) {
         for (mine, theirs) in [
             (&self.requests, &old.requests),
@@ -486,7 +481,7 @@ impl Backend {
         if let Health::Waiting { .. } = *health {
             *health = old.health();
         }
-        info!(node = %self.name(), from = %old.addr, to = %self.addr, "backend back at a new address");
+        info!(node = %self.name(), from = %old.addr, to = %self.addr, "backend resolves again");
     }
 
     /// Asks the node its name, so that status, traces and logs can use it.
@@ -700,14 +695,16 @@ impl Backends {
     /// Makes the backend set `--nodes` plus `discovered`: adds new addresses
     /// (and starts checking them); ejects discovered ones that went away, and
     /// forgets them [`FORGET_GONE_AFTER`] later unless they come back.
+    ///
+    /// An address that resolves again gets a new backend, even if one that
+    /// went away had it: Docker may have given the address to another
+    /// container. The node's name, once it answers, says whether it is the
+    /// one that went away ([`Backends::take_over_namesake`]).
     pub fn reconcile(self: &Arc<Self>, discovered: &BTreeSet<String>) {
         let wanted: BTreeSet<&String> = self.fixed.iter().chain(discovered).collect();
         let mut all = self.all.write().expect("backends poisoned");
-        all.retain_mut(|(backend, checker)| {
-            if wanted.contains(&backend.addr) {
-                if backend.resolves_again() {
-                    *checker = self.check(backend.clone());
-                }
+        all.retain(|(backend, checker)| {
+            if wanted.contains(&backend.addr) && !backend.is_gone() {
                 return true;
             }
             let name = backend.name();
@@ -738,7 +735,7 @@ impl Backends {
             }
         });
         for addr in wanted {
-            if all.iter().any(|(b, _)| &b.addr == addr) {
+            if all.iter().any(|(b, _)| &b.addr == addr && !b.is_gone()) {
                 continue;
             }
             let connection = match NodeConnection::new(addr, self.dialer.clone()) {
@@ -767,17 +764,21 @@ impl Backends {
     }
 
     /// If a node that no longer resolves has `newcomer`'s name, the newcomer
-    /// is that node at a new address: it takes over the old entry.
-    fn take_over_namesake(&self, newcomer: &Backend) {
+    /// is that node come back: it takes over the old entry.
+    fn take_over_namesake(&self, newcomer: &Arc<Backend>) {
         let name = newcomer.name();
         if *name == *newcomer.addr {
             return;
         }
         let mut all = self.all.write().expect("backends poisoned");
-        let Some(at) = all
+        // Still one of ours: it may have gone while it was being checked.
+        let listed = all
             .iter()
-            .position(|(b, _)| b.is_gone() && b.name() == name && b.addr != newcomer.addr)
-        else {
+            .any(|(b, _)| Arc::ptr_eq(b, newcomer) && !b.is_gone());
+        let namesake = all
+            .iter()
+            .position(|(b, _)| b.is_gone() && !Arc::ptr_eq(b, newcomer) && b.name() == name);
+        let (true, Some(at)) = (listed, namesake) else {
             return;
         };
         let (old, checker) = all.remove(at);
@@ -970,8 +971,12 @@ mod tests {
         assert_eq!(kinds(&events), ["backend.healthy", "backend.ejected"]);
     }
 
+    /// The backend at `addr`: the one checked now, else one that went away.
     fn listed(backends: &Backends, addr: &str) -> Option<Arc<Backend>> {
-        backends.list().into_iter().find(|b| b.addr == addr)
+        let mut at: Vec<Arc<Backend>> = backends.list();
+        at.retain(|b| b.addr == addr);
+        at.sort_by_key(|b| b.is_gone());
+        at.into_iter().next()
     }
 
     /// Backends found by DNS alone, with no `--nodes`.
@@ -1012,10 +1017,16 @@ mod tests {
         backends.reconcile(&addrs(&[]));
         assert!(listed(&backends, "10.0.0.1:7100").is_none());
 
+        // Resolving again, the address is checked afresh: Docker may have
+        // given it to another container. Its name says it is n2 again.
         backends.reconcile(&addrs(&["10.0.0.2:7100"]));
-        assert!(!n2.is_gone());
-        n2.mark_healthy(backends.events());
-        assert_eq!(n2.requests.load(Ordering::Relaxed), 7);
+        let again = listed(&backends, "10.0.0.2:7100").unwrap();
+        assert!(!again.is_gone());
+        again.learn_name("n2");
+        backends.take_over_namesake(&again);
+        assert_eq!(backends.list().len(), 1, "the old entry stays");
+        again.mark_healthy(backends.events());
+        assert_eq!(again.requests.load(Ordering::Relaxed), 7);
         assert_eq!(
             kinds(backends.events()),
             [
@@ -1066,6 +1077,34 @@ mod tests {
                 "backend.gone",
                 "backend.returned"
             ]
+        );
+    }
+
+    /// Another node given a gone node's address is a new node: it takes
+    /// over nothing, and the gone one stays gone. A check passing just as a
+    /// node goes does not put it back.
+    #[tokio::test]
+    async fn another_node_at_a_gone_nodes_address_is_new() {
+        let backends = discovering();
+        backends.reconcile(&addrs(&["10.0.0.2:7100"]));
+        let n2 = listed(&backends, "10.0.0.2:7100").unwrap();
+        n2.learn_name("n2");
+        n2.mark_healthy(backends.events());
+        backends.reconcile(&addrs(&[]));
+        n2.mark_healthy(backends.events());
+        assert_eq!(n2.health().name(), "ejected");
+
+        backends.reconcile(&addrs(&["10.0.0.2:7100"]));
+        let n4 = listed(&backends, "10.0.0.2:7100").unwrap();
+        n4.learn_name("n4");
+        backends.take_over_namesake(&n4);
+        assert_eq!(backends.list().len(), 2);
+        assert!(n2.is_gone());
+        n4.mark_healthy(backends.events());
+        assert_eq!(n4.ejections.load(Ordering::Relaxed), 0);
+        assert_eq!(
+            kinds(backends.events()),
+            ["backend.healthy", "backend.ejected", "backend.healthy"]
         );
     }
 

@@ -434,9 +434,8 @@ fn h2_failure(addr: &str, e: h2::Error, maybe_tls: bool) -> Status {
         Status::unavailable(format!("{addr} refused or reset the request: {e}"))
     } else if maybe_tls {
         connection_failed(format!(
-            "lost the connection to {addr}: {}; if the node requires TLS (the default), \
-             this balancer's --tls plaintext cannot talk to it",
-            how_it_broke(&e)
+            "lost the connection to {addr}: {e}; if the node requires TLS (the default), \
+             this balancer's --tls plaintext cannot talk to it"
         ))
     } else {
         connection_failed(format!(

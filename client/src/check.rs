@@ -35,9 +35,8 @@ use crate::{
     Failure,
     cli::{CheckArgs, Global},
     commands::{request, write_request},
-    connect::Connection,
     failure::{REFUSED_PAUSE, never_sent, status_code},
-    stop::StopSignals,
+    stop::{StopSignals, connect_unless_stopped},
 };
 
 /// Read-back attempts per key at the end, each through the next address.
@@ -105,7 +104,7 @@ impl Workload {
 /// lost or could not be read back.
 pub async fn run(global: &Global, args: CheckArgs, mut stops: StopSignals) -> Result<(), Failure> {
     // Connecting first proves the identity and that at least one address answers.
-    let conn = Connection::open(global).await?;
+    let conn = connect_unless_stopped(global, &mut stops).await?;
     let addrs: Vec<String> = global
         .addr
         .iter()
@@ -298,16 +297,23 @@ async fn verify(work: &Arc<Workload>, acked: Vec<Acked>, every: Duration) -> Ver
     let total = acked.len();
     let acked = Arc::new(acked);
     let next = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
     let result = Arc::new(Mutex::new(Verified::default()));
     let mut readers = tokio::task::JoinSet::new();
     for _ in 0..work.args.concurrency {
-        let (work, acked, next, result) =
-            (work.clone(), acked.clone(), next.clone(), result.clone());
+        let (work, acked, next, done, result) = (
+            work.clone(),
+            acked.clone(),
+            next.clone(),
+            done.clone(),
+            result.clone(),
+        );
         readers.spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(entry) = acked.get(i) else { break };
                 let (readable, stale) = read_back(&work, entry, i).await;
+                done.fetch_add(1, Ordering::Relaxed);
                 let mut result = result.lock().expect("result poisoned");
                 result.stale_reads += stale;
                 match readable {
@@ -328,8 +334,8 @@ async fn verify(work: &Arc<Workload>, acked: Vec<Acked>, every: Duration) -> Ver
         tokio::select! {
             done = readers.join_next() => if done.is_none() { break },
             _ = progress.tick() => {
-                let started = next.load(Ordering::Relaxed).min(total);
-                eprintln!("check: reading back: {started} of {total} keys");
+                let read = done.load(Ordering::Relaxed);
+                eprintln!("check: reading back: {read} of {total} keys read");
             }
         }
     }
@@ -354,8 +360,9 @@ async fn read_back(work: &Workload, entry: &Acked, i: usize) -> (Option<bool>, u
                 return (Some(true), stale);
             }
             Ok(_) => stale += 1,
-            // Nothing listens there: the next address, at once.
-            Err(status) if never_sent(&status) => {}
+            // Nothing listens there: the next address at once, if there is
+            // one not yet tried; else a moment for a restarting node.
+            Err(status) if never_sent(&status) && (attempt + 1) % n != 0 => {}
             Err(_) => tokio::time::sleep(VERIFY_BACKOFF).await,
         }
     }

@@ -26,12 +26,15 @@ use crate::{
     stop::StopSignals,
 };
 
-/// Runs the command the command line asked for, until it is done or a
-/// person stops it (Ctrl-C, or SIGTERM from `docker stop`).
+/// Runs the command the command line asked for.
+///
+/// The commands that run until stopped (`events` following its feed, `sniff`,
+/// `load`, `check`) stop cleanly on Ctrl-C or SIGTERM ([`StopSignals`]). The
+/// others keep the signals' default action: killed by Ctrl-C, as a shell loop
+/// around them expects, and bounded by `--timeout` in a container.
 pub async fn run(cli: Cli) -> Result<(), Failure> {
     let global = cli.global;
-    let mut stops = StopSignals::watch()?;
-    let command = match cli.command {
+    match cli.command {
         Command::Sniff(args) => {
             // It watches the wire rather than talking to a server: of the
             // global flags, only --json could mean something. Said, not
@@ -42,21 +45,20 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                      --pcap FILE saves the capture for tools (Wireshark, tshark -T json)"
                 );
             }
-            return sniff_until_stopped(args, stops).await;
+            sniff_until_stopped(args, StopSignals::watch()?).await
         }
         // They stop gracefully: what was done so far is reported.
-        Command::Check(args) => return crate::check::run(&global, args, stops).await,
-        Command::Load(args) => return crate::load::run(&global, args, stops).await,
-        command => command,
-    };
-    let following = matches!(&command, Command::Events(args) if !args.no_follow);
-    tokio::select! {
-        done = one_shot(&global, command) => done,
-        signal = stops.recv() => match following {
-            // Following the feed lasts until a person stops it.
-            true => Ok(()),
-            false => Err(Failure::local(format!("stopped by {signal} before the answer came"))),
-        },
+        Command::Check(args) => crate::check::run(&global, args, StopSignals::watch()?).await,
+        Command::Load(args) => crate::load::run(&global, args, StopSignals::watch()?).await,
+        Command::Events(args) if !args.no_follow => {
+            let mut stops = StopSignals::watch()?;
+            tokio::select! {
+                done = events(&global, args) => done,
+                // Following the feed lasts until a person stops it.
+                _ = stops.recv() => Ok(()),
+            }
+        }
+        command => one_shot(&global, command).await,
     }
 }
 
@@ -74,7 +76,7 @@ async fn one_shot(global: &Global, command: Command) -> Result<(), Failure> {
         Command::Fault(args) => fault(global, args).await,
         Command::Policy(args) => policy(global, args).await,
         Command::Sniff(_) | Command::Check(_) | Command::Load(_) => {
-            unreachable!("run() runs the commands that stop gracefully")
+            unreachable!("run() runs the commands that run until stopped")
         }
     }
 }

@@ -50,9 +50,8 @@ use crate::{
     Failure,
     cli::{Global, LoadArgs},
     commands::{request, write_request},
-    connect::Connection,
     failure::{REFUSED_PAUSE, never_sent, status_code},
-    stop::StopSignals,
+    stop::{StopSignals, connect_unless_stopped},
 };
 
 /// Latencies above this (one minute, in microseconds) are recorded as this.
@@ -134,7 +133,7 @@ struct Outcome {
 
 /// Runs the load and prints the summary.
 pub async fn run(global: &Global, args: LoadArgs, mut stops: StopSignals) -> Result<(), Failure> {
-    let conn = Connection::open(global).await?;
+    let conn = connect_unless_stopped(global, &mut stops).await?;
     // Every address, the one that answered first in use.
     let mut targets = vec![(conn.addr.clone(), conn.key_value())];
     for addr in global

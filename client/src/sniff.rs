@@ -107,7 +107,11 @@ pub fn run(args: SniffArgs, stop: &AtomicBool) -> Result<(), Failure> {
             Err(e)
                 if matches!(
                     e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        // A signal's handler ran on this thread: Ctrl-C, which
+                        // sets `stop`, is seen at the top of the loop.
+                        | std::io::ErrorKind::Interrupted
                 ) =>
             {
                 continue;

@@ -303,7 +303,8 @@ async fn run(args: Args) -> Result<(), String> {
                 if let Some((_, command)) = restart.iter().find(|(n, _)| *n == name) {
                     say(format!("clusterlab-local: start it again with: {command}"));
                 }
-                if running.is_empty() {
+                // Those started again by hand keep the cluster going.
+                if running.is_empty() && started_by_hand(&processes).is_empty() {
                     return Err("every process has exited".into());
                 }
             }
@@ -330,11 +331,7 @@ async fn run(args: Args) -> Result<(), String> {
     }
     // A process started again with the command printed above is not our
     // child, and Ctrl-C in our terminal does not reach it: stop it too.
-    for (name, program, flags) in &processes {
-        for pid in started_by_hand(program, flags) {
-            say(stop_started_by_hand(name, pid).await);
-        }
-    }
+    stop_started_by_hand(started_by_hand(&processes)).await;
     Ok(())
 }
 
@@ -342,13 +339,14 @@ async fn run(args: Args) -> Result<(), String> {
 /// drains its requests first) before we say it is still running.
 const STOP_PATIENCE: Duration = Duration::from_secs(30);
 
-/// The processes running `program` with exactly `flags`: those started by
-/// hand with the command we printed (ours have all exited by now).
-fn started_by_hand(program: &Path, flags: &[String]) -> Vec<u32> {
+/// The processes running one of `processes` (name, program, flags) with
+/// exactly its flags, by name and pid: those started by hand with the command
+/// we printed (ours have all exited when this is asked).
+fn started_by_hand(processes: &[(String, PathBuf, Vec<String>)]) -> Vec<(String, u32)> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
-    let same = |cmdline: Vec<u8>| {
+    let runs = |cmdline: &[u8], program: &Path, flags: &[String]| {
         let mut argv = cmdline
             .split(|&b| b == 0)
             .filter(|arg| !arg.is_empty())
@@ -357,33 +355,60 @@ fn started_by_hand(program: &Path, flags: &[String]) -> Vec<u32> {
             .is_some_and(|arg0| Path::new(arg0.as_ref()).file_name() == program.file_name())
             && argv.eq(flags.iter().map(|flag| flag.as_str()))
     };
-    entries
-        .flatten()
-        .filter_map(|entry| {
-            let pid = entry.file_name().to_str()?.parse().ok()?;
-            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
-            (same(cmdline) && running_still(pid)).then_some(pid)
-        })
-        .collect()
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        if let Some((name, _, _)) = processes
+            .iter()
+            .find(|(_, program, flags)| runs(&cmdline, program, flags))
+            && running_still(pid)
+        {
+            found.push((name.clone(), pid));
+        }
+    }
+    found
 }
 
-/// Sends SIGTERM to `pid`, waits for it to go, and says what happened.
-async fn stop_started_by_hand(name: &str, pid: u32) -> String {
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .stderr(std::process::Stdio::null())
-        .status();
+/// Sends SIGTERM to each, waits for them to go (together, for at most
+/// [`STOP_PATIENCE`]), and says what became of each.
+async fn stop_started_by_hand(processes: Vec<(String, u32)>) {
+    for (_, pid) in &processes {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
     let deadline = Instant::now() + STOP_PATIENCE;
-    while running_still(pid) {
+    let mut left = processes;
+    loop {
+        left.retain(|(name, pid)| {
+            let running = running_still(*pid);
+            if !running {
+                say(format!(
+                    "clusterlab-local: {name} (pid {pid}, started again by hand) stopped"
+                ));
+            }
+            running
+        });
+        if left.is_empty() {
+            return;
+        }
         if Instant::now() > deadline {
-            return format!(
-                "clusterlab-local: {name} (pid {pid}, started again by hand) is still running \
-                 {STOP_PATIENCE:?} after SIGTERM; `kill -9 {pid}` stops it"
-            );
+            for (name, pid) in left {
+                say(format!(
+                    "clusterlab-local: {name} (pid {pid}, started again by hand) is still \
+                     running {STOP_PATIENCE:?} after SIGTERM; `kill -9 {pid}` stops it"
+                ));
+            }
+            return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    format!("clusterlab-local: {name} (pid {pid}, started again by hand) stopped")
 }
 
 /// Whether `pid` runs: it exists and is not a zombie (gone, but not yet
