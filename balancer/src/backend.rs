@@ -699,7 +699,7 @@ impl Backends {
     /// An address that resolves again gets a new backend, even if one that
     /// went away had it: Docker may have given the address to another
     /// container. The node's name, once it answers, says whether it is the
-    /// one that went away ([`Backends::take_over_namesake`]).
+    /// one that went away (see `take_over_namesake`).
     pub fn reconcile(self: &Arc<Self>, discovered: &BTreeSet<String>) {
         let wanted: BTreeSet<&String> = self.fixed.iter().chain(discovered).collect();
         let mut all = self.all.write().expect("backends poisoned");
