@@ -76,6 +76,7 @@ const OUTLIER_MEMORY: Duration = Duration::from_secs(60);
 /// during a lab, short enough that a scaled-down cluster is soon tidy.
 pub const FORGET_GONE_AFTER: Duration = Duration::from_secs(300);
 /// Why a node that no longer resolves is out of rotation.
+/// Its messages say "5 min": keep them in step with [`FORGET_GONE_AFTER`].
 const GONE_REASON: &str = "its address no longer resolves (its container was stopped or removed); \
                            forgotten after 5 min unless it comes back";
 

@@ -312,12 +312,9 @@ async fn run(args: Args) -> Result<(), String> {
     }
     // SIGTERM to each, so they drain, then wait for all of them. Ctrl-C in a
     // terminal has already sent SIGINT to every one of them (they share its
-    // process group), so some may be gone: that is not worth a line from kill.
+    // process group), so some may be gone.
     for (_, pid) in &running {
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .stderr(std::process::Stdio::null())
-            .status();
+        terminate(*pid);
     }
     while !running.is_empty() {
         let Some((name, status)) = exited.recv().await else {
@@ -333,6 +330,15 @@ async fn run(args: Args) -> Result<(), String> {
     // child, and Ctrl-C in our terminal does not reach it: stop it too.
     stop_started_by_hand(started_by_hand(&processes)).await;
     Ok(())
+}
+
+/// Sends SIGTERM to `pid`, quietly: a process already gone is not worth a
+/// line from kill.
+fn terminate(pid: u32) {
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .stderr(std::process::Stdio::null())
+        .status();
 }
 
 /// How long a process started by hand has to stop after SIGTERM (a node
@@ -378,10 +384,7 @@ fn started_by_hand(processes: &[(String, PathBuf, Vec<String>)]) -> Vec<(String,
 /// [`STOP_PATIENCE`]), and says what became of each.
 async fn stop_started_by_hand(processes: Vec<(String, u32)>) {
     for (_, pid) in &processes {
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .stderr(std::process::Stdio::null())
-            .status();
+        terminate(*pid);
     }
     let deadline = Instant::now() + STOP_PATIENCE;
     let mut left = processes;
