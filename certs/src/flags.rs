@@ -134,12 +134,20 @@ fn variable_holding(command: &Command, long: &str, value: Option<&str>) -> Optio
 /// Gives every flag without a variable of its own the one named by
 /// [`env_name`], and lets switches (`--json`) take 1/0, yes/no, on/off or
 /// true/false from the environment, as people write them there.
+///
+/// It also lets every value be a negative number (`put k -5`, `--rate -1`):
+/// clap would take `-5` for a flag and answer "unexpected argument '-5'",
+/// where the value's own parser says what the flag takes.
 pub fn with_env(command: Command) -> Command {
     fill_env(command, "CLUSTERLAB")
 }
 
 fn fill_env(command: Command, prefix: &str) -> Command {
     let mut command = command.mut_args(|arg| {
+        let arg = match arg.get_action().takes_values() {
+            true => arg.allow_negative_numbers(true),
+            false => arg,
+        };
         if arg.is_positional() {
             return arg;
         }
@@ -647,6 +655,26 @@ mod tests {
             .unwrap();
         let (_, load) = matches.subcommand().unwrap();
         assert!(load.get_flag("json"));
+        // A negative number is a value, for a flag and for an argument alike.
+        let matches = command
+            .clone()
+            .try_get_matches_from(["toy", "load", "-5", "--duration", "-1"])
+            .unwrap();
+        let (_, load) = matches.subcommand().unwrap();
+        assert_eq!(load.get_one::<String>("key").unwrap(), "-5");
+        assert_eq!(load.get_one::<String>("duration").unwrap(), "-1");
+        // Not a flag that takes no value, nor anything but a number.
+        for args in [
+            &["toy", "load", "k", "--json", "-1"][..],
+            &["toy", "load", "-k"],
+        ] {
+            let error = command.clone().try_get_matches_from(args).unwrap_err();
+            assert_eq!(
+                error.kind(),
+                clap::error::ErrorKind::UnknownArgument,
+                "{args:?}"
+            );
+        }
     }
 
     #[test]

@@ -84,9 +84,9 @@ struct Addresses {
     discovered: BTreeSet<String>,
     /// `--peers-dns` is set and has not answered yet.
     awaiting_dns: bool,
-    /// Heard of through gossip or an incoming probe, and when: dropped if it
-    /// never answers within `dead_after`.
-    learned: BTreeMap<String, Instant>,
+    /// Heard of through gossip or an incoming probe: dropped if it never
+    /// answers within `dead_after`.
+    learned: BTreeMap<String, Heard>,
     /// Which member answered at each address. A member's other addresses are not
     /// probed while it is alive (in compose a node is both an IP and a name).
     answered_as: HashMap<String, String>,
@@ -102,12 +102,33 @@ struct Addresses {
     unreached: HashMap<String, (Instant, Option<String>)>,
 }
 
+/// An address heard of through gossip or an incoming probe.
+#[derive(Debug, Clone, Copy)]
+struct Heard {
+    /// When it was first heard of.
+    at: Instant,
+    /// Every member that gossiped it gave it under this node's own name. It is
+    /// most likely where this node listened before it restarted at another
+    /// address (its peers have not heard of the move yet), so its silence says
+    /// nothing about the cluster. If another node answers there, it is a
+    /// namesake ([`Membership::answered`]).
+    ours: bool,
+}
+
+impl Addresses {
+    /// True if `addr` is known only as this node's own, from gossip.
+    fn gossiped_as_ours(&self, addr: &str) -> bool {
+        self.learned.get(addr).is_some_and(|heard| heard.ours)
+    }
+}
+
 /// What one probe round found.
 #[derive(Debug, Clone, Copy)]
 struct Round {
     /// A member joined, or an address not probed yet was heard of.
     news: bool,
-    /// Some address did not answer: a node not listening yet, or one that is down.
+    /// Some address did not answer: a node not listening yet, or one that is
+    /// down. An address gossiped only as this node's own does not count.
     unanswered: bool,
     /// `--peers-dns` is set and no other member that is not dead has been
     /// found, by any means (DNS, `--peers` or gossip). Docker's DNS names only
@@ -433,11 +454,24 @@ impl Membership {
             }
         });
         let answers = futures::future::join_all(probes).await;
-        let probed: BTreeSet<String> = answers.iter().map(|(addr, _)| addr.clone()).collect();
-        let unanswered = answers.iter().any(|(_, answer)| answer.is_err());
+        self.tally(answers, Instant::now())
+    }
 
-        let now = Instant::now();
+    /// Applies one round's answers, address by address, and says what the
+    /// round found.
+    fn tally(
+        &self,
+        answers: Vec<(String, Result<proto::ProbeResponse, String>)>,
+        now: Instant,
+    ) -> Round {
+        let probed: BTreeSet<String> = answers.iter().map(|(addr, _)| addr.clone()).collect();
         let mut inner = self.lock();
+        // A node restarted at a new port hears its old address from peers
+        // that have not seen it move. Nothing answers there, and waiting for
+        // it would only delay the node's start by [`ROUNDS_BEFORE_READY`].
+        let unanswered = answers
+            .iter()
+            .any(|(addr, answer)| answer.is_err() && !inner.addresses.gossiped_as_ours(addr));
         let members_before = inner.peers.len();
         for (addr, answer) in answers {
             match answer {
@@ -452,7 +486,7 @@ impl Membership {
                     inner.addresses.note_unreached_seed(&addr, &error, now);
                     let learned_long_ago =
                         inner.addresses.learned.get(&addr).is_some_and(|heard| {
-                            now.duration_since(*heard) > self.settings.dead_after
+                            now.duration_since(heard.at) > self.settings.dead_after
                         });
                     if learned_long_ago {
                         inner.addresses.learned.remove(&addr);
@@ -693,11 +727,16 @@ fn learn(inner: &mut Inner, me: (&str, &str), member: &Member) {
     if member.addr.is_empty() || known {
         return;
     }
+    let ours = member.name == me.0;
     inner
         .addresses
         .learned
         .entry(member.addr.clone())
-        .or_insert_with(Instant::now);
+        .and_modify(|heard| heard.ours &= ours)
+        .or_insert(Heard {
+            at: Instant::now(),
+            ours,
+        });
 }
 
 fn replica_client(channel: Channel) -> ReplicaClient<Channel> {
@@ -959,6 +998,42 @@ mod tests {
             copies_left(2, 3)
         );
         assert!(copies_left(1, 3).starts_with("with 1 member left"));
+    }
+
+    /// A node restarted at a new port hears its old address from peers that
+    /// have not seen it move. Nothing answers there, and that silence does
+    /// not hold up its start; silence at any other address does.
+    #[test]
+    fn silence_where_only_this_node_was_said_to_be_does_not_delay_readiness() {
+        let t0 = Instant::now();
+        let refused = |addr: &str| (addr.to_string(), Err("connection refused".to_string()));
+        // Peers still list n1 (this node, now at 7101) at 7201, where it was.
+        let old = ("n1", "127.0.0.1:7201");
+        let cases = [
+            (vec![old], false),
+            (vec![old, ("n4", "127.0.0.1:7104")], true),
+            // Also given as another node's address: that node may be starting.
+            (vec![old, ("n4", "127.0.0.1:7201")], true),
+        ];
+        for (gossip, held_up) in cases {
+            let m = membership(Duration::from_secs(10));
+            let n2 = || {
+                let answer = answer("n2", "127.0.0.1:7102", &gossip);
+                ("127.0.0.1:7102".to_string(), Ok(answer))
+            };
+            let first = m.tally(vec![n2()], t0);
+            assert!(first.news && !first.unanswered, "{gossip:?}: {first:?}");
+
+            let addrs: BTreeSet<&str> = gossip.iter().map(|(_, addr)| *addr).collect();
+            let answers = std::iter::once(n2())
+                .chain(addrs.into_iter().map(refused))
+                .collect();
+            let second = m.tally(answers, t0 + Duration::from_millis(500));
+            assert!(!second.news, "{gossip:?}: {second:?}");
+            assert_eq!(second.unanswered, held_up, "{gossip:?}");
+            let mut readiness = Readiness::default();
+            assert_eq!(readiness.after(second, false), !held_up, "{gossip:?}");
+        }
     }
 
     #[test]
