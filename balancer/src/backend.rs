@@ -755,13 +755,20 @@ impl Backends {
 
     /// Starts checking `backend` every `--health-interval`.
     fn check(self: &Arc<Self>, backend: Arc<Backend>) -> AbortHandle {
-        let checker = tokio::spawn(check_forever(
-            backend,
-            Arc::downgrade(self),
-            self.events.clone(),
-            self.interval,
-        ));
+        let checker = tokio::spawn(check_forever(backend, Arc::downgrade(self), self.interval));
         checker.abort_handle()
+    }
+
+    /// `backend` passed a health check: perhaps a node we knew, back at a new
+    /// address ([`Backends::take_over_namesake`]), and in rotation unless
+    /// held out.
+    ///
+    /// It looks for a namesake at every check, not only the first: the node
+    /// may not have told its name in time for it (it is asked again at each
+    /// check until it does), or its old entry may go only after it came.
+    fn passed_check(&self, backend: &Arc<Backend>) {
+        self.take_over_namesake(backend);
+        backend.mark_healthy(&self.events);
     }
 
     /// If a node that no longer resolves has `newcomer`'s name, the newcomer
@@ -771,14 +778,21 @@ impl Backends {
         if *name == *newcomer.addr {
             return;
         }
+        let is_namesake =
+            |b: &Arc<Backend>| b.is_gone() && !Arc::ptr_eq(b, newcomer) && b.name() == name;
+        // Looked for at every passing check, so first without holding up the
+        // requests that read the list.
+        let any = self.all.read().expect("backends poisoned");
+        if !any.iter().any(|(b, _)| is_namesake(b)) {
+            return;
+        }
+        drop(any);
         let mut all = self.all.write().expect("backends poisoned");
         // Still one of ours: it may have gone while it was being checked.
         let listed = all
             .iter()
             .any(|(b, _)| Arc::ptr_eq(b, newcomer) && !b.is_gone());
-        let namesake = all
-            .iter()
-            .position(|(b, _)| b.is_gone() && !Arc::ptr_eq(b, newcomer) && b.name() == name);
+        let namesake = all.iter().position(|(b, _)| is_namesake(b));
         let (true, Some(at)) = (listed, namesake) else {
             return;
         };
@@ -807,28 +821,19 @@ impl Drop for Backends {
 }
 
 /// Checks one backend every `interval`, forever, ejecting and returning it.
-async fn check_forever(
-    backend: Arc<Backend>,
-    backends: Weak<Backends>,
-    events: Events,
-    interval: Duration,
-) {
+/// It ends when the set of backends is dropped.
+async fn check_forever(backend: Arc<Backend>, backends: Weak<Backends>, interval: Duration) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        match backend.check().await {
-            Ok(()) => {
-                // Serving for the first time, and named: perhaps a node we
-                // knew, back at a new address.
-                if matches!(backend.health(), Health::Waiting { .. })
-                    && let Some(backends) = backends.upgrade()
-                {
-                    backends.take_over_namesake(&backend);
-                }
-                backend.mark_healthy(&events)
-            }
-            Err((reason, waiting)) => backend.eject(reason, waiting, &events),
+        let checked = backend.check().await;
+        let Some(backends) = backends.upgrade() else {
+            return;
+        };
+        match checked {
+            Ok(()) => backends.passed_check(&backend),
+            Err((reason, waiting)) => backend.eject(reason, waiting, &backends.events),
         }
     }
 }
@@ -1078,6 +1083,40 @@ mod tests {
                 "backend.gone",
                 "backend.returned"
             ]
+        );
+    }
+
+    /// A node back at a new address that did not tell its name at its first
+    /// good check joins as a new node; once it does, it takes over its old
+    /// entry all the same, in rotation as it is.
+    #[tokio::test]
+    async fn a_node_back_that_tells_its_name_late_still_takes_over_its_old_entry() {
+        let backends = discovering();
+        backends.reconcile(&addrs(&["10.0.0.2:7100"]));
+        let old = listed(&backends, "10.0.0.2:7100").unwrap();
+        old.learn_name("n2");
+        backends.passed_check(&old);
+        old.requests.fetch_add(5, Ordering::Relaxed);
+        backends.reconcile(&addrs(&[]));
+        assert!(old.is_gone());
+
+        backends.reconcile(&addrs(&["10.0.0.9:7100"]));
+        let new = listed(&backends, "10.0.0.9:7100").unwrap();
+        backends.passed_check(&new);
+        assert!(new.is_healthy(), "unnamed, it joins as a new node");
+        assert_eq!(backends.list().len(), 2);
+
+        new.learn_name("n2");
+        backends.passed_check(&new);
+        assert!(
+            listed(&backends, "10.0.0.2:7100").is_none(),
+            "the old entry stays"
+        );
+        assert!(new.is_healthy());
+        assert_eq!(new.requests.load(Ordering::Relaxed), 5);
+        assert_eq!(
+            kinds(backends.events()),
+            ["backend.healthy", "backend.ejected", "backend.healthy"]
         );
     }
 
