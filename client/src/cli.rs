@@ -184,6 +184,8 @@ pub struct LoadArgs {
     #[arg(long, default_value_t = 1000, value_parser = at_least_one)]
     pub keys: u64,
     /// Fraction of requests that are reads (the rest are writes), 0.0 to 1.0.
+    /// Reads ask for keys this run has written (any key until it has written
+    /// one): a key never written costs a read on every replica
     #[arg(long, default_value_t = 0.9, value_parser = fraction)]
     pub read_ratio: f64,
     /// Bytes per written value.

@@ -510,6 +510,22 @@ fn least_request_steers_away_from_a_slow_node() {
     let slow = served.get("n2").copied().unwrap_or(0);
     // Round-robin would give it a third (100); least-request far fewer.
     assert!(slow < 45, "the slow node served {slow} of 300: {served:?}");
+
+    // `load`, as in the README's lab, mostly reads. Its reads ask for keys it
+    // has written, which a quorum without n2 can answer; a key never written
+    // would wait for n2 whichever node coordinated the read, and every node
+    // would look as slow as n2 (a third each).
+    let json = cluster
+        .client_to_balancer(0)
+        .args(["--json", "load", "--duration", "3s"])
+        .ok()
+        .json();
+    let requests = json["requests"].as_u64().unwrap();
+    let slow = json["per_node"]["n2"].as_u64().unwrap_or(0);
+    assert!(
+        slow * 10 < requests,
+        "the slow node served {slow} of {requests}: {json}"
+    );
 }
 
 /// The balancer gives a request at most its --request-timeout, and says so
