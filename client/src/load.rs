@@ -237,14 +237,15 @@ struct Workload {
 /// The keys this run has written, which its reads ask for.
 ///
 /// A key never written is the dearest read there is: before a node answers
-/// "not found" it asks every replica, not only a quorum, in case the first to
-/// answer joined a moment ago and hold nothing yet (docs/replication.md). Read
-/// at random on a fresh cluster, most keys would be such keys, and every read
-/// would wait for the slowest replica: after `clusterlab fault n2 --latency
-/// 300ms` the reads every node coordinates would take 300 ms, and no policy
-/// could steer around n2. So reads ask for keys already written, as most of a
-/// real workload's do. Until the first write is acknowledged, and with
-/// `--read-ratio 1`, which writes nothing, they ask for any key.
+/// "not found" it asks every replica, not only a quorum, in case the first
+/// replicas to answer joined a moment ago and hold nothing yet
+/// (docs/replication.md). Read at random on a fresh cluster, most keys would
+/// be such keys, and every read would wait for the slowest replica: after
+/// `clusterlab fault n2 --latency 300ms` the reads every node coordinates
+/// would take 300 ms, and no policy could steer around n2. So reads ask for
+/// keys already written, as most of a real workload's do. Until the first
+/// write is acknowledged, and with `--read-ratio 1`, which writes nothing,
+/// they ask for any key.
 #[derive(Debug, Default)]
 struct Written {
     /// Each key once, and all of them in a list to pick from.
