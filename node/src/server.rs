@@ -49,8 +49,9 @@ const MAX_CONCURRENT_STREAMS: u32 = 256;
 /// by `docker pause` wakes to every request the balancer sent it and then gave
 /// up on, as many as the clients had in flight; with 20 it closed the
 /// balancer's connection with a warning (`remotely-reset pending-accept
-/// streams reached limit`). 256, as many as may be open at once, still cuts a
-/// flood off (tests/tests/hostile.rs); 4096 did not.
+/// streams reached limit`), as a stopped node in tests/tests/balancer.rs
+/// shows. 256, as many as may be open at once, still cuts a flood off
+/// (tests/tests/hostile.rs); 4096 did not.
 const MAX_PENDING_RESETS: usize = 256;
 
 /// Serves the node on `listener` until `shutdown` completes, then drains.
