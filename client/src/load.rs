@@ -1,7 +1,7 @@
 //! `clusterlab load`: a load generator with a live view.
 //!
 //! Workers send a mix of reads and writes over a fixed set of keys (reads ask
-//! for the keys written so far: [`Written`] says why), as fast as the cluster
+//! for the keys written so far: `Written` says why), as fast as the cluster
 //! answers (closed loop: `--concurrency` requests in flight), or at a fixed
 //! rate whatever the cluster does (open loop: `--rate`). Once a second a
 //! line shows requests per second, errors, retries, latency percentiles and how
