@@ -266,14 +266,19 @@ fn a_write_a_stopped_node_reads_after_its_deadline_is_refused_not_applied() {
     assert_eq!(out.stdout.trim_end(), "first");
 }
 
-/// Starts 10 s of reads through balancer 0, 32 at a time, and returns once
-/// n2 has served some: long enough that what a test does to n2 next falls
-/// early in the run, however slowly it starts.
-fn reads_reaching_n2(cluster: &TestCluster) -> tests::Running {
+/// Starts 10 s of reads through balancer 0, `concurrency` at a time, and
+/// returns once n2 has served some: long enough that what a test does to n2
+/// next falls early in the run, however slowly it starts.
+fn reads_reaching_n2(cluster: &TestCluster, concurrency: u32) -> tests::Running {
     let load = cluster
         .client_to_balancer(0)
         .args(["--json", "load", "--read-ratio", "1", "--keys", "100"])
-        .args(["--concurrency", "32", "--duration", "10s"])
+        .args([
+            "--concurrency",
+            &concurrency.to_string(),
+            "--duration",
+            "10s",
+        ])
         .spawn();
     wait_until("reads to reach n2", SETTLE, || {
         let status = cluster.balancer_status(0);
@@ -288,30 +293,33 @@ fn reads_reaching_n2(cluster: &TestCluster) -> tests::Running {
 
 /// Reads already waiting on a node that hangs do not wait out their deadline:
 /// when the balancer ejects the node, it sends them to another, and the load
-/// sees no errors at all. A closed-loop load piles every request onto the hung
-/// node before it is ejected, so 32 are waiting then: more than the retry
-/// budget's reserve of 10, which failing over from an ejected node must not use.
-/// Resumed, the node returns to rotation on the connection it had.
+/// sees no errors at all. A closed-loop load piles its requests onto the hung
+/// node until it is ejected: of 64 in flight, about 40 are waiting then. That
+/// is more than the retry budget's reserve of 10, which failing over from an
+/// ejected node must not use.
+///
+/// Each read moved away is cancelled on the node's connection while the node
+/// is stopped: a stream it has not taken up yet, reset. Resumed, the node
+/// takes 40 of those for what they are, not for a rapid-reset flood
+/// (CVE-2023-44487): with h2's default limit of 20 it closed the balancer's
+/// connection, as a `docker pause` lab did.
 #[test]
 fn reads_waiting_on_a_hung_node_go_elsewhere_when_it_is_ejected() {
     let mut cluster = TestCluster::start_with(3, &["--dead-after", "60s"]);
     cluster.start_balancer(&[]);
-    let load = reads_reaching_n2(&cluster);
+    let load = reads_reaching_n2(&cluster, 64);
     cluster.signal(1, "STOP");
     wait_until("the balancer to eject the stopped n2", SETTLE, || {
         cluster.backend_health(0, "n2").as_deref() == Some("ejected")
     });
-    let json = load.finish().json();
+    // At once: stopped for 5 s, n2 would miss a ping, and the balancer would
+    // close the connection before the resets reached n2.
     cluster.signal(1, "CONT");
+    let json = load.finish().json();
     assert_eq!(json["errors"], serde_json::json!({}), "{json}");
     assert!(json["retries"].as_u64().unwrap() > 10, "{json}");
     let status = cluster.balancer_status(0).unwrap();
     assert_eq!(status.retries_refused, 0, "{status:?}");
-    // Each read moved away was cancelled on n2's connection while n2 was
-    // stopped: 32 streams it had not taken up yet, reset. Resumed, n2 takes
-    // that for what it is, not for a rapid-reset flood (CVE-2023-44487): with
-    // h2's default limit of 20 it closed the balancer's connection, as a
-    // `docker pause` lab did.
     wait_until("n2 back in rotation", SETTLE, || {
         cluster.backend_health(0, "n2").as_deref() == Some("healthy")
     });
@@ -330,7 +338,7 @@ fn reads_waiting_on_a_hung_node_go_elsewhere_when_it_is_ejected() {
 fn a_node_shutting_down_is_ejected_as_such_and_no_request_fails() {
     let mut cluster = TestCluster::start_with(3, &["--dead-after", "60s"]);
     cluster.start_balancer(&[]);
-    let load = reads_reaching_n2(&cluster);
+    let load = reads_reaching_n2(&cluster, 32);
     cluster.signal(1, "TERM");
     let exit = cluster.wait_exit(1, SETTLE);
     assert!(exit.success(), "n2 exited with {exit}");
