@@ -765,7 +765,9 @@ impl Backends {
     ///
     /// It looks for a namesake at every check, not only the first: the node
     /// may not have told its name in time for it (it is asked again at each
-    /// check until it does), or its old entry may go only after it came.
+    /// check until it does), or its old entry may go only after it came. A
+    /// backend already in rotation that takes over an entry gains its counts
+    /// only: it stays in rotation, and an outlier hold on the old entry lapses.
     fn passed_check(&self, backend: &Arc<Backend>) {
         self.take_over_namesake(backend);
         backend.mark_healthy(&self.events);
@@ -1030,7 +1032,7 @@ mod tests {
         assert!(!again.is_gone());
         again.learn_name("n2");
         backends.take_over_namesake(&again);
-        assert_eq!(backends.list().len(), 1, "the old entry stays");
+        assert_eq!(backends.list().len(), 1, "the old entry was not taken over");
         again.mark_healthy(backends.events());
         assert_eq!(again.requests.load(Ordering::Relaxed), 7);
         assert_eq!(
@@ -1070,7 +1072,7 @@ mod tests {
         backends.take_over_namesake(&new);
         assert!(
             listed(&backends, "10.0.0.2:7100").is_none(),
-            "the old entry stays"
+            "the old entry was not taken over"
         );
         assert_eq!(new.requests.load(Ordering::Relaxed), 5);
         assert_eq!(new.ejections.load(Ordering::Relaxed), 1);
@@ -1110,7 +1112,7 @@ mod tests {
         backends.passed_check(&new);
         assert!(
             listed(&backends, "10.0.0.2:7100").is_none(),
-            "the old entry stays"
+            "the old entry was not taken over"
         );
         assert!(new.is_healthy());
         assert_eq!(new.requests.load(Ordering::Relaxed), 5);

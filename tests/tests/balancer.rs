@@ -312,12 +312,14 @@ fn reads_waiting_on_a_hung_node_go_elsewhere_when_it_is_ejected() {
     wait_until("the balancer to eject the stopped n2", SETTLE, || {
         cluster.backend_health(0, "n2").as_deref() == Some("ejected")
     });
-    // At once: stopped for 5 s, n2 would miss a ping, and the balancer would
-    // close the connection before the resets reached n2.
+    // At once: stopped for longer than the 5 s a ping may go unanswered, n2
+    // could lose the balancer's connection before the resets reached it.
     cluster.signal(1, "CONT");
     let json = load.finish().json();
     assert_eq!(json["errors"], serde_json::json!({}), "{json}");
-    assert!(json["retries"].as_u64().unwrap() > 10, "{json}");
+    // Each retry is a read moved off n2: more than h2's 20 resets, or the
+    // check of n2's log below would prove nothing.
+    assert!(json["retries"].as_u64().unwrap() > 20, "{json}");
     let status = cluster.balancer_status(0).unwrap();
     assert_eq!(status.retries_refused, 0, "{status:?}");
     wait_until("n2 back in rotation", SETTLE, || {
@@ -325,8 +327,6 @@ fn reads_waiting_on_a_hung_node_go_elsewhere_when_it_is_ejected() {
     });
     let log = cluster.nodes[1].log_text();
     assert!(!log.contains("streams reached limit"), "{log}");
-    let log = cluster.balancers[0].log_text();
-    assert!(!log.contains("too_many_resets"), "{log}");
 }
 
 /// A node stopped gracefully (SIGTERM: `docker stop`, Ctrl-C) tells the
@@ -542,6 +542,10 @@ fn least_request_steers_away_from_a_slow_node() {
         .args(["--json", "load", "--duration", "3s"])
         .ok()
         .json();
+    assert_eq!(json["errors"], serde_json::json!({}), "{json}");
+    for fast in ["n1", "n3"] {
+        assert!(json["per_node"][fast].as_u64().is_some(), "{json}");
+    }
     let requests = json["requests"].as_u64().unwrap();
     let slow = json["per_node"]["n2"].as_u64().unwrap_or(0);
     assert!(
