@@ -782,13 +782,17 @@ impl Backends {
         }
         let is_namesake =
             |b: &Arc<Backend>| b.is_gone() && !Arc::ptr_eq(b, newcomer) && b.name() == name;
-        // Looked for at every passing check, so first without holding up the
-        // requests that read the list.
-        let any = self.all.read().expect("backends poisoned");
-        if !any.iter().any(|(b, _)| is_namesake(b)) {
+        // Looked for at every passing check, so first under the read lock,
+        // which does not hold up the requests that read the list.
+        let any = self
+            .all
+            .read()
+            .expect("backends poisoned")
+            .iter()
+            .any(|(b, _)| is_namesake(b));
+        if !any {
             return;
         }
-        drop(any);
         let mut all = self.all.write().expect("backends poisoned");
         // Still one of ours: it may have gone while it was being checked.
         let listed = all
