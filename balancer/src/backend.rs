@@ -470,7 +470,11 @@ impl Backend {
     /// This new backend is `old` come back (a container started again, at
     /// its old address or another): it takes over `old`'s counts and its
     /// ejection, so that its first good check is a return.
-    fn take_over(&self, old: &Backend) {
+    ///
+    /// A newcomer already past its first check (it told its name late) keeps
+    /// its own health, and no check will say the node returned; so this says
+    /// it instead, or the feed would show the old entry gone for good.
+    fn take_over(&self, old: &Backend, events: &Events) {
         for (mine, theirs) in [
             (&self.requests, &old.requests),
             (&self.errors, &old.errors),
@@ -478,11 +482,26 @@ impl Backend {
         ] {
             mine.fetch_add(theirs.load(Ordering::Relaxed), Ordering::Relaxed);
         }
-        let mut health = self.health.lock().expect("health poisoned");
-        if let Health::Waiting { .. } = *health {
-            *health = old.health();
+        let first_check = {
+            let mut health = self.health.lock().expect("health poisoned");
+            let first_check = matches!(*health, Health::Waiting { .. });
+            if first_check {
+                *health = old.health();
+            }
+            first_check
+        };
+        let name = self.name();
+        info!(node = %name, from = %old.addr, to = %self.addr, "backend resolves again");
+        if !first_check {
+            events.publish(
+                "backend.returned",
+                &name,
+                format!(
+                    "{name} is back, at {} (was {}); it told its name after it joined, so its old entry merges into this one",
+                    self.addr, old.addr
+                ),
+            );
         }
-        info!(node = %self.name(), from = %old.addr, to = %self.addr, "backend resolves again");
     }
 
     /// Asks the node its name, so that status, traces and logs can use it.
@@ -804,7 +823,7 @@ impl Backends {
         };
         let (old, checker) = all.remove(at);
         checker.abort();
-        newcomer.take_over(&old);
+        newcomer.take_over(&old, &self.events);
     }
 
     /// Re-resolves `host_port` every second and reconciles, forever.
@@ -1122,7 +1141,17 @@ mod tests {
         assert_eq!(new.requests.load(Ordering::Relaxed), 5);
         assert_eq!(
             kinds(backends.events()),
-            ["backend.healthy", "backend.ejected", "backend.healthy"]
+            [
+                "backend.healthy",
+                "backend.ejected",
+                "backend.healthy",
+                "backend.returned"
+            ]
+        );
+        let said = backends.events().recent().pop().unwrap().message;
+        assert!(
+            said.contains("n2 is back, at 10.0.0.9:7100 (was 10.0.0.2:7100)"),
+            "{said}"
         );
     }
 
