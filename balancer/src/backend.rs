@@ -845,14 +845,18 @@ impl Drop for Backends {
     }
 }
 
-/// Checks one backend every `interval`, forever, ejecting and returning it.
-/// It ends when the set of backends is dropped.
+/// Checks one backend every `interval`, forever, ejecting and returning it;
+/// a node that shuts its connection gracefully is ejected at once. It ends
+/// when the set of backends is dropped.
 async fn check_forever(backend: Arc<Backend>, backends: Weak<Backends>, interval: Duration) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        ticker.tick().await;
-        let checked = backend.check().await;
+        let checked = tokio::select! {
+            _ = ticker.tick() => backend.check().await,
+            // Out at once, rather than at the next check.
+            reason = backend.connection.said_goodbye() => Err((reason, Waiting::Stay)),
+        };
         let Some(backends) = backends.upgrade() else {
             return;
         };
@@ -1152,6 +1156,67 @@ mod tests {
         assert!(
             said.contains("n2 is back, at 10.0.0.9:7100 (was 10.0.0.2:7100)"),
             "{said}"
+        );
+    }
+
+    /// A node that shuts down while its connection is idle (`docker stop`
+    /// with no traffic) is ejected as shutting down when it says goodbye,
+    /// not at the next health check, which may come too late to say so.
+    #[tokio::test]
+    async fn a_node_shutting_down_on_an_idle_connection_is_ejected_at_once() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (_, health) = tonic_health::server::health_reporter();
+        let node = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(health)
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    async {
+                        let _ = stopped.await;
+                    },
+                ),
+        );
+        // Checked once, at once, and not again for an hour.
+        let events = Events::new("balancer");
+        let interval = Duration::from_secs(3600);
+        let backends = Backends::new(vec![addr.clone()], interval, Dialer::new(None), events);
+        let n1 = listed(&backends, &addr).unwrap();
+        let reason = |n1: &Backend| match n1.health() {
+            Health::Ejected { reason, .. } => Some(reason),
+            _ => None,
+        };
+        let within = Duration::from_secs(10);
+        let healthy = async {
+            while !n1.is_healthy() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(within, healthy)
+            .await
+            .expect("n1 in rotation");
+
+        stop.send(()).unwrap();
+        node.await.unwrap().unwrap();
+        let ejected = async {
+            loop {
+                match reason(&n1) {
+                    Some(reason) => break reason,
+                    None => tokio::time::sleep(Duration::from_millis(10)).await,
+                }
+            }
+        };
+        let reason = tokio::time::timeout(within, ejected)
+            .await
+            .expect("n1 ejected when it said goodbye");
+        assert!(
+            reason.contains("is shutting down: it sent GOAWAY"),
+            "{reason}"
+        );
+        assert_eq!(
+            kinds(backends.events()),
+            ["backend.healthy", "backend.ejected"]
         );
     }
 

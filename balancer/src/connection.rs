@@ -91,6 +91,9 @@ pub struct NodeConnection {
     /// dialed since: a dial that fails says so, and is no failure of the
     /// node's (a request that chose it a moment before it went).
     shut_down: std::sync::atomic::AtomicBool,
+    /// Told when a connection ends with the node's GOAWAY: see
+    /// [`NodeConnection::said_goodbye`].
+    goodbye: Arc<tokio::sync::Notify>,
 }
 
 impl NodeConnection {
@@ -111,6 +114,7 @@ impl NodeConnection {
             current: std::sync::Mutex::new(None),
             dialing: tokio::sync::Mutex::new(()),
             shut_down: std::sync::atomic::AtomicBool::new(false),
+            goodbye: Arc::new(tokio::sync::Notify::new()),
         })
     }
 
@@ -157,6 +161,23 @@ impl NodeConnection {
         Ok(connection)
     }
 
+    /// Completes when the node has shut its connection gracefully (GOAWAY),
+    /// with the reason to eject it for, unless it was dialed again since.
+    ///
+    /// A request on the connection would learn it too, but an idle one has
+    /// none: without this the node would be out only at the next health
+    /// check, whose dial may hang (a stopped container's address answers
+    /// nothing), and Docker's DNS may drop the address first, so the reason
+    /// would never say the node shut down.
+    pub async fn said_goodbye(&self) -> String {
+        loop {
+            self.goodbye.notified().await;
+            if self.live().is_none() {
+                return shutting_down(&self.addr).message().to_string();
+            }
+        }
+    }
+
     /// Whether the connection, now ended, was ended by the node shutting
     /// down gracefully: it sent GOAWAY without an error first. Forgets the
     /// connection either way, so the next call dials.
@@ -197,6 +218,8 @@ impl NodeConnection {
         let state = Arc::new(AtomicU8::new(OPEN));
         let addr = self.addr.clone();
         let flag = state.clone();
+        let mut probe = sender.clone();
+        let goodbye = self.goodbye.clone();
         // The connection's task: it reads and writes the socket for every
         // request on it. It ends when the node hangs up or stops answering pings.
         tokio::spawn(async move {
@@ -205,6 +228,11 @@ impl NodeConnection {
             let reason = tokio::select! {
                 ended = &mut connection => {
                     flag.fetch_or(CLOSED, Ordering::AcqRel);
+                    // h2 keeps the error that ended the connection: any handle reports it.
+                    let ready = std::future::poll_fn(|cx| probe.poll_ready(cx)).now_or_never();
+                    if matches!(ready, Some(Err(e)) if is_goodbye(&e)) {
+                        goodbye.notify_one();
+                    }
                     match ended {
                         Ok(()) => "closed".to_string(),
                         Err(e) => e.to_string(),
