@@ -108,6 +108,18 @@ impl Local {
         command.unwrap()
     }
 
+    /// Waits for a line of its own that begins `clusterlab-local: {start}`.
+    fn wait_for_line(&self, start: &str) {
+        let line = format!("clusterlab-local: {start}");
+        wait_until(&format!("{line:?}"), Duration::from_secs(10), || {
+            self.lines
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.starts_with(&line))
+        });
+    }
+
     /// A client of this cluster's balancer.
     fn client(&self) -> Client {
         self.client_at(self.port)
@@ -217,27 +229,7 @@ fn a_killed_node_or_balancer_starts_again_with_the_printed_command_from_anywhere
     let mut restarted = Vec::new();
     for (name, its_port) in [("n2", port + local_ports::NODES + 2), ("balancer", port)] {
         send_signal(pid_listening_on(its_port), "KILL");
-        let command = local.restart_command(name);
-        // Pasted into a shell, which becomes the process.
-        let mut process = Command::new("bash");
-        tests::without_clusterlab_env(&mut process);
-        // A learner's client settings, exported in that terminal, do not leak in.
-        process.env("CLUSTERLAB_IDENTITY", "admin");
-        process.env("CLUSTERLAB_NAME", "learner");
-        let child = process
-            .args(["-c", &format!("exec {command}")])
-            .current_dir("/")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("running {command}: {e}"));
-        restarted.push(KilledOnDrop(child));
-        // The killed process is gone: whoever answers is the one just started.
-        wait_until(
-            &format!("{name} to answer again"),
-            Duration::from_secs(30),
-            || local.client_at(its_port).args(["whoami"]).run().code() == 0,
-        );
+        restarted.push(start_by_hand(&local, name, its_port));
         let whoami = local
             .client_at(its_port)
             .args(["--json", "whoami"])
@@ -265,6 +257,86 @@ fn a_killed_node_or_balancer_starts_again_with_the_printed_command_from_anywhere
         );
     }
     assert_nothing_listens(port);
+}
+
+/// Runs the command `local` printed to start `name` again, in a shell, as a
+/// learner would paste it into another terminal, from another directory, and
+/// waits for it to answer on `its_port`.
+fn start_by_hand(local: &Local, name: &str, its_port: u16) -> KilledOnDrop {
+    let command = local.restart_command(name);
+    // Pasted into a shell, which becomes the process.
+    let mut process = Command::new("bash");
+    tests::without_clusterlab_env(&mut process);
+    // A learner's client settings, exported in that terminal, do not leak in.
+    process.env("CLUSTERLAB_IDENTITY", "admin");
+    process.env("CLUSTERLAB_NAME", "learner");
+    let child = process
+        .args(["-c", &format!("exec {command}")])
+        .current_dir("/")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("running {command}: {e}"));
+    let started = KilledOnDrop(child);
+    // The killed process is gone: whoever answers is the one just started.
+    wait_until(
+        &format!("{name} to answer again"),
+        Duration::from_secs(30),
+        || local.client_at(its_port).args(["whoami"]).run().code() == 0,
+    );
+    started
+}
+
+/// A process started again by hand keeps the cluster going when all of
+/// `clusterlab-local`'s own have exited; when it exits too, `clusterlab-local`
+/// says so and stops, rather than wait for ever with nothing running.
+#[test]
+fn the_cluster_runs_on_while_a_process_started_by_hand_does_and_ends_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port_block();
+    let mut local = Local::start(dir.path(), port);
+    let node_port = |i: u16| port + local_ports::NODES + i;
+    send_signal(pid_listening_on(node_port(2)), "KILL");
+    let mut n2 = start_by_hand(&local, "n2", node_port(2));
+    for (name, its_port) in [
+        ("n1", node_port(1)),
+        ("n3", node_port(3)),
+        ("balancer", port),
+    ] {
+        send_signal(pid_listening_on(its_port), "KILL");
+        local.wait_for_line(&format!("{name} exited"));
+    }
+    assert!(
+        local.child.try_wait().unwrap().is_none(),
+        "clusterlab-local stopped while n2, started by hand, ran:\n{}",
+        local.lines.lock().unwrap().join("\n")
+    );
+    let said = local.lines.lock().unwrap().clone();
+    assert!(
+        said.iter()
+            .any(|line| line.starts_with("clusterlab-local: balancer exited")
+                && line.ends_with("; the others keep running")),
+        "{said:?}"
+    );
+
+    n2.0.kill().unwrap();
+    n2.0.wait().unwrap();
+    let stopped = tests::exit_within(&mut local.child, Duration::from_secs(30));
+    let lines = local.lines.lock().unwrap().clone();
+    assert!(
+        stopped.is_some_and(|status| !status.success()),
+        "clusterlab-local: {stopped:?} with nothing left running:\n{}",
+        lines.join("\n")
+    );
+    let said = format!(
+        "clusterlab-local: n2 (pid {}, started again by hand) exited",
+        n2.0.id()
+    );
+    assert!(
+        lines.contains(&said),
+        "no {said:?} in:\n{}",
+        lines.join("\n")
+    );
 }
 
 /// `clusterlab-local | head -3`: once nobody reads its output, it stops every

@@ -279,6 +279,10 @@ async fn run(args: Args) -> Result<(), String> {
             let _ = exits.send((name, status)).await;
         });
     }
+    // Processes started again by hand are not our children, so nothing tells
+    // us when they exit: we look for them in /proc, once one of ours is gone.
+    let mut by_hand: Vec<(String, u32)> = Vec::new();
+    let mut look = tokio::time::interval(LOOK_FOR_HAND_STARTED_EVERY);
     let shutdown = node::lifecycle::first_shutdown_signal();
     tokio::pin!(shutdown);
     loop {
@@ -296,15 +300,25 @@ async fn run(args: Args) -> Result<(), String> {
             }
             Some((name, status)) = exited.recv() => {
                 running.retain(|(n, _)| *n != name);
-                say(format!(
-                    "clusterlab-local: {name} exited ({}); the others keep running",
-                    describe(&status)
-                ));
-                if let Some((_, command)) = restart.iter().find(|(n, _)| *n == name) {
-                    say(format!("clusterlab-local: start it again with: {command}"));
-                }
+                by_hand = started_by_hand(&processes, &running);
                 // Those started again by hand keep the cluster going.
-                if running.is_empty() && started_by_hand(&processes).is_empty() {
+                let others = !running.is_empty() || !by_hand.is_empty();
+                let what = format!("{name} exited ({})", describe(&status));
+                say_exited(&what, others, &restart, &name);
+                if !others {
+                    return Err("every process has exited".into());
+                }
+            }
+            _ = look.tick(), if running.len() < restart.len() => {
+                let now = started_by_hand(&processes, &running);
+                let gone: Vec<_> = by_hand.iter().filter(|p| !now.contains(p)).cloned().collect();
+                by_hand = now;
+                let others = !running.is_empty() || !by_hand.is_empty();
+                for (name, pid) in gone {
+                    let what = format!("{name} (pid {pid}, started again by hand) exited");
+                    say_exited(&what, others, &restart, &name);
+                }
+                if !others {
                     return Err("every process has exited".into());
                 }
             }
@@ -328,8 +342,25 @@ async fn run(args: Args) -> Result<(), String> {
     }
     // A process started again with the command printed above is not our
     // child, and Ctrl-C in our terminal does not reach it: stop it too.
-    stop_started_by_hand(started_by_hand(&processes)).await;
+    stop_started_by_hand(started_by_hand(&processes, &running)).await;
     Ok(())
+}
+
+/// How often, once one of our processes has exited, we look for those
+/// started again by hand: the cluster runs on while any of them does.
+const LOOK_FOR_HAND_STARTED_EVERY: Duration = Duration::from_millis(500);
+
+/// Says that a process exited (`what`: who, and how), and, if `others` keep
+/// the cluster running, the command that starts `name` again.
+fn say_exited(what: &str, others: bool, restart: &[(String, String)], name: &str) {
+    if !others {
+        say(format!("clusterlab-local: {what}"));
+        return;
+    }
+    say(format!("clusterlab-local: {what}; the others keep running"));
+    if let Some((_, command)) = restart.iter().find(|(n, _)| n == name) {
+        say(format!("clusterlab-local: start it again with: {command}"));
+    }
 }
 
 /// Sends SIGTERM to `pid`, quietly: a process already gone is not worth a
@@ -346,9 +377,12 @@ fn terminate(pid: u32) {
 const STOP_PATIENCE: Duration = Duration::from_secs(30);
 
 /// The processes running one of `processes` (name, program, flags) with
-/// exactly its flags, by name and pid: those started by hand with the command
-/// we printed (ours have all exited when this is asked).
-fn started_by_hand(processes: &[(String, PathBuf, Vec<String>)]) -> Vec<(String, u32)> {
+/// exactly its flags, by name and pid, other than `ours` (our children, which
+/// run the same commands): those started by hand with the command we printed.
+fn started_by_hand(
+    processes: &[(String, PathBuf, Vec<String>)],
+    ours: &[(String, u32)],
+) -> Vec<(String, u32)> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -372,6 +406,7 @@ fn started_by_hand(processes: &[(String, PathBuf, Vec<String>)]) -> Vec<(String,
         if let Some((name, _, _)) = processes
             .iter()
             .find(|(_, program, flags)| runs(&cmdline, program, flags))
+            && !ours.iter().any(|(_, our)| *our == pid)
             && running_still(pid)
         {
             found.push((name.clone(), pid));
