@@ -80,17 +80,19 @@ impl Fault {
 #[derive(Debug)]
 pub struct Faults {
     current: watch::Sender<Fault>,
-}
-
-impl Default for Faults {
-    fn default() -> Self {
-        Faults {
-            current: watch::channel(Fault::default()).0,
-        }
-    }
+    /// This node's name, for the command that clears its fault.
+    node: String,
 }
 
 impl Faults {
+    /// No fault yet, on the node called `node`.
+    pub fn new(node: impl Into<String>) -> Self {
+        Faults {
+            current: watch::channel(Fault::default()).0,
+            node: node.into(),
+        }
+    }
+
     /// Replaces the current fault.
     pub fn set(&self, fault: Fault) {
         self.current.send_replace(fault);
@@ -114,8 +116,10 @@ impl Faults {
         }
         if fault.error_rate > 0.0 && rand::random::<f64>() < fault.error_rate {
             return Err(Status::unavailable(format!(
-                "injected fault: this node fails {:.0}% of requests (clusterlab fault --clear)",
-                fault.error_rate * 100.0
+                "injected fault: {} fails {:.0}% of requests (`clusterlab fault {} --clear` ends it)",
+                self.node,
+                fault.error_rate * 100.0,
+                certs::flags::shell_word(&self.node),
             )));
         }
         Ok(())
@@ -138,7 +142,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_paused_request_waits_until_the_fault_is_cleared() {
-        let faults = std::sync::Arc::new(Faults::default());
+        let faults = std::sync::Arc::new(Faults::new("n1"));
         faults.set(Fault {
             pause: true,
             ..Fault::default()
@@ -155,13 +159,16 @@ mod tests {
 
     #[tokio::test]
     async fn error_rate_one_fails_every_request_and_a_cut_link_fails_only_that_peer() {
-        let faults = Faults::default();
+        let faults = Faults::new("n2");
         faults.set(Fault {
             error_rate: 1.0,
             ..Fault::default()
         });
         let err = faults.enter(None).await.unwrap_err();
-        assert!(err.message().starts_with("injected fault"), "{err}");
+        assert_eq!(
+            err.message(),
+            "injected fault: n2 fails 100% of requests (`clusterlab fault n2 --clear` ends it)"
+        );
         faults.set(Fault {
             drop_peer: Some("n3".into()),
             ..Fault::default()

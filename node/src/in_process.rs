@@ -28,7 +28,7 @@ use crate::{
 /// A one-node cluster's state, its store in `dir`.
 pub fn node_state(dir: &std::path::Path) -> Arc<NodeState> {
     let events = Events::new("n1");
-    let faults = Arc::new(Faults::default());
+    let faults = Arc::new(Faults::new("n1"));
     let local = Local {
         name: "n1".into(),
         advertise: "in-process:7100".into(),

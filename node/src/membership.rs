@@ -871,7 +871,7 @@ mod tests {
             Settings::new(Duration::from_secs(10)),
             Dialer::new(None),
             Events::new("n1"),
-            Arc::new(Faults::default()),
+            Arc::new(Faults::new("n1")),
         ));
         tokio::spawn(m.clone().run());
         let interval = m.settings.probe_interval;
@@ -902,7 +902,7 @@ mod tests {
             Settings::new(dead_after),
             Dialer::new(None),
             Events::new("n1"),
-            Arc::new(Faults::default()),
+            Arc::new(Faults::new("n1")),
         )
     }
 

@@ -87,7 +87,7 @@ pub async fn run(
     let local_addr = listener.local_addr()?;
     let advertise = config.advertise_addr(local_addr);
     let events = Events::new(config.name.clone());
-    let faults = Arc::new(Faults::default());
+    let faults = Arc::new(Faults::new(config.name.clone()));
     let local = Local {
         name: config.name.clone(),
         advertise: advertise.clone(),
