@@ -188,11 +188,22 @@ fn missing_file_hint(path: &Path) -> String {
         return format!("; give the name without the extension: --identity {bare}");
     }
     if name == "ca" || name == "crl" || !dir.join("ca.pem").is_file() {
-        // Most often the certificates exist, somewhere else: that fix comes first.
+        // Most often the certificates exist, somewhere else: that fix comes
+        // first. A relative path (`local/certs`, as clusterlab-local prints
+        // it) read in another directory is the usual way to miss them, and a
+        // new PKI made there would lock this client out of the running cluster.
+        let relative = match (dir.is_relative(), std::env::current_dir()) {
+            (true, Ok(cwd)) => format!(
+                " ({shown} is read relative to the current directory, {}; an absolute \
+                 path works from anywhere)",
+                cwd.display()
+            ),
+            _ => String::new(),
+        };
         return format!(
-            "; give --certs (or CLUSTERLAB_CERTS) the directory that holds the certificates, \
-             or create them with `clusterlab-certs init --out {shown}` \
-             (`docker compose up -d` does that in compose)"
+            "; give --certs (or CLUSTERLAB_CERTS) the directory that holds the certificates\
+             {relative}, or, for a new cluster, create them with \
+             `clusterlab-certs init --out {shown}` (`docker compose up -d` does that in compose)"
         );
     }
     // There is a PKI: this one identity is what is missing.
@@ -422,6 +433,18 @@ mod tests {
         let err = load_certs(&dir.path().join("missing").join("ca.pem")).unwrap_err();
         assert!(
             err.to_string().contains("clusterlab-certs init --out"),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("relative"), "{err}");
+        // A relative directory says where it was looked for.
+        let err = load_certs(Path::new("no-such-dir/certs/admin.pem")).unwrap_err();
+        let cwd = std::env::current_dir().unwrap();
+        assert!(
+            err.to_string().contains(&format!(
+                "the certificates (no-such-dir/certs is read relative to the current directory, \
+                 {}; an absolute path works from anywhere), or, for a new cluster, create them",
+                cwd.display()
+            )),
             "{err}"
         );
         // The file's name for the identity's, or a file for the directory.

@@ -491,9 +491,9 @@ fn print_node_status(global: &Global, status: &StatusResponse) {
         return;
     }
     println!(
-        "{} (node) sees {} members; N={} W={} R={}; {} keys under-replicated; {} calls denied",
+        "{} (node) sees {}; N={} W={} R={}; {} keys under-replicated; {} calls denied",
         status.name,
-        status.members.len(),
+        members_by_state(&status.members),
         status.replicas,
         status.write_quorum,
         status.read_quorum,
@@ -528,6 +528,30 @@ fn print_node_status(global: &Global, status: &StatusResponse) {
          a member not alive; LINK: how {} reaches each member)",
         status.name
     );
+}
+
+/// "3 members, all alive", or "3 members: 2 alive, 1 dead": a dead member is
+/// still a member (it holds its share of the keys, and may come back), but a
+/// count alone would hide that it is down.
+fn members_by_state(members: &[MemberStatus]) -> String {
+    let total = members.len();
+    let alive = members
+        .iter()
+        .filter(|m| m.state == State::Alive as i32)
+        .count();
+    if alive == total {
+        return format!("{total} members, all alive");
+    }
+    let counts: Vec<String> = [State::Alive, State::Suspect, State::Dead]
+        .into_iter()
+        .map(|state| {
+            let n = members.iter().filter(|m| m.state == state as i32).count();
+            (n, state.label())
+        })
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, label)| format!("{n} {label}"))
+        .collect();
+    format!("{total} members: {}", counts.join(", "))
 }
 
 /// How the answering node reaches a member: the TLS version, `PLAINTEXT`, or
@@ -769,6 +793,22 @@ mod tests {
         assert_eq!(link_label(&status.members[1]), "TLSv1.3 (last session)");
         status.members[1].state = State::Suspect as i32;
         assert_eq!(link_label(&status.members[1]), "TLSv1.3 (last session)");
+    }
+
+    #[test]
+    fn the_member_count_says_how_many_are_down() {
+        let mut status = node_n1();
+        assert_eq!(members_by_state(&status.members), "2 members, all alive");
+        status.members[1].state = State::Dead as i32;
+        assert_eq!(
+            members_by_state(&status.members),
+            "2 members: 1 alive, 1 dead"
+        );
+        status.members[0].state = State::Suspect as i32;
+        assert_eq!(
+            members_by_state(&status.members),
+            "2 members: 1 suspect, 1 dead"
+        );
     }
 
     #[test]

@@ -226,6 +226,30 @@ fn a_killed_node_or_balancer_starts_again_with_the_printed_command_from_anywhere
         .unwrap();
     let port = free_port_block();
     let local = Local::start_in(home.path(), Path::new("local"), port);
+    // The command it suggests works from anywhere too.
+    let suggested = local
+        .lines
+        .lock()
+        .unwrap()
+        .iter()
+        .find_map(|l| l.strip_prefix("clusterlab-local: try `"))
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(command, _)| command.to_string())
+        .expect("a command to try");
+    let programs = bin("clusterlab").parent().unwrap().to_path_buf();
+    let path = std::env::join_paths(
+        std::iter::once(programs).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
+    )
+    .unwrap();
+    let mut shell = Command::new("bash");
+    tests::without_clusterlab_env(&mut shell);
+    let tried = shell
+        .args(["-c", &suggested])
+        .env("PATH", path)
+        .current_dir("/")
+        .output()
+        .unwrap();
+    assert!(tried.status.success(), "{suggested}: {tried:?}");
     let mut restarted = Vec::new();
     for (name, its_port) in [("n2", port + local_ports::NODES + 2), ("balancer", port)] {
         send_signal(pid_listening_on(its_port), "KILL");

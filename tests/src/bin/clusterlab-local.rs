@@ -259,7 +259,9 @@ async fn run(args: Args) -> Result<(), String> {
     ));
     say(format!(
         "clusterlab-local: try `CLUSTERLAB_CERTS={} clusterlab --addr {balancer_addr} status`; Ctrl-C stops everything",
-        certs::flags::shell_word(&certs.display().to_string())
+        // Absolute, like the commands to start a process again: it works
+        // in any terminal, whatever its directory.
+        certs::flags::shell_word(&certs_flag)
     ));
     std::thread::spawn(watch_stdout);
     tokio::spawn(announce_ready(
