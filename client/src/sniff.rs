@@ -26,7 +26,7 @@ use std::{
     io::Read,
     net::{IpAddr, Ipv4Addr},
     sync::{
-        Arc, Mutex,
+        Arc, Condvar, Mutex,
         atomic::{AtomicBool, Ordering},
         mpsc,
     },
@@ -263,8 +263,12 @@ impl Sniffer {
 /// the first label is the name `docker ps` shows and `docker kill` takes. (The
 /// nodes' `--name auto` asks the same question about themselves.)
 ///
-/// Lookups run on a thread of their own, so a slow or absent DNS server never
-/// holds up the capture: a line shows the bare address until its name is known,
+/// Lookups run on a thread of their own. The capture waits for the answer
+/// about a new address, or a new connection's two ends, for at most
+/// [`NAME_PATIENCE`]: Docker's DNS answers in a millisecond or so, and a
+/// connection's first lines (the TLS handshake) are the ones a learner looks
+/// for. A slow or absent DNS server holds the capture up no longer than that,
+/// once per address; a line shows the bare address until its name is known,
 /// and for good if it has none. Loopback addresses are not looked up: on one
 /// machine they would all be `localhost`.
 ///
@@ -275,13 +279,24 @@ impl Sniffer {
 /// meanwhile.
 #[derive(Debug)]
 pub struct Names {
-    /// What the lookups found, by address.
-    found: Arc<Mutex<HashMap<Ipv4Addr, String>>>,
+    /// What the lookups found, and the condition the lookup thread signals
+    /// as each answer comes.
+    found: Arc<(Mutex<Found>, Condvar)>,
     /// The addresses handed to the lookup thread so far.
     asked: HashSet<Ipv4Addr>,
     /// Where to send an address to look up; `None` with `--numeric`.
     lookups: Option<mpsc::Sender<Ipv4Addr>>,
 }
+
+/// What the lookups found, by address, and what they are still looking up.
+#[derive(Debug, Default)]
+struct Found {
+    names: HashMap<Ipv4Addr, String>,
+    pending: HashSet<Ipv4Addr>,
+}
+
+/// How long the capture waits for DNS to name a new address (see [`Names`]).
+const NAME_PATIENCE: Duration = Duration::from_millis(300);
 
 impl Names {
     /// Bare addresses, as `tcpdump -n` prints them.
@@ -299,19 +314,22 @@ impl Names {
     where
         F: FnMut(Ipv4Addr) -> Option<String>,
     {
-        let found = Arc::<Mutex<HashMap<Ipv4Addr, String>>>::default();
+        let found = Arc::<(Mutex<Found>, Condvar)>::default();
         let (lookups, addresses) = mpsc::channel();
-        let names = found.clone();
+        let answers = found.clone();
         std::thread::spawn(move || {
             let mut lookup = make();
             // Ends when the sniffer, and so the sender, is gone.
             for ip in addresses {
                 let name = lookup(ip);
-                let mut names = names.lock().expect("names poisoned");
+                let (found, answered) = &*answers;
+                let mut found = found.lock().expect("names poisoned");
                 match name {
-                    Some(name) => names.insert(ip, name),
-                    None => names.remove(&ip),
+                    Some(name) => found.names.insert(ip, name),
+                    None => found.names.remove(&ip),
                 };
+                found.pending.remove(&ip);
+                answered.notify_all();
             }
         });
         Names {
@@ -324,13 +342,14 @@ impl Names {
     /// `NAME:PORT` once the address has a name, else `ADDRESS:PORT`. The first
     /// sight of an address starts its lookup.
     fn label(&mut self, (ip, port): (Ipv4Addr, u16)) -> String {
-        if let Some(name) = self.found.lock().expect("names poisoned").get(&ip) {
-            return format!("{name}:{port}");
-        }
         if !self.asked.contains(&ip) {
             self.ask(ip);
+            self.wait_for(&[ip]);
         }
-        format!("{ip}:{port}")
+        match self.found.0.lock().expect("names poisoned").names.get(&ip) {
+            Some(name) => format!("{name}:{port}"),
+            None => format!("{ip}:{port}"),
+        }
     }
 
     /// `dialer` opened a connection to `listener`: look both up again.
@@ -338,9 +357,15 @@ impl Names {
         if self.lookups.is_none() {
             return;
         }
-        self.found.lock().expect("names poisoned").remove(&dialer);
+        self.found
+            .0
+            .lock()
+            .expect("names poisoned")
+            .names
+            .remove(&dialer);
         self.ask(dialer);
         self.ask(listener);
+        self.wait_for(&[dialer, listener]);
     }
 
     fn ask(&mut self, ip: Ipv4Addr) {
@@ -348,9 +373,26 @@ impl Names {
             && !ip.is_loopback()
         {
             self.asked.insert(ip);
+            self.found
+                .0
+                .lock()
+                .expect("names poisoned")
+                .pending
+                .insert(ip);
             // The thread only ends with us; were it gone, addresses stay bare.
             let _ = lookups.send(ip);
         }
+    }
+
+    /// Waits until none of `ips` is being looked up, for at most [`NAME_PATIENCE`].
+    fn wait_for(&self, ips: &[Ipv4Addr]) {
+        let (found, answered) = &*self.found;
+        let found = found.lock().expect("names poisoned");
+        let _ = answered
+            .wait_timeout_while(found, NAME_PATIENCE, |found| {
+                ips.iter().any(|ip| found.pending.contains(ip))
+            })
+            .expect("names poisoned");
     }
 }
 
@@ -817,7 +859,8 @@ mod tests {
             lines[0].clone()
         };
         sniffer.follow(&Segment::parse(&frame(0, true, &[])).unwrap());
-        // The first line is printed at once, with the addresses.
+        // A slow resolver holds up the first line only so long: then it
+        // shows the addresses.
         let first = line(&mut sniffer, 1);
         assert!(
             first.starts_with("10.0.0.1:40000 -> 10.0.0.2:7000 "),
@@ -848,6 +891,32 @@ mod tests {
             asked,
             [Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2)],
             "each address is looked up once"
+        );
+    }
+
+    /// DNS that answers in a moment names a new connection's ends on its
+    /// very first line: the TLS handshake a learner looks for.
+    #[test]
+    fn a_new_connections_first_line_waits_a_moment_for_names() {
+        let names = Names::looked_up_by(move || {
+            move |ip: Ipv4Addr| {
+                let names = [
+                    ("10.0.0.1", "clusterlab-client-run-aaaa"),
+                    ("10.0.0.2", "clusterlab-balancer-1"),
+                ];
+                names
+                    .iter()
+                    .find(|(addr, _)| ip.to_string() == *addr)
+                    .map(|(_, name)| name.to_string())
+            }
+        });
+        let mut sniffer = Sniffer::new(vec![7000], names);
+        sniffer.follow(&Segment::parse(&frame(0, true, &[])).unwrap());
+        let record = [23, 3, 3, 0, 1, 0];
+        let lines = sniffer.follow(&Segment::parse(&frame(1, false, &record)).unwrap());
+        assert!(
+            lines[0].starts_with("clusterlab-client-run-aaaa:40000 -> clusterlab-balancer-1:7000 "),
+            "{lines:?}"
         );
     }
 
