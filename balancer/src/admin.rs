@@ -126,12 +126,59 @@ pub fn status(router: &Router, denials: &Denials) -> StatusResponse {
     StatusResponse {
         name: router.name.clone(),
         role: "balancer".into(),
-        backends,
+        backends: in_name_order(backends),
         policy: router.policy().name().into(),
         requests: router.requests.load(Ordering::Relaxed),
         retries: router.retries.load(Ordering::Relaxed),
         retries_refused: router.retries_refused.load(Ordering::Relaxed),
         denied: denials.count(),
         ..StatusResponse::default()
+    }
+}
+
+/// Backends sorted by name, a number in it by its value (`node-2` before
+/// `node-10`), so that status and the dashboard list them the same way each
+/// time: the balancer's own list puts a node that came back at the end.
+fn in_name_order(mut backends: Vec<BackendStatus>) -> Vec<BackendStatus> {
+    backends.sort_by_cached_key(|b| {
+        let digits = b.name.len() - b.name.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+        let (stem, number) = b.name.split_at(b.name.len() - digits);
+        (stem.to_string(), number.parse::<u64>().ok(), b.addr.clone())
+    });
+    backends
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backends_are_listed_by_name_and_number() {
+        let backend = |name: &str, addr: &str| BackendStatus {
+            name: name.into(),
+            addr: addr.into(),
+            ..BackendStatus::default()
+        };
+        let listed = in_name_order(vec![
+            backend("node-10", "10.0.0.10:7100"),
+            backend("node-2", "10.0.0.5:7100"),
+            backend("10.0.0.9:7100", "10.0.0.9:7100"),
+            backend("node-2", "10.0.0.2:7100"),
+            backend("node-1", "10.0.0.1:7100"),
+        ]);
+        let order: Vec<(&str, &str)> = listed
+            .iter()
+            .map(|b| (b.name.as_str(), b.addr.as_str()))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                ("10.0.0.9:7100", "10.0.0.9:7100"),
+                ("node-1", "10.0.0.1:7100"),
+                ("node-2", "10.0.0.2:7100"),
+                ("node-2", "10.0.0.5:7100"),
+                ("node-10", "10.0.0.10:7100"),
+            ]
+        );
     }
 }

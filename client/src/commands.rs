@@ -450,14 +450,13 @@ fn print_balancer_status(global: &Global, status: &StatusResponse) {
         return;
     }
     println!(
-        "{} (balancer), policy {}; {} requests, {} retries, {} retries refused by the budget, \
-         {} calls denied",
+        "{} (balancer), policy {}; {}, {}, {} by the budget, {}",
         status.name,
         status.policy,
-        status.requests,
-        status.retries,
-        status.retries_refused,
-        status.denied
+        counted(status.requests, "request", "requests"),
+        counted(status.retries, "retry", "retries"),
+        counted(status.retries_refused, "retry refused", "retries refused"),
+        counted(status.denied, "call denied", "calls denied"),
     );
     let width = column_width(status.backends.iter().map(|b| b.addr.as_str()), "ADDRESS");
     let names = column_width(status.backends.iter().map(|b| b.name.as_str()), "NODE");
@@ -480,6 +479,14 @@ fn print_balancer_status(global: &Global, status: &StatusResponse) {
     }
 }
 
+/// `n` and the noun: "1 request", "2 requests".
+fn counted(n: u64, one: &str, many: &str) -> String {
+    match n {
+        1 => format!("1 {one}"),
+        n => format!("{n} {many}"),
+    }
+}
+
 /// The width of a table column: its longest cell, or its heading.
 fn column_width<'a>(cells: impl Iterator<Item = &'a str>, heading: &str) -> usize {
     cells.map(str::len).max().unwrap_or(0).max(heading.len())
@@ -491,14 +498,14 @@ fn print_node_status(global: &Global, status: &StatusResponse) {
         return;
     }
     println!(
-        "{} (node) sees {}; N={} W={} R={}; {} keys under-replicated; {} calls denied",
+        "{} (node) sees {}; N={} W={} R={}; {} under-replicated; {}",
         status.name,
         members_by_state(&status.members),
         status.replicas,
         status.write_quorum,
         status.read_quorum,
-        status.under_replicated,
-        status.denied
+        counted(status.under_replicated, "key", "keys"),
+        counted(status.denied, "call denied", "calls denied"),
     );
     let width = column_width(status.members.iter().map(|m| m.addr.as_str()), "ADDRESS");
     // One more for the `*` that marks the member that answered.
@@ -793,6 +800,13 @@ mod tests {
         assert_eq!(link_label(&status.members[1]), "TLSv1.3 (last session)");
         status.members[1].state = State::Suspect as i32;
         assert_eq!(link_label(&status.members[1]), "TLSv1.3 (last session)");
+    }
+
+    #[test]
+    fn one_of_a_thing_is_not_plural() {
+        assert_eq!(counted(1, "retry", "retries"), "1 retry");
+        assert_eq!(counted(0, "retry", "retries"), "0 retries");
+        assert_eq!(counted(2, "call denied", "calls denied"), "2 calls denied");
     }
 
     #[test]
