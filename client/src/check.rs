@@ -70,6 +70,9 @@ struct Workload {
     claimed: AtomicU64,
     acknowledged: AtomicU64,
     indeterminate: AtomicU64,
+    /// Failed writes that certainly were not applied: refused at connect,
+    /// or by the node before it asked any replica.
+    not_applied: AtomicU64,
     stale_reads: AtomicU64,
     read_errors: AtomicU64,
     acked: Mutex<Vec<Acked>>,
@@ -127,6 +130,7 @@ pub async fn run(global: &Global, args: CheckArgs, mut stops: StopSignals) -> Re
         claimed: AtomicU64::new(0),
         acknowledged: AtomicU64::new(0),
         indeterminate: AtomicU64::new(0),
+        not_applied: AtomicU64::new(0),
         stale_reads: AtomicU64::new(0),
         read_errors: AtomicU64::new(0),
         acked: Mutex::new(Vec::new()),
@@ -236,6 +240,7 @@ async fn writer(work: Arc<Workload>, id: usize) {
                     // Refused at connect, at every address, or refused by the
                     // node before it asked any replica: nothing was written,
                     // so it is a failure but not an indeterminate write.
+                    work.not_applied.fetch_add(1, Ordering::Relaxed);
                     tokio::time::sleep(REFUSED_PAUSE).await;
                 } else {
                     work.indeterminate.fetch_add(1, Ordering::Relaxed);
@@ -372,6 +377,7 @@ async fn read_back(work: &Workload, entry: &Acked, i: usize) -> (Option<bool>, u
 fn report(work: &Workload, verified: &Verified, writing: Duration) -> Result<(), Failure> {
     let acknowledged = work.acknowledged.load(Ordering::Relaxed);
     let indeterminate = work.indeterminate.load(Ordering::Relaxed);
+    let not_applied = work.not_applied.load(Ordering::Relaxed);
     let stale_reads = work.stale_reads.load(Ordering::Relaxed) + verified.stale_reads;
     let read_errors = work.read_errors.load(Ordering::Relaxed);
     let errors = work.errors.lock().expect("errors poisoned").clone();
@@ -386,6 +392,7 @@ fn report(work: &Workload, verified: &Verified, writing: Duration) -> Result<(),
                 "lost": verified.lost_count,
                 "stale_reads": stale_reads,
                 "indeterminate": indeterminate,
+                "not_applied": not_applied,
                 "unverified": verified.unverified,
                 "read_errors": read_errors,
                 "write_errors": errors,
@@ -409,6 +416,7 @@ fn report(work: &Workload, verified: &Verified, writing: Duration) -> Result<(),
         );
         println!("  stale reads (an older version or none)   {stale_reads}");
         println!("  indeterminate writes (failed; may exist) {indeterminate}");
+        println!("  refused writes (failed; not applied)     {not_applied}");
         println!("  failed reads (right after a write)       {read_errors}");
         println!(
             "  not verifiable (no answer at the end)    {}",

@@ -337,6 +337,15 @@ fn a_check_whose_node_is_gone_counts_refusals_as_failures_not_indeterminate() {
     assert!(indeterminate * 4 < refused, "{json}");
     // A rest of 100 ms per refusal: two writers in at most twenty seconds.
     assert!(refused <= 2 * 201, "{json}");
+    // The summary accounts for every failed write: indeterminate, or refused.
+    let failed: u64 = json["write_errors"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    let not_applied = json["not_applied"].as_u64().unwrap();
+    assert_eq!(indeterminate + not_applied, failed, "{json}");
 }
 
 /// An address in `--addr` where nothing listens (a node killed for good)
@@ -354,6 +363,7 @@ fn check_reads_through_the_next_address_where_nothing_listens() {
         "check: 60 writes acknowledged",
         "  lost (acknowledged, then not readable)   0",
         "  indeterminate writes (failed; may exist) 0",
+        "  refused writes (failed; not applied)     0",
         "  failed reads (right after a write)       0",
     ] {
         assert!(out.stdout.contains(line), "no {line:?} in:\n{}", out.stdout);
