@@ -599,11 +599,21 @@ async fn events(global: &Global, args: EventsArgs) -> Result<(), Failure> {
                     tonic::Code::Unknown | tonic::Code::Unavailable
                 ) =>
             {
+                let why = match went_unanswered(&status) {
+                    true => {
+                        ": it stopped answering (a ping went unanswered); the process may be \
+                         stopped or paused (kill -STOP, docker pause), or hung, or the network \
+                         between us failed"
+                    }
+                    false => {
+                        " without its last event: the process was killed, or the network \
+                         between us failed"
+                    }
+                };
                 return Err(Failure::new(
                     "UNAVAILABLE",
                     format!(
-                        "the feed from {} broke off without its last event: the process \
-                         was killed, or the network between us failed ({})",
+                        "the feed from {} broke off{why} ({})",
                         conn.addr,
                         status.message()
                     ),
@@ -623,6 +633,23 @@ async fn events(global: &Global, args: EventsArgs) -> Result<(), Failure> {
             );
         }
     }
+}
+
+/// Whether a stream broke because our side closed the connection when a
+/// ping went unanswered (the process was stopped, or the network is down):
+/// h2 then fails the stream with a broken pipe of its own, where a process
+/// killed at the other end shows as the connection reset or cut short.
+fn went_unanswered(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        if let Some(h2) = error.downcast_ref::<h2::Error>()
+            && h2.get_io().map(std::io::Error::kind) == Some(std::io::ErrorKind::BrokenPipe)
+        {
+            return true;
+        }
+        source = error.source();
+    }
+    false
 }
 
 async fn fault(global: &Global, args: FaultArgs) -> Result<(), Failure> {

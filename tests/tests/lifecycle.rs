@@ -257,12 +257,44 @@ fn an_event_follower_sees_the_shutdown_and_does_not_hold_up_the_drain() {
     }
 }
 
+/// A feed from a process that stops answering (SIGSTOP, `docker pause`)
+/// ends when a ping goes unanswered, and says that, not that it was killed.
+#[test]
+fn an_event_feed_from_a_stopped_process_says_it_stopped_answering() {
+    let cluster = TestCluster::start(1);
+    let mut follower = follow_n1_events(&cluster);
+    cluster.signal(0, "STOP");
+    let (code, stderr) = follower_exit(&mut follower);
+    cluster.signal(0, "CONT");
+    assert_eq!(code, Some(1), "{stderr}");
+    let expected = format!(
+        "UNAVAILABLE: the feed from {} broke off: it stopped answering (a ping went \
+         unanswered); the process may be stopped or paused (kill -STOP, docker pause), or hung",
+        cluster.nodes[0].addr
+    );
+    assert!(stderr.starts_with(&expected), "{stderr}");
+}
+
 /// A feed cut off by a killed process says so, instead of h2's error alone.
 #[test]
 fn an_event_feed_cut_off_by_a_kill_says_what_happened() {
     let mut cluster = TestCluster::start(1);
+    let mut follower = follow_n1_events(&cluster);
+    cluster.kill(0);
+    let (code, stderr) = follower_exit(&mut follower);
+    assert_eq!(code, Some(1), "{stderr}");
+    let expected = format!(
+        "UNAVAILABLE: the feed from {} broke off without its last event: the process was \
+         killed, or the network between us failed",
+        cluster.nodes[0].addr
+    );
+    assert!(stderr.starts_with(&expected), "{stderr}");
+}
+
+/// `clusterlab events` following node n1's feed, once it has opened.
+fn follow_n1_events(cluster: &TestCluster) -> std::process::Child {
     let printed = cluster.dir().join("events.out");
-    let mut follower = std::process::Command::new(tests::bin("clusterlab"))
+    let follower = std::process::Command::new(tests::bin("clusterlab"))
         .arg("--certs")
         .arg(&cluster.certs)
         .args(["--addr", &cluster.nodes[0].addr.to_string(), "events"])
@@ -273,18 +305,16 @@ fn an_event_feed_cut_off_by_a_kill_says_what_happened() {
     wait_until("the feed to open", Duration::from_secs(10), || {
         std::fs::read_to_string(&printed).is_ok_and(|s| s.contains("node.started"))
     });
-    cluster.kill(0);
-    let exited = tests::exit_within(&mut follower, Duration::from_secs(20));
+    follower
+}
+
+/// Waits for a follower whose feed was cut off to exit; its exit code and stderr.
+fn follower_exit(follower: &mut std::process::Child) -> (Option<i32>, String) {
+    let exited = tests::exit_within(follower, Duration::from_secs(40));
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut follower.stderr.take().unwrap(), &mut stderr).unwrap();
     let exited = exited.unwrap_or_else(|| panic!("the follower did not exit: {stderr}"));
-    assert_eq!(exited.code(), Some(1), "{stderr}");
-    let expected = format!(
-        "UNAVAILABLE: the feed from {} broke off without its last event: the process was \
-         killed, or the network between us failed",
-        cluster.nodes[0].addr
-    );
-    assert!(stderr.starts_with(&expected), "{stderr}");
+    (exited.code(), stderr)
 }
 
 /// Runs a node command to completion and returns (exit code, stderr).
