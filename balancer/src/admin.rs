@@ -136,9 +136,10 @@ pub fn status(router: &Router, denials: &Denials) -> StatusResponse {
     }
 }
 
-/// Backends sorted by name, a number in it by its value (`node-2` before
-/// `node-10`), so that status and the dashboard list them the same way each
-/// time: the balancer's own list puts a node that came back at the end.
+/// Backends sorted by name, a number at its end by its value (`node-2`
+/// before `node-10`), so that status and the dashboard list them the same
+/// way each time: the balancer's own list puts a node that came back at the
+/// end.
 fn in_name_order(mut backends: Vec<BackendStatus>) -> Vec<BackendStatus> {
     backends.sort_by_cached_key(|b| {
         let digits = b.name.len() - b.name.trim_end_matches(|c: char| c.is_ascii_digit()).len();

@@ -472,8 +472,9 @@ impl Backend {
     /// ejection, so that its first good check is a return.
     ///
     /// A newcomer already past its first check (it told its name late) keeps
-    /// its own health, and no check will say the node returned; so this says
-    /// it instead, or the feed would show the old entry gone for good.
+    /// its own health. If that is in rotation, no check will say the node
+    /// returned, so this says it instead, or the feed would show the old entry
+    /// gone for good. (One out of rotation says so when it comes back.)
     fn take_over(&self, old: &Backend, events: &Events) {
         for (mine, theirs) in [
             (&self.requests, &old.requests),
@@ -482,17 +483,16 @@ impl Backend {
         ] {
             mine.fetch_add(theirs.load(Ordering::Relaxed), Ordering::Relaxed);
         }
-        let first_check = {
+        let in_rotation = {
             let mut health = self.health.lock().expect("health poisoned");
-            let first_check = matches!(*health, Health::Waiting { .. });
-            if first_check {
+            if let Health::Waiting { .. } = *health {
                 *health = old.health();
             }
-            first_check
+            *health == Health::Healthy
         };
         let name = self.name();
         info!(node = %name, from = %old.addr, to = %self.addr, "backend resolves again");
-        if !first_check {
+        if in_rotation {
             events.publish(
                 "backend.returned",
                 &name,

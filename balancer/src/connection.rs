@@ -91,9 +91,8 @@ pub struct NodeConnection {
     /// dialed since: a dial that fails says so, and is no failure of the
     /// node's (a request that chose it a moment before it went).
     shut_down: std::sync::atomic::AtomicBool,
-    /// Told when a connection ends with the node's GOAWAY: see
-    /// [`NodeConnection::said_goodbye`].
-    goodbye: Arc<tokio::sync::Notify>,
+    /// Told when a connection's task ends: see [`NodeConnection::said_goodbye`].
+    closed: Arc<tokio::sync::Notify>,
 }
 
 impl NodeConnection {
@@ -114,7 +113,7 @@ impl NodeConnection {
             current: std::sync::Mutex::new(None),
             dialing: tokio::sync::Mutex::new(()),
             shut_down: std::sync::atomic::AtomicBool::new(false),
-            goodbye: Arc::new(tokio::sync::Notify::new()),
+            closed: Arc::new(tokio::sync::Notify::new()),
         })
     }
 
@@ -171,8 +170,11 @@ impl NodeConnection {
     /// would never say the node shut down.
     pub async fn said_goodbye(&self) -> String {
         loop {
-            self.goodbye.notified().await;
-            if self.live().is_none() {
+            self.closed.notified().await;
+            // The connection we hold now, which may be newer than the one
+            // that closed, or gone (a request already dialed again).
+            let current = self.current.lock().expect("connection poisoned").clone();
+            if current.is_some_and(|mut ended| ended.is_ended() && ended.said_goodbye()) {
                 return shutting_down(&self.addr).message().to_string();
             }
         }
@@ -183,20 +185,12 @@ impl NodeConnection {
     /// connection either way, so the next call dials.
     fn ended_by_shutdown(&self) -> bool {
         let ended = self.current.lock().expect("connection poisoned").take();
-        let Some(mut ended) = ended else {
-            return false;
-        };
-        // h2 keeps the error that ended the connection: any handle reports it.
-        let ready = std::future::poll_fn(|cx| ended.sender.poll_ready(cx)).now_or_never();
-        matches!(ready, Some(Err(e)) if is_goodbye(&e))
+        ended.is_some_and(|mut ended| ended.said_goodbye())
     }
 
     fn live(&self) -> Option<Http2> {
         let current = self.current.lock().expect("connection poisoned");
-        current
-            .as_ref()
-            .filter(|live| live.state.load(Ordering::Acquire) & ENDED == OPEN)
-            .cloned()
+        current.as_ref().filter(|live| !live.is_ended()).cloned()
     }
 
     async fn dial(&self) -> Result<Http2, String> {
@@ -218,8 +212,9 @@ impl NodeConnection {
         let state = Arc::new(AtomicU8::new(OPEN));
         let addr = self.addr.clone();
         let flag = state.clone();
-        let mut probe = sender.clone();
-        let goodbye = self.goodbye.clone();
+        // Not a handle on the connection (h2 closes a connection once no
+        // handle is left), but word of its end.
+        let closed = self.closed.clone();
         // The connection's task: it reads and writes the socket for every
         // request on it. It ends when the node hangs up or stops answering pings.
         tokio::spawn(async move {
@@ -228,11 +223,7 @@ impl NodeConnection {
             let reason = tokio::select! {
                 ended = &mut connection => {
                     flag.fetch_or(CLOSED, Ordering::AcqRel);
-                    // h2 keeps the error that ended the connection: any handle reports it.
-                    let ready = std::future::poll_fn(|cx| probe.poll_ready(cx)).now_or_never();
-                    if matches!(ready, Some(Err(e)) if is_goodbye(&e)) {
-                        goodbye.notify_one();
-                    }
+                    closed.notify_one();
                     match ended {
                         Ok(()) => "closed".to_string(),
                         Err(e) => e.to_string(),
@@ -286,6 +277,19 @@ pub struct Answer {
 }
 
 impl Http2 {
+    /// Whether the connection's task has ended.
+    fn is_ended(&self) -> bool {
+        self.state.load(Ordering::Acquire) & ENDED != OPEN
+    }
+
+    /// Whether the connection, if it ended, was ended by the node's GOAWAY
+    /// without an error: h2 keeps the error that ended a connection, and
+    /// every handle reports it.
+    fn said_goodbye(&mut self) -> bool {
+        let ready = std::future::poll_fn(|cx| self.sender.poll_ready(cx)).now_or_never();
+        matches!(ready, Some(Err(e)) if is_goodbye(&e))
+    }
+
     /// Sends `message` (one framed gRPC message) to `path` and reads the whole
     /// answer. A gRPC error from the node comes back as that status; a broken
     /// connection as a [connection failure](is_connection_failure).

@@ -416,7 +416,7 @@ fn report(work: &Workload, verified: &Verified, writing: Duration) -> Result<(),
         );
         println!("  stale reads (an older version or none)   {stale_reads}");
         println!("  indeterminate writes (failed; may exist) {indeterminate}");
-        println!("  refused writes (failed; not applied)     {not_applied}");
+        println!("  unapplied writes (failed; never written) {not_applied}");
         println!("  failed reads (right after a write)       {read_errors}");
         println!(
             "  not verifiable (no answer at the end)    {}",

@@ -93,7 +93,7 @@ pub fn run(args: SniffArgs, stop: &AtomicBool) -> Result<(), Failure> {
     let deadline = args.duration.map(|d| Instant::now() + d);
     let names = match args.numeric {
         true => Names::numeric(),
-        false => Names::looked_up_by(reverse_dns),
+        false => Names::looked_up_by(NAME_PATIENCE, reverse_dns),
     };
     let mut sniffer = Sniffer::new(args.ports.clone(), names);
     let mut frame = vec![0u8; FRAME_BUFFER];
@@ -267,9 +267,9 @@ impl Sniffer {
 /// about a new address, or a new connection's two ends, for at most
 /// [`NAME_PATIENCE`]: Docker's DNS answers in a millisecond or so, and a
 /// connection's first lines (the TLS handshake) are the ones a learner looks
-/// for. A slow or absent DNS server holds the capture up no longer than that,
-/// once per address; a line shows the bare address until its name is known,
-/// and for good if it has none. Loopback addresses are not looked up: on one
+/// for. A slow or absent DNS server holds the capture up no longer than that
+/// for each new address or connection; a line shows the bare address until
+/// its name is known, and for good if it has none. Loopback addresses are not looked up: on one
 /// machine they would all be `localhost`.
 ///
 /// Docker gives the address of a container that has gone to the next one, and
@@ -282,35 +282,39 @@ pub struct Names {
     /// What the lookups found, and the condition the lookup thread signals
     /// as each answer comes.
     found: Arc<(Mutex<Found>, Condvar)>,
+    /// How long to wait for an answer.
+    patience: Duration,
     /// The addresses handed to the lookup thread so far.
     asked: HashSet<Ipv4Addr>,
     /// Where to send an address to look up; `None` with `--numeric`.
     lookups: Option<mpsc::Sender<Ipv4Addr>>,
 }
 
-/// What the lookups found, by address, and what they are still looking up.
+/// What the lookups found, by address, and how many lookups of each address
+/// are still out (a new connection asks again about an address being looked up).
 #[derive(Debug, Default)]
 struct Found {
     names: HashMap<Ipv4Addr, String>,
-    pending: HashSet<Ipv4Addr>,
+    pending: HashMap<Ipv4Addr, usize>,
 }
 
 /// How long the capture waits for DNS to name a new address (see [`Names`]).
-const NAME_PATIENCE: Duration = Duration::from_millis(300);
+pub const NAME_PATIENCE: Duration = Duration::from_millis(300);
 
 impl Names {
     /// Bare addresses, as `tcpdump -n` prints them.
     pub fn numeric() -> Self {
         Names {
             found: Arc::default(),
+            patience: Duration::ZERO,
             asked: HashSet::new(),
             lookups: None,
         }
     }
 
     /// Names from `lookup` (the name of the container at an address, if any), which `make`
-    /// builds on the lookup thread.
-    pub fn looked_up_by<F>(make: impl FnOnce() -> F + Send + 'static) -> Self
+    /// builds on the lookup thread; an answer is waited for up to `patience`.
+    pub fn looked_up_by<F>(patience: Duration, make: impl FnOnce() -> F + Send + 'static) -> Self
     where
         F: FnMut(Ipv4Addr) -> Option<String>,
     {
@@ -328,12 +332,18 @@ impl Names {
                     Some(name) => found.names.insert(ip, name),
                     None => found.names.remove(&ip),
                 };
-                found.pending.remove(&ip);
+                if let Some(out) = found.pending.get_mut(&ip) {
+                    *out -= 1;
+                    if *out == 0 {
+                        found.pending.remove(&ip);
+                    }
+                }
                 answered.notify_all();
             }
         });
         Names {
             found,
+            patience,
             asked: HashSet::new(),
             lookups: Some(lookups),
         }
@@ -373,24 +383,21 @@ impl Names {
             && !ip.is_loopback()
         {
             self.asked.insert(ip);
-            self.found
-                .0
-                .lock()
-                .expect("names poisoned")
-                .pending
-                .insert(ip);
+            let mut found = self.found.0.lock().expect("names poisoned");
+            *found.pending.entry(ip).or_default() += 1;
+            drop(found);
             // The thread only ends with us; were it gone, addresses stay bare.
             let _ = lookups.send(ip);
         }
     }
 
-    /// Waits until none of `ips` is being looked up, for at most [`NAME_PATIENCE`].
+    /// Waits until none of `ips` is being looked up, for at most `patience`.
     fn wait_for(&self, ips: &[Ipv4Addr]) {
         let (found, answered) = &*self.found;
         let found = found.lock().expect("names poisoned");
         let _ = answered
-            .wait_timeout_while(found, NAME_PATIENCE, |found| {
-                ips.iter().any(|ip| found.pending.contains(ip))
+            .wait_timeout_while(found, self.patience, |found| {
+                ips.iter().any(|ip| found.pending.contains_key(ip))
             })
             .expect("names poisoned");
     }
@@ -841,7 +848,7 @@ mod tests {
         let (asked, questions) = mpsc::channel();
         // DNS answers only once the first line is out: a slow resolver.
         let (answer, first_line_out) = mpsc::channel::<()>();
-        let names = Names::looked_up_by(move || {
+        let names = Names::looked_up_by(Duration::ZERO, move || {
             let mut first_line_out = Some(first_line_out);
             move |ip: Ipv4Addr| {
                 if let Some(gate) = first_line_out.take() {
@@ -859,8 +866,8 @@ mod tests {
             lines[0].clone()
         };
         sniffer.follow(&Segment::parse(&frame(0, true, &[])).unwrap());
-        // A slow resolver holds up the first line only so long: then it
-        // shows the addresses.
+        // A slow resolver holds up the first line only so long (here, not at
+        // all): then it shows the addresses.
         let first = line(&mut sniffer, 1);
         assert!(
             first.starts_with("10.0.0.1:40000 -> 10.0.0.2:7000 "),
@@ -898,7 +905,7 @@ mod tests {
     /// very first line: the TLS handshake a learner looks for.
     #[test]
     fn a_new_connections_first_line_waits_a_moment_for_names() {
-        let names = Names::looked_up_by(move || {
+        let names = Names::looked_up_by(Duration::from_secs(60), move || {
             move |ip: Ipv4Addr| {
                 let names = [
                     ("10.0.0.1", "clusterlab-client-run-aaaa"),
@@ -928,7 +935,7 @@ mod tests {
             (balancer, "clusterlab-balancer-1"),
         ])));
         let answers = dns.clone();
-        let names = Names::looked_up_by(move || {
+        let names = Names::looked_up_by(Duration::from_secs(60), move || {
             move |ip: Ipv4Addr| answers.lock().unwrap().get(&ip).map(|n| n.to_string())
         });
         let mut sniffer = Sniffer::new(vec![7000], names);
@@ -979,7 +986,7 @@ mod tests {
     #[test]
     fn loopback_and_numeric_addresses_are_never_looked_up() {
         let (asked, questions) = mpsc::channel();
-        let mut names = Names::looked_up_by(move || {
+        let mut names = Names::looked_up_by(Duration::ZERO, move || {
             move |ip: Ipv4Addr| {
                 asked.send(ip).unwrap();
                 Some("localhost".to_string())

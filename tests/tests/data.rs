@@ -363,7 +363,7 @@ fn check_reads_through_the_next_address_where_nothing_listens() {
         "check: 60 writes acknowledged",
         "  lost (acknowledged, then not readable)   0",
         "  indeterminate writes (failed; may exist) 0",
-        "  refused writes (failed; not applied)     0",
+        "  unapplied writes (failed; never written) 0",
         "  failed reads (right after a write)       0",
     ] {
         assert!(out.stdout.contains(line), "no {line:?} in:\n{}", out.stdout);

@@ -262,7 +262,7 @@ fn an_event_follower_sees_the_shutdown_and_does_not_hold_up_the_drain() {
 #[test]
 fn an_event_feed_from_a_stopped_process_says_it_stopped_answering() {
     let cluster = TestCluster::start(1);
-    let mut follower = follow_n1_events(&cluster);
+    let mut follower = follow_n1_events(&cluster, &[]);
     cluster.signal(0, "STOP");
     let (code, stderr) = follower_exit(&mut follower);
     cluster.signal(0, "CONT");
@@ -275,28 +275,34 @@ fn an_event_feed_from_a_stopped_process_says_it_stopped_answering() {
     assert!(stderr.starts_with(&expected), "{stderr}");
 }
 
-/// A feed cut off by a killed process says so, instead of h2's error alone.
+/// A feed cut off by a killed process says so, instead of h2's error alone;
+/// in plaintext too, where h2 reports the connection closed as it would one
+/// given up on for an unanswered ping.
 #[test]
 fn an_event_feed_cut_off_by_a_kill_says_what_happened() {
-    let mut cluster = TestCluster::start(1);
-    let mut follower = follow_n1_events(&cluster);
-    cluster.kill(0);
-    let (code, stderr) = follower_exit(&mut follower);
-    assert_eq!(code, Some(1), "{stderr}");
-    let expected = format!(
-        "UNAVAILABLE: the feed from {} broke off without its last event: the process was \
-         killed, or the network between us failed",
-        cluster.nodes[0].addr
-    );
-    assert!(stderr.starts_with(&expected), "{stderr}");
+    for tls in [&[][..], &["--tls", "plaintext"]] {
+        let mut cluster = TestCluster::start_with(1, tls);
+        let mut follower = follow_n1_events(&cluster, tls);
+        cluster.kill(0);
+        let (code, stderr) = follower_exit(&mut follower);
+        assert_eq!(code, Some(1), "{tls:?}: {stderr}");
+        let expected = format!(
+            "UNAVAILABLE: the feed from {} broke off without its last event: the process was \
+             killed, or the network between us failed",
+            cluster.nodes[0].addr
+        );
+        assert!(stderr.starts_with(&expected), "{tls:?}: {stderr}");
+    }
 }
 
-/// `clusterlab events` following node n1's feed, once it has opened.
-fn follow_n1_events(cluster: &TestCluster) -> std::process::Child {
+/// `clusterlab events` following node n1's feed, once it has opened; `flags`
+/// go before the command.
+fn follow_n1_events(cluster: &TestCluster, flags: &[&str]) -> std::process::Child {
     let printed = cluster.dir().join("events.out");
     let follower = std::process::Command::new(tests::bin("clusterlab"))
         .arg("--certs")
         .arg(&cluster.certs)
+        .args(flags)
         .args(["--addr", &cluster.nodes[0].addr.to_string(), "events"])
         .stdout(std::fs::File::create(&printed).unwrap())
         .stderr(Stdio::piped())

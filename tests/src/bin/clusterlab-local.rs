@@ -302,24 +302,19 @@ async fn run(args: Args) -> Result<(), String> {
             }
             Some((name, status)) = exited.recv() => {
                 running.retain(|(n, _)| *n != name);
-                by_hand = started_by_hand(&processes, &running);
-                // Those started again by hand keep the cluster going.
+                let gone = look_again(&processes, &running, &mut by_hand);
                 let others = !running.is_empty() || !by_hand.is_empty();
                 let what = format!("{name} exited ({})", describe(&status));
                 say_exited(&what, others, &restart, &name);
+                say_hand_started_exited(gone, others, &restart);
                 if !others {
                     return Err("every process has exited".into());
                 }
             }
             _ = look.tick(), if running.len() < restart.len() => {
-                let now = started_by_hand(&processes, &running);
-                let gone: Vec<_> = by_hand.iter().filter(|p| !now.contains(p)).cloned().collect();
-                by_hand = now;
+                let gone = look_again(&processes, &running, &mut by_hand);
                 let others = !running.is_empty() || !by_hand.is_empty();
-                for (name, pid) in gone {
-                    let what = format!("{name} (pid {pid}, started again by hand) exited");
-                    say_exited(&what, others, &restart, &name);
-                }
+                say_hand_started_exited(gone, others, &restart);
                 if !others {
                     return Err("every process has exited".into());
                 }
@@ -351,6 +346,31 @@ async fn run(args: Args) -> Result<(), String> {
 /// How often, once one of our processes has exited, we look for those
 /// started again by hand: the cluster runs on while any of them does.
 const LOOK_FOR_HAND_STARTED_EVERY: Duration = Duration::from_millis(500);
+
+/// Looks for the processes started by hand again: updates `by_hand`, and
+/// returns those of it that have exited since.
+fn look_again(
+    processes: &[(String, PathBuf, Vec<String>)],
+    ours: &[(String, u32)],
+    by_hand: &mut Vec<(String, u32)>,
+) -> Vec<(String, u32)> {
+    let now = started_by_hand(processes, ours);
+    let gone = by_hand
+        .iter()
+        .filter(|p| !now.contains(p))
+        .cloned()
+        .collect();
+    *by_hand = now;
+    gone
+}
+
+/// Says that each of `gone`, started by hand, exited (see [`say_exited`]).
+fn say_hand_started_exited(gone: Vec<(String, u32)>, others: bool, restart: &[(String, String)]) {
+    for (name, pid) in gone {
+        let what = format!("{name} (pid {pid}, started again by hand) exited");
+        say_exited(&what, others, restart, &name);
+    }
+}
 
 /// Says that a process exited (`what`: who, and how), and, if `others` keep
 /// the cluster running, the command that starts `name` again.
