@@ -132,23 +132,47 @@ fn print_json(value: &Value) {
     println!("{value}");
 }
 
+/// The value to put: the argument, a file's contents, or standard input's.
+///
+/// Read up to one byte past the limit and no further: a value from
+/// `/dev/zero`, `yes |` or a film would otherwise fill the memory before the
+/// server could refuse it. Over the limit, nothing is sent.
 fn read_value(args: &PutArgs) -> Result<Vec<u8>, Failure> {
     let read_failed =
-        |what: String, e: std::io::Error| Failure::usage(format!("cannot read {what}: {e}"));
-    match (&args.value, &args.value_file) {
+        |what: &str, e: std::io::Error| Failure::usage(format!("cannot read {what}: {e}"));
+    let (what, value) = match (&args.value, &args.value_file) {
         (_, Some(path)) => {
-            std::fs::read(path).map_err(|e| read_failed(path.display().to_string(), e))
+            let what = path.display().to_string();
+            let value = std::fs::File::open(path)
+                .and_then(read_at_most_the_limit)
+                .map_err(|e| read_failed(&what, e))?;
+            (what, value)
         }
         (Some(dash), None) if dash == "-" => {
-            let mut value = Vec::new();
-            std::io::stdin()
-                .read_to_end(&mut value)
-                .map_err(|e| read_failed("standard input".into(), e))?;
-            Ok(value)
+            let what = "standard input".to_string();
+            let value = read_at_most_the_limit(std::io::stdin().lock())
+                .map_err(|e| read_failed(&what, e))?;
+            (what, value)
         }
-        (Some(value), None) => Ok(value.clone().into_bytes()),
+        (Some(value), None) => ("the value".to_string(), value.clone().into_bytes()),
         (None, None) => unreachable!("clap requires a value source"),
+    };
+    match value.len() > MAX_VALUE_BYTES {
+        true => Err(Failure::usage(format!(
+            "{what} holds more than {MAX_VALUE_BYTES} bytes (1 MiB), the most a value may \
+             hold; nothing was sent"
+        ))),
+        false => Ok(value),
     }
+}
+
+/// Everything `source` holds, or the first [`MAX_VALUE_BYTES`] + 1 bytes of it.
+fn read_at_most_the_limit(source: impl Read) -> std::io::Result<Vec<u8>> {
+    let mut value = Vec::new();
+    source
+        .take(MAX_VALUE_BYTES as u64 + 1)
+        .read_to_end(&mut value)?;
+    Ok(value)
 }
 
 async fn put(global: &Global, args: PutArgs) -> Result<(), Failure> {
@@ -167,10 +191,7 @@ async fn put(global: &Global, args: PutArgs) -> Result<(), Failure> {
             },
         ))
         .await;
-    let response = conn
-        .check(response)
-        .await
-        .map_err(|failure| too_large(failure, size))?;
+    let response = conn.check(response).await?;
     let written = Written {
         key: &args.key,
         version: response.version.as_ref(),
@@ -183,22 +204,6 @@ async fn put(global: &Global, args: PutArgs) -> Result<(), Failure> {
         )
     });
     Ok(())
-}
-
-/// A value over the message limit is refused from the message's length prefix,
-/// in gRPC's words ("decoded message length too large ... 4194304 bytes"),
-/// which name neither the value nor its limit: say both first.
-fn too_large(failure: Failure, size: usize) -> Failure {
-    if failure.code != "OUT_OF_RANGE" || size <= MAX_VALUE_BYTES {
-        return failure;
-    }
-    let message = format!(
-        "the value is {size} bytes, and a value may be at most {MAX_VALUE_BYTES} bytes \
-         (1 MiB). The request was so large that the server refused it from its length \
-         prefix, before reading the value (gRPC: {})",
-        failure.message
-    );
-    Failure::new(&failure.code, message)
 }
 
 /// A write or delete the cluster acknowledged, to be reported.
