@@ -46,6 +46,31 @@ fn init_writes_the_cast_and_refuses_to_overwrite_without_force() {
     assert_ne!(std::fs::read(dir.join("ca.pem")).unwrap(), ca_before);
 }
 
+/// `ca` and `crl` are the CA's own files: an identity of that name is refused
+/// as such, not as "already exists; delete the old files first".
+#[test]
+fn the_cas_own_file_names_are_no_identity_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("pki");
+    assert!(certs(&["init"], &dir).status.success());
+    for (name, files) in [("ca", "ca.pem, ca.key"), ("crl", "crl.pem")] {
+        for args in [
+            &["issue", "--kind", "node", "--name", name][..],
+            &["revoke", name],
+        ] {
+            let out = certs(args, &dir);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+            assert!(
+                stderr.contains(&format!("\"{name}\" is the name of the CA's"))
+                    && stderr.contains(files)
+                    && stderr.contains("choose another name"),
+                "{args:?}: {stderr}"
+            );
+        }
+    }
+}
+
 #[test]
 fn an_issued_identity_can_connect_and_is_who_it_says() {
     let cluster = TestCluster::start(1);

@@ -76,11 +76,19 @@ enum Command {
 }
 
 /// A NAME as `issue` makes them, so that a mistyped one is a usage error
-/// (exit 2) that says what a name may hold.
+/// (exit 2) that says what a name may hold. `ca` and `crl` name the CA's own
+/// files: "ca already exists; ... delete the old files first" would have a
+/// learner delete the CA.
 fn identity_name(name: &str) -> Result<String, String> {
-    certs::identity::validate_name(name)
-        .map(|()| name.to_string())
-        .map_err(|e| e.to_string())
+    certs::identity::validate_name(name).map_err(|e| e.to_string())?;
+    let files = match name {
+        "ca" => "the CA's own files (ca.pem, ca.key)",
+        "crl" => "the CA's revocation list (crl.pem)",
+        _ => return Ok(name.to_string()),
+    };
+    Err(format!(
+        "\"{name}\" is the name of {files}, not of an identity; choose another name"
+    ))
 }
 
 fn main() -> ExitCode {
