@@ -76,7 +76,12 @@ pub struct Config {
     pub dashboard: String,
 
     /// Which certificate in --certs to present (NAME.pem and NAME.key).
-    #[arg(long, env = "CLUSTERLAB_IDENTITY", default_value = "balancer")]
+    #[arg(
+        long,
+        env = "CLUSTERLAB_IDENTITY",
+        default_value = "balancer",
+        value_parser = certs::flags::identity
+    )]
     pub identity: String,
 
     #[command(flatten)]

@@ -236,6 +236,19 @@ pub fn duration_at_least(
     }
 }
 
+/// Parses `--identity`: the name of a certificate in `--certs`, which an
+/// empty value is not (it would look for `.pem`).
+pub fn identity(text: &str) -> Result<String, String> {
+    match text.trim().is_empty() {
+        true => Err(
+            "it is empty; give the name of a certificate in --certs (NAME.pem and \
+                     NAME.key), such as admin"
+                .into(),
+        ),
+        false => Ok(text.to_string()),
+    }
+}
+
 /// An unsigned whole-number type a flag can hold: [`whole_number`] names its
 /// largest value when a number is beyond it.
 pub trait Whole: FromStr<Err = ParseIntError> + Display {

@@ -75,7 +75,8 @@ pub struct Global {
         global = true,
         help_heading = CONNECTION_HEADING,
         env = "CLUSTERLAB_IDENTITY",
-        default_value = "admin"
+        default_value = "admin",
+        value_parser = certs::flags::identity
     )]
     pub identity: String,
 

@@ -114,7 +114,12 @@ pub struct Config {
     pub metrics: Option<String>,
 
     /// Which certificate in --certs to present (NAME.pem and NAME.key).
-    #[arg(long, env = "CLUSTERLAB_IDENTITY", default_value = "node")]
+    #[arg(
+        long,
+        env = "CLUSTERLAB_IDENTITY",
+        default_value = "node",
+        value_parser = certs::flags::identity
+    )]
     pub identity: String,
 
     #[command(flatten)]

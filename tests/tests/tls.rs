@@ -60,6 +60,13 @@ fn a_missing_identity_names_the_file_and_the_identities_there_are() {
     assert!(stderr.contains("the identities in "), "{stderr}");
     assert!(stderr.contains("admin, "), "{stderr}");
     assert!(!stderr.contains("clusterlab-certs init"), "{stderr}");
+    // No name at all is said to be that.
+    let out = cluster.client().args(["--identity", "", "get", "k"]);
+    let stderr = out.usage_error().stderr;
+    assert!(
+        stderr.contains("for '--identity <IDENTITY>': it is empty; give the name of a certificate"),
+        "{stderr}"
+    );
 }
 
 #[test]
