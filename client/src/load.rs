@@ -559,11 +559,12 @@ fn report(global: &Global, args: &LoadArgs, total: &Window, not_sent: u64, elaps
         None => format!("{} in flight", args.concurrency),
     };
     println!(
-        "summary: {} requests in {:.1}s ({throughput:.0} req/s, {mode}, {:.0}% reads over {} keys)",
+        "summary: {} requests in {:.1}s ({throughput:.0} req/s, {mode}, {:.0}% reads over {} {})",
         total.requests,
         elapsed.as_secs_f64(),
         args.read_ratio * 100.0,
-        args.keys
+        args.keys,
+        if args.keys == 1 { "key" } else { "keys" },
     );
     println!("  ok        {}", total.ok);
     let errors: Vec<String> = total

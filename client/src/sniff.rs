@@ -84,8 +84,12 @@ pub fn run(args: SniffArgs, stop: &AtomicBool) -> Result<(), Failure> {
         None => None,
     };
     eprintln!(
-        "sniffing TCP ports {:?}{}; one line per TLS record or HTTP/2 frame",
-        args.ports,
+        "sniffing TCP ports {}{}; one line per TLS record or HTTP/2 frame",
+        args.ports
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
         args.duration
             .map(|d| format!(" for {}", humantime::format_duration(d)))
             .unwrap_or_default()

@@ -94,6 +94,8 @@ impl Admin for AdminService {
             self.check_peer(peer)?;
         }
         let active = fault.describe();
+        // `--latency 0ms` and the like ask for no fault at all: a clearing.
+        let clears = fault == Fault::default();
         let serving = match fault.pause {
             true => ServingStatus::NotServing,
             false if self.state.membership.is_ready() => ServingStatus::Serving,
@@ -101,7 +103,7 @@ impl Admin for AdminService {
         };
         self.state.faults.set(fault);
         crate::server::set_health(&self.health, serving).await;
-        if request.clear {
+        if clears {
             info!("faults cleared");
             self.state
                 .events

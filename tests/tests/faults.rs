@@ -46,13 +46,20 @@ fn an_error_rate_fault_fails_requests_until_cleared_and_any_node_passes_it_on() 
         .args(["put", "k", "v", "--w", "3"])
         .ok();
 
+    // A fault of nothing (no latency, no errors) is a clearing too.
+    let out = cluster
+        .client_to(1)
+        .args(["fault", "n2", "--latency", "0ms"])
+        .ok();
+    assert_eq!(out.stdout.trim(), "n2: faults now none");
+
     let events = event_history(&cluster.certs, &cluster.nodes[1].addr.to_string()).unwrap();
     let kinds: Vec<&str> = events
         .iter()
         .map(|e| e.kind.as_str())
         .filter(|k| k.starts_with("fault."))
         .collect();
-    assert_eq!(kinds, ["fault.set", "fault.cleared"]);
+    assert_eq!(kinds, ["fault.set", "fault.cleared", "fault.cleared"]);
     let out = cluster
         .client_to(1)
         .args(["--json", "events", "--no-follow"])
