@@ -6,7 +6,10 @@
 use std::path::{Path, PathBuf};
 
 use rustls::RootCertStore;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use rustls_pki_types::{
+    CertificateDer, PrivateKeyDer,
+    pem::{self, PemObject},
+};
 
 use crate::{Error, Identity, Result};
 
@@ -78,7 +81,12 @@ pub fn load_identity(dir: &Path, name: &str) -> Result<LoadedIdentity> {
     let key_pem = read(&key_path)?;
     let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| Error::Pem {
         path: key_path.clone(),
-        problem: format!("no usable private key in it ({e})"),
+        problem: match e {
+            pem::Error::NoItemsFound => {
+                "holds no private key (expected a -----BEGIN PRIVATE KEY----- block)".into()
+            }
+            e => pem_problem(&e, "private key"),
+        },
     })?;
     // A key from another issue of the same name would fail every handshake
     // later; said here, with both files named, it is one clear line.
@@ -124,6 +132,28 @@ pub fn load_roots(dir: &Path) -> Result<RootCertStore> {
     Ok(roots)
 }
 
+/// What is wrong with a PEM file that holds (or should hold) `what`, in a
+/// learner's words: the parser's own ("missing section end marker: [67,
+/// 69, ...]") spell the marker in bytes.
+pub(crate) fn pem_problem(e: &pem::Error, what: &str) -> String {
+    let again = "copy it again, or make it again with clusterlab-certs";
+    match e {
+        pem::Error::MissingSectionEnd { end_marker } => format!(
+            "is cut short: its -----END {}----- line is missing; {again}",
+            String::from_utf8_lossy(end_marker)
+        ),
+        pem::Error::IllegalSectionStart { line } => format!(
+            "has a damaged -----BEGIN line ({:?}); {again}",
+            String::from_utf8_lossy(line)
+        ),
+        pem::Error::Base64Decode(_) => format!(
+            "is damaged: the text between its -----BEGIN and -----END lines is not base64; \
+             {again}"
+        ),
+        e => format!("not a valid PEM {what} ({e})"),
+    }
+}
+
 /// Reads every certificate in a PEM file; at least one must be there.
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
     let pem = read(path)?;
@@ -131,7 +161,7 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| Error::Pem {
             path: path.to_path_buf(),
-            problem: format!("not a valid PEM certificate file ({e})"),
+            problem: pem_problem(&e, "certificate file"),
         })?;
     if certs.is_empty() {
         return Err(Error::Pem {
@@ -461,6 +491,35 @@ mod tests {
                 "; {} is a file: give --certs (or CLUSTERLAB_CERTS) the directory that holds it",
                 file.display()
             )),
+            "{err}"
+        );
+    }
+
+    /// A PEM file cut short, or with damaged contents, is said to be that,
+    /// with the marker in words.
+    #[test]
+    fn a_damaged_pem_file_says_how() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::pki::init(dir.path(), false).unwrap();
+        let pem = std::fs::read_to_string(dir.path().join("admin.pem")).unwrap();
+        let cut = dir.path().join("cut.pem");
+        std::fs::write(&cut, &pem[..pem.len() / 2]).unwrap();
+        let err = load_certs(&cut).unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "is cut short: its -----END CERTIFICATE----- line is missing; copy it again"
+            ),
+            "{err}"
+        );
+        let damaged = dir.path().join("damaged.pem");
+        std::fs::write(&damaged, pem.replacen("MII", "M!I", 1)).unwrap();
+        let err = load_certs(&damaged).unwrap_err().to_string();
+        assert!(err.contains("is damaged: the text between"), "{err}");
+        let key = dir.path().join("admin.key");
+        std::fs::write(&key, "").unwrap();
+        let err = load_identity(dir.path(), "admin").unwrap_err().to_string();
+        assert!(
+            err.contains("holds no private key (expected a -----BEGIN PRIVATE KEY----- block)"),
             "{err}"
         );
     }

@@ -304,7 +304,7 @@ fn read_crl(path: &Path) -> Result<(Vec<RevokedCertParams>, u64)> {
     let mut entries = Vec::new();
     let mut number = 0;
     for der in CertificateRevocationListDer::pem_slice_iter(pem.as_bytes()) {
-        let der = der.map_err(|e| bad(format!("not a valid PEM revocation list ({e})")))?;
+        let der = der.map_err(|e| bad(files::pem_problem(&e, "revocation list")))?;
         let (_, crl) = CertificateRevocationList::from_der(&der)
             .map_err(|e| bad(format!("not a valid revocation list ({e})")))?;
         let this = crl.crl_number().map_or(0, |n| {

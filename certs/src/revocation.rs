@@ -223,7 +223,7 @@ impl Revocations {
         };
         let crls = CertificateRevocationListDer::pem_slice_iter(&pem)
             .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| bad(format!("not a valid PEM revocation list ({e})")))?;
+            .map_err(|e| bad(files::pem_problem(&e, "revocation list")))?;
         // A file that exists must hold a list: an empty or mangled one must
         // not silently revoke nothing.
         if crls.is_empty() {
