@@ -166,6 +166,16 @@ impl Readiness {
     }
 }
 
+/// A failed probe in words. A refused certificate says what was proved and
+/// what was expected (a balancer's port given as a peer's), rather than
+/// rustls's own `Debug` of the error.
+fn probe_failure(status: &tonic::Status) -> String {
+    match certs::explain::find_rustls_error(status) {
+        Some(tls) => certs::explain::failed_connection(tls),
+        None => status.message().to_string(),
+    }
+}
+
 /// How long a `--peers` seed may stay unreachable before it is worth a
 /// warning: nodes started together come up a moment apart.
 const SEED_PATIENCE: Duration = Duration::from_secs(5);
@@ -449,7 +459,7 @@ impl Membership {
                 let answer = tokio::time::timeout(timeout, replica_client(channel).probe(request))
                     .await
                     .map_err(|_| "timed out".to_string())
-                    .and_then(|r| r.map_err(|s| s.message().to_string()));
+                    .and_then(|r| r.map_err(|status| probe_failure(&status)));
                 (addr, answer.map(tonic::Response::into_inner))
             }
         });

@@ -267,3 +267,28 @@ fn a_client_pointed_at_the_dashboard_hears_it_may_be_a_web_port() {
         out.stderr
     );
 }
+
+/// A balancer's address given as a node's `--peers` seed: the node's warning
+/// says what answered there and what was expected, not rustls's `Debug`.
+#[test]
+fn a_node_whose_seed_is_a_balancer_says_so() {
+    let mut cluster = TestCluster::start(1);
+    cluster.start_balancer(&[]);
+    let balancer = cluster.balancers[0].addr.to_string();
+    let n2 = cluster.add_node_with_peers(&[], vec![balancer]);
+    let mut warning = String::new();
+    wait_until("n2 to warn of its seed", Duration::from_secs(30), || {
+        let log = cluster.nodes[n2].log_text();
+        warning = log
+            .lines()
+            .find(|line| line.contains("cannot reach a --peers seed"))
+            .unwrap_or_default()
+            .to_string();
+        !warning.is_empty()
+    });
+    assert!(
+        warning.contains("but a node was expected (is that a balancer's port?)")
+            && !warning.contains("WrongKind"),
+        "{warning}"
+    );
+}
