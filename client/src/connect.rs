@@ -28,13 +28,22 @@ pub struct Connection {
     dialer: Dialer,
 }
 
+/// A usage error about `--addr`, which says so if the address came from
+/// `CLUSTERLAB_ADDR`: the variable learners export most, and forget.
+fn bad_addr(message: String) -> Failure {
+    match certs::flags::variable_tip_for::<crate::cli::Cli>("addr") {
+        Some(tip) => Failure::usage(format!("{message}\n\n  tip: {tip}")),
+        None => Failure::usage(message),
+    }
+}
+
 impl Connection {
     /// Connects as `--identity` to the first address in `--addr` that answers.
     /// If none does, the failure names what happened at each.
     pub async fn open(global: &Global) -> Result<Self, Failure> {
         let mut failures = Vec::new();
         for addr in global.addr.iter().filter(|a| !a.is_empty()) {
-            certs::flags::check_host_port("--addr", addr).map_err(Failure::usage)?;
+            certs::flags::check_host_port("--addr", addr).map_err(bad_addr)?;
             match Self::open_to(global, addr).await {
                 Ok(conn) => return Ok(conn),
                 // A certificate we cannot load fails the same way everywhere.
@@ -43,7 +52,7 @@ impl Connection {
             }
         }
         Err(match failures.len() {
-            0 => Failure::usage("--addr is empty; give HOST:PORT"),
+            0 => bad_addr("--addr is empty; give HOST:PORT".into()),
             _ => Failure::none_answered(failures),
         })
     }

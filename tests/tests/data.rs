@@ -761,6 +761,21 @@ fn an_addr_that_is_not_host_port_is_refused_before_dialling() {
             )
         );
     }
+    // From the variable, it says so.
+    let out = tests::Client::bare()
+        .args(["get", "k"])
+        .env("CLUSTERLAB_CERTS", &cluster.certs)
+        .env("CLUSTERLAB_ADDR", "nonsense")
+        .run();
+    assert_eq!(out.code(), 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(
+            "is not HOST:PORT; write it like 127.0.0.1:7101 or node:7100\n\n  tip: the value \
+             came from CLUSTERLAB_ADDR; set it to a valid one, or unset it"
+        ),
+        "{}",
+        out.stderr
+    );
     // A space after a comma is no mistake.
     let spaced = format!(" {good} , {good}");
     let out = tests::Client::bare()
