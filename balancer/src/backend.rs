@@ -60,6 +60,11 @@ use crate::connection::{Http2, NodeConnection, is_shutting_down};
 /// 500 ms, a node that stops answering is ejected within 1.5 s.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// How long a node may stay out of rotation from the start (unreachable, or
+/// not yet serving) before the balancer warns: a node's own patience with
+/// its `--peers` seeds.
+const WAITING_PATIENCE: Duration = Duration::from_secs(5);
+
 /// Requests in a row a node must fail to serve before it is ejected as an
 /// outlier. One or two failures can be bad luck; five in a row, while the
 /// other nodes answer, is a sick node (Envoy's `consecutive_5xx` uses 5 too).
@@ -145,6 +150,10 @@ pub struct Backend {
     /// Since when its address has not resolved (a `--nodes-dns` node whose
     /// container stopped); `None` while it resolves.
     gone_since: Mutex<Option<Instant>>,
+    /// When it was added, and whether it has been warned of as never coming
+    /// into rotation ([`WAITING_PATIENCE`]).
+    added: Instant,
+    warned_waiting: AtomicBool,
     pub in_flight: AtomicU64,
     pub requests: AtomicU64,
     pub errors: AtomicU64,
@@ -164,6 +173,8 @@ impl Backend {
             kept_in: AtomicBool::new(false),
             outliers: Mutex::new(OutlierHistory::default()),
             gone_since: Mutex::new(None),
+            added: Instant::now(),
+            warned_waiting: AtomicBool::new(false),
             in_flight: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
@@ -380,10 +391,19 @@ impl Backend {
             }
             Health::Ejected { .. } => return false,
             Health::Waiting { reason: last } => {
-                if last.as_ref() != Some(&reason) {
+                // Nodes started with the balancer come up a moment apart:
+                // worth a warning only once it has been a while.
+                let waited = self.added.elapsed();
+                if waited >= WAITING_PATIENCE && !self.warned_waiting.swap(true, Ordering::Relaxed)
+                {
+                    warn!(
+                        addr = %self.addr, %reason, waited = ?Duration::from_secs(waited.as_secs()),
+                        "backend still not in rotation; is the node running, and is the address right?"
+                    );
+                } else if last.as_ref() != Some(&reason) {
                     info!(addr = %self.addr, %reason, "backend not in rotation yet");
-                    *last = Some(reason);
                 }
+                *last = Some(reason);
                 return false;
             }
             Health::Healthy => {}

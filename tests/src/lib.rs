@@ -159,6 +159,22 @@ pub fn wait_until(what: &str, timeout: Duration, condition: impl FnMut() -> bool
     );
 }
 
+/// Waits up to `timeout` for a line containing `needle` in the log `log`
+/// reads, and returns that line.
+pub fn wait_for_line(log: impl Fn() -> String, needle: &str, timeout: Duration) -> String {
+    let mut found = String::new();
+    wait_until(&format!("a line with {needle:?}"), timeout, || {
+        let text = log();
+        found = text
+            .lines()
+            .find(|line| line.contains(needle))
+            .unwrap_or_default()
+            .to_string();
+        !found.is_empty()
+    });
+    found
+}
+
 /// Polls `condition` every 20 ms: true once it holds, false if `timeout` passes first.
 pub fn poll_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;

@@ -895,3 +895,24 @@ fn a_write_the_client_abandons_is_dropped_not_applied_later() {
         .fails();
     assert!(out.stderr.contains("NOT_FOUND"), "{}", out.stderr);
 }
+
+/// A node that never comes into rotation (nothing listens at its address)
+/// is warned of after a few seconds, as a node warns of a seed it cannot
+/// reach: one line at info level is easy to miss.
+#[test]
+fn a_node_that_never_answers_is_warned_of() {
+    let mut cluster = TestCluster::empty();
+    let nowhere = format!("127.0.0.1:{}", tests::free_port());
+    let balancer = cluster.spawn_balancer(&["--nodes".to_string(), nowhere.clone()]);
+    let warning = tests::wait_for_line(
+        || cluster.balancers[balancer].log_text(),
+        "backend still not in rotation",
+        Duration::from_secs(30),
+    );
+    assert!(
+        warning.contains("WARN")
+            && warning.contains(&nowhere)
+            && warning.contains("is the node running, and is the address right?"),
+        "{warning}"
+    );
+}

@@ -276,16 +276,11 @@ fn a_node_whose_seed_is_a_balancer_says_so() {
     cluster.start_balancer(&[]);
     let balancer = cluster.balancers[0].addr.to_string();
     let n2 = cluster.add_node_with_peers(&[], vec![balancer]);
-    let mut warning = String::new();
-    wait_until("n2 to warn of its seed", Duration::from_secs(30), || {
-        let log = cluster.nodes[n2].log_text();
-        warning = log
-            .lines()
-            .find(|line| line.contains("cannot reach a --peers seed"))
-            .unwrap_or_default()
-            .to_string();
-        !warning.is_empty()
-    });
+    let warning = tests::wait_for_line(
+        || cluster.nodes[n2].log_text(),
+        "cannot reach a --peers seed",
+        Duration::from_secs(30),
+    );
     assert!(
         warning.contains("but a node was expected (is that a balancer's port?)")
             && !warning.contains("WrongKind"),
