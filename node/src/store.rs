@@ -108,9 +108,17 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| Error::DataDir {
             path: dir.to_path_buf(),
-            cause: match dir.is_file() {
-                true => "it is a file; give --data-dir a directory (made if missing)".into(),
-                false => e.to_string(),
+            // `--data-dir notes.txt/n1`: the file in the way may be further up.
+            cause: match dir.ancestors().find(|a| a.is_file()) {
+                Some(file) if file == dir => {
+                    "it is a file; give --data-dir a directory (made if missing)".into()
+                }
+                Some(file) => format!(
+                    "{} is a file, so no directory can be made in it; give --data-dir a \
+                     directory (made if missing)",
+                    file.display()
+                ),
+                None => e.to_string(),
             },
         })?;
         let path = dir.join(FILE_NAME);
@@ -119,6 +127,15 @@ impl Store {
             cause: match e {
                 redb::DatabaseError::DatabaseAlreadyOpen => {
                     "another clusterlab-node is already using this data directory".into()
+                }
+                // redb's "Not a redb database: magic number mismatch".
+                redb::DatabaseError::Storage(redb::StorageError::Io(io))
+                    if io.kind() == std::io::ErrorKind::InvalidData =>
+                {
+                    format!(
+                        "the file is not a clusterlab-node database ({io}); move it away, or give \
+                         --data-dir another directory"
+                    )
                 }
                 other => other.to_string(),
             },
@@ -598,6 +615,29 @@ mod tests {
         let err = Store::open(&file).unwrap_err().to_string();
         assert!(
             err.ends_with("data: it is a file; give --data-dir a directory (made if missing)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_file_in_the_way_or_in_place_of_the_database_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("notes.txt");
+        std::fs::write(&file, b"not a directory").unwrap();
+        let err = Store::open(&file.join("n1")).unwrap_err().to_string();
+        assert!(
+            err.ends_with(&format!(
+                "{} is a file, so no directory can be made in it; give --data-dir a directory \
+                 (made if missing)",
+                file.display()
+            )),
+            "{err}"
+        );
+        std::fs::write(dir.path().join(FILE_NAME), b"some other file").unwrap();
+        let err = Store::open(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("the file is not a clusterlab-node database (")
+                && err.ends_with("move it away, or give --data-dir another directory"),
             "{err}"
         );
     }
