@@ -217,14 +217,15 @@ fn trimmed(text: &str) -> Result<String, String> {
 /// cluster's default", which a person typing 0 would not expect.) The upper
 /// bound is the cluster's replica count, which only the nodes know.
 fn quorum(text: &str) -> Result<u32, String> {
-    match whole_number(text)? {
-        0 => Err(
-            "a quorum of 0 replicas would wait for none; give 1 to the replica count \
-                  (N, 3 unless the nodes were started with --replicas), or leave it out \
-                  for the cluster's default"
-                .into(),
-        ),
-        n => Ok(n),
+    let allowed = "give 1 to the replica count (N, 3 unless the nodes were started with \
+                   --replicas), or leave it out for the cluster's default";
+    match whole_number(text) {
+        Ok(0) => Err(format!(
+            "a quorum of 0 replicas would wait for none; {allowed}"
+        )),
+        Ok(n) => Ok(n),
+        // Below zero, or beyond any replica count: the range says more.
+        Err(_) => Err(format!("{text} is no number of replicas; {allowed}")),
     }
 }
 
@@ -422,6 +423,23 @@ mod tests {
     use clap::CommandFactory;
 
     use super::*;
+
+    /// Every quorum refused names the range, below zero and beyond any
+    /// replica count too (not "the most is 4294967295").
+    #[test]
+    fn a_quorum_out_of_range_names_the_range() {
+        assert_eq!(quorum("2"), Ok(2));
+        for text in ["0", "-1", "99999999999", "two"] {
+            let error = quorum(text).unwrap_err();
+            assert!(
+                error.ends_with(
+                    "give 1 to the replica count (N, 3 unless the nodes were started \
+                                 with --replicas), or leave it out for the cluster's default"
+                ),
+                "{text}: {error}"
+            );
+        }
+    }
 
     /// clap's own checks of the definition: conflicting names, groups that
     /// name missing arguments, and the like.
