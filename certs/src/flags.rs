@@ -21,7 +21,7 @@ use std::{
     time::Duration,
 };
 
-use clap::{ArgAction, Command, builder::BoolishValueParser};
+use clap::{ArgAction, Command};
 
 /// Parses a program's command line, after [`with_env`]. Errors exit 2, as
 /// clap's own do.
@@ -166,7 +166,7 @@ fn fill_env(command: Command, prefix: &str) -> Command {
             }
         };
         match arg.get_action() {
-            ArgAction::SetTrue => arg.value_parser(BoolishValueParser::new()),
+            ArgAction::SetTrue => arg.value_parser(switch),
             _ => arg,
         }
     });
@@ -179,6 +179,18 @@ fn fill_env(command: Command, prefix: &str) -> Command {
         command = command.mut_subcommand(&name, |sub| fill_env(sub, &prefix));
     }
     command
+}
+
+/// A switch's value from its variable, as people write them there (clap's
+/// own parser for these says only "value was not a boolean").
+fn switch(text: &str) -> Result<bool, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "1" | "yes" | "y" | "on" | "true" | "t" => Ok(true),
+        "0" | "no" | "n" | "off" | "false" | "f" | "" => Ok(false),
+        _ => Err(format!(
+            "{text:?} is neither on nor off; write 1 or 0, yes or no, on or off, true or false"
+        )),
+    }
 }
 
 /// `CLUSTERLAB` and `data-dir` make `CLUSTERLAB_DATA_DIR`; a subcommand's
@@ -675,6 +687,14 @@ mod tests {
             .unwrap();
         let (_, load) = matches.subcommand().unwrap();
         assert!(load.get_flag("json"));
+        // From its variable, a switch takes what people write there, and
+        // names what it takes when it cannot read the value.
+        assert_eq!(switch("Yes"), Ok(true));
+        assert_eq!(switch("off"), Ok(false));
+        assert_eq!(
+            switch("maybe"),
+            Err(r#""maybe" is neither on nor off; write 1 or 0, yes or no, on or off, true or false"#.into())
+        );
         // A negative number is a value, for a flag and for an argument alike.
         let matches = command
             .clone()
