@@ -419,7 +419,12 @@ impl Backend {
         }
         self.ejections.fetch_add(1, Ordering::Relaxed);
         let name = self.name();
-        warn!(node = %name, addr = %self.addr, %reason, "backend ejected");
+        // A node that is shutting down (`Waiting::Stay`) was stopped on
+        // purpose: news, not trouble.
+        match waiting {
+            Waiting::Stay => info!(node = %name, addr = %self.addr, %reason, "backend ejected"),
+            Waiting::GiveUp => warn!(node = %name, addr = %self.addr, %reason, "backend ejected"),
+        }
         events.publish(
             "backend.ejected",
             &name,

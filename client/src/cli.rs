@@ -182,7 +182,7 @@ pub struct LoadArgs {
     #[arg(long, default_value_t = 16, value_parser = number_in(1..=4096u32))]
     pub concurrency: u32,
     /// How many distinct keys to spread the requests over.
-    #[arg(long, default_value_t = 1000, value_parser = at_least_one)]
+    #[arg(long, default_value_t = 1000, value_parser = at_least_one::<u64>)]
     pub keys: u64,
     /// Fraction of requests that are reads (the rest are writes), 0.0 to 1.0.
     /// Reads ask for keys this run has written (any key until it has written
@@ -200,9 +200,9 @@ pub struct LoadArgs {
 }
 
 /// A count of at least one.
-fn at_least_one(text: &str) -> Result<u64, String> {
-    match whole_number(text)? {
-        0 => Err("0 would be none; give 1 or more".into()),
+fn at_least_one<T: certs::flags::Whole + PartialEq + From<u8>>(text: &str) -> Result<T, String> {
+    match whole_number::<T>(text)? {
+        n if n == T::from(0) => Err("0 would be none; give 1 or more".into()),
         n => Ok(n),
     }
 }
@@ -283,7 +283,7 @@ pub struct SniffArgs {
     #[arg(long, value_parser = positive_duration)]
     pub duration: Option<Duration>,
     /// Stop after this many lines.
-    #[arg(long, value_parser = whole_number::<usize>)]
+    #[arg(long, value_parser = at_least_one::<usize>)]
     pub count: Option<usize>,
     /// Also write the captured frames to FILE (pcap), for Wireshark.
     #[arg(long, value_name = "FILE")]
@@ -351,7 +351,7 @@ pub struct CheckArgs {
     pub concurrency: u32,
     /// Stop writing once this many writes were acknowledged (exactly this
     /// many, unless --duration ends first).
-    #[arg(long, value_name = "N", value_parser = at_least_one)]
+    #[arg(long, value_name = "N", value_parser = at_least_one::<u64>)]
     pub keys: Option<u64>,
     /// Bytes per value. Each value starts with its own key and `=`, so a value
     /// that turns up under the wrong key is caught; values are never shorter
@@ -426,6 +426,17 @@ mod tests {
 
     /// Every quorum refused names the range, below zero and beyond any
     /// replica count too (not "the most is 4294967295").
+    #[test]
+    fn a_count_of_none_is_refused() {
+        assert_eq!(
+            at_least_one::<usize>("0"),
+            Err("0 would be none; give 1 or more".into())
+        );
+        assert_eq!(at_least_one::<u64>("40"), Ok(40));
+        let sniff = Cli::try_parse_from(["clusterlab", "sniff", "--count", "0"]);
+        assert!(sniff.is_err(), "sniff --count 0 was taken");
+    }
+
     #[test]
     fn a_quorum_out_of_range_names_the_range() {
         assert_eq!(quorum("2"), Ok(2));

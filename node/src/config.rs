@@ -80,7 +80,7 @@ pub struct Config {
 
     /// A member silent this long after turning suspect is declared dead: it
     /// leaves the ring and its keys are copied to restore N replicas.
-    #[arg(long, env = "CLUSTERLAB_DEAD_AFTER", default_value = "10s", value_parser = certs::flags::duration)]
+    #[arg(long, env = "CLUSTERLAB_DEAD_AFTER", default_value = "10s", value_parser = certs::flags::positive_duration)]
     pub dead_after: Duration,
 
     /// A delete's tombstone is dropped once it is this old; at least 10s. A node

@@ -532,6 +532,7 @@ fn flag_values_that_cannot_work_are_refused_at_start() {
             "0s is too short; choose 10ms or more",
         ),
         ("clusterlab-node", "--handshake-timeout", "0s", "above zero"),
+        ("clusterlab-node", "--dead-after", "0s", "above zero"),
         (
             "clusterlab-balancer",
             "--threads",
