@@ -88,6 +88,15 @@ impl Failure {
                 ),
             );
         }
+        if let Some(http) = not_grpc(status) {
+            return Failure::new(
+                "UNAVAILABLE",
+                format!(
+                    "{addr} answered in HTTP ({http}), not in gRPC: it is no clusterlab node or \
+                     balancer (a dashboard or /metrics port, perhaps){ADDR_HINT}"
+                ),
+            );
+        }
         Failure::new(code_name(status.code()), status.message())
     }
 
@@ -244,9 +253,42 @@ pub fn status_code(status: &tonic::Status) -> &'static str {
 
 use proto::deadline::is_timeout_expired as timed_out;
 
+/// The HTTP status of an answer that was not gRPC at all, which tonic
+/// reports in its own words ("received message with invalid compression flag:
+/// 110 ... while receiving response with status: 404 Not Found").
+fn not_grpc(status: &tonic::Status) -> Option<&str> {
+    status
+        .message()
+        .split_once("while receiving response with status: ")
+        .map(|(_, http)| http.trim())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_answer_in_http_not_grpc_is_named_as_such() {
+        let status = tonic::Status::internal(
+            "protocol error: received message with invalid compression flag: 110 (valid flags \
+             are 0 and 1) while receiving response with status: 404 Not Found",
+        );
+        let failure = Failure::from_status(
+            &status,
+            "127.0.0.1:8080",
+            true,
+            None,
+            std::time::Duration::from_secs(10),
+        );
+        assert_eq!(failure.code, "UNAVAILABLE");
+        assert_eq!(
+            failure.message,
+            format!(
+                "127.0.0.1:8080 answered in HTTP (404 Not Found), not in gRPC: it is no \
+                 clusterlab node or balancer (a dashboard or /metrics port, perhaps){ADDR_HINT}"
+            )
+        );
+    }
 
     #[test]
     fn when_no_address_answers_each_reason_is_named() {
