@@ -178,7 +178,8 @@ pub struct LoadArgs {
     /// How long to run (e.g. 30s, 2m).
     #[arg(long, default_value = "10s", value_parser = positive_duration)]
     pub duration: Duration,
-    /// Requests in flight at once (with --rate: the most waiting for answers).
+    /// Requests in flight at once, 1 to 4096 (with --rate: the most waiting
+    /// for answers).
     #[arg(long, default_value_t = 16, value_parser = number_in(1..=4096u32))]
     pub concurrency: u32,
     /// How many distinct keys to spread the requests over.
@@ -189,12 +190,13 @@ pub struct LoadArgs {
     /// one): a key never written costs a read on every replica
     #[arg(long, default_value_t = 0.9, value_parser = fraction)]
     pub read_ratio: f64,
-    /// Bytes per written value.
+    /// Bytes per written value, 0 to 1048576 (1 MiB).
     #[arg(long, default_value_t = 128, value_parser = number_in(0..=1_048_576u32))]
     pub value_size: u32,
-    /// Send at this fixed rate (requests per second) instead of as fast as the
-    /// cluster answers: an open loop, like many independent users. Latency
-    /// then counts from when each request was due, waiting for a slot included.
+    /// Send at this fixed rate (requests per second, at most 1000000) instead
+    /// of as fast as the cluster answers: an open loop, like many independent
+    /// users. Latency then counts from when each request was due, waiting for
+    /// a slot included.
     #[arg(long, value_name = "RPS", value_parser = rate)]
     pub rate: Option<f64>,
 }
@@ -346,14 +348,14 @@ pub struct CheckArgs {
     /// How long to keep writing (e.g. 30s, 2m).
     #[arg(long, default_value = "10s", value_parser = positive_duration)]
     pub duration: Duration,
-    /// Writers working at once.
+    /// Writers working at once, 1 to 1024.
     #[arg(long, default_value_t = 8, value_parser = number_in(1..=1024u32))]
     pub concurrency: u32,
     /// Stop writing once this many writes were acknowledged (exactly this
     /// many, unless --duration ends first).
     #[arg(long, value_name = "N", value_parser = at_least_one::<u64>)]
     pub keys: Option<u64>,
-    /// Bytes per value. Each value starts with its own key and `=`, so a value
+    /// Bytes per value, up to 1048576 (1 MiB). Each value starts with its own key and `=`, so a value
     /// that turns up under the wrong key is caught; values are never shorter
     /// than that (about 30 bytes), whatever the size asked for.
     #[arg(long, default_value_t = 64, value_parser = number_in(1..=1_048_576u32))]
@@ -375,30 +377,34 @@ pub struct CheckArgs {
 pub struct PutArgs {
     /// The key: 1 to 1024 bytes of UTF-8.
     pub key: String,
-    /// The value, or `-` to read it from standard input. Give it, or --value-file.
+    /// The value, or `-` to read it from standard input: at most 1048576 bytes
+    /// (1 MiB). Give it, or --value-file.
     pub value: Option<String>,
     /// Read the value from a file (for values too large for an argument).
     #[arg(long, value_name = "FILE")]
     pub value_file: Option<PathBuf>,
-    /// Write quorum: how many replicas must store the write before it is acknowledged.
+    /// Write quorum: how many replicas must store the write before it is
+    /// acknowledged, 1 to the replica count (default: the cluster's, a majority).
     #[arg(long = "w", value_name = "N", value_parser = quorum)]
     pub write_quorum: Option<u32>,
 }
 
 #[derive(Debug, Args)]
 pub struct GetArgs {
-    /// The key to read.
+    /// The key to read: 1 to 1024 bytes of UTF-8.
     pub key: String,
-    /// Read quorum: how many replicas must answer.
+    /// Read quorum: how many replicas must answer, 1 to the replica count
+    /// (default: the cluster's, a majority).
     #[arg(long = "r", value_name = "N", value_parser = quorum)]
     pub read_quorum: Option<u32>,
 }
 
 #[derive(Debug, Args)]
 pub struct DeleteArgs {
-    /// The key to delete.
+    /// The key to delete: 1 to 1024 bytes of UTF-8.
     pub key: String,
-    /// Write quorum for the delete.
+    /// Write quorum for the delete, 1 to the replica count (default: the
+    /// cluster's, a majority).
     #[arg(long = "w", value_name = "N", value_parser = quorum)]
     pub write_quorum: Option<u32>,
 }

@@ -60,7 +60,8 @@ pub struct Config {
     #[arg(long, env = "CLUSTERLAB_PEERS_DNS", value_name = "HOST:PORT")]
     pub peers_dns: Option<String>,
 
-    /// N: how many nodes keep a copy of each key (fewer while the cluster is smaller).
+    /// N: how many nodes keep a copy of each key, 1 to 9 (fewer while the
+    /// cluster is smaller).
     #[arg(long, env = "CLUSTERLAB_REPLICAS", default_value_t = 3,
           value_parser = certs::flags::number_in(1..=9u32))]
     pub replicas: u32,

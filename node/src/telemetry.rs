@@ -20,7 +20,8 @@ use tracing_subscriber::{
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum LogFormat {
-    /// Readable lines: `n1 2026-01-01T12:00:00Z  INFO listening addr=...`.
+    /// Readable lines, each starting with the process's name (`n1`, `balancer`):
+    /// `n1 2026-01-01T12:00:00Z  INFO listening addr=...`.
     #[default]
     Text,
     /// One JSON object per line.

@@ -30,7 +30,8 @@ use tokio::{
     sync::Notify,
 };
 
-/// clusterlab-local: three nodes and a balancer on loopback, in one terminal.
+/// clusterlab-local: nodes (three unless --nodes says otherwise) and a balancer
+/// on loopback, in one terminal.
 #[derive(Debug, Parser)]
 #[command(
     name = "clusterlab-local",
@@ -45,7 +46,7 @@ In another terminal:
 struct Args {
     // Variables of its own (CLUSTERLAB_LOCAL_*): the balancer's CLUSTERLAB_NODES
     // is a list of addresses, not a count.
-    /// How many nodes to start.
+    /// How many nodes to start, 1 to 9.
     #[arg(long, env = "CLUSTERLAB_LOCAL_NODES", default_value_t = 3,
           value_parser = certs::flags::number_in(1..=MAX_NODES))]
     nodes: u16,
@@ -78,7 +79,8 @@ fn port_help(default: u16) -> String {
     );
     format!(
         "The balancer's port. Node i listens on this + {nodes} + i ({}, {}, ...) and serves \
-         its metrics on this + {metrics} + i ({}, ...); the dashboard is on this + {dashboard} ({})",
+         its metrics on this + {metrics} + i ({}, ...); the dashboard is on this + {dashboard} ({}). \
+         1024 to {MAX_PORT}",
         default + nodes + 1,
         default + nodes + 2,
         default + metrics + 1,
