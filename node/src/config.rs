@@ -183,6 +183,19 @@ impl Config {
         self.peer_addrs()?;
         if let Some(addr) = &self.advertise {
             certs::flags::check_host_port("--advertise", addr)?;
+            // 0.0.0.0 is where to listen, not an address anyone can dial.
+            let host = addr.rsplit_once(':').map_or("", |(host, _)| host);
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            if host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_unspecified())
+            {
+                return Err(format!(
+                    "--advertise {addr:?} is no address other nodes can reach: {host} means \
+                     \"every interface\" to a listener only; give this node's own name or \
+                     address, such as n1:7100"
+                ));
+            }
         }
         if let Some(metrics) = &self.metrics {
             certs::flags::check_side("--metrics", metrics, &self.listen, 9100)?;
@@ -322,6 +335,13 @@ mod tests {
             "{err}"
         );
         assert_eq!(parse(&["--advertise", "n1:7100"]).check(), Ok(()));
+        for unreachable in ["0.0.0.0:7100", "[::]:7100"] {
+            let err = parse(&["--advertise", unreachable]).check().unwrap_err();
+            assert!(
+                err.contains("is no address other nodes can reach"),
+                "{unreachable}: {err}"
+            );
+        }
         let err = parse(&["--listen", "127.0.0.1"]).check().unwrap_err();
         assert!(
             err.starts_with("--listen \"127.0.0.1\" is not HOST:PORT"),
