@@ -59,6 +59,10 @@ struct Workload {
     /// One client per address in `addrs`, the `--addr` list without blanks.
     clients: Vec<KeyValueClient<Channel>>,
     addrs: Vec<String>,
+    /// Whether anything ever answered at each address: one where nothing
+    /// listens passes its share to the next without a word, and the summary
+    /// should name it.
+    answered: Vec<AtomicBool>,
     prefix: String,
     global: Global,
     args: CheckArgs,
@@ -84,6 +88,27 @@ struct Workload {
 }
 
 impl Workload {
+    /// Notes that the address `at` answered, unless nothing listened there.
+    fn note_answer<T>(&self, at: usize, result: &Result<T, tonic::Status>) {
+        let answered = match result {
+            Ok(_) => true,
+            Err(status) => !never_sent(status),
+        };
+        if answered && !self.answered[at].load(Ordering::Relaxed) {
+            self.answered[at].store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// The addresses of `--addr` where nothing ever answered.
+    fn never_answered(&self) -> Vec<&str> {
+        self.addrs
+            .iter()
+            .zip(&self.answered)
+            .filter(|(_, answered)| !answered.load(Ordering::Relaxed))
+            .map(|(addr, _)| addr.as_str())
+            .collect()
+    }
+
     /// Notes the first refusal; every writer stops at its next step.
     fn refuse(&self, what: &str, status: &tonic::Status) {
         let mut refused = self.refused.lock().expect("refusal poisoned");
@@ -121,6 +146,7 @@ pub async fn run(global: &Global, args: CheckArgs, mut stops: StopSignals) -> Re
     let started = Instant::now();
     let workload = Arc::new(Workload {
         clients,
+        answered: addrs.iter().map(|_| AtomicBool::new(false)).collect(),
         addrs,
         prefix: format!("check/{}/", run_id()),
         global: global.clone(),
@@ -212,8 +238,11 @@ async fn writer(work: Arc<Workload>, id: usize) {
         // A write refused at connect never reached a node: try the next address.
         let mut outcome = None;
         for attempt in 0..n {
-            let mut client = work.clients[(id + seq + attempt) % n].clone();
-            match client.put(write_request(&work.global, put.clone())).await {
+            let at = (id + seq + attempt) % n;
+            let mut client = work.clients[at].clone();
+            let result = client.put(write_request(&work.global, put.clone())).await;
+            work.note_answer(at, &result);
+            match result {
                 Err(status) if never_sent(&status) && attempt + 1 < n => continue,
                 result => {
                     outcome = Some(result);
@@ -261,8 +290,11 @@ async fn writer(work: Arc<Workload>, id: usize) {
         // and through the next when nothing listens there.
         let mut read = None;
         for attempt in 1..=n {
-            let mut reader = work.clients[(id + seq + attempt) % n].clone();
-            match reader.get(request(&work.global, get.clone())).await {
+            let at = (id + seq + attempt) % n;
+            let mut reader = work.clients[at].clone();
+            let result = reader.get(request(&work.global, get.clone())).await;
+            work.note_answer(at, &result);
+            match result {
                 Err(status) if never_sent(&status) && attempt < n => continue,
                 result => {
                     read = Some(result);
@@ -393,6 +425,7 @@ fn report(work: &Workload, verified: &Verified, writing: Duration) -> Result<(),
                 "stale_reads": stale_reads,
                 "indeterminate": indeterminate,
                 "not_applied": not_applied,
+                "never_answered": work.never_answered(),
                 "unverified": verified.unverified,
                 "read_errors": read_errors,
                 "write_errors": errors,
@@ -425,6 +458,13 @@ fn report(work: &Workload, verified: &Verified, writing: Duration) -> Result<(),
         if !errors.is_empty() {
             let list: Vec<String> = errors.iter().map(|(c, n)| format!("{c} x{n}")).collect();
             println!("  write failures by code: {}", list.join(", "));
+        }
+        let silent = work.never_answered();
+        if !silent.is_empty() {
+            println!(
+                "  never answered (nothing listens; the next address took its share): {}",
+                silent.join(", ")
+            );
         }
         if !verified.lost.is_empty() {
             println!("  lost keys, e.g.: {}", verified.lost.join(" "));

@@ -387,6 +387,8 @@ fn a_check_whose_node_is_gone_counts_refusals_as_failures_not_indeterminate() {
         .sum();
     let not_applied = json["not_applied"].as_u64().unwrap();
     assert_eq!(indeterminate + not_applied, failed, "{json}");
+    // It answered before it was killed: not an address that never did.
+    assert_eq!(json["never_answered"], serde_json::json!([]), "{json}");
 }
 
 /// An address in `--addr` where nothing listens (a node killed for good)
@@ -400,8 +402,12 @@ fn check_reads_through_the_next_address_where_nothing_listens() {
         .client_at(&addrs)
         .args(["check", "--keys", "60", "--concurrency", "3"])
         .ok();
+    let silent = addrs.split(',').nth(1).unwrap();
+    let never_answered =
+        format!("  never answered (nothing listens; the next address took its share): {silent}");
     for line in [
         "check: 60 writes acknowledged",
+        &never_answered,
         "  lost (acknowledged, then not readable)   0",
         "  indeterminate writes (failed; may exist) 0",
         "  unapplied writes (failed; never written) 0",
