@@ -291,7 +291,7 @@ pub fn whole_number<T: Whole>(text: &str) -> Result<T, String> {
     parse_whole(text).map_err(|problem| match problem {
         Problem::NotDigits(problem) => format!("{problem}; write one in digits, like 3"),
         Problem::TooLarge => format!("{text} is too large; the most is {}", T::MAX),
-        Problem::BelowZero => format!("{text} is below zero; a count cannot be"),
+        Problem::BelowZero => format!("{text} is below zero, which a count cannot be"),
     })
 }
 
@@ -519,7 +519,7 @@ mod tests {
             ),
             (
                 whole_number::<u32>("-1").map(drop),
-                "-1 is below zero; a count cannot be".into(),
+                "-1 is below zero, which a count cannot be".into(),
             ),
             (
                 fraction("1.5").map(drop),

@@ -273,8 +273,8 @@ impl Sniffer {
 /// connection's first lines (the TLS handshake) are the ones a learner looks
 /// for. A slow or absent DNS server holds the capture up no longer than that
 /// for each new address or connection; a line shows the bare address until
-/// its name is known, and for good if it has none. Loopback addresses are not looked up: on one
-/// machine they would all be `localhost`.
+/// its name is known, and for good if it has none. Loopback addresses are not
+/// looked up: on one machine they would all be `localhost`.
 ///
 /// Docker gives the address of a container that has gone to the next one, and
 /// each `docker compose run` is a new container. So both ends of every new
