@@ -30,6 +30,29 @@ pub fn find_rustls_error<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a ru
     None
 }
 
+/// True when the other side hung up while the connection was being set up:
+/// reset, closed, or a broken pipe, before any answer.
+///
+/// Dialing in plaintext, that is what a TLS-only port does: it reads the
+/// HTTP/2 preface, finds no TLS ClientHello, and closes. The errors arrive as
+/// an `io::Error` of one of those kinds or, when hyper notices first, as its
+/// "connection closed", with no `io::Error` at all.
+pub fn closed_during_setup(err: &(dyn StdError + 'static)) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionReset, UnexpectedEof};
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return matches!(io.kind(), ConnectionReset | BrokenPipe | UnexpectedEof);
+        }
+        let text = e.to_string();
+        if text.contains("connection closed") || text.contains("broken pipe") {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
 /// Describes why a server refused a client's handshake, for the server's log.
 pub fn rejected_client(err: &rustls::Error) -> String {
     match err {
@@ -142,5 +165,46 @@ fn alert_meaning(alert: AlertDescription) -> String {
         }
         AlertDescription::AccessDenied => "access denied".into(),
         other => format!("TLS alert {other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error that wraps another, as tonic's and hyper's errors do.
+    #[derive(Debug)]
+    struct Wrapped(&'static str, Box<dyn StdError + Send + Sync>);
+
+    impl std::fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl StdError for Wrapped {
+        fn source(&self) -> Option<&(dyn StdError + 'static)> {
+            Some(&*self.1)
+        }
+    }
+
+    #[test]
+    fn a_hang_up_during_setup_is_told_from_nothing_listening() {
+        use std::io::{Error, ErrorKind};
+        let reset = Wrapped(
+            "transport error",
+            Box::new(Error::from(ErrorKind::ConnectionReset)),
+        );
+        assert!(closed_during_setup(&reset));
+        // hyper's own words, with no io::Error beneath them.
+        let closed = Wrapped("operation was canceled", "connection closed".into());
+        assert!(closed_during_setup(&closed));
+        let refused = Wrapped(
+            "transport error",
+            Box::new(Error::from(ErrorKind::ConnectionRefused)),
+        );
+        assert!(!closed_during_setup(&refused));
+        let other = Wrapped("transport error", "dns error".into());
+        assert!(!closed_during_setup(&other));
     }
 }

@@ -160,6 +160,12 @@ fn transport_reason(err: &(dyn StdError + 'static), addr: &str, plaintext: bool)
             explain::failed_connection(tls)
         ));
     }
+    if plaintext && explain::closed_during_setup(err) {
+        return Some(format!(
+            "{addr} closed the connection during setup; it probably requires TLS \
+             (drop --tls plaintext)"
+        ));
+    }
     let mut next: Option<&(dyn StdError + 'static)> = Some(err);
     while let Some(e) = next {
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
@@ -175,22 +181,10 @@ fn transport_reason(err: &(dyn StdError + 'static), addr: &str, plaintext: bool)
                      and is --addr right? (In docker compose, a service's name resolves \
                      only while it runs: `docker compose up -d`)"
                 ),
-                ConnectionReset | BrokenPipe | UnexpectedEof if plaintext => format!(
-                    "{addr} closed the connection during setup; it probably requires TLS \
-                     (drop --tls plaintext)"
-                ),
                 _ => format!("connection to {addr} failed: {io}"),
             });
         }
         next = e.source();
-    }
-    // hyper reports a peer that hangs up before answering without an io::Error.
-    let text = chain(err);
-    if plaintext && (text.contains("connection closed") || text.contains("broken pipe")) {
-        return Some(format!(
-            "{addr} closed the connection during setup; it probably requires TLS \
-             (drop --tls plaintext)"
-        ));
     }
     None
 }

@@ -168,12 +168,20 @@ impl Readiness {
 
 /// A failed probe in words. A refused certificate says what was proved and
 /// what was expected (a balancer's port given as a peer's), rather than
-/// rustls's own `Debug` of the error.
-fn probe_failure(status: &tonic::Status) -> String {
-    match certs::explain::find_rustls_error(status) {
-        Some(tls) => certs::explain::failed_connection(tls),
-        None => status.message().to_string(),
+/// rustls's own `Debug` of the error. Dialing in plaintext (`plaintext`), a
+/// peer that hangs up during setup most likely requires TLS, and the words
+/// say so rather than h2's "transport error" or "operation was canceled".
+fn probe_failure(status: &tonic::Status, plaintext: bool) -> String {
+    if let Some(tls) = certs::explain::find_rustls_error(status) {
+        return certs::explain::failed_connection(tls);
     }
+    if plaintext && certs::explain::closed_during_setup(status) {
+        return "it closed the connection during setup; it probably requires TLS, which \
+                this node's --tls plaintext cannot speak (every node of a cluster must \
+                use the same --tls)"
+            .into();
+    }
+    status.message().to_string()
 }
 
 /// How long a `--peers` seed may stay unreachable before it is worth a
@@ -448,6 +456,7 @@ impl Membership {
         let request = ProbeRequest {
             from: Some(self.me()),
         };
+        let plaintext = self.dialer.is_plaintext();
         let probes = targets.into_iter().map(|(addr, name, channel)| {
             let request = request.clone();
             let timeout = self.settings.probe_timeout;
@@ -459,7 +468,7 @@ impl Membership {
                 let answer = tokio::time::timeout(timeout, replica_client(channel).probe(request))
                     .await
                     .map_err(|_| "timed out".to_string())
-                    .and_then(|r| r.map_err(|status| probe_failure(&status)));
+                    .and_then(|r| r.map_err(|status| probe_failure(&status, plaintext)));
                 (addr, answer.map(tonic::Response::into_inner))
             }
         });

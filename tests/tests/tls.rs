@@ -268,6 +268,26 @@ fn a_client_pointed_at_the_dashboard_hears_it_may_be_a_web_port() {
     );
 }
 
+/// A `--tls plaintext` node seeded with a TLS node: the TLS node hangs up on
+/// the plaintext preface, and the warning says TLS is the likely reason, not
+/// h2's "transport error" or "operation was canceled" by turns.
+#[test]
+fn a_plaintext_node_whose_seed_requires_tls_says_so() {
+    let mut cluster = TestCluster::start(1);
+    let seed = cluster.nodes[0].addr.to_string();
+    let n2 = cluster.add_node_with_peers(&["--tls", "plaintext"], vec![seed]);
+    let warning = tests::wait_for_line(
+        || cluster.nodes[n2].log_text(),
+        "cannot reach a --peers seed",
+        Duration::from_secs(30),
+    );
+    assert!(
+        warning
+            .contains("it probably requires TLS, which this node's --tls plaintext cannot speak"),
+        "{warning}"
+    );
+}
+
 /// A balancer's address given as a node's `--peers` seed: the node's warning
 /// says what answered there and what was expected, not rustls's `Debug`.
 #[test]
