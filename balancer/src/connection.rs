@@ -299,17 +299,23 @@ impl Http2 {
         headers: HeaderMap,
         message: Bytes,
     ) -> Result<Answer, Status> {
-        self.send_unary(path, headers, message)
-            .await
-            .map_err(|status| match self.state.load(Ordering::Acquire) & ENDED {
-                HUNG if is_connection_failure(&status) => hung(&self.addr, KEEPALIVE_TIMEOUT),
-                _ => status,
-            })
+        self.send_unary(path, headers, message).await
     }
 
-    /// Whether a broken connection may be a TLS node hung up on our plaintext.
-    fn maybe_tls(plaintext: bool, state: &AtomicU8) -> bool {
-        plaintext && state.load(Ordering::Relaxed) & ANSWERED == 0
+    /// An h2 error on a connection in `state` as a status: [`h2_failure`],
+    /// except that once the keepalive gave up on the node ([`HUNG`]), a
+    /// broken connection is told as a node that stopped answering, whichever
+    /// request, health check or response body saw it. (Dropping the hung
+    /// connection fails them all with an I/O error that reads as "cut".)
+    fn failure(addr: &str, e: h2::Error, plaintext: bool, state: &AtomicU8) -> Status {
+        // Over plaintext, a connection that breaks before its first answer
+        // may be a TLS node hanging up on us.
+        let maybe_tls = plaintext && state.load(Ordering::Relaxed) & ANSWERED == 0;
+        let status = h2_failure(addr, e, maybe_tls);
+        match state.load(Ordering::Acquire) & ENDED {
+            HUNG if is_connection_failure(&status) => hung(addr, KEEPALIVE_TIMEOUT),
+            _ => status,
+        }
     }
 
     /// Notes that the node answered, once (a load, not a write, after that).
@@ -326,7 +332,7 @@ impl Http2 {
         message: Bytes,
     ) -> Result<Answer, Status> {
         let addr = &self.addr;
-        let h2_failure = |e| h2_failure(addr, e, Self::maybe_tls(self.plaintext, &self.state));
+        let h2_failure = |e| Self::failure(addr, e, self.plaintext, &self.state);
         let mut uri = http::uri::Parts::default();
         uri.scheme = Some(Scheme::HTTP);
         uri.authority = Some(self.authority.clone());
@@ -353,6 +359,7 @@ impl Http2 {
         let body = ResponseBody {
             body,
             addr: addr.clone(),
+            state: self.state.clone(),
         };
         let unary = read_unary(body, MAX_MESSAGE_BYTES).await?;
         let trailers = unary.trailers.unwrap_or_default();
@@ -386,7 +393,7 @@ impl tower::Service<http::Request<Body>> for Http2 {
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
         self.sender
             .poll_ready(cx)
-            .map_err(|e| h2_failure(&self.addr, e, Self::maybe_tls(self.plaintext, &self.state)))
+            .map_err(|e| Self::failure(&self.addr, e, self.plaintext, &self.state))
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
@@ -397,7 +404,7 @@ impl tower::Service<http::Request<Body>> for Http2 {
         let plaintext = self.plaintext;
         let state = self.state.clone();
         Box::pin(async move {
-            let h2_failure = |e| h2_failure(&addr, e, Self::maybe_tls(plaintext, &state));
+            let h2_failure = |e| Self::failure(&addr, e, plaintext, &state);
             let (head, body) = request.into_parts();
             // One encoded message: tonic's unary body is ready at once.
             let body = body.collect().await?.to_bytes();
@@ -410,7 +417,7 @@ impl tower::Service<http::Request<Body>> for Http2 {
             }
             let response = response.await.map_err(h2_failure)?;
             Self::answered(&state);
-            Ok(response.map(|body| ResponseBody { body, addr }))
+            Ok(response.map(|body| ResponseBody { body, addr, state }))
         })
     }
 }
@@ -420,6 +427,8 @@ impl tower::Service<http::Request<Body>> for Http2 {
 pub struct ResponseBody {
     body: h2::RecvStream,
     addr: Arc<str>,
+    /// The connection's [`Http2::state`], to tell a hung node from a cut one.
+    state: Arc<AtomicU8>,
 }
 
 impl http_body::Body for ResponseBody {
@@ -432,7 +441,9 @@ impl http_body::Body for ResponseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
         let this = self.get_mut();
         if let Some(data) = ready!(this.body.poll_data(cx)) {
-            let data = data.map_err(|e| h2_failure(&this.addr, e, false))?;
+            // The node has answered, so a failure now is no TLS mismatch.
+            let failure = |e| Http2::failure(&this.addr, e, false, &this.state);
+            let data = data.map_err(failure)?;
             // The bytes are ours now: let the node send more.
             let _ = this.body.flow_control().release_capacity(data.len());
             return Poll::Ready(Some(Ok(Frame::data(data))));
@@ -440,7 +451,7 @@ impl http_body::Body for ResponseBody {
         match ready!(this.body.poll_trailers(cx)) {
             Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
             Ok(None) => Poll::Ready(None),
-            Err(e) => Poll::Ready(Some(Err(h2_failure(&this.addr, e, false)))),
+            Err(e) => Poll::Ready(Some(Err(Http2::failure(&this.addr, e, false, &this.state)))),
         }
     }
 
@@ -650,6 +661,47 @@ mod tests {
         assert_eq!(refused.code(), tonic::Code::Unavailable, "worth a retry");
         assert!(!is_connection_failure(&refused), "{refused}");
         assert!(refused.message().contains("node-1:7100"), "{refused}");
+    }
+
+    /// A health check waiting on a node that hangs (SIGSTOP) fails, when the
+    /// keepalive gives up on the connection, as a node that stopped
+    /// answering: not as one whose process died, which is what dropping the
+    /// connection looks like underneath. (Real time: 10 s to the ping, 5 s
+    /// for its answer.)
+    #[tokio::test]
+    async fn a_health_check_on_a_node_that_hangs_says_it_stopped_answering() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (got_request, request_arrived) = tokio::sync::oneshot::channel();
+        // The node takes one request and then stops: nothing polls its
+        // connection, so neither the request nor a ping is ever answered.
+        let node = tokio::spawn(async move {
+            let (socket, _) = listener.accept().await.unwrap();
+            let mut connection = h2::server::handshake(socket).await.unwrap();
+            let request = connection.accept().await.unwrap().unwrap();
+            got_request.send(()).unwrap();
+            std::future::pending::<()>().await;
+            drop((connection, request));
+        });
+        let connection = NodeConnection::new(&addr, Dialer::new(None)).unwrap();
+        let http2 = connection.ready().await.unwrap();
+        let mut health =
+            tonic_health::pb::health_client::HealthClient::with_origin(http2, connection.origin());
+        let check = health.check(tonic_health::pb::HealthCheckRequest::default());
+        let within = KEEPALIVE_INTERVAL + KEEPALIVE_TIMEOUT + Duration::from_secs(15);
+        let status = tokio::time::timeout(within, check)
+            .await
+            .expect("the keepalive gives up on the connection")
+            .unwrap_err();
+        request_arrived.await.expect("the check reached the node");
+        assert!(is_hung(&status), "{status:?}");
+        assert!(
+            status
+                .message()
+                .contains("it stopped answering (no answer to a ping"),
+            "{status}"
+        );
+        node.abort();
     }
 
     #[test]

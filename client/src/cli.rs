@@ -169,7 +169,8 @@ pub enum Command {
     /// (--json is ignored; --pcap saves a capture for tools).
     Sniff(SniffArgs),
     /// Generate load with a live view: requests/s, errors, retries, latency
-    /// percentiles and the share each node serves, then a summary.
+    /// percentiles and the share each node serves, then a summary. Exits 1
+    /// if not one request succeeded.
     Load(LoadArgs),
 }
 

@@ -458,10 +458,10 @@ fn print_balancer_status(global: &Global, status: &StatusResponse) {
         "{} (balancer), policy {}; {}, {}, {} by the budget, {}",
         status.name,
         status.policy,
-        counted(status.requests, "request", "requests"),
-        counted(status.retries, "retry", "retries"),
-        counted(status.retries_refused, "retry refused", "retries refused"),
-        counted(status.denied, "call denied", "calls denied"),
+        render::counted(status.requests, "request", "requests"),
+        render::counted(status.retries, "retry", "retries"),
+        render::counted(status.retries_refused, "retry refused", "retries refused"),
+        render::counted(status.denied, "call denied", "calls denied"),
     );
     let width = column_width(status.backends.iter().map(|b| b.addr.as_str()), "ADDRESS");
     let names = column_width(status.backends.iter().map(|b| b.name.as_str()), "NODE");
@@ -484,14 +484,6 @@ fn print_balancer_status(global: &Global, status: &StatusResponse) {
     }
 }
 
-/// `n` and the noun: "1 request", "2 requests".
-fn counted(n: u64, one: &str, many: &str) -> String {
-    match n {
-        1 => format!("1 {one}"),
-        n => format!("{n} {many}"),
-    }
-}
-
 /// The width of a table column: its longest cell, or its heading.
 fn column_width<'a>(cells: impl Iterator<Item = &'a str>, heading: &str) -> usize {
     cells.map(str::len).max().unwrap_or(0).max(heading.len())
@@ -509,8 +501,8 @@ fn print_node_status(global: &Global, status: &StatusResponse) {
         status.replicas,
         status.write_quorum,
         status.read_quorum,
-        counted(status.under_replicated, "key", "keys"),
-        counted(status.denied, "call denied", "calls denied"),
+        render::counted(status.under_replicated, "key", "keys"),
+        render::counted(status.denied, "call denied", "calls denied"),
     );
     let width = column_width(status.members.iter().map(|m| m.addr.as_str()), "ADDRESS");
     // One more for the `*` that marks the member that answered.
@@ -546,7 +538,7 @@ fn print_node_status(global: &Global, status: &StatusResponse) {
 /// still a member (it holds its share of the keys, and may come back), but a
 /// count alone would hide that it is down.
 fn members_by_state(members: &[MemberStatus]) -> String {
-    let total = counted(members.len() as u64, "member", "members");
+    let total = render::counted(members.len() as u64, "member", "members");
     let mut by_state: Vec<(&str, usize)> = Vec::new();
     for member in members {
         let label = State::label_of(member.state);
@@ -834,13 +826,6 @@ mod tests {
         assert_eq!(link_label(&status.members[1]), "TLSv1.3 (last session)");
         status.members[1].state = State::Suspect as i32;
         assert_eq!(link_label(&status.members[1]), "TLSv1.3 (last session)");
-    }
-
-    #[test]
-    fn one_of_a_thing_is_not_plural() {
-        assert_eq!(counted(1, "retry", "retries"), "1 retry");
-        assert_eq!(counted(0, "retry", "retries"), "0 retries");
-        assert_eq!(counted(2, "call denied", "calls denied"), "2 calls denied");
     }
 
     #[test]

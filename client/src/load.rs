@@ -20,9 +20,10 @@
 //! Requests still due when the run ends, because every slot was waiting for an
 //! answer, are counted and reported as not sent.
 //!
-//! At a terminal the live view is two lines redrawn in place by indicatif,
-//! which knows the terminal's width and how a line wraps: on a projector's
-//! 80 columns the view still redraws cleanly. Elsewhere (a pipe, a file, a
+//! At a terminal the live view is three lines redrawn in place by indicatif,
+//! which knows the terminal's width and how a line wraps; each fits a
+//! projector's 80 columns. A run in which not one request succeeded ends
+//! with exit status 1, after its summary. Elsewhere (a pipe, a file, a
 //! CI log) it is one plain line a second. Ctrl-C ends the run early and
 //! still prints the summary.
 //!
@@ -52,6 +53,7 @@ use crate::{
     cli::{Global, LoadArgs},
     commands::{request, write_request},
     failure::{REFUSED_PAUSE, never_sent, status_code},
+    render,
     stop::{StopSignals, connect_unless_stopped},
 };
 
@@ -113,8 +115,11 @@ impl Window {
         self.errors.values().sum()
     }
 
-    /// `n1 34% n2 33% n3 33%`.
+    /// `n1 34% n2 33% n3 33%`, or `none` when no request succeeded.
     fn shares(&self) -> String {
+        if self.per_node.is_empty() {
+            return "none".into();
+        }
         let served: u64 = self.per_node.values().sum();
         let shares: Vec<String> = self
             .per_node
@@ -209,12 +214,46 @@ pub async fn run(global: &Global, args: LoadArgs, mut stops: StopSignals) -> Res
     };
     live.finish();
     let elapsed = started.elapsed();
-    if let Err(signal) = ended {
+    let stopped_by = ended.err();
+    if let Some(signal) = stopped_by {
         eprintln!("stopped by {signal} after {:.1}s", elapsed.as_secs_f64());
     }
     let stats = stats.lock().expect("stats poisoned");
-    report(global, &args, &stats.total, ended.unwrap_or(0), elapsed);
-    Ok(())
+    let ran = Ran {
+        not_sent: ended.unwrap_or(0),
+        elapsed,
+        stopped_by,
+    };
+    report(global, &args, &stats.total, &ran);
+    all_failed(&stats.total)
+}
+
+/// How a run went, besides its requests.
+#[derive(Debug)]
+struct Ran {
+    /// Requests due but not sent at the end (an open loop's).
+    not_sent: u64,
+    elapsed: Duration,
+    /// The signal that ended the run early, if one did.
+    stopped_by: Option<&'static str>,
+}
+
+/// A run in which not one request succeeded failed as a whole (exit status
+/// 1), named by its most common error. Some failures among successes are what
+/// a failover looks like, and the run succeeds.
+fn all_failed(total: &Window) -> Result<(), Failure> {
+    let most_common = total.errors.iter().max_by_key(|(_, n)| **n);
+    let Some((code, _)) = most_common.filter(|_| total.ok == 0) else {
+        return Ok(());
+    };
+    let what = match total.requests {
+        1 => "the one request failed".to_string(),
+        n => format!("not one of the {n} requests succeeded"),
+    };
+    Err(Failure::new(
+        code,
+        format!("{what}; is the cluster up? (`clusterlab status` shows each node)"),
+    ))
 }
 
 /// What every request needs.
@@ -279,7 +318,7 @@ impl Written {
 }
 
 /// The open loop's timetable: a thread that sleeps until each request is due
-/// and hands over the instant it was due, `period` after the one before.
+/// and hands over the instant it was due, one `1/rate` s after the one before.
 ///
 /// `std::thread::sleep` wakes within tens of microseconds of the time asked
 /// for; a tokio timer rounds up to its next millisecond tick. Requests that
@@ -296,12 +335,13 @@ impl Schedule {
     /// Starts the thread: `rate` requests per second from `start` (the first
     /// due then) until `deadline`.
     fn start(rate: f64, start: Instant, deadline: Instant) -> Schedule {
-        // In whole nanoseconds, so that "due before the deadline" is exact.
-        let period = Duration::from_secs_f64(1.0 / rate).as_nanos().max(1);
-        let total = deadline
-            .saturating_duration_since(start)
-            .as_nanos()
-            .div_ceil(period) as u64;
+        // The nth is due n/rate seconds after the start, so the requests
+        // due before the deadline number duration x rate, rounded up: 3 in
+        // 1 s at 3 per second, 2 in 1.5 s at 1 per second. (A period rounded
+        // to whole nanoseconds first would fit a 4th into that first second.)
+        // The allowance absorbs the float's error in an exact product.
+        let seconds = deadline.saturating_duration_since(start).as_secs_f64();
+        let total = (seconds * rate - 1e-6).ceil().max(0.0) as u64;
         // A short queue: when the driver falls behind, the thread waits, and
         // hands over the late instants when there is room.
         let (sender, due) = tokio::sync::mpsc::channel(64);
@@ -309,7 +349,8 @@ impl Schedule {
             .name("load-schedule".into())
             .spawn(move || {
                 for n in 0..total {
-                    let due = start + Duration::from_nanos((period * u128::from(n)) as u64);
+                    let nanos = (n as f64 * 1e9 / rate).round() as u64;
+                    let due = start + Duration::from_nanos(nanos);
                     if let Some(wait) = due.checked_duration_since(Instant::now()) {
                         std::thread::sleep(wait);
                     }
@@ -458,20 +499,30 @@ impl Workload {
     }
 }
 
-/// The last second: the rates and latencies, then how the requests spread
-/// over the nodes.
-fn live_view(second: &Window, elapsed: Duration) -> [String; 2] {
+/// The last second, in three parts: the rates, the latencies, and how the
+/// requests spread over the nodes. Each fits in 80 columns, a projector's
+/// terminal, whatever the numbers.
+fn live_view(second: &Window, elapsed: Duration) -> [String; 3] {
     let rates = format!(
-        "load {:>4.0}s  {:>6} req/s  errors {:<4} retries {:<4} p50 {} p90 {} p99 {}",
+        "load {:>4.0}s  {:>6} req/s  errors {:<6} retries {}",
         elapsed.as_secs_f64(),
         second.requests,
         second.error_count(),
         second.retries,
-        ms(second.percentile(0.5)),
-        ms(second.percentile(0.9)),
-        ms(second.percentile(0.99)),
     );
-    [rates, second.shares()]
+    // A second in which nothing finished has no latencies: zeros would make
+    // a stalled cluster look fast.
+    let latency = match second.requests {
+        0 => "no request finished this second".to_string(),
+        _ => latencies(second, &[0.5, 0.9, 0.99]),
+    };
+    [rates, latency, second.shares()]
+}
+
+/// `p50 3.8ms  p90 5.1ms  p99 9.6ms` for the quantiles `qs`.
+fn latencies(window: &Window, qs: &[f64]) -> String {
+    let at = |q: f64| format!("p{:.0} {}", q * 100.0, ms(window.percentile(q)));
+    qs.iter().map(|&q| at(q)).collect::<Vec<_>>().join("  ")
 }
 
 /// Where the live view goes: redrawn in place at a terminal, or a plain line
@@ -503,11 +554,13 @@ impl LiveView {
         }
     }
 
-    fn show(&self, [rates, shares]: [String; 2]) {
+    fn show(&self, [rates, latency, shares]: [String; 3]) {
         match self {
-            LiveView::Terminal(view) => view.set_message(format!("{rates}\n  per node  {shares}")),
+            LiveView::Terminal(view) => view.set_message(format!(
+                "{rates}\n  latency   {latency}\n  per node  {shares}"
+            )),
             LiveView::Lines { to_stdout } => {
-                let line = format!("{rates}  {shares}\n");
+                let line = format!("{rates}  {latency}  per node {shares}\n");
                 let _ = match to_stdout {
                     true => {
                         let mut out = std::io::stdout().lock();
@@ -530,7 +583,12 @@ impl LiveView {
     }
 }
 
-fn report(global: &Global, args: &LoadArgs, total: &Window, not_sent: u64, elapsed: Duration) {
+fn report(global: &Global, args: &LoadArgs, total: &Window, ran: &Ran) {
+    let &Ran {
+        not_sent,
+        elapsed,
+        stopped_by,
+    } = ran;
     let throughput = total.requests as f64 / elapsed.as_secs_f64().max(f64::EPSILON);
     if global.json {
         println!(
@@ -550,6 +608,7 @@ fn report(global: &Global, args: &LoadArgs, total: &Window, not_sent: u64, elaps
                 "per_node": total.per_node,
                 "not_sent": not_sent,
                 "seconds": elapsed.as_secs_f64(),
+                "stopped_by": stopped_by,
             })
         );
         return;
@@ -558,13 +617,16 @@ fn report(global: &Global, args: &LoadArgs, total: &Window, not_sent: u64, elaps
         Some(rate) => format!("open loop at {rate} req/s"),
         None => format!("{} in flight", args.concurrency),
     };
+    // Short lines: a projector's terminal is 80 columns wide.
     println!(
-        "summary: {} requests in {:.1}s ({throughput:.0} req/s, {mode}, {:.0}% reads over {} {})",
-        total.requests,
+        "summary: {} in {:.1}s, {throughput:.0} req/s",
+        render::counted(total.requests, "request", "requests"),
         elapsed.as_secs_f64(),
+    );
+    println!(
+        "  load      {mode}, {:.0}% reads over {}",
         args.read_ratio * 100.0,
-        args.keys,
-        if args.keys == 1 { "key" } else { "keys" },
+        render::counted(args.keys, "key", "keys"),
     );
     println!("  ok        {}", total.ok);
     let errors: Vec<String> = total
@@ -590,27 +652,34 @@ fn report(global: &Global, args: &LoadArgs, total: &Window, not_sent: u64, elaps
         ),
     }
     if not_sent > 0 {
+        let busy = match args.concurrency {
+            1 => "its one slot (--concurrency 1) was waiting for an answer (one request at \
+                  a time cannot keep this rate"
+                .to_string(),
+            slots => format!(
+                "all {slots} slots were waiting for answers (the cluster fell behind the rate"
+            ),
+        };
         println!(
-            "  not sent  {not_sent} requests still due at the end: all {} slots were \
-             waiting for answers (the cluster fell behind the rate; --concurrency \
-             allows more waiting)",
-            args.concurrency
+            "  not sent  {} still due at the end: {busy}; --concurrency allows more waiting)",
+            render::counted(not_sent, "request", "requests"),
         );
     }
-    println!(
-        "  latency   p50 {}  p90 {}  p99 {}  max {}",
-        ms(total.percentile(0.5)),
-        ms(total.percentile(0.9)),
-        ms(total.percentile(0.99)),
-        ms(total.latency_us.max())
-    );
+    match total.requests {
+        0 => println!("  latency   none: no request finished"),
+        _ => println!(
+            "  latency   {}  max {}",
+            latencies(total, &[0.5, 0.9, 0.99]),
+            ms(total.latency_us.max())
+        ),
+    }
     println!("  per node  {}", total.shares());
 }
 
-/// A latency for people: `3.8ms`, or `2.08s` once it reaches a second.
+/// A latency for people: `3.8ms`, or `2.08s` once it would read 1000.0ms.
 fn ms(us: u64) -> String {
     match us {
-        0..1_000_000 => format!("{:.1}ms", us as f64 / 1000.0),
+        0..999_950 => format!("{:.1}ms", us as f64 / 1000.0),
         _ => format!("{:.2}s", us as f64 / 1_000_000.0),
     }
 }
@@ -635,6 +704,83 @@ mod tests {
         assert_eq!(dues, expected);
     }
 
+    /// The requests due before the deadline are duration x rate, rounded
+    /// up: a period rounded to whole nanoseconds once fitted a 4th request
+    /// into a second at 3 per second.
+    #[test]
+    fn the_schedule_holds_duration_times_rate_requests() {
+        let start = Instant::now();
+        let count = |rate: f64, ms: u64| {
+            let deadline = start + Duration::from_millis(ms);
+            let schedule = Schedule::start(rate, start, deadline);
+            let total = schedule.total;
+            drop(schedule); // its thread stops at the first hand-over
+            total
+        };
+        assert_eq!(count(3.0, 1000), 3);
+        assert_eq!(count(7.0, 3000), 21);
+        assert_eq!(count(1.0, 1500), 2);
+        assert_eq!(count(0.5, 3000), 2);
+        assert_eq!(count(1000.0, 30), 30);
+    }
+
+    /// Each part of the live view fits a projector's 80 columns, at the
+    /// widest numbers; a second in which nothing finished shows no latency
+    /// rather than zeros, and no node rather than nothing.
+    #[test]
+    fn the_live_view_fits_80_columns_and_shows_a_stall_as_one() {
+        let mut busy = Window::new();
+        for _ in 0..3 {
+            busy.record(&Outcome {
+                latency_us: 999_000,
+                result: Err("UNAVAILABLE".into()),
+            });
+        }
+        busy.requests = 999_999;
+        busy.errors.insert("UNAVAILABLE".into(), 999_999);
+        busy.retries = 999_999;
+        let [rates, latency, _] = live_view(&busy, Duration::from_secs(9999));
+        for part in [&rates, &latency] {
+            assert!(part.len() + "  latency   ".len() <= 80, "{part:?}");
+        }
+        assert!(
+            latency.starts_with("p50 9") && latency.contains("  p99 "),
+            "{latency}"
+        );
+
+        let stalled = live_view(&Window::new(), Duration::from_secs(3));
+        assert_eq!(stalled[1], "no request finished this second");
+        assert_eq!(stalled[2], "none");
+    }
+
+    /// Not one success fails the run, named by its most common error; one
+    /// success among failures is a failover, and passes.
+    #[test]
+    fn a_run_fails_only_when_not_one_request_succeeded() {
+        let failed = |code: &str| Outcome {
+            latency_us: 10,
+            result: Err(code.into()),
+        };
+        let mut window = Window::new();
+        assert!(all_failed(&window).is_ok(), "nothing ran");
+        for code in ["DEADLINE_EXCEEDED", "UNAVAILABLE", "UNAVAILABLE"] {
+            window.record(&failed(code));
+        }
+        let failure = all_failed(&window).unwrap_err();
+        assert_eq!(failure.code, "UNAVAILABLE");
+        assert!(
+            failure
+                .message
+                .starts_with("not one of the 3 requests succeeded"),
+            "{failure}"
+        );
+        window.record(&Outcome {
+            latency_us: 10,
+            result: Ok(("n1".into(), 0)),
+        });
+        assert!(all_failed(&window).is_ok());
+    }
+
     #[test]
     fn reads_ask_for_written_keys_once_there_are_any() {
         let written = Written::default();
@@ -652,6 +798,7 @@ mod tests {
     fn latencies_read_in_ms_then_in_seconds() {
         assert_eq!(ms(3_812), "3.8ms");
         assert_eq!(ms(999_949), "999.9ms");
+        assert_eq!(ms(999_950), "1.00s");
         assert_eq!(ms(2_078_700), "2.08s");
     }
 

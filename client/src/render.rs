@@ -3,6 +3,14 @@
 use proto::{ReplicaReport, Trace, Version, replica_report::Outcome};
 use serde_json::{Value, json};
 
+/// `n` and the noun: "1 request", "2 requests".
+pub fn counted(n: u64, one: &str, many: &str) -> String {
+    match n {
+        1 => format!("1 {one}"),
+        n => format!("{n} {many}"),
+    }
+}
+
 /// `1732200000000.3@n1`: wall-clock ms, logical counter, the node that stamped it.
 pub fn version(v: &Version) -> String {
     format!("{}.{}@{}", v.wall_ms, v.logical, v.node)
@@ -149,6 +157,13 @@ pub fn value_fields(value: &[u8]) -> serde_json::Map<String, Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_of_a_thing_is_not_plural() {
+        assert_eq!(counted(1, "retry", "retries"), "1 retry");
+        assert_eq!(counted(0, "retry", "retries"), "0 retries");
+        assert_eq!(counted(2, "call denied", "calls denied"), "2 calls denied");
+    }
 
     #[test]
     fn an_event_time_is_the_utc_time_of_day_and_says_so() {

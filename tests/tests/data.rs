@@ -570,6 +570,7 @@ fn load_ends_with_a_summary_on_ctrl_c_and_an_open_loop_runs_its_whole_duration()
     let json = out.json();
     assert!(json["ok"].as_u64().unwrap() > 0, "{json}");
     assert!(json["seconds"].as_f64().unwrap() < 120.0, "{json}");
+    assert_eq!(json["stopped_by"], "Ctrl-C", "{json}");
 
     // One request due every 2 s over 3 s: at 0 s and at 2 s. The run used to
     // end with the second, at 2 s, and report 1 request per second.
@@ -580,6 +581,36 @@ fn load_ends_with_a_summary_on_ctrl_c_and_an_open_loop_runs_its_whole_duration()
     let json = out.json();
     assert_eq!(json["requests"], 2, "{json}");
     assert!(json["seconds"].as_f64().unwrap() >= 3.0, "{json}");
+    assert_eq!(json["stopped_by"], serde_json::Value::Null, "{json}");
+}
+
+/// A run in which not one request succeeded fails (exit status 1, named by
+/// its most common error), after its summary: a script, or a workshop host
+/// glancing at `$?`, must not take a dead cluster for a passing run.
+#[test]
+fn load_fails_when_not_one_request_succeeds() {
+    let cluster = TestCluster::start(1);
+    cluster
+        .client()
+        .args(["fault", "n1", "--error-rate", "1"])
+        .ok();
+    let out = cluster
+        .client()
+        .args(["--json", "load", "--duration", "1s", "--concurrency", "2"])
+        .fails();
+    let json = out.json();
+    assert_eq!(json["ok"], 0, "{json}");
+    let failed = json["errors"]["UNAVAILABLE"].as_u64().unwrap_or(0);
+    assert!(failed > 0 && failed == json["requests"], "{json}");
+    // After the live lines, which go to stderr when stdout is for JSON.
+    let last = out.stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with(&format!(
+            "UNAVAILABLE: not one of the {failed} requests succeeded; is the cluster up?"
+        )),
+        "{}",
+        out.stderr
+    );
 }
 
 /// A check whose requests the cluster refuses for what they ask stops at the
