@@ -314,9 +314,18 @@ async fn handshake(
     }
 
     let tls = acceptor.accept(tcp).await.map_err(|e| {
-        explain::find_rustls_error(&e)
-            .map(explain::rejected_client)
-            .unwrap_or_else(|| format!("the handshake failed: {e}"))
+        if let Some(tls) = explain::find_rustls_error(&e) {
+            return explain::rejected_client(tls);
+        }
+        // Nothing to refuse: a client that stopped waiting for us (this
+        // process was paused, say) and left.
+        match explain::closed_during_setup(&e) {
+            true => format!(
+                "the client hung up during the TLS handshake; it may have given up \
+                 waiting for an answer ({e})"
+            ),
+            false => format!("the handshake failed: {e}"),
+        }
     })?;
     let (_, session) = tls.get_ref();
     let leaf = session.peer_certificates().and_then(|chain| chain.first());

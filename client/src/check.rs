@@ -473,6 +473,15 @@ fn report(work: &Workload, verified: &Verified, writing: Duration) -> Result<(),
             println!("  stale keys, e.g.: {}", stale_keys.join(" "));
         }
     }
+    // Nothing acknowledged is nothing checked: not a pass.
+    let most_common = errors.iter().max_by_key(|(_, n)| **n);
+    if let Some((code, _)) = most_common.filter(|_| acknowledged == 0) {
+        return Err(Failure::new(
+            code,
+            "not one write was acknowledged, so nothing was checked; is the cluster up? \
+             (`clusterlab status` shows each node)",
+        ));
+    }
     if verified.lost_count > 0 {
         return Err(Failure::new(
             "DATA_LOSS",

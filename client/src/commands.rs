@@ -643,12 +643,22 @@ async fn events(global: &Global, args: EventsArgs) -> Result<(), Failure> {
 /// connections), where a killed one is refused, or gone with its container.
 /// Its error alone does not tell: over plaintext, h2 reports a connection the
 /// node closed as it reports one we gave up on for an unanswered ping.
+///
+/// Asked twice, a moment apart: a killed process's sockets close one by one,
+/// and its listening socket may outlast the connection we noticed closing.
 async fn still_accepts(addr: &str) -> bool {
-    let connect = tokio::net::TcpStream::connect(addr);
-    matches!(
-        tokio::time::timeout(std::time::Duration::from_secs(1), connect).await,
-        Ok(Ok(_))
-    )
+    let accepts = || async {
+        let connect = tokio::net::TcpStream::connect(addr);
+        matches!(
+            tokio::time::timeout(std::time::Duration::from_secs(1), connect).await,
+            Ok(Ok(_))
+        )
+    };
+    if !accepts().await {
+        return false;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    accepts().await
 }
 
 async fn fault(global: &Global, args: FaultArgs) -> Result<(), Failure> {

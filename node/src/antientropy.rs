@@ -36,6 +36,11 @@
 //! own next round (`Lagging`). `clusterlab status` shows the count, and reaching
 //! zero is an event.
 //!
+//! A peer that stops mid-round (SIGSTOP, `docker pause`) is given up on as
+//! soon as probes find it suspect, rather than after the 10 s a peer is
+//! allowed: the round, and with it the count of keys short of a copy, does not
+//! wait on it.
+//!
 //! Keys a node holds but no longer replicates (the ring changed) are left out of
 //! all this; after each round, [`handoff`] gives them to the nodes that replicate
 //! them now.
@@ -79,6 +84,8 @@ const ALARM_ROUNDS: u32 = 3;
 /// A peer that takes longer than this over one digest or range, or between
 /// two records it streams, is skipped this round.
 const PEER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a round looks whether a peer it is waiting on is still alive.
+const ALIVE_CHECK: Duration = Duration::from_millis(200);
 /// Step 3 asks for at most this many bytes of keys at a time, so that a large
 /// repair (a node back with its data directory wiped) is many requests that
 /// each fit in a message, not one that never does.
@@ -386,7 +393,9 @@ async fn round(
             .get(peer)
             .cloned()
             .unwrap_or_else(|| empty_digest(RANGES));
-        exchange(state, peer.clone(), mine, window)
+        let membership = &state.membership;
+        let alive = move || membership.state_of(peer) == Some(State::Alive);
+        while_alive(alive, exchange(state, peer.clone(), mine, window))
     });
     let results = futures::future::join_all(exchanges).await;
     // Only peers we compared with count as up to date (but for their stale keys).
@@ -402,6 +411,25 @@ async fn round(
     let under = lagging.update(under_replicated(&view.keys, &ring, &stale));
     report_under_replicated(state, under);
     handoff::hand_off(state, &ring, &alive, view.held, handoff).await
+}
+
+/// `work` with a peer, given up once `alive` (looked at every [`ALIVE_CHECK`])
+/// says the peer no longer is: a peer that stops answering would otherwise
+/// hold the whole round for [`PEER_TIMEOUT`]. Records already pulled are kept:
+/// each batch is applied in a transaction of its own.
+async fn while_alive<T>(
+    alive: impl Fn() -> bool,
+    work: impl Future<Output = std::result::Result<T, String>>,
+) -> std::result::Result<T, String> {
+    let left = async {
+        while alive() {
+            tokio::time::sleep(ALIVE_CHECK).await;
+        }
+    };
+    tokio::select! {
+        done = work => done,
+        () = left => Err("it is no longer alive (probes found it suspect); given up this round".into()),
+    }
 }
 
 /// Compares digests with `peer` and pulls what it has newer in the ranges that
@@ -667,6 +695,23 @@ fn report_under_replicated(state: &NodeState, now: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A peer that stops mid-exchange is given up on once it is no longer
+    /// alive, not after the peer timeout; one that answers is waited for.
+    #[tokio::test]
+    async fn an_exchange_is_given_up_when_its_peer_stops_being_alive() {
+        let stalled = std::future::pending::<std::result::Result<(), String>>();
+        let given_up = tokio::time::timeout(PEER_TIMEOUT / 2, while_alive(|| false, stalled))
+            .await
+            .expect("given up before the peer timeout");
+        assert!(given_up.unwrap_err().contains("no longer alive"));
+
+        let answered = async {
+            tokio::time::sleep(ALIVE_CHECK * 2).await;
+            Ok(7)
+        };
+        assert_eq!(while_alive(|| true, answered).await, Ok(7));
+    }
     use crate::version::Version;
 
     /// A peer that follows a script: its `StreamRange` sends `count` records,

@@ -166,6 +166,28 @@ impl Readiness {
     }
 }
 
+/// A probe that got no answer in time, whether the probe itself or the
+/// connection under it timed out. A stopped process causes both by turns (its
+/// kernel accepts the connection; nothing completes the handshake or
+/// answers), and one wording keeps the seed warning from repeating at every
+/// turn.
+const NO_ANSWER: &str =
+    "no answer in time (is the process stopped or overloaded, or the address unreachable?)";
+
+/// Whether an I/O timeout is among the causes of `status`.
+fn timed_out(status: &tonic::Status) -> bool {
+    let mut next = std::error::Error::source(status);
+    while let Some(e) = next {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
 /// A failed probe in words. A refused certificate says what was proved and
 /// what was expected (a balancer's port given as a peer's), rather than
 /// rustls's own `Debug` of the error. Dialing in plaintext (`plaintext`), a
@@ -174,6 +196,9 @@ impl Readiness {
 fn probe_failure(status: &tonic::Status, plaintext: bool) -> String {
     if let Some(tls) = certs::explain::find_rustls_error(status) {
         return certs::explain::failed_connection(tls);
+    }
+    if timed_out(status) {
+        return NO_ANSWER.into();
     }
     if plaintext && certs::explain::closed_during_setup(status) {
         return "it closed the connection during setup; it probably requires TLS, which \
@@ -467,7 +492,7 @@ impl Membership {
                 }
                 let answer = tokio::time::timeout(timeout, replica_client(channel).probe(request))
                     .await
-                    .map_err(|_| "timed out".to_string())
+                    .map_err(|_| NO_ANSWER.to_string())
                     .and_then(|r| r.map_err(|status| probe_failure(&status, plaintext)));
                 (addr, answer.map(tonic::Response::into_inner))
             }
@@ -812,6 +837,28 @@ mod tests {
         assert!(
             !note("10.0.0.8:7100", "connection refused", 60),
             "not a seed"
+        );
+    }
+
+    /// A probe's failure reads the same whether the probe or the connection
+    /// under it timed out; a hang-up during setup, dialed in plaintext, says
+    /// TLS is the likely reason.
+    #[test]
+    fn a_failed_probe_is_told_in_words_that_do_not_flip() {
+        use std::io::{Error, ErrorKind};
+        let connect = tonic::Status::from_error(Box::new(Error::new(
+            ErrorKind::TimedOut,
+            "deadline has elapsed",
+        )));
+        assert_eq!(connect.message(), "deadline has elapsed");
+        assert_eq!(probe_failure(&connect, false), NO_ANSWER);
+        let hung_up =
+            || tonic::Status::from_error(Box::new(Error::from(ErrorKind::ConnectionReset)));
+        assert!(probe_failure(&hung_up(), true).contains("it probably requires TLS"));
+        assert!(!probe_failure(&hung_up(), false).contains("TLS"));
+        assert_eq!(
+            probe_failure(&tonic::Status::unavailable("down"), true),
+            "down"
         );
     }
 

@@ -584,33 +584,43 @@ fn load_ends_with_a_summary_on_ctrl_c_and_an_open_loop_runs_its_whole_duration()
     assert_eq!(json["stopped_by"], serde_json::Value::Null, "{json}");
 }
 
-/// A run in which not one request succeeded fails (exit status 1, named by
-/// its most common error), after its summary: a script, or a workshop host
-/// glancing at `$?`, must not take a dead cluster for a passing run.
+/// A `load` in which not one request succeeded, or a `check` in which not
+/// one write was acknowledged, fails (exit status 1, named by the most common
+/// error) after its summary: a script, or a workshop host glancing at `$?`,
+/// must not take a dead cluster for a passing run, nor "lost 0" for a check.
 #[test]
-fn load_fails_when_not_one_request_succeeds() {
+fn load_and_check_fail_when_nothing_succeeds() {
     let cluster = TestCluster::start(1);
     cluster
         .client()
         .args(["fault", "n1", "--error-rate", "1"])
         .ok();
-    let out = cluster
-        .client()
-        .args(["--json", "load", "--duration", "1s", "--concurrency", "2"])
-        .fails();
-    let json = out.json();
+    let run = |command: &str| {
+        let out = cluster
+            .client()
+            .args(["--json", command, "--duration", "1s", "--concurrency", "2"])
+            .fails();
+        // After the live lines, which go to stderr when stdout is for JSON.
+        let last = out.stderr.lines().last().unwrap_or_default().to_string();
+        (out.json(), last)
+    };
+
+    let (json, last) = run("load");
     assert_eq!(json["ok"], 0, "{json}");
     let failed = json["errors"]["UNAVAILABLE"].as_u64().unwrap_or(0);
     assert!(failed > 0 && failed == json["requests"], "{json}");
-    // After the live lines, which go to stderr when stdout is for JSON.
-    let last = out.stderr.lines().last().unwrap_or_default();
+    let said =
+        format!("UNAVAILABLE: not one of the {failed} requests succeeded; is the cluster up?");
+    assert!(last.starts_with(&said), "{last}");
+
+    let (json, last) = run("check");
+    assert_eq!(json["acknowledged"], 0, "{json}");
     assert!(
-        last.starts_with(&format!(
-            "UNAVAILABLE: not one of the {failed} requests succeeded; is the cluster up?"
-        )),
-        "{}",
-        out.stderr
+        json["write_errors"]["UNAVAILABLE"].as_u64() > Some(0),
+        "{json}"
     );
+    let said = "UNAVAILABLE: not one write was acknowledged, so nothing was checked";
+    assert!(last.starts_with(said), "{last}");
 }
 
 /// A check whose requests the cluster refuses for what they ask stops at the

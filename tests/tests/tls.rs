@@ -69,6 +69,20 @@ fn a_missing_identity_names_the_file_and_the_identities_there_are() {
     );
 }
 
+/// A client that starts a handshake and leaves (it gave up on a paused node)
+/// is logged as having hung up, not as a failed handshake, which next to
+/// the villains' refusals reads like a certificate problem.
+#[test]
+fn a_client_that_hangs_up_mid_handshake_is_said_to_have_hung_up() {
+    use std::io::Write;
+    let cluster = TestCluster::start(1);
+    let mut tcp = std::net::TcpStream::connect(cluster.nodes[0].addr).unwrap();
+    // The first bytes of a TLS record header (a handshake), and no more.
+    tcp.write_all(&[0x16, 0x03, 0x01]).unwrap();
+    drop(tcp);
+    cluster.wait_rejection_logged("the client hung up during the TLS handshake");
+}
+
 #[test]
 fn a_slow_handshake_does_not_block_other_clients() {
     let mut cluster = TestCluster::empty();
