@@ -125,7 +125,7 @@ pub enum Command {
     /// Write a value under a key.
     Put(PutArgs),
     /// Read a key's value: prints it byte for byte (adding a newline only at a terminal).
-    /// Exits 1 if the key does not exist.
+    /// Exits 1 if the key does not exist, saying so, or that it was deleted.
     Get(GetArgs),
     /// Delete a key.
     Delete(DeleteArgs),

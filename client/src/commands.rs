@@ -268,9 +268,16 @@ async fn get(global: &Global, args: GetArgs) -> Result<(), Failure> {
         print_json(&Value::Object(object));
     }
     if !response.found {
+        let why = match &response.version {
+            Some(deleted) => format!(
+                "was deleted (its tombstone has version {})",
+                render::version(deleted)
+            ),
+            None => "does not exist".into(),
+        };
         return Err(Failure::new(
             "NOT_FOUND",
-            format!("key {:?} does not exist", args.key),
+            format!("key {:?} {why}", args.key),
         ));
     }
     if !global.json {
@@ -526,6 +533,12 @@ fn print_node_status(global: &Global, status: &StatusResponse) {
             link_label(m)
         );
         println!("{}", line.trim_end());
+    }
+    if !status.unanswered.is_empty() {
+        println!(
+            "  never answered: {} (probed; no node there has answered this one yet)",
+            status.unanswered.join(", ")
+        );
     }
     println!(
         "  (* answered this request; key counts include tombstones, and are the last known for \

@@ -169,6 +169,7 @@ pub async fn status(state: &NodeState) -> Result<StatusResponse, Status> {
         role: "node".into(),
         members,
         under_replicated: state.under_replicated.load(Ordering::Relaxed),
+        unanswered: state.membership.unanswered(),
         requests: state.requests.load(Ordering::Relaxed),
         replicas: replication.replicas as u32,
         write_quorum: write_quorum as u32,

@@ -105,8 +105,14 @@ impl KeyValue for KeyValueService {
                 version: Some(record.version.into()),
                 trace: Some(trace),
             },
-            // No record, or a tombstone: the key does not exist.
-            _ => GetResponse {
+            // A tombstone: the key does not exist, and the delete's
+            // version says since when.
+            Some(tombstone) => GetResponse {
+                version: Some(tombstone.version.into()),
+                trace: Some(trace),
+                ..GetResponse::default()
+            },
+            None => GetResponse {
                 trace: Some(trace),
                 ..GetResponse::default()
             },

@@ -373,6 +373,26 @@ impl Membership {
         self.lock().peers.get(name).map(|p| p.state)
     }
 
+    /// Addresses probed where no node has answered yet: a `--peers` seed not
+    /// started, or a member the peers know of that stopped before this node
+    /// could reach it. (A member is listed only once it has answered, so
+    /// without this a node started beside a stopped one would not show it at
+    /// all, where its peers show it suspect.) Not the addresses that are
+    /// this node's own, nor where a namesake answers.
+    pub fn unanswered(&self) -> Vec<String> {
+        let inner = self.lock();
+        let addresses = &inner.addresses;
+        probe_targets(&inner)
+            .into_iter()
+            .filter(|addr| {
+                !addresses.answered_as.contains_key(addr)
+                    && !addresses.gossiped_as_ours(addr)
+                    && !addresses.namesakes.contains(addr)
+                    && !inner.peers.values().any(|peer| peer.addr == *addr)
+            })
+            .collect()
+    }
+
     /// What the latest TLS handshake with the member at `addr` settled on:
     /// `None` before the first connection, and in plaintext.
     pub fn session(&self, addr: &str) -> Option<ServerSession> {

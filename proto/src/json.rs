@@ -25,6 +25,7 @@ pub fn status(status: &StatusResponse) -> Value {
             "role": status.role,
             "members": status.members.iter().map(member).collect::<Vec<_>>(),
             "under_replicated": status.under_replicated,
+            "unanswered": status.unanswered,
             "requests": status.requests,
             "replicas": status.replicas,
             "write_quorum": status.write_quorum,

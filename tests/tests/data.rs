@@ -141,7 +141,25 @@ fn delete_hides_the_key_and_scan_lists_in_order() {
         "{}",
         deleted.stdout
     );
-    cluster.client().args(["get", "user/2"]).fails();
+    let gone = cluster.client().args(["get", "user/2"]).fails();
+    assert!(
+        gone.stderr
+            .starts_with("NOT_FOUND: key \"user/2\" was deleted (its tombstone has version "),
+        "{}",
+        gone.stderr
+    );
+    let gone = cluster.client().args(["--json", "get", "user/2"]).fails();
+    let json = gone.json();
+    assert_eq!(json["found"], false, "{json}");
+    assert!(json["version"]["wall_ms"].as_u64() > Some(0), "{json}");
+    let never = cluster.client().args(["get", "user/9"]).fails();
+    assert!(
+        never
+            .stderr
+            .starts_with("NOT_FOUND: key \"user/9\" does not exist"),
+        "{}",
+        never.stderr
+    );
 
     let scan = cluster.client().args(["scan", "--prefix", "user/"]).ok();
     assert_eq!(scan.stdout, "user/1\tal\nuser/3\tcy\n");

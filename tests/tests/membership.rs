@@ -45,6 +45,39 @@ fn a_silent_member_turns_suspect_then_dead_and_alive_again_when_it_returns() {
     }
 }
 
+/// A node started while a member is stopped hears of it from its peers but
+/// never reaches it, so it is no member of this node's; status names its
+/// address as never answered, where the peers show the member suspect. It
+/// becomes a member when it wakes.
+#[test]
+fn a_member_stopped_before_a_node_started_is_named_as_never_answered() {
+    let mut cluster = TestCluster::start_with(2, &["--dead-after", "120s"]);
+    cluster.signal(1, "STOP");
+    wait_until("n1 to find n2 suspect", SETTLE, || {
+        cluster.member_state(0, "n2") == Some("suspect")
+    });
+    let n1 = cluster.nodes[0].addr.to_string();
+    let n3 = cluster.add_node_with_peers(&["--dead-after", "120s"], vec![n1]);
+    let n2 = cluster.nodes[1].addr.to_string();
+    wait_until("n3 to name n2's address as never answered", SETTLE, || {
+        cluster
+            .status(n3)
+            .is_ok_and(|status| status.unanswered == [n2.clone()])
+    });
+    assert_eq!(cluster.member_state(n3, "n2"), None, "not a member of n3's");
+    let shown = cluster.client_to(n3).args(["status"]).ok().stdout;
+    assert!(
+        shown.contains(&format!("never answered: {n2} (probed;")),
+        "{shown}"
+    );
+
+    cluster.signal(1, "CONT");
+    wait_until("n3 to reach n2", SETTLE, || {
+        cluster.member_state(n3, "n2") == Some("alive")
+    });
+    assert_eq!(cluster.status(n3).unwrap().unanswered, Vec::<String>::new());
+}
+
 #[test]
 fn a_node_finds_the_cluster_through_dns_alone() {
     let mut cluster = TestCluster::start(1);
