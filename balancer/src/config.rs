@@ -112,8 +112,17 @@ impl Config {
             );
         }
         certs::flags::check_listen("--listen", &self.listen, 7000)?;
+        let mut seen = std::collections::HashSet::new();
         for addr in self.nodes() {
             certs::flags::check_host_port("--nodes", &addr)?;
+            if !seen.insert(addr.clone()) {
+                // Most often a copy-paste whose port was not changed, which
+                // would leave a node out without a word.
+                return Err(format!(
+                    "--nodes lists {addr} twice; give each node once (was one meant to be \
+                     another port?)"
+                ));
+            }
         }
         if let Some(name) = &self.nodes_dns {
             certs::flags::check_host_port("--nodes-dns", name)?;
@@ -165,5 +174,20 @@ mod tests {
             "{err}"
         );
         assert_eq!(check(&["--dashboard", "off"]), Ok(()));
+    }
+
+    #[test]
+    fn a_node_listed_twice_is_refused_as_a_likely_typo() {
+        let parse = |nodes: &str| {
+            Config::try_parse_from(["clusterlab-balancer", "--nodes", nodes])
+                .unwrap()
+                .validate()
+        };
+        assert_eq!(parse("127.0.0.1:7101,127.0.0.1:7102"), Ok(()));
+        let err = parse("127.0.0.1:7101, 127.0.0.1:7102,127.0.0.1:7102").unwrap_err();
+        assert!(
+            err.starts_with("--nodes lists 127.0.0.1:7102 twice; give each node once"),
+            "{err}"
+        );
     }
 }
