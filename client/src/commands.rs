@@ -457,28 +457,46 @@ async fn status(global: &Global) -> Result<(), Failure> {
 }
 
 fn print_balancer_status(global: &Global, status: &StatusResponse) {
-    if global.json {
-        print_json(&proto::json::status(status));
-        return;
+    match global.json {
+        true => print_json(&proto::json::status(status)),
+        false => print!("{}", balancer_status_text(status)),
     }
-    println!(
-        "{} (balancer), policy {}; {}, {}, {} by the budget, {}",
-        status.name,
-        status.policy,
+}
+
+/// The width status text is wrapped to: a projector's terminal.
+const COLUMNS: usize = 80;
+
+/// `text` wrapped to [`COLUMNS`], its first line indented by `first` spaces
+/// and the rest by `rest`, ending with a newline.
+fn wrapped(text: &str, first: usize, rest: usize) -> String {
+    let (first, rest) = (" ".repeat(first), " ".repeat(rest));
+    let options = textwrap::Options::new(COLUMNS)
+        .initial_indent(&first)
+        .subsequent_indent(&rest);
+    textwrap::fill(text, options) + "\n"
+}
+
+/// A balancer's status for people: totals, then a row per node, with why a
+/// node is out of rotation under it.
+fn balancer_status_text(status: &StatusResponse) -> String {
+    let mut out = format!("{} (balancer), policy {}\n", status.name, status.policy);
+    let totals = format!(
+        "{}, {}, {} by the budget, {}",
         render::counted(status.requests, "request", "requests"),
         render::counted(status.retries, "retry", "retries"),
         render::counted(status.retries_refused, "retry refused", "retries refused"),
         render::counted(status.denied, "call denied", "calls denied"),
     );
+    out += &wrapped(&totals, 2, 4);
     let width = column_width(status.backends.iter().map(|b| b.addr.as_str()), "ADDRESS");
     let names = column_width(status.backends.iter().map(|b| b.name.as_str()), "NODE");
-    println!(
-        "  {:<names$} {:<width$}  {:<8} {:>9} {:>9} {:>7} {:>9}",
+    out += &format!(
+        "  {:<names$} {:<width$}  {:<8} {:>9} {:>9} {:>7} {:>9}\n",
         "NODE", "ADDRESS", "HEALTH", "IN-FLIGHT", "REQUESTS", "ERRORS", "EJECTIONS"
     );
     for b in &status.backends {
-        println!(
-            "  {:<names$} {:<width$}  {:<8} {:>9} {:>9} {:>7} {:>9}",
+        out += &format!(
+            "  {:<names$} {:<width$}  {:<8} {:>9} {:>9} {:>7} {:>9}\n",
             b.name, b.addr, b.health, b.in_flight, b.requests, b.errors, b.ejections
         );
         if !b.reason.is_empty() {
@@ -486,9 +504,10 @@ fn print_balancer_status(global: &Global, status: &StatusResponse) {
                 "ejected" => "ejected because",
                 _ => "not in rotation yet",
             };
-            println!("           {why}: {}", b.reason);
+            out += &wrapped(&format!("{why}: {}", b.reason), 4, 6);
         }
     }
+    out
 }
 
 /// The width of a table column: its longest cell, or its heading.
@@ -497,25 +516,34 @@ fn column_width<'a>(cells: impl Iterator<Item = &'a str>, heading: &str) -> usiz
 }
 
 fn print_node_status(global: &Global, status: &StatusResponse) {
-    if global.json {
-        print_json(&proto::json::status(status));
-        return;
+    match global.json {
+        true => print_json(&proto::json::status(status)),
+        false => print!("{}", node_status_text(status)),
     }
-    println!(
-        "{} (node) sees {}; N={} W={} R={}; {} under-replicated; {}",
+}
+
+/// A node's status for people: what it sees, then a row per member.
+fn node_status_text(status: &StatusResponse) -> String {
+    let sees = format!(
+        "{} (node) sees {}; N={} W={} R={}",
         status.name,
         members_by_state(&status.members),
         status.replicas,
         status.write_quorum,
         status.read_quorum,
+    );
+    let mut out = wrapped(&sees, 0, 2);
+    let counts = format!(
+        "{} under-replicated; {}",
         render::counted(status.under_replicated, "key", "keys"),
         render::counted(status.denied, "call denied", "calls denied"),
     );
+    out += &wrapped(&counts, 2, 4);
     let width = column_width(status.members.iter().map(|m| m.addr.as_str()), "ADDRESS");
     // One more for the `*` that marks the member that answered.
     let names = column_width(status.members.iter().map(|m| m.name.as_str()), "NAME") + 1;
-    println!(
-        "  {:<names$} {:<width$}  {:<8} {:>8}  LINK",
+    out += &format!(
+        "  {:<names$} {:<width$}  {:<8} {:>8}  LINK\n",
         "NAME", "ADDRESS", "STATE", "KEYS"
     );
     for m in &status.members {
@@ -532,19 +560,22 @@ fn print_node_status(global: &Global, status: &StatusResponse) {
             m.keys,
             link_label(m)
         );
-        println!("{}", line.trim_end());
+        out += line.trim_end();
+        out.push('\n');
     }
     if !status.unanswered.is_empty() {
-        println!(
-            "  never answered: {} (probed; no node there has answered this one yet)",
+        let unanswered = format!(
+            "never answered: {} (probed; no node there has answered this one yet)",
             status.unanswered.join(", ")
         );
+        out += &wrapped(&unanswered, 2, 4);
     }
-    println!(
-        "  (* answered this request; key counts include tombstones, and are the last known for \
+    let legend = format!(
+        "(* answered this request; key counts include tombstones, and are the last known for \
          a member not alive; LINK: how {} reaches each member)",
         status.name
     );
+    out + &wrapped(&legend, 2, 3)
 }
 
 /// "3 members, all alive", or "3 members: 2 alive, 1 dead": a dead member is
@@ -811,6 +842,38 @@ mod tests {
             members: vec![member("n1", "10.0.0.1:7100"), member("n2", "10.0.0.2:7100")],
             ..StatusResponse::default()
         }
+    }
+
+    /// Status reads on a projector's 80 columns: long reasons and counts
+    /// wrap, indented under what they belong to, and nothing is lost.
+    #[test]
+    fn status_text_fits_80_columns() {
+        let mut status = balancer();
+        status.requests = 123_456_789;
+        status.backends[0].health = "ejected".into();
+        status.backends[0].reason = "5 requests in a row failed (last: UNAVAILABLE: injected \
+            fault: n2 fails 100% of requests (`clusterlab fault n2 --clear` ends it)); held \
+            out for 2s before health checks may return it"
+            .into();
+        let text = balancer_status_text(&status);
+        assert!(text.lines().all(|l| l.len() <= COLUMNS), "{text}");
+        assert!(text.contains("\n    ejected because: 5 requests"), "{text}");
+        assert!(text.contains("\n      "), "continued, indented: {text}");
+        let words = |t: &str| t.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(words(&text).contains(&status.backends[0].reason), "{text}");
+
+        let mut status = node_n1();
+        status.unanswered = vec!["10.0.0.3:7100".into(), "10.0.0.4:7100".into()];
+        let text = node_status_text(&status);
+        assert!(text.lines().all(|l| l.len() <= COLUMNS), "{text}");
+        assert!(
+            text.starts_with("n1 (node) sees 2 members, all alive; N=0 W=0 R=0\n  0 keys"),
+            "{text}"
+        );
+        assert!(
+            text.contains("never answered: 10.0.0.3:7100, 10.0.0.4:7100"),
+            "{text}"
+        );
     }
 
     fn balancer() -> StatusResponse {
