@@ -463,19 +463,6 @@ fn print_balancer_status(global: &Global, status: &StatusResponse) {
     }
 }
 
-/// The width status text is wrapped to: a projector's terminal.
-const COLUMNS: usize = 80;
-
-/// `text` wrapped to [`COLUMNS`], its first line indented by `first` spaces
-/// and the rest by `rest`, ending with a newline.
-fn wrapped(text: &str, first: usize, rest: usize) -> String {
-    let (first, rest) = (" ".repeat(first), " ".repeat(rest));
-    let options = textwrap::Options::new(COLUMNS)
-        .initial_indent(&first)
-        .subsequent_indent(&rest);
-    textwrap::fill(text, options) + "\n"
-}
-
 /// A balancer's status for people: totals, then a row per node, with why a
 /// node is out of rotation under it.
 fn balancer_status_text(status: &StatusResponse) -> String {
@@ -487,7 +474,7 @@ fn balancer_status_text(status: &StatusResponse) -> String {
         render::counted(status.retries_refused, "retry refused", "retries refused"),
         render::counted(status.denied, "call denied", "calls denied"),
     );
-    out += &wrapped(&totals, 2, 4);
+    out += &render::wrapped(&totals, 2, 4);
     let width = column_width(status.backends.iter().map(|b| b.addr.as_str()), "ADDRESS");
     let names = column_width(status.backends.iter().map(|b| b.name.as_str()), "NODE");
     out += &format!(
@@ -504,7 +491,7 @@ fn balancer_status_text(status: &StatusResponse) -> String {
                 "ejected" => "ejected because",
                 _ => "not in rotation yet",
             };
-            out += &wrapped(&format!("{why}: {}", b.reason), 4, 6);
+            out += &render::wrapped(&format!("{why}: {}", b.reason), 4, 6);
         }
     }
     out
@@ -532,13 +519,13 @@ fn node_status_text(status: &StatusResponse) -> String {
         status.write_quorum,
         status.read_quorum,
     );
-    let mut out = wrapped(&sees, 0, 2);
+    let mut out = render::wrapped(&sees, 0, 2);
     let counts = format!(
         "{} under-replicated; {}",
         render::counted(status.under_replicated, "key", "keys"),
         render::counted(status.denied, "call denied", "calls denied"),
     );
-    out += &wrapped(&counts, 2, 4);
+    out += &render::wrapped(&counts, 2, 4);
     let width = column_width(status.members.iter().map(|m| m.addr.as_str()), "ADDRESS");
     // One more for the `*` that marks the member that answered.
     let names = column_width(status.members.iter().map(|m| m.name.as_str()), "NAME") + 1;
@@ -568,14 +555,14 @@ fn node_status_text(status: &StatusResponse) -> String {
             "never answered: {} (probed; no node there has answered this one yet)",
             status.unanswered.join(", ")
         );
-        out += &wrapped(&unanswered, 2, 4);
+        out += &render::wrapped(&unanswered, 2, 4);
     }
     let legend = format!(
         "(* answered this request; key counts include tombstones, and are the last known for \
          a member not alive; LINK: how {} reaches each member)",
         status.name
     );
-    out + &wrapped(&legend, 2, 3)
+    out + &render::wrapped(&legend, 2, 3)
 }
 
 /// "3 members, all alive", or "3 members: 2 alive, 1 dead": a dead member is
@@ -856,7 +843,7 @@ mod tests {
             out for 2s before health checks may return it"
             .into();
         let text = balancer_status_text(&status);
-        assert!(text.lines().all(|l| l.len() <= COLUMNS), "{text}");
+        assert!(text.lines().all(|l| l.len() <= render::COLUMNS), "{text}");
         assert!(text.contains("\n    ejected because: 5 requests"), "{text}");
         assert!(text.contains("\n      "), "continued, indented: {text}");
         let words = |t: &str| t.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -865,7 +852,7 @@ mod tests {
         let mut status = node_n1();
         status.unanswered = vec!["10.0.0.3:7100".into(), "10.0.0.4:7100".into()];
         let text = node_status_text(&status);
-        assert!(text.lines().all(|l| l.len() <= COLUMNS), "{text}");
+        assert!(text.lines().all(|l| l.len() <= render::COLUMNS), "{text}");
         assert!(
             text.starts_with("n1 (node) sees 2 members, all alive; N=0 W=0 R=0\n  0 keys"),
             "{text}"

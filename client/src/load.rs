@@ -660,10 +660,11 @@ fn report(global: &Global, args: &LoadArgs, total: &Window, ran: &Ran) {
                 "all {slots} slots were waiting for answers (the cluster fell behind the rate"
             ),
         };
-        println!(
-            "  not sent  {} still due at the end: {busy}; --concurrency allows more waiting)",
+        let not_sent = format!(
+            "not sent  {} still due at the end: {busy}; --concurrency allows more waiting)",
             render::counted(not_sent, "request", "requests"),
         );
+        print!("{}", render::wrapped(&not_sent, 2, 12));
     }
     match total.requests {
         0 => println!("  latency   none: no request finished"),

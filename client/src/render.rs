@@ -3,6 +3,19 @@
 use proto::{ReplicaReport, Trace, Version, replica_report::Outcome};
 use serde_json::{Value, json};
 
+/// The width text for people is wrapped to: a projector's terminal.
+pub const COLUMNS: usize = 80;
+
+/// `text` wrapped to [`COLUMNS`], its first line indented by `first` spaces
+/// and the rest by `rest`, ending with a newline.
+pub fn wrapped(text: &str, first: usize, rest: usize) -> String {
+    let (first, rest) = (" ".repeat(first), " ".repeat(rest));
+    let options = textwrap::Options::new(COLUMNS)
+        .initial_indent(&first)
+        .subsequent_indent(&rest);
+    textwrap::fill(text, options) + "\n"
+}
+
 /// `n` and the noun: "1 request", "2 requests".
 pub fn counted(n: u64, one: &str, many: &str) -> String {
     match n {
