@@ -30,8 +30,25 @@ pub fn find_rustls_error<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a ru
     None
 }
 
-/// True when the other side hung up while the connection was being set up:
-/// reset, closed, or a broken pipe, before any answer.
+/// True when something in an error's chain of causes timed out: an I/O
+/// timeout (a connect timeout), or hyper's own (an unanswered keepalive ping,
+/// whose error is no `io::Error`).
+pub fn timed_out(err: &(dyn StdError + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        let io_timeout = e
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
+        if io_timeout || e.to_string().contains("timed out") {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
+/// True when the other side hung up: reset, closed, or a broken pipe. The
+/// caller knows whether that was during setup, before any answer.
 ///
 /// Dialing in plaintext, that is what a TLS-only port does: it reads the
 /// HTTP/2 preface, finds no TLS ClientHello, and closes. The errors arrive as
@@ -206,5 +223,29 @@ mod tests {
         assert!(!closed_during_setup(&refused));
         let other = Wrapped("transport error", "dns error".into());
         assert!(!closed_during_setup(&other));
+    }
+
+    #[test]
+    fn a_timeout_is_found_however_deep_and_whoever_raised_it() {
+        use std::io::{Error, ErrorKind};
+        let connect = Wrapped(
+            "transport error",
+            Box::new(Error::from(ErrorKind::TimedOut)),
+        );
+        assert!(timed_out(&connect));
+        // hyper's keepalive: its own error types, no io::Error.
+        let keepalive = Wrapped(
+            "http2 error",
+            Box::new(Wrapped(
+                "keep-alive timed out",
+                "operation timed out".into(),
+            )),
+        );
+        assert!(timed_out(&keepalive));
+        let refused = Wrapped(
+            "transport error",
+            Box::new(Error::from(ErrorKind::ConnectionRefused)),
+        );
+        assert!(!timed_out(&refused));
     }
 }

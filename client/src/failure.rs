@@ -6,7 +6,7 @@
 //! asked for something that cannot be done as written: clap's own errors, and
 //! [`Failure::usage`], printed the way clap prints its own: `error: ...`.
 
-use std::{error::Error as StdError, fmt};
+use std::{collections::BTreeMap, error::Error as StdError, fmt};
 
 use certs::explain;
 
@@ -147,6 +147,17 @@ impl Failure {
             .unwrap_or_else(|| format!("cannot connect to {addr}: {}", chain(err)));
         Failure::new("UNAVAILABLE", reason)
     }
+}
+
+/// A `load` or `check` in which nothing succeeded, as `what` says, named by
+/// the most common code in `errors` (code: count). `None` without errors:
+/// nothing was tried.
+pub fn nothing_succeeded(errors: &BTreeMap<String, u64>, what: &str) -> Option<Failure> {
+    let (code, _) = errors.iter().max_by_key(|(_, n)| **n)?;
+    Some(Failure::new(
+        code,
+        format!("{what}; is the cluster up? (`clusterlab status` shows each node)"),
+    ))
 }
 
 /// What to check when the address the user gave does not answer.

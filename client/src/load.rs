@@ -21,11 +21,11 @@
 //! answer, are counted and reported as not sent.
 //!
 //! At a terminal the live view is three lines redrawn in place by indicatif,
-//! which knows the terminal's width and how a line wraps; each fits a
-//! projector's 80 columns. A run in which not one request succeeded ends
-//! with exit status 1, after its summary. Elsewhere (a pipe, a file, a
-//! CI log) it is one plain line a second. Ctrl-C ends the run early and
-//! still prints the summary.
+//! which knows the terminal's width and how a line wraps; the rates and the
+//! latencies fit a projector's 80 columns. Elsewhere (a pipe, a file, a CI
+//! log) the view is one plain line a second. Ctrl-C ends the run early and
+//! still prints the summary. A run in which not one request succeeded ends
+//! with exit status 1, after its summary.
 //!
 //! Given several `--addr`, it loads the first that answers, and moves on to
 //! the next when nothing listens there any more (the node was killed): as a
@@ -52,7 +52,7 @@ use crate::{
     Failure,
     cli::{Global, LoadArgs},
     commands::{request, write_request},
-    failure::{REFUSED_PAUSE, never_sent, status_code},
+    failure::{REFUSED_PAUSE, never_sent, nothing_succeeded, status_code},
     render,
     stop::{StopSignals, connect_unless_stopped},
 };
@@ -242,18 +242,14 @@ struct Ran {
 /// 1), named by its most common error. Some failures among successes are what
 /// a failover looks like, and the run succeeds.
 fn all_failed(total: &Window) -> Result<(), Failure> {
-    let most_common = total.errors.iter().max_by_key(|(_, n)| **n);
-    let Some((code, _)) = most_common.filter(|_| total.ok == 0) else {
+    if total.ok > 0 {
         return Ok(());
-    };
+    }
     let what = match total.requests {
         1 => "the one request failed".to_string(),
         n => format!("not one of the {n} requests succeeded"),
     };
-    Err(Failure::new(
-        code,
-        format!("{what}; is the cluster up? (`clusterlab status` shows each node)"),
-    ))
+    nothing_succeeded(&total.errors, &what).map_or(Ok(()), Err)
 }
 
 /// What every request needs.
@@ -500,8 +496,8 @@ impl Workload {
 }
 
 /// The last second, in three parts: the rates, the latencies, and how the
-/// requests spread over the nodes. Each fits in 80 columns, a projector's
-/// terminal, whatever the numbers.
+/// requests spread over the nodes. The first two fit in 80 columns, a
+/// projector's terminal, whatever the numbers; the third grows with the nodes.
 fn live_view(second: &Window, elapsed: Duration) -> [String; 3] {
     let rates = format!(
         "load {:>4.0}s  {:>6} req/s  errors {:<6} retries {}",

@@ -696,6 +696,8 @@ fn report_under_replicated(state: &NodeState, now: u64) {
 mod tests {
     use super::*;
 
+    use crate::version::Version;
+
     /// A peer that stops mid-exchange is given up on once it is no longer
     /// alive, not after the peer timeout; one that answers is waited for.
     #[tokio::test]
@@ -712,7 +714,6 @@ mod tests {
         };
         assert_eq!(while_alive(|| true, answered).await, Ok(7));
     }
-    use crate::version::Version;
 
     /// A peer that follows a script: its `StreamRange` sends `count` records,
     /// each `gap` after the one before, then `end` if there is one (an error,

@@ -166,27 +166,13 @@ impl Readiness {
     }
 }
 
-/// A probe that got no answer in time, whether the probe itself or the
-/// connection under it timed out. A stopped process causes both by turns (its
-/// kernel accepts the connection; nothing completes the handshake or
-/// answers), and one wording keeps the seed warning from repeating at every
-/// turn.
+/// A probe that got no answer in time, whether the probe itself, the
+/// connection under it or the connection's keepalive timed out. A stopped
+/// process causes all three by turns (its kernel accepts the connection;
+/// nothing completes the handshake or answers a ping), and one wording keeps
+/// the seed warning from repeating at every turn.
 const NO_ANSWER: &str =
     "no answer in time (is the process stopped or overloaded, or the address unreachable?)";
-
-/// Whether an I/O timeout is among the causes of `status`.
-fn timed_out(status: &tonic::Status) -> bool {
-    let mut next = std::error::Error::source(status);
-    while let Some(e) = next {
-        if e.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
-        {
-            return true;
-        }
-        next = e.source();
-    }
-    false
-}
 
 /// A failed probe in words. A refused certificate says what was proved and
 /// what was expected (a balancer's port given as a peer's), rather than
@@ -197,7 +183,7 @@ fn probe_failure(status: &tonic::Status, plaintext: bool) -> String {
     if let Some(tls) = certs::explain::find_rustls_error(status) {
         return certs::explain::failed_connection(tls);
     }
-    if timed_out(status) {
+    if certs::explain::timed_out(status) {
         return NO_ANSWER.into();
     }
     if plaintext && certs::explain::closed_during_setup(status) {
