@@ -786,9 +786,10 @@ async fn health(global: &Global) -> Result<(), Failure> {
     match answer.status() {
         tonic_health::pb::health_check_response::ServingStatus::Serving => Ok(()),
         _ => Err(Failure::new(
-            "NOT_SERVING",
+            "UNAVAILABLE",
             format!(
-                "{} answers but is not serving (starting up, draining or paused)",
+                "{} answers but is not serving: a node starting up, draining or paused, \
+                 or a balancer with no node in rotation (`clusterlab status` says why)",
                 conn.addr
             ),
         )),

@@ -233,11 +233,9 @@ fn metrics_router(state: Arc<NodeState>) -> axum::Router {
     axum::Router::new().route("/metrics", axum::routing::get(scrape))
 }
 
-/// Sets the health of the whole server ("") and of the KeyValue service.
-pub(crate) async fn set_health(
-    health: &tonic_health::server::HealthReporter,
-    status: ServingStatus,
-) {
+/// Sets the health of the whole server ("") and of the KeyValue service
+/// (a node's own, or the one a balancer forwards).
+pub async fn set_health(health: &tonic_health::server::HealthReporter, status: ServingStatus) {
     health.set_service_status("", status).await;
     health
         .set_service_status(

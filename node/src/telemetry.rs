@@ -51,6 +51,12 @@ pub fn init(process: &str, format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // A log line that cannot be written (stderr piped into `head`, or
+        // into a supervisor that has died) is dropped. By default the
+        // subscriber reports the failure with `eprintln!`, to the same closed
+        // stderr, and that panics: in a request's task, the request fails,
+        // while health checks, which log nothing, still pass.
+        .log_internal_errors(false)
         // Colours for people at a terminal, none in files and `docker compose logs`.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let result = match format {

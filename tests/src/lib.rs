@@ -151,6 +151,17 @@ pub fn free_port() -> u16 {
     panic!("no free port on 127.0.0.1 between {LOWEST_TEST_PORT} and {ephemeral_start}")
 }
 
+/// A process a test started itself, killed when the test ends (or fails).
+#[derive(Debug)]
+pub struct KilledOnDrop(pub Child);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Polls `condition` every 20 ms until it holds, or panics with `what` at the deadline.
 pub fn wait_until(what: &str, timeout: Duration, condition: impl FnMut() -> bool) {
     assert!(
@@ -586,8 +597,9 @@ impl TestCluster {
             log,
             child: Some(child),
         });
-        let certs = self.certs.clone();
-        wait_until("the balancer to be ready", READY_TIMEOUT, || {
+        // It answers before any node is in rotation: its health is SERVING
+        // only once one is, which some tests never want.
+        wait_until("the balancer to answer", READY_TIMEOUT, || {
             let child = self.balancers[index].child.as_mut().expect("running");
             if let Some(status) = child.try_wait().expect("checking the balancer") {
                 panic!(
@@ -595,7 +607,7 @@ impl TestCluster {
                     self.balancers[index].log_text()
                 );
             }
-            health_check(Some(&certs), &addr.to_string()).is_ok_and(|serving| serving)
+            self.balancer_status(index).is_ok()
         });
         index
     }

@@ -755,6 +755,39 @@ fn the_policy_can_change_at_run_time_and_the_trace_names_it() {
     assert!(refused.message().contains("use round-robin"), "{refused:?}");
 }
 
+/// The balancer's grpc.health.v1 status says whether it can serve: SERVING
+/// while a node is in rotation, NOT_SERVING while none is, so a script (or a
+/// compose healthcheck) waiting on `clusterlab health` can trust it.
+#[test]
+fn the_balancer_is_serving_only_while_a_node_is_in_rotation() {
+    let mut cluster = TestCluster::start(1);
+    cluster.start_balancer(&[]);
+    let addr = cluster.balancers[0].addr.to_string();
+    let certs = cluster.certs.clone();
+    let serving = || tests::health_check(Some(&certs), &addr);
+    // (It looks at its nodes ten times a second: a moment after they are in
+    // rotation, not at once.)
+    wait_until("the balancer to serve", SETTLE, || serving() == Ok(true));
+    cluster.kill(0);
+    wait_until("the balancer to stop serving", SETTLE, || {
+        serving() == Ok(false)
+    });
+    let out = cluster.client_to_balancer(0).args(["health"]).fails();
+    assert!(
+        out.stderr.starts_with(&format!(
+            "UNAVAILABLE: {addr} answers but is not serving: a node starting up, draining or \
+             paused, or a balancer with no node in rotation"
+        )),
+        "{}",
+        out.stderr
+    );
+    cluster.start_node(0);
+    wait_until("the balancer to serve again", SETTLE, || {
+        serving() == Ok(true)
+    });
+    cluster.client_to_balancer(0).args(["health"]).ok();
+}
+
 #[test]
 fn load_shows_live_lines_and_a_summary_of_where_requests_went() {
     let mut cluster = TestCluster::start(3);

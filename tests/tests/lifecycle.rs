@@ -3,7 +3,7 @@
 
 use std::{process::Stdio, time::Duration};
 
-use tests::{TestCluster, wait_until};
+use tests::{KilledOnDrop, TestCluster, wait_until};
 
 #[test]
 fn acknowledged_writes_survive_sigkill_and_restart() {
@@ -599,4 +599,33 @@ fn flag_values_that_cannot_work_are_refused_at_start() {
         !dir.path().join("data").exists(),
         "the node started before refusing"
     );
+}
+
+/// A node whose log output is closed (stderr piped into `head`, or into a
+/// supervisor that died) keeps serving, and drops the lines it cannot write.
+/// The logger used to report each failed write on the same closed stderr,
+/// which panicked: the request that logged failed, while health checks, which
+/// log nothing, still passed.
+#[test]
+fn a_node_whose_log_output_is_closed_keeps_serving() {
+    let mut cluster = TestCluster::start(1);
+    cluster.kill(0);
+    let mut n1 = cluster
+        .node_command(0)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting clusterlab-node");
+    // Nobody reads: every log line, from the first, fails to be written.
+    drop((n1.stdout.take(), n1.stderr.take()));
+    let _n1 = KilledOnDrop(n1);
+    // A member joining is logged.
+    cluster.add_node(&[]);
+    wait_until("n1 to see n2 join", Duration::from_secs(60), || {
+        cluster.member_state(0, "n2") == Some("alive")
+    });
+    cluster.client_to(0).args(["put", "k", "v"]).ok();
+    assert_eq!(cluster.client_to(0).args(["get", "k"]).ok().stdout, "v");
+    let status = cluster.client_to(0).args(["status"]).ok().stdout;
+    assert!(status.starts_with("n1 (node) sees 2 members"), "{status}");
 }

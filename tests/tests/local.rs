@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use tests::{Client, bin, local_ports, poll_until, send_signal, wait_until};
+use tests::{Client, KilledOnDrop, bin, local_ports, poll_until, send_signal, wait_until};
 
 /// A balancer port whose other ports, as `clusterlab-local` lays them out
 /// ([`local_ports`]), are free too. The whole block stays below 32768,
@@ -455,16 +455,6 @@ fn pid_listening_on(port: u16) -> u32 {
         })
         .next()
         .unwrap_or_else(|| panic!("no process listens on {addr}"))
-}
-
-/// A process the test started itself, killed when the test ends (or fails).
-struct KilledOnDrop(Child);
-
-impl Drop for KilledOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Started twice by mistake (a second terminal, the same command), the second
