@@ -26,12 +26,32 @@ use clap::{ArgAction, Command};
 /// Parses a program's command line, after [`with_env`]. Errors exit 2, as
 /// clap's own do.
 pub fn parse<T: clap::Parser>() -> T {
-    let mut command = with_env(T::command());
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let mut command = typed_flags_win(with_env(T::command()), &args);
     let matches = command
         .clone()
-        .try_get_matches()
-        .unwrap_or_else(|e| name_the_variable(e, &command, std::env::args_os()).exit());
+        .try_get_matches_from(&args)
+        .unwrap_or_else(|e| name_the_variable(e, &command, args.iter().cloned()).exit());
     T::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut command).exit())
+}
+
+/// The program's own flags typed in `args` no longer read their variables.
+/// A typed flag wins over its variable anyway, but clap hands a global
+/// flag (`--timeout`, which a subcommand's line may carry too) to every
+/// subcommand, variable and all, and reads the variable there: a bad
+/// `CLUSTERLAB_TIMEOUT` would be refused though `--timeout 5s` was typed.
+fn typed_flags_win(command: Command, args: &[std::ffi::OsString]) -> Command {
+    let typed: Vec<&str> = args
+        .iter()
+        .filter_map(|arg| arg.to_str()?.strip_prefix("--"))
+        .map(|flag| flag.split('=').next().unwrap_or(flag))
+        .collect();
+    command.mut_args(
+        |arg| match arg.get_long().is_some_and(|long| typed.contains(&long)) {
+            true => arg.env(None::<&str>),
+            false => arg,
+        },
+    )
 }
 
 /// Exits 2 with `message`, as clap does for a flag it refuses: for the
@@ -72,6 +92,9 @@ fn name_the_variable(
     args: impl Iterator<Item = std::ffi::OsString>,
 ) -> clap::Error {
     use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if error.kind() == ErrorKind::ArgumentConflict {
+        return name_a_conflicting_variable(error, command, args);
+    }
     if !matches!(
         error.kind(),
         ErrorKind::InvalidValue | ErrorKind::ValueValidation
@@ -97,9 +120,63 @@ fn name_the_variable(
     error
 }
 
+/// Two flags that cannot go together, one of them (or both) from its
+/// variable: `CLUSTERLAB_EVENTS_NO_FOLLOW=1` and a typed `--follow`. clap
+/// names both flags as if typed; this says which variable to unset.
+fn name_a_conflicting_variable(
+    mut error: clap::Error,
+    command: &Command,
+    args: impl Iterator<Item = std::ffi::OsString>,
+) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue};
+    let args: Vec<std::ffi::OsString> = args.collect();
+    let flags: Vec<String> = [ContextKind::InvalidArg, ContextKind::PriorArg]
+        .into_iter()
+        .filter_map(|kind| match error.get(kind) {
+            Some(ContextValue::String(flag)) => Some(vec![flag.clone()]),
+            Some(ContextValue::Strings(flags)) => Some(flags.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let from_variables: Vec<String> = flags
+        .iter()
+        .filter_map(|flag| {
+            let long = flag.split(' ').next()?.strip_prefix("--")?;
+            let variable = variable_behind(command, long, None, args.iter().cloned())?;
+            Some(format!("--{long} came from {variable}"))
+        })
+        .collect();
+    if !from_variables.is_empty() {
+        let tip = format!(
+            "{}; unset it to use the flag typed",
+            from_variables.join(", and ")
+        );
+        error.insert(
+            ContextKind::Suggested,
+            ContextValue::StyledStrs(vec![tip.into()]),
+        );
+    }
+    error
+}
+
 /// A tip naming the variable the value of flag `--long` came from, if the
 /// flag was not typed and its variable is set (to `value`, when that is known).
 fn variable_tip(
+    command: &Command,
+    long: &str,
+    value: Option<&str>,
+    args: impl Iterator<Item = std::ffi::OsString>,
+) -> Option<String> {
+    let variable = variable_behind(command, long, value, args)?;
+    Some(format!(
+        "the value came from {variable}; set it to a valid one, or unset it"
+    ))
+}
+
+/// The variable flag `--long`'s value came from: set (to `value`, when that
+/// is known), and the flag not typed.
+fn variable_behind(
     command: &Command,
     long: &str,
     value: Option<&str>,
@@ -119,10 +196,7 @@ fn variable_tip(
     let variable = std::iter::once(command)
         .chain(subcommand)
         .find_map(|command| variable_holding(command, long, value));
-    let variable = variable.filter(|_| !typed)?;
-    Some(format!(
-        "the value came from {variable}; set it to a valid one, or unset it"
-    ))
+    variable.filter(|_| !typed)
 }
 
 /// The variable behind `command`'s `--long` flag, if it is set (to `value`,

@@ -762,6 +762,38 @@ fn every_command_flag_can_come_from_the_environment_too() {
         .run();
     assert_eq!(out.code(), 2, "{}", out.stderr);
     assert!(!out.stderr.contains("came from"), "{}", out.stderr);
+    // A typed global flag wins over a bad variable, before the subcommand or
+    // after it (clap used to read the variable again for the subcommand).
+    for line in [
+        &["--timeout", "5s", "get", "env/a"][..],
+        &["get", "env/a", "--timeout", "5s"],
+    ] {
+        let out = cluster
+            .client()
+            .env("CLUSTERLAB_TIMEOUT", "zz")
+            .args(line)
+            .run();
+        assert_eq!(
+            (out.code(), out.stdout.as_str()),
+            (0, "v"),
+            "{line:?}: {}",
+            out.stderr
+        );
+    }
+    // Two flags that cannot go together, one from its variable: which to unset.
+    let out = cluster
+        .client()
+        .env("CLUSTERLAB_EVENTS_NO_FOLLOW", "1")
+        .args(["events", "--follow"])
+        .run();
+    assert_eq!(out.code(), 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(
+            "--no-follow came from CLUSTERLAB_EVENTS_NO_FOLLOW; unset it to use the flag typed"
+        ),
+        "{}",
+        out.stderr
+    );
     let help = cluster.client().args(["load", "--help"]).ok();
     assert!(
         help.stdout.contains("[env: CLUSTERLAB_LOAD_DURATION="),
