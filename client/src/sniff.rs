@@ -138,7 +138,8 @@ pub fn run(args: SniffArgs, stop: &AtomicBool) -> Result<(), Failure> {
                 .map_err(|e| Failure::local(format!("pcap: {e}")))?;
             saved += 1;
         }
-        for line in sniffer.follow(&segment) {
+        // A segment may carry several frames: `--count` stops mid-segment.
+        for line in within_count(sniffer.follow(&segment), printed, args.count) {
             println!("{line}");
             printed += 1;
         }
@@ -147,6 +148,16 @@ pub fn run(args: SniffArgs, stop: &AtomicBool) -> Result<(), Failure> {
         eprintln!("wrote {saved} packets to {}", path.display());
     }
     Ok(())
+}
+
+/// The `lines` still to print when `printed` have been, of at most `count`.
+fn within_count(
+    lines: Vec<String>,
+    printed: usize,
+    count: Option<usize>,
+) -> impl Iterator<Item = String> {
+    let room = count.map_or(usize::MAX, |count| count.saturating_sub(printed));
+    lines.into_iter().take(room)
 }
 
 /// One TCP segment, parsed out of an Ethernet frame.
@@ -744,6 +755,16 @@ pub fn readable_runs(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `--count 5` prints five lines, though the segment that reaches the
+    /// count carries more frames than that.
+    #[test]
+    fn the_count_stops_inside_a_segment() {
+        let lines = || vec!["a".to_string(), "b".into(), "c".into()];
+        assert_eq!(within_count(lines(), 3, Some(5)).count(), 2);
+        assert_eq!(within_count(lines(), 5, Some(5)).count(), 0);
+        assert_eq!(within_count(lines(), 9, None).count(), 3);
+    }
 
     /// An Ethernet/IPv4/TCP frame carrying `payload`.
     fn frame(seq: u32, syn: bool, payload: &[u8]) -> Vec<u8> {
