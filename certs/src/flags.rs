@@ -43,6 +43,8 @@ pub fn parse<T: clap::Parser>() -> T {
 fn typed_flags_win(command: Command, args: &[std::ffi::OsString]) -> Command {
     let typed: Vec<&str> = args
         .iter()
+        // After a bare `--`, everything is a value (`put -- --odd-key v`).
+        .take_while(|arg| *arg != "--")
         .filter_map(|arg| arg.to_str()?.strip_prefix("--"))
         .map(|flag| flag.split('=').next().unwrap_or(flag))
         .collect();
@@ -187,6 +189,7 @@ fn variable_behind(
     let args: Vec<String> = args.filter_map(|a| a.into_string().ok()).collect();
     let typed = args
         .iter()
+        .take_while(|a| *a != "--")
         .any(|a| *a == flag || a.starts_with(&format!("{flag}=")));
     // The program's own flags, then those of the subcommand on the line
     // (`put --w` and `delete --w` have a variable each).

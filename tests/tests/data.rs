@@ -780,6 +780,19 @@ fn every_command_flag_can_come_from_the_environment_too() {
             out.stderr
         );
     }
+    // After a bare `--`, `--timeout` is a key, and the variable still counts.
+    let out = cluster
+        .client()
+        .env("CLUSTERLAB_TIMEOUT", "zz")
+        .args(["put", "--", "--timeout", "v"])
+        .run();
+    assert_eq!(out.code(), 2, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("tip: the value came from CLUSTERLAB_TIMEOUT"),
+        "{}",
+        out.stderr
+    );
     // Two flags that cannot go together, one from its variable: which to unset.
     let out = cluster
         .client()

@@ -249,9 +249,12 @@ async fn run(args: Args) -> Result<(), String> {
         children.push(start(command, &name)?);
     }
 
+    let nodes = match args.nodes {
+        1 => "1 node".to_string(),
+        n => format!("{n} nodes"),
+    };
     say(format!(
-        "clusterlab-local: {} nodes ({}) and a balancer ({balancer_addr}); certificates in {}",
-        args.nodes,
+        "clusterlab-local: {nodes} ({}) and a balancer ({balancer_addr}); certificates in {}",
         node_addrs.join(", "),
         certs.display()
     ));
