@@ -156,7 +156,10 @@ pub async fn run(
         .layer(FrontDoor { kv, others });
     let shutdown = async move {
         shutdown.await;
+        // Stopped for good before the last word: on a multi-threaded
+        // runtime an abort does not stop a task already running elsewhere.
         readiness.abort();
+        let _ = readiness.await;
         set_health(&health, ServingStatus::NotServing).await;
         // End the event feeds, which would otherwise run until the drain deadline.
         events.close();

@@ -41,19 +41,32 @@ pub fn parse<T: clap::Parser>() -> T {
 /// subcommand, variable and all, and reads the variable there: a bad
 /// `CLUSTERLAB_TIMEOUT` would be refused though `--timeout 5s` was typed.
 fn typed_flags_win(command: Command, args: &[std::ffi::OsString]) -> Command {
+    // After a bare `--`, everything is a value (`put -- --odd-key v`).
     let typed: Vec<&str> = args
         .iter()
-        // After a bare `--`, everything is a value (`put -- --odd-key v`).
         .take_while(|arg| *arg != "--")
-        .filter_map(|arg| arg.to_str()?.strip_prefix("--"))
+        .filter_map(|arg| arg.to_str())
+        .collect();
+    let long: Vec<&str> = typed
+        .iter()
+        .filter_map(|arg| arg.strip_prefix("--"))
         .map(|flag| flag.split('=').next().unwrap_or(flag))
         .collect();
-    command.mut_args(
-        |arg| match arg.get_long().is_some_and(|long| typed.contains(&long)) {
+    // `-v`, `-vv`: letters after one dash (a negative number has none).
+    let short: Vec<char> = typed
+        .iter()
+        .filter(|arg| !arg.starts_with("--"))
+        .filter_map(|arg| arg.strip_prefix('-'))
+        .flat_map(str::chars)
+        .collect();
+    command.mut_args(|arg| {
+        let was_typed = arg.get_long().is_some_and(|l| long.contains(&l))
+            || arg.get_short().is_some_and(|s| short.contains(&s));
+        match was_typed {
             true => arg.env(None::<&str>),
             false => arg,
-        },
-    )
+        }
+    })
 }
 
 /// Exits 2 with `message`, as clap does for a flag it refuses: for the
@@ -792,6 +805,46 @@ mod tests {
                 "{args:?}"
             );
         }
+    }
+
+    /// A flag typed on the line, long or short, no longer reads its
+    /// variable; one after a bare `--` is a value, and does not count.
+    #[test]
+    fn typed_flags_no_longer_read_their_variables() {
+        use clap::CommandFactory as _;
+        #[derive(clap::Parser)]
+        struct Toy {
+            #[arg(long, global = true)]
+            timeout: Option<String>,
+            #[arg(short, long, global = true)]
+            verbose: bool,
+            #[arg(long, global = true)]
+            addr: Option<String>,
+            #[command(subcommand)]
+            command: Sub,
+        }
+        #[derive(clap::Subcommand)]
+        enum Sub {
+            Put { key: String },
+        }
+        let reading_variables = |args: &[&str]| {
+            let args: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
+            typed_flags_win(with_env(Toy::command()), &args)
+                .get_arguments()
+                .filter(|arg| arg.get_env().is_some())
+                .map(|arg| arg.get_id().to_string())
+                .collect::<Vec<_>>()
+        };
+        let all = ["timeout", "verbose", "addr"];
+        assert_eq!(reading_variables(&["toy", "put", "k"]), all);
+        assert_eq!(
+            reading_variables(&["toy", "--timeout=5s", "put", "k", "-v"]),
+            ["addr"]
+        );
+        assert_eq!(
+            reading_variables(&["toy", "put", "--", "--timeout", "-v"]),
+            all
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //!
 //! The balancer shares this module (it depends on the `node` crate for it).
 
-use std::fmt;
+use std::{fmt, io::Write};
 
 use tracing::{Event, Subscriber, field::Field};
 use tracing_subscriber::{
@@ -37,7 +37,10 @@ pub fn cannot_start(
     error: &anyhow::Error,
 ) -> std::process::ExitCode {
     match format {
-        LogFormat::Text => eprintln!("{program}: {error:#}"),
+        // Not `eprintln!`, which panics if stderr is closed.
+        LogFormat::Text => {
+            let _ = writeln!(std::io::stderr(), "{program}: {error:#}");
+        }
         LogFormat::Json => tracing::error!(error = %format!("{error:#}"), "cannot start"),
     }
     std::process::ExitCode::FAILURE

@@ -1,6 +1,6 @@
 //! `clusterlab-node`: parse flags, start logging, bind, and hand over to `node::run`.
 
-use std::process::ExitCode;
+use std::{io::Write, process::ExitCode};
 
 use node::{Config, lifecycle, telemetry};
 
@@ -18,7 +18,11 @@ fn main() -> ExitCode {
             }
             Err(why) => {
                 let host = node::config::hostname();
-                eprintln!("clusterlab-node: --name auto: {why}; using the host name {host}");
+                // Not `eprintln!`, which panics if stderr is closed.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "clusterlab-node: --name auto: {why}; using the host name {host}"
+                );
                 config.name = host;
             }
         }
