@@ -138,7 +138,8 @@ pub enum Command {
     /// load, ejections) or a node's members (state, keys).
     Status,
     /// Ask grpc.health.v1 whether the server is SERVING; exits 0 if it is, 1 if
-    /// not. Docker healthchecks use it (a scratch image has no curl or shell).
+    /// not. A balancer serves only while a node is in rotation. Docker
+    /// healthchecks use it (a scratch image has no curl or shell).
     Health,
     /// Write unique keys while you break things, then read every acknowledged one
     /// back: proves (or disproves) that nothing acknowledged was lost.

@@ -282,6 +282,17 @@ fn a_client_pointed_at_the_dashboard_hears_it_may_be_a_web_port() {
     );
 }
 
+/// The warning a new node, started with `flags` and `seed` as its only
+/// `--peers`, logs once the seed has failed to answer for a while.
+fn seed_warning(cluster: &mut TestCluster, flags: &[&str], seed: String) -> String {
+    let node = cluster.add_node_with_peers(flags, vec![seed]);
+    tests::wait_for_line(
+        || cluster.nodes[node].log_text(),
+        "cannot reach a --peers seed",
+        Duration::from_secs(30),
+    )
+}
+
 /// A `--tls plaintext` node seeded with a TLS node: the TLS node hangs up on
 /// the plaintext preface, and the warning says TLS is the likely reason, not
 /// h2's "transport error" or "operation was canceled" by turns.
@@ -289,12 +300,7 @@ fn a_client_pointed_at_the_dashboard_hears_it_may_be_a_web_port() {
 fn a_plaintext_node_whose_seed_requires_tls_says_so() {
     let mut cluster = TestCluster::start(1);
     let seed = cluster.nodes[0].addr.to_string();
-    let n2 = cluster.add_node_with_peers(&["--tls", "plaintext"], vec![seed]);
-    let warning = tests::wait_for_line(
-        || cluster.nodes[n2].log_text(),
-        "cannot reach a --peers seed",
-        Duration::from_secs(30),
-    );
+    let warning = seed_warning(&mut cluster, &["--tls", "plaintext"], seed);
     assert!(
         warning
             .contains("it probably requires TLS, which this node's --tls plaintext cannot speak"),
@@ -309,12 +315,7 @@ fn a_node_whose_seed_is_a_balancer_says_so() {
     let mut cluster = TestCluster::start(1);
     cluster.start_balancer(&[]);
     let balancer = cluster.balancers[0].addr.to_string();
-    let n2 = cluster.add_node_with_peers(&[], vec![balancer]);
-    let warning = tests::wait_for_line(
-        || cluster.nodes[n2].log_text(),
-        "cannot reach a --peers seed",
-        Duration::from_secs(30),
-    );
+    let warning = seed_warning(&mut cluster, &[], balancer);
     assert!(
         warning.contains("but a node was expected (is that a balancer's port?)")
             && !warning.contains("WrongKind"),
