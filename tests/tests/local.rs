@@ -70,6 +70,9 @@ impl Local {
             dir: cwd.join(dir),
             port,
         };
+        // Its own word, not only the balancer's: a process that exits before
+        // it says "ready" makes it stop everything.
+        local.wait_for_line_within("ready: ", Duration::from_secs(60));
         local.wait_for_three_healthy_nodes();
         local
     }
@@ -110,8 +113,13 @@ impl Local {
 
     /// Waits for a line of its own that begins `clusterlab-local: {start}`.
     fn wait_for_line(&self, start: &str) {
+        self.wait_for_line_within(start, Duration::from_secs(10));
+    }
+
+    /// [`Local::wait_for_line`], for at most `patience`.
+    fn wait_for_line_within(&self, start: &str, patience: Duration) {
         let line = format!("clusterlab-local: {start}");
-        wait_until(&format!("{line:?}"), Duration::from_secs(10), || {
+        wait_until(&format!("{line:?}"), patience, || {
             self.lines
                 .lock()
                 .unwrap()
@@ -412,14 +420,25 @@ fn local_with_piped_output(dir: &Path) -> (Child, u16) {
 
 /// Waits for `local`, whose stdout was closed, to stop everything by itself
 /// and exit cleanly, saying why.
-fn assert_stops_by_itself(mut local: Child, port: u16) {
+fn assert_stops_by_itself(local: Child, port: u16) {
+    let (status, stderr) = exit_by_itself(local, "with its output closed");
+    assert!(
+        status.success() && stderr.contains("stdout was closed") && !stderr.contains("panicked"),
+        "clusterlab-local exited with {status}:\n{stderr}"
+    );
+    assert_nothing_listens(port);
+}
+
+/// Waits for `local` to exit by itself; returns how, and its stderr. Fails,
+/// after stopping it, if it still runs (`when` says in what case) after 30 s.
+fn exit_by_itself(mut local: Child, when: &str) -> (ExitStatus, String) {
     let exited = poll_until(Duration::from_secs(30), || {
         local.try_wait().unwrap().is_some()
     });
     if !exited {
         send_signal(local.id(), "INT");
     }
-    assert!(exited, "clusterlab-local still runs with its output closed");
+    assert!(exited, "clusterlab-local still runs {when}");
     let mut stderr = String::new();
     local
         .stderr
@@ -427,10 +446,43 @@ fn assert_stops_by_itself(mut local: Child, port: u16) {
         .unwrap()
         .read_to_string(&mut stderr)
         .unwrap();
-    let status = local.wait().unwrap();
+    (local.wait().unwrap(), stderr)
+}
+
+/// A node that cannot start (its data directory is a file) must not leave
+/// `clusterlab-local` running on without it until "not ready after 30s", which
+/// a script that started it would have to watch for: it stops the others and
+/// fails, naming the node.
+#[test]
+fn a_process_that_fails_at_start_stops_the_others_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("n2"), "a file where n2's data directory goes").unwrap();
+    let (mut local, port) = local_with_piped_output(dir.path());
+    // Read as it comes, so that it never blocks writing.
+    let stdout = local.stdout.take().unwrap();
+    let lines = std::thread::spawn(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<_>>()
+    });
+    let (status, stderr) = exit_by_itself(local, "though n2 failed at start");
+    let lines = lines.join().unwrap().join("\n");
+    assert_eq!(status.code(), Some(1), "{stderr}\n{lines}");
     assert!(
-        status.success() && stderr.contains("stdout was closed") && !stderr.contains("panicked"),
-        "clusterlab-local exited with {status}:\n{stderr}"
+        stderr.contains("clusterlab-local: n2 exited (exit status: ")
+            && stderr.contains("before the cluster was ready"),
+        "{stderr}"
+    );
+    // The node's own reason reached the terminal, under its name, and the
+    // others were stopped.
+    assert!(
+        lines.contains("stopping everything")
+            && lines.contains("\nn2 clusterlab-node: cannot use data directory ")
+            && lines.contains("clusterlab-local: n1 stopped ("),
+        "{lines}"
     );
     assert_nothing_listens(port);
 }

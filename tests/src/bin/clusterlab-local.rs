@@ -9,7 +9,8 @@
 //! output is no longer read, as in `clusterlab-local | head`). Data stays in
 //! `--dir` between runs unless `--fresh` is given. A second
 //! `clusterlab-local` on the same directory or ports refuses to start, and
-//! leaves the running cluster and its certificates alone.
+//! leaves the running cluster and its certificates alone. A process that exits
+//! before the cluster is ready stops the others, and `clusterlab-local` fails.
 //!
 //! ```sh
 //! cargo run --release -p tests --bin clusterlab-local
@@ -269,10 +270,12 @@ async fn run(args: Args) -> Result<(), String> {
         certs::flags::shell_word(&certs_flag)
     ));
     std::thread::spawn(watch_stdout);
+    let (became_ready, ready) = tokio::sync::watch::channel(false);
     tokio::spawn(announce_ready(
         certs.clone(),
         balancer_addr.clone(),
         names.clone(),
+        became_ready,
     ));
 
     // Each process is watched by its own task, which reports its exit.
@@ -292,6 +295,8 @@ async fn run(args: Args) -> Result<(), String> {
     let mut look = tokio::time::interval(LOOK_FOR_HAND_STARTED_EVERY);
     let shutdown = node::lifecycle::first_shutdown_signal();
     tokio::pin!(shutdown);
+    // Set when a process failed to start: we stop the others, then fail.
+    let mut failed_to_start = None;
     loop {
         tokio::select! {
             () = &mut shutdown => break,
@@ -307,6 +312,19 @@ async fn run(args: Args) -> Result<(), String> {
             }
             Some((name, status)) = exited.recv() => {
                 running.retain(|(n, _)| *n != name);
+                if !*ready.borrow() {
+                    // It never served (a data directory it cannot open, a port
+                    // taken since we looked): waiting will not bring it, and a
+                    // script that started us is owed an exit status, not a
+                    // cluster that runs on without it.
+                    let why = format!(
+                        "{name} exited ({}) before the cluster was ready",
+                        describe(&status)
+                    );
+                    say(format!("clusterlab-local: {why}; stopping everything"));
+                    failed_to_start = Some(format!("{why}; its log lines above say why"));
+                    break;
+                }
                 let gone = look_again(&processes, &running, &mut by_hand);
                 let others = !running.is_empty() || !by_hand.is_empty();
                 let what = format!("{name} exited ({})", describe(&status));
@@ -345,7 +363,10 @@ async fn run(args: Args) -> Result<(), String> {
     // A process started again with the command printed above is not our
     // child, and Ctrl-C in our terminal does not reach it: stop it too.
     stop_started_by_hand(started_by_hand(&processes, &running)).await;
-    Ok(())
+    match failed_to_start {
+        Some(why) => Err(why),
+        None => Ok(()),
+    }
 }
 
 /// How often, once one of our processes has exited, we look for those
@@ -493,13 +514,21 @@ const READY_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Prints one line once the balancer has every node in rotation, so that
 /// whoever watches (a learner, a workshop's projector) knows when the cluster
-/// takes requests; or, if that takes too long, what it is still waiting for.
-async fn announce_ready(certs: PathBuf, balancer: String, nodes: Vec<String>) {
+/// takes requests, and sends `true` on `became_ready`; or, if that takes too
+/// long, says what it is still waiting for.
+async fn announce_ready(
+    certs: PathBuf,
+    balancer: String,
+    nodes: Vec<String>,
+    became_ready: tokio::sync::watch::Sender<bool>,
+) {
     let started = Instant::now();
     let mut waiting_for = "the balancer to answer".to_string();
     while started.elapsed() < READY_PATIENCE {
         match healthy_nodes(&certs, &balancer).await {
             Ok(healthy) if nodes.iter().all(|n| healthy.contains(n)) => {
+                // Before the line: whoever reads it may kill a node at once.
+                became_ready.send_replace(true);
                 let take = if nodes.len() == 1 { "takes" } else { "take" };
                 say(format!(
                     "clusterlab-local: ready: {} {take} requests through the balancer at {balancer}",
@@ -629,12 +658,18 @@ fn start(mut command: Command, name: &str) -> Result<(String, Child), String> {
         Box::new(stdout) as Box<dyn tokio::io::AsyncRead + Send + Unpin>,
         Box::new(stderr),
     ] {
+        let prefix = format!("{name} ");
         tokio::spawn(async move {
             let mut lines = BufReader::new(pipe).lines();
             // Read to the end even once stdout is closed: a process whose
             // output nobody reads would block, or fail, writing it.
             while let Ok(Some(line)) = lines.next_line().await {
-                say(line);
+                // Log lines begin with the process's name; the few that do not
+                // (a start-up error, which says `clusterlab-node: ...`) get it.
+                match line.starts_with(&prefix) {
+                    true => say(line),
+                    false => say(format!("{prefix}{line}")),
+                }
             }
         });
     }
