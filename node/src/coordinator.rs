@@ -532,7 +532,7 @@ impl Coordinator {
         if tally.ok < plan.quorum {
             return Err(Error::Unavailable(format!(
                 "write needed {} durable copies but only {} of {} replicas stored it ({}); \
-                 the copies that were made stay, so later reads may see the value",
+                 any copies that were made stay, so later reads may see the value",
                 plan.quorum,
                 tally.ok,
                 plan.replicas.len(),

@@ -53,6 +53,24 @@ pub fn parse_threads(text: &str) -> Result<usize, String> {
     }
 }
 
+/// Makes a file-size limit (`ulimit -f`, `prlimit --fsize`, docker's
+/// `--ulimit fsize=`) an ordinary disk error: the write that would pass it
+/// fails with "File too large", which the store reports and recovers from,
+/// rather than the kernel's SIGXFSZ ending the process without a word.
+pub fn survive_file_size_limits() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        // tokio keeps its handler for the life of the process, so the
+        // signal's default action (ending it) never comes back; nobody need
+        // listen to it.
+        drop(signal(SignalKind::from_raw(
+            rustix::process::Signal::XFSZ.as_raw(),
+        ))?);
+    }
+    Ok(())
+}
+
 /// Completes on the first SIGINT (Ctrl-C) or SIGTERM (`docker stop`, `kill`).
 /// From then on a second Ctrl-C ends the process at once (exit 130): the
 /// drain waits for requests in flight, up to --drain-timeout, and a person at

@@ -16,11 +16,25 @@
 //! ([`Store::get`]) is called directly: it never waits for a writer (each read
 //! transaction sees a snapshot) and takes a few microseconds from redb's cache,
 //! less than handing it to another thread and back would cost.
+//!
+//! A disk error in a commit (a full disk, a file-size limit) fails that write,
+//! and redb then refuses every transaction until the database is reopened, to
+//! be sure of what is on disk. The store reopens it by itself at the next use
+//! (`Store::reopen`), so a node whose disk had one bad moment, or was freed,
+//! takes writes again without a restart.
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, RwLock},
+    time::{Duration, Instant},
+};
 
 use prost::Message;
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    StorageError, TableDefinition, TransactionError, WriteTransaction,
+};
+use tracing::{error, info, warn};
 
 use crate::{Error, Result, limits, version::Version};
 
@@ -99,9 +113,15 @@ pub struct Applied {
 /// The node's records on disk. Cheap to clone (the database is shared).
 #[derive(Debug, Clone)]
 pub struct Store {
-    db: std::sync::Arc<Database>,
+    /// The open database: `None` only after reopening it failed (each use
+    /// then tries again).
+    db: Arc<RwLock<Option<Arc<Database>>>>,
     path: PathBuf,
 }
+
+/// How long [`Store::reopen`] waits for the operations still using the failed
+/// database to let go of its file, which redb opens only once at a time.
+const REOPEN_PATIENCE: Duration = Duration::from_secs(5);
 
 impl Store {
     /// Opens (or creates) the store in `dir`.
@@ -122,32 +142,89 @@ impl Store {
             },
         })?;
         let path = dir.join(FILE_NAME);
-        let db = Database::create(&path).map_err(|e| Error::DataDir {
-            path: path.clone(),
-            cause: match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => {
-                    "another clusterlab-node is already using this data directory".into()
-                }
-                // redb's "Not a redb database: magic number mismatch".
-                redb::DatabaseError::Storage(redb::StorageError::Io(io))
-                    if io.kind() == std::io::ErrorKind::InvalidData =>
-                {
-                    format!(
-                        "the file is not a clusterlab-node database ({io}); move it away, or give \
-                         --data-dir another directory"
-                    )
-                }
-                other => other.to_string(),
-            },
-        })?;
+        let db = open_database(&path)?;
         // Create the table up front so read transactions always find it.
         let txn = db.begin_write().map_err(storage)?;
         txn.open_table(RECORDS).map_err(storage)?;
         txn.commit().map_err(storage)?;
         Ok(Store {
-            db: std::sync::Arc::new(db),
+            db: Arc::new(RwLock::new(Some(Arc::new(db)))),
             path,
         })
+    }
+
+    /// A write transaction; see [`Store::begin`].
+    fn begin_write(&self) -> Result<WriteTransaction> {
+        self.begin(Database::begin_write)
+    }
+
+    /// A read transaction; see [`Store::begin`].
+    fn begin_read(&self) -> Result<ReadTransaction> {
+        self.begin(|db| db.begin_read())
+    }
+
+    /// Begins a transaction with `begin`, first reopening the database if a
+    /// disk error has made redb refuse every transaction.
+    fn begin<T>(
+        &self,
+        begin: impl Fn(&Database) -> std::result::Result<T, TransactionError>,
+    ) -> Result<T> {
+        let db = self.database()?;
+        match begin(&db) {
+            Err(TransactionError::Storage(StorageError::PreviousIo)) => {
+                let failed = Arc::as_ptr(&db);
+                drop(db);
+                begin(&*self.reopen(Some(failed))?).map_err(storage)
+            }
+            began => began.map_err(storage),
+        }
+    }
+
+    /// The open database, reopened first if an earlier reopen failed.
+    fn database(&self) -> Result<Arc<Database>> {
+        match self.db.read().expect("store lock poisoned").as_ref() {
+            Some(db) => Ok(db.clone()),
+            None => self.reopen(None),
+        }
+    }
+
+    /// Closes the database that `failed` (if any) and opens its file again,
+    /// which makes redb check and repair it. Operations started meanwhile wait
+    /// for it. If another thread already reopened it, returns that one.
+    fn reopen(&self, failed: Option<*const Database>) -> Result<Arc<Database>> {
+        let mut slot = self.db.write().expect("store lock poisoned");
+        if let Some(db) = slot.as_ref()
+            && failed.is_none_or(|failed| !std::ptr::eq(Arc::as_ptr(db), failed))
+        {
+            return Ok(db.clone());
+        }
+        if slot.take().is_some() {
+            warn!(
+                path = %self.path.display(),
+                "a disk error made the database refuse every transaction; reopening it"
+            );
+        }
+        // Dropped above: the file is free once the operations still using it
+        // (each of which fails) are done.
+        let deadline = Instant::now() + REOPEN_PATIENCE;
+        let db = loop {
+            match Database::create(&self.path) {
+                Err(redb::DatabaseError::DatabaseAlreadyOpen) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Ok(db) => break Arc::new(db),
+                Err(e) => {
+                    error!(path = %self.path.display(), error = %e, "cannot reopen the database");
+                    return Err(Error::Storage(format!(
+                        "the database could not be reopened after a disk error ({e}); \
+                         restart the node"
+                    )));
+                }
+            }
+        };
+        info!(path = %self.path.display(), "database reopened; it takes writes again");
+        *slot = Some(db.clone());
+        Ok(db)
     }
 
     /// Where the database file lives.
@@ -174,7 +251,7 @@ impl Store {
     /// a value that is on no disk. It takes a clock set back across a restart,
     /// or two nodes with one name, to stamp two writes alike.
     pub fn apply(&self, record: &Record) -> Result<Applied> {
-        let txn = self.db.begin_write().map_err(storage)?;
+        let txn = self.begin_write()?;
         let applied = (|| {
             let mut table = txn.open_table(RECORDS).map_err(storage)?;
             let current = match table.get(record.key.as_str()).map_err(storage)? {
@@ -207,14 +284,17 @@ impl Store {
         })();
         match applied {
             Ok(Applied { changed: true, .. }) => txn.commit().map_err(storage)?,
-            _ => txn.abort().map_err(storage)?,
+            Ok(_) => txn.abort().map_err(storage)?,
+            // What failed says why; aborting after a disk error fails too, and
+            // would say only "previous I/O error".
+            Err(_) => drop(txn),
         }
         applied
     }
 
     /// The record for `key` (value or tombstone), if any.
     pub fn get(&self, key: &str) -> Result<Option<Record>> {
-        let txn = self.db.begin_read().map_err(storage)?;
+        let txn = self.begin_read()?;
         let table = txn.open_table(RECORDS).map_err(storage)?;
         match table.get(key).map_err(storage)? {
             Some(bytes) => Ok(Some(Record::decode(key, bytes.value())?)),
@@ -224,7 +304,7 @@ impl Store {
 
     /// The records for `keys`, in the same order, read in one transaction.
     pub fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Record>>> {
-        let txn = self.db.begin_read().map_err(storage)?;
+        let txn = self.begin_read()?;
         let table = txn.open_table(RECORDS).map_err(storage)?;
         keys.iter()
             .map(|key| match table.get(key.as_str()).map_err(storage)? {
@@ -244,7 +324,7 @@ impl Store {
         limit: usize,
         tombstones: bool,
     ) -> Result<(Vec<Record>, bool)> {
-        let txn = self.db.begin_read().map_err(storage)?;
+        let txn = self.begin_read()?;
         let table = txn.open_table(RECORDS).map_err(storage)?;
         let start = if start_after >= prefix {
             start_after
@@ -277,7 +357,7 @@ impl Store {
     /// Calls `visit` with every record, in key order, until it returns false.
     /// Reads one consistent snapshot: writes made meanwhile are not seen.
     pub fn for_each(&self, mut visit: impl FnMut(Record) -> bool) -> Result<()> {
-        let txn = self.db.begin_read().map_err(storage)?;
+        let txn = self.begin_read()?;
         let table = txn.open_table(RECORDS).map_err(storage)?;
         for entry in table.iter().map_err(storage)? {
             let (key, bytes) = entry.map_err(storage)?;
@@ -330,7 +410,7 @@ impl Store {
         key: impl Fn(&T) -> &str,
         still: impl Fn(&T, &Record) -> bool,
     ) -> Result<u64> {
-        let txn = self.db.begin_write().map_err(storage)?;
+        let txn = self.begin_write()?;
         let mut removed = 0;
         {
             let mut table = txn.open_table(RECORDS).map_err(storage)?;
@@ -353,7 +433,7 @@ impl Store {
     /// Applies many records in one transaction (one disk sync instead of one
     /// each), as [`Store::apply`] would one by one. Returns how many changed.
     pub fn apply_many(&self, records: &[Record]) -> Result<usize> {
-        let txn = self.db.begin_write().map_err(storage)?;
+        let txn = self.begin_write()?;
         let mut changed = 0;
         {
             let mut table = txn.open_table(RECORDS).map_err(storage)?;
@@ -394,7 +474,7 @@ impl Store {
 
     /// How many records (values and tombstones) the store holds.
     pub fn len(&self) -> Result<u64> {
-        let txn = self.db.begin_read().map_err(storage)?;
+        let txn = self.begin_read()?;
         let table = txn.open_table(RECORDS).map_err(storage)?;
         table.len().map_err(storage)
     }
@@ -405,8 +485,42 @@ impl Store {
     }
 }
 
-fn storage(e: impl std::fmt::Display) -> Error {
-    Error::Storage(e.to_string())
+/// Opens (or creates) the database at `path`, saying what to do when it cannot.
+fn open_database(path: &Path) -> Result<Database> {
+    Database::create(path).map_err(|e| Error::DataDir {
+        path: path.to_path_buf(),
+        cause: match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => {
+                "another clusterlab-node is already using this data directory".into()
+            }
+            // redb's "Not a redb database: magic number mismatch".
+            redb::DatabaseError::Storage(redb::StorageError::Io(io))
+                if io.kind() == std::io::ErrorKind::InvalidData =>
+            {
+                format!(
+                    "the file is not a clusterlab-node database ({io}); move it away, or give \
+                     --data-dir another directory"
+                )
+            }
+            other => other.to_string(),
+        },
+    })
+}
+
+/// A database failure, logged: it is the disk's or the database's, not the
+/// request's, and the client is told only that storage failed.
+fn storage(e: impl Into<redb::Error>) -> Error {
+    let e = e.into();
+    error!(error = %e, "the database failed");
+    Error::Storage(match e {
+        // redb's own words ask to close and reopen it, which the store does.
+        redb::Error::PreviousIo => {
+            "a disk error stopped the database (the node's log has the cause); the node \
+             reopens it at its next request, so try again"
+                .into()
+        }
+        other => other.to_string(),
+    })
 }
 
 #[cfg(test)]

@@ -32,6 +32,59 @@ fn acknowledged_writes_survive_sigkill_and_restart() {
     }
 }
 
+/// A disk error (here a file-size limit set on the running node, as a full
+/// disk would be) fails the write it hits, saying why, and no other: redb
+/// refuses every transaction after one failed until its database is reopened,
+/// which the node does by itself. (It used to fail every write, saying only
+/// "Previous I/O error", until it was restarted, and log nothing.)
+#[test]
+fn a_disk_error_fails_the_write_it_hits_and_the_node_takes_writes_again() {
+    let cluster = TestCluster::start(1);
+    cluster.client().args(["put", "before", "1"]).ok();
+    let pid = cluster.nodes[0].pid().unwrap();
+    let database = cluster.nodes[0].data_dir.join("clusterlab.redb");
+    let size = std::fs::metadata(&database).unwrap().len();
+    // The soft limit only: the hard one cannot be raised again without privileges.
+    let limit_file_size = |soft: &str| {
+        let out = std::process::Command::new("prlimit")
+            .arg(format!("--pid={pid}"))
+            .arg(format!("--fsize={soft}:unlimited"))
+            .output()
+            .expect("running prlimit");
+        assert!(out.status.success(), "{out:?}");
+    };
+    let big = vec![b'v'; 1_000_000];
+    let put_big = || {
+        cluster
+            .client()
+            .args(["put", "big", "-"])
+            .stdin(big.clone())
+    };
+
+    limit_file_size(&size.to_string());
+    let failed = put_big().fails();
+    assert!(
+        failed.stderr.contains("File too large") && !failed.stderr.contains("Previous I/O"),
+        "{}",
+        failed.stderr
+    );
+
+    limit_file_size("unlimited");
+    cluster.client().args(["put", "after", "2"]).ok();
+    put_big().ok();
+    assert_eq!(cluster.client().args(["get", "before"]).ok().stdout, "1");
+    assert_eq!(
+        cluster.client().args(["get", "big"]).ok().stdout.len(),
+        big.len()
+    );
+    let log = cluster.nodes[0].log_text();
+    assert!(
+        log.contains("ERROR the database failed error=I/O error: File too large")
+            && log.contains("database reopened"),
+        "{log}"
+    );
+}
+
 /// A restarted node's clock starts above every version it holds. The record
 /// stamped an hour ahead stands for a peer whose clock runs fast, or for this
 /// node's own clock having stepped back while it was down. Stamped by the wall
