@@ -163,6 +163,9 @@ pub struct Revocation {
     pub total: usize,
     /// The list's file.
     pub crl_path: PathBuf,
+    /// True when there was no list to add to (`crl.pem` was missing), so the
+    /// new one is numbered 1 and holds nothing revoked before.
+    pub started_over: bool,
 }
 
 /// Adds the certificate `DIR/NAME.pem` to the CA's revocation list, `DIR/crl.pem`,
@@ -221,6 +224,7 @@ fn revoke_locked(dir: &Path, name: &str) -> Result<Revocation> {
     })?;
     check_signed_by_ca(dir, &cert_path, &cert)?;
     let crl_path = dir.join(revocation::CRL_FILE);
+    let started_over = !crl_path.exists();
     let (mut revoked, number) = read_crl(&crl_path)?;
     let newly = !revoked.iter().any(|r| r.serial_number.as_ref() == serial);
     let total = revoked.len() + usize::from(newly);
@@ -255,6 +259,7 @@ fn revoke_locked(dir: &Path, name: &str) -> Result<Revocation> {
         newly,
         total,
         crl_path,
+        started_over,
     })
 }
 
@@ -291,6 +296,10 @@ fn check_signed_by_ca(dir: &Path, cert_path: &Path, cert: &[u8]) -> Result<()> {
     })
 }
 
+/// What to do about a `crl.pem` that holds no list [`revoke`] can add to.
+const REPLACE_DAMAGED_LIST: &str = "put back a copy of the newest list, or, to start a new \
+    list, move this file away (what it revoked must then be revoked again)";
+
 /// The entries and number of the revocation list at `path` (none if it does not exist).
 fn read_crl(path: &Path) -> Result<(Vec<RevokedCertParams>, u64)> {
     if !path.exists() {
@@ -303,10 +312,23 @@ fn read_crl(path: &Path) -> Result<(Vec<RevokedCertParams>, u64)> {
     let pem = files::read_to_string(path)?;
     let mut entries = Vec::new();
     let mut number = 0;
-    for der in CertificateRevocationListDer::pem_slice_iter(pem.as_bytes()) {
-        let der = der.map_err(|e| bad(files::pem_problem(&e, "revocation list")))?;
-        let (_, crl) = CertificateRevocationList::from_der(&der)
-            .map_err(|e| bad(format!("not a valid revocation list ({e})")))?;
+    let crls = CertificateRevocationListDer::pem_slice_iter(pem.as_bytes())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| bad(files::pem_problem(&e, "revocation list")))?;
+    // Taken for an empty list, a damaged one would be replaced by a list
+    // without its revocations, numbered 1, which running processes refuse.
+    if crls.is_empty() {
+        return Err(bad(format!(
+            "holds no revocation list (expected a -----BEGIN X509 CRL----- block), so \
+             nothing can be added to it; {REPLACE_DAMAGED_LIST}"
+        )));
+    }
+    for der in crls {
+        let (_, crl) = CertificateRevocationList::from_der(&der).map_err(|e| {
+            bad(format!(
+                "not a valid revocation list ({e}); {REPLACE_DAMAGED_LIST}"
+            ))
+        })?;
         let this = crl.crl_number().map_or(0, |n| {
             n.to_bytes_be()
                 .iter()
@@ -751,6 +773,38 @@ mod tests {
         assert_eq!(std::fs::read(dir.path().join("crl.pem")).unwrap(), crl);
         // A real identity still can be.
         assert!(revoke(dir.path(), "writer").unwrap().newly);
+    }
+
+    /// A damaged `crl.pem` is not taken for an empty list: revoking over it
+    /// made a list numbered 1 without the revocations it held, which running
+    /// processes refused while `revoke` said "revoked". Over a missing one,
+    /// `revoke` starts a new list, and says so.
+    #[test]
+    fn revoking_over_a_damaged_list_is_refused_and_over_a_missing_one_starts_over() {
+        let dir = tempfile::tempdir().unwrap();
+        init(dir.path(), false).unwrap();
+        let crl = dir.path().join("crl.pem");
+        std::fs::write(&crl, "junk\n").unwrap();
+        let refused = revoke(dir.path(), "writer").unwrap_err().to_string();
+        assert!(
+            refused.contains("crl.pem: holds no revocation list")
+                && refused.contains("put back a copy of the newest list"),
+            "{refused}"
+        );
+        assert_eq!(
+            std::fs::read(&crl).unwrap(),
+            b"junk\n",
+            "the file was replaced"
+        );
+
+        std::fs::remove_file(&crl).unwrap();
+        let first = revoke(dir.path(), "writer").unwrap();
+        assert!(
+            first.started_over && first.newly && first.total == 1,
+            "{first:?}"
+        );
+        let second = revoke(dir.path(), "reader").unwrap();
+        assert!(!second.started_over && second.total == 2, "{second:?}");
     }
 
     /// Revocations run at the same time used to read the same list, each add

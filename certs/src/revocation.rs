@@ -229,7 +229,7 @@ impl Revocations {
         if crls.is_empty() {
             return Err(bad(
                 "holds no revocation list (expected a -----BEGIN X509 CRL----- block); \
-                 remake it with `clusterlab-certs revoke`"
+                 put back a copy of the newest list"
                     .into(),
             ));
         }

@@ -1,6 +1,6 @@
 //! `clusterlab-certs`: makes the demo PKI (CA, identities, villains) with rcgen.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{io::Write as _, path::PathBuf, process::ExitCode};
 
 use certs::{Identity, Kind, files, pki};
 use clap::{Parser, Subcommand};
@@ -136,6 +136,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 revoked.crl_path.display(),
                 revoked.total
             );
+            if revoked.started_over {
+                // Not `eprintln!`, which panics if stderr is closed.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "clusterlab-certs: warning: there was no {} to add to, so this is a new \
+                     list, numbered 1: certificates revoked before are not on it (revoke them \
+                     again; `init` revoked the villain `revoked`), and a running process that \
+                     holds the list that went missing refuses this one, numbered lower, until \
+                     it restarts",
+                    revoked.crl_path.display()
+                );
+            }
             return Ok(());
         }
         Command::Issue { out, kind, name } => {
