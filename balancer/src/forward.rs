@@ -196,6 +196,11 @@ impl Router {
         // count toward ejecting them: a request every node fails (a quorum
         // that cannot be met) is the cluster's trouble, not one node's.
         let mut failed_on: Vec<(Arc<Backend>, Status)> = Vec::new();
+        // Whether every attempt so far was refused before anything was done
+        // (true while there were none): then the client is told so, and
+        // `clusterlab check` counts a write that never reached a node as
+        // unapplied, not as one whose outcome is unknown.
+        let mut every_refused = true;
         while tried.len() < MAX_ATTEMPTS {
             let Some((backend, reason)) = self.pick(&key, &tried) else {
                 break;
@@ -226,7 +231,8 @@ impl Router {
             let (result, ejected) = {
                 let _in_flight = InFlight::start(backend.clone());
                 let attempt = async {
-                    let node = backend.connection().await?;
+                    // No connection, no request sent: nothing was done.
+                    let node = backend.connection().await.map_err(proto::not_applied)?;
                     let framed = message.clone().into_bytes();
                     node.unary(path.clone(), headers, framed).await
                 };
@@ -323,6 +329,7 @@ impl Router {
                         )));
                     }
                     let retry = is_retryable(&status) && Instant::now() < deadline;
+                    every_refused &= proto::was_not_applied(&status);
                     last_failure = Some(status);
                     if !retry {
                         break;
@@ -330,7 +337,11 @@ impl Router {
                 }
             }
         }
-        Err(self.explain(last_failure, &trace))
+        let failure = self.explain(last_failure, &trace);
+        match every_refused {
+            true => Err(proto::not_applied(failure)),
+            false => Err(failure),
+        }
     }
 
     /// The status to give the client when no attempt succeeded.

@@ -409,6 +409,31 @@ fn a_check_whose_node_is_gone_counts_refusals_as_failures_not_indeterminate() {
     assert_eq!(json["never_answered"], serde_json::json!([]), "{json}");
 }
 
+/// Through a balancer, a write it could send to no node (its only node is
+/// dead) was never written either: the balancer says so, and `check` counts
+/// it as unapplied and rests, as above. (It counted tens of thousands of
+/// "indeterminate" writes in seconds, each refused at once.)
+#[test]
+fn a_check_through_a_balancer_with_no_node_left_counts_unapplied_writes() {
+    let mut cluster = TestCluster::start(1);
+    cluster.start_balancer(&[]);
+    let check = cluster
+        .client_to_balancer(0)
+        .args(["--json", "check", "--duration", "10s", "--concurrency", "2"])
+        .spawn();
+    wait_until("the check to write", Duration::from_secs(60), || {
+        keys_held(&cluster) > 5
+    });
+    cluster.kill(0);
+    let json = check.finish().json();
+    let not_applied = json["not_applied"].as_u64().unwrap();
+    let indeterminate = json["indeterminate"].as_u64().unwrap();
+    // Those in flight as the node died are indeterminate (a few); those sent
+    // after it, to no node, are unapplied, with a rest of 100 ms each.
+    assert!(indeterminate * 4 < not_applied, "{json}");
+    assert!(not_applied <= 2 * 101, "{json}");
+}
+
 /// An address in `--addr` where nothing listens (a node killed for good)
 /// does not fail `check`'s reads: like its writes, they go on to the next
 /// address at once, and the summary says how many reads failed.
