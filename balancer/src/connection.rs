@@ -475,6 +475,13 @@ fn h2_failure(addr: &str, e: h2::Error, maybe_tls: bool) -> Status {
         shutting_down(addr)
     } else if e.reason().is_some() && !e.is_go_away() && !e.is_io() {
         Status::unavailable(format!("{addr} refused or reset the request: {e}"))
+    } else if maybe_tls && closed_during_setup(&e) {
+        // Not the error's own words, which vary (a reset, a broken pipe) from
+        // one health check to the next: the same reason is logged only once.
+        connection_failed(format!(
+            "{addr} closed the connection before answering; it probably requires TLS (the \
+             default), which this balancer's --tls plaintext cannot speak"
+        ))
     } else if maybe_tls {
         connection_failed(format!(
             "lost the connection to {addr}: {e}; if the node requires TLS (the default), \
@@ -486,6 +493,13 @@ fn h2_failure(addr: &str, e: h2::Error, maybe_tls: bool) -> Status {
             how_it_broke(&e)
         ))
     }
+}
+
+/// Whether the node hung up (see [`certs::explain::closed_during_setup`]).
+/// h2's own error hides an I/O error from `source()`: it is asked for it.
+fn closed_during_setup(e: &h2::Error) -> bool {
+    let closed = certs::explain::closed_during_setup;
+    closed(e) || e.get_io().is_some_and(|io| closed(io))
 }
 
 /// A broken connection's error, in a learner's words (see [`cut`]).

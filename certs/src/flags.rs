@@ -495,15 +495,13 @@ pub fn check_side_port(flag: &str, side: &str, listen: &str) -> Result<(), Strin
     }
 }
 
-/// HOST:PORT with a non-empty host and a port number, e.g. 10.0.0.2:7100 or node:7100.
+/// HOST:PORT with a host and a port number, e.g. 10.0.0.2:7100 or node:7100.
 pub fn check_host_port(flag: &str, addr: &str) -> Result<(), String> {
-    let valid = addr
-        .rsplit_once(':')
-        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
-    match valid {
+    match port_of(addr).is_some_and(|port| port > 0) {
         true => Ok(()),
         false => Err(format!(
-            "{flag} {addr:?} is not HOST:PORT; write it like 127.0.0.1:7101 or node:7100"
+            "{flag} {addr:?} is not HOST:PORT; write it like 127.0.0.1:7101 or node:7100{}",
+            ipv6_hint(addr, 7101)
         )),
     }
 }
@@ -511,15 +509,38 @@ pub fn check_host_port(flag: &str, addr: &str) -> Result<(), String> {
 /// An address to listen on: HOST:PORT, where port 0 means any free port.
 /// `usual_port` goes into the example, so that it matches the program's default.
 pub fn check_listen(flag: &str, addr: &str, usual_port: u16) -> Result<(), String> {
-    let valid = addr
-        .rsplit_once(':')
-        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-    match valid {
-        true => Ok(()),
-        false => Err(format!(
+    match port_of(addr) {
+        Some(_) => Ok(()),
+        None => Err(format!(
             "{flag} {addr:?} is not HOST:PORT; write it like 127.0.0.1:{usual_port} \
-             (this machine only) or 0.0.0.0:{usual_port} (every interface)"
+             (this machine only) or 0.0.0.0:{usual_port} (every interface){}",
+            ipv6_hint(addr, usual_port)
         )),
+    }
+}
+
+/// The port of HOST:PORT, if `addr` is that: a host name, an IPv4 address
+/// or an IPv6 address in brackets (`[::1]`), a colon, and a port number.
+/// `::1:7100` is not: which colon ends the address?
+fn port_of(addr: &str) -> Option<u16> {
+    let (host, port) = addr.rsplit_once(':')?;
+    let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(ipv6) => ipv6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => {
+            !host.is_empty()
+                && !host.contains([':', '[', ']', '/'])
+                && !host.contains(char::is_whitespace)
+        }
+    };
+    port.parse().ok().filter(|_| host_ok)
+}
+
+/// For an address with several colons and no brackets: how to write an IPv6
+/// address (in brackets) instead.
+fn ipv6_hint(addr: &str, port: u16) -> String {
+    match addr.matches(':').count() > 1 && !addr.contains('[') {
+        true => format!("; an IPv6 address goes in brackets, as [::1]:{port}"),
+        false => String::new(),
     }
 }
 
@@ -655,7 +676,13 @@ mod tests {
         assert_eq!(check_listen("--listen", "127.0.0.1:0", 7100), Ok(()));
         assert_eq!(check_listen("--listen", "node:7100", 7100), Ok(()));
         assert_eq!(check_listen("--listen", "[::]:7100", 7100), Ok(()));
-        for wrong in ["127.0.0.1", ":7100", "127.0.0.1:70000", "node:http"] {
+        for wrong in [
+            "127.0.0.1",
+            ":7100",
+            "127.0.0.1:70000",
+            "node:http",
+            "[::1:7100",
+        ] {
             assert_eq!(
                 check_listen("--listen", wrong, 7000),
                 Err(format!(
@@ -663,6 +690,29 @@ mod tests {
                      (this machine only) or 0.0.0.0:7000 (every interface)"
                 ))
             );
+        }
+    }
+
+    /// `::1:7100` used to pass the start-up checks, then fail at every use
+    /// ("invalid URI"), a peer every half second: which colon ends the address?
+    #[test]
+    fn an_ipv6_address_must_be_in_brackets() {
+        assert_eq!(check_host_port("--peers", "[::1]:7100"), Ok(()));
+        assert_eq!(check_host_port("--addr", "[fe80::1]:7000"), Ok(()));
+        for wrong in ["::1:7100", "fe80::1:7100", "127.0.0.1:7000:1"] {
+            let err = check_host_port("--peers", wrong).unwrap_err();
+            assert!(
+                err.ends_with("; an IPv6 address goes in brackets, as [::1]:7101"),
+                "{err}"
+            );
+            let err = check_listen("--listen", wrong, 7100).unwrap_err();
+            assert!(
+                err.ends_with("; an IPv6 address goes in brackets, as [::1]:7100"),
+                "{err}"
+            );
+        }
+        for wrong in ["[::1]", "[nonsense]:7100", "a b:7100"] {
+            assert!(check_host_port("--peers", wrong).is_err(), "{wrong}");
         }
     }
 
