@@ -568,8 +568,12 @@ impl Backend {
     /// One active health check: Ok, or why it failed and what the reads
     /// waiting on the node should do.
     async fn check(&self) -> Result<(), (String, Waiting)> {
+        // Whether a connection was made: out of time before, nothing answered
+        // at the address at all (a container gone, say), not the node.
+        let connected = AtomicBool::new(false);
         let check = async {
             let mut connection = self.connection.ready().await?;
+            connected.store(true, Ordering::Relaxed);
             // Our own failure (a node shutting down, say), not tonic's
             // "Service was not ready" around it.
             tower::ServiceExt::ready(&mut connection).await?;
@@ -581,6 +585,13 @@ impl Backend {
                 .await
         };
         match tokio::time::timeout(CHECK_TIMEOUT, check).await {
+            Err(_) if !connected.load(Ordering::Relaxed) => Err((
+                format!(
+                    "no connection within {CHECK_TIMEOUT:?}: nothing answered at its address \
+                     (a container stopped or gone, or a process paused?)"
+                ),
+                Waiting::GiveUp,
+            )),
             Err(_) => Err((
                 format!("health check not answered within {CHECK_TIMEOUT:?}"),
                 Waiting::GiveUp,

@@ -391,15 +391,19 @@ impl Compose {
         out.json()
     }
 
+    /// The value this project was brought up with for `variable`.
+    pub fn env_value(&self, variable: &str) -> String {
+        self.env
+            .iter()
+            .find(|(k, _)| k == variable)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("{variable} was not set"))
+    }
+
     /// `GET path` from the balancer's dashboard, through the port compose
     /// publishes on this machine (as a learner's browser reaches it).
     pub fn dashboard(&self, path: &str) -> String {
-        let port = self
-            .env
-            .iter()
-            .find(|(k, _)| k == "CLUSTERLAB_DASHBOARD_PORT")
-            .map(|(_, v)| v.clone())
-            .expect("a dashboard port");
+        let port = self.env_value("CLUSTERLAB_DASHBOARD_PORT");
         let (code, body) = crate::http_get(&format!("127.0.0.1:{port}"), path)
             .unwrap_or_else(|e| panic!("GET {path} from the dashboard: {e}"));
         assert_eq!(code, 200, "GET {path}: {body}");

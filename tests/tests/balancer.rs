@@ -153,6 +153,31 @@ fn a_node_that_never_answered_is_waiting_not_ejected() {
     assert_eq!(failed, 0, "{served:?}");
 }
 
+/// An address where no connection can be made in time (a container gone,
+/// a paused process; here a socket nobody accepts on) is said to be that,
+/// not a node that took the health check and did not answer it.
+#[test]
+fn an_address_where_no_connection_is_made_in_time_is_said_to_be_silent() {
+    let mut cluster = TestCluster::start(1);
+    // Kept to the end: the kernel completes connections to it, and nobody
+    // ever accepts them.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent = listener.local_addr().unwrap().to_string();
+    let nodes = format!("{},{silent}", cluster.nodes[0].addr);
+    cluster.start_balancer_with(&["--nodes".into(), nodes]);
+    let mut reason = String::new();
+    wait_until("the silent address's check to fail", SETTLE, || {
+        let status = cluster.balancer_status(0).unwrap();
+        let backend = status.backends.iter().find(|b| b.addr == silent).unwrap();
+        reason = backend.reason.clone();
+        !reason.is_empty()
+    });
+    assert!(
+        reason.starts_with("no connection within 1s: nothing answered at its address"),
+        "{reason}"
+    );
+}
+
 #[test]
 fn a_hung_node_is_ejected_and_returns_when_it_answers_again() {
     let mut cluster = TestCluster::start_with(3, &["--dead-after", "60s"]);

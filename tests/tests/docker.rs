@@ -139,6 +139,20 @@ fn the_compose_file_works_with_compose_v2_and_v1() {
         assert!(out.status.success(), "{tool:?} put: {}", out.stderr);
         let out = compose.client(&["get", "greeting"]);
         assert_eq!(out.stdout, format!("hello from {tool:?}"), "{}", out.stderr);
+        // The README's way to reach it from this machine: the certificates
+        // copied out of their volume, and the port compose publishes.
+        let copied = tempfile::tempdir().unwrap();
+        let certs = copied.path().join("compose-certs");
+        let balancer = &compose.containers("balancer")[0];
+        let from = format!("{balancer}:/certs");
+        docker::docker(&["cp", &from, certs.to_str().expect("a UTF-8 temp path")]);
+        let port = compose.env_value("CLUSTERLAB_PORT");
+        let out = tests::Client::bare()
+            .args(["--addr", &format!("127.0.0.1:{port}"), "--certs"])
+            .arg_path(&certs)
+            .args(["get", "greeting"])
+            .ok();
+        assert_eq!(out.stdout, format!("hello from {tool:?}"), "{tool:?}");
         // Each Compose names containers its own way (project_node_1 or
         // project-node-1); the nodes' names follow, so status matches `docker ps`.
         let nodes = compose.containers("node");
