@@ -9,9 +9,11 @@
 //! stored, so it proves nothing either way. (A write refused at connect time
 //! never reached a node: it is sent to the next address instead, and refused
 //! at every one it is a failure, not indeterminate.) When the writing stops, every
-//! acknowledged key is read back at the read quorum; one that cannot be found at
-//! its acknowledged version is **lost**. Lost writes are the one thing a
-//! correctly configured cluster must never show.
+//! acknowledged key is read back at the read quorum. One read stale is read
+//! again 6 s after the writing ended, when anti-entropy has copied it to every
+//! replica: found then, it was **late**; still not found at its acknowledged
+//! version, it is **lost**. Lost writes are the one thing a correctly
+//! configured cluster must never show.
 //!
 //! A write or read refused for what it asks (a quorum larger than N, an
 //! identity that may not write) would be refused every time, so the check
@@ -88,6 +90,37 @@ struct Workload {
 }
 
 impl Workload {
+    /// A workload on `clients` (one per address of `addrs`), writing from
+    /// `started` for `args.duration`, with nothing done yet.
+    fn new(
+        clients: Vec<KeyValueClient<Channel>>,
+        addrs: Vec<String>,
+        global: Global,
+        args: CheckArgs,
+        started: Instant,
+    ) -> Workload {
+        Workload {
+            clients,
+            answered: addrs.iter().map(|_| AtomicBool::new(false)).collect(),
+            addrs,
+            prefix: format!("check/{}/", run_id()),
+            global,
+            deadline: started + args.duration,
+            args,
+            interrupted: AtomicBool::new(false),
+            claimed: AtomicU64::new(0),
+            acknowledged: AtomicU64::new(0),
+            indeterminate: AtomicU64::new(0),
+            not_applied: AtomicU64::new(0),
+            stale_reads: AtomicU64::new(0),
+            read_errors: AtomicU64::new(0),
+            acked: Mutex::new(Vec::new()),
+            stale_keys: Mutex::new(Vec::new()),
+            errors: Mutex::new(BTreeMap::new()),
+            refused: Mutex::new(None),
+        }
+    }
+
     /// Notes that the address `at` answered, unless nothing listened there.
     fn note_answer<T>(&self, at: usize, result: &Result<T, tonic::Status>) {
         let answered = match result {
@@ -144,26 +177,7 @@ pub async fn run(global: &Global, args: CheckArgs, mut stops: StopSignals) -> Re
         .map(|addr| conn.key_value_lazy(addr))
         .collect::<Result<Vec<_>, _>>()?;
     let started = Instant::now();
-    let workload = Arc::new(Workload {
-        clients,
-        answered: addrs.iter().map(|_| AtomicBool::new(false)).collect(),
-        addrs,
-        prefix: format!("check/{}/", run_id()),
-        global: global.clone(),
-        deadline: started + args.duration,
-        args,
-        interrupted: AtomicBool::new(false),
-        claimed: AtomicU64::new(0),
-        acknowledged: AtomicU64::new(0),
-        indeterminate: AtomicU64::new(0),
-        not_applied: AtomicU64::new(0),
-        stale_reads: AtomicU64::new(0),
-        read_errors: AtomicU64::new(0),
-        acked: Mutex::new(Vec::new()),
-        stale_keys: Mutex::new(Vec::new()),
-        errors: Mutex::new(BTreeMap::new()),
-        refused: Mutex::new(None),
-    });
+    let workload = Arc::new(Workload::new(clients, addrs, global.clone(), args, started));
 
     let mut writers = tokio::task::JoinSet::new();
     for id in 0..workload.args.concurrency {
@@ -324,45 +338,90 @@ async fn writer(work: Arc<Workload>, id: usize) {
 struct Verified {
     lost: Vec<String>,
     lost_count: u64,
+    /// Read stale at the end, and found at their version on the second look
+    /// ([`SECOND_LOOK_AFTER`]): not lost, only not yet copied where R read.
+    late: u64,
     unverified: u64,
     stale_reads: u64,
 }
 
+/// How long after the writing ended the keys read back stale are read again.
+/// With W + R at most N, a read can miss a write that only some replicas hold
+/// yet; anti-entropy copies it to the rest once it is 3 s old (a node's
+/// `antientropy::SETTLE`), in rounds a second apart, so by then. A key still
+/// stale after that is lost.
+const SECOND_LOOK_AFTER: Duration = Duration::from_secs(6);
+
 /// Reads every acknowledged key back at the read quorum, through every address
-/// in turn if need be, saying how far it got `every` so often.
+/// in turn if need be, saying how far it got `every` so often; then, once
+/// more after [`SECOND_LOOK_AFTER`], the keys it read stale.
 async fn verify(work: &Arc<Workload>, acked: Vec<Acked>, every: Duration) -> Verified {
-    let total = acked.len();
+    let second_look = tokio::time::Instant::now() + SECOND_LOOK_AFTER;
     let acked = Arc::new(acked);
+    let mut verified = Verified::default();
+    let mut suspects = Vec::new();
+    for (i, readable, stale) in read_all(work, &acked, (0..acked.len()).collect(), every).await {
+        verified.stale_reads += stale;
+        match readable {
+            Some(true) => {}
+            Some(false) => suspects.push(i),
+            None => verified.unverified += 1,
+        }
+    }
+    if suspects.is_empty() {
+        return verified;
+    }
+    eprintln!(
+        "check: {} read back stale; reading {} again {}s after the writing ended, once \
+         anti-entropy has had time to copy what some replicas lack",
+        crate::render::counted(suspects.len() as u64, "key", "keys"),
+        if suspects.len() == 1 { "it" } else { "them" },
+        SECOND_LOOK_AFTER.as_secs()
+    );
+    tokio::time::sleep_until(second_look).await;
+    for (i, readable, stale) in read_all(work, &acked, suspects, every).await {
+        verified.stale_reads += stale;
+        match readable {
+            Some(true) => verified.late += 1,
+            // Answered stale before: still not there, or no answer now.
+            Some(false) | None => {
+                verified.lost_count += 1;
+                if verified.lost.len() < EXAMPLES {
+                    verified.lost.push(acked[i].key.clone());
+                }
+            }
+        }
+    }
+    verified
+}
+
+/// Reads back the acknowledged keys at `indices`, `--concurrency` at a time,
+/// saying how far it got `every` so often. Returns, for each, its index,
+/// whether it was readable ([`read_back`]) and how many stale answers came.
+async fn read_all(
+    work: &Arc<Workload>,
+    acked: &Arc<Vec<Acked>>,
+    indices: Vec<usize>,
+    every: Duration,
+) -> Vec<(usize, Option<bool>, u64)> {
+    let total = indices.len();
+    let indices = Arc::new(indices);
     let next = Arc::new(AtomicUsize::new(0));
-    let done = Arc::new(AtomicUsize::new(0));
-    let result = Arc::new(Mutex::new(Verified::default()));
+    let results = Arc::new(Mutex::new(Vec::with_capacity(total)));
     let mut readers = tokio::task::JoinSet::new();
     for _ in 0..work.args.concurrency {
-        let (work, acked, next, done, result) = (
+        let (work, acked, indices, next, results) = (
             work.clone(),
             acked.clone(),
+            indices.clone(),
             next.clone(),
-            done.clone(),
-            result.clone(),
+            results.clone(),
         );
         readers.spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(entry) = acked.get(i) else { break };
-                let (readable, stale) = read_back(&work, entry, i).await;
-                done.fetch_add(1, Ordering::Relaxed);
-                let mut result = result.lock().expect("result poisoned");
-                result.stale_reads += stale;
-                match readable {
-                    Some(true) => {}
-                    Some(false) => {
-                        result.lost_count += 1;
-                        if result.lost.len() < EXAMPLES {
-                            result.lost.push(entry.key.clone());
-                        }
-                    }
-                    None => result.unverified += 1,
-                }
+            while let Some(&i) = indices.get(next.fetch_add(1, Ordering::Relaxed)) {
+                let (readable, stale) = read_back(&work, &acked[i], i).await;
+                let mut results = results.lock().expect("results poisoned");
+                results.push((i, readable, stale));
             }
         });
     }
@@ -371,13 +430,12 @@ async fn verify(work: &Arc<Workload>, acked: Vec<Acked>, every: Duration) -> Ver
         tokio::select! {
             done = readers.join_next() => if done.is_none() { break },
             _ = progress.tick() => {
-                let read = done.load(Ordering::Relaxed);
+                let read = results.lock().expect("results poisoned").len();
                 eprintln!("check: reading back: {read} of {total} keys read");
             }
         }
     }
-    let mut result = result.lock().expect("result poisoned");
-    std::mem::take(&mut *result)
+    std::mem::take(&mut *results.lock().expect("results poisoned"))
 }
 
 /// Reads one key back: `Some(true)` found at its version, `Some(false)` answered
@@ -422,6 +480,7 @@ fn report(work: &Workload, verified: &Verified, writing: Duration) -> Result<(),
             json!({
                 "acknowledged": acknowledged,
                 "lost": verified.lost_count,
+                "late": verified.late,
                 "stale_reads": stale_reads,
                 "indeterminate": indeterminate,
                 "not_applied": not_applied,
@@ -448,6 +507,13 @@ fn report(work: &Workload, verified: &Verified, writing: Duration) -> Result<(),
             verified.lost_count
         );
         println!("  stale reads (an older version or none)   {stale_reads}");
+        if verified.late > 0 {
+            println!(
+                "  late (stale at the end; there {}s on)     {}",
+                SECOND_LOOK_AFTER.as_secs(),
+                verified.late
+            );
+        }
         println!("  indeterminate writes (failed; may exist) {indeterminate}");
         println!("  unapplied writes (failed; never written) {not_applied}");
         println!("  failed reads (right after a write)       {read_errors}");
@@ -590,6 +656,126 @@ mod tests {
             &version(5),
             &value
         ));
+    }
+
+    /// A node whose writes become readable only `lag` after they were made,
+    /// as a write that one replica holds is, for the reads of the others,
+    /// until anti-entropy copies it.
+    struct Lagging {
+        lag: Duration,
+        written: Mutex<BTreeMap<String, (Instant, Version)>>,
+    }
+
+    #[tonic::async_trait]
+    impl proto::key_value_server::KeyValue for Lagging {
+        async fn get(
+            &self,
+            request: tonic::Request<GetRequest>,
+        ) -> Result<tonic::Response<GetResponse>, tonic::Status> {
+            let key = request.into_inner().key;
+            let written = self.written.lock().unwrap();
+            let answer = match written.get(&key) {
+                Some((at, version)) if at.elapsed() >= self.lag => GetResponse {
+                    found: true,
+                    value: value_for(&key, 64),
+                    version: Some(version.clone()),
+                    trace: None,
+                },
+                _ => GetResponse::default(),
+            };
+            Ok(tonic::Response::new(answer))
+        }
+
+        async fn put(
+            &self,
+            _: tonic::Request<PutRequest>,
+        ) -> Result<tonic::Response<proto::PutResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("not in this test"))
+        }
+
+        async fn delete(
+            &self,
+            _: tonic::Request<proto::DeleteRequest>,
+        ) -> Result<tonic::Response<proto::DeleteResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("not in this test"))
+        }
+
+        async fn scan(
+            &self,
+            _: tonic::Request<proto::ScanRequest>,
+        ) -> Result<tonic::Response<proto::ScanResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("not in this test"))
+        }
+    }
+
+    /// Keys read back stale that are there a few seconds later were not lost,
+    /// only not yet copied where the read quorum read (W=1, R=1 while a node
+    /// was paused): they used to make `check` fail with DATA_LOSS. A key that
+    /// is still missing then is lost.
+    #[tokio::test]
+    async fn keys_read_stale_at_the_end_are_read_again_before_they_count_as_lost() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let lagging = Lagging {
+            lag: Duration::from_secs(1),
+            written: Mutex::default(),
+        };
+        let mut acked = Vec::new();
+        for key in ["late/1", "late/2", "late/3"] {
+            let version = version(1);
+            let written_now = (Instant::now(), version.clone());
+            lagging
+                .written
+                .lock()
+                .unwrap()
+                .insert(key.into(), written_now);
+            acked.push(Acked {
+                key: key.into(),
+                version,
+            });
+        }
+        acked.push(Acked {
+            key: "gone".into(),
+            version: version(1),
+        });
+        let server = tonic::transport::Server::builder()
+            .add_service(proto::key_value_server::KeyValueServer::new(lagging))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+        tokio::spawn(server);
+
+        let cli = <crate::cli::Cli as clap::Parser>::try_parse_from([
+            "clusterlab",
+            "--tls",
+            "plaintext",
+            "--addr",
+            &addr,
+            "check",
+            "--concurrency",
+            "2",
+        ])
+        .unwrap();
+        let crate::cli::Command::Check(args) = cli.command else {
+            unreachable!("parsed as check")
+        };
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_lazy();
+        let client = KeyValueClient::new(channel);
+        let work = Workload::new(vec![client], vec![addr], cli.global, args, Instant::now());
+        let work = Arc::new(work);
+
+        let verified = verify(&work, acked, Duration::from_secs(60)).await;
+        assert_eq!(verified.late, 3, "{verified:?}");
+        assert_eq!(verified.lost_count, 1, "{verified:?}");
+        assert_eq!(verified.lost, ["gone"], "{verified:?}");
+        // Each key answered stale at every attempt of the first pass, and
+        // the lost one at every attempt of the second look too.
+        assert_eq!(
+            verified.stale_reads,
+            5 * VERIFY_ATTEMPTS as u64,
+            "{verified:?}"
+        );
+        assert_eq!(verified.unverified, 0, "{verified:?}");
     }
 
     #[test]
