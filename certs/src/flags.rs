@@ -292,8 +292,8 @@ pub fn env_name(prefix: &str, name: &str) -> String {
 /// The longest duration a flag takes: a year. Longer is a slip (`10000h`
 /// for `10000ms`), and far longer overflows clock arithmetic: tonic panics on
 /// a deadline beyond 99,999,999 hours, and adding a few hundred billion years
-/// to the clock panics too.
-pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+/// to the clock panics too. A year as humantime reads `1y`: 365.25 days.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60 + 6 * 60 * 60);
 
 /// Parses a duration from 0 to [`MAX_DURATION`], in humantime's syntax.
 pub fn duration(text: &str) -> Result<Duration, String> {
@@ -311,9 +311,7 @@ pub fn duration(text: &str) -> Result<Duration, String> {
         }
     })?;
     match duration > MAX_DURATION {
-        true => Err(format!(
-            "{text} is more than a year; choose 365days or less"
-        )),
+        true => Err(format!("{text} is more than a year; choose 1y or less")),
         false => Ok(duration),
     }
 }
@@ -764,12 +762,11 @@ mod tests {
             duration("-5").unwrap_err(),
             r#""-5" is not a duration; write it like 500ms, 30s, 2m or 1h"#
         );
-        assert_eq!(duration("365days"), Ok(MAX_DURATION));
+        // The limit is what its message says: humantime's 1y.
+        assert_eq!(duration("1y"), Ok(MAX_DURATION));
+        assert!(duration("1y 1s").is_err());
         let error = positive_duration("100000000h").unwrap_err();
-        assert_eq!(
-            error,
-            "100000000h is more than a year; choose 365days or less"
-        );
+        assert_eq!(error, "100000000h is more than a year; choose 1y or less");
         assert!(duration_at_least(Duration::from_millis(10))("584000000000y").is_err());
     }
 

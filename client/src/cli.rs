@@ -172,7 +172,7 @@ pub enum Command {
     Sniff(SniffArgs),
     /// Generate load with a live view: requests/s, errors, retries, latency
     /// percentiles and the share each node serves, then a summary. Exits 1
-    /// if not one request succeeded.
+    /// if not one request succeeded, 2 if --duration was too short to send one.
     Load(LoadArgs),
 }
 

@@ -191,7 +191,7 @@ async fn put(global: &Global, args: PutArgs) -> Result<(), Failure> {
             },
         ))
         .await;
-    let response = conn.check(response).await?;
+    let response = conn.check(response).await.map_err(Failure::of_a_write)?;
     let written = Written {
         key: &args.key,
         version: response.version.as_ref(),
@@ -199,8 +199,9 @@ async fn put(global: &Global, args: PutArgs) -> Result<(), Failure> {
     };
     written.report(global, json!({"bytes": size}), |version| {
         format!(
-            "OK {} ({size} bytes) version {version}",
-            render::one_line(args.key.as_bytes())
+            "OK {} ({}) version {version}",
+            render::one_line(args.key.as_bytes()),
+            render::counted(size as u64, "byte", "bytes")
         )
     });
     Ok(())
@@ -316,7 +317,7 @@ async fn delete(global: &Global, args: DeleteArgs) -> Result<(), Failure> {
             },
         ))
         .await;
-    let response = conn.check(response).await?;
+    let response = conn.check(response).await.map_err(Failure::of_a_write)?;
     let written = Written {
         key: &args.key,
         version: response.version.as_ref(),

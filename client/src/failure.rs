@@ -32,6 +32,9 @@ impl fmt::Display for Failure {
 
 impl StdError for Failure {}
 
+/// How a failure out of `--timeout` begins.
+const NO_ANSWER_WITHIN: &str = "no answer within";
+
 impl Failure {
     /// A failure with a gRPC status code and a message.
     pub fn new(code: &str, message: impl Into<String>) -> Self {
@@ -58,6 +61,18 @@ impl Failure {
         }
     }
 
+    /// For a put or delete: a write whose answer did not come within
+    /// `--timeout` may still have been applied, and the failure says so. (A
+    /// node's own deadline says whether it had begun the write.)
+    pub fn of_a_write(mut self) -> Self {
+        if self.code == "DEADLINE_EXCEEDED" && self.message.starts_with(NO_ANSWER_WITHIN) {
+            self.message.push_str(
+                "; the write may still have been applied, so read the key before writing it again",
+            );
+        }
+        self
+    }
+
     /// Explains a failed call to `addr`. TLS problems hide deep in the status's
     /// chain of causes; they are the most useful part, so they come first.
     ///
@@ -82,9 +97,8 @@ impl Failure {
             return Failure::new(
                 "DEADLINE_EXCEEDED",
                 format!(
-                    "no answer within {timeout:?} (--timeout): a node may be hung or \
-                     overloaded (see `clusterlab status`); if it was a write, it may still \
-                     have been applied, so read the key before writing it again"
+                    "{NO_ANSWER_WITHIN} {timeout:?} (--timeout): a node may be hung or \
+                     overloaded (see `clusterlab status`)"
                 ),
             );
         }
@@ -344,6 +358,15 @@ mod tests {
                 .message
                 .starts_with("no answer within 1.5s (--timeout)"),
             "{failure}"
+        );
+        // A read changes nothing; only a write may have been applied all the same.
+        assert!(!failure.message.contains("applied"), "{failure}");
+        let write = failure.of_a_write();
+        assert!(
+            write.message.ends_with(
+                "; the write may still have been applied, so read the key before writing it again"
+            ),
+            "{write}"
         );
         assert_eq!(
             status_code(&tonic::Status::cancelled("the client went away")),

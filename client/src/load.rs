@@ -225,6 +225,13 @@ pub async fn run(global: &Global, args: LoadArgs, mut stops: StopSignals) -> Res
         stopped_by,
     };
     report(global, &args, &stats.total, &ran);
+    if stats.total.requests == 0 && ran.stopped_by.is_none() {
+        // Not a run that failed, nor one that passed: the command line's.
+        return Err(Failure::usage(format!(
+            "--duration {} was too short to send a single request; give a longer one",
+            humantime::format_duration(args.duration)
+        )));
+    }
     all_failed(&stats.total)
 }
 

@@ -206,6 +206,10 @@ pub fn server(
     }
 }
 
+/// The paths of the `KeyValue` calls that write.
+const PUT_PATH: &str = "/clusterlab.v1.KeyValue/Put";
+const DELETE_PATH: &str = "/clusterlab.v1.KeyValue/Delete";
+
 /// Ends a call at the node's `--request-timeout`, counted from when its
 /// headers arrived: a paused node, a full `--capacity` queue, or a client that
 /// never finishes sending its message must not hold a request for ever. The
@@ -249,6 +253,8 @@ where
         }
         let begun = Begun::default();
         request.extensions_mut().insert(begun.clone());
+        // A read started and given up changed nothing: safe to send again.
+        let write = matches!(request.uri().path(), PUT_PATH | DELETE_PATH);
         let call = self.inner.call(request);
         let name = self.name.clone();
         Either::Right(Box::pin(async move {
@@ -256,11 +262,14 @@ where
                 let gave_up = format!(
                     "{name} gave up on the request after {deadline:?} (its --request-timeout)"
                 );
-                let status = Status::deadline_exceeded(if begun.0.load(Ordering::Relaxed) {
+                let begun = begun.0.load(Ordering::Relaxed);
+                let status = Status::deadline_exceeded(if begun && write {
                     format!(
-                        "{gave_up}; if it was a write, it may still have been applied, so read \
-                         the key before writing it again"
+                        "{gave_up}; the write may still have been applied, so read the key \
+                         before writing it again"
                     )
+                } else if begun {
+                    format!("{gave_up}; a read changes nothing, so it is safe to send again")
                 } else {
                     format!(
                         "{gave_up} before starting it (its message had not arrived, or it was \

@@ -191,7 +191,7 @@ fn delete_hides_the_key_and_scan_lists_in_order() {
     // A key is echoed escaped too, and the hint to go on can be pasted.
     let put = cluster.client().args(["put", "tab/a\tb", "v"]).ok();
     assert!(
-        put.stdout.starts_with("OK tab/a\\tb (1 bytes)"),
+        put.stdout.starts_with("OK tab/a\\tb (1 byte)"),
         "{}",
         put.stdout
     );
@@ -664,6 +664,19 @@ fn load_and_check_fail_when_nothing_succeeds() {
     );
     let said = "UNAVAILABLE: not one write was acknowledged, so nothing was checked";
     assert!(last.starts_with(said), "{last}");
+
+    // A run too short to send anything neither failed nor passed: it was
+    // the command line's mistake (it used to exit 0, having sent nothing).
+    let out = cluster
+        .client()
+        .args(["load", "--duration", "1ns"])
+        .usage_error();
+    assert!(
+        out.stderr
+            .contains("error: --duration 1ns was too short to send a single request"),
+        "{}",
+        out.stderr
+    );
 }
 
 /// A check whose requests the cluster refuses for what they ask stops at the

@@ -183,7 +183,8 @@ fn a_request_ends_at_the_client_or_the_node_deadline_whichever_is_sooner() {
 /// The node's deadline says whether a write could have taken effect. One that
 /// ran out waiting to start (its node paused) changed nothing and may be sent
 /// again. One that ran out waiting for its replicas (each slowed past the
-/// deadline) was stored by its coordinator, so the answer says to read first.
+/// deadline) was stored by its coordinator, so the answer says to read first;
+/// a read, begun or not, changed nothing.
 #[test]
 fn a_node_deadline_says_whether_the_write_may_have_been_applied() {
     let cluster = TestCluster::start_with(3, &["--request-timeout", "1s"]);
@@ -212,10 +213,20 @@ fn a_node_deadline_says_whether_the_write_may_have_been_applied() {
     }
     let begun = put();
     assert!(
-        begun.starts_with(&format!(
-            "{gave_up}; if it was a write, it may still have been applied"
-        )),
+        begun.starts_with(&format!("{gave_up}; the write may still have been applied")),
         "{begun}"
+    );
+    // A read begun and given up the same way changed nothing.
+    let read = cluster
+        .client_to(0)
+        .args(["--timeout", "5m", "get", "k", "--r", "3"])
+        .fails()
+        .stderr;
+    assert!(
+        read.starts_with(&format!(
+            "{gave_up}; a read changes nothing, so it is safe to send again"
+        )),
+        "{read}"
     );
 }
 
