@@ -110,6 +110,13 @@ pub async fn run(
         denials.clone(),
     ));
 
+    if dashboard_port.is_none() {
+        // `--dashboard off`, or empty (an unset variable in a script, say).
+        info!(
+            dashboard = %config.dashboard,
+            "no dashboard and no /metrics: --dashboard turned them off"
+        );
+    }
     if let Some(listener) = dashboard_port {
         info!(url = %format!("http://{}/", listener.local_addr()?), "dashboard served");
         let dashboard = Dashboard {

@@ -217,6 +217,14 @@ fn missing_file_hint(path: &Path) -> String {
     {
         return format!("; give the name without the extension: --identity {bare}");
     }
+    // The CA's certificate without its key: nothing new can be signed.
+    if name == "ca" && path.extension().is_some_and(|e| e == "key") && dir.join(CA_CERT).is_file() {
+        return format!(
+            "; the CA's private key is gone, so nothing new can be signed or revoked: put it \
+             back from a copy, or start over with `clusterlab-certs init --force --out {shown}` \
+             (every certificate issued before then stops working)"
+        );
+    }
     if name == "ca" || name == "crl" || !dir.join("ca.pem").is_file() {
         // Most often the certificates exist, somewhere else: that fix comes
         // first. A relative path (`local/certs`, as clusterlab-local prints
@@ -327,13 +335,30 @@ pub(crate) fn lock(dir: &Path) -> Result<std::fs::File> {
     Ok(file)
 }
 
+/// Makes `--out`'s directory, and its parents, if missing.
 pub(crate) fn create_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|source| Error::File {
         action: "cannot create directory",
         path: dir.to_path_buf(),
+        hint: match file_in_the_way(dir) {
+            Some(why) => format!("; {why}; give --out a directory (made if missing)"),
+            None => String::new(),
+        },
         cause: source,
-        hint: String::new(),
     })
+}
+
+/// Why no directory can be made at `dir`, when a file stands there or where
+/// one of its parents goes (`--data-dir notes.txt/n1`): "it is a file", or
+/// "notes.txt is a file, so no directory can be made in it". Else `None`.
+pub fn file_in_the_way(dir: &Path) -> Option<String> {
+    match dir.ancestors().find(|a| a.is_file())? {
+        file if file == dir => Some("it is a file".into()),
+        file => Some(format!(
+            "{} is a file, so no directory can be made in it",
+            file.display()
+        )),
+    }
 }
 
 pub(crate) fn write(path: &Path, contents: &str) -> Result<()> {
@@ -412,6 +437,35 @@ mod tests {
             "{error}"
         );
         assert!(error.contains("admin.pem"), "{error}");
+    }
+
+    /// The CA's key gone (its certificate there) is not a directory to make
+    /// certificates in: `init` would refuse it. And `--out` given a file says so.
+    #[test]
+    fn a_missing_ca_key_or_a_file_for_out_says_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(CA_CERT), "-").unwrap();
+        let err = read_to_string(&dir.path().join("ca.key"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("the CA's private key is gone, so nothing new can be signed or revoked")
+                && err.contains("clusterlab-certs init --force --out")
+                && !err.contains("--certs"),
+            "{err}"
+        );
+        let file = dir.path().join(CA_CERT);
+        let err = create_dir(&file.join("sub")).unwrap_err().to_string();
+        assert!(
+            err.ends_with(&format!(
+                "; {} is a file, so no directory can be made in it; give --out a directory \
+                 (made if missing)",
+                file.display()
+            )),
+            "{err}"
+        );
+        assert_eq!(file_in_the_way(&file).as_deref(), Some("it is a file"));
+        assert_eq!(file_in_the_way(dir.path()), None);
     }
 
     #[test]

@@ -80,8 +80,9 @@ pub struct Config {
     pub read_quorum: Option<u32>,
 
     /// A member silent this long after turning suspect is declared dead: it
-    /// leaves the ring and its keys are copied to restore N replicas.
-    #[arg(long, env = "CLUSTERLAB_DEAD_AFTER", default_value = "10s", value_parser = certs::flags::positive_duration)]
+    /// leaves the ring and its keys are copied to restore N replicas; at least 1s.
+    #[arg(long, env = "CLUSTERLAB_DEAD_AFTER", default_value = "10s",
+          value_parser = certs::flags::duration_at_least(Duration::from_secs(1)))]
     pub dead_after: Duration,
 
     /// A delete's tombstone is dropped once it is this old; at least 10s. A node
@@ -162,14 +163,17 @@ pub struct Serving {
     #[arg(long, env = "CLUSTERLAB_DRAIN_TIMEOUT", default_value = "10s", value_parser = certs::flags::duration)]
     pub drain_timeout: Duration,
 
-    /// A client that has not finished its TLS handshake by then is disconnected.
-    #[arg(long, env = "CLUSTERLAB_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = certs::flags::positive_duration)]
+    /// A client that has not finished its TLS handshake by then is
+    /// disconnected; at least 100ms.
+    #[arg(long, env = "CLUSTERLAB_HANDSHAKE_TIMEOUT", default_value = "5s",
+          value_parser = certs::flags::duration_at_least(Duration::from_millis(100)))]
     pub handshake_timeout: Duration,
 
     /// The longest a request may take here. A client that sends a sooner
     /// deadline (gRPC's grpc-timeout) keeps it; one that sends none, or a
-    /// later one, gets DEADLINE_EXCEEDED after this long.
-    #[arg(long, env = "CLUSTERLAB_REQUEST_TIMEOUT", default_value = "10s", value_parser = certs::flags::positive_duration)]
+    /// later one, gets DEADLINE_EXCEEDED after this long; at least 10ms.
+    #[arg(long, env = "CLUSTERLAB_REQUEST_TIMEOUT", default_value = "10s",
+          value_parser = certs::flags::duration_at_least(Duration::from_millis(10)))]
     pub request_timeout: Duration,
 }
 

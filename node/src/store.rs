@@ -128,16 +128,11 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| Error::DataDir {
             path: dir.to_path_buf(),
-            // `--data-dir notes.txt/n1`: the file in the way may be further up.
-            cause: match dir.ancestors().find(|a| a.is_file()) {
-                Some(file) if file == dir => {
-                    "it is a file; give --data-dir a directory (made if missing)".into()
+            cause: match certs::files::file_in_the_way(dir) {
+                Some(why) => format!("{why}; give --data-dir a directory (made if missing)"),
+                None if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    format!("{e}; check the directory's owner and mode, or give --data-dir another")
                 }
-                Some(file) => format!(
-                    "{} is a file, so no directory can be made in it; give --data-dir a \
-                     directory (made if missing)",
-                    file.display()
-                ),
                 None => e.to_string(),
             },
         })?;
@@ -500,6 +495,14 @@ fn open_database(path: &Path) -> Result<Database> {
                 format!(
                     "the file is not a clusterlab-node database ({io}); move it away, or give \
                      --data-dir another directory"
+                )
+            }
+            redb::DatabaseError::Storage(redb::StorageError::Io(io))
+                if io.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                format!(
+                    "{io}; check the owner and mode of the file and its directory (this node \
+                     must be able to write both), or give --data-dir another directory"
                 )
             }
             other => other.to_string(),

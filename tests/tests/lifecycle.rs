@@ -584,8 +584,25 @@ fn flag_values_that_cannot_work_are_refused_at_start() {
             "0s",
             "0s is too short; choose 10ms or more",
         ),
-        ("clusterlab-node", "--handshake-timeout", "0s", "above zero"),
-        ("clusterlab-node", "--dead-after", "0s", "above zero"),
+        // Too short to be of use: every client refused, every member dead.
+        (
+            "clusterlab-node",
+            "--handshake-timeout",
+            "1ns",
+            "1ns is too short; choose 100ms or more",
+        ),
+        (
+            "clusterlab-balancer",
+            "--request-timeout",
+            "1ms",
+            "1ms is too short; choose 10ms or more",
+        ),
+        (
+            "clusterlab-node",
+            "--dead-after",
+            "0s",
+            "0s is too short; choose 1s or more",
+        ),
         (
             "clusterlab-balancer",
             "--threads",

@@ -562,3 +562,25 @@ fn a_second_clusterlab_local_refuses_to_start_and_leaves_the_first_alone() {
     let (status, _) = local.interrupt();
     assert!(status.success(), "clusterlab-local exited with {status}");
 }
+
+/// `--dir` naming a file (or a path through one) says so, and what to give.
+#[test]
+fn a_file_given_for_its_directory_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("notes.txt");
+    std::fs::write(&file, "").unwrap();
+    let out = Command::new(bin("clusterlab-local"))
+        .args(["--port", &free_port_block().to_string(), "--dir"])
+        .arg(file.join("cluster"))
+        .output()
+        .expect("running clusterlab-local");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{} is a file, so no directory can be made in it; give --dir a directory",
+            file.display()
+        )),
+        "{stderr}"
+    );
+}

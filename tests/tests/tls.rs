@@ -251,6 +251,11 @@ fn a_plaintext_balancer_in_front_of_tls_nodes_says_why_it_cannot_reach_them() {
         .filter(|l| l.contains("backend not in rotation yet"))
         .collect();
     assert!(lines.len() == 1 && lines[0].contains(said), "{log}");
+    // Started with `--dashboard off`, as every balancer here: it says so.
+    assert!(
+        log.contains("no dashboard and no /metrics: --dashboard turned them off"),
+        "{log}"
+    );
 }
 
 /// `SSLKEYLOGFILE` naming a file: the secrets of every TLS session are written

@@ -568,7 +568,13 @@ async fn healthy_nodes(certs: &Path, addr: &str) -> Result<Vec<String>, String> 
 /// open, so two clusters cannot share one directory.
 fn lock(dir: &Path) -> Result<std::fs::File, String> {
     let path = dir.join("clusterlab-local.lock");
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(dir).map_err(|e| match certs::files::file_in_the_way(dir) {
+        Some(why) => format!(
+            "cannot create {}: {why}; give --dir a directory (made if missing)",
+            dir.display()
+        ),
+        None => format!("cannot create {}: {e}", dir.display()),
+    })?;
     let file = std::fs::File::create(&path)
         .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
     match file.try_lock() {
