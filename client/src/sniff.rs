@@ -101,7 +101,7 @@ pub fn run(args: SniffArgs, stop: &AtomicBool) -> Result<(), Failure> {
     };
     let mut sniffer = Sniffer::new(args.ports.clone(), names);
     let mut frame = vec![0u8; FRAME_BUFFER];
-    let (mut printed, mut saved) = (0usize, 0usize);
+    let (mut printed, mut saved, mut seen) = (0usize, 0usize, 0usize);
     while deadline.is_none_or(|d| Instant::now() < d)
         && args.count.is_none_or(|c| printed < c)
         && !stop.load(Ordering::Relaxed)
@@ -128,6 +128,7 @@ pub fn run(args: SniffArgs, stop: &AtomicBool) -> Result<(), Failure> {
         if !sniffer.wanted(&segment) {
             continue;
         }
+        seen += 1;
         if let Some(writer) = pcap.as_mut() {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -147,8 +148,19 @@ pub fn run(args: SniffArgs, stop: &AtomicBool) -> Result<(), Failure> {
     if let Some(path) = &args.pcap {
         eprintln!("wrote {saved} packets to {}", path.display());
     }
+    if seen == 0 {
+        eprintln!("{}", NOTHING_SEEN);
+    }
     Ok(())
 }
+
+/// Said when not one packet crossed the ports watched: most likely the
+/// traffic is in another network namespace (`docker compose run client
+/// sniff` watches the client container's own, where nothing else runs).
+const NOTHING_SEEN: &str = "sniff: not one packet crossed those ports here. A sniffer sees \
+    only its own network namespace: in docker compose, run the sniff service, which shares \
+    the balancer's (docker compose run --rm --no-deps sniff); on this machine, check --ports \
+    against the ports the cluster listens on";
 
 /// The `lines` still to print when `printed` have been, of at most `count`.
 fn within_count(

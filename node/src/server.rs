@@ -83,7 +83,7 @@ pub async fn run(
         revocations,
         ..
     } = credentials;
-    let store = Store::open(&config.data_dir)?;
+    let (store, highest) = Store::open_and_scan(&config.data_dir)?;
     let local_addr = listener.local_addr()?;
     let advertise = config.advertise_addr(local_addr);
     let events = Events::new(config.name.clone());
@@ -107,7 +107,7 @@ pub async fn run(
     // nodes may carry a later time than its own clock reads. Stamped below
     // them, a new write would be acknowledged and then lose to an older one.
     let clock = Hlc::new(config.name.clone());
-    if let Some(highest) = store.highest_version()? {
+    if let Some(highest) = highest {
         clock.observe(&highest);
     }
     let state = Arc::new(NodeState {

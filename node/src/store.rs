@@ -148,6 +148,31 @@ impl Store {
         })
     }
 
+    /// [`Store::open`], and the highest version the store holds, which
+    /// reads every record: a damaged file shows here, at start, and the error
+    /// says what to do about it rather than quote the database's internals.
+    /// (redb checks some of its invariants with a panic; that is caught too.)
+    pub fn open_and_scan(dir: &Path) -> Result<(Store, Option<Version>)> {
+        let path = dir.join(FILE_NAME);
+        let opened = std::panic::catch_unwind(|| {
+            let store = Store::open(dir)?;
+            let highest = store.highest_version()?;
+            Ok((store, highest))
+        });
+        match opened {
+            Ok(Err(Error::Storage(why))) => Err(damaged(&path, &why)),
+            Ok(opened) => opened,
+            Err(panic) => {
+                let why = match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+                    (Some(text), _) => text.to_string(),
+                    (_, Some(text)) => text.clone(),
+                    _ => "it made the database's code panic".to_string(),
+                };
+                Err(damaged(&path, &why))
+            }
+        }
+    }
+
     /// A write transaction; see [`Store::begin`].
     fn begin_write(&self) -> Result<WriteTransaction> {
         self.begin(Database::begin_write)
@@ -480,32 +505,46 @@ impl Store {
     }
 }
 
+/// The database file at `path` cannot be read (`why`): what to do about it.
+fn damaged(path: &Path, why: &str) -> Error {
+    Error::DataDir {
+        path: path.to_path_buf(),
+        cause: format!(
+            "the database is damaged ({why}); move the file away and start the node again: \
+             it starts empty, and anti-entropy copies its keys back from their other replicas"
+        ),
+    }
+}
+
 /// Opens (or creates) the database at `path`, saying what to do when it cannot.
 fn open_database(path: &Path) -> Result<Database> {
-    Database::create(path).map_err(|e| Error::DataDir {
-        path: path.to_path_buf(),
-        cause: match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => {
-                "another clusterlab-node is already using this data directory".into()
-            }
-            // redb's "Not a redb database: magic number mismatch".
-            redb::DatabaseError::Storage(redb::StorageError::Io(io))
-                if io.kind() == std::io::ErrorKind::InvalidData =>
-            {
-                format!(
-                    "the file is not a clusterlab-node database ({io}); move it away, or give \
+    Database::create(path).map_err(|e| match e {
+        redb::DatabaseError::Storage(redb::StorageError::Corrupted(why)) => damaged(path, &why),
+        e => Error::DataDir {
+            path: path.to_path_buf(),
+            cause: match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => {
+                    "another clusterlab-node is already using this data directory".into()
+                }
+                // redb's "Not a redb database: magic number mismatch".
+                redb::DatabaseError::Storage(redb::StorageError::Io(io))
+                    if io.kind() == std::io::ErrorKind::InvalidData =>
+                {
+                    format!(
+                        "the file is not a clusterlab-node database ({io}); move it away, or give \
                      --data-dir another directory"
-                )
-            }
-            redb::DatabaseError::Storage(redb::StorageError::Io(io))
-                if io.kind() == std::io::ErrorKind::PermissionDenied =>
-            {
-                format!(
-                    "{io}; check the owner and mode of the file and its directory (this node \
+                    )
+                }
+                redb::DatabaseError::Storage(redb::StorageError::Io(io))
+                    if io.kind() == std::io::ErrorKind::PermissionDenied =>
+                {
+                    format!(
+                        "{io}; check the owner and mode of the file and its directory (this node \
                      must be able to write both), or give --data-dir another directory"
-                )
-            }
-            other => other.to_string(),
+                    )
+                }
+                other => other.to_string(),
+            },
         },
     })
 }
@@ -529,6 +568,40 @@ fn storage(e: impl Into<redb::Error>) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A damaged file stops the start with what to do about it, not only the
+    /// decoder's or the database's words: a record that does not decode, and
+    /// a file cut short.
+    #[test]
+    fn a_damaged_database_at_start_says_to_move_the_file_away() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.apply(&record("good", 1, Some("v"))).unwrap();
+        // Written behind the store's back, as a flipped byte would leave it.
+        let db = store.database().unwrap();
+        let txn = db.begin_write().unwrap();
+        let garbage = [0xff_u8, 0xff, 0xff];
+        txn.open_table(RECORDS)
+            .unwrap()
+            .insert("bad", garbage.as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+        drop((db, store));
+        let err = Store::open_and_scan(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("the database is damaged (record for key \"bad\" is corrupt")
+                && err.ends_with("move the file away and start the node again: it starts empty, and anti-entropy copies its keys back from their other replicas"),
+            "{err}"
+        );
+
+        let file = dir.path().join(FILE_NAME);
+        let len = std::fs::metadata(&file).unwrap().len();
+        let cut = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+        cut.set_len(len / 2).unwrap();
+        drop(cut);
+        let err = Store::open_and_scan(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("the database is damaged ("), "{err}");
+    }
 
     fn record(key: &str, wall_ms: u64, value: Option<&str>) -> Record {
         Record {

@@ -539,6 +539,20 @@ fn on_the_wire_mutual_tls_hides_keys_and_values() {
     for file in ["lab.pcap", "keys.log"] {
         assert_owned_like_directory(captures.path(), file);
     }
+
+    // Sniffing from the client's container sees nothing of the cluster (its
+    // network namespace is its own), and says where to sniff instead.
+    let elsewhere = compose.client(&["sniff", "--duration", "1s"]);
+    assert!(
+        elsewhere
+            .stderr
+            .contains("sniff: not one packet crossed those ports here")
+            && elsewhere
+                .stderr
+                .contains("docker compose run --rm --no-deps sniff"),
+        "{}",
+        elsewhere.stderr
+    );
 }
 
 /// A directory for captures that belongs to someone other than root, like a
