@@ -19,6 +19,10 @@ use crate::{Error, Identity, Result};
 /// root, the certs crate's own sources.)
 pub const DEFAULT_DIR: &str = "local/certs";
 
+/// Where the certificates are in docker compose's containers (the `certs`
+/// volume; docker-compose.yml).
+const COMPOSE_DIR: &str = "/certs";
+
 /// The CA certificate every process trusts.
 pub const CA_CERT: &str = "ca.pem";
 /// The CA's private key; only `clusterlab-certs` reads it.
@@ -244,11 +248,19 @@ fn missing_file_hint(path: &Path) -> String {
              `clusterlab-certs init --out {shown}` (`docker compose up -d` does that in compose)"
         );
     }
-    // There is a PKI: this one identity is what is missing.
-    let issue = format!(
-        "`clusterlab-certs issue --out {shown} --kind KIND --name {name}` \
-         (KIND: client, node or balancer)"
-    );
+    // There is a PKI: this one identity is what is missing. In docker
+    // compose the certificates are a volume, which only the certs service
+    // may write to.
+    let issue = match dir == Path::new(COMPOSE_DIR) {
+        true => format!(
+            "`docker compose run --rm certs issue --out {COMPOSE_DIR} --kind KIND --name {name}` \
+             (KIND: client, node or balancer)"
+        ),
+        false => format!(
+            "`clusterlab-certs issue --out {shown} --kind KIND --name {name}` \
+             (KIND: client, node or balancer)"
+        ),
+    };
     // NAME.key without NAME.pem (or the other way) is a damaged pair.
     if ["pem", "key"]
         .iter()

@@ -153,6 +153,22 @@ fn the_compose_file_works_with_compose_v2_and_v1() {
             .args(["get", "greeting"])
             .ok();
         assert_eq!(out.stdout, format!("hello from {tool:?}"), "{tool:?}");
+        // An identity not yet made: the hint is the compose command, since the
+        // client's /certs is read-only, and it works as given.
+        let out = compose.client(&["--identity", "nobody", "get", "greeting"]);
+        let hint = "`docker compose run --rm certs issue --out /certs --kind KIND --name nobody`";
+        assert!(out.stderr.contains(hint), "{tool:?}: {}", out.stderr);
+        compose.ok(&[
+            "run", "--rm", "certs", "issue", "--out", "/certs", "--kind", "client", "--name",
+            "nobody",
+        ]);
+        let out = compose.client(&["--identity", "nobody", "whoami"]);
+        assert!(
+            out.stdout.contains("spiffe://clusterlab/client/nobody"),
+            "{tool:?}: {}{}",
+            out.stdout,
+            out.stderr
+        );
         // Each Compose names containers its own way (project_node_1 or
         // project-node-1); the nodes' names follow, so status matches `docker ps`.
         let nodes = compose.containers("node");
