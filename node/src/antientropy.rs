@@ -509,26 +509,41 @@ async fn exchange(
     // Step 3: just those records, a batch of keys at a time.
     request.keys_only = false;
     request.older_than_ms = older_than_ms;
-    let mut copied = 0;
-    let mut failed = None;
+    let mut copied = CopiedFrom {
+        state,
+        peer: &peer,
+        ranges: ranges_differed,
+        records: 0,
+    };
     for keys in batches(wanted, COPY_KEY_BYTES) {
         request.keys = keys;
-        if let Err(e) = copy(state, &mut client, request.clone(), &mut copied).await {
-            failed = Some(e);
-            break;
+        copy(state, &mut client, request.clone(), &mut copied.records).await?;
+    }
+    Ok(stale)
+}
+
+/// The records copied from `peer` in one exchange, reported (a log line and
+/// a `repair.copied` event) when dropped: at the end of the exchange, and as
+/// well when it fails or is given up midway ([`while_alive`]), since the
+/// batches copied before stay copied.
+struct CopiedFrom<'a> {
+    state: &'a NodeState,
+    peer: &'a str,
+    /// How many of the [`RANGES`] key ranges differed.
+    ranges: usize,
+    records: usize,
+}
+
+impl Drop for CopiedFrom<'_> {
+    fn drop(&mut self) {
+        let (peer, copied, ranges) = (self.peer, self.records, self.ranges);
+        if copied > 0 {
+            let message = format!(
+                "copied {copied} records from {peer} ({ranges} of {RANGES} key ranges differed)"
+            );
+            info!(%peer, copied, ranges, "anti-entropy repaired records");
+            self.state.events.publish("repair.copied", peer, message);
         }
-    }
-    if copied > 0 {
-        let message = format!(
-            "copied {copied} records from {peer} ({} of {RANGES} key ranges differed)",
-            ranges_differed
-        );
-        info!(%peer, copied, ranges = ranges_differed, "anti-entropy repaired records");
-        state.events.publish("repair.copied", &peer, message);
-    }
-    match failed {
-        Some(e) => Err(e),
-        None => Ok(stale),
     }
 }
 
@@ -713,6 +728,36 @@ mod tests {
             Ok(7)
         };
         assert_eq!(while_alive(|| true, answered).await, Ok(7));
+    }
+
+    /// What an exchange copied before it was given up is still reported: the
+    /// report goes with the exchange, however it ends (its count was lost).
+    #[tokio::test]
+    async fn records_copied_before_an_exchange_is_given_up_are_still_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = crate::in_process::node_state(dir.path());
+        let exchange = async {
+            let mut copied = CopiedFrom {
+                state: &state,
+                peer: "n2",
+                ranges: 3,
+                records: 0,
+            };
+            copied.records += 2;
+            // The peer stops answering mid-copy.
+            std::future::pending::<std::result::Result<(), String>>().await
+        };
+        // Alive at the first look, so that the exchange starts; gone at the next.
+        let looks = std::sync::atomic::AtomicUsize::new(0);
+        let alive = || looks.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0;
+        assert!(while_alive(alive, exchange).await.is_err());
+        let events = state.events.recent();
+        assert!(
+            events.iter().any(|e| e.kind == "repair.copied"
+                && e.message
+                    == format!("copied 2 records from n2 (3 of {RANGES} key ranges differed)")),
+            "{events:?}"
+        );
     }
 
     /// A peer that follows a script: its `StreamRange` sends `count` records,
