@@ -9,11 +9,12 @@
 //! stored, so it proves nothing either way. (A write refused at connect time
 //! never reached a node: it is sent to the next address instead, and refused
 //! at every one it is a failure, not indeterminate.) When the writing stops, every
-//! acknowledged key is read back at the read quorum. One read stale is read
-//! again 6 s after the writing ended, when anti-entropy has copied it to every
-//! replica: found then, it was **late**; still not found at its acknowledged
-//! version, it is **lost**. Lost writes are the one thing a correctly
-//! configured cluster must never show.
+//! acknowledged key is read back at the read quorum; one that cannot be found at
+//! its acknowledged version is **lost**. (With W + R at most N, where a read
+//! can miss a write only some replicas hold yet, a key read stale is read again
+//! 6 s after the writing ended, once anti-entropy has copied it to every
+//! replica: found then, it was **late**, not lost.) Lost writes are the one
+//! thing a correctly configured cluster must never show.
 //!
 //! A write or read refused for what it asks (a quorum larger than N, an
 //! identity that may not write) would be refused every time, so the check
@@ -24,7 +25,7 @@ use std::{
     io::IsTerminal,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering},
     },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -87,6 +88,11 @@ struct Workload {
     errors: Mutex<BTreeMap<String, u64>>,
     /// The first answer refusing a request for what it asked: the check stops.
     refused: Mutex<Option<Failure>>,
+    /// The quorums the cluster used, from the answers' traces: the highest W
+    /// and R seen, and the most replicas a write went to (N).
+    seen_w: AtomicU32,
+    seen_r: AtomicU32,
+    seen_n: AtomicU32,
 }
 
 impl Workload {
@@ -118,6 +124,18 @@ impl Workload {
             stale_keys: Mutex::new(Vec::new()),
             errors: Mutex::new(BTreeMap::new()),
             refused: Mutex::new(None),
+            seen_w: AtomicU32::new(0),
+            seen_r: AtomicU32::new(0),
+            seen_n: AtomicU32::new(0),
+        }
+    }
+
+    /// The quorums seen, if the traces told them all: `(W, R, N)`.
+    fn quorums(&self) -> Option<(u32, u32, u32)> {
+        let seen = [&self.seen_w, &self.seen_r, &self.seen_n].map(|q| q.load(Ordering::Relaxed));
+        match seen {
+            [w, r, n] if w > 0 && r > 0 && n > 0 => Some((w, r, n)),
+            _ => None,
         }
     }
 
@@ -265,7 +283,15 @@ async fn writer(work: Arc<Workload>, id: usize) {
             }
         }
         let version = match outcome.expect("at least one address") {
-            Ok(response) => response.into_inner().version.unwrap_or_default(),
+            Ok(response) => {
+                let response = response.into_inner();
+                if let Some(trace) = &response.trace {
+                    work.seen_w.fetch_max(trace.quorum, Ordering::Relaxed);
+                    let replicas = trace.replicas.len() as u32;
+                    work.seen_n.fetch_max(replicas, Ordering::Relaxed);
+                }
+                response.version.unwrap_or_default()
+            }
             Err(status) if proto::is_about_the_request(status.code()) => {
                 work.refuse("a write", &status);
                 break;
@@ -316,7 +342,14 @@ async fn writer(work: Arc<Workload>, id: usize) {
                 }
             }
         }
-        match read.expect("at least one address") {
+        let read = read.expect("at least one address");
+        if let Ok(Some(trace)) = read
+            .as_ref()
+            .map(|response| response.get_ref().trace.as_ref())
+        {
+            work.seen_r.fetch_max(trace.quorum, Ordering::Relaxed);
+        }
+        match read {
             Ok(response) if is_current(response.get_ref(), &version, &value) => {}
             Ok(_) => {
                 work.stale_reads.fetch_add(1, Ordering::Relaxed);
@@ -345,11 +378,12 @@ struct Verified {
     stale_reads: u64,
 }
 
-/// How long after the writing ended the keys read back stale are read again.
-/// With W + R at most N, a read can miss a write that only some replicas hold
-/// yet; anti-entropy copies it to the rest once it is 3 s old (a node's
-/// `antientropy::SETTLE`), in rounds a second apart, so by then. A key still
-/// stale after that is lost.
+/// How long after the writing ended the keys read back stale are read again,
+/// when W + R is at most N: a read can then miss a write that only some
+/// replicas hold yet, and anti-entropy copies it to the rest once it is 3 s
+/// old (a node's `antientropy::SETTLE`), in rounds a second apart, so by then.
+/// A key still stale after that is lost. (When W + R is above N, every read
+/// quorum holds every acknowledged write: a key read stale is lost at once.)
 const SECOND_LOOK_AFTER: Duration = Duration::from_secs(6);
 
 /// Reads every acknowledged key back at the read quorum, through every address
@@ -368,28 +402,41 @@ async fn verify(work: &Arc<Workload>, acked: Vec<Acked>, every: Duration) -> Ver
             None => verified.unverified += 1,
         }
     }
-    if suspects.is_empty() {
-        return verified;
-    }
+    let lost = |verified: &mut Verified, i: usize| {
+        verified.lost_count += 1;
+        if verified.lost.len() < EXAMPLES {
+            verified.lost.push(acked[i].key.clone());
+        }
+    };
+    let (w, r, n) = match work.quorums() {
+        Some((w, r, n)) if !suspects.is_empty() && w + r <= n => (w, r, n),
+        _ => {
+            for i in suspects {
+                lost(&mut verified, i);
+            }
+            return verified;
+        }
+    };
     eprintln!(
-        "check: {} read back stale; reading {} again {}s after the writing ended, once \
-         anti-entropy has had time to copy what some replicas lack",
+        "check: {} read back stale; with W={w} + R={r} at most N={n}, a read can miss a \
+         write only some replicas hold yet, so {} read again {}s after the writing ended, \
+         once anti-entropy has had time to copy {}",
         crate::render::counted(suspects.len() as u64, "key", "keys"),
+        if suspects.len() == 1 {
+            "it is"
+        } else {
+            "they are"
+        },
+        SECOND_LOOK_AFTER.as_secs(),
         if suspects.len() == 1 { "it" } else { "them" },
-        SECOND_LOOK_AFTER.as_secs()
     );
     tokio::time::sleep_until(second_look).await;
     for (i, readable, stale) in read_all(work, &acked, suspects, every).await {
         verified.stale_reads += stale;
         match readable {
             Some(true) => verified.late += 1,
-            // Answered stale before: still not there, or no answer now.
-            Some(false) | None => {
-                verified.lost_count += 1;
-                if verified.lost.len() < EXAMPLES {
-                    verified.lost.push(acked[i].key.clone());
-                }
-            }
+            Some(false) => lost(&mut verified, i),
+            None => verified.unverified += 1,
         }
     }
     verified
@@ -658,12 +705,14 @@ mod tests {
         ));
     }
 
-    /// A node whose writes become readable only `lag` after they were made,
-    /// as a write that one replica holds is, for the reads of the others,
-    /// until anti-entropy copies it.
+    /// A node on which each write shows up only after `stale_for` reads of
+    /// its key, as a write that one replica holds does, for the reads of the
+    /// others, until anti-entropy copies it. Keys it was never given stay
+    /// missing.
     struct Lagging {
-        lag: Duration,
-        written: Mutex<BTreeMap<String, (Instant, Version)>>,
+        stale_for: usize,
+        /// Each key written: its version, and how many reads it has had.
+        written: Mutex<BTreeMap<String, (Version, usize)>>,
     }
 
     #[tonic::async_trait]
@@ -673,15 +722,21 @@ mod tests {
             request: tonic::Request<GetRequest>,
         ) -> Result<tonic::Response<GetResponse>, tonic::Status> {
             let key = request.into_inner().key;
-            let written = self.written.lock().unwrap();
-            let answer = match written.get(&key) {
-                Some((at, version)) if at.elapsed() >= self.lag => GetResponse {
-                    found: true,
-                    value: value_for(&key, 64),
-                    version: Some(version.clone()),
-                    trace: None,
-                },
-                _ => GetResponse::default(),
+            let mut written = self.written.lock().unwrap();
+            let answer = match written.get_mut(&key) {
+                Some((version, reads)) => {
+                    *reads += 1;
+                    match *reads > self.stale_for {
+                        true => GetResponse {
+                            found: true,
+                            value: value_for(&key, 64),
+                            version: Some(version.clone()),
+                            trace: None,
+                        },
+                        false => GetResponse::default(),
+                    }
+                }
+                None => GetResponse::default(),
             };
             Ok(tonic::Response::new(answer))
         }
@@ -708,36 +763,26 @@ mod tests {
         }
     }
 
-    /// Keys read back stale that are there a few seconds later were not lost,
-    /// only not yet copied where the read quorum read (W=1, R=1 while a node
-    /// was paused): they used to make `check` fail with DATA_LOSS. A key that
-    /// is still missing then is lost.
-    #[tokio::test]
-    async fn keys_read_stale_at_the_end_are_read_again_before_they_count_as_lost() {
+    /// Reads back three keys the stand-in shows only from their fifth read
+    /// on, and one it never had, with the quorums seen `(W, R, N)`.
+    async fn verify_against_a_lagging_node(quorums: (u32, u32, u32)) -> Verified {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let lagging = Lagging {
-            lag: Duration::from_secs(1),
+            stale_for: VERIFY_ATTEMPTS,
             written: Mutex::default(),
         };
         let mut acked = Vec::new();
-        for key in ["late/1", "late/2", "late/3"] {
-            let version = version(1);
-            let written_now = (Instant::now(), version.clone());
-            lagging
-                .written
-                .lock()
-                .unwrap()
-                .insert(key.into(), written_now);
+        for key in ["late/1", "late/2", "late/3", "gone"] {
+            if key != "gone" {
+                let written = (version(1), 0);
+                lagging.written.lock().unwrap().insert(key.into(), written);
+            }
             acked.push(Acked {
                 key: key.into(),
-                version,
+                version: version(1),
             });
         }
-        acked.push(Acked {
-            key: "gone".into(),
-            version: version(1),
-        });
         let server = tonic::transport::Server::builder()
             .add_service(proto::key_value_server::KeyValueServer::new(lagging))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
@@ -762,9 +807,20 @@ mod tests {
             .connect_lazy();
         let client = KeyValueClient::new(channel);
         let work = Workload::new(vec![client], vec![addr], cli.global, args, Instant::now());
-        let work = Arc::new(work);
+        let (w, r, n) = quorums;
+        work.seen_w.store(w, Ordering::Relaxed);
+        work.seen_r.store(r, Ordering::Relaxed);
+        work.seen_n.store(n, Ordering::Relaxed);
+        verify(&Arc::new(work), acked, Duration::from_secs(60)).await
+    }
 
-        let verified = verify(&work, acked, Duration::from_secs(60)).await;
+    /// With W + R at most N, keys read back stale that are there a little
+    /// later were not lost, only not yet copied where the read quorum read
+    /// (W=1, R=1 while a node was paused): they used to fail the check with
+    /// DATA_LOSS. A key still missing then is lost.
+    #[tokio::test]
+    async fn at_weak_quorums_keys_read_stale_at_the_end_are_read_again() {
+        let verified = verify_against_a_lagging_node((1, 1, 3)).await;
         assert_eq!(verified.late, 3, "{verified:?}");
         assert_eq!(verified.lost_count, 1, "{verified:?}");
         assert_eq!(verified.lost, ["gone"], "{verified:?}");
@@ -776,6 +832,20 @@ mod tests {
             "{verified:?}"
         );
         assert_eq!(verified.unverified, 0, "{verified:?}");
+    }
+
+    /// With W + R above N, every read quorum holds every acknowledged write:
+    /// a key read stale at the end is lost, however soon it would be back.
+    #[tokio::test]
+    async fn at_overlapping_quorums_a_key_read_stale_at_the_end_is_lost() {
+        let verified = verify_against_a_lagging_node((2, 2, 3)).await;
+        assert_eq!(verified.late, 0, "{verified:?}");
+        assert_eq!(verified.lost_count, 4, "{verified:?}");
+        assert_eq!(
+            verified.stale_reads,
+            4 * VERIFY_ATTEMPTS as u64,
+            "{verified:?}"
+        );
     }
 
     #[test]

@@ -15,6 +15,9 @@ pub enum Error {
     /// The disk or the database failed underneath us.
     #[error("storage error: {0}")]
     Storage(String),
+    /// The database file holds what cannot be read: it is damaged.
+    #[error("the database is damaged: {0}")]
+    Corrupt(String),
     /// Too few replicas answered to meet the quorum. The message says how many
     /// were needed, how many answered, and what happened to the others.
     #[error("{0}")]
@@ -46,7 +49,7 @@ impl From<Error> for tonic::Status {
             Error::DeadlineExceeded(msg) => tonic::Status::deadline_exceeded(msg),
             // Storage details (paths, database internals) go to the node's log, not
             // to the client; the client learns that it was the node's fault.
-            Error::DataDir { .. } | Error::Storage(_) => {
+            Error::DataDir { .. } | Error::Storage(_) | Error::Corrupt(_) => {
                 tracing::error!(cause = %err, "storage failure");
                 tonic::Status::internal("the node could not access its storage; see its log")
             }

@@ -19,13 +19,14 @@
 //!
 //! A disk error in a commit (a full disk, a file-size limit) fails that write,
 //! and redb then refuses every transaction until the database is reopened, to
-//! be sure of what is on disk. The store reopens it by itself at the next use
+//! be sure of what is on disk. The store reopens it by itself at the next write
 //! (`Store::reopen`), so a node whose disk had one bad moment, or was freed,
-//! takes writes again without a restart.
+//! takes writes again without a restart. Reads, which run on the async threads
+//! too, never wait for that: meanwhile they fail at once.
 
 use std::{
     path::{Path, PathBuf},
-    sync::{Arc, RwLock},
+    sync::{Arc, RwLock, TryLockError, Weak},
     time::{Duration, Instant},
 };
 
@@ -73,7 +74,7 @@ impl Record {
 
     fn decode(key: &str, bytes: &[u8]) -> Result<Self> {
         let record = proto::Record::decode(bytes)
-            .map_err(|e| Error::Storage(format!("record for key {key:?} is corrupt: {e}")))?;
+            .map_err(|e| Error::Corrupt(format!("record for key {key:?} is corrupt: {e}")))?;
         Ok(record.into())
     }
 }
@@ -160,7 +161,7 @@ impl Store {
             Ok((store, highest))
         });
         match opened {
-            Ok(Err(Error::Storage(why))) => Err(damaged(&path, &why)),
+            Ok(Err(Error::Corrupt(why))) => Err(damaged(&path, &why)),
             Ok(opened) => opened,
             Err(panic) => {
                 let why = match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
@@ -173,48 +174,52 @@ impl Store {
         }
     }
 
-    /// A write transaction; see [`Store::begin`].
+    /// A write transaction, on a database reopened first if a disk error has
+    /// made redb refuse every transaction. Writes run on tokio's blocking
+    /// pool ([`Store::run`]), where waiting for the reopen holds up no one else.
     fn begin_write(&self) -> Result<WriteTransaction> {
-        self.begin(Database::begin_write)
-    }
-
-    /// A read transaction; see [`Store::begin`].
-    fn begin_read(&self) -> Result<ReadTransaction> {
-        self.begin(|db| db.begin_read())
-    }
-
-    /// Begins a transaction with `begin`, first reopening the database if a
-    /// disk error has made redb refuse every transaction.
-    fn begin<T>(
-        &self,
-        begin: impl Fn(&Database) -> std::result::Result<T, TransactionError>,
-    ) -> Result<T> {
-        let db = self.database()?;
-        match begin(&db) {
+        let current = self.db.read().expect("store lock poisoned").clone();
+        let db = match current {
+            Some(db) => db,
+            // The last reopen failed: try again.
+            None => self.reopen(None)?,
+        };
+        match db.begin_write() {
             Err(TransactionError::Storage(StorageError::PreviousIo)) => {
-                let failed = Arc::as_ptr(&db);
+                let failed = Arc::downgrade(&db);
                 drop(db);
-                begin(&*self.reopen(Some(failed))?).map_err(storage)
+                self.reopen(Some(&failed))?.begin_write().map_err(storage)
             }
             began => began.map_err(storage),
         }
     }
 
-    /// The open database, reopened first if an earlier reopen failed.
-    fn database(&self) -> Result<Arc<Database>> {
-        match self.db.read().expect("store lock poisoned").as_ref() {
-            Some(db) => Ok(db.clone()),
-            None => self.reopen(None),
-        }
+    /// A read transaction. Reads run on the async threads too ([`Store::get`]),
+    /// so they never wait for a reopen: while one runs, or after one failed,
+    /// they fail at once, and the next write reopens the database.
+    fn begin_read(&self) -> Result<ReadTransaction> {
+        let reopening = || {
+            Error::Storage(
+                "the database is being reopened after a disk error; try again in a moment".into(),
+            )
+        };
+        let current = match self.db.try_read() {
+            Ok(slot) => slot.clone(),
+            Err(TryLockError::WouldBlock) => return Err(reopening()),
+            Err(TryLockError::Poisoned(e)) => panic!("store lock poisoned: {e}"),
+        };
+        current.ok_or_else(reopening)?.begin_read().map_err(storage)
     }
 
     /// Closes the database that `failed` (if any) and opens its file again,
-    /// which makes redb check and repair it. Operations started meanwhile wait
-    /// for it. If another thread already reopened it, returns that one.
-    fn reopen(&self, failed: Option<*const Database>) -> Result<Arc<Database>> {
+    /// which makes redb check and repair it. Writes started meanwhile wait for
+    /// it. If another thread has already reopened it, returns that one.
+    fn reopen(&self, failed: Option<&Weak<Database>>) -> Result<Arc<Database>> {
         let mut slot = self.db.write().expect("store lock poisoned");
+        // (The `Weak` keeps its allocation, so no new database can be at that
+        // address and be taken for the failed one.)
         if let Some(db) = slot.as_ref()
-            && failed.is_none_or(|failed| !std::ptr::eq(Arc::as_ptr(db), failed))
+            && failed.is_none_or(|failed| !std::ptr::eq(Arc::as_ptr(db), failed.as_ptr()))
         {
             return Ok(db.clone());
         }
@@ -236,8 +241,8 @@ impl Store {
                 Err(e) => {
                     error!(path = %self.path.display(), error = %e, "cannot reopen the database");
                     return Err(Error::Storage(format!(
-                        "the database could not be reopened after a disk error ({e}); \
-                         restart the node"
+                        "the database could not be reopened after a disk error ({e}); the next \
+                         write tries again, or restart the node"
                     )));
                 }
             }
@@ -510,8 +515,10 @@ fn damaged(path: &Path, why: &str) -> Error {
     Error::DataDir {
         path: path.to_path_buf(),
         cause: format!(
-            "the database is damaged ({why}); move the file away and start the node again: \
-             it starts empty, and anti-entropy copies its keys back from their other replicas"
+            "the database is damaged ({why}); move the file away (and keep it) and start the \
+             node again: it starts empty, and anti-entropy copies back the keys other nodes \
+             also hold. Those only this node held (one replica, or W=1 writes not yet \
+             copied) are only in the moved file"
         ),
     }
 }
@@ -554,20 +561,38 @@ fn open_database(path: &Path) -> Result<Database> {
 fn storage(e: impl Into<redb::Error>) -> Error {
     let e = e.into();
     error!(error = %e, "the database failed");
-    Error::Storage(match e {
+    match e {
+        redb::Error::Corrupted(why) => Error::Corrupt(why),
         // redb's own words ask to close and reopen it, which the store does.
-        redb::Error::PreviousIo => {
+        redb::Error::PreviousIo => Error::Storage(
             "a disk error stopped the database (the node's log has the cause); the node \
-             reopens it at its next request, so try again"
-                .into()
-        }
-        other => other.to_string(),
-    })
+             reopens it at its next write, so try again"
+                .into(),
+        ),
+        other => Error::Storage(other.to_string()),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// After a reopen that failed (the database gone from its slot), reads
+    /// fail at once rather than wait, and the next write opens it again. (A
+    /// read used to wait for itself for ever: it held the lock to read the
+    /// slot while it asked for it to write.)
+    #[test]
+    fn after_a_failed_reopen_reads_fail_at_once_and_the_next_write_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.apply(&record("k", 1, Some("v"))).unwrap();
+        *store.db.write().unwrap() = None;
+        let err = store.get("k").unwrap_err().to_string();
+        assert!(err.contains("the database is being reopened"), "{err}");
+        store.apply(&record("k2", 2, Some("w"))).unwrap();
+        assert_eq!(store.get("k").unwrap().unwrap().value.unwrap(), b"v");
+        assert_eq!(store.get("k2").unwrap().unwrap().value.unwrap(), b"w");
+    }
 
     /// A damaged file stops the start with what to do about it, not only the
     /// decoder's or the database's words: a record that does not decode, and
@@ -578,7 +603,7 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         store.apply(&record("good", 1, Some("v"))).unwrap();
         // Written behind the store's back, as a flipped byte would leave it.
-        let db = store.database().unwrap();
+        let db = store.db.read().unwrap().clone().unwrap();
         let txn = db.begin_write().unwrap();
         let garbage = [0xff_u8, 0xff, 0xff];
         txn.open_table(RECORDS)
@@ -590,7 +615,7 @@ mod tests {
         let err = Store::open_and_scan(dir.path()).unwrap_err().to_string();
         assert!(
             err.contains("the database is damaged (record for key \"bad\" is corrupt")
-                && err.ends_with("move the file away and start the node again: it starts empty, and anti-entropy copies its keys back from their other replicas"),
+                && err.contains("move the file away (and keep it) and start the node again"),
             "{err}"
         );
 

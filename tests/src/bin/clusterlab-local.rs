@@ -514,8 +514,8 @@ const READY_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Prints one line once the balancer has every node in rotation, so that
 /// whoever watches (a learner, a workshop's projector) knows when the cluster
-/// takes requests, and sends `true` on `became_ready`; or, if that takes too
-/// long, says what it is still waiting for.
+/// takes requests, and sends `true` on `became_ready`. If that takes longer
+/// than [`READY_PATIENCE`], it says what it is still waiting for, and waits on.
 async fn announce_ready(
     certs: PathBuf,
     balancer: String,
@@ -523,9 +523,9 @@ async fn announce_ready(
     became_ready: tokio::sync::watch::Sender<bool>,
 ) {
     let started = Instant::now();
-    let mut waiting_for = "the balancer to answer".to_string();
-    while started.elapsed() < READY_PATIENCE {
-        match healthy_nodes(&certs, &balancer).await {
+    let mut warned = false;
+    loop {
+        let waiting_for = match healthy_nodes(&certs, &balancer).await {
             Ok(healthy) if nodes.iter().all(|n| healthy.contains(n)) => {
                 // Before the line: whoever reads it may kill a node at once.
                 became_ready.send_replace(true);
@@ -542,17 +542,21 @@ async fn announce_ready(
                     .filter(|n| !healthy.contains(n))
                     .map(String::as_str)
                     .collect();
-                waiting_for = format!("{} to be in rotation", missing.join(", "));
+                format!("{} to be in rotation", missing.join(", "))
             }
-            Err(e) => waiting_for = format!("the balancer to answer ({e})"),
+            Err(e) => format!("the balancer to answer ({e})"),
+        };
+        // Said once; then it goes on waiting, and says "ready" if it comes.
+        if !warned && started.elapsed() >= READY_PATIENCE {
+            warned = true;
+            say(format!(
+                "clusterlab-local: not ready after {}s: still waiting for {waiting_for}; the \
+                 log lines above say why",
+                READY_PATIENCE.as_secs()
+            ));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    say(format!(
-        "clusterlab-local: not ready after {}s: still waiting for {waiting_for}; the log lines \
-         above say why",
-        READY_PATIENCE.as_secs()
-    ));
 }
 
 /// The names of the nodes the balancer at `addr` has in rotation.
@@ -672,6 +676,7 @@ fn start(mut command: Command, name: &str) -> Result<(String, Child), String> {
             while let Ok(Some(line)) = lines.next_line().await {
                 // Log lines begin with the process's name; the few that do not
                 // (a start-up error, which says `clusterlab-node: ...`) get it.
+                // (Children are not given CLUSTERLAB_LOG_FORMAT: no JSON here.)
                 match line.starts_with(&prefix) {
                     true => say(line),
                     false => say(format!("{prefix}{line}")),
