@@ -114,8 +114,8 @@ pub struct Applied {
 /// The node's records on disk. Cheap to clone (the database is shared).
 #[derive(Debug, Clone)]
 pub struct Store {
-    /// The open database: `None` only after reopening it failed (each use
-    /// then tries again).
+    /// The open database: `None` only after reopening it failed (the next
+    /// write tries again; reads fail until then).
     db: Arc<RwLock<Option<Arc<Database>>>>,
     path: PathBuf,
 }
