@@ -37,6 +37,7 @@ pub struct Config {
     /// The address other nodes should use to reach this one. Defaults to
     /// --listen, or, when that is 0.0.0.0, to a host name and the port: the
     /// container's DNS name with --name auto, else this machine's host name.
+    /// The node checks at start that it reaches itself there, and warns if not.
     #[arg(long, env = "CLUSTERLAB_ADVERTISE", value_name = "ADDR")]
     pub advertise: Option<String>,
 

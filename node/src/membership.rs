@@ -32,6 +32,10 @@ use tracing::{debug, info, warn};
 
 use crate::{events::Events, fault::Faults, limits::MAX_MESSAGE_BYTES, placement::Ring};
 
+/// How long a node tries to reach itself at its advertised address
+/// ([`Membership::check_advertised`]).
+const ADVERTISED_PATIENCE: Duration = Duration::from_secs(5);
+
 /// A node reports ready after this many probe rounds even if it keeps hearing
 /// of new addresses, or some address never answers (see `Readiness`).
 pub const ROUNDS_BEFORE_READY: u32 = 6;
@@ -460,6 +464,56 @@ impl Membership {
                     .send_if_modified(|ready| !std::mem::replace(ready, true));
             }
         }
+    }
+
+    /// Checks once, at start, that the advertised address (`--advertise`, or
+    /// the one made from `--listen`) reaches this node: its peers are told to
+    /// find it there. A wrong one splits the cluster without a word: another
+    /// node's address has this node drop that seed as itself and the others
+    /// take that node for this one; an address where nothing answers leaves
+    /// this node unreachable. Either is a warning.
+    pub async fn check_advertised(self: Arc<Self>) {
+        let addr = self.advertise.clone();
+        // An address that is not HOST:PORT was refused at start.
+        let Ok((channel, _)) = self.dialer.connect_lazy(&addr) else {
+            return;
+        };
+        let plaintext = self.dialer.is_plaintext();
+        let deadline = Instant::now() + ADVERTISED_PATIENCE;
+        let failure = loop {
+            // Without `from`: a node that answers takes no note of the call.
+            let mut client = replica_client(channel.clone());
+            let probe = client.probe(ProbeRequest { from: None });
+            let failure = match tokio::time::timeout(self.settings.probe_timeout, probe).await {
+                Ok(Ok(answer)) => {
+                    let answered = answer.into_inner().me.map(|me| me.name).unwrap_or_default();
+                    if answered != self.name {
+                        warn!(
+                            advertise = %addr,
+                            %answered,
+                            "the advertised address reaches {answered}, not this node ({}): \
+                             peers told to find this node there reach {answered} instead; give \
+                             --advertise an address of this node's own",
+                            self.name
+                        );
+                    }
+                    return;
+                }
+                Ok(Err(status)) => probe_failure(&status, plaintext),
+                Err(_) => NO_ANSWER.to_string(),
+            };
+            if Instant::now() >= deadline {
+                break failure;
+            }
+            tokio::time::sleep(self.settings.probe_interval).await;
+        };
+        warn!(
+            advertise = %addr,
+            reason = %failure,
+            "this node cannot reach itself at its advertised address, so its peers cannot \
+             either; check --advertise (without it, the address comes from --listen and the \
+             host name)"
+        );
     }
 
     /// Re-resolves `host_port` every second, forever, feeding the answers to the prober.

@@ -166,6 +166,7 @@ pub async fn run(
     // Background work; dropping the set when the server stops aborts it all.
     let mut background = JoinSet::new();
     background.spawn(membership.clone().run());
+    background.spawn(membership.clone().check_advertised());
     if let Some(name) = config.peers_dns.clone() {
         background.spawn(membership.clone().resolve_forever(name));
     }

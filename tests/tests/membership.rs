@@ -199,3 +199,26 @@ fn two_other_nodes_with_one_name_find_each_other_out() {
         addrs.iter().any(reported)
     });
 }
+
+/// A wrong `--advertise` used to go unsaid: another node's address made the
+/// node drop that seed as itself and run alone, and one where nothing answers
+/// left it unreachable to its peers. Each is a warning now; a right one (here
+/// n1's, made from `--listen`) says nothing.
+#[test]
+fn a_wrong_advertised_address_is_warned_about() {
+    let mut cluster = TestCluster::start(1);
+    let n1 = cluster.nodes[0].addr.to_string();
+    let impostor = cluster.add_node(&["--advertise", &n1]);
+    let nowhere = format!("127.0.0.1:{}", tests::free_port());
+    let unreachable = cluster.add_node(&["--advertise", &nowhere]);
+    wait_until("both nodes to warn", SETTLE, || {
+        cluster.nodes[impostor]
+            .log_text()
+            .contains("the advertised address reaches n1, not this node (n2)")
+            && cluster.nodes[unreachable]
+                .log_text()
+                .contains("this node cannot reach itself at its advertised address")
+    });
+    let log = cluster.nodes[0].log_text();
+    assert!(!log.contains("advertised address"), "{log}");
+}
