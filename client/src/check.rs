@@ -287,8 +287,11 @@ async fn writer(work: Arc<Workload>, id: usize) {
                 let response = response.into_inner();
                 if let Some(trace) = &response.trace {
                     work.seen_w.fetch_max(trace.quorum, Ordering::Relaxed);
-                    let replicas = trace.replicas.len() as u32;
-                    work.seen_n.fetch_max(replicas, Ordering::Relaxed);
+                    // Each replica once: a write stamped again lists them again.
+                    let replicas: std::collections::BTreeSet<&str> =
+                        trace.replicas.iter().map(|r| r.node.as_str()).collect();
+                    work.seen_n
+                        .fetch_max(replicas.len() as u32, Ordering::Relaxed);
                 }
                 response.version.unwrap_or_default()
             }

@@ -510,9 +510,9 @@ impl Membership {
         warn!(
             advertise = %addr,
             reason = %failure,
-            "this node cannot reach itself at its advertised address, so its peers cannot \
-             either; check --advertise (without it, the address comes from --listen and the \
-             host name)"
+            "this node cannot reach itself at its advertised address, where its peers are \
+             told to find it; check --advertise (without it, the address comes from --listen \
+             and the host name)"
         );
     }
 

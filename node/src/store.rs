@@ -22,11 +22,15 @@
 //! be sure of what is on disk. The store reopens it by itself at the next write
 //! (`Store::reopen`), so a node whose disk had one bad moment, or was freed,
 //! takes writes again without a restart. Reads, which run on the async threads
-//! too, never wait for that: meanwhile they fail at once.
+//! too, never wait for that: meanwhile they fail at once (and one that finds
+//! a reopen failed asks for another, in the background).
 
 use std::{
     path::{Path, PathBuf},
-    sync::{Arc, RwLock, TryLockError, Weak},
+    sync::{
+        Arc, Mutex, PoisonError, RwLock, TryLockError, Weak,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -114,9 +118,14 @@ pub struct Applied {
 /// The node's records on disk. Cheap to clone (the database is shared).
 #[derive(Debug, Clone)]
 pub struct Store {
-    /// The open database: `None` only after reopening it failed (the next
-    /// write tries again; reads fail until then).
+    /// The open database: `None` while it is being reopened, and after
+    /// reopening it failed (the next write tries again, and so does a read,
+    /// in the background).
     db: Arc<RwLock<Option<Arc<Database>>>>,
+    /// Held by the one thread reopening the database ([`Store::reopen`]).
+    reopening: Arc<Mutex<()>>,
+    /// Set while a read has a reopen waiting on the blocking pool.
+    reopen_asked: Arc<AtomicBool>,
     path: PathBuf,
 }
 
@@ -145,6 +154,8 @@ impl Store {
         txn.commit().map_err(storage)?;
         Ok(Store {
             db: Arc::new(RwLock::new(Some(Arc::new(db)))),
+            reopening: Arc::default(),
+            reopen_asked: Arc::default(),
             path,
         })
     }
@@ -195,60 +206,101 @@ impl Store {
     }
 
     /// A read transaction. Reads run on the async threads too ([`Store::get`]),
-    /// so they never wait for a reopen: while one runs, or after one failed,
-    /// they fail at once, and the next write reopens the database.
+    /// so they never wait for a reopen: while one runs they fail at once, and
+    /// after one failed they ask for another, in the background, and fail. (A
+    /// node whose reads all failed would wait for a write that may never come:
+    /// its peers stop sending it any once its probes fail.)
     fn begin_read(&self) -> Result<ReadTransaction> {
-        let reopening = || {
-            Error::Storage(
-                "the database is being reopened after a disk error; try again in a moment".into(),
-            )
-        };
         let current = match self.db.try_read() {
             Ok(slot) => slot.clone(),
-            Err(TryLockError::WouldBlock) => return Err(reopening()),
+            Err(TryLockError::WouldBlock) => None,
             Err(TryLockError::Poisoned(e)) => panic!("store lock poisoned: {e}"),
         };
-        current.ok_or_else(reopening)?.begin_read().map_err(storage)
+        match current {
+            Some(db) => db.begin_read().map_err(storage),
+            None if self.reopening.try_lock().is_err() => Err(Error::Storage(
+                "the database is being reopened after a disk error; try again in a moment".into(),
+            )),
+            None => {
+                self.reopen_in_the_background();
+                Err(Error::Storage(
+                    "the database could not be reopened after a disk error (the node's log \
+                     says why); it is being tried again"
+                        .into(),
+                ))
+            }
+        }
+    }
+
+    /// Asks for a reopen on tokio's blocking pool, unless one is asked for
+    /// already. (Outside tokio, in a tool or a test, it reopens here.)
+    fn reopen_in_the_background(&self) {
+        if self.reopen_asked.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let store = self.clone();
+        let reopen = move || {
+            // Logged by `reopen` if it fails; the next read asks again.
+            let _ = store.reopen(None);
+            store.reopen_asked.store(false, Ordering::Release);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(reopen)),
+            Err(_) => reopen(),
+        }
     }
 
     /// Closes the database that `failed` (if any) and opens its file again,
-    /// which makes redb check and repair it. Writes started meanwhile wait for
-    /// it. If another thread has already reopened it, returns that one.
+    /// which makes redb check and repair it, one thread at a time. If another
+    /// has already reopened it meanwhile, returns that one. The slot is empty
+    /// while the file is being opened, without the lock held: reads fail at
+    /// once rather than wait, and writes wait here, on the blocking pool.
     fn reopen(&self, failed: Option<&Weak<Database>>) -> Result<Arc<Database>> {
-        let mut slot = self.db.write().expect("store lock poisoned");
-        // (The `Weak` keeps its allocation, so no new database can be at that
-        // address and be taken for the failed one.)
-        if let Some(db) = slot.as_ref()
-            && failed.is_none_or(|failed| !std::ptr::eq(Arc::as_ptr(db), failed.as_ptr()))
+        // A panic while reopening (redb checks a damaged file with some) must
+        // not leave every later reopen to panic too.
+        let _one_at_a_time = self
+            .reopening
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         {
-            return Ok(db.clone());
-        }
-        if slot.take().is_some() {
-            warn!(
-                path = %self.path.display(),
-                "a disk error made the database refuse every transaction; reopening it"
-            );
+            let mut slot = self.db.write().expect("store lock poisoned");
+            // (The `Weak` keeps its allocation, so no new database can be at
+            // that address and be taken for the failed one.)
+            if let Some(db) = slot.as_ref()
+                && failed.is_none_or(|failed| !std::ptr::eq(Arc::as_ptr(db), failed.as_ptr()))
+            {
+                return Ok(db.clone());
+            }
+            if slot.take().is_some() {
+                warn!(
+                    path = %self.path.display(),
+                    "a disk error made the database refuse every transaction; reopening it"
+                );
+            }
         }
         // Dropped above: the file is free once the operations still using it
         // (each of which fails) are done.
         let deadline = Instant::now() + REOPEN_PATIENCE;
+        let cannot = |e: &dyn std::fmt::Display| {
+            error!(path = %self.path.display(), error = %e, "cannot reopen the database");
+            Error::Storage(format!(
+                "the database could not be reopened after a disk error ({e}); the next request \
+                 tries again, or restart the node"
+            ))
+        };
         let db = loop {
-            match Database::create(&self.path) {
-                Err(redb::DatabaseError::DatabaseAlreadyOpen) if Instant::now() < deadline => {
+            let opened = std::panic::catch_unwind(|| Database::create(&self.path));
+            match opened {
+                Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(5));
                 }
-                Ok(db) => break Arc::new(db),
-                Err(e) => {
-                    error!(path = %self.path.display(), error = %e, "cannot reopen the database");
-                    return Err(Error::Storage(format!(
-                        "the database could not be reopened after a disk error ({e}); the next \
-                         write tries again, or restart the node"
-                    )));
-                }
+                Ok(Ok(db)) => break Arc::new(db),
+                Ok(Err(e)) => return Err(cannot(&e)),
+                Err(_) => return Err(cannot(&"opening the file panicked: it is damaged")),
             }
         };
         info!(path = %self.path.display(), "database reopened; it takes writes again");
-        *slot = Some(db.clone());
+        *self.db.write().expect("store lock poisoned") = Some(db.clone());
         Ok(db)
     }
 
@@ -577,21 +629,35 @@ fn storage(e: impl Into<redb::Error>) -> Error {
 mod tests {
     use super::*;
 
-    /// After a reopen that failed (the database gone from its slot), reads
-    /// fail at once rather than wait, and the next write opens it again. (A
-    /// read used to wait for itself for ever: it held the lock to read the
-    /// slot while it asked for it to write.)
+    /// After a reopen that failed (the database gone from its slot), a read
+    /// fails at once and asks for another reopen, so that reads alone bring
+    /// the store back; a write reopens it too. (A read used to wait for
+    /// itself for ever: it held the lock to read the slot while it asked for
+    /// it to write.) Run in a thread of its own, so that a hang fails the test.
     #[test]
-    fn after_a_failed_reopen_reads_fail_at_once_and_the_next_write_reopens() {
+    fn after_a_failed_reopen_reads_fail_at_once_and_bring_the_store_back() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         store.apply(&record("k", 1, Some("v"))).unwrap();
-        *store.db.write().unwrap() = None;
-        let err = store.get("k").unwrap_err().to_string();
-        assert!(err.contains("the database is being reopened"), "{err}");
-        store.apply(&record("k2", 2, Some("w"))).unwrap();
-        assert_eq!(store.get("k").unwrap().unwrap().value.unwrap(), b"v");
-        assert_eq!(store.get("k2").unwrap().unwrap().value.unwrap(), b"w");
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            *store.db.write().unwrap() = None;
+            let first = store.get("k").map_err(|e| e.to_string());
+            let then = store.get("k").map_err(|e| e.to_string());
+            *store.db.write().unwrap() = None;
+            let written = store.apply(&record("k2", 2, Some("w"))).map(|a| a.changed);
+            let _ = done.send((first, then, written.map_err(|e| e.to_string())));
+        });
+        let (first, then, written) = finished
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the store hung after a failed reopen");
+        let first = first.unwrap_err();
+        assert!(
+            first.contains("could not be reopened after a disk error"),
+            "{first}"
+        );
+        assert_eq!(then.unwrap().unwrap().value.unwrap(), b"v");
+        assert_eq!(written, Ok(true));
     }
 
     /// A damaged file stops the start with what to do about it, not only the
