@@ -482,11 +482,11 @@ impl Membership {
         let deadline = Instant::now() + ADVERTISED_PATIENCE;
         let failure = loop {
             // Without `from`: a node that answers takes no note of the call.
-            let mut client = replica_client(channel.clone());
-            let probe = client.probe(ProbeRequest { from: None });
-            let failure = match tokio::time::timeout(self.settings.probe_timeout, probe).await {
-                Ok(Ok(answer)) => {
-                    let answered = answer.into_inner().me.map(|me| me.name).unwrap_or_default();
+            let request = ProbeRequest { from: None };
+            let timeout = self.settings.probe_timeout;
+            let failure = match probe(channel.clone(), request, timeout, plaintext).await {
+                Ok(answer) => {
+                    let answered = answer.me.map(|me| me.name).unwrap_or_default();
                     if answered != self.name {
                         warn!(
                             advertise = %addr,
@@ -499,8 +499,7 @@ impl Membership {
                     }
                     return;
                 }
-                Ok(Err(status)) => probe_failure(&status, plaintext),
-                Err(_) => NO_ANSWER.to_string(),
+                Err(failure) => failure,
             };
             if Instant::now() >= deadline {
                 break failure;
@@ -550,11 +549,7 @@ impl Membership {
                 if let Err(cut) = cut {
                     return (addr, Err(cut.message().to_string()));
                 }
-                let answer = tokio::time::timeout(timeout, replica_client(channel).probe(request))
-                    .await
-                    .map_err(|_| NO_ANSWER.to_string())
-                    .and_then(|r| r.map_err(|status| probe_failure(&status, plaintext)));
-                (addr, answer.map(tonic::Response::into_inner))
+                (addr, probe(channel, request, timeout, plaintext).await)
             }
         });
         let answers = futures::future::join_all(probes).await;
@@ -841,6 +836,21 @@ fn learn(inner: &mut Inner, me: (&str, &str), member: &Member) {
             at: Instant::now(),
             ours,
         });
+}
+
+/// One probe of the node at the other end of `channel`: its answer, or why
+/// there was none, in words ([`probe_failure`], [`NO_ANSWER`]).
+async fn probe(
+    channel: Channel,
+    request: ProbeRequest,
+    timeout: Duration,
+    plaintext: bool,
+) -> Result<proto::ProbeResponse, String> {
+    match tokio::time::timeout(timeout, replica_client(channel).probe(request)).await {
+        Ok(Ok(answer)) => Ok(answer.into_inner()),
+        Ok(Err(status)) => Err(probe_failure(&status, plaintext)),
+        Err(_) => Err(NO_ANSWER.to_string()),
+    }
 }
 
 fn replica_client(channel: Channel) -> ReplicaClient<Channel> {

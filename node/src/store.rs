@@ -192,7 +192,7 @@ impl Store {
         let current = self.db.read().expect("store lock poisoned").clone();
         let db = match current {
             Some(db) => db,
-            // The last reopen failed: try again.
+            // Being reopened (wait for it), or the last reopen failed (try again).
             None => self.reopen(None)?,
         };
         match db.begin_write() {
