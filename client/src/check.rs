@@ -680,6 +680,23 @@ fn run_id() -> String {
 mod tests {
     use super::*;
 
+    /// `check --help` tells a learner how long the second look waits; it
+    /// must say what the code does.
+    #[test]
+    fn the_help_names_the_second_look_and_its_wait() {
+        use clap::CommandFactory;
+        let mut cli = crate::cli::Cli::command();
+        let help = cli
+            .find_subcommand_mut("check")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+        let wait = format!("read again {} s later", SECOND_LOOK_AFTER.as_secs());
+        assert!(help.contains(&wait), "{help}");
+        assert!(help.contains("it counts as `late`"), "{help}");
+    }
+
     fn version(wall_ms: u64) -> Version {
         Version {
             wall_ms,

@@ -147,8 +147,11 @@ pub enum Command {
     /// Each writer puts a key, and on acknowledgement reads it back through
     /// another address (a stale read if that returns an older version or
     /// nothing). At the end every acknowledged key is read back at the read
-    /// quorum. Exits 1 if any acknowledged write is lost or cannot be read back,
-    /// or if not one write was acknowledged (nothing was checked).
+    /// quorum. At quorums that need not overlap (W + R <= N), a key read back
+    /// stale is read again 6 s later, after anti-entropy has had time to copy
+    /// it: found then, it counts as `late`, not lost. Exits 1 if any
+    /// acknowledged write is lost or cannot be read back, or if not one write
+    /// was acknowledged (nothing was checked).
     Check(CheckArgs),
     /// Follow the event feed of the process asked: ejections, returns and policy
     /// changes on a balancer; members joining, turning suspect or dead, repairs
