@@ -11,7 +11,8 @@ use std::{
 use proto::{
     DeleteRequest, EventsRequest, GetRequest, MemberStatus, PutRequest, ScanRequest,
     SetFaultRequest, SetPolicyRequest, StatusRequest, StatusResponse, Trace, WhoAmIRequest,
-    limits::MAX_VALUE_BYTES, member::State,
+    limits::{MAX_KEY_BYTES, MAX_VALUE_BYTES},
+    member::State,
 };
 use serde_json::{Value, json};
 
@@ -166,6 +167,21 @@ fn read_value(args: &PutArgs) -> Result<Vec<u8>, Failure> {
     }
 }
 
+/// Refuses a key the nodes would refuse (empty, or over [`MAX_KEY_BYTES`])
+/// before connecting: a usage error, as an oversized value is.
+fn check_key(key: &str) -> Result<(), Failure> {
+    match key.len() {
+        0 => Err(Failure::usage(
+            "the key is empty; give a key of 1 to 1024 bytes of UTF-8",
+        )),
+        n if n > MAX_KEY_BYTES => Err(Failure::usage(format!(
+            "the key is {n} bytes, more than {MAX_KEY_BYTES} (1 KiB), the most a key may \
+             hold; nothing was sent"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Everything `source` holds, or the first [`MAX_VALUE_BYTES`] + 1 bytes of it.
 fn read_at_most_the_limit(source: impl Read) -> std::io::Result<Vec<u8>> {
     let mut value = Vec::new();
@@ -176,6 +192,7 @@ fn read_at_most_the_limit(source: impl Read) -> std::io::Result<Vec<u8>> {
 }
 
 async fn put(global: &Global, args: PutArgs) -> Result<(), Failure> {
+    check_key(&args.key)?;
     let value = read_value(&args)?;
     let size = value.len();
     let conn = Connection::open(global).await?;
@@ -239,6 +256,7 @@ impl Written<'_> {
 }
 
 async fn get(global: &Global, args: GetArgs) -> Result<(), Failure> {
+    check_key(&args.key)?;
     let conn = Connection::open(global).await?;
     let response = conn
         .key_value()
@@ -305,6 +323,7 @@ async fn get(global: &Global, args: GetArgs) -> Result<(), Failure> {
 }
 
 async fn delete(global: &Global, args: DeleteArgs) -> Result<(), Failure> {
+    check_key(&args.key)?;
     let conn = Connection::open(global).await?;
     let response = conn
         .key_value()

@@ -246,11 +246,11 @@ fn oversized_keys_and_values_are_refused(
     );
 
     // The server refuses one all the same, from any other client.
-    let put_bytes = |size: usize| {
+    let put_bytes = |key: &str, size: usize| {
         let put = async {
             let channel = tests::admin_channel(&cluster.certs, addr).await?;
             let request = proto::PutRequest {
-                key: "k".into(),
+                key: key.into(),
                 value: vec![b'x'; size],
                 ..Default::default()
             };
@@ -264,27 +264,37 @@ fn oversized_keys_and_values_are_refused(
         let runtime = tokio::runtime::Runtime::new().unwrap();
         runtime
             .block_on(put)
-            .expect_err("an oversized value was taken")
+            .expect_err("an oversized key or value was taken")
     };
     assert_eq!(
-        put_bytes(2 * 1024 * 1024),
+        put_bytes("k", 2 * 1024 * 1024),
         "INVALID_ARGUMENT: value is 2097152 bytes; the limit is 1048576"
     );
     // Over the message limit: refused from the length prefix.
-    let refused = put_bytes(5 * 1024 * 1024);
+    let refused = put_bytes("k", 5 * 1024 * 1024);
     assert!(
         refused.starts_with("OUT_OF_RANGE: ") && refused.contains("4194304"),
         "{refused}"
     );
 
     let key = "k".repeat(1025);
-    let out = client().args(["put", &key, "v"]).fails();
     assert_eq!(
-        out.stderr.trim(),
+        put_bytes(&key, 1),
         "INVALID_ARGUMENT: key is 1025 bytes; the limit is 1024"
     );
-    let out = client().args(["get", &key]).fails();
-    assert!(out.stderr.contains("the limit is 1024"), "{}", out.stderr);
+    // The client refuses such a key itself, as it does an oversized value:
+    // a usage error (exit 2), with nothing sent.
+    for command in [&["put", &key, "v"][..], &["get", &key], &["delete", &key]] {
+        let out = client().args(command).usage_error();
+        assert_eq!(
+            out.stderr.trim(),
+            "error: the key is 1025 bytes, more than 1024 (1 KiB), the most a key may hold; \
+             nothing was sent",
+            "{command:?}"
+        );
+    }
+    let out = client().args(["get", ""]).usage_error();
+    assert!(out.stderr.contains("the key is empty"), "{}", out.stderr);
 
     // Still serving.
     client().args(["put", "k", "fine"]).ok();
