@@ -182,7 +182,18 @@ impl Revocations {
     /// new version. A file that cannot be used (mangled, missing, older than
     /// the list in force) is logged, and the last good list stays in force: a
     /// typo or a deleted file must not silently un-revoke anyone.
+    ///
+    /// A process started without the file is warned once: it then refuses
+    /// nobody as revoked, the `revoked` villain included, until a list appears.
     pub async fn watch(self: Arc<Self>, changed: impl Fn(&Loaded)) {
+        if self.current().pem.is_none() {
+            tracing::warn!(
+                file = %self.path.display(),
+                "no revocation list: every certificate the CA signed is accepted until it \
+                 expires, the `revoked` villain's too; `clusterlab-certs revoke` writes the \
+                 list, and it is taken up within a second"
+            );
+        }
         let mut tick = tokio::time::interval(RELOAD_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Said once per problem, not once a second until someone fixes the file.

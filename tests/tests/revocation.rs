@@ -211,3 +211,39 @@ fn a_list_moved_away_or_replaced_by_an_older_copy_un_revokes_nobody() {
     );
     cluster.client().args(["put", "k", "admin"]).ok();
 }
+
+/// A PKI directory without `crl.pem` (deleted, or copied without it) revokes
+/// nobody: the node says so at start, once, and takes up the list that
+/// `clusterlab-certs revoke` then writes.
+#[test]
+fn a_node_started_without_a_list_warns_and_takes_up_one_written_later() {
+    let mut cluster = TestCluster::empty();
+    let crl = cluster.certs.join("crl.pem");
+    std::fs::remove_file(&crl).unwrap();
+    cluster.add_node(&[]);
+    cluster.wait_ready(0);
+    let warning = |line: &str| {
+        line.contains("WARN")
+            && line.contains("no revocation list")
+            && line.contains(&crl.display().to_string())
+    };
+    cluster.wait_log("a warning that there is no list", warning);
+    // The warning is true: the villain the list would refuse gets in.
+    let out = cluster
+        .client()
+        .args(["--identity", "revoked", "whoami"])
+        .ok();
+    assert!(out.stdout.contains("client/revoked"), "{}", out.stdout);
+
+    cluster.certs_tool(&["revoke", "writer"]);
+    cluster.wait_log("the new list put in force", |line| {
+        line.contains("revocation list reloaded") && line.contains("revoked=1")
+    });
+    let out = cluster
+        .client()
+        .args(["--identity", "writer", "put", "k", "v"])
+        .fails();
+    assert_refused_as_revoked(&out);
+    let log = cluster.nodes[0].log_text();
+    assert_eq!(log.lines().filter(|l| warning(l)).count(), 1, "{log}");
+}
