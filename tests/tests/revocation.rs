@@ -21,6 +21,14 @@ fn assert_refused_as_revoked(out: &tests::Output) {
     );
 }
 
+/// Asserts that the revoked writer cannot write through `client`.
+fn assert_writer_refused(client: tests::Client) {
+    let out = client
+        .args(["--identity", "writer", "put", "k", "v"])
+        .fails();
+    assert_refused_as_revoked(&out);
+}
+
 /// Waits until node 0 has reloaded the revocation list with the writer on it
 /// (the villain "revoked" and the writer: two). Each process reloads on its
 /// own timer.
@@ -94,10 +102,7 @@ fn a_revocation_reaches_running_processes_on_new_and_open_connections() {
     // (which reloads on its own timer, not the balancer's).
     wait_writer_revoked_on_node(&cluster);
     for client in [cluster.client_to_balancer(0), cluster.client()] {
-        let out = client
-            .args(["--identity", "writer", "put", "k", "v"])
-            .fails();
-        assert_refused_as_revoked(&out);
+        assert_writer_refused(client);
     }
     assert!(
         cluster.balancers[0]
@@ -183,21 +188,13 @@ fn a_list_moved_away_or_replaced_by_an_older_copy_un_revokes_nobody() {
             && line.contains("stays in force (2 revoked)")
     };
     cluster.wait_log("a warning that crl.pem is missing", missing);
-    let out = cluster
-        .client()
-        .args(["--identity", "writer", "put", "k", "v"])
-        .fails();
-    assert_refused_as_revoked(&out);
+    assert_writer_refused(cluster.client());
 
     std::fs::copy(&older, &crl).unwrap();
     cluster.wait_log("a warning that the list put back is older", |line| {
         line.contains("WARN") && line.contains("its CRL number is 1, not above the 2")
     });
-    let out = cluster
-        .client()
-        .args(["--identity", "writer", "put", "k", "v"])
-        .fails();
-    assert_refused_as_revoked(&out);
+    assert_writer_refused(cluster.client());
 
     let log = cluster.nodes[0].log_text();
     assert_eq!(
@@ -239,11 +236,7 @@ fn a_node_started_without_a_list_warns_and_takes_up_one_written_later() {
     cluster.wait_log("the new list put in force", |line| {
         line.contains("revocation list reloaded") && line.contains("revoked=1")
     });
-    let out = cluster
-        .client()
-        .args(["--identity", "writer", "put", "k", "v"])
-        .fails();
-    assert_refused_as_revoked(&out);
+    assert_writer_refused(cluster.client());
     let log = cluster.nodes[0].log_text();
     assert_eq!(log.lines().filter(|l| warning(l)).count(), 1, "{log}");
 }
