@@ -100,7 +100,11 @@ pub async fn run(
     // Not serving until a node is in rotation, from the first request on.
     set_health(&health, ServingStatus::NotServing).await;
     let readiness = tokio::spawn(follow_readiness(backends.clone(), health.clone()));
-    let reflection = node::server::reflection()?;
+    let reflection = node::server::reflection(&[
+        proto::key_value_server::SERVICE_NAME,
+        proto::admin_server::SERVICE_NAME,
+        tonic_health::pb::health_server::SERVICE_NAME,
+    ])?;
     let kv = ForwardService::new(router.clone());
     let denials = Arc::<Denials>::default();
     let admin = AdminServer::new(AdminService::new(

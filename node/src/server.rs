@@ -129,7 +129,7 @@ pub async fn run(
     // before that, this node would place every key on itself alone.
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::NotServing).await;
-    let reflection = reflection()?;
+    let reflection = reflection(&SERVICES)?;
 
     let kv = kv::server(
         state.clone(),
@@ -246,15 +246,32 @@ pub async fn set_health(health: &tonic_health::server::HealthReporter, status: S
         .await;
 }
 
-/// Server reflection for clusterlab's services and grpc.health.v1, so that
-/// grpcurl and friends can list and call them. Shared with the balancer.
-pub fn reflection() -> anyhow::Result<
+/// The services a node serves, as reflection lists them.
+const SERVICES: [&str; 4] = [
+    proto::key_value_server::SERVICE_NAME,
+    proto::replica_server::SERVICE_NAME,
+    proto::admin_server::SERVICE_NAME,
+    tonic_health::pb::health_server::SERVICE_NAME,
+];
+
+/// Server reflection that lists `services` (the ones this process serves:
+/// a balancer has no `Replica`), so that grpcurl and friends can list and
+/// call them. Shared with the balancer.
+pub fn reflection(
+    services: &[&str],
+) -> anyhow::Result<
     tonic_reflection::server::v1::ServerReflectionServer<
         impl tonic_reflection::server::v1::ServerReflection,
     >,
 > {
-    Ok(tonic_reflection::server::Builder::configure()
+    let builder = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+    // Naming any service lists only those named: reflection itself included.
+    let reflection = tonic_reflection::pb::v1::server_reflection_server::SERVICE_NAME;
+    let builder = services
+        .iter()
+        .chain([&reflection])
+        .fold(builder, |builder, name| builder.with_service_name(*name));
+    Ok(builder.build_v1()?)
 }

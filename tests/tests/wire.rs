@@ -1,6 +1,9 @@
-//! Standard gRPC tooling works against a node: health checks and reflection.
+//! Standard gRPC tooling works against a node and a balancer: health checks
+//! and reflection.
 
-use tests::{TestCluster, admin_channel, block_on, health_check};
+use std::time::Duration;
+
+use tests::{TestCluster, admin_channel, block_on, health_check, wait_until};
 use tokio_stream::StreamExt;
 use tonic_reflection::pb::v1::{
     ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
@@ -16,13 +19,10 @@ fn the_node_reports_serving_over_grpc_health() {
     );
 }
 
-#[test]
-fn reflection_lists_every_clusterlab_service() {
-    let cluster = TestCluster::start(1);
-    let services = block_on(async {
-        let channel = admin_channel(&cluster.certs, &cluster.nodes[0].addr.to_string())
-            .await
-            .unwrap();
+/// The services a process at `addr` lists through reflection.
+fn reflected_services(certs: &std::path::Path, addr: &str) -> Vec<String> {
+    block_on(async {
+        let channel = admin_channel(certs, addr).await.unwrap();
         let request = ServerReflectionRequest {
             host: String::new(),
             message_request: Some(MessageRequest::ListServices(String::new())),
@@ -35,19 +35,42 @@ fn reflection_lists_every_clusterlab_service() {
         let response = responses.next().await.unwrap().unwrap();
         match response.message_response.unwrap() {
             MessageResponse::ListServicesResponse(list) => {
-                list.service.into_iter().map(|s| s.name).collect::<Vec<_>>()
+                list.service.into_iter().map(|s| s.name).collect()
             }
             other => panic!("unexpected reflection answer {other:?}"),
         }
-    });
-    for service in [
-        "clusterlab.v1.KeyValue",
+    })
+}
+
+/// Each process lists exactly what it serves: a balancer forwards KeyValue
+/// and has its own Admin, but no Replica (nodes call that on each other).
+#[test]
+fn reflection_lists_the_services_each_process_serves() {
+    let mut cluster = TestCluster::start(1);
+    cluster.start_balancer(&[]);
+    let common = [
         "clusterlab.v1.Admin",
+        "clusterlab.v1.KeyValue",
         "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+    ];
+    let mut node = common.to_vec();
+    node.push("clusterlab.v1.Replica");
+    for (addr, expected) in [
+        (cluster.nodes[0].addr.to_string(), node),
+        (cluster.balancers[0].addr.to_string(), common.to_vec()),
     ] {
-        assert!(
-            services.iter().any(|s| s == service),
-            "{service} not in {services:?}"
-        );
+        let mut services = reflected_services(&cluster.certs, &addr);
+        services.sort();
+        let mut expected: Vec<String> = expected.into_iter().map(String::from).collect();
+        expected.sort();
+        assert_eq!(services, expected, "{addr}");
     }
+    // A balancer serves once a node is in rotation.
+    let balancer = cluster.balancers[0].addr.to_string();
+    wait_until(
+        "the balancer to report SERVING",
+        Duration::from_secs(10),
+        || health_check(Some(&cluster.certs), &balancer) == Ok(true),
+    );
 }
