@@ -437,6 +437,15 @@ fn status_and_a_verbose_put_show_members_and_which_replicas_acknowledged() {
     let acked = trace.matches(" ACKED ").count();
     assert!(acked >= 2, "{trace}");
     assert_eq!(acked + trace.matches(" PENDING ").count(), 3, "{trace}");
+    // Each acknowledgement names the version stored: the one the put reports.
+    let version = out.stdout.trim().rsplit(' ').next().unwrap();
+    assert!(
+        out.stdout.contains(&format!("version {version}")),
+        "{}",
+        out.stdout
+    );
+    let stored = format!(" ACKED v={version} ");
+    assert_eq!(trace.matches(&stored).count(), acked, "{trace}");
 
     // Every member is alive once n3 has heard from both peers; on a busy
     // machine one of them may be suspect for a moment, so wait for that.
