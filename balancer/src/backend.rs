@@ -452,18 +452,22 @@ impl Backend {
             // cannot put it back in rotation ([`Backend::mark_healthy`]).
             let mut health = self.health.lock().expect("health poisoned");
             *self.gone_since.lock().expect("gone_since poisoned") = Some(Instant::now());
-            let (since, held_until) = match &*health {
+            // Already out (a graceful stop, a failed check), the reason says
+            // so first: the container leaving the DNS is what came after.
+            let (since, held_until, reason) = match &*health {
                 Health::Waiting { .. } => return false,
-                Health::Healthy => (Instant::now(), None),
+                Health::Healthy => (Instant::now(), None, GONE_REASON.to_string()),
                 Health::Ejected {
-                    since, held_until, ..
-                } => (*since, *held_until),
+                    since,
+                    held_until,
+                    reason,
+                } => (*since, *held_until, format!("{reason}; then {GONE_REASON}")),
             };
             std::mem::replace(
                 &mut *health,
                 Health::Ejected {
                     since,
-                    reason: GONE_REASON.into(),
+                    reason,
                     // An outlier's hold still holds, should it come back.
                     held_until,
                 },
@@ -1063,6 +1067,27 @@ mod tests {
     // The tests below never await, so the health checkers reconcile spawns
     // never run: the test alone decides each backend's health.
 
+    /// A node stopped gracefully is ejected as shutting down before Docker
+    /// drops it from the DNS: its status keeps saying so, then what followed
+    /// (a killed one, in rotation until then, says only that it is gone).
+    #[tokio::test]
+    async fn a_node_out_already_when_it_stops_resolving_keeps_its_reason_first() {
+        let backends = discovering();
+        backends.reconcile(&addrs(&["10.0.0.1:7100", "10.0.0.2:7100"]));
+        let n2 = listed(&backends, "10.0.0.2:7100").unwrap();
+        n2.learn_name("n2");
+        n2.mark_healthy(backends.events());
+        let goodbye = "10.0.0.2:7100 is shutting down: it sent GOAWAY";
+        n2.eject(goodbye.into(), Waiting::Stay, backends.events());
+
+        backends.reconcile(&addrs(&["10.0.0.1:7100"]));
+        let Health::Ejected { reason, .. } = n2.health() else {
+            panic!("not ejected: {:?}", n2.health());
+        };
+        assert_eq!(reason, format!("{goodbye}; then {GONE_REASON}"));
+        assert_eq!(n2.ejections.load(Ordering::Relaxed), 1);
+    }
+
     /// A killed container drops out of Docker's DNS: its node stays, ejected
     /// with that reason, and returns with its counts when it resolves again.
     #[tokio::test]
@@ -1084,6 +1109,10 @@ mod tests {
         // Another round changes nothing.
         backends.reconcile(&addrs(&["10.0.0.1:7100"]));
         assert_eq!(n2.ejections.load(Ordering::Relaxed), 1);
+        let Health::Ejected { reason: again, .. } = n2.health() else {
+            panic!("not ejected: {:?}", n2.health());
+        };
+        assert_eq!(again, reason, "a second round said it again");
         // The first node never took traffic: it goes at once when it goes.
         backends.reconcile(&addrs(&[]));
         assert!(listed(&backends, "10.0.0.1:7100").is_none());
