@@ -1067,23 +1067,36 @@ mod tests {
     // The tests below never await, so the health checkers reconcile spawns
     // never run: the test alone decides each backend's health.
 
-    /// A node stopped gracefully is ejected as shutting down before Docker
-    /// drops it from the DNS: its status keeps saying so, then what followed
-    /// (a killed one, in rotation until then, says only that it is gone).
-    #[tokio::test]
-    async fn a_node_out_already_when_it_stops_resolving_keeps_its_reason_first() {
+    /// Nodes discovered at 10.0.0.1 and 10.0.0.2, the second known as n2
+    /// and in rotation.
+    fn two_discovered_with_n2_healthy() -> (Arc<Backends>, Arc<Backend>) {
         let backends = discovering();
         backends.reconcile(&addrs(&["10.0.0.1:7100", "10.0.0.2:7100"]));
         let n2 = listed(&backends, "10.0.0.2:7100").unwrap();
         n2.learn_name("n2");
         n2.mark_healthy(backends.events());
+        (backends, n2)
+    }
+
+    /// Why `backend` is out of rotation; panics if it is not.
+    fn ejected_because(backend: &Backend) -> String {
+        match backend.health() {
+            Health::Ejected { reason, .. } => reason,
+            other => panic!("not ejected: {other:?}"),
+        }
+    }
+
+    /// A node stopped gracefully is ejected as shutting down before Docker
+    /// drops it from the DNS: its status keeps saying so, then what followed
+    /// (a killed one, in rotation until then, says only that it is gone).
+    #[tokio::test]
+    async fn a_node_out_already_when_it_stops_resolving_keeps_its_reason_first() {
+        let (backends, n2) = two_discovered_with_n2_healthy();
         let goodbye = "10.0.0.2:7100 is shutting down: it sent GOAWAY";
         n2.eject(goodbye.into(), Waiting::Stay, backends.events());
 
         backends.reconcile(&addrs(&["10.0.0.1:7100"]));
-        let Health::Ejected { reason, .. } = n2.health() else {
-            panic!("not ejected: {:?}", n2.health());
-        };
+        let reason = ejected_because(&n2);
         assert_eq!(reason, format!("{goodbye}; then {GONE_REASON}"));
         assert_eq!(n2.ejections.load(Ordering::Relaxed), 1);
     }
@@ -1092,27 +1105,18 @@ mod tests {
     /// with that reason, and returns with its counts when it resolves again.
     #[tokio::test]
     async fn a_node_that_stops_resolving_is_kept_ejected_and_returns() {
-        let backends = discovering();
-        backends.reconcile(&addrs(&["10.0.0.1:7100", "10.0.0.2:7100"]));
-        let n2 = listed(&backends, "10.0.0.2:7100").unwrap();
-        n2.learn_name("n2");
-        n2.mark_healthy(backends.events());
+        let (backends, n2) = two_discovered_with_n2_healthy();
         n2.requests.fetch_add(7, Ordering::Relaxed);
 
         backends.reconcile(&addrs(&["10.0.0.1:7100"]));
         let n2 = listed(&backends, "10.0.0.2:7100").expect("kept");
-        let Health::Ejected { reason, .. } = n2.health() else {
-            panic!("not ejected: {:?}", n2.health());
-        };
+        let reason = ejected_because(&n2);
         assert!(reason.contains("no longer resolves"), "{reason}");
         assert!(n2.is_gone());
         // Another round changes nothing.
         backends.reconcile(&addrs(&["10.0.0.1:7100"]));
         assert_eq!(n2.ejections.load(Ordering::Relaxed), 1);
-        let Health::Ejected { reason: again, .. } = n2.health() else {
-            panic!("not ejected: {:?}", n2.health());
-        };
-        assert_eq!(again, reason, "a second round said it again");
+        assert_eq!(ejected_because(&n2), reason, "a second round said it again");
         // The first node never took traffic: it goes at once when it goes.
         backends.reconcile(&addrs(&[]));
         assert!(listed(&backends, "10.0.0.1:7100").is_none());
