@@ -175,7 +175,10 @@ pub async fn run(
         // End the event feeds, which would otherwise run until the drain deadline.
         events.close();
     };
-    lifecycle::serve_with_drain(shutdown, config.serving.drain_timeout, |signal| {
+    // No count: the balancer's connections end by themselves once their
+    // requests are done, or when a client stops answering pings.
+    let drain = config.serving.drain_timeout;
+    lifecycle::serve_with_drain(shutdown, drain, None, |signal| {
         http2::Server::new(front_door).serve(incoming, signal)
     })
     .await?;

@@ -17,7 +17,8 @@
 //! - [`events`]: the event feed behind `clusterlab events`.
 //! - [`fault`]: injected latency, errors, pauses and cut links, for the labs.
 //! - [`capacity`]: `--capacity`, a simulated machine limit for the scaling lab.
-//! - [`server`]: puts it together; [`lifecycle`]: signals and graceful draining.
+//! - [`server`]: puts it together; [`lifecycle`]: signals and graceful draining, which
+//!   [`in_flight`] tells when every request has finished.
 //! - [`config`]: the command line; [`telemetry`]: log lines tagged with the process name;
 //!   [`metrics`]: `/metrics` for Prometheus.
 //! - [`error`]: the node's errors and their gRPC status codes.
@@ -32,6 +33,7 @@ pub mod error;
 pub mod events;
 pub mod fault;
 pub mod handoff;
+pub mod in_flight;
 #[cfg(test)]
 mod in_process;
 pub mod kv;

@@ -10,6 +10,8 @@ use std::{future::Future, time::Duration};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::in_flight::InFlight;
+
 /// The tokio runtime for `--threads`: 1 runs every task on the main thread
 /// (tokio's current-thread scheduler), 0 starts a worker per core, and any
 /// other number that many workers.
@@ -116,15 +118,23 @@ async fn first_signal() {
     info!("shutting down");
 }
 
+/// How long a drain waits for connections to close once every request has
+/// finished. A client that is paused never lets its connection close (it
+/// does not answer the shutdown's PING), and there is nothing left to wait for.
+const LINGER: Duration = Duration::from_secs(1);
+
 /// Runs `serve` (a server future that drains gracefully once `shutdown`
-/// completes) and gives up waiting `drain` after the shutdown started.
+/// completes) and gives up waiting `drain` after the shutdown started, or
+/// a second (`LINGER`) after the last request counted by `in_flight` finished.
 ///
 /// `serve_with` receives the future that tells the server to stop: the one to
 /// pass to tonic's `serve_with_incoming_shutdown` (nodes), or to the
-/// balancer's own accept loop.
+/// balancer's own accept loop. The balancer, which closes its connections
+/// itself, counts nothing (`None`).
 pub async fn serve_with_drain<S, E>(
     shutdown: impl Future<Output = ()> + Send + 'static,
     drain: Duration,
+    in_flight: Option<InFlight>,
     serve_with: impl FnOnce(std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) -> S,
 ) -> Result<(), E>
 where
@@ -137,12 +147,33 @@ where
     });
     let serve = serve_with(signal);
     tokio::pin!(serve);
-    let deadline = async {
+    let mut started_too = started_rx.clone();
+    let started = async {
         if started_rx.wait_for(|started| *started).await.is_err() {
             // The server ended without a shutdown signal; nothing to time out.
             std::future::pending::<()>().await;
         }
+    };
+    let deadline = async {
+        started.await;
         tokio::time::sleep(drain).await;
+    };
+    let done = async {
+        let Some(in_flight) = &in_flight else {
+            return std::future::pending().await;
+        };
+        if started_too.wait_for(|started| *started).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        // A request may still start on a connection that has not seen the
+        // GOAWAY yet: done only when none is running after the linger.
+        loop {
+            in_flight.idle().await;
+            tokio::time::sleep(LINGER).await;
+            if in_flight.running() == 0 {
+                return;
+            }
+        }
     };
     tokio::select! {
         result = &mut serve => {
@@ -151,8 +182,21 @@ where
             }
             result
         }
+        () = done => {
+            info!(
+                linger = ?LINGER,
+                "drained; all requests finished, and the connections still open were closed \
+                 (a client paused or gone does not close its own)"
+            );
+            Ok(())
+        }
         () = deadline => {
-            warn!(deadline = ?drain, "drain deadline passed; exiting with requests still running");
+            let running = in_flight.as_ref().map(InFlight::running);
+            warn!(
+                deadline = ?drain,
+                running,
+                "drain deadline passed; exiting with requests still running"
+            );
             Ok(())
         }
     }

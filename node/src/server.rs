@@ -28,6 +28,7 @@ use crate::{
     config::Config,
     events::Events,
     fault::Faults,
+    in_flight::InFlight,
     kv::{self, KeyValueService},
     lifecycle,
     limits::MAX_MESSAGE_BYTES,
@@ -185,6 +186,8 @@ pub async fn run(
         info!(members = membership.ring().members().len(), "node ready");
     });
 
+    // Counts every request, so a drain ends once they have all finished.
+    let in_flight = InFlight::default();
     let mut server = Server::builder()
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_RESETS))
@@ -193,7 +196,8 @@ pub async fn run(
             authz::Server::Node,
             state.denials.clone(),
             revocations,
-        ));
+        ))
+        .layer(in_flight.clone());
     let router = server
         .add_service(health_service)
         .add_service(reflection)
@@ -210,7 +214,8 @@ pub async fn run(
         // End the event feeds, which would otherwise run until the drain deadline.
         events_on_stop.close();
     };
-    lifecycle::serve_with_drain(shutdown, config.serving.drain_timeout, |signal| {
+    let drain = config.serving.drain_timeout;
+    lifecycle::serve_with_drain(shutdown, drain, Some(in_flight), |signal| {
         router.serve_with_incoming_shutdown(incoming, signal)
     })
     .await?;

@@ -175,8 +175,32 @@ fn a_request_that_never_ends_is_cut_off_at_the_drain_deadline() {
     assert_eq!(status.code(), Some(0));
     let log = cluster.nodes[0].log_text();
     assert!(log.contains("drain deadline passed"), "{log}");
+    assert!(
+        log.contains("running=1"),
+        "the stuck read is counted: {log}"
+    );
     let out = stuck.finish();
     assert_eq!(out.code(), 1, "the read was cut off: {}", out.stderr);
+}
+
+/// A paused peer never lets its connection close (it cannot answer the
+/// shutdown's PING): once every request has finished, the drain stops waiting
+/// for it. It used to wait out the whole deadline, and `docker stop`, whose
+/// patience is as long as the default deadline, killed the node first.
+#[test]
+fn a_paused_peer_does_not_hold_up_the_drain() {
+    let mut cluster = TestCluster::start_with(2, &["--drain-timeout", "60s"]);
+    cluster.signal(1, "STOP");
+    cluster.signal(0, "TERM");
+    let status = cluster.wait_exit(0, Duration::from_secs(30));
+    cluster.signal(1, "CONT");
+    assert_eq!(status.code(), Some(0));
+    let log = cluster.nodes[0].log_text();
+    assert!(
+        log.contains("drained; all requests finished, and the connections still open were closed"),
+        "{log}"
+    );
+    assert!(!log.contains("drain deadline passed"), "{log}");
 }
 
 /// With `--log-format json`, even the reason a node cannot start is a JSON

@@ -1,0 +1,197 @@
+//! Counting the requests a server is working on, so that a drain knows when
+//! it is done.
+//!
+//! A graceful HTTP/2 shutdown sends GOAWAY and then waits for the client to
+//! answer a PING before it closes the connection. A client that is paused
+//! (`docker pause`, SIGSTOP) never answers, so the server would wait out its
+//! whole drain deadline with nothing left to do, and `docker stop` would kill
+//! it first. Counting requests, bodies included, lets the drain end once every
+//! request has finished ([`crate::lifecycle::serve_with_drain`]).
+
+use std::{
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    task::{Context, Poll},
+};
+
+use futures::future::BoxFuture;
+use http_body::{Frame, SizeHint};
+use tokio::sync::Notify;
+use tonic::{Status, body::Body, codegen::Bytes};
+use tower::{Layer, Service};
+
+/// How many requests are running: a tower layer for the server, and the
+/// count for whoever drains it. Clones share the count.
+#[derive(Debug, Clone, Default)]
+pub struct InFlight(Arc<Counter>);
+
+#[derive(Debug, Default)]
+struct Counter {
+    running: AtomicUsize,
+    /// Set once someone waits for the count to reach zero: only then does a
+    /// finishing request need to wake anyone.
+    watched: AtomicBool,
+    idle: Notify,
+}
+
+impl InFlight {
+    /// Requests admitted and not yet answered in full.
+    pub fn running(&self) -> usize {
+        self.0.running.load(Ordering::SeqCst)
+    }
+
+    /// Returns once no request is running.
+    pub async fn idle(&self) {
+        self.0.watched.store(true, Ordering::SeqCst);
+        loop {
+            let finished = self.0.idle.notified();
+            tokio::pin!(finished);
+            // Registered before the count is read, so a request finishing
+            // between the two still wakes us.
+            finished.as_mut().enable();
+            if self.running() == 0 {
+                return;
+            }
+            finished.await;
+        }
+    }
+
+    fn start(&self) -> Running {
+        self.0.running.fetch_add(1, Ordering::SeqCst);
+        Running(self.0.clone())
+    }
+}
+
+/// One request, counted until dropped.
+#[derive(Debug)]
+struct Running(Arc<Counter>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let left = self.0.running.fetch_sub(1, Ordering::SeqCst) - 1;
+        if left == 0 && self.0.watched.load(Ordering::SeqCst) {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl<S> Layer<S> for InFlight {
+    type Service = Counted<S>;
+
+    fn layer(&self, inner: S) -> Counted<S> {
+        Counted {
+            inner,
+            in_flight: self.clone(),
+        }
+    }
+}
+
+/// The service [`InFlight`] wraps around the server's routes.
+#[derive(Debug, Clone)]
+pub struct Counted<S> {
+    inner: S,
+    in_flight: InFlight,
+}
+
+impl<S, B> Service<http::Request<B>> for Counted<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let running = self.in_flight.start();
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            // A streamed answer is still running after its headers: the
+            // count goes with the body, and ends when the body is done.
+            let response = response.await?;
+            Ok(response.map(|body| {
+                Body::new(CountedBody {
+                    body,
+                    _running: running,
+                })
+            }))
+        })
+    }
+}
+
+/// A response body that keeps its request counted until it is dropped.
+struct CountedBody {
+    body: Body,
+    /// Held for its `Drop`, which ends the count.
+    _running: Running,
+}
+
+impl http_body::Body for CountedBody {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn idle_waits_for_the_last_request_to_finish() {
+        let in_flight = InFlight::default();
+        // Nothing running: idle at once.
+        in_flight.idle().await;
+
+        let first = in_flight.start();
+        let second = in_flight.start();
+        assert_eq!(in_flight.running(), 2);
+        let waiter = tokio::spawn({
+            let in_flight = in_flight.clone();
+            async move { in_flight.idle().await }
+        });
+        drop(first);
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "idle with a request still running");
+        drop(second);
+        waiter.await.unwrap();
+        assert_eq!(in_flight.running(), 0);
+    }
+
+    /// The count lasts as long as the answer's body, not just its headers.
+    #[tokio::test]
+    async fn a_request_runs_until_its_body_is_dropped() {
+        let in_flight = InFlight::default();
+        let routes = tower::service_fn(|_: http::Request<()>| async {
+            Ok::<_, std::convert::Infallible>(http::Response::new(Body::empty()))
+        });
+        let mut counted = in_flight.layer(routes);
+        let response = counted.call(http::Request::new(())).await.unwrap();
+        assert_eq!(in_flight.running(), 1, "answered, but the body is not done");
+        drop(response);
+        assert_eq!(in_flight.running(), 0);
+        // A request whose answer never came (its future dropped) ends too.
+        drop(counted.call(http::Request::new(())));
+        assert_eq!(in_flight.running(), 0);
+    }
+}
