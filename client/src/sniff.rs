@@ -40,10 +40,12 @@ use crate::{Failure, cli::SniffArgs};
 
 /// `ETH_P_ALL`: every protocol, in network byte order as `socket(2)` wants it.
 const ETH_P_ALL: u16 = 0x0003;
-/// Room for `from -> to` at first: about the widest route between two IPv4
-/// addresses (`172.18.0.12:40000 -> 172.18.0.3:7000` and more). A wider one,
-/// such as between container names, widens it for the lines after.
-const ROUTE_WIDTH: usize = 45;
+/// Room for `from -> to`: the routes between the compose cluster's own
+/// containers (`clusterlab-balancer-1:60296 -> clusterlab-node-1:7100`) and
+/// between any two IPv4 addresses. A wider route, such as from a
+/// `compose run` container, pushes its own line's units right, and only its
+/// own: the columns of the lines after it stay where they were.
+const ROUTE_WIDTH: usize = 54;
 /// The largest Ethernet frame we expect (jumbo frames and offloads aside).
 const FRAME_BUFFER: usize = 65_536;
 
@@ -220,8 +222,6 @@ pub struct Sniffer {
     ports: Vec<u16>,
     flows: HashMap<FlowKey, Flow>,
     names: Names,
-    /// The widest `from -> to` so far: the units line up after it.
-    route_width: usize,
 }
 
 impl Sniffer {
@@ -230,7 +230,6 @@ impl Sniffer {
             ports,
             flows: HashMap::new(),
             names,
-            route_width: ROUTE_WIDTH,
         }
     }
 
@@ -274,11 +273,9 @@ impl Sniffer {
             self.names.label(segment.src),
             self.names.label(segment.dst)
         );
-        self.route_width = self.route_width.max(route.len());
-        let width = self.route_width;
         units
             .into_iter()
-            .map(|unit| format!("{route:<width$}  {unit}"))
+            .map(|unit| format!("{route:<ROUTE_WIDTH$}  {unit}"))
             .collect()
     }
 }
@@ -778,8 +775,14 @@ mod tests {
         assert_eq!(within_count(lines(), 9, None).count(), 3);
     }
 
-    /// An Ethernet/IPv4/TCP frame carrying `payload`.
+    /// An Ethernet/IPv4/TCP frame carrying `payload` from 10.0.0.1:40000 to
+    /// 10.0.0.2:7000.
     fn frame(seq: u32, syn: bool, payload: &[u8]) -> Vec<u8> {
+        frame_from([10, 0, 0, 1], seq, syn, payload)
+    }
+
+    /// [`frame`], from `source` (port 40000).
+    fn frame_from(source: [u8; 4], seq: u32, syn: bool, payload: &[u8]) -> Vec<u8> {
         let mut f = vec![0u8; 12];
         f.extend_from_slice(&[0x08, 0x00]);
         let total = (20 + 20 + payload.len()) as u16;
@@ -797,7 +800,8 @@ mod tests {
             0,
             0,
         ]);
-        f.extend_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2]);
+        f.extend_from_slice(&source);
+        f.extend_from_slice(&[10, 0, 0, 2]);
         f.extend_from_slice(&40000u16.to_be_bytes());
         f.extend_from_slice(&7000u16.to_be_bytes());
         f.extend_from_slice(&seq.to_be_bytes());
@@ -962,6 +966,40 @@ mod tests {
             lines[0].starts_with("clusterlab-client-run-aaaa:40000 -> clusterlab-balancer-1:7000 "),
             "{lines:?}"
         );
+    }
+
+    /// The units start in one column, whatever the route: one long route
+    /// (a `compose run` container's) does not move the lines after it.
+    #[test]
+    fn a_long_route_moves_only_its_own_line() {
+        let names = Names::looked_up_by(Duration::from_secs(60), move || {
+            move |ip: Ipv4Addr| {
+                (ip == Ipv4Addr::new(10, 0, 0, 3))
+                    .then(|| "clusterlab-client-run-5cf57ce5d175".to_string())
+            }
+        });
+        let mut sniffer = Sniffer::new(vec![7000], names);
+        let record = [23, 3, 3, 0, 1, 0];
+        let mut line_from = |source: [u8; 4], seq: u32| {
+            let lines =
+                sniffer.follow(&Segment::parse(&frame_from(source, seq, false, &record)).unwrap());
+            assert_eq!(lines.len(), 1, "{lines:?}");
+            lines[0].clone()
+        };
+        let before = line_from([10, 0, 0, 1], 1);
+        let long = line_from([10, 0, 0, 3], 1);
+        let after = line_from([10, 0, 0, 1], 7);
+        let column = |line: &str| line.find("TLS ").unwrap();
+        assert!(
+            long.starts_with("clusterlab-client-run-5cf57ce5d175:40000 -> "),
+            "{long}"
+        );
+        assert!(column(&long) > ROUTE_WIDTH, "{long}");
+        assert_eq!(column(&before), ROUTE_WIDTH + 2, "{before}");
+        assert_eq!(column(&after), column(&before), "{before}\n{long}\n{after}");
+        // The compose cluster's own routes fit.
+        let route = "clusterlab-balancer-1:60296 -> clusterlab-node-1:7100";
+        assert!(route.len() <= ROUTE_WIDTH, "{route}");
     }
 
     #[test]
