@@ -96,6 +96,9 @@ struct Addresses {
     answered_as: HashMap<String, String>,
     /// Addresses that turned out to be this node itself.
     own: BTreeSet<String>,
+    /// Addresses whose latest probe failed: "never answered" lists only
+    /// these, not addresses heard of a moment ago and not probed yet.
+    silent: BTreeSet<String>,
     /// Addresses where another node answers with this node's own name. Names
     /// must be unique, so it is not taken for a member (or for this node).
     namesakes: BTreeSet<String>,
@@ -368,14 +371,15 @@ impl Membership {
     /// could reach it. (A member is listed only once it has answered, so
     /// without this a node started beside a stopped one would not show it at
     /// all, where its peers show it suspect.) Not the addresses that are
-    /// this node's own, nor where a namesake answers.
+    /// this node's own, nor where a namesake answers, nor any not probed yet.
     pub fn unanswered(&self) -> Vec<String> {
         let inner = self.lock();
         let addresses = &inner.addresses;
         probe_targets(&inner)
             .into_iter()
             .filter(|addr| {
-                !addresses.answered_as.contains_key(addr)
+                addresses.silent.contains(addr)
+                    && !addresses.answered_as.contains_key(addr)
                     && !addresses.gossiped_as_ours(addr)
                     && !addresses.namesakes.contains(addr)
                     && !inner.peers.values().any(|peer| peer.addr == *addr)
@@ -529,6 +533,7 @@ impl Membership {
             let mut inner = self.lock();
             let addrs = probe_targets(&inner);
             inner.channels.retain(|addr, _| addrs.contains(addr));
+            inner.addresses.silent.retain(|addr| addrs.contains(addr));
             addrs
                 .into_iter()
                 .filter_map(|addr| {
@@ -575,6 +580,7 @@ impl Membership {
         for (addr, answer) in answers {
             match answer {
                 Ok(answer) => {
+                    inner.addresses.silent.remove(&addr);
                     if let Some((_, Some(_))) = inner.addresses.unreached.remove(&addr) {
                         info!(seed = %addr, "reached a --peers seed at last");
                     }
@@ -582,6 +588,7 @@ impl Membership {
                 }
                 Err(error) => {
                     debug!(%addr, %error, "probe failed");
+                    inner.addresses.silent.insert(addr.clone());
                     inner.addresses.note_unreached_seed(&addr, &error, now);
                     let learned_long_ago =
                         inner.addresses.learned.get(&addr).is_some_and(|heard| {
@@ -1170,6 +1177,45 @@ mod tests {
             let mut readiness = Readiness::default();
             assert_eq!(readiness.after(second, false), !held_up, "{gossip:?}");
         }
+    }
+
+    #[test]
+    fn an_address_is_listed_as_never_answered_once_a_probe_there_failed() {
+        let m = membership(Duration::from_secs(10));
+        let now = Instant::now();
+        // Heard of through gossip, and not probed yet: not "never answered".
+        let gossip = [("n3", "127.0.0.1:7103")];
+        m.tally(
+            vec![(
+                "127.0.0.1:7102".into(),
+                Ok(answer("n2", "127.0.0.1:7102", &gossip)),
+            )],
+            now,
+        );
+        assert!(probe_targets(&m.lock()).contains("127.0.0.1:7103"));
+        assert_eq!(m.unanswered(), Vec::<String>::new());
+        // Probed in vain: listed.
+        m.tally(
+            vec![
+                (
+                    "127.0.0.1:7102".into(),
+                    Ok(answer("n2", "127.0.0.1:7102", &gossip)),
+                ),
+                ("127.0.0.1:7103".into(), Err(NO_ANSWER.into())),
+            ],
+            now,
+        );
+        assert_eq!(m.unanswered(), ["127.0.0.1:7103"]);
+        // Answered: a member, and listed no more.
+        m.tally(
+            vec![(
+                "127.0.0.1:7103".into(),
+                Ok(answer("n3", "127.0.0.1:7103", &[])),
+            )],
+            now,
+        );
+        assert_eq!(m.unanswered(), Vec::<String>::new());
+        assert_eq!(state(&m, "n3"), Some(State::Alive));
     }
 
     #[test]
