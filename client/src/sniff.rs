@@ -25,6 +25,7 @@ use std::{
     fmt::Write as _,
     io::Read,
     net::{IpAddr, Ipv4Addr},
+    path::Path,
     sync::{
         Arc, Condvar, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -148,13 +149,28 @@ pub fn run(args: SniffArgs, stop: &AtomicBool) -> Result<(), Failure> {
         }
     }
     if let Some(path) = &args.pcap {
-        eprintln!("wrote {saved} packets to {}", path.display());
+        eprintln!("{}", wrote(saved, path));
     }
     if seen == 0 {
         eprintln!("{}", NOTHING_SEEN);
     }
     Ok(())
 }
+
+/// Where the capture went. In docker compose that is a path inside the sniff
+/// container: say where the host sees it.
+fn wrote(saved: usize, path: &Path) -> String {
+    let packets = crate::render::counted(saved as u64, "packet", "packets");
+    let mut said = format!("wrote {packets} to {}", path.display());
+    if path.starts_with(CAPTURES) {
+        said += " (in docker compose: on the host, in ./captures beside docker-compose.yml, \
+                  or the directory CLUSTERLAB_CAPTURES names)";
+    }
+    said
+}
+
+/// Where docker-compose.yml mounts the captures directory in the sniff container.
+const CAPTURES: &str = "/captures";
 
 /// Said when not one packet crossed the ports watched: most likely the
 /// traffic is in another network namespace (`docker compose run client
@@ -1162,6 +1178,15 @@ mod tests {
         let mut compressed = grpc(&big);
         compressed[0] = 1;
         assert!(grpc_text(&compressed).is_none());
+    }
+
+    #[test]
+    fn a_capture_in_the_compose_directory_says_where_the_host_sees_it() {
+        let said = wrote(3, Path::new("/captures/x.pcap"));
+        assert!(said.starts_with("wrote 3 packets to /captures/x.pcap (in docker compose"));
+        assert!(said.contains("./captures"), "{said}");
+        assert_eq!(wrote(1, Path::new("x.pcap")), "wrote 1 packet to x.pcap");
+        assert!(!wrote(1, Path::new("/capturesx/x.pcap")).contains("compose"));
     }
 
     #[test]
