@@ -34,6 +34,7 @@ use h2::{
 };
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
+use node::in_flight::{InFlight, Running};
 use tokio::sync::watch;
 use tokio_stream::{Stream, StreamExt};
 use tonic::transport::server::Connected;
@@ -65,6 +66,8 @@ pub type Request = http::Request<RequestBody>;
 #[derive(Debug, Clone)]
 pub struct Server<S> {
     service: S,
+    /// Counts each request until its answer is written, for the drain.
+    in_flight: InFlight,
 }
 
 impl<S> Server<S>
@@ -75,8 +78,8 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
-    pub fn new(service: S) -> Self {
-        Server { service }
+    pub fn new(service: S, in_flight: InFlight) -> Self {
+        Server { service, in_flight }
     }
 
     /// Serves HTTP/2 on every connection `incoming` yields until `signal`
@@ -149,7 +152,8 @@ where
                     Some(Ok((request, respond))) => {
                         let mut request = request.map(RequestBody::new);
                         request.extensions_mut().insert(peer.clone());
-                        tokio::spawn(answer(self.service.clone().oneshot(request), respond));
+                        let response = self.service.clone().oneshot(request);
+                        tokio::spawn(answer(response, respond, self.in_flight.start()));
                     }
                     Some(Err(e)) => {
                         debug!(cause = %e, "client connection ended");
@@ -198,7 +202,9 @@ pub async fn keepalive(
 /// node, or queued for a connection to one, it goes no further, and a request
 /// already sent is reset on the node too. A write the client abandoned must
 /// not be applied later, after a newer one it went on to make.
-async fn answer<F>(response: F, mut respond: SendResponse<Bytes>)
+///
+/// `_running` counts the request until the answer is written, or given up.
+async fn answer<F>(response: F, mut respond: SendResponse<Bytes>, _running: Running)
 where
     F: Future<Output = Result<http::Response<tonic::body::Body>, Infallible>>,
 {

@@ -24,7 +24,7 @@ use certs::{
     listener::ListenerConfig,
     tls::Credentials,
 };
-use node::{events::Events, lifecycle, metrics, server::set_health};
+use node::{events::Events, in_flight::InFlight, lifecycle, metrics, server::set_health};
 use proto::admin_server::AdminServer;
 use tokio::{net::TcpListener, task::JoinSet};
 use tonic::{body::Body, service::Routes};
@@ -175,11 +175,11 @@ pub async fn run(
         // End the event feeds, which would otherwise run until the drain deadline.
         events.close();
     };
-    // No count: the balancer's connections end by themselves once their
-    // requests are done, or when a client stops answering pings.
+    // Counts every request, so a drain ends once they have all finished.
+    let in_flight = InFlight::default();
     let drain = config.serving.drain_timeout;
-    lifecycle::serve_with_drain(shutdown, drain, None, |signal| {
-        http2::Server::new(front_door).serve(incoming, signal)
+    lifecycle::serve_with_drain(shutdown, drain, Some(in_flight.clone()), |signal| {
+        http2::Server::new(front_door, in_flight).serve(incoming, signal)
     })
     .await?;
     background.shutdown().await;

@@ -6,13 +6,14 @@
 //! (`docker pause`, SIGSTOP) never answers, so the server would wait out its
 //! whole drain deadline with nothing left to do, and `docker stop` would kill
 //! it first. Counting requests, bodies included, lets the drain end once every
-//! request has finished ([`crate::lifecycle::serve_with_drain`]).
+//! request has finished ([`crate::lifecycle::serve_with_drain`]). The
+//! balancer's own HTTP/2 server counts its requests with the same type.
 
 use std::{
     pin::Pin,
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     task::{Context, Poll},
 };
@@ -31,6 +32,9 @@ pub struct InFlight(Arc<Counter>);
 #[derive(Debug, Default)]
 struct Counter {
     running: AtomicUsize,
+    /// How many have finished, ever: a drain waits for a quiet moment in
+    /// which this does not move.
+    finished: AtomicU64,
     /// Set once someone waits for the count to reach zero: only then does a
     /// finishing request need to wake anyone.
     watched: AtomicBool,
@@ -41,6 +45,12 @@ impl InFlight {
     /// Requests admitted and not yet answered in full.
     pub fn running(&self) -> usize {
         self.0.running.load(Ordering::SeqCst)
+    }
+
+    /// Requests finished since the start: unchanged over a while, none
+    /// has come and gone meanwhile.
+    pub fn finished(&self) -> u64 {
+        self.0.finished.load(Ordering::SeqCst)
     }
 
     /// Returns once no request is running.
@@ -59,7 +69,9 @@ impl InFlight {
         }
     }
 
-    fn start(&self) -> Running {
+    /// Counts a request until the returned guard is dropped (the layer does
+    /// this for a tonic server; the balancer's own server calls it).
+    pub fn start(&self) -> Running {
         self.0.running.fetch_add(1, Ordering::SeqCst);
         Running(self.0.clone())
     }
@@ -67,10 +79,11 @@ impl InFlight {
 
 /// One request, counted until dropped.
 #[derive(Debug)]
-struct Running(Arc<Counter>);
+pub struct Running(Arc<Counter>);
 
 impl Drop for Running {
     fn drop(&mut self) {
+        self.0.finished.fetch_add(1, Ordering::SeqCst);
         let left = self.0.running.fetch_sub(1, Ordering::SeqCst) - 1;
         if left == 0 && self.0.watched.load(Ordering::SeqCst) {
             self.0.idle.notify_waiters();
@@ -174,8 +187,13 @@ mod tests {
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished(), "idle with a request still running");
         drop(second);
-        waiter.await.unwrap();
+        // A lost wake-up would hang here: fail instead.
+        tokio::time::timeout(std::time::Duration::from_secs(10), waiter)
+            .await
+            .expect("the last request to finish woke nobody")
+            .unwrap();
         assert_eq!(in_flight.running(), 0);
+        assert_eq!(in_flight.finished(), 2);
     }
 
     /// The count lasts as long as the answer's body, not just its headers.

@@ -118,19 +118,26 @@ async fn first_signal() {
     info!("shutting down");
 }
 
-/// How long a drain waits for connections to close once every request has
-/// finished. A client that is paused never lets its connection close (it
-/// does not answer the shutdown's PING), and there is nothing left to wait for.
+/// How long a drain waits, once no request is running and none has finished
+/// for this long, for the connections to close by themselves; the last
+/// answers have left by then. A client that is paused never lets its
+/// connection close (it does not answer the shutdown's PING), and there is
+/// nothing left to wait for.
 const LINGER: Duration = Duration::from_secs(1);
+
+/// Said when every request has finished but a connection is still open: it
+/// is dropped as the process exits.
+const DRAINED_WITH_CONNECTIONS_OPEN: &str = "drained; all requests finished, and the \
+    connections still open are dropped (a client paused or gone does not close its own)";
 
 /// Runs `serve` (a server future that drains gracefully once `shutdown`
 /// completes) and gives up waiting `drain` after the shutdown started, or
-/// a second (`LINGER`) after the last request counted by `in_flight` finished.
+/// a second (`LINGER`) after the last request counted by `in_flight`
+/// finished (`None` counts nothing: only the connections closing end it).
 ///
 /// `serve_with` receives the future that tells the server to stop: the one to
 /// pass to tonic's `serve_with_incoming_shutdown` (nodes), or to the
-/// balancer's own accept loop. The balancer, which closes its connections
-/// itself, counts nothing (`None`).
+/// balancer's own accept loop.
 pub async fn serve_with_drain<S, E>(
     shutdown: impl Future<Output = ()> + Send + 'static,
     drain: Duration,
@@ -166,11 +173,13 @@ where
             std::future::pending::<()>().await;
         }
         // A request may still start on a connection that has not seen the
-        // GOAWAY yet: done only when none is running after the linger.
+        // GOAWAY yet: done after a whole linger with none running, and none
+        // finishing (its answer may still be on its way out).
         loop {
             in_flight.idle().await;
+            let finished = in_flight.finished();
             tokio::time::sleep(LINGER).await;
-            if in_flight.running() == 0 {
+            if in_flight.running() == 0 && in_flight.finished() == finished {
                 return;
             }
         }
@@ -183,20 +192,19 @@ where
             result
         }
         () = done => {
-            info!(
-                linger = ?LINGER,
-                "drained; all requests finished, and the connections still open were closed \
-                 (a client paused or gone does not close its own)"
-            );
+            info!(linger = ?LINGER, "{DRAINED_WITH_CONNECTIONS_OPEN}");
             Ok(())
         }
         () = deadline => {
-            let running = in_flight.as_ref().map(InFlight::running);
-            warn!(
-                deadline = ?drain,
-                running,
-                "drain deadline passed; exiting with requests still running"
-            );
+            match in_flight.as_ref().map(InFlight::running) {
+                // A deadline shorter than the linger.
+                Some(0) => info!(deadline = ?drain, "{DRAINED_WITH_CONNECTIONS_OPEN}"),
+                running => warn!(
+                    deadline = ?drain,
+                    running,
+                    "drain deadline passed; exiting with requests still running"
+                ),
+            }
             Ok(())
         }
     }

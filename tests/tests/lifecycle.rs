@@ -197,10 +197,51 @@ fn a_paused_peer_does_not_hold_up_the_drain() {
     assert_eq!(status.code(), Some(0));
     let log = cluster.nodes[0].log_text();
     assert!(
-        log.contains("drained; all requests finished, and the connections still open were closed"),
+        log.contains("drained; all requests finished, and the connections still open are dropped"),
         "{log}"
     );
     assert!(!log.contains("drain deadline passed"), "{log}");
+}
+
+/// The balancer too: a client whose process is paused holds its connection
+/// open, and the drain stops waiting for it once every request has finished.
+#[test]
+fn a_paused_client_does_not_hold_up_the_balancers_drain() {
+    let mut cluster = TestCluster::start(1);
+    cluster.start_balancer(&["--drain-timeout", "60s"]);
+    let (certs, addr) = (cluster.certs.clone(), cluster.balancers[0].addr.to_string());
+    let (connected_tx, connected) = std::sync::mpsc::channel();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    // A client that makes one call, then stops: nothing polls its runtime,
+    // so nothing answers on its connection, as with a paused process.
+    let client = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let channel = runtime.block_on(async {
+            let channel = tests::admin_channel(&certs, &addr).await.unwrap();
+            proto::admin_client::AdminClient::new(channel.clone())
+                .status(proto::StatusRequest {})
+                .await
+                .unwrap();
+            channel
+        });
+        connected_tx.send(()).unwrap();
+        let _ = released.recv_timeout(Duration::from_secs(60));
+        drop(channel);
+    });
+    connected.recv_timeout(Duration::from_secs(10)).unwrap();
+    cluster.signal_balancer(0, "TERM");
+    let status = cluster.wait_balancer_exit(0, Duration::from_secs(30));
+    let _ = release.send(());
+    client.join().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let log = cluster.balancers[0].log_text();
+    assert!(
+        log.contains("drained; all requests finished, and the connections still open are dropped"),
+        "{log}"
+    );
 }
 
 /// With `--log-format json`, even the reason a node cannot start is a JSON
