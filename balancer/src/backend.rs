@@ -461,7 +461,15 @@ impl Backend {
                     since,
                     held_until,
                     reason,
-                } => (*since, *held_until, format!("{reason}; then {GONE_REASON}")),
+                } => {
+                    // Not twice: a node back under an outlier's hold keeps
+                    // its old reason, and may leave the DNS again.
+                    let reason = match reason.ends_with(GONE_REASON) {
+                        true => reason.clone(),
+                        false => format!("{reason}; then {GONE_REASON}"),
+                    };
+                    (*since, *held_until, reason)
+                }
             };
             std::mem::replace(
                 &mut *health,
@@ -1099,6 +1107,10 @@ mod tests {
         let reason = ejected_because(&n2);
         assert_eq!(reason, format!("{goodbye}; then {GONE_REASON}"));
         assert_eq!(n2.ejections.load(Ordering::Relaxed), 1);
+        // Gone again with that reason (back under an outlier's hold, which
+        // keeps it, and gone once more): said once.
+        assert!(n2.went_away(backends.events()));
+        assert_eq!(ejected_because(&n2), reason);
     }
 
     /// A killed container drops out of Docker's DNS: its node stays, ejected
