@@ -171,9 +171,9 @@ fn read_value(args: &PutArgs) -> Result<Vec<u8>, Failure> {
 /// before connecting: a usage error, as an oversized value is.
 fn check_key(key: &str) -> Result<(), Failure> {
     match key.len() {
-        0 => Err(Failure::usage(
-            "the key is empty; give a key of 1 to 1024 bytes of UTF-8",
-        )),
+        0 => Err(Failure::usage(format!(
+            "the key is empty; give a key of 1 to {MAX_KEY_BYTES} bytes of UTF-8"
+        ))),
         n if n > MAX_KEY_BYTES => Err(Failure::usage(format!(
             "the key is {n} bytes, more than {MAX_KEY_BYTES} (1 KiB), the most a key may \
              hold; nothing was sent"

@@ -282,6 +282,19 @@ fn oversized_keys_and_values_are_refused(
         put_bytes(&key, 1),
         "INVALID_ARGUMENT: key is 1025 bytes; the limit is 1024"
     );
+    let get = async {
+        let channel = tests::admin_channel(&cluster.certs, addr).await.unwrap();
+        let request = proto::GetRequest {
+            key: key.clone(),
+            ..Default::default()
+        };
+        proto::key_value_client::KeyValueClient::new(channel)
+            .get(request)
+            .await
+            .expect_err("an oversized key was read")
+    };
+    let refused = tokio::runtime::Runtime::new().unwrap().block_on(get);
+    assert_eq!(refused.message(), "key is 1025 bytes; the limit is 1024");
     // The client refuses such a key itself, as it does an oversized value:
     // a usage error (exit 2), with nothing sent.
     for command in [&["put", &key, "v"][..], &["get", &key], &["delete", &key]] {
