@@ -186,21 +186,24 @@ impl Revocations {
     /// A process started without the file is warned once: it then refuses
     /// nobody as revoked, the `revoked` villain included, until a list appears.
     pub async fn watch(self: Arc<Self>, changed: impl Fn(&Loaded)) {
-        if self.current().pem.is_none() {
-            tracing::warn!(
-                file = %self.path.display(),
-                "no revocation list: every certificate the CA signed is accepted until it \
-                 expires, the `revoked` villain's too; `clusterlab-certs revoke` writes the \
-                 list, and it is taken up within a second"
-            );
-        }
         let mut tick = tokio::time::interval(RELOAD_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Said once per problem, not once a second until someone fixes the file.
         let mut last_problem = None;
+        let mut first = true;
         loop {
             tick.tick().await;
-            match self.reload() {
+            let reloaded = self.reload();
+            // The first tick is at once: a file there by now is no news.
+            if std::mem::take(&mut first) && self.current().pem.is_none() {
+                tracing::warn!(
+                    file = %self.path.display(),
+                    "no revocation list: every certificate the CA signed is accepted until \
+                     it expires, the `revoked` villain's too; `clusterlab-certs revoke` \
+                     writes the list, and it is taken up within a second"
+                );
+            }
+            match reloaded {
                 Ok(Some(loaded)) => {
                     tracing::info!(
                         file = %self.path.display(),
