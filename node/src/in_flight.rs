@@ -127,7 +127,9 @@ where
         let response = self.inner.call(request);
         Box::pin(async move {
             // A streamed answer is still running after its headers: the
-            // count goes with the body, and ends when the body is done.
+            // count goes with the body, and ends when the body is done. (An
+            // answer with no body, a gRPC error's, ends it here: `Body::new`
+            // makes an empty body of one at its end.)
             let response = response.await?;
             Ok(response.map(|body| {
                 Body::new(CountedBody {
@@ -200,8 +202,10 @@ mod tests {
     #[tokio::test]
     async fn a_request_runs_until_its_body_is_dropped() {
         let in_flight = InFlight::default();
+        // A body with something in it: an empty one is done as it is made.
         let routes = tower::service_fn(|_: http::Request<()>| async {
-            Ok::<_, std::convert::Infallible>(http::Response::new(Body::empty()))
+            let body = http_body_util::Full::new(Bytes::from_static(b"answer"));
+            Ok::<_, std::convert::Infallible>(http::Response::new(Body::new(body)))
         });
         let mut counted = in_flight.layer(routes);
         let response = counted.call(http::Request::new(())).await.unwrap();
