@@ -16,6 +16,7 @@ use std::{
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     task::{Context, Poll},
+    time::Duration,
 };
 
 use futures::future::BoxFuture;
@@ -31,6 +32,7 @@ pub struct InFlight(Arc<Counter>);
 
 #[derive(Debug, Default)]
 struct Counter {
+    /// Requests admitted whose answers are not yet written out.
     running: AtomicUsize,
     /// How many have finished, ever: a drain waits for a quiet moment in
     /// which this does not move.
@@ -38,6 +40,7 @@ struct Counter {
     /// Set once someone waits for the count to reach zero: only then does a
     /// finishing request need to wake anyone.
     watched: AtomicBool,
+    /// Wakes [`InFlight::idle`] when `running` reaches zero.
     idle: Notify,
 }
 
@@ -47,14 +50,28 @@ impl InFlight {
         self.0.running.load(Ordering::SeqCst)
     }
 
+    /// Returns once no request has run or finished for `quiet`. A request
+    /// may still start on a connection that has not seen the GOAWAY yet, and
+    /// one that just finished may still have its answer on the way out.
+    pub async fn settled(&self, quiet: Duration) {
+        loop {
+            self.idle().await;
+            let finished = self.finished();
+            tokio::time::sleep(quiet).await;
+            if self.running() == 0 && self.finished() == finished {
+                return;
+            }
+        }
+    }
+
     /// Requests finished since the start: unchanged over a while, none
     /// has come and gone meanwhile.
-    pub fn finished(&self) -> u64 {
+    fn finished(&self) -> u64 {
         self.0.finished.load(Ordering::SeqCst)
     }
 
     /// Returns once no request is running.
-    pub async fn idle(&self) {
+    async fn idle(&self) {
         self.0.watched.store(true, Ordering::SeqCst);
         loop {
             let finished = self.0.idle.notified();
@@ -190,12 +207,36 @@ mod tests {
         assert!(!waiter.is_finished(), "idle with a request still running");
         drop(second);
         // A lost wake-up would hang here: fail instead.
-        tokio::time::timeout(std::time::Duration::from_secs(10), waiter)
+        tokio::time::timeout(Duration::from_secs(10), waiter)
             .await
             .expect("the last request to finish woke nobody")
             .unwrap();
         assert_eq!(in_flight.running(), 0);
         assert_eq!(in_flight.finished(), 2);
+    }
+
+    /// A request that comes and goes during the quiet spell starts it again.
+    /// (The clock is tokio's paused one: it moves only as the test says.)
+    #[tokio::test(start_paused = true)]
+    async fn settled_waits_for_a_whole_quiet_spell() {
+        let in_flight = InFlight::default();
+        let first = in_flight.start();
+        let start = tokio::time::Instant::now();
+        let settled = tokio::spawn({
+            let in_flight = in_flight.clone();
+            async move { in_flight.settled(Duration::from_secs(1)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        drop(first);
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        drop(in_flight.start());
+        settled.await.unwrap();
+        // Quiet from 0.5 s, broken at 1.4 s, quiet again for a second after.
+        assert!(
+            start.elapsed() >= Duration::from_millis(2400),
+            "{:?}",
+            start.elapsed()
+        );
     }
 
     /// The count lasts as long as the answer's body, not just its headers.

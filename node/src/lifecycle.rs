@@ -7,7 +7,7 @@
 
 use std::{future::Future, time::Duration};
 
-use tokio::sync::watch;
+use tokio::sync::oneshot;
 use tracing::{info, warn};
 
 use crate::in_flight::InFlight;
@@ -118,11 +118,10 @@ async fn first_signal() {
     info!("shutting down");
 }
 
-/// How long a drain waits, once no request is running and none has finished
-/// for this long, for the connections to close by themselves; the last
-/// answers have left by then. A client that is paused never lets its
-/// connection close (it does not answer the shutdown's PING), and there is
-/// nothing left to wait for.
+/// How long no request may run or finish before a drain stops waiting for
+/// the connections to close by themselves: the last answers have left by
+/// then. A client that is paused never lets its connection close (it does
+/// not answer the shutdown's PING), and there is nothing left to wait for.
 const LINGER: Duration = Duration::from_secs(1);
 
 /// Said when every request has finished but a connection is still open: it
@@ -147,55 +146,36 @@ pub async fn serve_with_drain<S, E>(
 where
     S: Future<Output = Result<(), E>>,
 {
-    let (started_tx, mut started_rx) = watch::channel(false);
+    let (started_tx, started) = oneshot::channel();
     let signal = Box::pin(async move {
         shutdown.await;
-        let _ = started_tx.send(true);
+        let _ = started_tx.send(());
     });
     let serve = serve_with(signal);
     tokio::pin!(serve);
-    let mut started_too = started_rx.clone();
-    let started = async {
-        if started_rx.wait_for(|started| *started).await.is_err() {
-            // The server ended without a shutdown signal; nothing to time out.
-            std::future::pending::<()>().await;
-        }
-    };
-    let deadline = async {
-        started.await;
-        tokio::time::sleep(drain).await;
-    };
-    let done = async {
-        let Some(in_flight) = &in_flight else {
-            return std::future::pending().await;
-        };
-        if started_too.wait_for(|started| *started).await.is_err() {
-            std::future::pending::<()>().await;
-        }
-        // A request may still start on a connection that has not seen the
-        // GOAWAY yet: done after a whole linger with none running, and none
-        // finishing (its answer may still be on its way out).
-        loop {
-            in_flight.idle().await;
-            let finished = in_flight.finished();
-            tokio::time::sleep(LINGER).await;
-            if in_flight.running() == 0 && in_flight.finished() == finished {
-                return;
-            }
+    // Until the shutdown starts, nothing but the server ending ends this.
+    // (`started` fails only if the server dropped its signal unfired: then
+    // that branch is off, and the server's end is awaited.)
+    tokio::select! {
+        result = &mut serve => return result,
+        Ok(()) = started => {}
+    }
+    let settled = async {
+        match &in_flight {
+            Some(in_flight) => in_flight.settled(LINGER).await,
+            None => std::future::pending().await,
         }
     };
     tokio::select! {
         result = &mut serve => {
-            if *started_rx.borrow() {
-                info!("drained; all requests finished");
-            }
+            info!("drained; all requests finished");
             result
         }
-        () = done => {
+        () = settled => {
             info!(linger = ?LINGER, "{DRAINED_WITH_CONNECTIONS_OPEN}");
             Ok(())
         }
-        () = deadline => {
+        () = tokio::time::sleep(drain) => {
             match in_flight.as_ref().map(InFlight::running) {
                 // A deadline shorter than the linger.
                 Some(0) => info!(deadline = ?drain, "{DRAINED_WITH_CONNECTIONS_OPEN}"),
