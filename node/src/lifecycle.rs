@@ -73,6 +73,41 @@ pub fn survive_file_size_limits() -> std::io::Result<()> {
     Ok(())
 }
 
+/// The variable in which `clusterlab-local` gives the processes it starts
+/// its own process id.
+pub const LAUNCHER_PID: &str = "CLUSTERLAB_LAUNCHER_PID";
+
+/// For a process started by `clusterlab-local` (which sets [`LAUNCHER_PID`]):
+/// has the kernel send it SIGTERM when the launcher exits, however it exits.
+/// On Ctrl-C the launcher stops its children itself, but a launcher killed
+/// with SIGKILL (`kill -9`, a test harness giving up) cannot, and its
+/// children would run on unseen, holding their ports. SIGTERM starts the
+/// usual drain. Elsewhere, and without the variable, this does nothing.
+pub fn stop_with_launcher() -> anyhow::Result<()> {
+    let Some(launcher) = std::env::var_os(LAUNCHER_PID) else {
+        return Ok(());
+    };
+    #[cfg(target_os = "linux")]
+    {
+        use anyhow::Context;
+        rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM))
+            .context("asking to be stopped when clusterlab-local exits")?;
+        // Had the launcher gone before that, this process now has another
+        // parent (init, or a subreaper), and no signal would ever come.
+        let parent = std::os::unix::process::parent_id().to_string();
+        if launcher.to_str() != Some(parent.as_str()) {
+            anyhow::bail!(
+                "clusterlab-local, which started this process (pid {}), has exited; \
+                 {LAUNCHER_PID} is set only by clusterlab-local",
+                launcher.to_string_lossy()
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = launcher;
+    Ok(())
+}
+
 /// Completes on the first SIGINT (Ctrl-C) or SIGTERM (`docker stop`, `kill`).
 /// From then on a second Ctrl-C ends the process at once (exit 130): the
 /// drain waits for requests in flight, up to --drain-timeout, and a person at

@@ -616,6 +616,25 @@ fn an_unwritable_data_dir_is_one_clear_line() {
     );
 }
 
+/// A node told it was started by `clusterlab-local`, whose launcher is not
+/// its parent (it exited before the node could ask to go with it), stops at
+/// once rather than run on with nobody to stop it.
+#[test]
+fn a_node_whose_launcher_has_gone_does_not_start() {
+    let mut cluster = TestCluster::start(1);
+    cluster.kill(0);
+    let mut command = cluster.node_command_in(0, &cluster.dir().join("other"));
+    // Not this node's parent, which is the test.
+    command.env(node::lifecycle::LAUNCHER_PID, "1");
+    let (code, stderr) = start_fails(command);
+    assert_ne!(code, 0);
+    let line = error_line(&stderr);
+    assert!(
+        line.contains("clusterlab-local, which started this process (pid 1), has exited"),
+        "{line}"
+    );
+}
+
 #[test]
 fn json_logs_are_one_object_per_line_tagged_with_the_process() {
     let mut cluster = TestCluster::empty();

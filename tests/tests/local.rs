@@ -369,6 +369,42 @@ fn the_cluster_runs_on_while_a_process_started_by_hand_does_and_ends_with_it() {
     );
 }
 
+/// `kill -9` of `clusterlab-local` (or a test harness giving up on it)
+/// leaves it no chance to stop its children: the kernel sends each one
+/// SIGTERM as it goes, and they drain and exit rather than run on unseen,
+/// holding the ports the next cluster needs.
+#[test]
+fn a_clusterlab_local_killed_with_sigkill_takes_its_processes_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port_block();
+    let mut local = Local::start(dir.path(), port);
+    send_signal(local.child.id(), "KILL");
+    local.child.wait().unwrap();
+    let ports: Vec<u16> = local_ports::all(3)
+        .into_iter()
+        .map(|offset| port + offset)
+        .collect();
+    let all_free = poll_until(Duration::from_secs(30), || {
+        ports
+            .iter()
+            .all(|&p| TcpListener::bind(("127.0.0.1", p)).is_ok())
+    });
+    if !all_free {
+        // Stopped here, so that a failure does not leave them running.
+        // The balancer's port, and the nodes': each one's `--listen`.
+        let listening = std::iter::once(0).chain((1..=3).map(|i| local_ports::NODES + i));
+        for p in listening.map(|offset| port + offset) {
+            if TcpListener::bind(("127.0.0.1", p)).is_err() {
+                send_signal(pid_listening_on(p), "TERM");
+            }
+        }
+    }
+    assert!(
+        all_free,
+        "a port of {ports:?} is still in use 30 s after clusterlab-local was killed"
+    );
+}
+
 /// `clusterlab-local | head -3`: once nobody reads its output, it stops every
 /// process as on Ctrl-C (it used to panic, and leave nodes running).
 #[test]

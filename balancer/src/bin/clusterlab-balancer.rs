@@ -23,6 +23,7 @@ fn main() -> ExitCode {
 }
 
 async fn start(config: Config) -> anyhow::Result<()> {
+    lifecycle::stop_with_launcher()?;
     let listener = node::bind("--listen", &config.listen, 7000, node::Port::Serving).await?;
     balancer::run(listener, config, lifecycle::shutdown_signal()).await
 }

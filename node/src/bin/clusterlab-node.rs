@@ -37,6 +37,7 @@ fn main() -> ExitCode {
 
 async fn start(config: Config) -> anyhow::Result<()> {
     lifecycle::survive_file_size_limits()?;
+    lifecycle::stop_with_launcher()?;
     let listener = node::bind("--listen", &config.listen, 7100, node::Port::Serving).await?;
     node::run(listener, config, lifecycle::shutdown_signal()).await
 }

@@ -653,6 +653,12 @@ fn describe(status: &std::io::Result<std::process::ExitStatus>) -> String {
 /// Starts one process, copying its log lines (already prefixed with its name) to ours.
 fn start(mut command: Command, name: &str) -> Result<(String, Child), String> {
     tests::without_clusterlab_env(command.as_std_mut());
+    // So that the child stops when we do, even if we are killed with
+    // SIGKILL and cannot stop it ourselves (node::lifecycle::stop_with_launcher).
+    command.env(
+        node::lifecycle::LAUNCHER_PID,
+        std::process::id().to_string(),
+    );
     let mut child = command
         // Should clusterlab-local stop without stopping its children (an
         // early error, a bug), they go with it rather than run on unseen.
