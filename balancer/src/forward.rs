@@ -201,13 +201,18 @@ impl Router {
         // `clusterlab check` counts a write that never reached a node as
         // unapplied, not as one whose outcome is unknown.
         let mut every_refused = true;
+        // Why no further attempt was made, for the client's failure. Unless
+        // the loop breaks, it ends at the most attempts.
+        let mut stopped = Stopped::MostAttempts;
         while tried.len() < MAX_ATTEMPTS {
             let Some((backend, reason)) = self.pick(&key, &tried) else {
+                stopped = Stopped::NoNodeLeft;
                 break;
             };
             if !tried.is_empty() {
                 if !failing_over && !self.budget.withdraw() {
                     self.retries_refused.fetch_add(1, Ordering::Relaxed);
+                    stopped = Stopped::BudgetSpent;
                     break;
                 }
                 self.retries.fetch_add(1, Ordering::Relaxed);
@@ -328,66 +333,112 @@ impl Router {
                             status.message()
                         )));
                     }
-                    let retry = is_retryable(&status) && Instant::now() < deadline;
                     every_refused &= proto::was_not_applied(&status);
+                    let stop = match is_retryable(&status) {
+                        false => Some(Stopped::NotRetryable(status.code())),
+                        true if Instant::now() >= deadline => Some(Stopped::OutOfTime),
+                        true => None,
+                    };
                     last_failure = Some(status);
-                    if !retry {
+                    if let Some(stop) = stop {
+                        stopped = stop;
                         break;
                     }
                 }
             }
         }
-        let failure = self.explain(last_failure, &trace);
+        let failure = self.explain(last_failure, &trace, stopped);
         match every_refused {
             true => Err(proto::not_applied(failure)),
             false => Err(failure),
         }
     }
 
-    /// The status to give the client when no attempt succeeded.
-    fn explain(&self, last: Option<Status>, trace: &Trace) -> Status {
+    /// Each backend that `which` selects, with its health: "n1 ejected".
+    fn nodes(&self, which: impl Fn(&Backend) -> bool) -> Vec<String> {
+        self.backends
+            .list()
+            .iter()
+            .filter(|b| which(b))
+            .map(|b| format!("{} {}", b.name(), b.health().name()))
+            .collect()
+    }
+
+    /// The status to give the client when no attempt succeeded: every
+    /// attempt's failure, and why there was no other.
+    fn explain(&self, last: Option<Status>, trace: &Trace, stopped: Stopped) -> Status {
         let attempts: Vec<String> = trace
             .attempts
             .iter()
             .map(|a| format!("{} {}: {}", a.node, a.outcome, a.detail))
             .collect();
+        let why_no_other = || match stopped {
+            Stopped::MostAttempts => format!("{MAX_ATTEMPTS} attempts are the most a request gets"),
+            Stopped::NoNodeLeft => {
+                // The nodes not tried, and their health: why they were passed over.
+                let untried = self.nodes(|b| !trace.attempts.iter().any(|a| *a.node == *b.name()));
+                match untried.is_empty() {
+                    true => "every node was tried".to_string(),
+                    false => format!("no healthy node was left to try ({})", untried.join(", ")),
+                }
+            }
+            Stopped::BudgetSpent => format!(
+                "the retry budget is spent (retries may add {:.0}% to the requests, \
+                 --retry-budget; `clusterlab status` counts the retries refused)",
+                self.budget.ratio() * 100.0
+            ),
+            Stopped::NotRetryable(code) => format!(
+                "{} is not retried (only UNAVAILABLE, UNKNOWN and a broken connection are)",
+                proto::code_name(code)
+            ),
+            Stopped::OutOfTime => "the request's deadline had passed".to_string(),
+        };
         match last {
-            Some(status) if attempts.len() == 1 => status,
+            // One attempt: its own status, as the node gave it, and only if
+            // a retry was wanted, why none was made.
+            Some(status) if attempts.len() == 1 => match stopped {
+                Stopped::NoNodeLeft | Stopped::BudgetSpent => Status::with_details_and_metadata(
+                    status.code(),
+                    format!("{}; not retried: {}", status.message(), why_no_other()),
+                    status.details().to_vec().into(),
+                    status.metadata().clone(),
+                ),
+                _ => status,
+            },
             Some(status) => Status::new(
                 status.code(),
                 format!(
-                    "{} attempts failed ({}); {}",
+                    "{} attempts failed ({}); no further attempt: {}",
                     attempts.len(),
                     attempts.join("; "),
-                    budget_note(attempts.len())
+                    why_no_other()
                 ),
             ),
-            None => {
-                let nodes: Vec<String> = self
-                    .backends
-                    .list()
-                    .iter()
-                    .map(|b| format!("{} {}", b.name(), b.health().name()))
-                    .collect();
-                Status::unavailable(format!(
-                    "no healthy node to send the request to ({}); {}",
-                    nodes.join(", "),
-                    match attempts.is_empty() {
-                        true => "see `clusterlab status` and the balancer's log".to_string(),
-                        false => format!("tried: {}", attempts.join("; ")),
-                    }
-                ))
-            }
+            None => Status::unavailable(format!(
+                "no healthy node to send the request to ({}); {}",
+                self.nodes(|_| true).join(", "),
+                match attempts.is_empty() {
+                    true => "see `clusterlab status` and the balancer's log".to_string(),
+                    false => format!("tried: {}", attempts.join("; ")),
+                }
+            )),
         }
     }
 }
 
-fn budget_note(attempts: usize) -> &'static str {
-    if attempts >= MAX_ATTEMPTS {
-        "no more retries for this request"
-    } else {
-        "the balancer stopped retrying (deadline, retry budget, or no other healthy node)"
-    }
+/// Why a request that failed was not tried again: said in its failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stopped {
+    /// It had [`MAX_ATTEMPTS`].
+    MostAttempts,
+    /// Every healthy node had failed it.
+    NoNodeLeft,
+    /// The retry budget had no token left.
+    BudgetSpent,
+    /// The last failure was one that another node would not mend.
+    NotRetryable(tonic::Code),
+    /// The request's deadline had passed.
+    OutOfTime,
 }
 
 /// The deadline the client sent as `grpc-timeout`, if any.

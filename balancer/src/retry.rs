@@ -35,6 +35,11 @@ impl RetryBudget {
         }
     }
 
+    /// The fraction of requests that retries may add (`--retry-budget`).
+    pub fn ratio(&self) -> f64 {
+        self.ratio
+    }
+
     /// Called once per request.
     pub fn deposit(&self) {
         let mut tokens = self.tokens.lock().expect("budget poisoned");

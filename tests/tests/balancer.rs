@@ -707,6 +707,31 @@ fn outlier_ejections(cluster: &TestCluster) -> Vec<proto::Event> {
         .collect()
 }
 
+/// A request that failed on every node it was tried on says why it was not
+/// tried on the rest: here, the one left was out of rotation.
+#[test]
+fn a_failed_request_says_why_no_other_node_was_tried() {
+    let mut cluster = TestCluster::start(3);
+    cluster.start_balancer(&[]);
+    cluster.kill(2);
+    wait_until("n3 out of rotation", SETTLE, || {
+        cluster.backend_health(0, "n3").as_deref() != Some("healthy")
+    });
+    for node in ["n1", "n2"] {
+        cluster
+            .client_to(0)
+            .args(["fault", node, "--error-rate", "1"])
+            .ok();
+    }
+    let out = cluster.client_to_balancer(0).args(["get", "k"]).fails();
+    let why = "; no further attempt: no healthy node was left to try (n3 ";
+    assert!(
+        out.stderr.starts_with("UNAVAILABLE: 2 attempts failed (") && out.stderr.contains(why),
+        "{}",
+        out.stderr
+    );
+}
+
 #[test]
 fn the_retry_budget_caps_retries_when_every_node_fails() {
     let mut cluster = TestCluster::start(3);
@@ -719,6 +744,17 @@ fn the_retry_budget_caps_retries_when_every_node_fails() {
     }
     let (_, failed) = put_many(&cluster, 200, 4);
     assert_eq!(failed, 200);
+    // And the client is told why its request was not tried again.
+    let out = cluster
+        .client_to_balancer(0)
+        .args(["put", "k", "v"])
+        .fails();
+    assert!(
+        out.stderr
+            .contains("the retry budget is spent (retries may add 20% to the requests"),
+        "{}",
+        out.stderr
+    );
     let status = cluster.balancer_status(0).unwrap();
     // 20% of 200 requests, plus the reserve of 10.
     assert!(status.retries <= 50, "{} retries", status.retries);
