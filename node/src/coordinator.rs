@@ -355,7 +355,17 @@ impl Coordinator {
         // than W replicas, it did not get through: the first attempt failed
         // for want of its quorum, and this one must meet it, or fail too.
         if retry && !request_id.is_empty() {
-            let (found, trace) = self.read(key.clone(), 0).await.map_err(|e| match e {
+            // Read from at least W replicas: found on fewer it counts as not
+            // through, and a read of R < W (`put --w 3`) could never find it
+            // on enough, so every retry would write it again.
+            let looked = match self.plan(&key, 0, self.state.replication.read_quorum, "read") {
+                Ok(read) => {
+                    let read_quorum = read.quorum.max(plan.quorum) as u32;
+                    self.read(key.clone(), read_quorum).await
+                }
+                Err(e) => Err(e),
+            };
+            let (found, trace) = looked.map_err(|e| match e {
                 Error::Unavailable(why) | Error::Refused(why) => Error::Unavailable(format!(
                     "this write is a retry, and checking whether its first attempt was \
                      applied failed: {why}"

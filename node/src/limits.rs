@@ -16,7 +16,8 @@ use crate::{Error, Result};
 
 /// Sizes and scan limits: part of the wire contract, so they live with it.
 pub use proto::limits::{
-    DEFAULT_SCAN_LIMIT, MAX_KEY_BYTES, MAX_MESSAGE_BYTES, MAX_SCAN_LIMIT, MAX_VALUE_BYTES,
+    DEFAULT_SCAN_LIMIT, MAX_KEY_BYTES, MAX_MESSAGE_BYTES, MAX_REQUEST_ID_BYTES, MAX_SCAN_LIMIT,
+    MAX_VALUE_BYTES,
 };
 /// The most bytes of keys and values one page of a scan holds (past its first
 /// record, which may be a whole value on its own). A page of large values
@@ -42,6 +43,18 @@ pub fn check_key(key: &str) -> Result<()> {
         return Err(Error::InvalidArgument(format!(
             "key is {} bytes; the limit is {MAX_KEY_BYTES}",
             key.len()
+        )));
+    }
+    Ok(())
+}
+
+/// A write's request id may be empty (no retry will be recognised), and at
+/// most [`MAX_REQUEST_ID_BYTES`] bytes.
+pub fn check_request_id(request_id: &str) -> Result<()> {
+    if request_id.len() > MAX_REQUEST_ID_BYTES {
+        return Err(Error::InvalidArgument(format!(
+            "request_id is {} bytes; the limit is {MAX_REQUEST_ID_BYTES}",
+            request_id.len()
         )));
     }
     Ok(())
@@ -161,13 +174,15 @@ impl Validate for GetRequest {
 impl Validate for PutRequest {
     fn validate(&self) -> Result<()> {
         check_key(&self.key)?;
-        check_value(&self.value)
+        check_value(&self.value)?;
+        check_request_id(&self.request_id)
     }
 }
 
 impl Validate for DeleteRequest {
     fn validate(&self) -> Result<()> {
-        check_key(&self.key)
+        check_key(&self.key)?;
+        check_request_id(&self.request_id)
     }
 }
 
@@ -185,6 +200,8 @@ impl Validate for WriteRequest {
             .ok_or_else(|| Error::InvalidArgument("the write carries no record".into()))?;
         check_key(&record.key)?;
         check_value(&record.value)?;
+        check_request_id(&record.request_id)?;
+        check_request_id(&self.request_id)?;
         record.version.as_ref().map_or(Ok(()), check_version)
     }
 }
@@ -325,6 +342,9 @@ mod tests {
             "value is 2097152 bytes; the limit is 1048576"
         );
         assert!(check_key("").is_err());
+        assert!(check_request_id(&proto::new_request_id()).is_ok());
+        let err = check_request_id(&"r".repeat(MAX_REQUEST_ID_BYTES + 1)).unwrap_err();
+        assert_eq!(err.to_string(), "request_id is 129 bytes; the limit is 128");
         assert_eq!(scan_limit(0).unwrap(), DEFAULT_SCAN_LIMIT);
         assert!(scan_limit(5000).is_err());
     }

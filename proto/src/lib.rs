@@ -32,6 +32,10 @@ pub mod limits {
     /// value a little too large gets the precise message from the node's value
     /// check instead.
     pub const MAX_MESSAGE_BYTES: usize = 4 * MAX_VALUE_BYTES;
+    /// A write's `request_id` is at most this long. Ours are 32 hex digits;
+    /// any id is stored with the record and copied to every replica, so
+    /// an unbounded one would make records larger than a message may be.
+    pub const MAX_REQUEST_ID_BYTES: usize = 128;
     /// Entries a scan returns when the request does not say (`limit` 0).
     pub const DEFAULT_SCAN_LIMIT: usize = 100;
     /// The most entries one scan returns; page with `start_after` for more.

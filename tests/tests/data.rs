@@ -295,6 +295,25 @@ fn oversized_keys_and_values_are_refused(
     };
     let refused = tokio::runtime::Runtime::new().unwrap().block_on(get);
     assert_eq!(refused.message(), "key is 1025 bytes; the limit is 1024");
+    // A request id is stored with the record and copied to every replica:
+    // one of megabytes would make a record too large to copy.
+    let put = async {
+        let channel = tests::admin_channel(&cluster.certs, addr).await.unwrap();
+        let request = proto::PutRequest {
+            key: "k".into(),
+            request_id: "r".repeat(3 << 20),
+            ..Default::default()
+        };
+        proto::key_value_client::KeyValueClient::new(channel)
+            .put(request)
+            .await
+            .expect_err("an oversized request id was taken")
+    };
+    let refused = tokio::runtime::Runtime::new().unwrap().block_on(put);
+    assert_eq!(
+        refused.message(),
+        "request_id is 3145728 bytes; the limit is 128"
+    );
     // The client refuses such a key itself, as it does an oversized value:
     // a usage error (exit 2), with nothing sent.
     for command in [&["put", &key, "v"][..], &["get", &key], &["delete", &key]] {
@@ -994,14 +1013,28 @@ fn whoami_shows_tls_version_cipher_and_both_identities() {
 
 #[test]
 fn a_retried_write_with_the_same_request_id_is_applied_once() {
-    let cluster = TestCluster::start(1);
+    retried_write_is_applied_once(1, 0);
+}
+
+/// At W = 3 the retry looks on all three replicas, not on R = 2, which
+/// could never find the write on enough of them and so wrote it again.
+#[test]
+fn a_retried_write_at_a_quorum_above_r_is_applied_once() {
+    retried_write_is_applied_once(3, 3);
+}
+
+/// A write with a request id, sent again with the balancer's retry mark to
+/// a cluster of `nodes`, at `write_quorum` (0: the default), is found, not
+/// made again.
+fn retried_write_is_applied_once(nodes: usize, write_quorum: u32) {
+    let cluster = TestCluster::start(nodes);
     let put = |retry: bool| {
         tests::block_on(async {
             let mut client = cluster.key_value(0).await.unwrap();
             let mut request = tonic::Request::new(proto::PutRequest {
                 key: "once".into(),
                 value: b"v".to_vec(),
-                write_quorum: 0,
+                write_quorum,
                 request_id: "req-1".into(),
             });
             if retry {
