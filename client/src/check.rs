@@ -214,7 +214,7 @@ pub async fn run(global: &Global, args: CheckArgs, mut stops: StopSignals) -> Re
             },
             signal = stops.recv() => {
                 if workload.interrupted.swap(true, Ordering::Relaxed) {
-                    return Err(quit_without_reading_back());
+                    return Err(quit_without_reading_back(true));
                 }
                 eprintln!(
                     "check: {signal}: finishing the writes in flight, then reading back every \
@@ -242,7 +242,10 @@ pub async fn run(global: &Global, args: CheckArgs, mut stops: StopSignals) -> Re
     );
     let verified = tokio::select! {
         verified = verify(&workload, acked, every) => verified,
-        _ = stops.recv() => return Err(quit_without_reading_back()),
+        _ = stops.recv() => {
+            let again = workload.interrupted.swap(true, Ordering::Relaxed);
+            return Err(quit_without_reading_back(again));
+        }
     };
     report(&workload, &verified, writing)
 }
@@ -590,11 +593,21 @@ fn report(work: &Workload, verified: &Verified, writing: Duration) -> Result<(),
         }
     }
     // Nothing acknowledged is nothing checked: not a pass.
-    let nothing_checked = "not one write was acknowledged, so nothing was checked";
-    if acknowledged == 0
-        && let Some(failure) = nothing_succeeded(&errors, nothing_checked)
-    {
-        return Err(failure);
+    if acknowledged == 0 {
+        let nothing_checked = "not one write was acknowledged, so nothing was checked";
+        return Err(match nothing_succeeded(&errors, nothing_checked) {
+            Some(failure) => failure,
+            // No write failed either: none was made.
+            None if work.interrupted.load(Ordering::Relaxed) => Failure::new(
+                "CANCELLED",
+                "interrupted before a single write was made, so nothing was checked",
+            ),
+            None => Failure::usage(format!(
+                "--duration {} was too short to make a single write, so nothing was checked; \
+                 give a longer one",
+                humantime::format_duration(work.args.duration)
+            )),
+        });
     }
     if verified.lost_count > 0 {
         return Err(Failure::new(
@@ -643,11 +656,18 @@ fn value_for(key: &str, size: usize) -> Vec<u8> {
     value
 }
 
-/// A second Ctrl-C: the person would rather not wait for the read-back.
-fn quit_without_reading_back() -> Failure {
+/// Ctrl-C during the read-back, or a second one during the writing: the
+/// person would rather not wait for the read-back.
+fn quit_without_reading_back(again: bool) -> Failure {
     Failure::new(
         "CANCELLED",
-        "interrupted again: stopped without reading back, so nothing was verified",
+        match again {
+            true => "interrupted again: stopped without reading back, so nothing was verified",
+            false => {
+                "interrupted while reading back: stopped before every acknowledged write was \
+                 read back, so nothing was verified"
+            }
+        },
     )
 }
 
@@ -679,6 +699,21 @@ fn run_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A first Ctrl-C that lands in the read-back is not called a second.
+    #[test]
+    fn quitting_the_read_back_says_whether_it_was_the_second_interrupt() {
+        let first = quit_without_reading_back(false).to_string();
+        assert!(
+            first.starts_with("CANCELLED: interrupted while reading back: "),
+            "{first}"
+        );
+        let second = quit_without_reading_back(true).to_string();
+        assert!(
+            second.starts_with("CANCELLED: interrupted again: "),
+            "{second}"
+        );
+    }
 
     /// `check --help` tells a learner how long the second look waits; it
     /// must say what the code does.

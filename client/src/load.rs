@@ -24,7 +24,7 @@
 //! which knows the terminal's width and how a line wraps; the rates and the
 //! latencies fit a projector's 80 columns. Elsewhere (a pipe, a file, a CI
 //! log) the view is one plain line a second. Ctrl-C ends the run early and
-//! still prints the summary. A run in which not one request succeeded ends
+//! still prints the summary, the requests it cut short included. A run in which not one request succeeded ends
 //! with exit status 1, after its summary.
 //!
 //! Given several `--addr`, it loads the first that answers, and moves on to
@@ -57,9 +57,6 @@ use crate::{
     stop::{StopSignals, connect_unless_stopped},
 };
 
-/// Latencies above this (one minute, in microseconds) are recorded as this.
-const MAX_LATENCY_US: u64 = 60_000_000;
-
 /// What the workers have seen, for the whole run and for the current second.
 #[derive(Debug)]
 struct Stats {
@@ -88,15 +85,17 @@ impl Window {
             errors: BTreeMap::new(),
             retries: 0,
             per_node: BTreeMap::new(),
-            latency_us: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid bounds"),
+            // Growing as needed: an open loop's latencies count from when
+            // each request was due, and grow with a stall however long it is.
+            latency_us: Histogram::new(3).expect("3 significant digits is a valid precision"),
         }
     }
 
     fn record(&mut self, outcome: &Outcome) {
         self.requests += 1;
-        let _ = self
-            .latency_us
-            .record(outcome.latency_us.clamp(1, MAX_LATENCY_US));
+        (self.latency_us)
+            .record(outcome.latency_us)
+            .expect("an auto-resizing histogram records any latency on a 64-bit machine");
         match &outcome.result {
             Ok((node, retries)) => {
                 self.ok += 1;
@@ -173,12 +172,16 @@ pub async fn run(global: &Global, args: LoadArgs, mut stops: StopSignals) -> Res
         value: vec![b'x'; args.value_size as usize],
         stats: stats.clone(),
     };
+    // Set by Ctrl-C: the driver stops sending and cuts short the requests
+    // in flight, which are counted with their time so far.
+    let (stop, stop_requested) = tokio::sync::watch::channel(false);
     let driver = tokio::spawn(drive(
         workload,
         args.concurrency as usize,
         args.rate
             .map(|rate| Schedule::start(rate, started, deadline)),
         deadline,
+        stop_requested,
     ));
 
     let mut ticker = tokio::time::interval_at(
@@ -187,16 +190,18 @@ pub async fn run(global: &Global, args: LoadArgs, mut stops: StopSignals) -> Res
     );
     let live = LiveView::new(live_to_stdout, terminal);
     tokio::pin!(driver);
-    // Ok(requests due but not sent at the end), or Err(the signal that stopped it).
-    let ended = loop {
+    let mut stopped_by = None;
+    // Requests due but not sent at the end.
+    let not_sent = loop {
         tokio::select! {
             done = &mut driver => {
-                break Ok(done.map_err(|e| Failure::local(format!("the load driver failed: {e}")))?);
+                break done.map_err(|e| Failure::local(format!("the load driver failed: {e}")))?;
             }
-            signal = stops.recv() => {
-                // The requests in flight are dropped with the driver.
-                driver.abort();
-                break Err(signal);
+            signal = stops.recv(), if stopped_by.is_none() => {
+                // The driver ends at once: it sends no more, and cuts short
+                // what is in flight.
+                stop.send_replace(true);
+                stopped_by = Some(signal);
             }
             _ = ticker.tick() => {
                 let (view, notes) = {
@@ -214,13 +219,12 @@ pub async fn run(global: &Global, args: LoadArgs, mut stops: StopSignals) -> Res
     };
     live.finish();
     let elapsed = started.elapsed();
-    let stopped_by = ended.err();
     if let Some(signal) = stopped_by {
         eprintln!("stopped by {signal} after {:.1}s", elapsed.as_secs_f64());
     }
     let stats = stats.lock().expect("stats poisoned");
     let ran = Ran {
-        not_sent: ended.unwrap_or(0),
+        not_sent,
         elapsed,
         stopped_by,
     };
@@ -232,8 +236,17 @@ pub async fn run(global: &Global, args: LoadArgs, mut stops: StopSignals) -> Res
             humantime::format_duration(args.duration)
         )));
     }
+    // Stopped before any answer came: no verdict on the cluster.
+    let only_cut_short = stats.total.errors.keys().all(|code| code == CUT_SHORT);
+    if ran.stopped_by.is_some() && only_cut_short {
+        return Ok(());
+    }
     all_failed(&stats.total)
 }
+
+/// The error a request in flight when the run was stopped counts as: the
+/// client cancelled it.
+const CUT_SHORT: &str = "CANCELLED";
 
 /// How a run went, besides its requests.
 #[derive(Debug)]
@@ -332,6 +345,9 @@ struct Schedule {
     due: tokio::sync::mpsc::Receiver<Instant>,
     /// How many requests fall due before the deadline.
     total: u64,
+    /// When the first is due, and how many follow a second.
+    start: Instant,
+    rate: f64,
 }
 
 impl Schedule {
@@ -363,22 +379,48 @@ impl Schedule {
                 }
             })
             .expect("starting the load schedule's thread");
-        Schedule { due, total }
+        Schedule {
+            due,
+            total,
+            start,
+            rate,
+        }
+    }
+
+    /// How many requests have fallen due by `now`: the nth at n/rate s.
+    fn due_by(&self, now: Instant) -> u64 {
+        match now.checked_duration_since(self.start) {
+            None => 0,
+            Some(since) => ((since.as_secs_f64() * self.rate).floor() as u64 + 1).min(self.total),
+        }
     }
 }
 
-/// Issues requests until `deadline`: `concurrency` at a time, or on
-/// `schedule` with at most `concurrency` waiting for answers. Returns how many
-/// scheduled requests were not sent because every slot was busy until the end.
+/// Issues requests until `deadline`, or until `stop` turns true (Ctrl-C):
+/// `concurrency` at a time, or on `schedule` with at most `concurrency`
+/// waiting for answers. A stop cuts short the requests in flight: each counts
+/// as `CANCELLED`, its latency the time it had waited, so that a stall the run
+/// was stopped in shows in the summary. Returns how many scheduled requests
+/// fell due and were not sent, because every slot was busy until the end.
 async fn drive(
     work: Workload,
     concurrency: usize,
     mut schedule: Option<Schedule>,
     deadline: Instant,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) -> u64 {
     let slots = Arc::new(Semaphore::new(concurrency));
     let mut tasks = tokio::task::JoinSet::new();
     let mut sent = 0;
+    let stopped = || {
+        let mut stop = stop.clone();
+        // An error is a sender gone: nobody is left to stop the run.
+        async move {
+            if stop.wait_for(|&stop| stop).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    };
     while Instant::now() < deadline {
         // When this request is due: on the schedule in an open loop, else now.
         let due = match schedule.as_mut() {
@@ -388,17 +430,30 @@ async fn drive(
                     None => break, // the last one was due before the deadline
                 },
                 _ = tokio::time::sleep_until(deadline.into()) => break,
+                _ = stopped() => break,
             },
             None => None,
         };
+        // Biased, the stop first: a slot freed by a request cut short must
+        // not go to a new one.
         let slot = tokio::select! {
+            biased;
+            _ = stopped() => break,
             slot = slots.clone().acquire_owned() => slot.expect("semaphore open"),
             _ = tokio::time::sleep_until(deadline.into()) => break,
         };
         sent += 1;
         let work = work.clone();
+        let started = due.unwrap_or_else(Instant::now);
+        let cut_short = stopped();
         tasks.spawn(async move {
-            let outcome = one_request(&work, due).await;
+            let outcome = tokio::select! {
+                outcome = one_request(&work, started) => outcome,
+                () = cut_short => Outcome {
+                    latency_us: started.elapsed().as_micros() as u64,
+                    result: Err(CUT_SHORT.into()),
+                },
+            };
             let mut stats = work.stats.lock().expect("stats poisoned");
             stats.total.record(&outcome);
             stats.second.record(&outcome);
@@ -408,20 +463,26 @@ async fn drive(
         while tasks.try_join_next().is_some() {}
     }
     while tasks.join_next().await.is_some() {}
+    let Some(schedule) = schedule else {
+        return 0;
+    };
+    if *stop.borrow() {
+        return schedule.due_by(Instant::now()).saturating_sub(sent);
+    }
     // An open loop's last request may fall due well before the end (one
     // request every 2 s over 3 s): the run still lasts its whole duration.
-    if schedule.is_some() {
-        tokio::time::sleep_until(deadline.into()).await;
+    tokio::select! {
+        _ = tokio::time::sleep_until(deadline.into()) => {}
+        _ = stopped() => {}
     }
-    schedule.map_or(0, |s| s.total.saturating_sub(sent))
+    schedule.total.saturating_sub(sent)
 }
 
 /// One read of a key written before ([`Written`]), or one write of a random
-/// key, timed from `due` if it was scheduled.
-async fn one_request(work: &Workload, due: Option<Instant>) -> Outcome {
+/// key, timed from `started`: when it was due, if it was scheduled.
+async fn one_request(work: &Workload, started: Instant) -> Outcome {
     let target = work.current.load(Ordering::Relaxed);
     let mut client = work.targets[target].1.clone();
-    let started = due.unwrap_or_else(Instant::now);
     let trace: Result<Option<Trace>, tonic::Status> = if rand::random::<f64>() < work.read_ratio {
         let get = GetRequest {
             key: format!("load/{}", work.written.pick(work.keys)),
@@ -594,6 +655,8 @@ fn report(global: &Global, args: &LoadArgs, total: &Window, ran: &Ran) {
     } = ran;
     let throughput = total.requests as f64 / elapsed.as_secs_f64().max(f64::EPSILON);
     if global.json {
+        // No request finished, no latency: null, as zeros would look fast.
+        let latency = |us: u64| (total.requests > 0).then_some(us);
         println!(
             "{}",
             json!({
@@ -603,15 +666,20 @@ fn report(global: &Global, args: &LoadArgs, total: &Window, ran: &Ran) {
                 "retries": total.retries,
                 "throughput_rps": throughput,
                 "latency_us": {
-                    "p50": total.percentile(0.5),
-                    "p90": total.percentile(0.9),
-                    "p99": total.percentile(0.99),
-                    "max": total.latency_us.max(),
+                    "p50": latency(total.percentile(0.5)),
+                    "p90": latency(total.percentile(0.9)),
+                    "p99": latency(total.percentile(0.99)),
+                    "max": latency(total.latency_us.max()),
                 },
                 "per_node": total.per_node,
                 "not_sent": not_sent,
                 "seconds": elapsed.as_secs_f64(),
                 "stopped_by": stopped_by,
+                // What was asked for, as the text summary's `load` line says.
+                "rate": args.rate,
+                "concurrency": args.concurrency,
+                "read_ratio": args.read_ratio,
+                "keys": args.keys,
             })
         );
         return;
@@ -635,7 +703,10 @@ fn report(global: &Global, args: &LoadArgs, total: &Window, ran: &Ran) {
     let errors: Vec<String> = total
         .errors
         .iter()
-        .map(|(c, n)| format!("{c} {n}"))
+        .map(|(c, n)| match c == CUT_SHORT && stopped_by.is_some() {
+            true => format!("{c} {n} (in flight when the run was stopped)"),
+            false => format!("{c} {n}"),
+        })
         .collect();
     println!(
         "  errors    {}",
@@ -691,6 +762,27 @@ fn ms(us: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_latency_of_any_length_is_recorded_as_it_was() {
+        let mut window = Window::new();
+        // Ninety seconds: an open loop's request due long before a stall ended.
+        for latency_us in [0, 1_500, 90_000_000] {
+            window.record(&Outcome {
+                latency_us,
+                result: Ok(("n1".into(), 0)),
+            });
+        }
+        assert!(
+            window
+                .latency_us
+                .equivalent(window.latency_us.max(), 90_000_000)
+        );
+        assert_eq!(
+            window.percentile(0.5),
+            window.latency_us.highest_equivalent(1_500)
+        );
+    }
 
     #[test]
     fn the_schedule_hands_over_each_due_instant_once_a_period_apart() {

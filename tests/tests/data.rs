@@ -669,6 +669,44 @@ fn load_ends_with_a_summary_on_ctrl_c_and_an_open_loop_runs_its_whole_duration()
     assert_eq!(json["stopped_by"], serde_json::Value::Null, "{json}");
 }
 
+/// Ctrl-C in the middle of a stall: the requests in flight, the slowest of
+/// the run, are in the summary (cut short, with the time they had waited),
+/// and so are the requests that fell due while every slot was busy. They
+/// used to vanish: "0 requests", no latency, nothing "not sent".
+#[test]
+fn load_stopped_by_ctrl_c_counts_what_was_in_flight_and_what_was_not_sent() {
+    let cluster = TestCluster::start(1);
+    cluster
+        .client()
+        .args(["fault", "n1", "--latency", "60s"])
+        .ok();
+    let load = cluster
+        .client()
+        .args(["--json", "load", "--duration", "120s"])
+        .args(["--rate", "1000", "--concurrency", "2"])
+        .spawn();
+    wait_until("both slots to wait on n1", Duration::from_secs(60), || {
+        let out = cluster.client().args(["--json", "status"]).run();
+        out.code() == 0 && out.json()["requests"].as_u64() >= Some(2)
+    });
+    let out = load.interrupt(Duration::from_secs(60));
+    // Stopped before any answer came: no verdict on the cluster.
+    assert_eq!(out.status.code(), Some(0), "{}", out.stderr);
+    let json = out.json();
+    assert_eq!(json["stopped_by"], "Ctrl-C", "{json}");
+    assert_eq!(json["requests"], 2, "{json}");
+    assert_eq!(
+        json["errors"],
+        serde_json::json!({"CANCELLED": 2}),
+        "{json}"
+    );
+    assert!(json["latency_us"]["max"].as_u64() > Some(0), "{json}");
+    assert!(json["not_sent"].as_u64() > Some(0), "{json}");
+    // What was asked for comes back with the numbers.
+    assert_eq!(json["rate"], 1000.0, "{json}");
+    assert_eq!(json["concurrency"], 2, "{json}");
+}
+
 /// A `load` in which not one request succeeded, or a `check` in which not
 /// one write was acknowledged, fails (exit status 1, named by the most common
 /// error) after its summary: a script, or a workshop host glancing at `$?`,
@@ -711,11 +749,27 @@ fn load_and_check_fail_when_nothing_succeeds() {
     // the command line's mistake (it used to exit 0, having sent nothing).
     let out = cluster
         .client()
-        .args(["load", "--duration", "1ns"])
+        .args(["--json", "load", "--duration", "1ns"])
         .usage_error();
     assert!(
         out.stderr
             .contains("error: --duration 1ns was too short to send a single request"),
+        "{}",
+        out.stderr
+    );
+    // Its summary has no latencies to give: null, not a fast-looking zero.
+    let json = out.json();
+    assert_eq!(json["requests"], 0, "{json}");
+    assert!(json["latency_us"]["p50"].is_null(), "{json}");
+    assert!(json["latency_us"]["max"].is_null(), "{json}");
+    // Nor is a check that made no write (it used to pass, "0 writes acknowledged").
+    let out = cluster
+        .client()
+        .args(["check", "--duration", "1ns"])
+        .usage_error();
+    assert!(
+        out.stderr
+            .contains("error: --duration 1ns was too short to make a single write"),
         "{}",
         out.stderr
     );
