@@ -370,13 +370,15 @@ impl Backend {
     ) -> bool {
         let mut health = self.health.lock().expect("health poisoned");
         match &mut *health {
-            // An outlier's reason (the failures, the hold) stays until it is
-            // back, and a hold is never named where none was set.
+            // An outlier's reason (the failures, the hold) stays while it is
+            // held, and a hold is never named where none was set. Once the
+            // hold is over, it is out for what came next (it died, say).
             Health::Ejected {
                 reason: last,
-                held_until: None,
+                held_until: hold,
                 ..
-            } if held_until.is_none() => {
+            } if held_until.is_none() && hold.is_none_or(|until| Instant::now() >= until) => {
+                *hold = None;
                 if *last != reason {
                     info!(node = %self.name(), addr = %self.addr, %reason, "backend still out of rotation");
                     *last = reason;
@@ -1052,6 +1054,42 @@ mod tests {
         };
         assert_eq!((reason.as_str(), held_until), ("cannot reach it", None));
         assert_eq!(kinds(&events), ["backend.healthy", "backend.ejected"]);
+    }
+
+    /// An outlier whose hold is over, and which now fails its health checks,
+    /// is out for that: it used to keep "held out for 1s" until it was back.
+    #[test]
+    fn an_outliers_reason_gives_way_once_its_hold_is_over() {
+        let events = Events::new("balancer");
+        let node = backend();
+        node.mark_healthy(&events);
+        let failure = Status::unavailable("injected fault");
+        for _ in 0..FAILURES_TO_EJECT {
+            node.failed(&failure, || Some(()), &events);
+        }
+        // Still held: the failures stay the reason.
+        node.eject("cannot reach it".into(), Waiting::GiveUp, &events);
+        let Health::Ejected {
+            reason, held_until, ..
+        } = node.health()
+        else {
+            panic!("not ejected: {:?}", node.health());
+        };
+        assert!(reason.contains("requests in a row failed"), "{reason}");
+        assert!(held_until.is_some_and(|until| until > Instant::now()));
+        // The hold ends now.
+        if let Health::Ejected { held_until, .. } = &mut *node.health.lock().unwrap() {
+            *held_until = Some(Instant::now());
+        }
+        node.eject("cannot reach it".into(), Waiting::GiveUp, &events);
+        let Health::Ejected {
+            reason, held_until, ..
+        } = node.health()
+        else {
+            panic!("not ejected: {:?}", node.health());
+        };
+        assert_eq!((reason.as_str(), held_until), ("cannot reach it", None));
+        assert_eq!(node.ejections.load(Ordering::Relaxed), 1);
     }
 
     /// The backend at `addr`: the one checked now, else one that went away.
