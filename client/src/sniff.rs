@@ -21,8 +21,9 @@
 //! `--pcap FILE` also writes every kept frame to a capture Wireshark opens.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{HashMap, HashSet, VecDeque},
     fmt::Write as _,
+    hash::{Hash, Hasher},
     io::Read,
     net::{IpAddr, Ipv4Addr},
     path::Path,
@@ -47,8 +48,13 @@ const ETH_P_ALL: u16 = 0x0003;
 /// `compose run` container, pushes its own line's units right, and only its
 /// own: the columns of the lines after it stay where they were.
 const ROUTE_WIDTH: usize = 54;
-/// The largest Ethernet frame we expect (jumbo frames and offloads aside).
-const FRAME_BUFFER: usize = 65_536;
+/// The largest frame we expect: loopback's, whose MTU is 64 KiB, with its
+/// Ethernet header (65,549 bytes). A larger frame would be cut short, and
+/// dropped for its missing bytes.
+const FRAME_BUFFER: usize = 65_536 + 1024;
+/// The receive buffer asked for: some 8 MiB of frames the capture has not
+/// read yet.
+const RECEIVE_BUFFER: usize = 8 << 20;
 
 /// Sniffs until `--duration` or `--count` is reached, or `stop` is set.
 pub fn run(args: SniffArgs, stop: &AtomicBool) -> Result<(), Failure> {
@@ -68,6 +74,10 @@ pub fn run(args: SniffArgs, stop: &AtomicBool) -> Result<(), Failure> {
     socket
         .set_read_timeout(Some(Duration::from_millis(200)))
         .map_err(|e| Failure::local(format!("socket timeout: {e}")))?;
+    // Room for a burst (a 1 MiB value is some twenty 64 KiB frames on
+    // loopback): what does not fit is dropped, and shows as a gap. The
+    // kernel caps it at net.core.rmem_max; less is no reason to stop.
+    let _ = socket.set_recv_buffer_size(RECEIVE_BUFFER);
     let mut pcap = match &args.pcap {
         Some(path) => {
             let file = std::fs::File::create(path)
@@ -80,7 +90,15 @@ pub fn run(args: SniffArgs, stop: &AtomicBool) -> Result<(), Failure> {
                 );
             }
             Some(
-                pcap_file::pcap::PcapWriter::new(file)
+                pcap_file::pcap::PcapWriter::with_header(
+                    file,
+                    pcap_file::pcap::PcapHeader {
+                        // Loopback's frames are longer than the usual 65,535.
+                        snaplen: FRAME_BUFFER as u32,
+                        endianness: pcap_file::Endianness::native(),
+                        ..Default::default()
+                    },
+                )
                     .map_err(|e| Failure::local(format!("pcap: {e}")))?,
             )
         }
@@ -103,6 +121,7 @@ pub fn run(args: SniffArgs, stop: &AtomicBool) -> Result<(), Failure> {
         false => Names::looked_up_by(NAME_PATIENCE, reverse_dns),
     };
     let mut sniffer = Sniffer::new(args.ports.clone(), names);
+    let mut echoes = LoopbackEchoes::default();
     let mut frame = vec![0u8; FRAME_BUFFER];
     let (mut printed, mut saved, mut seen) = (0usize, 0usize, 0usize);
     while deadline.is_none_or(|d| Instant::now() < d)
@@ -132,7 +151,9 @@ pub fn run(args: SniffArgs, stop: &AtomicBool) -> Result<(), Failure> {
             continue;
         }
         seen += 1;
-        if let Some(writer) = pcap.as_mut() {
+        if let Some(writer) = pcap.as_mut()
+            && !echoes.is_echo(&frame[..len])
+        {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .unwrap_or_default();
@@ -155,6 +176,44 @@ pub fn run(args: SniffArgs, stop: &AtomicBool) -> Result<(), Failure> {
         eprintln!("{}", NOTHING_SEEN);
     }
     Ok(())
+}
+
+/// On the loopback interface a raw socket sees each packet twice: as it
+/// leaves and as it arrives. The text view drops the second copy as a
+/// retransmission; a capture file must drop it too, or Wireshark shows every
+/// segment as retransmitted. (libpcap tells the copies apart by the packet
+/// type the kernel passes with each, which reading the socket does not give.)
+/// Loopback frames carry all-zero MAC addresses, and the two copies are the
+/// same bytes, a few frames apart at most.
+#[derive(Debug, Default)]
+struct LoopbackEchoes {
+    /// Hashes of the loopback frames kept lately, whose echo has not come.
+    recent: VecDeque<u64>,
+}
+
+impl LoopbackEchoes {
+    /// How many frames back an echo is looked for.
+    const REMEMBERED: usize = 16;
+
+    /// True for the second copy of a loopback frame just seen.
+    fn is_echo(&mut self, frame: &[u8]) -> bool {
+        if frame.get(..12) != Some(&[0; 12]) {
+            return false;
+        }
+        let mut hasher = std::hash::DefaultHasher::new();
+        frame.hash(&mut hasher);
+        let hash = hasher.finish();
+        if let Some(at) = self.recent.iter().position(|&seen| seen == hash) {
+            // Once: a third copy is a real retransmission, and kept.
+            self.recent.remove(at);
+            return true;
+        }
+        if self.recent.len() == Self::REMEMBERED {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(hash);
+        false
+    }
 }
 
 /// Where the capture went. In docker compose that is a path inside the sniff
@@ -495,6 +554,12 @@ struct Flow {
     carries: Carries,
     /// Capture began after the connection did: HPACK state is unknown.
     joined_late: bool,
+    /// Bytes the capture missed just before the buffer (packets the socket
+    /// dropped under load): the buffer may start mid-record.
+    missed: Option<u64>,
+    /// HTTP/2 has no marker to find the next frame by: after a gap, the
+    /// rest of a plaintext connection cannot be followed.
+    lost: bool,
 }
 
 impl Flow {
@@ -504,6 +569,8 @@ impl Flow {
             buffer: Vec::new(),
             carries: Carries::Unknown,
             joined_late: false,
+            missed: None,
+            lost: false,
         }
     }
 
@@ -520,6 +587,9 @@ impl Flow {
         let ahead = segment.seq.wrapping_sub(self.next_seq) as i32;
         let payload = segment.payload;
         if ahead > 0 {
+            // What the buffer held is cut off too: missed with the gap.
+            let missed = self.buffer.len() as u64 + ahead.unsigned_abs() as u64;
+            *self.missed.get_or_insert(0) += missed;
             self.buffer.clear();
             self.buffer.extend_from_slice(payload);
         } else {
@@ -535,6 +605,47 @@ impl Flow {
 
     /// Removes and describes every complete unit in the buffer.
     fn units(&mut self) -> Vec<String> {
+        let mut lines = Vec::new();
+        if let Some(missed) = self.missed {
+            match self.carries {
+                // Ciphertext read as a record header would make up records:
+                // resume at the next thing that looks like one.
+                Carries::Tls | Carries::Unknown => match next_tls_record(&self.buffer) {
+                    Some(at) => {
+                        self.buffer.drain(..at);
+                        self.missed = None;
+                        lines.push(format!(
+                            "(the capture missed {} here, and resumes at the next TLS record)",
+                            crate::render::counted(missed + at as u64, "byte", "bytes")
+                        ));
+                    }
+                    // Not yet: keep the last few bytes, which may begin one.
+                    None => {
+                        let keep = self.buffer.len().min(4);
+                        *self.missed.get_or_insert(0) += (self.buffer.len() - keep) as u64;
+                        self.buffer.drain(..self.buffer.len() - keep);
+                        return lines;
+                    }
+                },
+                Carries::Http2(_) => {
+                    self.buffer.clear();
+                    self.missed = None;
+                    if !self.lost {
+                        self.lost = true;
+                        lines.push(format!(
+                            "(the capture missed {}; the rest of this plaintext connection \
+                             cannot be followed)",
+                            crate::render::counted(missed, "byte", "bytes")
+                        ));
+                    }
+                    return lines;
+                }
+            }
+        }
+        if self.lost {
+            self.buffer.clear();
+            return lines;
+        }
         if matches!(self.carries, Carries::Unknown) {
             let Some(&first) = self.buffer.first() else {
                 return Vec::new();
@@ -545,7 +656,6 @@ impl Flow {
                 Carries::Http2(Box::new(loona_hpack::Decoder::new()))
             };
         }
-        let mut lines = Vec::new();
         loop {
             let used = match &mut self.carries {
                 Carries::Tls => tls_record(&self.buffer).map(|(used, line)| {
@@ -576,6 +686,23 @@ impl Flow {
 }
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Where the first complete TLS record header in `buffer` begins: a content
+/// type (20 to 23), version 3.1 to 3.4, and a length TLS allows. Random
+/// ciphertext looks like one at a given byte about once in ten million.
+fn next_tls_record(buffer: &[u8]) -> Option<usize> {
+    buffer.windows(5).position(|header| {
+        let len = u16::from_be_bytes([header[3], header[4]]);
+        (20..=23).contains(&header[0])
+            && header[1] == 3
+            && (1..=4).contains(&header[2])
+            && len <= MAX_TLS_RECORD
+    })
+}
+
+/// The longest TLS record body: 2^14 bytes of plaintext, plus what
+/// encryption may add.
+const MAX_TLS_RECORD: u16 = (1 << 14) + 256;
 
 /// One TLS record: (bytes used, description), or `None` until it is complete.
 fn tls_record(buffer: &[u8]) -> Option<(usize, String)> {
@@ -856,6 +983,55 @@ mod tests {
         assert!(!lines[0].contains("secret"), "{lines:?}");
         // A retransmission adds nothing.
         assert!(sniffer.follow(&Segment::parse(&second).unwrap()).is_empty());
+    }
+
+    /// Packets the capture missed leave the stream mid-record: the view
+    /// says so and resumes at the next record, rather than read ciphertext
+    /// as a record header ("TLS record type 173").
+    #[test]
+    fn after_a_gap_tls_resumes_at_the_next_record() {
+        let mut sniffer = Sniffer::new(vec![7000], Names::numeric());
+        let syn = frame(99, true, &[]);
+        assert!(sniffer.follow(&Segment::parse(&syn).unwrap()).is_empty());
+        let record = |body: &[u8]| {
+            let mut record = vec![23, 3, 3, 0, body.len() as u8];
+            record.extend_from_slice(body);
+            record
+        };
+        let first = record(b"one");
+        let lines = sniffer.follow(&Segment::parse(&frame(100, false, &first)).unwrap());
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        // A 45-byte record whose first 25 bytes were missed, then a whole one.
+        let lost = record(&[0xad; 40]);
+        let mut after_gap = lost[25..].to_vec();
+        after_gap.extend_from_slice(&record(b"two"));
+        let seq = 100 + first.len() as u32 + 25;
+        let lines = sniffer.follow(&Segment::parse(&frame(seq, false, &after_gap)).unwrap());
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(
+            lines[0]
+                .contains("the capture missed 45 bytes here, and resumes at the next TLS record"),
+            "{lines:?}"
+        );
+        assert!(
+            lines[1].contains("TLS application_data        3 bytes"),
+            "{lines:?}"
+        );
+    }
+
+    /// On loopback each frame is read twice, and only once goes to the file;
+    /// a third copy (a real retransmission) and other interfaces' frames are kept.
+    #[test]
+    fn a_capture_file_gets_each_loopback_frame_once() {
+        let mut echoes = LoopbackEchoes::default();
+        let looped = frame(1, false, b"x"); // all-zero MAC addresses
+        assert!(!echoes.is_echo(&looped));
+        assert!(echoes.is_echo(&looped));
+        assert!(!echoes.is_echo(&looped), "a retransmission is kept");
+        let mut ethernet = frame(2, false, b"y");
+        ethernet[..12].copy_from_slice(&[2, 66, 172, 18, 0, 3, 2, 66, 172, 18, 0, 2]);
+        assert!(!echoes.is_echo(&ethernet));
+        assert!(!echoes.is_echo(&ethernet));
     }
 
     #[test]
