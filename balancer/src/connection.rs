@@ -33,7 +33,7 @@ use std::{
         atomic::{AtomicU8, Ordering},
     },
     task::{Context, Poll, ready},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use bytes::Bytes;
@@ -87,6 +87,11 @@ pub struct NodeConnection {
     current: std::sync::Mutex<Option<Http2>>,
     /// Held while dialing, so that a burst of requests makes one connection.
     dialing: tokio::sync::Mutex<()>,
+    /// When the last dial failed, and how: the requests that waited for
+    /// that dial take its failure rather than dial again, one after another
+    /// (each for up to the connect timeout, at an address that does not
+    /// answer), and go elsewhere.
+    last_failure: std::sync::Mutex<Option<(Instant, Status)>>,
     /// The node shut down gracefully (it sent GOAWAY), and has not been
     /// dialed since: a dial that fails says so, and is no failure of the
     /// node's (a request that chose it a moment before it went).
@@ -112,6 +117,7 @@ impl NodeConnection {
             dialer,
             current: std::sync::Mutex::new(None),
             dialing: tokio::sync::Mutex::new(()),
+            last_failure: std::sync::Mutex::new(None),
             shut_down: std::sync::atomic::AtomicBool::new(false),
             closed: Arc::new(tokio::sync::Notify::new()),
         })
@@ -127,10 +133,17 @@ impl NodeConnection {
         if let Some(live) = self.live() {
             return Ok(live);
         }
+        let asked = Instant::now();
         let _dialing = self.dialing.lock().await;
-        // Someone else may have dialed while we waited.
+        // Someone else may have dialed while we waited...
         if let Some(live) = self.live() {
             return Ok(live);
+        }
+        // ...and failed: so do we, at once.
+        if let Some((failed_at, failure)) = &*self.last_failure.lock().expect("failure poisoned")
+            && *failed_at >= asked
+        {
+            return Err(failure.clone());
         }
         if self.ended_by_shutdown() {
             self.shut_down.store(true, Ordering::Relaxed);
@@ -154,6 +167,10 @@ impl NodeConnection {
                     Failure::ShuttingDown,
                 ),
                 false => connection_failed(format!("cannot reach {}: {cause}", self.addr)),
+            })
+            .inspect_err(|failure| {
+                *self.last_failure.lock().expect("failure poisoned") =
+                    Some((Instant::now(), failure.clone()));
             })?;
         self.shut_down.store(false, Ordering::Relaxed);
         *self.current.lock().expect("connection poisoned") = Some(connection.clone());
@@ -661,6 +678,48 @@ mod tests {
         assert_eq!(cut(&eof), cut(&reset));
         assert!(cut(&eof).is_some_and(|words| words.contains("process died")));
         assert_eq!(cut(&Error::other("certificate expired")), None);
+    }
+
+    /// Requests that queued behind a dial that failed (a node killed, its
+    /// address silent) share its failure and go elsewhere, instead of each
+    /// dialing again for up to the connect timeout, one after another.
+    #[tokio::test]
+    async fn requests_that_waited_for_a_dial_that_failed_share_its_failure() {
+        use std::sync::atomic::AtomicUsize;
+        // Takes connections and never answers: each TLS handshake waits out
+        // the connect timeout. It counts the dials.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let dials = Arc::new(AtomicUsize::new(0));
+        let counted = dials.clone();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::Relaxed);
+                held.push(stream);
+            }
+        });
+        let tls = rustls::ClientConfig::builder_with_provider(certs::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        let mut dialer = Dialer::new(Some(Arc::new(tls)));
+        dialer.connect_timeout = Duration::from_millis(200);
+        let node = NodeConnection::new(&addr, dialer).unwrap();
+        let (a, b, c) = tokio::join!(node.ready(), node.ready(), node.ready());
+        for failed in [a, b, c] {
+            let failure = failed.expect_err("nothing answers");
+            assert!(is_connection_failure(&failure), "{failure}");
+        }
+        assert_eq!(
+            dials.load(Ordering::Relaxed),
+            1,
+            "one dial, its failure shared"
+        );
+        // A request that comes after the failure dials again.
+        assert!(node.ready().await.is_err());
+        assert_eq!(dials.load(Ordering::Relaxed), 2);
     }
 
     /// The other side, a broken connection, is the killed-node test in

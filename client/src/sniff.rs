@@ -99,7 +99,7 @@ pub fn run(args: SniffArgs, stop: &AtomicBool) -> Result<(), Failure> {
                         ..Default::default()
                     },
                 )
-                    .map_err(|e| Failure::local(format!("pcap: {e}")))?,
+                .map_err(|e| Failure::local(format!("pcap: {e}")))?,
             )
         }
         None => None,
