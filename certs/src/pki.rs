@@ -225,7 +225,7 @@ fn revoke_locked(dir: &Path, name: &str) -> Result<Revocation> {
     check_signed_by_ca(dir, &cert_path, &cert)?;
     let crl_path = dir.join(revocation::CRL_FILE);
     let started_over = !crl_path.exists();
-    let (mut revoked, number) = read_crl(&crl_path)?;
+    let (mut revoked, number) = read_crl(&crl_path, &dir.join(files::CA_CERT))?;
     let newly = !revoked.iter().any(|r| r.serial_number.as_ref() == serial);
     let total = revoked.len() + usize::from(newly);
     let now = OffsetDateTime::now_utc();
@@ -300,11 +300,17 @@ fn check_signed_by_ca(dir: &Path, cert_path: &Path, cert: &[u8]) -> Result<()> {
 const REPLACE_DAMAGED_LIST: &str = "put back a copy of the newest list, or, to start a new \
     list, move this file away (what it revoked must then be revoked again)";
 
-/// The entries and number of the revocation list at `path` (none if it does not exist).
-fn read_crl(path: &Path) -> Result<(Vec<RevokedCertParams>, u64)> {
+/// The entries and number of the revocation list at `path` (none if it does
+/// not exist), which the CA certificate at `ca_path` must have signed.
+fn read_crl(path: &Path, ca_path: &Path) -> Result<(Vec<RevokedCertParams>, u64)> {
     if !path.exists() {
         return Ok((Vec::new(), 0));
     }
+    let ca_der = files::load_certs(ca_path)?.remove(0);
+    let (_, ca) = X509Certificate::from_der(&ca_der).map_err(|e| Error::Pem {
+        path: ca_path.to_path_buf(),
+        problem: format!("not a usable CA certificate ({e})"),
+    })?;
     let bad = |problem: String| Error::Pem {
         path: path.to_path_buf(),
         problem,
@@ -327,6 +333,16 @@ fn read_crl(path: &Path) -> Result<(Vec<RevokedCertParams>, u64)> {
         let (_, crl) = CertificateRevocationList::from_der(&der).map_err(|e| {
             bad(format!(
                 "not a valid revocation list ({e}); {REPLACE_DAMAGED_LIST}"
+            ))
+        })?;
+        // Another CA's list (copied from another directory) names that CA's
+        // serials, and not what this one revoked: built on, it would be
+        // signed by this CA and taken up without them.
+        crl.verify_signature(ca.public_key()).map_err(|_| {
+            bad(format!(
+                "not signed by this directory's CA ({}), so nothing can be added to it; \
+                 {REPLACE_DAMAGED_LIST}",
+                ca_path.display()
             ))
         })?;
         let this = crl.crl_number().map_or(0, |n| {
@@ -805,6 +821,18 @@ mod tests {
         );
         let second = revoke(dir.path(), "reader").unwrap();
         assert!(!second.started_over && second.total == 2, "{second:?}");
+
+        // Another CA's list, copied in: signed by this CA once added to, it
+        // would be taken up without this CA's revocations.
+        let other = tempfile::tempdir().unwrap();
+        init(other.path(), false).unwrap();
+        std::fs::copy(other.path().join("crl.pem"), &crl).unwrap();
+        let refused = revoke(dir.path(), "admin").unwrap_err().to_string();
+        assert!(
+            refused.contains("crl.pem: not signed by this directory's CA")
+                && refused.contains("nothing can be added to it"),
+            "{refused}"
+        );
     }
 
     /// Revocations run at the same time used to read the same list, each add

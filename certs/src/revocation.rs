@@ -109,10 +109,12 @@ impl Revocations {
     /// Reads the file again; returns the new list when it changed.
     ///
     /// Once a list is in force, nothing but a newer list signed by the CA
-    /// replaces it: a file that went missing or cannot be read, and a list
-    /// whose CRL number is not above that of the list in force (a backup put
-    /// back, or a list made from one), are errors, and the list in force stays. Only a process that never had
-    /// a list takes a missing file to mean "nothing revoked".
+    /// and holding every revocation in force replaces it: a file that went
+    /// missing or cannot be read, a list whose CRL number is not above that
+    /// of the list in force (a backup put back, or a list made from one), and
+    /// a list that lacks a revocation in force are errors, and the list in
+    /// force stays. Only a process that never had a list takes a missing file
+    /// to mean "nothing revoked".
     pub fn reload(&self) -> Result<Option<Arc<Loaded>>> {
         let current = self.current();
         let pem = match std::fs::read(&self.path) {
@@ -151,6 +153,29 @@ impl Revocations {
                      list (a backup put back?) must not un-revoke anyone; put back the newest \
                      list, numbered {}: it holds every revocation so far",
                     loaded.number, current.number, current.number
+                ),
+            });
+        }
+        // A higher number alone is not enough: a list begun afresh (crl.pem
+        // deleted, then `revoke` run twice) outnumbers the one in force
+        // without what that one revoked. Nothing is ever un-revoked.
+        let dropped: Vec<String> = current
+            .serials
+            .iter()
+            .filter(|serial| !loaded.serials.contains(*serial))
+            .map(|serial| rcgen::SerialNumber::from_slice(serial).to_string())
+            .collect();
+        if !dropped.is_empty() {
+            return Err(Error::Pem {
+                path: self.path.clone(),
+                problem: format!(
+                    "it lacks {} of the revocations in force (serial {}), and taking it \
+                     would un-revoke them: a list must keep every revocation. Revoke those \
+                     certificates again (`clusterlab-certs revoke`), or put back the newest \
+                     list, numbered {}",
+                    dropped.len(),
+                    dropped.join(", "),
+                    current.number
                 ),
             });
         }
@@ -396,5 +421,40 @@ mod tests {
         assert_eq!(loaded.len(), 3);
         assert!(revocations.is_revoked(&writer));
         assert!(revocations.is_revoked(&serial(dir.path(), "reader")));
+    }
+
+    /// A list begun afresh after `crl.pem` was deleted outnumbers the list in
+    /// force after two more revocations; it used to be taken up, and what
+    /// the deleted list revoked worked again.
+    #[test]
+    fn a_list_begun_afresh_never_un_revokes_what_the_list_in_force_revoked() {
+        let dir = tempfile::tempdir().unwrap();
+        pki::init(dir.path(), false).unwrap();
+        pki::revoke(dir.path(), "writer").unwrap();
+        let revocations = Revocations::load(dir.path()).unwrap();
+        let (writer, villain) = (serial(dir.path(), "writer"), serial(dir.path(), "revoked"));
+        assert!(revocations.is_revoked(&writer) && revocations.is_revoked(&villain));
+
+        std::fs::remove_file(dir.path().join(CRL_FILE)).unwrap();
+        for name in ["reader", "admin", "balancer"] {
+            pki::revoke(dir.path(), name).unwrap();
+        }
+        let err = revocations.reload().unwrap_err().to_string();
+        assert!(
+            err.contains("it lacks 2 of the revocations in force (serial ")
+                && err.contains("Revoke those certificates again"),
+            "{err}"
+        );
+        assert!(revocations.is_revoked(&writer) && revocations.is_revoked(&villain));
+
+        // Revoked again, they are on the list, which then goes into force.
+        pki::revoke(dir.path(), "writer").unwrap();
+        pki::revoke(dir.path(), "revoked").unwrap();
+        let loaded = revocations
+            .reload()
+            .unwrap()
+            .expect("a list holding them all");
+        assert_eq!(loaded.len(), 5);
+        assert!(revocations.is_revoked(&writer) && revocations.is_revoked(&villain));
     }
 }

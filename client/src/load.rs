@@ -24,8 +24,8 @@
 //! which knows the terminal's width and how a line wraps; the rates and the
 //! latencies fit a projector's 80 columns. Elsewhere (a pipe, a file, a CI
 //! log) the view is one plain line a second. Ctrl-C ends the run early and
-//! still prints the summary, the requests it cut short included. A run in which not one request succeeded ends
-//! with exit status 1, after its summary.
+//! still prints the summary, the requests it cut short included. A run in
+//! which not one request succeeded ends with exit status 1, after its summary.
 //!
 //! Given several `--addr`, it loads the first that answers, and moves on to
 //! the next when nothing listens there any more (the node was killed): as a

@@ -142,9 +142,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     std::io::stderr(),
                     "clusterlab-certs: warning: there was no {} to add to, so this is a new \
                      list, numbered 1: certificates revoked before are not on it (revoke them \
-                     again; `init` revoked the villain `revoked`), and a running process that \
-                     holds the list that went missing refuses this one, numbered lower, until \
-                     it restarts",
+                     again; `init` revoked the villain `revoked`). Until they are, a running \
+                     process that holds the list that went missing keeps it in force and \
+                     refuses this one; a process started now would take this one as it is",
                     revoked.crl_path.display()
                 );
             }
