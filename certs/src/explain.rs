@@ -82,6 +82,14 @@ pub fn rejected_client(err: &rustls::Error) -> String {
         rustls::Error::PeerIncompatible(why) => {
             format!("the client cannot speak what we require (TLS 1.3): {why:?}")
         }
+        // Said by the side whose certificate the client refused (a revoked
+        // node, say): it is ours that is revoked, not the client's.
+        rustls::Error::AlertReceived(alert) if is_about_a_certificate(*alert) => {
+            format!(
+                "the client refused our certificate: {}",
+                alert_meaning(*alert)
+            )
+        }
         rustls::Error::AlertReceived(alert) => {
             format!(
                 "the client aborted the handshake: {}",
@@ -181,13 +189,60 @@ fn alert_meaning(alert: AlertDescription) -> String {
             "unsupported certificate (wrong key usage or purpose)".into()
         }
         AlertDescription::AccessDenied => "access denied".into(),
+        // What rustls says when a certificate's signature does not verify
+        // under the CA trusted: a CA of the same name, but not the same CA.
+        AlertDescription::DecryptError => {
+            "its signature does not check out against the CA the other side trusts (a \
+             certificate from another or an older PKI? `clusterlab-certs init --force` makes a \
+             new CA of the same name)"
+                .into()
+        }
         other => format!("TLS alert {other:?}"),
     }
+}
+
+/// Whether `alert` says a certificate was refused, rather than that the
+/// handshake failed for another reason.
+fn is_about_a_certificate(alert: AlertDescription) -> bool {
+    matches!(
+        alert,
+        AlertDescription::UnknownCA
+            | AlertDescription::CertificateExpired
+            | AlertDescription::CertificateRevoked
+            | AlertDescription::BadCertificate
+            | AlertDescription::CertificateUnknown
+            | AlertDescription::UnsupportedCertificate
+            | AlertDescription::DecryptError
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The side whose certificate was refused says it was its own; a
+    /// certificate from another PKI of the same name is named as such.
+    #[test]
+    fn alerts_say_whose_certificate_was_refused_and_why() {
+        let received = |alert| rustls::Error::AlertReceived(alert);
+        assert_eq!(
+            rejected_client(&received(AlertDescription::CertificateRevoked)),
+            "the client refused our certificate: certificate revoked"
+        );
+        assert_eq!(
+            rejected_client(&received(AlertDescription::HandshakeFailure)),
+            "the client aborted the handshake: TLS alert HandshakeFailure"
+        );
+        let other_pki = failed_connection(&received(AlertDescription::DecryptError));
+        assert!(
+            other_pki.starts_with(
+                "the server rejected our certificate: its signature does not \
+                 check out against the CA the other side trusts (a certificate from another or \
+                 an older PKI?"
+            ),
+            "{other_pki}"
+        );
+    }
 
     /// An error that wraps another, as tonic's and hyper's errors do.
     #[derive(Debug)]

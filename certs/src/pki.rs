@@ -85,6 +85,11 @@ pub fn init(dir: &Path, force: bool) -> Result<Vec<Issued>> {
     }
     files::create_dir(dir)?;
     let _lock = files::lock(dir)?;
+    // Again, under the lock: another `init` may have made one meanwhile
+    // (two compose services starting at once), which this would replace.
+    if exists(dir) && !force {
+        return Err(Error::AlreadyExists(dir.to_path_buf()));
+    }
 
     let now = OffsetDateTime::now_utc();
     let (ca_params, ca_key) = new_ca("clusterlab demo CA", now)?;
@@ -833,6 +838,31 @@ mod tests {
                 && refused.contains("nothing can be added to it"),
             "{refused}"
         );
+    }
+
+    /// Two `init`s at once used to both pass the check for a PKI before
+    /// either wrote one, and the second replaced the first's CA.
+    #[test]
+    fn of_two_inits_at_once_one_makes_the_pki_and_the_other_refuses() {
+        let dir = tempfile::tempdir().unwrap();
+        let start = std::sync::Barrier::new(2);
+        let results: Vec<Result<Vec<Issued>>> = std::thread::scope(|scope| {
+            let runs: Vec<_> = (0..2)
+                .map(|_| {
+                    scope.spawn(|| {
+                        start.wait();
+                        init(dir.path(), false)
+                    })
+                })
+                .collect();
+            runs.into_iter().map(|run| run.join().unwrap()).collect()
+        });
+        let made = results.iter().filter(|r| r.is_ok()).count();
+        let refused = results
+            .iter()
+            .filter(|r| matches!(r, Err(Error::AlreadyExists(_))))
+            .count();
+        assert_eq!((made, refused), (1, 1), "{results:?}");
     }
 
     /// Revocations run at the same time used to read the same list, each add

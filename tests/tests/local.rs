@@ -369,6 +369,36 @@ fn the_cluster_runs_on_while_a_process_started_by_hand_does_and_ends_with_it() {
     );
 }
 
+/// Each start makes a new CA: a certificate a learner issued into its
+/// directory is useless then, and clusterlab-local passes on the note that
+/// says so (it kept it to itself, and the certificate later failed with a
+/// bare TLS alert). Its own nodes' certificates, which it issues again, go
+/// unmentioned.
+#[test]
+fn a_certificate_issued_by_hand_is_named_when_a_restart_replaces_the_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port_block();
+    let (status, _) = Local::start(dir.path(), port).interrupt();
+    assert!(status.success(), "{status}");
+    let issued = Command::new(bin("clusterlab-certs"))
+        .args(["issue", "--kind", "client", "--name", "alice", "--out"])
+        .arg(dir.path().join("certs"))
+        .output()
+        .unwrap();
+    assert!(issued.status.success(), "{issued:?}");
+    let (status, lines) = Local::start(dir.path(), port).interrupt();
+    assert!(status.success(), "{status}");
+    let notes: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.starts_with("clusterlab-certs: note: "))
+        .collect();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(
+        notes[0].contains("/alice.pem was signed by the CA this replaced"),
+        "{notes:?}"
+    );
+}
+
 /// `kill -9` of `clusterlab-local` (or a test harness giving up on it)
 /// leaves it no chance to stop its children: the kernel sends each one
 /// SIGTERM as it goes, and they drain and exit rather than run on unseen,

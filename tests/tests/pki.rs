@@ -48,6 +48,28 @@ fn init_writes_the_cast_and_refuses_to_overwrite_without_force() {
 
 /// `ca` and `crl` are the CA's own files: an identity of that name is refused
 /// as such, not as "already exists; delete the old files first".
+/// A summary nobody can read is no failure: the files are written. It used
+/// to panic ("failed printing to stdout", exit 101).
+#[test]
+fn a_stdout_that_takes_nothing_is_said_once_and_the_files_are_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("pki");
+    let out = Command::new(bin("clusterlab-certs"))
+        .args(["init", "--out"])
+        .arg(&dir)
+        .stdout(std::fs::File::create("/dev/full").unwrap())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        stderr.matches("cannot print what was done").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(dir.join("writer.pem").exists() && dir.join("crl.pem").exists());
+}
+
 #[test]
 fn the_cas_own_file_names_are_no_identity_names() {
     let tmp = tempfile::tempdir().unwrap();

@@ -95,7 +95,8 @@ fn main() -> ExitCode {
     match run(certs::flags::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("clusterlab-certs: {e:#}");
+            // Not `eprintln!`, which panics if stderr is closed.
+            let _ = writeln!(std::io::stderr(), "clusterlab-certs: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -106,13 +107,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Init {
             out, keep: true, ..
         } if pki::exists(&out) => {
-            println!("{} already holds a PKI; keeping it", out.display());
+            say(format_args!(
+                "{} already holds a PKI; keeping it",
+                out.display()
+            ));
             return Ok(());
         }
         Command::Init { out, force, .. } => {
             let issued = pki::init(&out, force)?;
             for name in pki::left_over(&out, &issued) {
-                eprintln!(
+                let _ = writeln!(
+                    std::io::stderr(),
                     "clusterlab-certs: note: {} was signed by the CA this replaced, so nothing \
                      trusts it now; delete {name}.pem and {name}.key, and if you still need \
                      it: clusterlab-certs issue --out {} --kind KIND --name {name}",
@@ -129,13 +134,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 "was already revoked"
             };
-            println!(
+            say(format_args!(
                 "{} {what} (serial {}); {} holds {} revoked certificate(s)",
                 revoked.identity.uri(),
                 revoked.serial,
                 revoked.crl_path.display(),
                 revoked.total
-            );
+            ));
             if revoked.started_over {
                 // Not `eprintln!`, which panics if stderr is closed.
                 let _ = writeln!(
@@ -170,10 +175,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .max()
         .unwrap_or(0);
     for (item, path) in issued.iter().zip(&paths) {
-        println!(
+        say(format_args!(
             "{path:<path_width$}  {:<names_width$}  {}",
             item.names, item.role
-        );
+        ));
     }
     Ok(())
+}
+
+/// Prints a line of the summary. The files are written by then: a stdout
+/// that cannot take it (closed, `>/dev/full`) is said once on stderr, and is
+/// no reason to fail, nor to panic as `println!` does.
+fn say(line: std::fmt::Arguments<'_>) {
+    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if let Err(e) = writeln!(std::io::stdout().lock(), "{line}")
+        && !SAID.swap(true, std::sync::atomic::Ordering::Relaxed)
+    {
+        let _ = writeln!(
+            std::io::stderr(),
+            "clusterlab-certs: cannot print what was done ({e}); the files are written"
+        );
+    }
 }

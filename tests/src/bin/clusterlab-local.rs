@@ -119,7 +119,8 @@ fn sibling(name: &str) -> Result<PathBuf, String> {
 /// which node proved itself, and one node can be revoked alone. (Compose nodes
 /// share `node.pem`, since `--scale` cannot hand each replica a file.)
 fn make_certificates(dir: &Path, nodes: &[String]) -> Result<(), String> {
-    let certs_tool = |args: &[&str]| -> Result<(), String> {
+    // Its stderr on success: notes, for a person to read.
+    let certs_tool = |args: &[&str]| -> Result<String, String> {
         let out = tests::without_clusterlab_env(&mut std::process::Command::new(sibling(
             "clusterlab-certs",
         )?))
@@ -128,12 +129,26 @@ fn make_certificates(dir: &Path, nodes: &[String]) -> Result<(), String> {
         .arg(dir)
         .output()
         .map_err(|e| format!("cannot run clusterlab-certs: {e}"))?;
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
         match out.status.success() {
-            true => Ok(()),
-            false => Err(String::from_utf8_lossy(&out.stderr).trim().to_string()),
+            true => Ok(stderr),
+            false => Err(stderr),
         }
     };
-    certs_tool(&["init", "--force"])?;
+    // `init --force` notes the certificates the new CA makes useless: one a
+    // learner issued into this directory (`--name alice`) must be issued
+    // again, and should not fail later with a puzzling TLS error. The
+    // nodes' own are issued again below.
+    let ours = |line: &str| {
+        nodes
+            .iter()
+            .any(|name| line.contains(&format!("/{name}.pem was signed by")))
+    };
+    for note in certs_tool(&["init", "--force"])?.lines() {
+        if !ours(note) {
+            say(note);
+        }
+    }
     for name in nodes {
         // Signed by the CA that `init --force` just replaced: useless now.
         for old in [format!("{name}.pem"), format!("{name}.key")] {
