@@ -18,6 +18,7 @@ use std::{sync::Arc, time::Duration};
 use axum::{
     Json, Router,
     extract::State,
+    http::HeaderMap,
     response::{Html, IntoResponse, Response},
     routing::get,
 };
@@ -74,8 +75,8 @@ impl Dashboard {
     }
 }
 
-async fn scrape(State(dashboard): State<Dashboard>) -> Response {
-    metrics::exposition(dashboard.status())
+async fn scrape(State(dashboard): State<Dashboard>, headers: HeaderMap) -> Response {
+    metrics::exposition(dashboard.status(), &headers)
 }
 
 async fn api_status(State(dashboard): State<Dashboard>) -> Response {

@@ -16,7 +16,7 @@ use std::fmt;
 
 use axum::{
     Router,
-    http::{StatusCode, Uri, header},
+    http::{HeaderMap, StatusCode, Uri, header},
     response::{IntoResponse, Response},
 };
 use prometheus_client::{
@@ -31,6 +31,23 @@ use tracing::warn;
 
 /// What Prometheus expects from an OpenMetrics text exposition.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The same text for a browser, which shows it: it offers to download
+/// `application/openmetrics-text`, a type it does not know.
+pub const PLAIN: &str = "text/plain; charset=utf-8";
+
+/// OpenMetrics for a scraper that asks for it (Prometheus does, in its
+/// `Accept` header), plain text for anyone else.
+fn content_type(headers: &HeaderMap) -> &'static str {
+    let asks_for_openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|accept| accept.to_str().ok())
+        .any(|accept| accept.contains("application/openmetrics-text"));
+    match asks_for_openmetrics {
+        true => CONTENT_TYPE,
+        false => PLAIN,
+    }
+}
 
 /// Serves `router` on `listener` until the task is aborted (with the rest of
 /// the process's background work). A failure is logged, not fatal: the
@@ -53,13 +70,13 @@ fn not_here(uri: &Uri, pages: &[&str]) -> Response {
     (StatusCode::NOT_FOUND, body).into_response()
 }
 
-/// The `/metrics` response for `status`.
-pub fn exposition(status: StatusResponse) -> Response {
+/// The `/metrics` response for `status`, to a request with `headers`.
+pub fn exposition(status: StatusResponse, headers: &HeaderMap) -> Response {
     let mut registry = Registry::with_prefix("clusterlab");
     registry.register_collector(Box::new(StatusMetrics(status)));
     let mut body = String::new();
     match encode(&mut body, &registry) {
-        Ok(()) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response(),
+        Ok(()) => ([(header::CONTENT_TYPE, content_type(headers))], body).into_response(),
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("cannot encode the metrics: {e}"),
@@ -248,12 +265,33 @@ mod tests {
 
     use super::*;
 
+    /// What Prometheus sends (`scrape_protocols`' default).
+    const PROMETHEUS_ACCEPTS: &str = "application/openmetrics-text;version=1.0.0;q=0.5,\
+        text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
+
     fn text(status: StatusResponse) -> String {
-        let response = exposition(status);
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ACCEPT, PROMETHEUS_ACCEPTS.parse().unwrap());
+        let response = exposition(status, &headers);
         assert_eq!(response.headers()[header::CONTENT_TYPE], CONTENT_TYPE);
         let body = futures::executor::block_on(axum::body::to_bytes(response.into_body(), 1 << 20))
             .expect("a body");
         String::from_utf8(body.to_vec()).expect("UTF-8")
+    }
+
+    /// A browser (or curl) gets the text as text, which it shows, rather
+    /// than a file to save.
+    #[test]
+    fn a_browser_gets_plain_text_and_prometheus_openmetrics() {
+        let mut browser = HeaderMap::new();
+        browser.insert(
+            header::ACCEPT,
+            "text/html,application/xhtml+xml,*/*;q=0.8".parse().unwrap(),
+        );
+        for headers in [HeaderMap::new(), browser] {
+            let response = exposition(StatusResponse::default(), &headers);
+            assert_eq!(response.headers()[header::CONTENT_TYPE], PLAIN);
+        }
     }
 
     #[test]

@@ -226,9 +226,9 @@ pub async fn run(
 
 /// `/metrics`: the node's status at the time of each scrape.
 fn metrics_router(state: Arc<NodeState>) -> axum::Router {
-    let scrape = move || async move {
+    let scrape = move |headers: axum::http::HeaderMap| async move {
         match admin::status(&state).await {
-            Ok(status) => metrics::exposition(status),
+            Ok(status) => metrics::exposition(status, &headers),
             Err(e) => (
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
                 format!("cannot read the node's status: {}", e.message()),
