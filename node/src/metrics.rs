@@ -12,7 +12,7 @@
 //! it without a client certificate. It shows names, states and counts, never
 //! keys or values.
 
-use std::fmt;
+use std::{fmt, sync::Arc, time::Duration};
 
 use axum::{
     Router,
@@ -26,7 +26,7 @@ use prometheus_client::{
     registry::Registry,
 };
 use proto::{StatusResponse, member};
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::Semaphore};
 use tracing::warn;
 
 /// What Prometheus expects from an OpenMetrics text exposition.
@@ -49,14 +49,45 @@ fn content_type(headers: &HeaderMap) -> &'static str {
     }
 }
 
+/// The most connections the port holds at once. A browser tab keeps one or
+/// two, Prometheus one; past this, new ones wait to be accepted, and the
+/// process keeps its file descriptors for its own work.
+const MAX_CONNECTIONS: usize = 256;
+
+/// A connection that has not sent a whole request's headers within this
+/// time, from its start or since its last answer, is closed: the port needs
+/// no certificate, and a client that opens connections and sends nothing
+/// must not hold them (and the process's descriptors) for good.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Serves `router` on `listener` until the task is aborted (with the rest of
-/// the process's background work). A failure is logged, not fatal: the
-/// cluster keeps serving without its side port. A path it does not serve is
-/// answered with the `pages` it does, not an empty 404.
+/// the process's background work). A failure to accept is logged, not fatal:
+/// the cluster keeps serving. A path it does not serve is answered with the
+/// `pages` it does, not an empty 404.
 pub async fn serve(listener: TcpListener, router: Router, pages: &'static [&'static str]) {
     let router = router.fallback(move |uri: Uri| async move { not_here(&uri, pages) });
-    if let Err(e) = axum::serve(listener, router).await {
-        warn!(error = %e, "the HTTP port (metrics, dashboard) stopped");
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let slot = slots.clone().acquire_owned().await.expect("never closed");
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors, say: a moment, and again.
+                warn!(error = %e, "the HTTP port (metrics, dashboard) cannot accept a connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        tokio::spawn(async move {
+            // Its end, however it ends, is no news: a browser closing a tab.
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+            drop(slot);
+        });
     }
 }
 

@@ -254,6 +254,33 @@ fn a_killed_node_turns_ejected_and_suspect_on_the_dashboard() {
     assert_eq!(sample(&metrics, &series), Some(1), "{metrics}");
 }
 
+/// The plain-HTTP port needs no certificate: a connection that sends
+/// nothing, or half a request, is closed once the header timeout passes
+/// (they used to stay open for good, each holding a file descriptor), and
+/// the port goes on answering.
+#[test]
+fn a_connection_that_sends_no_whole_request_is_closed() {
+    use std::io::{Read, Write};
+    let port = free_port();
+    let metrics_addr = format!("127.0.0.1:{port}");
+    let _cluster = TestCluster::start_with(1, &["--metrics", &metrics_addr]);
+    let silent = std::net::TcpStream::connect(&metrics_addr).unwrap();
+    let mut half = std::net::TcpStream::connect(&metrics_addr).unwrap();
+    half.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let patience = node::metrics::HEADER_READ_TIMEOUT * 3;
+    for mut stream in [silent, half] {
+        stream.set_read_timeout(Some(patience)).unwrap();
+        let mut answer = Vec::new();
+        // The end of the stream; a timeout here is an error, and fails.
+        stream
+            .read_to_end(&mut answer)
+            .unwrap_or_else(|e| panic!("still open after {patience:?}: {e}"));
+    }
+    let (code, _) = http_get(&metrics_addr, "/metrics").expect("the port still answers");
+    assert_eq!(code, 200);
+}
+
 #[test]
 fn a_node_serves_its_metrics_when_asked_to() {
     let port = free_port();
