@@ -37,6 +37,35 @@ fn api_status(cluster: &TestCluster) -> Value {
     serde_json::from_str(&get(cluster, "/api/status")).expect("/api/status is JSON")
 }
 
+/// What the dashboard's own script draws from `status` (an `/api/status`
+/// answer) and from the states `tests/js/dashboard-harness.js` makes of it,
+/// run under Node.js, which the machines this is built on have.
+fn drawn_by_the_page(dir: &std::path::Path, status: &Value) -> Value {
+    let page = include_str!("../../balancer/src/dashboard.html");
+    let (_, script) = page.split_once("<script>").expect("the page has a script");
+    let (script, _) = script.split_once("</script>").expect("the script ends");
+    let (script_path, status_path) = (dir.join("dashboard.js"), dir.join("status.json"));
+    std::fs::write(&script_path, script).unwrap();
+    std::fs::write(&status_path, status.to_string()).unwrap();
+    let harness = concat!(env!("CARGO_MANIFEST_DIR"), "/js/dashboard-harness.js");
+    let out = Command::new("node")
+        .args([
+            harness.as_ref(),
+            script_path.as_os_str(),
+            status_path.as_os_str(),
+        ])
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("the dashboard's script is run with Node.js: cannot run `node`: {e}")
+        });
+    assert!(
+        out.status.success(),
+        "the dashboard's script failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("the harness prints JSON")
+}
+
 /// The value of the sample written exactly as `series` (name and labels).
 fn sample(metrics: &str, series: &str) -> Option<u64> {
     metrics
@@ -154,6 +183,64 @@ fn the_dashboard_shows_traffic_keys_links_and_events_and_metrics_agree() {
     let kinds: Vec<&str> = events.iter().filter_map(|e| e["kind"].as_str()).collect();
     assert!(kinds.contains(&"balancer.started"), "{kinds:?}");
     assert!(kinds.contains(&"node.started"), "{kinds:?}");
+
+    // The page's own script draws this answer, and the states a learner
+    // makes from it, without a NaN or an `undefined` on the projector.
+    let drawn = drawn_by_the_page(cluster.dir(), &status);
+    let everything = drawn.to_string();
+    for junk in ["NaN", "undefined", "[object Object]", "Infinity"] {
+        assert!(!everything.contains(junk), "{junk} drawn: {drawn:#}");
+    }
+    let tiles = |scenario: &str| -> Vec<String> {
+        let tiles = drawn[scenario]["tiles"].as_array().expect("tiles");
+        tiles
+            .iter()
+            .map(|t| t.as_str().unwrap().to_string())
+            .collect()
+    };
+    let tile = |scenario: &str, name: &str| {
+        tiles(scenario)
+            .into_iter()
+            .find(|t| t.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no tile for {name} in {scenario}: {drawn:#}"))
+    };
+    assert_eq!(drawn["healthy"]["banner"]["shown"], "none", "{drawn:#}");
+    assert_eq!(tiles("healthy").len(), 3, "{drawn:#}");
+    for name in ["n1", "n2", "n3"] {
+        let tile = tile("healthy", name);
+        assert!(
+            tile.starts_with(&format!(
+                "{name} alive balancer: in rotation · other nodes: alive "
+            )),
+            "{tile}"
+        );
+    }
+    let quorum = drawn["healthy"]["quorum"].as_str().unwrap();
+    assert!(quorum.ends_with("Every key has its copies."), "{quorum}");
+    // A cut link: both ends serve, and most of the others see them alive.
+    let n1 = tile("cut", "n1");
+    assert!(n1.contains("other nodes: alive (n3 sees it dead)"), "{n1}");
+    assert!(
+        tile("cut", "n2").contains("other nodes: alive "),
+        "{drawn:#}"
+    );
+    // A killed node: ejected, and its keys short of a copy for want of nodes.
+    assert!(tile("killed", "n3").starts_with("n3 ejected "), "{drawn:#}");
+    let quorum = drawn["killed"]["quorum"].as_str().unwrap();
+    assert!(
+        quorum.ends_with(
+            "Only 2 nodes are alive for 3 copies: 60 keys (counted on each node that holds \
+             one) have 2 copies until a node returns or joins."
+        ),
+        "{quorum}"
+    );
+    // A paused balancer: the page says so, rather than show its last picture.
+    assert_eq!(drawn["paused"]["banner"]["shown"], "block", "{drawn:#}");
+    assert_eq!(
+        drawn["paused"]["banner"]["text"],
+        "The balancer does not answer (no answer within 3 s); still trying every second.",
+        "{drawn:#}"
+    );
 
     // /metrics counts the same requests, per node too.
     let metrics = get(&cluster, "/metrics");

@@ -1,0 +1,95 @@
+// Runs the dashboard's own script (balancer/src/dashboard.html) under Node.js
+// with the little of the DOM it uses, against /api/status answers a test
+// gives, and prints what each scenario drew as JSON. tests/tests/dashboard.rs
+// runs it: `node dashboard-harness.js SCRIPT STATUS`.
+"use strict";
+
+const fs = require("fs");
+const [script, statusFile] = process.argv.slice(2);
+
+class Node {
+  constructor(tag) {
+    Object.assign(this, { tag, textContent: "", style: {}, children: [], className: "", title: "" });
+  }
+  appendChild(child) { this.children.push(child); return child; }
+  append(...children) { this.children.push(...children); }
+  replaceChildren(...children) { this.children = children; }
+  setAttribute(name, value) { this[name] = value; }
+}
+const elements = {};
+globalThis.Node = Node;
+globalThis.document = {
+  getElementById: (id) => (elements[id] ??= new Node("#" + id)),
+  createElement: (tag) => new Node(tag),
+  createTextNode: (text) => Object.assign(new Node("#text"), { textContent: text }),
+};
+// The next answer /api/status gives; each scenario sets it, then polls once.
+let answer = () => { throw new Error("no answer set"); };
+globalThis.fetch = async () => answer();
+globalThis.setTimeout = () => {};
+
+const text = (node) => [node.textContent, ...node.children.map(text)].filter((t) => t !== "").join(" ");
+const drawn = () => ({
+  banner: { shown: elements.banner.style.display, text: text(elements.banner) },
+  tiles: elements.tiles.children.map(text),
+  quorum: text(elements.quorum),
+  replication: text(elements.replication),
+  links: text(elements.links),
+  events: text(elements.events),
+});
+
+// The page's script, as the browser runs it, but for its last line, which
+// starts the polling: here each scenario polls once.
+const source = fs.readFileSync(script, "utf8");
+if (!/^poll\(\);$/m.test(source)) throw new Error("the script no longer ends with `poll();`");
+require("vm").runInThisContext(source.replace(/^poll\(\);$/m, ""), { filename: "dashboard.html" });
+
+const real = JSON.parse(fs.readFileSync(statusFile, "utf8"));
+const copy = () => JSON.parse(JSON.stringify(real));
+const view = (status, name) => status.nodes.find((n) => n.backend === name).view;
+const setState = (status, seenBy, name, state) => {
+  view(status, seenBy).status.members.find((m) => m.name === name).state = state;
+};
+
+const scenarios = {
+  // The cluster as it is.
+  healthy: () => real,
+  // n1 and n3 cannot reach each other (fault n1 --drop-peer n3); n2 sees both.
+  cut: () => {
+    const status = copy();
+    setState(status, "n1", "n3", "dead");
+    setState(status, "n3", "n1", "dead");
+    return status;
+  },
+  // n3 killed: ejected, no view of its own, dead to the others, and each
+  // key short of its third copy.
+  killed: () => {
+    const status = copy();
+    status.balancer.backends.find((b) => b.name === "n3").health = "ejected";
+    view(status, "n3").status = undefined;
+    view(status, "n3").error = "cannot reach n3";
+    for (const by of ["n1", "n2"]) {
+      setState(status, by, "n3", "dead");
+      view(status, by).status.under_replicated = 30;
+    }
+    return status;
+  },
+};
+
+(async () => {
+  const out = {};
+  for (const [name, make] of Object.entries(scenarios)) {
+    const status = make();
+    answer = async () => ({ ok: true, status: 200, json: async () => status });
+    await poll();
+    out[name] = drawn();
+  }
+  // A paused balancer takes the connection and never answers.
+  answer = async () => { throw Object.assign(new Error("signal timed out"), { name: "TimeoutError" }); };
+  await poll();
+  out.paused = drawn();
+  process.stdout.write(JSON.stringify(out));
+})().catch((e) => {
+  process.stderr.write(String(e && e.stack || e));
+  process.exit(1);
+});
