@@ -962,12 +962,7 @@ mod tests {
             node.mark_healthy(&events);
         }
         assert!(node.failed(&failure, || Some(()), &events));
-        let Health::Ejected {
-            reason, held_until, ..
-        } = node.health()
-        else {
-            panic!("not ejected: {:?}", node.health());
-        };
+        let (reason, held_until) = ejected_for(&node);
         assert!(
             reason.starts_with("5 requests in a row failed (last: UNAVAILABLE: injected fault)")
         );
@@ -1036,9 +1031,7 @@ mod tests {
         node.mark_healthy(&events);
         node.eject("it is shutting down".into(), Waiting::Stay, &events);
         node.eject("cannot reach it".into(), Waiting::GiveUp, &events);
-        let Health::Ejected { reason, .. } = node.health() else {
-            panic!("not ejected: {:?}", node.health());
-        };
+        let reason = ejected_because(&node);
         assert_eq!(reason, "cannot reach it");
         assert_eq!(node.ejections.load(Ordering::Relaxed), 1);
         // An outlier's hold is not named where none was set.
@@ -1046,12 +1039,7 @@ mod tests {
         for _ in 0..FAILURES_TO_EJECT {
             node.failed(&failure, || Some(()), &events);
         }
-        let Health::Ejected {
-            reason, held_until, ..
-        } = node.health()
-        else {
-            panic!("not ejected: {:?}", node.health());
-        };
+        let (reason, held_until) = ejected_for(&node);
         assert_eq!((reason.as_str(), held_until), ("cannot reach it", None));
         assert_eq!(kinds(&events), ["backend.healthy", "backend.ejected"]);
     }
@@ -1069,12 +1057,7 @@ mod tests {
         }
         // Still held: the failures stay the reason.
         node.eject("cannot reach it".into(), Waiting::GiveUp, &events);
-        let Health::Ejected {
-            reason, held_until, ..
-        } = node.health()
-        else {
-            panic!("not ejected: {:?}", node.health());
-        };
+        let (reason, held_until) = ejected_for(&node);
         assert!(reason.contains("requests in a row failed"), "{reason}");
         assert!(held_until.is_some_and(|until| until > Instant::now()));
         // The hold ends now.
@@ -1082,12 +1065,7 @@ mod tests {
             *held_until = Some(Instant::now());
         }
         node.eject("cannot reach it".into(), Waiting::GiveUp, &events);
-        let Health::Ejected {
-            reason, held_until, ..
-        } = node.health()
-        else {
-            panic!("not ejected: {:?}", node.health());
-        };
+        let (reason, held_until) = ejected_for(&node);
         assert_eq!((reason.as_str(), held_until), ("cannot reach it", None));
         assert_eq!(node.ejections.load(Ordering::Relaxed), 1);
     }
@@ -1126,8 +1104,16 @@ mod tests {
 
     /// Why `backend` is out of rotation; panics if it is not.
     fn ejected_because(backend: &Backend) -> String {
+        ejected_for(backend).0
+    }
+
+    /// Why `backend` is out of rotation, and until when it is held out, if
+    /// it is an outlier; panics if it is not out.
+    fn ejected_for(backend: &Backend) -> (String, Option<Instant>) {
         match backend.health() {
-            Health::Ejected { reason, .. } => reason,
+            Health::Ejected {
+                reason, held_until, ..
+            } => (reason, held_until),
             other => panic!("not ejected: {other:?}"),
         }
     }

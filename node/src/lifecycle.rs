@@ -98,7 +98,7 @@ pub fn stop_with_launcher() -> anyhow::Result<()> {
         if launcher.to_str() != Some(parent.as_str()) {
             anyhow::bail!(
                 "clusterlab-local, which started this process (pid {}), has exited; \
-                 {LAUNCHER_PID} is set only by clusterlab-local",
+                 to start it by hand, leave out {LAUNCHER_PID}, which only clusterlab-local sets",
                 launcher.to_string_lossy()
             );
         }

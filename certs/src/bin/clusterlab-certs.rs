@@ -183,7 +183,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Prints a line of the summary. The files are written by then: a stdout
+/// Prints a line of the summary. The work is done by then: a stdout
 /// that cannot take it (closed, `>/dev/full`) is said once on stderr, and is
 /// no reason to fail, nor to panic as `println!` does.
 fn say(line: std::fmt::Arguments<'_>) {
@@ -193,7 +193,7 @@ fn say(line: std::fmt::Arguments<'_>) {
     {
         let _ = writeln!(
             std::io::stderr(),
-            "clusterlab-certs: cannot print what was done ({e}); the files are written"
+            "clusterlab-certs: cannot print what was done ({e}); it is done all the same"
         );
     }
 }
