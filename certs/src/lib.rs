@@ -68,6 +68,32 @@ pub enum Error {
          (every certificate issued from the old CA stops working)"
     )]
     AlreadyExists(std::path::PathBuf),
+    /// `init` without `--force` found files of the names it writes, in a
+    /// directory without a CA: it does not write over what it did not make.
+    #[error(
+        "{} already holds {files}, which `init` would write over; if an earlier \
+         `init` stopped part-way, pass --force to start over, or else choose another --out",
+        dir.display()
+    )]
+    WouldOverwrite {
+        dir: std::path::PathBuf,
+        /// The names found, comma-separated.
+        files: String,
+    },
+    /// `init --keep` found a CA certificate but not the rest of a PKI.
+    #[error(
+        "{} holds only part of a PKI: ca.pem is there, but not {missing} \
+         (an `init` stopped part-way, or files deleted by hand); start over with \
+         `clusterlab-certs init --force --out {}` (every certificate issued from the old CA \
+         stops working)",
+        dir.display(),
+        dir.display()
+    )]
+    HalfMade {
+        dir: std::path::PathBuf,
+        /// The names missing, comma-separated.
+        missing: String,
+    },
     /// A node's or balancer's own certificate would be refused by its peers,
     /// so it does not start with it.
     #[error("{} {problem}", path.display())]

@@ -72,12 +72,95 @@ pub struct Issued {
     pub role: &'static str,
 }
 
+/// The identities every PKI has, with what each is for.
+const IDENTITIES: [(Kind, &str, &str); 5] = [
+    (
+        Kind::Node,
+        "node",
+        "any node without its own (scaled replicas share it)",
+    ),
+    (Kind::Balancer, "balancer", "the balancer"),
+    (Kind::Client, "admin", "client: may do everything"),
+    (Kind::Client, "writer", "client: may read and write data"),
+    (Kind::Client, "reader", "client: may only read data"),
+];
+
+/// The villains [`write_villains`] makes.
+const VILLAINS: [&str; 8] = [
+    "intruder",
+    "expired",
+    "notyet",
+    "revoked",
+    "server-only",
+    "ca-leaf",
+    "two-names",
+    "wrong-san",
+];
+
+/// The note `init` leaves in the directory.
+const README_FILE: &str = "README.txt";
+
+/// Every file `init` writes, by name.
+fn init_files() -> Vec<String> {
+    let names = IDENTITIES.iter().map(|(_, name, _)| *name).chain(VILLAINS);
+    [
+        files::CA_CERT,
+        files::CA_KEY,
+        revocation::CRL_FILE,
+        README_FILE,
+    ]
+    .into_iter()
+    .map(String::from)
+    .chain(names.flat_map(|name| [format!("{name}.pem"), format!("{name}.key")]))
+    .collect()
+}
+
 /// Does `dir` hold a PKI (a CA certificate) already?
 pub fn exists(dir: &Path) -> bool {
     dir.join(files::CA_CERT).exists()
 }
 
-/// Creates the demo PKI in `dir`. Refuses to replace an existing one unless `force`.
+/// Checks that the PKI in `dir` is whole: the CA's key, its revocation list
+/// and every identity `init` writes beside `ca.pem` (villains aside, which
+/// nothing runs on). It is what `init --keep` keeps, so a directory an
+/// `init` left half-written fails here, naming what is missing, rather than
+/// in every process that later looks for its certificate.
+pub fn check_whole(dir: &Path) -> Result<()> {
+    let needed: Vec<String> = [files::CA_KEY.to_string(), revocation::CRL_FILE.to_string()]
+        .into_iter()
+        .chain(
+            IDENTITIES
+                .iter()
+                .flat_map(|(_, name, _)| [format!("{name}.pem"), format!("{name}.key")]),
+        )
+        .collect();
+    let missing = || -> Vec<&String> {
+        needed
+            .iter()
+            .filter(|name| !dir.join(name).exists())
+            .collect()
+    };
+    if missing().is_empty() {
+        return Ok(());
+    }
+    // Perhaps an `init` is writing it right now: it holds the lock until it
+    // is done. (A directory we may not lock is judged as it is.)
+    let _lock = files::lock(dir);
+    match missing() {
+        missing if missing.is_empty() => Ok(()),
+        missing => Err(Error::HalfMade {
+            dir: dir.to_path_buf(),
+            missing: missing
+                .iter()
+                .map(|name| name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
+    }
+}
+
+/// Creates the demo PKI in `dir`. Refuses to replace an existing one, or any
+/// file of a name it writes, unless `force`.
 pub fn init(dir: &Path, force: bool) -> Result<Vec<Issued>> {
     let ca_path = dir.join(files::CA_CERT);
     if exists(dir) && !force {
@@ -90,6 +173,18 @@ pub fn init(dir: &Path, force: bool) -> Result<Vec<Issued>> {
     if exists(dir) && !force {
         return Err(Error::AlreadyExists(dir.to_path_buf()));
     }
+    // No CA, but files of our names: another tool's (`--out .` in a project
+    // with its own README.txt), or an `init` that stopped part-way.
+    let taken: Vec<String> = init_files()
+        .into_iter()
+        .filter(|name| dir.join(name).exists())
+        .collect();
+    if !taken.is_empty() && !force {
+        return Err(Error::WouldOverwrite {
+            dir: dir.to_path_buf(),
+            files: taken.join(", "),
+        });
+    }
 
     let now = OffsetDateTime::now_utc();
     let (ca_params, ca_key) = new_ca("clusterlab demo CA", now)?;
@@ -100,17 +195,7 @@ pub fn init(dir: &Path, force: bool) -> Result<Vec<Issued>> {
 
     let valid = now - CLOCK_SKEW_ALLOWANCE..now + LEAF_VALIDITY;
     let mut issued = Vec::new();
-    for (kind, name, role) in [
-        (
-            Kind::Node,
-            "node",
-            "any node without its own (scaled replicas share it)",
-        ),
-        (Kind::Balancer, "balancer", "the balancer"),
-        (Kind::Client, "admin", "client: may do everything"),
-        (Kind::Client, "writer", "client: may read and write data"),
-        (Kind::Client, "reader", "client: may only read data"),
-    ] {
+    for (kind, name, role) in IDENTITIES {
         let leaf = Leaf::new(&Identity::new(kind, name)?, valid.clone());
         issued.push(write_leaf(dir, &ca, leaf, role)?);
     }
@@ -119,7 +204,7 @@ pub fn init(dir: &Path, force: bool) -> Result<Vec<Issued>> {
     let _ = std::fs::remove_file(dir.join(revocation::CRL_FILE));
     revoke_locked(dir, "revoked")?;
 
-    files::write(&dir.join("README.txt"), DIRECTORY_README)?;
+    files::write(&dir.join(README_FILE), DIRECTORY_README)?;
     Ok(issued)
 }
 
@@ -256,6 +341,11 @@ fn revoke_locked(dir: &Path, name: &str) -> Result<Revocation> {
         // not take the lock (an older clusterlab-certs).
         let partial = crl_path.with_extension(format!("pem.{}.partial", std::process::id()));
         files::write(&partial, &crl.pem()?)?;
+        // The new list keeps the old one's mode: one made read-only (0444)
+        // stays so, rather than coming back as a fresh 0644 file.
+        if let Ok(old) = std::fs::metadata(&crl_path) {
+            let _ = std::fs::set_permissions(&partial, old.permissions());
+        }
         files::rename(&partial, &crl_path)?;
     }
     Ok(Revocation {
@@ -617,24 +707,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let issued = init(dir.path(), false).unwrap();
         let names: Vec<_> = issued.iter().map(|i| i.name.as_str()).collect();
-        assert_eq!(
-            names,
-            [
-                "node",
-                "balancer",
-                "admin",
-                "writer",
-                "reader",
-                "intruder",
-                "expired",
-                "notyet",
-                "revoked",
-                "server-only",
-                "ca-leaf",
-                "two-names",
-                "wrong-san"
-            ]
-        );
+        // The five identities, then the villains, as the file lists name them.
+        let listed: Vec<_> = IDENTITIES.iter().map(|(_, name, _)| *name).collect();
+        assert_eq!(listed, ["node", "balancer", "admin", "writer", "reader"]);
+        assert_eq!(names, [&listed[..], &VILLAINS[..]].concat());
         for item in &issued[..5] {
             let der = parse(&item.cert_path);
             let (_, cert) = X509Certificate::from_der(&der).unwrap();
@@ -695,6 +771,70 @@ mod tests {
             let serial = revocation::serial_of(&cert(name)).unwrap();
             assert_eq!(revocations.is_revoked(&serial), name == "revoked", "{name}");
         }
+    }
+
+    #[test]
+    fn init_writes_the_files_it_names_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        init(dir.path(), false).unwrap();
+        let mut written: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .filter(|name| name != files::LOCK_FILE)
+            .collect();
+        written.sort();
+        let mut named = init_files();
+        named.sort();
+        assert_eq!(written, named);
+    }
+
+    #[test]
+    fn init_does_not_write_over_files_it_did_not_make() {
+        let dir = tempfile::tempdir().unwrap();
+        let theirs = dir.path().join(README_FILE);
+        std::fs::write(&theirs, "a project's own notes").unwrap();
+        std::fs::write(dir.path().join("writer.key"), "half an init").unwrap();
+
+        let err = init(dir.path(), false).unwrap_err().to_string();
+        assert!(err.contains("README.txt, writer.key"), "{err}");
+        assert!(err.contains("--force"), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(&theirs).unwrap(),
+            "a project's own notes"
+        );
+        assert!(!exists(dir.path()), "no CA was written");
+
+        init(dir.path(), true).unwrap();
+        check_whole(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn a_half_made_pki_is_not_whole_and_says_what_it_lacks() {
+        let dir = tempfile::tempdir().unwrap();
+        init(dir.path(), false).unwrap();
+        check_whole(dir.path()).unwrap();
+        // Villains are not needed to run a cluster.
+        std::fs::remove_file(dir.path().join("intruder.pem")).unwrap();
+        check_whole(dir.path()).unwrap();
+
+        std::fs::remove_file(dir.path().join("crl.pem")).unwrap();
+        std::fs::remove_file(dir.path().join("writer.key")).unwrap();
+        let err = check_whole(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("but not crl.pem, writer.key ("), "{err}");
+        assert!(err.contains("init --force --out"), "{err}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn revoke_keeps_the_lists_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        init(dir.path(), false).unwrap();
+        let crl = dir.path().join(revocation::CRL_FILE);
+        std::fs::set_permissions(&crl, std::fs::Permissions::from_mode(0o444)).unwrap();
+        assert!(revoke(dir.path(), "writer").unwrap().newly);
+        let mode = std::fs::metadata(&crl).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o444);
     }
 
     #[test]

@@ -46,8 +46,34 @@ fn init_writes_the_cast_and_refuses_to_overwrite_without_force() {
     assert_ne!(std::fs::read(dir.join("ca.pem")).unwrap(), ca_before);
 }
 
-/// `ca` and `crl` are the CA's own files: an identity of that name is refused
-/// as such, not as "already exists; delete the old files first".
+/// `init --keep` (the compose `certs` service, at every start) keeps a whole
+/// PKI untouched, and refuses a half-made one, naming what it lacks: keeping
+/// it would have every node fail later on a missing file.
+#[test]
+fn init_keep_keeps_a_whole_pki_and_refuses_a_half_made_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("pki");
+    let first = certs(&["init", "--keep"], &dir);
+    assert!(first.status.success());
+    assert!(String::from_utf8_lossy(&first.stdout).contains("client/writer"));
+    let ca_before = std::fs::read(dir.join("ca.pem")).unwrap();
+
+    let kept = certs(&["init", "--keep"], &dir);
+    assert!(kept.status.success());
+    assert!(String::from_utf8_lossy(&kept.stdout).contains("keeping it"));
+    assert_eq!(std::fs::read(dir.join("ca.pem")).unwrap(), ca_before);
+
+    std::fs::remove_file(dir.join("node.key")).unwrap();
+    let half = certs(&["init", "--keep"], &dir);
+    let stderr = String::from_utf8_lossy(&half.stderr);
+    assert_eq!(half.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("ca.pem is there, but not node.key ("),
+        "{stderr}"
+    );
+    assert!(stderr.contains("init --force --out"), "{stderr}");
+}
+
 /// A summary nobody can read is no failure: the files are written. It used
 /// to panic ("failed printing to stdout", exit 101).
 #[test]
@@ -70,6 +96,8 @@ fn a_stdout_that_takes_nothing_is_said_once_and_the_files_are_written() {
     assert!(dir.join("writer.pem").exists() && dir.join("crl.pem").exists());
 }
 
+/// `ca` and `crl` are the CA's own files: an identity of that name is refused
+/// as such, not as "already exists; delete the old files first".
 #[test]
 fn the_cas_own_file_names_are_no_identity_names() {
     let tmp = tempfile::tempdir().unwrap();

@@ -36,7 +36,8 @@ enum Command {
         #[arg(long, conflicts_with = "keep")]
         force: bool,
         /// If DIR already holds a PKI, keep it and succeed: for a one-shot
-        /// service (docker compose) that runs at every start.
+        /// service (docker compose) that runs at every start. A PKI missing
+        /// any of its CA key, revocation list or identities is an error.
         #[arg(long)]
         keep: bool,
     },
@@ -107,6 +108,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Init {
             out, keep: true, ..
         } if pki::exists(&out) => {
+            pki::check_whole(&out)?;
             say(format_args!(
                 "{} already holds a PKI; keeping it",
                 out.display()
