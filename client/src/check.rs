@@ -214,7 +214,7 @@ pub async fn run(global: &Global, args: CheckArgs, mut stops: StopSignals) -> Re
             },
             signal = stops.recv() => {
                 if workload.interrupted.swap(true, Ordering::Relaxed) {
-                    return Err(quit_without_reading_back(true));
+                    return Err(quit_without_reading_back());
                 }
                 eprintln!(
                     "check: {signal}: finishing the writes in flight, then reading back every \
@@ -240,11 +240,14 @@ pub async fn run(global: &Global, args: CheckArgs, mut stops: StopSignals) -> Re
         writing.as_secs_f64(),
         acked.len()
     );
+    let total = acked.len();
+    let first_look = Arc::default();
     let verified = tokio::select! {
-        verified = verify(&workload, acked, every) => verified,
+        verified = verify(&workload, acked, every, Arc::clone(&first_look)) => verified,
         _ = stops.recv() => {
             let again = workload.interrupted.swap(true, Ordering::Relaxed);
-            return Err(quit_without_reading_back(again));
+            let so_far = ReadSoFar::of(total, &first_look.lock().expect("results poisoned"));
+            return Err(quit_while_reading_back(again, &so_far));
         }
     };
     report(&workload, &verified, writing)
@@ -392,15 +395,30 @@ struct Verified {
 /// quorum holds every acknowledged write: a key read stale is lost at once.)
 const SECOND_LOOK_AFTER: Duration = Duration::from_secs(6);
 
+/// What one key's read-back found: its index among the acknowledged, whether
+/// it was readable ([`read_back`]) and how many stale answers came.
+type ReadResult = (usize, Option<bool>, u64);
+
+/// Read-back results, filled in as they come, so that a Ctrl-C can tell
+/// what had been found by then.
+type ReadResults = Arc<Mutex<Vec<ReadResult>>>;
+
 /// Reads every acknowledged key back at the read quorum, through every address
 /// in turn if need be, saying how far it got `every` so often; then, once
-/// more after [`SECOND_LOOK_AFTER`], the keys it read stale.
-async fn verify(work: &Arc<Workload>, acked: Vec<Acked>, every: Duration) -> Verified {
+/// more after [`SECOND_LOOK_AFTER`], the keys it read stale. The first look's
+/// results go into `first_look` as they come.
+async fn verify(
+    work: &Arc<Workload>,
+    acked: Vec<Acked>,
+    every: Duration,
+    first_look: ReadResults,
+) -> Verified {
     let second_look = tokio::time::Instant::now() + SECOND_LOOK_AFTER;
     let acked = Arc::new(acked);
     let mut verified = Verified::default();
     let mut suspects = Vec::new();
-    for (i, readable, stale) in read_all(work, &acked, (0..acked.len()).collect(), every).await {
+    let everything = (0..acked.len()).collect();
+    for (i, readable, stale) in read_all(work, &acked, everything, every, first_look).await {
         verified.stale_reads += stale;
         match readable {
             Some(true) => {}
@@ -437,7 +455,7 @@ async fn verify(work: &Arc<Workload>, acked: Vec<Acked>, every: Duration) -> Ver
         if suspects.len() == 1 { "it" } else { "them" },
     );
     tokio::time::sleep_until(second_look).await;
-    for (i, readable, stale) in read_all(work, &acked, suspects, every).await {
+    for (i, readable, stale) in read_all(work, &acked, suspects, every, Arc::default()).await {
         verified.stale_reads += stale;
         match readable {
             Some(true) => verified.late += 1,
@@ -449,18 +467,18 @@ async fn verify(work: &Arc<Workload>, acked: Vec<Acked>, every: Duration) -> Ver
 }
 
 /// Reads back the acknowledged keys at `indices`, `--concurrency` at a time,
-/// saying how far it got `every` so often. Returns, for each, its index,
-/// whether it was readable ([`read_back`]) and how many stale answers came.
+/// saying how far it got `every` so often. Returns a [`ReadResult`] for
+/// each, which also go into `results` as they come.
 async fn read_all(
     work: &Arc<Workload>,
     acked: &Arc<Vec<Acked>>,
     indices: Vec<usize>,
     every: Duration,
-) -> Vec<(usize, Option<bool>, u64)> {
+    results: ReadResults,
+) -> Vec<ReadResult> {
     let total = indices.len();
     let indices = Arc::new(indices);
     let next = Arc::new(AtomicUsize::new(0));
-    let results = Arc::new(Mutex::new(Vec::with_capacity(total)));
     let mut readers = tokio::task::JoinSet::new();
     for _ in 0..work.args.concurrency {
         let (work, acked, indices, next, results) = (
@@ -488,7 +506,7 @@ async fn read_all(
             }
         }
     }
-    std::mem::take(&mut *results.lock().expect("results poisoned"))
+    results.lock().expect("results poisoned").clone()
 }
 
 /// Reads one key back: `Some(true)` found at its version, `Some(false)` answered
@@ -656,18 +674,66 @@ fn value_for(key: &str, size: usize) -> Vec<u8> {
     value
 }
 
-/// Ctrl-C during the read-back, or a second one during the writing: the
-/// person would rather not wait for the read-back.
-fn quit_without_reading_back(again: bool) -> Failure {
+/// A second Ctrl-C during the writing: the person would rather not wait
+/// for the read-back.
+fn quit_without_reading_back() -> Failure {
     Failure::new(
         "CANCELLED",
-        match again {
-            true => "interrupted again: stopped without reading back, so nothing was verified",
-            false => {
-                "interrupted while reading back: stopped before every acknowledged write was \
-                 read back, so nothing was verified"
-            }
-        },
+        "interrupted again: stopped without reading back, so nothing was verified",
+    )
+}
+
+/// How far the read-back's first look had got.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct ReadSoFar {
+    /// Keys acknowledged, to be read back.
+    total: usize,
+    /// Read back at their version (or newer).
+    current: usize,
+    /// Answered, but missing or older: lost, unless a second look (W + R at
+    /// most N) would have found them.
+    stale: usize,
+    /// Never answered.
+    unanswered: usize,
+}
+
+impl ReadSoFar {
+    fn of(total: usize, results: &[ReadResult]) -> Self {
+        let count = |wanted: Option<bool>| results.iter().filter(|r| r.1 == wanted).count();
+        Self {
+            total,
+            current: count(Some(true)),
+            stale: count(Some(false)),
+            unanswered: count(None),
+        }
+    }
+}
+
+/// Ctrl-C during the read-back (the first, or a second): the person would
+/// rather not wait for the rest of it. What it had found is said, above
+/// all a key read stale, which would otherwise go unseen.
+fn quit_while_reading_back(again: bool, so_far: &ReadSoFar) -> Failure {
+    let read = so_far.current + so_far.stale + so_far.unanswered;
+    let mut found = format!(
+        "{read} of {} acknowledged keys read back: {} at their version",
+        so_far.total, so_far.current
+    );
+    if so_far.stale > 0 {
+        found += &format!(
+            ", {} missing or older (lost, or not yet copied where the read looked)",
+            so_far.stale
+        );
+    }
+    if so_far.unanswered > 0 {
+        found += &format!(", {} unanswered", so_far.unanswered);
+    }
+    Failure::new(
+        "CANCELLED",
+        format!(
+            "interrupted {}while reading back, after {found}; {} left unverified",
+            if again { "again " } else { "" },
+            so_far.total - so_far.current,
+        ),
     )
 }
 
@@ -700,18 +766,38 @@ fn run_id() -> String {
 mod tests {
     use super::*;
 
-    /// A first Ctrl-C that lands in the read-back is not called a second.
+    /// A Ctrl-C during the read-back says what was found by then, a key
+    /// read stale above all, and is not called a second unless it was.
     #[test]
-    fn quitting_the_read_back_says_whether_it_was_the_second_interrupt() {
-        let first = quit_without_reading_back(false).to_string();
-        assert!(
-            first.starts_with("CANCELLED: interrupted while reading back: "),
-            "{first}"
+    fn quitting_the_read_back_says_what_it_had_found() {
+        let results = [
+            (0, Some(true), 0),
+            (3, Some(false), 2),
+            (1, Some(true), 0),
+            (2, None, 0),
+        ];
+        let so_far = ReadSoFar::of(10, &results);
+        assert_eq!(
+            so_far,
+            ReadSoFar {
+                total: 10,
+                current: 2,
+                stale: 1,
+                unanswered: 1
+            }
         );
-        let second = quit_without_reading_back(true).to_string();
-        assert!(
-            second.starts_with("CANCELLED: interrupted again: "),
-            "{second}"
+        let first = quit_while_reading_back(false, &so_far).to_string();
+        assert_eq!(
+            first,
+            "CANCELLED: interrupted while reading back, after 4 of 10 acknowledged keys read \
+             back: 2 at their version, 1 missing or older (lost, or not yet copied where the \
+             read looked), 1 unanswered; 8 left unverified"
+        );
+        let second = quit_while_reading_back(true, &ReadSoFar::of(3, &[])).to_string();
+        assert_eq!(
+            second,
+            "CANCELLED: interrupted again while reading back, after 0 of 3 acknowledged keys \
+             read back: 0 at their version; 3 left unverified"
         );
     }
 
@@ -866,7 +952,13 @@ mod tests {
         work.seen_w.store(w, Ordering::Relaxed);
         work.seen_r.store(r, Ordering::Relaxed);
         work.seen_n.store(n, Ordering::Relaxed);
-        verify(&Arc::new(work), acked, Duration::from_secs(60)).await
+        verify(
+            &Arc::new(work),
+            acked,
+            Duration::from_secs(60),
+            Arc::default(),
+        )
+        .await
     }
 
     /// With W + R at most N, keys read back stale that are there a little

@@ -541,6 +541,54 @@ fn a_second_ctrl_c_quits_a_check_without_reading_back() {
     ));
 }
 
+/// A Ctrl-C during the read-back says what had been read back by then,
+/// and how much was left unverified (it used to say only "nothing was
+/// verified", hiding a key already read stale).
+#[test]
+fn a_ctrl_c_during_the_read_back_says_what_was_found_by_then() {
+    let cluster = TestCluster::start(1);
+    // Slow enough that the read-back is still under way when the signal lands.
+    cluster
+        .client()
+        .args(["fault", "n1", "--latency", "2s"])
+        .ok();
+    let log = cluster.dir().join("check.err");
+    let mut check = std::process::Command::new(tests::bin("clusterlab"))
+        .args(["--addr", &cluster.nodes[0].addr.to_string(), "--certs"])
+        .arg(&cluster.certs)
+        .args([
+            "--timeout",
+            "60s",
+            "check",
+            "--keys",
+            "2",
+            "--concurrency",
+            "2",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let said = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_until("the read-back to begin", Duration::from_secs(60), || {
+        said().contains("reading back 2 acknowledged keys")
+    });
+    tests::send_signal(check.id(), "INT");
+    let status = tests::exit_within(&mut check, Duration::from_secs(30)).expect("an exit");
+    assert_eq!(status.code(), Some(1), "{}", said());
+    let said = said();
+    // Each read takes 2 s: none, or at most one, is back by then.
+    assert!(
+        said.contains("CANCELLED: interrupted while reading back, after ")
+            && said.contains(" of 2 acknowledged keys read back: "),
+        "{said}"
+    );
+    assert!(
+        said.contains("; 2 left unverified") || said.contains("; 1 left unverified"),
+        "{said}"
+    );
+}
+
 /// A person stops a command with Ctrl-C, or with SIGTERM (`docker stop`,
 /// `timeout`): following the events feed ends cleanly (in a container the
 /// client is process 1, which a signal without a handler does not stop at
