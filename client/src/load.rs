@@ -64,6 +64,9 @@ struct Stats {
     second: Window,
     /// Lines to show above the live view (a move to the next address).
     notes: Vec<String>,
+    /// Requests answered after the run's `--duration` was up: in flight at
+    /// its end. They count, but not toward its rate.
+    finished_late: u64,
 }
 
 /// Counters over some stretch of time.
@@ -152,6 +155,7 @@ pub async fn run(global: &Global, args: LoadArgs, mut stops: StopSignals) -> Res
         total: Window::new(),
         second: Window::new(),
         notes: Vec::new(),
+        finished_late: 0,
     }));
     // Live lines go to stdout, unless stdout is for the JSON summary.
     let live_to_stdout = !global.json;
@@ -226,6 +230,8 @@ pub async fn run(global: &Global, args: LoadArgs, mut stops: StopSignals) -> Res
     let ran = Ran {
         not_sent,
         elapsed,
+        duration: args.duration,
+        finished_late: stats.finished_late,
         stopped_by,
     };
     report(global, &args, &stats.total, &ran);
@@ -253,9 +259,38 @@ const CUT_SHORT: &str = "CANCELLED";
 struct Ran {
     /// Requests due but not sent at the end (an open loop's).
     not_sent: u64,
+    /// From the start until the last answer: longer than `duration` when
+    /// requests in flight at its end took a while.
     elapsed: Duration,
+    /// `--duration`.
+    duration: Duration,
+    /// Requests answered after `duration` was up ([`Stats::finished_late`]).
+    finished_late: u64,
     /// The signal that ended the run early, if one did.
     stopped_by: Option<&'static str>,
+}
+
+/// A wait for the last answers shorter than this is not worth a line: a
+/// healthy cluster answers what was in flight at the end in milliseconds.
+const TAIL_WORTH_SAYING: Duration = Duration::from_millis(100);
+
+impl Ran {
+    /// The run's own time: until `--duration` was up, or it was stopped.
+    /// Waiting for the answers in flight at the end is not part of it, so a
+    /// stall at the end does not drag the rate down.
+    fn seconds(&self) -> f64 {
+        self.elapsed.min(self.duration).as_secs_f64()
+    }
+
+    /// Requests per second over [`Ran::seconds`], of those answered within it.
+    fn throughput(&self, requests: u64) -> f64 {
+        requests.saturating_sub(self.finished_late) as f64 / self.seconds().max(f64::EPSILON)
+    }
+
+    /// How long the answers in flight at the end were waited for.
+    fn tail(&self) -> Duration {
+        self.elapsed.saturating_sub(self.duration)
+    }
 }
 
 /// A run in which not one request succeeded failed as a whole (exit status
@@ -457,6 +492,9 @@ async fn drive(
             let mut stats = work.stats.lock().expect("stats poisoned");
             stats.total.record(&outcome);
             stats.second.record(&outcome);
+            if Instant::now() > deadline {
+                stats.finished_late += 1;
+            }
             drop(slot);
         });
         // Reap finished tasks so the set does not grow for the whole run.
@@ -650,10 +688,11 @@ impl LiveView {
 fn report(global: &Global, args: &LoadArgs, total: &Window, ran: &Ran) {
     let &Ran {
         not_sent,
-        elapsed,
         stopped_by,
+        finished_late,
+        ..
     } = ran;
-    let throughput = total.requests as f64 / elapsed.as_secs_f64().max(f64::EPSILON);
+    let throughput = ran.throughput(total.requests);
     if global.json {
         // No request finished, no latency: null, as zeros would look fast.
         let latency = |us: u64| (total.requests > 0).then_some(us);
@@ -673,7 +712,9 @@ fn report(global: &Global, args: &LoadArgs, total: &Window, ran: &Ran) {
                 },
                 "per_node": total.per_node,
                 "not_sent": not_sent,
-                "seconds": elapsed.as_secs_f64(),
+                "seconds": ran.seconds(),
+                "finished_late": finished_late,
+                "tail_seconds": ran.tail().as_secs_f64(),
                 "stopped_by": stopped_by,
                 // What was asked for, as the text summary's `load` line says.
                 "rate": args.rate,
@@ -692,7 +733,7 @@ fn report(global: &Global, args: &LoadArgs, total: &Window, ran: &Ran) {
     println!(
         "summary: {} in {:.1}s, {throughput:.0} req/s",
         render::counted(total.requests, "request", "requests"),
-        elapsed.as_secs_f64(),
+        ran.seconds(),
     );
     println!(
         "  load      {mode}, {:.0}% reads over {}",
@@ -739,6 +780,15 @@ fn report(global: &Global, args: &LoadArgs, total: &Window, ran: &Ran) {
             render::counted(not_sent, "request", "requests"),
         );
         print!("{}", render::wrapped(&not_sent, 2, 12));
+    }
+    if finished_late > 0 && ran.tail() >= TAIL_WORTH_SAYING {
+        let tail = format!(
+            "tail      {} in flight at the end, answered over {:.1}s more (counted, but not \
+             in req/s)",
+            render::counted(finished_late, "request", "requests"),
+            ran.tail().as_secs_f64(),
+        );
+        print!("{}", render::wrapped(&tail, 2, 12));
     }
     match total.requests {
         0 => println!("  latency   none: no request finished"),

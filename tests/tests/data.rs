@@ -717,6 +717,44 @@ fn load_ends_with_a_summary_on_ctrl_c_and_an_open_loop_runs_its_whole_duration()
     assert_eq!(json["stopped_by"], serde_json::Value::Null, "{json}");
 }
 
+/// Requests still in flight when `--duration` is up are waited for and
+/// counted, but their wait is not the run's: a 1 s run that waits 3 s for
+/// its last answers says "in 1.0s", and its rate counts only what was
+/// answered within the second (it used to say "in 3.0s").
+#[test]
+fn answers_waited_for_after_the_duration_count_but_not_in_the_rate() {
+    let cluster = TestCluster::start(1);
+    cluster
+        .client()
+        .args(["fault", "n1", "--latency", "3s"])
+        .ok();
+    let json = cluster
+        .client()
+        .args(["--json", "load", "--duration", "1s", "--concurrency", "2"])
+        .ok()
+        .json();
+    assert_eq!(json["requests"], 2, "{json}");
+    assert_eq!(json["ok"], 2, "{json}");
+    assert_eq!(json["finished_late"], 2, "{json}");
+    assert_eq!(json["seconds"], 1.0, "{json}");
+    assert_eq!(json["throughput_rps"], 0.0, "{json}");
+    assert!(json["tail_seconds"].as_f64() > Some(0.0), "{json}");
+
+    let text = cluster
+        .client()
+        .args(["load", "--duration", "1s", "--concurrency", "1"])
+        .ok()
+        .stdout;
+    assert!(
+        text.contains("summary: 1 request in 1.0s, 0 req/s"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  tail      1 request in flight at the end, answered over "),
+        "{text}"
+    );
+}
+
 /// Ctrl-C in the middle of a stall: the requests in flight, the slowest of
 /// the run, are in the summary (cut short, with the time they had waited),
 /// and so are the requests that fell due while every slot was busy. They
