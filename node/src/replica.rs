@@ -6,9 +6,11 @@
 
 use std::{collections::HashSet, pin::Pin, sync::Arc};
 
+use certs::repeats::{self, Repeats};
 use futures::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
+use tracing::warn;
 
 use proto::{
     DigestRequest, DigestResponse, LocalScanRequest, LocalScanResponse, ProbeRequest,
@@ -27,12 +29,17 @@ use crate::{
 #[derive(Debug, Clone)]
 pub struct ReplicaService {
     state: Arc<NodeState>,
+    /// Late writes refused, for the log: said once in a while per peer.
+    late: Arc<Repeats>,
 }
 
 impl ReplicaService {
     /// The service for the node described by `state`.
     pub fn new(state: Arc<NodeState>) -> Self {
-        ReplicaService { state }
+        ReplicaService {
+            state,
+            late: Arc::default(),
+        }
     }
 
     /// Describes what a (validated) digest or range request compares.
@@ -55,10 +62,22 @@ impl Replica for ReplicaService {
         let request = request.into_inner();
         self.state.faults.enter(Some(&request.from)).await?;
         request.validate()?;
-        // A handoff's write, held here (a pause, added latency) until a delete
-        // newer than it may have been collected: applied, it would bring the
-        // deleted value back (see crate::handoff).
+        // A write held up on its way here (its coordinator stopped, added
+        // latency) past the moment its sender gave: the client has given up
+        // on it, and a delete newer than it may have been made and collected
+        // meanwhile, so that applied, it would bring the deleted value back.
+        // So with a read repair's write, and a handoff's (see crate::handoff).
         if let Some(late) = write_by.and_then(proto::deadline::overdue) {
+            if let Some(unsaid) = self.late.admit(&request.from) {
+                let key = request.record.as_ref().map_or("", |r| r.key.as_str());
+                warn!(
+                    from = %request.from,
+                    %key,
+                    overdue = ?late,
+                    not_logged = repeats::not_logged(unsaid),
+                    "refused a replica write that arrived after its deadline"
+                );
+            }
             return Err(Status::deadline_exceeded(format!(
                 "{} received this write {late:?} after its deadline, and did not apply it",
                 self.state.name
