@@ -62,7 +62,8 @@ pub async fn run(
         &config.identity,
         certs::Kind::Balancer,
     )
-    .context("cannot load the balancer's certificate")?;
+    // Its certificate and key, ca.pem and crl.pem: the error names which.
+    .context("cannot load the balancer's TLS files")?;
     let revocation_watcher = credentials.revocation_watcher();
     let Credentials {
         server: tls,

@@ -25,7 +25,7 @@ use std::{
     io::IsTerminal,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering},
     },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -44,6 +44,14 @@ use crate::{
 
 /// Read-back attempts per key at the end, each through the next address.
 const VERIFY_ATTEMPTS: usize = 4;
+/// What was heard from an address ([`Workload::note_answer`]), in order:
+/// an answer outweighs any number of silences.
+const UNTRIED: u8 = 0;
+/// Tried, and nothing listened there.
+const SILENT: u8 = 1;
+/// Something answered there, at least once.
+const ANSWERED: u8 = 2;
+
 /// Pause after a failed read-back attempt, so a restarting node has a moment.
 const VERIFY_BACKOFF: Duration = Duration::from_millis(250);
 /// Keys listed by name in the report, per kind of problem.
@@ -62,10 +70,11 @@ struct Workload {
     /// One client per address in `addrs`, the `--addr` list without blanks.
     clients: Vec<KeyValueClient<Channel>>,
     addrs: Vec<String>,
-    /// Whether anything ever answered at each address: one where nothing
-    /// listens passes its share to the next without a word, and the summary
-    /// should name it.
-    answered: Vec<AtomicBool>,
+    /// What was heard from each address ([`UNTRIED`], [`SILENT`] or
+    /// [`ANSWERED`]): one where nothing listens passes its share to the next
+    /// without a word, and the summary should name it, but not one that
+    /// was never tried (a run too short to get to it).
+    heard: Vec<AtomicU8>,
     prefix: String,
     global: Global,
     args: CheckArgs,
@@ -107,7 +116,7 @@ impl Workload {
     ) -> Workload {
         Workload {
             clients,
-            answered: addrs.iter().map(|_| AtomicBool::new(false)).collect(),
+            heard: addrs.iter().map(|_| AtomicU8::new(UNTRIED)).collect(),
             addrs,
             prefix: format!("check/{}/", run_id()),
             global,
@@ -141,21 +150,19 @@ impl Workload {
 
     /// Notes that the address `at` answered, unless nothing listened there.
     fn note_answer<T>(&self, at: usize, result: &Result<T, tonic::Status>) {
-        let answered = match result {
-            Ok(_) => true,
-            Err(status) => !never_sent(status),
+        let heard = match result {
+            Err(status) if never_sent(status) => SILENT,
+            _ => ANSWERED,
         };
-        if answered && !self.answered[at].load(Ordering::Relaxed) {
-            self.answered[at].store(true, Ordering::Relaxed);
-        }
+        self.heard[at].fetch_max(heard, Ordering::Relaxed);
     }
 
-    /// The addresses of `--addr` where nothing ever answered.
+    /// The addresses of `--addr` that were tried and where nothing ever answered.
     fn never_answered(&self) -> Vec<&str> {
         self.addrs
             .iter()
-            .zip(&self.answered)
-            .filter(|(_, answered)| !answered.load(Ordering::Relaxed))
+            .zip(&self.heard)
+            .filter(|(_, heard)| heard.load(Ordering::Relaxed) == SILENT)
             .map(|(addr, _)| addr.as_str())
             .collect()
     }

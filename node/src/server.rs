@@ -75,7 +75,8 @@ pub async fn run(
         &config.identity,
         certs::Kind::Node,
     )
-    .context("cannot load the node's certificate")?;
+    // Its certificate and key, ca.pem and crl.pem: the error names which.
+    .context("cannot load the node's TLS files")?;
     let revocation_watcher = credentials.revocation_watcher();
     let Credentials {
         server: tls,

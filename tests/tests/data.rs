@@ -859,6 +859,8 @@ fn load_and_check_fail_when_nothing_succeeds() {
         "{}",
         out.stderr
     );
+    // An address never tried is not one where nothing listens.
+    assert!(!out.stdout.contains("never answered"), "{}", out.stdout);
 }
 
 /// A check whose requests the cluster refuses for what they ask stops at the

@@ -562,7 +562,7 @@ fn a_certificate_peers_would_refuse_stops_the_start_and_says_what_to_do() {
         let line = error_line(&stderr);
         assert!(
             line.contains(&format!(
-                "cannot load the node's certificate: {} {problem}",
+                "cannot load the node's TLS files: {} {problem}",
                 file(identity)
             )),
             "{line}"
@@ -578,11 +578,31 @@ fn a_certificate_peers_would_refuse_stops_the_start_and_says_what_to_do() {
     assert_eq!(code, 1, "{stderr}");
     assert!(
         stderr.contains(&format!(
-            "cannot load the balancer's certificate: {} names spiffe://clusterlab/node/node, \
+            "cannot load the balancer's TLS files: {} names spiffe://clusterlab/node/node, \
              but a balancer needs a balancer identity",
             file("node")
         )),
         "{stderr}"
+    );
+    // A revocation list from another PKI: named as such, not blamed on the
+    // node's own certificate.
+    let other = cluster.dir().join("other-pki");
+    let made = std::process::Command::new(tests::bin("clusterlab-certs"))
+        .args(["init", "--out"])
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    std::fs::copy(other.join("crl.pem"), cluster.certs.join("crl.pem")).unwrap();
+    let (code, stderr) = refuses_to_start(cluster.node_command(0));
+    assert_eq!(code, 1, "{stderr}");
+    let line = error_line(&stderr);
+    assert!(
+        line.contains(&format!(
+            "cannot load the node's TLS files: {}: not signed by the cluster's CA",
+            file("crl")
+        )),
+        "{line}"
     );
 }
 

@@ -424,6 +424,26 @@ fn a_node_killed_with_sigkill_still_has_every_write_it_acknowledged() {
     });
 }
 
+/// N is capped at the members, when placing a key and in `status`: a node
+/// on its own shows N=1 W=1 R=1, what it does, not the N=3 of `--replicas`
+/// beside quorums of one (W + R at most N, the very case `check` warns of).
+#[test]
+fn a_node_on_its_own_shows_the_n_it_uses() {
+    let cluster = TestCluster::start(1);
+    let out = cluster.client().args(["status"]).ok();
+    assert!(
+        out.stdout
+            .starts_with("n1 (node) sees 1 member, all alive; N=1 W=1 R=1\n"),
+        "{}",
+        out.stdout
+    );
+    let trace = cluster.client().args(["-v", "put", "k", "v"]).ok().stderr;
+    assert!(
+        trace.contains("coordinator=n1 quorum=1 replicas: n1 ACKED"),
+        "{trace}"
+    );
+}
+
 #[test]
 fn status_and_a_verbose_put_show_members_and_which_replicas_acknowledged() {
     let cluster = TestCluster::start(3);

@@ -38,7 +38,7 @@ use tokio::{
     name = "clusterlab-local",
     version,
     after_help = "\
-In another terminal:
+In another terminal (with --dir DIR: DIR/certs, as the ready line says):
   export CLUSTERLAB_CERTS=local/certs
   clusterlab status
   clusterlab -v put greeting hello
