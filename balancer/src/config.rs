@@ -104,7 +104,8 @@ pub struct Config {
 }
 
 impl Config {
-    /// Checks what clap cannot: the addresses, a name to resolve, the budget.
+    /// Checks what clap cannot: that there are nodes to send to, their
+    /// addresses (no node twice), and the name to resolve.
     pub fn validate(&self) -> Result<(), String> {
         if self.nodes().is_empty() && self.nodes_dns.is_none() {
             return Err(

@@ -499,8 +499,9 @@ fn write_by(remaining: Duration) -> HeaderValue {
     value
 }
 
-/// Worth trying on another node. UNAVAILABLE means the node (or its replicas)
-/// could not serve it; anything else (a bad key, a deadline) would fail again.
+/// Worth trying on another node. UNAVAILABLE or UNKNOWN means the node (or
+/// its replicas) could not serve it, and so does a broken connection;
+/// anything else (a bad key, a deadline) would fail again.
 fn is_retryable(status: &Status) -> bool {
     matches!(
         status.code(),

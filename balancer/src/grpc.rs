@@ -2,7 +2,7 @@
 //!
 //! The balancer forwards `KeyValue` requests and responses as the bytes they
 //! arrived as. It never decodes a value, and it never encodes a message again.
-//! It reads three things:
+//! It reads four things:
 //!
 //! - the 5-byte prefix of each message: a compression flag and the length, so
 //!   a message over the size limit is refused before its bytes arrive;

@@ -382,7 +382,9 @@ pub(crate) fn rename(from: &Path, to: &Path) -> Result<()> {
     std::fs::rename(from, to).map_err(|source| write_error(to, source))
 }
 
-/// Writes a private key readable by its owner only (mode 0600 on Unix).
+/// Writes a private key readable by its owner only (mode 0600 on Unix),
+/// whether it makes the file or writes over one (`init --force`), which may
+/// have been readable by anyone.
 pub(crate) fn write_secret(path: &Path, contents: &str) -> Result<()> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
@@ -391,7 +393,13 @@ pub(crate) fn write_secret(path: &Path, contents: &str) -> Result<()> {
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     options
         .open(path)
-        .and_then(|mut file| file.write_all(contents.as_bytes()))
+        .and_then(|mut file| {
+            // The mode above is for a file it creates. One that was there is
+            // empty now: made private before the key goes in.
+            #[cfg(unix)]
+            file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+            file.write_all(contents.as_bytes())
+        })
         .map_err(|source| write_error(path, source))
 }
 

@@ -824,6 +824,28 @@ mod tests {
         assert!(err.contains("init --force --out"), "{err}");
     }
 
+    /// A key written over by `init --force` is private too, even if the
+    /// file it replaces was readable by anyone.
+    #[cfg(unix)]
+    #[test]
+    fn keys_written_over_are_made_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        init(dir.path(), false).unwrap();
+        for name in ["ca.key", "writer.key"] {
+            let key = dir.path().join(name);
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        init(dir.path(), true).unwrap();
+        for name in ["ca.key", "writer.key"] {
+            let mode = std::fs::metadata(dir.path().join(name))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{name}");
+        }
+    }
+
     #[cfg(unix)]
     #[test]
     fn revoke_keeps_the_lists_mode() {

@@ -187,7 +187,8 @@ impl Workload {
 }
 
 /// Runs the check and reports; `Err` (exit 1) if anything acknowledged was
-/// lost or could not be read back, or if nothing was acknowledged at all.
+/// lost or could not be read back, or if nothing was acknowledged at all
+/// (exit 2 if `--duration` was too short to make a single write).
 pub async fn run(global: &Global, args: CheckArgs, mut stops: StopSignals) -> Result<(), Failure> {
     // Connecting first proves the identity and that at least one address answers.
     let conn = connect_unless_stopped(global, &mut stops).await?;

@@ -151,7 +151,8 @@ pub enum Command {
     /// stale is read again 6 s later, after anti-entropy has had time to copy
     /// it: found then, it counts as `late`, not lost. Exits 1 if any
     /// acknowledged write is lost or cannot be read back, or if not one write
-    /// was acknowledged (nothing was checked).
+    /// was acknowledged (nothing was checked; exits 2 if --duration was too
+    /// short to make one).
     Check(CheckArgs),
     /// Follow the event feed of the process asked: ejections, returns and policy
     /// changes on a balancer; members joining, turning suspect or dead, repairs
@@ -436,8 +437,7 @@ mod tests {
 
     use super::*;
 
-    /// Every quorum refused names the range, below zero and beyond any
-    /// replica count too (not "the most is 4294967295").
+    /// A count of 0 is refused as none at all.
     #[test]
     fn a_count_of_none_is_refused() {
         assert_eq!(
@@ -449,6 +449,8 @@ mod tests {
         assert!(sniff.is_err(), "sniff --count 0 was taken");
     }
 
+    /// Every quorum refused names the range, below zero and beyond any
+    /// replica count too (not "the most is 4294967295").
     #[test]
     fn a_quorum_out_of_range_names_the_range() {
         assert_eq!(quorum("2"), Ok(2));

@@ -1,4 +1,5 @@
-//! One function per command. Each returns `Err(Failure)` for exit status 1.
+//! One function per command. Each returns `Err(Failure)` to fail: exit
+//! status 1, or 2 for a mistake in the command line ([`Failure::usage`]).
 
 use std::{
     io::{IsTerminal, Read, Write},

@@ -76,9 +76,10 @@ impl Failure {
     /// Explains a failed call to `addr`. TLS problems hide deep in the status's
     /// chain of causes; they are the most useful part, so they come first.
     ///
-    /// `tls_failure` is a TLS error the connection noted after its handshake (see
-    /// `certs::dial::SessionInfo`): a server refusing our certificate shows up as
-    /// nothing more than a broken connection in the status itself. `timeout` is
+    /// `tls_failure` is what [`certs::dial::Dialer::diagnose`] found by dialing
+    /// again after the call failed (the server's alert, say): a server refusing
+    /// our certificate shows up as nothing more than a broken connection in
+    /// the status itself. `timeout` is
     /// `--timeout`, named when the call ran out of it.
     pub fn from_status(
         status: &tonic::Status,

@@ -159,8 +159,10 @@ pub fn check_ranges(range_count: u32, ranges: &[u32], for_node: &str) -> Result<
 }
 
 /// What can be judged from a request alone, before any work is done for it.
-/// Every service handler calls it first; the fuzz target calls it on whatever
-/// the decoder makes of random bytes.
+/// The KeyValue and Replica handlers call it before any work of their own
+/// (after the wait for `--capacity` and any injected fault; `Probe` carries
+/// nothing to check, and Admin's requests are checked where they are used);
+/// the fuzz target calls it on whatever the decoder makes of random bytes.
 pub trait Validate {
     fn validate(&self) -> Result<()>;
 }

@@ -508,7 +508,9 @@ impl Store {
     }
 
     /// Applies many records in one transaction (one disk sync instead of one
-    /// each), as [`Store::apply`] would one by one. Returns how many changed.
+    /// each), keeping for each key the higher version, as [`Store::apply`]
+    /// does, except that a record at the very version already stored is
+    /// skipped, not refused as [`Error::Aborted`]. Returns how many changed.
     pub fn apply_many(&self, records: &[Record]) -> Result<usize> {
         let txn = self.begin_write()?;
         let mut changed = 0;
