@@ -541,6 +541,41 @@ fn a_second_ctrl_c_quits_a_check_without_reading_back() {
     ));
 }
 
+/// Output that cannot be written (`> /dev/full`) is one clear line and exit
+/// status 1, not a panic (exit 101): the put itself was done. Nothing to say
+/// it on (`2> /dev/full`) is exit status 1 all the same.
+#[test]
+fn output_that_cannot_be_written_is_one_line_and_exit_status_1() {
+    let cluster = TestCluster::start(1);
+    let run = |args: &[&str], stdout: std::process::Stdio, stderr: std::process::Stdio| {
+        std::process::Command::new(tests::bin("clusterlab"))
+            .args(["--addr", &cluster.nodes[0].addr.to_string(), "--certs"])
+            .arg(&cluster.certs)
+            .args(args)
+            .stdout(stdout)
+            .stderr(stderr)
+            .output()
+            .unwrap()
+    };
+    let full = || std::process::Stdio::from(std::fs::File::create("/dev/full").unwrap());
+    let out = run(&["put", "k", "v"], full(), std::process::Stdio::piped());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("error: cannot write to stdout: No space left on device")
+            && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+    assert_eq!(cluster.client().args(["get", "k"]).ok().stdout, "v");
+
+    let out = run(
+        &["-v", "put", "k", "w"],
+        std::process::Stdio::null(),
+        full(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+}
+
 /// A Ctrl-C during the read-back says what had been read back by then,
 /// and how much was left unverified (it used to say only "nothing was
 /// verified", hiding a key already read stale).

@@ -1,6 +1,6 @@
 //! `clusterlab`: parse the command line, run the command, exit 0 / 1 / 2.
 
-use std::process::ExitCode;
+use std::{io::Write as _, process::ExitCode};
 
 fn main() -> ExitCode {
     quiet_on_closed_stdout();
@@ -21,9 +21,13 @@ fn main() -> ExitCode {
     }
 }
 
-/// `clusterlab status | head -1` closes our stdout early, and Rust's `println!`
-/// panics when it cannot write. That is not a failure worth a backtrace: the
-/// reader has what it wanted, so exit quietly, as other command-line tools do.
+/// Rust's `println!` and `eprintln!` panic when they cannot write. That is no
+/// failure worth a backtrace (exit 101), so it ends here:
+/// - `clusterlab status | head -1` closes our stdout early: the reader has
+///   what it wanted, so exit quietly (0), as other command-line tools do;
+/// - any other failure to write (`> /dev/full`) is said in one line, and the
+///   exit status is 1, as `echo` gives: what was asked of the cluster was
+///   done, or its failure said, but its report did not reach its reader.
 fn quiet_on_closed_stdout() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
@@ -33,8 +37,21 @@ fn quiet_on_closed_stdout() {
             .map(String::as_str)
             .or_else(|| info.payload().downcast_ref::<&str>().copied())
             .unwrap_or("");
-        if message.contains("failed printing to stdout") && message.contains("Broken pipe") {
-            std::process::exit(0);
+        if let Some(cause) = message.strip_prefix("failed printing to stdout: ") {
+            if cause.contains("Broken pipe") {
+                std::process::exit(0);
+            }
+            // Not `eprintln!`, which would panic in turn if stderr fails too.
+            let _ = writeln!(
+                std::io::stderr(),
+                "error: cannot write to stdout: {cause}; what was asked was done, but its \
+                 output is lost"
+            );
+            std::process::exit(1);
+        }
+        if message.starts_with("failed printing to stderr: ") {
+            // Nowhere left to say it.
+            std::process::exit(1);
         }
         default(info);
     }));
