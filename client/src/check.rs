@@ -38,7 +38,7 @@ use crate::{
     Failure,
     cli::{CheckArgs, Global},
     commands::{request, write_request},
-    failure::{REFUSED_PAUSE, never_sent, nothing_succeeded, status_code},
+    failure::{REFUSED_PAUSE, never_sent, no_answer_in_time, nothing_succeeded, status_code},
     stop::{StopSignals, connect_unless_stopped},
 };
 
@@ -75,6 +75,10 @@ struct Workload {
     /// without a word, and the summary should name it, but not one that
     /// was never tried (a run too short to get to it).
     heard: Vec<AtomicU8>,
+    /// Until when each address is passed over, after a request there got no
+    /// answer in time ([`Workload::note_answer`]), and how many did not.
+    benched: Mutex<Vec<Option<Instant>>>,
+    timed_out: Vec<AtomicU64>,
     prefix: String,
     global: Global,
     args: CheckArgs,
@@ -117,6 +121,8 @@ impl Workload {
         Workload {
             clients,
             heard: addrs.iter().map(|_| AtomicU8::new(UNTRIED)).collect(),
+            benched: Mutex::new(vec![None; addrs.len()]),
+            timed_out: addrs.iter().map(|_| AtomicU64::new(0)).collect(),
             addrs,
             prefix: format!("check/{}/", run_id()),
             global,
@@ -151,10 +157,46 @@ impl Workload {
     /// Notes that the address `at` answered, unless nothing listened there.
     fn note_answer<T>(&self, at: usize, result: &Result<T, tonic::Status>) {
         let heard = match result {
+            // Something took the connection: named under "timed out" instead.
+            Err(status) if no_answer_in_time(status) => UNTRIED,
             Err(status) if never_sent(status) => SILENT,
             _ => ANSWERED,
         };
         self.heard[at].fetch_max(heard, Ordering::Relaxed);
+        // A node that hangs (SIGSTOP, a paused container) would hold every
+        // writer for a whole --timeout each time its turn came round, and the
+        // check would write next to nothing: it is passed over for as long,
+        // then tried again.
+        if let Err(status) = result
+            && no_answer_in_time(status)
+        {
+            self.timed_out[at].fetch_add(1, Ordering::Relaxed);
+            let mut benched = self.benched.lock().expect("bench poisoned");
+            benched[at] = Some(Instant::now() + self.global.timeout);
+        }
+    }
+
+    /// The addresses for the `turn`th request to try, in order: from
+    /// `turn`'s place in the rotation on, those passed over for now last.
+    fn order(&self, turn: usize) -> Vec<usize> {
+        let n = self.clients.len();
+        let now = Instant::now();
+        let benched = self.benched.lock().expect("bench poisoned");
+        let (mut ready, passed_over): (Vec<usize>, Vec<usize>) = (0..n)
+            .map(|i| (turn + i) % n)
+            .partition(|&at| benched[at].is_none_or(|until| until <= now));
+        ready.extend(passed_over);
+        ready
+    }
+
+    /// The addresses where a request got no answer in time, and how often.
+    fn timeouts(&self) -> BTreeMap<&str, u64> {
+        self.addrs
+            .iter()
+            .zip(&self.timed_out)
+            .map(|(addr, count)| (addr.as_str(), count.load(Ordering::Relaxed)))
+            .filter(|&(_, count)| count > 0)
+            .collect()
     }
 
     /// The addresses of `--addr` that were tried and where nothing ever answered.
@@ -283,8 +325,7 @@ async fn writer(work: Arc<Workload>, id: usize) {
         };
         // A write refused at connect never reached a node: try the next address.
         let mut outcome = None;
-        for attempt in 0..n {
-            let at = (id + seq + attempt) % n;
+        for (attempt, at) in work.order(id + seq).into_iter().enumerate() {
             let mut client = work.clients[at].clone();
             let result = client.put(write_request(&work.global, put.clone())).await;
             work.note_answer(at, &result);
@@ -346,13 +387,12 @@ async fn writer(work: Arc<Workload>, id: usize) {
         // Read through another address than the write's, if there is one,
         // and through the next when nothing listens there.
         let mut read = None;
-        for attempt in 1..=n {
-            let at = (id + seq + attempt) % n;
+        for (attempt, at) in work.order(id + seq + 1).into_iter().enumerate() {
             let mut reader = work.clients[at].clone();
             let result = reader.get(request(&work.global, get.clone())).await;
             work.note_answer(at, &result);
             match result {
-                Err(status) if never_sent(&status) && attempt < n => continue,
+                Err(status) if never_sent(&status) && attempt + 1 < n => continue,
                 result => {
                     read = Some(result);
                     break;
@@ -524,12 +564,15 @@ async fn read_back(work: &Workload, entry: &Acked, i: usize) -> (Option<bool>, u
     let value = value_for(&entry.key, work.args.value_size as usize);
     let mut stale = 0;
     for attempt in 0..VERIFY_ATTEMPTS {
-        let mut client = work.clients[(i + attempt) % n].clone();
+        let at = work.order(i + attempt)[0];
+        let mut client = work.clients[at].clone();
         let get = GetRequest {
             key: entry.key.clone(),
             read_quorum: work.args.read_quorum.unwrap_or(0),
         };
-        match client.get(request(&work.global, get)).await {
+        let result = client.get(request(&work.global, get)).await;
+        work.note_answer(at, &result);
+        match result {
             Ok(response) if is_current(response.get_ref(), &entry.version, &value) => {
                 return (Some(true), stale);
             }
@@ -564,6 +607,7 @@ fn report(work: &Workload, verified: &Verified, writing: Duration) -> Result<(),
                 "indeterminate": indeterminate,
                 "not_applied": not_applied,
                 "never_answered": work.never_answered(),
+                "timed_out": work.timeouts(),
                 "unverified": verified.unverified,
                 "read_errors": read_errors,
                 "write_errors": errors,
@@ -609,6 +653,14 @@ fn report(work: &Workload, verified: &Verified, writing: Duration) -> Result<(),
             println!(
                 "  never answered (nothing listens; the next address took its share): {}",
                 silent.join(", ")
+            );
+        }
+        let timeouts = work.timeouts();
+        if !timeouts.is_empty() {
+            let list: Vec<String> = timeouts.iter().map(|(a, n)| format!("{a} x{n}")).collect();
+            println!(
+                "  timed out (no answer within --timeout; passed over for as long each time): {}",
+                list.join(", ")
             );
         }
         if !verified.lost.is_empty() {

@@ -220,10 +220,27 @@ fn transport_reason(err: &(dyn StdError + 'static), addr: &str, plaintext: bool)
 /// the workers would spin through thousands a second.
 pub const REFUSED_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// True when the request failed to connect (refused: nothing listens at the
-/// address), so no node ever saw it.
+/// True when the request failed to connect, so no node ever saw it: refused
+/// (nothing listens at the address), or not made within the connect timeout
+/// (a process stopped; a request sent and then not answered in time fails
+/// through tonic's timer instead, not the socket's).
 pub fn never_sent(status: &tonic::Status) -> bool {
-    io_error(status).is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+    io_error(status).is_some_and(|io| {
+        matches!(
+            io.kind(),
+            std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::TimedOut
+        )
+    })
+}
+
+/// True when `status` is a call that got no answer in time: its deadline
+/// passed (ours or the server's), or the connection could not be made
+/// within the connect timeout (a process stopped, an address that takes
+/// connections and answers nothing).
+pub fn no_answer_in_time(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::DeadlineExceeded
+        || timed_out(status)
+        || explain::timed_out(status)
 }
 
 /// The socket's error behind `status`, if the connection failed.

@@ -502,6 +502,59 @@ fn check_reads_through_the_next_address_where_nothing_listens() {
     }
 }
 
+/// A node that hangs (SIGSTOP) in the `--addr` list is passed over for a
+/// `--timeout` after each request there times out, and the summary names it.
+/// Every writer used to wait out the timeout on it each time its turn came
+/// round: 20 writes, half of them through the hung node at 2 s each, would
+/// not fit in 15 s; now they take a few seconds.
+#[test]
+fn check_passes_over_a_hung_node_and_names_it() {
+    let cluster = TestCluster::start(3);
+    cluster.signal(1, "STOP");
+    let hung = cluster.nodes[1].addr.to_string();
+    let addrs = format!("{},{hung}", cluster.nodes[0].addr);
+    let out = cluster
+        .client_at(&addrs)
+        .args([
+            "--timeout",
+            "2s",
+            "check",
+            "--keys",
+            "20",
+            "--concurrency",
+            "1",
+        ])
+        .args(["--duration", "15s"])
+        .run();
+    cluster.signal(1, "CONT");
+    assert_eq!(out.code(), 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("check: 20 writes acknowledged"),
+        "{}",
+        out.stdout
+    );
+    let named = format!(
+        "  timed out (no answer within --timeout; passed over for as long each time): {hung} x"
+    );
+    assert!(out.stdout.contains(&named), "{}", out.stdout);
+    // Not "nothing listens": something took the connection.
+    assert!(!out.stdout.contains("never answered"), "{}", out.stdout);
+    // No connection was ever made to it: nothing was sent there, so the
+    // writes that tried it went to the next address and none is in doubt.
+    assert!(
+        out.stdout
+            .contains("  indeterminate writes (failed; may exist) 0"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("  lost (acknowledged, then not readable)   0"),
+        "{}",
+        out.stdout
+    );
+}
+
 /// A second Ctrl-C quits a check at once, even while its writes wait on a
 /// node that does not answer (it used to be swallowed until they ended).
 #[test]
