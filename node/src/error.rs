@@ -15,6 +15,11 @@ pub enum Error {
     /// The disk or the database failed underneath us.
     #[error("storage error: {0}")]
     Storage(String),
+    /// A disk error stopped the database: redb refuses it every transaction,
+    /// and every read its cache cannot answer, until it is reopened, which
+    /// the store does by itself (see `store.rs`).
+    #[error("storage error: {0}")]
+    DiskStopped(String),
     /// The database file holds what cannot be read: it is damaged.
     #[error("the database is damaged: {0}")]
     Corrupt(String),
@@ -49,7 +54,10 @@ impl From<Error> for tonic::Status {
             Error::DeadlineExceeded(msg) => tonic::Status::deadline_exceeded(msg),
             // Storage details (paths, database internals) go to the node's log, not
             // to the client; the client learns that it was the node's fault.
-            Error::DataDir { .. } | Error::Storage(_) | Error::Corrupt(_) => {
+            Error::DataDir { .. }
+            | Error::Storage(_)
+            | Error::DiskStopped(_)
+            | Error::Corrupt(_) => {
                 tracing::error!(cause = %err, "storage failure");
                 tonic::Status::internal("the node could not access its storage; see its log")
             }

@@ -232,21 +232,41 @@ impl Store {
         }
     }
 
+    /// Runs `read` on a read transaction. A read that finds the database
+    /// stopped by a disk error (one its cache could not answer) asks for the
+    /// reopen a write would make, in the background: a node only read from
+    /// (its peers' anti-entropy, with no client writing to it) would
+    /// otherwise serve from a stopped database until the next write came.
+    fn reading<T>(&self, read: impl FnOnce(ReadTransaction) -> Result<T>) -> Result<T> {
+        let result = self.begin_read().and_then(read);
+        if let Err(Error::DiskStopped(_)) = &result {
+            // Dropped unused, the transaction writes nothing.
+            self.in_the_background(|store| drop(store.begin_write()));
+        }
+        result
+    }
+
     /// Asks for a reopen on tokio's blocking pool, unless one is asked for
     /// already. (Outside tokio, in a tool or a test, it reopens here.)
     fn reopen_in_the_background(&self) {
+        // Logged by `reopen` if it fails; the next read asks again.
+        self.in_the_background(|store| drop(store.reopen(None)));
+    }
+
+    /// Runs `work` (a reopen) on tokio's blocking pool, unless one is under
+    /// way already. (Outside tokio, in a tool or a test, it runs here.)
+    fn in_the_background(&self, work: impl FnOnce(&Store) + Send + 'static) {
         if self.reopen_asked.swap(true, Ordering::AcqRel) {
             return;
         }
         let store = self.clone();
-        let reopen = move || {
-            // Logged by `reopen` if it fails; the next read asks again.
-            let _ = store.reopen(None);
+        let run = move || {
+            work(&store);
             store.reopen_asked.store(false, Ordering::Release);
         };
         match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => drop(runtime.spawn_blocking(reopen)),
-            Err(_) => reopen(),
+            Ok(runtime) => drop(runtime.spawn_blocking(run)),
+            Err(_) => run(),
         }
     }
 
@@ -371,24 +391,26 @@ impl Store {
 
     /// The record for `key` (value or tombstone), if any.
     pub fn get(&self, key: &str) -> Result<Option<Record>> {
-        let txn = self.begin_read()?;
-        let table = txn.open_table(RECORDS).map_err(storage)?;
-        match table.get(key).map_err(storage)? {
-            Some(bytes) => Ok(Some(Record::decode(key, bytes.value())?)),
-            None => Ok(None),
-        }
+        self.reading(|txn| {
+            let table = txn.open_table(RECORDS).map_err(storage)?;
+            match table.get(key).map_err(storage)? {
+                Some(bytes) => Ok(Some(Record::decode(key, bytes.value())?)),
+                None => Ok(None),
+            }
+        })
     }
 
     /// The records for `keys`, in the same order, read in one transaction.
     pub fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Record>>> {
-        let txn = self.begin_read()?;
-        let table = txn.open_table(RECORDS).map_err(storage)?;
-        keys.iter()
-            .map(|key| match table.get(key.as_str()).map_err(storage)? {
-                Some(bytes) => Ok(Some(Record::decode(key, bytes.value())?)),
-                None => Ok(None),
-            })
-            .collect()
+        self.reading(|txn| {
+            let table = txn.open_table(RECORDS).map_err(storage)?;
+            keys.iter()
+                .map(|key| match table.get(key.as_str()).map_err(storage)? {
+                    Some(bytes) => Ok(Some(Record::decode(key, bytes.value())?)),
+                    None => Ok(None),
+                })
+                .collect()
+        })
     }
 
     /// Records whose key starts with `prefix`, in key order, after `start_after`;
@@ -401,48 +423,50 @@ impl Store {
         limit: usize,
         tombstones: bool,
     ) -> Result<(Vec<Record>, bool)> {
-        let txn = self.begin_read()?;
-        let table = txn.open_table(RECORDS).map_err(storage)?;
-        let start = if start_after >= prefix {
-            start_after
-        } else {
-            prefix
-        };
-        let mut records = Vec::new();
-        let mut budget = limits::ScanBudget::new(limit);
-        for entry in table.range(start..).map_err(storage)? {
-            let (key, bytes) = entry.map_err(storage)?;
-            let key = key.value();
-            if !key.starts_with(prefix) {
-                break;
+        self.reading(|txn| {
+            let table = txn.open_table(RECORDS).map_err(storage)?;
+            let start = if start_after >= prefix {
+                start_after
+            } else {
+                prefix
+            };
+            let mut records = Vec::new();
+            let mut budget = limits::ScanBudget::new(limit);
+            for entry in table.range(start..).map_err(storage)? {
+                let (key, bytes) = entry.map_err(storage)?;
+                let key = key.value();
+                if !key.starts_with(prefix) {
+                    break;
+                }
+                if key == start_after {
+                    continue;
+                }
+                let record = Record::decode(key, bytes.value())?;
+                if record.value.is_none() && !tombstones {
+                    continue;
+                }
+                if !budget.take(record.size()) {
+                    return Ok((records, true));
+                }
+                records.push(record);
             }
-            if key == start_after {
-                continue;
-            }
-            let record = Record::decode(key, bytes.value())?;
-            if record.value.is_none() && !tombstones {
-                continue;
-            }
-            if !budget.take(record.size()) {
-                return Ok((records, true));
-            }
-            records.push(record);
-        }
-        Ok((records, false))
+            Ok((records, false))
+        })
     }
 
     /// Calls `visit` with every record, in key order, until it returns false.
     /// Reads one consistent snapshot: writes made meanwhile are not seen.
     pub fn for_each(&self, mut visit: impl FnMut(Record) -> bool) -> Result<()> {
-        let txn = self.begin_read()?;
-        let table = txn.open_table(RECORDS).map_err(storage)?;
-        for entry in table.iter().map_err(storage)? {
-            let (key, bytes) = entry.map_err(storage)?;
-            if !visit(Record::decode(key.value(), bytes.value())?) {
-                break;
+        self.reading(|txn| {
+            let table = txn.open_table(RECORDS).map_err(storage)?;
+            for entry in table.iter().map_err(storage)? {
+                let (key, bytes) = entry.map_err(storage)?;
+                if !visit(Record::decode(key.value(), bytes.value())?) {
+                    break;
+                }
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     /// The highest version of any record held (tombstones included), or `None`
@@ -553,9 +577,10 @@ impl Store {
 
     /// How many records (values and tombstones) the store holds.
     pub fn len(&self) -> Result<u64> {
-        let txn = self.begin_read()?;
-        let table = txn.open_table(RECORDS).map_err(storage)?;
-        table.len().map_err(storage)
+        self.reading(|txn| {
+            let table = txn.open_table(RECORDS).map_err(storage)?;
+            table.len().map_err(storage)
+        })
     }
 
     /// True when the store holds no records.
@@ -618,9 +643,9 @@ fn storage(e: impl Into<redb::Error>) -> Error {
     match e {
         redb::Error::Corrupted(why) => Error::Corrupt(why),
         // redb's own words ask to close and reopen it, which the store does.
-        redb::Error::PreviousIo => Error::Storage(
+        redb::Error::PreviousIo => Error::DiskStopped(
             "a disk error stopped the database (the node's log has the cause); the node \
-             reopens it at its next write, so try again"
+             is reopening it, so try again"
                 .into(),
         ),
         other => Error::Storage(other.to_string()),
@@ -660,6 +685,95 @@ mod tests {
         );
         assert_eq!(then.unwrap().unwrap().value.unwrap(), b"v");
         assert_eq!(written, Ok(true));
+    }
+
+    /// A file backend whose writes fail while `failing` is set, as on a full
+    /// disk: one failed commit stops redb's database until it is reopened.
+    #[derive(Debug)]
+    struct FailingWrites {
+        file: redb::backends::FileBackend,
+        failing: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl redb::StorageBackend for FailingWrites {
+        fn len(&self) -> std::io::Result<u64> {
+            self.file.len()
+        }
+        fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+            self.file.read(offset, out)
+        }
+        fn set_len(&self, len: u64) -> std::io::Result<()> {
+            self.fail()?;
+            self.file.set_len(len)
+        }
+        fn sync_data(&self) -> std::io::Result<()> {
+            self.file.sync_data()
+        }
+        fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+            self.fail()?;
+            self.file.write(offset, data)
+        }
+        fn close(&self) -> std::io::Result<()> {
+            self.file.close()
+        }
+    }
+
+    impl FailingWrites {
+        fn fail(&self) -> std::io::Result<()> {
+            match self.failing.load(Ordering::Relaxed) {
+                true => Err(std::io::Error::other("no space left (made to fail)")),
+                false => Ok(()),
+            }
+        }
+    }
+
+    /// After a disk error, with no write to come, reads alone bring the
+    /// store back: the first that the cache cannot answer fails and has the
+    /// database reopened. (Only a write did: a node that only its peers read
+    /// from served from a stopped database until a client wrote to it.)
+    #[test]
+    fn after_a_disk_error_a_read_has_the_store_reopened() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        // Enough pages that the failed write below reads only some of them.
+        let value = "v".repeat(1000);
+        let records: Vec<Record> = (0..1000)
+            .map(|i| record(&format!("a{i:04}"), 1, Some(&value)))
+            .collect();
+        store.apply_many(&records).unwrap();
+        // The same file, behind a backend that can fail, with a cold cache
+        // too small to hold what the reads below want.
+        *store.db.write().unwrap() = None;
+        let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(store.path())
+            .unwrap();
+        let backend = FailingWrites {
+            file: redb::backends::FileBackend::new(file).unwrap(),
+            failing: failing.clone(),
+        };
+        let db = redb::Builder::new()
+            .set_cache_size(16 * 1024)
+            .create_with_backend(backend)
+            .unwrap();
+        *store.db.write().unwrap() = Some(Arc::new(db));
+
+        failing.store(true, Ordering::Relaxed);
+        assert!(store.apply(&record("z", 2, Some("w"))).is_err());
+        failing.store(false, Ordering::Relaxed);
+
+        let first = store.get("a0000").map_err(|e| e.to_string());
+        assert!(
+            first
+                .as_ref()
+                .is_err_and(|e| e.contains("a disk error stopped the database")),
+            "{first:?}"
+        );
+        let then = store.get("a0000").unwrap().expect("a0000 is there");
+        assert_eq!(then.value.unwrap(), value.as_bytes());
+        assert_eq!(store.len().unwrap(), 1000, "the failed write left nothing");
     }
 
     /// A damaged file stops the start with what to do about it, not only the
