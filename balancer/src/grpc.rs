@@ -108,14 +108,15 @@ impl Framed {
     pub fn key(&self) -> Result<String, Status> {
         /// Every `KeyValue` request keeps its key in field 1; the decoder skips
         /// the other fields (the value among them) without copying them.
+        /// (Its name shows in a decoding error: "Request.key: invalid string".)
         #[derive(Clone, PartialEq, Message)]
-        struct Keyed {
+        struct Request {
             #[prost(string, tag = "1")]
             key: String,
         }
-        Keyed::decode(self.message())
+        Request::decode(self.message())
             .map(|keyed| keyed.key)
-            .map_err(|e| Status::internal(e.to_string()))
+            .map_err(not_a_request)
     }
 
     /// Whether this request to `method`, a write, carries a request id: a
@@ -134,7 +135,7 @@ impl Framed {
             }
             encoding::skip_field(wire_type, id_field, buf, context)
         })
-        .map_err(|e| Status::internal(e.to_string()))?;
+        .map_err(not_a_request)?;
         Ok(carries)
     }
 
@@ -306,6 +307,16 @@ impl Collected {
     }
 }
 
+/// A request whose fields the balancer cannot read (not protobuf, or a key
+/// that is not UTF-8 text): INTERNAL, as gRPC has a server answer a request
+/// it cannot parse (and as the nodes do), in words that say whose mistake.
+fn not_a_request(e: prost::DecodeError) -> Status {
+    Status::internal(format!(
+        "the request is not a clusterlab.v1 message the balancer can read ({e}); keys are \
+         UTF-8 text"
+    ))
+}
+
 /// Refuses a compressed message, or one larger than `limit`, from its prefix,
 /// and bytes beyond the one message the prefix announced as soon as they come
 /// (so what the balancer holds never exceeds the limit).
@@ -385,12 +396,21 @@ mod tests {
             read_quorum: 3,
         };
         assert_eq!(framed(&request).key().unwrap(), "user:42");
+        // Not protobuf, and a key that is not UTF-8: the sender's mistake,
+        // named as such.
         let garbage = Framed(Bytes::from_static(&[0, 0, 0, 0, 3, 0x0a, 0xc8, 0x01]));
-        let err = garbage.key().unwrap_err();
-        assert!(
-            err.message().contains("failed to decode Protobuf message"),
-            "{err}"
-        );
+        let not_utf8 = Framed(Bytes::from_static(&[0, 0, 0, 0, 3, 0x0a, 0x01, 0xff]));
+        for framed in [garbage, not_utf8] {
+            let err = framed.key().unwrap_err();
+            assert_eq!(err.code(), tonic::Code::Internal, "{err}");
+            assert!(
+                err.message().starts_with(
+                    "the request is not a clusterlab.v1 message the balancer can read \
+                     (failed to decode Protobuf message"
+                ),
+                "{err}"
+            );
+        }
     }
 
     /// A write without a request id is given one, appended; the rest of the

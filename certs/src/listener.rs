@@ -203,8 +203,12 @@ async fn accept_loop(
                 Ok(accepted) => accepted,
                 Err(e) => {
                     // Typically "too many open files": wait a moment for some to
-                    // close instead of spinning on the error.
-                    warn!(cause = %e, "accept failed");
+                    // close instead of spinning on the error, and say it once in
+                    // a while, not ten times a second.
+                    if let Some(unsaid) = repeats.admit(&format!("accept: {e}")) {
+                        let not_logged = crate::repeats::not_logged(unsaid);
+                        warn!(cause = %e, not_logged, "accept failed");
+                    }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }

@@ -74,6 +74,34 @@ fn init_keep_keeps_a_whole_pki_and_refuses_a_half_made_one() {
     assert!(stderr.contains("init --force --out"), "{stderr}");
 }
 
+/// Revoking the identity every node (or balancer) shares by default cuts off
+/// all of them: said as a warning, with how to cut off one. Revoking a
+/// client's says nothing more than it did.
+#[test]
+fn revoking_a_shared_identity_warns_that_it_cuts_off_every_process_of_its_kind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("pki");
+    assert!(certs(&["init"], &dir).status.success());
+    for (name, what) in [("node", "every node"), ("balancer", "every balancer")] {
+        let out = certs(&["revoke", name], &dir);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "clusterlab-certs: warning: {what} started without"
+            )) && stderr.contains("clusterlab-certs issue --kind"),
+            "{stderr}"
+        );
+    }
+    let out = certs(&["revoke", "writer"], &dir);
+    assert!(out.status.success());
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A summary nobody can read is no failure: the files are written. It used
 /// to panic ("failed printing to stdout", exit 101).
 #[test]

@@ -143,6 +143,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 revoked.crl_path.display(),
                 revoked.total
             ));
+            if let Some(shared) = shared_by_default(&revoked.identity) {
+                let _ = writeln!(std::io::stderr(), "clusterlab-certs: warning: {shared}");
+            }
             if revoked.started_over {
                 // Not `eprintln!`, which panics if stderr is closed.
                 let _ = writeln!(
@@ -183,6 +186,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         ));
     }
     Ok(())
+}
+
+/// What revoking `identity` does beyond one process, if it is one that
+/// `init` made for every process of its kind to share.
+fn shared_by_default(identity: &Identity) -> Option<String> {
+    let (kind, what, flag) = match (identity.kind, identity.name.as_str()) {
+        (Kind::Node, "node") => ("node", "every node", "--kind node --name n2"),
+        (Kind::Balancer, "balancer") => ("balancer", "every balancer", "--kind balancer --name b2"),
+        _ => return None,
+    };
+    Some(format!(
+        "{what} started without an --identity of its own proves itself with {}, so within a \
+         second every peer and client refuses all of them; to cut off one \
+         {kind}, issue it an identity of its own (clusterlab-certs issue {flag}), start it \
+         with that, and revoke that one",
+        identity.uri()
+    ))
 }
 
 /// Prints a line of the summary. The work is done by then: a stdout
