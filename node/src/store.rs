@@ -166,7 +166,7 @@ impl Store {
     /// (redb checks some of its invariants with a panic; that is caught too.)
     pub fn open_and_scan(dir: &Path) -> Result<(Store, Option<Version>)> {
         let path = dir.join(FILE_NAME);
-        let opened = std::panic::catch_unwind(|| {
+        let opened = quietly(|| {
             let store = Store::open(dir)?;
             let highest = store.highest_version()?;
             Ok((store, highest))
@@ -637,6 +637,19 @@ fn open_database(path: &Path) -> Result<Database> {
 
 /// A database failure, logged: it is the disk's or the database's, not the
 /// request's, and the client is told only that storage failed.
+/// Runs `work`, catching a panic in it without the panic hook's report
+/// (the thread, the file, "note: run with RUST_BACKTRACE=1"): at start, a
+/// damaged file makes redb panic, and what to do about it is said instead,
+/// with the panic's message. Only at start, before the node serves: the
+/// hook is the whole process's.
+fn quietly<T>(work: impl FnOnce() -> T + std::panic::UnwindSafe) -> std::thread::Result<T> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(work);
+    std::panic::set_hook(hook);
+    result
+}
+
 fn storage(e: impl Into<redb::Error>) -> Error {
     let e = e.into();
     error!(error = %e, "the database failed");

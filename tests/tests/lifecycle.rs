@@ -526,6 +526,37 @@ fn refuses_to_start(mut command: std::process::Command) -> (i32, String) {
     (status.code().unwrap_or(-1), stderr)
 }
 
+/// A database file damaged where redb checks it with a panic stops the start
+/// with one line saying what to do, without the panic's report before it
+/// ("thread 'main' panicked at ...redb...").
+#[test]
+fn a_damaged_database_is_one_clear_line_without_a_panic_report() {
+    let mut cluster = TestCluster::start(1);
+    for i in 0..20 {
+        cluster.client().args(["put", &format!("k{i}"), "v"]).ok();
+    }
+    // Stopped cleanly: a database closed so is opened without the repair that
+    // would find the damage by its checksums, and reading it trips redb's own
+    // checks.
+    cluster.signal(0, "TERM");
+    cluster.wait_exit(0, Duration::from_secs(20));
+    let file = cluster.nodes[0].data_dir.join("clusterlab.redb");
+    let mut bytes = std::fs::read(&file).unwrap();
+    // Past the header, each page's first byte, its type: one no page has.
+    for page in bytes.chunks_mut(4096).skip(1) {
+        page[0] = 0xde;
+    }
+    std::fs::write(&file, bytes).unwrap();
+    let (code, stderr) = refuses_to_start(cluster.node_command(0));
+    assert_eq!(code, 1, "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let line = error_line(&stderr);
+    assert!(
+        line.contains("the database is damaged") && line.contains("move the file away"),
+        "{line}"
+    );
+}
+
 /// A node or balancer given a certificate its peers would refuse used to log
 /// "node ready", and be refused by its peers later with messages such as
 /// "bad signature". It stops at once, naming the file, why, and what to do.
