@@ -234,6 +234,9 @@ impl Addresses {
 struct Inner {
     peers: BTreeMap<String, Peer>,
     addresses: Addresses,
+    /// Members that answered with another N than ours, each warned of once
+    /// (again if it changes back and forth).
+    disagreeing: BTreeSet<String>,
     /// One lazily connected, multiplexed channel per address, reused by every
     /// request to it, with what its latest TLS handshake settled on. A channel
     /// reconnects by itself after a failure.
@@ -309,6 +312,7 @@ impl Membership {
             inner: Mutex::new(Inner {
                 peers: BTreeMap::new(),
                 addresses,
+                disagreeing: BTreeSet::new(),
                 channels: HashMap::new(),
             }),
             ready: watch::channel(false).0,
@@ -639,6 +643,7 @@ impl Membership {
             }
             return;
         }
+        self.compare_replicas(inner, &them.name, answer.replicas);
         inner.addresses.namesakes.remove(&addr);
         inner.addresses.learned.remove(&addr);
         inner
@@ -712,6 +717,38 @@ impl Membership {
         for member in &answer.members {
             learn(inner, (&self.name, &self.advertise), member);
         }
+    }
+
+    /// Warns, once, of a member whose N (`theirs`, from its probe answer)
+    /// differs from ours. Each node places a key on the N members the ring
+    /// gives it: with two Ns, a write acknowledged on the replicas one node
+    /// chose is looked for on others, and each hands keys off to replicas the
+    /// other does not count, round after round.
+    fn compare_replicas(&self, inner: &mut Inner, name: &str, theirs: u32) {
+        let differs = theirs != 0 && theirs as usize != self.replicas;
+        if !differs {
+            inner.disagreeing.remove(name);
+            return;
+        }
+        if !inner.disagreeing.insert(name.to_string()) {
+            return;
+        }
+        let ours = self.replicas;
+        warn!(member = %name, theirs, ours, "a member keeps another number of copies of each key (--replicas)");
+        self.events.publish(
+            "member.replicas",
+            name,
+            format!(
+                "{name} keeps {} of each key (--replicas {theirs}) and {} keeps {ours}: \
+                 members that disagree place keys on different replicas, so reads can miss \
+                 acknowledged writes; start every node with the same --replicas",
+                match theirs {
+                    1 => "1 copy".to_string(),
+                    n => format!("{n} copies"),
+                },
+                self.name
+            ),
+        );
     }
 
     /// Alive -> suspect -> dead, for members that stopped answering.
@@ -1059,7 +1096,43 @@ mod tests {
             me: Some(member(name, addr)),
             members: gossip.iter().map(|(n, a)| member(n, a)).collect(),
             keys: 7,
+            replicas: 3,
         }
+    }
+
+    /// A member whose N differs is warned of once, as an event; one that
+    /// agrees, or an older node that does not say, is not.
+    #[test]
+    fn a_member_with_another_n_is_warned_of_once() {
+        let m = membership(Duration::from_secs(10));
+        let t0 = Instant::now();
+        let said = |name: &str, replicas: u32| {
+            let mut inner = m.lock();
+            let answer = proto::ProbeResponse {
+                replicas,
+                ..answer(name, &format!("127.0.0.1:71{replicas}{}", name.len()), &[])
+            };
+            let addr = answer.me.as_ref().unwrap().addr.clone();
+            m.answered(&mut inner, addr, answer, t0);
+        };
+        said("n2", 3);
+        said("n3", 0);
+        said("n4", 1);
+        said("n4", 1);
+        let (history, _) = m.events.subscribe();
+        let warned: Vec<&proto::Event> = history
+            .iter()
+            .filter(|e| e.kind == "member.replicas")
+            .collect();
+        assert_eq!(warned.len(), 1, "{history:?}");
+        assert_eq!(warned[0].subject, "n4");
+        assert!(
+            warned[0]
+                .message
+                .starts_with("n4 keeps 1 copy of each key (--replicas 1) and n1 keeps 3"),
+            "{}",
+            warned[0].message
+        );
     }
 
     fn state(m: &Membership, name: &str) -> Option<State> {

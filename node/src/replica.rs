@@ -116,6 +116,7 @@ impl Replica for ReplicaService {
             me: Some(membership.me()),
             members: membership.gossip(),
             keys,
+            replicas: self.state.replication.replicas as u32,
         }))
     }
 

@@ -222,3 +222,26 @@ fn a_wrong_advertised_address_is_warned_about() {
     let log = cluster.nodes[0].log_text();
     assert!(!log.contains("advertised address"), "{log}");
 }
+
+/// A node started with another `--replicas` than its peers is named in their
+/// events and logs: with two Ns, nodes place keys on different replicas and
+/// reads miss acknowledged writes, which used to go without a word.
+#[test]
+fn a_node_with_another_replica_count_is_named() {
+    let mut cluster = TestCluster::start(2);
+    let odd = cluster.add_node(&["--replicas", "1"]);
+    let n1 = cluster.nodes[0].addr.to_string();
+    let odd_name = format!("n{}", odd + 1);
+    wait_until("n1 to warn of the odd node", SETTLE, || {
+        event_history(&cluster.certs, &n1).is_ok_and(|events| {
+            events
+                .iter()
+                .any(|e| e.kind == "member.replicas" && e.subject == odd_name)
+        })
+    });
+    let log = cluster.nodes[0].log_text();
+    assert!(
+        log.contains("a member keeps another number of copies of each key (--replicas)"),
+        "{log}"
+    );
+}
