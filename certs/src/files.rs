@@ -99,10 +99,27 @@ pub fn load_identity(dir: &Path, name: &str) -> Result<LoadedIdentity> {
             path: key_path.clone(),
             problem: format!("not a private key rustls can sign with ({e})"),
         })?;
-    let certified = rustls::sign::CertifiedKey::new(chain.clone(), signing_key);
+    let matches = |cert: &CertificateDer<'static>| {
+        rustls::sign::CertifiedKey::new(vec![cert.clone()], signing_key.clone())
+            .keys_match()
+            .is_ok()
+    };
+    let certified = rustls::sign::CertifiedKey::new(chain.clone(), signing_key.clone());
     if let Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) =
         certified.keys_match()
     {
+        // The key's certificate is in the file, but not first (the CA's
+        // pasted above it): the order is the mistake, not the key.
+        if chain.iter().skip(1).any(matches) {
+            return Err(Error::Pem {
+                path: cert_path,
+                problem: format!(
+                    "holds the certificate of {} further down, not first: a certificate file \
+                     starts with its own certificate (then, if any, the CA's); put that one first",
+                    key_path.display()
+                ),
+            });
+        }
         return Err(Error::Pem {
             path: key_path,
             problem: format!(
@@ -457,6 +474,21 @@ mod tests {
             "{error}"
         );
         assert!(error.contains("admin.pem"), "{error}");
+
+        // The CA's certificate pasted above the identity's own: the order is
+        // named, not the key.
+        let own = std::fs::read_to_string(dir.path().join("writer.pem")).unwrap();
+        let ca = std::fs::read_to_string(dir.path().join(CA_CERT)).unwrap();
+        std::fs::write(dir.path().join("writer.pem"), format!("{ca}{own}")).unwrap();
+        let Err(error) = load_identity(dir.path(), "writer") else {
+            panic!("a chain in the wrong order was taken");
+        };
+        let error = error.to_string();
+        assert!(
+            error.contains("writer.pem: holds the certificate of")
+                && error.contains("put that one first"),
+            "{error}"
+        );
     }
 
     /// The CA's key gone (its certificate there) is not a directory to make

@@ -63,7 +63,11 @@ impl Connection {
             TlsMode::Mtls => {
                 let (config, identity) = certs::tls::client_config(&global.certs, &global.identity)
                     .map_err(|e| {
-                        Failure::usage(format!("cannot load identity {:?}: {e}", global.identity))
+                        // The error names the file: the identity's own, ca.pem or crl.pem.
+                        Failure::usage(format!(
+                            "cannot load the TLS files for identity {:?}: {e}",
+                            global.identity
+                        ))
                     })?;
                 (Some(config), Some(identity))
             }

@@ -99,7 +99,7 @@ pub fn run(args: SniffArgs, stop: &AtomicBool) -> Result<(), Failure> {
                         ..Default::default()
                     },
                 )
-                .map_err(|e| Failure::local(format!("pcap: {e}")))?,
+                .map_err(|e| cannot_write_capture(path, e))?,
             )
         }
         None => None,
@@ -158,9 +158,10 @@ pub fn run(args: SniffArgs, stop: &AtomicBool) -> Result<(), Failure> {
                 .duration_since(UNIX_EPOCH)
                 .unwrap_or_default();
             let packet = pcap_file::pcap::PcapPacket::new(now, len as u32, &frame[..len]);
-            writer
-                .write_packet(&packet)
-                .map_err(|e| Failure::local(format!("pcap: {e}")))?;
+            if let Err(e) = writer.write_packet(&packet) {
+                let path = args.pcap.as_deref().expect("a writer has a path");
+                return Err(cannot_write_capture(path, e));
+            }
             saved += 1;
         }
         // A segment may carry several frames: `--count` stops mid-segment.
@@ -904,9 +905,34 @@ pub fn readable_runs(bytes: &[u8]) -> String {
         .join(" ")
 }
 
+/// A capture file that takes no more (a full disk, `--pcap /dev/full`),
+/// named, with the system's reason rather than the pcap library's wording
+/// ("Error reading bytes", for a write).
+fn cannot_write_capture(path: &std::path::Path, e: pcap_file::PcapError) -> Failure {
+    let why = match e {
+        pcap_file::PcapError::IoError(io) => io.to_string(),
+        other => other.to_string(),
+    };
+    Failure::local(format!(
+        "cannot write the capture to {}: {why}",
+        path.display()
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A capture file that takes no more is named, with the system's reason.
+    #[test]
+    fn a_capture_that_cannot_be_written_is_named_with_the_reason() {
+        let full = pcap_file::PcapError::IoError(std::io::Error::from_raw_os_error(28));
+        let failure = cannot_write_capture(std::path::Path::new("/dev/full"), full).to_string();
+        assert!(
+            failure.contains("cannot write the capture to /dev/full: No space left on device"),
+            "{failure}"
+        );
+    }
 
     /// `--count 5` prints five lines, though the segment that reaches the
     /// count carries more frames than that.

@@ -622,6 +622,22 @@ fn open_database(path: &Path) -> Result<Database> {
                     )
                 }
                 redb::DatabaseError::Storage(redb::StorageError::Io(io))
+                    if io.kind() == std::io::ErrorKind::IsADirectory =>
+                {
+                    format!(
+                        "{io}: a directory is where the database file goes; move it away, or \
+                         give --data-dir another directory"
+                    )
+                }
+                redb::DatabaseError::Storage(redb::StorageError::Io(io))
+                    if io.kind() == std::io::ErrorKind::ReadOnlyFilesystem =>
+                {
+                    format!(
+                        "{io}: the node writes every acknowledged write here; give --data-dir \
+                         a directory on a writable file system"
+                    )
+                }
+                redb::DatabaseError::Storage(redb::StorageError::Io(io))
                     if io.kind() == std::io::ErrorKind::PermissionDenied =>
                 {
                     format!(
@@ -1048,6 +1064,13 @@ mod tests {
         assert!(
             err.contains("the file is not a clusterlab-node database (")
                 && err.ends_with("move it away, or give --data-dir another directory"),
+            "{err}"
+        );
+        let other = tempfile::tempdir().unwrap();
+        std::fs::create_dir(other.path().join(FILE_NAME)).unwrap();
+        let err = Store::open(other.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("a directory is where the database file goes; move it away"),
             "{err}"
         );
     }

@@ -69,6 +69,28 @@ fn a_missing_identity_names_the_file_and_the_identities_there_are() {
     );
 }
 
+/// A damaged `crl.pem` beside the client's identity is named as that file,
+/// not taken for a problem with the identity.
+#[test]
+fn a_damaged_revocation_list_is_named_as_that_file() {
+    let cluster = TestCluster::start(1);
+    let copy = cluster.dir().join("client-certs");
+    std::fs::create_dir(&copy).unwrap();
+    for file in ["ca.pem", "admin.pem", "admin.key"] {
+        std::fs::copy(cluster.certs.join(file), copy.join(file)).unwrap();
+    }
+    std::fs::write(copy.join("crl.pem"), "garbage\n").unwrap();
+    let out = tests::Client::bare()
+        .args(["--addr", &cluster.nodes[0].addr.to_string()])
+        .args(["--certs", copy.to_str().unwrap(), "get", "k"]);
+    let stderr = out.usage_error().stderr;
+    assert!(
+        stderr.starts_with("error: cannot load the TLS files for identity \"admin\": ")
+            && stderr.contains(&copy.join("crl.pem").display().to_string()),
+        "{stderr}"
+    );
+}
+
 /// A client that starts a handshake and leaves (it gave up on a paused node)
 /// is logged as having hung up, not as a failed handshake, which next to
 /// the villains' refusals reads like a certificate problem.
