@@ -105,7 +105,8 @@ pub struct Config {
 
 impl Config {
     /// Checks what clap cannot: that there are nodes to send to, their
-    /// addresses (no node twice), and the name to resolve.
+    /// addresses (no node twice), the name to resolve, and `--listen` and
+    /// `--dashboard`.
     pub fn validate(&self) -> Result<(), String> {
         if self.nodes().is_empty() && self.nodes_dns.is_none() {
             return Err(

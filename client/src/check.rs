@@ -291,12 +291,13 @@ pub async fn run(global: &Global, args: CheckArgs, mut stops: StopSignals) -> Re
         acked.len()
     );
     let total = acked.len();
-    let first_look = Arc::default();
+    let looks: [ReadResults; 2] = Default::default();
     let verified = tokio::select! {
-        verified = verify(&workload, acked, every, Arc::clone(&first_look)) => verified,
+        verified = verify(&workload, acked, every, looks.clone()) => verified,
         _ = stops.recv() => {
             let again = workload.interrupted.swap(true, Ordering::Relaxed);
-            let so_far = ReadSoFar::of(total, &first_look.lock().expect("results poisoned"));
+            let [first, second] = looks.map(|look| look.lock().expect("results poisoned").clone());
+            let so_far = ReadSoFar::of(total, &first, &second);
             return Err(quit_while_reading_back(again, &so_far));
         }
     };
@@ -453,14 +454,15 @@ type ReadResults = Arc<Mutex<Vec<ReadResult>>>;
 
 /// Reads every acknowledged key back at the read quorum, through every address
 /// in turn if need be, saying how far it got `every` so often; then, once
-/// more after [`SECOND_LOOK_AFTER`], the keys it read stale. The first look's
-/// results go into `first_look` as they come.
+/// more after [`SECOND_LOOK_AFTER`], the keys it read stale. Each look's
+/// results go into `looks` as they come.
 async fn verify(
     work: &Arc<Workload>,
     acked: Vec<Acked>,
     every: Duration,
-    first_look: ReadResults,
+    looks: [ReadResults; 2],
 ) -> Verified {
+    let [first_look, second_look_results] = looks;
     let second_look = tokio::time::Instant::now() + SECOND_LOOK_AFTER;
     let acked = Arc::new(acked);
     let mut verified = Verified::default();
@@ -503,7 +505,7 @@ async fn verify(
         if suspects.len() == 1 { "it" } else { "them" },
     );
     tokio::time::sleep_until(second_look).await;
-    for (i, readable, stale) in read_all(work, &acked, suspects, every, Arc::default()).await {
+    for (i, readable, stale) in read_all(work, &acked, suspects, every, second_look_results).await {
         verified.stale_reads += stale;
         match readable {
             Some(true) => verified.late += 1,
@@ -758,13 +760,18 @@ struct ReadSoFar {
 }
 
 impl ReadSoFar {
-    fn of(total: usize, results: &[ReadResult]) -> Self {
-        let count = |wanted: Option<bool>| results.iter().filter(|r| r.1 == wanted).count();
+    /// From the `first` look's results and the `second`'s (a read again of
+    /// keys the first found stale): a key found in the second is current.
+    fn of(total: usize, first: &[ReadResult], second: &[ReadResult]) -> Self {
+        let count = |look: &[ReadResult], wanted: Option<bool>| {
+            look.iter().filter(|r| r.1 == wanted).count()
+        };
+        let found_late = count(second, Some(true));
         Self {
             total,
-            current: count(Some(true)),
-            stale: count(Some(false)),
-            unanswered: count(None),
+            current: count(first, Some(true)) + found_late,
+            stale: count(first, Some(false)) - found_late,
+            unanswered: count(first, None),
         }
     }
 }
@@ -836,7 +843,7 @@ mod tests {
             (1, Some(true), 0),
             (2, None, 0),
         ];
-        let so_far = ReadSoFar::of(10, &results);
+        let so_far = ReadSoFar::of(10, &results, &[]);
         assert_eq!(
             so_far,
             ReadSoFar {
@@ -846,6 +853,9 @@ mod tests {
                 unanswered: 1
             }
         );
+        // Found at the second look: current, no longer stale.
+        let after_second = ReadSoFar::of(10, &results, &[(3, Some(true), 0)]);
+        assert_eq!((after_second.current, after_second.stale), (3, 0));
         let first = quit_while_reading_back(false, &so_far).to_string();
         assert_eq!(
             first,
@@ -853,7 +863,7 @@ mod tests {
              back: 2 at their version, 1 missing or older (lost, or not yet copied where the \
              read looked), 1 unanswered; 8 left unverified"
         );
-        let second = quit_while_reading_back(true, &ReadSoFar::of(3, &[])).to_string();
+        let second = quit_while_reading_back(true, &ReadSoFar::of(3, &[], &[])).to_string();
         assert_eq!(
             second,
             "CANCELLED: interrupted again while reading back, after 0 of 3 acknowledged keys \
@@ -1016,7 +1026,7 @@ mod tests {
             &Arc::new(work),
             acked,
             Duration::from_secs(60),
-            Arc::default(),
+            Default::default(),
         )
         .await
     }

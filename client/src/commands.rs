@@ -530,13 +530,28 @@ fn print_node_status(global: &Global, status: &StatusResponse) {
     }
 }
 
+/// N as a key gets it: `--replicas`, or, in a cluster with fewer members
+/// (dead ones counted, as the default quorums count them), one copy on each,
+/// which the quorums beside it are a majority of.
+fn copies(status: &StatusResponse) -> String {
+    let members = status.members.len() as u32;
+    match members < status.replicas {
+        false => format!("N={}", status.replicas),
+        true => format!(
+            "N={members} (--replicas {}, but {})",
+            status.replicas,
+            render::counted(u64::from(members), "member", "members")
+        ),
+    }
+}
+
 /// A node's status for people: what it sees, then a row per member.
 fn node_status_text(status: &StatusResponse) -> String {
     let sees = format!(
-        "{} (node) sees {}; N={} W={} R={}",
+        "{} (node) sees {}; {} W={} R={}",
         status.name,
         members_by_state(&status.members),
-        status.replicas,
+        copies(status),
         status.write_quorum,
         status.read_quorum,
     );

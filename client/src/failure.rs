@@ -234,13 +234,12 @@ pub fn never_sent(status: &tonic::Status) -> bool {
 }
 
 /// True when `status` is a call that got no answer in time: its deadline
-/// passed (ours or the server's), or the connection could not be made
-/// within the connect timeout (a process stopped, an address that takes
-/// connections and answers nothing).
+/// passed with nothing back (tonic's "Timeout expired"), or the connection
+/// could not be made within the connect timeout (a process stopped, an
+/// address that takes connections and answers nothing). A node's own
+/// `DEADLINE_EXCEEDED` is an answer, and not one of these.
 pub fn no_answer_in_time(status: &tonic::Status) -> bool {
-    status.code() == tonic::Code::DeadlineExceeded
-        || timed_out(status)
-        || explain::timed_out(status)
+    timed_out(status) || explain::timed_out(status)
 }
 
 /// The socket's error behind `status`, if the connection failed.
@@ -367,6 +366,14 @@ mod tests {
     #[test]
     fn a_call_out_of_time_is_deadline_exceeded_and_other_cancels_stay_cancelled() {
         let expired = tonic::Status::from_error(Box::new(tonic::TimeoutExpired(())));
+        // Nothing back in time, or no connection in time: no answer. A
+        // node's own DEADLINE_EXCEEDED is an answer.
+        let no_connection =
+            tonic::Status::from_error(Box::new(std::io::Error::from(std::io::ErrorKind::TimedOut)));
+        assert!(no_answer_in_time(&expired) && no_answer_in_time(&no_connection));
+        assert!(never_sent(&no_connection) && !never_sent(&expired));
+        let answered = tonic::Status::deadline_exceeded("n1 received this write late");
+        assert!(!no_answer_in_time(&answered));
         assert_eq!(status_code(&expired), "DEADLINE_EXCEEDED");
         let timeout = std::time::Duration::from_millis(1500);
         let failure = Failure::from_status(&expired, "127.0.0.1:7000", false, None, timeout);

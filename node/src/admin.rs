@@ -161,12 +161,9 @@ pub async fn status(state: &NodeState) -> Result<StatusResponse, Status> {
     });
     let mut members: Vec<MemberStatus> = std::iter::once(me).chain(peers).collect();
     members.sort_by(|a, b| a.name.cmp(&b.name));
-    // What a request gets by default, for a cluster of this size: N is
-    // capped at the members, as when placing a key, so that a node on its
-    // own shows N=1 W=1 R=1 rather than an N=3 that W + R would be read against.
+    // The quorums a request gets by default, for a cluster of this size.
     let replication = state.replication;
-    let known = state.membership.known();
-    let (write_quorum, read_quorum) = replication.quorums(known);
+    let (write_quorum, read_quorum) = replication.quorums(state.membership.known());
     Ok(StatusResponse {
         name: state.name.clone(),
         role: "node".into(),
@@ -174,7 +171,7 @@ pub async fn status(state: &NodeState) -> Result<StatusResponse, Status> {
         under_replicated: state.under_replicated.load(Ordering::Relaxed),
         unanswered: state.membership.unanswered(),
         requests: state.requests.load(Ordering::Relaxed),
-        replicas: replication.replicas.min(known) as u32,
+        replicas: replication.replicas as u32,
         write_quorum: write_quorum as u32,
         read_quorum: read_quorum as u32,
         denied: state.denials.count(),

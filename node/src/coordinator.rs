@@ -47,10 +47,13 @@ use crate::{
 /// reported `TIMED_OUT`; the quorum may still be met by the others.
 pub const REPLICA_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// A read repair must reach its replica within this of the read that found
-/// it needed: the late answers come within [`REPLICA_TIMEOUT`] of the read,
-/// and each repair is given as long again.
-const REPAIR_WITHIN: Duration = Duration::from_secs(2 * REPLICA_TIMEOUT.as_secs());
+/// A read repair must reach its replica within this of the start of the read
+/// that found it needed. Every answer comes within two [`REPLICA_TIMEOUT`]s
+/// of it (those asked last are asked once the first have answered), and each
+/// repair is given one more. Well under the shortest tombstone grace (10 s):
+/// a repair that lands later may find a delete newer than its record made,
+/// and collected, meanwhile, and bring the deleted value back.
+const REPAIR_WITHIN: Duration = Duration::from_secs(3 * REPLICA_TIMEOUT.as_secs());
 
 /// How many times one write may be stamped: again each time a replica in its
 /// quorum turns out to hold a newer version (see [`Coordinator::write`]).
@@ -236,9 +239,11 @@ impl Coordinator {
         rx
     }
 
-    /// Makes `record` durable on `replica` (this node or another). Another
-    /// node refuses it once `write_by` (Unix ms, by its clock) has passed, if
-    /// given: [handoff](crate::handoff)'s writes must not land late.
+    /// Makes `record` durable on `replica` (this node or another), unless
+    /// `write_by` (Unix ms) has passed by then, by the clock of the node that
+    /// would store it: a write's sender has given up on it, and a read
+    /// repair's or [handoff](crate::handoff)'s record may have been deleted,
+    /// and the tombstone collected, meanwhile.
     pub(crate) async fn store_on(
         self,
         replica: String,
@@ -247,6 +252,15 @@ impl Coordinator {
     ) -> ReplicaResult<Version> {
         let state = &self.state;
         if replica == state.name {
+            // Checked here too: this node may have been stopped between
+            // stamping the write and storing it.
+            if let Some(late) = write_by.and_then(proto::deadline::overdue) {
+                return Err(ReplicaError::Failed(format!(
+                    "DEADLINE_EXCEEDED: {} came to store this write {late:?} after its \
+                     deadline, and did not",
+                    state.name
+                )));
+            }
             let applied =
                 state
                     .store
@@ -549,14 +563,20 @@ impl Coordinator {
         }
         trace.pending(tally.waiting(), started.elapsed());
         if tally.ok < plan.quorum {
-            return Err(Error::Unavailable(format!(
+            let short = format!(
                 "write needed {} durable copies but only {} of {} replicas stored it ({}); \
                  any copies that were made stay, so later reads may see the value",
                 plan.quorum,
                 tally.ok,
                 plan.replicas.len(),
                 tally.reasons()
-            )));
+            );
+            // Its sender has given up on it (the replicas that refused it
+            // say so): no other node should try it again for them.
+            return Err(match write_by.and_then(proto::deadline::overdue) {
+                Some(_) => Error::DeadlineExceeded(short),
+                None => Error::Unavailable(short),
+            });
         }
         Ok(newer)
     }
@@ -576,6 +596,9 @@ impl Coordinator {
         )?;
         let mut trace = TraceBuilder::new(&self.state.name, plan.quorum);
         let started = Instant::now();
+        // What the replicas hold is news only for a while: from the start,
+        // for a node stopped anywhere between asking and repairing.
+        let repair_by = proto::deadline::write_by(REPAIR_WITHIN);
         let mut unasked = self.nearest_first(&plan.replicas);
         let (tx, mut answers) = mpsc::channel(plan.replicas.len().max(1));
         let mut tally = Tally::new(&[]);
@@ -688,11 +711,6 @@ impl Coordinator {
         if let Some(record) = &newest {
             self.state.clock.observe(&record.version);
         }
-        // What the replicas held is news only for a while: a repair that
-        // lands much later (this node stopped before sending it) may find
-        // a delete newer than it made and collected meanwhile, and bring
-        // the deleted value back. Past this moment, replicas refuse it.
-        let repair_by = proto::deadline::write_by(REPAIR_WITHIN);
         self.repair_answered(&answered, newest.as_ref(), repair_by, &mut trace, started)
             .await;
         trace.pending(tally.waiting(), started.elapsed());
@@ -1086,6 +1104,39 @@ mod tests {
                 .refuse_if_overdue("k", None, Some(&newer))
                 .is_ok()
         );
+    }
+
+    /// The coordinator's own copy is refused as a replica's is once the
+    /// write's moment has passed: it may have been stopped between stamping
+    /// the write and storing it. (Only the other replicas' were refused.)
+    #[tokio::test]
+    async fn the_coordinators_own_copy_of_an_overdue_write_is_not_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = crate::in_process::node_state(dir.path());
+        let coordinator = Coordinator::new(state.clone());
+        let record = |key: &str| Record {
+            key: key.into(),
+            version: Version::at(node_clock_ahead()),
+            value: Some(b"v".to_vec()),
+            request_id: String::new(),
+        };
+        let passed = proto::deadline::write_by(Duration::ZERO) - 1_000;
+        let refused = coordinator
+            .clone()
+            .store_on("n1".into(), record("late"), Some(passed))
+            .await;
+        match refused {
+            Err(ReplicaError::Failed(why)) => assert!(why.contains("after its deadline"), "{why}"),
+            other => panic!("an overdue write was stored: {other:?}"),
+        }
+        assert!(state.store.get("late").unwrap().is_none());
+
+        let due = proto::deadline::write_by(Duration::from_secs(60));
+        let stored = coordinator
+            .store_on("n1".into(), record("on-time"), Some(due))
+            .await;
+        assert!(stored.is_ok(), "{stored:?}");
+        assert!(state.store.get("on-time").unwrap().is_some());
     }
 
     /// An hour past now, as a version from a clock running ahead.

@@ -651,8 +651,6 @@ fn open_database(path: &Path) -> Result<Database> {
     })
 }
 
-/// A database failure, logged: it is the disk's or the database's, not the
-/// request's, and the client is told only that storage failed.
 /// Runs `work`, catching a panic in it without the panic hook's report
 /// (the thread, the file, "note: run with RUST_BACKTRACE=1"): at start, a
 /// damaged file makes redb panic, and what to do about it is said instead,
@@ -666,6 +664,8 @@ fn quietly<T>(work: impl FnOnce() -> T + std::panic::UnwindSafe) -> std::thread:
     result
 }
 
+/// A database failure, logged: it is the disk's or the database's, not the
+/// request's, and the client is told only that storage failed.
 fn storage(e: impl Into<redb::Error>) -> Error {
     let e = e.into();
     error!(error = %e, "the database failed");

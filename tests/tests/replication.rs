@@ -424,16 +424,18 @@ fn a_node_killed_with_sigkill_still_has_every_write_it_acknowledged() {
     });
 }
 
-/// N is capped at the members, when placing a key and in `status`: a node
-/// on its own shows N=1 W=1 R=1, what it does, not the N=3 of `--replicas`
-/// beside quorums of one (W + R at most N, the very case `check` warns of).
+/// A cluster smaller than N keeps one copy of a key on each member: `status`
+/// on a node on its own shows N=1, and the `--replicas` it falls short of,
+/// not a bare N=3 beside quorums of one (W + R at most N, the very case
+/// `check` warns of), which is what it used to show.
 #[test]
 fn a_node_on_its_own_shows_the_n_it_uses() {
     let cluster = TestCluster::start(1);
     let out = cluster.client().args(["status"]).ok();
     assert!(
-        out.stdout
-            .starts_with("n1 (node) sees 1 member, all alive; N=1 W=1 R=1\n"),
+        out.stdout.starts_with(
+            "n1 (node) sees 1 member, all alive; N=1 (--replicas 3, but 1 member) W=1 R=1\n"
+        ),
         "{}",
         out.stdout
     );
@@ -604,6 +606,9 @@ fn a_write_that_reaches_its_replicas_overdue_is_refused_by_them() {
             .await
             .expect_err("an overdue write was acknowledged")
     });
+    // Refused for being late, not as a node that could not serve it: no
+    // balancer tries it on another node.
+    assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
     for replica in ["n2", "n3"] {
         let refused = format!("{replica} received this write ");
         assert!(status.message().contains(&refused), "{status:?}");
