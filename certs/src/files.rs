@@ -114,8 +114,8 @@ pub fn load_identity(dir: &Path, name: &str) -> Result<LoadedIdentity> {
             return Err(Error::Pem {
                 path: cert_path,
                 problem: format!(
-                    "holds the certificate of {} further down, not first: a certificate file \
-                     starts with its own certificate (then, if any, the CA's); put that one first",
+                    "the certificate that goes with {} is in it, but not first: a certificate \
+                     file starts with its own certificate (then, if any, the CA's); put it first",
                     key_path.display()
                 ),
             });
@@ -485,8 +485,8 @@ mod tests {
         };
         let error = error.to_string();
         assert!(
-            error.contains("writer.pem: holds the certificate of")
-                && error.contains("put that one first"),
+            error.contains("writer.pem: the certificate that goes with")
+                && error.contains("put it first"),
             "{error}"
         );
     }
