@@ -38,19 +38,24 @@ use crate::{
     Failure,
     cli::{CheckArgs, Global},
     commands::{request, write_request},
-    failure::{REFUSED_PAUSE, never_sent, no_answer_in_time, nothing_succeeded, status_code},
+    failure::{
+        REFUSED_PAUSE, handshake_failed, never_sent, no_answer_in_time, nothing_succeeded,
+        status_code,
+    },
     stop::{StopSignals, connect_unless_stopped},
 };
 
 /// Read-back attempts per key at the end, each through the next address.
 const VERIFY_ATTEMPTS: usize = 4;
 /// What was heard from an address ([`Workload::note_answer`]), in order:
-/// an answer outweighs any number of silences.
+/// an answer outweighs any number of failures.
 const UNTRIED: u8 = 0;
 /// Tried, and nothing listened there.
 const SILENT: u8 = 1;
+/// Tried, and the TLS handshake failed there (a web port, say).
+const NO_HANDSHAKE: u8 = 2;
 /// Something answered there, at least once.
-const ANSWERED: u8 = 2;
+const ANSWERED: u8 = 3;
 
 /// Pause after a failed read-back attempt, so a restarting node has a moment.
 const VERIFY_BACKOFF: Duration = Duration::from_millis(250);
@@ -70,10 +75,11 @@ struct Workload {
     /// One client per address in `addrs`, the `--addr` list without blanks.
     clients: Vec<KeyValueClient<Channel>>,
     addrs: Vec<String>,
-    /// What was heard from each address ([`UNTRIED`], [`SILENT`] or
-    /// [`ANSWERED`]): one where nothing listens passes its share to the next
-    /// without a word, and the summary should name it, but not one that
-    /// was never tried (a run too short to get to it).
+    /// What was heard from each address ([`UNTRIED`], [`SILENT`],
+    /// [`NO_HANDSHAKE`] or [`ANSWERED`]): one where nothing listens, or that
+    /// does not speak TLS, passes its share to the next without a word, and
+    /// the summary should name it, but not one that was never tried (a run
+    /// too short to get to it).
     heard: Vec<AtomicU8>,
     /// Until when each address is passed over, after a request there got no
     /// answer in time ([`Workload::note_answer`]), and how many did not.
@@ -159,6 +165,7 @@ impl Workload {
         let heard = match result {
             // Something took the connection: named under "timed out" instead.
             Err(status) if no_answer_in_time(status) => UNTRIED,
+            Err(status) if handshake_failed(status) => NO_HANDSHAKE,
             Err(status) if never_sent(status) => SILENT,
             _ => ANSWERED,
         };
@@ -199,14 +206,21 @@ impl Workload {
             .collect()
     }
 
-    /// The addresses of `--addr` that were tried and where nothing ever answered.
-    fn never_answered(&self) -> Vec<&str> {
+    /// The addresses of `--addr` where nothing better than `what` was heard:
+    /// [`SILENT`], nothing listened; [`NO_HANDSHAKE`], no TLS handshake
+    /// succeeded.
+    fn heard_only(&self, what: u8) -> Vec<&str> {
         self.addrs
             .iter()
             .zip(&self.heard)
-            .filter(|(_, heard)| heard.load(Ordering::Relaxed) == SILENT)
+            .filter(|(_, heard)| heard.load(Ordering::Relaxed) == what)
             .map(|(addr, _)| addr.as_str())
             .collect()
+    }
+
+    /// The addresses of `--addr` that were tried and where nothing ever answered.
+    fn never_answered(&self) -> Vec<&str> {
+        self.heard_only(SILENT)
     }
 
     /// Notes the first refusal; every writer stops at its next step.
@@ -609,6 +623,7 @@ fn report(work: &Workload, verified: &Verified, writing: Duration) -> Result<(),
                 "indeterminate": indeterminate,
                 "not_applied": not_applied,
                 "never_answered": work.never_answered(),
+                "no_handshake": work.heard_only(NO_HANDSHAKE),
                 "timed_out": work.timeouts(),
                 "unverified": verified.unverified,
                 "read_errors": read_errors,
@@ -655,6 +670,14 @@ fn report(work: &Workload, verified: &Verified, writing: Duration) -> Result<(),
             println!(
                 "  never answered (nothing listens; the next address took its share): {}",
                 silent.join(", ")
+            );
+        }
+        let no_handshake = work.heard_only(NO_HANDSHAKE);
+        if !no_handshake.is_empty() {
+            println!(
+                "  no TLS handshake (not a gRPC port, or a certificate refused; the next \
+                 address took its share): {}",
+                no_handshake.join(", ")
             );
         }
         let timeouts = work.timeouts();

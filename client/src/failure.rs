@@ -221,16 +221,37 @@ fn transport_reason(err: &(dyn StdError + 'static), addr: &str, plaintext: bool)
 pub const REFUSED_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// True when the request failed to connect, so no node ever saw it: refused
-/// (nothing listens at the address), or not made within the connect timeout
-/// (a process stopped; a request sent and then not answered in time fails
-/// through tonic's timer instead, not the socket's).
+/// (nothing listens at the address), not made within the connect timeout (a
+/// process stopped; a request sent and then not answered in time fails
+/// through tonic's timer instead, not the socket's), or a TLS handshake
+/// that failed ([`handshake_failed`]).
 pub fn never_sent(status: &tonic::Status) -> bool {
-    io_error(status).is_some_and(|io| {
+    let refused_or_late = io_error(status).is_some_and(|io| {
         matches!(
             io.kind(),
             std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::TimedOut
         )
-    })
+    });
+    refused_or_late || handshake_failed(status)
+}
+
+/// True when the TLS handshake failed: the address is a web port or a server
+/// in plaintext (it did not answer in TLS), or a certificate was refused,
+/// either way. No server read a request on that connection: a server that
+/// refuses a client's certificate refuses the connection before it reads any.
+pub fn handshake_failed(status: &tonic::Status) -> bool {
+    matches!(
+        explain::find_rustls_error(status),
+        Some(
+            rustls::Error::InvalidMessage(_)
+                | rustls::Error::InappropriateMessage { .. }
+                | rustls::Error::InappropriateHandshakeMessage { .. }
+                | rustls::Error::InvalidCertificate(_)
+                | rustls::Error::NoCertificatesPresented
+                | rustls::Error::PeerIncompatible(_)
+                | rustls::Error::AlertReceived(_)
+        )
+    )
 }
 
 /// True when `status` is a call that got no answer in time: its deadline
@@ -374,6 +395,13 @@ mod tests {
         assert!(never_sent(&no_connection) && !never_sent(&expired));
         let answered = tonic::Status::deadline_exceeded("n1 received this write late");
         assert!(!no_answer_in_time(&answered));
+        // A handshake that failed sent nothing; a TLS error later may have.
+        let tls = |e: rustls::Error| tonic::Status::from_error(Box::new(e));
+        let web_port = tls(rustls::Error::InvalidMessage(
+            rustls::InvalidMessage::InvalidContentType,
+        ));
+        assert!(handshake_failed(&web_port) && never_sent(&web_port));
+        assert!(!never_sent(&tls(rustls::Error::DecryptError)));
         assert_eq!(status_code(&expired), "DEADLINE_EXCEEDED");
         let timeout = std::time::Duration::from_millis(1500);
         let failure = Failure::from_status(&expired, "127.0.0.1:7000", false, None, timeout);

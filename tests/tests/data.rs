@@ -502,6 +502,45 @@ fn check_reads_through_the_next_address_where_nothing_listens() {
     }
 }
 
+/// An address in `--addr` that is no gRPC port (a web server's, here one
+/// answering every connection in HTTP/1) fails the TLS handshake: nothing
+/// was sent there, so its writes go on to the next address and none is in
+/// doubt, and the summary names it. They used to count as indeterminate
+/// (writes that may exist), and the address went unnamed.
+#[test]
+fn check_names_an_address_that_is_not_a_grpc_port_and_sends_nothing_there() {
+    let cluster = TestCluster::start(1);
+    let web = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let web_addr = web.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        // Bounded: the check makes a few dozen connections at most.
+        for stream in web.incoming().take(1000) {
+            let Ok(mut stream) = stream else { continue };
+            let _ = std::io::Write::write_all(
+                &mut stream,
+                b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n",
+            );
+        }
+    });
+    let addrs = format!("{},{web_addr}", cluster.nodes[0].addr);
+    let out = cluster
+        .client_at(&addrs)
+        .args(["check", "--keys", "20", "--concurrency", "2"])
+        .ok();
+    for line in [
+        "check: 20 writes acknowledged",
+        "  indeterminate writes (failed; may exist) 0",
+        "  failed reads (right after a write)       0",
+    ] {
+        assert!(out.stdout.contains(line), "no {line:?} in:\n{}", out.stdout);
+    }
+    let named = format!(
+        "  no TLS handshake (not a gRPC port, or a certificate refused; the next address took \
+         its share): {web_addr}"
+    );
+    assert!(out.stdout.contains(&named), "{}", out.stdout);
+}
+
 /// A node that hangs (SIGSTOP) in the `--addr` list is passed over for a
 /// `--timeout` after each request there times out, and the summary names it.
 /// Every writer used to wait out the timeout on it each time its turn came
