@@ -120,13 +120,14 @@ pub fn exists(dir: &Path) -> bool {
     dir.join(files::CA_CERT).exists()
 }
 
-/// Checks that the PKI in `dir` is whole: the CA's key, its revocation list
-/// and every identity `init` writes beside `ca.pem` (villains aside, which
-/// nothing runs on). It is what `init --keep` keeps, so a directory an
+/// Checks that the PKI in `dir` is whole: the CA's key and every identity
+/// `init` writes beside `ca.pem` (villains aside, which nothing runs on; and
+/// the revocation list, which a process does without, and which a lab has
+/// the learner move away). It is what `init --keep` keeps, so a directory an
 /// `init` left half-written fails here, naming what is missing, rather than
 /// in every process that later looks for its certificate.
 pub fn check_whole(dir: &Path) -> Result<()> {
-    let needed: Vec<String> = [files::CA_KEY.to_string(), revocation::CRL_FILE.to_string()]
+    let needed: Vec<String> = [files::CA_KEY.to_string()]
         .into_iter()
         .chain(
             IDENTITIES
@@ -817,10 +818,14 @@ mod tests {
         std::fs::remove_file(dir.path().join("intruder.pem")).unwrap();
         check_whole(dir.path()).unwrap();
 
+        // Nor is the revocation list: processes do without it.
         std::fs::remove_file(dir.path().join("crl.pem")).unwrap();
+        check_whole(dir.path()).unwrap();
+
+        std::fs::remove_file(dir.path().join("ca.key")).unwrap();
         std::fs::remove_file(dir.path().join("writer.key")).unwrap();
         let err = check_whole(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("but not crl.pem, writer.key ("), "{err}");
+        assert!(err.contains("but not ca.key, writer.key ("), "{err}");
         assert!(err.contains("init --force --out"), "{err}");
     }
 

@@ -37,7 +37,7 @@ enum Command {
         force: bool,
         /// If DIR already holds a PKI, keep it and succeed: for a one-shot
         /// service (docker compose) that runs at every start. A PKI missing
-        /// any of its CA key, revocation list or identities is an error.
+        /// its CA key or any of its identities is an error.
         #[arg(long)]
         keep: bool,
     },
