@@ -650,6 +650,18 @@ impl TestCluster {
         self.client_at(&self.addrs())
     }
 
+    /// A `clusterlab` process aimed at node 0 as `admin`, for a test that
+    /// handles the process itself (signals it, sends its output to a file);
+    /// [`TestCluster::client`] runs one to its end.
+    pub fn client_process(&self) -> Command {
+        let mut command = Command::new(bin("clusterlab"));
+        without_clusterlab_env(&mut command)
+            .args(["--addr", &self.nodes[0].addr.to_string()])
+            .arg("--certs")
+            .arg(&self.certs);
+        command
+    }
+
     /// A `clusterlab` client command with this cluster's certificates, aimed at `addr`.
     pub fn client_at(&self, addr: &str) -> Client {
         Client::bare()

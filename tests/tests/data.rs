@@ -601,9 +601,8 @@ fn a_second_ctrl_c_quits_a_check_without_reading_back() {
     let cluster = TestCluster::start(1);
     cluster.client().args(["fault", "n1", "--pause"]).ok();
     let log = cluster.dir().join("check.err");
-    let mut check = std::process::Command::new(tests::bin("clusterlab"))
-        .args(["--addr", &cluster.nodes[0].addr.to_string(), "--certs"])
-        .arg(&cluster.certs)
+    let mut check = cluster
+        .client_process()
         .args(["--timeout", "120s", "check", "--duration", "120s"])
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
@@ -640,9 +639,8 @@ fn a_second_ctrl_c_quits_a_check_without_reading_back() {
 fn output_that_cannot_be_written_is_one_line_and_exit_status_1() {
     let cluster = TestCluster::start(1);
     let run = |args: &[&str], stdout: std::process::Stdio, stderr: std::process::Stdio| {
-        std::process::Command::new(tests::bin("clusterlab"))
-            .args(["--addr", &cluster.nodes[0].addr.to_string(), "--certs"])
-            .arg(&cluster.certs)
+        cluster
+            .client_process()
             .args(args)
             .stdout(stdout)
             .stderr(stderr)
@@ -680,9 +678,8 @@ fn a_ctrl_c_during_the_read_back_says_what_was_found_by_then() {
         .args(["fault", "n1", "--latency", "2s"])
         .ok();
     let log = cluster.dir().join("check.err");
-    let mut check = std::process::Command::new(tests::bin("clusterlab"))
-        .args(["--addr", &cluster.nodes[0].addr.to_string(), "--certs"])
-        .arg(&cluster.certs)
+    let mut check = cluster
+        .client_process()
         .args([
             "--timeout",
             "60s",
@@ -724,9 +721,8 @@ fn a_ctrl_c_during_the_read_back_says_what_was_found_by_then() {
 fn ctrl_c_and_sigterm_end_a_followed_feed_and_kill_a_waiting_command() {
     let cluster = TestCluster::start(1);
     let spawn = |args: &[&str], out: &std::path::Path, err: &std::path::Path| {
-        std::process::Command::new(tests::bin("clusterlab"))
-            .args(["--addr", &cluster.nodes[0].addr.to_string(), "--certs"])
-            .arg(&cluster.certs)
+        cluster
+            .client_process()
             .args(args)
             .stdout(std::fs::File::create(out).unwrap())
             .stderr(std::fs::File::create(err).unwrap())
@@ -1176,9 +1172,8 @@ fn a_reader_that_stops_early_is_no_failure() {
         .args(["put", "big", "--value-file"])
         .arg_path(&file)
         .ok();
-    let mut get = std::process::Command::new(tests::bin("clusterlab"))
-        .args(["--addr", &cluster.nodes[0].addr.to_string(), "--certs"])
-        .arg(&cluster.certs)
+    let mut get = cluster
+        .client_process()
         .args(["get", "big"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
