@@ -1,8 +1,8 @@
 //! `TestCluster`: real clusterlab processes for tests, cleaned up on drop.
 //!
 //! Each cluster gets a temporary directory with fresh certificates, data
-//! directories and log files, and ports picked by the operating system on
-//! 127.0.0.1. The binaries are built once per test run (`cargo build` is a no-op
+//! directories and log files, and ports on 127.0.0.1 that no other test
+//! can pick ([`free_port`]). The binaries are built once per test run (`cargo build` is a no-op
 //! when they are up to date). Nothing here sleeps blindly: every wait polls a
 //! condition against a deadline, and a process that dies while we wait for it
 //! fails the test with its log.
@@ -127,7 +127,8 @@ pub mod local_ports {
 /// Test ports are chosen from here up to the kernel's ephemeral range.
 const LOWEST_TEST_PORT: u16 = 10_000;
 
-/// A port that was free a moment ago on 127.0.0.1, for a process to listen on.
+/// A port that was free a moment ago on 127.0.0.1, for a process to listen
+/// on, and claimed by this test process until it exits.
 ///
 /// It comes from *below* the kernel's ephemeral range
 /// (`/proc/sys/net/ipv4/ip_local_port_range`). A port the kernel handed out
@@ -135,7 +136,8 @@ const LOWEST_TEST_PORT: u16 = 10_000;
 /// connections, and tests running beside this one open thousands of those: one
 /// could take the port between our check and the process's own bind, and the
 /// process would fail with "address in use". Below the range, only another
-/// test's random pick can collide, and the bind check makes even that unlikely.
+/// test's pick can collide, and [`claim_port`] rules that out, even while a
+/// node is down between a stop and a restart on the same port.
 pub fn free_port() -> u16 {
     let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
@@ -144,11 +146,34 @@ pub fn free_port() -> u16 {
         .unwrap_or(32_768);
     for _ in 0..1_000 {
         let port = rand::random_range(LOWEST_TEST_PORT..ephemeral_start);
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if claim_port(port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
     panic!("no free port on 127.0.0.1 between {LOWEST_TEST_PORT} and {ephemeral_start}")
+}
+
+/// Claims `port` for this test process, for as long as it runs; false if
+/// another test process (or this one) has claimed it already.
+///
+/// Tests run side by side in separate processes, and a port that is free
+/// now may be one that another test's node has just let go of and is about
+/// to listen on again. The claim is an advisory lock (`flock`) on a file
+/// named after the port in a directory every test shares. The kernel drops
+/// it when the process exits, however it exits, so no claim outlives its
+/// test and nothing needs cleaning up but empty files.
+pub fn claim_port(port: u16) -> bool {
+    static HELD: std::sync::Mutex<Vec<std::fs::File>> = std::sync::Mutex::new(Vec::new());
+    let dir = std::env::temp_dir().join("clusterlab-test-ports");
+    let _ = std::fs::create_dir_all(&dir);
+    let Ok(file) = std::fs::File::create(dir.join(port.to_string())) else {
+        return false;
+    };
+    if file.try_lock().is_err() {
+        return false;
+    }
+    HELD.lock().unwrap_or_else(|e| e.into_inner()).push(file);
+    true
 }
 
 /// A process a test started itself, killed when the test ends (or fails).
@@ -1112,4 +1137,23 @@ pub fn http_get(addr: &str, path: &str) -> Result<(u16, String), String> {
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| format!("no status code in {head:?}"))?;
     Ok((code, body.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A claimed port is not handed out again while its claim is held, by
+    /// this process or (the same lock, another open file) any other.
+    #[test]
+    fn a_claimed_port_is_not_claimed_twice() {
+        let port = free_port();
+        assert!(!claim_port(port), "port {port} was claimed a second time");
+        let again: Vec<u16> = (0..50).map(|_| free_port()).collect();
+        assert!(!again.contains(&port), "free_port handed out {port} again");
+        let mut distinct = again.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), again.len(), "a port handed out twice");
+    }
 }

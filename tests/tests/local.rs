@@ -9,21 +9,25 @@ use std::{
     time::Duration,
 };
 
-use tests::{Client, KilledOnDrop, bin, local_ports, poll_until, send_signal, wait_until};
+use tests::{
+    Client, KilledOnDrop, bin, claim_port, local_ports, poll_until, send_signal, wait_until,
+};
 
 /// A balancer port whose other ports, as `clusterlab-local` lays them out
 /// ([`local_ports`]), are free too. The whole block stays below 32768,
 /// where the kernel's ephemeral range (the local ends of outgoing
 /// connections, which tests beside this one open by the thousand) usually
-/// starts.
+/// starts. Every port of the block is claimed ([`claim_port`]), as
+/// [`tests::free_port`] claims its own, so that no other test picks one
+/// while this cluster restarts a process on it.
 fn free_port_block() -> u16 {
     let offsets = local_ports::all(3);
     (0..100)
         .map(|i| 20_000 + (std::process::id() as u16 % 80) * 100 + i * 7)
         .find(|&port| {
-            offsets
-                .iter()
-                .all(|offset| TcpListener::bind(("127.0.0.1", port + offset)).is_ok())
+            offsets.iter().all(|offset| {
+                claim_port(port + offset) && TcpListener::bind(("127.0.0.1", port + offset)).is_ok()
+            })
         })
         .expect("a free block of ports")
 }
