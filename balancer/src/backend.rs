@@ -137,6 +137,10 @@ pub struct Backend {
     /// What the node said of our connection to it (`Admin.WhoAmI`), asked
     /// with its name: the TLS of this link, for the dashboard.
     link: Mutex<Option<WhoAmIResponse>>,
+    /// The events the node last reported (`node_view`), for the dashboard
+    /// to go on showing once the node can no longer be asked: a killed
+    /// node's last words are what a learner looks for.
+    last_events: Mutex<Vec<Event>>,
     health: Mutex<Health>,
     /// Wakes the requests waiting on this node when it is ejected.
     ejected: Notify,
@@ -167,6 +171,7 @@ impl Backend {
             addr,
             connection,
             link: Mutex::new(None),
+            last_events: Mutex::new(Vec::new()),
             health: Mutex::new(Health::Waiting { reason: None }),
             ejected: Notify::new(),
             failures_in_a_row: AtomicU32::new(0),
@@ -234,6 +239,10 @@ impl Backend {
     pub fn served(&self) {
         if self.failures_in_a_row.load(Ordering::Relaxed) != 0 {
             self.failures_in_a_row.store(0, Ordering::Relaxed);
+        }
+        // Apart from the run: a node kept in has its run counted afresh, so
+        // its run may be over (zero) while it has not yet served since.
+        if self.kept_in.load(Ordering::Relaxed) {
             self.kept_in.store(false, Ordering::Relaxed);
         }
     }
@@ -253,6 +262,14 @@ impl Backend {
     ) -> bool {
         let failures = self.failures_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
         if failures != FAILURES_TO_EJECT {
+            return false;
+        }
+        // Failures are taken note of once another node has served the
+        // request: by then this one may be out already, for a reason of its
+        // own. Out, it is neither held out nor "kept in", and no hold is
+        // counted in its history that was never applied.
+        if !self.is_healthy() {
+            self.failures_in_a_row.store(0, Ordering::Relaxed);
             return false;
         }
         let code = proto::code_name(status.code());
@@ -317,6 +334,7 @@ impl Backend {
         }
         // Back, or in for the first time: its requests start with a clean slate.
         self.failures_in_a_row.store(0, Ordering::Relaxed);
+        self.kept_in.store(false, Ordering::Relaxed);
         let name = self.name();
         match before {
             Health::Healthy => {}
@@ -576,7 +594,13 @@ impl Backend {
         while let Some(event) = feed.message().await? {
             events.push(event);
         }
+        *self.last_events.lock().expect("events poisoned") = events.clone();
         Ok((status, events))
+    }
+
+    /// The events the node reported when it was last asked ([`Self::node_view`]).
+    pub fn last_events(&self) -> Vec<Event> {
+        self.last_events.lock().expect("events poisoned").clone()
     }
 
     /// One active health check: Ok, or why it failed and what the reads
@@ -993,6 +1017,16 @@ mod tests {
         }
         assert_eq!(node.health(), Health::Healthy);
         assert_eq!(kinds(&events), ["backend.healthy", "backend.failing"]);
+        // Once it has served, failing again is news again, though its run
+        // was already counted afresh.
+        node.served();
+        for _ in 0..FAILURES_TO_EJECT {
+            assert!(!node.failed(&failure, || None::<()>, &events));
+        }
+        assert_eq!(
+            kinds(&events),
+            ["backend.healthy", "backend.failing", "backend.failing"]
+        );
         // Once the others are back, five more failures hold it out.
         for _ in 0..4 {
             assert!(!node.failed(&failure, || Some(()), &events));
@@ -1042,6 +1076,17 @@ mod tests {
         let (reason, held_until) = ejected_for(&node);
         assert_eq!((reason.as_str(), held_until), ("cannot reach it", None));
         assert_eq!(kinds(&events), ["backend.healthy", "backend.ejected"]);
+        // Nor is a hold counted that was never applied: back, and an
+        // outlier for the first time, it is held for the first hold.
+        node.mark_healthy(&events);
+        for _ in 0..FAILURES_TO_EJECT {
+            node.failed(&failure, || Some(()), &events);
+        }
+        let reason = ejected_because(&node);
+        assert!(
+            reason.ends_with("held out for 1s before health checks may return it"),
+            "{reason}"
+        );
     }
 
     /// An outlier whose hold is over, and which now fails its health checks,

@@ -7,7 +7,8 @@
 //!   (the shape `clusterlab --json status` prints), each node's own view
 //!   (its members, keys and repair backlog, through `Admin.Status` on the
 //!   pooled connection), the TLS of every link, and the recent events of the
-//!   balancer and the nodes.
+//!   balancer and the nodes (a node that cannot be asked, by what it
+//!   reported last).
 //! - `/metrics` is the balancer's status for Prometheus ([`node::metrics`]).
 //!
 //! Plain HTTP and read-only: it shows names, states and counts, never keys or
@@ -94,7 +95,11 @@ async fn api_status(State(dashboard): State<Dashboard>) -> Response {
                 links.extend(member_links(&status));
                 json!({"status": json::status(&status)})
             }
-            Err(why) => json!({"error": why}),
+            Err(why) => {
+                // What it said before it went quiet stays on the page.
+                events.extend(backend.last_events());
+                json!({"error": why})
+            }
         };
         nodes.push(json!({"backend": *backend.name(), "view": view}));
     }

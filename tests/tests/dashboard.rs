@@ -268,6 +268,18 @@ fn the_dashboard_shows_traffic_keys_links_and_events_and_metrics_agree() {
 fn a_killed_node_turns_ejected_and_suspect_on_the_dashboard() {
     let mut cluster = TestCluster::start(3);
     cluster.start_balancer(&[]);
+    let from_n2 = |status: &Value| -> Vec<String> {
+        status["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .filter(|e| e["source"] == "n2")
+            .filter_map(|e| e["kind"].as_str().map(String::from))
+            .collect()
+    };
+    wait_until("the page to show n2's own events", SETTLE, || {
+        !from_n2(&api_status(&cluster)).is_empty()
+    });
     cluster.kill(1);
 
     // The snapshot asserted on below: n2 out, and n1 and n3 seen in (a busy
@@ -314,6 +326,11 @@ fn a_killed_node_turns_ejected_and_suspect_on_the_dashboard() {
         .filter_map(|e| e["kind"].as_str())
         .collect();
     assert!(kinds.contains(&"backend.ejected"), "{kinds:?}");
+    // What n2 said before it was killed stays on the page.
+    assert!(
+        from_n2(&status).contains(&"node.started".to_string()),
+        "n2's events are gone from the page: {kinds:?}"
+    );
     // Links to n2 show their last session, marked down; the others are up.
     let links = status["links"].as_array().expect("links");
     let down = |from: &str, to: &str| {
