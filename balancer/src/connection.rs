@@ -74,6 +74,18 @@ const ENDED: u8 = CLOSED | HUNG;
 /// that breaks before the first answer is most likely a TLS node hanging up.
 const ANSWERED: u8 = 4;
 
+/// Handles a connection gives out before the next request dials a new one.
+///
+/// HTTP/2 numbers a connection's streams, and a client's are the odd
+/// numbers below 2^31: one connection carries 2^30 requests, and h2 then
+/// fails every new one ("stream ID overflowed") while the connection
+/// itself stays up, so it would never be dialed again. That is a day or
+/// two of a soak test at full speed. A handle usually carries one request
+/// (the dashboard's view of a node, two), so this leaves a margin of a
+/// million. The old connection finishes the requests it has and closes
+/// once the last handle on it is dropped.
+const STREAMS_PER_CONNECTION: u32 = (1 << 30) - (1 << 20);
+
 /// A node's connection: dialed when first needed, re-dialed after it breaks.
 #[derive(Debug)]
 pub struct NodeConnection {
@@ -85,6 +97,10 @@ pub struct NodeConnection {
     dialer: Dialer,
     /// The live connection. A std lock, held only to clone the handle.
     current: std::sync::Mutex<Option<Http2>>,
+    /// Handles given out on the live connection, counted under `current`'s
+    /// lock, and how many it may give ([`STREAMS_PER_CONNECTION`]).
+    handed_out: std::sync::atomic::AtomicU32,
+    streams_per_connection: u32,
     /// Held while dialing, so that a burst of requests makes one connection.
     dialing: tokio::sync::Mutex<()>,
     /// When the last dial failed, and how: the requests that waited for
@@ -116,6 +132,8 @@ impl NodeConnection {
             origin,
             dialer,
             current: std::sync::Mutex::new(None),
+            handed_out: std::sync::atomic::AtomicU32::new(0),
+            streams_per_connection: STREAMS_PER_CONNECTION,
             dialing: tokio::sync::Mutex::new(()),
             last_failure: std::sync::Mutex::new(None),
             shut_down: std::sync::atomic::AtomicBool::new(false),
@@ -173,7 +191,9 @@ impl NodeConnection {
                     Some((Instant::now(), failure.clone()));
             })?;
         self.shut_down.store(false, Ordering::Relaxed);
-        *self.current.lock().expect("connection poisoned") = Some(connection.clone());
+        let mut current = self.current.lock().expect("connection poisoned");
+        *current = Some(connection.clone());
+        self.handed_out.store(1, Ordering::Relaxed);
         Ok(connection)
     }
 
@@ -205,9 +225,19 @@ impl NodeConnection {
         ended.is_some_and(|mut ended| ended.said_goodbye())
     }
 
+    /// A handle on the live connection, if it is open and has stream
+    /// numbers to spare; else `None`, and the caller dials.
     fn live(&self) -> Option<Http2> {
-        let current = self.current.lock().expect("connection poisoned");
-        current.as_ref().filter(|live| !live.is_ended()).cloned()
+        let mut current = self.current.lock().expect("connection poisoned");
+        let live = current.as_ref().filter(|live| !live.is_ended())?;
+        let handed_out = self.handed_out.load(Ordering::Relaxed);
+        if handed_out >= self.streams_per_connection {
+            debug!(addr = %self.addr, handed_out, "connection retired: its stream numbers run out");
+            *current = None;
+            return None;
+        }
+        self.handed_out.store(handed_out + 1, Ordering::Relaxed);
+        Some(live.clone())
     }
 
     async fn dial(&self) -> Result<Http2, String> {
@@ -775,6 +805,56 @@ mod tests {
             "{status}"
         );
         node.abort();
+    }
+
+    /// A connection that has given out its share of stream numbers is
+    /// retired: the next request dials a new one, and requests on the old
+    /// one still get their answers.
+    #[tokio::test]
+    async fn a_connection_whose_stream_numbers_run_out_is_dialed_again() {
+        use std::sync::atomic::AtomicUsize;
+        // A node that counts its connections and answers every request
+        // with HTTP 200 and an empty body.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let dials = Arc::new(AtomicUsize::new(0));
+        let counted = dials.clone();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(async move {
+                    let mut connection = h2::server::handshake(socket).await.unwrap();
+                    while let Some(Ok((_, mut respond))) = connection.accept().await {
+                        let ok = http::Response::new(());
+                        let _ = respond.send_response(ok, true);
+                    }
+                });
+            }
+        });
+        let mut connection = NodeConnection::new(&addr, Dialer::new(None)).unwrap();
+        connection.streams_per_connection = 3;
+        // Answered, so the node has taken the connection by then.
+        let answered = |mut http2: Http2| {
+            let request = http::Request::post(connection.origin())
+                .body(Body::empty())
+                .unwrap();
+            async move {
+                let response = tower::ServiceExt::oneshot(&mut http2, request).await;
+                assert_eq!(response.unwrap().status(), http::StatusCode::OK);
+            }
+        };
+        let mut first = Vec::new();
+        for _ in 0..3 {
+            first.push(connection.ready().await.unwrap());
+        }
+        answered(first.pop().unwrap()).await;
+        assert_eq!(dials.load(Ordering::Relaxed), 1);
+        answered(connection.ready().await.unwrap()).await;
+        assert_eq!(dials.load(Ordering::Relaxed), 2, "the fourth handle dials");
+        // The old connection still answers the handles given out on it.
+        for http2 in first {
+            answered(http2).await;
+        }
     }
 
     #[test]
