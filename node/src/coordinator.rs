@@ -254,22 +254,19 @@ impl Coordinator {
         if replica == state.name {
             // Checked here too: this node may have been stopped between
             // stamping the write and storing it.
-            if let Some(late) = write_by.and_then(proto::deadline::overdue) {
-                return Err(ReplicaError::Failed(format!(
-                    "DEADLINE_EXCEEDED: {} came to store this write {late:?} after its \
-                     deadline, and did not",
-                    state.name
-                )));
-            }
-            let applied =
-                state
-                    .store
-                    .run(move |s| s.apply(&record))
-                    .await
-                    .map_err(|e| match e {
-                        Error::Aborted(why) => ReplicaError::Taken(why),
-                        e => ReplicaError::Failed(e.to_string()),
-                    })?;
+            let applied = state
+                .store
+                .run(move |s| s.apply_by(&record, write_by))
+                .await
+                .map_err(|e| match e {
+                    Error::Aborted(why) => ReplicaError::Taken(why),
+                    Error::Overdue(late) => ReplicaError::Failed(format!(
+                        "DEADLINE_EXCEEDED: {} came to store this write {late:?} after its \
+                         deadline, and did not",
+                        state.name
+                    )),
+                    e => ReplicaError::Failed(e.to_string()),
+                })?;
             state.clock.observe(&applied.stored);
             return Ok(applied.stored);
         }
@@ -631,11 +628,7 @@ impl Coordinator {
                     Some((replica, result)) = answers.recv() => match result {
                         Ok(held) => {
                             tally.succeeded(&replica);
-                            let found = held.is_some();
                             answered.push(Answer { replica, held, at: started.elapsed() });
-                            if found && wanted > plan.quorum {
-                                break;
-                            }
                         }
                         Err(e) => {
                             trace.replica(&replica, e.outcome(), None, started.elapsed(), e.detail());
@@ -666,6 +659,9 @@ impl Coordinator {
             // asks the other live replicas too (Riak's `notfound_ok = false`). A
             // missing key costs N reads instead of R; a key found costs nothing
             // more. A smaller R promises nothing, and shows what it means.
+            // The second look waits for all it asked (up to SECOND_LOOK),
+            // not for the first that holds something: with N = 5 two are
+            // left to ask, and the first to answer may hold an older version.
             let found_nothing = answered.iter().all(|answer| answer.held.is_none());
             let majority = plan.quorum * 2 > plan.replicas.len();
             if tally.ok < plan.quorum || !found_nothing || !majority || wanted > plan.quorum {

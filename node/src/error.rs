@@ -39,6 +39,10 @@ pub enum Error {
     /// not carried out.
     #[error("{0}")]
     DeadlineExceeded(String),
+    /// A replica write's moment (write-by) had passed, this long ago, when
+    /// its turn came to be stored: it was not stored (see [`crate::store::Store::apply_by`]).
+    #[error("this write came to be stored {0:?} after its deadline, and was not")]
+    Overdue(std::time::Duration),
 }
 
 /// Result type of the node crate.
@@ -52,6 +56,7 @@ impl From<Error> for tonic::Status {
             Error::Refused(msg) => proto::not_applied(tonic::Status::unavailable(msg)),
             Error::Aborted(msg) => tonic::Status::aborted(msg),
             Error::DeadlineExceeded(msg) => tonic::Status::deadline_exceeded(msg),
+            Error::Overdue(_) => tonic::Status::deadline_exceeded(err.to_string()),
             // Storage details (paths, database internals) go to the node's log, not
             // to the client; the client learns that it was the node's fault.
             Error::DataDir { .. }

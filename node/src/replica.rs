@@ -67,28 +67,33 @@ impl Replica for ReplicaService {
         // on it, and a delete newer than it may have been made and collected
         // meanwhile, so that applied, it would bring the deleted value back.
         // So with a read repair's write, and a handoff's (see crate::handoff).
-        if let Some(late) = write_by.and_then(proto::deadline::overdue) {
-            if let Some(unsaid) = self.late.admit(&request.from) {
-                let key = request.record.as_ref().map_or("", |r| r.key.as_str());
-                warn!(
-                    from = %request.from,
-                    %key,
-                    overdue = ?late,
-                    not_logged = repeats::not_logged(unsaid),
-                    "refused a replica write that arrived after its deadline"
-                );
-            }
-            return Err(Status::deadline_exceeded(format!(
-                "{} received this write {late:?} after its deadline, and did not apply it",
-                self.state.name
-            )));
-        }
+        // The store checks the moment once the write's turn has come.
         let record = Record::from(request.record.unwrap_or_default());
-        let applied = self.state.store.run(move |s| s.apply(&record)).await?;
-        self.state.clock.observe(&applied.stored);
-        Ok(Response::new(WriteResponse {
-            stored: Some(applied.stored.into()),
-        }))
+        let key = record.key.clone();
+        let applied = self.state.store.run(move |s| s.apply_by(&record, write_by));
+        let late = match applied.await {
+            Ok(applied) => {
+                self.state.clock.observe(&applied.stored);
+                return Ok(Response::new(WriteResponse {
+                    stored: Some(applied.stored.into()),
+                }));
+            }
+            Err(crate::Error::Overdue(late)) => late,
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(unsaid) = self.late.admit(&request.from) {
+            warn!(
+                from = %request.from,
+                %key,
+                overdue = ?late,
+                not_logged = repeats::not_logged(unsaid),
+                "refused a replica write that came to be stored after its deadline"
+            );
+        }
+        Err(Status::deadline_exceeded(format!(
+            "{} came to store this write {late:?} after its deadline, and did not apply it",
+            self.state.name
+        )))
     }
 
     async fn read(&self, request: Request<ReadRequest>) -> Result<Response<ReadResponse>, Status> {

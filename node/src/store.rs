@@ -348,7 +348,24 @@ impl Store {
     /// a value that is on no disk. It takes a clock set back across a restart,
     /// or two nodes with one name, to stamp two writes alike.
     pub fn apply(&self, record: &Record) -> Result<Applied> {
+        self.apply_by(record, None)
+    }
+
+    /// [`Store::apply`], unless `write_by` (Unix ms) has passed by the time
+    /// the write transaction begins: then it is refused ([`Error::Overdue`]).
+    ///
+    /// Checked here, not before: the transaction may wait for a while for
+    /// redb's one writer (a reopen after a disk error, a long tombstone
+    /// collection, a large anti-entropy batch), and a tombstone collection
+    /// that goes first may remove the delete that this record must not
+    /// outlive. Inside the transaction, the check and the write are one step
+    /// against every other writer.
+    pub fn apply_by(&self, record: &Record, write_by: Option<u64>) -> Result<Applied> {
         let txn = self.begin_write()?;
+        if let Some(late) = write_by.and_then(proto::deadline::overdue) {
+            drop(txn);
+            return Err(Error::Overdue(late));
+        }
         let applied = (|| {
             let mut table = txn.open_table(RECORDS).map_err(storage)?;
             let current = match table.get(record.key.as_str()).map_err(storage)? {
@@ -684,6 +701,39 @@ fn storage(e: impl Into<redb::Error>) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A write whose deadline passes while it waits for the database's one
+    /// writer is refused when its turn comes, and nothing of it is stored;
+    /// one in time is stored. Run in a thread of its own, so that a hang
+    /// fails the test.
+    #[test]
+    fn a_write_whose_deadline_passes_while_it_waits_for_the_writer_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let in_time = proto::deadline::write_by(Duration::from_secs(60));
+        let stored = store.apply_by(&record("early", 1, Some("v")), Some(in_time));
+        assert!(stored.unwrap().changed);
+
+        let write_by = proto::deadline::write_by(Duration::from_millis(100));
+        let held = store.begin_write().unwrap();
+        let (done, finished) = std::sync::mpsc::channel();
+        let waiting = store.clone();
+        std::thread::spawn(move || {
+            let _ = done.send(waiting.apply_by(&record("late", 1, Some("v")), Some(write_by)));
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while proto::deadline::overdue(write_by).is_none() {
+            assert!(Instant::now() < deadline, "the clock did not pass write-by");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        drop(held);
+        let refused = finished
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the waiting write hung");
+        assert!(matches!(refused, Err(Error::Overdue(_))), "{refused:?}");
+        assert_eq!(store.get("late").unwrap(), None);
+        assert!(store.get("early").unwrap().is_some());
+    }
 
     /// After a reopen that failed (the database gone from its slot), a read
     /// fails at once and asks for another reopen, so that reads alone bring
