@@ -125,9 +125,20 @@ pub enum Error {
          `clusterlab-certs init --out {0}`"
     )]
     NoPki(String),
-    /// `issue` was asked for a name that already has a certificate.
-    #[error("{0} already exists; choose another name or delete the old files first")]
-    NameTaken(std::path::PathBuf),
+    /// `issue` was asked for a name that already has a certificate. Deleting
+    /// it first would leave it valid and out of `revoke`'s reach (which goes
+    /// by the file), so the advice is to revoke it first.
+    #[error(
+        "{} already exists; choose another name, or replace it: first revoke it \
+         (clusterlab-certs revoke --out {} {name}), since once its file is gone it can no \
+         longer be revoked, then delete {} and its key",
+        cert.display(), dir.display(), cert.display()
+    )]
+    NameTaken {
+        dir: std::path::PathBuf,
+        name: String,
+        cert: std::path::PathBuf,
+    },
     /// Certificate generation failed.
     #[error("generating a certificate: {0}")]
     Generate(#[from] rcgen::Error),

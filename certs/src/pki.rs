@@ -228,7 +228,11 @@ pub fn issue(dir: &Path, identity: Identity) -> Result<Issued> {
     let _lock = files::lock(dir)?;
     let cert_path = files::cert_path(dir, &identity.name);
     if cert_path.exists() {
-        return Err(Error::NameTaken(cert_path));
+        return Err(Error::NameTaken {
+            dir: dir.to_path_buf(),
+            name: identity.name,
+            cert: cert_path,
+        });
     }
     let ca = load_ca(dir)?;
     let now = OffsetDateTime::now_utc();
@@ -898,7 +902,15 @@ mod tests {
             id
         );
         // A second time is refused, not silently overwritten.
-        assert!(matches!(issue(dir.path(), id), Err(Error::NameTaken(_))));
+        let taken = issue(dir.path(), id).unwrap_err();
+        assert!(matches!(taken, Error::NameTaken { .. }), "{taken}");
+        assert!(
+            taken.to_string().contains(&format!(
+                "first revoke it (clusterlab-certs revoke --out {} ",
+                dir.path().display()
+            )),
+            "{taken}"
+        );
     }
 
     /// `--out` naming a directory without a CA is refused as such, and

@@ -93,6 +93,17 @@ fn server_config(
     Ok((Arc::new(config), verifier))
 }
 
+/// The intermediates a peer's certificate may chain through to the CA: none.
+///
+/// The cluster's CA signs every identity itself, so a peer's certificate is
+/// checked against the CA alone, whatever else the peer sends with it. Were
+/// the certificates it sends used as intermediates, one that the CA signed
+/// as a CA (the `ca-leaf` villain) could sign identities of its own, `admin`
+/// included, that no revocation list names; rustls does not hold the CA to
+/// the path length in its basic constraints, nor webpki a certificate to its
+/// key usage.
+const DIRECT_FROM_THE_CA: &[CertificateDer<'static>] = &[];
+
 /// The kinds of server the `clusterlab` client talks to.
 pub const SERVERS: &[Kind] = &[Kind::Node, Kind::Balancer];
 
@@ -455,12 +466,13 @@ impl ClientCertVerifier for ClientIdentityVerifier {
     fn verify_client_cert(
         &self,
         end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
+        _intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
+        // Signed by the CA itself, or refused: see [`DIRECT_FROM_THE_CA`].
         let verified = self
             .current()
-            .verify_client_cert(end_entity, intermediates, now)?;
+            .verify_client_cert(end_entity, DIRECT_FROM_THE_CA, now)?;
         Identity::from_certificate(end_entity).map_err(certificate_error)?;
         Ok(verified)
     }
@@ -560,17 +572,18 @@ impl ServerCertVerifier for ServerIdentityVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
+        _intermediates: &[CertificateDer<'_>],
         server_name: &ServerName<'_>,
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
-        // Chain to our CA, within its validity dates, with extended key usage serverAuth.
+        // Signed by our CA itself (see [`DIRECT_FROM_THE_CA`]), within its
+        // validity dates, with extended key usage serverAuth.
         rustls::client::verify_server_cert_signed_by_trust_anchor(
             &cert,
             &self.roots,
-            intermediates,
+            DIRECT_FROM_THE_CA,
             now,
             self.provider.signature_verification_algorithms.all,
         )?;
@@ -678,6 +691,46 @@ mod tests {
         // act as a server).
         assert!(verify(NODES, "writer").is_err());
         assert!(verify(SERVERS, "writer").is_err());
+    }
+
+    /// A certificate the CA signed as a CA (the `ca-leaf` villain) vouches
+    /// for nobody: identities it signs are refused, on either side of a
+    /// handshake, even sent with it as their chain and with no revocation
+    /// list in force (which would refuse them only by accident: it does not
+    /// cover their issuer).
+    #[test]
+    fn identities_signed_by_a_certificate_the_ca_signed_as_a_ca_are_refused() {
+        use rcgen::{CertificateParams, ExtendedKeyUsagePurpose, KeyPair, SanType};
+        let dir = tempfile::tempdir().unwrap();
+        pki::init(dir.path(), false).unwrap();
+        std::fs::remove_file(dir.path().join("crl.pem")).unwrap();
+        let read = |path: std::path::PathBuf| std::fs::read_to_string(path).unwrap();
+        let villain = KeyPair::from_pem(&read(files::key_path(dir.path(), "ca-leaf"))).unwrap();
+        let villain_pem = read(files::cert_path(dir.path(), "ca-leaf"));
+        let rogue_ca = rcgen::Issuer::from_ca_cert_pem(&villain_pem, villain).unwrap();
+        let forge = |kind, name, eku| {
+            let mut params = CertificateParams::default();
+            let uri = Identity::new(kind, name).unwrap().uri();
+            params.subject_alt_names = vec![SanType::URI(uri.try_into().unwrap())];
+            params.extended_key_usages = vec![eku];
+            let key = KeyPair::generate().unwrap();
+            params.signed_by(&key, &rogue_ca).unwrap().der().clone()
+        };
+        let chain = files::load_certs(&files::cert_path(dir.path(), "ca-leaf")).unwrap();
+        let roots = Arc::new(files::load_roots(dir.path()).unwrap());
+        let revocations = Revocations::load(dir.path()).unwrap();
+
+        let admin = forge(Kind::Client, "admin", ExtendedKeyUsagePurpose::ClientAuth);
+        let server =
+            ClientIdentityVerifier::new(roots.clone(), provider(), &revocations.current()).unwrap();
+        let refused = server.verify_client_cert(&admin, &chain, UnixTime::now());
+        assert!(refused.is_err(), "a forged admin got in");
+
+        let node = forge(Kind::Node, "n9", ExtendedKeyUsagePurpose::ServerAuth);
+        let client = ServerIdentityVerifier::with_roots(roots, revocations).accepting(NODES);
+        let host = ServerName::try_from("127.0.0.1").unwrap();
+        let refused = client.verify_server_cert(&node, &chain, &host, &[], UnixTime::now());
+        assert!(refused.is_err(), "a forged node was taken for one");
     }
 
     /// Nodes and balancers used to start with any certificate and report

@@ -125,7 +125,7 @@ fn a_stdout_that_takes_nothing_is_said_once_and_the_files_are_written() {
 }
 
 /// `ca` and `crl` are the CA's own files: an identity of that name is refused
-/// as such, not as "already exists; delete the old files first".
+/// as such, not as a name that "already exists".
 #[test]
 fn the_cas_own_file_names_are_no_identity_names() {
     let tmp = tempfile::tempdir().unwrap();

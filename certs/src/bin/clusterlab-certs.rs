@@ -78,8 +78,8 @@ enum Command {
 
 /// A NAME as `issue` makes them, so that a mistyped one is a usage error
 /// (exit 2) that says what a name may hold. `ca` and `crl` name the CA's own
-/// files: "ca already exists; ... delete the old files first" would have a
-/// learner delete the CA.
+/// files: "ca.pem already exists; ... then delete ca.pem and its key" would
+/// have a learner delete the CA.
 fn identity_name(name: &str) -> Result<String, String> {
     certs::identity::validate_name(name).map_err(|e| e.to_string())?;
     let files = match name {
