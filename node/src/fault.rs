@@ -110,10 +110,22 @@ impl Faults {
         let mut current = self.current.subscribe();
         // Waits until unpaused; an error means the node is shutting down.
         let _ = current.wait_for(|fault| !fault.pause).await;
-        let fault = current.borrow().clone();
-        if !fault.latency.is_zero() {
-            tokio::time::sleep(fault.latency).await;
-        }
+        // The latency counts from now, and follows the fault as it changes:
+        // `--clear` ends the wait of requests already waiting, and their
+        // error rate is the fault's when the wait ends.
+        let arrived = tokio::time::Instant::now();
+        let fault = loop {
+            let fault = current.borrow_and_update().clone();
+            if fault.latency.is_zero() {
+                break fault;
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(arrived + fault.latency) => break fault,
+                changed = current.changed() => if changed.is_err() {
+                    break fault;
+                },
+            }
+        };
         if fault.error_rate > 0.0 && rand::random::<f64>() < fault.error_rate {
             return Err(Status::unavailable(format!(
                 "injected fault: {} fails {:.0}% of requests (`clusterlab fault {} --clear` ends it)",
@@ -155,6 +167,28 @@ mod tests {
         assert!(!waiting.is_finished(), "a paused node answered");
         faults.set(Fault::default());
         assert!(waiting.await.unwrap().is_ok());
+    }
+
+    /// Requests already waiting out a latency are let go by `--clear`, and
+    /// the error rate that was set with it no longer fails them.
+    #[tokio::test(start_paused = true)]
+    async fn clearing_a_fault_ends_the_latency_of_requests_already_waiting() {
+        let faults = std::sync::Arc::new(Faults::new("n1"));
+        faults.set(Fault {
+            latency: Duration::from_secs(5),
+            error_rate: 1.0,
+            ..Fault::default()
+        });
+        let started = tokio::time::Instant::now();
+        let waiting = tokio::spawn({
+            let faults = faults.clone();
+            async move { faults.enter(None).await }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!waiting.is_finished(), "the latency was not applied");
+        faults.set(Fault::default());
+        assert!(waiting.await.unwrap().is_ok(), "failed by a cleared fault");
+        assert!(started.elapsed() < Duration::from_secs(5));
     }
 
     #[tokio::test]

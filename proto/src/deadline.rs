@@ -39,10 +39,16 @@ pub fn overdue(write_by: u64) -> Option<Duration> {
 }
 
 /// Reads a `grpc-timeout` value: `"500m"` is half a second. `None` for
-/// anything that is not a number followed by one of the six units.
+/// anything that is not a number of 1 to 8 digits followed by one of the
+/// six units.
+///
+/// Eight digits at most, as gRPC's protocol says and tonic reads it: tonic
+/// ignores a longer value, so a server that took it as the client's deadline
+/// (the sooner, it would leave the call to tonic's timer) would leave the
+/// call with none at all.
 pub fn parse(value: &str) -> Option<Duration> {
     let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+    if !(1..=8).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     let amount: u64 = digits.parse().ok()?;
@@ -91,6 +97,7 @@ mod tests {
         assert_eq!(parse("1H"), Some(Duration::from_secs(3600)));
         assert_eq!(parse("250u"), Some(Duration::from_micros(250)));
         assert_eq!(parse("7n"), Some(Duration::from_nanos(7)));
+        assert_eq!(parse("99999999m"), Some(Duration::from_millis(99_999_999)));
         for bad in [
             "",
             "S",
@@ -101,6 +108,9 @@ mod tests {
             "-5S",
             "1.5S",
             "99999999999999999999S",
+            // Nine digits: tonic would not read it either.
+            "000000005S",
+            "100000000n",
         ] {
             assert_eq!(parse(bad), None, "{bad:?}");
         }
