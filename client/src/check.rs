@@ -496,18 +496,27 @@ async fn verify(
             verified.lost.push(acked[i].key.clone());
         }
     };
-    let (w, r, n) = match work.quorums() {
-        Some((w, r, n)) if !suspects.is_empty() && w + r <= n => (w, r, n),
-        _ => {
-            for i in suspects {
-                lost(&mut verified, i);
-            }
-            return verified;
+    // Lost at once only where a read cannot miss a write: W + R > N. With
+    // quorums that overlap less, or none known (no answer said them), a key
+    // read stale may be one only some replicas hold yet.
+    let quorums = work.quorums();
+    if suspects.is_empty() || quorums.is_some_and(|(w, r, n)| w + r > n) {
+        for i in suspects {
+            lost(&mut verified, i);
         }
+        return verified;
+    }
+    let why = match quorums {
+        Some((w, r, n)) => format!(
+            "with W={w} + R={r} at most N={n}, a read can miss a write only some replicas \
+             hold yet"
+        ),
+        None => "no answer said the quorums, so a read may have missed a write only some \
+                 replicas hold yet"
+            .to_string(),
     };
     eprintln!(
-        "check: {} read back stale; with W={w} + R={r} at most N={n}, a read can miss a \
-         write only some replicas hold yet, so {} read again {}s after the writing ended, \
+        "check: {} read back stale; {why}, so {} read again {}s after the writing ended, \
          once anti-entropy has had time to copy {}",
         crate::render::counted(suspects.len() as u64, "key", "keys"),
         if suspects.len() == 1 {
@@ -588,6 +597,9 @@ async fn read_back(work: &Workload, entry: &Acked, i: usize) -> (Option<bool>, u
         };
         let result = client.get(request(&work.global, get)).await;
         work.note_answer(at, &result);
+        if let Ok(Some(trace)) = result.as_ref().map(|r| r.get_ref().trace.as_ref()) {
+            work.seen_r.fetch_max(trace.quorum, Ordering::Relaxed);
+        }
         match result {
             Ok(response) if is_current(response.get_ref(), &entry.version, &value) => {
                 return (Some(true), stale);
@@ -1072,6 +1084,16 @@ mod tests {
             "{verified:?}"
         );
         assert_eq!(verified.unverified, 0, "{verified:?}");
+    }
+
+    /// With no answer that said the quorums (no read before the read-back
+    /// succeeded), keys read stale get the second look too: they used to
+    /// be counted lost at once, as at overlapping quorums.
+    #[tokio::test]
+    async fn with_the_quorums_unknown_keys_read_stale_are_read_again() {
+        let verified = verify_against_a_lagging_node((0, 0, 0)).await;
+        assert_eq!(verified.late, 3, "{verified:?}");
+        assert_eq!(verified.lost, ["gone"], "{verified:?}");
     }
 
     /// With W + R above N, every read quorum holds every acknowledged write:

@@ -41,9 +41,13 @@ impl Connection {
     /// Connects as `--identity` to the first address in `--addr` that answers.
     /// If none does, the failure names what happened at each.
     pub async fn open(global: &Global) -> Result<Self, Failure> {
-        let mut failures = Vec::new();
-        for addr in global.addr.iter().filter(|a| !a.is_empty()) {
+        let addrs: Vec<&String> = global.addr.iter().filter(|a| !a.is_empty()).collect();
+        // Every one, not only those tried: `check` and `load` go on to the others.
+        for addr in &addrs {
             certs::flags::check_host_port("--addr", addr).map_err(bad_addr)?;
+        }
+        let mut failures = Vec::new();
+        for addr in addrs {
             match Self::open_to(global, addr).await {
                 Ok(conn) => return Ok(conn),
                 // A certificate we cannot load fails the same way everywhere.

@@ -67,6 +67,9 @@ struct Stats {
     /// Requests answered after the run's `--duration` was up: in flight at
     /// its end. They count, but not toward its rate.
     finished_late: u64,
+    /// Requests in flight when the run was stopped (Ctrl-C), cancelled
+    /// unanswered: counted, as `CANCELLED`, but not toward its rate.
+    cut_short: u64,
 }
 
 /// Counters over some stretch of time.
@@ -156,6 +159,7 @@ pub async fn run(global: &Global, args: LoadArgs, mut stops: StopSignals) -> Res
         second: Window::new(),
         notes: Vec::new(),
         finished_late: 0,
+        cut_short: 0,
     }));
     // Live lines go to stdout, unless stdout is for the JSON summary.
     let live_to_stdout = !global.json;
@@ -232,6 +236,7 @@ pub async fn run(global: &Global, args: LoadArgs, mut stops: StopSignals) -> Res
         elapsed,
         duration: args.duration,
         finished_late: stats.finished_late,
+        cut_short: stats.cut_short,
         stopped_by,
     };
     report(global, &args, &stats.total, &ran);
@@ -266,6 +271,8 @@ struct Ran {
     duration: Duration,
     /// Requests answered after `duration` was up ([`Stats::finished_late`]).
     finished_late: u64,
+    /// Requests cancelled unanswered by the stop ([`Stats::cut_short`]).
+    cut_short: u64,
     /// The signal that ended the run early, if one did.
     stopped_by: Option<&'static str>,
 }
@@ -282,9 +289,11 @@ impl Ran {
         self.elapsed.min(self.duration).as_secs_f64()
     }
 
-    /// Requests per second over [`Ran::seconds`], of those answered within it.
+    /// Requests per second over [`Ran::seconds`], of those answered within
+    /// it: not those answered later, nor those a stop cut short.
     fn throughput(&self, requests: u64) -> f64 {
-        requests.saturating_sub(self.finished_late) as f64 / self.seconds().max(f64::EPSILON)
+        let answered = requests.saturating_sub(self.finished_late + self.cut_short);
+        answered as f64 / self.seconds().max(f64::EPSILON)
     }
 
     /// How long the answers in flight at the end were waited for.
@@ -482,17 +491,19 @@ async fn drive(
         let started = due.unwrap_or_else(Instant::now);
         let cut_short = stopped();
         tasks.spawn(async move {
-            let outcome = tokio::select! {
-                outcome = one_request(&work, started) => outcome,
-                () = cut_short => Outcome {
+            let (outcome, answered) = tokio::select! {
+                outcome = one_request(&work, started) => (outcome, true),
+                () = cut_short => (Outcome {
                     latency_us: started.elapsed().as_micros() as u64,
                     result: Err(CUT_SHORT.into()),
-                },
+                }, false),
             };
             let mut stats = work.stats.lock().expect("stats poisoned");
             stats.total.record(&outcome);
             stats.second.record(&outcome);
-            if Instant::now() > deadline {
+            if !answered {
+                stats.cut_short += 1;
+            } else if Instant::now() > deadline {
                 stats.finished_late += 1;
             }
             drop(slot);
@@ -574,30 +585,37 @@ async fn one_request(work: &Workload, started: Instant) -> Outcome {
 impl Workload {
     /// Nothing listens at `targets[from]` any more: requests go to the next
     /// address, if there is another (once, however many requests notice).
+    /// Once every address has refused, requests go on round them, each
+    /// after a pause, until one answers: any of them may come back, not
+    /// only the one the round ended on. Each move of the first round is
+    /// said, and that every address refused; the rounds after, quietly.
     fn move_on(&self, from: usize, status: &tonic::Status) {
         let next = (from + 1) % self.targets.len();
-        if next == from || self.moves.load(Ordering::Relaxed) >= self.targets.len() {
+        if next == from {
             return;
         }
         let moved = self
             .current
             .compare_exchange(from, next, Ordering::Relaxed, Ordering::Relaxed);
-        if moved.is_ok() {
-            let moves = self.moves.fetch_add(1, Ordering::Relaxed) + 1;
-            let then = match moves < self.targets.len() {
-                true => format!("going on with {}", self.targets[next].0),
-                false => format!(
-                    "every address refused since the last answer; staying with {} until one answers",
-                    self.targets[next].0
-                ),
-            };
-            let note = format!(
-                "load: nothing answers at {} ({}); {then}",
-                self.targets[from].0,
-                status.message(),
-            );
-            self.stats.lock().expect("stats poisoned").notes.push(note);
+        if moved.is_err() {
+            return;
         }
+        let moves = self.moves.fetch_add(1, Ordering::Relaxed) + 1;
+        let then = match moves.cmp(&self.targets.len()) {
+            std::cmp::Ordering::Less => format!("going on with {}", self.targets[next].0),
+            std::cmp::Ordering::Equal => {
+                "every address refused since the last answer; trying each in turn until one \
+                 answers"
+                    .to_string()
+            }
+            std::cmp::Ordering::Greater => return,
+        };
+        let note = format!(
+            "load: nothing answers at {} ({}); {then}",
+            self.targets[from].0,
+            status.message(),
+        );
+        self.stats.lock().expect("stats poisoned").notes.push(note);
     }
 }
 

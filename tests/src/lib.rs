@@ -679,9 +679,14 @@ impl TestCluster {
     /// handles the process itself (signals it, sends its output to a file);
     /// [`TestCluster::client`] runs one to its end.
     pub fn client_process(&self) -> Command {
+        self.client_process_at(&self.nodes[0].addr.to_string())
+    }
+
+    /// [`TestCluster::client_process`], aimed at `addr` (a list, say).
+    pub fn client_process_at(&self, addr: &str) -> Command {
         let mut command = Command::new(bin("clusterlab"));
         without_clusterlab_env(&mut command)
-            .args(["--addr", &self.nodes[0].addr.to_string()])
+            .args(["--addr", addr])
             .arg("--certs")
             .arg(&self.certs);
         command

@@ -804,6 +804,82 @@ fn load_moves_to_the_next_address_when_its_node_dies() {
     assert!(json["per_node"]["n2"].as_u64().unwrap_or(0) > 0, "{json}");
 }
 
+/// Once every address has refused, `load` goes on trying each in turn, not
+/// only the one the round ended on: here n2, where it ended, stays down and
+/// n1 comes back (it used to stay with n2 until the run ended).
+#[test]
+fn load_goes_round_the_addresses_until_one_answers_again() {
+    let mut cluster = TestCluster::start(3);
+    let (n1, n2) = (cluster.nodes[0].addr, cluster.nodes[1].addr);
+    let log = cluster.dir().join("load.err");
+    let mut load = tests::KilledOnDrop(
+        cluster
+            .client_process_at(&format!("{n1},{n2}"))
+            .args(["--json", "load", "--duration", "120s", "--concurrency", "2"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let said = |text: &str| {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains(text)
+    };
+    let requests_to =
+        |cluster: &TestCluster, index: usize| cluster.status(index).map_or(0, |s| s.requests);
+    wait_until("the load to run", Duration::from_secs(60), || {
+        requests_to(&cluster, 0) > 5
+    });
+    cluster.kill(0);
+    wait_until("the load to move to n2", Duration::from_secs(30), || {
+        said(&format!("going on with {n2}"))
+    });
+    // Answered there, so the round starts afresh.
+    let before = requests_to(&cluster, 1);
+    wait_until("n2 to take the load", Duration::from_secs(30), || {
+        requests_to(&cluster, 1) > before + 5
+    });
+    cluster.kill(1);
+    wait_until("every address to refuse", Duration::from_secs(30), || {
+        said("every address refused since the last answer")
+    });
+    cluster.start_node(0);
+    wait_until(
+        "the load to come back to n1",
+        Duration::from_secs(30),
+        || requests_to(&cluster, 0) > 5,
+    );
+    tests::send_signal(load.0.id(), "INT");
+    let status = tests::exit_within(&mut load.0, Duration::from_secs(60)).expect("an exit");
+    assert_eq!(status.code(), Some(0));
+}
+
+/// Requests a Ctrl-C cuts short were never answered: they count, as
+/// `CANCELLED`, but not toward the rate. Against a paused node nothing was
+/// answered, so none (it used to be the requests over the seconds run).
+#[test]
+fn requests_cut_short_by_ctrl_c_do_not_count_toward_the_rate() {
+    let cluster = TestCluster::start(1);
+    cluster.client().args(["fault", "n1", "--pause"]).ok();
+    let load = cluster
+        .client()
+        .args(["--timeout", "120s", "--json", "load", "--duration", "120s"])
+        .args(["--concurrency", "4"])
+        .spawn();
+    wait_until(
+        "the requests to wait on the paused node",
+        Duration::from_secs(30),
+        || cluster.status(0).is_ok_and(|s| s.requests >= 4),
+    );
+    let out = load.interrupt(Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(0), "{}", out.stderr);
+    let json = out.json();
+    assert_eq!(json["requests"], 4, "{json}");
+    assert_eq!(json["errors"]["CANCELLED"], 4, "{json}");
+    assert_eq!(json["throughput_rps"].as_f64(), Some(0.0), "{json}");
+}
+
 /// Ctrl-C ends `load` early with its summary, and an open loop at a low rate
 /// lasts its whole duration instead of ending with its last request.
 #[test]
@@ -1191,6 +1267,8 @@ fn a_reader_that_stops_early_is_no_failure() {
 /// An address that is not HOST:PORT is named as the mistake it is (exit 2,
 /// as for any mistake in the command line), even in a
 /// list whose other entries would answer: not as a host that does not resolve.
+/// One after an address that answers too: `check` and `load` would go on to
+/// it (a missing port dialled port 80).
 #[test]
 fn an_addr_that_is_not_host_port_is_refused_before_dialling() {
     let cluster = TestCluster::start(1);
@@ -1200,13 +1278,14 @@ fn an_addr_that_is_not_host_port_is_refused_before_dialling() {
         ":7101",
         "127.0.0.1:",
         &format!("nonsense,{good}"),
+        &format!("{good},127.0.0.1"),
     ] {
         let out = tests::Client::bare()
             .args(["--addr", addr, "get", "k"])
             .env("CLUSTERLAB_CERTS", &cluster.certs)
             .run();
         assert_eq!(out.code(), 2, "{addr}: {}", out.stderr);
-        let first = addr.split(',').next().unwrap();
+        let first = addr.split(',').find(|a| *a != good).unwrap();
         assert_eq!(
             out.stderr.trim_end(),
             format!(
