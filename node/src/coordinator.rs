@@ -886,6 +886,7 @@ impl Coordinator {
             prefix: prefix.to_string(),
             start_after: after.to_string(),
             limit: limit as u32,
+            from: self.state.name.clone(),
         };
         let mut answers = self.fan_out(members, |this, member| {
             let request = request.clone();

@@ -80,6 +80,8 @@ impl Fault {
 #[derive(Debug)]
 pub struct Faults {
     current: watch::Sender<Fault>,
+    /// Set when the node starts to shut down ([`Faults::close`]).
+    stopping: watch::Sender<bool>,
     /// This node's name, for the command that clears its fault.
     node: String,
 }
@@ -89,8 +91,17 @@ impl Faults {
     pub fn new(node: impl Into<String>) -> Self {
         Faults {
             current: watch::channel(Fault::default()).0,
+            stopping: watch::channel(false).0,
             node: node.into(),
         }
+    }
+
+    /// The node is shutting down: requests held by a pause are let go,
+    /// refused as not applied, so that the drain need not wait for the
+    /// pause to end (or the request's deadline), and the client may send
+    /// them elsewhere.
+    pub fn close(&self) {
+        self.stopping.send_replace(true);
     }
 
     /// Replaces the current fault.
@@ -108,8 +119,16 @@ impl Faults {
     pub async fn enter(&self, caller: Option<&str>) -> Result<(), Status> {
         self.check_link(caller)?;
         let mut current = self.current.subscribe();
-        // Waits until unpaused; an error means the node is shutting down.
-        let _ = current.wait_for(|fault| !fault.pause).await;
+        let mut stopping = self.stopping.subscribe();
+        tokio::select! {
+            _ = current.wait_for(|fault| !fault.pause) => {}
+            _ = stopping.wait_for(|&stopping| stopping) => {
+                return Err(proto::not_applied(Status::unavailable(format!(
+                    "{} is shutting down while paused, and did not start this request",
+                    self.node
+                ))));
+            }
+        }
         // The latency counts from now, and follows the fault as it changes:
         // `--clear` ends the wait of requests already waiting, and their
         // error rate is the fault's when the wait ends.
@@ -150,11 +169,13 @@ impl Faults {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
-    #[tokio::test(start_paused = true)]
-    async fn a_paused_request_waits_until_the_fault_is_cleared() {
-        let faults = std::sync::Arc::new(Faults::new("n1"));
+    /// Pauses `faults`, and returns a request the pause holds (still held
+    /// an hour on).
+    async fn held_by_a_pause(faults: &Arc<Faults>) -> tokio::task::JoinHandle<Result<(), Status>> {
         faults.set(Fault {
             pause: true,
             ..Fault::default()
@@ -165,15 +186,34 @@ mod tests {
         });
         tokio::time::sleep(Duration::from_secs(3600)).await;
         assert!(!waiting.is_finished(), "a paused node answered");
+        waiting
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_paused_request_waits_until_the_fault_is_cleared() {
+        let faults = Arc::new(Faults::new("n1"));
+        let waiting = held_by_a_pause(&faults).await;
         faults.set(Fault::default());
         assert!(waiting.await.unwrap().is_ok());
+    }
+
+    /// A node that shuts down while paused lets the requests it holds go,
+    /// refused as not applied: they used to wait out the drain's deadline.
+    #[tokio::test(start_paused = true)]
+    async fn a_paused_request_is_refused_when_the_node_shuts_down() {
+        let faults = Arc::new(Faults::new("n1"));
+        let waiting = held_by_a_pause(&faults).await;
+        faults.close();
+        let refused = waiting.await.unwrap().unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unavailable);
+        assert!(proto::was_not_applied(&refused), "{refused:?}");
     }
 
     /// Requests already waiting out a latency are let go by `--clear`, and
     /// the error rate that was set with it no longer fails them.
     #[tokio::test(start_paused = true)]
     async fn clearing_a_fault_ends_the_latency_of_requests_already_waiting() {
-        let faults = std::sync::Arc::new(Faults::new("n1"));
+        let faults = Arc::new(Faults::new("n1"));
         faults.set(Fault {
             latency: Duration::from_secs(5),
             error_rate: 1.0,

@@ -119,6 +119,9 @@ impl<S> Layer<S> for InFlight {
     }
 }
 
+/// `grpc.health.v1.Health/Watch`, the one stream a drain does not wait for.
+const HEALTH_WATCH: &str = "/grpc.health.v1.Health/Watch";
+
 /// The service [`InFlight`] wraps around the server's routes.
 #[derive(Debug, Clone)]
 pub struct Counted<S> {
@@ -140,6 +143,12 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        // A health watch is answered until its client hangs up: a drain that
+        // waited for it would wait out its deadline. It has nothing left to
+        // tell once the node says NOT_SERVING, the first step of the drain.
+        if request.uri().path() == HEALTH_WATCH {
+            return Box::pin(self.inner.call(request));
+        }
         let running = self.in_flight.start();
         let response = self.inner.call(request);
         Box::pin(async move {
@@ -188,6 +197,29 @@ impl http_body::Body for CountedBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Requests count until their answers' bodies are done, but a health
+    /// watch, which lasts as long as its client wants, does not count.
+    #[tokio::test]
+    async fn answers_count_until_done_but_a_health_watch_does_not() {
+        let in_flight = InFlight::default();
+        // A body not yet read: an empty one would be done at once.
+        let body = || Body::new(http_body_util::Full::new(Bytes::from_static(b"answer")));
+        let answer =
+            move |_: http::Request<()>| async move { Ok::<_, Status>(http::Response::new(body())) };
+        let mut service = in_flight.layer(tower::service_fn(answer));
+        let call = |path: &str| http::Request::builder().uri(path).body(()).unwrap();
+        let watch = service.call(call(HEALTH_WATCH)).await.unwrap();
+        assert_eq!(in_flight.running(), 0);
+        let get = service
+            .call(call("/clusterlab.v1.KeyValue/Get"))
+            .await
+            .unwrap();
+        assert_eq!(in_flight.running(), 1);
+        drop(get);
+        assert_eq!(in_flight.running(), 0);
+        drop(watch);
+    }
 
     #[tokio::test]
     async fn idle_waits_for_the_last_request_to_finish() {

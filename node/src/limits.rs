@@ -188,8 +188,22 @@ impl Validate for DeleteRequest {
     }
 }
 
+/// A scan's prefix or starting key (`field`) may be empty, and is at most
+/// [`MAX_KEY_BYTES`]: no longer one can match a key.
+fn check_scan_bound(field: &str, bound: &str) -> Result<()> {
+    if bound.len() > MAX_KEY_BYTES {
+        return Err(Error::InvalidArgument(format!(
+            "{field} is {} bytes; no key is longer than {MAX_KEY_BYTES}, so none could match",
+            bound.len()
+        )));
+    }
+    Ok(())
+}
+
 impl Validate for ScanRequest {
     fn validate(&self) -> Result<()> {
+        check_scan_bound("prefix", &self.prefix)?;
+        check_scan_bound("start_after", &self.start_after)?;
         scan_limit(self.limit).map(drop)
     }
 }
@@ -216,6 +230,8 @@ impl Validate for ReadRequest {
 
 impl Validate for LocalScanRequest {
     fn validate(&self) -> Result<()> {
+        check_scan_bound("prefix", &self.prefix)?;
+        check_scan_bound("start_after", &self.start_after)?;
         scan_limit(self.limit).map(drop)
     }
 }
@@ -330,6 +346,31 @@ mod tests {
         assert!(!by_bytes.is_full(), "a smaller record still fits");
         assert!(by_bytes.take(MAX_VALUE_BYTES));
         assert!(by_bytes.is_full());
+    }
+
+    /// A scan's prefix and starting key are bounded like a key (a prefix of
+    /// nearly 4 MiB used to be copied to every member), and may be empty.
+    #[test]
+    fn a_scan_bound_longer_than_any_key_is_refused() {
+        let scan = |prefix: &str, start_after: &str| ScanRequest {
+            prefix: prefix.into(),
+            start_after: start_after.into(),
+            ..ScanRequest::default()
+        };
+        let long = "k".repeat(MAX_KEY_BYTES + 1);
+        assert!(scan("", "").validate().is_ok());
+        assert!(scan(&long[1..], &long[1..]).validate().is_ok());
+        let err = scan(&long, "").validate().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "prefix is 1025 bytes; no key is longer than 1024, so none could match"
+        );
+        assert!(scan("", &long).validate().is_err());
+        let local = LocalScanRequest {
+            prefix: long,
+            ..LocalScanRequest::default()
+        };
+        assert!(local.validate().is_err());
     }
 
     #[test]

@@ -194,8 +194,8 @@ impl Replica for ReplicaService {
         &self,
         request: Request<LocalScanRequest>,
     ) -> Result<Response<LocalScanResponse>, Status> {
-        self.state.faults.enter(None).await?;
         let request = request.into_inner();
+        self.state.faults.enter(Some(&request.from)).await?;
         request.validate()?;
         let limit = limits::scan_limit(request.limit)?;
         let (records, more) = self

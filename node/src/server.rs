@@ -208,12 +208,15 @@ pub async fn run(
 
     let health_on_stop = health.clone();
     let events_on_stop = state.events.clone();
+    let faults_on_stop = state.faults.clone();
     let shutdown = async move {
         shutdown.await;
         // Tell health checkers we are going away before connections close.
         set_health(&health_on_stop, ServingStatus::NotServing).await;
-        // End the event feeds, which would otherwise run until the drain deadline.
+        // End the event feeds, and let go of the requests a pause holds:
+        // either would otherwise run until the drain deadline.
         events_on_stop.close();
+        faults_on_stop.close();
     };
     let drain = config.serving.drain_timeout;
     lifecycle::serve_with_drain(shutdown, drain, Some(in_flight), |signal| {

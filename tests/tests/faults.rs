@@ -115,6 +115,15 @@ fn a_cut_link_fails_both_directions_and_heals() {
         why.contains("n3: injected fault: the link to n3 is cut"),
         "{why}"
     );
+    // A scan coordinated by n3 does not reach n1 either (its ScanLocal
+    // calls used to say nobody sent them, and got through).
+    let scan = cluster.client_to(2).args(["--json", "scan"]).run();
+    assert!(
+        format!("{}{}", scan.stdout, scan.stderr).contains("the link to n3 is cut"),
+        "{}{}",
+        scan.stdout,
+        scan.stderr
+    );
     wait_until("each side to suspect the other", SETTLE, || {
         cluster.member_state(0, "n3") == Some("suspect")
             && cluster.member_state(2, "n1") == Some("suspect")
@@ -178,6 +187,32 @@ fn a_request_ends_at_the_client_or_the_node_deadline_whichever_is_sooner() {
         "{}",
         out.stderr
     );
+}
+
+/// A node stopped (SIGTERM) while paused lets go of the requests it holds,
+/// refused as never started, rather than hold them to its drain deadline:
+/// they can go elsewhere at once.
+#[test]
+fn a_node_stopped_while_paused_lets_its_requests_go() {
+    let mut cluster = TestCluster::start_with(1, &["--request-timeout", "5m"]);
+    cluster.client_to(0).args(["fault", "n1", "--pause"]).ok();
+    let put = cluster
+        .client_to(0)
+        .args(["--timeout", "5m", "put", "k", "v"])
+        .spawn();
+    wait_until("the put to wait on the pause", SETTLE, || {
+        cluster.status(0).is_ok_and(|s| s.requests > 0)
+    });
+    cluster.signal(0, "TERM");
+    let out = put.finish();
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .starts_with("UNAVAILABLE: n1 is shutting down while paused, and did not start"),
+        "{}",
+        out.stderr
+    );
+    cluster.wait_exit(0, SETTLE);
 }
 
 /// The node's deadline says whether a write could have taken effect. One that
