@@ -258,9 +258,12 @@ pub fn handshake_failed(status: &tonic::Status) -> bool {
 /// passed with nothing back (tonic's "Timeout expired"), or the connection
 /// could not be made within the connect timeout (a process stopped, an
 /// address that takes connections and answers nothing). A node's own
-/// `DEADLINE_EXCEEDED` is an answer, and not one of these.
+/// `DEADLINE_EXCEEDED` is an answer, and not one of these; nor is an answer
+/// whose message says something else timed out (a replica's "Connection
+/// timed out", passed on): only what failed here, the status's causes, is
+/// looked at, never the message.
 pub fn no_answer_in_time(status: &tonic::Status) -> bool {
-    timed_out(status) || explain::timed_out(status)
+    timed_out(status) || StdError::source(status).is_some_and(explain::timed_out)
 }
 
 /// The socket's error behind `status`, if the connection failed.
@@ -395,6 +398,8 @@ mod tests {
         assert!(never_sent(&no_connection) && !never_sent(&expired));
         let answered = tonic::Status::deadline_exceeded("n1 received this write late");
         assert!(!no_answer_in_time(&answered));
+        let passed_on = tonic::Status::unavailable("n2: connect: Connection timed out");
+        assert!(!no_answer_in_time(&passed_on));
         // A handshake that failed sent nothing; a TLS error later may have.
         let tls = |e: rustls::Error| tonic::Status::from_error(Box::new(e));
         let web_port = tls(rustls::Error::InvalidMessage(
