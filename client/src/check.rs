@@ -511,7 +511,7 @@ async fn verify(
             "with W={w} + R={r} at most N={n}, a read can miss a write only some replicas \
              hold yet"
         ),
-        None => "no answer said the quorums, so a read may have missed a write only some \
+        None => "no answer said the quorums, and a read may have missed a write only some \
                  replicas hold yet"
             .to_string(),
     };

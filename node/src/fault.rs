@@ -119,14 +119,19 @@ impl Faults {
     pub async fn enter(&self, caller: Option<&str>) -> Result<(), Status> {
         self.check_link(caller)?;
         let mut current = self.current.subscribe();
-        let mut stopping = self.stopping.subscribe();
-        tokio::select! {
-            _ = current.wait_for(|fault| !fault.pause) => {}
-            _ = stopping.wait_for(|&stopping| stopping) => {
-                return Err(proto::not_applied(Status::unavailable(format!(
-                    "{} is shutting down while paused, and did not start this request",
-                    self.node
-                ))));
+        if current.borrow().pause {
+            // Until unpaused, or the node shuts down (a node not paused
+            // serves its drain as usual: an unpause wins a tie).
+            let mut stopping = self.stopping.subscribe();
+            tokio::select! {
+                biased;
+                _ = current.wait_for(|fault| !fault.pause) => {}
+                _ = stopping.wait_for(|&stopping| stopping) => {
+                    return Err(proto::not_applied(Status::unavailable(format!(
+                        "{} is shutting down while paused, and did not start this request",
+                        self.node
+                    ))));
+                }
             }
         }
         // The latency counts from now, and follows the fault as it changes:
@@ -207,6 +212,11 @@ mod tests {
         let refused = waiting.await.unwrap().unwrap_err();
         assert_eq!(refused.code(), tonic::Code::Unavailable);
         assert!(proto::was_not_applied(&refused), "{refused:?}");
+        // Not paused, a node shutting down serves its drain.
+        faults.set(Fault::default());
+        for _ in 0..20 {
+            assert!(faults.enter(None).await.is_ok());
+        }
     }
 
     /// Requests already waiting out a latency are let go by `--clear`, and

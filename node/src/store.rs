@@ -361,10 +361,19 @@ impl Store {
     /// outlive. Inside the transaction, the check and the write are one step
     /// against every other writer.
     pub fn apply_by(&self, record: &Record, write_by: Option<u64>) -> Result<Applied> {
+        let overdue = || {
+            write_by
+                .and_then(proto::deadline::overdue)
+                .map(Error::Overdue)
+        };
+        // Once before the wait, so that a write late already takes no turn.
+        if let Some(late) = overdue() {
+            return Err(late);
+        }
         let txn = self.begin_write()?;
-        if let Some(late) = write_by.and_then(proto::deadline::overdue) {
+        if let Some(late) = overdue() {
             drop(txn);
-            return Err(Error::Overdue(late));
+            return Err(late);
         }
         let applied = (|| {
             let mut table = txn.open_table(RECORDS).map_err(storage)?;
@@ -726,6 +735,7 @@ mod tests {
             assert!(Instant::now() < deadline, "the clock did not pass write-by");
             std::thread::sleep(Duration::from_millis(5));
         }
+        assert!(finished.try_recv().is_err(), "the write did not wait");
         drop(held);
         let refused = finished
             .recv_timeout(Duration::from_secs(60))
