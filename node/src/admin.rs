@@ -11,7 +11,6 @@ use proto::{
     admin_server::Admin, member::State,
 };
 
-use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
 use crate::{events::EventStream, fault::Fault, state::NodeState};
@@ -22,12 +21,12 @@ pub struct AdminService {
     state: Arc<NodeState>,
     /// A paused node also tells health checkers it is not serving, as a frozen
     /// process would by not answering them.
-    health: tonic_health::server::HealthReporter,
+    health: crate::server::Health,
 }
 
 impl AdminService {
     /// The service for the node described by `state`, reporting through `health`.
-    pub fn new(state: Arc<NodeState>, health: tonic_health::server::HealthReporter) -> Self {
+    pub fn new(state: Arc<NodeState>, health: crate::server::Health) -> Self {
         AdminService { state, health }
     }
 
@@ -96,13 +95,8 @@ impl Admin for AdminService {
         let active = fault.describe();
         // `--latency 0ms` and the like ask for no fault at all: a clearing.
         let clears = fault == Fault::default();
-        let serving = match fault.pause {
-            true => ServingStatus::NotServing,
-            false if self.state.membership.is_ready() => ServingStatus::Serving,
-            false => ServingStatus::NotServing,
-        };
         self.state.faults.set(fault);
-        crate::server::set_health(&self.health, serving).await;
+        self.health.refresh(&self.state).await;
         if clears {
             info!("faults cleared");
             self.state

@@ -104,6 +104,11 @@ impl Faults {
         self.stopping.send_replace(true);
     }
 
+    /// Whether [`Faults::close`] has been called: the node is shutting down.
+    pub fn is_stopping(&self) -> bool {
+        *self.stopping.borrow()
+    }
+
     /// Replaces the current fault.
     pub fn set(&self, fault: Fault) {
         self.current.send_replace(fault);

@@ -129,8 +129,8 @@ pub async fn run(
 
     // Not ready until the first probe round has told us who else is there:
     // before that, this node would place every key on itself alone.
-    let (health, health_service) = tonic_health::server::health_reporter();
-    set_health(&health, ServingStatus::NotServing).await;
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    let health = Health::new(reporter).await;
     let reflection = reflection(&SERVICES)?;
 
     let kv = kv::server(
@@ -180,10 +180,10 @@ pub async fn run(
         let router = metrics_router(state.clone());
         background.spawn(metrics::serve(listener, router, &["/metrics"]));
     }
-    let ready = health.clone();
+    let (ready, ready_state) = (health.clone(), state.clone());
     background.spawn(async move {
         membership.ready().await;
-        set_health(&ready, ServingStatus::Serving).await;
+        ready.refresh(&ready_state).await;
         info!(members = membership.ring().members().len(), "node ready");
     });
 
@@ -207,16 +207,16 @@ pub async fn run(
         .add_service(admin);
 
     let health_on_stop = health.clone();
-    let events_on_stop = state.events.clone();
-    let faults_on_stop = state.faults.clone();
+    let state_on_stop = state.clone();
     let shutdown = async move {
         shutdown.await;
-        // Tell health checkers we are going away before connections close.
-        set_health(&health_on_stop, ServingStatus::NotServing).await;
-        // End the event feeds, and let go of the requests a pause holds:
-        // either would otherwise run until the drain deadline.
-        events_on_stop.close();
-        faults_on_stop.close();
+        // Let go of the requests a pause holds, which would otherwise wait
+        // until the drain deadline, and tell health checkers we are going
+        // away before connections close.
+        state_on_stop.faults.close();
+        health_on_stop.refresh(&state_on_stop).await;
+        // End the event feeds, which would otherwise run until then too.
+        state_on_stop.events.close();
     };
     let drain = config.serving.drain_timeout;
     lifecycle::serve_with_drain(shutdown, drain, Some(in_flight), |signal| {
@@ -241,6 +241,43 @@ fn metrics_router(state: Arc<NodeState>) -> axum::Router {
         }
     };
     axum::Router::new().route("/metrics", axum::routing::get(scrape))
+}
+
+/// What a node tells health checkers: SERVING once it is ready, unless a
+/// fault pauses it or it is shutting down.
+///
+/// Readiness, `SetFault` and the shutdown each change one of the three, and
+/// each then has the status worked out again from all of them, one at a
+/// time. They used to set it each on their own, and undo one another: the
+/// node turning ready set SERVING on a node paused before it was ready, or
+/// already draining.
+#[derive(Debug, Clone)]
+pub struct Health {
+    reporter: tonic_health::server::HealthReporter,
+    one_at_a_time: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Health {
+    /// Health reported through `reporter`, NOT_SERVING for now.
+    pub async fn new(reporter: tonic_health::server::HealthReporter) -> Self {
+        set_health(&reporter, ServingStatus::NotServing).await;
+        Health {
+            reporter,
+            one_at_a_time: Arc::default(),
+        }
+    }
+
+    /// Works the status out afresh from `state`, and reports it.
+    pub async fn refresh(&self, state: &NodeState) {
+        let _turn = self.one_at_a_time.lock().await;
+        let serving =
+            state.membership.is_ready() && !state.faults.get().pause && !state.faults.is_stopping();
+        let status = match serving {
+            true => ServingStatus::Serving,
+            false => ServingStatus::NotServing,
+        };
+        set_health(&self.reporter, status).await;
+    }
 }
 
 /// Sets the health of the whole server ("") and of the KeyValue service

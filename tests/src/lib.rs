@@ -488,6 +488,12 @@ impl TestCluster {
 
     /// (Re)starts node `index` on its address and data directory; waits until ready.
     pub fn start_node(&mut self, index: usize) {
+        self.spawn_node(index);
+        self.wait_ready(index);
+    }
+
+    /// (Re)starts node `index`, without waiting for it to be ready.
+    pub fn spawn_node(&mut self, index: usize) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -500,7 +506,6 @@ impl TestCluster {
             .spawn()
             .expect("starting clusterlab-node");
         self.nodes[index].child = Some(child);
-        self.wait_ready(index);
     }
 
     /// Waits until node `index` answers health checks with SERVING.

@@ -189,6 +189,44 @@ fn a_request_ends_at_the_client_or_the_node_deadline_whichever_is_sooner() {
     );
 }
 
+/// A node paused before it is ready stays out once it is ready: turning
+/// ready used to tell health checkers SERVING whatever the fault, and a
+/// balancer sent the paused node requests that hung.
+#[test]
+fn a_node_paused_before_it_is_ready_stays_out_once_ready() {
+    let mut cluster = TestCluster::start(1);
+    cluster.kill(0);
+    // A peer that takes connections and never answers: the node turns
+    // ready only once its probe rounds have run out, seconds from now.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    cluster.nodes[0].peers = vec![silent.local_addr().unwrap().to_string()];
+    // Its log goes on from the first start's, which was ready once.
+    let readies = |cluster: &TestCluster| cluster.nodes[0].log_text().matches("node ready").count();
+    let before = readies(&cluster);
+    cluster.spawn_node(0);
+    wait_until("the pause to be set", SETTLE, || {
+        cluster.assert_alive(0);
+        let paused = cluster.client_to(0).args(["fault", "n1", "--pause"]).run();
+        paused.code() == 0
+    });
+    assert_eq!(
+        readies(&cluster),
+        before,
+        "ready before the pause: {}",
+        cluster.nodes[0].log_text()
+    );
+    wait_until("the node to turn ready", SETTLE, || {
+        readies(&cluster) > before
+    });
+    let addr = cluster.nodes[0].addr.to_string();
+    let serving = || tests::health_check(Some(&cluster.certs), &addr);
+    assert_eq!(serving(), Ok(false), "a paused node said SERVING");
+    cluster.client_to(0).args(["fault", "n1", "--clear"]).ok();
+    wait_until("the node to serve once cleared", SETTLE, || {
+        serving() == Ok(true)
+    });
+}
+
 /// A node stopped (SIGTERM) while paused lets go of the requests it holds,
 /// refused as never started, rather than hold them to its drain deadline:
 /// they can go elsewhere at once.

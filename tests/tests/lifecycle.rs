@@ -150,12 +150,16 @@ fn sigint_drains_and_exits_0() {
     graceful_exit("INT");
 }
 
-/// A node with `drain` as its --drain-timeout, holding a read that never
-/// ends: a paused node holds every request it admits until the pause is cleared.
+/// A node with `drain` as its --drain-timeout, holding a read that does not
+/// end within it: a node with a minute of latency holds every request it
+/// admits that long. (Not a pause: a shutdown lets go of what a pause holds.)
 fn node_holding_a_read(drain: &str) -> (TestCluster, tests::Running) {
     let mut cluster = TestCluster::empty();
     cluster.add_node(&["--drain-timeout", drain]);
-    cluster.client().args(["fault", "n1", "--pause"]).ok();
+    cluster
+        .client()
+        .args(["fault", "n1", "--latency", "60s"])
+        .ok();
     let before = cluster.status(0).unwrap().requests;
     let stuck = cluster
         .client()
