@@ -80,6 +80,13 @@ pub struct Config {
           value_parser = certs::flags::whole_number::<u32>)]
     pub read_quorum: Option<u32>,
 
+    /// How long a read waits for R answers before it asks the key's other
+    /// replicas too (a hedge). Hidden: it is the tests' to lengthen, so that
+    /// what a read asks first does not depend on how busy the machine is.
+    #[arg(long, hide = true, default_value = "10ms",
+          value_parser = certs::flags::duration_at_least(Duration::ZERO))]
+    pub read_hedge_after: Duration,
+
     /// A member silent this long after turning suspect is declared dead: it
     /// leaves the ring and its keys are copied to restore N replicas; at least 1s.
     #[arg(long, env = "CLUSTERLAB_DEAD_AFTER", default_value = "10s",
@@ -221,6 +228,7 @@ impl Config {
             replicas: n,
             write_quorum: check("write-quorum", self.write_quorum)?,
             read_quorum: check("read-quorum", self.read_quorum)?,
+            hedge_after: self.read_hedge_after,
         })
     }
 

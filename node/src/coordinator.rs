@@ -612,7 +612,8 @@ impl Coordinator {
         for replica in unasked.drain(..plan.quorum) {
             ask_one(replica, &mut tally);
         }
-        let hedge = tokio::time::sleep(READ_HEDGE_AFTER);
+        let hedge_after = self.state.replication.hedge_after;
+        let hedge = tokio::time::sleep(hedge_after);
         tokio::pin!(hedge);
         let mut answered: Vec<Answer> = Vec::new();
         // How many answers to wait for: R, and more if those R found nothing
@@ -641,9 +642,9 @@ impl Coordinator {
                         }
                     },
                     () = &mut hedge, if !unasked.is_empty() => {
-                        debug!(%key, after = ?READ_HEDGE_AFTER, "no read quorum yet; asking the other replicas too");
+                        debug!(%key, after = ?hedge_after, "no read quorum yet; asking the other replicas too");
                         for replica in unasked.drain(..) {
-                            let why = format!("asked too: no quorum after {READ_HEDGE_AFTER:?}");
+                            let why = format!("asked too: no quorum after {hedge_after:?}");
                             extra.push((replica.clone(), why));
                             ask_one(replica, &mut tally);
                         }

@@ -55,6 +55,7 @@ pub fn node_state(dir: &std::path::Path) -> Arc<NodeState> {
             replicas: 1,
             write_quorum: None,
             read_quorum: None,
+            hedge_after: crate::coordinator::READ_HEDGE_AFTER,
         },
         tombstone_grace: Duration::from_secs(3600),
         under_replicated: AtomicU64::new(0),

@@ -15,6 +15,10 @@ pub struct Replication {
     pub write_quorum: Option<usize>,
     /// R (`--read-quorum`); `None` means [`Replication::default_quorum`].
     pub read_quorum: Option<usize>,
+    /// How long a read waits for R answers before it asks the other
+    /// replicas too: [`crate::coordinator::READ_HEDGE_AFTER`], unless a test
+    /// set `--read-hedge-after`.
+    pub hedge_after: std::time::Duration,
 }
 
 impl Replication {

@@ -356,7 +356,7 @@ impl TestCluster {
 
     /// Waits until a line of node 0's log satisfies `matches`; `what` names it.
     pub fn wait_log(&self, what: &str, matches: impl Fn(&str) -> bool) {
-        wait_until(what, Duration::from_secs(10), || {
+        wait_until(what, READY_TIMEOUT, || {
             self.nodes[0].log_text().lines().any(&matches)
         });
     }

@@ -461,9 +461,10 @@ fn a_check_through_a_balancer_with_no_node_left_counts_unapplied_writes() {
     cluster.start_balancer(&[]);
     let check = cluster
         .client_to_balancer(0)
-        .args(["--json", "check", "--duration", "10s", "--concurrency", "2"])
+        .args(["--json", "check", "--duration", "30s", "--concurrency", "2"])
         .spawn();
-    wait_until("the check to write", Duration::from_secs(60), || {
+    // Long enough that the kill falls early in the run, however slowly it starts.
+    wait_until("the check to write", Duration::from_secs(20), || {
         keys_held(&cluster) > 5
     });
     cluster.kill(0);
@@ -473,7 +474,7 @@ fn a_check_through_a_balancer_with_no_node_left_counts_unapplied_writes() {
     // Those in flight as the node died are indeterminate (a few); those sent
     // after it, to no node, are unapplied, with a rest of 100 ms each.
     assert!(indeterminate * 4 < not_applied, "{json}");
-    assert!(not_applied <= 2 * 101, "{json}");
+    assert!(not_applied <= 2 * 301, "{json}");
 }
 
 /// An address in `--addr` where nothing listens (a node killed for good)
@@ -544,8 +545,9 @@ fn check_names_an_address_that_is_not_a_grpc_port_and_sends_nothing_there() {
 /// A node that hangs (SIGSTOP) in the `--addr` list is passed over for a
 /// `--timeout` after each request there times out, and the summary names it.
 /// Every writer used to wait out the timeout on it each time its turn came
-/// round: 20 writes, half of them through the hung node at 2 s each, would
-/// not fit in 15 s; now they take a few seconds.
+/// round: 30 writes and their reads, half of them through the hung node at
+/// 2 s each, would not fit in 25 s; now they take a few seconds (a busy
+/// machine has most of the 25 s to spare).
 #[test]
 fn check_passes_over_a_hung_node_and_names_it() {
     let cluster = TestCluster::start(3);
@@ -559,16 +561,16 @@ fn check_passes_over_a_hung_node_and_names_it() {
             "2s",
             "check",
             "--keys",
-            "20",
+            "30",
             "--concurrency",
             "1",
         ])
-        .args(["--duration", "15s"])
+        .args(["--duration", "25s"])
         .run();
     cluster.signal(1, "CONT");
     assert_eq!(out.code(), 0, "{}\n{}", out.stdout, out.stderr);
     assert!(
-        out.stdout.contains("check: 20 writes acknowledged"),
+        out.stdout.contains("check: 30 writes acknowledged"),
         "{}",
         out.stdout
     );

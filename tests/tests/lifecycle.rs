@@ -165,7 +165,7 @@ fn node_holding_a_read(drain: &str) -> (TestCluster, tests::Running) {
         .client()
         .args(["--timeout", "60s", "get", "k"])
         .spawn();
-    wait_until("the read to be admitted", Duration::from_secs(10), || {
+    wait_until("the read to be admitted", Duration::from_secs(30), || {
         cluster.status(0).is_ok_and(|s| s.requests > before)
     });
     (cluster, stuck)
@@ -287,7 +287,7 @@ fn a_second_ctrl_c_stops_the_drain_at_once() {
     cluster.signal(0, "INT");
     wait_until(
         "the first Ctrl-C to be taken",
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         || {
             cluster.nodes[0]
                 .log_text()
@@ -430,7 +430,7 @@ fn follow_n1_events(cluster: &TestCluster, flags: &[&str]) -> std::process::Chil
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_until("the feed to open", Duration::from_secs(10), || {
+    wait_until("the feed to open", Duration::from_secs(30), || {
         std::fs::read_to_string(&printed).is_ok_and(|s| s.contains("node.started"))
     });
     follower
@@ -523,7 +523,7 @@ fn refuses_to_start(mut command: std::process::Command) -> (i32, String) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let status = tests::exit_within(&mut child, Duration::from_secs(10));
+    let status = tests::exit_within(&mut child, Duration::from_secs(30));
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
     let status = status.unwrap_or_else(|| panic!("it started: {stderr}"));

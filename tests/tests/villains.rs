@@ -181,7 +181,7 @@ fn a_balancer_given_a_balancer_for_a_node_refuses_it_at_the_handshake() {
     };
     tests::wait_until(
         "b2 to give the reason it refuses b1",
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         || backend().is_some_and(|b| b.reason.contains(expected)),
     );
     let backend = backend().unwrap();
