@@ -312,7 +312,9 @@ pub async fn run(global: &Global, args: CheckArgs, mut stops: StopSignals) -> Re
             let again = workload.interrupted.swap(true, Ordering::Relaxed);
             let [first, second] = looks.map(|look| look.lock().expect("results poisoned").clone());
             let so_far = ReadSoFar::of(total, &first, &second);
-            return Err(quit_while_reading_back(again, &so_far));
+            // With W + R > N a key read stale is lost (see `verify`), Ctrl-C or not.
+            let overlapping = workload.quorums().is_some_and(|(w, r, n)| w + r > n);
+            return Err(quit_while_reading_back(again, overlapping, &so_far));
         }
     };
     report(&workload, &verified, writing)
@@ -813,14 +815,23 @@ impl ReadSoFar {
 
 /// Ctrl-C during the read-back (the first, or a second): the person would
 /// rather not wait for the rest of it. What it had found is said, above
-/// all a key read stale, which would otherwise go unseen.
-fn quit_while_reading_back(again: bool, so_far: &ReadSoFar) -> Failure {
+/// all a key read stale, which would otherwise go unseen. At `overlapping`
+/// quorums (W + R > N) such a key is lost, as a whole run would have said:
+/// the check fails with DATA_LOSS, not as merely cancelled.
+fn quit_while_reading_back(again: bool, overlapping: bool, so_far: &ReadSoFar) -> Failure {
     let read = so_far.current + so_far.stale + so_far.unanswered;
     let mut found = format!(
         "{read} of {} acknowledged keys read back: {} at their version",
         so_far.total, so_far.current
     );
-    if so_far.stale > 0 {
+    let lost = overlapping && so_far.stale > 0;
+    if lost {
+        found += &format!(
+            ", {} missing or older (lost: with W + R > N a read cannot miss an acknowledged \
+             write)",
+            so_far.stale
+        );
+    } else if so_far.stale > 0 {
         found += &format!(
             ", {} missing or older (lost, or not yet copied where the read looked)",
             so_far.stale
@@ -830,7 +841,7 @@ fn quit_while_reading_back(again: bool, so_far: &ReadSoFar) -> Failure {
         found += &format!(", {} unanswered", so_far.unanswered);
     }
     Failure::new(
-        "CANCELLED",
+        if lost { "DATA_LOSS" } else { "CANCELLED" },
         format!(
             "interrupted {}while reading back, after {found}; {} left unverified",
             if again { "again " } else { "" },
@@ -891,14 +902,24 @@ mod tests {
         // Found at the second look: current, no longer stale.
         let after_second = ReadSoFar::of(10, &results, &[(3, Some(true), 0)]);
         assert_eq!((after_second.current, after_second.stale), (3, 0));
-        let first = quit_while_reading_back(false, &so_far).to_string();
+        let first = quit_while_reading_back(false, false, &so_far).to_string();
         assert_eq!(
             first,
             "CANCELLED: interrupted while reading back, after 4 of 10 acknowledged keys read \
              back: 2 at their version, 1 missing or older (lost, or not yet copied where the \
              read looked), 1 unanswered; 8 left unverified"
         );
-        let second = quit_while_reading_back(true, &ReadSoFar::of(3, &[], &[])).to_string();
+        // At quorums that overlap, the stale key is lost, and the check says so.
+        let lost = quit_while_reading_back(false, true, &so_far).to_string();
+        assert!(
+            lost.starts_with(
+                "DATA_LOSS: interrupted while reading back, after 4 of 10 acknowledged keys \
+                 read back: 2 at their version, 1 missing or older (lost: with W + R > N"
+            ),
+            "{lost}"
+        );
+        let none_stale = ReadSoFar::of(3, &[], &[]);
+        let second = quit_while_reading_back(true, true, &none_stale).to_string();
         assert_eq!(
             second,
             "CANCELLED: interrupted again while reading back, after 0 of 3 acknowledged keys \
