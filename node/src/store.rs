@@ -354,8 +354,9 @@ impl Store {
     /// [`Store::apply`], unless `write_by` (Unix ms) has passed by the time
     /// the write transaction begins: then it is refused ([`Error::Overdue`]).
     ///
-    /// Checked here, not before: the transaction may wait for a while for
-    /// redb's one writer (a reopen after a disk error, a long tombstone
+    /// Checked before the wait, so that a write late already takes no turn,
+    /// and again once the transaction has begun: it may wait for a while
+    /// for redb's one writer (a reopen after a disk error, a long tombstone
     /// collection, a large anti-entropy batch), and a tombstone collection
     /// that goes first may remove the delete that this record must not
     /// outlive. Inside the transaction, the check and the write are one step
@@ -723,7 +724,8 @@ mod tests {
         let stored = store.apply_by(&record("early", 1, Some("v")), Some(in_time));
         assert!(stored.unwrap().changed);
 
-        let write_by = proto::deadline::write_by(Duration::from_millis(100));
+        // Time enough for the write to reach the writer's door first.
+        let write_by = proto::deadline::write_by(Duration::from_secs(2));
         let held = store.begin_write().unwrap();
         let (done, finished) = std::sync::mpsc::channel();
         let waiting = store.clone();
@@ -743,6 +745,20 @@ mod tests {
         assert!(matches!(refused, Err(Error::Overdue(_))), "{refused:?}");
         assert_eq!(store.get("late").unwrap(), None);
         assert!(store.get("early").unwrap().is_some());
+
+        // One late already is refused at once, without waiting its turn.
+        let held = store.begin_write().unwrap();
+        let (done, finished) = std::sync::mpsc::channel();
+        let late = store.clone();
+        let passed = proto::deadline::write_by(Duration::ZERO) - 1_000;
+        std::thread::spawn(move || {
+            let _ = done.send(late.apply_by(&record("later", 1, Some("v")), Some(passed)));
+        });
+        let refused = finished
+            .recv_timeout(Duration::from_secs(60))
+            .expect("an overdue write waited for the writer");
+        assert!(matches!(refused, Err(Error::Overdue(_))), "{refused:?}");
+        drop(held);
     }
 
     /// After a reopen that failed (the database gone from its slot), a read

