@@ -998,7 +998,7 @@ mod tests {
     }
 
     /// A success ends the run; kept in because too few nodes would be left,
-    /// a failing node is reported once, and counted afresh.
+    /// a failing node is reported once per failing run, and counted afresh.
     #[test]
     fn a_success_ends_the_run_and_a_node_kept_in_is_reported_once() {
         let events = Events::new("balancer");

@@ -19,7 +19,8 @@
 //!
 //! The connection is made at the first request (or health check), shared by all
 //! of them (HTTP/2 multiplexes), and made again the first time it is needed
-//! after it broke. Every RPC to the node goes over it: forwarded requests,
+//! after it broke, or once it has given out its stream numbers
+//! (`STREAMS_PER_CONNECTION`). Every RPC to the node goes over it: forwarded requests,
 //! health checks and `Admin.WhoAmI`, so a check also tests the connection that
 //! carries the traffic.
 
@@ -86,7 +87,8 @@ const ANSWERED: u8 = 4;
 /// once the last handle on it is dropped.
 const STREAMS_PER_CONNECTION: u32 = (1 << 30) - (1 << 20);
 
-/// A node's connection: dialed when first needed, re-dialed after it breaks.
+/// A node's connection: dialed when first needed, re-dialed after it breaks
+/// (or before it runs out of stream numbers).
 #[derive(Debug)]
 pub struct NodeConnection {
     addr: Arc<str>,

@@ -34,7 +34,7 @@ use h2::{
 };
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
-use node::in_flight::{InFlight, Running};
+use node::in_flight::{self, InFlight, Running};
 use tokio::sync::watch;
 use tokio_stream::{Stream, StreamExt};
 use tonic::transport::server::Connected;
@@ -152,8 +152,10 @@ where
                     Some(Ok((request, respond))) => {
                         let mut request = request.map(RequestBody::new);
                         request.extensions_mut().insert(peer.clone());
+                        let counted = in_flight::counts(request.uri().path());
+                        let running = counted.then(|| self.in_flight.start());
                         let response = self.service.clone().oneshot(request);
-                        tokio::spawn(answer(response, respond, self.in_flight.start()));
+                        tokio::spawn(answer(response, respond, running));
                     }
                     Some(Err(e)) => {
                         debug!(cause = %e, "client connection ended");
@@ -203,8 +205,9 @@ pub async fn keepalive(
 /// already sent is reset on the node too. A write the client abandoned must
 /// not be applied later, after a newer one it went on to make.
 ///
-/// `_running` counts the request until the answer is written, or given up.
-async fn answer<F>(response: F, mut respond: SendResponse<Bytes>, _running: Running)
+/// `_running` counts the request until the answer is written, or given up
+/// (`None`: not counted, a health watch).
+async fn answer<F>(response: F, mut respond: SendResponse<Bytes>, _running: Option<Running>)
 where
     F: Future<Output = Result<http::Response<tonic::body::Body>, Infallible>>,
 {

@@ -11,7 +11,8 @@
 //! at every one it is a failure, not indeterminate.) When the writing stops, every
 //! acknowledged key is read back at the read quorum; one that cannot be found at
 //! its acknowledged version is **lost**. (With W + R at most N, where a read
-//! can miss a write only some replicas hold yet, a key read stale is read again
+//! can miss a write only some replicas hold yet, or with the quorums unknown
+//! because no answer said them, a key read stale is read again
 //! 6 s after the writing ended, once anti-entropy has copied it to every
 //! replica: found then, it was **late**, not lost.) Lost writes are the one
 //! thing a correctly configured cluster must never show.
@@ -453,7 +454,7 @@ struct Verified {
 }
 
 /// How long after the writing ended the keys read back stale are read again,
-/// when W + R is at most N: a read can then miss a write that only some
+/// when W + R is at most N (or unknown): a read can then miss a write that only some
 /// replicas hold yet, and anti-entropy copies it to the rest once it is 3 s
 /// old (a node's `antientropy::SETTLE`), in rounds a second apart, so by then.
 /// A key still stale after that is lost. (When W + R is above N, every read
@@ -790,7 +791,7 @@ struct ReadSoFar {
     /// Read back at their version (or newer).
     current: usize,
     /// Answered, but missing or older: lost, unless a second look (W + R at
-    /// most N) would have found them.
+    /// most N, or unknown) would have found them.
     stale: usize,
     /// Never answered.
     unanswered: usize,

@@ -147,9 +147,10 @@ pub enum Command {
     /// Each writer puts a key, and on acknowledgement reads it back through
     /// another address (a stale read if that returns an older version or
     /// nothing). At the end every acknowledged key is read back at the read
-    /// quorum. At quorums that need not overlap (W + R <= N), a key read back
-    /// stale is read again 6 s later, after anti-entropy has had time to copy
-    /// it: found then, it counts as `late`, not lost. Exits 1 if any
+    /// quorum. At quorums that need not overlap (W + R <= N), or when no
+    /// answer said the quorums, a key read back stale is read again 6 s later,
+    /// after anti-entropy has had time to copy it: found then, it counts as
+    /// `late`, not lost. Exits 1 if any
     /// acknowledged write is lost or cannot be read back, or if not one write
     /// was acknowledged (nothing was checked; exits 2 if --duration was too
     /// short to make one).
@@ -339,7 +340,8 @@ pub struct FaultArgs {
     /// Fail this fraction of its requests with UNAVAILABLE (0.0 to 1.0).
     #[arg(long, value_name = "F", value_parser = fraction, allow_negative_numbers = true)]
     pub error_rate: Option<f64>,
-    /// Stop answering: requests hang until the fault is cleared.
+    /// Stop answering: requests hang until the fault is cleared (a node that
+    /// shuts down meanwhile refuses them, as never started).
     #[arg(long)]
     pub pause: bool,
     /// Cut the link between the node and this peer (another member it knows), both ways.

@@ -322,8 +322,9 @@ struct Workload {
     /// Each `--addr` and a client for it; requests go to `current`.
     targets: Arc<Vec<(String, KeyValueClient<Channel>)>>,
     current: Arc<AtomicUsize>,
-    /// Moves since a request last succeeded: once every address has been
-    /// tried, moving on again would only go round in circles.
+    /// Moves since a request last succeeded: the first round is reported;
+    /// once every address has refused, requests go round them quietly until
+    /// one answers.
     moves: Arc<AtomicUsize>,
     global: Global,
     keys: u64,

@@ -21,7 +21,8 @@ pub struct Fault {
     pub latency: Duration,
     /// Fraction of requests, 0.0 to 1.0, that fail with UNAVAILABLE.
     pub error_rate: f64,
-    /// Requests wait (hang) until the fault is cleared.
+    /// Requests wait (hang) until the fault is cleared, or the node shuts
+    /// down, which refuses them as not applied.
     pub pause: bool,
     /// The peer node we neither call nor answer.
     pub drop_peer: Option<String>,

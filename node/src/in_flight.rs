@@ -6,8 +6,9 @@
 //! (`docker pause`, SIGSTOP) never answers, so the server would wait out its
 //! whole drain deadline with nothing left to do, and `docker stop` would kill
 //! it first. Counting requests, bodies included, lets the drain end once every
-//! request has finished ([`crate::lifecycle::serve_with_drain`]). The
-//! balancer's own HTTP/2 server counts its requests with the same type.
+//! request has finished ([`crate::lifecycle::serve_with_drain`]), a health
+//! `Watch` excepted ([`counts`]). The balancer's own HTTP/2 server counts its
+//! requests with the same type, and the same exception.
 
 use std::{
     pin::Pin,
@@ -122,6 +123,14 @@ impl<S> Layer<S> for InFlight {
 /// `grpc.health.v1.Health/Watch`, the one stream a drain does not wait for.
 const HEALTH_WATCH: &str = "/grpc.health.v1.Health/Watch";
 
+/// Whether a request to `path` is counted. A health watch is not: it is
+/// answered until its client hangs up, and a drain that waited for it would
+/// wait out its deadline. It has nothing left to tell once the process says
+/// NOT_SERVING, an early step of the drain.
+pub fn counts(path: &str) -> bool {
+    path != HEALTH_WATCH
+}
+
 /// The service [`InFlight`] wraps around the server's routes.
 #[derive(Debug, Clone)]
 pub struct Counted<S> {
@@ -143,10 +152,8 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        // A health watch is answered until its client hangs up: a drain that
-        // waited for it would wait out its deadline. It has nothing left to
-        // tell once the node says NOT_SERVING, the first step of the drain.
-        if request.uri().path() == HEALTH_WATCH {
+        // A health watch goes uncounted ([`counts`]).
+        if !counts(request.uri().path()) {
             return Box::pin(self.inner.call(request));
         }
         let running = self.in_flight.start();

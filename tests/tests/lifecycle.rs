@@ -188,6 +188,44 @@ fn a_request_that_never_ends_is_cut_off_at_the_drain_deadline() {
     assert_eq!(out.code(), 1, "the read was cut off: {}", out.stderr);
 }
 
+/// A client watching health (`grpc.health.v1.Health/Watch`, as grpc-go's
+/// client-side health checking does) does not hold up the drain of a node
+/// or of the balancer: the watch is answered until its client hangs up, and
+/// both used to wait for it until the drain deadline.
+#[test]
+fn a_health_watch_does_not_hold_up_the_drain() {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let mut cluster = TestCluster::start_with(1, &["--drain-timeout", "60s"]);
+    cluster.start_balancer(&["--drain-timeout", "60s"]);
+    // Its own threads, so that the watches stay open while the test goes on.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let addrs = [cluster.nodes[0].addr, cluster.balancers[0].addr].map(|a| a.to_string());
+    let _watches = runtime.block_on(async {
+        let mut watches = Vec::new();
+        for addr in &addrs {
+            let channel = tests::admin_channel(&cluster.certs, addr).await.unwrap();
+            let watch = HealthClient::new(channel)
+                .watch(HealthCheckRequest::default())
+                .await
+                .unwrap();
+            let mut watch = watch.into_inner();
+            // Under way: the first status has come.
+            assert!(watch.message().await.unwrap().is_some());
+            watches.push(watch);
+        }
+        watches
+    });
+    cluster.signal_balancer(0, "TERM");
+    let status = cluster.wait_balancer_exit(0, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(0));
+    cluster.signal(0, "TERM");
+    let status = cluster.wait_exit(0, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(0));
+    for log in [cluster.balancers[0].log_text(), cluster.nodes[0].log_text()] {
+        assert!(!log.contains("drain deadline passed"), "{log}");
+    }
+}
+
 /// A paused peer never lets its connection close (it cannot answer the
 /// shutdown's PING): once every request has finished, the drain stops waiting
 /// for it. It used to wait out the whole deadline, and `docker stop`, whose
