@@ -161,6 +161,13 @@ impl Workload {
         }
     }
 
+    /// Notes the R a read's answer says it was served at ([`Workload::quorums`]).
+    fn note_read_quorum(&self, read: &Result<tonic::Response<GetResponse>, tonic::Status>) {
+        if let Ok(Some(trace)) = read.as_ref().map(|r| r.get_ref().trace.as_ref()) {
+            self.seen_r.fetch_max(trace.quorum, Ordering::Relaxed);
+        }
+    }
+
     /// Notes that the address `at` answered, unless nothing listened there.
     fn note_answer<T>(&self, at: usize, result: &Result<T, tonic::Status>) {
         let heard = match result {
@@ -418,12 +425,7 @@ async fn writer(work: Arc<Workload>, id: usize) {
             }
         }
         let read = read.expect("at least one address");
-        if let Ok(Some(trace)) = read
-            .as_ref()
-            .map(|response| response.get_ref().trace.as_ref())
-        {
-            work.seen_r.fetch_max(trace.quorum, Ordering::Relaxed);
-        }
+        work.note_read_quorum(&read);
         match read {
             Ok(response) if is_current(response.get_ref(), &version, &value) => {}
             Ok(_) => {
@@ -600,9 +602,7 @@ async fn read_back(work: &Workload, entry: &Acked, i: usize) -> (Option<bool>, u
         };
         let result = client.get(request(&work.global, get)).await;
         work.note_answer(at, &result);
-        if let Ok(Some(trace)) = result.as_ref().map(|r| r.get_ref().trace.as_ref()) {
-            work.seen_r.fetch_max(trace.quorum, Ordering::Relaxed);
-        }
+        work.note_read_quorum(&result);
         match result {
             Ok(response) if is_current(response.get_ref(), &entry.version, &value) => {
                 return (Some(true), stale);

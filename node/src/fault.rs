@@ -134,7 +134,8 @@ impl Faults {
                 _ = current.wait_for(|fault| !fault.pause) => {}
                 _ = stopping.wait_for(|&stopping| stopping) => {
                     return Err(proto::not_applied(Status::unavailable(format!(
-                        "{} is shutting down while paused, and did not start this request",
+                        "{} is shutting down while paused, and did not start this request; \
+                         it is safe to send again",
                         self.node
                     ))));
                 }
