@@ -399,6 +399,15 @@ pub(crate) fn rename(from: &Path, to: &Path) -> Result<()> {
     std::fs::rename(from, to).map_err(|source| write_error(to, source))
 }
 
+pub(crate) fn remove(path: &Path) -> Result<()> {
+    std::fs::remove_file(path).map_err(|source| Error::File {
+        action: "cannot remove",
+        path: path.to_path_buf(),
+        cause: source,
+        hint: String::new(),
+    })
+}
+
 /// Writes a private key readable by its owner only (mode 0600 on Unix),
 /// whether it makes the file or writes over one (`init --force`), which may
 /// have been readable by anyone.

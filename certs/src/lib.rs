@@ -102,16 +102,34 @@ pub enum Error {
         /// What is wrong and what to do, starting with a verb.
         problem: String,
     },
-    /// `ca.key` in the directory is not the private key of its `ca.pem`.
+    /// The CA's key is not the private key of its `ca.pem`.
     #[error(
-        "in {}, ca.key is not the key of ca.pem: nothing it signs would verify against \
-         ca.pem; put back the ca.key that belongs with this ca.pem, or start over with \
+        "{} is not the key of {}: nothing it signs would verify against it; put back the \
+         key that belongs with this ca.pem, or start over with \
          `clusterlab-certs init --force --out {}` (every certificate issued from the old CA \
          stops working)",
-        .0.display(),
-        .0.display()
+        key.display(),
+        ca.display(),
+        ca.parent().unwrap_or(std::path::Path::new(".")).display()
     )]
-    CaKeyMismatch(std::path::PathBuf),
+    CaKeyMismatch {
+        key: std::path::PathBuf,
+        ca: std::path::PathBuf,
+    },
+    /// The CA's key, kept apart from its directory (`--ca-key`), is not there.
+    #[error(
+        "the CA's private key {} (--ca-key, or CLUSTERLAB_CA_KEY) is not there, so nothing \
+         new can be signed or revoked for the PKI in {}; point --ca-key at the key, or, if it \
+         is lost, start over with `clusterlab-certs init --force --out {}` (every certificate \
+         issued from the old CA stops working)",
+        key.display(),
+        dir.display(),
+        dir.display()
+    )]
+    NoCaKey {
+        key: std::path::PathBuf,
+        dir: std::path::PathBuf,
+    },
     /// `revoke` was asked for a name that has no certificate.
     #[error("there is no certificate {path}; the certificates in that directory are: {names}")]
     NoSuchCertificate {

@@ -16,7 +16,7 @@
 //!
 //! | file                        | what it is                                          |
 //! |-----------------------------|-----------------------------------------------------|
-//! | `ca.pem`, `ca.key`          | the cluster CA (keep `ca.key` secret)               |
+//! | `ca.pem`, `ca.key`          | the cluster CA (keep `ca.key` secret; see [`Pki`])   |
 //! | `node.pem`, `node.key`      | `spiffe://clusterlab/node/node` (nodes may share it) |
 //! | `balancer.pem`, `.key`      | `spiffe://clusterlab/balancer/balancer`             |
 //! | `admin`, `writer`, `reader` | client identities with different permissions        |
@@ -100,9 +100,108 @@ const VILLAINS: [&str; 8] = [
 /// The note `init` leaves in the directory.
 const README_FILE: &str = "README.txt";
 
-/// Every file `init` writes, by name.
-fn init_files() -> Vec<String> {
+/// Where a PKI lives: the directory every process reads (`ca.pem`, the
+/// identities, `crl.pem`), and the CA's private key, which only
+/// `clusterlab-certs` needs, to sign.
+///
+/// The key sits in the directory unless told otherwise ([`Pki::with_ca_key`]).
+/// Docker compose keeps it apart, in a volume only its one-shot `certs`
+/// service mounts: every container mounts the directory, and whoever holds
+/// the key can sign any identity, `admin` included, and a revocation list
+/// that forgives it. A bare directory converts into a `Pki` with the key in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pki {
+    dir: PathBuf,
+    ca_key: PathBuf,
+}
+
+impl Pki {
+    /// The PKI in `dir`, its CA key in it too (`DIR/ca.key`).
+    pub fn at(dir: impl Into<PathBuf>) -> Self {
+        let dir = dir.into();
+        let ca_key = dir.join(files::CA_KEY);
+        Pki { dir, ca_key }
+    }
+
+    /// The same PKI, with the CA's private key at `path` instead.
+    pub fn with_ca_key(self, path: impl Into<PathBuf>) -> Self {
+        Pki {
+            ca_key: path.into(),
+            ..self
+        }
+    }
+
+    /// The directory every process reads.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where the CA's private key is.
+    pub fn ca_key(&self) -> &Path {
+        &self.ca_key
+    }
+
+    /// True when the key is kept outside the directory.
+    fn key_apart(&self) -> bool {
+        self.ca_key != self.dir.join(files::CA_KEY)
+    }
+
+    /// The CA's key as [`Error::HalfMade`] and [`Error::WouldOverwrite`] name
+    /// files: by name in the directory, by its whole path when apart.
+    fn ca_key_shown(&self) -> String {
+        match self.key_apart() {
+            true => self.ca_key.display().to_string(),
+            false => files::CA_KEY.to_string(),
+        }
+    }
+
+    /// Moves a `DIR/ca.key` left by an older `init` to where the key is now
+    /// kept, if there is none there yet (or the same key is). Returns whether
+    /// it did.
+    ///
+    /// Compose before the key had a volume of its own wrote it into the
+    /// shared directory; without this, `init --keep` would find the PKI
+    /// without a key, and the key would stay where every container reads it.
+    pub fn move_ca_key_apart(&self) -> Result<bool> {
+        let left = self.dir.join(files::CA_KEY);
+        if !self.key_apart() || !left.exists() {
+            return Ok(false);
+        }
+        let _lock = files::lock(&self.dir)?;
+        if !left.exists() {
+            return Ok(false);
+        }
+        let key = files::read_to_string(&left)?;
+        if self.ca_key.exists() {
+            // Another key where it is kept: which one signed ca.pem is for
+            // `load_ca` to say; neither is thrown away here.
+            if files::read_to_string(&self.ca_key)? != key {
+                return Ok(false);
+            }
+        } else {
+            if let Some(parent) = self.ca_key.parent() {
+                files::create_dir(parent)?;
+            }
+            // Written, then removed: a copy across volumes, which a rename is not.
+            files::write_secret(&self.ca_key, &key)?;
+        }
+        files::remove(&left)?;
+        Ok(true)
+    }
+}
+
+impl From<&Path> for Pki {
+    fn from(dir: &Path) -> Self {
+        Pki::at(dir)
+    }
+}
+
+/// Every file `init` writes, by name, and the CA's key by its path when
+/// apart. `ca.key` is among the names either way: apart, one in the
+/// directory is an old CA's key, which `init` removes.
+fn init_files(pki: &Pki) -> Vec<String> {
     let names = IDENTITIES.iter().map(|(_, name, _)| *name).chain(VILLAINS);
+    let apart = pki.key_apart().then(|| pki.ca_key_shown());
     [
         files::CA_CERT,
         files::CA_KEY,
@@ -111,8 +210,17 @@ fn init_files() -> Vec<String> {
     ]
     .into_iter()
     .map(String::from)
+    .chain(apart)
     .chain(names.flat_map(|name| [format!("{name}.pem"), format!("{name}.key")]))
     .collect()
+}
+
+/// Does the file `init_files` names `name` exist?
+fn init_file_exists(pki: &Pki, name: &str) -> bool {
+    match name == pki.ca_key_shown() {
+        true => pki.ca_key.exists(),
+        false => pki.dir.join(name).exists(),
+    }
 }
 
 /// Does `dir` hold a PKI (a CA certificate) already?
@@ -126,8 +234,10 @@ pub fn exists(dir: &Path) -> bool {
 /// the learner move away). It is what `init --keep` keeps, so a directory an
 /// `init` left half-written fails here, naming what is missing, rather than
 /// in every process that later looks for its certificate.
-pub fn check_whole(dir: &Path) -> Result<()> {
-    let needed: Vec<String> = [files::CA_KEY.to_string()]
+pub fn check_whole(pki: impl Into<Pki>) -> Result<()> {
+    let pki = pki.into();
+    let dir = pki.dir();
+    let needed: Vec<String> = [pki.ca_key_shown()]
         .into_iter()
         .chain(
             IDENTITIES
@@ -138,7 +248,7 @@ pub fn check_whole(dir: &Path) -> Result<()> {
     let missing = || -> Vec<&String> {
         needed
             .iter()
-            .filter(|name| !dir.join(name).exists())
+            .filter(|name| !init_file_exists(&pki, name))
             .collect()
     };
     if missing().is_empty() {
@@ -160,9 +270,12 @@ pub fn check_whole(dir: &Path) -> Result<()> {
     }
 }
 
-/// Creates the demo PKI in `dir`. Refuses to replace an existing one, or any
-/// file of a name it writes, unless `force`.
-pub fn init(dir: &Path, force: bool) -> Result<Vec<Issued>> {
+/// Creates the demo PKI: its files in the directory, the CA's key where
+/// `pki` says. Refuses to replace an existing one, or any file of a name it
+/// writes, unless `force`.
+pub fn init(pki: impl Into<Pki>, force: bool) -> Result<Vec<Issued>> {
+    let pki = pki.into();
+    let dir = pki.dir();
     let ca_path = dir.join(files::CA_CERT);
     if exists(dir) && !force {
         return Err(Error::AlreadyExists(dir.to_path_buf()));
@@ -176,9 +289,9 @@ pub fn init(dir: &Path, force: bool) -> Result<Vec<Issued>> {
     }
     // No CA, but files of our names: another tool's (`--out .` in a project
     // with its own README.txt), or an `init` that stopped part-way.
-    let taken: Vec<String> = init_files()
+    let taken: Vec<String> = init_files(&pki)
         .into_iter()
-        .filter(|name| dir.join(name).exists())
+        .filter(|name| init_file_exists(&pki, name))
         .collect();
     if !taken.is_empty() && !force {
         return Err(Error::WouldOverwrite {
@@ -191,7 +304,14 @@ pub fn init(dir: &Path, force: bool) -> Result<Vec<Issued>> {
     let (ca_params, ca_key) = new_ca("clusterlab demo CA", now)?;
     let ca_cert = ca_params.self_signed(&ca_key)?;
     files::write(&ca_path, &ca_cert.pem())?;
-    files::write_secret(&dir.join(files::CA_KEY), &ca_key.serialize_pem())?;
+    if let Some(parent) = pki.ca_key.parent() {
+        files::create_dir(parent)?;
+    }
+    files::write_secret(&pki.ca_key, &ca_key.serialize_pem())?;
+    if pki.key_apart() {
+        // The old CA's key, where every process could read it.
+        let _ = std::fs::remove_file(dir.join(files::CA_KEY));
+    }
     let ca = Issuer::new(ca_params, ca_key);
 
     let valid = now - CLOCK_SKEW_ALLOWANCE..now + LEAF_VALIDITY;
@@ -203,9 +323,9 @@ pub fn init(dir: &Path, force: bool) -> Result<Vec<Issued>> {
     issued.extend(write_villains(dir, &ca, now)?);
     // A fresh PKI starts with a fresh list, not one left over from an old CA.
     let _ = std::fs::remove_file(dir.join(revocation::CRL_FILE));
-    revoke_locked(dir, "revoked")?;
+    revoke_locked(&pki, "revoked")?;
 
-    files::write(&dir.join(README_FILE), DIRECTORY_README)?;
+    files::write(&dir.join(README_FILE), &directory_readme(&pki))?;
     Ok(issued)
 }
 
@@ -222,8 +342,10 @@ pub fn left_over(dir: &Path, issued: &[Issued]) -> Vec<String> {
         .collect()
 }
 
-/// Mints one more identity signed by the CA in `dir`.
-pub fn issue(dir: &Path, identity: Identity) -> Result<Issued> {
+/// Mints one more identity signed by the PKI's CA, into its directory.
+pub fn issue(pki: impl Into<Pki>, identity: Identity) -> Result<Issued> {
+    let pki = pki.into();
+    let dir = pki.dir();
     require_pki(dir)?;
     let _lock = files::lock(dir)?;
     let cert_path = files::cert_path(dir, &identity.name);
@@ -234,7 +356,7 @@ pub fn issue(dir: &Path, identity: Identity) -> Result<Issued> {
             cert: cert_path,
         });
     }
-    let ca = load_ca(dir)?;
+    let ca = load_ca(&pki)?;
     let now = OffsetDateTime::now_utc();
     let role = match identity.kind {
         Kind::Node => "an extra node identity",
@@ -269,10 +391,11 @@ pub struct Revocation {
 /// It reads the list, adds to it and writes it back while holding the
 /// directory's lock: two revocations at once take turns, and neither loses
 /// the other's serial.
-pub fn revoke(dir: &Path, name: &str) -> Result<Revocation> {
-    require_pki(dir)?;
-    let _lock = files::lock(dir)?;
-    revoke_locked(dir, name)
+pub fn revoke(pki: impl Into<Pki>, name: &str) -> Result<Revocation> {
+    let pki = pki.into();
+    require_pki(pki.dir())?;
+    let _lock = files::lock(pki.dir())?;
+    revoke_locked(&pki, name)
 }
 
 /// Refuses a directory without a CA before anything is written in it (the
@@ -287,7 +410,8 @@ fn require_pki(dir: &Path) -> Result<()> {
 }
 
 /// [`revoke`], for a caller that holds the directory's lock.
-fn revoke_locked(dir: &Path, name: &str) -> Result<Revocation> {
+fn revoke_locked(pki: &Pki, name: &str) -> Result<Revocation> {
+    let dir = pki.dir();
     // The names `issue` takes, and no path: `../other/admin` is not a name.
     crate::identity::validate_name(name)?;
     let cert_path = files::cert_path(dir, name);
@@ -339,7 +463,7 @@ fn revoke_locked(dir: &Path, name: &str) -> Result<Revocation> {
             revoked_certs: revoked,
             key_identifier_method: KeyIdMethod::Sha256,
         };
-        let crl = params.signed_by(&load_ca(dir)?)?;
+        let crl = params.signed_by(&load_ca(pki)?)?;
         // Write aside, then rename: processes reading the list every second
         // must never see half of it. The lock keeps other runs of ours out;
         // the process id keeps the name ours even against a run that does
@@ -462,13 +586,21 @@ fn read_crl(path: &Path, ca_path: &Path) -> Result<(Vec<RevokedCertParams>, u64)
 }
 
 /// Loads the CA certificate and key that sign new identities.
-fn load_ca(dir: &Path) -> Result<Issuer<'static, KeyPair>> {
-    let cert_path = dir.join(files::CA_CERT);
-    let key_path = dir.join(files::CA_KEY);
+fn load_ca(pki: &Pki) -> Result<Issuer<'static, KeyPair>> {
+    let cert_path = pki.dir.join(files::CA_CERT);
+    let key_path = pki.ca_key.clone();
+    // Beside ca.pem, a missing key gets `files`' own hint; apart, that hint
+    // would look for ca.pem beside the key.
+    if pki.key_apart() && !key_path.exists() {
+        return Err(Error::NoCaKey {
+            key: key_path,
+            dir: pki.dir.clone(),
+        });
+    }
     let cert_pem = files::read_to_string(&cert_path)?;
     let key_pem = files::read_to_string(&key_path)?;
     let key = KeyPair::from_pem(&key_pem).map_err(|e| Error::Pem {
-        path: key_path,
+        path: key_path.clone(),
         problem: format!("not a usable private key: {e}"),
     })?;
     // rcgen would sign with any key: certificates and lists that no process
@@ -481,7 +613,10 @@ fn load_ca(dir: &Path) -> Result<Issuer<'static, KeyPair>> {
         .map_err(|e| not_usable(e.to_string()))?;
     let (_, cert) = X509Certificate::from_der(&der).map_err(|e| not_usable(e.to_string()))?;
     if cert.public_key().subject_public_key.data.as_ref() != key.der_bytes() {
-        return Err(Error::CaKeyMismatch(dir.to_path_buf()));
+        return Err(Error::CaKeyMismatch {
+            key: key_path,
+            ca: cert_path,
+        });
     }
     Issuer::from_ca_cert_pem(&cert_pem, key).map_err(|e| Error::Pem {
         path: cert_path,
@@ -668,11 +803,28 @@ fn distinguished_name(common_name: &str) -> DistinguishedName {
     dn
 }
 
-const DIRECTORY_README: &str = "\
-This directory is a clusterlab demo PKI, written by `clusterlab-certs init`.
+/// The note `init` leaves in the directory, which says where the CA's key is.
+fn directory_readme(pki: &Pki) -> String {
+    let ca = match pki.key_apart() {
+        true => format!(
+            "ca.pem                   the cluster's certificate authority. Every process trusts it.\n\
+             {:25}Its key, which signs new identities, is kept apart: {}\n",
+            "",
+            pki.ca_key.display()
+        ),
+        false => format!(
+            "ca.pem / ca.key          the cluster's certificate authority. Every process trusts ca.pem.\n\
+             {:25}ca.key signs new identities: keep it secret.\n",
+            ""
+        ),
+    };
+    format!(
+        "This directory is a clusterlab demo PKI, written by `clusterlab-certs init`.\n\n\
+         {ca}{DIRECTORY_README}"
+    )
+}
 
-ca.pem / ca.key          the cluster's certificate authority. Every process trusts ca.pem.
-                         ca.key signs new identities: keep it secret.
+const DIRECTORY_README: &str = "\
 NAME.pem / NAME.key      one identity each (certificate and private key):
   node                   spiffe://clusterlab/node/node          (nodes may share it)
   balancer               spiffe://clusterlab/balancer/balancer
@@ -788,7 +940,7 @@ mod tests {
             .filter(|name| name != files::LOCK_FILE)
             .collect();
         written.sort();
-        let mut named = init_files();
+        let mut named = init_files(&Pki::at(dir.path()));
         named.sort();
         assert_eq!(written, named);
     }
@@ -1092,8 +1244,9 @@ mod tests {
         .unwrap();
         let crl = std::fs::read(dir.path().join(revocation::CRL_FILE)).unwrap();
         let expected = format!(
-            "in {}, ca.key is not the key of ca.pem",
-            dir.path().display()
+            "{} is not the key of {}: ",
+            dir.path().join(files::CA_KEY).display(),
+            dir.path().join(files::CA_CERT).display()
         );
 
         let err = issue(dir.path(), Identity::new(Kind::Node, "n1").unwrap()).unwrap_err();
@@ -1105,5 +1258,103 @@ mod tests {
             std::fs::read(dir.path().join(revocation::CRL_FILE)).unwrap(),
             crl
         );
+    }
+
+    /// Kept apart (`--ca-key`, as compose does), the CA's key is written
+    /// there and only there, and `issue` and `revoke` sign with it; the
+    /// directory alone, which every process reads, cannot sign.
+    #[test]
+    fn a_ca_key_kept_apart_signs_from_there_and_never_lies_in_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let vault = tempfile::tempdir().unwrap();
+        let key = vault.path().join("ca").join("ca.key");
+        let pki = Pki::at(dir.path()).with_ca_key(&key);
+        init(pki.clone(), false).unwrap();
+        assert!(key.is_file(), "the key is where it was told to go");
+        assert!(!dir.path().join(files::CA_KEY).exists());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let readme = std::fs::read_to_string(dir.path().join(README_FILE)).unwrap();
+        assert!(
+            readme.contains(&format!("is kept apart: {}", key.display())),
+            "{readme}"
+        );
+        check_whole(pki.clone()).unwrap();
+        issue(pki.clone(), Identity::new(Kind::Client, "alice").unwrap()).unwrap();
+        assert_eq!(revoke(pki.clone(), "alice").unwrap().total, 2);
+
+        // The directory on its own: the key is not in it.
+        let err = issue(dir.path(), Identity::new(Kind::Client, "bob").unwrap()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("the CA's private key is gone, so nothing new can be signed"),
+            "{err}"
+        );
+        let err = check_whole(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("but not ca.key ("), "{err}");
+
+        // And told of a key that is not there, it says where it looked.
+        std::fs::remove_file(&key).unwrap();
+        let err = revoke(pki.clone(), "writer").unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!(
+                "the CA's private key {} (--ca-key, or CLUSTERLAB_CA_KEY) is not there",
+                key.display()
+            )),
+            "{err}"
+        );
+        let err = check_whole(pki).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("but not {} (", key.display())),
+            "{err}"
+        );
+    }
+
+    /// A directory an older `init` wrote, its key inside: told the key is
+    /// kept apart now, `init --keep` moves it there, once.
+    #[test]
+    fn a_ca_key_left_in_the_directory_moves_to_where_it_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        init(dir.path(), false).unwrap();
+        let left = dir.path().join(files::CA_KEY);
+        let old = std::fs::read(&left).unwrap();
+        let vault = tempfile::tempdir().unwrap();
+        let key = vault.path().join("ca.key");
+        let pki = Pki::at(dir.path()).with_ca_key(&key);
+
+        assert!(pki.move_ca_key_apart().unwrap());
+        assert!(!left.exists());
+        assert_eq!(std::fs::read(&key).unwrap(), old);
+        assert!(!pki.move_ca_key_apart().unwrap(), "nothing left to move");
+        check_whole(pki.clone()).unwrap();
+        issue(pki.clone(), Identity::new(Kind::Node, "n1").unwrap()).unwrap();
+        // Kept in the directory, there is nowhere to move it.
+        assert!(!Pki::at(dir.path()).move_ca_key_apart().unwrap());
+        // A copy of the same key left behind goes; another key stays put.
+        std::fs::write(&left, &old).unwrap();
+        assert!(pki.move_ca_key_apart().unwrap());
+        assert!(!left.exists());
+        std::fs::write(&left, "another key").unwrap();
+        assert!(!pki.move_ca_key_apart().unwrap());
+        assert_eq!(std::fs::read(&key).unwrap(), old);
+        assert!(left.exists());
+        // `init --force` with the key apart starts over, the old key in the
+        // directory included.
+        init(pki.clone(), true).unwrap();
+        assert!(!left.exists());
+        assert_ne!(std::fs::read(&key).unwrap(), old);
+        let old = std::fs::read(&key).unwrap();
+
+        // A key apart with no PKI beside it is not written over unasked.
+        let fresh = tempfile::tempdir().unwrap();
+        let err = init(Pki::at(fresh.path()).with_ca_key(&key), false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&key.display().to_string()), "{err}");
+        assert_eq!(std::fs::read(&key).unwrap(), old);
     }
 }

@@ -146,6 +146,13 @@ fn the_compose_file_works_with_compose_v2_and_v1() {
         let balancer = &compose.containers("balancer")[0];
         let from = format!("{balancer}:/certs");
         docker::docker(&["cp", &from, certs.to_str().expect("a UTF-8 temp path")]);
+        // Every container mounts these, so the CA's key is not among them:
+        // only the certs service has it (and signs `nobody` with it below).
+        assert!(certs.join("ca.pem").is_file(), "{tool:?}");
+        assert!(
+            !certs.join("ca.key").exists(),
+            "{tool:?}: the CA's key is in the volume every container mounts"
+        );
         let port = compose.env_value("CLUSTERLAB_PORT");
         let out = tests::Client::bare()
             .args(["--addr", &format!("127.0.0.1:{port}"), "--certs"])

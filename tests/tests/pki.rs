@@ -74,6 +74,59 @@ fn init_keep_keeps_a_whole_pki_and_refuses_a_half_made_one() {
     assert!(stderr.contains("init --force --out"), "{stderr}");
 }
 
+/// Docker compose's way: `CLUSTERLAB_CA_KEY` keeps the CA's key out of the
+/// directory every container mounts. A directory an older `init` wrote, its
+/// key inside, has the key moved out by `init --keep`, saying so; from then
+/// on `issue` signs with the key where it is kept, and cannot without it.
+#[test]
+fn init_keep_moves_the_ca_key_to_where_clusterlab_ca_key_says() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("certs");
+    let key = tmp.path().join("ca").join("ca.key");
+    assert!(certs(&["init"], &dir).status.success());
+    let with_key = |args: &[&str]| {
+        Command::new(bin("clusterlab-certs"))
+            .args(args)
+            .arg("--out")
+            .arg(&dir)
+            .env("CLUSTERLAB_CA_KEY", &key)
+            .output()
+            .unwrap()
+    };
+
+    let kept = with_key(&["init", "--keep"]);
+    let stdout = String::from_utf8_lossy(&kept.stdout);
+    assert!(
+        kept.status.success(),
+        "{}",
+        String::from_utf8_lossy(&kept.stderr)
+    );
+    assert!(
+        stdout.contains(&format!(
+            "moved the CA's key from {} to {}",
+            dir.join("ca.key").display(),
+            key.display()
+        )) && stdout.contains("keeping it"),
+        "{stdout}"
+    );
+    assert!(key.is_file() && !dir.join("ca.key").exists());
+
+    let issued = with_key(&["issue", "--kind", "client", "--name", "alice"]);
+    assert!(
+        issued.status.success(),
+        "{}",
+        String::from_utf8_lossy(&issued.stderr)
+    );
+    let without = certs(&["issue", "--kind", "client", "--name", "bob"], &dir);
+    assert_eq!(without.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&without.stderr).contains("the CA's private key is gone"),
+        "{}",
+        String::from_utf8_lossy(&without.stderr)
+    );
+    assert!(!dir.join("bob.pem").exists());
+}
+
 /// Revoking the identity every node (or balancer) shares by default cuts off
 /// all of them: said as a warning, with how to cut off one. Revoking a
 /// client's says nothing more than it did.

@@ -2,8 +2,8 @@
 
 use std::{io::Write as _, path::PathBuf, process::ExitCode};
 
-use certs::{Identity, Kind, files, pki};
-use clap::{Parser, Subcommand};
+use certs::{Identity, Kind, files, pki, pki::Pki};
+use clap::{Args, Parser, Subcommand};
 
 /// Make the certificates a clusterlab cluster runs on.
 ///
@@ -23,14 +23,8 @@ enum Command {
     /// `revoked`, `server-only`, `ca-leaf`, `two-names`, `wrong-san`), and the
     /// revocation list `crl.pem`.
     Init {
-        /// Directory to write into (created if missing).
-        #[arg(
-            long,
-            env = "CLUSTERLAB_CERTS",
-            value_name = "DIR",
-            default_value = certs::files::DEFAULT_DIR
-        )]
-        out: PathBuf,
+        #[command(flatten)]
+        pki: Place,
         /// Replace an existing PKI. Every certificate of the old CA stops working;
         /// identities added with `issue` are left in DIR and named on stderr.
         #[arg(long, conflicts_with = "keep")]
@@ -43,14 +37,8 @@ enum Command {
     },
     /// Mint one more identity, signed by the CA in DIR.
     Issue {
-        /// The PKI directory made by `init`.
-        #[arg(
-            long,
-            env = "CLUSTERLAB_CERTS",
-            value_name = "DIR",
-            default_value = certs::files::DEFAULT_DIR
-        )]
-        out: PathBuf,
+        #[command(flatten)]
+        pki: Place,
         /// What the identity is for.
         #[arg(long, value_parser = ["client", "node", "balancer"])]
         kind: String,
@@ -62,18 +50,43 @@ enum Command {
     /// DIR/crl.pem. Running nodes and balancers reload the list within a second
     /// and refuse that certificate from then on, on new and open connections.
     Revoke {
-        /// The PKI directory made by `init`.
-        #[arg(
-            long,
-            env = "CLUSTERLAB_CERTS",
-            value_name = "DIR",
-            default_value = certs::files::DEFAULT_DIR
-        )]
-        out: PathBuf,
+        #[command(flatten)]
+        pki: Place,
         /// The certificate to revoke: NAME.pem in DIR (e.g. writer).
         #[arg(value_parser = identity_name)]
         name: String,
     },
+}
+
+/// Where the PKI is: every subcommand's `--out` and `--ca-key`.
+#[derive(Debug, Args)]
+struct Place {
+    /// The PKI directory: the one `init` writes (and creates if missing),
+    /// `issue` adds to and `revoke` updates.
+    #[arg(
+        long,
+        env = "CLUSTERLAB_CERTS",
+        value_name = "DIR",
+        default_value = certs::files::DEFAULT_DIR
+    )]
+    out: PathBuf,
+    /// The CA's private key, if not DIR/ca.key: where `init` writes it and
+    /// `issue` and `revoke` read it. Every process reads DIR, and only these
+    /// commands need the key, so it can be kept where the processes cannot
+    /// read it (docker compose keeps it in a volume of its own). Given FILE,
+    /// `init --keep` moves a key it finds in DIR to FILE.
+    #[arg(long, env = "CLUSTERLAB_CA_KEY", value_name = "FILE")]
+    ca_key: Option<PathBuf>,
+}
+
+impl Place {
+    fn pki(&self) -> Pki {
+        let pki = Pki::at(&self.out);
+        match &self.ca_key {
+            Some(key) => pki.with_ca_key(key),
+            None => pki,
+        }
+    }
 }
 
 /// A NAME as `issue` makes them, so that a mistyped one is a usage error
@@ -106,17 +119,26 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     let issued = match cli.command {
         Command::Init {
-            out, keep: true, ..
-        } if pki::exists(&out) => {
-            pki::check_whole(&out)?;
+            pki, keep: true, ..
+        } if pki::exists(&pki.out) => {
+            let pki = pki.pki();
+            if pki.move_ca_key_apart()? {
+                say(format_args!(
+                    "moved the CA's key from {} to {}, where it is now kept",
+                    pki.dir().join(files::CA_KEY).display(),
+                    pki.ca_key().display()
+                ));
+            }
+            pki::check_whole(pki.clone())?;
             say(format_args!(
                 "{} already holds a PKI; keeping it",
-                out.display()
+                pki.dir().display()
             ));
             return Ok(());
         }
-        Command::Init { out, force, .. } => {
-            let issued = pki::init(&out, force)?;
+        Command::Init { pki, force, .. } => {
+            let out = pki.out.clone();
+            let issued = pki::init(pki.pki(), force)?;
             for name in pki::left_over(&out, &issued) {
                 let _ = writeln!(
                     std::io::stderr(),
@@ -129,8 +151,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             issued
         }
-        Command::Revoke { out, name } => {
-            let revoked = pki::revoke(&out, &name)?;
+        Command::Revoke { pki, name } => {
+            let revoked = pki::revoke(pki.pki(), &name)?;
             let what = if revoked.newly {
                 "revoked"
             } else {
@@ -160,9 +182,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             return Ok(());
         }
-        Command::Issue { out, kind, name } => {
+        Command::Issue { pki, kind, name } => {
             let kind: Kind = kind.parse()?;
-            vec![pki::issue(&out, Identity::new(kind, &name)?)?]
+            vec![pki::issue(pki.pki(), Identity::new(kind, &name)?)?]
         }
     };
     let paths: Vec<String> = issued
