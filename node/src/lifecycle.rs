@@ -141,6 +141,11 @@ async fn first_signal() -> Option<tokio::signal::unix::Signal> {
     let mut interrupts = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
     let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
     tokio::select! {
+        // Ctrl-C under clusterlab-local brings the terminal's SIGINT and then
+        // the launcher's SIGTERM, often both before this task runs: taken
+        // second, the SIGINT would count as a second Ctrl-C, and the process
+        // would exit at once instead of draining.
+        biased;
         _ = interrupts.recv() => info!(signal = "SIGINT", "shutting down (Ctrl-C again to stop at once)"),
         _ = term.recv() => info!(signal = "SIGTERM", "shutting down"),
     }

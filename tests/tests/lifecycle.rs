@@ -341,6 +341,31 @@ fn a_second_ctrl_c_stops_the_drain_at_once() {
     assert!(log.contains("second Ctrl-C: stopping now"), "{log}");
 }
 
+/// Ctrl-C under clusterlab-local brings each node the terminal's SIGINT and
+/// then the launcher's SIGTERM, often both before the node looks. Taken
+/// SIGTERM first, the SIGINT waiting behind it counted as a second Ctrl-C,
+/// and the node quit at once (exit 130) instead of draining. Paused while
+/// both are sent, the node finds them together when it wakes; which one it
+/// took was a coin toss, so four rounds.
+#[test]
+fn a_sigint_and_a_sigterm_together_are_one_shutdown_that_drains() {
+    for round in 1..=4 {
+        let (mut cluster, stuck) = node_holding_a_read("1s");
+        for signal in ["STOP", "INT", "TERM", "CONT"] {
+            cluster.signal(0, signal);
+        }
+        let status = cluster.wait_exit(0, Duration::from_secs(30));
+        let log = cluster.nodes[0].log_text();
+        assert_eq!(status.code(), Some(0), "round {round}: {log}");
+        assert!(
+            log.contains("drain deadline passed"),
+            "round {round}: {log}"
+        );
+        assert!(!log.contains("second Ctrl-C"), "round {round}: {log}");
+        let _ = stuck.finish();
+    }
+}
+
 /// Follows the event feed at `addr` in a thread: sends the first event's kind
 /// once the feed is open, then returns every later event's kind, and whether
 /// the feed ended cleanly (not broken off).

@@ -6,7 +6,7 @@ use std::{
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use tests::{
@@ -144,6 +144,21 @@ impl Local {
             .arg_path(&self.dir.join("certs"))
     }
 
+    /// Ctrl-C, then waits up to `patience` for it to exit: how it exited, or
+    /// `None` if it is still running by then.
+    fn interrupt_within(&mut self, patience: Duration) -> Option<ExitStatus> {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-INT", &pid]).status().unwrap();
+        let deadline = Instant::now() + patience;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
     /// Ctrl-C; returns how it exited and every line it printed.
     fn interrupt(mut self) -> (ExitStatus, Vec<String>) {
         let pid = self.child.id().to_string();
@@ -202,6 +217,50 @@ fn one_command_starts_three_nodes_and_a_balancer_and_ctrl_c_stops_them() {
         lines.join("\n")
     );
     assert_nothing_listens(port);
+}
+
+/// The README's pause lab (`pkill -STOP` a node), then Ctrl-C before `kill
+/// -CONT`: a paused process sees no SIGTERM until it is continued, and
+/// clusterlab-local used to wait for it for good. It wakes it, and the node
+/// drains and stops like the others.
+#[test]
+fn ctrl_c_stops_a_node_that_was_left_paused() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port_block();
+    let mut local = Local::start(dir.path(), port);
+    let n2 = pid_listening_on(port + local_ports::NODES + 2);
+    // Declared after `local`, so dropped first: a failed test continues n2,
+    // and the `Local`'s own drop can then stop it.
+    let _continue = ContinuedOnDrop(n2);
+    Command::new("kill")
+        .args(["-STOP", &n2.to_string()])
+        .status()
+        .unwrap();
+    let status = local
+        .interrupt_within(Duration::from_secs(60))
+        .expect("clusterlab-local to stop everything, the paused n2 included, after Ctrl-C");
+    assert!(status.success(), "clusterlab-local exited with {status}");
+    local.collector.take().unwrap().join().unwrap();
+    let lines = local.lines.lock().unwrap().clone();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l == "clusterlab-local: n2 stopped (exit status: 0)"),
+        "{}",
+        lines.join("\n")
+    );
+    assert_nothing_listens(port);
+}
+
+/// Sends SIGCONT to a pid when dropped.
+struct ContinuedOnDrop(u32);
+
+impl Drop for ContinuedOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.0.to_string()])
+            .status();
+    }
 }
 
 impl Drop for Local {

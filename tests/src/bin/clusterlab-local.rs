@@ -359,9 +359,9 @@ async fn run(args: Args) -> Result<(), String> {
             }
         }
     }
-    // SIGTERM to each, so they drain, then wait for all of them. Ctrl-C in a
-    // terminal has already sent SIGINT to every one of them (they share its
-    // process group), so some may be gone.
+    // SIGTERM to each, so they drain (and SIGCONT, for one paused), then
+    // wait for all of them. Ctrl-C in a terminal has already sent SIGINT to
+    // every one of them (they share its process group), so some may be gone.
     for (_, pid) in &running {
         terminate(*pid);
     }
@@ -426,13 +426,18 @@ fn say_exited(what: &str, others: bool, restart: &[(String, String)], name: &str
     }
 }
 
-/// Sends SIGTERM to `pid`, quietly: a process already gone is not worth a
-/// line from kill.
+/// Sends SIGTERM to `pid`, then SIGCONT, quietly: a process already gone is
+/// not worth a line from kill. A process paused with SIGSTOP (the README's
+/// `pkill -STOP` lab) sees no signal but SIGCONT and SIGKILL: without the
+/// SIGCONT, its SIGTERM, and the terminal's SIGINT, would wait for as long as
+/// it stays paused, and so would we. SIGCONT does nothing to one that runs.
 fn terminate(pid: u32) {
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .stderr(std::process::Stdio::null())
-        .status();
+    for signal in ["-TERM", "-CONT"] {
+        let _ = std::process::Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
 }
 
 /// How long a process started by hand has to stop after SIGTERM (a node
