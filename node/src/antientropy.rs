@@ -140,9 +140,14 @@ impl Shared {
         if !compared(record, self.older_than_ms, self.collected_before_ms) {
             return None;
         }
-        let replicas = self.ring.replicas_of(&record.key);
-        let both = replicas.contains(&self.me.as_str()) && replicas.contains(&self.other.as_str());
-        both.then(|| range_of(&record.key, self.range_count))
+        self.places_on_both(&record.key)
+            .then(|| range_of(&record.key, self.range_count))
+    }
+
+    /// Whether this node's ring has both nodes replicate `key`.
+    fn places_on_both(&self, key: &str) -> bool {
+        let replicas = self.ring.replicas_of(key);
+        replicas.contains(&self.me.as_str()) && replicas.contains(&self.other.as_str())
     }
 
     /// The digest of what `store` holds in common with the other node.
@@ -490,18 +495,7 @@ async fn exchange(
                 true
             })?;
             let stale = stale_keys(mine_now, &theirs, older_than_ms);
-            let theirs: Vec<Record> = theirs
-                .into_iter()
-                .filter(|r| settled(&r.version, older_than_ms))
-                .collect();
-            let keys: Vec<String> = theirs.iter().map(|r| r.key.clone()).collect();
-            let mine = s.get_many(&keys)?;
-            let wanted = theirs
-                .into_iter()
-                .zip(mine)
-                .filter(|(theirs, mine)| mine.as_ref().is_none_or(|m| m.version < theirs.version))
-                .map(|(theirs, _)| theirs.key)
-                .collect::<Vec<_>>();
+            let wanted = wanted_from(&ours, s, theirs, older_than_ms)?;
             Ok((wanted, stale))
         })
         .await
@@ -520,6 +514,33 @@ async fn exchange(
         copy(state, &mut client, request.clone(), &mut copied.records).await?;
     }
     Ok(stale)
+}
+
+/// Step 2's choice, of the records a peer listed (keys and versions): the
+/// keys to copy here. Those settled, missing here or older, and that both
+/// nodes replicate by *this* node's ring. The peer listed them by its own,
+/// which may differ (a member one of them thinks dead): a key copied here
+/// that this node does not replicate would be handed off and removed again
+/// ([`handoff`]), and copied again the round after, for as long as the
+/// two disagree.
+fn wanted_from(
+    ours: &Shared,
+    store: &Store,
+    theirs: Vec<Record>,
+    older_than_ms: u64,
+) -> Result<Vec<String>> {
+    let theirs: Vec<Record> = theirs
+        .into_iter()
+        .filter(|r| settled(&r.version, older_than_ms) && ours.places_on_both(&r.key))
+        .collect();
+    let keys: Vec<String> = theirs.iter().map(|r| r.key.clone()).collect();
+    let mine = store.get_many(&keys)?;
+    Ok(theirs
+        .into_iter()
+        .zip(mine)
+        .filter(|(theirs, mine)| mine.as_ref().is_none_or(|m| m.version < theirs.version))
+        .map(|(theirs, _)| theirs.key)
+        .collect())
 }
 
 /// The records copied from `peer` in one exchange, reported (a log line and
@@ -1002,6 +1023,48 @@ mod tests {
             .count();
         assert_eq!(counted, expected as u64);
         assert!(expected > 0 && expected < keys.len());
+    }
+
+    /// A peer lists keys by its own ring. With a member it thinks dead and
+    /// this node does not (`--drop-peer` between two others), it lists keys
+    /// this node does not replicate: copied, they were handed off and
+    /// removed, and copied again, round after round.
+    #[test]
+    fn only_keys_this_nodes_ring_places_on_both_are_wanted() {
+        let ring = Ring::new(vec!["n1".into(), "n2".into(), "n3".into(), "n4".into()], 3);
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let theirs: Vec<Record> = (0..200).map(|i| record(&format!("k{i}"), 10)).collect();
+        // One held here already at its version, one older.
+        let here = theirs
+            .iter()
+            .find(|r| ring.is_replica(&r.key, "n1") && ring.is_replica(&r.key, "n2"))
+            .unwrap()
+            .clone();
+        store.apply(&here).unwrap();
+        let older = theirs
+            .iter()
+            .rfind(|r| ring.is_replica(&r.key, "n1") && ring.is_replica(&r.key, "n2"))
+            .unwrap();
+        store.apply(&record(&older.key, 5)).unwrap();
+
+        let wanted = wanted_from(&shared(&ring, "n2"), &store, theirs.clone(), 1_000).unwrap();
+        let expected: Vec<String> = theirs
+            .iter()
+            .filter(|r| ring.is_replica(&r.key, "n1") && ring.is_replica(&r.key, "n2"))
+            .filter(|r| r.key != here.key)
+            .map(|r| r.key.clone())
+            .collect();
+        assert!(expected.contains(&older.key));
+        assert!(expected.len() > 10 && expected.len() < 199, "{expected:?}");
+        assert_eq!(wanted, expected);
+        // Nothing young, whatever the ring.
+        let young = vec![record(&older.key, 5_000)];
+        assert!(
+            wanted_from(&shared(&ring, "n2"), &store, young, 1_000)
+                .unwrap()
+                .is_empty()
+        );
     }
 
     /// One node has collected a tombstone past its grace period, the other not
