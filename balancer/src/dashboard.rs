@@ -81,9 +81,13 @@ async fn scrape(State(dashboard): State<Dashboard>, headers: HeaderMap) -> Respo
 }
 
 async fn api_status(State(dashboard): State<Dashboard>) -> Response {
-    let status = dashboard.status();
     let backends = dashboard.router.backends.list();
     let views = join_all(backends.iter().map(|b| node_view(b))).await;
+    // Counted once the nodes have answered (up to NODE_VIEW_TIMEOUT), with
+    // the moment they were: the page makes rates of the counters between
+    // answers, and the time between them is this, not their arrivals'.
+    let status = dashboard.status();
+    let at_unix_ms = node::version::unix_ms();
 
     let mut events = dashboard.events.recent();
     let mut links = links(&dashboard, &backends);
@@ -109,6 +113,7 @@ async fn api_status(State(dashboard): State<Dashboard>) -> Response {
     let skip = events.len().saturating_sub(RECENT_EVENTS);
 
     Json(json!({
+        "at_unix_ms": at_unix_ms,
         "balancer": json::status(&status),
         "links": links,
         "nodes": nodes,

@@ -31,6 +31,8 @@ globalThis.setTimeout = () => {};
 const text = (node) => [node.textContent, ...node.children.map(text)].filter((t) => t !== "").join(" ");
 const drawn = () => ({
   banner: { shown: elements.banner.style.display, text: text(elements.banner) },
+  rps: text(elements.rps),
+  view: elements.view.className,
   tiles: elements.tiles.children.map(text),
   quorum: text(elements.quorum),
   replication: text(elements.replication),
@@ -55,10 +57,24 @@ const scenarios = {
   // The cluster as it is.
   healthy: () => real,
   // n1 and n3 cannot reach each other (fault n1 --drop-peer n3); n2 sees both.
+  // Each end counts the keys the other cannot get as short of a copy.
   cut: () => {
     const status = copy();
     setState(status, "n1", "n3", "dead");
     setState(status, "n3", "n1", "dead");
+    view(status, "n1").status.under_replicated = 5;
+    view(status, "n3").status.under_replicated = 5;
+    return status;
+  },
+  // n1 cut off from both others: they see it dead, it sees them dead.
+  partition: () => {
+    const status = copy();
+    for (const other of ["n2", "n3"]) {
+      setState(status, "n1", other, "dead");
+      setState(status, other, "n1", "dead");
+      view(status, other).status.under_replicated = 5;
+    }
+    view(status, "n1").status.under_replicated = 5;
     return status;
   },
   // n3 killed: ejected, no view of its own, dead to the others, and each
@@ -88,6 +104,16 @@ const scenarios = {
   answer = async () => { throw Object.assign(new Error("signal timed out"), { name: "TimeoutError" }); };
   await poll();
   out.paused = drawn();
+  // Back: two answers counted 1.5 s apart by the balancer, 300 requests
+  // between them, whenever they arrive.
+  for (const [at, more] of [[0, 0], [1500, 300]]) {
+    const status = copy();
+    status.at_unix_ms += at;
+    status.balancer.requests += more;
+    answer = async () => ({ ok: true, status: 200, json: async () => status });
+    await poll();
+  }
+  out.rates = drawn();
   process.stdout.write(JSON.stringify(out));
 })().catch((e) => {
   process.stderr.write(String(e && e.stack || e));

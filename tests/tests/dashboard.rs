@@ -224,6 +224,22 @@ fn the_dashboard_shows_traffic_keys_links_and_events_and_metrics_agree() {
         tile("cut", "n2").contains("other nodes: alive "),
         "{drawn:#}"
     );
+    // Every node serves, so the keys each end counts short are being repaired,
+    // not kept short for want of nodes (as n1's own view alone would say).
+    let quorum = drawn["cut"]["quorum"].as_str().unwrap();
+    assert!(
+        quorum.ends_with(
+            "Anti-entropy is repairing: 10 keys (counted on each node that holds one) lack \
+             an up-to-date copy on another live replica."
+        ),
+        "{quorum}"
+    );
+    // n1 cut off from both: two nodes alive by the others' word, not one.
+    let quorum = drawn["partition"]["quorum"].as_str().unwrap();
+    assert!(
+        quorum.contains("Only 2 nodes are alive for 3 copies: 15 keys"),
+        "{quorum}"
+    );
     // A killed node: ejected, and its keys short of a copy for want of nodes.
     assert!(tile("killed", "n3").starts_with("n3 ejected "), "{drawn:#}");
     let quorum = drawn["killed"]["quorum"].as_str().unwrap();
@@ -234,13 +250,22 @@ fn the_dashboard_shows_traffic_keys_links_and_events_and_metrics_agree() {
         ),
         "{quorum}"
     );
-    // A paused balancer: the page says so, rather than show its last picture.
+    // A paused balancer: the page says so, and its last picture is greyed
+    // out, with no request rate, rather than shown as if live.
     assert_eq!(drawn["paused"]["banner"]["shown"], "block", "{drawn:#}");
     assert_eq!(
         drawn["paused"]["banner"]["text"],
-        "The balancer does not answer (no answer within 3 s); still trying every second.",
+        "The balancer does not answer (no answer within 3 s); still trying every second. \
+         What is below is its last answer, not live.",
         "{drawn:#}"
     );
+    assert_eq!(drawn["paused"]["view"], "stale", "{drawn:#}");
+    assert_eq!(drawn["paused"]["rps"], "—", "{drawn:#}");
+    // Back, the page is live again, and a rate is requests over the time
+    // between the balancer's counts: 300 in 1.5 s.
+    assert_eq!(drawn["rates"]["view"], "", "{drawn:#}");
+    assert_eq!(drawn["rates"]["banner"]["shown"], "none", "{drawn:#}");
+    assert_eq!(drawn["rates"]["rps"], "200", "{drawn:#}");
 
     // /metrics counts the same requests, per node too.
     let metrics = get(&cluster, "/metrics");
