@@ -362,9 +362,11 @@ fn start_by_hand(local: &Local, name: &str, its_port: u16) -> KilledOnDrop {
     // Pasted into a shell, which becomes the process.
     let mut process = Command::new("bash");
     tests::without_clusterlab_env(&mut process);
-    // A learner's client settings, exported in that terminal, do not leak in.
+    // A learner's client settings, exported in that terminal, do not leak
+    // in: nor the sniffing lab's `export CLUSTERLAB_TLS=plaintext`.
     process.env("CLUSTERLAB_IDENTITY", "admin");
     process.env("CLUSTERLAB_NAME", "learner");
+    process.env("CLUSTERLAB_TLS", "plaintext");
     let child = process
         .args(["-c", &format!("exec {command}")])
         .current_dir("/")

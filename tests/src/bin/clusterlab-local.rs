@@ -38,7 +38,8 @@ use tokio::{
     name = "clusterlab-local",
     version,
     after_help = "\
-In another terminal (with --dir DIR: DIR/certs, as the ready line says):
+In another terminal (with --dir DIR: DIR/certs; with --port PORT, also
+--addr 127.0.0.1:PORT; the line that begins `try` says both):
   export CLUSTERLAB_CERTS=local/certs
   clusterlab status
   clusterlab -v put greeting hello
@@ -221,14 +222,17 @@ async fn run(args: Args) -> Result<(), String> {
             &dir.join("data").join(name).display().to_string(),
             "--certs",
             &certs_flag,
+            "--tls",
+            "mtls",
         ]
         .map(String::from)
         .into();
         processes.push((name.clone(), sibling("clusterlab-node")?, flags));
     }
-    // Its name and identity too, though they are the defaults: the command
-    // printed to start it again must not pick up a CLUSTERLAB_IDENTITY or
-    // CLUSTERLAB_NAME exported in the terminal it is pasted into.
+    // Its name, identity and TLS mode too, though they are the defaults: the
+    // command printed to start it again must not pick up a CLUSTERLAB_IDENTITY,
+    // CLUSTERLAB_NAME or CLUSTERLAB_TLS (the sniffing lab exports one)
+    // exported in the terminal it is pasted into. The nodes' flags likewise.
     let balancer_flags = [
         "--name",
         "balancer",
@@ -242,6 +246,8 @@ async fn run(args: Args) -> Result<(), String> {
         &dashboard_addr,
         "--certs",
         &certs_flag,
+        "--tls",
+        "mtls",
     ]
     .map(String::from)
     .into();
