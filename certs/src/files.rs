@@ -241,9 +241,11 @@ fn missing_file_hint(path: &Path) -> String {
     // The CA's certificate without its key: nothing new can be signed.
     if name == "ca" && path.extension().is_some_and(|e| e == "key") && dir.join(CA_CERT).is_file() {
         return format!(
-            "; the CA's private key is gone, so nothing new can be signed or revoked: put it \
-             back from a copy, or start over with `clusterlab-certs init --force --out {shown}` \
-             (every certificate issued before then stops working)"
+            "; the CA's private key is gone, so nothing new can be signed or revoked: if it is \
+             kept elsewhere (docker compose keeps it apart), give --ca-key (or \
+             CLUSTERLAB_CA_KEY) its path; else put it back from a copy, or start over with \
+             `clusterlab-certs init --force --out {shown}` (every certificate issued before \
+             then stops working)"
         );
     }
     if name == "ca" || name == "crl" || !dir.join("ca.pem").is_file() {
@@ -427,6 +429,27 @@ pub(crate) fn write_secret(path: &Path, contents: &str) -> Result<()> {
             file.write_all(contents.as_bytes())
         })
         .map_err(|source| write_error(path, source))
+}
+
+/// Writes a private key as [`write_secret`] does, but whole or not at all,
+/// and on disk before it returns: to a file beside `path`, synced, then
+/// renamed over it. For a key whose only other copy is about to be removed.
+pub(crate) fn write_secret_durably(path: &Path, contents: &str) -> Result<()> {
+    let partial = path.with_extension(format!("key.{}.partial", std::process::id()));
+    write_secret(&partial, contents)?;
+    let synced = std::fs::File::open(&partial).and_then(|file| file.sync_all());
+    if let Err(source) = synced {
+        let _ = std::fs::remove_file(&partial);
+        return Err(write_error(path, source));
+    }
+    rename(&partial, path)?;
+    // The rename itself is on disk once its directory is.
+    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::File::open(dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(|source| write_error(path, source))?;
+    }
+    Ok(())
 }
 
 fn write_error(path: &Path, source: std::io::Error) -> Error {

@@ -119,16 +119,15 @@ pub enum Error {
     /// The CA's key, kept apart from its directory (`--ca-key`), is not there.
     #[error(
         "the CA's private key {} (--ca-key, or CLUSTERLAB_CA_KEY) is not there, so nothing \
-         new can be signed or revoked for the PKI in {}; point --ca-key at the key, or, if it \
-         is lost, start over with `clusterlab-certs init --force --out {}` (every certificate \
-         issued from the old CA stops working)",
+         new can be signed or revoked for the PKI in {}; {what_to_do}",
         key.display(),
-        dir.display(),
         dir.display()
     )]
     NoCaKey {
         key: std::path::PathBuf,
         dir: std::path::PathBuf,
+        /// What the person can do about it.
+        what_to_do: String,
     },
     /// `revoke` was asked for a name that has no certificate.
     #[error("there is no certificate {path}; the certificates in that directory are: {names}")]

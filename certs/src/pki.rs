@@ -124,11 +124,18 @@ impl Pki {
     }
 
     /// The same PKI, with the CA's private key at `path` instead.
+    ///
+    /// `DIR/ca.key` spelled another way (`./certs/ca.key` for `certs`, an
+    /// absolute path, a symlinked directory) is the key in the directory,
+    /// not one kept apart: taken for a copy of itself, it would be removed.
     pub fn with_ca_key(self, path: impl Into<PathBuf>) -> Self {
-        Pki {
-            ca_key: path.into(),
-            ..self
-        }
+        let path = path.into();
+        let inside = self.dir.join(files::CA_KEY);
+        let ca_key = match same_place(&path, &inside) {
+            true => inside,
+            false => path,
+        };
+        Pki { ca_key, ..self }
     }
 
     /// The directory every process reads.
@@ -156,37 +163,90 @@ impl Pki {
     }
 
     /// Moves a `DIR/ca.key` left by an older `init` to where the key is now
-    /// kept, if there is none there yet (or the same key is). Returns whether
-    /// it did.
+    /// kept, if there is none there yet (or the same key is).
     ///
     /// Compose before the key had a volume of its own wrote it into the
     /// shared directory; without this, `init --keep` would find the PKI
     /// without a key, and the key would stay where every container reads it.
-    pub fn move_ca_key_apart(&self) -> Result<bool> {
+    pub fn move_ca_key_apart(&self) -> Result<KeyMove> {
         let left = self.dir.join(files::CA_KEY);
-        if !self.key_apart() || !left.exists() {
-            return Ok(false);
+        if !self.key_apart() || !left.exists() || same_file(&left, &self.ca_key) {
+            return Ok(KeyMove::Nothing);
         }
         let _lock = files::lock(&self.dir)?;
         if !left.exists() {
-            return Ok(false);
+            return Ok(KeyMove::Nothing);
         }
         let key = files::read_to_string(&left)?;
         if self.ca_key.exists() {
             // Another key where it is kept: which one signed ca.pem is for
             // `load_ca` to say; neither is thrown away here.
             if files::read_to_string(&self.ca_key)? != key {
-                return Ok(false);
+                return Ok(KeyMove::Conflict);
             }
         } else {
             if let Some(parent) = self.ca_key.parent() {
                 files::create_dir(parent)?;
             }
-            // Written, then removed: a copy across volumes, which a rename is not.
-            files::write_secret(&self.ca_key, &key)?;
+            // Copied, whole and on disk, before the original goes: a copy
+            // across volumes, which a rename is not.
+            files::write_secret_durably(&self.ca_key, &key)?;
         }
         files::remove(&left)?;
-        Ok(true)
+        let readme = self.dir.join(README_FILE);
+        if readme.exists() {
+            files::write(&readme, &directory_readme(self))?;
+        }
+        Ok(KeyMove::Moved)
+    }
+}
+
+/// What [`Pki::move_ca_key_apart`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyMove {
+    /// Nothing to move: the key is kept in the directory, or none is left there.
+    Nothing,
+    /// Moved to where it is kept (or removed: the same key was there already).
+    Moved,
+    /// Left in the directory, where every process can read it: a different
+    /// key is where the key is kept.
+    Conflict,
+}
+
+/// Whether two paths name the same place, once each one's directory is
+/// resolved (`.`, symlinks, relative to absolute); as written, for a
+/// directory not made yet.
+fn same_place(a: &Path, b: &Path) -> bool {
+    let resolved = |path: &Path| -> Option<PathBuf> {
+        let name = path.file_name()?;
+        let parent = match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        match parent.canonicalize() {
+            Ok(parent) => Some(parent.join(name)),
+            Err(_) => std::path::absolute(path).ok(),
+        }
+    };
+    a == b || resolved(a).is_some_and(|a| Some(a) == resolved(b))
+}
+
+/// Whether two paths are one file that exists (however either is spelled).
+fn same_file(a: &Path, b: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (std::fs::metadata(a), std::fs::metadata(b)) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        match (a.canonicalize(), b.canonicalize()) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        }
     }
 }
 
@@ -303,14 +363,18 @@ pub fn init(pki: impl Into<Pki>, force: bool) -> Result<Vec<Issued>> {
     let now = OffsetDateTime::now_utc();
     let (ca_params, ca_key) = new_ca("clusterlab demo CA", now)?;
     let ca_cert = ca_params.self_signed(&ca_key)?;
-    files::write(&ca_path, &ca_cert.pem())?;
+    // The key first: a place it cannot be written (`--ca-key` naming a
+    // directory) must not leave a ca.pem without it, which `init` would
+    // then refuse to replace without --force.
     if let Some(parent) = pki.ca_key.parent() {
         files::create_dir(parent)?;
     }
     files::write_secret(&pki.ca_key, &ca_key.serialize_pem())?;
-    if pki.key_apart() {
+    files::write(&ca_path, &ca_cert.pem())?;
+    let left = dir.join(files::CA_KEY);
+    if pki.key_apart() && !same_file(&left, &pki.ca_key) {
         // The old CA's key, where every process could read it.
-        let _ = std::fs::remove_file(dir.join(files::CA_KEY));
+        let _ = std::fs::remove_file(left);
     }
     let ca = Issuer::new(ca_params, ca_key);
 
@@ -592,9 +656,26 @@ fn load_ca(pki: &Pki) -> Result<Issuer<'static, KeyPair>> {
     // Beside ca.pem, a missing key gets `files`' own hint; apart, that hint
     // would look for ca.pem beside the key.
     if pki.key_apart() && !key_path.exists() {
+        let left = pki.dir.join(files::CA_KEY);
+        let what_to_do = match left.exists() {
+            // A volume made before compose kept the key apart.
+            true => format!(
+                "{} is there: `clusterlab-certs init --keep --out {}`, given this --ca-key, \
+                 moves it where it is now kept",
+                left.display(),
+                pki.dir.display()
+            ),
+            false => format!(
+                "point --ca-key at the key, or, if it is lost, start over with \
+                 `clusterlab-certs init --force --out {}` (every certificate issued from the \
+                 old CA stops working)",
+                pki.dir.display()
+            ),
+        };
         return Err(Error::NoCaKey {
             key: key_path,
             dir: pki.dir.clone(),
+            what_to_do,
         });
     }
     let cert_pem = files::read_to_string(&cert_path)?;
@@ -810,7 +891,10 @@ fn directory_readme(pki: &Pki) -> String {
             "ca.pem                   the cluster's certificate authority. Every process trusts it.\n\
              {:25}Its key, which signs new identities, is kept apart: {}\n",
             "",
-            pki.ca_key.display()
+            // Absolute: read from here, a relative path would mean nothing.
+            std::path::absolute(&pki.ca_key)
+                .unwrap_or_else(|_| pki.ca_key.clone())
+                .display()
         ),
         false => format!(
             "ca.pem / ca.key          the cluster's certificate authority. Every process trusts ca.pem.\n\
@@ -1260,6 +1344,38 @@ mod tests {
         );
     }
 
+    /// `DIR/ca.key` spelled another way is the key in the directory, not
+    /// one kept apart: neither `init` nor the move may remove it as a copy
+    /// of itself (they did, leaving no key at all).
+    #[test]
+    fn the_directorys_own_key_under_another_spelling_is_never_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("certs");
+        let spellings = [
+            tmp.path().join(".").join("certs").join("ca.key"),
+            tmp.path().join("certs").join(".").join("ca.key"),
+        ];
+        for spelling in &spellings {
+            let pki = Pki::at(&dir).with_ca_key(spelling);
+            assert!(!pki.key_apart(), "{}", spelling.display());
+            init(pki.clone(), true).unwrap();
+            assert!(dir.join("ca.key").is_file(), "{}", spelling.display());
+            assert_eq!(pki.move_ca_key_apart().unwrap(), KeyMove::Nothing);
+            issue(pki, Identity::new(Kind::Client, "c").unwrap()).unwrap();
+            std::fs::remove_file(files::cert_path(&dir, "c")).unwrap();
+        }
+        // Through a symlinked directory, decided once the directory exists.
+        #[cfg(unix)]
+        {
+            let link = tmp.path().join("link");
+            std::os::unix::fs::symlink(&dir, &link).unwrap();
+            let pki = Pki::at(&dir).with_ca_key(link.join("ca.key"));
+            assert!(!pki.key_apart());
+            assert_eq!(pki.move_ca_key_apart().unwrap(), KeyMove::Nothing);
+            assert!(dir.join("ca.key").is_file());
+        }
+    }
+
     /// Kept apart (`--ca-key`, as compose does), the CA's key is written
     /// there and only there, and `issue` and `revoke` sign with it; the
     /// directory alone, which every process reads, cannot sign.
@@ -1326,20 +1442,31 @@ mod tests {
         let key = vault.path().join("ca.key");
         let pki = Pki::at(dir.path()).with_ca_key(&key);
 
-        assert!(pki.move_ca_key_apart().unwrap());
+        assert_eq!(pki.move_ca_key_apart().unwrap(), KeyMove::Moved);
         assert!(!left.exists());
         assert_eq!(std::fs::read(&key).unwrap(), old);
-        assert!(!pki.move_ca_key_apart().unwrap(), "nothing left to move");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let readme = std::fs::read_to_string(dir.path().join(README_FILE)).unwrap();
+        assert!(readme.contains("is kept apart: "), "{readme}");
+        assert_eq!(pki.move_ca_key_apart().unwrap(), KeyMove::Nothing);
         check_whole(pki.clone()).unwrap();
         issue(pki.clone(), Identity::new(Kind::Node, "n1").unwrap()).unwrap();
         // Kept in the directory, there is nowhere to move it.
-        assert!(!Pki::at(dir.path()).move_ca_key_apart().unwrap());
+        assert_eq!(
+            Pki::at(dir.path()).move_ca_key_apart().unwrap(),
+            KeyMove::Nothing
+        );
         // A copy of the same key left behind goes; another key stays put.
         std::fs::write(&left, &old).unwrap();
-        assert!(pki.move_ca_key_apart().unwrap());
+        assert_eq!(pki.move_ca_key_apart().unwrap(), KeyMove::Moved);
         assert!(!left.exists());
         std::fs::write(&left, "another key").unwrap();
-        assert!(!pki.move_ca_key_apart().unwrap());
+        assert_eq!(pki.move_ca_key_apart().unwrap(), KeyMove::Conflict);
         assert_eq!(std::fs::read(&key).unwrap(), old);
         assert!(left.exists());
         // `init --force` with the key apart starts over, the old key in the

@@ -140,14 +140,9 @@ impl Shared {
         if !compared(record, self.older_than_ms, self.collected_before_ms) {
             return None;
         }
-        self.places_on_both(&record.key)
-            .then(|| range_of(&record.key, self.range_count))
-    }
-
-    /// Whether this node's ring has both nodes replicate `key`.
-    fn places_on_both(&self, key: &str) -> bool {
-        let replicas = self.ring.replicas_of(key);
-        replicas.contains(&self.me.as_str()) && replicas.contains(&self.other.as_str())
+        let replicas = self.ring.replicas_of(&record.key);
+        let both = replicas.contains(&self.me.as_str()) && replicas.contains(&self.other.as_str());
+        both.then(|| range_of(&record.key, self.range_count))
     }
 
     /// The digest of what `store` holds in common with the other node.
@@ -300,6 +295,29 @@ fn under_replicated<'a>(
         .collect()
 }
 
+/// The keys this round found short: those [`under_replicated`], and those
+/// held here that this node no longer replicates and may still hand off
+/// (`may_hand_off`, at `now_ms`). Those wait for handoff to reach the nodes
+/// that now do, which until then may hold no copy at all (three nodes
+/// joining at once can take over every copy of a key), and which do not
+/// know of the key to count it. One too old to hand off is left out: no
+/// round will change it (docs/replication.md, "what is not promised").
+fn short_of_copies<'a>(
+    view: &'a LocalView,
+    ring: &Ring,
+    stale: &HashMap<String, HashSet<String>>,
+    may_hand_off: impl Fn(&Version) -> bool,
+) -> Vec<&'a str> {
+    let mut short = under_replicated(&view.keys, ring, stale);
+    short.extend(
+        view.held
+            .iter()
+            .filter(|(_, version)| may_hand_off(version))
+            .map(|(key, _)| key.as_str()),
+    );
+    short
+}
+
 /// How many rounds running each key has been found short of an up-to-date
 /// copy. A copy the write path missed (a replica that answered too late, or
 /// a connection that failed, while the quorum was met without it) is the
@@ -413,7 +431,9 @@ async fn round(
             Err(e) => debug!(%peer, error = %e, "anti-entropy with peer failed this round"),
         }
     }
-    let under = lagging.update(under_replicated(&view.keys, &ring, &stale));
+    let (now_ms, grace) = (unix_ms(), state.tombstone_grace);
+    let may_hand_off = |version: &Version| handoff::may_hand_off(version, now_ms, grace);
+    let under = lagging.update(short_of_copies(&view, &ring, &stale, may_hand_off));
     report_under_replicated(state, under);
     handoff::hand_off(state, &ring, &alive, view.held, handoff).await
 }
@@ -517,8 +537,8 @@ async fn exchange(
 }
 
 /// Step 2's choice, of the records a peer listed (keys and versions): the
-/// keys to copy here. Those settled, missing here or older, and that both
-/// nodes replicate by *this* node's ring. The peer listed them by its own,
+/// keys to copy here. Those settled, missing here or older, and that this
+/// node replicates by *its own* ring. The peer listed them by its ring,
 /// which may differ (a member one of them thinks dead): a key copied here
 /// that this node does not replicate would be handed off and removed again
 /// ([`handoff`]), and copied again the round after, for as long as the
@@ -531,7 +551,7 @@ fn wanted_from(
 ) -> Result<Vec<String>> {
     let theirs: Vec<Record> = theirs
         .into_iter()
-        .filter(|r| settled(&r.version, older_than_ms) && ours.places_on_both(&r.key))
+        .filter(|r| settled(&r.version, older_than_ms) && ours.ring.is_replica(&r.key, &ours.me))
         .collect();
     let keys: Vec<String> = theirs.iter().map(|r| r.key.clone()).collect();
     let mine = store.get_many(&keys)?;
@@ -713,7 +733,10 @@ fn report_under_replicated(state: &NodeState, now: u64) {
             state.events.publish(
                 "repair.needed",
                 &state.name,
-                format!("{now} keys held here lack an up-to-date copy on another replica (N={n})"),
+                format!(
+                    "{now} keys held here lack an up-to-date copy on another replica, or wait \
+                     to be handed to the nodes that replicate them now (N={n})"
+                ),
             );
         }
         (_, 0) => {
@@ -1030,7 +1053,7 @@ mod tests {
     /// this node does not replicate: copied, they were handed off and
     /// removed, and copied again, round after round.
     #[test]
-    fn only_keys_this_nodes_ring_places_on_both_are_wanted() {
+    fn only_keys_this_nodes_own_ring_places_here_are_wanted() {
         let ring = Ring::new(vec!["n1".into(), "n2".into(), "n3".into(), "n4".into()], 3);
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
@@ -1051,12 +1074,12 @@ mod tests {
         let wanted = wanted_from(&shared(&ring, "n2"), &store, theirs.clone(), 1_000).unwrap();
         let expected: Vec<String> = theirs
             .iter()
-            .filter(|r| ring.is_replica(&r.key, "n1") && ring.is_replica(&r.key, "n2"))
+            .filter(|r| ring.is_replica(&r.key, "n1"))
             .filter(|r| r.key != here.key)
             .map(|r| r.key.clone())
             .collect();
         assert!(expected.contains(&older.key));
-        assert!(expected.len() > 10 && expected.len() < 199, "{expected:?}");
+        assert!(expected.len() > 100 && expected.len() < 199, "{expected:?}");
         assert_eq!(wanted, expected);
         // Nothing young, whatever the ring.
         let young = vec![record(&older.key, 5_000)];
@@ -1123,6 +1146,36 @@ mod tests {
         // Asking for three copies with two members: every key is short of one.
         let view = local_view(&store, &ring, "n1", 3, (1_000, 100)).unwrap();
         assert_eq!(under_replicated(&view.keys, &ring, &matched).len(), 2);
+    }
+
+    /// Keys a ring change took off this node count until handed off: the
+    /// nodes that replicate them now may hold none, and count none. Those
+    /// too old to hand off do not: no round would ever change them.
+    #[test]
+    fn keys_held_but_no_longer_replicated_here_count_as_short() {
+        let ring = Ring::new(vec!["n1".into(), "n2".into(), "n3".into(), "n4".into()], 2);
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let records: Vec<Record> = (0..100).map(|i| record(&format!("k{i}"), 10)).collect();
+        store.apply_many(&records).unwrap();
+        let view = local_view(&store, &ring, "n1", 2, (1_000, 100)).unwrap();
+        // Every peer compared, and nothing stale: only the keys held here
+        // but replicated elsewhere are short.
+        let matched: HashMap<String, HashSet<String>> = ["n2", "n3", "n4"]
+            .into_iter()
+            .map(|p| (p.to_string(), HashSet::new()))
+            .collect();
+        let mut short = short_of_copies(&view, &ring, &matched, |_| true);
+        short.sort();
+        let mut elsewhere: Vec<&str> = records
+            .iter()
+            .map(|r| r.key.as_str())
+            .filter(|k| !ring.is_replica(k, "n1"))
+            .collect();
+        elsewhere.sort();
+        assert!(!elsewhere.is_empty() && elsewhere.len() < 100);
+        assert_eq!(short, elsewhere);
+        assert!(short_of_copies(&view, &ring, &matched, |_| false).is_empty());
     }
 
     /// A key short of a copy for a round or two is being mended (the

@@ -157,8 +157,9 @@ fn node(status: &StatusResponse, out: &mut Families<'_>) -> fmt::Result {
     )?;
     out.gauge(
         "node_under_replicated_keys",
-        "Keys held here that have lacked an up-to-date copy on another replica \
-         for three anti-entropy rounds running.",
+        "Keys held here that have lacked an up-to-date copy on another replica, \
+         or waited to be handed off to the nodes that replicate them now, for \
+         three anti-entropy rounds running.",
         [(vec![], status.under_replicated)],
     )?;
     out.gauge(

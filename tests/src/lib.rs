@@ -98,6 +98,15 @@ pub fn without_clusterlab_env(command: &mut Command) -> &mut Command {
     command
 }
 
+/// `clusterlab-certs`, without the caller's CLUSTERLAB_* variables: an
+/// exported CLUSTERLAB_CA_KEY would have every test's PKI sign with (or
+/// write over) one key.
+pub fn certs_command() -> Command {
+    let mut command = Command::new(bin("clusterlab-certs"));
+    without_clusterlab_env(&mut command);
+    command
+}
+
 pub fn bin(name: &str) -> PathBuf {
     bin_dir().join(name)
 }
@@ -311,7 +320,7 @@ impl TestCluster {
             .tempdir()
             .expect("creating a temp dir");
         let certs = dir.path().join("certs");
-        let out = without_clusterlab_env(&mut Command::new(bin("clusterlab-certs")))
+        let out = certs_command()
             .args(["init", "--out"])
             .arg(&certs)
             .output()
@@ -332,7 +341,7 @@ impl TestCluster {
     /// Runs `clusterlab-certs ARGS --out <this cluster's PKI>`, asserting success;
     /// returns what it printed.
     pub fn certs_tool(&self, args: &[&str]) -> String {
-        let out = without_clusterlab_env(&mut Command::new(bin("clusterlab-certs")))
+        let out = certs_command()
             .args(args)
             .arg("--out")
             .arg(&self.certs)

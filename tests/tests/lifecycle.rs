@@ -686,7 +686,7 @@ fn a_certificate_peers_would_refuse_stops_the_start_and_says_what_to_do() {
     // A revocation list from another PKI: named as such, not blamed on the
     // node's own certificate.
     let other = cluster.dir().join("other-pki");
-    let made = std::process::Command::new(tests::bin("clusterlab-certs"))
+    let made = tests::certs_command()
         .args(["init", "--out"])
         .arg(&other)
         .output()

@@ -445,7 +445,7 @@ fn a_certificate_issued_by_hand_is_named_when_a_restart_replaces_the_ca() {
     let port = free_port_block();
     let (status, _) = Local::start(dir.path(), port).interrupt();
     assert!(status.success(), "{status}");
-    let issued = Command::new(bin("clusterlab-certs"))
+    let issued = tests::certs_command()
         .args(["issue", "--kind", "client", "--name", "alice", "--out"])
         .arg(dir.path().join("certs"))
         .output()

@@ -1,11 +1,9 @@
 //! `clusterlab-certs`: the demo PKI through the real binary.
 
-use std::process::Command;
-
-use tests::{TestCluster, bin};
+use tests::TestCluster;
 
 fn certs(args: &[&str], dir: &std::path::Path) -> std::process::Output {
-    Command::new(bin("clusterlab-certs"))
+    tests::certs_command()
         .args(args)
         .arg("--out")
         .arg(dir)
@@ -85,7 +83,7 @@ fn init_keep_moves_the_ca_key_to_where_clusterlab_ca_key_says() {
     let key = tmp.path().join("ca").join("ca.key");
     assert!(certs(&["init"], &dir).status.success());
     let with_key = |args: &[&str]| {
-        Command::new(bin("clusterlab-certs"))
+        tests::certs_command()
             .args(args)
             .arg("--out")
             .arg(&dir)
@@ -161,7 +159,7 @@ fn revoking_a_shared_identity_warns_that_it_cuts_off_every_process_of_its_kind()
 fn a_stdout_that_takes_nothing_is_said_once_and_the_files_are_written() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("pki");
-    let out = Command::new(bin("clusterlab-certs"))
+    let out = tests::certs_command()
         .args(["init", "--out"])
         .arg(&dir)
         .stdout(std::fs::File::create("/dev/full").unwrap())
@@ -260,7 +258,7 @@ fn revocations_run_at_once_are_all_on_the_list() {
     let runs: Vec<_> = names
         .iter()
         .map(|name| {
-            Command::new(bin("clusterlab-certs"))
+            tests::certs_command()
                 .args(["revoke", name, "--out"])
                 .arg(&dir)
                 .stdout(std::process::Stdio::piped())

@@ -2,7 +2,10 @@
 
 use std::{io::Write as _, path::PathBuf, process::ExitCode};
 
-use certs::{Identity, Kind, files, pki, pki::Pki};
+use certs::{
+    Identity, Kind, files, pki,
+    pki::{KeyMove, Pki},
+};
 use clap::{Args, Parser, Subcommand};
 
 /// Make the certificates a clusterlab cluster runs on.
@@ -24,7 +27,7 @@ enum Command {
     /// revocation list `crl.pem`.
     Init {
         #[command(flatten)]
-        pki: Place,
+        place: Place,
         /// Replace an existing PKI. Every certificate of the old CA stops working;
         /// identities added with `issue` are left in DIR and named on stderr.
         #[arg(long, conflicts_with = "keep")]
@@ -38,7 +41,7 @@ enum Command {
     /// Mint one more identity, signed by the CA in DIR.
     Issue {
         #[command(flatten)]
-        pki: Place,
+        place: Place,
         /// What the identity is for.
         #[arg(long, value_parser = ["client", "node", "balancer"])]
         kind: String,
@@ -51,7 +54,7 @@ enum Command {
     /// and refuse that certificate from then on, on new and open connections.
     Revoke {
         #[command(flatten)]
-        pki: Place,
+        place: Place,
         /// The certificate to revoke: NAME.pem in DIR (e.g. writer).
         #[arg(value_parser = identity_name)]
         name: String,
@@ -119,26 +122,16 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     let issued = match cli.command {
         Command::Init {
-            pki, keep: true, ..
-        } if pki::exists(&pki.out) => {
-            let pki = pki.pki();
-            if pki.move_ca_key_apart()? {
-                say(format_args!(
-                    "moved the CA's key from {} to {}, where it is now kept",
-                    pki.dir().join(files::CA_KEY).display(),
-                    pki.ca_key().display()
-                ));
-            }
-            pki::check_whole(pki.clone())?;
-            say(format_args!(
-                "{} already holds a PKI; keeping it",
-                pki.dir().display()
-            ));
-            return Ok(());
-        }
-        Command::Init { pki, force, .. } => {
-            let out = pki.out.clone();
-            let issued = pki::init(pki.pki(), force)?;
+            place, keep: true, ..
+        } if pki::exists(&place.out) => return keep_pki(&place.pki()),
+        Command::Init { place, force, keep } => {
+            let out = place.out.clone();
+            let issued = match pki::init(place.pki(), force) {
+                // Another `init --keep` made it meanwhile (two compose
+                // projects on one volume): keep that one.
+                Err(certs::Error::AlreadyExists(_)) if keep => return keep_pki(&place.pki()),
+                made => made?,
+            };
             for name in pki::left_over(&out, &issued) {
                 let _ = writeln!(
                     std::io::stderr(),
@@ -151,8 +144,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             issued
         }
-        Command::Revoke { pki, name } => {
-            let revoked = pki::revoke(pki.pki(), &name)?;
+        Command::Revoke { place, name } => {
+            let revoked = pki::revoke(place.pki(), &name)?;
             let what = if revoked.newly {
                 "revoked"
             } else {
@@ -182,9 +175,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             return Ok(());
         }
-        Command::Issue { pki, kind, name } => {
+        Command::Issue { place, kind, name } => {
             let kind: Kind = kind.parse()?;
-            vec![pki::issue(pki.pki(), Identity::new(kind, &name)?)?]
+            vec![pki::issue(place.pki(), Identity::new(kind, &name)?)?]
         }
     };
     let paths: Vec<String> = issued
@@ -207,6 +200,39 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             item.names, item.role
         ));
     }
+    Ok(())
+}
+
+/// `init --keep` on a PKI that exists: moves a CA key left in the directory
+/// to where it is kept now, and checks the PKI is whole.
+fn keep_pki(pki: &Pki) -> anyhow::Result<()> {
+    let left = pki.dir().join(files::CA_KEY);
+    match pki.move_ca_key_apart()? {
+        KeyMove::Nothing => {}
+        KeyMove::Moved => say(format_args!(
+            "moved the CA's key from {} to {}, where it is now kept",
+            left.display(),
+            pki.ca_key().display()
+        )),
+        KeyMove::Conflict => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "clusterlab-certs: warning: {} is still there, where every process that reads \
+                 {} can read it, and it is not the key at {}; find which one belongs with \
+                 ca.pem (`clusterlab-certs issue` refuses a key that does not), then delete \
+                 {}",
+                left.display(),
+                pki.dir().display(),
+                pki.ca_key().display(),
+                left.display()
+            );
+        }
+    }
+    pki::check_whole(pki.clone())?;
+    say(format_args!(
+        "{} already holds a PKI; keeping it",
+        pki.dir().display()
+    ));
     Ok(())
 }
 

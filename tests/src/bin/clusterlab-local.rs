@@ -39,7 +39,7 @@ use tokio::{
     version,
     after_help = "\
 In another terminal (with --dir DIR: DIR/certs; with --port PORT, also
---addr 127.0.0.1:PORT; the line that begins `try` says both):
+--addr 127.0.0.1:PORT; its `clusterlab-local: try ...` line says both):
   export CLUSTERLAB_CERTS=local/certs
   clusterlab status
   clusterlab -v put greeting hello
