@@ -308,8 +308,20 @@ impl Store {
                  tries again, or restart the node"
             ))
         };
+        // `open`, not `create`: a file gone or emptied since the start (space
+        // freed by deleting it, a volume swapped) would otherwise become a new,
+        // empty database, and the node serve on without its keys, unsaid.
+        if std::fs::metadata(&self.path).is_ok_and(|m| m.len() == 0) || !self.path.exists() {
+            error!(path = %self.path.display(), "the database file is gone or empty");
+            return Err(Error::Storage(format!(
+                "the database file {} is gone or empty since the node started, so it is not \
+                 reopened as an empty one; restart the node: it starts empty there, and \
+                 anti-entropy copies back the keys other nodes also hold",
+                self.path.display()
+            )));
+        }
         let db = loop {
-            let opened = std::panic::catch_unwind(|| Database::create(&self.path));
+            let opened = std::panic::catch_unwind(|| Database::open(&self.path));
             match opened {
                 Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(5));
@@ -790,6 +802,36 @@ mod tests {
         );
         assert_eq!(then.unwrap().unwrap().value.unwrap(), b"v");
         assert_eq!(written, Ok(true));
+    }
+
+    /// A database file deleted (or emptied) while the node runs is not
+    /// reopened as a new, empty one, with the node serving on as if it held
+    /// nothing: the store says so, and keeps saying so.
+    #[test]
+    fn a_database_file_gone_while_running_is_not_reopened_empty() {
+        for emptied in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(dir.path()).unwrap();
+            store.apply(&record("k", 1, Some("v"))).unwrap();
+            *store.db.write().unwrap() = None;
+            match emptied {
+                true => std::fs::write(store.path(), b"").unwrap(),
+                false => std::fs::remove_file(store.path()).unwrap(),
+            }
+            for _ in 0..2 {
+                let written = store.apply(&record("k2", 2, Some("w")));
+                let err = written.expect_err("a write to a database whose file is gone");
+                assert!(
+                    err.to_string().contains("is gone or empty since the node started"),
+                    "{err}"
+                );
+            }
+            assert_eq!(
+                std::fs::metadata(store.path()).map(|m| m.len()).unwrap_or(0),
+                0,
+                "no new database was made"
+            );
+        }
     }
 
     /// A file backend whose writes fail while `failing` is set, as on a full
