@@ -40,8 +40,9 @@ fn is_retry<T>(request: &Request<T>) -> bool {
     request.metadata().contains_key(RETRY_HEADER)
 }
 
-/// The moment a write must be stamped by, if its sender gave one
-/// ([`proto::deadline::WRITE_BY_HEADER`]).
+/// The moment a write must be stamped by: its sender's
+/// ([`proto::deadline::WRITE_BY_HEADER`]), or else its call's deadline
+/// ([`WithDeadline`] puts one in).
 pub(crate) fn write_by<T>(request: &Request<T>) -> Option<u64> {
     let value = request.metadata().get(proto::deadline::WRITE_BY_HEADER)?;
     value.to_str().ok()?.parse().ok()
@@ -248,13 +249,28 @@ where
             .and_then(|value| value.to_str().ok())
             .and_then(proto::deadline::parse);
         let (deadline, ours) = proto::deadline::sooner(theirs, self.request_timeout);
+        let write = matches!(request.uri().path(), PUT_PATH | DELETE_PATH);
+        // A write whose client did not say when it must be stamped by (any
+        // gRPC client but clusterlab's own and the balancer) must be by the
+        // end of this call: its client has moved on by then, and a copy held
+        // up (in a paused node, or on its way to a slow replica) must not land
+        // later, perhaps after a delete of its key has been collected.
+        if write
+            && !request
+                .headers()
+                .contains_key(proto::deadline::WRITE_BY_HEADER)
+        {
+            let by = proto::deadline::write_by(deadline);
+            request.headers_mut().insert(
+                proto::deadline::WRITE_BY_HEADER,
+                http::HeaderValue::from(by),
+            );
+        }
         if !ours {
             return Either::Left(self.inner.call(request));
         }
         let begun = Begun::default();
         request.extensions_mut().insert(begun.clone());
-        // A read started and given up changed nothing: safe to send again.
-        let write = matches!(request.uri().path(), PUT_PATH | DELETE_PATH);
         let call = self.inner.call(request);
         let name = self.name.clone();
         Either::Right(Box::pin(async move {
@@ -299,6 +315,75 @@ mod tests {
 
     /// `--request-timeout`'s default.
     const TEN_SECONDS: Duration = Duration::from_secs(10);
+
+    /// A write from a client that sends no write-by (grpcurl, a program of
+    /// the learner's) must be stamped and applied by the end of its call,
+    /// as one through the balancer must: a copy held up past it must not
+    /// land after its client has moved on. One that sends it keeps it, and
+    /// a read gets none.
+    #[tokio::test]
+    async fn a_write_without_a_write_by_gets_its_calls_deadline() {
+        use tonic::codegen::{Service, http};
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let inner = {
+            let seen = seen.clone();
+            tower::service_fn(move |request: http::Request<()>| {
+                let by = request
+                    .headers()
+                    .get(proto::deadline::WRITE_BY_HEADER)
+                    .map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
+                seen.lock().unwrap().push(by);
+                async {
+                    Ok::<_, std::convert::Infallible>(http::Response::new(
+                        tonic::body::Body::empty(),
+                    ))
+                }
+            })
+        };
+        let mut service = super::WithDeadline {
+            inner,
+            name: "n1".into(),
+            request_timeout: TEN_SECONDS,
+        };
+        let call = |path: &str, header: Option<(&str, &str)>| {
+            let mut request = http::Request::builder().uri(path);
+            if let Some((name, value)) = header {
+                request = request.header(name, value);
+            }
+            request.body(()).unwrap()
+        };
+        let before = proto::deadline::write_by(TEN_SECONDS);
+        service.call(call(super::PUT_PATH, None)).await.unwrap();
+        service
+            .call(call(super::DELETE_PATH, Some(("grpc-timeout", "2S"))))
+            .await
+            .unwrap();
+        let after = proto::deadline::write_by(TEN_SECONDS);
+        service
+            .call(call(
+                super::PUT_PATH,
+                Some((proto::deadline::WRITE_BY_HEADER, "42")),
+            ))
+            .await
+            .unwrap();
+        service
+            .call(call("/clusterlab.v1.KeyValue/Get", None))
+            .await
+            .unwrap();
+        let seen = seen.lock().unwrap().clone();
+        let put = seen[0].expect("a put without one gets a write-by");
+        assert!(
+            before <= put && put <= after,
+            "{before} <= {put} <= {after}"
+        );
+        let delete = seen[1].expect("a delete without one gets a write-by");
+        assert!(
+            delete + 7_000 < put,
+            "the client's sooner 2 s: {delete} vs {put}"
+        );
+        assert_eq!(seen[2], Some(42), "a sender's own is kept");
+        assert_eq!(seen[3], None, "a read has none");
+    }
 
     fn get(key: &str) -> GetRequest {
         GetRequest {

@@ -822,12 +822,15 @@ mod tests {
                 let written = store.apply(&record("k2", 2, Some("w")));
                 let err = written.expect_err("a write to a database whose file is gone");
                 assert!(
-                    err.to_string().contains("is gone or empty since the node started"),
+                    err.to_string()
+                        .contains("is gone or empty since the node started"),
                     "{err}"
                 );
             }
             assert_eq!(
-                std::fs::metadata(store.path()).map(|m| m.len()).unwrap_or(0),
+                std::fs::metadata(store.path())
+                    .map(|m| m.len())
+                    .unwrap_or(0),
                 0,
                 "no new database was made"
             );
