@@ -393,6 +393,8 @@ where
 {
     move |text| {
         let allowed = format!("choose {} to {}", range.start(), range.end());
+        // A list given with spaces (`--ports "7000, 7100"`) is taken as meant.
+        let text = text.trim();
         match parse_whole(text) {
             Ok(number) if range.contains(&number) => Ok(number),
             Ok(_) | Err(Problem::TooLarge | Problem::BelowZero) => {
@@ -591,6 +593,11 @@ mod tests {
         let replicas = number_in(1..=9u32);
         assert_eq!(whole_number::<u32>("42"), Ok(42));
         assert_eq!(replicas("9"), Ok(9));
+        assert_eq!(
+            replicas(" 9 "),
+            Ok(9),
+            "a list item after a comma and a space"
+        );
         assert_eq!(fraction("0.25"), Ok(0.25));
         let digits = "write one in digits, like 3";
         for (refused, why) in [

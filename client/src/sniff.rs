@@ -257,6 +257,9 @@ pub struct Segment<'a> {
     pub dst: (Ipv4Addr, u16),
     pub seq: u32,
     pub syn: bool,
+    /// The sender has finished sending (FIN), or the connection is reset (RST).
+    pub fin: bool,
+    pub rst: bool,
     pub payload: &'a [u8],
 }
 
@@ -285,6 +288,8 @@ impl<'a> Segment<'a> {
             dst: (dst_ip, u16::from_be_bytes([tcp[2], tcp[3]])),
             seq: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
             syn: tcp[13] & 0x02 != 0,
+            fin: tcp[13] & 0x01 != 0,
+            rst: tcp[13] & 0x04 != 0,
             payload: &tcp[offset..],
         })
     }
@@ -319,6 +324,21 @@ impl Sniffer {
 
     /// Adds a segment to its stream; returns a line per complete unit.
     pub fn follow(&mut self, segment: &Segment<'_>) -> Vec<String> {
+        let lines = self.follow_payload(segment);
+        // Nothing more comes this way after a FIN (nor either way after a
+        // reset): a flow kept would be kept for as long as the capture runs,
+        // one for each health check's connection, say.
+        if segment.fin || segment.rst {
+            self.flows.remove(&(segment.src, segment.dst));
+        }
+        if segment.rst {
+            self.flows.remove(&(segment.dst, segment.src));
+        }
+        lines
+    }
+
+    /// [`Sniffer::follow`], but for the end of a stream.
+    fn follow_payload(&mut self, segment: &Segment<'_>) -> Vec<String> {
         let key = (segment.src, segment.dst);
         if segment.syn {
             if self.wanted_port(segment.dst.1) {
@@ -607,6 +627,25 @@ impl Flow {
     /// Removes and describes every complete unit in the buffer.
     fn units(&mut self) -> Vec<String> {
         let mut lines = Vec::new();
+        // Joined mid-connection, the first byte may be anywhere in a record
+        // or a frame: judged by it, an encrypted connection would be taken
+        // for HTTP/2 about as often as not, and its ciphertext shown as
+        // plaintext frames. So it must begin a whole record or frame header;
+        // else it is TLS met mid-record, and resumes at the next record.
+        if self.joined_late && matches!(self.carries, Carries::Unknown) && self.missed.is_none() {
+            let tls = next_tls_record(&self.buffer) == Some(0);
+            if !tls && self.buffer.len() < 9 {
+                return lines;
+            }
+            self.carries = if tls {
+                Carries::Tls
+            } else if is_h2_frame_header(&self.buffer) {
+                Carries::Http2(Box::new(hpack_decoder()))
+            } else {
+                self.missed = Some(0);
+                Carries::Tls
+            };
+        }
         if let Some(missed) = self.missed {
             match self.carries {
                 // Ciphertext read as a record header would make up records:
@@ -654,7 +693,7 @@ impl Flow {
             self.carries = if (20..=23).contains(&first) {
                 Carries::Tls
             } else {
-                Carries::Http2(Box::new(loona_hpack::Decoder::new()))
+                Carries::Http2(Box::new(hpack_decoder()))
             };
         }
         loop {
@@ -664,9 +703,25 @@ impl Flow {
                     used
                 }),
                 Carries::Http2(decoder) => {
+                    let prefix = &self.buffer[..self.buffer.len().min(H2_PREFACE.len())];
                     if self.buffer.starts_with(H2_PREFACE) {
                         lines.push("HTTP/2 connection preface (plaintext)".to_string());
                         Some(H2_PREFACE.len())
+                    } else if H2_PREFACE.starts_with(prefix) {
+                        // Perhaps the preface, in part so far.
+                        None
+                    } else if self.buffer.len() >= 9 && !is_h2_frame_header(&self.buffer) {
+                        // Not a frame HTTP/2 allows: nothing after it can be
+                        // told apart, and waiting for its length (up to
+                        // 16 MiB) would only hold that much.
+                        self.lost = true;
+                        self.buffer.clear();
+                        lines.push(
+                            "(not a frame HTTP/2 allows: the rest of this connection cannot be \
+                             followed)"
+                                .to_string(),
+                        );
+                        None
                     } else {
                         h2_frame(&self.buffer, decoder, self.joined_late).map(|(used, line)| {
                             lines.push(line);
@@ -687,6 +742,30 @@ impl Flow {
 }
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// The longest HTTP/2 frame payload a peer may send unless told otherwise
+/// (SETTINGS_MAX_FRAME_SIZE's initial value; nothing in clusterlab raises it).
+const MAX_H2_FRAME: usize = 1 << 14;
+
+/// An HPACK decoder whose table a peer cannot grow past HTTP/2's default
+/// 4 KiB (SETTINGS_HEADER_TABLE_SIZE; nothing in clusterlab raises it).
+fn hpack_decoder() -> loona_hpack::Decoder<'static> {
+    let mut decoder = loona_hpack::Decoder::new();
+    decoder.set_max_allowed_table_size(4096);
+    decoder
+}
+
+/// Whether `buffer` begins with what can be an HTTP/2 frame header: a
+/// length HTTP/2 allows, a frame type it defines, the reserved bit clear.
+/// Ciphertext passes about once in a hundred thousand.
+fn is_h2_frame_header(buffer: &[u8]) -> bool {
+    let Some(header) = buffer.get(..9) else {
+        return false;
+    };
+    let len =
+        (usize::from(header[0]) << 16) | (usize::from(header[1]) << 8) | usize::from(header[2]);
+    len <= MAX_H2_FRAME && header[3] <= 0x9 && header[5] & 0x80 == 0
+}
 
 /// Where the first complete TLS record header in `buffer` begins: a content
 /// type (20 to 23), version 3.1 to 3.4, and a length TLS allows. Random
@@ -714,7 +793,13 @@ fn tls_record(buffer: &[u8]) -> Option<(usize, String)> {
     }
     let line = match header[0] {
         20 => format!("TLS change_cipher_spec  {len:>5} bytes"),
-        21 => format!("TLS alert               {len:>5} bytes  encrypted"),
+        // TLS 1.3 (the only version clusterlab speaks) sends every encrypted
+        // record as application_data: an alert record is a plaintext one,
+        // sent before the keys were agreed (a ClientHello refused).
+        21 => format!(
+            "TLS alert               {len:>5} bytes  plaintext: {}",
+            alert(&buffer[5..5 + len])
+        ),
         22 => format!(
             "TLS handshake           {len:>5} bytes  (hello: readable, certificates follow encrypted in TLS 1.3)"
         ),
@@ -722,6 +807,49 @@ fn tls_record(buffer: &[u8]) -> Option<(usize, String)> {
         other => format!("TLS record type {other}      {len:>5} bytes"),
     };
     Some((5 + len, line))
+}
+
+/// A plaintext alert's level and description, as RFC 8446 names them.
+fn alert(body: &[u8]) -> String {
+    let [level, description] = body else {
+        return "not a two-byte alert".into();
+    };
+    let level = match level {
+        1 => "warning",
+        2 => "fatal",
+        _ => "level?",
+    };
+    let description = match description {
+        0 => "close_notify",
+        10 => "unexpected_message",
+        20 => "bad_record_mac",
+        22 => "record_overflow",
+        40 => "handshake_failure",
+        42 => "bad_certificate",
+        43 => "unsupported_certificate",
+        44 => "certificate_revoked",
+        45 => "certificate_expired",
+        46 => "certificate_unknown",
+        47 => "illegal_parameter",
+        48 => "unknown_ca",
+        49 => "access_denied",
+        50 => "decode_error",
+        51 => "decrypt_error",
+        70 => "protocol_version",
+        71 => "insufficient_security",
+        80 => "internal_error",
+        86 => "inappropriate_fallback",
+        90 => "user_canceled",
+        109 => "missing_extension",
+        110 => "unsupported_extension",
+        112 => "unrecognized_name",
+        113 => "bad_certificate_status_response",
+        115 => "unknown_psk_identity",
+        116 => "certificate_required",
+        120 => "no_application_protocol",
+        other => return format!("{level} alert {other}"),
+    };
+    format!("{level} {description}")
 }
 
 /// One HTTP/2 frame: (bytes used, description), or `None` until it is complete.
@@ -1014,6 +1142,71 @@ mod tests {
     /// Packets the capture missed leave the stream mid-record: the view
     /// says so and resumes at the next record, rather than read ciphertext
     /// as a record header ("TLS record type 173").
+    /// Joined mid-connection (no SYN seen), an encrypted connection's first
+    /// byte is most likely in the middle of a record: it was taken for
+    /// HTTP/2, and its ciphertext then shown as frames, "readable" bytes and
+    /// all, on a cluster that encrypts everything.
+    #[test]
+    fn a_connection_joined_mid_record_is_tls_resumed_at_the_next_record() {
+        let mut sniffer = Sniffer::new(vec![7000], Names::numeric());
+        let mut bytes = vec![0x9c; 30];
+        bytes.extend([23, 3, 3, 0, 1, 0xaa]);
+        let lines = sniffer.follow(&Segment::parse(&frame(500, false, &bytes)).unwrap());
+        assert!(
+            lines
+                .last()
+                .is_some_and(|l| l.contains("TLS application_data        1 bytes  encrypted")),
+            "{lines:?}"
+        );
+        assert!(lines.iter().all(|l| !l.contains("H2")), "{lines:?}");
+        // One joined at a frame's start is still followed as HTTP/2.
+        let mut sniffer = Sniffer::new(vec![7000], Names::numeric());
+        let ping = [0, 0, 8, 6, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8];
+        let lines = sniffer.follow(&Segment::parse(&frame(500, false, &ping)).unwrap());
+        assert!(
+            lines.last().is_some_and(|l| l.ends_with("H2 PING")),
+            "{lines:?}"
+        );
+    }
+
+    /// A frame longer than HTTP/2 allows is not waited for (up to 16 MiB,
+    /// held), and a connection's flows go once it ends.
+    #[test]
+    fn a_frame_too_long_is_not_held_and_ended_connections_are_forgotten() {
+        let mut sniffer = Sniffer::new(vec![7000], Names::numeric());
+        let syn = frame(99, true, &[]);
+        sniffer.follow(&Segment::parse(&syn).unwrap());
+        let mut seq = 100;
+        let mut said = Vec::new();
+        for i in 0..20 {
+            let payload = match i {
+                0 => vec![0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 1],
+                _ => vec![0x41; 1400],
+            };
+            said.extend(sniffer.follow(&Segment::parse(&frame(seq, false, &payload)).unwrap()));
+            seq += payload.len() as u32;
+            let held: usize = sniffer.flows.values().map(|f| f.buffer.len()).sum();
+            assert!(held <= 9 + MAX_H2_FRAME, "{held} bytes held");
+        }
+        assert!(
+            said.iter().any(|l| l.contains("not a frame HTTP/2 allows")),
+            "{said:?}"
+        );
+        let mut fin = frame(seq, false, &[]);
+        fin[14 + 20 + 13] = 0x11; // FIN, ACK
+        sniffer.follow(&Segment::parse(&fin).unwrap());
+        assert!(sniffer.flows.is_empty());
+    }
+
+    /// TLS 1.3 encrypts every record as application_data: an alert record
+    /// is plaintext, and says why.
+    #[test]
+    fn a_tls_alert_record_is_plaintext_and_named() {
+        let (_, line) = tls_record(&[21, 3, 3, 0, 2, 2, 50]).unwrap();
+        assert!(line.ends_with("plaintext: fatal decode_error"), "{line}");
+        assert!(!line.contains("encrypted"), "{line}");
+    }
+
     #[test]
     fn after_a_gap_tls_resumes_at_the_next_record() {
         let mut sniffer = Sniffer::new(vec![7000], Names::numeric());
