@@ -422,12 +422,15 @@ async fn whoami(global: &Global) -> Result<(), Failure> {
         .map(|s| (s.tls.version.clone(), s.tls.cipher_suite.clone()))
         .unwrap_or_default();
     if global.json {
+        // Over plaintext there is no TLS and no identity: null, not "".
+        let tls = |value: String| (!conn.plaintext).then_some(value);
         print_json(&json!({
             "addr": conn.addr,
-            "tls_version": version,
-            "cipher_suite": suite,
-            "client_identity": me,
-            "server_identity": server_identity,
+            "plaintext": conn.plaintext,
+            "tls_version": tls(version),
+            "cipher_suite": tls(suite),
+            "client_identity": tls(me),
+            "server_identity": tls(server_identity),
             "server_name": seen.server_name,
             "server_saw": {
                 "identity": seen.peer_identity,

@@ -883,11 +883,13 @@ fn h2_frame(
                 Ok(headers) => {
                     for (name, value) in headers {
                         if name == b":path" || name == b"grpc-status" {
+                            // Escaped: a peer's header must not drive the
+                            // learner's terminal (an ESC sequence in a path).
                             let _ = write!(
                                 line,
                                 "  {} {}",
                                 String::from_utf8_lossy(&name),
-                                String::from_utf8_lossy(&value)
+                                String::from_utf8_lossy(&value).escape_debug()
                             );
                         }
                     }
@@ -1251,6 +1253,18 @@ mod tests {
         ethernet[..12].copy_from_slice(&[2, 66, 172, 18, 0, 3, 2, 66, 172, 18, 0, 2]);
         assert!(!echoes.is_echo(&ethernet));
         assert!(!echoes.is_echo(&ethernet));
+    }
+
+    #[test]
+    fn a_path_with_control_bytes_is_shown_escaped() {
+        let mut encoder = loona_hpack::Encoder::new();
+        let block = encoder.encode([(&b":path"[..], &b"/\x1b[2Jcleared"[..])]);
+        let mut frame_bytes = vec![0, 0, block.len() as u8, 0x1, 0x4, 0, 0, 0, 1];
+        frame_bytes.extend_from_slice(&block);
+        let mut decoder = hpack_decoder();
+        let (_, line) = h2_frame(&frame_bytes, &mut decoder, false).unwrap();
+        assert!(line.contains(":path /\\u{1b}[2Jcleared"), "{line}");
+        assert!(!line.contains('\x1b'), "{line:?}");
     }
 
     #[test]

@@ -1349,6 +1349,7 @@ fn whoami_shows_tls_version_cipher_and_both_identities() {
 
     let json = cluster.client().args(["--json", "whoami"]).ok().json();
     assert_eq!(json["tls_version"], "TLSv1.3");
+    assert_eq!(json["plaintext"], false);
     assert_eq!(json["client_identity"], "spiffe://clusterlab/client/admin");
     assert_eq!(json["server_identity"], "spiffe://clusterlab/node/node");
     // The server saw the same identity we presented, over the same TLS version.

@@ -146,6 +146,21 @@ fn plaintext_mode_serves_plaintext_clients_and_says_so_loudly() {
         .ok();
     let whoami = cluster.client().args(["--tls", "plaintext", "whoami"]).ok();
     assert!(whoami.stdout.contains("PLAINTEXT"), "{}", whoami.stdout);
+    // And in JSON, no TLS version or identity, rather than empty ones.
+    let json = cluster
+        .client()
+        .args(["--tls", "plaintext", "--json", "whoami"])
+        .ok()
+        .json();
+    assert_eq!(json["plaintext"], true, "{json}");
+    for field in [
+        "tls_version",
+        "cipher_suite",
+        "client_identity",
+        "server_identity",
+    ] {
+        assert!(json[field].is_null(), "{field}: {json}");
+    }
     // A TLS client is told the server did not answer in TLS.
     let out = cluster.client().args(["get", "k"]).fails();
     assert!(
