@@ -433,10 +433,10 @@ async fn whoami(global: &Global) -> Result<(), Failure> {
             "server_identity": tls(server_identity),
             "server_name": seen.server_name,
             "server_saw": {
-                "identity": seen.peer_identity,
+                "identity": tls(seen.peer_identity),
                 "addr": seen.peer_addr,
-                "tls_version": seen.tls_version,
-                "cipher_suite": seen.cipher_suite,
+                "tls_version": tls(seen.tls_version),
+                "cipher_suite": tls(seen.cipher_suite),
             },
             "allowed": seen.allowed,
         }));

@@ -303,7 +303,15 @@ pub struct Sniffer {
     ports: Vec<u16>,
     flows: HashMap<FlowKey, Flow>,
     names: Names,
+    /// Segments followed so far: when each flow was last added to.
+    clock: u64,
 }
+
+/// Flows followed at most. A cluster has a few dozen connections open;
+/// closed ones are kept (to know their retransmissions) until there are more
+/// than this, and then go first, then the longest idle (made-up segments of
+/// hostile traffic). Each holds at most a frame or record (about 16 KiB).
+const MAX_FLOWS: usize = 1024;
 
 impl Sniffer {
     pub fn new(ports: Vec<u16>, names: Names) -> Self {
@@ -311,6 +319,7 @@ impl Sniffer {
             ports,
             flows: HashMap::new(),
             names,
+            clock: 0,
         }
     }
 
@@ -324,15 +333,34 @@ impl Sniffer {
 
     /// Adds a segment to its stream; returns a line per complete unit.
     pub fn follow(&mut self, segment: &Segment<'_>) -> Vec<String> {
+        self.clock += 1;
         let lines = self.follow_payload(segment);
-        // Nothing more comes this way after a FIN (nor either way after a
-        // reset): a flow kept would be kept for as long as the capture runs,
-        // one for each health check's connection, say.
-        if segment.fin || segment.rst {
-            self.flows.remove(&(segment.src, segment.dst));
+        let (key, reverse) = ((segment.src, segment.dst), (segment.dst, segment.src));
+        if let Some(flow) = self.flows.get_mut(&key) {
+            flow.touched = self.clock;
         }
-        if segment.rst {
-            self.flows.remove(&(segment.dst, segment.src));
+        // Nothing new comes this way after a FIN (nor either way after a
+        // reset). The flow stays, to know a retransmission as one, but is
+        // marked to go first once there are too many (one for each health
+        // check's connection, say).
+        for (ended, by) in [(key, segment.fin || segment.rst), (reverse, segment.rst)] {
+            if let Some(flow) = self.flows.get_mut(&ended).filter(|_| by) {
+                flow.closed = true;
+            }
+        }
+        if self.flows.len() > MAX_FLOWS {
+            self.flows.retain(|_, flow| !flow.closed);
+        }
+        while self.flows.len() > MAX_FLOWS {
+            let idlest = self
+                .flows
+                .iter()
+                .min_by_key(|(_, flow)| flow.touched)
+                .map(|(key, _)| *key);
+            match idlest {
+                Some(key) => self.flows.remove(&key),
+                None => break,
+            };
         }
         lines
     }
@@ -353,6 +381,10 @@ impl Sniffer {
         if segment.payload.is_empty() {
             return Vec::new();
         }
+        let reverse_is_http2 = self
+            .flows
+            .get(&(segment.dst, segment.src))
+            .is_some_and(|flow| matches!(flow.carries, Carries::Http2(_)));
         let flow = self
             .flows
             .entry(key)
@@ -360,7 +392,7 @@ impl Sniffer {
         if !flow.take(segment) {
             return Vec::new();
         }
-        let units = flow.units();
+        let units = flow.units(reverse_is_http2);
         if units.is_empty() {
             return units;
         }
@@ -581,6 +613,14 @@ struct Flow {
     /// HTTP/2 has no marker to find the next frame by: after a gap, the
     /// rest of a plaintext connection cannot be followed.
     lost: bool,
+    /// A header block could not be decoded (or went on in a CONTINUATION,
+    /// which is not followed): the HPACK table may differ from the sender's
+    /// since, and a block decoded with it could show the wrong headers.
+    hpack_lost: bool,
+    /// A FIN or a reset has ended it.
+    closed: bool,
+    /// The [`Sniffer`]'s clock when a segment last came for it.
+    touched: u64,
 }
 
 impl Flow {
@@ -592,6 +632,9 @@ impl Flow {
             joined_late: false,
             missed: None,
             lost: false,
+            hpack_lost: false,
+            closed: false,
+            touched: 0,
         }
     }
 
@@ -625,22 +668,37 @@ impl Flow {
     }
 
     /// Removes and describes every complete unit in the buffer.
-    fn units(&mut self) -> Vec<String> {
+    /// `reverse_is_http2`: the other direction of the connection is plaintext
+    /// HTTP/2.
+    fn units(&mut self, reverse_is_http2: bool) -> Vec<String> {
         let mut lines = Vec::new();
         // Joined mid-connection, the first byte may be anywhere in a record
         // or a frame: judged by it, an encrypted connection would be taken
         // for HTTP/2 about as often as not, and its ciphertext shown as
-        // plaintext frames. So it must begin a whole record or frame header;
-        // else it is TLS met mid-record, and resumes at the next record.
+        // plaintext frames. So it must begin a whole record, the preface or
+        // a frame header; else it is TLS met mid-record, and resumes at the
+        // next record, unless the other direction is plaintext HTTP/2.
         if self.joined_late && matches!(self.carries, Carries::Unknown) && self.missed.is_none() {
             let tls = next_tls_record(&self.buffer) == Some(0);
-            if !tls && self.buffer.len() < 9 {
+            let prefix = &self.buffer[..self.buffer.len().min(H2_PREFACE.len())];
+            let preface = H2_PREFACE.starts_with(prefix);
+            if !tls && (self.buffer.len() < 9 || (preface && prefix.len() < H2_PREFACE.len())) {
                 return lines;
             }
             self.carries = if tls {
                 Carries::Tls
-            } else if is_h2_frame_header(&self.buffer) {
+            } else if preface || is_h2_frame_header(&self.buffer) {
                 Carries::Http2(Box::new(hpack_decoder()))
+            } else if reverse_is_http2 {
+                self.carries = Carries::Http2(Box::new(hpack_decoder()));
+                self.lost = true;
+                self.buffer.clear();
+                lines.push(
+                    "(the capture joined this plaintext connection mid-frame: this direction \
+                     cannot be followed)"
+                        .to_string(),
+                );
+                return lines;
             } else {
                 self.missed = Some(0);
                 Carries::Tls
@@ -723,7 +781,12 @@ impl Flow {
                         );
                         None
                     } else {
-                        h2_frame(&self.buffer, decoder, self.joined_late).map(|(used, line)| {
+                        let hpack = Hpack {
+                            decoder,
+                            joined_late: self.joined_late,
+                            lost: &mut self.hpack_lost,
+                        };
+                        h2_frame(&self.buffer, hpack).map(|(used, line)| {
                             lines.push(line);
                             used
                         })
@@ -852,12 +915,17 @@ fn alert(body: &[u8]) -> String {
     format!("{level} {description}")
 }
 
-/// One HTTP/2 frame: (bytes used, description), or `None` until it is complete.
-fn h2_frame(
-    buffer: &[u8],
-    decoder: &mut loona_hpack::Decoder<'static>,
+/// A connection's HPACK decoder, and what is known of its state.
+struct Hpack<'a> {
+    decoder: &'a mut loona_hpack::Decoder<'static>,
+    /// The capture began after the connection did.
     joined_late: bool,
-) -> Option<(usize, String)> {
+    /// Set once a block could not be decoded ([`Flow::hpack_lost`]).
+    lost: &'a mut bool,
+}
+
+/// One HTTP/2 frame: (bytes used, description), or `None` until it is complete.
+fn h2_frame(buffer: &[u8], hpack: Hpack<'_>) -> Option<(usize, String)> {
     let header = buffer.get(..9)?;
     let len =
         (usize::from(header[0]) << 16) | (usize::from(header[1]) << 8) | usize::from(header[2]);
@@ -879,26 +947,39 @@ fn h2_frame(
         0x1 => {
             let _ = write!(line, "H2 HEADERS       stream {stream:<4} {len:>5} bytes");
             let block = headers_block(payload, flags);
-            match decoder.decode(block) {
-                Ok(headers) => {
-                    for (name, value) in headers {
-                        if name == b":path" || name == b"grpc-status" {
-                            // Escaped: a peer's header must not drive the
-                            // learner's terminal (an ESC sequence in a path).
-                            let _ = write!(
-                                line,
-                                "  {} {}",
-                                String::from_utf8_lossy(&name),
-                                String::from_utf8_lossy(&value).escape_debug()
-                            );
+            if *hpack.lost {
+                line.push_str("  (HPACK state unknown since an earlier block: headers not shown)");
+            } else {
+                match hpack.decoder.decode(block) {
+                    Ok(headers) => {
+                        for (name, value) in headers {
+                            if name == b":path" || name == b"grpc-status" {
+                                // Escaped: a peer's header must not drive the
+                                // learner's terminal (an ESC sequence in a path).
+                                let _ = write!(
+                                    line,
+                                    "  {} {}",
+                                    String::from_utf8_lossy(&name),
+                                    String::from_utf8_lossy(&value).escape_debug()
+                                );
+                            }
                         }
                     }
+                    // What it added to the table before the error stays, what
+                    // came after does not: the table is not the sender's now.
+                    Err(_) if hpack.joined_late => {
+                        *hpack.lost = true;
+                        line.push_str("  (capture joined mid-connection: HPACK state unknown)")
+                    }
+                    Err(e) => {
+                        *hpack.lost = true;
+                        let _ = write!(line, "  (cannot decode headers: {e:?})");
+                    }
                 }
-                Err(_) if joined_late => {
-                    line.push_str("  (capture joined mid-connection: HPACK state unknown)")
-                }
-                Err(e) => {
-                    let _ = write!(line, "  (cannot decode headers: {e:?})");
+                // The block goes on in CONTINUATION frames, which are not
+                // followed: what they add to the table is missed.
+                if flags & 0x4 == 0 {
+                    *hpack.lost = true;
                 }
             }
         }
@@ -1197,7 +1278,108 @@ mod tests {
         let mut fin = frame(seq, false, &[]);
         fin[14 + 20 + 13] = 0x11; // FIN, ACK
         sniffer.follow(&Segment::parse(&fin).unwrap());
-        assert!(sniffer.flows.is_empty());
+        assert!(sniffer.flows.values().all(|f| f.closed));
+    }
+
+    /// Segments of many made-up connections (hostile traffic, or hours of
+    /// health checks) keep at most `MAX_FLOWS` flows, closed ones going
+    /// first; a closed one still knows a retransmission as one.
+    #[test]
+    fn flows_are_bounded_and_a_closed_one_knows_its_retransmissions() {
+        let mut sniffer = Sniffer::new(vec![7000], Names::numeric());
+        let record = [23, 3, 3, 0, 1, 0];
+        let mut with_fin = frame(100, false, &record);
+        with_fin[14 + 20 + 13] = 0x19; // FIN, PSH, ACK
+        let first = sniffer.follow(&Segment::parse(&with_fin).unwrap());
+        assert_eq!(first.len(), 1, "{first:?}");
+        let again = sniffer.follow(&Segment::parse(&with_fin).unwrap());
+        assert!(again.is_empty(), "retransmitted: {again:?}");
+
+        for i in 0..(MAX_FLOWS + 50) {
+            let source = [10, 1, (i >> 8) as u8, i as u8];
+            sniffer.follow(&Segment::parse(&frame_from(source, 7, false, &record)).unwrap());
+            assert!(sniffer.flows.len() <= MAX_FLOWS);
+        }
+        let closed = (
+            (Ipv4Addr::new(10, 0, 0, 1), 40000),
+            (Ipv4Addr::new(10, 0, 0, 2), 7000),
+        );
+        assert!(
+            !sniffer.flows.contains_key(&closed),
+            "the closed flow went first"
+        );
+    }
+
+    /// Joined mid-connection at the preface, a plaintext connection is
+    /// followed; joined mid-frame, with its other direction known plaintext,
+    /// it says it cannot be, rather than look for TLS records in it.
+    #[test]
+    fn a_plaintext_connection_joined_late_is_followed_or_said_to_be_lost() {
+        let mut sniffer = Sniffer::new(vec![7000], Names::numeric());
+        let lines = sniffer.follow(&Segment::parse(&frame(500, false, &H2_PREFACE[..10])).unwrap());
+        assert!(lines.is_empty(), "{lines:?}");
+        let lines = sniffer.follow(&Segment::parse(&frame(510, false, &H2_PREFACE[10..])).unwrap());
+        assert!(
+            lines.last().is_some_and(|l| l.contains("preface")),
+            "{lines:?}"
+        );
+
+        // The other direction: mid-frame.
+        let mut sniffer = Sniffer::new(vec![7000], Names::numeric());
+        let ping = [0, 0, 8, 6, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8];
+        let reply = Segment {
+            src: (Ipv4Addr::new(10, 0, 0, 2), 7000),
+            dst: (Ipv4Addr::new(10, 0, 0, 1), 40000),
+            seq: 9,
+            syn: false,
+            fin: false,
+            rst: false,
+            payload: &ping,
+        };
+        assert!(
+            sniffer
+                .follow(&reply)
+                .last()
+                .is_some_and(|l| l.ends_with("H2 PING"))
+        );
+        let mut bytes = vec![0x41; 30];
+        bytes.extend(ping);
+        let lines = sniffer.follow(&Segment::parse(&frame(500, false, &bytes)).unwrap());
+        assert!(
+            lines
+                .last()
+                .is_some_and(|l| l.contains("joined this plaintext connection mid-frame")),
+            "{lines:?}"
+        );
+        assert!(lines.iter().all(|l| !l.contains("TLS")), "{lines:?}");
+    }
+
+    /// After a block that could not be decoded, the HPACK table may differ
+    /// from the sender's: later blocks are not decoded with it (they could
+    /// show another request's path).
+    #[test]
+    fn after_a_block_that_does_not_decode_headers_are_not_shown() {
+        let (mut decoder, mut lost) = (hpack_decoder(), false);
+        let mut header = |block: &[u8]| {
+            let mut bytes = vec![0, 0, block.len() as u8, 0x1, 0x4, 0, 0, 0, 1];
+            bytes.extend_from_slice(block);
+            let hpack = Hpack {
+                decoder: &mut decoder,
+                joined_late: true,
+                lost: &mut lost,
+            };
+            h2_frame(&bytes, hpack).unwrap().1
+        };
+        // Adds `:path /X`, then an index past the table: an error.
+        let first = header(&[0x44, 2, b'/', b'X', 0xc5]);
+        assert!(first.contains("HPACK state unknown"), "{first}");
+        // Index 62, which the sender may mean as something else now.
+        let later = header(&[0xbe]);
+        assert!(!later.contains("/X"), "{later}");
+        assert!(
+            later.contains("HPACK state unknown since an earlier block"),
+            "{later}"
+        );
     }
 
     /// TLS 1.3 encrypts every record as application_data: an alert record
@@ -1261,8 +1443,13 @@ mod tests {
         let block = encoder.encode([(&b":path"[..], &b"/\x1b[2Jcleared"[..])]);
         let mut frame_bytes = vec![0, 0, block.len() as u8, 0x1, 0x4, 0, 0, 0, 1];
         frame_bytes.extend_from_slice(&block);
-        let mut decoder = hpack_decoder();
-        let (_, line) = h2_frame(&frame_bytes, &mut decoder, false).unwrap();
+        let (mut decoder, mut lost) = (hpack_decoder(), false);
+        let hpack = Hpack {
+            decoder: &mut decoder,
+            joined_late: false,
+            lost: &mut lost,
+        };
+        let (_, line) = h2_frame(&frame_bytes, hpack).unwrap();
         assert!(line.contains(":path /\\u{1b}[2Jcleared"), "{line}");
         assert!(!line.contains('\x1b'), "{line:?}");
     }

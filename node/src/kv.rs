@@ -41,10 +41,16 @@ fn is_retry<T>(request: &Request<T>) -> bool {
 }
 
 /// The moment a write must be stamped by: its sender's
-/// ([`proto::deadline::WRITE_BY_HEADER`]), or else its call's deadline
-/// ([`WithDeadline`] puts one in).
+/// ([`proto::deadline::WRITE_BY_HEADER`]) or its call's deadline, whichever
+/// is sooner ([`WithDeadline`] puts it in).
 pub(crate) fn write_by<T>(request: &Request<T>) -> Option<u64> {
     let value = request.metadata().get(proto::deadline::WRITE_BY_HEADER)?;
+    value.to_str().ok()?.parse().ok()
+}
+
+/// The [`proto::deadline::WRITE_BY_HEADER`] in `headers`, if one parses.
+fn write_by_header(headers: &http::HeaderMap) -> Option<u64> {
+    let value = headers.get(proto::deadline::WRITE_BY_HEADER)?;
     value.to_str().ok()?.parse().ok()
 }
 
@@ -250,17 +256,19 @@ where
             .and_then(proto::deadline::parse);
         let (deadline, ours) = proto::deadline::sooner(theirs, self.request_timeout);
         let write = matches!(request.uri().path(), PUT_PATH | DELETE_PATH);
-        // A write whose client did not say when it must be stamped by (any
-        // gRPC client but clusterlab's own and the balancer) must be by the
-        // end of this call: its client has moved on by then, and a copy held
-        // up (in a paused node, or on its way to a slow replica) must not land
-        // later, perhaps after a delete of its key has been collected.
-        if write
-            && !request
-                .headers()
-                .contains_key(proto::deadline::WRITE_BY_HEADER)
-        {
-            let by = proto::deadline::write_by(deadline);
+        // A write must be stamped and stored by the end of this call: its
+        // client has moved on by then, and a copy held up past it (on its way
+        // to a slow replica, or in this node, stopped after reading it) must
+        // not land later, perhaps after a delete of its key has been
+        // collected. Its client's moment if sooner; a client that sent none
+        // (any gRPC client but clusterlab's own and the balancer), or one
+        // that does not parse, gets the call's. (A write that waited unread
+        // in a stopped node's socket is timed from when it is read: only
+        // the client's clock could say how long it waited, and only
+        // clusterlab's clients send it.)
+        if write {
+            let ours = proto::deadline::write_by(deadline);
+            let by = write_by_header(request.headers()).map_or(ours, |theirs| theirs.min(ours));
             request.headers_mut().insert(
                 proto::deadline::WRITE_BY_HEADER,
                 http::HeaderValue::from(by),
@@ -359,11 +367,18 @@ mod tests {
             .await
             .unwrap();
         let after = proto::deadline::write_by(TEN_SECONDS);
+        let header = |value| Some((proto::deadline::WRITE_BY_HEADER, value));
         service
-            .call(call(
-                super::PUT_PATH,
-                Some((proto::deadline::WRITE_BY_HEADER, "42")),
-            ))
+            .call(call(super::PUT_PATH, header("42")))
+            .await
+            .unwrap();
+        let hour_ahead = proto::deadline::write_by(Duration::from_secs(3600)).to_string();
+        service
+            .call(call(super::PUT_PATH, header(&hour_ahead)))
+            .await
+            .unwrap();
+        service
+            .call(call(super::PUT_PATH, header("soon")))
             .await
             .unwrap();
         service
@@ -381,8 +396,19 @@ mod tests {
             delete + 7_000 < put,
             "the client's sooner 2 s: {delete} vs {put}"
         );
-        assert_eq!(seen[2], Some(42), "a sender's own is kept");
-        assert_eq!(seen[3], None, "a read has none");
+        assert_eq!(seen[2], Some(42), "a sender's own, sooner, is kept");
+        let later = seen[3].unwrap();
+        let end = proto::deadline::write_by(TEN_SECONDS);
+        assert!(
+            before <= later && later <= end,
+            "an hour ahead is the call's end: {later}"
+        );
+        let unreadable = seen[4].unwrap();
+        assert!(
+            before <= unreadable && unreadable <= end,
+            "replaced: {unreadable}"
+        );
+        assert_eq!(seen[5], None, "a read has none");
     }
 
     fn get(key: &str) -> GetRequest {

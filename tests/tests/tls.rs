@@ -161,6 +161,9 @@ fn plaintext_mode_serves_plaintext_clients_and_says_so_loudly() {
     ] {
         assert!(json[field].is_null(), "{field}: {json}");
     }
+    for field in ["identity", "tls_version", "cipher_suite"] {
+        assert!(json["server_saw"][field].is_null(), "{field}: {json}");
+    }
     // A TLS client is told the server did not answer in TLS.
     let out = cluster.client().args(["get", "k"]).fails();
     assert!(
