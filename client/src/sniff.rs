@@ -257,8 +257,9 @@ pub struct Segment<'a> {
     pub dst: (Ipv4Addr, u16),
     pub seq: u32,
     pub syn: bool,
-    /// The sender has finished sending (FIN), or the connection is reset (RST).
+    /// The sender has finished sending (FIN).
     pub fin: bool,
+    /// The connection is reset (RST): both directions end.
     pub rst: bool,
     pub payload: &'a [u8],
 }
@@ -365,7 +366,8 @@ impl Sniffer {
         lines
     }
 
-    /// [`Sniffer::follow`], but for the end of a stream.
+    /// [`Sniffer::follow`]'s reading of the payload, without the bookkeeping
+    /// of which flows ended or sat idle.
     fn follow_payload(&mut self, segment: &Segment<'_>) -> Vec<String> {
         let key = (segment.src, segment.dst);
         if segment.syn {
@@ -619,6 +621,9 @@ struct Flow {
     hpack_lost: bool,
     /// A FIN or a reset has ended it.
     closed: bool,
+    /// Joined mid-record: the bytes skipped to the next record were seen,
+    /// not missed.
+    joined_mid_record: bool,
     /// The [`Sniffer`]'s clock when a segment last came for it.
     touched: u64,
 }
@@ -634,6 +639,7 @@ impl Flow {
             lost: false,
             hpack_lost: false,
             closed: false,
+            joined_mid_record: false,
             touched: 0,
         }
     }
@@ -685,11 +691,8 @@ impl Flow {
             if !tls && (self.buffer.len() < 9 || (preface && prefix.len() < H2_PREFACE.len())) {
                 return lines;
             }
-            self.carries = if tls {
-                Carries::Tls
-            } else if preface || is_h2_frame_header(&self.buffer) {
-                Carries::Http2(Box::new(hpack_decoder()))
-            } else if reverse_is_http2 {
+            let h2 = preface || is_h2_frame_header(&self.buffer);
+            if !tls && !h2 && reverse_is_http2 {
                 self.carries = Carries::Http2(Box::new(hpack_decoder()));
                 self.lost = true;
                 self.buffer.clear();
@@ -699,9 +702,15 @@ impl Flow {
                         .to_string(),
                 );
                 return lines;
-            } else {
-                self.missed = Some(0);
-                Carries::Tls
+            }
+            self.carries = match (tls, h2) {
+                (true, _) => Carries::Tls,
+                (false, true) => Carries::Http2(Box::new(hpack_decoder())),
+                (false, false) => {
+                    self.joined_mid_record = true;
+                    self.missed = Some(0);
+                    Carries::Tls
+                }
             };
         }
         if let Some(missed) = self.missed {
@@ -712,10 +721,17 @@ impl Flow {
                     Some(at) => {
                         self.buffer.drain(..at);
                         self.missed = None;
-                        lines.push(format!(
-                            "(the capture missed {} here, and resumes at the next TLS record)",
-                            crate::render::counted(missed + at as u64, "byte", "bytes")
-                        ));
+                        let skipped = crate::render::counted(missed + at as u64, "byte", "bytes");
+                        lines.push(match std::mem::take(&mut self.joined_mid_record) {
+                            true => format!(
+                                "(the capture joined this connection mid-record: skipped {skipped} \
+                                 to the next TLS record)"
+                            ),
+                            false => format!(
+                                "(the capture missed {skipped} here, and resumes at the next TLS \
+                                 record)"
+                            ),
+                        });
                     }
                     // Not yet: keep the last few bytes, which may begin one.
                     None => {
@@ -1222,9 +1238,6 @@ mod tests {
         assert!(sniffer.follow(&Segment::parse(&second).unwrap()).is_empty());
     }
 
-    /// Packets the capture missed leave the stream mid-record: the view
-    /// says so and resumes at the next record, rather than read ciphertext
-    /// as a record header ("TLS record type 173").
     /// Joined mid-connection (no SYN seen), an encrypted connection's first
     /// byte is most likely in the middle of a record: it was taken for
     /// HTTP/2, and its ciphertext then shown as frames, "readable" bytes and
@@ -1242,6 +1255,12 @@ mod tests {
             "{lines:?}"
         );
         assert!(lines.iter().all(|l| !l.contains("H2")), "{lines:?}");
+        assert!(
+            lines[0].ends_with(
+                "joined this connection mid-record: skipped 30 bytes to the next TLS record)"
+            ),
+            "{lines:?}"
+        );
         // One joined at a frame's start is still followed as HTTP/2.
         let mut sniffer = Sniffer::new(vec![7000], Names::numeric());
         let ping = [0, 0, 8, 6, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8];
@@ -1253,9 +1272,10 @@ mod tests {
     }
 
     /// A frame longer than HTTP/2 allows is not waited for (up to 16 MiB,
-    /// held), and a connection's flows go once it ends.
+    /// held), and a connection's flows are marked closed once it ends (to
+    /// go first when there are too many).
     #[test]
-    fn a_frame_too_long_is_not_held_and_ended_connections_are_forgotten() {
+    fn a_frame_too_long_is_not_held_and_ended_connections_are_marked_closed() {
         let mut sniffer = Sniffer::new(vec![7000], Names::numeric());
         let syn = frame(99, true, &[]);
         sniffer.follow(&Segment::parse(&syn).unwrap());
@@ -1391,6 +1411,9 @@ mod tests {
         assert!(!line.contains("encrypted"), "{line}");
     }
 
+    /// Packets the capture missed leave the stream mid-record: the view
+    /// says so and resumes at the next record, rather than read ciphertext
+    /// as a record header ("TLS record type 173").
     #[test]
     fn after_a_gap_tls_resumes_at_the_next_record() {
         let mut sniffer = Sniffer::new(vec![7000], Names::numeric());

@@ -136,7 +136,9 @@ pub struct Write {
     /// The balancer marked this as a retry: the write may already be done.
     pub retry: bool,
     /// The moment after which it must not be stamped
-    /// ([`proto::deadline::WRITE_BY_HEADER`]), if the sender gave one.
+    /// ([`proto::deadline::WRITE_BY_HEADER`]): its sender's, or its call's
+    /// end if sooner ([`crate::kv::WithDeadline`] sets one on every
+    /// `KeyValue` write).
     pub write_by: Option<u64>,
 }
 

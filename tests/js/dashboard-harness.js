@@ -32,7 +32,7 @@ const text = (node) => [node.textContent, ...node.children.map(text)].filter((t)
 const drawn = () => ({
   banner: { shown: elements.banner.style.display, text: text(elements.banner) },
   rps: text(elements.rps),
-  view: elements.view.className,
+  page: elements.page.className,
   tiles: elements.tiles.children.map(text),
   quorum: text(elements.quorum),
   replication: text(elements.replication),

@@ -259,11 +259,11 @@ fn the_dashboard_shows_traffic_keys_links_and_events_and_metrics_agree() {
          What is below is its last answer, not live.",
         "{drawn:#}"
     );
-    assert_eq!(drawn["paused"]["view"], "stale", "{drawn:#}");
+    assert_eq!(drawn["paused"]["page"], "stale", "{drawn:#}");
     assert_eq!(drawn["paused"]["rps"], "—", "{drawn:#}");
     // Back, the page is live again, and a rate is requests over the time
     // between the balancer's counts: 300 in 1.5 s.
-    assert_eq!(drawn["rates"]["view"], "", "{drawn:#}");
+    assert_eq!(drawn["rates"]["page"], "", "{drawn:#}");
     assert_eq!(drawn["rates"]["banner"]["shown"], "none", "{drawn:#}");
     assert_eq!(drawn["rates"]["rps"], "200", "{drawn:#}");
 

@@ -6,7 +6,7 @@ use std::{
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use tests::{
@@ -145,18 +145,11 @@ impl Local {
     }
 
     /// Ctrl-C, then waits up to `patience` for it to exit: how it exited, or
-    /// `None` if it is still running by then.
+    /// `None` if it was still running by then (it is killed).
     fn interrupt_within(&mut self, patience: Duration) -> Option<ExitStatus> {
         let pid = self.child.id().to_string();
         Command::new("kill").args(["-INT", &pid]).status().unwrap();
-        let deadline = Instant::now() + patience;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
+        tests::exit_within(&mut self.child, patience)
     }
 
     /// Ctrl-C; returns how it exited and every line it printed.
@@ -231,7 +224,7 @@ fn ctrl_c_stops_a_node_that_was_left_paused() {
     let n2 = pid_listening_on(port + local_ports::NODES + 2);
     // Declared after `local`, so dropped first: a failed test continues n2,
     // and the `Local`'s own drop can then stop it.
-    let _continue = ContinuedOnDrop(n2);
+    let mut continue_n2 = ContinuedOnDrop(Some(n2));
     Command::new("kill")
         .args(["-STOP", &n2.to_string()])
         .status()
@@ -239,6 +232,8 @@ fn ctrl_c_stops_a_node_that_was_left_paused() {
     let status = local
         .interrupt_within(Duration::from_secs(60))
         .expect("clusterlab-local to stop everything, the paused n2 included, after Ctrl-C");
+    // n2 is gone: its pid may be another process's by now.
+    continue_n2.0 = None;
     assert!(status.success(), "clusterlab-local exited with {status}");
     local.collector.take().unwrap().join().unwrap();
     let lines = local.lines.lock().unwrap().clone();
@@ -252,14 +247,16 @@ fn ctrl_c_stops_a_node_that_was_left_paused() {
     assert_nothing_listens(port);
 }
 
-/// Sends SIGCONT to a pid when dropped.
-struct ContinuedOnDrop(u32);
+/// Sends SIGCONT to a pid, if it still holds one, when dropped.
+struct ContinuedOnDrop(Option<u32>);
 
 impl Drop for ContinuedOnDrop {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-CONT", &self.0.to_string()])
-            .status();
+        if let Some(pid) = self.0 {
+            let _ = Command::new("kill")
+                .args(["-CONT", &pid.to_string()])
+                .status();
+        }
     }
 }
 

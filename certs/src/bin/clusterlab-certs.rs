@@ -219,10 +219,12 @@ fn keep_pki(pki: &Pki) -> anyhow::Result<()> {
                 std::io::stderr(),
                 "clusterlab-certs: warning: {} is still there, where every process that reads \
                  {} can read it, and it is not the key at {}; find which one belongs with \
-                 ca.pem (`clusterlab-certs issue` refuses a key that does not), then delete \
-                 {}",
+                 ca.pem (`clusterlab-certs issue` refuses a key that does not): if it is {}, \
+                 move it over {}; if not, delete {}",
                 left.display(),
                 pki.dir().display(),
+                pki.ca_key().display(),
+                left.display(),
                 pki.ca_key().display(),
                 left.display()
             );
