@@ -44,8 +44,7 @@ fn is_retry<T>(request: &Request<T>) -> bool {
 /// ([`proto::deadline::WRITE_BY_HEADER`]) or its call's deadline, whichever
 /// is sooner ([`WithDeadline`] puts it in).
 pub(crate) fn write_by<T>(request: &Request<T>) -> Option<u64> {
-    let value = request.metadata().get(proto::deadline::WRITE_BY_HEADER)?;
-    value.to_str().ok()?.parse().ok()
+    write_by_header(request.metadata().as_ref())
 }
 
 /// The [`proto::deadline::WRITE_BY_HEADER`] in `headers`, if one parses.
