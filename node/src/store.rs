@@ -24,11 +24,19 @@
 //! takes writes again without a restart. Reads, which run on the async threads
 //! too, never wait for that: meanwhile they fail at once (and one that finds
 //! a reopen failed asks for another, in the background).
+//!
+//! A failed *fsync* is the one disk error the store does not reopen after. On
+//! Linux, the pages an fsync could not write are then marked clean: the file
+//! as the kernel shows it (and a reopen would read) holds data that may never
+//! reach the disk, and commits built on it would be lost with it at the next
+//! power cut. So the store watches its file's fsyncs (`Watched`) and, after
+//! one failed, takes no more writes until the machine and the node restart.
 
 use std::{
+    ops::Bound,
     path::{Path, PathBuf},
     sync::{
-        Arc, Mutex, PoisonError, RwLock, TryLockError, Weak,
+        Arc, Mutex, OnceLock, PoisonError, RwLock, TryLockError, Weak,
         atomic::{AtomicBool, Ordering},
     },
     time::{Duration, Instant},
@@ -36,8 +44,9 @@ use std::{
 
 use prost::Message;
 use redb::{
-    Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata,
-    StorageError, TableDefinition, TransactionError, WriteTransaction,
+    BackendError, Database, ReadTransaction, ReadableDatabase, ReadableTable,
+    ReadableTableMetadata, StorageBackend, StorageError, TableDefinition, TransactionError,
+    WriteTransaction, backends::FileBackend,
 };
 use tracing::{error, info, warn};
 
@@ -126,6 +135,8 @@ pub struct Store {
     reopening: Arc<Mutex<()>>,
     /// Set while a read has a reopen waiting on the blocking pool.
     reopen_asked: Arc<AtomicBool>,
+    /// What the first fsync of the file that failed said ([`Watched`]).
+    fsync_failed: Arc<OnceLock<String>>,
     path: PathBuf,
 }
 
@@ -147,7 +158,8 @@ impl Store {
             },
         })?;
         let path = dir.join(FILE_NAME);
-        let db = open_database(&path)?;
+        let fsync_failed = Arc::default();
+        let db = open_database(&path, &fsync_failed)?;
         // Create the table up front so read transactions always find it.
         let txn = db.begin_write().map_err(storage)?;
         txn.open_table(RECORDS).map_err(storage)?;
@@ -156,6 +168,7 @@ impl Store {
             db: Arc::new(RwLock::new(Some(Arc::new(db)))),
             reopening: Arc::default(),
             reopen_asked: Arc::default(),
+            fsync_failed,
             path,
         })
     }
@@ -240,6 +253,9 @@ impl Store {
     fn reading<T>(&self, read: impl FnOnce(ReadTransaction) -> Result<T>) -> Result<T> {
         let result = self.begin_read().and_then(read);
         if let Err(Error::DiskStopped(_)) = &result {
+            if let Some(refused) = self.refused_after_a_failed_fsync() {
+                return Err(refused);
+            }
             // Dropped unused, the transaction writes nothing.
             self.in_the_background(|store| drop(store.begin_write()));
         }
@@ -276,6 +292,11 @@ impl Store {
     /// while the file is being opened, without the lock held: reads fail at
     /// once rather than wait, and writes wait here, on the blocking pool.
     fn reopen(&self, failed: Option<&Weak<Database>>) -> Result<Arc<Database>> {
+        // The stopped database stays in its slot: what its cache holds can
+        // still be read, and nothing more is written to the file.
+        if let Some(refused) = self.refused_after_a_failed_fsync() {
+            return Err(refused);
+        }
         // A panic while reopening (redb checks a damaged file with some) must
         // not leave every later reopen to panic too.
         let _one_at_a_time = self
@@ -321,7 +342,8 @@ impl Store {
             )));
         }
         let db = loop {
-            let opened = std::panic::catch_unwind(|| Database::open(&self.path));
+            let opened =
+                std::panic::catch_unwind(|| watched(&self.path, false, &self.fsync_failed));
             match opened {
                 Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(5));
@@ -334,6 +356,20 @@ impl Store {
         info!(path = %self.path.display(), "database reopened; it takes writes again");
         *self.db.write().expect("store lock poisoned") = Some(db.clone());
         Ok(db)
+    }
+
+    /// After an fsync of the file failed, what a write (or a read the stopped
+    /// database cannot answer) is told instead of the store reopening it.
+    fn refused_after_a_failed_fsync(&self) -> Option<Error> {
+        let cause = self.fsync_failed.get()?;
+        Some(Error::Storage(format!(
+            "an fsync of {} failed ({cause}), so this node takes no more writes: the kernel \
+             may have dropped what it could not write while still showing it, and writes \
+             built on that would be lost at the next power cut. Check the disk (dmesg), then \
+             restart the machine, not only the node (its cache of the file is what cannot be \
+             trusted): at start the database falls back to its last whole commit",
+            self.path.display()
+        )))
     }
 
     /// Where the database file lives.
@@ -641,9 +677,92 @@ fn damaged(path: &Path, why: &str) -> Error {
     }
 }
 
+/// The database file as redb's own [`FileBackend`] reads and writes it, with
+/// one thing more: the first fsync of it that fails is kept in `fsync_failed`
+/// (see the module's docs for why the store must know).
+/// (Any backend can be watched: the tests watch one that fails on demand.)
+#[derive(Debug)]
+struct Watched<B = FileBackend> {
+    file: B,
+    fsync_failed: Arc<OnceLock<String>>,
+}
+
+impl<B: StorageBackend> StorageBackend for Watched<B> {
+    fn sync_data(&self) -> std::io::Result<()> {
+        self.file.sync_data().inspect_err(|e| {
+            if self.fsync_failed.set(e.to_string()).is_ok() {
+                error!(
+                    error = %e,
+                    "an fsync of the database failed: the node takes no more writes (see the \
+                     next write's error for what to do)"
+                );
+            }
+        })
+    }
+
+    // The rest is the file's own.
+    fn len(&self) -> std::io::Result<u64> {
+        self.file.len()
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+        self.file.read(offset, out)
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.file.set_len(len)
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.file.write(offset, data)
+    }
+    fn close(&self) -> std::io::Result<()> {
+        self.file.close()
+    }
+    fn try_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
+        self.file.try_lock_range(start, end)
+    }
+    fn try_lock_shared_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> Result<bool, BackendError> {
+        self.file.try_lock_shared_range(start, end)
+    }
+    fn lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
+        self.file.lock_range(start, end)
+    }
+    fn lock_shared_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
+        self.file.lock_shared_range(start, end)
+    }
+    fn unlock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
+        self.file.unlock_range(start, end)
+    }
+    fn query_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
+        self.file.query_lock_range(start, end)
+    }
+}
+
+/// Opens the database file at `path`, made if `create` and missing, through
+/// [`Watched`]: what `Database::create` and `Database::open` do, but for the
+/// watch. (Not `create`, an empty file is made a new database all the same.)
+fn watched(
+    path: &Path,
+    create: bool,
+    fsync_failed: &Arc<OnceLock<String>>,
+) -> Result<Database, redb::DatabaseError> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .truncate(false)
+        .open(path)?;
+    redb::Builder::new().create_with_backend(Watched {
+        file: FileBackend::new(file)?,
+        fsync_failed: fsync_failed.clone(),
+    })
+}
+
 /// Opens (or creates) the database at `path`, saying what to do when it cannot.
-fn open_database(path: &Path) -> Result<Database> {
-    Database::create(path).map_err(|e| match e {
+fn open_database(path: &Path, fsync_failed: &Arc<OnceLock<String>>) -> Result<Database> {
+    watched(path, true, fsync_failed).map_err(|e| match e {
         redb::DatabaseError::Storage(redb::StorageError::Corrupted(why)) => damaged(path, &why),
         e => Error::DataDir {
             path: path.to_path_buf(),
@@ -710,6 +829,21 @@ fn storage(e: impl Into<redb::Error>) -> Error {
     error!(error = %e, "the database failed");
     match e {
         redb::Error::Corrupted(why) => Error::Corrupt(why),
+        // ENOSPC, EDQUOT, EFBIG: from a write (a failed fsync stops the store).
+        redb::Error::Io(io)
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::StorageFull
+                    | std::io::ErrorKind::QuotaExceeded
+                    | std::io::ErrorKind::FileTooLarge
+            ) =>
+        {
+            Error::Storage(format!(
+                "{io}: the disk under the node's --data-dir is full (or at a quota or file-size \
+                 limit); the write was not stored. Free space there: the node takes writes \
+                 again by itself, with no restart"
+            ))
+        }
         // redb's own words ask to close and reopen it, which the store does.
         redb::Error::PreviousIo => Error::DiskStopped(
             "a disk error stopped the database (the node's log has the cause); the node \
@@ -838,11 +972,13 @@ mod tests {
     }
 
     /// A file backend whose writes fail while `failing` is set, as on a full
-    /// disk: one failed commit stops redb's database until it is reopened.
+    /// disk, and its fsyncs while `sync_failing` is: one failed commit stops
+    /// redb's database until it is reopened.
     #[derive(Debug)]
     struct FailingWrites {
         file: redb::backends::FileBackend,
-        failing: Arc<std::sync::atomic::AtomicBool>,
+        failing: Arc<AtomicBool>,
+        sync_failing: Arc<AtomicBool>,
     }
 
     impl redb::StorageBackend for FailingWrites {
@@ -857,6 +993,9 @@ mod tests {
             self.file.set_len(len)
         }
         fn sync_data(&self) -> std::io::Result<()> {
+            if self.sync_failing.load(Ordering::Relaxed) {
+                return Err(std::io::Error::from_raw_os_error(5)); // EIO
+            }
             self.file.sync_data()
         }
         fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
@@ -869,9 +1008,27 @@ mod tests {
     }
 
     impl FailingWrites {
+        /// A backend on the database file of `store`, whose own database is
+        /// closed, with flags to make it fail.
+        fn on(store: &Store) -> (Self, Arc<AtomicBool>, Arc<AtomicBool>) {
+            *store.db.write().unwrap() = None;
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(store.path())
+                .unwrap();
+            let (failing, sync_failing) = (Arc::default(), Arc::<AtomicBool>::default());
+            let backend = FailingWrites {
+                file: redb::backends::FileBackend::new(file).unwrap(),
+                failing: Arc::clone(&failing),
+                sync_failing: Arc::clone(&sync_failing),
+            };
+            (backend, failing, sync_failing)
+        }
+
         fn fail(&self) -> std::io::Result<()> {
             match self.failing.load(Ordering::Relaxed) {
-                true => Err(std::io::Error::other("no space left (made to fail)")),
+                true => Err(std::io::Error::from_raw_os_error(28)), // ENOSPC
                 false => Ok(()),
             }
         }
@@ -893,17 +1050,7 @@ mod tests {
         store.apply_many(&records).unwrap();
         // The same file, behind a backend that can fail, with a cold cache
         // too small to hold what the reads below want.
-        *store.db.write().unwrap() = None;
-        let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(store.path())
-            .unwrap();
-        let backend = FailingWrites {
-            file: redb::backends::FileBackend::new(file).unwrap(),
-            failing: failing.clone(),
-        };
+        let (backend, failing, _) = FailingWrites::on(&store);
         let db = redb::Builder::new()
             .set_cache_size(16 * 1024)
             .create_with_backend(backend)
@@ -911,7 +1058,12 @@ mod tests {
         *store.db.write().unwrap() = Some(Arc::new(db));
 
         failing.store(true, Ordering::Relaxed);
-        assert!(store.apply(&record("z", 2, Some("w"))).is_err());
+        let full = store.apply(&record("z", 2, Some("w"))).unwrap_err();
+        assert!(
+            full.to_string().contains("--data-dir is full")
+                && full.to_string().contains("Free space there"),
+            "{full}"
+        );
         failing.store(false, Ordering::Relaxed);
 
         let first = store.get("a0000").map_err(|e| e.to_string());
@@ -924,6 +1076,52 @@ mod tests {
         let then = store.get("a0000").unwrap().expect("a0000 is there");
         assert_eq!(then.value.unwrap(), value.as_bytes());
         assert_eq!(store.len().unwrap(), 1000, "the failed write left nothing");
+    }
+
+    /// After a failed fsync the store is not reopened (the kernel's copy of
+    /// the file may hold what never reached the disk), and says why and what
+    /// to do; a write that failed otherwise (above) is followed by a reopen.
+    /// What the cache holds can still be read.
+    #[test]
+    fn after_a_failed_fsync_the_store_takes_no_more_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.apply(&record("k", 1, Some("v"))).unwrap();
+        let (backend, _, sync_failing) = FailingWrites::on(&store);
+        let watched = Watched {
+            file: backend,
+            fsync_failed: Arc::clone(&store.fsync_failed),
+        };
+        let db = redb::Builder::new().create_with_backend(watched).unwrap();
+        *store.db.write().unwrap() = Some(Arc::new(db));
+        assert_eq!(store.get("k").unwrap().unwrap().value.unwrap(), b"v");
+
+        sync_failing.store(true, Ordering::Relaxed);
+        assert!(store.apply(&record("k", 2, Some("lost"))).is_err());
+        sync_failing.store(false, Ordering::Relaxed);
+
+        // Where a reopen would take it, every later write is refused.
+        for wall_ms in [3, 4] {
+            let refused = store
+                .apply(&record("k", wall_ms, Some("w")))
+                .expect_err("a write after a failed fsync was taken")
+                .to_string();
+            assert!(
+                refused.contains("an fsync of")
+                    && refused.contains(&store.path().display().to_string())
+                    && refused.contains("Input/output error")
+                    && refused.contains("restart the machine"),
+                "{refused}"
+            );
+        }
+        let answer = store.get("k").map_err(|e| e.to_string());
+        assert!(
+            answer
+                .as_ref()
+                .is_ok_and(|r| r.as_ref().unwrap().value.as_deref() == Some(&b"v"[..]))
+                || answer.as_ref().is_err_and(|e| e.contains("an fsync of")),
+            "{answer:?}"
+        );
     }
 
     /// A damaged file stops the start with what to do about it, not only the
