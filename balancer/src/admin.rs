@@ -73,12 +73,16 @@ impl Admin for AdminService {
         let policy =
             Policy::parse(&request.into_inner().policy).map_err(Status::invalid_argument)?;
         let previous = self.router.set_policy(policy);
-        info!(from = %previous, to = %policy, "policy changed");
-        self.events.publish(
-            "policy.changed",
-            &self.router.name,
-            format!("policy {previous} -> {policy}"),
-        );
+        // Set again, the same policy is no change to announce (the answer
+        // still says `X -> X`).
+        if previous != policy {
+            info!(from = %previous, to = %policy, "policy changed");
+            self.events.publish(
+                "policy.changed",
+                &self.router.name,
+                format!("policy {previous} -> {policy}"),
+            );
+        }
         Ok(Response::new(SetPolicyResponse {
             previous: previous.name().into(),
             current: policy.name().into(),

@@ -99,7 +99,7 @@ impl Router {
     }
 
     /// Picks a healthy node not in `tried`, with the reason.
-    fn pick(&self, key: &str, tried: &[Arc<Backend>]) -> Option<(Arc<Backend>, String)> {
+    fn pick(&self, key: Option<&str>, tried: &[Arc<Backend>]) -> Option<(Arc<Backend>, String)> {
         let mut healthy = self.backends.list();
         healthy.retain(|b| b.is_healthy() && !tried.iter().any(|t| Arc::ptr_eq(t, b)));
         if healthy.is_empty() {
@@ -114,7 +114,9 @@ impl Router {
                 in_flight: b.in_flight.load(Ordering::Relaxed),
             })
             .collect();
-        let (i, reason) = self.picker.pick(self.policy(), &candidates, key);
+        let (i, reason) = self
+            .picker
+            .pick(self.policy(), &candidates, key, !tried.is_empty());
         Some((healthy.swap_remove(i), reason))
     }
 
@@ -168,6 +170,8 @@ impl Router {
             ));
         };
         let key = message.key()?;
+        // A scan's field 1 is its prefix, not a key.
+        let keyed = (method != Method::Scan).then_some(key.as_str());
         // A write is retried on another node only under an id that names it:
         // the node looks for it before writing again. Our client always sends
         // one; a write that came without one (from grpcurl, say) gets one here.
@@ -205,7 +209,7 @@ impl Router {
         // the loop breaks, it ends at the most attempts.
         let mut stopped = Stopped::MostAttempts;
         while tried.len() < MAX_ATTEMPTS {
-            let Some((backend, reason)) = self.pick(&key, &tried) else {
+            let Some((backend, reason)) = self.pick(keyed, &tried) else {
                 stopped = Stopped::NoNodeLeft;
                 break;
             };

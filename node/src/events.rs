@@ -122,12 +122,13 @@ impl Events {
             Ok(event) => Ok(event),
             // The subscriber fell behind: say so in the feed instead of failing it.
             Err(BroadcastStreamRecvError::Lagged(missed)) => Ok(proto::Event {
+                at_unix_ms: crate::version::unix_ms(),
                 source: source.clone(),
                 kind: "events.missed".into(),
+                subject: source.clone(),
                 message: format!(
                     "{missed} events were dropped because this subscriber fell behind"
                 ),
-                ..proto::Event::default()
             }),
         });
         // Up to and including STOPPING, then the end of the stream, at once:
@@ -232,7 +233,14 @@ mod tests {
         let all =
             tokio::time::timeout(std::time::Duration::from_secs(10), open.collect::<Vec<_>>());
         let all = all.await.expect("the lagging feed did not end");
-        let kinds: Vec<_> = all.into_iter().map(|e| e.unwrap().kind).collect();
+        let all: Vec<proto::Event> = all.into_iter().map(Result::unwrap).collect();
+        // Dated and named like every other event (not 1970, not nobody's).
+        let missed = &all[0];
+        assert!(
+            missed.at_unix_ms >= all[1].at_unix_ms && missed.subject == "n1",
+            "{missed:?}"
+        );
+        let kinds: Vec<_> = all.into_iter().map(|e| e.kind).collect();
         assert_eq!(kinds.first().map(String::as_str), Some("events.missed"));
         assert_eq!(kinds.last().map(String::as_str), Some(STOPPING));
         assert_eq!(

@@ -796,6 +796,26 @@ fn the_policy_can_change_at_run_time_and_the_trace_names_it() {
     assert_eq!(out.stdout.trim(), "policy round-robin -> key-affinity");
     let out = cluster.client_to_balancer(0).args(["-v", "get", "k"]).ok();
     assert!(out.stderr.contains("policy=key-affinity"), "{}", out.stderr);
+    // Set again, it is no change: the answer says so, and no event announces one.
+    let out = cluster
+        .client_to_balancer(0)
+        .args(["policy", "key-affinity"])
+        .ok();
+    assert_eq!(out.stdout.trim(), "policy key-affinity -> key-affinity");
+    let out = cluster
+        .client_to_balancer(0)
+        .args(["events", "--no-follow"])
+        .ok();
+    let changes: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|line| line.contains("policy.changed"))
+        .collect();
+    assert_eq!(changes.len(), 1, "{}", out.stdout);
+    assert!(
+        changes[0].ends_with("policy round-robin -> key-affinity"),
+        "{changes:?}"
+    );
     // The client knows the four and refuses any other before sending it...
     let out = cluster
         .client_to_balancer(0)
