@@ -36,11 +36,12 @@ use std::{
 };
 
 use certs::names::ContainerNames;
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::Socket;
 
 use crate::{Failure, cli::SniffArgs};
 
 /// `ETH_P_ALL`: every protocol, in network byte order as `socket(2)` wants it.
+#[cfg(target_os = "linux")]
 const ETH_P_ALL: u16 = 0x0003;
 /// Room for `from -> to`: the routes between the compose cluster's own
 /// containers (`clusterlab-balancer-1:60296 -> clusterlab-node-1:7100`) and
@@ -56,12 +57,14 @@ const FRAME_BUFFER: usize = 65_536 + 1024;
 /// read yet.
 const RECEIVE_BUFFER: usize = 8 << 20;
 
-/// Sniffs until `--duration` or `--count` is reached, or `stop` is set.
-pub fn run(args: SniffArgs, stop: &AtomicBool) -> Result<(), Failure> {
-    let socket = Socket::new(
-        Domain::PACKET,
-        Type::RAW,
-        Some(Protocol::from(i32::from(ETH_P_ALL.to_be()))),
+/// A raw packet socket that receives every frame, in and out, on every
+/// interface of the network namespace.
+#[cfg(target_os = "linux")]
+fn packet_socket() -> Result<Socket, Failure> {
+    Socket::new(
+        socket2::Domain::PACKET,
+        socket2::Type::RAW,
+        Some(socket2::Protocol::from(i32::from(ETH_P_ALL.to_be()))),
     )
     .map_err(|e| {
         Failure::local(format!(
@@ -70,7 +73,22 @@ pub fn run(args: SniffArgs, stop: &AtomicBool) -> Result<(), Failure> {
              (sudo \"$(command -v clusterlab)\" sniff ...), \
              or use the compose service: docker compose run --rm --no-deps sniff"
         ))
-    })?;
+    })
+}
+
+/// Packet sockets (AF_PACKET) are Linux's; elsewhere the compose service,
+/// which runs on Linux, sniffs.
+#[cfg(not(target_os = "linux"))]
+fn packet_socket() -> Result<Socket, Failure> {
+    Err(Failure::usage(
+        "sniff reads frames from Linux's packet sockets (AF_PACKET), which this system does \
+         not have; use the compose service: docker compose run --rm --no-deps sniff",
+    ))
+}
+
+/// Sniffs until `--duration` or `--count` is reached, or `stop` is set.
+pub fn run(args: SniffArgs, stop: &AtomicBool) -> Result<(), Failure> {
+    let socket = packet_socket()?;
     socket
         .set_read_timeout(Some(Duration::from_millis(200)))
         .map_err(|e| Failure::local(format!("socket timeout: {e}")))?;

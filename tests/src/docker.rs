@@ -123,9 +123,10 @@ pub fn build_image() {
 }
 
 /// Builds `tag` the way a laptop does, from source inside Docker with the
-/// multi-stage `Dockerfile`. Its `rust:1-bookworm` cannot be pulled
-/// here, so it starts from the stand-in `scripts/rust-image` makes (Debian
-/// bookworm and this machine's Rust toolchain).
+/// multi-stage `Dockerfile`. Its `rust:1-bookworm` cannot be pulled in
+/// CI, so there it starts from the stand-in `scripts/rust-image` makes
+/// (Debian bookworm and this machine's Rust toolchain); elsewhere, from
+/// whichever of the two is here, or can be made or pulled.
 pub fn build_image_from_source(tag: &str) {
     let status = crate::building_command(root().join("scripts").join("docker-build"))
         .arg("--from-source")
