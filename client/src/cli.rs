@@ -335,7 +335,8 @@ pub struct FaultArgs {
     /// The node to misbehave, by name (e.g. n2).
     pub node: String,
     /// Add this much delay to every request it serves (e.g. 200ms; whole
-    /// milliseconds, at most 60s).
+    /// milliseconds, at most 60s). Its peers' heartbeats are not delayed,
+    /// nor failed by --error-rate: they keep it alive.
     #[arg(long, value_parser = latency)]
     pub latency: Option<Duration>,
     /// Fail this fraction of its requests with UNAVAILABLE (0.0 to 1.0).

@@ -5,7 +5,8 @@
 //! Every `KeyValue` and `Replica` request then passes [`Faults::enter`] first:
 //! it waits while the node is paused, sleeps the added latency, and fails with
 //! the configured probability. Calls to and from the dropped peer fail at once,
-//! as if the network link between the two were cut. `Admin` itself is never
+//! as if the network link between the two were cut. Membership probes pass a
+//! pause and a cut link only ([`Faults::enter_probe`]). `Admin` itself is never
 //! faulted, so a fault can always be cleared.
 
 use std::time::Duration;
@@ -54,14 +55,15 @@ impl Fault {
         })
     }
 
-    /// One line for people: "latency 200ms, error rate 0.30" or "none".
+    /// One line for people: "latency 200ms, error rate 0.3" or "none".
     pub fn describe(&self) -> String {
         let mut parts = Vec::new();
         if !self.latency.is_zero() {
             parts.push(format!("latency {:?}", self.latency));
         }
         if self.error_rate > 0.0 {
-            parts.push(format!("error rate {:.2}", self.error_rate));
+            // As given: 0.004 is not "0.00".
+            parts.push(format!("error rate {}", self.error_rate));
         }
         if self.pause {
             parts.push("paused".to_string());
@@ -122,50 +124,78 @@ impl Faults {
 
     /// Applies the fault to a request arriving from `caller` (a peer's name, or
     /// `None` for clients): waits out a pause, sleeps the latency, maybe fails.
+    ///
+    /// A request waiting follows the fault as it changes: `--clear` ends its
+    /// wait, a pause set meanwhile holds it, a cut link refuses it, and its
+    /// error rate is the fault's when the wait ends.
     pub async fn enter(&self, caller: Option<&str>) -> Result<(), Status> {
-        self.check_link(caller)?;
         let mut current = self.current.subscribe();
-        if current.borrow().pause {
-            // Until unpaused, or the node shuts down (a node not paused
-            // serves its drain as usual: an unpause wins a tie).
-            let mut stopping = self.stopping.subscribe();
-            tokio::select! {
-                biased;
-                _ = current.wait_for(|fault| !fault.pause) => {}
-                _ = stopping.wait_for(|&stopping| stopping) => {
-                    return Err(proto::not_applied(Status::unavailable(format!(
-                        "{} is shutting down while paused, and did not start this request; \
-                         it is safe to send again",
-                        self.node
-                    ))));
-                }
-            }
-        }
-        // The latency counts from now, and follows the fault as it changes:
-        // `--clear` ends the wait of requests already waiting, and their
-        // error rate is the fault's when the wait ends.
-        let arrived = tokio::time::Instant::now();
+        // The latency counts from the arrival, or from the end of a pause.
+        let mut since = tokio::time::Instant::now();
         let fault = loop {
+            self.check_link(caller)?;
             let fault = current.borrow_and_update().clone();
+            if fault.pause {
+                self.wait_out_the_pause(&mut current).await?;
+                since = tokio::time::Instant::now();
+                continue;
+            }
             if fault.latency.is_zero() {
                 break fault;
             }
             tokio::select! {
-                () = tokio::time::sleep_until(arrived + fault.latency) => break fault,
+                () = tokio::time::sleep_until(since + fault.latency) => break fault,
                 changed = current.changed() => if changed.is_err() {
                     break fault;
                 },
             }
         };
         if fault.error_rate > 0.0 && rand::random::<f64>() < fault.error_rate {
-            return Err(Status::unavailable(format!(
-                "injected fault: {} fails {:.0}% of requests (`clusterlab fault {} --clear` ends it)",
+            // Refused before anything was done: a client may send it again,
+            // and `clusterlab check` counts it as not applied.
+            return Err(proto::not_applied(Status::unavailable(format!(
+                "injected fault: {} fails {}% of requests (`clusterlab fault {} --clear` ends it)",
                 self.node,
-                fault.error_rate * 100.0,
+                (fault.error_rate * 10_000.0).round() / 100.0,
                 certs::flags::shell_word(&self.node),
-            )));
+            ))));
         }
         Ok(())
+    }
+
+    /// [`Faults::enter`] for a membership probe from `caller`: a cut link and
+    /// a pause hold it like any request, but no latency or error rate. Those
+    /// make the node slow or failing at its work, not gone: its peers would
+    /// otherwise take it for suspect (and, with `--latency 2s`, past the
+    /// probe's timeout, for dead, and move its keys) while the balancer, whose
+    /// health checks no fault delays, kept sending it requests.
+    pub async fn enter_probe(&self, caller: &str) -> Result<(), Status> {
+        let mut current = self.current.subscribe();
+        loop {
+            self.check_link(Some(caller))?;
+            if !current.borrow_and_update().pause {
+                return Ok(());
+            }
+            self.wait_out_the_pause(&mut current).await?;
+        }
+    }
+
+    /// Waits until the node is unpaused, or refuses the request when it
+    /// shuts down first (a node not paused serves its drain as usual: an
+    /// unpause wins a tie).
+    async fn wait_out_the_pause(&self, current: &mut watch::Receiver<Fault>) -> Result<(), Status> {
+        let mut stopping = self.stopping.subscribe();
+        tokio::select! {
+            biased;
+            _ = current.wait_for(|fault| !fault.pause) => Ok(()),
+            _ = stopping.wait_for(|&stopping| stopping) => {
+                Err(proto::not_applied(Status::unavailable(format!(
+                    "{} is shutting down while paused, and did not start this request; \
+                     it is safe to send again",
+                    self.node
+                ))))
+            }
+        }
     }
 
     /// Fails at once if the link to `peer` is cut.
@@ -201,6 +231,15 @@ mod tests {
         waiting
     }
 
+    /// 5 s of latency, and every request failed after it.
+    fn slow_and_failing() -> Fault {
+        Fault {
+            latency: Duration::from_secs(5),
+            error_rate: 1.0,
+            ..Fault::default()
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_paused_request_waits_until_the_fault_is_cleared() {
         let faults = Arc::new(Faults::new("n1"));
@@ -231,11 +270,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn clearing_a_fault_ends_the_latency_of_requests_already_waiting() {
         let faults = Arc::new(Faults::new("n1"));
-        faults.set(Fault {
-            latency: Duration::from_secs(5),
-            error_rate: 1.0,
-            ..Fault::default()
-        });
+        faults.set(slow_and_failing());
         let started = tokio::time::Instant::now();
         let waiting = tokio::spawn({
             let faults = faults.clone();
@@ -246,6 +281,94 @@ mod tests {
         faults.set(Fault::default());
         assert!(waiting.await.unwrap().is_ok(), "failed by a cleared fault");
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    /// A request waiting out a latency follows the fault as it changes: a
+    /// pause set meanwhile holds it (it used to go on as the latency was
+    /// gone), and a link cut meanwhile refuses it.
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_or_a_cut_link_set_during_a_latency_applies_to_requests_waiting() {
+        let faults = Arc::new(Faults::new("n1"));
+        let slow = Fault {
+            latency: Duration::from_secs(5),
+            ..Fault::default()
+        };
+        faults.set(slow.clone());
+        let waiting = tokio::spawn({
+            let faults = faults.clone();
+            async move { faults.enter(Some("n3")).await }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        faults.set(Fault {
+            pause: true,
+            ..Fault::default()
+        });
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        assert!(!waiting.is_finished(), "a paused node answered");
+        // Unpaused to the latency again: it counts from the end of the pause.
+        faults.set(slow.clone());
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        assert!(
+            !waiting.is_finished(),
+            "the latency after the pause was not applied"
+        );
+        faults.set(Fault {
+            drop_peer: Some("n3".into()),
+            ..slow
+        });
+        let refused = waiting.await.unwrap().unwrap_err();
+        assert!(
+            refused.message().contains("the link to n3 is cut"),
+            "{refused:?}"
+        );
+    }
+
+    /// A probe is held by a pause and refused by a cut link, but neither
+    /// slowed nor failed by a latency and an error rate.
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_passes_latency_and_errors_but_not_a_pause_or_a_cut_link() {
+        let faults = Arc::new(Faults::new("n1"));
+        faults.set(slow_and_failing());
+        let started = tokio::time::Instant::now();
+        assert!(faults.enter_probe("n2").await.is_ok());
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        faults.set(Fault {
+            pause: true,
+            ..Fault::default()
+        });
+        let waiting = tokio::spawn({
+            let faults = faults.clone();
+            async move { faults.enter_probe("n2").await }
+        });
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        assert!(!waiting.is_finished(), "a paused node answered a probe");
+        faults.set(Fault {
+            drop_peer: Some("n2".into()),
+            ..Fault::default()
+        });
+        assert!(
+            waiting.await.unwrap().is_err(),
+            "a cut link let a probe through"
+        );
+        assert!(faults.enter_probe("n3").await.is_ok());
+    }
+
+    /// A small error rate is shown as given, not rounded away to nothing.
+    #[tokio::test]
+    async fn a_small_error_rate_is_shown_as_given() {
+        let fault = Fault {
+            error_rate: 0.004,
+            ..Fault::default()
+        };
+        assert_eq!(fault.describe(), "error rate 0.004");
+        let faults = Faults::new("n2");
+        faults.set(fault);
+        let err = loop {
+            if let Err(err) = faults.enter(None).await {
+                break err;
+            }
+        };
+        assert!(err.message().contains("fails 0.4% of requests"), "{err:?}");
     }
 
     #[tokio::test]
@@ -260,6 +383,8 @@ mod tests {
             err.message(),
             "injected fault: n2 fails 100% of requests (`clusterlab fault n2 --clear` ends it)"
         );
+        // Nothing was done: a client (and `check`) may count it so.
+        assert!(proto::was_not_applied(&err), "{err:?}");
         faults.set(Fault {
             drop_peer: Some("n3".into()),
             ..Fault::default()

@@ -114,7 +114,7 @@ impl Replica for ReplicaService {
     ) -> Result<Response<ProbeResponse>, Status> {
         let membership = &self.state.membership;
         let caller = request.into_inner().from.unwrap_or_default();
-        self.state.faults.enter(Some(&caller.name)).await?;
+        self.state.faults.enter_probe(&caller.name).await?;
         membership.heard_from(&caller);
         let keys = self.state.store.run(|s| s.len()).await?;
         Ok(Response::new(ProbeResponse {

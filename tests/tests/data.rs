@@ -1030,6 +1030,13 @@ fn load_and_check_fail_when_nothing_succeeds() {
         json["write_errors"]["UNAVAILABLE"].as_u64() > Some(0),
         "{json}"
     );
+    // An injected failure comes before anything is written: not applied,
+    // not indeterminate.
+    assert_eq!(json["indeterminate"], 0, "{json}");
+    assert_eq!(
+        json["not_applied"], json["write_errors"]["UNAVAILABLE"],
+        "{json}"
+    );
     let said = "UNAVAILABLE: not one write was acknowledged, so nothing was checked";
     assert!(last.starts_with(said), "{last}");
 
