@@ -209,7 +209,7 @@ async fn put(global: &Global, args: PutArgs) -> Result<(), Failure> {
             },
         ))
         .await;
-    let response = conn.check(response).await.map_err(Failure::of_a_write)?;
+    let response = conn.check_write(response).await?;
     let written = Written {
         key: &args.key,
         version: response.version.as_ref(),
@@ -337,7 +337,7 @@ async fn delete(global: &Global, args: DeleteArgs) -> Result<(), Failure> {
             },
         ))
         .await;
-    let response = conn.check(response).await.map_err(Failure::of_a_write)?;
+    let response = conn.check_write(response).await?;
     let written = Written {
         key: &args.key,
         version: response.version.as_ref(),
@@ -565,6 +565,14 @@ fn node_status_text(status: &StatusResponse) -> String {
         render::counted(status.denied, "call denied", "calls denied"),
     );
     out += &render::wrapped(&counts, 2, 4);
+    if !status.fault.is_empty() {
+        let fault = format!(
+            "fault injected: {} (`clusterlab fault {} --clear` ends it)",
+            status.fault,
+            certs::flags::shell_word(&status.name)
+        );
+        out += &render::wrapped(&fault, 2, 4);
+    }
     let width = column_width(status.members.iter().map(|m| m.addr.as_str()), "ADDRESS");
     // One more for the `*` that marks the member that answered.
     let names = column_width(status.members.iter().map(|m| m.name.as_str()), "NAME") + 1;
@@ -732,7 +740,7 @@ async fn still_accepts(addr: &str) -> bool {
 }
 
 async fn fault(global: &Global, args: FaultArgs) -> Result<(), Failure> {
-    let fault = SetFaultRequest {
+    let mut fault = SetFaultRequest {
         node: args.node.clone(),
         latency_ms: args.latency.map_or(0, |d| d.as_millis() as u64),
         error_rate: args.error_rate.unwrap_or(0.0),
@@ -758,8 +766,11 @@ async fn fault(global: &Global, args: FaultArgs) -> Result<(), Failure> {
             ),
             _ => f,
         })?;
-    if let Some(addr) = node_address(&status, &args.node)? {
-        conn = Connection::open_to(global, &addr)
+    if let Some(target) = node_address(&status, &args.node)? {
+        // The node checks that the fault is for it by name; given by its
+        // address, it is asked by the name it is known by, or by none.
+        fault.node = target.name;
+        conn = Connection::open_to(global, &target.addr)
             .await
             .map_err(|f| f.reaching(&args.node, &status.name))?;
     }
@@ -773,11 +784,20 @@ async fn fault(global: &Global, args: FaultArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+/// A node to send a fault to.
+#[derive(Debug, PartialEq)]
+struct Target {
+    addr: String,
+    /// Its name, or empty while the process that listed it does not know it
+    /// (a balancer lists a node by its address until its health check says).
+    name: String,
+}
+
 /// Where to send a fault for node `name`, as seen by the process that gave
 /// `status`: `None` if that process is the node itself; otherwise the address a
 /// node knows it by among its members, or a balancer among its nodes (by name,
-/// or by address while its name is not known yet).
-fn node_address(status: &StatusResponse, name: &str) -> Result<Option<String>, Failure> {
+/// or by address, the way to name one whose name is not known yet).
+fn node_address(status: &StatusResponse, name: &str) -> Result<Option<Target>, Failure> {
     let known: Vec<(&str, &str)> = match status.role.as_str() {
         "node" if status.name == name => return Ok(None),
         "node" => status
@@ -791,8 +811,14 @@ fn node_address(status: &StatusResponse, name: &str) -> Result<Option<String>, F
             .map(|b| (b.name.as_str(), b.addr.as_str()))
             .collect(),
     };
-    if let Some((_, addr)) = known.iter().find(|(n, a)| *n == name || *a == name) {
-        return Ok(Some(addr.to_string()));
+    if let Some((known_as, addr)) = known.iter().find(|(n, a)| *n == name || *a == name) {
+        return Ok(Some(Target {
+            addr: addr.to_string(),
+            name: match known_as == addr {
+                true => String::new(),
+                false => known_as.to_string(),
+            },
+        }));
     }
     let names: Vec<&str> = known.iter().map(|(n, _)| *n).collect();
     let names = match names.is_empty() {
@@ -973,12 +999,23 @@ mod tests {
 
     #[test]
     fn a_fault_for_another_node_goes_to_its_address() {
+        let target = |addr: &str, name: &str| {
+            Some(Target {
+                addr: addr.into(),
+                name: name.into(),
+            })
+        };
         let to_n2 = node_address(&node_n1(), "n2").unwrap();
-        assert_eq!(to_n2.as_deref(), Some("10.0.0.2:7100"));
+        assert_eq!(to_n2, target("10.0.0.2:7100", "n2"));
         let to_n1 = node_address(&balancer(), "n1").unwrap();
-        assert_eq!(to_n1.as_deref(), Some("10.0.0.1:7100"), "a balancer's node");
+        assert_eq!(to_n1, target("10.0.0.1:7100", "n1"), "a balancer's node");
+        // Named by its address, a node is asked by the name it is known by,
+        // or by none while the balancer knows none: the node would refuse a
+        // fault for "10.0.0.2:7100", which is not its name.
         let by_addr = node_address(&balancer(), "10.0.0.2:7100").unwrap();
-        assert_eq!(by_addr.as_deref(), Some("10.0.0.2:7100"));
+        assert_eq!(by_addr, target("10.0.0.2:7100", ""));
+        let n1_by_addr = node_address(&balancer(), "10.0.0.1:7100").unwrap();
+        assert_eq!(n1_by_addr, target("10.0.0.1:7100", "n1"));
     }
 
     #[test]

@@ -163,6 +163,10 @@ pub async fn status(state: &NodeState) -> Result<StatusResponse, Status> {
         role: "node".into(),
         members,
         under_replicated: state.under_replicated.load(Ordering::Relaxed),
+        fault: match state.faults.get() {
+            none if none == Fault::default() => String::new(),
+            fault => fault.describe(),
+        },
         unanswered: state.membership.unanswered(),
         requests: state.requests.load(Ordering::Relaxed),
         replicas: replication.replicas as u32,

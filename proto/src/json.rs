@@ -26,6 +26,7 @@ pub fn status(status: &StatusResponse) -> Value {
             "members": status.members.iter().map(member).collect::<Vec<_>>(),
             "under_replicated": status.under_replicated,
             "unanswered": status.unanswered,
+            "fault": status.fault,
             "requests": status.requests,
             "replicas": status.replicas,
             "write_quorum": status.write_quorum,

@@ -77,6 +77,12 @@ const scenarios = {
     view(status, "n1").status.under_replicated = 5;
     return status;
   },
+  // A fault injected into n2 (clusterlab fault n2 --latency 300ms).
+  faulted: () => {
+    const status = copy();
+    view(status, "n2").status.fault = "latency 300ms";
+    return status;
+  },
   // n3 killed: ejected, no view of its own, dead to the others, and each
   // key short of its third copy.
   killed: () => {

@@ -217,6 +217,11 @@ fn the_dashboard_shows_traffic_keys_links_and_events_and_metrics_agree() {
     }
     let quorum = drawn["healthy"]["quorum"].as_str().unwrap();
     assert!(quorum.ends_with("Every key has its copies."), "{quorum}");
+    // A node's injected fault is on its tile, and only on its tile.
+    assert!(!tile("healthy", "n2").contains("fault"), "{drawn:#}");
+    let n2 = tile("faulted", "n2");
+    assert!(n2.ends_with("fault injected: latency 300ms"), "{n2}");
+    assert!(!tile("faulted", "n1").contains("fault"), "{drawn:#}");
     // A cut link: both ends serve, and most of the others see them alive.
     let n1 = tile("cut", "n1");
     assert!(n1.contains("other nodes: alive (n3 sees it dead)"), "{n1}");

@@ -24,7 +24,20 @@ fn an_error_rate_fault_fails_requests_until_cleared_and_any_node_passes_it_on() 
         .client_to(0)
         .args(["fault", "n2", "--error-rate", "1"])
         .ok();
-    assert_eq!(out.stdout.trim(), "n2: faults now error rate 1.00");
+    assert_eq!(out.stdout.trim(), "n2: faults now error rate 1");
+    // The node's own status says so (it used to say nothing of it), and so
+    // does its JSON; the others have none.
+    let out = cluster.client_to(1).args(["status"]).ok();
+    assert!(
+        out.stdout
+            .contains("\n  fault injected: error rate 1 (`clusterlab fault n2 --clear` ends it)\n"),
+        "{}",
+        out.stdout
+    );
+    let json = cluster.client_to(1).args(["--json", "status"]).ok().json();
+    assert_eq!(json["fault"], "error rate 1", "{json}");
+    let json = cluster.client_to(0).args(["--json", "status"]).ok().json();
+    assert_eq!(json["fault"], "", "{json}");
 
     let out = cluster.client_to(1).args(["get", "k"]).fails();
     assert!(
