@@ -127,6 +127,21 @@ impl Connection {
         }
     }
 
+    /// [`Connection::check`] for a put or delete, whose failure says when
+    /// the write may have been applied all the same ([`Failure::of_a_write`]).
+    pub async fn check_write<T>(
+        &self,
+        result: Result<tonic::Response<T>, tonic::Status>,
+    ) -> Result<T, Failure> {
+        match result {
+            Ok(response) => Ok(response.into_inner()),
+            Err(status) => {
+                let cut = crate::failure::cut_after_sending(&status);
+                Err(self.failure(&status).await.of_a_write(cut))
+            }
+        }
+    }
+
     /// Explains a failed call on this connection. When the connection itself
     /// broke, asks the dialer to find out whether the server refused our certificate.
     pub async fn failure(&self, status: &tonic::Status) -> Failure {

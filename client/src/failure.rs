@@ -62,10 +62,14 @@ impl Failure {
     }
 
     /// For a put or delete: a write whose answer did not come within
-    /// `--timeout` may still have been applied, and the failure says so. (A
-    /// node's own deadline says whether it had begun the write.)
-    pub fn of_a_write(mut self) -> Self {
-        if self.code == "DEADLINE_EXCEEDED" && self.message.starts_with(NO_ANSWER_WITHIN) {
+    /// `--timeout`, or whose connection broke after it was sent (`cut`: see
+    /// [`cut_after_sending`]), may still have been applied, and the failure
+    /// says so. (A node's own answers say it themselves: its deadline says
+    /// whether it had begun the write, a failed quorum what was written.)
+    pub fn of_a_write(mut self, cut: bool) -> Self {
+        let no_answer =
+            self.code == "DEADLINE_EXCEEDED" && self.message.starts_with(NO_ANSWER_WITHIN);
+        if no_answer || cut {
             self.message.push_str(
                 "; the write may still have been applied, so read the key before writing it again",
             );
@@ -201,6 +205,11 @@ fn transport_reason(err: &(dyn StdError + 'static), addr: &str, plaintext: bool)
                     format!("nothing is listening at {addr} (connection refused){ADDR_HINT}")
                 }
                 TimedOut => format!("no answer from {addr} in time (connect timed out)"),
+                // rustls's words for it point at its docs.
+                UnexpectedEof => format!("{addr} closed the connection before it answered"),
+                ConnectionReset => {
+                    format!("the connection to {addr} was reset before it answered")
+                }
                 // The standard library's getaddrinfo error has no kind of its own.
                 _ if io.to_string().starts_with("failed to lookup address") => format!(
                     "the host in {addr} is not known here ({io}); is the cluster running, \
@@ -233,6 +242,14 @@ pub fn never_sent(status: &tonic::Status) -> bool {
         )
     });
     refused_or_late || handshake_failed(status)
+}
+
+/// True when the call failed here, on this side of a connection that broke
+/// (a reset, a close, an HTTP/2 error), after its request may have gone out:
+/// not an answer (a server's status has no cause of ours behind it), nor a
+/// request [`never_sent`]. A write that failed so may have been applied.
+pub fn cut_after_sending(status: &tonic::Status) -> bool {
+    StdError::source(status).is_some() && !never_sent(status) && !proto::was_not_applied(status)
 }
 
 /// True when the TLS handshake failed: the address is a web port or a server
@@ -419,13 +436,11 @@ mod tests {
         );
         // A read changes nothing; only a write may have been applied all the same.
         assert!(!failure.message.contains("applied"), "{failure}");
-        let write = failure.of_a_write();
-        assert!(
-            write.message.ends_with(
-                "; the write may still have been applied, so read the key before writing it again"
-            ),
-            "{write}"
-        );
+        let may_have_been = "; the write may still have been applied, so read the key before \
+                             writing it again";
+        let write = failure.of_a_write(cut_after_sending(&expired));
+        assert!(write.message.ends_with(may_have_been), "{write}");
+        assert_eq!(write.message.matches("applied").count(), 1, "{write}");
         assert_eq!(
             status_code(&tonic::Status::cancelled("the client went away")),
             "CANCELLED"
@@ -438,6 +453,25 @@ mod tests {
         let cut = tonic::Status::from_error(Box::new(reset));
         assert_eq!(cut.code(), tonic::Code::Unknown);
         assert_eq!(status_code(&cut), "UNAVAILABLE");
+        // A write whose connection broke after it went out may have been
+        // applied (it used to say only that the connection failed); one
+        // refused at connect, or a node's own answer, says what it says.
+        let write = Failure::from_status(&cut, "127.0.0.1:7101", false, None, timeout)
+            .of_a_write(cut_after_sending(&cut));
+        assert_eq!(
+            write.to_string(),
+            format!(
+                "UNAVAILABLE: the connection to 127.0.0.1:7101 was reset before it \
+                 answered{may_have_been}"
+            )
+        );
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(!cut_after_sending(&tonic::Status::from_error(Box::new(
+            refused
+        ))));
+        assert!(!cut_after_sending(&tonic::Status::unavailable(
+            "write quorum 2 cannot be met"
+        )));
     }
 
     #[test]
