@@ -46,11 +46,35 @@ pub fn cannot_start(
     std::process::ExitCode::FAILURE
 }
 
+/// What to log: `CLUSTERLAB_LOG`, else `RUST_LOG`, else `info`. A filter
+/// that does not parse is not passed over in silence (someone asked for
+/// debug lines and would see none, and not know why): what was wrong comes
+/// back with `info`, to be logged once the logger is up.
+fn filter() -> (EnvFilter, Option<String>) {
+    for variable in ["CLUSTERLAB_LOG", "RUST_LOG"] {
+        let Some(value) = std::env::var(variable)
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+        else {
+            continue;
+        };
+        return match EnvFilter::try_new(&value) {
+            Ok(filter) => (filter, None),
+            Err(e) => (
+                EnvFilter::new("info"),
+                Some(format!(
+                    "{variable}={value:?} is not a log filter ({e}); write it like debug, or \
+                     node=debug,info (a level: error, warn, info, debug or trace); logging at info"
+                )),
+            ),
+        };
+    }
+    (EnvFilter::new("info"), None)
+}
+
 /// Installs the global logger. Call once, first thing in `main`.
 pub fn init(process: &str, format: LogFormat) {
-    let filter = EnvFilter::try_from_env("CLUSTERLAB_LOG")
-        .or_else(|_| EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, mistake) = filter();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -76,7 +100,11 @@ pub fn init(process: &str, format: LogFormat) {
             .try_init(),
     };
     // Already installed (a test that runs two servers in one process): keep the first.
-    let _ = result;
+    if result.is_ok()
+        && let Some(mistake) = mistake
+    {
+        tracing::warn!("{mistake}");
+    }
 }
 
 /// Text lines with the process name in front.

@@ -735,6 +735,31 @@ fn an_unwritable_data_dir_is_one_clear_line() {
     );
 }
 
+/// A log filter that does not parse is named, with what one looks like,
+/// and the node logs at info: it used to log at info without a word, to
+/// someone who had asked for debug lines.
+#[test]
+fn a_log_filter_that_does_not_parse_is_named_and_info_is_used() {
+    let mut cluster = TestCluster::start(1);
+    cluster.kill(0);
+    let file = cluster.dir().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let mut command = cluster.node_command_in(0, &file.join("data"));
+    command.env("CLUSTERLAB_LOG", "node=dbug");
+    let (code, stderr) = start_fails(command);
+    assert_ne!(code, 0);
+    let warning = stderr
+        .lines()
+        .find(|l| l.contains("WARN"))
+        .unwrap_or_else(|| panic!("no warning: {stderr}"));
+    assert!(
+        warning.contains("CLUSTERLAB_LOG=\"node=dbug\" is not a log filter")
+            && warning.contains("logging at info"),
+        "{warning}"
+    );
+    assert!(error_line(&stderr).contains("cannot use data directory"));
+}
+
 /// A node told it was started by `clusterlab-local`, whose launcher is not
 /// its parent (it exited before the node could ask to go with it), stops at
 /// once rather than run on with nobody to stop it.
