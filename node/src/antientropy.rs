@@ -346,6 +346,49 @@ impl Lagging {
     }
 }
 
+/// How many rounds running the exchange with each alive peer has failed. A
+/// failure or two is a peer going down (its peers see it suspect a moment
+/// later) or a restart; one that fails round after round while the peer stays
+/// alive (a digest of a large store on a slow disk, a peer whose store refuses
+/// reads) leaves its keys short for good, and is said, once, at
+/// [`ALARM_ROUNDS`] (and again once it works).
+#[derive(Debug, Default)]
+struct Failing(HashMap<String, u32>);
+
+/// What [`Failing`] says of a peer's exchange this round.
+#[derive(Debug, PartialEq, Eq)]
+enum Streak {
+    /// Nothing to say.
+    Quiet,
+    /// It has failed [`ALARM_ROUNDS`] rounds running.
+    Alarm(u32),
+    /// It works again, after an alarm.
+    Mended,
+}
+
+impl Failing {
+    /// Records how the exchange with `peer` went this round.
+    fn record(&mut self, peer: &str, failed: bool) -> Streak {
+        if !failed {
+            return match self.0.remove(peer) {
+                Some(rounds) if rounds >= ALARM_ROUNDS => Streak::Mended,
+                _ => Streak::Quiet,
+            };
+        }
+        let rounds = self.0.entry(peer.to_owned()).or_default();
+        *rounds = rounds.saturating_add(1);
+        match *rounds == ALARM_ROUNDS {
+            true => Streak::Alarm(*rounds),
+            false => Streak::Quiet,
+        }
+    }
+
+    /// Forgets the peers no longer alive: their exchanges are not tried.
+    fn keep_only(&mut self, alive: &[String]) {
+        self.0.retain(|peer, _| alive.contains(peer));
+    }
+}
+
 /// The keys of `mine` that the other replica does not hold at the same
 /// version, given both sides' keys and versions in the ranges that differed,
 /// young ones included. A key with a version from `older_than_ms` on, on either
@@ -376,10 +419,11 @@ pub async fn run(state: Arc<NodeState>) {
     let mut ticker = tokio::time::interval(INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut lagging = Lagging::default();
+    let mut failing = Failing::default();
     let mut handoff = handoff::Cursor::default();
     loop {
         ticker.tick().await;
-        if let Err(e) = round(&state, &mut lagging, &mut handoff).await {
+        if let Err(e) = round(&state, &mut lagging, &mut failing, &mut handoff).await {
             warn!(error = %e, "anti-entropy round failed; will retry");
         }
     }
@@ -389,6 +433,7 @@ pub async fn run(state: Arc<NodeState>) {
 async fn round(
     state: &Arc<NodeState>,
     lagging: &mut Lagging,
+    failing: &mut Failing,
     handoff: &mut handoff::Cursor,
 ) -> Result<()> {
     let membership = &state.membership;
@@ -423,12 +468,22 @@ async fn round(
     let results = futures::future::join_all(exchanges).await;
     // Only peers we compared with count as up to date (but for their stale keys).
     let mut stale: HashMap<String, HashSet<String>> = HashMap::new();
+    failing.keep_only(&alive);
     for (peer, result) in alive.iter().zip(results) {
-        match result {
-            Ok(keys) => {
+        match (failing.record(peer, result.is_err()), result) {
+            (Streak::Mended, Ok(keys)) => {
+                info!(%peer, "anti-entropy with the peer works again");
                 stale.insert(peer.clone(), keys);
             }
-            Err(e) => debug!(%peer, error = %e, "anti-entropy with peer failed this round"),
+            (_, Ok(keys)) => {
+                stale.insert(peer.clone(), keys);
+            }
+            (Streak::Alarm(rounds), Err(e)) => warn!(
+                %peer, error = %e, rounds,
+                "anti-entropy with the peer keeps failing while it is alive; the keys it \
+                 should copy stay short of a copy until it works (said once)"
+            ),
+            (_, Err(e)) => debug!(%peer, error = %e, "anti-entropy with peer failed this round"),
         }
     }
     let (now_ms, grace) = (unix_ms(), state.tombstone_grace);
@@ -1176,6 +1231,28 @@ mod tests {
         assert!(!elsewhere.is_empty() && elsewhere.len() < 100);
         assert_eq!(short, elsewhere);
         assert!(short_of_copies(&view, &ring, &matched, |_| false).is_empty());
+    }
+
+    /// An exchange that fails now and then says nothing; one that fails
+    /// three rounds running while the peer is alive is said once, and its
+    /// mending too. (A failure used to be logged at debug only: repair
+    /// stalled with no word of why.)
+    #[test]
+    fn a_peer_whose_exchanges_keep_failing_is_said_once() {
+        let mut failing = Failing::default();
+        assert_eq!(failing.record("n2", true), Streak::Quiet);
+        assert_eq!(failing.record("n2", false), Streak::Quiet);
+        assert_eq!(failing.record("n2", true), Streak::Quiet);
+        assert_eq!(failing.record("n2", true), Streak::Quiet);
+        assert_eq!(failing.record("n3", true), Streak::Quiet);
+        assert_eq!(failing.record("n2", true), Streak::Alarm(3));
+        assert_eq!(failing.record("n2", true), Streak::Quiet);
+        assert_eq!(failing.record("n2", false), Streak::Mended);
+        assert_eq!(failing.record("n2", false), Streak::Quiet);
+        // A peer no longer alive is forgotten, and starts over.
+        failing.keep_only(&["n2".to_string()]);
+        assert_eq!(failing.record("n3", true), Streak::Quiet);
+        assert_eq!(failing.record("n3", true), Streak::Quiet);
     }
 
     /// A key short of a copy for a round or two is being mended (the
