@@ -112,7 +112,7 @@ impl Picker {
                     .unwrap_or(0);
                 // Among those in rotation: with the key's first node out, it
                 // is the next of the key's replicas.
-                let reason = Reason::new("ranks first for the key of the ").number(n);
+                let reason = Reason::new("ranks first for the key among the ").number(n);
                 (i, reason.text(" nodes in rotation").into())
             }
             (Policy::Random, _) => (
@@ -288,7 +288,10 @@ mod tests {
         let picker = Picker::default();
         let c = candidates(&[0, 0, 0]);
         let (_, reason) = picker.pick(Policy::KeyAffinity, &view(&c), Some("user:1"), false);
-        assert_eq!(reason, "ranks first for the key of the 3 nodes in rotation");
+        assert_eq!(
+            reason,
+            "ranks first for the key among the 3 nodes in rotation"
+        );
         let picks: Vec<(usize, String)> = (0..3)
             .map(|_| picker.pick(Policy::KeyAffinity, &view(&c), None, false))
             .collect();

@@ -566,12 +566,12 @@ fn node_status_text(status: &StatusResponse) -> String {
     );
     out += &render::wrapped(&counts, 2, 4);
     if !status.fault.is_empty() {
-        let fault = format!(
-            "fault injected: {} (`clusterlab fault {} --clear` ends it)",
-            status.fault,
+        out += &render::wrapped(&format!("fault injected: {}", status.fault), 2, 4);
+        // On a line of its own, never wrapped: to copy whole.
+        out += &format!(
+            "    clear it: clusterlab fault {} --clear\n",
             certs::flags::shell_word(&status.name)
         );
-        out += &render::wrapped(&fault, 2, 4);
     }
     let width = column_width(status.members.iter().map(|m| m.addr.as_str()), "ADDRESS");
     // One more for the `*` that marks the member that answered.

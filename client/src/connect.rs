@@ -136,8 +136,10 @@ impl Connection {
         match result {
             Ok(response) => Ok(response.into_inner()),
             Err(status) => {
-                let cut = crate::failure::cut_after_sending(&status);
-                Err(self.failure(&status).await.of_a_write(cut))
+                let (failure, tls_refused) = self.explain(&status).await;
+                // A server refuses a certificate before it reads any request.
+                let cut = crate::failure::cut_after_sending(&status) && !tls_refused;
+                Err(failure.of_a_write(cut))
             }
         }
     }
@@ -145,6 +147,12 @@ impl Connection {
     /// Explains a failed call on this connection. When the connection itself
     /// broke, asks the dialer to find out whether the server refused our certificate.
     pub async fn failure(&self, status: &tonic::Status) -> Failure {
+        self.explain(status).await.0
+    }
+
+    /// [`Connection::failure`], and whether dialing again found that the
+    /// server refuses our TLS (our certificate, say).
+    async fn explain(&self, status: &tonic::Status) -> (Failure, bool) {
         let connection_broke = matches!(
             status.code(),
             tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Unknown
@@ -153,12 +161,14 @@ impl Connection {
             true => self.dialer.diagnose(&self.addr).await,
             false => None,
         };
-        Failure::from_status(
+        let tls_refused = tls_failure.is_some();
+        let failure = Failure::from_status(
             status,
             &self.addr,
             self.plaintext,
             tls_failure,
             self.timeout,
-        )
+        );
+        (failure, tls_refused)
     }
 }

@@ -241,13 +241,28 @@ pub fn never_sent(status: &tonic::Status) -> bool {
             std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::TimedOut
         )
     });
-    refused_or_late || handshake_failed(status)
+    refused_or_late || handshake_failed(status) || failed_to_connect(status)
+}
+
+/// True when tonic says the call failed to connect (a reconnect that found
+/// no address, no route, or no handshake): it was never sent.
+fn failed_to_connect(status: &tonic::Status) -> bool {
+    let mut next = StdError::source(status);
+    while let Some(e) = next {
+        if e.is::<tonic::ConnectError>() {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// True when the call failed here, on this side of a connection that broke
 /// (a reset, a close, an HTTP/2 error), after its request may have gone out:
 /// not an answer (a server's status has no cause of ours behind it), nor a
-/// request [`never_sent`]. A write that failed so may have been applied.
+/// request [`never_sent`]. A write that failed so may have been applied,
+/// unless the server refused our certificate, which only a dial afterwards
+/// can tell ([`crate::connect::Connection::check_write`]).
 pub fn cut_after_sending(status: &tonic::Status) -> bool {
     StdError::source(status).is_some() && !never_sent(status) && !proto::was_not_applied(status)
 }

@@ -346,14 +346,26 @@ impl Lagging {
     }
 }
 
-/// How many rounds running the exchange with each alive peer has failed. A
-/// failure or two is a peer going down (its peers see it suspect a moment
-/// later) or a restart; one that fails round after round while the peer stays
-/// alive (a digest of a large store on a slow disk, a peer whose store refuses
-/// reads) leaves its keys short for good, and is said, once, at
-/// [`ALARM_ROUNDS`] (and again once it works).
+/// How the exchanges with each alive peer have gone lately. A failure or two
+/// is a peer going down (its peers see it suspect a moment later) or a
+/// restart; exchanges that fail round after round while the peer stays alive
+/// (a digest of a large store on a slow disk, a store that refuses reads)
+/// leave keys short for good. That is said once, at [`ALARM_ROUNDS`] failures
+/// running, and its end once [`MENDED_ROUNDS`] exchanges running have worked:
+/// a peer that fails one round in two (`--error-rate 0.5`) is not said to
+/// break and mend over and over.
 #[derive(Debug, Default)]
-struct Failing(HashMap<String, u32>);
+struct Failing(HashMap<String, Streaks>);
+
+/// Exchanges that worked with a peer running, after an alarm, before its end is said.
+const MENDED_ROUNDS: u32 = 10;
+
+#[derive(Debug, Default)]
+struct Streaks {
+    failed: u32,
+    worked: u32,
+    alarmed: bool,
+}
 
 /// What [`Failing`] says of a peer's exchange this round.
 #[derive(Debug, PartialEq, Eq)]
@@ -362,24 +374,37 @@ enum Streak {
     Quiet,
     /// It has failed [`ALARM_ROUNDS`] rounds running.
     Alarm(u32),
-    /// It works again, after an alarm.
+    /// It has worked [`MENDED_ROUNDS`] rounds running, after an alarm.
     Mended,
 }
 
 impl Failing {
     /// Records how the exchange with `peer` went this round.
     fn record(&mut self, peer: &str, failed: bool) -> Streak {
-        if !failed {
-            return match self.0.remove(peer) {
-                Some(rounds) if rounds >= ALARM_ROUNDS => Streak::Mended,
-                _ => Streak::Quiet,
-            };
+        if !failed && !self.0.contains_key(peer) {
+            return Streak::Quiet;
         }
-        let rounds = self.0.entry(peer.to_owned()).or_default();
-        *rounds = rounds.saturating_add(1);
-        match *rounds == ALARM_ROUNDS {
-            true => Streak::Alarm(*rounds),
-            false => Streak::Quiet,
+        let streaks = self.0.entry(peer.to_owned()).or_default();
+        if failed {
+            streaks.failed = streaks.failed.saturating_add(1);
+            streaks.worked = 0;
+            if streaks.failed >= ALARM_ROUNDS && !streaks.alarmed {
+                streaks.alarmed = true;
+                return Streak::Alarm(streaks.failed);
+            }
+            return Streak::Quiet;
+        }
+        streaks.failed = 0;
+        streaks.worked += 1;
+        match (streaks.alarmed, streaks.worked >= MENDED_ROUNDS) {
+            (true, false) => Streak::Quiet,
+            (alarmed, _) => {
+                self.0.remove(peer);
+                match alarmed {
+                    true => Streak::Mended,
+                    false => Streak::Quiet,
+                }
+            }
         }
     }
 
@@ -481,7 +506,8 @@ async fn round(
             (Streak::Alarm(rounds), Err(e)) => warn!(
                 %peer, error = %e, rounds,
                 "anti-entropy with the peer keeps failing while it is alive; the keys it \
-                 should copy stay short of a copy until it works (said once)"
+                 should copy stay short of a copy until it works (said once, and again once \
+                 it has worked for a while)"
             ),
             (_, Err(e)) => debug!(%peer, error = %e, "anti-entropy with peer failed this round"),
         }
@@ -1235,8 +1261,9 @@ mod tests {
 
     /// An exchange that fails now and then says nothing; one that fails
     /// three rounds running while the peer is alive is said once, and its
-    /// mending too. (A failure used to be logged at debug only: repair
-    /// stalled with no word of why.)
+    /// mending once it has worked for ten, not at every round that works.
+    /// (A failure used to be logged at debug only: repair stalled with no
+    /// word of why.)
     #[test]
     fn a_peer_whose_exchanges_keep_failing_is_said_once() {
         let mut failing = Failing::default();
@@ -1247,6 +1274,14 @@ mod tests {
         assert_eq!(failing.record("n3", true), Streak::Quiet);
         assert_eq!(failing.record("n2", true), Streak::Alarm(3));
         assert_eq!(failing.record("n2", true), Streak::Quiet);
+        // Failing one round in two after that is still the same trouble.
+        for _ in 0..20 {
+            assert_eq!(failing.record("n2", false), Streak::Quiet);
+            assert_eq!(failing.record("n2", true), Streak::Quiet);
+        }
+        for _ in 1..MENDED_ROUNDS {
+            assert_eq!(failing.record("n2", false), Streak::Quiet);
+        }
         assert_eq!(failing.record("n2", false), Streak::Mended);
         assert_eq!(failing.record("n2", false), Streak::Quiet);
         // A peer no longer alive is forgotten, and starts over.

@@ -136,7 +136,7 @@ impl Faults {
             self.check_link(caller)?;
             let fault = current.borrow_and_update().clone();
             if fault.pause {
-                self.wait_out_the_pause(&mut current).await?;
+                self.wait_out_the_pause(&mut current, caller).await?;
                 since = tokio::time::Instant::now();
                 continue;
             }
@@ -176,18 +176,24 @@ impl Faults {
             if !current.borrow_and_update().pause {
                 return Ok(());
             }
-            self.wait_out_the_pause(&mut current).await?;
+            self.wait_out_the_pause(&mut current, Some(caller)).await?;
         }
     }
 
-    /// Waits until the node is unpaused, or refuses the request when it
-    /// shuts down first (a node not paused serves its drain as usual: an
-    /// unpause wins a tie).
-    async fn wait_out_the_pause(&self, current: &mut watch::Receiver<Fault>) -> Result<(), Status> {
+    /// Waits until the node is unpaused or the link to `caller` is cut (for
+    /// the caller to see), or refuses the request when the node shuts down
+    /// first (a node not paused serves its drain as usual: an unpause wins a
+    /// tie).
+    async fn wait_out_the_pause(
+        &self,
+        current: &mut watch::Receiver<Fault>,
+        caller: Option<&str>,
+    ) -> Result<(), Status> {
         let mut stopping = self.stopping.subscribe();
+        let cut = |fault: &Fault| caller.is_some() && fault.drop_peer.as_deref() == caller;
         tokio::select! {
             biased;
-            _ = current.wait_for(|fault| !fault.pause) => Ok(()),
+            _ = current.wait_for(|fault| !fault.pause || cut(fault)) => Ok(()),
             _ = stopping.wait_for(|&stopping| stopping) => {
                 Err(proto::not_applied(Status::unavailable(format!(
                     "{} is shutting down while paused, and did not start this request; \
@@ -342,7 +348,9 @@ mod tests {
         });
         tokio::time::sleep(Duration::from_secs(3600)).await;
         assert!(!waiting.is_finished(), "a paused node answered a probe");
+        // Cut while still paused: refused at once, not at the end of the pause.
         faults.set(Fault {
+            pause: true,
             drop_peer: Some("n2".into()),
             ..Fault::default()
         });
@@ -350,7 +358,13 @@ mod tests {
             waiting.await.unwrap().is_err(),
             "a cut link let a probe through"
         );
+        // Unpaused, only the link to n2 is cut.
+        faults.set(Fault {
+            drop_peer: Some("n2".into()),
+            ..Fault::default()
+        });
         assert!(faults.enter_probe("n3").await.is_ok());
+        assert!(faults.enter_probe("n2").await.is_err());
     }
 
     /// A small error rate is shown as given, not rounded away to nothing.

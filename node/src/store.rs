@@ -231,6 +231,7 @@ impl Store {
         };
         match current {
             Some(db) => db.begin_read().map_err(storage),
+            None if let Some(refused) = self.refused_after_a_failed_fsync() => Err(refused),
             None if self.reopening.try_lock().is_err() => Err(Error::Storage(
                 "the database is being reopened after a disk error; try again in a moment".into(),
             )),
@@ -329,9 +330,10 @@ impl Store {
                  tries again, or restart the node"
             ))
         };
-        // `open`, not `create`: a file gone or emptied since the start (space
-        // freed by deleting it, a volume swapped) would otherwise become a new,
-        // empty database, and the node serve on without its keys, unsaid.
+        // Opened, not created (`watched` refuses a missing or empty file too):
+        // a file gone or emptied since the start (space freed by deleting it,
+        // a volume swapped) would otherwise become a new, empty database, and
+        // the node serve on without its keys, unsaid.
         if std::fs::metadata(&self.path).is_ok_and(|m| m.len() == 0) || !self.path.exists() {
             error!(path = %self.path.display(), "the database file is gone or empty");
             return Err(Error::Storage(format!(
@@ -362,14 +364,7 @@ impl Store {
     /// database cannot answer) is told instead of the store reopening it.
     fn refused_after_a_failed_fsync(&self) -> Option<Error> {
         let cause = self.fsync_failed.get()?;
-        Some(Error::Storage(format!(
-            "an fsync of {} failed ({cause}), so this node takes no more writes: the kernel \
-             may have dropped what it could not write while still showing it, and writes \
-             built on that would be lost at the next power cut. Check the disk (dmesg), then \
-             restart the machine, not only the node (its cache of the file is what cannot be \
-             trusted): at start the database falls back to its last whole commit",
-            self.path.display()
-        )))
+        Some(Error::Storage(after_a_failed_fsync(&self.path, cause)))
     }
 
     /// Where the database file lives.
@@ -677,26 +672,41 @@ fn damaged(path: &Path, why: &str) -> Error {
     }
 }
 
+/// What a write is told after an fsync of the database file at `path`
+/// failed (`cause`).
+fn after_a_failed_fsync(path: &Path, cause: &str) -> String {
+    format!(
+        "an fsync of {} failed ({cause}), so this node takes no more writes: the kernel may \
+         have dropped what it could not write while still showing it, and writes built on \
+         that would be lost at the next power cut. Check the disk (dmesg), then restart the \
+         machine, not only the node (its cache of the file is what cannot be trusted): at \
+         start the database falls back to its last whole commit",
+        path.display()
+    )
+}
+
 /// The database file as redb's own [`FileBackend`] reads and writes it, with
 /// one thing more: the first fsync of it that fails is kept in `fsync_failed`
-/// (see the module's docs for why the store must know).
-/// (Any backend can be watched: the tests watch one that fails on demand.)
+/// (see the module's docs for why the store must know), and the error says
+/// what it means. (redb syncs in a commit, and in a write that grows the
+/// file, so it reaches the write that met it through any of its calls.)
+/// Any backend can be watched: the tests watch one that fails on demand.
 #[derive(Debug)]
 struct Watched<B = FileBackend> {
     file: B,
+    path: PathBuf,
     fsync_failed: Arc<OnceLock<String>>,
 }
 
 impl<B: StorageBackend> StorageBackend for Watched<B> {
     fn sync_data(&self) -> std::io::Result<()> {
-        self.file.sync_data().inspect_err(|e| {
+        self.file.sync_data().map_err(|e| {
             if self.fsync_failed.set(e.to_string()).is_ok() {
-                error!(
-                    error = %e,
-                    "an fsync of the database failed: the node takes no more writes (see the \
-                     next write's error for what to do)"
-                );
+                error!(path = %self.path.display(), error = %e, "an fsync of the database failed");
             }
+            // Not its kind: a full disk's hint ("free space, and it takes
+            // writes again") would be wrong here.
+            std::io::Error::other(after_a_failed_fsync(&self.path, &e.to_string()))
         })
     }
 
@@ -742,7 +752,7 @@ impl<B: StorageBackend> StorageBackend for Watched<B> {
 
 /// Opens the database file at `path`, made if `create` and missing, through
 /// [`Watched`]: what `Database::create` and `Database::open` do, but for the
-/// watch. (Not `create`, an empty file is made a new database all the same.)
+/// watch. Not `create`, a missing or empty file is refused.
 fn watched(
     path: &Path,
     create: bool,
@@ -754,8 +764,16 @@ fn watched(
         .create(create)
         .truncate(false)
         .open(path)?;
+    let file = FileBackend::new(file)?;
+    // What `Database::open` refuses, and `create_with_backend` would make a
+    // new database of. Asked of the file opened, so that no emptying can
+    // come between the look and the open.
+    if !create && file.len()? == 0 {
+        return Err(std::io::Error::other("the file is empty").into());
+    }
     redb::Builder::new().create_with_backend(Watched {
-        file: FileBackend::new(file)?,
+        file,
+        path: path.to_path_buf(),
         fsync_failed: fsync_failed.clone(),
     })
 }
@@ -840,8 +858,8 @@ fn storage(e: impl Into<redb::Error>) -> Error {
         {
             Error::Storage(format!(
                 "{io}: the disk under the node's --data-dir is full (or at a quota or file-size \
-                 limit); the write was not stored. Free space there: the node takes writes \
-                 again by itself, with no restart"
+                 limit); the write was not stored. Free space there: a running node takes \
+                 writes again by itself, with no restart"
             ))
         }
         // redb's own words ask to close and reopen it, which the store does.
@@ -1090,6 +1108,7 @@ mod tests {
         let (backend, _, sync_failing) = FailingWrites::on(&store);
         let watched = Watched {
             file: backend,
+            path: store.path().to_path_buf(),
             fsync_failed: Arc::clone(&store.fsync_failed),
         };
         let db = redb::Builder::new().create_with_backend(watched).unwrap();
@@ -1097,7 +1116,9 @@ mod tests {
         assert_eq!(store.get("k").unwrap().unwrap().value.unwrap(), b"v");
 
         sync_failing.store(true, Ordering::Relaxed);
-        assert!(store.apply(&record("k", 2, Some("lost"))).is_err());
+        // Said from the first: an fsync's error alone would not say it all.
+        let failed = store.apply(&record("k", 2, Some("lost"))).unwrap_err();
+        assert!(failed.to_string().contains("an fsync of"), "{failed}");
         sync_failing.store(false, Ordering::Relaxed);
 
         // Where a reopen would take it, every later write is refused.
@@ -1122,6 +1143,12 @@ mod tests {
                 || answer.as_ref().is_err_and(|e| e.contains("an fsync of")),
             "{answer:?}"
         );
+        // With no database in the slot (the fsync failed in a reopen), a
+        // read says why too, and asks for no reopen that would be refused.
+        *store.db.write().unwrap() = None;
+        let read = store.get("k").unwrap_err().to_string();
+        assert!(read.contains("an fsync of"), "{read}");
+        assert!(!store.reopen_asked.load(Ordering::Relaxed));
     }
 
     /// A damaged file stops the start with what to do about it, not only the

@@ -528,8 +528,8 @@ fn a_draining_balancer_finishes_the_request_in_flight() {
 
 #[test]
 fn least_request_steers_away_from_a_slow_node() {
-    // n2's latency slows the probes it answers too: suspect, it is still a
-    // member, but dead it would leave the ring.
+    // (Probes pass a latency, so n2 stays alive; were a busy machine to miss
+    // a few, dead it would leave the ring, which a long --dead-after rules out.)
     let mut cluster = TestCluster::start_with(3, &["--dead-after", "60s"]);
     cluster.start_balancer(&["--policy", "least-request"]);
     wait_until("the balancer to know its nodes' names", SETTLE, || {

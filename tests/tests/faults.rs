@@ -29,8 +29,9 @@ fn an_error_rate_fault_fails_requests_until_cleared_and_any_node_passes_it_on() 
     // does its JSON; the others have none.
     let out = cluster.client_to(1).args(["status"]).ok();
     assert!(
-        out.stdout
-            .contains("\n  fault injected: error rate 1 (`clusterlab fault n2 --clear` ends it)\n"),
+        out.stdout.contains(
+            "\n  fault injected: error rate 1\n    clear it: clusterlab fault n2 --clear\n"
+        ),
         "{}",
         out.stdout
     );

@@ -587,7 +587,7 @@ fn a_write_too_slow_to_stamp_again_is_refused_not_acknowledged() {
 fn a_write_that_reaches_its_replicas_overdue_is_refused_by_them() {
     let cluster = TestCluster::start(3);
     plant_an_hour_ahead(&cluster);
-    // Short of the 1 s a probe waits, so that n1 does not suspect them.
+    // (Probes pass a latency: n1 does not suspect them.)
     slow_down_the_replicas(&cluster, "800ms");
     // Due 400 ms from now: on time when n1 stamps it, even on a busy
     // machine, and overdue when it has waited out the replicas' 800 ms.
@@ -861,8 +861,8 @@ fn the_second_look_answers_with_the_newest_of_the_replicas_it_asked() {
     panic!("anti-entropy copied the key before each of five reads");
 }
 
-/// The replica a read asks answers slowly (800 ms of latency, short of the
-/// 1 s probe timeout, so it stays alive): rather than wait for it, the read
+/// The replica a read asks answers slowly (800 ms of latency, which probes
+/// pass, so it stays alive): rather than wait for it, the read
 /// asks the third (slowed to 0.5 s) after its hedge delay, answers from that
 /// one, and reports the slow one as still working.
 /// Each report's time is when that replica answered: n1's own, at once, is
@@ -890,9 +890,9 @@ fn a_read_asks_the_other_replicas_too_when_one_is_slow() {
             .args(args)
             .ok();
     };
-    // The latency slows n1's probes of the peer too, close to their 1 s
-    // timeout. A machine slow enough to miss one turns the peer suspect, and
-    // then a read no longer asks it first (see below): that read gets another go.
+    // A machine busy enough to miss n1's probes of the peer turns it suspect,
+    // and then a read no longer asks it first (see below): that read gets
+    // another go. (Probes pass the latency, so it takes a busy machine.)
     for _ in 0..5 {
         fault(&peer, &["--latency", "800ms"]);
         fault(third, &["--latency", "500ms"]);

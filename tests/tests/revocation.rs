@@ -21,12 +21,19 @@ fn assert_refused_as_revoked(out: &tests::Output) {
     );
 }
 
-/// Asserts that the revoked writer cannot write through `client`.
+/// Asserts that the revoked writer cannot write through `client`, and is
+/// not told that its write may have been applied: a server that refuses a
+/// certificate reads no request.
 fn assert_writer_refused(client: tests::Client) {
     let out = client
         .args(["--identity", "writer", "put", "k", "v"])
         .fails();
     assert_refused_as_revoked(&out);
+    assert!(
+        !out.stderr.contains("may still have been applied"),
+        "{}",
+        out.stderr
+    );
 }
 
 /// Waits until node 0 has reloaded the revocation list with the writer on it
