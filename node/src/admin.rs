@@ -136,7 +136,14 @@ impl Admin for AdminService {
 /// What `Admin.Status` answers, and what `/metrics` shows: the node's keys,
 /// its members as it sees them, and its quorums.
 pub async fn status(state: &NodeState) -> Result<StatusResponse, Status> {
-    let keys = state.store.run(|s| s.len()).await?;
+    let keys = match state.store.run(|s| s.len()).await {
+        Ok(keys) => {
+            state.records.store(keys, Ordering::Relaxed);
+            keys
+        }
+        // The last count: the failure is the store's to log, with what to do.
+        Err(_) => state.records.load(Ordering::Relaxed),
+    };
     let me = MemberStatus {
         name: state.name.clone(),
         addr: state.membership.advertise().to_string(),
@@ -218,5 +225,32 @@ pub fn who_am_i(
             _ => vec!["everything (plaintext: nothing is checked)".to_string()],
         },
         peer_addr: peer.map(|p| p.remote_addr.to_string()).unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// While the store cannot be read (here, after a failed fsync), status
+    /// answers with the last count of keys, and with the rest: it used to
+    /// fail, and `/metrics` and `clusterlab fault` with it.
+    #[tokio::test]
+    async fn status_answers_while_the_store_cannot_be_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = crate::in_process::node_state(dir.path());
+        let record = crate::store::Record {
+            key: "k".into(),
+            version: crate::version::Version::at(1),
+            value: Some(b"v".to_vec()),
+            request_id: String::new(),
+        };
+        state.store.apply(&record).unwrap();
+        assert_eq!(status(&state).await.unwrap().members[0].keys, 1);
+        state.store.stop_as_after_a_failed_fsync();
+        assert!(state.store.get("k").is_err(), "the store can still be read");
+        let answer = status(&state).await.unwrap();
+        assert_eq!(answer.members[0].keys, 1);
+        assert_eq!(answer.name, "n1");
     }
 }

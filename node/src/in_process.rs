@@ -60,6 +60,7 @@ pub fn node_state(dir: &std::path::Path) -> Arc<NodeState> {
         tombstone_grace: Duration::from_secs(3600),
         under_replicated: AtomicU64::new(0),
         requests: AtomicU64::new(0),
+        records: AtomicU64::new(0),
         denials: Arc::default(),
     })
 }

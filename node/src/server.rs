@@ -124,6 +124,7 @@ pub async fn run(
         tombstone_grace: config.tombstone_grace,
         under_replicated: AtomicU64::new(0),
         requests: AtomicU64::new(0),
+        records: AtomicU64::new(0),
         denials: Arc::default(),
     });
 

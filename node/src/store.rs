@@ -367,6 +367,16 @@ impl Store {
         Some(Error::Storage(after_a_failed_fsync(&self.path, cause)))
     }
 
+    /// The store as an fsync that failed leaves it, with no database in its
+    /// slot (as when it failed in a reopen): it reads and writes nothing.
+    #[cfg(test)]
+    pub(crate) fn stop_as_after_a_failed_fsync(&self) {
+        let _ = self
+            .fsync_failed
+            .set("Input/output error (made to fail)".into());
+        *self.db.write().unwrap() = None;
+    }
+
     /// Where the database file lives.
     pub fn path(&self) -> &Path {
         &self.path
