@@ -54,6 +54,17 @@ pub struct Dialer {
 /// Where the connector leaves the latest handshake's details for the caller.
 pub type SessionSlot = Arc<Mutex<Option<ServerSession>>>;
 
+/// What [`Dialer::diagnose`] found of a server that drops our connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnosis {
+    /// Why, for people.
+    pub why: String,
+    /// The server refused our certificate: an alert in place of its first
+    /// bytes, after the handshake. A server that does so reads no request on
+    /// the connection.
+    pub refused_our_certificate: bool,
+}
+
 impl Dialer {
     /// Whether it dials without TLS (`--tls plaintext`).
     pub fn is_plaintext(&self) -> bool {
@@ -114,7 +125,7 @@ impl Dialer {
     /// connection broke. So after an unexplained failure, this dials once more,
     /// waits for the server's first bytes (HTTP/2 servers speak first) and reports
     /// the alert if one comes instead.
-    pub async fn diagnose(&self, addr: &str) -> Option<String> {
+    pub async fn diagnose(&self, addr: &str) -> Option<Diagnosis> {
         use tokio::io::AsyncReadExt;
         let tls = TlsConnector::from(self.tls.clone()?);
         let authority = authority(addr);
@@ -123,11 +134,19 @@ impl Dialer {
             let name = ServerName::try_from("clusterlab").expect("valid name");
             let mut stream = match tls.connect(name, tcp).await {
                 Ok(stream) => stream,
-                Err(e) => return explain::find_rustls_error(&e).map(explain::failed_connection),
+                Err(e) => {
+                    return explain::find_rustls_error(&e).map(|e| Diagnosis {
+                        why: explain::failed_connection(e),
+                        refused_our_certificate: false,
+                    });
+                }
             };
             let mut first = [0u8; 1];
             match stream.read(&mut first).await {
-                Err(e) => explain::find_rustls_error(&e).map(explain::failed_connection),
+                Err(e) => explain::find_rustls_error(&e).map(|e| Diagnosis {
+                    why: explain::failed_connection(e),
+                    refused_our_certificate: matches!(e, rustls::Error::AlertReceived(_)),
+                }),
                 Ok(_) => None,
             }
         };

@@ -136,9 +136,9 @@ impl Connection {
         match result {
             Ok(response) => Ok(response.into_inner()),
             Err(status) => {
-                let (failure, tls_refused) = self.explain(&status).await;
+                let (failure, refused_us) = self.explain(&status).await;
                 // A server refuses a certificate before it reads any request.
-                let cut = crate::failure::cut_after_sending(&status) && !tls_refused;
+                let cut = crate::failure::cut_after_sending(&status) && !refused_us;
                 Err(failure.of_a_write(cut))
             }
         }
@@ -151,24 +151,26 @@ impl Connection {
     }
 
     /// [`Connection::failure`], and whether dialing again found that the
-    /// server refuses our TLS (our certificate, say).
+    /// server refuses our certificate.
     async fn explain(&self, status: &tonic::Status) -> (Failure, bool) {
         let connection_broke = matches!(
             status.code(),
             tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Unknown
         );
-        let tls_failure = match connection_broke {
+        let diagnosis = match connection_broke {
             true => self.dialer.diagnose(&self.addr).await,
             false => None,
         };
-        let tls_refused = tls_failure.is_some();
+        let refused_us = diagnosis
+            .as_ref()
+            .is_some_and(|d| d.refused_our_certificate);
         let failure = Failure::from_status(
             status,
             &self.addr,
             self.plaintext,
-            tls_failure,
+            diagnosis.map(|d| d.why),
             self.timeout,
         );
-        (failure, tls_refused)
+        (failure, refused_us)
     }
 }

@@ -349,8 +349,8 @@ impl Lagging {
 /// How the exchanges with each alive peer have gone lately. A failure or two
 /// is a peer going down (its peers see it suspect a moment later) or a
 /// restart; exchanges that fail round after round while the peer stays alive
-/// (a digest of a large store on a slow disk, a store that refuses reads)
-/// leave keys short for good. That is said once, at [`ALARM_ROUNDS`] failures
+/// (a digest of a large store on a slow disk, a peer that cannot write what
+/// it is sent) leave keys short for good. That is said once, at [`ALARM_ROUNDS`] failures
 /// running, and its end once [`MENDED_ROUNDS`] exchanges running have worked:
 /// a peer that fails one round in two (`--error-rate 0.5`) is not said to
 /// break and mend over and over.
@@ -408,9 +408,13 @@ impl Failing {
         }
     }
 
-    /// Forgets the peers no longer alive: their exchanges are not tried.
-    fn keep_only(&mut self, alive: &[String]) {
-        self.0.retain(|peer, _| alive.contains(peer));
+    /// Forgets the peers no longer alive (their exchanges are not tried),
+    /// but for those alarmed about that are still members: a peer suspect
+    /// for a moment is still the trouble said, and its mending is to come.
+    fn keep_only(&mut self, alive: &[String], members: &[String]) {
+        self.0.retain(|peer, streaks| {
+            alive.contains(peer) || (streaks.alarmed && members.contains(peer))
+        });
     }
 }
 
@@ -493,7 +497,8 @@ async fn round(
     let results = futures::future::join_all(exchanges).await;
     // Only peers we compared with count as up to date (but for their stale keys).
     let mut stale: HashMap<String, HashSet<String>> = HashMap::new();
-    failing.keep_only(&alive);
+    let members: Vec<String> = membership.peers().into_iter().map(|p| p.name).collect();
+    failing.keep_only(&alive, &members);
     for (peer, result) in alive.iter().zip(results) {
         match (failing.record(peer, result.is_err()), result) {
             (Streak::Mended, Ok(keys)) => {
@@ -1284,10 +1289,17 @@ mod tests {
         }
         assert_eq!(failing.record("n2", false), Streak::Mended);
         assert_eq!(failing.record("n2", false), Streak::Quiet);
-        // A peer no longer alive is forgotten, and starts over.
-        failing.keep_only(&["n2".to_string()]);
+        // A peer no longer alive is forgotten, and starts over...
+        failing.keep_only(&["n2".to_string()], &["n2".to_string(), "n3".to_string()]);
         assert_eq!(failing.record("n3", true), Streak::Quiet);
         assert_eq!(failing.record("n3", true), Streak::Quiet);
+        // ...unless alarmed about: suspect for a moment, it is still the
+        // trouble said (not said again), until it works or leaves.
+        assert_eq!(failing.record("n3", true), Streak::Alarm(3));
+        failing.keep_only(&[], &["n3".to_string()]);
+        assert_eq!(failing.record("n3", true), Streak::Quiet);
+        failing.keep_only(&[], &[]);
+        assert!(failing.0.is_empty());
     }
 
     /// A key short of a copy for a round or two is being mended (the

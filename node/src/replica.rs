@@ -4,7 +4,11 @@
 //! answers reads from its own disk, answers probes, and summarises or streams
 //! its records for anti-entropy. All the deciding happens in the coordinator.
 
-use std::{collections::HashSet, pin::Pin, sync::Arc};
+use std::{
+    collections::HashSet,
+    pin::Pin,
+    sync::{Arc, atomic::Ordering},
+};
 
 use certs::repeats::{self, Repeats};
 use futures::Stream;
@@ -117,6 +121,7 @@ impl Replica for ReplicaService {
         self.state.faults.enter_probe(&caller.name).await?;
         membership.heard_from(&caller);
         let keys = self.state.store.run(|s| s.len()).await?;
+        self.state.records.store(keys, Ordering::Relaxed);
         Ok(Response::new(ProbeResponse {
             me: Some(membership.me()),
             members: membership.gossip(),

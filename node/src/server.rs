@@ -86,6 +86,8 @@ pub async fn run(
         ..
     } = credentials;
     let (store, highest) = Store::open_and_scan(&config.data_dir)?;
+    // Counted once here, so that status never says 0 for want of a count.
+    let records = store.len()?;
     let local_addr = listener.local_addr()?;
     let advertise = config.advertise_addr(local_addr);
     let events = Events::new(config.name.clone());
@@ -124,7 +126,7 @@ pub async fn run(
         tombstone_grace: config.tombstone_grace,
         under_replicated: AtomicU64::new(0),
         requests: AtomicU64::new(0),
-        records: AtomicU64::new(0),
+        records: AtomicU64::new(records),
         denials: Arc::default(),
     });
 

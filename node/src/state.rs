@@ -75,10 +75,11 @@ pub struct NodeState {
     pub under_replicated: AtomicU64,
     /// `KeyValue` requests this node has received, as coordinator.
     pub requests: AtomicU64,
-    /// The records the store held when status last counted them: what it
-    /// answers while the store cannot be read (a disk error), so that
-    /// status, `/metrics` and `clusterlab fault` (which asks status first)
-    /// still work when they are most wanted.
+    /// The records the store held when last counted (at start, then by
+    /// status and by each probe a peer sends): what status answers while
+    /// the store cannot be read (a disk error), so that status, `/metrics`
+    /// and `clusterlab fault` (which asks status first) still work when they
+    /// are most wanted.
     pub records: AtomicU64,
     /// Calls the authorization table refused.
     pub denials: Arc<Denials>,

@@ -99,6 +99,11 @@ fn the_dashboard_shows_traffic_keys_links_and_events_and_metrics_agree() {
         page.contains("fetch(\"/api/status\""),
         "the page polls its data"
     );
+    // Its key counts, which a delete does not lower, say why.
+    assert!(
+        page.contains("a delete does not\n      lower the count"),
+        "{page}"
+    );
     let (code, body) = http_get(&cluster.balancers[0].dashboard.to_string(), "/nope").unwrap();
     assert_eq!(code, 404);
     assert_eq!(
