@@ -247,14 +247,7 @@ pub fn never_sent(status: &tonic::Status) -> bool {
 /// True when tonic says the call failed to connect (a reconnect that found
 /// no address, no route, or no handshake): it was never sent.
 fn failed_to_connect(status: &tonic::Status) -> bool {
-    let mut next = StdError::source(status);
-    while let Some(e) = next {
-        if e.is::<tonic::ConnectError>() {
-            return true;
-        }
-        next = e.source();
-    }
-    false
+    cause::<tonic::ConnectError>(status).is_some()
 }
 
 /// True when the call failed here, on this side of a connection that broke
@@ -300,14 +293,13 @@ pub fn no_answer_in_time(status: &tonic::Status) -> bool {
 
 /// The socket's error behind `status`, if the connection failed.
 fn io_error(status: &tonic::Status) -> Option<&std::io::Error> {
-    let mut next = StdError::source(status);
-    while let Some(e) = next {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            return Some(io);
-        }
-        next = e.source();
-    }
-    None
+    cause::<std::io::Error>(status)
+}
+
+/// The first error of type `E` among `status`'s causes.
+fn cause<E: StdError + 'static>(status: &tonic::Status) -> Option<&E> {
+    std::iter::successors(StdError::source(status), |&e| e.source())
+        .find_map(|e| e.downcast_ref::<E>())
 }
 
 /// The error and its causes, joined with ": ".

@@ -360,6 +360,8 @@ struct Failing(HashMap<String, Streaks>);
 /// Exchanges that worked with a peer running, after an alarm, before its end is said.
 const MENDED_ROUNDS: u32 = 10;
 
+/// One peer's recent exchanges: failed and worked rounds running (one of
+/// the two is always 0), and whether its failing has been said.
 #[derive(Debug, Default)]
 struct Streaks {
     failed: u32,
