@@ -347,7 +347,8 @@ impl Compose {
         self.command(&all)
     }
 
-    /// The running containers of `service`, by name, in order.
+    /// The running containers of `service`, by name, in order (none if
+    /// `docker ps` fails, which is printed).
     pub fn containers(&self, service: &str) -> Vec<String> {
         let mut command = Command::new("docker");
         command.args([
@@ -360,6 +361,10 @@ impl Compose {
             "{{.Names}}",
         ]);
         let out = run(command);
+        if !out.status.success() {
+            // Said, not fatal: callers poll, and a later try may answer.
+            eprintln!("docker ps failed ({}): {}", out.status, out.stderr.trim());
+        }
         let mut names: Vec<String> = out.stdout.lines().map(str::to_string).collect();
         names.sort();
         names

@@ -316,11 +316,21 @@ fn the_compose_cluster_fails_over_and_scales_out() {
     // SIGTERM to the client, process 1 in its container, which ignores a
     // signal it does not handle: without a handler it would last the whole
     // grace period and be killed (exit 137).
-    let follow = compose.spawn_client(&["events"]);
-    wait_until("the followed feed to print", UP_TIMEOUT, || {
-        !follow.stdout_so_far().is_empty()
+    let mut follow = compose.spawn_client(&["events"]);
+    // Its container is looked for until it is listed: `docker ps` can miss a
+    // container that is already printing (or fail for a moment under load).
+    let mut followers = Vec::new();
+    wait_until("the followed feed's container to print", UP_TIMEOUT, || {
+        followers = compose.containers("client");
+        follow.finished() || (!followers.is_empty() && !follow.stdout_so_far().is_empty())
     });
-    let followers = compose.containers("client");
+    if follow.finished() {
+        let out = follow.finish();
+        panic!(
+            "following the feed ended by itself ({:?}): {}\n{}",
+            out.status, out.stdout, out.stderr
+        );
+    }
     assert_eq!(followers.len(), 1, "{followers:?}");
     docker::docker(&["stop", "--time", "60", &followers[0]]);
     let out = follow.finish();
