@@ -162,7 +162,8 @@ pub struct Serving {
     #[arg(long, env = "CLUSTERLAB_TLS", value_enum, default_value_t)]
     pub tls: TlsMode,
 
-    /// How log lines are written.
+    /// How log lines are written. What is logged is CLUSTERLAB_LOG's (or
+    /// RUST_LOG's) to say: info by default, debug for more, or node=debug,info.
     #[arg(long, env = "CLUSTERLAB_LOG_FORMAT", value_enum, default_value_t)]
     pub log_format: LogFormat,
 

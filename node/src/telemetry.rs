@@ -58,18 +58,55 @@ fn filter() -> (EnvFilter, Option<String>) {
         else {
             continue;
         };
-        return match EnvFilter::try_new(&value) {
+        return match parse_filter(variable, &value) {
             Ok(filter) => (filter, None),
-            Err(e) => (
-                EnvFilter::new("info"),
-                Some(format!(
-                    "{variable}={value:?} is not a log filter ({e}); write it like debug, or \
-                     node=debug,info (a level: error, warn, info, debug or trace); logging at info"
-                )),
-            ),
+            Err(mistake) => (EnvFilter::new("info"), Some(mistake)),
         };
     }
     (EnvFilter::new("info"), None)
+}
+
+/// The levels a filter may name; any other bare word is a module.
+const LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
+
+/// `value`, the filter in `variable`, or what is wrong with it, ending with
+/// what is done instead.
+///
+/// A bare word that is not a level parses: it names a module (`h2` logs h2 at
+/// every level, and nothing else). Written for a level (`dbug`, `warning`), it
+/// would make the process log nothing at all, so a word one letter from a
+/// level, or a level with more after it, is taken for a misspelled one.
+fn parse_filter(variable: &str, value: &str) -> Result<EnvFilter, String> {
+    const ALLOWED: &str = "write it like debug, or node=debug,info (a level: error, warn, info, debug or trace); \
+         logging at info";
+    let filter = EnvFilter::try_new(value)
+        .map_err(|e| format!("{variable}={value:?} is not a log filter ({e}); {ALLOWED}"))?;
+    match misspelled_level(value) {
+        Some((word, level)) => Err(format!(
+            "{variable}={value:?}: {word:?} is not a level (did you mean {level}?), and a bare \
+             word names a module to log, which would leave out everything else; {ALLOWED}"
+        )),
+        None => Ok(filter),
+    }
+}
+
+/// The first bare word of a filter that looks like a misspelled level, with
+/// the level it looks like.
+fn misspelled_level(value: &str) -> Option<(&str, &'static str)> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|word| !word.is_empty() && word.chars().all(|c| c.is_ascii_alphabetic()))
+        .find_map(|word| {
+            let lower = word.to_ascii_lowercase();
+            if LEVELS.contains(&lower.as_str()) || lower == "off" {
+                return None;
+            }
+            let like = LEVELS.into_iter().find(|level| {
+                lower.starts_with(level) || strsim::damerau_levenshtein(&lower, level) <= 1
+            })?;
+            Some((word, like))
+        })
 }
 
 /// Installs the global logger. Call once, first thing in `main`.
@@ -179,5 +216,59 @@ impl tracing::field::Visit for JsonVisitor<'_> {
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
         self.0.insert(field.name().into(), value.into());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A level, a module's level, or a module alone is taken as written.
+    #[test]
+    fn filters_with_levels_or_modules_are_taken() {
+        for value in [
+            "debug",
+            "DEBUG",
+            "node=debug,info",
+            "h2",
+            "tonic,warn",
+            "off",
+        ] {
+            assert!(
+                parse_filter("CLUSTERLAB_LOG", value).is_ok(),
+                "{value} was refused"
+            );
+        }
+    }
+
+    /// A misspelled level is a module as far as the filter goes, and would log
+    /// nothing at all: it is named, with the level it looks like.
+    #[test]
+    fn a_misspelled_level_is_named_with_the_level_it_looks_like() {
+        for (value, word, level) in [
+            ("dbug", "dbug", "debug"),
+            ("warning", "warning", "warn"),
+            ("node=debug,inof", "inof", "info"),
+            ("tarce", "tarce", "trace"),
+        ] {
+            let mistake = parse_filter("CLUSTERLAB_LOG", value)
+                .err()
+                .unwrap_or_else(|| panic!("{value} was taken"));
+            assert!(
+                mistake.contains(&format!("{word:?} is not a level (did you mean {level}?)"))
+                    && mistake.ends_with("logging at info"),
+                "{mistake}"
+            );
+        }
+    }
+
+    /// A filter that does not parse says so.
+    #[test]
+    fn a_filter_that_does_not_parse_is_named() {
+        let mistake = parse_filter("RUST_LOG", "node=dbug").expect_err("refused");
+        assert!(
+            mistake.starts_with("RUST_LOG=\"node=dbug\" is not a log filter"),
+            "{mistake}"
+        );
     }
 }
