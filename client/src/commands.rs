@@ -573,6 +573,9 @@ fn node_status_text(status: &StatusResponse) -> String {
             certs::flags::shell_word(&status.name)
         );
     }
+    if !status.store.is_empty() {
+        out += &render::wrapped(&format!("store: {}", status.store), 2, 4);
+    }
     let width = column_width(status.members.iter().map(|m| m.addr.as_str()), "ADDRESS");
     // One more for the `*` that marks the member that answered.
     let names = column_width(status.members.iter().map(|m| m.name.as_str()), "NAME") + 1;
@@ -927,6 +930,16 @@ mod tests {
             text.contains("never answered: 10.0.0.3:7100, 10.0.0.4:7100"),
             "{text}"
         );
+
+        // A store in trouble says so under the counts, wrapped.
+        assert!(!text.contains("store:"), "{text}");
+        status.store = "an fsync of /data/clusterlab.redb failed (Input/output error), so this \
+            node takes no more writes"
+            .into();
+        let text = node_status_text(&status);
+        assert!(text.lines().all(|l| l.len() <= render::COLUMNS), "{text}");
+        assert!(text.contains("\n  store: an fsync of"), "{text}");
+        assert!(words(&text).contains(&status.store), "{text}");
     }
 
     fn balancer() -> StatusResponse {

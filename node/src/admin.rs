@@ -136,13 +136,13 @@ impl Admin for AdminService {
 /// What `Admin.Status` answers, and what `/metrics` shows: the node's keys,
 /// its members as it sees them, and its quorums.
 pub async fn status(state: &NodeState) -> Result<StatusResponse, Status> {
-    let keys = match state.store.run(|s| s.len()).await {
+    // While the store cannot be read, the last count, and why.
+    let (keys, unreadable) = match state.store.run(|s| s.len()).await {
         Ok(keys) => {
             state.records.store(keys, Ordering::Relaxed);
-            keys
+            (keys, None)
         }
-        // The last count: the failure is the store's to log, with what to do.
-        Err(_) => state.records.load(Ordering::Relaxed),
+        Err(e) => (state.records.load(Ordering::Relaxed), Some(e.to_string())),
     };
     let me = MemberStatus {
         name: state.name.clone(),
@@ -174,6 +174,12 @@ pub async fn status(state: &NodeState) -> Result<StatusResponse, Status> {
             none if none == Fault::default() => String::new(),
             fault => fault.describe(),
         },
+        // A failed fsync first: it says what to do about either.
+        store: state
+            .store
+            .writes_refused()
+            .or(unreadable)
+            .unwrap_or_default(),
         unanswered: state.membership.unanswered(),
         requests: state.requests.load(Ordering::Relaxed),
         replicas: replication.replicas as u32,
@@ -246,11 +252,22 @@ mod tests {
             request_id: String::new(),
         };
         state.store.apply(&record).unwrap();
-        assert_eq!(status(&state).await.unwrap().members[0].keys, 1);
+        let healthy = status(&state).await.unwrap();
+        assert_eq!(healthy.members[0].keys, 1);
+        assert_eq!(healthy.store, "", "a healthy store has nothing to say");
         state.store.stop_as_after_a_failed_fsync();
         assert!(state.store.get("k").is_err(), "the store can still be read");
         let answer = status(&state).await.unwrap();
         assert_eq!(answer.members[0].keys, 1);
         assert_eq!(answer.name, "n1");
+        // And it says why, and what to do.
+        assert!(
+            answer.store.contains(
+                "failed (Input/output error (made to fail)), so this node \
+                 takes no more writes"
+            ) && answer.store.contains("restart the machine"),
+            "{}",
+            answer.store
+        );
     }
 }

@@ -367,6 +367,11 @@ impl Store {
         Some(Error::Storage(after_a_failed_fsync(&self.path, cause)))
     }
 
+    /// Why this store takes no more writes, if an fsync of its file failed.
+    pub fn writes_refused(&self) -> Option<String> {
+        self.refused_after_a_failed_fsync().map(|e| e.to_string())
+    }
+
     /// The store as an fsync that failed leaves it, with no database in its
     /// slot (as when it failed in a reopen): it reads and writes nothing.
     #[cfg(test)]

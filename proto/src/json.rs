@@ -27,6 +27,7 @@ pub fn status(status: &StatusResponse) -> Value {
             "under_replicated": status.under_replicated,
             "unanswered": status.unanswered,
             "fault": status.fault,
+            "store": status.store,
             "requests": status.requests,
             "replicas": status.replicas,
             "write_quorum": status.write_quorum,

@@ -77,10 +77,12 @@ const scenarios = {
     view(status, "n1").status.under_replicated = 5;
     return status;
   },
-  // A fault injected into n2 (clusterlab fault n2 --latency 300ms).
+  // A fault injected into n2 (clusterlab fault n2 --latency 300ms), and
+  // n3's store in trouble.
   faulted: () => {
     const status = copy();
     view(status, "n2").status.fault = "latency 300ms";
+    view(status, "n3").status.store = "an fsync of /data/clusterlab.redb failed";
     return status;
   },
   // n3 killed: ejected, no view of its own, dead to the others, and each

@@ -227,6 +227,13 @@ fn the_dashboard_shows_traffic_keys_links_and_events_and_metrics_agree() {
     let n2 = tile("faulted", "n2");
     assert!(n2.ends_with("fault injected: latency 300ms"), "{n2}");
     assert!(!tile("faulted", "n1").contains("fault"), "{drawn:#}");
+    // So is a store in trouble.
+    let n3 = tile("faulted", "n3");
+    assert!(
+        n3.ends_with("store: an fsync of /data/clusterlab.redb failed"),
+        "{n3}"
+    );
+    assert!(!tile("faulted", "n2").contains("store:"), "{drawn:#}");
     // A cut link: both ends serve, and most of the others see them alive.
     let n1 = tile("cut", "n1");
     assert!(n1.contains("other nodes: alive (n3 sees it dead)"), "{n1}");
