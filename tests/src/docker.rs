@@ -370,6 +370,21 @@ impl Compose {
         names
     }
 
+    /// The `count` running containers of `service`, once `docker ps` lists
+    /// that many: under load it can miss one that runs, or fail for a moment.
+    pub fn wait_containers(&self, service: &str, count: usize) -> Vec<String> {
+        let mut names = Vec::new();
+        wait_until(
+            &format!("docker ps to list {count} {service} container(s)"),
+            UP_TIMEOUT,
+            || {
+                names = self.containers(service);
+                names.len() == count
+            },
+        );
+        names
+    }
+
     /// Waits until `count` containers of `service` run and report healthy.
     pub fn wait_healthy(&self, service: &str, count: usize) {
         wait_until(
@@ -390,10 +405,19 @@ impl Compose {
         );
     }
 
-    /// The balancer's status (`clusterlab status --json` through it).
+    /// The balancer's status (`clusterlab status --json` through it), asked
+    /// again until it answers: tests poll it, and one `compose run` that fails
+    /// on a loaded machine is not the answer they wait for.
     pub fn balancer_status(&self) -> serde_json::Value {
-        let out = self.client(&["--json", "status"]);
-        assert!(out.status.success(), "status failed: {}", out.stderr);
+        let mut last = None;
+        let answered = crate::poll_until(UP_TIMEOUT, || {
+            let out = self.client(&["--json", "status"]);
+            let ok = out.status.success();
+            last = Some(out);
+            ok
+        });
+        let out = last.expect("status asked once at least");
+        assert!(answered, "status failed: {}", out.stderr);
         out.json()
     }
 

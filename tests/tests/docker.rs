@@ -38,10 +38,14 @@ fn throughput(compose: &Compose) -> (f64, serde_json::Value) {
     (json["throughput_rps"].as_f64().unwrap(), json)
 }
 
-/// Members (name -> keys held) as node `addr` sees them.
+/// Members (name -> keys held) as node `addr` sees them; none when its status
+/// does not answer (callers poll).
 fn members(compose: &Compose, addr: &str) -> Vec<(String, u64)> {
     let out = compose.client(&["--addr", addr, "--json", "status"]);
-    assert!(out.status.success(), "status of {addr}: {}", out.stderr);
+    if !out.status.success() {
+        eprintln!("status of {addr}: {}", out.stderr);
+        return Vec::new();
+    }
     out.json()["members"]
         .as_array()
         .into_iter()
@@ -143,7 +147,7 @@ fn the_compose_file_works_with_compose_v2_and_v1() {
         // copied out of their volume, and the port compose publishes.
         let copied = tempfile::tempdir().unwrap();
         let certs = copied.path().join("compose-certs");
-        let balancer = &compose.containers("balancer")[0];
+        let balancer = &compose.wait_containers("balancer", 1)[0];
         let from = format!("{balancer}:/certs");
         docker::docker(&["cp", &from, certs.to_str().expect("a UTF-8 temp path")]);
         // Every container mounts these, so the CA's key is not among them:
@@ -178,7 +182,7 @@ fn the_compose_file_works_with_compose_v2_and_v1() {
         );
         // Each Compose names containers its own way (project_node_1 or
         // project-node-1); the nodes' names follow, so status matches `docker ps`.
-        let nodes = compose.containers("node");
+        let nodes = compose.wait_containers("node", 3);
         wait_until(
             &format!("{tool:?}: the balancer to know every node by its container name"),
             UP_TIMEOUT,
@@ -229,8 +233,7 @@ fn the_compose_cluster_fails_over_and_scales_out() {
         return;
     }
     let compose = Compose::up(&[("CLUSTERLAB_CAPACITY", CAPACITY)]);
-    let nodes = compose.containers("node");
-    assert_eq!(nodes.len(), 3, "{nodes:?}");
+    let nodes = compose.wait_containers("node", 3);
 
     // A write and a read through the client container and the balancer.
     let out = compose.client(&["-v", "put", "greeting", "hello"]);
@@ -250,18 +253,23 @@ fn the_compose_cluster_fails_over_and_scales_out() {
     );
 
     // The dashboard, published on this machine: the same nodes, each with its
-    // own view of the cluster, and /metrics beside it.
-    let dashboard: serde_json::Value =
-        serde_json::from_str(&compose.dashboard("/api/status")).expect("JSON");
-    let mut shown: Vec<&str> = dashboard["nodes"]
-        .as_array()
-        .expect("nodes")
-        .iter()
-        .filter(|n| n["view"]["status"]["members"].as_array().is_some())
-        .filter_map(|n| n["backend"].as_str())
-        .collect();
-    shown.sort();
-    assert_eq!(shown, nodes, "{dashboard}");
+    // own view of the cluster, and /metrics beside it. (A node's view is asked
+    // for with a short deadline, which a loaded machine can miss: the page is
+    // read until every node's view is on it.)
+    let mut dashboard = serde_json::Value::Null;
+    let mut shown: Vec<String> = Vec::new();
+    wait_until("the dashboard to show each node's view", UP_TIMEOUT, || {
+        dashboard = serde_json::from_str(&compose.dashboard("/api/status")).expect("JSON");
+        shown = dashboard["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .filter(|n| n["view"]["status"]["members"].as_array().is_some())
+            .filter_map(|n| n["backend"].as_str().map(str::to_string))
+            .collect();
+        shown.sort();
+        shown == nodes
+    });
     // Members are reached at their container names, not container ids.
     for node in dashboard["nodes"].as_array().expect("nodes") {
         for member in node["view"]["status"]["members"]
@@ -311,7 +319,9 @@ fn the_compose_cluster_fails_over_and_scales_out() {
             .map(|event| event["message"].as_str().unwrap_or_default().to_string())
             .collect()
     };
-    assert!(!ejections(victim).is_empty(), "no ejection of {victim}");
+    wait_until(&format!("an ejection of {victim}"), UP_TIMEOUT, || {
+        !ejections(victim).is_empty()
+    });
     // Following the feed lasts until it is stopped. `docker stop` sends
     // SIGTERM to the client, process 1 in its container, which ignores a
     // signal it does not handle: without a handler it would last the whole
@@ -385,8 +395,11 @@ fn the_compose_cluster_fails_over_and_scales_out() {
         seen = ejections(victim);
         seen.len() > before
     });
+    // "is shutting down: it sent GOAWAY" (or "has shut down: it sent GOAWAY"
+    // once it is gone), or, if a health check caught it between its
+    // NOT_SERVING and its GOAWAY, "reports NOT_SERVING".
     assert!(
-        seen[before].contains("is shutting down: it sent GOAWAY"),
+        seen[before].contains("sent GOAWAY") || seen[before].contains("NOT_SERVING"),
         "{seen:?}"
     );
     docker::docker(&["start", victim]);
@@ -425,7 +438,7 @@ fn the_compose_cluster_fails_over_and_scales_out() {
     // Scale out to five: the new nodes join, take traffic and hold keys.
     compose.ok(&["up", "-d", "--no-recreate", "--scale", "node=5"]);
     compose.wait_healthy("node", 5);
-    let five_nodes = compose.containers("node");
+    let five_nodes = compose.wait_containers("node", 5);
     let added: Vec<&String> = five_nodes.iter().filter(|n| !nodes.contains(n)).collect();
     assert_eq!(added.len(), 2, "{five_nodes:?}");
     wait_until("five nodes in rotation", UP_TIMEOUT, || {
@@ -447,10 +460,11 @@ fn the_compose_cluster_fails_over_and_scales_out() {
     // Five capacity-limited nodes serve more than three. A disturbance on a
     // shared machine (a process descheduled, a health check missed, a node
     // briefly out of rotation) can only lower a sample, never raise it, so a
-    // sample short of the goal is taken once more before the test fails.
+    // sample short of the goal is taken again, up to three in all, before the
+    // test fails.
     let goal = 1.5;
     let mut samples = vec![throughput(&compose)];
-    if samples[0].0 / three < goal {
+    while samples.len() < 3 && samples.iter().all(|(rps, _)| rps / three < goal) {
         samples.push(throughput(&compose));
     }
     let (five, load) = samples
@@ -537,7 +551,11 @@ fn on_the_wire_mutual_tls_hides_keys_and_values() {
     assert!(!seen.contains("H2 "), "HTTP/2 frames are readable:\n{seen}");
     // Who talks to whom is in the clear: each end is named after its
     // container, as Docker's DNS names its address.
-    let names = [compose.containers("balancer"), compose.containers("node")].concat();
+    let names = [
+        compose.wait_containers("balancer", 1),
+        compose.wait_containers("node", 3),
+    ]
+    .concat();
     for name in &names {
         assert!(
             seen.contains(&format!(" -> {name}:")),
