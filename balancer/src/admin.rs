@@ -12,7 +12,11 @@ use proto::{
 use tonic::{Request, Response, Status};
 use tracing::info;
 
-use crate::{backend::Health, forward::Router, policy::Policy};
+use crate::{
+    backend::{Health, name_order},
+    forward::Router,
+    policy::Policy,
+};
 
 /// Serves `clusterlab.v1.Admin` on a balancer.
 #[derive(Debug, Clone)]
@@ -140,16 +144,11 @@ pub fn status(router: &Router, denials: &Denials) -> StatusResponse {
     }
 }
 
-/// Backends sorted by name, a number at its end by its value (`node-2`
-/// before `node-10`), so that status and the dashboard list them the same
-/// way each time: the balancer's own list puts a node that came back at the
-/// end.
+/// Backends in [`name_order`], so that status and the dashboard list them
+/// the same way each time. (The balancer's own list is kept so too, but a
+/// node's name may have come since it was last sorted.)
 fn in_name_order(mut backends: Vec<BackendStatus>) -> Vec<BackendStatus> {
-    backends.sort_by_cached_key(|b| {
-        let digits = b.name.len() - b.name.trim_end_matches(|c: char| c.is_ascii_digit()).len();
-        let (stem, number) = b.name.split_at(b.name.len() - digits);
-        (stem.to_string(), number.parse::<u64>().ok(), b.addr.clone())
-    });
+    backends.sort_by_cached_key(|b| name_order(&b.name, &b.addr));
     backends
 }
 

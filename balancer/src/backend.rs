@@ -729,6 +729,19 @@ pub struct Backends {
     outlier_decisions: Mutex<()>,
 }
 
+/// The order nodes are listed in, everywhere: by name, a number at its end by
+/// its value (`node-2` before `node-10`), then by address (a node not yet
+/// named is known by its address).
+pub fn name_order(name: &str, addr: &str) -> (String, Option<u64>, String) {
+    let digits = name.len() - name.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+    let (stem, number) = name.split_at(name.len() - digits);
+    (
+        stem.to_string(),
+        number.parse::<u64>().ok(),
+        addr.to_string(),
+    )
+}
+
 impl Backends {
     /// Backends for the `fixed` addresses, checked every `interval`.
     pub fn new(
@@ -844,6 +857,7 @@ impl Backends {
             info!(%addr, "backend added");
             all.push((backend, checker));
         }
+        all.sort_by_cached_key(|(b, _)| name_order(&b.name(), &b.addr));
     }
 
     /// Starts checking `backend` every `--health-interval`.
@@ -863,7 +877,29 @@ impl Backends {
     /// only: it stays in rotation, and an outlier hold on the old entry lapses.
     fn passed_check(&self, backend: &Arc<Backend>) {
         self.take_over_namesake(backend);
+        self.keep_in_name_order();
         backend.mark_healthy(&self.events);
+    }
+
+    /// Keeps the list in [`name_order`], as status and the dashboard show it,
+    /// so that round-robin's "next in rotation (2 of 3)" counts in the order a
+    /// learner reads. A node tells its name at a health check, so the order is
+    /// looked at after each: under the read lock, which does not hold up the
+    /// requests that read the list, and sorted only when it is out of order.
+    fn keep_in_name_order(&self) {
+        let key = |(b, _): &(Arc<Backend>, AbortHandle)| name_order(&b.name(), &b.addr);
+        if self
+            .all
+            .read()
+            .expect("backends poisoned")
+            .is_sorted_by_key(key)
+        {
+            return;
+        }
+        self.all
+            .write()
+            .expect("backends poisoned")
+            .sort_by_cached_key(key);
     }
 
     /// If a node that no longer resolves has `newcomer`'s name, the newcomer
@@ -1121,6 +1157,36 @@ mod tests {
         at.retain(|b| b.addr == addr);
         at.sort_by_key(|b| b.is_gone());
         at.into_iter().next()
+    }
+
+    /// The list, and so the rotation, is in name order, as status shows it,
+    /// whatever order the addresses came in or the names were learned.
+    /// (It never awaits, so the health checkers never run: the test names
+    /// the nodes.)
+    #[tokio::test]
+    async fn the_rotation_follows_the_names_not_the_addresses() {
+        let backends = discovering();
+        backends.reconcile(&addrs(&["10.0.0.1:7100", "10.0.0.2:7100", "10.0.0.3:7100"]));
+        // Docker hands out addresses in the order containers start.
+        for (addr, name) in [
+            ("10.0.0.1:7100", "node-10"),
+            ("10.0.0.2:7100", "node-3"),
+            ("10.0.0.3:7100", "node-2"),
+        ] {
+            let backend = listed(&backends, addr).unwrap();
+            backend.learn_name(name);
+            backends.passed_check(&backend);
+        }
+        let names: Vec<Arc<str>> = backends.list().iter().map(|b| b.name()).collect();
+        assert_eq!(names, ["node-2", "node-3", "node-10"].map(Arc::from));
+        // A new address, not yet named, goes by its address.
+        backends.reconcile(&addrs(&[
+            "10.0.0.1:7100",
+            "10.0.0.2:7100",
+            "10.0.0.3:7100",
+            "10.0.0.0:7100",
+        ]));
+        assert_eq!(&*backends.list()[0].name(), "10.0.0.0:7100");
     }
 
     /// Backends found by DNS alone, with no `--nodes`.
