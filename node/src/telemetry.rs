@@ -46,10 +46,10 @@ pub fn cannot_start(
     std::process::ExitCode::FAILURE
 }
 
-/// What to log: `CLUSTERLAB_LOG`, else `RUST_LOG`, else `info`. A filter
-/// that does not parse is not passed over in silence (someone asked for
-/// debug lines and would see none, and not know why): what was wrong comes
-/// back with `info`, to be logged once the logger is up.
+/// What to log: `CLUSTERLAB_LOG`, else `RUST_LOG`, else `info`, and what to
+/// warn about it once the logger is up. A filter that would log nothing is
+/// not passed over in silence: someone asked for debug lines and would see
+/// none, and not know why.
 fn filter() -> (EnvFilter, Option<String>) {
     for variable in ["CLUSTERLAB_LOG", "RUST_LOG"] {
         let Some(value) = std::env::var(variable)
@@ -58,10 +58,7 @@ fn filter() -> (EnvFilter, Option<String>) {
         else {
             continue;
         };
-        return match parse_filter(variable, &value) {
-            Ok(filter) => (filter, None),
-            Err(mistake) => (EnvFilter::new("info"), Some(mistake)),
-        };
+        return parse_filter(variable, &value);
     }
     (EnvFilter::new("info"), None)
 }
@@ -69,25 +66,56 @@ fn filter() -> (EnvFilter, Option<String>) {
 /// The levels a filter may name; any other bare word is a module.
 const LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
 
-/// `value`, the filter in `variable`, or what is wrong with it, ending with
-/// what is done instead.
+/// This module's target, let through whatever the filter says, so that its
+/// warning about the filter is seen.
+const OWN_TARGET: &str = module_path!();
+
+/// The filter `value` (from `variable`), and what to warn about it.
 ///
-/// A bare word that is not a level parses: it names a module (`h2` logs h2 at
-/// every level, and nothing else). Written for a level (`dbug`, `warning`), it
-/// would make the process log nothing at all, so a word one letter from a
-/// level, or a level with more after it, is taken for a misspelled one.
-fn parse_filter(variable: &str, value: &str) -> Result<EnvFilter, String> {
-    const ALLOWED: &str = "write it like debug, or node=debug,info (a level: error, warn, info, debug or trace); \
-         logging at info";
-    let filter = EnvFilter::try_new(value)
-        .map_err(|e| format!("{variable}={value:?} is not a log filter ({e}); {ALLOWED}"))?;
-    match misspelled_level(value) {
-        Some((word, level)) => Err(format!(
-            "{variable}={value:?}: {word:?} is not a level (did you mean {level}?), and a bare \
-             word names a module to log, which would leave out everything else; {ALLOWED}"
-        )),
-        None => Ok(filter),
+/// One that does not parse is replaced by `info`. A bare word that is not a
+/// level parses: it names a module (`h2` logs h2 at every level). Written for
+/// a level (`dbug`, `warning`), it would log nothing else, so a word one edit
+/// from a level, or a level with more after it, is taken for a misspelled
+/// one, and `info` is used too. A filter that gives no level for the rest
+/// (`h2` alone) is kept, with a word that it logs nothing else.
+fn parse_filter(variable: &str, value: &str) -> (EnvFilter, Option<String>) {
+    const ALLOWED: &str = "write it like debug, or node=debug,info (a level: error, warn, info, \
+                           debug or trace); logging at info";
+    let instead = |mistake: String| (EnvFilter::new("info"), Some(mistake));
+    let filter = match EnvFilter::try_new(format!("{value},{OWN_TARGET}=warn")) {
+        Ok(filter) => filter,
+        Err(e) => {
+            return instead(format!(
+                "{variable}={value:?} is not a log filter ({e}); {ALLOWED}"
+            ));
+        }
+    };
+    let has_level = value.split(',').map(str::trim).any(is_level);
+    if let Some((word, level)) = misspelled_level(value) {
+        let rest = match has_level {
+            true => "",
+            false => ", and nothing else would be logged",
+        };
+        return instead(format!(
+            "{variable}={value:?}: {word:?} is not a level (did you mean {level}?): a bare word \
+             names a module to log{rest}; {ALLOWED}"
+        ));
     }
+    let warning = (!has_level).then(|| {
+        format!(
+            "{variable}={value:?} gives no level for the rest, so only what it names is logged; \
+             a level is error, warn, info, debug or trace: add one to see the rest too, as in \
+             {value},info"
+        )
+    });
+    (filter, warning)
+}
+
+/// A level as a filter takes it alone: a name, in any case, or 0 to 5.
+fn is_level(word: &str) -> bool {
+    let lower = word.to_ascii_lowercase();
+    LEVELS.contains(&lower.as_str())
+        || ["off", "0", "1", "2", "3", "4", "5"].contains(&lower.as_str())
 }
 
 /// The first bare word of a filter that looks like a misspelled level, with
@@ -97,11 +125,9 @@ fn misspelled_level(value: &str) -> Option<(&str, &'static str)> {
         .split(',')
         .map(str::trim)
         .filter(|word| !word.is_empty() && word.chars().all(|c| c.is_ascii_alphabetic()))
+        .filter(|word| !is_level(word))
         .find_map(|word| {
             let lower = word.to_ascii_lowercase();
-            if LEVELS.contains(&lower.as_str()) || lower == "off" {
-                return None;
-            }
             let like = LEVELS.into_iter().find(|level| {
                 lower.starts_with(level) || strsim::damerau_levenshtein(&lower, level) <= 1
             })?;
@@ -223,52 +249,80 @@ impl tracing::field::Visit for JsonVisitor<'_> {
 mod tests {
     use super::*;
 
-    /// A level, a module's level, or a module alone is taken as written.
+    /// A level, or modules' levels with one for the rest, is taken as
+    /// written, with nothing to say.
     #[test]
-    fn filters_with_levels_or_modules_are_taken() {
+    fn filters_with_a_level_are_taken() {
         for value in [
             "debug",
             "DEBUG",
             "node=debug,info",
-            "h2",
             "tonic,warn",
             "off",
+            "3",
+            " info ",
         ] {
-            assert!(
-                parse_filter("CLUSTERLAB_LOG", value).is_ok(),
-                "{value} was refused"
-            );
+            let (_, warning) = parse_filter("CLUSTERLAB_LOG", value);
+            assert_eq!(warning, None, "{value}");
         }
     }
 
+    /// A module alone is taken, and the process says that nothing else is
+    /// logged (and lets its own saying so through).
+    #[test]
+    fn a_filter_with_no_level_is_taken_with_a_word() {
+        let (filter, warning) = parse_filter("CLUSTERLAB_LOG", "h2");
+        let warning = warning.expect("a warning");
+        assert!(
+            warning.starts_with("CLUSTERLAB_LOG=\"h2\" gives no level for the rest")
+                && warning.ends_with("as in h2,info"),
+            "{warning}"
+        );
+        // h2 at every level, and this module's warnings.
+        let directives = filter.to_string();
+        assert!(
+            directives.contains("h2=trace") && directives.contains("node::telemetry=warn"),
+            "{directives}"
+        );
+    }
+
     /// A misspelled level is a module as far as the filter goes, and would log
-    /// nothing at all: it is named, with the level it looks like.
+    /// nothing at all: it is named, with the level it looks like, and info
+    /// is used.
     #[test]
     fn a_misspelled_level_is_named_with_the_level_it_looks_like() {
-        for (value, word, level) in [
-            ("dbug", "dbug", "debug"),
-            ("warning", "warning", "warn"),
-            ("node=debug,inof", "inof", "info"),
-            ("tarce", "tarce", "trace"),
+        for (value, word, level, nothing_else) in [
+            ("dbug", "dbug", "debug", true),
+            ("warning", "warning", "warn", true),
+            ("node=debug,inof", "inof", "info", true),
+            ("tarce", "tarce", "trace", true),
+            ("info,warning", "warning", "warn", false),
         ] {
-            let mistake = parse_filter("CLUSTERLAB_LOG", value)
-                .err()
-                .unwrap_or_else(|| panic!("{value} was taken"));
+            let (filter, mistake) = parse_filter("CLUSTERLAB_LOG", value);
+            let mistake = mistake.unwrap_or_else(|| panic!("{value} was taken"));
             assert!(
                 mistake.contains(&format!("{word:?} is not a level (did you mean {level}?)"))
                     && mistake.ends_with("logging at info"),
                 "{mistake}"
             );
+            assert_eq!(
+                mistake.contains("nothing else would be logged"),
+                nothing_else,
+                "{mistake}"
+            );
+            assert_eq!(filter.to_string(), "info", "{value}");
         }
     }
 
-    /// A filter that does not parse says so.
+    /// A filter that does not parse says so, and info is used.
     #[test]
     fn a_filter_that_does_not_parse_is_named() {
-        let mistake = parse_filter("RUST_LOG", "node=dbug").expect_err("refused");
+        let (filter, mistake) = parse_filter("RUST_LOG", "node=dbug");
+        let mistake = mistake.expect("refused");
         assert!(
             mistake.starts_with("RUST_LOG=\"node=dbug\" is not a log filter"),
             "{mistake}"
         );
+        assert_eq!(filter.to_string(), "info");
     }
 }
