@@ -933,12 +933,16 @@ mod tests {
 
         // A store in trouble says so under the counts, wrapped.
         assert!(!text.contains("store:"), "{text}");
-        status.store = "an fsync of /data/clusterlab.redb failed (Input/output error), so this \
-            node takes no more writes"
+        status.store = "takes no more writes: an fsync of /data/clusterlab.redb failed \
+            (Input/output error (os error 5)); check the disk (dmesg), then restart the machine, \
+            not only the node"
             .into();
         let text = node_status_text(&status);
         assert!(text.lines().all(|l| l.len() <= render::COLUMNS), "{text}");
-        assert!(text.contains("\n  store: an fsync of"), "{text}");
+        assert!(
+            text.contains("\n  store: takes no more writes: an fsync"),
+            "{text}"
+        );
         assert!(words(&text).contains(&status.store), "{text}");
     }
 

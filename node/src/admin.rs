@@ -142,7 +142,7 @@ pub async fn status(state: &NodeState) -> Result<StatusResponse, Status> {
             state.records.store(keys, Ordering::Relaxed);
             (keys, None)
         }
-        Err(e) => (state.records.load(Ordering::Relaxed), Some(e.to_string())),
+        Err(e) => (state.records.load(Ordering::Relaxed), Some(cannot_read(e))),
     };
     let me = MemberStatus {
         name: state.name.clone(),
@@ -188,6 +188,16 @@ pub async fn status(state: &NodeState) -> Result<StatusResponse, Status> {
         denied: state.denials.count(),
         ..StatusResponse::default()
     })
+}
+
+/// What status says of a store a read failed on.
+fn cannot_read(e: crate::Error) -> String {
+    let detail = match e {
+        // Their "storage error: " would say "store: ... storage error".
+        crate::Error::Storage(detail) | crate::Error::DiskStopped(detail) => detail,
+        other => other.to_string(),
+    };
+    format!("cannot be read: {detail}")
 }
 
 /// This node's connection to the member at `addr`. In plaintext every link is
@@ -260,14 +270,38 @@ mod tests {
         let answer = status(&state).await.unwrap();
         assert_eq!(answer.members[0].keys, 1);
         assert_eq!(answer.name, "n1");
-        // And it says why, and what to do.
+        // And it says why, and what to do, in short.
         assert!(
-            answer.store.contains(
-                "failed (Input/output error (made to fail)), so this node \
-                 takes no more writes"
-            ) && answer.store.contains("restart the machine"),
+            answer
+                .store
+                .starts_with("takes no more writes: an fsync of ")
+                && answer
+                    .store
+                    .contains("failed (Input/output error (made to fail))")
+                && answer
+                    .store
+                    .ends_with("restart the machine, not only the node"),
             "{}",
             answer.store
+        );
+    }
+
+    /// A store a read failed on is said to be unreadable, in the store's own
+    /// words, without the "storage error" its errors start with.
+    #[test]
+    fn a_store_that_cannot_be_read_is_said_to_be() {
+        let said = cannot_read(crate::Error::DiskStopped(
+            "a disk error stopped the database; the node is reopening it, so try again".into(),
+        ));
+        assert_eq!(
+            said,
+            "cannot be read: a disk error stopped the database; the node is reopening it, so \
+             try again"
+        );
+        let said = cannot_read(crate::Error::Corrupt("a checksum does not match".into()));
+        assert_eq!(
+            said,
+            "cannot be read: the database is damaged: a checksum does not match"
         );
     }
 }

@@ -367,9 +367,15 @@ impl Store {
         Some(Error::Storage(after_a_failed_fsync(&self.path, cause)))
     }
 
-    /// Why this store takes no more writes, if an fsync of its file failed.
+    /// Why this store takes no more writes, if an fsync of its file failed,
+    /// in short, for status (a write that is refused says it at length).
     pub fn writes_refused(&self) -> Option<String> {
-        self.refused_after_a_failed_fsync().map(|e| e.to_string())
+        let cause = self.fsync_failed.get()?;
+        Some(format!(
+            "takes no more writes: an fsync of {} failed ({cause}); check the disk (dmesg), \
+             then restart the machine, not only the node",
+            self.path.display()
+        ))
     }
 
     /// The store as an fsync that failed leaves it, with no database in its

@@ -82,7 +82,7 @@ const scenarios = {
   faulted: () => {
     const status = copy();
     view(status, "n2").status.fault = "latency 300ms";
-    view(status, "n3").status.store = "an fsync of /data/clusterlab.redb failed";
+    view(status, "n3").status.store = "takes no more writes: an fsync of /data/clusterlab.redb failed";
     return status;
   },
   // n3 killed: ejected, no view of its own, dead to the others, and each

@@ -230,7 +230,7 @@ fn the_dashboard_shows_traffic_keys_links_and_events_and_metrics_agree() {
     // So is a store in trouble.
     let n3 = tile("faulted", "n3");
     assert!(
-        n3.ends_with("store: an fsync of /data/clusterlab.redb failed"),
+        n3.ends_with("store: takes no more writes: an fsync of /data/clusterlab.redb failed"),
         "{n3}"
     );
     assert!(!tile("faulted", "n2").contains("store:"), "{drawn:#}");
