@@ -374,13 +374,13 @@ impl Compose {
     /// that many: under load it can miss one that runs, or fail for a moment.
     pub fn wait_containers(&self, service: &str, count: usize) -> Vec<String> {
         let mut names = Vec::new();
-        wait_until(
-            &format!("docker ps to list {count} {service} container(s)"),
-            UP_TIMEOUT,
-            || {
-                names = self.containers(service);
-                names.len() == count
-            },
+        let listed = crate::poll_until(UP_TIMEOUT, || {
+            names = self.containers(service);
+            names.len() == count
+        });
+        assert!(
+            listed,
+            "docker ps listed {names:?}, not {count} {service} container(s), for {UP_TIMEOUT:?}"
         );
         names
     }
@@ -405,20 +405,23 @@ impl Compose {
         );
     }
 
-    /// The balancer's status (`clusterlab status --json` through it), asked
-    /// again until it answers: tests poll it, and one `compose run` that fails
-    /// on a loaded machine is not the answer they wait for.
+    /// The balancer's status (`clusterlab status --json` through it), or
+    /// `None`, said, when that failed: tests poll it, and one `compose run`
+    /// that fails on a loaded machine is not the answer they wait for.
+    pub fn try_balancer_status(&self) -> Option<serde_json::Value> {
+        let out = self.client(&["--json", "status"]);
+        if !out.status.success() {
+            eprintln!("balancer status failed ({}): {}", out.status, out.stderr);
+            return None;
+        }
+        Some(out.json())
+    }
+
+    /// The balancer's status, asked up to three times.
     pub fn balancer_status(&self) -> serde_json::Value {
-        let mut last = None;
-        let answered = crate::poll_until(UP_TIMEOUT, || {
-            let out = self.client(&["--json", "status"]);
-            let ok = out.status.success();
-            last = Some(out);
-            ok
-        });
-        let out = last.expect("status asked once at least");
-        assert!(answered, "status failed: {}", out.stderr);
-        out.json()
+        (0..3)
+            .find_map(|_| self.try_balancer_status())
+            .expect("the balancer's status (three tries failed; their errors are above)")
     }
 
     /// The value this project was brought up with for `variable`.
@@ -441,8 +444,9 @@ impl Compose {
     }
 
     /// Names of the nodes the balancer has in rotation.
+    /// None when status does not answer: callers poll.
     pub fn healthy_backends(&self) -> Vec<String> {
-        let status = self.balancer_status();
+        let status = self.try_balancer_status().unwrap_or_default();
         status["backends"]
             .as_array()
             .into_iter()
