@@ -199,8 +199,11 @@ impl Backend {
         }
         let mut current = self.name.lock().expect("name poisoned");
         if **current != *name {
-            info!(addr = %self.addr, node = %name, "backend named");
             *current = name.into();
+            // Logged after the lock is let go: the list is sorted by name
+            // under its own lock, which requests wait on.
+            drop(current);
+            info!(addr = %self.addr, node = %name, "backend named");
         }
     }
 

@@ -78,32 +78,47 @@ const OWN_TARGET: &str = module_path!();
 /// from a level, or a level with more after it, is taken for a misspelled
 /// one, and `info` is used too. A filter that gives no level for the rest
 /// (`h2` alone) is kept, with a word that it logs nothing else.
-fn parse_filter(variable: &str, value: &str) -> (EnvFilter, Option<String>) {
+///
+/// Each directive is trimmed first: the filter itself would read the
+/// ` info` of `node=debug, info` as a module named " info", and log nothing
+/// but `node`.
+fn parse_filter(variable: &str, given: &str) -> (EnvFilter, Option<String>) {
     const ALLOWED: &str = "write it like debug, or node=debug,info (a level: error, warn, info, \
                            debug or trace); logging at info";
+    let directives: Vec<&str> = given
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .collect();
+    let value = directives.join(",");
     let instead = |mistake: String| (EnvFilter::new("info"), Some(mistake));
-    let filter = match EnvFilter::try_new(format!("{value},{OWN_TARGET}=warn")) {
+    // Its own warning let through, unless the filter says otherwise of it.
+    let own = match directives.iter().any(|d| d.starts_with(OWN_TARGET)) {
+        true => String::new(),
+        false => format!(",{OWN_TARGET}=warn"),
+    };
+    let filter = match EnvFilter::try_new(format!("{value}{own}")) {
         Ok(filter) => filter,
         Err(e) => {
             return instead(format!(
-                "{variable}={value:?} is not a log filter ({e}); {ALLOWED}"
+                "{variable}={given:?} is not a log filter ({e}); {ALLOWED}"
             ));
         }
     };
-    let has_level = value.split(',').map(str::trim).any(is_level);
-    if let Some((word, level)) = misspelled_level(value) {
+    let has_level = directives.iter().any(|d| is_level(d));
+    if let Some((word, level)) = misspelled_level(&directives) {
         let rest = match has_level {
             true => "",
             false => ", and nothing else would be logged",
         };
         return instead(format!(
-            "{variable}={value:?}: {word:?} is not a level (did you mean {level}?): a bare word \
+            "{variable}={given:?}: {word:?} is not a level (did you mean {level}?): a bare word \
              names a module to log{rest}; {ALLOWED}"
         ));
     }
     let warning = (!has_level).then(|| {
         format!(
-            "{variable}={value:?} gives no level for the rest, so only what it names is logged; \
+            "{variable}={given:?} gives no level for the rest, so only what it names is logged; \
              a level is error, warn, info, debug or trace: add one to see the rest too, as in \
              {value},info"
         )
@@ -118,13 +133,13 @@ fn is_level(word: &str) -> bool {
         || ["off", "0", "1", "2", "3", "4", "5"].contains(&lower.as_str())
 }
 
-/// The first bare word of a filter that looks like a misspelled level, with
-/// the level it looks like.
-fn misspelled_level(value: &str) -> Option<(&str, &'static str)> {
-    value
-        .split(',')
-        .map(str::trim)
-        .filter(|word| !word.is_empty() && word.chars().all(|c| c.is_ascii_alphabetic()))
+/// The first bare word among a filter's directives that looks like a
+/// misspelled level, with the level it looks like.
+fn misspelled_level<'a>(directives: &[&'a str]) -> Option<(&'a str, &'static str)> {
+    directives
+        .iter()
+        .copied()
+        .filter(|word| word.chars().all(|c| c.is_ascii_alphabetic()))
         .filter(|word| !is_level(word))
         .find_map(|word| {
             let lower = word.to_ascii_lowercase();
@@ -267,6 +282,22 @@ mod tests {
         }
     }
 
+    /// A space beside a comma is not part of a directive: the filter would
+    /// take " info" for a module and log nothing but `node`.
+    #[test]
+    fn spaces_around_directives_are_not_part_of_them() {
+        use tracing_subscriber::filter::LevelFilter;
+        let (filter, warning) = parse_filter("CLUSTERLAB_LOG", " node=debug, info ");
+        assert_eq!(warning, None);
+        let directives = filter.to_string();
+        assert!(
+            directives.contains("node=debug") && !directives.contains(" info"),
+            "{directives}"
+        );
+        let (filter, _) = parse_filter("CLUSTERLAB_LOG", " info ");
+        assert_eq!(filter.max_level_hint(), Some(LevelFilter::INFO));
+    }
+
     /// A module alone is taken, and the process says that nothing else is
     /// logged (and lets its own saying so through).
     #[test]
@@ -283,6 +314,12 @@ mod tests {
         assert!(
             directives.contains("h2=trace") && directives.contains("node::telemetry=warn"),
             "{directives}"
+        );
+        // Unless the filter says what to do with it.
+        let (filter, _) = parse_filter("CLUSTERLAB_LOG", "info,node::telemetry=off");
+        assert!(
+            !filter.to_string().contains("node::telemetry=warn"),
+            "{filter}"
         );
     }
 

@@ -417,11 +417,14 @@ impl Compose {
         Some(out.json())
     }
 
-    /// The balancer's status, asked up to three times.
+    /// The balancer's status, asked again for up to 15 s while it fails.
     pub fn balancer_status(&self) -> serde_json::Value {
-        (0..3)
-            .find_map(|_| self.try_balancer_status())
-            .expect("the balancer's status (three tries failed; their errors are above)")
+        let mut status = None;
+        crate::poll_until(Duration::from_secs(15), || {
+            status = self.try_balancer_status();
+            status.is_some()
+        });
+        status.expect("the balancer's status (every try for 15 s failed; the errors are above)")
     }
 
     /// The value this project was brought up with for `variable`.
@@ -444,7 +447,7 @@ impl Compose {
     }
 
     /// Names of the nodes the balancer has in rotation.
-    /// None when status does not answer: callers poll.
+    /// Empty when status does not answer: callers poll.
     pub fn healthy_backends(&self) -> Vec<String> {
         let status = self.try_balancer_status().unwrap_or_default();
         status["backends"]

@@ -402,8 +402,7 @@ fn the_compose_cluster_fails_over_and_scales_out() {
     // once it is gone), or, if a health check caught it between its
     // NOT_SERVING and its GOAWAY, "reports NOT_SERVING".
     assert!(
-        (seen[before].contains("sent GOAWAY") || seen[before].contains("NOT_SERVING"))
-            && !seen[before].contains("no longer resolves"),
+        seen[before].contains("sent GOAWAY") || seen[before].contains("NOT_SERVING"),
         "{seen:?}"
     );
     docker::docker(&["start", victim]);
