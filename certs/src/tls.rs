@@ -367,11 +367,31 @@ fn key_log_path() -> Option<std::ffi::OsString> {
 /// Where rustls writes TLS session secrets: the `SSLKEYLOGFILE` file, or nowhere.
 /// rustls's own `KeyLogFile` would try to open an empty name, and warn that it
 /// cannot, for every configuration built.
+///
+/// Every process that speaks TLS logs its keys, the client too: in compose,
+/// the balancer's health check (a `clusterlab health` in its container) shares
+/// its `SSLKEYLOGFILE`. The file is made here first, with [`create_key_log`]:
+/// made by rustls, as root in a container, it would be root's, mode 0600, and
+/// the learner who owns `./captures` could neither read it nor delete it.
 fn key_log() -> Arc<dyn rustls::KeyLog> {
     match key_log_path() {
-        Some(_) => Arc::new(rustls::KeyLogFile::new()),
+        Some(path) => {
+            // rustls says itself when it cannot write to the file.
+            let _ = create_key_log(Path::new(&path));
+            Arc::new(rustls::KeyLogFile::new())
+        }
         None => Arc::new(rustls::NoKeyLog),
     }
+}
+
+/// Creates the key log at `path` unless it is there, and gives it to the
+/// owner of its directory (see [`files::give_to_directory_owner`]).
+fn create_key_log(path: &Path) -> std::io::Result<()> {
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)?;
+    files::give_to_directory_owner(path)
 }
 
 /// When `SSLKEYLOGFILE` names a file: creates it, gives it to the owner of its
@@ -382,12 +402,7 @@ pub fn open_key_log() {
         return;
     };
     let path = Path::new(&path);
-    let created = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(path)
-        .and_then(|_| files::give_to_directory_owner(path));
-    match created {
+    match create_key_log(path) {
         Ok(()) => tracing::warn!(
             file = %path.display(),
             "SSLKEYLOGFILE is set: TLS session keys are written to this file, and anyone \

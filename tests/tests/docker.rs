@@ -148,8 +148,16 @@ fn the_compose_file_works_with_compose_v2_and_v1() {
         let copied = tempfile::tempdir().unwrap();
         let certs = copied.path().join("compose-certs");
         let balancer = &compose.wait_containers("balancer", 1)[0];
-        let from = format!("{balancer}:/certs");
-        docker::docker(&["cp", &from, certs.to_str().expect("a UTF-8 temp path")]);
+        // Twice, as after a `down -v` and a new PKI: the second copy must
+        // replace the first, not land in compose-certs/certs beside it.
+        let from = format!("{balancer}:/certs/.");
+        for _ in 0..2 {
+            docker::docker(&["cp", &from, certs.to_str().expect("a UTF-8 temp path")]);
+        }
+        assert!(
+            !certs.join("certs").exists(),
+            "{tool:?}: copied into itself"
+        );
         // Every container mounts these, so the CA's key is not among them:
         // only the certs service has it (and signs `nobody` with it below).
         assert!(certs.join("ca.pem").is_file(), "{tool:?}");

@@ -325,6 +325,36 @@ fn session_keys_are_written_only_when_sslkeylogfile_names_a_file() {
     );
 }
 
+/// A client's key log (in compose, the balancer's health check shares its
+/// `SSLKEYLOGFILE`) goes to the owner of its directory, as the balancer's
+/// does: made by rustls as root, it was root's, mode 0600, and a learner who
+/// had deleted it could no longer read the one that came back.
+#[test]
+fn a_clients_key_log_goes_to_the_owner_of_its_directory() {
+    use std::os::unix::fs::MetadataExt;
+    let cluster = TestCluster::start(1);
+    let dir = cluster.dir().join("captures");
+    std::fs::create_dir(&dir).unwrap();
+    // As root (in CI, say), the directory is given to someone else, as a
+    // learner's bind-mounted ./captures is.
+    if std::fs::metadata(&dir).unwrap().uid() == 0 {
+        std::os::unix::fs::chown(&dir, Some(4242), Some(4243)).unwrap();
+    }
+    let keys = dir.join("keys.log");
+    cluster
+        .client()
+        .env("SSLKEYLOGFILE", &keys)
+        .args(["whoami"])
+        .ok();
+    let secrets = std::fs::read_to_string(&keys).expect("the key log");
+    assert!(secrets.contains("CLIENT_TRAFFIC_SECRET_0 "), "{secrets}");
+    let (dir, file) = (
+        std::fs::metadata(&dir).unwrap(),
+        std::fs::metadata(&keys).unwrap(),
+    );
+    assert_eq!((file.uid(), file.gid()), (dir.uid(), dir.gid()));
+}
+
 /// `--addr` given the dashboard's port (8080 for 7000 is an easy slip) is
 /// told that it may be a web port, not only that TLS failed.
 #[test]
