@@ -67,6 +67,34 @@ const PROGRAMS: [&str; 4] = [
     "clusterlab-node",
 ];
 
+/// `scripts/docker-build` on a machine that does not compile for Linux (a
+/// Mac) refuses, and says what to run instead: it used to copy the Mac's
+/// binaries into the image, which failed at `up` with "exec format error".
+/// Needs no Docker: a stand-in `rustc` says which machine this is.
+#[test]
+fn docker_build_refuses_binaries_that_are_not_linux() {
+    let bin = tempfile::tempdir().unwrap();
+    let rustc = bin.path().join("rustc");
+    std::fs::write(&rustc, "#!/bin/sh\necho 'host: aarch64-apple-darwin'\n").unwrap();
+    std::fs::set_permissions(&rustc, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = std::process::Command::new(docker::root().join("scripts").join("docker-build"))
+        .env("PATH", path)
+        .output()
+        .expect("running scripts/docker-build");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("compiles for aarch64-apple-darwin")
+            && stderr.contains("docker build -t clusterlab:latest ."),
+        "{stderr}"
+    );
+}
+
 /// What a test killed by a signal leaves behind is removed by the next test
 /// run; the projects of live test processes are not touched.
 #[test]
