@@ -66,11 +66,11 @@ fn filter() -> (EnvFilter, Option<String>) {
 /// The levels a filter may name; any other bare word is a module.
 const LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
 
-/// This module's target, let through whatever the filter says, so that its
-/// warning about the filter is seen.
+/// This module's target, let through at warn unless the filter names it, so
+/// that its warning about the filter is seen.
 const OWN_TARGET: &str = module_path!();
 
-/// The filter `value` (from `variable`), and what to warn about it.
+/// The filter `given` (from `variable`), and what to warn about it.
 ///
 /// One that does not parse is replaced by `info`. A bare word that is not a
 /// level parses: it names a module (`h2` logs h2 at every level). Written for
