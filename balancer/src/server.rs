@@ -52,7 +52,9 @@ pub async fn run(
     config.validate().map_err(anyhow::Error::msg)?;
     // Bound before anything starts: a busy port stops the start.
     let dashboard_port = match certs::flags::side_port(&config.dashboard) {
-        Some(addr) => Some(node::bind("--dashboard", addr, 8080, node::Port::Side).await?),
+        Some(addr) => {
+            Some(node::bind_side("--dashboard", addr, 8080, listener.local_addr()?).await?)
+        }
         None => None,
     };
     // The same certificate serves clients and proves who we are to the nodes.

@@ -350,10 +350,10 @@ impl Lagging {
 /// is a peer going down (its peers see it suspect a moment later) or a
 /// restart; exchanges that fail round after round while the peer stays alive
 /// (a digest of a large store on a slow disk, a peer that cannot write what
-/// it is sent) leave keys short for good. That is said once, at [`ALARM_ROUNDS`] failures
-/// running, and its end once [`MENDED_ROUNDS`] exchanges running have worked:
-/// a peer that fails one round in two (`--error-rate 0.5`) is not said to
-/// break and mend over and over.
+/// it is sent) leave keys short for good. That is said once, at
+/// [`ALARM_ROUNDS`] failures running, and its end once [`MENDED_ROUNDS`]
+/// exchanges running have worked: a peer that fails one round in two
+/// (`--error-rate 0.5`) is not said to break and mend over and over.
 #[derive(Debug, Default)]
 struct Failing(HashMap<String, Streaks>);
 
@@ -398,16 +398,16 @@ impl Failing {
         }
         streaks.failed = 0;
         streaks.worked += 1;
-        match (streaks.alarmed, streaks.worked >= MENDED_ROUNDS) {
-            (true, false) => Streak::Quiet,
-            (alarmed, _) => {
-                self.0.remove(peer);
-                match alarmed {
-                    true => Streak::Mended,
-                    false => Streak::Quiet,
-                }
-            }
+        if !streaks.alarmed {
+            // Failed, but not long enough to be said: nothing to mend.
+            self.0.remove(peer);
+            return Streak::Quiet;
         }
+        if streaks.worked < MENDED_ROUNDS {
+            return Streak::Quiet;
+        }
+        self.0.remove(peer);
+        Streak::Mended
     }
 
     /// Forgets the peers no longer alive (their exchanges are not tried),

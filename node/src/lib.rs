@@ -74,17 +74,83 @@ pub async fn bind(
     usual_port: u16,
     port: Port,
 ) -> anyhow::Result<tokio::net::TcpListener> {
-    let error = |e: std::io::Error, resolved: bool| {
+    let binding = Binding {
+        flag,
+        addr,
+        usual_port,
+        port,
+    };
+    let resolved = binding.resolve().await?;
+    binding.bind(&resolved).await
+}
+
+/// Binds a side port (`--metrics`, `--dashboard`) beside the serving port,
+/// bound at `serving`, as [`bind`] does. The flags were compared as written
+/// ([`certs::flags::check_side_port`]); here a host name is compared by the
+/// addresses it resolves to: `localhost:7100` beside `--listen
+/// 127.0.0.1:7100` would fail as if another process held the port, or
+/// quietly bind `[::1]` alone.
+pub async fn bind_side(
+    flag: &str,
+    addr: &str,
+    usual_port: u16,
+    serving: std::net::SocketAddr,
+) -> anyhow::Result<tokio::net::TcpListener> {
+    let binding = Binding {
+        flag,
+        addr,
+        usual_port,
+        port: Port::Side,
+    };
+    let resolved = binding.resolve().await?;
+    for side in &resolved {
+        let (side, serving) = (side.to_string(), serving.to_string());
+        if certs::flags::check_side_port(flag, &side, &serving).is_err() {
+            anyhow::bail!(
+                "cannot listen on {addr} ({flag}): it is {side}, where --listen serves \
+                 ({serving}); give {flag} a port of its own, or turn it off with {flag} off"
+            );
+        }
+    }
+    binding.bind(&resolved).await
+}
+
+/// One port to bind, as the command line asked for it.
+struct Binding<'a> {
+    flag: &'a str,
+    addr: &'a str,
+    usual_port: u16,
+    port: Port,
+}
+
+impl Binding<'_> {
+    /// The addresses `addr` stands for.
+    async fn resolve(&self) -> anyhow::Result<Vec<std::net::SocketAddr>> {
+        Ok(tokio::net::lookup_host(self.addr)
+            .await
+            .map_err(|e| self.error(e, false))?
+            .collect())
+    }
+
+    async fn bind(
+        &self,
+        resolved: &[std::net::SocketAddr],
+    ) -> anyhow::Result<tokio::net::TcpListener> {
+        tokio::net::TcpListener::bind(resolved)
+            .await
+            .map_err(|e| self.error(e, true))
+    }
+
+    fn error(&self, e: std::io::Error, resolved: bool) -> anyhow::Error {
+        let Binding {
+            flag,
+            addr,
+            usual_port,
+            port,
+        } = *self;
         let hint = listen_hint(&e, resolved, flag, usual_port, port);
         anyhow::anyhow!("cannot listen on {addr} ({flag}): {e}{hint}")
-    };
-    let resolved: Vec<std::net::SocketAddr> = tokio::net::lookup_host(addr)
-        .await
-        .map_err(|e| error(e, false))?
-        .collect();
-    tokio::net::TcpListener::bind(resolved.as_slice())
-        .await
-        .map_err(|e| error(e, true))
+    }
 }
 
 /// What to do about `e`. `resolved` is false when `addr` was not HOST:PORT,
@@ -179,5 +245,33 @@ mod tests {
             error.ends_with("or turn it off with --metrics off"),
             "{error}"
         );
+    }
+    /// A side port named by a host name is compared with the serving port by
+    /// the addresses the name stands for, not as written.
+    #[tokio::test]
+    async fn a_side_port_named_localhost_on_the_serving_port_is_refused() {
+        let serving = bind("--listen", "127.0.0.1:0", 7100, Port::Serving)
+            .await
+            .unwrap();
+        let at = serving.local_addr().unwrap();
+        let side = format!("localhost:{}", at.port());
+        let error = bind_side("--metrics", &side, 9100, at)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            error,
+            format!(
+                "cannot listen on {side} (--metrics): it is 127.0.0.1:{port}, where --listen \
+                 serves (127.0.0.1:{port}); give --metrics a port of its own, or turn it off \
+                 with --metrics off",
+                port = at.port()
+            )
+        );
+        // Another port on the same name is its own.
+        let other = bind_side("--metrics", "localhost:0", 9100, at)
+            .await
+            .unwrap();
+        assert_ne!(other.local_addr().unwrap().port(), at.port());
     }
 }

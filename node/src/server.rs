@@ -65,7 +65,9 @@ pub async fn run(
     let peers = config.peer_addrs().map_err(anyhow::Error::msg)?;
     // Bound before anything starts: a busy port stops the start.
     let metrics_port = match config.metrics.as_deref().and_then(certs::flags::side_port) {
-        Some(addr) => Some(crate::bind("--metrics", addr, 9100, crate::Port::Side).await?),
+        Some(addr) => {
+            Some(crate::bind_side("--metrics", addr, 9100, listener.local_addr()?).await?)
+        }
         None => None,
     };
     // The same certificate proves who we are when we call other nodes.
