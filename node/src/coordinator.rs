@@ -87,7 +87,8 @@ pub(crate) enum ReplicaError {
     TimedOut,
     Failed(String),
     /// A write's version already stands for another write there (the store
-    /// refuses it: [`crate::store::Store::apply`]); the write is stamped again.
+    /// refuses it: [`crate::store::Store::apply`]); the write is stamped
+    /// again, and on its last stamp the replica counts as one that failed.
     Taken(String),
 }
 
@@ -96,7 +97,10 @@ impl ReplicaError {
         match self {
             ReplicaError::TimedOut => Outcome::TimedOut,
             ReplicaError::Failed(_) => Outcome::Failed,
-            ReplicaError::Taken(_) => Outcome::Superseded,
+            // Reported as a failure only on a write's last stamp, where the
+            // replica is one that did not store it (before, it is reported
+            // as superseded, and the write is stamped again).
+            ReplicaError::Taken(_) => Outcome::Failed,
         }
     }
 
@@ -146,6 +150,18 @@ pub struct Write {
 struct Plan {
     replicas: Vec<String>,
     quorum: usize,
+}
+
+/// When a write was found overdue, for [`Coordinator::refuse_if_overdue`]'s message.
+#[derive(Debug, Clone, Copy)]
+enum Overdue<'a> {
+    /// As it arrived: nothing was done.
+    OnArrival,
+    /// After a retry looked for its first attempt, and found it on too few
+    /// replicas: those copies stay.
+    AfterLookingForTheFirstAttempt,
+    /// Before stamping it again above what a replica holds instead of it.
+    BeforeStampingAgain(&'a str),
 }
 
 impl Coordinator {
@@ -367,7 +383,7 @@ impl Coordinator {
                 other => other,
             })?;
         // Its sender may have given up on it already: nothing to look for.
-        self.refuse_if_overdue(&key, write_by, None)?;
+        self.refuse_if_overdue(&key, write_by, Overdue::OnArrival)?;
         // A retry of a write that did get through (its answer was lost, say)
         // must not become a second write: look for it first. Found on fewer
         // than W replicas, it did not get through: the first attempt failed
@@ -399,7 +415,12 @@ impl Coordinator {
                 debug!(%key, %request_id, copies, quorum = plan.quorum, "retried write found short of its quorum; writing it again");
             }
         }
-        self.refuse_if_overdue(&key, write_by, None)?;
+        // Looking for a retry's first attempt takes replica round trips.
+        let checked = match retry && !request_id.is_empty() {
+            true => Overdue::AfterLookingForTheFirstAttempt,
+            false => Overdue::OnArrival,
+        };
+        self.refuse_if_overdue(&key, write_by, checked)?;
         let mut trace = TraceBuilder::new(&self.state.name, plan.quorum);
         let started = Instant::now();
         let mut record = Record {
@@ -415,6 +436,18 @@ impl Coordinator {
             else {
                 break;
             };
+            // What a replica holds instead of this write, for the messages:
+            // a newer version, or another write at this one.
+            let holds = match newer == record.version {
+                true => format!(
+                    "another write at this write's version {} of {}",
+                    record.version, record.key
+                ),
+                false => format!(
+                    "version {newer} of {}, newer than this write's {}",
+                    record.key, record.version
+                ),
+            };
             if stamp == MAX_STAMPS {
                 // From the second stamp on, each is above every version the round
                 // before found. Write quorums overlap, so that includes every write
@@ -426,17 +459,15 @@ impl Coordinator {
             let took = started.elapsed();
             if took >= RESTAMP_WITHIN {
                 return Err(Error::Aborted(format!(
-                    "a replica holds version {newer} of {}, newer than this write's {}, and after \
-                     {:.1}s the write is too old to stamp again (it may be a late copy of one \
-                     already retried), so it did not replace it; write again if yours should win",
-                    record.key,
-                    record.version,
+                    "a replica holds {holds}, and after {:.1}s the write is too old to stamp \
+                     again (it may be a late copy of one already retried), so it did not \
+                     replace it; write again if yours should win",
                     took.as_secs_f64()
                 )));
             }
             // `store_on` has shown the clock the newer version: stamp above it,
             // unless the sender has given up on the write meanwhile.
-            self.refuse_if_overdue(&record.key, write_by, Some(&newer))?;
+            self.refuse_if_overdue(&record.key, write_by, Overdue::BeforeStampingAgain(&holds))?;
             record.version = self.state.clock.now();
             debug!(key = %record.key, %newer, version = %record.version, "a replica held a newer version; stamping the write again");
         }
@@ -447,20 +478,15 @@ impl Coordinator {
     /// ([`proto::deadline::WRITE_BY_HEADER`]) has passed. Stamped now, it would
     /// be the newest write to `key`, above any the client made after giving up
     /// (a node stopped with the write unread reads it only when it wakes).
-    /// Checked before every stamp: the first, or one above the `newer` version
-    /// a replica kept instead of the write.
-    fn refuse_if_overdue(
-        &self,
-        key: &str,
-        write_by: Option<u64>,
-        newer: Option<&Version>,
-    ) -> Result<()> {
+    /// Checked before every stamp: the first, or one above what a replica
+    /// holds instead of the write; `when` says which, for the message.
+    fn refuse_if_overdue(&self, key: &str, write_by: Option<u64>, when: Overdue<'_>) -> Result<()> {
         let Some(late) = write_by.and_then(proto::deadline::overdue) else {
             return Ok(());
         };
         let name = &self.state.name;
-        Err(Error::DeadlineExceeded(match newer {
-            None => {
+        Err(Error::DeadlineExceeded(match when {
+            Overdue::OnArrival => {
                 warn!(%key, overdue = ?late, "refused a write that arrived after its deadline");
                 format!(
                     "{name} received this write {late:?} after its deadline had passed (it \
@@ -468,13 +494,22 @@ impl Coordinator {
                      and this node's disagree), and did not apply it"
                 )
             }
-            Some(newer) => {
-                warn!(%key, overdue = ?late, %newer, "refused to stamp a write again after its deadline");
+            Overdue::AfterLookingForTheFirstAttempt => {
+                warn!(%key, overdue = ?late, "a retried write's deadline passed while its first attempt was looked for");
                 format!(
-                    "a replica holds version {newer} of {key}, newer than this write, and the \
-                     write's deadline had passed {late:?} before {name} could stamp it again \
-                     (its replicas answered late, or it was stopped), so it did not: the newer \
-                     version stands; write again if yours should win"
+                    "this write is a retry, and its deadline passed {late:?} ago while {name} \
+                     looked for its first attempt (found on too few replicas to count, or on \
+                     none); {name} did not write it again, but any copies the first attempt \
+                     made stay, so later reads may see the value"
+                )
+            }
+            Overdue::BeforeStampingAgain(holds) => {
+                warn!(%key, overdue = ?late, %holds, "refused to stamp a write again after its deadline");
+                format!(
+                    "a replica holds {holds}, and the write's deadline had passed {late:?} \
+                     before {name} could stamp it again (its replicas answered late, or it was \
+                     stopped), so it did not: what the replica holds stands; write again if \
+                     yours should win"
                 )
             }
         }))
@@ -542,8 +577,10 @@ impl Coordinator {
                     tally.succeeded(&replica);
                 }
                 // Another write holds this very version there: answered, and,
-                // like a newer version, a reason to stamp the write again.
-                Err(ReplicaError::Taken(why)) => {
+                // like a newer version, a reason to stamp the write again. On
+                // the last stamp it is what it is, a replica that did not
+                // store the write: no version of its own wins over the write.
+                Err(ReplicaError::Taken(why)) if stamp < MAX_STAMPS => {
                     trace.replica(
                         &replica,
                         Outcome::Superseded,
@@ -1086,24 +1123,78 @@ mod tests {
         let coordinator = Coordinator::new(crate::in_process::node_state(dir.path()));
         let newer = Version::at(node_clock_ahead());
         let passed = proto::deadline::write_by(Duration::ZERO) - 1_000;
-        match coordinator.refuse_if_overdue("k", Some(passed), Some(&newer)) {
+        let holds = format!("version {newer} of k");
+        let again = Overdue::BeforeStampingAgain(&holds);
+        match coordinator.refuse_if_overdue("k", Some(passed), again) {
             Err(Error::DeadlineExceeded(why)) => {
                 assert!(why.contains("before n1 could stamp it again"), "{why}");
                 assert!(why.contains(&newer.to_string()), "{why}");
             }
             other => panic!("not refused as overdue: {other:?}"),
         }
+        // A retry found overdue after looking for its first attempt does not
+        // say it was not applied: the first attempt's copies stay.
+        let checked = Overdue::AfterLookingForTheFirstAttempt;
+        match coordinator.refuse_if_overdue("k", Some(passed), checked) {
+            Err(Error::DeadlineExceeded(why)) => {
+                assert!(
+                    why.contains("any copies the first attempt made stay"),
+                    "{why}"
+                );
+                assert!(!why.contains("did not apply it"), "{why}");
+            }
+            other => panic!("not refused as overdue: {other:?}"),
+        }
         let due = proto::deadline::write_by(Duration::from_secs(60));
-        assert!(
-            coordinator
-                .refuse_if_overdue("k", Some(due), Some(&newer))
-                .is_ok()
-        );
-        assert!(
-            coordinator
-                .refuse_if_overdue("k", None, Some(&newer))
-                .is_ok()
-        );
+        assert!(coordinator.refuse_if_overdue("k", Some(due), again).is_ok());
+        assert!(coordinator.refuse_if_overdue("k", None, again).is_ok());
+    }
+
+    /// A replica that holds another write at a write's very version is a
+    /// reason to stamp the write again; on its last stamp it is a replica
+    /// that did not store it, not one that counts toward the quorum.
+    #[tokio::test]
+    async fn a_version_taken_by_another_write_counts_toward_no_quorum_on_the_last_stamp() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = crate::in_process::node_state(dir.path());
+        let coordinator = Coordinator::new(state.clone());
+        let version = Version::at(node_clock_ahead());
+        let write = |value: &str| Record {
+            key: "k".into(),
+            version: version.clone(),
+            value: Some(value.as_bytes().to_vec()),
+            request_id: String::new(),
+        };
+        state.store.apply(&write("theirs")).unwrap();
+        let plan = Plan {
+            replicas: vec!["n1".into()],
+            quorum: 1,
+        };
+        let mine = write("mine");
+        let round = |stamp| {
+            let (coordinator, plan, mine) = (&coordinator, &plan, &mine);
+            async move {
+                let mut trace = TraceBuilder::new("n1", 1);
+                let result = coordinator
+                    .write_round(plan, mine, None, stamp, &mut trace, Instant::now())
+                    .await;
+                (result, trace.finish())
+            }
+        };
+        let (first, _) = round(1).await;
+        assert_eq!(first.unwrap(), Some(version.clone()), "stamp again");
+        let (last, trace) = round(MAX_STAMPS).await;
+        match last {
+            Err(Error::Unavailable(why)) => {
+                assert!(why.contains("needed 1 durable copies but only 0"), "{why}");
+                assert!(why.contains("already stands for another write"), "{why}");
+            }
+            other => panic!("acknowledged on no copy: {other:?}"),
+        }
+        let outcomes: Vec<_> = trace.replicas.iter().map(|r| r.outcome()).collect();
+        assert_eq!(outcomes, [Outcome::Failed]);
+        let stored = state.store.get("k").unwrap().unwrap();
+        assert_eq!(stored.value.as_deref(), Some(&b"theirs"[..]));
     }
 
     /// The coordinator's own copy is refused as a replica's is once the

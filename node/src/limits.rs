@@ -126,11 +126,11 @@ pub fn check_version(version: &Version) -> Result<()> {
             version.wall_ms
         )));
     }
-    if version.logical == u32::MAX {
+    if version.logical > crate::version::MAX_LOGICAL {
         return Err(Error::InvalidArgument(format!(
             "version counter {} leaves no room above it; the limit is {}",
             version.logical,
-            u32::MAX - 1
+            crate::version::MAX_LOGICAL
         )));
     }
     Ok(())

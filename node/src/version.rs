@@ -65,6 +65,11 @@ impl From<Version> for proto::Version {
     }
 }
 
+/// The highest counter a clock stamps: a peer refuses a version with none
+/// left above it ([`crate::limits::check_version`]), so a clock that has
+/// observed this one moves on to the next millisecond instead.
+pub const MAX_LOGICAL: u32 = u32::MAX - 1;
+
 /// The hybrid logical clock of one node.
 #[derive(Debug)]
 pub struct Hlc {
@@ -106,7 +111,7 @@ impl Hlc {
         let mut last = self.last.lock().expect("clock mutex poisoned");
         *last = if wall > last.0 {
             (wall, 0)
-        } else if last.1 < u32::MAX {
+        } else if last.1 < MAX_LOGICAL {
             (last.0, last.1 + 1)
         } else {
             // The counter is spent: move on to the next millisecond.
@@ -143,6 +148,16 @@ mod tests {
         });
         let next = clock.now();
         assert_eq!((next.wall_ms, next.logical), (1_001, 0));
+        // The highest counter a peer takes is spent too: a stamp above it
+        // would be refused by every other replica.
+        clock.observe(&Version {
+            wall_ms: 2_000,
+            logical: MAX_LOGICAL,
+            node: "n2".into(),
+        });
+        let next = clock.now();
+        assert_eq!((next.wall_ms, next.logical), (2_001, 0));
+        assert!(crate::limits::check_version(&next.into()).is_ok());
     }
 
     #[test]
