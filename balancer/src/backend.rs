@@ -312,22 +312,25 @@ impl Backend {
         self.take_out(reason, Some(Instant::now() + hold), Waiting::GiveUp, events)
     }
 
-    /// Puts the node back into rotation (or in for the first time), unless
-    /// it is an outlier whose hold has not ended.
-    pub fn mark_healthy(&self, events: &Events) {
+    /// Puts the node back into rotation (or in for the first time), after a
+    /// health check asked at `asked`, unless it is an outlier whose hold has
+    /// not ended, or it was ejected after `asked`: a request found its
+    /// connection broken while the check was out, and that is newer news
+    /// than the check's answer (the next check decides).
+    pub fn mark_healthy(&self, asked: Instant, events: &Events) {
         let before = {
             let mut health = self.health.lock().expect("health poisoned");
             // A check that passed just as the address stopped resolving.
             if self.is_gone() {
                 return;
             }
-            if let Health::Ejected {
-                held_until: Some(until),
-                ..
-            } = *health
-                && Instant::now() < until
-            {
-                return;
+            match *health {
+                Health::Ejected {
+                    held_until: Some(until),
+                    ..
+                } if Instant::now() < until => return,
+                Health::Ejected { since, .. } if since > asked => return,
+                _ => {}
             }
             std::mem::replace(&mut *health, Health::Healthy)
         };
@@ -878,10 +881,10 @@ impl Backends {
     /// check until it does), or its old entry may go only after it came. A
     /// backend already in rotation that takes over an entry gains its counts
     /// only: it stays in rotation, and an outlier hold on the old entry lapses.
-    fn passed_check(&self, backend: &Arc<Backend>) {
+    fn passed_check(&self, backend: &Arc<Backend>, asked: Instant) {
         self.take_over_namesake(backend);
         self.keep_in_name_order();
-        backend.mark_healthy(&self.events);
+        backend.mark_healthy(asked, &self.events);
     }
 
     /// Keeps the list in [`name_order`], as status and the dashboard show it,
@@ -966,7 +969,11 @@ async fn check_forever(backend: Arc<Backend>, backends: Weak<Backends>, interval
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let checked = tokio::select! {
-            _ = ticker.tick() => backend.check().await,
+            // A pass says when it was asked: see `Backend::mark_healthy`.
+            _ = ticker.tick() => {
+                let asked = Instant::now();
+                backend.check().await.map(|()| asked)
+            }
             // Out at once, rather than at the next check.
             reason = backend.connection.said_goodbye() => Err((reason, Waiting::Stay)),
         };
@@ -974,7 +981,7 @@ async fn check_forever(backend: Arc<Backend>, backends: Weak<Backends>, interval
             return;
         };
         match checked {
-            Ok(()) => backends.passed_check(&backend),
+            Ok(asked) => backends.passed_check(&backend, asked),
             Err((reason, waiting)) => backend.eject(reason, waiting, &backends.events),
         }
     }
@@ -1018,11 +1025,11 @@ mod tests {
     fn five_failures_in_a_row_eject_and_passing_checks_do_not_reset_the_count() {
         let events = Events::new("balancer");
         let node = backend();
-        node.mark_healthy(&events);
+        node.mark_healthy(Instant::now(), &events);
         let failure = Status::unavailable("injected fault");
         for _ in 0..4 {
             assert!(!node.failed(&failure, || Some(()), &events));
-            node.mark_healthy(&events);
+            node.mark_healthy(Instant::now(), &events);
         }
         assert!(node.failed(&failure, || Some(()), &events));
         let (reason, held_until) = ejected_for(&node);
@@ -1031,9 +1038,31 @@ mod tests {
         );
         assert!(held_until.is_some());
         // Its checks pass, but its hold is not over.
-        node.mark_healthy(&events);
+        node.mark_healthy(Instant::now(), &events);
         assert_eq!(node.health().name(), "ejected");
         assert_eq!(kinds(&events), ["backend.healthy", "backend.ejected"]);
+    }
+
+    /// A check that was asked before a request ejected the node (its
+    /// connection broke while the check was out) does not put it back: the
+    /// ejection is the newer news. A check asked after it does.
+    #[test]
+    fn a_check_asked_before_an_ejection_does_not_undo_it() {
+        let events = Events::new("balancer");
+        let node = backend();
+        node.mark_healthy(Instant::now(), &events);
+        // Asked a moment ago, and still out.
+        let asked = Instant::now() - Duration::from_millis(1);
+        let reason = "connection failed: connection reset".to_string();
+        node.eject(reason.clone(), Waiting::GiveUp, &events);
+        node.mark_healthy(asked, &events);
+        assert_eq!(ejected_for(&node).0, reason);
+        node.mark_healthy(Instant::now(), &events);
+        assert_eq!(node.health(), Health::Healthy);
+        assert_eq!(
+            kinds(&events),
+            ["backend.healthy", "backend.ejected", "backend.returned"]
+        );
     }
 
     /// A success ends the run; kept in because too few nodes would be left,
@@ -1042,7 +1071,7 @@ mod tests {
     fn a_success_ends_the_run_and_a_node_kept_in_is_reported_once() {
         let events = Events::new("balancer");
         let node = backend();
-        node.mark_healthy(&events);
+        node.mark_healthy(Instant::now(), &events);
         let failure = Status::internal("storage");
         for _ in 0..4 {
             node.failed(&failure, || Some(()), &events);
@@ -1080,7 +1109,7 @@ mod tests {
         let events = Events::new("balancer");
         for (waiting, gives_up) in [(Waiting::Stay, false), (Waiting::GiveUp, true)] {
             let node = backend();
-            node.mark_healthy(&events);
+            node.mark_healthy(Instant::now(), &events);
             let mut ejection = std::pin::pin!(node.ejection());
             let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
             assert!(ejection.as_mut().poll(&mut cx).is_pending());
@@ -1101,7 +1130,7 @@ mod tests {
     fn while_out_the_reason_is_brought_up_to_date_without_another_ejection() {
         let events = Events::new("balancer");
         let node = backend();
-        node.mark_healthy(&events);
+        node.mark_healthy(Instant::now(), &events);
         node.eject("it is shutting down".into(), Waiting::Stay, &events);
         node.eject("cannot reach it".into(), Waiting::GiveUp, &events);
         let reason = ejected_because(&node);
@@ -1117,7 +1146,7 @@ mod tests {
         assert_eq!(kinds(&events), ["backend.healthy", "backend.ejected"]);
         // Nor is a hold counted that was never applied: back, and an
         // outlier for the first time, it is held for the first hold.
-        node.mark_healthy(&events);
+        node.mark_healthy(Instant::now(), &events);
         for _ in 0..FAILURES_TO_EJECT {
             node.failed(&failure, || Some(()), &events);
         }
@@ -1134,7 +1163,7 @@ mod tests {
     fn an_outliers_reason_gives_way_once_its_hold_is_over() {
         let events = Events::new("balancer");
         let node = backend();
-        node.mark_healthy(&events);
+        node.mark_healthy(Instant::now(), &events);
         let failure = Status::unavailable("injected fault");
         for _ in 0..FAILURES_TO_EJECT {
             node.failed(&failure, || Some(()), &events);
@@ -1178,7 +1207,7 @@ mod tests {
         ] {
             let backend = listed(&backends, addr).unwrap();
             backend.learn_name(name);
-            backends.passed_check(&backend);
+            backends.passed_check(&backend, Instant::now());
         }
         let names: Vec<Arc<str>> = backends.list().iter().map(|b| b.name()).collect();
         assert_eq!(names, ["node-2", "node-3", "node-10"].map(Arc::from));
@@ -1212,7 +1241,7 @@ mod tests {
         backends.reconcile(&addrs(&["10.0.0.1:7100", "10.0.0.2:7100"]));
         let n2 = listed(&backends, "10.0.0.2:7100").unwrap();
         n2.learn_name("n2");
-        n2.mark_healthy(backends.events());
+        n2.mark_healthy(Instant::now(), backends.events());
         (backends, n2)
     }
 
@@ -1279,7 +1308,7 @@ mod tests {
         again.learn_name("n2");
         backends.take_over_namesake(&again);
         assert_eq!(backends.list().len(), 1, "the old entry was not taken over");
-        again.mark_healthy(backends.events());
+        again.mark_healthy(Instant::now(), backends.events());
         assert_eq!(again.requests.load(Ordering::Relaxed), 7);
         assert_eq!(
             kinds(backends.events()),
@@ -1300,7 +1329,7 @@ mod tests {
         backends.reconcile(&addrs(&["10.0.0.2:7100", "10.0.0.3:7100"]));
         let old = listed(&backends, "10.0.0.2:7100").unwrap();
         old.learn_name("n2");
-        old.mark_healthy(backends.events());
+        old.mark_healthy(Instant::now(), backends.events());
         old.eject(
             "connection reset".into(),
             Waiting::GiveUp,
@@ -1322,7 +1351,7 @@ mod tests {
         );
         assert_eq!(new.requests.load(Ordering::Relaxed), 5);
         assert_eq!(new.ejections.load(Ordering::Relaxed), 1);
-        new.mark_healthy(backends.events());
+        new.mark_healthy(Instant::now(), backends.events());
         assert_eq!(
             kinds(backends.events()),
             [
@@ -1343,19 +1372,19 @@ mod tests {
         backends.reconcile(&addrs(&["10.0.0.2:7100"]));
         let old = listed(&backends, "10.0.0.2:7100").unwrap();
         old.learn_name("n2");
-        backends.passed_check(&old);
+        backends.passed_check(&old, Instant::now());
         old.requests.fetch_add(5, Ordering::Relaxed);
         backends.reconcile(&addrs(&[]));
         assert!(old.is_gone());
 
         backends.reconcile(&addrs(&["10.0.0.9:7100"]));
         let new = listed(&backends, "10.0.0.9:7100").unwrap();
-        backends.passed_check(&new);
+        backends.passed_check(&new, Instant::now());
         assert!(new.is_healthy(), "unnamed, it joins as a new node");
         assert_eq!(backends.list().len(), 2);
 
         new.learn_name("n2");
-        backends.passed_check(&new);
+        backends.passed_check(&new, Instant::now());
         assert!(
             listed(&backends, "10.0.0.2:7100").is_none(),
             "the old entry was not taken over"
@@ -1448,9 +1477,9 @@ mod tests {
         backends.reconcile(&addrs(&["10.0.0.2:7100"]));
         let n2 = listed(&backends, "10.0.0.2:7100").unwrap();
         n2.learn_name("n2");
-        n2.mark_healthy(backends.events());
+        n2.mark_healthy(Instant::now(), backends.events());
         backends.reconcile(&addrs(&[]));
-        n2.mark_healthy(backends.events());
+        n2.mark_healthy(Instant::now(), backends.events());
         assert_eq!(n2.health().name(), "ejected");
 
         backends.reconcile(&addrs(&["10.0.0.2:7100"]));
@@ -1459,7 +1488,7 @@ mod tests {
         backends.take_over_namesake(&n4);
         assert_eq!(backends.list().len(), 2);
         assert!(n2.is_gone());
-        n4.mark_healthy(backends.events());
+        n4.mark_healthy(Instant::now(), backends.events());
         assert_eq!(n4.ejections.load(Ordering::Relaxed), 0);
         assert_eq!(
             kinds(backends.events()),
@@ -1474,7 +1503,7 @@ mod tests {
         let backends = discovering();
         backends.reconcile(&addrs(&["10.0.0.2:7100"]));
         let n2 = listed(&backends, "10.0.0.2:7100").unwrap();
-        n2.mark_healthy(backends.events());
+        n2.mark_healthy(Instant::now(), backends.events());
         backends.reconcile(&addrs(&[]));
         backends.reconcile(&addrs(&[]));
         assert!(listed(&backends, "10.0.0.2:7100").is_some());

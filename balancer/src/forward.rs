@@ -338,7 +338,7 @@ impl Router {
                         )));
                     }
                     every_refused &= proto::was_not_applied(&status);
-                    let stop = match is_retryable(&status) {
+                    let stop = match is_retryable(&status, method) {
                         false => Some(Stopped::NotRetryable(status.code())),
                         true if Instant::now() >= deadline => Some(Stopped::OutOfTime),
                         true => None,
@@ -392,7 +392,8 @@ impl Router {
                 self.budget.ratio() * 100.0
             ),
             Stopped::NotRetryable(code) => format!(
-                "{} is not retried (only UNAVAILABLE, UNKNOWN and a broken connection are)",
+                "{} is not retried (only UNAVAILABLE, UNKNOWN and a broken connection are, \
+                 and for a read INTERNAL and DATA_LOSS)",
                 proto::code_name(code)
             ),
             Stopped::OutOfTime => "the request's deadline had passed".to_string(),
@@ -504,13 +505,31 @@ fn write_by(remaining: Duration) -> HeaderValue {
 }
 
 /// Worth trying on another node. UNAVAILABLE or UNKNOWN means the node (or
-/// its replicas) could not serve it, and so does a broken connection;
-/// anything else (a bad key, a deadline) would fail again.
-fn is_retryable(status: &Status) -> bool {
-    matches!(
-        status.code(),
-        tonic::Code::Unavailable | tonic::Code::Unknown
-    ) || is_connection_failure(status)
+/// its replicas) could not serve it, and so does a broken connection. A read,
+/// which changes nothing, is tried elsewhere after INTERNAL or DATA_LOSS too
+/// (a node whose disk fails): served there, it counts toward ejecting the
+/// node as an outlier, which a request that ended on the node could not. A
+/// write that failed so may have been applied, and is not sent on. Anything
+/// else (a bad key, a deadline, a request no node can decode) would fail again.
+fn is_retryable(status: &Status, method: Method) -> bool {
+    use tonic::Code::*;
+    match status.code() {
+        Unavailable | Unknown => true,
+        Internal | DataLoss => method.is_read() && !is_undecodable(status),
+        _ => is_connection_failure(status),
+    }
+}
+
+/// A node's answer to a request it could not decode: `INTERNAL`, as gRPC
+/// servers answer, with prost's "failed to decode Protobuf message" (tonic's
+/// codec passes prost's error on). The request was at fault, not the node:
+/// the balancer decodes only a request's key, so a message whose other
+/// fields have the wrong types reaches a node (docs/security.md).
+fn is_undecodable(status: &Status) -> bool {
+    status.code() == tonic::Code::Internal
+        && status
+            .message()
+            .starts_with("failed to decode Protobuf message")
 }
 
 /// Whether a failed attempt was the node's failure (it could not serve the
@@ -518,7 +537,7 @@ fn is_retryable(status: &Status) -> bool {
 /// larger than N. Only the node's failures count as its errors in `status`,
 /// on the dashboard and in `/metrics`; a learner's typo is not a sick node.
 fn is_node_failure(status: &Status) -> bool {
-    !proto::is_about_the_request(status.code())
+    !proto::is_about_the_request(status.code()) && !is_undecodable(status)
 }
 
 /// Serves `clusterlab.v1.KeyValue` by forwarding. It is a plain tower service,
@@ -581,6 +600,34 @@ mod tests {
         assert_eq!(client_deadline(&HeaderMap::new()), None);
     }
 
+    /// A node's own failure is tried on another node; a read also after one
+    /// that a write may have been applied despite (so a node failing reads
+    /// with INTERNAL can be ejected as an outlier); an answer about the
+    /// request is not, nor a request the node could not decode.
+    #[test]
+    fn reads_are_retried_after_internal_and_writes_are_not() {
+        use Method::*;
+        for method in [Get, Scan, Put, Delete] {
+            assert!(is_retryable(&Status::unavailable("down"), method));
+            assert!(is_retryable(&Status::unknown("injected"), method));
+            for failed in [Status::internal("storage"), Status::data_loss("damaged")] {
+                let retried = is_retryable(&failed, method);
+                assert_eq!(retried, method.is_read(), "{method:?} {failed:?}");
+            }
+            let undecodable = Status::internal(
+                "failed to decode Protobuf message: PutRequest.write_quorum: invalid wire type",
+            );
+            assert!(!is_retryable(&undecodable, method), "{method:?}");
+            for answer in [
+                Status::invalid_argument("bad key"),
+                Status::deadline_exceeded("too slow"),
+                Status::resource_exhausted("busy"),
+            ] {
+                assert!(!is_retryable(&answer, method), "{method:?} {answer:?}");
+            }
+        }
+    }
+
     #[test]
     fn only_failures_of_the_node_count_as_its_errors() {
         let node_failures = [
@@ -596,6 +643,7 @@ mod tests {
             Status::invalid_argument("write quorum 4 is more than the 3 replicas"),
             Status::out_of_range("decoded message length too large"),
             Status::permission_denied("reader may not Put"),
+            Status::internal("failed to decode Protobuf message: invalid wire type"),
         ];
         for status in answers {
             assert!(!is_node_failure(&status), "{status:?}");
