@@ -13,7 +13,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc, RwLock,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     task::{Context, Poll},
     time::{Duration, Instant},
@@ -239,24 +239,30 @@ impl Router {
             let started = Instant::now();
             let (result, ejected) = {
                 let _in_flight = InFlight::start(backend.clone());
+                // Whether the request went out, for a deadline that passed.
+                let sent = AtomicBool::new(false);
                 let attempt = async {
                     // No connection, no request sent: nothing was done.
                     let node = backend.connection().await.map_err(proto::not_applied)?;
+                    sent.store(true, Ordering::Relaxed);
                     let framed = message.clone().into_bytes();
                     node.unary(path.clone(), headers, framed).await
                 };
                 // The node ends the call at the deadline passed on to it, but
                 // a node that hangs ends nothing. A client's own deadline is
                 // the client's to keep: it stops waiting and resets the
-                // stream, which drops this (`http2::answer`). Ours is kept here. (Boxed: the
-                // timer would make every request's future larger to move.)
+                // stream, which drops this (`http2::answer`). Ours is kept
+                // here, on the dial too. (Boxed: the timer would make every
+                // request's future larger to move.)
                 let attempt = async {
-                    match ours {
-                        false => attempt.await,
-                        true => Box::pin(tokio::time::timeout_at(deadline.into(), attempt))
-                            .await
-                            .unwrap_or_else(|_| Err(out_of_time(&backend.name(), time, true))),
+                    if !ours {
+                        return attempt.await;
                     }
+                    let timed = Box::pin(tokio::time::timeout_at(deadline.into(), attempt)).await;
+                    timed.unwrap_or_else(|_| match sent.load(Ordering::Relaxed) {
+                        true => Err(out_of_time(&backend.name(), time, true)),
+                        false => Err(not_connected_in_time(&backend.name(), time)),
+                    })
                 };
                 if method.is_read() {
                     // A node that hangs (SIGSTOP) is ejected within 1.5 s; the
@@ -463,6 +469,16 @@ fn out_of_time(node: &str, time: Duration, ours: bool) -> Status {
     ))
 }
 
+/// What to tell the client when no connection to `node` was made in `time`,
+/// the balancer's `--request-timeout`: the request was never sent.
+fn not_connected_in_time(node: &str, time: Duration) -> Status {
+    proto::not_applied(Status::deadline_exceeded(format!(
+        "no connection to {node} was made before the request's deadline ({time:?}: {}), \
+         so the request was not sent",
+        whose(true)
+    )))
+}
+
 /// Whose deadline a request had: ours, or the client's, if it was the sooner.
 fn whose(ours: bool) -> &'static str {
     match ours {
@@ -626,6 +642,26 @@ mod tests {
                 assert!(!is_retryable(&answer, method), "{method:?} {answer:?}");
             }
         }
+    }
+
+    /// A deadline that passed before the node was reached says the request
+    /// was not sent, and marks it so (`clusterlab check` counts such a write
+    /// as not applied); one that passed after it was sent says it may have
+    /// been applied.
+    #[test]
+    fn a_deadline_passed_while_dialing_says_nothing_was_sent() {
+        let time = Duration::from_millis(500);
+        let dialing = not_connected_in_time("n2", time);
+        assert_eq!(dialing.code(), tonic::Code::DeadlineExceeded);
+        assert!(proto::was_not_applied(&dialing), "{dialing:?}");
+        assert!(
+            dialing.message().contains("no connection to n2 was made"),
+            "{dialing:?}"
+        );
+        let waiting = out_of_time("n2", time, true);
+        assert_eq!(waiting.code(), tonic::Code::DeadlineExceeded);
+        assert!(!proto::was_not_applied(&waiting), "{waiting:?}");
+        assert!(waiting.message().contains("may still have been applied"));
     }
 
     #[test]
