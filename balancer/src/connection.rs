@@ -402,7 +402,7 @@ impl Http2 {
             )));
         }
         // A node that fails at once answers with headers alone ("trailers-only").
-        if let Some(status) = Status::from_header_map(&head.headers) {
+        if let Some(status) = status_in(&head.headers) {
             return Err(status);
         }
         let body = ResponseBody {
@@ -426,11 +426,39 @@ impl Http2 {
             (Some(tonic::Code::Ok), None) => Err(Status::internal(format!(
                 "{addr} answered OK without a message"
             ))),
-            (Some(_), _) => Err(Status::from_header_map(&trailers).expect("a grpc-status")),
+            (Some(_), _) => Err(status_in(&trailers).expect("a grpc-status")),
             (None, _) => Err(Status::internal(format!(
                 "{addr}'s response ended without a grpc-status"
             ))),
         }
+    }
+}
+
+/// The gRPC status in a node's headers or trailers, if any: tonic's
+/// [`Status::from_header_map`], except that a `grpc-status-details-bin` that
+/// is not base64 is left out rather than let through to tonic, which panics
+/// on it. Whatever answers at a node's address (a node of a learner's own
+/// making, say) must not be able to end a request with a reset stream in
+/// place of its status.
+fn status_in(headers: &http::HeaderMap) -> Option<Status> {
+    use base64::{
+        Engine,
+        alphabet::STANDARD,
+        engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig},
+    };
+    /// How tonic reads the details (its `util::base64::STANDARD`).
+    const TONICS: GeneralPurpose = GeneralPurpose::new(
+        &STANDARD,
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    const DETAILS: &str = "grpc-status-details-bin";
+    match headers.get(DETAILS) {
+        Some(details) if TONICS.decode(details.as_bytes()).is_err() => {
+            let mut headers = headers.clone();
+            headers.remove(DETAILS);
+            Status::from_header_map(&headers)
+        }
+        _ => Status::from_header_map(headers),
     }
 }
 
@@ -688,6 +716,30 @@ fn connection_failure(status: &Status) -> Option<&ConnectionFailed> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A node's status is read whatever its details header holds: details
+    /// that are base64 are kept, and ones that are not are left out, where
+    /// tonic's own parse panicked (and the client saw its stream reset).
+    #[test]
+    fn a_status_with_details_that_are_not_base64_is_read_without_them() {
+        let trailers = |details: &'static str| {
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert("grpc-status", "13".parse().unwrap());
+            trailers.insert("grpc-message", "disk%20failed".parse().unwrap());
+            trailers.insert("grpc-status-details-bin", details.parse().unwrap());
+            trailers
+        };
+        let status = status_in(&trailers("not base64!")).unwrap();
+        assert_eq!(status.code(), tonic::Code::Internal);
+        assert_eq!(status.message(), "disk failed");
+        assert!(status.details().is_empty());
+        // Both paddings, as tonic reads them.
+        for details in ["aGk=", "aGk"] {
+            let status = status_in(&trailers(details)).unwrap();
+            assert_eq!(status.details(), b"hi", "{details}");
+        }
+        assert!(status_in(&http::HeaderMap::new()).is_none());
+    }
 
     #[test]
     fn a_connection_failure_is_unavailable_and_recognised() {

@@ -98,8 +98,13 @@ impl Router {
         std::mem::replace(&mut *self.policy.write().expect("policy poisoned"), policy)
     }
 
-    /// Picks a healthy node not in `tried`, with the reason.
-    fn pick(&self, key: Option<&str>, tried: &[Arc<Backend>]) -> Option<(Arc<Backend>, String)> {
+    /// Picks a healthy node not in `tried` by `policy`, with the reason.
+    fn pick(
+        &self,
+        policy: Policy,
+        key: Option<&str>,
+        tried: &[Arc<Backend>],
+    ) -> Option<(Arc<Backend>, String)> {
         let mut healthy = self.backends.list();
         healthy.retain(|b| b.is_healthy() && !tried.iter().any(|t| Arc::ptr_eq(t, b)));
         if healthy.is_empty() {
@@ -116,7 +121,7 @@ impl Router {
             .collect();
         let (i, reason) = self
             .picker
-            .pick(self.policy(), &candidates, key, !tried.is_empty());
+            .pick(policy, &candidates, key, !tried.is_empty());
         Some((healthy.swap_remove(i), reason))
     }
 
@@ -209,7 +214,9 @@ impl Router {
         // the loop breaks, it ends at the most attempts.
         let mut stopped = Stopped::MostAttempts;
         while tried.len() < MAX_ATTEMPTS {
-            let Some((backend, reason)) = self.pick(keyed, &tried) else {
+            // The policy the trace names, read once: a `SetPolicy` meanwhile
+            // applies to the next request.
+            let Some((backend, reason)) = self.pick(policy, keyed, &tried) else {
                 stopped = Stopped::NoNodeLeft;
                 break;
             };
