@@ -90,6 +90,13 @@ fn server_config(
         .with_single_cert(identity.chain, identity.key)?;
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
     config.key_log = key_log();
+    // No session resumption: a resumed TLS 1.3 handshake asks for no
+    // certificate, and rustls hands back the one stored with the session,
+    // unchecked. A certificate that has since expired or been revoked would
+    // go on opening connections, and a fresh ticket comes with each one.
+    // Every connection here is long-lived, so a full handshake costs little.
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     Ok((Arc::new(config), verifier))
 }
 
@@ -134,6 +141,8 @@ fn client_config_from(
         .with_client_auth_cert(identity.chain, identity.key)?;
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
     config.key_log = key_log();
+    // Every handshake checks the server's certificate afresh (see `server_config`).
+    config.resumption = rustls::client::Resumption::disabled();
     Ok((Arc::new(config), identity.identity))
 }
 
@@ -746,6 +755,63 @@ mod tests {
         let host = ServerName::try_from("127.0.0.1").unwrap();
         let refused = client.verify_server_cert(&node, &chain, &host, &[], UnixTime::now());
         assert!(refused.is_err(), "a forged node was taken for one");
+    }
+
+    /// A second connection is a full handshake, its certificates checked
+    /// again, even from a client that keeps sessions: a resumed one would
+    /// carry the first connection's client certificate unchecked (expired or
+    /// revoked since). Nor do our own clients offer a session to resume to a
+    /// server that would take one.
+    #[tokio::test]
+    async fn no_handshake_is_resumed_so_every_certificate_is_checked_again() {
+        use rustls::{HandshakeKind, pki_types::ServerName};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let dir = tempfile::tempdir().unwrap();
+        pki::init(dir.path(), false).unwrap();
+        let ours = Credentials::load(TlsMode::Mtls, dir.path(), "node", Kind::Node)
+            .unwrap()
+            .server
+            .unwrap();
+        let (our_client, _) = client_config(dir.path(), "writer").unwrap();
+        // A client that keeps sessions, as `openssl s_client -sess_out` does,
+        // and a server that offers them, as rustls's defaults do.
+        let mut keeps = (*our_client).clone();
+        keeps.resumption = rustls::client::Resumption::in_memory_sessions(16);
+        let mut offers = (*ours).clone();
+        offers.session_storage = rustls::server::ServerSessionMemoryCache::new(16);
+        offers.send_tls13_tickets = 2;
+        let handshakes = |client: Arc<ClientConfig>, server: Arc<ServerConfig>| async move {
+            let connector = tokio_rustls::TlsConnector::from(client);
+            let acceptor = tokio_rustls::TlsAcceptor::from(server);
+            let mut kinds = Vec::new();
+            for _ in 0..2 {
+                let (near, far) = tokio::io::duplex(64 * 1024);
+                let serve = async {
+                    let mut tls = acceptor.accept(far).await.unwrap();
+                    // Tickets, if any, go out after the handshake: the byte
+                    // after them makes the client read them.
+                    tls.write_all(b"!").await.unwrap();
+                    tls.flush().await.unwrap();
+                    tls
+                };
+                let dial = async {
+                    let name = ServerName::try_from("node").unwrap();
+                    let mut tls = connector.connect(name, near).await.unwrap();
+                    let mut byte = [0];
+                    tls.read_exact(&mut byte).await.unwrap();
+                    tls
+                };
+                let (_served, dialed) = tokio::join!(serve, dial);
+                kinds.push(dialed.get_ref().1.handshake_kind());
+            }
+            kinds
+        };
+        let full = [Some(HandshakeKind::Full); 2];
+        assert_eq!(handshakes(Arc::new(keeps.clone()), ours).await, full);
+        assert_eq!(handshakes(our_client, Arc::new(offers.clone())).await, full);
+        // The two that would resume do: the check can see it.
+        let resumed = handshakes(Arc::new(keeps), Arc::new(offers)).await;
+        assert_eq!(resumed[1], Some(HandshakeKind::Resumed));
     }
 
     /// Nodes and balancers used to start with any certificate and report
