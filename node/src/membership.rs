@@ -870,6 +870,18 @@ fn learn(inner: &mut Inner, me: (&str, &str), member: &Member) {
     if member.addr.is_empty() || known {
         return;
     }
+    // Another node at an address a member answered at before it moved (a
+    // node started on the port another left): what answered there says
+    // nothing of it, and must not keep it from being probed as an address
+    // of a member alive elsewhere ([`probe_targets`]).
+    if inner
+        .addresses
+        .answered_as
+        .get(&member.addr)
+        .is_some_and(|name| *name != member.name)
+    {
+        inner.addresses.answered_as.remove(&member.addr);
+    }
     let ours = member.name == me.0;
     inner
         .addresses
@@ -1288,6 +1300,40 @@ mod tests {
             now,
         );
         assert_eq!(m.unanswered(), Vec::<String>::new());
+        assert_eq!(state(&m, "n3"), Some(State::Alive));
+    }
+
+    /// A member that moved is not looked for at its old address while it is
+    /// alive at its new one; a newcomer at that old address is.
+    #[test]
+    fn a_newcomer_at_an_address_a_member_moved_from_is_probed() {
+        let m = membership(Duration::from_secs(10));
+        let now = Instant::now();
+        let mut inner = m.lock();
+        let (old, new) = ("127.0.0.1:7103", "127.0.0.1:7203");
+        m.answered(&mut inner, old.into(), answer("n3", old, &[]), now);
+        m.answered(&mut inner, new.into(), answer("n3", new, &[]), now);
+        // Gossip that has not heard of the move yet.
+        let stale = [("n3", old)];
+        m.answered(
+            &mut inner,
+            "127.0.0.1:7102".into(),
+            answer("n2", "127.0.0.1:7102", &stale),
+            now,
+        );
+        assert!(!probe_targets(&inner).contains(old));
+        // n4 starts on n3's old port, and is heard of.
+        let newcomer = [("n4", old)];
+        m.answered(
+            &mut inner,
+            "127.0.0.1:7102".into(),
+            answer("n2", "127.0.0.1:7102", &newcomer),
+            now,
+        );
+        assert!(probe_targets(&inner).contains(old));
+        m.answered(&mut inner, old.into(), answer("n4", old, &[]), now);
+        drop(inner);
+        assert_eq!(state(&m, "n4"), Some(State::Alive));
         assert_eq!(state(&m, "n3"), Some(State::Alive));
     }
 
