@@ -247,12 +247,11 @@ pub async fn run(global: &Global, args: LoadArgs, mut stops: StopSignals) -> Res
             humantime::format_duration(args.duration)
         )));
     }
-    // Stopped before any answer came: no verdict on the cluster.
-    let only_cut_short = stats.total.errors.keys().all(|code| code == CUT_SHORT);
-    if ran.stopped_by.is_some() && only_cut_short {
+    // Stopped before a request went out: no verdict on the cluster.
+    if ran.stopped_by.is_some() && stats.total.requests == 0 {
         return Ok(());
     }
-    all_failed(&stats.total)
+    all_failed(&stats.total, &ran)
 }
 
 /// The error a request in flight when the run was stopped counts as: the
@@ -305,15 +304,39 @@ impl Ran {
 /// A run in which not one request succeeded failed as a whole (exit status
 /// 1), named by its most common error. Some failures among successes are what
 /// a failover looks like, and the run succeeds.
-fn all_failed(total: &Window) -> Result<(), Failure> {
+///
+/// The requests a stop cut short are the client's own doing, and name
+/// nothing, unless they are all there was: a run stopped while the cluster
+/// answered nothing (it hangs, or is paused) failed too.
+fn all_failed(total: &Window, ran: &Ran) -> Result<(), Failure> {
     if total.ok > 0 {
         return Ok(());
+    }
+    let mut errors = total.errors.clone();
+    if let Some(cancelled) = errors.get_mut(CUT_SHORT) {
+        *cancelled = cancelled.saturating_sub(ran.cut_short);
+    }
+    errors.retain(|_, n| *n > 0);
+    if errors.is_empty() && ran.cut_short > 0 {
+        let (n, stop) = (total.requests, ran.stopped_by.unwrap_or("the stop"));
+        let what = match n {
+            1 => "the one request".to_string(),
+            n => format!("all {n} requests"),
+        };
+        return Err(Failure::new(
+            CUT_SHORT,
+            format!(
+                "{what} waited unanswered until {stop} after {:.1}s; is the cluster hung or \
+                 paused? (`clusterlab status` shows each node)",
+                ran.elapsed.as_secs_f64()
+            ),
+        ));
     }
     let what = match total.requests {
         1 => "the one request failed".to_string(),
         n => format!("not one of the {n} requests succeeded"),
     };
-    nothing_succeeded(&total.errors, &what).map_or(Ok(()), Err)
+    nothing_succeeded(&errors, &what).map_or(Ok(()), Err)
 }
 
 /// What every request needs.
@@ -919,19 +942,28 @@ mod tests {
     }
 
     /// Not one success fails the run, named by its most common error; one
-    /// success among failures is a failover, and passes.
+    /// success among failures is a failover, and passes. The requests a stop
+    /// cut short name nothing, unless they are all there was.
     #[test]
     fn a_run_fails_only_when_not_one_request_succeeded() {
         let failed = |code: &str| Outcome {
             latency_us: 10,
             result: Err(code.into()),
         };
+        let ran = |cut_short| Ran {
+            not_sent: 0,
+            elapsed: Duration::from_secs(3),
+            duration: Duration::from_secs(10),
+            finished_late: 0,
+            cut_short,
+            stopped_by: (cut_short > 0).then_some("Ctrl-C"),
+        };
         let mut window = Window::new();
-        assert!(all_failed(&window).is_ok(), "nothing ran");
+        assert!(all_failed(&window, &ran(0)).is_ok(), "nothing ran");
         for code in ["DEADLINE_EXCEEDED", "UNAVAILABLE", "UNAVAILABLE"] {
             window.record(&failed(code));
         }
-        let failure = all_failed(&window).unwrap_err();
+        let failure = all_failed(&window, &ran(0)).unwrap_err();
         assert_eq!(failure.code, "UNAVAILABLE");
         assert!(
             failure
@@ -939,11 +971,30 @@ mod tests {
                 .starts_with("not one of the 3 requests succeeded"),
             "{failure}"
         );
+        // Cut short by a stop, more of them than failed: still UNAVAILABLE.
+        for _ in 0..4 {
+            window.record(&failed(CUT_SHORT));
+        }
+        let failure = all_failed(&window, &ran(4)).unwrap_err();
+        assert_eq!(failure.code, "UNAVAILABLE", "{failure}");
         window.record(&Outcome {
             latency_us: 10,
             result: Ok(("n1".into(), 0)),
         });
-        assert!(all_failed(&window).is_ok());
+        assert!(all_failed(&window, &ran(4)).is_ok());
+
+        // Nothing but requests cut short: a cluster that answered nothing.
+        let mut hung = Window::new();
+        for _ in 0..2 {
+            hung.record(&failed(CUT_SHORT));
+        }
+        let failure = all_failed(&hung, &ran(2)).unwrap_err();
+        assert_eq!(failure.code, CUT_SHORT);
+        assert_eq!(
+            failure.message,
+            "all 2 requests waited unanswered until Ctrl-C after 3.0s; is the cluster hung \
+             or paused? (`clusterlab status` shows each node)"
+        );
     }
 
     #[test]

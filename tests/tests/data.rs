@@ -876,7 +876,8 @@ fn requests_cut_short_by_ctrl_c_do_not_count_toward_the_rate() {
         || cluster.status(0).is_ok_and(|s| s.requests >= 4),
     );
     let out = load.interrupt(Duration::from_secs(60));
-    assert_eq!(out.status.code(), Some(0), "{}", out.stderr);
+    // Nothing was answered: the run failed.
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
     let json = out.json();
     assert_eq!(json["requests"], 4, "{json}");
     assert_eq!(json["errors"]["CANCELLED"], 4, "{json}");
@@ -960,7 +961,9 @@ fn answers_waited_for_after_the_duration_count_but_not_in_the_rate() {
 /// Ctrl-C in the middle of a stall: the requests in flight, the slowest of
 /// the run, are in the summary (cut short, with the time they had waited),
 /// and so are the requests that fell due while every slot was busy. They
-/// used to vanish: "0 requests", no latency, nothing "not sent".
+/// used to vanish: "0 requests", no latency, nothing "not sent". Nothing
+/// succeeded, so the run fails (it used to pass: `timeout 30 clusterlab load`
+/// against a hung cluster looked fine to a script).
 #[test]
 fn load_stopped_by_ctrl_c_counts_what_was_in_flight_and_what_was_not_sent() {
     let cluster = TestCluster::start(1);
@@ -978,8 +981,16 @@ fn load_stopped_by_ctrl_c_counts_what_was_in_flight_and_what_was_not_sent() {
         out.code() == 0 && out.json()["requests"].as_u64() >= Some(2)
     });
     let out = load.interrupt(Duration::from_secs(60));
-    // Stopped before any answer came: no verdict on the cluster.
-    assert_eq!(out.status.code(), Some(0), "{}", out.stderr);
+    // Not one request succeeded: the run failed, and says how, not with the
+    // client's own cancellations for a cause.
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    let last = out.stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("CANCELLED: all 2 requests waited unanswered until Ctrl-C after "),
+        "{}",
+        out.stderr
+    );
+    assert!(last.contains("is the cluster hung or paused?"), "{last}");
     let json = out.json();
     assert_eq!(json["stopped_by"], "Ctrl-C", "{json}");
     assert_eq!(json["requests"], 2, "{json}");
