@@ -145,7 +145,11 @@ impl Dialer {
             match stream.read(&mut first).await {
                 Err(e) => explain::find_rustls_error(&e).map(|e| Diagnosis {
                     why: explain::failed_connection(e),
-                    refused_our_certificate: matches!(e, rustls::Error::AlertReceived(_)),
+                    refused_our_certificate: matches!(
+                        e,
+                        rustls::Error::AlertReceived(alert)
+                            if explain::is_about_a_certificate(*alert)
+                    ),
                 }),
                 Ok(_) => None,
             }

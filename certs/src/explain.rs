@@ -110,8 +110,14 @@ pub fn failed_connection(err: &rustls::Error) -> String {
             AlertDescription::ProtocolVersion => {
                 "the server refused our TLS version; clusterlab speaks TLS 1.3 only".into()
             }
-            alert => format!(
+            alert if is_about_a_certificate(*alert) => format!(
                 "the server rejected our certificate: {} (the server's log says more)",
+                alert_meaning(*alert)
+            ),
+            // Not about our certificate: a server that speaks no HTTP/2
+            // (`NoApplicationProtocol`), say.
+            alert => format!(
+                "the server aborted the handshake: {} (the server's log says more)",
                 alert_meaning(*alert)
             ),
         },
@@ -203,15 +209,17 @@ fn alert_meaning(alert: AlertDescription) -> String {
 
 /// Whether `alert` says a certificate was refused, rather than that the
 /// handshake failed for another reason.
-fn is_about_a_certificate(alert: AlertDescription) -> bool {
+pub fn is_about_a_certificate(alert: AlertDescription) -> bool {
     matches!(
         alert,
         AlertDescription::UnknownCA
             | AlertDescription::CertificateExpired
             | AlertDescription::CertificateRevoked
+            | AlertDescription::CertificateRequired
             | AlertDescription::BadCertificate
             | AlertDescription::CertificateUnknown
             | AlertDescription::UnsupportedCertificate
+            | AlertDescription::AccessDenied
             | AlertDescription::DecryptError
     )
 }
@@ -232,6 +240,16 @@ mod tests {
         assert_eq!(
             rejected_client(&received(AlertDescription::HandshakeFailure)),
             "the client aborted the handshake: TLS alert HandshakeFailure"
+        );
+        assert_eq!(
+            failed_connection(&received(AlertDescription::NoApplicationProtocol)),
+            "the server aborted the handshake: TLS alert NoApplicationProtocol (the server's \
+             log says more)"
+        );
+        assert_eq!(
+            failed_connection(&received(AlertDescription::CertificateRevoked)),
+            "the server rejected our certificate: certificate revoked (the server's log says \
+             more)"
         );
         let other_pki = failed_connection(&received(AlertDescription::DecryptError));
         assert!(
