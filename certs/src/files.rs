@@ -432,18 +432,44 @@ pub(crate) fn write_secret(path: &Path, contents: &str) -> Result<()> {
 }
 
 /// Writes a private key as [`write_secret`] does, but whole or not at all,
-/// and on disk before it returns: to a file beside `path`, synced, then
-/// renamed over it. For a key whose only other copy is about to be removed.
+/// and on disk before it returns ([`commit`]): a crash or a full disk
+/// leaves the key that was there.
 pub(crate) fn write_secret_durably(path: &Path, contents: &str) -> Result<()> {
-    let partial = path.with_extension(format!("key.{}.partial", std::process::id()));
+    let partial = partial_of(path);
     write_secret(&partial, contents)?;
-    let synced = std::fs::File::open(&partial).and_then(|file| file.sync_all());
-    if let Err(source) = synced {
-        let _ = std::fs::remove_file(&partial);
-        return Err(write_error(path, source));
+    commit(&partial, path)
+}
+
+/// Writes a file as [`write()`] does, but whole or not at all, and on disk
+/// before it returns ([`commit`]).
+pub(crate) fn write_durably(path: &Path, contents: &str) -> Result<()> {
+    let partial = partial_of(path);
+    write(&partial, contents)?;
+    commit(&partial, path)
+}
+
+/// Where a new version of `path` is written first: beside it (so that a
+/// rename moves it in one step), named for this process (so that another
+/// run's cannot be taken for ours).
+pub(crate) fn partial_of(path: &Path) -> PathBuf {
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(format!(".{}.partial", std::process::id()));
+    PathBuf::from(partial)
+}
+
+/// Puts `partial` in the place of `path`, on disk before it returns: synced,
+/// renamed over `path`, and its directory synced (the rename is on disk once
+/// the directory is). Whoever reads `path` sees the old file or the new one,
+/// never half of either. A failure removes `partial`.
+pub(crate) fn commit(partial: &Path, path: &Path) -> Result<()> {
+    let synced = std::fs::File::open(partial)
+        .and_then(|file| file.sync_all())
+        .map_err(|source| write_error(path, source))
+        .and_then(|()| rename(partial, path));
+    if let Err(e) = synced {
+        let _ = std::fs::remove_file(partial);
+        return Err(e);
     }
-    rename(&partial, path)?;
-    // The rename itself is on disk once its directory is.
     if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::File::open(dir)
             .and_then(|dir| dir.sync_all())

@@ -369,8 +369,10 @@ pub fn init(pki: impl Into<Pki>, force: bool) -> Result<Vec<Issued>> {
     if let Some(parent) = pki.ca_key.parent() {
         files::create_dir(parent)?;
     }
-    files::write_secret(&pki.ca_key, &ca_key.serialize_pem())?;
-    files::write(&ca_path, &ca_cert.pem())?;
+    // Each whole or not at all: a crash or a full disk in the middle of
+    // `init --force` must not leave half a key in place of the old one.
+    files::write_secret_durably(&pki.ca_key, &ca_key.serialize_pem())?;
+    files::write_durably(&ca_path, &ca_cert.pem())?;
     let left = dir.join(files::CA_KEY);
     if pki.key_apart() && !same_file(&left, &pki.ca_key) {
         // The old CA's key, where every process could read it.
@@ -532,14 +534,16 @@ fn revoke_locked(pki: &Pki, name: &str) -> Result<Revocation> {
         // must never see half of it. The lock keeps other runs of ours out;
         // the process id keeps the name ours even against a run that does
         // not take the lock (an older clusterlab-certs).
-        let partial = crl_path.with_extension(format!("pem.{}.partial", std::process::id()));
+        // On disk before `revoke` says it is done: after a power cut, a list
+        // renamed but not synced could come back empty.
+        let partial = files::partial_of(&crl_path);
         files::write(&partial, &crl.pem()?)?;
         // The new list keeps the old one's mode: one made read-only (0444)
         // stays so, rather than coming back as a fresh 0644 file.
         if let Ok(old) = std::fs::metadata(&crl_path) {
             let _ = std::fs::set_permissions(&partial, old.permissions());
         }
-        files::rename(&partial, &crl_path)?;
+        files::commit(&partial, &crl_path)?;
     }
     Ok(Revocation {
         identity,
@@ -855,8 +859,11 @@ fn write_leaf(
     let key = KeyPair::generate()?;
     let cert = params.signed_by(&key, issuer)?;
     let cert_path = files::cert_path(dir, &leaf.name);
-    files::write(&cert_path, &cert.pem())?;
-    files::write_secret(&files::key_path(dir, &leaf.name), &key.serialize_pem())?;
+    // The key first, each file whole or not at all: a crash in between
+    // leaves a key without its certificate, which `issue` writes over, not a
+    // certificate without its key, whose name `issue` would call taken.
+    files::write_secret_durably(&files::key_path(dir, &leaf.name), &key.serialize_pem())?;
+    files::write_durably(&cert_path, &cert.pem())?;
     Ok(Issued {
         name: leaf.name,
         names,
@@ -1115,6 +1122,33 @@ mod tests {
 
         init(dir.path(), true).unwrap();
         assert_ne!(std::fs::read(dir.path().join("ca.pem")).unwrap(), before);
+    }
+
+    /// A forced `init` that cannot write its new CA key (here a directory
+    /// stands where the new key is written first; a full disk would do the
+    /// same) leaves the old CA whole: its key and certificate still match,
+    /// and nothing half-written is left behind. The key used to be
+    /// truncated in place first.
+    #[test]
+    fn a_forced_init_that_cannot_write_its_key_leaves_the_old_ca_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        init(dir.path(), false).unwrap();
+        let read = |name: &str| std::fs::read(dir.path().join(name)).unwrap();
+        let (key, cert) = (read(files::CA_KEY), read("ca.pem"));
+        let partial = files::partial_of(&dir.path().join(files::CA_KEY));
+        std::fs::create_dir(&partial).unwrap();
+        assert!(init(dir.path(), true).is_err());
+        assert_eq!(read(files::CA_KEY), key);
+        assert_eq!(read("ca.pem"), cert);
+        std::fs::remove_dir(&partial).unwrap();
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .filter(|name| name.ends_with(".partial"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+        // Still a CA that signs: its key matches its certificate.
+        issue(dir.path(), Identity::new(Kind::Node, "n9").unwrap()).unwrap();
     }
 
     #[test]
