@@ -113,16 +113,21 @@ pub async fn hand_off(
     if keys.is_empty() {
         return Ok(());
     }
-    // Read now, with their values: a record may have changed since the pass.
-    let records = state.store.run(move |s| s.get_many(&keys)).await?;
     let quorum = state.replication.default_quorum(state.membership.known());
     let alive: HashSet<&str> = alive.iter().map(String::as_str).collect();
     // A replica that fails once is not asked again this round: one that is
     // stopped would hold every record up for the whole timeout.
     let failing = Mutex::new(HashSet::new());
     let coordinator = Coordinator::new(state.clone());
-    let outcomes: Vec<Outcome> = futures::stream::iter(records.into_iter().flatten())
-        .map(|record| {
+    let hand_off_one = |key: String| {
+        let (coordinator, failing, alive) = (&coordinator, &failing, &alive);
+        async move {
+            // Read when its turn comes, value and all: it may have changed
+            // since the pass, and only the records being handed off are in
+            // memory (256 values of 1 MiB would be 256 MiB).
+            let Some(record) = state.store.run(move |s| s.get(&key)).await? else {
+                return Ok(None); // Deleted, and the tombstone collected, since.
+            };
             let owners: Vec<String> = ring
                 .replicas_of(&record.key)
                 .into_iter()
@@ -131,36 +136,39 @@ pub async fn hand_off(
                 .filter(|owner| alive.contains(owner) && *owner != state.name)
                 .map(String::from)
                 .collect();
-            let (coordinator, failing) = (&coordinator, &failing);
-            async move {
-                // Judged when its turn comes, not when the round began: a
-                // round may take a while (a peer's digest can take 10 s).
-                let write_by = may_hand_off(&record.version, unix_ms(), grace)
-                    .then(|| write_by(&record.version, grace));
-                let holding = futures::future::join_all(
-                    owners
-                        .iter()
-                        .map(|owner| holds(coordinator, owner, &record, write_by, failing)),
-                )
-                .await
-                .into_iter()
-                .filter(|&holds| holds)
-                .count();
-                Outcome {
-                    record,
-                    holding,
-                    written: write_by.is_some(),
-                }
-            }
-        })
+            // Judged when its turn comes, not when the round began: a
+            // round may take a while (a peer's digest can take 10 s).
+            let write_by = may_hand_off(&record.version, unix_ms(), grace)
+                .then(|| write_by(&record.version, grace));
+            let holding = futures::future::join_all(
+                owners
+                    .iter()
+                    .map(|owner| holds(coordinator, owner, &record, write_by, failing)),
+            )
+            .await
+            .into_iter()
+            .filter(|&holds| holds)
+            .count();
+            Ok::<_, crate::Error>(Some(Outcome {
+                held: (record.key, record.version),
+                holding,
+                written: write_by.is_some(),
+            }))
+        }
+    };
+    let outcomes: Vec<Outcome> = futures::stream::iter(keys)
+        .map(hand_off_one)
         .buffer_unordered(AT_ONCE)
-        .collect()
-        .await;
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .filter_map(Result::transpose)
+        .collect::<Result<_>>()?;
     let tried = outcomes.len();
     let (handed, written): (Vec<Held>, Vec<bool>) = outcomes
         .into_iter()
         .filter(|o| o.holding >= quorum)
-        .map(|o| ((o.record.key, o.record.version), o.written))
+        .map(|o| (o.held, o.written))
         .unzip();
     let done = handed.len();
     let written = written.into_iter().filter(|&w| w).count();
@@ -205,7 +213,7 @@ pub async fn hand_off(
 
 /// What handing off one record came to.
 struct Outcome {
-    record: Record,
+    held: Held,
     /// How many of its key's replicas hold it or a newer version.
     holding: usize,
     /// Whether it was written to them, or only looked for (too old to write).
