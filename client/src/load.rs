@@ -18,7 +18,9 @@
 //! the operating system's fine-grained timer: tokio's timers fire on
 //! millisecond ticks, which would add up to a millisecond to every request.
 //! Requests still due when the run ends, because every slot was waiting for an
-//! answer, are counted and reported as not sent.
+//! answer, are counted and reported as not sent, and their waits (from when
+//! each was due until the end) count in the latencies: a stall that lasts to
+//! the end shows in the percentiles, not only in the maximum.
 //!
 //! At a terminal the live view is three lines redrawn in place by indicatif,
 //! which knows the terminal's width and how a line wraps; the rates and the
@@ -437,6 +439,7 @@ impl Schedule {
             .spawn(move || {
                 for n in 0..total {
                     let nanos = (n as f64 * 1e9 / rate).round() as u64;
+                    // As `Schedule::due` has it.
                     let due = start + Duration::from_nanos(nanos);
                     if let Some(wait) = due.checked_duration_since(Instant::now()) {
                         std::thread::sleep(wait);
@@ -455,6 +458,29 @@ impl Schedule {
         }
     }
 
+    /// When the nth request is due: n/rate s after the start.
+    fn due(&self, n: u64) -> Instant {
+        self.start + Duration::from_nanos((n as f64 * 1e9 / self.rate).round() as u64)
+    }
+
+    /// The waits until `end` of the requests due `from` the nth on and not
+    /// sent, as (µs, how many): each counted from when it was due, as a sent
+    /// one is. Neighbours are grouped, at most [`NOT_SENT_GROUPS`] groups
+    /// each counted at its shortest wait, so that an hour at a million a
+    /// second is recorded in a moment.
+    fn waits(&self, from: u64, to: u64, end: Instant) -> Vec<(u64, u64)> {
+        let count = to.saturating_sub(from);
+        let per_group = count.div_ceil(NOT_SENT_GROUPS).max(1);
+        (from..to)
+            .step_by(per_group as usize)
+            .map(|first| {
+                let last = (first + per_group).min(to) - 1;
+                let wait = end.saturating_duration_since(self.due(last));
+                (wait.as_micros() as u64, last - first + 1)
+            })
+            .collect()
+    }
+
     /// How many requests have fallen due by `now`: the nth at n/rate s.
     fn due_by(&self, now: Instant) -> u64 {
         match now.checked_duration_since(self.start) {
@@ -464,12 +490,18 @@ impl Schedule {
     }
 }
 
+/// The most groups the waits of requests not sent are recorded in ([`Schedule::waits`]).
+const NOT_SENT_GROUPS: u64 = 10_000;
+
 /// Issues requests until `deadline`, or until `stop` turns true (Ctrl-C):
 /// `concurrency` at a time, or on `schedule` with at most `concurrency`
 /// waiting for answers. A stop cuts short the requests in flight: each counts
 /// as `CANCELLED`, its latency the time it had waited, so that a stall the run
 /// was stopped in shows in the summary. Returns how many scheduled requests
-/// fell due and were not sent, because every slot was busy until the end.
+/// fell due and were not sent, because every slot was busy until the end (or
+/// the stop); their waits, from when each was due until then, go into the
+/// run's latencies, though not into its requests: a stall that lasted to the
+/// end must show in the percentiles, not only in the maximum.
 async fn drive(
     work: Workload,
     concurrency: usize,
@@ -535,20 +567,39 @@ async fn drive(
         // Reap finished tasks so the set does not grow for the whole run.
         while tasks.try_join_next().is_some() {}
     }
+    // The moment a stop ended the sending, before what was in flight is
+    // waited for: requests falling due meanwhile were never going to go.
+    let ended = Instant::now();
     while tasks.join_next().await.is_some() {}
     let Some(schedule) = schedule else {
         return 0;
     };
-    if *stop.borrow() {
-        return schedule.due_by(Instant::now()).saturating_sub(sent);
+    let stopped_early = *stop.borrow();
+    // Every slot was waiting for an answer when the stop came if as many
+    // requests were cut short (each counted once it had let its slot go).
+    let all_busy = work.stats.lock().expect("stats poisoned").cut_short >= concurrency as u64;
+    let (due, end) = match stopped_early {
+        // A slot was free: what fell due was on its way out, not held back.
+        true if !all_busy => (sent, ended),
+        true => (schedule.due_by(ended), ended),
+        false => (schedule.total, deadline),
+    };
+    if !stopped_early {
+        // An open loop's last request may fall due well before the end (one
+        // request every 2 s over 3 s): the run still lasts its whole duration.
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline.into()) => {}
+            _ = stopped() => {}
+        }
     }
-    // An open loop's last request may fall due well before the end (one
-    // request every 2 s over 3 s): the run still lasts its whole duration.
-    tokio::select! {
-        _ = tokio::time::sleep_until(deadline.into()) => {}
-        _ = stopped() => {}
+    let not_sent = due.saturating_sub(sent);
+    let mut stats = work.stats.lock().expect("stats poisoned");
+    for (wait_us, n) in schedule.waits(sent, due, end) {
+        (stats.total.latency_us)
+            .record_n(wait_us, n)
+            .expect("an auto-resizing histogram records any latency on a 64-bit machine");
     }
-    schedule.total.saturating_sub(sent)
+    not_sent
 }
 
 /// One read of a key written before ([`Written`]), or one write of a random
@@ -818,7 +869,8 @@ fn report(global: &Global, args: &LoadArgs, total: &Window, ran: &Ran) {
             ),
         };
         let not_sent = format!(
-            "not sent  {} still due at the end: {busy}; --concurrency allows more waiting)",
+            "not sent  {} still due at the end: {busy}; --concurrency allows more waiting); \
+             the latencies count each from when it was due to the end",
             render::counted(not_sent, "request", "requests"),
         );
         print!("{}", render::wrapped(&not_sent, 2, 12));
@@ -854,6 +906,33 @@ fn ms(us: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A request not sent waited from when it was due until the end, as a
+    /// sent one is timed from when it was due; a long run's are grouped.
+    #[test]
+    fn requests_not_sent_waited_from_when_each_was_due() {
+        let start = Instant::now();
+        let schedule = |rate| Schedule {
+            due: tokio::sync::mpsc::channel(1).1,
+            total: u64::MAX,
+            start,
+            rate,
+        };
+        let end = start + Duration::from_millis(10);
+        // One a millisecond: the 3rd to 5th were due at 2, 3 and 4 ms.
+        let waits = schedule(1000.0).waits(2, 5, end);
+        assert_eq!(waits, [(8_000, 1), (7_000, 1), (6_000, 1)]);
+        assert!(schedule(1000.0).waits(5, 5, end).is_empty());
+        // An hour at a million a second: grouped, and every one counted.
+        let end = start + Duration::from_secs(3600);
+        let waits = schedule(1e6).waits(0, 3_600_000_000, end);
+        assert!(waits.len() as u64 <= NOT_SENT_GROUPS, "{}", waits.len());
+        assert_eq!(waits.iter().map(|(_, n)| n).sum::<u64>(), 3_600_000_000);
+        // Each group at its shortest wait: the first group's is its last one's.
+        let (first, n) = waits[0];
+        assert_eq!(first, 3_600_000_000 - (n - 1));
+        assert_eq!(waits.last().unwrap().0, 1);
+    }
 
     #[test]
     fn a_latency_of_any_length_is_recorded_as_it_was() {

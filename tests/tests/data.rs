@@ -1001,9 +1001,39 @@ fn load_stopped_by_ctrl_c_counts_what_was_in_flight_and_what_was_not_sent() {
     );
     assert!(json["latency_us"]["max"].as_u64() > Some(0), "{json}");
     assert!(json["not_sent"].as_u64() > Some(0), "{json}");
+
     // What was asked for comes back with the numbers.
     assert_eq!(json["rate"], 1000.0, "{json}");
     assert_eq!(json["concurrency"], 2, "{json}");
+}
+
+/// An open loop whose slots stall until its end: the requests that fell due
+/// and were not sent waited too, each from when it was due until the end,
+/// and count in the latency percentiles, not only in `not_sent`. With the two
+/// sent alone in the histogram (both answered only at their 3 s timeout), p50
+/// was the maximum; the 198 not sent waited from 2 s down to nothing.
+#[test]
+fn requests_an_open_loop_could_not_send_count_in_its_latencies() {
+    let cluster = TestCluster::start(1);
+    cluster
+        .client()
+        .args(["fault", "n1", "--latency", "60s"])
+        .ok();
+    let out = cluster
+        .client()
+        .args(["--json", "--timeout", "3s", "load", "--duration", "2s"])
+        .args(["--rate", "100", "--concurrency", "2"])
+        .fails();
+    let json = out.json();
+    assert_eq!(json["requests"], 2, "{json}");
+    assert_eq!(json["not_sent"], 198, "{json}");
+    let latency = |q: &str| json["latency_us"][q].as_u64().unwrap();
+    // The two sent waited out their timeout: the maximum.
+    assert!(latency("max") >= 3_000_000, "{json}");
+    // Half the requests due were not sent in the first second's worth of
+    // waiting: evenly from 2 s down to nothing, so the median is near 1 s.
+    assert!(latency("p50") * 4 < latency("max") * 3, "{json}");
+    assert!(latency("p50") >= 500_000, "{json}");
 }
 
 /// A `load` in which not one request succeeded, or a `check` in which not
