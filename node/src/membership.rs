@@ -651,28 +651,9 @@ impl Membership {
             .answered_as
             .insert(addr.clone(), them.name.clone());
         let advertised = if them.addr.is_empty() {
-            addr.clone()
+            addr
         } else {
             them.addr
-        };
-        // Where to reach it: where it says, unless that has not answered
-        // from here and this address did (`--listen 0.0.0.0:7100` advertises
-        // the host's name, which other machines may not resolve). Going by
-        // the address it gives, it would turn suspect, answer at this one,
-        // and turn suspect again, every two seconds for as long as it runs.
-        let advertised = match inner.peers.get(&them.name) {
-            // Reached here already, in place of the address it gives.
-            Some(peer) if peer.addr == addr => addr,
-            _ if advertised != addr && inner.addresses.silent.contains(&advertised) => {
-                warn!(
-                    member = %them.name, %advertised, answers = %addr,
-                    "a member's advertised address does not answer from here, but it \
-                     answers at this one, where it is reached from now on; start it with \
-                     --advertise set to an address every node can reach"
-                );
-                addr
-            }
-            _ => advertised,
         };
         match inner.peers.get_mut(&them.name) {
             Some(peer) => {
@@ -1320,41 +1301,6 @@ mod tests {
         );
         assert_eq!(m.unanswered(), Vec::<String>::new());
         assert_eq!(state(&m, "n3"), Some(State::Alive));
-    }
-
-    /// A member whose advertised address does not answer from here, but
-    /// another of its addresses does (a seed), is reached there, for good:
-    /// it used to go suspect and alive again every two seconds.
-    #[test]
-    fn a_member_whose_advertised_address_fails_is_reached_where_it_answers() {
-        let m = membership(Duration::from_secs(10));
-        let now = Instant::now();
-        let mut inner = m.lock();
-        let (seed, advertised) = ("10.0.0.2:7100", "host-b:7100");
-        m.answered(&mut inner, seed.into(), answer("n2", advertised, &[]), now);
-        assert_eq!(
-            inner.peers["n2"].addr, advertised,
-            "taken at its word first"
-        );
-        // A probe there failed.
-        inner.addresses.silent.insert(advertised.into());
-        m.answered(&mut inner, seed.into(), answer("n2", advertised, &[]), now);
-        assert_eq!(inner.peers["n2"].addr, seed);
-        // No longer probed, so no longer silent: still reached at the seed.
-        inner.addresses.silent.remove(advertised);
-        m.answered(&mut inner, seed.into(), answer("n2", advertised, &[]), now);
-        assert_eq!(inner.peers["n2"].addr, seed);
-        let targets = probe_targets(&inner);
-        assert!(targets.contains(seed), "{targets:?}");
-        assert!(!targets.contains(advertised), "{targets:?}");
-        // It moves (a new port, say the advertised one): followed there.
-        m.answered(
-            &mut inner,
-            "10.0.0.2:7200".into(),
-            answer("n2", "10.0.0.2:7200", &[]),
-            now,
-        );
-        assert_eq!(inner.peers["n2"].addr, "10.0.0.2:7200");
     }
 
     /// A member that moved is not looked for at its old address while it is
