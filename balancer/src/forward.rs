@@ -406,7 +406,8 @@ impl Router {
             ),
             Stopped::NotRetryable(code) => format!(
                 "{} is not retried (only UNAVAILABLE, UNKNOWN and a broken connection are, \
-                 and for a read INTERNAL and DATA_LOSS)",
+                 and for a read INTERNAL and DATA_LOSS, unless the node could not decode the \
+                 request)",
                 proto::code_name(code)
             ),
             Stopped::OutOfTime => "the request's deadline had passed".to_string(),

@@ -435,16 +435,44 @@ pub(crate) fn write_secret(path: &Path, contents: &str) -> Result<()> {
 /// and on disk before it returns ([`commit`]): a crash or a full disk
 /// leaves the key that was there.
 pub(crate) fn write_secret_durably(path: &Path, contents: &str) -> Result<()> {
-    let partial = partial_of(path);
-    write_secret(&partial, contents)?;
-    commit(&partial, path)
+    replace(path, |partial| write_secret(partial, contents))
 }
 
 /// Writes a file as [`write()`] does, but whole or not at all, and on disk
-/// before it returns ([`commit`]).
+/// before it returns ([`commit`]). It keeps the mode of the file it
+/// replaces: one made read-only (0444) stays so.
 pub(crate) fn write_durably(path: &Path, contents: &str) -> Result<()> {
+    replace(path, |partial| {
+        write(partial, contents)?;
+        if let Ok(old) = std::fs::metadata(path) {
+            let _ = std::fs::set_permissions(partial, old.permissions());
+        }
+        Ok(())
+    })
+}
+
+/// Writes `path`'s new version beside it with `write`, then [`commit`]s
+/// it. A write that fails (a full disk) leaves no half file behind, and its
+/// error names `path`, not the name written to.
+fn replace(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let partial = partial_of(path);
-    write(&partial, contents)?;
+    if let Err(e) = write(&partial) {
+        let _ = std::fs::remove_file(&partial);
+        return Err(match e {
+            Error::File {
+                action,
+                cause,
+                hint,
+                ..
+            } => Error::File {
+                action,
+                path: path.to_path_buf(),
+                cause,
+                hint,
+            },
+            other => other,
+        });
+    }
     commit(&partial, path)
 }
 
@@ -461,7 +489,7 @@ pub(crate) fn partial_of(path: &Path) -> PathBuf {
 /// renamed over `path`, and its directory synced (the rename is on disk once
 /// the directory is). Whoever reads `path` sees the old file or the new one,
 /// never half of either. A failure removes `partial`.
-pub(crate) fn commit(partial: &Path, path: &Path) -> Result<()> {
+fn commit(partial: &Path, path: &Path) -> Result<()> {
     let synced = std::fs::File::open(partial)
         .and_then(|file| file.sync_all())
         .map_err(|source| write_error(path, source))

@@ -535,15 +535,10 @@ fn revoke_locked(pki: &Pki, name: &str) -> Result<Revocation> {
         // the process id keeps the name ours even against a run that does
         // not take the lock (an older clusterlab-certs).
         // On disk before `revoke` says it is done: after a power cut, a list
-        // renamed but not synced could come back empty.
-        let partial = files::partial_of(&crl_path);
-        files::write(&partial, &crl.pem()?)?;
-        // The new list keeps the old one's mode: one made read-only (0444)
-        // stays so, rather than coming back as a fresh 0644 file.
-        if let Ok(old) = std::fs::metadata(&crl_path) {
-            let _ = std::fs::set_permissions(&partial, old.permissions());
-        }
-        files::commit(&partial, &crl_path)?;
+        // renamed but not synced could come back empty. The new list keeps
+        // the old one's mode: one made read-only (0444) stays so, rather
+        // than coming back as a fresh 0644 file.
+        files::write_durably(&crl_path, &crl.pem()?)?;
     }
     Ok(Revocation {
         identity,

@@ -521,6 +521,9 @@ async fn drive(
             }
         }
     };
+    // Whether the sending ended for a stop, not at the deadline (a stop that
+    // comes later, while the last answers are waited for, sent nothing less).
+    let mut stopped_early = false;
     while Instant::now() < deadline {
         // When this request is due: on the schedule in an open loop, else now.
         let due = match schedule.as_mut() {
@@ -530,7 +533,10 @@ async fn drive(
                     None => break, // the last one was due before the deadline
                 },
                 _ = tokio::time::sleep_until(deadline.into()) => break,
-                _ = stopped() => break,
+                _ = stopped() => {
+                    stopped_early = true;
+                    break;
+                }
             },
             None => None,
         };
@@ -538,7 +544,10 @@ async fn drive(
         // not go to a new one.
         let slot = tokio::select! {
             biased;
-            _ = stopped() => break,
+            _ = stopped() => {
+                stopped_early = true;
+                break;
+            }
             slot = slots.clone().acquire_owned() => slot.expect("semaphore open"),
             _ = tokio::time::sleep_until(deadline.into()) => break,
         };
@@ -567,31 +576,26 @@ async fn drive(
         // Reap finished tasks so the set does not grow for the whole run.
         while tasks.try_join_next().is_some() {}
     }
-    // The moment a stop ended the sending, before what was in flight is
-    // waited for: requests falling due meanwhile were never going to go.
-    let ended = Instant::now();
     while tasks.join_next().await.is_some() {}
     let Some(schedule) = schedule else {
         return 0;
     };
-    let stopped_early = *stop.borrow();
-    // Every slot was waiting for an answer when the stop came if as many
-    // requests were cut short (each counted once it had let its slot go).
-    let all_busy = work.stats.lock().expect("stats poisoned").cut_short >= concurrency as u64;
     let (due, end) = match stopped_early {
-        // A slot was free: what fell due was on its way out, not held back.
-        true if !all_busy => (sent, ended),
-        true => (schedule.due_by(ended), ended),
-        false => (schedule.total, deadline),
-    };
-    if !stopped_early {
-        // An open loop's last request may fall due well before the end (one
-        // request every 2 s over 3 s): the run still lasts its whole duration.
-        tokio::select! {
-            _ = tokio::time::sleep_until(deadline.into()) => {}
-            _ = stopped() => {}
+        // Those due by the stop, each waiting until then.
+        true => {
+            let now = Instant::now();
+            (schedule.due_by(now), now)
         }
-    }
+        false => {
+            // An open loop's last request may fall due well before the end (one
+            // request every 2 s over 3 s): the run still lasts its whole duration.
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline.into()) => {}
+                _ = stopped() => {}
+            }
+            (schedule.total, deadline)
+        }
+    };
     let not_sent = due.saturating_sub(sent);
     let mut stats = work.stats.lock().expect("stats poisoned");
     for (wait_us, n) in schedule.waits(sent, due, end) {

@@ -48,7 +48,7 @@ use std::{
 };
 
 use futures::StreamExt;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::{
     Result,
@@ -125,8 +125,18 @@ pub async fn hand_off(
             // Read when its turn comes, value and all: it may have changed
             // since the pass, and only the records being handed off are in
             // memory (256 values of 1 MiB would be 256 MiB).
-            let Some(record) = state.store.run(move |s| s.get(&key)).await? else {
-                return Ok(None); // Deleted, and the tombstone collected, since.
+            let read = state.store.run({
+                let key = key.clone();
+                move |s| s.get(&key)
+            });
+            let record = match read.await {
+                Ok(Some(record)) => record,
+                Ok(None) => return None, // Deleted, and the tombstone collected, since.
+                // One record that cannot be read holds up none of the others.
+                Err(e) => {
+                    warn!(%key, error = %e, "a record to hand off cannot be read; skipped this round");
+                    return None;
+                }
             };
             let owners: Vec<String> = ring
                 .replicas_of(&record.key)
@@ -149,21 +159,19 @@ pub async fn hand_off(
             .into_iter()
             .filter(|&holds| holds)
             .count();
-            Ok::<_, crate::Error>(Some(Outcome {
+            Some(Outcome {
                 held: (record.key, record.version),
                 holding,
                 written: write_by.is_some(),
-            }))
+            })
         }
     };
     let outcomes: Vec<Outcome> = futures::stream::iter(keys)
         .map(hand_off_one)
         .buffer_unordered(AT_ONCE)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .filter_map(Result::transpose)
-        .collect::<Result<_>>()?;
+        .filter_map(std::future::ready)
+        .collect()
+        .await;
     let tried = outcomes.len();
     let (handed, written): (Vec<Held>, Vec<bool>) = outcomes
         .into_iter()
