@@ -452,6 +452,8 @@ fn status_in(headers: &http::HeaderMap) -> Option<Status> {
         GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
     );
     const DETAILS: &str = "grpc-status-details-bin";
+    // Most response heads carry no status: one lookup, as tonic's own.
+    headers.get("grpc-status")?;
     match headers.get(DETAILS) {
         Some(details) if TONICS.decode(details.as_bytes()).is_err() => {
             let mut headers = headers.clone();

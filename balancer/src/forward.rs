@@ -482,7 +482,7 @@ fn out_of_time(node: &str, time: Duration, ours: bool) -> Status {
 fn not_connected_in_time(node: &str, time: Duration) -> Status {
     proto::not_applied(Status::deadline_exceeded(format!(
         "no connection to {node} was made before the request's deadline ({time:?}: {}), \
-         so the request was not sent",
+         so the request was not sent and can be sent again",
         whose(true)
     )))
 }

@@ -456,22 +456,12 @@ pub(crate) fn write_durably(path: &Path, contents: &str) -> Result<()> {
 /// error names `path`, not the name written to.
 fn replace(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let partial = partial_of(path);
-    if let Err(e) = write(&partial) {
+    if let Err(mut e) = write(&partial) {
         let _ = std::fs::remove_file(&partial);
-        return Err(match e {
-            Error::File {
-                action,
-                cause,
-                hint,
-                ..
-            } => Error::File {
-                action,
-                path: path.to_path_buf(),
-                cause,
-                hint,
-            },
-            other => other,
-        });
+        if let Error::File { path: named, .. } = &mut e {
+            *named = path.to_path_buf();
+        }
+        return Err(e);
     }
     commit(&partial, path)
 }

@@ -476,14 +476,8 @@ pub fn check_side(flag: &str, side: &str, listen: &str, usual_port: u16) -> Resu
 /// port) never clashes. A host name is compared as written.
 pub fn check_side_port(flag: &str, side: &str, listen: &str) -> Result<(), String> {
     let (side, listen) = (side.trim(), listen.trim());
-    let covers =
-        |wild: IpAddr, other: IpAddr| wild.is_unspecified() && (wild.is_ipv6() || other.is_ipv4());
     let clash = match (side.parse::<SocketAddr>(), listen.parse::<SocketAddr>()) {
-        (Ok(a), Ok(b)) => {
-            let (a_ip, b_ip) = (a.ip(), b.ip());
-            let overlap = a_ip == b_ip || covers(a_ip, b_ip) || covers(b_ip, a_ip);
-            a.port() != 0 && a.port() == b.port() && overlap
-        }
+        (Ok(a), Ok(b)) => clash(a, b),
         _ => side == listen,
     };
     match clash {
@@ -493,6 +487,17 @@ pub fn check_side_port(flag: &str, side: &str, listen: &str) -> Result<(), Strin
         )),
         false => Ok(()),
     }
+}
+
+/// Whether binding `a` and `b` both would fail: the same port, on the same
+/// IP address or where one is a wildcard that covers the other (see
+/// [`check_side_port`]). Port 0 (any free port) never clashes.
+pub fn clash(a: SocketAddr, b: SocketAddr) -> bool {
+    let covers =
+        |wild: IpAddr, other: IpAddr| wild.is_unspecified() && (wild.is_ipv6() || other.is_ipv4());
+    let (a_ip, b_ip) = (a.ip(), b.ip());
+    let overlap = a_ip == b_ip || covers(a_ip, b_ip) || covers(b_ip, a_ip);
+    a.port() != 0 && a.port() == b.port() && overlap
 }
 
 /// HOST:PORT with a host and a port number, e.g. 10.0.0.2:7100 or node:7100.

@@ -103,14 +103,14 @@ pub async fn bind_side(
         port: Port::Side,
     };
     let resolved = binding.resolve().await?;
-    for side in &resolved {
-        let (side, serving) = (side.to_string(), serving.to_string());
-        if certs::flags::check_side_port(flag, &side, &serving).is_err() {
-            anyhow::bail!(
-                "cannot listen on {addr} ({flag}): it is {side}, where --listen serves \
-                 ({serving}); give {flag} a port of its own, or turn it off with {flag} off"
-            );
-        }
+    if let Some(side) = resolved
+        .iter()
+        .find(|side| certs::flags::clash(**side, serving))
+    {
+        anyhow::bail!(
+            "cannot listen on {addr} ({flag}): it is {side}, where --listen serves \
+             ({serving}); give {flag} a port of its own, or turn it off with {flag} off"
+        );
     }
     binding.bind(&resolved).await
 }

@@ -1313,23 +1313,16 @@ mod tests {
         let (old, new) = ("127.0.0.1:7103", "127.0.0.1:7203");
         m.answered(&mut inner, old.into(), answer("n3", old, &[]), now);
         m.answered(&mut inner, new.into(), answer("n3", new, &[]), now);
+        // What n2 tells of another member in its answer.
+        let n2 = "127.0.0.1:7102";
+        let gossip = |inner: &mut Inner, member| {
+            m.answered(inner, n2.into(), answer("n2", n2, &[(member, old)]), now);
+        };
         // Gossip that has not heard of the move yet.
-        let stale = [("n3", old)];
-        m.answered(
-            &mut inner,
-            "127.0.0.1:7102".into(),
-            answer("n2", "127.0.0.1:7102", &stale),
-            now,
-        );
+        gossip(&mut inner, "n3");
         assert!(!probe_targets(&inner).contains(old));
         // n4 starts on n3's old port, and is heard of.
-        let newcomer = [("n4", old)];
-        m.answered(
-            &mut inner,
-            "127.0.0.1:7102".into(),
-            answer("n2", "127.0.0.1:7102", &newcomer),
-            now,
-        );
+        gossip(&mut inner, "n4");
         assert!(probe_targets(&inner).contains(old));
         m.answered(&mut inner, old.into(), answer("n4", old, &[]), now);
         drop(inner);
