@@ -68,6 +68,11 @@ pub struct Server<S> {
     service: S,
     /// Counts each request until its answer is written, for the drain.
     in_flight: InFlight,
+    /// How long a client that finished TLS has to open HTTP/2 (send its
+    /// preface). Without it, a client with a good certificate could hold a
+    /// connection that never sends a request: pings start only once HTTP/2 is
+    /// open.
+    preface_timeout: Duration,
 }
 
 impl<S> Server<S>
@@ -78,8 +83,14 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
-    pub fn new(service: S, in_flight: InFlight) -> Self {
-        Server { service, in_flight }
+    /// `preface_timeout` bounds the wait for a client's HTTP/2 preface, as
+    /// the listener bounds its TLS handshake (`--handshake-timeout`).
+    pub fn new(service: S, in_flight: InFlight, preface_timeout: Duration) -> Self {
+        Server {
+            service,
+            in_flight,
+            preface_timeout,
+        }
     }
 
     /// Serves HTTP/2 on every connection `incoming` yields until `signal`
@@ -133,10 +144,19 @@ where
             .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
             .handshake::<_, Bytes>(conn);
         let mut connection = tokio::select! {
-            handshake = handshake => match handshake {
-                Ok(connection) => connection,
-                Err(e) => {
+            handshake = tokio::time::timeout(self.preface_timeout, handshake) => match handshake {
+                Ok(Ok(connection)) => connection,
+                Ok(Err(e)) => {
                     debug!(cause = %e, "client's HTTP/2 handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    debug!(
+                        peer = %peer.remote_addr,
+                        "closing a client connection: no HTTP/2 preface within {:?} of the \
+                         TLS handshake",
+                        self.preface_timeout
+                    );
                     return;
                 }
             },

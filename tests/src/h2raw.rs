@@ -101,12 +101,7 @@ impl RawH2 {
     /// Connects to `addr` as `identity` (a certificate in `certs`) and opens
     /// HTTP/2: the preface and an empty SETTINGS frame.
     pub async fn connect(certs: &Path, identity: &str, addr: SocketAddr) -> io::Result<Self> {
-        let (config, _) = certs::tls::client_config(certs, identity).map_err(io::Error::other)?;
-        let tcp = TcpStream::connect(addr).await?;
-        let name = ServerName::try_from("clusterlab").expect("a valid name");
-        let tls = TlsConnector::from(Arc::clone(&config))
-            .connect(name, tcp)
-            .await?;
+        let tls = tls_only(certs, identity, addr).await?;
         let mut conn = RawH2 {
             tls,
             encoder: loona_hpack::Encoder::new(),
@@ -273,6 +268,21 @@ impl RawH2 {
         frame.extend_from_slice(payload);
         self.tls.write_all(&frame).await
     }
+}
+
+/// Connects to `addr` as `identity` (a certificate in `certs`) and finishes
+/// the TLS handshake, and no more: not a byte of HTTP/2.
+pub async fn tls_only(
+    certs: &Path,
+    identity: &str,
+    addr: SocketAddr,
+) -> io::Result<TlsStream<TcpStream>> {
+    let (config, _) = certs::tls::client_config(certs, identity).map_err(io::Error::other)?;
+    let tcp = TcpStream::connect(addr).await?;
+    let name = ServerName::try_from("clusterlab").expect("a valid name");
+    TlsConnector::from(Arc::clone(&config))
+        .connect(name, tcp)
+        .await
 }
 
 /// A gRPC message frame: the 5-byte prefix (not compressed, `claimed_len`)

@@ -420,6 +420,33 @@ fn the_balancer_cuts_off_a_rapid_reset_flood_too() {
     a_rapid_reset_flood_is_cut_off(Target::Balancer);
 }
 
+/// A client with a good certificate that finishes TLS and never begins
+/// HTTP/2 is disconnected after `--handshake-timeout`, as one that never
+/// finishes TLS is: the balancer's keepalive pings start only once HTTP/2 is
+/// open, so without a deadline such a connection stayed for good.
+#[test]
+fn the_balancer_closes_a_connection_that_never_begins_http2() {
+    let cluster = Target::Balancer.cluster_with(&["--handshake-timeout", "300ms"]);
+    let addr = Target::Balancer.addr(&cluster);
+    let closed = block_on(async {
+        use tokio::io::AsyncReadExt;
+        let mut tls = h2raw::tls_only(&cluster.certs, "writer", addr)
+            .await
+            .unwrap();
+        // The server's SETTINGS may come first; then the end, or nothing.
+        let end = async {
+            let mut buf = [0u8; 1024];
+            while let Ok(1..) = tls.read(&mut buf).await {}
+        };
+        tokio::time::timeout(Duration::from_secs(30), end).await
+    });
+    assert!(
+        closed.is_ok(),
+        "a connection that sent no HTTP/2 preface was still open 30s after a 300ms timeout"
+    );
+    Target::Balancer.still_serving(&cluster, "k");
+}
+
 /// A peer that holds a node certificate but answers as no node would: its
 /// writes report no version stored, and what it holds carries a version at
 /// the end of time.
