@@ -99,12 +99,25 @@ impl Faults {
         }
     }
 
-    /// The node is shutting down: requests held by a pause are let go,
-    /// refused as not applied, so that the drain need not wait for the
-    /// pause to end (or the request's deadline), and the client may send
-    /// them elsewhere.
+    /// The node is shutting down: requests held by a pause or added latency
+    /// are let go, refused as not applied, so that the drain need not wait
+    /// for the fault to end (or the request's deadline), and the client may
+    /// send them elsewhere.
     pub fn close(&self) {
         self.stopping.send_replace(true);
+    }
+
+    /// Waits for [`Faults::close`], then returns the refusal for a request
+    /// that had not started, being `held` ("held by a pause", say): what a
+    /// wait that a shutdown ends answers.
+    pub async fn refused_at_shutdown(&self, held: &str) -> Status {
+        let mut stopping = self.stopping.subscribe();
+        let _ = stopping.wait_for(|&stopping| stopping).await;
+        proto::not_applied(Status::unavailable(format!(
+            "{} is shutting down, and did not start this request ({held}); \
+             it is safe to send again",
+            self.node
+        )))
     }
 
     /// Whether [`Faults::close`] has been called: the node is shutting down.
@@ -148,6 +161,9 @@ impl Faults {
                 changed = current.changed() => if changed.is_err() {
                     break fault;
                 },
+                refused = self.refused_at_shutdown("held by added latency") => {
+                    return Err(refused);
+                }
             }
         };
         if fault.error_rate > 0.0 && rand::random::<f64>() < fault.error_rate {
@@ -189,18 +205,11 @@ impl Faults {
         current: &mut watch::Receiver<Fault>,
         caller: Option<&str>,
     ) -> Result<(), Status> {
-        let mut stopping = self.stopping.subscribe();
         let cut = |fault: &Fault| caller.is_some() && fault.drop_peer.as_deref() == caller;
         tokio::select! {
             biased;
             _ = current.wait_for(|fault| !fault.pause || cut(fault)) => Ok(()),
-            _ = stopping.wait_for(|&stopping| stopping) => {
-                Err(proto::not_applied(Status::unavailable(format!(
-                    "{} is shutting down while paused, and did not start this request; \
-                     it is safe to send again",
-                    self.node
-                ))))
-            }
+            refused = self.refused_at_shutdown("held by a pause") => Err(refused),
         }
     }
 
@@ -269,6 +278,34 @@ mod tests {
         for _ in 0..20 {
             assert!(faults.enter(None).await.is_ok());
         }
+    }
+
+    /// A shutdown lets go of requests waiting out an added latency too,
+    /// refused as not applied: with `--latency 60s` the drain waited to its
+    /// deadline and then cut them off, though none had started.
+    #[tokio::test(start_paused = true)]
+    async fn a_request_held_by_latency_is_refused_when_the_node_shuts_down() {
+        let faults = Arc::new(Faults::new("n1"));
+        faults.set(Fault {
+            latency: Duration::from_secs(60),
+            ..Fault::default()
+        });
+        let waiting = tokio::spawn({
+            let faults = faults.clone();
+            async move { faults.enter(None).await }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!waiting.is_finished(), "the latency was not applied");
+        let closed = tokio::time::Instant::now();
+        faults.close();
+        let refused = waiting.await.unwrap().unwrap_err();
+        assert_eq!(closed.elapsed(), Duration::ZERO, "waited out the latency");
+        assert!(proto::was_not_applied(&refused), "{refused:?}");
+        assert_eq!(
+            refused.message(),
+            "n1 is shutting down, and did not start this request (held by added latency); \
+             it is safe to send again"
+        );
     }
 
     /// Requests already waiting out a latency are let go by `--clear`, and

@@ -74,10 +74,19 @@ impl KeyValueService {
     }
 
     /// Every request is counted, waits its turn under `--capacity`, then meets
-    /// the faults. Past them, it has [`Begun`].
+    /// the faults. Past them, it has [`Begun`]. A node that starts to shut
+    /// down refuses the requests still waiting, as not applied: the drain
+    /// would otherwise hold a queue that outlasts it.
     async fn admit<T>(&self, request: &Request<T>) -> Result<(), Status> {
         self.state.requests.fetch_add(1, Ordering::Relaxed);
-        self.capacity.admit().await;
+        tokio::select! {
+            // A request with no wait goes on, shutting down or not.
+            biased;
+            () = self.capacity.admit() => {}
+            refused = self.state.faults.refused_at_shutdown("queued behind --capacity") => {
+                return Err(refused);
+            }
+        }
         self.state.faults.enter(None).await?;
         if let Some(begun) = request.extensions().get::<Begun>() {
             begun.0.store(true, Ordering::Relaxed);
@@ -313,11 +322,12 @@ where
 /// client on the network would get, without starting a node.
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use std::{sync::Arc, time::Duration};
 
     use proto::{DeleteRequest, GetRequest, PutRequest, limits::MAX_VALUE_BYTES};
-    use tonic::Code;
+    use tonic::{Code, Request};
 
+    use super::KeyValueService;
     use crate::{fault::Fault, in_process};
 
     /// `--request-timeout`'s default.
@@ -471,6 +481,32 @@ mod tests {
             "{refused:?}"
         );
         assert!(!kv.get(get("big")).await.unwrap().into_inner().found);
+    }
+
+    /// A node that starts to shut down refuses the requests still queued
+    /// behind `--capacity`, as not applied: the drain would otherwise wait
+    /// out a queue that can be longer than it, and then cut them off.
+    #[tokio::test(start_paused = true)]
+    async fn requests_queued_behind_capacity_are_refused_at_shutdown() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = in_process::node_state(dir.path());
+        let kv = Arc::new(KeyValueService::new(state.clone(), 1));
+        // The first takes this second's start; the next queues for a second.
+        kv.admit(&Request::new(())).await.unwrap();
+        let queued = tokio::spawn({
+            let kv = kv.clone();
+            async move { kv.admit(&Request::new(())).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!queued.is_finished(), "--capacity 1 started two at once");
+        state.faults.close();
+        let refused = queued.await.unwrap().unwrap_err();
+        assert_eq!(refused.code(), Code::Unavailable);
+        assert!(proto::was_not_applied(&refused), "{refused:?}");
+        assert!(
+            refused.message().contains("(queued behind --capacity)"),
+            "{refused:?}"
+        );
     }
 
     /// A paused node holds a request that brings no deadline until its own

@@ -261,8 +261,9 @@ fn a_node_stopped_while_paused_lets_its_requests_go() {
     let out = put.finish();
     assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
     assert!(
-        out.stderr
-            .starts_with("UNAVAILABLE: n1 is shutting down while paused, and did not start"),
+        out.stderr.starts_with(
+            "UNAVAILABLE: n1 is shutting down, and did not start this request (held by a pause)"
+        ),
         "{}",
         out.stderr
     );

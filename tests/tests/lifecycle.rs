@@ -150,21 +150,22 @@ fn sigint_drains_and_exits_0() {
     graceful_exit("INT");
 }
 
-/// A node with `drain` as its --drain-timeout, holding a read that does not
-/// end within it: a node with a minute of latency holds every request it
-/// admits that long. (Not a pause: a shutdown lets go of what a pause holds.)
+/// Node n1 with `drain` as its --drain-timeout, holding a read that does
+/// not end within it: a read n1 has begun, which asks n2 too (`--r 2`), and
+/// n2 has a minute of latency. (Not a fault on n1 itself: a shutdown lets go
+/// of the requests a fault holds before they start.)
 fn node_holding_a_read(drain: &str) -> (TestCluster, tests::Running) {
-    let mut cluster = TestCluster::empty();
     // Its own request timeout must not end the read first.
-    cluster.add_node(&["--drain-timeout", drain, "--request-timeout", "5m"]);
+    let cluster =
+        TestCluster::start_with(2, &["--drain-timeout", drain, "--request-timeout", "5m"]);
     cluster
-        .client()
-        .args(["fault", "n1", "--latency", "60s"])
+        .client_to(0)
+        .args(["fault", "n2", "--latency", "60s"])
         .ok();
     let before = cluster.status(0).unwrap().requests;
     let stuck = cluster
-        .client()
-        .args(["--timeout", "60s", "get", "k"])
+        .client_to(0)
+        .args(["--timeout", "60s", "get", "k", "--r", "2"])
         .spawn();
     wait_until("the read to be admitted", Duration::from_secs(30), || {
         cluster.status(0).is_ok_and(|s| s.requests > before)
