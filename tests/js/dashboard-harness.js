@@ -77,6 +77,16 @@ const scenarios = {
     view(status, "n1").status.under_replicated = 5;
     return status;
   },
+  // Every node cut off from every other: each sees the rest dead, and
+  // serves (no other node's word makes any of them alive).
+  isolated: () => {
+    const status = copy();
+    for (const by of ["n1", "n2", "n3"]) {
+      for (const other of ["n1", "n2", "n3"].filter((n) => n !== by)) setState(status, by, other, "dead");
+      view(status, by).status.under_replicated = 5;
+    }
+    return status;
+  },
   // A fault injected into n2 (clusterlab fault n2 --latency 300ms), and
   // n3's store in trouble.
   faulted: () => {
@@ -112,6 +122,10 @@ const scenarios = {
   answer = async () => { throw Object.assign(new Error("signal timed out"), { name: "TimeoutError" }); };
   await poll();
   out.paused = drawn();
+  // A balancer that answers with an error page is up, and not "silent".
+  answer = async () => ({ ok: false, status: 500, json: async () => { throw new Error("not JSON"); } });
+  await poll();
+  out.failing = drawn();
   // Back: two answers counted 1.5 s apart by the balancer, 300 requests
   // between them, whenever they arrive.
   for (const [at, more] of [[0, 0], [1500, 300]]) {
