@@ -32,6 +32,15 @@ fn free_port_block() -> u16 {
         .expect("a free block of ports")
 }
 
+/// `clusterlab-local`, without the caller's CLUSTERLAB_* variables but its
+/// log filter: an exported CLUSTERLAB_LOCAL_NODES=5 would start five nodes
+/// on ports no test claimed.
+fn local_command() -> Command {
+    let mut command = Command::new(bin("clusterlab-local"));
+    tests::without_clusterlab_env(&mut command);
+    command
+}
+
 /// A running `clusterlab-local`, its output collected in the background.
 struct Local {
     child: Child,
@@ -48,7 +57,7 @@ impl Local {
 
     /// Starts it in `cwd` with `--dir dir`, which may be relative to `cwd`.
     fn start_in(cwd: &Path, dir: &Path, port: u16) -> Local {
-        let mut child = Command::new(bin("clusterlab-local"))
+        let mut child = local_command()
             .current_dir(cwd)
             .args(["--port", &port.to_string(), "--dir"])
             .arg(dir)
@@ -156,7 +165,8 @@ impl Local {
     fn interrupt(mut self) -> (ExitStatus, Vec<String>) {
         let pid = self.child.id().to_string();
         Command::new("kill").args(["-INT", &pid]).status().unwrap();
-        let status = self.child.wait().unwrap();
+        let status = tests::exit_within(&mut self.child, STOP_WITHIN)
+            .unwrap_or_else(|| panic!("no exit within {STOP_WITHIN:?} of Ctrl-C (killed it)"));
         self.collector.take().unwrap().join().unwrap();
         let lines = self.lines.lock().unwrap().clone();
         (status, lines)
@@ -266,10 +276,13 @@ impl Drop for Local {
         if let Ok(None) = self.child.try_wait() {
             let pid = self.child.id().to_string();
             let _ = Command::new("kill").args(["-INT", &pid]).status();
-            let _ = self.child.wait();
+            let _ = tests::exit_within(&mut self.child, STOP_WITHIN);
         }
     }
 }
+
+/// How long a Ctrl-C'd `clusterlab-local` may take to stop everything.
+const STOP_WITHIN: Duration = Duration::from_secs(60);
 
 /// Nothing is left listening on the cluster's ports: no gRPC, dashboard or metrics port.
 fn assert_nothing_listens(port: u16) {
@@ -535,7 +548,7 @@ fn closing_its_output_while_all_is_quiet_stops_every_process() {
 /// that it prints nothing once the cluster is up and quiet.
 fn local_with_piped_output(dir: &Path) -> (Child, u16) {
     let port = free_port_block();
-    let local = Command::new(bin("clusterlab-local"))
+    let local = local_command()
         .args(["--port", &port.to_string(), "--dir"])
         .arg(dir)
         .env("CLUSTERLAB_LOG", "warn")
@@ -604,14 +617,17 @@ fn a_process_that_fails_at_start_stops_the_others_and_fails() {
             && stderr.contains("before the cluster was ready"),
         "{stderr}"
     );
-    // The node's own reason reached the terminal, under its name, and the
-    // others were stopped.
+    // The node's own reason reached the terminal, under its name, before
+    // the news that it exited, and the others were stopped.
+    let at = |start: &str| lines.lines().position(|l| l.starts_with(start));
+    let reason = at("n2 clusterlab-node: cannot use data directory ");
+    let exited = at("clusterlab-local: n2 exited (");
     assert!(
-        lines.contains("stopping everything")
-            && lines
-                .lines()
-                .any(|l| l.starts_with("n2 clusterlab-node: cannot use data directory "))
-            && lines.contains("clusterlab-local: n1 stopped ("),
+        reason.is_some() && exited.is_some() && reason < exited,
+        "{lines}"
+    );
+    assert!(
+        lines.contains("stopping everything") && lines.contains("clusterlab-local: n1 stopped ("),
         "{lines}"
     );
     assert_nothing_listens(port);
@@ -649,18 +665,21 @@ fn a_second_clusterlab_local_refuses_to_start_and_leaves_the_first_alone() {
     let local = Local::start(dir.path(), port);
     let ca = dir.path().join("certs").join("ca.pem");
     let ca_before = std::fs::read(&ca).unwrap();
+    // One that started a cluster after all would run until stopped.
     let second = |dir: &Path, port: u16| {
-        Command::new(bin("clusterlab-local"))
+        let second = local_command()
             .args(["--port", &port.to_string(), "--dir"])
             .arg(dir)
-            .output()
-            .expect("running a second clusterlab-local")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running a second clusterlab-local");
+        exit_by_itself(second, "though another runs")
     };
 
     // The same directory, other ports.
-    let out = second(dir.path(), free_port_block());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let (status, stderr) = second(dir.path(), free_port_block());
+    assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains("another clusterlab-local is running in")
             && stderr.contains(&dir.path().display().to_string())
@@ -670,9 +689,8 @@ fn a_second_clusterlab_local_refuses_to_start_and_leaves_the_first_alone() {
 
     // Another directory, the same ports.
     let elsewhere = tempfile::tempdir().unwrap();
-    let out = second(elsewhere.path(), port);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let (status, stderr) = second(elsewhere.path(), port);
+    assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains(&format!("127.0.0.1:{port} is in use")) && stderr.contains("--port"),
         "{stderr}"
@@ -699,13 +717,15 @@ fn a_file_given_for_its_directory_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("notes.txt");
     std::fs::write(&file, "").unwrap();
-    let out = Command::new(bin("clusterlab-local"))
+    let local = local_command()
         .args(["--port", &free_port_block().to_string(), "--dir"])
         .arg(file.join("cluster"))
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("running clusterlab-local");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let (status, stderr) = exit_by_itself(local, "with a file for its directory");
+    assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains(&format!(
             "{} is a file, so no directory can be made in it; give --dir a directory",

@@ -29,6 +29,7 @@ use tokio::{
     io::{AsyncBufReadExt, BufReader},
     process::{Child, Command},
     sync::Notify,
+    task::JoinHandle,
 };
 
 /// clusterlab-local: nodes (three unless --nodes says otherwise) and a balancer
@@ -302,11 +303,17 @@ async fn run(args: Args) -> Result<(), String> {
     // Each process is watched by its own task, which reports its exit.
     let (exits, mut exited) = tokio::sync::mpsc::channel(children.len());
     let mut running: Vec<(String, u32)> = Vec::new();
-    for (name, mut child) in children {
+    for (name, mut child, output) in children {
         running.push((name.clone(), child.id().unwrap_or(0)));
         let exits = exits.clone();
         tokio::spawn(async move {
             let status = child.wait().await;
+            // Its last lines (why it stopped, often) before the news that it
+            // did, and before we exit: our runtime ends the copying with us.
+            let deadline = tokio::time::Instant::now() + LAST_LINES_WITHIN;
+            for copying in output {
+                let _ = tokio::time::timeout_at(deadline, copying).await;
+            }
             let _ = exits.send((name, status)).await;
         });
     }
@@ -389,6 +396,11 @@ async fn run(args: Args) -> Result<(), String> {
         None => Ok(()),
     }
 }
+
+/// How long, once a process has exited, its last log lines may take to be
+/// copied to ours: its pipes end with it, unless something it started holds
+/// them open.
+const LAST_LINES_WITHIN: Duration = Duration::from_secs(2);
 
 /// How often, once one of our processes has exited, we look for those
 /// started again by hand: the cluster runs on while any of them does.
@@ -676,8 +688,9 @@ fn describe(status: &std::io::Result<std::process::ExitStatus>) -> String {
     }
 }
 
-/// Starts one process, copying its log lines (already prefixed with its name) to ours.
-fn start(mut command: Command, name: &str) -> Result<(String, Child), String> {
+/// Starts one process, copying its log lines (already prefixed with its name)
+/// to ours; returns it with the tasks that copy, which end with its output.
+fn start(mut command: Command, name: &str) -> Result<(String, Child, Vec<JoinHandle<()>>), String> {
     tests::without_clusterlab_env(command.as_std_mut());
     // So that the child stops when we do, even if we are killed with
     // SIGKILL and cannot stop it ourselves (node::lifecycle::stop_with_launcher).
@@ -696,16 +709,21 @@ fn start(mut command: Command, name: &str) -> Result<(String, Child), String> {
         .map_err(|e| format!("cannot start {name}: {e}"))?;
     let stdout = child.stdout.take().expect("piped");
     let stderr = child.stderr.take().expect("piped");
+    let mut copying = Vec::new();
     for pipe in [
         Box::new(stdout) as Box<dyn tokio::io::AsyncRead + Send + Unpin>,
         Box::new(stderr),
     ] {
         let prefix = format!("{name} ");
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(pipe).lines();
+        copying.push(tokio::spawn(async move {
+            let mut pipe = BufReader::new(pipe);
+            let mut bytes = Vec::new();
             // Read to the end even once stdout is closed: a process whose
-            // output nobody reads would block, or fail, writing it.
-            while let Ok(Some(line)) = lines.next_line().await {
+            // output nobody reads would block, or fail, writing it. Bytes,
+            // not text: a line that is not UTF-8 must not stop the reading.
+            while let Ok(1..) = pipe.read_until(b'\n', &mut bytes).await {
+                let text = String::from_utf8_lossy(&bytes);
+                let line = text.trim_end_matches(['\n', '\r']);
                 // Log lines begin with the process's name; the few that do not
                 // (a start-up error, which says `clusterlab-node: ...`) get it.
                 // (Children are not given CLUSTERLAB_LOG_FORMAT: no JSON here.)
@@ -713,8 +731,9 @@ fn start(mut command: Command, name: &str) -> Result<(String, Child), String> {
                     true => say(line),
                     false => say(format!("{prefix}{line}")),
                 }
+                bytes.clear();
             }
-        });
+        }));
     }
-    Ok((name.to_string(), child))
+    Ok((name.to_string(), child, copying))
 }
