@@ -115,7 +115,9 @@ pub fn build_image() {
     std::fs::create_dir_all(lock_path.parent().expect("target dir")).expect("creating target/");
     let lock = std::fs::File::create(&lock_path).expect("creating the build lock");
     lock.lock().expect("locking the image build");
+    // The tag compose runs (its default), whatever the caller exported.
     let status = crate::building_command(root().join("scripts").join("docker-build"))
+        .env_remove("CLUSTERLAB_IMAGE")
         .current_dir(root())
         .status()
         .expect("running scripts/docker-build");
@@ -487,6 +489,9 @@ pub struct Background {
     stderr: tempfile::NamedTempFile,
 }
 
+/// The longest a background command runs: a minute or less in every test.
+const FINISH_WITHIN: Duration = Duration::from_secs(300);
+
 impl Background {
     fn start(mut command: Command) -> Self {
         let stdout = tempfile::NamedTempFile::new().expect("a temporary file");
@@ -513,9 +518,17 @@ impl Background {
         std::fs::read_to_string(self.stdout.path()).unwrap_or_default()
     }
 
-    /// Waits for the exit and returns what it printed.
+    /// Waits for the exit and returns what it printed. One that has not
+    /// exited within [`FINISH_WITHIN`] is killed and the test fails, with its
+    /// cluster taken down, instead of hanging until CI's own limit.
     pub fn finish(mut self) -> Output {
-        let status = self.child.wait().expect("waiting for a child");
+        let status = crate::exit_within(&mut self.child, FINISH_WITHIN).unwrap_or_else(|| {
+            panic!(
+                "a command run in the background did not exit within {FINISH_WITHIN:?} \
+                 (killed it); it printed: {}",
+                self.stdout_so_far()
+            )
+        });
         let stdout_bytes = std::fs::read(self.stdout.path()).expect("reading stdout");
         let stderr = std::fs::read(self.stderr.path()).expect("reading stderr");
         Output {

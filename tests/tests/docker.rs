@@ -380,7 +380,12 @@ fn the_compose_cluster_fails_over_and_scales_out() {
         );
     }
     assert_eq!(followers.len(), 1, "{followers:?}");
-    docker::docker(&["stop", "--time", "60", &followers[0]]);
+    let stopped = docker::docker(&["stop", "--time", "60", &followers[0]]);
+    assert!(
+        !stopped.is_empty(),
+        "docker stop {} failed; the feed would be followed for good",
+        followers[0]
+    );
     let out = follow.finish();
     assert!(out.status.success(), "{:?}: {}", out.status, out.stderr);
     eprintln!(
