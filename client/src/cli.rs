@@ -167,8 +167,9 @@ pub enum Command {
     Fault(FaultArgs),
     /// Change a balancer's load-balancing policy while it runs.
     Policy(PolicyArgs),
-    /// Watch the wire: one annotated line per TLS record (hellos and alerts
-    /// readable, all else encrypted) or, in plaintext mode, per HTTP/2 frame
+    /// Watch the wire: one annotated line per TLS record (the hellos, and an
+    /// alert sent before the server's hello, readable; TLS 1.3 encrypts all
+    /// else, later alerts too) or, in plaintext mode, per HTTP/2 frame
     /// (method, text in the messages). Needs
     /// CAP_NET_RAW; in compose: docker compose run --rm --no-deps sniff.
     ///

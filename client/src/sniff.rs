@@ -642,6 +642,9 @@ struct Flow {
     /// Joined mid-record: the bytes skipped to the next record were seen,
     /// not missed.
     joined_mid_record: bool,
+    /// A record header that cannot be one was met: the bytes skipped to the
+    /// next record were seen, but not understood.
+    out_of_step: bool,
     /// The [`Sniffer`]'s clock when a segment last came for it.
     touched: u64,
 }
@@ -658,6 +661,7 @@ impl Flow {
             hpack_lost: false,
             closed: false,
             joined_mid_record: false,
+            out_of_step: false,
             touched: 0,
         }
     }
@@ -731,108 +735,143 @@ impl Flow {
                 }
             };
         }
-        if let Some(missed) = self.missed {
-            match self.carries {
-                // Ciphertext read as a record header would make up records:
-                // resume at the next thing that looks like one.
-                Carries::Tls | Carries::Unknown => match next_tls_record(&self.buffer) {
-                    Some(at) => {
-                        self.buffer.drain(..at);
-                        self.missed = None;
-                        let skipped = crate::render::counted(missed + at as u64, "byte", "bytes");
-                        lines.push(match std::mem::take(&mut self.joined_mid_record) {
-                            true => format!(
-                                "(the capture joined this connection mid-record: skipped {skipped} \
-                                 to the next TLS record)"
-                            ),
-                            false => format!(
-                                "(the capture missed {skipped} here, and resumes at the next TLS \
-                                 record)"
-                            ),
-                        });
-                    }
-                    // Not yet: keep the last few bytes, which may begin one.
-                    None => {
-                        let keep = self.buffer.len().min(4);
-                        *self.missed.get_or_insert(0) += (self.buffer.len() - keep) as u64;
-                        self.buffer.drain(..self.buffer.len() - keep);
-                        return lines;
-                    }
-                },
-                Carries::Http2(_) => {
-                    self.buffer.clear();
-                    self.missed = None;
-                    if !self.lost {
-                        self.lost = true;
-                        lines.push(format!(
-                            "(the capture missed {}; the rest of this plaintext connection \
-                             cannot be followed)",
-                            crate::render::counted(missed, "byte", "bytes")
-                        ));
-                    }
-                    return lines;
-                }
-            }
-        }
-        if self.lost {
+        // A direction taken for TLS met mid-record, whose other direction
+        // has since shown plaintext HTTP/2: one connection is not both.
+        if self.joined_late && matches!(self.carries, Carries::Tls) && reverse_is_http2 {
+            self.carries = Carries::Http2(Box::new(hpack_decoder()));
+            self.missed = None;
+            self.joined_mid_record = false;
+            self.lost = true;
             self.buffer.clear();
+            lines.push(
+                "(the capture joined this plaintext connection mid-frame: this direction \
+                 cannot be followed)"
+                    .to_string(),
+            );
             return lines;
         }
-        if matches!(self.carries, Carries::Unknown) {
-            let Some(&first) = self.buffer.first() else {
-                return Vec::new();
-            };
-            self.carries = if (20..=23).contains(&first) {
-                Carries::Tls
-            } else {
-                Carries::Http2(Box::new(hpack_decoder()))
-            };
-        }
-        loop {
-            let used = match &mut self.carries {
-                Carries::Tls => tls_record(&self.buffer).map(|(used, line)| {
-                    lines.push(line);
-                    used
-                }),
-                Carries::Http2(decoder) => {
-                    let prefix = &self.buffer[..self.buffer.len().min(H2_PREFACE.len())];
-                    if self.buffer.starts_with(H2_PREFACE) {
-                        lines.push("HTTP/2 connection preface (plaintext)".to_string());
-                        Some(H2_PREFACE.len())
-                    } else if H2_PREFACE.starts_with(prefix) {
-                        // Perhaps the preface, in part so far.
-                        None
-                    } else if self.buffer.len() >= 9 && !is_h2_frame_header(&self.buffer) {
-                        // Not a frame HTTP/2 allows: nothing after it can be
-                        // told apart, and waiting for its length (up to
-                        // 16 MiB) would only hold that much.
-                        self.lost = true;
+        // Once more from here after a record header that cannot be one:
+        // the stream is out of step, and resumes at the next record.
+        'resync: loop {
+            if let Some(missed) = self.missed {
+                match self.carries {
+                    // Ciphertext read as a record header would make up records:
+                    // resume at the next thing that looks like one.
+                    Carries::Tls | Carries::Unknown => match next_tls_record(&self.buffer) {
+                        Some(at) => {
+                            self.buffer.drain(..at);
+                            self.missed = None;
+                            let skipped =
+                                crate::render::counted(missed + at as u64, "byte", "bytes");
+                            let joined = std::mem::take(&mut self.joined_mid_record);
+                            let out_of_step = std::mem::take(&mut self.out_of_step);
+                            lines.push(match (joined, out_of_step) {
+                                (true, _) => format!(
+                                    "(the capture joined this connection mid-record: skipped \
+                                     {skipped} to the next TLS record)"
+                                ),
+                                (false, true) => format!(
+                                    "(out of step with this connection's TLS records, which an \
+                                     earlier gap can leave: skipped {skipped} to the next one)"
+                                ),
+                                (false, false) => format!(
+                                    "(the capture missed {skipped} here, and resumes at the next \
+                                     TLS record)"
+                                ),
+                            });
+                        }
+                        // Not yet: keep the last few bytes, which may begin one.
+                        None => {
+                            let keep = self.buffer.len().min(4);
+                            *self.missed.get_or_insert(0) += (self.buffer.len() - keep) as u64;
+                            self.buffer.drain(..self.buffer.len() - keep);
+                            return lines;
+                        }
+                    },
+                    Carries::Http2(_) => {
                         self.buffer.clear();
-                        lines.push(
-                            "(not a frame HTTP/2 allows: the rest of this connection cannot be \
-                             followed)"
-                                .to_string(),
-                        );
-                        None
-                    } else {
-                        let hpack = Hpack {
-                            decoder,
-                            joined_late: self.joined_late,
-                            lost: &mut self.hpack_lost,
-                        };
-                        h2_frame(&self.buffer, hpack).map(|(used, line)| {
-                            lines.push(line);
-                            used
-                        })
+                        self.missed = None;
+                        if !self.lost {
+                            self.lost = true;
+                            lines.push(format!(
+                                "(the capture missed {}; the rest of this plaintext connection \
+                                 cannot be followed)",
+                                crate::render::counted(missed, "byte", "bytes")
+                            ));
+                        }
+                        return lines;
                     }
                 }
-                Carries::Unknown => None,
-            };
-            match used {
-                Some(used) => {
-                    self.buffer.drain(..used);
+            }
+            if self.lost {
+                self.buffer.clear();
+                return lines;
+            }
+            if matches!(self.carries, Carries::Unknown) {
+                let Some(&first) = self.buffer.first() else {
+                    return Vec::new();
+                };
+                self.carries = if (20..=23).contains(&first) {
+                    Carries::Tls
+                } else {
+                    Carries::Http2(Box::new(hpack_decoder()))
+                };
+            }
+            loop {
+                let used = match &mut self.carries {
+                    Carries::Tls => match tls_record(&self.buffer) {
+                        TlsRecord::Whole(used, line) => {
+                            lines.push(line);
+                            Some(used)
+                        }
+                        TlsRecord::Partial => None,
+                        TlsRecord::NotOne => {
+                            // Counted with what the resync skips.
+                            self.missed = Some(0);
+                            self.out_of_step = true;
+                            continue 'resync;
+                        }
+                    },
+                    Carries::Http2(decoder) => {
+                        let prefix = &self.buffer[..self.buffer.len().min(H2_PREFACE.len())];
+                        if self.buffer.starts_with(H2_PREFACE) {
+                            lines.push("HTTP/2 connection preface (plaintext)".to_string());
+                            Some(H2_PREFACE.len())
+                        } else if H2_PREFACE.starts_with(prefix) {
+                            // Perhaps the preface, in part so far.
+                            None
+                        } else if self.buffer.len() >= 9 && !is_h2_frame_header(&self.buffer) {
+                            // Not a frame HTTP/2 allows: nothing after it can be
+                            // told apart, and waiting for its length (up to
+                            // 16 MiB) would only hold that much.
+                            self.lost = true;
+                            self.buffer.clear();
+                            lines.push(
+                                "(not a frame HTTP/2 allows: the rest of this connection cannot \
+                                 be followed)"
+                                    .to_string(),
+                            );
+                            None
+                        } else {
+                            let hpack = Hpack {
+                                decoder,
+                                joined_late: self.joined_late,
+                                lost: &mut self.hpack_lost,
+                            };
+                            h2_frame(&self.buffer, hpack).map(|(used, line)| {
+                                lines.push(line);
+                                used
+                            })
+                        }
+                    }
+                    Carries::Unknown => None,
+                };
+                match used {
+                    Some(used) => {
+                        self.buffer.drain(..used);
+                    }
+                    None => return lines,
                 }
-                None => return lines,
             }
         }
     }
@@ -864,29 +903,51 @@ fn is_h2_frame_header(buffer: &[u8]) -> bool {
     len <= MAX_H2_FRAME && header[3] <= 0x9 && header[5] & 0x80 == 0
 }
 
-/// Where the first complete TLS record header in `buffer` begins: a content
-/// type (20 to 23), version 3.1 to 3.4, and a length TLS allows. Random
-/// ciphertext looks like one at a given byte about once in ten million.
+/// Where the first complete TLS record header in `buffer` begins
+/// ([`is_tls_record_header`]).
 fn next_tls_record(buffer: &[u8]) -> Option<usize> {
-    buffer.windows(5).position(|header| {
-        let len = u16::from_be_bytes([header[3], header[4]]);
-        (20..=23).contains(&header[0])
-            && header[1] == 3
-            && (1..=4).contains(&header[2])
-            && len <= MAX_TLS_RECORD
-    })
+    buffer.windows(5).position(is_tls_record_header)
+}
+
+/// Whether `header` (five bytes) can be a TLS record's: a content type (20
+/// to 23), version 3.1 to 3.4, and a length TLS allows. Random ciphertext
+/// looks like one at a given byte about once in ten million.
+fn is_tls_record_header(header: &[u8]) -> bool {
+    let len = u16::from_be_bytes([header[3], header[4]]);
+    (20..=23).contains(&header[0])
+        && header[1] == 3
+        && (1..=4).contains(&header[2])
+        && len <= MAX_TLS_RECORD
 }
 
 /// The longest TLS record body: 2^14 bytes of plaintext, plus what
 /// encryption may add.
 const MAX_TLS_RECORD: u16 = (1 << 14) + 256;
 
-/// One TLS record: (bytes used, description), or `None` until it is complete.
-fn tls_record(buffer: &[u8]) -> Option<(usize, String)> {
-    let header = buffer.get(..5)?;
+/// What the start of a TLS stream holds.
+#[derive(Debug, PartialEq)]
+enum TlsRecord {
+    /// A whole record: the bytes it takes, and its description.
+    Whole(usize, String),
+    /// The start of one, so far.
+    Partial,
+    /// A header no record has: the stream is out of step (an earlier
+    /// resync took ciphertext for a header), and what it says of a length
+    /// must not be waited for.
+    NotOne,
+}
+
+/// The TLS record at the start of `buffer`.
+fn tls_record(buffer: &[u8]) -> TlsRecord {
+    let Some(header) = buffer.get(..5) else {
+        return TlsRecord::Partial;
+    };
+    if !is_tls_record_header(header) {
+        return TlsRecord::NotOne;
+    }
     let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
     if buffer.len() < 5 + len {
-        return None;
+        return TlsRecord::Partial;
     }
     let line = match header[0] {
         20 => format!("TLS change_cipher_spec  {len:>5} bytes"),
@@ -900,10 +961,9 @@ fn tls_record(buffer: &[u8]) -> Option<(usize, String)> {
         22 => format!(
             "TLS handshake           {len:>5} bytes  (hello: readable, certificates follow encrypted in TLS 1.3)"
         ),
-        23 => format!("TLS application_data    {len:>5} bytes  encrypted"),
-        other => format!("TLS record type {other}      {len:>5} bytes"),
+        _ => format!("TLS application_data    {len:>5} bytes  encrypted"),
     };
-    Some((5 + len, line))
+    TlsRecord::Whole(5 + len, line)
 }
 
 /// A plaintext alert's level and description, as RFC 8446 names them.
@@ -1424,7 +1484,9 @@ mod tests {
     /// is plaintext, and says why.
     #[test]
     fn a_tls_alert_record_is_plaintext_and_named() {
-        let (_, line) = tls_record(&[21, 3, 3, 0, 2, 2, 50]).unwrap();
+        let TlsRecord::Whole(_, line) = tls_record(&[21, 3, 3, 0, 2, 2, 50]) else {
+            panic!("a whole alert record");
+        };
         assert!(line.ends_with("plaintext: fatal decode_error"), "{line}");
         assert!(!line.contains("encrypted"), "{line}");
     }
@@ -1459,6 +1521,88 @@ mod tests {
         );
         assert!(
             lines[1].contains("TLS application_data        3 bytes"),
+            "{lines:?}"
+        );
+    }
+
+    /// A resync can land on ciphertext that looks like a record header. The
+    /// header after that fake record then cannot be one: the stream is out
+    /// of step, and resumes at the next record, instead of waiting for a
+    /// made-up length and showing "TLS record type 173" for good.
+    #[test]
+    fn tls_out_of_step_after_a_false_resync_resumes_at_the_next_record() {
+        let mut sniffer = Sniffer::new(vec![7000], Names::numeric());
+        let syn = frame(99, true, &[]);
+        assert!(sniffer.follow(&Segment::parse(&syn).unwrap()).is_empty());
+        let one = [23, 3, 3, 0, 3, b'o', b'n', b'e'];
+        assert_eq!(
+            sniffer
+                .follow(&Segment::parse(&frame(100, false, &one)).unwrap())
+                .len(),
+            1
+        );
+        // After a 25-byte gap: ciphertext, a fake header with 4 bytes of
+        // "body", more ciphertext, then a real record.
+        let mut after_gap = vec![0x9c; 10];
+        after_gap.extend([23, 3, 3, 0, 4, 1, 2, 3, 4]);
+        after_gap.extend([0xad; 20]);
+        after_gap.extend([23, 3, 3, 0, 3, b't', b'w', b'o']);
+        let seq = 100 + one.len() as u32 + 25;
+        let lines = sniffer.follow(&Segment::parse(&frame(seq, false, &after_gap)).unwrap());
+        assert_eq!(lines.len(), 4, "{lines:?}");
+        assert!(
+            lines[0].contains("the capture missed 35 bytes"),
+            "{lines:?}"
+        );
+        assert!(
+            lines[1].contains("application_data        4 bytes"),
+            "{lines:?}"
+        );
+        assert!(
+            lines[2].ends_with(
+                "(out of step with this connection's TLS records, which an earlier gap can \
+                 leave: skipped 20 bytes to the next one)"
+            ),
+            "{lines:?}"
+        );
+        assert!(
+            lines[3].contains("application_data        3 bytes"),
+            "{lines:?}"
+        );
+    }
+
+    /// A direction joined mid-frame before its other direction said a word
+    /// is taken for TLS met mid-record, for want of better. Once the other
+    /// direction shows plaintext HTTP/2, it is said to be plaintext that
+    /// cannot be followed, not searched for TLS records (and, were its bytes
+    /// to look like one, shown as "encrypted" on a plaintext cluster).
+    #[test]
+    fn a_plaintext_direction_taken_for_tls_is_corrected_by_the_other_direction() {
+        let mut sniffer = Sniffer::new(vec![7000], Names::numeric());
+        let lines = sniffer.follow(&Segment::parse(&frame(500, false, &[0x41; 30])).unwrap());
+        assert!(lines.is_empty(), "{lines:?}");
+        let ping = [0, 0, 8, 6, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8];
+        let reply = Segment {
+            src: (Ipv4Addr::new(10, 0, 0, 2), 7000),
+            dst: (Ipv4Addr::new(10, 0, 0, 1), 40000),
+            seq: 9,
+            syn: false,
+            fin: false,
+            rst: false,
+            payload: &ping,
+        };
+        assert!(
+            sniffer
+                .follow(&reply)
+                .last()
+                .is_some_and(|l| l.ends_with("H2 PING"))
+        );
+        let mut more = vec![0x41; 10];
+        more.extend([23, 3, 3, 0, 1, 0xaa]);
+        let lines = sniffer.follow(&Segment::parse(&frame(530, false, &more)).unwrap());
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0].contains("joined this plaintext connection mid-frame"),
             "{lines:?}"
         );
     }
