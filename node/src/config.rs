@@ -17,6 +17,9 @@ Example: a three-node cluster on one machine, with fresh certificates
   clusterlab --addr 127.0.0.1:7101 status
   clusterlab --addr 127.0.0.1:7102 -v put greeting hello";
 
+/// The most copies of a key (`--replicas`), and so the most a quorum can ask.
+pub const MAX_REPLICAS: u32 = 9;
+
 /// clusterlab-node: stores versioned keys durably and serves them over mutual TLS.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "clusterlab-node", version, after_help = EXAMPLE)]
@@ -64,20 +67,20 @@ pub struct Config {
     /// N: how many nodes keep a copy of each key, 1 to 9 (fewer while the
     /// cluster is smaller).
     #[arg(long, env = "CLUSTERLAB_REPLICAS", default_value_t = 3,
-          value_parser = certs::flags::number_in(1..=9u32))]
+          value_parser = certs::flags::number_in(1..=MAX_REPLICAS))]
     pub replicas: u32,
 
     /// W: copies that must be on disk before a write is acknowledged, 1 to N.
     /// Default: a majority of the key's replicas (N/2+1). Clients may ask for
     /// another W per request.
     #[arg(long, env = "CLUSTERLAB_WRITE_QUORUM", value_name = "W",
-          value_parser = certs::flags::whole_number::<u32>)]
+          value_parser = certs::flags::number_in(1..=MAX_REPLICAS))]
     pub write_quorum: Option<u32>,
 
     /// R: replicas that must answer a read, 1 to N. Default: a majority (N/2+1).
     /// With R + W > N a read always sees the latest acknowledged write.
     #[arg(long, env = "CLUSTERLAB_READ_QUORUM", value_name = "R",
-          value_parser = certs::flags::whole_number::<u32>)]
+          value_parser = certs::flags::number_in(1..=MAX_REPLICAS))]
     pub read_quorum: Option<u32>,
 
     /// How long a read waits for R answers before it asks the key's other
@@ -309,6 +312,17 @@ pub async fn auto_name() -> Result<String, String> {
     })
 }
 
+/// The node name `--name auto` makes of a container's or host's name
+/// (`found`): lower case, as DNS does not care and `--name` does (Docker
+/// allows `Node1`, a laptop may be `MyBox`). One that cannot be a name
+/// even so (too long, say) is an error that says what to give instead.
+pub fn as_node_name(found: &str) -> Result<String, String> {
+    let name = found.to_ascii_lowercase();
+    process_name(&name).map_err(|why| {
+        format!("{found:?} cannot be this node's name ({why}); give one with --name")
+    })
+}
+
 /// This machine's host name (in a container: its id).
 pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -373,6 +387,19 @@ mod tests {
             err.starts_with("--write-quorum 4 is out of range; choose 1 to 3"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_name_found_for_name_auto_is_made_one_a_node_may_have() {
+        assert_eq!(as_node_name("MyBox").unwrap(), "mybox");
+        assert_eq!(
+            as_node_name("clusterlab-node-2").unwrap(),
+            "clusterlab-node-2"
+        );
+        let long = "a".repeat(70);
+        let err = as_node_name(&long).unwrap_err();
+        assert!(err.ends_with("; give one with --name"), "{err}");
+        assert!(as_node_name("my box").is_err());
     }
 
     #[test]

@@ -78,6 +78,13 @@ impl Fault {
     }
 }
 
+/// `rate` (0.0 to 1.0) as a percentage, to as many places as it was given:
+/// 0.004 is 0.4, 0.00001 is 0.001 (rounded to two places, it was 0), and
+/// 0.3 is 30, not 30.000000000000004.
+fn percent(rate: f64) -> f64 {
+    (rate * 1e11).round() / 1e9
+}
+
 /// The node's current fault, shared by every service. A watch channel, so that
 /// paused requests wake up the moment the fault is cleared.
 #[derive(Debug)]
@@ -172,7 +179,7 @@ impl Faults {
             return Err(proto::not_applied(Status::unavailable(format!(
                 "injected fault: {} fails {}% of requests (`clusterlab fault {} --clear` ends it)",
                 self.node,
-                (fault.error_rate * 10_000.0).round() / 100.0,
+                percent(fault.error_rate),
                 certs::flags::shell_word(&self.node),
             ))));
         }
@@ -420,6 +427,14 @@ mod tests {
             }
         };
         assert!(err.message().contains("fails 0.4% of requests"), "{err:?}");
+        for (rate, shown) in [
+            (0.00001, "0.001"),
+            (0.3, "30"),
+            (1.0, "100"),
+            (0.125, "12.5"),
+        ] {
+            assert_eq!(percent(rate).to_string(), shown);
+        }
     }
 
     #[tokio::test]

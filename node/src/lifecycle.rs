@@ -46,12 +46,18 @@ pub const MAX_THREADS: usize = 256;
 
 /// Parses `--threads`: 0 (one per core) to [`MAX_THREADS`].
 pub fn parse_threads(text: &str) -> Result<usize, String> {
-    let threads: usize = certs::flags::whole_number(text)?;
-    match threads <= MAX_THREADS {
-        true => Ok(threads),
-        false => Err(format!(
-            "{threads} threads is too many; choose 1 to {MAX_THREADS}, or 0 for one per core"
-        )),
+    let too_many = || {
+        Err(format!(
+            "{text} threads is too many; choose 1 to {MAX_THREADS}, or 0 for one per core"
+        ))
+    };
+    match certs::flags::whole_number::<usize>(text) {
+        Ok(threads) if threads <= MAX_THREADS => Ok(threads),
+        Ok(_) => too_many(),
+        // More than a usize holds is too many all the same: the limit to
+        // name is ours, not the type's.
+        Err(_) if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) => too_many(),
+        Err(e) => Err(e),
     }
 }
 

@@ -218,7 +218,12 @@ impl Validate for WriteRequest {
         check_value(&record.value)?;
         check_request_id(&record.request_id)?;
         check_request_id(&self.request_id)?;
-        record.version.as_ref().map_or(Ok(()), check_version)
+        // Stored without one, it would sit at the zero version, older than
+        // every write, from a node named "".
+        let version = record.version.as_ref().ok_or_else(|| {
+            Error::InvalidArgument("the write's record carries no version".into())
+        })?;
+        check_version(version)
     }
 }
 
@@ -403,6 +408,33 @@ mod tests {
         let err = check_version(&version(u64::MAX, 0)).unwrap_err();
         assert!(err.to_string().contains("after the year 3000"), "{err}");
         assert!(check_version(&version(1, u32::MAX)).is_err());
+    }
+
+    /// A peer's write must say its version: stored without one, it would
+    /// sit at the zero version, from a node named "".
+    #[test]
+    fn a_replica_write_without_a_version_is_refused() {
+        let write = |version| WriteRequest {
+            record: Some(proto::Record {
+                key: "k".into(),
+                version,
+                value: b"v".to_vec(),
+                ..proto::Record::default()
+            }),
+            ..WriteRequest::default()
+        };
+        let err = write(None).validate().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the write's record carries no version",
+            "{err}"
+        );
+        let version = Version {
+            wall_ms: 1,
+            logical: 0,
+            node: "n1".into(),
+        };
+        assert!(write(Some(version)).validate().is_ok());
     }
 
     #[test]

@@ -844,6 +844,19 @@ fn flag_values_that_cannot_work_are_refused_at_start() {
             "257",
             "choose 1 to 256, or 0 for one per core",
         ),
+        // Past what the type holds: our limit, not the type's, is named.
+        (
+            "clusterlab-node",
+            "--threads",
+            "99999999999999999999",
+            "99999999999999999999 threads is too many; choose 1 to 256",
+        ),
+        (
+            "clusterlab-node",
+            "--write-quorum",
+            "5000000000",
+            "5000000000 is out of range; choose 1 to 9",
+        ),
         // Checked once every flag is read, and exit 2 all the same.
         ("clusterlab-node", "--peers", "foo", "is not HOST:PORT"),
         ("clusterlab-node", "--advertise", "foo", "is not HOST:PORT"),

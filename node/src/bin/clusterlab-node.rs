@@ -11,10 +11,10 @@ fn main() -> ExitCode {
     }
     let runtime = lifecycle::runtime(config.threads).expect("starting the tokio runtime");
     if config.name == "auto" {
-        match runtime.block_on(node::config::auto_name()) {
+        let found = match runtime.block_on(node::config::auto_name()) {
             Ok(name) => {
                 config.dns_name = Some(name.clone());
-                config.name = name;
+                name
             }
             Err(why) => {
                 let host = node::config::hostname();
@@ -23,8 +23,13 @@ fn main() -> ExitCode {
                     std::io::stderr(),
                     "clusterlab-node: --name auto: {why}; using the host name {host}"
                 );
-                config.name = host;
+                host
             }
+        };
+        // A container or host name may hold what a node's name may not.
+        match node::config::as_node_name(&found) {
+            Ok(name) => config.name = name,
+            Err(mistake) => certs::flags::usage_error::<Config>(format!("--name auto: {mistake}")),
         }
     }
     let log_format = config.serving.log_format;
