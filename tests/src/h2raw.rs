@@ -21,6 +21,9 @@ use tokio::{
 use tokio_rustls::{TlsConnector, client::TlsStream};
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// The longest [`RawH2::until_end_of`] waits, and [`tls_only`] connects.
+pub const ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The largest frame payload every HTTP/2 peer must accept.
 pub const MAX_FRAME: usize = 16_384;
 
@@ -232,7 +235,21 @@ impl RawH2 {
 
     /// Reads frames until `stream` ends (trailers, or RST_STREAM), the
     /// connection goes away, or it closes; returns the frame that ended it.
+    /// Fails with `TimedOut` after [`ANSWER_WITHIN`]: a server that never
+    /// ends the stream (the very bug a test looks for) keeps answering
+    /// pings, and the test would wait for good.
     pub async fn until_end_of(&mut self, stream: u32) -> io::Result<Option<Frame>> {
+        tokio::time::timeout(ANSWER_WITHIN, self.until_end_of_unbounded(stream))
+            .await
+            .map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("stream {stream} did not end within {ANSWER_WITHIN:?}"),
+                )
+            })?
+    }
+
+    async fn until_end_of_unbounded(&mut self, stream: u32) -> io::Result<Option<Frame>> {
         while let Some(frame) = self.next_frame().await? {
             match &frame {
                 Frame::Headers {
@@ -278,11 +295,21 @@ pub async fn tls_only(
     addr: SocketAddr,
 ) -> io::Result<TlsStream<TcpStream>> {
     let (config, _) = certs::tls::client_config(certs, identity).map_err(io::Error::other)?;
-    let tcp = TcpStream::connect(addr).await?;
-    let name = ServerName::try_from("clusterlab").expect("a valid name");
-    TlsConnector::from(Arc::clone(&config))
-        .connect(name, tcp)
+    let connect = async {
+        let tcp = TcpStream::connect(addr).await?;
+        let name = ServerName::try_from("clusterlab").expect("a valid name");
+        TlsConnector::from(Arc::clone(&config))
+            .connect(name, tcp)
+            .await
+    };
+    tokio::time::timeout(ANSWER_WITHIN, connect)
         .await
+        .map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no TLS connection to {addr} within {ANSWER_WITHIN:?}"),
+            )
+        })?
 }
 
 /// A gRPC message frame: the 5-byte prefix (not compressed, `claimed_len`)

@@ -13,8 +13,11 @@
 //! before the cluster is ready stops the others, and `clusterlab-local` fails.
 //!
 //! ```sh
-//! cargo run --release -p tests --bin clusterlab-local
+//! cargo build --release && target/release/clusterlab-local
 //! ```
+//!
+//! (`cargo run -p tests --bin clusterlab-local` builds this program alone,
+//! and would start the nodes and balancer of an earlier build.)
 
 use std::{
     io::Write as _,
@@ -107,10 +110,15 @@ fn main() -> ExitCode {
 fn sibling(name: &str) -> Result<PathBuf, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find myself: {e}"))?;
     let path = exe.with_file_name(name);
+    // The build that made this program, whose directory the others go in.
+    let build = match exe.parent().and_then(Path::file_name) {
+        Some(profile) if profile == "release" => "cargo build --release",
+        _ => "cargo build",
+    };
     match path.exists() {
         true => Ok(path),
         false => Err(format!(
-            "{} is missing; build everything first: cargo build --release",
+            "{} is missing; build everything first: {build}",
             path.display()
         )),
     }
@@ -192,7 +200,18 @@ async fn run(args: Args) -> Result<(), String> {
     let names: Vec<String> = (1..=args.nodes).map(|i| format!("n{i}")).collect();
     make_certificates(&certs, &names)?;
     if args.fresh {
-        let _ = std::fs::remove_dir_all(args.dir.join("data"));
+        let data = args.dir.join("data");
+        match std::fs::remove_dir_all(&data) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                // Asked for fresh data, a learner must not get the old.
+                return Err(format!(
+                    "--fresh: cannot delete {}: {e}; delete it by hand (it may hold \
+                     files made as root), or leave --fresh off to keep it",
+                    data.display()
+                ));
+            }
+            _ => {}
+        }
     }
 
     // The processes get absolute paths, so that the command printed to start
