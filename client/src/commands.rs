@@ -382,6 +382,8 @@ async fn scan(global: &Global, args: ScanArgs) -> Result<(), Failure> {
         print_json(&json!({
             "entries": entries,
             "more": response.more,
+            // Where the next page begins (`scan --start-after`), when `more`.
+            "next_start_after": response.more.then_some(&response.next_start_after),
             "trace": render::trace_json(response.trace.as_ref()),
         }));
     } else {
@@ -390,14 +392,11 @@ async fn scan(global: &Global, args: ScanArgs) -> Result<(), Failure> {
             println!("{key}\t{}", render::one_line(&entry.value));
         }
         if response.more {
-            let last = response
-                .entries
-                .last()
-                .map(|e| e.key.as_str())
-                .unwrap_or("");
+            // Not the last entry: a page may hold none, only deleted keys
+            // looked through, and the rest begins after those.
             eprintln!(
-                "(more keys follow: add --start-after {})",
-                certs::flags::shell_word(last)
+                "(more keys may follow: add --start-after {})",
+                certs::flags::shell_word(&response.next_start_after)
             );
         }
     }

@@ -1,5 +1,7 @@
 //! Connecting to a balancer or node as the chosen identity.
 
+use std::io::Write as _;
+
 use certs::{
     Identity, TlsMode,
     dial::{Dialer, SessionSlot},
@@ -34,6 +36,27 @@ fn bad_addr(message: String) -> Failure {
     match certs::flags::variable_tip_for::<crate::cli::Cli>("addr") {
         Some(tip) => Failure::usage(format!("{message}\n\n  tip: {tip}")),
         None => Failure::usage(message),
+    }
+}
+
+/// Without `crl.pem` beside our certificates, a server whose certificate was
+/// revoked is accepted like any other. Nodes and balancers log it; a person
+/// at the command line is told, once a run, on stderr (stdout stays the
+/// answer's).
+fn say_if_no_server_can_be_revoked(certs: &std::path::Path) {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    let list = certs.join(certs::revocation::CRL_FILE);
+    if !list.exists() {
+        SAID.call_once(|| {
+            // Not `eprintln!`, which panics if stderr is closed.
+            let _ = writeln!(
+                std::io::stderr(),
+                "warning: {} is missing, so a server whose certificate was revoked is not \
+                 refused; copy it from the CA's directory (clusterlab-certs init and revoke \
+                 write it)",
+                list.display()
+            );
+        });
     }
 }
 
@@ -73,6 +96,7 @@ impl Connection {
                             global.identity
                         ))
                     })?;
+                say_if_no_server_can_be_revoked(&global.certs);
                 (Some(config), Some(identity))
             }
             TlsMode::Plaintext => (None, None),

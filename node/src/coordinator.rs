@@ -841,7 +841,7 @@ impl Coordinator {
         prefix: String,
         start_after: String,
         limit: usize,
-    ) -> Result<(Vec<Record>, bool, proto::Trace)> {
+    ) -> Result<(Vec<Record>, Option<String>, proto::Trace)> {
         self.ensure_ready()?;
         let ring = self.state.membership.ring();
         let members = ring.members().to_vec();
@@ -868,7 +868,8 @@ impl Coordinator {
         let mut budget = limits::ScanBudget::new(limit);
         let mut cursor = start_after;
         let mut rounds = 0;
-        let more = loop {
+        // Where the rest begins, if there is more.
+        let next = loop {
             rounds += 1;
             let page = self.scan_page(&members, &prefix, &cursor, limit).await;
             let failed: Vec<&(String, ReplicaError)> = page.failures.iter().collect();
@@ -903,15 +904,18 @@ impl Coordinator {
                 found.push(record);
             }
             match page.cutoff {
-                // Every member has reported everything up to `cutoff`: go on from there.
-                Some(cutoff) if !left_over && !budget.is_full() && rounds < MAX_SCAN_ROUNDS => {
-                    cursor = cutoff
+                // A record that did not fit: the rest begins after the last one that did.
+                _ if left_over => {
+                    break Some(found.last().map_or(cursor, |record| record.key.clone()));
                 }
-                Some(_) => break true,
-                None => break left_over,
+                // Every member has reported everything up to `cutoff`: go on from there.
+                Some(cutoff) if !budget.is_full() && rounds < MAX_SCAN_ROUNDS => cursor = cutoff,
+                // Enough for one answer; the rest, deleted keys too, after `cutoff`.
+                Some(cutoff) => break Some(cutoff),
+                None => break None,
             }
         };
-        Ok((found, more, trace.finish()))
+        Ok((found, next, trace.finish()))
     }
 
     /// One round of a scan: a page from every member, merged.

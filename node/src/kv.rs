@@ -185,7 +185,7 @@ impl KeyValue for KeyValueService {
         let request = request.into_inner();
         request.validate()?;
         let limit = limits::scan_limit(request.limit)?;
-        let (records, more, trace) = self
+        let (records, next, trace) = self
             .coordinator
             .scan(request.prefix, request.start_after, limit)
             .await?;
@@ -199,8 +199,9 @@ impl KeyValue for KeyValueService {
             .collect();
         Ok(Response::new(ScanResponse {
             entries,
-            more,
+            more: next.is_some(),
             trace: Some(trace),
+            next_start_after: next.unwrap_or_default(),
         }))
     }
 }
@@ -324,7 +325,7 @@ where
 mod tests {
     use std::{sync::Arc, time::Duration};
 
-    use proto::{DeleteRequest, GetRequest, PutRequest, limits::MAX_VALUE_BYTES};
+    use proto::{DeleteRequest, GetRequest, PutRequest, ScanRequest, limits::MAX_VALUE_BYTES};
     use tonic::{Code, Request};
 
     use super::KeyValueService;
@@ -459,6 +460,60 @@ mod tests {
         assert_ne!(deleted.version, put.version);
         let got = kv.get(get("k")).await.unwrap().into_inner();
         assert!(!got.found, "{got:?}");
+    }
+
+    /// A scan looks through deleted keys, and stops after a number of pages
+    /// with what it has: maybe nothing. It says where the rest begins, past
+    /// the deleted keys it looked at, so that a page of none still leads on
+    /// (its last entry, the old hint, was nothing: "start after ''", the
+    /// beginning again, for good).
+    #[tokio::test]
+    async fn a_scan_of_only_deleted_keys_says_where_the_rest_begins() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut kv = in_process::key_value(in_process::node_state(dir.path()), TEN_SECONDS).await;
+        for i in 0..40 {
+            let key = format!("t/{i:02}");
+            let put = PutRequest {
+                key: key.clone(),
+                value: b"v".to_vec(),
+                ..PutRequest::default()
+            };
+            kv.put(put).await.unwrap();
+            let delete = DeleteRequest {
+                key,
+                ..DeleteRequest::default()
+            };
+            kv.delete(delete).await.unwrap();
+        }
+        let live = PutRequest {
+            key: "t/zz".into(),
+            value: b"live".to_vec(),
+            ..PutRequest::default()
+        };
+        kv.put(live).await.unwrap();
+        let mut start_after = String::new();
+        let mut pages = 0;
+        let found = loop {
+            pages += 1;
+            assert!(pages <= 40, "the scan never reached t/zz");
+            let scan = ScanRequest {
+                prefix: "t/".into(),
+                start_after: start_after.clone(),
+                limit: 1,
+            };
+            let page = kv.scan(scan).await.unwrap().into_inner();
+            if let Some(entry) = page.entries.first() {
+                break entry.key.clone();
+            }
+            assert!(page.more, "a page of none, and no more: {page:?}");
+            assert!(
+                page.next_start_after > start_after,
+                "no step forward from {start_after:?}: {page:?}"
+            );
+            start_after = page.next_start_after;
+        };
+        assert_eq!(found, "t/zz");
+        assert!(pages > 1, "one page looked through all 40 deleted keys");
     }
 
     #[tokio::test]

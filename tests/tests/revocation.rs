@@ -138,6 +138,33 @@ fn a_revocation_reaches_running_processes_on_new_and_open_connections() {
     );
 }
 
+/// A client whose certificates came without `crl.pem` (copied by hand)
+/// cannot refuse a revoked server: it says so, on stderr, and goes on.
+#[test]
+fn a_client_without_the_revocation_list_says_it_cannot_refuse_revoked_servers() {
+    let cluster = TestCluster::start(1);
+    let copied = tempfile::tempdir().unwrap();
+    for file in ["ca.pem", "admin.pem", "admin.key"] {
+        std::fs::copy(cluster.certs.join(file), copied.path().join(file)).unwrap();
+    }
+    let addr = cluster.nodes[0].addr.to_string();
+    let out = tests::Client::bare()
+        .args(["--addr", &addr, "--identity", "admin"])
+        .args(["--certs".as_ref(), copied.path().as_os_str()])
+        .args(["put", "k", "v"])
+        .ok();
+    let warning = format!(
+        "warning: {} is missing, so a server whose certificate was revoked is not refused",
+        copied.path().join("crl.pem").display()
+    );
+    assert!(out.stderr.starts_with(&warning), "{}", out.stderr);
+    assert_eq!(out.stderr.matches("warning:").count(), 1, "{}", out.stderr);
+    // With the list, nothing to say.
+    let out = cluster.client().args(["get", "k"]).ok();
+    assert_eq!(out.stdout, "v");
+    assert!(!out.stderr.contains("crl.pem"), "{}", out.stderr);
+}
+
 /// A node revoked while its connections are open is cut off from the side that
 /// dials it too: the balancer's health checks and the other nodes' probes run
 /// on connections that were checked at their handshake, long before.
