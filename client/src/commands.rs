@@ -707,12 +707,13 @@ async fn events(global: &Global, args: EventsArgs) -> Result<(), Failure> {
         if global.json {
             print_json(&proto::json::event(&event));
         } else {
+            // A server's words: one line, no escape sequences.
             println!(
                 "{} {:<8} {:<16} {}",
                 render::time_of_day(event.at_unix_ms),
-                event.source,
-                event.kind,
-                event.message
+                render::one_line(event.source.as_bytes()),
+                render::one_line(event.kind.as_bytes()),
+                render::one_line(event.message.as_bytes())
             );
         }
     }

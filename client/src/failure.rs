@@ -116,7 +116,12 @@ impl Failure {
                 ),
             );
         }
-        Failure::new(code_name(status.code()), status.message())
+        // The server's words, which a key it names may fill with escape
+        // sequences for the terminal.
+        Failure::new(
+            code_name(status.code()),
+            crate::render::printable(status.message()),
+        )
     }
 
     /// The same failure to connect, for an address the cluster gave us rather
@@ -328,7 +333,10 @@ use proto::code_name;
 pub fn status_code(status: &tonic::Status) -> &'static str {
     if timed_out(status) {
         "DEADLINE_EXCEEDED"
-    } else if io_error(status).is_some() || explain::find_rustls_error(status).is_some() {
+    } else if io_error(status).is_some()
+        || explain::find_rustls_error(status).is_some()
+        || not_grpc(status).is_some()
+    {
         "UNAVAILABLE"
     } else {
         code_name(status.code())
@@ -365,6 +373,8 @@ mod tests {
             std::time::Duration::from_secs(10),
         );
         assert_eq!(failure.code, "UNAVAILABLE");
+        // `load` and `check` count it by the same name.
+        assert_eq!(status_code(&status), "UNAVAILABLE");
         assert_eq!(
             failure.message,
             format!(

@@ -72,6 +72,13 @@ fn micros(us: u64) -> String {
 /// The trace as one line, e.g.
 /// `trace: coordinator=n1 quorum=1 replicas: n1 ACKED v=1732200000000.0@n1 (0.4ms)`.
 pub fn trace_line(trace: &Trace) -> String {
+    let line = trace_line_as_sent(trace);
+    // Names and details come from servers (a detail may quote a key): one
+    // line, and nothing the terminal would take as a command.
+    one_line(line.as_bytes())
+}
+
+fn trace_line_as_sent(trace: &Trace) -> String {
     let mut line = String::from("trace:");
     if !trace.balancer.is_empty() {
         line += &format!(" balancer={} policy={}", trace.balancer, trace.policy);
@@ -130,6 +137,35 @@ pub fn trace_json(trace: Option<&Trace>) -> Value {
     })
 }
 
+/// Text a server sent, for the terminal: its line breaks kept, every other
+/// control character escaped (`\u{1b}`), so that a key it quotes cannot
+/// send the terminal escape sequences (clear the screen, retitle the window).
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| match c != '\n' && must_be_escaped(c) {
+            true => c.escape_default().to_string(),
+            false => c.to_string(),
+        })
+        .collect()
+}
+
+/// Whether `c` would not show as itself: a control character (a line break,
+/// an escape sequence's start), or one that reorders or hides the text
+/// around it (right-to-left overrides, zero-width spaces, Unicode's own line
+/// and paragraph separators), so that one key could pass for another.
+fn must_be_escaped(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061c}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{2028}'..='\u{202e}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{feff}'
+        )
+}
+
 /// A key or value on one line of a listing (`scan`): text as it is, with line breaks,
 /// tabs and other control characters escaped (`\n`, `\t`, `\u{1b}`), so that
 /// each entry stays one line and no value can send the terminal escape
@@ -138,7 +174,7 @@ pub fn one_line(value: &[u8]) -> String {
     match std::str::from_utf8(value) {
         Ok(text) => text
             .chars()
-            .map(|c| match c.is_control() {
+            .map(|c| match must_be_escaped(c) {
                 true => c.escape_default().to_string(),
                 false => c.to_string(),
             })
@@ -192,6 +228,10 @@ mod tests {
             "two\\nlines\\tand a tab"
         );
         assert_eq!(one_line(b"\x1b[2Jcleared"), "\\u{1b}[2Jcleared");
+        // Nor can it pass for another key: "admin" written backwards, shown
+        // forwards by a right-to-left override, or hidden by a zero width.
+        assert_eq!(one_line("\u{202e}nimda".as_bytes()), "\\u{202e}nimda");
+        assert_eq!(one_line("ad\u{200b}min".as_bytes()), "ad\\u{200b}min");
         assert_eq!(
             one_line(&[0xff, 0xfe, 0x00]),
             "<3 bytes, not UTF-8 text: `clusterlab get KEY > FILE` saves them>"
@@ -230,6 +270,29 @@ mod tests {
             "trace: coordinator=n1 quorum=2 replicas: n1 ACKED v=5.1@n1 (400us), \
              n3 FAILED [unreachable] (2.5ms)"
         );
+    }
+
+    /// What servers say (an error, a trace, an event) reaches the terminal
+    /// without its escape sequences: a key they quote is anyone's to choose.
+    #[test]
+    fn a_servers_words_cannot_drive_the_terminal() {
+        assert_eq!(
+            printable("key \"\x1b]0;owned\x07\" exists\nnext line"),
+            "key \"\\u{1b}]0;owned\\u{7}\" exists\nnext line"
+        );
+        let trace = Trace {
+            coordinator: "n1".into(),
+            replicas: vec![ReplicaReport {
+                node: "n1".into(),
+                outcome: Outcome::Superseded as i32,
+                detail: "version 1.0@n1 of \"\x1b[2J\" already stands".into(),
+                ..ReplicaReport::default()
+            }],
+            ..Trace::default()
+        };
+        let line = trace_line(&trace);
+        assert!(!line.contains('\x1b'), "{line}");
+        assert!(line.contains("of \"\\u{1b}[2J\""), "{line}");
     }
 
     #[test]

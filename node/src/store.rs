@@ -449,7 +449,7 @@ impl Store {
             match current {
                 Some(current) if current.version == record.version && current != *record => {
                     Err(Error::Aborted(format!(
-                        "version {} of {} already stands for another write (stamped by a \
+                        "version {} of {:?} already stands for another write (stamped by a \
                          clock set back since, or by another node named {}); this write was \
                          not stored, so send it again",
                         record.version, record.key, record.version.node
@@ -1249,7 +1249,7 @@ mod tests {
             let refused = store.apply(&other).unwrap_err();
             assert!(
                 matches!(&refused, Error::Aborted(m) if m.starts_with(
-                    "version 2.0@n1 of k already stands for another write"
+                    "version 2.0@n1 of \"k\" already stands for another write"
                 )),
                 "{refused}"
             );
