@@ -103,7 +103,7 @@ pub async fn run(
     // Not serving until a node is in rotation, from the first request on.
     set_health(&health, ServingStatus::NotServing).await;
     let readiness = tokio::spawn(follow_readiness(backends.clone(), health.clone()));
-    let reflection = node::server::reflection(&[
+    let (reflection, reflection_v1alpha) = node::server::reflection(&[
         proto::key_value_server::SERVICE_NAME,
         proto::admin_server::SERVICE_NAME,
         tonic_health::pb::health_server::SERVICE_NAME,
@@ -165,6 +165,7 @@ pub async fn run(
     // KeyValue goes straight to the forwarder; the rest to tonic's router.
     let others = Routes::new(health_service)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(admin);
     let front_door = AuthzLayer::new(authz::Server::Balancer, denials, revocations)
         .layer(FrontDoor { kv, others });

@@ -141,6 +141,8 @@ const STATUS: &str = "/clusterlab.v1.Admin/Status";
 const EVENTS: &str = "/clusterlab.v1.Admin/Events";
 const HEALTH: &str = "/grpc.health.v1.Health/";
 const REFLECTION: &str = "/grpc.reflection.v1.ServerReflection/";
+/// The same, as tools older than 2022's ask it.
+const REFLECTION_V1ALPHA: &str = "/grpc.reflection.v1alpha.ServerReflection/";
 
 /// The whole authorization policy. A call is allowed when any rule that applies
 /// to the caller on this server covers it; otherwise it is denied.
@@ -183,7 +185,7 @@ pub const RULES: &[Rule] = &[
         name: "introspection",
         who: Who::Anyone,
         on: EVERYWHERE,
-        may: Grant::Calls(&[HEALTH, REFLECTION, WHO_AM_I]),
+        may: Grant::Calls(&[HEALTH, REFLECTION, REFLECTION_V1ALPHA, WHO_AM_I]),
     },
 ];
 

@@ -136,7 +136,7 @@ pub async fn run(
     // before that, this node would place every key on itself alone.
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let health = Health::new(reporter).await;
-    let reflection = reflection(&SERVICES)?;
+    let (reflection, reflection_v1alpha) = reflection(&SERVICES)?;
 
     let kv = kv::server(
         state.clone(),
@@ -207,6 +207,7 @@ pub async fn run(
     let router = server
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(kv)
         .add_service(replica)
         .add_service(admin);
@@ -305,24 +306,33 @@ const SERVICES: [&str; 4] = [
     tonic_health::pb::health_server::SERVICE_NAME,
 ];
 
-/// Server reflection that lists `services` (the ones this process serves:
-/// a balancer has no `Replica`), so that grpcurl and friends can list and
-/// call them. Shared with the balancer.
+/// Server reflection for `services`, so that grpcurl and friends can list
+/// and call them, in both versions tools speak: v1, and v1alpha, the only one
+/// tools older than 2022's ask (Debian bookworm's grpcurl 1.8.7). Each lists
+/// the services named and both of its own. Shared with the balancer.
 pub fn reflection(
     services: &[&str],
-) -> anyhow::Result<
+) -> anyhow::Result<(
     tonic_reflection::server::v1::ServerReflectionServer<
         impl tonic_reflection::server::v1::ServerReflection,
     >,
-> {
-    let builder = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
-    // Naming any service lists only those named: reflection itself included.
-    let reflection = tonic_reflection::pb::v1::server_reflection_server::SERVICE_NAME;
-    let builder = services
-        .iter()
-        .chain([&reflection])
-        .fold(builder, |builder, name| builder.with_service_name(*name));
-    Ok(builder.build_v1()?)
+    tonic_reflection::server::v1alpha::ServerReflectionServer<
+        impl tonic_reflection::server::v1alpha::ServerReflection,
+    >,
+)> {
+    let reflection = [
+        tonic_reflection::pb::v1::server_reflection_server::SERVICE_NAME,
+        tonic_reflection::pb::v1alpha::server_reflection_server::SERVICE_NAME,
+    ];
+    let builder = || {
+        let builder = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+        // Naming any service lists only those named: reflection itself included.
+        services
+            .iter()
+            .chain(&reflection)
+            .fold(builder, |builder, name| builder.with_service_name(*name))
+    };
+    Ok((builder().build_v1()?, builder().build_v1alpha()?))
 }

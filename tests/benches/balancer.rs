@@ -241,19 +241,7 @@ fn main() {
     cluster.start_balancer(&["--threads", "0"]);
     let balancer = cluster.balancers[0].addr.to_string();
     let one_thread = cluster.balancers[1].addr.to_string();
-    // Keys to read: written once through the balancer.
-    cluster
-        .client_at(&balancer)
-        .args([
-            "load",
-            "--read-ratio",
-            "0",
-            "--keys",
-            "1000",
-            "--duration",
-            "2s",
-        ])
-        .ok();
+    write_every_key(&cluster, &balancer);
 
     // Two reference paths, both to n1 alone, like the direct path: they split
     // what the balancer adds into the TLS hop itself and the rest.
@@ -554,12 +542,51 @@ impl Drop for Proxy {
     }
 }
 
+/// How many keys the reads spread over: `load`'s `--keys` default.
+const KEYS: u64 = 1000;
+
+/// Writes every key the reads ask for (`load/0` to `load/999`), once,
+/// through the balancer at `addr`. A read of a key never written asks all N
+/// replicas instead of R, so a random 2 s of writes, which leaves a share of
+/// the keys unwritten that depends on the disk, made the read mix, and the
+/// numbers, depend on it too.
+fn write_every_key(cluster: &TestCluster, addr: &str) {
+    tests::block_on(async {
+        let client = cluster
+            .key_value_at(addr)
+            .await
+            .expect("connecting to the balancer");
+        let mut writers = tokio::task::JoinSet::new();
+        for first in 0..16 {
+            let mut client = client.clone();
+            writers.spawn(async move {
+                for key in (first..KEYS).step_by(16) {
+                    let put = proto::PutRequest {
+                        key: format!("load/{key}"),
+                        value: b"bench".to_vec(),
+                        write_quorum: 0,
+                        request_id: proto::new_request_id(),
+                    };
+                    if let Err(status) = client.put(put).await {
+                        panic!("writing load/{key}: {status}");
+                    }
+                }
+            });
+        }
+        while let Some(written) = writers.join_next().await {
+            written.expect("a writer panicked");
+        }
+    });
+}
+
 /// The command that starts a `clusterlab-balancer` in front of `nodes` on a
 /// free port, and that port's address.
 fn balancer_command(cluster: &TestCluster, nodes: &str, extra: &[&str]) -> (Command, String) {
     let addr = format!("127.0.0.1:{}", free_port());
     let mut command = Command::new(tests::bin("clusterlab-balancer"));
-    command
+    // Not the caller's CLUSTERLAB_* (a CLUSTERLAB_TLS=plaintext left from a
+    // lab would start it in plaintext, and it would never answer).
+    tests::without_clusterlab_env(&mut command)
         .args(["--listen", &addr, "--nodes", nodes, "--name", "bench"])
         .args(["--dashboard", "off"])
         .arg("--certs")
@@ -667,16 +694,24 @@ fn count_instructions(
         return None;
     }
     let out = cluster.dir().join(format!("callgrind-{}", free_port()));
-    let mut child = Command::new("valgrind")
+    let mut valgrind = Command::new("valgrind");
+    valgrind
         .arg("--tool=callgrind")
         .arg(format!("--callgrind-out-file={}.%p", out.display()))
         .arg(command.get_program())
         .args(command.get_args())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting valgrind");
-    let pid = child.id();
+        .stderr(Stdio::null());
+    // The command's environment too (its log filter, the variables it drops).
+    for (name, value) in command.get_envs() {
+        match value {
+            Some(value) => valgrind.env(name, value),
+            None => valgrind.env_remove(name),
+        };
+    }
+    // Killed however this ends: a failed load or a missing dump panics.
+    let child = tests::KilledOnDrop(valgrind.spawn().expect("starting valgrind"));
+    let pid = child.0.id();
     wait_until(
         &format!("{name} to answer under valgrind"),
         Duration::from_secs(120),
@@ -712,9 +747,9 @@ fn count_instructions(
         at_64: per_request(1, 64, THROUGHPUT_RUN),
         sequential: per_request(2, 1, LATENCY_RUN),
     };
-    // HAProxy under valgrind does not always stop on SIGTERM; nothing is lost.
-    let _ = child.kill();
-    let _ = child.wait();
+    // Killed: HAProxy under valgrind does not always stop on SIGTERM, and
+    // the dumps are read.
+    drop(child);
     eprintln!("counted {name}: {counted:?}");
     Some(counted)
 }

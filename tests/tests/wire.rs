@@ -5,10 +5,6 @@ use std::time::Duration;
 
 use tests::{TestCluster, admin_channel, block_on, health_check, wait_until};
 use tokio_stream::StreamExt;
-use tonic_reflection::pb::v1::{
-    ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-    server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
-};
 
 #[test]
 fn the_node_reports_serving_over_grpc_health() {
@@ -19,27 +15,38 @@ fn the_node_reports_serving_over_grpc_health() {
     );
 }
 
-/// The services a process at `addr` lists through reflection.
-fn reflected_services(certs: &std::path::Path, addr: &str) -> Vec<String> {
-    block_on(async {
-        let channel = admin_channel(certs, addr).await.unwrap();
-        let request = ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(MessageRequest::ListServices(String::new())),
+/// The services the process at `addr` lists through reflection, asked in
+/// `$version` of its protocol: `v1`, or `v1alpha`, the only one tools older
+/// than 2022's ask (Debian bookworm's grpcurl 1.8.7). A macro, as each
+/// version's messages are types of their own.
+macro_rules! reflected_services {
+    ($version:ident, $certs:expr, $addr:expr) => {{
+        use tonic_reflection::pb::$version::{
+            ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+            server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
         };
-        let mut responses = ServerReflectionClient::new(channel)
-            .server_reflection_info(tokio_stream::iter([request]))
-            .await
-            .unwrap()
-            .into_inner();
-        let response = responses.next().await.unwrap().unwrap();
-        match response.message_response.unwrap() {
-            MessageResponse::ListServicesResponse(list) => {
-                list.service.into_iter().map(|s| s.name).collect()
+        block_on(async {
+            let channel = admin_channel($certs, $addr).await.unwrap();
+            let request = ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(MessageRequest::ListServices(String::new())),
+            };
+            let mut responses = ServerReflectionClient::new(channel)
+                .server_reflection_info(tokio_stream::iter([request]))
+                .await
+                .unwrap()
+                .into_inner();
+            let response = responses.next().await.unwrap().unwrap();
+            match response.message_response.unwrap() {
+                MessageResponse::ListServicesResponse(list) => list
+                    .service
+                    .into_iter()
+                    .map(|s| s.name)
+                    .collect::<Vec<String>>(),
+                other => panic!("unexpected reflection answer {other:?}"),
             }
-            other => panic!("unexpected reflection answer {other:?}"),
-        }
-    })
+        })
+    }};
 }
 
 /// Each process lists exactly what it serves: a balancer forwards KeyValue
@@ -53,6 +60,7 @@ fn reflection_lists_the_services_each_process_serves() {
         "clusterlab.v1.KeyValue",
         "grpc.health.v1.Health",
         "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
     ];
     let mut node = common.to_vec();
     node.push("clusterlab.v1.Replica");
@@ -60,11 +68,16 @@ fn reflection_lists_the_services_each_process_serves() {
         (cluster.nodes[0].addr.to_string(), node),
         (cluster.balancers[0].addr.to_string(), common.to_vec()),
     ] {
-        let mut services = reflected_services(&cluster.certs, &addr);
-        services.sort();
         let mut expected: Vec<String> = expected.into_iter().map(String::from).collect();
         expected.sort();
-        assert_eq!(services, expected, "{addr}");
+        // Asked either way, the same answer.
+        for mut services in [
+            reflected_services!(v1, &cluster.certs, &addr),
+            reflected_services!(v1alpha, &cluster.certs, &addr),
+        ] {
+            services.sort();
+            assert_eq!(services, expected, "{addr}");
+        }
     }
     // A balancer serves once a node is in rotation.
     let balancer = cluster.balancers[0].addr.to_string();
