@@ -450,8 +450,9 @@ mod tests {
         assert!(check_ranges(64, &[], "").is_err());
     }
 
-    /// Valid encodings of every request type the fuzz target decodes, as its
-    /// first inputs (and the seed corpus of `tests/fuzz`).
+    /// Valid encodings of every request type the fuzz target decodes: the
+    /// mangling test's first inputs. (`scripts/fuzz` starts libFuzzer from an
+    /// empty corpus; these are not given to it.)
     pub(crate) fn seeds() -> Vec<Vec<u8>> {
         let with = |which: u8, message: &dyn Fn() -> Vec<u8>| {
             let mut input = vec![which];

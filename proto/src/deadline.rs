@@ -39,16 +39,21 @@ pub fn overdue(write_by: u64) -> Option<Duration> {
 }
 
 /// Reads a `grpc-timeout` value: `"500m"` is half a second. `None` for
-/// anything that is not a number of 1 to 8 digits followed by one of the
-/// six units.
+/// anything that is not a number of up to 8 characters followed by one of
+/// the six units.
 ///
-/// Eight digits at most, as gRPC's protocol says and tonic reads it: tonic
-/// ignores a longer value, so a server that took it as the client's deadline
-/// (the sooner, it would leave the call to tonic's timer) would leave the
-/// call with none at all.
+/// Read exactly as tonic reads it, whose timer ends the call: at most eight
+/// characters, as gRPC's protocol says, parsed as Rust parses a `u64` (so
+/// `+5S` is 5 s, as to tonic). A value tonic ignores, or reads otherwise,
+/// taken as the client's deadline (the sooner, it would leave the call to
+/// tonic's timer), would leave the call with another, or none at all.
 pub fn parse(value: &str) -> Option<Duration> {
+    // Header text is ASCII; anything else would split inside a character.
+    if !value.is_ascii() {
+        return None;
+    }
     let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
-    if !(1..=8).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
+    if digits.len() > 8 {
         return None;
     }
     let amount: u64 = digits.parse().ok()?;
@@ -98,14 +103,17 @@ mod tests {
         assert_eq!(parse("250u"), Some(Duration::from_micros(250)));
         assert_eq!(parse("7n"), Some(Duration::from_nanos(7)));
         assert_eq!(parse("99999999m"), Some(Duration::from_millis(99_999_999)));
+        // As tonic reads it: a u64 may begin with a plus.
+        assert_eq!(parse("+5S"), Some(Duration::from_secs(5)));
         for bad in [
             "",
             "S",
             "x",
             "10",
             "10s",
-            "+5S",
+            "+S",
             "-5S",
+            "5é",
             "1.5S",
             "99999999999999999999S",
             // Nine digits: tonic would not read it either.
