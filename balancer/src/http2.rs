@@ -68,11 +68,6 @@ pub struct Server<S> {
     service: S,
     /// Counts each request until its answer is written, for the drain.
     in_flight: InFlight,
-    /// How long a client that finished TLS has to open HTTP/2 (send its
-    /// preface). Without it, a client with a good certificate could hold a
-    /// connection that never sends a request: pings start only once HTTP/2 is
-    /// open.
-    preface_timeout: Duration,
 }
 
 impl<S> Server<S>
@@ -83,14 +78,8 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
-    /// `preface_timeout` bounds the wait for a client's HTTP/2 preface, as
-    /// the listener bounds its TLS handshake (`--handshake-timeout`).
-    pub fn new(service: S, in_flight: InFlight, preface_timeout: Duration) -> Self {
-        Server {
-            service,
-            in_flight,
-            preface_timeout,
-        }
+    pub fn new(service: S, in_flight: InFlight) -> Self {
+        Server { service, in_flight }
     }
 
     /// Serves HTTP/2 on every connection `incoming` yields until `signal`
@@ -144,19 +133,10 @@ where
             .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
             .handshake::<_, Bytes>(conn);
         let mut connection = tokio::select! {
-            handshake = tokio::time::timeout(self.preface_timeout, handshake) => match handshake {
-                Ok(Ok(connection)) => connection,
-                Ok(Err(e)) => {
+            handshake = handshake => match handshake {
+                Ok(connection) => connection,
+                Err(e) => {
                     debug!(cause = %e, "client's HTTP/2 handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    debug!(
-                        peer = %peer.remote_addr,
-                        "closing a client connection: no HTTP/2 preface within {:?} of the \
-                         TLS handshake",
-                        self.preface_timeout
-                    );
                     return;
                 }
             },

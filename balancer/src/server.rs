@@ -183,8 +183,7 @@ pub async fn run(
     let in_flight = InFlight::default();
     let drain = config.serving.drain_timeout;
     lifecycle::serve_with_drain(shutdown, drain, Some(in_flight.clone()), |signal| {
-        let preface_timeout = config.serving.handshake_timeout;
-        http2::Server::new(front_door, in_flight, preface_timeout).serve(incoming, signal)
+        http2::Server::new(front_door, in_flight).serve(incoming, signal)
     })
     .await?;
     background.shutdown().await;

@@ -119,6 +119,39 @@ impl TlsSession {
 pub struct Conn {
     io: Io,
     info: Arc<PeerInfo>,
+    /// Until the client has sent HTTP/2's preface: when it must have.
+    opening: Option<Opening>,
+}
+
+/// The deadline for a client's first bytes. After its handshake, a client
+/// has the handshake's time again to begin HTTP/2, the 24 bytes of its
+/// connection preface: servers answer pings only once HTTP/2 is open, so a
+/// client with a good certificate that said nothing more held its connection
+/// for good. Bytes, not frames, are counted: the server's HTTP/2 code reads
+/// them as it always does.
+#[derive(Debug)]
+struct Opening {
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    within: Duration,
+    /// Preface bytes not yet read.
+    left: usize,
+}
+
+/// The length of HTTP/2's client connection preface (`PRI * HTTP/2.0...`).
+const PREFACE_LEN: usize = 24;
+
+impl Conn {
+    fn new(io: Io, info: PeerInfo, within: Duration) -> Self {
+        Conn {
+            io,
+            info: Arc::new(info),
+            opening: Some(Opening {
+                deadline: Box::pin(tokio::time::sleep(within)),
+                within,
+                left: PREFACE_LEN,
+            }),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -141,10 +174,33 @@ impl AsyncRead for Conn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().io {
+        let this = self.get_mut();
+        if let Some(opening) = &mut this.opening
+            && opening.deadline.as_mut().poll(cx).is_ready()
+        {
+            debug!(peer = %this.info.remote_addr, "closing a connection that did not begin HTTP/2 in time");
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "the client did not begin HTTP/2 (its preface) within {:?} of its handshake",
+                    opening.within
+                ),
+            )));
+        }
+        let before = buf.filled().len();
+        let read = match &mut this.io {
             Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        };
+        if let (Poll::Ready(Ok(())), Some(opening)) = (&read, &mut this.opening) {
+            let got = buf.filled().len() - before;
+            opening.left = opening.left.saturating_sub(got);
+            // Its preface is in (or the connection ended): no deadline now.
+            if opening.left == 0 || got == 0 {
+                this.opening = None;
+            }
         }
+        read
     }
 }
 
@@ -226,7 +282,7 @@ async fn accept_loop(
         let repeats = repeats.clone();
         tokio::spawn(async move {
             let result = tokio::select! {
-                result = tokio::time::timeout(timeout, handshake(tcp, remote_addr, acceptor)) => Some(result),
+                result = tokio::time::timeout(timeout, handshake(tcp, remote_addr, acceptor, timeout)) => Some(result),
                 _ = evicted => None,
             };
             in_progress
@@ -285,11 +341,13 @@ impl InProgress {
     }
 }
 
-/// Runs the TLS handshake (if any) and reads the peer's identity.
+/// Runs the TLS handshake (if any) and reads the peer's identity; the
+/// connection then has `within` to begin HTTP/2 ([`Opening`]).
 async fn handshake(
     tcp: TcpStream,
     remote_addr: SocketAddr,
     acceptor: Option<TlsAcceptor>,
+    within: Duration,
 ) -> Result<Conn, String> {
     // gRPC sends many small messages; don't let Nagle's algorithm delay them.
     let _ = tcp.set_nodelay(true);
@@ -300,10 +358,7 @@ async fn handshake(
             tls: None,
             certificate_serial: None,
         };
-        return Ok(Conn {
-            io: Io::Plain(tcp),
-            info: Arc::new(info),
-        });
+        return Ok(Conn::new(Io::Plain(tcp), info, within));
     };
 
     // Look at the first byte before handing the socket to rustls: a TLS handshake
@@ -343,10 +398,7 @@ async fn handshake(
         tls: Some(TlsSession::of(session)),
         certificate_serial: leaf.and_then(|cert| crate::revocation::serial_of(cert)),
     };
-    Ok(Conn {
-        io: Io::Tls(Box::new(tls)),
-        info: Arc::new(info),
-    })
+    Ok(Conn::new(Io::Tls(Box::new(tls)), info, within))
 }
 
 fn not_tls(first_byte: u8) -> String {

@@ -176,8 +176,8 @@ pub struct Serving {
     pub drain_timeout: Duration,
 
     /// A client that has not finished its TLS handshake by then is
-    /// disconnected (at a balancer, one that has not begun HTTP/2 by then
-    /// either); at least 100ms.
+    /// disconnected, and so is one that has not begun HTTP/2 (sent its
+    /// preface) that long after it; at least 100ms.
     #[arg(long, env = "CLUSTERLAB_HANDSHAKE_TIMEOUT", default_value = "5s",
           value_parser = certs::flags::duration_at_least(Duration::from_millis(100)))]
     pub handshake_timeout: Duration,

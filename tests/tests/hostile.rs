@@ -421,30 +421,43 @@ fn the_balancer_cuts_off_a_rapid_reset_flood_too() {
 }
 
 /// A client with a good certificate that finishes TLS and never begins
-/// HTTP/2 is disconnected after `--handshake-timeout`, as one that never
-/// finishes TLS is: the balancer's keepalive pings start only once HTTP/2 is
-/// open, so without a deadline such a connection stayed for good.
+/// HTTP/2 (or sends part of its preface, and stops) is disconnected after
+/// `--handshake-timeout`, as one that never finishes TLS is: keepalive pings
+/// start only once HTTP/2 is open, so such a connection stayed for good.
+fn a_connection_that_never_begins_http2_is_closed(target: Target) {
+    let cluster = target.cluster_with(&["--handshake-timeout", "300ms"]);
+    let addr = target.addr(&cluster);
+    for sent in [&b""[..], b"PRI * HTTP/2.0\r\n"] {
+        let closed = block_on(async {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut tls = h2raw::tls_only(&cluster.certs, "writer", addr)
+                .await
+                .unwrap();
+            tls.write_all(sent).await.unwrap();
+            // The server's SETTINGS may come first; then the end, or nothing.
+            let end = async {
+                let mut buf = [0u8; 1024];
+                while let Ok(1..) = tls.read(&mut buf).await {}
+            };
+            tokio::time::timeout(Duration::from_secs(30), end).await
+        });
+        assert!(
+            closed.is_ok(),
+            "the {target:?} kept a connection that sent {sent:?} of HTTP/2 open 30s past a \
+             300ms timeout"
+        );
+    }
+    target.still_serving(&cluster, "k");
+}
+
+#[test]
+fn a_node_closes_a_connection_that_never_begins_http2() {
+    a_connection_that_never_begins_http2_is_closed(Target::Node);
+}
+
 #[test]
 fn the_balancer_closes_a_connection_that_never_begins_http2() {
-    let cluster = Target::Balancer.cluster_with(&["--handshake-timeout", "300ms"]);
-    let addr = Target::Balancer.addr(&cluster);
-    let closed = block_on(async {
-        use tokio::io::AsyncReadExt;
-        let mut tls = h2raw::tls_only(&cluster.certs, "writer", addr)
-            .await
-            .unwrap();
-        // The server's SETTINGS may come first; then the end, or nothing.
-        let end = async {
-            let mut buf = [0u8; 1024];
-            while let Ok(1..) = tls.read(&mut buf).await {}
-        };
-        tokio::time::timeout(Duration::from_secs(30), end).await
-    });
-    assert!(
-        closed.is_ok(),
-        "a connection that sent no HTTP/2 preface was still open 30s after a 300ms timeout"
-    );
-    Target::Balancer.still_serving(&cluster, "k");
+    a_connection_that_never_begins_http2_is_closed(Target::Balancer);
 }
 
 /// A peer that holds a node certificate but answers as no node would: its
