@@ -42,8 +42,10 @@ use crate::{Identity, explain, repeats::Repeats};
 pub struct ListenerConfig {
     /// `None` serves plaintext (the sniffing lab only).
     pub tls: Option<Arc<rustls::ServerConfig>>,
-    /// A handshake that has not finished by then is abandoned and the socket closed.
-    /// Long enough for a slow network, short enough that idle sockets do not pile up.
+    /// A handshake that has not finished by then is abandoned and the socket
+    /// closed; so is a connection whose client has not begun HTTP/2 (sent
+    /// its preface) that long after. Long enough for a slow network, short
+    /// enough that idle sockets do not pile up.
     pub handshake_timeout: Duration,
     /// Handshakes allowed in progress at once; a new connection beyond it
     /// evicts the oldest (each costs a task and a few KiB of buffers until it
@@ -128,10 +130,13 @@ pub struct Conn {
 /// connection preface: servers answer pings only once HTTP/2 is open, so a
 /// client with a good certificate that said nothing more held its connection
 /// for good. Bytes, not frames, are counted: the server's HTTP/2 code reads
-/// them as it always does.
+/// them as it always does. The time runs from the server's first read that
+/// finds nothing, not from the handshake: how soon a busy server gets to a
+/// new connection is no fault of the client's.
 #[derive(Debug)]
 struct Opening {
-    deadline: Pin<Box<tokio::time::Sleep>>,
+    /// Set at the first read that has to wait.
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     within: Duration,
     /// Preface bytes not yet read.
     left: usize,
@@ -146,7 +151,7 @@ impl Conn {
             io,
             info: Arc::new(info),
             opening: Some(Opening {
-                deadline: Box::pin(tokio::time::sleep(within)),
+                deadline: None,
                 within,
                 left: PREFACE_LEN,
             }),
@@ -175,30 +180,39 @@ impl AsyncRead for Conn {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if let Some(opening) = &mut this.opening
-            && opening.deadline.as_mut().poll(cx).is_ready()
-        {
-            debug!(peer = %this.info.remote_addr, "closing a connection that did not begin HTTP/2 in time");
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!(
-                    "the client did not begin HTTP/2 (its preface) within {:?} of its handshake",
-                    opening.within
-                ),
-            )));
-        }
         let before = buf.filled().len();
+        // What the client sent is read first: only a read that has to wait
+        // can be too late.
         let read = match &mut this.io {
             Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         };
-        if let (Poll::Ready(Ok(())), Some(opening)) = (&read, &mut this.opening) {
-            let got = buf.filled().len() - before;
-            opening.left = opening.left.saturating_sub(got);
-            // Its preface is in (or the connection ended): no deadline now.
-            if opening.left == 0 || got == 0 {
-                this.opening = None;
+        let Some(opening) = &mut this.opening else {
+            return read;
+        };
+        match read {
+            Poll::Ready(Ok(())) => {
+                let got = buf.filled().len() - before;
+                opening.left = opening.left.saturating_sub(got);
+                // Its preface is in (or the connection ended): no deadline now.
+                if opening.left == 0 || got == 0 {
+                    this.opening = None;
+                }
             }
+            Poll::Pending => {
+                let within = opening.within;
+                let deadline = opening
+                    .deadline
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(within)));
+                if deadline.as_mut().poll(cx).is_ready() {
+                    debug!(peer = %this.info.remote_addr, "closing a connection that did not begin HTTP/2 in time");
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("the client did not begin HTTP/2 (its preface) within {within:?}"),
+                    )));
+                }
+            }
+            Poll::Ready(Err(_)) => {}
         }
         read
     }

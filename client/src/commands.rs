@@ -383,7 +383,7 @@ async fn scan(global: &Global, args: ScanArgs) -> Result<(), Failure> {
             "entries": entries,
             "more": response.more,
             // Where the next page begins (`scan --start-after`), when `more`.
-            "next_start_after": response.more.then_some(&response.next_start_after),
+            "next_start_after": response.more.then(|| next_start_after(&response)),
             "trace": render::trace_json(response.trace.as_ref()),
         }));
     } else {
@@ -392,15 +392,24 @@ async fn scan(global: &Global, args: ScanArgs) -> Result<(), Failure> {
             println!("{key}\t{}", render::one_line(&entry.value));
         }
         if response.more {
-            // Not the last entry: a page may hold none, only deleted keys
-            // looked through, and the rest begins after those.
             eprintln!(
                 "(more keys may follow: add --start-after {})",
-                certs::flags::shell_word(&response.next_start_after)
+                certs::flags::shell_word(next_start_after(&response))
             );
         }
     }
     Ok(())
+}
+
+/// Where a scan's next page begins: where the node says, not the last
+/// entry (a page may hold none, only deleted keys looked through, and the
+/// rest begins after those), unless it said nothing (a node of an older
+/// build), which would mean the beginning again.
+fn next_start_after(response: &proto::ScanResponse) -> &str {
+    match response.next_start_after.as_str() {
+        "" => response.entries.last().map_or("", |e| e.key.as_str()),
+        next => next,
+    }
 }
 
 async fn whoami(global: &Global) -> Result<(), Failure> {

@@ -735,9 +735,11 @@ impl Flow {
                 }
             };
         }
-        // A direction taken for TLS met mid-record, whose other direction
-        // has since shown plaintext HTTP/2: one connection is not both.
-        if self.joined_late && matches!(self.carries, Carries::Tls) && reverse_is_http2 {
+        // A direction taken for TLS met mid-record, for want of better, and
+        // no record found yet, whose other direction has since shown
+        // plaintext HTTP/2: one connection is not both. (Once a record is
+        // found, it is TLS: the other direction's guess is the weaker one.)
+        if self.joined_mid_record && matches!(self.carries, Carries::Tls) && reverse_is_http2 {
             self.carries = Carries::Http2(Box::new(hpack_decoder()));
             self.missed = None;
             self.joined_mid_record = false;

@@ -905,8 +905,11 @@ impl Coordinator {
             }
             match page.cutoff {
                 // A record that did not fit: the rest begins after the last one that did.
+                // Or after the last key looked at, if later: the entry may
+                // be from an earlier round, with deleted keys since.
                 _ if left_over => {
-                    break Some(found.last().map_or(cursor, |record| record.key.clone()));
+                    let last = found.last().map(|record| record.key.clone());
+                    break Some(last.map_or(cursor.clone(), |last| last.max(cursor)));
                 }
                 // Every member has reported everything up to `cutoff`: go on from there.
                 Some(cutoff) if !budget.is_full() && rounds < MAX_SCAN_ROUNDS => cursor = cutoff,

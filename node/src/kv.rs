@@ -80,7 +80,9 @@ impl KeyValueService {
     async fn admit<T>(&self, request: &Request<T>) -> Result<(), Status> {
         self.state.requests.fetch_add(1, Ordering::Relaxed);
         tokio::select! {
-            // A request with no wait goes on, shutting down or not.
+            // Without --capacity there is no wait: the request goes on,
+            // shutting down or not (a drain serves it). With it, even the
+            // next free start is a timer tick away, and is refused.
             biased;
             () = self.capacity.admit() => {}
             refused = self.state.faults.refused_at_shutdown("queued behind --capacity") => {
