@@ -519,7 +519,7 @@ impl Background {
     }
 
     /// Waits for the exit and returns what it printed. One that has not
-    /// exited within [`FINISH_WITHIN`] is killed and the test fails, with its
+    /// exited within five minutes is killed and the test fails, with its
     /// cluster taken down, instead of hanging until CI's own limit.
     pub fn finish(mut self) -> Output {
         let status = crate::exit_within(&mut self.child, FINISH_WITHIN).unwrap_or_else(|| {

@@ -168,12 +168,19 @@ pub fn free_port() -> u16 {
 /// Tests run side by side in separate processes, and a port that is free
 /// now may be one that another test's node has just let go of and is about
 /// to listen on again. The claim is an advisory lock (`flock`) on a file
-/// named after the port in a directory every test shares. The kernel drops
+/// named after the port in a directory every test of this user shares. The kernel drops
 /// it when the process exits, however it exits, so no claim outlives its
 /// test and nothing needs cleaning up but empty files.
 pub fn claim_port(port: u16) -> bool {
     static HELD: std::sync::Mutex<Vec<std::fs::File>> = std::sync::Mutex::new(Vec::new());
-    let dir = std::env::temp_dir().join("clusterlab-test-ports");
+    // One directory per user: another user's would not let us make files in
+    // it, and every port would look claimed. (`/proc/self` is owned by the
+    // process's user.)
+    let user = std::fs::metadata("/proc/self").map_or(0, |m| {
+        use std::os::unix::fs::MetadataExt;
+        m.uid()
+    });
+    let dir = std::env::temp_dir().join(format!("clusterlab-test-ports-{user}"));
     let _ = std::fs::create_dir_all(&dir);
     let Ok(file) = std::fs::File::create(dir.join(port.to_string())) else {
         return false;
