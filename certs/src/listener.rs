@@ -180,7 +180,7 @@ impl AsyncRead for Conn {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let before = buf.filled().len();
+        let (before, room) = (buf.filled().len(), buf.remaining());
         // What the client sent is read first: only a read that has to wait
         // can be too late.
         let read = match &mut this.io {
@@ -194,8 +194,9 @@ impl AsyncRead for Conn {
             Poll::Ready(Ok(())) => {
                 let got = buf.filled().len() - before;
                 opening.left = opening.left.saturating_sub(got);
-                // Its preface is in (or the connection ended): no deadline now.
-                if opening.left == 0 || got == 0 {
+                // Its preface is in (or the connection ended: nothing read
+                // into room for something): no deadline now.
+                if opening.left == 0 || (got == 0 && room > 0) {
                     this.opening = None;
                 }
             }
