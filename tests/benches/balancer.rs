@@ -522,11 +522,16 @@ impl Proxy {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap_or_else(|e| panic!("starting {name}: {e}"));
-        let proxy = Proxy { addr, child };
+        let mut proxy = Proxy { addr, child };
         wait_until(
             &format!("{name} to forward a write"),
             Duration::from_secs(30),
             || {
+                // One that refused its configuration is gone: say so now,
+                // not in 30 s as a proxy that never answered.
+                if let Ok(Some(status)) = proxy.child.try_wait() {
+                    panic!("{name} exited as it started ({status}); its errors are above");
+                }
                 let probe = cluster.client_at(&proxy.addr);
                 probe.args(["put", "bench-probe", "x"]).run().code() == 0
             },
