@@ -1251,6 +1251,23 @@ mod tests {
         assert_eq!(within_count(lines(), 9, None).count(), 3);
     }
 
+    /// An HTTP/2 PING frame.
+    const PING: [u8; 17] = [0, 0, 8, 6, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8];
+
+    /// [`PING`], as the server at 10.0.0.2:7000 answers the client at
+    /// 10.0.0.1:40000 that [`frame`] sends from.
+    fn ping_from_the_server() -> Segment<'static> {
+        Segment {
+            src: (Ipv4Addr::new(10, 0, 0, 2), 7000),
+            dst: (Ipv4Addr::new(10, 0, 0, 1), 40000),
+            seq: 9,
+            syn: false,
+            fin: false,
+            rst: false,
+            payload: &PING,
+        }
+    }
+
     /// An Ethernet/IPv4/TCP frame carrying `payload` from 10.0.0.1:40000 to
     /// 10.0.0.2:7000.
     fn frame(seq: u32, syn: bool, payload: &[u8]) -> Vec<u8> {
@@ -1343,8 +1360,7 @@ mod tests {
         );
         // One joined at a frame's start is still followed as HTTP/2.
         let mut sniffer = Sniffer::new(vec![7000], Names::numeric());
-        let ping = [0, 0, 8, 6, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8];
-        let lines = sniffer.follow(&Segment::parse(&frame(500, false, &ping)).unwrap());
+        let lines = sniffer.follow(&Segment::parse(&frame(500, false, &PING)).unwrap());
         assert!(
             lines.last().is_some_and(|l| l.ends_with("H2 PING")),
             "{lines:?}"
@@ -1426,24 +1442,15 @@ mod tests {
 
         // The other direction: mid-frame.
         let mut sniffer = Sniffer::new(vec![7000], Names::numeric());
-        let ping = [0, 0, 8, 6, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8];
-        let reply = Segment {
-            src: (Ipv4Addr::new(10, 0, 0, 2), 7000),
-            dst: (Ipv4Addr::new(10, 0, 0, 1), 40000),
-            seq: 9,
-            syn: false,
-            fin: false,
-            rst: false,
-            payload: &ping,
-        };
+        // The other direction speaks plaintext HTTP/2.
         assert!(
             sniffer
-                .follow(&reply)
+                .follow(&ping_from_the_server())
                 .last()
                 .is_some_and(|l| l.ends_with("H2 PING"))
         );
         let mut bytes = vec![0x41; 30];
-        bytes.extend(ping);
+        bytes.extend(PING);
         let lines = sniffer.follow(&Segment::parse(&frame(500, false, &bytes)).unwrap());
         assert!(
             lines
@@ -1583,19 +1590,10 @@ mod tests {
         let mut sniffer = Sniffer::new(vec![7000], Names::numeric());
         let lines = sniffer.follow(&Segment::parse(&frame(500, false, &[0x41; 30])).unwrap());
         assert!(lines.is_empty(), "{lines:?}");
-        let ping = [0, 0, 8, 6, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8];
-        let reply = Segment {
-            src: (Ipv4Addr::new(10, 0, 0, 2), 7000),
-            dst: (Ipv4Addr::new(10, 0, 0, 1), 40000),
-            seq: 9,
-            syn: false,
-            fin: false,
-            rst: false,
-            payload: &ping,
-        };
+        // The other direction speaks plaintext HTTP/2.
         assert!(
             sniffer
-                .follow(&reply)
+                .follow(&ping_from_the_server())
                 .last()
                 .is_some_and(|l| l.ends_with("H2 PING"))
         );

@@ -239,14 +239,8 @@ impl RawH2 {
     /// ends the stream (the very bug a test looks for) keeps answering
     /// pings, and the test would wait for good.
     pub async fn until_end_of(&mut self, stream: u32) -> io::Result<Option<Frame>> {
-        tokio::time::timeout(ANSWER_WITHIN, self.until_end_of_unbounded(stream))
-            .await
-            .map_err(|_| {
-                io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("stream {stream} did not end within {ANSWER_WITHIN:?}"),
-                )
-            })?
+        let what = format!("stream {stream} did not end");
+        within_answer_time(what, self.until_end_of_unbounded(stream)).await
     }
 
     async fn until_end_of_unbounded(&mut self, stream: u32) -> io::Result<Option<Frame>> {
@@ -302,14 +296,21 @@ pub async fn tls_only(
             .connect(name, tcp)
             .await
     };
-    tokio::time::timeout(ANSWER_WITHIN, connect)
-        .await
-        .map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("no TLS connection to {addr} within {ANSWER_WITHIN:?}"),
-            )
-        })?
+    within_answer_time(format!("no TLS connection to {addr}"), connect).await
+}
+
+/// `io`'s result, or a `TimedOut` error saying `what` happened (or did not)
+/// within [`ANSWER_WITHIN`].
+async fn within_answer_time<T>(
+    what: String,
+    io: impl std::future::Future<Output = io::Result<T>>,
+) -> io::Result<T> {
+    tokio::time::timeout(ANSWER_WITHIN, io).await.map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("{what} within {ANSWER_WITHIN:?}"),
+        )
+    })?
 }
 
 /// A gRPC message frame: the 5-byte prefix (not compressed, `claimed_len`)
