@@ -201,7 +201,7 @@ pub(crate) fn read_to_string(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|source| read_error(path, source))
 }
 
-fn read_error(path: &Path, source: std::io::Error) -> Error {
+pub(crate) fn read_error(path: &Path, source: std::io::Error) -> Error {
     let hint = match source.kind() {
         std::io::ErrorKind::NotFound => missing_file_hint(path),
         std::io::ErrorKind::PermissionDenied => "; check the file's owner and mode".into(),
@@ -270,21 +270,27 @@ fn missing_file_hint(path: &Path) -> String {
     // There is a PKI: this one identity is what is missing. In docker
     // compose the certificates are a volume, which only the certs service
     // may write to.
-    let issue = match dir == Path::new(COMPOSE_DIR) {
-        true => format!(
-            "`docker compose run --rm certs issue --out {COMPOSE_DIR} --kind KIND --name {name}` \
-             (KIND: client, node or balancer)"
-        ),
-        false => format!(
-            "`clusterlab-certs issue --out {shown} --kind KIND --name {name}` \
-             (KIND: client, node or balancer)"
-        ),
+    let tool = match dir == Path::new(COMPOSE_DIR) {
+        true => "docker compose run --rm certs",
+        false => "clusterlab-certs",
     };
-    // NAME.key without NAME.pem (or the other way) is a damaged pair.
-    if ["pem", "key"]
-        .iter()
-        .any(|ext| path.with_extension(ext).is_file())
-    {
+    let issue = format!(
+        "`{tool} issue --out {shown} --kind KIND --name {name}` (KIND: client, node or balancer)"
+    );
+    // NAME.pem without its key: `issue` refuses a name whose certificate
+    // exists, and deleting a certificate that was never revoked would leave
+    // it valid, out of `revoke`'s reach (which goes by the file).
+    let cert = path.with_extension("pem");
+    if cert.is_file() && !path.with_extension("key").is_file() {
+        return format!(
+            "; {} is there without its key, so it cannot be used: revoke it (`{tool} revoke \
+             --out {shown} {name}`), delete {}, then make it again with {issue}",
+            cert.display(),
+            cert.display()
+        );
+    }
+    // NAME.key without NAME.pem: make the pair again.
+    if path.with_extension("key").is_file() {
         return format!("; make it again with {issue}");
     }
     // Neither: a name never made, most likely mistyped.
@@ -626,7 +632,22 @@ mod tests {
         let err = load_certs(&dir.path().join("reader.pem")).unwrap_err();
         assert!(
             err.to_string()
-                .contains("make it again with `clusterlab-certs issue"),
+                .contains("; make it again with `clusterlab-certs issue"),
+            "{err}"
+        );
+        // The certificate without its key: `issue` refuses a name whose
+        // certificate is there, so it is revoked and deleted first.
+        std::fs::remove_file(dir.path().join("admin.key")).unwrap();
+        let err = read(&dir.path().join("admin.key")).unwrap_err();
+        let admin = dir.path().join("admin.pem");
+        assert!(
+            err.to_string().contains(&format!(
+                "; {} is there without its key, so it cannot be used: revoke it \
+                 (`clusterlab-certs revoke --out {dir_shown} admin`), delete {}, then make it \
+                 again with `clusterlab-certs issue",
+                admin.display(),
+                admin.display()
+            )),
             "{err}"
         );
         // No PKI there, or the CA itself missing: make the certificates.

@@ -80,6 +80,20 @@ pub enum Error {
         /// The names found, comma-separated.
         files: String,
     },
+    /// `init` without `--force` found a CA key where it keeps the key apart
+    /// (`--ca-key`), and no `ca.pem` in the directory for it.
+    #[error(
+        "{} already holds a CA key, but {} has no ca.pem for it (were the certificates \
+         deleted without the key? In docker compose they are two volumes, and \
+         `docker compose down -v` removes both); `init` would write over it: pass --force to \
+         start over with a new CA, or give --ca-key (or CLUSTERLAB_CA_KEY) another path",
+        key.display(),
+        dir.display()
+    )]
+    CaKeyWithoutPki {
+        key: std::path::PathBuf,
+        dir: std::path::PathBuf,
+    },
     /// `init --keep` found a CA certificate but not the rest of a PKI.
     #[error(
         "{} holds only part of a PKI: ca.pem is there, but not {missing} \

@@ -312,13 +312,15 @@ pub fn check_whole(pki: impl Into<Pki>) -> Result<()> {
             .collect()
     };
     if missing().is_empty() {
-        return Ok(());
+        return load_ca(&pki).map(drop);
     }
     // Perhaps an `init` is writing it right now: it holds the lock until it
     // is done. (A directory we may not lock is judged as it is.)
     let _lock = files::lock(dir);
     match missing() {
-        missing if missing.is_empty() => Ok(()),
+        // Every file is there; the CA's key must be ca.pem's, or the first
+        // `issue` or `revoke` (perhaps an urgent one) would find it is not.
+        missing if missing.is_empty() => load_ca(&pki).map(drop),
         missing => Err(Error::HalfMade {
             dir: dir.to_path_buf(),
             missing: missing
@@ -346,6 +348,14 @@ pub fn init(pki: impl Into<Pki>, force: bool) -> Result<Vec<Issued>> {
     // (two compose services starting at once), which this would replace.
     if exists(dir) && !force {
         return Err(Error::AlreadyExists(dir.to_path_buf()));
+    }
+    // A key kept apart without its CA: the directory was emptied, the key's
+    // place was not. Neither is the directory's doing.
+    if pki.key_apart() && pki.ca_key.exists() && !force {
+        return Err(Error::CaKeyWithoutPki {
+            key: pki.ca_key.clone(),
+            dir: dir.to_path_buf(),
+        });
     }
     // No CA, but files of our names: another tool's (`--out .` in a project
     // with its own README.txt), or an `init` that stopped part-way.
@@ -603,48 +613,55 @@ fn read_crl(path: &Path, ca_path: &Path) -> Result<(Vec<RevokedCertParams>, u64)
         problem,
     };
     let pem = files::read_to_string(path)?;
-    let mut entries = Vec::new();
-    let mut number = 0;
     let crls = CertificateRevocationListDer::pem_slice_iter(pem.as_bytes())
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| bad(files::pem_problem(&e, "revocation list")))?;
     // Taken for an empty list, a damaged one would be replaced by a list
     // without its revocations, numbered 1, which running processes refuse.
-    if crls.is_empty() {
-        return Err(bad(format!(
-            "holds no revocation list (expected a -----BEGIN X509 CRL----- block), so \
-             nothing can be added to it; {REPLACE_DAMAGED_LIST}"
-        )));
-    }
-    for der in crls {
-        let (_, crl) = CertificateRevocationList::from_der(&der).map_err(|e| {
-            bad(format!(
-                "not a valid revocation list ({e}); {REPLACE_DAMAGED_LIST}"
-            ))
-        })?;
-        // Another CA's list (copied from another directory) names that CA's
-        // serials, and not what this one revoked: built on, it would be
-        // signed by this CA and taken up without them.
-        crl.verify_signature(ca.public_key()).map_err(|_| {
-            bad(format!(
-                "not signed by this directory's CA ({}), so nothing can be added to it; \
-                 {REPLACE_DAMAGED_LIST}",
-                ca_path.display()
-            ))
-        })?;
-        let this = crl.crl_number().map_or(0, |n| {
-            n.to_bytes_be()
-                .iter()
-                .fold(0u64, |acc, b| acc << 8 | u64::from(*b))
-        });
-        number = number.max(this);
-        entries.extend(crl.iter_revoked_certificates().map(|r| RevokedCertParams {
+    let der = match crls.as_slice() {
+        [] => {
+            return Err(bad(format!(
+                "holds no revocation list (expected a -----BEGIN X509 CRL----- block), so \
+                 nothing can be added to it; {REPLACE_DAMAGED_LIST}"
+            )));
+        }
+        [one] => one,
+        several => {
+            return Err(bad(format!(
+                "{}; {REPLACE_DAMAGED_LIST}",
+                crate::revocation::several_lists(several.len())
+            )));
+        }
+    };
+    let (_, crl) = CertificateRevocationList::from_der(der).map_err(|e| {
+        bad(format!(
+            "not a valid revocation list ({e}); {REPLACE_DAMAGED_LIST}"
+        ))
+    })?;
+    // Another CA's list (copied from another directory) names that CA's
+    // serials, and not what this one revoked: built on, it would be
+    // signed by this CA and taken up without them.
+    crl.verify_signature(ca.public_key()).map_err(|_| {
+        bad(format!(
+            "not signed by this directory's CA ({}), so nothing can be added to it; \
+             {REPLACE_DAMAGED_LIST}",
+            ca_path.display()
+        ))
+    })?;
+    let number = crl.crl_number().map_or(0, |n| {
+        n.to_bytes_be()
+            .iter()
+            .fold(0u64, |acc, b| acc << 8 | u64::from(*b))
+    });
+    let entries = crl
+        .iter_revoked_certificates()
+        .map(|r| RevokedCertParams {
             serial_number: SerialNumber::from_slice(r.raw_serial()),
             revocation_time: r.revocation_date.to_datetime(),
             reason_code: Some(RevocationReason::KeyCompromise),
             invalidity_date: None,
-        }));
-    }
+        })
+        .collect();
     Ok((entries, number))
 }
 
@@ -709,6 +726,13 @@ fn new_ca(common_name: &str, now: OffsetDateTime) -> Result<(CertificateParams, 
     params.distinguished_name = distinguished_name(common_name);
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    // DESIGN asks for extended key usages on every certificate. On a CA they
+    // bound what it may vouch for (verifiers that read them, OpenSSL among
+    // them, refuse a leaf used for a purpose its CA lacks): both of ours.
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
     params.not_before = now - CLOCK_SKEW_ALLOWANCE;
     params.not_after = now + CA_VALIDITY;
     Ok((params, KeyPair::generate()?))
@@ -980,6 +1004,8 @@ mod tests {
         assert!(ca.is_ca());
         let ku = ca.key_usage().unwrap().unwrap().value;
         assert!(ku.key_cert_sign() && ku.crl_sign());
+        let eku = ca.extended_key_usage().unwrap().expect("EKU present").value;
+        assert!(eku.server_auth && eku.client_auth && !eku.any);
     }
 
     #[test]
@@ -1510,7 +1536,26 @@ mod tests {
         let err = init(Pki::at(fresh.path()).with_ca_key(&key), false)
             .unwrap_err()
             .to_string();
-        assert!(err.contains(&key.display().to_string()), "{err}");
+        assert!(
+            err.starts_with(&format!(
+                "{} already holds a CA key, but {} has no ca.pem for it",
+                key.display(),
+                fresh.path().display()
+            )),
+            "{err}"
+        );
+        assert!(!err.contains("another --out"), "{err}");
         assert_eq!(std::fs::read(&key).unwrap(), old);
+
+        // A PKI whose key apart is another CA's is not whole: the first
+        // `issue` or `revoke` would refuse it.
+        let other = tempfile::tempdir().unwrap();
+        init(other.path(), false).unwrap();
+        std::fs::copy(other.path().join(files::CA_KEY), &key).unwrap();
+        let err = check_whole(pki.clone()).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("{} is not the key of ", key.display())),
+            "{err}"
+        );
     }
 }

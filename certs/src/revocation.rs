@@ -122,22 +122,7 @@ impl Revocations {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && current.pem.is_none() => {
                 return Ok(None);
             }
-            Err(cause) => {
-                let hint = match current.pem {
-                    None => String::new(),
-                    Some(_) => format!(
-                        "; the list read before stays in force ({} revoked), since a list \
-                         that goes missing must not un-revoke anyone: put the file back",
-                        current.len()
-                    ),
-                };
-                return Err(Error::File {
-                    action: "cannot read",
-                    path: self.path.clone(),
-                    cause,
-                    hint,
-                });
-            }
+            Err(cause) => return Err(self.unreadable(cause, &current)),
         };
         if current.pem.as_ref() == Some(&pem) {
             return Ok(None);
@@ -183,6 +168,31 @@ impl Revocations {
         *self.current.write().expect("revocations lock poisoned") = loaded.clone();
         self.generation.fetch_add(1, Ordering::Release);
         Ok(Some(loaded))
+    }
+
+    /// Why the file could not be read, with what to do about it (`files`'
+    /// hint, for a file that is there), and, once a list is in force, that
+    /// it stays.
+    fn unreadable(&self, cause: std::io::Error, current: &Loaded) -> Error {
+        let mut error = match cause.kind() {
+            // `files`' hint for a missing crl.pem is about finding the
+            // directory, which a running process has found.
+            std::io::ErrorKind::NotFound => Error::File {
+                action: "cannot read",
+                path: self.path.clone(),
+                cause,
+                hint: String::new(),
+            },
+            _ => files::read_error(&self.path, cause),
+        };
+        if let (Error::File { hint, .. }, Some(_)) = (&mut error, &current.pem) {
+            hint.push_str(&format!(
+                "; the list read before stays in force ({} revoked), since a list that goes \
+                 missing must not un-revoke anyone: put the file back",
+                current.len()
+            ));
+        }
+        error
     }
 
     /// The list in force now.
@@ -265,33 +275,31 @@ impl Revocations {
             .map_err(|e| bad(files::pem_problem(&e, "revocation list")))?;
         // A file that exists must hold a list: an empty or mangled one must
         // not silently revoke nothing.
-        if crls.is_empty() {
-            return Err(bad(
-                "holds no revocation list (expected a -----BEGIN X509 CRL----- block); \
-                 put back a copy of the newest list"
-                    .into(),
-            ));
-        }
+        let der = match crls.as_slice() {
+            [] => {
+                return Err(bad(
+                    "holds no revocation list (expected a -----BEGIN X509 CRL----- block); \
+                     put back a copy of the newest list"
+                        .into(),
+                ));
+            }
+            [one] => one,
+            several => return Err(bad(several_lists(several.len()))),
+        };
         let (_, ca_key) = SubjectPublicKeyInfo::from_der(&self.ca_key)
             .map_err(|e| bad(format!("the CA's public key cannot be read ({e})")))?;
-        let mut serials = HashSet::new();
-        let mut number = BigUint::default();
-        for der in &crls {
-            let (_, crl) = CertificateRevocationList::from_der(der)
-                .map_err(|e| bad(format!("not a valid revocation list ({e})")))?;
-            crl.verify_signature(&ca_key).map_err(|e| {
-                bad(format!(
-                    "not signed by the cluster's CA ({e}); make it with `clusterlab-certs revoke`"
-                ))
-            })?;
-            serials.extend(
-                crl.iter_revoked_certificates()
-                    .map(|r| r.raw_serial().to_vec()),
-            );
-            if let Some(this) = crl.crl_number() {
-                number = number.max(this.clone());
-            }
-        }
+        let (_, crl) = CertificateRevocationList::from_der(der)
+            .map_err(|e| bad(format!("not a valid revocation list ({e})")))?;
+        crl.verify_signature(&ca_key).map_err(|e| {
+            bad(format!(
+                "not signed by the cluster's CA ({e}); make it with `clusterlab-certs revoke`"
+            ))
+        })?;
+        let serials = crl
+            .iter_revoked_certificates()
+            .map(|r| r.raw_serial().to_vec())
+            .collect();
+        let number = crl.crl_number().cloned().unwrap_or_default();
         Ok(Loaded {
             pem: Some(pem),
             crls,
@@ -299,6 +307,17 @@ impl Revocations {
             number,
         })
     }
+}
+
+/// Why a `crl.pem` holding `n` lists (files joined with `cat`) is refused:
+/// a handshake checks a certificate against the first list from its CA
+/// alone, so a revocation in a later one would let the certificate in.
+pub(crate) fn several_lists(n: usize) -> String {
+    format!(
+        "holds {n} revocation lists, and a handshake would check only the first; a \
+         crl.pem holds one list: the newest `clusterlab-certs revoke` wrote, which keeps \
+         every revocation so far"
+    )
 }
 
 /// The serial number of a DER certificate, as the CRL lists it.
@@ -364,6 +383,59 @@ mod tests {
         std::fs::remove_file(&crl).unwrap();
         let revocations = Revocations::load(dir.path()).unwrap();
         assert!(revocations.current().is_empty());
+    }
+
+    /// A list that cannot be read says why, as any certificate file does
+    /// (owner and mode), and, once one is in force, that it stays.
+    #[test]
+    fn an_unreadable_list_says_what_to_check_and_what_stays_in_force() {
+        let dir = tempfile::tempdir().unwrap();
+        pki::init(dir.path(), false).unwrap();
+        let revocations = Revocations::load(dir.path()).unwrap();
+        let denied = || std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let err = revocations
+            .unreadable(denied(), &Loaded::default())
+            .to_string();
+        assert!(err.ends_with("; check the file's owner and mode"), "{err}");
+        let err = revocations
+            .unreadable(denied(), &revocations.current())
+            .to_string();
+        assert!(
+            err.contains(
+                "; check the file's owner and mode; the list read before stays in force \
+                 (1 revoked)"
+            ),
+            "{err}"
+        );
+    }
+
+    /// A handshake checks a certificate against the first list from its CA
+    /// alone: two lists joined in one file (`cat crl-1.pem crl-2.pem`) let in
+    /// a certificate revoked only in the second, while the per-request check,
+    /// reading both, refused its every call.
+    #[test]
+    fn a_file_of_two_lists_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        pki::init(dir.path(), false).unwrap();
+        let crl = dir.path().join(CRL_FILE);
+        let first = std::fs::read(&crl).unwrap();
+        pki::revoke(dir.path(), "writer").unwrap();
+        let second = std::fs::read(&crl).unwrap();
+        let revocations = Revocations::load(dir.path()).unwrap();
+        let writer = serial(dir.path(), "writer");
+
+        std::fs::write(&crl, [first.as_slice(), second.as_slice()].concat()).unwrap();
+        for err in [
+            Revocations::load(dir.path()).unwrap_err(),
+            revocations.reload().unwrap_err(),
+            pki::revoke(dir.path(), "reader").unwrap_err(),
+        ] {
+            let err = err.to_string();
+            assert!(err.contains("holds 2 revocation lists"), "{err}");
+            assert!(err.contains("a crl.pem holds one list"), "{err}");
+        }
+        assert!(revocations.is_revoked(&writer));
+        assert_eq!(revocations.current().crls.len(), 1);
     }
 
     /// Deleting or moving `crl.pem` used to put an empty list in force within

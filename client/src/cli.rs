@@ -4,7 +4,7 @@ use std::{path::PathBuf, time::Duration};
 
 use certs::{
     TlsMode,
-    flags::{decimal, fraction, number_in, positive_duration, whole_number},
+    flags::{self, decimal, fraction, number_in, positive_duration, whole_number},
 };
 use clap::{Args, Parser, Subcommand};
 use proto::{
@@ -40,6 +40,11 @@ Examples:
 const CONNECTION_HEADING: &str = "Connection options";
 /// Where `--help` lists `--json` and `-v`, after the connection flags.
 const OUTPUT_HEADING: &str = "Output options";
+
+/// The shortest `--timeout`: a deadline below a millisecond ends before a
+/// request could cross even a loopback TLS connection, so every request would
+/// fail with DEADLINE_EXCEEDED, which `--timeout 1ms` shows as well.
+const MIN_TIMEOUT: Duration = Duration::from_millis(1);
 
 /// Flags that apply to every command. `--help` lists them under their own
 /// headings, so that a command's own flags come first, apart from them.
@@ -107,14 +112,14 @@ pub struct Global {
     )]
     pub verbose: bool,
 
-    /// Give up on a request after this long (e.g. 500ms, 10s).
+    /// Give up on a request after this long (e.g. 500ms, 10s; 1ms or more).
     #[arg(
         long,
         global = true,
         help_heading = CONNECTION_HEADING,
         env = "CLUSTERLAB_TIMEOUT",
         default_value = "10s",
-        value_parser = positive_duration
+        value_parser = flags::duration_at_least(MIN_TIMEOUT)
     )]
     pub timeout: Duration,
 }
@@ -566,7 +571,8 @@ mod tests {
     #[test]
     fn values_that_cannot_work_are_refused_with_what_is_allowed() {
         let refused = [
-            (&["--timeout", "0s", "get", "k"][..], "above zero"),
+            (&["--timeout", "0s", "get", "k"][..], "choose 1ms or more"),
+            (&["--timeout", "1ns", "get", "k"], "too short; choose 1ms or more"),
             (&["load", "--duration", "0s"], "above zero"),
             (&["check", "--duration", "0ms"], "above zero"),
             (&["sniff", "--duration", "0s"], "above zero"),

@@ -133,8 +133,24 @@ pub fn check_version(version: &Version) -> Result<()> {
             crate::version::MAX_LOGICAL
         )));
     }
+    // The stamping node's name goes wherever the version goes (every copy,
+    // every trace, log lines): a megabyte of name would make the key
+    // unreadable, its answer past the clients' message limit.
+    if certs::identity::validate_name(&version.node).is_err() {
+        let name = match version.node.len() {
+            0..=MAX_NAME_SHOWN => format!("{:?}", version.node),
+            long => format!("of {long} bytes"),
+        };
+        return Err(Error::InvalidArgument(format!(
+            "the version's node name {name} is not one a node can have: use 1 to 63 \
+             characters from a-z, 0-9, '-', '_' and '.', starting with a letter or digit"
+        )));
+    }
     Ok(())
 }
+
+/// The longest bad node name an error quotes; a longer one is given by its length.
+const MAX_NAME_SHOWN: usize = 64;
 
 /// Anti-entropy's key ranges: `range_count` in 1..=[`MAX_RANGES`], every
 /// named range below it, and the node the comparison is for.
@@ -142,6 +158,13 @@ pub fn check_ranges(range_count: u32, ranges: &[u32], for_node: &str) -> Result<
     if !(1..=MAX_RANGES).contains(&range_count) {
         return Err(Error::InvalidArgument(format!(
             "range_count is {range_count}; use 1 to {MAX_RANGES}"
+        )));
+    }
+    // Only a range named twice can make more: each costs a lookup per range.
+    if ranges.len() > range_count as usize {
+        return Err(Error::InvalidArgument(format!(
+            "{} ranges named, more than the {range_count} there are; name each once",
+            ranges.len()
         )));
     }
     if let Some(bad) = ranges.iter().find(|r| **r >= range_count) {
@@ -408,6 +431,23 @@ mod tests {
         let err = check_version(&version(u64::MAX, 0)).unwrap_err();
         assert!(err.to_string().contains("after the year 3000"), "{err}");
         assert!(check_version(&version(1, u32::MAX)).is_err());
+        // The stamping node's name is a node's name, and a long one is not
+        // quoted back whole.
+        let named = |node: String| Version {
+            wall_ms: 1_795_000_000_000,
+            logical: 0,
+            node,
+        };
+        for (node, said) in [
+            (String::new(), "node name \"\" is not"),
+            ("N1".into(), "node name \"N1\" is not"),
+            ("x".repeat(1 << 20), "node name of 1048576 bytes is not"),
+        ] {
+            let err = check_version(&named(node)).unwrap_err().to_string();
+            assert!(err.contains(said), "{err}");
+            assert!(err.len() < 300, "{err}");
+        }
+        assert!(check_version(&named("x".repeat(63))).is_ok());
     }
 
     /// A peer's write must say its version: stored without one, it would
@@ -448,6 +488,10 @@ mod tests {
         assert!(check_ranges(0, &[], "n2").is_err());
         assert!(check_ranges(MAX_RANGES + 1, &[], "n2").is_err());
         assert!(check_ranges(64, &[], "").is_err());
+        // Repeats past the number of ranges would cost a lookup each.
+        let err = check_ranges(4, &[0; 5], "n2").unwrap_err();
+        assert!(err.to_string().contains("5 ranges named, more than the 4"), "{err}");
+        assert!(check_ranges(4, &[0, 1, 2, 3], "n2").is_ok());
     }
 
     /// Valid encodings of every request type the fuzz target decodes: the

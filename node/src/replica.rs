@@ -140,7 +140,8 @@ impl Replica for ReplicaService {
         let window = (request.older_than_ms, request.collected_before_ms);
         let shared = self.shared(request.range_count, request.for_node, window);
         let digest = self.state.store.run(move |s| shared.digest(s)).await?;
-        let wanted = |range: u32| request.ranges.is_empty() || request.ranges.contains(&range);
+        let named: HashSet<u32> = request.ranges.iter().copied().collect();
+        let wanted = |range: u32| named.is_empty() || named.contains(&range);
         let ranges = digest
             .into_iter()
             .enumerate()

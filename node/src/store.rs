@@ -58,6 +58,9 @@ const RECORDS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("records"
 /// The database file inside `--data-dir`.
 const FILE_NAME: &str = "clusterlab.redb";
 
+/// How many tombstones one transaction of a collection removes.
+const COLLECT_BATCH: usize = 1000;
+
 /// A value, or the tombstone of a delete, at a version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
@@ -588,10 +591,16 @@ impl Store {
         if old.is_empty() {
             return Ok(0);
         }
-        // A write may have replaced the tombstone since it was found.
-        self.remove_where(&old, String::as_str, |_, record| {
-            record.is_tombstone_before(before_ms)
-        })
+        // A write may have replaced the tombstone since it was found. A
+        // transaction per batch: the store has one writer, and writes queued
+        // behind a mass delete's collection would pass their write-by.
+        let mut removed = 0;
+        for batch in old.chunks(COLLECT_BATCH) {
+            removed += self.remove_where(batch, String::as_str, |_, record| {
+                record.is_tombstone_before(before_ms)
+            })?;
+        }
+        Ok(removed)
     }
 
     /// Removes each of `items`' keys whose record `still` holds for, in one
@@ -1398,6 +1407,23 @@ mod tests {
         drop(store);
         let reopened = Store::open(dir.path()).unwrap();
         assert_eq!(reopened.len().unwrap(), 2);
+    }
+
+    /// A mass delete's tombstones go a batch per transaction, every one.
+    #[test]
+    fn more_tombstones_than_a_batch_are_all_collected() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let records: Vec<Record> = (0..COLLECT_BATCH * 2 + 1)
+            .map(|i| record(&format!("k{i:05}"), 5, None))
+            .collect();
+        assert_eq!(store.apply_many(&records).unwrap(), records.len());
+        store.apply(&record("value", 5, Some("v"))).unwrap();
+        assert_eq!(
+            store.collect_tombstones(10).unwrap(),
+            records.len() as u64
+        );
+        assert_eq!(store.len().unwrap(), 1);
     }
 
     #[test]
