@@ -572,7 +572,10 @@ mod tests {
     fn values_that_cannot_work_are_refused_with_what_is_allowed() {
         let refused = [
             (&["--timeout", "0s", "get", "k"][..], "choose 1ms or more"),
-            (&["--timeout", "1ns", "get", "k"], "too short; choose 1ms or more"),
+            (
+                &["--timeout", "1ns", "get", "k"],
+                "too short; choose 1ms or more",
+            ),
             (&["load", "--duration", "0s"], "above zero"),
             (&["check", "--duration", "0ms"], "above zero"),
             (&["sniff", "--duration", "0s"], "above zero"),

@@ -490,7 +490,10 @@ mod tests {
         assert!(check_ranges(64, &[], "").is_err());
         // Repeats past the number of ranges would cost a lookup each.
         let err = check_ranges(4, &[0; 5], "n2").unwrap_err();
-        assert!(err.to_string().contains("5 ranges named, more than the 4"), "{err}");
+        assert!(
+            err.to_string().contains("5 ranges named, more than the 4"),
+            "{err}"
+        );
         assert!(check_ranges(4, &[0, 1, 2, 3], "n2").is_ok());
     }
 

@@ -1419,10 +1419,7 @@ mod tests {
             .collect();
         assert_eq!(store.apply_many(&records).unwrap(), records.len());
         store.apply(&record("value", 5, Some("v"))).unwrap();
-        assert_eq!(
-            store.collect_tombstones(10).unwrap(),
-            records.len() as u64
-        );
+        assert_eq!(store.collect_tombstones(10).unwrap(), records.len() as u64);
         assert_eq!(store.len().unwrap(), 1);
     }
 
