@@ -402,8 +402,15 @@ impl Http2 {
             )));
         }
         // A node that fails at once answers with headers alone ("trailers-only").
+        // An OK there is an answer without its message: passed on as it is,
+        // it would be a success the client cannot read, in the trace as one.
         if let Some(status) = status_in(&head.headers) {
-            return Err(status);
+            return Err(match status.code() {
+                tonic::Code::Ok => {
+                    Status::internal(format!("{addr} answered OK without a message"))
+                }
+                _ => status,
+            });
         }
         let body = ResponseBody {
             body,
@@ -911,6 +918,39 @@ mod tests {
         for http2 in first {
             answered(http2).await;
         }
+    }
+
+    /// A "node" that answers OK in its headers alone sent no message: that
+    /// is a failure (INTERNAL, as an OK with an empty body is), not an OK
+    /// passed on to a client that then has nothing to read.
+    #[tokio::test]
+    async fn an_ok_in_headers_alone_is_an_answer_without_a_message() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (socket, _) = listener.accept().await.unwrap();
+            let mut connection = h2::server::handshake(socket).await.unwrap();
+            while let Some(Ok((_, mut respond))) = connection.accept().await {
+                let ok = http::Response::builder()
+                    .header("content-type", "application/grpc")
+                    .header("grpc-status", "0")
+                    .body(())
+                    .unwrap();
+                let _ = respond.send_response(ok, true);
+            }
+        });
+        let connection = NodeConnection::new(&addr, Dialer::new(None)).unwrap();
+        let http2 = connection.ready().await.unwrap();
+        let path = PathAndQuery::from_static("/clusterlab.v1.KeyValue/Get");
+        let answer = http2.unary(path, HeaderMap::new(), Bytes::from_static(&[0; 5]));
+        let Err(failure) = answer.await else {
+            panic!("no message, and yet an answer");
+        };
+        assert_eq!(failure.code(), tonic::Code::Internal, "{failure:?}");
+        assert!(
+            failure.message().ends_with("answered OK without a message"),
+            "{failure:?}"
+        );
     }
 
     #[test]

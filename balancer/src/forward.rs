@@ -150,6 +150,16 @@ impl Router {
         // The client's deadline, if it is the sooner; else ours.
         let (time, ours) =
             proto::deadline::sooner(client_deadline(&head.headers), self.request_timeout);
+        // A write's moment to be stamped by, as its client sent it: passed
+        // on if sooner than ours, which counts from now, not from when the
+        // client sent it (this balancer may have been stopped meanwhile).
+        let clients_write_by = match method.is_read() {
+            true => None,
+            false => head
+                .headers
+                .get(WRITE_BY)
+                .and_then(|by| proto::deadline::parse_write_by(by.as_bytes())),
+        };
         let deadline = Instant::now() + time;
         let body = body.map_err(|e| Status::from_error(e.into()));
         let mut read = std::pin::pin!(read_unary(body, MAX_MESSAGE_BYTES));
@@ -237,7 +247,7 @@ impl Router {
             headers.insert(TE, HeaderValue::from_static("trailers"));
             headers.insert(GRPC_TIMEOUT, grpc_timeout(remaining));
             if !method.is_read() {
-                headers.insert(WRITE_BY, write_by(remaining));
+                headers.insert(WRITE_BY, write_by(remaining, clients_write_by));
             }
             if tried.len() > 1 {
                 // Tells the node that this write may already have been applied.
@@ -519,10 +529,12 @@ fn grpc_timeout(remaining: Duration) -> HeaderValue {
 }
 
 /// The moment a write `remaining` from its deadline must be stamped by, as a
-/// [`WRITE_BY`] value. Never indexed by HPACK: it differs every time.
-fn write_by(remaining: Duration) -> HeaderValue {
+/// [`WRITE_BY`] value, or the client's moment if that is sooner. Never
+/// indexed by HPACK: it differs every time.
+fn write_by(remaining: Duration, clients: Option<u64>) -> HeaderValue {
+    let ours = proto::deadline::write_by(remaining);
     let mut digits = itoa::Buffer::new();
-    let digits = digits.format(proto::deadline::write_by(remaining));
+    let digits = digits.format(clients.map_or(ours, |theirs| theirs.min(ours)));
     let mut value = HeaderValue::from_str(digits).expect("digits");
     value.set_sensitive(true);
     value

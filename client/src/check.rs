@@ -60,6 +60,15 @@ const ANSWERED: u8 = 3;
 
 /// Pause after a failed read-back attempt, so a restarting node has a moment.
 const VERIFY_BACKOFF: Duration = Duration::from_millis(250);
+
+/// How long the read-back waits for any answer at all before it gives up on
+/// the keys left: three request timeouts, and no less than half a minute,
+/// which a restarting node or balancer needs. Without a bound, a paused
+/// cluster would hold a run of 20,000 keys for a day (four attempts of
+/// `--timeout` each, per key).
+fn read_patience(timeout: Duration) -> Duration {
+    (timeout * 3).max(Duration::from_secs(30))
+}
 /// Keys listed by name in the report, per kind of problem.
 const EXAMPLES: usize = 10;
 
@@ -85,6 +94,9 @@ struct Workload {
     /// Until when each address is passed over, after a request there got no
     /// answer in time ([`Workload::note_answer`]), and how many did not.
     benched: Mutex<Vec<Option<Instant>>>,
+    /// How long the read-back goes on with no key answered at all, from any
+    /// address ([`read_patience`]), before it leaves the rest unverified.
+    read_patience: Duration,
     timed_out: Vec<AtomicU64>,
     prefix: String,
     global: Global,
@@ -129,6 +141,7 @@ impl Workload {
             clients,
             heard: addrs.iter().map(|_| AtomicU8::new(UNTRIED)).collect(),
             benched: Mutex::new(vec![None; addrs.len()]),
+            read_patience: read_patience(global.timeout),
             timed_out: addrs.iter().map(|_| AtomicU64::new(0)).collect(),
             addrs,
             prefix: format!("check/{}/", run_id()),
@@ -202,6 +215,18 @@ impl Workload {
             .partition(|&at| benched[at].is_none_or(|until| until <= now));
         ready.extend(passed_over);
         ready
+    }
+
+    /// The addresses for the read after a write that the address `wrote_at`
+    /// took: as [`Workload::order`] gives them, `wrote_at` last. The write
+    /// falls through to the next address when one refuses it, and that next
+    /// address is where the read's turn begins: a node reads itself first,
+    /// so reading there would never find the write missing.
+    fn read_order(&self, turn: usize, wrote_at: usize) -> Vec<usize> {
+        let mut order = self.order(turn);
+        order.retain(|&at| at != wrote_at);
+        order.push(wrote_at);
+        order
     }
 
     /// The addresses where a request got no answer in time, and how often.
@@ -357,12 +382,13 @@ async fn writer(work: Arc<Workload>, id: usize) {
             match result {
                 Err(status) if never_sent(&status) && attempt + 1 < n => continue,
                 result => {
-                    outcome = Some(result);
+                    outcome = Some((at, result));
                     break;
                 }
             }
         }
-        let version = match outcome.expect("at least one address") {
+        let (wrote_at, outcome) = outcome.expect("at least one address");
+        let version = match outcome {
             Ok(response) => {
                 let response = response.into_inner();
                 if let Some(trace) = &response.trace {
@@ -412,7 +438,11 @@ async fn writer(work: Arc<Workload>, id: usize) {
         // Read through another address than the write's, if there is one,
         // and through the next when nothing listens there.
         let mut read = None;
-        for (attempt, at) in work.order(id + seq + 1).into_iter().enumerate() {
+        for (attempt, at) in work
+            .read_order(id + seq + 1, wrote_at)
+            .into_iter()
+            .enumerate()
+        {
             let mut reader = work.clients[at].clone();
             let result = reader.get(request(&work.global, get.clone())).await;
             work.note_answer(at, &result);
@@ -557,18 +587,32 @@ async fn read_all(
     let total = indices.len();
     let indices = Arc::new(indices);
     let next = Arc::new(AtomicUsize::new(0));
+    // When a key last got an answer, from any address; too long ago, and the
+    // readers take no more keys.
+    let answered = Arc::new(Mutex::new(Instant::now()));
+    let patience = work.read_patience;
     let mut readers = tokio::task::JoinSet::new();
     for _ in 0..work.args.concurrency {
-        let (work, acked, indices, next, results) = (
+        let (work, acked, indices, next, results, answered) = (
             work.clone(),
             acked.clone(),
             indices.clone(),
             next.clone(),
             results.clone(),
+            answered.clone(),
         );
         readers.spawn(async move {
-            while let Some(&i) = indices.get(next.fetch_add(1, Ordering::Relaxed)) {
+            loop {
+                if answered.lock().expect("answer time poisoned").elapsed() >= patience {
+                    break;
+                }
+                let Some(&i) = indices.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                    break;
+                };
                 let (readable, stale) = read_back(&work, &acked[i], i).await;
+                if readable.is_some() {
+                    *answered.lock().expect("answer time poisoned") = Instant::now();
+                }
                 let mut results = results.lock().expect("results poisoned");
                 results.push((i, readable, stale));
             }
@@ -584,7 +628,19 @@ async fn read_all(
             }
         }
     }
-    results.lock().expect("results poisoned").clone()
+    let mut results = results.lock().expect("results poisoned");
+    // The keys no reader took, once nothing answered for too long.
+    let left = &indices[next.load(Ordering::Relaxed).min(total)..];
+    if !left.is_empty() {
+        eprintln!(
+            "check: no read back answered for {}, through any address; leaving the other {} \
+             keys unverified (is the cluster down or paused?)",
+            humantime::format_duration(patience),
+            left.len()
+        );
+        results.extend(left.iter().map(|&i| (i, None, 0)));
+    }
+    results.clone()
 }
 
 /// Reads one key back: `Some(true)` found at its version, `Some(false)` answered
@@ -868,12 +924,19 @@ fn note(list: &Mutex<Vec<String>>, key: String) {
     }
 }
 
-/// A name for this run, so its keys never collide with another run's.
+/// A name for this run, so its keys never collide with another run's: the
+/// time, the process, and a random part, since in a container the client is
+/// process 1, and two containers can start in the same millisecond.
 fn run_id() -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    format!("{:x}-{}", now.as_millis(), std::process::id())
+    format!(
+        "{:x}-{}-{:08x}",
+        now.as_millis(),
+        std::process::id(),
+        rand::random::<u32>()
+    )
 }
 
 #[cfg(test)]
@@ -976,11 +1039,15 @@ mod tests {
     /// A node on which each write shows up only after `stale_for` reads of
     /// its key, as a write that one replica holds does, for the reads of the
     /// others, until anti-entropy copies it. Keys it was never given stay
-    /// missing.
+    /// missing. Or, `silent`, a node that answers no read (paused).
+    #[derive(Default)]
     struct Lagging {
         stale_for: usize,
         /// Each key written: its version, and how many reads it has had.
         written: Mutex<BTreeMap<String, (Version, usize)>>,
+        /// Answers no read at all (a paused node), counting them in `reads`.
+        silent: bool,
+        reads: Arc<AtomicUsize>,
     }
 
     #[tonic::async_trait]
@@ -989,6 +1056,10 @@ mod tests {
             &self,
             request: tonic::Request<GetRequest>,
         ) -> Result<tonic::Response<GetResponse>, tonic::Status> {
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            if self.silent {
+                std::future::pending().await
+            }
             let key = request.into_inner().key;
             let mut written = self.written.lock().unwrap();
             let answer = match written.get_mut(&key) {
@@ -1031,6 +1102,28 @@ mod tests {
         }
     }
 
+    /// A check of plaintext `addrs`, with `args` (`check` and its flags, or
+    /// global flags before it).
+    fn workload_at(addrs: &[String], args: &[&str]) -> Workload {
+        let list = addrs.join(",");
+        let line = ["clusterlab", "--tls", "plaintext", "--addr", &list];
+        let cli =
+            <crate::cli::Cli as clap::Parser>::try_parse_from(line.iter().chain(args)).unwrap();
+        let crate::cli::Command::Check(args) = cli.command else {
+            unreachable!("parsed as check")
+        };
+        let clients = addrs
+            .iter()
+            .map(|addr| {
+                let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                    .unwrap()
+                    .connect_lazy();
+                KeyValueClient::new(channel)
+            })
+            .collect();
+        Workload::new(clients, addrs.to_vec(), cli.global, args, Instant::now())
+    }
+
     /// Reads back three keys the stand-in shows only from their fifth read
     /// on, and one it never had, with the quorums seen `(W, R, N)`.
     async fn verify_against_a_lagging_node(quorums: (u32, u32, u32)) -> Verified {
@@ -1038,7 +1131,7 @@ mod tests {
         let addr = listener.local_addr().unwrap().to_string();
         let lagging = Lagging {
             stale_for: VERIFY_ATTEMPTS,
-            written: Mutex::default(),
+            ..Lagging::default()
         };
         let mut acked = Vec::new();
         for key in ["late/1", "late/2", "late/3", "gone"] {
@@ -1056,25 +1149,7 @@ mod tests {
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
         tokio::spawn(server);
 
-        let cli = <crate::cli::Cli as clap::Parser>::try_parse_from([
-            "clusterlab",
-            "--tls",
-            "plaintext",
-            "--addr",
-            &addr,
-            "check",
-            "--concurrency",
-            "2",
-        ])
-        .unwrap();
-        let crate::cli::Command::Check(args) = cli.command else {
-            unreachable!("parsed as check")
-        };
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect_lazy();
-        let client = KeyValueClient::new(channel);
-        let work = Workload::new(vec![client], vec![addr], cli.global, args, Instant::now());
+        let work = workload_at(&[addr], &["check", "--concurrency", "2"]);
         let (w, r, n) = quorums;
         work.seen_w.store(w, Ordering::Relaxed);
         work.seen_r.store(r, Ordering::Relaxed);
@@ -1130,6 +1205,95 @@ mod tests {
             4 * VERIFY_ATTEMPTS as u64,
             "{verified:?}"
         );
+    }
+
+    /// A workload over `n` addresses that nothing is asked of.
+    fn workload_over(n: usize) -> Workload {
+        let addrs: Vec<String> = (0..n).map(|i| format!("127.0.0.1:{}", 1 + i)).collect();
+        workload_at(&addrs, &["check"])
+    }
+
+    /// With an address down, the writes whose turn began there fall through
+    /// to the next, where the read's turn begins: those reads went to the
+    /// node that took the write, which reads itself first, and a third of
+    /// the reads could never be found stale.
+    #[tokio::test]
+    async fn the_read_after_a_write_goes_elsewhere_than_the_write_went() {
+        let work = workload_over(3);
+        work.benched.lock().unwrap()[1] = Some(Instant::now() + Duration::from_secs(60));
+        for turn in 0..6 {
+            let write = work.order(turn);
+            // The write's turn began at the address passed over: it went on.
+            let wrote_at = write[0];
+            assert_ne!(wrote_at, 1, "turn {turn}: {write:?}");
+            let read = work.read_order(turn + 1, wrote_at);
+            assert_ne!(read[0], wrote_at, "turn {turn}: {read:?}");
+            assert_eq!(*read.last().unwrap(), wrote_at, "turn {turn}: {read:?}");
+            let mut every = read.clone();
+            every.sort();
+            assert_eq!(every, [0, 1, 2], "turn {turn}: {read:?}");
+        }
+        // One address: the read can only go where the write went.
+        let alone = workload_over(1);
+        assert_eq!(alone.read_order(5, 0), [0]);
+    }
+
+    /// A paused cluster used to hold the read-back for four timeouts a key,
+    /// every key: a day, for a long run. Once nothing has answered for the
+    /// read patience, the keys left are unverified, and no more are sent.
+    #[tokio::test]
+    async fn a_read_back_that_nothing_answers_gives_up_on_the_keys_left() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let silent = Lagging {
+            silent: true,
+            ..Lagging::default()
+        };
+        let reads = silent.reads.clone();
+        let server = tonic::transport::Server::builder()
+            .add_service(proto::key_value_server::KeyValueServer::new(silent))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+        tokio::spawn(server);
+
+        let args = ["--timeout", "50ms", "check", "--concurrency", "2"];
+        let mut work = workload_at(&[addr], &args);
+        work.read_patience = Duration::from_millis(100);
+        const KEYS: usize = 40;
+        let acked = (0..KEYS)
+            .map(|i| Acked {
+                key: format!("k/{i}"),
+                version: version(1),
+            })
+            .collect();
+        let verified = verify(
+            &Arc::new(work),
+            acked,
+            Duration::from_secs(60),
+            Default::default(),
+        )
+        .await;
+        assert_eq!(verified.unverified, KEYS as u64, "{verified:?}");
+        assert_eq!(verified.lost_count, 0, "{verified:?}");
+        // Each reader took a key or two, not every key.
+        let sent = reads.load(Ordering::Relaxed);
+        assert!(sent < KEYS * VERIFY_ATTEMPTS / 2, "{sent} reads sent");
+        // The patience of a run: three timeouts, half a minute at least.
+        assert_eq!(
+            read_patience(Duration::from_secs(10)),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            read_patience(Duration::from_secs(20)),
+            Duration::from_secs(60)
+        );
+    }
+
+    /// Two runs started in one millisecond by process 1 (two containers)
+    /// shared their keys, and each read the other's values as stale.
+    #[test]
+    fn runs_in_the_same_millisecond_and_process_have_their_own_keys() {
+        let ids: std::collections::HashSet<String> = (0..100).map(|_| run_id()).collect();
+        assert_eq!(ids.len(), 100, "{ids:?}");
     }
 
     #[test]

@@ -74,6 +74,18 @@ struct Stats {
     cut_short: u64,
 }
 
+impl Stats {
+    fn new() -> Self {
+        Stats {
+            total: Window::new(),
+            second: Window::new(),
+            notes: Vec::new(),
+            finished_late: 0,
+            cut_short: 0,
+        }
+    }
+}
+
 /// Counters over some stretch of time.
 #[derive(Debug)]
 struct Window {
@@ -156,13 +168,7 @@ pub async fn run(global: &Global, args: LoadArgs, mut stops: StopSignals) -> Res
     {
         targets.push((addr.clone(), conn.key_value_lazy(addr)?));
     }
-    let stats = Arc::new(Mutex::new(Stats {
-        total: Window::new(),
-        second: Window::new(),
-        notes: Vec::new(),
-        finished_late: 0,
-        cut_short: 0,
-    }));
+    let stats = Arc::new(Mutex::new(Stats::new()));
     // Live lines go to stdout, unless stdout is for the JSON summary.
     let live_to_stdout = !global.json;
     let terminal = match live_to_stdout {
@@ -554,22 +560,32 @@ async fn drive(
         sent += 1;
         let work = work.clone();
         let started = due.unwrap_or_else(Instant::now);
-        let cut_short = stopped();
+        let (cut_short, pause_cut_short) = (stopped(), stopped());
         tasks.spawn(async move {
-            let (outcome, answered) = tokio::select! {
-                outcome = one_request(&work, started) => (outcome, true),
+            let (outcome, answered, refused) = tokio::select! {
+                (outcome, refused) = one_request(&work, started) => (outcome, true, refused),
                 () = cut_short => (Outcome {
                     latency_us: started.elapsed().as_micros() as u64,
                     result: Err(CUT_SHORT.into()),
-                }, false),
+                }, false, false),
             };
-            let mut stats = work.stats.lock().expect("stats poisoned");
-            stats.total.record(&outcome);
-            stats.second.record(&outcome);
-            if !answered {
-                stats.cut_short += 1;
-            } else if Instant::now() > deadline {
-                stats.finished_late += 1;
+            {
+                let mut stats = work.stats.lock().expect("stats poisoned");
+                stats.total.record(&outcome);
+                stats.second.record(&outcome);
+                if !answered {
+                    stats.cut_short += 1;
+                } else if Instant::now() > deadline {
+                    stats.finished_late += 1;
+                }
+            }
+            // Refused at connect: the slot waits a moment before the next
+            // request, the refusal already counted as what it was.
+            if refused {
+                tokio::select! {
+                    () = tokio::time::sleep(REFUSED_PAUSE) => {}
+                    () = pause_cut_short => {}
+                }
             }
             drop(slot);
         });
@@ -607,8 +623,9 @@ async fn drive(
 }
 
 /// One read of a key written before ([`Written`]), or one write of a random
-/// key, timed from `started`: when it was due, if it was scheduled.
-async fn one_request(work: &Workload, started: Instant) -> Outcome {
+/// key, timed from `started`: when it was due, if it was scheduled. Also
+/// whether it was refused at connect, after which its slot pauses.
+async fn one_request(work: &Workload, started: Instant) -> (Outcome, bool) {
     let target = work.current.load(Ordering::Relaxed);
     let mut client = work.targets[target].1.clone();
     let trace: Result<Option<Trace>, tonic::Status> = if rand::random::<f64>() < work.read_ratio {
@@ -635,6 +652,7 @@ async fn one_request(work: &Workload, started: Instant) -> Outcome {
         written.map(|r| r.into_inner().trace)
     };
     let latency_us = started.elapsed().as_micros() as u64;
+    let mut refused = false;
     let result = match trace {
         Ok(trace) => {
             if work.moves.load(Ordering::Relaxed) != 0 {
@@ -651,14 +669,14 @@ async fn one_request(work: &Workload, started: Instant) -> Outcome {
             Ok((node, retries))
         }
         Err(status) => {
-            if never_sent(&status) {
+            refused = never_sent(&status);
+            if refused {
                 work.move_on(target, &status);
-                tokio::time::sleep(REFUSED_PAUSE).await;
             }
             Err(status_code(&status).to_string())
         }
     };
-    Outcome { latency_us, result }
+    (Outcome { latency_us, result }, refused)
 }
 
 impl Workload {
@@ -1078,6 +1096,62 @@ mod tests {
             "all 2 requests waited unanswered until Ctrl-C after 3.0s; is the cluster hung \
              or paused? (`clusterlab status` shows each node)"
         );
+    }
+
+    /// A request refused at connect is counted as refused (UNAVAILABLE)
+    /// before its slot pauses: a stop during the pause used to make it a
+    /// request cut short, and against a cluster that refused everything, a
+    /// Ctrl-C in the first tenth of a second said every request "waited
+    /// unanswered" and asked whether the cluster was hung.
+    #[tokio::test]
+    async fn a_request_refused_at_connect_is_not_cut_short_by_a_stop_in_its_pause() {
+        // An address where nothing listens.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = closed.local_addr().unwrap().to_string();
+        drop(closed);
+        let cli = <crate::cli::Cli as clap::Parser>::try_parse_from([
+            "clusterlab",
+            "--tls",
+            "plaintext",
+            "--addr",
+            &addr,
+            "load",
+        ])
+        .unwrap();
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_lazy();
+        let stats = Arc::new(Mutex::new(Stats::new()));
+        let work = Workload {
+            targets: Arc::new(vec![(addr, KeyValueClient::new(channel))]),
+            current: Arc::default(),
+            moves: Arc::default(),
+            global: cli.global,
+            keys: 10,
+            read_ratio: 0.0,
+            written: Arc::default(),
+            value: b"v".to_vec(),
+            stats: stats.clone(),
+        };
+        let (stop, stop_requested) = tokio::sync::watch::channel(false);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let driver = tokio::spawn(drive(work, 1, None, deadline, stop_requested));
+        // The first refusal is counted; its slot is in its pause.
+        let given_up = Instant::now() + Duration::from_secs(30);
+        while stats.lock().unwrap().total.requests == 0 {
+            assert!(Instant::now() < given_up, "no request was refused in 30 s");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        stop.send_replace(true);
+        driver.await.unwrap();
+        let stats = stats.lock().unwrap();
+        assert_eq!(stats.cut_short, 0, "{:?}", stats.total.errors);
+        assert!(
+            stats.total.errors.get("UNAVAILABLE") >= Some(&1),
+            "{:?}",
+            stats.total.errors
+        );
+        assert_eq!(stats.total.errors.get(CUT_SHORT), None);
     }
 
     #[test]

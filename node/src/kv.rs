@@ -49,8 +49,7 @@ pub(crate) fn write_by<T>(request: &Request<T>) -> Option<u64> {
 
 /// The [`proto::deadline::WRITE_BY_HEADER`] in `headers`, if one parses.
 fn write_by_header(headers: &http::HeaderMap) -> Option<u64> {
-    let value = headers.get(proto::deadline::WRITE_BY_HEADER)?;
-    value.to_str().ok()?.parse().ok()
+    proto::deadline::parse_write_by(headers.get(proto::deadline::WRITE_BY_HEADER)?.as_bytes())
 }
 
 /// Serves `clusterlab.v1.KeyValue`.

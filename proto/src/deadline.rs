@@ -30,6 +30,12 @@ pub fn write_by(remaining: Duration) -> u64 {
         .map_or(0, |since| since.as_nanos().div_ceil(1_000_000) as u64)
 }
 
+/// Reads a [`WRITE_BY_HEADER`] value: milliseconds since the Unix epoch, in
+/// decimal. `None` for anything else.
+pub fn parse_write_by(value: &[u8]) -> Option<u64> {
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
 /// How long ago the moment `write_by` (a [`WRITE_BY_HEADER`] value) passed,
 /// if it has.
 pub fn overdue(write_by: u64) -> Option<Duration> {

@@ -1042,6 +1042,15 @@ impl Drop for Running {
     }
 }
 
+/// Sets the moment a write must be stamped by (`clusterlab-write-by`, in
+/// milliseconds since the Unix epoch), as the client and the balancer do.
+pub fn set_write_by<T>(request: &mut tonic::Request<T>, by: u64) {
+    request.metadata_mut().insert(
+        proto::deadline::WRITE_BY_HEADER,
+        by.to_string().parse().expect("digits"),
+    );
+}
+
 /// Runs `future` on a fresh single-threaded runtime (tests here are synchronous).
 pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()

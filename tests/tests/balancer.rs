@@ -291,6 +291,40 @@ fn a_write_a_stopped_node_reads_after_its_deadline_is_refused_not_applied() {
     assert_eq!(out.stdout.trim_end(), "first");
 }
 
+/// The moment a write must be stamped by, as the client sent it, goes on to
+/// the node when it is the sooner: the balancer used to send only its own,
+/// counted from when it read the call, so a write it read late (the balancer
+/// stopped or starved meanwhile) could be stamped after its client had given
+/// up on it and written the key another way.
+#[test]
+fn the_balancer_passes_on_the_clients_moment_to_write_by() {
+    let mut cluster = TestCluster::start(1);
+    cluster.start_balancer(&[]);
+    cluster
+        .client_to_balancer(0)
+        .args(["put", "k", "first"])
+        .ok();
+    let status = block_on(async {
+        let mut kv = cluster.key_value_via_balancer(0).await.expect("connecting");
+        let mut put = tonic::Request::new(PutRequest {
+            key: "k".into(),
+            value: b"late".to_vec(),
+            ..PutRequest::default()
+        });
+        // Passed 5 s ago, though the call's own deadline is 10 s away.
+        put.set_timeout(Duration::from_secs(10));
+        let by = proto::deadline::write_by(Duration::ZERO) - 5_000;
+        tests::set_write_by(&mut put, by);
+        kv.put(put)
+            .await
+            .expect_err("an overdue write was acknowledged")
+    });
+    assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+    assert!(status.message().contains("did not apply it"), "{status:?}");
+    let out = cluster.client_to_balancer(0).args(["get", "k"]).ok();
+    assert_eq!(out.stdout.trim_end(), "first");
+}
+
 /// Starts 10 s of reads through balancer 0, `concurrency` at a time, and
 /// returns once n2 has served some: long enough that what a test does to n2
 /// next falls early in the run, however slowly it starts.

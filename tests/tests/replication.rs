@@ -614,10 +614,7 @@ fn a_write_that_reaches_its_replicas_overdue_is_refused_by_them() {
             ..proto::PutRequest::default()
         });
         let by = proto::deadline::write_by(Duration::from_millis(400));
-        put.metadata_mut().insert(
-            proto::deadline::WRITE_BY_HEADER,
-            by.to_string().parse().expect("digits"),
-        );
+        tests::set_write_by(&mut put, by);
         kv.put(put)
             .await
             .expect_err("an overdue write was acknowledged")
