@@ -434,9 +434,12 @@ impl Schedule {
         // due before the deadline number duration x rate, rounded up: 3 in
         // 1 s at 3 per second, 2 in 1.5 s at 1 per second. (A period rounded
         // to whole nanoseconds first would fit a 4th into that first second.)
-        // The allowance absorbs the float's error in an exact product.
+        // The allowance absorbs the float's error in an exact product: a
+        // part of it, so that a product of a millionth (a millionth of a
+        // request a second, for a second) still holds the first request.
         let seconds = deadline.saturating_duration_since(start).as_secs_f64();
-        let total = (seconds * rate - 1e-6).ceil().max(0.0) as u64;
+        let product = seconds * rate;
+        let total = (product - product * 1e-9).ceil().max(0.0) as u64;
         // A short queue: when the driver falls behind, the thread waits, and
         // hands over the late instants when there is room.
         let (sender, due) = tokio::sync::mpsc::channel(64);
@@ -1011,6 +1014,9 @@ mod tests {
         assert_eq!(count(1.0, 1500), 2);
         assert_eq!(count(0.5, 3000), 2);
         assert_eq!(count(1000.0, 30), 30);
+        // The first is due at the start, however low the rate.
+        assert_eq!(count(1e-6, 1000), 1);
+        assert_eq!(count(1_000_000.0, 1), 1000);
     }
 
     /// Each part of the live view fits a projector's 80 columns, at the
