@@ -280,13 +280,30 @@ fn missing_file_hint(path: &Path) -> String {
     // NAME.pem without its key: `issue` refuses a name whose certificate
     // exists, and deleting a certificate that was never revoked would leave
     // it valid, out of `revoke`'s reach (which goes by the file).
-    let cert = path.with_extension("pem");
-    if cert.is_file() && !path.with_extension("key").is_file() {
+    let (cert, key) = (path.with_extension("pem"), path.with_extension("key"));
+    if cert.is_file() && !key.is_file() {
+        let cert = cert.display();
+        // Compose's volume is written by the certs service alone, which
+        // has no way to delete a file in it.
+        if dir == Path::new(COMPOSE_DIR) {
+            return format!(
+                "; {cert} is there without its key, so it cannot be used: `docker compose \
+                 down -v`, then `docker compose up -d`, starts over with new certificates"
+            );
+        }
+        // The identities `init` makes for every process of a kind.
+        let shared = match name {
+            "node" | "balancer" => format!(
+                " (every {name} still running on it is cut off, and starts again on the \
+                 new one)"
+            ),
+            _ => String::new(),
+        };
         return format!(
-            "; {} is there without its key, so it cannot be used: revoke it (`{tool} revoke \
-             --out {shown} {name}`), delete {}, then make it again with {issue}",
-            cert.display(),
-            cert.display()
+            "; {cert} is there without its key, so it cannot be used: put {} back from a \
+             copy, if there is one; else revoke it (`{tool} revoke --out {shown} {name}`\
+             {shared}), delete {cert}, then make it again with {issue}",
+            key.display()
         );
     }
     // NAME.key without NAME.pem: make the pair again.
@@ -642,10 +659,11 @@ mod tests {
         let admin = dir.path().join("admin.pem");
         assert!(
             err.to_string().contains(&format!(
-                "; {} is there without its key, so it cannot be used: revoke it \
-                 (`clusterlab-certs revoke --out {dir_shown} admin`), delete {}, then make it \
-                 again with `clusterlab-certs issue",
+                "; {} is there without its key, so it cannot be used: put {} back from a \
+                 copy, if there is one; else revoke it (`clusterlab-certs revoke --out \
+                 {dir_shown} admin`), delete {}, then make it again with `clusterlab-certs issue",
                 admin.display(),
+                dir.path().join("admin.key").display(),
                 admin.display()
             )),
             "{err}"

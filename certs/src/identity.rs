@@ -147,11 +147,14 @@ impl fmt::Display for Identity {
     }
 }
 
+/// The longest name, in bytes: a DNS label's.
+pub const MAX_NAME_LEN: usize = 63;
+
 /// Names end up in URIs, file names and log lines, so keep them plain. The
 /// same rule holds for the names processes are given with `--name`, which end
 /// up in versions, traces and `clusterlab fault NODE`.
 pub fn validate_name(name: &str) -> Result<(), IdentityError> {
-    let ok = (1..=63).contains(&name.len())
+    let ok = (1..=MAX_NAME_LEN).contains(&name.len())
         && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
         && name
             .chars()

@@ -84,9 +84,10 @@ pub enum Error {
     /// (`--ca-key`), and no `ca.pem` in the directory for it.
     #[error(
         "{} already holds a CA key, but {} has no ca.pem for it (were the certificates \
-         deleted without the key? In docker compose they are two volumes, and \
-         `docker compose down -v` removes both); `init` would write over it: pass --force to \
-         start over with a new CA, or give --ca-key (or CLUSTERLAB_CA_KEY) another path",
+         deleted without the key, or did an `init` stop part-way? In docker compose they are \
+         two volumes, and `docker compose down -v` removes both); `init` would write over it: \
+         pass --force to start over with a new CA, or give --ca-key (or CLUSTERLAB_CA_KEY) \
+         another path",
         key.display(),
         dir.display()
     )]

@@ -305,19 +305,15 @@ pub fn check_whole(pki: impl Into<Pki>) -> Result<()> {
                 .flat_map(|(_, name, _)| [format!("{name}.pem"), format!("{name}.key")]),
         )
         .collect();
-    let missing = || -> Vec<&String> {
-        needed
-            .iter()
-            .filter(|name| !init_file_exists(&pki, name))
-            .collect()
-    };
-    if missing().is_empty() {
-        return load_ca(&pki).map(drop);
-    }
-    // Perhaps an `init` is writing it right now: it holds the lock until it
-    // is done. (A directory we may not lock is judged as it is.)
+    // Perhaps an `init` is writing it right now (the key first, then
+    // ca.pem): it holds the lock until it is done. (A directory we may not
+    // lock is judged as it is.)
     let _lock = files::lock(dir);
-    match missing() {
+    let missing: Vec<&String> = needed
+        .iter()
+        .filter(|name| !init_file_exists(&pki, name))
+        .collect();
+    match missing {
         // Every file is there; the CA's key must be ca.pem's, or the first
         // `issue` or `revoke` (perhaps an urgent one) would find it is not.
         missing if missing.is_empty() => load_ca(&pki).map(drop),

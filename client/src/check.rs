@@ -207,26 +207,37 @@ impl Workload {
     /// The addresses for the `turn`th request to try, in order: from
     /// `turn`'s place in the rotation on, those passed over for now last.
     fn order(&self, turn: usize) -> Vec<usize> {
-        let n = self.clients.len();
-        let now = Instant::now();
-        let benched = self.benched.lock().expect("bench poisoned");
-        let (mut ready, passed_over): (Vec<usize>, Vec<usize>) = (0..n)
-            .map(|i| (turn + i) % n)
-            .partition(|&at| benched[at].is_none_or(|until| until <= now));
+        let (mut ready, passed_over) = self.ready_and_passed_over(turn);
         ready.extend(passed_over);
         ready
     }
 
     /// The addresses for the read after a write that the address `wrote_at`
-    /// took: as [`Workload::order`] gives them, `wrote_at` last. The write
-    /// falls through to the next address when one refuses it, and that next
-    /// address is where the read's turn begins: a node reads itself first,
-    /// so reading there would never find the write missing.
+    /// took: as [`Workload::order`] gives them, but `wrote_at` after the
+    /// other addresses not passed over. The write falls through to the next
+    /// address when one refuses it, and that next address is where the
+    /// read's turn begins: a node reads itself first, so reading there would
+    /// never find the write missing. (Yet before an address passed over: a
+    /// read sent to a hung node waits out its timeout.)
     fn read_order(&self, turn: usize, wrote_at: usize) -> Vec<usize> {
-        let mut order = self.order(turn);
-        order.retain(|&at| at != wrote_at);
-        order.push(wrote_at);
-        order
+        let (mut ready, passed_over) = self.ready_and_passed_over(turn);
+        if let Some(place) = ready.iter().position(|&at| at == wrote_at) {
+            ready.remove(place);
+            ready.push(wrote_at);
+        }
+        ready.extend(passed_over);
+        ready
+    }
+
+    /// The addresses from `turn`'s place in the rotation on: those not
+    /// passed over for now, and those that are.
+    fn ready_and_passed_over(&self, turn: usize) -> (Vec<usize>, Vec<usize>) {
+        let n = self.clients.len();
+        let now = Instant::now();
+        let benched = self.benched.lock().expect("bench poisoned");
+        (0..n)
+            .map(|i| (turn + i) % n)
+            .partition(|&at| benched[at].is_none_or(|until| until <= now))
     }
 
     /// The addresses where a request got no answer in time, and how often.
@@ -588,22 +599,27 @@ async fn read_all(
     let indices = Arc::new(indices);
     let next = Arc::new(AtomicUsize::new(0));
     // When a key last got an answer, from any address; too long ago, and the
-    // readers take no more keys.
+    // read-back gives up: no reader takes another key, even one whose key
+    // is answered later.
     let answered = Arc::new(Mutex::new(Instant::now()));
+    let given_up = Arc::new(AtomicBool::new(false));
     let patience = work.read_patience;
     let mut readers = tokio::task::JoinSet::new();
     for _ in 0..work.args.concurrency {
-        let (work, acked, indices, next, results, answered) = (
+        let (work, acked, indices, next, results, answered, given_up) = (
             work.clone(),
             acked.clone(),
             indices.clone(),
             next.clone(),
             results.clone(),
             answered.clone(),
+            given_up.clone(),
         );
         readers.spawn(async move {
             loop {
-                if answered.lock().expect("answer time poisoned").elapsed() >= patience {
+                let silent = answered.lock().expect("answer time poisoned").elapsed();
+                if given_up.load(Ordering::Relaxed) || silent >= patience {
+                    given_up.store(true, Ordering::Relaxed);
                     break;
                 }
                 let Some(&i) = indices.get(next.fetch_add(1, Ordering::Relaxed)) else {
@@ -1227,11 +1243,16 @@ mod tests {
             let wrote_at = write[0];
             assert_ne!(wrote_at, 1, "turn {turn}: {write:?}");
             let read = work.read_order(turn + 1, wrote_at);
-            assert_ne!(read[0], wrote_at, "turn {turn}: {read:?}");
-            assert_eq!(*read.last().unwrap(), wrote_at, "turn {turn}: {read:?}");
-            let mut every = read.clone();
-            every.sort();
-            assert_eq!(every, [0, 1, 2], "turn {turn}: {read:?}");
+            // The other address that answers, then the write's, then the
+            // one passed over.
+            assert_eq!(read, [3 - wrote_at - 1, wrote_at, 1], "turn {turn}");
+        }
+        // Of two addresses, one passed over: the read goes where the write
+        // went, not to wait out a hung node.
+        let two = workload_over(2);
+        two.benched.lock().unwrap()[1] = Some(Instant::now() + Duration::from_secs(60));
+        for turn in 0..4 {
+            assert_eq!(two.read_order(turn, 0), [0, 1], "turn {turn}");
         }
         // One address: the read can only go where the write went.
         let alone = workload_over(1);

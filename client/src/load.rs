@@ -434,12 +434,15 @@ impl Schedule {
         // due before the deadline number duration x rate, rounded up: 3 in
         // 1 s at 3 per second, 2 in 1.5 s at 1 per second. (A period rounded
         // to whole nanoseconds first would fit a 4th into that first second.)
-        // The allowance absorbs the float's error in an exact product: a
-        // part of it, so that a product of a millionth (a millionth of a
-        // request a second, for a second) still holds the first request.
+        // The allowance absorbs the float's error in an exact product (the
+        // duration's conversion and the product, a rounding each): a few
+        // units in the last place of it, so that neither a product of a
+        // millionth (a millionth of a request a second, for a second) loses
+        // its first request, nor one of billions (a million a second, for
+        // hours) a whole one.
         let seconds = deadline.saturating_duration_since(start).as_secs_f64();
         let product = seconds * rate;
-        let total = (product - product * 1e-9).ceil().max(0.0) as u64;
+        let total = (product - product * 4.0 * f64::EPSILON).ceil().max(0.0) as u64;
         // A short queue: when the driver falls behind, the thread waits, and
         // hands over the late instants when there is room.
         let (sender, due) = tokio::sync::mpsc::channel(64);
@@ -1017,6 +1020,9 @@ mod tests {
         // The first is due at the start, however low the rate.
         assert_eq!(count(1e-6, 1000), 1);
         assert_eq!(count(1_000_000.0, 1), 1000);
+        assert_eq!(count(1_000_000.0, 3_600_000), 3_600_000_000);
+        assert_eq!(count(0.1, 30), 1);
+        assert_eq!(count(0.3, 10_000), 3);
     }
 
     /// Each part of the live view fits a projector's 80 columns, at the
