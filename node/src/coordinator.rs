@@ -410,7 +410,10 @@ impl Coordinator {
                 let copies = copies_of(&trace, &done.version);
                 if copies >= plan.quorum {
                     debug!(%key, %request_id, version = %done.version, copies, "retried write was already applied");
-                    return Ok((done.version, trace));
+                    return Ok((
+                        done.version.clone(),
+                        as_written(trace, &done.version, plan.quorum),
+                    ));
                 }
                 debug!(%key, %request_id, copies, quorum = plan.quorum, "retried write found short of its quorum; writing it again");
             }
@@ -692,19 +695,22 @@ impl Coordinator {
                     else => break,
                 }
             }
-            // R replicas that hold nothing at all may be nodes that joined a moment
-            // ago and are not filled yet: two nodes joining at once can take both of
-            // a key's first places. Before answering "not found", a read that
-            // promises the latest acknowledged write (R a majority, so R + W > N)
-            // asks the other live replicas too (Riak's `notfound_ok = false`). A
-            // missing key costs N reads instead of R; a key found costs nothing
-            // more. A smaller R promises nothing, and shows what it means.
-            // The second look waits for all it asked (up to SECOND_LOOK),
-            // not for the first that holds something: with N = 5 two are
-            // left to ask, and the first to answer may hold an older version.
-            let found_nothing = answered.iter().all(|answer| answer.held.is_none());
+            // A replica that holds nothing at all may be a node that joined a
+            // moment ago and is not filled yet: two nodes joining at once can
+            // take both of a key's first places, and one joining beside a
+            // replica that missed the last write leaves that replica the only
+            // other answer. Its "nothing" is no answer (Riak's `notfound_ok =
+            // false`): a read that promises the latest acknowledged write (R a
+            // majority, so R + W > N) asks the other live replicas too. A
+            // missing key costs N reads instead of R; a key every replica
+            // holds costs nothing more. A smaller R promises nothing, and
+            // shows what it means. The second look waits for all it asked (up
+            // to SECOND_LOOK), not for the first that holds something: with
+            // N = 5 two are left to ask, and the first to answer may hold an
+            // older version.
+            let one_empty = answered.iter().any(|answer| answer.held.is_none());
             let majority = plan.quorum * 2 > plan.replicas.len();
-            if tally.ok < plan.quorum || !found_nothing || !majority || wanted > plan.quorum {
+            if tally.ok < plan.quorum || !one_empty || !majority || wanted > plan.quorum {
                 break;
             }
             let membership = &self.state.membership;
@@ -717,13 +723,13 @@ impl Coordinator {
             if live.is_empty() && in_flight == 0 {
                 break;
             }
-            debug!(%key, asking = live.len(), in_flight, "the read quorum holds nothing; asking the other replicas too");
+            debug!(%key, asking = live.len(), in_flight, "a replica in the read quorum holds nothing; asking the other replicas too");
             wanted = tally.ok + in_flight + live.len();
             second_look
                 .as_mut()
                 .reset(tokio::time::Instant::now() + SECOND_LOOK);
             for replica in live {
-                let why = "asked too: the first replicas to answer held nothing".to_string();
+                let why = "asked too: a replica of the first to answer held nothing".to_string();
                 extra.push((replica.clone(), why));
                 ask_one(replica, &mut tally);
             }
@@ -1102,6 +1108,23 @@ fn unreachable(status: tonic::Status) -> ReplicaError {
 
 /// How many replicas a read's trace shows holding `version`: those that
 /// answered with it, and those read repair just gave it to.
+/// The trace of the read that found a retried write already applied, as
+/// the write's: its quorum W, not the read's (a client that learns its
+/// quorums from traces, as `clusterlab check` does, would take W + R > N),
+/// and each replica that held the write as having acknowledged it.
+fn as_written(mut trace: proto::Trace, version: &Version, quorum: usize) -> proto::Trace {
+    use proto::replica_report::Outcome;
+    let wanted = proto::Version::from(version.clone());
+    trace.quorum = quorum as u32;
+    for replica in &mut trace.replicas {
+        if replica.outcome() == Outcome::Answered && replica.version.as_ref() == Some(&wanted) {
+            replica.set_outcome(Outcome::Acked);
+            replica.detail = "held it already: an earlier attempt stored it".into();
+        }
+    }
+    trace
+}
+
 fn copies_of(trace: &proto::Trace, version: &Version) -> usize {
     use proto::replica_report::Outcome;
     let wanted = proto::Version::from(version.clone());

@@ -1422,6 +1422,15 @@ fn a_retried_write_at_a_quorum_above_r_is_applied_once() {
     retried_write_is_applied_once(3, 3);
 }
 
+/// At W = 1 the retry looks on R = 2 replicas, and answers with the
+/// write's quorum, 1: it answered with the read's, and `check --w 1` took
+/// W = 2 from it, so W + R > N, and counted keys read stale at the end as
+/// lost without the second look.
+#[test]
+fn a_retried_write_found_applied_answers_with_its_own_quorum() {
+    retried_write_is_applied_once(3, 1);
+}
+
 /// A write with a request id, sent again with the balancer's retry mark to
 /// a cluster of `nodes`, at `write_quorum` (0: the default), is found, not
 /// made again.
@@ -1442,22 +1451,28 @@ fn retried_write_is_applied_once(nodes: usize, write_quorum: u32) {
                     .metadata_mut()
                     .insert(node::kv::RETRY_HEADER, "1".parse().unwrap());
             }
-            client
-                .put(request)
-                .await
-                .unwrap()
-                .into_inner()
-                .version
-                .unwrap()
+            let answer = client.put(request).await.unwrap().into_inner();
+            (answer.version.unwrap(), answer.trace.unwrap())
         })
     };
-    let first = put(false);
+    let (first, written) = put(false);
+    let (again, found) = put(true);
     assert_eq!(
-        put(true),
-        first,
+        again, first,
         "the retry must find the write, not make another"
     );
+    // Answered as the write it found: its quorum, its replicas acknowledged.
+    assert_eq!(found.quorum, written.quorum, "{found:?}");
+    let acked = |trace: &proto::Trace| {
+        let acked = proto::replica_report::Outcome::Acked;
+        trace
+            .replicas
+            .iter()
+            .filter(|r| r.outcome() == acked)
+            .count()
+    };
+    assert!(acked(&found) >= found.quorum as usize, "{found:?}");
     // Without the retry mark the same id is just another write.
-    assert!(put(false).wall_ms >= first.wall_ms);
-    assert_ne!(put(false), first);
+    assert!(put(false).0.wall_ms >= first.wall_ms);
+    assert_ne!(put(false).0, first);
 }

@@ -663,6 +663,11 @@ impl ReadTrace {
             .args(["--json", "get", key])
             .ok()
             .json();
+        Self::of_json(&json)
+    }
+
+    /// The trace of a `get --json` that found its key.
+    fn of_json(json: &serde_json::Value) -> Self {
         assert_eq!(json["found"], true, "{json}");
         let text = |r: &serde_json::Value, name: &str| r[name].as_str().unwrap().to_string();
         let replicas = json["trace"]["replicas"].as_array().unwrap();
@@ -796,9 +801,64 @@ fn a_read_whose_first_replicas_hold_nothing_asks_the_others_before_not_found() {
         let (outcome, detail) = trace.report("n1");
         assert!(
             outcome == "ANSWERED"
-                && detail.starts_with("asked too: the first replicas to answer held nothing"),
+                && detail.starts_with("asked too: a replica of the first to answer held nothing"),
             "{trace:?}"
         );
+        return;
+    }
+    panic!("anti-entropy copied the key, or n2 looked suspect, before each of five reads");
+}
+
+/// One replica of the first R holding nothing is enough for the second
+/// look: beside a replica that missed the last write (n3, holding the value
+/// before it), a node that joined a moment ago (n2, holding nothing) made an
+/// answer of two, and the read answered the older value, though the newer
+/// one had been acknowledged (n1 holds it, standing in for the W copies).
+#[test]
+fn a_read_after_a_newcomer_and_a_replica_that_missed_the_write_finds_the_write() {
+    // No hedge: n1 is asked only by the second look, however busy the machine.
+    let cluster = TestCluster::start_with(3, &["--read-hedge-after", "1h"]);
+    let ring = Ring::new(["n1", "n2", "n3"].map(String::from).to_vec(), 3);
+    let mut keys = (0..).map(|i| format!("missed-{i}")).filter(|key| {
+        let others: Vec<&str> = ring
+            .replicas_of(key)
+            .into_iter()
+            .filter(|n| *n != "n3")
+            .collect();
+        others == ["n2", "n1"]
+    });
+    // Young (stamped now), anti-entropy leaves the key alone for 3 s; a
+    // machine slow enough to pass that mark before the read gets another go.
+    for _ in 0..5 {
+        let key = keys.next().unwrap();
+        let version = |ms: u64| proto::Version {
+            wall_ms: ms,
+            logical: 0,
+            node: "n1".into(),
+        };
+        let now = node::version::unix_ms();
+        cluster.replicate(2, &key, b"before", version(now));
+        cluster.replicate(0, &key, b"acknowledged", version(now + 1));
+
+        let json = cluster
+            .client_to(2)
+            .args(["--json", "get", &key])
+            .ok()
+            .json();
+        let trace = ReadTrace::of_json(&json);
+        let mut first = trace.first_asked();
+        first.sort();
+        if first != ["n2", "n3"] || trace.report("n2").0 != "REPAIRED" {
+            // n3 took n2 for suspect a moment, or anti-entropy filled n2.
+            continue;
+        }
+        let (outcome, detail) = trace.report("n1");
+        assert!(
+            outcome == "ANSWERED"
+                && detail.starts_with("asked too: a replica of the first to answer held nothing"),
+            "{trace:?}"
+        );
+        assert_eq!(json["value"], "acknowledged", "{json}");
         return;
     }
     panic!("anti-entropy copied the key, or n2 looked suspect, before each of five reads");
@@ -862,7 +922,7 @@ fn the_second_look_answers_with_the_newest_of_the_replicas_it_asked() {
                 .unwrap_or_default()
                 .to_string()
         };
-        let second_look = "asked too: the first replicas to answer held nothing";
+        let second_look = "asked too: a replica of the first to answer held nothing";
         if !detail(newer).starts_with(second_look) || !detail(older).starts_with(second_look) {
             // Anti-entropy copied the key to the first three already.
             continue;
