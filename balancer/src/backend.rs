@@ -21,7 +21,7 @@
 //!   the cluster's trouble, not one node's, and counts against none. An
 //!   outlier is held out for a while before its health checks may bring it
 //!   back, a hold that doubles each time it is ejected again ([`hold_for`]),
-//!   and never more than half the nodes are held out this way.
+//!   and never more than half the nodes that serve are held out this way.
 //!
 //! Every ejection and return is a log line and an event.
 //!
@@ -299,17 +299,21 @@ impl Backend {
             return false;
         };
         self.kept_in.store(false, Ordering::Relaxed);
-        let hold = self
-            .outliers
-            .lock()
-            .expect("outliers poisoned")
-            .next_hold(Instant::now());
+        // Counted in the history only once applied: a health check (on
+        // another thread, with --threads) may have ejected it meanwhile.
+        let mut outliers = self.outliers.lock().expect("outliers poisoned");
+        let mut counted = *outliers;
+        let hold = counted.next_hold(Instant::now());
         let reason = format!(
             "{failures} requests in a row failed (last: {code}: {last}); \
              held out for {}s before health checks may return it",
             hold.as_secs()
         );
-        self.take_out(reason, Some(Instant::now() + hold), Waiting::GiveUp, events)
+        let held = self.take_out(reason, Some(Instant::now() + hold), Waiting::GiveUp, events);
+        if held {
+            *outliers = counted;
+        }
+        held
     }
 
     /// Puts the node back into rotation (or in for the first time), after a
@@ -680,7 +684,7 @@ pub fn hold_for(ejections: u32) -> Duration {
 }
 
 /// A backend's outlier ejections: how many in a row, and the last one.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Copy)]
 struct OutlierHistory {
     ejections: u32,
     last: Option<Instant>,
@@ -775,8 +779,11 @@ impl Backends {
     }
 
     /// Whether `candidate` may be held out as an outlier: at most half the
-    /// nodes are held out at once, and another node stays in rotation. A yes
-    /// is a guard: hold it until the node is out, so that the next decision
+    /// nodes that serve (in rotation, or held out as outliers) are held out
+    /// at once, and another node stays in rotation. A node that never came
+    /// up, or is out as down, is no node to keep the rest company: counted,
+    /// it let two of three serving nodes be held out beside it. A yes is a
+    /// guard: hold it until the node is out, so that the next decision
     /// counts it.
     pub fn may_hold_out(&self, candidate: &Backend) -> Option<MutexGuard<'_, ()>> {
         let decided = self
@@ -784,20 +791,21 @@ impl Backends {
             .lock()
             .expect("outlier lock poisoned");
         let all = self.all.read().expect("backends poisoned");
-        let (mut nodes, mut held, mut others_healthy) = (0, 0, 0);
+        let (mut serving, mut held, mut others_healthy) = (0, 0, 0);
         // A node that no longer resolves is not one of the nodes.
         for (backend, _) in all.iter().filter(|(b, _)| !b.is_gone()) {
-            nodes += 1;
             match backend.health() {
                 Health::Ejected {
                     held_until: Some(_),
                     ..
                 } => held += 1,
                 Health::Healthy if !std::ptr::eq(&**backend, candidate) => others_healthy += 1,
-                _ => {}
+                Health::Healthy => {}
+                _ => continue,
             }
+            serving += 1;
         }
-        ((held + 1) * 2 <= nodes && others_healthy > 0).then_some(decided)
+        ((held + 1) * 2 <= serving && others_healthy > 0).then_some(decided)
     }
 
     /// The events feed backends report to.
@@ -1181,6 +1189,72 @@ mod tests {
         let (reason, held_until) = ejected_for(&node);
         assert_eq!((reason.as_str(), held_until), ("cannot reach it", None));
         assert_eq!(node.ejections.load(Ordering::Relaxed), 1);
+    }
+
+    /// An ejection that comes first (a health check, on another thread) is
+    /// not an outlier hold, and is not counted as one: the node's next
+    /// outlier hold is its first, of a second, not its second, of two.
+    #[test]
+    fn an_outlier_hold_not_applied_is_not_counted() {
+        let events = Events::new("balancer");
+        let node = backend();
+        node.mark_healthy(Instant::now(), &events);
+        let failure = Status::unavailable("injected fault");
+        for _ in 0..FAILURES_TO_EJECT - 1 {
+            assert!(!node.failed(&failure, || Some(()), &events));
+        }
+        let checked_first = || {
+            node.eject(
+                "no answer to a health check".into(),
+                Waiting::GiveUp,
+                &events,
+            );
+            Some(())
+        };
+        assert!(!node.failed(&failure, checked_first, &events), "not held");
+        assert_eq!(
+            ejected_for(&node),
+            ("no answer to a health check".into(), None)
+        );
+        node.mark_healthy(Instant::now(), &events);
+        for _ in 0..FAILURES_TO_EJECT {
+            node.failed(&failure, || Some(()), &events);
+        }
+        let (reason, _) = ejected_for(&node);
+        assert!(reason.contains("held out for 1s"), "{reason}");
+    }
+
+    /// At most half the nodes that serve are held out at once: a node that
+    /// never came up is not one of them. Counted, it let two of three
+    /// serving nodes be held out beside it, the third left alone.
+    #[tokio::test]
+    async fn a_node_that_never_served_does_not_make_room_for_another_hold() {
+        let backends = discovering();
+        let all = [
+            "10.0.0.1:7100",
+            "10.0.0.2:7100",
+            "10.0.0.3:7100",
+            "10.0.0.4:7100",
+        ];
+        backends.reconcile(&addrs(&all));
+        let serving: Vec<Arc<Backend>> = all[..3]
+            .iter()
+            .map(|addr| listed(&backends, addr).unwrap())
+            .collect();
+        for node in &serving {
+            node.mark_healthy(Instant::now(), backends.events());
+        }
+        let failure = Status::unavailable("injected fault");
+        let fail = |node: &Arc<Backend>| {
+            let mut held = false;
+            for _ in 0..FAILURES_TO_EJECT {
+                held |= node.failed(&failure, || backends.may_hold_out(node), backends.events());
+            }
+            held
+        };
+        assert!(fail(&serving[0]), "one of three held out");
+        assert!(!fail(&serving[1]), "a second would be two of three");
+        assert_eq!(serving[1].health(), Health::Healthy);
     }
 
     /// The backend at `addr`: the one checked now, else one that went away.

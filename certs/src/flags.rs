@@ -526,15 +526,19 @@ pub fn check_listen(flag: &str, addr: &str, usual_port: u16) -> Result<(), Strin
 
 /// The port of HOST:PORT, if `addr` is that: a host name, an IPv4 address
 /// or an IPv6 address in brackets (`[::1]`), a colon, and a port number.
-/// `::1:7100` is not: which colon ends the address?
+/// `::1:7100` is not: which colon ends the address? Nor is a host name of
+/// other characters than a host name's (letters, digits, `-`, `.`, and `_`,
+/// which Docker's container names hold): `nöde:7100` or `a?b:7100` passed,
+/// and every use then failed ("invalid URI"), the balancer without a word.
 fn port_of(addr: &str) -> Option<u16> {
     let (host, port) = addr.rsplit_once(':')?;
     let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
         Some(ipv6) => ipv6.parse::<std::net::Ipv6Addr>().is_ok(),
         None => {
             !host.is_empty()
-                && !host.contains([':', '[', ']', '/'])
-                && !host.contains(char::is_whitespace)
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
         }
     };
     port.parse().ok().filter(|_| host_ok)
@@ -721,8 +725,17 @@ mod tests {
                 "{err}"
             );
         }
-        for wrong in ["[::1]", "[nonsense]:7100", "a b:7100"] {
+        for wrong in [
+            "[::1]",
+            "[nonsense]:7100",
+            "a b:7100",
+            "nöde:7100",
+            "a?b:7100",
+        ] {
             assert!(check_host_port("--peers", wrong).is_err(), "{wrong}");
+        }
+        for right in ["node_1:7100", "clusterlab-node-2:7100", "10.0.0.7:7100"] {
+            assert_eq!(check_host_port("--peers", right), Ok(()), "{right}");
         }
     }
 
