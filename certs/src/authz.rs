@@ -33,6 +33,7 @@ use std::{
         atomic::{AtomicU64, Ordering},
     },
     task::{Context, Poll},
+    time::SystemTime,
 };
 
 use tonic::codegen::http;
@@ -269,6 +270,18 @@ fn short_method(path: &str) -> String {
     format!("{service}/{method}")
 }
 
+/// The service a call's path names, short (`KeyValue`), if it is one this
+/// cluster serves; else "an unknown service".
+fn service_of(path: &str) -> &'static str {
+    const SERVED: [&str; 5] = ["KeyValue", "Admin", "Replica", "Health", "ServerReflection"];
+    let method = short_method(path);
+    let service = method.split('/').next().unwrap_or_default();
+    SERVED
+        .into_iter()
+        .find(|served| *served == service)
+        .unwrap_or("an unknown service")
+}
+
 /// Denials so far, for `Status`.
 #[derive(Debug, Default)]
 pub struct Denials(AtomicU64);
@@ -386,7 +399,10 @@ impl AuthzLayer {
             && revocations.is_revoked(serial)
         {
             let method = short_method(path);
-            if let Some(unsaid) = self.repeats.admit(&format!("revoked {identity} {method}")) {
+            if let Some(unsaid) = self
+                .repeats
+                .admit(&format!("revoked {identity} {}", service_of(path)))
+            {
                 let not_logged = crate::repeats::not_logged(unsaid);
                 tracing::warn!(%identity, %method, not_logged, "permission denied: certificate revoked");
             }
@@ -396,12 +412,36 @@ impl AuthzLayer {
                 short_method(path)
             )));
         }
+        // So was its date: a certificate that expires while its connection
+        // is open is refused as a new handshake would refuse it.
+        if let Some(expired) = peer
+            .and_then(|p| p.certificate_expires)
+            .filter(|expires| SystemTime::now() > *expires)
+        {
+            let method = short_method(path);
+            if let Some(unsaid) = self
+                .repeats
+                .admit(&format!("expired {identity} {}", service_of(path)))
+            {
+                let not_logged = crate::repeats::not_logged(unsaid);
+                tracing::warn!(%identity, %method, not_logged, "permission denied: certificate expired");
+            }
+            return self.deny(tonic::Status::permission_denied(format!(
+                "{identity} may not call {method}: its certificate expired at {}, and this \
+                 connection was opened before that; issue it again (`clusterlab-certs issue`)",
+                humantime::format_rfc3339_seconds(expired)
+            )));
+        }
         match authorize(self.server, identity, path) {
             Ok(_) => Ok(()),
             Err(denied) => {
                 let rule = denied.rule.unwrap_or("none (default deny)");
                 let peer = peer.map(|p| p.remote_addr.to_string()).unwrap_or_default();
-                let kind = format!("{} {} {rule}", denied.identity, denied.method);
+                // Keyed by service, of those we serve, not by the path the
+                // caller chose: a caller making up paths would make each
+                // refusal news, flood the log, and empty the repeats' memory
+                // of the refusals it holds back.
+                let kind = format!("{} {} {rule}", denied.identity, service_of(path));
                 if let Some(unsaid) = self.repeats.admit(&kind) {
                     let not_logged = crate::repeats::not_logged(unsaid);
                     tracing::warn!(
@@ -425,6 +465,57 @@ mod tests {
 
     fn client(name: &str) -> Identity {
         Identity::new(Kind::Client, name).unwrap()
+    }
+
+    /// A caller for `identity` on a TLS connection, its certificate
+    /// expiring at `expires`.
+    fn peer(identity: Identity, expires: SystemTime) -> PeerInfo {
+        PeerInfo {
+            remote_addr: "127.0.0.1:5000".parse().unwrap(),
+            identity: Some(identity),
+            tls: None,
+            certificate_serial: Some(vec![1]),
+            certificate_expires: Some(expires),
+        }
+    }
+
+    /// A certificate that expires while its connection is open is refused
+    /// on that connection from then on, as a new handshake would refuse it:
+    /// it kept every right for as long as the connection lived.
+    #[test]
+    fn a_certificate_that_expired_on_an_open_connection_is_refused() {
+        let layer = AuthzLayer::new(Server::Node, Arc::default(), None);
+        let hour = std::time::Duration::from_secs(3600);
+        let valid = peer(client("writer"), SystemTime::now() + hour);
+        assert!(layer.check(Some(&valid), PUT).is_ok());
+        let expired = peer(client("writer"), SystemTime::now() - hour);
+        let status = layer.check(Some(&expired), PUT).unwrap_err();
+        assert_eq!(status.code(), tonic::Code::PermissionDenied);
+        assert!(
+            status.message().starts_with(
+                "spiffe://clusterlab/client/writer may not call KeyValue/Put: its certificate \
+                 expired at "
+            ),
+            "{status:?}"
+        );
+        assert!(
+            status.message().ends_with(
+                "and this connection was opened before that; issue \
+                 it again (`clusterlab-certs issue`)"
+            ),
+            "{status:?}"
+        );
+        assert_eq!(layer.denials.count(), 1);
+    }
+
+    /// Refusals are told apart by service, not by the path the caller sent:
+    /// made-up paths are one kind of refusal, said once in a while.
+    #[test]
+    fn made_up_paths_are_one_kind_of_refusal() {
+        assert_eq!(service_of(PUT), "KeyValue");
+        assert_eq!(service_of("/clusterlab.v1.Admin/SetFault"), "Admin");
+        assert_eq!(service_of("/x/1"), "an unknown service");
+        assert_eq!(service_of("/made.up.Service/2"), "an unknown service");
     }
 
     #[test]

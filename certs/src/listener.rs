@@ -78,6 +78,9 @@ pub struct PeerInfo {
     /// The serial number of the client's certificate, to notice a revocation
     /// after the handshake; `None` in plaintext mode.
     pub certificate_serial: Option<Vec<u8>>,
+    /// When the client's certificate expires, to notice that after the
+    /// handshake too; `None` in plaintext mode.
+    pub certificate_expires: Option<std::time::SystemTime>,
 }
 
 impl PeerInfo {
@@ -372,6 +375,7 @@ async fn handshake(
             identity: None,
             tls: None,
             certificate_serial: None,
+            certificate_expires: None,
         };
         return Ok(Conn::new(Io::Plain(tcp), info, within));
     };
@@ -412,6 +416,7 @@ async fn handshake(
         identity,
         tls: Some(TlsSession::of(session)),
         certificate_serial: leaf.and_then(|cert| crate::revocation::serial_of(cert)),
+        certificate_expires: leaf.and_then(|cert| crate::revocation::expiry_of(cert)),
     };
     Ok(Conn::new(Io::Tls(Box::new(tls)), info, within))
 }

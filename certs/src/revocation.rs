@@ -326,6 +326,13 @@ pub fn serial_of(der: &[u8]) -> Option<Vec<u8>> {
     Some(cert.raw_serial().to_vec())
 }
 
+/// When a DER certificate stops being valid (its `notAfter`).
+pub fn expiry_of(der: &[u8]) -> Option<std::time::SystemTime> {
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der).ok()?;
+    let seconds = u64::try_from(cert.validity().not_after.timestamp()).ok()?;
+    Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
