@@ -505,8 +505,9 @@ pub fn check_host_port(flag: &str, addr: &str) -> Result<(), String> {
     match port_of(addr).is_some_and(|port| port > 0) {
         true => Ok(()),
         false => Err(format!(
-            "{flag} {addr:?} is not HOST:PORT; write it like 127.0.0.1:7101 or node:7100{}",
-            ipv6_hint(addr, 7101)
+            "{flag} {addr:?} is not HOST:PORT; write it like 127.0.0.1:7101 or node:7100{}{}",
+            ipv6_hint(addr, 7101),
+            host_character_hint(addr)
         )),
     }
 }
@@ -542,6 +543,21 @@ fn port_of(addr: &str) -> Option<u16> {
         }
     };
     port.parse().ok().filter(|_| host_ok)
+}
+
+/// For a host name with a character no host name has (`nöde`): which.
+fn host_character_hint(addr: &str) -> String {
+    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+    if host.starts_with('[') {
+        return String::new();
+    }
+    match host
+        .chars()
+        .find(|c| !c.is_ascii_alphanumeric() && !"-._:".contains(*c))
+    {
+        Some(c) => format!("; {c:?} cannot be in a host name (letters, digits, '-', '.' and '_')"),
+        None => String::new(),
+    }
 }
 
 /// For an address with several colons and no brackets: how to write an IPv6
@@ -734,6 +750,11 @@ mod tests {
         ] {
             assert!(check_host_port("--peers", wrong).is_err(), "{wrong}");
         }
+        let err = check_host_port("--nodes", "nöde:7100").unwrap_err();
+        assert!(
+            err.ends_with("; 'ö' cannot be in a host name (letters, digits, '-', '.' and '_')"),
+            "{err}"
+        );
         for right in ["node_1:7100", "clusterlab-node-2:7100", "10.0.0.7:7100"] {
             assert_eq!(check_host_port("--peers", right), Ok(()), "{right}");
         }

@@ -72,10 +72,11 @@ const RESTAMP_WITHIN: Duration = Duration::from_secs(1);
 /// node more reads pass this mark, but a hedge asks only the replicas not yet
 /// asked: at worst a read asks all N, never more.
 pub const READ_HEDGE_AFTER: Duration = Duration::from_millis(10);
-/// How long a read whose first R replicas held nothing waits for the others
-/// ([`Coordinator::read`]) before it answers "not found": they are live, so
-/// they answer within this unless paused or overloaded, and a paused one
-/// must not hold every missing key's read for the whole replica timeout.
+/// How long a read one of whose first R replicas held nothing waits for the
+/// others ([`Coordinator::read`]) before it answers (with "not found", when
+/// none holds the key): they are live, so they answer within this unless
+/// paused or overloaded, and a paused one must not hold every missing key's
+/// read for the whole replica timeout.
 const SECOND_LOOK: Duration = Duration::from_secs(1);
 
 /// Pages a scan may merge before it answers with what it has.
@@ -658,8 +659,8 @@ impl Coordinator {
         let hedge = tokio::time::sleep(hedge_after);
         tokio::pin!(hedge);
         let mut answered: Vec<Answer> = Vec::new();
-        // How many answers to wait for: R, and more if those R found nothing
-        // (a second look, which waits only so long).
+        // How many answers to wait for: R, and more if one of those R found
+        // nothing (a second look, which waits only so long).
         let mut wanted = plan.quorum;
         let second_look = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(second_look);
@@ -1106,25 +1107,32 @@ fn unreachable(status: tonic::Status) -> ReplicaError {
     })
 }
 
-/// How many replicas a read's trace shows holding `version`: those that
-/// answered with it, and those read repair just gave it to.
 /// The trace of the read that found a retried write already applied, as
 /// the write's: its quorum W, not the read's (a client that learns its
 /// quorums from traces, as `clusterlab check` does, would take W + R > N),
-/// and each replica that held the write as having acknowledged it.
+/// and each replica that holds the write now as having acknowledged it:
+/// those [`copies_of`] counts.
 fn as_written(mut trace: proto::Trace, version: &Version, quorum: usize) -> proto::Trace {
     use proto::replica_report::Outcome;
     let wanted = proto::Version::from(version.clone());
     trace.quorum = quorum as u32;
     for replica in &mut trace.replicas {
-        if replica.outcome() == Outcome::Answered && replica.version.as_ref() == Some(&wanted) {
-            replica.set_outcome(Outcome::Acked);
-            replica.detail = "held it already: an earlier attempt stored it".into();
-        }
+        let detail = match replica.outcome() {
+            Outcome::Answered if replica.version.as_ref() == Some(&wanted) => {
+                "held it already: an earlier attempt stored it"
+            }
+            Outcome::Repaired => "did not hold it yet: this look for it gave it",
+            _ => continue,
+        };
+        replica.set_outcome(Outcome::Acked);
+        replica.version = Some(wanted.clone());
+        replica.detail = detail.into();
     }
     trace
 }
 
+/// How many replicas a read's trace shows holding `version`: those that
+/// answered with it, and those read repair just gave it to.
 fn copies_of(trace: &proto::Trace, version: &Version) -> usize {
     use proto::replica_report::Outcome;
     let wanted = proto::Version::from(version.clone());
@@ -1258,6 +1266,40 @@ mod tests {
             .await;
         assert!(stored.is_ok(), "{stored:?}");
         assert!(state.store.get("on-time").unwrap().is_some());
+    }
+
+    /// A retried write found applied is answered as the write: its quorum,
+    /// and every replica that holds it now acknowledged, the one the look
+    /// for it repaired too (it counted toward W, and showed REPAIRED).
+    #[test]
+    fn a_retry_found_applied_is_answered_as_the_write() {
+        use proto::replica_report::Outcome;
+        let version = Version::at(1_795_000_000_000);
+        let wanted = proto::Version::from(version.clone());
+        let report = |node: &str, outcome: Outcome, version: Option<proto::Version>| {
+            let mut report = proto::ReplicaReport {
+                node: node.into(),
+                version,
+                ..Default::default()
+            };
+            report.set_outcome(outcome);
+            report
+        };
+        let read = proto::Trace {
+            quorum: 3,
+            replicas: vec![
+                report("n1", Outcome::Answered, Some(wanted.clone())),
+                report("n2", Outcome::Repaired, None),
+                report("n3", Outcome::Failed, None),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(copies_of(&read, &version), 2);
+        let written = as_written(read, &version, 2);
+        assert_eq!(written.quorum, 2);
+        let outcomes: Vec<_> = written.replicas.iter().map(|r| r.outcome()).collect();
+        assert_eq!(outcomes, [Outcome::Acked, Outcome::Acked, Outcome::Failed]);
+        assert_eq!(written.replicas[1].version.as_ref(), Some(&wanted));
     }
 
     /// An hour past now, as a version from a clock running ahead.

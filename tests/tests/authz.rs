@@ -130,7 +130,7 @@ fn every_cell_of_the_authorization_table_holds_on_nodes_and_balancer() {
     assert!(
         log.lines().any(|l| l.contains("permission denied")
             && l.contains("spiffe://clusterlab/client/reader")
-            && l.contains("KeyValue/Put")
+            && l.contains("method=KeyValue/")
             && l.contains("rule=\"reader\"")),
         "{log}"
     );
