@@ -56,8 +56,14 @@ impl Admin for AdminService {
         &self,
         request: Request<EventsRequest>,
     ) -> Result<Response<EventStream>, Status> {
+        // Checked again at each event: the feed may outlive its caller's
+        // certificate.
+        let caller = certs::authz::Caller::of(&request);
         let history_only = request.into_inner().history_only;
-        Ok(Response::new(self.events.stream(history_only)))
+        let events = self.events.stream(history_only);
+        Ok(Response::new(certs::authz::checked_as_it_goes(
+            caller, events,
+        )))
     }
 
     async fn set_fault(

@@ -282,6 +282,113 @@ fn service_of(path: &str) -> &'static str {
         .unwrap_or("an unknown service")
 }
 
+/// Why a certificate that passed its handshake no longer does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lapse {
+    Revoked,
+    Expired(SystemTime),
+}
+
+impl Lapse {
+    fn name(self) -> &'static str {
+        match self {
+            Lapse::Revoked => "revoked",
+            Lapse::Expired(_) => "expired",
+        }
+    }
+
+    fn reason(self) -> String {
+        match self {
+            Lapse::Revoked => "its certificate has been revoked (crl.pem)".into(),
+            Lapse::Expired(at) => format!(
+                "its certificate expired at {}",
+                humantime::format_rfc3339_seconds(at)
+            ),
+        }
+    }
+
+    fn what_to_do(self) -> &'static str {
+        match self {
+            Lapse::Revoked => "",
+            Lapse::Expired(_) => "; issue it again (`clusterlab-certs issue`)",
+        }
+    }
+}
+
+/// Whether `peer`'s certificate, good at its handshake, has since been
+/// revoked (on `revocations`) or expired.
+fn lapsed(peer: &PeerInfo, revocations: Option<&Revocations>) -> Option<Lapse> {
+    if let (Some(revocations), Some(serial)) = (revocations, &peer.certificate_serial)
+        && revocations.is_revoked(serial)
+    {
+        return Some(Lapse::Revoked);
+    }
+    peer.certificate_expires
+        .filter(|expires| SystemTime::now() > *expires)
+        .map(Lapse::Expired)
+}
+
+/// The caller of a call that goes on for as long as the caller likes
+/// (`Admin/Events`), as the authorization layer let it in: with it, the
+/// call checks the caller again as it goes ([`checked_as_it_goes`]). The
+/// layer checks a call once, as it begins; such a call began perhaps days
+/// before its caller's certificate was revoked or expired.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    peer: Arc<PeerInfo>,
+    revocations: Option<Arc<Revocations>>,
+}
+
+impl Caller {
+    /// The caller the layer put on `request` (none in plaintext mode, or
+    /// for a call that is not long).
+    pub fn of<T>(request: &tonic::Request<T>) -> Option<Caller> {
+        request.extensions().get::<Caller>().cloned()
+    }
+
+    /// PERMISSION_DENIED once the caller's certificate has been revoked or
+    /// has expired since the call began.
+    fn still_allowed(&self) -> Result<(), tonic::Status> {
+        let Some(lapse) = lapsed(&self.peer, self.revocations.as_deref()) else {
+            return Ok(());
+        };
+        let identity = self
+            .peer
+            .identity
+            .as_ref()
+            .map_or_else(|| "the caller".to_string(), |i| i.to_string());
+        Err(tonic::Status::permission_denied(format!(
+            "{identity}: {} since this call began, so it ends here{}",
+            lapse.reason(),
+            lapse.what_to_do()
+        )))
+    }
+}
+
+/// `stream`, each of whose items goes to `caller` only if its certificate is
+/// still good then: once it has been revoked or has expired, the stream ends
+/// with PERMISSION_DENIED instead of its next item.
+pub fn checked_as_it_goes<T: Send + 'static>(
+    caller: Option<Caller>,
+    stream: impl futures::Stream<Item = Result<T, tonic::Status>> + Send + 'static,
+) -> std::pin::Pin<Box<dyn futures::Stream<Item = Result<T, tonic::Status>> + Send>> {
+    use futures::StreamExt;
+    let Some(caller) = caller else {
+        return Box::pin(stream);
+    };
+    Box::pin(futures::stream::unfold(
+        (Box::pin(stream), Some(caller)),
+        |(mut stream, caller)| async move {
+            let caller = caller?;
+            let item = stream.next().await?;
+            match caller.still_allowed() {
+                Ok(()) => Some((item, (stream, Some(caller)))),
+                Err(refused) => Some((Err(refused), (stream, None))),
+            }
+        },
+    ))
+}
+
 /// Denials so far, for `Status`.
 #[derive(Debug, Default)]
 pub struct Denials(AtomicU64);
@@ -359,10 +466,22 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let peer = PeerInfo::of(request.extensions());
         match self.layer.check(peer, request.uri().path()) {
-            Ok(()) => futures::future::Either::Left(self.inner.call(request)),
+            Ok(()) => {
+                // A call that goes on for as long as its caller likes is
+                // given what it needs to check the caller again as it goes.
+                if request.uri().path() == EVENTS
+                    && let Some(peer) = request.extensions().get::<Arc<PeerInfo>>().cloned()
+                {
+                    let revocations = self.layer.revocations.clone();
+                    request
+                        .extensions_mut()
+                        .insert(Caller { peer, revocations });
+                }
+                futures::future::Either::Left(self.inner.call(request))
+            }
             Err(status) => {
                 futures::future::Either::Right(std::future::ready(Ok(status.into_http())))
             }
@@ -392,44 +511,20 @@ impl AuthzLayer {
                 )));
             }
         };
-        // The handshake checked the revocation list once; the connection may
-        // have been open for hours since.
-        let serial = peer.and_then(|p| p.certificate_serial.as_deref());
-        if let (Some(revocations), Some(serial)) = (&self.revocations, serial)
-            && revocations.is_revoked(serial)
-        {
+        // The handshake checked the revocation list and the certificate's
+        // dates once; the connection may have been open for hours since.
+        if let Some(lapse) = peer.and_then(|p| lapsed(p, self.revocations.as_deref())) {
             let method = short_method(path);
-            if let Some(unsaid) = self
-                .repeats
-                .admit(&format!("revoked {identity} {}", service_of(path)))
-            {
+            let kind = format!("{} {identity} {}", lapse.name(), service_of(path));
+            if let Some(unsaid) = self.repeats.admit(&kind) {
                 let not_logged = crate::repeats::not_logged(unsaid);
-                tracing::warn!(%identity, %method, not_logged, "permission denied: certificate revoked");
+                tracing::warn!(%identity, %method, not_logged, "permission denied: certificate {}", lapse.name());
             }
             return self.deny(tonic::Status::permission_denied(format!(
-                "{identity} may not call {}: its certificate has been revoked (crl.pem), \
-                 and this connection was opened before that",
-                short_method(path)
-            )));
-        }
-        // So was its date: a certificate that expires while its connection
-        // is open is refused as a new handshake would refuse it.
-        if let Some(expired) = peer
-            .and_then(|p| p.certificate_expires)
-            .filter(|expires| SystemTime::now() > *expires)
-        {
-            let method = short_method(path);
-            if let Some(unsaid) = self
-                .repeats
-                .admit(&format!("expired {identity} {}", service_of(path)))
-            {
-                let not_logged = crate::repeats::not_logged(unsaid);
-                tracing::warn!(%identity, %method, not_logged, "permission denied: certificate expired");
-            }
-            return self.deny(tonic::Status::permission_denied(format!(
-                "{identity} may not call {method}: its certificate expired at {}, and this \
-                 connection was opened before that; issue it again (`clusterlab-certs issue`)",
-                humantime::format_rfc3339_seconds(expired)
+                "{identity} may not call {method}: {}, and this connection was opened before \
+                 that{}",
+                lapse.reason(),
+                lapse.what_to_do()
             )));
         }
         match authorize(self.server, identity, path) {
@@ -506,6 +601,38 @@ mod tests {
             "{status:?}"
         );
         assert_eq!(layer.denials.count(), 1);
+    }
+
+    /// A long call's items go to its caller only while its certificate is
+    /// good: the first after it expires is a refusal, and the call ends.
+    #[tokio::test]
+    async fn a_long_call_ends_once_its_callers_certificate_has_expired() {
+        use futures::StreamExt;
+        let hour = std::time::Duration::from_secs(3600);
+        let items = || futures::stream::iter([Ok::<u32, tonic::Status>(1), Ok(2)]);
+        let good = Caller {
+            peer: Arc::new(peer(client("admin"), SystemTime::now() + hour)),
+            revocations: None,
+        };
+        let all: Vec<_> = checked_as_it_goes(Some(good), items()).collect().await;
+        assert!(all.iter().all(Result::is_ok) && all.len() == 2, "{all:?}");
+        let lapsed = Caller {
+            peer: Arc::new(peer(client("admin"), SystemTime::now() - hour)),
+            revocations: None,
+        };
+        let all: Vec<_> = checked_as_it_goes(Some(lapsed), items()).collect().await;
+        assert_eq!(all.len(), 1, "{all:?}");
+        let refused = all[0].as_ref().unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+        assert!(
+            refused
+                .message()
+                .starts_with("spiffe://clusterlab/client/admin: its certificate expired at "),
+            "{refused:?}"
+        );
+        // Plaintext: nobody to check.
+        let all: Vec<_> = checked_as_it_goes(None, items()).collect().await;
+        assert_eq!(all.len(), 2);
     }
 
     /// Refusals are told apart by service, not by the path the caller sent:

@@ -23,6 +23,15 @@ pub const DEFAULT_DIR: &str = "local/certs";
 /// volume; docker-compose.yml).
 const COMPOSE_DIR: &str = "/certs";
 
+/// How to run `clusterlab-certs` on the certificates in `dir`: in docker
+/// compose's volume, through the certs service, which alone may write it.
+pub(crate) fn certs_tool(dir: &Path) -> &'static str {
+    match dir == Path::new(COMPOSE_DIR) {
+        true => "docker compose run --rm certs",
+        false => "clusterlab-certs",
+    }
+}
+
 /// The CA certificate every process trusts.
 pub const CA_CERT: &str = "ca.pem";
 /// The CA's private key; only `clusterlab-certs` reads it.
@@ -244,8 +253,9 @@ fn missing_file_hint(path: &Path) -> String {
             "; the CA's private key is gone, so nothing new can be signed or revoked: if it is \
              kept elsewhere (docker compose keeps it apart), give --ca-key (or \
              CLUSTERLAB_CA_KEY) its path; else put it back from a copy, or start over with \
-             `clusterlab-certs init --force --out {shown}` (every certificate issued before \
-             then stops working)"
+             `{} init --force --out {shown}` (every certificate issued before then stops \
+             working)",
+            certs_tool(dir)
         );
     }
     if name == "ca" || name == "crl" || !dir.join("ca.pem").is_file() {
@@ -270,10 +280,7 @@ fn missing_file_hint(path: &Path) -> String {
     // There is a PKI: this one identity is what is missing. In docker
     // compose the certificates are a volume, which only the certs service
     // may write to.
-    let tool = match dir == Path::new(COMPOSE_DIR) {
-        true => "docker compose run --rm certs",
-        false => "clusterlab-certs",
-    };
+    let tool = certs_tool(dir);
     let issue = format!(
         "`{tool} issue --out {shown} --kind KIND --name {name}` (KIND: client, node or balancer)"
     );
@@ -617,6 +624,41 @@ mod tests {
         );
         assert_eq!(file_in_the_way(&file).as_deref(), Some("it is a file"));
         assert_eq!(file_in_the_way(dir.path()), None);
+    }
+
+    /// In docker compose, where the certificates are a volume only the
+    /// certs service writes, the advice to start over runs it there.
+    #[test]
+    fn advice_to_start_over_in_compose_goes_through_the_certs_service() {
+        let half = Error::HalfMade {
+            dir: COMPOSE_DIR.into(),
+            missing: "writer.key".into(),
+        };
+        assert!(
+            half.to_string()
+                .contains("`docker compose run --rm certs init --force --out /certs`"),
+            "{half}"
+        );
+        let mismatch = Error::CaKeyMismatch {
+            key: "/ca/ca.key".into(),
+            ca: Path::new(COMPOSE_DIR).join(CA_CERT),
+        };
+        assert!(
+            mismatch
+                .to_string()
+                .contains("`docker compose run --rm certs init --force --out /certs`"),
+            "{mismatch}"
+        );
+        let local = Error::HalfMade {
+            dir: "local/certs".into(),
+            missing: "writer.key".into(),
+        };
+        assert!(
+            local
+                .to_string()
+                .contains("`clusterlab-certs init --force --out local/certs`"),
+            "{local}"
+        );
     }
 
     #[test]

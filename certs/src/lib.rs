@@ -99,9 +99,9 @@ pub enum Error {
     #[error(
         "{} holds only part of a PKI: ca.pem is there, but not {missing} \
          (an `init` stopped part-way, or files deleted by hand); start over with \
-         `clusterlab-certs init --force --out {}` (every certificate issued from the old CA \
-         stops working)",
+         `{} init --force --out {}` (every certificate issued from the old CA stops working)",
         dir.display(),
+        files::certs_tool(dir),
         dir.display()
     )]
     HalfMade {
@@ -121,10 +121,10 @@ pub enum Error {
     #[error(
         "{} is not the key of {}: nothing it signs would verify against it; put back the \
          key that belongs with this ca.pem, or start over with \
-         `clusterlab-certs init --force --out {}` (every certificate issued from the old CA \
-         stops working)",
+         `{} init --force --out {}` (every certificate issued from the old CA stops working)",
         key.display(),
         ca.display(),
+        files::certs_tool(ca.parent().unwrap_or(std::path::Path::new("."))),
         ca.parent().unwrap_or(std::path::Path::new(".")).display()
     )]
     CaKeyMismatch {

@@ -498,8 +498,9 @@ fn revoke_locked(pki: &Pki, name: &str) -> Result<Revocation> {
             path: cert_path,
             problem: format!(
                 "that is the CA itself, which no list it signs can revoke; to start over with \
-                 a new CA, run `clusterlab-certs init --force --out {}` (every certificate \
-                 issued from the old one stops working)",
+                 a new CA, run `{} init --force --out {}` (every certificate issued from the \
+                 old one stops working)",
+                files::certs_tool(dir),
                 dir.display()
             ),
         });
@@ -679,8 +680,9 @@ fn load_ca(pki: &Pki) -> Result<Issuer<'static, KeyPair>> {
             ),
             false => format!(
                 "point --ca-key at the key, or, if it is lost, start over with \
-                 `clusterlab-certs init --force --out {}` (every certificate issued from the \
-                 old CA stops working)",
+                 `{} init --force --out {}` (every certificate issued from the old CA stops \
+                 working)",
+                files::certs_tool(&pki.dir),
                 pki.dir.display()
             ),
         };

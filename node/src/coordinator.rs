@@ -547,6 +547,10 @@ impl Coordinator {
         });
         let mut tally = Tally::new(&plan.replicas);
         let mut newer: Option<Version> = None;
+        // Of the replicas that count toward the quorum, those that kept a
+        // newer version (or, before the last stamp, hold another write at
+        // this one's) did not store this write.
+        let mut kept_their_own = 0;
         while tally.ok < plan.quorum {
             let Some((replica, result)) = answers.recv().await else {
                 break;
@@ -568,6 +572,7 @@ impl Coordinator {
                         detail,
                     );
                     tally.succeeded(&replica);
+                    kept_their_own += 1;
                     newer = newer.max(Some(stored));
                 }
                 Ok(stored) => {
@@ -593,6 +598,7 @@ impl Coordinator {
                         why,
                     );
                     tally.succeeded(&replica);
+                    kept_their_own += 1;
                     newer = newer.max(Some(record.version.clone()));
                 }
                 Err(e) => {
@@ -603,11 +609,15 @@ impl Coordinator {
         }
         trace.pending(tally.waiting(), started.elapsed());
         if tally.ok < plan.quorum {
+            let kept = match kept_their_own {
+                0 => String::new(),
+                n => format!(", {n} kept a version of their own"),
+            };
             let short = format!(
-                "write needed {} durable copies but only {} of {} replicas stored it ({}); \
+                "write needed {} durable copies but only {} of {} replicas stored it{kept} ({}); \
                  any copies that were made stay, so later reads may see the value",
                 plan.quorum,
-                tally.ok,
+                tally.ok - kept_their_own,
                 plan.replicas.len(),
                 tally.reasons()
             );
@@ -1233,6 +1243,48 @@ mod tests {
         assert_eq!(outcomes, [Outcome::Failed]);
         let stored = state.store.get("k").unwrap().unwrap();
         assert_eq!(stored.value.as_deref(), Some(&b"theirs"[..]));
+    }
+
+    /// A write short of its quorum says how many replicas stored it: not
+    /// those that kept a newer version, which count toward the quorum only
+    /// as a reason to stamp the write again ("only 1 of 2 stored it", when
+    /// none had).
+    #[tokio::test]
+    async fn a_write_short_of_its_quorum_does_not_count_a_newer_version_as_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = crate::in_process::node_state(dir.path());
+        let coordinator = Coordinator::new(state.clone());
+        let record = |ms: u64, value: &str| Record {
+            key: "k".into(),
+            version: Version::at(ms),
+            value: Some(value.as_bytes().to_vec()),
+            request_id: String::new(),
+        };
+        let now = crate::version::unix_ms();
+        state.store.apply(&record(now + 60_000, "newer")).unwrap();
+        // n2 is no member: asking it fails.
+        let plan = Plan {
+            replicas: vec!["n1".into(), "n2".into()],
+            quorum: 2,
+        };
+        let mut trace = TraceBuilder::new("n1", 2);
+        let result = coordinator
+            .write_round(
+                &plan,
+                &record(now, "mine"),
+                None,
+                1,
+                &mut trace,
+                Instant::now(),
+            )
+            .await;
+        match result {
+            Err(Error::Unavailable(why)) => assert!(
+                why.contains("needed 2 durable copies but only 0 of 2 replicas stored it, 1 kept a version of their own ("),
+                "{why}"
+            ),
+            other => panic!("not short of its quorum: {other:?}"),
+        }
     }
 
     /// The coordinator's own copy is refused as a replica's is once the

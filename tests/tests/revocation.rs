@@ -138,6 +138,66 @@ fn a_revocation_reaches_running_processes_on_new_and_open_connections() {
     );
 }
 
+/// A feed of events opened before a revocation (`clusterlab events`, left
+/// following) ends with PERMISSION_DENIED at its next event, instead of
+/// delivering it: each request is checked as it begins, and a feed does not
+/// end on its own, so it went on for as long as its caller liked.
+#[test]
+fn an_event_feed_opened_before_a_revocation_ends_at_its_next_event() {
+    use proto::{EventsRequest, admin_client::AdminClient};
+    let mut cluster = TestCluster::start(1);
+    cluster.start_balancer(&[]);
+    let balancer = cluster.balancers[0].addr.to_string();
+    let ended = block_on(async {
+        let channel = channel_as(&cluster.certs, "admin", &balancer)
+            .await
+            .unwrap();
+        let mut feed = AdminClient::new(channel)
+            .events(EventsRequest {
+                history_only: false,
+            })
+            .await
+            .expect("admin may follow the events")
+            .into_inner();
+        let first = feed
+            .message()
+            .await
+            .expect("an event")
+            .expect("the feed goes on");
+        assert!(!first.kind.is_empty(), "{first:?}");
+
+        cluster.certs_tool(&["revoke", "admin"]);
+        wait_until("the balancer to take up the list", RELOAD_DEADLINE, || {
+            cluster.balancers[0]
+                .log_text()
+                .lines()
+                .any(|line| line.contains("revocation list reloaded") && line.contains("revoked=2"))
+        });
+        // An event: the node goes, and the balancer ejects it.
+        cluster.kill(0);
+        let deadline = tokio::time::Instant::now() + RELOAD_DEADLINE;
+        loop {
+            let next = tokio::time::timeout_at(deadline, feed.message())
+                .await
+                .expect("the feed neither ended nor delivered an event in time");
+            match next {
+                // Sent before the list was taken up.
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("the feed ended without saying why"),
+                Err(status) => break status,
+            }
+        }
+    });
+    assert_eq!(ended.code(), tonic::Code::PermissionDenied, "{ended:?}");
+    assert!(
+        ended.message().starts_with(
+            "spiffe://clusterlab/client/admin: its certificate has been revoked (crl.pem) \
+             since this call began, so it ends here"
+        ),
+        "{ended:?}"
+    );
+}
+
 /// A client whose certificates came without `crl.pem` (copied by hand)
 /// cannot refuse a revoked server: it says so, on stderr, and goes on.
 #[test]
