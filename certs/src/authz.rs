@@ -336,20 +336,22 @@ fn lapsed(peer: &PeerInfo, revocations: Option<&Revocations>) -> Option<Lapse> {
 #[derive(Debug, Clone)]
 pub struct Caller {
     peer: Arc<PeerInfo>,
-    revocations: Option<Arc<Revocations>>,
+    /// The layer that let the call in, which counts and logs its refusals.
+    layer: AuthzLayer,
 }
 
 impl Caller {
-    /// The caller the layer put on `request` (none in plaintext mode, or
-    /// for a call that is not long).
+    /// The caller the layer put on `request` (none for a call that is not
+    /// long, or that did not come through the layer).
     pub fn of<T>(request: &tonic::Request<T>) -> Option<Caller> {
         request.extensions().get::<Caller>().cloned()
     }
 
     /// PERMISSION_DENIED once the caller's certificate has been revoked or
-    /// has expired since the call began.
+    /// has expired since the call began (never in plaintext mode, which has
+    /// no certificates): counted and logged as the layer's refusals are.
     fn still_allowed(&self) -> Result<(), tonic::Status> {
-        let Some(lapse) = lapsed(&self.peer, self.revocations.as_deref()) else {
+        let Some(lapse) = lapsed(&self.peer, self.layer.revocations.as_deref()) else {
             return Ok(());
         };
         let identity = self
@@ -357,7 +359,12 @@ impl Caller {
             .identity
             .as_ref()
             .map_or_else(|| "the caller".to_string(), |i| i.to_string());
-        Err(tonic::Status::permission_denied(format!(
+        let kind = format!("{} {identity} a long call", lapse.name());
+        if let Some(unsaid) = self.layer.repeats.admit(&kind) {
+            let not_logged = crate::repeats::not_logged(unsaid);
+            tracing::warn!(%identity, not_logged, "a long call ended: certificate {}", lapse.name());
+        }
+        self.layer.deny(tonic::Status::permission_denied(format!(
             "{identity}: {} since this call began, so it ends here{}",
             lapse.reason(),
             lapse.what_to_do()
@@ -475,10 +482,8 @@ where
                 if request.uri().path() == EVENTS
                     && let Some(peer) = request.extensions().get::<Arc<PeerInfo>>().cloned()
                 {
-                    let revocations = self.layer.revocations.clone();
-                    request
-                        .extensions_mut()
-                        .insert(Caller { peer, revocations });
+                    let layer = self.layer.clone();
+                    request.extensions_mut().insert(Caller { peer, layer });
                 }
                 futures::future::Either::Left(self.inner.call(request))
             }
@@ -610,15 +615,16 @@ mod tests {
         use futures::StreamExt;
         let hour = std::time::Duration::from_secs(3600);
         let items = || futures::stream::iter([Ok::<u32, tonic::Status>(1), Ok(2)]);
+        let layer = AuthzLayer::new(Server::Node, Arc::default(), None);
         let good = Caller {
             peer: Arc::new(peer(client("admin"), SystemTime::now() + hour)),
-            revocations: None,
+            layer: layer.clone(),
         };
         let all: Vec<_> = checked_as_it_goes(Some(good), items()).collect().await;
         assert!(all.iter().all(Result::is_ok) && all.len() == 2, "{all:?}");
         let lapsed = Caller {
             peer: Arc::new(peer(client("admin"), SystemTime::now() - hour)),
-            revocations: None,
+            layer: layer.clone(),
         };
         let all: Vec<_> = checked_as_it_goes(Some(lapsed), items()).collect().await;
         assert_eq!(all.len(), 1, "{all:?}");
@@ -630,6 +636,8 @@ mod tests {
                 .starts_with("spiffe://clusterlab/client/admin: its certificate expired at "),
             "{refused:?}"
         );
+        // Counted as the layer's refusals are.
+        assert_eq!(layer.denials.count(), 1);
         // Plaintext: nobody to check.
         let all: Vec<_> = checked_as_it_goes(None, items()).collect().await;
         assert_eq!(all.len(), 2);

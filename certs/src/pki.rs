@@ -673,9 +673,10 @@ fn load_ca(pki: &Pki) -> Result<Issuer<'static, KeyPair>> {
         let what_to_do = match left.exists() {
             // A volume made before compose kept the key apart.
             true => format!(
-                "{} is there: `clusterlab-certs init --keep --out {}`, given this --ca-key, \
-                 moves it where it is now kept",
+                "{} is there: `{} init --keep --out {}`, given this --ca-key, moves it where \
+                 it is now kept",
                 left.display(),
+                files::certs_tool(&pki.dir),
                 pki.dir.display()
             ),
             false => format!(
