@@ -58,7 +58,9 @@ const RECORDS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("records"
 /// The database file inside `--data-dir`.
 const FILE_NAME: &str = "clusterlab.redb";
 
-/// How many tombstones one transaction of a collection removes.
+/// How many tombstones one transaction of a collection removes: the store
+/// has one writer, and a write queued behind a collection waits for one
+/// batch (a few milliseconds), not for a mass delete's whole collection.
 const COLLECT_BATCH: usize = 1000;
 
 /// A value, or the tombstone of a delete, at a version.

@@ -755,23 +755,34 @@ fn a_read_asks_r_replicas_and_another_in_place_of_one_that_fails() {
     panic!("{peer} turned suspect before each of five reads");
 }
 
+/// Three nodes that read without a hedge, so that a replica beyond the first
+/// R is asked only by the second look, however busy the machine; and keys
+/// (`PREFIX-N`) whose ring order after n3 is n2, then n1: a read through n3
+/// asks n3 and n2 first.
+fn read_through_n3_then_n2(prefix: &str) -> (TestCluster, impl Iterator<Item = String>) {
+    let cluster = TestCluster::start_with(3, &["--read-hedge-after", "1h"]);
+    let ring = Ring::new(["n1", "n2", "n3"].map(String::from).to_vec(), 3);
+    let prefix = prefix.to_string();
+    let keys = (0..)
+        .map(move |i| format!("{prefix}-{i}"))
+        .filter(move |key| {
+            let others: Vec<&str> = ring
+                .replicas_of(key)
+                .into_iter()
+                .filter(|n| *n != "n3")
+                .collect();
+            others == ["n2", "n1"]
+        });
+    (cluster, keys)
+}
+
 /// A read whose first R replicas hold nothing asks the other live replicas
 /// before it answers "not found": those R may be nodes that joined a moment
 /// ago and are not filled yet. Here the key is on n1 alone, and a read
 /// through n3 asks n3 and then n2 first (ring order).
 #[test]
 fn a_read_whose_first_replicas_hold_nothing_asks_the_others_before_not_found() {
-    // No hedge: n1 is asked only by the second look, however busy the machine.
-    let cluster = TestCluster::start_with(3, &["--read-hedge-after", "1h"]);
-    let ring = Ring::new(["n1", "n2", "n3"].map(String::from).to_vec(), 3);
-    let mut keys = (0..).map(|i| format!("lonely-{i}")).filter(|key| {
-        let others: Vec<&str> = ring
-            .replicas_of(key)
-            .into_iter()
-            .filter(|n| *n != "n3")
-            .collect();
-        others == ["n2", "n1"]
-    });
+    let (cluster, mut keys) = read_through_n3_then_n2("lonely");
     // Young (stamped now), anti-entropy leaves the key alone for 3 s; a
     // machine slow enough to pass that mark before the read gets another go.
     for _ in 0..5 {
@@ -816,17 +827,7 @@ fn a_read_whose_first_replicas_hold_nothing_asks_the_others_before_not_found() {
 /// one had been acknowledged (n1 holds it, standing in for the W copies).
 #[test]
 fn a_read_after_a_newcomer_and_a_replica_that_missed_the_write_finds_the_write() {
-    // No hedge: n1 is asked only by the second look, however busy the machine.
-    let cluster = TestCluster::start_with(3, &["--read-hedge-after", "1h"]);
-    let ring = Ring::new(["n1", "n2", "n3"].map(String::from).to_vec(), 3);
-    let mut keys = (0..).map(|i| format!("missed-{i}")).filter(|key| {
-        let others: Vec<&str> = ring
-            .replicas_of(key)
-            .into_iter()
-            .filter(|n| *n != "n3")
-            .collect();
-        others == ["n2", "n1"]
-    });
+    let (cluster, mut keys) = read_through_n3_then_n2("missed");
     // Young (stamped now), anti-entropy leaves the key alone for 3 s; a
     // machine slow enough to pass that mark before the read gets another go.
     for _ in 0..5 {
