@@ -135,7 +135,7 @@ pub enum Command {
     /// Delete a key.
     Delete(DeleteArgs),
     /// List keys in order, with their values: one line each, with control
-    /// characters escaped (--json for the exact bytes).
+    /// characters escaped and backslashes doubled (--json for the exact bytes).
     Scan(ScanArgs),
     /// Show the TLS session and both identities: who you are, and who answered.
     Whoami,

@@ -270,7 +270,7 @@ const CUT_SHORT: &str = "CANCELLED";
 #[derive(Debug)]
 struct Ran {
     /// Requests due but not sent at the end (an open loop's).
-    not_sent: u64,
+    not_sent: NotSent,
     /// From the start until the last answer: longer than `duration` when
     /// requests in flight at its end took a while.
     elapsed: Duration,
@@ -510,17 +510,17 @@ const NOT_SENT_GROUPS: u64 = 10_000;
 /// waiting for answers. A stop cuts short the requests in flight: each counts
 /// as `CANCELLED`, its latency the time it had waited, so that a stall the run
 /// was stopped in shows in the summary. Returns how many scheduled requests
-/// fell due and were not sent, because every slot was busy until the end (or
-/// the stop); their waits, from when each was due until then, go into the
-/// run's latencies, though not into its requests: a stall that lasted to the
-/// end must show in the percentiles, not only in the maximum.
+/// fell due and were not sent by the end (or the stop), and why; their
+/// waits, from when each was due until then, go into the run's latencies,
+/// though not into its requests: a stall that lasted to the end must show in
+/// the percentiles, not only in the maximum.
 async fn drive(
     work: Workload,
     concurrency: usize,
     mut schedule: Option<Schedule>,
     deadline: Instant,
     stop: tokio::sync::watch::Receiver<bool>,
-) -> u64 {
+) -> NotSent {
     let slots = Arc::new(Semaphore::new(concurrency));
     let mut tasks = tokio::task::JoinSet::new();
     let mut sent = 0;
@@ -536,6 +536,9 @@ async fn drive(
     // Whether the sending ended for a stop, not at the deadline (a stop that
     // comes later, while the last answers are waited for, sent nothing less).
     let mut stopped_early = false;
+    // Whether it ended waiting for a slot: every one was waiting for an
+    // answer. Else what was due and not sent, this client fell behind on.
+    let mut slots_busy = false;
     while Instant::now() < deadline {
         // When this request is due: on the schedule in an open loop, else now.
         let due = match schedule.as_mut() {
@@ -557,11 +560,14 @@ async fn drive(
         let slot = tokio::select! {
             biased;
             _ = stopped() => {
-                stopped_early = true;
+                (stopped_early, slots_busy) = (true, true);
                 break;
             }
             slot = slots.clone().acquire_owned() => slot.expect("semaphore open"),
-            _ = tokio::time::sleep_until(deadline.into()) => break,
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                slots_busy = true;
+                break;
+            }
         };
         sent += 1;
         let work = work.clone();
@@ -600,15 +606,20 @@ async fn drive(
     }
     while tasks.join_next().await.is_some() {}
     let Some(schedule) = schedule else {
-        return 0;
+        return NotSent::default();
     };
-    let (due, end) = match stopped_early {
-        // Those due by the stop, each waiting until then.
-        true => {
+    let (due, end) = match (stopped_early, slots_busy) {
+        // Stopped waiting for a slot: those due by the stop, each waiting
+        // until then.
+        (true, true) => {
             let now = Instant::now();
             (schedule.due_by(now), now)
         }
-        false => {
+        // Stopped waiting for the next one due: each handed over was sent
+        // (the one falling due at the very moment of the stop is not one
+        // this client fell behind on).
+        (true, false) => (sent, Instant::now()),
+        (false, _) => {
             // An open loop's last request may fall due well before the end (one
             // request every 2 s over 3 s): the run still lasts its whole duration.
             tokio::select! {
@@ -618,14 +629,54 @@ async fn drive(
             (schedule.total, deadline)
         }
     };
-    let not_sent = due.saturating_sub(sent);
     let mut stats = work.stats.lock().expect("stats poisoned");
     for (wait_us, n) in schedule.waits(sent, due, end) {
         (stats.total.latency_us)
             .record_n(wait_us, n)
             .expect("an auto-resizing histogram records any latency on a 64-bit machine");
     }
-    not_sent
+    NotSent {
+        count: due.saturating_sub(sent),
+        slots_busy,
+    }
+}
+
+/// The requests an open loop's schedule had due and did not send by the end.
+#[derive(Debug, Default, PartialEq)]
+struct NotSent {
+    count: u64,
+    /// Why: every slot was waiting for an answer (the cluster fell behind);
+    /// else a slot was free, and this client fell behind its own schedule
+    /// (the machine it runs on was too busy to send at the rate).
+    slots_busy: bool,
+}
+
+impl NotSent {
+    /// The summary's line, if any was not sent.
+    fn line(&self, concurrency: u32) -> Option<String> {
+        if self.count == 0 {
+            return None;
+        }
+        let why = match (self.slots_busy, concurrency) {
+            (true, 1) => "its one slot (--concurrency 1) was waiting for an answer (one \
+                          request at a time cannot keep this rate; --concurrency allows more \
+                          waiting)"
+                .to_string(),
+            (true, slots) => format!(
+                "all {slots} slots were waiting for answers (the cluster fell behind the \
+                 rate; --concurrency allows more waiting)"
+            ),
+            (false, _) => "this client fell behind its own schedule, with a slot free (the \
+                           machine it runs on was too busy to send at this rate; a lower \
+                           --rate, or the rate shared among several clients, keeps up)"
+                .to_string(),
+        };
+        Some(format!(
+            "not sent  {} still due at the end: {why}; the latencies count each from when it \
+             was due to the end",
+            render::counted(self.count, "request", "requests"),
+        ))
+    }
 }
 
 /// One read of a key written before ([`Written`]), or one write of a random
@@ -808,7 +859,7 @@ impl LiveView {
 
 fn report(global: &Global, args: &LoadArgs, total: &Window, ran: &Ran) {
     let &Ran {
-        not_sent,
+        ref not_sent,
         stopped_by,
         finished_late,
         ..
@@ -832,7 +883,7 @@ fn report(global: &Global, args: &LoadArgs, total: &Window, ran: &Ran) {
                     "max": latency(total.latency_us.max()),
                 },
                 "per_node": total.per_node,
-                "not_sent": not_sent,
+                "not_sent": not_sent.count,
                 "seconds": ran.seconds(),
                 "finished_late": finished_late,
                 "tail_seconds": ran.tail().as_secs_f64(),
@@ -887,21 +938,8 @@ fn report(global: &Global, args: &LoadArgs, total: &Window, ran: &Ran) {
             total.retries
         ),
     }
-    if not_sent > 0 {
-        let busy = match args.concurrency {
-            1 => "its one slot (--concurrency 1) was waiting for an answer (one request at \
-                  a time cannot keep this rate"
-                .to_string(),
-            slots => format!(
-                "all {slots} slots were waiting for answers (the cluster fell behind the rate"
-            ),
-        };
-        let not_sent = format!(
-            "not sent  {} still due at the end: {busy}; --concurrency allows more waiting); \
-             the latencies count each from when it was due to the end",
-            render::counted(not_sent, "request", "requests"),
-        );
-        print!("{}", render::wrapped(&not_sent, 2, 12));
+    if let Some(line) = not_sent.line(args.concurrency) {
+        print!("{}", render::wrapped(&line, 2, 12));
     }
     if finished_late > 0 && ran.tail() >= TAIL_WORTH_SAYING {
         let tail = format!(
@@ -1064,7 +1102,7 @@ mod tests {
             result: Err(code.into()),
         };
         let ran = |cut_short| Ran {
-            not_sent: 0,
+            not_sent: NotSent::default(),
             elapsed: Duration::from_secs(3),
             duration: Duration::from_secs(10),
             finished_late: 0,
@@ -1110,17 +1148,8 @@ mod tests {
         );
     }
 
-    /// A request refused at connect is counted as refused (UNAVAILABLE)
-    /// before its slot pauses: a stop during the pause used to make it a
-    /// request cut short, and against a cluster that refused everything, a
-    /// Ctrl-C in the first tenth of a second said every request "waited
-    /// unanswered" and asked whether the cluster was hung.
-    #[tokio::test]
-    async fn a_request_refused_at_connect_is_not_cut_short_by_a_stop_in_its_pause() {
-        // An address where nothing listens.
-        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = closed.local_addr().unwrap().to_string();
-        drop(closed);
+    /// A workload of writes to `addr`, in plaintext, counted in `stats`.
+    fn writes_to(addr: String, stats: Arc<Mutex<Stats>>) -> Workload {
         let cli = <crate::cli::Cli as clap::Parser>::try_parse_from([
             "clusterlab",
             "--tls",
@@ -1133,8 +1162,7 @@ mod tests {
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
             .unwrap()
             .connect_lazy();
-        let stats = Arc::new(Mutex::new(Stats::new()));
-        let work = Workload {
+        Workload {
             targets: Arc::new(vec![(addr, KeyValueClient::new(channel))]),
             current: Arc::default(),
             moves: Arc::default(),
@@ -1143,8 +1171,85 @@ mod tests {
             read_ratio: 0.0,
             written: Arc::default(),
             value: b"v".to_vec(),
-            stats: stats.clone(),
+            stats,
+        }
+    }
+
+    /// Requests due and not sent are put down to the cluster only when every
+    /// slot was waiting for an answer. With a slot free, this client fell
+    /// behind its own schedule (a machine too busy for the rate), and the
+    /// summary used to blame the cluster for that too.
+    #[tokio::test]
+    async fn requests_not_sent_say_whether_the_slots_or_this_client_fell_behind() {
+        // Nothing is sent in either run: no address is needed.
+        let work = || writes_to("127.0.0.1:9".into(), Arc::new(Mutex::new(Stats::new())));
+        let (_stop, stop_requested) = tokio::sync::watch::channel(false);
+        let ms_50 = || {
+            let start = Instant::now();
+            (start, start + Duration::from_millis(50))
         };
+
+        // A schedule whose thread hands over nothing: the one slot is free
+        // all along, and the 5 due are this client's lag.
+        let (_sender, due) = tokio::sync::mpsc::channel(1);
+        let (start, deadline) = ms_50();
+        let lagging = Schedule {
+            due,
+            total: 5,
+            start,
+            rate: 100.0,
+        };
+        let not_sent = drive(work(), 1, Some(lagging), deadline, stop_requested.clone()).await;
+        let lag = NotSent {
+            count: 5,
+            slots_busy: false,
+        };
+        assert_eq!(not_sent, lag);
+
+        // No slot ever free, as when each waits for an answer: the cluster's.
+        let (start, deadline) = ms_50();
+        let on_time = Schedule::start(100.0, start, deadline);
+        let not_sent = drive(work(), 0, Some(on_time), deadline, stop_requested).await;
+        let busy = NotSent {
+            count: 5,
+            slots_busy: true,
+        };
+        assert_eq!(not_sent, busy);
+
+        // And the summary says which.
+        let line = |not_sent: &NotSent, concurrency| not_sent.line(concurrency).unwrap();
+        assert!(
+            line(&lag, 8).contains("this client fell behind its own schedule, with a slot free"),
+            "{}",
+            line(&lag, 8)
+        );
+        assert!(!line(&lag, 8).contains("cluster"), "{}", line(&lag, 8));
+        assert!(
+            line(&busy, 8).contains("all 8 slots were waiting for answers (the cluster fell"),
+            "{}",
+            line(&busy, 8)
+        );
+        assert!(
+            line(&busy, 1).contains("its one slot (--concurrency 1) was waiting"),
+            "{}",
+            line(&busy, 1)
+        );
+        assert_eq!(NotSent::default().line(8), None);
+    }
+
+    /// A request refused at connect is counted as refused (UNAVAILABLE)
+    /// before its slot pauses: a stop during the pause used to make it a
+    /// request cut short, and against a cluster that refused everything, a
+    /// Ctrl-C in the first tenth of a second said every request "waited
+    /// unanswered" and asked whether the cluster was hung.
+    #[tokio::test]
+    async fn a_request_refused_at_connect_is_not_cut_short_by_a_stop_in_its_pause() {
+        // An address where nothing listens.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = closed.local_addr().unwrap().to_string();
+        drop(closed);
+        let stats = Arc::new(Mutex::new(Stats::new()));
+        let work = writes_to(addr, stats.clone());
         let (stop, stop_requested) = tokio::sync::watch::channel(false);
         let deadline = Instant::now() + Duration::from_secs(60);
         let driver = tokio::spawn(drive(work, 1, None, deadline, stop_requested));

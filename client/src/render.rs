@@ -169,12 +169,14 @@ fn must_be_escaped(c: char) -> bool {
 /// A key or value on one line of a listing (`scan`): text as it is, with line breaks,
 /// tabs and other control characters escaped (`\n`, `\t`, `\u{1b}`), so that
 /// each entry stays one line and no value can send the terminal escape
-/// sequences; bytes that are not UTF-8 as a note of their length.
+/// sequences, and a backslash doubled (`\\`), so that an escaped line break
+/// and a backslash written before an `n` read differently; bytes that are not
+/// UTF-8 as a note of their length.
 pub fn one_line(value: &[u8]) -> String {
     match std::str::from_utf8(value) {
         Ok(text) => text
             .chars()
-            .map(|c| match must_be_escaped(c) {
+            .map(|c| match c == '\\' || must_be_escaped(c) {
                 true => c.escape_default().to_string(),
                 false => c.to_string(),
             })
@@ -228,6 +230,9 @@ mod tests {
             "two\\nlines\\tand a tab"
         );
         assert_eq!(one_line(b"\x1b[2Jcleared"), "\\u{1b}[2Jcleared");
+        // A backslash written before an `n` is not a line break.
+        assert_eq!(one_line(br"two\nlines"), r"two\\nlines");
+        assert_ne!(one_line(br"two\nlines"), one_line(b"two\nlines"));
         // Nor can it pass for another key: "admin" written backwards, shown
         // forwards by a right-to-left override, or hidden by a zero width.
         assert_eq!(one_line("\u{202e}nimda".as_bytes()), "\\u{202e}nimda");
