@@ -175,7 +175,10 @@ mod tests {
 
     #[tokio::test]
     async fn it_spins_after_a_request_and_then_lets_the_thread_sleep() {
-        let busy = BusyPoll::new(Duration::from_millis(20));
+        // A window long enough that the task surely runs inside it on a
+        // loaded machine (a thread put off for 20 ms found it over, and never
+        // spun): this test waits it out once.
+        let busy = BusyPoll::new(Duration::from_secs(2));
         let task = tokio::spawn(busy.clone().run());
         let waiting = || busy.waiting.load(Ordering::Relaxed);
         until("the task waits for traffic", waiting).await;

@@ -537,9 +537,11 @@ fn a_scan_of_large_values_comes_in_pages_that_fit() {
 fn a_draining_balancer_finishes_the_request_in_flight() {
     let mut cluster = TestCluster::start(1);
     cluster.start_balancer(&[]);
+    // Long enough to be seen in flight on a loaded machine; shorter than
+    // the balancer's --drain-timeout (10 s).
     cluster
         .client_to(0)
-        .args(["fault", "n1", "--latency", "2s"])
+        .args(["fault", "n1", "--latency", "5s"])
         .ok();
     let put = cluster
         .client_to_balancer(0)

@@ -674,10 +674,12 @@ fn output_that_cannot_be_written_is_one_line_and_exit_status_1() {
 #[test]
 fn a_ctrl_c_during_the_read_back_says_what_was_found_by_then() {
     let cluster = TestCluster::start(1);
-    // Slow enough that the read-back is still under way when the signal lands.
+    // Slow enough that the read-back is still under way when the signal
+    // lands, even on a loaded machine; within the node's --request-timeout
+    // (10 s), or no write would be acknowledged.
     cluster
         .client()
-        .args(["fault", "n1", "--latency", "2s"])
+        .args(["fault", "n1", "--latency", "5s"])
         .ok();
     let log = cluster.dir().join("check.err");
     let mut check = cluster
@@ -688,6 +690,8 @@ fn a_ctrl_c_during_the_read_back_says_what_was_found_by_then() {
             "check",
             "--keys",
             "2",
+            "--duration",
+            "60s",
             "--concurrency",
             "2",
         ])
@@ -703,7 +707,7 @@ fn a_ctrl_c_during_the_read_back_says_what_was_found_by_then() {
     let status = tests::exit_within(&mut check, Duration::from_secs(30)).expect("an exit");
     assert_eq!(status.code(), Some(1), "{}", said());
     let said = said();
-    // Each read takes 2 s: none, or at most one, is back by then.
+    // Each read takes 5 s: none, or at most one, is back by then.
     assert!(
         said.contains("CANCELLED: interrupted while reading back, after ")
             && said.contains(" of 2 acknowledged keys read back: "),

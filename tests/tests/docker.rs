@@ -393,12 +393,12 @@ fn the_compose_cluster_fails_over_and_scales_out() {
         compose.balancer_status()["retries"]
     );
     // Gone from DNS, it is still shown: ejected, and why.
-    let backend = |status: serde_json::Value| {
+    let backend = |status: serde_json::Value, name: &str| {
         status["backends"]
             .as_array()
             .into_iter()
             .flatten()
-            .find(|b| b["name"] == victim.as_str())
+            .find(|b| b["name"] == name)
             .cloned()
     };
     wait_until(
@@ -406,7 +406,7 @@ fn the_compose_cluster_fails_over_and_scales_out() {
         UP_TIMEOUT,
         || {
             let status = compose.try_balancer_status().unwrap_or_default();
-            backend(status).is_some_and(|b| {
+            backend(status, victim).is_some_and(|b| {
                 b["health"] == "ejected"
                     && b["reason"]
                         .as_str()
@@ -420,7 +420,7 @@ fn the_compose_cluster_fails_over_and_scales_out() {
     wait_until(&format!("{victim} back in rotation"), UP_TIMEOUT, || {
         compose.healthy_backends().contains(victim)
     });
-    let returned = backend(compose.balancer_status()).expect("the victim");
+    let returned = backend(compose.balancer_status(), victim).expect("the victim");
     assert!(returned["ejections"].as_u64() >= Some(1), "{returned}");
     let log = compose.ok(&["logs", "--no-color", "balancer"]).stdout;
     assert!(
@@ -455,10 +455,14 @@ fn the_compose_cluster_fails_over_and_scales_out() {
     // unpaused, it returns. `compose logs balancer` tells the story.
     let frozen = &nodes[2];
     docker::docker(&["pause", frozen]);
+    // (A status that did not answer says nothing of it.)
     wait_until(
         &format!("{frozen} ejected while paused"),
         UP_TIMEOUT,
-        || !compose.healthy_backends().contains(frozen),
+        || {
+            let status = compose.try_balancer_status();
+            status.is_some_and(|s| backend(s, frozen).is_some_and(|b| b["health"] != "healthy"))
+        },
     );
     let out = compose.client(&["put", "while-paused", "still served"]);
     assert!(
