@@ -952,8 +952,12 @@ impl Backends {
 
     /// Re-resolves `host_port` every second and reconciles, forever.
     pub async fn resolve_forever(self: Arc<Self>, host_port: String) {
-        node::discovery::resolve_forever(host_port, "--nodes-dns", |addrs| {
-            self.reconcile(&addrs);
+        // A failed lookup changes nothing: the nodes found before stay,
+        // each health-checked (discovery logs the failure).
+        node::discovery::resolve_forever(host_port, "--nodes-dns", |answer| {
+            if let Ok(addrs) = answer {
+                self.reconcile(&addrs);
+            }
         })
         .await;
     }

@@ -14,12 +14,13 @@ use tracing::{debug, info, warn};
 pub const INTERVAL: Duration = Duration::from_secs(1);
 
 /// Resolves `host_port` every [`INTERVAL`], forever, handing each answer (as
-/// `IP:PORT` strings) to `found`. `flag` names the option in log lines. A
-/// failure is logged once, not every second, and then retried.
+/// `IP:PORT` strings) to `found`, or the lookup's failure. `flag` names the
+/// option in log lines. A failure is logged once, not every second, and
+/// then retried.
 pub async fn resolve_forever(
     host_port: String,
     flag: &str,
-    mut found: impl FnMut(BTreeSet<String>),
+    mut found: impl FnMut(Result<BTreeSet<String>, String>),
 ) {
     let mut ticker = tokio::time::interval(INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -33,14 +34,15 @@ pub async fn resolve_forever(
                     info!(name = %host_port, found = addrs.len(), "{flag} resolves again");
                 }
                 debug!(name = %host_port, ?addrs, "resolved {flag}");
-                found(addrs);
+                found(Ok(addrs));
             }
             Err(e) => {
                 let message = e.to_string();
                 if last_error.as_deref() != Some(message.as_str()) {
                     warn!(name = %host_port, error = %message, "cannot resolve {flag}; will keep trying");
-                    last_error = Some(message);
+                    last_error = Some(message.clone());
                 }
+                found(Err(message));
             }
         }
     }

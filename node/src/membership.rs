@@ -86,7 +86,7 @@ struct Addresses {
     seeds: BTreeSet<String>,
     /// The latest answer for `--peers-dns`.
     discovered: BTreeSet<String>,
-    /// `--peers-dns` is set and has not answered yet.
+    /// `--peers-dns` is set and has not answered yet, nor failed.
     awaiting_dns: bool,
     /// Heard of through gossip or an incoming probe: dropped if it never
     /// answers within `dead_after`.
@@ -102,6 +102,9 @@ struct Addresses {
     /// Addresses where another node answers with this node's own name. Names
     /// must be unique, so it is not taken for a member (or for this node).
     namesakes: BTreeSet<String>,
+    /// Addresses where a member answers while it advertises one where another
+    /// node answers (this one, even): warned of once each.
+    misadvertised: BTreeSet<String>,
     /// Seeds that have not answered yet: since when, and the reason last
     /// logged. A seed still unreachable after [`SEED_PATIENCE`] is a warning
     /// (a typo in `--peers`, a node not started, TLS that does not match), and
@@ -155,7 +158,8 @@ struct Round {
 /// But an address may never answer (a member that is down for good), and a
 /// node may be alone for good, so after [`ROUNDS_BEFORE_READY`] rounds the
 /// node is ready with what it has found. Rounds count only once `--peers-dns`,
-/// if set, has answered: before that, the node has not looked yet.
+/// if set, has answered, or failed to: before that, the node has not looked
+/// yet.
 #[derive(Debug, Default)]
 struct Readiness {
     counted: u32,
@@ -442,6 +446,16 @@ impl Membership {
         inner.addresses.awaiting_dns = false;
     }
 
+    /// `--peers-dns` failed to resolve (a name misspelt, or no DNS): an
+    /// answer too, as far as readiness goes. Rounds count from now on, and
+    /// the node is ready with the members found by other means once they
+    /// run out (a name that never resolves held it back for good, every
+    /// request refused as "just started"). Addresses it resolved to before
+    /// are kept; it is looked up again every second.
+    pub fn dns_failed(&self) {
+        self.lock().addresses.awaiting_dns = false;
+    }
+
     /// Waits until probing has found everyone it can (see `Readiness`). A
     /// node that served before this would place keys on too few members: on
     /// itself alone, with a quorum of one, if it had found nobody yet.
@@ -525,8 +539,9 @@ impl Membership {
 
     /// Re-resolves `host_port` every second, forever, feeding the answers to the prober.
     pub async fn resolve_forever(self: Arc<Self>, host_port: String) {
-        crate::discovery::resolve_forever(host_port, "--peers-dns", |addrs| {
-            self.set_discovered(addrs);
+        crate::discovery::resolve_forever(host_port, "--peers-dns", |answer| match answer {
+            Ok(addrs) => self.set_discovered(addrs),
+            Err(_) => self.dns_failed(),
         })
         .await;
     }
@@ -651,9 +666,33 @@ impl Membership {
             .answered_as
             .insert(addr.clone(), them.name.clone());
         let advertised = if them.addr.is_empty() {
-            addr
+            addr.clone()
         } else {
             them.addr
+        };
+        // An address where another node answers is not this member's,
+        // whatever it advertises (a copied --advertise): every call meant
+        // for it would reach the other, this node itself even, and count as
+        // its copy. It is dialled where it answered instead.
+        let taken_by =
+            match advertised == self.advertise || inner.addresses.own.contains(&advertised) {
+                true => Some(self.name.clone()),
+                false => (inner.addresses.answered_as.get(&advertised))
+                    .filter(|other| **other != them.name)
+                    .cloned(),
+            };
+        let advertised = match taken_by {
+            None => advertised,
+            Some(other) => {
+                if inner.addresses.misadvertised.insert(addr.clone()) {
+                    warn!(
+                        member = %them.name, %advertised, %other, dialled = %addr,
+                        "a member advertises an address where another node answers; \
+                         dialling it where it answered (its --advertise is wrong)"
+                    );
+                }
+                addr
+            }
         };
         match inner.peers.get_mut(&them.name) {
             Some(peer) => {
@@ -1328,6 +1367,39 @@ mod tests {
         drop(inner);
         assert_eq!(state(&m, "n4"), Some(State::Alive));
         assert_eq!(state(&m, "n3"), Some(State::Alive));
+    }
+
+    /// A member that advertises an address where another node answers (a
+    /// copied --advertise) is dialled where it answered: calls meant for it
+    /// went to the other node, to this one even, and counted as its copies.
+    #[test]
+    fn a_member_advertising_another_nodes_address_is_dialled_where_it_answered() {
+        let m = membership(Duration::from_secs(10));
+        let now = Instant::now();
+        let mut inner = m.lock();
+        let addr_of = |inner: &Inner, name: &str| inner.peers[name].addr.clone();
+        // n2 answers at 7102, and advertises this node's own address.
+        let (n1, n2) = ("127.0.0.1:7101", "127.0.0.1:7102");
+        m.answered(&mut inner, n2.into(), answer("n2", n1, &[]), now);
+        assert_eq!(addr_of(&inner, "n2"), n2);
+        // n4 advertises n3's address before n3 is found there; once it is,
+        // n4's next answer moves it to where it answers.
+        let (n3, n4) = ("127.0.0.1:7103", "127.0.0.1:7104");
+        m.answered(&mut inner, n4.into(), answer("n4", n3, &[]), now);
+        m.answered(&mut inner, n3.into(), answer("n3", n3, &[]), now);
+        m.answered(&mut inner, n4.into(), answer("n4", n3, &[]), now);
+        assert_eq!(addr_of(&inner, "n4"), n4);
+        assert_eq!(addr_of(&inner, "n3"), n3);
+        // An advertised address where no other node answers is taken at its
+        // word (in compose: found by its IP, advertising its name).
+        let n5 = "clusterlab-node-5:7100";
+        m.answered(
+            &mut inner,
+            "10.0.0.5:7100".into(),
+            answer("n5", n5, &[]),
+            now,
+        );
+        assert_eq!(addr_of(&inner, "n5"), n5);
     }
 
     #[test]

@@ -99,6 +99,25 @@ fn a_member_stopped_before_a_node_started_is_named_as_never_answered() {
     assert_eq!(cluster.status(n3).unwrap().unanswered, Vec::<String>::new());
 }
 
+/// A `--peers-dns` name that does not resolve (misspelt) holds a node back
+/// for its rounds of looking, not for good: it serves with the members its
+/// `--peers` found, and its log says which flag failed. It refused every
+/// request as "just started" for as long as it ran.
+#[test]
+fn a_node_whose_peers_dns_never_resolves_serves_with_the_peers_it_found() {
+    let mut cluster = TestCluster::start(1);
+    // Waits until n2 is ready.
+    let n2 = cluster.add_node(&["--peers-dns", "no-such-name.invalid:7100"]);
+    let out = cluster.client_to(n2).args(["-v", "put", "k", "v"]).ok();
+    assert!(out.stderr.contains("n1 ACKED"), "{}", out.stderr);
+    let log = cluster.nodes[n2].log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("cannot resolve --peers-dns") && l.contains("no-such-name")),
+        "{log}"
+    );
+}
+
 #[test]
 fn a_node_finds_the_cluster_through_dns_alone() {
     let mut cluster = TestCluster::start(1);
