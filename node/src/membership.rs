@@ -491,9 +491,10 @@ impl Membership {
     /// Checks once, at start, that the advertised address (`--advertise`, or
     /// the one made from `--listen`) reaches this node: its peers are told to
     /// find it there. A wrong one splits the cluster without a word: another
-    /// node's address has this node drop that seed as itself and the others
-    /// take that node for this one; an address where nothing answers leaves
-    /// this node unreachable. Either is a warning.
+    /// node's address has this node drop that seed as itself (the others
+    /// dial this node where they found it, and warn: [`Membership::answered`]);
+    /// an address where nothing answers leaves this node unreachable. Either
+    /// is a warning.
     pub async fn check_advertised(self: Arc<Self>) {
         let addr = self.advertise.clone();
         // An address that is not HOST:PORT was refused at start.
