@@ -59,11 +59,17 @@ pub type SessionSlot = Arc<Mutex<Option<ServerSession>>>;
 pub struct Diagnosis {
     /// Why, for people.
     pub why: String,
-    /// The server refused our certificate: an alert in place of its first
-    /// bytes, after the handshake. A server that does so reads no request on
-    /// the connection.
-    pub refused_our_certificate: bool,
+    /// The server reads no request on such a connection: it refused our
+    /// certificate (an alert in place of its first bytes, after the
+    /// handshake), or it requires TLS of a client in plaintext (it closed the
+    /// connection without a word).
+    pub read_no_request: bool,
 }
+
+/// What [`Dialer::diagnose`] says of a port that closes a plaintext
+/// connection without a word: clusterlab's TLS ports do so at the first
+/// byte, which cannot begin a TLS handshake.
+pub const REQUIRES_TLS: &str = "closed a plaintext connection without a word: it requires TLS";
 
 impl Dialer {
     /// Whether it dials without TLS (`--tls plaintext`).
@@ -117,7 +123,8 @@ impl Dialer {
         Ok((channel, slot))
     }
 
-    /// Finds out why the server at `addr` drops our connections, if it is TLS.
+    /// Finds out why the server at `addr` drops our connections, if it is TLS
+    /// (in plaintext: whether it requires TLS, [`Dialer::diagnose_plaintext`]).
     ///
     /// In TLS 1.3 the client finishes its half of the handshake *before* the
     /// server has checked the client's certificate. A refusal arrives afterwards,
@@ -127,7 +134,10 @@ impl Dialer {
     /// the alert if one comes instead.
     pub async fn diagnose(&self, addr: &str) -> Option<Diagnosis> {
         use tokio::io::AsyncReadExt;
-        let tls = TlsConnector::from(self.tls.clone()?);
+        let Some(tls) = self.tls.clone() else {
+            return self.diagnose_plaintext(addr).await;
+        };
+        let tls = TlsConnector::from(tls);
         let authority = authority(addr);
         let probe = async {
             let tcp = TcpStream::connect(authority).await.ok()?;
@@ -137,7 +147,7 @@ impl Dialer {
                 Err(e) => {
                     return explain::find_rustls_error(&e).map(|e| Diagnosis {
                         why: explain::failed_connection(e),
-                        refused_our_certificate: false,
+                        read_no_request: false,
                     });
                 }
             };
@@ -145,11 +155,40 @@ impl Dialer {
             match stream.read(&mut first).await {
                 Err(e) => explain::find_rustls_error(&e).map(|e| Diagnosis {
                     why: explain::failed_connection(e),
-                    refused_our_certificate: matches!(
+                    read_no_request: matches!(
                         e,
                         rustls::Error::AlertReceived(alert)
                             if explain::is_about_a_certificate(*alert)
                     ),
+                }),
+                Ok(_) => None,
+            }
+        };
+        tokio::time::timeout(self.connect_timeout, probe)
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// [`Dialer::diagnose`] in plaintext: dials once more and begins HTTP/2.
+    /// A plaintext server answers with its settings; a port that requires
+    /// TLS closes the connection without a word ([`REQUIRES_TLS`]), having
+    /// read no request. (A connection that broke otherwise, a server killed
+    /// mid-call, looks the same from the call: only dialing again tells.)
+    async fn diagnose_plaintext(&self, addr: &str) -> Option<Diagnosis> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        /// The client's connection preface, and an empty SETTINGS frame.
+        const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+        let probe = async {
+            let mut tcp = TcpStream::connect(authority(addr)).await.ok()?;
+            // A port that closed at the first byte may refuse the rest: the
+            // read below tells.
+            let _ = tcp.write_all(PREFACE).await;
+            let mut first = [0u8; 1];
+            match tcp.read(&mut first).await {
+                Ok(0) | Err(_) => Some(Diagnosis {
+                    why: REQUIRES_TLS.to_string(),
+                    read_no_request: true,
                 }),
                 Ok(_) => None,
             }

@@ -96,6 +96,12 @@ pub fn variable_tip_for<T: clap::CommandFactory>(long: &str) -> Option<String> {
     variable_tip(&with_env(T::command()), long, None, std::env::args_os())
 }
 
+/// The variable flag `--long`'s value came from, if the flag was not typed
+/// and its variable is set.
+pub fn variable_behind_for<T: clap::CommandFactory>(long: &str) -> Option<String> {
+    variable_behind(&with_env(T::command()), long, None, std::env::args_os())
+}
+
 /// clap names the flag whose value it refuses, even when the value came from
 /// the flag's variable: `CLUSTERLAB_TLS=off` gets "invalid value 'off' for
 /// '--tls'", though nobody typed `--tls`. This adds which variable it was, so

@@ -103,12 +103,16 @@ impl Connection {
         };
         let plaintext = tls.is_none();
         let mut dialer = Dialer::new(tls);
-        // Connecting is part of the request --timeout bounds.
+        // Connecting is part of the request --timeout bounds: when that is
+        // the shorter, running out of it is ours to name.
+        let timeout_bounds_it = global.timeout < dialer.connect_timeout;
         dialer.connect_timeout = dialer.connect_timeout.min(global.timeout);
-        let (channel, session) = dialer
-            .connect(addr)
-            .await
-            .map_err(|e| Failure::from_connect(&e, addr, plaintext))?;
+        let (channel, session) = dialer.connect(addr).await.map_err(|e| {
+            match timeout_bounds_it && certs::explain::timed_out(&e) {
+                true => Failure::connecting_out_of_time(addr, global.timeout),
+                false => Failure::from_connect(&e, addr, plaintext),
+            }
+        })?;
         Ok(Connection {
             channel,
             addr: addr.to_string(),
@@ -160,9 +164,10 @@ impl Connection {
         match result {
             Ok(response) => Ok(response.into_inner()),
             Err(status) => {
-                let (failure, refused_us) = self.explain(&status).await;
-                // A server refuses a certificate before it reads any request.
-                let cut = crate::failure::cut_after_sending(&status) && !refused_us;
+                let (failure, read_no_request) = self.explain(&status).await;
+                // A server refuses a certificate, or a plaintext client where
+                // it requires TLS, before it reads any request.
+                let cut = crate::failure::cut_after_sending(&status) && !read_no_request;
                 Err(failure.of_a_write(cut))
             }
         }
@@ -175,7 +180,8 @@ impl Connection {
     }
 
     /// [`Connection::failure`], and whether dialing again found that the
-    /// server refuses our certificate.
+    /// server reads no request of ours: it refuses our certificate, or
+    /// requires TLS of us in plaintext.
     async fn explain(&self, status: &tonic::Status) -> (Failure, bool) {
         let connection_broke = matches!(
             status.code(),
@@ -185,9 +191,7 @@ impl Connection {
             true => self.dialer.diagnose(&self.addr).await,
             false => None,
         };
-        let refused_us = diagnosis
-            .as_ref()
-            .is_some_and(|d| d.refused_our_certificate);
+        let read_no_request = diagnosis.as_ref().is_some_and(|d| d.read_no_request);
         let failure = Failure::from_status(
             status,
             &self.addr,
@@ -195,6 +199,6 @@ impl Connection {
             diagnosis.map(|d| d.why),
             self.timeout,
         );
-        (failure, refused_us)
+        (failure, read_no_request)
     }
 }

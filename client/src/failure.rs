@@ -80,19 +80,23 @@ impl Failure {
     /// Explains a failed call to `addr`. TLS problems hide deep in the status's
     /// chain of causes; they are the most useful part, so they come first.
     ///
-    /// `tls_failure` is what [`certs::dial::Dialer::diagnose`] found by dialing
-    /// again after the call failed (the server's alert, say): a server refusing
-    /// our certificate shows up as nothing more than a broken connection in
-    /// the status itself. `timeout` is
-    /// `--timeout`, named when the call ran out of it.
+    /// `diagnosis` is what [`certs::dial::Dialer::diagnose`] found by dialing
+    /// again after the call failed (the server's alert, say; in plaintext,
+    /// that the port requires TLS): a server refusing our certificate shows
+    /// up as nothing more than a broken connection in the status itself.
+    /// `timeout` is `--timeout`, named when the call ran out of it.
     pub fn from_status(
         status: &tonic::Status,
         addr: &str,
         plaintext: bool,
-        tls_failure: Option<String>,
+        diagnosis: Option<String>,
         timeout: std::time::Duration,
     ) -> Self {
-        if let Some(reason) = tls_failure.map(|r| format!("TLS with {addr} failed: {r}")) {
+        if let Some(why) = diagnosis {
+            let reason = match plaintext {
+                true => format!("{addr} {why} ({})", drop_plaintext()),
+                false => format!("TLS with {addr} failed: {why}"),
+            };
             return Failure::new("UNAVAILABLE", reason);
         }
         if let Some(reason) = transport_reason(status, addr, plaintext) {
@@ -165,6 +169,20 @@ impl Failure {
         )
     }
 
+    /// A connection to `addr` not made within `--timeout` (`timeout`), when
+    /// that is shorter than the dialer's own limit: the user's deadline, not
+    /// a server that never answers. No request went out.
+    pub fn connecting_out_of_time(addr: &str, timeout: std::time::Duration) -> Self {
+        Failure::new(
+            "DEADLINE_EXCEEDED",
+            format!(
+                "the connection to {addr} was not made within {timeout:?} (--timeout), \
+                 its TCP and TLS handshakes included; nothing was sent. A node may be hung \
+                 (see `clusterlab status`), or --timeout too short to connect"
+            ),
+        )
+    }
+
     /// Explains a failure to connect to `addr`.
     pub fn from_connect(err: &tonic::transport::Error, addr: &str, plaintext: bool) -> Self {
         let reason = transport_reason(err, addr, plaintext)
@@ -187,6 +205,15 @@ pub fn nothing_succeeded(errors: &BTreeMap<String, u64>, what: &str) -> Option<F
 /// What to check when the address the user gave does not answer.
 const ADDR_HINT: &str = "; is the cluster running, and is --addr right?";
 
+/// How to stop dialing in plaintext: drop `--tls plaintext`, or unset the
+/// variable it came from (the README's plaintext lab exports one).
+fn drop_plaintext() -> String {
+    match certs::flags::variable_behind_for::<crate::cli::Cli>("tls") {
+        Some(variable) => format!("unset {variable}, which asks for --tls plaintext"),
+        None => "drop --tls plaintext".to_string(),
+    }
+}
+
 /// Finds the root cause of a transport failure and says what it means.
 fn transport_reason(err: &(dyn StdError + 'static), addr: &str, plaintext: bool) -> Option<String> {
     if let Some(tls) = explain::find_rustls_error(err) {
@@ -197,8 +224,8 @@ fn transport_reason(err: &(dyn StdError + 'static), addr: &str, plaintext: bool)
     }
     if plaintext && explain::closed_during_setup(err) {
         return Some(format!(
-            "{addr} closed the connection during setup; it probably requires TLS \
-             (drop --tls plaintext)"
+            "{addr} closed the connection during setup; it probably requires TLS ({})",
+            drop_plaintext()
         ));
     }
     let mut next: Option<&(dyn StdError + 'static)> = Some(err);
@@ -216,10 +243,11 @@ fn transport_reason(err: &(dyn StdError + 'static), addr: &str, plaintext: bool)
                     format!("the connection to {addr} was reset before it answered")
                 }
                 // The standard library's getaddrinfo error has no kind of its own.
+                // (The hint about --addr last, where `Failure::reaching` finds it.)
                 _ if io.to_string().starts_with("failed to lookup address") => format!(
-                    "the host in {addr} is not known here ({io}); is the cluster running, \
-                     and is --addr right? (In docker compose, a service's name resolves \
-                     only while it runs: `docker compose up -d`)"
+                    "the host in {addr} is not known here ({io}; in docker compose, a \
+                     service's name resolves only while it runs: `docker compose up -d`)\
+                     {ADDR_HINT}"
                 ),
                 _ => format!("connection to {addr} failed: {io}"),
             });
@@ -519,6 +547,11 @@ mod tests {
         );
         assert!(reason.contains("Name or service not known"), "{reason}");
         assert!(reason.contains("docker compose up -d"), "{reason}");
+        assert!(reason.ends_with(ADDR_HINT), "{reason}");
+        // A node's address the cluster gave: --addr is not to blame.
+        let named = Failure::new("UNAVAILABLE", reason).reaching("n3", "n1");
+        assert!(!named.message.contains("--addr"), "{named}");
+        assert!(named.message.ends_with("is n3 running?"), "{named}");
         // Any other I/O failure keeps its own words.
         let other = std::io::Error::other("something else");
         let reason = transport_reason(&other, "balancer:7000", false).unwrap();

@@ -1327,6 +1327,26 @@ fn a_reader_that_stops_early_is_no_failure() {
 /// as for any mistake in the command line), even in a
 /// list whose other entries would answer: not as a host that does not resolve.
 /// One after an address that answers too: `check` and `load` would go on to
+/// A --timeout too short to connect in is named as the user's deadline
+/// (DEADLINE_EXCEEDED, --timeout), not as a server that never answers: it
+/// said "no answer from ... in time (connect timed out)", naming no flag.
+#[test]
+fn a_timeout_that_ends_before_the_connection_is_made_says_so() {
+    let cluster = TestCluster::empty();
+    // Takes connections and says nothing: no TLS handshake ever finishes.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap().to_string();
+    let out = tests::Client::bare()
+        .args(["--addr", &addr, "--timeout", "200ms", "get", "k"])
+        .env("CLUSTERLAB_CERTS", &cluster.certs)
+        .fails();
+    let expected = format!(
+        "DEADLINE_EXCEEDED: the connection to {addr} was not made within 200ms (--timeout)"
+    );
+    assert!(out.stderr.starts_with(&expected), "{}", out.stderr);
+    assert!(out.stderr.contains("nothing was sent"), "{}", out.stderr);
+}
+
 /// it (a missing port dialled port 80).
 #[test]
 fn an_addr_that_is_not_host_port_is_refused_before_dialling() {

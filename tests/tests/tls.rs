@@ -44,7 +44,35 @@ fn plaintext_to_a_tls_port_is_refused_as_tls_required() {
     let cluster = TestCluster::start(1);
     cluster.client().args(["put", "k", "v"]).ok();
     let stderr = refused(&cluster, &["--tls", "plaintext"]);
-    assert!(stderr.contains("probably requires TLS"), "{stderr}");
+    assert!(
+        stderr.contains("requires TLS (drop --tls plaintext)"),
+        "{stderr}"
+    );
+    // A write too: a port that requires TLS read none of it, so it was not
+    // applied, whatever the connection's end looked like here. (It said the
+    // write may have been applied.)
+    let out = cluster
+        .client()
+        .args(["--tls", "plaintext", "put", "k", "other"])
+        .fails();
+    assert!(out.stderr.contains("requires TLS"), "{}", out.stderr);
+    assert!(
+        !out.stderr.contains("may still have been applied"),
+        "{}",
+        out.stderr
+    );
+    // The plaintext came from the variable: unset it, not drop a flag.
+    let out = cluster
+        .client()
+        .env("CLUSTERLAB_TLS", "plaintext")
+        .args(["put", "k", "other"])
+        .fails();
+    assert!(
+        out.stderr
+            .contains("(unset CLUSTERLAB_TLS, which asks for --tls plaintext)"),
+        "{}",
+        out.stderr
+    );
     cluster.wait_rejection_logged("plaintext HTTP/2");
     cluster.wait_rejection_logged("this port requires TLS");
     assert_eq!(cluster.client().args(["get", "k"]).ok().stdout, "v");
