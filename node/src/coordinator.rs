@@ -885,11 +885,26 @@ impl Coordinator {
         let mut budget = limits::ScanBudget::new(limit);
         let mut cursor = start_after;
         let mut rounds = 0;
+        // A member that failed a round is not asked again in this scan: it
+        // counts as failed in every round after, and a paused one would
+        // cost each round the replica timeout.
+        let mut asked = members.clone();
+        let mut failed: Vec<(String, ReplicaError)> = Vec::new();
         // Where the rest begins, if there is more.
         let next = loop {
             rounds += 1;
-            let page = self.scan_page(&members, &prefix, &cursor, limit).await;
-            let failed: Vec<&(String, ReplicaError)> = page.failures.iter().collect();
+            let page = self.scan_page(&asked, &prefix, &cursor, limit).await;
+            if rounds == 1 {
+                for (member, count) in &page.counts {
+                    let detail = format!("{count} records");
+                    trace.replica(member, Outcome::Answered, None, started.elapsed(), detail);
+                }
+                for (member, e) in &page.failures {
+                    trace.replica(member, e.outcome(), None, started.elapsed(), e.detail());
+                }
+            }
+            asked.retain(|member| page.failures.iter().all(|(m, _)| m != member));
+            failed.extend(page.failures);
             if failed.len() > tolerated {
                 let reasons: Vec<String> = failed
                     .iter()
@@ -902,15 +917,6 @@ impl Coordinator {
                     failed.len(),
                     reasons.join("; ")
                 )));
-            }
-            if rounds == 1 {
-                for (member, count) in &page.counts {
-                    let detail = format!("{count} records");
-                    trace.replica(member, Outcome::Answered, None, started.elapsed(), detail);
-                }
-                for (member, e) in &page.failures {
-                    trace.replica(member, e.outcome(), None, started.elapsed(), e.detail());
-                }
             }
             let mut left_over = false;
             for record in page.complete.into_iter().filter(|r| r.value.is_some()) {

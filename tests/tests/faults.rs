@@ -108,6 +108,40 @@ fn a_paused_node_turns_suspect_and_returns_when_the_pause_is_cleared() {
     });
 }
 
+/// A scan that takes many rounds (deleted keys fill its pages) asks a
+/// member that failed a round no more: a paused one cost each round the
+/// replica timeout (2 s), and 13 rounds outlasted the node's own 10 s
+/// --request-timeout, so the scan failed though two members answered.
+#[test]
+fn a_scan_of_many_rounds_does_not_wait_on_a_paused_member_each_round() {
+    // n3 stays in the ring while paused: suspect, not dead.
+    let cluster = TestCluster::start_with(3, &["--dead-after", "60s"]);
+    for n in 0..12 {
+        let key = format!("s/{n:02}");
+        cluster.client().args(["put", &key, "v"]).ok();
+        cluster.client().args(["delete", &key]).ok();
+    }
+    cluster.client().args(["put", "s/z", "last"]).ok();
+    cluster.client_to(2).args(["fault", "n3", "--pause"]).ok();
+    // A page of one: a round for each deleted key, and one more.
+    let out = cluster
+        .client()
+        .args([
+            "--timeout",
+            "60s",
+            "-v",
+            "scan",
+            "--prefix",
+            "s/",
+            "--limit",
+            "1",
+        ])
+        .ok();
+    assert_eq!(out.stdout, "s/z\tlast\n", "{}", out.stderr);
+    // Its trace shows n3 failing the first round.
+    assert!(out.stderr.contains("n3 TIMED_OUT"), "{}", out.stderr);
+}
+
 #[test]
 fn a_cut_link_fails_both_directions_and_heals() {
     let cluster = TestCluster::start_with(3, &["--dead-after", "60s"]);
