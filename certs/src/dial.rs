@@ -67,9 +67,10 @@ pub struct Diagnosis {
 }
 
 /// What [`Dialer::diagnose`] says of a port that closes a plaintext
-/// connection without a word: clusterlab's TLS ports do so at the first
-/// byte, which cannot begin a TLS handshake.
-pub const REQUIRES_TLS: &str = "closed a plaintext connection without a word: it requires TLS";
+/// connection at its first byte, without a word: clusterlab's TLS ports do
+/// so, as that byte cannot begin a TLS handshake.
+pub const REQUIRES_TLS: &str =
+    "closed a plaintext connection at its first byte, without a word: it requires TLS";
 
 impl Dialer {
     /// Whether it dials without TLS (`--tls plaintext`).
@@ -170,20 +171,18 @@ impl Dialer {
             .flatten()
     }
 
-    /// [`Dialer::diagnose`] in plaintext: dials once more and begins HTTP/2.
-    /// A plaintext server answers with its settings; a port that requires
-    /// TLS closes the connection without a word ([`REQUIRES_TLS`]), having
-    /// read no request. (A connection that broke otherwise, a server killed
-    /// mid-call, looks the same from the call: only dialing again tells.)
+    /// [`Dialer::diagnose`] in plaintext: dials once more and sends the
+    /// first byte of HTTP/2's preface. A plaintext HTTP/2 server answers
+    /// with its settings, an HTTP/1 one (a dashboard) waits for the rest, and
+    /// a port that requires TLS closes the connection at once, without a word
+    /// ([`REQUIRES_TLS`]), having read no request. (A connection that broke
+    /// otherwise, a server killed mid-call, looks the same from the call:
+    /// only dialing again tells.)
     async fn diagnose_plaintext(&self, addr: &str) -> Option<Diagnosis> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        /// The client's connection preface, and an empty SETTINGS frame.
-        const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
         let probe = async {
             let mut tcp = TcpStream::connect(authority(addr)).await.ok()?;
-            // A port that closed at the first byte may refuse the rest: the
-            // read below tells.
-            let _ = tcp.write_all(PREFACE).await;
+            tcp.write_all(b"P").await.ok()?;
             let mut first = [0u8; 1];
             match tcp.read(&mut first).await {
                 Ok(0) | Err(_) => Some(Diagnosis {
@@ -451,6 +450,47 @@ mod tests {
         assert_eq!(authority("127.0.0.1:7000"), "127.0.0.1:7000");
         assert_eq!(authority("http://node-1:7100"), "node-1:7100");
         assert_eq!(authority("https://[::1]:7000"), "[::1]:7000");
+    }
+
+    /// In plaintext, dialing again tells a port that requires TLS (it closes
+    /// the connection at the first byte) from a plaintext HTTP/2 server (it
+    /// speaks first) and from an HTTP/1 one, a dashboard (it waits for more).
+    #[tokio::test]
+    async fn in_plaintext_a_port_that_requires_tls_is_told_from_others() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut dialer = Dialer::new(None);
+        dialer.connect_timeout = Duration::from_millis(500);
+        // Each kind of server, one connection each.
+        let serve = |kind: &'static str| async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap().to_string();
+            tokio::spawn(async move {
+                let (mut tcp, _) = listener.accept().await.unwrap();
+                let mut first = [0u8; 1];
+                match kind {
+                    // As the TLS listener: a look at the first byte, and gone.
+                    "tls" => drop(tcp.peek(&mut first).await),
+                    "http2" => {
+                        tcp.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
+                        let _ = tcp.read(&mut first).await;
+                    }
+                    _ => {
+                        let _ = tcp.read_to_end(&mut Vec::new()).await;
+                    }
+                }
+            });
+            addr
+        };
+        let tls = dialer.diagnose(&serve("tls").await).await;
+        assert_eq!(
+            tls,
+            Some(Diagnosis {
+                why: REQUIRES_TLS.into(),
+                read_no_request: true
+            })
+        );
+        assert_eq!(dialer.diagnose(&serve("http2").await).await, None);
+        assert_eq!(dialer.diagnose(&serve("http1").await).await, None);
     }
 
     /// `--addr [::1]:7000`: the brackets are the URI's, not the host's.

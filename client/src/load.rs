@@ -502,6 +502,11 @@ impl Schedule {
     }
 }
 
+/// Time enough for the schedule's thread to wake and hand over a request
+/// that fell due (tens of microseconds): one due so close to the end of the
+/// sending is not counted as not sent.
+const HANDOVER: Duration = Duration::from_millis(1);
+
 /// The most groups the waits of requests not sent are recorded in ([`Schedule::waits`]).
 const NOT_SENT_GROUPS: u64 = 10_000;
 
@@ -536,9 +541,10 @@ async fn drive(
     // Whether the sending ended for a stop, not at the deadline (a stop that
     // comes later, while the last answers are waited for, sent nothing less).
     let mut stopped_early = false;
-    // Whether it ended waiting for a slot: every one was waiting for an
-    // answer. Else what was due and not sent, this client fell behind on.
-    let mut slots_busy = false;
+    // Whether every slot was waiting for an answer when the sending ended
+    // (`None`: look at the slots then). Else what was due and not sent,
+    // this client fell behind on.
+    let mut slots_busy = None;
     while Instant::now() < deadline {
         // When this request is due: on the schedule in an open loop, else now.
         let due = match schedule.as_mut() {
@@ -556,16 +562,18 @@ async fn drive(
             None => None,
         };
         // Biased, the stop first: a slot freed by a request cut short must
-        // not go to a new one.
+        // not go to a new one. (So a stop can win while a slot is free: the
+        // slots are looked at before the requests cut short free theirs.)
+        let waiting = slots.available_permits() == 0;
         let slot = tokio::select! {
             biased;
             _ = stopped() => {
-                (stopped_early, slots_busy) = (true, true);
+                (stopped_early, slots_busy) = (true, Some(waiting));
                 break;
             }
             slot = slots.clone().acquire_owned() => slot.expect("semaphore open"),
             _ = tokio::time::sleep_until(deadline.into()) => {
-                slots_busy = true;
+                slots_busy = Some(true);
                 break;
             }
         };
@@ -604,29 +612,30 @@ async fn drive(
         // Reap finished tasks so the set does not grow for the whole run.
         while tasks.try_join_next().is_some() {}
     }
+    // Ended otherwise: at the deadline, or a stop, while waiting for the
+    // next one due (every slot may have been busy all the same), or just
+    // after a slot freed at the deadline went to one more request.
+    let slots_busy = slots_busy.unwrap_or_else(|| slots.available_permits() == 0);
     while tasks.join_next().await.is_some() {}
     let Some(schedule) = schedule else {
         return NotSent::default();
     };
-    let (due, end) = match (stopped_early, slots_busy) {
-        // Stopped waiting for a slot: those due by the stop, each waiting
-        // until then.
-        (true, true) => {
+    // Those due by the end, each waiting until then; not one falling due in
+    // the moment the schedule's thread takes to hand it over.
+    let due_by = |end: Instant| schedule.due_by(end.checked_sub(HANDOVER).unwrap_or(end));
+    let (due, end) = match stopped_early {
+        true => {
             let now = Instant::now();
-            (schedule.due_by(now), now)
+            (due_by(now), now)
         }
-        // Stopped waiting for the next one due: each handed over was sent
-        // (the one falling due at the very moment of the stop is not one
-        // this client fell behind on).
-        (true, false) => (sent, Instant::now()),
-        (false, _) => {
+        false => {
             // An open loop's last request may fall due well before the end (one
             // request every 2 s over 3 s): the run still lasts its whole duration.
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline.into()) => {}
                 _ = stopped() => {}
             }
-            (schedule.total, deadline)
+            (due_by(deadline), deadline)
         }
     };
     let mut stats = work.stats.lock().expect("stats poisoned");

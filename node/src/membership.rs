@@ -102,9 +102,11 @@ struct Addresses {
     /// Addresses where another node answers with this node's own name. Names
     /// must be unique, so it is not taken for a member (or for this node).
     namesakes: BTreeSet<String>,
-    /// Addresses where a member answers while it advertises one where another
-    /// node answers (this one, even): warned of once each.
-    misadvertised: BTreeSet<String>,
+    /// Members that advertise an address where another node answers (this
+    /// one, even), and that address: each is dialled where it answered
+    /// instead ([`Membership::answered`]), and what it gossips of itself
+    /// there is not learned ([`learn`]).
+    misadvertised: HashMap<String, String>,
     /// Seeds that have not answered yet: since when, and the reason last
     /// logged. A seed still unreachable after [`SEED_PATIENCE`] is a warning
     /// (a typo in `--peers`, a node not started, TLS that does not match), and
@@ -666,6 +668,7 @@ impl Membership {
             .addresses
             .answered_as
             .insert(addr.clone(), them.name.clone());
+        self.displace_from(inner, &addr, &them.name);
         let advertised = if them.addr.is_empty() {
             addr.clone()
         } else {
@@ -674,23 +677,25 @@ impl Membership {
         // An address where another node answers is not this member's,
         // whatever it advertises (a copied --advertise): every call meant
         // for it would reach the other, this node itself even, and count as
-        // its copy. It is dialled where it answered instead.
-        let taken_by =
-            match advertised == self.advertise || inner.addresses.own.contains(&advertised) {
-                true => Some(self.name.clone()),
-                false => (inner.addresses.answered_as.get(&advertised))
-                    .filter(|other| **other != them.name)
-                    .cloned(),
-            };
-        let advertised = match taken_by {
-            None => advertised,
-            Some(other) => {
-                if inner.addresses.misadvertised.insert(addr.clone()) {
-                    warn!(
-                        member = %them.name, %advertised, %other, dialled = %addr,
-                        "a member advertises an address where another node answers; \
-                         dialling it where it answered (its --advertise is wrong)"
-                    );
+        // its copy. It is dialled where it answered instead, for as long as
+        // it advertises that address (what answers there may come and go).
+        let addresses = &mut inner.addresses;
+        let misadvertised = advertised != addr
+            && (advertised == self.advertise
+                || addresses.own.contains(&advertised)
+                || addresses.misadvertised.get(&them.name) == Some(&advertised)
+                || (addresses.answered_as.get(&advertised))
+                    .is_some_and(|other| *other != them.name));
+        let advertised = match misadvertised {
+            false => {
+                addresses.misadvertised.remove(&them.name);
+                advertised
+            }
+            true => {
+                let before =
+                    (addresses.misadvertised).insert(them.name.clone(), advertised.clone());
+                if before.as_ref() != Some(&advertised) {
+                    say_misadvertised(&them.name, &advertised, &addr);
                 }
                 addr
             }
@@ -756,6 +761,30 @@ impl Membership {
         }
         for member in &answer.members {
             learn(inner, (&self.name, &self.advertise), member);
+        }
+    }
+
+    /// `name` answers at `addr`: another member taken to be there (at the
+    /// address it advertised, before `name` was found there) is dialled
+    /// where it answered itself, if it did. Until then, calls meant for it
+    /// reached `name`.
+    fn displace_from(&self, inner: &mut Inner, addr: &str, name: &str) {
+        let Inner {
+            peers, addresses, ..
+        } = inner;
+        for peer in peers.values_mut() {
+            if peer.name == name || peer.addr != addr {
+                continue;
+            }
+            let mut answered = addresses.answered_as.iter();
+            let Some((own, _)) = answered.find(|(a, n)| **n == peer.name && *a != addr) else {
+                continue;
+            };
+            say_misadvertised(&peer.name, addr, own);
+            addresses
+                .misadvertised
+                .insert(peer.name.clone(), peer.addr.clone());
+            peer.addr.clone_from(own);
         }
     }
 
@@ -863,6 +892,16 @@ impl Membership {
     }
 }
 
+/// Logs that `member` advertises `advertised`, where another node answers,
+/// and is dialled where it answered instead.
+fn say_misadvertised(member: &str, advertised: &str, dialled: &str) {
+    warn!(
+        %member, %advertised, %dialled,
+        "a member advertises an address where another node answers; dialling it where it \
+         answered (its --advertise is wrong)"
+    );
+}
+
 /// Every address worth probing this round.
 fn probe_targets(inner: &Inner) -> BTreeSet<String> {
     let addresses = &inner.addresses;
@@ -897,17 +936,24 @@ fn probe_targets(inner: &Inner) -> BTreeSet<String> {
 /// listed under this node's own name, `me` (name, advertised address): a
 /// namesake, which the probe reports.
 fn learn(inner: &mut Inner, me: (&str, &str), member: &Member) {
+    let addresses = &inner.addresses;
     let known = match member.name == me.0 {
         true => member.addr == me.1,
         false => inner.peers.get(&member.name).is_some_and(|peer| {
             // Where it is, or where it answered before it moved: gossip from
             // a member that has not heard of the move yet.
-            let moved_from = inner.addresses.answered_as.get(&member.addr) == Some(&member.name)
+            let moved_from = addresses.answered_as.get(&member.addr) == Some(&member.name)
                 && peer.state == State::Alive;
             peer.addr == member.addr || moved_from
         }),
     };
-    if member.addr.is_empty() || known {
+    // Another member at this node's own address, or at one it advertises
+    // where another node answers: not where it is ([`Membership::answered`]).
+    let misadvertised = member.name != me.0
+        && (member.addr == me.1
+            || addresses.own.contains(&member.addr)
+            || addresses.misadvertised.get(&member.name) == Some(&member.addr));
+    if member.addr.is_empty() || known || misadvertised {
         return;
     }
     // Another node at an address a member answered at before it moved (a
@@ -1373,24 +1419,40 @@ mod tests {
     /// A member that advertises an address where another node answers (a
     /// copied --advertise) is dialled where it answered: calls meant for it
     /// went to the other node, to this one even, and counted as its copies.
+    /// What it says of itself (its probes, gossip) does not move it back.
     #[test]
     fn a_member_advertising_another_nodes_address_is_dialled_where_it_answered() {
         let m = membership(Duration::from_secs(10));
         let now = Instant::now();
         let mut inner = m.lock();
         let addr_of = |inner: &Inner, name: &str| inner.peers[name].addr.clone();
+        let me = ("n1", "127.0.0.1:7101");
+        let said = |name: &str, addr: &str| Member {
+            name: name.into(),
+            addr: addr.into(),
+            state: State::Alive as i32,
+        };
         // n2 answers at 7102, and advertises this node's own address.
-        let (n1, n2) = ("127.0.0.1:7101", "127.0.0.1:7102");
+        let (n1, n2) = (me.1, "127.0.0.1:7102");
         m.answered(&mut inner, n2.into(), answer("n2", n1, &[]), now);
         assert_eq!(addr_of(&inner, "n2"), n2);
-        // n4 advertises n3's address before n3 is found there; once it is,
-        // n4's next answer moves it to where it answers.
+        learn(&mut inner, me, &said("n2", n1));
+        assert!(!inner.addresses.learned.contains_key(n1), "{inner:?}");
+        // n4 advertises n3's address, and is found first: taken at its word
+        // until n3 answers there, and then dialled where it answered.
         let (n3, n4) = ("127.0.0.1:7103", "127.0.0.1:7104");
         m.answered(&mut inner, n4.into(), answer("n4", n3, &[]), now);
+        assert_eq!(addr_of(&inner, "n4"), n3);
         m.answered(&mut inner, n3.into(), answer("n3", n3, &[]), now);
-        m.answered(&mut inner, n4.into(), answer("n4", n3, &[]), now);
         assert_eq!(addr_of(&inner, "n4"), n4);
         assert_eq!(addr_of(&inner, "n3"), n3);
+        // n4's probe of this node names the wrong address again; then it
+        // answers at its own. It stays there, and 7103 stays n3's.
+        learn(&mut inner, me, &said("n4", n3));
+        m.answered(&mut inner, n4.into(), answer("n4", n3, &[]), now);
+        assert_eq!(addr_of(&inner, "n4"), n4);
+        assert_eq!(inner.addresses.answered_as[n3], "n3");
+        assert!(probe_targets(&inner).contains(n4));
         // An advertised address where no other node answers is taken at its
         // word (in compose: found by its IP, advertising its name).
         let n5 = "clusterlab-node-5:7100";

@@ -1323,10 +1323,6 @@ fn a_reader_that_stops_early_is_no_failure() {
     assert_eq!((status.code(), stderr.as_str()), (Some(0), ""));
 }
 
-/// An address that is not HOST:PORT is named as the mistake it is (exit 2,
-/// as for any mistake in the command line), even in a
-/// list whose other entries would answer: not as a host that does not resolve.
-/// One after an address that answers too: `check` and `load` would go on to
 /// A --timeout too short to connect in is named as the user's deadline
 /// (DEADLINE_EXCEEDED, --timeout), not as a server that never answers: it
 /// said "no answer from ... in time (connect timed out)", naming no flag.
@@ -1347,6 +1343,10 @@ fn a_timeout_that_ends_before_the_connection_is_made_says_so() {
     assert!(out.stderr.contains("nothing was sent"), "{}", out.stderr);
 }
 
+/// An address that is not HOST:PORT is named as the mistake it is (exit 2,
+/// as for any mistake in the command line), even in a
+/// list whose other entries would answer: not as a host that does not resolve.
+/// One after an address that answers too: `check` and `load` would go on to
 /// it (a missing port dialled port 80).
 #[test]
 fn an_addr_that_is_not_host_port_is_refused_before_dialling() {
