@@ -266,6 +266,8 @@ where
             .and_then(proto::deadline::parse);
         let (deadline, ours) = proto::deadline::sooner(theirs, self.request_timeout);
         let write = matches!(request.uri().path(), PUT_PATH | DELETE_PATH);
+        // A retry not begun here may have been applied by its first attempt.
+        let retry = request.headers().contains_key(RETRY_HEADER);
         // A write must be stamped and stored by the end of this call: its
         // client has moved on by then, and a copy held up past it (on its way
         // to a slow replica, or in this node, stopped after reading it) must
@@ -311,6 +313,13 @@ where
                          it is safe to send again"
                     )
                 });
+                // Not begun, it changed nothing: marked so, as every refusal
+                // before any work is (`clusterlab check` counts it failed,
+                // not maybe applied).
+                let status = match begun || retry {
+                    true => status,
+                    false => proto::not_applied(status),
+                };
                 Ok(status.into_http())
             };
             tokio::time::timeout(deadline, call)
@@ -426,6 +435,14 @@ mod tests {
         GetRequest {
             key: key.into(),
             ..GetRequest::default()
+        }
+    }
+
+    fn put(key: &str, value: &str) -> PutRequest {
+        PutRequest {
+            key: key.into(),
+            value: value.as_bytes().to_vec(),
+            ..PutRequest::default()
         }
     }
 
@@ -590,6 +607,17 @@ mod tests {
             ),
             "{status:?}"
         );
+        assert!(proto::was_not_applied(&status), "{status:?}");
+        // A write too; not a retry, whose first attempt may have been applied.
+        let status = kv.put(put("k", "v")).await.unwrap_err();
+        assert!(proto::was_not_applied(&status), "{status:?}");
+        let mut retry = tonic::Request::new(put("k", "v"));
+        retry
+            .metadata_mut()
+            .insert(super::RETRY_HEADER, "1".parse().unwrap());
+        let status = kv.put(retry).await.unwrap_err();
+        assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+        assert!(!proto::was_not_applied(&status), "{status:?}");
 
         let mut sooner = tonic::Request::new(get("k"));
         sooner.set_timeout(Duration::from_millis(50));

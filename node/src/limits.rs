@@ -148,6 +148,24 @@ pub fn check_version(version: &Version) -> Result<()> {
     Ok(())
 }
 
+/// The node a peer's request names (`from`, `for_node`): at most
+/// [`MAX_NAME_LEN`] bytes, as any node's name. It is logged, and kept in
+/// the memory of refusals logged once in a while: a node certificate's
+/// holder could fill both with megabytes of name a request.
+fn check_peer_name(field: &str, name: &str) -> Result<()> {
+    if name.len() > MAX_NAME_LEN {
+        return Err(Error::InvalidArgument(format!(
+            "{field} is {} bytes; a node's name is at most {MAX_NAME_LEN}",
+            name.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The most bytes of an address a probe's caller gives for itself: a host
+/// name of 253, in brackets, a colon and a port fit.
+const MAX_ADDR_BYTES: usize = 262;
+
 /// Anti-entropy's key ranges: `range_count` in 1..=[`MAX_RANGES`], every
 /// named range below it, and the node the comparison is for.
 pub fn check_ranges(range_count: u32, ranges: &[u32], for_node: &str) -> Result<()> {
@@ -174,13 +192,13 @@ pub fn check_ranges(range_count: u32, ranges: &[u32], for_node: &str) -> Result<
             "for_node is empty; name the node the comparison is for".into(),
         ));
     }
-    Ok(())
+    check_peer_name("for_node", for_node)
 }
 
 /// What can be judged from a request alone, before any work is done for it.
 /// The KeyValue and Replica handlers call it before any work of their own
-/// (after the wait for `--capacity` and any injected fault; `Probe` carries
-/// nothing to check, and Admin's requests are checked where they are used);
+/// (after the wait for `--capacity` and any injected fault; `Probe` before
+/// its fault, and Admin's requests are checked where they are used);
 /// the fuzz target calls it on whatever the decoder makes of random bytes.
 pub trait Validate {
     fn validate(&self) -> Result<()>;
@@ -242,13 +260,15 @@ impl Validate for WriteRequest {
         let version = record.version.as_ref().ok_or_else(|| {
             Error::InvalidArgument("the write's record carries no version".into())
         })?;
-        check_version(version)
+        check_version(version)?;
+        check_peer_name("from", &self.from)
     }
 }
 
 impl Validate for ReadRequest {
     fn validate(&self) -> Result<()> {
-        check_key(&self.key)
+        check_key(&self.key)?;
+        check_peer_name("from", &self.from)
     }
 }
 
@@ -256,7 +276,8 @@ impl Validate for LocalScanRequest {
     fn validate(&self) -> Result<()> {
         check_scan_bound("prefix", &self.prefix)?;
         check_scan_bound("start_after", &self.start_after)?;
-        scan_limit(self.limit).map(drop)
+        scan_limit(self.limit)?;
+        check_peer_name("from", &self.from)
     }
 }
 
@@ -274,8 +295,17 @@ impl Validate for RangeRequest {
 
 impl Validate for ProbeRequest {
     /// A probe only tells us about the caller; a bad address in it fails
-    /// when dialled, and is reported then.
+    /// when dialled, and is reported then. Its length is checked here: the
+    /// address is kept, to be probed back.
     fn validate(&self) -> Result<()> {
+        let caller = self.from.clone().unwrap_or_default();
+        check_peer_name("the caller's name", &caller.name)?;
+        if caller.addr.len() > MAX_ADDR_BYTES {
+            return Err(Error::InvalidArgument(format!(
+                "the caller's address is {} bytes; HOST:PORT is at most {MAX_ADDR_BYTES}",
+                caller.addr.len()
+            )));
+        }
         Ok(())
     }
 }
@@ -444,6 +474,57 @@ mod tests {
             assert!(err.contains(said), "{err}");
         }
         assert!(check_version(&named("x".repeat(63))).is_ok());
+    }
+
+    /// A peer names itself in at most a node name's bytes, and its address
+    /// in at most a HOST:PORT's: a megabyte of either was logged and kept.
+    #[test]
+    fn a_peers_name_for_itself_is_no_longer_than_a_nodes() {
+        let long = "x".repeat(MAX_NAME_LEN + 1);
+        let said = |result: Result<()>| result.unwrap_err().to_string();
+        let write = WriteRequest {
+            record: Some(proto::Record {
+                key: "k".into(),
+                version: Some(Version {
+                    wall_ms: 1,
+                    logical: 0,
+                    node: "n1".into(),
+                }),
+                ..proto::Record::default()
+            }),
+            from: long.clone(),
+            ..WriteRequest::default()
+        };
+        assert_eq!(
+            said(write.validate()),
+            "from is 64 bytes; a node's name is at most 63"
+        );
+        let read = ReadRequest {
+            key: "k".into(),
+            from: long.clone(),
+        };
+        assert!(said(read.validate()).starts_with("from is 64 bytes"));
+        let scan = LocalScanRequest {
+            limit: 1,
+            from: long.clone(),
+            ..LocalScanRequest::default()
+        };
+        assert!(said(scan.validate()).starts_with("from is 64 bytes"));
+        assert!(said(check_ranges(64, &[], &long)).starts_with("for_node is 64 bytes"));
+        let probe = |name: &str, addr: String| ProbeRequest {
+            from: Some(proto::Member {
+                name: name.into(),
+                addr,
+                state: 0,
+            }),
+        };
+        assert!(said(probe(&long, "a:1".into()).validate()).starts_with("the caller's name"));
+        let far = probe("n2", "x".repeat(MAX_ADDR_BYTES + 1)).validate();
+        assert!(said(far).starts_with("the caller's address is 263 bytes"));
+        // As long as they may be, they pass.
+        let fits = format!("[{}]:65535", "x".repeat(253));
+        assert!(probe(&"x".repeat(MAX_NAME_LEN), fits).validate().is_ok());
+        assert!(ProbeRequest::default().validate().is_ok());
     }
 
     /// A peer's write must say its version: stored without one, it would

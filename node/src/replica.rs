@@ -117,7 +117,9 @@ impl Replica for ReplicaService {
         request: Request<ProbeRequest>,
     ) -> Result<Response<ProbeResponse>, Status> {
         let membership = &self.state.membership;
-        let caller = request.into_inner().from.unwrap_or_default();
+        let request = request.into_inner();
+        request.validate()?;
+        let caller = request.from.unwrap_or_default();
         self.state.faults.enter_probe(&caller.name).await?;
         membership.heard_from(&caller);
         let keys = self.state.store.run(|s| s.len()).await?;

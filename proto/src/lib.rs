@@ -71,7 +71,8 @@ pub mod admin {
 /// request before asking any replica (it has just started and is still
 /// finding its peers, too few members are in its ring for the quorum, it
 /// began to shut down while the request waited on a pause, added latency or
-/// `--capacity`, or a fault injected with `--error-rate` failed it).
+/// `--capacity`, or its `--request-timeout` ran out there, or a fault
+/// injected with `--error-rate` failed it).
 /// Any other failed write may have been applied on some replicas; this one
 /// certainly was not, and `clusterlab check` counts it as a failure, not as
 /// an indeterminate write.
