@@ -27,7 +27,8 @@ use clap::{ArgAction, Command};
 /// clap's own do.
 pub fn parse<T: clap::Parser>() -> T {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let mut command = typed_flags_win(with_env(T::command()), &args);
+    let mut command =
+        switches_set_off_are_not_given(typed_flags_win(with_env(T::command()), &args));
     let matches = command
         .clone()
         .try_get_matches_from(&args)
@@ -67,6 +68,33 @@ fn typed_flags_win(command: Command, args: &[std::ffi::OsString]) -> Command {
             false => arg,
         }
     })
+}
+
+/// A switch whose variable says off (`CLUSTERLAB_INIT_KEEP=0`) is not given.
+/// clap counts any value from a variable as the flag given (its issue 5591),
+/// so an off switch would still clash with the flags it cannot go with, and
+/// stand for the one flag of a group that needs one (`fault`'s). Its
+/// variable is dropped instead: the switch stays off, as it is unset.
+fn switches_set_off_are_not_given(command: Command) -> Command {
+    let mut command = command.mut_args(|arg| {
+        let off = matches!(arg.get_action(), ArgAction::SetTrue)
+            && arg
+                .get_env()
+                .and_then(std::env::var_os)
+                .is_some_and(|value| value.to_str().is_some_and(|v| switch(v) == Ok(false)));
+        match off {
+            true => arg.env(None::<&str>),
+            false => arg,
+        }
+    });
+    let subcommands: Vec<String> = command
+        .get_subcommands()
+        .map(|sub| sub.get_name().to_string())
+        .collect();
+    for name in subcommands {
+        command = command.mut_subcommand(&name, switches_set_off_are_not_given);
+    }
+    command
 }
 
 /// Exits 2 with `message`, as clap does for a flag it refuses: for the
@@ -350,15 +378,16 @@ pub fn duration_at_least(
 }
 
 /// Parses `--identity`: the name of a certificate in `--certs`, which an
-/// empty value is not (it would look for `.pem`).
+/// empty value is not (it would look for `.pem`). Spaces around it, as a
+/// variable may carry them, are not part of any name.
 pub fn identity(text: &str) -> Result<String, String> {
-    match text.trim().is_empty() {
-        true => Err(
+    match text.trim() {
+        "" => Err(
             "it is empty; give the name of a certificate in --certs (NAME.pem and \
-                     NAME.key), such as admin"
+                   NAME.key): a client's, such as admin, or node, or balancer"
                 .into(),
         ),
-        false => Ok(text.to_string()),
+        name => Ok(name.to_string()),
     }
 }
 
@@ -508,7 +537,19 @@ pub fn clash(a: SocketAddr, b: SocketAddr) -> bool {
 
 /// HOST:PORT with a host and a port number, e.g. 10.0.0.2:7100 or node:7100.
 pub fn check_host_port(flag: &str, addr: &str) -> Result<(), String> {
-    match port_of(addr).is_some_and(|port| port > 0) {
+    let host_port = |addr: &str| port_of(addr).is_some_and(|port| port > 0);
+    // Several, with spaces or semicolons between, as lists in variables are
+    // often written: not an IPv6 address, nor a host with a space in it.
+    let pieces: Vec<&str> = (addr.split(|c: char| c.is_whitespace() || c == ';'))
+        .filter(|piece| !piece.is_empty())
+        .collect();
+    if pieces.len() > 1 && pieces.iter().all(|piece| host_port(piece)) {
+        return Err(format!(
+            "{flag} {addr:?} is not HOST:PORT; a list of addresses is comma-separated, as {}",
+            pieces.join(",")
+        ));
+    }
+    match host_port(addr) {
         true => Ok(()),
         false => Err(format!(
             "{flag} {addr:?} is not HOST:PORT; write it like 127.0.0.1:7101 or node:7100{}{}",
@@ -732,6 +773,14 @@ mod tests {
     /// `::1:7100` used to pass the start-up checks, then fail at every use
     /// ("invalid URI"), a peer every half second: which colon ends the address?
     #[test]
+    fn an_identity_is_a_name_without_the_spaces_around_it() {
+        assert_eq!(identity(" node "), Ok("node".to_string()));
+        let err = identity("  ").unwrap_err();
+        assert!(err.starts_with("it is empty;"), "{err}");
+        assert!(err.contains("node, or balancer"), "{err}");
+    }
+
+    #[test]
     fn an_ipv6_address_must_be_in_brackets() {
         assert_eq!(check_host_port("--peers", "[::1]:7100"), Ok(()));
         assert_eq!(check_host_port("--addr", "[fe80::1]:7000"), Ok(()));
@@ -755,6 +804,15 @@ mod tests {
             "a?b:7100",
         ] {
             assert!(check_host_port("--peers", wrong).is_err(), "{wrong}");
+        }
+        // A list with spaces or semicolons is told how lists are written.
+        for list in ["127.0.0.1:7101 127.0.0.1:7102", "a:1; b:2"] {
+            let err = check_host_port("--nodes", list).unwrap_err();
+            assert!(
+                err.contains("a list of addresses is comma-separated, as "),
+                "{err}"
+            );
+            assert!(!err.contains("IPv6"), "{err}");
         }
         let err = check_host_port("--nodes", "nöde:7100").unwrap_err();
         assert!(

@@ -1287,6 +1287,20 @@ fn every_command_flag_can_come_from_the_environment_too() {
         "{}",
         out.stderr
     );
+    // A switch its variable turns off is not given: it clashes with nothing,
+    // and does not stand for the one flag `fault` needs (it cleared n1's
+    // faults, exit 0; and with --clear, clashed with it).
+    let off = || cluster.client().env("CLUSTERLAB_FAULT_PAUSE", "0");
+    let out = off().args(["fault", "n1", "--clear"]).ok();
+    assert!(out.stdout.starts_with("n1: faults now"), "{}", out.stdout);
+    let out = off().args(["fault", "n1"]).run();
+    assert_eq!(out.code(), 2, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("the following required arguments were not provided"),
+        "{}",
+        out.stderr
+    );
     let help = cluster.client().args(["load", "--help"]).ok();
     assert!(
         help.stdout.contains("[env: CLUSTERLAB_LOAD_DURATION="),
