@@ -24,7 +24,10 @@ use certs::{
     listener::ListenerConfig,
     tls::Credentials,
 };
-use node::{events::Events, in_flight::InFlight, lifecycle, metrics, server::set_health};
+use node::{
+    events::Events, in_flight::InFlight, lifecycle, message_deadline::MessageDeadline, metrics,
+    server::set_health,
+};
 use proto::admin_server::AdminServer;
 use tokio::{net::TcpListener, task::JoinSet};
 use tonic::{body::Body, service::Routes};
@@ -162,11 +165,13 @@ pub async fn run(
         ),
     );
 
-    // KeyValue goes straight to the forwarder; the rest to tonic's router.
+    // KeyValue goes straight to the forwarder, which ends each call by its
+    // deadline; the rest to tonic's router, their messages due by it too.
     let others = Routes::new(health_service)
         .add_service(reflection)
         .add_service(reflection_v1alpha)
         .add_service(admin);
+    let others = MessageDeadline::new(others, &config.name, config.serving.request_timeout);
     let front_door = AuthzLayer::new(authz::Server::Balancer, denials, revocations)
         .layer(FrontDoor { kv, others });
     let shutdown = async move {
@@ -222,7 +227,7 @@ const READINESS_CHECK: std::time::Duration = std::time::Duration::from_millis(10
 #[derive(Debug, Clone)]
 struct FrontDoor {
     kv: ForwardService,
-    others: Routes,
+    others: MessageDeadline<Routes>,
 }
 
 impl Service<Request> for FrontDoor {

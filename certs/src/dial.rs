@@ -125,7 +125,7 @@ impl Dialer {
     }
 
     /// Finds out why the server at `addr` drops our connections, if it is TLS
-    /// (in plaintext: whether it requires TLS, [`Dialer::diagnose_plaintext`]).
+    /// (in plaintext: whether it requires TLS, `diagnose_plaintext`).
     ///
     /// In TLS 1.3 the client finishes its half of the handshake *before* the
     /// server has checked the client's certificate. A refusal arrives afterwards,

@@ -259,11 +259,7 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        let theirs = request
-            .headers()
-            .get(proto::deadline::HEADER)
-            .and_then(|value| value.to_str().ok())
-            .and_then(proto::deadline::parse);
+        let theirs = proto::deadline::of(request.headers());
         let (deadline, ours) = proto::deadline::sooner(theirs, self.request_timeout);
         let write = matches!(request.uri().path(), PUT_PATH | DELETE_PATH);
         // A retry not begun here may have been applied by its first attempt.

@@ -40,6 +40,7 @@ pub mod kv;
 pub mod lifecycle;
 pub mod limits;
 pub mod membership;
+pub mod message_deadline;
 pub mod metrics;
 pub mod placement;
 pub mod replica;

@@ -494,7 +494,7 @@ impl Membership {
     /// the one made from `--listen`) reaches this node: its peers are told to
     /// find it there. A wrong one splits the cluster without a word: another
     /// node's address has this node drop that seed as itself (the others
-    /// dial this node where they found it, and warn: [`Membership::answered`]);
+    /// dial this node where they found it, and warn: `Membership::answered`);
     /// an address where nothing answers leaves this node unreachable. Either
     /// is a warning.
     pub async fn check_advertised(self: Arc<Self>) {

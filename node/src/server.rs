@@ -33,6 +33,7 @@ use crate::{
     lifecycle,
     limits::MAX_MESSAGE_BYTES,
     membership::{Local, Membership, Settings},
+    message_deadline::MessageDeadline,
     metrics,
     replica::ReplicaService,
     state::NodeState,
@@ -204,13 +205,17 @@ pub async fn run(
             revocations,
         ))
         .layer(in_flight.clone());
+    // KeyValue has a deadline of its own ([`kv::server`]); the others' messages
+    // are due by --request-timeout too. (Replica's callers are nodes, which
+    // give up on each call themselves.)
+    let (name, within) = (&config.name, config.serving.request_timeout);
     let router = server
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(reflection_v1alpha)
+        .add_service(MessageDeadline::new(health_service, name, within))
+        .add_service(MessageDeadline::new(reflection, name, within))
+        .add_service(MessageDeadline::new(reflection_v1alpha, name, within))
         .add_service(kv)
         .add_service(replica)
-        .add_service(admin);
+        .add_service(MessageDeadline::new(admin, name, within));
 
     let health_on_stop = health.clone();
     let state_on_stop = state.clone();

@@ -44,6 +44,12 @@ pub fn overdue(write_by: u64) -> Option<Duration> {
     now.checked_sub(by).filter(|late| !late.is_zero())
 }
 
+/// The client's deadline among a request's `headers`, as [`parse`] reads it.
+pub fn of(headers: &tonic::codegen::http::HeaderMap) -> Option<Duration> {
+    let value = headers.get(HEADER)?.to_str().ok()?;
+    parse(value)
+}
+
 /// Reads a `grpc-timeout` value: `"500m"` is half a second. `None` for
 /// anything that is not a number of up to 8 characters followed by one of
 /// the six units.

@@ -298,11 +298,21 @@ fn put_never_finished(
     target: Target,
     extra: &[(&str, &str)],
 ) -> (String, String) {
+    never_finished(cluster, target, ("writer", PUT), extra)
+}
+
+/// [`put_never_finished`] for any call `path`, by `identity`.
+fn never_finished(
+    cluster: &TestCluster,
+    target: Target,
+    (identity, path): (&str, &str),
+    extra: &[(&str, &str)],
+) -> (String, String) {
     block_on(async {
-        let mut conn = RawH2::connect(&cluster.certs, "writer", target.addr(cluster))
+        let mut conn = RawH2::connect(&cluster.certs, identity, target.addr(cluster))
             .await
             .unwrap();
-        let stream = conn.open_with(PUT, false, extra).await.unwrap();
+        let stream = conn.open_with(path, false, extra).await.unwrap();
         conn.data(stream, &h2raw::grpc_message(100, &[0x0a; 10]), false)
             .await
             .unwrap();
@@ -344,6 +354,44 @@ fn a_message_that_never_arrives_ends_at_the_deadline(target: Target) {
     };
     assert!(message.starts_with(expected), "{message}");
     target.still_serving(&cluster, "k");
+}
+
+/// Not only KeyValue's: a health check or an Admin call whose message never
+/// arrives ends at --request-timeout too. They had no deadline but the
+/// client's, and any identity (a reader) could hold a stream, and a drain,
+/// for as long as it kept its connection.
+fn every_call_ends_at_the_deadline(target: Target) {
+    let cluster = target.cluster_with(&["--request-timeout", "3s"]);
+    for path in [
+        "/grpc.health.v1.Health/Check",
+        "/clusterlab.v1.Admin/WhoAmI",
+    ] {
+        let (status, message) = never_finished(&cluster, target, ("reader", path), &[]);
+        assert_eq!(status, "4", "{path}: DEADLINE_EXCEEDED: {message}");
+        assert!(
+            message.ends_with(
+                "gave up on the call after 3s (its --request-timeout): its message \
+                 had not arrived"
+            ),
+            "{path}: {message}"
+        );
+    }
+    // Reflection's stream of questions ends when its next one is overdue,
+    // as reflection ends any stream whose questions broke off (held for
+    // good before: `never_finished` waits a minute for the end).
+    let reflection = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo";
+    never_finished(&cluster, target, ("reader", reflection), &[]);
+    target.still_serving(&cluster, "k");
+}
+
+#[test]
+fn a_node_ends_every_call_at_the_deadline() {
+    every_call_ends_at_the_deadline(Target::Node);
+}
+
+#[test]
+fn the_balancer_ends_every_call_at_the_deadline_too() {
+    every_call_ends_at_the_deadline(Target::Balancer);
 }
 
 #[test]
