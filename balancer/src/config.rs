@@ -116,7 +116,7 @@ impl Config {
         certs::flags::check_listen("--listen", &self.listen, 7000)?;
         let mut seen = std::collections::HashSet::new();
         for addr in self.nodes() {
-            certs::flags::check_host_port("--nodes", &addr)?;
+            certs::flags::check_list_entry("--nodes", &addr)?;
             if !seen.insert(addr.clone()) {
                 // Most often a copy-paste whose port was not changed, which
                 // would leave a node out without a word.

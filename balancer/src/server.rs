@@ -167,11 +167,15 @@ pub async fn run(
 
     // KeyValue goes straight to the forwarder, which ends each call by its
     // deadline; the rest to tonic's router, their messages due by it too.
-    let others = Routes::new(health_service)
-        .add_service(reflection)
-        .add_service(reflection_v1alpha)
-        .add_service(admin);
-    let others = MessageDeadline::new(others, &config.name, config.serving.request_timeout);
+    let (name, within) = (&config.name, config.serving.request_timeout);
+    let others = Routes::new(MessageDeadline::new(health_service, name, within))
+        .add_service(MessageDeadline::between_messages(reflection, name, within))
+        .add_service(MessageDeadline::between_messages(
+            reflection_v1alpha,
+            name,
+            within,
+        ))
+        .add_service(MessageDeadline::new(admin, name, within));
     let front_door = AuthzLayer::new(authz::Server::Balancer, denials, revocations)
         .layer(FrontDoor { kv, others });
     let shutdown = async move {
@@ -227,7 +231,7 @@ const READINESS_CHECK: std::time::Duration = std::time::Duration::from_millis(10
 #[derive(Debug, Clone)]
 struct FrontDoor {
     kv: ForwardService,
-    others: MessageDeadline<Routes>,
+    others: Routes,
 }
 
 impl Service<Request> for FrontDoor {

@@ -537,25 +537,31 @@ pub fn clash(a: SocketAddr, b: SocketAddr) -> bool {
 
 /// HOST:PORT with a host and a port number, e.g. 10.0.0.2:7100 or node:7100.
 pub fn check_host_port(flag: &str, addr: &str) -> Result<(), String> {
-    let host_port = |addr: &str| port_of(addr).is_some_and(|port| port > 0);
-    // Several, with spaces or semicolons between, as lists in variables are
-    // often written: not an IPv6 address, nor a host with a space in it.
-    let pieces: Vec<&str> = (addr.split(|c: char| c.is_whitespace() || c == ';'))
-        .filter(|piece| !piece.is_empty())
-        .collect();
-    if pieces.len() > 1 && pieces.iter().all(|piece| host_port(piece)) {
-        return Err(format!(
-            "{flag} {addr:?} is not HOST:PORT; a list of addresses is comma-separated, as {}",
-            pieces.join(",")
-        ));
-    }
-    match host_port(addr) {
+    match port_of(addr).is_some_and(|port| port > 0) {
         true => Ok(()),
         false => Err(format!(
             "{flag} {addr:?} is not HOST:PORT; write it like 127.0.0.1:7101 or node:7100{}{}",
             ipv6_hint(addr, 7101),
             host_character_hint(addr)
         )),
+    }
+}
+
+/// One address of a list flag's (`--peers`, `--nodes`, `--addr`): HOST:PORT,
+/// as [`check_host_port`] has it. Several with spaces or semicolons between,
+/// as lists in variables are often written, are told that commas separate
+/// them: they are not an IPv6 address, nor a host with a space in it.
+pub fn check_list_entry(flag: &str, addr: &str) -> Result<(), String> {
+    let pieces: Vec<&str> = (addr.split(|c: char| c.is_whitespace() || c == ';'))
+        .filter(|piece| !piece.is_empty())
+        .collect();
+    let several = pieces.len() > 1 && pieces.iter().all(|p| check_host_port(flag, p).is_ok());
+    match several {
+        true => Err(format!(
+            "{flag} {addr:?} is not HOST:PORT; a list of addresses is comma-separated, as {}",
+            pieces.join(",")
+        )),
+        false => check_host_port(flag, addr),
     }
 }
 
@@ -807,13 +813,17 @@ mod tests {
         }
         // A list with spaces or semicolons is told how lists are written.
         for list in ["127.0.0.1:7101 127.0.0.1:7102", "a:1; b:2"] {
-            let err = check_host_port("--nodes", list).unwrap_err();
+            let err = check_list_entry("--nodes", list).unwrap_err();
             assert!(
                 err.contains("a list of addresses is comma-separated, as "),
                 "{err}"
             );
             assert!(!err.contains("IPv6"), "{err}");
+            // A flag of one address is not told of lists.
+            let err = check_host_port("--advertise", list).unwrap_err();
+            assert!(!err.contains("a list of addresses"), "{err}");
         }
+        assert_eq!(check_list_entry("--nodes", "a:1"), Ok(()));
         let err = check_host_port("--nodes", "nöde:7100").unwrap_err();
         assert!(
             err.ends_with("; 'ö' cannot be in a host name (letters, digits, '-', '.' and '_')"),

@@ -67,7 +67,7 @@ impl Connection {
         let addrs: Vec<&String> = global.addr.iter().filter(|a| !a.is_empty()).collect();
         // Every one, not only those tried: `check` and `load` go on to the others.
         for addr in &addrs {
-            certs::flags::check_host_port("--addr", addr).map_err(bad_addr)?;
+            certs::flags::check_list_entry("--addr", addr).map_err(bad_addr)?;
         }
         let mut failures = Vec::new();
         for addr in addrs {

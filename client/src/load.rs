@@ -616,6 +616,9 @@ async fn drive(
     // next one due (every slot may have been busy all the same), or just
     // after a slot freed at the deadline went to one more request.
     let slots_busy = slots_busy.unwrap_or_else(|| slots.available_permits() == 0);
+    // When the sending ended: a stop's moment, not the end of the wait for
+    // the requests it cut short (hundreds of them may take a while).
+    let sending_ended = Instant::now();
     while tasks.join_next().await.is_some() {}
     let Some(schedule) = schedule else {
         return NotSent::default();
@@ -624,10 +627,7 @@ async fn drive(
     // the moment the schedule's thread takes to hand it over.
     let due_by = |end: Instant| schedule.due_by(end.checked_sub(HANDOVER).unwrap_or(end));
     let (due, end) = match stopped_early {
-        true => {
-            let now = Instant::now();
-            (due_by(now), now)
-        }
+        true => (due_by(sending_ended), sending_ended),
         false => {
             // An open loop's last request may fall due well before the end (one
             // request every 2 s over 3 s): the run still lasts its whole duration.

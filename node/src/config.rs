@@ -263,7 +263,7 @@ impl Config {
             .iter()
             .map(|p| p.trim())
             .filter(|p| !p.is_empty())
-            .map(|p| certs::flags::check_host_port("--peers", p).map(|()| p.to_string()))
+            .map(|p| certs::flags::check_list_entry("--peers", p).map(|()| p.to_string()))
             .collect()
     }
 }

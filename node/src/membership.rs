@@ -764,20 +764,23 @@ impl Membership {
         }
     }
 
-    /// `name` answers at `addr`: another member taken to be there (at the
-    /// address it advertised, before `name` was found there) is dialled
-    /// where it answered itself, if it did. Until then, calls meant for it
-    /// reached `name`.
+    /// `name` answers at `addr`: another member alive and taken to be there
+    /// (at the address it advertised, before `name` was found there) is
+    /// dialled where it answered itself, if that is one address. Until then,
+    /// calls meant for it reached `name`. (One with several, where it answers
+    /// and where it answered before it moved, is left to its next answer:
+    /// which is where it is now, nothing here says.)
     fn displace_from(&self, inner: &mut Inner, addr: &str, name: &str) {
         let Inner {
             peers, addresses, ..
         } = inner;
         for peer in peers.values_mut() {
-            if peer.name == name || peer.addr != addr {
+            if peer.name == name || peer.addr != addr || peer.state != State::Alive {
                 continue;
             }
-            let mut answered = addresses.answered_as.iter();
-            let Some((own, _)) = answered.find(|(a, n)| **n == peer.name && *a != addr) else {
+            let answered = addresses.answered_as.iter();
+            let mut elsewhere = answered.filter(|(a, n)| **n == peer.name && *a != addr);
+            let (Some((own, _)), None) = (elsewhere.next(), elsewhere.next()) else {
                 continue;
             };
             say_misadvertised(&peer.name, addr, own);

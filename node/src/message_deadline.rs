@@ -13,7 +13,10 @@
 //! the request's headers; else the call ends with DEADLINE_EXCEEDED, which
 //! the body hands to tonic as its error. Only the request is bounded: an
 //! answer that streams on (`Admin/Events`, `Health/Watch`) goes on once its
-//! one message has arrived.
+//! one message has arrived. Reflection's stream of questions may last as
+//! long as its client asks ([`MessageDeadline::between_messages`]): each
+//! part of it is due within the time of the one before, and a stream whose
+//! next question does not come ends (reflection ends it with OK).
 
 use std::{
     convert::Infallible,
@@ -35,6 +38,9 @@ pub struct MessageDeadline<S> {
     /// Who gives up, as messages name it: the node's or balancer's name.
     process: Arc<str>,
     request_timeout: Duration,
+    /// Each part of the request is due within the time of the one before,
+    /// not the whole of it within the time of its headers.
+    between: bool,
 }
 
 impl<S> MessageDeadline<S> {
@@ -45,6 +51,16 @@ impl<S> MessageDeadline<S> {
             inner,
             process: process.into(),
             request_timeout,
+            between: false,
+        }
+    }
+
+    /// `inner`, for a stream of messages (reflection's questions): each part
+    /// due within `request_timeout` of the one before.
+    pub fn between_messages(inner: S, process: &str, request_timeout: Duration) -> Self {
+        MessageDeadline {
+            between: true,
+            ..MessageDeadline::new(inner, process, request_timeout)
         }
     }
 }
@@ -72,13 +88,18 @@ where
             true => "its --request-timeout",
             false => "the client's deadline",
         };
+        let what = match self.between {
+            true => "its next message had not arrived",
+            false => "its message had not arrived",
+        };
         let gave_up = format!(
-            "{} gave up on the call after {within:?} ({whose}): its message had not arrived",
+            "{} gave up on the call after {within:?} ({whose}): {what}",
             self.process
         );
         self.inner.call(request.map(|body| DueBody {
             body,
             due: Box::pin(tokio::time::sleep(within)),
+            again_within: self.between.then_some(within),
             gave_up: Some(gave_up),
         }))
     }
@@ -89,6 +110,8 @@ where
 pub struct DueBody<B> {
     body: B,
     due: Pin<Box<tokio::time::Sleep>>,
+    /// For a stream of messages: each part puts `due` this far off again.
+    again_within: Option<Duration>,
     /// What the call ends with when `due` passes first; taken once said.
     gave_up: Option<String>,
 }
@@ -107,6 +130,11 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
         if let Poll::Ready(frame) = Pin::new(&mut this.body).poll_frame(cx) {
+            if let Some(within) = this.again_within {
+                this.due
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + within);
+            }
             return Poll::Ready(frame.map(|frame| frame.map_err(Into::into)));
         }
         if this.due.as_mut().poll(cx).is_pending() {
@@ -165,5 +193,32 @@ mod tests {
             status.message(),
             "n1 gave up on the call after 3s (its --request-timeout): its message had not arrived"
         );
+
+        // A stream of questions, each within 3 s of the one before, goes on
+        // past 3 s; one that stops ends 3 s after its last (on the test's
+        // paused clock, which moves only as timers fire).
+        let (sender, questions) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Status>>(1);
+        let questions = tokio_stream::wrappers::ReceiverStream::new(questions);
+        let mut stream = MessageDeadline::between_messages(echo, "n1", Duration::from_secs(3));
+        let asking = tokio::spawn(async move {
+            for _ in 0..3 {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                sender
+                    .send(Ok(Frame::data(Bytes::from_static(b"?"))))
+                    .await
+                    .unwrap();
+            }
+            sender
+        });
+        let started = tokio::time::Instant::now();
+        let body = http_body_util::StreamBody::new(questions).boxed();
+        let status = stream.call(call(body)).await.unwrap().unwrap_err().unwrap();
+        assert_eq!(started.elapsed(), Duration::from_secs(9), "{status:?}");
+        assert!(
+            status
+                .message()
+                .ends_with("its next message had not arrived")
+        );
+        drop(asking.await.unwrap());
     }
 }

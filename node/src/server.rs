@@ -211,8 +211,12 @@ pub async fn run(
     let (name, within) = (&config.name, config.serving.request_timeout);
     let router = server
         .add_service(MessageDeadline::new(health_service, name, within))
-        .add_service(MessageDeadline::new(reflection, name, within))
-        .add_service(MessageDeadline::new(reflection_v1alpha, name, within))
+        .add_service(MessageDeadline::between_messages(reflection, name, within))
+        .add_service(MessageDeadline::between_messages(
+            reflection_v1alpha,
+            name,
+            within,
+        ))
         .add_service(kv)
         .add_service(replica)
         .add_service(MessageDeadline::new(admin, name, within));

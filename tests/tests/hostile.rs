@@ -377,8 +377,8 @@ fn every_call_ends_at_the_deadline(target: Target) {
         );
     }
     // Reflection's stream of questions ends when its next one is overdue,
-    // as reflection ends any stream whose questions broke off (held for
-    // good before: `never_finished` waits a minute for the end).
+    // with OK, as reflection ends any stream whose questions broke off (it
+    // was held for good: `never_finished` waits a minute for the end).
     let reflection = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo";
     never_finished(&cluster, target, ("reader", reflection), &[]);
     target.still_serving(&cluster, "k");
