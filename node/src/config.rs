@@ -200,6 +200,14 @@ impl Config {
         self.peer_addrs()?;
         if let Some(addr) = &self.advertise {
             certs::flags::check_host_port("--advertise", addr)?;
+            // Peers would refuse this node's probes (`limits`).
+            if addr.len() > crate::limits::MAX_ADDR_BYTES {
+                return Err(format!(
+                    "--advertise is {} bytes; HOST:PORT is at most {}",
+                    addr.len(),
+                    crate::limits::MAX_ADDR_BYTES
+                ));
+            }
             // 0.0.0.0 is where to listen, not an address anyone can dial.
             let host = addr.rsplit_once(':').map_or("", |(host, _)| host);
             let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -364,6 +372,9 @@ mod tests {
             "{err}"
         );
         assert_eq!(parse(&["--advertise", "n1:7100"]).check(), Ok(()));
+        let long = format!("{}:7100", "a".repeat(300));
+        let err = parse(&["--advertise", &long]).check().unwrap_err();
+        assert_eq!(err, "--advertise is 305 bytes; HOST:PORT is at most 262");
         for unreachable in ["0.0.0.0:7100", "[::]:7100"] {
             let err = parse(&["--advertise", unreachable]).check().unwrap_err();
             assert!(

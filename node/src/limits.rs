@@ -162,9 +162,9 @@ fn check_peer_name(field: &str, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// The most bytes of an address a probe's caller gives for itself: a host
-/// name of 253, in brackets, a colon and a port fit.
-const MAX_ADDR_BYTES: usize = 262;
+/// The most bytes of an address a probe's caller gives for itself (and so
+/// of `--advertise`): a host name of 253, in brackets, a colon and a port fit.
+pub const MAX_ADDR_BYTES: usize = 262;
 
 /// Anti-entropy's key ranges: `range_count` in 1..=[`MAX_RANGES`], every
 /// named range below it, and the node the comparison is for.
