@@ -28,7 +28,7 @@ use clap::{ArgAction, Command};
 pub fn parse<T: clap::Parser>() -> T {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let mut command =
-        switches_set_off_are_not_given(typed_flags_win(with_env(T::command()), &args));
+        variables_that_say_nothing_give_no_flag(typed_flags_win(with_env(T::command()), &args));
     let matches = command
         .clone()
         .try_get_matches_from(&args)
@@ -70,19 +70,28 @@ fn typed_flags_win(command: Command, args: &[std::ffi::OsString]) -> Command {
     })
 }
 
-/// A switch whose variable says off (`CLUSTERLAB_INIT_KEEP=0`) is not given.
-/// clap counts any value from a variable as the flag given (its issue 5591),
-/// so an off switch would still clash with the flags it cannot go with, and
-/// stand for the one flag of a group that needs one (`fault`'s). Its
-/// variable is dropped instead: the switch stays off, as it is unset.
-fn switches_set_off_are_not_given(command: Command) -> Command {
+/// A variable that says nothing gives no flag: a switch's that says off
+/// (`CLUSTERLAB_INIT_KEEP=0`), or an empty one for a flag that may be left
+/// out and has no default (`CLUSTERLAB_PEERS_DNS=`, as a compose file's
+/// `${PEERS_DNS:-}` makes it). clap counts any value from a variable as the
+/// flag given (its issue 5591), so an off switch would still clash with the
+/// flags it cannot go with, and stand for the one flag of a group that needs
+/// one (`fault`'s); and an empty address was refused as not HOST:PORT,
+/// where an empty `CLUSTERLAB_PEERS` means none. Such a variable is dropped:
+/// the flag is as if unset.
+fn variables_that_say_nothing_give_no_flag(command: Command) -> Command {
     let mut command = command.mut_args(|arg| {
-        let off = matches!(arg.get_action(), ArgAction::SetTrue)
-            && arg
-                .get_env()
-                .and_then(std::env::var_os)
-                .is_some_and(|value| value.to_str().is_some_and(|v| switch(v) == Ok(false)));
-        match off {
+        let variable = arg.get_env().and_then(std::env::var_os);
+        let says = |what: &dyn Fn(&str) -> bool| {
+            (variable.as_ref()).is_some_and(|value| value.to_str().is_some_and(what))
+        };
+        let off =
+            matches!(arg.get_action(), ArgAction::SetTrue) && says(&|v| switch(v) == Ok(false));
+        let empty = arg.get_action().takes_values()
+            && !arg.is_required_set()
+            && arg.get_default_values().is_empty()
+            && says(&|v| v.trim().is_empty());
+        match off || empty {
             true => arg.env(None::<&str>),
             false => arg,
         }
@@ -92,7 +101,7 @@ fn switches_set_off_are_not_given(command: Command) -> Command {
         .map(|sub| sub.get_name().to_string())
         .collect();
     for name in subcommands {
-        command = command.mut_subcommand(&name, switches_set_off_are_not_given);
+        command = command.mut_subcommand(&name, variables_that_say_nothing_give_no_flag);
     }
     command
 }

@@ -1290,6 +1290,13 @@ fn every_command_flag_can_come_from_the_environment_too() {
     // A switch its variable turns off is not given: it clashes with nothing,
     // and does not stand for the one flag `fault` needs (it cleared n1's
     // faults, exit 0; and with --clear, clashed with it).
+    // So is an empty variable, for a flag that may be left out and has no
+    // default: `put` takes the cluster's quorum (it was refused, '' being
+    // no number).
+    let out = (cluster.client().env("CLUSTERLAB_PUT_W", " "))
+        .args(["--json", "put", "empty-w", "v"])
+        .ok();
+    assert_eq!(out.json()["trace"]["quorum"], 1, "{}", out.stdout);
     let off = || cluster.client().env("CLUSTERLAB_FAULT_PAUSE", "0");
     let out = off().args(["fault", "n1", "--clear"]).ok();
     assert!(out.stdout.starts_with("n1: faults now"), "{}", out.stdout);
