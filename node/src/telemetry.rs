@@ -63,6 +63,13 @@ fn filter() -> (EnvFilter, Option<String>) {
     (EnvFilter::new("info"), None)
 }
 
+/// A warning about how the process starts, once logging has begun (`--name
+/// auto`'s fallback), in the log's format and under this module's target,
+/// so that a filter which leaves out the rest still lets it through.
+pub fn warn_at_start(said: &str) {
+    tracing::warn!(target: OWN_TARGET, "{said}");
+}
+
 /// The levels a filter may name; any other bare word is a module.
 const LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
 

@@ -791,6 +791,47 @@ fn json_logs_are_one_object_per_line_tagged_with_the_process() {
     assert_eq!(first["addr"], cluster.nodes[0].addr.to_string());
 }
 
+/// `--name auto` that finds no container name (outside Docker, as on the
+/// machines the tests run on) says so, and that it uses the host name, in
+/// the log's own format: it was a plain line ahead of a JSON log's objects.
+/// Wherever the name is found, every line is one JSON object.
+#[test]
+fn name_auto_says_what_it_chose_in_the_logs_format() {
+    let cluster = TestCluster::empty();
+    let dir = cluster.dir();
+    let log = dir.join("auto.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let listen = format!("127.0.0.1:{}", tests::free_port());
+    let data = dir.join("data-auto");
+    let node = std::process::Command::new(tests::bin("clusterlab-node"))
+        .args([
+            "--name",
+            "auto",
+            "--log-format",
+            "json",
+            "--listen",
+            &listen,
+        ])
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--certs")
+        .arg(&cluster.certs)
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .expect("starting clusterlab-node");
+    let _node = KilledOnDrop(node);
+    let said = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_until("the node to listen", Duration::from_secs(30), || {
+        said().contains("node listening")
+    });
+    let said = said();
+    for line in said.lines() {
+        let object = serde_json::from_str::<serde_json::Value>(line);
+        assert!(object.is_ok_and(|o| o.is_object()), "{line:?} in:\n{said}");
+    }
+}
+
 /// A flag value the program cannot work with stops it before it starts, with
 /// the flag named and what it takes. (A zero `--health-interval` used to panic
 /// the balancer's health checker and leave it routing to nodes nobody checked;

@@ -1,6 +1,6 @@
 //! `clusterlab-node`: parse flags, start logging, bind, and hand over to `node::run`.
 
-use std::{io::Write, process::ExitCode};
+use std::process::ExitCode;
 
 use node::{Config, lifecycle, telemetry};
 
@@ -10,6 +10,9 @@ fn main() -> ExitCode {
         certs::flags::usage_error::<Config>(mistake);
     }
     let runtime = lifecycle::runtime(config.threads).expect("starting the tokio runtime");
+    // Said once logging has begun, in its format (a plain line in a JSON log
+    // would break its one object a line).
+    let mut fell_back = None;
     if config.name == "auto" {
         let found = match runtime.block_on(node::config::auto_name()) {
             Ok(name) => {
@@ -18,11 +21,7 @@ fn main() -> ExitCode {
             }
             Err(why) => {
                 let host = node::config::hostname();
-                // Not `eprintln!`, which panics if stderr is closed.
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "clusterlab-node: --name auto: {why}; using the host name {host}"
-                );
+                fell_back = Some(format!("--name auto: {why}; using the host name {host}"));
                 host
             }
         };
@@ -34,6 +33,9 @@ fn main() -> ExitCode {
     }
     let log_format = config.serving.log_format;
     telemetry::init(&config.name, log_format);
+    if let Some(said) = fell_back {
+        telemetry::warn_at_start(&said);
+    }
     match runtime.block_on(start(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => telemetry::cannot_start("clusterlab-node", log_format, &e),
