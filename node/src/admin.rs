@@ -90,8 +90,9 @@ impl Admin for AdminService {
         let me = &self.state.name;
         if !request.node.is_empty() && request.node != *me {
             return Err(Status::invalid_argument(format!(
-                "this is {me}, not {}; send the fault to {} (or to a balancer)",
-                request.node, request.node
+                "this is {me}, not {}; send the fault to {} itself (`clusterlab fault {} ...` \
+                 finds it, given any node's or a balancer's address)",
+                request.node, request.node, request.node
             )));
         }
         let fault = Fault::from_request(&request)?;
@@ -289,6 +290,30 @@ mod tests {
                     .ends_with("restart the machine, not only the node"),
             "{}",
             answer.store
+        );
+    }
+
+    /// A fault meant for another node says where to send it: itself, or
+    /// through `clusterlab fault`, which finds it. It said "or to a
+    /// balancer", which has no faults of its own and refuses them.
+    #[tokio::test]
+    async fn a_fault_for_another_node_says_where_to_send_it() {
+        use proto::admin_server::Admin;
+        let dir = tempfile::tempdir().unwrap();
+        let state = crate::in_process::node_state(dir.path());
+        let (reporter, _) = tonic_health::server::health_reporter();
+        let health = crate::server::Health::new(reporter).await;
+        let admin = AdminService::new(state, health);
+        let elsewhere = SetFaultRequest {
+            node: "n2".into(),
+            pause: true,
+            ..SetFaultRequest::default()
+        };
+        let refused = admin.set_fault(Request::new(elsewhere)).await.unwrap_err();
+        assert_eq!(
+            refused.message(),
+            "this is n1, not n2; send the fault to n2 itself (`clusterlab fault n2 ...` finds \
+             it, given any node's or a balancer's address)"
         );
     }
 
