@@ -166,7 +166,8 @@ pub struct Serving {
     pub tls: TlsMode,
 
     /// How log lines are written. What is logged is CLUSTERLAB_LOG's (or
-    /// RUST_LOG's) to say: info by default, debug for more, or node=debug,info.
+    /// RUST_LOG's) to say: info by default, debug for more, or one part of
+    /// the program at debug, as node=debug,info or balancer=debug,info.
     #[arg(long, env = "CLUSTERLAB_LOG_FORMAT", value_enum, default_value_t)]
     pub log_format: LogFormat,
 
