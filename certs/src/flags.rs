@@ -625,7 +625,9 @@ fn host_character_hint(addr: &str) -> String {
 /// For an address with several colons and no brackets: how to write an IPv6
 /// address (in brackets) instead.
 fn ipv6_hint(addr: &str, port: u16) -> String {
-    match addr.matches(':').count() > 1 && !addr.contains('[') {
+    // Spaces or semicolons are more likely two addresses than an IPv6 one.
+    let spaced = addr.contains(|c: char| c.is_whitespace() || c == ';');
+    match addr.matches(':').count() > 1 && !addr.contains('[') && !spaced {
         true => format!("; an IPv6 address goes in brackets, as [::1]:{port}"),
         false => String::new(),
     }
@@ -828,9 +830,10 @@ mod tests {
                 "{err}"
             );
             assert!(!err.contains("IPv6"), "{err}");
-            // A flag of one address is not told of lists.
+            // A flag of one address is not told of lists, nor of IPv6.
             let err = check_host_port("--advertise", list).unwrap_err();
             assert!(!err.contains("a list of addresses"), "{err}");
+            assert!(!err.contains("IPv6"), "{err}");
         }
         assert_eq!(check_list_entry("--nodes", "a:1"), Ok(()));
         let err = check_host_port("--nodes", "nöde:7100").unwrap_err();

@@ -90,9 +90,9 @@ impl Admin for AdminService {
         let me = &self.state.name;
         if !request.node.is_empty() && request.node != *me {
             return Err(Status::invalid_argument(format!(
-                "this is {me}, not {}; send the fault to {} itself (`clusterlab fault {} ...` \
-                 finds it, given any node's or a balancer's address)",
-                request.node, request.node, request.node
+                "this is {me}, not {}: {} is not at this address (it may have stopped, and \
+                 {me} started here); `clusterlab status` shows where each node is",
+                request.node, request.node
             )));
         }
         let fault = Fault::from_request(&request)?;
@@ -293,9 +293,10 @@ mod tests {
         );
     }
 
-    /// A fault meant for another node says where to send it: itself, or
-    /// through `clusterlab fault`, which finds it. It said "or to a
-    /// balancer", which has no faults of its own and refuses them.
+    /// A fault meant for another node says that node is not here, and where
+    /// to look: `clusterlab fault` sends each to the address the cluster has
+    /// for its node, so this is one another node now answers at. It said
+    /// "or to a balancer", which has no faults of its own and refuses them.
     #[tokio::test]
     async fn a_fault_for_another_node_says_where_to_send_it() {
         use proto::admin_server::Admin;
@@ -312,8 +313,8 @@ mod tests {
         let refused = admin.set_fault(Request::new(elsewhere)).await.unwrap_err();
         assert_eq!(
             refused.message(),
-            "this is n1, not n2; send the fault to n2 itself (`clusterlab fault n2 ...` finds \
-             it, given any node's or a balancer's address)"
+            "this is n1, not n2: n2 is not at this address (it may have stopped, and n1 \
+             started here); `clusterlab status` shows where each node is"
         );
     }
 

@@ -766,10 +766,10 @@ impl Membership {
 
     /// `name` answers at `addr`: another member alive and taken to be there
     /// (at the address it advertised, before `name` was found there) is
-    /// dialled where it answered itself, if that is one address. Until then,
-    /// calls meant for it reached `name`. (One with several, where it answers
-    /// and where it answered before it moved, is left to its next answer:
-    /// which is where it is now, nothing here says.)
+    /// dialled where it answered itself. Until then, calls meant for it
+    /// reached `name`. (Of several such addresses, aliases or one it has
+    /// moved from, the first: a wrong one costs a moment of suspicion, until
+    /// it is probed at the others, as leaving it where it is would.)
     fn displace_from(&self, inner: &mut Inner, addr: &str, name: &str) {
         let Inner {
             peers, addresses, ..
@@ -778,9 +778,8 @@ impl Membership {
             if peer.name == name || peer.addr != addr || peer.state != State::Alive {
                 continue;
             }
-            let answered = addresses.answered_as.iter();
-            let mut elsewhere = answered.filter(|(a, n)| **n == peer.name && *a != addr);
-            let (Some((own, _)), None) = (elsewhere.next(), elsewhere.next()) else {
+            let mut answered = addresses.answered_as.iter();
+            let Some((own, _)) = answered.find(|(a, n)| **n == peer.name && *a != addr) else {
                 continue;
             };
             say_misadvertised(&peer.name, addr, own);
@@ -1456,6 +1455,12 @@ mod tests {
         assert_eq!(addr_of(&inner, "n4"), n4);
         assert_eq!(inner.addresses.answered_as[n3], "n3");
         assert!(probe_targets(&inner).contains(n4));
+        // One found at two addresses of its own (aliases) goes to one of them.
+        let (n6, n6_too, n7) = ("127.0.0.1:7106", "localhost:7106", "127.0.0.1:7107");
+        m.answered(&mut inner, n6.into(), answer("n6", n7, &[]), now);
+        m.answered(&mut inner, n6_too.into(), answer("n6", n7, &[]), now);
+        m.answered(&mut inner, n7.into(), answer("n7", n7, &[]), now);
+        assert!([n6, n6_too].contains(&&*addr_of(&inner, "n6")), "{inner:?}");
         // An advertised address where no other node answers is taken at its
         // word (in compose: found by its IP, advertising its name).
         let n5 = "clusterlab-node-5:7100";

@@ -153,6 +153,28 @@ fn revoking_a_shared_identity_warns_that_it_cuts_off_every_process_of_its_kind()
     );
 }
 
+/// An empty CLUSTERLAB_CA_KEY is refused, not taken for "unset" as other
+/// empty variables are: that would write the CA's key among the
+/// certificates every process reads (a compose file's `${CA_KEY:-}`).
+#[test]
+fn an_empty_ca_key_variable_is_refused_and_no_key_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("pki");
+    let out = tests::certs_command()
+        .args(["init", "--out"])
+        .arg(&dir)
+        .env("CLUSTERLAB_CA_KEY", "")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("CLUSTERLAB_CA_KEY is set but empty"),
+        "{stderr}"
+    );
+    assert!(!dir.join("ca.key").exists());
+}
+
 /// A summary nobody can read is no failure: the files are written. It used
 /// to panic ("failed printing to stdout", exit 101).
 #[test]

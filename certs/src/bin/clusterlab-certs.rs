@@ -109,6 +109,17 @@ fn identity_name(name: &str) -> Result<String, String> {
 }
 
 fn main() -> ExitCode {
+    // An empty variable gives no flag (`certs::flags`), and would put the
+    // CA's key in DIR, beside every process's certificates: a compose file's
+    // `${CA_KEY:-}` with CA_KEY forgotten. So this one is refused.
+    let typed = std::env::args().any(|a| a == "--ca-key" || a.starts_with("--ca-key="));
+    let empty = std::env::var("CLUSTERLAB_CA_KEY").is_ok_and(|key| key.trim().is_empty());
+    if empty && !typed {
+        certs::flags::usage_error::<Cli>(
+            "CLUSTERLAB_CA_KEY is set but empty: set it to the file the CA's key is kept in, \
+             or unset it to keep the key in the certificates directory",
+        );
+    }
     match run(certs::flags::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
