@@ -787,8 +787,6 @@ mod tests {
         }
     }
 
-    /// `::1:7100` used to pass the start-up checks, then fail at every use
-    /// ("invalid URI"), a peer every half second: which colon ends the address?
     #[test]
     fn an_identity_is_a_name_without_the_spaces_around_it() {
         assert_eq!(identity(" node "), Ok("node".to_string()));
@@ -797,6 +795,8 @@ mod tests {
         assert!(err.contains("node, or balancer"), "{err}");
     }
 
+    /// `::1:7100` used to pass the start-up checks, then fail at every use
+    /// ("invalid URI"), a peer every half second: which colon ends the address?
     #[test]
     fn an_ipv6_address_must_be_in_brackets() {
         assert_eq!(check_host_port("--peers", "[::1]:7100"), Ok(()));

@@ -112,7 +112,9 @@ fn main() -> ExitCode {
     // An empty variable gives no flag (`certs::flags`), and would put the
     // CA's key in DIR, beside every process's certificates: a compose file's
     // `${CA_KEY:-}` with CA_KEY forgotten. So this one is refused.
-    let typed = std::env::args().any(|a| a == "--ca-key" || a.starts_with("--ca-key="));
+    let typed = std::env::args_os()
+        .filter_map(|arg| arg.into_string().ok())
+        .any(|arg| arg == "--ca-key" || arg.starts_with("--ca-key="));
     let empty = std::env::var("CLUSTERLAB_CA_KEY").is_ok_and(|key| key.trim().is_empty());
     if empty && !typed {
         certs::flags::usage_error::<Cli>(
