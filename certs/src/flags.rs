@@ -26,14 +26,42 @@ use clap::{ArgAction, Command};
 /// Parses a program's command line, after [`with_env`]. Errors exit 2, as
 /// clap's own do.
 pub fn parse<T: clap::Parser>() -> T {
+    parse_refusing_empty(&[])
+}
+
+/// [`parse`], but the `variables` named, set empty, are not taken for unset
+/// as other empty variables are: the empty value goes to the flag, whose
+/// parser refuses it. For a flag whose absence means something a slip
+/// should not choose: `CLUSTERLAB_CA_KEY=` (a compose file's `${CA_KEY:-}`,
+/// with `CA_KEY` forgotten) would otherwise keep the CA's key beside every
+/// process's certificates.
+pub fn parse_refusing_empty<T: clap::Parser>(variables: &[&str]) -> T {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let mut command =
-        variables_that_say_nothing_give_no_flag(typed_flags_win(with_env(T::command()), &args));
+    let command = typed_flags_win(with_env(T::command()), &args);
+    let mut command = variables_that_say_nothing_give_no_flag(command, variables);
     let matches = command
         .clone()
         .try_get_matches_from(&args)
-        .unwrap_or_else(|e| name_the_variable(e, &command, args.iter().cloned()).exit());
+        .unwrap_or_else(|e| match is_help(&e) {
+            // Help lists every flag's variable, those set aside above too.
+            true => with_env(T::command())
+                .try_get_matches_from(&args)
+                .err()
+                .filter(is_help)
+                .unwrap_or(e)
+                .exit(),
+            false => name_the_variable(e, &command, args.iter().cloned()).exit(),
+        });
     T::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut command).exit())
+}
+
+/// Whether clap's "error" is the help it was asked for, or gives unasked.
+fn is_help(error: &clap::Error) -> bool {
+    use clap::error::ErrorKind;
+    matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    )
 }
 
 /// The program's own flags typed in `args` no longer read their variables.
@@ -78,9 +106,15 @@ fn typed_flags_win(command: Command, args: &[std::ffi::OsString]) -> Command {
 /// flags it cannot go with, and stand for the one flag of a group that needs
 /// one (`fault`'s); and an empty address was refused as not HOST:PORT,
 /// where an empty `CLUSTERLAB_PEERS` means none. Such a variable is dropped:
-/// the flag is as if unset.
-fn variables_that_say_nothing_give_no_flag(command: Command) -> Command {
-    let mut command = command.mut_args(|arg| {
+/// the flag is as if unset, unless it is one of the `kept`.
+fn variables_that_say_nothing_give_no_flag(command: Command, kept: &[&str]) -> Command {
+    let command = command.mut_args(|arg| {
+        if arg
+            .get_env()
+            .is_some_and(|name| kept.iter().any(|kept| name == *kept))
+        {
+            return arg;
+        }
         let variable = arg.get_env().and_then(std::env::var_os);
         let says = |what: &dyn Fn(&str) -> bool| {
             (variable.as_ref()).is_some_and(|value| value.to_str().is_some_and(what))
@@ -96,12 +130,20 @@ fn variables_that_say_nothing_give_no_flag(command: Command) -> Command {
             false => arg,
         }
     });
-    let subcommands: Vec<String> = command
+    each_subcommand(command, |_, sub| {
+        variables_that_say_nothing_give_no_flag(sub, kept)
+    })
+}
+
+/// `command` with `change` made to each of its subcommands, which it is
+/// given with its name.
+fn each_subcommand(mut command: Command, change: impl Fn(&str, Command) -> Command) -> Command {
+    let names: Vec<String> = command
         .get_subcommands()
         .map(|sub| sub.get_name().to_string())
         .collect();
-    for name in subcommands {
-        command = command.mut_subcommand(&name, variables_that_say_nothing_give_no_flag);
+    for name in names {
+        command = command.mut_subcommand(&name, |sub| change(&name, sub));
     }
     command
 }
@@ -283,7 +325,7 @@ pub fn with_env(command: Command) -> Command {
 }
 
 fn fill_env(command: Command, prefix: &str) -> Command {
-    let mut command = command.mut_args(|arg| {
+    let command = command.mut_args(|arg| {
         let arg = match arg.get_action().takes_values() {
             true => arg.allow_negative_numbers(true),
             false => arg,
@@ -303,15 +345,7 @@ fn fill_env(command: Command, prefix: &str) -> Command {
             _ => arg,
         }
     });
-    let subcommands: Vec<String> = command
-        .get_subcommands()
-        .map(|sub| sub.get_name().to_string())
-        .collect();
-    for name in subcommands {
-        let prefix = env_name(prefix, &name);
-        command = command.mut_subcommand(&name, |sub| fill_env(sub, &prefix));
-    }
-    command
+    each_subcommand(command, |name, sub| fill_env(sub, &env_name(prefix, name)))
 }
 
 /// A switch's value from its variable, as people write them there (clap's

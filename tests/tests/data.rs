@@ -1314,6 +1314,22 @@ fn every_command_flag_can_come_from_the_environment_too() {
         "{}",
         help.stdout
     );
+    // Help still names a variable set aside as saying nothing, and one
+    // behind a flag typed on the same line.
+    for (variable, args) in [
+        ("", &["load", "--help"][..]),
+        ("5", &["load", "--rate", "5", "--help"]),
+    ] {
+        let help = (cluster.client().env("CLUSTERLAB_LOAD_RATE", variable))
+            .args(args)
+            .ok();
+        assert!(
+            help.stdout
+                .contains(&format!("[env: CLUSTERLAB_LOAD_RATE={variable}]")),
+            "{args:?}: {}",
+            help.stdout
+        );
+    }
 }
 
 /// `clusterlab get big | head -c 10`: the reader stops early, and the client

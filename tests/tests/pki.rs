@@ -168,11 +168,24 @@ fn an_empty_ca_key_variable_is_refused_and_no_key_is_written() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains("CLUSTERLAB_CA_KEY is set but empty"),
-        "{stderr}"
-    );
+    for said in [
+        "no file named; give the file the CA's key is kept in",
+        "the value came from CLUSTERLAB_CA_KEY",
+    ] {
+        assert!(stderr.contains(said), "{stderr}");
+    }
     assert!(!dir.join("ca.key").exists());
+    // Typed empty, it is refused the same way, naming no variable.
+    let out = tests::certs_command()
+        .args(["init", "--ca-key", " ", "--out"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("no file named"), "{stderr}");
+    assert!(!stderr.contains("CLUSTERLAB_CA_KEY"), "{stderr}");
+    assert!(!dir.exists());
 }
 
 /// A summary nobody can read is no failure: the files are written. It used

@@ -78,8 +78,21 @@ struct Place {
     /// commands need the key, so it can be kept where the processes cannot
     /// read it (docker compose keeps it in a volume of its own). Given FILE,
     /// `init --keep` moves a key it finds in DIR to FILE.
-    #[arg(long, env = "CLUSTERLAB_CA_KEY", value_name = "FILE")]
+    #[arg(long, env = "CLUSTERLAB_CA_KEY", value_name = "FILE", value_parser = key_file)]
     ca_key: Option<PathBuf>,
+}
+
+/// A `--ca-key` FILE: an empty one names no file, and leaving the flag out
+/// (which keeps the key in DIR) is a choice to make on purpose.
+fn key_file(text: &str) -> Result<PathBuf, String> {
+    match text.trim().is_empty() {
+        true => Err(
+            "no file named; give the file the CA's key is kept in, or leave \
+                     --ca-key out to keep the key in the certificates directory"
+                .into(),
+        ),
+        false => Ok(PathBuf::from(text)),
+    }
 }
 
 impl Place {
@@ -109,20 +122,11 @@ fn identity_name(name: &str) -> Result<String, String> {
 }
 
 fn main() -> ExitCode {
-    // An empty variable gives no flag (`certs::flags`), and would put the
+    // An empty variable is taken for unset, which for this one would put the
     // CA's key in DIR, beside every process's certificates: a compose file's
-    // `${CA_KEY:-}` with CA_KEY forgotten. So this one is refused.
-    let typed = std::env::args_os()
-        .filter_map(|arg| arg.into_string().ok())
-        .any(|arg| arg == "--ca-key" || arg.starts_with("--ca-key="));
-    let empty = std::env::var("CLUSTERLAB_CA_KEY").is_ok_and(|key| key.trim().is_empty());
-    if empty && !typed {
-        certs::flags::usage_error::<Cli>(
-            "CLUSTERLAB_CA_KEY is set but empty: set it to the file the CA's key is kept in, \
-             or unset it to keep the key in the certificates directory",
-        );
-    }
-    match run(certs::flags::parse()) {
+    // `${CA_KEY:-}` with CA_KEY forgotten. So `key_file` is given it, and
+    // refuses it.
+    match run(certs::flags::parse_refusing_empty(&["CLUSTERLAB_CA_KEY"])) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Not `eprintln!`, which panics if stderr is closed.
