@@ -182,12 +182,10 @@ impl Shared {
         keys: &[String],
         mut send: impl FnMut(Record) -> bool,
     ) -> Result<()> {
-        for record in store.get_many(keys)?.into_iter().flatten() {
-            if self.range(&record).is_some() && !send(record) {
-                break;
-            }
-        }
-        Ok(())
+        store.each_of(keys, |record| match self.range(&record) {
+            Some(_) => send(record),
+            None => true,
+        })
     }
 }
 
@@ -642,12 +640,19 @@ fn wanted_from(
         .filter(|r| settled(&r.version, older_than_ms) && ours.ring.is_replica(&r.key, &ours.me))
         .collect();
     let keys: Vec<String> = theirs.iter().map(|r| r.key.clone()).collect();
-    let mine = store.get_many(&keys)?;
+    // Only the versions are kept: a value at a time is read, not all of them.
+    let mut mine = HashMap::new();
+    store.each_of(&keys, |record| {
+        mine.insert(record.key, record.version);
+        true
+    })?;
     Ok(theirs
         .into_iter()
-        .zip(mine)
-        .filter(|(theirs, mine)| mine.as_ref().is_none_or(|m| m.version < theirs.version))
-        .map(|(theirs, _)| theirs.key)
+        .filter(|theirs| {
+            mine.get(&theirs.key)
+                .is_none_or(|mine| *mine < theirs.version)
+        })
+        .map(|theirs| theirs.key)
         .collect())
 }
 
@@ -1030,9 +1035,19 @@ mod tests {
             assert!(failed.starts_with(why), "{failed}");
             assert_eq!(copied, 3, "{failed}");
             let keys: Vec<String> = (0..4).map(|i| format!("k{i}")).collect();
-            let held = state.store.run(move |s| s.get_many(&keys)).await.unwrap();
-            let held: Vec<bool> = held.iter().map(Option::is_some).collect();
-            assert_eq!(held, [true, true, true, false], "{failed}");
+            let held = state
+                .store
+                .run(move |s| {
+                    let mut held = Vec::new();
+                    s.each_of(&keys, |r| {
+                        held.push(r.key);
+                        true
+                    })
+                    .map(|()| held)
+                })
+                .await
+                .unwrap();
+            assert_eq!(held, ["k0", "k1", "k2"], "{failed}");
         }
     }
 

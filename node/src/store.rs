@@ -496,16 +496,22 @@ impl Store {
         })
     }
 
-    /// The records for `keys`, in the same order, read in one transaction.
-    pub fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Record>>> {
+    /// Calls `visit` with the record of each of `keys` held here, a key
+    /// once however often it is named, until it returns false. Read in one
+    /// transaction, a record at a time: a repair's batch of keys may name
+    /// gigabytes of values, which are never all in memory at once.
+    pub fn each_of(&self, keys: &[String], mut visit: impl FnMut(Record) -> bool) -> Result<()> {
         self.reading(|txn| {
             let table = txn.open_table(RECORDS).map_err(storage)?;
-            keys.iter()
-                .map(|key| match table.get(key.as_str()).map_err(storage)? {
-                    Some(bytes) => Ok(Some(Record::decode(key, bytes.value())?)),
-                    None => Ok(None),
-                })
-                .collect()
+            let mut seen = std::collections::HashSet::new();
+            for key in keys.iter().filter(|key| seen.insert(key.as_str())) {
+                if let Some(bytes) = table.get(key.as_str()).map_err(storage)?
+                    && !visit(Record::decode(key, bytes.value())?)
+                {
+                    break;
+                }
+            }
+            Ok(())
         })
     }
 
@@ -694,14 +700,20 @@ impl Store {
 /// The database file at `path` cannot be read (`why`): what to do about it.
 fn damaged(path: &Path, why: &str) -> Error {
     Error::DataDir {
-        path: path.to_path_buf(),
+        path: directory_of(path),
         cause: format!(
-            "the database is damaged ({why}); move the file away (and keep it) and start the \
-             node again: it starts empty, and anti-entropy copies back the keys other nodes \
-             also hold. Those only this node held (one replica, or W=1 writes not yet \
-             copied) are only in the moved file"
+            "its database {FILE_NAME} is damaged ({why}); move {FILE_NAME} away (and keep \
+             it) and start the node again: it starts empty, and anti-entropy copies back the \
+             keys other nodes also hold. Those only this node held (one replica, or W=1 \
+             writes not yet copied) are only in the moved file"
         ),
     }
+}
+
+/// The data directory the database file at `path` is in: what the user gave
+/// as `--data-dir`, and what an error names.
+fn directory_of(path: &Path) -> PathBuf {
+    path.parent().unwrap_or(path).to_path_buf()
 }
 
 /// What a write is told after an fsync of the database file at `path`
@@ -815,7 +827,7 @@ fn open_database(path: &Path, fsync_failed: &Arc<OnceLock<String>>) -> Result<Da
     watched(path, true, fsync_failed).map_err(|e| match e {
         redb::DatabaseError::Storage(redb::StorageError::Corrupted(why)) => damaged(path, &why),
         e => Error::DataDir {
-            path: path.to_path_buf(),
+            path: directory_of(path),
             cause: match e {
                 redb::DatabaseError::DatabaseAlreadyOpen => {
                     "another clusterlab-node is already using this data directory".into()
@@ -825,16 +837,16 @@ fn open_database(path: &Path, fsync_failed: &Arc<OnceLock<String>>) -> Result<Da
                     if io.kind() == std::io::ErrorKind::InvalidData =>
                 {
                     format!(
-                        "the file is not a clusterlab-node database ({io}); move it away, or give \
-                     --data-dir another directory"
+                        "{FILE_NAME} in it is not a clusterlab-node database ({io}); move it \
+                         away, or give --data-dir another directory"
                     )
                 }
                 redb::DatabaseError::Storage(redb::StorageError::Io(io))
                     if io.kind() == std::io::ErrorKind::IsADirectory =>
                 {
                     format!(
-                        "{io}: a directory is where the database file goes; move it away, or \
-                         give --data-dir another directory"
+                        "{FILE_NAME} in it is a directory ({io}), where the database file goes; \
+                         move it away, or give --data-dir another directory"
                     )
                 }
                 redb::DatabaseError::Storage(redb::StorageError::Io(io))
@@ -849,8 +861,9 @@ fn open_database(path: &Path, fsync_failed: &Arc<OnceLock<String>>) -> Result<Da
                     if io.kind() == std::io::ErrorKind::PermissionDenied =>
                 {
                     format!(
-                        "{io}; check the owner and mode of the file and its directory (this node \
-                     must be able to write both), or give --data-dir another directory"
+                        "{io}; check the owner and mode of the directory and of {FILE_NAME} in \
+                         it (this node must be able to write both), or give --data-dir another \
+                         directory"
                     )
                 }
                 other => other.to_string(),
@@ -1203,8 +1216,11 @@ mod tests {
         drop((db, store));
         let err = Store::open_and_scan(dir.path()).unwrap_err().to_string();
         assert!(
-            err.contains("the database is damaged (record for key \"bad\" is corrupt")
-                && err.contains("move the file away (and keep it) and start the node again"),
+            err.starts_with(&format!(
+                "cannot use data directory {}: its database clusterlab.redb is damaged (record \
+                 for key \"bad\" is corrupt",
+                dir.path().display()
+            )) && err.contains("move clusterlab.redb away (and keep it) and start the node again"),
             "{err}"
         );
 
@@ -1214,7 +1230,10 @@ mod tests {
         cut.set_len(len / 2).unwrap();
         drop(cut);
         let err = Store::open_and_scan(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("the database is damaged ("), "{err}");
+        assert!(
+            err.contains("its database clusterlab.redb is damaged ("),
+            "{err}"
+        );
     }
 
     fn record(key: &str, wall_ms: u64, value: Option<&str>) -> Record {
@@ -1454,15 +1473,19 @@ mod tests {
         std::fs::write(dir.path().join(FILE_NAME), b"some other file").unwrap();
         let err = Store::open(dir.path()).unwrap_err().to_string();
         assert!(
-            err.contains("the file is not a clusterlab-node database (")
-                && err.ends_with("move it away, or give --data-dir another directory"),
+            err.starts_with(&format!(
+                "cannot use data directory {}: clusterlab.redb in it is not a clusterlab-node \
+                 database (",
+                dir.path().display()
+            )) && err.ends_with("move it away, or give --data-dir another directory"),
             "{err}"
         );
         let other = tempfile::tempdir().unwrap();
         std::fs::create_dir(other.path().join(FILE_NAME)).unwrap();
         let err = Store::open(other.path()).unwrap_err().to_string();
         assert!(
-            err.contains("a directory is where the database file goes; move it away"),
+            err.contains("clusterlab.redb in it is a directory (")
+                && err.contains("where the database file goes; move it away"),
             "{err}"
         );
     }
@@ -1472,6 +1495,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let _first = Store::open(dir.path()).unwrap();
         let err = Store::open(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("already using this data directory"), "{err}");
+        assert_eq!(
+            err,
+            format!(
+                "cannot use data directory {}: another clusterlab-node is already using this \
+                 data directory",
+                dir.path().display()
+            )
+        );
     }
 }

@@ -621,7 +621,8 @@ fn a_damaged_database_is_one_clear_line_without_a_panic_report() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     let line = error_line(&stderr);
     assert!(
-        line.contains("the database is damaged") && line.contains("move the file away"),
+        line.contains("its database clusterlab.redb is damaged")
+            && line.contains("move clusterlab.redb away"),
         "{line}"
     );
 }
