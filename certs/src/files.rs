@@ -26,9 +26,34 @@ const COMPOSE_DIR: &str = "/certs";
 /// How to run `clusterlab-certs` on the certificates in `dir`: in docker
 /// compose's volume, through the certs service, which alone may write it.
 pub(crate) fn certs_tool(dir: &Path) -> &'static str {
-    match dir == Path::new(COMPOSE_DIR) {
+    match is_compose_volume(dir) {
         true => "docker compose run --rm certs",
         false => "clusterlab-certs",
+    }
+}
+
+/// Whether `dir` is docker compose's certificates volume, which only the
+/// certs service writes, and which it cannot delete a file from.
+pub(crate) fn is_compose_volume(dir: &Path) -> bool {
+    dir == Path::new(COMPOSE_DIR)
+}
+
+/// What to do about a certificate of one's own that cannot be used: delete
+/// it and its key and issue it again; in docker compose, whose volume no
+/// one can delete a file from, start over.
+pub(crate) fn reissue_advice(dir: &Path, name: &str, kind: impl std::fmt::Display) -> String {
+    match is_compose_volume(dir) {
+        true => "in docker compose the certificates' volume is written by the certs service \
+                 alone, which deletes nothing: `docker compose down -v`, then `docker compose \
+                 up -d`, starts over with new certificates"
+            .to_string(),
+        false => format!(
+            "delete {} and {}, and issue it again: clusterlab-certs issue --out {} --kind \
+             {kind} --name {name}",
+            cert_path(dir, name).display(),
+            key_path(dir, name).display(),
+            dir.display()
+        ),
     }
 }
 
@@ -292,7 +317,7 @@ fn missing_file_hint(path: &Path) -> String {
         let cert = cert.display();
         // Compose's volume is written by the certs service alone, which
         // has no way to delete a file in it.
-        if dir == Path::new(COMPOSE_DIR) {
+        if is_compose_volume(dir) {
             return format!(
                 "; {cert} is there without its key, so it cannot be used: `docker compose \
                  down -v`, then `docker compose up -d`, starts over with new certificates"
@@ -658,6 +683,16 @@ mod tests {
                 .to_string()
                 .contains("`clusterlab-certs init --force --out local/certs`"),
             "{local}"
+        );
+        // A node's own certificate revoked, or expired: nobody can delete a
+        // file in compose's volume, so the advice is to start over.
+        let compose = reissue_advice(Path::new(COMPOSE_DIR), "node", "node");
+        assert!(compose.contains("`docker compose down -v`"), "{compose}");
+        assert!(!compose.contains("delete /certs"), "{compose}");
+        assert_eq!(
+            reissue_advice(Path::new("local/certs"), "node", "node"),
+            "delete local/certs/node.pem and local/certs/node.key, and issue it again: \
+             clusterlab-certs issue --out local/certs --kind node --name node"
         );
     }
 

@@ -805,10 +805,12 @@ fn write_villains(
         Leaf::new(&client("expired")?, past),
         "villain: expired yesterday",
     )?;
-    let future = now + Duration::days(1)..now + LEAF_VALIDITY;
+    // Valid from when the other leaves expire: a PKI kept for months (a
+    // compose volume) still has a villain that is not valid yet.
+    let future = now + LEAF_VALIDITY..now + LEAF_VALIDITY * 2;
     villain(
         Leaf::new(&client("notyet")?, future),
-        "villain: not valid until tomorrow",
+        "villain: not valid for a year",
     )?;
     // Right CA and dates, but the CA has taken it back.
     villain(
@@ -1019,7 +1021,11 @@ mod tests {
             assert!(check(&parsed), "{name} is not the villain it should be");
         };
         with("expired", &|c| c.validity().not_after < now);
-        with("notyet", &|c| c.validity().not_before > now);
+        // Not valid yet as long as any other leaf is valid.
+        let leaf_ends = cert("writer");
+        let (_, writer) = X509Certificate::from_der(&leaf_ends).unwrap();
+        let writer_ends = writer.validity().not_after;
+        with("notyet", &|c| c.validity().not_before >= writer_ends);
         with("server-only", &|c| {
             let eku = c.extended_key_usage().unwrap().unwrap().value;
             eku.server_auth && !eku.client_auth

@@ -263,13 +263,7 @@ fn check_own_certificate(
         path: path.clone(),
         problem,
     };
-    let reissue = format!(
-        "delete {} and {}, and issue it again: clusterlab-certs issue --out {} --kind {kind} \
-         --name {name}",
-        path.display(),
-        files::key_path(dir, name).display(),
-        dir.display()
-    );
+    let reissue = files::reissue_advice(dir, name, kind);
     let is_purpose = |e: &rustls::Error| {
         matches!(
             e,
@@ -293,8 +287,9 @@ fn check_own_certificate(
         return Err(refused(format!(
             "names {}, but a {kind} needs a {kind} identity; start it with one (`--identity \
              {kind}` is the one `clusterlab-certs init` makes), or issue one: \
-             clusterlab-certs issue --out {} --kind {kind} --name NAME",
+             {} issue --out {} --kind {kind} --name NAME",
             ours.identity,
+            files::certs_tool(dir),
             dir.display()
         )));
     }
