@@ -443,14 +443,24 @@ impl Router {
                     why_no_other()
                 ),
             ),
-            None => Status::unavailable(format!(
-                "no healthy node to send the request to ({}); {}",
-                self.nodes(|_| true).join(", "),
-                match attempts.is_empty() {
-                    true => "see `clusterlab status` and the balancer's log".to_string(),
-                    false => format!("tried: {}", attempts.join("; ")),
-                }
-            )),
+            None => {
+                let known = self.nodes(|_| true);
+                let which = match known.is_empty() {
+                    // Only with --nodes-dns: no node up yet, the name not
+                    // found, or every node gone long enough to be forgotten.
+                    true => "it knows no node: --nodes-dns finds none, as when no node is up \
+                             or the name resolves to no address"
+                        .to_string(),
+                    false => known.join(", "),
+                };
+                Status::unavailable(format!(
+                    "no healthy node to send the request to ({which}); {}",
+                    match attempts.is_empty() {
+                        true => "see `clusterlab status` and the balancer's log".to_string(),
+                        false => format!("tried: {}", attempts.join("; ")),
+                    }
+                ))
+            }
         }
     }
 }

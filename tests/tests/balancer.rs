@@ -1010,6 +1010,22 @@ fn nodes_found_through_dns_take_traffic_once_healthy() {
     assert!(out.stderr.contains("attempts: n1 OK"), "{}", out.stderr);
 }
 
+/// A balancer whose `--nodes-dns` finds no node says so, rather than list
+/// the nodes it knows as "()".
+#[test]
+fn a_balancer_that_knows_no_node_says_where_it_looks() {
+    let mut cluster = TestCluster::empty();
+    cluster.spawn_balancer(&["--nodes-dns".into(), "no-such-node.invalid:7100".into()]);
+    let out = cluster.client_to_balancer(0).args(["get", "k"]).fails();
+    assert!(
+        out.stderr.contains(
+            "no healthy node to send the request to (it knows no node: --nodes-dns finds none"
+        ),
+        "{}",
+        out.stderr
+    );
+}
+
 /// A client that gives up on a write (Ctrl-C, or killed) takes the write with
 /// it: the balancer drops the request and resets it on the node, so it is not
 /// applied later, when the node gets to it. The balancer used to go on waiting
