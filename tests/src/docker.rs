@@ -87,10 +87,15 @@ impl ComposeTool {
             return true;
         }
         let required = std::env::var("CLUSTERLAB_REQUIRE_DOCKER").is_ok_and(|v| v == "1");
+        let how = match self {
+            ComposeTool::V2 => "scripts/install-compose-v2 installs it",
+            ComposeTool::V1 => {
+                "Debian's docker-compose package is v1.29: apt-get install docker-compose"
+            }
+        };
         assert!(
             !required,
-            "CLUSTERLAB_REQUIRE_DOCKER=1 but `{}` is not installed \
-             (scripts/install-compose-v2 installs Compose v2)",
+            "CLUSTERLAB_REQUIRE_DOCKER=1 but `{}` is not installed ({how})",
             self.program().join(" ")
         );
         eprintln!("skipping {self:?}: not installed");
@@ -167,6 +172,10 @@ pub fn image_files(image: &str) -> Vec<String> {
     files
 }
 
+/// The label compose puts on each of a project's containers, networks and
+/// volumes, naming the project.
+const PROJECT_LABEL: &str = "com.docker.compose.project";
+
 /// Test projects are named `cltest<pid>x<n>`: the test process that owns one,
 /// and its count in that process.
 const PROJECT_PREFIX: &str = "cltest";
@@ -184,10 +193,9 @@ fn owner(name: &str) -> Option<u32> {
 /// run on. Projects of live processes, and every project that is not a
 /// test's (a learner's own cluster), are left alone.
 pub fn sweep_abandoned_projects() -> Vec<String> {
-    const LABEL: &str = "com.docker.compose.project";
     let (labelled, format) = (
-        format!("label={LABEL}"),
-        format!("{{{{.Label \"{LABEL}\"}}}}"),
+        format!("label={PROJECT_LABEL}"),
+        format!("{{{{.Label \"{PROJECT_LABEL}\"}}}}"),
     );
     let mut names = std::collections::BTreeSet::new();
     for list in [&["ps", "-a"][..], &["network", "ls"], &["volume", "ls"]] {
@@ -201,43 +209,53 @@ pub fn sweep_abandoned_projects() -> Vec<String> {
         .filter(|name| owner(name).is_some_and(gone))
         .collect();
     for name in &abandoned {
-        let filter = format!("label={LABEL}={name}");
-        let ids = |list: &[&str]| -> Vec<String> {
-            let mut args = list.to_vec();
-            args.extend(["-q", "--filter", &filter]);
-            docker(&args).lines().map(str::to_string).collect()
-        };
-        let mut failures = Vec::new();
-        for (list, remove) in [
-            (&["ps", "-a"][..], &["rm", "-f"][..]),
-            (&["network", "ls"], &["network", "rm"]),
-            (&["volume", "ls"], &["volume", "rm", "-f"]),
-        ] {
-            let ids = ids(list);
-            if !ids.is_empty() {
-                let mut command = Command::new("docker");
-                command.args(remove).args(&ids);
-                let out = run(command);
-                if !out.status.success() {
-                    failures.push(format!(
-                        "docker {}: {}",
-                        remove.join(" "),
-                        out.stderr.trim()
-                    ));
-                }
-            }
-        }
-        match failures.is_empty() {
-            true => eprintln!(
+        match remove_project(name) {
+            Ok(()) => eprintln!(
                 "removed compose project {name}: the test process that started it is gone"
             ),
-            false => eprintln!(
-                "could not remove all of compose project {name} (the next sweep tries again): {}",
-                failures.join("; ")
+            Err(failures) => eprintln!(
+                "could not remove all of compose project {name} (the next sweep tries again): \
+                 {failures}"
             ),
         }
     }
     abandoned
+}
+
+/// Removes whatever compose project `name` still has: its containers
+/// (those of `compose run` too), then its networks, then its volumes. Says
+/// what could not be removed.
+fn remove_project(name: &str) -> Result<(), String> {
+    let filter = format!("label={PROJECT_LABEL}={name}");
+    let ids = |list: &[&str]| -> Vec<String> {
+        let mut args = list.to_vec();
+        args.extend(["-q", "--filter", &filter]);
+        docker(&args).lines().map(str::to_string).collect()
+    };
+    let mut failures = Vec::new();
+    for (list, remove) in [
+        (&["ps", "-a"][..], &["rm", "-f"][..]),
+        (&["network", "ls"], &["network", "rm"]),
+        (&["volume", "ls"], &["volume", "rm", "-f"]),
+    ] {
+        let ids = ids(list);
+        if !ids.is_empty() {
+            let mut command = Command::new("docker");
+            command.args(remove).args(&ids);
+            let out = run(command);
+            if !out.status.success() {
+                failures.push(format!(
+                    "docker {}: {}",
+                    remove.join(" "),
+                    out.stderr.trim()
+                ));
+            }
+        }
+    }
+    match failures.is_empty() {
+        true => Ok(()),
+        false => Err(failures.join("; ")),
+    }
 }
 
 /// One compose project: the cluster of `docker-compose.yml`, under a name of
@@ -475,6 +493,12 @@ impl Drop for Compose {
         let out = run(self.command(&["down", "-v", "--remove-orphans", "--timeout", "2"]));
         if !out.status.success() {
             eprintln!("compose down failed for {}: {}", self.project, out.stderr);
+        }
+        // Compose v2's `down` leaves the containers of `compose run` (a
+        // client still following events when the test failed), and with
+        // them the network and the volume they use.
+        if let Err(failures) = remove_project(&self.project) {
+            eprintln!("could not remove all of {}: {failures}", self.project);
         }
     }
 }

@@ -235,6 +235,30 @@ fn the_compose_file_works_with_compose_v2_and_v1() {
                 .all(|n| n.starts_with(&format!("{}{separator}node{separator}", compose.project))),
             "{tool:?}: {nodes:?}"
         );
+
+        // A `compose run` left running (a client following events when an
+        // assert failed) goes when the cluster does, and everything with it:
+        // `down` alone leaves such containers, and the network and volume
+        // they hold.
+        let follower = compose.spawn_client(&["events"]);
+        wait_until(
+            &format!("{tool:?}: a client following events"),
+            UP_TIMEOUT,
+            || !compose.containers("client").is_empty(),
+        );
+        drop(follower);
+        let project = compose.project.clone();
+        drop(compose);
+        let label = format!("label=com.docker.compose.project={project}");
+        for list in [&["ps", "-a"][..], &["network", "ls"], &["volume", "ls"]] {
+            let mut args = list.to_vec();
+            args.extend(["-q", "--filter", &label]);
+            let left = docker::docker(&args);
+            assert!(
+                left.trim().is_empty(),
+                "{tool:?}: docker {list:?} still has {left}"
+            );
+        }
     }
 }
 
@@ -555,9 +579,16 @@ fn sniff_writes(compose: &Compose, key: &str, value: &str) -> (String, usize) {
     wait_until("the sniffer to start", UP_TIMEOUT, || {
         !compose.containers("sniff").is_empty() || sniff.finished()
     });
-    // Write until the capture ends, so some writes surely fall inside it.
+    // Write until the capture ends, so some writes surely fall inside it;
+    // a sniffer that outlives its 10 s by far has hung, and fails the test.
+    let deadline = std::time::Instant::now() + UP_TIMEOUT;
     let mut writes = 0;
     while !sniff.finished() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sniffer, given --duration 10s, still ran {UP_TIMEOUT:?} later; it printed: {}",
+            sniff.stdout_so_far()
+        );
         let out = compose.client(&["put", key, value]);
         assert!(out.status.success(), "put: {}", out.stderr);
         writes += 1;
