@@ -22,7 +22,7 @@
 //! stops at the first and says why, rather than count thousands of them.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, VecDeque},
     io::IsTerminal,
     sync::{
         Arc, Mutex,
@@ -116,6 +116,10 @@ struct Workload {
     read_errors: AtomicU64,
     acked: Mutex<Vec<Acked>>,
     stale_keys: Mutex<Vec<String>>,
+    /// The last error the cluster answered a read-back with ("UNAVAILABLE:
+    /// read quorum 3 cannot be met ..."): why keys went unread, when the
+    /// cluster did answer.
+    read_back_refusal: Mutex<Option<String>>,
     /// Failed writes by status code.
     errors: Mutex<BTreeMap<String, u64>>,
     /// The first answer refusing a request for what it asked: the check stops.
@@ -157,6 +161,7 @@ impl Workload {
             read_errors: AtomicU64::new(0),
             acked: Mutex::new(Vec::new()),
             stale_keys: Mutex::new(Vec::new()),
+            read_back_refusal: Mutex::new(None),
             errors: Mutex::new(BTreeMap::new()),
             refused: Mutex::new(None),
             seen_w: AtomicU32::new(0),
@@ -596,8 +601,12 @@ async fn read_all(
     results: ReadResults,
 ) -> Vec<ReadResult> {
     let total = indices.len();
-    let indices = Arc::new(indices);
-    let next = Arc::new(AtomicUsize::new(0));
+    // The keys to read. One no address answered for goes to the back, to be
+    // tried again after the others: a balancer restarting, a node coming
+    // back, must not leave the keys read meanwhile unverified.
+    let queue = Arc::new(Mutex::new(VecDeque::from(indices)));
+    // Readers with a key taken: one may yet put it back in the queue.
+    let reading = Arc::new(AtomicUsize::new(0));
     // When a key last got an answer, from any address; too long ago, and the
     // read-back gives up: no reader takes another key, even one whose key
     // is answered later.
@@ -606,11 +615,11 @@ async fn read_all(
     let patience = work.read_patience;
     let mut readers = tokio::task::JoinSet::new();
     for _ in 0..work.args.concurrency {
-        let (work, acked, indices, next, results, answered, given_up) = (
+        let (work, acked, queue, reading, results, answered, given_up) = (
             work.clone(),
             acked.clone(),
-            indices.clone(),
-            next.clone(),
+            queue.clone(),
+            reading.clone(),
             results.clone(),
             answered.clone(),
             given_up.clone(),
@@ -622,15 +631,36 @@ async fn read_all(
                     given_up.store(true, Ordering::Relaxed);
                     break;
                 }
-                let Some(&i) = indices.get(next.fetch_add(1, Ordering::Relaxed)) else {
-                    break;
+                let taken = {
+                    let mut queue = queue.lock().expect("queue poisoned");
+                    let taken = queue.pop_front();
+                    if taken.is_some() {
+                        reading.fetch_add(1, Ordering::SeqCst);
+                    }
+                    taken
+                };
+                let Some(i) = taken else {
+                    // Done, unless another reader may put a key back.
+                    if reading.load(Ordering::SeqCst) == 0 {
+                        break;
+                    }
+                    tokio::time::sleep(VERIFY_BACKOFF).await;
+                    continue;
                 };
                 let (readable, stale) = read_back(&work, &acked[i], i).await;
-                if readable.is_some() {
-                    *answered.lock().expect("answer time poisoned") = Instant::now();
+                match readable {
+                    Some(_) => {
+                        *answered.lock().expect("answer time poisoned") = Instant::now();
+                        results
+                            .lock()
+                            .expect("results poisoned")
+                            .push((i, readable, stale));
+                    }
+                    None => queue.lock().expect("queue poisoned").push_back(i),
                 }
-                let mut results = results.lock().expect("results poisoned");
-                results.push((i, readable, stale));
+                // After the key is back in the queue: a reader that finds
+                // the queue empty and no one reading is right to stop.
+                reading.fetch_sub(1, Ordering::SeqCst);
             }
         });
     }
@@ -645,12 +675,21 @@ async fn read_all(
         }
     }
     let mut results = results.lock().expect("results poisoned");
-    // The keys no reader took, once nothing answered for too long.
-    let left = &indices[next.load(Ordering::Relaxed).min(total)..];
+    // The keys no reader could read, once nothing answered for too long.
+    let left = std::mem::take(&mut *queue.lock().expect("queue poisoned"));
     if !left.is_empty() {
+        let why = match work
+            .read_back_refusal
+            .lock()
+            .expect("refusal poisoned")
+            .clone()
+        {
+            Some(refusal) => format!("the last error answered: {refusal}"),
+            None => "is the cluster down or paused?".to_string(),
+        };
         eprintln!(
             "check: no read back answered for {}, through any address; leaving the other {} \
-             keys unverified (is the cluster down or paused?)",
+             keys unverified ({why})",
             humantime::format_duration(patience),
             left.len()
         );
@@ -683,7 +722,15 @@ async fn read_back(work: &Workload, entry: &Acked, i: usize) -> (Option<bool>, u
             // Nothing listens there: the next address at once, if there is
             // one not yet tried; else a moment for a restarting node.
             Err(status) if never_sent(&status) && (attempt + 1) % n != 0 => {}
-            Err(_) => tokio::time::sleep(VERIFY_BACKOFF).await,
+            Err(status) => {
+                // An error of the cluster's own (no cause on this side): the
+                // reason to give if keys go unread.
+                if std::error::Error::source(&status).is_none() {
+                    let refusal = format!("{}: {}", status_code(&status), status.message());
+                    *work.read_back_refusal.lock().expect("refusal poisoned") = Some(refusal);
+                }
+                tokio::time::sleep(VERIFY_BACKOFF).await
+            }
         }
     }
     ((stale > 0).then_some(false), stale)
@@ -806,10 +853,19 @@ fn report(work: &Workload, verified: &Verified, writing: Duration) -> Result<(),
         ));
     }
     if verified.unverified > 0 {
+        let why = match work
+            .read_back_refusal
+            .lock()
+            .expect("refusal poisoned")
+            .clone()
+        {
+            Some(refusal) => format!("the last error the cluster answered with: {refusal}"),
+            None => "the cluster did not answer".to_string(),
+        };
         return Err(Failure::new(
             "UNAVAILABLE",
             format!(
-                "{} acknowledged writes could not be read back at all; the cluster did not answer",
+                "{} acknowledged writes could not be read back at all; {why}",
                 verified.unverified
             ),
         ));
@@ -1055,10 +1111,13 @@ mod tests {
     /// A node on which each write shows up only after `stale_for` reads of
     /// its key, as a write that one replica holds does, for the reads of the
     /// others, until anti-entropy copies it. Keys it was never given stay
-    /// missing. Or, `silent`, a node that answers no read (paused).
+    /// missing. Or, `silent`, a node that answers no read (paused). Its
+    /// first `refuses` reads are refused, as by a cluster that cannot make
+    /// its read quorum.
     #[derive(Default)]
     struct Lagging {
         stale_for: usize,
+        refuses: usize,
         /// Each key written: its version, and how many reads it has had.
         written: Mutex<BTreeMap<String, (Version, usize)>>,
         /// Answers no read at all (a paused node), counting them in `reads`.
@@ -1072,9 +1131,14 @@ mod tests {
             &self,
             request: tonic::Request<GetRequest>,
         ) -> Result<tonic::Response<GetResponse>, tonic::Status> {
-            self.reads.fetch_add(1, Ordering::Relaxed);
+            let read = self.reads.fetch_add(1, Ordering::Relaxed);
             if self.silent {
                 std::future::pending().await
+            }
+            if read < self.refuses {
+                return Err(tonic::Status::unavailable(
+                    "read quorum 3 cannot be met: only 2 member(s) are in the ring",
+                ));
             }
             let key = request.into_inner().key;
             let mut written = self.written.lock().unwrap();
@@ -1306,6 +1370,73 @@ mod tests {
         assert_eq!(
             read_patience(Duration::from_secs(20)),
             Duration::from_secs(60)
+        );
+    }
+
+    /// Reads back `keys` keys from a stand-in that holds them all and
+    /// refuses its first `refuses` reads, patient for `patience`.
+    async fn verify_through_refusals(
+        keys: usize,
+        refuses: usize,
+        patience: Duration,
+    ) -> (Verified, Workload) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let refusing = Lagging {
+            refuses,
+            ..Lagging::default()
+        };
+        let mut acked = Vec::new();
+        for i in 0..keys {
+            let key = format!("k/{i}");
+            let written = (version(1), 0);
+            refusing
+                .written
+                .lock()
+                .unwrap()
+                .insert(key.clone(), written);
+            acked.push(Acked {
+                key,
+                version: version(1),
+            });
+        }
+        let server = tonic::transport::Server::builder()
+            .add_service(proto::key_value_server::KeyValueServer::new(refusing))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+        tokio::spawn(server);
+        let mut work = workload_at(&[addr], &["check", "--concurrency", "2"]);
+        work.read_patience = patience;
+        let work = Arc::new(work);
+        let verified = verify(&work, acked, Duration::from_secs(60), Default::default()).await;
+        let work = Arc::into_inner(work).expect("the readers are done");
+        (verified, work)
+    }
+
+    /// A key no read answered (a balancer restarting) is read again after
+    /// the others: it used to be left unverified after four tries, and a
+    /// short outage failed the check.
+    #[tokio::test]
+    async fn keys_left_unread_by_a_short_outage_are_read_again() {
+        let (verified, _) =
+            verify_through_refusals(10, 3 * VERIFY_ATTEMPTS, Duration::from_secs(60)).await;
+        assert_eq!(verified.unverified, 0, "{verified:?}");
+        assert_eq!(verified.lost_count, 0, "{verified:?}");
+    }
+
+    /// Keys the cluster refused to read, for as long as the patience lasts,
+    /// are unverified with the cluster's reason, not as if it never answered.
+    #[tokio::test]
+    async fn keys_the_cluster_refused_to_read_are_named_with_its_reason() {
+        let (verified, work) =
+            verify_through_refusals(4, usize::MAX, Duration::from_millis(300)).await;
+        assert_eq!(verified.unverified, 4, "{verified:?}");
+        work.acknowledged.store(4, Ordering::Relaxed);
+        let failure = report(&work, &verified, Duration::from_secs(1)).unwrap_err();
+        assert_eq!(
+            failure.to_string(),
+            "UNAVAILABLE: 4 acknowledged writes could not be read back at all; the last error \
+             the cluster answered with: UNAVAILABLE: read quorum 3 cannot be met: only 2 \
+             member(s) are in the ring"
         );
     }
 
