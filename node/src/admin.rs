@@ -102,9 +102,12 @@ impl Admin for AdminService {
         let active = fault.describe();
         // `--latency 0ms` and the like ask for no fault at all: a clearing.
         let clears = fault == Fault::default();
-        self.state.faults.set(fault);
+        let before = self.state.faults.set(fault);
         self.health.refresh(&self.state).await;
-        if clears {
+        if clears && before == Fault::default() {
+            // Nothing changed: no news of a recovery that did not happen.
+            info!("faults cleared (there were none)");
+        } else if clears {
             info!("faults cleared");
             self.state
                 .events

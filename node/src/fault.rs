@@ -132,9 +132,9 @@ impl Faults {
         *self.stopping.borrow()
     }
 
-    /// Replaces the current fault.
-    pub fn set(&self, fault: Fault) {
-        self.current.send_replace(fault);
+    /// Replaces the current fault; returns the one it replaced.
+    pub fn set(&self, fault: Fault) -> Fault {
+        self.current.send_replace(fault)
     }
 
     /// The current fault.

@@ -60,7 +60,17 @@ fn an_error_rate_fault_fails_requests_until_cleared_and_any_node_passes_it_on() 
         .args(["put", "k", "v", "--w", "3"])
         .ok();
 
-    // A fault of nothing (no latency, no errors) is a clearing too.
+    // A fault of nothing (no latency, no errors) is a clearing too; of a
+    // node that has no fault, no news (no second fault.cleared below).
+    let out = cluster
+        .client_to(1)
+        .args(["fault", "n2", "--latency", "0ms"])
+        .ok();
+    assert_eq!(out.stdout.trim(), "n2: faults now none");
+    cluster
+        .client_to(1)
+        .args(["fault", "n2", "--error-rate", "1"])
+        .ok();
     let out = cluster
         .client_to(1)
         .args(["fault", "n2", "--latency", "0ms"])
@@ -73,7 +83,10 @@ fn an_error_rate_fault_fails_requests_until_cleared_and_any_node_passes_it_on() 
         .map(|e| e.kind.as_str())
         .filter(|k| k.starts_with("fault."))
         .collect();
-    assert_eq!(kinds, ["fault.set", "fault.cleared", "fault.cleared"]);
+    assert_eq!(
+        kinds,
+        ["fault.set", "fault.cleared", "fault.set", "fault.cleared"]
+    );
     let out = cluster
         .client_to(1)
         .args(["--json", "events", "--no-follow"])
