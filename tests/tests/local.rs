@@ -162,11 +162,16 @@ impl Local {
     }
 
     /// Ctrl-C; returns how it exited and every line it printed.
-    fn interrupt(mut self) -> (ExitStatus, Vec<String>) {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    fn interrupt(self) -> (ExitStatus, Vec<String>) {
+        self.stop_with("INT")
+    }
+
+    /// Sends `signal` (`INT` for Ctrl-C); returns how it exited and every
+    /// line it printed.
+    fn stop_with(mut self, signal: &str) -> (ExitStatus, Vec<String>) {
+        send_signal(self.child.id(), signal);
         let status = tests::exit_within(&mut self.child, STOP_WITHIN)
-            .unwrap_or_else(|| panic!("no exit within {STOP_WITHIN:?} of Ctrl-C (killed it)"));
+            .unwrap_or_else(|| panic!("no exit within {STOP_WITHIN:?} of SIG{signal} (killed it)"));
         self.collector.take().unwrap().join().unwrap();
         let lines = self.lines.lock().unwrap().clone();
         (status, lines)
@@ -355,6 +360,37 @@ fn a_killed_node_or_balancer_starts_again_with_the_printed_command_from_anywhere
             "clusterlab-local: {name} (pid {}, started again by hand) stopped",
             child.id()
         );
+        assert!(
+            lines.contains(&said),
+            "no {said:?} in:\n{}",
+            lines.join("\n")
+        );
+    }
+    assert_nothing_listens(port);
+}
+
+/// A closed terminal (SIGHUP) stops a process started again by hand in
+/// another, as Ctrl-C does. It used to be left running on its port, and the
+/// next clusterlab-local refused to start.
+#[test]
+fn a_hangup_stops_a_process_started_by_hand_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port_block();
+    let local = Local::start(dir.path(), port);
+    let n2_port = port + local_ports::NODES + 2;
+    send_signal(pid_listening_on(n2_port), "KILL");
+    let mut n2 = start_by_hand(&local, "n2", n2_port);
+    let (status, lines) = local.stop_with("HUP");
+    assert!(status.success(), "clusterlab-local exited with {status}");
+    let exited = tests::exit_within(&mut n2.0, Duration::from_secs(30));
+    assert!(exited.is_some_and(|s| s.success()), "n2: {exited:?}");
+    for said in [
+        "clusterlab-local: the terminal hung up (SIGHUP); stopping everything".to_string(),
+        format!(
+            "clusterlab-local: n2 (pid {}, started again by hand) stopped",
+            n2.0.id()
+        ),
+    ] {
         assert!(
             lines.contains(&said),
             "no {said:?} in:\n{}",
@@ -692,7 +728,9 @@ fn a_second_clusterlab_local_refuses_to_start_and_leaves_the_first_alone() {
     let (status, stderr) = second(elsewhere.path(), port);
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains(&format!("127.0.0.1:{port} is in use")) && stderr.contains("--port"),
+        stderr.contains(&format!("127.0.0.1:{port} is in use"))
+            && stderr.contains("`docker compose down`")
+            && stderr.contains("--port"),
         "{stderr}"
     );
     assert!(
@@ -733,4 +771,43 @@ fn a_file_given_for_its_directory_is_named() {
         )),
         "{stderr}"
     );
+}
+
+/// A program missing beside it is found out before anything is changed:
+/// `--fresh` used to make a new CA and delete the data first.
+#[test]
+fn a_missing_program_is_found_before_the_certificates_or_data_are_touched() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bin_dir, cluster) = (dir.path().join("bin"), dir.path().join("cluster"));
+    std::fs::create_dir(&bin_dir).unwrap();
+    for program in ["clusterlab-local", "clusterlab-certs"] {
+        std::fs::copy(bin(program), bin_dir.join(program)).unwrap();
+    }
+    let certs = cluster.join("certs");
+    let made = tests::certs_command()
+        .args(["init", "--out"])
+        .arg(&certs)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let ca = std::fs::read(certs.join("ca.pem")).unwrap();
+    let data = cluster.join("data").join("n1");
+    std::fs::create_dir_all(&data).unwrap();
+
+    let mut command = Command::new(bin_dir.join("clusterlab-local"));
+    let local = tests::without_clusterlab_env(&mut command)
+        .args(["--fresh", "--port", &free_port_block().to_string(), "--dir"])
+        .arg(&cluster)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running clusterlab-local");
+    let (status, stderr) = exit_by_itself(local, "with clusterlab-node missing");
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("clusterlab-node is missing; build everything first"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(certs.join("ca.pem")).unwrap(), ca, "a new CA");
+    assert!(data.is_dir(), "--fresh deleted the data");
 }

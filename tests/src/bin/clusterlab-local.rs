@@ -196,6 +196,10 @@ async fn run(args: Args) -> Result<(), String> {
     for addr in every_addr {
         ensure_free(addr)?;
     }
+    // Every program is found before anything is changed: a missing one must
+    // not cost a learner the CA, or --fresh's data, to find out.
+    let (node_program, balancer_program) =
+        (sibling("clusterlab-node")?, sibling("clusterlab-balancer")?);
     let certs = args.dir.join("certs");
     let names: Vec<String> = (1..=args.nodes).map(|i| format!("n{i}")).collect();
     make_certificates(&certs, &names)?;
@@ -247,7 +251,7 @@ async fn run(args: Args) -> Result<(), String> {
         ]
         .map(String::from)
         .into();
-        processes.push((name.clone(), sibling("clusterlab-node")?, flags));
+        processes.push((name.clone(), node_program.clone(), flags));
     }
     // Its name, identity and TLS mode too, though they are the defaults: the
     // command printed to start it again must not pick up a CLUSTERLAB_IDENTITY,
@@ -271,8 +275,7 @@ async fn run(args: Args) -> Result<(), String> {
     ]
     .map(String::from)
     .into();
-    let program = sibling("clusterlab-balancer")?;
-    processes.push(("balancer".into(), program, balancer_flags));
+    processes.push(("balancer".into(), balancer_program, balancer_flags));
 
     let mut children = Vec::new();
     // How to start each process again by hand after it was killed.
@@ -340,13 +343,24 @@ async fn run(args: Args) -> Result<(), String> {
     // us when they exit: we look for them in /proc, once one of ours is gone.
     let mut by_hand: Vec<(String, u32)> = Vec::new();
     let mut look = tokio::time::interval(LOOK_FOR_HAND_STARTED_EVERY);
+    // Not looked at until a process exits, maybe hours on: the ticks missed
+    // meanwhile are not all to be made up at once, a scan of /proc each.
+    look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let shutdown = node::lifecycle::first_shutdown_signal();
     tokio::pin!(shutdown);
+    // The terminal closed: what it started goes with it, but not what was
+    // started again by hand, in another; that is stopped as on Ctrl-C.
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
     // Set when a process failed to start: we stop the others, then fail.
     let mut failed_to_start = None;
     loop {
         tokio::select! {
             () = &mut shutdown => break,
+            _ = hangup.recv() => {
+                say("clusterlab-local: the terminal hung up (SIGHUP); stopping everything");
+                break;
+            }
             () = STDOUT_CLOSED.notified() => {
                 // Whoever read the output is gone (`clusterlab-local | head -3`
                 // has its lines): stop everything, as on Ctrl-C. Not `eprintln!`,
@@ -469,11 +483,12 @@ fn say_exited(what: &str, others: bool, restart: &[(String, String)], name: &str
 /// SIGCONT, its SIGTERM, and the terminal's SIGINT, would wait for as long as
 /// it stays paused, and so would we. SIGCONT does nothing to one that runs.
 fn terminate(pid: u32) {
-    for signal in ["-TERM", "-CONT"] {
-        let _ = std::process::Command::new("kill")
-            .args([signal, &pid.to_string()])
-            .stderr(std::process::Stdio::null())
-            .status();
+    use rustix::process::{Pid, Signal, kill_process};
+    let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
+        return;
+    };
+    for signal in [Signal::TERM, Signal::CONT] {
+        let _ = kill_process(pid, signal);
     }
 }
 
@@ -654,8 +669,9 @@ fn ensure_free(addr: &str) -> Result<(), String> {
     match std::net::TcpListener::bind(addr) {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(format!(
-            "{addr} is in use by another process (another clusterlab-local, or a node \
-             started by hand?); stop it, or choose other ports with --port"
+            "{addr} is in use by another process (another clusterlab-local, the docker compose \
+             cluster, which `docker compose down` stops, or a node started by hand?); stop \
+             it, or choose other ports with --port"
         )),
         Err(e) => Err(format!("cannot listen on {addr}: {e}")),
     }
