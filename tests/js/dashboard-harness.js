@@ -108,6 +108,17 @@ const scenarios = {
     }
     return status;
   },
+  // n3 dead since before the balancer started: the balancer never heard its
+  // name and lists it, waiting, by its address; n1 and n2 know it as n3.
+  deadBeforeStart: () => {
+    const status = copy();
+    const n3 = status.balancer.backends.find((b) => b.name === "n3");
+    Object.assign(n3, { name: n3.addr, health: "waiting", reason: "health check failed: cannot reach it" });
+    const own = status.nodes.find((n) => n.backend === "n3");
+    Object.assign(own, { backend: n3.addr, view: { error: "cannot reach it" } });
+    for (const by of ["n1", "n2"]) setState(status, by, "n3", "dead");
+    return status;
+  },
 };
 
 (async () => {

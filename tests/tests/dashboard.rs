@@ -272,6 +272,13 @@ fn the_dashboard_shows_traffic_keys_links_and_events_and_metrics_agree() {
     );
     // A killed node: ejected, and its keys short of a copy for want of nodes.
     assert!(tile("killed", "n3").starts_with("n3 ejected "), "{drawn:#}");
+    // One dead before the balancer started, which knows it only by its
+    // address: the others' word names it, and says it is dead.
+    let n3 = tile("deadBeforeStart", "n3");
+    assert!(
+        n3.starts_with("n3 dead balancer: waiting · other nodes: dead "),
+        "{n3}"
+    );
     let quorum = drawn["killed"]["quorum"].as_str().unwrap();
     assert!(
         quorum.ends_with(
