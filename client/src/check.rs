@@ -769,13 +769,15 @@ fn report(work: &Workload, verified: &Verified, writing: Duration) -> Result<(),
             })
         );
     } else {
-        println!(
+        // Short lines: a projector's terminal is 80 columns wide.
+        let head = format!(
             "check: {acknowledged} writes acknowledged in {:.1}s through {}; W={}, R={}",
             writing.as_secs_f64(),
             work.addrs.join(", "),
             quorum(work.args.write_quorum),
             quorum(work.args.read_quorum),
         );
+        print!("{}", crate::render::wrapped(&head, 0, 2));
         println!(
             "  lost (acknowledged, then not readable)   {}",
             verified.lost_count

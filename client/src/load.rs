@@ -930,23 +930,21 @@ fn report(global: &Global, args: &LoadArgs, total: &Window, ran: &Ran) {
             false => format!("{c} {n}"),
         })
         .collect();
-    println!(
-        "  errors    {}",
-        if errors.is_empty() {
-            "none".into()
-        } else {
-            errors.join(", ")
-        }
-    );
-    match total.errors.is_empty() {
-        true => println!("  retries   {}", total.retries),
+    let errors = match errors.is_empty() {
+        true => "none".to_string(),
+        false => errors.join(", "),
+    };
+    print!("{}", render::wrapped(&format!("errors    {errors}"), 2, 12));
+    let retries = match total.errors.is_empty() {
+        true => format!("retries   {}", total.retries),
         // A failed request carries no trace to count its attempts in.
-        false => println!(
-            "  retries   {} in the answered requests (the balancer counts every retry: \
+        false => format!(
+            "retries   {} in the answered requests (the balancer counts every retry: \
              clusterlab status)",
             total.retries
         ),
-    }
+    };
+    print!("{}", render::wrapped(&retries, 2, 12));
     if let Some(line) = not_sent.line(args.concurrency) {
         print!("{}", render::wrapped(&line, 2, 12));
     }

@@ -927,6 +927,28 @@ fn load_shows_live_lines_and_a_summary_of_where_requests_went() {
         .count();
     assert!(live >= 1, "{}", out.stdout);
     assert!(out.stdout.contains("summary: "), "{}", out.stdout);
+    // A projector's terminal is 80 columns wide: the summary fits, for a
+    // run cut short too (its errors line names the requests in flight, and
+    // retries why it counts only some). The live view fits on a terminal;
+    // here, in a pipe, it is a log of whole lines.
+    let stopped = cluster
+        .client_to_balancer(0)
+        .args(["load", "--duration", "60s", "--concurrency", "4"])
+        .spawn();
+    wait_until("the load to send requests", SETTLE, || {
+        cluster
+            .balancer_status(0)
+            .is_ok_and(|s| s.backends.iter().map(|b| b.requests).sum::<u64>() > 0)
+    });
+    let summary = stopped.interrupt(Duration::from_secs(30));
+    for out in [&out, &summary] {
+        let summary = out
+            .stdout
+            .lines()
+            .skip_while(|l| !l.starts_with("summary: "));
+        let wide: Vec<&str> = summary.filter(|l| l.chars().count() > 80).collect();
+        assert!(wide.is_empty(), "{wide:?} in:\n{}", out.stdout);
+    }
 
     let json = cluster
         .client_to_balancer(0)

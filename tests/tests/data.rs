@@ -501,6 +501,14 @@ fn check_reads_through_the_next_address_where_nothing_listens() {
     ] {
         assert!(out.stdout.contains(line), "no {line:?} in:\n{}", out.stdout);
     }
+    // The first line, of two addresses and the default quorums, is wrapped
+    // to a projector's 80 columns.
+    let head: Vec<&str> = out.stdout.lines().take(2).collect();
+    assert!(head.iter().all(|l| l.chars().count() <= 80), "{head:?}");
+    assert!(
+        head[1].ends_with("W=cluster default, R=cluster default"),
+        "{head:?}"
+    );
 }
 
 /// An address in `--addr` that is no gRPC port (a web server's, here one
