@@ -152,17 +152,28 @@ pub fn printable(text: &str) -> String {
 /// Whether `c` would not show as itself: a control character (a line break,
 /// an escape sequence's start), or one that reorders or hides the text
 /// around it (right-to-left overrides, zero-width spaces, Unicode's own line
-/// and paragraph separators), so that one key could pass for another.
+/// and paragraph separators, and the characters terminals draw as nothing:
+/// a soft hyphen, a grapheme joiner, fillers, tags), so that one key could
+/// pass for another. Not the variation selectors, which emoji are written
+/// with.
 fn must_be_escaped(c: char) -> bool {
     c.is_control()
         || matches!(
             c,
-            '\u{061c}'
+            '\u{00ad}'
+                | '\u{034f}'
+                | '\u{061c}'
+                | '\u{115f}'..='\u{1160}'
+                | '\u{17b4}'..='\u{17b5}'
+                | '\u{180b}'..='\u{180f}'
                 | '\u{200b}'..='\u{200f}'
                 | '\u{2028}'..='\u{202e}'
                 | '\u{2060}'..='\u{2064}'
                 | '\u{2066}'..='\u{2069}'
+                | '\u{3164}'
                 | '\u{feff}'
+                | '\u{ffa0}'
+                | '\u{e0000}'..='\u{e007f}'
         )
 }
 
@@ -237,6 +248,12 @@ mod tests {
         // forwards by a right-to-left override, or hidden by a zero width.
         assert_eq!(one_line("\u{202e}nimda".as_bytes()), "\\u{202e}nimda");
         assert_eq!(one_line("ad\u{200b}min".as_bytes()), "ad\\u{200b}min");
+        // Drawn as nothing: a tag space, a grapheme joiner, a soft hyphen.
+        assert_eq!(one_line("admin\u{e0020}".as_bytes()), "admin\\u{e0020}");
+        assert_eq!(one_line("ad\u{34f}min".as_bytes()), "ad\\u{34f}min");
+        assert_eq!(printable("ad\u{ad}min"), "ad\\u{ad}min");
+        // An emoji's variation selector is part of how it is written.
+        assert_eq!(one_line("\u{2764}\u{fe0f}".as_bytes()), "\u{2764}\u{fe0f}");
         assert_eq!(
             one_line(&[0xff, 0xfe, 0x00]),
             "<3 bytes, not UTF-8 text: `clusterlab get KEY > FILE` saves them>"
