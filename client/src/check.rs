@@ -920,25 +920,29 @@ struct ReadSoFar {
     total: usize,
     /// Read back at their version (or newer).
     current: usize,
-    /// Answered, but missing or older: lost, unless a second look (W + R at
-    /// most N, or unknown) would have found them.
+    /// Answered, but missing or older, and not yet looked at again: lost,
+    /// unless a second look (W + R at most N, or unknown) would find them.
     stale: usize,
+    /// Missing or older at the second look too: lost.
+    lost: usize,
     /// Never answered.
     unanswered: usize,
 }
 
 impl ReadSoFar {
     /// From the `first` look's results and the `second`'s (a read again of
-    /// keys the first found stale): a key found in the second is current.
+    /// keys the first found stale): a key found in the second is current,
+    /// and one it still finds stale is lost.
     fn of(total: usize, first: &[ReadResult], second: &[ReadResult]) -> Self {
         let count = |look: &[ReadResult], wanted: Option<bool>| {
             look.iter().filter(|r| r.1 == wanted).count()
         };
-        let found_late = count(second, Some(true));
+        let (found_late, lost) = (count(second, Some(true)), count(second, Some(false)));
         Self {
             total,
             current: count(first, Some(true)) + found_late,
-            stale: count(first, Some(false)) - found_late,
+            stale: count(first, Some(false)) - found_late - lost,
+            lost,
             unanswered: count(first, None),
         }
     }
@@ -950,13 +954,20 @@ impl ReadSoFar {
 /// quorums (W + R > N) such a key is lost, as a whole run would have said:
 /// the check fails with DATA_LOSS, not as merely cancelled.
 fn quit_while_reading_back(again: bool, overlapping: bool, so_far: &ReadSoFar) -> Failure {
-    let read = so_far.current + so_far.stale + so_far.unanswered;
+    let read = so_far.current + so_far.stale + so_far.lost + so_far.unanswered;
     let mut found = format!(
         "{read} of {} acknowledged keys read back: {} at their version",
         so_far.total, so_far.current
     );
-    let lost = overlapping && so_far.stale > 0;
-    if lost {
+    if so_far.lost > 0 {
+        found += &format!(
+            ", {} missing or older at a second look too (lost)",
+            so_far.lost
+        );
+    }
+    // At overlapping quorums, no second look: a key read stale is lost.
+    let stale_lost = overlapping && so_far.stale > 0;
+    if stale_lost {
         found += &format!(
             ", {} missing or older (lost: with W + R > N a read cannot miss an acknowledged \
              write)",
@@ -971,12 +982,13 @@ fn quit_while_reading_back(again: bool, overlapping: bool, so_far: &ReadSoFar) -
     if so_far.unanswered > 0 {
         found += &format!(", {} unanswered", so_far.unanswered);
     }
+    let lost = so_far.lost + if stale_lost { so_far.stale } else { 0 };
     Failure::new(
-        if lost { "DATA_LOSS" } else { "CANCELLED" },
+        if lost > 0 { "DATA_LOSS" } else { "CANCELLED" },
         format!(
             "interrupted {}while reading back, after {found}; {} left unverified",
             if again { "again " } else { "" },
-            so_far.total - so_far.current,
+            so_far.total - so_far.current - lost,
         ),
     )
 }
@@ -1034,6 +1046,7 @@ mod tests {
                 total: 10,
                 current: 2,
                 stale: 1,
+                lost: 0,
                 unanswered: 1
             }
         );
@@ -1047,7 +1060,8 @@ mod tests {
              back: 2 at their version, 1 missing or older (lost, or not yet copied where the \
              read looked), 1 unanswered; 8 left unverified"
         );
-        // At quorums that overlap, the stale key is lost, and the check says so.
+        // At quorums that overlap, the stale key is lost, and the check says
+        // so; lost, it is not among those left unverified.
         let lost = quit_while_reading_back(false, true, &so_far).to_string();
         assert!(
             lost.starts_with(
@@ -1055,6 +1069,16 @@ mod tests {
                  read back: 2 at their version, 1 missing or older (lost: with W + R > N"
             ),
             "{lost}"
+        );
+        assert!(lost.ends_with("; 7 left unverified"), "{lost}");
+        // Still stale at the second look: lost, whatever the quorums.
+        let after_second = ReadSoFar::of(10, &results, &[(3, Some(false), 1)]);
+        let lost = quit_while_reading_back(false, false, &after_second).to_string();
+        assert_eq!(
+            lost,
+            "DATA_LOSS: interrupted while reading back, after 4 of 10 acknowledged keys read \
+             back: 2 at their version, 1 missing or older at a second look too (lost), 1 \
+             unanswered; 7 left unverified"
         );
         let none_stale = ReadSoFar::of(3, &[], &[]);
         let second = quit_while_reading_back(true, true, &none_stale).to_string();
