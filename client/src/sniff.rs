@@ -329,7 +329,8 @@ pub struct Sniffer {
 /// Flows followed at most. A cluster has a few dozen connections open;
 /// closed ones are kept (to know their retransmissions) until there are more
 /// than this, and then go first, then the longest idle (made-up segments of
-/// hostile traffic). Each holds at most a frame or record (about 16 KiB).
+/// hostile traffic). Each open one holds at most a segment and a frame or
+/// record (a segment on loopback may be 64 KiB); a closed one, nothing.
 const MAX_FLOWS: usize = 1024;
 
 impl Sniffer {
@@ -361,10 +362,12 @@ impl Sniffer {
         // Nothing new comes this way after a FIN (nor either way after a
         // reset). The flow stays, to know a retransmission as one, but is
         // marked to go first once there are too many (one for each health
-        // check's connection, say).
+        // check's connection, say), and what it held of a unit that will
+        // never end is let go: its buffer may have grown to a whole segment.
         for (ended, by) in [(key, segment.fin || segment.rst), (reverse, segment.rst)] {
             if let Some(flow) = self.flows.get_mut(&ended).filter(|_| by) {
                 flow.closed = true;
+                flow.buffer = Vec::new();
             }
         }
         if self.flows.len() > MAX_FLOWS {
@@ -1314,6 +1317,34 @@ mod tests {
         ]);
         f.extend_from_slice(payload);
         f
+    }
+
+    /// A closed flow is kept, to know its retransmissions, but not what its
+    /// buffer held: 1,024 of them, each after a 64 KiB segment, held 64 MiB.
+    #[test]
+    fn a_closed_flow_keeps_no_buffer() {
+        let mut sniffer = Sniffer::new(vec![7000], Names::numeric());
+        let syn = frame(99, true, &[]);
+        sniffer.follow(&Segment::parse(&syn).unwrap());
+        // A whole record, and the start of one that never ends.
+        let mut records = vec![23, 3, 3, 0, 6];
+        records.extend_from_slice(b"secret");
+        records.extend_from_slice(&[23, 3, 3, 0x40, 0]);
+        records.resize(10_016, 0);
+        let big = frame(100, false, &records);
+        let lines = sniffer.follow(&Segment::parse(&big).unwrap());
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        let key = (
+            (Ipv4Addr::new(10, 0, 0, 1), 40000),
+            (Ipv4Addr::new(10, 0, 0, 2), 7000),
+        );
+        assert!(sniffer.flows[&key].buffer.capacity() >= 10_000);
+        let mut fin = frame(100 + 10_016, false, &[]);
+        fin[47] |= 0x01;
+        sniffer.follow(&Segment::parse(&fin).unwrap());
+        let flow = &sniffer.flows[&key];
+        assert!(flow.closed);
+        assert_eq!(flow.buffer.capacity(), 0);
     }
 
     #[test]
