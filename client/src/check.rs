@@ -116,9 +116,8 @@ struct Workload {
     read_errors: AtomicU64,
     acked: Mutex<Vec<Acked>>,
     stale_keys: Mutex<Vec<String>>,
-    /// The last error the cluster answered a read-back with ("UNAVAILABLE:
-    /// read quorum 3 cannot be met ..."): why keys went unread, when the
-    /// cluster did answer.
+    /// The error the cluster answered the last read-back with ("UNAVAILABLE:
+    /// read quorum 3 cannot be met ..."), if it did: why keys went unread.
     read_back_refusal: Mutex<Option<String>>,
     /// Failed writes by status code.
     errors: Mutex<BTreeMap<String, u64>>,
@@ -513,6 +512,13 @@ const SECOND_LOOK_AFTER: Duration = Duration::from_secs(6);
 /// it was readable ([`read_back`]) and how many stale answers came.
 type ReadResult = (usize, Option<bool>, u64);
 
+/// The last of each key's results, in key order: a key no read answered
+/// (`None`) may be answered when it is read again.
+fn last_per_key(results: &[ReadResult]) -> Vec<ReadResult> {
+    let last: BTreeMap<usize, ReadResult> = results.iter().map(|r| (r.0, *r)).collect();
+    last.into_values().collect()
+}
+
 /// Read-back results, filled in as they come, so that a Ctrl-C can tell
 /// what had been found by then.
 type ReadResults = Arc<Mutex<Vec<ReadResult>>>;
@@ -648,16 +654,14 @@ async fn read_all(
                     continue;
                 };
                 let (readable, stale) = read_back(&work, &acked[i], i).await;
-                match readable {
-                    Some(_) => {
-                        *answered.lock().expect("answer time poisoned") = Instant::now();
-                        results
-                            .lock()
-                            .expect("results poisoned")
-                            .push((i, readable, stale));
-                    }
-                    None => queue.lock().expect("queue poisoned").push_back(i),
+                if readable.is_some() {
+                    *answered.lock().expect("answer time poisoned") = Instant::now();
+                } else {
+                    queue.lock().expect("queue poisoned").push_back(i);
                 }
+                // Unanswered for now, if so: a Ctrl-C says how many are.
+                let result = (i, readable, stale);
+                results.lock().expect("results poisoned").push(result);
                 // After the key is back in the queue: a reader that finds
                 // the queue empty and no one reading is right to stop.
                 reading.fetch_sub(1, Ordering::SeqCst);
@@ -669,7 +673,8 @@ async fn read_all(
         tokio::select! {
             done = readers.join_next() => if done.is_none() { break },
             _ = progress.tick() => {
-                let read = results.lock().expect("results poisoned").len();
+                let results = results.lock().expect("results poisoned");
+                let read = results.iter().filter(|r| r.1.is_some()).count();
                 eprintln!("check: reading back: {read} of {total} keys read");
             }
         }
@@ -695,7 +700,7 @@ async fn read_all(
         );
         results.extend(left.iter().map(|&i| (i, None, 0)));
     }
-    results.clone()
+    last_per_key(&results)
 }
 
 /// Reads one key back: `Some(true)` found at its version, `Some(false)` answered
@@ -714,6 +719,16 @@ async fn read_back(work: &Workload, entry: &Acked, i: usize) -> (Option<bool>, u
         let result = client.get(request(&work.global, get)).await;
         work.note_answer(at, &result);
         work.note_read_quorum(&result);
+        // The last read's error, if the cluster answered with one (no cause
+        // on this side): the reason to give if keys go unread. An answer,
+        // or none at all, leaves none.
+        let refusal = match &result {
+            Err(status) if std::error::Error::source(status).is_none() => {
+                Some(format!("{}: {}", status_code(status), status.message()))
+            }
+            _ => None,
+        };
+        *work.read_back_refusal.lock().expect("refusal poisoned") = refusal;
         match result {
             Ok(response) if is_current(response.get_ref(), &entry.version, &value) => {
                 return (Some(true), stale);
@@ -722,15 +737,7 @@ async fn read_back(work: &Workload, entry: &Acked, i: usize) -> (Option<bool>, u
             // Nothing listens there: the next address at once, if there is
             // one not yet tried; else a moment for a restarting node.
             Err(status) if never_sent(&status) && (attempt + 1) % n != 0 => {}
-            Err(status) => {
-                // An error of the cluster's own (no cause on this side): the
-                // reason to give if keys go unread.
-                if std::error::Error::source(&status).is_none() {
-                    let refusal = format!("{}: {}", status_code(&status), status.message());
-                    *work.read_back_refusal.lock().expect("refusal poisoned") = Some(refusal);
-                }
-                tokio::time::sleep(VERIFY_BACKOFF).await
-            }
+            Err(_) => tokio::time::sleep(VERIFY_BACKOFF).await,
         }
     }
     ((stale > 0).then_some(false), stale)
@@ -934,9 +941,11 @@ impl ReadSoFar {
     /// keys the first found stale): a key found in the second is current,
     /// and one it still finds stale is lost.
     fn of(total: usize, first: &[ReadResult], second: &[ReadResult]) -> Self {
+        let (first, second) = (last_per_key(first), last_per_key(second));
         let count = |look: &[ReadResult], wanted: Option<bool>| {
             look.iter().filter(|r| r.1 == wanted).count()
         };
+        let (first, second) = (&first[..], &second[..]);
         let (found_late, lost) = (count(second, Some(true)), count(second, Some(false)));
         Self {
             total,
@@ -1080,6 +1089,11 @@ mod tests {
              back: 2 at their version, 1 missing or older at a second look too (lost), 1 \
              unanswered; 7 left unverified"
         );
+        // A key not answered, then answered when read again, counts once,
+        // as its last read says; one still waiting for an answer is
+        // unanswered.
+        let again = ReadSoFar::of(3, &[(0, None, 0), (1, None, 0), (0, Some(true), 0)], &[]);
+        assert_eq!((again.current, again.unanswered), (1, 1), "{again:?}");
         let none_stale = ReadSoFar::of(3, &[], &[]);
         let second = quit_while_reading_back(true, true, &none_stale).to_string();
         assert_eq!(
@@ -1158,13 +1172,13 @@ mod tests {
             request: tonic::Request<GetRequest>,
         ) -> Result<tonic::Response<GetResponse>, tonic::Status> {
             let read = self.reads.fetch_add(1, Ordering::Relaxed);
-            if self.silent {
-                std::future::pending().await
-            }
             if read < self.refuses {
                 return Err(tonic::Status::unavailable(
                     "read quorum 3 cannot be met: only 2 member(s) are in the ring",
                 ));
+            }
+            if self.silent {
+                std::future::pending().await
             }
             let key = request.into_inner().key;
             let mut written = self.written.lock().unwrap();
@@ -1400,16 +1414,18 @@ mod tests {
     }
 
     /// Reads back `keys` keys from a stand-in that holds them all and
-    /// refuses its first `refuses` reads, patient for `patience`.
+    /// refuses its first `refuses` reads (then answers none, if `silent`),
+    /// patient for `patience`.
     async fn verify_through_refusals(
         keys: usize,
-        refuses: usize,
+        (refuses, silent): (usize, bool),
         patience: Duration,
     ) -> (Verified, Workload) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let refusing = Lagging {
             refuses,
+            silent,
             ..Lagging::default()
         };
         let mut acked = Vec::new();
@@ -1430,7 +1446,8 @@ mod tests {
             .add_service(proto::key_value_server::KeyValueServer::new(refusing))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
         tokio::spawn(server);
-        let mut work = workload_at(&[addr], &["check", "--concurrency", "2"]);
+        let args = ["--timeout", "100ms", "check", "--concurrency", "2"];
+        let mut work = workload_at(&[addr], &args);
         work.read_patience = patience;
         let work = Arc::new(work);
         let verified = verify(&work, acked, Duration::from_secs(60), Default::default()).await;
@@ -1443,8 +1460,8 @@ mod tests {
     /// short outage failed the check.
     #[tokio::test]
     async fn keys_left_unread_by_a_short_outage_are_read_again() {
-        let (verified, _) =
-            verify_through_refusals(10, 3 * VERIFY_ATTEMPTS, Duration::from_secs(60)).await;
+        let refused = (3 * VERIFY_ATTEMPTS, false);
+        let (verified, _) = verify_through_refusals(10, refused, Duration::from_secs(60)).await;
         assert_eq!(verified.unverified, 0, "{verified:?}");
         assert_eq!(verified.lost_count, 0, "{verified:?}");
     }
@@ -1453,16 +1470,27 @@ mod tests {
     /// are unverified with the cluster's reason, not as if it never answered.
     #[tokio::test]
     async fn keys_the_cluster_refused_to_read_are_named_with_its_reason() {
-        let (verified, work) =
-            verify_through_refusals(4, usize::MAX, Duration::from_millis(300)).await;
-        assert_eq!(verified.unverified, 4, "{verified:?}");
-        work.acknowledged.store(4, Ordering::Relaxed);
-        let failure = report(&work, &verified, Duration::from_secs(1)).unwrap_err();
+        let unverified = |(verified, work): (Verified, Workload)| {
+            assert_eq!(verified.unverified, 4, "{verified:?}");
+            work.acknowledged.store(4, Ordering::Relaxed);
+            report(&work, &verified, Duration::from_secs(1))
+                .unwrap_err()
+                .to_string()
+        };
+        let patience = Duration::from_millis(300);
+        let refusing = verify_through_refusals(4, (usize::MAX, false), patience).await;
         assert_eq!(
-            failure.to_string(),
+            unverified(refusing),
             "UNAVAILABLE: 4 acknowledged writes could not be read back at all; the last error \
              the cluster answered with: UNAVAILABLE: read quorum 3 cannot be met: only 2 \
              member(s) are in the ring"
+        );
+        // Refusing at first, then silent (paused): it did not answer, and an
+        // old refusal is not the reason.
+        let then_silent = verify_through_refusals(4, (2, true), patience).await;
+        assert!(
+            unverified(then_silent).ends_with("; the cluster did not answer"),
+            "an old refusal given as the reason"
         );
     }
 

@@ -141,12 +141,24 @@ pub fn trace_json(trace: Option<&Trace>) -> Value {
 /// control character escaped (`\u{1b}`), so that a key it quotes cannot
 /// send the terminal escape sequences (clear the screen, retitle the window).
 pub fn printable(text: &str) -> String {
-    text.chars()
-        .map(|c| match c != '\n' && must_be_escaped(c) {
-            true => c.escape_default().to_string(),
-            false => c.to_string(),
-        })
-        .collect()
+    escaped(text, |c| c != '\n' && must_be_escaped(c))
+}
+
+/// `text`, with each character `escape` selects escaped (`\u{1b}`), but the
+/// tags of a flag: the flags of England, Scotland and Wales are a black flag
+/// and tag characters, which alone are drawn as nothing.
+fn escaped(text: &str, escape: impl Fn(char) -> bool) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut in_flag = false;
+    for c in text.chars() {
+        let tag = ('\u{e0000}'..='\u{e007f}').contains(&c);
+        in_flag = c == '\u{1f3f4}' || (in_flag && tag);
+        match escape(c) && !(tag && in_flag) {
+            true => out.extend(c.escape_default()),
+            false => out.push(c),
+        }
+    }
+    out
 }
 
 /// Whether `c` would not show as itself: a control character (a line break,
@@ -185,13 +197,7 @@ fn must_be_escaped(c: char) -> bool {
 /// UTF-8 as a note of their length.
 pub fn one_line(value: &[u8]) -> String {
     match std::str::from_utf8(value) {
-        Ok(text) => text
-            .chars()
-            .map(|c| match c == '\\' || must_be_escaped(c) {
-                true => c.escape_default().to_string(),
-                false => c.to_string(),
-            })
-            .collect(),
+        Ok(text) => escaped(text, |c| c == '\\' || must_be_escaped(c)),
         Err(_) => format!(
             "<{} bytes, not UTF-8 text: `clusterlab get KEY > FILE` saves them>",
             value.len()
@@ -252,7 +258,11 @@ mod tests {
         assert_eq!(one_line("admin\u{e0020}".as_bytes()), "admin\\u{e0020}");
         assert_eq!(one_line("ad\u{34f}min".as_bytes()), "ad\\u{34f}min");
         assert_eq!(printable("ad\u{ad}min"), "ad\\u{ad}min");
-        // An emoji's variation selector is part of how it is written.
+        // An emoji's variation selector is part of how it is written, and a
+        // flag's tags of how England's is.
+        let england = "\u{1f3f4}\u{e0067}\u{e0062}\u{e0065}\u{e006e}\u{e0067}\u{e007f}";
+        assert_eq!(one_line(england.as_bytes()), england);
+        assert_eq!(printable(england), england);
         assert_eq!(one_line("\u{2764}\u{fe0f}".as_bytes()), "\u{2764}\u{fe0f}");
         assert_eq!(
             one_line(&[0xff, 0xfe, 0x00]),

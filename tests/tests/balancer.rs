@@ -931,16 +931,29 @@ fn load_shows_live_lines_and_a_summary_of_where_requests_went() {
     // run cut short too (its errors line names the requests in flight, and
     // retries why it counts only some). The live view fits on a terminal;
     // here, in a pipe, it is a log of whole lines.
+    let requests = || {
+        let status = cluster.balancer_status(0).unwrap();
+        status.backends.iter().map(|b| b.requests).sum::<u64>()
+    };
+    let before = requests();
     let stopped = cluster
         .client_to_balancer(0)
         .args(["load", "--duration", "60s", "--concurrency", "4"])
         .spawn();
     wait_until("the load to send requests", SETTLE, || {
-        cluster
-            .balancer_status(0)
-            .is_ok_and(|s| s.backends.iter().map(|b| b.requests).sum::<u64>() > 0)
+        requests() > before + 100
     });
     let summary = stopped.interrupt(Duration::from_secs(30));
+    // Stopped with four requests in flight, cut short: errors, and the
+    // longest retries line.
+    assert!(
+        summary
+            .stdout
+            .contains("in flight when the run was stopped")
+            && summary.stdout.contains("in the answered requests"),
+        "{}",
+        summary.stdout
+    );
     for out in [&out, &summary] {
         let summary = out
             .stdout

@@ -57,7 +57,12 @@ impl Local {
 
     /// Starts it in `cwd` with `--dir dir`, which may be relative to `cwd`.
     fn start_in(cwd: &Path, dir: &Path, port: u16) -> Local {
-        let mut child = local_command()
+        Local::start_as(local_command(), cwd, dir, port)
+    }
+
+    /// [`Local::start_in`], by `command` (`nohup clusterlab-local`, say).
+    fn start_as(mut command: Command, cwd: &Path, dir: &Path, port: u16) -> Local {
+        let mut child = command
             .current_dir(cwd)
             .args(["--port", &port.to_string(), "--dir"])
             .arg(dir)
@@ -398,6 +403,26 @@ fn a_hangup_stops_a_process_started_by_hand_too() {
         );
     }
     assert_nothing_listens(port);
+}
+
+/// Started with `nohup` to outlive its terminal, it does: a hangup stops
+/// nothing.
+#[test]
+fn under_nohup_a_hangup_stops_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nohup = Command::new("nohup");
+    tests::without_clusterlab_env(&mut nohup).arg(bin("clusterlab-local"));
+    let local = Local::start_as(nohup, dir.path(), dir.path(), free_port_block());
+    send_signal(local.child.id(), "HUP");
+    // Served after the hangup, and nothing said of it.
+    local.client().args(["put", "k", "v"]).ok();
+    let (status, lines) = local.interrupt();
+    assert!(status.success(), "clusterlab-local exited with {status}");
+    assert!(
+        !lines.iter().any(|l| l.contains("hung up")),
+        "{}",
+        lines.join("\n")
+    );
 }
 
 /// Runs the command `local` printed to start `name` again, in a shell, as a

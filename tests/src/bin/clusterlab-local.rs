@@ -350,14 +350,20 @@ async fn run(args: Args) -> Result<(), String> {
     tokio::pin!(shutdown);
     // The terminal closed: what it started goes with it, but not what was
     // started again by hand, in another; that is stopped as on Ctrl-C.
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        .map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
+    // Unless started to outlive its terminal (`nohup`, which ignores SIGHUP).
+    let mut hangup = match hangup_ignored() {
+        true => None,
+        false => Some(
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .map_err(|e| format!("cannot handle SIGHUP: {e}"))?,
+        ),
+    };
     // Set when a process failed to start: we stop the others, then fail.
     let mut failed_to_start = None;
     loop {
         tokio::select! {
             () = &mut shutdown => break,
-            _ = hangup.recv() => {
+            Some(_) = async { hangup.as_mut()?.recv().await }, if hangup.is_some() => {
                 say("clusterlab-local: the terminal hung up (SIGHUP); stopping everything");
                 break;
             }
@@ -475,6 +481,22 @@ fn say_exited(what: &str, others: bool, restart: &[(String, String)], name: &str
     if let Some((_, command)) = restart.iter().find(|(n, _)| n == name) {
         say(format!("clusterlab-local: start it again with: {command}"));
     }
+}
+
+/// Whether this process was started with SIGHUP ignored, as `nohup` starts
+/// one: from the signal mask Linux shows in /proc/self/status.
+fn hangup_ignored() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|status| ignores_hangup(&status))
+}
+
+/// Whether /proc's `status` says SIGHUP (signal 1, the mask's lowest bit)
+/// is ignored.
+fn ignores_hangup(status: &str) -> bool {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("SigIgn:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & 1 == 1)
 }
 
 /// Sends SIGTERM to `pid`, then SIGCONT, quietly: a process already gone is
