@@ -591,7 +591,7 @@ fn check_signed_by_ca(dir: &Path, cert_path: &Path, cert: &[u8]) -> Result<()> {
 }
 
 /// What to do about a `crl.pem` that holds no list [`revoke`] can add to.
-const REPLACE_DAMAGED_LIST: &str = "put back a copy of the newest list, or, to start a new \
+pub(crate) const REPLACE_DAMAGED_LIST: &str = "put back a copy of the newest list, or, to start a new \
     list, move this file away (what it revoked must then be revoked again)";
 
 /// The entries and number of the revocation list at `path` (none if it does

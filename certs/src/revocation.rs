@@ -86,6 +86,11 @@ impl Loaded {
 }
 
 impl Revocations {
+    /// The CA certificate beside the list: `DIR/ca.pem`.
+    fn ca_path(&self) -> PathBuf {
+        self.path.with_file_name(files::CA_CERT)
+    }
+
     /// Loads `DIR/crl.pem` if it exists (no file means nothing is revoked).
     pub fn load(dir: &Path) -> Result<Arc<Self>> {
         let ca = files::load_certs(&dir.join(files::CA_CERT))?;
@@ -291,9 +296,28 @@ impl Revocations {
         let (_, crl) = CertificateRevocationList::from_der(der)
             .map_err(|e| bad(format!("not a valid revocation list ({e})")))?;
         crl.verify_signature(&ca_key).map_err(|e| {
-            bad(format!(
-                "not signed by the cluster's CA ({e}); make it with `clusterlab-certs revoke`"
-            ))
+            // Signed by the CA now in the directory: a new PKI was made
+            // (`init --force`) since this process loaded its CA.
+            let signed_by_the_new_ca = files::load_certs(&self.ca_path())
+                .ok()
+                .and_then(|ca| {
+                    let (_, ca) =
+                        x509_parser::certificate::X509Certificate::from_der(&ca[0]).ok()?;
+                    Some(crl.verify_signature(ca.public_key()).is_ok())
+                })
+                .unwrap_or(false);
+            bad(match signed_by_the_new_ca {
+                true => format!(
+                    "signed by the CA now in {}, not the one this process started with: the \
+                     certificates were made anew since; start this process again to use them",
+                    self.ca_path().display()
+                ),
+                false => format!(
+                    "not signed by the cluster's CA ({e}): a list from another certificates \
+                     directory? {}",
+                    crate::pki::REPLACE_DAMAGED_LIST
+                ),
+            })
         })?;
         let serials = crl
             .iter_revoked_certificates()
@@ -342,6 +366,23 @@ mod tests {
         serial_of(&files::load_certs(&files::cert_path(dir, name)).unwrap()[0]).unwrap()
     }
 
+    /// Certificates made anew under a running process (`init --force`): its
+    /// list is refused, and it is told to start again, not to make a list
+    /// (which the new CA would sign too).
+    #[test]
+    fn a_list_of_a_ca_made_since_says_to_start_again() {
+        let dir = tempfile::tempdir().unwrap();
+        pki::init(dir.path(), false).unwrap();
+        let revocations = Revocations::load(dir.path()).unwrap();
+        pki::init(dir.path(), true).unwrap();
+        let err = revocations.reload().unwrap_err().to_string();
+        assert!(
+            err.contains("signed by the CA now in ")
+                && err.ends_with("start this process again to use them"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn a_new_list_is_picked_up_and_a_bad_one_keeps_the_old_in_force() {
         let dir = tempfile::tempdir().unwrap();
@@ -370,9 +411,11 @@ mod tests {
         let other = tempfile::tempdir().unwrap();
         pki::init(other.path(), false).unwrap();
         std::fs::copy(other.path().join(CRL_FILE), &crl).unwrap();
-        let err = revocations.reload().unwrap_err();
+        let err = revocations.reload().unwrap_err().to_string();
         assert!(
-            err.to_string().contains("not signed by the cluster's CA"),
+            err.contains("not signed by the cluster's CA")
+                && err.contains("a list from another certificates directory?")
+                && !err.contains("clusterlab-certs revoke"),
             "{err}"
         );
         assert!(revocations.is_revoked(&serial(dir.path(), "writer")));
