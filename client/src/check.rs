@@ -208,6 +208,14 @@ impl Workload {
         }
     }
 
+    /// The error the cluster answered the last read-back with, if it did.
+    fn read_back_refusal(&self) -> Option<String> {
+        self.read_back_refusal
+            .lock()
+            .expect("refusal poisoned")
+            .clone()
+    }
+
     /// The addresses for the `turn`th request to try, in order: from
     /// `turn`'s place in the rotation on, those passed over for now last.
     fn order(&self, turn: usize) -> Vec<usize> {
@@ -683,12 +691,7 @@ async fn read_all(
     // The keys no reader could read, once nothing answered for too long.
     let left = std::mem::take(&mut *queue.lock().expect("queue poisoned"));
     if !left.is_empty() {
-        let why = match work
-            .read_back_refusal
-            .lock()
-            .expect("refusal poisoned")
-            .clone()
-        {
+        let why = match work.read_back_refusal() {
             Some(refusal) => format!("the last error answered: {refusal}"),
             None => "is the cluster down or paused?".to_string(),
         };
@@ -862,12 +865,7 @@ fn report(work: &Workload, verified: &Verified, writing: Duration) -> Result<(),
         ));
     }
     if verified.unverified > 0 {
-        let why = match work
-            .read_back_refusal
-            .lock()
-            .expect("refusal poisoned")
-            .clone()
-        {
+        let why = match work.read_back_refusal() {
             Some(refusal) => format!("the last error the cluster answered with: {refusal}"),
             None => "the cluster did not answer".to_string(),
         };

@@ -361,17 +361,27 @@ fn a_killed_node_or_balancer_starts_again_with_the_printed_command_from_anywhere
     for (KilledOnDrop(child), name) in restarted.iter_mut().zip(["n2", "balancer"]) {
         let exited = tests::exit_within(child, Duration::from_secs(30));
         assert!(exited.is_some_and(|s| s.success()), "{name}: {exited:?}");
-        let said = format!(
-            "clusterlab-local: {name} (pid {}, started again by hand) stopped",
-            child.id()
-        );
-        assert!(
-            lines.contains(&said),
-            "no {said:?} in:\n{}",
-            lines.join("\n")
-        );
+        assert_said(&lines, &stopped_by_hand(name, child));
     }
     assert_nothing_listens(port);
+}
+
+/// What clusterlab-local says when it has stopped `name`, started again by
+/// hand as `child`.
+fn stopped_by_hand(name: &str, child: &Child) -> String {
+    format!(
+        "clusterlab-local: {name} (pid {}, started again by hand) stopped",
+        child.id()
+    )
+}
+
+/// Asserts that `said` is one of the `lines` clusterlab-local printed.
+fn assert_said(lines: &[String], said: &str) {
+    assert!(
+        lines.iter().any(|line| line == said),
+        "no {said:?} in:\n{}",
+        lines.join("\n")
+    );
 }
 
 /// A closed terminal (SIGHUP) stops a process started again by hand in
@@ -389,19 +399,11 @@ fn a_hangup_stops_a_process_started_by_hand_too() {
     assert!(status.success(), "clusterlab-local exited with {status}");
     let exited = tests::exit_within(&mut n2.0, Duration::from_secs(30));
     assert!(exited.is_some_and(|s| s.success()), "n2: {exited:?}");
-    for said in [
-        "clusterlab-local: the terminal hung up (SIGHUP); stopping everything".to_string(),
-        format!(
-            "clusterlab-local: n2 (pid {}, started again by hand) stopped",
-            n2.0.id()
-        ),
-    ] {
-        assert!(
-            lines.contains(&said),
-            "no {said:?} in:\n{}",
-            lines.join("\n")
-        );
-    }
+    assert_said(
+        &lines,
+        "clusterlab-local: the terminal hung up (SIGHUP); stopping everything",
+    );
+    assert_said(&lines, &stopped_by_hand("n2", &n2.0));
     assert_nothing_listens(port);
 }
 
