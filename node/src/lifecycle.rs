@@ -120,9 +120,16 @@ pub fn stop_with_launcher() -> anyhow::Result<()> {
 /// the terminal may not want to wait that long.
 pub async fn shutdown_signal() {
     #[cfg(unix)]
-    if let Some(mut interrupts) = first_signal().await {
+    if let Some((mut interrupts, after_term)) = first_signal().await {
+        let first = tokio::time::Instant::now();
         tokio::spawn(async move {
-            if interrupts.recv().await.is_some() {
+            while interrupts.recv().await.is_some() {
+                // A SIGINT right after a SIGTERM is the same Ctrl-C: the
+                // terminal's and the launcher's, which may come in either
+                // order on a busy machine.
+                if after_term && first.elapsed() < TOGETHER {
+                    continue;
+                }
                 warn!("second Ctrl-C: stopping now, without waiting for requests in flight");
                 std::process::exit(130);
             }
@@ -138,11 +145,16 @@ pub async fn first_shutdown_signal() {
     first_signal().await;
 }
 
+/// How soon after a SIGTERM a SIGINT is taken for the same shutdown, not a
+/// second Ctrl-C ([`shutdown_signal`]).
+#[cfg(unix)]
+const TOGETHER: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Waits for the first SIGINT or SIGTERM; returns the SIGINT stream, which
 /// was listening all along, so a second Ctrl-C right after the first is not
-/// lost.
+/// lost, and whether the first was the SIGTERM.
 #[cfg(unix)]
-async fn first_signal() -> Option<tokio::signal::unix::Signal> {
+async fn first_signal() -> Option<(tokio::signal::unix::Signal, bool)> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut interrupts = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
     let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
@@ -152,10 +164,15 @@ async fn first_signal() -> Option<tokio::signal::unix::Signal> {
         // second, the SIGINT would count as a second Ctrl-C, and the process
         // would exit at once instead of draining.
         biased;
-        _ = interrupts.recv() => info!(signal = "SIGINT", "shutting down (Ctrl-C again to stop at once)"),
-        _ = term.recv() => info!(signal = "SIGTERM", "shutting down"),
+        _ = interrupts.recv() => {
+            info!(signal = "SIGINT", "shutting down (Ctrl-C again to stop at once)");
+            Some((interrupts, false))
+        }
+        _ = term.recv() => {
+            info!(signal = "SIGTERM", "shutting down");
+            Some((interrupts, true))
+        }
     }
-    Some(interrupts)
 }
 
 #[cfg(not(unix))]
