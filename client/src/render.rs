@@ -88,7 +88,7 @@ fn trace_line_as_sent(trace: &Trace) -> String {
         let attempts: Vec<String> = trace
             .attempts
             .iter()
-            .map(|a| format!("{} {} ({})", a.node, a.outcome, micros(a.latency_us)))
+            .map(|a| ended(format!("{} {}", a.node, a.outcome), &a.detail, a.latency_us))
             .collect();
         line += &format!(" attempts: {} |", attempts.join(", "));
     }
@@ -104,13 +104,19 @@ fn trace_line_as_sent(trace: &Trace) -> String {
             if let Some(v) = &r.version {
                 s += &format!(" v={}", version(v));
             }
-            if !r.detail.is_empty() {
-                s += &format!(" [{}]", r.detail);
-            }
-            s + &format!(" ({})", micros(r.latency_us))
+            ended(s, &r.detail, r.latency_us)
         })
         .collect();
     line + " " + &replicas.join(", ")
+}
+
+/// An attempt's or a replica's `outcome`, then why it failed, if it says,
+/// and how long it took: `n3 FAILED [unreachable] (2.5ms)`.
+fn ended(outcome: String, detail: &str, latency_us: u64) -> String {
+    match detail.is_empty() {
+        true => format!("{outcome} ({})", micros(latency_us)),
+        false => format!("{outcome} [{detail}] ({})", micros(latency_us)),
+    }
 }
 
 /// The whole trace as JSON.
@@ -149,16 +155,44 @@ pub fn printable(text: &str) -> String {
 /// and tag characters, which alone are drawn as nothing.
 fn escaped(text: &str, escape: impl Fn(char) -> bool) -> String {
     let mut out = String::with_capacity(text.len());
-    let mut in_flag = false;
-    for c in text.chars() {
-        let tag = ('\u{e0000}'..='\u{e007f}').contains(&c);
-        in_flag = c == '\u{1f3f4}' || (in_flag && tag);
-        match escape(c) && !(tag && in_flag) {
+    // How many of the characters to come are a flag's tags, kept as they are.
+    let mut flag_tags = 0;
+    for (at, c) in text.char_indices() {
+        let in_flag = flag_tags > 0;
+        flag_tags = match c {
+            BLACK_FLAG => tags_of_flag(&text[at + c.len_utf8()..]),
+            _ => flag_tags.saturating_sub(1),
+        };
+        match escape(c) && !in_flag {
             true => out.extend(c.escape_default()),
             false => out.push(c),
         }
     }
     out
+}
+
+const BLACK_FLAG: char = '\u{1f3f4}';
+
+/// The flags written as a black flag, tags spelling the region, and a cancel
+/// tag: the ones Unicode recommends terminals draw.
+const TAG_FLAGS: [&str; 3] = ["gbeng", "gbsct", "gbwls"];
+
+/// How many characters of `after` (what follows a black flag) are the tags
+/// of one of [`TAG_FLAGS`], its cancel tag included; 0 if none. Any other
+/// tag is escaped, as it would be drawn as nothing: a black flag with tags
+/// spelling no flag could pass for a black flag alone.
+fn tags_of_flag(after: &str) -> usize {
+    let spells = |region: &str| {
+        let mut tags = after.chars();
+        region
+            .bytes()
+            .all(|b| tags.next() == char::from_u32(0xe0000 + u32::from(b)))
+            && tags.next() == Some('\u{e007f}')
+    };
+    TAG_FLAGS
+        .iter()
+        .find(|region| spells(region))
+        .map_or(0, |region| region.chars().count() + 1)
 }
 
 /// Whether `c` would not show as itself: a control character (a line break,
@@ -263,10 +297,53 @@ mod tests {
         let england = "\u{1f3f4}\u{e0067}\u{e0062}\u{e0065}\u{e006e}\u{e0067}\u{e007f}";
         assert_eq!(one_line(england.as_bytes()), england);
         assert_eq!(printable(england), england);
+        // But tags that spell no flag, or come after one, are drawn as
+        // nothing: a black flag with them could pass for a black flag alone.
+        assert_eq!(
+            one_line("\u{1f3f4}\u{e0061}\u{e0064}".as_bytes()),
+            "\u{1f3f4}\\u{e0061}\\u{e0064}"
+        );
+        assert_eq!(
+            one_line(format!("{england}\u{e0020}").as_bytes()),
+            format!("{england}\\u{{e0020}}")
+        );
+        let scotland = "\u{1f3f4}\u{e0067}\u{e0062}\u{e0073}\u{e0063}\u{e0074}\u{e007f}";
+        assert_eq!(
+            printable(&format!("{scotland}{england}")),
+            format!("{scotland}{england}")
+        );
         assert_eq!(one_line("\u{2764}\u{fe0f}".as_bytes()), "\u{2764}\u{fe0f}");
         assert_eq!(
             one_line(&[0xff, 0xfe, 0x00]),
             "<3 bytes, not UTF-8 text: `clusterlab get KEY > FILE` saves them>"
+        );
+    }
+
+    #[test]
+    fn trace_line_says_why_an_attempt_failed_over() {
+        let attempt = |node: &str, outcome: &str, detail: &str| proto::Attempt {
+            node: node.into(),
+            outcome: outcome.into(),
+            latency_us: 300,
+            detail: detail.into(),
+        };
+        let trace = Trace {
+            balancer: "balancer".into(),
+            policy: "round-robin".into(),
+            attempts: vec![
+                attempt("n2", "UNAVAILABLE", "n2 is shutting down"),
+                attempt("n1", "OK", ""),
+            ],
+            coordinator: "n1".into(),
+            quorum: 2,
+            ..Trace::default()
+        };
+        assert!(
+            trace_line(&trace).contains(
+                "attempts: n2 UNAVAILABLE [n2 is shutting down] (300us), n1 OK (300us) |"
+            ),
+            "{}",
+            trace_line(&trace)
         );
     }
 

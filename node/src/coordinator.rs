@@ -211,6 +211,12 @@ impl Coordinator {
         Ok(Plan { replicas, quorum })
     }
 
+    /// The cluster's W: `--write-quorum`, or a majority of N.
+    fn write_quorum(&self) -> usize {
+        let members = self.state.membership.known();
+        self.state.replication.quorums(members).0
+    }
+
     /// A node that has just started does not know its peers yet, and would put
     /// every key on itself alone: it refuses to coordinate until it does.
     fn ensure_ready(&self) -> Result<()> {
@@ -292,7 +298,6 @@ impl Coordinator {
         let mut client = self.peer(&replica)?;
         let mut request = tonic::Request::new(WriteRequest {
             record: Some(record.into()),
-            request_id: String::new(),
             from: self.state.name.clone(),
         });
         if let Some(by) = write_by {
@@ -711,17 +716,18 @@ impl Coordinator {
             // take both of a key's first places, and one joining beside a
             // replica that missed the last write leaves that replica the only
             // other answer. Its "nothing" is no answer (Riak's `notfound_ok =
-            // false`): a read that promises the latest acknowledged write (R a
-            // majority, so R + W > N) asks the other live replicas too. A
-            // missing key costs N reads instead of R; a key every replica
-            // holds costs nothing more. A smaller R promises nothing, and
-            // shows what it means. The second look waits for all it asked (up
-            // to SECOND_LOOK), not for the first that holds something: with
+            // false`): a read that promises the latest acknowledged write (R
+            // and the cluster's W overlap: R + W > N) asks the other live
+            // replicas too. A missing key costs N reads instead of R; a key
+            // every replica holds costs nothing more. A read that does not
+            // overlap W (`--r 1` with W = 2 of 3) promises nothing, and shows
+            // what it means. The second look waits for all it asked (up to
+            // SECOND_LOOK), not for the first that holds something: with
             // N = 5 two are left to ask, and the first to answer may hold an
             // older version.
             let one_empty = answered.iter().any(|answer| answer.held.is_none());
-            let majority = plan.quorum * 2 > plan.replicas.len();
-            if tally.ok < plan.quorum || !one_empty || !majority || wanted > plan.quorum {
+            let promised = plan.quorum + self.write_quorum() > plan.replicas.len();
+            if tally.ok < plan.quorum || !one_empty || !promised || wanted > plan.quorum {
                 break;
             }
             let membership = &self.state.membership;

@@ -254,7 +254,6 @@ impl Validate for WriteRequest {
         check_key(&record.key)?;
         check_value(&record.value)?;
         check_request_id(&record.request_id)?;
-        check_request_id(&self.request_id)?;
         // Stored without one, it would sit at the zero version, older than
         // every write, from a node named "".
         let version = record.version.as_ref().ok_or_else(|| {
@@ -493,7 +492,6 @@ mod tests {
                 ..proto::Record::default()
             }),
             from: long.clone(),
-            ..WriteRequest::default()
         };
         assert_eq!(
             said(write.validate()),

@@ -235,7 +235,6 @@ mod tests {
         };
         let mut request = Request::new(WriteRequest {
             record: Some(record.into()),
-            request_id: String::new(),
             from: "n2".into(),
         });
         request

@@ -764,7 +764,6 @@ impl TestCluster {
         };
         let request = proto::WriteRequest {
             record: Some(record),
-            request_id: String::new(),
             from: "test".into(),
         };
         self.replica(index, |mut replica| async move {

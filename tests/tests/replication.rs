@@ -703,6 +703,17 @@ impl ReadTrace {
             .unwrap_or_else(|| panic!("{node} is not in the trace: {self:?}"))
     }
 
+    /// Asserts that `node` was asked because one of the first R held
+    /// nothing, and answered.
+    fn assert_asked_by_the_second_look(&self, node: &str) {
+        let (outcome, detail) = self.report(node);
+        assert!(
+            outcome == "ANSWERED"
+                && detail.starts_with("asked too: a replica of the first to answer held nothing"),
+            "{self:?}"
+        );
+    }
+
     /// The outcome and detail reported on `node`.
     fn report(&self, node: &str) -> (&str, &str) {
         let report = self.on(node);
@@ -761,7 +772,16 @@ fn a_read_asks_r_replicas_and_another_in_place_of_one_that_fails() {
 /// (`PREFIX-N`) whose ring order after n3 is n2, then n1: a read through n3
 /// asks n3 and n2 first.
 fn read_through_n3_then_n2(prefix: &str) -> (TestCluster, impl Iterator<Item = String>) {
-    let cluster = TestCluster::start_with(3, &["--read-hedge-after", "1h"]);
+    read_through_n3_then_n2_with(prefix, &[])
+}
+
+/// [`read_through_n3_then_n2`], with more flags for every node.
+fn read_through_n3_then_n2_with(
+    prefix: &str,
+    flags: &[&str],
+) -> (TestCluster, impl Iterator<Item = String>) {
+    let flags = [&["--read-hedge-after", "1h"], flags].concat();
+    let cluster = TestCluster::start_with(3, &flags);
     let ring = Ring::new(["n1", "n2", "n3"].map(String::from).to_vec(), 3);
     let prefix = prefix.to_string();
     let keys = (0..)
@@ -777,6 +797,18 @@ fn read_through_n3_then_n2(prefix: &str) -> (TestCluster, impl Iterator<Item = S
     (cluster, keys)
 }
 
+/// Stores `key` on n1 alone, at a version stamped now: young, so that
+/// anti-entropy leaves it alone for 3 s.
+fn put_young_on_n1_alone(cluster: &TestCluster, key: &str) {
+    let version = proto::Version {
+        wall_ms: node::version::unix_ms(),
+        logical: 0,
+        node: "n1".into(),
+    };
+    let stored = cluster.replicate(0, key, b"only-on-n1", version.clone());
+    assert_eq!(stored, Some(version));
+}
+
 /// A read whose first R replicas hold nothing asks the other live replicas
 /// before it answers "not found": those R may be nodes that joined a moment
 /// ago and are not filled yet. Here the key is on n1 alone, and a read
@@ -788,13 +820,7 @@ fn a_read_whose_first_replicas_hold_nothing_asks_the_others_before_not_found() {
     // machine slow enough to pass that mark before the read gets another go.
     for _ in 0..5 {
         let key = keys.next().unwrap();
-        let version = proto::Version {
-            wall_ms: node::version::unix_ms(),
-            logical: 0,
-            node: "n1".into(),
-        };
-        let stored = cluster.replicate(0, &key, b"only-on-n1", version.clone());
-        assert_eq!(stored, Some(version));
+        put_young_on_n1_alone(&cluster, &key);
 
         // Found, whatever held it by now.
         let trace = ReadTrace::of(&cluster, 2, &key);
@@ -810,15 +836,33 @@ fn a_read_whose_first_replicas_hold_nothing_asks_the_others_before_not_found() {
         }
         // The two that held nothing did not make the answer "not found":
         // n1 was asked too, and they were repaired before the answer.
-        let (outcome, detail) = trace.report("n1");
-        assert!(
-            outcome == "ANSWERED"
-                && detail.starts_with("asked too: a replica of the first to answer held nothing"),
-            "{trace:?}"
-        );
+        trace.assert_asked_by_the_second_look("n1");
         return;
     }
     panic!("anti-entropy copied the key, or n2 looked suspect, before each of five reads");
+}
+
+/// R + W > N promises the latest acknowledged write whether or not R is a
+/// majority: with W = 3 and R = 1, a read of one replica that holds nothing
+/// (a node that joined a moment ago, here n3) asks the others before it
+/// answers "not found".
+#[test]
+fn a_read_of_one_replica_after_writes_to_all_looks_further_when_it_holds_nothing() {
+    let quorums = ["--write-quorum", "3", "--read-quorum", "1"];
+    let (cluster, mut keys) = read_through_n3_then_n2_with("all", &quorums);
+    for _ in 0..5 {
+        let key = keys.next().unwrap();
+        put_young_on_n1_alone(&cluster, &key);
+        // Found (`of` asserts it), though the one replica asked held nothing.
+        let trace = ReadTrace::of(&cluster, 2, &key);
+        if trace.first_asked() != ["n3"] || trace.report("n3").0 != "REPAIRED" {
+            // Anti-entropy copied the key to n3 first.
+            continue;
+        }
+        trace.assert_asked_by_the_second_look("n1");
+        return;
+    }
+    panic!("anti-entropy copied the key to n3 before each of five reads");
 }
 
 /// One replica of the first R holding nothing is enough for the second
@@ -854,12 +898,7 @@ fn a_read_after_a_newcomer_and_a_replica_that_missed_the_write_finds_the_write()
             // n3 took n2 for suspect a moment, or anti-entropy filled n2.
             continue;
         }
-        let (outcome, detail) = trace.report("n1");
-        assert!(
-            outcome == "ANSWERED"
-                && detail.starts_with("asked too: a replica of the first to answer held nothing"),
-            "{trace:?}"
-        );
+        trace.assert_asked_by_the_second_look("n1");
         assert_eq!(json["value"], "acknowledged", "{json}");
         return;
     }
