@@ -293,9 +293,9 @@ impl Validate for RangeRequest {
 }
 
 impl Validate for ProbeRequest {
-    /// A probe only tells us about the caller; a bad address in it fails
-    /// when dialled, and is reported then. Its length is checked here: the
-    /// address is kept, to be probed back.
+    /// A probe tells us about the caller, whose address is kept, to be
+    /// probed back: it must be one (HOST:PORT, as `--advertise` is), or it
+    /// would be kept and warned of every round, never dialled.
     fn validate(&self) -> Result<()> {
         let caller = self.from.clone().unwrap_or_default();
         check_peer_name("the caller's name", &caller.name)?;
@@ -304,6 +304,10 @@ impl Validate for ProbeRequest {
                 "the caller's address is {} bytes; HOST:PORT is at most {MAX_ADDR_BYTES}",
                 caller.addr.len()
             )));
+        }
+        if !caller.addr.is_empty() {
+            certs::flags::check_host_port("the caller's address", &caller.addr)
+                .map_err(Error::InvalidArgument)?;
         }
         Ok(())
     }
@@ -519,8 +523,14 @@ mod tests {
         assert!(said(probe(&long, "a:1".into()).validate()).starts_with("the caller's name"));
         let far = probe("n2", "x".repeat(MAX_ADDR_BYTES + 1)).validate();
         assert!(said(far).starts_with("the caller's address is 263 bytes"));
+        let nowhere = probe("n2", "my laptop".into()).validate();
+        assert!(
+            said(nowhere).starts_with("the caller's address \"my laptop\" is not HOST:PORT"),
+            "{}",
+            said(probe("n2", "my laptop".into()).validate())
+        );
         // As long as they may be, they pass.
-        let fits = format!("[{}]:65535", "x".repeat(253));
+        let fits = format!("{}:65535", "x".repeat(256));
         assert!(probe(&"x".repeat(MAX_NAME_LEN), fits).validate().is_ok());
         assert!(ProbeRequest::default().validate().is_ok());
     }

@@ -705,16 +705,7 @@ impl Membership {
                 peer.last_answer = now;
                 peer.keys = answer.keys;
                 if peer.addr != advertised {
-                    info!(member = %peer.name, from = %peer.addr, to = %advertised, "member moved");
-                    self.events.publish(
-                        "member.moved",
-                        &peer.name,
-                        format!(
-                            "{} answers at {advertised} now (it was at {})",
-                            peer.name, peer.addr
-                        ),
-                    );
-                    peer.addr = advertised;
+                    self.move_to(peer, advertised);
                 }
                 if peer.state != State::Alive {
                     let was = peer.state.label();
@@ -786,8 +777,22 @@ impl Membership {
             addresses
                 .misadvertised
                 .insert(peer.name.clone(), peer.addr.clone());
-            peer.addr.clone_from(own);
+            self.move_to(peer, own.clone());
         }
+    }
+
+    /// Dials `peer` at `addr` from now on, and says so.
+    fn move_to(&self, peer: &mut Peer, addr: String) {
+        info!(member = %peer.name, from = %peer.addr, to = %addr, "member moved");
+        self.events.publish(
+            "member.moved",
+            &peer.name,
+            format!(
+                "{} answers at {addr} now (it was at {})",
+                peer.name, peer.addr
+            ),
+        );
+        peer.addr = addr;
     }
 
     /// Warns, once, of a member whose N (`theirs`, from its probe answer)
@@ -955,7 +960,10 @@ fn learn(inner: &mut Inner, me: (&str, &str), member: &Member) {
         && (member.addr == me.1
             || addresses.own.contains(&member.addr)
             || addresses.misadvertised.get(&member.name) == Some(&member.addr));
-    if member.addr.is_empty() || known || misadvertised {
+    // Gossip is checked here (a probe's caller by `limits`): an address that
+    // cannot be dialled would be kept, and warned of every round.
+    let dialable = certs::flags::check_host_port("", &member.addr).is_ok();
+    if !dialable || known || misadvertised {
         return;
     }
     // Another node at an address a member answered at before it moved (a
@@ -1006,7 +1014,11 @@ fn replica_client(channel: Channel) -> ReplicaClient<Channel> {
 /// What becomes of a dead member's keys, with `members` left in the ring and
 /// `replicas` (N) copies wanted of each key.
 fn copies_left(members: usize, replicas: usize) -> String {
-    if members >= replicas {
+    if replicas == 1 {
+        "it held the only copy of each of its keys (N = 1): until it returns, reads of them \
+         find nothing"
+            .to_string()
+    } else if members >= replicas {
         format!("its keys are copied to other members to restore {replicas} copies of each")
     } else {
         let left = match members {
@@ -1314,6 +1326,14 @@ mod tests {
             copies_left(2, 3)
         );
         assert!(copies_left(1, 3).starts_with("with 1 member left"));
+        // With N = 1 there is no other copy to restore from.
+        for members in [1, 3] {
+            assert!(
+                copies_left(members, 1).starts_with("it held the only copy"),
+                "{}",
+                copies_left(members, 1)
+            );
+        }
     }
 
     /// A node restarted at a new port hears its old address from peers that
@@ -1448,6 +1468,14 @@ mod tests {
         m.answered(&mut inner, n3.into(), answer("n3", n3, &[]), now);
         assert_eq!(addr_of(&inner, "n4"), n4);
         assert_eq!(addr_of(&inner, "n3"), n3);
+        // And says so, as of any member that moves.
+        let (history, _) = m.events.subscribe();
+        let moved = history.iter().rfind(|e| e.kind == "member.moved");
+        assert_eq!(
+            moved.map(|e| e.message.as_str()),
+            Some(format!("n4 answers at {n4} now (it was at {n3})").as_str()),
+            "{history:?}"
+        );
         // n4's probe of this node names the wrong address again; then it
         // answers at its own. It stays there, and 7103 stays n3's.
         learn(&mut inner, me, &said("n4", n3));
@@ -1478,12 +1506,13 @@ mod tests {
         let m = membership(Duration::from_secs(10));
         let now = Instant::now();
         let mut inner = m.lock();
-        let gossip = [("n3", "127.0.0.1:7103"), ("n1", "127.0.0.1:7101")];
-        m.answered(
+        let n2 = "127.0.0.1:7102";
+        let n2_says = |inner: &mut Inner, gossip: &[(&str, &str)]| {
+            m.answered(inner, n2.into(), answer("n2", n2, gossip), now);
+        };
+        n2_says(
             &mut inner,
-            "127.0.0.1:7102".into(),
-            answer("n2", "127.0.0.1:7102", &gossip),
-            now,
+            &[("n3", "127.0.0.1:7103"), ("n1", "127.0.0.1:7101")],
         );
         let targets = probe_targets(&inner);
         assert!(targets.contains("127.0.0.1:7103"), "{targets:?}");
@@ -1496,5 +1525,12 @@ mod tests {
             now,
         );
         assert!(!probe_targets(&inner).contains("10.0.0.9:7101"));
+        // Gossip of an address no one can dial teaches nothing.
+        n2_says(&mut inner, &[("n4", "my laptop"), ("n5", "127.0.0.1:")]);
+        let targets = probe_targets(&inner);
+        assert!(
+            !targets.contains("my laptop") && !targets.contains("127.0.0.1:"),
+            "{targets:?}"
+        );
     }
 }
