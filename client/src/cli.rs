@@ -395,8 +395,8 @@ pub struct PutArgs {
     /// The key: 1 to 1024 bytes of UTF-8.
     pub key: String,
     /// The value, or `-` to read it from standard input: at most 1048576 bytes
-    /// (1 MiB). Give it, or --value-file.
-    pub value: Option<String>,
+    /// (1 MiB), any bytes. Give it, or --value-file.
+    pub value: Option<std::ffi::OsString>,
     /// Read the value from a file (for values too large for an argument).
     #[arg(long, value_name = "FILE")]
     pub value_file: Option<PathBuf>,

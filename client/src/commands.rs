@@ -3,6 +3,7 @@
 
 use std::{
     io::{IsTerminal, Read, Write},
+    os::unix::ffi::OsStringExt,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -54,8 +55,10 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Load(args) => crate::load::run(&global, args, StopSignals::watch()?).await,
         Command::Events(args) if !args.no_follow => {
             let mut stops = StopSignals::watch()?;
+            // Stopped before it connects, it has followed nothing: a failure.
+            let conn = crate::stop::connect_unless_stopped(&global, &mut stops).await?;
             tokio::select! {
-                done = events(&global, args) => done,
+                done = events(conn, global.json, args) => done,
                 // Following the feed lasts until a person stops it.
                 _ = stops.recv() => Ok(()),
             }
@@ -74,7 +77,7 @@ async fn one_shot(global: &Global, command: Command) -> Result<(), Failure> {
         Command::Whoami => whoami(global).await,
         Command::Status => status(global).await,
         Command::Health => health(global).await,
-        Command::Events(args) => events(global, args).await,
+        Command::Events(args) => events(Connection::open(global).await?, global.json, args).await,
         Command::Fault(args) => fault(global, args).await,
         Command::Policy(args) => policy(global, args).await,
         Command::Sniff(_) | Command::Check(_) | Command::Load(_) => {
@@ -156,7 +159,8 @@ fn read_value(args: &PutArgs) -> Result<Vec<u8>, Failure> {
                 .map_err(|e| read_failed(&what, e))?;
             (what, value)
         }
-        (Some(value), None) => ("the value".to_string(), value.clone().into_bytes()),
+        // An argument is bytes, not necessarily UTF-8, as a value is.
+        (Some(value), None) => ("the value".to_string(), value.clone().into_vec()),
         (None, None) => unreachable!("clap requires a value source"),
     };
     match value.len() > MAX_VALUE_BYTES {
@@ -670,8 +674,7 @@ fn link_label(member: &MemberStatus) -> String {
     }
 }
 
-async fn events(global: &Global, args: EventsArgs) -> Result<(), Failure> {
-    let conn = Connection::open(global).await?;
+async fn events(conn: Connection, json: bool, args: EventsArgs) -> Result<(), Failure> {
     let mut admin = conn.admin();
     let wanted = EventsRequest {
         history_only: args.no_follow,
@@ -713,7 +716,7 @@ async fn events(global: &Global, args: EventsArgs) -> Result<(), Failure> {
             }
             Err(status) => return Err(conn.failure(&status).await),
         };
-        if global.json {
+        if json {
             print_json(&proto::json::event(&event));
         } else {
             // A server's words: one line, no escape sequences.
@@ -907,6 +910,21 @@ mod tests {
             members: vec![member("n1", "10.0.0.1:7100"), member("n2", "10.0.0.2:7100")],
             ..StatusResponse::default()
         }
+    }
+
+    /// A value is bytes: given as an argument that is not UTF-8, it is sent
+    /// as it is, as `-` and --value-file send it. clap refused it ("invalid
+    /// UTF-8 was detected"), naming neither the argument nor another way.
+    #[test]
+    fn a_value_argument_may_be_any_bytes() {
+        use std::ffi::OsString;
+        let line = ["clusterlab", "put", "blob"].map(OsString::from);
+        let value = OsString::from_vec(vec![0xff, 0xfe, b'!']);
+        let cli = <Cli as clap::Parser>::try_parse_from(line.into_iter().chain([value])).unwrap();
+        let Command::Put(put) = cli.command else {
+            panic!("parsed as {:?}", cli.command)
+        };
+        assert_eq!(read_value(&put).unwrap(), [0xff, 0xfe, b'!']);
     }
 
     /// Status reads on a projector's 80 columns: long reasons and counts

@@ -1388,6 +1388,42 @@ fn a_timeout_that_ends_before_the_connection_is_made_says_so() {
     assert!(out.stderr.contains("nothing was sent"), "{}", out.stderr);
 }
 
+/// A stop (Ctrl-C, `docker stop`) while `events` is still connecting is a
+/// failure, as for `load` and `check`: it exited 0 and printed nothing, as a
+/// feed followed while nothing happened does.
+#[test]
+fn events_stopped_while_connecting_says_so() {
+    let cluster = TestCluster::empty();
+    // Takes connections and says nothing: no TLS handshake ever finishes.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    silent.set_nonblocking(true).unwrap();
+    let addr = silent.local_addr().unwrap().to_string();
+    let mut events = tests::KilledOnDrop(
+        cluster
+            .client_process_at(&addr)
+            .args(["--timeout", "60s", "events"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // Held open, the connection is neither answered nor closed.
+    let mut dialled = None;
+    wait_until("events to dial", Duration::from_secs(30), || {
+        dialled = silent.accept().ok();
+        dialled.is_some()
+    });
+    tests::send_signal(events.0.id(), "TERM");
+    let status = tests::exit_within(&mut events.0, Duration::from_secs(30));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut events.0.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("stopped by SIGTERM while connecting"),
+        "{stderr}"
+    );
+}
+
 /// An address that is not HOST:PORT is named as the mistake it is (exit 2,
 /// as for any mistake in the command line), even in a
 /// list whose other entries would answer: not as a host that does not resolve.
