@@ -435,6 +435,60 @@ mod tests {
         assert!(revocations.current().is_empty());
     }
 
+    /// What a process logged, as text.
+    #[derive(Clone, Default)]
+    struct Logged(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Logged {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A list that cannot be used is said once, not every second until
+    /// someone puts it right; another problem, or the same one again after
+    /// the file was right, is news again.
+    #[tokio::test(start_paused = true)]
+    async fn a_problem_with_the_list_is_said_once_not_every_second() {
+        let dir = tempfile::tempdir().unwrap();
+        pki::init(dir.path(), false).unwrap();
+        let crl = dir.path().join(CRL_FILE);
+        let first_list = std::fs::read(&crl).unwrap();
+        let logged = Logged::default();
+        let writer = logged.clone();
+        let _logging = tracing::subscriber::set_default(
+            tracing_subscriber::fmt()
+                .with_ansi(false)
+                .with_writer(move || writer.clone())
+                .finish(),
+        );
+        let revocations = Revocations::load(dir.path()).unwrap();
+        tokio::spawn(revocations.clone().watch(|_| {}));
+        let warnings = || {
+            let text = String::from_utf8(logged.0.lock().unwrap().clone()).unwrap();
+            text.matches("cannot use the new revocation list").count()
+        };
+        let five_reloads = || tokio::time::sleep(RELOAD_INTERVAL * 5);
+
+        // A newer list, then the older one put back: refused, once.
+        pki::revoke(dir.path(), "writer").unwrap();
+        five_reloads().await;
+        assert_eq!(revocations.current().len(), 2);
+        std::fs::write(&crl, &first_list).unwrap();
+        five_reloads().await;
+        assert_eq!(warnings(), 1, "the older list");
+        // Then no list at all: another problem, said once too.
+        std::fs::remove_file(&crl).unwrap();
+        five_reloads().await;
+        assert_eq!(warnings(), 2, "the missing file");
+        assert_eq!(revocations.current().len(), 2, "the newer list stays");
+    }
+
     /// A list that cannot be read says why, as any certificate file does
     /// (owner and mode), and, once one is in force, that it stays.
     #[test]

@@ -124,10 +124,7 @@ pub async fn shutdown_signal() {
         let first = tokio::time::Instant::now();
         tokio::spawn(async move {
             while interrupts.recv().await.is_some() {
-                // A SIGINT right after a SIGTERM is the same Ctrl-C: the
-                // terminal's and the launcher's, which may come in either
-                // order on a busy machine.
-                if after_term && first.elapsed() < TOGETHER {
+                if !is_a_second_ctrl_c(after_term, first.elapsed()) {
                     continue;
                 }
                 warn!("second Ctrl-C: stopping now, without waiting for requests in flight");
@@ -149,6 +146,15 @@ pub async fn first_shutdown_signal() {
 /// second Ctrl-C ([`shutdown_signal`]).
 #[cfg(unix)]
 const TOGETHER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Whether a SIGINT `since_first` after the first stop signal (a SIGTERM if
+/// `after_term`) is a second Ctrl-C. One right after a SIGTERM is the same
+/// Ctrl-C: the terminal's and the launcher's, which may come in either
+/// order on a busy machine.
+#[cfg(unix)]
+fn is_a_second_ctrl_c(after_term: bool, since_first: std::time::Duration) -> bool {
+    !(after_term && since_first < TOGETHER)
+}
 
 /// Waits for the first SIGINT or SIGTERM; returns the SIGINT stream, which
 /// was listening all along, so a second Ctrl-C right after the first is not
@@ -250,5 +256,26 @@ where
             }
             Ok(())
         }
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Under clusterlab-local, Ctrl-C brings the terminal's SIGINT and the
+    /// launcher's SIGTERM in either order. Taken as a second Ctrl-C, the
+    /// later one would stop the node at once, without draining.
+    #[test]
+    fn a_sigint_just_after_a_sigterm_is_the_same_shutdown() {
+        assert!(!is_a_second_ctrl_c(true, Duration::from_millis(10)));
+        // Later, or after a Ctrl-C, it is a person asking again.
+        assert!(is_a_second_ctrl_c(
+            true,
+            TOGETHER + Duration::from_millis(1)
+        ));
+        assert!(is_a_second_ctrl_c(false, Duration::from_millis(10)));
     }
 }

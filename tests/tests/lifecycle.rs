@@ -346,8 +346,11 @@ fn a_second_ctrl_c_stops_the_drain_at_once() {
 /// then the launcher's SIGTERM, often both before the node looks. Taken
 /// SIGTERM first, the SIGINT waiting behind it counted as a second Ctrl-C,
 /// and the node quit at once (exit 130) instead of draining. Paused while
-/// both are sent, the node finds them together when it wakes; which one it
-/// took was a coin toss, so four rounds.
+/// both are sent, the node finds them together when it wakes, and takes the
+/// SIGINT first; the SIGTERM can still reach it first, as signals reach a
+/// process's threads in either order, so four rounds. The SIGTERM-first
+/// order itself is `lifecycle`'s unit test
+/// (`a_sigint_just_after_a_sigterm_is_the_same_shutdown`).
 #[test]
 fn a_sigint_and_a_sigterm_together_are_one_shutdown_that_drains() {
     for round in 1..=4 {
@@ -484,17 +487,19 @@ fn an_event_feed_cut_off_by_a_kill_says_what_happened() {
 
 /// `clusterlab events` following node n1's feed, once it has opened; `flags`
 /// go before the command.
-fn follow_n1_events(cluster: &TestCluster, flags: &[&str]) -> std::process::Child {
+fn follow_n1_events(cluster: &TestCluster, flags: &[&str]) -> tests::KilledOnDrop {
     let printed = cluster.dir().join("events.out");
-    let follower = std::process::Command::new(tests::bin("clusterlab"))
-        .arg("--certs")
-        .arg(&cluster.certs)
-        .args(flags)
-        .args(["--addr", &cluster.nodes[0].addr.to_string(), "events"])
-        .stdout(std::fs::File::create(&printed).unwrap())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let follower = tests::KilledOnDrop(
+        std::process::Command::new(tests::bin("clusterlab"))
+            .arg("--certs")
+            .arg(&cluster.certs)
+            .args(flags)
+            .args(["--addr", &cluster.nodes[0].addr.to_string(), "events"])
+            .stdout(std::fs::File::create(&printed).unwrap())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     wait_until("the feed to open", Duration::from_secs(30), || {
         std::fs::read_to_string(&printed).is_ok_and(|s| s.contains("node.started"))
     });
@@ -502,25 +507,12 @@ fn follow_n1_events(cluster: &TestCluster, flags: &[&str]) -> std::process::Chil
 }
 
 /// Waits for a follower whose feed was cut off to exit; its exit code and stderr.
-fn follower_exit(follower: &mut std::process::Child) -> (Option<i32>, String) {
+fn follower_exit(tests::KilledOnDrop(follower): &mut tests::KilledOnDrop) -> (Option<i32>, String) {
     let exited = tests::exit_within(follower, Duration::from_secs(40));
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut follower.stderr.take().unwrap(), &mut stderr).unwrap();
     let exited = exited.unwrap_or_else(|| panic!("the follower did not exit: {stderr}"));
     (exited.code(), stderr)
-}
-
-/// Runs a node command to completion and returns (exit code, stderr).
-fn start_fails(mut command: std::process::Command) -> (i32, String) {
-    let out = command
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 /// The line the node printed about why it could not start.
@@ -538,7 +530,7 @@ fn a_missing_certificate_is_one_clear_line() {
     let mut cluster = TestCluster::start(1);
     cluster.kill(0);
     std::fs::remove_file(cluster.certs.join("node.pem")).unwrap();
-    let (code, stderr) = start_fails(cluster.node_command(0));
+    let (code, stderr) = refuses_to_start(cluster.node_command(0));
     assert_ne!(code, 0);
     let line = error_line(&stderr);
     assert!(
@@ -552,7 +544,7 @@ fn an_unreadable_certificate_is_one_clear_line() {
     let mut cluster = TestCluster::start(1);
     cluster.kill(0);
     std::fs::write(cluster.certs.join("node.pem"), "not a certificate").unwrap();
-    let (code, stderr) = start_fails(cluster.node_command(0));
+    let (code, stderr) = refuses_to_start(cluster.node_command(0));
     assert_ne!(code, 0);
     let line = error_line(&stderr);
     assert!(
@@ -561,8 +553,6 @@ fn an_unreadable_certificate_is_one_clear_line() {
     );
 }
 
-/// Runs a start-up command that should fail, killing it if it starts
-/// serving instead; returns (exit code, stderr).
 /// A mistake found once every flag is read names the variable its value came
 /// from, as clap's own refusals do: a compose file's `CLUSTERLAB_LISTEN: 7000`
 /// is not on any command line a learner can see.
@@ -582,6 +572,8 @@ fn a_bad_value_from_a_variable_is_blamed_on_the_variable() {
     );
 }
 
+/// Runs a start-up command that should fail, killing it if it starts
+/// serving instead; returns (exit code, stderr).
 fn refuses_to_start(mut command: std::process::Command) -> (i32, String) {
     let mut child = command
         .stdout(Stdio::null())
@@ -712,7 +704,7 @@ fn a_port_in_use_is_one_clear_line() {
     let cluster = TestCluster::start(1);
     // A second node on the first one's port.
     let command = cluster.node_command_in(0, &cluster.dir().join("other"));
-    let (code, stderr) = start_fails(command);
+    let (code, stderr) = refuses_to_start(command);
     assert_ne!(code, 0);
     let line = error_line(&stderr);
     assert!(
@@ -728,7 +720,7 @@ fn an_unwritable_data_dir_is_one_clear_line() {
     // A data directory inside a regular file cannot be created, even by root.
     let file = cluster.dir().join("a-file");
     std::fs::write(&file, "").unwrap();
-    let (code, stderr) = start_fails(cluster.node_command_in(0, &file.join("data")));
+    let (code, stderr) = refuses_to_start(cluster.node_command_in(0, &file.join("data")));
     assert_ne!(code, 0);
     let line = error_line(&stderr);
     assert!(
@@ -748,7 +740,7 @@ fn a_log_filter_that_does_not_parse_is_named_and_info_is_used() {
     std::fs::write(&file, "").unwrap();
     let mut command = cluster.node_command_in(0, &file.join("data"));
     command.env("CLUSTERLAB_LOG", "node=dbug");
-    let (code, stderr) = start_fails(command);
+    let (code, stderr) = refuses_to_start(command);
     assert_ne!(code, 0);
     let warning = stderr
         .lines()
@@ -772,7 +764,7 @@ fn a_node_whose_launcher_has_gone_does_not_start() {
     let mut command = cluster.node_command_in(0, &cluster.dir().join("other"));
     // Not this node's parent, which is the test.
     command.env(node::lifecycle::LAUNCHER_PID, "1");
-    let (code, stderr) = start_fails(command);
+    let (code, stderr) = refuses_to_start(command);
     assert_ne!(code, 0);
     let line = error_line(&stderr);
     assert!(
