@@ -538,11 +538,16 @@ impl Coordinator {
         trace: &mut TraceBuilder,
         started: Instant,
     ) -> Result<Option<Version>> {
-        // Later rounds say which they are, or the trace would seem to list
-        // the replicas twice.
+        // Every report of a later round says which it is, or the trace would
+        // seem to list the replicas twice.
         let round = match stamp {
             1 => String::new(),
             n => format!("stamp {n} of at most {MAX_STAMPS}"),
+        };
+        let in_round = |detail: String| match (detail.is_empty(), round.is_empty()) {
+            (_, true) => detail,
+            (true, false) => round.clone(),
+            (false, false) => format!("{detail}; {round}"),
         };
         // The sender's deadline goes with the write: a replica that would
         // receive it only after that (this node stopped between stamping and
@@ -562,13 +567,10 @@ impl Coordinator {
             };
             match result {
                 Ok(stored) if stored > record.version => {
-                    let mut detail = format!(
+                    let detail = in_round(format!(
                         "kept its newer version, above this write's {}",
                         record.version
-                    );
-                    if !round.is_empty() {
-                        detail += &format!("; {round}");
-                    }
+                    ));
                     trace.replica(
                         &replica,
                         Outcome::Superseded,
@@ -586,7 +588,7 @@ impl Coordinator {
                         Outcome::Acked,
                         Some(&stored),
                         started.elapsed(),
-                        &*round,
+                        in_round(String::new()),
                     );
                     tally.succeeded(&replica);
                 }
@@ -600,19 +602,20 @@ impl Coordinator {
                         Outcome::Superseded,
                         Some(&record.version),
                         started.elapsed(),
-                        why,
+                        in_round(why),
                     );
                     tally.succeeded(&replica);
                     kept_their_own += 1;
                     newer = newer.max(Some(record.version.clone()));
                 }
                 Err(e) => {
-                    trace.replica(&replica, e.outcome(), None, started.elapsed(), e.detail());
+                    let detail = in_round(e.detail());
+                    trace.replica(&replica, e.outcome(), None, started.elapsed(), detail);
                     tally.failed(&replica, &e);
                 }
             }
         }
-        trace.pending(tally.waiting(), started.elapsed());
+        trace.pending(tally.waiting(), started.elapsed(), &round);
         if tally.ok < plan.quorum {
             let kept = match kept_their_own {
                 0 => String::new(),
@@ -772,7 +775,7 @@ impl Coordinator {
         }
         self.repair_answered(&answered, newest.as_ref(), repair_by, &mut trace, started)
             .await;
-        trace.pending(tally.waiting(), started.elapsed());
+        trace.pending(tally.waiting(), started.elapsed(), "");
         for (replica, why) in &extra {
             trace.annotate(replica, why);
         }
@@ -813,7 +816,15 @@ impl Coordinator {
             let had = held
                 .as_ref()
                 .map_or_else(|| "nothing".to_string(), |r| r.version.to_string());
+            let mut version = held.as_ref().map(|r| r.version.clone());
             let (outcome, detail) = match result {
+                // A write newer still reached it between its answer and the
+                // repair: it holds neither what it had nor what was sent.
+                Ok(stored) if stored > sent => {
+                    let detail = format!("had {had}; sent {sent}, but it holds the newer {stored}");
+                    version = Some(stored);
+                    (Outcome::Answered, detail)
+                }
                 Ok(_) => (Outcome::Repaired, format!("had {had}; sent {sent}")),
                 Err(ReplicaError::TimedOut) => {
                     (Outcome::Answered, format!("had {had}; repair timed out"))
@@ -823,8 +834,13 @@ impl Coordinator {
                     format!("had {had}; repair failed: {}", e.detail()),
                 ),
             };
-            let version = held.as_ref().map(|r| &r.version);
-            trace.replica(replica, outcome, version, started.elapsed(), detail);
+            trace.replica(
+                replica,
+                outcome,
+                version.as_ref(),
+                started.elapsed(),
+                detail,
+            );
         }
         for answer in answered.iter().filter(|answer| !is_stale(&answer.held)) {
             let version = answer.held.as_ref().map(|r| &r.version);
@@ -1210,6 +1226,55 @@ mod tests {
         assert!(coordinator.refuse_if_overdue("k", None, again).is_ok());
     }
 
+    /// A replica that took a newer write between its answer and the read
+    /// repair holds neither: it is not said to be repaired, and does not
+    /// count as a copy of what was sent (a retry looking for its first
+    /// attempt would count it toward W).
+    #[tokio::test]
+    async fn a_repair_refused_for_a_newer_version_is_no_copy_of_what_was_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = crate::in_process::node_state(dir.path());
+        let coordinator = Coordinator::new(state.clone());
+        let record = |ms: u64| Record {
+            key: "k".into(),
+            version: Version::at(ms),
+            value: Some(b"v".to_vec()),
+            request_id: String::new(),
+        };
+        let now = node_clock_ahead();
+        let (held, sent, newer) = (record(now), record(now + 1), record(now + 2));
+        state.store.apply(&newer).unwrap();
+        let answered = [Answer {
+            replica: state.name.clone(),
+            held: Some(held.clone()),
+            at: Duration::ZERO,
+        }];
+        let mut trace = TraceBuilder::new(&state.name, 1);
+        let repair_by = proto::deadline::write_by(Duration::from_secs(60));
+        coordinator
+            .repair_answered(
+                &answered,
+                Some(&sent),
+                repair_by,
+                &mut trace,
+                Instant::now(),
+            )
+            .await;
+        let trace = trace.finish();
+        let report = &trace.replicas[0];
+        assert_eq!(
+            report.outcome(),
+            proto::replica_report::Outcome::Answered,
+            "{report:?}"
+        );
+        assert!(
+            report.detail.contains("but it holds the newer"),
+            "{report:?}"
+        );
+        assert_eq!(copies_of(&trace, &sent.version), 0, "{trace:?}");
+        assert_eq!(copies_of(&trace, &newer.version), 1, "{trace:?}");
+    }
+
     /// A replica that holds another write at a write's very version is a
     /// reason to stamp the write again; on its last stamp it is a replica
     /// that did not store it, not one that counts toward the quorum.
@@ -1297,6 +1362,17 @@ mod tests {
             ),
             other => panic!("not short of its quorum: {other:?}"),
         }
+        // Each report of a later stamp says which it is, a failure's too.
+        let mut trace = TraceBuilder::new("n1", 2);
+        let mine = record(now, "mine");
+        let _ = (coordinator.write_round(&plan, &mine, None, 2, &mut trace, Instant::now())).await;
+        let trace = trace.finish();
+        let round = format!("; stamp 2 of at most {MAX_STAMPS}");
+        assert_eq!(trace.replicas.len(), 2, "{trace:?}");
+        assert!(
+            trace.replicas.iter().all(|r| r.detail.ends_with(&round)),
+            "{trace:?}"
+        );
     }
 
     /// The coordinator's own copy is refused as a replica's is once the

@@ -45,16 +45,20 @@ impl TraceBuilder {
     }
 
     /// Marks `nodes` as still working when the coordinator answered, `at` that
-    /// time into the request.
-    pub fn pending<'a>(&mut self, nodes: impl IntoIterator<Item = &'a str>, at: Duration) {
+    /// time into the request; `round` says which of a write's stamps, if not
+    /// the first.
+    pub fn pending<'a>(
+        &mut self,
+        nodes: impl IntoIterator<Item = &'a str>,
+        at: Duration,
+        round: &str,
+    ) {
+        let mut detail = "quorum met before it answered; continuing in the background".to_string();
+        if !round.is_empty() {
+            detail += &format!("; {round}");
+        }
         for node in nodes {
-            self.replica(
-                node,
-                Outcome::Pending,
-                None,
-                at,
-                "quorum met before it answered; continuing in the background",
-            );
+            self.replica(node, Outcome::Pending, None, at, &*detail);
         }
     }
 
