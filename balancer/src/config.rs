@@ -12,9 +12,11 @@ use crate::policy::Policy;
 pub const MIN_HEALTH_INTERVAL: Duration = Duration::from_millis(10);
 
 const EXAMPLE: &str = "\
-Example, in front of three local nodes:
-  clusterlab-balancer --nodes 127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103
-  clusterlab -v put greeting hello          # the trace names the balancer and the node";
+Example, in front of the three nodes of clusterlab-node --help's example:
+  clusterlab-balancer --certs hand/certs \\
+      --nodes 127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103
+  clusterlab --certs hand/certs --addr 127.0.0.1:7000 -v put greeting hello
+(the trace names the balancer and the node that served)";
 
 /// clusterlab-balancer: the front door. Routes each request to a healthy node,
 /// retries elsewhere when one fails, and says what it did in the trace.
@@ -148,6 +150,52 @@ mod tests {
     use clap::Parser;
 
     use super::*;
+
+    /// The commands of a help example that run `program`, each split into
+    /// its words, with lines continued by a backslash joined.
+    fn commands(example: &str, program: &str) -> Vec<Vec<String>> {
+        let words = |line: &str| line.split_whitespace().map(String::from).collect();
+        (example.replace("\\\n", " ").lines())
+            .map(str::trim)
+            .filter(|line| line.starts_with(&format!("{program} ")))
+            .map(words)
+            .collect()
+    }
+
+    /// The balancer's example stands in front of the nodes of the node's,
+    /// with their certificates: both run as written (a learner copies them),
+    /// and the client's put goes through the balancer.
+    #[test]
+    fn the_help_examples_run_as_written_and_fit_together() {
+        let nodes = commands(node::config::EXAMPLE, "clusterlab-node");
+        assert_eq!(nodes.len(), 3);
+        for line in &nodes {
+            let config = node::config::Config::try_parse_from(line).unwrap();
+            config.check().unwrap();
+        }
+        let balancers = commands(EXAMPLE, "clusterlab-balancer");
+        let [balancer] = balancers.as_slice() else {
+            panic!("one balancer in {EXAMPLE}")
+        };
+        let config = Config::try_parse_from(balancer).unwrap();
+        config.validate().unwrap();
+        let clients = commands(EXAMPLE, "clusterlab");
+        let listen = config.listen.clone();
+        assert!(
+            clients
+                .iter()
+                .all(|c| c.windows(2).any(|w| w == ["--addr", &listen])),
+            "{clients:?}"
+        );
+        let certs_of = |line: &Vec<String>| {
+            let at = line.iter().position(|w| w == "--certs")?;
+            line.get(at + 1).cloned()
+        };
+        let all = nodes.iter().chain(&balancers).chain(&clients);
+        let certs: std::collections::BTreeSet<_> = all.map(certs_of).collect();
+        assert_eq!(certs.len(), 1, "{certs:?}");
+        assert!(certs.first().unwrap().is_some(), "{certs:?}");
+    }
 
     fn check(args: &[&str]) -> Result<(), String> {
         let base = ["clusterlab-balancer", "--nodes", "127.0.0.1:7101"];

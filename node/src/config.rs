@@ -7,15 +7,20 @@ use certs::TlsMode;
 
 use crate::telemetry::LogFormat;
 
-const EXAMPLE: &str = "\
-Example: a three-node cluster on one machine, with fresh certificates
-(each node runs until stopped: give each a terminal of its own):
-  clusterlab-certs init --out local/certs
-  clusterlab-node --name n1 --listen 127.0.0.1:7101 --data-dir local/data/n1 --peers 127.0.0.1:7102
-  clusterlab-node --name n2 --listen 127.0.0.1:7102 --data-dir local/data/n2 --peers 127.0.0.1:7101
-  clusterlab-node --name n3 --listen 127.0.0.1:7103 --data-dir local/data/n3 --peers 127.0.0.1:7101
-  clusterlab --addr 127.0.0.1:7101 status
-  clusterlab --addr 127.0.0.1:7102 -v put greeting hello";
+/// What `--help` ends with: a cluster started by hand.
+pub const EXAMPLE: &str = "\
+Example: a three-node cluster on one machine, with fresh certificates, in
+hand/ (clusterlab-local's is in local/; stop it first, as these use its ports;
+each node runs until stopped: give each a terminal of its own):
+  clusterlab-certs init --out hand/certs
+  clusterlab-node --certs hand/certs --name n1 --listen 127.0.0.1:7101 \\
+      --data-dir hand/data/n1 --peers 127.0.0.1:7102
+  clusterlab-node --certs hand/certs --name n2 --listen 127.0.0.1:7102 \\
+      --data-dir hand/data/n2 --peers 127.0.0.1:7101
+  clusterlab-node --certs hand/certs --name n3 --listen 127.0.0.1:7103 \\
+      --data-dir hand/data/n3 --peers 127.0.0.1:7101
+  clusterlab --certs hand/certs --addr 127.0.0.1:7101 status
+  clusterlab --certs hand/certs --addr 127.0.0.1:7102 -v put greeting hello";
 
 /// The most copies of a key (`--replicas`), and so the most a quorum can ask.
 pub const MAX_REPLICAS: u32 = 9;
