@@ -194,6 +194,9 @@ impl Router {
             true => message.with_request_id(method, proto::new_request_id()),
             false => message,
         };
+        // A write its client sends again, marked as such (kv.proto): its
+        // first attempt may have been applied, so each attempt is a retry.
+        let clients_retry = !method.is_read() && head.headers.contains_key(node::kv::RETRY_HEADER);
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.budget.deposit();
         let policy = self.policy();
@@ -218,8 +221,9 @@ impl Router {
         // Whether every attempt so far was refused before anything was done
         // (true while there were none): then the client is told so, and
         // `clusterlab check` counts a write that never reached a node as
-        // unapplied, not as one whose outcome is unknown.
-        let mut every_refused = true;
+        // unapplied, not as one whose outcome is unknown. Not for a client's
+        // retry, whose first attempt, sent before this one, may have been.
+        let mut every_refused = !clients_retry;
         // Why no further attempt was made, for the client's failure. Unless
         // the loop breaks, it ends at the most attempts.
         let mut stopped = Stopped::MostAttempts;
@@ -249,9 +253,10 @@ impl Router {
             if !method.is_read() {
                 headers.insert(WRITE_BY, write_by(remaining, clients_write_by));
             }
-            if tried.len() > 1 {
+            let retries = tried.len() - 1 + usize::from(clients_retry);
+            if retries > 0 {
                 // Tells the node that this write may already have been applied.
-                headers.insert(node::kv::RETRY_HEADER, HeaderValue::from(tried.len() - 1));
+                headers.insert(node::kv::RETRY_HEADER, HeaderValue::from(retries));
             }
             let started = Instant::now();
             let (result, ejected) = {

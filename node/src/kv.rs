@@ -75,8 +75,17 @@ impl KeyValueService {
     /// Every request is counted, waits its turn under `--capacity`, then meets
     /// the faults. Past them, it has [`Begun`]. A node that starts to shut
     /// down refuses the requests still waiting, as not applied: the drain
-    /// would otherwise hold a queue that outlasts it.
+    /// would otherwise hold a queue that outlasts it. A retry's refusal is not
+    /// marked so: its first attempt may have been applied.
     async fn admit<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        match is_retry(request) {
+            true => self.admit_any(request).await.map_err(proto::maybe_applied),
+            false => self.admit_any(request).await,
+        }
+    }
+
+    /// [`KeyValueService::admit`], its refusals marked as not applied.
+    async fn admit_any<T>(&self, request: &Request<T>) -> Result<(), Status> {
         self.state.requests.fetch_add(1, Ordering::Relaxed);
         tokio::select! {
             // Without --capacity there is no wait: the request goes on,
@@ -576,6 +585,42 @@ mod tests {
             refused.message().contains("(queued behind --capacity)"),
             "{refused:?}"
         );
+    }
+
+    /// A retry refused before it starts (an injected error, a shutdown) is
+    /// not marked as not applied: its first attempt may have been, and a
+    /// client counting the mark (`clusterlab check`) would call a write that
+    /// may exist one that was never made.
+    #[tokio::test]
+    async fn a_retry_refused_before_it_starts_is_not_said_to_be_unapplied() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = in_process::node_state(dir.path());
+        let kv = KeyValueService::new(state.clone(), 0);
+        state.faults.set(Fault {
+            error_rate: 1.0,
+            ..Fault::default()
+        });
+        let retry = || {
+            let mut retry = Request::new(());
+            retry
+                .metadata_mut()
+                .insert(super::RETRY_HEADER, "1".parse().unwrap());
+            retry
+        };
+        let first = kv.admit(&Request::new(())).await.unwrap_err();
+        assert!(proto::was_not_applied(&first), "{first:?}");
+        let again = kv.admit(&retry()).await.unwrap_err();
+        assert_eq!(again.code(), Code::Unavailable, "{again:?}");
+        assert!(!proto::was_not_applied(&again), "{again:?}");
+        // Held by a pause when the node starts to shut down.
+        state.faults.set(Fault {
+            pause: true,
+            ..Fault::default()
+        });
+        state.faults.close();
+        let held = kv.admit(&retry()).await.unwrap_err();
+        assert!(held.message().contains("is shutting down"), "{held:?}");
+        assert!(!proto::was_not_applied(&held), "{held:?}");
     }
 
     /// A paused node holds a request that brings no deadline until its own

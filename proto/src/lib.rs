@@ -87,6 +87,13 @@ pub fn not_applied(mut status: tonic::Status) -> tonic::Status {
     status
 }
 
+/// `status` without [`NOT_APPLIED`]: a refusal of a retry, whose first
+/// attempt may have been applied, says nothing of whether the write was.
+pub fn maybe_applied(mut status: tonic::Status) -> tonic::Status {
+    status.metadata_mut().remove(NOT_APPLIED);
+    status
+}
+
 /// Whether `status` says the request was refused before anything was done.
 pub fn was_not_applied(status: &tonic::Status) -> bool {
     status.metadata().contains_key(NOT_APPLIED)

@@ -1531,14 +1531,22 @@ fn whoami_shows_tls_version_cipher_and_both_identities() {
 
 #[test]
 fn a_retried_write_with_the_same_request_id_is_applied_once() {
-    retried_write_is_applied_once(1, 0);
+    retried_write_is_applied_once(1, 0, false);
+}
+
+/// A client's own retry, marked as kv.proto says, keeps its mark through the
+/// balancer: the balancer marked only the retries it made itself, so the
+/// node stamped the client's as a new write.
+#[test]
+fn a_clients_retry_through_the_balancer_is_applied_once() {
+    retried_write_is_applied_once(1, 0, true);
 }
 
 /// At W = 3 the retry looks on all three replicas, not on R = 2, which
 /// could never find the write on enough of them and so wrote it again.
 #[test]
 fn a_retried_write_at_a_quorum_above_r_is_applied_once() {
-    retried_write_is_applied_once(3, 3);
+    retried_write_is_applied_once(3, 3, false);
 }
 
 /// At W = 1 the retry looks on R = 2 replicas, and answers with the
@@ -1547,17 +1555,23 @@ fn a_retried_write_at_a_quorum_above_r_is_applied_once() {
 /// lost without the second look.
 #[test]
 fn a_retried_write_found_applied_answers_with_its_own_quorum() {
-    retried_write_is_applied_once(3, 1);
+    retried_write_is_applied_once(3, 1, false);
 }
 
-/// A write with a request id, sent again with the balancer's retry mark to
-/// a cluster of `nodes`, at `write_quorum` (0: the default), is found, not
-/// made again.
-fn retried_write_is_applied_once(nodes: usize, write_quorum: u32) {
-    let cluster = TestCluster::start(nodes);
+/// A write with a request id, sent again with the retry mark to a cluster
+/// of `nodes` (through a balancer, if `via_balancer`), at `write_quorum` (0:
+/// the default), is found, not made again.
+fn retried_write_is_applied_once(nodes: usize, write_quorum: u32, via_balancer: bool) {
+    let mut cluster = TestCluster::start(nodes);
+    if via_balancer {
+        cluster.start_balancer(&[]);
+    }
     let put = |retry: bool| {
         tests::block_on(async {
-            let mut client = cluster.key_value(0).await.unwrap();
+            let mut client = match via_balancer {
+                true => cluster.key_value_via_balancer(0).await.unwrap(),
+                false => cluster.key_value(0).await.unwrap(),
+            };
             let mut request = tonic::Request::new(proto::PutRequest {
                 key: "once".into(),
                 value: b"v".to_vec(),
@@ -1565,7 +1579,8 @@ fn retried_write_is_applied_once(nodes: usize, write_quorum: u32) {
                 request_id: "req-1".into(),
             });
             if retry {
-                // What a balancer adds when it tries a write again elsewhere.
+                // What a balancer adds when it tries a write again elsewhere,
+                // and a client when it sends one again.
                 request
                     .metadata_mut()
                     .insert(node::kv::RETRY_HEADER, "1".parse().unwrap());
