@@ -39,6 +39,7 @@ use crate::{
     Error, Result, limits,
     state::{NodeState, Replication},
     store::Record,
+    telemetry::escaped,
     trace::TraceBuilder,
     version::Version,
 };
@@ -415,13 +416,13 @@ impl Coordinator {
             if let Some(done) = found.filter(|r| r.request_id == request_id) {
                 let copies = copies_of(&trace, &done.version);
                 if copies >= plan.quorum {
-                    debug!(%key, %request_id, version = %done.version, copies, "retried write was already applied");
+                    debug!(key = %escaped(&key), request_id = %escaped(&request_id), version = %done.version, copies, "retried write was already applied");
                     return Ok((
                         done.version.clone(),
                         as_written(trace, &done.version, plan.quorum),
                     ));
                 }
-                debug!(%key, %request_id, copies, quorum = plan.quorum, "retried write found short of its quorum; writing it again");
+                debug!(key = %escaped(&key), request_id = %escaped(&request_id), copies, quorum = plan.quorum, "retried write found short of its quorum; writing it again");
             }
         }
         // Looking for a retry's first attempt takes replica round trips.
@@ -462,7 +463,7 @@ impl Coordinator {
                 // before found. Write quorums overlap, so that includes every write
                 // acknowledged before this one began: what is newer still comes
                 // from a concurrent writer, and wins by its version.
-                debug!(key = %record.key, version = %record.version, %newer, "a concurrent write has the newer version");
+                debug!(key = %escaped(&record.key), version = %record.version, %newer, "a concurrent write has the newer version");
                 break;
             }
             let took = started.elapsed();
@@ -478,7 +479,7 @@ impl Coordinator {
             // unless the sender has given up on the write meanwhile.
             self.refuse_if_overdue(&record.key, write_by, Overdue::BeforeStampingAgain(&holds))?;
             record.version = self.state.clock.now();
-            debug!(key = %record.key, %newer, version = %record.version, "a replica held a newer version; stamping the write again");
+            debug!(key = %escaped(&record.key), %newer, version = %record.version, "a replica held a newer version; stamping the write again");
         }
         Ok((record.version, trace.finish()))
     }
@@ -496,7 +497,7 @@ impl Coordinator {
         let name = &self.state.name;
         Err(Error::DeadlineExceeded(match when {
             Overdue::OnArrival => {
-                warn!(%key, overdue = ?late, "refused a write that arrived after its deadline");
+                warn!(key = %escaped(key), overdue = ?late, "refused a write that arrived after its deadline");
                 format!(
                     "{name} received this write {late:?} after its deadline had passed (it \
                      waited in a queue or in a process that was stopped, or the sender's clock \
@@ -504,7 +505,7 @@ impl Coordinator {
                 )
             }
             Overdue::AfterLookingForTheFirstAttempt => {
-                warn!(%key, overdue = ?late, "a retried write's deadline passed while its first attempt was looked for");
+                warn!(key = %escaped(key), overdue = ?late, "a retried write's deadline passed while its first attempt was looked for");
                 format!(
                     "this write is a retry, and its deadline passed {late:?} ago while {name} \
                      looked for its first attempt (found on too few replicas to count, or on \
@@ -513,7 +514,7 @@ impl Coordinator {
                 )
             }
             Overdue::BeforeStampingAgain(holds) => {
-                warn!(%key, overdue = ?late, %holds, "refused to stamp a write again after its deadline");
+                warn!(key = %escaped(key), overdue = ?late, holds = %escaped(holds), "refused to stamp a write again after its deadline");
                 format!(
                     "a replica holds {holds}, and the write's deadline had passed {late:?} \
                      before {name} could stamp it again (its replicas answered late, or it was \
@@ -703,7 +704,7 @@ impl Coordinator {
                         }
                     },
                     () = &mut hedge, if !unasked.is_empty() => {
-                        debug!(%key, after = ?hedge_after, "no read quorum yet; asking the other replicas too");
+                        debug!(key = %escaped(&key), after = ?hedge_after, "no read quorum yet; asking the other replicas too");
                         for replica in unasked.drain(..) {
                             let why = format!("asked too: no quorum after {hedge_after:?}");
                             extra.push((replica.clone(), why));
@@ -743,7 +744,7 @@ impl Coordinator {
             if live.is_empty() && in_flight == 0 {
                 break;
             }
-            debug!(%key, asking = live.len(), in_flight, "a replica in the read quorum holds nothing; asking the other replicas too");
+            debug!(key = %escaped(&key), asking = live.len(), in_flight, "a replica in the read quorum holds nothing; asking the other replicas too");
             wanted = tally.ok + in_flight + live.len();
             second_look
                 .as_mut()
@@ -862,7 +863,7 @@ impl Coordinator {
                 Err(_) => false,
             };
             if behind {
-                debug!(%replica, key = %newest.key, "read repair after the answer");
+                debug!(%replica, key = %escaped(&newest.key), "read repair after the answer");
                 let repair = self
                     .clone()
                     .store_on(replica, newest.clone(), Some(repair_by));

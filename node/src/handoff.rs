@@ -56,6 +56,7 @@ use crate::{
     placement::Ring,
     state::NodeState,
     store::Record,
+    telemetry::escaped,
     version::{Version, unix_ms},
 };
 
@@ -134,7 +135,7 @@ pub async fn hand_off(
                 Ok(None) => return None, // Deleted, and the tombstone collected, since.
                 // One record that cannot be read holds up none of the others.
                 Err(e) => {
-                    warn!(%key, error = %e, "a record to hand off cannot be read; skipped this round");
+                    warn!(key = %escaped(&key), error = %e, "a record to hand off cannot be read; skipped this round");
                     return None;
                 }
             };
@@ -274,7 +275,7 @@ async fn holds(
         Ok(held) => held.is_some_and(|version| version >= record.version),
         Err(e) => {
             let write = write_by.is_some();
-            debug!(%owner, key = %record.key, write, why = e.detail(), "handoff failed");
+            debug!(%owner, key = %escaped(&record.key), write, why = e.detail(), "handoff failed");
             failing_set().insert(owner.to_string());
             false
         }

@@ -27,6 +27,7 @@ use crate::{
     limits::{self, Validate},
     state::NodeState,
     store::Record,
+    telemetry::escaped,
 };
 
 /// Serves `clusterlab.v1.Replica`.
@@ -88,7 +89,7 @@ impl Replica for ReplicaService {
         if let Some(unsaid) = self.late.admit(&request.from) {
             warn!(
                 from = %request.from,
-                %key,
+                key = %escaped(&key),
                 overdue = ?late,
                 not_logged = repeats::not_logged(unsaid),
                 "refused a replica write that came to be stored after its deadline"

@@ -192,6 +192,26 @@ pub fn init(process: &str, format: LogFormat) {
     }
 }
 
+/// Text from a client (a key, a request id) for a log field, its control
+/// characters escaped (`\n`, `\u{1b}`): a key holding a line break would
+/// otherwise start a line of its own, which reads as another of this
+/// process's, and one holding an escape sequence would drive the terminal.
+pub fn escaped(text: &str) -> impl fmt::Display + '_ {
+    struct Escaped<'a>(&'a str);
+    impl fmt::Display for Escaped<'_> {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            for c in self.0.chars() {
+                match c.is_control() {
+                    true => write!(f, "{}", c.escape_default())?,
+                    false => fmt::Write::write_char(f, c)?,
+                }
+            }
+            Ok(())
+        }
+    }
+    Escaped(text)
+}
+
 /// Text lines with the process name in front.
 struct Tagged<F> {
     process: String,
@@ -273,6 +293,20 @@ mod tests {
 
     /// A level, or modules' levels with one for the rest, is taken as
     /// written, with nothing to say.
+    /// A key is a client's text: in a log field, a line break in it would
+    /// begin a line that reads as the process's own, and an escape sequence
+    /// would drive the terminal showing the log.
+    #[test]
+    fn a_clients_text_in_a_log_field_stays_on_its_line() {
+        let key = "x\nn1 2026-12-06T10:00:00Z ERROR store: fsync failed\x1b[2J";
+        let logged = escaped(key).to_string();
+        assert_eq!(
+            logged,
+            "x\\nn1 2026-12-06T10:00:00Z ERROR store: fsync failed\\u{1b}[2J"
+        );
+        assert_eq!(escaped("ключ ✓").to_string(), "ключ ✓");
+    }
+
     #[test]
     fn filters_with_a_level_are_taken() {
         for value in [
