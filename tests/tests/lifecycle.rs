@@ -227,6 +227,46 @@ fn a_health_watch_does_not_hold_up_the_drain() {
     }
 }
 
+/// A node that begins to shut down tells its health watchers at once
+/// (NOT_SERVING), while it still drains: what watches it stops sending it
+/// requests before it has gone.
+#[test]
+fn a_draining_node_says_not_serving_to_its_health_watchers() {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    let (mut cluster, stuck) = node_holding_a_read("60s");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let addr = cluster.nodes[0].addr.to_string();
+    let mut watch = runtime.block_on(async {
+        let channel = tests::admin_channel(&cluster.certs, &addr).await.unwrap();
+        let watch = HealthClient::new(channel)
+            .watch(HealthCheckRequest::default())
+            .await
+            .unwrap();
+        watch.into_inner()
+    });
+    let mut next = || {
+        let said = runtime.block_on(async {
+            tokio::time::timeout(Duration::from_secs(30), watch.message()).await
+        });
+        let said = said.expect("no word from the watch in 30 s").unwrap();
+        said.expect("the watch ended").status()
+    };
+    assert_eq!(next(), ServingStatus::Serving);
+    cluster.signal(0, "TERM");
+    assert_eq!(next(), ServingStatus::NotServing);
+    // Still draining: the read it holds has not ended.
+    assert!(cluster.nodes[0].log_text().contains("shutting down"));
+    assert!(!cluster.nodes[0].log_text().contains("drained"));
+    cluster.client_to(1).args(["fault", "n2", "--clear"]).ok();
+    let _ = stuck.finish();
+    assert_eq!(
+        cluster.wait_exit(0, Duration::from_secs(30)).code(),
+        Some(0)
+    );
+}
+
 /// A paused peer never lets its connection close (it cannot answer the
 /// shutdown's PING): once every request has finished, the drain stops waiting
 /// for it. It used to wait out the whole deadline, and `docker stop`, whose
