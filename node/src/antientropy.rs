@@ -55,6 +55,7 @@ use proto::{
     DigestRequest, RangeDigest, RangeRequest, member::State, replica_client::ReplicaClient,
 };
 use tokio_stream::StreamExt;
+use tokio_util::sync::CancellationToken;
 use tonic::{Streaming, transport::Channel};
 use tracing::{debug, info, warn};
 
@@ -145,8 +146,10 @@ impl Shared {
         both.then(|| range_of(&record.key, self.range_count))
     }
 
-    /// The digest of what `store` holds in common with the other node.
-    pub fn digest(&self, store: &Store) -> Result<Digest> {
+    /// The digest of what `store` holds in common with the other node. The
+    /// scan stops, its digest left incomplete, once `abandoned` is cancelled:
+    /// the peer that asked has given up waiting for it.
+    pub fn digest(&self, store: &Store, abandoned: &CancellationToken) -> Result<Digest> {
         let mut digest = empty_digest(self.range_count);
         store.for_each(|record| {
             if let Some(range) = self.range(&record) {
@@ -154,7 +157,7 @@ impl Shared {
                 entry.0 += 1;
                 entry.1 ^= record_hash(&record.key, &record.version);
             }
-            true
+            !abandoned.is_cancelled()
         })?;
         Ok(digest)
     }
@@ -199,14 +202,35 @@ struct LocalView {
     held: Vec<handoff::Held>,
 }
 
-/// One key this node replicates, and its other replicas as bits indexing the
-/// ring's member list (a ring has far fewer than 64 members).
+/// One key this node replicates, and its other replicas.
 #[derive(Debug, Clone)]
 struct KeyReplicas {
     key: String,
-    others: u64,
+    others: Others,
     /// Fewer than N members to place it on.
     short: bool,
+}
+
+/// A key's other replicas, as indices into the ring's member list: N - 1 at
+/// most, however many members the ring has. (Bits of a `u64`, as they were,
+/// took member 64 + i for member i.)
+#[derive(Debug, Clone, Copy, Default)]
+struct Others {
+    members: [u16; crate::config::MAX_REPLICAS as usize - 1],
+    len: u8,
+}
+
+impl Others {
+    fn push(&mut self, member: usize) {
+        self.members[self.len as usize] = member as u16;
+        self.len += 1;
+    }
+
+    fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        self.members[..self.len as usize]
+            .iter()
+            .map(|&m| m as usize)
+    }
 }
 
 /// Whether anti-entropy compares `record` at all: it has settled, and it is
@@ -252,7 +276,7 @@ fn local_view(
         let hash = record_hash(&record.key, &record.version);
         let mut key = KeyReplicas {
             key: record.key,
-            others: 0,
+            others: Others::default(),
             short: owners.len() < replicas,
         };
         for peer in owners.into_iter().filter(|p| *p != me) {
@@ -262,7 +286,7 @@ fn local_view(
                 .or_insert_with(|| empty_digest(RANGES));
             digest[range as usize].0 += 1;
             digest[range as usize].1 ^= hash;
-            key.others |= 1 << (index[peer] % 64);
+            key.others.push(index[peer]);
         }
         view.keys.push(key);
         true
@@ -283,12 +307,7 @@ fn under_replicated<'a>(
     let up_to_date =
         |member: usize, key: &str| compared[member].is_some_and(|stale| !stale.contains(key));
     keys.iter()
-        .filter(|key| {
-            key.short
-                || (0..compared.len())
-                    .filter(|m| key.others & (1 << (m % 64)) != 0)
-                    .any(|m| !up_to_date(m, &key.key))
-        })
+        .filter(|key| key.short || key.others.iter().any(|m| !up_to_date(m, &key.key)))
         .map(|key| key.key.as_str())
         .collect()
 }
@@ -833,11 +852,16 @@ fn report_under_replicated(state: &NodeState, now: u64) {
             );
         }
         (_, 0) => {
-            info!("every key held here is fully replicated");
+            info!("no key held here is known to be under-replicated");
             state.events.publish(
                 "repair.done",
                 &state.name,
-                format!("every key held here has its {n} up-to-date copies"),
+                // Not "every key has its N copies": the count leaves out keys
+                // written in the last seconds, and those too old to hand off.
+                format!(
+                    "no key held here is known to lack an up-to-date copy on another of its \
+                     {n} replicas, or to wait to be handed off"
+                ),
             );
         }
         _ => {}
@@ -847,6 +871,28 @@ fn report_under_replicated(state: &NodeState, now: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The digest of a whole store, for a peer that waits for it.
+    fn whole(view: &Shared, store: &Store) -> Digest {
+        view.digest(store, &CancellationToken::new()).unwrap()
+    }
+
+    /// A digest its peer no longer waits for stops scanning.
+    #[test]
+    fn a_digest_no_one_waits_for_stops_scanning() {
+        let ring = Ring::new(vec!["n1".into(), "n2".into()], 2);
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let records: Vec<Record> = (0..200).map(|i| record(&format!("k{i}"), 10)).collect();
+        store.apply_many(&records).unwrap();
+        let view = shared(&ring, "n2");
+        let count = |digest: Digest| digest.iter().map(|(n, _)| n).sum::<u64>();
+        assert_eq!(count(whole(&view, &store)), 200);
+        let abandoned = CancellationToken::new();
+        abandoned.cancel();
+        let digest = view.digest(&store, &abandoned).unwrap();
+        assert!(count(digest) <= 1);
+    }
 
     use crate::version::Version;
 
@@ -1083,12 +1129,10 @@ mod tests {
         left.apply_many(&records).unwrap();
         right.apply_many(&records).unwrap();
         let view = shared(&ring, "n2");
-        assert_eq!(view.digest(&left).unwrap(), view.digest(&right).unwrap());
+        assert_eq!(whole(&view, &left), whole(&view, &right));
 
         right.apply(&record("k7", 20)).unwrap();
-        let theirs: Vec<RangeDigest> = view
-            .digest(&right)
-            .unwrap()
+        let theirs: Vec<RangeDigest> = whole(&view, &right)
             .into_iter()
             .enumerate()
             .map(|(range, (records, hash))| RangeDigest {
@@ -1097,7 +1141,7 @@ mod tests {
                 hash,
             })
             .collect();
-        let differing = differing_ranges(&view.digest(&left).unwrap(), &theirs);
+        let differing = differing_ranges(&whole(&view, &left), &theirs);
         assert_eq!(differing, HashSet::from([range_of("k7", RANGES)]));
     }
 
@@ -1142,7 +1186,7 @@ mod tests {
         store.apply_many(&settled).unwrap();
         store.apply(&record("young", 5_000)).unwrap();
         let view = shared(&ring, "n2");
-        let counted: u64 = view.digest(&store).unwrap().iter().map(|(n, _)| n).sum();
+        let counted: u64 = whole(&view, &store).iter().map(|(n, _)| n).sum();
         let expected = keys
             .iter()
             .filter(|k| ring.is_replica(k, "n1") && ring.is_replica(k, "n2"))
@@ -1212,19 +1256,13 @@ mod tests {
         not_yet.apply(&record("kept", 10)).unwrap();
         not_yet.apply(&tombstone("deleted long ago", 50)).unwrap();
         let view = shared(&ring, "n2");
-        assert_eq!(
-            view.digest(&collected).unwrap(),
-            view.digest(&not_yet).unwrap()
-        );
+        assert_eq!(whole(&view, &collected), whole(&view, &not_yet));
         let here = local_view(&collected, &ring, "n1", 2, (1_000, 100)).unwrap();
         let there = local_view(&not_yet, &ring, "n1", 2, (1_000, 100)).unwrap();
         assert_eq!(here.digests, there.digests);
 
         not_yet.apply(&tombstone("deleted lately", 500)).unwrap();
-        assert_ne!(
-            view.digest(&collected).unwrap(),
-            view.digest(&not_yet).unwrap()
-        );
+        assert_ne!(whole(&view, &collected), whole(&view, &not_yet));
     }
 
     #[test]
@@ -1249,6 +1287,34 @@ mod tests {
         // Asking for three copies with two members: every key is short of one.
         let view = local_view(&store, &ring, "n1", 3, (1_000, 100)).unwrap();
         assert_eq!(under_replicated(&view.keys, &ring, &matched).len(), 2);
+    }
+
+    /// However many members the ring has: a key's replica at member 64 was
+    /// taken for member 0 (a bit of a `u64`), here this node, never compared
+    /// with itself, so the key counted as short for good.
+    #[test]
+    fn a_ring_of_more_than_64_members_counts_no_key_short_by_mistake() {
+        let members: Vec<String> = (0..70).map(|i| format!("m{i:02}")).collect();
+        let ring = Ring::new(members.clone(), 3);
+        let key = (0..)
+            .map(|i| format!("k{i}"))
+            .find(|key| {
+                let replicas = ring.replicas_of(key);
+                replicas.contains(&"m00") && replicas.contains(&"m64")
+            })
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.apply(&record(&key, 1)).unwrap();
+        let view = local_view(&store, &ring, "m00", 3, (1_000, 100)).unwrap();
+        let every_other_matched: HashMap<String, HashSet<String>> = (members.into_iter())
+            .filter(|m| m != "m00")
+            .map(|m| (m, HashSet::new()))
+            .collect();
+        assert_eq!(
+            under_replicated(&view.keys, &ring, &every_other_matched),
+            Vec::<&str>::new()
+        );
     }
 
     /// Keys a ring change took off this node count until handed off: the

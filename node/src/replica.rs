@@ -13,6 +13,7 @@ use std::{
 use certs::repeats::{self, Repeats};
 use futures::Stream;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use tracing::warn;
 
@@ -142,7 +143,14 @@ impl Replica for ReplicaService {
         request.validate()?;
         let window = (request.older_than_ms, request.collected_before_ms);
         let shared = self.shared(request.range_count, request.for_node, window);
-        let digest = self.state.store.run(move |s| shared.digest(s)).await?;
+        // The peer gives up after a while, and asks again at its next round:
+        // a scan of a large store that no one waits for any more stops, or
+        // such scans would pile up, each holding a read transaction.
+        let abandoned = CancellationToken::new();
+        let _when_dropped = abandoned.clone().drop_guard();
+        let digest = (self.state.store)
+            .run(move |s| shared.digest(s, &abandoned))
+            .await?;
         let named: HashSet<u32> = request.ranges.iter().copied().collect();
         let wanted = |range: u32| named.is_empty() || named.contains(&range);
         let ranges = digest
