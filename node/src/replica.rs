@@ -192,6 +192,7 @@ impl Replica for ReplicaService {
                 let mut record = proto::Record::from(record);
                 if request.keys_only {
                     record.value.clear();
+                    record.request_id.clear();
                 }
                 tx.blocking_send(Ok(record)).is_ok()
             };
@@ -250,6 +251,41 @@ mod tests {
             .metadata_mut()
             .insert(proto::deadline::WRITE_BY_HEADER, write_by.into());
         request
+    }
+
+    /// Step 2 of anti-entropy lists keys and versions, and leaves out what
+    /// it does not compare: values, and the request ids (up to 128 bytes a
+    /// record) the caller would hold for every key in the differing ranges.
+    #[tokio::test]
+    async fn a_keys_only_listing_carries_no_values_or_request_ids() {
+        use tokio_stream::StreamExt;
+        let dir = tempfile::tempdir().unwrap();
+        let state = crate::in_process::node_state(dir.path());
+        let replica = ReplicaService::new(state.clone());
+        let version = Version::at(unix_ms());
+        let record = Record {
+            key: "k".into(),
+            version: version.clone(),
+            value: Some(b"v".to_vec()),
+            request_id: "req-1".into(),
+        };
+        state.store.apply(&record).unwrap();
+        let request = proto::RangeRequest {
+            range_count: 1,
+            ranges: vec![0],
+            for_node: state.name.clone(),
+            older_than_ms: u64::MAX,
+            keys_only: true,
+            ..proto::RangeRequest::default()
+        };
+        let listed = replica.stream_range(Request::new(request)).await.unwrap();
+        let listed: Vec<proto::Record> = listed.into_inner().map(Result::unwrap).collect().await;
+        let expected = proto::Record {
+            key: "k".into(),
+            version: Some(version.into()),
+            ..proto::Record::default()
+        };
+        assert_eq!(listed, [expected]);
     }
 
     /// A write held here past the moment it had to be applied by is refused
