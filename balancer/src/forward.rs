@@ -161,6 +161,15 @@ impl Router {
                 .and_then(|by| proto::deadline::parse_write_by(by.as_bytes())),
         };
         let deadline = Instant::now() + time;
+        // A write its client sends again, marked as such (kv.proto): its
+        // first attempt may have been applied, so each attempt is a retry.
+        let clients_retry = !method.is_read() && head.headers.contains_key(node::kv::RETRY_HEADER);
+        // A write refused before any node saw it was not applied, unless it
+        // is the client's retry, whose first attempt may have been.
+        let not_sent = |refused: Status| match method.is_read() || clients_retry {
+            true => refused,
+            false => proto::not_applied(refused),
+        };
         let body = body.map_err(|e| Status::from_error(e.into()));
         let mut read = std::pin::pin!(read_unary(body, MAX_MESSAGE_BYTES));
         // The message nearly always came with the headers, and the read is
@@ -169,7 +178,7 @@ impl Router {
         // or never, is held to the deadline, even to its own, which a client
         // that never sends its message may not keep either.
         let unary = match std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await {
-            Poll::Ready(unary) => unary?,
+            Poll::Ready(unary) => unary.map_err(not_sent)?,
             Poll::Pending => Box::pin(tokio::time::timeout_at(deadline.into(), read))
                 .await
                 .map_err(|_| {
@@ -177,26 +186,27 @@ impl Router {
                         "the request's message did not arrive within {time:?} ({})",
                         whose(ours)
                     ))
-                })??,
+                })
+                .and_then(|unary| unary)
+                .map_err(not_sent)?,
         };
         let Some(message) = unary.message else {
-            return Err(Status::internal(
+            return Err(not_sent(Status::internal(
                 "the request carried no message; a unary call sends exactly one",
-            ));
+            )));
         };
-        let key = message.key()?;
+        let key = message.key().map_err(not_sent)?;
         // A scan's field 1 is its prefix, not a key.
         let keyed = (method != Method::Scan).then_some(key.as_str());
         // A write is retried on another node only under an id that names it:
         // the node looks for it before writing again. Our client always sends
         // one; a write that came without one (from grpcurl, say) gets one here.
-        let message = match !method.is_read() && !message.carries_request_id(method)? {
+        let carries_id =
+            !method.is_read() && message.carries_request_id(method).map_err(not_sent)?;
+        let message = match !method.is_read() && !carries_id {
             true => message.with_request_id(method, proto::new_request_id()),
             false => message,
         };
-        // A write its client sends again, marked as such (kv.proto): its
-        // first attempt may have been applied, so each attempt is a retry.
-        let clients_retry = !method.is_read() && head.headers.contains_key(node::kv::RETRY_HEADER);
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.budget.deposit();
         let policy = self.policy();
@@ -253,9 +263,12 @@ impl Router {
             if !method.is_read() {
                 headers.insert(WRITE_BY, write_by(remaining, clients_write_by));
             }
-            let retries = tried.len() - 1 + usize::from(clients_retry);
-            if retries > 0 {
-                // Tells the node that this write may already have been applied.
+            // Tells the node that this write may already have been applied:
+            // by the client's own earlier attempt, or by one of ours that
+            // was not refused before it started. After refusals alone it
+            // is a first write, and a node's refusal of it says so.
+            if !every_refused {
+                let retries = tried.len() - 1 + usize::from(clients_retry);
                 headers.insert(node::kv::RETRY_HEADER, HeaderValue::from(retries));
             }
             let started = Instant::now();

@@ -53,6 +53,11 @@ const STREAM_WINDOW: u32 = 1024 * 1024;
 const CONNECTION_WINDOW: u32 = 1024 * 1024;
 const MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
 const MAX_SEND_BUFFER: usize = 400 * 1024;
+/// How long a client may make no room for the rest of its answer before its
+/// stream is reset: until then the answer is held here, and its request
+/// counted as in flight. A client that answers pings but never reads would
+/// otherwise hold both for as long as it likes.
+const STALLED: Duration = Duration::from_secs(10);
 /// How many streams a client may get reset for its own protocol errors
 /// before its connection is closed (hyper's default): a client that makes
 /// the server do that work on purpose is attacking it, not talking to it.
@@ -264,16 +269,23 @@ where
 
 /// Sends `data` as the client's flow-control window allows. A message that
 /// fits the window goes at once; a larger one goes in pieces as the client
-/// makes room, so a client that stops reading holds up only its own stream.
+/// makes room, so a client that stops reading holds up only its own stream,
+/// and that for [`STALLED`] at most: then the stream is reset (CANCEL).
 async fn send_data(stream: &mut SendStream<Bytes>, mut data: Bytes) -> Result<(), h2::Error> {
     while !data.is_empty() {
         stream.reserve_capacity(data.len());
         let mut capacity = stream.capacity();
         while capacity == 0 {
-            capacity = match poll_fn(|cx| stream.poll_capacity(cx)).await {
-                Some(capacity) => capacity?,
+            let room = tokio::time::timeout(STALLED, poll_fn(|cx| stream.poll_capacity(cx)));
+            capacity = match room.await {
+                Ok(Some(capacity)) => capacity?,
                 // The stream was reset or closed; `send_data` says which.
-                None => return stream.send_data(data, false),
+                Ok(None) => return stream.send_data(data, false),
+                Err(_) => {
+                    debug!(after = ?STALLED, "the client made no room for its answer; resetting the stream");
+                    stream.send_reset(h2::Reason::CANCEL);
+                    return Err(h2::Reason::CANCEL.into());
+                }
             };
         }
         let piece = data.split_to(capacity.min(data.len()));

@@ -193,17 +193,26 @@ pub fn init(process: &str, format: LogFormat) {
 }
 
 /// Text from a client (a key, a request id) for a log field, its control
-/// characters escaped (`\n`, `\u{1b}`): a key holding a line break would
-/// otherwise start a line of its own, which reads as another of this
-/// process's, and one holding an escape sequence would drive the terminal.
+/// characters escaped (`\n`, `\u{1b}`), and a backslash doubled so that
+/// one before an `n` is not taken for a line break: a key holding a line
+/// break would otherwise start a line of its own, which reads as another of
+/// this process's, and one holding an escape sequence would drive the
+/// terminal. So are the characters that reorder or hide the text around
+/// them (right-to-left overrides, zero widths).
 pub fn escaped(text: &str) -> impl fmt::Display + '_ {
     struct Escaped<'a>(&'a str);
     impl fmt::Display for Escaped<'_> {
         fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             for c in self.0.chars() {
-                match c.is_control() {
-                    true => write!(f, "{}", c.escape_default())?,
-                    false => fmt::Write::write_char(f, c)?,
+                let hides = matches!(
+                    c,
+                    '\u{ad}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}'
+                        | '\u{2060}'..='\u{2069}' | '\u{feff}'
+                );
+                match c {
+                    '\\' => f.write_str("\\\\")?,
+                    c if c.is_control() || hides => write!(f, "{}", c.escape_default())?,
+                    c => fmt::Write::write_char(f, c)?,
                 }
             }
             Ok(())
@@ -291,11 +300,10 @@ impl tracing::field::Visit for JsonVisitor<'_> {
 mod tests {
     use super::*;
 
-    /// A level, or modules' levels with one for the rest, is taken as
-    /// written, with nothing to say.
     /// A key is a client's text: in a log field, a line break in it would
-    /// begin a line that reads as the process's own, and an escape sequence
-    /// would drive the terminal showing the log.
+    /// begin a line that reads as the process's own, an escape sequence
+    /// would drive the terminal showing the log, and a right-to-left
+    /// override would reorder it.
     #[test]
     fn a_clients_text_in_a_log_field_stays_on_its_line() {
         let key = "x\nn1 2026-12-06T10:00:00Z ERROR store: fsync failed\x1b[2J";
@@ -305,8 +313,14 @@ mod tests {
             "x\\nn1 2026-12-06T10:00:00Z ERROR store: fsync failed\\u{1b}[2J"
         );
         assert_eq!(escaped("ключ ✓").to_string(), "ключ ✓");
+        // A backslash written before an `n` is not a line break.
+        assert_eq!(escaped("a\\nb").to_string(), "a\\\\nb");
+        assert_eq!(escaped("\u{202e}nimda").to_string(), "\\u{202e}nimda");
+        assert_eq!(escaped("ad\u{200b}min").to_string(), "ad\\u{200b}min");
     }
 
+    /// A level, or modules' levels with one for the rest, is taken as
+    /// written, with nothing to say.
     #[test]
     fn filters_with_a_level_are_taken() {
         for value in [

@@ -774,6 +774,36 @@ fn a_failed_request_says_why_no_other_node_was_tried() {
     );
 }
 
+/// A write every node refused before starting it was not applied, and the
+/// client is told so (`clusterlab check` counts it as never written). The
+/// balancer marked its second attempt as a retry, whose refusal says
+/// nothing of an earlier attempt, though the first was refused too.
+#[test]
+fn a_write_every_node_refused_before_starting_is_not_applied() {
+    let mut cluster = TestCluster::start(2);
+    cluster.start_balancer(&[]);
+    for node in ["n1", "n2"] {
+        cluster
+            .client_to(0)
+            .args(["fault", node, "--error-rate", "1"])
+            .ok();
+    }
+    let refused = tests::block_on(async {
+        let mut client = cluster.key_value_via_balancer(0).await.unwrap();
+        let put = proto::PutRequest {
+            key: "k".into(),
+            value: b"v".to_vec(),
+            ..proto::PutRequest::default()
+        };
+        client.put(put).await.unwrap_err()
+    });
+    assert!(
+        refused.message().starts_with("2 attempts failed"),
+        "{refused:?}"
+    );
+    assert!(proto::was_not_applied(&refused), "{refused:?}");
+}
+
 #[test]
 fn the_retry_budget_caps_retries_when_every_node_fails() {
     let mut cluster = TestCluster::start(3);

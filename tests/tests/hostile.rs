@@ -259,6 +259,40 @@ fn a_thousand_idle_connections_do_not_stop_the_balancer_either() {
     idle_connections_are_evicted_and_closed(Target::Balancer);
 }
 
+/// A client that answers pings but never makes room for its answer (it
+/// sends no WINDOW_UPDATE) holds that answer, and its request's place among
+/// those in flight, for 10 s at most: then the balancer resets the stream.
+/// It held both for as long as the client liked.
+#[test]
+fn the_balancer_resets_an_answer_its_client_makes_no_room_for() {
+    let target = Target::Balancer;
+    let cluster = target.cluster();
+    let value = cluster.dir().join("a-mebibyte");
+    std::fs::write(&value, vec![b'x'; 1 << 20]).unwrap();
+    cluster
+        .client_at(&target.addr(&cluster).to_string())
+        .args(["put", "big", "--value-file", value.to_str().unwrap()])
+        .ok();
+    let ended = block_on(async {
+        let mut conn = RawH2::connect(&cluster.certs, "reader", target.addr(&cluster))
+            .await
+            .unwrap();
+        let stream = conn.open(GET, false).await.unwrap();
+        // A GetRequest for "big": field 1, 3 bytes.
+        let get = [0x0a, 3, b'b', b'i', b'g'];
+        conn.data(stream, &h2raw::grpc_message(5, &get), true)
+            .await
+            .unwrap();
+        // 64 KiB of the answer fit the window it opened; the rest never do.
+        conn.until_end_of(stream).await.unwrap()
+    });
+    match ended {
+        Some(Frame::RstStream { code, .. }) => assert_eq!(code, h2raw::CANCEL),
+        other => panic!("the stream was not reset: {other:?}"),
+    }
+    target.still_serving(&cluster, "after");
+}
+
 fn streams_above_the_limit_are_refused(target: Target) {
     let cluster = target.cluster();
     let refused = block_on(async {
@@ -291,23 +325,37 @@ fn streams_above_the_limit_are_refused(target: Target) {
 }
 
 /// Opens a Put with `extra` headers, sends the first 10 bytes of a 100-byte
-/// message and nothing more, and returns the status the stream ends with:
-/// the client neither finishes its message nor gives up on it.
+/// message and nothing more, and returns the status the stream ends with,
+/// and whether it says the write was not applied: the client neither
+/// finishes its message nor gives up on it.
 fn put_never_finished(
     cluster: &TestCluster,
     target: Target,
     extra: &[(&str, &str)],
-) -> (String, String) {
-    never_finished(cluster, target, ("writer", PUT), extra)
+) -> (String, String, bool) {
+    let end = stream_never_finished(cluster, target, ("writer", PUT), extra);
+    let not_applied = end.header(proto::NOT_APPLIED).is_some();
+    let (status, message) = grpc_status(Some(end));
+    (status, message, not_applied)
 }
 
 /// [`put_never_finished`] for any call `path`, by `identity`.
 fn never_finished(
     cluster: &TestCluster,
     target: Target,
-    (identity, path): (&str, &str),
+    call: (&str, &str),
     extra: &[(&str, &str)],
 ) -> (String, String) {
+    grpc_status(Some(stream_never_finished(cluster, target, call, extra)))
+}
+
+/// The frame that ends a call [`never_finished`].
+fn stream_never_finished(
+    cluster: &TestCluster,
+    target: Target,
+    (identity, path): (&str, &str),
+    extra: &[(&str, &str)],
+) -> Frame {
     block_on(async {
         let mut conn = RawH2::connect(&cluster.certs, identity, target.addr(cluster))
             .await
@@ -320,7 +368,7 @@ fn never_finished(
         let end = tokio::time::timeout(Duration::from_secs(60), conn.until_end_of(stream))
             .await
             .expect("the server ended the stream at its deadline");
-        grpc_status(end.unwrap())
+        end.unwrap().expect("the server answered the stream")
     })
 }
 
@@ -331,7 +379,7 @@ fn never_finished(
 /// node started its own deadline only once the message had arrived.
 fn a_message_that_never_arrives_ends_at_the_deadline(target: Target) {
     let cluster = target.cluster_with(&["--request-timeout", "3s"]);
-    let (status, message) = put_never_finished(&cluster, target, &[("grpc-timeout", "1S")]);
+    let (status, message, _) = put_never_finished(&cluster, target, &[("grpc-timeout", "1S")]);
     match target {
         // tonic's way of ending a call whose client's deadline passed (see
         // `proto::deadline::is_timeout_expired`).
@@ -344,8 +392,10 @@ fn a_message_that_never_arrives_ends_at_the_deadline(target: Target) {
             )
         ),
     }
-    let (status, message) = put_never_finished(&cluster, target, &[]);
+    let (status, message, not_applied) = put_never_finished(&cluster, target, &[]);
     assert_eq!(status, "4", "DEADLINE_EXCEEDED: {message}");
+    // No node saw the write: `clusterlab check` counts it as never made.
+    assert!(not_applied, "{target:?}: {message}");
     let expected = match target {
         Target::Node => "n1 gave up on the request after 3s (its --request-timeout)",
         Target::Balancer => {
