@@ -53,10 +53,11 @@ const STREAM_WINDOW: u32 = 1024 * 1024;
 const CONNECTION_WINDOW: u32 = 1024 * 1024;
 const MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
 const MAX_SEND_BUFFER: usize = 400 * 1024;
-/// How long a client may make no room for the rest of its answer before its
-/// stream is reset: until then the answer is held here, and its request
-/// counted as in flight. A client that answers pings but never reads would
-/// otherwise hold both for as long as it likes.
+/// How long a client has to take the rest of a message once it first makes
+/// no room for it, before its stream is reset: until then the message is
+/// held here, and its request counted as in flight. A client that answers
+/// pings but never reads, or makes room a byte at a time, would otherwise
+/// hold both for as long as it likes.
 const STALLED: Duration = Duration::from_secs(10);
 /// How many streams a client may get reset for its own protocol errors
 /// before its connection is closed (hyper's default): a client that makes
@@ -272,17 +273,21 @@ where
 /// makes room, so a client that stops reading holds up only its own stream,
 /// and that for [`STALLED`] at most: then the stream is reset (CANCEL).
 async fn send_data(stream: &mut SendStream<Bytes>, mut data: Bytes) -> Result<(), h2::Error> {
+    // From the first time the client makes no room, not from the last time
+    // it made some: a byte of room now and then must not keep the message.
+    let mut give_up_at = None;
     while !data.is_empty() {
         stream.reserve_capacity(data.len());
         let mut capacity = stream.capacity();
         while capacity == 0 {
-            let room = tokio::time::timeout(STALLED, poll_fn(|cx| stream.poll_capacity(cx)));
+            let deadline = *give_up_at.get_or_insert_with(|| tokio::time::Instant::now() + STALLED);
+            let room = tokio::time::timeout_at(deadline, poll_fn(|cx| stream.poll_capacity(cx)));
             capacity = match room.await {
                 Ok(Some(capacity)) => capacity?,
                 // The stream was reset or closed; `send_data` says which.
                 Ok(None) => return stream.send_data(data, false),
                 Err(_) => {
-                    debug!(after = ?STALLED, "the client made no room for its answer; resetting the stream");
+                    debug!(within = ?STALLED, "the client did not take its answer; resetting the stream");
                     stream.send_reset(h2::Reason::CANCEL);
                     return Err(h2::Reason::CANCEL.into());
                 }

@@ -32,7 +32,8 @@ use crate::{
     state::NodeState,
 };
 
-/// Metadata a balancer adds to the second and later attempts of a request.
+/// Metadata on a write sent again, whose earlier attempt may have been
+/// applied: a balancer adds it to such attempts, and a client may to its own.
 pub const RETRY_HEADER: &str = "clusterlab-retry";
 
 /// True when a balancer says this request is a retry.

@@ -198,7 +198,7 @@ pub fn init(process: &str, format: LogFormat) {
 /// break would otherwise start a line of its own, which reads as another of
 /// this process's, and one holding an escape sequence would drive the
 /// terminal. So are the characters that reorder or hide the text around
-/// them (right-to-left overrides, zero widths).
+/// them (right-to-left overrides, zero widths, line separators).
 pub fn escaped(text: &str) -> impl fmt::Display + '_ {
     struct Escaped<'a>(&'a str);
     impl fmt::Display for Escaped<'_> {
@@ -206,7 +206,7 @@ pub fn escaped(text: &str) -> impl fmt::Display + '_ {
             for c in self.0.chars() {
                 let hides = matches!(
                     c,
-                    '\u{ad}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}'
+                    '\u{ad}' | '\u{61c}' | '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}'
                         | '\u{2060}'..='\u{2069}' | '\u{feff}'
                 );
                 match c {
@@ -317,6 +317,8 @@ mod tests {
         assert_eq!(escaped("a\\nb").to_string(), "a\\\\nb");
         assert_eq!(escaped("\u{202e}nimda").to_string(), "\\u{202e}nimda");
         assert_eq!(escaped("ad\u{200b}min").to_string(), "ad\\u{200b}min");
+        // Nor a line separator some viewers break the line at.
+        assert_eq!(escaped("a\u{2028}b").to_string(), "a\\u{2028}b");
     }
 
     /// A level, or modules' levels with one for the rest, is taken as

@@ -7,9 +7,9 @@
 //! the *server* enforces the rules instead of trusting clients to keep them.
 //!
 //! It does just enough HTTP/2 to be understood: the preface, SETTINGS (and
-//! their acknowledgement), HEADERS, DATA, RST_STREAM, and reading frames back
-//! with the response headers HPACK-decoded. No flow control: tests send less
-//! than the server's window.
+//! their acknowledgement), HEADERS, DATA, RST_STREAM, WINDOW_UPDATE when told,
+//! and reading frames back with the response headers HPACK-decoded. No flow
+//! control of its own: tests send less than the server's window.
 
 use std::{io, net::SocketAddr, path::Path, sync::Arc};
 
@@ -33,6 +33,7 @@ const RST_STREAM: u8 = 0x3;
 const SETTINGS: u8 = 0x4;
 const PING: u8 = 0x6;
 const GOAWAY: u8 = 0x7;
+const WINDOW_UPDATE: u8 = 0x8;
 
 const END_STREAM: u8 = 0x1;
 const END_HEADERS: u8 = 0x4;
@@ -153,6 +154,16 @@ impl RawH2 {
             let last = i + 1 == chunks.len();
             let flags = if last && end_stream { END_STREAM } else { 0 };
             self.write_frame(DATA, flags, stream, chunk).await?;
+        }
+        Ok(())
+    }
+
+    /// Makes `increment` bytes more room for the server to send on `stream`
+    /// and on the connection (WINDOW_UPDATE for both).
+    pub async fn window_update(&mut self, stream: u32, increment: u32) -> io::Result<()> {
+        for on in [stream, 0] {
+            self.write_frame(WINDOW_UPDATE, 0, on, &increment.to_be_bytes())
+                .await?;
         }
         Ok(())
     }

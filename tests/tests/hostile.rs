@@ -259,12 +259,13 @@ fn a_thousand_idle_connections_do_not_stop_the_balancer_either() {
     idle_connections_are_evicted_and_closed(Target::Balancer);
 }
 
-/// A client that answers pings but never makes room for its answer (it
-/// sends no WINDOW_UPDATE) holds that answer, and its request's place among
-/// those in flight, for 10 s at most: then the balancer resets the stream.
-/// It held both for as long as the client liked.
+/// A client that answers pings but does not take its answer holds that
+/// answer, and its request's place among those in flight, for 10 s at most
+/// after it first makes no room: then the balancer resets the stream. It
+/// held both for as long as the client liked, making no room (no
+/// WINDOW_UPDATE) or a byte of it now and then.
 #[test]
-fn the_balancer_resets_an_answer_its_client_makes_no_room_for() {
+fn the_balancer_resets_an_answer_its_client_does_not_take() {
     let target = Target::Balancer;
     let cluster = target.cluster();
     let value = cluster.dir().join("a-mebibyte");
@@ -273,22 +274,37 @@ fn the_balancer_resets_an_answer_its_client_makes_no_room_for() {
         .client_at(&target.addr(&cluster).to_string())
         .args(["put", "big", "--value-file", value.to_str().unwrap()])
         .ok();
-    let ended = block_on(async {
-        let mut conn = RawH2::connect(&cluster.certs, "reader", target.addr(&cluster))
-            .await
-            .unwrap();
-        let stream = conn.open(GET, false).await.unwrap();
-        // A GetRequest for "big": field 1, 3 bytes.
-        let get = [0x0a, 3, b'b', b'i', b'g'];
-        conn.data(stream, &h2raw::grpc_message(5, &get), true)
-            .await
-            .unwrap();
-        // 64 KiB of the answer fit the window it opened; the rest never do.
-        conn.until_end_of(stream).await.unwrap()
-    });
-    match ended {
-        Some(Frame::RstStream { code, .. }) => assert_eq!(code, h2raw::CANCEL),
-        other => panic!("the stream was not reset: {other:?}"),
+    for trickle in [false, true] {
+        let ended = block_on(async {
+            let mut conn = RawH2::connect(&cluster.certs, "reader", target.addr(&cluster))
+                .await
+                .unwrap();
+            let stream = conn.open(GET, false).await.unwrap();
+            // A GetRequest for "big": field 1, 3 bytes.
+            let get = [0x0a, 3, b'b', b'i', b'g'];
+            conn.data(stream, &h2raw::grpc_message(5, &get), true)
+                .await
+                .unwrap();
+            // 64 KiB of the answer fit the window it opened; the rest never
+            // does, a byte every second or so aside. Past 30 s, it was kept.
+            let kept = std::time::Instant::now() + Duration::from_secs(30);
+            while std::time::Instant::now() < kept {
+                let next = tokio::time::timeout(Duration::from_secs(1), conn.next_frame()).await;
+                match next {
+                    Ok(frame) => match frame.unwrap() {
+                        Some(Frame::RstStream { stream: s, code }) if s == stream => {
+                            return Some(code);
+                        }
+                        Some(Frame::GoAway { .. }) | None => return None,
+                        Some(_) => {}
+                    },
+                    Err(_) if trickle => conn.window_update(stream, 1).await.unwrap(),
+                    Err(_) => {}
+                }
+            }
+            None
+        });
+        assert_eq!(ended, Some(h2raw::CANCEL), "trickle: {trickle}");
     }
     target.still_serving(&cluster, "after");
 }
