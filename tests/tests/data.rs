@@ -586,14 +586,15 @@ fn check_passes_over_a_hung_node_and_names_it() {
     let named = format!(
         "  timed out (no answer within --timeout; passed over for as long each time): {hung} x"
     );
-    // Passed over, it costs a timeout now and then (one per 4 s at most),
-    // not one per write and read (60).
+    // Passed over, it costs a timeout now and then (one per 4 s at most:
+    // a few in a run of seconds, if the machine is slow), not one per write
+    // and read (60).
     let timeouts: u32 = out
         .stdout
         .split_once(&named)
         .and_then(|(_, rest)| rest.split([' ', ',', '\n']).next()?.parse().ok())
         .unwrap_or_else(|| panic!("no count of timeouts on {hung}: {}", out.stdout));
-    assert!(timeouts <= 10, "{}", out.stdout);
+    assert!(timeouts <= 20, "{}", out.stdout);
     // Not "nothing listens": something took the connection.
     assert!(!out.stdout.contains("never answered"), "{}", out.stdout);
     // No connection was ever made to it: nothing was sent there, so the
