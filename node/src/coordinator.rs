@@ -730,8 +730,9 @@ impl Coordinator {
             // N = 5 two are left to ask, and the first to answer may hold an
             // older version.
             let one_empty = answered.iter().any(|answer| answer.held.is_none());
-            let promised = plan.quorum + self.write_quorum() > plan.replicas.len();
-            if tally.ok < plan.quorum || !one_empty || !promised || wanted > plan.quorum {
+            // Asked last, as it asks membership: most passes end before it.
+            let promised = || plan.quorum + self.write_quorum() > plan.replicas.len();
+            if tally.ok < plan.quorum || !one_empty || wanted > plan.quorum || !promised() {
                 break;
             }
             let membership = &self.state.membership;

@@ -192,33 +192,12 @@ pub fn init(process: &str, format: LogFormat) {
     }
 }
 
-/// Text from a client (a key, a request id) for a log field, its control
-/// characters escaped (`\n`, `\u{1b}`), and a backslash doubled so that
-/// one before an `n` is not taken for a line break: a key holding a line
-/// break would otherwise start a line of its own, which reads as another of
-/// this process's, and one holding an escape sequence would drive the
-/// terminal. So are the characters that reorder or hide the text around
-/// them (right-to-left overrides, zero widths, line separators).
-pub fn escaped(text: &str) -> impl fmt::Display + '_ {
-    struct Escaped<'a>(&'a str);
-    impl fmt::Display for Escaped<'_> {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            for c in self.0.chars() {
-                let hides = matches!(
-                    c,
-                    '\u{ad}' | '\u{61c}' | '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}'
-                        | '\u{2060}'..='\u{2069}' | '\u{feff}'
-                );
-                match c {
-                    '\\' => f.write_str("\\\\")?,
-                    c if c.is_control() || hides => write!(f, "{}", c.escape_default())?,
-                    c => fmt::Write::write_char(f, c)?,
-                }
-            }
-            Ok(())
-        }
-    }
-    Escaped(text)
+/// Text from a client (a key, a request id) for a log field, on one line:
+/// a key holding a line break would otherwise start a line of its own, which
+/// reads as another of this process's, and one holding an escape sequence
+/// would drive the terminal ([`proto::text::one_line`] says what it escapes).
+pub fn escaped(text: &str) -> String {
+    proto::text::one_line(text)
 }
 
 /// Text lines with the process name in front.

@@ -145,6 +145,7 @@ pub fn code_name(code: tonic::Code) -> &'static str {
 
 pub mod deadline;
 pub mod json;
+pub mod text;
 
 impl member::State {
     /// "alive", "suspect" or "dead", as status, logs and the dashboard print it.

@@ -809,6 +809,26 @@ fn put_young_on_n1_alone(cluster: &TestCluster, key: &str) {
     assert_eq!(stored, Some(version));
 }
 
+/// Reads `key` through n3, as `get --json` answers it; `None` if n1, which
+/// holds the key, was not asked: n3 took it for suspect a moment (a busy
+/// machine), so the read found nothing or only what n2 and n3 held. Then it
+/// waits until n3 hears from n1 again, for the next try.
+fn read_through_n3_asking_n1(cluster: &TestCluster, key: &str) -> Option<serde_json::Value> {
+    let read = cluster.client_to(2).args(["--json", "get", key]).run();
+    let json = (read.code() == 0).then(|| read.json());
+    let asked_n1 = json.as_ref().is_some_and(|json| {
+        json["trace"]["replicas"]
+            .as_array()
+            .is_some_and(|replicas| replicas.iter().any(|r| r["node"] == "n1"))
+    });
+    if !asked_n1 {
+        wait_until("n3 to hear from n1 again", SETTLE, || {
+            cluster.member_state(2, "n1") == Some("alive")
+        });
+    }
+    json.filter(|_| asked_n1)
+}
+
 /// A read whose first R replicas hold nothing asks the other live replicas
 /// before it answers "not found": those R may be nodes that joined a moment
 /// ago and are not filled yet. Here the key is on n1 alone, and a read
@@ -822,8 +842,11 @@ fn a_read_whose_first_replicas_hold_nothing_asks_the_others_before_not_found() {
         let key = keys.next().unwrap();
         put_young_on_n1_alone(&cluster, &key);
 
+        let Some(json) = read_through_n3_asking_n1(&cluster, &key) else {
+            continue;
+        };
         // Found, whatever held it by now.
-        let trace = ReadTrace::of(&cluster, 2, &key);
+        let trace = ReadTrace::of_json(&json);
         let mut first = trace.first_asked();
         first.sort();
         if first != ["n2", "n3"] {
@@ -839,7 +862,10 @@ fn a_read_whose_first_replicas_hold_nothing_asks_the_others_before_not_found() {
         trace.assert_asked_by_the_second_look("n1");
         return;
     }
-    panic!("anti-entropy copied the key, or n2 looked suspect, before each of five reads");
+    panic!(
+        "anti-entropy copied the key, or n1 or n2 looked suspect, before each of five reads; \
+         or n1 was never asked"
+    );
 }
 
 /// R + W > N promises the latest acknowledged write whether or not R is a
@@ -853,18 +879,12 @@ fn a_read_of_one_replica_after_writes_to_all_looks_further_when_it_holds_nothing
     for _ in 0..5 {
         let key = keys.next().unwrap();
         put_young_on_n1_alone(&cluster, &key);
-        let read = (cluster.client_to(2)).args(["--json", "get", &key]).run();
-        if read.code() != 0 {
-            // n3 took n1 for suspect a moment (a busy machine), and asked
-            // only n2, which holds nothing; without the second look, every
-            // read ends here.
-            wait_until("n3 to hear from n1 again", SETTLE, || {
-                cluster.member_state(2, "n1") == Some("alive")
-            });
+        // Without the second look, every read finds nothing.
+        let Some(json) = read_through_n3_asking_n1(&cluster, &key) else {
             continue;
-        }
+        };
         // Found, though the one replica asked first held nothing.
-        let trace = ReadTrace::of_json(&read.json());
+        let trace = ReadTrace::of_json(&json);
         if trace.first_asked() != ["n3"] || trace.report("n3").0 != "REPAIRED" {
             // Anti-entropy copied the key to n3 first.
             continue;
@@ -872,7 +892,9 @@ fn a_read_of_one_replica_after_writes_to_all_looks_further_when_it_holds_nothing
         trace.assert_asked_by_the_second_look("n1");
         return;
     }
-    panic!("anti-entropy copied the key to n3, or the read found nothing, in each of five reads");
+    panic!(
+        "anti-entropy copied the key to n3, or n1 was not asked (suspect, or no second look), in each of five reads"
+    );
 }
 
 /// One replica of the first R holding nothing is enough for the second
@@ -896,11 +918,10 @@ fn a_read_after_a_newcomer_and_a_replica_that_missed_the_write_finds_the_write()
         cluster.replicate(2, &key, b"before", version(now));
         cluster.replicate(0, &key, b"acknowledged", version(now + 1));
 
-        let json = cluster
-            .client_to(2)
-            .args(["--json", "get", &key])
-            .ok()
-            .json();
+        // Without the second look, every read answers "before".
+        let Some(json) = read_through_n3_asking_n1(&cluster, &key) else {
+            continue;
+        };
         let trace = ReadTrace::of_json(&json);
         let mut first = trace.first_asked();
         first.sort();
@@ -912,7 +933,10 @@ fn a_read_after_a_newcomer_and_a_replica_that_missed_the_write_finds_the_write()
         assert_eq!(json["value"], "acknowledged", "{json}");
         return;
     }
-    panic!("anti-entropy copied the key, or n2 looked suspect, before each of five reads");
+    panic!(
+        "anti-entropy copied the key, or n1 or n2 looked suspect, before each of five reads; \
+         or n1 was never asked"
+    );
 }
 
 /// The second look answers with the newest of all the replicas it asks,
