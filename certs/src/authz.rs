@@ -310,7 +310,11 @@ impl Lapse {
     fn what_to_do(self) -> &'static str {
         match self {
             Lapse::Revoked => "",
-            Lapse::Expired(_) => "; issue it again (`clusterlab-certs issue`)",
+            Lapse::Expired(_) => {
+                "; it needs a new one: delete the expired certificate and its key, then issue \
+                 it again (`clusterlab-certs issue`, which refuses a name that has one); in \
+                 docker compose, `docker compose down -v` starts over with new certificates"
+            }
         }
     }
 }
@@ -600,8 +604,10 @@ mod tests {
         );
         assert!(
             status.message().ends_with(
-                "and this connection was opened before that; issue \
-                 it again (`clusterlab-certs issue`)"
+                "and this connection was opened before that; it needs a new one: delete the \
+                 expired certificate and its key, then issue it again (`clusterlab-certs \
+                 issue`, which refuses a name that has one); in docker compose, `docker \
+                 compose down -v` starts over with new certificates"
             ),
             "{status:?}"
         );

@@ -57,6 +57,28 @@ pub(crate) fn reissue_advice(dir: &Path, name: &str, kind: impl std::fmt::Displa
     }
 }
 
+/// What to do about `issue` asked for a name that has a certificate: take
+/// another, or replace it, revoking it first, since once its file is gone it
+/// can no longer be revoked (`revoke` goes by the file). In docker compose,
+/// whose volume no one can delete a file from, replacing means starting over.
+pub(crate) fn name_taken_advice(dir: &Path, name: &str) -> String {
+    let revoke = format!("{} revoke --out {} {name}", certs_tool(dir), dir.display());
+    match is_compose_volume(dir) {
+        true => format!(
+            "choose another name (revoking this one first if it must no longer be used: \
+             {revoke}); in docker compose the certificates' volume is written by the certs \
+             service alone, which deletes nothing, so `docker compose down -v` is the only \
+             way to take the name again, with new certificates for all"
+        ),
+        false => format!(
+            "choose another name, or replace it: first revoke it ({revoke}), since once its \
+             file is gone it can no longer be revoked, then delete {} and {}",
+            cert_path(dir, name).display(),
+            key_path(dir, name).display()
+        ),
+    }
+}
+
 /// The CA certificate every process trusts.
 pub const CA_CERT: &str = "ca.pem";
 /// The CA's private key; only `clusterlab-certs` reads it.
@@ -693,6 +715,22 @@ mod tests {
             reissue_advice(Path::new("local/certs"), "node", "node"),
             "delete local/certs/node.pem and local/certs/node.key, and issue it again: \
              clusterlab-certs issue --out local/certs --kind node --name node"
+        );
+        // A name taken: revoking it goes through the certs service too, and
+        // replacing it means starting over.
+        let taken = name_taken_advice(Path::new(COMPOSE_DIR), "writer");
+        assert!(
+            taken.contains("docker compose run --rm certs revoke --out /certs writer")
+                && taken.contains("`docker compose down -v`")
+                && !taken.contains("delete /certs"),
+            "{taken}"
+        );
+        assert!(
+            name_taken_advice(Path::new("local/certs"), "writer").ends_with(
+                "first revoke it (clusterlab-certs revoke --out local/certs writer), since once \
+                 its file is gone it can no longer be revoked, then delete \
+                 local/certs/writer.pem and local/certs/writer.key"
+            )
         );
     }
 

@@ -159,13 +159,9 @@ pub enum Error {
     NoPki(String),
     /// `issue` was asked for a name that already has a certificate. Deleting
     /// it first would leave it valid and out of `revoke`'s reach (which goes
-    /// by the file), so the advice is to revoke it first.
-    #[error(
-        "{} already exists; choose another name, or replace it: first revoke it \
-         (clusterlab-certs revoke --out {} {name}), since once its file is gone it can no \
-         longer be revoked, then delete {} and its key",
-        cert.display(), dir.display(), cert.display()
-    )]
+    /// by the file), so the advice is to revoke it first; in docker compose,
+    /// where no file can be deleted, to take another name or start over.
+    #[error("{} already exists; {}", cert.display(), files::name_taken_advice(dir, name))]
     NameTaken {
         dir: std::path::PathBuf,
         name: String,

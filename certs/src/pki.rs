@@ -948,7 +948,7 @@ villains, each refused for one reason (docs/security.md has the lab):
   ca-leaf                a CA certificate used as a client's
   two-names              two identities in one certificate (one of them admin)
   wrong-san              a server certificate naming DNS:node.clusterlab.example
-crl.pem                  the revocation list; every process reloads it within a second
+crl.pem                  the revocation list; nodes and balancers reload it within a second
 Identities minted later with `issue` are not listed here: clusterlab-local mints one per
 node (n1.pem, n2.pem, ...: spiffe://clusterlab/node/n1 and so on).
 

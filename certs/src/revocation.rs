@@ -5,9 +5,11 @@
 //! the certificate's serial number on a *certificate revocation list* (CRL), a
 //! list it signs, and every process refuses that certificate from then on.
 //!
-//! `clusterlab-certs revoke --out DIR NAME` writes `DIR/crl.pem`. Every process
-//! loads it at start and checks it again every second, so a revocation takes
-//! effect within about a second, without a restart, in four places:
+//! `clusterlab-certs revoke --out DIR NAME` writes `DIR/crl.pem`. Every node
+//! and balancer loads it at start and checks it again every second, so a
+//! revocation takes effect within about a second, without a restart, in four
+//! places (the `clusterlab` client loads it once, when it starts: a command
+//! that runs for long, `events` or `load`, keeps the list it started with):
 //!
 //! - new TLS handshakes from a revoked client are refused (the server alerts
 //!   "certificate revoked");

@@ -162,8 +162,18 @@ pub struct Credentials {
     /// The server's client certificate verifier, to hand new revocation lists to.
     client_verifier: Option<Arc<ClientIdentityVerifier>>,
     /// Our own certificate's file and serial number, to notice when a new
-    /// revocation list names it.
-    own: Option<(std::path::PathBuf, Vec<u8>)>,
+    /// revocation list names it, and what to do then.
+    own: Option<Own>,
+}
+
+/// A process's own certificate, as [`Credentials`] watches for it on the
+/// revocation list.
+#[derive(Debug, Clone)]
+struct Own {
+    file: std::path::PathBuf,
+    serial: Vec<u8>,
+    /// How to replace it ([`files::reissue_advice`]).
+    advice: String,
 }
 
 impl Credentials {
@@ -183,8 +193,11 @@ impl Credentials {
                     ServerIdentityVerifier::with_roots(roots.clone(), revocations.clone());
                 check_own_certificate(dir, name, kind, &ours, &verifier, &as_server)?;
                 // We dial nodes only: a balancer its backends, a node its peers.
-                let own = crate::revocation::serial_of(&ours.chain[0])
-                    .map(|serial| (files::cert_path(dir, name), serial));
+                let own = crate::revocation::serial_of(&ours.chain[0]).map(|serial| Own {
+                    file: files::cert_path(dir, name),
+                    serial,
+                    advice: files::reissue_advice(dir, name, kind),
+                });
                 let (client, identity) =
                     client_config_from(ours, roots, revocations.clone(), NODES)?;
                 Ok(Credentials {
@@ -227,13 +240,15 @@ impl Credentials {
                         );
                     }
                     // Peers refuse us from now on: say why, here, where it is news.
-                    if let Some((file, serial)) = &own
-                        && loaded.contains(serial)
+                    if let Some(own) = &own
+                        && loaded.contains(&own.serial)
                     {
                         tracing::warn!(
-                            file = %file.display(),
+                            file = %own.file.display(),
                             "this process's own certificate is on the revocation list: every \
-                             peer refuses it from now on; issue a new one and restart"
+                             peer refuses it from now on, and it will not start with it again; \
+                             {}, then restart",
+                            own.advice
                         );
                     }
                 })

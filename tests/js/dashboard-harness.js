@@ -29,11 +29,15 @@ globalThis.fetch = async () => answer();
 globalThis.setTimeout = () => {};
 
 const text = (node) => [node.textContent, ...node.children.map(text)].filter((t) => t !== "").join(" ");
+const classed = (node, name) =>
+  node.className === name ? [node] : node.children.flatMap((child) => classed(child, name));
 const drawn = () => ({
   banner: { shown: elements.banner.style.display, text: text(elements.banner) },
   rps: text(elements.rps),
   page: elements.page.className,
   tiles: elements.tiles.children.map(text),
+  tileRps: classed(elements.tiles, "rps").map(text),
+  bars: classed(elements.tiles, "bar").map((bar) => bar.children[0].style.width),
   quorum: text(elements.quorum),
   replication: text(elements.replication),
   links: text(elements.links),
@@ -138,11 +142,15 @@ const scenarios = {
   await poll();
   out.failing = drawn();
   // Back: two answers counted 1.5 s apart by the balancer, 300 requests
-  // between them, whenever they arrive.
+  // between them, whenever they arrive, all to n1, which is named
+  // `constructor` here: a name a node may take, and a plain object's key.
   for (const [at, more] of [[0, 0], [1500, 300]]) {
     const status = copy();
     status.at_unix_ms += at;
     status.balancer.requests += more;
+    const n1 = status.balancer.backends.find((b) => b.name === "n1");
+    Object.assign(n1, { name: "constructor", requests: n1.requests + more });
+    status.nodes.find((n) => n.backend === "n1").backend = "constructor";
     answer = async () => ({ ok: true, status: 200, json: async () => status });
     await poll();
   }

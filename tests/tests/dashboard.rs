@@ -309,6 +309,25 @@ fn the_dashboard_shows_traffic_keys_links_and_events_and_metrics_agree() {
     assert_eq!(drawn["rates"]["page"], "", "{drawn:#}");
     assert_eq!(drawn["rates"]["banner"]["shown"], "none", "{drawn:#}");
     assert_eq!(drawn["rates"]["rps"], "200", "{drawn:#}");
+    // All of them to the node named `constructor`: its tile and bar say so.
+    let tile_rates = drawn["rates"]["tileRps"].as_array().unwrap();
+    let bars = drawn["rates"]["bars"].as_array().unwrap();
+    let tiles = drawn["rates"]["tiles"].as_array().unwrap();
+    let at = tiles
+        .iter()
+        .position(|t| t.as_str().unwrap().starts_with("constructor "))
+        .expect("a tile for `constructor`");
+    for (i, (rate, bar)) in tile_rates.iter().zip(bars).enumerate() {
+        let (rate_now, width) = match i == at {
+            true => ("200  req/s", "100%"),
+            false => ("0  req/s", "0%"),
+        };
+        assert_eq!(
+            (rate.as_str(), bar.as_str()),
+            (Some(rate_now), Some(width)),
+            "{drawn:#}"
+        );
+    }
 
     // /metrics counts the same requests, per node too.
     let metrics = get(&cluster, "/metrics");
@@ -328,7 +347,8 @@ fn the_dashboard_shows_traffic_keys_links_and_events_and_metrics_agree() {
             sample(&metrics, &series).unwrap_or_else(|| panic!("no {series} in {metrics}"))
         })
         .sum();
-    // Nodes count what reached them: a retry after a failed dial did not.
+    // Attempts, per node: a request tried on two nodes (a retry, after a
+    // failed dial too) counts on each.
     assert!((30..=attempts).contains(&per_node), "{metrics}");
     assert!(metrics.ends_with("# EOF\n"), "{metrics}");
 }

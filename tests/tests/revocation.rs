@@ -260,6 +260,9 @@ fn a_node_revoked_while_connected_is_ejected_and_left_by_its_peers() {
         let log = cluster.nodes[2].log_text();
         log.contains("this process's own certificate is on the revocation list")
     });
+    // And how to replace it: `issue` refuses a name whose file is there.
+    let log = cluster.nodes[2].log_text();
+    assert!(log.contains("n3.key, and issue it again"), "{log}");
 }
 
 /// Moving `crl.pem` away used to put an empty list in force within a second,
