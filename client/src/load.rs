@@ -661,6 +661,16 @@ struct NotSent {
 }
 
 impl NotSent {
+    /// Why, for `--json`: `slots_busy` (every slot was waiting: the cluster
+    /// fell behind the rate) or `client_behind` (this client fell behind its
+    /// own schedule); null if none was left unsent.
+    fn because(&self) -> Option<&'static str> {
+        (self.count > 0).then_some(match self.slots_busy {
+            true => "slots_busy",
+            false => "client_behind",
+        })
+    }
+
     /// The summary's line, if any was not sent.
     fn line(&self, concurrency: u32) -> Option<String> {
         if self.count == 0 {
@@ -893,6 +903,7 @@ fn report(global: &Global, args: &LoadArgs, total: &Window, ran: &Ran) {
                 },
                 "per_node": total.per_node,
                 "not_sent": not_sent.count,
+                "not_sent_because": not_sent.because(),
                 "seconds": ran.seconds(),
                 "finished_late": finished_late,
                 "tail_seconds": ran.tail().as_secs_f64(),
@@ -1223,7 +1234,10 @@ mod tests {
         };
         assert_eq!(not_sent, busy);
 
-        // And the summary says which.
+        // And the summary says which, as does --json.
+        assert_eq!(lag.because(), Some("client_behind"));
+        assert_eq!(busy.because(), Some("slots_busy"));
+        assert_eq!(NotSent::default().because(), None);
         let line = |not_sent: &NotSent, concurrency| not_sent.line(concurrency).unwrap();
         assert!(
             line(&lag, 8).contains("this client fell behind its own schedule, with a slot free"),

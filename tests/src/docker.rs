@@ -20,6 +20,12 @@ use crate::{Output, free_port, wait_until};
 /// How long the cluster may take to come up: image start, PKI, three nodes.
 pub const UP_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// The image the docker tests build and run: a tag of their own, so that a
+/// test run does not replace the `clusterlab:latest` a learner's cluster
+/// runs on (a changed image makes `docker compose up -d` recreate its nodes,
+/// and their data goes with the containers).
+pub const TEST_IMAGE: &str = "clusterlab:test";
+
 /// The workspace root, where `docker-compose.yml` is.
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -120,9 +126,8 @@ pub fn build_image() {
     std::fs::create_dir_all(lock_path.parent().expect("target dir")).expect("creating target/");
     let lock = std::fs::File::create(&lock_path).expect("creating the build lock");
     lock.lock().expect("locking the image build");
-    // The tag compose runs (its default), whatever the caller exported.
     let status = crate::building_command(root().join("scripts").join("docker-build"))
-        .env_remove("CLUSTERLAB_IMAGE")
+        .env("CLUSTERLAB_IMAGE", TEST_IMAGE)
         .current_dir(root())
         .status()
         .expect("running scripts/docker-build");
@@ -294,6 +299,9 @@ impl Compose {
                 free_port().to_string(),
             ),
         ];
+        if !env.iter().any(|(k, _)| *k == "CLUSTERLAB_IMAGE") {
+            all.push(("CLUSTERLAB_IMAGE".to_string(), TEST_IMAGE.to_string()));
+        }
         all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let compose = Compose {
             project,

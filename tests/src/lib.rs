@@ -465,10 +465,14 @@ impl TestCluster {
         })
     }
 
-    /// Waits until every running node sees every other running node alive.
-    pub fn wait_formed(&self) {
+    /// Waits until every running node sees every other running node alive;
+    /// fails at once, with its log, if one exits meanwhile.
+    pub fn wait_formed(&mut self) {
         let running = self.running();
         wait_until("every node to see every other alive", READY_TIMEOUT, || {
+            for &i in &running {
+                self.assert_alive(i);
+            }
             running.iter().all(|&i| {
                 running
                     .iter()
@@ -508,8 +512,21 @@ impl TestCluster {
         self.wait_ready(index);
     }
 
-    /// (Re)starts node `index`, without waiting for it to be ready.
+    /// (Re)starts node `index`, without waiting for it to be ready. Node
+    /// `index` must not be running: a second process would find its port
+    /// taken, and the first would outlive the test, its handle dropped.
     pub fn spawn_node(&mut self, index: usize) {
+        if let Some(child) = self.nodes[index].child.as_mut() {
+            let running = child
+                .try_wait()
+                .expect("checking the node process")
+                .is_none();
+            assert!(
+                !running,
+                "{} is running; kill it before starting it again",
+                self.nodes[index].name
+            );
+        }
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -608,6 +625,7 @@ impl TestCluster {
             "the balancer to see every node healthy",
             READY_TIMEOUT,
             || {
+                self.assert_balancer_alive(index);
                 self.balancer_status(index).is_ok_and(|s| {
                     s.backends.iter().filter(|b| b.health == "healthy").count() == running
                 })
@@ -646,16 +664,21 @@ impl TestCluster {
         // It answers before any node is in rotation: its health is SERVING
         // only once one is, which some tests never want.
         wait_until("the balancer to answer", READY_TIMEOUT, || {
-            let child = self.balancers[index].child.as_mut().expect("running");
-            if let Some(status) = child.try_wait().expect("checking the balancer") {
-                panic!(
-                    "the balancer exited with {status}; its log:\n{}",
-                    self.balancers[index].log_text()
-                );
-            }
+            self.assert_balancer_alive(index);
             self.balancer_status(index).is_ok()
         });
         index
+    }
+
+    /// Panics with its log if balancer `index` has exited.
+    fn assert_balancer_alive(&mut self, index: usize) {
+        let child = self.balancers[index].child.as_mut().expect("running");
+        if let Some(status) = child.try_wait().expect("checking the balancer") {
+            panic!(
+                "the balancer exited with {status}; its log:\n{}",
+                self.balancers[index].log_text()
+            );
+        }
     }
 
     /// Balancer `index`'s `Admin.Status`.
@@ -663,7 +686,9 @@ impl TestCluster {
         self.status_at(&self.balancers[index].addr.to_string())
     }
 
-    /// How balancer `index` sees the node called `name`: "healthy", "ejected"...
+    /// How balancer `index` sees the node called `name`: "healthy", "ejected"...,
+    /// or `None` if it does not list it or did not answer (so a wait for
+    /// "not healthy" must ask for `Some`).
     pub fn backend_health(&self, index: usize, name: &str) -> Option<String> {
         let status = self.balancer_status(index).ok()?;
         let backend = status.backends.into_iter().find(|b| b.name == name)?;

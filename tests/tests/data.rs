@@ -1054,6 +1054,7 @@ fn requests_an_open_loop_could_not_send_count_in_its_latencies() {
     let json = out.json();
     assert_eq!(json["requests"], 2, "{json}");
     assert_eq!(json["not_sent"], 198, "{json}");
+    assert_eq!(json["not_sent_because"], "slots_busy", "{json}");
     let latency = |q: &str| json["latency_us"][q].as_u64().unwrap();
     // The two sent waited out their timeout: the maximum.
     assert!(latency("max") >= 3_000_000, "{json}");

@@ -143,7 +143,7 @@ fn the_image_builds_from_source_too_and_holds_the_programs_and_nothing_else() {
     }
     // (b) static host binaries into a scratch image, as every other test uses.
     docker::build_image();
-    assert_eq!(docker::image_files("clusterlab:latest"), PROGRAMS);
+    assert_eq!(docker::image_files(docker::TEST_IMAGE), PROGRAMS);
     // (a) the multi-stage build from source, for a laptop with only Docker.
     docker::build_image_from_source("clusterlab:source");
     assert_eq!(docker::image_files("clusterlab:source"), PROGRAMS);

@@ -528,15 +528,6 @@ fn started_by_hand(
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
-    let runs = |cmdline: &[u8], program: &Path, flags: &[String]| {
-        let mut argv = cmdline
-            .split(|&b| b == 0)
-            .filter(|arg| !arg.is_empty())
-            .map(String::from_utf8_lossy);
-        argv.next()
-            .is_some_and(|arg0| Path::new(arg0.as_ref()).file_name() == program.file_name())
-            && argv.eq(flags.iter().map(|flag| flag.as_str()))
-    };
     let mut found = Vec::new();
     for entry in entries.flatten() {
         let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
@@ -555,6 +546,20 @@ fn started_by_hand(
         }
     }
     found
+}
+
+/// Whether `cmdline` (a process's `/proc/PID/cmdline`: its arguments, each
+/// ended by a NUL) runs `program` with exactly `flags`. An empty argument is
+/// one too: a single node's `--peers` is `''`.
+fn runs(cmdline: &[u8], program: &Path, flags: &[String]) -> bool {
+    let mut argv = cmdline
+        .strip_suffix(&[0])
+        .unwrap_or(cmdline)
+        .split(|&b| b == 0)
+        .map(String::from_utf8_lossy);
+    argv.next()
+        .is_some_and(|arg0| Path::new(arg0.as_ref()).file_name() == program.file_name())
+        && argv.eq(flags.iter().map(|flag| flag.as_str()))
 }
 
 /// Sends SIGTERM to each, waits for them to go (together, for at most
@@ -793,4 +798,33 @@ fn start(mut command: Command, name: &str) -> Result<(String, Child, Vec<JoinHan
         }));
     }
     Ok((name.to_string(), child, copying))
+}
+
+// (Not `mod tests`: that would hide the `tests` crate this program uses.)
+#[cfg(test)]
+mod unit_tests {
+    use super::*;
+
+    /// A process started by hand is known by its whole command line, empty
+    /// arguments included: with one node, its `--peers` is empty, and a
+    /// restarted n1 was never found (nor stopped by Ctrl-C).
+    #[test]
+    fn a_command_line_matches_its_flags_empty_ones_too() {
+        let program = Path::new("/work/target/debug/clusterlab-node");
+        let flags = ["--peers", "", "--name", "n1"].map(String::from);
+        let cmdline = b"/elsewhere/clusterlab-node\0--peers\0\0--name\0n1\0";
+        assert!(runs(cmdline, program, &flags));
+        let other = ["--peers", "--name", "n1"].map(String::from);
+        assert!(!runs(cmdline, program, &other));
+        assert!(!runs(
+            b"/x/clusterlab-balancer\0--peers\0\0--name\0n1\0",
+            program,
+            &flags
+        ));
+        assert!(!runs(
+            b"/x/clusterlab-node\0--peers\0\0--name\0n2\0",
+            program,
+            &flags
+        ));
+    }
 }
