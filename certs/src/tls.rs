@@ -247,7 +247,7 @@ impl Credentials {
                             file = %own.file.display(),
                             "this process's own certificate is on the revocation list: every \
                              peer refuses it from now on, and it will not start with it again; \
-                             {}, then restart",
+                             it needs a new certificate and a restart ({})",
                             own.advice
                         );
                     }

@@ -26,7 +26,8 @@ pub fn one_line(text: &str) -> String {
 /// an escape sequence's start), or one that reorders or hides the text
 /// around it (right-to-left overrides, zero-width spaces, Unicode's own line
 /// and paragraph separators, and the characters terminals draw as nothing:
-/// a soft hyphen, a grapheme joiner, fillers, tags), so that one key could
+/// a soft hyphen, a grapheme joiner, fillers, tags, the invisible operators
+/// and the reserved ones among them), so that one key could
 /// pass for another. Not the variation selectors, which emoji are written
 /// with.
 fn hides(c: char) -> bool {
@@ -41,8 +42,7 @@ fn hides(c: char) -> bool {
                 | '\u{180b}'..='\u{180f}'
                 | '\u{200b}'..='\u{200f}'
                 | '\u{2028}'..='\u{202e}'
-                | '\u{2060}'..='\u{2064}'
-                | '\u{2066}'..='\u{2069}'
+                | '\u{2060}'..='\u{206f}'
                 | '\u{3164}'
                 | '\u{feff}'
                 | '\u{ffa0}'
@@ -133,6 +133,8 @@ mod tests {
         assert_eq!(one_line("admin\u{e0020}"), "admin\\u{e0020}");
         assert_eq!(one_line("ad\u{34f}min"), "ad\\u{34f}min");
         assert_eq!(one_line("ad\u{ad}min"), "ad\\u{ad}min");
+        // Nor one reserved, drawn as nothing too.
+        assert_eq!(one_line("ad\u{2065}min"), "ad\\u{2065}min");
         // An emoji's variation selector is part of how it is written.
         assert_eq!(one_line("\u{2764}\u{fe0f}"), "\u{2764}\u{fe0f}");
     }
