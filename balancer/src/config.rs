@@ -116,9 +116,22 @@ impl Config {
             );
         }
         certs::flags::check_listen("--listen", &self.listen, 7000)?;
+        let listen = self.listen.parse::<std::net::SocketAddr>().ok();
         let mut seen = std::collections::HashSet::new();
         for addr in self.nodes() {
             certs::flags::check_list_entry("--nodes", &addr)?;
+            // Itself as a node: with TLS its certificate is refused as a
+            // balancer's, but in plaintext it was taken for a node that
+            // never turned healthy, or one it forwarded requests to itself.
+            if let (Some(listen), Ok(node)) = (listen, addr.parse())
+                && certs::flags::clash(listen, node)
+            {
+                return Err(format!(
+                    "--nodes lists {addr}, which is this balancer's own address (--listen {}); \
+                     give the nodes' addresses (clusterlab-local's are 127.0.0.1:7101 and up)",
+                    self.listen
+                ));
+            }
             if !seen.insert(addr.clone()) {
                 // Most often a copy-paste whose port was not changed, which
                 // would leave a node out without a word.
@@ -239,5 +252,26 @@ mod tests {
             err.starts_with("--nodes lists 127.0.0.1:7102 twice; give each node once"),
             "{err}"
         );
+        // Nor is the balancer's own address (7000 typed for 7100), on its
+        // IP or under a wildcard.
+        for listen in ["127.0.0.1:7000", "0.0.0.0:7000"] {
+            let err = Config::try_parse_from([
+                "clusterlab-balancer",
+                "--listen",
+                listen,
+                "--nodes",
+                "127.0.0.1:7101,127.0.0.1:7000",
+            ])
+            .unwrap()
+            .validate()
+            .unwrap_err();
+            assert!(
+                err.starts_with(&format!(
+                    "--nodes lists 127.0.0.1:7000, which is this balancer's own address \
+                     (--listen {listen})"
+                )),
+                "{err}"
+            );
+        }
     }
 }

@@ -371,12 +371,7 @@ impl Router {
                     // after the client has written the key again: not sent on.
                     // This is the answer, whatever the attempts before it.
                     if !method.is_read() && is_hung(&status) {
-                        return Err(Status::unavailable(format!(
-                            "{}; it still holds this write and may apply it when it wakes, \
-                             so the write was not sent to another node: its outcome is \
-                             unknown (read the key to see)",
-                            status.message()
-                        )));
+                        return Err(held_by_a_hung_node(&status, &trace.attempts));
                     }
                     every_refused &= proto::was_not_applied(&status);
                     let stop = match is_retryable(&status, method) {
@@ -393,10 +388,7 @@ impl Router {
             }
         }
         let failure = self.explain(last_failure, &trace, stopped);
-        match every_refused {
-            true => Err(proto::not_applied(failure)),
-            false => Err(failure),
-        }
+        Err(marked(failure, every_refused))
     }
 
     /// Each backend that `which` selects, with its health: "n1 ejected".
@@ -513,6 +505,42 @@ fn out_of_time(node: &str, time: Duration, ours: bool) -> Status {
          was a write, it may still have been applied, so read the key before writing it again",
         whose(ours)
     ))
+}
+
+/// The failure of a write that a hung node holds (`hung`, the last of
+/// `attempts`): not sent on, its outcome unknown, with the attempts before
+/// it, since a failure carries no trace and one of those may have been
+/// applied too.
+fn held_by_a_hung_node(hung: &Status, attempts: &[Attempt]) -> Status {
+    let before = &attempts[..attempts.len().saturating_sub(1)];
+    let tried = match before.is_empty() {
+        true => String::new(),
+        false => format!(
+            " (tried before it: {})",
+            before
+                .iter()
+                .map(|a| format!("{} {}: {}", a.node, a.outcome, a.detail))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+    };
+    Status::unavailable(format!(
+        "{}; it still holds this write and may apply it when it wakes, so the write was not \
+         sent to another node after it: its outcome is unknown (read the key to see){tried}",
+        hung.message()
+    ))
+}
+
+/// A request's failure, marked as not applied if every attempt was refused
+/// before it started (never so for a client's retry: see `every_refused`).
+/// Otherwise the mark the last attempt may carry (a failed dial marks its
+/// own) is taken off: an earlier attempt, ours or the client's own first,
+/// may have been applied.
+fn marked(failure: Status, every_refused: bool) -> Status {
+    match every_refused {
+        true => proto::not_applied(failure),
+        false => proto::maybe_applied(failure),
+    }
 }
 
 /// What to tell the client when no connection to `node` was made in `time`,
@@ -662,6 +690,57 @@ mod tests {
         assert_eq!(with("2M"), Some(Duration::from_secs(120)));
         assert_eq!(with("x"), None);
         assert_eq!(client_deadline(&HeaderMap::new()), None);
+    }
+
+    /// A write held by a hung node names the attempts before it: a failure
+    /// carries no trace, and one of them may have been applied too.
+    #[test]
+    fn a_write_held_by_a_hung_node_names_the_attempts_before_it() {
+        let attempt = |node: &str, outcome: &str, detail: &str| Attempt {
+            node: node.into(),
+            outcome: outcome.into(),
+            latency_us: 1,
+            detail: detail.into(),
+        };
+        let hung = Status::unavailable("n2 stopped answering");
+        let alone = held_by_a_hung_node(&hung, &[attempt("n2", "UNAVAILABLE", "stopped")]);
+        assert!(
+            alone
+                .message()
+                .ends_with("its outcome is unknown (read the key to see)"),
+            "{alone:?}"
+        );
+        let after = held_by_a_hung_node(
+            &hung,
+            &[
+                attempt("n1", "UNAVAILABLE", "no quorum"),
+                attempt("n2", "UNAVAILABLE", "stopped"),
+            ],
+        );
+        assert!(
+            after
+                .message()
+                .starts_with("n2 stopped answering; it still holds this write")
+                && after
+                    .message()
+                    .ends_with(" (tried before it: n1 UNAVAILABLE: no quorum)"),
+            "{after:?}"
+        );
+    }
+
+    /// A client's retry is never said to be unapplied: a failed dial marks
+    /// its own failure so, and with that one attempt alone the mark went
+    /// through to the client, though the client's first attempt may have
+    /// been applied.
+    #[test]
+    fn a_clients_retry_is_never_marked_not_applied() {
+        // (`every_refused` starts false for a client's retry.)
+        let dial_failed = || proto::not_applied(Status::unavailable("cannot reach n1"));
+        assert!(!proto::was_not_applied(&marked(dial_failed(), false)));
+        // Ours is, when every attempt was refused before it started.
+        let refused = || Status::unavailable("n1 is shutting down");
+        assert!(proto::was_not_applied(&marked(refused(), true)));
+        assert!(!proto::was_not_applied(&marked(refused(), false)));
     }
 
     /// A node's own failure is tried on another node; a read also after one

@@ -580,9 +580,14 @@ pub fn clash(a: SocketAddr, b: SocketAddr) -> bool {
 
 /// HOST:PORT with a host and a port number, e.g. 10.0.0.2:7100 or node:7100.
 pub fn check_host_port(flag: &str, addr: &str) -> Result<(), String> {
-    match port_of(addr).is_some_and(|port| port > 0) {
-        true => Ok(()),
-        false => Err(format!(
+    match port_of(addr) {
+        Some(0) => Err(format!(
+            "{flag} {addr:?} has port 0, which a listener takes as \"any free port\": nothing \
+             can be reached there; give the port the process listens on, like 127.0.0.1:7101 \
+             or node:7100"
+        )),
+        Some(_) => Ok(()),
+        None => Err(format!(
             "{flag} {addr:?} is not HOST:PORT; write it like 127.0.0.1:7101 or node:7100{}{}",
             ipv6_hint(addr, 7101),
             host_character_hint(addr)
@@ -847,6 +852,9 @@ mod tests {
                 "{err}"
             );
         }
+        // Port 0 is HOST:PORT, but no one listens there.
+        let err = check_host_port("--peers", "n1:0").unwrap_err();
+        assert!(err.starts_with("--peers \"n1:0\" has port 0"), "{err}");
         for wrong in [
             "[::1]",
             "[nonsense]:7100",

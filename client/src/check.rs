@@ -302,14 +302,23 @@ impl Workload {
 /// lost or could not be read back, or if nothing was acknowledged at all
 /// (exit 2 if `--duration` was too short to make a single write).
 pub async fn run(global: &Global, args: CheckArgs, mut stops: StopSignals) -> Result<(), Failure> {
-    // Connecting first proves the identity and that at least one address answers.
-    let conn = connect_unless_stopped(global, &mut stops).await?;
     let addrs: Vec<String> = global
         .addr
         .iter()
         .filter(|a| !a.is_empty())
         .cloned()
         .collect();
+    // Each key is read back through another address than the one that
+    // wrote it: one listed twice would be read back where it was written.
+    if let Some(twice) = (1..addrs.len()).find_map(|i| addrs[..i].iter().find(|a| **a == addrs[i]))
+    {
+        return Err(crate::connect::bad_addr(format!(
+            "--addr lists {twice} twice; check reads each key back through another address \
+             than the one that wrote it, so give each once (was one meant to be another port?)"
+        )));
+    }
+    // Connecting first proves the identity and that at least one address answers.
+    let conn = connect_unless_stopped(global, &mut stops).await?;
     let clients = addrs
         .iter()
         .map(|addr| conn.key_value_lazy(addr))

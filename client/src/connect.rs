@@ -32,7 +32,7 @@ pub struct Connection {
 
 /// A usage error about `--addr`, which says so if the address came from
 /// `CLUSTERLAB_ADDR`: the variable learners export most, and forget.
-fn bad_addr(message: String) -> Failure {
+pub(crate) fn bad_addr(message: String) -> Failure {
     match certs::flags::variable_tip_for::<crate::cli::Cli>("addr") {
         Some(tip) => Failure::usage(format!("{message}\n\n  tip: {tip}")),
         None => Failure::usage(message),

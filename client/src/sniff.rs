@@ -66,13 +66,30 @@ fn packet_socket() -> Result<Socket, Failure> {
         socket2::Type::RAW,
         Some(socket2::Protocol::from(i32::from(ETH_P_ALL.to_be()))),
     )
-    .map_err(|e| {
-        Failure::local(format!(
+    .map_err(socket_failure)
+}
+
+/// Why no packet socket could be opened, and what to do: the permission is
+/// the usual reason, but not the only one (a system without packet sockets
+/// refuses root too).
+#[cfg(target_os = "linux")]
+fn socket_failure(e: std::io::Error) -> Failure {
+    /// Linux's "address family not supported".
+    const EAFNOSUPPORT: i32 = 97;
+    let compose = "use the compose service: docker compose run --rm --no-deps sniff";
+    let unsupported =
+        e.kind() == std::io::ErrorKind::Unsupported || e.raw_os_error() == Some(EAFNOSUPPORT);
+    Failure::local(match e.kind() {
+        _ if unsupported => format!(
+            "cannot open a raw packet socket ({e}): this system has no packet sockets \
+             (AF_PACKET), as in WSL 1 or some sandboxes; {compose}"
+        ),
+        std::io::ErrorKind::PermissionDenied => format!(
             "cannot open a raw packet socket ({e}): sniffing needs CAP_NET_RAW. \
              Run it as root, by its full path since sudo resets PATH \
-             (sudo \"$(command -v clusterlab)\" sniff ...), \
-             or use the compose service: docker compose run --rm --no-deps sniff"
-        ))
+             (sudo \"$(command -v clusterlab)\" sniff ...), or {compose}"
+        ),
+        _ => format!("cannot open a raw packet socket ({e})"),
     })
 }
 
@@ -238,11 +255,29 @@ impl LoopbackEchoes {
 /// Where the capture went. In docker compose that is a path inside the sniff
 /// container: say where the host sees it.
 fn wrote(saved: usize, path: &Path) -> String {
+    let in_compose = Path::new(CAPTURES).is_dir();
+    wrote_where(
+        saved,
+        path,
+        std::path::absolute(path).ok().as_deref(),
+        in_compose,
+    )
+}
+
+/// [`wrote`], given where `path` is from the root, and whether this runs in
+/// the sniff container (its `/captures` is there).
+fn wrote_where(saved: usize, path: &Path, absolute: Option<&Path>, in_compose: bool) -> String {
     let packets = crate::render::counted(saved as u64, "packet", "packets");
     let mut said = format!("wrote {packets} to {}", path.display());
-    if path.starts_with(CAPTURES) {
+    let captured = absolute.is_some_and(|at| at.starts_with(CAPTURES));
+    if captured {
         said += " (in docker compose: on the host, in ./captures beside docker-compose.yml, \
                   or the directory CLUSTERLAB_CAPTURES names)";
+    } else if in_compose {
+        // `--rm` takes the container's own files with it.
+        said += "; in docker compose that is inside the sniff container, which `--rm` \
+                 removes, file and all: write under /captures (--pcap /captures/lab.pcap) to \
+                 find it on the host, in ./captures";
     }
     said
 }
@@ -1059,7 +1094,7 @@ fn h2_frame(buffer: &[u8], hpack: Hpack<'_>) -> Option<(usize, String)> {
                                     line,
                                     "  {} {}",
                                     String::from_utf8_lossy(&name),
-                                    String::from_utf8_lossy(&value).escape_debug()
+                                    proto::text::one_line(&String::from_utf8_lossy(&value))
                                 );
                             }
                         }
@@ -1178,7 +1213,7 @@ fn protobuf_text(mut bytes: &[u8], depth: usize) -> Option<Vec<String>> {
                         if !text.is_empty()
                             && text.chars().all(|c| !c.is_control() || c.is_whitespace()) =>
                     {
-                        texts.push(format!("{text:?}"));
+                        texts.push(quoted(text));
                     }
                     (None, _) => {
                         texts.extend(Some(readable_runs(field)).filter(|runs| !runs.is_empty()))
@@ -1189,6 +1224,12 @@ fn protobuf_text(mut bytes: &[u8], depth: usize) -> Option<Vec<String>> {
         }
     }
     Some(texts)
+}
+
+/// `text` in quotes, shown as the client shows a key ([`proto::text::one_line`]:
+/// no character in it can hide or drive the terminal), a quote in it escaped.
+fn quoted(text: &str) -> String {
+    format!("\"{}\"", proto::text::one_line(text).replace('"', "\\\""))
 }
 
 /// Reads a protobuf varint off the front of `bytes`.
@@ -1929,6 +1970,17 @@ mod tests {
         );
         // Printable runs alone glue the value to the next field's tag and length.
         assert!(readable_runs(&grpc(&put)).contains(r#""hunter2\" e439"#));
+        // A key is shown as the client shows it: no character in it hides,
+        // and a quote in it is escaped.
+        let hiding = proto::PutRequest {
+            key: "ad\u{34f}min".into(),
+            value: b"say \"hi\"".to_vec(),
+            ..put.clone()
+        };
+        assert_eq!(
+            readable(&grpc(&hiding)),
+            r#""ad\u{34f}min" "say \"hi\"" "e439b4fc55c4d29d6bf3c2671f3777de""#
+        );
 
         // Nested messages are read too; numbers are not text. A value with a
         // line break is still text.
@@ -1994,11 +2046,40 @@ mod tests {
 
     #[test]
     fn a_capture_in_the_compose_directory_says_where_the_host_sees_it() {
-        let said = wrote(3, Path::new("/captures/x.pcap"));
+        let at = |path: &str, absolute: &str, in_compose| {
+            wrote_where(3, Path::new(path), Some(Path::new(absolute)), in_compose)
+        };
+        let said = at("/captures/x.pcap", "/captures/x.pcap", true);
         assert!(said.starts_with("wrote 3 packets to /captures/x.pcap (in docker compose"));
         assert!(said.contains("./captures"), "{said}");
-        assert_eq!(wrote(1, Path::new("x.pcap")), "wrote 1 packet to x.pcap");
-        assert!(!wrote(1, Path::new("/capturesx/x.pcap")).contains("compose"));
+        // Written relative to the container's `/`, it is there too.
+        let said = at("captures/x.pcap", "/captures/x.pcap", true);
+        assert!(said.contains("on the host, in ./captures"), "{said}");
+        // Elsewhere in the container, it goes with it.
+        let said = at("x.pcap", "/x.pcap", true);
+        assert!(
+            said.contains("which `--rm` removes, file and all"),
+            "{said}"
+        );
+        assert_eq!(
+            at("x.pcap", "/home/me/x.pcap", false),
+            "wrote 3 packets to x.pcap"
+        );
+        assert!(!at("/capturesx/x.pcap", "/capturesx/x.pcap", false).contains("compose"));
+    }
+
+    /// Only a refused permission is told to run as root.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_socket_that_cannot_be_opened_says_why() {
+        let denied = socket_failure(std::io::Error::from_raw_os_error(1)).to_string();
+        assert!(denied.contains("sniffing needs CAP_NET_RAW"), "{denied}");
+        let unsupported = socket_failure(std::io::Error::from_raw_os_error(97)).to_string();
+        assert!(
+            unsupported.contains("this system has no packet sockets")
+                && !unsupported.contains("root"),
+            "{unsupported}"
+        );
     }
 
     #[test]

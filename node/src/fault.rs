@@ -33,7 +33,18 @@ impl Fault {
     /// Builds a fault from the wire request, checking its ranges.
     pub fn from_request(request: &proto::SetFaultRequest) -> Result<Self, Status> {
         if request.clear {
-            return Ok(Fault::default());
+            // Sent with a fault, it is a mistake to name, not a fault to drop.
+            let alone = proto::SetFaultRequest {
+                clear: true,
+                ..Default::default()
+            };
+            return match *request == alone {
+                true => Ok(Fault::default()),
+                false => Err(Status::invalid_argument(
+                    "clear removes every fault, so it comes alone: send it with no latency, \
+                     error rate, pause or peer, then the fault to set, if any",
+                )),
+            };
         }
         if !(0.0..=1.0).contains(&request.error_rate) {
             return Err(Status::invalid_argument(format!(
@@ -479,5 +490,22 @@ mod tests {
         };
         let fault = Fault::from_request(&request).unwrap();
         assert_eq!(fault.describe(), "latency 200ms, link to n2 cut");
+        // `clear` with a fault was taken as `clear` alone, the fault dropped
+        // without a word.
+        let err = Fault::from_request(&proto::SetFaultRequest {
+            clear: true,
+            ..request
+        })
+        .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(
+            err.message()
+                .starts_with("clear removes every fault, so it comes alone")
+        );
+        let alone = proto::SetFaultRequest {
+            clear: true,
+            ..Default::default()
+        };
+        assert_eq!(Fault::from_request(&alone).unwrap().describe(), "none");
     }
 }

@@ -245,7 +245,7 @@ fn a_write_on_a_node_that_hangs_is_not_sent_elsewhere_when_its_connection_is_giv
     );
     assert!(
         out.stderr
-            .contains("so the write was not sent to another node: its outcome is unknown"),
+            .contains("so the write was not sent to another node after it: its outcome is unknown"),
         "{}",
         out.stderr
     );

@@ -1494,6 +1494,23 @@ fn an_addr_that_is_not_host_port_is_refused_before_dialling() {
     assert!(out.stdout.starts_with("OK k "), "{}", out.stdout);
 }
 
+/// `check` reads each key back through another address than the one that
+/// wrote it: an address listed twice (a port left unchanged) would defeat
+/// that without a word, and is refused before anything is written.
+#[test]
+fn check_refuses_an_address_listed_twice() {
+    let out = tests::Client::bare()
+        .args(["--addr", "127.0.0.1:7101, 127.0.0.1:7101", "check"])
+        .run();
+    assert_eq!(out.code(), 2, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .starts_with("error: --addr lists 127.0.0.1:7101 twice; check reads each key back"),
+        "{}",
+        out.stderr
+    );
+}
+
 #[test]
 fn whoami_shows_tls_version_cipher_and_both_identities() {
     let cluster = TestCluster::start(1);
