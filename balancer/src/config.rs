@@ -105,6 +105,17 @@ pub struct Config {
     pub busy_poll: Duration,
 }
 
+/// Whether dialling `node` reaches this balancer, listening on `listen`:
+/// the same port, on the same IP, or on this machine's loopback when it
+/// listens on every address. (Another machine's address with the same port
+/// is another process: this cannot tell which addresses are this one's.)
+fn is_itself(listen: std::net::SocketAddr, node: std::net::SocketAddr) -> bool {
+    let ours = |ip: std::net::IpAddr| {
+        ip == listen.ip() || (listen.ip().is_unspecified() && ip.is_loopback())
+    };
+    listen.port() != 0 && node.port() == listen.port() && ours(node.ip())
+}
+
 impl Config {
     /// Checks what clap cannot: that there are nodes to send to, their
     /// addresses (no node twice), the name to resolve, and `--listen` and
@@ -124,7 +135,7 @@ impl Config {
             // balancer's, but in plaintext it was taken for a node that
             // never turned healthy, or one it forwarded requests to itself.
             if let (Some(listen), Ok(node)) = (listen, addr.parse())
-                && certs::flags::clash(listen, node)
+                && is_itself(listen, node)
             {
                 return Err(format!(
                     "--nodes lists {addr}, which is this balancer's own address (--listen {}); \
@@ -272,6 +283,18 @@ mod tests {
                 )),
                 "{err}"
             );
+        }
+        // Other machines' nodes on the same port are theirs.
+        for listen in ["0.0.0.0:7000", "[::]:7000"] {
+            let parsed = Config::try_parse_from([
+                "clusterlab-balancer",
+                "--listen",
+                listen,
+                "--nodes",
+                "10.0.0.5:7000,10.0.0.6:7000",
+            ])
+            .unwrap();
+            assert_eq!(parsed.validate(), Ok(()), "{listen}");
         }
     }
 }

@@ -310,6 +310,10 @@ pub async fn run(global: &Global, args: CheckArgs, mut stops: StopSignals) -> Re
         .collect();
     // Each key is read back through another address than the one that
     // wrote it: one listed twice would be read back where it was written.
+    // (Each one's own mistakes are named first.)
+    for addr in &addrs {
+        certs::flags::check_list_entry("--addr", addr).map_err(crate::connect::bad_addr)?;
+    }
     if let Some(twice) = (1..addrs.len()).find_map(|i| addrs[..i].iter().find(|a| **a == addrs[i]))
     {
         return Err(crate::connect::bad_addr(format!(

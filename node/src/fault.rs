@@ -35,6 +35,7 @@ impl Fault {
         if request.clear {
             // Sent with a fault, it is a mistake to name, not a fault to drop.
             let alone = proto::SetFaultRequest {
+                node: request.node.clone(),
                 clear: true,
                 ..Default::default()
             };
@@ -42,7 +43,8 @@ impl Fault {
                 true => Ok(Fault::default()),
                 false => Err(Status::invalid_argument(
                     "clear removes every fault, so it comes alone: send it with no latency, \
-                     error rate, pause or peer, then the fault to set, if any",
+                     error rate, pause or peer (the node's name is fine), then the fault to \
+                     set, if any",
                 )),
             };
         }
@@ -502,7 +504,9 @@ mod tests {
             err.message()
                 .starts_with("clear removes every fault, so it comes alone")
         );
+        // As the CLI sends it, with the node's name.
         let alone = proto::SetFaultRequest {
+            node: "n1".into(),
             clear: true,
             ..Default::default()
         };

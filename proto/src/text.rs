@@ -27,7 +27,8 @@ pub fn one_line(text: &str) -> String {
 /// around it (right-to-left overrides, zero-width spaces, Unicode's own line
 /// and paragraph separators, and the characters terminals draw as nothing:
 /// a soft hyphen, a grapheme joiner, fillers, tags, the invisible operators
-/// and the reserved ones among them), so that one key could
+/// and the reserved ones among them, the variation selectors' supplement,
+/// musical and shorthand format controls), so that one key could
 /// pass for another. Not the variation selectors, which emoji are written
 /// with.
 fn hides(c: char) -> bool {
@@ -46,7 +47,10 @@ fn hides(c: char) -> bool {
                 | '\u{3164}'
                 | '\u{feff}'
                 | '\u{ffa0}'
-                | '\u{e0000}'..='\u{e007f}'
+                | '\u{fff0}'..='\u{fff8}'
+                | '\u{1bca0}'..='\u{1bca3}'
+                | '\u{1d173}'..='\u{1d17a}'
+                | '\u{e0000}'..='\u{e0fff}'
         )
 }
 
@@ -133,8 +137,11 @@ mod tests {
         assert_eq!(one_line("admin\u{e0020}"), "admin\\u{e0020}");
         assert_eq!(one_line("ad\u{34f}min"), "ad\\u{34f}min");
         assert_eq!(one_line("ad\u{ad}min"), "ad\\u{ad}min");
-        // Nor one reserved, drawn as nothing too.
+        // Nor one reserved, drawn as nothing too, nor the rarer format
+        // controls and the supplement's variation selectors.
         assert_eq!(one_line("ad\u{2065}min"), "ad\\u{2065}min");
+        assert_eq!(one_line("admin\u{e0100}"), "admin\\u{e0100}");
+        assert_eq!(one_line("ad\u{1d173}min"), "ad\\u{1d173}min");
         // An emoji's variation selector is part of how it is written.
         assert_eq!(one_line("\u{2764}\u{fe0f}"), "\u{2764}\u{fe0f}");
     }
