@@ -810,23 +810,33 @@ fn put_young_on_n1_alone(cluster: &TestCluster, key: &str) {
 }
 
 /// Reads `key` through n3, as `get --json` answers it; `None` if n1, which
-/// holds the key, was not asked: n3 took it for suspect a moment (a busy
-/// machine), so the read found nothing or only what n2 and n3 held. Then it
-/// waits until n3 hears from n1 again, for the next try.
+/// holds the key, did not answer: n3 took it for suspect a moment (a busy
+/// machine) and did not ask it, or it answered after the second look's wait,
+/// so the read found nothing or only what n2 and n3 held. Then it waits until
+/// n3 hears from n1 again, for the next try.
 fn read_through_n3_asking_n1(cluster: &TestCluster, key: &str) -> Option<serde_json::Value> {
     let read = cluster.client_to(2).args(["--json", "get", key]).run();
     let json = (read.code() == 0).then(|| read.json());
     let asked_n1 = json.as_ref().is_some_and(|json| {
         json["trace"]["replicas"]
             .as_array()
-            .is_some_and(|replicas| replicas.iter().any(|r| r["node"] == "n1"))
+            .is_some_and(|replicas| {
+                replicas.iter().any(|r| {
+                    r["node"] == "n1" && (r["outcome"] == "ANSWERED" || r["outcome"] == "REPAIRED")
+                })
+            })
     });
     if !asked_n1 {
-        wait_until("n3 to hear from n1 again", SETTLE, || {
-            cluster.member_state(2, "n1") == Some("alive")
-        });
+        wait_for_n3_to_hear_from(cluster, "n1");
     }
     json.filter(|_| asked_n1)
+}
+
+/// Waits until n3 sees `member` alive (at once if it does).
+fn wait_for_n3_to_hear_from(cluster: &TestCluster, member: &str) {
+    wait_until(&format!("n3 to hear from {member} again"), SETTLE, || {
+        cluster.member_state(2, member) == Some("alive")
+    });
 }
 
 /// A read whose first R replicas hold nothing asks the other live replicas
@@ -851,6 +861,7 @@ fn a_read_whose_first_replicas_hold_nothing_asks_the_others_before_not_found() {
         first.sort();
         if first != ["n2", "n3"] {
             // n3 took n2 for suspect a moment (a busy machine), and asked n1 first.
+            wait_for_n3_to_hear_from(&cluster, "n2");
             continue;
         }
         if trace.report("n2").0 != "REPAIRED" || trace.report("n3").0 != "REPAIRED" {
@@ -927,6 +938,7 @@ fn a_read_after_a_newcomer_and_a_replica_that_missed_the_write_finds_the_write()
         first.sort();
         if first != ["n2", "n3"] || trace.report("n2").0 != "REPAIRED" {
             // n3 took n2 for suspect a moment, or anti-entropy filled n2.
+            wait_for_n3_to_hear_from(&cluster, "n2");
             continue;
         }
         trace.assert_asked_by_the_second_look("n1");
