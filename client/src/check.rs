@@ -789,6 +789,13 @@ fn report(work: &Workload, verified: &Verified, writing: Duration) -> Result<(),
                 "prefix": work.prefix,
                 "lost_keys": verified.lost,
                 "stale_keys": stale_keys,
+                // What was asked for, as the text's first line says (null:
+                // the cluster's default), and the W, R and N the answers
+                // said, which decide whether a key read stale is lost at once.
+                "addrs": work.addrs,
+                "write_quorum": work.args.write_quorum,
+                "read_quorum": work.args.read_quorum,
+                "quorums": work.quorums().map(|(w, r, n)| json!({"w": w, "r": r, "n": n})),
             })
         );
     } else {

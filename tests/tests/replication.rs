@@ -159,6 +159,11 @@ fn load(cluster: &TestCluster, n: u64) -> String {
         .ok();
     let json = out.json();
     assert!(json["acknowledged"].as_u64().unwrap() >= n, "{json}");
+    // It says what it was asked to do, and what the answers said.
+    let addrs = json["addrs"].as_array().unwrap();
+    assert_eq!(addrs.len(), cluster.nodes.len(), "{json}");
+    assert!(json["write_quorum"].is_null(), "{json}");
+    assert!(json["quorums"]["n"].as_u64() >= Some(1), "{json}");
     json["prefix"].as_str().unwrap().to_string()
 }
 
