@@ -106,14 +106,21 @@ pub struct Config {
 }
 
 /// Whether dialling `node` reaches this balancer, listening on `listen`:
-/// the same port, on the same IP, or on this machine's loopback when it
-/// listens on every address. (Another machine's address with the same port
-/// is another process: this cannot tell which addresses are this one's.)
+/// the same port, on the same IP, or on this machine's loopback (which
+/// dialling a wildcard address reaches too) when it listens on every address
+/// of that family. (Another machine's address with the same port is another
+/// process: this cannot tell which addresses are this one's.)
 fn is_itself(listen: std::net::SocketAddr, node: std::net::SocketAddr) -> bool {
-    let ours = |ip: std::net::IpAddr| {
-        ip == listen.ip() || (listen.ip().is_unspecified() && ip.is_loopback())
-    };
-    listen.port() != 0 && node.port() == listen.port() && ours(node.ip())
+    let (ours, theirs) = (listen.ip().to_canonical(), node.ip().to_canonical());
+    // Listening on every address (IPv6's takes IPv4's too) takes loopback.
+    let taken_by_wildcard = ours.is_unspecified()
+        && (theirs.is_loopback() || theirs.is_unspecified())
+        && (ours.is_ipv6() || theirs.is_ipv4());
+    // Dialling a wildcard reaches loopback of its family.
+    let reaches_loopback =
+        theirs.is_unspecified() && ours.is_loopback() && ours.is_ipv4() == theirs.is_ipv4();
+    let reached = theirs == ours || taken_by_wildcard || reaches_loopback;
+    listen.port() != 0 && node.port() == listen.port() && reached
 }
 
 impl Config {
@@ -284,17 +291,29 @@ mod tests {
                 "{err}"
             );
         }
-        // Other machines' nodes on the same port are theirs.
-        for listen in ["0.0.0.0:7000", "[::]:7000"] {
-            let parsed = Config::try_parse_from([
-                "clusterlab-balancer",
-                "--listen",
-                listen,
-                "--nodes",
-                "10.0.0.5:7000,10.0.0.6:7000",
-            ])
-            .unwrap();
-            assert_eq!(parsed.validate(), Ok(()), "{listen}");
+        // Nor one that dialling reaches it at: a wildcard, loopback.
+        let with = |listen: &str, node: &str| {
+            let nodes = format!("127.0.0.1:7101,{node}");
+            let args = ["clusterlab-balancer", "--listen", listen, "--nodes", &nodes];
+            Config::try_parse_from(args).unwrap().validate()
+        };
+        for (listen, node) in [
+            ("127.0.0.1:7000", "0.0.0.0:7000"),
+            ("[::]:7000", "0.0.0.0:7000"),
+            ("[::1]:7000", "[::]:7000"),
+            ("[::]:7000", "[::ffff:127.0.0.1]:7000"),
+        ] {
+            assert!(with(listen, node).is_err(), "{listen} {node}");
+        }
+        // Other machines' nodes on the same port are theirs, and an IPv4
+        // wildcard does not take IPv6's loopback.
+        for (listen, node) in [
+            ("0.0.0.0:7000", "10.0.0.5:7000"),
+            ("[::]:7000", "10.0.0.5:7000"),
+            ("0.0.0.0:7000", "[::1]:7000"),
+            ("127.0.0.1:7000", "127.0.0.2:7000"),
+        ] {
+            assert_eq!(with(listen, node), Ok(()), "{listen} {node}");
         }
     }
 }

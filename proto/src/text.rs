@@ -29,8 +29,8 @@ pub fn one_line(text: &str) -> String {
 /// a soft hyphen, a grapheme joiner, fillers, tags, the invisible operators
 /// and the reserved ones among them, the variation selectors' supplement,
 /// musical and shorthand format controls), so that one key could
-/// pass for another. Not the variation selectors, which emoji are written
-/// with.
+/// pass for another. Not the two variation selectors emoji are written with
+/// (U+FE0E, U+FE0F).
 fn hides(c: char) -> bool {
     c.is_control()
         || matches!(
@@ -45,6 +45,7 @@ fn hides(c: char) -> bool {
                 | '\u{2028}'..='\u{202e}'
                 | '\u{2060}'..='\u{206f}'
                 | '\u{3164}'
+                | '\u{fe00}'..='\u{fe0d}'
                 | '\u{feff}'
                 | '\u{ffa0}'
                 | '\u{fff0}'..='\u{fff8}'
@@ -142,8 +143,10 @@ mod tests {
         assert_eq!(one_line("ad\u{2065}min"), "ad\\u{2065}min");
         assert_eq!(one_line("admin\u{e0100}"), "admin\\u{e0100}");
         assert_eq!(one_line("ad\u{1d173}min"), "ad\\u{1d173}min");
-        // An emoji's variation selector is part of how it is written.
+        // An emoji's variation selector is part of how it is written; the
+        // others are drawn as nothing.
         assert_eq!(one_line("\u{2764}\u{fe0f}"), "\u{2764}\u{fe0f}");
+        assert_eq!(one_line("ad\u{fe00}min"), "ad\\u{fe00}min");
     }
 
     /// A flag's tags are how England's is written; tags that spell no flag,
