@@ -283,12 +283,8 @@ fn variable_behind(
     args: impl Iterator<Item = std::ffi::OsString>,
 ) -> Option<String> {
     // A flag on the command line wins over its variable: then it was typed.
-    let flag = format!("--{long}");
     let args: Vec<String> = args.filter_map(|a| a.into_string().ok()).collect();
-    let typed = args
-        .iter()
-        .take_while(|a| *a != "--")
-        .any(|a| *a == flag || a.starts_with(&format!("{flag}=")));
+    let typed = is_typed(long, &args);
     // The program's own flags, then those of the subcommand on the line
     // (`put --w` and `delete --w` have a variable each).
     let subcommand = args
@@ -298,6 +294,27 @@ fn variable_behind(
         .chain(subcommand)
         .find_map(|command| variable_holding(command, long, value));
     variable.filter(|_| !typed)
+}
+
+/// Whether `--long` is on the command line `args` (before a bare `--`).
+fn is_typed(long: &str, args: &[String]) -> bool {
+    let flag = format!("--{long}");
+    args.iter()
+        .take_while(|a| *a != "--")
+        .any(|a| *a == flag || a.starts_with(&format!("{flag}=")))
+}
+
+/// The variable a program's own flag `--long` took `value` from, when the
+/// flag was not typed and its variable (`CLUSTERLAB_LONG`) holds `value`:
+/// for a mistake found after the flags were read, which a learner should
+/// look for in a compose file's environment, not on the command line.
+pub fn variable_holding_value(long: &str, value: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args_os()
+        .filter_map(|a| a.into_string().ok())
+        .collect();
+    let variable = env_name("CLUSTERLAB", long);
+    let holds = std::env::var(&variable).is_ok_and(|held| held.trim() == value.trim());
+    (holds && !is_typed(long, &args)).then_some(variable)
 }
 
 /// The variable behind `command`'s `--long` flag, if it is set (to `value`,

@@ -150,7 +150,11 @@ impl Binding<'_> {
             port,
         } = *self;
         let hint = listen_hint(&e, resolved, flag, usual_port, port);
-        anyhow::anyhow!("cannot listen on {addr} ({flag}): {e}{hint}")
+        // In compose the value is in the environment, not on a command line.
+        let from = certs::flags::variable_holding_value(flag.trim_start_matches("--"), addr)
+            .map(|variable| format!(", from {variable}"))
+            .unwrap_or_default();
+        anyhow::anyhow!("cannot listen on {addr} ({flag}{from}): {e}{hint}")
     }
 }
 

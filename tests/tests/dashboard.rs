@@ -518,23 +518,34 @@ fn a_busy_dashboard_port_stops_the_balancer_and_says_what_to_do() {
     let cluster = TestCluster::start(1);
     let taken = TcpListener::bind("127.0.0.1:0").expect("a port to occupy");
     let busy = taken.local_addr().unwrap().to_string();
-    let mut balancer = Command::new(bin("clusterlab-balancer"))
-        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
-        .args(["--nodes", &cluster.addrs(), "--dashboard", &busy])
-        .arg("--certs")
-        .arg(&cluster.certs)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("running clusterlab-balancer");
-    // One that went on serving would otherwise hold the test for good.
-    let status = tests::exit_within(&mut balancer, SETTLE);
-    assert!(
-        status.is_some_and(|s| !s.success()),
-        "the balancer did not stop at a busy --dashboard port: {status:?}"
-    );
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut balancer.stderr.take().unwrap(), &mut stderr).unwrap();
-    for needle in [busy.as_str(), "--dashboard", "in use", "--dashboard off"] {
-        assert!(stderr.contains(needle), "no `{needle}` in: {stderr}");
+    // Given as a flag, then by its variable, as compose gives every setting,
+    // which the error names: it is on no command line a learner can see.
+    for (typed, from) in [
+        (true, "(--dashboard)"),
+        (false, "(--dashboard, from CLUSTERLAB_DASHBOARD)"),
+    ] {
+        let mut command = Command::new(bin("clusterlab-balancer"));
+        tests::without_clusterlab_env(&mut command)
+            .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+            .args(["--nodes", &cluster.addrs()])
+            .arg("--certs")
+            .arg(&cluster.certs)
+            .stderr(std::process::Stdio::piped());
+        match typed {
+            true => command.args(["--dashboard", &busy]),
+            false => command.env("CLUSTERLAB_DASHBOARD", &busy),
+        };
+        let mut balancer = command.spawn().expect("running clusterlab-balancer");
+        // One that went on serving would otherwise hold the test for good.
+        let status = tests::exit_within(&mut balancer, SETTLE);
+        assert!(
+            status.is_some_and(|s| !s.success()),
+            "the balancer did not stop at a busy --dashboard port: {status:?}"
+        );
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut balancer.stderr.take().unwrap(), &mut stderr).unwrap();
+        for needle in [busy.as_str(), from, "in use", "--dashboard off"] {
+            assert!(stderr.contains(needle), "no `{needle}` in: {stderr}");
+        }
     }
 }
