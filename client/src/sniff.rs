@@ -77,20 +77,22 @@ fn socket_failure(e: std::io::Error) -> Failure {
     /// Linux's "address family not supported".
     const EAFNOSUPPORT: i32 = 97;
     let compose = "use the compose service: docker compose run --rm --no-deps sniff";
-    let unsupported =
-        e.kind() == std::io::ErrorKind::Unsupported || e.raw_os_error() == Some(EAFNOSUPPORT);
-    Failure::local(match e.kind() {
-        _ if unsupported => format!(
-            "cannot open a raw packet socket ({e}): this system has no packet sockets \
-             (AF_PACKET), as in WSL 1 or some sandboxes; {compose}"
-        ),
-        std::io::ErrorKind::PermissionDenied => format!(
-            "cannot open a raw packet socket ({e}): sniffing needs CAP_NET_RAW. \
-             Run it as root, by its full path since sudo resets PATH \
-             (sudo \"$(command -v clusterlab)\" sniff ...), or {compose}"
-        ),
-        _ => format!("cannot open a raw packet socket ({e})"),
-    })
+    let why =
+        if e.kind() == std::io::ErrorKind::Unsupported || e.raw_os_error() == Some(EAFNOSUPPORT) {
+            format!(
+                "this system has no packet sockets (AF_PACKET), as in WSL 1 or some sandboxes; \
+             {compose}"
+            )
+        } else if e.kind() == std::io::ErrorKind::PermissionDenied {
+            format!(
+                "sniffing needs CAP_NET_RAW. Run it as root, by its full path since sudo resets \
+             PATH (sudo \"$(command -v clusterlab)\" sniff ...), or {compose}"
+            )
+        } else {
+            // Out of file descriptors or memory, say: the system's, for now.
+            format!("the system refused it for now; try again, or {compose}")
+        };
+    Failure::local(format!("cannot open a raw packet socket ({e}): {why}"))
 }
 
 /// Packet sockets (AF_PACKET) are Linux's; elsewhere the compose service,
@@ -2068,7 +2070,8 @@ mod tests {
         assert!(!at("/capturesx/x.pcap", "/capturesx/x.pcap", false).contains("compose"));
     }
 
-    /// Only a refused permission is told to run as root.
+    /// Only a refused permission is told to run as root; every refusal says
+    /// what to do.
     #[cfg(target_os = "linux")]
     #[test]
     fn a_socket_that_cannot_be_opened_says_why() {
@@ -2079,6 +2082,12 @@ mod tests {
             unsupported.contains("this system has no packet sockets")
                 && !unsupported.contains("root"),
             "{unsupported}"
+        );
+        // EMFILE: neither, and still a next step.
+        let other = socket_failure(std::io::Error::from_raw_os_error(24)).to_string();
+        assert!(
+            other.contains("try again, or use the compose service") && !other.contains("root"),
+            "{other}"
         );
     }
 

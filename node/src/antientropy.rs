@@ -725,12 +725,21 @@ fn batches(keys: Vec<String>, max_bytes: usize) -> Vec<Vec<String>> {
 /// records that changed something. If the stream fails (or brings a record
 /// with a version no clock can follow), the records that arrived before are
 /// written all the same, then the failure is returned.
+///
+/// A peer streams what it held when the stream began, however long it runs.
+/// A record that arrives later than the tombstone grace may be older than a
+/// delete this node took meanwhile and has since forgotten (the tombstone
+/// collected): written, it would bring the deleted key back. So a stream's
+/// records are written for half the grace at most; those not yet written
+/// then are left for the next round to ask for again.
 async fn copy(
     state: &Arc<NodeState>,
     client: &mut ReplicaClient<Channel>,
     request: RangeRequest,
     copied: &mut usize,
 ) -> std::result::Result<(), String> {
+    let opened = tokio::time::Instant::now();
+    let write_until = opened + state.tombstone_grace / 2;
     let mut stream = open_range(client, request).await?;
     let mut batch: Vec<Record> = Vec::new();
     let mut bytes = 0;
@@ -743,6 +752,16 @@ async fn copy(
                 None
             }
         };
+        if tokio::time::Instant::now() >= write_until {
+            return Err(format!(
+                "the peer's records took {:?} to come, more than half the tombstone grace \
+                 ({:?}): those not yet written ({}) could be older than a delete whose \
+                 tombstone was collected meanwhile, so they are asked for again next round",
+                opened.elapsed(),
+                state.tombstone_grace,
+                batch.len() + usize::from(next.is_some()),
+            ));
+        }
         let done = next.is_none();
         if let Some(record) = next {
             let record = Record::from(record);
@@ -1095,6 +1114,36 @@ mod tests {
                 .unwrap();
             assert_eq!(held, ["k0", "k1", "k2"], "{failed}");
         }
+    }
+
+    /// A peer's records date from when its stream began. Past half the
+    /// tombstone grace, one could be older than a delete whose tombstone
+    /// was collected since, and would bring the key back: a stream that
+    /// runs that long has the rest of its records left for the next round.
+    #[tokio::test(start_paused = true)]
+    async fn records_that_come_after_half_the_tombstone_grace_are_not_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = crate::in_process::node_state(dir.path());
+        // Steady progress (no stall), for longer than half the grace.
+        let gap = PEER_TIMEOUT * 9 / 10;
+        let count = (state.tombstone_grace / 2).as_secs() / gap.as_secs() + 2;
+        let mut slow = client_of(ScriptedPeer {
+            gap,
+            count: count as usize,
+            end: None,
+        })
+        .await;
+        let mut copied = 0;
+        let failed = copy(&state, &mut slow, RangeRequest::default(), &mut copied).await;
+        let failed = failed.unwrap_err();
+        assert!(
+            failed.contains("more than half the tombstone grace")
+                && failed.contains("asked for again next round"),
+            "{failed}"
+        );
+        assert_eq!(copied, 0, "{failed}");
+        let held = state.store.run(|s| s.get("k0")).await.unwrap();
+        assert_eq!(held, None, "{failed}");
     }
 
     fn record(key: &str, wall_ms: u64) -> Record {

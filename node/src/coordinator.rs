@@ -157,8 +157,9 @@ struct Plan {
 /// When a write was found overdue, for [`Coordinator::refuse_if_overdue`]'s message.
 #[derive(Debug, Clone, Copy)]
 enum Overdue<'a> {
-    /// As it arrived: nothing was done.
-    OnArrival,
+    /// As it arrived: this attempt did nothing, though an earlier one may
+    /// have, when it is a `retry`.
+    OnArrival { retry: bool },
     /// After a retry looked for its first attempt, and found it on too few
     /// replicas: those copies stay.
     AfterLookingForTheFirstAttempt,
@@ -390,7 +391,7 @@ impl Coordinator {
                 other => other,
             })?;
         // Its sender may have given up on it already: nothing to look for.
-        self.refuse_if_overdue(&key, write_by, Overdue::OnArrival)?;
+        self.refuse_if_overdue(&key, write_by, Overdue::OnArrival { retry })?;
         // A retry of a write that did get through (its answer was lost, say)
         // must not become a second write: look for it first. Found on fewer
         // than W replicas, it did not get through: the first attempt failed
@@ -428,7 +429,7 @@ impl Coordinator {
         // Looking for a retry's first attempt takes replica round trips.
         let checked = match retry && !request_id.is_empty() {
             true => Overdue::AfterLookingForTheFirstAttempt,
-            false => Overdue::OnArrival,
+            false => Overdue::OnArrival { retry },
         };
         self.refuse_if_overdue(&key, write_by, checked)?;
         let mut trace = TraceBuilder::new(&self.state.name, plan.quorum);
@@ -496,12 +497,19 @@ impl Coordinator {
         };
         let name = &self.state.name;
         Err(Error::DeadlineExceeded(match when {
-            Overdue::OnArrival => {
+            Overdue::OnArrival { retry } => {
                 warn!(key = %escaped(key), overdue = ?late, "refused a write that arrived after its deadline");
+                let earlier = match retry {
+                    true => {
+                        "; it is a retry, and an earlier attempt may have been applied, so read \
+                         the key before writing it again"
+                    }
+                    false => "",
+                };
                 format!(
                     "{name} received this write {late:?} after its deadline had passed (it \
                      waited in a queue or in a process that was stopped, or the sender's clock \
-                     and this node's disagree), and did not apply it"
+                     and this node's disagree), and did not apply it{earlier}"
                 )
             }
             Overdue::AfterLookingForTheFirstAttempt => {
@@ -1222,6 +1230,18 @@ mod tests {
                 assert!(!why.contains("did not apply it"), "{why}");
             }
             other => panic!("not refused as overdue: {other:?}"),
+        }
+        // Overdue on arrival: this attempt did nothing, and a retry's words
+        // say an earlier one may have done something.
+        for retry in [false, true] {
+            match coordinator.refuse_if_overdue("k", Some(passed), Overdue::OnArrival { retry }) {
+                Err(Error::DeadlineExceeded(why)) => assert_eq!(
+                    why.contains("an earlier attempt may have been applied"),
+                    retry,
+                    "{why}"
+                ),
+                other => panic!("not refused as overdue: {other:?}"),
+            }
         }
         let due = proto::deadline::write_by(Duration::from_secs(60));
         assert!(coordinator.refuse_if_overdue("k", Some(due), again).is_ok());

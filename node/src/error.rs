@@ -2,6 +2,15 @@
 
 use std::path::PathBuf;
 
+/// ", from CLUSTERLAB_DATA_DIR" when `--data-dir` was not typed and that
+/// variable holds `path`; nothing otherwise.
+fn given_by(path: &std::path::Path) -> String {
+    path.to_str()
+        .and_then(|dir| certs::flags::variable_holding_value("data-dir", dir))
+        .map(|variable| format!(" (from {variable})"))
+        .unwrap_or_default()
+}
+
 /// Everything a node operation can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -9,8 +18,11 @@ pub enum Error {
     /// The message names what was wrong and what is allowed.
     #[error("{0}")]
     InvalidArgument(String),
-    /// The data directory cannot be used.
-    #[error("cannot use data directory {path}: {cause}")]
+    /// The data directory cannot be used. The message names the variable
+    /// the directory came from when it was not typed (compose gives
+    /// `CLUSTERLAB_DATA_DIR`), since the advice is to give `--data-dir`
+    /// another.
+    #[error("cannot use data directory {}{}: {cause}", path.display(), given_by(path))]
     DataDir { path: PathBuf, cause: String },
     /// The disk or the database failed underneath us.
     #[error("storage error: {0}")]

@@ -313,11 +313,20 @@ where
                 } else if begun {
                     format!("{gave_up}; a read changes nothing, so it is safe to send again")
                 } else {
-                    format!(
+                    let before = format!(
                         "{gave_up} before starting it (its message had not arrived, or it was \
-                         held by --capacity, a pause or added latency): nothing was changed, so \
-                         it is safe to send again"
-                    )
+                         held by --capacity, a pause or added latency)"
+                    );
+                    match retry && write {
+                        true => format!(
+                            "{before}: this attempt changed nothing, but it is a retry, and an \
+                             earlier attempt may have been applied, so read the key before \
+                             writing it again"
+                        ),
+                        false => {
+                            format!("{before}: nothing was changed, so it is safe to send again")
+                        }
+                    }
                 });
                 // Not begun, it changed nothing: marked so, as every refusal
                 // before any work is (`clusterlab check` counts it failed,
@@ -660,6 +669,14 @@ mod tests {
         let status = kv.put(retry).await.unwrap_err();
         assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
         assert!(!proto::was_not_applied(&status), "{status:?}");
+        // Nor do its words say nothing was changed.
+        assert!(
+            status.message().ends_with(
+                "this attempt changed nothing, but it is a retry, and an earlier \
+                     attempt may have been applied, so read the key before writing it again"
+            ),
+            "{status:?}"
+        );
 
         let mut sooner = tonic::Request::new(get("k"));
         sooner.set_timeout(Duration::from_millis(50));

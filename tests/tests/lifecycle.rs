@@ -750,6 +750,8 @@ fn a_port_in_use_is_one_clear_line() {
     );
 }
 
+/// Given as a flag, then by its variable, as compose gives it: the error
+/// names the variable then, since its advice is to give --data-dir another.
 #[test]
 fn an_unwritable_data_dir_is_one_clear_line() {
     let mut cluster = TestCluster::start(1);
@@ -757,13 +759,31 @@ fn an_unwritable_data_dir_is_one_clear_line() {
     // A data directory inside a regular file cannot be created, even by root.
     let file = cluster.dir().join("a-file");
     std::fs::write(&file, "").unwrap();
-    let (code, stderr) = refuses_to_start(cluster.node_command_in(0, &file.join("data")));
-    assert_ne!(code, 0);
-    let line = error_line(&stderr);
-    assert!(
-        line.contains("cannot use data directory") && line.contains("a-file"),
-        "{line}"
-    );
+    let data = file.join("data");
+    let shown = format!("cannot use data directory {}", data.display());
+    let by_variable = {
+        let node = &cluster.nodes[0];
+        let mut command = std::process::Command::new(tests::bin("clusterlab-node"));
+        tests::without_clusterlab_env(&mut command)
+            .args(["--name", &node.name, "--listen", &node.addr.to_string()])
+            .arg("--certs")
+            .arg(&cluster.certs)
+            .env("CLUSTERLAB_DATA_DIR", &data)
+            .stdin(Stdio::null());
+        command
+    };
+    for (command, named) in [
+        (cluster.node_command_in(0, &data), format!("{shown}: ")),
+        (by_variable, format!("{shown} (from CLUSTERLAB_DATA_DIR): ")),
+    ] {
+        let (code, stderr) = refuses_to_start(command);
+        assert_ne!(code, 0);
+        let line = error_line(&stderr);
+        assert!(
+            line.contains(&named) && line.contains("give --data-dir a directory"),
+            "no `{named}` in: {line}"
+        );
+    }
 }
 
 /// A log filter that does not parse is named, with what one looks like,
