@@ -51,17 +51,16 @@ use std::{
     time::Duration,
 };
 
-use proto::{
-    DigestRequest, RangeDigest, RangeRequest, member::State, replica_client::ReplicaClient,
-};
+use proto::{DigestRequest, RangeDigest, RangeRequest, member::State};
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
-use tonic::{Streaming, transport::Channel};
+use tonic::Streaming;
 use tracing::{debug, info, warn};
 
 use crate::{
     Result, handoff,
     placement::{RANGES, Ring, range_of, record_hash},
+    replica::PeerClient,
     state::NodeState,
     store::{Record, Store},
     tombstones,
@@ -734,7 +733,7 @@ fn batches(keys: Vec<String>, max_bytes: usize) -> Vec<Vec<String>> {
 /// then are left for the next round to ask for again.
 async fn copy(
     state: &Arc<NodeState>,
-    client: &mut ReplicaClient<Channel>,
+    client: &mut PeerClient,
     request: RangeRequest,
     copied: &mut usize,
 ) -> std::result::Result<(), String> {
@@ -803,7 +802,7 @@ fn well_versioned(
 /// Streams what `request` asks for from a peer, whole (keys and versions
 /// only, for step 2).
 async fn pull(
-    client: &mut ReplicaClient<Channel>,
+    client: &mut PeerClient,
     request: RangeRequest,
 ) -> std::result::Result<Vec<Record>, String> {
     let mut stream = open_range(client, request).await?;
@@ -817,7 +816,7 @@ async fn pull(
 /// Asks a peer for the records `request` names. The deadlines are on
 /// progress ([`next_record`]), not on the whole stream, which may be long.
 async fn open_range(
-    client: &mut ReplicaClient<Channel>,
+    client: &mut PeerClient,
     request: RangeRequest,
 ) -> std::result::Result<Streaming<proto::Record>, String> {
     tokio::time::timeout(PEER_TIMEOUT, client.stream_range(request))
@@ -1037,10 +1036,10 @@ mod tests {
         }
     }
 
-    async fn client_of(peer: ScriptedPeer) -> ReplicaClient<Channel> {
+    async fn client_of(peer: ScriptedPeer) -> PeerClient {
         let router = tonic::transport::Server::builder()
             .add_service(proto::replica_server::ReplicaServer::new(peer));
-        ReplicaClient::new(crate::in_process::channel(router).await)
+        crate::replica::client_for(crate::in_process::channel(router).await, "n2")
     }
 
     /// A stream from a peer may run long, if records keep coming: the

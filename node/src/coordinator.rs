@@ -355,10 +355,7 @@ impl Coordinator {
         Ok(record.map(Record::from))
     }
 
-    fn peer(
-        &self,
-        replica: &str,
-    ) -> ReplicaResult<proto::replica_client::ReplicaClient<tonic::transport::Channel>> {
+    fn peer(&self, replica: &str) -> ReplicaResult<crate::replica::PeerClient> {
         if let Err(cut) = self.state.faults.check_link(Some(replica)) {
             return Err(ReplicaError::Failed(cut.message().to_string()));
         }

@@ -30,7 +30,13 @@ use tokio::sync::watch;
 use tonic::transport::Channel;
 use tracing::{debug, info, warn};
 
-use crate::{events::Events, fault::Faults, limits::MAX_MESSAGE_BYTES, placement::Ring};
+use crate::{
+    events::Events,
+    fault::Faults,
+    limits::MAX_MESSAGE_BYTES,
+    placement::Ring,
+    replica::{self, PeerClient},
+};
 
 /// How long a node tries to reach itself at its advertised address
 /// ([`Membership::check_advertised`]).
@@ -405,11 +411,14 @@ impl Membership {
         slot.lock().expect("session slot poisoned").clone()
     }
 
-    /// A `Replica` client for member `name`, if it is known.
-    pub fn client(&self, name: &str) -> Option<ReplicaClient<Channel>> {
+    /// A `Replica` client for member `name`, if it is known. Its calls name
+    /// the member, and a node answering at its address under another name
+    /// refuses them ([`replica::TO_HEADER`]).
+    pub fn client(&self, name: &str) -> Option<PeerClient> {
         let mut inner = self.lock();
         let addr = inner.peers.get(name)?.addr.clone();
-        self.channel(&mut inner, &addr).map(replica_client)
+        self.channel(&mut inner, &addr)
+            .map(|channel| replica::client_for(channel, name))
     }
 
     /// This node as a `Member` record, for probes and their answers.

@@ -14,22 +14,61 @@ use certs::repeats::{self, Repeats};
 use futures::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::{Request, Response, Status};
+use tonic::{
+    Request, Response, Status,
+    metadata::AsciiMetadataValue,
+    service::{Interceptor, interceptor::InterceptedService},
+    transport::Channel,
+};
 use tracing::warn;
 
 use proto::{
     DigestRequest, DigestResponse, LocalScanRequest, LocalScanResponse, ProbeRequest,
     ProbeResponse, RangeDigest, RangeRequest, ReadRequest, ReadResponse, WriteRequest,
-    WriteResponse, replica_server::Replica,
+    WriteResponse, replica_client::ReplicaClient, replica_server::Replica,
 };
 
 use crate::{
     antientropy::Shared,
-    limits::{self, Validate},
+    limits::{self, MAX_MESSAGE_BYTES, Validate},
     state::NodeState,
     store::Record,
     telemetry::escaped,
 };
+
+/// Metadata on every `Replica` call but a probe: the name of the member the
+/// call is meant for. An address can change hands: a member stops, and
+/// another node starts on its port before the others have found the member
+/// gone. The node there answers only for itself, or its one disk would count
+/// as two replicas' copies of a write.
+pub const TO_HEADER: &str = "clusterlab-to";
+
+/// A `Replica` client for one member: each of its calls names the member
+/// ([`TO_HEADER`]).
+pub type PeerClient = ReplicaClient<InterceptedService<Channel, Addressed>>;
+
+/// A `Replica` client over `channel` whose calls are meant for `member`.
+pub fn client_for(channel: Channel, member: &str) -> PeerClient {
+    // Names are a-z, 0-9 and a few marks (checked as they arrive), so
+    // always a valid value; were one not, its calls would go unaddressed.
+    let to = AsciiMetadataValue::try_from(member).ok();
+    ReplicaClient::with_interceptor(channel, Addressed(to))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+/// Names the member a call is meant for ([`TO_HEADER`]).
+#[derive(Debug, Clone)]
+pub struct Addressed(Option<AsciiMetadataValue>);
+
+impl Interceptor for Addressed {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(to) = &self.0 {
+            request.metadata_mut().insert(TO_HEADER, to.clone());
+        }
+        Ok(request)
+    }
+}
 
 /// Serves `clusterlab.v1.Replica`.
 #[derive(Debug, Clone)]
@@ -45,6 +84,21 @@ impl ReplicaService {
         ReplicaService {
             state,
             late: Arc::default(),
+        }
+    }
+
+    /// Refuses a call meant for another member ([`TO_HEADER`]): this node
+    /// answers at an address the caller still has for that member. A call
+    /// that names no member (from a tool) is this node's.
+    fn for_me<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let me = &self.state.name;
+        match request.metadata().get(TO_HEADER).map(|to| to.to_str()) {
+            Some(Ok(to)) if to != me => Err(Status::unavailable(format!(
+                "{me} answers at this address, not {to}: {to} has left it (stopped or moved), \
+                 and {me} does not answer for another member, whose copies it does not hold",
+                to = escaped(to)
+            ))),
+            _ => Ok(()),
         }
     }
 
@@ -64,6 +118,7 @@ impl Replica for ReplicaService {
         &self,
         request: Request<WriteRequest>,
     ) -> Result<Response<WriteResponse>, Status> {
+        self.for_me(&request)?;
         let write_by = crate::kv::write_by(&request);
         let request = request.into_inner();
         self.state.faults.enter(Some(&request.from)).await?;
@@ -103,6 +158,7 @@ impl Replica for ReplicaService {
     }
 
     async fn read(&self, request: Request<ReadRequest>) -> Result<Response<ReadResponse>, Status> {
+        self.for_me(&request)?;
         let request = request.into_inner();
         self.state.faults.enter(Some(&request.from)).await?;
         request.validate()?;
@@ -138,6 +194,7 @@ impl Replica for ReplicaService {
         &self,
         request: Request<DigestRequest>,
     ) -> Result<Response<DigestResponse>, Status> {
+        self.for_me(&request)?;
         let request = request.into_inner();
         self.state.faults.enter(Some(&request.for_node)).await?;
         request.validate()?;
@@ -172,6 +229,7 @@ impl Replica for ReplicaService {
         &self,
         request: Request<RangeRequest>,
     ) -> Result<Response<RecordStream>, Status> {
+        self.for_me(&request)?;
         let request = request.into_inner();
         self.state.faults.enter(Some(&request.for_node)).await?;
         request.validate()?;
@@ -212,6 +270,7 @@ impl Replica for ReplicaService {
         &self,
         request: Request<LocalScanRequest>,
     ) -> Result<Response<LocalScanResponse>, Status> {
+        self.for_me(&request)?;
         let request = request.into_inner();
         self.state.faults.enter(Some(&request.from)).await?;
         request.validate()?;
@@ -286,6 +345,47 @@ mod tests {
             ..proto::Record::default()
         };
         assert_eq!(listed, [expected]);
+    }
+
+    /// An address can change hands: a member stops and another node starts
+    /// on its port. Calls meant for the member are refused there, or the
+    /// other node's one disk would count as two replicas' copies; a tool's
+    /// call, which names no member, is answered.
+    #[tokio::test]
+    async fn a_call_meant_for_another_member_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = crate::in_process::node_state(dir.path());
+        let router = tonic::transport::Server::builder().add_service(
+            proto::replica_server::ReplicaServer::new(ReplicaService::new(state.clone())),
+        );
+        let channel = crate::in_process::channel(router).await;
+        let in_time = || write("k", unix_ms() + 60_000);
+
+        let mut meant_for_n3 = client_for(channel.clone(), "n3");
+        let refused = meant_for_n3.write(in_time()).await.unwrap_err();
+        assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+        assert!(
+            refused
+                .message()
+                .starts_with("n1 answers at this address, not n3"),
+            "{refused:?}"
+        );
+        let read = ReadRequest {
+            key: "k".into(),
+            from: "n2".into(),
+        };
+        let refused = meant_for_n3.read(read.clone()).await.unwrap_err();
+        assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+        assert!(state.store.get("k").unwrap().is_none());
+
+        client_for(channel.clone(), "n1")
+            .write(in_time())
+            .await
+            .unwrap();
+        assert!(state.store.get("k").unwrap().is_some());
+        let mut unaddressed = ReplicaClient::new(channel);
+        let answer = unaddressed.read(read).await.unwrap().into_inner();
+        assert!(answer.record.is_some(), "{answer:?}");
     }
 
     /// A write held here past the moment it had to be applied by is refused

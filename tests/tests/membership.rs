@@ -191,6 +191,45 @@ fn a_node_with_the_same_name_is_reported_not_joined() {
     }
 }
 
+/// An address can change hands: n3 stops, and n4 starts on its port before
+/// the others have found n3 dead. n1's calls meant for n3 reach n4 there,
+/// which refuses them: answered, its one disk would count as both n3's copy
+/// and its own, and a write could be acknowledged on fewer than W disks.
+#[test]
+fn a_node_on_a_stopped_members_port_does_not_answer_for_it() {
+    let mut cluster = TestCluster::start_with(3, &["--dead-after", "120s"]);
+    cluster.kill(2);
+    cluster.nodes[2].name = "n4".into();
+    cluster.start_node(2);
+    wait_until("n1 to hear from n4", SETTLE, || {
+        cluster.member_state(0, "n4") == Some("alive")
+    });
+    let acked = proto::replica_report::Outcome::Acked;
+    let refused = "n4 answers at this address, not n3";
+    let mut refusals = 0;
+    // With four members and N = 3, half the keys have both n3 and n4 as
+    // replicas; n3 stays in the ring, suspect, for its --dead-after.
+    for i in 0..40 {
+        let trace = tests::block_on(async {
+            let mut client = cluster.key_value(0).await.unwrap();
+            let request = proto::PutRequest {
+                key: format!("k{i}"),
+                value: b"v".to_vec(),
+                ..proto::PutRequest::default()
+            };
+            client.put(request).await.unwrap().into_inner().trace.unwrap()
+        });
+        let outcome_of = |name: &str| trace.replicas.iter().find(|r| r.node == name);
+        let both = [outcome_of("n3"), outcome_of("n4")]
+            .iter()
+            .all(|r| r.is_some_and(|r| r.outcome() == acked));
+        assert!(!both, "n4's disk counted as n3's copy too: {trace:?}");
+        refusals += usize::from(outcome_of("n3").is_some_and(|r| r.detail.contains(refused)));
+    }
+    // The calls did reach n4 at n3's address, and were refused.
+    assert!(refusals > 0, "no call meant for n3 reached n4");
+}
+
 /// A node restarted at another address (a new port, with static `--peers`)
 /// is found there: its peers hear from it at the new address, probe it there,
 /// and take it for the same member, moved. (They used to go on probing the
