@@ -109,9 +109,9 @@ struct Addresses {
     /// must be unique, so it is not taken for a member (or for this node).
     namesakes: BTreeSet<String>,
     /// Members that advertise an address where another node answers (this
-    /// one, even), and that address: each is dialled where it answered
-    /// instead ([`Membership::answered`]), and what it gossips of itself
-    /// there is not learned ([`learn`]).
+    /// one, even), or that has never answered, and that address: each is
+    /// dialled where it answered instead ([`Membership::answered`]), and
+    /// what it gossips of itself there is not learned ([`learn`]).
     misadvertised: HashMap<String, String>,
     /// Seeds that have not answered yet: since when, and the reason last
     /// logged. A seed still unreachable after [`SEED_PATIENCE`] is a warning
@@ -685,16 +685,21 @@ impl Membership {
         };
         // An address where another node answers is not this member's,
         // whatever it advertises (a copied --advertise): every call meant
-        // for it would reach the other, this node itself even, and count as
-        // its copy. It is dialled where it answered instead, for as long as
-        // it advertises that address (what answers there may come and go).
+        // for it would reach the other, this node itself even. Nor is one
+        // that has never answered from here, while the member answers where
+        // it was found (a typo, or a host name only its own machine
+        // resolves): dialled there, it would turn suspect, answer again
+        // where it was found, and be dialled there again, for good. It is
+        // dialled where it answered instead, for as long as it advertises
+        // that address (what answers there may come and go).
         let addresses = &mut inner.addresses;
+        let taken = advertised == self.advertise
+            || addresses.own.contains(&advertised)
+            || (addresses.answered_as.get(&advertised)).is_some_and(|other| *other != them.name);
+        let unreached = addresses.silent.contains(&advertised)
+            && !addresses.answered_as.contains_key(&advertised);
         let misadvertised = advertised != addr
-            && (advertised == self.advertise
-                || addresses.own.contains(&advertised)
-                || addresses.misadvertised.get(&them.name) == Some(&advertised)
-                || (addresses.answered_as.get(&advertised))
-                    .is_some_and(|other| *other != them.name));
+            && (taken || unreached || addresses.misadvertised.get(&them.name) == Some(&advertised));
         let advertised = match misadvertised {
             false => {
                 addresses.misadvertised.remove(&them.name);
@@ -704,7 +709,11 @@ impl Membership {
                 let before =
                     (addresses.misadvertised).insert(them.name.clone(), advertised.clone());
                 if before.as_ref() != Some(&advertised) {
-                    say_misadvertised(&them.name, &advertised, &addr);
+                    let why = match taken {
+                        true => Misadvertised::Taken,
+                        false => Misadvertised::Unreached,
+                    };
+                    say_misadvertised(&them.name, &advertised, &addr, why);
                 }
                 addr
             }
@@ -782,7 +791,7 @@ impl Membership {
             let Some((own, _)) = answered.find(|(a, n)| **n == peer.name && *a != addr) else {
                 continue;
             };
-            say_misadvertised(&peer.name, addr, own);
+            say_misadvertised(&peer.name, addr, own, Misadvertised::Taken);
             addresses
                 .misadvertised
                 .insert(peer.name.clone(), peer.addr.clone());
@@ -910,12 +919,29 @@ impl Membership {
 
 /// Logs that `member` advertises `advertised`, where another node answers,
 /// and is dialled where it answered instead.
-fn say_misadvertised(member: &str, advertised: &str, dialled: &str) {
-    warn!(
-        %member, %advertised, %dialled,
-        "a member advertises an address where another node answers; dialling it where it \
-         answered (its --advertise is wrong)"
-    );
+fn say_misadvertised(member: &str, advertised: &str, dialled: &str, why: Misadvertised) {
+    match why {
+        Misadvertised::Taken => warn!(
+            %member, %advertised, %dialled,
+            "a member advertises an address where another node answers; dialling it where it \
+             answered (its --advertise is wrong)"
+        ),
+        Misadvertised::Unreached => warn!(
+            %member, %advertised, %dialled,
+            "a member advertises an address that has never answered from here; dialling it \
+             where it answered (check its --advertise, or, without one, that its host name \
+             resolves to it from other machines)"
+        ),
+    }
+}
+
+/// Why a member is not dialled at the address it advertises.
+#[derive(Debug, Clone, Copy)]
+enum Misadvertised {
+    /// Another node answers there.
+    Taken,
+    /// Nothing has ever answered there, while the member answers elsewhere.
+    Unreached,
 }
 
 /// Every address worth probing this round.
@@ -1508,6 +1534,37 @@ mod tests {
             now,
         );
         assert_eq!(addr_of(&inner, "n5"), n5);
+    }
+
+    /// A member that advertises an address that never answers from here
+    /// (a typo, or a host name only its own machine resolves), found at a
+    /// seed that does answer, is dialled at the seed once the advertised
+    /// address has failed: it used to turn suspect there, answer again at
+    /// the seed, and be dialled at the advertised address again, for good.
+    #[test]
+    fn a_member_advertising_an_address_that_never_answers_is_dialled_where_it_answered() {
+        let m = membership(Duration::from_secs(10));
+        let (seed, nowhere) = ("127.0.0.1:7102", "n2.invalid:7100");
+        let t0 = Instant::now();
+        for round in 0..20 {
+            let targets = probe_targets(&m.lock());
+            let answers = targets
+                .into_iter()
+                .map(|addr| {
+                    let answer = match addr == seed {
+                        true => Ok(answer("n2", nowhere, &[])),
+                        false => Err("no answer".to_string()),
+                    };
+                    (addr, answer)
+                })
+                .collect();
+            m.tally(answers, t0 + Duration::from_millis(500) * round);
+        }
+        assert_eq!(m.lock().peers["n2"].addr, seed);
+        assert_eq!(state(&m, "n2"), Some(State::Alive));
+        let (history, _) = m.events.subscribe();
+        let suspect = history.iter().filter(|e| e.kind == "member.suspect");
+        assert!(suspect.count() <= 1, "{history:?}");
     }
 
     #[test]

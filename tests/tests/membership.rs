@@ -217,7 +217,13 @@ fn a_node_on_a_stopped_members_port_does_not_answer_for_it() {
                 value: b"v".to_vec(),
                 ..proto::PutRequest::default()
             };
-            client.put(request).await.unwrap().into_inner().trace.unwrap()
+            client
+                .put(request)
+                .await
+                .unwrap()
+                .into_inner()
+                .trace
+                .unwrap()
         });
         let outcome_of = |name: &str| trace.replicas.iter().find(|r| r.node == name);
         let both = [outcome_of("n3"), outcome_of("n4")]
