@@ -85,6 +85,34 @@ pub const FORGET_GONE_AFTER: Duration = Duration::from_secs(300);
 const GONE_REASON: &str = "its address no longer resolves (its container was stopped or removed); \
                            forgotten after 5 min unless it comes back";
 
+/// A gone node's health, now that it resolves again: what it was out for
+/// before it went, if anything (an outlier's hold, which still holds), not
+/// that its address no longer resolves.
+fn back_from_gone(health: Health) -> Health {
+    match health {
+        Health::Ejected {
+            since,
+            reason,
+            held_until,
+        } => {
+            let reason = match reason.strip_suffix(GONE_REASON) {
+                Some(before) => before.strip_suffix("; then ").unwrap_or(before).to_string(),
+                None => reason,
+            };
+            let reason = match reason.is_empty() {
+                true => "it resolves again, and no health check has passed yet".to_string(),
+                false => reason,
+            };
+            Health::Ejected {
+                since,
+                reason,
+                held_until,
+            }
+        }
+        other => other,
+    }
+}
+
 /// What the reads waiting on a node's answers do when it is ejected
 /// ([`Backend::ejection`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -553,7 +581,11 @@ impl Backend {
         let in_rotation = {
             let mut health = self.health.lock().expect("health poisoned");
             if let Health::Waiting { .. } = *health {
-                *health = old.health();
+                // Its hold, with the history that set it: a node that fails
+                // again is held out longer, as the return event says.
+                *self.outliers.lock().expect("outliers poisoned") =
+                    *old.outliers.lock().expect("outliers poisoned");
+                *health = back_from_gone(old.health());
             }
             *health == Health::Healthy
         };
@@ -1397,6 +1429,29 @@ mod tests {
                 "backend.returned"
             ]
         );
+    }
+
+    /// A node held out as an outlier whose container is restarted comes
+    /// back under the hold, with the failures that set it as the reason,
+    /// not "no longer resolves ... forgotten after 5 min", and with the
+    /// history that makes its next hold longer, as its return event says.
+    #[tokio::test]
+    async fn a_node_back_under_an_outliers_hold_keeps_the_hold_not_the_gone_reason() {
+        let (backends, n2) = two_discovered_with_n2_healthy();
+        let failure = Status::unavailable("injected fault");
+        for _ in 0..FAILURES_TO_EJECT {
+            n2.failed(&failure, || Some(()), backends.events());
+        }
+        let (failed, held_until) = ejected_for(&n2);
+        backends.reconcile(&addrs(&["10.0.0.1:7100"]));
+        assert!(ejected_because(&n2).contains("no longer resolves"));
+
+        backends.reconcile(&addrs(&["10.0.0.1:7100", "10.0.0.9:7100"]));
+        let new = listed(&backends, "10.0.0.9:7100").unwrap();
+        new.learn_name("n2");
+        backends.take_over_namesake(&new);
+        assert_eq!(ejected_for(&new), (failed, held_until));
+        assert_eq!(new.outliers.lock().unwrap().ejections, 1);
     }
 
     /// Started again, a container may get a new address: under its old name

@@ -99,7 +99,10 @@ impl Failure {
             };
             return Failure::new("UNAVAILABLE", reason);
         }
-        if let Some(reason) = transport_reason(status, addr, plaintext) {
+        // Here a connection that closed is no sign the port requires TLS:
+        // the diagnosis, which dials again, would have found that. It broke
+        // mid-call (a server killed, a container recreated).
+        if let Some(reason) = transport_reason(status, addr) {
             return Failure::new("UNAVAILABLE", reason);
         }
         if timed_out(status) {
@@ -136,9 +139,24 @@ impl Failure {
             .message
             .strip_suffix(ADDR_HINT)
             .unwrap_or(&self.message);
+        // A running node may be out of this machine's reach at that address:
+        // a container's name or IP, seen from the host (Docker Desktop on
+        // macOS and Windows routes no packets to containers' IPs).
+        let out_of_reach =
+            reason.contains("(connect timed out)") || reason.contains("is not known here");
+        let inside = match out_of_reach {
+            true => {
+                " If it is, this machine cannot reach that address (a container's, from the \
+                 host?): run the command inside compose's network, as \
+                 `docker compose run --rm client ...` does"
+            }
+            false => "",
+        };
         Failure::new(
             &self.code,
-            format!("{node}, at the address {source} has for it: {reason}; is {node} running?"),
+            format!(
+                "{node}, at the address {source} has for it: {reason}; is {node} running?{inside}"
+            ),
         )
     }
 
@@ -183,10 +201,17 @@ impl Failure {
         )
     }
 
-    /// Explains a failure to connect to `addr`.
+    /// Explains a failure to connect to `addr`. Dialing in plaintext, one
+    /// closed during setup is what a port that requires TLS does.
     pub fn from_connect(err: &tonic::transport::Error, addr: &str, plaintext: bool) -> Self {
-        let reason = transport_reason(err, addr, plaintext)
-            .unwrap_or_else(|| format!("cannot connect to {addr}: {}", chain(err)));
+        let reason = match plaintext && explain::closed_during_setup(err) {
+            true => format!(
+                "{addr} closed the connection during setup; it probably requires TLS ({})",
+                drop_plaintext()
+            ),
+            false => transport_reason(err, addr)
+                .unwrap_or_else(|| format!("cannot connect to {addr}: {}", chain(err))),
+        };
         Failure::new("UNAVAILABLE", reason)
     }
 }
@@ -215,17 +240,11 @@ fn drop_plaintext() -> String {
 }
 
 /// Finds the root cause of a transport failure and says what it means.
-fn transport_reason(err: &(dyn StdError + 'static), addr: &str, plaintext: bool) -> Option<String> {
+fn transport_reason(err: &(dyn StdError + 'static), addr: &str) -> Option<String> {
     if let Some(tls) = explain::find_rustls_error(err) {
         return Some(format!(
             "TLS with {addr} failed: {}",
             explain::failed_connection(tls)
-        ));
-    }
-    if plaintext && explain::closed_during_setup(err) {
-        return Some(format!(
-            "{addr} closed the connection during setup; it probably requires TLS ({})",
-            drop_plaintext()
         ));
     }
     let mut next: Option<&(dyn StdError + 'static)> = Some(err);
@@ -412,6 +431,22 @@ mod tests {
         );
     }
 
+    /// In plaintext, a call whose connection broke, and that dialing again
+    /// did not find requiring TLS (the diagnosis is `None`), broke mid-call:
+    /// a server killed, say. It was said to require TLS, with the advice to
+    /// drop plaintext, which would break every later command.
+    #[test]
+    fn a_plaintext_call_cut_mid_call_is_not_said_to_need_tls() {
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        let status = tonic::Status::from_error(Box::new(reset));
+        let timeout = std::time::Duration::from_secs(10);
+        let failure = Failure::from_status(&status, "127.0.0.1:7101", true, None, timeout);
+        assert_eq!(
+            failure.message,
+            "the connection to 127.0.0.1:7101 was reset before it answered"
+        );
+    }
+
     #[test]
     fn when_no_address_answers_each_reason_is_named() {
         let refused = |addr: &str| {
@@ -522,7 +557,7 @@ mod tests {
     #[test]
     fn a_node_the_cluster_named_is_not_blamed_on_addr() {
         let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
-        let reason = transport_reason(&refused, "10.0.0.2:7100", false).unwrap();
+        let reason = transport_reason(&refused, "10.0.0.2:7100").unwrap();
         let typed = Failure::new("UNAVAILABLE", reason);
         assert!(typed.message.ends_with("is --addr right?"), "{typed}");
         let named = typed.reaching("n2", "balancer");
@@ -540,7 +575,7 @@ mod tests {
         let io = std::io::Error::other(
             "failed to lookup address information: Name or service not known",
         );
-        let reason = transport_reason(&io, "balancer:7000", false).unwrap();
+        let reason = transport_reason(&io, "balancer:7000").unwrap();
         assert!(
             reason.starts_with("the host in balancer:7000 is not known here"),
             "{reason}"
@@ -548,13 +583,24 @@ mod tests {
         assert!(reason.contains("Name or service not known"), "{reason}");
         assert!(reason.contains("docker compose up -d"), "{reason}");
         assert!(reason.ends_with(ADDR_HINT), "{reason}");
-        // A node's address the cluster gave: --addr is not to blame.
+        // A node's address the cluster gave: --addr is not to blame, and
+        // it may be a container's, which the host cannot resolve.
         let named = Failure::new("UNAVAILABLE", reason).reaching("n3", "n1");
         assert!(!named.message.contains("--addr"), "{named}");
-        assert!(named.message.ends_with("is n3 running?"), "{named}");
+        assert!(named.message.contains("is n3 running? If it is"), "{named}");
+        assert!(
+            named
+                .message
+                .ends_with("`docker compose run --rm client ...` does")
+        );
+        // A container's IP, from the host on macOS: no answer in time.
+        let timed_out = std::io::Error::from(std::io::ErrorKind::TimedOut);
+        let reason = transport_reason(&timed_out, "172.18.0.3:7100").unwrap();
+        let named = Failure::new("UNAVAILABLE", reason).reaching("n2", "balancer");
+        assert!(named.message.contains("run --rm client"), "{named}");
         // Any other I/O failure keeps its own words.
         let other = std::io::Error::other("something else");
-        let reason = transport_reason(&other, "balancer:7000", false).unwrap();
+        let reason = transport_reason(&other, "balancer:7000").unwrap();
         assert_eq!(reason, "connection to balancer:7000 failed: something else");
     }
 }
