@@ -156,12 +156,16 @@ pub fn certificate_problem(err: &CertificateError) -> String {
              (serverAuth to act as a server, clientAuth to act as a client)"
                 .into()
         }
-        // The CA's name matched ours but its key did not: most often a
-        // certificate left over from an earlier CA, since `init --force`
-        // makes a new CA with the same name.
+        // The CA's name matched ours but its key did not: every `init` names
+        // its CA alike, so most often one side's certificates are from
+        // another, older PKI: ca.pem copied out of compose before
+        // `down -v` made a new one, or a certificate `init --force` left.
         CertificateError::BadSignature => {
-            "bad signature: it was signed by a different CA with the same name as ours \
-             (left over from `clusterlab-certs init --force`?), or it has been tampered with"
+            "bad signature: it was signed by a different CA with the same name as ours, so \
+             the two sides' certificates come from different PKIs (one side's are stale: \
+             copied before `docker compose down -v` made new ones, or left over from \
+             `clusterlab-certs init --force`? copy or issue them again), or it has been \
+             tampered with"
                 .into()
         }
         CertificateError::Other(other) => match other.0.downcast_ref::<webpki::Error>() {
@@ -276,6 +280,24 @@ mod tests {
         fn source(&self) -> Option<&(dyn StdError + 'static)> {
             Some(&*self.1)
         }
+    }
+
+    /// Every `init` names its CA alike, so a certificate from another PKI
+    /// (ca.pem copied out of compose before `down -v` made a new one) fails
+    /// as a bad signature: said to be from different PKIs first, not
+    /// tampered with alone.
+    #[test]
+    fn a_bad_signature_names_a_stale_pki_before_tampering() {
+        let refused = rustls::Error::InvalidCertificate(rustls::CertificateError::BadSignature);
+        let said = failed_connection(&refused);
+        assert!(
+            said.starts_with(
+                "we refused the server's certificate: bad signature: it was signed \
+                 by a different CA with the same name as ours, so the two sides' certificates \
+                 come from different PKIs"
+            ) && said.contains("docker compose down -v"),
+            "{said}"
+        );
     }
 
     #[test]

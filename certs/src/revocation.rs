@@ -117,10 +117,9 @@ impl Revocations {
     ///
     /// Once a list is in force, nothing but a newer list signed by the CA
     /// and holding every revocation in force replaces it: a file that went
-    /// missing or cannot be read, a list whose CRL number is not above that
-    /// of the list in force (a backup put back, or a list made from one), and
-    /// a list that lacks a revocation in force are errors, and the list in
-    /// force stays. Only a process that never had a list takes a missing file
+    /// missing or cannot be read, and a list that lacks a revocation in
+    /// force (a backup put back, a list made from one, or one begun afresh)
+    /// are errors, and the list in force stays. Only a process that never had a list takes a missing file
     /// to mean "nothing revoked".
     pub fn reload(&self) -> Result<Option<Arc<Loaded>>> {
         let current = self.current();
@@ -135,9 +134,21 @@ impl Revocations {
             return Ok(None);
         }
         let loaded = self.parse(pem)?;
+        // Nothing is ever un-revoked: a list that lacks a revocation in
+        // force is refused, whatever its number. One that holds them all is
+        // taken up, whatever its number too: it un-revokes nobody (a list
+        // rebuilt after crl.pem was lost, each revocation made again, has
+        // the number of the list in force).
+        let dropped: Vec<String> = current
+            .serials
+            .iter()
+            .filter(|serial| !loaded.serials.contains(*serial))
+            .map(|serial| rcgen::SerialNumber::from_slice(serial).to_string())
+            .collect();
         // The CA numbers its lists 1, 2, 3...: a list that is not above the
         // one in force is older, or made from an older one.
-        if current.number > BigUint::ZERO && loaded.number <= current.number {
+        let older = current.number > BigUint::ZERO && loaded.number <= current.number;
+        if !dropped.is_empty() && older {
             return Err(Error::Pem {
                 path: self.path.clone(),
                 problem: format!(
@@ -148,15 +159,9 @@ impl Revocations {
                 ),
             });
         }
-        // A higher number alone is not enough: a list begun afresh (crl.pem
+        // A higher number is not enough: a list begun afresh (crl.pem
         // deleted, then `revoke` run twice) outnumbers the one in force
-        // without what that one revoked. Nothing is ever un-revoked.
-        let dropped: Vec<String> = current
-            .serials
-            .iter()
-            .filter(|serial| !loaded.serials.contains(*serial))
-            .map(|serial| rcgen::SerialNumber::from_slice(serial).to_string())
-            .collect();
+        // without what that one revoked.
         if !dropped.is_empty() {
             return Err(Error::Pem {
                 path: self.path.clone(),
@@ -633,6 +638,29 @@ mod tests {
             .unwrap()
             .expect("a list holding them all");
         assert_eq!(loaded.len(), 5);
+        assert!(revocations.is_revoked(&writer) && revocations.is_revoked(&villain));
+    }
+
+    /// A list rebuilt after `crl.pem` was lost, with each revocation made
+    /// again, has the number of the list in force (each `revoke` adds one),
+    /// and is taken up: it un-revokes nobody. It was refused as "an older
+    /// list" until the next revocation, though `revoke` says to revoke them
+    /// again.
+    #[test]
+    fn a_list_rebuilt_with_every_revocation_is_taken_up_whatever_its_number() {
+        let dir = tempfile::tempdir().unwrap();
+        pki::init(dir.path(), false).unwrap();
+        pki::revoke(dir.path(), "writer").unwrap();
+        let revocations = Revocations::load(dir.path()).unwrap();
+        let before = revocations.current().number.clone();
+
+        std::fs::remove_file(dir.path().join(CRL_FILE)).unwrap();
+        pki::revoke(dir.path(), "revoked").unwrap();
+        pki::revoke(dir.path(), "writer").unwrap();
+        let loaded = revocations.reload().unwrap().expect("the rebuilt list");
+        assert_eq!(loaded.number, before);
+        assert_eq!(loaded.len(), 2);
+        let (writer, villain) = (serial(dir.path(), "writer"), serial(dir.path(), "revoked"));
         assert!(revocations.is_revoked(&writer) && revocations.is_revoked(&villain));
     }
 }

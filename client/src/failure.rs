@@ -141,16 +141,22 @@ impl Failure {
             .unwrap_or(&self.message);
         // A running node may be out of this machine's reach at that address:
         // a container's name or IP, seen from the host (Docker Desktop on
-        // macOS and Windows routes no packets to containers' IPs).
-        let out_of_reach =
-            reason.contains("(connect timed out)") || reason.contains("is not known here");
-        let inside = match out_of_reach {
-            true => {
-                " If it is, this machine cannot reach that address (a container's, from the \
-                 host?): run the command inside compose's network, as \
-                 `docker compose run --rm client ...` does"
-            }
-            false => "",
+        // macOS and Windows routes no packets to containers' IPs). A connect
+        // that timed out may also be a node that is hung or paused.
+        const INSIDE: &str = "run the command inside compose's network, as \
+                              `docker compose run --rm client ...` does";
+        let inside = if reason.contains("(connect timed out)") {
+            format!(
+                " If it is, it may be hung or paused (`clusterlab status`), or this machine \
+                 cannot reach that address (a container's, from the host?): then {INSIDE}"
+            )
+        } else if reason.contains("is not known here") {
+            format!(
+                " If it is, this machine cannot resolve that name (a container's, from the \
+                 host?): {INSIDE}"
+            )
+        } else {
+            String::new()
         };
         Failure::new(
             &self.code,
@@ -598,6 +604,9 @@ mod tests {
         let reason = transport_reason(&timed_out, "172.18.0.3:7100").unwrap();
         let named = Failure::new("UNAVAILABLE", reason).reaching("n2", "balancer");
         assert!(named.message.contains("run --rm client"), "{named}");
+        // Or a node that is hung or paused, which a TLS handshake that never
+        // ends looks like too.
+        assert!(named.message.contains("hung or paused"), "{named}");
         // Any other I/O failure keeps its own words.
         let other = std::io::Error::other("something else");
         let reason = transport_reason(&other, "balancer:7000").unwrap();

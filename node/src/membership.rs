@@ -608,10 +608,19 @@ impl Membership {
             .iter()
             .any(|(addr, answer)| answer.is_err() && !inner.addresses.gossiped_as_ours(addr));
         let members_before = inner.peers.len();
+        // Which addresses answered is settled for the whole round first: an
+        // answer at one address (a member's IP) is weighed against whether
+        // the address it advertises (its name) answered in this very round,
+        // whichever comes first in the list.
+        for (addr, answer) in &answers {
+            match answer {
+                Ok(_) => inner.addresses.silent.remove(addr),
+                Err(_) => inner.addresses.silent.insert(addr.clone()),
+            };
+        }
         for (addr, answer) in answers {
             match answer {
                 Ok(answer) => {
-                    inner.addresses.silent.remove(&addr);
                     if let Some((_, Some(_))) = inner.addresses.unreached.remove(&addr) {
                         info!(seed = %addr, "reached a --peers seed at last");
                     }
@@ -619,7 +628,6 @@ impl Membership {
                 }
                 Err(error) => {
                     debug!(%addr, %error, "probe failed");
-                    inner.addresses.silent.insert(addr.clone());
                     inner.addresses.note_unreached_seed(&addr, &error, now);
                     let learned_long_ago =
                         inner.addresses.learned.get(&addr).is_some_and(|heard| {
@@ -1565,6 +1573,36 @@ mod tests {
         let (history, _) = m.events.subscribe();
         let suspect = history.iter().filter(|e| e.kind == "member.suspect");
         assert!(suspect.count() <= 1, "{history:?}");
+    }
+
+    /// A member's advertised address that failed once, with the one it was
+    /// found at, and answers in the same round as that one (a paused
+    /// container, unpaused), is not taken for one that never answers,
+    /// whichever of the two answers comes first in the round.
+    #[test]
+    fn an_advertised_address_answering_in_the_same_round_is_not_misadvertised() {
+        let m = membership(Duration::from_secs(10));
+        let (seed, named) = ("127.0.0.1:7102", "n2.test:7100");
+        m.heard_from(&Member {
+            name: "n2".into(),
+            addr: named.into(),
+            state: State::Alive as i32,
+        });
+        let t0 = Instant::now();
+        let no = || Err("no answer".to_string());
+        m.tally(vec![(seed.into(), no()), (named.into(), no())], t0);
+        let yes = || Ok(answer("n2", named, &[]));
+        let later = t0 + Duration::from_millis(500);
+        m.tally(vec![(seed.into(), yes()), (named.into(), yes())], later);
+        let inner = m.lock();
+        assert_eq!(inner.peers["n2"].addr, named);
+        assert!(inner.addresses.misadvertised.is_empty(), "{inner:?}");
+        drop(inner);
+        let (history, _) = m.events.subscribe();
+        assert!(
+            !history.iter().any(|e| e.kind == "member.moved"),
+            "{history:?}"
+        );
     }
 
     #[test]
