@@ -165,6 +165,10 @@ pub struct Backend {
     /// What the node said of our connection to it (`Admin.WhoAmI`), asked
     /// with its name: the TLS of this link, for the dashboard.
     link: Mutex<Option<WhoAmIResponse>>,
+    /// The connection (its count of dials) `link` was asked on: asked again
+    /// on each new one, which may reach another node (one started on a
+    /// stopped node's port) whose name and identity are its own.
+    asked_on: AtomicU64,
     /// The events the node last reported (`node_view`), for the dashboard
     /// to go on showing once the node can no longer be asked: a killed
     /// node's last words are what a learner looks for.
@@ -199,6 +203,7 @@ impl Backend {
             addr,
             connection,
             link: Mutex::new(None),
+            asked_on: AtomicU64::new(0),
             last_events: Mutex::new(Vec::new()),
             health: Mutex::new(Health::Waiting { reason: None }),
             ejected: Notify::new(),
@@ -227,11 +232,20 @@ impl Backend {
         }
         let mut current = self.name.lock().expect("name poisoned");
         if **current != *name {
-            *current = name.into();
+            let was = std::mem::replace(&mut *current, name.into());
             // Logged after the lock is let go: the list is sorted by name
             // under its own lock, which requests wait on.
             drop(current);
-            info!(addr = %self.addr, node = %name, "backend named");
+            match *was == *self.addr {
+                true => info!(addr = %self.addr, node = %name, "backend named"),
+                // Another node answers at the address now (started on a
+                // stopped one's port): what it counted is the address's.
+                false => warn!(
+                    addr = %self.addr, node = %name, %was,
+                    "another node answers at this backend's address now; its counts so far \
+                     are the address's, both nodes'"
+                ),
+            }
         }
     }
 
@@ -603,18 +617,23 @@ impl Backend {
         }
     }
 
-    /// Asks the node its name, so that status, traces and logs can use it.
+    /// Asks the node its name, so that status, traces and logs can use it,
+    /// and what it makes of our connection.
     async fn ask_name(&self) {
         let ask = async {
             let connection = self.connection.ready().await?;
-            AdminClient::with_origin(connection, self.connection.origin())
+            // The connection asked on, once answered: a later one may
+            // reach another node.
+            let dial = self.connection.dials();
+            let answer = AdminClient::with_origin(connection, self.connection.origin())
                 .who_am_i(WhoAmIRequest {})
-                .await
+                .await?;
+            Ok::<_, Status>((answer.into_inner(), dial))
         };
-        if let Ok(Ok(answer)) = tokio::time::timeout(CHECK_TIMEOUT, ask).await {
-            let answer = answer.into_inner();
+        if let Ok(Ok((answer, dial))) = tokio::time::timeout(CHECK_TIMEOUT, ask).await {
             self.learn_name(&answer.server_name);
             *self.link.lock().expect("link poisoned") = Some(answer);
+            self.asked_on.store(dial, Ordering::Relaxed);
         }
     }
 
@@ -684,7 +703,7 @@ impl Backend {
                 Waiting::GiveUp,
             )),
             Ok(Ok(answer)) if answer.get_ref().status == ServingStatus::Serving as i32 => {
-                if *self.name() == *self.addr {
+                if self.asked_on.load(Ordering::Relaxed) != self.connection.dials() {
                     self.ask_name().await;
                 }
                 Ok(())

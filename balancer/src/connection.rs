@@ -116,6 +116,9 @@ pub struct NodeConnection {
     shut_down: std::sync::atomic::AtomicBool,
     /// Told when a connection's task ends: see [`NodeConnection::said_goodbye`].
     closed: Arc<tokio::sync::Notify>,
+    /// Connections made so far: what answers at the address may have changed
+    /// at each ([`NodeConnection::dials`]).
+    dials: std::sync::atomic::AtomicU64,
 }
 
 impl NodeConnection {
@@ -140,7 +143,14 @@ impl NodeConnection {
             last_failure: std::sync::Mutex::new(None),
             shut_down: std::sync::atomic::AtomicBool::new(false),
             closed: Arc::new(tokio::sync::Notify::new()),
+            dials: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// How many connections have been made to the address: each may reach
+    /// another process (a node restarted, or another started on its port).
+    pub fn dials(&self) -> u64 {
+        self.dials.load(Ordering::Relaxed)
     }
 
     /// `http://host:port`, for `Client::with_origin`.
@@ -193,6 +203,7 @@ impl NodeConnection {
                     Some((Instant::now(), failure.clone()));
             })?;
         self.shut_down.store(false, Ordering::Relaxed);
+        self.dials.fetch_add(1, Ordering::Relaxed);
         let mut current = self.current.lock().expect("connection poisoned");
         *current = Some(connection.clone());
         self.handed_out.store(1, Ordering::Relaxed);

@@ -160,7 +160,7 @@ fn links(dashboard: &Dashboard, backends: &[Arc<Backend>]) -> Vec<Value> {
             link
         });
         let ejected = matches!(b.health(), Health::Ejected { .. });
-        link_row(name, &b.name(), link, ejected)
+        link_row(name, &b.name(), link, ejected.then_some("out of rotation"))
     }));
     links
 }
@@ -170,18 +170,22 @@ fn links(dashboard: &Dashboard, backends: &[Arc<Backend>]) -> Vec<Value> {
 fn member_links(status: &StatusResponse) -> impl Iterator<Item = Value> + '_ {
     status.members.iter().filter(|m| !m.is_self).map(|m| {
         let link = m.link.as_ref().map(json::link);
-        let down = m.state != member::State::Alive as i32;
+        let down =
+            (m.state != member::State::Alive as i32).then(|| member::State::label_of(m.state));
         link_row(&status.name, &m.name, link, down)
     })
 }
 
 /// One row of the links table. `link` is `None` before the first handshake
 /// (shown as "not known yet"). A link whose far end is out of rotation, or
-/// not alive, is marked `down`: what it shows is the last session it had.
-fn link_row(from: &str, to: &str, link: Option<Value>, far_end_down: bool) -> Value {
+/// not alive, is marked `down`, with what the far end is (`far_end`: "out
+/// of rotation", "suspect", "dead"): what it shows is the last session it
+/// had. (A suspect member may still be connected, only slow to answer.)
+fn link_row(from: &str, to: &str, link: Option<Value>, far_end: Option<&str>) -> Value {
     let mut row = match link {
         Some(mut link) => {
-            link["down"] = json!(far_end_down);
+            link["down"] = json!(far_end.is_some());
+            link["far_end"] = json!(far_end);
             link
         }
         None => json!({"tls": false, "version": null}),

@@ -103,8 +103,9 @@ pub struct Config {
 
     /// A delete's tombstone is dropped once it is this old; at least 10s. A node
     /// down for longer than this must not come back with its old data, or the
-    /// keys deleted meanwhile may return (docs/replication.md). Give every node
-    /// the same.
+    /// keys deleted meanwhile may return, and writes taken by the smaller side
+    /// of a partition longer than this (less 5s) do not reach their replicas
+    /// (docs/replication.md). Give every node the same.
     #[arg(long, env = "CLUSTERLAB_TOMBSTONE_GRACE", default_value = "24h", value_parser = crate::tombstones::parse_grace)]
     pub tombstone_grace: Duration,
 

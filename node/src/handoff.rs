@@ -213,7 +213,10 @@ pub async fn hand_off(
              a quorum ({quorum}) of their replicas ({how}), and {}",
             match removed {
                 r if r == done as u64 => "no longer here".to_string(),
-                r => format!("{r} removed here (the rest were written again meanwhile)"),
+                r => format!(
+                    "{r} removed here (the rest were written again, or collected as tombstones, \
+                     meanwhile)"
+                ),
             }
         ),
     );

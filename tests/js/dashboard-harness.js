@@ -53,8 +53,14 @@ require("vm").runInThisContext(source.replace(/^poll\(\);$/m, ""), { filename: "
 const real = JSON.parse(fs.readFileSync(statusFile, "utf8"));
 const copy = () => JSON.parse(JSON.stringify(real));
 const view = (status, name) => status.nodes.find((n) => n.backend === name).view;
+// What `seenBy` says of member `name`, and of its link to it, as the
+// balancer's /api/status says it (balancer/src/dashboard.rs, `link_row`).
 const setState = (status, seenBy, name, state) => {
   view(status, seenBy).status.members.find((m) => m.name === name).state = state;
+  const link = status.links.find((l) => l.from === seenBy && l.to === name);
+  if (link && link.version !== null) {
+    Object.assign(link, { down: state !== "alive", far_end: state === "alive" ? null : state });
+  }
 };
 
 const scenarios = {
@@ -89,6 +95,21 @@ const scenarios = {
       for (const other of ["n1", "n2", "n3"].filter((n) => n !== by)) setState(status, by, other, "dead");
       view(status, by).status.under_replicated = 5;
     }
+    return status;
+  },
+  // n1 misses n3's probe answers for a moment (n3 slowed by a fault): its
+  // link to n3 is its last session, and n3 only suspect, not down.
+  suspect: () => {
+    const status = copy();
+    setState(status, "n1", "n3", "suspect");
+    return status;
+  },
+  // A balancer whose --nodes-dns finds no node (none up yet), the one way
+  // it lists none: --nodes are listed from the start.
+  noNodes: () => {
+    const status = copy();
+    Object.assign(status, { nodes: [], links: status.links.filter((l) => l.from === "clients") });
+    status.balancer.backends = [];
     return status;
   },
   // A fault injected into n2 (clusterlab fault n2 --latency 300ms), and

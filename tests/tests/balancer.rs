@@ -291,6 +291,37 @@ fn a_write_a_stopped_node_reads_after_its_deadline_is_refused_not_applied() {
     assert_eq!(out.stdout.trim_end(), "first");
 }
 
+/// Another node started on a stopped node's port (n4 where n3 was) is named
+/// by the balancer as soon as it connects to it, with no request through it:
+/// it kept the old name, and the old node's TLS link, until a request's
+/// trace said otherwise, so the dashboard showed n4's keys on n3's tile.
+#[test]
+fn a_node_started_on_a_stopped_nodes_port_is_named_on_connecting() {
+    let mut cluster = TestCluster::start(3);
+    cluster.start_balancer(&[]);
+    cluster.kill(2);
+    cluster.nodes[2].name = "n4".into();
+    cluster.start_node(2);
+    let addr = cluster.nodes[2].addr.to_string();
+    wait_until(
+        "the balancer to name the node at n3's address n4",
+        SETTLE,
+        || {
+            cluster.balancer_status(0).is_ok_and(|s| {
+                s.backends
+                    .iter()
+                    .any(|b| b.addr == addr && b.name == "n4" && b.health == "healthy")
+            })
+        },
+    );
+    assert_eq!(cluster.balancer_status(0).unwrap().requests, 0);
+    let log = cluster.balancers[0].log_text();
+    assert!(
+        log.contains("another node answers at this backend's address now"),
+        "{log}"
+    );
+}
+
 /// The moment a write must be stamped by, as the client sent it, goes on to
 /// the node when it is the sooner: the balancer used to send only its own,
 /// counted from when it read the call, so a write it read late (the balancer

@@ -5,7 +5,7 @@
 use std::{net::TcpListener, process::Command, time::Duration};
 
 use proto::PutRequest;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tests::{TestCluster, bin, block_on, free_port, http_get, wait_until};
 
 const SETTLE: Duration = Duration::from_secs(60);
@@ -270,6 +270,28 @@ fn the_dashboard_shows_traffic_keys_links_and_events_and_metrics_agree() {
         ),
         "{quorum}"
     );
+    // A link's far end is named for what it is: dead at the cut, only
+    // suspect to a node missing its answers for a moment, not "down".
+    let links = |scenario: &str| drawn[scenario]["links"].as_str().unwrap().to_string();
+    assert!(
+        links("cut").contains("(last session: n3 is dead)"),
+        "{drawn:#}"
+    );
+    let suspect = links("suspect");
+    assert!(
+        suspect.contains("(last session: n3 is suspect)") && !suspect.contains("is down"),
+        "{suspect}"
+    );
+    // No node found by --nodes-dns, the one way a balancer lists none: the
+    // page does not ask for the flag it was given.
+    assert_eq!(
+        drawn["noNodes"]["tiles"],
+        json!([
+            "No nodes yet: --nodes-dns finds none (no node is up, or the name resolves \
+                to no address from the balancer)."
+        ]),
+        "{drawn:#}"
+    );
     // A killed node: ejected, and its keys short of a copy for want of nodes.
     assert!(tile("killed", "n3").starts_with("n3 ejected "), "{drawn:#}");
     // One dead before the balancer started, which knows it only by its
@@ -431,6 +453,16 @@ fn a_killed_node_turns_ejected_and_suspect_on_the_dashboard() {
     };
     assert_eq!(down("balancer", "n2"), true, "{links:?}");
     assert_eq!(down("n1", "n2"), true, "{links:?}");
+    let far_end = |from: &str, to: &str| {
+        let link = links.iter().find(|l| l["from"] == from && l["to"] == to);
+        link.map(|l| l["far_end"].clone()).unwrap_or_default()
+    };
+    assert_eq!(far_end("balancer", "n2"), "out of rotation", "{links:?}");
+    // Suspect, or dead by now: what n1 says of n2 at that moment.
+    assert!(
+        ["suspect", "dead"].contains(&far_end("n1", "n2").as_str().unwrap_or_default()),
+        "{links:?}"
+    );
     for (from, to) in [
         ("balancer", "n1"),
         ("balancer", "n3"),
