@@ -178,11 +178,16 @@ fn node(status: &StatusResponse, out: &mut Families<'_>) -> fmt::Result {
             .iter()
             .map(|m| (vec![("member", m.name.as_str())], m.keys)),
     )?;
+    // N as a key gets it: fewer than --replicas while the cluster has fewer
+    // members (dead ones counted, as the default quorums count them), as
+    // `clusterlab status` says.
+    let copies = status.replicas.min(status.members.len() as u32);
     out.gauge(
         "node_quorum",
-        "N, W and R: the copies of each key, and the replicas a write and a read wait for.",
+        "N, W and R: the copies of each key (fewer than --replicas while the cluster has \
+         fewer members), and the replicas a write and a read wait for.",
         [
-            (vec![("of", "replicas")], u64::from(status.replicas)),
+            (vec![("of", "replicas")], u64::from(copies)),
             (vec![("of", "write")], u64::from(status.write_quorum)),
             (vec![("of", "read")], u64::from(status.read_quorum)),
         ],
@@ -360,6 +365,8 @@ mod tests {
             "clusterlab_node_member_state{member=\"n2\",state=\"suspect\"} 1",
             "clusterlab_node_member_keys{member=\"n2\"} 40",
             "clusterlab_node_quorum{of=\"write\"} 2",
+            // Two members: two copies of each key, though --replicas is 3.
+            "clusterlab_node_quorum{of=\"replicas\"} 2",
         ] {
             assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
         }
