@@ -43,13 +43,25 @@ impl Capacity {
             return;
         };
         let mut next = pacer.next.lock().await;
-        let start = (*next).max(Instant::now());
-        tokio::time::sleep_until(start).await;
+        // A start time up to a timer tick in the past is still given, rather
+        // than skipped: a timer wakes at the end of its millisecond, so a
+        // pacer that slept to every start, and never started in the past,
+        // started one request a millisecond at most (a --capacity above
+        // 1000 was 1000). An idle node banks no more than that tick.
+        let now = Instant::now();
+        let start = (*next).max(now.checked_sub(TIMER_TICK).unwrap_or(now));
+        if start > now {
+            tokio::time::sleep_until(start).await;
+        }
         // Only a request that starts takes its slot: one dropped before this
         // line leaves `next` as it was, for the request behind it.
         *next = start + pacer.interval;
     }
 }
+
+/// The resolution of tokio's timers, which round a deadline up to the end
+/// of its millisecond.
+const TIMER_TICK: Duration = Duration::from_millis(1);
 
 #[cfg(test)]
 mod tests {
@@ -92,6 +104,23 @@ mod tests {
         capacity.admit().await;
         // Not 100 slots later (10 s): the next free one.
         assert_eq!(began.elapsed(), Duration::from_millis(200));
+    }
+
+    /// Faster than the timer's millisecond: requests start at the rate
+    /// asked, several in a tick, not one a tick (1000 a second at most).
+    #[tokio::test(start_paused = true)]
+    async fn a_rate_above_a_thousand_is_kept() {
+        let capacity = Capacity::new(5000);
+        let began = Instant::now();
+        for _ in 0..1000 {
+            capacity.admit().await;
+        }
+        // 999 intervals of 0.2 ms (virtual time), to the tick.
+        let took = began.elapsed();
+        assert!(
+            (Duration::from_millis(199)..=Duration::from_millis(201)).contains(&took),
+            "{took:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
