@@ -169,6 +169,9 @@ pub struct Backend {
     /// on each new one, which may reach another node (one started on a
     /// stopped node's port) whose name and identity are its own.
     asked_on: AtomicU64,
+    /// The name another node at this address had, when this one renamed
+    /// it: said as an event at its next passed check ([`Backends::passed_check`]).
+    renamed_from: Mutex<Option<Arc<str>>>,
     /// The events the node last reported (`node_view`), for the dashboard
     /// to go on showing once the node can no longer be asked: a killed
     /// node's last words are what a learner looks for.
@@ -204,6 +207,7 @@ impl Backend {
             connection,
             link: Mutex::new(None),
             asked_on: AtomicU64::new(0),
+            renamed_from: Mutex::new(None),
             last_events: Mutex::new(Vec::new()),
             health: Mutex::new(Health::Waiting { reason: None }),
             ejected: Notify::new(),
@@ -240,11 +244,14 @@ impl Backend {
                 true => info!(addr = %self.addr, node = %name, "backend named"),
                 // Another node answers at the address now (started on a
                 // stopped one's port): what it counted is the address's.
-                false => warn!(
-                    addr = %self.addr, node = %name, %was,
-                    "another node answers at this backend's address now; its counts so far \
-                     are the address's, both nodes'"
-                ),
+                false => {
+                    warn!(
+                        addr = %self.addr, node = %name, %was,
+                        "another node answers at this backend's address now; its counts so \
+                         far are the address's, both nodes'"
+                    );
+                    *self.renamed_from.lock().expect("renamed poisoned") = Some(was);
+                }
             }
         }
     }
@@ -941,6 +948,23 @@ impl Backends {
     /// backend already in rotation that takes over an entry gains its counts
     /// only: it stays in rotation, and an outlier hold on the old entry lapses.
     fn passed_check(&self, backend: &Arc<Backend>, asked: Instant) {
+        let renamed = backend
+            .renamed_from
+            .lock()
+            .expect("renamed poisoned")
+            .take();
+        if let Some(was) = renamed {
+            let name = backend.name();
+            self.events.publish(
+                "backend.renamed",
+                &name,
+                format!(
+                    "{name} answers at {} now, where {was} did (started on its port?); the \
+                     counts so far are the address's, both nodes'",
+                    backend.addr
+                ),
+            );
+        }
         self.take_over_namesake(backend);
         self.keep_in_name_order();
         backend.mark_healthy(asked, &self.events);

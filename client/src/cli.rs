@@ -348,10 +348,10 @@ pub struct FaultArgs {
     /// Fail this fraction of its requests with UNAVAILABLE (0.0 to 1.0).
     #[arg(long, value_name = "F", value_parser = fraction, allow_negative_numbers = true)]
     pub error_rate: Option<f64>,
-    /// Stop answering: requests wait until the fault is cleared, or until the
-    /// node's --request-timeout (10s by default) or the caller's deadline
-    /// ends them, as never started (a node that shuts down meanwhile
-    /// refuses them so too). Replica calls from other nodes wait on.
+    /// Stop answering: requests wait until the fault is cleared, or until a
+    /// deadline ends them: the node's --request-timeout (10s by default), as
+    /// never started, or the caller's sooner one, a write's outcome unknown
+    /// to it. A node that shuts down meanwhile refuses them as never started.
     #[arg(long)]
     pub pause: bool,
     /// Cut the link between the node and this peer (another member it knows), both ways.

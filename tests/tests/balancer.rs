@@ -320,6 +320,15 @@ fn a_node_started_on_a_stopped_nodes_port_is_named_on_connecting() {
         log.contains("another node answers at this backend's address now"),
         "{log}"
     );
+    let balancer = cluster.balancers[0].addr.to_string();
+    let events = tests::event_history(&cluster.certs, &balancer).unwrap();
+    let renamed = format!("n4 answers at {addr} now, where n3 did");
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == "backend.renamed" && e.message.starts_with(&renamed)),
+        "{events:?}"
+    );
 }
 
 /// The moment a write must be stamped by, as the client sent it, goes on to
