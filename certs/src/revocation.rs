@@ -119,8 +119,8 @@ impl Revocations {
     /// and holding every revocation in force replaces it: a file that went
     /// missing or cannot be read, and a list that lacks a revocation in
     /// force (a backup put back, a list made from one, or one begun afresh)
-    /// are errors, and the list in force stays. Only a process that never had a list takes a missing file
-    /// to mean "nothing revoked".
+    /// are errors, and the list in force stays. Only a process that never
+    /// had a list takes a missing file to mean "nothing revoked".
     pub fn reload(&self) -> Result<Option<Arc<Loaded>>> {
         let current = self.current();
         let pem = match std::fs::read(&self.path) {

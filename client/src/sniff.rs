@@ -77,21 +77,22 @@ fn socket_failure(e: std::io::Error) -> Failure {
     /// Linux's "address family not supported".
     const EAFNOSUPPORT: i32 = 97;
     let compose = "use the compose service: docker compose run --rm --no-deps sniff";
-    let why =
-        if e.kind() == std::io::ErrorKind::Unsupported || e.raw_os_error() == Some(EAFNOSUPPORT) {
-            format!(
-                "this system has no packet sockets (AF_PACKET), as in WSL 1 or some sandboxes; \
+    let unsupported =
+        e.kind() == std::io::ErrorKind::Unsupported || e.raw_os_error() == Some(EAFNOSUPPORT);
+    let why = if unsupported {
+        format!(
+            "this system has no packet sockets (AF_PACKET), as in WSL 1 or some sandboxes; \
              {compose}"
-            )
-        } else if e.kind() == std::io::ErrorKind::PermissionDenied {
-            format!(
-                "sniffing needs CAP_NET_RAW. Run it as root, by its full path since sudo resets \
+        )
+    } else if e.kind() == std::io::ErrorKind::PermissionDenied {
+        format!(
+            "sniffing needs CAP_NET_RAW. Run it as root, by its full path since sudo resets \
              PATH (sudo \"$(command -v clusterlab)\" sniff ...), or {compose}"
-            )
-        } else {
-            // Out of file descriptors or memory, say: the system's, for now.
-            format!("the system refused it for now; try again, or {compose}")
-        };
+        )
+    } else {
+        // Out of file descriptors or memory, say: the system's, for now.
+        format!("the system refused it for now; try again, or {compose}")
+    };
     Failure::local(format!("cannot open a raw packet socket ({e}): {why}"))
 }
 

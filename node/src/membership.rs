@@ -925,8 +925,8 @@ impl Membership {
     }
 }
 
-/// Logs that `member` advertises `advertised`, where another node answers,
-/// and is dialled where it answered instead.
+/// Logs that `member` advertises `advertised`, where another node answers
+/// or nothing ever has (`why`), and is dialled where it answered instead.
 fn say_misadvertised(member: &str, advertised: &str, dialled: &str, why: Misadvertised) {
     match why {
         Misadvertised::Taken => warn!(
