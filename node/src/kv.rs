@@ -90,8 +90,9 @@ impl KeyValueService {
         self.state.requests.fetch_add(1, Ordering::Relaxed);
         tokio::select! {
             // Without --capacity there is no wait: the request goes on,
-            // shutting down or not (a drain serves it). With it, even the
-            // next free start is a timer tick away, and is refused.
+            // shutting down or not (a drain serves it). With it, a request
+            // whose start is free goes on too; one that must wait for its
+            // start is refused.
             biased;
             () = self.capacity.admit() => {}
             refused = self.state.faults.refused_at_shutdown("queued behind --capacity") => {
