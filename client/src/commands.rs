@@ -545,17 +545,16 @@ fn print_node_status(global: &Global, status: &StatusResponse) {
     }
 }
 
-/// N as a key gets it: `--replicas`, or, in a cluster with fewer members
-/// (dead ones counted, as the default quorums count them), one copy on each,
-/// which the quorums beside it are a majority of.
+/// N as a key gets it ([`StatusResponse::copies`]), which the quorums beside
+/// it are a majority of, and why when it is below `--replicas`.
 fn copies(status: &StatusResponse) -> String {
-    let members = status.members.len() as u32;
-    match members < status.replicas {
+    let copies = status.copies();
+    match copies < status.replicas {
         false => format!("N={}", status.replicas),
         true => format!(
-            "N={members} (--replicas {}, but {})",
+            "N={copies} (--replicas {}, but {})",
             status.replicas,
-            render::counted(u64::from(members), "member", "members")
+            render::counted(u64::from(copies), "member", "members")
         ),
     }
 }

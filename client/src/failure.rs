@@ -145,12 +145,12 @@ impl Failure {
         // that timed out may also be a node that is hung or paused.
         const INSIDE: &str = "run the command inside compose's network, as \
                               `docker compose run --rm client ...` does";
-        let inside = if reason.contains("(connect timed out)") {
+        let inside = if reason.contains(CONNECT_TIMED_OUT) {
             format!(
                 " If it is, it may be hung or paused (`clusterlab status`), or this machine \
                  cannot reach that address (a container's, from the host?): then {INSIDE}"
             )
-        } else if reason.contains("is not known here") {
+        } else if reason.contains(HOST_NOT_KNOWN) {
             format!(
                 " If it is, this machine cannot resolve that name (a container's, from the \
                  host?): {INSIDE}"
@@ -236,6 +236,12 @@ pub fn nothing_succeeded(errors: &BTreeMap<String, u64>, what: &str) -> Option<F
 /// What to check when the address the user gave does not answer.
 const ADDR_HINT: &str = "; is the cluster running, and is --addr right?";
 
+/// How [`transport_reason`] words a connect that timed out, and a host name
+/// that does not resolve: [`Failure::reaching`] looks for them, to say a
+/// node's address may be out of this machine's reach.
+const CONNECT_TIMED_OUT: &str = "(connect timed out)";
+const HOST_NOT_KNOWN: &str = "is not known here";
+
 /// How to stop dialing in plaintext: drop `--tls plaintext`, or unset the
 /// variable it came from (the README's plaintext lab exports one).
 fn drop_plaintext() -> String {
@@ -261,7 +267,7 @@ fn transport_reason(err: &(dyn StdError + 'static), addr: &str) -> Option<String
                 ConnectionRefused => {
                     format!("nothing is listening at {addr} (connection refused){ADDR_HINT}")
                 }
-                TimedOut => format!("no answer from {addr} in time (connect timed out)"),
+                TimedOut => format!("no answer from {addr} in time {CONNECT_TIMED_OUT}"),
                 // rustls's words for it point at its docs.
                 UnexpectedEof => format!("{addr} closed the connection before it answered"),
                 ConnectionReset => {
@@ -270,7 +276,7 @@ fn transport_reason(err: &(dyn StdError + 'static), addr: &str) -> Option<String
                 // The standard library's getaddrinfo error has no kind of its own.
                 // (The hint about --addr last, where `Failure::reaching` finds it.)
                 _ if io.to_string().starts_with("failed to lookup address") => format!(
-                    "the host in {addr} is not known here ({io}; in docker compose, a \
+                    "the host in {addr} {HOST_NOT_KNOWN} ({io}; in docker compose, a \
                      service's name resolves only while it runs: `docker compose up -d`)\
                      {ADDR_HINT}"
                 ),

@@ -178,16 +178,12 @@ fn node(status: &StatusResponse, out: &mut Families<'_>) -> fmt::Result {
             .iter()
             .map(|m| (vec![("member", m.name.as_str())], m.keys)),
     )?;
-    // N as a key gets it: fewer than --replicas while the cluster has fewer
-    // members (dead ones counted, as the default quorums count them), as
-    // `clusterlab status` says.
-    let copies = status.replicas.min(status.members.len() as u32);
     out.gauge(
         "node_quorum",
         "N, W and R: the copies of each key (fewer than --replicas while the cluster has \
          fewer members), and the replicas a write and a read wait for.",
         [
-            (vec![("of", "replicas")], u64::from(copies)),
+            (vec![("of", "replicas")], u64::from(status.copies())),
             (vec![("of", "write")], u64::from(status.write_quorum)),
             (vec![("of", "read")], u64::from(status.read_quorum)),
         ],

@@ -165,3 +165,13 @@ impl member::State {
             .label()
     }
 }
+
+impl StatusResponse {
+    /// N as a key gets it, by a node's status: `--replicas`, or, in a
+    /// cluster with fewer members (dead ones counted, as the default
+    /// quorums count them), one copy on each. `clusterlab status` and
+    /// `/metrics` both say this N.
+    pub fn copies(&self) -> u32 {
+        self.replicas.min(self.members.len() as u32)
+    }
+}
