@@ -379,10 +379,12 @@ pub struct CheckArgs {
     /// than that (about 30 bytes), whatever the size asked for.
     #[arg(long, default_value_t = 64, value_parser = number_in(1..=1_048_576u32))]
     pub value_size: u32,
-    /// Write quorum for every write (default: the cluster's).
+    /// Write quorum for every write (default: the coordinating node's
+    /// --write-quorum, else a majority).
     #[arg(long = "w", value_name = "N", value_parser = quorum)]
     pub write_quorum: Option<u32>,
-    /// Read quorum for every read (default: the cluster's).
+    /// Read quorum for every read (default: the coordinating node's
+    /// --read-quorum, else a majority).
     #[arg(long = "r", value_name = "N", value_parser = quorum)]
     pub read_quorum: Option<u32>,
 }
@@ -403,7 +405,8 @@ pub struct PutArgs {
     #[arg(long, value_name = "FILE")]
     pub value_file: Option<PathBuf>,
     /// Write quorum: how many replicas must store the write before it is
-    /// acknowledged, 1 to the replica count (default: the cluster's, a majority).
+    /// acknowledged, 1 to the replica count (default: the coordinating node's
+    /// --write-quorum, else a majority).
     #[arg(long = "w", value_name = "N", value_parser = quorum)]
     pub write_quorum: Option<u32>,
 }
@@ -413,7 +416,7 @@ pub struct GetArgs {
     /// The key to read: 1 to 1024 bytes of UTF-8.
     pub key: String,
     /// Read quorum: how many replicas must answer, 1 to the replica count
-    /// (default: the cluster's, a majority).
+    /// (default: the coordinating node's --read-quorum, else a majority).
     #[arg(long = "r", value_name = "N", value_parser = quorum)]
     pub read_quorum: Option<u32>,
 }
@@ -423,7 +426,7 @@ pub struct DeleteArgs {
     /// The key to delete: 1 to 1024 bytes of UTF-8.
     pub key: String,
     /// Write quorum for the delete, 1 to the replica count (default: the
-    /// cluster's, a majority).
+    /// coordinating node's --write-quorum, else a majority).
     #[arg(long = "w", value_name = "N", value_parser = quorum)]
     pub write_quorum: Option<u32>,
 }

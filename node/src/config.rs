@@ -83,7 +83,8 @@ pub struct Config {
     pub write_quorum: Option<u32>,
 
     /// R: replicas that must answer a read, 1 to N. Default: a majority (N/2+1).
-    /// With R + W > N a read always sees the latest acknowledged write.
+    /// With R + W > N a read sees the latest acknowledged write while the
+    /// membership holds still (docs/replication.md says when it does not).
     #[arg(long, env = "CLUSTERLAB_READ_QUORUM", value_name = "R",
           value_parser = certs::flags::number_in(1..=MAX_REPLICAS))]
     pub read_quorum: Option<u32>,

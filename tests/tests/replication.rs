@@ -101,6 +101,29 @@ fn killing_a_random_node_again_and_again_loses_no_acknowledged_write() {
     eprintln!("stale reads under kills: {stale}");
 }
 
+/// With R + W > N and the members holding still, a read through another
+/// node right after a write was acknowledged returns it: every read quorum
+/// overlaps every write quorum. (Under kills the ring can change between the
+/// write and the read, so the kill test only counts its stale reads.)
+#[test]
+fn with_steady_members_a_read_after_an_acknowledged_write_is_never_stale() {
+    let cluster = TestCluster::start(3);
+    let out = cluster
+        .client_to_all()
+        .args(["--json", "check", "--keys", "2000", "--duration", "120s"])
+        .args(["--concurrency", "16"])
+        .run();
+    let (acknowledged, lost, stale, unverified) = check_json(&out);
+    assert_eq!(acknowledged, 2000, "{}", out.stdout);
+    assert_eq!((lost, stale, unverified), (0, 0, 0), "{}", out.stdout);
+    assert_eq!(out.code(), 0, "{}", out.stderr);
+    // The reads went through every node, not one coordinator alone.
+    for index in 0..3 {
+        let served = cluster.status(index).expect("status").requests;
+        assert!(served > 0, "n{} coordinated nothing", index + 1);
+    }
+}
+
 #[test]
 fn with_w1_and_r1_the_checker_sees_what_goes_wrong() {
     // The negative control: the same workload and kills with quorums that do

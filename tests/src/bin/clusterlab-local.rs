@@ -148,9 +148,11 @@ fn make_certificates(dir: &Path, nodes: &[String]) -> Result<(), String> {
     // `init --force` notes the certificates the new CA makes useless: one a
     // learner issued into this directory (`--name alice`) must be issued
     // again, and should not fail later with a puzzling TLS error. The
-    // nodes' own are issued again below.
+    // nodes' own, n1 to n9 (an earlier run may have had more nodes than
+    // this one), are this program's: removed, and this run's issued again.
+    let every_node: Vec<String> = (1..=MAX_NODES).map(|i| format!("n{i}")).collect();
     let ours = |line: &str| {
-        nodes
+        every_node
             .iter()
             .any(|name| line.contains(&format!("/{name}.pem was signed by")))
     };
@@ -159,7 +161,7 @@ fn make_certificates(dir: &Path, nodes: &[String]) -> Result<(), String> {
             say(note);
         }
     }
-    for name in nodes {
+    for name in &every_node {
         // Signed by the CA that `init --force` just replaced: useless now.
         for old in [format!("{name}.pem"), format!("{name}.key")] {
             match std::fs::remove_file(dir.join(&old)) {
@@ -169,6 +171,8 @@ fn make_certificates(dir: &Path, nodes: &[String]) -> Result<(), String> {
                 _ => {}
             }
         }
+    }
+    for name in nodes {
         certs_tool(&["issue", "--kind", "node", "--name", name])?;
     }
     Ok(())
