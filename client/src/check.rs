@@ -849,8 +849,13 @@ fn report(work: &Workload, verified: &Verified, writing: Duration) -> Result<(),
         let timeouts = work.timeouts();
         if !timeouts.is_empty() {
             let list: Vec<String> = timeouts.iter().map(|(a, n)| format!("{a} x{n}")).collect();
+            // One address has no other to pass over to.
+            let passed_over = match work.addrs.len() {
+                1 => "",
+                _ => "; passed over for as long each time",
+            };
             println!(
-                "  timed out (no answer within --timeout; passed over for as long each time): {}",
+                "  timed out (no answer within --timeout{passed_over}): {}",
                 list.join(", ")
             );
         }

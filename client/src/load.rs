@@ -72,6 +72,9 @@ struct Stats {
     /// Requests in flight when the run was stopped (Ctrl-C), cancelled
     /// unanswered: counted, as `CANCELLED`, but not toward its rate.
     cut_short: u64,
+    /// The first words of each refusal of what a request asked (an identity
+    /// that may not write, say), by code: the count alone would not say why.
+    refusals: BTreeMap<String, String>,
 }
 
 impl Stats {
@@ -82,6 +85,7 @@ impl Stats {
             notes: Vec::new(),
             finished_late: 0,
             cut_short: 0,
+            refusals: BTreeMap::new(),
         }
     }
 }
@@ -220,19 +224,20 @@ pub async fn run(global: &Global, args: LoadArgs, mut stops: StopSignals) -> Res
                 stopped_by = Some(signal);
             }
             _ = ticker.tick() => {
-                let (view, notes) = {
+                let view = {
                     let mut stats = stats.lock().expect("stats poisoned");
                     let view = live_view(&stats.second, started.elapsed());
                     stats.second = Window::new();
-                    (view, std::mem::take(&mut stats.notes))
+                    view
                 };
-                for note in notes {
-                    live.note(&note);
-                }
+                show_notes(&stats, &live);
                 live.show(view);
             }
         }
     };
+    // Moves made in the last second (or in a run shorter than one): no tick
+    // came after them to show them.
+    show_notes(&stats, &live);
     live.finish();
     let elapsed = started.elapsed();
     if let Some(signal) = stopped_by {
@@ -247,7 +252,7 @@ pub async fn run(global: &Global, args: LoadArgs, mut stops: StopSignals) -> Res
         cut_short: stats.cut_short,
         stopped_by,
     };
-    report(global, &args, &stats.total, &ran);
+    report(global, &args, &stats, &ran);
     if stats.total.requests == 0 && ran.stopped_by.is_none() {
         // Not a run that failed, nor one that passed: the command line's.
         return Err(Failure::usage(format!(
@@ -259,7 +264,16 @@ pub async fn run(global: &Global, args: LoadArgs, mut stops: StopSignals) -> Res
     if ran.stopped_by.is_some() && stats.total.requests == 0 {
         return Ok(());
     }
-    all_failed(&stats.total, &ran)
+    all_failed(&stats.total, &stats.refusals, &ran)
+}
+
+/// Shows the notes (moves to the next address) made since the last time,
+/// above the live view.
+fn show_notes(stats: &Mutex<Stats>, live: &LiveView) {
+    let notes = std::mem::take(&mut stats.lock().expect("stats poisoned").notes);
+    for note in notes {
+        live.note(&note);
+    }
 }
 
 /// The error a request in flight when the run was stopped counts as: the
@@ -315,8 +329,14 @@ impl Ran {
 ///
 /// The requests a stop cut short are the client's own doing, and name
 /// nothing, unless they are all there was: a run stopped while the cluster
-/// answered nothing (it hangs, or is paused) failed too.
-fn all_failed(total: &Window, ran: &Ran) -> Result<(), Failure> {
+/// answered nothing (it hangs, or is paused) failed too. A code the cluster
+/// refused requests with for what they asked comes with its `refusals`
+/// words, not a question whether the cluster is up.
+fn all_failed(
+    total: &Window,
+    refusals: &BTreeMap<String, String>,
+    ran: &Ran,
+) -> Result<(), Failure> {
     if total.ok > 0 {
         return Ok(());
     }
@@ -344,6 +364,13 @@ fn all_failed(total: &Window, ran: &Ran) -> Result<(), Failure> {
         1 => "the one request failed".to_string(),
         n => format!("not one of the {n} requests succeeded"),
     };
+    let most = errors.iter().max_by_key(|(_, n)| **n).map(|(code, _)| code);
+    if let Some((code, words)) = most.and_then(|code| refusals.get_key_value(code)) {
+        return Err(Failure::new(
+            code,
+            format!("{what}; the cluster refused them for what they asked: {words}"),
+        ));
+    }
     nothing_succeeded(&errors, &what).map_or(Ok(()), Err)
 }
 
@@ -749,7 +776,12 @@ async fn one_request(work: &Workload, started: Instant) -> (Outcome, bool) {
             if refused {
                 work.move_on(target, &status);
             }
-            Err(status_code(&status).to_string())
+            let code = status_code(&status).to_string();
+            if proto::is_about_the_request(status.code()) {
+                let mut stats = work.stats.lock().expect("stats poisoned");
+                (stats.refusals.entry(code.clone())).or_insert_with(|| status.message().into());
+            }
+            Err(code)
         }
     };
     (Outcome { latency_us, result }, refused)
@@ -876,7 +908,8 @@ impl LiveView {
     }
 }
 
-fn report(global: &Global, args: &LoadArgs, total: &Window, ran: &Ran) {
+fn report(global: &Global, args: &LoadArgs, stats: &Stats, ran: &Ran) {
+    let total = &stats.total;
     let &Ran {
         ref not_sent,
         stopped_by,
@@ -893,6 +926,8 @@ fn report(global: &Global, args: &LoadArgs, total: &Window, ran: &Ran) {
                 "requests": total.requests,
                 "ok": total.ok,
                 "errors": total.errors,
+                // Each refusal of what was asked, by code: its first words.
+                "refusals": stats.refusals,
                 "retries": total.retries,
                 "throughput_rps": throughput,
                 "latency_us": {
@@ -946,6 +981,10 @@ fn report(global: &Global, args: &LoadArgs, total: &Window, ran: &Ran) {
         false => errors.join(", "),
     };
     print!("{}", render::wrapped(&format!("errors    {errors}"), 2, 12));
+    for (code, words) in &stats.refusals {
+        let refused = format!("refused   {code}, for what was asked: {words}");
+        print!("{}", render::wrapped(&refused, 2, 12));
+    }
     let retries = match total.errors.is_empty() {
         true => format!("retries   {}", total.retries),
         // A failed request carries no trace to count its attempts in.
@@ -1127,12 +1166,13 @@ mod tests {
             cut_short,
             stopped_by: (cut_short > 0).then_some("Ctrl-C"),
         };
+        let none = BTreeMap::new();
         let mut window = Window::new();
-        assert!(all_failed(&window, &ran(0)).is_ok(), "nothing ran");
+        assert!(all_failed(&window, &none, &ran(0)).is_ok(), "nothing ran");
         for code in ["DEADLINE_EXCEEDED", "UNAVAILABLE", "UNAVAILABLE"] {
             window.record(&failed(code));
         }
-        let failure = all_failed(&window, &ran(0)).unwrap_err();
+        let failure = all_failed(&window, &none, &ran(0)).unwrap_err();
         assert_eq!(failure.code, "UNAVAILABLE");
         assert!(
             failure
@@ -1144,20 +1184,20 @@ mod tests {
         for _ in 0..4 {
             window.record(&failed(CUT_SHORT));
         }
-        let failure = all_failed(&window, &ran(4)).unwrap_err();
+        let failure = all_failed(&window, &none, &ran(4)).unwrap_err();
         assert_eq!(failure.code, "UNAVAILABLE", "{failure}");
         window.record(&Outcome {
             latency_us: 10,
             result: Ok(("n1".into(), 0)),
         });
-        assert!(all_failed(&window, &ran(4)).is_ok());
+        assert!(all_failed(&window, &none, &ran(4)).is_ok());
 
         // Nothing but requests cut short: a cluster that answered nothing.
         let mut hung = Window::new();
         for _ in 0..2 {
             hung.record(&failed(CUT_SHORT));
         }
-        let failure = all_failed(&hung, &ran(2)).unwrap_err();
+        let failure = all_failed(&hung, &none, &ran(2)).unwrap_err();
         assert_eq!(failure.code, CUT_SHORT);
         assert_eq!(
             failure.message,

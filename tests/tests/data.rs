@@ -1182,6 +1182,57 @@ fn check_stops_at_a_refusal_and_says_why() {
     }
 }
 
+/// `load` refused for what it asks (an identity that may not write) says
+/// the cluster's reason, in the summary and, when nothing succeeded, in the
+/// failure: it said "is the cluster up?", and the reason was nowhere. A
+/// mixed load whose reads succeed passes, with the reason in the summary.
+#[test]
+fn load_refused_for_what_it_asks_says_why() {
+    let cluster = TestCluster::start(1);
+    let denied = "spiffe://clusterlab/client/reader may not call KeyValue/Put";
+    let out = cluster
+        .client()
+        .args([
+            "--identity",
+            "reader",
+            "--json",
+            "load",
+            "--read-ratio",
+            "0",
+        ])
+        .args(["--duration", "1s", "--concurrency", "2"])
+        .run();
+    assert_eq!(out.code(), 1, "{}", out.stderr);
+    let last = out.stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("PERMISSION_DENIED: not one of the")
+            && last.contains(&format!("refused them for what they asked: {denied}"))
+            && !last.contains("is the cluster up"),
+        "{last}"
+    );
+    let json = out.json();
+    let refusal = json["refusals"]["PERMISSION_DENIED"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(refusal.starts_with(denied), "{json}");
+
+    let out = cluster
+        .client()
+        .args(["--identity", "reader", "load", "--read-ratio", "0.5"])
+        .args(["--duration", "1s", "--concurrency", "2"])
+        .run();
+    assert_eq!(out.code(), 0, "{}", out.stderr);
+    // Wrapped at 80 columns: read as one line.
+    let summary = out.stdout.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        summary.contains(&format!(
+            "refused PERMISSION_DENIED, for what was asked: {denied}"
+        )),
+        "{}",
+        out.stdout
+    );
+}
+
 #[test]
 fn every_global_flag_can_come_from_the_environment() {
     let cluster = TestCluster::start(1);
