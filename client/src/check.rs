@@ -347,7 +347,8 @@ pub async fn run(global: &Global, args: CheckArgs, mut stops: StopSignals) -> Re
             },
             signal = stops.recv() => {
                 if workload.interrupted.swap(true, Ordering::Relaxed) {
-                    return Err(quit_without_reading_back());
+                    let writing = started.elapsed();
+                    return Err(stopped_early(&workload, writing, quit_without_reading_back()));
                 }
                 eprintln!(
                     "check: {signal}: finishing the writes in flight, then reading back every \
@@ -358,16 +359,18 @@ pub async fn run(global: &Global, args: CheckArgs, mut stops: StopSignals) -> Re
         }
     }
     let writing = started.elapsed();
-    if let Some(refused) = workload.refused.lock().expect("refusal poisoned").take() {
+    let refused = workload.refused.lock().expect("refusal poisoned").take();
+    if let Some(refused) = refused {
         eprintln!(
             "check: stopped after {:.1}s, with {} writes acknowledged and not read back",
             writing.as_secs_f64(),
             workload.acknowledged.load(Ordering::Relaxed)
         );
-        return Err(refused);
+        return Err(stopped_early(&workload, writing, refused));
     }
 
     let acked = std::mem::take(&mut *workload.acked.lock().expect("acked list poisoned"));
+    let acked = Arc::new(acked);
     eprintln!(
         "check: writing done after {:.1}s; reading back {} acknowledged keys",
         writing.as_secs_f64(),
@@ -376,17 +379,64 @@ pub async fn run(global: &Global, args: CheckArgs, mut stops: StopSignals) -> Re
     let total = acked.len();
     let looks: [ReadResults; 2] = Default::default();
     let verified = tokio::select! {
-        verified = verify(&workload, acked, every, looks.clone()) => verified,
+        verified = verify(&workload, acked.clone(), every, looks.clone()) => verified,
         _ = stops.recv() => {
             let again = workload.interrupted.swap(true, Ordering::Relaxed);
             let [first, second] = looks.map(|look| look.lock().expect("results poisoned").clone());
             let so_far = ReadSoFar::of(total, &first, &second);
             // With W + R > N a key read stale is lost (see `verify`), Ctrl-C or not.
             let overlapping = workload.quorums().is_some_and(|(w, r, n)| w + r > n);
-            return Err(quit_while_reading_back(again, overlapping, &so_far));
+            let failure = quit_while_reading_back(again, overlapping, &so_far);
+            if workload.global.json {
+                let verified = verified_so_far(&acked, [&first, &second], overlapping);
+                println!("{}", json_summary(&workload, &verified, writing, Some(&failure)));
+            }
+            return Err(failure);
         }
     };
     report(&workload, &verified, writing)
+}
+
+/// A check that ends with `failure` before its read-back began: with
+/// `--json`, the summary says so (`stopped`), every acknowledged key
+/// unverified, so that a script still gets its counts.
+fn stopped_early(work: &Workload, writing: Duration, failure: Failure) -> Failure {
+    if work.global.json {
+        let verified = Verified {
+            unverified: work.acknowledged.load(Ordering::Relaxed),
+            ..Verified::default()
+        };
+        println!("{}", json_summary(work, &verified, writing, Some(&failure)));
+    }
+    failure
+}
+
+/// What the read-back's looks (`first`, and the `second` of the keys the
+/// first read stale) had found of `acked` when it was stopped, counted as
+/// [`quit_while_reading_back`] counts them: a key is lost once a second
+/// look, or at `overlapping` quorums the first, found it missing or older;
+/// unverified, unless read back at its version or lost.
+fn verified_so_far(acked: &[Acked], looks: [&[ReadResult]; 2], overlapping: bool) -> Verified {
+    let [first, second] = looks;
+    let mut verified = Verified::default();
+    let (first_last, second_last) = (last_per_key(first), last_per_key(second));
+    let mut current = first_last.iter().filter(|r| r.1 == Some(true)).count() as u64;
+    let found_late = second_last.iter().filter(|r| r.1 == Some(true)).count() as u64;
+    let lost = second_last
+        .iter()
+        .chain(first_last.iter().filter(|_| overlapping))
+        .filter(|r| r.1 == Some(false));
+    for &(i, _, _) in lost {
+        verified.lost_count += 1;
+        if verified.lost.len() < EXAMPLES {
+            verified.lost.push(acked[i].key.clone());
+        }
+    }
+    current += found_late;
+    verified.late = found_late;
+    verified.stale_reads = first.iter().chain(second).map(|r| r.2).sum();
+    verified.unverified = (acked.len() as u64).saturating_sub(current + verified.lost_count);
+    verified
 }
 
 /// One writer: put a unique key, read it back elsewhere, repeat until done.
@@ -550,13 +600,12 @@ type ReadResults = Arc<Mutex<Vec<ReadResult>>>;
 /// results go into `looks` as they come.
 async fn verify(
     work: &Arc<Workload>,
-    acked: Vec<Acked>,
+    acked: Arc<Vec<Acked>>,
     every: Duration,
     looks: [ReadResults; 2],
 ) -> Verified {
     let [first_look, second_look_results] = looks;
     let second_look = tokio::time::Instant::now() + SECOND_LOOK_AFTER;
-    let acked = Arc::new(acked);
     let mut verified = Verified::default();
     let mut suspects = Vec::new();
     let everything = (0..acked.len()).collect();
@@ -759,6 +808,44 @@ async fn read_back(work: &Workload, entry: &Acked, i: usize) -> (Option<bool>, u
     ((stale > 0).then_some(false), stale)
 }
 
+/// The summary `--json` prints: of a whole check, or, with the failure it
+/// was `stopped` by before its read-back ended, of what it had done by then.
+fn json_summary(
+    work: &Workload,
+    verified: &Verified,
+    writing: Duration,
+    stopped: Option<&Failure>,
+) -> serde_json::Value {
+    json!({
+        "acknowledged": work.acknowledged.load(Ordering::Relaxed),
+        "lost": verified.lost_count,
+        "late": verified.late,
+        "stale_reads": work.stale_reads.load(Ordering::Relaxed) + verified.stale_reads,
+        "indeterminate": work.indeterminate.load(Ordering::Relaxed),
+        "not_applied": work.not_applied.load(Ordering::Relaxed),
+        "never_answered": work.never_answered(),
+        "no_handshake": work.heard_only(NO_HANDSHAKE),
+        "timed_out": work.timeouts(),
+        "unverified": verified.unverified,
+        "read_errors": work.read_errors.load(Ordering::Relaxed),
+        "write_errors": *work.errors.lock().expect("errors poisoned"),
+        "seconds": writing.as_secs_f64(),
+        "prefix": work.prefix,
+        "lost_keys": verified.lost,
+        "stale_keys": *work.stale_keys.lock().expect("stale keys poisoned"),
+        // What was asked for, as the text's first line says (null:
+        // the cluster's default), and the W, R and N the answers
+        // said, which decide whether a key read stale is lost at once.
+        "addrs": work.addrs,
+        "write_quorum": work.args.write_quorum,
+        "read_quorum": work.args.read_quorum,
+        "quorums": work.quorums().map(|(w, r, n)| json!({"w": w, "r": r, "n": n})),
+        // Null for a whole check; else why it ended early, as the last
+        // line on stderr says.
+        "stopped": stopped.map(ToString::to_string),
+    })
+}
+
 fn report(work: &Workload, verified: &Verified, writing: Duration) -> Result<(), Failure> {
     let acknowledged = work.acknowledged.load(Ordering::Relaxed);
     let indeterminate = work.indeterminate.load(Ordering::Relaxed);
@@ -770,34 +857,7 @@ fn report(work: &Workload, verified: &Verified, writing: Duration) -> Result<(),
     let quorum =
         |q: Option<u32>| q.map_or_else(|| "cluster default".to_string(), |q| q.to_string());
     if work.global.json {
-        println!(
-            "{}",
-            json!({
-                "acknowledged": acknowledged,
-                "lost": verified.lost_count,
-                "late": verified.late,
-                "stale_reads": stale_reads,
-                "indeterminate": indeterminate,
-                "not_applied": not_applied,
-                "never_answered": work.never_answered(),
-                "no_handshake": work.heard_only(NO_HANDSHAKE),
-                "timed_out": work.timeouts(),
-                "unverified": verified.unverified,
-                "read_errors": read_errors,
-                "write_errors": errors,
-                "seconds": writing.as_secs_f64(),
-                "prefix": work.prefix,
-                "lost_keys": verified.lost,
-                "stale_keys": stale_keys,
-                // What was asked for, as the text's first line says (null:
-                // the cluster's default), and the W, R and N the answers
-                // said, which decide whether a key read stale is lost at once.
-                "addrs": work.addrs,
-                "write_quorum": work.args.write_quorum,
-                "read_quorum": work.args.read_quorum,
-                "quorums": work.quorums().map(|(w, r, n)| json!({"w": w, "r": r, "n": n})),
-            })
-        );
+        println!("{}", json_summary(work, verified, writing, None));
     } else {
         // Short lines: a projector's terminal is 80 columns wide.
         let head = format!(
@@ -1061,6 +1121,42 @@ fn run_id() -> String {
 mod tests {
     use super::*;
 
+    /// `--json`'s summary of a read-back stopped part way counts as the
+    /// last line does: lost keys named, and the rest unverified.
+    #[test]
+    fn a_read_back_stopped_part_way_is_summed_up_as_the_last_line_says() {
+        let acked: Vec<Acked> = (0..4)
+            .map(|i| Acked {
+                key: format!("k{i}"),
+                version: version(1),
+            })
+            .collect();
+        let first = [
+            (0, Some(true), 0),
+            (1, Some(false), 2),
+            (2, None, 0),
+            (3, Some(false), 1),
+        ];
+        let second = [(1, Some(true), 0), (3, Some(false), 1)];
+        for (overlapping, second, lost, late) in [
+            // The second look found k1 and not k3.
+            (false, &second[..], &["k3"][..], 1),
+            // No second look at overlapping quorums: both lost.
+            (true, &[][..], &["k1", "k3"][..], 0),
+        ] {
+            let verified = verified_so_far(&acked, [&first, second], overlapping);
+            assert_eq!(verified.lost, lost, "{verified:?}");
+            assert_eq!(verified.lost_count, lost.len() as u64, "{verified:?}");
+            assert_eq!(verified.late, late, "{verified:?}");
+            let said =
+                quit_while_reading_back(false, overlapping, &ReadSoFar::of(4, &first, second));
+            let left = format!("; {} left unverified", verified.unverified);
+            assert!(said.to_string().ends_with(&left), "{said} / {verified:?}");
+            let stale: u64 = first.iter().chain(second).map(|r| r.2).sum();
+            assert_eq!(verified.stale_reads, stale);
+        }
+    }
+
     /// A Ctrl-C during the read-back says what was found by then, a key
     /// read stale above all, and is not called a second unless it was.
     #[test]
@@ -1299,7 +1395,7 @@ mod tests {
         work.seen_n.store(n, Ordering::Relaxed);
         verify(
             &Arc::new(work),
-            acked,
+            Arc::new(acked),
             Duration::from_secs(60),
             Default::default(),
         )
@@ -1415,7 +1511,7 @@ mod tests {
             .collect();
         let verified = verify(
             &Arc::new(work),
-            acked,
+            Arc::new(acked),
             Duration::from_secs(60),
             Default::default(),
         )
@@ -1473,6 +1569,7 @@ mod tests {
         let mut work = workload_at(&[addr], &args);
         work.read_patience = patience;
         let work = Arc::new(work);
+        let acked = Arc::new(acked);
         let verified = verify(&work, acked, Duration::from_secs(60), Default::default()).await;
         let work = Arc::into_inner(work).expect("the readers are done");
         (verified, work)

@@ -620,11 +620,12 @@ fn a_second_ctrl_c_quits_a_check_without_reading_back() {
     let cluster = TestCluster::start(1);
     cluster.client().args(["fault", "n1", "--pause"]).ok();
     let log = cluster.dir().join("check.err");
+    let summary = cluster.dir().join("check.json");
     let mut check = tests::KilledOnDrop(
         cluster
             .client_process()
-            .args(["--timeout", "120s", "check", "--duration", "120s"])
-            .stdout(std::process::Stdio::null())
+            .args(["--json", "--timeout", "120s", "check", "--duration", "120s"])
+            .stdout(std::fs::File::create(&summary).unwrap())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap(),
@@ -651,6 +652,12 @@ fn a_second_ctrl_c_quits_a_check_without_reading_back() {
     assert!(said(
         "CANCELLED: interrupted again: stopped without reading back"
     ));
+    // With --json, the summary says so too (it was left out).
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).expect("a summary");
+    let stopped = json["stopped"].as_str().unwrap_or_default();
+    assert!(stopped.contains("stopped without reading back"), "{json}");
+    assert_eq!(json["unverified"], json["acknowledged"], "{json}");
 }
 
 /// Output that cannot be written (`> /dev/full`) is one clear line and exit
@@ -689,7 +696,8 @@ fn output_that_cannot_be_written_is_one_line_and_exit_status_1() {
 
 /// A Ctrl-C during the read-back says what had been read back by then,
 /// and how much was left unverified (it used to say only "nothing was
-/// verified", hiding a key already read stale).
+/// verified", hiding a key already read stale); with --json, in the
+/// summary too, which it left out.
 #[test]
 fn a_ctrl_c_during_the_read_back_says_what_was_found_by_then() {
     let cluster = TestCluster::start(1);
@@ -701,10 +709,12 @@ fn a_ctrl_c_during_the_read_back_says_what_was_found_by_then() {
         .args(["fault", "n1", "--latency", "5s"])
         .ok();
     let log = cluster.dir().join("check.err");
+    let summary = cluster.dir().join("check.json");
     let mut check = tests::KilledOnDrop(
         cluster
             .client_process()
             .args([
+                "--json",
                 "--timeout",
                 "60s",
                 "check",
@@ -715,7 +725,7 @@ fn a_ctrl_c_during_the_read_back_says_what_was_found_by_then() {
                 "--concurrency",
                 "2",
             ])
-            .stdout(std::process::Stdio::null())
+            .stdout(std::fs::File::create(&summary).unwrap())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap(),
@@ -737,6 +747,19 @@ fn a_ctrl_c_during_the_read_back_says_what_was_found_by_then() {
     assert!(
         said.contains("; 2 left unverified") || said.contains("; 1 left unverified"),
         "{said}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).expect("a summary");
+    assert_eq!(json["acknowledged"], 2, "{json}");
+    let unverified = json["unverified"].as_u64().unwrap_or_default();
+    assert!(
+        (1..=2).contains(&unverified) && said.contains(&format!("; {unverified} left unverified")),
+        "{json}"
+    );
+    let stopped = json["stopped"].as_str().unwrap_or_default();
+    assert!(
+        stopped.starts_with("CANCELLED: interrupted while reading back"),
+        "{json}"
     );
 }
 
@@ -1180,6 +1203,20 @@ fn check_stops_at_a_refusal_and_says_why() {
         let last = out.stderr.lines().last().unwrap_or_default();
         assert!(last.starts_with(refusal), "{args:?}: {last}");
     }
+    // With --json, the summary names the refusal too (there was none).
+    let out = cluster
+        .client()
+        .args(["--identity", "reader", "--json"])
+        .args(["check", "--duration", "60s"])
+        .run();
+    assert_eq!(out.code(), 1, "{}", out.stderr);
+    let json = out.json();
+    let stopped = json["stopped"].as_str().unwrap_or_default();
+    assert!(
+        stopped.starts_with("PERMISSION_DENIED: the cluster refused a write"),
+        "{json}"
+    );
+    assert_eq!(json["acknowledged"], 0, "{json}");
 }
 
 /// `load` refused for what it asks (an identity that may not write) says
@@ -1192,15 +1229,16 @@ fn load_refused_for_what_it_asks_says_why() {
     let denied = "spiffe://clusterlab/client/reader may not call KeyValue/Put";
     let out = cluster
         .client()
+        .args(["--identity", "reader", "--json"])
         .args([
-            "--identity",
-            "reader",
-            "--json",
             "load",
             "--read-ratio",
             "0",
+            "--duration",
+            "1s",
+            "--concurrency",
+            "2",
         ])
-        .args(["--duration", "1s", "--concurrency", "2"])
         .run();
     assert_eq!(out.code(), 1, "{}", out.stderr);
     let last = out.stderr.lines().last().unwrap_or_default();
