@@ -364,8 +364,13 @@ fn all_failed(
         1 => "the one request failed".to_string(),
         n => format!("not one of the {n} requests succeeded"),
     };
+    // Every failure a refusal of what was asked: the cluster is up, and
+    // said why. (With other failures among them, it may not be.)
     let most = errors.iter().max_by_key(|(_, n)| **n).map(|(code, _)| code);
-    if let Some((code, words)) = most.and_then(|code| refusals.get_key_value(code)) {
+    let all_refused = errors.keys().all(|code| refusals.contains_key(code));
+    if let Some((code, words)) = most.and_then(|code| refusals.get_key_value(code))
+        && all_refused
+    {
         return Err(Failure::new(
             code,
             format!("{what}; the cluster refused them for what they asked: {words}"),
@@ -1203,6 +1208,46 @@ mod tests {
             failure.message,
             "all 2 requests waited unanswered until Ctrl-C after 3.0s; is the cluster hung \
              or paused? (`clusterlab status` shows each node)"
+        );
+    }
+
+    /// A run that failed only with refusals of what it asked says the
+    /// cluster's words for them; one with other failures among them asks
+    /// whether the cluster is up, as the refusals may not be all there is.
+    #[test]
+    fn a_run_refused_for_what_it_asked_says_why_unless_more_went_wrong() {
+        let ran = Ran {
+            not_sent: NotSent::default(),
+            elapsed: Duration::from_secs(3),
+            duration: Duration::from_secs(10),
+            finished_late: 0,
+            cut_short: 0,
+            stopped_by: None,
+        };
+        let refusals = BTreeMap::from([("PERMISSION_DENIED".to_string(), "no".to_string())]);
+        let mut window = Window::new();
+        let fail = |window: &mut Window, code: &str, n| {
+            for _ in 0..n {
+                window.record(&Outcome {
+                    latency_us: 10,
+                    result: Err(code.into()),
+                });
+            }
+        };
+        fail(&mut window, "PERMISSION_DENIED", 7);
+        let failure = all_failed(&window, &refusals, &ran).unwrap_err();
+        assert_eq!(
+            failure.to_string(),
+            "PERMISSION_DENIED: not one of the 7 requests succeeded; the cluster refused them \
+             for what they asked: no"
+        );
+        fail(&mut window, "UNAVAILABLE", 3);
+        let failure = all_failed(&window, &refusals, &ran).unwrap_err();
+        assert!(
+            failure.to_string().starts_with(
+                "PERMISSION_DENIED: not one of the 10 requests succeeded; is the cluster up?"
+            ),
+            "{failure}"
         );
     }
 
