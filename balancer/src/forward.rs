@@ -142,6 +142,9 @@ impl Router {
                 head.uri.path()
             )));
         };
+        // Received, whatever comes of it: one refused here for its message
+        // (too large, undecodable, never sent) counts too.
+        self.requests.fetch_add(1, Ordering::Relaxed);
         let path = head
             .uri
             .into_parts()
@@ -207,7 +210,6 @@ impl Router {
             true => message.with_request_id(method, proto::new_request_id()),
             false => message,
         };
-        self.requests.fetch_add(1, Ordering::Relaxed);
         self.budget.deposit();
         let policy = self.policy();
         let mut trace = Trace {

@@ -437,17 +437,20 @@ mod tests {
     #[test]
     fn at_the_limit_the_oldest_handshake_is_abandoned() {
         let mut in_progress = InProgress::default();
-        let (first, mut first_abandoned) = in_progress.admit(2);
+        let (_, mut first_abandoned) = in_progress.admit(2);
         let (_, mut second_abandoned) = in_progress.admit(2);
         assert!(first_abandoned.try_recv().is_err(), "nothing abandoned yet");
-        let (_, mut third_abandoned) = in_progress.admit(2);
+        let (third, mut third_abandoned) = in_progress.admit(2);
         assert_eq!(first_abandoned.try_recv(), Ok(()), "the oldest goes");
         assert!(second_abandoned.try_recv().is_err());
         assert!(third_abandoned.try_recv().is_err());
-        // A finished handshake leaves room without abandoning anyone.
-        in_progress.remove(first);
-        in_progress.remove(1);
+        // A finished handshake (the newest) leaves room: the next one is
+        // admitted without abandoning the oldest still in progress.
+        in_progress.remove(third);
         let _ = in_progress.admit(2);
-        assert!(third_abandoned.try_recv().is_err());
+        assert!(
+            second_abandoned.try_recv().is_err(),
+            "abandoned, though a handshake had finished"
+        );
     }
 }

@@ -757,14 +757,29 @@ mod tests {
         let admin = forge(Kind::Client, "admin", ExtendedKeyUsagePurpose::ClientAuth);
         let server =
             ClientIdentityVerifier::new(roots.clone(), provider(), &revocations.current()).unwrap();
+        // Refused for an issuer nobody trusts: the chain sent with it is not
+        // looked at. (Were it, the villain, whose own certificate allows
+        // only clientAuth, would still fail the node's serverAuth, for
+        // another reason: any refusal would not show which.)
+        let unknown_issuer = |refused: Result<_, rustls::Error>| {
+            matches!(
+                refused,
+                Err(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::UnknownIssuer
+                ))
+            )
+        };
         let refused = server.verify_client_cert(&admin, &chain, UnixTime::now());
-        assert!(refused.is_err(), "a forged admin got in");
+        assert!(unknown_issuer(refused.map(|_| ())), "a forged admin got in");
 
         let node = forge(Kind::Node, "n9", ExtendedKeyUsagePurpose::ServerAuth);
         let client = ServerIdentityVerifier::with_roots(roots, revocations).accepting(NODES);
         let host = ServerName::try_from("127.0.0.1").unwrap();
         let refused = client.verify_server_cert(&node, &chain, &host, &[], UnixTime::now());
-        assert!(refused.is_err(), "a forged node was taken for one");
+        assert!(
+            unknown_issuer(refused.map(|_| ())),
+            "a forged node was taken for one"
+        );
     }
 
     /// A second connection is a full handshake, its certificates checked

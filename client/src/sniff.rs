@@ -100,7 +100,9 @@ fn socket_failure(e: std::io::Error) -> Failure {
 /// which runs on Linux, sniffs.
 #[cfg(not(target_os = "linux"))]
 fn packet_socket() -> Result<Socket, Failure> {
-    Err(Failure::usage(
+    // Exit 1, as on a Linux without AF_PACKET: the system's lack, not the
+    // command line's.
+    Err(Failure::local(
         "sniff reads frames from Linux's packet sockets (AF_PACKET), which this system does \
          not have; use the compose service: docker compose run --rm --no-deps sniff",
     ))
@@ -118,8 +120,9 @@ pub fn run(args: SniffArgs, stop: &AtomicBool) -> Result<(), Failure> {
     let _ = socket.set_recv_buffer_size(RECEIVE_BUFFER);
     let mut pcap = match &args.pcap {
         Some(path) => {
+            // Exit 1, as a capture file that fails later (a full disk) does.
             let file = std::fs::File::create(path)
-                .map_err(|e| Failure::usage(format!("cannot write {}: {e}", path.display())))?;
+                .map_err(|e| Failure::local(format!("cannot write {}: {e}", path.display())))?;
             if let Err(e) = certs::files::give_to_directory_owner(path) {
                 eprintln!(
                     "note: {} stays owned by this user ({e}); its directory's owner may \
@@ -1127,10 +1130,23 @@ fn h2_frame(buffer: &[u8], hpack: Hpack<'_>) -> Option<(usize, String)> {
             let ack = if flags & 0x1 != 0 { " ack" } else { "" };
             let _ = write!(line, "H2 SETTINGS{ack}");
         }
-        0x6 => line.push_str("H2 PING"),
+        0x2 => {
+            let _ = write!(line, "H2 PRIORITY       stream {stream}");
+        }
+        0x5 => {
+            let _ = write!(line, "H2 PUSH_PROMISE   stream {stream}");
+        }
+        0x6 => {
+            // Who answers whom: a PING's ACK comes back the other way.
+            let ack = if flags & 0x1 != 0 { " ack" } else { "" };
+            let _ = write!(line, "H2 PING{ack}");
+        }
         0x7 => line.push_str("H2 GOAWAY"),
         0x8 => {
             let _ = write!(line, "H2 WINDOW_UPDATE  stream {stream}");
+        }
+        0x9 => {
+            let _ = write!(line, "H2 CONTINUATION   stream {stream:<4} {len} bytes");
         }
         other => {
             let _ = write!(line, "H2 frame type {other} stream {stream} {len} bytes");
@@ -1561,6 +1577,32 @@ mod tests {
         assert!(
             later.contains("HPACK state unknown since an earlier block"),
             "{later}"
+        );
+    }
+
+    /// A PING and its ACK read apart, as SETTINGS and its ACK do; and the
+    /// frame types clusterlab's peers do not send are named all the same.
+    #[test]
+    fn a_ping_ack_and_every_frame_type_are_named() {
+        let (mut decoder, mut lost) = (hpack_decoder(), false);
+        let mut frame = |kind: u8, flags: u8, len: u8| {
+            let mut bytes = vec![0, 0, len, kind, flags, 0, 0, 0, 3];
+            bytes.resize(9 + usize::from(len), 0);
+            let hpack = Hpack {
+                decoder: &mut decoder,
+                joined_late: false,
+                lost: &mut lost,
+            };
+            h2_frame(&bytes, hpack).unwrap().1
+        };
+        assert!(frame(0x6, 0, 8).ends_with("H2 PING"));
+        assert!(frame(0x6, 0x1, 8).ends_with("H2 PING ack"));
+        assert!(frame(0x2, 0, 5).ends_with("H2 PRIORITY       stream 3"));
+        assert!(frame(0x5, 0x4, 4).ends_with("H2 PUSH_PROMISE   stream 3"));
+        let continuation = frame(0x9, 0x4, 2);
+        assert!(
+            continuation.ends_with("H2 CONTINUATION   stream 3    2 bytes"),
+            "{continuation}"
         );
     }
 

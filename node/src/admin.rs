@@ -102,11 +102,14 @@ impl Admin for AdminService {
         let active = fault.describe();
         // `--latency 0ms` and the like ask for no fault at all: a clearing.
         let clears = fault == Fault::default();
-        let before = self.state.faults.set(fault);
+        let before = self.state.faults.set(fault.clone());
         self.health.refresh(&self.state).await;
         if clears && before == Fault::default() {
             // Nothing changed: no news of a recovery that did not happen.
             info!("faults cleared (there were none)");
+        } else if before == fault {
+            // The same fault again: nothing new to announce.
+            info!(fault = %active, "fault unchanged (it was injected already)");
         } else if clears {
             info!("faults cleared");
             self.state
@@ -296,6 +299,13 @@ mod tests {
         );
     }
 
+    /// The Admin service of a node with `state`.
+    async fn admin_of(state: Arc<NodeState>) -> AdminService {
+        let (reporter, _) = tonic_health::server::health_reporter();
+        let health = crate::server::Health::new(reporter).await;
+        AdminService::new(state, health)
+    }
+
     /// A fault meant for another node says that node is not here, and where
     /// to look: `clusterlab fault` sends each to the address the cluster has
     /// for its node, so this is one another node now answers at. It said
@@ -304,10 +314,7 @@ mod tests {
     async fn a_fault_for_another_node_says_where_to_send_it() {
         use proto::admin_server::Admin;
         let dir = tempfile::tempdir().unwrap();
-        let state = crate::in_process::node_state(dir.path());
-        let (reporter, _) = tonic_health::server::health_reporter();
-        let health = crate::server::Health::new(reporter).await;
-        let admin = AdminService::new(state, health);
+        let admin = admin_of(crate::in_process::node_state(dir.path())).await;
         let elsewhere = SetFaultRequest {
             node: "n2".into(),
             pause: true,
@@ -318,6 +325,35 @@ mod tests {
             refused.message(),
             "this is n1, not n2: n2 is not at this address (it may have stopped, and n1 \
              started here); `clusterlab status` shows where each node is"
+        );
+    }
+
+    /// The same fault set twice is one change, announced once (it was a
+    /// second `fault.set` event, "n1 now misbehaves", though nothing had
+    /// changed); another fault is announced again.
+    #[tokio::test]
+    async fn the_same_fault_set_again_is_not_news() {
+        use proto::admin_server::Admin;
+        let dir = tempfile::tempdir().unwrap();
+        let state = crate::in_process::node_state(dir.path());
+        let admin = admin_of(state.clone()).await;
+        let latency = |ms| SetFaultRequest {
+            latency_ms: ms,
+            ..SetFaultRequest::default()
+        };
+        for ms in [300, 300, 500] {
+            admin.set_fault(Request::new(latency(ms))).await.unwrap();
+        }
+        let set: Vec<String> = (state.events.recent().into_iter())
+            .filter(|e| e.kind == "fault.set")
+            .map(|e| e.message)
+            .collect();
+        assert_eq!(
+            set,
+            [
+                "n1 now misbehaves: latency 300ms",
+                "n1 now misbehaves: latency 500ms"
+            ]
         );
     }
 

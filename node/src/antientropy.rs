@@ -855,7 +855,8 @@ fn differing_ranges(mine: &Digest, theirs: &[RangeDigest]) -> HashSet<u32> {
 /// Publishes the count, with an event when it leaves or returns to zero.
 fn report_under_replicated(state: &NodeState, now: u64) {
     let before = state.under_replicated.swap(now, Ordering::Relaxed);
-    let n = state.replication.replicas;
+    // N as a key gets it: two copies in a cluster of two, whatever --replicas.
+    let n = state.replication.copies(state.membership.known());
     match (before, now) {
         (0, 0) => {}
         (0, now) => {

@@ -78,6 +78,31 @@ mod tests {
         assert_eq!(began.elapsed(), Duration::from_millis(40));
     }
 
+    /// Requests waiting at once start in the order they came, each at its
+    /// own start time (the test above has never more than one waiting).
+    #[tokio::test(start_paused = true)]
+    async fn requests_waiting_together_start_in_the_order_they_came() {
+        let capacity = std::sync::Arc::new(Capacity::new(100));
+        let began = Instant::now();
+        let started = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut waiting = tokio::task::JoinSet::new();
+        for i in 0..10 {
+            let (capacity, started) = (capacity.clone(), started.clone());
+            waiting.spawn(async move {
+                capacity.admit().await;
+                started.lock().unwrap().push((i, began.elapsed()));
+            });
+            // Each reaches the queue before the next is spawned.
+            tokio::task::yield_now().await;
+        }
+        while waiting.join_next().await.is_some() {}
+        let started = started.lock().unwrap().clone();
+        let expected: Vec<(i32, Duration)> = (0..10)
+            .map(|i| (i, Duration::from_millis(10 * i as u64)))
+            .collect();
+        assert_eq!(started, expected);
+    }
+
     /// Requests that give up while they queue take no start time with them.
     #[tokio::test(start_paused = true)]
     async fn a_request_that_gives_up_gives_its_place_back() {

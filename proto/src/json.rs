@@ -30,6 +30,8 @@ pub fn status(status: &StatusResponse) -> Value {
             "store": status.store,
             "requests": status.requests,
             "replicas": status.replicas,
+            // N as a key gets it (fewer while the cluster has fewer members).
+            "copies": status.copies(),
             "write_quorum": status.write_quorum,
             "read_quorum": status.read_quorum,
             "denied": status.denied,

@@ -224,6 +224,7 @@ fn the_dashboard_shows_traffic_keys_links_and_events_and_metrics_agree() {
         );
     }
     let quorum = drawn["healthy"]["quorum"].as_str().unwrap();
+    assert!(quorum.starts_with("N=3 copies of each key"), "{quorum}");
     assert!(quorum.ends_with("Every key has its copies."), "{quorum}");
     // A node's injected fault is on its tile, and only on its tile.
     assert!(!tile("healthy", "n2").contains("fault"), "{drawn:#}");
@@ -504,6 +505,25 @@ fn a_connection_that_sends_no_whole_request_is_closed() {
     }
     let (code, _) = http_get(&metrics_addr, "/metrics").expect("the port still answers");
     assert_eq!(code, 200);
+}
+
+/// A cluster of one keeps one copy of each key, whatever `--replicas` (3)
+/// says, and the page says so, as `clusterlab status` does: it said N=3
+/// with W=1 and R=1, a setup that looked broken, and copies that did not
+/// exist.
+#[test]
+fn the_dashboard_of_a_cluster_of_one_says_one_copy() {
+    let mut cluster = TestCluster::start(1);
+    cluster.start_balancer(&[]);
+    put_through_balancer(&cluster, 1);
+    let status = api_status(&cluster);
+    assert_eq!(node_view(&status, "n1")["status"]["copies"], 1, "{status}");
+    let drawn = drawn_by_the_page(cluster.dir(), &status);
+    let quorum = drawn["healthy"]["quorum"].as_str().unwrap();
+    assert!(
+        quorum.starts_with("N=1 copies of each key; a write waits for W=1, a read for R=1."),
+        "{quorum}"
+    );
 }
 
 #[test]

@@ -196,6 +196,10 @@ fn malformed_protobuf_gets_a_clear_status(target: Target) {
         message.contains("failed to decode Protobuf message"),
         "{message}"
     );
+    if matches!(target, Target::Balancer) {
+        let received = cluster.balancer_status(0).expect("status").requests;
+        assert_eq!(received, 1, "the refused request was not counted");
+    }
     target.still_serving(&cluster, "k");
 }
 
@@ -204,6 +208,8 @@ fn a_malformed_protobuf_body_gets_a_clear_status() {
     malformed_protobuf_gets_a_clear_status(Target::Node);
 }
 
+/// ...and counts it among the requests it received (it counted only those
+/// it went on to forward, so the dashboard showed no traffic at all).
 #[test]
 fn the_balancer_answers_a_malformed_protobuf_body_clearly_too() {
     malformed_protobuf_gets_a_clear_status(Target::Balancer);
