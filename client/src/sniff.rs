@@ -25,7 +25,7 @@ use std::{
     fmt::Write as _,
     hash::{Hash, Hasher},
     io::Read,
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, SocketAddr},
     path::Path,
     sync::{
         Arc, Condvar, Mutex,
@@ -312,8 +312,8 @@ fn within_count(
 /// One TCP segment, parsed out of an Ethernet frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Segment<'a> {
-    pub src: (Ipv4Addr, u16),
-    pub dst: (Ipv4Addr, u16),
+    pub src: (IpAddr, u16),
+    pub dst: (IpAddr, u16),
     pub seq: u32,
     pub syn: bool,
     /// The sender has finished sending (FIN).
@@ -324,21 +324,35 @@ pub struct Segment<'a> {
 }
 
 impl<'a> Segment<'a> {
-    /// Ethernet II / IPv4 / TCP, or `None` for anything else.
+    /// Ethernet II / IPv4 or IPv6 / TCP, or `None` for anything else. (An
+    /// IPv6 packet with extension headers before its TCP header is not
+    /// followed: a cluster's traffic carries none.)
     pub fn parse(frame: &'a [u8]) -> Option<Segment<'a>> {
         let ethertype = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
-        if ethertype != 0x0800 {
-            return None;
-        }
         let ip = frame.get(14..)?;
-        let ihl = usize::from(ip.first()? & 0x0f) * 4;
-        let total = usize::from(u16::from_be_bytes([*ip.get(2)?, *ip.get(3)?]));
-        if *ip.get(9)? != 6 || ihl < 20 || total < ihl || ip.len() < total {
-            return None;
-        }
-        let src_ip = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
-        let dst_ip = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
-        let tcp = ip.get(ihl..total)?;
+        let (src_ip, dst_ip, tcp) = match ethertype {
+            0x0800 => {
+                let ihl = usize::from(ip.first()? & 0x0f) * 4;
+                let total = usize::from(u16::from_be_bytes([*ip.get(2)?, *ip.get(3)?]));
+                if *ip.get(9)? != 6 || ihl < 20 || total < ihl || ip.len() < total {
+                    return None;
+                }
+                let at = |i: usize| IpAddr::from([ip[i], ip[i + 1], ip[i + 2], ip[i + 3]]);
+                (at(12), at(16), ip.get(ihl..total)?)
+            }
+            0x86dd => {
+                let payload = usize::from(u16::from_be_bytes([*ip.get(4)?, *ip.get(5)?]));
+                if ip.first()? >> 4 != 6 || *ip.get(6)? != 6 {
+                    return None;
+                }
+                let at = |i: usize| -> Option<IpAddr> {
+                    let bytes: [u8; 16] = ip.get(i..i + 16)?.try_into().ok()?;
+                    Some(IpAddr::from(bytes))
+                };
+                (at(8)?, at(24)?, ip.get(40..40 + payload)?)
+            }
+            _ => return None,
+        };
         let offset = usize::from(tcp.get(12)? >> 4) * 4;
         if offset < 20 || tcp.len() < offset {
             return None;
@@ -355,7 +369,7 @@ impl<'a> Segment<'a> {
     }
 }
 
-type FlowKey = ((Ipv4Addr, u16), (Ipv4Addr, u16));
+type FlowKey = ((IpAddr, u16), (IpAddr, u16));
 
 /// Follows the TCP streams on the ports we watch.
 #[derive(Debug)]
@@ -501,17 +515,17 @@ pub struct Names {
     /// How long to wait for an answer.
     patience: Duration,
     /// The addresses handed to the lookup thread so far.
-    asked: HashSet<Ipv4Addr>,
+    asked: HashSet<IpAddr>,
     /// Where to send an address to look up; `None` with `--numeric`.
-    lookups: Option<mpsc::Sender<Ipv4Addr>>,
+    lookups: Option<mpsc::Sender<IpAddr>>,
 }
 
 /// What the lookups found, by address, and how many lookups of each address
 /// are still out (a new connection asks again about an address being looked up).
 #[derive(Debug, Default)]
 struct Found {
-    names: HashMap<Ipv4Addr, String>,
-    pending: HashMap<Ipv4Addr, usize>,
+    names: HashMap<IpAddr, String>,
+    pending: HashMap<IpAddr, usize>,
 }
 
 /// How long the capture waits for DNS to name a new address (see [`Names`]).
@@ -532,7 +546,7 @@ impl Names {
     /// builds on the lookup thread; an answer is waited for up to `patience`.
     pub fn looked_up_by<F>(patience: Duration, make: impl FnOnce() -> F + Send + 'static) -> Self
     where
-        F: FnMut(Ipv4Addr) -> Option<String>,
+        F: FnMut(IpAddr) -> Option<String>,
     {
         let found = Arc::<(Mutex<Found>, Condvar)>::default();
         let (lookups, addresses) = mpsc::channel();
@@ -567,19 +581,20 @@ impl Names {
 
     /// `NAME:PORT` once the address has a name, else `ADDRESS:PORT`. The first
     /// sight of an address starts its lookup.
-    fn label(&mut self, (ip, port): (Ipv4Addr, u16)) -> String {
+    fn label(&mut self, (ip, port): (IpAddr, u16)) -> String {
         if !self.asked.contains(&ip) {
             self.ask(ip);
             self.wait_for(&[ip]);
         }
         match self.found.0.lock().expect("names poisoned").names.get(&ip) {
             Some(name) => format!("{name}:{port}"),
-            None => format!("{ip}:{port}"),
+            // `[::1]:7101` for an IPv6 address, as every other tool writes it.
+            None => SocketAddr::new(ip, port).to_string(),
         }
     }
 
     /// `dialer` opened a connection to `listener`: look both up again.
-    fn connection(&mut self, dialer: Ipv4Addr, listener: Ipv4Addr) {
+    fn connection(&mut self, dialer: IpAddr, listener: IpAddr) {
         if self.lookups.is_none() {
             return;
         }
@@ -594,7 +609,7 @@ impl Names {
         self.wait_for(&[dialer, listener]);
     }
 
-    fn ask(&mut self, ip: Ipv4Addr) {
+    fn ask(&mut self, ip: IpAddr) {
         if let Some(lookups) = &self.lookups
             && !ip.is_loopback()
         {
@@ -608,7 +623,7 @@ impl Names {
     }
 
     /// Waits until none of `ips` is being looked up, for at most `patience`.
-    fn wait_for(&self, ips: &[Ipv4Addr]) {
+    fn wait_for(&self, ips: &[IpAddr]) {
         let (found, answered) = &*self.found;
         let found = found.lock().expect("names poisoned");
         let _ = answered
@@ -622,7 +637,7 @@ impl Names {
 /// The container at an address, from Docker's DNS server (see
 /// [`certs::names`]); the lookups wait on a runtime of their own, as the
 /// sniffer's loop is not async.
-fn reverse_dns() -> impl FnMut(Ipv4Addr) -> Option<String> {
+fn reverse_dns() -> impl FnMut(IpAddr) -> Option<String> {
     let built = (|| -> Result<_, String> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -639,10 +654,7 @@ fn reverse_dns() -> impl FnMut(Ipv4Addr) -> Option<String> {
         .ok();
     move |ip| {
         let (runtime, names) = built.as_ref()?;
-        runtime
-            .block_on(names.name_of(IpAddr::V4(ip)))
-            .ok()
-            .flatten()
+        runtime.block_on(names.name_of(ip)).ok().flatten()
     }
 }
 
@@ -1321,8 +1333,8 @@ mod tests {
     /// 10.0.0.1:40000 that [`frame`] sends from.
     fn ping_from_the_server() -> Segment<'static> {
         Segment {
-            src: (Ipv4Addr::new(10, 0, 0, 2), 7000),
-            dst: (Ipv4Addr::new(10, 0, 0, 1), 40000),
+            src: (IpAddr::from([10, 0, 0, 2]), 7000),
+            dst: (IpAddr::from([10, 0, 0, 1]), 40000),
             seq: 9,
             syn: false,
             fin: false,
@@ -1395,8 +1407,8 @@ mod tests {
         let lines = sniffer.follow(&Segment::parse(&big).unwrap());
         assert_eq!(lines.len(), 1, "{lines:?}");
         let key = (
-            (Ipv4Addr::new(10, 0, 0, 1), 40000),
-            (Ipv4Addr::new(10, 0, 0, 2), 7000),
+            (IpAddr::from([10, 0, 0, 1]), 40000),
+            (IpAddr::from([10, 0, 0, 2]), 7000),
         );
         assert!(sniffer.flows[&key].buffer.capacity() >= 10_000);
         let mut fin = frame(100 + 10_016, false, &[]);
@@ -1405,6 +1417,45 @@ mod tests {
         let flow = &sniffer.flows[&key];
         assert!(flow.closed);
         assert_eq!(flow.buffer.capacity(), 0);
+    }
+
+    /// [`frame`], carried over IPv6 from `[::1]:40000` to `[::2]:7000`.
+    fn frame6(seq: u32, syn: bool, payload: &[u8]) -> Vec<u8> {
+        let tcp = frame(seq, syn, payload).split_off(14 + 20);
+        let mut f = vec![0u8; 12];
+        f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+        f.extend_from_slice(&(tcp.len() as u16).to_be_bytes());
+        f.extend_from_slice(&[6, 64]);
+        f.extend_from_slice(&std::net::Ipv6Addr::LOCALHOST.octets());
+        f.extend_from_slice(&"::2".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        f.extend(tcp);
+        f
+    }
+
+    /// A cluster reached over IPv6 (`--listen [::1]:7101`, or a name that
+    /// resolves to `::1` first) is followed too: its frames were dropped
+    /// unseen, and the run ended saying no packet had crossed the ports.
+    #[test]
+    fn tcp_over_ipv6_is_followed() {
+        let syn = frame6(99, true, &[]);
+        let segment = Segment::parse(&syn).expect("an IPv6 segment");
+        assert_eq!(segment.src, ("::1".parse().unwrap(), 40000));
+        assert_eq!(segment.dst, ("::2".parse().unwrap(), 7000));
+        assert!(segment.syn && segment.payload.is_empty());
+        let mut sniffer = Sniffer::new(vec![7000], Names::numeric());
+        sniffer.follow(&segment);
+        let record = [23, 3, 3, 0, 1, 0xaa];
+        let lines = sniffer.follow(&Segment::parse(&frame6(100, false, &record)).unwrap());
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0].contains("[::1]:40000") && lines[0].contains("[::2]:7000"),
+            "{lines:?}"
+        );
+        assert!(lines[0].contains("application_data"), "{lines:?}");
+        // Another next header than TCP (here UDP) is not a segment.
+        let mut udp = frame6(101, false, &[]);
+        udp[14 + 6] = 17;
+        assert!(Segment::parse(&udp).is_none());
     }
 
     #[test]
@@ -1508,8 +1559,8 @@ mod tests {
             assert!(sniffer.flows.len() <= MAX_FLOWS);
         }
         let closed = (
-            (Ipv4Addr::new(10, 0, 0, 1), 40000),
-            (Ipv4Addr::new(10, 0, 0, 2), 7000),
+            (IpAddr::from([10, 0, 0, 1]), 40000),
+            (IpAddr::from([10, 0, 0, 2]), 7000),
         );
         assert!(
             !sniffer.flows.contains_key(&closed),
@@ -1805,12 +1856,12 @@ mod tests {
         let (answer, first_line_out) = mpsc::channel::<()>();
         let names = Names::looked_up_by(Duration::ZERO, move || {
             let mut first_line_out = Some(first_line_out);
-            move |ip: Ipv4Addr| {
+            move |ip: IpAddr| {
                 if let Some(gate) = first_line_out.take() {
                     let _ = gate.recv();
                 }
                 asked.send(ip).unwrap();
-                (ip == Ipv4Addr::new(10, 0, 0, 2)).then(|| "clusterlab-balancer-1".to_string())
+                (ip == IpAddr::from([10, 0, 0, 2])).then(|| "clusterlab-balancer-1".to_string())
             }
         });
         let mut sniffer = Sniffer::new(vec![7000], names);
@@ -1848,10 +1899,10 @@ mod tests {
         );
         assert!(named.contains("application_data"), "{named}");
         // Both ends were asked about, once each.
-        let asked: Vec<Ipv4Addr> = questions.try_iter().collect();
+        let asked: Vec<IpAddr> = questions.try_iter().collect();
         assert_eq!(
             asked,
-            [Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2)],
+            [IpAddr::from([10, 0, 0, 1]), IpAddr::from([10, 0, 0, 2])],
             "each address is looked up once"
         );
     }
@@ -1861,7 +1912,7 @@ mod tests {
     #[test]
     fn a_new_connections_first_line_waits_a_moment_for_names() {
         let names = Names::looked_up_by(Duration::from_secs(60), move || {
-            move |ip: Ipv4Addr| {
+            move |ip: IpAddr| {
                 let names = [
                     ("10.0.0.1", "clusterlab-client-run-aaaa"),
                     ("10.0.0.2", "clusterlab-balancer-1"),
@@ -1887,8 +1938,8 @@ mod tests {
     #[test]
     fn a_long_route_moves_only_its_own_line() {
         let names = Names::looked_up_by(Duration::from_secs(60), move || {
-            move |ip: Ipv4Addr| {
-                (ip == Ipv4Addr::new(10, 0, 0, 3))
+            move |ip: IpAddr| {
+                (ip == IpAddr::from([10, 0, 0, 3]))
                     .then(|| "clusterlab-client-run-5cf57ce5d175".to_string())
             }
         });
@@ -1918,14 +1969,14 @@ mod tests {
 
     #[test]
     fn a_new_connection_from_a_reused_address_is_named_afresh() {
-        let (client, balancer) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
+        let (client, balancer) = (IpAddr::from([10, 0, 0, 1]), IpAddr::from([10, 0, 0, 2]));
         let dns = Arc::new(Mutex::new(HashMap::from([
             (client, "clusterlab-client-run-aaaa"),
             (balancer, "clusterlab-balancer-1"),
         ])));
         let answers = dns.clone();
         let names = Names::looked_up_by(Duration::from_secs(60), move || {
-            move |ip: Ipv4Addr| answers.lock().unwrap().get(&ip).map(|n| n.to_string())
+            move |ip: IpAddr| answers.lock().unwrap().get(&ip).map(|n| n.to_string())
         });
         let mut sniffer = Sniffer::new(vec![7000], names);
         let record = [23, 3, 3, 0, 1, 0];
@@ -1976,15 +2027,18 @@ mod tests {
     fn loopback_and_numeric_addresses_are_never_looked_up() {
         let (asked, questions) = mpsc::channel();
         let mut names = Names::looked_up_by(Duration::ZERO, move || {
-            move |ip: Ipv4Addr| {
+            move |ip: IpAddr| {
                 asked.send(ip).unwrap();
                 Some("localhost".to_string())
             }
         });
-        assert_eq!(names.label((Ipv4Addr::LOCALHOST, 7000)), "127.0.0.1:7000");
+        assert_eq!(
+            names.label((IpAddr::from([127, 0, 0, 1]), 7000)),
+            "127.0.0.1:7000"
+        );
         let mut numeric = Names::numeric();
         assert_eq!(
-            numeric.label((Ipv4Addr::new(10, 0, 0, 2), 7100)),
+            numeric.label((IpAddr::from([10, 0, 0, 2]), 7100)),
             "10.0.0.2:7100"
         );
         drop(names);
