@@ -142,8 +142,8 @@ impl Router {
                 head.uri.path()
             )));
         };
-        // Received, whatever comes of it: one refused here for its message
-        // (too large, undecodable, never sent) counts too.
+        // A KeyValue request received, whatever comes of it: one refused
+        // here for its message (too large, undecodable, never sent) counts.
         self.requests.fetch_add(1, Ordering::Relaxed);
         let path = head
             .uri

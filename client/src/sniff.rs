@@ -1158,7 +1158,7 @@ fn h2_frame(buffer: &[u8], hpack: Hpack<'_>) -> Option<(usize, String)> {
             let _ = write!(line, "H2 WINDOW_UPDATE  stream {stream}");
         }
         0x9 => {
-            let _ = write!(line, "H2 CONTINUATION   stream {stream:<4} {len} bytes");
+            let _ = write!(line, "H2 CONTINUATION  stream {stream:<4} {len:>5} bytes");
         }
         other => {
             let _ = write!(line, "H2 frame type {other} stream {stream} {len} bytes");
@@ -1650,9 +1650,10 @@ mod tests {
         assert!(frame(0x6, 0x1, 8).ends_with("H2 PING ack"));
         assert!(frame(0x2, 0, 5).ends_with("H2 PRIORITY       stream 3"));
         assert!(frame(0x5, 0x4, 4).ends_with("H2 PUSH_PROMISE   stream 3"));
+        // Its byte count in the column of the HEADERS frame it goes on.
         let continuation = frame(0x9, 0x4, 2);
         assert!(
-            continuation.ends_with("H2 CONTINUATION   stream 3    2 bytes"),
+            continuation.ends_with("H2 CONTINUATION  stream 3        2 bytes"),
             "{continuation}"
         );
     }

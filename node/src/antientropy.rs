@@ -855,8 +855,7 @@ fn differing_ranges(mine: &Digest, theirs: &[RangeDigest]) -> HashSet<u32> {
 /// Publishes the count, with an event when it leaves or returns to zero.
 fn report_under_replicated(state: &NodeState, now: u64) {
     let before = state.under_replicated.swap(now, Ordering::Relaxed);
-    // N as a key gets it: two copies in a cluster of two, whatever --replicas.
-    let n = state.replication.copies(state.membership.known());
+    let n = state.replication.replicas;
     match (before, now) {
         (0, 0) => {}
         (0, now) => {

@@ -40,13 +40,7 @@ impl Replication {
     /// a quorum of N: both sides answer, and [`crate::handoff`] brings the
     /// smaller side's writes to their keys' replicas once the cut heals.)
     pub fn default_quorum(&self, members: usize) -> usize {
-        Self::majority(self.copies(members))
-    }
-
-    /// N as a key gets it in a cluster of `members` (dead ones counted):
-    /// `--replicas`, or one copy on each member of a smaller cluster.
-    pub fn copies(&self, members: usize) -> usize {
-        self.replicas.min(members)
+        Self::majority(self.replicas.min(members))
     }
 
     /// The write and read quorums a request gets when it asks for none.

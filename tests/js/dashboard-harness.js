@@ -1,11 +1,12 @@
 // Runs the dashboard's own script (balancer/src/dashboard.html) under Node.js
 // with the little of the DOM it uses, against /api/status answers a test
 // gives, and prints what each scenario drew as JSON. tests/tests/dashboard.rs
-// runs it: `node dashboard-harness.js SCRIPT STATUS`.
+// runs it: `node dashboard-harness.js SCRIPT STATUS [SCENARIO,...]`, the
+// scenarios (all, if none are named) made from a three-node cluster's answer.
 "use strict";
 
 const fs = require("fs");
-const [script, statusFile] = process.argv.slice(2);
+const [script, statusFile, only] = process.argv.slice(2);
 
 class Node {
   constructor(tag) {
@@ -148,7 +149,8 @@ const scenarios = {
 
 (async () => {
   const out = {};
-  for (const [name, make] of Object.entries(scenarios)) {
+  const wanted = ([name]) => !only || only.split(",").includes(name);
+  for (const [name, make] of Object.entries(scenarios).filter(wanted)) {
     const status = make();
     answer = async () => ({ ok: true, status: 200, json: async () => status });
     await poll();

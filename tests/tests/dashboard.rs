@@ -41,6 +41,12 @@ fn api_status(cluster: &TestCluster) -> Value {
 /// answer) and from the states `tests/js/dashboard-harness.js` makes of it,
 /// run under Node.js, which the machines this is built on have.
 fn drawn_by_the_page(dir: &std::path::Path, status: &Value) -> Value {
+    drawn_in(dir, status, &[])
+}
+
+/// [`drawn_by_the_page`], in `only` the harness's scenarios named (all, if
+/// none): most are made from a cluster of three.
+fn drawn_in(dir: &std::path::Path, status: &Value, only: &[&str]) -> Value {
     let page = include_str!("../../balancer/src/dashboard.html");
     let (_, script) = page.split_once("<script>").expect("the page has a script");
     let (script, _) = script.split_once("</script>").expect("the script ends");
@@ -54,6 +60,7 @@ fn drawn_by_the_page(dir: &std::path::Path, status: &Value) -> Value {
             script_path.as_os_str(),
             status_path.as_os_str(),
         ])
+        .args((!only.is_empty()).then(|| only.join(",")))
         .output()
         .unwrap_or_else(|e| {
             panic!("the dashboard's script is run with Node.js: cannot run `node`: {e}")
@@ -518,10 +525,26 @@ fn the_dashboard_of_a_cluster_of_one_says_one_copy() {
     put_through_balancer(&cluster, 1);
     let status = api_status(&cluster);
     assert_eq!(node_view(&status, "n1")["status"]["copies"], 1, "{status}");
-    let drawn = drawn_by_the_page(cluster.dir(), &status);
+    let drawn = drawn_in(cluster.dir(), &status, &["healthy"]);
     let quorum = drawn["healthy"]["quorum"].as_str().unwrap();
     assert!(
-        quorum.starts_with("N=1 copies of each key; a write waits for W=1, a read for R=1."),
+        quorum.starts_with(
+            "N=1 copy of each key (--replicas 3, but 1 member); a write waits for W=1, a read \
+             for R=1. "
+        ),
+        "{quorum}"
+    );
+    // Its keys count as short of copies (the cluster has fewer members than
+    // --replicas), and the page says why, not that they are being repaired.
+    let mut short = status.clone();
+    short["nodes"][0]["view"]["status"]["under_replicated"] = 5.into();
+    let drawn = drawn_in(cluster.dir(), &short, &["healthy"]);
+    let quorum = drawn["healthy"]["quorum"].as_str().unwrap();
+    assert!(
+        quorum.ends_with(
+            "Only 1 node is alive for 3 copies: 5 keys (counted on each node that holds one) \
+             have 1 copy until a node returns or joins."
+        ),
         "{quorum}"
     );
 }
