@@ -416,10 +416,18 @@ impl Backend {
                     None => {
                         format!("{name} answers health checks again after {out}; back in rotation")
                     }
-                    Some(_) => format!(
-                        "{name} is back in rotation after {out}: its hold is over and it answers \
-                         health checks (failing again, it is held out longer)"
-                    ),
+                    Some(_) => {
+                        // What a next ejection would hold it out for: longer
+                        // only up to MAX_HOLD, and only within OUTLIER_MEMORY.
+                        let ejections = self.outliers.lock().expect("outliers poisoned").ejections;
+                        format!(
+                            "{name} is back in rotation after {out}: its hold is over and it \
+                             answers health checks (an outlier again within {}s of its \
+                             ejection, it is held out for {}s)",
+                            OUTLIER_MEMORY.as_secs(),
+                            hold_for(ejections + 1).as_secs()
+                        )
+                    }
                 };
                 events.publish("backend.returned", &name, message);
             }
@@ -603,7 +611,8 @@ impl Backend {
             let mut health = self.health.lock().expect("health poisoned");
             if let Health::Waiting { .. } = *health {
                 // Its hold, with the history that set it: a node that fails
-                // again is held out longer, as the return event says.
+                // again is held out longer, as the return event says (up to
+                // MAX_HOLD).
                 *self.outliers.lock().expect("outliers poisoned") =
                     *old.outliers.lock().expect("outliers poisoned");
                 *health = back_from_gone(old.health());
@@ -1128,6 +1137,36 @@ mod tests {
         node.mark_healthy(Instant::now(), &events);
         assert_eq!(node.health().name(), "ejected");
         assert_eq!(kinds(&events), ["backend.healthy", "backend.ejected"]);
+    }
+
+    /// An outlier back from its hold is said to be held out for the next
+    /// hold if it fails again soon: longer, up to the cap (it said "longer"
+    /// at the cap too).
+    #[test]
+    fn an_outlier_back_from_its_hold_is_told_its_next_hold() {
+        let events = Events::new("balancer");
+        let node = backend();
+        node.mark_healthy(Instant::now(), &events);
+        let failure = Status::unavailable("injected fault");
+        for (ejections, next) in [(1, 2), (6, 30)] {
+            node.outliers.lock().unwrap().ejections = ejections - 1;
+            for _ in 0..FAILURES_TO_EJECT {
+                node.failed(&failure, || Some(()), &events);
+            }
+            if let Health::Ejected { held_until, .. } = &mut *node.health.lock().unwrap() {
+                *held_until = Some(Instant::now());
+            }
+            node.mark_healthy(Instant::now(), &events);
+            let back = events.recent().pop().expect("an event");
+            assert_eq!(back.kind, "backend.returned");
+            assert!(
+                back.message.ends_with(&format!(
+                    "(an outlier again within 60s of its ejection, it is held out for {next}s)"
+                )),
+                "{}",
+                back.message
+            );
+        }
     }
 
     /// A check that was asked before a request ejected the node (its

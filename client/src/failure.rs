@@ -46,7 +46,8 @@ impl Failure {
     }
 
     /// A failure on this machine that no gRPC status describes: a capture
-    /// without the right to capture, stdout closed under us. Exit status 1.
+    /// without the right to capture, a capture file that cannot be written.
+    /// Exit status 1.
     pub fn local(message: impl Into<String>) -> Self {
         Failure::new("", message)
     }

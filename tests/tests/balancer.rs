@@ -818,9 +818,10 @@ fn a_failed_request_says_why_no_other_node_was_tried() {
 }
 
 /// A write every node refused before starting it was not applied, and the
-/// client is told so (`clusterlab check` counts it as never written). The
-/// balancer marked its second attempt as a retry, whose refusal says
-/// nothing of an earlier attempt, though the first was refused too.
+/// client is told so (`clusterlab check` counts it as never written). (It
+/// used to be marked a retry on its second attempt, whose refusal then said
+/// nothing of the first; an attempt that follows only refusals marked not
+/// applied goes unmarked now.)
 #[test]
 fn a_write_every_node_refused_before_starting_is_not_applied() {
     let mut cluster = TestCluster::start(2);
