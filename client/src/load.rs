@@ -784,7 +784,10 @@ async fn one_request(work: &Workload, started: Instant) -> (Outcome, bool) {
             let code = status_code(&status).to_string();
             if proto::is_about_the_request(status.code()) {
                 let mut stats = work.stats.lock().expect("stats poisoned");
-                (stats.refusals.entry(code.clone())).or_insert_with(|| status.message().into());
+                let refusals = &mut stats.refusals;
+                refusals
+                    .entry(code.clone())
+                    .or_insert_with(|| status.message().into());
             }
             Err(code)
         }
