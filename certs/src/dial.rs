@@ -12,7 +12,7 @@ use std::{
     pin::Pin,
     sync::{Arc, Mutex},
     task::{Context, Poll},
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use hyper_util::rt::TokioIo;
@@ -27,7 +27,7 @@ use tonic::transport::{Channel, Endpoint, Uri};
 use crate::{
     Identity, explain,
     listener::TlsSession,
-    revocation::{Revocations, serial_of},
+    revocation::{Revocations, expiry_of, serial_of},
 };
 
 /// What the client learned about the server while connecting.
@@ -272,20 +272,20 @@ impl Dialer {
         let identity = server
             .as_ref()
             .map_or_else(|| "the server".to_string(), |s| s.identity.to_string());
-        Ok((
-            Box::new(Revocable::new(stream, revocations, serial, identity)),
-            server,
-        ))
+        let expires = leaf.and_then(|cert| expiry_of(cert));
+        let stream = Revocable::new(stream, revocations, serial, identity).expiring(expires);
+        Ok((Box::new(stream), server))
     }
 }
 
 /// A connection to a server that fails its next read or write once the
-/// server's certificate is revoked.
+/// server's certificate is revoked, or has expired.
 ///
 /// The handshake checked the certificate once, but the connections between
 /// cluster members live for days. Servers check their clients request by
 /// request ([`crate::authz`]); this is the same for the side that dials. The
-/// check costs one atomic read per read or write while the list is unchanged.
+/// check costs one atomic read and one read of the clock per read or write
+/// while the list is unchanged.
 struct Revocable<S> {
     inner: S,
     revocations: Arc<Revocations>,
@@ -295,6 +295,8 @@ struct Revocable<S> {
     identity: String,
     /// The list generation last found not to revoke it.
     checked: u64,
+    /// When the server's certificate stops being valid (its `notAfter`).
+    expires: Option<SystemTime>,
 }
 
 impl<S> Revocable<S> {
@@ -307,11 +309,30 @@ impl<S> Revocable<S> {
             // Generation 0 is "no list was ever loaded", so the first read or
             // write looks at any list put in force while the handshake ran.
             checked: 0,
+            expires: None,
         }
     }
 
-    /// An error once the server's certificate is revoked.
+    /// The same, failing too once `expires` (the certificate's end) has
+    /// passed.
+    fn expiring(self, expires: Option<SystemTime>) -> Self {
+        Revocable { expires, ..self }
+    }
+
+    /// An error once the server's certificate is revoked or expired.
     fn check(&mut self) -> io::Result<()> {
+        if let Some(expires) = self.expires
+            && SystemTime::now() > expires
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "{}'s certificate expired at {}; connection closed",
+                    self.identity,
+                    humantime::format_rfc3339_seconds(expires)
+                ),
+            ));
+        }
         let generation = self.revocations.generation();
         if generation != self.checked {
             if self.revocations.is_revoked(&self.serial) {
@@ -443,6 +464,45 @@ mod tests {
             err.to_string(),
             "spiffe://clusterlab/node/node's certificate is revoked; connection closed"
         );
+    }
+
+    /// A server whose certificate expires while our connection to it is
+    /// open is not trusted on it from then on, as a new handshake would not
+    /// trust it: servers refuse their callers so (`authz`), and so do we.
+    #[tokio::test]
+    async fn a_connection_to_a_server_whose_certificate_expired_fails_its_next_read_and_write() {
+        let dir = tempfile::tempdir().unwrap();
+        pki::init(dir.path(), false).unwrap();
+        let revocations = Revocations::load(dir.path()).unwrap();
+        let node = files::load_certs(&files::cert_path(dir.path(), "node")).unwrap();
+        // The end read from the certificate itself, as `dial_stream` reads it.
+        let end = expiry_of(&node[0]).expect("a node certificate has an end");
+        assert!(end > SystemTime::now());
+        let connect = |expires| {
+            let (ours, theirs) = tokio::io::duplex(64);
+            let identity = "spiffe://clusterlab/node/node".to_string();
+            let serial = serial_of(&node[0]).unwrap();
+            let stream = Revocable::new(ours, revocations.clone(), serial, identity);
+            (stream.expiring(Some(expires)), theirs)
+        };
+
+        let (mut good, mut theirs) = connect(end);
+        good.write_all(b"ping").await.unwrap();
+        let mut buf = [0u8; 4];
+        theirs.read_exact(&mut buf).await.unwrap();
+
+        let ended = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+        let (mut expired, mut theirs) = connect(ended);
+        let err = expired.write(b"ping").await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::PermissionDenied);
+        assert_eq!(
+            err.to_string(),
+            "spiffe://clusterlab/node/node's certificate expired at 2001-09-09T01:46:40Z; \
+             connection closed"
+        );
+        theirs.write_all(b"pong").await.unwrap();
+        let err = expired.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::PermissionDenied);
     }
 
     #[test]

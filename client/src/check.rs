@@ -41,7 +41,7 @@ use crate::{
     commands::{request, write_request},
     failure::{
         REFUSED_PAUSE, handshake_failed, never_sent, no_answer_in_time, nothing_succeeded,
-        status_code,
+        server_words, status_code,
     },
     stop::{StopSignals, connect_unless_stopped},
 };
@@ -287,7 +287,7 @@ impl Workload {
                 status_code(status),
                 format!(
                     "the cluster refused {what}, and would refuse every one: {}",
-                    status.message()
+                    server_words(status)
                 ),
             )
         });
@@ -789,7 +789,7 @@ async fn read_back(work: &Workload, entry: &Acked, i: usize) -> (Option<bool>, u
         // or none at all, leaves none.
         let refusal = match &result {
             Err(status) if std::error::Error::source(status).is_none() => {
-                Some(format!("{}: {}", status_code(status), status.message()))
+                Some(format!("{}: {}", status_code(status), server_words(status)))
             }
             _ => None,
         };

@@ -124,12 +124,7 @@ impl Failure {
                 ),
             );
         }
-        // The server's words, which a key it names may fill with escape
-        // sequences for the terminal.
-        Failure::new(
-            code_name(status.code()),
-            crate::render::printable(status.message()),
-        )
+        Failure::new(code_name(status.code()), server_words(status))
     }
 
     /// The same failure to connect, for an address the cluster gave us rather
@@ -405,6 +400,16 @@ pub fn status_code(status: &tonic::Status) -> &'static str {
 
 use proto::deadline::is_timeout_expired as timed_out;
 
+/// The server's words in a status, fit for the terminal: a key it names
+/// may fill them with escape sequences, and a gRPC server that is not
+/// clusterlab's may send none at all.
+pub fn server_words(status: &tonic::Status) -> String {
+    match status.message() {
+        "" => "(the server gave no reason)".to_string(),
+        words => crate::render::printable(words),
+    }
+}
+
 /// The HTTP status of an answer that was not gRPC at all, which tonic
 /// reports in its own words ("received message with invalid compression flag:
 /// 110 ... while receiving response with status: 404 Not Found").
@@ -418,6 +423,17 @@ fn not_grpc(status: &tonic::Status) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A refusal `load` keeps, or `check` stops at, reads as the server's
+    /// words when it gave some, shown not obeyed, and says so when it gave
+    /// none (rather than ending "...for what they asked: ").
+    #[test]
+    fn the_servers_words_are_shown_and_their_absence_named() {
+        let without = tonic::Status::unimplemented("");
+        assert_eq!(server_words(&without), "(the server gave no reason)");
+        let hostile = tonic::Status::permission_denied("no \x1b]0;owned\x07 way");
+        assert_eq!(server_words(&hostile), "no \\u{1b}]0;owned\\u{7} way");
+    }
 
     #[test]
     fn an_answer_in_http_not_grpc_is_named_as_such() {

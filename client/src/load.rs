@@ -54,7 +54,7 @@ use crate::{
     Failure,
     cli::{Global, LoadArgs},
     commands::{request, write_request},
-    failure::{REFUSED_PAUSE, never_sent, nothing_succeeded, status_code},
+    failure::{REFUSED_PAUSE, never_sent, nothing_succeeded, server_words, status_code},
     render,
     stop::{StopSignals, connect_unless_stopped},
 };
@@ -787,7 +787,7 @@ async fn one_request(work: &Workload, started: Instant) -> (Outcome, bool) {
                 let refusals = &mut stats.refusals;
                 refusals
                     .entry(code.clone())
-                    .or_insert_with(|| status.message().into());
+                    .or_insert_with(|| server_words(&status));
             }
             Err(code)
         }

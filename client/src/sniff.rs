@@ -1090,14 +1090,14 @@ fn h2_frame(buffer: &[u8], hpack: Hpack<'_>) -> Option<(usize, String)> {
     let mut line = String::new();
     match header[3] {
         0x0 => {
-            let _ = write!(line, "H2 DATA          stream {stream:<4} {len:>5} bytes");
+            line = on_stream("DATA", stream, Some(len));
             let readable = readable(payload);
             if !readable.is_empty() {
                 let _ = write!(line, "  readable: {readable}");
             }
         }
         0x1 => {
-            let _ = write!(line, "H2 HEADERS       stream {stream:<4} {len:>5} bytes");
+            line = on_stream("HEADERS", stream, Some(len));
             let block = headers_block(payload, flags);
             if *hpack.lost {
                 line.push_str("  (HPACK state unknown since an earlier block: headers not shown)");
@@ -1136,17 +1136,17 @@ fn h2_frame(buffer: &[u8], hpack: Hpack<'_>) -> Option<(usize, String)> {
             }
         }
         0x3 => {
-            let _ = write!(line, "H2 RST_STREAM     stream {stream:<4}");
+            line = on_stream("RST_STREAM", stream, None);
         }
         0x4 => {
             let ack = if flags & 0x1 != 0 { " ack" } else { "" };
             let _ = write!(line, "H2 SETTINGS{ack}");
         }
         0x2 => {
-            let _ = write!(line, "H2 PRIORITY       stream {stream}");
+            line = on_stream("PRIORITY", stream, None);
         }
         0x5 => {
-            let _ = write!(line, "H2 PUSH_PROMISE   stream {stream}");
+            line = on_stream("PUSH_PROMISE", stream, None);
         }
         0x6 => {
             // Who answers whom: a PING's ACK comes back the other way.
@@ -1155,16 +1155,25 @@ fn h2_frame(buffer: &[u8], hpack: Hpack<'_>) -> Option<(usize, String)> {
         }
         0x7 => line.push_str("H2 GOAWAY"),
         0x8 => {
-            let _ = write!(line, "H2 WINDOW_UPDATE  stream {stream}");
+            line = on_stream("WINDOW_UPDATE", stream, None);
         }
         0x9 => {
-            let _ = write!(line, "H2 CONTINUATION  stream {stream:<4} {len:>5} bytes");
+            line = on_stream("CONTINUATION", stream, Some(len));
         }
         other => {
             let _ = write!(line, "H2 frame type {other} stream {stream} {len} bytes");
         }
     }
     Some((9 + len, line))
+}
+
+/// A frame on a stream, its name padded so that "stream" and the byte
+/// counts after it line up from one frame type to the next.
+fn on_stream(name: &str, stream: u32, bytes: Option<usize>) -> String {
+    match bytes {
+        Some(len) => format!("H2 {name:<13} stream {stream:<4} {len:>5} bytes"),
+        None => format!("H2 {name:<13} stream {stream}"),
+    }
 }
 
 /// A HEADERS payload without its padding and priority fields.
@@ -1648,13 +1657,23 @@ mod tests {
         };
         assert!(frame(0x6, 0, 8).ends_with("H2 PING"));
         assert!(frame(0x6, 0x1, 8).ends_with("H2 PING ack"));
-        assert!(frame(0x2, 0, 5).ends_with("H2 PRIORITY       stream 3"));
-        assert!(frame(0x5, 0x4, 4).ends_with("H2 PUSH_PROMISE   stream 3"));
+        assert!(frame(0x2, 0, 5).ends_with("H2 PRIORITY      stream 3"));
+        assert!(frame(0x5, 0x4, 4).ends_with("H2 PUSH_PROMISE  stream 3"));
         // Its byte count in the column of the HEADERS frame it goes on.
         let continuation = frame(0x9, 0x4, 2);
         assert!(
             continuation.ends_with("H2 CONTINUATION  stream 3        2 bytes"),
             "{continuation}"
+        );
+        // "stream" in one column, whichever frame is on it.
+        let lines: Vec<String> = [0x0, 0x1, 0x2, 0x3, 0x5, 0x8, 0x9]
+            .into_iter()
+            .map(|kind| frame(kind, 0x4, 4))
+            .collect();
+        let column = |line: &String| line.find(" stream ");
+        assert!(
+            lines.iter().all(|line| column(line) == column(&lines[0])),
+            "{lines:#?}"
         );
     }
 
