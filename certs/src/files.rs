@@ -38,6 +38,49 @@ pub(crate) fn is_compose_volume(dir: &Path) -> bool {
     dir == Path::new(COMPOSE_DIR)
 }
 
+/// What to do about `issue` or `revoke` pointed at a directory without a
+/// CA: most likely `--out` names the wrong one. In docker compose the PKI
+/// is made by `docker compose up -d`, not by a clusterlab-certs on the host.
+pub(crate) fn no_pki_advice(dir: &Path) -> String {
+    let shown = crate::flags::shell_word(&dir.display().to_string());
+    match is_compose_volume(dir) {
+        true => format!(
+            "in docker compose, `docker compose up -d` makes it (or, alone, `{} init --keep \
+             --out {shown}`); then run this again",
+            certs_tool(dir)
+        ),
+        false => format!(
+            "give --out the directory `clusterlab-certs init` wrote, or make one there with \
+             `clusterlab-certs init --out {shown}`"
+        ),
+    }
+}
+
+/// What to do about `name`, issued by hand before an `init --force` that
+/// replaced the CA: nothing trusts it now. Delete it and issue it again; in
+/// docker compose, whose volume no one can delete a file from, the name
+/// stays taken until `docker compose down -v`.
+pub fn left_over_advice(dir: &Path, name: &str) -> String {
+    let issue = format!(
+        "{} issue --out {} --kind KIND --name",
+        certs_tool(dir),
+        crate::flags::shell_word(&dir.display().to_string())
+    );
+    match is_compose_volume(dir) {
+        true => format!(
+            "in docker compose the certificates' volume is written by the certs service \
+             alone, which deletes nothing, so the name is taken until `docker compose down \
+             -v`; if you still need such an identity, issue it under another name: {issue} \
+             NEW-NAME"
+        ),
+        false => format!(
+            "delete {} and {}, and if you still need it: {issue} {name}",
+            cert_path(dir, name).display(),
+            key_path(dir, name).display()
+        ),
+    }
+}
+
 /// What to do about a certificate of one's own that cannot be used: delete
 /// it and its key and issue it again; in docker compose, whose volume no
 /// one can delete a file from, start over.
@@ -587,6 +630,29 @@ mod tests {
     use std::os::unix::fs::MetadataExt;
 
     use super::*;
+
+    /// A certificate issued by hand before `init --force` replaced the CA
+    /// is deleted and issued again; in docker compose nothing can delete
+    /// it, so another name is the way.
+    #[test]
+    fn a_left_over_certificate_is_named_with_what_can_be_done_where_it_is() {
+        let local = left_over_advice(Path::new("local/certs"), "alice");
+        assert_eq!(
+            local,
+            "delete local/certs/alice.pem and local/certs/alice.key, and if you still need it: \
+             clusterlab-certs issue --out local/certs --kind KIND --name alice"
+        );
+        let compose = left_over_advice(Path::new(COMPOSE_DIR), "alice");
+        assert!(!compose.contains("delete /certs"), "{compose}");
+        assert!(
+            compose.ends_with(
+                "`docker compose down -v`; if you still need such an identity, issue it under \
+                 another name: docker compose run --rm certs issue --out /certs --kind KIND \
+                 --name NEW-NAME"
+            ),
+            "{compose}"
+        );
+    }
 
     #[test]
     fn a_file_goes_to_the_owner_of_its_directory() {

@@ -151,12 +151,8 @@ pub enum Error {
         names: String,
     },
     /// `issue` or `revoke` was pointed at a directory without a CA.
-    #[error(
-        "there is no PKI in {0} (it has no ca.pem); give --out the directory \
-         `clusterlab-certs init` wrote, or make one there with \
-         `clusterlab-certs init --out {0}`"
-    )]
-    NoPki(String),
+    #[error("there is no PKI in {} (it has no ca.pem); {}", dir.display(), files::no_pki_advice(dir))]
+    NoPki { dir: std::path::PathBuf },
     /// `issue` was asked for a name that already has a certificate. Deleting
     /// it first would leave it valid and out of `revoke`'s reach (which goes
     /// by the file), so the advice is to revoke it first; in docker compose,

@@ -378,6 +378,18 @@ pub fn init(pki: impl Into<Pki>, force: bool) -> Result<Vec<Issued>> {
     // Each whole or not at all: a crash or a full disk in the middle of
     // `init --force` must not leave half a key in place of the old one.
     files::write_secret_durably(&pki.ca_key, &ca_key.serialize_pem())?;
+    // What the old CA signed goes before the new ca.pem comes, so that an
+    // `init --force` stopped part-way leaves files missing, which `init
+    // --keep` names, and not the old CA's certificates and list beside the
+    // new CA, which every process would refuse as another CA's. (A fresh
+    // PKI starts with a fresh list too.) Synced with ca.pem's directory.
+    for name in init_files(&pki) {
+        if ![files::CA_CERT, files::CA_KEY, README_FILE].contains(&name.as_str())
+            && name != pki.ca_key_shown()
+        {
+            let _ = std::fs::remove_file(dir.join(name));
+        }
+    }
     files::write_durably(&ca_path, &ca_cert.pem())?;
     let left = dir.join(files::CA_KEY);
     if pki.key_apart() && !same_file(&left, &pki.ca_key) {
@@ -393,8 +405,6 @@ pub fn init(pki: impl Into<Pki>, force: bool) -> Result<Vec<Issued>> {
         issued.push(write_leaf(dir, &ca, leaf, role)?);
     }
     issued.extend(write_villains(dir, &ca, now)?);
-    // A fresh PKI starts with a fresh list, not one left over from an old CA.
-    let _ = std::fs::remove_file(dir.join(revocation::CRL_FILE));
     revoke_locked(&pki, "revoked")?;
 
     files::write(&dir.join(README_FILE), &directory_readme(&pki))?;
@@ -475,9 +485,9 @@ pub fn revoke(pki: impl Into<Pki>, name: &str) -> Result<Revocation> {
 fn require_pki(dir: &Path) -> Result<()> {
     match exists(dir) {
         true => Ok(()),
-        false => Err(Error::NoPki(crate::flags::shell_word(
-            &dir.display().to_string(),
-        ))),
+        false => Err(Error::NoPki {
+            dir: dir.to_path_buf(),
+        }),
     }
 }
 
@@ -1082,6 +1092,32 @@ mod tests {
         check_whole(dir.path()).unwrap();
     }
 
+    /// An `init --force` that stops part-way (a full disk) leaves a PKI
+    /// `init --keep` refuses, naming what is missing: not the old CA's
+    /// certificates and revocation list beside the new CA, which it would
+    /// keep, and every process would then refuse as another CA's.
+    #[test]
+    fn an_init_force_stopped_part_way_is_not_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        init(dir.path(), false).unwrap();
+        let old_ca = std::fs::read(dir.path().join("ca.pem")).unwrap();
+        // Where writer.key would be written aside: it cannot be.
+        let blocked = files::partial_of(&dir.path().join("writer.key"));
+        std::fs::create_dir(&blocked).unwrap();
+        init(dir.path(), true).unwrap_err();
+        assert_ne!(std::fs::read(dir.path().join("ca.pem")).unwrap(), old_ca);
+        let err = check_whole(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("but not writer.pem, writer.key, reader.pem, reader.key ("),
+            "{err}"
+        );
+        assert!(!dir.path().join("crl.pem").exists(), "the old CA's list");
+
+        std::fs::remove_dir(&blocked).unwrap();
+        init(dir.path(), true).unwrap();
+        check_whole(dir.path()).unwrap();
+    }
+
     #[test]
     fn a_half_made_pki_is_not_whole_and_says_what_it_lacks() {
         let dir = tempfile::tempdir().unwrap();
@@ -1221,10 +1257,23 @@ mod tests {
         ];
         for refused in refusals {
             let message = refused.to_string();
-            assert!(matches!(refused, Error::NoPki(_)), "{message}");
+            assert!(matches!(refused, Error::NoPki { .. }), "{message}");
             assert!(message.contains("clusterlab-certs init --out"), "{message}");
         }
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        // In docker compose the certs service makes it; no clusterlab-certs
+        // on the host writes into the volume.
+        let compose = Error::NoPki {
+            dir: "/certs".into(),
+        }
+        .to_string();
+        assert!(
+            compose.ends_with(
+                "in docker compose, `docker compose up -d` makes it (or, alone, `docker \
+                 compose run --rm certs init --keep --out /certs`); then run this again"
+            ),
+            "{compose}"
+        );
     }
 
     /// Only a certificate of this CA naming an identity can be revoked;

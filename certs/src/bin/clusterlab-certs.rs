@@ -153,10 +153,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let _ = writeln!(
                     std::io::stderr(),
                     "clusterlab-certs: note: {} was signed by the CA this replaced, so nothing \
-                     trusts it now; delete {name}.pem and {name}.key, and if you still need \
-                     it: clusterlab-certs issue --out {} --kind KIND --name {name}",
+                     trusts it now; {}",
                     files::cert_path(&out, &name).display(),
-                    out.display()
+                    files::left_over_advice(&out, &name)
                 );
             }
             issued
