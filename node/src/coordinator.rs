@@ -288,9 +288,8 @@ impl Coordinator {
                 .map_err(|e| match e {
                     Error::Aborted(why) => ReplicaError::Taken(why),
                     Error::Overdue(late) => ReplicaError::Failed(format!(
-                        "DEADLINE_EXCEEDED: {} came to store this write {late:?} after its \
-                         deadline, and did not",
-                        state.name
+                        "DEADLINE_EXCEEDED: {}",
+                        crate::replica::stored_too_late(&state.name, late)
                     )),
                     e => ReplicaError::Failed(e.to_string()),
                 })?;

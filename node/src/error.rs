@@ -82,6 +82,23 @@ impl From<Error> for tonic::Status {
     }
 }
 
+impl Error {
+    /// The status for a peer whose replica read or write this failed: a
+    /// storage failure in its own words (a full disk, a disk error the store
+    /// is recovering from), which the coordinator puts in its trace as it
+    /// does its own storage's, so that the client learns why whichever node
+    /// coordinated. Other errors as [`tonic::Status::from`] makes them.
+    pub fn for_a_peer(self) -> tonic::Status {
+        match self {
+            Error::Storage(_) | Error::DiskStopped(_) => {
+                tracing::error!(cause = %self, "storage failure");
+                tonic::Status::internal(self.to_string())
+            }
+            other => other.into(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

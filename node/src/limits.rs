@@ -225,13 +225,26 @@ impl Validate for DeleteRequest {
     }
 }
 
-/// A scan's prefix or starting key (`field`) may be empty, and is at most
-/// [`MAX_KEY_BYTES`]: no longer one can match a key.
-fn check_scan_bound(field: &str, bound: &str) -> Result<()> {
-    if bound.len() > MAX_KEY_BYTES {
+/// A scan's prefix may be empty, and is at most [`MAX_KEY_BYTES`]: no
+/// longer one can match a key.
+fn check_prefix(prefix: &str) -> Result<()> {
+    if prefix.len() > MAX_KEY_BYTES {
         return Err(Error::InvalidArgument(format!(
-            "{field} is {} bytes; no key is longer than {MAX_KEY_BYTES}, so none could match",
-            bound.len()
+            "prefix is {} bytes; no key is longer than {MAX_KEY_BYTES}, so none could match",
+            prefix.len()
+        )));
+    }
+    Ok(())
+}
+
+/// A scan's starting point may be empty (from the first key), and is at
+/// most [`MAX_KEY_BYTES`]: it is a key, the last of the page before.
+fn check_start_after(start_after: &str) -> Result<()> {
+    if start_after.len() > MAX_KEY_BYTES {
+        return Err(Error::InvalidArgument(format!(
+            "start_after is {} bytes, and keys are at most {MAX_KEY_BYTES}; give the key to \
+             start after (the page before's next_start_after), or none to start at the first",
+            start_after.len()
         )));
     }
     Ok(())
@@ -239,8 +252,8 @@ fn check_scan_bound(field: &str, bound: &str) -> Result<()> {
 
 impl Validate for ScanRequest {
     fn validate(&self) -> Result<()> {
-        check_scan_bound("prefix", &self.prefix)?;
-        check_scan_bound("start_after", &self.start_after)?;
+        check_prefix(&self.prefix)?;
+        check_start_after(&self.start_after)?;
         scan_limit(self.limit).map(drop)
     }
 }
@@ -273,8 +286,8 @@ impl Validate for ReadRequest {
 
 impl Validate for LocalScanRequest {
     fn validate(&self) -> Result<()> {
-        check_scan_bound("prefix", &self.prefix)?;
-        check_scan_bound("start_after", &self.start_after)?;
+        check_prefix(&self.prefix)?;
+        check_start_after(&self.start_after)?;
         scan_limit(self.limit)?;
         check_peer_name("from", &self.from)
     }
@@ -422,7 +435,12 @@ mod tests {
             err.to_string(),
             "prefix is 1025 bytes; no key is longer than 1024, so none could match"
         );
-        assert!(scan("", &long).validate().is_err());
+        // A starting point is a key: not one that could match nothing.
+        let err = scan("", &long).validate().unwrap_err().to_string();
+        assert!(
+            err.starts_with("start_after is 1025 bytes, and keys are at most 1024; give"),
+            "{err}"
+        );
         let local = LocalScanRequest {
             prefix: long,
             ..LocalScanRequest::default()

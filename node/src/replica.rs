@@ -140,7 +140,7 @@ impl Replica for ReplicaService {
                 }));
             }
             Err(crate::Error::Overdue(late)) => late,
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e.for_a_peer()),
         };
         if let Some(unsaid) = self.late.admit(&request.from) {
             warn!(
@@ -151,9 +151,9 @@ impl Replica for ReplicaService {
                 "refused a replica write that came to be stored after its deadline"
             );
         }
-        Err(Status::deadline_exceeded(format!(
-            "{} came to store this write {late:?} after its deadline, and did not apply it",
-            self.state.name
+        Err(Status::deadline_exceeded(stored_too_late(
+            &self.state.name,
+            late,
         )))
     }
 
@@ -164,7 +164,11 @@ impl Replica for ReplicaService {
         request.validate()?;
         let key = request.key;
         // A read is quick and never waits for a writer: no blocking pool (see store.rs).
-        let record = self.state.store.get(&key)?;
+        let record = self
+            .state
+            .store
+            .get(&key)
+            .map_err(crate::Error::for_a_peer)?;
         Ok(Response::new(ReadResponse {
             record: record.map(Into::into),
         }))
@@ -287,6 +291,17 @@ impl Replica for ReplicaService {
     }
 }
 
+/// Why `replica` did not apply a write it came to store `late` past the
+/// deadline it carries, which the coordinator (or the client before it) set
+/// by its own clock.
+pub(crate) fn stored_too_late(replica: &str, late: std::time::Duration) -> String {
+    format!(
+        "{replica} came to store this write {late:?} after its deadline, and did not apply it \
+         (it waited on a slow disk or in a process that was stopped, or the sender's clock and \
+         {replica}'s disagree)"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use tonic::Code;
@@ -403,7 +418,7 @@ mod tests {
         assert!(
             refused
                 .message()
-                .ends_with("after its deadline, and did not apply it"),
+                .contains("after its deadline, and did not apply it (it waited"),
             "{refused:?}"
         );
         assert!(state.store.get("late").unwrap().is_none());

@@ -44,15 +44,7 @@ fn a_disk_error_fails_the_write_it_hits_and_the_node_takes_writes_again() {
     let pid = cluster.nodes[0].pid().unwrap();
     let database = cluster.nodes[0].data_dir.join("clusterlab.redb");
     let size = std::fs::metadata(&database).unwrap().len();
-    // The soft limit only: the hard one cannot be raised again without privileges.
-    let limit_file_size = |soft: &str| {
-        let out = std::process::Command::new("prlimit")
-            .arg(format!("--pid={pid}"))
-            .arg(format!("--fsize={soft}:unlimited"))
-            .output()
-            .expect("running prlimit");
-        assert!(out.status.success(), "{out:?}");
-    };
+    let limit_file_size = |soft: &str| limit_file_size(pid, soft);
     let big = vec![b'v'; 1_000_000];
     let put_big = || {
         cluster
@@ -82,6 +74,45 @@ fn a_disk_error_fails_the_write_it_hits_and_the_node_takes_writes_again() {
         log.contains("ERROR the database failed error=I/O error: File too large")
             && log.contains("database reopened"),
         "{log}"
+    );
+}
+
+/// Limits the size of the files process `pid` writes to `soft` bytes (or
+/// "unlimited"), as a full disk would. The soft limit only: the hard one
+/// cannot be raised again without privileges.
+fn limit_file_size(pid: u32, soft: &str) {
+    let out = std::process::Command::new("prlimit")
+        .arg(format!("--pid={pid}"))
+        .arg(format!("--fsize={soft}:unlimited"))
+        .output()
+        .expect("running prlimit");
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// A replica's disk error reaches the client in the replica's own words, as
+/// the coordinator's own does: which node coordinated a write does not
+/// decide whether the learner reads "the disk ... is full" or only "could
+/// not access its storage".
+#[test]
+fn a_replicas_disk_error_is_said_in_its_own_words() {
+    let cluster = TestCluster::start(2);
+    let database = cluster.nodes[1].data_dir.join("clusterlab.redb");
+    let size = std::fs::metadata(&database).unwrap().len();
+    limit_file_size(cluster.nodes[1].pid().unwrap(), &size.to_string());
+    // Two members: N=2, and a majority of two is both.
+    let failed = cluster
+        .client_to(0)
+        .args(["put", "big", "-"])
+        .stdin(vec![b'v'; 1_000_000])
+        .fails();
+    assert!(
+        failed.stderr.contains("n2")
+            && failed.stderr.contains("File too large")
+            && failed
+                .stderr
+                .contains("the disk under the node's --data-dir is full"),
+        "{}",
+        failed.stderr
     );
 }
 
