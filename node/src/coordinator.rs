@@ -918,19 +918,12 @@ impl Coordinator {
         // cost each round the replica timeout.
         let mut asked = members.clone();
         let mut failed: Vec<(String, ReplicaError)> = Vec::new();
+        let mut heard = ScanHeard::default();
         // Where the rest begins, if there is more.
         let next = loop {
             rounds += 1;
             let page = self.scan_page(&asked, &prefix, &cursor, limit).await;
-            if rounds == 1 {
-                for (member, count) in &page.counts {
-                    let detail = format!("{count} records");
-                    trace.replica(member, Outcome::Answered, None, started.elapsed(), detail);
-                }
-                for (member, e) in &page.failures {
-                    trace.replica(member, e.outcome(), None, started.elapsed(), e.detail());
-                }
-            }
+            heard.round(rounds, started.elapsed(), page.counts, &page.failures);
             asked.retain(|member| page.failures.iter().all(|(m, _)| m != member));
             failed.extend(page.failures);
             if failed.len() > tolerated {
@@ -969,6 +962,7 @@ impl Coordinator {
                 None => break None,
             }
         };
+        heard.report(rounds, &mut trace);
         Ok((found, next, trace.finish()))
     }
 
@@ -1057,6 +1051,61 @@ struct ScanPage {
     cutoff: Option<String>,
     counts: Vec<(String, usize)>,
     failures: Vec<(String, ReplicaError)>,
+}
+
+/// What each member said over a scan's rounds, for its trace: every
+/// member's failure, in whichever round it came (a member that answered the
+/// first rounds and then failed leaves each key it holds with a copy fewer
+/// in the answer), and the records of those that answered every round.
+#[derive(Debug, Default)]
+struct ScanHeard {
+    /// Who answered every round so far: records in all, and when last.
+    answered: Vec<(String, usize, Duration)>,
+    /// Who failed a round (and was asked no more), and when.
+    failed: Vec<(String, Outcome, String, Duration)>,
+}
+
+impl ScanHeard {
+    /// Round `round`'s answers, `at` that time into the scan.
+    fn round(
+        &mut self,
+        round: usize,
+        at: Duration,
+        counts: Vec<(String, usize)>,
+        failures: &[(String, ReplicaError)],
+    ) {
+        for (member, count) in counts {
+            match self.answered.iter_mut().find(|(m, ..)| *m == member) {
+                Some((_, total, last)) => (*total, *last) = (*total + count, at),
+                None => self.answered.push((member, count, at)),
+            }
+        }
+        for (member, e) in failures {
+            self.answered.retain(|(m, ..)| m != member);
+            let detail = match round {
+                1 => e.detail(),
+                n => format!(
+                    "{} (in the scan's round {n}; it answered the rounds before)",
+                    e.detail()
+                ),
+            };
+            self.failed.push((member.clone(), e.outcome(), detail, at));
+        }
+    }
+
+    /// Into `trace`, once the scan took `rounds` rounds.
+    fn report(self, rounds: usize, trace: &mut TraceBuilder) {
+        for (member, records, at) in self.answered {
+            let detail = match rounds {
+                1 => format!("{records} records"),
+                n => format!("{records} records in {n} rounds"),
+            };
+            trace.replica(&member, Outcome::Answered, None, at, detail);
+        }
+        for (member, outcome, detail, at) in self.failed {
+            trace.replica(&member, outcome, None, at, detail);
+        }
+    }
 }
 
 /// Runs `work` against `replica` in a task of its own, giving up after
@@ -1194,6 +1243,54 @@ fn copies_of(trace: &proto::Trace, version: &Version) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A scan's trace names a member that failed in a later round, not
+    /// only in the first, and counts each other's records over every round
+    /// (it showed the first round's alone, and a member that failed after
+    /// it as answered).
+    #[test]
+    fn a_scans_trace_names_a_failure_in_any_round() {
+        let mut heard = ScanHeard::default();
+        let ms = Duration::from_millis;
+        let counts = |n3: bool| {
+            let mut counts = vec![("n1".to_string(), 2), ("n2".to_string(), 1)];
+            counts.extend(n3.then(|| ("n3".to_string(), 2)));
+            counts
+        };
+        heard.round(1, ms(5), counts(true), &[]);
+        heard.round(
+            2,
+            ms(9),
+            counts(false),
+            &[("n3".into(), ReplicaError::TimedOut)],
+        );
+        heard.round(3, ms(12), counts(false), &[]);
+        let mut trace = TraceBuilder::new("n1", 1);
+        heard.report(3, &mut trace);
+        let said: Vec<(String, Outcome, String)> = trace
+            .finish()
+            .replicas
+            .into_iter()
+            .map(|r| (r.node.clone(), r.outcome(), r.detail))
+            .collect();
+        let n3 = "no answer within 2s (in the scan's round 2; it answered the rounds before)";
+        assert_eq!(
+            said,
+            [
+                (
+                    "n1".into(),
+                    Outcome::Answered,
+                    "6 records in 3 rounds".into()
+                ),
+                (
+                    "n2".into(),
+                    Outcome::Answered,
+                    "3 records in 3 rounds".into()
+                ),
+                ("n3".into(), Outcome::TimedOut, n3.into()),
+            ]
+        );
+    }
 
     /// A replica kept a newer version, and by the time the coordinator could
     /// stamp the write again its sender had given up on it: refused, and the
