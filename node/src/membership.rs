@@ -249,6 +249,10 @@ struct Inner {
     /// Members that answered with another N than ours, each warned of once
     /// (again if it changes back and forth).
     disagreeing: BTreeSet<String>,
+    /// Members this node has not found, which others gossip as suspect:
+    /// members from before this node started, silent for now. When one
+    /// answers it is back, not new.
+    gossiped_suspect: BTreeSet<String>,
     /// One lazily connected, multiplexed channel per address, reused by every
     /// request to it, with what its latest TLS handshake settled on. A channel
     /// reconnects by itself after a failure.
@@ -325,6 +329,7 @@ impl Membership {
                 peers: BTreeMap::new(),
                 addresses,
                 disagreeing: BTreeSet::new(),
+                gossiped_suspect: BTreeSet::new(),
                 channels: HashMap::new(),
             }),
             ready: watch::channel(false).0,
@@ -748,8 +753,18 @@ impl Membership {
             None => {
                 // A node still finding its peers finds members, not newcomers:
                 // on a dashboard that merges every node's events, its "n1
-                // joined" would read as if n1 were the one just started.
+                // joined" would read as if n1 were the one just started. So
+                // with a member the others had as suspect: it is back.
+                let suspect = inner.gossiped_suspect.remove(&them.name);
                 let (kind, what, message) = match self.is_ready() {
+                    true if suspect => (
+                        "member.alive",
+                        "member alive",
+                        format!(
+                            "{} answers at {advertised} (a member the others had as suspect)",
+                            them.name
+                        ),
+                    ),
                     true => (
                         "member.joined",
                         "member joined",
@@ -885,12 +900,19 @@ impl Membership {
         if died.is_empty() {
             return;
         }
-        // What is left of the ring decides whether N copies can be restored.
+        // What is left of the ring decides whether N copies can be restored;
+        // a suspect member is in it, but takes no copy until it answers.
         let members = 1 + inner
             .peers
             .values()
             .filter(|p| p.state != State::Dead)
             .count();
+        let suspect: Vec<&str> = inner
+            .peers
+            .values()
+            .filter(|p| p.state == State::Suspect)
+            .map(|p| p.name.as_str())
+            .collect();
         for (name, addr, silent) in died {
             warn!(member = %name, %addr, silent, members, "member dead");
             self.events.publish(
@@ -898,7 +920,7 @@ impl Membership {
                 &name,
                 format!(
                     "{name} has been silent for {silent}; it leaves the ring, and {}",
-                    copies_left(members, self.replicas)
+                    copies_left(members, self.replicas, &suspect)
                 ),
             );
         }
@@ -986,6 +1008,12 @@ fn probe_targets(inner: &Inner) -> BTreeSet<String> {
 /// listed under this node's own name, `me` (name, advertised address): a
 /// namesake, which the probe reports.
 fn learn(inner: &mut Inner, me: (&str, &str), member: &Member) {
+    if member.state() == proto::member::State::Suspect
+        && member.name != me.0
+        && !inner.peers.contains_key(&member.name)
+    {
+        inner.gossiped_suspect.insert(member.name.clone());
+    }
     let addresses = &inner.addresses;
     let known = match member.name == me.0 {
         true => member.addr == me.1,
@@ -1056,11 +1084,20 @@ fn replica_client(channel: Channel) -> ReplicaClient<Channel> {
 
 /// What becomes of a dead member's keys, with `members` left in the ring and
 /// `replicas` (N) copies wanted of each key.
-fn copies_left(members: usize, replicas: usize) -> String {
+fn copies_left(members: usize, replicas: usize, suspect: &[&str]) -> String {
     if replicas == 1 {
         "it held the only copy of each of its keys (N = 1): until it returns, reads of them \
          find nothing"
             .to_string()
+    } else if members >= replicas && members - suspect.len() < replicas {
+        let (names, them) = match suspect {
+            [one] => (one.to_string(), "it answers"),
+            more => (more.join(" and "), "they answer"),
+        };
+        format!(
+            "its keys are to be copied to other members to restore {replicas} copies of each, \
+             but {names}, suspect now, must take some: not until {them} again"
+        )
     } else if members >= replicas {
         format!("its keys are copied to other members to restore {replicas} copies of each")
     } else {
@@ -1351,7 +1388,7 @@ mod tests {
         );
         // With n2 gone, n1 is alone: it cannot restore three copies, and says so.
         assert!(
-            history[2].message.ends_with(&copies_left(1, 3)),
+            history[2].message.ends_with(&copies_left(1, 3, &[])),
             "{}",
             history[2].message
         );
@@ -1360,23 +1397,32 @@ mod tests {
     #[test]
     fn a_dead_member_s_keys_are_copied_elsewhere_only_if_n_members_are_left() {
         assert_eq!(
-            copies_left(3, 3),
+            copies_left(3, 3, &[]),
             "its keys are copied to other members to restore 3 copies of each"
         );
         assert!(
-            copies_left(2, 3).starts_with("with 2 members left each key can have only 2 of its 3"),
+            copies_left(2, 3, &[])
+                .starts_with("with 2 members left each key can have only 2 of its 3"),
             "{}",
-            copies_left(2, 3)
+            copies_left(2, 3, &[])
         );
-        assert!(copies_left(1, 3).starts_with("with 1 member left"));
+        assert!(copies_left(1, 3, &[]).starts_with("with 1 member left"));
         // With N = 1 there is no other copy to restore from.
         for members in [1, 3] {
             assert!(
-                copies_left(members, 1).starts_with("it held the only copy"),
+                copies_left(members, 1, &[]).starts_with("it held the only copy"),
                 "{}",
-                copies_left(members, 1)
+                copies_left(members, 1, &[])
             );
         }
+        // Three left, but one of them not answering: not yet.
+        assert_eq!(
+            copies_left(3, 3, &["n4"]),
+            "its keys are to be copied to other members to restore 3 copies of each, but n4, \
+             suspect now, must take some: not until it answers again"
+        );
+        // Four left, one suspect: three answer, enough.
+        assert!(copies_left(4, 3, &["n4"]).starts_with("its keys are copied"));
     }
 
     /// A node restarted at a new port hears its old address from peers that

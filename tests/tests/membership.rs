@@ -102,6 +102,23 @@ fn a_member_stopped_before_a_node_started_is_named_as_never_answered() {
         cluster.member_state(n3, "n2") == Some("alive")
     });
     assert_eq!(cluster.status(n3).unwrap().unanswered, Vec::<String>::new());
+    // A member back, not a newcomer: on a dashboard merging every node's
+    // events, "n2 joined" would read as a new node.
+    let events = cluster
+        .client_to(n3)
+        .args(["--json", "events", "--no-follow"])
+        .ok()
+        .stdout;
+    let about_n2: Vec<serde_json::Value> = events
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).expect("an event"))
+        .filter(|event| event["subject"] == "n2")
+        .collect();
+    assert!(
+        about_n2.iter().all(|e| e["kind"] != "member.joined")
+            && about_n2.iter().any(|e| e["kind"] == "member.alive"),
+        "{about_n2:#?}"
+    );
 }
 
 /// A `--peers-dns` name that does not resolve (misspelt) holds a node back
