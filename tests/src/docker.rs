@@ -15,7 +15,7 @@ use std::{
     time::Duration,
 };
 
-use crate::{Output, free_port, wait_until};
+use crate::{Output, free_port, poll_every};
 
 /// How long the cluster may take to come up: image start, PKI, three nodes.
 pub const UP_TIMEOUT: Duration = Duration::from_secs(120);
@@ -155,10 +155,10 @@ pub fn build_image_from_source(tag: &str) {
 /// The files an image holds, leaving out what Docker adds to every container
 /// (`/.dockerenv`, `/dev`, `/etc/hosts` and friends, `/proc`, `/sys`).
 pub fn image_files(image: &str) -> Vec<String> {
-    let container = docker(&["create", image]).trim().to_string();
+    let container = docker_ok(&["create", image]).trim().to_string();
     let export = tempfile::NamedTempFile::new().expect("a temp file");
     let path = export.path().to_str().expect("a UTF-8 path");
-    docker(&["export", "-o", path, &container]);
+    docker_ok(&["export", "-o", path, &container]);
     docker(&["rm", &container]);
     let mut list = Command::new("tar");
     list.args(["-tf", path]);
@@ -402,7 +402,7 @@ impl Compose {
     /// that many: under load it can miss one that runs, or fail for a moment.
     pub fn wait_containers(&self, service: &str, count: usize) -> Vec<String> {
         let mut names = Vec::new();
-        let listed = crate::poll_until(UP_TIMEOUT, || {
+        let listed = poll_every(POLL_EVERY, UP_TIMEOUT, || {
             names = self.containers(service);
             names.len() == count
         });
@@ -448,7 +448,7 @@ impl Compose {
     /// The balancer's status, asked again for up to 15 s while it fails.
     pub fn balancer_status(&self) -> serde_json::Value {
         let mut status = None;
-        crate::poll_until(Duration::from_secs(15), || {
+        poll_every(POLL_EVERY, Duration::from_secs(15), || {
             status = self.try_balancer_status();
             status.is_some()
         });
@@ -584,6 +584,32 @@ pub fn docker(args: &[&str]) -> String {
     let mut command = Command::new("docker");
     command.args(args);
     run(command).stdout
+}
+
+/// `docker ARGS`, which must succeed: its stdout. A step a test goes on
+/// from (a container killed, a file copied) fails the test where it failed,
+/// not later, as something else.
+pub fn docker_ok(args: &[&str]) -> String {
+    let mut command = Command::new("docker");
+    command.args(args);
+    let out = run(command);
+    assert!(
+        out.status.success(),
+        "docker {} failed ({}): {}",
+        args.join(" "),
+        out.status,
+        out.stderr
+    );
+    out.stdout
+}
+
+/// How often a wait asks Docker, or starts a client container, again.
+pub const POLL_EVERY: Duration = Duration::from_millis(250);
+
+/// [`crate::wait_until`] for a condition that runs docker or a client
+/// container each time it is asked: asked every [`POLL_EVERY`].
+pub fn wait_until(what: &str, timeout: Duration, condition: impl FnMut() -> bool) {
+    crate::wait_until_every(what, POLL_EVERY, timeout, condition)
 }
 
 fn run(mut command: Command) -> Output {

@@ -205,8 +205,20 @@ impl Drop for KilledOnDrop {
 
 /// Polls `condition` every 20 ms until it holds, or panics with `what` at the deadline.
 pub fn wait_until(what: &str, timeout: Duration, condition: impl FnMut() -> bool) {
+    wait_until_every(what, POLL_INTERVAL, timeout, condition)
+}
+
+/// [`wait_until`], polling every `every`: a condition that starts a process
+/// or a container each time is asked less often, or the polls would crowd
+/// out, on two cores, the cluster they wait for.
+pub fn wait_until_every(
+    what: &str,
+    every: Duration,
+    timeout: Duration,
+    condition: impl FnMut() -> bool,
+) {
     assert!(
-        poll_until(timeout, condition),
+        poll_every(every, timeout, condition),
         "timed out after {timeout:?} waiting for {what}"
     );
 }
@@ -227,14 +239,23 @@ pub fn wait_for_line(log: impl Fn() -> String, needle: &str, timeout: Duration) 
     found
 }
 
+/// How often [`wait_until`] and [`poll_until`] ask.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
 /// Polls `condition` every 20 ms: true once it holds, false if `timeout` passes first.
-pub fn poll_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+pub fn poll_until(timeout: Duration, condition: impl FnMut() -> bool) -> bool {
+    poll_every(POLL_INTERVAL, timeout, condition)
+}
+
+/// Polls `condition` every `every`: true once it holds, false if `timeout`
+/// passes first.
+pub fn poll_every(every: Duration, timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     while !condition() {
         if Instant::now() >= deadline {
             return false;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(every);
     }
     true
 }

@@ -5,10 +5,7 @@
 //! missing one a failure). Each test brings up its own compose project and
 //! takes it down, volumes included, when it ends, pass or fail.
 
-use tests::{
-    docker::{self, Compose, ComposeTool, UP_TIMEOUT},
-    wait_until,
-};
+use tests::docker::{self, Compose, ComposeTool, UP_TIMEOUT, wait_until};
 
 /// Each node starts at most this many client requests per second, so that five
 /// nodes can serve visibly more than three on one machine.
@@ -84,6 +81,8 @@ fn docker_build_refuses_binaries_that_are_not_linux() {
     );
     let out = std::process::Command::new(docker::root().join("scripts").join("docker-build"))
         .env("PATH", path)
+        // The image's name as the README gives it, not one exported here.
+        .env_remove("CLUSTERLAB_IMAGE")
         .output()
         .expect("running scripts/docker-build");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -180,7 +179,7 @@ fn the_compose_file_works_with_compose_v2_and_v1() {
         // replace the first, not land in compose-certs/certs beside it.
         let from = format!("{balancer}:/certs/.");
         for _ in 0..2 {
-            docker::docker(&["cp", &from, certs.to_str().expect("a UTF-8 temp path")]);
+            docker::docker_ok(&["cp", &from, certs.to_str().expect("a UTF-8 temp path")]);
         }
         assert!(
             !certs.join("certs").exists(),
@@ -351,14 +350,43 @@ fn the_compose_cluster_fails_over_and_scales_out() {
 
     // Kill a node container under a write-then-verify workload.
     let before = compose.balancer_status()["requests"].as_u64().unwrap_or(0);
-    let check =
+    let mut check =
         compose.spawn_client(&["--json", "check", "--duration", "15s", "--concurrency", "4"]);
     wait_until("the check to be under way", UP_TIMEOUT, || {
         let status = compose.try_balancer_status().unwrap_or_default();
         status["requests"].as_u64().unwrap_or(0) > before + 200
     });
     let victim = &nodes[1];
-    docker::docker(&["kill", victim]);
+    let served = |status: &serde_json::Value| -> u64 {
+        let backends = status["backends"].as_array().into_iter().flatten();
+        backends
+            .filter(|b| b["name"] != victim.as_str())
+            .map(|b| {
+                let requests = b["requests"].as_u64().unwrap_or(0);
+                requests.saturating_sub(b["errors"].as_u64().unwrap_or(0))
+            })
+            .sum()
+    };
+    let at_kill = served(&compose.balancer_status());
+    docker::docker_ok(&["kill", victim]);
+    // The others go on serving the check's requests while it runs: it is
+    // not held up on the dead node (the balancer fails over).
+    let mut after_kill = 0;
+    wait_until(
+        "requests served by the others after the kill",
+        UP_TIMEOUT,
+        || {
+            let now = compose.try_balancer_status().map_or(0, |s| served(&s));
+            after_kill = now.saturating_sub(at_kill);
+            after_kill >= 100 || check.finished()
+        },
+    );
+    assert!(
+        !check.finished(),
+        "the check ended before the others served 100 requests after {victim} was killed \
+         ({after_kill} served)"
+    );
+    eprintln!("failover: the others served {after_kill} requests after {victim} was killed");
     let out = check.finish();
     assert!(
         out.status.success(),
@@ -440,7 +468,7 @@ fn the_compose_cluster_fails_over_and_scales_out() {
     );
 
     // Started again, it returns to rotation, its counts kept.
-    docker::docker(&["start", victim]);
+    docker::docker_ok(&["start", victim]);
     wait_until(&format!("{victim} back in rotation"), UP_TIMEOUT, || {
         compose.healthy_backends().contains(victim)
     });
@@ -457,7 +485,7 @@ fn the_compose_cluster_fails_over_and_scales_out() {
     // connection: ejected as shutting down, not only once Docker's DNS drops
     // it (the balancer's next check could not reach it to hear that).
     let before = ejections(victim).len();
-    docker::docker(&["stop", victim]);
+    docker::docker_ok(&["stop", victim]);
     let mut seen = Vec::new();
     wait_until(&format!("{victim} ejected again"), UP_TIMEOUT, || {
         seen = ejections(victim);
@@ -470,7 +498,7 @@ fn the_compose_cluster_fails_over_and_scales_out() {
         seen[before].contains("sent GOAWAY") || seen[before].contains("NOT_SERVING"),
         "{seen:?}"
     );
-    docker::docker(&["start", victim]);
+    docker::docker_ok(&["start", victim]);
     wait_until(&format!("{victim} back in rotation"), UP_TIMEOUT, || {
         compose.healthy_backends().contains(victim)
     });
@@ -478,7 +506,7 @@ fn the_compose_cluster_fails_over_and_scales_out() {
     // Paused (frozen, as by SIGSTOP), a node is ejected while others serve;
     // unpaused, it returns. `compose logs balancer` tells the story.
     let frozen = &nodes[2];
-    docker::docker(&["pause", frozen]);
+    docker::docker_ok(&["pause", frozen]);
     // (A status that did not answer says nothing of it.)
     wait_until(
         &format!("{frozen} ejected while paused"),
@@ -494,7 +522,7 @@ fn the_compose_cluster_fails_over_and_scales_out() {
         "put with {frozen} paused: {}",
         out.stderr
     );
-    docker::docker(&["unpause", frozen]);
+    docker::docker_ok(&["unpause", frozen]);
     wait_until(&format!("{frozen} back in rotation"), UP_TIMEOUT, || {
         compose.healthy_backends().contains(frozen)
     });
