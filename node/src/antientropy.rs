@@ -161,17 +161,20 @@ impl Shared {
         Ok(digest)
     }
 
-    /// Sends every shared record in `ranges` to `send`, until it returns false.
-    /// One pass over the store, however many ranges.
+    /// Sends every shared record in `ranges` to `send`, until it returns false
+    /// or `wanted` does (asked at every record, sent or not: a peer that gave
+    /// up on a sparse range must not hold a read transaction to the store's
+    /// end). One pass over the store, however many ranges.
     pub fn each_in_ranges(
         &self,
         store: &Store,
         ranges: &HashSet<u32>,
+        wanted: impl Fn() -> bool,
         mut send: impl FnMut(Record) -> bool,
     ) -> Result<()> {
         store.for_each(|record| match self.range(&record) {
             Some(r) if ranges.contains(&r) => send(record),
-            _ => true,
+            _ => wanted(),
         })
     }
 }
@@ -545,7 +548,8 @@ async fn round(
 /// `work` with a peer, given up once `alive` (looked at every [`ALIVE_CHECK`])
 /// says the peer no longer is: a peer that stops answering would otherwise
 /// hold the whole round for [`PEER_TIMEOUT`]. Records already pulled are kept:
-/// each batch is applied in a transaction of its own.
+/// each batch is applied in a transaction of its own, and what came before the
+/// peer stopped is written once its stream pauses ([`copy`]).
 async fn while_alive<T>(
     alive: impl Fn() -> bool,
     work: impl Future<Output = std::result::Result<T, String>>,
@@ -614,10 +618,15 @@ async fn exchange(
         .run(move |s| {
             // Keys and versions only: the values stay on disk.
             let mut mine_now = Vec::new();
-            ours.each_in_ranges(s, &differing, |record| {
-                mine_now.push((record.key, record.version));
-                true
-            })?;
+            ours.each_in_ranges(
+                s,
+                &differing,
+                || true,
+                |record| {
+                    mine_now.push((record.key, record.version));
+                    true
+                },
+            )?;
             let stale = stale_keys(mine_now, &theirs, older_than_ms);
             let wanted = wanted_from(&ours, s, theirs, older_than_ms)?;
             Ok((wanted, stale))
@@ -720,10 +729,14 @@ fn batches(keys: Vec<String>, max_bytes: usize) -> Vec<Vec<String>> {
 }
 
 /// Streams the records `request` asks for from a peer and writes them to
-/// disk as they come, [`APPLY_BYTES`] at a time, adding to `copied` the
-/// records that changed something. If the stream fails (or brings a record
-/// with a version no clock can follow), the records that arrived before are
-/// written all the same, then the failure is returned.
+/// disk as they come, [`APPLY_BYTES`] at a time, and whenever the stream
+/// pauses for [`WRITE_WHEN_PAUSED`], adding to `copied` the records that
+/// changed something. If the stream fails (or brings a record with a
+/// version no clock can follow), the records that arrived before are written
+/// all the same, then the failure is returned. A pause has what came so far
+/// written at once: a peer that stops is given up on once it turns suspect
+/// ([`while_alive`]), and what had come but was not written would go with
+/// the exchange.
 ///
 /// A peer streams what it held when the stream began, however long it runs.
 /// A record that arrives later than the tombstone grace may be older than a
@@ -738,53 +751,86 @@ async fn copy(
     copied: &mut usize,
 ) -> std::result::Result<(), String> {
     let opened = tokio::time::Instant::now();
-    let write_until = opened + state.tombstone_grace / 2;
+    let mut batch = Batch {
+        write_until: opened + state.tombstone_grace / 2,
+        opened,
+        records: Vec::new(),
+        bytes: 0,
+    };
     let mut stream = open_range(client, request).await?;
-    let mut batch: Vec<Record> = Vec::new();
-    let mut bytes = 0;
-    let mut failed = None;
     loop {
-        let next = match next_record(&mut stream).await.and_then(well_versioned) {
-            Ok(next) => next,
-            Err(e) => {
-                failed = Some(e);
-                None
+        let next = match tokio::time::timeout(WRITE_WHEN_PAUSED, stream.next()).await {
+            Ok(next) => next.transpose().map_err(|s| s.message().to_string()),
+            Err(_paused) => {
+                *copied += batch.write(state, None).await?;
+                next_record(&mut stream).await
             }
         };
-        if tokio::time::Instant::now() >= write_until {
-            return Err(format!(
-                "the peer's records took {:?} to come, more than half the tombstone grace \
-                 ({:?}): those not yet written ({}) could be older than a delete whose \
-                 tombstone was collected meanwhile, so they are asked for again next round",
-                opened.elapsed(),
-                state.tombstone_grace,
-                batch.len() + usize::from(next.is_some()),
-            ));
-        }
+        let (next, failed) = match next.and_then(well_versioned) {
+            Ok(next) => (next, None),
+            Err(e) => (None, Some(e)),
+        };
         let done = next.is_none();
         if let Some(record) = next {
             let record = Record::from(record);
             state.clock.observe(&record.version);
-            bytes += record.size();
-            batch.push(record);
+            batch.bytes += record.size();
+            batch.records.push(record);
         }
-        if (done || bytes >= APPLY_BYTES) && !batch.is_empty() {
-            let records = std::mem::take(&mut batch);
-            bytes = 0;
-            *copied += state
-                .store
-                .run(move |s| s.apply_many(&records))
-                .await
-                .map_err(|e| match &failed {
-                    Some(why) => {
-                        format!("{why}; writing the records that came before failed too: {e}")
-                    }
-                    None => e.to_string(),
-                })?;
+        if done || batch.bytes >= APPLY_BYTES {
+            *copied += batch.write(state, failed.as_deref()).await?;
         }
         if done {
             return failed.map_or(Ok(()), Err);
         }
+    }
+}
+
+/// How long a stream of records may pause before what came so far is
+/// written: longer than the gaps of a stream in full flow, so that its
+/// records are written [`APPLY_BYTES`] at a time, each write a sync.
+const WRITE_WHEN_PAUSED: Duration = Duration::from_millis(100);
+
+/// Records a [`copy`] received and has not written yet.
+struct Batch {
+    /// Half the tombstone grace after the stream opened: nothing is written after.
+    write_until: tokio::time::Instant,
+    opened: tokio::time::Instant,
+    records: Vec<Record>,
+    bytes: usize,
+}
+
+impl Batch {
+    /// Writes the records, if any: how many changed something. `failed` is
+    /// why the stream ended, if it failed, for the error if this fails too.
+    async fn write(
+        &mut self,
+        state: &Arc<NodeState>,
+        failed: Option<&str>,
+    ) -> std::result::Result<usize, String> {
+        if self.records.is_empty() {
+            return Ok(0);
+        }
+        if tokio::time::Instant::now() >= self.write_until {
+            return Err(format!(
+                "the peer's records took {:?} to come, more than half the tombstone grace \
+                 ({:?}): those not yet written ({}) could be older than a delete whose \
+                 tombstone was collected meanwhile, so they are asked for again next round",
+                self.opened.elapsed(),
+                state.tombstone_grace,
+                self.records.len(),
+            ));
+        }
+        let records = std::mem::take(&mut self.records);
+        self.bytes = 0;
+        state
+            .store
+            .run(move |s| s.apply_many(&records))
+            .await
+            .map_err(|e| match failed {
+                Some(why) => format!("{why}; writing the records that came before failed too: {e}"),
+                None => e.to_string(),
+            })
     }
 }
 
@@ -895,21 +941,53 @@ mod tests {
         view.digest(store, &CancellationToken::new()).unwrap()
     }
 
-    /// A digest its peer no longer waits for stops scanning.
-    #[test]
-    fn a_digest_no_one_waits_for_stops_scanning() {
+    /// A store of 200 records, k0 to k199, shared by n1 and n2, as n1 sees
+    /// it with n2 (the temporary directory goes with the store).
+    fn two_hundred_shared() -> (Store, Shared, tempfile::TempDir) {
         let ring = Ring::new(vec!["n1".into(), "n2".into()], 2);
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let records: Vec<Record> = (0..200).map(|i| record(&format!("k{i}"), 10)).collect();
         store.apply_many(&records).unwrap();
-        let view = shared(&ring, "n2");
+        (store, shared(&ring, "n2"), dir)
+    }
+
+    /// A digest its peer no longer waits for stops scanning.
+    #[test]
+    fn a_digest_no_one_waits_for_stops_scanning() {
+        let (store, view, _dir) = two_hundred_shared();
         let count = |digest: Digest| digest.iter().map(|(n, _)| n).sum::<u64>();
         assert_eq!(count(whole(&view, &store)), 200);
         let abandoned = CancellationToken::new();
         abandoned.cancel();
         let digest = view.digest(&store, &abandoned).unwrap();
         assert!(count(digest) <= 1);
+    }
+
+    /// A listing of ranges no one waits for any more stops, though none of
+    /// the records it passes over is one to send.
+    #[test]
+    fn a_listing_no_one_waits_for_stops_where_nothing_is_sent() {
+        let (store, view, _dir) = two_hundred_shared();
+        let (mut sent, asked) = (0, std::cell::Cell::new(0));
+        let listened = || {
+            asked.set(asked.get() + 1);
+            true
+        };
+        view.each_in_ranges(&store, &HashSet::new(), listened, |_| {
+            sent += 1;
+            true
+        })
+        .unwrap();
+        assert_eq!((sent, asked.get()), (0, 200));
+        let gone = || {
+            asked.set(asked.get() + 1);
+            false
+        };
+        asked.set(0);
+        view.each_in_ranges(&store, &HashSet::new(), gone, |_| true)
+            .unwrap();
+        assert_eq!(asked.get(), 1);
     }
 
     use crate::version::Version;
@@ -964,11 +1042,13 @@ mod tests {
     /// A peer that follows a script: its `StreamRange` sends `count` records,
     /// each `gap` after the one before, then `end` if there is one (an error,
     /// or a last record, say one with a bad version); it answers nothing else.
-    #[derive(Debug, Clone)]
+    #[derive(Debug, Clone, Default)]
     struct ScriptedPeer {
         gap: Duration,
         count: usize,
         end: Option<std::result::Result<proto::Record, tonic::Status>>,
+        /// Then sends nothing more, and does not end the stream either.
+        hang: bool,
     }
 
     #[tonic::async_trait]
@@ -1010,7 +1090,12 @@ mod tests {
             _: tonic::Request<RangeRequest>,
         ) -> std::result::Result<tonic::Response<Self::StreamRangeStream>, tonic::Status> {
             let (tx, rx) = tokio::sync::mpsc::channel(1);
-            let ScriptedPeer { gap, count, end } = self.clone();
+            let ScriptedPeer {
+                gap,
+                count,
+                end,
+                hang,
+            } = self.clone();
             tokio::spawn(async move {
                 for i in 0..count {
                     tokio::time::sleep(gap).await;
@@ -1021,6 +1106,9 @@ mod tests {
                 }
                 if let Some(end) = end {
                     let _ = tx.send(end).await;
+                }
+                if hang {
+                    tx.closed().await;
                 }
             });
             Ok(tonic::Response::new(
@@ -1051,6 +1139,7 @@ mod tests {
             gap,
             count: 3,
             end: None,
+            hang: false,
         })
         .await;
         let records = pull(&mut steady, RangeRequest::default()).await.unwrap();
@@ -1061,6 +1150,7 @@ mod tests {
             gap,
             count: 1,
             end: None,
+            hang: false,
         })
         .await;
         let failed = pull(&mut stalling, RangeRequest::default()).await;
@@ -1091,6 +1181,7 @@ mod tests {
                 gap: Duration::ZERO,
                 count: 3,
                 end: Some(end),
+                hang: false,
             })
             .await;
             let mut copied = 0;
@@ -1130,6 +1221,7 @@ mod tests {
             gap,
             count: count as usize,
             end: None,
+            hang: false,
         })
         .await;
         let mut copied = 0;
@@ -1140,9 +1232,35 @@ mod tests {
                 && failed.contains("asked for again next round"),
             "{failed}"
         );
-        assert_eq!(copied, 0, "{failed}");
-        let held = state.store.run(|s| s.get("k0")).await.unwrap();
+        // Those that came before were written as they came (the stream
+        // paused after each); the last came too late.
+        assert!(copied > 0 && copied < count as usize, "{copied} {failed}");
+        let last = format!("k{}", count - 1);
+        let held = state.store.run(move |s| s.get(&last)).await.unwrap();
         assert_eq!(held, None, "{failed}");
+        assert!(state.store.get("k0").unwrap().is_some(), "{failed}");
+    }
+
+    /// An exchange given up on mid-stream (its peer turned suspect) keeps
+    /// what had come: written once the stream paused, not lost with the
+    /// exchange for want of a full batch.
+    #[tokio::test(start_paused = true)]
+    async fn records_that_came_before_a_peer_stopped_are_kept_when_it_is_given_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = crate::in_process::node_state(dir.path());
+        let mut stopping = client_of(ScriptedPeer {
+            count: 3,
+            hang: true,
+            ..ScriptedPeer::default()
+        })
+        .await;
+        let mut copied = 0;
+        let exchange = copy(&state, &mut stopping, RangeRequest::default(), &mut copied);
+        let given_up = tokio::time::timeout(Duration::from_secs(2), exchange).await;
+        assert!(given_up.is_err(), "{given_up:?}");
+        for key in ["k0", "k1", "k2"] {
+            assert!(state.store.get(key).unwrap().is_some(), "{key}");
+        }
     }
 
     fn record(key: &str, wall_ms: u64) -> Record {

@@ -259,7 +259,8 @@ impl Replica for ReplicaService {
                 tx.blocking_send(Ok(record)).is_ok()
             };
             let sent = if request.keys.is_empty() {
-                shared.each_in_ranges(&store, &ranges, send)
+                let listened = || !tx.is_closed();
+                shared.each_in_ranges(&store, &ranges, listened, send)
             } else {
                 shared.each_of(&store, &request.keys, send)
             };
