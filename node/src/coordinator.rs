@@ -233,7 +233,7 @@ impl Coordinator {
 
     /// `replicas` in the order a read asks them: this node first, as its answer
     /// needs no trip over the network, then the others that answer probes,
-    /// then the suspect ones (a paused node is suspect within 1.5 s: asked
+    /// then the suspect ones (a paused node is suspect within 2.5 s: asked
     /// first, it would cost each read the hedge delay), each in ring order.
     fn nearest_first(&self, replicas: &[String]) -> VecDeque<String> {
         let membership = &self.state.membership;

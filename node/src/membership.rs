@@ -65,7 +65,11 @@ impl Settings {
         Settings {
             probe_interval: Duration::from_millis(500),
             probe_timeout: Duration::from_secs(1),
-            suspect_after: Duration::from_millis(1500),
+            // Two missed probes: one that times out leaves a member silent
+            // for 1.5 s and a little more (the half second to the next
+            // round, then its 1 s), which on a busy machine made a single
+            // slow answer a suspicion about half the time; two, 2.5 s.
+            suspect_after: Duration::from_secs(2),
             dead_after,
         }
     }
@@ -1346,21 +1350,25 @@ mod tests {
         drop(inner);
         assert_eq!(state(&m, "n2"), Some(State::Alive));
 
-        // A blip shorter than suspect_after changes nothing.
+        // A blip shorter than suspect_after changes nothing: one probe that
+        // timed out, tallied 1.5 s and a little after the last answer.
         m.sweep(&mut m.lock(), at(1.0));
         assert_eq!(state(&m, "n2"), Some(State::Alive));
-        m.sweep(&mut m.lock(), at(2.0));
+        m.sweep(&mut m.lock(), at(1.6));
+        assert_eq!(state(&m, "n2"), Some(State::Alive));
+        // Two missed probes do.
+        m.sweep(&mut m.lock(), at(2.5));
         assert_eq!(state(&m, "n2"), Some(State::Suspect));
         // Suspect members keep their place in the ring.
         assert!(m.ring().members().contains(&"n2".to_string()));
 
-        m.sweep(&mut m.lock(), at(11.0));
+        m.sweep(&mut m.lock(), at(12.0));
         assert_eq!(
             state(&m, "n2"),
             Some(State::Suspect),
             "dead_after counts from suspect"
         );
-        m.sweep(&mut m.lock(), at(12.5));
+        m.sweep(&mut m.lock(), at(12.6));
         assert_eq!(state(&m, "n2"), Some(State::Dead));
         assert!(!m.ring().members().contains(&"n2".to_string()));
 

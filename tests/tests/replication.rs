@@ -771,7 +771,7 @@ fn a_read_asks_r_replicas_and_another_in_place_of_one_that_fails() {
     let peer = asked.iter().find(|n| **n != "n1").unwrap().to_string();
 
     // The cut link also fails n1's probes of the peer, which turns it suspect
-    // after 1.5 s, and then a read no longer asks it first (see the next
+    // after 2 s, and then a read no longer asks it first (see the next
     // test), though a hedge may ask it after the third. A machine slow
     // enough to pass that mark before the read gets another go.
     for _ in 0..5 {
