@@ -257,10 +257,25 @@ struct Inner {
     /// members from before this node started, silent for now. When one
     /// answers it is back, not new.
     gossiped_suspect: BTreeSet<String>,
-    /// One lazily connected, multiplexed channel per address, reused by every
-    /// request to it, with what its latest TLS handshake settled on. A channel
-    /// reconnects by itself after a failure.
-    channels: HashMap<String, (Channel, SessionSlot)>,
+    /// The connections to each address, made at first use ([`Link`]).
+    channels: HashMap<String, Link>,
+}
+
+/// The connections to one peer address: lazily connected, multiplexed
+/// channels, each reconnecting by itself after a failure.
+///
+/// Probes have a connection of their own. On the one the requests share, a
+/// probe would wait in HTTP/2's queue behind them once the peer's limit of
+/// 256 streams at a time is reached (a slowed peer, a busy coordinator): the
+/// peer would turn suspect for being slow, not silent.
+#[derive(Debug)]
+struct Link {
+    /// Replica requests: writes, reads, scans, anti-entropy.
+    requests: Channel,
+    probes: Channel,
+    /// What the probe connection's latest TLS handshake settled on: the
+    /// link as `status` shows it, up to date however idle the other is.
+    session: SessionSlot,
 }
 
 /// This node's view of the cluster. Shared; every method takes `&self`.
@@ -416,8 +431,8 @@ impl Membership {
     /// `None` before the first connection, and in plaintext.
     pub fn session(&self, addr: &str) -> Option<ServerSession> {
         let inner = self.lock();
-        let (_, slot) = inner.channels.get(addr)?;
-        slot.lock().expect("session slot poisoned").clone()
+        let link = inner.channels.get(addr)?;
+        link.session.lock().expect("session slot poisoned").clone()
     }
 
     /// A `Replica` client for member `name`, if it is known. Its calls name
@@ -426,8 +441,8 @@ impl Membership {
     pub fn client(&self, name: &str) -> Option<PeerClient> {
         let mut inner = self.lock();
         let addr = inner.peers.get(name)?.addr.clone();
-        self.channel(&mut inner, &addr)
-            .map(|channel| replica::client_for(channel, name))
+        self.link(&mut inner, &addr)
+            .map(|link| replica::client_for(link.requests.clone(), name))
     }
 
     /// This node as a `Member` record, for probes and their answers.
@@ -578,7 +593,8 @@ impl Membership {
                 .into_iter()
                 .filter_map(|addr| {
                     let name = inner.addresses.answered_as.get(&addr).cloned();
-                    Some((addr.clone(), name, self.channel(&mut inner, &addr)?))
+                    let probes = self.link(&mut inner, &addr)?.probes.clone();
+                    Some((addr.clone(), name, probes))
                 })
                 .collect()
         };
@@ -930,24 +946,27 @@ impl Membership {
         }
     }
 
-    /// The channel for `addr`, created on first use. `None` (logged) when the
-    /// address cannot even be parsed.
-    fn channel(&self, inner: &mut Inner, addr: &str) -> Option<Channel> {
-        if let Some((channel, _)) = inner.channels.get(addr) {
-            return Some(channel.clone());
-        }
-        match self.dialer.connect_lazy(addr) {
-            Ok((channel, session)) => {
-                inner
-                    .channels
-                    .insert(addr.to_string(), (channel.clone(), session));
-                Some(channel)
+    /// The connections to `addr`, created on first use. `None` (logged) when
+    /// the address cannot even be parsed.
+    fn link<'a>(&self, inner: &'a mut Inner, addr: &str) -> Option<&'a Link> {
+        if !inner.channels.contains_key(addr) {
+            let dial = || self.dialer.connect_lazy(addr);
+            match dial().and_then(|(requests, _)| Ok((requests, dial()?))) {
+                Ok((requests, (probes, session))) => {
+                    let link = Link {
+                        requests,
+                        probes,
+                        session,
+                    };
+                    inner.channels.insert(addr.to_string(), link);
+                }
+                Err(e) => {
+                    warn!(%addr, error = %e, "not a usable peer address; expected HOST:PORT");
+                    return None;
+                }
             }
-            Err(e) => {
-                warn!(%addr, error = %e, "not a usable peer address; expected HOST:PORT");
-                None
-            }
         }
+        inner.channels.get(addr)
     }
 }
 

@@ -100,6 +100,50 @@ fn an_error_rate_fault_fails_requests_until_cleared_and_any_node_passes_it_on() 
     );
 }
 
+/// A peer slowed under load is slow, not silent: its probes do not wait
+/// behind the requests that fill its connection. 800 reads at a time
+/// through n1 (from four clients: a connection carries 256 at once), each
+/// asking n2 too (N=2, R=2) and holding a stream to it until n1 gives up on
+/// it (2 s), are three times the 256 streams n1's connection to n2 carries
+/// at once; probes on that connection waited in line behind them, missed
+/// their 1 s, and n2 turned suspect.
+#[test]
+fn a_slowed_peer_under_load_is_not_taken_for_a_silent_one() {
+    let cluster = TestCluster::start_with(2, &["--dead-after", "120s"]);
+    cluster
+        .client_to(0)
+        .args(["fault", "n2", "--latency", "3s"])
+        .ok();
+    let load = || {
+        cluster
+            .client_to(0)
+            .args(["--json", "load", "--duration", "6s", "--concurrency", "200"])
+            .args(["--read-ratio", "1", "--keys", "100"])
+            .spawn()
+    };
+    let loads = [load(), load(), load(), load()];
+    for load in loads {
+        let load = load.finish();
+        let report: serde_json::Value = serde_json::from_str(&load.stdout).expect("load's JSON");
+        assert!(
+            report["requests"].as_u64() >= Some(200),
+            "{report}\n{}",
+            load.stderr
+        );
+    }
+    let events = cluster
+        .client_to(0)
+        .args(["--json", "events", "--no-follow"])
+        .ok()
+        .stdout;
+    let suspicions: Vec<&str> = events
+        .lines()
+        .filter(|l| l.contains("\"kind\":\"member.suspect\""))
+        .collect();
+    eprintln!("EVENTS {events}");
+    assert!(suspicions.is_empty(), "{suspicions:#?}");
+}
+
 #[test]
 fn a_paused_node_turns_suspect_and_returns_when_the_pause_is_cleared() {
     let mut cluster = TestCluster::start_with(3, &["--dead-after", "60s"]);
