@@ -548,8 +548,9 @@ async fn round(
 /// `work` with a peer, given up once `alive` (looked at every [`ALIVE_CHECK`])
 /// says the peer no longer is: a peer that stops answering would otherwise
 /// hold the whole round for [`PEER_TIMEOUT`]. Records already pulled are kept:
-/// each batch is applied in a transaction of its own, and what came before the
-/// peer stopped is written once its stream pauses ([`copy`]).
+/// each batch is applied in a transaction of its own, what came before the
+/// peer stopped is written once its stream pauses ([`copy`]), and what is left
+/// when the exchange is given up, as it is dropped ([`Batch`]).
 async fn while_alive<T>(
     alive: impl Fn() -> bool,
     work: impl Future<Output = std::result::Result<T, String>>,
@@ -734,9 +735,9 @@ fn batches(keys: Vec<String>, max_bytes: usize) -> Vec<Vec<String>> {
 /// changed something. If the stream fails (or brings a record with a
 /// version no clock can follow), the records that arrived before are written
 /// all the same, then the failure is returned. A pause has what came so far
-/// written at once: a peer that stops is given up on once it turns suspect
-/// ([`while_alive`]), and what had come but was not written would go with
-/// the exchange.
+/// written at once, and an exchange given up on ([`while_alive`]: its peer
+/// turned suspect, perhaps while its stream still flowed) has it written as
+/// the exchange is dropped ([`Batch`]'s `Drop`).
 ///
 /// A peer streams what it held when the stream began, however long it runs.
 /// A record that arrives later than the tombstone grace may be older than a
@@ -752,6 +753,7 @@ async fn copy(
 ) -> std::result::Result<(), String> {
     let opened = tokio::time::Instant::now();
     let mut batch = Batch {
+        state: state.clone(),
         write_until: opened + state.tombstone_grace / 2,
         opened,
         records: Vec::new(),
@@ -793,6 +795,7 @@ const WRITE_WHEN_PAUSED: Duration = Duration::from_millis(100);
 
 /// Records a [`copy`] received and has not written yet.
 struct Batch {
+    state: Arc<NodeState>,
     /// Half the tombstone grace after the stream opened: nothing is written after.
     write_until: tokio::time::Instant,
     opened: tokio::time::Instant,
@@ -831,6 +834,30 @@ impl Batch {
                 Some(why) => format!("{why}; writing the records that came before failed too: {e}"),
                 None => e.to_string(),
             })
+    }
+}
+
+/// A batch dropped with records in it belongs to an exchange given up on
+/// mid-stream ([`while_alive`]): they came from the peer all the same, and
+/// are written in the background (within half the grace, as any batch), not
+/// fetched again next round. Not counted in the exchange's report, which has
+/// gone with it.
+impl Drop for Batch {
+    fn drop(&mut self) {
+        if self.records.is_empty() || tokio::time::Instant::now() >= self.write_until {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let records = std::mem::take(&mut self.records);
+        let state = self.state.clone();
+        runtime.spawn(async move {
+            let count = records.len();
+            if let Err(e) = state.store.run(move |s| s.apply_many(&records)).await {
+                warn!(records = count, error = %e, "writing what a given-up exchange brought failed");
+            }
+        });
     }
 }
 
@@ -1204,6 +1231,38 @@ mod tests {
                 .unwrap();
             assert_eq!(held, ["k0", "k1", "k2"], "{failed}");
         }
+    }
+
+    /// An exchange given up on while its stream still flows (its peer
+    /// paused after the stream began: the stream goes on, the probes do not)
+    /// keeps what had come, though no pause and no full batch had it
+    /// written yet.
+    #[tokio::test(start_paused = true)]
+    async fn records_of_a_stream_still_flowing_when_it_is_given_up_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = crate::in_process::node_state(dir.path());
+        let mut flowing = client_of(ScriptedPeer {
+            gap: Duration::from_millis(50),
+            count: 100,
+            ..ScriptedPeer::default()
+        })
+        .await;
+        let mut copied = 0;
+        let exchange = copy(&state, &mut flowing, RangeRequest::default(), &mut copied);
+        let started = tokio::time::Instant::now();
+        let alive = || started.elapsed() < Duration::from_secs(1);
+        let given_up = while_alive(alive, exchange).await;
+        assert!(given_up.unwrap_err().contains("no longer alive"));
+        // Written in the background: looked for until it is, a while at most.
+        let kept = |i: usize| state.store.get(&format!("k{i}")).unwrap().is_some();
+        for _ in 0..500 {
+            if (0..15).all(kept) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!((0..15).all(kept), "records that came before 1 s were lost");
+        assert!(!kept(99), "the stream was given up before its end");
     }
 
     /// A peer's records date from when its stream began. Past half the

@@ -140,7 +140,6 @@ fn a_slowed_peer_under_load_is_not_taken_for_a_silent_one() {
         .lines()
         .filter(|l| l.contains("\"kind\":\"member.suspect\""))
         .collect();
-    eprintln!("EVENTS {events}");
     assert!(suspicions.is_empty(), "{suspicions:#?}");
 }
 
