@@ -626,7 +626,8 @@ impl Backend {
                 "backend.returned",
                 &name,
                 format!(
-                    "{name} is back, at {} (was {}); it told its name after it joined, so its old entry merges into this one",
+                    "{name} is back, at {} (was {}); its old entry merges into this one, now \
+                     that it has told its name and the old address is gone",
                     self.addr, old.addr
                 ),
             );

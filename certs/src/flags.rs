@@ -691,15 +691,17 @@ fn ipv6_hint(addr: &str, port: u16) -> String {
 
 /// `text` as one word a shell reads back as `text`, for a command to paste:
 /// bare when it is plain, in single quotes when it holds spaces or quotes
-/// (`'a b'`), and as `$'...'` with escapes when it holds control characters,
-/// which bash and zsh read. (`scan`'s `--start-after` hint, `clusterlab-local`'s
-/// restart commands.)
+/// (`'a b'`), and as `$'...'` with escapes when it holds characters that do
+/// not show as themselves (control characters, and those that hide or
+/// reorder the text: [`proto::text::hides`]), which bash and zsh read. So
+/// the word on the screen is the one pasted. (`scan`'s `--start-after` hint,
+/// `clusterlab-local`'s restart commands.)
 pub fn shell_word(text: &str) -> String {
     let plain = |c: char| c.is_alphanumeric() || "_-./:=@%+,".contains(c);
     if !text.is_empty() && text.chars().all(plain) {
         return text.to_string();
     }
-    if !text.chars().any(char::is_control) {
+    if !text.chars().any(proto::text::hides) {
         return format!("'{}'", text.replace('\'', "'\\''"));
     }
     let escaped: String = text
@@ -710,8 +712,11 @@ pub fn shell_word(text: &str) -> String {
             '\n' => "\\n".to_string(),
             '\t' => "\\t".to_string(),
             '\r' => "\\r".to_string(),
-            c if c.is_control() && c.is_ascii() => format!("\\x{:02x}", u32::from(c)),
-            c if c.is_control() => format!("\\u{:04x}", u32::from(c)),
+            c if proto::text::hides(c) && c.is_ascii() => format!("\\x{:02x}", u32::from(c)),
+            c if proto::text::hides(c) && u32::from(c) > 0xffff => {
+                format!("\\U{:08x}", u32::from(c))
+            }
+            c if proto::text::hides(c) => format!("\\u{:04x}", u32::from(c)),
             c => c.to_string(),
         })
         .collect();
@@ -810,9 +815,14 @@ mod tests {
             "\u{1b}[2J",
             "a\\b'c\n",
             "\u{85}x",
+            "ad\u{200b}min",
+            "\u{202e}nimda",
+            "flag\u{e0041}",
             "",
         ] {
             let word = shell_word(text);
+            // What would not show as itself is written out.
+            assert!(!word.chars().any(proto::text::hides), "{word:?}");
             let out = std::process::Command::new("bash")
                 .args(["-c", &format!("printf %s {word}")])
                 .output()

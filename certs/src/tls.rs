@@ -299,9 +299,15 @@ fn check_own_certificate(
         return Err(refused(own_certificate_problem(dir, leaf, e, &reissue)));
     }
     if ours.identity.kind != kind {
+        // The client reads the same variable: exported for it (the
+        // authorization lab's `reader`), it reaches a node started there.
+        let given = match crate::flags::variable_holding_value("identity", name) {
+            Some(variable) => format!(" (from {variable}, which `clusterlab` reads too)"),
+            None => String::new(),
+        };
         return Err(refused(format!(
-            "names {}, but a {kind} needs a {kind} identity; start it with one (`--identity \
-             {kind}` is the one `clusterlab-certs init` makes), or issue one: \
+            "names {}{given}, but a {kind} needs a {kind} identity; start it with one \
+             (`--identity {kind}` is the one `clusterlab-certs init` makes), or issue one: \
              {} issue --out {} --kind {kind} --name NAME",
             ours.identity,
             files::certs_tool(dir),

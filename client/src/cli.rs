@@ -355,6 +355,8 @@ pub struct FaultArgs {
     #[arg(long)]
     pub pause: bool,
     /// Cut the link between the node and this peer (another member it knows), both ways.
+    /// One peer a node: a second call replaces the first cut, so to cut n1 off from n2
+    /// and n3, cut n2 and n3 from n1 (`fault n2 --drop-peer n1`, `fault n3 --drop-peer n1`).
     #[arg(long, value_name = "PEER")]
     pub drop_peer: Option<String>,
     /// Remove every fault from the node.

@@ -58,7 +58,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             // Stopped before it connects, it has followed nothing: a failure.
             let conn = crate::stop::connect_unless_stopped(&global, &mut stops).await?;
             tokio::select! {
-                done = events(conn, global.json, args) => done,
+                done = events(conn, &global, args) => done,
                 // Following the feed lasts until a person stops it.
                 _ = stops.recv() => Ok(()),
             }
@@ -77,7 +77,7 @@ async fn one_shot(global: &Global, command: Command) -> Result<(), Failure> {
         Command::Whoami => whoami(global).await,
         Command::Status => status(global).await,
         Command::Health => health(global).await,
-        Command::Events(args) => events(Connection::open(global).await?, global.json, args).await,
+        Command::Events(args) => events(Connection::open(global).await?, global, args).await,
         Command::Fault(args) => fault(global, args).await,
         Command::Policy(args) => policy(global, args).await,
         Command::Sniff(_) | Command::Check(_) | Command::Load(_) => {
@@ -396,10 +396,7 @@ async fn scan(global: &Global, args: ScanArgs) -> Result<(), Failure> {
             println!("{key}\t{}", render::one_line(&entry.value));
         }
         if response.more {
-            eprintln!(
-                "(more keys may follow: add --start-after {})",
-                certs::flags::shell_word(next_start_after(&response))
-            );
+            eprintln!("{}", next_page_hint(next_start_after(&response)));
         }
     }
     Ok(())
@@ -459,7 +456,7 @@ async fn whoami(global: &Global) -> Result<(), Failure> {
             "connection   {} in PLAINTEXT: no encryption, no identities",
             conn.addr
         );
-        println!("server       {}", seen.server_name);
+        println!("server       {}", render::printable(&seen.server_name));
         return Ok(());
     }
     println!(
@@ -467,16 +464,19 @@ async fn whoami(global: &Global) -> Result<(), Failure> {
         conn.addr
     );
     println!("you          {me}");
+    // The server's words, shown not obeyed.
+    let said = render::printable;
     println!(
         "server       {server_identity} (process {})",
-        seen.server_name
+        said(&seen.server_name)
     );
     println!(
         "server saw   {} from {}",
-        seen.peer_identity, seen.peer_addr
+        said(&seen.peer_identity),
+        said(&seen.peer_addr)
     );
     if !seen.allowed.is_empty() {
-        println!("you may call {}", seen.allowed.join(", "));
+        println!("you may call {}", said(&seen.allowed.join(", ")));
     }
     Ok(())
 }
@@ -530,7 +530,8 @@ fn balancer_status_text(status: &StatusResponse) -> String {
             out += &render::wrapped(&format!("{why}: {}", b.reason), 4, 6);
         }
     }
-    out
+    // Names, addresses and reasons are the servers' words.
+    render::printable(&out)
 }
 
 /// The width of a table column: its longest cell, or its heading.
@@ -623,7 +624,9 @@ fn node_status_text(status: &StatusResponse) -> String {
          a member not alive; LINK: how {} reaches each member)",
         status.name
     );
-    out + &render::wrapped(&legend, 2, 3)
+    // Names (a member's, as its probe answer gave it), addresses, faults and
+    // the store's words are the servers' own.
+    render::printable(&(out + &render::wrapped(&legend, 2, 3)))
 }
 
 /// "3 members, all alive", or "3 members: 2 alive, 1 dead": a dead member is
@@ -673,13 +676,19 @@ fn link_label(member: &MemberStatus) -> String {
     }
 }
 
-async fn events(conn: Connection, json: bool, args: EventsArgs) -> Result<(), Failure> {
+async fn events(conn: Connection, global: &Global, args: EventsArgs) -> Result<(), Failure> {
+    let json = global.json;
     let mut admin = conn.admin();
     let wanted = EventsRequest {
         history_only: args.no_follow,
     };
-    // No deadline: following the feed lasts until Ctrl-C (see run()).
-    let stream = admin.events(tonic::Request::new(wanted)).await;
+    // Following the feed lasts until Ctrl-C (see run()), with no deadline;
+    // the history alone is a request like the others, within --timeout.
+    let wanted = match args.no_follow {
+        true => request(global, wanted),
+        false => tonic::Request::new(wanted),
+    };
+    let stream = admin.events(wanted).await;
     let mut stream = conn.check(stream).await?;
     loop {
         let event = match stream.message().await {
@@ -890,11 +899,46 @@ async fn policy(global: &Global, args: PolicyArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+/// How to ask for the next page of a scan, after the key `next`: written
+/// `--start-after=KEY`, which clap takes whatever the key begins with (`-b`
+/// after `--start-after ` would be read as a flag).
+fn next_page_hint(next: &str) -> String {
+    format!(
+        "(more keys may follow: add --start-after={})",
+        certs::flags::shell_word(next)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use proto::{BackendStatus, Link};
 
     use super::*;
+
+    /// The next page's command can be pasted, a key that looks like a flag
+    /// included.
+    #[test]
+    fn the_next_page_hint_pastes_whatever_the_key() {
+        use clap::Parser;
+        for key in ["-b", "--x", "-", "plain"] {
+            let hint = next_page_hint(key);
+            let flag = hint
+                .strip_prefix("(more keys may follow: add ")
+                .and_then(|rest| rest.strip_suffix(')'))
+                .expect(&hint);
+            // As the shell hands it over, word by word.
+            let words = ["clusterlab", "scan"].into_iter().chain(flag.split(' '));
+            let cli = crate::cli::Cli::try_parse_from(words);
+            let Ok(crate::cli::Cli {
+                command: crate::cli::Command::Scan(args),
+                ..
+            }) = cli
+            else {
+                panic!("{hint}: {cli:?}");
+            };
+            assert_eq!(args.start_after, key, "{hint}");
+        }
+    }
 
     fn node_n1() -> StatusResponse {
         let member = |name: &str, addr: &str| MemberStatus {
@@ -970,6 +1014,33 @@ mod tests {
             "{text}"
         );
         assert!(words(&text).contains(&status.store), "{text}");
+
+        // A hyphenated name stays whole, wherever the line breaks.
+        for fault in [
+            "latency 5ms, error rate 0.25, paused, link to clusterlab-node-1 cut",
+            "latency 300ms, error rate 0.5, paused, link to clusterlab-node-1 cut",
+        ] {
+            status.fault = fault.into();
+            let text = node_status_text(&status);
+            assert!(text.contains("clusterlab-node-1"), "{text}");
+        }
+    }
+
+    /// What servers say (a member's name, as its probe answer gave it; a
+    /// backend's reason) reaches the terminal without its escape sequences.
+    #[test]
+    fn status_text_shows_the_servers_words_without_obeying_them() {
+        let mut status = node_n1();
+        status.members[1].name = "n\x1b[2J".into();
+        status.fault = "link to n\x1b[2J cut".into();
+        let text = node_status_text(&status);
+        assert!(!text.contains('\x1b'), "{text:?}");
+        assert!(text.contains("n\\u{1b}[2J"), "{text}");
+        let mut status = balancer();
+        status.backends[0].health = "ejected".into();
+        status.backends[0].reason = "\x1b]0;owned\x07".into();
+        let text = balancer_status_text(&status);
+        assert!(!text.contains('\x1b') && !text.contains('\x07'), "{text:?}");
     }
 
     fn balancer() -> StatusResponse {

@@ -12,9 +12,12 @@ pub const COLUMNS: usize = 80;
 /// and the rest by `rest`, ending with a newline.
 pub fn wrapped(text: &str, first: usize, rest: usize) -> String {
     let (first, rest) = (" ".repeat(first), " ".repeat(rest));
+    // Lines break between words only: a hyphenated name
+    // (`clusterlab-node-1`) is one, to copy whole.
     let options = textwrap::Options::new(COLUMNS)
         .initial_indent(&first)
-        .subsequent_indent(&rest);
+        .subsequent_indent(&rest)
+        .word_splitter(textwrap::WordSplitter::NoHyphenation);
     textwrap::fill(text, options) + "\n"
 }
 

@@ -31,7 +31,7 @@ pub fn one_line(text: &str) -> String {
 /// musical and shorthand format controls), so that one key could
 /// pass for another. Not the two variation selectors emoji are written with
 /// (U+FE0E, U+FE0F).
-fn hides(c: char) -> bool {
+pub fn hides(c: char) -> bool {
     c.is_control()
         || matches!(
             c,

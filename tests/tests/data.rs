@@ -207,7 +207,7 @@ fn delete_hides_the_key_and_scan_lists_in_order() {
         .args(["scan", "--prefix", "tab/", "--limit", "1"])
         .ok();
     assert!(
-        page.stderr.contains("add --start-after $'tab/a\\tb'"),
+        page.stderr.contains("add --start-after=$'tab/a\\tb'"),
         "{}",
         page.stderr
     );

@@ -729,6 +729,18 @@ fn a_certificate_peers_would_refuse_stops_the_start_and_says_what_to_do() {
             "{line}"
         );
     }
+    // Exported for the client (`clusterlab` reads it too), it is named.
+    let mut command = cluster.node_command(0);
+    command.env("CLUSTERLAB_IDENTITY", "admin");
+    let (code, stderr) = refuses_to_start(command);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        error_line(&stderr).contains(
+            "names spiffe://clusterlab/client/admin (from CLUSTERLAB_IDENTITY, which \
+             `clusterlab` reads too), but a node needs a node identity"
+        ),
+        "{stderr}"
+    );
     let mut balancer = std::process::Command::new(tests::bin("clusterlab-balancer"));
     balancer
         .args(["--listen", &format!("127.0.0.1:{}", tests::free_port())])

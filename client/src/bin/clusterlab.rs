@@ -12,7 +12,9 @@ fn main() -> ExitCode {
     match runtime.block_on(client::commands::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
-            eprintln!("{failure}");
+            // Its words may be a server's (a node's name, a reason): shown,
+            // not obeyed by the terminal.
+            eprintln!("{}", client::render::printable(&failure.to_string()));
             match failure.usage {
                 true => ExitCode::from(2),
                 false => ExitCode::FAILURE,
