@@ -860,13 +860,18 @@ impl Backends {
             .expect("outlier lock poisoned");
         let all = self.all.read().expect("backends poisoned");
         let (mut serving, mut held, mut others_healthy) = (0, 0, 0);
-        // A node that no longer resolves is not one of the nodes.
-        for (backend, _) in all.iter().filter(|(b, _)| !b.is_gone()) {
+        let now = Instant::now();
+        // A node that no longer resolves is not one of the nodes, but for
+        // one held out: come back under its hold (a container restarted), it
+        // takes the hold up again, and counts as held.
+        for (backend, _) in all.iter() {
+            let gone = backend.is_gone();
             match backend.health() {
                 Health::Ejected {
-                    held_until: Some(_),
+                    held_until: Some(until),
                     ..
-                } => held += 1,
+                } if !gone || until > now => held += 1,
+                _ if gone => continue,
                 Health::Healthy if !std::ptr::eq(&**backend, candidate) => others_healthy += 1,
                 Health::Healthy => {}
                 _ => continue,
@@ -1374,6 +1379,35 @@ mod tests {
         assert!(fail(&serving[0]), "one of three held out");
         assert!(!fail(&serving[1]), "a second would be two of three");
         assert_eq!(serving[1].health(), Health::Healthy);
+    }
+
+    /// A node held out that stops resolving (its container restarted) is
+    /// still counted as held: back under its hold, it takes the hold up
+    /// again, and two of three would be held out.
+    #[tokio::test]
+    async fn a_held_node_gone_from_dns_still_counts_as_held() {
+        let backends = discovering();
+        let all = ["10.0.0.1:7100", "10.0.0.2:7100", "10.0.0.3:7100"];
+        backends.reconcile(&addrs(&all));
+        let serving: Vec<Arc<Backend>> = all
+            .iter()
+            .map(|addr| listed(&backends, addr).unwrap())
+            .collect();
+        for node in &serving {
+            node.mark_healthy(Instant::now(), backends.events());
+        }
+        let failure = Status::unavailable("injected fault");
+        let fail = |node: &Arc<Backend>| {
+            let mut held = false;
+            for _ in 0..FAILURES_TO_EJECT {
+                held |= node.failed(&failure, || backends.may_hold_out(node), backends.events());
+            }
+            held
+        };
+        assert!(fail(&serving[0]), "one of three held out");
+        backends.reconcile(&addrs(&all[1..]));
+        assert!(serving[0].is_gone());
+        assert!(!fail(&serving[1]), "a second would be two of three");
     }
 
     /// The backend at `addr`: the one checked now, else one that went away.
