@@ -334,6 +334,14 @@ fn the_dashboard_shows_traffic_keys_links_and_events_and_metrics_agree() {
         "{drawn:#}"
     );
     assert_eq!(drawn["paused"]["rps"], "—", "{drawn:#}");
+    // The first answer back is live, but a rate needs two: not known, not 0.
+    assert_eq!(drawn["back"]["page"], "", "{drawn:#}");
+    assert_eq!(drawn["back"]["rps"], "—", "{drawn:#}");
+    let first = drawn["back"]["tileRps"].as_array().unwrap();
+    assert!(
+        first.iter().all(|r| r == "—  req/s via this balancer"),
+        "{drawn:#}"
+    );
     // Back, the page is live again, and a rate is requests over the time
     // between the balancer's counts: 300 in 1.5 s.
     assert_eq!(drawn["rates"]["page"], "", "{drawn:#}");
@@ -349,8 +357,8 @@ fn the_dashboard_shows_traffic_keys_links_and_events_and_metrics_agree() {
         .expect("a tile for `constructor`");
     for (i, (rate, bar)) in tile_rates.iter().zip(bars).enumerate() {
         let (rate_now, width) = match i == at {
-            true => ("200  req/s", "100%"),
-            false => ("0  req/s", "0%"),
+            true => ("200  req/s via this balancer", "100%"),
+            false => ("0  req/s via this balancer", "0%"),
         };
         assert_eq!(
             (rate.as_str(), bar.as_str()),
