@@ -753,7 +753,7 @@ fn a_second_clusterlab_local_refuses_to_start_and_leaves_the_first_alone() {
     assert!(
         stderr.contains("another clusterlab-local is running in")
             && stderr.contains(&dir.path().display().to_string())
-            && stderr.contains("--dir"),
+            && stderr.contains("--dir DIR --port PORT"),
         "{stderr}"
     );
 

@@ -100,7 +100,8 @@ fn main() -> ExitCode {
     match runtime.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("clusterlab-local: {e}");
+            // Not `eprintln!`, which panics (exit 101) if stderr went too.
+            let _ = writeln!(std::io::stderr(), "clusterlab-local: {e}");
             ExitCode::FAILURE
         }
     }
@@ -688,7 +689,8 @@ fn lock(dir: &Path) -> Result<std::fs::File, String> {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(format!(
             "another clusterlab-local is running in {}; stop it first (Ctrl-C in its \
-             terminal), or give this one a directory of its own with --dir",
+             terminal), or give this one a directory and ports of its own: --dir DIR --port \
+             PORT (`clusterlab-local --help` says which ports a --port takes)",
             dir.display()
         )),
         Err(std::fs::TryLockError::Error(e)) => Err(format!("cannot lock {}: {e}", path.display())),
