@@ -626,8 +626,8 @@ impl Backend {
                 "backend.returned",
                 &name,
                 format!(
-                    "{name} is back, at {} (was {}); its old entry merges into this one, now \
-                     that it has told its name and the old address is gone",
+                    "{name} is back, at {} (was {}); its old entry, which stopped resolving, \
+                     merges into this one",
                     self.addr, old.addr
                 ),
             );

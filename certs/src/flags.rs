@@ -697,7 +697,8 @@ fn ipv6_hint(addr: &str, port: u16) -> String {
 /// the word on the screen is the one pasted. (`scan`'s `--start-after` hint,
 /// `clusterlab-local`'s restart commands.)
 pub fn shell_word(text: &str) -> String {
-    let plain = |c: char| c.is_alphanumeric() || "_-./:=@%+,".contains(c);
+    let plain =
+        |c: char| (c.is_alphanumeric() || "_-./:=@%+,".contains(c)) && !proto::text::hides(c);
     if !text.is_empty() && text.chars().all(plain) {
         return text.to_string();
     }
@@ -712,11 +713,13 @@ pub fn shell_word(text: &str) -> String {
             '\n' => "\\n".to_string(),
             '\t' => "\\t".to_string(),
             '\r' => "\\r".to_string(),
-            c if proto::text::hides(c) && c.is_ascii() => format!("\\x{:02x}", u32::from(c)),
-            c if proto::text::hides(c) && u32::from(c) > 0xffff => {
-                format!("\\U{:08x}", u32::from(c))
-            }
-            c if proto::text::hides(c) => format!("\\u{:04x}", u32::from(c)),
+            // Byte by byte, as UTF-8: bash reads `\u200b` by the locale
+            // (literally in the C locale), `\xe2\x80\x8b` the same in any.
+            c if proto::text::hides(c) => c
+                .encode_utf8(&mut [0; 4])
+                .bytes()
+                .map(|b| format!("\\x{b:02x}"))
+                .collect(),
             c => c.to_string(),
         })
         .collect();
@@ -816,6 +819,7 @@ mod tests {
             "a\\b'c\n",
             "\u{85}x",
             "ad\u{200b}min",
+            "ad\u{3164}min",
             "\u{202e}nimda",
             "flag\u{e0041}",
             "",
@@ -823,7 +827,9 @@ mod tests {
             let word = shell_word(text);
             // What would not show as itself is written out.
             assert!(!word.chars().any(proto::text::hides), "{word:?}");
+            // In any locale: the C locale reads `\u` escapes otherwise.
             let out = std::process::Command::new("bash")
+                .env("LC_ALL", "C")
                 .args(["-c", &format!("printf %s {word}")])
                 .output()
                 .expect("running bash");

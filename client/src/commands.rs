@@ -502,6 +502,7 @@ fn print_balancer_status(global: &Global, status: &StatusResponse) {
 /// A balancer's status for people: totals, then a row per node, with why a
 /// node is out of rotation under it.
 fn balancer_status_text(status: &StatusResponse) -> String {
+    let status = &for_the_terminal(status);
     let mut out = format!("{} (balancer), policy {}\n", status.name, status.policy);
     let totals = format!(
         "{}, {}, {} by the budget, {}",
@@ -530,8 +531,42 @@ fn balancer_status_text(status: &StatusResponse) -> String {
             out += &render::wrapped(&format!("{why}: {}", b.reason), 4, 6);
         }
     }
-    // Names, addresses and reasons are the servers' words.
-    render::printable(&out)
+    out
+}
+
+/// `status` with every word a server chose escaped for the terminal, as
+/// events are ([`proto::text::one_line`]): a member's name (as its probe
+/// answer gave it), an address, a reason, a fault, the store's words. Before
+/// the columns are measured, so that a row stays in line, and a name with a
+/// line break in it cannot pass for a row of its own.
+fn for_the_terminal(status: &StatusResponse) -> StatusResponse {
+    let mut status = status.clone();
+    let escape = |text: &mut String| *text = proto::text::one_line(text);
+    for text in [
+        &mut status.name,
+        &mut status.role,
+        &mut status.policy,
+        &mut status.fault,
+        &mut status.store,
+    ] {
+        escape(text);
+    }
+    status.unanswered.iter_mut().for_each(escape);
+    for m in &mut status.members {
+        escape(&mut m.name);
+        escape(&mut m.addr);
+        if let Some(link) = &mut m.link {
+            escape(&mut link.tls_version);
+            escape(&mut link.cipher_suite);
+            escape(&mut link.identity);
+        }
+    }
+    for b in &mut status.backends {
+        for text in [&mut b.name, &mut b.addr, &mut b.health, &mut b.reason] {
+            escape(text);
+        }
+    }
+    status
 }
 
 /// The width of a table column: its longest cell, or its heading.
@@ -562,6 +597,7 @@ fn copies(status: &StatusResponse) -> String {
 
 /// A node's status for people: what it sees, then a row per member.
 fn node_status_text(status: &StatusResponse) -> String {
+    let status = &for_the_terminal(status);
     let sees = format!(
         "{} (node) sees {}; {} W={} R={}",
         status.name,
@@ -624,9 +660,7 @@ fn node_status_text(status: &StatusResponse) -> String {
          a member not alive; LINK: how {} reaches each member)",
         status.name
     );
-    // Names (a member's, as its probe answer gave it), addresses, faults and
-    // the store's words are the servers' own.
-    render::printable(&(out + &render::wrapped(&legend, 2, 3)))
+    out + &render::wrapped(&legend, 2, 3)
 }
 
 /// "3 members, all alive", or "3 members: 2 alive, 1 dead": a dead member is
@@ -1036,6 +1070,21 @@ mod tests {
         let text = node_status_text(&status);
         assert!(!text.contains('\x1b'), "{text:?}");
         assert!(text.contains("n\\u{1b}[2J"), "{text}");
+        // Each row's STATE in the heading's column, the escaped name too.
+        let column = |line: &str| line.find("alive").or_else(|| line.find("STATE"));
+        let rows: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("STATE") || l.contains(":7100"))
+            .collect();
+        assert!(
+            rows.iter().all(|row| column(row) == column(rows[0])),
+            "{text}"
+        );
+        // A line break in a name is shown, not a row of its own.
+        let lines = text.lines().count();
+        status.members[1].name = "n2\n  n9   10.0.0.9:7100   alive".into();
+        let text = node_status_text(&status);
+        assert_eq!(text.lines().count(), lines, "{text}");
         let mut status = balancer();
         status.backends[0].health = "ejected".into();
         status.backends[0].reason = "\x1b]0;owned\x07".into();

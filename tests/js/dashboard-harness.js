@@ -180,6 +180,12 @@ const scenarios = {
     if (at === 0) out.back = drawn();
   }
   out.rates = drawn();
+  // n1 under its own name again: nothing counted under it to compare with.
+  const renamed = copy();
+  renamed.at_unix_ms += 3000;
+  answer = async () => ({ ok: true, status: 200, json: async () => renamed });
+  await poll();
+  out.renamed = drawn();
   process.stdout.write(JSON.stringify(out));
 })().catch((e) => {
   process.stderr.write(String(e && e.stack || e));

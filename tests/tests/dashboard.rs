@@ -367,6 +367,18 @@ fn the_dashboard_shows_traffic_keys_links_and_events_and_metrics_agree() {
         );
     }
 
+    // A tile under a name it was not counted under a moment ago (a node
+    // that told its name) has no rate yet; the others do.
+    let tiles = drawn["renamed"]["tiles"].as_array().unwrap();
+    let rates = drawn["renamed"]["tileRps"].as_array().unwrap();
+    for (tile, rate) in tiles.iter().zip(rates) {
+        let expected = match tile.as_str().unwrap().starts_with("n1 ") {
+            true => "—  req/s via this balancer",
+            false => "0  req/s via this balancer",
+        };
+        assert_eq!(rate, expected, "{drawn:#}");
+    }
+
     // /metrics counts the same requests, per node too.
     let metrics = get(&cluster, "/metrics");
     assert_eq!(
