@@ -596,8 +596,8 @@ fn copies(status: &StatusResponse) -> String {
 }
 
 /// A node's status for people: what it sees, then a row per member.
-fn node_status_text(status: &StatusResponse) -> String {
-    let status = &for_the_terminal(status);
+fn node_status_text(answered: &StatusResponse) -> String {
+    let status = &for_the_terminal(answered);
     let sees = format!(
         "{} (node) sees {}; {} W={} R={}",
         status.name,
@@ -615,10 +615,11 @@ fn node_status_text(status: &StatusResponse) -> String {
     out += &render::wrapped(&counts, 2, 4);
     if !status.fault.is_empty() {
         out += &render::wrapped(&format!("fault injected: {}", status.fault), 2, 4);
-        // On a line of its own, never wrapped: to copy whole.
+        // On a line of its own, never wrapped: to copy whole. The name as
+        // the node gave it: `shell_word` shows what it must, to paste.
         out += &format!(
             "    clear it: clusterlab fault {} --clear\n",
-            certs::flags::shell_word(&status.name)
+            certs::flags::shell_word(&answered.name)
         );
     }
     if !status.store.is_empty() {
