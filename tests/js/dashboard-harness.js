@@ -119,6 +119,8 @@ const scenarios = {
     const status = copy();
     view(status, "n2").status.fault = "latency 300ms";
     view(status, "n3").status.store = "takes no more writes: an fsync of /data/clusterlab.redb failed";
+    // The copies n3 cannot take.
+    for (const by of ["n1", "n2"]) view(status, by).status.under_replicated = 4;
     return status;
   },
   // n3 killed: ejected, no view of its own, dead to the others, and each

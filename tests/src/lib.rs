@@ -139,27 +139,42 @@ const LOWEST_TEST_PORT: u16 = 10_000;
 /// A port that was free a moment ago on 127.0.0.1, for a process to listen
 /// on, and claimed by this test process until it exits.
 ///
-/// It comes from *below* the kernel's ephemeral range
-/// (`/proc/sys/net/ipv4/ip_local_port_range`). A port the kernel handed out
+/// It comes from outside the kernel's ephemeral range
+/// (`/proc/sys/net/ipv4/ip_local_port_range`): below it, or above a range
+/// tuned to start low ([`test_ports`]). A port the kernel handed out
 /// with `bind(":0")` is also what it hands out as the local end of outgoing
 /// connections, and tests running beside this one open thousands of those: one
 /// could take the port between our check and the process's own bind, and the
-/// process would fail with "address in use". Below the range, only another
+/// process would fail with "address in use". Outside the range, only another
 /// test's pick can collide, and [`claim_port`] rules that out, even while a
 /// node is down between a stop and a restart on the same port.
 pub fn free_port() -> u16 {
-    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
-        .filter(|&start| start > LOWEST_TEST_PORT + 1_000)
-        .unwrap_or(32_768);
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok();
+    let ports = test_ports(ephemeral.as_deref());
     for _ in 0..1_000 {
-        let port = rand::random_range(LOWEST_TEST_PORT..ephemeral_start);
+        let port = rand::random_range(ports.clone());
         if claim_port(port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
-    panic!("no free port on 127.0.0.1 between {LOWEST_TEST_PORT} and {ephemeral_start}")
+    panic!("no free port on 127.0.0.1 in {ports:?}")
+}
+
+/// Where test ports come from, given the kernel's ephemeral range ("32768
+/// 60999"): below it, from [`LOWEST_TEST_PORT`], if there is room; else above
+/// it (a range tuned to start low, "1024 60999"); else, on a machine that
+/// leaves no room either side, below 32768, as Linux's default range would.
+fn test_ports(ephemeral: Option<&str>) -> std::ops::Range<u16> {
+    const ROOM: u16 = 1_000;
+    let bounds: Option<(u16, u16)> = ephemeral.and_then(|range| {
+        let mut ends = range.split_whitespace().map(|n| n.parse::<u16>().ok());
+        Some((ends.next()??, ends.next()??))
+    });
+    match bounds {
+        Some((start, _)) if start > LOWEST_TEST_PORT + ROOM => LOWEST_TEST_PORT..start,
+        Some((_, end)) if end < u16::MAX - ROOM => end + 1..u16::MAX,
+        _ => LOWEST_TEST_PORT..32_768,
+    }
 }
 
 /// Claims `port` for this test process, for as long as it runs; false if
@@ -1239,5 +1254,16 @@ mod tests {
         distinct.sort_unstable();
         distinct.dedup();
         assert_eq!(distinct.len(), again.len(), "a port handed out twice");
+    }
+
+    /// Test ports stay out of the kernel's ephemeral range, wherever it is.
+    #[test]
+    fn test_ports_avoid_the_ephemeral_range() {
+        assert_eq!(test_ports(Some("32768\t60999\n")), 10_000..32_768);
+        // Tuned to start low: above it.
+        assert_eq!(test_ports(Some("1024 60999")), 61_000..u16::MAX);
+        // No room either side, or nothing read: Linux's default's lower part.
+        assert_eq!(test_ports(Some("1024 65535")), 10_000..32_768);
+        assert_eq!(test_ports(None), 10_000..32_768);
     }
 }

@@ -245,6 +245,16 @@ fn the_dashboard_shows_traffic_keys_links_and_events_and_metrics_agree() {
         "{n3}"
     );
     assert!(!tile("faulted", "n2").contains("store:"), "{drawn:#}");
+    // Keys it cannot take are not said to be repaired.
+    let quorum = drawn["faulted"]["quorum"].as_str().unwrap();
+    assert!(
+        quorum.ends_with(
+            "8 keys (counted on each node that holds one) lack an up-to-date copy on another \
+             live replica, and n3 cannot store them until its store takes writes again (see \
+             its tile)."
+        ),
+        "{quorum}"
+    );
     // A cut link: both ends serve, and most of the others see them alive.
     let n1 = tile("cut", "n1");
     assert!(n1.contains("other nodes: alive (n3 sees it dead)"), "{n1}");
