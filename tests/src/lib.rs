@@ -141,7 +141,7 @@ const LOWEST_TEST_PORT: u16 = 10_000;
 ///
 /// It comes from outside the kernel's ephemeral range
 /// (`/proc/sys/net/ipv4/ip_local_port_range`): below it, or above a range
-/// tuned to start low ([`test_ports`]). A port the kernel handed out
+/// tuned to start low (`test_ports`). A port the kernel handed out
 /// with `bind(":0")` is also what it hands out as the local end of outgoing
 /// connections, and tests running beside this one open thousands of those: one
 /// could take the port between our check and the process's own bind, and the
