@@ -1348,36 +1348,52 @@ mod tests {
         assert!(reason.contains("held out for 1s"), "{reason}");
     }
 
+    /// Backends discovered at `all`, the first `serving` of them healthy
+    /// (the rest never came up): the set, and those serving.
+    fn serving(all: &[&str], serving: usize) -> (Arc<Backends>, Vec<Arc<Backend>>) {
+        let backends = discovering();
+        backends.reconcile(&addrs(all));
+        let up: Vec<Arc<Backend>> = all[..serving]
+            .iter()
+            .map(|addr| listed(&backends, addr).unwrap())
+            .collect();
+        for node in &up {
+            node.mark_healthy(Instant::now(), backends.events());
+        }
+        (backends, up)
+    }
+
+    /// Fails `node`'s requests until it would be ejected: whether it was
+    /// held out as an outlier (`may_hold_out` agreeing).
+    fn fail_until_ejected(backends: &Backends, node: &Backend) -> bool {
+        let failure = Status::unavailable("injected fault");
+        let mut held = false;
+        for _ in 0..FAILURES_TO_EJECT {
+            held |= node.failed(&failure, || backends.may_hold_out(node), backends.events());
+        }
+        held
+    }
+
     /// At most half the nodes that serve are held out at once: a node that
     /// never came up is not one of them. Counted, it let two of three
     /// serving nodes be held out beside it, the third left alone.
     #[tokio::test]
     async fn a_node_that_never_served_does_not_make_room_for_another_hold() {
-        let backends = discovering();
         let all = [
             "10.0.0.1:7100",
             "10.0.0.2:7100",
             "10.0.0.3:7100",
             "10.0.0.4:7100",
         ];
-        backends.reconcile(&addrs(&all));
-        let serving: Vec<Arc<Backend>> = all[..3]
-            .iter()
-            .map(|addr| listed(&backends, addr).unwrap())
-            .collect();
-        for node in &serving {
-            node.mark_healthy(Instant::now(), backends.events());
-        }
-        let failure = Status::unavailable("injected fault");
-        let fail = |node: &Arc<Backend>| {
-            let mut held = false;
-            for _ in 0..FAILURES_TO_EJECT {
-                held |= node.failed(&failure, || backends.may_hold_out(node), backends.events());
-            }
-            held
-        };
-        assert!(fail(&serving[0]), "one of three held out");
-        assert!(!fail(&serving[1]), "a second would be two of three");
+        let (backends, serving) = serving(&all, 3);
+        assert!(
+            fail_until_ejected(&backends, &serving[0]),
+            "one of three held out"
+        );
+        assert!(
+            !fail_until_ejected(&backends, &serving[1]),
+            "a second would be two of three"
+        );
         assert_eq!(serving[1].health(), Health::Healthy);
     }
 
@@ -1386,28 +1402,18 @@ mod tests {
     /// again, and two of three would be held out.
     #[tokio::test]
     async fn a_held_node_gone_from_dns_still_counts_as_held() {
-        let backends = discovering();
         let all = ["10.0.0.1:7100", "10.0.0.2:7100", "10.0.0.3:7100"];
-        backends.reconcile(&addrs(&all));
-        let serving: Vec<Arc<Backend>> = all
-            .iter()
-            .map(|addr| listed(&backends, addr).unwrap())
-            .collect();
-        for node in &serving {
-            node.mark_healthy(Instant::now(), backends.events());
-        }
-        let failure = Status::unavailable("injected fault");
-        let fail = |node: &Arc<Backend>| {
-            let mut held = false;
-            for _ in 0..FAILURES_TO_EJECT {
-                held |= node.failed(&failure, || backends.may_hold_out(node), backends.events());
-            }
-            held
-        };
-        assert!(fail(&serving[0]), "one of three held out");
+        let (backends, serving) = serving(&all, 3);
+        assert!(
+            fail_until_ejected(&backends, &serving[0]),
+            "one of three held out"
+        );
         backends.reconcile(&addrs(&all[1..]));
         assert!(serving[0].is_gone());
-        assert!(!fail(&serving[1]), "a second would be two of three");
+        assert!(
+            !fail_until_ejected(&backends, &serving[1]),
+            "a second would be two of three"
+        );
     }
 
     /// The backend at `addr`: the one checked now, else one that went away.

@@ -784,8 +784,8 @@ async fn one_request(work: &Workload, started: Instant) -> (Outcome, bool) {
             let code = status_code(&status).to_string();
             if proto::is_about_the_request(status.code()) {
                 let mut stats = work.stats.lock().expect("stats poisoned");
-                let refusals = &mut stats.refusals;
-                refusals
+                stats
+                    .refusals
                     .entry(code.clone())
                     .or_insert_with(|| server_words(&status));
             }

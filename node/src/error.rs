@@ -70,7 +70,8 @@ impl From<Error> for tonic::Status {
             Error::DeadlineExceeded(msg) => tonic::Status::deadline_exceeded(msg),
             Error::Overdue(_) => tonic::Status::deadline_exceeded(err.to_string()),
             // Storage details (paths, database internals) go to the node's log, not
-            // to the client; the client learns that it was the node's fault.
+            // to the client; the client learns that it was the node's fault. (A
+            // peer is told more: `for_a_peer`.)
             Error::DataDir { .. }
             | Error::Storage(_)
             | Error::DiskStopped(_)

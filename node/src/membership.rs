@@ -950,14 +950,18 @@ impl Membership {
     /// the address cannot even be parsed.
     fn link<'a>(&self, inner: &'a mut Inner, addr: &str) -> Option<&'a Link> {
         if !inner.channels.contains_key(addr) {
+            // Two lazy channels: nothing is dialled until each is first used.
             let dial = || self.dialer.connect_lazy(addr);
-            match dial().and_then(|(requests, _)| Ok((requests, dial()?))) {
-                Ok((requests, (probes, session))) => {
-                    let link = Link {
-                        requests,
-                        probes,
-                        session,
-                    };
+            let link = dial().and_then(|(requests, _)| {
+                let (probes, session) = dial()?;
+                Ok(Link {
+                    requests,
+                    probes,
+                    session,
+                })
+            });
+            match link {
+                Ok(link) => {
                     inner.channels.insert(addr.to_string(), link);
                 }
                 Err(e) => {
