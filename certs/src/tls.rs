@@ -409,12 +409,15 @@ fn key_log() -> Arc<dyn rustls::KeyLog> {
     }
 }
 
-/// Creates the key log at `path` unless it is there, and gives it to the
-/// owner of its directory (see [`files::give_to_directory_owner`]).
+/// Creates the key log at `path` unless it is there, readable by its owner
+/// alone (it decrypts every session it lists), and gives it to the owner of
+/// its directory (see [`files::give_to_directory_owner`]).
 fn create_key_log(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
         .append(true)
         .create(true)
+        .mode(0o600)
         .open(path)?;
     files::give_to_directory_owner(path)
 }

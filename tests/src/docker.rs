@@ -155,11 +155,11 @@ pub fn build_image_from_source(tag: &str) {
 /// The files an image holds, leaving out what Docker adds to every container
 /// (`/.dockerenv`, `/dev`, `/etc/hosts` and friends, `/proc`, `/sys`).
 pub fn image_files(image: &str) -> Vec<String> {
-    let container = docker_ok(&["create", image]).trim().to_string();
+    let container = Created(docker_ok(&["create", image]).trim().to_string());
     let export = tempfile::NamedTempFile::new().expect("a temp file");
     let path = export.path().to_str().expect("a UTF-8 path");
-    docker_ok(&["export", "-o", path, &container]);
-    docker(&["rm", &container]);
+    docker_ok(&["export", "-o", path, &container.0]);
+    drop(container);
     let mut list = Command::new("tar");
     list.args(["-tf", path]);
     let mut files: Vec<String> = run(list)
@@ -175,6 +175,20 @@ pub fn image_files(image: &str) -> Vec<String> {
         .collect();
     files.sort();
     files
+}
+
+/// A container made by `docker create`, removed when dropped: a failed step
+/// (`docker export` on a full disk) leaves none behind.
+struct Created(String);
+
+impl Drop for Created {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["rm", &self.0])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
 }
 
 /// The label compose puts on each of a project's containers, networks and

@@ -362,7 +362,8 @@ fn session_keys_are_written_only_when_sslkeylogfile_names_a_file() {
 /// A client's key log (in compose, the balancer's health check shares its
 /// `SSLKEYLOGFILE`) goes to the owner of its directory, as the balancer's
 /// does: made by rustls as root, it was root's, mode 0600, and a learner who
-/// had deleted it could no longer read the one that came back.
+/// had deleted it could no longer read the one that came back. Others on the
+/// machine cannot read it: it decrypts every session it lists.
 #[test]
 fn a_clients_key_log_goes_to_the_owner_of_its_directory() {
     use std::os::unix::fs::MetadataExt;
@@ -387,6 +388,11 @@ fn a_clients_key_log_goes_to_the_owner_of_its_directory() {
         std::fs::metadata(&keys).unwrap(),
     );
     assert_eq!((file.uid(), file.gid()), (dir.uid(), dir.gid()));
+    assert_eq!(
+        file.mode() & 0o777,
+        0o600,
+        "the key log is readable by others"
+    );
 }
 
 /// `--addr` given the dashboard's port (8080 for 7000 is an easy slip) is
