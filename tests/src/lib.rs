@@ -133,7 +133,8 @@ pub mod local_ports {
     }
 }
 
-/// Test ports are chosen from here up to the kernel's ephemeral range.
+/// Test ports are chosen from here up to the kernel's ephemeral range, when
+/// it starts high enough (see `test_ports`).
 const LOWEST_TEST_PORT: u16 = 10_000;
 
 /// A port that was free a moment ago on 127.0.0.1, for a process to listen
@@ -149,8 +150,7 @@ const LOWEST_TEST_PORT: u16 = 10_000;
 /// test's pick can collide, and [`claim_port`] rules that out, even while a
 /// node is down between a stop and a restart on the same port.
 pub fn free_port() -> u16 {
-    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok();
-    let ports = test_ports(ephemeral.as_deref());
+    let ports = test_port_range();
     for _ in 0..1_000 {
         let port = rand::random_range(ports.clone());
         if claim_port(port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
@@ -158,6 +158,13 @@ pub fn free_port() -> u16 {
         }
     }
     panic!("no free port on 127.0.0.1 in {ports:?}")
+}
+
+/// Where test ports come from on this machine: outside the kernel's
+/// ephemeral range (see [`free_port`]).
+pub fn test_port_range() -> std::ops::Range<u16> {
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok();
+    test_ports(ephemeral.as_deref())
 }
 
 /// Where test ports come from, given the kernel's ephemeral range ("32768

@@ -14,22 +14,24 @@ use tests::{
 };
 
 /// A balancer port whose other ports, as `clusterlab-local` lays them out
-/// ([`local_ports`]), are free too. The whole block stays below 32768,
-/// where the kernel's ephemeral range (the local ends of outgoing
-/// connections, which tests beside this one open by the thousand) usually
-/// starts. Every port of the block is claimed ([`claim_port`]), as
-/// [`tests::free_port`] claims its own, so that no other test picks one
-/// while this cluster restarts a process on it.
+/// ([`local_ports`]), are free too. The whole block comes from where
+/// [`tests::free_port`] takes its ports, outside the kernel's ephemeral range
+/// (the local ends of outgoing connections, which tests beside this one open
+/// by the thousand), and every port of it is claimed ([`claim_port`]), so
+/// that no other test picks one while this cluster restarts a process on it.
 fn free_port_block() -> u16 {
     let offsets = local_ports::all(3);
-    (0..100)
-        .map(|i| 20_000 + (std::process::id() as u16 % 80) * 100 + i * 7)
+    let span = offsets.iter().max().copied().unwrap_or(0);
+    let ports = tests::test_port_range();
+    let balancer_ports = ports.start..ports.end - span;
+    (0..1_000)
+        .map(|_| rand::random_range(balancer_ports.clone()))
         .find(|&port| {
             offsets.iter().all(|offset| {
                 claim_port(port + offset) && TcpListener::bind(("127.0.0.1", port + offset)).is_ok()
             })
         })
-        .expect("a free block of ports")
+        .unwrap_or_else(|| panic!("no free block of ports in {ports:?}"))
 }
 
 /// `clusterlab-local`, without the caller's CLUSTERLAB_* variables but its
