@@ -151,21 +151,55 @@ fn each_subcommand(mut command: Command, change: impl Fn(&str, Command) -> Comma
 /// Exits 2 with `message`, as clap does for a flag it refuses: for the
 /// mistakes that only show when flags are taken together. A message that
 /// starts with a flag (`--listen "7000" is not HOST:PORT`) whose value came
-/// from its variable says so, as [`parse`]'s refusals do.
+/// from its variable says so, as [`parse`]'s refusals do; so does one that
+/// names another flag it was measured against ("choose 1 to 2 (--replicas)",
+/// with `CLUSTERLAB_REPLICAS=2` left over from an earlier lab).
 pub fn usage_error<T: clap::CommandFactory>(message: impl std::fmt::Display) -> ! {
     let mut command = with_env(T::command());
     let mut message = message.to_string();
-    let tip = message
-        .strip_prefix("--")
-        .and_then(|rest| rest.split([' ', '=']).next())
-        .and_then(|long| variable_tip(&command, long, None, std::env::args_os()));
-    // The message is laid out when the error is made, so the tip goes in it.
-    if let Some(tip) = tip {
+    let tips: Vec<String> = flags_named(&message)
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, long)| {
+            let variable = variable_behind(&command, long, None, std::env::args_os())?;
+            Some(if i == 0 && message.starts_with("--") {
+                format!("the value came from {variable}; set it to a valid one, or unset it")
+            } else {
+                format!("--{long} was not typed: its value came from {variable}")
+            })
+        })
+        .collect();
+    // The message is laid out when the error is made, so the tips go in it.
+    for tip in tips {
         message += &format!("\n\n  tip: {tip}");
     }
     command
         .error(clap::error::ErrorKind::ValueValidation, message)
         .exit()
+}
+
+/// The long flags `message` names (`--replicas` in "choose 1 to 2
+/// (--replicas)"), each once, in the order they first appear.
+fn flags_named(message: &str) -> Vec<&str> {
+    let mut flags: Vec<&str> = Vec::new();
+    for (at, _) in message.match_indices("--") {
+        let rest = &message[at + 2..];
+        let end = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+            .unwrap_or(rest.len());
+        let long = &rest[..end];
+        let starts_a_word = message[..at]
+            .chars()
+            .next_back()
+            .is_none_or(|c| !(c.is_ascii_alphanumeric() || c == '-'));
+        if starts_a_word
+            && long.starts_with(|c: char| c.is_ascii_lowercase())
+            && !flags.contains(&long)
+        {
+            flags.push(long);
+        }
+    }
+    flags
 }
 
 /// The tip [`usage_error`] adds, for a message about `--long` made where
@@ -729,6 +763,19 @@ pub fn shell_word(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_message_names_its_flags_once_each_in_order() {
+        assert_eq!(
+            flags_named("--write-quorum 3 is out of range; choose 1 to 2 (--replicas)"),
+            ["write-quorum", "replicas"]
+        );
+        assert_eq!(
+            flags_named("--metrics=127.0.0.1:7100 is --listen's address; --metrics"),
+            ["metrics", "listen"]
+        );
+        assert!(flags_named("a-- b --- c --9 x--y").is_empty());
+    }
 
     #[test]
     fn off_turns_a_side_port_off() {

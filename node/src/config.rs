@@ -76,7 +76,8 @@ pub struct Config {
     pub replicas: u32,
 
     /// W: copies that must be on disk before a write is acknowledged, 1 to N.
-    /// Default: a majority of the key's replicas (N/2+1). Clients may ask for
+    /// Default: a majority of N, N/2+1 (while the cluster has fewer members
+    /// than N, dead ones included, a majority of them). Clients may ask for
     /// another W per request.
     #[arg(long, env = "CLUSTERLAB_WRITE_QUORUM", value_name = "W",
           value_parser = certs::flags::number_in(1..=MAX_REPLICAS))]

@@ -638,6 +638,25 @@ fn a_bad_value_from_a_variable_is_blamed_on_the_variable() {
             && stderr.contains("tip: the value came from CLUSTERLAB_LISTEN"),
         "{stderr}"
     );
+
+    // A quorum measured against an N nobody typed: the refusal's "(--replicas)"
+    // is a variable left over from an earlier lab.
+    let data = tempfile::tempdir().unwrap();
+    let mut command = std::process::Command::new(tests::bin("clusterlab-node"));
+    tests::without_clusterlab_env(&mut command)
+        .env("CLUSTERLAB_REPLICAS", "2")
+        .args(["--name", "n1", "--tls", "plaintext", "--write-quorum", "3"])
+        .arg("--data-dir")
+        .arg(data.path());
+    let (code, stderr) = refuses_to_start(command);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("--write-quorum 3 is out of range; choose 1 to 2 (--replicas)")
+            && stderr
+                .contains("tip: --replicas was not typed: its value came from CLUSTERLAB_REPLICAS")
+            && !stderr.contains("CLUSTERLAB_WRITE_QUORUM"),
+        "{stderr}"
+    );
 }
 
 /// Runs a start-up command that should fail, killing it if it starts
