@@ -492,7 +492,12 @@ impl Coordinator {
             return Ok(());
         };
         let name = &self.state.name;
-        Err(Error::DeadlineExceeded(match when {
+        // Refused on arrival, a first attempt did nothing at all: marked so.
+        let refusal = match when {
+            Overdue::OnArrival { retry: false } => Error::ArrivedLate,
+            _ => Error::DeadlineExceeded,
+        };
+        Err(refusal(match when {
             Overdue::OnArrival { retry } => {
                 warn!(key = %escaped(key), overdue = ?late, "refused a write that arrived after its deadline");
                 let earlier = match retry {
@@ -1324,17 +1329,22 @@ mod tests {
             }
             other => panic!("not refused as overdue: {other:?}"),
         }
-        // Overdue on arrival: this attempt did nothing, and a retry's words
-        // say an earlier one may have done something.
+        // Overdue on arrival: this attempt did nothing, which a first attempt
+        // is marked with, and a retry's words say an earlier one may have
+        // done something.
         for retry in [false, true] {
-            match coordinator.refuse_if_overdue("k", Some(passed), Overdue::OnArrival { retry }) {
-                Err(Error::DeadlineExceeded(why)) => assert_eq!(
-                    why.contains("an earlier attempt may have been applied"),
-                    retry,
-                    "{why}"
-                ),
-                other => panic!("not refused as overdue: {other:?}"),
-            }
+            let refused = coordinator
+                .refuse_if_overdue("k", Some(passed), Overdue::OnArrival { retry })
+                .expect_err("not refused as overdue");
+            let why = refused.to_string();
+            assert_eq!(
+                why.contains("an earlier attempt may have been applied"),
+                retry,
+                "{why}"
+            );
+            let status = tonic::Status::from(refused);
+            assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{why}");
+            assert_eq!(proto::was_not_applied(&status), !retry, "{why}");
         }
         let due = proto::deadline::write_by(Duration::from_secs(60));
         assert!(coordinator.refuse_if_overdue("k", Some(due), again).is_ok());

@@ -51,6 +51,11 @@ pub enum Error {
     /// not carried out.
     #[error("{0}")]
     DeadlineExceeded(String),
+    /// Like [`Error::DeadlineExceeded`], but the write had arrived after its
+    /// deadline and was refused before any replica was asked: nothing was
+    /// done, and the client is told so ([`proto::NOT_APPLIED`]).
+    #[error("{0}")]
+    ArrivedLate(String),
     /// A replica write's moment (write-by) had passed, this long ago, when
     /// its turn came to be stored: it was not stored (see [`crate::store::Store::apply_by`]).
     #[error("this write came to be stored {0:?} after its deadline, and was not")]
@@ -68,6 +73,7 @@ impl From<Error> for tonic::Status {
             Error::Refused(msg) => proto::not_applied(tonic::Status::unavailable(msg)),
             Error::Aborted(msg) => tonic::Status::aborted(msg),
             Error::DeadlineExceeded(msg) => tonic::Status::deadline_exceeded(msg),
+            Error::ArrivedLate(msg) => proto::not_applied(tonic::Status::deadline_exceeded(msg)),
             Error::Overdue(_) => tonic::Status::deadline_exceeded(err.to_string()),
             // Storage details (paths, database internals) go to the node's log, not
             // to the client; the client learns that it was the node's fault. (A
@@ -113,5 +119,10 @@ mod tests {
         let failed = tonic::Status::from(Error::Unavailable("1 of 2 copies".into()));
         assert_eq!(failed.code(), tonic::Code::Unavailable);
         assert!(!proto::was_not_applied(&failed));
+        let late = tonic::Status::from(Error::ArrivedLate("after its deadline".into()));
+        assert_eq!(late.code(), tonic::Code::DeadlineExceeded);
+        assert!(proto::was_not_applied(&late));
+        let waited = tonic::Status::from(Error::DeadlineExceeded("while replicas".into()));
+        assert!(!proto::was_not_applied(&waited));
     }
 }

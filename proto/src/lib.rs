@@ -72,7 +72,8 @@ pub mod admin {
 /// finding its peers, too few members are in its ring for the quorum, it
 /// began to shut down while the request waited on a pause, added latency or
 /// `--capacity`, or its `--request-timeout` ran out there, or a fault
-/// injected with `--error-rate` failed it).
+/// injected with `--error-rate` failed it, or a write arrived after its
+/// deadline).
 /// Any other failed write may have been applied on some replicas; this one
 /// certainly was not, and `clusterlab check` counts it as a failure, not as
 /// an indeterminate write.
