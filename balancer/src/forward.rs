@@ -438,12 +438,14 @@ impl Router {
             // One attempt: its own status, as the node gave it, and only if
             // a retry was wanted, why none was made.
             Some(status) if attempts.len() == 1 => match stopped {
-                Stopped::NoNodeLeft | Stopped::BudgetSpent => Status::with_details_and_metadata(
-                    status.code(),
-                    format!("{}; not retried: {}", status.message(), why_no_other()),
-                    status.details().to_vec().into(),
-                    status.metadata().clone(),
-                ),
+                Stopped::NoNodeLeft | Stopped::BudgetSpent | Stopped::OutOfTime => {
+                    Status::with_details_and_metadata(
+                        status.code(),
+                        format!("{}; not retried: {}", status.message(), why_no_other()),
+                        status.details().to_vec().into(),
+                        status.metadata().clone(),
+                    )
+                }
                 _ => status,
             },
             Some(status) => Status::new(
@@ -728,6 +730,52 @@ mod tests {
                     .ends_with(" (tried before it: n1 UNAVAILABLE: no quorum)"),
             "{after:?}"
         );
+    }
+
+    /// One attempt that failed as another node might not have: the client
+    /// hears its own words, and why no other node was tried, when one was
+    /// wanted; not when the failure was one another node would not mend.
+    #[test]
+    fn a_single_failure_says_why_it_was_not_retried() {
+        let events = node::events::Events::new("balancer");
+        let backends = crate::backend::Backends::new(
+            vec![],
+            Duration::from_secs(1),
+            certs::dial::Dialer::new(None),
+            events,
+        );
+        let router = Router::new(
+            "balancer".into(),
+            backends,
+            Policy::RoundRobin,
+            0.2,
+            BusyPoll::new(Duration::ZERO),
+            Duration::from_secs(10),
+        );
+        let failed = |status: Status, stopped: Stopped| {
+            let trace = Trace {
+                attempts: vec![Attempt {
+                    node: "n1".into(),
+                    outcome: proto::code_name(status.code()).into(),
+                    latency_us: 1,
+                    detail: status.message().into(),
+                }],
+                ..Trace::default()
+            };
+            router.explain(Some(status), &trace, stopped)
+        };
+        let late = failed(
+            Status::unavailable("n1 is shutting down"),
+            Stopped::OutOfTime,
+        );
+        assert_eq!(late.code(), tonic::Code::Unavailable);
+        assert_eq!(
+            late.message(),
+            "n1 is shutting down; not retried: the request's deadline had passed"
+        );
+        let answer = Status::invalid_argument("key is empty");
+        let refused = failed(answer, Stopped::NotRetryable(tonic::Code::InvalidArgument));
+        assert_eq!(refused.message(), "key is empty");
     }
 
     /// A client's retry is never said to be unapplied: a failed dial marks

@@ -337,10 +337,13 @@ fn check_prefix(buf: &[u8], limit: usize) -> Result<(), Status> {
     }
     let length = u32::from_be_bytes(prefix[1..].try_into().expect("4 bytes")) as usize;
     if length > limit {
-        // The wording of tonic's own check, which the nodes use.
+        // The wording of tonic's own check, which the nodes use, and the
+        // limit a learner is more likely to have met: the value's, which is
+        // lower (a 4 MiB value would only be refused again, by the node).
         return Err(Status::out_of_range(format!(
             "Error, decoded message length too large: found {length} bytes, \
-             the limit is: {limit} bytes"
+             the limit is: {limit} bytes (and a value may be at most {} bytes)",
+            proto::limits::MAX_VALUE_BYTES
         )));
     }
     if buf.len() > PREFIX_LEN + length {
@@ -631,7 +634,8 @@ mod tests {
         assert_eq!(err.code(), tonic::Code::OutOfRange);
         assert!(err.message().contains("found 1073741824 bytes"), "{err}");
         assert!(
-            err.message().contains("the limit is: 4194304 bytes"),
+            err.message()
+                .contains("the limit is: 4194304 bytes (and a value may be at most 1048576 bytes)"),
             "{err}"
         );
     }
