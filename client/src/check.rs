@@ -121,6 +121,10 @@ struct Workload {
     read_back_refusal: Mutex<Option<String>>,
     /// Failed writes by status code.
     errors: Mutex<BTreeMap<String, u64>>,
+    /// The error the cluster answered the last failed write with ("UNAVAILABLE:
+    /// write quorum 3 cannot be met ..."), if it did: the codes alone do not
+    /// say why.
+    write_refusal: Mutex<Option<String>>,
     /// The first answer refusing a request for what it asked: the check stops.
     refused: Mutex<Option<Failure>>,
     /// The quorums the cluster used, from the answers' traces: the highest W
@@ -162,6 +166,7 @@ impl Workload {
             stale_keys: Mutex::new(Vec::new()),
             read_back_refusal: Mutex::new(None),
             errors: Mutex::new(BTreeMap::new()),
+            write_refusal: Mutex::new(None),
             refused: Mutex::new(None),
             seen_w: AtomicU32::new(0),
             seen_r: AtomicU32::new(0),
@@ -214,6 +219,11 @@ impl Workload {
             .lock()
             .expect("refusal poisoned")
             .clone()
+    }
+
+    /// The error the cluster answered the last failed write with, if it did.
+    fn write_refusal(&self) -> Option<String> {
+        self.write_refusal.lock().expect("refusal poisoned").clone()
     }
 
     /// The addresses for the `turn`th request to try, in order: from
@@ -500,6 +510,9 @@ async fn writer(work: Arc<Workload>, id: usize) {
                     .expect("errors poisoned")
                     .entry(status_code(&status).to_string())
                     .or_default() += 1;
+                if let Some(refusal) = answered_with(&status) {
+                    *work.write_refusal.lock().expect("refusal poisoned") = Some(refusal);
+                }
                 if never_sent(&status) || proto::was_not_applied(&status) {
                     // Refused at connect, at every address, or refused by the
                     // node before it asked any replica: nothing was written,
@@ -787,12 +800,7 @@ async fn read_back(work: &Workload, entry: &Acked, i: usize) -> (Option<bool>, u
         // The last read's error, if the cluster answered with one (no cause
         // on this side): the reason to give if keys go unread. An answer,
         // or none at all, leaves none.
-        let refusal = match &result {
-            Err(status) if std::error::Error::source(status).is_none() => {
-                Some(format!("{}: {}", status_code(status), server_words(status)))
-            }
-            _ => None,
-        };
+        let refusal = result.as_ref().err().and_then(answered_with);
         *work.read_back_refusal.lock().expect("refusal poisoned") = refusal;
         match result {
             Ok(response) if is_current(response.get_ref(), &entry.version, &value) => {
@@ -891,6 +899,9 @@ fn report(work: &Workload, verified: &Verified, writing: Duration) -> Result<(),
             let list: Vec<String> = errors.iter().map(|(c, n)| format!("{c} x{n}")).collect();
             println!("  write failures by code: {}", list.join(", "));
         }
+        if let Some(refusal) = work.write_refusal() {
+            println!("  the last write failure the cluster answered with: {refusal}");
+        }
         let silent = work.never_answered();
         if !silent.is_empty() {
             println!(
@@ -930,7 +941,16 @@ fn report(work: &Workload, verified: &Verified, writing: Duration) -> Result<(),
     if acknowledged == 0 {
         let nothing_checked = "not one write was acknowledged, so nothing was checked";
         return Err(match nothing_succeeded(&errors, nothing_checked) {
-            Some(failure) => failure,
+            // The cluster is up, and said why: its words, not a guess.
+            Some(failure) => match work.write_refusal() {
+                Some(refusal) => Failure::new(
+                    &failure.code,
+                    format!(
+                        "{nothing_checked}; the last error the cluster answered with: {refusal}"
+                    ),
+                ),
+                None => failure,
+            },
             // No write failed either: none was made.
             None if work.interrupted.load(Ordering::Relaxed) => Failure::new(
                 "CANCELLED",
@@ -973,6 +993,14 @@ fn progress_line(work: &Workload, started: Instant) -> String {
         work.stale_reads.load(Ordering::Relaxed),
         work.indeterminate.load(Ordering::Relaxed),
     )
+}
+
+/// What the cluster answered with, as "CODE: its words", when `status` is
+/// its answer: one with a cause on this side (a connection that failed), or
+/// `--timeout` running out here, is not.
+fn answered_with(status: &tonic::Status) -> Option<String> {
+    let answered = std::error::Error::source(status).is_none() && !no_answer_in_time(status);
+    answered.then(|| format!("{}: {}", status_code(status), server_words(status)))
 }
 
 /// True when a read returned the acknowledged write (or something newer) with
@@ -1282,6 +1310,8 @@ mod tests {
         /// Answers no read at all (a paused node), counting them in `reads`.
         silent: bool,
         reads: Arc<AtomicUsize>,
+        /// Refuses every write with this status, if set.
+        refuse_writes: Option<tonic::Status>,
     }
 
     #[tonic::async_trait]
@@ -1323,7 +1353,10 @@ mod tests {
             &self,
             _: tonic::Request<PutRequest>,
         ) -> Result<tonic::Response<proto::PutResponse>, tonic::Status> {
-            Err(tonic::Status::unimplemented("not in this test"))
+            Err(self
+                .refuse_writes
+                .clone()
+                .unwrap_or_else(|| tonic::Status::unimplemented("not in this test")))
         }
 
         async fn delete(
@@ -1529,6 +1562,40 @@ mod tests {
         assert_eq!(
             read_patience(Duration::from_secs(20)),
             Duration::from_secs(60)
+        );
+    }
+
+    /// A cluster that refuses every write and says why (a node of three dead,
+    /// `--w 3`): the check's verdict gives its words, not "is the cluster
+    /// up?", and its summary the last of them.
+    #[tokio::test]
+    async fn writes_the_cluster_refused_are_failed_in_its_words() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let why = "write quorum 3 cannot be met: only 2 member(s) are in the ring (n1, n3)";
+        let refusing = Lagging {
+            refuse_writes: Some(proto::not_applied(tonic::Status::unavailable(why))),
+            ..Lagging::default()
+        };
+        let server = tonic::transport::Server::builder()
+            .add_service(proto::key_value_server::KeyValueServer::new(refusing))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+        tokio::spawn(server);
+        let work = Arc::new(workload_at(&[addr], &["check", "--duration", "300ms"]));
+        writer(work.clone(), 0).await;
+        assert!(work.not_applied.load(Ordering::Relaxed) > 0);
+        assert_eq!(
+            work.write_refusal().as_deref(),
+            Some(format!("UNAVAILABLE: {why}").as_str())
+        );
+        let failure = report(&work, &Verified::default(), Duration::from_millis(300))
+            .expect_err("nothing was acknowledged");
+        assert_eq!(failure.code, "UNAVAILABLE");
+        assert!(
+            failure.message.ends_with(&format!(
+                "nothing was checked; the last error the cluster answered with: UNAVAILABLE: {why}"
+            )),
+            "{failure}"
         );
     }
 
