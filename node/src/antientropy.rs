@@ -88,8 +88,8 @@ const PEER_TIMEOUT: Duration = Duration::from_secs(10);
 const ALIVE_CHECK: Duration = Duration::from_millis(200);
 /// Step 3 asks for at most this many bytes of keys at a time, so that a large
 /// repair (a node back with its data directory wiped) is many requests that
-/// each fit in a message, not one that never does.
-const COPY_KEY_BYTES: usize = 256 * 1024;
+/// each fit in a message, not one that never does; a peer refuses more.
+const COPY_KEY_BYTES: usize = crate::limits::MAX_ASKED_KEY_BYTES;
 /// Copied records are written to disk whenever this many bytes have arrived,
 /// so a large repair never holds more than about this much in memory, and what
 /// was copied before a peer stalled is kept.

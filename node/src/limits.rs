@@ -28,6 +28,11 @@ pub use proto::limits::{
 pub const MAX_SCAN_BYTES: usize = 2 * MAX_VALUE_BYTES;
 /// The most key ranges anti-entropy may split the key space into.
 pub const MAX_RANGES: u32 = 4096;
+/// The most bytes of keys one request for records may name (anti-entropy's
+/// step 3 asks for its keys in batches of this size): a peer's request may
+/// cost a lookup and a few bytes of memory per key, not a message's worth of
+/// one-byte keys.
+pub const MAX_ASKED_KEY_BYTES: usize = 256 * 1024;
 /// Versions from a peer may not claim a time after the year 3000 (in ms since
 /// 1970): one absurd version would otherwise drag every clock that sees it
 /// along to the end of time.
@@ -301,7 +306,19 @@ impl Validate for DigestRequest {
 
 impl Validate for RangeRequest {
     fn validate(&self) -> Result<()> {
-        check_ranges(self.range_count, &self.ranges, &self.for_node)
+        check_ranges(self.range_count, &self.ranges, &self.for_node)?;
+        let mut bytes = 0;
+        for key in &self.keys {
+            check_key(key)?;
+            bytes += key.len();
+        }
+        if bytes > MAX_ASKED_KEY_BYTES {
+            return Err(Error::InvalidArgument(format!(
+                "the keys asked for are {bytes} bytes; ask for at most {MAX_ASKED_KEY_BYTES} \
+                 bytes of keys at a time"
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -600,6 +617,30 @@ mod tests {
         assert!(check_ranges(4, &[0, 1, 2, 3], "n2").is_ok());
     }
 
+    /// A request for records names what an honest peer would: keys, and no
+    /// more of them at a time than anti-entropy asks for.
+    #[test]
+    fn records_asked_for_are_keys_of_a_bounded_total() {
+        let asking = |keys: Vec<String>| RangeRequest {
+            range_count: 64,
+            for_node: "n2".into(),
+            keys,
+            ..RangeRequest::default()
+        };
+        let most = vec!["k".repeat(1024); MAX_ASKED_KEY_BYTES / 1024];
+        assert!(asking(most.clone()).validate().is_ok());
+        let err = asking([most, vec!["k".into()]].concat())
+            .validate()
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the keys asked for are 262145 bytes; ask for at most 262144 bytes of keys at a time"
+        );
+        let err = asking(vec!["k".repeat(1025)]).validate().unwrap_err();
+        assert_eq!(err.to_string(), "key is 1025 bytes; the limit is 1024");
+        assert!(asking(vec![String::new()]).validate().is_err());
+    }
+
     /// Valid encodings of every request type the fuzz target decodes: the
     /// mangling test's first inputs. (`scripts/fuzz` starts libFuzzer from an
     /// empty corpus; these are not given to it.)
@@ -690,7 +731,16 @@ mod tests {
                 }
                 .encode_to_vec()
             }),
-            with(9, &|| ProbeRequest::default().encode_to_vec()),
+            with(9, &|| {
+                ProbeRequest {
+                    from: Some(proto::Member {
+                        name: "n1".into(),
+                        addr: "n1:7100".into(),
+                        ..proto::Member::default()
+                    }),
+                }
+                .encode_to_vec()
+            }),
             with(11, &|| StatusRequest {}.encode_to_vec()),
             with(12, &|| EventsRequest { history_only: true }.encode_to_vec()),
             with(13, &|| WhoAmIRequest {}.encode_to_vec()),
@@ -712,8 +762,8 @@ mod tests {
         ]
     }
 
-    /// The fuzz target's body on the seeds, on every truncation and one-byte
-    /// change of them, and on crashes the fuzzer found (`tests/fuzz/regressions`),
+    /// The fuzz target's body on the seeds, on every truncation of them and
+    /// each of their bytes set in turn to a few telling values, and on crashes the fuzzer found (`tests/fuzz/regressions`),
     /// so CI runs it without the fuzzer.
     #[test]
     fn decoding_and_validating_mangled_requests_never_panics() {

@@ -70,8 +70,9 @@ pub struct NodeState {
     pub replication: Replication,
     /// How old a tombstone must be before it is dropped (`--tombstone-grace`).
     pub tombstone_grace: std::time::Duration,
-    /// Keys held here that have lacked an up-to-date copy on another replica
-    /// for the last three anti-entropy rounds.
+    /// Keys held here (as a replica, or waiting to be handed off) that have
+    /// lacked an up-to-date copy on another replica for the last three
+    /// anti-entropy rounds.
     pub under_replicated: AtomicU64,
     /// `KeyValue` requests this node has received, as coordinator.
     pub requests: AtomicU64,
