@@ -333,6 +333,9 @@ pub async fn run(global: &Global, args: CheckArgs, mut stops: StopSignals) -> Re
     }
     // Connecting first proves the identity and that at least one address answers.
     let conn = connect_unless_stopped(global, &mut stops).await?;
+    if let Some(refused) = conn.refused_by_the_server(global.timeout).await {
+        return Err(refused);
+    }
     let clients = addrs
         .iter()
         .map(|addr| conn.key_value_lazy(addr))

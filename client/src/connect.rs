@@ -144,6 +144,21 @@ impl Connection {
         AdminClient::new(self.channel.clone())
     }
 
+    /// Whether the server reads no request of ours, found with one
+    /// `Admin.WhoAmI` (which every identity may call): it refuses our
+    /// certificate, or requires TLS of us in plaintext; `None` if it answered,
+    /// or failed otherwise. In TLS 1.3 a client finishes its side of the
+    /// handshake before the server judges its certificate, so a connection
+    /// that opened proves nothing: `check` and `load` would send thousands of
+    /// requests into the refusal, and blame the cluster.
+    pub async fn refused_by_the_server(&self, timeout: std::time::Duration) -> Option<Failure> {
+        let mut asking = tonic::Request::new(proto::WhoAmIRequest {});
+        asking.set_timeout(timeout);
+        let status = self.admin().who_am_i(asking).await.err()?;
+        let (failure, read_no_request) = self.explain(&status).await;
+        read_no_request.then_some(failure)
+    }
+
     /// The message of a successful call, or the failure explained.
     pub async fn check<T>(
         &self,

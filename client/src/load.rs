@@ -163,6 +163,9 @@ struct Outcome {
 /// Runs the load and prints the summary.
 pub async fn run(global: &Global, args: LoadArgs, mut stops: StopSignals) -> Result<(), Failure> {
     let conn = connect_unless_stopped(global, &mut stops).await?;
+    if let Some(refused) = conn.refused_by_the_server(global.timeout).await {
+        return Err(refused);
+    }
     // Every address, the one that answered first in use.
     let mut targets = vec![(conn.addr.clone(), conn.key_value())];
     for addr in global

@@ -26,6 +26,32 @@ fn a_certificate_from_another_ca_is_refused_as_unknown_issuer() {
     assert_eq!(cluster.client().args(["get", "k"]).ok().stdout, "v");
 }
 
+/// `check` and `load` as a villain: the connect succeeds (in TLS 1.3 the
+/// server judges the certificate after the client's half of the handshake),
+/// and every request would be refused. Each stops before its first, with
+/// the reason, rather than send thousands into the refusal for its whole
+/// duration and ask whether the cluster is up.
+#[test]
+fn a_check_or_load_whose_certificate_is_refused_stops_and_says_why() {
+    let cluster = TestCluster::start(1);
+    let said = format!(
+        "UNAVAILABLE: TLS with {} failed: the server rejected our certificate: unknown issuer",
+        cluster.nodes[0].addr
+    );
+    for command in ["check", "load"] {
+        let out = cluster
+            .client()
+            .args(["--identity", "intruder", command, "--duration", "20s"])
+            .fails();
+        assert!(
+            out.stderr.contains(&said) && !out.stderr.contains("is the cluster up?"),
+            "{command}:\n{}\n{}",
+            out.stderr,
+            out.stdout
+        );
+    }
+}
+
 #[test]
 fn an_expired_certificate_is_refused_as_expired() {
     let cluster = TestCluster::start(1);
