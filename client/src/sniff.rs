@@ -379,13 +379,27 @@ pub struct Sniffer {
     names: Names,
     /// Segments followed so far: when each flow was last added to.
     clock: u64,
+    /// Segments a flow holds that came ahead of its next byte before it
+    /// takes the bytes between for lost ([`HOLD_EARLY`]; 0 in the tests of
+    /// what a gap does).
+    hold_early: usize,
 }
+
+/// Segments ahead of a flow's next byte held at most, in case the segment
+/// before them comes late: two segments of one connection can reach the
+/// capture in either order (in compose it shares the balancer's namespace,
+/// and sees frames as its veth receives them, a queue per CPU). A gap the
+/// capture really missed is declared once more came after it than this,
+/// or [`HOLD_EARLY_BYTES`] of them.
+const HOLD_EARLY: usize = 3;
+const HOLD_EARLY_BYTES: usize = 64 * 1024;
 
 /// Flows followed at most. A cluster has a few dozen connections open;
 /// closed ones are kept (to know their retransmissions) until there are more
 /// than this, and then go first, then the longest idle (made-up segments of
 /// hostile traffic). Each open one holds at most a segment and a frame or
-/// record (a segment on loopback may be 64 KiB); a closed one, nothing.
+/// record (a segment on loopback may be 64 KiB), and segments that came
+/// early ([`HOLD_EARLY_BYTES`]); a closed one, nothing.
 const MAX_FLOWS: usize = 1024;
 
 impl Sniffer {
@@ -395,6 +409,7 @@ impl Sniffer {
             flows: HashMap::new(),
             names,
             clock: 0,
+            hold_early: HOLD_EARLY,
         }
     }
 
@@ -467,7 +482,7 @@ impl Sniffer {
             .flows
             .entry(key)
             .or_insert_with(|| Flow::joined_late(segment.seq));
-        if !flow.take(segment) {
+        if !flow.take(segment, self.hold_early) {
             return Vec::new();
         }
         let units = flow.units(reverse_is_http2);
@@ -675,6 +690,11 @@ impl std::fmt::Debug for Carries {
     }
 }
 
+/// Whether sequence number `seq` is past `next` (modulo 2^32, as TCP's are).
+fn ahead_of(seq: u32, next: u32) -> bool {
+    seq.wrapping_sub(next) as i32 > 0
+}
+
 /// One direction of one TCP connection.
 #[derive(Debug)]
 struct Flow {
@@ -698,6 +718,9 @@ struct Flow {
     /// Joined mid-record: the bytes skipped to the next record were seen,
     /// not missed.
     joined_mid_record: bool,
+    /// Segments that came ahead of `next_seq`, with where each begins: held
+    /// until the bytes before them come, or too many have come for that.
+    early: Vec<(u32, Vec<u8>)>,
     /// A record header that cannot be one was met: the bytes skipped to the
     /// next record were seen, but not understood.
     out_of_step: bool,
@@ -717,6 +740,7 @@ impl Flow {
             hpack_lost: false,
             closed: false,
             joined_mid_record: false,
+            early: Vec::new(),
             out_of_step: false,
             touched: 0,
         }
@@ -729,25 +753,52 @@ impl Flow {
         }
     }
 
-    /// Appends the segment's new bytes. Retransmitted bytes are dropped; after
-    /// a gap (a lost capture) the stream restarts at this segment.
-    fn take(&mut self, segment: &Segment<'_>) -> bool {
-        let ahead = segment.seq.wrapping_sub(self.next_seq) as i32;
-        let payload = segment.payload;
-        if ahead > 0 {
-            // What the buffer held is cut off too: missed with the gap.
-            let missed = self.buffer.len() as u64 + ahead.unsigned_abs() as u64;
-            *self.missed.get_or_insert(0) += missed;
-            self.buffer.clear();
-            self.buffer.extend_from_slice(payload);
-        } else {
-            let seen = ahead.unsigned_abs() as usize;
-            if seen >= payload.len() {
+    /// Appends the segment's new bytes, and those of segments held for
+    /// having come early that now follow on; false if there are none.
+    /// Retransmitted bytes are dropped. A segment ahead of the next byte is
+    /// held (up to `hold` of them) in case the one before it comes late;
+    /// past that, the bytes before the first held are taken for lost (a gap
+    /// in the capture), and the stream restarts there.
+    fn take(&mut self, segment: &Segment<'_>, hold: usize) -> bool {
+        if ahead_of(segment.seq, self.next_seq) {
+            self.early.push((segment.seq, segment.payload.to_vec()));
+            let held: usize = self.early.iter().map(|(_, bytes)| bytes.len()).sum();
+            if self.early.len() <= hold && held <= HOLD_EARLY_BYTES {
                 return false;
             }
-            self.buffer.extend_from_slice(&payload[seen..]);
+            let first = (0..self.early.len())
+                .min_by_key(|&i| self.early[i].0.wrapping_sub(self.next_seq))
+                .expect("a segment is held");
+            let (seq, bytes) = self.early.swap_remove(first);
+            // What the buffer held is cut off too: missed with the gap.
+            let gap = seq.wrapping_sub(self.next_seq) as u64;
+            *self.missed.get_or_insert(0) += self.buffer.len() as u64 + gap;
+            self.buffer.clear();
+            self.buffer.extend_from_slice(&bytes);
+            self.next_seq = seq.wrapping_add(bytes.len() as u32);
+        } else if !self.append(segment.seq, segment.payload) {
+            return false;
         }
-        self.next_seq = segment.seq.wrapping_add(payload.len() as u32);
+        while let Some(i) = self
+            .early
+            .iter()
+            .position(|(seq, _)| !ahead_of(*seq, self.next_seq))
+        {
+            let (seq, bytes) = self.early.swap_remove(i);
+            self.append(seq, &bytes);
+        }
+        true
+    }
+
+    /// Appends what is new of `bytes`, sent from `seq` (at or before the next
+    /// byte); false if nothing is (a retransmission).
+    fn append(&mut self, seq: u32, bytes: &[u8]) -> bool {
+        let seen = self.next_seq.wrapping_sub(seq) as usize;
+        if seen >= bytes.len() {
+            return false;
+        }
+        self.buffer.extend_from_slice(&bytes[seen..]);
+        self.next_seq = seq.wrapping_add(bytes.len() as u32);
         true
     }
 
@@ -1358,6 +1409,13 @@ mod tests {
         frame_from([10, 0, 0, 1], seq, syn, payload)
     }
 
+    /// A TLS application_data record carrying `body` (at most 255 bytes).
+    fn application_data(body: &[u8]) -> Vec<u8> {
+        let mut record = vec![23, 3, 3, 0, body.len() as u8];
+        record.extend_from_slice(body);
+        record
+    }
+
     /// [`frame`], from `source` (port 40000).
     fn frame_from(source: [u8; 4], seq: u32, syn: bool, payload: &[u8]) -> Vec<u8> {
         let mut f = vec![0u8; 12];
@@ -1688,26 +1746,74 @@ mod tests {
         assert!(!line.contains("encrypted"), "{line}");
     }
 
+    /// Two segments of a connection that reach the capture the other way
+    /// round (two CPUs' queues) are put back in order: nothing was missed.
+    /// A segment that never comes is a gap once more have come after it.
+    #[test]
+    fn segments_that_come_out_of_order_are_put_back_in_order() {
+        let mut sniffer = Sniffer::new(vec![7000], Names::numeric());
+        let syn = frame(99, true, &[]);
+        assert!(sniffer.follow(&Segment::parse(&syn).unwrap()).is_empty());
+        let follow = |sniffer: &mut Sniffer, seq: u32, body: &[u8]| {
+            sniffer.follow(&Segment::parse(&frame(seq, false, &application_data(body))).unwrap())
+        };
+        // Records of 8 bytes: at 100, 108, 116, ...
+        assert!(follow(&mut sniffer, 108, b"two").is_empty());
+        let lines = follow(&mut sniffer, 100, b"one");
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(
+            lines
+                .iter()
+                .all(|line| line.contains("TLS application_data        3 bytes")),
+            "{lines:?}"
+        );
+        // The segment at 116 is lost: held for three more, then given up.
+        for seq in [124, 132, 140] {
+            assert!(follow(&mut sniffer, seq, b"ccc").is_empty());
+        }
+        let lines = follow(&mut sniffer, 148, b"ddd");
+        assert_eq!(lines.len(), 5, "{lines:?}");
+        assert!(
+            lines[0].contains("the capture missed 8 bytes here"),
+            "{lines:?}"
+        );
+        // In plaintext, a PING that overtook the one before it is not the end
+        // of what can be followed.
+        let mut sniffer = Sniffer::new(vec![7000], Names::numeric());
+        assert!(sniffer.follow(&Segment::parse(&syn).unwrap()).is_empty());
+        let ping = |last: u8| {
+            let mut frame = vec![0, 0, 8, 6, 0, 0, 0, 0, 0];
+            frame.extend([0, 0, 0, 0, 0, 0, 0, last]);
+            frame
+        };
+        let at = 100 + H2_PREFACE.len() as u32;
+        let lines = sniffer.follow(&Segment::parse(&frame(100, false, H2_PREFACE)).unwrap());
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        let second = frame(at + 17, false, &ping(2));
+        assert!(sniffer.follow(&Segment::parse(&second).unwrap()).is_empty());
+        let lines = sniffer.follow(&Segment::parse(&frame(at, false, &ping(1))).unwrap());
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(lines.iter().all(|line| line.contains("PING")), "{lines:?}");
+    }
+
     /// Packets the capture missed leave the stream mid-record: the view
     /// says so and resumes at the next record, rather than read ciphertext
     /// as a record header ("TLS record type 173").
     #[test]
     fn after_a_gap_tls_resumes_at_the_next_record() {
         let mut sniffer = Sniffer::new(vec![7000], Names::numeric());
+        // A gap at once (`segments_that_come_out_of_order_are_put_back_in_order`
+        // shows the wait for a late segment).
+        sniffer.hold_early = 0;
         let syn = frame(99, true, &[]);
         assert!(sniffer.follow(&Segment::parse(&syn).unwrap()).is_empty());
-        let record = |body: &[u8]| {
-            let mut record = vec![23, 3, 3, 0, body.len() as u8];
-            record.extend_from_slice(body);
-            record
-        };
-        let first = record(b"one");
+        let first = application_data(b"one");
         let lines = sniffer.follow(&Segment::parse(&frame(100, false, &first)).unwrap());
         assert_eq!(lines.len(), 1, "{lines:?}");
         // A 45-byte record whose first 25 bytes were missed, then a whole one.
-        let lost = record(&[0xad; 40]);
+        let lost = application_data(&[0xad; 40]);
         let mut after_gap = lost[25..].to_vec();
-        after_gap.extend_from_slice(&record(b"two"));
+        after_gap.extend_from_slice(&application_data(b"two"));
         let seq = 100 + first.len() as u32 + 25;
         let lines = sniffer.follow(&Segment::parse(&frame(seq, false, &after_gap)).unwrap());
         assert_eq!(lines.len(), 2, "{lines:?}");
@@ -1729,6 +1835,9 @@ mod tests {
     #[test]
     fn tls_out_of_step_after_a_false_resync_resumes_at_the_next_record() {
         let mut sniffer = Sniffer::new(vec![7000], Names::numeric());
+        // A gap at once (`segments_that_come_out_of_order_are_put_back_in_order`
+        // shows the wait for a late segment).
+        sniffer.hold_early = 0;
         let syn = frame(99, true, &[]);
         assert!(sniffer.follow(&Segment::parse(&syn).unwrap()).is_empty());
         let one = [23, 3, 3, 0, 3, b'o', b'n', b'e'];
