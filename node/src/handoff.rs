@@ -65,6 +65,12 @@ use crate::{
 const PER_ROUND: usize = 256;
 /// Records being handed off at once.
 const AT_ONCE: usize = 16;
+/// No record starts being handed off this long after the round's first did:
+/// a slowed replica (`fault --latency 1.5s`, under its timeout) would
+/// otherwise make 256 records, 16 at a time, hold anti-entropy's round, and
+/// so every digest exchange, for half a minute. The rest wait for the next
+/// round, which goes on where this one stopped.
+const BUDGET: Duration = Duration::from_secs(2);
 /// How much younger than the tombstone grace period a record must be to be
 /// written to its replicas, and how long before the end of that period the
 /// replica must apply it: to spare for clocks a little apart, and for the
@@ -83,21 +89,53 @@ pub struct Cursor(Option<String>);
 
 impl Cursor {
     /// Up to `limit` of `held` (in key order), starting after the last key
-    /// tried and wrapping around; remembers the last one taken.
-    fn next(&mut self, held: Vec<Held>, limit: usize) -> Vec<Held> {
+    /// tried and wrapping around.
+    fn next(&self, held: Vec<Held>, limit: usize) -> Vec<Held> {
         let (later, earlier): (Vec<Held>, Vec<Held>) = held
             .into_iter()
             .partition(|(key, _)| self.0.as_ref().is_none_or(|after| key > after));
-        let taken: Vec<Held> = later.into_iter().chain(earlier).take(limit).collect();
-        self.0 = taken.last().map(|(key, _)| key.clone());
-        taken
+        later.into_iter().chain(earlier).take(limit).collect()
     }
+
+    /// Remembers the last key `tried`, if any: the next round goes on after it.
+    fn tried(&mut self, tried: Option<&String>) {
+        if let Some(key) = tried {
+            self.0 = Some(key.clone());
+        }
+    }
+}
+
+/// `work` on each of `items` in turn, `at_once` at a time, until `budget`
+/// has passed since the first began: those not begun by then are left.
+/// Returns each outcome, and how many items were begun (the first ones).
+async fn within<T, F: Future<Output = Option<O>>, O>(
+    items: Vec<T>,
+    at_once: usize,
+    budget: Duration,
+    work: impl FnMut(T) -> F,
+) -> (Vec<O>, usize) {
+    let until = tokio::time::Instant::now() + budget;
+    let begun = std::sync::atomic::AtomicUsize::new(0);
+    let outcomes = futures::stream::iter(items)
+        .take_while(|_| {
+            let in_time = tokio::time::Instant::now() < until;
+            if in_time {
+                begun.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            std::future::ready(in_time)
+        })
+        .map(work)
+        .buffer_unordered(at_once)
+        .filter_map(std::future::ready)
+        .collect()
+        .await;
+    (outcomes, begun.into_inner())
 }
 
 /// Hands off up to `PER_ROUND` of the records this node `held` (found in the
 /// round's pass over the store) to the replicas `ring` gives their keys, among
-/// the `alive` peers. Records too old to hand off ([`may_hand_off`]) are
-/// only looked for on the replicas.
+/// the `alive` peers, starting none after `BUDGET`. Records too old to hand
+/// off ([`may_hand_off`]) are only looked for on the replicas.
 pub async fn hand_off(
     state: &Arc<NodeState>,
     ring: &Ring,
@@ -167,12 +205,9 @@ pub async fn hand_off(
             })
         }
     };
-    let outcomes: Vec<Outcome> = futures::stream::iter(keys)
-        .map(hand_off_one)
-        .buffer_unordered(AT_ONCE)
-        .filter_map(std::future::ready)
-        .collect()
-        .await;
+    let (outcomes, begun): (Vec<Outcome>, usize) =
+        within(keys.clone(), AT_ONCE, BUDGET, hand_off_one).await;
+    cursor.tried(keys[..begun].last());
     let tried = outcomes.len();
     let (handed, written): (Vec<Held>, Vec<bool>) = outcomes
         .into_iter()
@@ -317,14 +352,43 @@ mod tests {
     #[test]
     fn each_round_goes_on_after_the_last_key_tried_and_wraps_around() {
         let mut cursor = Cursor::default();
+        let mut take = |held: Vec<Held>, limit: usize| {
+            let taken = cursor.next(held, limit);
+            cursor.tried(taken.last().map(|(key, _)| key));
+            taken
+        };
         let all = held(&["a", "b", "c", "d", "e"]);
-        assert_eq!(keys(&cursor.next(all.clone(), 2)), ["a", "b"]);
+        assert_eq!(keys(&take(all.clone(), 2)), ["a", "b"]);
         // a and b are still held (say their replicas are cut off): c and d go next.
-        assert_eq!(keys(&cursor.next(all.clone(), 2)), ["c", "d"]);
-        assert_eq!(keys(&cursor.next(all.clone(), 2)), ["e", "a"]);
+        assert_eq!(keys(&take(all.clone(), 2)), ["c", "d"]);
+        assert_eq!(keys(&take(all.clone(), 2)), ["e", "a"]);
         // Keys handed off meanwhile are not there to take.
-        assert_eq!(keys(&cursor.next(held(&["a", "d"]), 2)), ["d", "a"]);
-        assert_eq!(keys(&cursor.next(Vec::new(), 2)), Vec::<&str>::new());
-        assert_eq!(keys(&cursor.next(all, 9)), ["a", "b", "c", "d", "e"]);
+        assert_eq!(keys(&take(held(&["a", "d"]), 2)), ["d", "a"]);
+        // A round with nothing to take leaves the cursor where it was.
+        assert_eq!(keys(&take(Vec::new(), 2)), Vec::<&str>::new());
+        assert_eq!(keys(&take(all.clone(), 9)), ["b", "c", "d", "e", "a"]);
+        // A round that got through only some of what it took goes on after
+        // the last it tried.
+        assert_eq!(keys(&cursor.next(all.clone(), 4)), ["b", "c", "d", "e"]);
+        cursor.tried(Some(&"c".to_string()));
+        assert_eq!(keys(&cursor.next(all, 2)), ["d", "e"]);
+    }
+
+    /// Records whose replicas answer slowly (1.5 s each, under their timeout)
+    /// hold the round for the budget and what was begun in it, not for all
+    /// 256: 16 begin at once, 16 more 1.5 s later, and none after 2 s.
+    #[tokio::test(start_paused = true)]
+    async fn slow_replicas_hold_a_round_only_for_its_budget() {
+        let slow = |i: usize| async move {
+            tokio::time::sleep(Duration::from_millis(1_500)).await;
+            Some(i)
+        };
+        let (done, begun) = within((0..PER_ROUND).collect(), AT_ONCE, BUDGET, slow).await;
+        assert_eq!(begun, 2 * AT_ONCE);
+        assert_eq!(done.len(), begun);
+        // Quick ones all fit.
+        let quick = |i: usize| async move { Some(i) };
+        let (done, begun) = within((0..PER_ROUND).collect(), AT_ONCE, BUDGET, quick).await;
+        assert_eq!((done.len(), begun), (PER_ROUND, PER_ROUND));
     }
 }
