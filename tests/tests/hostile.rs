@@ -460,7 +460,8 @@ fn every_call_ends_at_the_deadline(target: Target) {
     // with OK, as reflection ends any stream whose questions broke off (it
     // was held for good: `never_finished` waits a minute for the end).
     let reflection = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo";
-    never_finished(&cluster, target, ("reader", reflection), &[]);
+    let (status, message) = never_finished(&cluster, target, ("reader", reflection), &[]);
+    assert_eq!(status, "0", "{reflection}: OK: {message}");
     target.still_serving(&cluster, "k");
 }
 
