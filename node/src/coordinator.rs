@@ -149,6 +149,7 @@ pub struct Write {
 }
 
 /// The replicas of one key and the quorum a request needs from them.
+#[derive(Debug)]
 struct Plan {
     replicas: Vec<String>,
     quorum: usize,
@@ -182,7 +183,6 @@ impl Coordinator {
         configured: Option<usize>,
         what: &str,
     ) -> Result<Plan> {
-        self.ensure_ready()?;
         let Replication { replicas: n, .. } = self.state.replication;
         let ring = self.state.membership.ring();
         let replicas: Vec<String> = ring
@@ -202,12 +202,29 @@ impl Coordinator {
                 )));
             }
         };
+        // (A quorum no cluster could meet is refused first: retrying it
+        // once the node is ready would not help.)
+        self.ensure_ready()?;
         if replicas.len() < quorum {
+            let members = ring.members().join(", ");
+            // Every member this node knows is in the ring: the cluster is
+            // smaller than the quorum, with no one dead or cut off to blame.
+            let why = match self.state.membership.known() <= replicas.len() {
+                true => format!(
+                    "the cluster has {} member(s) ({members}), so each key is kept on {} of \
+                     them; add nodes, or ask for at most {}",
+                    replicas.len(),
+                    replicas.len(),
+                    replicas.len()
+                ),
+                false => format!(
+                    "only {} member(s) are in the ring ({members}); the others are dead, cut \
+                     off from this node, or not yet found",
+                    replicas.len()
+                ),
+            };
             return Err(Error::Refused(format!(
-                "{what} quorum {quorum} cannot be met: only {} member(s) are in the ring ({}); \
-                 the others are dead, cut off from this node, or not yet found",
-                replicas.len(),
-                ring.members().join(", ")
+                "{what} quorum {quorum} cannot be met: {why}"
             )));
         }
         Ok(Plan { replicas, quorum })
@@ -1295,6 +1312,29 @@ mod tests {
                 ("n3".into(), Outcome::TimedOut, n3.into()),
             ]
         );
+    }
+
+    /// A quorum beyond N is the request's mistake, said at once, even by a
+    /// node still finding its peers (whose refusal says to retry, which
+    /// would not help); a quorum it could meet waits for it to be ready.
+    #[test]
+    fn a_quorum_beyond_n_is_refused_before_the_node_is_ready() {
+        let dir = tempfile::tempdir().unwrap();
+        let coordinator = Coordinator::new(crate::in_process::node_state(dir.path()));
+        assert!(!coordinator.state.membership.is_ready());
+        match coordinator.plan("k", 2, None, "write") {
+            Err(Error::InvalidArgument(why)) => assert_eq!(
+                why,
+                "write quorum 2 is more than the 1 replica(s) each key has; use 1 to 1"
+            ),
+            other => panic!("not refused as beyond N: {other:?}"),
+        }
+        match coordinator.plan("k", 1, None, "write") {
+            Err(Error::Refused(why)) => {
+                assert!(why.contains("is still finding its peers"), "{why}")
+            }
+            other => panic!("not refused as not ready: {other:?}"),
+        }
     }
 
     /// A replica kept a newer version, and by the time the coordinator could

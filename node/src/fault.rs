@@ -93,9 +93,13 @@ impl Fault {
 
 /// `rate` (0.0 to 1.0) as a percentage, to as many places as it was given:
 /// 0.004 is 0.4, 0.00001 is 0.001 (rounded to two places, it was 0), and
-/// 0.3 is 30, not 30.000000000000004.
+/// 0.3 is 30, not 30.000000000000004. A rate too small for nine places is
+/// not rounded to 0 (a request it failed was not failed by "0%").
 fn percent(rate: f64) -> f64 {
-    (rate * 1e11).round() / 1e9
+    match (rate * 1e11).round() / 1e9 {
+        0.0 if rate > 0.0 => rate * 100.0,
+        rounded => rounded,
+    }
 }
 
 /// The node's current fault, shared by every service. A watch channel, so that
@@ -448,6 +452,8 @@ mod tests {
         ] {
             assert_eq!(percent(rate).to_string(), shown);
         }
+        let tiny = percent(1e-12).to_string();
+        assert!(tiny.starts_with("0.0000000001"), "{tiny}");
     }
 
     #[tokio::test]

@@ -367,11 +367,13 @@ fn quorums_beyond_the_replica_count_are_refused() {
         "{}",
         out.stderr
     );
-    // ...while within N but beyond the members there are is the cluster's state.
+    // ...while within N but beyond the members there are is the cluster's
+    // state, and a cluster of one has no one dead or cut off to blame.
     let out = cluster.client().args(["get", "k", "--r", "2"]).fails();
     assert!(
         out.stderr.starts_with(
-            "UNAVAILABLE: read quorum 2 cannot be met: only 1 member(s) are in the ring (n1)"
+            "UNAVAILABLE: read quorum 2 cannot be met: the cluster has 1 member(s) (n1), so \
+             each key is kept on 1 of them; add nodes, or ask for at most 1"
         ),
         "{}",
         out.stderr
