@@ -211,6 +211,10 @@ pub async fn run(global: &Global, args: LoadArgs, mut stops: StopSignals) -> Res
         tokio::time::Instant::now() + Duration::from_secs(1),
         Duration::from_secs(1),
     );
+    // A client held up (Ctrl-Z, then `fg`) shows the time it missed as one
+    // long window, not as a burst of empty seconds that look like a stall.
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut window_began = Instant::now();
     let live = LiveView::new(live_to_stdout, terminal);
     tokio::pin!(driver);
     let mut stopped_by = None;
@@ -229,8 +233,9 @@ pub async fn run(global: &Global, args: LoadArgs, mut stops: StopSignals) -> Res
             _ = ticker.tick() => {
                 let view = {
                     let mut stats = stats.lock().expect("stats poisoned");
-                    let view = live_view(&stats.second, started.elapsed());
+                    let view = live_view(&stats.second, window_began.elapsed(), started.elapsed());
                     stats.second = Window::new();
+                    window_began = Instant::now();
                     view
                 };
                 show_notes(&stats, &live);
@@ -838,11 +843,13 @@ impl Workload {
 /// The last second, in three parts: the rates, the latencies, and how the
 /// requests spread over the nodes. The first two fit in 80 columns, a
 /// projector's terminal, whatever the numbers; the third grows with the nodes.
-fn live_view(second: &Window, elapsed: Duration) -> [String; 3] {
+fn live_view(second: &Window, length: Duration, elapsed: Duration) -> [String; 3] {
+    // A window is a second, unless the client was held up.
+    let rate = second.requests as f64 / length.as_secs_f64().max(1.0);
     let rates = format!(
-        "load {:>4.0}s  {:>6} req/s  errors {:<6} retries {}",
+        "load {:>4.0}s  {:>6.0} req/s  errors {:<6} retries {}",
         elapsed.as_secs_f64(),
-        second.requests,
+        rate,
         second.error_count(),
         second.retries,
     );
@@ -919,12 +926,32 @@ impl LiveView {
     }
 }
 
+/// The summary's errors, by code: `cut_short` of the `CANCELLED` were cut
+/// short by a stop (the cluster may have cancelled others itself).
+fn errors_by_code(errors: &BTreeMap<String, u64>, cut_short: u64) -> String {
+    let errors: Vec<String> = errors
+        .iter()
+        .map(|(c, &n)| match (c == CUT_SHORT, cut_short) {
+            (true, cut) if cut == n => format!("{c} {n} (in flight when the run was stopped)"),
+            (true, cut) if cut > 0 => {
+                format!("{c} {n} ({cut} of them in flight when the run was stopped)")
+            }
+            _ => format!("{c} {n}"),
+        })
+        .collect();
+    match errors.is_empty() {
+        true => "none".to_string(),
+        false => errors.join(", "),
+    }
+}
+
 fn report(global: &Global, args: &LoadArgs, stats: &Stats, ran: &Ran) {
     let total = &stats.total;
     let &Ran {
         ref not_sent,
         stopped_by,
         finished_late,
+        cut_short,
         ..
     } = ran;
     let throughput = ran.throughput(total.requests);
@@ -952,6 +979,7 @@ fn report(global: &Global, args: &LoadArgs, stats: &Stats, ran: &Ran) {
                 "not_sent_because": not_sent.because(),
                 "seconds": ran.seconds(),
                 "finished_late": finished_late,
+                "cut_short": cut_short,
                 "tail_seconds": ran.tail().as_secs_f64(),
                 "stopped_by": stopped_by,
                 // What was asked for, as the text summary's `load` line says.
@@ -979,18 +1007,7 @@ fn report(global: &Global, args: &LoadArgs, stats: &Stats, ran: &Ran) {
         render::counted(args.keys, "key", "keys"),
     );
     println!("  ok        {}", total.ok);
-    let errors: Vec<String> = total
-        .errors
-        .iter()
-        .map(|(c, n)| match c == CUT_SHORT && stopped_by.is_some() {
-            true => format!("{c} {n} (in flight when the run was stopped)"),
-            false => format!("{c} {n}"),
-        })
-        .collect();
-    let errors = match errors.is_empty() {
-        true => "none".to_string(),
-        false => errors.join(", "),
-    };
+    let errors = errors_by_code(&total.errors, cut_short);
     print!("{}", render::wrapped(&format!("errors    {errors}"), 2, 12));
     for (code, words) in &stats.refusals {
         let refused = format!("refused   {code}, for what was asked: {words}");
@@ -1146,7 +1163,8 @@ mod tests {
         busy.requests = 999_999;
         busy.errors.insert("UNAVAILABLE".into(), 999_999);
         busy.retries = 999_999;
-        let [rates, latency, _] = live_view(&busy, Duration::from_secs(9999));
+        let second = Duration::from_secs(1);
+        let [rates, latency, _] = live_view(&busy, second, Duration::from_secs(9999));
         for part in [&rates, &latency] {
             assert!(part.len() + "  latency   ".len() <= 80, "{part:?}");
         }
@@ -1155,9 +1173,33 @@ mod tests {
             "{latency}"
         );
 
-        let stalled = live_view(&Window::new(), Duration::from_secs(3));
+        let stalled = live_view(&Window::new(), second, Duration::from_secs(3));
         assert_eq!(stalled[1], "no request finished this second");
         assert_eq!(stalled[2], "none");
+
+        // A window three seconds long (the client was held up) shows its
+        // rate per second.
+        let mut held_up = Window::new();
+        held_up.requests = 300;
+        let [rates, ..] = live_view(&held_up, Duration::from_secs(3), Duration::from_secs(9));
+        assert!(rates.contains("   100 req/s"), "{rates}");
+    }
+
+    /// Only the CANCELLED a stop cut short are said to have been in flight
+    /// when the run was stopped: the cluster may have cancelled others.
+    #[test]
+    fn only_requests_cut_short_are_said_to_be_in_flight_at_the_stop() {
+        let errors = BTreeMap::from([(CUT_SHORT.to_string(), 5), ("UNAVAILABLE".to_string(), 2)]);
+        assert_eq!(
+            errors_by_code(&errors, 5),
+            "CANCELLED 5 (in flight when the run was stopped), UNAVAILABLE 2"
+        );
+        assert_eq!(
+            errors_by_code(&errors, 3),
+            "CANCELLED 5 (3 of them in flight when the run was stopped), UNAVAILABLE 2"
+        );
+        assert_eq!(errors_by_code(&errors, 0), "CANCELLED 5, UNAVAILABLE 2");
+        assert_eq!(errors_by_code(&BTreeMap::new(), 0), "none");
     }
 
     /// Not one success fails the run, named by its most common error; one

@@ -820,7 +820,7 @@ impl Flow {
             if !tls && (self.buffer.len() < 9 || (preface && prefix.len() < H2_PREFACE.len())) {
                 return lines;
             }
-            let h2 = preface || is_h2_frame_header(&self.buffer);
+            let h2 = preface || is_h2_frame_header(&self.buffer, FrameTypes::Defined);
             if !tls && !h2 && reverse_is_http2 {
                 self.carries = Carries::Http2(Box::new(hpack_decoder()));
                 self.lost = true;
@@ -949,7 +949,9 @@ impl Flow {
                         } else if H2_PREFACE.starts_with(prefix) {
                             // Perhaps the preface, in part so far.
                             None
-                        } else if self.buffer.len() >= 9 && !is_h2_frame_header(&self.buffer) {
+                        } else if self.buffer.len() >= 9
+                            && !is_h2_frame_header(&self.buffer, FrameTypes::Any)
+                        {
                             // Not a frame HTTP/2 allows: nothing after it can be
                             // told apart, and waiting for its length (up to
                             // 16 MiB) would only hold that much.
@@ -1000,16 +1002,29 @@ fn hpack_decoder() -> loona_hpack::Decoder<'static> {
     decoder
 }
 
+/// Which frame types [`is_h2_frame_header`] takes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FrameTypes {
+    /// Those HTTP/2 defines (0 to 9): to tell a connection met mid-way
+    /// from ciphertext.
+    Defined,
+    /// Any: within a connection known to be HTTP/2, a frame of a type an
+    /// extension defines (PRIORITY_UPDATE, 0x10) is to be passed over, not
+    /// taken for a loss of step (RFC 9113, section 5.5).
+    Any,
+}
+
 /// Whether `buffer` begins with what can be an HTTP/2 frame header: a
-/// length HTTP/2 allows, a frame type it defines, the reserved bit clear.
-/// Ciphertext passes about once in a hundred thousand.
-fn is_h2_frame_header(buffer: &[u8]) -> bool {
+/// length HTTP/2 allows, a frame type of `types`, the reserved bit clear.
+/// Ciphertext passes about once in a hundred thousand with defined types.
+fn is_h2_frame_header(buffer: &[u8], types: FrameTypes) -> bool {
     let Some(header) = buffer.get(..9) else {
         return false;
     };
     let len =
         (usize::from(header[0]) << 16) | (usize::from(header[1]) << 8) | usize::from(header[2]);
-    len <= MAX_H2_FRAME && header[3] <= 0x9 && header[5] & 0x80 == 0
+    let typed = types == FrameTypes::Any || header[3] <= 0x9;
+    len <= MAX_H2_FRAME && typed && header[5] & 0x80 == 0
 }
 
 /// Where the first complete TLS record header in `buffer` begins
@@ -1794,6 +1809,26 @@ mod tests {
         let lines = sniffer.follow(&Segment::parse(&frame(at, false, &ping(1))).unwrap());
         assert_eq!(lines.len(), 2, "{lines:?}");
         assert!(lines.iter().all(|line| line.contains("PING")), "{lines:?}");
+    }
+
+    /// A frame of a type an extension defines (PRIORITY_UPDATE, 0x10) is
+    /// shown and passed over, as HTTP/2 asks: it does not end what can be
+    /// followed of the connection.
+    #[test]
+    fn a_frame_of_an_extensions_type_is_passed_over() {
+        let mut sniffer = Sniffer::new(vec![7000], Names::numeric());
+        let syn = frame(99, true, &[]);
+        assert!(sniffer.follow(&Segment::parse(&syn).unwrap()).is_empty());
+        let mut stream = H2_PREFACE.to_vec();
+        stream.extend([0, 0, 4, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        stream.extend([0, 0, 8, 6, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7]);
+        let lines = sniffer.follow(&Segment::parse(&frame(100, false, &stream)).unwrap());
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(
+            lines[1].contains("H2 frame type 16 stream 0 4 bytes"),
+            "{lines:?}"
+        );
+        assert!(lines[2].contains("H2 PING"), "{lines:?}");
     }
 
     /// Packets the capture missed leave the stream mid-record: the view
