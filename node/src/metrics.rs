@@ -152,8 +152,20 @@ fn node(status: &StatusResponse, out: &mut Families<'_>) -> fmt::Result {
     )?;
     out.gauge(
         "node_keys",
-        "Keys stored on this node, tombstones included.",
+        "Keys stored on this node, tombstones included (while the store cannot be read, \
+         the last count read).",
         [(vec![], me.map_or(0, |m| m.keys))],
+    )?;
+    out.gauge(
+        "node_store_ok",
+        "1 while this node's store takes writes and can be read; 0 when it cannot \
+         (`clusterlab status` says why and what to do).",
+        [(vec![], u64::from(status.store.is_empty()))],
+    )?;
+    out.gauge(
+        "node_faulted",
+        "1 while a fault is injected into this node (`clusterlab fault`), else 0.",
+        [(vec![], u64::from(!status.fault.is_empty()))],
     )?;
     out.gauge(
         "node_under_replicated_keys",
@@ -356,6 +368,8 @@ mod tests {
             "clusterlab_info{name=\"n1\",role=\"node\"} 1",
             "clusterlab_denied_total 5",
             "clusterlab_node_keys 42",
+            "clusterlab_node_store_ok 1",
+            "clusterlab_node_faulted 0",
             "clusterlab_node_requests_total 9",
             "clusterlab_node_under_replicated_keys 7",
             "clusterlab_node_member_state{member=\"n2\",state=\"suspect\"} 1",
@@ -369,6 +383,18 @@ mod tests {
         assert!(text.contains("# TYPE clusterlab_denied counter"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
         assert!(!text.contains("backend"), "{text}");
+
+        // A store that stopped after a failed fsync, and a fault, show.
+        let troubled = self::text(StatusResponse {
+            role: "node".into(),
+            store: "takes no more writes after a failed fsync; restart the node".into(),
+            fault: "paused".into(),
+            ..StatusResponse::default()
+        });
+        for line in ["clusterlab_node_store_ok 0", "clusterlab_node_faulted 1"] {
+            let found = troubled.lines().any(|l| l == line);
+            assert!(found, "no `{line}` in:\n{troubled}");
+        }
     }
 
     #[test]
