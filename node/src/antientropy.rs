@@ -951,7 +951,8 @@ fn report_under_replicated(state: &NodeState, now: u64) {
                 // written in the last seconds, and those too old to hand off.
                 format!(
                     "no key held here is known to lack an up-to-date copy on another of its \
-                     {n} replicas, or to wait to be handed off"
+                     {n} replicas, or to wait to be handed off (records too old to write to \
+                     their replicas, only looked for there, are left out)"
                 ),
             );
         }

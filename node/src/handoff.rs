@@ -233,10 +233,11 @@ pub async fn hand_off(
         written, found, removed, "handed off records held for keys this node no longer replicates"
     );
     let how = match (written, found) {
-        (_, 0) => "written there by this node".to_string(),
+        // Sent: a replica that held a newer version kept it, and counts.
+        (_, 0) => "sent there by this node".to_string(),
         (0, _) => "too old to write, and found there already".to_string(),
         _ => format!(
-            "{written} written there by this node, {found} too old to write and found there \
+            "{written} sent there by this node, {found} too old to write and found there \
              already"
         ),
     };
