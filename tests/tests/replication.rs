@@ -10,17 +10,25 @@ use tests::{Running, TestCluster, block_on, wait_until};
 /// Generous: a debug build on a two-core CI machine.
 const SETTLE: Duration = Duration::from_secs(60);
 
-/// A small deterministic generator for "random" victims; the seed is printed so
-/// a failure can be replayed.
+/// A small deterministic generator for "random" victims. The seed is printed,
+/// and `CLUSTERLAB_TEST_SEED=SEED` chooses the same victims again (when each
+/// is killed still depends on how fast the checker goes).
 struct Dice(u64);
 
 impl Dice {
     fn seeded() -> Self {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(7);
-        eprintln!("victims chosen with seed {seed}");
+        let given = std::env::var("CLUSTERLAB_TEST_SEED").ok();
+        let seed = given.and_then(|seed| seed.parse().ok()).unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(7)
+        });
+        // xorshift never leaves 0.
+        let seed = seed.max(1);
+        eprintln!(
+            "victims chosen with seed {seed} (CLUSTERLAB_TEST_SEED={seed} chooses them again)"
+        );
         Dice(seed)
     }
 
