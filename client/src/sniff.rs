@@ -704,8 +704,12 @@ struct Flow {
     /// Capture began after the connection did: HPACK state is unknown.
     joined_late: bool,
     /// Bytes the capture missed just before the buffer (packets the socket
-    /// dropped under load): the buffer may start mid-record.
+    /// dropped under load): the buffer may start mid-record. `Some(0)` when
+    /// none were missed but the stream must still find its next record.
     missed: Option<u64>,
+    /// Bytes the capture saw but had to drop while it looked for the next
+    /// record: those cut off by a gap, and those it skipped over since.
+    skipped: u64,
     /// HTTP/2 has no marker to find the next frame by: after a gap, the
     /// rest of a plaintext connection cannot be followed.
     lost: bool,
@@ -736,6 +740,7 @@ impl Flow {
             carries: Carries::Unknown,
             joined_late: false,
             missed: None,
+            skipped: 0,
             lost: false,
             hpack_lost: false,
             closed: false,
@@ -770,9 +775,10 @@ impl Flow {
                 .min_by_key(|&i| self.early[i].0.wrapping_sub(self.next_seq))
                 .expect("a segment is held");
             let (seq, bytes) = self.early.swap_remove(first);
-            // What the buffer held is cut off too: missed with the gap.
+            // What the buffer held is cut off by the gap: seen, and dropped.
             let gap = seq.wrapping_sub(self.next_seq) as u64;
-            *self.missed.get_or_insert(0) += self.buffer.len() as u64 + gap;
+            *self.missed.get_or_insert(0) += gap;
+            self.skipped += self.buffer.len() as u64;
             self.buffer.clear();
             self.buffer.extend_from_slice(&bytes);
             self.next_seq = seq.wrapping_add(bytes.len() as u32);
@@ -849,6 +855,7 @@ impl Flow {
         if self.joined_mid_record && matches!(self.carries, Carries::Tls) && reverse_is_http2 {
             self.carries = Carries::Http2(Box::new(hpack_decoder()));
             self.missed = None;
+            self.skipped = 0;
             self.joined_mid_record = false;
             self.lost = true;
             self.buffer.clear();
@@ -870,29 +877,38 @@ impl Flow {
                         Some(at) => {
                             self.buffer.drain(..at);
                             self.missed = None;
-                            let skipped =
-                                crate::render::counted(missed + at as u64, "byte", "bytes");
+                            let seen = std::mem::take(&mut self.skipped) + at as u64;
+                            let bytes = |n| crate::render::counted(n, "byte", "bytes");
                             let joined = std::mem::take(&mut self.joined_mid_record);
                             let out_of_step = std::mem::take(&mut self.out_of_step);
-                            lines.push(match (joined, out_of_step) {
-                                (true, _) => format!(
+                            lines.push(match (joined, out_of_step, seen) {
+                                (true, ..) => format!(
                                     "(the capture joined this connection mid-record: skipped \
-                                     {skipped} to the next TLS record)"
+                                     {} to the next TLS record)",
+                                    bytes(missed + seen)
                                 ),
-                                (false, true) => format!(
+                                (false, true, _) => format!(
                                     "(out of step with this connection's TLS records, which an \
-                                     earlier gap can leave: skipped {skipped} to the next one)"
+                                     earlier gap can leave: skipped {} to the next one)",
+                                    bytes(missed + seen)
                                 ),
-                                (false, false) => format!(
-                                    "(the capture missed {skipped} here, and resumes at the next \
-                                     TLS record)"
+                                (false, false, 0) => format!(
+                                    "(the capture missed {} here, and resumes at the next TLS \
+                                     record)",
+                                    bytes(missed)
+                                ),
+                                (false, false, seen) => format!(
+                                    "(the capture missed {} here, and skipped {} more to the \
+                                     next TLS record)",
+                                    bytes(missed),
+                                    bytes(seen)
                                 ),
                             });
                         }
                         // Not yet: keep the last few bytes, which may begin one.
                         None => {
                             let keep = self.buffer.len().min(4);
-                            *self.missed.get_or_insert(0) += (self.buffer.len() - keep) as u64;
+                            self.skipped += (self.buffer.len() - keep) as u64;
                             self.buffer.drain(..self.buffer.len() - keep);
                             return lines;
                         }
@@ -900,6 +916,7 @@ impl Flow {
                     Carries::Http2(_) => {
                         self.buffer.clear();
                         self.missed = None;
+                        self.skipped = 0;
                         if !self.lost {
                             self.lost = true;
                             lines.push(format!(
@@ -1853,8 +1870,9 @@ mod tests {
         let lines = sniffer.follow(&Segment::parse(&frame(seq, false, &after_gap)).unwrap());
         assert_eq!(lines.len(), 2, "{lines:?}");
         assert!(
-            lines[0]
-                .contains("the capture missed 45 bytes here, and resumes at the next TLS record"),
+            lines[0].contains(
+                "the capture missed 25 bytes here, and skipped 20 bytes more to the next TLS record"
+            ),
             "{lines:?}"
         );
         assert!(
@@ -1892,7 +1910,7 @@ mod tests {
         let lines = sniffer.follow(&Segment::parse(&frame(seq, false, &after_gap)).unwrap());
         assert_eq!(lines.len(), 4, "{lines:?}");
         assert!(
-            lines[0].contains("the capture missed 35 bytes"),
+            lines[0].contains("the capture missed 25 bytes here, and skipped 10 bytes more"),
             "{lines:?}"
         );
         assert!(
