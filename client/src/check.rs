@@ -944,8 +944,12 @@ fn report(work: &Workload, verified: &Verified, writing: Duration) -> Result<(),
     if acknowledged == 0 {
         let nothing_checked = "not one write was acknowledged, so nothing was checked";
         return Err(match nothing_succeeded(&errors, nothing_checked) {
-            // The cluster is up, and said why: its words, not a guess.
-            Some(failure) => match work.write_refusal() {
+            // The cluster answered, and said why: its words, not a guess,
+            // when its answers are what failed the writes most.
+            Some(failure) => match work
+                .write_refusal()
+                .filter(|refusal| refusal.starts_with(&format!("{}: ", failure.code)))
+            {
                 Some(refusal) => Failure::new(
                     &failure.code,
                     format!(
@@ -1600,6 +1604,16 @@ mod tests {
             )),
             "{failure}"
         );
+        // Most writes failed otherwise (no answer in time): the cluster's
+        // words are not put beside another code.
+        work.errors
+            .lock()
+            .unwrap()
+            .insert("DEADLINE_EXCEEDED".into(), 1_000_000);
+        let failure = report(&work, &Verified::default(), Duration::from_millis(300))
+            .expect_err("nothing was acknowledged");
+        assert_eq!(failure.code, "DEADLINE_EXCEEDED");
+        assert!(failure.message.contains("is the cluster up?"), "{failure}");
     }
 
     /// Reads back `keys` keys from a stand-in that holds them all and

@@ -844,14 +844,14 @@ impl Workload {
 /// requests spread over the nodes. The first two fit in 80 columns, a
 /// projector's terminal, whatever the numbers; the third grows with the nodes.
 fn live_view(second: &Window, length: Duration, elapsed: Duration) -> [String; 3] {
-    // A window is a second, unless the client was held up.
-    let rate = second.requests as f64 / length.as_secs_f64().max(1.0);
+    // A window is a second, unless the client was held up: per second.
+    let per_second = |n: u64| (n as f64 / length.as_secs_f64().max(1.0)).round();
     let rates = format!(
-        "load {:>4.0}s  {:>6.0} req/s  errors {:<6} retries {}",
+        "load {:>4.0}s  {:>6} req/s  errors {:<6} retries {}",
         elapsed.as_secs_f64(),
-        rate,
-        second.error_count(),
-        second.retries,
+        per_second(second.requests),
+        per_second(second.error_count()),
+        per_second(second.retries),
     );
     // A second in which nothing finished has no latencies: zeros would make
     // a stalled cluster look fast.
@@ -1178,11 +1178,16 @@ mod tests {
         assert_eq!(stalled[2], "none");
 
         // A window three seconds long (the client was held up) shows its
-        // rate per second.
+        // counts per second.
         let mut held_up = Window::new();
         held_up.requests = 300;
+        held_up.errors.insert("UNAVAILABLE".into(), 150);
+        held_up.retries = 30;
         let [rates, ..] = live_view(&held_up, Duration::from_secs(3), Duration::from_secs(9));
-        assert!(rates.contains("   100 req/s"), "{rates}");
+        assert!(
+            rates.ends_with("   100 req/s  errors 50     retries 10"),
+            "{rates}"
+        );
     }
 
     /// Only the CANCELLED a stop cut short are said to have been in flight

@@ -399,7 +399,7 @@ const HOLD_EARLY_BYTES: usize = 64 * 1024;
 /// than this, and then go first, then the longest idle (made-up segments of
 /// hostile traffic). Each open one holds at most a segment and a frame or
 /// record (a segment on loopback may be 64 KiB), and segments that came
-/// early ([`HOLD_EARLY_BYTES`]); a closed one, nothing.
+/// early (up to [`HOLD_EARLY_BYTES`]); a closed one, nothing.
 const MAX_FLOWS: usize = 1024;
 
 impl Sniffer {
@@ -438,6 +438,7 @@ impl Sniffer {
             if let Some(flow) = self.flows.get_mut(&ended).filter(|_| by) {
                 flow.closed = true;
                 flow.buffer = Vec::new();
+                flow.early = Vec::new();
             }
         }
         if self.flows.len() > MAX_FLOWS {
@@ -471,7 +472,12 @@ impl Sniffer {
                 .insert(key, Flow::starting(segment.seq.wrapping_add(1)));
             return Vec::new();
         }
-        if segment.payload.is_empty() {
+        // A FIN or a reset: no segment will come to fill a gap before those held.
+        let ends = segment.fin || segment.rst;
+        let holds = |flows: &HashMap<FlowKey, Flow>| {
+            flows.get(&key).is_some_and(|flow| !flow.early.is_empty())
+        };
+        if segment.payload.is_empty() && !(ends && holds(&self.flows)) {
             return Vec::new();
         }
         let reverse_is_http2 = self
@@ -482,7 +488,9 @@ impl Sniffer {
             .flows
             .entry(key)
             .or_insert_with(|| Flow::joined_late(segment.seq));
-        if !flow.take(segment, self.hold_early) {
+        let took = !segment.payload.is_empty() && flow.take(segment, self.hold_early);
+        let gave_up = ends && flow.give_up_waiting();
+        if !(took || gave_up) {
             return Vec::new();
         }
         let units = flow.units(reverse_is_http2);
@@ -761,30 +769,61 @@ impl Flow {
     /// Appends the segment's new bytes, and those of segments held for
     /// having come early that now follow on; false if there are none.
     /// Retransmitted bytes are dropped. A segment ahead of the next byte is
-    /// held (up to `hold` of them) in case the one before it comes late;
-    /// past that, the bytes before the first held are taken for lost (a gap
-    /// in the capture), and the stream restarts there.
+    /// held (up to `hold` of them, and [`HOLD_EARLY_BYTES`]) in case the one
+    /// before it comes late; past that, the bytes before the first held are
+    /// taken for lost (a gap in the capture), and the stream restarts there.
     fn take(&mut self, segment: &Segment<'_>, hold: usize) -> bool {
         if ahead_of(segment.seq, self.next_seq) {
             self.early.push((segment.seq, segment.payload.to_vec()));
-            let held: usize = self.early.iter().map(|(_, bytes)| bytes.len()).sum();
-            if self.early.len() <= hold && held <= HOLD_EARLY_BYTES {
-                return false;
+            let mut took = false;
+            while self.early.len() > hold || self.held_early() > HOLD_EARLY_BYTES {
+                took |= self.skip_to_the_first_held();
             }
-            let first = (0..self.early.len())
-                .min_by_key(|&i| self.early[i].0.wrapping_sub(self.next_seq))
-                .expect("a segment is held");
-            let (seq, bytes) = self.early.swap_remove(first);
-            // What the buffer held is cut off by the gap: seen, and dropped.
-            let gap = seq.wrapping_sub(self.next_seq) as u64;
-            *self.missed.get_or_insert(0) += gap;
-            self.skipped += self.buffer.len() as u64;
-            self.buffer.clear();
-            self.buffer.extend_from_slice(&bytes);
-            self.next_seq = seq.wrapping_add(bytes.len() as u32);
-        } else if !self.append(segment.seq, segment.payload) {
+            return took;
+        }
+        if !self.append(segment.seq, segment.payload) {
             return false;
         }
+        self.take_what_follows_on();
+        true
+    }
+
+    /// Takes every segment held, as after gaps: nothing more will come (a
+    /// FIN or a reset) to fill them. False if none was held.
+    fn give_up_waiting(&mut self) -> bool {
+        let mut took = false;
+        while !self.early.is_empty() {
+            took |= self.skip_to_the_first_held();
+        }
+        took
+    }
+
+    fn held_early(&self) -> usize {
+        self.early.iter().map(|(_, bytes)| bytes.len()).sum()
+    }
+
+    /// Takes the bytes before the first segment held for lost, and restarts
+    /// the stream there, with what follows on.
+    fn skip_to_the_first_held(&mut self) -> bool {
+        let Some(first) =
+            (0..self.early.len()).min_by_key(|&i| self.early[i].0.wrapping_sub(self.next_seq))
+        else {
+            return false;
+        };
+        let (seq, bytes) = self.early.swap_remove(first);
+        // What the buffer held is cut off by the gap: seen, and dropped.
+        let gap = seq.wrapping_sub(self.next_seq) as u64;
+        *self.missed.get_or_insert(0) += gap;
+        self.skipped += self.buffer.len() as u64;
+        self.buffer.clear();
+        self.buffer.extend_from_slice(&bytes);
+        self.next_seq = seq.wrapping_add(bytes.len() as u32);
+        self.take_what_follows_on();
+        true
+    }
+
+    /// Appends the segments held that now follow on from the next byte.
+    fn take_what_follows_on(&mut self) {
         while let Some(i) = self
             .early
             .iter()
@@ -793,7 +832,6 @@ impl Flow {
             let (seq, bytes) = self.early.swap_remove(i);
             self.append(seq, &bytes);
         }
-        true
     }
 
     /// Appends what is new of `bytes`, sent from `seq` (at or before the next
@@ -1809,6 +1847,18 @@ mod tests {
             lines[0].contains("the capture missed 8 bytes here"),
             "{lines:?}"
         );
+        // A segment held when the connection ends (a bare FIN) is shown,
+        // after the gap before it: nothing will come to fill that.
+        assert!(follow(&mut sniffer, 164, b"fff").is_empty());
+        let mut fin = frame(172, false, &[]);
+        fin[14 + 20 + 13] = 0x11; // FIN, ACK
+        let lines = sniffer.follow(&Segment::parse(&fin).unwrap());
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(
+            lines[0].contains("the capture missed 8 bytes here"),
+            "{lines:?}"
+        );
+
         // In plaintext, a PING that overtook the one before it is not the end
         // of what can be followed.
         let mut sniffer = Sniffer::new(vec![7000], Names::numeric());

@@ -207,9 +207,13 @@ impl Coordinator {
         self.ensure_ready()?;
         if replicas.len() < quorum {
             let members = ring.members().join(", ");
-            // Every member this node knows is in the ring: the cluster is
-            // smaller than the quorum, with no one dead or cut off to blame.
-            let why = match self.state.membership.known() <= replicas.len() {
+            let membership = &self.state.membership;
+            let unanswered = membership.unanswered();
+            // Every member this node knows is in the ring, and no address it
+            // was given or told of goes unanswered: the cluster is smaller
+            // than the quorum, with no one dead or cut off to blame.
+            let smaller = membership.known() <= replicas.len() && unanswered.is_empty();
+            let why = match smaller {
                 true => format!(
                     "the cluster has {} member(s) ({members}), so each key is kept on {} of \
                      them; add nodes, or ask for at most {}",
@@ -219,8 +223,12 @@ impl Coordinator {
                 ),
                 false => format!(
                     "only {} member(s) are in the ring ({members}); the others are dead, cut \
-                     off from this node, or not yet found",
-                    replicas.len()
+                     off from this node, or not yet found{}",
+                    replicas.len(),
+                    match unanswered.is_empty() {
+                        true => String::new(),
+                        false => format!(" (nothing answers at {})", unanswered.join(", ")),
+                    }
                 ),
             };
             return Err(Error::Refused(format!(

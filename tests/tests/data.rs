@@ -358,7 +358,7 @@ fn oversized_keys_and_values_are_refused_through_the_balancer_without_retries() 
 
 #[test]
 fn quorums_beyond_the_replica_count_are_refused() {
-    let cluster = TestCluster::start(1);
+    let mut cluster = TestCluster::start(1);
     // Beyond N (--replicas, 3 by default) is a mistake in the request...
     let out = cluster.client().args(["put", "k", "v", "--w", "4"]).fails();
     assert!(
@@ -380,6 +380,37 @@ fn quorums_beyond_the_replica_count_are_refused() {
     );
     cluster.client().args(["put", "k", "v", "--w", "1"]).ok();
     cluster.client().args(["get", "k", "--r", "1"]).ok();
+
+    // A node whose --peers seed never answered (started before it, or cut
+    // off) is ready alone after a while: its cluster is not smaller than
+    // the quorum, its seed is missing, and it says so.
+    let seed = format!("127.0.0.1:{}", tests::free_port());
+    let alone = cluster.add_node_with_peers(&[], vec![seed.clone()]);
+    wait_until(
+        "the node to take writes alone",
+        Duration::from_secs(60),
+        || {
+            cluster
+                .client_to(alone)
+                .args(["put", "k", "v", "--w", "1"])
+                .run()
+                .status
+                .success()
+        },
+    );
+    let out = cluster
+        .client_to(alone)
+        .args(["put", "k", "v", "--w", "2"])
+        .fails();
+    assert!(
+        out.stderr.starts_with(&format!(
+            "UNAVAILABLE: write quorum 2 cannot be met: only 1 member(s) are in the ring (n2); \
+             the others are dead, cut off from this node, or not yet found (nothing answers at \
+             {seed})"
+        )),
+        "{}",
+        out.stderr
+    );
 }
 
 /// `check --keys N` acknowledges N writes, not N rounded up to the writers
