@@ -159,7 +159,10 @@ impl Store {
                 None if e.kind() == std::io::ErrorKind::PermissionDenied => {
                     format!("{e}; check the directory's owner and mode, or give --data-dir another")
                 }
-                None => e.to_string(),
+                None if e.kind() == std::io::ErrorKind::ReadOnlyFilesystem => {
+                    format!("{e}; give --data-dir a directory on a file system that takes writes")
+                }
+                None => format!("{e}; give --data-dir another"),
             },
         })?;
         let path = dir.join(FILE_NAME);
@@ -1486,6 +1489,22 @@ mod tests {
         assert!(
             err.contains("clusterlab.redb in it is a directory (")
                 && err.contains("where the database file goes; move it away"),
+            "{err}"
+        );
+    }
+
+    /// A directory that cannot be made, for a reason of the machine's, is
+    /// named with what to do.
+    #[test]
+    fn a_directory_that_cannot_be_made_says_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let too_long = dir.path().join("d".repeat(300));
+        let err = Store::open(&too_long).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!(
+                "cannot use data directory {}: ",
+                too_long.display()
+            )) && err.ends_with("; give --data-dir another"),
             "{err}"
         );
     }
