@@ -149,8 +149,10 @@ impl Admin for AdminService {
 /// What `Admin.Status` answers, and what `/metrics` shows: the node's keys,
 /// its members as it sees them, and its quorums.
 pub async fn status(state: &NodeState) -> Result<StatusResponse, Status> {
-    // While the store cannot be read, the last count, and why.
-    let (keys, unreadable) = match state.store.run(|s| s.len()).await {
+    // While the store cannot be read, the last count, and why. (Counted here,
+    // not on the blocking pool, where a node busy writing would keep status
+    // waiting: a read never waits for a writer.)
+    let (keys, unreadable) = match state.store.len() {
         Ok(keys) => {
             state.records.store(keys, Ordering::Relaxed);
             (keys, None)

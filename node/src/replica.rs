@@ -184,7 +184,11 @@ impl Replica for ReplicaService {
         let caller = request.from.unwrap_or_default();
         self.state.faults.enter_probe(&caller.name).await?;
         membership.heard_from(&caller);
-        let keys = self.state.store.run(|s| s.len()).await?;
+        // Counted here, not on the blocking pool: there each thread may be a
+        // write waiting for the store's one writer, and a probe queued behind
+        // hundreds of them (a node busy writing) would be taken for silence.
+        // A read never waits for a writer (see store.rs).
+        let keys = self.state.store.len()?;
         self.state.records.store(keys, Ordering::Relaxed);
         Ok(Response::new(ProbeResponse {
             me: Some(membership.me()),
@@ -326,6 +330,41 @@ mod tests {
             .metadata_mut()
             .insert(proto::deadline::WRITE_BY_HEADER, write_by.into());
         request
+    }
+
+    /// A probe is answered while every thread of the blocking pool is taken
+    /// (writes waiting for the store's writer, on a node busy writing):
+    /// waiting for one, it was late, and the node was taken for silent.
+    #[test]
+    fn a_probe_is_answered_while_the_blocking_pool_is_full() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .max_blocking_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let state = crate::in_process::node_state(dir.path());
+            let replica = ReplicaService::new(state);
+            let (release, held) = std::sync::mpsc::channel::<()>();
+            let busy = tokio::task::spawn_blocking(move || held.recv());
+            let probe = Request::new(ProbeRequest {
+                from: Some(proto::Member {
+                    name: "n2".into(),
+                    addr: "127.0.0.1:7102".into(),
+                    ..proto::Member::default()
+                }),
+            });
+            let patience = std::time::Duration::from_secs(5);
+            let answered = tokio::time::timeout(patience, replica.probe(probe)).await;
+            release.send(()).unwrap();
+            busy.await.unwrap().unwrap();
+            let answer = answered
+                .expect("the probe waited for the blocking pool")
+                .unwrap();
+            assert_eq!(answer.into_inner().keys, 0);
+        });
     }
 
     /// Step 2 of anti-entropy lists keys and versions, and leaves out what
