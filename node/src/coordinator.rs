@@ -31,6 +31,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use certs::repeats::{self, Repeats};
 use proto::{LocalScanRequest, ReadRequest, WriteRequest, member::State, replica_report::Outcome};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
@@ -128,6 +129,10 @@ struct Answer {
 #[derive(Debug, Clone)]
 pub struct Coordinator {
     state: Arc<NodeState>,
+    /// Writes refused as overdue are logged once in a while, not each: a
+    /// client whose clock is behind this node's (or that sends a passed
+    /// deadline on purpose) has every write refused.
+    overdue: Arc<Repeats>,
 }
 
 /// A write to coordinate: a put (`value` is `Some`) or a delete.
@@ -171,7 +176,10 @@ enum Overdue<'a> {
 impl Coordinator {
     /// A coordinator for the node described by `state`.
     pub fn new(state: Arc<NodeState>) -> Self {
-        Coordinator { state }
+        Coordinator {
+            state,
+            overdue: Arc::default(),
+        }
     }
 
     /// Finds `key`'s replicas and checks the quorum: the request's own (`requested`,
@@ -517,6 +525,7 @@ impl Coordinator {
             return Ok(());
         };
         let name = &self.state.name;
+        let said = |kind: &str| self.overdue.admit(kind).map(repeats::not_logged);
         // Refused on arrival, a first attempt did nothing at all: marked so.
         let refusal = match when {
             Overdue::OnArrival { retry: false } => Error::ArrivedLate,
@@ -524,7 +533,9 @@ impl Coordinator {
         };
         Err(refusal(match when {
             Overdue::OnArrival { retry } => {
-                warn!(key = %escaped(key), overdue = ?late, "refused a write that arrived after its deadline");
+                if let Some(not_logged) = said("on arrival") {
+                    warn!(key = %escaped(key), overdue = ?late, not_logged, "refused a write that arrived after its deadline");
+                }
                 let earlier = match retry {
                     true => {
                         "; it is a retry, and an earlier attempt may have been applied, so read \
@@ -539,7 +550,9 @@ impl Coordinator {
                 )
             }
             Overdue::AfterLookingForTheFirstAttempt => {
-                warn!(key = %escaped(key), overdue = ?late, "a retried write's deadline passed while its first attempt was looked for");
+                if let Some(not_logged) = said("looking") {
+                    warn!(key = %escaped(key), overdue = ?late, not_logged, "a retried write's deadline passed while its first attempt was looked for");
+                }
                 format!(
                     "this write is a retry, and its deadline passed {late:?} ago while {name} \
                      looked for its first attempt (found on too few replicas to count, or on \
@@ -548,7 +561,9 @@ impl Coordinator {
                 )
             }
             Overdue::BeforeStampingAgain(holds) => {
-                warn!(key = %escaped(key), overdue = ?late, holds = %escaped(holds), "refused to stamp a write again after its deadline");
+                if let Some(not_logged) = said("stamping") {
+                    warn!(key = %escaped(key), overdue = ?late, holds = %escaped(holds), not_logged, "refused to stamp a write again after its deadline");
+                }
                 format!(
                     "a replica holds {holds}, and the write's deadline had passed {late:?} \
                      before {name} could stamp it again (its replicas answered late, or it was \
@@ -1319,6 +1334,50 @@ mod tests {
                 ),
                 ("n3".into(), Outcome::TimedOut, n3.into()),
             ]
+        );
+    }
+
+    /// Writes refused as overdue (a client whose clock is behind, or that
+    /// sends a passed deadline on purpose) are refused each, and logged once
+    /// in a while: the log is not a client's to fill.
+    #[test]
+    fn writes_refused_as_overdue_are_logged_once_in_a_while() {
+        #[derive(Clone, Default)]
+        struct Logged(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Logged {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let logged = Logged::default();
+        let writer = logged.clone();
+        let _logging = tracing::subscriber::set_default(
+            tracing_subscriber::fmt()
+                .with_ansi(false)
+                .with_writer(move || writer.clone())
+                .finish(),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let coordinator = Coordinator::new(crate::in_process::node_state(dir.path()));
+        let passed = proto::deadline::write_by(Duration::ZERO) - 1_000;
+        for _ in 0..100 {
+            let arrival = Overdue::OnArrival { retry: false };
+            assert!(
+                coordinator
+                    .refuse_if_overdue("k", Some(passed), arrival)
+                    .is_err()
+            );
+        }
+        let text = String::from_utf8(logged.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(
+            text.matches("refused a write that arrived after its deadline")
+                .count(),
+            1,
+            "{text}"
         );
     }
 
