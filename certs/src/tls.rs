@@ -385,7 +385,7 @@ pub fn warn_about(mode: TlsMode, process: &str) {
 /// The file `SSLKEYLOGFILE` names, if it names one. Set but empty counts as
 /// unset: compose passes `SSLKEYLOGFILE: ${CLUSTERLAB_KEYLOG:-}` to the balancer,
 /// which is empty unless a learner asks for the decryption lab.
-fn key_log_path() -> Option<std::ffi::OsString> {
+pub fn key_log_path() -> Option<std::ffi::OsString> {
     std::env::var_os("SSLKEYLOGFILE").filter(|path| !path.is_empty())
 }
 

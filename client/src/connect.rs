@@ -39,6 +39,25 @@ pub(crate) fn bad_addr(message: String) -> Failure {
     }
 }
 
+/// With `SSLKEYLOGFILE` naming a file, this command's TLS secrets are written
+/// to it (as a node's and a balancer's are, which say so in their log): a
+/// person is told, once a run, on stderr. A variable exported for a browser's
+/// debugging would otherwise hand out every admin session unnoticed.
+fn say_if_session_keys_are_written() {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    if let Some(file) = certs::tls::key_log_path() {
+        SAID.call_once(|| {
+            // Not `eprintln!`, which panics if stderr is closed.
+            let _ = writeln!(
+                std::io::stderr(),
+                "warning: SSLKEYLOGFILE is set: this command's TLS session keys are written \
+                 to {}, and anyone holding that file can decrypt its traffic",
+                std::path::Path::new(&file).display()
+            );
+        });
+    }
+}
+
 /// Without `crl.pem` beside our certificates, a server whose certificate was
 /// revoked is accepted like any other. Nodes and balancers log it; a person
 /// at the command line is told, once a run, on stderr (stdout stays the
@@ -97,6 +116,7 @@ impl Connection {
                         ))
                     })?;
                 say_if_no_server_can_be_revoked(&global.certs);
+                say_if_session_keys_are_written();
                 (Some(config), Some(identity))
             }
             TlsMode::Plaintext => (None, None),

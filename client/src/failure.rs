@@ -131,9 +131,9 @@ impl Failure {
     /// than one the user typed: `node` is where `source` (the process first
     /// asked) said it is, so the hint about `--addr` does not apply.
     pub fn reaching(self, node: &str, source: &str) -> Self {
-        let reason = self
-            .message
-            .strip_suffix(ADDR_HINT)
+        let reason = [ADDR_HINT, HUNG_HINT]
+            .iter()
+            .find_map(|hint| self.message.strip_suffix(hint))
             .unwrap_or(&self.message);
         // A running node may be out of this machine's reach at that address:
         // a container's name or IP, seen from the host (Docker Desktop on
@@ -231,6 +231,10 @@ pub fn nothing_succeeded(errors: &BTreeMap<String, u64>, what: &str) -> Option<F
 
 /// What to check when the address the user gave does not answer.
 const ADDR_HINT: &str = "; is the cluster running, and is --addr right?";
+/// What to check when the address the user gave takes connections and does
+/// not answer on them.
+const HUNG_HINT: &str = "; is the process there hung or paused (`clusterlab status` through another address \
+     shows), and is --addr right?";
 
 /// How [`transport_reason`] words a connect that timed out, and a host name
 /// that does not resolve: [`Failure::reaching`] looks for them, to say a
@@ -263,7 +267,7 @@ fn transport_reason(err: &(dyn StdError + 'static), addr: &str) -> Option<String
                 ConnectionRefused => {
                     format!("nothing is listening at {addr} (connection refused){ADDR_HINT}")
                 }
-                TimedOut => format!("no answer from {addr} in time {CONNECT_TIMED_OUT}"),
+                TimedOut => format!("no answer from {addr} in time {CONNECT_TIMED_OUT}{HUNG_HINT}"),
                 // rustls's words for it point at its docs.
                 UnexpectedEof => format!("{addr} closed the connection before it answered"),
                 ConnectionReset => {
@@ -622,10 +626,16 @@ mod tests {
                 .message
                 .ends_with("`docker compose run --rm client ...` does")
         );
-        // A container's IP, from the host on macOS: no answer in time.
+        // A container's IP, from the host on macOS: no answer in time. Typed
+        // as --addr, it says what to check.
         let timed_out = std::io::Error::from(std::io::ErrorKind::TimedOut);
         let reason = transport_reason(&timed_out, "172.18.0.3:7100").unwrap();
+        assert!(
+            reason.ends_with("is the process there hung or paused (`clusterlab status` through another address shows), and is --addr right?"),
+            "{reason}"
+        );
         let named = Failure::new("UNAVAILABLE", reason).reaching("n2", "balancer");
+        assert!(!named.message.contains("--addr"), "{named}");
         assert!(named.message.contains("run --rm client"), "{named}");
         // Or a node that is hung or paused, which a TLS handshake that never
         // ends looks like too.

@@ -402,11 +402,20 @@ fn a_clients_key_log_goes_to_the_owner_of_its_directory() {
         std::os::unix::fs::chown(&dir, Some(4242), Some(4243)).unwrap();
     }
     let keys = dir.join("keys.log");
-    cluster
+    let out = cluster
         .client()
         .env("SSLKEYLOGFILE", &keys)
         .args(["whoami"])
         .ok();
+    // And the person who ran it is told.
+    assert!(
+        out.stderr.contains(&format!(
+            "warning: SSLKEYLOGFILE is set: this command's TLS session keys are written to {}",
+            keys.display()
+        )),
+        "{}",
+        out.stderr
+    );
     let secrets = std::fs::read_to_string(&keys).expect("the key log");
     assert!(secrets.contains("CLIENT_TRAFFIC_SECRET_0 "), "{secrets}");
     let (dir, file) = (
