@@ -772,7 +772,7 @@ mod tests {
             for cut in 0..seed.len() {
                 inputs.push(seed[..cut].to_vec());
             }
-            for at in 1..seed.len() {
+            for at in 0..seed.len() {
                 for byte in [0x00, 0x01, 0x7f, 0x80, 0xff] {
                     let mut changed = seed.clone();
                     changed[at] = byte;
