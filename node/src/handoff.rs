@@ -47,6 +47,7 @@ use std::{
     time::Duration,
 };
 
+use certs::repeats::{self, Repeats};
 use futures::StreamExt;
 use tracing::{debug, info, warn};
 
@@ -83,9 +84,13 @@ pub type Held = (String, Version);
 
 /// Where handoff goes on from: the last key the round before tried. Records
 /// that cannot be handed off for a while (their replicas are cut off) must not
-/// keep the ones after them waiting.
+/// keep the ones after them waiting. And what it has said of records it
+/// cannot read, which come round again every round.
 #[derive(Debug, Default)]
-pub struct Cursor(Option<String>);
+pub struct Cursor {
+    after: Option<String>,
+    unreadable: Repeats,
+}
 
 impl Cursor {
     /// Up to `limit` of `held` (in key order), starting after the last key
@@ -93,14 +98,14 @@ impl Cursor {
     fn next(&self, held: Vec<Held>, limit: usize) -> Vec<Held> {
         let (later, earlier): (Vec<Held>, Vec<Held>) = held
             .into_iter()
-            .partition(|(key, _)| self.0.as_ref().is_none_or(|after| key > after));
+            .partition(|(key, _)| self.after.as_ref().is_none_or(|after| key > after));
         later.into_iter().chain(earlier).take(limit).collect()
     }
 
     /// Remembers the last key `tried`, if any: the next round goes on after it.
     fn tried(&mut self, tried: Option<&String>) {
         if let Some(key) = tried {
-            self.0 = Some(key.clone());
+            self.after = Some(key.clone());
         }
     }
 }
@@ -158,6 +163,7 @@ pub async fn hand_off(
     // stopped would hold every record up for the whole timeout.
     let failing = Mutex::new(HashSet::new());
     let coordinator = Coordinator::new(state.clone());
+    let unreadable = &cursor.unreadable;
     let hand_off_one = |key: String| {
         let (coordinator, failing, alive) = (&coordinator, &failing, &alive);
         async move {
@@ -172,8 +178,12 @@ pub async fn hand_off(
                 Ok(Some(record)) => record,
                 Ok(None) => return None, // Deleted, and the tombstone collected, since.
                 // One record that cannot be read holds up none of the others.
+                // Said once in a while: it comes round again every round.
                 Err(e) => {
-                    warn!(key = %escaped(&key), error = %e, "a record to hand off cannot be read; skipped this round");
+                    if let Some(unsaid) = unreadable.admit("unreadable") {
+                        let not_logged = repeats::not_logged(unsaid);
+                        warn!(key = %escaped(&key), error = %e, not_logged, "a record to hand off cannot be read; skipped this round");
+                    }
                     return None;
                 }
             };

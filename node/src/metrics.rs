@@ -67,13 +67,18 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub async fn serve(listener: TcpListener, router: Router, pages: &'static [&'static str]) {
     let router = router.fallback(move |uri: Uri| async move { not_here(&uri, pages) });
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    // Said once in a while, not ten times a second.
+    let repeats = certs::repeats::Repeats::default();
     loop {
         let slot = slots.clone().acquire_owned().await.expect("never closed");
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(e) => {
                 // Out of file descriptors, say: a moment, and again.
-                warn!(error = %e, "the HTTP port (metrics, dashboard) cannot accept a connection");
+                if let Some(unsaid) = repeats.admit(&e.to_string()) {
+                    let not_logged = certs::repeats::not_logged(unsaid);
+                    warn!(error = %e, not_logged, "the HTTP port (metrics, dashboard) cannot accept a connection");
+                }
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
