@@ -21,7 +21,8 @@
 //! and redb then refuses every transaction until the database is reopened, to
 //! be sure of what is on disk. The store reopens it by itself at the next write
 //! (`Store::reopen`), so a node whose disk had one bad moment, or was freed,
-//! takes writes again without a restart. Reads, which run on the async threads
+//! takes writes again without a restart; while the disk stays full, at most
+//! once a second, and the writes between are refused at once. Reads, which run on the async threads
 //! too, never wait for that: meanwhile they fail at once (and one that finds
 //! a reopen failed asks for another, in the background).
 //!
@@ -142,12 +143,28 @@ pub struct Store {
     reopen_asked: Arc<AtomicBool>,
     /// What the first fsync of the file that failed said ([`Watched`]).
     fsync_failed: Arc<OnceLock<String>>,
+    /// When the database was last reopened, and whether that worked: a
+    /// reopen is tried again at most once per [`REOPEN_AGAIN_AFTER`].
+    reopened: Arc<Mutex<Option<Reopened>>>,
     path: PathBuf,
+}
+
+/// The last reopen of the database.
+#[derive(Debug, Clone, Copy)]
+struct Reopened {
+    at: Instant,
+    worked: bool,
 }
 
 /// How long [`Store::reopen`] waits for the operations still using the failed
 /// database to let go of its file, which redb opens only once at a time.
 const REOPEN_PATIENCE: Duration = Duration::from_secs(5);
+
+/// A reopen that failed, or one that worked and was stopped again by the next
+/// disk error (a disk that stays full), is not tried again until this long
+/// after: each write would otherwise reopen the file (and log it) only to fail
+/// again, or wait its turn to try for [`REOPEN_PATIENCE`] itself.
+const REOPEN_AGAIN_AFTER: Duration = Duration::from_secs(1);
 
 impl Store {
     /// Opens (or creates) the store in `dir`.
@@ -177,6 +194,7 @@ impl Store {
             reopening: Arc::default(),
             reopen_asked: Arc::default(),
             fsync_failed,
+            reopened: Arc::default(),
             path,
         })
     }
@@ -321,6 +339,33 @@ impl Store {
             {
                 return Ok(db.clone());
             }
+            // Too soon after the last reopen: refused, as it would fail
+            // again (the database in the slot, stopped, still answers reads
+            // from its cache).
+            let last = *self.reopened.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(last) = last.filter(|last| last.at.elapsed() < REOPEN_AGAIN_AFTER) {
+                match (last.worked, failed.is_some()) {
+                    (false, _) => {
+                        return Err(Error::Storage(
+                            "the database could not be reopened after a disk error a moment \
+                             ago (the node's log says why); it is tried again at most once a \
+                             second"
+                                .into(),
+                        ));
+                    }
+                    (true, true) => {
+                        return Err(Error::DiskStopped(
+                            "a disk error stopped the database again a moment after it was \
+                             reopened (the node's log says why: is the disk under --data-dir \
+                             full?); it is reopened at most once a second"
+                                .into(),
+                        ));
+                    }
+                    // Reopened a moment ago, and gone from its slot since:
+                    // tried again.
+                    (true, false) => {}
+                }
+            }
             if slot.take().is_some() {
                 warn!(
                     path = %self.path.display(),
@@ -328,10 +373,16 @@ impl Store {
                 );
             }
         }
+        let reopened = |worked| {
+            let at = Instant::now();
+            *self.reopened.lock().unwrap_or_else(PoisonError::into_inner) =
+                Some(Reopened { at, worked });
+        };
         // Dropped above: the file is free once the operations still using it
         // (each of which fails) are done.
         let deadline = Instant::now() + REOPEN_PATIENCE;
         let cannot = |e: &dyn std::fmt::Display| {
+            reopened(false);
             error!(path = %self.path.display(), error = %e, "cannot reopen the database");
             Error::Storage(format!(
                 "the database could not be reopened after a disk error ({e}); the next request \
@@ -363,6 +414,7 @@ impl Store {
                 Err(_) => return Err(cannot(&"opening the file panicked: it is damaged")),
             }
         };
+        reopened(true);
         info!(path = %self.path.display(), "database reopened; it takes writes again");
         *self.db.write().expect("store lock poisoned") = Some(db.clone());
         Ok(db)
@@ -1142,6 +1194,67 @@ mod tests {
         let then = store.get("a0000").unwrap().expect("a0000 is there");
         assert_eq!(then.value.unwrap(), value.as_bytes());
         assert_eq!(store.len().unwrap(), 1000, "the failed write left nothing");
+    }
+
+    /// A reopen that failed is not tried again by each write queued behind it
+    /// (each waited its turn and tried for seconds), but a second later.
+    #[test]
+    fn a_reopen_that_failed_is_not_tried_again_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.apply(&record("k", 1, Some("v"))).unwrap();
+        *store.db.write().unwrap() = None;
+        std::fs::write(store.path(), b"no database, but not empty either").unwrap();
+        let first = store
+            .apply(&record("k", 2, Some("w")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            first.contains("could not be reopened after a disk error ("),
+            "{first}"
+        );
+        let again = store
+            .apply(&record("k", 3, Some("w")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            again.contains("a moment ago") && again.contains("at most once a second"),
+            "{again}"
+        );
+    }
+
+    /// A database stopped again by the next disk error right after it was
+    /// reopened (a disk that stays full) is not reopened by every write: the
+    /// write is refused, and the database is reopened a second later.
+    #[test]
+    fn a_database_stopped_again_soon_after_a_reopen_waits_to_be_reopened() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.apply(&record("k", 1, Some("v"))).unwrap();
+        let (backend, failing, _) = FailingWrites::on(&store);
+        let db = redb::Builder::new().create_with_backend(backend).unwrap();
+        *store.db.write().unwrap() = Some(Arc::new(db));
+        // As if reopened a moment ago, after the disk filled up.
+        *store.reopened.lock().unwrap() = Some(Reopened {
+            at: Instant::now(),
+            worked: true,
+        });
+        failing.store(true, Ordering::Relaxed);
+        let full = store
+            .apply(&record("k", 2, Some("w")))
+            .unwrap_err()
+            .to_string();
+        assert!(full.contains("--data-dir is full"), "{full}");
+        let refused = store
+            .apply(&record("k", 3, Some("w")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("again a moment after it was reopened"),
+            "{refused}"
+        );
+        // The stopped database still answers from its cache.
+        assert_eq!(store.get("k").unwrap().unwrap().value.unwrap(), b"v");
     }
 
     /// After a failed fsync the store is not reopened (the kernel's copy of
