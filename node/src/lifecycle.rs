@@ -118,28 +118,42 @@ pub fn stop_with_launcher() -> anyhow::Result<()> {
 /// From then on a second Ctrl-C ends the process at once (exit 130): the
 /// drain waits for requests in flight, up to --drain-timeout, and a person at
 /// the terminal may not want to wait that long.
-pub async fn shutdown_signal() {
-    #[cfg(unix)]
-    if let Some((mut interrupts, after_term)) = first_signal().await {
-        let first = tokio::time::Instant::now();
-        tokio::spawn(async move {
-            while interrupts.recv().await.is_some() {
-                if !is_a_second_ctrl_c(after_term, first.elapsed()) {
-                    continue;
+///
+/// The signals are caught from the call, not from the first poll, which
+/// comes only once the process serves: a stop sent while it starts (opening
+/// and reading its store may take a while) is kept, and the drain begins as
+/// serving does. Uncaught, a SIGTERM would end the process at once, or in a
+/// container, where the process is PID 1 and the kernel drops a signal it
+/// does not catch, be lost, and `docker stop` end in a kill.
+pub fn shutdown_signal() -> impl Future<Output = ()> {
+    let first = first_signal();
+    async move {
+        #[cfg(unix)]
+        if let Some((mut interrupts, after_term)) = first.await {
+            let first = tokio::time::Instant::now();
+            tokio::spawn(async move {
+                while interrupts.recv().await.is_some() {
+                    if !is_a_second_ctrl_c(after_term, first.elapsed()) {
+                        continue;
+                    }
+                    warn!("second Ctrl-C: stopping now, without waiting for requests in flight");
+                    std::process::exit(130);
                 }
-                warn!("second Ctrl-C: stopping now, without waiting for requests in flight");
-                std::process::exit(130);
-            }
-        });
+            });
+        }
+        #[cfg(not(unix))]
+        first.await;
     }
-    #[cfg(not(unix))]
-    first_signal().await;
 }
 
-/// Completes on the first SIGINT or SIGTERM, and nothing more: for
-/// `clusterlab-local`, which stops its children before it exits.
-pub async fn first_shutdown_signal() {
-    first_signal().await;
+/// Completes on the first SIGINT or SIGTERM (caught from the call), and
+/// nothing more: for `clusterlab-local`, which stops its children before it
+/// exits.
+pub fn first_shutdown_signal() -> impl Future<Output = ()> {
+    let first = first_signal();
+    async move {
+        first.await;
+    }
 }
 
 /// How soon after a SIGTERM a SIGINT is taken for the same shutdown, not a
@@ -156,35 +170,40 @@ fn is_a_second_ctrl_c(after_term: bool, since_first: std::time::Duration) -> boo
     !(after_term && since_first < TOGETHER)
 }
 
-/// Waits for the first SIGINT or SIGTERM; returns the SIGINT stream, which
-/// was listening all along, so a second Ctrl-C right after the first is not
-/// lost, and whether the first was the SIGTERM.
+/// Catches SIGINT and SIGTERM from now on, and waits for the first; returns
+/// the SIGINT stream, which was listening all along, so a second Ctrl-C right
+/// after the first is not lost, and whether the first was the SIGTERM. (Must
+/// be called inside the tokio runtime.)
 #[cfg(unix)]
-async fn first_signal() -> Option<(tokio::signal::unix::Signal, bool)> {
+fn first_signal() -> impl Future<Output = Option<(tokio::signal::unix::Signal, bool)>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut interrupts = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
     let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-    tokio::select! {
-        // Ctrl-C under clusterlab-local brings the terminal's SIGINT and then
-        // the launcher's SIGTERM, often both before this task runs: taken
-        // second, the SIGINT would count as a second Ctrl-C, and the process
-        // would exit at once instead of draining.
-        biased;
-        _ = interrupts.recv() => {
-            info!(signal = "SIGINT", "shutting down (Ctrl-C again to stop at once)");
-            Some((interrupts, false))
-        }
-        _ = term.recv() => {
-            info!(signal = "SIGTERM", "shutting down");
-            Some((interrupts, true))
+    async move {
+        tokio::select! {
+            // Ctrl-C under clusterlab-local brings the terminal's SIGINT and then
+            // the launcher's SIGTERM, often both before this task runs: taken
+            // second, the SIGINT would count as a second Ctrl-C, and the process
+            // would exit at once instead of draining.
+            biased;
+            _ = interrupts.recv() => {
+                info!(signal = "SIGINT", "shutting down (Ctrl-C again to stop at once)");
+                Some((interrupts, false))
+            }
+            _ = term.recv() => {
+                info!(signal = "SIGTERM", "shutting down");
+                Some((interrupts, true))
+            }
         }
     }
 }
 
 #[cfg(not(unix))]
-async fn first_signal() {
-    let _ = tokio::signal::ctrl_c().await;
-    info!("shutting down");
+fn first_signal() -> impl Future<Output = ()> {
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+        info!("shutting down");
+    }
 }
 
 /// How long no request may run or finish before a drain stops waiting for
@@ -268,6 +287,22 @@ mod tests {
     /// Under clusterlab-local, Ctrl-C brings the terminal's SIGINT and the
     /// launcher's SIGTERM in either order. Taken as a second Ctrl-C, the
     /// later one would stop the node at once, without draining.
+    /// A SIGTERM sent before the process serves (while it reads its store,
+    /// say) is caught and kept: the stop comes when serving begins. It
+    /// ended the process at once, undrained, or was dropped in a container.
+    #[tokio::test]
+    async fn a_stop_sent_before_the_first_poll_is_kept() {
+        let stop = shutdown_signal();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &std::process::id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        tokio::time::timeout(Duration::from_secs(30), stop)
+            .await
+            .expect("the SIGTERM was kept for the first poll");
+    }
+
     #[test]
     fn a_sigint_just_after_a_sigterm_is_the_same_shutdown() {
         assert!(!is_a_second_ctrl_c(true, Duration::from_millis(10)));
