@@ -297,7 +297,7 @@ impl Router {
                     }
                     let timed = Box::pin(tokio::time::timeout_at(deadline.into(), attempt)).await;
                     timed.unwrap_or_else(|_| match sent.load(Ordering::Relaxed) {
-                        true => Err(out_of_time(&backend.name(), time, true)),
+                        true => Err(out_of_time(&backend.name(), time, true, method)),
                         false => Err(not_connected_in_time(&backend.name(), time)),
                     })
                 };
@@ -343,7 +343,7 @@ impl Router {
                 }
                 Err(status) => {
                     let status = match proto::deadline::is_timeout_expired(&status) {
-                        true => out_of_time(&backend.name(), time, ours),
+                        true => out_of_time(&backend.name(), time, ours, method),
                         false => status,
                     };
                     // A node shutting down did not fail: it took no new requests.
@@ -502,11 +502,15 @@ fn client_deadline(headers: &HeaderMap) -> Option<Duration> {
 /// What to tell the client when `node` did not answer in `time`: the node
 /// ended the call when the deadline we passed on to it ran out, and tonic
 /// reports that as `CANCELLED` "Timeout expired". It is `DEADLINE_EXCEEDED`,
-/// and whose deadline it was (`ours`: the balancer's --request-timeout).
-fn out_of_time(node: &str, time: Duration, ours: bool) -> Status {
+/// and whose deadline it was (`ours`: the balancer's --request-timeout). A
+/// write may still have been applied; a read changed nothing.
+fn out_of_time(node: &str, time: Duration, ours: bool, method: Method) -> Status {
+    let after = match method.is_read() {
+        true => "a read changes nothing, so it is safe to send again",
+        false => "the write may still have been applied, so read the key before writing it again",
+    };
     Status::deadline_exceeded(format!(
-        "{node} did not answer before the request's deadline ({time:?}: {}); if it \
-         was a write, it may still have been applied, so read the key before writing it again",
+        "{node} did not answer before the request's deadline ({time:?}: {}); {after}",
         whose(ours)
     ))
 }
@@ -835,10 +839,17 @@ mod tests {
             dialing.message().contains("no connection to n2 was made"),
             "{dialing:?}"
         );
-        let waiting = out_of_time("n2", time, true);
+        let waiting = out_of_time("n2", time, true, Method::Put);
         assert_eq!(waiting.code(), tonic::Code::DeadlineExceeded);
         assert!(!proto::was_not_applied(&waiting), "{waiting:?}");
         assert!(waiting.message().contains("may still have been applied"));
+        // A read's says it changed nothing.
+        let reading = out_of_time("n2", time, true, Method::Get);
+        assert!(
+            reading
+                .message()
+                .ends_with("a read changes nothing, so it is safe to send again")
+        );
     }
 
     #[test]
