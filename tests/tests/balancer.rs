@@ -714,7 +714,7 @@ fn the_balancer_ends_a_request_at_its_request_timeout_and_says_whose_it_was() {
     let out = put.finish();
     assert!(out.stderr.starts_with(expected), "{}", out.stderr);
     assert!(
-        out.stderr.contains("it may still have been applied"),
+        out.stderr.contains("the write may still have been applied"),
         "{}",
         out.stderr
     );
