@@ -115,8 +115,8 @@ impl Revocations {
 
     /// Reads the file again; returns the new list when it changed.
     ///
-    /// Once a list is in force, nothing but a newer list signed by the CA
-    /// and holding every revocation in force replaces it: a file that went
+    /// Once a list is in force, nothing but a list signed by the CA and
+    /// holding every revocation in force (whatever its number) replaces it: a file that went
     /// missing or cannot be read, and a list that lacks a revocation in
     /// force (a backup put back, a list made from one, or one begun afresh)
     /// are errors, and the list in force stays. Only a process that never

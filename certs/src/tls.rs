@@ -385,7 +385,7 @@ pub fn warn_about(mode: TlsMode, process: &str) {
 /// The file `SSLKEYLOGFILE` names, if it names one. Set but empty counts as
 /// unset: compose passes `SSLKEYLOGFILE: ${CLUSTERLAB_KEYLOG:-}` to the balancer,
 /// which is empty unless a learner asks for the decryption lab.
-pub fn key_log_path() -> Option<std::ffi::OsString> {
+fn key_log_path() -> Option<std::ffi::OsString> {
     std::env::var_os("SSLKEYLOGFILE").filter(|path| !path.is_empty())
 }
 
@@ -409,6 +409,15 @@ fn key_log() -> Arc<dyn rustls::KeyLog> {
     }
 }
 
+/// The file `SSLKEYLOGFILE` names, if it names one, made if missing
+/// (`create_key_log`): `Ok` if session keys can be written to it, or why
+/// not. For a client to say which, as [`open_key_log`] logs it.
+pub fn key_log_file() -> Option<(std::path::PathBuf, std::io::Result<()>)> {
+    let path = std::path::PathBuf::from(key_log_path()?);
+    let made = create_key_log(&path);
+    Some((path, made))
+}
+
 /// Creates the key log at `path` unless it is there, readable by its owner
 /// alone (it decrypts every session it lists), and gives it to the owner of
 /// its directory (see [`files::give_to_directory_owner`]).
@@ -426,11 +435,10 @@ fn create_key_log(path: &Path) -> std::io::Result<()> {
 /// directory (see [`files::give_to_directory_owner`]) and warns that TLS secrets are
 /// being written to it. Call once at start-up; rustls appends to the file from then on.
 pub fn open_key_log() {
-    let Some(path) = key_log_path() else {
+    let Some((path, made)) = key_log_file() else {
         return;
     };
-    let path = Path::new(&path);
-    match create_key_log(path) {
+    match made {
         Ok(()) => tracing::warn!(
             file = %path.display(),
             "SSLKEYLOGFILE is set: TLS session keys are written to this file, and anyone \

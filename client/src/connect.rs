@@ -45,15 +45,22 @@ pub(crate) fn bad_addr(message: String) -> Failure {
 /// debugging would otherwise hand out every admin session unnoticed.
 fn say_if_session_keys_are_written() {
     static SAID: std::sync::Once = std::sync::Once::new();
-    if let Some(file) = certs::tls::key_log_path() {
+    if let Some((file, made)) = certs::tls::key_log_file() {
         SAID.call_once(|| {
+            let said = match made {
+                Ok(()) => format!(
+                    "warning: SSLKEYLOGFILE is set: this command's TLS session keys are written \
+                     to {}, and anyone holding that file can decrypt its traffic",
+                    file.display()
+                ),
+                Err(e) => format!(
+                    "warning: SSLKEYLOGFILE is set, but {} cannot be written ({e}): no session \
+                     keys are logged; point it at a writable file, or unset it",
+                    file.display()
+                ),
+            };
             // Not `eprintln!`, which panics if stderr is closed.
-            let _ = writeln!(
-                std::io::stderr(),
-                "warning: SSLKEYLOGFILE is set: this command's TLS session keys are written \
-                 to {}, and anyone holding that file can decrypt its traffic",
-                std::path::Path::new(&file).display()
-            );
+            let _ = writeln!(std::io::stderr(), "{said}");
         });
     }
 }

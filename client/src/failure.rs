@@ -131,10 +131,7 @@ impl Failure {
     /// than one the user typed: `node` is where `source` (the process first
     /// asked) said it is, so the hint about `--addr` does not apply.
     pub fn reaching(self, node: &str, source: &str) -> Self {
-        let reason = [ADDR_HINT, HUNG_HINT]
-            .iter()
-            .find_map(|hint| self.message.strip_suffix(hint))
-            .unwrap_or(&self.message);
+        let (reason, _) = without_hint(&self.message);
         // A running node may be out of this machine's reach at that address:
         // a container's name or IP, seen from the host (Docker Desktop on
         // macOS and Windows routes no packets to containers' IPs). A connect
@@ -173,18 +170,23 @@ impl Failure {
             true => failures[0].code.clone(),
             false => "UNAVAILABLE".to_string(),
         };
-        let hinted = failures.iter().any(|f| f.message.ends_with(ADDR_HINT));
-        let reasons: Vec<&str> = failures
-            .iter()
-            .map(|f| f.message.strip_suffix(ADDR_HINT).unwrap_or(&f.message))
-            .collect();
+        let (reasons, hints): (Vec<&str>, Vec<Option<&str>>) =
+            failures.iter().map(|f| without_hint(&f.message)).unzip();
+        // Said once: nothing listening outweighs a process that may be hung.
+        let hint = match (
+            hints.contains(&Some(ADDR_HINT)),
+            hints.contains(&Some(HUNG_HINT)),
+        ) {
+            (true, _) => ADDR_HINT,
+            (false, true) => HUNG_HINT,
+            (false, false) => "",
+        };
         Failure::new(
             &code,
             format!(
-                "none of the {} addresses in --addr could be used: {}{}",
+                "none of the {} addresses in --addr could be used: {}{hint}",
                 failures.len(),
                 reasons.join("; "),
-                if hinted { ADDR_HINT } else { "" }
             ),
         )
     }
@@ -233,8 +235,16 @@ pub fn nothing_succeeded(errors: &BTreeMap<String, u64>, what: &str) -> Option<F
 const ADDR_HINT: &str = "; is the cluster running, and is --addr right?";
 /// What to check when the address the user gave takes connections and does
 /// not answer on them.
-const HUNG_HINT: &str = "; is the process there hung or paused (`clusterlab status` through another address \
-     shows), and is --addr right?";
+const HUNG_HINT: &str = "; is the process there hung or paused, and is --addr right?";
+
+/// `message` without the hint about `--addr` it ends with, if it does, and
+/// that hint.
+fn without_hint(message: &str) -> (&str, Option<&'static str>) {
+    [ADDR_HINT, HUNG_HINT]
+        .into_iter()
+        .find_map(|hint| Some((message.strip_suffix(hint)?, Some(hint))))
+        .unwrap_or((message, None))
+}
 
 /// How [`transport_reason`] words a connect that timed out, and a host name
 /// that does not resolve: [`Failure::reaching`] looks for them, to say a
@@ -503,6 +513,24 @@ mod tests {
         ]);
         assert_eq!(mixed.code, "UNAVAILABLE");
         assert!(mixed.message.contains("; reader may not call Admin/Status"));
+        // One refused, one that never answered: the hint once, at the end.
+        let timed_out = std::io::Error::from(std::io::ErrorKind::TimedOut);
+        let silent =
+            |addr: &str| Failure::new("UNAVAILABLE", transport_reason(&timed_out, addr).unwrap());
+        for (failures, hint) in [
+            (
+                vec![refused("127.0.0.1:1"), silent("127.0.0.1:2")],
+                ADDR_HINT,
+            ),
+            (
+                vec![silent("127.0.0.1:1"), silent("127.0.0.1:2")],
+                HUNG_HINT,
+            ),
+        ] {
+            let said = Failure::none_answered(failures).message;
+            assert_eq!(said.matches("is --addr right?").count(), 1, "{said}");
+            assert!(said.ends_with(hint), "{said}");
+        }
     }
 
     #[test]
@@ -631,7 +659,7 @@ mod tests {
         let timed_out = std::io::Error::from(std::io::ErrorKind::TimedOut);
         let reason = transport_reason(&timed_out, "172.18.0.3:7100").unwrap();
         assert!(
-            reason.ends_with("is the process there hung or paused (`clusterlab status` through another address shows), and is --addr right?"),
+            reason.ends_with("is the process there hung or paused, and is --addr right?"),
             "{reason}"
         );
         let named = Failure::new("UNAVAILABLE", reason).reaching("n2", "balancer");

@@ -364,12 +364,12 @@ mod tests {
     #[test]
     fn a_store_that_cannot_be_read_is_said_to_be() {
         let said = cannot_read(crate::Error::DiskStopped(
-            "a disk error stopped the database; the node is reopening it, so try again".into(),
+            "a disk error stopped the database; the node reopens it, so try again".into(),
         ));
         assert_eq!(
             said,
-            "cannot be read: a disk error stopped the database; the node is reopening it, so \
-             try again"
+            "cannot be read: a disk error stopped the database; the node reopens it, so try \
+             again"
         );
         let said = cannot_read(crate::Error::Corrupt("a checksum does not match".into()));
         assert_eq!(

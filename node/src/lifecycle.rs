@@ -119,30 +119,38 @@ pub fn stop_with_launcher() -> anyhow::Result<()> {
 /// drain waits for requests in flight, up to --drain-timeout, and a person at
 /// the terminal may not want to wait that long.
 ///
-/// The signals are caught from the call, not from the first poll, which
-/// comes only once the process serves: a stop sent while it starts (opening
-/// and reading its store may take a while) is kept, and the drain begins as
-/// serving does. Uncaught, a SIGTERM would end the process at once, or in a
-/// container, where the process is PID 1 and the kernel drops a signal it
-/// does not catch, be lost, and `docker stop` end in a kill.
+/// The signals are watched from the call (in the runtime), not from the
+/// first poll, which comes only once the process serves: a stop sent while
+/// it starts (opening and reading its store may take a while) is said at
+/// once and kept, and the drain begins as serving does; a second Ctrl-C
+/// ends it there too. Uncaught, a SIGTERM would end the process at once, or
+/// in a container, where the process is PID 1 and the kernel drops a signal
+/// it does not catch, be lost, and `docker stop` end in a kill.
 pub fn shutdown_signal() -> impl Future<Output = ()> {
     let first = first_signal();
-    async move {
+    let (stopping, stop) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
         #[cfg(unix)]
         if let Some((mut interrupts, after_term)) = first.await {
+            let _ = stopping.send(());
             let first = tokio::time::Instant::now();
-            tokio::spawn(async move {
-                while interrupts.recv().await.is_some() {
-                    if !is_a_second_ctrl_c(after_term, first.elapsed()) {
-                        continue;
-                    }
-                    warn!("second Ctrl-C: stopping now, without waiting for requests in flight");
-                    std::process::exit(130);
+            while interrupts.recv().await.is_some() {
+                if !is_a_second_ctrl_c(after_term, first.elapsed()) {
+                    continue;
                 }
-            });
+                warn!("second Ctrl-C: stopping now, without waiting for requests in flight");
+                std::process::exit(130);
+            }
         }
         #[cfg(not(unix))]
-        first.await;
+        {
+            first.await;
+            let _ = stopping.send(());
+        }
+    });
+    async move {
+        // (An error is the watcher gone with the runtime: stopping too.)
+        let _ = stop.await;
     }
 }
 
@@ -284,9 +292,6 @@ mod tests {
 
     use super::*;
 
-    /// Under clusterlab-local, Ctrl-C brings the terminal's SIGINT and the
-    /// launcher's SIGTERM in either order. Taken as a second Ctrl-C, the
-    /// later one would stop the node at once, without draining.
     /// A SIGTERM sent before the process serves (while it reads its store,
     /// say) is caught and kept: the stop comes when serving begins. It
     /// ended the process at once, undrained, or was dropped in a container.
@@ -303,6 +308,9 @@ mod tests {
             .expect("the SIGTERM was kept for the first poll");
     }
 
+    /// Under clusterlab-local, Ctrl-C brings the terminal's SIGINT and the
+    /// launcher's SIGTERM in either order. Taken as a second Ctrl-C, the
+    /// later one would stop the node at once, without draining.
     #[test]
     fn a_sigint_just_after_a_sigterm_is_the_same_shutdown() {
         assert!(!is_a_second_ctrl_c(true, Duration::from_millis(10)));

@@ -265,7 +265,7 @@ impl Store {
                 self.reopen_in_the_background();
                 Err(Error::Storage(
                     "the database could not be reopened after a disk error (the node's log \
-                     says why); it is being tried again"
+                     says why); it is tried again at most once a second"
                         .into(),
                 ))
             }
@@ -385,8 +385,8 @@ impl Store {
             reopened(false);
             error!(path = %self.path.display(), error = %e, "cannot reopen the database");
             Error::Storage(format!(
-                "the database could not be reopened after a disk error ({e}); the next request \
-                 tries again, or restart the node"
+                "the database could not be reopened after a disk error ({e}); a request a \
+                 second from now tries again, or restart the node"
             ))
         };
         // Opened, not created (`watched` refuses a missing or empty file too):
@@ -965,7 +965,7 @@ fn storage(e: impl Into<redb::Error>) -> Error {
         // redb's own words ask to close and reopen it, which the store does.
         redb::Error::PreviousIo => Error::DiskStopped(
             "a disk error stopped the database (the node's log has the cause); the node \
-             is reopening it, so try again"
+             reopens it (at most once a second), so try again in a moment"
                 .into(),
         ),
         other => Error::Storage(other.to_string()),
@@ -1204,6 +1204,7 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         store.apply(&record("k", 1, Some("v"))).unwrap();
         *store.db.write().unwrap() = None;
+        let good = std::fs::read(store.path()).unwrap();
         std::fs::write(store.path(), b"no database, but not empty either").unwrap();
         let first = store
             .apply(&record("k", 2, Some("w")))
@@ -1221,6 +1222,17 @@ mod tests {
             again.contains("a moment ago") && again.contains("at most once a second"),
             "{again}"
         );
+        // A second on, with the file put right, the next write reopens it.
+        std::fs::write(store.path(), &good).unwrap();
+        a_second_on(&store);
+        assert!(store.apply(&record("k", 4, Some("w"))).unwrap().changed);
+    }
+
+    /// As if the last reopen were a second ago: the next may be tried.
+    fn a_second_on(store: &Store) {
+        let mut reopened = store.reopened.lock().unwrap();
+        let last = reopened.as_mut().expect("a reopen was made");
+        last.at -= REOPEN_AGAIN_AFTER;
     }
 
     /// A database stopped again by the next disk error right after it was
@@ -1255,6 +1267,10 @@ mod tests {
         );
         // The stopped database still answers from its cache.
         assert_eq!(store.get("k").unwrap().unwrap().value.unwrap(), b"v");
+        // A second on, with room again, the next write reopens the file.
+        failing.store(false, Ordering::Relaxed);
+        a_second_on(&store);
+        assert!(store.apply(&record("k", 4, Some("w"))).unwrap().changed);
     }
 
     /// After a failed fsync the store is not reopened (the kernel's copy of

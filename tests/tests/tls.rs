@@ -401,21 +401,26 @@ fn a_clients_key_log_goes_to_the_owner_of_its_directory() {
     if std::fs::metadata(&dir).unwrap().uid() == 0 {
         std::os::unix::fs::chown(&dir, Some(4242), Some(4243)).unwrap();
     }
+    // The person who runs it is told where the keys go, or that they cannot.
+    let whoami_logging_to = |keys: &std::path::Path, said: &str| {
+        let stderr = cluster
+            .client()
+            .env("SSLKEYLOGFILE", keys)
+            .args(["whoami"])
+            .ok()
+            .stderr;
+        let said = format!("warning: SSLKEYLOGFILE is set{said}");
+        assert!(stderr.contains(&said), "{said}\n{stderr}");
+    };
     let keys = dir.join("keys.log");
-    let out = cluster
-        .client()
-        .env("SSLKEYLOGFILE", &keys)
-        .args(["whoami"])
-        .ok();
-    // And the person who ran it is told.
-    assert!(
-        out.stderr.contains(&format!(
-            "warning: SSLKEYLOGFILE is set: this command's TLS session keys are written to {}",
-            keys.display()
-        )),
-        "{}",
-        out.stderr
+    let written = format!(
+        ": this command's TLS session keys are written to {}",
+        keys.display()
     );
+    whoami_logging_to(&keys, &written);
+    let nowhere = dir.join("no such directory").join("keys.log");
+    let unwritable = format!(", but {} cannot be written", nowhere.display());
+    whoami_logging_to(&nowhere, &unwritable);
     let secrets = std::fs::read_to_string(&keys).expect("the key log");
     assert!(secrets.contains("CLIENT_TRAFFIC_SECRET_0 "), "{secrets}");
     let (dir, file) = (

@@ -10,6 +10,11 @@ fn main() -> ExitCode {
         certs::flags::usage_error::<Config>(mistake);
     }
     let runtime = lifecycle::runtime(config.threads).expect("starting the tokio runtime");
+    // Stop signals are caught from here on, through the name's lookup too.
+    let stop = {
+        let _in_the_runtime = runtime.enter();
+        lifecycle::shutdown_signal()
+    };
     // Said once logging has begun, in its format (a plain line in a JSON log
     // would break its one object a line).
     let mut fell_back = None;
@@ -36,15 +41,18 @@ fn main() -> ExitCode {
     if let Some(said) = fell_back {
         telemetry::warn_at_start(&said);
     }
-    match runtime.block_on(start(config)) {
+    match runtime.block_on(start(config, stop)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => telemetry::cannot_start("clusterlab-node", log_format, &e),
     }
 }
 
-async fn start(config: Config) -> anyhow::Result<()> {
+async fn start(
+    config: Config,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     lifecycle::survive_file_size_limits()?;
     lifecycle::stop_with_launcher()?;
     let listener = node::bind("--listen", &config.listen, 7100, node::Port::Serving).await?;
-    node::run(listener, config, lifecycle::shutdown_signal()).await
+    node::run(listener, config, stop).await
 }
