@@ -88,7 +88,12 @@ pub async fn run(
         revocations,
         ..
     } = credentials;
-    let (store, highest) = Store::open_and_scan(&config.data_dir)?;
+    // Off the runtime's thread: reading every record may take a while, and
+    // a stop (and a second Ctrl-C) is watched for meanwhile.
+    let data_dir = config.data_dir.clone();
+    let (store, highest) = tokio::task::spawn_blocking(move || Store::open_and_scan(&data_dir))
+        .await
+        .context("opening the store")??;
     // Counted once here, so that status never says 0 for want of a count.
     let records = store.len()?;
     let local_addr = listener.local_addr()?;
