@@ -392,6 +392,9 @@ pub struct Sniffer {
 /// capture really missed is declared once more came after it than this,
 /// or [`HOLD_EARLY_BYTES`] of them.
 const HOLD_EARLY: usize = 3;
+/// The bytes of early segments a flow holds at most: one loopback segment's
+/// worth, so that made-up segments of hostile traffic, a flow each, cannot
+/// make the flows hold more than [`MAX_FLOWS`] times this.
 const HOLD_EARLY_BYTES: usize = 64 * 1024;
 
 /// Flows followed at most. A cluster has a few dozen connections open;

@@ -88,7 +88,10 @@ pub type Held = (String, Version);
 /// cannot read, which come round again every round.
 #[derive(Debug, Default)]
 pub struct Cursor {
+    /// The last key tried; `None` before the first round.
     after: Option<String>,
+    /// Records that cannot be read are warned of once in a while, not each
+    /// round (every second) for as long as they stay.
     unreadable: Repeats,
 }
 
