@@ -361,7 +361,7 @@ pub async fn run(global: &Global, args: CheckArgs, mut stops: StopSignals) -> Re
             signal = stops.recv() => {
                 if workload.interrupted.swap(true, Ordering::Relaxed) {
                     let writing = started.elapsed();
-                    return Err(stopped_early(&workload, writing, quit_without_reading_back()));
+                    return stopped_early(&workload, writing, quit_without_reading_back());
                 }
                 eprintln!(
                     "check: {signal}: finishing the writes in flight, then reading back every \
@@ -379,7 +379,7 @@ pub async fn run(global: &Global, args: CheckArgs, mut stops: StopSignals) -> Re
             writing.as_secs_f64(),
             workload.acknowledged.load(Ordering::Relaxed)
         );
-        return Err(stopped_early(&workload, writing, refused));
+        return stopped_early(&workload, writing, refused);
     }
 
     let acked = std::mem::take(&mut *workload.acked.lock().expect("acked list poisoned"));
@@ -400,11 +400,12 @@ pub async fn run(global: &Global, args: CheckArgs, mut stops: StopSignals) -> Re
             // With W + R > N a key read stale is lost (see `verify`), Ctrl-C or not.
             let overlapping = workload.quorums().is_some_and(|(w, r, n)| w + r > n);
             let failure = quit_while_reading_back(again, overlapping, &so_far);
-            if workload.global.json {
-                let verified = verified_so_far(&acked, [&first, &second], overlapping);
-                println!("{}", json_summary(&workload, &verified, writing, Some(&failure)));
+            if !workload.global.json {
+                return Err(failure);
             }
-            return Err(failure);
+            let verified = verified_so_far(&acked, [&first, &second], overlapping);
+            let summary = json_summary(&workload, &verified, writing, Some(&failure));
+            return crate::failure::report_then(Err(failure), || println!("{summary}"));
         }
     };
     report(&workload, &verified, writing)
@@ -413,15 +414,16 @@ pub async fn run(global: &Global, args: CheckArgs, mut stops: StopSignals) -> Re
 /// A check that ends with `failure` before its read-back began: with
 /// `--json`, the summary says so (`stopped`), every acknowledged key
 /// unverified, so that a script still gets its counts.
-fn stopped_early(work: &Workload, writing: Duration, failure: Failure) -> Failure {
-    if work.global.json {
-        let verified = Verified {
-            unverified: work.acknowledged.load(Ordering::Relaxed),
-            ..Verified::default()
-        };
-        println!("{}", json_summary(work, &verified, writing, Some(&failure)));
+fn stopped_early(work: &Workload, writing: Duration, failure: Failure) -> Result<(), Failure> {
+    if !work.global.json {
+        return Err(failure);
     }
-    failure
+    let verified = Verified {
+        unverified: work.acknowledged.load(Ordering::Relaxed),
+        ..Verified::default()
+    };
+    let summary = json_summary(work, &verified, writing, Some(&failure));
+    crate::failure::report_then(Err(failure), || println!("{summary}"))
 }
 
 /// What the read-back's looks (`first`, and the `second` of the keys the
@@ -840,6 +842,9 @@ fn json_summary(
         "unverified": verified.unverified,
         "read_errors": work.read_errors.load(Ordering::Relaxed),
         "write_errors": *work.errors.lock().expect("errors poisoned"),
+        // The cluster's own words for the last write it failed (null if
+        // none), as the text's "the last write failure" line says them.
+        "last_write_failure": work.write_refusal(),
         "seconds": writing.as_secs_f64(),
         "prefix": work.prefix,
         "lost_keys": verified.lost,
@@ -857,7 +862,13 @@ fn json_summary(
     })
 }
 
+/// Prints the check's report and returns its [`verdict`].
 fn report(work: &Workload, verified: &Verified, writing: Duration) -> Result<(), Failure> {
+    let verdict = verdict(work, verified);
+    crate::failure::report_then(verdict, || print_report(work, verified, writing))
+}
+
+fn print_report(work: &Workload, verified: &Verified, writing: Duration) {
     let acknowledged = work.acknowledged.load(Ordering::Relaxed);
     let indeterminate = work.indeterminate.load(Ordering::Relaxed);
     let not_applied = work.not_applied.load(Ordering::Relaxed);
@@ -940,6 +951,13 @@ fn report(work: &Workload, verified: &Verified, writing: Duration) -> Result<(),
             println!("  stale keys, e.g.: {}", stale_keys.join(" "));
         }
     }
+}
+
+/// What the check found: it passes only if every acknowledged write was
+/// read back, and at least one was made.
+fn verdict(work: &Workload, verified: &Verified) -> Result<(), Failure> {
+    let acknowledged = work.acknowledged.load(Ordering::Relaxed);
+    let errors = work.errors.lock().expect("errors poisoned").clone();
     // Nothing acknowledged is nothing checked: not a pass.
     if acknowledged == 0 {
         let nothing_checked = "not one write was acknowledged, so nothing was checked";
@@ -1595,6 +1613,9 @@ mod tests {
             work.write_refusal().as_deref(),
             Some(format!("UNAVAILABLE: {why}").as_str())
         );
+        // A script reading --json gets the same words.
+        let json = json_summary(&work, &Verified::default(), Duration::ZERO, None);
+        assert_eq!(json["last_write_failure"], format!("UNAVAILABLE: {why}"));
         let failure = report(&work, &Verified::default(), Duration::from_millis(300))
             .expect_err("nothing was acknowledged");
         assert_eq!(failure.code, "UNAVAILABLE");

@@ -6,7 +6,7 @@
 //! asked for something that cannot be done as written: clap's own errors, and
 //! [`Failure::usage`], printed the way clap prints its own: `error: ...`.
 
-use std::{collections::BTreeMap, error::Error as StdError, fmt};
+use std::{collections::BTreeMap, error::Error as StdError, fmt, sync::Mutex};
 
 use certs::explain;
 
@@ -31,6 +31,38 @@ impl fmt::Display for Failure {
 }
 
 impl StdError for Failure {}
+
+/// The failure a command came to before it printed its report, while it
+/// prints it: see [`report_then`].
+static REPORTING: Mutex<Option<Failure>> = Mutex::new(None);
+
+/// Prints a command's report (`print`, to stdout), then returns `verdict`,
+/// what the command came to before printing it.
+///
+/// A reader may close stdout before the report is out (`clusterlab check |
+/// head -3`): printing then panics, and `clusterlab`'s panic hook ends the
+/// process. The report's reader has what it wanted, but the verdict is the
+/// exit status, and a failed check must not exit 0 because its reader left:
+/// the hook finds the verdict with [`verdict_while_reporting`].
+pub fn report_then(verdict: Result<(), Failure>, print: impl FnOnce()) -> Result<(), Failure> {
+    let mut reporting = REPORTING.lock().unwrap_or_else(|e| e.into_inner());
+    *reporting = verdict.clone().err();
+    drop(reporting);
+    print();
+    REPORTING.lock().unwrap_or_else(|e| e.into_inner()).take();
+    verdict
+}
+
+/// The failure whose report is being printed, if one is: for the panic hook
+/// of a print that failed (see [`report_then`]). It does not wait for the
+/// lock, which the panicking thread may hold.
+pub fn verdict_while_reporting() -> Option<Failure> {
+    match REPORTING.try_lock() {
+        Ok(reporting) => reporting.clone(),
+        Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner().clone(),
+        Err(std::sync::TryLockError::WouldBlock) => None,
+    }
+}
 
 /// How a failure out of `--timeout` begins.
 const NO_ANSWER_WITHIN: &str = "no answer within";
@@ -59,6 +91,15 @@ impl Failure {
         Failure {
             usage: true,
             ..Failure::local(message)
+        }
+    }
+
+    /// The process's exit status for this failure: 2 for the command
+    /// line's mistake, 1 for anything else.
+    pub fn exit_status(&self) -> u8 {
+        match self.usage {
+            true => 2,
+            false => 1,
         }
     }
 

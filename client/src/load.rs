@@ -260,7 +260,13 @@ pub async fn run(global: &Global, args: LoadArgs, mut stops: StopSignals) -> Res
         cut_short: stats.cut_short,
         stopped_by,
     };
-    report(global, &args, &stats, &ran);
+    let verdict = verdict(&args, &stats, &ran);
+    crate::failure::report_then(verdict, || report(global, &args, &stats, &ran))
+}
+
+/// What the run came to: a failure only if not one request succeeded
+/// ([`all_failed`]), or not one was sent in a run nobody stopped.
+fn verdict(args: &LoadArgs, stats: &Stats, ran: &Ran) -> Result<(), Failure> {
     if stats.total.requests == 0 && ran.stopped_by.is_none() {
         // Not a run that failed, nor one that passed: the command line's.
         return Err(Failure::usage(format!(
@@ -272,7 +278,7 @@ pub async fn run(global: &Global, args: LoadArgs, mut stops: StopSignals) -> Res
     if ran.stopped_by.is_some() && stats.total.requests == 0 {
         return Ok(());
     }
-    all_failed(&stats.total, &stats.refusals, &ran)
+    all_failed(&stats.total, &stats.refusals, ran)
 }
 
 /// Shows the notes (moves to the next address) made since the last time,

@@ -1506,6 +1506,45 @@ fn a_reader_that_stops_early_is_no_failure() {
     assert_eq!((status.code(), stderr.as_str()), (Some(0), ""));
 }
 
+/// A `check` or `load` that fails, whose reader leaves before the report is
+/// out (`clusterlab --json check | head -c 1`), still exits 1 and says its
+/// failure on stderr. It exited 0, as a pass does: the report's first line
+/// failed to print, and a closed stdout was taken for a reader with what it
+/// wanted.
+#[test]
+fn a_failure_is_the_exit_status_though_the_reader_left() {
+    let cluster = TestCluster::start(1);
+    let runs = [
+        // Stopped at the first refusal: its JSON summary, then the failure.
+        &["--json", "check", "--duration", "60s"][..],
+        // The summary table, then the verdict on a run that all failed.
+        &["load", "--read-ratio", "0", "--duration", "1s"],
+    ];
+    for args in runs {
+        let mut run = tests::KilledOnDrop(
+            cluster
+                .client_process()
+                .args(["--identity", "reader"])
+                .args(args)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        // Nobody reads it: the first line printed meets a closed pipe.
+        drop(run.0.stdout.take());
+        let status = tests::exit_within(&mut run.0, Duration::from_secs(60));
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut run.0.stderr.take().unwrap(), &mut stderr).unwrap();
+        assert_eq!(status.and_then(|s| s.code()), Some(1), "{args:?}: {stderr}");
+        let last = stderr.lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with("PERMISSION_DENIED: "),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
 /// A --timeout too short to connect in is named as the user's deadline
 /// (DEADLINE_EXCEEDED, --timeout), not as a server that never answers: it
 /// said "no answer from ... in time (connect timed out)", naming no flag.

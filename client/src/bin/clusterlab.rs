@@ -15,10 +15,7 @@ fn main() -> ExitCode {
             // Its words may be a server's (a node's name, a reason): shown,
             // not obeyed by the terminal.
             eprintln!("{}", client::render::printable(&failure.to_string()));
-            match failure.usage {
-                true => ExitCode::from(2),
-                false => ExitCode::FAILURE,
-            }
+            ExitCode::from(failure.exit_status())
         }
     }
 }
@@ -29,7 +26,11 @@ fn main() -> ExitCode {
 ///   what it wanted, so exit quietly (0), as other command-line tools do;
 /// - any other failure to write (`> /dev/full`) is said in one line, and the
 ///   exit status is 1, as `echo` gives: what was asked of the cluster was
-///   done, or its failure said, but its report did not reach its reader.
+///   done, or its failure said, but its report did not reach its reader;
+/// - either way, a command that had failed before it printed its report
+///   (`check` finding a lost write) says its failure on stderr and exits with
+///   its status, as it would have after the report
+///   ([`client::failure::report_then`]).
 fn quiet_on_closed_stdout() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
@@ -40,16 +41,29 @@ fn quiet_on_closed_stdout() {
             .or_else(|| info.payload().downcast_ref::<&str>().copied())
             .unwrap_or("");
         if let Some(cause) = message.strip_prefix("failed printing to stdout: ") {
-            if cause.contains("Broken pipe") {
-                std::process::exit(0);
-            }
+            let verdict = client::failure::verdict_while_reporting();
             // Not `eprintln!`, which would panic in turn if stderr fails too.
-            let _ = writeln!(
-                std::io::stderr(),
-                "error: cannot write to stdout: {cause}; what was asked was done, but its \
-                 output is lost"
-            );
-            std::process::exit(1);
+            let mut stderr = std::io::stderr();
+            let status = match cause.contains("Broken pipe") {
+                true => 0,
+                false => {
+                    let _ = writeln!(
+                        stderr,
+                        "error: cannot write to stdout: {cause}; what was asked was done, but \
+                         its output is lost"
+                    );
+                    1
+                }
+            };
+            if let Some(failure) = verdict {
+                let _ = writeln!(
+                    stderr,
+                    "{}",
+                    client::render::printable(&failure.to_string())
+                );
+                std::process::exit(failure.exit_status().into());
+            }
+            std::process::exit(status);
         }
         if message.starts_with("failed printing to stderr: ") {
             // Nowhere left to say it.
