@@ -505,10 +505,31 @@ whole!(u8, u16, u32, u64, usize);
 /// Parses a whole number (a count, a quorum, a rate) with an error a person
 /// can act on: Rust's own says "invalid digit found in string".
 pub fn whole_number<T: Whole>(text: &str) -> Result<T, String> {
+    whole_number_allowing(text, "write one in digits, like 3", "give 0 or more")
+}
+
+/// Parses a count of one or more, for clap's `value_parser`: every error
+/// says so.
+pub fn at_least_one<T: Whole + PartialEq + From<u8>>(text: &str) -> Result<T, String> {
+    let allowed = "give 1 or more";
+    match whole_number_allowing::<T>(text, allowed, allowed)? {
+        n if n == T::from(0) => Err(format!("0 would be none; {allowed}")),
+        n => Ok(n),
+    }
+}
+
+/// [`whole_number`], whose errors end with what the flag allows: `digits`
+/// for a number not written in digits, `from_zero` for one below zero. (One
+/// beyond the type names the type's most, as the flag may allow no less.)
+pub fn whole_number_allowing<T: Whole>(
+    text: &str,
+    digits: &str,
+    from_zero: &str,
+) -> Result<T, String> {
     parse_whole(text).map_err(|problem| match problem {
-        Problem::NotDigits(problem) => format!("{problem}; write one in digits, like 3"),
+        Problem::NotDigits(problem) => format!("{problem}; {digits}"),
         Problem::TooLarge => format!("{text} is too large; the most is {}", T::MAX),
-        Problem::BelowZero => format!("{text} is below zero, which a count cannot be"),
+        Problem::BelowZero => format!("{text} is below zero; {from_zero}"),
     })
 }
 
@@ -835,7 +856,19 @@ mod tests {
             ),
             (
                 whole_number::<u32>("-1").map(drop),
-                "-1 is below zero, which a count cannot be".into(),
+                "-1 is below zero; give 0 or more".into(),
+            ),
+            (
+                at_least_one::<u64>("-5").map(drop),
+                "-5 is below zero; give 1 or more".into(),
+            ),
+            (
+                at_least_one::<u64>("five").map(drop),
+                r#""five" is not a whole number; give 1 or more"#.into(),
+            ),
+            (
+                at_least_one::<u64>("0").map(drop),
+                "0 would be none; give 1 or more".into(),
             ),
             (
                 fraction("1.5").map(drop),

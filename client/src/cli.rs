@@ -4,7 +4,7 @@ use std::{path::PathBuf, time::Duration};
 
 use certs::{
     TlsMode,
-    flags::{self, decimal, fraction, number_in, positive_duration, whole_number},
+    flags::{self, at_least_one, decimal, fraction, number_in, positive_duration, whole_number},
 };
 use clap::{Args, Parser, Subcommand};
 use proto::{
@@ -215,14 +215,6 @@ pub struct LoadArgs {
     /// a slot included.
     #[arg(long, value_name = "RPS", value_parser = rate)]
     pub rate: Option<f64>,
-}
-
-/// A count of at least one.
-fn at_least_one<T: certs::flags::Whole + PartialEq + From<u8>>(text: &str) -> Result<T, String> {
-    match whole_number::<T>(text)? {
-        n if n == T::from(0) => Err("0 would be none; give 1 or more".into()),
-        n => Ok(n),
-    }
 }
 
 /// One entry of a list, without the spaces around it: `a:1, b:2` is two
@@ -638,6 +630,25 @@ mod tests {
                 error.contains(flag),
                 "{args:?} does not name {flag}: {error}"
             );
+        }
+        // Below zero, as `clusterlab` reads its flags (a negative number is
+        // a value, not a flag): the error names the range as well.
+        for (args, why) in [
+            (
+                &["load", "--keys", "-5"][..],
+                "-5 is below zero; give 1 or more",
+            ),
+            (
+                &["sniff", "--count", "-1"],
+                "-1 is below zero; give 1 or more",
+            ),
+        ] {
+            let line = std::iter::once("clusterlab").chain(args.iter().copied());
+            let error = certs::flags::with_env(Cli::command())
+                .try_get_matches_from(line)
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(why), "{args:?}: {error}");
         }
         // A policy the balancer does not have is the command line's mistake,
         // answered with the four it has.
