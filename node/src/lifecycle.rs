@@ -46,12 +46,9 @@ pub const MAX_THREADS: usize = 256;
 
 /// Parses `--threads`: 0 (one per core) to [`MAX_THREADS`].
 pub fn parse_threads(text: &str) -> Result<usize, String> {
-    let too_many = || {
-        Err(format!(
-            "{text} threads is too many; choose 1 to {MAX_THREADS}, or 0 for one per core"
-        ))
-    };
-    match certs::flags::whole_number::<usize>(text) {
+    let allowed = format!("choose 1 to {MAX_THREADS}, or 0 for one per core");
+    let too_many = || Err(format!("{text} threads is too many; {allowed}"));
+    match certs::flags::whole_number_allowing::<usize>(text, &allowed, &allowed) {
         Ok(threads) if threads <= MAX_THREADS => Ok(threads),
         Ok(_) => too_many(),
         // More than a usize holds is too many all the same: the limit to
@@ -114,8 +111,9 @@ pub fn stop_with_launcher() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Completes on the first SIGINT (Ctrl-C) or SIGTERM (`docker stop`, `kill`).
-/// From then on a second Ctrl-C ends the process at once (exit 130): the
+/// Completes on the first SIGINT (Ctrl-C), SIGTERM (`docker stop`, `kill`)
+/// or SIGHUP (the terminal it was started in closed; not under `nohup`,
+/// which starts it with SIGHUP ignored to outlive the terminal). From then on a second Ctrl-C ends the process at once (exit 130): the
 /// drain waits for requests in flight, up to --drain-timeout, and a person at
 /// the terminal may not want to wait that long.
 ///
@@ -127,7 +125,7 @@ pub fn stop_with_launcher() -> anyhow::Result<()> {
 /// in a container, where the process is PID 1 and the kernel drops a signal
 /// it does not catch, be lost, and `docker stop` end in a kill.
 pub fn shutdown_signal() -> impl Future<Output = ()> {
-    let first = first_signal();
+    let first = first_signal(Hangup::Stops);
     let (stopping, stop) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
         #[cfg(unix)]
@@ -156,9 +154,9 @@ pub fn shutdown_signal() -> impl Future<Output = ()> {
 
 /// Completes on the first SIGINT or SIGTERM (caught from the call), and
 /// nothing more: for `clusterlab-local`, which stops its children before it
-/// exits.
+/// exits, and watches for SIGHUP itself, to say what it does.
 pub fn first_shutdown_signal() -> impl Future<Output = ()> {
-    let first = first_signal();
+    let first = first_signal(Hangup::LeftAlone);
     async move {
         first.await;
     }
@@ -178,15 +176,25 @@ fn is_a_second_ctrl_c(after_term: bool, since_first: std::time::Duration) -> boo
     !(after_term && since_first < TOGETHER)
 }
 
-/// Catches SIGINT and SIGTERM from now on, and waits for the first; returns
-/// the SIGINT stream, which was listening all along, so a second Ctrl-C right
-/// after the first is not lost, and whether the first was the SIGTERM. (Must
-/// be called inside the tokio runtime.)
+/// Catches SIGINT, SIGTERM and (unless ignored) SIGHUP from now on, and
+/// waits for the first; returns the SIGINT stream, which was listening all
+/// along, so a second Ctrl-C right after the first is not lost, and whether
+/// the first was another signal than SIGINT. (Must be called inside the
+/// tokio runtime.)
 #[cfg(unix)]
-fn first_signal() -> impl Future<Output = Option<(tokio::signal::unix::Signal, bool)>> {
+fn first_signal(
+    hangup: Hangup,
+) -> impl Future<Output = Option<(tokio::signal::unix::Signal, bool)>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut interrupts = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
     let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    // A closed terminal sends SIGHUP to every process started from it, and
+    // its default ends them at once, undrained. (`clusterlab-local`'s
+    // processes too, before their launcher could stop them.)
+    let mut hangup = match hangup == Hangup::Stops && !hangup_ignored() {
+        true => Some(signal(SignalKind::hangup()).expect("installing a SIGHUP handler")),
+        false => None,
+    };
     async move {
         tokio::select! {
             // Ctrl-C under clusterlab-local brings the terminal's SIGINT and then
@@ -202,12 +210,42 @@ fn first_signal() -> impl Future<Output = Option<(tokio::signal::unix::Signal, b
                 info!(signal = "SIGTERM", "shutting down");
                 Some((interrupts, true))
             }
+            Some(_) = async { hangup.as_mut()?.recv().await }, if hangup.is_some() => {
+                info!(signal = "SIGHUP", "shutting down: the terminal it was started in closed");
+                Some((interrupts, true))
+            }
         }
     }
 }
 
+/// Whether this process was started with SIGHUP ignored, as `nohup` starts
+/// one to outlive its terminal: from the signal mask Linux shows in
+/// /proc/self/status. (Elsewhere, or unreadable: not.)
+pub fn hangup_ignored() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|status| ignores_hangup(&status))
+}
+
+/// Whether /proc's `status` says SIGHUP (signal 1, the mask's lowest bit)
+/// is ignored.
+fn ignores_hangup(status: &str) -> bool {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("SigIgn:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & 1 == 1)
+}
+
+/// Whether [`first_signal`] takes SIGHUP for a stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hangup {
+    /// It stops the process, drained (unless `nohup` ignores it).
+    Stops,
+    /// Not watched here: the caller does, or its default applies.
+    LeftAlone,
+}
+
 #[cfg(not(unix))]
-fn first_signal() -> impl Future<Output = ()> {
+fn first_signal(_: Hangup) -> impl Future<Output = ()> {
     async {
         let _ = tokio::signal::ctrl_c().await;
         info!("shutting down");
@@ -291,6 +329,17 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    /// `nohup` shows as SIGHUP's bit in the mask of signals ignored.
+    #[test]
+    fn a_hangup_ignored_is_read_from_the_signal_mask() {
+        let status = |ignored: &str| format!("Name:\tclusterlab-node\nSigIgn:\t{ignored}\n");
+        assert!(ignores_hangup(&status("0000000000000001")));
+        assert!(ignores_hangup(&status("0000000000001001")));
+        // SIGPIPE (13) alone, as Rust programs start: not SIGHUP.
+        assert!(!ignores_hangup(&status("0000000000001000")));
+        assert!(!ignores_hangup("Name:\tclusterlab-node\n"));
+    }
 
     /// A SIGTERM sent before the process serves (while it reads its store,
     /// say) is caught and kept: the stop comes when serving begins. It

@@ -181,6 +181,13 @@ fn sigint_drains_and_exits_0() {
     graceful_exit("INT");
 }
 
+/// The terminal a node was started in closed: it drains, as for `docker
+/// stop`. SIGHUP's default ended it at once, requests in flight and all.
+#[test]
+fn sighup_drains_and_exits_0() {
+    graceful_exit("HUP");
+}
+
 /// Node n1 with `drain` as its --drain-timeout, holding a read: a read n1
 /// has begun, which asks n2 too (`--r 2`), and n2 has a minute of latency.
 /// n1 gives up on n2 after 2 s (`REPLICA_TIMEOUT`), so the read lasts that
@@ -996,6 +1003,12 @@ fn flag_values_that_cannot_work_are_refused_at_start() {
             "--threads",
             "257",
             "choose 1 to 256, or 0 for one per core",
+        ),
+        (
+            "clusterlab-node",
+            "--threads",
+            "-1",
+            "-1 is below zero; choose 1 to 256, or 0 for one per core",
         ),
         // Past what the type holds: our limit, not the type's, is named.
         (

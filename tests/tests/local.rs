@@ -388,7 +388,8 @@ fn assert_said(lines: &[String], said: &str) {
 
 /// A closed terminal (SIGHUP) stops a process started again by hand in
 /// another, as Ctrl-C does. It used to be left running on its port, and the
-/// next clusterlab-local refused to start.
+/// next clusterlab-local refused to start. The processes started from the
+/// closed terminal have its SIGHUP too, and drain: it used to end them.
 #[test]
 fn a_hangup_stops_a_process_started_by_hand_too() {
     let dir = tempfile::tempdir().unwrap();
@@ -397,8 +398,24 @@ fn a_hangup_stops_a_process_started_by_hand_too() {
     let n2_port = port + local_ports::NODES + 2;
     send_signal(pid_listening_on(n2_port), "KILL");
     let mut n2 = start_by_hand(&local, "n2", n2_port);
+    // The terminal's SIGHUP goes to each process started from it.
+    let others = [port + local_ports::NODES + 1, port + local_ports::NODES + 3];
+    let others = others.map(pid_listening_on);
+    for pid in others {
+        send_signal(pid, "HUP");
+    }
     let (status, lines) = local.stop_with("HUP");
     assert!(status.success(), "clusterlab-local exited with {status}");
+    for node in ["n1", "n3"] {
+        let drained = format!("{node} ");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with(&drained) && l.contains("node stopped")),
+            "{node} did not drain: {}",
+            lines.join("\n")
+        );
+    }
     let exited = tests::exit_within(&mut n2.0, Duration::from_secs(30));
     assert!(exited.is_some_and(|s| s.success()), "n2: {exited:?}");
     assert_said(
@@ -410,20 +427,29 @@ fn a_hangup_stops_a_process_started_by_hand_too() {
 }
 
 /// Started with `nohup` to outlive its terminal, it does: a hangup stops
-/// nothing.
+/// nothing, neither it nor the processes it started.
 #[test]
 fn under_nohup_a_hangup_stops_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mut nohup = Command::new("nohup");
     tests::without_clusterlab_env(&mut nohup).arg(bin("clusterlab-local"));
-    let local = Local::start_as(nohup, dir.path(), dir.path(), free_port_block());
+    let port = free_port_block();
+    let local = Local::start_as(nohup, dir.path(), dir.path(), port);
     send_signal(local.child.id(), "HUP");
-    // Served after the hangup, and nothing said of it.
+    let n1 = pid_listening_on(port + local_ports::NODES + 1);
+    send_signal(n1, "HUP");
+    // Served after the hangup, by n1 too, and nothing said of it.
     local.client().args(["put", "k", "v"]).ok();
+    local
+        .client_at(port + local_ports::NODES + 1)
+        .args(["get", "k"])
+        .ok();
     let (status, lines) = local.interrupt();
     assert!(status.success(), "clusterlab-local exited with {status}");
     assert!(
-        !lines.iter().any(|l| l.contains("hung up")),
+        !lines
+            .iter()
+            .any(|l| l.contains("hung up") || l.contains("SIGHUP")),
         "{}",
         lines.join("\n")
     );

@@ -356,7 +356,7 @@ async fn run(args: Args) -> Result<(), String> {
     // The terminal closed: what it started goes with it, but not what was
     // started again by hand, in another; that is stopped as on Ctrl-C.
     // Unless started to outlive its terminal (`nohup`, which ignores SIGHUP).
-    let mut hangup = match hangup_ignored() {
+    let mut hangup = match node::lifecycle::hangup_ignored() {
         true => None,
         false => Some(
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -486,22 +486,6 @@ fn say_exited(what: &str, others: bool, restart: &[(String, String)], name: &str
     if let Some((_, command)) = restart.iter().find(|(n, _)| n == name) {
         say(format!("clusterlab-local: start it again with: {command}"));
     }
-}
-
-/// Whether this process was started with SIGHUP ignored, as `nohup` starts
-/// one: from the signal mask Linux shows in /proc/self/status.
-fn hangup_ignored() -> bool {
-    std::fs::read_to_string("/proc/self/status").is_ok_and(|status| ignores_hangup(&status))
-}
-
-/// Whether /proc's `status` says SIGHUP (signal 1, the mask's lowest bit)
-/// is ignored.
-fn ignores_hangup(status: &str) -> bool {
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("SigIgn:"))
-        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
-        .is_some_and(|mask| mask & 1 == 1)
 }
 
 /// Sends SIGTERM to `pid`, then SIGCONT, quietly: a process already gone is
