@@ -14,17 +14,25 @@
 //! Plain HTTP and read-only: it shows names, states and counts, never keys or
 //! values, and changes nothing.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    fmt,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use axum::{
-    Json, Router,
+    Router,
+    body::Bytes,
     extract::State,
-    http::HeaderMap,
+    http::{HeaderMap, header::CONTENT_TYPE},
     response::{Html, IntoResponse, Response},
     routing::get,
 };
 use certs::{Identity, authz::Denials, tls::TlsMode};
-use futures::future::join_all;
+use futures::{
+    FutureExt,
+    future::{BoxFuture, Shared, join_all},
+};
 use node::{events::Events, metrics};
 use proto::{Event, Link, StatusResponse, json, member};
 use serde_json::{Value, json};
@@ -45,6 +53,11 @@ const NODE_VIEW_TIMEOUT: Duration = Duration::from_millis(500);
 /// The most recent events the page shows, from all processes together.
 const RECENT_EVENTS: usize = 40;
 
+/// How long an answer to `/api/status` is given again to whoever asks, from
+/// when it began to be made: the page asks once a second, so every browser
+/// still gets a new one each time.
+const ANSWER_FRESH_FOR: Duration = Duration::from_millis(250);
+
 /// What the dashboard reads from.
 #[derive(Debug, Clone)]
 pub struct Dashboard {
@@ -56,6 +69,8 @@ pub struct Dashboard {
     /// How clients reach the balancer: the page's first link row shows it,
     /// so nobody mistakes the sniffing lab's plaintext for the real thing.
     pub tls: TlsMode,
+    /// `/api/status`' answer as sent, shared ([`OneAtATime`]).
+    pub answers: OneAtATime<Bytes>,
 }
 
 impl Dashboard {
@@ -80,7 +95,19 @@ async fn scrape(State(dashboard): State<Dashboard>, headers: HeaderMap) -> Respo
     metrics::exposition(dashboard.status(), &headers)
 }
 
+/// Every browser with the page open asks once a second, and so can any
+/// page elsewhere that asks in a loop: they share one answer, so that the
+/// nodes are asked for their views at most once in [`ANSWER_FRESH_FOR`].
 async fn api_status(State(dashboard): State<Dashboard>) -> Response {
+    let making = dashboard.clone();
+    let answer = dashboard.answers.get(ANSWER_FRESH_FOR, || async move {
+        Bytes::from(serde_json::to_vec(&answer(&making).await).expect("JSON of a Value"))
+    });
+    ([(CONTENT_TYPE, "application/json")], answer.await).into_response()
+}
+
+/// What `/api/status` answers: see the module's doc.
+async fn answer(dashboard: &Dashboard) -> Value {
     let backends = dashboard.router.backends.list();
     let views = join_all(backends.iter().map(|b| node_view(b))).await;
     // Counted once the nodes have answered (up to NODE_VIEW_TIMEOUT), with
@@ -90,7 +117,7 @@ async fn api_status(State(dashboard): State<Dashboard>) -> Response {
     let at_unix_ms = node::version::unix_ms();
 
     let mut events = dashboard.events.recent();
-    let mut links = links(&dashboard, &backends);
+    let mut links = links(dashboard, &backends);
     let mut nodes = Vec::new();
     for (backend, view) in backends.iter().zip(views) {
         let view = match view {
@@ -112,14 +139,71 @@ async fn api_status(State(dashboard): State<Dashboard>) -> Response {
     events.sort_by_key(|e| e.at_unix_ms);
     let skip = events.len().saturating_sub(RECENT_EVENTS);
 
-    Json(json!({
+    json!({
         "at_unix_ms": at_unix_ms,
         "balancer": json::status(&status),
         "links": links,
         "nodes": nodes,
         "events": events[skip..].iter().map(json::event).collect::<Vec<_>>(),
-    }))
-    .into_response()
+    })
+}
+
+/// One answer made at a time, and given to everyone who asks while it is
+/// being made or soon after: a single flight.
+pub struct OneAtATime<T> {
+    last: Arc<Mutex<Option<Begun<T>>>>,
+}
+
+/// The answer last begun, and when.
+type Begun<T> = (tokio::time::Instant, Answer<T>);
+
+/// An answer being made, or made, that every clone of it gets.
+type Answer<T> = Shared<BoxFuture<'static, T>>;
+
+impl<T: Clone + Send + Sync + 'static> OneAtATime<T> {
+    /// The answer: the one being made, or one begun less than `fresh_for`
+    /// ago; else a new one, from `make`.
+    pub fn get<F>(
+        &self,
+        fresh_for: Duration,
+        make: impl FnOnce() -> F,
+    ) -> Shared<BoxFuture<'static, T>>
+    where
+        F: Future<Output = T> + Send + 'static,
+    {
+        let mut last = self.last.lock().expect("answers poisoned");
+        if let Some((began, answer)) = last.as_ref()
+            && (answer.peek().is_none() || began.elapsed() < fresh_for)
+        {
+            return answer.clone();
+        }
+        let answer = make().boxed().shared();
+        *last = Some((tokio::time::Instant::now(), answer.clone()));
+        answer
+    }
+}
+
+// Not derived: they would ask the same of `T`, which needs neither.
+impl<T> Default for OneAtATime<T> {
+    fn default() -> Self {
+        OneAtATime {
+            last: Arc::default(),
+        }
+    }
+}
+
+impl<T> Clone for OneAtATime<T> {
+    fn clone(&self) -> Self {
+        OneAtATime {
+            last: self.last.clone(),
+        }
+    }
+}
+
+impl<T> fmt::Debug for OneAtATime<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OneAtATime").finish_non_exhaustive()
+    }
 }
 
 /// One node's view, or why there is none.
@@ -198,4 +282,44 @@ fn link_row(from: &str, to: &str, link: Option<Value>, far_end: Option<&str>) ->
 /// `None` (JSON `null`) for an empty string: plaintext has no identities.
 fn non_empty(s: String) -> Option<String> {
     (!s.is_empty()).then_some(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// Asked by many at once, the answer is made once; asked again within
+    /// `fresh_for` of its beginning, it is given again; after, made anew.
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_is_made_once_for_everyone_who_asks_meanwhile() {
+        let answers = OneAtATime::<usize>::default();
+        let made = Arc::new(AtomicUsize::new(0));
+        let (release, released) = tokio::sync::watch::channel(false);
+        let ask = || {
+            let (made, mut released) = (made.clone(), released.clone());
+            answers.get(ANSWER_FRESH_FOR, move || async move {
+                let _ = released.wait_for(|go| *go).await;
+                made.fetch_add(1, Ordering::SeqCst) + 1
+            })
+        };
+        // Ten requests while the first answer is being made, for longer
+        // than an answer stays fresh: one answer.
+        let waiting: Vec<_> = (0..10).map(|_| tokio::spawn(ask())).collect();
+        tokio::time::advance(ANSWER_FRESH_FOR * 2).await;
+        let late = tokio::spawn(ask());
+        release.send(true).unwrap();
+        for answer in waiting.into_iter().chain([late]) {
+            assert_eq!(answer.await.unwrap(), 1);
+        }
+        assert_eq!(made.load(Ordering::SeqCst), 1);
+        // Made, and begun longer ago than it stays fresh: made anew, and
+        // that one given again within its freshness.
+        assert_eq!(ask().await, 2);
+        tokio::time::advance(ANSWER_FRESH_FOR / 2).await;
+        assert_eq!(ask().await, 2);
+        tokio::time::advance(ANSWER_FRESH_FOR).await;
+        assert_eq!(ask().await, 3);
+    }
 }

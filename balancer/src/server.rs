@@ -135,6 +135,7 @@ pub async fn run(
             denials: denials.clone(),
             identity: identity.clone(),
             tls: config.serving.tls,
+            answers: Default::default(),
         };
         background.spawn(metrics::serve(
             listener,
