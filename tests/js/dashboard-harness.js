@@ -36,6 +36,8 @@ const drawn = () => ({
   banner: { shown: elements.banner.style.display, text: text(elements.banner) },
   rps: text(elements.rps),
   page: elements.page.className,
+  head: document.getElementById("head").className,
+  retries: text(document.getElementById("retries")),
   tiles: elements.tiles.children.map(text),
   tileRps: classed(elements.tiles, "rps").map(text),
   bars: classed(elements.tiles, "bar").map((bar) => bar.children[0].style.width),
@@ -166,6 +168,11 @@ const scenarios = {
   answer = async () => ({ ok: false, status: 500, json: async () => { throw new Error("not JSON"); } });
   await poll();
   out.failing = drawn();
+  // Another program on the balancer's port answers with its own page.
+  const notJson = `Unexpected token '<', "<!doctype "... is not valid JSON`;
+  answer = async () => ({ ok: true, status: 200, json: async () => { throw new SyntaxError(notJson); } });
+  await poll();
+  out.notStatus = drawn();
   // Back: two answers counted 1.5 s apart by the balancer, 300 requests
   // between them, whenever they arrive, all to n1, which is named
   // `constructor` here: a name a node may take, and a plain object's key.

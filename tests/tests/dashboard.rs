@@ -219,7 +219,18 @@ fn the_dashboard_shows_traffic_keys_links_and_events_and_metrics_agree() {
             .find(|t| t.starts_with(&format!("{name} ")))
             .unwrap_or_else(|| panic!("no tile for {name} in {scenario}: {drawn:#}"))
     };
-    assert_eq!(drawn["healthy"]["banner"]["shown"], "none", "{drawn:#}");
+    // Every answer drew whole: the page's script throwing part-way (after
+    // the tiles, say) shows only its own banner, which no other assertion
+    // would notice.
+    let unanswered = ["paused", "failing", "notStatus"];
+    for (scenario, seen) in drawn.as_object().unwrap() {
+        let shown = seen["banner"]["shown"].as_str();
+        let expected = match unanswered.contains(&scenario.as_str()) {
+            true => "block",
+            false => "none",
+        };
+        assert_eq!(shown, Some(expected), "{scenario}: {seen:#}");
+    }
     assert_eq!(tiles("healthy").len(), 3, "{drawn:#}");
     for name in ["n1", "n2", "n3"] {
         let tile = tile("healthy", name);
@@ -310,6 +321,8 @@ fn the_dashboard_shows_traffic_keys_links_and_events_and_metrics_agree() {
         ]),
         "{drawn:#}"
     );
+    // ...nor says a node did not answer.
+    assert_eq!(drawn["noNodes"]["quorum"], "No nodes yet.", "{drawn:#}");
     // A killed node: ejected, and its keys short of a copy for want of nodes.
     assert!(tile("killed", "n3").starts_with("n3 ejected "), "{drawn:#}");
     // One dead before the balancer started, which knows it only by its
@@ -333,19 +346,36 @@ fn the_dashboard_shows_traffic_keys_links_and_events_and_metrics_agree() {
     assert_eq!(
         drawn["paused"]["banner"]["text"],
         "The balancer does not answer (no answer within 3 s); still trying every second. \
-         What is below is its last answer, not live.",
+         What is shown is its last answer, not live.",
         "{drawn:#}"
     );
+    // The header's counts too: they are the last answer's.
     assert_eq!(drawn["paused"]["page"], "stale", "{drawn:#}");
+    assert_eq!(drawn["paused"]["head"], "stale", "{drawn:#}");
     assert_eq!(
         drawn["failing"]["banner"]["text"],
         "The balancer answers with an error (HTTP 500); still trying every second. \
-         What is below is its last answer, not live.",
+         What is shown is its last answer, not live.",
+        "{drawn:#}"
+    );
+    // Another program on the port (a page, not JSON) is not "the balancer".
+    assert_eq!(
+        drawn["notStatus"]["banner"]["text"],
+        "What answers here is not the balancer's status (Unexpected token '<', \"<!doctype \"... \
+         is not valid JSON); is another program on its port?; still trying every second. \
+         What is shown is its last answer, not live.",
         "{drawn:#}"
     );
     assert_eq!(drawn["paused"]["rps"], "—", "{drawn:#}");
     // The first answer back is live, but a rate needs two: not known, not 0.
     assert_eq!(drawn["back"]["page"], "", "{drawn:#}");
+    assert_eq!(drawn["back"]["head"], "", "{drawn:#}");
+    // Each tile shows a rate and a bar (the checks below look at each).
+    for scenario in ["back", "rates", "renamed"] {
+        let count = |what: &str| drawn[scenario][what].as_array().map(Vec::len);
+        assert_eq!(count("tileRps"), count("tiles"), "{scenario}: {drawn:#}");
+        assert_eq!(count("bars"), count("tiles"), "{scenario}: {drawn:#}");
+    }
     assert_eq!(drawn["back"]["rps"], "—", "{drawn:#}");
     let first = drawn["back"]["tileRps"].as_array().unwrap();
     assert!(
