@@ -152,8 +152,20 @@ pub fn build_image_from_source(tag: &str) {
     );
 }
 
+/// What Docker adds to every container's file system, which `docker export`
+/// lists: anything else under `/etc` or `/dev` (a CA bundle, a `passwd`, a
+/// whole distribution's `/etc`) came from the image.
+const ADDED_BY_DOCKER: [&str; 6] = [
+    ".dockerenv",
+    "dev/console",
+    "etc/hostname",
+    "etc/hosts",
+    "etc/mtab",
+    "etc/resolv.conf",
+];
+
 /// The files an image holds, leaving out what Docker adds to every container
-/// (`/.dockerenv`, `/dev`, `/etc/hosts` and friends, `/proc`, `/sys`).
+/// (`ADDED_BY_DOCKER`; `/proc` and `/sys` are mounted, and empty here).
 pub fn image_files(image: &str) -> Vec<String> {
     let container = Created(docker_ok(&["create", image]).trim().to_string());
     let export = tempfile::NamedTempFile::new().expect("a temp file");
@@ -162,15 +174,15 @@ pub fn image_files(image: &str) -> Vec<String> {
     drop(container);
     let mut list = Command::new("tar");
     list.args(["-tf", path]);
-    let mut files: Vec<String> = run(list)
-        .stdout
+    image_files_in(&run(list).stdout)
+}
+
+/// The files in `listing` (`tar -t`'s) that are not directories, nor what
+/// Docker adds to a container.
+fn image_files_in(listing: &str) -> Vec<String> {
+    let mut files: Vec<String> = listing
         .lines()
-        .filter(|f| !f.ends_with('/') && *f != ".dockerenv")
-        .filter(|f| {
-            !["dev/", "etc/", "proc/", "sys/"]
-                .iter()
-                .any(|d| f.starts_with(d))
-        })
+        .filter(|f| !f.ends_with('/') && !ADDED_BY_DOCKER.contains(f))
         .map(str::to_string)
         .collect();
     files.sort();
@@ -642,7 +654,23 @@ fn run(mut command: Command) -> Output {
 
 #[cfg(test)]
 mod tests {
-    use super::owner;
+    use super::{image_files_in, owner};
+
+    /// What `docker export` lists for a container of a scratch image
+    /// holding one program: only the program is the image's. Files under
+    /// `/etc` that Docker did not add are the image's too.
+    #[test]
+    fn only_what_docker_adds_is_left_out_of_an_images_files() {
+        let export = ".dockerenv\ndev/\ndev/console\ndev/pts/\ndev/shm/\netc/\n\
+                      etc/hostname\netc/hosts\netc/mtab\netc/resolv.conf\nclusterlab\n\
+                      proc/\nsys/\n";
+        assert_eq!(image_files_in(export), ["clusterlab"]);
+        let with_a_ca_bundle = format!("{export}etc/ssl/certs/ca-certificates.crt\n");
+        assert_eq!(
+            image_files_in(&with_a_ca_bundle),
+            ["clusterlab", "etc/ssl/certs/ca-certificates.crt"]
+        );
+    }
 
     #[test]
     fn only_test_projects_have_an_owner() {

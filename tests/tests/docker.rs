@@ -263,27 +263,41 @@ fn the_compose_file_works_with_compose_v2_and_v1() {
 
 /// The README's commands name containers `clusterlab-node-2`: `.env` names the
 /// project, so that holds wherever the checkout is and whatever it is called.
+/// (Checked in a directory of another name, where without `.env` the project
+/// would take the directory's: a clone called `clusterlab` could not tell.)
 #[test]
 fn the_project_is_called_clusterlab_whatever_the_directory() {
     if !docker::available() || !ComposeTool::V2.required() {
         return;
     }
     let elsewhere = tempfile::tempdir().expect("a temporary directory");
-    let out = std::process::Command::new("docker")
-        .args(["compose", "-f"])
-        .arg(docker::root().join("docker-compose.yml"))
-        .args(["config", "--format", "json"])
-        .current_dir(elsewhere.path())
-        .env_remove("COMPOSE_PROJECT_NAME")
-        .output()
-        .expect("running docker compose config");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let checkout = elsewhere.path().join("not-clusterlab");
+    std::fs::create_dir(&checkout).unwrap();
+    for file in ["docker-compose.yml", ".env"] {
+        std::fs::copy(docker::root().join(file), checkout.join(file)).unwrap();
+    }
+    let project = || {
+        let out = std::process::Command::new("docker")
+            .args(["compose", "config", "--format", "json"])
+            .current_dir(&checkout)
+            .env_remove("COMPOSE_PROJECT_NAME")
+            .output()
+            .expect("running docker compose config");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let config: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        config["name"].clone()
+    };
+    assert_eq!(project(), "clusterlab");
+    std::fs::remove_file(checkout.join(".env")).unwrap();
+    assert_eq!(
+        project(),
+        "not-clusterlab",
+        "the test cannot tell .env's doing"
     );
-    let config: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
-    assert_eq!(config["name"], "clusterlab", "{config}");
 }
 
 #[test]
@@ -630,6 +644,33 @@ fn sniff_writes(compose: &Compose, key: &str, value: &str) -> (String, usize) {
     (out.stdout, writes)
 }
 
+/// The client randoms, in hex as a key log writes them, of the TLS
+/// ClientHellos in `pcap` that came to the balancer's port (7000) from
+/// another container: not from its own loopback.
+fn client_hellos_to_the_balancer(pcap: &[u8]) -> Vec<String> {
+    let mut reader = pcap_file::pcap::PcapReader::new(pcap).expect("a pcap file");
+    let mut randoms = Vec::new();
+    while let Some(packet) = reader.next_packet() {
+        let packet = packet.expect("a whole pcap record");
+        let Some(segment) = client::sniff::Segment::parse(&packet.data) else {
+            continue;
+        };
+        // A handshake record (22) whose first message is a ClientHello (1):
+        // the random follows the record's header (5 bytes), the message's
+        // (4) and its version (2).
+        let hello = segment.payload;
+        if segment.dst.1 != 7000
+            || segment.src.0.is_loopback()
+            || hello.len() < 43
+            || (hello[0], hello[5]) != (22, 1)
+        {
+            continue;
+        }
+        randoms.push(hello[11..43].iter().map(|b| format!("{b:02x}")).collect());
+    }
+    randoms
+}
+
 /// The pcap file the sniffer wrote: a pcap header and some packets.
 fn assert_pcap(dir: &std::path::Path) {
     let pcap = std::fs::read(dir.join("lab.pcap")).expect("the sniffer's pcap file");
@@ -693,10 +734,19 @@ fn on_the_wire_mutual_tls_hides_keys_and_values() {
     assert_pcap(captures.path());
 
     // The key log lab: the balancer wrote the session secrets Wireshark needs
-    // to decrypt that capture, and warned that it did.
+    // to decrypt that capture, and warned that it did. Those of the clients'
+    // connections in the capture: the balancer's own health checks (a client
+    // in its container, which has the variable too) write there as well.
     let keys = std::fs::read_to_string(captures.path().join("keys.log")).unwrap_or_default();
     assert!(keys.contains("CLIENT_TRAFFIC_SECRET_0"), "{keys}");
     assert!(keys.contains("SERVER_TRAFFIC_SECRET_0"), "{keys}");
+    let pcap = std::fs::read(captures.path().join("lab.pcap")).unwrap();
+    let hellos = client_hellos_to_the_balancer(&pcap);
+    assert!(
+        hellos.iter().any(|random| keys.contains(random.as_str())),
+        "none of the {} clients' handshakes in the capture is in the key log:\n{keys}",
+        hellos.len()
+    );
     let logs = compose.logs();
     assert!(logs.contains("SSLKEYLOGFILE is set"), "{logs}");
 
