@@ -9,6 +9,21 @@ use std::error::Error as StdError;
 
 use rustls::{AlertDescription, CertificateError};
 
+/// The error and its causes, joined with ": ": tonic's own words for a failed
+/// connection are only "transport error".
+pub fn chain(err: &(dyn StdError + 'static)) -> String {
+    let mut parts = vec![err.to_string()];
+    let mut next = err.source();
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !parts.last().is_some_and(|last| last.contains(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    parts.join(": ")
+}
+
 /// Finds the rustls error somewhere in an error's chain of causes, if there is one.
 ///
 /// `std::io::Error` hides the error it wraps from `source()`, so each I/O error in

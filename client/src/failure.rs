@@ -255,7 +255,7 @@ impl Failure {
                 drop_plaintext()
             ),
             false => transport_reason(err, addr)
-                .unwrap_or_else(|| format!("cannot connect to {addr}: {}", chain(err))),
+                .unwrap_or_else(|| format!("cannot connect to {addr}: {}", explain::chain(err))),
         };
         Failure::new("UNAVAILABLE", reason)
     }
@@ -415,20 +415,6 @@ fn io_error(status: &tonic::Status) -> Option<&std::io::Error> {
 fn cause<E: StdError + 'static>(status: &tonic::Status) -> Option<&E> {
     std::iter::successors(StdError::source(status), |&e| e.source())
         .find_map(|e| e.downcast_ref::<E>())
-}
-
-/// The error and its causes, joined with ": ".
-fn chain(err: &(dyn StdError + 'static)) -> String {
-    let mut parts = vec![err.to_string()];
-    let mut next = err.source();
-    while let Some(e) = next {
-        let text = e.to_string();
-        if !parts.last().is_some_and(|last| last.contains(&text)) {
-            parts.push(text);
-        }
-        next = e.source();
-    }
-    parts.join(": ")
 }
 
 use proto::code_name;

@@ -1163,7 +1163,7 @@ async fn channel_or_plaintext(
         None => Ok(Dialer::new(None)
             .connect(addr)
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(|e| certs::explain::chain(&e))?
             .0),
     }
 }
@@ -1178,7 +1178,7 @@ pub async fn channel_as(
     let (channel, _) = Dialer::new(Some(tls))
         .connect(addr)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| certs::explain::chain(&e))?;
     Ok(channel)
 }
 

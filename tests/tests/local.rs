@@ -811,25 +811,43 @@ fn a_second_clusterlab_local_refuses_to_start_and_leaves_the_first_alone() {
     assert!(status.success(), "clusterlab-local exited with {status}");
 }
 
-/// `--dir` naming a file (or a path through one) says so, and what to give.
+/// `--dir` naming a file (or a path through one) says so, and what to give;
+/// so does a file where the certificates go, in `--dir`'s words (it said
+/// `clusterlab-certs`' "give --out a directory").
 #[test]
 fn a_file_given_for_its_directory_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("notes.txt");
     std::fs::write(&file, "").unwrap();
-    let local = local_command()
-        .args(["--port", &free_port_block().to_string(), "--dir"])
-        .arg(file.join("cluster"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("running clusterlab-local");
-    let (status, stderr) = exit_by_itself(local, "with a file for its directory");
-    assert_eq!(status.code(), Some(1), "{stderr}");
+    let exit_with = |cluster: &Path, when: &str| {
+        let local = local_command()
+            .args(["--port", &free_port_block().to_string(), "--dir"])
+            .arg(cluster)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running clusterlab-local");
+        let (status, stderr) = exit_by_itself(local, when);
+        assert_eq!(status.code(), Some(1), "{stderr}");
+        stderr
+    };
+    let stderr = exit_with(&file.join("cluster"), "with a file for its directory");
     assert!(
         stderr.contains(&format!(
             "{} is a file, so no directory can be made in it; give --dir a directory",
             file.display()
+        )),
+        "{stderr}"
+    );
+    let cluster = dir.path().join("cluster");
+    std::fs::create_dir(&cluster).unwrap();
+    std::fs::write(cluster.join("certs"), "").unwrap();
+    let stderr = exit_with(&cluster, "with a file for its certificates' directory");
+    assert!(
+        stderr.contains(&format!(
+            "cannot keep the certificates in {}: it is a file; move it away, or give --dir \
+             another directory",
+            cluster.join("certs").display()
         )),
         "{stderr}"
     );

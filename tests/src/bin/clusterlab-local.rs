@@ -130,6 +130,15 @@ fn sibling(name: &str) -> Result<PathBuf, String> {
 /// which node proved itself, and one node can be revoked alone. (Compose nodes
 /// share `node.pem`, since `--scale` cannot hand each replica a file.)
 fn make_certificates(dir: &Path, nodes: &[String]) -> Result<(), String> {
+    // Said here, in our flag's words: `clusterlab-certs` would name its own
+    // `--out`, which nobody typed.
+    if let Some(why) = certs::files::file_in_the_way(dir) {
+        return Err(format!(
+            "cannot keep the certificates in {}: {why}; move it away, or give --dir another \
+             directory",
+            dir.display()
+        ));
+    }
     // Its stderr on success: notes, for a person to read.
     let certs_tool = |args: &[&str]| -> Result<String, String> {
         let out = tests::without_clusterlab_env(&mut std::process::Command::new(sibling(
@@ -320,7 +329,7 @@ async fn run(args: Args) -> Result<(), String> {
     ));
     std::thread::spawn(watch_stdout);
     let (became_ready, ready) = tokio::sync::watch::channel(false);
-    tokio::spawn(announce_ready(
+    let announcing = tokio::spawn(announce_ready(
         certs.clone(),
         balancer_addr.clone(),
         names.clone(),
@@ -416,6 +425,9 @@ async fn run(args: Args) -> Result<(), String> {
             }
         }
     }
+    // Stopping, nothing is about to be ready: no "ready" or "not ready" line
+    // among the stops.
+    announcing.abort();
     // SIGTERM to each, so they drain (and SIGCONT, for one paused), then
     // wait for all of them. Ctrl-C in a terminal has already sent SIGINT to
     // every one of them (they share its process group), so some may be gone.
