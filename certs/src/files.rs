@@ -43,6 +43,10 @@ pub(crate) fn is_compose_volume(dir: &Path) -> bool {
 /// is made by `docker compose up -d`, not by a clusterlab-certs on the host.
 pub(crate) fn no_pki_advice(dir: &Path) -> String {
     let shown = crate::flags::shell_word(&dir.display().to_string());
+    // No directory can be made there: advice to make one would fail.
+    if let Some(why) = file_in_the_way(dir) {
+        return format!("{why}; give --out the directory `clusterlab-certs init` wrote");
+    }
     match is_compose_volume(dir) {
         true => format!(
             "in docker compose, `docker compose up -d` makes it (or, alone, `{} init --keep \
@@ -486,14 +490,18 @@ pub(crate) fn lock(dir: &Path) -> Result<std::fs::File> {
     Ok(file)
 }
 
-/// Makes `--out`'s directory, and its parents, if missing.
-pub(crate) fn create_dir(dir: &Path) -> Result<()> {
+/// Makes a directory, and its parents, if missing: `--out`, or where
+/// `--ca-key` goes (`flag`, named if a file stands in the way).
+pub(crate) fn create_dir(dir: &Path, flag: &str) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|source| Error::File {
         action: "cannot create directory",
         path: dir.to_path_buf(),
-        hint: match file_in_the_way(dir) {
-            Some(why) => format!("; {why}; give --out a directory (made if missing)"),
-            None => String::new(),
+        hint: match (file_in_the_way(dir), flag) {
+            (Some(why), "--out") => format!("; {why}; give --out a directory (made if missing)"),
+            (Some(why), flag) => {
+                format!("; {why}; give {flag} a path whose directories can be made")
+            }
+            (None, _) => String::new(),
         },
         cause: source,
     })
@@ -726,13 +734,23 @@ mod tests {
             "{err}"
         );
         let file = dir.path().join(CA_CERT);
-        let err = create_dir(&file.join("sub")).unwrap_err().to_string();
+        let err = create_dir(&file.join("sub"), "--out")
+            .unwrap_err()
+            .to_string();
         assert!(
             err.ends_with(&format!(
                 "; {} is a file, so no directory can be made in it; give --out a directory \
                  (made if missing)",
                 file.display()
             )),
+            "{err}"
+        );
+        // Where the CA's key goes, the flag that named it.
+        let err = create_dir(&file.join("sub"), "--ca-key")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.ends_with("give --ca-key a path whose directories can be made"),
             "{err}"
         );
         assert_eq!(file_in_the_way(&file).as_deref(), Some("it is a file"));

@@ -186,7 +186,7 @@ impl Pki {
             }
         } else {
             if let Some(parent) = self.ca_key.parent() {
-                files::create_dir(parent)?;
+                files::create_dir(parent, "--ca-key")?;
             }
             // Copied, whole and on disk, before the original goes: a copy
             // across volumes, which a rename is not.
@@ -328,26 +328,16 @@ pub fn check_whole(pki: impl Into<Pki>) -> Result<()> {
     }
 }
 
-/// Creates the demo PKI: its files in the directory, the CA's key where
-/// `pki` says. Refuses to replace an existing one, or any file of a name it
-/// writes, unless `force`.
-pub fn init(pki: impl Into<Pki>, force: bool) -> Result<Vec<Issued>> {
-    let pki = pki.into();
+/// Refuses an `init` (without --force) that would write over a PKI, a CA
+/// key, or any file of a name it writes.
+fn nothing_to_write_over(pki: &Pki) -> Result<()> {
     let dir = pki.dir();
-    let ca_path = dir.join(files::CA_CERT);
-    if exists(dir) && !force {
-        return Err(Error::AlreadyExists(dir.to_path_buf()));
-    }
-    files::create_dir(dir)?;
-    let _lock = files::lock(dir)?;
-    // Again, under the lock: another `init` may have made one meanwhile
-    // (two compose services starting at once), which this would replace.
-    if exists(dir) && !force {
+    if exists(dir) {
         return Err(Error::AlreadyExists(dir.to_path_buf()));
     }
     // A key kept apart without its CA: the directory was emptied, the key's
     // place was not. Neither is the directory's doing.
-    if pki.key_apart() && pki.ca_key.exists() && !force {
+    if pki.key_apart() && pki.ca_key.exists() {
         return Err(Error::CaKeyWithoutPki {
             key: pki.ca_key.clone(),
             dir: dir.to_path_buf(),
@@ -355,15 +345,37 @@ pub fn init(pki: impl Into<Pki>, force: bool) -> Result<Vec<Issued>> {
     }
     // No CA, but files of our names: another tool's (`--out .` in a project
     // with its own README.txt), or an `init` that stopped part-way.
-    let taken: Vec<String> = init_files(&pki)
+    let taken: Vec<String> = init_files(pki)
         .into_iter()
-        .filter(|name| init_file_exists(&pki, name))
+        .filter(|name| init_file_exists(pki, name))
         .collect();
-    if !taken.is_empty() && !force {
-        return Err(Error::WouldOverwrite {
+    match taken.is_empty() {
+        true => Ok(()),
+        false => Err(Error::WouldOverwrite {
             dir: dir.to_path_buf(),
             files: taken.join(", "),
-        });
+        }),
+    }
+}
+
+/// Creates the demo PKI: its files in the directory, the CA's key where
+/// `pki` says. Refuses to replace an existing one, or any file of a name it
+/// writes, unless `force`.
+pub fn init(pki: impl Into<Pki>, force: bool) -> Result<Vec<Issued>> {
+    let pki = pki.into();
+    let dir = pki.dir();
+    let ca_path = dir.join(files::CA_CERT);
+    if !force {
+        // Before anything is written (the directory, its lock file), so
+        // that a refusal leaves none of ours beside another tool's files.
+        nothing_to_write_over(&pki)?;
+    }
+    files::create_dir(dir, "--out")?;
+    let _lock = files::lock(dir)?;
+    // Again, under the lock: another `init` may have made one meanwhile
+    // (two compose services starting at once), which this would replace.
+    if !force {
+        nothing_to_write_over(&pki)?;
     }
 
     let now = OffsetDateTime::now_utc();
@@ -373,7 +385,7 @@ pub fn init(pki: impl Into<Pki>, force: bool) -> Result<Vec<Issued>> {
     // directory) must not leave a ca.pem without it, which `init` would
     // then refuse to replace without --force.
     if let Some(parent) = pki.ca_key.parent() {
-        files::create_dir(parent)?;
+        files::create_dir(parent, "--ca-key")?;
     }
     // Each whole or not at all: a crash or a full disk in the middle of
     // `init --force` must not leave half a key in place of the old one.
@@ -432,6 +444,14 @@ pub fn issue(pki: impl Into<Pki>, identity: Identity) -> Result<Issued> {
     let _lock = files::lock(dir)?;
     let cert_path = files::cert_path(dir, &identity.name);
     if cert_path.exists() {
+        // One another CA signed (left over from `init --force`) cannot be
+        // revoked first, as NameTaken advises: it is only to be deleted.
+        if let Some(cert) = files::load_certs(&cert_path)
+            .ok()
+            .and_then(|c| c.into_iter().next())
+        {
+            check_signed_by_ca(dir, &identity.name, &cert_path, &cert)?;
+        }
         return Err(Error::NameTaken {
             dir: dir.to_path_buf(),
             name: identity.name,
@@ -524,7 +544,7 @@ fn revoke_locked(pki: &Pki, name: &str) -> Result<Revocation> {
         path: cert_path.clone(),
         problem: "the certificate cannot be parsed".into(),
     })?;
-    check_signed_by_ca(dir, &cert_path, &cert)?;
+    check_signed_by_ca(dir, name, &cert_path, &cert)?;
     let crl_path = dir.join(revocation::CRL_FILE);
     let started_over = !crl_path.exists();
     let (mut revoked, number) = read_crl(&crl_path, &dir.join(files::CA_CERT))?;
@@ -569,8 +589,9 @@ fn revoke_locked(pki: &Pki, name: &str) -> Result<Revocation> {
 
 /// Refuses a certificate the CA in `dir` did not sign: its list cannot
 /// revoke it (a list names serials of its own CA's certificates), and no
-/// process of the cluster trusts it anyway.
-fn check_signed_by_ca(dir: &Path, cert_path: &Path, cert: &[u8]) -> Result<()> {
+/// process of the cluster trusts it anyway; `name`'s files are only to be
+/// deleted.
+fn check_signed_by_ca(dir: &Path, name: &str, cert_path: &Path, cert: &[u8]) -> Result<()> {
     let ca_path = dir.join(files::CA_CERT);
     let ca = files::load_certs(&ca_path)?.remove(0);
     let parse = |der, path: &Path| {
@@ -594,8 +615,9 @@ fn check_signed_by_ca(dir: &Path, cert_path: &Path, cert: &[u8]) -> Result<()> {
         path: cert_path.to_path_buf(),
         problem: format!(
             "not signed by this directory's CA ({}) but by {by}, so its revocation list \
-             cannot revoke it; no process of this cluster trusts it anyway",
-            ca_path.display()
+             cannot revoke it; no process of this cluster trusts it anyway: {}",
+            ca_path.display(),
+            files::left_over_advice(dir, name)
         ),
     })
 }
@@ -1087,6 +1109,21 @@ mod tests {
             "a project's own notes"
         );
         assert!(!exists(dir.path()), "no CA was written");
+        // Nor anything else: no lock file of ours among theirs.
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, [README_FILE, "writer.key"]);
+        // A key kept apart without a CA is refused before the directory is
+        // made, too.
+        let kept = dir.path().join("kept.key");
+        std::fs::write(&kept, "a CA key").unwrap();
+        let elsewhere = dir.path().join("new");
+        let err = init(Pki::at(&elsewhere).with_ca_key(&kept), false).unwrap_err();
+        assert!(matches!(err, Error::CaKeyWithoutPki { .. }), "{err}");
+        assert!(!elsewhere.exists());
 
         init(dir.path(), true).unwrap();
         check_whole(dir.path()).unwrap();
@@ -1274,6 +1311,19 @@ mod tests {
             ),
             "{compose}"
         );
+        // A file for --out: no directory can be made there, so no `init`
+        // there is advised.
+        let file = dir.path().join("notes.txt");
+        std::fs::write(&file, "").unwrap();
+        let refused = issue(file.as_path(), Identity::new(Kind::Client, "x").unwrap())
+            .map(drop)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused
+                .ends_with("it is a file; give --out the directory `clusterlab-certs init` wrote"),
+            "{refused}"
+        );
     }
 
     /// Only a certificate of this CA naming an identity can be revoked;
@@ -1316,8 +1366,40 @@ mod tests {
             "{intruder}"
         );
         assert_eq!(std::fs::read(dir.path().join("crl.pem")).unwrap(), crl);
+        // What to do instead: delete it.
+        assert!(
+            intruder.contains(&format!(
+                "no process of this cluster trusts it anyway: delete {}",
+                dir.path().join("intruder.pem").display()
+            )),
+            "{intruder}"
+        );
         // A real identity still can be.
         assert!(revoke(dir.path(), "writer").unwrap().newly);
+    }
+
+    /// A name left over from the CA `init --force` replaced is taken, but
+    /// not to be revoked first, as a name of this CA's is: `issue` said to
+    /// revoke it, and `revoke` refused. It says to delete it.
+    #[test]
+    fn issuing_a_name_left_over_from_another_ca_says_to_delete_it() {
+        let dir = tempfile::tempdir().unwrap();
+        init(dir.path(), false).unwrap();
+        let alice = Identity::new(Kind::Client, "alice").unwrap();
+        issue(dir.path(), alice.clone()).unwrap();
+        let ours = issue(dir.path(), alice.clone()).unwrap_err().to_string();
+        assert!(ours.contains("first revoke it"), "{ours}");
+        init(dir.path(), true).unwrap();
+        let left_over = issue(dir.path(), alice).unwrap_err().to_string();
+        assert!(
+            left_over.contains("alice.pem: not signed by this directory's CA")
+                && left_over.contains(&format!(
+                    "delete {}",
+                    dir.path().join("alice.pem").display()
+                ))
+                && !left_over.contains("first revoke it"),
+            "{left_over}"
+        );
     }
 
     /// A damaged `crl.pem` is not taken for an empty list: revoking over it

@@ -21,7 +21,7 @@
 //!   at their next read or write (`crate::dial`'s `Revocable`).
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     path::{Path, PathBuf},
     sync::{
         Arc, RwLock,
@@ -139,11 +139,10 @@ impl Revocations {
         // taken up, whatever its number too: it un-revokes nobody (a list
         // rebuilt after crl.pem was lost, each revocation made again, has
         // the number of the list in force).
-        let dropped: Vec<String> = current
+        let dropped: Vec<&Vec<u8>> = current
             .serials
             .iter()
             .filter(|serial| !loaded.serials.contains(*serial))
-            .map(|serial| rcgen::SerialNumber::from_slice(serial).to_string())
             .collect();
         // The CA numbers its lists 1, 2, 3...: a list that is not above the
         // one in force is older, or made from an older one.
@@ -163,13 +162,23 @@ impl Revocations {
         // deleted, then `revoke` run twice) outnumbers the one in force
         // without what that one revoked.
         if !dropped.is_empty() {
+            // By name where the directory still holds the certificate: the
+            // name is what `revoke` takes.
+            let names = self.path.parent().map(names_by_serial).unwrap_or_default();
+            let dropped: Vec<String> = dropped
+                .iter()
+                .map(|serial| match names.get(*serial) {
+                    Some(name) => name.clone(),
+                    None => format!("serial {}", rcgen::SerialNumber::from_slice(serial)),
+                })
+                .collect();
             return Err(Error::Pem {
                 path: self.path.clone(),
                 problem: format!(
-                    "it lacks {} of the revocations in force (serial {}), and taking it \
-                     would un-revoke them: a list must keep every revocation. Revoke those \
-                     certificates again (`clusterlab-certs revoke`), or put back the newest \
-                     list, numbered {}",
+                    "it lacks {} of the revocations in force ({}), and taking it would \
+                     un-revoke them: a list must keep every revocation. Revoke those \
+                     certificates again (`clusterlab-certs revoke NAME`), or put back the \
+                     newest list, numbered {}",
                     dropped.len(),
                     dropped.join(", "),
                     current.number
@@ -351,6 +360,26 @@ pub(crate) fn several_lists(n: usize) -> String {
     )
 }
 
+/// The certificates in `dir` (`NAME.pem`) by serial number, for naming the
+/// revocations a list lacks: a person knows `writer`, not `3f:a1:...`.
+fn names_by_serial(dir: &Path) -> HashMap<Vec<u8>, String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return HashMap::new();
+    };
+    entries
+        .filter_map(|entry| {
+            let path = entry.ok()?.path();
+            let name = path
+                .file_name()?
+                .to_str()?
+                .strip_suffix(".pem")?
+                .to_string();
+            let leaf = files::load_certs(&path).ok()?.into_iter().next()?;
+            Some((serial_of(&leaf)?, name))
+        })
+        .collect()
+}
+
 /// The serial number of a DER certificate, as the CRL lists it.
 pub fn serial_of(der: &[u8]) -> Option<Vec<u8>> {
     let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der).ok()?;
@@ -368,6 +397,13 @@ pub fn expiry_of(der: &[u8]) -> Option<std::time::SystemTime> {
 mod tests {
     use super::*;
     use crate::pki;
+
+    /// Whether the list `revocations` would now load is refused with words
+    /// that contain `words`.
+    fn err_contains(revocations: &Revocations, words: &str) -> bool {
+        let err = revocations.reload().unwrap_err().to_string();
+        err.contains(words)
+    }
 
     fn serial(dir: &Path, name: &str) -> Vec<u8> {
         serial_of(&files::load_certs(&files::cert_path(dir, name)).unwrap()[0]).unwrap()
@@ -623,11 +659,26 @@ mod tests {
             pki::revoke(dir.path(), name).unwrap();
         }
         let err = revocations.reload().unwrap_err().to_string();
-        assert!(
-            err.contains("it lacks 2 of the revocations in force (serial ")
-                && err.contains("Revoke those certificates again"),
-            "{err}"
-        );
+        // By the names `revoke` takes, where the certificates are still
+        // there; by serial where one is gone.
+        let lacks = |names: [&str; 2]| {
+            let [a, b] = names;
+            [format!("({a}, {b})"), format!("({b}, {a})")]
+                .iter()
+                .any(|both| {
+                    err_contains(
+                        &revocations,
+                        &format!("it lacks 2 of the revocations in force {both}"),
+                    )
+                })
+        };
+        assert!(lacks(["writer", "revoked"]), "{err}");
+        assert!(err.contains("Revoke those certificates again"), "{err}");
+        let (here, away) = (dir.path().join("revoked.pem"), dir.path().join("away.txt"));
+        std::fs::rename(&here, &away).unwrap();
+        let unnamed = format!("serial {}", rcgen::SerialNumber::from_slice(&villain));
+        assert!(lacks(["writer", &unnamed]));
+        std::fs::rename(&away, &here).unwrap();
         assert!(revocations.is_revoked(&writer) && revocations.is_revoked(&villain));
 
         // Revoked again, they are on the list, which then goes into force.

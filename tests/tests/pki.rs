@@ -155,7 +155,8 @@ fn revoking_a_shared_identity_warns_that_it_cuts_off_every_process_of_its_kind()
 
 /// An empty CLUSTERLAB_CA_KEY is refused, not taken for "unset" as other
 /// empty variables are: that would write the CA's key among the
-/// certificates every process reads (a compose file's `${CA_KEY:-}`).
+/// certificates every process reads (a compose file's `${CA_KEY:-}`). So is
+/// a directory given for the key.
 #[test]
 fn an_empty_ca_key_variable_is_refused_and_no_key_is_written() {
     let tmp = tempfile::tempdir().unwrap();
@@ -185,6 +186,28 @@ fn an_empty_ca_key_variable_is_refused_and_no_key_is_written() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("no file named"), "{stderr}");
     assert!(!stderr.contains("CLUSTERLAB_CA_KEY"), "{stderr}");
+    assert!(!dir.exists());
+    // A directory is no file: it was taken for a CA key already there, and
+    // --force advised, which then failed writing to it.
+    let secrets = tmp.path().join("secrets");
+    std::fs::create_dir(&secrets).unwrap();
+    let out = tests::certs_command()
+        .args(["init", "--ca-key"])
+        .arg(&secrets)
+        .arg("--out")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{} is a directory; give the file in it the CA's key is kept in, such as {}",
+            secrets.display(),
+            secrets.join("ca.key").display()
+        )),
+        "{stderr}"
+    );
     assert!(!dir.exists());
 }
 

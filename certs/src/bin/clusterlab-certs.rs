@@ -83,15 +83,23 @@ struct Place {
 }
 
 /// A `--ca-key` FILE: an empty one names no file, and leaving the flag out
-/// (which keeps the key in DIR) is a choice to make on purpose.
+/// (which keeps the key in DIR) is a choice to make on purpose. A directory
+/// is no file either: it was taken for a key already there.
 fn key_file(text: &str) -> Result<PathBuf, String> {
-    match text.trim().is_empty() {
-        true => Err(
+    if text.trim().is_empty() {
+        return Err(
             "no file named; give the file the CA's key is kept in, or leave \
-                     --ca-key out to keep the key in the certificates directory"
+                    --ca-key out to keep the key in the certificates directory"
                 .into(),
-        ),
-        false => Ok(PathBuf::from(text)),
+        );
+    }
+    let path = PathBuf::from(text);
+    match path.is_dir() {
+        true => Err(format!(
+            "{text} is a directory; give the file in it the CA's key is kept in, such as {}",
+            path.join("ca.key").display()
+        )),
+        false => Ok(path),
     }
 }
 
