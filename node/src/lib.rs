@@ -129,7 +129,7 @@ impl Binding<'_> {
     async fn resolve(&self) -> anyhow::Result<Vec<std::net::SocketAddr>> {
         Ok(tokio::net::lookup_host(self.addr)
             .await
-            .map_err(|e| self.error(e, false))?
+            .map_err(|e| self.error(e, None))?
             .collect())
     }
 
@@ -139,10 +139,11 @@ impl Binding<'_> {
     ) -> anyhow::Result<tokio::net::TcpListener> {
         tokio::net::TcpListener::bind(resolved)
             .await
-            .map_err(|e| self.error(e, true))
+            .map_err(|e| self.error(e, Some(resolved)))
     }
 
-    fn error(&self, e: std::io::Error, resolved: bool) -> anyhow::Error {
+    /// `resolved`: the addresses `addr` stood for, if it was resolved.
+    fn error(&self, e: std::io::Error, resolved: Option<&[std::net::SocketAddr]>) -> anyhow::Error {
         let Binding {
             flag,
             addr,
@@ -158,11 +159,11 @@ impl Binding<'_> {
     }
 }
 
-/// What to do about `e`. `resolved` is false when `addr` was not HOST:PORT,
-/// or HOST is not a name this machine can resolve.
+/// What to do about `e`. `resolved` is what `addr` stood for; `None` when
+/// it was not HOST:PORT, or HOST is not a name this machine can resolve.
 fn listen_hint(
     e: &std::io::Error,
-    resolved: bool,
+    resolved: Option<&[std::net::SocketAddr]>,
     flag: &str,
     usual_port: u16,
     port: Port,
@@ -174,10 +175,15 @@ fn listen_hint(
         Port::Serving => String::new(),
         Port::Side => format!(", or turn it off with {flag} off"),
     };
-    if !resolved {
+    let Some(resolved) = resolved else {
         return format!(
             "; give {flag} an address of this machine as HOST:PORT, such as {here}{off}"
         );
+    };
+    // `[::1]:7100` where IPv6 is turned off: no address of another machine.
+    let ipv6 = !resolved.is_empty() && resolved.iter().all(std::net::SocketAddr::is_ipv6);
+    if ipv6 && rustix::io::Errno::from_io_error(e) == Some(rustix::io::Errno::AFNOSUPPORT) {
+        return format!("; this machine does not do IPv6: use {here}");
     }
     match e.kind() {
         std::io::ErrorKind::AddrInUse => format!(
@@ -186,6 +192,9 @@ fn listen_hint(
         std::io::ErrorKind::PermissionDenied => {
             format!("; ports below 1024 need privileges: use {flag} with port {usual_port}")
         }
+        std::io::ErrorKind::AddrNotAvailable if ipv6 => format!(
+            "; this machine has no such IPv6 address (is IPv6 turned off here?): use {here}"
+        ),
         std::io::ErrorKind::AddrNotAvailable => {
             format!("; that address belongs to another machine: use {here}")
         }
@@ -226,6 +235,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("belongs to another machine"), "{error}");
+        // An IPv6 address where IPv6 is turned off is no other machine's.
+        let loopback6: std::net::SocketAddr = "[::1]:7100".parse().unwrap();
+        let hint = |errno: rustix::io::Errno| {
+            let e = std::io::Error::from_raw_os_error(errno.raw_os_error());
+            listen_hint(&e, Some(&[loopback6]), "--listen", 7100, Port::Serving)
+        };
+        assert!(
+            hint(rustix::io::Errno::ADDRNOTAVAIL)
+                .starts_with("; this machine has no such IPv6 address (is IPv6 turned off here?)"),
+            "{}",
+            hint(rustix::io::Errno::ADDRNOTAVAIL)
+        );
+        assert!(
+            hint(rustix::io::Errno::AFNOSUPPORT)
+                .starts_with("; this machine does not do IPv6: use 127.0.0.1:7100"),
+            "{}",
+            hint(rustix::io::Errno::AFNOSUPPORT)
+        );
         let error = bind("--dashboard", "nonsense", 8080, Port::Side)
             .await
             .unwrap_err()
