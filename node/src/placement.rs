@@ -168,18 +168,37 @@ mod tests {
         }
     }
 
+    /// A member leaving moves only the keys it held, each to the member that
+    /// ranked next (N+1st) for it; every other key keeps its replicas, in
+    /// their order. (Five members to four, N=3: with as many members as
+    /// copies, every key is everywhere, and nothing could fail.) A member
+    /// joining is the same, read backwards.
     #[test]
     fn a_member_leaving_moves_only_its_own_keys() {
-        let before = ring(&["n1", "n2", "n3", "n4"], 3);
-        let after = ring(&["n1", "n2", "n3"], 3);
+        let five = ["n1", "n2", "n3", "n4", "n5"];
+        let before = ring(&five, 3);
+        let after = ring(&five[..4], 3);
+        let every = ring(&five, five.len());
+        let mut moved = 0;
         for key in keys().take(1000) {
             let old = before.replicas_of(&key);
             let new = after.replicas_of(&key);
-            // Every surviving replica keeps the key; at most one newcomer is added.
-            for member in old.iter().filter(|m| **m != "n4") {
-                assert!(new.contains(member), "{key}: {member} lost it");
+            if !old.contains(&"n5") {
+                assert_eq!(new, old, "{key}: a key n5 did not hold moved");
+                continue;
             }
+            moved += 1;
+            // The survivors, then the member that ranked fourth.
+            let ranked = every.replicas_of(&key);
+            let mut expected: Vec<&str> = old.iter().copied().filter(|m| *m != "n5").collect();
+            expected.push(ranked[3]);
+            let (mut new, mut expected) = (new, expected);
+            new.sort_unstable();
+            expected.sort_unstable();
+            assert_eq!(new, expected, "{key}");
         }
+        // About three in five keys were n5's.
+        assert!((500..700).contains(&moved), "{moved} of 1000 moved");
     }
 
     #[test]
