@@ -688,6 +688,8 @@ impl Membership {
             // This node answers with the address it advertises; a namesake
             // (often a copied command whose --name was left alone) with its own.
             if them.addr.is_empty() || them.addr == self.advertise {
+                // Not probed again: heard of once more, it is no news.
+                inner.addresses.learned.remove(&addr);
                 inner.addresses.own.insert(addr);
             } else if inner.addresses.namesakes.insert(addr.clone()) {
                 warn!(%addr, advertised = %them.addr, "another node has this node's name; it is not taken as a member");
@@ -1043,7 +1045,9 @@ fn learn(inner: &mut Inner, me: (&str, &str), member: &Member) {
     }
     let addresses = &inner.addresses;
     let known = match member.name == me.0 {
-        true => member.addr == me.1,
+        // Where it advertises, or another address it answered at (where a
+        // peer found it): no namesake to look for there.
+        true => member.addr == me.1 || addresses.own.contains(&member.addr),
         false => inner.peers.get(&member.name).is_some_and(|peer| {
             // Where it is, or where it answered before it moved: gossip from
             // a member that has not heard of the move yet.
@@ -1490,6 +1494,30 @@ mod tests {
             let mut readiness = Readiness::default();
             assert_eq!(readiness.after(second, false), !held_up, "{gossip:?}");
         }
+    }
+
+    /// An address a peer holds this node at, other than the one it
+    /// advertises (the peer found it there), is probed once: this node
+    /// answers there, and from then on it is no news. It stayed among the
+    /// addresses heard of and never probed, so that every round brought
+    /// news, and a node starting waited out every round before it was ready.
+    #[test]
+    fn this_nodes_own_address_heard_from_a_peer_is_news_once() {
+        let m = membership(Duration::from_secs(10));
+        let t0 = Instant::now();
+        let elsewhere = "10.0.0.9:7101";
+        let n2 = || {
+            let answer = answer("n2", "127.0.0.1:7102", &[("n1", elsewhere)]);
+            ("127.0.0.1:7102".to_string(), Ok(answer))
+        };
+        let round = |answers, at| m.tally(answers, t0 + Duration::from_millis(500) * at);
+        assert!(round(vec![n2()], 0).news, "n2 joined, and told of 10.0.0.9");
+        // Probed there, this node answers, as itself.
+        let itself = answer("n1", "127.0.0.1:7101", &[]);
+        round(vec![n2(), (elsewhere.to_string(), Ok(itself))], 1);
+        let third = round(vec![n2()], 2);
+        assert!(!third.news, "{third:?}");
+        assert!(!m.lock().addresses.learned.contains_key(elsewhere));
     }
 
     #[test]
