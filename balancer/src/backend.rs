@@ -635,8 +635,9 @@ impl Backend {
     }
 
     /// Asks the node its name, so that status, traces and logs can use it,
-    /// and what it makes of our connection.
-    async fn ask_name(&self) {
+    /// and what it makes of our connection; by `deadline` (the health
+    /// check's, which it is part of), else at the next check.
+    async fn ask_name(&self, deadline: tokio::time::Instant) {
         let ask = async {
             let connection = self.connection.ready().await?;
             // The connection asked on, once answered: a later one may
@@ -647,7 +648,7 @@ impl Backend {
                 .await?;
             Ok::<_, Status>((answer.into_inner(), dial))
         };
-        if let Ok(Ok((answer, dial))) = tokio::time::timeout(CHECK_TIMEOUT, ask).await {
+        if let Ok(Ok((answer, dial))) = tokio::time::timeout_at(deadline, ask).await {
             self.learn_name(&answer.server_name);
             *self.link.lock().expect("link poisoned") = Some(answer);
             self.asked_on.store(dial, Ordering::Relaxed);
@@ -700,7 +701,11 @@ impl Backend {
                 .check(request)
                 .await
         };
-        match tokio::time::timeout(CHECK_TIMEOUT, check).await {
+        // One deadline for the check and the name asked after it: a node
+        // that answers the one and hangs before the other is checked again
+        // (and ejected) on time.
+        let deadline = tokio::time::Instant::now() + CHECK_TIMEOUT;
+        match tokio::time::timeout_at(deadline, check).await {
             Err(_) if !connected.load(Ordering::Relaxed) => Err((
                 format!(
                     "no connection within {CHECK_TIMEOUT:?}: nothing answered at its address \
@@ -721,7 +726,7 @@ impl Backend {
             )),
             Ok(Ok(answer)) if answer.get_ref().status == ServingStatus::Serving as i32 => {
                 if self.asked_on.load(Ordering::Relaxed) != self.connection.dials() {
-                    self.ask_name().await;
+                    self.ask_name(deadline).await;
                 }
                 Ok(())
             }
