@@ -700,9 +700,12 @@ impl Drop for CopiedFrom<'_> {
     fn drop(&mut self) {
         let (peer, copied, ranges) = (self.peer, self.records, self.ranges);
         if copied > 0 {
-            let message = format!(
-                "copied {copied} records from {peer} ({ranges} of {RANGES} key ranges differed)"
-            );
+            let records = match copied {
+                1 => "1 record".to_string(),
+                n => format!("{n} records"),
+            };
+            let message =
+                format!("copied {records} from {peer} ({ranges} of {RANGES} key ranges differed)");
             info!(%peer, copied, ranges, "anti-entropy repaired records");
             self.state.events.publish("repair.copied", peer, message);
         }
@@ -768,7 +771,7 @@ async fn copy(
                 next_record(&mut stream).await
             }
         };
-        let (next, failed) = match next.and_then(well_versioned) {
+        let (next, failed) = match next.and_then(well_formed) {
             Ok(next) => (next, None),
             Err(e) => (None, Some(e)),
         };
@@ -861,13 +864,16 @@ impl Drop for Batch {
     }
 }
 
-/// Passes on a record from a peer only if our clock can observe its version.
-fn well_versioned(
+/// Passes on a record from a peer only if it is one a write could have
+/// stored: a version our clock can observe, a key within its limits. A
+/// record with an empty key, stored, would be asked for by the next node to
+/// compare with this one, whose request this node would then refuse, and
+/// that node's repair from it would fail every round.
+fn well_formed(
     record: Option<proto::Record>,
 ) -> std::result::Result<Option<proto::Record>, String> {
-    if let Some(version) = record.as_ref().and_then(|r| r.version.as_ref()) {
-        crate::limits::check_version(version)
-            .map_err(|e| format!("sent a record with a bad version: {e}"))?;
+    if let Some(record) = &record {
+        crate::limits::check_record(record).map_err(|e| format!("sent a bad record: {e}"))?;
     }
     Ok(record)
 }
@@ -936,10 +942,16 @@ fn report_under_replicated(state: &NodeState, now: u64) {
             state.events.publish(
                 "repair.needed",
                 &state.name,
-                format!(
-                    "{now} keys held here lack an up-to-date copy on another replica, or wait \
-                     to be handed to the nodes that replicate them now (N={n})"
-                ),
+                match now {
+                    1 => format!(
+                        "1 key held here lacks an up-to-date copy on another replica, or waits \
+                         to be handed to the nodes that replicate it now (N={n})"
+                    ),
+                    now => format!(
+                        "{now} keys held here lack an up-to-date copy on another replica, or wait \
+                         to be handed to the nodes that replicate them now (N={n})"
+                    ),
+                },
             );
         }
         (_, 0) => {
@@ -1037,8 +1049,10 @@ mod tests {
         assert_eq!(while_alive(|| true, answered).await, Ok(7));
     }
 
-    /// What an exchange copied before it was given up is still reported: the
-    /// report goes with the exchange, however it ends (its count was lost).
+    /// A [`CopiedFrom`] reports what it counted when it is dropped, so that
+    /// an exchange that `while_alive` gives up on mid-copy (dropping it, with
+    /// its count, which was lost) still reports what it had copied. One
+    /// record is "1 record".
     #[tokio::test]
     async fn records_copied_before_an_exchange_is_given_up_are_still_reported() {
         let dir = tempfile::tempdir().unwrap();
@@ -1064,6 +1078,44 @@ mod tests {
                 && e.message
                     == format!("copied 2 records from n2 (3 of {RANGES} key ranges differed)")),
             "{events:?}"
+        );
+        drop(CopiedFrom {
+            state: &state,
+            peer: "n3",
+            ranges: 1,
+            records: 1,
+        });
+        let events = state.events.recent();
+        assert!(
+            events.iter().any(|e| e.message
+                == format!("copied 1 record from n3 (1 of {RANGES} key ranges differed)")),
+            "{events:?}"
+        );
+    }
+
+    /// Keys short of a copy are counted in words that fit the count.
+    #[tokio::test]
+    async fn one_key_short_of_a_copy_is_said_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = crate::in_process::node_state(dir.path());
+        report_under_replicated(&state, 1);
+        report_under_replicated(&state, 0);
+        report_under_replicated(&state, 2);
+        let needed: Vec<String> = state
+            .events
+            .recent()
+            .into_iter()
+            .filter(|e| e.kind == "repair.needed")
+            .map(|e| e.message)
+            .collect();
+        assert_eq!(needed.len(), 2, "{needed:?}");
+        assert!(
+            needed[0].starts_with("1 key held here lacks an up-to-date copy"),
+            "{needed:?}"
+        );
+        assert!(
+            needed[1].starts_with("2 keys held here lack an up-to-date copy"),
+            "{needed:?}"
         );
     }
 
@@ -1186,20 +1238,29 @@ mod tests {
     }
 
     /// Records that arrived before a copy's stream broke, or before a record
-    /// with a version no clock can follow, are written, though they were too
-    /// few to fill a batch: the next round need not fetch them. The bad
-    /// record is not.
+    /// no write could have stored (a version no clock can follow, an empty
+    /// key, no version at all), are written, though they were too few to
+    /// fill a batch: the next round need not fetch them. The bad record is
+    /// not: an empty key stored here made every node that compared with this
+    /// one fail to copy from it, round after round.
     #[tokio::test]
     async fn records_that_arrived_before_a_stream_broke_are_kept() {
         let at_the_end_of_time = proto::Record::from(record("k3", u64::MAX));
+        let keyless = proto::Record::from(record("", 1));
+        let versionless = proto::Record {
+            version: None,
+            ..proto::Record::from(record("k3", 1))
+        };
         let ends = [
             (
                 Err(tonic::Status::unavailable("the peer went away")),
                 "the peer went away",
             ),
+            (Ok(at_the_end_of_time), "sent a bad record: version time"),
+            (Ok(keyless), "sent a bad record: the key is empty"),
             (
-                Ok(at_the_end_of_time),
-                "sent a record with a bad version: version time",
+                Ok(versionless),
+                "sent a bad record: the record carries no version",
             ),
         ];
         for (end, why) in ends {
@@ -1231,6 +1292,8 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(held, ["k0", "k1", "k2"], "{failed}");
+            let empty = state.store.run(|s| s.get("")).await;
+            assert!(!matches!(empty, Ok(Some(_))), "{failed}: {empty:?}");
         }
     }
 

@@ -269,17 +269,24 @@ impl Validate for WriteRequest {
             .record
             .as_ref()
             .ok_or_else(|| Error::InvalidArgument("the write carries no record".into()))?;
-        check_key(&record.key)?;
-        check_value(&record.value)?;
-        check_request_id(&record.request_id)?;
-        // Stored without one, it would sit at the zero version, older than
-        // every write, from a node named "".
-        let version = record.version.as_ref().ok_or_else(|| {
-            Error::InvalidArgument("the write's record carries no version".into())
-        })?;
-        check_version(version)?;
+        check_record(record)?;
         check_peer_name("from", &self.from)
     }
+}
+
+/// A record a peer sends to be stored (a replica write, or anti-entropy's
+/// copy): a key, value and request id within their limits, and a version.
+pub fn check_record(record: &proto::Record) -> Result<()> {
+    check_key(&record.key)?;
+    check_value(&record.value)?;
+    check_request_id(&record.request_id)?;
+    // Stored without one, it would sit at the zero version, older than
+    // every write, from a node named "".
+    let version = record
+        .version
+        .as_ref()
+        .ok_or_else(|| Error::InvalidArgument("the record carries no version".into()))?;
+    check_version(version)
 }
 
 impl Validate for ReadRequest {
@@ -586,7 +593,7 @@ mod tests {
         let err = write(None).validate().unwrap_err();
         assert_eq!(
             err.to_string(),
-            "the write's record carries no version",
+            "the record carries no version",
             "{err}"
         );
         let version = Version {
