@@ -57,8 +57,13 @@ const MAX_SEND_BUFFER: usize = 400 * 1024;
 /// no room for it, before its stream is reset: until then the message is
 /// held here, and its request counted as in flight. A client that answers
 /// pings but never reads, or makes room a byte at a time, would otherwise
-/// hold both for as long as it likes.
+/// hold both for as long as it likes. Each byte of room it makes adds
+/// `1 / MIN_TAKE_RATE` s, so a slow but steady reader (a mebibyte over a
+/// slow link) takes its answer whole, however long that takes.
 const STALLED: Duration = Duration::from_secs(10);
+/// The slowest a client may take an answer (bytes a second) and still be
+/// given more time than [`STALLED`]: a dial-up modem's, about.
+const MIN_TAKE_RATE: f64 = 8.0 * 1024.0;
 /// How many streams a client may get reset for its own protocol errors
 /// before its connection is closed (hyper's default): a client that makes
 /// the server do that work on purpose is attacking it, not talking to it.
@@ -271,11 +276,12 @@ where
 /// Sends `data` as the client's flow-control window allows. A message that
 /// fits the window goes at once; a larger one goes in pieces as the client
 /// makes room, so a client that stops reading holds up only its own stream,
-/// and that for [`STALLED`] at most: then the stream is reset (CANCEL).
+/// and that for [`STALLED`] at most, plus the time the room it made is worth
+/// at [`MIN_TAKE_RATE`]: then the stream is reset (CANCEL).
 async fn send_data(stream: &mut SendStream<Bytes>, mut data: Bytes) -> Result<(), h2::Error> {
     // From the first time the client makes no room, not from the last time
     // it made some: a byte of room now and then must not keep the message.
-    let mut give_up_at = None;
+    let mut give_up_at: Option<tokio::time::Instant> = None;
     while !data.is_empty() {
         stream.reserve_capacity(data.len());
         let mut capacity = stream.capacity();
@@ -283,7 +289,13 @@ async fn send_data(stream: &mut SendStream<Bytes>, mut data: Bytes) -> Result<()
             let deadline = *give_up_at.get_or_insert_with(|| tokio::time::Instant::now() + STALLED);
             let room = tokio::time::timeout_at(deadline, poll_fn(|cx| stream.poll_capacity(cx)));
             capacity = match room.await {
-                Ok(Some(capacity)) => capacity?,
+                Ok(Some(capacity)) => {
+                    let capacity = capacity?;
+                    if let Some(at) = &mut give_up_at {
+                        *at += Duration::from_secs_f64(capacity as f64 / MIN_TAKE_RATE);
+                    }
+                    capacity
+                }
                 // The stream was reset or closed; `send_data` says which.
                 Ok(None) => return stream.send_data(data, false),
                 Err(_) => {

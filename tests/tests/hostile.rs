@@ -269,7 +269,9 @@ fn a_thousand_idle_connections_do_not_stop_the_balancer_either() {
 /// answer, and its request's place among those in flight, for 10 s at most
 /// after it first makes no room: then the balancer resets the stream. It
 /// held both for as long as the client liked, making no room (no
-/// WINDOW_UPDATE) or a byte of it now and then.
+/// WINDOW_UPDATE) or a byte of it now and then. A client on a slow but
+/// steady link (64 KiB a second) takes its answer whole, in 16 s: the room
+/// it makes buys it time. It was reset at 10 s, and the answer counted served.
 #[test]
 fn the_balancer_resets_an_answer_its_client_does_not_take() {
     let target = Target::Balancer;
@@ -280,7 +282,18 @@ fn the_balancer_resets_an_answer_its_client_does_not_take() {
         .client_at(&target.addr(&cluster).to_string())
         .args(["put", "big", "--value-file", value.to_str().unwrap()])
         .ok();
-    for trickle in [false, true] {
+    #[derive(Debug, PartialEq)]
+    enum Ended {
+        Reset(u32),
+        Whole,
+        Gone,
+    }
+    // Room made a second once the first window is taken: none, a byte, 64 KiB.
+    for (rate, expected) in [
+        (0, Ended::Reset(h2raw::CANCEL)),
+        (1, Ended::Reset(h2raw::CANCEL)),
+        (64 * 1024, Ended::Whole),
+    ] {
         let ended = block_on(async {
             let mut conn = RawH2::connect(&cluster.certs, "reader", target.addr(&cluster))
                 .await
@@ -292,33 +305,39 @@ fn the_balancer_resets_an_answer_its_client_does_not_take() {
                 .await
                 .unwrap();
             // 64 KiB of the answer fit the window it opened (65,535 bytes);
-            // the rest never does, a byte every second aside. Past 30 s, it
-            // was kept. (One timeout around it all: a read cut off midway
-            // would leave the frames out of step.)
-            let mut taken = 0;
-            let until_reset = async {
+            // then it makes `rate` bytes of room a second. (One timeout
+            // around it all: a read cut off midway would leave the frames
+            // out of step.)
+            let (mut taken, mut room) = (0, 65_535);
+            let until_the_end = async {
                 loop {
                     match conn.next_frame().await.unwrap() {
                         Some(Frame::RstStream { stream: s, code }) if s == stream => {
-                            return Some(code);
+                            return Ended::Reset(code);
                         }
-                        Some(Frame::GoAway { .. }) | None => return None,
+                        Some(Frame::Headers {
+                            stream: s,
+                            end_stream: true,
+                            ..
+                        }) if s == stream => return Ended::Whole,
+                        Some(Frame::GoAway { .. }) | None => return Ended::Gone,
                         Some(Frame::Data { stream: s, len }) if s == stream => {
                             taken += len;
-                            if trickle && taken >= 65_535 {
+                            if rate > 0 && taken >= room {
                                 tokio::time::sleep(Duration::from_secs(1)).await;
-                                conn.window_update(stream, 1).await.unwrap();
+                                conn.window_update(stream, rate as u32).await.unwrap();
+                                room += rate;
                             }
                         }
                         Some(_) => {}
                     }
                 }
             };
-            tokio::time::timeout(Duration::from_secs(30), until_reset)
+            tokio::time::timeout(Duration::from_secs(40), until_the_end)
                 .await
-                .unwrap_or(None)
+                .unwrap_or(Ended::Gone)
         });
-        assert_eq!(ended, Some(h2raw::CANCEL), "trickle: {trickle}");
+        assert_eq!(ended, expected, "{rate} bytes of room a second");
     }
     target.still_serving(&cluster, "after");
 }
