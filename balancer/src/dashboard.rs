@@ -149,36 +149,39 @@ async fn answer(dashboard: &Dashboard) -> Value {
 }
 
 /// One answer made at a time, and given to everyone who asks while it is
-/// being made or soon after: a single flight.
+/// being made or soon after: a single flight. Each is made on a task of its
+/// own, so that it is finished even if all who asked went away (a closed
+/// tab): left half-made, it would be finished, stale, for the next to ask.
 pub struct OneAtATime<T> {
     last: Arc<Mutex<Option<Begun<T>>>>,
 }
 
-/// The answer last begun, and when.
-type Begun<T> = (tokio::time::Instant, Answer<T>);
+/// The answer last begun: when, whether its making has finished, and it.
+type Begun<T> = (tokio::time::Instant, tokio::task::AbortHandle, Answer<T>);
 
 /// An answer being made, or made, that every clone of it gets.
 type Answer<T> = Shared<BoxFuture<'static, T>>;
 
 impl<T: Clone + Send + Sync + 'static> OneAtATime<T> {
     /// The answer: the one being made, or one begun less than `fresh_for`
-    /// ago; else a new one, from `make`.
-    pub fn get<F>(
-        &self,
-        fresh_for: Duration,
-        make: impl FnOnce() -> F,
-    ) -> Shared<BoxFuture<'static, T>>
+    /// ago; else a new one, from `make`. (Must be called inside the tokio
+    /// runtime.)
+    pub fn get<F>(&self, fresh_for: Duration, make: impl FnOnce() -> F) -> Answer<T>
     where
         F: Future<Output = T> + Send + 'static,
     {
         let mut last = self.last.lock().expect("answers poisoned");
-        if let Some((began, answer)) = last.as_ref()
-            && (answer.peek().is_none() || began.elapsed() < fresh_for)
+        if let Some((began, making, answer)) = last.as_ref()
+            && (!making.is_finished() || began.elapsed() < fresh_for)
         {
             return answer.clone();
         }
-        let answer = make().boxed().shared();
-        *last = Some((tokio::time::Instant::now(), answer.clone()));
+        let task = tokio::spawn(make());
+        let making = task.abort_handle();
+        let answer = async move { task.await.expect("making an answer panicked") }
+            .boxed()
+            .shared();
+        *last = Some((tokio::time::Instant::now(), making, answer.clone()));
         answer
     }
 }
@@ -321,5 +324,32 @@ mod tests {
         assert_eq!(ask().await, 2);
         tokio::time::advance(ANSWER_FRESH_FOR).await;
         assert_eq!(ask().await, 3);
+    }
+
+    /// An answer whose askers all went away (a closed tab) is made all the
+    /// same, and is not given, stale, to the next to ask long after: it was
+    /// left half-made, and finished for them.
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_nobody_waits_for_is_finished_and_not_given_stale() {
+        let answers = OneAtATime::<tokio::time::Instant>::default();
+        let (release, released) = tokio::sync::watch::channel(false);
+        let ask = || {
+            let mut released = released.clone();
+            answers.get(ANSWER_FRESH_FOR, move || async move {
+                let began = tokio::time::Instant::now();
+                let _ = released.wait_for(|go| *go).await;
+                began
+            })
+        };
+        let first = tokio::time::Instant::now();
+        drop(ask());
+        release.send(true).unwrap();
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let began = ask().await;
+        assert!(
+            began >= first + Duration::from_secs(10),
+            "{:?}",
+            began - first
+        );
     }
 }

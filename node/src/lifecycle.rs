@@ -179,7 +179,7 @@ fn is_a_second_ctrl_c(after_term: bool, since_first: std::time::Duration) -> boo
 /// Catches SIGINT, SIGTERM and (unless ignored) SIGHUP from now on, and
 /// waits for the first; returns the SIGINT stream, which was listening all
 /// along, so a second Ctrl-C right after the first is not lost, and whether
-/// the first was another signal than SIGINT. (Must be called inside the
+/// the first was the SIGTERM. (Must be called inside the
 /// tokio runtime.)
 #[cfg(unix)]
 fn first_signal(
@@ -210,9 +210,11 @@ fn first_signal(
                 info!(signal = "SIGTERM", "shutting down");
                 Some((interrupts, true))
             }
+            // No Ctrl-C comes with it (a closed terminal sends none): a
+            // SIGINT after it is a second one.
             Some(_) = async { hangup.as_mut()?.recv().await }, if hangup.is_some() => {
-                info!(signal = "SIGHUP", "shutting down: the terminal it was started in closed");
-                Some((interrupts, true))
+                info!(signal = "SIGHUP", "shutting down (the terminal it was started in closed, or kill -HUP)");
+                Some((interrupts, false))
             }
         }
     }

@@ -362,7 +362,7 @@ fn the_dashboard_shows_traffic_keys_links_and_events_and_metrics_agree() {
     assert_eq!(
         drawn["notStatus"]["banner"]["text"],
         "What answers here is not the balancer's status (Unexpected token '<', \"<!doctype \"... \
-         is not valid JSON); is another program on its port?; still trying every second. \
+         is not valid JSON): is another program on its port? Still trying every second. \
          What is shown is its last answer, not live.",
         "{drawn:#}"
     );
