@@ -85,6 +85,16 @@ impl KeyValueService {
         }
     }
 
+    /// Gives way once before a write begins, so that hyper looks for a reset
+    /// of its stream first. A node frozen (SIGSTOP, `docker pause`) with a
+    /// write waiting in its socket, and the reset its client sent on giving
+    /// up, reads both when it wakes; hyper polls the call before it looks
+    /// for a reset, and in one poll the write would be stamped and sent to
+    /// the replicas, later than anything the client went on to write.
+    async fn unless_abandoned(&self) {
+        tokio::task::yield_now().await;
+    }
+
     /// [`KeyValueService::admit`], its refusals marked as not applied.
     async fn admit_any<T>(&self, request: &Request<T>) -> Result<(), Status> {
         self.state.requests.fetch_add(1, Ordering::Relaxed);
@@ -148,6 +158,7 @@ impl KeyValue for KeyValueService {
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        self.unless_abandoned().await;
         self.admit(&request).await?;
         let retry = is_retry(&request);
         let write_by = write_by(&request);
@@ -172,6 +183,7 @@ impl KeyValue for KeyValueService {
         &self,
         request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
+        self.unless_abandoned().await;
         self.admit(&request).await?;
         let retry = is_retry(&request);
         let write_by = write_by(&request);

@@ -1149,19 +1149,47 @@ fn a_balancer_that_knows_no_node_says_where_it_looks() {
     );
 }
 
+/// How a test holds node n1 while a write waits on it.
+#[derive(Debug, Clone, Copy)]
+enum Hold {
+    /// `clusterlab fault --pause`: its runtime runs, and sees the reset.
+    Paused,
+    /// SIGSTOP (`docker pause`): the write and its reset wait together in
+    /// its socket, read when it wakes.
+    Frozen,
+}
+
 /// A client that gives up on a write (Ctrl-C, or killed) takes the write with
 /// it: the balancer drops the request and resets it on the node, so it is not
 /// applied later, when the node gets to it. The balancer used to go on waiting
 /// for the node and apply it then, after anything the client went on to do.
 #[test]
 fn a_write_the_client_abandons_is_dropped_not_applied_later() {
+    an_abandoned_write_is_not_applied(Hold::Paused);
+}
+
+/// The same with the node frozen, not paused by a fault. It used to begin the
+/// write before it looked for the reset, and applied it, after anything the
+/// client went on to write.
+#[test]
+fn a_write_abandoned_while_its_node_was_frozen_is_not_applied_when_it_wakes() {
+    an_abandoned_write_is_not_applied(Hold::Frozen);
+}
+
+fn an_abandoned_write_is_not_applied(hold: Hold) {
     // The client's deadline is the sooner, so it is the client's to keep:
     // neither the balancer nor the node sets a timer of its own that would
-    // end the write anyway. A paused node reports NOT_SERVING: health checks
-    // seldom enough that it is not ejected before the write reaches it.
+    // end the write anyway. Health checks seldom enough that a held node
+    // (NOT_SERVING, or silent) is not ejected before the write reaches it.
     let mut cluster = TestCluster::start_with(1, &["--request-timeout", "300s"]);
     cluster.start_balancer(&["--request-timeout", "300s", "--health-interval", "30s"]);
-    cluster.client().args(["fault", "n1", "--pause"]).ok();
+    let _woken = Woken(&cluster);
+    match hold {
+        Hold::Paused => {
+            cluster.client().args(["fault", "n1", "--pause"]).ok();
+        }
+        Hold::Frozen => cluster.signal(0, "STOP"),
+    }
     // A status call that failed (a slow handshake) is "not yet".
     let in_flight = || {
         let status = cluster.balancer_status(0).ok()?;
@@ -1171,16 +1199,21 @@ fn a_write_the_client_abandons_is_dropped_not_applied_later() {
         .client_to_balancer(0)
         .args(["--timeout", "200s", "put", "abandoned", "v"])
         .spawn();
-    wait_until("the write to wait on the paused node", SETTLE, || {
+    wait_until("the write to wait on the held node", SETTLE, || {
         in_flight() == Some(1)
     });
     drop(put); // SIGKILL: the connection closes with the write in flight.
     wait_until("the balancer to drop the write", SETTLE, || {
         in_flight() == Some(0)
     });
-    cluster.client().args(["fault", "n1", "--clear"]).ok();
-    // A write sent after the clear is applied after the abandoned one would
-    // have been: the node resumes its paused requests at the clear.
+    match hold {
+        Hold::Paused => {
+            cluster.client().args(["fault", "n1", "--clear"]).ok();
+        }
+        Hold::Frozen => cluster.signal(0, "CONT"),
+    }
+    // A write sent after the release is applied after the abandoned one
+    // would have been: the node takes up its held requests first.
     cluster
         .client_to_balancer(0)
         .args(["put", "after", "v"])
@@ -1190,6 +1223,20 @@ fn a_write_the_client_abandons_is_dropped_not_applied_later() {
         .args(["get", "abandoned"])
         .fails();
     assert!(out.stderr.contains("NOT_FOUND"), "{}", out.stderr);
+}
+
+/// Wakes node 0 of a cluster when dropped: a test that fails while it is
+/// frozen must not leave it stopped for the harness to wait on.
+struct Woken<'a>(&'a TestCluster);
+
+impl Drop for Woken<'_> {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.nodes[0].pid() {
+            let _ = std::process::Command::new("kill")
+                .args(["-CONT", &pid.to_string()])
+                .status();
+        }
+    }
 }
 
 /// A node that never comes into rotation (nothing listens at its address)

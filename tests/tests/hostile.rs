@@ -494,6 +494,62 @@ fn the_balancer_ends_every_call_at_the_deadline_too() {
     every_call_ends_at_the_deadline(Target::Balancer);
 }
 
+/// A write whose client reset its stream before the server read any of it
+/// (the server frozen, SIGSTOP or `docker pause`, while the client sent the
+/// write and then gave up on it) is never applied: the server reads the
+/// write and the reset together when it wakes, and h2 drops a stream reset
+/// before it is taken up. (One taken up before its reset is read is the
+/// node's `unless_abandoned`'s: see `tests/tests/balancer.rs`,
+/// `a_write_abandoned_while_its_node_was_frozen_is_not_applied_when_it_wakes`.)
+fn a_write_reset_before_it_was_read_is_not_applied(target: Target) {
+    let cluster = target.cluster();
+    let pid = target.pid(&cluster);
+    block_on(async {
+        let mut conn = RawH2::connect(&cluster.certs, "writer", target.addr(&cluster))
+            .await
+            .unwrap();
+        tests::send_signal(pid, "STOP");
+        let woken = Woken(pid);
+        // A PutRequest: key "reset-first" (field 1), value "v" (field 2).
+        let mut put = vec![0x0a, 11];
+        put.extend_from_slice(b"reset-first");
+        put.extend_from_slice(&[0x12, 1, b'v']);
+        let stream = conn.open(PUT, false).await.unwrap();
+        let message = h2raw::grpc_message(put.len() as u32, &put);
+        conn.data(stream, &message, true).await.unwrap();
+        conn.reset(stream, h2raw::CANCEL).await.unwrap();
+        drop(woken);
+    });
+    target.still_serving(&cluster, "k");
+    let out = cluster
+        .client_at(&target.addr(&cluster).to_string())
+        .args(["get", "reset-first"])
+        .fails();
+    assert!(out.stderr.contains("NOT_FOUND"), "{}", out.stderr);
+}
+
+/// Wakes a process (SIGCONT) when dropped, so that a test that fails while
+/// it is frozen does not leave it stopped.
+struct Woken(u32);
+
+impl Drop for Woken {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-CONT", &self.0.to_string()])
+            .status();
+    }
+}
+
+#[test]
+fn a_node_drops_a_write_reset_before_it_was_read() {
+    a_write_reset_before_it_was_read_is_not_applied(Target::Node);
+}
+
+#[test]
+fn the_balancer_drops_a_write_reset_before_it_was_read_too() {
+    a_write_reset_before_it_was_read_is_not_applied(Target::Balancer);
+}
+
 #[test]
 fn a_node_holds_a_message_that_never_arrives_to_the_deadline() {
     a_message_that_never_arrives_ends_at_the_deadline(Target::Node);
