@@ -591,11 +591,7 @@ mod tests {
             ..WriteRequest::default()
         };
         let err = write(None).validate().unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "the record carries no version",
-            "{err}"
-        );
+        assert_eq!(err.to_string(), "the record carries no version", "{err}");
         let version = Version {
             wall_ms: 1,
             logical: 0,
