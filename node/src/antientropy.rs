@@ -250,13 +250,17 @@ fn settled(version: &Version, older_than_ms: u64) -> bool {
     version.wall_ms < older_than_ms || version.wall_ms >= young_until
 }
 
-/// One pass over the store computes what every peer's digest should be.
+/// One pass over the store computes what every peer's digest should be. The
+/// pass stops, its view left incomplete, once `abandoned` is cancelled: the
+/// round it is for was dropped (the node stopping), and a scan of a large
+/// store would hold the process up after "node stopped".
 fn local_view(
     store: &Store,
     ring: &Ring,
     me: &str,
     replicas: usize,
     (older_than_ms, collected_before_ms): (u64, u64),
+    abandoned: &CancellationToken,
 ) -> Result<LocalView> {
     let mut view = LocalView::default();
     let index: HashMap<&str, usize> = ring
@@ -266,6 +270,9 @@ fn local_view(
         .map(|(i, m)| (m.as_str(), i))
         .collect();
     store.for_each(|record| {
+        if abandoned.is_cancelled() {
+            return false;
+        }
         if !compared(&record, older_than_ms, collected_before_ms) {
             return true;
         }
@@ -499,9 +506,11 @@ async fn round(
     let view = {
         let (ring, me) = (ring.clone(), state.name.clone());
         let replicas = state.replication.replicas;
+        let abandoned = CancellationToken::new();
+        let _if_dropped = abandoned.clone().drop_guard();
         state
             .store
-            .run(move |s| local_view(s, &ring, &me, replicas, window))
+            .run(move |s| local_view(s, &ring, &me, replicas, window, &abandoned))
             .await?
     };
 
@@ -1546,12 +1555,45 @@ mod tests {
         not_yet.apply(&tombstone("deleted long ago", 50)).unwrap();
         let view = shared(&ring, "n2");
         assert_eq!(whole(&view, &collected), whole(&view, &not_yet));
-        let here = local_view(&collected, &ring, "n1", 2, (1_000, 100)).unwrap();
-        let there = local_view(&not_yet, &ring, "n1", 2, (1_000, 100)).unwrap();
+        let here = local_view(
+            &collected,
+            &ring,
+            "n1",
+            2,
+            (1_000, 100),
+            &CancellationToken::new(),
+        )
+        .unwrap();
+        let there = local_view(
+            &not_yet,
+            &ring,
+            "n1",
+            2,
+            (1_000, 100),
+            &CancellationToken::new(),
+        )
+        .unwrap();
         assert_eq!(here.digests, there.digests);
 
         not_yet.apply(&tombstone("deleted lately", 500)).unwrap();
         assert_ne!(whole(&view, &collected), whole(&view, &not_yet));
+    }
+
+    /// A scan whose round was dropped (the node stopping) stops at the next
+    /// record, rather than reading the whole store after "node stopped".
+    #[test]
+    fn a_scan_for_a_dropped_round_stops() {
+        let ring = Ring::new(vec!["n1".into(), "n2".into()], 2);
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.apply_many(&[record("a", 1), record("b", 1)]).unwrap();
+        let scan = |abandoned: &CancellationToken| {
+            local_view(&store, &ring, "n1", 2, (1_000, 100), abandoned).unwrap()
+        };
+        assert_eq!(scan(&CancellationToken::new()).keys.len(), 2);
+        let abandoned = CancellationToken::new();
+        drop(abandoned.clone().drop_guard());
+        assert!(scan(&abandoned).keys.is_empty());
     }
 
     #[test]
@@ -1560,7 +1602,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         store.apply_many(&[record("a", 1), record("b", 1)]).unwrap();
-        let view = local_view(&store, &ring, "n1", 2, (1_000, 100)).unwrap();
+        let view = local_view(
+            &store,
+            &ring,
+            "n1",
+            2,
+            (1_000, 100),
+            &CancellationToken::new(),
+        )
+        .unwrap();
         let matched = HashMap::from([("n2".to_string(), HashSet::new())]);
         assert_eq!(
             under_replicated(&view.keys, &ring, &matched),
@@ -1574,7 +1624,15 @@ mod tests {
         let stale = HashMap::from([("n2".to_string(), HashSet::from(["a".to_string()]))]);
         assert_eq!(under_replicated(&view.keys, &ring, &stale), ["a"]);
         // Asking for three copies with two members: every key is short of one.
-        let view = local_view(&store, &ring, "n1", 3, (1_000, 100)).unwrap();
+        let view = local_view(
+            &store,
+            &ring,
+            "n1",
+            3,
+            (1_000, 100),
+            &CancellationToken::new(),
+        )
+        .unwrap();
         assert_eq!(under_replicated(&view.keys, &ring, &matched).len(), 2);
     }
 
@@ -1595,7 +1653,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         store.apply(&record(&key, 1)).unwrap();
-        let view = local_view(&store, &ring, "m00", 3, (1_000, 100)).unwrap();
+        let view = local_view(
+            &store,
+            &ring,
+            "m00",
+            3,
+            (1_000, 100),
+            &CancellationToken::new(),
+        )
+        .unwrap();
         let every_other_matched: HashMap<String, HashSet<String>> = (members.into_iter())
             .filter(|m| m != "m00")
             .map(|m| (m, HashSet::new()))
@@ -1616,7 +1682,15 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let records: Vec<Record> = (0..100).map(|i| record(&format!("k{i}"), 10)).collect();
         store.apply_many(&records).unwrap();
-        let view = local_view(&store, &ring, "n1", 2, (1_000, 100)).unwrap();
+        let view = local_view(
+            &store,
+            &ring,
+            "n1",
+            2,
+            (1_000, 100),
+            &CancellationToken::new(),
+        )
+        .unwrap();
         // Every peer compared, and nothing stale: only the keys held here
         // but replicated elsewhere are short.
         let matched: HashMap<String, HashSet<String>> = ["n2", "n3", "n4"]
