@@ -1555,28 +1555,25 @@ mod tests {
         not_yet.apply(&tombstone("deleted long ago", 50)).unwrap();
         let view = shared(&ring, "n2");
         assert_eq!(whole(&view, &collected), whole(&view, &not_yet));
-        let here = local_view(
-            &collected,
-            &ring,
-            "n1",
-            2,
-            (1_000, 100),
-            &CancellationToken::new(),
-        )
-        .unwrap();
-        let there = local_view(
-            &not_yet,
-            &ring,
-            "n1",
-            2,
-            (1_000, 100),
-            &CancellationToken::new(),
-        )
-        .unwrap();
+        let here = view_of(&collected, &ring, "n1", 2);
+        let there = view_of(&not_yet, &ring, "n1", 2);
         assert_eq!(here.digests, there.digests);
 
         not_yet.apply(&tombstone("deleted lately", 500)).unwrap();
         assert_ne!(whole(&view, &collected), whole(&view, &not_yet));
+    }
+
+    /// The local view of `store`, for `me`, in the window every test here uses.
+    fn view_of(store: &Store, ring: &Ring, me: &str, replicas: usize) -> LocalView {
+        local_view(
+            store,
+            ring,
+            me,
+            replicas,
+            (1_000, 100),
+            &CancellationToken::new(),
+        )
+        .unwrap()
     }
 
     /// A scan whose round was dropped (the node stopping) stops at the next
@@ -1602,15 +1599,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         store.apply_many(&[record("a", 1), record("b", 1)]).unwrap();
-        let view = local_view(
-            &store,
-            &ring,
-            "n1",
-            2,
-            (1_000, 100),
-            &CancellationToken::new(),
-        )
-        .unwrap();
+        let view = view_of(&store, &ring, "n1", 2);
         let matched = HashMap::from([("n2".to_string(), HashSet::new())]);
         assert_eq!(
             under_replicated(&view.keys, &ring, &matched),
@@ -1624,15 +1613,7 @@ mod tests {
         let stale = HashMap::from([("n2".to_string(), HashSet::from(["a".to_string()]))]);
         assert_eq!(under_replicated(&view.keys, &ring, &stale), ["a"]);
         // Asking for three copies with two members: every key is short of one.
-        let view = local_view(
-            &store,
-            &ring,
-            "n1",
-            3,
-            (1_000, 100),
-            &CancellationToken::new(),
-        )
-        .unwrap();
+        let view = view_of(&store, &ring, "n1", 3);
         assert_eq!(under_replicated(&view.keys, &ring, &matched).len(), 2);
     }
 
@@ -1653,15 +1634,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         store.apply(&record(&key, 1)).unwrap();
-        let view = local_view(
-            &store,
-            &ring,
-            "m00",
-            3,
-            (1_000, 100),
-            &CancellationToken::new(),
-        )
-        .unwrap();
+        let view = view_of(&store, &ring, "m00", 3);
         let every_other_matched: HashMap<String, HashSet<String>> = (members.into_iter())
             .filter(|m| m != "m00")
             .map(|m| (m, HashSet::new()))
@@ -1682,15 +1655,7 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let records: Vec<Record> = (0..100).map(|i| record(&format!("k{i}"), 10)).collect();
         store.apply_many(&records).unwrap();
-        let view = local_view(
-            &store,
-            &ring,
-            "n1",
-            2,
-            (1_000, 100),
-            &CancellationToken::new(),
-        )
-        .unwrap();
+        let view = view_of(&store, &ring, "n1", 2);
         // Every peer compared, and nothing stale: only the keys held here
         // but replicated elsewhere are short.
         let matched: HashMap<String, HashSet<String>> = ["n2", "n3", "n4"]
