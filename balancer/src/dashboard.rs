@@ -333,16 +333,22 @@ mod tests {
     async fn an_answer_nobody_waits_for_is_finished_and_not_given_stale() {
         let answers = OneAtATime::<tokio::time::Instant>::default();
         let (release, released) = tokio::sync::watch::channel(false);
+        // An answer says when it was begun: asked for, not first polled.
         let ask = || {
             let mut released = released.clone();
-            answers.get(ANSWER_FRESH_FOR, move || async move {
+            answers.get(ANSWER_FRESH_FOR, move || {
                 let began = tokio::time::Instant::now();
-                let _ = released.wait_for(|go| *go).await;
-                began
+                async move {
+                    let _ = released.wait_for(|go| *go).await;
+                    began
+                }
             })
         };
         let first = tokio::time::Instant::now();
-        drop(ask());
+        // Asked, begun, and left: the tab closed.
+        let mut left = ask();
+        assert!(futures::poll!(&mut left).is_pending());
+        drop(left);
         release.send(true).unwrap();
         tokio::time::advance(Duration::from_secs(10)).await;
         let began = ask().await;

@@ -62,8 +62,10 @@ const MAX_SEND_BUFFER: usize = 400 * 1024;
 /// slow link) takes its answer whole, however long that takes.
 const STALLED: Duration = Duration::from_secs(10);
 /// The slowest a client may take an answer (bytes a second) and still be
-/// given more time than [`STALLED`]: a dial-up modem's, about.
-const MIN_TAKE_RATE: f64 = 8.0 * 1024.0;
+/// given more time than [`STALLED`]. Room is counted as the client makes
+/// it, not as it reads: one that makes a send buffer's worth (400 KiB) and
+/// then reads nothing has bought 12.5 s more, no more.
+const MIN_TAKE_RATE: f64 = 32.0 * 1024.0;
 /// How many streams a client may get reset for its own protocol errors
 /// before its connection is closed (hyper's default): a client that makes
 /// the server do that work on purpose is attacking it, not talking to it.
@@ -299,7 +301,7 @@ async fn send_data(stream: &mut SendStream<Bytes>, mut data: Bytes) -> Result<()
                 // The stream was reset or closed; `send_data` says which.
                 Ok(None) => return stream.send_data(data, false),
                 Err(_) => {
-                    debug!(within = ?STALLED, "the client did not take its answer; resetting the stream");
+                    debug!("the client did not take its answer in time; resetting the stream");
                     stream.send_reset(h2::Reason::CANCEL);
                     return Err(h2::Reason::CANCEL.into());
                 }

@@ -213,7 +213,7 @@ fn first_signal(
             // No Ctrl-C comes with it (a closed terminal sends none): a
             // SIGINT after it is a second one.
             Some(_) = async { hangup.as_mut()?.recv().await }, if hangup.is_some() => {
-                info!(signal = "SIGHUP", "shutting down (the terminal it was started in closed, or kill -HUP)");
+                info!(signal = "SIGHUP", "shutting down (the terminal it was started in closed, or kill -HUP; Ctrl-C to stop at once)");
                 Some((interrupts, false))
             }
         }

@@ -640,8 +640,14 @@ impl Store {
     }
 
     /// Deletes every tombstone stamped before `before_ms` (Unix ms). Returns
-    /// how many went. Values are never touched.
-    pub fn collect_tombstones(&self, before_ms: u64) -> Result<u64> {
+    /// how many went. Values are never touched. Stops, with what it has done,
+    /// once `abandoned` is cancelled (the node stopping: the whole store
+    /// read after "node stopped" would hold the process up).
+    pub fn collect_tombstones(
+        &self,
+        before_ms: u64,
+        abandoned: &tokio_util::sync::CancellationToken,
+    ) -> Result<u64> {
         // Found with a read transaction, so writes are not held up while the
         // whole store is read; usually there is nothing to collect.
         let mut old = Vec::new();
@@ -649,7 +655,7 @@ impl Store {
             if record.is_tombstone_before(before_ms) {
                 old.push(record.key);
             }
-            true
+            !abandoned.is_cancelled()
         })?;
         if old.is_empty() {
             return Ok(0);
@@ -659,6 +665,9 @@ impl Store {
         // behind a mass delete's collection would pass their write-by.
         let mut removed = 0;
         for batch in old.chunks(COLLECT_BATCH) {
+            if abandoned.is_cancelled() {
+                break;
+            }
             removed += self.remove_where(batch, String::as_str, |_, record| {
                 record.is_tombstone_before(before_ms)
             })?;
@@ -974,6 +983,8 @@ fn storage(e: impl Into<redb::Error>) -> Error {
 
 #[cfg(test)]
 mod tests {
+    use tokio_util::sync::CancellationToken;
+
     use super::*;
 
     /// A write whose deadline passes while it waits for the database's one
@@ -1551,15 +1562,38 @@ mod tests {
         store.apply(&record("old-tombstone", 5, None)).unwrap();
         store.apply(&record("young-tombstone", 10, None)).unwrap();
         store.apply(&record("old-value", 5, Some("v"))).unwrap();
-        assert_eq!(store.collect_tombstones(10).unwrap(), 1);
+        assert_eq!(
+            store
+                .collect_tombstones(10, &CancellationToken::new())
+                .unwrap(),
+            1
+        );
         assert_eq!(store.get("old-tombstone").unwrap(), None);
         assert!(store.get("young-tombstone").unwrap().is_some());
         assert!(store.get("old-value").unwrap().is_some());
-        assert_eq!(store.collect_tombstones(10).unwrap(), 0);
+        assert_eq!(
+            store
+                .collect_tombstones(10, &CancellationToken::new())
+                .unwrap(),
+            0
+        );
         // Collected for good: reopening does not bring it back.
         drop(store);
         let reopened = Store::open(dir.path()).unwrap();
         assert_eq!(reopened.len().unwrap(), 2);
+    }
+
+    /// A collection for a node that is stopping stops: it read the whole
+    /// store, and deleted, after "node stopped".
+    #[test]
+    fn a_collection_abandoned_collects_nothing_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.apply(&record("old-tombstone", 5, None)).unwrap();
+        let abandoned = CancellationToken::new();
+        abandoned.cancel();
+        assert_eq!(store.collect_tombstones(10, &abandoned).unwrap(), 0);
+        assert!(store.get("old-tombstone").unwrap().is_some());
     }
 
     /// A mass delete's tombstones go a batch per transaction, every one.
@@ -1572,7 +1606,12 @@ mod tests {
             .collect();
         assert_eq!(store.apply_many(&records).unwrap(), records.len());
         store.apply(&record("value", 5, Some("v"))).unwrap();
-        assert_eq!(store.collect_tombstones(10).unwrap(), records.len() as u64);
+        assert_eq!(
+            store
+                .collect_tombstones(10, &CancellationToken::new())
+                .unwrap(),
+            records.len() as u64
+        );
         assert_eq!(store.len().unwrap(), 1);
     }
 

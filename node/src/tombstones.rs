@@ -60,7 +60,11 @@ pub async fn run(state: Arc<NodeState>) {
     loop {
         ticker.tick().await;
         let before = cutoff_ms(grace);
-        match state.store.run(move |s| s.collect_tombstones(before)).await {
+        // Stopped with this task (the node stopping), the collection stops.
+        let abandoned = tokio_util::sync::CancellationToken::new();
+        let _if_dropped = abandoned.clone().drop_guard();
+        let collecting = move |s: &crate::store::Store| s.collect_tombstones(before, &abandoned);
+        match state.store.run(collecting).await {
             Ok(0) => {}
             Ok(collected) => {
                 let grace = humantime::format_duration(grace);
