@@ -28,6 +28,7 @@ use std::{
 
 use bytes::Bytes;
 use certs::listener::Conn;
+use futures::FutureExt as _;
 use h2::{
     RecvStream, SendStream,
     server::{Builder, SendResponse},
@@ -224,6 +225,15 @@ async fn answer<F>(response: F, mut respond: SendResponse<Bytes>, _running: Opti
 where
     F: Future<Output = Result<http::Response<tonic::body::Body>, Infallible>>,
 {
+    // A stream already reset when it was taken up (its client gave up while
+    // this balancer was frozen, and the write and its reset were read
+    // together): h2 can hand it out all the same, its message whole. It is
+    // dropped before anything goes to a node. (Defensive: a test cannot make
+    // the reads fall that way every time.)
+    if let Some(reason) = poll_fn(|cx| respond.poll_reset(cx)).now_or_never() {
+        debug!(reason = ?reason, "the client reset the stream before it was taken up; dropped");
+        return;
+    }
     let response = tokio::select! {
         biased;
         Ok(response) = response => response,

@@ -113,9 +113,10 @@ pub fn stop_with_launcher() -> anyhow::Result<()> {
 
 /// Completes on the first SIGINT (Ctrl-C), SIGTERM (`docker stop`, `kill`)
 /// or SIGHUP (the terminal it was started in closed; not under `nohup`,
-/// which starts it with SIGHUP ignored to outlive the terminal). From then on a second Ctrl-C ends the process at once (exit 130): the
-/// drain waits for requests in flight, up to --drain-timeout, and a person at
-/// the terminal may not want to wait that long.
+/// which starts it with SIGHUP ignored to outlive the terminal). From then
+/// on a second Ctrl-C ends the process at once (exit 130): the drain waits
+/// for requests in flight, up to --drain-timeout, and a person at the
+/// terminal may not want to wait that long.
 ///
 /// The signals are watched from the call (in the runtime), not from the
 /// first poll, which comes only once the process serves: a stop sent while
@@ -179,8 +180,7 @@ fn is_a_second_ctrl_c(after_term: bool, since_first: std::time::Duration) -> boo
 /// Catches SIGINT, SIGTERM and (unless ignored) SIGHUP from now on, and
 /// waits for the first; returns the SIGINT stream, which was listening all
 /// along, so a second Ctrl-C right after the first is not lost, and whether
-/// the first was the SIGTERM. (Must be called inside the
-/// tokio runtime.)
+/// the first was the SIGTERM. (Must be called inside the tokio runtime.)
 #[cfg(unix)]
 fn first_signal(
     hangup: Hangup,
