@@ -508,8 +508,8 @@ pub fn whole_number<T: Whole>(text: &str) -> Result<T, String> {
     whole_number_allowing(text, "write one in digits, like 3", "give 0 or more")
 }
 
-/// Parses a count of one or more, for clap's `value_parser`: every error
-/// says so.
+/// Parses a count of one or more, for clap's `value_parser`: an error says
+/// so, but for a number beyond the type, which names the type's most.
 pub fn at_least_one<T: Whole + PartialEq + From<u8>>(text: &str) -> Result<T, String> {
     let allowed = "give 1 or more";
     match whole_number_allowing::<T>(text, allowed, allowed)? {

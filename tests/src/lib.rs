@@ -225,6 +225,20 @@ impl Drop for KilledOnDrop {
     }
 }
 
+/// A process a test froze (SIGSTOP), woken (SIGCONT) when dropped: a test
+/// that fails while it is frozen must not leave it stopped for the harness
+/// to wait on.
+#[derive(Debug)]
+pub struct Woken(pub u32);
+
+impl Drop for Woken {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.0.to_string()])
+            .status();
+    }
+}
+
 /// Polls `condition` every 20 ms until it holds, or panics with `what` at the deadline.
 pub fn wait_until(what: &str, timeout: Duration, condition: impl FnMut() -> bool) {
     wait_until_every(what, POLL_INTERVAL, timeout, condition)

@@ -1189,7 +1189,7 @@ fn an_abandoned_write_is_not_applied(hold: Hold) {
     // (NOT_SERVING, or silent) is not ejected before the write reaches it.
     let mut cluster = TestCluster::start_with(1, &["--request-timeout", "300s"]);
     cluster.start_balancer(&["--request-timeout", "300s", "--health-interval", "30s"]);
-    let _woken = Woken(&cluster);
+    let _woken = tests::Woken(cluster.nodes[0].pid().expect("n1 runs"));
     match hold {
         Hold::Paused => {
             cluster.client().args(["fault", "n1", "--pause"]).ok();
@@ -1229,20 +1229,6 @@ fn an_abandoned_write_is_not_applied(hold: Hold) {
         .args(["get", "abandoned"])
         .fails();
     assert!(out.stderr.contains("NOT_FOUND"), "{}", out.stderr);
-}
-
-/// Wakes node 0 of a cluster when dropped: a test that fails while it is
-/// frozen must not leave it stopped for the harness to wait on.
-struct Woken<'a>(&'a TestCluster);
-
-impl Drop for Woken<'_> {
-    fn drop(&mut self) {
-        if let Some(pid) = self.0.nodes[0].pid() {
-            let _ = std::process::Command::new("kill")
-                .args(["-CONT", &pid.to_string()])
-                .status();
-        }
-    }
 }
 
 /// A node that never comes into rotation (nothing listens at its address)

@@ -513,7 +513,7 @@ fn a_node_drops_a_write_reset_before_it_was_read() {
             .await
             .unwrap();
         tests::send_signal(pid, "STOP");
-        let woken = Woken(pid);
+        let woken = tests::Woken(pid);
         // A PutRequest: key "reset-first" (field 1), value "v" (field 2).
         let mut put = vec![0x0a, 11];
         put.extend_from_slice(b"reset-first");
@@ -531,18 +531,6 @@ fn a_node_drops_a_write_reset_before_it_was_read() {
         .args(["get", "reset-first"])
         .fails();
     assert!(out.stderr.contains("NOT_FOUND"), "{}", out.stderr);
-}
-
-/// Wakes a process (SIGCONT) when dropped, so that a test that fails while
-/// it is frozen does not leave it stopped.
-struct Woken(u32);
-
-impl Drop for Woken {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("kill")
-            .args(["-CONT", &self.0.to_string()])
-            .status();
-    }
 }
 
 #[test]
