@@ -143,6 +143,9 @@ pub struct Store {
     reopen_asked: Arc<AtomicBool>,
     /// What the first fsync of the file that failed said ([`Watched`]).
     fsync_failed: Arc<OnceLock<String>>,
+    /// Set once a reopen found the file gone or emptied since the start:
+    /// nothing reopens it again (a restart does), and it is logged once.
+    file_gone: Arc<AtomicBool>,
     /// When the database was last reopened, and whether that worked: a
     /// reopen is tried again at most once per [`REOPEN_AGAIN_AFTER`].
     reopened: Arc<Mutex<Option<Reopened>>>,
@@ -194,6 +197,7 @@ impl Store {
             reopening: Arc::default(),
             reopen_asked: Arc::default(),
             fsync_failed,
+            file_gone: Arc::default(),
             reopened: Arc::default(),
             path,
         })
@@ -257,7 +261,7 @@ impl Store {
         };
         match current {
             Some(db) => db.begin_read().map_err(storage),
-            None if let Some(refused) = self.refused_after_a_failed_fsync() => Err(refused),
+            None if let Some(refused) = self.refused_for_good() => Err(refused),
             None if self.reopening.try_lock().is_err() => Err(Error::Storage(
                 "the database is being reopened after a disk error; try again in a moment".into(),
             )),
@@ -280,7 +284,7 @@ impl Store {
     fn reading<T>(&self, read: impl FnOnce(ReadTransaction) -> Result<T>) -> Result<T> {
         let result = self.begin_read().and_then(read);
         if let Err(Error::DiskStopped(_)) = &result {
-            if let Some(refused) = self.refused_after_a_failed_fsync() {
+            if let Some(refused) = self.refused_for_good() {
                 return Err(refused);
             }
             // Dropped unused, the transaction writes nothing.
@@ -321,7 +325,7 @@ impl Store {
     fn reopen(&self, failed: Option<&Weak<Database>>) -> Result<Arc<Database>> {
         // The stopped database stays in its slot: what its cache holds can
         // still be read, and nothing more is written to the file.
-        if let Some(refused) = self.refused_after_a_failed_fsync() {
+        if let Some(refused) = self.refused_for_good() {
             return Err(refused);
         }
         // A panic while reopening (redb checks a damaged file with some) must
@@ -394,13 +398,10 @@ impl Store {
         // a volume swapped) would otherwise become a new, empty database, and
         // the node serve on without its keys, unsaid.
         if std::fs::metadata(&self.path).is_ok_and(|m| m.len() == 0) || !self.path.exists() {
-            error!(path = %self.path.display(), "the database file is gone or empty");
-            return Err(Error::Storage(format!(
-                "the database file {} is gone or empty since the node started, so it is not \
-                 reopened as an empty one; restart the node: it starts empty there, and \
-                 anti-entropy copies back the keys other nodes also hold",
-                self.path.display()
-            )));
+            if !self.file_gone.swap(true, Ordering::AcqRel) {
+                error!(path = %self.path.display(), "the database file is gone or empty");
+            }
+            return Err(self.refused_for_good().expect("the file is gone"));
         }
         let db = loop {
             let opened =
@@ -420,16 +421,34 @@ impl Store {
         Ok(db)
     }
 
-    /// After an fsync of the file failed, what a write (or a read the stopped
-    /// database cannot answer) is told instead of the store reopening it.
-    fn refused_after_a_failed_fsync(&self) -> Option<Error> {
-        let cause = self.fsync_failed.get()?;
-        Some(Error::Storage(after_a_failed_fsync(&self.path, cause)))
+    /// What a write (or a read the stopped database cannot answer) is told
+    /// instead of the store reopening it, if nothing will until a restart: an
+    /// fsync of the file failed, or a reopen found the file gone. No request
+    /// then tries again (or logs it again).
+    fn refused_for_good(&self) -> Option<Error> {
+        if let Some(cause) = self.fsync_failed.get() {
+            return Some(Error::Storage(after_a_failed_fsync(&self.path, cause)));
+        }
+        self.file_gone.load(Ordering::Acquire).then(|| {
+            Error::Storage(format!(
+                "the database file {} is gone or empty since the node started, so it is not \
+                 reopened as an empty one; restart the node: it starts empty there, and \
+                 anti-entropy copies back the keys other nodes also hold",
+                self.path.display()
+            ))
+        })
     }
 
     /// Why this store takes no more writes, if an fsync of its file failed,
     /// in short, for status (a write that is refused says it at length).
     pub fn writes_refused(&self) -> Option<String> {
+        if self.file_gone.load(Ordering::Acquire) && self.fsync_failed.get().is_none() {
+            return Some(format!(
+                "takes no more writes: its database file {} is gone or empty since it \
+                 started; restart the node",
+                self.path.display()
+            ));
+        }
         let cause = self.fsync_failed.get()?;
         Some(format!(
             "takes no more writes: an fsync of {} failed ({cause}); check the disk (dmesg), \
@@ -1090,6 +1109,20 @@ mod tests {
                     "{err}"
                 );
             }
+            // Reads say so too, not that a reopen is tried again (none is:
+            // each would fail, and log it), and so does the node's status.
+            let read = store
+                .get("k")
+                .expect_err("a read of a database whose file is gone");
+            assert!(
+                read.to_string()
+                    .contains("is gone or empty since the node started"),
+                "{read}"
+            );
+            let status = store
+                .writes_refused()
+                .expect("status says writes are refused");
+            assert!(status.contains("is gone or empty"), "{status}");
             assert_eq!(
                 std::fs::metadata(store.path())
                     .map(|m| m.len())
