@@ -4,7 +4,8 @@
 //! Run it while you kill nodes. Every writer puts *unique* keys (one writer per
 //! key, so there is exactly one right answer for each) whose values start with
 //! the key itself. After each acknowledged write it reads the key back through
-//! another address; an older version or nothing is a **stale read**. A write
+//! another address, if there is one (`--addr` a list); an older version or
+//! nothing is a **stale read**. A write
 //! that fails or times out is **indeterminate**: it may or may not have been
 //! stored, so it proves nothing either way. (A write refused at connect time
 //! never reached a node: it is sent to the next address instead, and refused
@@ -515,9 +516,11 @@ async fn writer(work: Arc<Workload>, id: usize) {
                     .expect("errors poisoned")
                     .entry(status_code(&status).to_string())
                     .or_default() += 1;
-                if let Some(refusal) = answered_with(&status) {
-                    *work.write_refusal.lock().expect("refusal poisoned") = Some(refusal);
-                }
+                // The cluster's words, if it answered; none if this one went
+                // unanswered, so a verdict does not quote an older refusal
+                // where the cluster has since stopped answering (as the
+                // read-back does).
+                *work.write_refusal.lock().expect("refusal poisoned") = answered_with(&status);
                 if never_sent(&status) || proto::was_not_applied(&status) {
                     // Refused at connect, at every address, or refused by the
                     // node before it asked any replica: nothing was written,
@@ -602,9 +605,17 @@ const SECOND_LOOK_AFTER: Duration = Duration::from_secs(6);
 type ReadResult = (usize, Option<bool>, u64);
 
 /// The last of each key's results, in key order: a key no read answered
-/// (`None`) may be answered when it is read again.
+/// (`None`) may be answered when it is read again. An answer is final (only
+/// a key not answered is read again), though the reader that put a key back
+/// may record its `None` after another reader has read the key again.
 fn last_per_key(results: &[ReadResult]) -> Vec<ReadResult> {
-    let last: BTreeMap<usize, ReadResult> = results.iter().map(|r| (r.0, *r)).collect();
+    let mut last: BTreeMap<usize, ReadResult> = BTreeMap::new();
+    for result in results {
+        match last.get(&result.0) {
+            Some(answered) if answered.1.is_some() => {}
+            _ => drop(last.insert(result.0, *result)),
+        }
+    }
     last.into_values().collect()
 }
 
@@ -1290,6 +1301,11 @@ mod tests {
         let wait = format!("read again {} s later", SECOND_LOOK_AFTER.as_secs());
         assert!(help.contains(&wait), "{help}");
         assert!(help.contains("it counts as `late`"), "{help}");
+        // One address (the default) is read back where it was written.
+        assert!(
+            help.contains("through another address if --addr lists more than one"),
+            "{help}"
+        );
     }
 
     fn version(wall_ms: u64) -> Version {
@@ -1590,22 +1606,36 @@ mod tests {
         );
     }
 
+    /// Why [`refusing_writes`] refuses.
+    const REFUSED_WHY: &str =
+        "write quorum 3 cannot be met: only 2 member(s) are in the ring (n1, n3)";
+
+    /// The address of a stand-in that refuses every write, not applied, for
+    /// [`REFUSED_WHY`], until `stop` is done.
+    async fn refusing_writes(stop: impl Future<Output = ()> + Send + 'static) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let refusing = Lagging {
+            refuse_writes: Some(proto::not_applied(tonic::Status::unavailable(REFUSED_WHY))),
+            ..Lagging::default()
+        };
+        let server = tonic::transport::Server::builder()
+            .add_service(proto::key_value_server::KeyValueServer::new(refusing))
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                stop,
+            );
+        tokio::spawn(server);
+        addr
+    }
+
     /// A cluster that refuses every write and says why (a node of three dead,
     /// `--w 3`): the check's verdict gives its words, not "is the cluster
     /// up?", and its summary the last of them.
     #[tokio::test]
     async fn writes_the_cluster_refused_are_failed_in_its_words() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let why = "write quorum 3 cannot be met: only 2 member(s) are in the ring (n1, n3)";
-        let refusing = Lagging {
-            refuse_writes: Some(proto::not_applied(tonic::Status::unavailable(why))),
-            ..Lagging::default()
-        };
-        let server = tonic::transport::Server::builder()
-            .add_service(proto::key_value_server::KeyValueServer::new(refusing))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
-        tokio::spawn(server);
+        let why = REFUSED_WHY;
+        let addr = refusing_writes(std::future::pending()).await;
         let work = Arc::new(workload_at(&[addr], &["check", "--duration", "300ms"]));
         writer(work.clone(), 0).await;
         assert!(work.not_applied.load(Ordering::Relaxed) > 0);
@@ -1635,6 +1665,55 @@ mod tests {
             .expect_err("nothing was acknowledged");
         assert_eq!(failure.code, "DEADLINE_EXCEEDED");
         assert!(failure.message.contains("is the cluster up?"), "{failure}");
+    }
+
+    /// A cluster that refused writes, and then stopped answering at all: the
+    /// verdict does not quote its old refusal, and asks whether it is up.
+    #[tokio::test]
+    async fn a_refusal_is_not_the_reason_once_the_cluster_stops_answering() {
+        let why = REFUSED_WHY;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let addr = refusing_writes(async {
+            let _ = stopped.await;
+        })
+        .await;
+        let work = Arc::new(workload_at(&[addr], &["check", "--duration", "3s"]));
+        let writing = tokio::spawn(writer(work.clone(), 0));
+        async fn within(what: &str, done: impl Fn() -> bool) {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !done() {
+                assert!(Instant::now() < deadline, "no {what} within 5s");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        within("refusal", || work.write_refusal().is_some()).await;
+        stop.send(()).unwrap();
+        within("unanswered write", || work.write_refusal().is_none()).await;
+        writing.await.unwrap();
+        let failure = report(&work, &Verified::default(), Duration::from_secs(1))
+            .expect_err("nothing was acknowledged");
+        assert_eq!(failure.code, "UNAVAILABLE");
+        assert!(failure.message.contains("is the cluster up?"), "{failure}");
+        assert!(!failure.message.contains(why), "{failure}");
+    }
+
+    /// A key answered is answered: a `None` recorded after its answer (by
+    /// the reader that had put it back, while another read it again) does
+    /// not make it unverified.
+    #[test]
+    fn an_answered_key_stays_answered_whatever_is_recorded_after() {
+        let results = [
+            (0, None, 0),
+            (1, None, 0),
+            (0, Some(true), 0),
+            (0, None, 0),
+            (2, Some(false), 4),
+            (2, None, 0),
+        ];
+        assert_eq!(
+            last_per_key(&results),
+            [(0, Some(true), 0), (1, None, 0), (2, Some(false), 4)]
+        );
     }
 
     /// Reads back `keys` keys from a stand-in that holds them all and

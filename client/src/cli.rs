@@ -151,8 +151,8 @@ pub enum Command {
     /// back: proves (or disproves) that nothing acknowledged was lost.
     ///
     /// Each writer puts a key, and on acknowledgement reads it back through
-    /// another address (a stale read if that returns an older version or
-    /// nothing). At the end every acknowledged key is read back at the read
+    /// another address if --addr lists more than one (a stale read if that
+    /// returns an older version or nothing). At the end every acknowledged key is read back at the read
     /// quorum. At quorums that need not overlap (W + R <= N), or when no
     /// answer said the quorums, a key read back stale is read again 6 s later,
     /// after anti-entropy has had time to copy it: found then, it counts as
