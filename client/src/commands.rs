@@ -25,7 +25,7 @@ use crate::{
         ScanArgs, SniffArgs,
     },
     connect::Connection,
-    render,
+    failure, render,
     stop::StopSignals,
 };
 
@@ -275,6 +275,15 @@ async fn get(global: &Global, args: GetArgs) -> Result<(), Failure> {
         .await;
     let response = conn.check(response).await?;
     show_trace(global, response.trace.as_ref());
+    let verdict = match (&response.found, &response.version) {
+        (true, _) => Ok(()),
+        (false, Some(deleted)) => Err(format!(
+            "was deleted (its tombstone has version {})",
+            render::version(deleted)
+        )),
+        (false, None) => Err("does not exist".to_string()),
+    }
+    .map_err(|why| Failure::new("NOT_FOUND", format!("key {:?} {why}", args.key)));
     if global.json {
         let mut object = serde_json::Map::new();
         object.insert("key".into(), args.key.clone().into());
@@ -289,42 +298,26 @@ async fn get(global: &Global, args: GetArgs) -> Result<(), Failure> {
             render::version_json(response.version.as_ref()),
         );
         object.insert("trace".into(), render::trace_json(response.trace.as_ref()));
-        print_json(&Value::Object(object));
+        // Not found is the exit status, whether or not its reader stays.
+        return failure::report_then(verdict, || print_json(&Value::Object(object)));
     }
-    if !response.found {
-        let why = match &response.version {
-            Some(deleted) => format!(
-                "was deleted (its tombstone has version {})",
-                render::version(deleted)
-            ),
-            None => "does not exist".into(),
-        };
-        return Err(Failure::new(
-            "NOT_FOUND",
-            format!("key {:?} {why}", args.key),
-        ));
-    }
-    if !global.json {
-        let mut stdout = std::io::stdout().lock();
-        let written = stdout.write_all(&response.value).and_then(|()| {
-            // At a terminal, end the line so the prompt does not glue onto the value.
-            if std::io::stdout().is_terminal() && !response.value.ends_with(b"\n") {
-                stdout.write_all(b"\n")?;
-            }
-            stdout.flush()
-        });
-        match written {
-            // `get big | head -c 10`: the reader has what it wanted.
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-            Err(e) => {
-                return Err(Failure::local(format!(
-                    "cannot write the value to stdout: {e}"
-                )));
-            }
-            Ok(()) => {}
+    verdict?;
+    let mut stdout = std::io::stdout().lock();
+    let written = stdout.write_all(&response.value).and_then(|()| {
+        // At a terminal, end the line so the prompt does not glue onto the value.
+        if std::io::stdout().is_terminal() && !response.value.ends_with(b"\n") {
+            stdout.write_all(b"\n")?;
         }
+        stdout.flush()
+    });
+    match written {
+        // `get big | head -c 10`: the reader has what it wanted.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(Failure::local(format!(
+            "cannot write the value to stdout: {e}"
+        ))),
+        Ok(()) => Ok(()),
     }
-    Ok(())
 }
 
 async fn delete(global: &Global, args: DeleteArgs) -> Result<(), Failure> {
@@ -608,7 +601,8 @@ fn node_status_text(answered: &StatusResponse) -> String {
     );
     let mut out = render::wrapped(&sees, 0, 2);
     let counts = format!(
-        "{} under-replicated; {}",
+        "{} coordinated; {} under-replicated; {}",
+        render::counted(status.requests, "request", "requests"),
         render::counted(status.under_replicated, "key", "keys"),
         render::counted(status.denied, "call denied", "calls denied"),
     );
@@ -837,7 +831,7 @@ async fn fault(global: &Global, args: FaultArgs) -> Result<(), Failure> {
     if global.json {
         print_json(&json!({"node": args.node, "active": response.active}));
     } else {
-        println!("{}: faults now {}", args.node, response.active);
+        println!("{}", fault_line(&args.node, &response.active));
     }
     Ok(())
 }
@@ -901,12 +895,7 @@ async fn health(global: &Global) -> Result<(), Failure> {
         .await;
     let answer = conn.check(answer).await?;
     let status = answer.status().as_str_name();
-    if global.json {
-        print_json(&json!({"addr": conn.addr, "status": status}));
-    } else {
-        println!("{} {status}", conn.addr);
-    }
-    match answer.status() {
+    let verdict = match answer.status() {
         tonic_health::pb::health_check_response::ServingStatus::Serving => Ok(()),
         _ => Err(Failure::new(
             "UNAVAILABLE",
@@ -916,7 +905,12 @@ async fn health(global: &Global) -> Result<(), Failure> {
                 conn.addr
             ),
         )),
-    }
+    };
+    // Not serving is the exit status, whether or not its reader stays.
+    failure::report_then(verdict, || match global.json {
+        true => print_json(&json!({"addr": conn.addr, "status": status})),
+        false => println!("{} {status}", conn.addr),
+    })
 }
 
 async fn policy(global: &Global, args: PolicyArgs) -> Result<(), Failure> {
@@ -929,9 +923,24 @@ async fn policy(global: &Global, args: PolicyArgs) -> Result<(), Failure> {
     if global.json {
         print_json(&json!({"previous": response.previous, "current": response.current}));
     } else {
-        println!("policy {} -> {}", response.previous, response.current);
+        println!("{}", policy_line(&response.previous, &response.current));
     }
     Ok(())
+}
+
+/// What `fault` says a node now has. A member's name in it (`link to NAME
+/// cut`) came from the cluster: shown, not obeyed, as in `status`.
+fn fault_line(node: &str, active: &str) -> String {
+    format!("{node}: faults now {}", proto::text::one_line(active))
+}
+
+/// What `policy` says changed, in the balancer's words, shown, not obeyed.
+fn policy_line(previous: &str, current: &str) -> String {
+    format!(
+        "policy {} -> {}",
+        proto::text::one_line(previous),
+        proto::text::one_line(current)
+    )
 }
 
 /// How to ask for the next page of a scan, after the key `next`: written
@@ -1025,10 +1034,15 @@ mod tests {
 
         let mut status = node_n1();
         status.unanswered = vec!["10.0.0.3:7100".into(), "10.0.0.4:7100".into()];
+        status.requests = 1234;
         let text = node_status_text(&status);
         assert!(text.lines().all(|l| l.len() <= render::COLUMNS), "{text}");
+        // Its share of the requests, as a balancer's status shows each node's.
         assert!(
-            text.starts_with("n1 (node) sees 2 members, all alive; N=0 W=0 R=0\n  0 keys"),
+            text.starts_with(
+                "n1 (node) sees 2 members, all alive; N=0 W=0 R=0\n  1234 requests coordinated; \
+                 0 keys"
+            ),
             "{text}"
         );
         assert!(
@@ -1063,6 +1077,18 @@ mod tests {
 
     /// What servers say (a member's name, as its probe answer gave it; a
     /// backend's reason) reaches the terminal without its escape sequences.
+    /// `fault` and `policy` show what the server answered as `status` does:
+    /// a terminal control sequence in it is shown, not obeyed.
+    #[test]
+    fn fault_and_policy_lines_show_the_servers_words_without_obeying_them() {
+        let line = fault_line("n1", "link to n2\x1b[2J cut");
+        assert!(line.starts_with("n1: faults now link to n2"), "{line}");
+        assert!(!line.contains('\x1b'), "{line:?}");
+        let line = policy_line("round-robin\x1b[31m", "least-outstanding\r");
+        assert!(line.starts_with("policy round-robin"), "{line}");
+        assert!(!line.contains(['\x1b', '\r']), "{line:?}");
+    }
+
     #[test]
     fn status_text_shows_the_servers_words_without_obeying_them() {
         let mut status = node_n1();

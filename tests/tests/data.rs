@@ -1506,7 +1506,7 @@ fn a_reader_that_stops_early_is_no_failure() {
     assert_eq!((status.code(), stderr.as_str()), (Some(0), ""));
 }
 
-/// A `check` or `load` that fails, whose reader leaves before the report is
+/// A `check`, `load` or `get` that fails, whose reader leaves before its report is
 /// out (`clusterlab --json check | head -c 1`), still exits 1 and says its
 /// failure on stderr. It exited 0, as a pass does: the report's first line
 /// failed to print, and a closed stdout was taken for a reader with what it
@@ -1516,11 +1516,19 @@ fn a_failure_is_the_exit_status_though_the_reader_left() {
     let cluster = TestCluster::start(1);
     let runs = [
         // Stopped at the first refusal: its JSON summary, then the failure.
-        &["--json", "check", "--duration", "60s"][..],
+        (
+            &["--json", "check", "--duration", "60s"][..],
+            "PERMISSION_DENIED: ",
+        ),
         // The summary table, then the verdict on a run that all failed.
-        &["load", "--read-ratio", "0", "--duration", "1s"],
+        (
+            &["load", "--read-ratio", "0", "--duration", "1s"],
+            "PERMISSION_DENIED: ",
+        ),
+        // Its answer, then not found.
+        (&["--json", "get", "nobody-wrote-this"], "NOT_FOUND: "),
     ];
-    for args in runs {
+    for (args, failure) in runs {
         let mut run = tests::KilledOnDrop(
             cluster
                 .client_process()
@@ -1538,10 +1546,7 @@ fn a_failure_is_the_exit_status_though_the_reader_left() {
         std::io::Read::read_to_string(&mut run.0.stderr.take().unwrap(), &mut stderr).unwrap();
         assert_eq!(status.and_then(|s| s.code()), Some(1), "{args:?}: {stderr}");
         let last = stderr.lines().last().unwrap_or_default();
-        assert!(
-            last.starts_with("PERMISSION_DENIED: "),
-            "{args:?}: {stderr}"
-        );
+        assert!(last.starts_with(failure), "{args:?}: {stderr}");
     }
 }
 

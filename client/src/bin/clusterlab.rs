@@ -28,7 +28,8 @@ fn main() -> ExitCode {
 ///   exit status is 1, as `echo` gives: what was asked of the cluster was
 ///   done, or its failure said, but its report did not reach its reader;
 /// - either way, a command that had failed before it printed its report
-///   (`check` finding a lost write) says its failure on stderr and exits with
+///   (`check` finding a lost write, `get` a key not there, `health` a server
+///   not serving) says its failure on stderr and exits with
 ///   its status, as it would have after the report
 ///   ([`client::failure::report_then`]).
 fn quiet_on_closed_stdout() {
