@@ -376,11 +376,7 @@ impl Router {
                         return Err(held_by_a_hung_node(&status, &trace.attempts));
                     }
                     every_refused &= proto::was_not_applied(&status);
-                    let stop = match is_retryable(&status, method) {
-                        false => Some(Stopped::NotRetryable(status.code())),
-                        true if Instant::now() >= deadline => Some(Stopped::OutOfTime),
-                        true => None,
-                    };
+                    let stop = why_stop(&status, method, Instant::now() >= deadline);
                     last_failure = Some(status);
                     if let Some(stop) = stop {
                         stopped = stop;
@@ -422,9 +418,10 @@ impl Router {
                 }
             }
             Stopped::BudgetSpent => format!(
-                "the retry budget is spent (retries may add {:.0}% to the requests, \
+                "the retry budget is spent (retries may add {}% to the requests, \
                  --retry-budget; `clusterlab status` counts the retries refused)",
-                self.budget.ratio() * 100.0
+                // Two places, no trailing zeros: 20, 0.4.
+                (self.budget.ratio() * 10_000.0).round() / 100.0
             ),
             Stopped::NotRetryable(code) => format!(
                 "{} is not retried (only UNAVAILABLE, UNKNOWN and a broken connection are, \
@@ -438,6 +435,8 @@ impl Router {
             // One attempt: its own status, as the node gave it, and only if
             // a retry was wanted, why none was made.
             Some(status) if attempts.len() == 1 => match stopped {
+                // Its own words say the deadline passed.
+                Stopped::OutOfTime if status.code() == tonic::Code::DeadlineExceeded => status,
                 Stopped::NoNodeLeft | Stopped::BudgetSpent | Stopped::OutOfTime => {
                     Status::with_details_and_metadata(
                         status.code(),
@@ -492,6 +491,22 @@ enum Stopped {
     NotRetryable(tonic::Code),
     /// The request's deadline had passed.
     OutOfTime,
+}
+
+/// Why no further attempt is made after one that failed with `status`, if
+/// one is not: it would fail the same on another node, or the request's
+/// deadline has passed (`out_of_time`). An attempt that ran out the deadline
+/// says so, not that its DEADLINE_EXCEEDED is not retried: a retry had no time
+/// left, whatever the code.
+fn why_stop(status: &Status, method: Method, out_of_time: bool) -> Option<Stopped> {
+    match is_retryable(status, method) {
+        false if out_of_time && status.code() == tonic::Code::DeadlineExceeded => {
+            Some(Stopped::OutOfTime)
+        }
+        false => Some(Stopped::NotRetryable(status.code())),
+        true if out_of_time => Some(Stopped::OutOfTime),
+        true => None,
+    }
 }
 
 /// The deadline the client sent as `grpc-timeout`, if any.
@@ -741,21 +756,7 @@ mod tests {
     /// wanted; not when the failure was one another node would not mend.
     #[test]
     fn a_single_failure_says_why_it_was_not_retried() {
-        let events = node::events::Events::new("balancer");
-        let backends = crate::backend::Backends::new(
-            vec![],
-            Duration::from_secs(1),
-            certs::dial::Dialer::new(None),
-            events,
-        );
-        let router = Router::new(
-            "balancer".into(),
-            backends,
-            Policy::RoundRobin,
-            0.2,
-            BusyPoll::new(Duration::ZERO),
-            Duration::from_secs(10),
-        );
+        let router = router_of(vec![], 0.2);
         let failed = |status: Status, stopped: Stopped| {
             let trace = Trace {
                 attempts: vec![Attempt {
@@ -780,21 +781,119 @@ mod tests {
         let answer = Status::invalid_argument("key is empty");
         let refused = failed(answer, Stopped::NotRetryable(tonic::Code::InvalidArgument));
         assert_eq!(refused.message(), "key is empty");
+        // A node's own deadline failure says it already.
+        let timed_out = Status::deadline_exceeded("n1 did not answer within 10s");
+        let timed_out = failed(timed_out, Stopped::OutOfTime);
+        assert_eq!(timed_out.message(), "n1 did not answer within 10s");
     }
 
-    /// A client's retry is never said to be unapplied: a failed dial marks
-    /// its own failure so, and with that one attempt alone the mark went
-    /// through to the client, though the client's first attempt may have
-    /// been applied.
+    /// A router of `backends` (none healthy yet), with `--retry-budget`.
+    fn router_of(backends: Vec<String>, retry_budget: f64) -> Router {
+        let events = node::events::Events::new("balancer");
+        let backends = crate::backend::Backends::new(
+            backends,
+            Duration::from_secs(1),
+            certs::dial::Dialer::new(None),
+            events,
+        );
+        Router::new(
+            "balancer".into(),
+            backends,
+            Policy::RoundRobin,
+            retry_budget,
+            BusyPoll::new(Duration::ZERO),
+            Duration::from_secs(10),
+        )
+    }
+
+    /// A retry cut off by the deadline says the deadline passed, not that
+    /// DEADLINE_EXCEEDED is not retried, as if another outcome would have
+    /// earned one more attempt; a spent budget names the fraction given.
     #[test]
-    fn a_clients_retry_is_never_marked_not_applied() {
-        // (`every_refused` starts false for a client's retry.)
-        let dial_failed = || proto::not_applied(Status::unavailable("cannot reach n1"));
-        assert!(!proto::was_not_applied(&marked(dial_failed(), false)));
-        // Ours is, when every attempt was refused before it started.
-        let refused = || Status::unavailable("n1 is shutting down");
-        assert!(proto::was_not_applied(&marked(refused(), true)));
-        assert!(!proto::was_not_applied(&marked(refused(), false)));
+    fn why_no_further_attempt_names_the_deadline_and_the_budget_as_given() {
+        let late = Status::deadline_exceeded("n2 did not answer before the request's deadline");
+        assert!(matches!(
+            why_stop(&late, Method::Put, true),
+            Some(Stopped::OutOfTime)
+        ));
+        assert!(matches!(
+            why_stop(&late, Method::Put, false),
+            Some(Stopped::NotRetryable(tonic::Code::DeadlineExceeded))
+        ));
+        let down = Status::unavailable("n1 is shutting down");
+        assert!(why_stop(&down, Method::Get, false).is_none());
+        assert!(matches!(
+            why_stop(&down, Method::Get, true),
+            Some(Stopped::OutOfTime)
+        ));
+        let attempt = |node: &str, status: &Status| Attempt {
+            node: node.into(),
+            outcome: proto::code_name(status.code()).into(),
+            latency_us: 1,
+            detail: status.message().into(),
+        };
+        let trace = Trace {
+            attempts: vec![attempt("n1", &down), attempt("n2", &late)],
+            ..Trace::default()
+        };
+        let router = router_of(vec![], 0.004);
+        let failure = router.explain(Some(late.clone()), &trace, Stopped::OutOfTime);
+        assert!(
+            failure
+                .message()
+                .ends_with("no further attempt: the request's deadline had passed"),
+            "{failure:?}"
+        );
+        let failure = router.explain(Some(down.clone()), &trace, Stopped::BudgetSpent);
+        assert!(
+            failure
+                .message()
+                .contains("retries may add 0.4% to the requests"),
+            "{failure:?}"
+        );
+        let failure = router_of(vec![], 0.2).explain(Some(down), &trace, Stopped::BudgetSpent);
+        assert!(
+            failure
+                .message()
+                .contains("retries may add 20% to the requests"),
+            "{failure:?}"
+        );
+    }
+
+    /// A client's retry that no node took (none healthy, or its message
+    /// refused here) is not said to be unapplied: its first attempt may have
+    /// been. The same write sent once is.
+    #[tokio::test]
+    async fn a_clients_retry_refused_here_is_not_marked_not_applied() {
+        let router = router_of(vec!["127.0.0.1:1".into()], 0.2);
+        let put = proto::PutRequest {
+            key: "k".into(),
+            value: b"v".to_vec(),
+            request_id: "r1".into(),
+            ..Default::default()
+        };
+        let encoded = prost::Message::encode_to_vec(&put);
+        let mut framed = vec![0];
+        framed.extend_from_slice(&(encoded.len() as u32).to_be_bytes());
+        framed.extend_from_slice(&encoded);
+        for (message, why) in [(framed, "no healthy node"), (vec![], "carried no message")] {
+            for retry in [false, true] {
+                let mut request = http::Request::post("/clusterlab.v1.KeyValue/Put");
+                if retry {
+                    request = request.header(node::kv::RETRY_HEADER, "1");
+                }
+                let request = request
+                    .body(Full::new(Bytes::from(message.clone())))
+                    .unwrap();
+                let failure = router.forward(request).await.expect_err("no node takes it");
+                assert!(failure.message().contains(why), "{failure:?}");
+                assert_eq!(
+                    proto::was_not_applied(&failure),
+                    !retry,
+                    "retry {retry}: {failure:?}"
+                );
+            }
+        }
     }
 
     /// A node's own failure is tried on another node; a read also after one
