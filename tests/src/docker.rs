@@ -15,7 +15,7 @@ use std::{
     time::Duration,
 };
 
-use crate::{Output, free_port, poll_every};
+use crate::{Output, PROCESS_POLL, free_port, poll_every};
 
 /// How long the cluster may take to come up: image start, PKI, three nodes.
 pub const UP_TIMEOUT: Duration = Duration::from_secs(120);
@@ -428,7 +428,7 @@ impl Compose {
     /// that many: under load it can miss one that runs, or fail for a moment.
     pub fn wait_containers(&self, service: &str, count: usize) -> Vec<String> {
         let mut names = Vec::new();
-        let listed = poll_every(POLL_EVERY, UP_TIMEOUT, || {
+        let listed = poll_every(PROCESS_POLL, UP_TIMEOUT, || {
             names = self.containers(service);
             names.len() == count
         });
@@ -474,7 +474,7 @@ impl Compose {
     /// The balancer's status, asked again for up to 15 s while it fails.
     pub fn balancer_status(&self) -> serde_json::Value {
         let mut status = None;
-        poll_every(POLL_EVERY, Duration::from_secs(15), || {
+        poll_every(PROCESS_POLL, Duration::from_secs(15), || {
             status = self.try_balancer_status();
             status.is_some()
         });
@@ -629,13 +629,10 @@ pub fn docker_ok(args: &[&str]) -> String {
     out.stdout
 }
 
-/// How often a wait asks Docker, or starts a client container, again.
-pub const POLL_EVERY: Duration = Duration::from_millis(250);
-
 /// [`crate::wait_until`] for a condition that runs docker or a client
-/// container each time it is asked: asked every [`POLL_EVERY`].
+/// container each time it is asked: asked every [`PROCESS_POLL`].
 pub fn wait_until(what: &str, timeout: Duration, condition: impl FnMut() -> bool) {
-    crate::wait_until_every(what, POLL_EVERY, timeout, condition)
+    crate::wait_until_every(what, PROCESS_POLL, timeout, condition)
 }
 
 fn run(mut command: Command) -> Output {

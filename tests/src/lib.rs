@@ -278,6 +278,11 @@ pub fn wait_for_line(log: impl Fn() -> String, needle: &str, timeout: Duration) 
 /// How often [`wait_until`] and [`poll_until`] ask.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
+/// How often to ask a condition that starts a process each time (a
+/// `clusterlab` client, with its TLS handshake; docker; a client container),
+/// with [`wait_until_every`] or [`poll_every`].
+pub const PROCESS_POLL: Duration = Duration::from_millis(250);
+
 /// Polls `condition` every 20 ms: true once it holds, false if `timeout` passes first.
 pub fn poll_until(timeout: Duration, condition: impl FnMut() -> bool) -> bool {
     poll_every(POLL_INTERVAL, timeout, condition)

@@ -2,7 +2,7 @@
 
 use std::{os::unix::process::ExitStatusExt, time::Duration};
 
-use tests::{Client, TestCluster, wait_until};
+use tests::{Client, PROCESS_POLL, TestCluster, wait_until, wait_until_every};
 
 #[test]
 fn put_then_get_prints_the_value_alone() {
@@ -386,8 +386,9 @@ fn quorums_beyond_the_replica_count_are_refused() {
     // the quorum, its seed is missing, and it says so.
     let seed = format!("127.0.0.1:{}", tests::free_port());
     let alone = cluster.add_node_with_peers(&[], vec![seed.clone()]);
-    wait_until(
+    wait_until_every(
         "the node to take writes alone",
+        PROCESS_POLL,
         Duration::from_secs(60),
         || {
             cluster
@@ -1059,7 +1060,8 @@ fn load_stopped_by_ctrl_c_counts_what_was_in_flight_and_what_was_not_sent() {
         .args(["--json", "load", "--duration", "120s"])
         .args(["--rate", "1000", "--concurrency", "2"])
         .spawn();
-    wait_until("both slots to wait on n1", Duration::from_secs(60), || {
+    let within = Duration::from_secs(60);
+    wait_until_every("both slots to wait on n1", PROCESS_POLL, within, || {
         let out = cluster.client().args(["--json", "status"]).run();
         out.code() == 0 && out.json()["requests"].as_u64() >= Some(2)
     });
@@ -1792,6 +1794,5 @@ fn retried_write_is_applied_once(nodes: usize, write_quorum: u32, via_balancer: 
     };
     assert!(acked(&found) >= found.quorum as usize, "{found:?}");
     // Without the retry mark the same id is just another write.
-    assert!(put(false).0.wall_ms >= first.wall_ms);
     assert_ne!(put(false).0, first);
 }

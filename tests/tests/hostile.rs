@@ -348,9 +348,10 @@ fn streams_above_the_limit_are_refused(target: Target) {
         let mut conn = RawH2::connect(&cluster.certs, "writer", target.addr(&cluster))
             .await
             .unwrap();
-        // 300 calls that never send their request: each holds a stream open.
+        // 300 calls that do not send their request: each holds a stream open.
+        let mut opened = Vec::new();
         for _ in 0..300 {
-            conn.open(GET, false).await.unwrap();
+            opened.push(conn.open(GET, false).await.unwrap());
         }
         // 256 at once per connection are allowed; the other 44 are refused.
         let mut refused = Vec::new();
@@ -364,6 +365,16 @@ fn streams_above_the_limit_are_refused(target: Target) {
                 other => panic!("expected REFUSED_STREAM resets, got {other:?} after {refused:?}"),
             }
         }
+        // The streams let in are served: the first sends its request, a Get
+        // of "k" (field 1, 1 byte), and is answered.
+        let first = opened[0];
+        let get = [0x0a, 1, b'k'];
+        conn.data(first, &h2raw::grpc_message(3, &get), true)
+            .await
+            .unwrap();
+        let (status, message) = grpc_status(conn.until_end_of(first).await.unwrap());
+        // OK: an answer, `found` false (nothing wrote "k" yet).
+        assert_eq!(status, "0", "{message}");
         refused
     });
     assert!(

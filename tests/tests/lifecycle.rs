@@ -903,11 +903,33 @@ fn a_node_whose_launcher_has_gone_does_not_start() {
 fn json_logs_are_one_object_per_line_tagged_with_the_process() {
     let mut cluster = TestCluster::empty();
     cluster.add_node(&["--log-format", "json"]);
-    let log = cluster.nodes[0].log_text();
-    let first: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
-    assert_eq!(first["process"], "n1");
+    // Healthy a moment before it says so.
+    let node = &cluster.nodes[0];
+    tests::wait_for_line(
+        || node.log_text(),
+        "\"node ready\"",
+        Duration::from_secs(10),
+    );
+    let log = node.log_text();
+    // Up to that line: one after it may be half written.
+    let ready = log
+        .lines()
+        .position(|l| l.contains("\"node ready\""))
+        .unwrap();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .take(ready + 1)
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: not JSON: {line:?}"))
+        })
+        .collect();
+    let first = &lines[0];
     assert_eq!(first["message"], "node listening");
-    assert_eq!(first["addr"], cluster.nodes[0].addr.to_string());
+    assert_eq!(first["addr"], node.addr.to_string());
+    // Every line, to the node being ready, names its process.
+    for line in &lines {
+        assert_eq!(line["process"], "n1", "{line}");
+    }
 }
 
 /// `--name auto` that finds no container name (outside Docker, as on the

@@ -10,7 +10,8 @@ use std::{
 };
 
 use tests::{
-    Client, KilledOnDrop, bin, claim_port, local_ports, poll_until, send_signal, wait_until,
+    Client, KilledOnDrop, PROCESS_POLL, bin, claim_port, local_ports, poll_until, send_signal,
+    wait_until, wait_until_every,
 };
 
 /// A balancer port whose other ports, as `clusterlab-local` lays them out
@@ -98,8 +99,9 @@ impl Local {
     }
 
     fn wait_for_three_healthy_nodes(&self) {
-        wait_until(
+        wait_until_every(
             "the balancer to see three healthy nodes",
+            PROCESS_POLL,
             Duration::from_secs(60),
             || {
                 let out = self.client().args(["--json", "status"]).run();
@@ -477,8 +479,9 @@ fn start_by_hand(local: &Local, name: &str, its_port: u16) -> KilledOnDrop {
         .unwrap_or_else(|e| panic!("running {command}: {e}"));
     let started = KilledOnDrop(child);
     // The killed process is gone: whoever answers is the one just started.
-    wait_until(
+    wait_until_every(
         &format!("{name} to answer again"),
+        PROCESS_POLL,
         Duration::from_secs(30),
         || local.client_at(its_port).args(["whoami"]).run().code() == 0,
     );
@@ -635,6 +638,7 @@ fn closing_its_output_while_all_is_quiet_stops_every_process() {
         .is_some_and(|line| line.contains(": ready: "))
     {
         send_signal(local.id(), "INT");
+        tests::exit_within(&mut local, STOP_WITHIN);
         panic!("clusterlab-local was not ready: {verdict:?}");
     }
     drop(lines);
@@ -669,13 +673,16 @@ fn assert_stops_by_itself(local: Child, port: u16) {
 }
 
 /// Waits for `local` to exit by itself; returns how, and its stderr. Fails,
-/// after stopping it, if it still runs (`when` says in what case) after 30 s.
+/// after stopping it, if it still runs (`when` says in what case) after 30 s:
+/// as Ctrl-C would, and killed (which takes its processes with it) if that
+/// does not stop it either, so that none outlives the test.
 fn exit_by_itself(mut local: Child, when: &str) -> (ExitStatus, String) {
     let exited = poll_until(Duration::from_secs(30), || {
         local.try_wait().unwrap().is_some()
     });
     if !exited {
         send_signal(local.id(), "INT");
+        tests::exit_within(&mut local, STOP_WITHIN);
     }
     assert!(exited, "clusterlab-local still runs {when}");
     let mut stderr = String::new();

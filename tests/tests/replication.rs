@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use node::placement::Ring;
 use proto::{GetRequest, ScanRequest};
-use tests::{Running, TestCluster, block_on, wait_until};
+use tests::{PROCESS_POLL, Running, TestCluster, block_on, wait_until, wait_until_every};
 
 /// Generous: a debug build on a two-core CI machine.
 const SETTLE: Duration = Duration::from_secs(60);
@@ -154,17 +154,20 @@ fn with_w1_and_r1_the_checker_sees_what_goes_wrong() {
     );
 }
 
-/// Every key the cluster holds under `prefix`, via paged scans of node `index`.
+/// Every key the cluster holds under `prefix`, via paged scans of node
+/// `index`, from where each page says the next begins (a page of tombstones
+/// alone may hold no key). Fails after [`MOST_PAGES`].
 fn all_keys(cluster: &TestCluster, index: usize, prefix: &str) -> Vec<String> {
     block_on(async {
         let mut client = cluster.key_value(index).await.expect("connecting");
         let mut keys: Vec<String> = Vec::new();
-        loop {
+        let mut start_after = String::new();
+        for _ in 0..MOST_PAGES {
             let page = client
                 .scan(ScanRequest {
                     prefix: prefix.to_string(),
                     limit: 1000,
-                    start_after: keys.last().cloned().unwrap_or_default(),
+                    start_after,
                 })
                 .await
                 .expect("scan")
@@ -173,9 +176,18 @@ fn all_keys(cluster: &TestCluster, index: usize, prefix: &str) -> Vec<String> {
             if !page.more {
                 return keys;
             }
+            start_after = page.next_start_after;
         }
+        panic!(
+            "a scan of {prefix:?} did not end within {MOST_PAGES} pages ({} keys)",
+            keys.len()
+        );
     })
 }
+
+/// More pages than any test's keys fill, with a page of tombstones alone
+/// between each two.
+const MOST_PAGES: usize = 100;
 
 /// Loads `n` keys through the checker and returns their prefix.
 fn load(cluster: &TestCluster, n: u64) -> String {
@@ -510,8 +522,12 @@ fn status_and_a_verbose_put_show_members_and_which_replicas_acknowledged() {
     // Every member is alive once n3 has heard from both peers; on a busy
     // machine one of them may be suspect for a moment, so wait for that.
     let mut status = serde_json::Value::Null;
-    wait_until("n3 to see every member alive", SETTLE, || {
-        status = cluster.client_to(2).args(["--json", "status"]).ok().json();
+    wait_until_every("n3 to see every member alive", PROCESS_POLL, SETTLE, || {
+        let out = cluster.client_to(2).args(["--json", "status"]).run();
+        status = match out.code() {
+            0 => out.json(),
+            _ => serde_json::Value::Null,
+        };
         status["members"]
             .as_array()
             .is_some_and(|m| m.iter().all(|m| m["state"] == "alive"))
@@ -526,13 +542,14 @@ fn status_and_a_verbose_put_show_members_and_which_replicas_acknowledged() {
         assert!(member["addr"].as_str().unwrap().starts_with("127.0.0.1:"));
     }
     assert!(status["under_replicated"].is_u64());
-    wait_until("every node to hold the key", SETTLE, || {
-        let status = cluster.client_to(0).args(["--json", "status"]).ok().json();
-        status["members"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|m| m["keys"] == 1)
+    wait_until_every("every node to hold the key", PROCESS_POLL, SETTLE, || {
+        let out = cluster.client_to(0).args(["--json", "status"]).run();
+        out.code() == 0
+            && out.json()["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|m| m["keys"] == 1)
     });
 }
 
@@ -1416,7 +1433,7 @@ fn writes_taken_by_the_smaller_side_of_a_partition_reach_the_keys_replicas_when_
     });
     // Read through n3, from the keys' own replicas.
     let mut last = String::new();
-    let handed_off = tests::poll_until(SETTLE, || {
+    let handed_off = tests::poll_every(PROCESS_POLL, SETTLE, || {
         keys.iter().all(|key| {
             let out = cluster.client_to(2).args(["get", key]).run();
             last = format!("{key}: {}{}", out.stdout, out.stderr);
