@@ -237,11 +237,17 @@ impl Faults {
         }
     }
 
-    /// Fails at once if the link to `peer` is cut.
+    /// Fails at once if the link to `peer` is cut. The failure names this
+    /// node, whose fault it is, and how to end it: it reaches the client under
+    /// the peer's name (the replica that failed), where `clusterlab fault
+    /// PEER --clear` would find no fault to clear.
     pub fn check_link(&self, peer: Option<&str>) -> Result<(), Status> {
         match (peer, &self.current.borrow().drop_peer) {
             (Some(peer), Some(dropped)) if peer == dropped => Err(Status::unavailable(format!(
-                "injected fault: the link to {peer} is cut"
+                "injected fault: {}'s link to {peer} is cut (`clusterlab fault {} --clear` \
+                 ends it)",
+                self.node,
+                certs::flags::shell_word(&self.node),
             ))),
             _ => Ok(()),
         }
@@ -384,9 +390,9 @@ mod tests {
             ..slow
         });
         let refused = waiting.await.unwrap().unwrap_err();
-        assert!(
-            refused.message().contains("the link to n3 is cut"),
-            "{refused:?}"
+        assert_eq!(
+            refused.message(),
+            "injected fault: n1's link to n3 is cut (`clusterlab fault n1 --clear` ends it)"
         );
     }
 

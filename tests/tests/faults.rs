@@ -215,15 +215,19 @@ fn a_cut_link_fails_both_directions_and_heals() {
         .args(["fault", "n1", "--drop-peer", "n3"])
         .ok();
     let why = write_to_all_fails(&cluster);
+    // Under n3's name, the replica that failed, but n1's fault, which is
+    // what to clear.
     assert!(
-        why.contains("n3: injected fault: the link to n3 is cut"),
+        why.contains(
+            "n3: injected fault: n1's link to n3 is cut (`clusterlab fault n1 --clear` ends it)"
+        ),
         "{why}"
     );
     // A scan coordinated by n3 does not reach n1 either (its ScanLocal
     // calls used to say nobody sent them, and got through).
     let scan = cluster.client_to(2).args(["--json", "scan"]).run();
     assert!(
-        format!("{}{}", scan.stdout, scan.stderr).contains("the link to n3 is cut"),
+        format!("{}{}", scan.stdout, scan.stderr).contains("n1's link to n3 is cut"),
         "{}{}",
         scan.stdout,
         scan.stderr
