@@ -601,7 +601,7 @@ fn node_status_text(answered: &StatusResponse) -> String {
     );
     let mut out = render::wrapped(&sees, 0, 2);
     let counts = format!(
-        "{} coordinated; {} under-replicated; {}",
+        "{} received; {} under-replicated; {}",
         render::counted(status.requests, "request", "requests"),
         render::counted(status.under_replicated, "key", "keys"),
         render::counted(status.denied, "call denied", "calls denied"),
@@ -1040,7 +1040,7 @@ mod tests {
         // Its share of the requests, as a balancer's status shows each node's.
         assert!(
             text.starts_with(
-                "n1 (node) sees 2 members, all alive; N=0 W=0 R=0\n  1234 requests coordinated; \
+                "n1 (node) sees 2 members, all alive; N=0 W=0 R=0\n  1234 requests received; \
                  0 keys"
             ),
             "{text}"

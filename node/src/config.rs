@@ -83,9 +83,10 @@ pub struct Config {
           value_parser = certs::flags::number_in(1..=MAX_REPLICAS))]
     pub write_quorum: Option<u32>,
 
-    /// R: replicas that must answer a read, 1 to N. Default: a majority (N/2+1).
-    /// With R + W > N a read sees the latest acknowledged write while the
-    /// membership holds still (docs/replication.md says when it does not).
+    /// R: replicas that must answer a read, 1 to N. Default: a majority of N,
+    /// as for W (of the members, while there are fewer than N). With R + W > N
+    /// a read sees the latest acknowledged write while the membership holds
+    /// still (docs/replication.md says when it does not).
     #[arg(long, env = "CLUSTERLAB_READ_QUORUM", value_name = "R",
           value_parser = certs::flags::number_in(1..=MAX_REPLICAS))]
     pub read_quorum: Option<u32>,
@@ -180,8 +181,8 @@ pub struct Serving {
     #[arg(long, env = "CLUSTERLAB_LOG_FORMAT", value_enum, default_value_t)]
     pub log_format: LogFormat,
 
-    /// On SIGTERM or SIGINT, how long in-flight requests may take to finish
-    /// before the process exits anyway.
+    /// On SIGTERM, SIGINT or SIGHUP (unless started under nohup), how long
+    /// in-flight requests may take to finish before the process exits anyway.
     #[arg(long, env = "CLUSTERLAB_DRAIN_TIMEOUT", default_value = "10s", value_parser = certs::flags::duration)]
     pub drain_timeout: Duration,
 

@@ -33,7 +33,8 @@ pub struct InFlight(Arc<Counter>);
 
 #[derive(Debug, Default)]
 struct Counter {
-    /// Requests admitted whose answers are not yet written out.
+    /// Requests admitted whose answers are not yet handed to HTTP/2 whole
+    /// (which sends them as fast as each client's window lets it).
     running: AtomicUsize,
     /// How many have finished, ever: a drain waits for a quiet moment in
     /// which this does not move.

@@ -256,7 +256,9 @@ fn first_signal(_: Hangup) -> impl Future<Output = ()> {
 
 /// How long no request may run or finish before a drain stops waiting for
 /// the connections to close by themselves: the last answers have left by
-/// then. A client that is paused never lets its connection close (it does
+/// then, unless a client reads one larger than its HTTP/2 window slower than
+/// that (a read, which its client may ask again; an acknowledgement is a few
+/// bytes). A client that is paused never lets its connection close (it does
 /// not answer the shutdown's PING), and there is nothing left to wait for.
 const LINGER: Duration = Duration::from_secs(1);
 
