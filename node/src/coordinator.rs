@@ -1225,8 +1225,8 @@ impl Tally {
 }
 
 /// Whether our clocks can follow `version`, as `replica` sent it: a version
-/// far ahead would drag the clock that observed it along, and one with a
-/// spent counter leave it no room to stamp a later write higher.
+/// near the end of time would leave a clock that observed it no room to stamp
+/// a later write higher.
 fn check(replica: &str, version: &proto::Version) -> ReplicaResult<()> {
     limits::check_version(version)
         .map_err(|e| ReplicaError::Failed(format!("{replica} answered with a bad version: {e}")))

@@ -5,8 +5,6 @@
 //! times. Each check names what was wrong and what is allowed, so the person who
 //! hit it knows what to change.
 
-use std::time::Duration;
-
 use certs::identity::MAX_NAME_LEN;
 use prost::Message;
 use proto::{
@@ -35,14 +33,10 @@ pub const MAX_RANGES: u32 = 4096;
 /// cost a lookup and a few bytes of memory per key, not a message's worth of
 /// one-byte keys.
 pub const MAX_ASKED_KEY_BYTES: usize = 256 * 1024;
-/// How far ahead of this node's clock a version from a peer may claim its
-/// time to be. One far ahead would drag every clock that sees it along with
-/// it, for good (a node restarted takes up the newest version on its disk),
-/// and each tombstone stamped after it would wait that much longer to be
-/// collected. A day is far beyond the skew of the machines that serve one
-/// cluster, and bounds what a wrong clock, or a peer with a node's
-/// certificate, can push the others' to.
-pub const MAX_AHEAD: Duration = Duration::from_secs(24 * 60 * 60);
+/// Versions from a peer may not claim a time after the year 3000 (in ms since
+/// 1970): one absurd version would otherwise drag every clock that sees it
+/// along to the end of time.
+pub const MAX_WALL_MS: u64 = 32_503_680_000_000;
 
 /// A key must be non-empty and at most [`MAX_KEY_BYTES`] bytes of UTF-8.
 pub fn check_key(key: &str) -> Result<()> {
@@ -132,34 +126,10 @@ impl ScanBudget {
 
 /// A version stamped by a peer must be one our clocks can follow.
 pub fn check_version(version: &Version) -> Result<()> {
-    check_version_at(version, crate::version::unix_ms())
-}
-
-/// [`check_version`], with this node's clock reading `now_ms`. The stamping
-/// node's name goes wherever the version goes (every copy, every trace, log
-/// lines): a megabyte of name would make the key unreadable, its answer past
-/// the clients' message limit. Its length alone is checked: data stored
-/// before `--name` was checked may carry names no node can have now, and must
-/// stay readable.
-fn check_version_at(version: &Version, now_ms: u64) -> Result<()> {
-    // The name first: the refusals below name it.
-    if version.node.len() > MAX_NAME_LEN {
+    if version.wall_ms > MAX_WALL_MS {
         return Err(Error::InvalidArgument(format!(
-            "the version's node name is {} bytes; a node's name is at most {MAX_NAME_LEN}",
-            version.node.len()
-        )));
-    }
-    let ahead = Duration::from_millis(version.wall_ms.saturating_sub(now_ms));
-    if ahead > MAX_AHEAD {
-        // Whole seconds: a count of milliseconds reads as noise.
-        let ahead = Duration::from_secs(ahead.as_secs());
-        return Err(Error::InvalidArgument(format!(
-            "version time {} ms is {} ahead of this node's clock; a version may be at most {} \
-             ahead: is this node's clock, or that of {}, which stamped it, set right?",
-            version.wall_ms,
-            humantime::format_duration(ahead),
-            humantime::format_duration(MAX_AHEAD),
-            proto::text::one_line(&version.node),
+            "version time {} ms is after the year 3000; the limit is {MAX_WALL_MS}",
+            version.wall_ms
         )));
     }
     if version.logical > crate::version::MAX_LOGICAL {
@@ -167,6 +137,17 @@ fn check_version_at(version: &Version, now_ms: u64) -> Result<()> {
             "version counter {} leaves no room above it; the limit is {}",
             version.logical,
             crate::version::MAX_LOGICAL
+        )));
+    }
+    // The stamping node's name goes wherever the version goes (every copy,
+    // every trace, log lines): a megabyte of name would make the key
+    // unreadable, its answer past the clients' message limit. Its length
+    // alone is checked: data stored before `--name` was checked may carry
+    // names no node can have now, and must stay readable.
+    if version.node.len() > MAX_NAME_LEN {
+        return Err(Error::InvalidArgument(format!(
+            "the version's node name is {} bytes; a node's name is at most {MAX_NAME_LEN}",
+            version.node.len()
         )));
     }
     Ok(())
@@ -517,24 +498,10 @@ mod tests {
             logical,
             node: "n1".into(),
         };
-        let now = 1_795_000_000_000;
-        let at_now = |v: &Version| check_version_at(v, now);
-        assert!(at_now(&version(now, 7)).is_ok());
-        // Long ago is fine (data kept for years), a day ahead at most.
-        assert!(at_now(&version(1, 0)).is_ok());
-        let day = MAX_AHEAD.as_millis() as u64;
-        assert!(at_now(&version(now + day, 0)).is_ok());
-        let err = at_now(&version(now + day + 1_000, 0)).unwrap_err();
-        assert!(
-            err.to_string().contains(
-                "is 1day 1s ahead of this node's clock; a version may be at most 1day ahead: is \
-                 this node's clock, or that of n1, which stamped it, set right?"
-            ),
-            "{err}"
-        );
-        assert!(at_now(&version(u64::MAX, 0)).is_err());
-        assert!(check_version(&version(u64::MAX, 0)).is_err());
-        assert!(at_now(&version(1, u32::MAX)).is_err());
+        assert!(check_version(&version(1_795_000_000_000, 7)).is_ok());
+        let err = check_version(&version(u64::MAX, 0)).unwrap_err();
+        assert!(err.to_string().contains("after the year 3000"), "{err}");
+        assert!(check_version(&version(1, u32::MAX)).is_err());
         // The stamping node's name is no longer than a node's can be.
         let named = |node: String| Version {
             wall_ms: 1_795_000_000_000,
