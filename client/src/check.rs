@@ -122,9 +122,12 @@ struct Workload {
     read_back_refusal: Mutex<Option<String>>,
     /// Failed writes by status code.
     errors: Mutex<BTreeMap<String, u64>>,
+    /// Those of them the cluster answered, saying why (not a connection that
+    /// failed, or a deadline that passed), by status code.
+    answered_errors: Mutex<BTreeMap<String, u64>>,
     /// The error the cluster answered the last failed write with ("UNAVAILABLE:
-    /// write quorum 3 cannot be met ..."), if it did: the codes alone do not
-    /// say why.
+    /// write quorum 3 cannot be met ..."), if it answered one: the codes alone
+    /// do not say why.
     write_refusal: Mutex<Option<String>>,
     /// The first answer refusing a request for what it asked: the check stops.
     refused: Mutex<Option<Failure>>,
@@ -167,6 +170,7 @@ impl Workload {
             stale_keys: Mutex::new(Vec::new()),
             read_back_refusal: Mutex::new(None),
             errors: Mutex::new(BTreeMap::new()),
+            answered_errors: Mutex::new(BTreeMap::new()),
             write_refusal: Mutex::new(None),
             refused: Mutex::new(None),
             seen_w: AtomicU32::new(0),
@@ -225,6 +229,42 @@ impl Workload {
     /// The error the cluster answered the last failed write with, if it did.
     fn write_refusal(&self) -> Option<String> {
         self.write_refusal.lock().expect("refusal poisoned").clone()
+    }
+
+    /// Counts a write that failed with `status`, and keeps the cluster's words
+    /// if it answered with some.
+    fn write_failed(&self, status: &tonic::Status) {
+        let code = status_code(status).to_string();
+        let answered = answered_with(status);
+        if answered.is_some() {
+            *self
+                .answered_errors
+                .lock()
+                .expect("errors poisoned")
+                .entry(code.clone())
+                .or_default() += 1;
+            *self.write_refusal.lock().expect("refusal poisoned") = answered;
+        }
+        *self
+            .errors
+            .lock()
+            .expect("errors poisoned")
+            .entry(code)
+            .or_default() += 1;
+    }
+
+    /// The cluster's words for the writes that failed with `code`, to give
+    /// as the reason they failed: only if it answered most of them. One that
+    /// refused writes for a while, then stopped answering at all, is asked
+    /// whether it is up, not quoted from before.
+    fn write_refusal_for(&self, code: &str) -> Option<String> {
+        let count = |errors: &Mutex<BTreeMap<String, u64>>| {
+            let errors = errors.lock().expect("errors poisoned");
+            errors.get(code).copied().unwrap_or(0)
+        };
+        let mostly_answered = count(&self.answered_errors) * 2 > count(&self.errors);
+        self.write_refusal()
+            .filter(|refusal| mostly_answered && refusal.starts_with(&format!("{code}: ")))
     }
 
     /// The addresses for the `turn`th request to try, in order: from
@@ -510,17 +550,7 @@ async fn writer(work: Arc<Workload>, id: usize) {
             Err(status) => {
                 // Not acknowledged: another write may take its place.
                 work.claimed.fetch_sub(1, Ordering::Relaxed);
-                *work
-                    .errors
-                    .lock()
-                    .expect("errors poisoned")
-                    .entry(status_code(&status).to_string())
-                    .or_default() += 1;
-                // The cluster's words, if it answered; none if this one went
-                // unanswered, so a verdict does not quote an older refusal
-                // where the cluster has since stopped answering (as the
-                // read-back does).
-                *work.write_refusal.lock().expect("refusal poisoned") = answered_with(&status);
+                work.write_failed(&status);
                 if never_sent(&status) || proto::was_not_applied(&status) {
                     // Refused at connect, at every address, or refused by the
                     // node before it asked any replica: nothing was written,
@@ -975,10 +1005,7 @@ fn verdict(work: &Workload, verified: &Verified) -> Result<(), Failure> {
         return Err(match nothing_succeeded(&errors, nothing_checked) {
             // The cluster answered, and said why: its words, not a guess,
             // when its answers are what failed the writes most.
-            Some(failure) => match work
-                .write_refusal()
-                .filter(|refusal| refusal.starts_with(&format!("{}: ", failure.code)))
-            {
+            Some(failure) => match work.write_refusal_for(&failure.code) {
                 Some(refusal) => Failure::new(
                     &failure.code,
                     format!(
@@ -1686,15 +1713,40 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
-        within("refusal", || work.write_refusal().is_some()).await;
+        within("refusal", || {
+            work.write_refusal_for("UNAVAILABLE").is_some()
+        })
+        .await;
         stop.send(()).unwrap();
-        within("unanswered write", || work.write_refusal().is_none()).await;
+        let unanswered = || work.write_refusal_for("UNAVAILABLE").is_none();
+        within("mostly unanswered writes", unanswered).await;
         writing.await.unwrap();
         let failure = report(&work, &Verified::default(), Duration::from_secs(1))
             .expect_err("nothing was acknowledged");
         assert_eq!(failure.code, "UNAVAILABLE");
         assert!(failure.message.contains("is the cluster up?"), "{failure}");
         assert!(!failure.message.contains(why), "{failure}");
+        // Its last words are still in the summary, for what they are.
+        let json = json_summary(&work, &Verified::default(), Duration::ZERO, None);
+        assert_eq!(json["last_write_failure"], format!("UNAVAILABLE: {why}"));
+    }
+
+    /// The cluster's words stay the reason while it answered most failed
+    /// writes, though the last of them went unanswered (a connection reset).
+    #[tokio::test]
+    async fn a_refusal_stays_the_reason_after_one_write_went_unanswered() {
+        let addr = refusing_writes(std::future::pending()).await;
+        let work = Arc::new(workload_at(&[addr], &["check", "--duration", "300ms"]));
+        writer(work.clone(), 0).await;
+        let mut reset = tonic::Status::unavailable("connection reset");
+        reset.set_source(Arc::new(std::io::Error::from(
+            std::io::ErrorKind::ConnectionReset,
+        )));
+        assert_eq!(answered_with(&reset), None);
+        work.write_failed(&reset);
+        let failure = report(&work, &Verified::default(), Duration::from_millis(300))
+            .expect_err("nothing was acknowledged");
+        assert!(failure.message.ends_with(REFUSED_WHY), "{failure}");
     }
 
     /// A key answered is answered: a `None` recorded after its answer (by
