@@ -189,7 +189,8 @@ pub async fn status(state: &NodeState) -> Result<StatusResponse, Status> {
             none if none == Fault::default() => String::new(),
             fault => fault.describe(),
         },
-        // A failed fsync first: it says what to do about either.
+        // Writes refused for good first (a failed fsync, a file gone): it
+        // says what to do about either.
         store: state
             .store
             .writes_refused()

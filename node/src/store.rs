@@ -397,7 +397,14 @@ impl Store {
         // a file gone or emptied since the start (space freed by deleting it,
         // a volume swapped) would otherwise become a new, empty database, and
         // the node serve on without its keys, unsaid.
-        if std::fs::metadata(&self.path).is_ok_and(|m| m.len() == 0) || !self.path.exists() {
+        // Gone means not found: a file that cannot be looked at for a moment
+        // (a permission, an I/O error) is opened below, and fails, and is
+        // tried again.
+        let gone = match std::fs::metadata(&self.path) {
+            Ok(file) => file.len() == 0,
+            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+        };
+        if gone {
             if !self.file_gone.swap(true, Ordering::AcqRel) {
                 error!(path = %self.path.display(), "the database file is gone or empty");
             }
@@ -439,8 +446,9 @@ impl Store {
         })
     }
 
-    /// Why this store takes no more writes, if an fsync of its file failed,
-    /// in short, for status (a write that is refused says it at length).
+    /// Why this store takes no more writes, if an fsync of its file failed
+    /// or its file was found gone, in short, for status (a write that is
+    /// refused says it at length).
     pub fn writes_refused(&self) -> Option<String> {
         if self.file_gone.load(Ordering::Acquire) && self.fsync_failed.get().is_none() {
             return Some(format!(
