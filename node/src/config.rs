@@ -362,6 +362,16 @@ mod tests {
         Config::try_parse_from(base.iter().chain(args)).unwrap()
     }
 
+    /// The hidden flag's default is the coordinator's own hedge, written
+    /// twice (clap takes a string).
+    #[test]
+    fn the_read_hedge_defaults_to_the_coordinators() {
+        assert_eq!(
+            parse(&[]).read_hedge_after,
+            crate::coordinator::READ_HEDGE_AFTER
+        );
+    }
+
     #[test]
     fn peers_must_be_host_and_port() {
         let config = parse(&["--peers", "127.0.0.1:7101,node:7100,"]);

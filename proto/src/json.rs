@@ -64,7 +64,8 @@ fn member(m: &MemberStatus) -> Value {
 }
 
 /// A connection's TLS, as its handshake settled it: `tls` is false when it is
-/// plaintext. (A member with no connection yet has `"link": null`.)
+/// plaintext. (A member with no link has `"link": null`: the node itself, and
+/// over mutual TLS one not yet connected; `admin.proto` says so.)
 pub fn link(link: &Link) -> Value {
     json!({
         "tls": !link.tls_version.is_empty(),

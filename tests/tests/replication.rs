@@ -689,12 +689,20 @@ fn a_write_that_reaches_its_replicas_overdue_is_refused_by_them() {
         "{status:?}"
     );
     assert_eq!(cluster.client_to(0).args(["get", "k"]).ok().stdout, "old");
-    wait_until("n2 to log its refusal", Duration::from_secs(10), || {
-        cluster.nodes[1].log_text().lines().any(|line| {
-            line.contains("refused a replica write that came to be stored after its deadline")
-                && line.contains("from=n1")
-        })
-    });
+    for replica in [1, 2] {
+        let node = &cluster.nodes[replica];
+        wait_until(
+            &format!("{} to log its refusal", node.name),
+            Duration::from_secs(10),
+            || {
+                node.log_text().lines().any(|line| {
+                    line.contains(
+                        "refused a replica write that came to be stored after its deadline",
+                    ) && line.contains("from=n1")
+                })
+            },
+        );
+    }
 }
 
 /// What a read's trace reports on one replica.
