@@ -826,19 +826,7 @@ fn a_file_given_for_its_directory_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("notes.txt");
     std::fs::write(&file, "").unwrap();
-    let exit_with = |cluster: &Path, when: &str| {
-        let local = local_command()
-            .args(["--port", &free_port_block().to_string(), "--dir"])
-            .arg(cluster)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("running clusterlab-local");
-        let (status, stderr) = exit_by_itself(local, when);
-        assert_eq!(status.code(), Some(1), "{stderr}");
-        stderr
-    };
-    let stderr = exit_with(&file.join("cluster"), "with a file for its directory");
+    let stderr = refused_in(&file.join("cluster"), "with a file for its directory");
     assert!(
         stderr.contains(&format!(
             "{} is a file, so no directory can be made in it; give --dir a directory",
@@ -849,12 +837,54 @@ fn a_file_given_for_its_directory_is_named() {
     let cluster = dir.path().join("cluster");
     std::fs::create_dir(&cluster).unwrap();
     std::fs::write(cluster.join("certs"), "").unwrap();
-    let stderr = exit_with(&cluster, "with a file for its certificates' directory");
+    let stderr = refused_in(&cluster, "with a file for its certificates' directory");
     assert!(
         stderr.contains(&format!(
             "cannot keep the certificates in {}: it is a file; move it away, or give --dir \
              another directory",
             cluster.join("certs").display()
+        )),
+        "{stderr}"
+    );
+}
+
+/// Runs `clusterlab-local` on `cluster` (`when`: in what case), which must
+/// refuse it and exit 1; returns its stderr.
+fn refused_in(cluster: &Path, when: &str) -> String {
+    let local = local_command()
+        .args(["--port", &free_port_block().to_string(), "--dir"])
+        .arg(cluster)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running clusterlab-local");
+    let (status, stderr) = exit_by_itself(local, when);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    stderr
+}
+
+/// A directory it cannot use says why and what to do: one whose name is not
+/// UTF-8 (each process would have been given another name, and found no
+/// certificates), and one whose lock file cannot be made.
+#[test]
+fn a_directory_it_cannot_use_says_what_to_do() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let latin1 = dir.path().join(std::ffi::OsStr::from_bytes(b"caf\xe9"));
+    let stderr = refused_in(&latin1, "with a --dir not UTF-8");
+    assert!(
+        stderr.contains("is not UTF-8 text") && stderr.contains("give a directory whose name is"),
+        "{stderr}"
+    );
+    assert!(!latin1.exists(), "nothing is made there");
+    let cluster = dir.path().join("cluster");
+    std::fs::create_dir_all(cluster.join("clusterlab-local.lock")).unwrap();
+    let stderr = refused_in(&cluster, "with a directory for its lock file");
+    assert!(
+        stderr.contains(&format!(
+            "cannot create {}: Is a directory (os error 21); move it away, or give --dir \
+             another directory",
+            cluster.join("clusterlab-local.lock").display()
         )),
         "{stderr}"
     );

@@ -150,9 +150,15 @@ fn make_certificates(dir: &Path, nodes: &[String]) -> Result<(), String> {
         .output()
         .map_err(|e| format!("cannot run clusterlab-certs: {e}"))?;
         let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        match out.status.success() {
-            true => Ok(stderr),
-            false => Err(stderr),
+        match (out.status.success(), stderr.is_empty()) {
+            (true, _) => Ok(stderr),
+            (false, false) => Err(stderr),
+            // Killed, say: it said nothing.
+            (false, true) => Err(format!(
+                "clusterlab-certs {} failed ({}), saying nothing",
+                args.join(" "),
+                out.status
+            )),
         }
     };
     // `init --force` notes the certificates the new CA makes useless: one a
@@ -176,7 +182,7 @@ fn make_certificates(dir: &Path, nodes: &[String]) -> Result<(), String> {
         for old in [format!("{name}.pem"), format!("{name}.key")] {
             match std::fs::remove_file(dir.join(&old)) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(format!("cannot replace {}: {e}", dir.join(old).display()));
+                    return Err(in_dir("replace", &dir.join(old), &e));
                 }
                 _ => {}
             }
@@ -189,6 +195,15 @@ fn make_certificates(dir: &Path, nodes: &[String]) -> Result<(), String> {
 }
 
 async fn run(args: Args) -> Result<(), String> {
+    // The processes are given their paths as flags, text: one not UTF-8 would
+    // reach them changed, and each would look for its files elsewhere.
+    if args.dir.to_str().is_none() {
+        return Err(format!(
+            "--dir {} is not UTF-8 text, which the nodes and the balancer are given their \
+             paths as; give a directory whose name is",
+            args.dir.display()
+        ));
+    }
     // Every port follows from --port, as 7000 gives 7101, 8080 and 9101.
     // (--port is at most MAX_PORT, so none of these overflows.)
     let port = |offset: u16| format!("127.0.0.1:{}", args.port + offset);
@@ -323,8 +338,9 @@ async fn run(args: Args) -> Result<(), String> {
     ));
     say(format!(
         "clusterlab-local: try `CLUSTERLAB_CERTS={} clusterlab --addr {balancer_addr} status`; Ctrl-C stops everything",
-        // Absolute, like the commands to start a process again: it works
-        // in any terminal, whatever its directory.
+        // The certificates' path absolute, as in the commands to start a
+        // process again: it works from any directory (with `clusterlab` on
+        // the PATH, as the README sets it in each terminal).
         certs::flags::shell_word(&certs_flag)
     ));
     std::thread::spawn(watch_stdout);
@@ -431,7 +447,11 @@ async fn run(args: Args) -> Result<(), String> {
     // SIGTERM to each, so they drain (and SIGCONT, for one paused), then
     // wait for all of them. Ctrl-C in a terminal has already sent SIGINT to
     // every one of them (they share its process group), so some may be gone.
-    for (_, pid) in &running {
+    // A process started again with the command printed above is not our
+    // child, and Ctrl-C in our terminal does not reach it: it is stopped too,
+    // at the same time, so that its drain does not begin after theirs.
+    let by_hand = started_by_hand(&processes, &running);
+    for (_, pid) in running.iter().chain(&by_hand) {
         terminate(*pid);
     }
     while !running.is_empty() {
@@ -444,9 +464,7 @@ async fn run(args: Args) -> Result<(), String> {
             describe(&status)
         ));
     }
-    // A process started again with the command printed above is not our
-    // child, and Ctrl-C in our terminal does not reach it: stop it too.
-    stop_started_by_hand(started_by_hand(&processes, &running)).await;
+    wait_for_started_by_hand(by_hand).await;
     match failed_to_start {
         Some(why) => Err(why),
         None => Ok(()),
@@ -563,12 +581,9 @@ fn runs(cmdline: &[u8], program: &Path, flags: &[String]) -> bool {
         && argv.eq(flags.iter().map(|flag| flag.as_str()))
 }
 
-/// Sends SIGTERM to each, waits for them to go (together, for at most
+/// Waits for each, sent SIGTERM, to go (together, for at most
 /// [`STOP_PATIENCE`]), and says what became of each.
-async fn stop_started_by_hand(processes: Vec<(String, u32)>) {
-    for (_, pid) in &processes {
-        terminate(*pid);
-    }
+async fn wait_for_started_by_hand(processes: Vec<(String, u32)>) {
     let deadline = Instant::now() + STOP_PATIENCE;
     let mut left = processes;
     loop {
@@ -677,10 +692,9 @@ fn lock(dir: &Path) -> Result<std::fs::File, String> {
             "cannot create {}: {why}; give --dir a directory (made if missing)",
             dir.display()
         ),
-        None => format!("cannot create {}: {e}", dir.display()),
+        None => in_dir("create", dir, &e),
     })?;
-    let file = std::fs::File::create(&path)
-        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    let file = std::fs::File::create(&path).map_err(|e| in_dir("create", &path, &e))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(format!(
@@ -689,8 +703,25 @@ fn lock(dir: &Path) -> Result<std::fs::File, String> {
              PORT (`clusterlab-local --help` says which ports a --port takes)",
             dir.display()
         )),
-        Err(std::fs::TryLockError::Error(e)) => Err(format!("cannot lock {}: {e}", path.display())),
+        Err(std::fs::TryLockError::Error(e)) => Err(in_dir("lock", &path, &e)),
     }
+}
+
+/// Why `path`, in `--dir`, could not be made or changed (`what`: "create"),
+/// and what to do about it.
+fn in_dir(what: &str, path: &Path, e: &std::io::Error) -> String {
+    let advice = match e.kind() {
+        // The README's labs run some commands under sudo.
+        std::io::ErrorKind::PermissionDenied => {
+            "it may have been made as root (by `sudo clusterlab-local`, say): delete it with \
+             sudo, or give --dir another directory"
+        }
+        std::io::ErrorKind::ReadOnlyFilesystem => {
+            "give --dir a directory on a file system that takes writes"
+        }
+        _ => "move it away, or give --dir another directory",
+    };
+    format!("cannot {what} {}: {e}; {advice}", path.display())
 }
 
 /// Fails, naming `addr`, if another process listens there already.
@@ -828,5 +859,21 @@ mod unit_tests {
             program,
             &flags
         ));
+    }
+
+    /// A file in `--dir` it may not touch (left by a run under sudo) says so,
+    /// and what to do, not the bare error alone.
+    #[test]
+    fn a_file_it_may_not_touch_says_what_to_do() {
+        let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let said = in_dir("create", Path::new("local/clusterlab-local.lock"), &denied);
+        assert!(
+            said.starts_with("cannot create local/clusterlab-local.lock: permission denied"),
+            "{said}"
+        );
+        assert!(
+            said.ends_with("delete it with sudo, or give --dir another directory"),
+            "{said}"
+        );
     }
 }
