@@ -851,7 +851,13 @@ fn a_file_given_for_its_directory_is_named() {
 /// Runs `clusterlab-local` on `cluster` (`when`: in what case), which must
 /// refuse it and exit 1; returns its stderr.
 fn refused_in(cluster: &Path, when: &str) -> String {
+    refused_in_from(Path::new("."), cluster, when)
+}
+
+/// [`refused_in`], run in the directory `cwd`.
+fn refused_in_from(cwd: &Path, cluster: &Path, when: &str) -> String {
     let local = local_command()
+        .current_dir(cwd)
         .args(["--port", &free_port_block().to_string(), "--dir"])
         .arg(cluster)
         .stdout(Stdio::null())
@@ -873,10 +879,23 @@ fn a_directory_it_cannot_use_says_what_to_do() {
     let latin1 = dir.path().join(std::ffi::OsStr::from_bytes(b"caf\xe9"));
     let stderr = refused_in(&latin1, "with a --dir not UTF-8");
     assert!(
-        stderr.contains("is not UTF-8 text") && stderr.contains("give a directory whose name is"),
+        stderr.contains("is not UTF-8 text (its name is not)")
+            && stderr.contains("give a directory whose whole path is"),
         "{stderr}"
     );
     assert!(!latin1.exists(), "nothing is made there");
+    // A relative --dir, in a directory whose name is not UTF-8.
+    std::fs::create_dir(&latin1).unwrap();
+    let stderr = refused_in_from(
+        &latin1,
+        Path::new("cluster"),
+        "run where the path is not UTF-8",
+    );
+    assert!(
+        stderr.contains("(the directory it is in, where clusterlab-local runs, is not)"),
+        "{stderr}"
+    );
+    assert!(!latin1.join("cluster").exists(), "nothing is made there");
     let cluster = dir.path().join("cluster");
     std::fs::create_dir_all(cluster.join("clusterlab-local.lock")).unwrap();
     let stderr = refused_in(&cluster, "with a directory for its lock file");

@@ -182,7 +182,8 @@ fn make_certificates(dir: &Path, nodes: &[String]) -> Result<(), String> {
         for old in [format!("{name}.pem"), format!("{name}.key")] {
             match std::fs::remove_file(dir.join(&old)) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(in_dir("replace", &dir.join(old), &e));
+                    let top = dir.parent().unwrap_or(dir);
+                    return Err(in_dir("replace", &dir.join(old), top, &e));
                 }
                 _ => {}
             }
@@ -195,13 +196,22 @@ fn make_certificates(dir: &Path, nodes: &[String]) -> Result<(), String> {
 }
 
 async fn run(args: Args) -> Result<(), String> {
-    // The processes are given their paths as flags, text: one not UTF-8 would
-    // reach them changed, and each would look for its files elsewhere.
-    if args.dir.to_str().is_none() {
+    // The processes get absolute paths, so that the command printed to start
+    // one again by hand (below) works in another terminal, from any directory.
+    let dir = std::path::absolute(&args.dir)
+        .map_err(|e| format!("cannot resolve {}: {e}", args.dir.display()))?;
+    // They are given them as flags, text: a path not UTF-8 (the directory
+    // named, or the one we run in) would reach them changed, and each would
+    // look for its files elsewhere. Refused before anything is touched.
+    if dir.to_str().is_none() {
+        let whose = match args.dir.to_str() {
+            Some(_) => "the directory it is in, where clusterlab-local runs,",
+            None => "its name",
+        };
         return Err(format!(
-            "--dir {} is not UTF-8 text, which the nodes and the balancer are given their \
-             paths as; give a directory whose name is",
-            args.dir.display()
+            "--dir {} is not UTF-8 text ({whose} is not), and the nodes and the balancer are \
+             given their paths as text; give a directory whose whole path is",
+            dir.display()
         ));
     }
     // Every port follows from --port, as 7000 gives 7101, 8080 and 9101.
@@ -247,10 +257,6 @@ async fn run(args: Args) -> Result<(), String> {
         }
     }
 
-    // The processes get absolute paths, so that the command printed to start
-    // one again by hand (below) works in another terminal, from any directory.
-    let dir = std::path::absolute(&args.dir)
-        .map_err(|e| format!("cannot resolve {}: {e}", args.dir.display()))?;
     let certs_flag = dir.join("certs").display().to_string();
     // Each process: its name, its program, and its flags.
     let mut processes: Vec<(String, PathBuf, Vec<String>)> = Vec::new();
@@ -464,7 +470,7 @@ async fn run(args: Args) -> Result<(), String> {
             describe(&status)
         ));
     }
-    wait_for_started_by_hand(by_hand).await;
+    wait_for_started_by_hand(&processes, &running, by_hand).await;
     match failed_to_start {
         Some(why) => Err(why),
         None => Ok(()),
@@ -581,14 +587,34 @@ fn runs(cmdline: &[u8], program: &Path, flags: &[String]) -> bool {
         && argv.eq(flags.iter().map(|flag| flag.as_str()))
 }
 
-/// Waits for each, sent SIGTERM, to go (together, for at most
-/// [`STOP_PATIENCE`]), and says what became of each.
-async fn wait_for_started_by_hand(processes: Vec<(String, u32)>) {
+/// Waits for the processes started by hand, `signalled` SIGTERM, to go
+/// (together, for at most [`STOP_PATIENCE`]), and says what became of each.
+/// Each look is a look for `processes` (name, program, flags) other than
+/// `ours`, as [`started_by_hand`]: a pid that another program took meanwhile
+/// is not taken for one still running, and one started again while ours
+/// drained is sent SIGTERM too.
+async fn wait_for_started_by_hand(
+    processes: &[(String, PathBuf, Vec<String>)],
+    ours: &[(String, u32)],
+    signalled: Vec<(String, u32)>,
+) {
     let deadline = Instant::now() + STOP_PATIENCE;
-    let mut left = processes;
+    let mut left = signalled.clone();
+    let mut signalled = signalled;
     loop {
+        let now = started_by_hand(processes, ours);
+        let late: Vec<(String, u32)> = now
+            .iter()
+            .filter(|p| !signalled.contains(p))
+            .cloned()
+            .collect();
+        for process in late {
+            terminate(process.1);
+            signalled.push(process.clone());
+            left.push(process);
+        }
         left.retain(|(name, pid)| {
-            let running = running_still(*pid);
+            let running = now.iter().any(|(_, p)| p == pid);
             if !running {
                 say(format!(
                     "clusterlab-local: {name} (pid {pid}, started again by hand) stopped"
@@ -692,9 +718,9 @@ fn lock(dir: &Path) -> Result<std::fs::File, String> {
             "cannot create {}: {why}; give --dir a directory (made if missing)",
             dir.display()
         ),
-        None => in_dir("create", dir, &e),
+        None => in_dir("create", dir, dir, &e),
     })?;
-    let file = std::fs::File::create(&path).map_err(|e| in_dir("create", &path, &e))?;
+    let file = std::fs::File::create(&path).map_err(|e| in_dir("create", &path, dir, &e))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(format!(
@@ -703,23 +729,26 @@ fn lock(dir: &Path) -> Result<std::fs::File, String> {
              PORT (`clusterlab-local --help` says which ports a --port takes)",
             dir.display()
         )),
-        Err(std::fs::TryLockError::Error(e)) => Err(in_dir("lock", &path, &e)),
+        Err(std::fs::TryLockError::Error(e)) => Err(in_dir("lock", &path, dir, &e)),
     }
 }
 
-/// Why `path`, in `--dir`, could not be made or changed (`what`: "create"),
-/// and what to do about it.
-fn in_dir(what: &str, path: &Path, e: &std::io::Error) -> String {
+/// Why `path`, in `dir` (`--dir`), could not be made or changed (`what`:
+/// "create"), and what to do about it.
+fn in_dir(what: &str, path: &Path, dir: &Path, e: &std::io::Error) -> String {
     let advice = match e.kind() {
-        // The README's labs run some commands under sudo.
-        std::io::ErrorKind::PermissionDenied => {
-            "it may have been made as root (by `sudo clusterlab-local`, say): delete it with \
-             sudo, or give --dir another directory"
-        }
+        // The README's labs run some commands under sudo, and a run of ours
+        // under sudo leaves the whole directory root's.
+        std::io::ErrorKind::PermissionDenied => format!(
+            "give --dir a directory you may write in; if a run under sudo made {} root's, \
+             take it back with `sudo chown -R \"$USER\" {}`",
+            dir.display(),
+            certs::flags::shell_word(&dir.display().to_string())
+        ),
         std::io::ErrorKind::ReadOnlyFilesystem => {
-            "give --dir a directory on a file system that takes writes"
+            "give --dir a directory on a file system that takes writes".into()
         }
-        _ => "move it away, or give --dir another directory",
+        _ => "move it away, or give --dir another directory".into(),
     };
     format!("cannot {what} {}: {e}; {advice}", path.display())
 }
@@ -866,13 +895,19 @@ mod unit_tests {
     #[test]
     fn a_file_it_may_not_touch_says_what_to_do() {
         let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
-        let said = in_dir("create", Path::new("local/clusterlab-local.lock"), &denied);
+        let (lock, dir) = (Path::new("local/clusterlab-local.lock"), Path::new("local"));
+        let said = in_dir("create", lock, dir, &denied);
         assert!(
             said.starts_with("cannot create local/clusterlab-local.lock: permission denied"),
             "{said}"
         );
+        // The whole directory, which a run under sudo made root's, not the
+        // one file.
         assert!(
-            said.ends_with("delete it with sudo, or give --dir another directory"),
+            said.ends_with(
+                "give --dir a directory you may write in; if a run under sudo made local \
+                 root's, take it back with `sudo chown -R \"$USER\" local`"
+            ),
             "{said}"
         );
     }
