@@ -123,8 +123,9 @@ struct Workload {
     /// Failed writes by status code.
     errors: Mutex<BTreeMap<String, u64>>,
     /// Those of them the cluster answered, saying why (not a connection that
-    /// failed, or a deadline that passed), by status code.
-    answered_errors: Mutex<BTreeMap<String, u64>>,
+    /// failed, or a deadline that passed), by status code: how many, and the
+    /// last words it answered with.
+    answered_errors: Mutex<BTreeMap<String, (u64, String)>>,
     /// The error the cluster answered the last failed write with ("UNAVAILABLE:
     /// write quorum 3 cannot be met ..."), if it answered one: the codes alone
     /// do not say why.
@@ -235,15 +236,11 @@ impl Workload {
     /// if it answered with some.
     fn write_failed(&self, status: &tonic::Status) {
         let code = status_code(status).to_string();
-        let answered = answered_with(status);
-        if answered.is_some() {
-            *self
-                .answered_errors
-                .lock()
-                .expect("errors poisoned")
-                .entry(code.clone())
-                .or_default() += 1;
-            *self.write_refusal.lock().expect("refusal poisoned") = answered;
+        if let Some(answered) = answered_with(status) {
+            let mut errors = self.answered_errors.lock().expect("errors poisoned");
+            let (count, words) = errors.entry(code.clone()).or_default();
+            (*count, *words) = (*count + 1, answered.clone());
+            *self.write_refusal.lock().expect("refusal poisoned") = Some(answered);
         }
         *self
             .errors
@@ -253,18 +250,20 @@ impl Workload {
             .or_default() += 1;
     }
 
-    /// The cluster's words for the writes that failed with `code`, to give
-    /// as the reason they failed: only if it answered most of them. One that
-    /// refused writes for a while, then stopped answering at all, is asked
-    /// whether it is up, not quoted from before.
+    /// The cluster's last words for the writes that failed with `code`, to
+    /// give as the reason they failed: only if it answered most of them. One
+    /// that refused writes for a while, then stopped answering at all, is
+    /// asked whether it is up, not quoted from before.
     fn write_refusal_for(&self, code: &str) -> Option<String> {
-        let count = |errors: &Mutex<BTreeMap<String, u64>>| {
-            let errors = errors.lock().expect("errors poisoned");
-            errors.get(code).copied().unwrap_or(0)
-        };
-        let mostly_answered = count(&self.answered_errors) * 2 > count(&self.errors);
-        self.write_refusal()
-            .filter(|refusal| mostly_answered && refusal.starts_with(&format!("{code}: ")))
+        let failed = self
+            .errors
+            .lock()
+            .expect("errors poisoned")
+            .get(code)
+            .copied();
+        let answered = self.answered_errors.lock().expect("errors poisoned");
+        let (count, words) = answered.get(code)?;
+        (count * 2 > failed.unwrap_or(0)).then(|| words.clone())
     }
 
     /// The addresses for the `turn`th request to try, in order: from
@@ -1731,13 +1730,18 @@ mod tests {
         assert_eq!(json["last_write_failure"], format!("UNAVAILABLE: {why}"));
     }
 
-    /// The cluster's words stay the reason while it answered most failed
-    /// writes, though the last of them went unanswered (a connection reset).
+    /// The cluster's words stay the reason while it answered most of the
+    /// writes that failed so, though the last failure went unanswered (a
+    /// connection reset), and the last words were another code's.
     #[tokio::test]
-    async fn a_refusal_stays_the_reason_after_one_write_went_unanswered() {
-        let addr = refusing_writes(std::future::pending()).await;
-        let work = Arc::new(workload_at(&[addr], &["check", "--duration", "300ms"]));
-        writer(work.clone(), 0).await;
+    async fn a_refusal_stays_the_reason_after_other_failures() {
+        let work = workload_at(&["127.0.0.1:1".into()], &["check"]);
+        for _ in 0..3 {
+            work.write_failed(&tonic::Status::unavailable(REFUSED_WHY));
+        }
+        work.write_failed(&tonic::Status::aborted(
+            "a newer version was written meanwhile",
+        ));
         let mut reset = tonic::Status::unavailable("connection reset");
         reset.set_source(Arc::new(std::io::Error::from(
             std::io::ErrorKind::ConnectionReset,
@@ -1746,7 +1750,14 @@ mod tests {
         work.write_failed(&reset);
         let failure = report(&work, &Verified::default(), Duration::from_millis(300))
             .expect_err("nothing was acknowledged");
+        assert_eq!(failure.code, "UNAVAILABLE");
         assert!(failure.message.ends_with(REFUSED_WHY), "{failure}");
+        // The summary's last words are the last the cluster answered with.
+        let json = json_summary(&work, &Verified::default(), Duration::ZERO, None);
+        assert_eq!(
+            json["last_write_failure"],
+            "ABORTED: a newer version was written meanwhile"
+        );
     }
 
     /// A key answered is answered: a `None` recorded after its answer (by

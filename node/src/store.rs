@@ -447,13 +447,13 @@ impl Store {
     }
 
     /// Why this store takes no more writes, if an fsync of its file failed
-    /// or its file was found gone, in short, for status (a write that is
-    /// refused says it at length).
+    /// or its file was found gone (nor reads, then), in short, for status (a
+    /// write that is refused says it at length).
     pub fn writes_refused(&self) -> Option<String> {
         if self.file_gone.load(Ordering::Acquire) && self.fsync_failed.get().is_none() {
             return Some(format!(
-                "takes no more writes: its database file {} is gone or empty since it \
-                 started; restart the node",
+                "takes no more reads or writes: its database file {} is gone or empty since \
+                 it started; restart the node",
                 self.path.display()
             ));
         }
@@ -1130,7 +1130,10 @@ mod tests {
             let status = store
                 .writes_refused()
                 .expect("status says writes are refused");
-            assert!(status.contains("is gone or empty"), "{status}");
+            assert!(
+                status.starts_with("takes no more reads or writes: its database file"),
+                "{status}"
+            );
             assert_eq!(
                 std::fs::metadata(store.path())
                     .map(|m| m.len())
