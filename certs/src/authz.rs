@@ -309,7 +309,13 @@ impl Lapse {
 
     fn what_to_do(self) -> &'static str {
         match self {
-            Lapse::Revoked => "",
+            // Whoever was cut off on purpose learns nothing they could use:
+            // a new certificate is the CA's holder's to give.
+            Lapse::Revoked => {
+                "; whoever holds the CA's key can issue it a new one (delete the revoked \
+                 certificate and its key, then `clusterlab-certs issue`); in docker compose, \
+                 `docker compose down -v` starts over with new certificates"
+            }
             Lapse::Expired(_) => {
                 "; it needs a new one: delete the expired certificate and its key, then issue \
                  it again (`clusterlab-certs issue`, which refuses a name that has one); in \

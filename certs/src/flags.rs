@@ -660,9 +660,10 @@ pub fn check_host_port(flag: &str, addr: &str) -> Result<(), String> {
         )),
         Some(_) => Ok(()),
         None => Err(format!(
-            "{flag} {addr:?} is not HOST:PORT; write it like 127.0.0.1:7101 or node:7100{}{}",
+            "{flag} {addr:?} is not HOST:PORT; write it like 127.0.0.1:7101 or node:7100{}{}{}",
             ipv6_hint(addr, 7101),
-            host_character_hint(addr)
+            host_character_hint(addr),
+            port_range_hint(addr)
         )),
     }
 }
@@ -692,8 +693,9 @@ pub fn check_listen(flag: &str, addr: &str, usual_port: u16) -> Result<(), Strin
         Some(_) => Ok(()),
         None => Err(format!(
             "{flag} {addr:?} is not HOST:PORT; write it like 127.0.0.1:{usual_port} \
-             (this machine only) or 0.0.0.0:{usual_port} (every interface){}",
-            ipv6_hint(addr, usual_port)
+             (this machine only) or 0.0.0.0:{usual_port} (every interface){}{}",
+            ipv6_hint(addr, usual_port),
+            port_range_hint(addr)
         )),
     }
 }
@@ -716,6 +718,21 @@ fn port_of(addr: &str) -> Option<u16> {
         }
     };
     port.parse().ok().filter(|_| host_ok)
+}
+
+/// For a port of digits past the largest (`127.0.0.1:71010`, a digit too
+/// many): that it is.
+fn port_range_hint(addr: &str) -> String {
+    match addr.rsplit_once(':') {
+        Some((_, port))
+            if !port.is_empty()
+                && port.chars().all(|c| c.is_ascii_digit())
+                && port.parse::<u16>().is_err() =>
+        {
+            format!("; its port, {port}, is above 65535, the largest a port can be")
+        }
+        _ => String::new(),
+    }
 }
 
 /// For a host name with a character no host name has (`nöde`): which.
@@ -922,13 +939,21 @@ mod tests {
         assert_eq!(check_listen("--listen", "127.0.0.1:0", 7100), Ok(()));
         assert_eq!(check_listen("--listen", "node:7100", 7100), Ok(()));
         assert_eq!(check_listen("--listen", "[::]:7100", 7100), Ok(()));
-        for wrong in [
-            "127.0.0.1",
-            ":7100",
-            "127.0.0.1:70000",
-            "node:http",
-            "[::1:7100",
-        ] {
+        assert_eq!(
+            check_listen("--listen", "127.0.0.1:70000", 7000),
+            Err(
+                "--listen \"127.0.0.1:70000\" is not HOST:PORT; write it like 127.0.0.1:7000 \
+                 (this machine only) or 0.0.0.0:7000 (every interface); its port, 70000, is \
+                 above 65535, the largest a port can be"
+                    .into()
+            )
+        );
+        let err = check_host_port("--nodes", "127.0.0.1:71010").unwrap_err();
+        assert!(
+            err.ends_with("its port, 71010, is above 65535, the largest a port can be"),
+            "{err}"
+        );
+        for wrong in ["127.0.0.1", ":7100", "node:http", "[::1:7100"] {
             assert_eq!(
                 check_listen("--listen", wrong, 7000),
                 Err(format!(

@@ -380,13 +380,14 @@ async fn handshake(
         return Ok(Conn::new(Io::Plain(tcp), info, within));
     };
 
-    // Look at the first byte before handing the socket to rustls: a TLS handshake
-    // starts with 0x16, plaintext HTTP/2 with "PRI * HTTP/2.0". Knowing which lets
-    // us log "plaintext on a TLS port" instead of a TLS parse error.
-    let mut first = [0u8; 1];
+    // Look at the first bytes before handing the socket to rustls: a TLS
+    // handshake starts with 0x16, plaintext HTTP/2 with "PRI * HTTP/2.0", and
+    // HTTP/1 with its method. Knowing which lets us log "plaintext on a TLS
+    // port" instead of a TLS parse error. (One look: what has come so far.)
+    let mut first = [0u8; 4];
     match tcp.peek(&mut first).await {
         Ok(0) => return Err("the client closed the connection before saying anything".into()),
-        Ok(_) if first[0] != 0x16 => return Err(not_tls(first[0])),
+        Ok(n) if first[0] != 0x16 => return Err(not_tls(&first[..n])),
         Ok(_) => {}
         Err(e) => return Err(format!("reading the handshake failed: {e}")),
     }
@@ -421,10 +422,14 @@ async fn handshake(
     Ok(Conn::new(Io::Tls(Box::new(tls)), info, within))
 }
 
-fn not_tls(first_byte: u8) -> String {
-    let what = match first_byte {
-        b'P' => "plaintext HTTP/2 (a client in --tls plaintext mode?)",
-        b'G' | b'H' | b'O' | b'D' => "plaintext HTTP/1",
+/// What a client that did not begin with a TLS handshake sent, from its
+/// first bytes (one or more): HTTP/2's preface begins "PRI ", and HTTP/1's
+/// POST, PUT and PATCH begin with a P too.
+fn not_tls(first: &[u8]) -> String {
+    let what = match first {
+        [b'P', b'R', ..] => "plaintext HTTP/2 (a client in --tls plaintext mode?)",
+        [b'P', b'O' | b'U' | b'A', ..] | [b'G' | b'H' | b'O' | b'D', ..] => "plaintext HTTP/1",
+        [b'P'] => "plaintext HTTP (HTTP/2 from a client in --tls plaintext mode?)",
         _ => "something that is not TLS",
     };
     format!("the client sent {what}; this port requires TLS")
@@ -433,6 +438,32 @@ fn not_tls(first_byte: u8) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A plaintext client is named by what it sent: HTTP/2's preface, or an
+    /// HTTP/1 request, a POST (gRPC-web, curl -d) as much as a GET.
+    #[test]
+    fn plaintext_on_a_tls_port_is_named_by_its_first_bytes() {
+        for (first, said) in [
+            (
+                &b"PRI "[..],
+                "plaintext HTTP/2 (a client in --tls plaintext mode?)",
+            ),
+            (b"POST", "plaintext HTTP/1"),
+            (b"PUT ", "plaintext HTTP/1"),
+            (b"PATC", "plaintext HTTP/1"),
+            (b"GET ", "plaintext HTTP/1"),
+            (
+                b"P",
+                "plaintext HTTP (HTTP/2 from a client in --tls plaintext mode?)",
+            ),
+            (b"SSH-", "something that is not TLS"),
+        ] {
+            assert_eq!(
+                not_tls(first),
+                format!("the client sent {said}; this port requires TLS")
+            );
+        }
+    }
 
     #[test]
     fn at_the_limit_the_oldest_handshake_is_abandoned() {

@@ -275,10 +275,19 @@ impl Revocations {
                 Err(e) => {
                     let problem = e.to_string();
                     if last_problem.as_ref() != Some(&problem) {
-                        tracing::warn!(
-                            cause = %problem,
-                            "cannot use the new revocation list; the previous one stays in force"
-                        );
+                        // None in force: nothing is revoked until a list is.
+                        match self.current().pem.is_some() {
+                            true => tracing::warn!(
+                                cause = %problem,
+                                "cannot use the new revocation list; the previous one stays \
+                                 in force"
+                            ),
+                            false => tracing::warn!(
+                                cause = %problem,
+                                "cannot use the new revocation list, and none was in force \
+                                 before it: nothing is revoked until a usable list appears"
+                            ),
+                        }
                         last_problem = Some(problem);
                     }
                 }
@@ -502,14 +511,7 @@ mod tests {
         pki::init(dir.path(), false).unwrap();
         let crl = dir.path().join(CRL_FILE);
         let first_list = std::fs::read(&crl).unwrap();
-        let logged = Logged::default();
-        let writer = logged.clone();
-        let _logging = tracing::subscriber::set_default(
-            tracing_subscriber::fmt()
-                .with_ansi(false)
-                .with_writer(move || writer.clone())
-                .finish(),
-        );
+        let (logged, _logging) = captured();
         let revocations = Revocations::load(dir.path()).unwrap();
         tokio::spawn(revocations.clone().watch(|_| {}));
         let warnings = || {
@@ -530,6 +532,44 @@ mod tests {
         five_reloads().await;
         assert_eq!(warnings(), 2, "the missing file");
         assert_eq!(revocations.current().len(), 2, "the newer list stays");
+        let text = String::from_utf8(logged.0.lock().unwrap().clone()).unwrap();
+        assert!(text.contains("the previous one stays in force"), "{text}");
+    }
+
+    /// This thread's log lines, kept in the returned `Logged` while the guard
+    /// lives.
+    fn captured() -> (Logged, tracing::subscriber::DefaultGuard) {
+        let logged = Logged::default();
+        let writer = logged.clone();
+        let guard = tracing::subscriber::set_default(
+            tracing_subscriber::fmt()
+                .with_ansi(false)
+                .with_writer(move || writer.clone())
+                .finish(),
+        );
+        (logged, guard)
+    }
+
+    /// A process that started with no list, and then finds one it cannot use,
+    /// does not say a previous one stays in force: none was, and nothing is
+    /// revoked.
+    #[tokio::test(start_paused = true)]
+    async fn a_bad_list_after_none_says_nothing_is_revoked() {
+        let dir = tempfile::tempdir().unwrap();
+        pki::init(dir.path(), false).unwrap();
+        let crl = dir.path().join(CRL_FILE);
+        std::fs::remove_file(&crl).unwrap();
+        let (logged, _logging) = captured();
+        let revocations = Revocations::load(dir.path()).unwrap();
+        tokio::spawn(revocations.clone().watch(|_| {}));
+        std::fs::write(&crl, "not a list").unwrap();
+        tokio::time::sleep(RELOAD_INTERVAL * 5).await;
+        let text = String::from_utf8(logged.0.lock().unwrap().clone()).unwrap();
+        assert!(
+            text.contains("none was in force before it: nothing is revoked"),
+            "{text}"
+        );
+        assert!(!text.contains("previous one stays in force"), "{text}");
     }
 
     /// A list that cannot be read says why, as any certificate file does

@@ -192,7 +192,8 @@ fn an_event_feed_opened_before_a_revocation_ends_at_its_next_event() {
     assert!(
         ended.message().starts_with(
             "spiffe://clusterlab/client/admin: its certificate has been revoked (crl.pem) \
-             since this call began, so it ends here"
+             since this call began, so it ends here; whoever holds the CA's key can issue it \
+             a new one"
         ),
         "{ended:?}"
     );
