@@ -420,8 +420,8 @@ impl Router {
             Stopped::BudgetSpent => format!(
                 "the retry budget is spent (retries may add {}% to the requests, \
                  --retry-budget; `clusterlab status` counts the retries refused)",
-                // Two places, no trailing zeros: 20, 0.4.
-                (self.budget.ratio() * 10_000.0).round() / 100.0
+                // As given, less the noise of binary fractions: 20, 0.4, 0.004.
+                (self.budget.ratio() * 100.0 * 1e6).round() / 1e6
             ),
             Stopped::NotRetryable(code) => format!(
                 "{} is not retried (only UNAVAILABLE, UNKNOWN and a broken connection are, \
@@ -851,18 +851,21 @@ mod tests {
                 .contains("retries may add 0.4% to the requests"),
             "{failure:?}"
         );
-        let failure = router_of(vec![], 0.2).explain(Some(down), &trace, Stopped::BudgetSpent);
-        assert!(
-            failure
-                .message()
-                .contains("retries may add 20% to the requests"),
-            "{failure:?}"
-        );
+        for (budget, said) in [(0.2, "20%"), (0.333, "33.3%"), (0.00004, "0.004%")] {
+            let router = router_of(vec![], budget);
+            let failure = router.explain(Some(down.clone()), &trace, Stopped::BudgetSpent);
+            assert!(
+                failure
+                    .message()
+                    .contains(&format!("retries may add {said} to the requests")),
+                "{failure:?}"
+            );
+        }
     }
 
-    /// A client's retry that no node took (none healthy, or its message
-    /// refused here) is not said to be unapplied: its first attempt may have
-    /// been. The same write sent once is.
+    /// A client's retry that no node took (none healthy, its message refused
+    /// here, or its node not dialed) is not said to be unapplied: its first
+    /// attempt may have been. The same write sent once is.
     #[tokio::test]
     async fn a_clients_retry_refused_here_is_not_marked_not_applied() {
         let router = router_of(vec!["127.0.0.1:1".into()], 0.2);
@@ -876,23 +879,36 @@ mod tests {
         let mut framed = vec![0];
         framed.extend_from_slice(&(encoded.len() as u32).to_be_bytes());
         framed.extend_from_slice(&encoded);
-        for (message, why) in [(framed, "no healthy node"), (vec![], "carried no message")] {
-            for retry in [false, true] {
-                let mut request = http::Request::post("/clusterlab.v1.KeyValue/Put");
-                if retry {
-                    request = request.header(node::kv::RETRY_HEADER, "1");
-                }
-                let request = request
-                    .body(Full::new(Bytes::from(message.clone())))
-                    .unwrap();
-                let failure = router.forward(request).await.expect_err("no node takes it");
-                assert!(failure.message().contains(why), "{failure:?}");
-                assert_eq!(
-                    proto::was_not_applied(&failure),
-                    !retry,
-                    "retry {retry}: {failure:?}"
-                );
+        // The write, sent once or as the client's retry: how it failed.
+        let failed = |message: Vec<u8>, retry: bool| {
+            let mut request = http::Request::post("/clusterlab.v1.KeyValue/Put");
+            if retry {
+                request = request.header(node::kv::RETRY_HEADER, "1");
             }
+            let request = request.body(Full::new(Bytes::from(message))).unwrap();
+            let router = &router;
+            async move { router.forward(request).await.expect_err("no node takes it") }
+        };
+        for (message, why) in [
+            (framed.clone(), "no healthy node"),
+            (vec![], "carried no message"),
+        ] {
+            for retry in [false, true] {
+                let failure = failed(message.clone(), retry).await;
+                assert!(failure.message().contains(why), "{failure:?}");
+                let not_applied = proto::was_not_applied(&failure);
+                assert_eq!(not_applied, !retry, "retry {retry}: {failure:?}");
+            }
+        }
+        // A node in rotation that cannot be dialed: the failed dial marks its
+        // own failure not applied, and for a client's retry the mark goes.
+        let backend = router.backends.list()[0].clone();
+        for retry in [false, true] {
+            backend.mark_healthy(Instant::now(), router.backends.events());
+            assert!(backend.is_healthy());
+            let failure = failed(framed.clone(), retry).await;
+            let not_applied = proto::was_not_applied(&failure);
+            assert_eq!(not_applied, !retry, "retry {retry}: {failure:?}");
         }
     }
 

@@ -1005,12 +1005,18 @@ fn verdict(work: &Workload, verified: &Verified) -> Result<(), Failure> {
             // The cluster answered, and said why: its words, not a guess,
             // when its answers are what failed the writes most.
             Some(failure) => match work.write_refusal_for(&failure.code) {
-                Some(refusal) => Failure::new(
-                    &failure.code,
-                    format!(
-                        "{nothing_checked}; the last error the cluster answered with: {refusal}"
-                    ),
-                ),
+                Some(refusal) => {
+                    // Its last answer of this code: a later one of another
+                    // code (the summary's last) is not the reason.
+                    let code = &failure.code;
+                    let words = refusal
+                        .strip_prefix(&format!("{code}: "))
+                        .unwrap_or(&refusal);
+                    Failure::new(
+                        code,
+                        format!("{nothing_checked}; the cluster's last {code} answer: {words}"),
+                    )
+                }
                 None => failure,
             },
             // No write failed either: none was made.
@@ -1677,7 +1683,7 @@ mod tests {
         assert_eq!(failure.code, "UNAVAILABLE");
         assert!(
             failure.message.ends_with(&format!(
-                "nothing was checked; the last error the cluster answered with: UNAVAILABLE: {why}"
+                "nothing was checked; the cluster's last UNAVAILABLE answer: {why}"
             )),
             "{failure}"
         );
@@ -1751,7 +1757,12 @@ mod tests {
         let failure = report(&work, &Verified::default(), Duration::from_millis(300))
             .expect_err("nothing was acknowledged");
         assert_eq!(failure.code, "UNAVAILABLE");
-        assert!(failure.message.ends_with(REFUSED_WHY), "{failure}");
+        assert!(
+            failure.message.ends_with(&format!(
+                "the cluster's last UNAVAILABLE answer: {REFUSED_WHY}"
+            )),
+            "{failure}"
+        );
         // The summary's last words are the last the cluster answered with.
         let json = json_summary(&work, &Verified::default(), Duration::ZERO, None);
         assert_eq!(

@@ -1075,8 +1075,6 @@ mod tests {
         }
     }
 
-    /// What servers say (a member's name, as its probe answer gave it; a
-    /// backend's reason) reaches the terminal without its escape sequences.
     /// `fault` and `policy` show what the server answered as `status` does:
     /// a terminal control sequence in it is shown, not obeyed.
     #[test]
@@ -1089,6 +1087,8 @@ mod tests {
         assert!(!line.contains(['\x1b', '\r']), "{line:?}");
     }
 
+    /// What servers say (a member's name, as its probe answer gave it; a
+    /// backend's reason) reaches the terminal without its escape sequences.
     #[test]
     fn status_text_shows_the_servers_words_without_obeying_them() {
         let mut status = node_n1();

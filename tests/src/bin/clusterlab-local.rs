@@ -718,7 +718,12 @@ fn lock(dir: &Path) -> Result<std::fs::File, String> {
             "cannot create {}: {why}; give --dir a directory (made if missing)",
             dir.display()
         ),
-        None => in_dir("create", dir, dir, &e),
+        // It is not there (one that is would do): made in a directory that
+        // refused it, or on a full disk.
+        None => format!(
+            "cannot create {}: {e}; give --dir a directory you may write in, or make it first",
+            dir.display()
+        ),
     })?;
     let file = std::fs::File::create(&path).map_err(|e| in_dir("create", &path, dir, &e))?;
     match file.try_lock() {
