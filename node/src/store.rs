@@ -448,21 +448,23 @@ impl Store {
 
     /// Why this store takes no more writes, if an fsync of its file failed
     /// or its file was found gone (nor reads, then), in short, for status (a
-    /// write that is refused says it at length).
+    /// write that is refused says it at length). A failed fsync first, as in
+    /// `refused_for_good`.
     pub fn writes_refused(&self) -> Option<String> {
-        if self.file_gone.load(Ordering::Acquire) && self.fsync_failed.get().is_none() {
+        if let Some(cause) = self.fsync_failed.get() {
             return Some(format!(
-                "takes no more reads or writes: its database file {} is gone or empty since \
-                 it started; restart the node",
+                "takes no more writes: an fsync of {} failed ({cause}); check the disk \
+                 (dmesg), then restart the machine, not only the node",
                 self.path.display()
             ));
         }
-        let cause = self.fsync_failed.get()?;
-        Some(format!(
-            "takes no more writes: an fsync of {} failed ({cause}); check the disk (dmesg), \
-             then restart the machine, not only the node",
-            self.path.display()
-        ))
+        self.file_gone.load(Ordering::Acquire).then(|| {
+            format!(
+                "takes no more reads or writes: its database file {} is gone or empty since \
+                 it started; restart the node",
+                self.path.display()
+            )
+        })
     }
 
     /// The store as an fsync that failed leaves it, with no database in its
