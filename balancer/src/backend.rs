@@ -1060,6 +1060,62 @@ impl Backends {
     }
 }
 
+/// How often a `--nodes` name is looked up again for the addresses of more
+/// than one node ([`warn_if_several_nodes`]): a compose service may be scaled
+/// out at any time, and a lookup is one packet to its resolver.
+const SEVERAL_LOOKUP_EVERY: Duration = Duration::from_secs(10);
+
+/// Looks `host_port`, one `--nodes` entry, up now and then until it resolves
+/// to the addresses of more than one node; then warns once, in the log and
+/// the events, and ends. A `--nodes` entry is one backend, dialed at the
+/// first of its addresses that answers: given a compose service scaled out
+/// (`--nodes node:7100` for `--nodes-dns node:7100`), the balancer would send
+/// every request to one node, and nothing would say why the others sit idle.
+pub async fn warn_if_several_nodes(host_port: String, events: Events) {
+    if host_port.parse::<std::net::SocketAddr>().is_ok() {
+        return;
+    }
+    let mut ticker = tokio::time::interval(SEVERAL_LOOKUP_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        // A name that does not resolve is the backend's own failure to say.
+        let Ok(answer) = tokio::net::lookup_host(host_port.as_str()).await else {
+            continue;
+        };
+        if let Some(warning) = several_nodes(&host_port, answer) {
+            warn!(name = %host_port, "{warning}");
+            events.publish("backend.several_addresses", &host_port, warning);
+            return;
+        }
+    }
+}
+
+/// What to say of `host_port`, a `--nodes` entry, if `addrs` (what it
+/// resolves to) are more than one node's. Two addresses of one family are; a
+/// single IPv4 address and a single IPv6 one are taken for one dual-stack
+/// machine (`localhost` is 127.0.0.1 and ::1), which a warning would only
+/// confuse.
+fn several_nodes(
+    host_port: &str,
+    addrs: impl IntoIterator<Item = std::net::SocketAddr>,
+) -> Option<String> {
+    let ips: BTreeSet<std::net::IpAddr> = addrs.into_iter().map(|a| a.ip()).collect();
+    let v4 = ips.iter().filter(|ip| ip.is_ipv4()).count();
+    if v4 < 2 && ips.len() - v4 < 2 {
+        return None;
+    }
+    let listed = ips.iter().map(|ip| ip.to_string()).collect::<Vec<_>>();
+    Some(format!(
+        "--nodes {host_port} resolves to {} addresses ({}), but is one backend: every \
+         request it gets goes to whichever address answered first, and the others get none. \
+         For a name that stands for several nodes (a compose service scaled out), give \
+         --nodes-dns {host_port}, which makes each address a node of its own",
+        ips.len(),
+        listed.join(", ")
+    ))
+}
+
 impl Drop for Backends {
     fn drop(&mut self) {
         if let Ok(all) = self.all.read() {
@@ -1117,6 +1173,44 @@ mod tests {
         assert_eq!(history.next_hold(at(40)), FIRST_HOLD * 4);
         // More than a minute after the last: a fresh start.
         assert_eq!(history.next_hold(at(101)), FIRST_HOLD);
+    }
+
+    /// A `--nodes` name that stands for several nodes is warned about, with
+    /// what to give instead; one machine's IPv4 and IPv6 addresses are not.
+    #[test]
+    fn a_nodes_name_of_several_nodes_is_told_to_be_nodes_dns() {
+        let at = |ips: &[&str]| -> Vec<std::net::SocketAddr> {
+            ips.iter()
+                .map(|ip| (ip.parse::<std::net::IpAddr>().unwrap(), 7100).into())
+                .collect()
+        };
+        let scaled = at(&["172.18.0.3", "172.18.0.4", "172.18.0.3", "172.18.0.5"]);
+        let warning = several_nodes("node:7100", scaled).expect("three nodes behind one name");
+        assert!(
+            warning.starts_with(
+                "--nodes node:7100 resolves to 3 addresses \
+             (172.18.0.3, 172.18.0.4, 172.18.0.5), but is one backend"
+            ),
+            "{warning}"
+        );
+        assert!(
+            warning.ends_with(
+                "give --nodes-dns node:7100, which makes each address a \
+             node of its own"
+            ),
+            "{warning}"
+        );
+        assert!(several_nodes("node:7100", at(&["fd00::3", "fd00::4"])).is_some());
+        // One machine, dual-stack, or one address given twice: no warning.
+        assert_eq!(
+            several_nodes("localhost:7101", at(&["127.0.0.1", "::1"])),
+            None
+        );
+        assert_eq!(
+            several_nodes("n1:7100", at(&["172.18.0.3", "172.18.0.3"])),
+            None
+        );
+        assert_eq!(several_nodes("n1:7100", at(&[])), None);
     }
 
     fn backend() -> Backend {

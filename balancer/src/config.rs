@@ -34,7 +34,8 @@ pub struct Config {
     #[arg(long, env = "CLUSTERLAB_LISTEN", default_value = "127.0.0.1:7000")]
     pub listen: String,
 
-    /// Nodes to send requests to, as HOST:PORT, comma-separated.
+    /// Nodes to send requests to, as HOST:PORT, comma-separated. Each is one
+    /// node: for a name that resolves to several, give --nodes-dns.
     #[arg(
         long,
         env = "CLUSTERLAB_NODES",

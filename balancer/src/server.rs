@@ -37,7 +37,7 @@ use tracing::info;
 
 use crate::{
     admin::AdminService,
-    backend::Backends,
+    backend::{self, Backends},
     busy_poll::BusyPoll,
     config::Config,
     dashboard::Dashboard,
@@ -100,6 +100,9 @@ pub async fn run(
     background.spawn(revocation_watcher);
     if let Some(name) = config.nodes_dns.clone() {
         background.spawn(backends.clone().resolve_forever(name));
+    }
+    for name in config.nodes() {
+        background.spawn(backend::warn_if_several_nodes(name, events.clone()));
     }
 
     let (health, health_service) = tonic_health::server::health_reporter();

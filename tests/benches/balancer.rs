@@ -46,7 +46,11 @@ use std::{
     time::Duration,
 };
 
-use tests::{Client, TestCluster, free_port, wait_until};
+use tests::{
+    Client, TestCluster, free_port,
+    goal::{Goal, Spread},
+    wait_until,
+};
 
 /// How long each throughput run lasts.
 const THROUGHPUT_RUN: Duration = Duration::from_secs(4);
@@ -366,18 +370,27 @@ fn main() {
     for name in [BALANCER, THREADS_0] {
         let ours = rounds_of(name).expect("every balancer is measured");
         println!();
-        Goal::AtLeast(0.5).report(
-            &format!("{name} / direct throughput"),
-            per_round(ours, direct_rounds, |a, b| a.throughput / b.throughput),
+        println!(
+            "{}",
+            Goal::AtLeast(0.5).report(
+                &format!("{name} / direct throughput"),
+                per_round(ours, direct_rounds, |a, b| a.throughput / b.throughput),
+            )
         );
-        Goal::AtMost(120.0).report(
-            &format!("sequential p50 added by {name}"),
-            per_round(ours, direct_rounds, |a, b| a.p50_us - b.p50_us),
+        println!(
+            "{}",
+            Goal::AtMost(120.0).report(
+                &format!("sequential p50 added by {name}"),
+                per_round(ours, direct_rounds, |a, b| a.p50_us - b.p50_us),
+            )
         );
         if let Some(theirs) = haproxy_rounds {
-            Goal::AtLeast(1.0).report(
-                &format!("{name} / HAProxy throughput"),
-                per_round(ours, theirs, |a, b| a.throughput / b.throughput),
+            println!(
+                "{}",
+                Goal::AtLeast(1.0).report(
+                    &format!("{name} / HAProxy throughput"),
+                    per_round(ours, theirs, |a, b| a.throughput / b.throughput),
+                )
             );
         }
     }
@@ -408,72 +421,6 @@ fn per_round(
         .zip(theirs)
         .map(|(a, b)| compare(a, b))
         .collect()
-}
-
-/// The median of per-round numbers, and their range.
-#[derive(Debug, Clone, Copy)]
-struct Spread {
-    median: f64,
-    min: f64,
-    max: f64,
-}
-
-impl Spread {
-    fn of(mut rounds: Vec<f64>) -> Spread {
-        rounds.sort_by(f64::total_cmp);
-        Spread {
-            median: rounds[rounds.len() / 2],
-            min: rounds[0],
-            max: rounds[rounds.len() - 1],
-        }
-    }
-}
-
-/// A goal from issue 4, for a number where more is better or less is.
-#[derive(Debug, Clone, Copy)]
-enum Goal {
-    AtLeast(f64),
-    AtMost(f64),
-}
-
-impl Goal {
-    fn met_by(self, value: f64) -> bool {
-        match self {
-            Goal::AtLeast(goal) => value >= goal,
-            Goal::AtMost(goal) => value <= goal,
-        }
-    }
-
-    /// A ratio (at least) or a time in microseconds (at most), as printed.
-    fn show(self, value: f64) -> String {
-        match self {
-            Goal::AtLeast(_) => format!("{value:.2}x"),
-            Goal::AtMost(_) => format!("{value:.0}us"),
-        }
-    }
-
-    /// Prints the median of the rounds' values, their range, and how many
-    /// rounds met the goal.
-    fn report(self, what: &str, rounds: Vec<f64>) {
-        let met = rounds.iter().filter(|&&v| self.met_by(v)).count();
-        let count = rounds.len();
-        let spread = Spread::of(rounds);
-        let goal = match self {
-            Goal::AtLeast(goal) => format!(">= {}", self.show(goal)),
-            Goal::AtMost(goal) => format!("<= {}", self.show(goal)),
-        };
-        let verdict = if self.met_by(spread.median) {
-            "met"
-        } else {
-            "NOT met"
-        };
-        println!(
-            "{what}: median {} (rounds {} to {}); goal {goal}: {verdict}, in {met} of {count} rounds",
-            self.show(spread.median),
-            self.show(spread.min),
-            self.show(spread.max),
-        );
-    }
 }
 
 /// Counts both proxies' instructions per request and prints the ratio.

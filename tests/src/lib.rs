@@ -16,6 +16,7 @@
 //! [`docker`] does the same for the docker compose cluster.
 
 pub mod docker;
+pub mod goal;
 pub mod h2raw;
 
 use std::{

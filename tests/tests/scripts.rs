@@ -1,0 +1,173 @@
+//! The helper scripts under `scripts/` that need neither Docker nor a
+//! cluster, run against stand-in programs: what they refuse, and why.
+
+use std::{
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+use tests::docker::root;
+
+/// Writes an executable shell script `name` into `dir`.
+fn stand_in(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// `PATH` with `dir` first.
+fn path_with(dir: &Path) -> String {
+    format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// libFuzzer reads `-max_total_time` up to its first non-digit and takes 0
+/// for no limit: `scripts/fuzz 10m` fuzzed for 10 seconds, and `abc`, `0` or
+/// `--help` until Ctrl-C, where the README promises a bounded run. Each is
+/// refused (or answered, for `--help`) before any cargo is run.
+#[test]
+fn fuzz_takes_only_a_whole_number_of_seconds() {
+    let bin = tempfile::tempdir().unwrap();
+    let ran = bin.path().join("cargo-ran");
+    // Stand-ins that would let the script go all the way, and say so.
+    stand_in(
+        bin.path(),
+        "cargo",
+        &format!("echo \"$@\" >> '{}'", ran.display()),
+    );
+    stand_in(bin.path(), "cargo-fuzz", "exit 0");
+    stand_in(bin.path(), "c++", "exit 0");
+    let fuzz = |args: &[&str]| {
+        Command::new(root().join("scripts").join("fuzz"))
+            .args(args)
+            .env("PATH", path_with(bin.path()))
+            .output()
+            .expect("running scripts/fuzz")
+    };
+    for wrong in [&["10m"][..], &["abc"], &["0"], &["-5"], &["60", "extra"]] {
+        let out = fuzz(wrong);
+        assert_eq!(out.status.code(), Some(2), "{wrong:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("expected one whole number of seconds (1 or more)")
+                && stderr(&out).contains("usage: scripts/fuzz [SECONDS]"),
+            "{wrong:?}: {}",
+            stderr(&out)
+        );
+    }
+    let help = fuzz(&["--help"]);
+    assert_eq!(help.status.code(), Some(0), "{}", stderr(&help));
+    assert!(String::from_utf8_lossy(&help.stdout).starts_with("usage: scripts/fuzz [SECONDS]"));
+    assert!(
+        !ran.exists(),
+        "cargo ran: {:?}",
+        std::fs::read_to_string(&ran)
+    );
+    // A good one goes on to cargo, with its bound.
+    let out = fuzz(&["600"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ran = std::fs::read_to_string(&ran).unwrap();
+    assert!(ran.contains("-max_total_time=600"), "{ran}");
+}
+
+/// `load` exits 0 when any request succeeded, and counts the failed ones in
+/// its throughput and latencies, so a build that fails fast looked faster in
+/// `scripts/compare-builds`' table. A run with failures stops the comparison
+/// and names them.
+#[test]
+fn compare_builds_refuses_a_run_with_failures() {
+    let builds = tempfile::tempdir().unwrap();
+    for build in ["a", "b"] {
+        let dir = builds.path().join(build);
+        std::fs::create_dir(&dir).unwrap();
+        // A cluster that is "up" until it is stopped, and a client whose
+        // writes succeed and whose load fails half of its reads, fast.
+        stand_in(&dir, "clusterlab-local", "exec sleep 60");
+        stand_in(
+            &dir,
+            "clusterlab",
+            r#"case " $* " in
+  *" load "*) echo '{"throughput_rps": 99999.0, "errors": {"INTERNAL": 5000}, "latency_us": {"p50": 1}}' ;;
+esac"#,
+        );
+        for program in ["clusterlab-node", "clusterlab-balancer", "clusterlab-certs"] {
+            stand_in(&dir, program, "exit 0");
+        }
+    }
+    let out = Command::new(root().join("scripts").join("compare-builds"))
+        .args([builds.path().join("a"), builds.path().join("b")])
+        .arg("1")
+        .output()
+        .expect("running scripts/compare-builds");
+    let stderr = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("load against direct to n1 at 64 in flight had failures")
+            && stderr.contains("'INTERNAL': 5000"),
+        "{stderr}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("medians"),
+        "a table was printed"
+    );
+}
+
+/// `scripts/install-compose-v2`, when the pinned package is gone, trusts the
+/// package index only through Debian's signature on it. gpgv writes VALIDSIG
+/// for a signature by an expired or revoked key too, which the script took as
+/// good: it asks for GOODSIG, as apt does.
+#[test]
+fn install_compose_v2_refuses_a_signature_by_an_expired_key() {
+    let bin = tempfile::tempdir().unwrap();
+    stand_in(bin.path(), "docker", "exit 1");
+    // Not amd64: no pinned package, so the signed index is looked up.
+    stand_in(bin.path(), "dpkg", "echo arm64");
+    stand_in(
+        bin.path(),
+        "curl",
+        r#"out=""; url=""
+while [ $# -gt 0 ]; do
+  case "$1" in -o) out="$2"; shift ;; http*) url="$1" ;; esac
+  shift
+done
+case "$url" in
+  */InRelease) echo "signed index" > "$out" ;;
+  *) exit 22 ;;
+esac"#,
+    );
+    stand_in(
+        bin.path(),
+        "gpgv",
+        r#"echo '[GNUPG:] EXPKEYSIG 6ED0E7B82643E131 Debian Archive Automatic Signing Key' >&3
+echo '[GNUPG:] VALIDSIG 4CB50190207B4758A3F73A796ED0E7B82643E131 2025-01-01' >&3
+echo 'gpgv: Note: This key has expired!' >&2
+exit 1"#,
+    );
+    let home = tempfile::tempdir().unwrap();
+    let out = Command::new(root().join("scripts").join("install-compose-v2"))
+        .env("PATH", path_with(bin.path()))
+        .env("HOME", home.path())
+        .env_remove("DOCKER_CONFIG")
+        .output()
+        .expect("running scripts/install-compose-v2");
+    let stderr = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("is a good one by a key in")
+            && stderr.contains("unexpired and not revoked")
+            && stderr.contains("This key has expired"),
+        "{stderr}"
+    );
+    assert!(
+        std::fs::read_dir(home.path()).unwrap().next().is_none(),
+        "something was installed"
+    );
+}
