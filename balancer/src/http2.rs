@@ -60,7 +60,10 @@ const MAX_SEND_BUFFER: usize = 400 * 1024;
 /// pings but never reads, or makes room a byte at a time, would otherwise
 /// hold both for as long as it likes. Each byte of room it makes adds
 /// `1 / MIN_TAKE_RATE` s, so a slow but steady reader (a mebibyte over a
-/// slow link) takes its answer whole, however long that takes.
+/// slow link) takes its answer whole, however long that takes. Per stream:
+/// answers taken at once share the connection's room, which h2 hands out
+/// in turn, so one that waits behind the others that long is reset however
+/// fast they go (docs/security.md).
 const STALLED: Duration = Duration::from_secs(10);
 /// The slowest a client may take an answer (bytes a second) and still be
 /// given more time than [`STALLED`]. Room is counted as the client makes
@@ -145,6 +148,10 @@ where
             .max_header_list_size(MAX_HEADER_LIST_SIZE)
             .max_send_buffer_size(MAX_SEND_BUFFER)
             .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
+            // A balancer stopped for a while (`docker pause`) wakes to every
+            // request its clients sent and gave up on meanwhile: with h2's
+            // 20 it closed a `load`'s connection (ENHANCE_YOUR_CALM).
+            .max_pending_accept_reset_streams(node::server::MAX_PENDING_RESETS)
             .handshake::<_, Bytes>(conn);
         let mut connection = tokio::select! {
             handshake = handshake => match handshake {

@@ -9,8 +9,11 @@
 //!   others carry on in the background; the trace marks them `PENDING`. If a
 //!   replica in the quorum already held a *newer* version (another node's clock
 //!   runs ahead of ours), it keeps that one (`SUPERSEDED`), and the write is
-//!   stamped again above it and sent again: acknowledged means it is the latest.
-//!   A write that has taken over a second by then is refused (`ABORTED`)
+//!   stamped again above it and sent again: acknowledged means it is newer
+//!   than every write acknowledged before it began. A version still newer on
+//!   the third stamp is a concurrent write's, which wins by it (`SUPERSEDED`
+//!   on the last stamp: not stamped again). A write that has taken over a
+//!   second by then is refused (`ABORTED`)
 //!   rather than stamped again: it may be a stale copy.
 //! - **Read**: ask R replicas, this node first if it is one and suspect ones
 //!   last, and answer with the newest version among their answers. A replica that fails is replaced by
@@ -617,8 +620,13 @@ impl Coordinator {
             };
             match result {
                 Ok(stored) if stored > record.version => {
+                    // On the last stamp, a concurrent write's: it wins.
+                    let last = match stamp == MAX_STAMPS {
+                        true => ": a concurrent write's, which wins (not stamped again)",
+                        false => "",
+                    };
                     let detail = in_round(format!(
-                        "kept its newer version, above this write's {}",
+                        "kept its newer version, above this write's {}{last}",
                         record.version
                     ));
                     trace.replica(
@@ -1554,6 +1562,52 @@ mod tests {
         assert_eq!(stored.value.as_deref(), Some(&b"theirs"[..]));
     }
 
+    /// A write of `value` to key `k` at version `ms` (Unix ms).
+    fn key_k_at(ms: u64, value: &str) -> Record {
+        Record {
+            key: "k".into(),
+            version: Version::at(ms),
+            value: Some(value.as_bytes().to_vec()),
+            request_id: String::new(),
+        }
+    }
+
+    /// A newer version found on the last stamp is a concurrent write's: the
+    /// trace says the write was not stamped again above it, where it read as
+    /// one more reason to stamp it again.
+    #[tokio::test]
+    async fn a_newer_version_on_the_last_stamp_is_said_to_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = crate::in_process::node_state(dir.path());
+        let coordinator = Coordinator::new(state.clone());
+        let now = crate::version::unix_ms();
+        state
+            .store
+            .apply(&key_k_at(now + 60_000, "theirs"))
+            .unwrap();
+        let plan = Plan {
+            replicas: vec!["n1".into()],
+            quorum: 1,
+        };
+        let mine = key_k_at(now, "mine");
+        for (stamp, said) in [(1, false), (MAX_STAMPS, true)] {
+            let mut trace = TraceBuilder::new("n1", 1);
+            let newer = coordinator
+                .write_round(&plan, &mine, None, stamp, &mut trace, Instant::now())
+                .await
+                .unwrap();
+            assert!(newer.is_some(), "stamp {stamp}");
+            let trace = trace.finish();
+            assert_eq!(trace.replicas[0].outcome(), Outcome::Superseded);
+            let detail = &trace.replicas[0].detail;
+            assert_eq!(
+                detail.contains("which wins (not stamped again)"),
+                said,
+                "{detail}"
+            );
+        }
+    }
+
     /// A write short of its quorum says how many replicas stored it: not
     /// those that kept a newer version, which count toward the quorum only
     /// as a reason to stamp the write again ("only 1 of 2 stored it", when
@@ -1563,14 +1617,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let state = crate::in_process::node_state(dir.path());
         let coordinator = Coordinator::new(state.clone());
-        let record = |ms: u64, value: &str| Record {
-            key: "k".into(),
-            version: Version::at(ms),
-            value: Some(value.as_bytes().to_vec()),
-            request_id: String::new(),
-        };
         let now = crate::version::unix_ms();
-        state.store.apply(&record(now + 60_000, "newer")).unwrap();
+        state.store.apply(&key_k_at(now + 60_000, "newer")).unwrap();
         // n2 is no member: asking it fails.
         let plan = Plan {
             replicas: vec!["n1".into(), "n2".into()],
@@ -1580,7 +1628,7 @@ mod tests {
         let result = coordinator
             .write_round(
                 &plan,
-                &record(now, "mine"),
+                &key_k_at(now, "mine"),
                 None,
                 1,
                 &mut trace,
@@ -1596,7 +1644,7 @@ mod tests {
         }
         // Each report of a later stamp says which it is, a failure's too.
         let mut trace = TraceBuilder::new("n1", 2);
-        let mine = record(now, "mine");
+        let mine = key_k_at(now, "mine");
         let _ = (coordinator.write_round(&plan, &mine, None, 2, &mut trace, Instant::now())).await;
         let trace = trace.finish();
         let round = format!("; stamp 2 of at most {MAX_STAMPS}");

@@ -43,12 +43,14 @@ pub enum Error {
     /// nothing was done, and the client is told so ([`proto::NOT_APPLIED`]).
     #[error("{0}")]
     Refused(String),
-    /// The request was not carried out because of another write to the same
-    /// key; the message says which, and what to do.
+    /// The request was not carried out, or not to the end, because of
+    /// another write to the same key: copies an earlier stamp made may stay.
+    /// The message says which write, and what to do.
     #[error("{0}")]
     Aborted(String),
-    /// The request's deadline passed before it could be carried out; it was
-    /// not carried out.
+    /// The request's deadline passed before it was carried out to the end: a
+    /// write may have made copies short of its quorum, which stay (the
+    /// message says so), so it is not marked not applied.
     #[error("{0}")]
     DeadlineExceeded(String),
     /// Like [`Error::DeadlineExceeded`], but the write had arrived after its

@@ -53,8 +53,9 @@ const MAX_CONCURRENT_STREAMS: u32 = 256;
 /// balancer's connection with a warning (`remotely-reset pending-accept
 /// streams reached limit`), as a stopped node in tests/tests/balancer.rs
 /// shows. 256, as many as may be open at once, still cuts a flood off
-/// (tests/tests/hostile.rs); 4096 did not.
-const MAX_PENDING_RESETS: usize = 256;
+/// (tests/tests/hostile.rs); 4096 did not. The balancer allows its clients
+/// the same.
+pub const MAX_PENDING_RESETS: usize = 256;
 
 /// Serves the node on `listener` until `shutdown` completes, then drains.
 pub async fn run(

@@ -164,8 +164,8 @@ const scenarios = {
   answer = async () => { throw Object.assign(new Error("signal timed out"), { name: "TimeoutError" }); };
   await poll();
   out.paused = drawn();
-  // A balancer that answers with an error page is up, and not "silent".
-  answer = async () => ({ ok: false, status: 500, json: async () => { throw new Error("not JSON"); } });
+  // An error page, from a proxy in front of a balancer that is gone.
+  answer = async () => ({ ok: false, status: 502, json: async () => { throw new Error("not JSON"); } });
   await poll();
   out.failing = drawn();
   // Another program on the balancer's port answers with its own page.
@@ -192,9 +192,18 @@ const scenarios = {
   // n1 under its own name again: nothing counted under it to compare with.
   const renamed = copy();
   renamed.at_unix_ms += 3000;
+  renamed.balancer.requests += 300; // the balancer's count does not go back
   answer = async () => ({ ok: true, status: 200, json: async () => renamed });
   await poll();
   out.renamed = drawn();
+  // Restarted between two answers: it counts from zero again.
+  const restarted = copy();
+  restarted.at_unix_ms += 4000;
+  restarted.balancer.requests = 0;
+  for (const b of restarted.balancer.backends) b.requests = 0;
+  answer = async () => ({ ok: true, status: 200, json: async () => restarted });
+  await poll();
+  out.restarted = drawn();
   process.stdout.write(JSON.stringify(out));
 })().catch((e) => {
   process.stderr.write(String(e && e.stack || e));

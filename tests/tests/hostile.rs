@@ -618,6 +618,78 @@ fn the_balancer_cuts_off_a_rapid_reset_flood_too() {
     a_rapid_reset_flood_is_cut_off(Target::Balancer);
 }
 
+/// A server stopped for a while (SIGSTOP, `docker pause`) wakes to the
+/// requests its clients sent meanwhile, each followed by the reset of a
+/// client that gave up on it. Those are not a rapid-reset flood: the
+/// connection stays, and its next request is answered. The balancer kept
+/// h2's limit of 20 such streams, and closed the client's connection with
+/// ENHANCE_YOUR_CALM at the 21st; a node allows 256.
+fn resets_sent_while_stopped_do_not_close_the_connection(target: Target) {
+    let cluster = target.cluster();
+    let pid = target.pid(&cluster).to_string();
+    let signal = |name: &str| {
+        let sent = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -{name} {pid}");
+    };
+    // A GetRequest for "k" (field 1, 1 byte).
+    let get = [0x0a, 1, b'k'];
+    let end = block_on(async {
+        let mut conn = RawH2::connect(&cluster.certs, "reader", target.addr(&cluster))
+            .await
+            .unwrap();
+        // Served once, so the connection is open on both sides.
+        let first = conn.open(GET, false).await.unwrap();
+        conn.data(first, &h2raw::grpc_message(3, &get), true)
+            .await
+            .unwrap();
+        let (status, message) = grpc_status(conn.until_end_of(first).await.unwrap());
+        assert_eq!(status, "0", "{message}");
+        signal("STOP");
+        // Fewer than 256, more than 20; small enough to sit in the socket's
+        // buffers while nobody reads them.
+        for _ in 0..40 {
+            let stream = conn.open(GET, false).await.unwrap();
+            conn.data(stream, &h2raw::grpc_message(3, &get), true)
+                .await
+                .unwrap();
+            conn.reset(stream, h2raw::CANCEL).await.unwrap();
+        }
+        let last = conn.open(GET, false).await.unwrap();
+        conn.data(last, &h2raw::grpc_message(3, &get), true)
+            .await
+            .unwrap();
+        signal("CONT");
+        conn.until_end_of(last).await.unwrap()
+    });
+    match &end {
+        Some(Frame::GoAway { code, debug, .. }) => {
+            panic!("the {target:?} closed the connection: code {code:#x}, {debug:?}")
+        }
+        _ => {
+            let (status, message) = grpc_status(end);
+            assert_eq!(status, "0", "{message}");
+        }
+    }
+    assert!(
+        !target.log_text(&cluster).contains("streams reached limit"),
+        "{}",
+        target.log_text(&cluster)
+    );
+}
+
+#[test]
+fn a_node_woken_to_resets_keeps_the_connection() {
+    resets_sent_while_stopped_do_not_close_the_connection(Target::Node);
+}
+
+#[test]
+fn a_balancer_woken_to_resets_keeps_the_connection() {
+    resets_sent_while_stopped_do_not_close_the_connection(Target::Balancer);
+}
+
 /// A client with a good certificate that finishes TLS and never begins
 /// HTTP/2 (or sends part of its preface, and stops) is disconnected after
 /// `--handshake-timeout`, as one that never finishes TLS is: keepalive pings
