@@ -265,12 +265,10 @@ impl NodeConnection {
         let (sender, mut connection) = h2::client::Builder::new()
             .initial_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
-            // h2 resets the answer to a request it has reset and forgotten
-            // (it remembers 50, for a second), and closed the connection
-            // after 1024 such resets in its life: a defence against a
-            // hostile server, where this is a node of our own whose answers
-            // crossed our resets (a client gone, a deadline run out).
-            .max_local_error_reset_streams(None)
+            // Answers that crossed our resets (a client gone, a deadline run
+            // out) are dropped quietly, not reset again toward h2's lifetime
+            // limit of 1024, which closed the connection.
+            .max_concurrent_reset_streams(certs::dial::RESETS_REMEMBERED)
             .handshake(stream)
             .await
             .map_err(|e| format!("HTTP/2 handshake failed: {e}"))?;

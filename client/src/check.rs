@@ -32,14 +32,14 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use proto::{GetRequest, GetResponse, PutRequest, Version, key_value_client::KeyValueClient};
+use proto::{GetRequest, GetResponse, PutRequest, Version};
 use serde_json::json;
-use tonic::transport::Channel;
 
 use crate::{
     Failure,
     cli::{CheckArgs, Global},
     commands::{request, write_request},
+    connect::Lanes,
     failure::{
         REFUSED_PAUSE, handshake_failed, never_sent, no_answer_in_time, nothing_succeeded,
         server_words, status_code,
@@ -84,7 +84,7 @@ struct Acked {
 #[derive(Debug)]
 struct Workload {
     /// One client per address in `addrs`, the `--addr` list without blanks.
-    clients: Vec<KeyValueClient<Channel>>,
+    clients: Vec<Lanes>,
     addrs: Vec<String>,
     /// What was heard from each address ([`UNTRIED`], [`SILENT`],
     /// [`NO_HANDSHAKE`] or [`ANSWERED`]): one where nothing listens, or that
@@ -143,7 +143,7 @@ impl Workload {
     /// A workload on `clients` (one per address of `addrs`), writing from
     /// `started` for `args.duration`, with nothing done yet.
     fn new(
-        clients: Vec<KeyValueClient<Channel>>,
+        clients: Vec<Lanes>,
         addrs: Vec<String>,
         global: Global,
         args: CheckArgs,
@@ -376,9 +376,10 @@ pub async fn run(global: &Global, args: CheckArgs, mut stops: StopSignals) -> Re
     if let Some(refused) = conn.refused_by_the_server(global.timeout).await {
         return Err(refused);
     }
+    // Each address on as many connections as the writers need.
     let clients = addrs
         .iter()
-        .map(|addr| conn.key_value_lazy(addr))
+        .map(|addr| conn.lanes(addr, args.concurrency as usize))
         .collect::<Result<Vec<_>, _>>()?;
     let started = Instant::now();
     let workload = Arc::new(Workload::new(clients, addrs, global.clone(), args, started));
@@ -517,7 +518,7 @@ async fn writer(work: Arc<Workload>, id: usize) {
         // A write refused at connect never reached a node: try the next address.
         let mut outcome = None;
         for (attempt, at) in work.order(id + seq).into_iter().enumerate() {
-            let mut client = work.clients[at].clone();
+            let mut client = work.clients[at].pick();
             let result = client.put(write_request(&work.global, put.clone())).await;
             work.note_answer(at, &result);
             match result {
@@ -579,7 +580,7 @@ async fn writer(work: Arc<Workload>, id: usize) {
             .into_iter()
             .enumerate()
         {
-            let mut reader = work.clients[at].clone();
+            let mut reader = work.clients[at].pick();
             let result = reader.get(request(&work.global, get.clone())).await;
             work.note_answer(at, &result);
             match result {
@@ -834,7 +835,7 @@ async fn read_back(work: &Workload, entry: &Acked, i: usize) -> (Option<bool>, u
     let mut stale = 0;
     for attempt in 0..VERIFY_ATTEMPTS {
         let at = work.order(i + attempt)[0];
-        let mut client = work.clients[at].clone();
+        let mut client = work.clients[at].pick();
         let get = GetRequest {
             key: entry.key.clone(),
             read_quorum: work.args.read_quorum.unwrap_or(0),
@@ -1463,7 +1464,7 @@ mod tests {
                 let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
                     .unwrap()
                     .connect_lazy();
-                KeyValueClient::new(channel)
+                Lanes::new(vec![proto::key_value_client::KeyValueClient::new(channel)])
             })
             .collect();
         Workload::new(clients, addrs.to_vec(), cli.global, args, Instant::now())

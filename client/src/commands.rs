@@ -505,17 +505,49 @@ fn balancer_status_text(status: &StatusResponse) -> String {
         render::counted(status.denied, "call denied", "calls denied"),
     );
     out += &render::wrapped(&totals, 2, 4);
-    let width = column_width(status.backends.iter().map(|b| b.addr.as_str()), "ADDRESS");
-    let names = column_width(status.backends.iter().map(|b| b.name.as_str()), "NODE");
-    out += &format!(
-        "  {:<names$} {:<width$}  {:<8} {:>9} {:>9} {:>7} {:>9}\n",
-        "NODE", "ADDRESS", "HEALTH", "IN-FLIGHT", "REQUESTS", "ERRORS", "EJECTIONS"
-    );
-    for b in &status.backends {
-        out += &format!(
-            "  {:<names$} {:<width$}  {:<8} {:>9} {:>9} {:>7} {:>9}\n",
-            b.name, b.addr, b.health, b.in_flight, b.requests, b.errors, b.ejections
+    // Each column as wide as its widest cell, one space between: compose's
+    // names and addresses (`clusterlab-node-1`, `172.18.0.3:7100`) fit 80.
+    let rows: Vec<[String; 7]> = status
+        .backends
+        .iter()
+        .map(|b| {
+            [
+                b.name.clone(),
+                b.addr.clone(),
+                b.health.clone(),
+                b.in_flight.to_string(),
+                b.requests.to_string(),
+                b.errors.to_string(),
+                b.ejections.to_string(),
+            ]
+        })
+        .collect();
+    let headings = [
+        "NODE",
+        "ADDRESS",
+        "HEALTH",
+        "IN-FLIGHT",
+        "REQUESTS",
+        "ERRORS",
+        "EJECTIONS",
+    ];
+    let widths: Vec<usize> = (0..headings.len())
+        .map(|i| column_width(rows.iter().map(|row| row[i].as_str()), headings[i]))
+        .collect();
+    let line = |cells: [&str; 7]| {
+        let [name, addr, health, numbers @ ..] = cells;
+        let mut line = format!(
+            "  {name:<0$} {addr:<1$} {health:<2$}",
+            widths[0], widths[1], widths[2]
         );
+        for (number, width) in numbers.iter().zip(&widths[3..]) {
+            line += &format!(" {number:>width$}");
+        }
+        line + "\n"
+    };
+    out += &line(headings);
+    for (b, row) in status.backends.iter().zip(&rows) {
+        out += &line(row.each_ref().map(String::as_str));
         if !b.reason.is_empty() {
             let why = match b.health.as_str() {
                 "ejected" => "ejected because",
@@ -619,25 +651,34 @@ fn node_status_text(answered: &StatusResponse) -> String {
     if !status.store.is_empty() {
         out += &render::wrapped(&format!("store: {}", status.store), 2, 4);
     }
+    // Each column as wide as its widest cell, one space between: compose's
+    // names and addresses (`clusterlab-node-1:7100`) fit 80, with a link
+    // label as long as "TLSv1.3 (last session)".
     let width = column_width(status.members.iter().map(|m| m.addr.as_str()), "ADDRESS");
     // One more for the `*` that marks the member that answered.
     let names = column_width(status.members.iter().map(|m| m.name.as_str()), "NAME") + 1;
+    let states = column_width(
+        status.members.iter().map(|m| State::label_of(m.state)),
+        "STATE",
+    );
+    let keys: Vec<String> = status.members.iter().map(|m| m.keys.to_string()).collect();
+    let counts = column_width(keys.iter().map(String::as_str), "KEYS");
     out += &format!(
-        "  {:<names$} {:<width$}  {:<8} {:>8}  LINK\n",
+        "  {:<names$} {:<width$} {:<states$} {:>counts$} LINK\n",
         "NAME", "ADDRESS", "STATE", "KEYS"
     );
-    for m in &status.members {
+    for (m, keys) in status.members.iter().zip(&keys) {
         let name = if m.is_self {
             format!("{}*", m.name)
         } else {
             m.name.clone()
         };
         let line = format!(
-            "  {:<names$} {:<width$}  {:<8} {:>8}  {}",
+            "  {:<names$} {:<width$} {:<states$} {:>counts$} {}",
             name,
             m.addr,
             State::label_of(m.state),
-            m.keys,
+            keys,
             link_label(m)
         );
         out += line.trim_end();
@@ -1031,6 +1072,36 @@ mod tests {
         assert!(text.contains("\n      "), "continued, indented: {text}");
         let words = |t: &str| t.split_whitespace().collect::<Vec<_>>().join(" ");
         assert!(words(&text).contains(&status.backends[0].reason), "{text}");
+
+        // Compose's names and addresses, with counts of a busy hour.
+        let mut status = balancer();
+        for (i, b) in status.backends.iter_mut().enumerate() {
+            b.name = format!("clusterlab-node-{}", i + 1);
+            b.addr = format!("172.18.0.1{i}:7100");
+            b.health = "healthy".into();
+            (b.in_flight, b.requests, b.errors, b.ejections) = (64, 9_876_543, 12_345, 12);
+        }
+        let text = balancer_status_text(&status);
+        assert!(text.lines().all(|l| l.len() <= render::COLUMNS), "{text}");
+        assert!(
+            text.contains("  clusterlab-node-2 172.18.0.11:7100 healthy        64  9876543"),
+            "{text}"
+        );
+        let mut status = node_n1();
+        for (i, m) in status.members.iter_mut().enumerate() {
+            m.name = format!("clusterlab-node-{}", i + 1);
+            m.addr = format!("clusterlab-node-{}:7100", i + 1);
+            m.keys = 12_345;
+            m.link = Some(Link {
+                tls_version: "TLSv1.3".into(),
+                ..Link::default()
+            });
+        }
+        status.members[0].is_self = true;
+        status.members[1].state = State::Suspect as i32;
+        let text = node_status_text(&status);
+        assert!(text.lines().all(|l| l.len() <= render::COLUMNS), "{text}");
+        assert!(text.contains(" TLSv1.3 (last session)\n"), "{text}");
 
         let mut status = node_n1();
         status.unanswered = vec!["10.0.0.3:7100".into(), "10.0.0.4:7100".into()];

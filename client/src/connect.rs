@@ -14,6 +14,36 @@ use crate::{Failure, cli::Global};
 /// Responses up to this size are accepted: a 1 MiB value plus its trace, with room.
 const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 
+/// Requests a node or a balancer lets one connection have in flight at
+/// once (their `MAX_CONCURRENT_STREAMS`); more wait in the client.
+pub const STREAMS_PER_CONNECTION: usize = 256;
+
+/// Clients on one or more connections to one address, taken in turn: `load
+/// --concurrency 512` on one connection had 256 requests in flight, and the
+/// other 256 waiting in the client, their wait counted as the cluster's.
+#[derive(Debug, Clone)]
+pub struct Lanes {
+    clients: std::sync::Arc<[KeyValueClient<Channel>]>,
+    next: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Lanes {
+    /// Lanes of `clients`, which must not be empty.
+    pub fn new(clients: Vec<KeyValueClient<Channel>>) -> Self {
+        assert!(!clients.is_empty(), "lanes need a client");
+        Lanes {
+            clients: clients.into(),
+            next: Default::default(),
+        }
+    }
+
+    /// The next client in turn.
+    pub fn pick(&self) -> KeyValueClient<Channel> {
+        let turn = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.clients[turn % self.clients.len()].clone()
+    }
+}
+
 /// An open connection and what we know about it.
 #[derive(Debug)]
 pub struct Connection {
@@ -164,6 +194,20 @@ impl Connection {
     /// A `KeyValue` client on this connection.
     pub fn key_value(&self) -> KeyValueClient<Channel> {
         KeyValueClient::new(self.channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES)
+    }
+
+    /// `KeyValue` clients to `addr` on as many connections as `in_flight`
+    /// requests at once need ([`Lanes`]): this connection first, if it is to
+    /// `addr`, and the rest connecting at their first request.
+    pub fn lanes(&self, addr: &str, in_flight: usize) -> Result<Lanes, Failure> {
+        let mut clients = Vec::new();
+        if addr == self.addr {
+            clients.push(self.key_value());
+        }
+        while clients.len() < in_flight.div_ceil(STREAMS_PER_CONNECTION).max(1) {
+            clients.push(self.key_value_lazy(addr)?);
+        }
+        Ok(Lanes::new(clients))
     }
 
     /// An `Admin` client on this connection.

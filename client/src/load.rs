@@ -45,15 +45,15 @@ use std::{
 
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use proto::{GetRequest, PutRequest, Trace, key_value_client::KeyValueClient};
+use proto::{GetRequest, PutRequest, Trace};
 use serde_json::json;
 use tokio::sync::Semaphore;
-use tonic::transport::Channel;
 
 use crate::{
     Failure,
     cli::{Global, LoadArgs},
     commands::{request, write_request},
+    connect::Lanes,
     failure::{REFUSED_PAUSE, never_sent, nothing_succeeded, server_words, status_code},
     render,
     stop::{StopSignals, connect_unless_stopped},
@@ -166,14 +166,16 @@ pub async fn run(global: &Global, args: LoadArgs, mut stops: StopSignals) -> Res
     if let Some(refused) = conn.refused_by_the_server(global.timeout).await {
         return Err(refused);
     }
-    // Every address, the one that answered first in use.
-    let mut targets = vec![(conn.addr.clone(), conn.key_value())];
+    // Every address, the one that answered first in use; each on as many
+    // connections as --concurrency needs.
+    let in_flight = args.concurrency as usize;
+    let mut targets = vec![(conn.addr.clone(), conn.lanes(&conn.addr, in_flight)?)];
     for addr in global
         .addr
         .iter()
         .filter(|a| !a.is_empty() && **a != conn.addr)
     {
-        targets.push((addr.clone(), conn.key_value_lazy(addr)?));
+        targets.push((addr.clone(), conn.lanes(addr, in_flight)?));
     }
     let stats = Arc::new(Mutex::new(Stats::new()));
     // Live lines go to stdout, unless stdout is for the JSON summary.
@@ -397,7 +399,7 @@ fn all_failed(
 #[derive(Debug, Clone)]
 struct Workload {
     /// Each `--addr` and a client for it; requests go to `current`.
-    targets: Arc<Vec<(String, KeyValueClient<Channel>)>>,
+    targets: Arc<Vec<(String, Lanes)>>,
     current: Arc<AtomicUsize>,
     /// Moves since a request last succeeded: the first round is reported;
     /// once every address has refused, requests go round them quietly until
@@ -749,7 +751,7 @@ impl NotSent {
 /// whether it was refused at connect, after which its slot pauses.
 async fn one_request(work: &Workload, started: Instant) -> (Outcome, bool) {
     let target = work.current.load(Ordering::Relaxed);
-    let mut client = work.targets[target].1.clone();
+    let mut client = work.targets[target].1.pick();
     let trace: Result<Option<Trace>, tonic::Status> = if rand::random::<f64>() < work.read_ratio {
         let get = GetRequest {
             key: format!("load/{}", work.written.pick(work.keys)),
@@ -1325,7 +1327,10 @@ mod tests {
             .unwrap()
             .connect_lazy();
         Workload {
-            targets: Arc::new(vec![(addr, KeyValueClient::new(channel))]),
+            targets: Arc::new(vec![(
+                addr,
+                Lanes::new(vec![proto::key_value_client::KeyValueClient::new(channel)]),
+            )]),
             current: Arc::default(),
             moves: Arc::default(),
             global: cli.global,

@@ -11,8 +11,9 @@
 //!   runs ahead of ours), it keeps that one (`SUPERSEDED`), and the write is
 //!   stamped again above it and sent again: acknowledged means it is newer
 //!   than every write acknowledged before it began. A version still newer on
-//!   the third stamp is a concurrent write's, which wins by it (`SUPERSEDED`
-//!   on the last stamp: not stamped again). A write that has taken over a
+//!   the third stamp wins (`SUPERSEDED` on the last stamp: not stamped
+//!   again): most likely a concurrent write's, and docs/replication.md says
+//!   what else it can be. A write that has taken over a
 //!   second by then is refused (`ABORTED`)
 //!   rather than stamped again: it may be a stale copy.
 //! - **Read**: ask R replicas, this node first if it is one and suspect ones
@@ -570,8 +571,9 @@ impl Coordinator {
                 format!(
                     "a replica holds {holds}, and the write's deadline had passed {late:?} \
                      before {name} could stamp it again (its replicas answered late, or it was \
-                     stopped), so it did not: what the replica holds stands; write again if \
-                     yours should win"
+                     stopped), so it did not: what the replica holds wins, but the copies the \
+                     earlier stamp made stay until it reaches them, so a read may see your \
+                     value meanwhile; write again if yours should win"
                 )
             }
         }))
@@ -620,9 +622,13 @@ impl Coordinator {
             };
             match result {
                 Ok(stored) if stored > record.version => {
-                    // On the last stamp, a concurrent write's: it wins.
+                    // On the last stamp it wins: most likely a concurrent
+                    // write's (replication.md says what else it can be).
                     let last = match stamp == MAX_STAMPS {
-                        true => ": a concurrent write's, which wins (not stamped again)",
+                        true => {
+                            ", and wins: not stamped again (most likely a concurrent write's; \
+                             see docs/replication.md)"
+                        }
                         false => "",
                     };
                     let detail = in_round(format!(
@@ -1427,6 +1433,10 @@ mod tests {
         match coordinator.refuse_if_overdue("k", Some(passed), again) {
             Err(Error::DeadlineExceeded(why)) => {
                 assert!(why.contains("before n1 could stamp it again"), "{why}");
+                assert!(
+                    why.contains("the copies the earlier stamp made stay"),
+                    "{why}"
+                );
                 assert!(why.contains(&newer.to_string()), "{why}");
             }
             other => panic!("not refused as overdue: {other:?}"),
@@ -1572,9 +1582,9 @@ mod tests {
         }
     }
 
-    /// A newer version found on the last stamp is a concurrent write's: the
-    /// trace says the write was not stamped again above it, where it read as
-    /// one more reason to stamp it again.
+    /// A newer version found on the last stamp wins: the trace says the
+    /// write was not stamped again above it, where it read as one more
+    /// reason to stamp it again.
     #[tokio::test]
     async fn a_newer_version_on_the_last_stamp_is_said_to_win() {
         let dir = tempfile::tempdir().unwrap();
@@ -1601,7 +1611,7 @@ mod tests {
             assert_eq!(trace.replicas[0].outcome(), Outcome::Superseded);
             let detail = &trace.replicas[0].detail;
             assert_eq!(
-                detail.contains("which wins (not stamped again)"),
+                detail.contains("and wins: not stamped again"),
                 said,
                 "{detail}"
             );
