@@ -565,7 +565,6 @@ mod tests {
         assert_eq!(dialer.diagnose(&serve("http1").await).await, None);
     }
 
-    /// `--addr [::1]:7000`: the brackets are the URI's, not the host's.
     /// Requests given up on (a deadline: a coordinator's 2 s on a slowed
     /// replica) whose answers were already on their way do not use up the
     /// connection: h2 remembers 50 reset streams for a second, resets each
@@ -679,6 +678,7 @@ mod tests {
         );
     }
 
+    /// `--addr [::1]:7000`: the brackets are the URI's, not the host's.
     #[tokio::test]
     async fn an_ipv6_address_in_brackets_is_dialled() {
         let Ok(listener) = tokio::net::TcpListener::bind("[::1]:0").await else {

@@ -32,6 +32,17 @@ pub(crate) fn certs_tool(dir: &Path) -> &'static str {
     }
 }
 
+/// The command that issues an identity into `dir`, as the person at hand
+/// runs it (`docker compose run --rm certs` for compose's volume), with its
+/// `--out`: the kind and name are the caller's to add.
+pub fn issue_command(dir: &Path) -> String {
+    format!(
+        "{} issue --out {}",
+        certs_tool(dir),
+        crate::flags::shell_word(&dir.display().to_string())
+    )
+}
+
 /// Whether `dir` is docker compose's certificates volume, which only the
 /// certs service writes, and which it cannot delete a file from.
 pub(crate) fn is_compose_volume(dir: &Path) -> bool {
@@ -65,11 +76,7 @@ pub(crate) fn no_pki_advice(dir: &Path) -> String {
 /// docker compose, whose volume no one can delete a file from, the name
 /// stays taken until `docker compose down -v`.
 pub fn left_over_advice(dir: &Path, name: &str) -> String {
-    let issue = format!(
-        "{} issue --out {} --kind KIND --name",
-        certs_tool(dir),
-        crate::flags::shell_word(&dir.display().to_string())
-    );
+    let issue = format!("{} --kind KIND --name", issue_command(dir));
     match is_compose_volume(dir) {
         true => format!(
             "in docker compose the certificates' volume is written by the certs service \

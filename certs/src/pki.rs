@@ -425,13 +425,17 @@ pub fn init(pki: impl Into<Pki>, force: bool) -> Result<Vec<Issued>> {
 
 /// The identities in `dir` that `init` did not just write (`issued`): ones
 /// minted with [`issue`] before an `init --force`. They are signed by the CA
-/// it replaced, so no process trusts them any more.
+/// it replaced, so no process trusts them any more. Only clusterlab's count
+/// (a certificate naming a clusterlab identity): another program's `.pem`
+/// files in the directory are none of `init`'s business.
 pub fn left_over(dir: &Path, issued: &[Issued]) -> Vec<String> {
     files::certificate_names(dir)
         .into_iter()
         .filter(|name| {
             let path = files::cert_path(dir, name);
-            !issued.iter().any(|item| item.cert_path == path)
+            let ours = files::load_certs(&path)
+                .is_ok_and(|certs| Identity::from_certificate(&certs[0]).is_ok());
+            ours && !issued.iter().any(|item| item.cert_path == path)
         })
         .collect()
 }
@@ -1256,6 +1260,10 @@ mod tests {
         let issued = init(dir.path(), false).unwrap();
         assert_eq!(left_over(dir.path(), &issued), Vec::<String>::new());
         issue(dir.path(), Identity::new(Kind::Node, "n1").unwrap()).unwrap();
+        // Another program's files: a key pair of its own, and a file that
+        // is no certificate at all.
+        std::fs::copy(dir.path().join("ca.pem"), dir.path().join("server.pem")).unwrap();
+        std::fs::write(dir.path().join("key.pem"), "-----BEGIN PRIVATE KEY-----\n").unwrap();
         let issued = init(dir.path(), true).unwrap();
         assert_eq!(left_over(dir.path(), &issued), ["n1"]);
     }

@@ -204,7 +204,14 @@ impl Connection {
         if addr == self.addr {
             clients.push(self.key_value());
         }
-        while clients.len() < in_flight.div_ceil(STREAMS_PER_CONNECTION).max(1) {
+        // Taken in turn, not by how many each has in flight: past one
+        // connection's worth, one more than the share needs, so that a lane
+        // whose answers come back slower than the others' stays under 256.
+        let wanted = match in_flight <= STREAMS_PER_CONNECTION {
+            true => 1,
+            false => in_flight.div_ceil(STREAMS_PER_CONNECTION) + 1,
+        };
+        while clients.len() < wanted {
             clients.push(self.key_value_lazy(addr)?);
         }
         Ok(Lanes::new(clients))

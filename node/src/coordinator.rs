@@ -173,8 +173,10 @@ enum Overdue<'a> {
     /// After a retry looked for its first attempt, and found it on too few
     /// replicas: those copies stay.
     AfterLookingForTheFirstAttempt,
-    /// Before stamping it again above what a replica holds instead of it.
-    BeforeStampingAgain(&'a str),
+    /// Before stamping it again above what a replica holds instead of it
+    /// (`holds`): a newer version, or (`newer` false) another write at this
+    /// write's own.
+    BeforeStampingAgain { holds: &'a str, newer: bool },
 }
 
 impl Coordinator {
@@ -495,9 +497,10 @@ impl Coordinator {
             if stamp == MAX_STAMPS {
                 // From the second stamp on, each is above every version the round
                 // before found. Write quorums overlap, so that includes every write
-                // acknowledged before this one began: what is newer still comes
-                // from a concurrent writer, and wins by its version.
-                debug!(key = %escaped(&record.key), version = %record.version, %newer, "a concurrent write has the newer version");
+                // acknowledged before this one began: what is newer still most
+                // likely comes from a concurrent writer (replication.md says what
+                // else), and wins by its version.
+                debug!(key = %escaped(&record.key), version = %record.version, %newer, "a newer version won on the last stamp");
                 break;
             }
             let took = started.elapsed();
@@ -511,7 +514,11 @@ impl Coordinator {
             }
             // `store_on` has shown the clock the newer version: stamp above it,
             // unless the sender has given up on the write meanwhile.
-            self.refuse_if_overdue(&record.key, write_by, Overdue::BeforeStampingAgain(&holds))?;
+            let overdue = Overdue::BeforeStampingAgain {
+                holds: &holds,
+                newer: newer != record.version,
+            };
+            self.refuse_if_overdue(&record.key, write_by, overdue)?;
             record.version = self.state.clock.now();
             debug!(key = %escaped(&record.key), %newer, version = %record.version, "a replica held a newer version; stamping the write again");
         }
@@ -564,16 +571,27 @@ impl Coordinator {
                      made stay, so later reads may see the value"
                 )
             }
-            Overdue::BeforeStampingAgain(holds) => {
+            Overdue::BeforeStampingAgain { holds, newer } => {
                 if let Some(not_logged) = said("stamping") {
                     warn!(key = %escaped(key), overdue = ?late, holds = %escaped(holds), not_logged, "refused to stamp a write again after its deadline");
                 }
+                // The copies the earlier stamp made stay: a newer version
+                // wins over them once it reaches them, and one at the same
+                // version never does (a read takes either).
+                let stays = match newer {
+                    true => {
+                        "what the replica holds wins, but the copies the earlier stamp made \
+                         stay until it reaches them, so a read may see your value meanwhile"
+                    }
+                    false => {
+                        "the copies the earlier stamp made stay beside the other write, at \
+                         the same version, and a read may see either"
+                    }
+                };
                 format!(
                     "a replica holds {holds}, and the write's deadline had passed {late:?} \
                      before {name} could stamp it again (its replicas answered late, or it was \
-                     stopped), so it did not: what the replica holds wins, but the copies the \
-                     earlier stamp made stay until it reaches them, so a read may see your \
-                     value meanwhile; write again if yours should win"
+                     stopped), so it did not: {stays}; write again if yours should win"
                 )
             }
         }))
@@ -1429,15 +1447,32 @@ mod tests {
         let newer = Version::at(node_clock_ahead());
         let passed = proto::deadline::write_by(Duration::ZERO) - 1_000;
         let holds = format!("version {newer} of k");
-        let again = Overdue::BeforeStampingAgain(&holds);
+        let again = Overdue::BeforeStampingAgain {
+            holds: &holds,
+            newer: true,
+        };
         match coordinator.refuse_if_overdue("k", Some(passed), again) {
             Err(Error::DeadlineExceeded(why)) => {
                 assert!(why.contains("before n1 could stamp it again"), "{why}");
                 assert!(
-                    why.contains("the copies the earlier stamp made stay"),
+                    why.contains("earlier stamp made stay until it reaches them"),
                     "{why}"
                 );
                 assert!(why.contains(&newer.to_string()), "{why}");
+            }
+            other => panic!("not refused as overdue: {other:?}"),
+        }
+        // Another write at the same version does not win over the copies:
+        // a read may see either.
+        let holds = "another write at this write's version".to_string();
+        let again = Overdue::BeforeStampingAgain {
+            holds: &holds,
+            newer: false,
+        };
+        match coordinator.refuse_if_overdue("k", Some(passed), again) {
+            Err(Error::DeadlineExceeded(why)) => {
+                assert!(why.contains("a read may see either"), "{why}");
+                assert!(!why.contains("wins"), "{why}");
             }
             other => panic!("not refused as overdue: {other:?}"),
         }

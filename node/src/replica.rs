@@ -187,9 +187,18 @@ impl Replica for ReplicaService {
         // Counted here, not on the blocking pool: there each thread may be a
         // write waiting for the store's one writer, and a probe queued behind
         // hundreds of them (a node busy writing) would be taken for silence.
-        // A read never waits for a writer (see store.rs).
-        let keys = self.state.store.len()?;
-        self.state.records.store(keys, Ordering::Relaxed);
+        // A read never waits for a writer (see store.rs). While the store
+        // cannot be read (a reopen under way, a disk that failed), the last
+        // count, as `status` gives: the node still answers, and a peer that
+        // took it for silent would declare it dead and copy its keys away.
+        // Its status says what is wrong with its store.
+        let keys = match self.state.store.len() {
+            Ok(keys) => {
+                self.state.records.store(keys, Ordering::Relaxed);
+                keys
+            }
+            Err(_) => self.state.records.load(Ordering::Relaxed),
+        };
         Ok(Response::new(ProbeResponse {
             me: Some(membership.me()),
             members: membership.gossip(),
@@ -365,6 +374,39 @@ mod tests {
                 .unwrap();
             assert_eq!(answer.into_inner().keys, 0);
         });
+    }
+
+    /// A node whose store cannot be read still answers probes, with the last
+    /// count it had: a failed probe is silence to its peers, which declared
+    /// it dead (as "silent") and copied its keys away.
+    #[tokio::test]
+    async fn a_probe_is_answered_while_the_store_cannot_be_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = crate::in_process::node_state(dir.path());
+        state
+            .store
+            .apply(&crate::store::Record {
+                key: "k".into(),
+                version: Version::at(unix_ms()),
+                value: Some(b"v".to_vec()),
+                request_id: String::new(),
+            })
+            .unwrap();
+        let replica = ReplicaService::new(state.clone());
+        let probe = || {
+            Request::new(ProbeRequest {
+                from: Some(proto::Member {
+                    name: "n2".into(),
+                    addr: "127.0.0.1:7102".into(),
+                    ..proto::Member::default()
+                }),
+            })
+        };
+        assert_eq!(replica.probe(probe()).await.unwrap().into_inner().keys, 1);
+        state.store.stop_as_after_a_failed_fsync();
+        assert!(state.store.len().is_err(), "the store still reads");
+        let answer = replica.probe(probe()).await.expect("a probe answered");
+        assert_eq!(answer.into_inner().keys, 1, "the last count");
     }
 
     /// Step 2 of anti-entropy lists keys and versions, and leaves out what

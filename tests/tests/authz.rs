@@ -102,6 +102,26 @@ fn check_server(certs: &Path, addr: &str, server: &str, column: fn(&Row) -> &'st
                         if expect_allowed { "allowed" } else { "PERMISSION_DENIED" },
                     ));
                 }
+                // Allowed is answered by the method itself: not refused
+                // another way, nor lost on the way. The balancer serves no
+                // Replica method (nodes call each other directly).
+                let unserved = server == "balancer" && path.starts_with("/clusterlab.v1.Replica/");
+                let answered = match code {
+                    Code::Unimplemented => unserved,
+                    // What the method says of an empty request (SetPolicy
+                    // on a node: FAILED_PRECONDITION, a node has no policy).
+                    Code::Ok
+                    | Code::InvalidArgument
+                    | Code::NotFound
+                    | Code::FailedPrecondition => !unserved,
+                    _ => false,
+                };
+                if expect_allowed && !answered {
+                    wrong.push(format!(
+                        "{identity} calling {path} on the {server}: allowed, but answered \
+                         {code:?} {message:?}"
+                    ));
+                }
             }
         }
     });

@@ -126,7 +126,8 @@ fn init_keep_moves_the_ca_key_to_where_clusterlab_ca_key_says() {
 }
 
 /// Revoking the identity every node (or balancer) shares by default cuts off
-/// all of them: said as a warning, with how to cut off one. Revoking a
+/// all of them: said as a warning, with how to cut off one (into the same
+/// directory: the command said no --out, and wrote to another). Revoking a
 /// client's says nothing more than it did.
 #[test]
 fn revoking_a_shared_identity_warns_that_it_cuts_off_every_process_of_its_kind() {
@@ -140,7 +141,10 @@ fn revoking_a_shared_identity_warns_that_it_cuts_off_every_process_of_its_kind()
         assert!(
             stderr.contains(&format!(
                 "clusterlab-certs: warning: {what} started without"
-            )) && stderr.contains("clusterlab-certs issue --kind"),
+            )) && stderr.contains(&format!(
+                "clusterlab-certs issue --out {} --kind {name} --name",
+                dir.display()
+            )),
             "{stderr}"
         );
     }

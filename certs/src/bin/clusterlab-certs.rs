@@ -1,6 +1,10 @@
 //! `clusterlab-certs`: makes the demo PKI (CA, identities, villains) with rcgen.
 
-use std::{io::Write as _, path::PathBuf, process::ExitCode};
+use std::{
+    io::Write as _,
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
 
 use certs::{
     Identity, Kind, files, pki,
@@ -182,7 +186,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 revoked.crl_path.display(),
                 revoked.total
             ));
-            if let Some(shared) = shared_by_default(&revoked.identity) {
+            if let Some(shared) = shared_by_default(&revoked.identity, &place.out) {
                 let _ = writeln!(std::io::stderr(), "clusterlab-certs: warning: {shared}");
             }
             if revoked.started_over {
@@ -264,7 +268,7 @@ fn keep_pki(pki: &Pki) -> anyhow::Result<()> {
 
 /// What revoking `identity` does beyond one process, if it is one that
 /// `init` made for every process of its kind to share.
-fn shared_by_default(identity: &Identity) -> Option<String> {
+fn shared_by_default(identity: &Identity, dir: &Path) -> Option<String> {
     let (kind, what, flag) = match (identity.kind, identity.name.as_str()) {
         (Kind::Node, "node") => ("node", "every node", "--kind node --name n2"),
         (Kind::Balancer, "balancer") => ("balancer", "every balancer", "--kind balancer --name b2"),
@@ -273,9 +277,10 @@ fn shared_by_default(identity: &Identity) -> Option<String> {
     Some(format!(
         "{what} started without an --identity of its own proves itself with {}, so within a \
          second every peer and client refuses all of them; to cut off one \
-         {kind}, issue it an identity of its own (clusterlab-certs issue {flag}), start it \
-         with that, and revoke that one",
-        identity.uri()
+         {kind}, issue it an identity of its own ({} {flag}), start it with that, and \
+         revoke that one",
+        identity.uri(),
+        files::issue_command(dir)
     ))
 }
 
