@@ -1108,9 +1108,10 @@ fn several_nodes(
     let listed = ips.iter().map(|ip| ip.to_string()).collect::<Vec<_>>();
     Some(format!(
         "--nodes {host_port} resolves to {} addresses ({}), but is one backend: every \
-         request it gets goes to whichever address answered first, and the others get none. \
-         For a name that stands for several nodes (a compose service scaled out), give \
-         --nodes-dns {host_port}, which makes each address a node of its own",
+         request it gets goes to whichever address answered first. If they are several \
+         nodes (a compose service scaled out), the others get none: give --nodes-dns \
+         {host_port}, which makes each address a node of its own. (One machine with \
+         several addresses is one node: then all is well.)",
         ips.len(),
         listed.join(", ")
     ))
@@ -1194,9 +1195,9 @@ mod tests {
             "{warning}"
         );
         assert!(
-            warning.ends_with(
-                "give --nodes-dns node:7100, which makes each address a \
-             node of its own"
+            warning.contains(
+                "If they are several nodes (a compose service scaled out), the others get \
+                 none: give --nodes-dns node:7100, which makes each address a node of its own"
             ),
             "{warning}"
         );

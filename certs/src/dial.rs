@@ -623,16 +623,17 @@ mod tests {
                 tokio::spawn(
                     async move { tokio::io::copy(&mut from_client, &mut to_server).await },
                 );
-                let (late, mut on_time) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+                let (late, mut on_time) =
+                    tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
                 tokio::spawn(async move {
                     let mut buf = vec![0u8; 64 * 1024];
                     while let Ok(n @ 1..) = from_server.read(&mut buf).await {
-                        let _ = late.send(buf[..n].to_vec());
+                        let _ = late.send((tokio::time::Instant::now(), buf[..n].to_vec()));
                     }
                 });
                 tokio::spawn(async move {
-                    while let Some(bytes) = on_time.recv().await {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    while let Some((came, bytes)) = on_time.recv().await {
+                        tokio::time::sleep_until(came + Duration::from_millis(100)).await;
                         if to_client.write_all(&bytes).await.is_err() {
                             break;
                         }

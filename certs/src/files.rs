@@ -45,7 +45,7 @@ pub fn issue_command(dir: &Path) -> String {
 
 /// Whether `dir` is docker compose's certificates volume, which only the
 /// certs service writes, and which it cannot delete a file from.
-pub(crate) fn is_compose_volume(dir: &Path) -> bool {
+pub fn is_compose_volume(dir: &Path) -> bool {
     dir == Path::new(COMPOSE_DIR)
 }
 

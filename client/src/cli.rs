@@ -195,8 +195,8 @@ pub struct LoadArgs {
     #[arg(long, default_value = "10s", value_parser = positive_duration)]
     pub duration: Duration,
     /// Requests in flight at once, 1 to 4096 (with --rate: the most waiting
-    /// for answers). Past 256 (what a server takes on one connection), a
-    /// connection to each address per 256, and one more.
+    /// for answers). Past 256 (what a server takes on one connection), more
+    /// connections to each address, each carrying about 205 or fewer.
     #[arg(long, default_value_t = 16, value_parser = number_in(1..=4096u32))]
     pub concurrency: u32,
     /// How many distinct keys to spread the requests over.
@@ -364,7 +364,8 @@ pub struct CheckArgs {
     #[arg(long, default_value = "10s", value_parser = positive_duration)]
     pub duration: Duration,
     /// Writers working at once, 1 to 1024. Past 256 (what a server takes on
-    /// one connection), a connection to each address per 256, and one more.
+    /// one connection), more connections to each address, each carrying
+    /// about 205 or fewer.
     #[arg(long, default_value_t = 8, value_parser = number_in(1..=1024u32))]
     pub concurrency: u32,
     /// Stop writing once this many writes were acknowledged (exactly this

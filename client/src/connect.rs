@@ -204,12 +204,13 @@ impl Connection {
         if addr == self.addr {
             clients.push(self.key_value());
         }
-        // Taken in turn, not by how many each has in flight: past one
-        // connection's worth, one more than the share needs, so that a lane
-        // whose answers come back slower than the others' stays under 256.
+        // Taken in turn, not by how many each has in flight, so a lane holds
+        // its share in proportion to how slowly its answers come: past one
+        // connection's worth, a quarter more lanes than the share needs,
+        // under 205 each, so that one a quarter slower stays under 256.
         let wanted = match in_flight <= STREAMS_PER_CONNECTION {
             true => 1,
-            false => in_flight.div_ceil(STREAMS_PER_CONNECTION) + 1,
+            false => (in_flight * 5 / 4).div_ceil(STREAMS_PER_CONNECTION),
         };
         while clients.len() < wanted {
             clients.push(self.key_value_lazy(addr)?);

@@ -164,6 +164,22 @@ struct Plan {
     quorum: usize,
 }
 
+/// What stays of a write not stamped again, for its refusal: the copies the
+/// earlier stamps made. A `newer` version wins over them once it reaches
+/// them; another write at the same version never does (a read takes either).
+fn what_stays(newer: bool) -> &'static str {
+    match newer {
+        true => {
+            "what the replica holds wins, but the copies the earlier stamp made stay until it \
+             reaches them, so a read may see your value meanwhile"
+        }
+        false => {
+            "the copies the earlier stamp made stay beside the other write, at the same \
+             version, and a read may see either"
+        }
+    }
+}
+
 /// When a write was found overdue, for [`Coordinator::refuse_if_overdue`]'s message.
 #[derive(Debug, Clone, Copy)]
 enum Overdue<'a> {
@@ -507,9 +523,10 @@ impl Coordinator {
             if took >= RESTAMP_WITHIN {
                 return Err(Error::Aborted(format!(
                     "a replica holds {holds}, and after {:.1}s the write is too old to stamp \
-                     again (it may be a late copy of one already retried), so it did not \
-                     replace it; write again if yours should win",
-                    took.as_secs_f64()
+                     again (it may be a late copy of one already retried), so it was not: {}; \
+                     write again if yours should win",
+                    took.as_secs_f64(),
+                    what_stays(newer != record.version)
                 )));
             }
             // `store_on` has shown the clock the newer version: stamp above it,
@@ -575,19 +592,7 @@ impl Coordinator {
                 if let Some(not_logged) = said("stamping") {
                     warn!(key = %escaped(key), overdue = ?late, holds = %escaped(holds), not_logged, "refused to stamp a write again after its deadline");
                 }
-                // The copies the earlier stamp made stay: a newer version
-                // wins over them once it reaches them, and one at the same
-                // version never does (a read takes either).
-                let stays = match newer {
-                    true => {
-                        "what the replica holds wins, but the copies the earlier stamp made \
-                         stay until it reaches them, so a read may see your value meanwhile"
-                    }
-                    false => {
-                        "the copies the earlier stamp made stay beside the other write, at \
-                         the same version, and a read may see either"
-                    }
-                };
+                let stays = what_stays(newer);
                 format!(
                     "a replica holds {holds}, and the write's deadline had passed {late:?} \
                      before {name} could stamp it again (its replicas answered late, or it was \

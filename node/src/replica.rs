@@ -188,15 +188,18 @@ impl Replica for ReplicaService {
         // write waiting for the store's one writer, and a probe queued behind
         // hundreds of them (a node busy writing) would be taken for silence.
         // A read never waits for a writer (see store.rs). While the store
-        // cannot be read (a reopen under way, a disk that failed), the last
-        // count, as `status` gives: the node still answers, and a peer that
-        // took it for silent would declare it dead and copy its keys away.
-        // Its status says what is wrong with its store.
+        // cannot be read for a while (a reopen under way, or one that failed
+        // and is tried again), the last count, as `status` gives: the node
+        // still answers, and a peer that took it for silent would declare it
+        // dead and copy its keys away. Its status says what is wrong.
+        // One refused for good (a failed fsync, its file gone) fails the
+        // probe: its peers declare it dead and restore N copies elsewhere.
         let keys = match self.state.store.len() {
             Ok(keys) => {
                 self.state.records.store(keys, Ordering::Relaxed);
                 keys
             }
+            Err(e) if self.state.store.is_refused_for_good() => return Err(e.into()),
             Err(_) => self.state.records.load(Ordering::Relaxed),
         };
         Ok(Response::new(ProbeResponse {
@@ -376,11 +379,17 @@ mod tests {
         });
     }
 
-    /// A node whose store cannot be read still answers probes, with the last
-    /// count it had: a failed probe is silence to its peers, which declared
-    /// it dead (as "silent") and copied its keys away.
+    /// A node whose store is being reopened still answers probes, with the
+    /// last count it had: a failed probe is silence to its peers, which
+    /// declared it dead (as "silent") and copied its keys away. One whose
+    /// store is refused for good (until a restart) fails them: its peers
+    /// are to declare it dead, and restore N copies of its keys elsewhere.
     #[tokio::test]
-    async fn a_probe_is_answered_while_the_store_cannot_be_read() {
+    #[expect(
+        clippy::await_holding_lock,
+        reason = "the reopen is to be under way while the probe runs; nothing else takes it"
+    )]
+    async fn a_probe_is_answered_while_the_store_is_reopened_not_once_refused() {
         let dir = tempfile::tempdir().unwrap();
         let state = crate::in_process::node_state(dir.path());
         state
@@ -403,10 +412,15 @@ mod tests {
             })
         };
         assert_eq!(replica.probe(probe()).await.unwrap().into_inner().keys, 1);
+        {
+            let _reopening = state.store.as_during_a_reopen();
+            assert!(state.store.len().is_err(), "the store still reads");
+            let answer = replica.probe(probe()).await.expect("a probe answered");
+            assert_eq!(answer.into_inner().keys, 1, "the last count");
+        }
         state.store.stop_as_after_a_failed_fsync();
-        assert!(state.store.len().is_err(), "the store still reads");
-        let answer = replica.probe(probe()).await.expect("a probe answered");
-        assert_eq!(answer.into_inner().keys, 1, "the last count");
+        let refused = replica.probe(probe()).await.expect_err("a probe answered");
+        assert!(refused.message().contains("storage"), "{refused}");
     }
 
     /// Step 2 of anti-entropy lists keys and versions, and leaves out what

@@ -252,7 +252,7 @@ impl Store {
     /// so they never wait for a reopen: while one runs they fail at once, and
     /// after one failed they ask for another, in the background, and fail. (A
     /// node whose reads all failed would wait for a write that may never come:
-    /// its peers stop sending it any once its probes fail.)
+    /// its probes answer meanwhile, and its peers go on sending it some.)
     fn begin_read(&self) -> Result<ReadTransaction> {
         let current = match self.db.try_read() {
             Ok(slot) => slot.clone(),
@@ -432,6 +432,12 @@ impl Store {
     /// instead of the store reopening it, if nothing will until a restart: an
     /// fsync of the file failed, or a reopen found the file gone. No request
     /// then tries again (or logs it again).
+    /// Whether it reads and writes nothing until the node restarts (a failed
+    /// fsync, its file gone): not a reopen that may yet work.
+    pub fn is_refused_for_good(&self) -> bool {
+        self.refused_for_good().is_some()
+    }
+
     fn refused_for_good(&self) -> Option<Error> {
         if let Some(cause) = self.fsync_failed.get() {
             return Some(Error::Storage(after_a_failed_fsync(&self.path, cause)));
@@ -465,6 +471,15 @@ impl Store {
                 self.path.display()
             )
         })
+    }
+
+    /// The store while a reopen runs: no database in its slot, and reads
+    /// fail at once, until the guard is dropped (the slot stays empty).
+    #[cfg(test)]
+    pub(crate) fn as_during_a_reopen(&self) -> std::sync::MutexGuard<'_, ()> {
+        let reopening = self.reopening.lock().unwrap();
+        *self.db.write().unwrap() = None;
+        reopening
     }
 
     /// The store as an fsync that failed leaves it, with no database in its

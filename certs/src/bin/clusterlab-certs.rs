@@ -274,13 +274,23 @@ fn shared_by_default(identity: &Identity, dir: &Path) -> Option<String> {
         (Kind::Balancer, "balancer") => ("balancer", "every balancer", "--kind balancer --name b2"),
         _ => return None,
     };
+    let instead = match files::is_compose_volume(dir) {
+        // Compose's are replicas of one service: they all run as it, and a
+        // revocation is not taken back.
+        true => "in docker compose they all run with it, and a revocation cannot be taken \
+                 back: `docker compose down -v` and `docker compose up -d` start again with a \
+                 new PKI"
+            .to_string(),
+        false => format!(
+            "to cut off one {kind}, issue it an identity of its own ({} {flag}), start it \
+             with that, and revoke that one",
+            files::issue_command(dir)
+        ),
+    };
     Some(format!(
         "{what} started without an --identity of its own proves itself with {}, so within a \
-         second every peer and client refuses all of them; to cut off one \
-         {kind}, issue it an identity of its own ({} {flag}), start it with that, and \
-         revoke that one",
-        identity.uri(),
-        files::issue_command(dir)
+         second every peer and client refuses all of them; {instead}",
+        identity.uri()
     ))
 }
 
@@ -296,5 +306,31 @@ fn say(line: std::fmt::Arguments<'_>) {
             std::io::stderr(),
             "clusterlab-certs: cannot print what was done ({e}); it is done all the same"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Revoking the identity every node shares says how to cut off one,
+    /// into the same directory; in docker compose, where every node runs
+    /// with it and none can be given another, how to start again.
+    #[test]
+    fn revoking_the_shared_identity_says_what_can_be_done_where_it_was_done() {
+        let node = Identity::new(Kind::Node, "node").unwrap();
+        let by_hand = shared_by_default(&node, Path::new("hand/certs")).unwrap();
+        assert!(
+            by_hand.contains("clusterlab-certs issue --out hand/certs --kind node --name n2"),
+            "{by_hand}"
+        );
+        let compose = shared_by_default(&node, Path::new("/certs")).unwrap();
+        assert!(
+            compose.contains("`docker compose down -v` and `docker compose up -d`")
+                && !compose.contains("start it with that"),
+            "{compose}"
+        );
+        let writer = Identity::new(Kind::Client, "writer").unwrap();
+        assert_eq!(shared_by_default(&writer, Path::new("hand/certs")), None);
     }
 }
