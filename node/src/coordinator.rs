@@ -13,9 +13,8 @@
 //!   than every write acknowledged before it began. A version still newer on
 //!   the third stamp wins (`SUPERSEDED` on the last stamp: not stamped
 //!   again): most likely a concurrent write's, and docs/replication.md says
-//!   what else it can be. A write that has taken over a
-//!   second by then is refused (`ABORTED`)
-//!   rather than stamped again: it may be a stale copy.
+//!   what else it can be. A write that has taken over a second by then is
+//!   refused (`ABORTED`) rather than stamped again: it may be a stale copy.
 //! - **Read**: ask R replicas, this node first if it is one and suspect ones
 //!   last, and answer with the newest version among their answers. A replica that fails is replaced by
 //!   one not yet asked; if R have not answered within [`READ_HEDGE_AFTER`], the
