@@ -95,6 +95,21 @@ pub enum Error {
         key: std::path::PathBuf,
         dir: std::path::PathBuf,
     },
+    /// `--ca-key` names a file in the certificates' directory other than
+    /// its `ca.key`: where `init` writes (a certificate or key of that name
+    /// would go over the CA's key, or the key over it), and where every
+    /// process reads, which keeping the key apart is to avoid.
+    #[error(
+        "--ca-key {} (or CLUSTERLAB_CA_KEY) is in {}, the certificates' directory, where \
+         `init` writes its own files and every process reads: keep the CA's key outside it, \
+         or leave --ca-key out to keep it there as ca.key",
+        key.display(),
+        dir.display()
+    )]
+    CaKeyAmongCertificates {
+        key: std::path::PathBuf,
+        dir: std::path::PathBuf,
+    },
     /// `init --keep` found a CA certificate but not the rest of a PKI.
     #[error(
         "{} holds only part of a PKI: ca.pem is there, but not {missing} \

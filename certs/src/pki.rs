@@ -365,6 +365,19 @@ pub fn init(pki: impl Into<Pki>, force: bool) -> Result<Vec<Issued>> {
     let pki = pki.into();
     let dir = pki.dir();
     let ca_path = dir.join(files::CA_CERT);
+    // `--ca-key certs/crl.pem` lost the key to the list written over it,
+    // and the error blamed another cause.
+    let key = pki.ca_key();
+    if key != dir.join(files::CA_KEY)
+        && key
+            .file_name()
+            .is_some_and(|name| same_place(key, &dir.join(name)))
+    {
+        return Err(Error::CaKeyAmongCertificates {
+            key: key.to_path_buf(),
+            dir: dir.to_path_buf(),
+        });
+    }
     if !force {
         // Before anything is written (the directory, its lock file), so
         // that a refusal leaves none of ours beside another tool's files.
@@ -1252,6 +1265,34 @@ mod tests {
         assert!(left.is_empty(), "{left:?}");
         // Still a CA that signs: its key matches its certificate.
         issue(dir.path(), Identity::new(Kind::Node, "n9").unwrap()).unwrap();
+    }
+
+    /// `--ca-key` naming a file in the certificates' directory (a name
+    /// `init` writes there, or any other) is refused before anything is
+    /// written: `crl.pem` lost the key to the list written over it, and the
+    /// error said the key was not there.
+    #[test]
+    fn a_ca_key_among_the_certificates_is_refused_before_anything_is_written() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("certs");
+        for name in ["crl.pem", "ca.pem", "writer.key", "my-ca.key"] {
+            let pki = Pki::at(&dir).with_ca_key(dir.join(name));
+            let err = init(pki, false).unwrap_err();
+            assert!(
+                matches!(err, Error::CaKeyAmongCertificates { .. }),
+                "{name}: {err}"
+            );
+            assert!(
+                err.to_string().contains("keep the CA's key outside it"),
+                "{err}"
+            );
+            assert!(!dir.exists(), "{name}: something was written");
+        }
+        // Its own ca.key, however spelled, and a key kept apart, are fine.
+        init(Pki::at(&dir).with_ca_key(dir.join("ca.key")), false).unwrap();
+        let apart = tmp.path().join("ca").join("ca.key");
+        std::fs::create_dir(tmp.path().join("ca")).unwrap();
+        init(Pki::at(tmp.path().join("other")).with_ca_key(&apart), false).unwrap();
     }
 
     #[test]
