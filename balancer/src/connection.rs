@@ -935,15 +935,6 @@ mod tests {
         }
     }
 
-    /// A gRPC answer of OK in its headers, and no message.
-    fn ok_in_headers_alone() -> http::Response<()> {
-        http::Response::builder()
-            .header("content-type", "application/grpc")
-            .header("grpc-status", "0")
-            .body(())
-            .unwrap()
-    }
-
     /// Requests given up on (a client's reset, a deadline) whose answers
     /// were already on their way do not use up the connection: h2 remembers
     /// 50 reset streams for a second, resets each later one's answer itself,
@@ -953,43 +944,8 @@ mod tests {
     /// took a node out of rotation as a lost connection, again and again.
     #[tokio::test]
     async fn answers_to_requests_given_up_on_do_not_close_the_connection() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        // The node answers at once...
-        let node = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let node_addr = node.local_addr().unwrap();
-        tokio::spawn(async move {
-            let (socket, _) = node.accept().await.unwrap();
-            let mut connection = h2::server::handshake(socket).await.unwrap();
-            while let Some(Ok((_, mut respond))) = connection.accept().await {
-                let _ = respond.send_response(ok_in_headers_alone(), true);
-            }
-        });
-        // ...but its answers take 100 ms to get back: each request is given
-        // up on first, and its answer comes after the reset.
-        let relay = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = relay.local_addr().unwrap().to_string();
-        tokio::spawn(async move {
-            let (balancer, _) = relay.accept().await.unwrap();
-            let node = tokio::net::TcpStream::connect(node_addr).await.unwrap();
-            let (mut from_balancer, mut to_balancer) = balancer.into_split();
-            let (mut from_node, mut to_node) = node.into_split();
-            tokio::spawn(async move { tokio::io::copy(&mut from_balancer, &mut to_node).await });
-            let (late, mut on_time) =
-                tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 64 * 1024];
-                while let Ok(n @ 1..) = from_node.read(&mut buf).await {
-                    let _ = late.send((tokio::time::Instant::now(), buf[..n].to_vec()));
-                }
-            });
-            while let Some((came, bytes)) = on_time.recv().await {
-                tokio::time::sleep_until(came + Duration::from_millis(100)).await;
-                if to_balancer.write_all(&bytes).await.is_err() {
-                    break;
-                }
-            }
-        });
-        let connection = NodeConnection::new(&addr, Dialer::new(None)).unwrap();
+        let node = certs::testing::LateServer::start().await;
+        let connection = NodeConnection::new(&node.addr, Dialer::new(None)).unwrap();
         let path = PathAndQuery::from_static("/clusterlab.v1.KeyValue/Get");
         let send = || {
             let http2 = connection.ready();
@@ -1001,20 +957,7 @@ mod tests {
                     .await
             }
         };
-        // 1,600 requests given up on, 200 at a time, each batch's answers
-        // let come before the next: 150 a batch more than h2 remembers.
-        for batch in 0..8 {
-            let requests: Vec<_> = (0..200).map(|_| send()).collect();
-            let gave_up = tokio::time::timeout(
-                Duration::from_millis(20),
-                futures::future::join_all(requests),
-            );
-            if let Ok(answers) = gave_up.await {
-                let failed = answers.into_iter().find_map(Result::err);
-                panic!("batch {batch} ended within 20 ms: {failed:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(150)).await;
-        }
+        certs::testing::give_up_in_batches(send).await;
         // The connection still carries requests: one waited for is answered
         // (an OK without a message, as this node answers), on the first dial.
         let answered = send().await.expect_err("this node sends no message");
@@ -1039,7 +982,8 @@ mod tests {
             let (socket, _) = listener.accept().await.unwrap();
             let mut connection = h2::server::handshake(socket).await.unwrap();
             while let Some(Ok((_, mut respond))) = connection.accept().await {
-                let _ = respond.send_response(ok_in_headers_alone(), true);
+                let ok = certs::testing::ok_in_headers_alone();
+                let _ = respond.send_response(ok, true);
             }
         });
         let connection = NodeConnection::new(&addr, Dialer::new(None)).unwrap();

@@ -572,76 +572,8 @@ mod tests {
     /// connection at 1024 (ENHANCE_YOUR_CALM) with every call on it.
     #[tokio::test]
     async fn answers_to_requests_given_up_on_do_not_close_the_connection() {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        // The server answers each request once it has read it (OK, and no
-        // message)...
-        let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let server_addr = server.local_addr().unwrap();
-        tokio::spawn(async move {
-            while let Ok((socket, _)) = server.accept().await {
-                tokio::spawn(async move {
-                    // Requests given up on before it took them up are no
-                    // attack here; and its window is a real server's (1 MiB,
-                    // hyper's), which decides how many small frames h2 may
-                    // hold for it.
-                    let mut connection = h2::server::Builder::new()
-                        .max_pending_accept_reset_streams(usize::MAX)
-                        .initial_connection_window_size(1024 * 1024)
-                        .handshake::<_, bytes::Bytes>(socket)
-                        .await
-                        .unwrap();
-                    while let Some(Ok((request, mut respond))) = connection.accept().await {
-                        tokio::spawn(async move {
-                            let mut body = request.into_body();
-                            while let Some(Ok(data)) = body.data().await {
-                                let _ = body.flow_control().release_capacity(data.len());
-                            }
-                            let ok = http::Response::builder()
-                                .header("content-type", "application/grpc")
-                                .header("grpc-status", "0")
-                                .body(())
-                                .unwrap();
-                            let _ = respond.send_response(ok, true);
-                        });
-                    }
-                });
-            }
-        });
-        // ...but its answers take 100 ms to get back: each request is given
-        // up on first, and its answer comes after the reset. The relay
-        // counts the connections made.
-        let relay = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = relay.local_addr().unwrap().to_string();
-        let connections = Arc::new(AtomicUsize::new(0));
-        let counted = connections.clone();
-        tokio::spawn(async move {
-            while let Ok((client, _)) = relay.accept().await {
-                counted.fetch_add(1, Ordering::Relaxed);
-                let server = TcpStream::connect(server_addr).await.unwrap();
-                let (mut from_client, mut to_client) = client.into_split();
-                let (mut from_server, mut to_server) = server.into_split();
-                tokio::spawn(
-                    async move { tokio::io::copy(&mut from_client, &mut to_server).await },
-                );
-                let (late, mut on_time) =
-                    tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
-                tokio::spawn(async move {
-                    let mut buf = vec![0u8; 64 * 1024];
-                    while let Ok(n @ 1..) = from_server.read(&mut buf).await {
-                        let _ = late.send((tokio::time::Instant::now(), buf[..n].to_vec()));
-                    }
-                });
-                tokio::spawn(async move {
-                    while let Some((came, bytes)) = on_time.recv().await {
-                        tokio::time::sleep_until(came + Duration::from_millis(100)).await;
-                        if to_client.write_all(&bytes).await.is_err() {
-                            break;
-                        }
-                    }
-                });
-            }
-        });
-        let (channel, _) = Dialer::new(None).connect(&addr).await.unwrap();
+        let server = crate::testing::LateServer::start().await;
+        let (channel, _) = Dialer::new(None).connect(&server.addr).await.unwrap();
         let call = |channel: Channel| async move {
             let mut grpc = tonic::client::Grpc::new(channel);
             grpc.ready().await.unwrap();
@@ -649,20 +581,7 @@ mod tests {
             let path = http::uri::PathAndQuery::from_static("/clusterlab.v1.Replica/Read");
             grpc.unary(tonic::Request::new(()), path, codec).await
         };
-        // 1,600 requests given up on, 200 at a time, each batch's answers
-        // let come before the next: 150 a batch more than h2 remembers.
-        for batch in 0..8 {
-            let requests: Vec<_> = (0..200).map(|_| call(channel.clone())).collect();
-            let gave_up = tokio::time::timeout(
-                Duration::from_millis(20),
-                futures::future::join_all(requests),
-            );
-            if let Ok(answers) = gave_up.await {
-                let failed = answers.into_iter().find_map(Result::err);
-                panic!("batch {batch} ended within 20 ms: {failed:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(150)).await;
-        }
+        crate::testing::give_up_in_batches(|| call(channel.clone())).await;
         // One waited for is answered (OK without a message, which tonic
         // calls a missing message), on the first connection.
         let answered = call(channel)
@@ -672,11 +591,7 @@ mod tests {
             answered.message().contains("Missing response message"),
             "{answered:?}"
         );
-        assert_eq!(
-            connections.load(Ordering::Relaxed),
-            1,
-            "the connection was closed"
-        );
+        assert_eq!(server.connections(), 1, "the connection was closed");
     }
 
     /// `--addr [::1]:7000`: the brackets are the URI's, not the host's.

@@ -21,6 +21,8 @@
 //! - [`names`]: container names for addresses, from Docker's DNS: for people to read, never
 //!   trusted.
 //! - [`flags`]: command-line values every program reads the same way (HOST:PORT, durations).
+//! - `testing` (tests, and the `testing` feature): a server whose answers cross the client's
+//!   resets, for tests of how many of those a connection survives.
 
 pub mod authz;
 pub mod dial;
@@ -33,6 +35,8 @@ pub mod names;
 pub mod pki;
 pub mod repeats;
 pub mod revocation;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod tls;
 
 pub use identity::{Identity, Kind};
