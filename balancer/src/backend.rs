@@ -54,7 +54,7 @@ use tonic_health::pb::{
 };
 use tracing::{info, warn};
 
-use crate::connection::{Http2, NodeConnection, is_shutting_down};
+use crate::connection::{Http2, NodeConnection, is_shutting_down, is_worn_out_connection};
 
 /// A health check not answered within this counts as failed. With checks every
 /// 500 ms, a node that stops answering is ejected within 1.5 s.
@@ -690,7 +690,7 @@ impl Backend {
         // Whether a connection was made: out of time before, nothing answered
         // at the address at all (a container gone, say), not the node.
         let connected = AtomicBool::new(false);
-        let check = async {
+        let check_once = || async {
             let mut connection = self.connection.ready().await?;
             connected.store(true, Ordering::Relaxed);
             // Our own failure (a node shutting down, say), not tonic's
@@ -702,6 +702,17 @@ impl Backend {
             HealthClient::with_origin(connection, self.connection.origin())
                 .check(request)
                 .await
+        };
+        // A connection the balancer closed under the check says nothing of
+        // the node: checked again on a new one (each takes a thousand resets
+        // to wear out).
+        let check = async {
+            loop {
+                match check_once().await {
+                    Err(status) if is_worn_out_connection(&status) => continue,
+                    checked => return checked,
+                }
+            }
         };
         // One deadline for the check and the name asked after it: a node
         // that answers the one and hangs before the other is checked again

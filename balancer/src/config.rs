@@ -125,6 +125,31 @@ fn is_itself(listen: std::net::SocketAddr, node: std::net::SocketAddr) -> bool {
     listen.port() != 0 && node.port() == listen.port() && reached
 }
 
+/// The addresses `addr` stands for without asking DNS: itself when it is an
+/// IP address and port, and both loopbacks for `localhost`, which names this
+/// machine whatever its resolver says (RFC 6761). Any other name is left out:
+/// looking it up here would hold the start on DNS, and it may name another
+/// machine.
+fn known_addresses(addr: &str) -> Vec<std::net::SocketAddr> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+    if let Ok(addr) = addr.parse() {
+        return vec![addr];
+    }
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return vec![];
+    };
+    let is_localhost = host.trim_end_matches('.').eq_ignore_ascii_case("localhost");
+    match (is_localhost, port.parse::<u16>()) {
+        (true, Ok(port)) => [
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ]
+        .map(|ip| SocketAddr::new(ip, port))
+        .to_vec(),
+        _ => vec![],
+    }
+}
+
 impl Config {
     /// Checks what clap cannot: that there are nodes to send to, their
     /// addresses (no node twice), the name to resolve, and `--listen` and
@@ -136,15 +161,15 @@ impl Config {
             );
         }
         certs::flags::check_listen("--listen", &self.listen, 7000)?;
-        let listen = self.listen.parse::<std::net::SocketAddr>().ok();
+        let listening = known_addresses(&self.listen);
         let mut seen = std::collections::HashSet::new();
         for addr in self.nodes() {
             certs::flags::check_list_entry("--nodes", &addr)?;
             // Itself as a node: with TLS its certificate is refused as a
             // balancer's, but in plaintext it was taken for a node that
             // never turned healthy, or one it forwarded requests to itself.
-            if let (Some(listen), Ok(node)) = (listen, addr.parse())
-                && is_itself(listen, node)
+            let dialled = known_addresses(&addr);
+            if (listening.iter()).any(|&listen| dialled.iter().any(|&node| is_itself(listen, node)))
             {
                 return Err(format!(
                     "--nodes lists {addr}, which is this balancer's own address (--listen {}); \
@@ -304,6 +329,13 @@ mod tests {
             ("[::]:7000", "0.0.0.0:7000"),
             ("[::1]:7000", "[::]:7000"),
             ("[::]:7000", "[::ffff:127.0.0.1]:7000"),
+            // localhost is this machine's loopback, in either family, on
+            // either side and however it is written.
+            ("127.0.0.1:7000", "localhost:7000"),
+            ("[::1]:7000", "LocalHost.:7000"),
+            ("0.0.0.0:7000", "localhost:7000"),
+            ("localhost:7000", "127.0.0.1:7000"),
+            ("localhost:7000", "localhost:7000"),
         ] {
             assert!(with(listen, node).is_err(), "{listen} {node}");
         }
@@ -314,6 +346,9 @@ mod tests {
             ("[::]:7000", "10.0.0.5:7000"),
             ("0.0.0.0:7000", "[::1]:7000"),
             ("127.0.0.1:7000", "127.0.0.2:7000"),
+            ("127.0.0.1:7000", "localhost:7001"),
+            ("127.0.0.1:7000", "localhostess:7000"),
+            ("10.0.0.5:7000", "localhost:7000"),
         ] {
             assert_eq!(with(listen, node), Ok(()), "{listen} {node}");
         }

@@ -49,7 +49,7 @@ use http_body::Frame;
 use http_body_util::BodyExt;
 use node::limits::MAX_MESSAGE_BYTES;
 use tonic::{Status, body::Body};
-use tracing::debug;
+use tracing::{debug, info};
 
 use crate::grpc::{Framed, read_unary};
 
@@ -103,6 +103,9 @@ pub struct NodeConnection {
     /// lock, and how many it may give ([`STREAMS_PER_CONNECTION`]).
     handed_out: std::sync::atomic::AtomicU32,
     streams_per_connection: u32,
+    /// Reset streams a connection remembers ([`certs::dial::RESETS_REMEMBERED`];
+    /// fewer in a test, to reach h2's lifetime limit sooner).
+    resets_remembered: usize,
     /// Held while dialing, so that a burst of requests makes one connection.
     dialing: tokio::sync::Mutex<()>,
     /// When the last dial failed, and how: the requests that waited for
@@ -139,6 +142,7 @@ impl NodeConnection {
             current: std::sync::Mutex::new(None),
             handed_out: std::sync::atomic::AtomicU32::new(0),
             streams_per_connection: STREAMS_PER_CONNECTION,
+            resets_remembered: certs::dial::RESETS_REMEMBERED,
             dialing: tokio::sync::Mutex::new(()),
             last_failure: std::sync::Mutex::new(None),
             shut_down: std::sync::atomic::AtomicBool::new(false),
@@ -268,7 +272,7 @@ impl NodeConnection {
             // Answers that crossed our resets (a client gone, a deadline run
             // out) are dropped quietly, not reset again toward h2's lifetime
             // limit of 1024, which closed the connection.
-            .max_concurrent_reset_streams(certs::dial::RESETS_REMEMBERED)
+            .max_concurrent_reset_streams(self.resets_remembered)
             .handshake(stream)
             .await
             .map_err(|e| format!("HTTP/2 handshake failed: {e}"))?;
@@ -290,6 +294,10 @@ impl NodeConnection {
                     closed.notify_one();
                     match ended {
                         Ok(()) => "closed".to_string(),
+                        Err(e) if is_worn_out(&e) => {
+                            info!(%addr, "{WORN_OUT}; the next request dials a new one, and the node stays in rotation");
+                            e.to_string()
+                        }
                         Err(e) => e.to_string(),
                     }
                 }
@@ -574,6 +582,8 @@ impl http_body::Body for ResponseBody {
 fn h2_failure(addr: &str, e: h2::Error, maybe_tls: bool) -> Status {
     if is_goodbye(&e) {
         shutting_down(addr)
+    } else if is_worn_out(&e) {
+        worn_out(addr)
     } else if e.reason().is_some() && !e.is_go_away() && !e.is_io() {
         Status::unavailable(format!("{addr} refused or reset the request: {e}"))
     } else if maybe_tls && closed_during_setup(&e) {
@@ -629,8 +639,37 @@ fn is_goodbye(e: &h2::Error) -> bool {
     e.is_go_away() && e.is_remote() && e.reason() == Some(h2::Reason::NO_ERROR)
 }
 
+/// Why a connection the balancer closed itself went: see [`is_worn_out`].
+const WORN_OUT: &str = "the balancer closed its connection: h2 had reset 1024 answers on it \
+    that came after their requests were given up on (more than 4096 given up on within a \
+    second), its limit for one connection";
+
+/// Whether `e` is h2's own GOAWAY for the resets it made itself, past its
+/// limit over the connection's life ("too_many_internal_resets"). Each was an
+/// answer that came for a request given up on (a deadline run out, a client
+/// gone) more than [`certs::dial::RESETS_REMEMBERED`] resets after it: a node
+/// slowed by a latency fault under a heavy load with short deadlines does
+/// that, and is no more broken than before. The balancer closed the
+/// connection, not the node: the node is not ejected, and the next request
+/// dials a new connection.
+fn is_worn_out(e: &h2::Error) -> bool {
+    e.is_go_away()
+        && e.is_library()
+        && e.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM)
+        && e.to_string().contains("too_many_internal_resets")
+}
+
+/// The connection failure of a request on a connection the balancer closed,
+/// worn out by late answers.
+pub(crate) fn worn_out(addr: &str) -> Status {
+    failed(
+        format!("{addr}: {WORN_OUT}; the node stays in rotation"),
+        Failure::WornOut,
+    )
+}
+
 /// The connection failure of a request to a node shutting down.
-fn shutting_down(addr: &str) -> Status {
+pub(crate) fn shutting_down(addr: &str) -> Status {
     failed(
         format!(
             "{addr} is shutting down: it sent GOAWAY, so it takes no new requests and \
@@ -660,6 +699,9 @@ enum Failure {
     /// The node said it is going away (GOAWAY, no error): it takes no new
     /// requests, and answers those it has before it closes the connection.
     ShuttingDown,
+    /// The balancer closed the connection, worn out by its own resets of
+    /// late answers ([`is_worn_out`]): no failure of the node's.
+    WornOut,
 }
 
 impl fmt::Display for ConnectionFailed {
@@ -711,6 +753,14 @@ pub fn is_hung(status: &Status) -> bool {
 /// requests it took before it are still being answered.
 pub fn is_shutting_down(status: &Status) -> bool {
     connection_failure(status).is_some_and(|failed| failed.how == Failure::ShuttingDown)
+}
+
+/// Whether a request failed because the balancer closed a connection worn
+/// out by late answers (h2's own GOAWAY, once it has reset 1024 answers that
+/// came for requests given up on): worth a try elsewhere, and no failure of
+/// the node's.
+pub fn is_worn_out_connection(status: &Status) -> bool {
+    connection_failure(status).is_some_and(|failed| failed.how == Failure::WornOut)
 }
 
 /// Did `status` come from a failed connection rather than from the node?
@@ -935,6 +985,14 @@ mod tests {
         }
     }
 
+    /// A `Get` of an empty message on `connection`, dialed if need be.
+    async fn get(connection: &NodeConnection) -> Result<Answer, Status> {
+        let path = PathAndQuery::from_static("/clusterlab.v1.KeyValue/Get");
+        let message = Bytes::from_static(&[0; 5]);
+        let http2 = connection.ready().await?;
+        http2.unary(path, HeaderMap::new(), message).await
+    }
+
     /// Requests given up on (a client's reset, a deadline) whose answers
     /// were already on their way do not use up the connection: h2 remembers
     /// 50 reset streams for a second, resets each later one's answer itself,
@@ -946,17 +1004,7 @@ mod tests {
     async fn answers_to_requests_given_up_on_do_not_close_the_connection() {
         let node = certs::testing::LateServer::start().await;
         let connection = NodeConnection::new(&node.addr, Dialer::new(None)).unwrap();
-        let path = PathAndQuery::from_static("/clusterlab.v1.KeyValue/Get");
-        let send = || {
-            let http2 = connection.ready();
-            let path = path.clone();
-            async move {
-                let http2 = http2.await?;
-                http2
-                    .unary(path, HeaderMap::new(), Bytes::from_static(&[0; 5]))
-                    .await
-            }
-        };
+        let send = || get(&connection);
         certs::testing::give_up_in_batches(send).await;
         // The connection still carries requests: one waited for is answered
         // (an OK without a message, as this node answers), on the first dial.
@@ -969,6 +1017,53 @@ mod tests {
             "{answered:?}"
         );
         assert_eq!(connection.dials(), 1, "the connection was closed");
+    }
+
+    /// Past the resets it remembers, h2 resets each late answer itself, and
+    /// at the 1024th closes the connection (its own GOAWAY): a request on
+    /// it then fails as one on a connection the balancer closed, not as a
+    /// node lost, and the next request dials a new connection.
+    #[tokio::test]
+    async fn a_connection_worn_out_by_late_answers_is_dialed_again_without_blame() {
+        let node = certs::testing::LateServer::start().await;
+        let mut connection = NodeConnection::new(&node.addr, Dialer::new(None)).unwrap();
+        // h2's own default: worn out after about five batches, not fifty.
+        connection.resets_remembered = 50;
+        let send = || get(&connection);
+        let answered_as_this_node_answers = |status: &Status| {
+            status.code() == tonic::Code::Internal
+                && status.message().ends_with("answered OK without a message")
+        };
+        let mut worn_out = None;
+        for _ in 0..20 {
+            // 200 requests given up on: their answers come 100 ms after them.
+            let batch: Vec<_> = (0..200).map(|_| send()).collect();
+            let given_up = Duration::from_millis(20);
+            let batch = tokio::time::timeout(given_up, futures::future::join_all(batch));
+            assert!(
+                batch.await.is_err(),
+                "a batch ended before it was given up on"
+            );
+            // One sent after them and waited for, in flight as their answers come.
+            let waited_for = send().await.expect_err("this node sends no message");
+            if !answered_as_this_node_answers(&waited_for) {
+                worn_out = Some(waited_for);
+                break;
+            }
+        }
+        let worn_out = worn_out.expect("the connection outlasted 4,000 late answers");
+        assert!(is_worn_out_connection(&worn_out), "{worn_out:?}");
+        assert!(!is_shutting_down(&worn_out) && !is_hung(&worn_out));
+        assert!(
+            worn_out
+                .message()
+                .contains("the balancer closed its connection"),
+            "{worn_out:?}"
+        );
+        assert_eq!(connection.dials(), 1);
+        let answered = send().await.expect_err("this node sends no message");
+        assert!(answered_as_this_node_answers(&answered), "{answered:?}");
+        assert_eq!(connection.dials(), 2, "a new connection is dialed");
     }
 
     /// A "node" that answers OK in its headers alone sent no message: that

@@ -33,7 +33,7 @@ use tower::BoxError;
 use crate::{
     backend::{Backend, Backends, InFlight, Waiting, is_outlier_failure},
     busy_poll::BusyPoll,
-    connection::{is_connection_failure, is_hung, is_shutting_down},
+    connection::{is_connection_failure, is_hung, is_shutting_down, is_worn_out_connection},
     grpc::{Method, read_unary},
     policy::{Candidate, Picker, Policy},
     retry::RetryBudget,
@@ -346,23 +346,26 @@ impl Router {
                         true => out_of_time(&backend.name(), time, ours, method),
                         false => status,
                     };
-                    // A node shutting down did not fail: it took no new requests.
-                    let leaving = is_shutting_down(&status);
-                    if is_node_failure(&status) && !leaving {
+                    let blame = blame(&status);
+                    if is_node_failure(&status) && !matches!(blame, Blame::Leaving | Blame::Ours) {
                         backend.errors.fetch_add(1, Ordering::Relaxed);
                     }
-                    let broken = is_connection_failure(&status);
                     let events = self.backends.events();
-                    if leaving {
+                    match blame {
                         // It answers the reads it took: they wait for it.
-                        backend.eject(status.message().to_string(), Waiting::Stay, events);
-                    } else if broken {
-                        let reason = format!("connection failed: {}", status.message());
-                        backend.eject(reason, Waiting::GiveUp, events);
-                    } else if !ejected && is_outlier_failure(&status) {
-                        failed_on.push((backend.clone(), status.clone()));
+                        Blame::Leaving => {
+                            backend.eject(status.message().to_string(), Waiting::Stay, events)
+                        }
+                        Blame::Broken => {
+                            let reason = format!("connection failed: {}", status.message());
+                            backend.eject(reason, Waiting::GiveUp, events);
+                        }
+                        Blame::Outlier if !ejected => {
+                            failed_on.push((backend.clone(), status.clone()))
+                        }
+                        _ => {}
                     }
-                    failing_over = ejected || broken;
+                    failing_over = ejected || blame == Blame::Broken;
                     trace.attempts.push(Attempt {
                         node: backend.name().to_string(),
                         outcome: proto::code_name(status.code()).to_string(),
@@ -617,6 +620,38 @@ fn write_by(remaining: Duration, clients: Option<u64>) -> HeaderValue {
     let mut value = HeaderValue::from_str(digits).expect("digits");
     value.set_sensitive(true);
     value
+}
+
+/// What a failed attempt says about its node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Blame {
+    /// It is shutting down (GOAWAY without an error): it took no new
+    /// requests, and did not fail. Out of rotation; the reads it took wait
+    /// for it.
+    Leaving,
+    /// Its connection broke: out of rotation at once.
+    Broken,
+    /// It could not serve the request: one toward ejecting it as an outlier,
+    /// if another node then serves it.
+    Outlier,
+    /// The balancer closed the connection itself ([`is_worn_out_connection`]).
+    Ours,
+    /// Nothing: an answer about the request, a deadline, overload.
+    Nothing,
+}
+
+fn blame(status: &Status) -> Blame {
+    if is_shutting_down(status) {
+        Blame::Leaving
+    } else if is_worn_out_connection(status) {
+        Blame::Ours
+    } else if is_connection_failure(status) {
+        Blame::Broken
+    } else if is_outlier_failure(status) {
+        Blame::Outlier
+    } else {
+        Blame::Nothing
+    }
 }
 
 /// Worth trying on another node. UNAVAILABLE or UNKNOWN means the node (or
@@ -987,6 +1022,27 @@ mod tests {
         for status in answers {
             assert!(!is_node_failure(&status), "{status:?}");
         }
+    }
+
+    /// What each failure does to its node: a connection the balancer
+    /// closed itself, worn out by late answers, neither ejects it nor counts
+    /// toward ejecting it, nor as its error; it is still tried elsewhere.
+    #[test]
+    fn a_connection_closed_by_the_balancer_is_not_the_nodes_failure() {
+        let worn_out = crate::connection::worn_out("n1:7100");
+        assert_eq!(blame(&worn_out), Blame::Ours);
+        assert!(is_retryable(&worn_out, Method::Put), "{worn_out:?}");
+        assert!(
+            worn_out.message().contains("stays in rotation"),
+            "{worn_out:?}"
+        );
+        let leaving = crate::connection::shutting_down("n1:7100");
+        assert_eq!(blame(&leaving), Blame::Leaving);
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let broken = Status::from_error(Box::new(refused));
+        assert_eq!(blame(&broken), Blame::Broken);
+        assert_eq!(blame(&Status::unavailable("no quorum")), Blame::Outlier);
+        assert_eq!(blame(&Status::invalid_argument("bad key")), Blame::Nothing);
     }
 
     #[test]

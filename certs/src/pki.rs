@@ -378,9 +378,12 @@ pub fn init(pki: impl Into<Pki>, force: bool) -> Result<Vec<Issued>> {
             dir: dir.to_path_buf(),
         });
     }
-    if !force {
-        // Before anything is written (the directory, its lock file), so
-        // that a refusal leaves none of ours beside another tool's files.
+    // Before anything is written (the directory, its lock file), so that a
+    // refusal leaves none of ours beside another tool's files. Not where our
+    // lock file is already: an `init` may be writing there right now (its
+    // ca.key written, ca.pem not yet), and is waited for and judged below,
+    // rather than its half taken for files to be forced over.
+    if !force && !dir.join(files::LOCK_FILE).exists() {
         nothing_to_write_over(&pki)?;
     }
     files::create_dir(dir, "--out")?;
@@ -1518,6 +1521,54 @@ mod tests {
             .filter(|r| matches!(r, Err(Error::AlreadyExists(_))))
             .count();
         assert_eq!((made, refused), (1, 1), "{results:?}");
+    }
+
+    /// An `init` that finds another's half-written PKI (its ca.key, not yet
+    /// its ca.pem) waits for it, and then refuses as for any PKI: it said
+    /// the files were in the way and to use --force, which would have
+    /// replaced the CA the other had just made.
+    #[test]
+    fn an_init_waits_for_one_writing_rather_than_force_over_its_half() {
+        let dir = tempfile::tempdir().unwrap();
+        let whole = tempfile::tempdir().unwrap();
+        init(whole.path(), false).unwrap();
+        // The first `init`, part-way: the lock held, the CA's key written.
+        let lock = files::lock(dir.path()).unwrap();
+        std::fs::copy(whole.path().join("ca.key"), dir.path().join("ca.key")).unwrap();
+        std::thread::scope(|scope| {
+            let second = scope.spawn(|| init(dir.path(), false));
+            // Until the second waits for the lock (/proc/locks lists it as
+            // blocked on the lock file), or has given its answer.
+            let inode = std::os::unix::fs::MetadataExt::ino(&lock.metadata().unwrap());
+            let waiting = || {
+                let locks = std::fs::read_to_string("/proc/locks").unwrap();
+                (locks.lines()).any(|l| l.contains("->") && l.ends_with(&format!(":{inode} 0 EOF")))
+            };
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while !waiting() && !second.is_finished() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the second init neither waited nor answered"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            // The first finishes.
+            for file in std::fs::read_dir(whole.path()).unwrap() {
+                let file = file.unwrap();
+                if file.file_name() != files::LOCK_FILE {
+                    std::fs::copy(file.path(), dir.path().join(file.file_name())).unwrap();
+                }
+            }
+            drop(lock);
+            let refused = second.join().unwrap();
+            assert!(
+                matches!(refused, Err(Error::AlreadyExists(_))),
+                "{refused:?}"
+            );
+        });
+        // The first's CA stands.
+        let ca = |dir: &Path| std::fs::read(dir.join("ca.pem")).unwrap();
+        assert_eq!(ca(dir.path()), ca(whole.path()));
     }
 
     /// Revocations run at the same time used to read the same list, each add
