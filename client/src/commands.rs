@@ -44,7 +44,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             // refused: CLUSTERLAB_JSON=1 may be set for every command.
             if global.json {
                 eprintln!(
-                    "note: sniff prints one line per packet and has no JSON form; \
+                    "note: sniff prints one line per TLS record or HTTP/2 frame and has no JSON form; \
                      --pcap FILE saves the capture for tools (Wireshark, tshark -T json)"
                 );
             }

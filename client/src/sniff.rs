@@ -211,6 +211,9 @@ pub fn run(args: SniffArgs, stop: &AtomicBool) -> Result<(), Failure> {
             printed += 1;
         }
     }
+    for line in within_count(sniffer.finish(), printed, args.count) {
+        println!("{line}");
+    }
     if let Some(path) = &args.pcap {
         eprintln!("{}", wrote(saved, path));
     }
@@ -445,11 +448,16 @@ impl Sniffer {
         // marked to go first once there are too many (one for each health
         // check's connection, say), and what it held of a unit that will
         // never end is let go: its buffer may have grown to a whole segment.
+        // A FIN that overtook the segments before it (bytes still to come
+        // before it) keeps what the flow holds, for them to complete.
+        let fin_at = segment.seq.wrapping_add(segment.payload.len() as u32);
         for (ended, by) in [(key, segment.fin || segment.rst), (reverse, segment.rst)] {
             if let Some(flow) = self.flows.get_mut(&ended).filter(|_| by) {
                 flow.closed = true;
-                flow.buffer = Vec::new();
-                flow.early = Vec::new();
+                if segment.rst || !ahead_of(fin_at, flow.next_seq) {
+                    flow.buffer = Vec::new();
+                    flow.early = Vec::new();
+                }
             }
         }
         if self.flows.len() > MAX_FLOWS {
@@ -499,20 +507,42 @@ impl Sniffer {
             .flows
             .entry(key)
             .or_insert_with(|| Flow::joined_late(segment.seq));
-        let took = !segment.payload.is_empty() && flow.take(segment, self.hold_early);
-        let gave_up = ends && flow.give_up_waiting();
-        if !(took || gave_up) {
-            return Vec::new();
+        let mut units = match segment.payload.is_empty() {
+            true => Vec::new(),
+            false => flow.take(segment, self.hold_early, reverse_is_http2),
+        };
+        if ends {
+            units.extend(flow.give_up_waiting(reverse_is_http2));
         }
-        let units = flow.units(reverse_is_http2);
+        self.on_route(key, units)
+    }
+
+    /// At the end of the capture: the segments flows still hold after a gap
+    /// (come early, waiting for those before them), shown after the gap, as
+    /// at a FIN: nothing more will come to fill it.
+    pub fn finish(&mut self) -> Vec<String> {
+        let mut holding: Vec<FlowKey> = (self.flows.iter())
+            .filter(|(_, flow)| !flow.early.is_empty())
+            .map(|(key, _)| *key)
+            .collect();
+        holding.sort_by_key(|key| self.flows[key].touched);
+        let mut lines = Vec::new();
+        for key in holding {
+            let reverse_is_http2 = (self.flows.get(&(key.1, key.0)))
+                .is_some_and(|flow| matches!(flow.carries, Carries::Http2(_)));
+            let flow = self.flows.get_mut(&key).expect("listed above");
+            let units = flow.give_up_waiting(reverse_is_http2);
+            lines.extend(self.on_route(key, units));
+        }
+        lines
+    }
+
+    /// `units` of the flow `key`, each on a line after its route.
+    fn on_route(&mut self, (src, dst): FlowKey, units: Vec<String>) -> Vec<String> {
         if units.is_empty() {
             return units;
         }
-        let route = format!(
-            "{} -> {}",
-            self.names.label(segment.src),
-            self.names.label(segment.dst)
-        );
+        let route = format!("{} -> {}", self.names.label(src), self.names.label(dst));
         units
             .into_iter()
             .map(|unit| format!("{route:<ROUTE_WIDTH$}  {unit}"))
@@ -778,48 +808,51 @@ impl Flow {
     }
 
     /// Appends the segment's new bytes, and those of segments held for
-    /// having come early that now follow on; false if there are none.
-    /// Retransmitted bytes are dropped. A segment ahead of the next byte is
-    /// held (up to `hold` of them, and [`HOLD_EARLY_BYTES`]) in case the one
-    /// before it comes late; past that, the bytes before the first held are
-    /// taken for lost (a gap in the capture), and the stream restarts there.
-    fn take(&mut self, segment: &Segment<'_>, hold: usize) -> bool {
+    /// having come early that now follow on, and describes the units they
+    /// complete ([`Flow::units`]). Retransmitted bytes are dropped. A segment
+    /// ahead of the next byte is held (up to `hold` of them, and
+    /// [`HOLD_EARLY_BYTES`]) in case the one before it comes late; past that,
+    /// the bytes before the first held are taken for lost (a gap in the
+    /// capture), and the stream restarts there.
+    fn take(&mut self, segment: &Segment<'_>, hold: usize, reverse_is_http2: bool) -> Vec<String> {
         if ahead_of(segment.seq, self.next_seq) {
             self.early.push((segment.seq, segment.payload.to_vec()));
-            let mut took = false;
+            let mut lines = Vec::new();
             while self.early.len() > hold || self.held_early() > HOLD_EARLY_BYTES {
-                took |= self.skip_to_the_first_held();
+                lines.extend(self.skip_to_the_first_held(reverse_is_http2));
             }
-            return took;
+            return lines;
         }
         if !self.append(segment.seq, segment.payload) {
-            return false;
+            return Vec::new();
         }
         self.take_what_follows_on();
-        true
+        self.units(reverse_is_http2)
     }
 
     /// Takes every segment held, as after gaps: nothing more will come (a
-    /// FIN or a reset) to fill them. False if none was held.
-    fn give_up_waiting(&mut self) -> bool {
-        let mut took = false;
+    /// FIN or a reset) to fill them. Describes the units they complete.
+    fn give_up_waiting(&mut self, reverse_is_http2: bool) -> Vec<String> {
+        let mut lines = Vec::new();
         while !self.early.is_empty() {
-            took |= self.skip_to_the_first_held();
+            lines.extend(self.skip_to_the_first_held(reverse_is_http2));
         }
-        took
+        lines
     }
 
     fn held_early(&self) -> usize {
         self.early.iter().map(|(_, bytes)| bytes.len()).sum()
     }
 
-    /// Takes the bytes before the first segment held for lost, and restarts
-    /// the stream there, with what follows on.
-    fn skip_to_the_first_held(&mut self) -> bool {
+    /// Takes the bytes before the first segment held for lost, restarts the
+    /// stream there, with what follows on, and describes the units that
+    /// completes: each gap is told, and what came whole between two gaps is
+    /// shown before the second cuts the buffer off.
+    fn skip_to_the_first_held(&mut self, reverse_is_http2: bool) -> Vec<String> {
         let Some(first) =
             (0..self.early.len()).min_by_key(|&i| self.early[i].0.wrapping_sub(self.next_seq))
         else {
-            return false;
+            return Vec::new();
         };
         let (seq, bytes) = self.early.swap_remove(first);
         // What the buffer held is cut off by the gap: seen, and dropped.
@@ -830,7 +863,7 @@ impl Flow {
         self.buffer.extend_from_slice(&bytes);
         self.next_seq = seq.wrapping_add(bytes.len() as u32);
         self.take_what_follows_on();
-        true
+        self.units(reverse_is_http2)
     }
 
     /// Appends the segments held that now follow on from the next byte.
@@ -1231,7 +1264,15 @@ fn h2_frame(buffer: &[u8], hpack: Hpack<'_>) -> Option<(usize, String)> {
         0x1 => {
             line = on_stream("HEADERS", stream, Some(len));
             let block = headers_block(payload, flags);
-            if *hpack.lost {
+            if flags & 0x4 == 0 {
+                // The block goes on in CONTINUATION frames, which are not
+                // followed: decoded alone it may end mid-field, and what
+                // they add to the table is missed.
+                *hpack.lost = true;
+                line.push_str(
+                    "  (continued in CONTINUATION frames, not followed: headers not shown)",
+                );
+            } else if *hpack.lost {
                 line.push_str("  (HPACK state unknown since an earlier block: headers not shown)");
             } else {
                 match hpack.decoder.decode(block) {
@@ -1260,11 +1301,6 @@ fn h2_frame(buffer: &[u8], hpack: Hpack<'_>) -> Option<(usize, String)> {
                         let _ = write!(line, "  (cannot decode headers: {e:?})");
                     }
                 }
-                // The block goes on in CONTINUATION frames, which are not
-                // followed: what they add to the table is missed.
-                if flags & 0x4 == 0 {
-                    *hpack.lost = true;
-                }
             }
         }
         0x3 => {
@@ -1278,6 +1314,8 @@ fn h2_frame(buffer: &[u8], hpack: Hpack<'_>) -> Option<(usize, String)> {
             line = on_stream("PRIORITY", stream, None);
         }
         0x5 => {
+            // Its header block adds to the sender's table, and is not decoded.
+            *hpack.lost = true;
             line = on_stream("PUSH_PROMISE", stream, None);
         }
         0x6 => {
@@ -1779,6 +1817,38 @@ mod tests {
         );
     }
 
+    /// A block that goes on in CONTINUATION frames is not decoded in part
+    /// (its fragment can end mid-field, which read as "cannot decode"), and
+    /// a PUSH_PROMISE's block is not decoded at all: after either, the
+    /// table may not be the sender's.
+    #[test]
+    fn after_a_continued_block_or_a_push_promise_headers_are_not_shown() {
+        for (kind, flags) in [(0x1, 0x0), (0x5, 0x4)] {
+            let (mut decoder, mut lost) = (hpack_decoder(), false);
+            let mut frame = |kind: u8, flags: u8, block: &[u8]| {
+                let mut bytes = vec![0, 0, block.len() as u8, kind, flags, 0, 0, 0, 1];
+                bytes.extend_from_slice(block);
+                let hpack = Hpack {
+                    decoder: &mut decoder,
+                    joined_late: false,
+                    lost: &mut lost,
+                };
+                h2_frame(&bytes, hpack).unwrap().1
+            };
+            // Adds `:path /X` and breaks off in the next field's name.
+            let first = frame(kind, flags, &[0x44, 2, b'/', b'X', 0x40, 5, b'a']);
+            assert!(!first.contains("cannot decode"), "{first}");
+            if kind == 0x1 {
+                assert!(
+                    first.contains("continued in CONTINUATION frames"),
+                    "{first}"
+                );
+            }
+            let later = frame(0x1, 0x4, &[0x82]);
+            assert!(later.contains("HPACK state unknown"), "{later}");
+        }
+    }
+
     /// A PING and its ACK read apart, as SETTINGS and its ACK do; and the
     /// frame types clusterlab's peers do not send are named all the same.
     #[test]
@@ -1887,6 +1957,89 @@ mod tests {
         let lines = sniffer.follow(&Segment::parse(&frame(at, false, &ping(1))).unwrap());
         assert_eq!(lines.len(), 2, "{lines:?}");
         assert!(lines.iter().all(|line| line.contains("PING")), "{lines:?}");
+    }
+
+    /// Records that came whole between two gaps are each shown, after the
+    /// gap before them, when the connection ends with them held: the second
+    /// gap cut the first's record off unshown, and the two gaps read as one.
+    /// Segments still held when the capture ends are shown, after their
+    /// gap, as at a FIN (they were dropped unsaid). And a FIN that overtook
+    /// the end of a record keeps its beginning, for the segment still to
+    /// come to complete.
+    #[test]
+    fn records_between_gaps_are_shown_and_a_fin_ahead_keeps_what_is_held() {
+        let follow = |sniffer: &mut Sniffer, seq: u32, payload: &[u8]| {
+            sniffer.follow(&Segment::parse(&frame(seq, false, payload)).unwrap())
+        };
+        let fin = |sniffer: &mut Sniffer, seq: u32| {
+            let mut fin = frame(seq, false, &[]);
+            fin[14 + 20 + 13] = 0x11; // FIN, ACK
+            sniffer.follow(&Segment::parse(&fin).unwrap())
+        };
+        let mut sniffer = Sniffer::new(vec![7000], Names::numeric());
+        assert!(
+            sniffer
+                .follow(&Segment::parse(&frame(99, true, &[])).unwrap())
+                .is_empty()
+        );
+        // Records of 8 bytes at 100, 108, ...: those at 108 and 124 missed.
+        assert_eq!(
+            follow(&mut sniffer, 100, &application_data(b"aaa")).len(),
+            1
+        );
+        assert!(follow(&mut sniffer, 116, &application_data(b"ccc")).is_empty());
+        assert!(follow(&mut sniffer, 132, &application_data(b"eee")).is_empty());
+        let lines = fin(&mut sniffer, 140);
+        assert_eq!(lines.len(), 4, "{lines:#?}");
+        for gap in [&lines[0], &lines[2]] {
+            assert!(
+                gap.contains("the capture missed 8 bytes here"),
+                "{lines:#?}"
+            );
+        }
+        for record in [&lines[1], &lines[3]] {
+            assert!(
+                record.contains("TLS application_data        3 bytes"),
+                "{lines:#?}"
+            );
+        }
+
+        // Held when the capture ends, they are shown as at a FIN.
+        let mut sniffer = Sniffer::new(vec![7000], Names::numeric());
+        assert!(
+            sniffer
+                .follow(&Segment::parse(&frame(99, true, &[])).unwrap())
+                .is_empty()
+        );
+        assert_eq!(
+            follow(&mut sniffer, 100, &application_data(b"aaa")).len(),
+            1
+        );
+        assert!(follow(&mut sniffer, 116, &application_data(b"ccc")).is_empty());
+        let lines = sniffer.finish();
+        assert_eq!(lines.len(), 2, "{lines:#?}");
+        assert!(
+            lines[0].contains("the capture missed 8 bytes here"),
+            "{lines:#?}"
+        );
+        assert!(lines[1].starts_with("10.0.0.1:40000 -> "), "{lines:#?}");
+        assert!(sniffer.finish().is_empty(), "shown once");
+
+        let mut sniffer = Sniffer::new(vec![7000], Names::numeric());
+        assert!(
+            sniffer
+                .follow(&Segment::parse(&frame(99, true, &[])).unwrap())
+                .is_empty()
+        );
+        let record = application_data(b"eleven byte");
+        assert!(follow(&mut sniffer, 100, &record[..8]).is_empty());
+        assert!(fin(&mut sniffer, 116).is_empty());
+        let lines = follow(&mut sniffer, 108, &record[8..]);
+        assert_eq!(lines.len(), 1, "{lines:#?}");
+        assert!(
+            lines[0].contains("TLS application_data       11 bytes"),
+            "{lines:#?}"
+        );
     }
 
     /// A frame of a type an extension defines (PRIORITY_UPDATE, 0x10) is

@@ -539,7 +539,7 @@ impl Drop for Compose {
 
 /// A command running in the background, its output going to files: a pipe
 /// nobody reads until the end would fill up and stall a chatty command (the
-/// sniffer prints a line per packet).
+/// sniffer prints a line per TLS record or HTTP/2 frame).
 #[derive(Debug)]
 pub struct Background {
     child: Child,

@@ -1333,8 +1333,9 @@ fn sniff_notes_that_it_has_no_json_form_and_sniffs_all_the_same() {
         .args(["sniff", "--duration", "1s", "--ports", "1"])
         .run();
     assert!(
-        out.stderr
-            .starts_with("note: sniff prints one line per packet and has no JSON form"),
+        out.stderr.starts_with(
+            "note: sniff prints one line per TLS record or HTTP/2 frame and has no JSON form"
+        ),
         "{}",
         out.stderr
     );
