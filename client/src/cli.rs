@@ -74,13 +74,14 @@ pub struct Global {
     )]
     pub certs: PathBuf,
 
-    /// Who to connect as: admin, writer, reader, or any NAME with NAME.pem in --certs.
+    /// Who to connect as: admin, writer, reader, or any NAME with NAME.pem in --certs
+    /// (over mTLS; a cluster in plaintext mode checks no identity).
     #[arg(
         long,
         global = true,
         help_heading = CONNECTION_HEADING,
         env = "CLUSTERLAB_IDENTITY",
-        default_value = "admin",
+        default_value = DEFAULT_IDENTITY,
         value_parser = certs::flags::identity
     )]
     pub identity: String,
@@ -218,10 +219,27 @@ pub struct LoadArgs {
     pub rate: Option<f64>,
 }
 
+/// Who the client connects as unless told otherwise.
+pub const DEFAULT_IDENTITY: &str = "admin";
+
 /// One entry of a list, without the spaces around it: `a:1, b:2` is two
 /// addresses, as a person writing it means.
 fn trimmed(text: &str) -> Result<String, String> {
     Ok(text.trim().to_string())
+}
+
+/// `--drop-peer`'s peer: a name. An empty one (`--drop-peer "$PEER"` with
+/// the variable unset) reads on the wire as no peer, which asked for no
+/// fault at all and cleared every fault the node had.
+fn peer_name(text: &str) -> Result<String, String> {
+    match text.trim() {
+        "" => Err(
+            "an empty name is no peer; name one of the node's peers (`clusterlab \
+                   status` lists them), or give --clear to remove every fault"
+                .into(),
+        ),
+        name => Ok(name.to_string()),
+    }
 }
 
 /// Parses `--w` and `--r`: at least one replica. (On the wire 0 means "the
@@ -351,7 +369,7 @@ pub struct FaultArgs {
     /// Cut the link between the node and this peer (another member it knows), both ways.
     /// One peer a node: a second call replaces the first cut, so to cut n1 off from n2
     /// and n3, cut n2 and n3 from n1 (`fault n2 --drop-peer n1`, `fault n3 --drop-peer n1`).
-    #[arg(long, value_name = "PEER")]
+    #[arg(long, value_name = "PEER", value_parser = peer_name)]
     pub drop_peer: Option<String>,
     /// Remove every fault from the node.
     #[arg(long, conflicts_with_all = ["latency", "error_rate", "pause", "drop_peer"])]
@@ -623,6 +641,11 @@ mod tests {
             (&["put", "k", "v", "--w", "0"], "a quorum of 0 replicas"),
             (&["get", "k", "--r", "0"], "a quorum of 0 replicas"),
             (&["check", "--w", "0"], "a quorum of 0 replicas"),
+            (
+                &["fault", "n1", "--drop-peer", ""],
+                "an empty name is no peer",
+            ),
+            (&["fault", "n1", "--drop-peer", " "], "or give --clear"),
         ];
         for (args, allowed) in refused {
             let line = std::iter::once("clusterlab").chain(args.iter().copied());

@@ -95,6 +95,31 @@ fn say_if_session_keys_are_written() {
     }
 }
 
+/// Over plaintext nothing proves who calls, and a cluster in plaintext mode
+/// checks no identity: `--identity reader` there may write, which a learner
+/// trying the authorization lab with `CLUSTERLAB_TLS=plaintext` left over
+/// from the sniffing lab would take for the reader's rights. Said once a
+/// run, on stderr, for an identity other than the default.
+fn say_if_identity_goes_unused(identity: &str) {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    if let Some(said) = identity_unused(identity) {
+        SAID.call_once(|| {
+            let _ = writeln!(std::io::stderr(), "{said}");
+        });
+    }
+}
+
+/// [`say_if_identity_goes_unused`]'s note, if `identity` calls for one.
+fn identity_unused(identity: &str) -> Option<String> {
+    (identity != crate::cli::DEFAULT_IDENTITY).then(|| {
+        format!(
+            "note: --identity {identity} does not apply with --tls plaintext: no certificate \
+             says who calls, and a cluster in plaintext mode lets every call through (the \
+             identities' rights hold over mTLS)"
+        )
+    })
+}
+
 /// Without `crl.pem` beside our certificates, a server whose certificate was
 /// revoked is accepted like any other. Nodes and balancers log it; a person
 /// at the command line is told, once a run, on stderr (stdout stays the
@@ -156,7 +181,10 @@ impl Connection {
                 say_if_session_keys_are_written();
                 (Some(config), Some(identity))
             }
-            TlsMode::Plaintext => (None, None),
+            TlsMode::Plaintext => {
+                say_if_identity_goes_unused(&global.identity);
+                (None, None)
+            }
         };
         let plaintext = tls.is_none();
         let mut dialer = Dialer::new(tls);

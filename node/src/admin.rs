@@ -11,7 +11,7 @@ use proto::{
     admin_server::Admin, member::State,
 };
 
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 
 use crate::{events::EventStream, fault::Fault, state::NodeState};
 
@@ -22,6 +22,29 @@ pub struct AdminService {
     /// A paused node also tells health checkers it is not serving, as a frozen
     /// process would by not answering them.
     health: crate::server::Health,
+}
+
+/// Logs and publishes the change of a node's fault from `before` to `now`
+/// (nothing is news when nothing changed); returns `now` described.
+fn announce(state: &NodeState, before: &Fault, now: &Fault) -> String {
+    let me = &state.name;
+    let active = now.describe();
+    // `--latency 0ms` and the like ask for no fault at all: a clearing.
+    let clears = *now == Fault::default();
+    if clears && *before == Fault::default() {
+        // Nothing changed: no news of a recovery that did not happen.
+        info!("faults cleared (there were none)");
+    } else if before == now {
+        // The same fault again: nothing new to announce.
+        info!(fault = %active, "fault unchanged (it was injected already)");
+    } else if clears {
+        info!("faults cleared");
+        (state.events).publish("fault.cleared", me, format!("{me} behaves again"));
+    } else {
+        warn!(fault = %active, "fault injected");
+        (state.events).publish("fault.set", me, format!("{me} now misbehaves: {active}"));
+    }
+    active
 }
 
 impl AdminService {
@@ -99,28 +122,24 @@ impl Admin for AdminService {
         if let Some(peer) = &fault.drop_peer {
             self.check_peer(peer)?;
         }
-        let active = fault.describe();
-        // `--latency 0ms` and the like ask for no fault at all: a clearing.
-        let clears = fault == Fault::default();
-        let before = self.state.faults.set(fault.clone());
-        self.health.refresh(&self.state).await;
-        if clears && before == Fault::default() {
-            // Nothing changed: no news of a recovery that did not happen.
-            info!("faults cleared (there were none)");
-        } else if before == fault {
-            // The same fault again: nothing new to announce.
-            info!(fault = %active, "fault unchanged (it was injected already)");
-        } else if clears {
-            info!("faults cleared");
-            self.state
-                .events
-                .publish("fault.cleared", me, format!("{me} behaves again"));
-        } else {
-            warn!(fault = %active, "fault injected");
-            self.state
-                .events
-                .publish("fault.set", me, format!("{me} now misbehaves: {active}"));
-        }
+        // The change, the health it makes and its news, in a task of their
+        // own: a call given up on (a client's reset, its deadline) while
+        // health waits its turn must not leave a pause cleared and the node
+        // still NOT_SERVING to the balancer, or a fault set unannounced.
+        let (state, health) = (self.state.clone(), self.health.clone());
+        let set = tokio::spawn(
+            async move {
+                let before = state.faults.set(fault.clone());
+                health.refresh(&state).await;
+                announce(&state, &before, &fault)
+            }
+            .in_current_span(),
+        );
+        let active = set.await.map_err(|e| {
+            Status::internal(format!(
+                "setting the fault failed: {e}; the node's log says more"
+            ))
+        })?;
         Ok(Response::new(SetFaultResponse { active }))
     }
 
@@ -358,6 +377,36 @@ mod tests {
                 "n1 now misbehaves: latency 500ms"
             ]
         );
+    }
+
+    /// A fault whose call is given up on while health waits its turn
+    /// (another refresh under way) is still seen through: health worked out
+    /// again and the change announced. It was set, and then neither: a
+    /// pause cleared so stayed NOT_SERVING to the balancer.
+    #[tokio::test]
+    async fn a_fault_given_up_on_midway_is_still_announced() {
+        use proto::admin_server::Admin;
+        let dir = tempfile::tempdir().unwrap();
+        let state = crate::in_process::node_state(dir.path());
+        let admin = admin_of(state.clone()).await;
+        let turn = admin.health.take_turn().await;
+        let pause = SetFaultRequest {
+            pause: true,
+            ..SetFaultRequest::default()
+        };
+        let set = admin.set_fault(Request::new(pause));
+        let given_up = tokio::time::timeout(std::time::Duration::from_millis(10), set).await;
+        assert!(given_up.is_err(), "answered while health waited its turn");
+        drop(turn);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !(state.events.recent().iter()).any(|e| e.kind == "fault.set") {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the fault was never announced"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert!(state.faults.get().pause);
     }
 
     /// A store a read failed on is said to be unreadable, in the store's own

@@ -288,6 +288,13 @@ impl Health {
         }
     }
 
+    /// Takes the turn [`Health::refresh`] waits for, until the guard is
+    /// dropped: a test's stand-in for another refresh under way.
+    #[cfg(test)]
+    pub(crate) async fn take_turn(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        self.one_at_a_time.clone().lock_owned().await
+    }
+
     /// Works the status out afresh from `state`, and reports it.
     pub async fn refresh(&self, state: &NodeState) {
         let _turn = self.one_at_a_time.lock().await;

@@ -200,10 +200,28 @@ fn plaintext_mode_serves_plaintext_clients_and_says_so_loudly() {
         "{}",
         cluster.nodes[0].log_text()
     );
-    cluster
+    let put = cluster
         .client()
         .args(["--tls", "plaintext", "put", "k", "v"])
         .ok();
+    assert!(!put.stderr.contains("--identity"), "{}", put.stderr);
+    // An identity given is said not to apply: the reader's put is let through.
+    let as_reader = [
+        "--tls",
+        "plaintext",
+        "--identity",
+        "reader",
+        "put",
+        "k",
+        "v",
+    ];
+    let put = cluster.client().args(as_reader).ok();
+    assert!(
+        put.stderr
+            .contains("note: --identity reader does not apply with --tls plaintext"),
+        "{}",
+        put.stderr
+    );
     let whoami = cluster.client().args(["--tls", "plaintext", "whoami"]).ok();
     assert!(whoami.stdout.contains("PLAINTEXT"), "{}", whoami.stdout);
     // And in JSON, no TLS version or identity, rather than empty ones.
