@@ -147,9 +147,14 @@ impl RawH2 {
         Ok(stream)
     }
 
-    /// Sends `bytes` on `stream` as DATA frames of at most [`MAX_FRAME`] bytes.
+    /// Sends `bytes` on `stream` as DATA frames of at most [`MAX_FRAME`] bytes
+    /// (none as one empty frame).
     pub async fn data(&mut self, stream: u32, bytes: &[u8], end_stream: bool) -> io::Result<()> {
-        let chunks: Vec<&[u8]> = bytes.chunks(MAX_FRAME).collect();
+        // No bytes is one empty frame, to carry END_STREAM.
+        let chunks: Vec<&[u8]> = match bytes.is_empty() {
+            true => vec![bytes],
+            false => bytes.chunks(MAX_FRAME).collect(),
+        };
         for (i, chunk) in chunks.iter().enumerate() {
             let last = i + 1 == chunks.len();
             let flags = if last && end_stream { END_STREAM } else { 0 };

@@ -5,7 +5,8 @@
 //! can pick ([`free_port`]). The binaries are built once per test run (`cargo build` is a no-op
 //! when they are up to date). Nothing here sleeps blindly: every wait polls a
 //! condition against a deadline, and a process that dies while we wait for it
-//! fails the test with its log.
+//! to start fails the test with its log (a wait for a log line just runs out
+//! of time).
 //!
 //! ```no_run
 //! let cluster = tests::TestCluster::start(1);
@@ -173,7 +174,9 @@ pub fn test_port_range() -> std::ops::Range<u16> {
 /// it (a range tuned to start low, "1024 60999"); else, on a machine that
 /// leaves no room either side, below 32768, as Linux's default range would.
 fn test_ports(ephemeral: Option<&str>) -> std::ops::Range<u16> {
-    const ROOM: u16 = 1_000;
+    // Room for a `clusterlab-local` block (2,103 ports from its balancer's)
+    // and then some: with less, its tests had no port to start from.
+    const ROOM: u16 = 3_000;
     let bounds: Option<(u16, u16)> = ephemeral.and_then(|range| {
         let mut ends = range.split_whitespace().map(|n| n.parse::<u16>().ok());
         Some((ends.next()??, ends.next()??))
@@ -993,11 +996,22 @@ impl Client {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = self.command.spawn().expect("starting clusterlab");
-        if let Some(bytes) = self.stdin.take() {
+        // Written as the output is read (a large input must not wait on a
+        // full pipe of output), and only as far as the client reads: it
+        // stops at the most a value may hold, or before, refusing its key.
+        let writer = self.stdin.take().map(|bytes| {
             let mut stdin = child.stdin.take().expect("piped stdin");
-            stdin.write_all(&bytes).expect("writing the client's stdin");
-        }
+            std::thread::spawn(move || match stdin.write_all(&bytes) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    panic!("writing the client's stdin: {e}")
+                }
+                _ => {}
+            })
+        });
         let out = child.wait_with_output().expect("waiting for clusterlab");
+        if let Some(writer) = writer {
+            writer.join().expect("writing the client's stdin");
+        }
         Output {
             status: out.status,
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -1292,5 +1306,11 @@ mod tests {
         // No room either side, or nothing read: Linux's default's lower part.
         assert_eq!(test_ports(Some("1024 65535")), 10_000..32_768);
         assert_eq!(test_ports(None), 10_000..32_768);
+        // Too little room below for a clusterlab-local block: above.
+        assert_eq!(test_ports(Some("12000 60999")), 61_000..u16::MAX);
+        for range in ["32768 60999", "12000 60999", "1024 64000", "1024 65535"] {
+            let ports = test_ports(Some(range));
+            assert!(ports.len() > 2 * 2_103, "{range}: {ports:?}");
+        }
     }
 }

@@ -234,6 +234,16 @@ fn oversized_keys_and_values_are_refused(
             value.display()
         )
     );
+    // From standard input too, which it stops reading there.
+    let from_stdin = client()
+        .args(["put", "k", "-"])
+        .stdin(vec![b'x'; 2 * 1024 * 1024])
+        .usage_error();
+    assert_eq!(
+        from_stdin.stderr.trim(),
+        "error: standard input holds more than 1048576 bytes (1 MiB), the most a value may \
+         hold; nothing was sent"
+    );
     let from_zero = client()
         .args(["put", "k", "--value-file", "/dev/zero"])
         .usage_error();

@@ -947,3 +947,35 @@ fn a_missing_program_is_found_before_the_certificates_or_data_are_touched() {
     assert_eq!(std::fs::read(certs.join("ca.pem")).unwrap(), ca, "a new CA");
     assert!(data.is_dir(), "--fresh deleted the data");
 }
+
+/// `--fresh` deletes the nodes' directories and nothing else in `data/`:
+/// `--dir .` in a project with a `data/` of its own lost all of it. (Here
+/// a file where n2's directory goes stops it after n1's is deleted.)
+#[test]
+fn fresh_deletes_the_nodes_data_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(data.join("n1")).unwrap();
+    std::fs::write(data.join("n1").join("clusterlab.redb"), "n1's keys").unwrap();
+    std::fs::write(data.join("notes.txt"), "not clusterlab's").unwrap();
+    std::fs::write(data.join("n2"), "a file where n2's data directory goes").unwrap();
+    let local = local_command()
+        .args(["--fresh", "--port", &free_port_block().to_string(), "--dir"])
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running clusterlab-local");
+    let (status, stderr) = exit_by_itself(local, "though n2's data cannot be deleted");
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "--fresh: cannot delete {}",
+            data.join("n2").display()
+        )),
+        "{stderr}"
+    );
+    assert!(!data.join("n1").exists(), "n1's data was kept");
+    let notes = std::fs::read_to_string(data.join("notes.txt"));
+    assert_eq!(notes.ok().as_deref(), Some("not clusterlab's"));
+}

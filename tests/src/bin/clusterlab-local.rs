@@ -63,7 +63,7 @@ struct Args {
     #[arg(long, env = "CLUSTERLAB_LOCAL_PORT", default_value_t = DEFAULT_PORT, help = port_help(DEFAULT_PORT),
           value_parser = certs::flags::number_in(1024..=MAX_PORT))]
     port: u16,
-    /// Delete the nodes' data first.
+    /// Delete the nodes' data first (DIR/data/n1 and so on; nothing else there).
     #[arg(long, env = "CLUSTERLAB_LOCAL_FRESH")]
     fresh: bool,
 }
@@ -243,17 +243,22 @@ async fn run(args: Args) -> Result<(), String> {
     let names: Vec<String> = (1..=args.nodes).map(|i| format!("n{i}")).collect();
     make_certificates(&certs, &names)?;
     if args.fresh {
+        // The nodes' directories alone, of every node a run may have had
+        // (a run of five before this one of three): `--dir .` in a project
+        // with a data/ of its own must not cost it that.
         let data = args.dir.join("data");
-        match std::fs::remove_dir_all(&data) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                // Asked for fresh data, a learner must not get the old.
-                return Err(format!(
-                    "--fresh: cannot delete {}: {e}; delete it by hand (it may hold \
-                     files made as root), or leave --fresh off to keep it",
-                    data.display()
-                ));
+        for node in (1..=MAX_NODES).map(|i| data.join(format!("n{i}"))) {
+            match std::fs::remove_dir_all(&node) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    // Asked for fresh data, a learner must not get the old.
+                    return Err(format!(
+                        "--fresh: cannot delete {}: {e}; delete it by hand (it may hold \
+                         files made as root), or leave --fresh off to keep it",
+                        node.display()
+                    ));
+                }
+                _ => {}
             }
-            _ => {}
         }
     }
 
