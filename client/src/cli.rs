@@ -131,7 +131,8 @@ pub struct Global {
 pub enum Command {
     /// Write a value under a key.
     Put(PutArgs),
-    /// Read a key's value: prints it byte for byte (adding a newline only at a terminal).
+    /// Read a key's value: prints it byte for byte to a pipe or a file (at a terminal,
+    /// with a newline added, and escaped where it would drive the terminal).
     /// Exits 1 if the key does not exist, saying so, or that it was deleted.
     Get(GetArgs),
     /// Delete a key.

@@ -302,10 +302,22 @@ async fn get(global: &Global, args: GetArgs) -> Result<(), Failure> {
         return failure::report_then(verdict, || print_json(&Value::Object(object)));
     }
     verdict?;
+    let at_a_terminal = std::io::stdout().is_terminal();
+    let shown = match at_a_terminal {
+        true => for_a_terminal(&response.value),
+        false => std::borrow::Cow::Borrowed(&response.value[..]),
+    };
+    if *shown != *response.value {
+        let _ = writeln!(
+            std::io::stderr(),
+            "note: the value holds bytes a terminal would act on or cannot show, escaped \
+             here; a pipe or a file gets them as they are (clusterlab get KEY > FILE)"
+        );
+    }
     let mut stdout = std::io::stdout().lock();
-    let written = stdout.write_all(&response.value).and_then(|()| {
+    let written = stdout.write_all(&shown).and_then(|()| {
         // At a terminal, end the line so the prompt does not glue onto the value.
-        if std::io::stdout().is_terminal() && !response.value.ends_with(b"\n") {
+        if at_a_terminal && !shown.ends_with(b"\n") {
             stdout.write_all(b"\n")?;
         }
         stdout.flush()
@@ -317,6 +329,25 @@ async fn get(global: &Global, args: GetArgs) -> Result<(), Failure> {
             "cannot write the value to stdout: {e}"
         ))),
         Ok(()) => Ok(()),
+    }
+}
+
+/// A value as a terminal may be given it: control characters (an escape
+/// sequence that clears the screen, retitles the window or writes the
+/// clipboard) and those that hide or reorder text escaped, as every other
+/// text the client shows is ([`proto::text::printable`]); bytes that are not
+/// UTF-8 as `\x..`. Line breaks stay.
+fn for_a_terminal(value: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let mut shown = String::new();
+    for chunk in value.utf8_chunks() {
+        shown.push_str(&proto::text::printable(chunk.valid()));
+        for byte in chunk.invalid() {
+            shown.push_str(&format!("\\x{byte:02x}"));
+        }
+    }
+    match shown.as_bytes() == value {
+        true => std::borrow::Cow::Borrowed(value),
+        false => std::borrow::Cow::Owned(shown.into_bytes()),
     }
 }
 
@@ -999,6 +1030,28 @@ mod tests {
     use proto::{BackendStatus, Link};
 
     use super::*;
+
+    /// At a terminal a value is shown, not obeyed: an escape sequence (a
+    /// screen cleared, a window retitled, the clipboard written) and bytes
+    /// that are not UTF-8 are escaped; text and its line breaks stay as
+    /// they are, and are not copied.
+    #[test]
+    fn a_value_at_a_terminal_is_shown_escaped_where_it_would_drive_it() {
+        let shown = for_a_terminal(b"\x1b]0;owned\x07\x1b[2J line\n\xff!\xc2\x9b");
+        assert_eq!(
+            std::str::from_utf8(&shown).unwrap(),
+            r"\u{1b}]0;owned\u{7}\u{1b}[2J line".to_owned() + "\n" + r"\xff!\u{9b}"
+        );
+        for text in [
+            &b"hello, world\nsecond line\n"[..],
+            "h\u{e9}llo \u{1f600}".as_bytes(),
+        ] {
+            assert!(matches!(
+                for_a_terminal(text),
+                std::borrow::Cow::Borrowed(_)
+            ));
+        }
+    }
 
     /// The next page's command can be pasted, a key that looks like a flag
     /// included.
