@@ -704,14 +704,12 @@ impl Backend {
                 .await
         };
         // A connection the balancer closed under the check says nothing of
-        // the node: checked again on a new one (each takes a thousand resets
-        // to wear out).
+        // the node: checked again, once, on a new one (the failure marked
+        // the old one ended).
         let check = async {
-            loop {
-                match check_once().await {
-                    Err(status) if is_worn_out_connection(&status) => continue,
-                    checked => return checked,
-                }
+            match check_once().await {
+                Err(status) if is_worn_out_connection(&status) => check_once().await,
+                checked => checked,
             }
         };
         // One deadline for the check and the name asked after it: a node

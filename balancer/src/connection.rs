@@ -294,8 +294,12 @@ impl NodeConnection {
                     closed.notify_one();
                     match ended {
                         Ok(()) => "closed".to_string(),
-                        Err(e) if is_worn_out(&e) => {
-                            info!(%addr, "{WORN_OUT}; the next request dials a new one, and the node stays in rotation");
+                        // Its own GOAWAY's words are on the requests' errors
+                        // alone: the connection's has its reason only.
+                        Err(e) if is_calmed_down(&e) => {
+                            info!(%addr, "{WORN_OUT} (or the node sent too many small DATA \
+                                          frames); the next request dials a new one, and \
+                                          the node stays in rotation");
                             e.to_string()
                         }
                         Err(e) => e.to_string(),
@@ -383,6 +387,11 @@ impl Http2 {
         // Over plaintext, a connection that breaks before its first answer
         // may be a TLS node hanging up on us.
         let maybe_tls = plaintext && state.load(Ordering::Relaxed) & ANSWERED == 0;
+        if is_worn_out(&e) {
+            // Going: the next request (or health check) dials a new one
+            // rather than take this one, before its task has ended, and fail.
+            state.fetch_or(CLOSED, Ordering::AcqRel);
+        }
         let status = h2_failure(addr, e, maybe_tls);
         match state.load(Ordering::Acquire) & ENDED {
             HUNG if is_connection_failure(&status) => hung(addr, KEEPALIVE_TIMEOUT),
@@ -653,10 +662,15 @@ const WORN_OUT: &str = "the balancer closed its connection: h2 had reset 1024 an
 /// connection, not the node: the node is not ejected, and the next request
 /// dials a new connection.
 fn is_worn_out(e: &h2::Error) -> bool {
-    e.is_go_away()
-        && e.is_library()
-        && e.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM)
-        && e.to_string().contains("too_many_internal_resets")
+    is_calmed_down(e) && e.to_string().contains("too_many_internal_resets")
+}
+
+/// Whether h2 closed the connection itself for a limit of its own
+/// (ENHANCE_YOUR_CALM): too many of its own resets ([`is_worn_out`]), or
+/// too many small DATA frames from the node. The connection's own error
+/// says no more; its requests' errors say which.
+fn is_calmed_down(e: &h2::Error) -> bool {
+    e.is_go_away() && e.is_library() && e.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM)
 }
 
 /// The connection failure of a request on a connection the balancer closed,
@@ -1025,6 +1039,7 @@ mod tests {
     /// node lost, and the next request dials a new connection.
     #[tokio::test]
     async fn a_connection_worn_out_by_late_answers_is_dialed_again_without_blame() {
+        let (logged, _logging) = certs::testing::captured();
         let node = certs::testing::LateServer::start().await;
         let mut connection = NodeConnection::new(&node.addr, Dialer::new(None)).unwrap();
         // h2's own default: worn out after about five batches, not fifty.
@@ -1060,10 +1075,19 @@ mod tests {
                 .contains("the balancer closed its connection"),
             "{worn_out:?}"
         );
+        // Marked ended: a new connection is dialed at once, not this one
+        // handed out (and failed) until its task ends.
         assert_eq!(connection.dials(), 1);
         let answered = send().await.expect_err("this node sends no message");
         assert!(answered_as_this_node_answers(&answered), "{answered:?}");
         assert_eq!(connection.dials(), 2, "a new connection is dialed");
+        // And the log says the balancer closed it, not the node.
+        let said = "the balancer closed its connection: h2 had reset 1024 answers";
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !logged.text().contains(said) {
+            assert!(Instant::now() < deadline, "not logged:\n{}", logged.text());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// A "node" that answers OK in its headers alone sent no message: that

@@ -365,7 +365,7 @@ impl Router {
                         }
                         _ => {}
                     }
-                    failing_over = ejected || blame == Blame::Broken;
+                    failing_over = ejected || blame.fails_over();
                     trace.attempts.push(Attempt {
                         node: backend.name().to_string(),
                         outcome: proto::code_name(status.code()).to_string(),
@@ -638,6 +638,17 @@ enum Blame {
     Ours,
     /// Nothing: an answer about the request, a deadline, overload.
     Nothing,
+}
+
+impl Blame {
+    /// Whether the request goes on to another node without spending the
+    /// retry budget: its node, or its connection, is out, and such moves are
+    /// bounded by what was in flight there (see retry.rs). A node shutting
+    /// down fails every request queued for it at once (past its 256
+    /// streams), none of which reached it: budgeted, all but ten failed.
+    fn fails_over(self) -> bool {
+        matches!(self, Blame::Leaving | Blame::Broken | Blame::Ours)
+    }
 }
 
 fn blame(status: &Status) -> Blame {
@@ -1043,6 +1054,15 @@ mod tests {
         assert_eq!(blame(&broken), Blame::Broken);
         assert_eq!(blame(&Status::unavailable("no quorum")), Blame::Outlier);
         assert_eq!(blame(&Status::invalid_argument("bad key")), Blame::Nothing);
+        // Off a node or connection that is out, free of the retry budget.
+        for (status, fails_over) in [
+            (&worn_out, true),
+            (&leaving, true),
+            (&broken, true),
+            (&Status::unavailable("no quorum"), false),
+        ] {
+            assert_eq!(blame(status).fails_over(), fails_over, "{status:?}");
+        }
     }
 
     #[test]

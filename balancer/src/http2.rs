@@ -67,8 +67,10 @@ const MAX_SEND_BUFFER: usize = 400 * 1024;
 const STALLED: Duration = Duration::from_secs(10);
 /// The slowest a client may take an answer (bytes a second) and still be
 /// given more time than [`STALLED`]. Room is counted as the client makes
-/// it, not as it reads: one that makes a send buffer's worth (400 KiB) and
-/// then reads nothing has bought 12.5 s more, no more.
+/// it, not as it reads, and the window it opened is room: one that opens a
+/// large window and then reads nothing buys a second for each 32 KiB of it
+/// that the answer fills (64 s for a 2 MiB window, hyper's; about two
+/// minutes for an answer of 4 MiB, the most a message holds), no more.
 const MIN_TAKE_RATE: f64 = 32.0 * 1024.0;
 /// How many streams a client may get reset for its own protocol errors
 /// before its connection is closed (hyper's default): a client that makes

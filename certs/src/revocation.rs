@@ -487,21 +487,6 @@ mod tests {
         assert!(revocations.current().is_empty());
     }
 
-    /// What a process logged, as text.
-    #[derive(Clone, Default)]
-    struct Logged(Arc<std::sync::Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Logged {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
     /// A list that cannot be used is said once, not every second until
     /// someone puts it right; another problem, or the same one again after
     /// the file was right, is news again.
@@ -511,11 +496,11 @@ mod tests {
         pki::init(dir.path(), false).unwrap();
         let crl = dir.path().join(CRL_FILE);
         let first_list = std::fs::read(&crl).unwrap();
-        let (logged, _logging) = captured();
+        let (logged, _logging) = crate::testing::captured();
         let revocations = Revocations::load(dir.path()).unwrap();
         tokio::spawn(revocations.clone().watch(|_| {}));
         let warnings = || {
-            let text = String::from_utf8(logged.0.lock().unwrap().clone()).unwrap();
+            let text = logged.text();
             text.matches("cannot use the new revocation list").count()
         };
         let five_reloads = || tokio::time::sleep(RELOAD_INTERVAL * 5);
@@ -532,22 +517,8 @@ mod tests {
         five_reloads().await;
         assert_eq!(warnings(), 2, "the missing file");
         assert_eq!(revocations.current().len(), 2, "the newer list stays");
-        let text = String::from_utf8(logged.0.lock().unwrap().clone()).unwrap();
+        let text = logged.text();
         assert!(text.contains("the previous one stays in force"), "{text}");
-    }
-
-    /// This thread's log lines, kept in the returned `Logged` while the guard
-    /// lives.
-    fn captured() -> (Logged, tracing::subscriber::DefaultGuard) {
-        let logged = Logged::default();
-        let writer = logged.clone();
-        let guard = tracing::subscriber::set_default(
-            tracing_subscriber::fmt()
-                .with_ansi(false)
-                .with_writer(move || writer.clone())
-                .finish(),
-        );
-        (logged, guard)
     }
 
     /// A process that started with no list, and then finds one it cannot use,
@@ -559,12 +530,12 @@ mod tests {
         pki::init(dir.path(), false).unwrap();
         let crl = dir.path().join(CRL_FILE);
         std::fs::remove_file(&crl).unwrap();
-        let (logged, _logging) = captured();
+        let (logged, _logging) = crate::testing::captured();
         let revocations = Revocations::load(dir.path()).unwrap();
         tokio::spawn(revocations.clone().watch(|_| {}));
         std::fs::write(&crl, "not a list").unwrap();
         tokio::time::sleep(RELOAD_INTERVAL * 5).await;
-        let text = String::from_utf8(logged.0.lock().unwrap().clone()).unwrap();
+        let text = logged.text();
         assert!(
             text.contains("none was in force before it: nothing is revoked"),
             "{text}"

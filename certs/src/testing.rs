@@ -9,6 +9,9 @@
 //! reset, and [`give_up_in_batches`] gives up on enough requests to reach
 //! that limit, so that a test can see whether the connection survives.
 //!
+//! And [`captured`], a thread's log lines kept as text, for a test of what
+//! is logged.
+//!
 //! Built for this crate's tests, and for other crates' with the `testing`
 //! feature (the balancer's connections to nodes are its own h2 client).
 
@@ -153,4 +156,40 @@ where
         }
         tokio::time::sleep(LATE_BY + LATE_BY / 2).await;
     }
+}
+
+/// What a thread logged, as text ([`captured`]).
+#[derive(Debug, Clone, Default)]
+pub struct Logged(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Logged {
+    /// Everything logged so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for Logged {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// This thread's log lines (a current-thread runtime's tasks' too), kept
+/// in the returned [`Logged`] while the guard lives.
+pub fn captured() -> (Logged, tracing::subscriber::DefaultGuard) {
+    let logged = Logged::default();
+    let writer = logged.clone();
+    let guard = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish(),
+    );
+    (logged, guard)
 }

@@ -334,13 +334,12 @@ async fn get(global: &Global, args: GetArgs) -> Result<(), Failure> {
 
 /// A value as a terminal may be given it: control characters (an escape
 /// sequence that clears the screen, retitles the window or writes the
-/// clipboard) and those that hide or reorder text escaped, as every other
-/// text the client shows is ([`proto::text::printable`]); bytes that are not
-/// UTF-8 as `\x..`. Line breaks stay.
+/// clipboard) escaped, but line breaks and tabs ([`proto::text::as_written`]);
+/// bytes that are not UTF-8 as `\x..`.
 fn for_a_terminal(value: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     let mut shown = String::new();
     for chunk in value.utf8_chunks() {
-        shown.push_str(&proto::text::printable(chunk.valid()));
+        shown.push_str(&proto::text::as_written(chunk.valid()));
         for byte in chunk.invalid() {
             shown.push_str(&format!("\\x{byte:02x}"));
         }
@@ -1045,6 +1044,8 @@ mod tests {
         for text in [
             &b"hello, world\nsecond line\n"[..],
             "h\u{e9}llo \u{1f600}".as_bytes(),
+            b"{\n\t\"indented\": \"with a tab\"\n}",
+            "\u{1f468}\u{200d}\u{1f469}\u{200d}\u{1f467}".as_bytes(),
         ] {
             assert!(matches!(
                 for_a_terminal(text),

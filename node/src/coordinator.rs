@@ -1378,25 +1378,7 @@ mod tests {
     /// in a while: the log is not a client's to fill.
     #[test]
     fn writes_refused_as_overdue_are_logged_once_in_a_while() {
-        #[derive(Clone, Default)]
-        struct Logged(Arc<std::sync::Mutex<Vec<u8>>>);
-        impl std::io::Write for Logged {
-            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(bytes);
-                Ok(bytes.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let logged = Logged::default();
-        let writer = logged.clone();
-        let _logging = tracing::subscriber::set_default(
-            tracing_subscriber::fmt()
-                .with_ansi(false)
-                .with_writer(move || writer.clone())
-                .finish(),
-        );
+        let (logged, _logging) = certs::testing::captured();
         let dir = tempfile::tempdir().unwrap();
         let coordinator = Coordinator::new(crate::in_process::node_state(dir.path()));
         let passed = proto::deadline::write_by(Duration::ZERO) - 1_000;
@@ -1408,7 +1390,7 @@ mod tests {
                     .is_err()
             );
         }
-        let text = String::from_utf8(logged.0.lock().unwrap().clone()).unwrap();
+        let text = logged.text();
         assert_eq!(
             text.matches("refused a write that arrived after its deadline")
                 .count(),

@@ -163,8 +163,10 @@ fn node(status: &StatusResponse, out: &mut Families<'_>) -> fmt::Result {
     )?;
     out.gauge(
         "node_store_ok",
-        "1 while this node's store takes writes and can be read; 0 when it cannot \
-         (`clusterlab status` says why and what to do).",
+        "1 while this node's store can be read and is not refused until a restart; 0 \
+         when it is (`clusterlab status` says why and what to do). A full disk is not \
+         counted: each write it refuses says so, and the next after space is freed is \
+         taken.",
         [(vec![], u64::from(status.store.is_empty()))],
     )?;
     out.gauge(

@@ -194,12 +194,16 @@ impl Replica for ReplicaService {
         // dead and copy its keys away. Its status says what is wrong.
         // One refused for good (a failed fsync, its file gone) fails the
         // probe: its peers declare it dead and restore N copies elsewhere.
+        // (Asked first: a database stopped by a failed fsync stays in its
+        // slot, and still counts its keys from its cache.)
+        if let Some(refused) = self.state.store.refused_for_good() {
+            return Err(refused.into());
+        }
         let keys = match self.state.store.len() {
             Ok(keys) => {
                 self.state.records.store(keys, Ordering::Relaxed);
                 keys
             }
-            Err(e) if self.state.store.is_refused_for_good() => return Err(e.into()),
             Err(_) => self.state.records.load(Ordering::Relaxed),
         };
         Ok(Response::new(ProbeResponse {
@@ -420,6 +424,31 @@ mod tests {
         }
         state.store.stop_as_after_a_failed_fsync();
         let refused = replica.probe(probe()).await.expect_err("a probe answered");
+        assert!(refused.message().contains("storage"), "{refused}");
+    }
+
+    /// A failed fsync in a commit leaves the stopped database in its slot,
+    /// whose cache still counts the keys: its probes fail all the same, so
+    /// that its peers declare it dead and restore N copies elsewhere (it was
+    /// kept alive, failing every write sent to it).
+    #[tokio::test]
+    async fn a_probe_fails_after_a_failed_fsync_though_the_cache_still_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = crate::in_process::node_state(dir.path());
+        let replica = ReplicaService::new(state.clone());
+        state.store.as_after_a_failed_fsync_in_a_commit();
+        assert!(
+            state.store.len().is_ok(),
+            "the stopped database's cache counts"
+        );
+        let probe = Request::new(ProbeRequest {
+            from: Some(proto::Member {
+                name: "n2".into(),
+                addr: "127.0.0.1:7102".into(),
+                ..proto::Member::default()
+            }),
+        });
+        let refused = replica.probe(probe).await.expect_err("a probe answered");
         assert!(refused.message().contains("storage"), "{refused}");
     }
 

@@ -35,6 +35,7 @@
 
 use std::{
     ops::Bound,
+    os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     sync::{
         Arc, Mutex, OnceLock, PoisonError, RwLock, TryLockError, Weak,
@@ -143,9 +144,12 @@ pub struct Store {
     reopen_asked: Arc<AtomicBool>,
     /// What the first fsync of the file that failed said ([`Watched`]).
     fsync_failed: Arc<OnceLock<String>>,
-    /// Set once a reopen found the file gone or emptied since the start:
-    /// nothing reopens it again (a restart does), and it is logged once.
+    /// Set once a reopen found the file gone or emptied since the start, or
+    /// a write found another file (or none) at its path: nothing reopens it
+    /// again (a restart does), and it is logged once.
     file_gone: Arc<AtomicBool>,
+    /// The device and inode of the file opened ([`Store::still_at_its_path`]).
+    file_id: Arc<Mutex<Option<(u64, u64)>>>,
     /// When the database was last reopened, and whether that worked: a
     /// reopen is tried again at most once per [`REOPEN_AGAIN_AFTER`].
     reopened: Arc<Mutex<Option<Reopened>>>,
@@ -198,6 +202,7 @@ impl Store {
             reopen_asked: Arc::default(),
             fsync_failed,
             file_gone: Arc::default(),
+            file_id: Arc::new(Mutex::new(file_id(&path))),
             reopened: Arc::default(),
             path,
         })
@@ -232,6 +237,7 @@ impl Store {
     /// made redb refuse every transaction. Writes run on tokio's blocking
     /// pool ([`Store::run`]), where waiting for the reopen holds up no one else.
     fn begin_write(&self) -> Result<WriteTransaction> {
+        self.still_at_its_path()?;
         let current = self.db.read().expect("store lock poisoned").clone();
         let db = match current {
             Some(db) => db,
@@ -246,6 +252,33 @@ impl Store {
             }
             began => began.map_err(storage),
         }
+    }
+
+    /// Refuses a write once the file opened is no longer at its path: deleted
+    /// (`rm -rf` of a data directory to start a lab afresh) or another put
+    /// there. redb writes on to the file it holds open, so every write
+    /// acknowledged after that would be gone at the next start, unsaid. A
+    /// stat per write, beside its fsync. A path that cannot be looked at for
+    /// a moment (a permission, an I/O error) is not taken for gone: the
+    /// write finds out what its own I/O can do.
+    fn still_at_its_path(&self) -> Result<()> {
+        let opened = *self.file_id.lock().expect("file id poisoned");
+        let now = match std::fs::metadata(&self.path) {
+            Ok(file) => Some((file.dev(), file.ino())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(_) => return Ok(()),
+        };
+        if opened.is_none() || now == opened {
+            return Ok(());
+        }
+        if !self.file_gone.swap(true, Ordering::AcqRel) {
+            error!(
+                path = %self.path.display(),
+                "the database file was deleted or replaced while the node ran; it takes no \
+                 more writes (they would be lost at the next start)"
+            );
+        }
+        Err(self.refused_for_good().expect("the file is gone"))
     }
 
     /// A read transaction. Reads run on the async threads too ([`Store::get`]),
@@ -423,22 +456,23 @@ impl Store {
             }
         };
         reopened(true);
+        *self.file_id.lock().expect("file id poisoned") = file_id(&self.path);
         info!(path = %self.path.display(), "database reopened; it takes writes again");
         *self.db.write().expect("store lock poisoned") = Some(db.clone());
         Ok(db)
     }
 
-    /// What a write (or a read the stopped database cannot answer) is told
-    /// instead of the store reopening it, if nothing will until a restart: an
-    /// fsync of the file failed, or a reopen found the file gone. No request
-    /// then tries again (or logs it again).
     /// Whether it reads and writes nothing until the node restarts (a failed
     /// fsync, its file gone): not a reopen that may yet work.
     pub fn is_refused_for_good(&self) -> bool {
         self.refused_for_good().is_some()
     }
 
-    fn refused_for_good(&self) -> Option<Error> {
+    /// What a write (or a read the stopped database cannot answer) is told
+    /// instead of the store reopening it, if nothing will until a restart: an
+    /// fsync of the file failed, or a reopen found the file gone. No request
+    /// then tries again (or logs it again).
+    pub fn refused_for_good(&self) -> Option<Error> {
         if let Some(cause) = self.fsync_failed.get() {
             return Some(Error::Storage(after_a_failed_fsync(&self.path, cause)));
         }
@@ -490,6 +524,15 @@ impl Store {
             .fsync_failed
             .set("Input/output error (made to fail)".into());
         *self.db.write().unwrap() = None;
+    }
+
+    /// The store as an fsync that failed in a commit leaves it: the stopped
+    /// database stays in its slot, and its cache can still be read.
+    #[cfg(test)]
+    pub(crate) fn as_after_a_failed_fsync_in_a_commit(&self) {
+        let _ = self
+            .fsync_failed
+            .set("Input/output error (made to fail)".into());
     }
 
     /// Where the database file lives.
@@ -930,6 +973,11 @@ fn watched(
     })
 }
 
+/// The device and inode of the file at `path`, if it can be looked at.
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    (std::fs::metadata(path).ok()).map(|file| (file.dev(), file.ino()))
+}
+
 /// Opens (or creates) the database at `path`, saying what to do when it cannot.
 fn open_database(path: &Path, fsync_failed: &Arc<OnceLock<String>>) -> Result<Database> {
     watched(path, true, fsync_failed).map_err(|e| match e {
@@ -938,7 +986,10 @@ fn open_database(path: &Path, fsync_failed: &Arc<OnceLock<String>>) -> Result<Da
             path: directory_of(path),
             cause: match e {
                 redb::DatabaseError::DatabaseAlreadyOpen => {
-                    "another clusterlab-node is already using this data directory".into()
+                    "another process has its database open (most likely another \
+                     clusterlab-node given this --data-dir); stop it, or give --data-dir \
+                     another directory"
+                        .into()
                 }
                 // redb's "Not a redb database: magic number mismatch".
                 redb::DatabaseError::Storage(redb::StorageError::Io(io))
@@ -1109,6 +1160,32 @@ mod tests {
         );
         assert_eq!(then.unwrap().unwrap().value.unwrap(), b"v");
         assert_eq!(written, Ok(true));
+    }
+
+    /// A database file deleted while the node runs, or another put in its
+    /// place, takes no more writes: redb wrote on to the file it held open,
+    /// every write acknowledged, and all of them gone at the next start.
+    /// Reads go on from the file still open.
+    #[test]
+    fn a_database_file_deleted_or_replaced_while_running_takes_no_more_writes() {
+        for replaced in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(dir.path()).unwrap();
+            store.apply(&record("k", 1, Some("v"))).unwrap();
+            let copy = dir.path().join("copy");
+            std::fs::copy(store.path(), &copy).unwrap();
+            std::fs::remove_file(store.path()).unwrap();
+            if replaced {
+                std::fs::rename(&copy, store.path()).unwrap();
+            }
+            for _ in 0..2 {
+                let err = (store.apply(&record("k2", 2, Some("w"))))
+                    .expect_err("a write to a database whose file is gone");
+                assert!(err.to_string().contains("is gone"), "{err}");
+            }
+            assert!(store.is_refused_for_good());
+            assert_eq!(store.get("k").unwrap().unwrap().value.unwrap(), b"v");
+        }
     }
 
     /// A database file deleted (or emptied) while the node runs is not
@@ -1746,8 +1823,9 @@ mod tests {
         assert_eq!(
             err,
             format!(
-                "cannot use data directory {}: another clusterlab-node is already using this \
-                 data directory",
+                "cannot use data directory {}: another process has its database open (most \
+                 likely another clusterlab-node given this --data-dir); stop it, or give \
+                 --data-dir another directory",
                 dir.path().display()
             )
         );

@@ -14,6 +14,16 @@ pub fn printable(text: &str) -> String {
     escaped(text, |c| c != '\n' && hides(c))
 }
 
+/// Text a terminal is to show as it was written (a stored value): every
+/// control character but a line break and a tab escaped, so that none
+/// drives the terminal (an escape sequence, a carriage return that writes
+/// over a line). Unlike [`printable`]'s, characters that hide or reorder
+/// text stay (the joiners in an emoji, a Persian word's non-joiner): a value
+/// is read, not compared with another.
+pub fn as_written(text: &str) -> String {
+    escaped(text, |c| c.is_control() && c != '\n' && c != '\t')
+}
+
 /// Text for one line (a listing's entry, a log field): line breaks, tabs and
 /// every other character that would not show as itself escaped (`\n`, `\t`,
 /// `\u{1b}`), and a backslash doubled (`\\`), so that an escaped line break

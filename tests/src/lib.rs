@@ -123,6 +123,11 @@ pub mod local_ports {
     pub const DASHBOARD: u16 = 1080;
     /// Node i's metrics on port + METRICS + i: 9101, 9102, ...
     pub const METRICS: u16 = 2100;
+    /// The most nodes `--nodes` starts.
+    pub const MAX_NODES: u16 = 9;
+    /// The highest `--port` that leaves room for the ports above it (the
+    /// last node's metrics); the lowest is 1024, below which ports need root.
+    pub const MAX_PORT: u16 = u16::MAX - METRICS - MAX_NODES;
 
     /// Every offset a cluster of `nodes` nodes uses, the balancer's (0) first.
     pub fn all(nodes: u16) -> Vec<u16> {

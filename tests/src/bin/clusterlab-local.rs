@@ -27,7 +27,7 @@ use std::{
 };
 
 use clap::Parser;
-use tests::local_ports;
+use tests::local_ports::{self, MAX_NODES, MAX_PORT};
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
     process::{Child, Command},
@@ -70,11 +70,6 @@ struct Args {
 
 /// The balancer's port unless `--port` says otherwise: DESIGN.md's 7000.
 const DEFAULT_PORT: u16 = 7000;
-/// The most nodes `--nodes` starts.
-const MAX_NODES: u16 = 9;
-/// The highest `--port` that leaves room for the ports above it (the last
-/// node's metrics); the lowest is 1024, below which ports need root.
-const MAX_PORT: u16 = u16::MAX - local_ports::METRICS - MAX_NODES;
 
 /// `--port`'s help, written from `local_ports` so it cannot drift from them.
 fn port_help(default: u16) -> String {
