@@ -80,6 +80,16 @@ struct Acked {
     version: Version,
 }
 
+/// Keeps `quorum` in `seen` if it is lower than what it holds, or the
+/// first (0 is none seen). A trace without one (0) changes nothing.
+fn lowest(seen: &AtomicU32, quorum: u32) {
+    if quorum > 0 {
+        let _ = seen.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+            (held == 0 || quorum < held).then_some(quorum)
+        });
+    }
+}
+
 /// What the writers share.
 #[derive(Debug)]
 struct Workload {
@@ -132,8 +142,10 @@ struct Workload {
     write_refusal: Mutex<Option<String>>,
     /// The first answer refusing a request for what it asked: the check stops.
     refused: Mutex<Option<Failure>>,
-    /// The quorums the cluster used, from the answers' traces: the highest W
-    /// and R seen, and the most replicas a write went to (N).
+    /// The quorums the cluster used, from the answers' traces: the lowest W
+    /// and R seen (0 for none yet), and the most replicas a write went to
+    /// (N). The lowest: with nodes of different `--write-quorum`s, a key
+    /// written at W=1 read stale is no loss when W=2 was seen too.
     seen_w: AtomicU32,
     seen_r: AtomicU32,
     seen_n: AtomicU32,
@@ -180,7 +192,8 @@ impl Workload {
         }
     }
 
-    /// The quorums seen, if the traces told them all: `(W, R, N)`.
+    /// The quorums seen, if the traces told them all: `(W, R, N)`, the
+    /// weakest of each (the most replicas for N).
     fn quorums(&self) -> Option<(u32, u32, u32)> {
         let seen = [&self.seen_w, &self.seen_r, &self.seen_n].map(|q| q.load(Ordering::Relaxed));
         match seen {
@@ -192,7 +205,7 @@ impl Workload {
     /// Notes the R a read's answer says it was served at ([`Workload::quorums`]).
     fn note_read_quorum(&self, read: &Result<tonic::Response<GetResponse>, tonic::Status>) {
         if let Ok(Some(trace)) = read.as_ref().map(|r| r.get_ref().trace.as_ref()) {
-            self.seen_r.fetch_max(trace.quorum, Ordering::Relaxed);
+            lowest(&self.seen_r, trace.quorum);
         }
     }
 
@@ -364,8 +377,7 @@ pub async fn run(global: &Global, args: CheckArgs, mut stops: StopSignals) -> Re
     for addr in &addrs {
         certs::flags::check_list_entry("--addr", addr).map_err(crate::connect::bad_addr)?;
     }
-    if let Some(twice) = (1..addrs.len()).find_map(|i| addrs[..i].iter().find(|a| **a == addrs[i]))
-    {
+    if let Some(twice) = crate::connect::listed_twice(&addrs) {
         return Err(crate::connect::bad_addr(format!(
             "--addr lists {twice} twice; check reads each key back through another address \
              than the one that wrote it, so give each once (was one meant to be another port?)"
@@ -518,8 +530,9 @@ async fn writer(work: Arc<Workload>, id: usize) {
         // A write refused at connect never reached a node: try the next address.
         let mut outcome = None;
         for (attempt, at) in work.order(id + seq).into_iter().enumerate() {
-            let mut client = work.clients[at].pick();
-            let result = client.put(write_request(&work.global, put.clone())).await;
+            let result = (work.clients[at])
+                .put(write_request(&work.global, put.clone()))
+                .await;
             work.note_answer(at, &result);
             match result {
                 Err(status) if never_sent(&status) && attempt + 1 < n => continue,
@@ -534,7 +547,7 @@ async fn writer(work: Arc<Workload>, id: usize) {
             Ok(response) => {
                 let response = response.into_inner();
                 if let Some(trace) = &response.trace {
-                    work.seen_w.fetch_max(trace.quorum, Ordering::Relaxed);
+                    lowest(&work.seen_w, trace.quorum);
                     // Each replica once: a write stamped again lists them again.
                     let replicas: std::collections::BTreeSet<&str> =
                         trace.replicas.iter().map(|r| r.node.as_str()).collect();
@@ -580,8 +593,9 @@ async fn writer(work: Arc<Workload>, id: usize) {
             .into_iter()
             .enumerate()
         {
-            let mut reader = work.clients[at].pick();
-            let result = reader.get(request(&work.global, get.clone())).await;
+            let result = (work.clients[at])
+                .get(request(&work.global, get.clone()))
+                .await;
             work.note_answer(at, &result);
             match result {
                 Err(status) if never_sent(&status) && attempt + 1 < n => continue,
@@ -835,12 +849,11 @@ async fn read_back(work: &Workload, entry: &Acked, i: usize) -> (Option<bool>, u
     let mut stale = 0;
     for attempt in 0..VERIFY_ATTEMPTS {
         let at = work.order(i + attempt)[0];
-        let mut client = work.clients[at].pick();
         let get = GetRequest {
             key: entry.key.clone(),
             read_quorum: work.args.read_quorum.unwrap_or(0),
         };
-        let result = client.get(request(&work.global, get)).await;
+        let result = work.clients[at].get(request(&work.global, get)).await;
         work.note_answer(at, &result);
         work.note_read_quorum(&result);
         // The last read's error, if the cluster answered with one (no cause
@@ -1464,7 +1477,8 @@ mod tests {
                 let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
                     .unwrap()
                     .connect_lazy();
-                Lanes::new(vec![proto::key_value_client::KeyValueClient::new(channel)])
+                let client = proto::key_value_client::KeyValueClient::new(channel);
+                Lanes::new(vec![client], Duration::from_secs(60))
             })
             .collect();
         Workload::new(clients, addrs.to_vec(), cli.global, args, Instant::now())
@@ -1507,6 +1521,24 @@ mod tests {
             Default::default(),
         )
         .await
+    }
+
+    /// Writes at W=2 and at W=1 (nodes started with different
+    /// `--write-quorum`s): the weaker decides, so that a key written at W=1
+    /// and read stale at R=2 of N=3 gets a second look, not DATA_LOSS at
+    /// once for overlapping quorums that it never had.
+    #[tokio::test]
+    async fn the_weakest_quorums_seen_decide() {
+        let work = workload_at(&["127.0.0.1:1".into()], &["check"]);
+        assert_eq!(work.quorums(), None);
+        for w in [2, 1, 2, 0] {
+            lowest(&work.seen_w, w);
+        }
+        for r in [0, 2] {
+            lowest(&work.seen_r, r);
+        }
+        work.seen_n.store(3, Ordering::Relaxed);
+        assert_eq!(work.quorums(), Some((1, 2, 3)));
     }
 
     /// With W + R at most N, keys read back stale that are there a little

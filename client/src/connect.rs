@@ -6,8 +6,13 @@ use certs::{
     Identity, TlsMode,
     dial::{Dialer, SessionSlot},
 };
-use proto::{admin_client::AdminClient, key_value_client::KeyValueClient};
-use tonic::transport::Channel;
+use std::time::Duration;
+
+use proto::{
+    GetRequest, GetResponse, PutRequest, PutResponse, admin_client::AdminClient,
+    key_value_client::KeyValueClient,
+};
+use tonic::{Request, Response, Status, transport::Channel};
 
 use crate::{Failure, cli::Global};
 
@@ -25,22 +30,55 @@ pub const STREAMS_PER_CONNECTION: usize = 256;
 pub struct Lanes {
     clients: std::sync::Arc<[KeyValueClient<Channel>]>,
     next: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// The longest a request waits for its answer, connecting included.
+    bound: Duration,
 }
 
 impl Lanes {
-    /// Lanes of `clients`, which must not be empty.
-    pub fn new(clients: Vec<KeyValueClient<Channel>>) -> Self {
+    /// Lanes of `clients`, which must not be empty, whose requests each wait
+    /// at most `bound` for an answer.
+    ///
+    /// The bound is ours: `--timeout` counts from when a request is sent,
+    /// and a request waits before that, in its channel's queue, while the
+    /// connection is made. At an address that takes no connection (a paused
+    /// container's: the kernel accepts, the handshake never ends), each
+    /// queued request waited for the dials of all those before it to time
+    /// out, one after another: minutes for the last of hundreds.
+    pub fn new(clients: Vec<KeyValueClient<Channel>>, bound: Duration) -> Self {
         assert!(!clients.is_empty(), "lanes need a client");
         Lanes {
             clients: clients.into(),
             next: Default::default(),
+            bound,
         }
     }
 
+    /// A `Get` on the next lane in turn.
+    pub async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        self.bounded(self.pick().get(request)).await
+    }
+
+    /// A `Put` on the next lane in turn.
+    pub async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        self.bounded(self.pick().put(request)).await
+    }
+
     /// The next client in turn.
-    pub fn pick(&self) -> KeyValueClient<Channel> {
+    fn pick(&self) -> KeyValueClient<Channel> {
         let turn = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.clients[turn % self.clients.len()].clone()
+    }
+
+    /// `call`, or `DEADLINE_EXCEEDED` once it has waited [`Lanes::bound`].
+    async fn bounded<T>(&self, call: impl Future<Output = Result<T, Status>>) -> Result<T, Status> {
+        let waited = tokio::time::timeout(self.bound, call).await;
+        waited.unwrap_or_else(|_| {
+            Err(Status::deadline_exceeded(format!(
+                "no answer within {} (--timeout, and the time to connect): the address took no \
+                 connection, or gave no answer",
+                humantime::format_duration(self.bound)
+            )))
+        })
     }
 }
 
@@ -67,6 +105,16 @@ pub(crate) fn bad_addr(message: String) -> Failure {
         Some(tip) => Failure::usage(format!("{message}\n\n  tip: {tip}")),
         None => Failure::usage(message),
     }
+}
+
+/// The first address `addrs` lists a second time, if any (empty entries
+/// aside), for `load` and `check`, which refuse it: most often a copy-paste
+/// whose port was not changed.
+pub(crate) fn listed_twice(addrs: &[String]) -> Option<&str> {
+    let addrs: Vec<&str> = (addrs.iter().map(String::as_str))
+        .filter(|a| !a.is_empty())
+        .collect();
+    (1..addrs.len()).find_map(|i| addrs[..i].iter().copied().find(|a| *a == addrs[i]))
 }
 
 /// With `SSLKEYLOGFILE` naming a file, this command's TLS secrets are written
@@ -243,7 +291,10 @@ impl Connection {
         while clients.len() < wanted {
             clients.push(self.key_value_lazy(addr)?);
         }
-        Ok(Lanes::new(clients))
+        Ok(Lanes::new(
+            clients,
+            self.dialer.connect_timeout + self.timeout,
+        ))
     }
 
     /// An `Admin` client on this connection.
@@ -322,5 +373,52 @@ impl Connection {
             self.timeout,
         );
         (failure, read_no_request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request to an address that takes the connection and never answers
+    /// (a paused container's) ends at the lanes' bound, waiting to connect
+    /// or for its answer: queued behind others that each timed out their
+    /// dial, the last of hundreds waited minutes.
+    #[tokio::test]
+    async fn a_request_waits_no_longer_than_the_lanes_bound() {
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = silent.local_addr().unwrap();
+        // Takes each connection, and says nothing on it.
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = silent.accept().await {
+                held.push(socket);
+            }
+        });
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_lazy();
+        let lanes = Lanes::new(
+            vec![KeyValueClient::new(channel)],
+            Duration::from_millis(200),
+        );
+        let get = GetRequest {
+            key: "k".into(),
+            read_quorum: 0,
+        };
+        let waited = lanes.get(Request::new(get)).await.expect_err("no answer");
+        assert_eq!(waited.code(), tonic::Code::DeadlineExceeded, "{waited:?}");
+        assert!(
+            waited.message().starts_with("no answer within 200ms"),
+            "{waited:?}"
+        );
+    }
+
+    #[test]
+    fn an_address_listed_twice_is_found_whatever_lies_between() {
+        let listed = |addrs: &[&str]| addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        assert_eq!(listed_twice(&listed(&["a:1", "b:2", "a:1"])), Some("a:1"));
+        assert_eq!(listed_twice(&listed(&["a:1", "", "b:2", ""])), None);
+        assert_eq!(listed_twice(&listed(&["a:1", "a:2"])), None);
     }
 }

@@ -162,6 +162,12 @@ struct Outcome {
 
 /// Runs the load and prints the summary.
 pub async fn run(global: &Global, args: LoadArgs, mut stops: StopSignals) -> Result<(), Failure> {
+    if let Some(twice) = crate::connect::listed_twice(&global.addr) {
+        return Err(crate::connect::bad_addr(format!(
+            "--addr lists {twice} twice; load moves on to the next address when one takes no \
+             connection, so give each once (was one meant to be another port?)"
+        )));
+    }
     let conn = connect_unless_stopped(global, &mut stops).await?;
     if let Some(refused) = conn.refused_by_the_server(global.timeout).await {
         return Err(refused);
@@ -194,7 +200,7 @@ pub async fn run(global: &Global, args: LoadArgs, mut stops: StopSignals) -> Res
         keys: args.keys,
         read_ratio: args.read_ratio,
         written: Arc::default(),
-        value: vec![b'x'; args.value_size as usize],
+        value: vec![b'x'; args.value_size as usize].into(),
         stats: stats.clone(),
     };
     // Set by Ctrl-C: the driver stops sending and cuts short the requests
@@ -409,7 +415,9 @@ struct Workload {
     keys: u64,
     read_ratio: f64,
     written: Arc<Written>,
-    value: Vec<u8>,
+    /// Shared: a clone for each request, reads included, copied only into
+    /// a write (4 GiB at `--value-size 1048576 --concurrency 4096`).
+    value: Arc<[u8]>,
     stats: Arc<Mutex<Stats>>,
 }
 
@@ -751,7 +759,7 @@ impl NotSent {
 /// whether it was refused at connect, after which its slot pauses.
 async fn one_request(work: &Workload, started: Instant) -> (Outcome, bool) {
     let target = work.current.load(Ordering::Relaxed);
-    let mut client = work.targets[target].1.pick();
+    let client = &work.targets[target].1;
     let trace: Result<Option<Trace>, tonic::Status> = if rand::random::<f64>() < work.read_ratio {
         let get = GetRequest {
             key: format!("load/{}", work.written.pick(work.keys)),
@@ -765,7 +773,7 @@ async fn one_request(work: &Workload, started: Instant) -> (Outcome, bool) {
         let key = rand::random_range(0..work.keys);
         let put = PutRequest {
             key: format!("load/{key}"),
-            value: work.value.clone(),
+            value: work.value.to_vec(),
             write_quorum: 0,
             request_id: proto::new_request_id(),
         };
@@ -1329,7 +1337,10 @@ mod tests {
         Workload {
             targets: Arc::new(vec![(
                 addr,
-                Lanes::new(vec![proto::key_value_client::KeyValueClient::new(channel)]),
+                Lanes::new(
+                    vec![proto::key_value_client::KeyValueClient::new(channel)],
+                    Duration::from_secs(60),
+                ),
             )]),
             current: Arc::default(),
             moves: Arc::default(),
@@ -1337,7 +1348,7 @@ mod tests {
             keys: 10,
             read_ratio: 0.0,
             written: Arc::default(),
-            value: b"v".to_vec(),
+            value: Arc::from(&b"v"[..]),
             stats,
         }
     }

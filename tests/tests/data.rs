@@ -1675,19 +1675,26 @@ fn an_addr_that_is_not_host_port_is_refused_before_dialling() {
 
 /// `check` reads each key back through another address than the one that
 /// wrote it: an address listed twice (a port left unchanged) would defeat
-/// that without a word, and is refused before anything is written.
+/// that without a word, and is refused before anything is written. `load`
+/// refuses one too: it got connections of its own, and "going on with" the
+/// address that had just failed.
 #[test]
-fn check_refuses_an_address_listed_twice() {
-    let out = tests::Client::bare()
-        .args(["--addr", "127.0.0.1:7101, 127.0.0.1:7101", "check"])
-        .run();
-    assert_eq!(out.code(), 2, "{}", out.stderr);
-    assert!(
-        out.stderr
-            .starts_with("error: --addr lists 127.0.0.1:7101 twice; check reads each key back"),
-        "{}",
-        out.stderr
-    );
+fn check_and_load_refuse_an_address_listed_twice() {
+    for (command, why) in [
+        ("check", "check reads each key back"),
+        ("load", "load moves on to the next address"),
+    ] {
+        let out = tests::Client::bare()
+            .args([
+                "--addr",
+                "127.0.0.1:7101, 127.0.0.1:7102,127.0.0.1:7101",
+                command,
+            ])
+            .run();
+        assert_eq!(out.code(), 2, "{}", out.stderr);
+        let refused = format!("error: --addr lists 127.0.0.1:7101 twice; {why}");
+        assert!(out.stderr.starts_with(&refused), "{}", out.stderr);
+    }
 }
 
 #[test]
