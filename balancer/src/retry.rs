@@ -8,10 +8,13 @@
 //! its first few failures.
 //!
 //! Failover is not budgeted: when a node is taken out of rotation under a
-//! request (it hung and was ejected, or its connection broke), the request
-//! moves on without a token. The ejected node gets no new requests, so such
-//! moves are bounded by what was in flight on it: they cannot feed a storm,
-//! and a busy load generator should not see errors for a single hung node.
+//! request (it hung and was ejected, its connection broke, or it is shutting
+//! down), the request moves on without a token. The ejected node gets no new
+//! requests, so such moves are bounded by what was in flight on it: they
+//! cannot feed a storm, and a busy load generator should not see errors for
+//! a single hung node. Nor is moving off a connection the balancer closed
+//! itself, worn out by late answers: its node stays in rotation, and the
+//! moves are bounded by what was in flight on that connection.
 
 use std::sync::Mutex;
 

@@ -196,8 +196,12 @@ impl Replica for ReplicaService {
         // probe: its peers declare it dead and restore N copies elsewhere.
         // (Asked first: a database stopped by a failed fsync stays in its
         // slot, and still counts its keys from its cache.)
+        // Said to the peer, not logged again at each probe (the store has
+        // logged it once), as a storage failure's status would be.
         if let Some(refused) = self.state.store.refused_for_good() {
-            return Err(refused.into());
+            return Err(Status::unavailable(format!(
+                "its store is refused until it restarts: {refused}"
+            )));
         }
         let keys = match self.state.store.len() {
             Ok(keys) => {
@@ -441,15 +445,24 @@ mod tests {
             state.store.len().is_ok(),
             "the stopped database's cache counts"
         );
-        let probe = Request::new(ProbeRequest {
-            from: Some(proto::Member {
-                name: "n2".into(),
-                addr: "127.0.0.1:7102".into(),
-                ..proto::Member::default()
-            }),
-        });
-        let refused = replica.probe(probe).await.expect_err("a probe answered");
-        assert!(refused.message().contains("storage"), "{refused}");
+        let (logged, _logging) = certs::testing::captured();
+        for _ in 0..3 {
+            let probe = Request::new(ProbeRequest {
+                from: Some(proto::Member {
+                    name: "n2".into(),
+                    addr: "127.0.0.1:7102".into(),
+                    ..proto::Member::default()
+                }),
+            });
+            let refused = replica.probe(probe).await.expect_err("a probe answered");
+            assert!(refused.message().contains("an fsync of"), "{refused}");
+        }
+        // Its peers probe it twice a second each, for as long as it runs.
+        assert!(
+            !logged.text().contains("storage failure"),
+            "{}",
+            logged.text()
+        );
     }
 
     /// Step 2 of anti-entropy lists keys and versions, and leaves out what

@@ -39,7 +39,7 @@ use std::{
     path::{Path, PathBuf},
     sync::{
         Arc, Mutex, OnceLock, PoisonError, RwLock, TryLockError, Weak,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU8, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -144,10 +144,11 @@ pub struct Store {
     reopen_asked: Arc<AtomicBool>,
     /// What the first fsync of the file that failed said ([`Watched`]).
     fsync_failed: Arc<OnceLock<String>>,
-    /// Set once a reopen found the file gone or emptied since the start, or
-    /// a write found another file (or none) at its path: nothing reopens it
-    /// again (a restart does), and it is logged once.
-    file_gone: Arc<AtomicBool>,
+    /// Set once a reopen found the file gone or emptied since the start
+    /// ([`GONE_AT_A_REOPEN`]), or a write found another file or none at its
+    /// path ([`MOVED_AWAY`]): nothing reopens it again (a restart does), and
+    /// it is logged once. 0 until then.
+    file_gone: Arc<AtomicU8>,
     /// The device and inode of the file opened ([`Store::still_at_its_path`]).
     file_id: Arc<Mutex<Option<(u64, u64)>>>,
     /// When the database was last reopened, and whether that worked: a
@@ -155,6 +156,13 @@ pub struct Store {
     reopened: Arc<Mutex<Option<Reopened>>>,
     path: PathBuf,
 }
+
+/// [`Store::file_gone`]: a reopen found the file gone or empty (and the
+/// database closed, so reads fail too)...
+const GONE_AT_A_REOPEN: u8 = 1;
+/// ...or a write found it deleted or replaced while the database was open
+/// (reads go on from the file it holds open).
+const MOVED_AWAY: u8 = 2;
 
 /// The last reopen of the database.
 #[derive(Debug, Clone, Copy)]
@@ -237,10 +245,13 @@ impl Store {
     /// made redb refuse every transaction. Writes run on tokio's blocking
     /// pool ([`Store::run`]), where waiting for the reopen holds up no one else.
     fn begin_write(&self) -> Result<WriteTransaction> {
-        self.still_at_its_path()?;
         let current = self.db.read().expect("store lock poisoned").clone();
         let db = match current {
-            Some(db) => db,
+            // (Not once it is closed: a reopen looks for the file itself.)
+            Some(db) => {
+                self.still_at_its_path()?;
+                db
+            }
             // Being reopened (wait for it), or the last reopen failed (try again).
             None => self.reopen(None)?,
         };
@@ -262,6 +273,10 @@ impl Store {
     /// a moment (a permission, an I/O error) is not taken for gone: the
     /// write finds out what its own I/O can do.
     fn still_at_its_path(&self) -> Result<()> {
+        // Found once, refused until a restart, the file put back or not.
+        if self.file_gone.load(Ordering::Acquire) != 0 {
+            return Err(self.refused_for_good().expect("the file was found gone"));
+        }
         let opened = *self.file_id.lock().expect("file id poisoned");
         let now = match std::fs::metadata(&self.path) {
             Ok(file) => Some((file.dev(), file.ino())),
@@ -271,7 +286,10 @@ impl Store {
         if opened.is_none() || now == opened {
             return Ok(());
         }
-        if !self.file_gone.swap(true, Ordering::AcqRel) {
+        let first = (self.file_gone)
+            .compare_exchange(0, MOVED_AWAY, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if first {
             error!(
                 path = %self.path.display(),
                 "the database file was deleted or replaced while the node ran; it takes no \
@@ -438,7 +456,10 @@ impl Store {
             Err(e) => e.kind() == std::io::ErrorKind::NotFound,
         };
         if gone {
-            if !self.file_gone.swap(true, Ordering::AcqRel) {
+            let first = (self.file_gone)
+                .compare_exchange(0, GONE_AT_A_REOPEN, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok();
+            if first {
                 error!(path = %self.path.display(), "the database file is gone or empty");
             }
             return Err(self.refused_for_good().expect("the file is gone"));
@@ -476,14 +497,23 @@ impl Store {
         if let Some(cause) = self.fsync_failed.get() {
             return Some(Error::Storage(after_a_failed_fsync(&self.path, cause)));
         }
-        self.file_gone.load(Ordering::Acquire).then(|| {
-            Error::Storage(format!(
+        match self.file_gone.load(Ordering::Acquire) {
+            GONE_AT_A_REOPEN => Some(Error::Storage(format!(
                 "the database file {} is gone or empty since the node started, so it is not \
                  reopened as an empty one; restart the node: it starts empty there, and \
                  anti-entropy copies back the keys other nodes also hold",
                 self.path.display()
-            ))
-        })
+            ))),
+            MOVED_AWAY => Some(Error::Storage(format!(
+                "the database file {} was deleted or replaced while the node ran, so it takes \
+                 no more writes: they would go to the file it holds open, and be lost at the \
+                 next start (reads go on from it); restart the node: it opens what is there \
+                 then (an empty database if nothing is), and anti-entropy copies back the keys \
+                 other nodes also hold",
+                self.path.display()
+            ))),
+            _ => None,
+        }
     }
 
     /// Why this store takes no more writes, if an fsync of its file failed
@@ -498,13 +528,19 @@ impl Store {
                 self.path.display()
             ));
         }
-        self.file_gone.load(Ordering::Acquire).then(|| {
-            format!(
+        match self.file_gone.load(Ordering::Acquire) {
+            GONE_AT_A_REOPEN => Some(format!(
                 "takes no more reads or writes: its database file {} is gone or empty since \
                  it started; restart the node",
                 self.path.display()
-            )
-        })
+            )),
+            MOVED_AWAY => Some(format!(
+                "takes no more writes: its database file {} was deleted or replaced while it \
+                 ran (reads go on from the file still open); restart the node",
+                self.path.display()
+            )),
+            _ => None,
+        }
     }
 
     /// The store while a reopen runs: no database in its slot, and reads
@@ -1172,19 +1208,38 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let store = Store::open(dir.path()).unwrap();
             store.apply(&record("k", 1, Some("v"))).unwrap();
-            let copy = dir.path().join("copy");
+            // The file itself, kept under another name, and a copy of it.
+            let (kept, copy) = (dir.path().join("kept"), dir.path().join("copy"));
+            std::fs::hard_link(store.path(), &kept).unwrap();
             std::fs::copy(store.path(), &copy).unwrap();
             std::fs::remove_file(store.path()).unwrap();
             if replaced {
                 std::fs::rename(&copy, store.path()).unwrap();
             }
-            for _ in 0..2 {
+            for put_back in [false, true] {
+                if put_back && !replaced {
+                    // The very file put back: refused all the same, until a
+                    // restart (status said so; what came between is unsure).
+                    std::fs::rename(&kept, store.path()).unwrap();
+                }
                 let err = (store.apply(&record("k2", 2, Some("w"))))
                     .expect_err("a write to a database whose file is gone");
-                assert!(err.to_string().contains("is gone"), "{err}");
+                assert!(
+                    err.to_string()
+                        .contains("was deleted or replaced while the node ran"),
+                    "{err}"
+                );
             }
             assert!(store.is_refused_for_good());
             assert_eq!(store.get("k").unwrap().unwrap().value.unwrap(), b"v");
+            let status = store
+                .writes_refused()
+                .expect("status says writes are refused");
+            assert!(
+                status.starts_with("takes no more writes: its database file")
+                    && status.contains("reads go on"),
+                "{status}"
+            );
         }
     }
 
