@@ -297,10 +297,10 @@ impl NodeConnection {
                         // Its own GOAWAY's words are on the requests' errors
                         // alone: the connection's has its reason only.
                         Err(e) if is_calmed_down(&e) => {
-                            info!(%addr, "h2 closed the connection for one of its own limits \
-                                          (ENHANCE_YOUR_CALM; most often {WORN_OUT_SHORT}, \
-                                          and the requests on it say so); the next request \
-                                          dials a new one");
+                            info!(%addr, "closed the connection to the node for one of h2's \
+                                          own limits (ENHANCE_YOUR_CALM; most often \
+                                          {WORN_OUT_SHORT}, and the requests on it say so); \
+                                          the next request dials a new one");
                             e.to_string()
                         }
                         Err(e) => e.to_string(),
@@ -671,8 +671,8 @@ fn is_worn_out(e: &h2::Error) -> bool {
 
 /// Whether h2 closed the connection itself for a limit of its own
 /// (ENHANCE_YOUR_CALM): too many of its own resets ([`is_worn_out`]), or
-/// too many small DATA frames from the node. The connection's own error
-/// says no more; its requests' errors say which.
+/// another (too many small DATA frames from the node, headers too large).
+/// The connection's own error says no more; its requests' errors say which.
 fn is_calmed_down(e: &h2::Error) -> bool {
     e.is_go_away() && e.is_library() && e.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM)
 }
@@ -1087,8 +1087,8 @@ mod tests {
         assert!(answered_as_this_node_answers(&answered), "{answered:?}");
         assert_eq!(connection.dials(), 2, "a new connection is dialed");
         // And the log says the balancer closed it, not the node.
-        let said = "h2 closed the connection for one of its own limits (ENHANCE_YOUR_CALM; \
-                    most often 1024 answers reset";
+        let said = "closed the connection to the node for one of h2's own limits \
+                    (ENHANCE_YOUR_CALM; most often 1024 answers reset";
         let deadline = Instant::now() + Duration::from_secs(10);
         while !logged.text().contains(said) {
             assert!(Instant::now() < deadline, "not logged:\n{}", logged.text());

@@ -651,6 +651,7 @@ impl Blame {
     }
 }
 
+/// What `status`, an attempt's failure, says about its node ([`Blame`]).
 fn blame(status: &Status) -> Blame {
     if is_shutting_down(status) {
         Blame::Leaving
