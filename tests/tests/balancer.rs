@@ -293,13 +293,20 @@ fn a_write_a_stopped_node_reads_after_its_deadline_is_not_applied() {
     cluster.signal(0, "STOP");
     let out = cluster
         .client_to_balancer(0)
-        .args(["--timeout", "1s", "put", "k", "late"])
+        .args(["--timeout", "3s", "put", "k", "late"])
         .fails();
     assert!(
         out.stderr.starts_with("DEADLINE_EXCEEDED"),
         "{}",
         out.stderr
     );
+    // It was sent on to n1 (not given up on before it left the client or
+    // the balancer), so n1 holds a write to drop when it wakes.
+    let status = cluster.balancer_status(0).expect("the balancer's status");
+    let n1_requests = (status.backends.iter())
+        .find(|b| b.name == "n1")
+        .map(|b| b.requests);
+    assert_eq!(n1_requests, Some(1), "{status:?}");
     cluster.signal(0, "CONT");
     // Taken up by n1 after the late write: once it is answered, n1 has
     // dealt with that one.
