@@ -66,7 +66,9 @@ const CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
 /// [`Http2`]'s state, in bits. How the connection ended, under [`ENDED`]:
 /// still open...
 const OPEN: u8 = 0;
-/// ...ended: the node hung up, or the connection broke...
+/// ...ended: the node hung up, or the connection broke (or is going: h2
+/// closed it for its own resets, [`is_worn_out`], its GOAWAY perhaps still
+/// being written)...
 const CLOSED: u8 = 1;
 /// ...or ended because the node stopped answering pings.
 const HUNG: u8 = 2;
@@ -354,7 +356,8 @@ pub struct Answer {
 }
 
 impl Http2 {
-    /// Whether the connection's task has ended.
+    /// Whether the connection's task has ended, or is ending and takes no
+    /// more requests (worn out): either way, the next request dials anew.
     fn is_ended(&self) -> bool {
         self.state.load(Ordering::Acquire) & ENDED != OPEN
     }
@@ -394,9 +397,10 @@ impl Http2 {
             state.fetch_or(CLOSED, Ordering::AcqRel);
         }
         let status = h2_failure(addr, e, maybe_tls);
-        match state.load(Ordering::Acquire) & ENDED {
-            HUNG if is_connection_failure(&status) => hung(addr, KEEPALIVE_TIMEOUT),
-            _ => status,
+        let hung_up_on = state.load(Ordering::Acquire) & HUNG != 0;
+        match hung_up_on && is_connection_failure(&status) {
+            true => hung(addr, KEEPALIVE_TIMEOUT),
+            false => status,
         }
     }
 

@@ -88,17 +88,8 @@ fn typed_flags_win(command: Command, args: &[std::ffi::OsString]) -> Command {
         .filter_map(|arg| arg.strip_prefix('-'))
         .flat_map(str::chars)
         .collect();
-    // A switch and its negation (`--follow`, `--no-follow`) override each
-    // other: the one typed also silences the other's variable, which clap
-    // would otherwise set beside it (it overrides only what was typed).
-    let negation = |long: &str| match long.strip_prefix("no-") {
-        Some(switch) => switch.to_string(),
-        None => format!("no-{long}"),
-    };
     command.mut_args(|arg| {
-        let was_typed = arg
-            .get_long()
-            .is_some_and(|l| long.contains(&l) || long.contains(&negation(l).as_str()))
+        let was_typed = arg.get_long().is_some_and(|l| long.contains(&l))
             || arg.get_short().is_some_and(|s| short.contains(&s));
         match was_typed {
             true => arg.env(None::<&str>),
@@ -1176,8 +1167,7 @@ mod tests {
     }
 
     /// A flag typed on the line, long or short, no longer reads its
-    /// variable, nor does its negation; one after a bare `--` is a value,
-    /// and does not count.
+    /// variable; one after a bare `--` is a value, and does not count.
     #[test]
     fn typed_flags_no_longer_read_their_variables() {
         use clap::CommandFactory as _;
@@ -1189,10 +1179,6 @@ mod tests {
             verbose: bool,
             #[arg(long, global = true)]
             addr: Option<String>,
-            #[arg(long, global = true, overrides_with = "no_follow")]
-            follow: bool,
-            #[arg(long, global = true, overrides_with = "follow")]
-            no_follow: bool,
             #[command(subcommand)]
             command: Sub,
         }
@@ -1208,21 +1194,12 @@ mod tests {
                 .map(|arg| arg.get_id().to_string())
                 .collect::<Vec<_>>()
         };
-        let all = ["timeout", "verbose", "addr", "follow", "no_follow"];
+        let all = ["timeout", "verbose", "addr"];
         assert_eq!(reading_variables(&["toy", "put", "k"]), all);
         assert_eq!(
             reading_variables(&["toy", "--timeout=5s", "put", "k", "-v"]),
-            ["addr", "follow", "no_follow"]
+            ["addr"]
         );
-        // A switch typed silences its negation's variable too, and the
-        // other way round: `--follow` with CLUSTERLAB_NO_FOLLOW=1 set was
-        // both, and the negation won.
-        for typed in ["--follow", "--no-follow"] {
-            assert_eq!(
-                reading_variables(&["toy", typed, "put", "k"]),
-                ["timeout", "verbose", "addr"]
-            );
-        }
         assert_eq!(
             reading_variables(&["toy", "put", "--", "--timeout", "-v"]),
             all

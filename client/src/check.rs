@@ -1478,7 +1478,7 @@ mod tests {
                     .unwrap()
                     .connect_lazy();
                 let client = proto::key_value_client::KeyValueClient::new(channel);
-                Lanes::new(vec![client], Duration::from_secs(60))
+                Lanes::new(vec![client])
             })
             .collect();
         Workload::new(clients, addrs.to_vec(), cli.global, args, Instant::now())

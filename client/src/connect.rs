@@ -6,8 +6,6 @@ use certs::{
     Identity, TlsMode,
     dial::{Dialer, SessionSlot},
 };
-use std::time::Duration;
-
 use proto::{
     GetRequest, GetResponse, PutRequest, PutResponse, admin_client::AdminClient,
     key_value_client::KeyValueClient,
@@ -30,52 +28,32 @@ pub const STREAMS_PER_CONNECTION: usize = 256;
 pub struct Lanes {
     clients: std::sync::Arc<[KeyValueClient<Channel>]>,
     next: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    /// The longest a request waits for its answer, connecting included.
-    bound: Duration,
 }
 
 impl Lanes {
-    /// Lanes of `clients`, which must not be empty, whose requests each wait
-    /// at most `bound` for an answer.
-    ///
-    /// The bound is ours: `--timeout` counts from when a request is sent,
-    /// and a request waits before that, in its channel's queue, while the
-    /// connection is made. At an address that takes no connection (a paused
-    /// container's: the kernel accepts, the handshake never ends), each
-    /// queued request waited for the dials of all those before it to time
-    /// out, one after another: minutes for the last of hundreds.
-    pub fn new(clients: Vec<KeyValueClient<Channel>>, bound: Duration) -> Self {
+    /// Lanes of `clients`, which must not be empty.
+    pub fn new(clients: Vec<KeyValueClient<Channel>>) -> Self {
         assert!(!clients.is_empty(), "lanes need a client");
         Lanes {
             clients: clients.into(),
             next: Default::default(),
-            bound,
         }
     }
 
     /// A `Get` on the next lane in turn.
     pub async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
-        self.bounded(self.pick().get(request)).await
+        self.pick().get(request).await
     }
 
     /// A `Put` on the next lane in turn.
     pub async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        self.bounded(self.pick().put(request)).await
+        self.pick().put(request).await
     }
 
     /// The next client in turn.
     fn pick(&self) -> KeyValueClient<Channel> {
         let turn = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.clients[turn % self.clients.len()].clone()
-    }
-
-    /// `call`, or once it has waited [`Lanes::bound`], the status tonic's
-    /// own timer gives ("Timeout expired"): no answer in time, not the
-    /// cluster's, and perhaps sent (a write's outcome unknown), as load and
-    /// check read it ([`crate::failure::no_answer_in_time`]).
-    async fn bounded<T>(&self, call: impl Future<Output = Result<T, Status>>) -> Result<T, Status> {
-        let waited = tokio::time::timeout(self.bound, call).await;
-        waited.unwrap_or_else(|_| Err(Status::cancelled(tonic::TimeoutExpired(()).to_string())))
     }
 }
 
@@ -288,10 +266,7 @@ impl Connection {
         while clients.len() < wanted {
             clients.push(self.key_value_lazy(addr)?);
         }
-        Ok(Lanes::new(
-            clients,
-            self.dialer.connect_timeout + self.timeout,
-        ))
+        Ok(Lanes::new(clients))
     }
 
     /// An `Admin` client on this connection.
@@ -376,40 +351,6 @@ impl Connection {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A request to an address that takes the connection and never answers
-    /// (a paused container's) ends at the lanes' bound, waiting to connect
-    /// or for its answer: queued behind others that each timed out their
-    /// dial, the last of hundreds waited minutes.
-    #[tokio::test]
-    async fn a_request_waits_no_longer_than_the_lanes_bound() {
-        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = silent.local_addr().unwrap();
-        // Takes each connection, and says nothing on it.
-        tokio::spawn(async move {
-            let mut held = Vec::new();
-            while let Ok((socket, _)) = silent.accept().await {
-                held.push(socket);
-            }
-        });
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect_lazy();
-        let lanes = Lanes::new(
-            vec![KeyValueClient::new(channel)],
-            Duration::from_millis(200),
-        );
-        let get = GetRequest {
-            key: "k".into(),
-            read_quorum: 0,
-        };
-        let waited = lanes.get(Request::new(get)).await.expect_err("no answer");
-        // No answer in time, as load and check read it: not the cluster's
-        // own DEADLINE_EXCEEDED, nor a request never sent.
-        assert!(crate::failure::no_answer_in_time(&waited), "{waited:?}");
-        assert!(!crate::failure::never_sent(&waited), "{waited:?}");
-        assert_eq!(crate::failure::status_code(&waited), "DEADLINE_EXCEEDED");
-    }
 
     #[test]
     fn an_address_listed_twice_is_found_whatever_lies_between() {

@@ -162,6 +162,10 @@ struct Outcome {
 
 /// Runs the load and prints the summary.
 pub async fn run(global: &Global, args: LoadArgs, mut stops: StopSignals) -> Result<(), Failure> {
+    // (Each one's own mistakes are named first, as `check` names them.)
+    for addr in global.addr.iter().filter(|a| !a.is_empty()) {
+        certs::flags::check_list_entry("--addr", addr).map_err(crate::connect::bad_addr)?;
+    }
     if let Some(twice) = crate::connect::listed_twice(&global.addr) {
         return Err(crate::connect::bad_addr(format!(
             "--addr lists {twice} twice; load moves on to the next address when one takes no \
@@ -1337,10 +1341,7 @@ mod tests {
         Workload {
             targets: Arc::new(vec![(
                 addr,
-                Lanes::new(
-                    vec![proto::key_value_client::KeyValueClient::new(channel)],
-                    Duration::from_secs(60),
-                ),
+                Lanes::new(vec![proto::key_value_client::KeyValueClient::new(channel)]),
             )]),
             current: Arc::default(),
             moves: Arc::default(),

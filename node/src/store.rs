@@ -157,7 +157,7 @@ pub struct Store {
     path: PathBuf,
 }
 
-/// [`Store::file_gone`]: a reopen found the file gone or empty (and the
+/// [`Store::file_gone`]: a reopen found the file gone, empty or replaced (and the
 /// database closed, so reads fail too)...
 const GONE_AT_A_REOPEN: u8 = 1;
 /// ...or a write found it deleted or replaced while the database was open
@@ -451,8 +451,11 @@ impl Store {
         // Gone means not found: a file that cannot be looked at for a moment
         // (a permission, an I/O error) is opened below, and fails, and is
         // tried again.
+        // Nor is another file put in its place (a backup moved there, another
+        // node's): the node would serve its keys as its own, unsaid.
+        let opened = *self.file_id.lock().expect("file id poisoned");
         let gone = match std::fs::metadata(&self.path) {
-            Ok(file) => file.len() == 0,
+            Ok(file) => file.len() == 0 || opened.is_some_and(|id| id != (file.dev(), file.ino())),
             Err(e) => e.kind() == std::io::ErrorKind::NotFound,
         };
         if gone {
@@ -460,7 +463,7 @@ impl Store {
                 .compare_exchange(0, GONE_AT_A_REOPEN, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok();
             if first {
-                error!(path = %self.path.display(), "the database file is gone or empty");
+                error!(path = %self.path.display(), "the database file is gone, empty or replaced");
             }
             return Err(self.refused_for_good().expect("the file is gone"));
         }
@@ -483,25 +486,29 @@ impl Store {
         Ok(db)
     }
 
-    /// Whether it reads and writes nothing until the node restarts (a failed
-    /// fsync, its file gone): not a reopen that may yet work.
+    /// Whether it takes no more writes until the node restarts (a failed
+    /// fsync, its file gone or replaced): not a reopen that may yet work.
+    /// Reads go on from what the stopped or deleted database can answer, if
+    /// it is still open.
     pub fn is_refused_for_good(&self) -> bool {
         self.refused_for_good().is_some()
     }
 
-    /// What a write (or a read the stopped database cannot answer) is told
-    /// instead of the store reopening it, if nothing will until a restart: an
-    /// fsync of the file failed, or a reopen found the file gone. No request
-    /// then tries again (or logs it again).
+    /// What a write (or a read the database cannot answer) is told instead
+    /// of the store reopening it, if nothing will until a restart: an fsync
+    /// of the file failed, a reopen found the file gone or replaced, or a
+    /// write found it deleted or replaced. No request then tries again (or
+    /// logs it again).
     pub fn refused_for_good(&self) -> Option<Error> {
         if let Some(cause) = self.fsync_failed.get() {
             return Some(Error::Storage(after_a_failed_fsync(&self.path, cause)));
         }
         match self.file_gone.load(Ordering::Acquire) {
             GONE_AT_A_REOPEN => Some(Error::Storage(format!(
-                "the database file {} is gone or empty since the node started, so it is not \
-                 reopened as an empty one; restart the node: it starts empty there, and \
-                 anti-entropy copies back the keys other nodes also hold",
+                "the database file {} is gone, empty or replaced since the node started, so it \
+                 is not reopened (as an empty one, or as another's); restart the node: it \
+                 opens what is there then (an empty database if nothing is), and anti-entropy \
+                 copies back the keys other nodes also hold",
                 self.path.display()
             ))),
             MOVED_AWAY => Some(Error::Storage(format!(
@@ -517,9 +524,9 @@ impl Store {
     }
 
     /// Why this store takes no more writes, if an fsync of its file failed
-    /// or its file was found gone (nor reads, then), in short, for status (a
-    /// write that is refused says it at length). A failed fsync first, as in
-    /// `refused_for_good`.
+    /// or its file was found gone or replaced (nor reads, when a reopen found
+    /// it so), in short, for status (a write that is refused says it at
+    /// length). A failed fsync first, as in `refused_for_good`.
     pub fn writes_refused(&self) -> Option<String> {
         if let Some(cause) = self.fsync_failed.get() {
             return Some(format!(
@@ -530,8 +537,8 @@ impl Store {
         }
         match self.file_gone.load(Ordering::Acquire) {
             GONE_AT_A_REOPEN => Some(format!(
-                "takes no more reads or writes: its database file {} is gone or empty since \
-                 it started; restart the node",
+                "takes no more reads or writes: its database file {} is gone, empty or \
+                 replaced since it started; restart the node",
                 self.path.display()
             )),
             MOVED_AWAY => Some(format!(
@@ -1262,7 +1269,7 @@ mod tests {
                 let err = written.expect_err("a write to a database whose file is gone");
                 assert!(
                     err.to_string()
-                        .contains("is gone or empty since the node started"),
+                        .contains("is gone, empty or replaced since the node started"),
                     "{err}"
                 );
             }
@@ -1273,7 +1280,7 @@ mod tests {
                 .expect_err("a read of a database whose file is gone");
             assert!(
                 read.to_string()
-                    .contains("is gone or empty since the node started"),
+                    .contains("is gone, empty or replaced since the node started"),
                 "{read}"
             );
             let status = store
@@ -1291,6 +1298,29 @@ mod tests {
                 "no new database was made"
             );
         }
+    }
+
+    /// Nor is another database file put in its place while the store was
+    /// closed for a reopen (a backup moved there, another node's): the node
+    /// served that file's keys as its own, saying it took writes again.
+    #[test]
+    fn a_database_file_replaced_while_closed_is_not_reopened() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.apply(&record("k", 1, Some("v"))).unwrap();
+        *store.db.write().unwrap() = None;
+        let other = tempfile::tempdir().unwrap();
+        let others = Store::open(other.path()).unwrap();
+        others.apply(&record("theirs", 1, Some("x"))).unwrap();
+        drop(others);
+        std::fs::rename(other.path().join(FILE_NAME), store.path()).unwrap();
+        let err = (store.apply(&record("k2", 2, Some("w"))))
+            .expect_err("a write to a database whose file was replaced");
+        assert!(
+            err.to_string().contains("is gone, empty or replaced"),
+            "{err}"
+        );
+        assert!(store.get("theirs").is_err(), "another's keys served");
     }
 
     /// A file backend whose writes fail while `failing` is set, as on a full

@@ -1694,6 +1694,13 @@ fn check_and_load_refuse_an_address_listed_twice() {
         assert_eq!(out.code(), 2, "{}", out.stderr);
         let refused = format!("error: --addr lists 127.0.0.1:7101 twice; {why}");
         assert!(out.stderr.starts_with(&refused), "{}", out.stderr);
+        // An address that is no address is named as that first.
+        let out = tests::Client::bare()
+            .args(["--addr", "nonsense,nonsense", command])
+            .run();
+        assert_eq!(out.code(), 2, "{}", out.stderr);
+        let refused = "error: --addr \"nonsense\" is not HOST:PORT";
+        assert!(out.stderr.starts_with(refused), "{}", out.stderr);
     }
 }
 
