@@ -144,8 +144,8 @@ pub struct Store {
     reopen_asked: Arc<AtomicBool>,
     /// What the first fsync of the file that failed said ([`Watched`]).
     fsync_failed: Arc<OnceLock<String>>,
-    /// Set once a reopen found the file gone or emptied since the start
-    /// ([`GONE_AT_A_REOPEN`]), or a write found another file or none at its
+    /// Set once a reopen found the file gone, emptied or replaced since the
+    /// start ([`GONE_AT_A_REOPEN`]), or a write found another file or none at its
     /// path ([`MOVED_AWAY`]): nothing reopens it again (a restart does), and
     /// it is logged once. 0 until then.
     file_gone: Arc<AtomicU8>,
