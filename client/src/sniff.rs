@@ -1971,17 +1971,19 @@ mod tests {
         let follow = |sniffer: &mut Sniffer, seq: u32, payload: &[u8]| {
             sniffer.follow(&Segment::parse(&frame(seq, false, payload)).unwrap())
         };
+        // A sniffer that saw the connection's SYN.
+        let connected = || {
+            let mut sniffer = Sniffer::new(vec![7000], Names::numeric());
+            let syn = frame(99, true, &[]);
+            assert!(sniffer.follow(&Segment::parse(&syn).unwrap()).is_empty());
+            sniffer
+        };
         let fin = |sniffer: &mut Sniffer, seq: u32| {
             let mut fin = frame(seq, false, &[]);
             fin[14 + 20 + 13] = 0x11; // FIN, ACK
             sniffer.follow(&Segment::parse(&fin).unwrap())
         };
-        let mut sniffer = Sniffer::new(vec![7000], Names::numeric());
-        assert!(
-            sniffer
-                .follow(&Segment::parse(&frame(99, true, &[])).unwrap())
-                .is_empty()
-        );
+        let mut sniffer = connected();
         // Records of 8 bytes at 100, 108, ...: those at 108 and 124 missed.
         assert_eq!(
             follow(&mut sniffer, 100, &application_data(b"aaa")).len(),
@@ -2005,12 +2007,7 @@ mod tests {
         }
 
         // Held when the capture ends, they are shown as at a FIN.
-        let mut sniffer = Sniffer::new(vec![7000], Names::numeric());
-        assert!(
-            sniffer
-                .follow(&Segment::parse(&frame(99, true, &[])).unwrap())
-                .is_empty()
-        );
+        let mut sniffer = connected();
         assert_eq!(
             follow(&mut sniffer, 100, &application_data(b"aaa")).len(),
             1
@@ -2025,12 +2022,7 @@ mod tests {
         assert!(lines[1].starts_with("10.0.0.1:40000 -> "), "{lines:#?}");
         assert!(sniffer.finish().is_empty(), "shown once");
 
-        let mut sniffer = Sniffer::new(vec![7000], Names::numeric());
-        assert!(
-            sniffer
-                .follow(&Segment::parse(&frame(99, true, &[])).unwrap())
-                .is_empty()
-        );
+        let mut sniffer = connected();
         let record = application_data(b"eleven byte");
         assert!(follow(&mut sniffer, 100, &record[..8]).is_empty());
         assert!(fin(&mut sniffer, 116).is_empty());
