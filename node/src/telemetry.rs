@@ -11,6 +11,7 @@
 use std::{fmt, io::Write};
 
 use tracing::{Event, Subscriber, field::Field};
+use tracing_log::NormalizeEvent;
 use tracing_subscriber::{
     EnvFilter,
     fmt::{FmtContext, FormatEvent, FormatFields, format::Writer},
@@ -246,32 +247,52 @@ where
                 .to_string()
                 .into(),
         );
-        fields.insert("level".into(), event.metadata().level().as_str().into());
+        // A line from the `log` crate (rustls writes there) comes through one
+        // callsite whose target is "log"; its own target, file and line are
+        // fields `log.target`, `log.file`... The normalized metadata puts them
+        // back where a line of ours has them.
+        let normalized = event.normalized_metadata();
+        let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
+        fields.insert("level".into(), meta.level().as_str().into());
         fields.insert("process".into(), self.process.clone().into());
-        fields.insert("target".into(), event.metadata().target().into());
-        event.record(&mut JsonVisitor(&mut fields));
+        fields.insert("target".into(), meta.target().into());
+        event.record(&mut JsonVisitor {
+            fields: &mut fields,
+            from_log: normalized.is_some(),
+        });
         writeln!(writer, "{}", serde_json::Value::Object(fields))
     }
 }
 
-struct JsonVisitor<'a>(&'a mut serde_json::Map<String, serde_json::Value>);
+struct JsonVisitor<'a> {
+    fields: &'a mut serde_json::Map<String, serde_json::Value>,
+    /// A `log` crate line: its `log.*` fields are in the metadata already.
+    from_log: bool,
+}
+
+impl JsonVisitor<'_> {
+    fn insert(&mut self, field: &Field, value: serde_json::Value) {
+        if !(self.from_log && field.name().starts_with("log.")) {
+            self.fields.insert(field.name().into(), value);
+        }
+    }
+}
 
 impl tracing::field::Visit for JsonVisitor<'_> {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.0
-            .insert(field.name().into(), format!("{value:?}").into());
+        self.insert(field, format!("{value:?}").into());
     }
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.insert(field.name().into(), value.into());
+        self.insert(field, value.into());
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.0.insert(field.name().into(), value.into());
+        self.insert(field, value.into());
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.0.insert(field.name().into(), value.into());
+        self.insert(field, value.into());
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.0.insert(field.name().into(), value.into());
+        self.insert(field, value.into());
     }
 }
 
@@ -385,6 +406,56 @@ mod tests {
             );
             assert_eq!(filter.to_string(), "info", "{value}");
         }
+    }
+
+    /// A line from the `log` crate, as rustls writes them, names its own
+    /// module in JSON, as ours do, not the bridge's callsite ("log"), and
+    /// carries no `log.*` fields beside.
+    #[test]
+    fn a_line_from_the_log_crate_keeps_its_own_target_in_json() {
+        let logged = certs::testing::Logged::default();
+        let writer = logged.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .event_format(Json {
+                process: "n1".into(),
+            })
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let record = log::Record::builder()
+                .level(log::Level::Warn)
+                .target("rustls::conn")
+                .module_path_static(Some("rustls::conn"))
+                .file_static(Some("src/conn.rs"))
+                .line(Some(7))
+                .args(format_args!("Sending fatal alert BadCertificate"))
+                .build();
+            tracing_log::format_trace(&record).unwrap();
+            tracing::info!(target: "node::store", key = "k", "ours");
+        });
+        let lines: Vec<serde_json::Value> = logged
+            .text()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        let [from_log, ours] = &lines[..] else {
+            panic!("two lines: {lines:?}")
+        };
+        assert_eq!(from_log["target"], "rustls::conn", "{from_log}");
+        assert_eq!(from_log["level"], "WARN", "{from_log}");
+        assert_eq!(
+            from_log["message"], "Sending fatal alert BadCertificate",
+            "{from_log}"
+        );
+        let fields: Vec<&String> = from_log.as_object().unwrap().keys().collect();
+        assert_eq!(
+            fields,
+            ["level", "message", "process", "target", "ts"],
+            "{from_log}"
+        );
+        // A line of ours is as it was.
+        assert_eq!(ours["target"], "node::store", "{ours}");
+        assert_eq!(ours["key"], "k", "{ours}");
     }
 
     /// A filter that does not parse says so, and info is used.

@@ -1161,13 +1161,34 @@ pub fn set_write_by<T>(request: &mut tonic::Request<T>, by: u64) {
     );
 }
 
-/// Runs `future` on a fresh single-threaded runtime (tests here are synchronous).
+/// The longest [`block_on`] waits: far beyond what any test's calls take
+/// (a minute at most on a busy machine), and well short of the ten minutes
+/// after which nextest stops a test without saying where it was.
+pub const BLOCK_ON_LIMIT: Duration = Duration::from_secs(300);
+
+/// Runs `future` on a fresh single-threaded runtime (tests here are
+/// synchronous), for [`BLOCK_ON_LIMIT`] at most: a test's loop of gRPC calls
+/// is bounded in time as well as in count, and a call that never ends (a
+/// node that hangs, a deadline not kept) fails the test naming its line.
+#[track_caller]
 pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    block_on_within(BLOCK_ON_LIMIT, future)
+}
+
+/// [`block_on`], waiting `limit` at most.
+#[track_caller]
+fn block_on_within<F: std::future::Future>(limit: Duration, future: F) -> F::Output {
+    let caller = std::panic::Location::caller();
+    let bounded = async {
+        tokio::time::timeout(limit, future)
+            .await
+            .unwrap_or_else(|_| panic!("{caller}: not done within {limit:?}"))
+    };
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("a tokio runtime")
-        .block_on(future)
+        .block_on(bounded)
 }
 
 /// Opens a gRPC channel to `addr` as the `admin` identity.
@@ -1287,6 +1308,21 @@ pub fn http_get(addr: &str, path: &str) -> Result<(u16, String), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A test's async part that never ends fails, naming the line that
+    /// started it, rather than waiting for nextest to stop the whole test.
+    #[test]
+    fn an_async_part_that_never_ends_fails_naming_its_line() {
+        let line = line!() + 2;
+        let hung = std::panic::catch_unwind(|| {
+            block_on_within(Duration::from_millis(50), std::future::pending::<()>())
+        });
+        let message = *hung.expect_err("never ends").downcast::<String>().unwrap();
+        let at = format!("{}:{line}:", file!());
+        assert!(message.starts_with(&at), "{message}");
+        assert!(message.ends_with("not done within 50ms"), "{message}");
+        assert_eq!(block_on_within(Duration::from_secs(5), async { 7 }), 7);
+    }
 
     /// A claimed port is not handed out again while its claim is held, by
     /// this process or (the same lock, another open file) any other.
