@@ -36,11 +36,13 @@ pub(crate) fn certs_tool(dir: &Path) -> &'static str {
 /// runs it (`docker compose run --rm certs` for compose's volume), with its
 /// `--out`: the kind and name are the caller's to add.
 pub fn issue_command(dir: &Path) -> String {
-    format!(
-        "{} issue --out {}",
-        certs_tool(dir),
-        crate::flags::shell_word(&dir.display().to_string())
-    )
+    format!("{} issue --out {}", certs_tool(dir), dir_word(dir))
+}
+
+/// `dir` as one shell word, for the commands advice shows: a directory
+/// with a space in it (`~/my certs`) pastes as one `--out`.
+pub(crate) fn dir_word(dir: &Path) -> String {
+    crate::flags::shell_word(&dir.display().to_string())
 }
 
 /// Whether `dir` is docker compose's certificates volume, which only the
@@ -53,7 +55,7 @@ pub fn is_compose_volume(dir: &Path) -> bool {
 /// CA: most likely `--out` names the wrong one. In docker compose the PKI
 /// is made by `docker compose up -d`, not by a clusterlab-certs on the host.
 pub(crate) fn no_pki_advice(dir: &Path) -> String {
-    let shown = crate::flags::shell_word(&dir.display().to_string());
+    let shown = dir_word(dir);
     // No directory can be made there: advice to make one would fail.
     if let Some(why) = file_in_the_way(dir) {
         return format!("{why}; give --out the directory `clusterlab-certs init` wrote");
@@ -106,7 +108,7 @@ pub(crate) fn reissue_advice(dir: &Path, name: &str, kind: impl std::fmt::Displa
              {kind} --name {name}",
             cert_path(dir, name).display(),
             key_path(dir, name).display(),
-            dir.display()
+            dir_word(dir)
         ),
     }
 }
@@ -116,7 +118,7 @@ pub(crate) fn reissue_advice(dir: &Path, name: &str, kind: impl std::fmt::Displa
 /// can no longer be revoked (`revoke` goes by the file). In docker compose,
 /// whose volume no one can delete a file from, replacing means starting over.
 pub(crate) fn name_taken_advice(dir: &Path, name: &str) -> String {
-    let revoke = format!("{} revoke --out {} {name}", certs_tool(dir), dir.display());
+    let revoke = format!("{} revoke --out {} {name}", certs_tool(dir), dir_word(dir));
     match is_compose_volume(dir) {
         true => format!(
             "choose another name (revoking this one first if it must no longer be used: \
@@ -336,7 +338,7 @@ pub(crate) fn read_error(path: &Path, source: std::io::Error) -> Error {
 /// What to do about a certificate file that is not there.
 fn missing_file_hint(path: &Path) -> String {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let shown = dir.display();
+    let shown = dir_word(dir);
     let name = path
         .file_stem()
         .and_then(|s| s.to_str())
@@ -949,6 +951,42 @@ mod tests {
             err.contains("holds no private key (expected a -----BEGIN PRIVATE KEY----- block)"),
             "{err}"
         );
+    }
+
+    /// Every command the advice shows pastes as it reads: a directory
+    /// with a space in it is one `--out`.
+    #[test]
+    fn advice_quotes_a_directory_with_a_space_as_one_word() {
+        let dir = Path::new("/home/ann/my certs");
+        let out = "--out '/home/ann/my certs'";
+        let half_made = crate::Error::HalfMade {
+            dir: dir.into(),
+            missing: "ca.key".into(),
+        };
+        let mismatch = crate::Error::CaKeyMismatch {
+            key: dir.join("ca.key"),
+            ca: dir.join("ca.pem"),
+        };
+        for advice in [
+            issue_command(dir),
+            no_pki_advice(dir),
+            reissue_advice(dir, "n1", "node"),
+            name_taken_advice(dir, "w"),
+            missing_file_hint(&dir.join("w.pem")),
+            missing_file_hint(&dir.join("ca.pem")),
+            half_made.to_string(),
+            mismatch.to_string(),
+        ] {
+            assert!(advice.contains(out), "{advice}");
+            assert!(!advice.contains("--out /home/ann/my certs"), "{advice}");
+        }
+        // Where the PKI is there and one identity is missing.
+        let temp = tempfile::tempdir().unwrap();
+        let pki = temp.path().join("my certs");
+        crate::pki::init(pki.as_path(), false).unwrap();
+        let advice = missing_file_hint(&pki.join("nobody.pem"));
+        let out = format!("--out '{}' --kind KIND --name nobody", pki.display());
+        assert!(advice.contains(&out), "{advice}");
     }
 
     #[test]

@@ -551,7 +551,7 @@ fn revoke_locked(pki: &Pki, name: &str) -> Result<Revocation> {
                  a new CA, run `{} init --force --out {}` (every certificate issued from the \
                  old one stops working)",
                 files::certs_tool(dir),
-                dir.display()
+                files::dir_word(dir)
             ),
         });
     }
@@ -729,14 +729,14 @@ fn load_ca(pki: &Pki) -> Result<Issuer<'static, KeyPair>> {
                  it is now kept",
                 left.display(),
                 files::certs_tool(&pki.dir),
-                pki.dir.display()
+                files::dir_word(&pki.dir)
             ),
             false => format!(
                 "point --ca-key at the key, or, if it is lost, start over with \
                  `{} init --force --out {}` (every certificate issued from the old CA stops \
                  working)",
                 files::certs_tool(&pki.dir),
-                pki.dir.display()
+                files::dir_word(&pki.dir)
             ),
         };
         return Err(Error::NoCaKey {

@@ -311,7 +311,7 @@ fn check_own_certificate(
              {} issue --out {} --kind {kind} --name NAME",
             ours.identity,
             files::certs_tool(dir),
-            dir.display()
+            files::dir_word(dir)
         )));
     }
     let name_for_sni = ServerName::try_from("clusterlab").expect("a valid name");
