@@ -838,14 +838,32 @@ impl Batch {
         }
         let records = std::mem::take(&mut self.records);
         self.bytes = 0;
-        state
+        let (count, write_by) = (records.len(), self.write_by());
+        let written = state
             .store
-            .run(move |s| s.apply_many(&records))
-            .await
-            .map_err(|e| match failed {
+            .run(move |s| s.apply_many_by(&records, Some(write_by)))
+            .await;
+        written.map_err(|e| {
+            let e = match e {
+                crate::Error::Overdue(_) => format!(
+                    "the peer's records ({count}) waited for the store to take them until past                      half the tombstone grace ({:?}): they could be older than a delete whose                      tombstone was collected meanwhile, so they are asked for again next round",
+                    state.tombstone_grace
+                ),
+                e => e.to_string(),
+            };
+            match failed {
                 Some(why) => format!("{why}; writing the records that came before failed too: {e}"),
-                None => e.to_string(),
-            })
+                None => e,
+            }
+        })
+    }
+
+    /// [`Batch::write_until`] as the moment the store goes by (Unix ms): a
+    /// batch's write may wait for redb's one writer, and a tombstone
+    /// collection that goes first may remove a delete newer than its records.
+    fn write_by(&self) -> u64 {
+        let left = (self.write_until).saturating_duration_since(tokio::time::Instant::now());
+        proto::deadline::write_by(left)
     }
 }
 
@@ -864,9 +882,11 @@ impl Drop for Batch {
         };
         let records = std::mem::take(&mut self.records);
         let state = self.state.clone();
+        let write_by = self.write_by();
         runtime.spawn(async move {
             let count = records.len();
-            if let Err(e) = state.store.run(move |s| s.apply_many(&records)).await {
+            let written = state.store.run(move |s| s.apply_many_by(&records, Some(write_by)));
+            if let Err(e) = written.await {
                 warn!(records = count, error = %e, "writing what a given-up exchange brought failed");
             }
         });

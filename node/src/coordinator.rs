@@ -895,11 +895,12 @@ impl Coordinator {
                     let result =
                         in_time(this.store_on(replica.clone(), newest.clone(), Some(repair_by)))
                             .await;
-                    (replica, held, newest.version, result)
+                    // Its own end, not the slowest repair's.
+                    (replica, held, newest.version, result, started.elapsed())
                 }
             },
         );
-        for (replica, held, sent, result) in futures::future::join_all(repairs).await {
+        for (replica, held, sent, result, at) in futures::future::join_all(repairs).await {
             let had = held
                 .as_ref()
                 .map_or_else(|| "nothing".to_string(), |r| r.version.to_string());
@@ -921,13 +922,7 @@ impl Coordinator {
                     format!("had {had}; repair failed: {}", e.detail()),
                 ),
             };
-            trace.replica(
-                replica,
-                outcome,
-                version.as_ref(),
-                started.elapsed(),
-                detail,
-            );
+            trace.replica(replica, outcome, version.as_ref(), at, detail);
         }
         for answer in answered.iter().filter(|answer| !is_stale(&answer.held)) {
             let version = answer.held.as_ref().map(|r| &r.version);
@@ -1003,10 +998,12 @@ impl Coordinator {
         // Where the rest begins, if there is more.
         let next = loop {
             rounds += 1;
-            let page = self.scan_page(&asked, &prefix, &cursor, limit).await;
-            heard.round(rounds, started.elapsed(), page.counts, &page.failures);
-            asked.retain(|member| page.failures.iter().all(|(m, _)| m != member));
-            failed.extend(page.failures);
+            let page = self
+                .scan_page(&asked, &prefix, &cursor, limit, started)
+                .await;
+            heard.round(rounds, page.counts, &page.failures);
+            asked.retain(|member| page.failures.iter().all(|(m, ..)| m != member));
+            failed.extend(page.failures.into_iter().map(|(m, e, _)| (m, e)));
             if failed.len() > tolerated {
                 let reasons: Vec<String> = failed
                     .iter()
@@ -1047,13 +1044,15 @@ impl Coordinator {
         Ok((found, next, trace.finish()))
     }
 
-    /// One round of a scan: a page from every member, merged.
+    /// One round of a scan: a page from every member, merged; each answer
+    /// and failure noted with when it came, that time after `started`.
     async fn scan_page(
         &self,
         members: &[String],
         prefix: &str,
         after: &str,
         limit: usize,
+        started: Instant,
     ) -> ScanPage {
         let request = LocalScanRequest {
             prefix: prefix.to_string(),
@@ -1093,9 +1092,10 @@ impl Coordinator {
         let mut merged: BTreeMap<String, Record> = BTreeMap::new();
         let mut page = ScanPage::default();
         while let Some((member, result)) = answers.recv().await {
+            let at = started.elapsed();
             match result {
                 Ok((records, more)) => {
-                    page.counts.push((member, records.len()));
+                    page.counts.push((member, records.len(), at));
                     if more && let Some(last) = records.last() {
                         let cutoff = page.cutoff.get_or_insert_with(|| last.key.clone());
                         if last.key < *cutoff {
@@ -1111,7 +1111,7 @@ impl Coordinator {
                         }
                     }
                 }
-                Err(e) => page.failures.push((member, e)),
+                Err(e) => page.failures.push((member, e, at)),
             }
         }
         // Past the cutoff, a member that stopped early may hold newer versions.
@@ -1130,8 +1130,10 @@ struct ScanPage {
     complete: Vec<Record>,
     /// The smallest "last key" of members that had more; `None` if none had.
     cutoff: Option<String>,
-    counts: Vec<(String, usize)>,
-    failures: Vec<(String, ReplicaError)>,
+    /// Each member that answered: its records, and when it answered.
+    counts: Vec<(String, usize, Duration)>,
+    /// Each member that failed: why, and when.
+    failures: Vec<(String, ReplicaError, Duration)>,
 }
 
 /// What each member said over a scan's rounds, for its trace: every
@@ -1147,21 +1149,20 @@ struct ScanHeard {
 }
 
 impl ScanHeard {
-    /// Round `round`'s answers, `at` that time into the scan.
+    /// Round `round`'s answers and failures, each with when it came.
     fn round(
         &mut self,
         round: usize,
-        at: Duration,
-        counts: Vec<(String, usize)>,
-        failures: &[(String, ReplicaError)],
+        counts: Vec<(String, usize, Duration)>,
+        failures: &[(String, ReplicaError, Duration)],
     ) {
-        for (member, count) in counts {
+        for (member, count, at) in counts {
             match self.answered.iter_mut().find(|(m, ..)| *m == member) {
                 Some((_, total, last)) => (*total, *last) = (*total + count, at),
                 None => self.answered.push((member, count, at)),
             }
         }
-        for (member, e) in failures {
+        for (member, e, at) in failures {
             self.answered.retain(|(m, ..)| m != member);
             let detail = match round {
                 1 => e.detail(),
@@ -1170,7 +1171,7 @@ impl ScanHeard {
                     e.detail()
                 ),
             };
-            self.failed.push((member.clone(), e.outcome(), detail, at));
+            self.failed.push((member.clone(), e.outcome(), detail, *at));
         }
     }
 
@@ -1333,24 +1334,32 @@ mod tests {
     fn a_scans_trace_names_a_failure_in_any_round() {
         let mut heard = ScanHeard::default();
         let ms = Duration::from_millis;
-        let counts = |n3: bool| {
-            let mut counts = vec![("n1".to_string(), 2), ("n2".to_string(), 1)];
-            counts.extend(n3.then(|| ("n3".to_string(), 2)));
+        // n2 answers each round last, later than n1.
+        let counts = |at: u64, n3: bool| {
+            let mut counts = vec![
+                ("n1".to_string(), 2, ms(at)),
+                ("n2".to_string(), 1, ms(at + 300)),
+            ];
+            counts.extend(n3.then(|| ("n3".to_string(), 2, ms(at + 1))));
             counts
         };
-        heard.round(1, ms(5), counts(true), &[]);
+        heard.round(1, counts(5, true), &[]);
         heard.round(
             2,
-            ms(9),
-            counts(false),
-            &[("n3".into(), ReplicaError::TimedOut)],
+            counts(400, false),
+            &[("n3".into(), ReplicaError::TimedOut, ms(2400))],
         );
-        heard.round(3, ms(12), counts(false), &[]);
+        heard.round(3, counts(2500, false), &[]);
         let mut trace = TraceBuilder::new("n1", 1);
         heard.report(3, &mut trace);
-        let said: Vec<(String, Outcome, String)> = trace
-            .finish()
-            .replicas
+        let replicas = trace.finish().replicas;
+        // Each member's last answer, or its failure, when it came.
+        let at: Vec<(&str, u64)> = replicas
+            .iter()
+            .map(|r| (r.node.as_str(), r.latency_us / 1000))
+            .collect();
+        assert_eq!(at, [("n1", 2500), ("n2", 2800), ("n3", 2400)]);
+        let said: Vec<(String, Outcome, String)> = replicas
             .into_iter()
             .map(|r| (r.node.clone(), r.outcome(), r.detail))
             .collect();

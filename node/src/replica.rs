@@ -235,7 +235,8 @@ impl Replica for ReplicaService {
         let _when_dropped = abandoned.clone().drop_guard();
         let digest = (self.state.store)
             .run(move |s| shared.digest(s, &abandoned))
-            .await?;
+            .await
+            .map_err(crate::Error::for_a_peer)?;
         let named: HashSet<u32> = request.ranges.iter().copied().collect();
         let wanted = |range: u32| named.is_empty() || named.contains(&range);
         let ranges = digest
@@ -308,7 +309,8 @@ impl Replica for ReplicaService {
             .state
             .store
             .run(move |s| s.scan(&request.prefix, &request.start_after, limit, true))
-            .await?;
+            .await
+            .map_err(crate::Error::for_a_peer)?;
         Ok(Response::new(LocalScanResponse {
             records: records.into_iter().map(Into::into).collect(),
             more,
@@ -429,6 +431,40 @@ mod tests {
         state.store.stop_as_after_a_failed_fsync();
         let refused = replica.probe(probe()).await.expect_err("a probe answered");
         assert!(refused.message().contains("storage"), "{refused}");
+    }
+
+    /// A peer's scan that meets a storage failure answers in the store's own
+    /// words, as a read does, for the coordinator's failure to name: not
+    /// "see its log", which is another node's.
+    #[tokio::test]
+    #[expect(
+        clippy::await_holding_lock,
+        reason = "the reopen is to be under way while the scan runs; nothing else takes it"
+    )]
+    async fn a_scan_that_meets_a_storage_failure_says_what_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = crate::in_process::node_state(dir.path());
+        let replica = ReplicaService::new(state.clone());
+        let _reopening = state.store.as_during_a_reopen();
+        let scan = Request::new(LocalScanRequest {
+            from: "n2".into(),
+            ..LocalScanRequest::default()
+        });
+        let read = Request::new(ReadRequest {
+            key: "k".into(),
+            from: "n2".into(),
+        });
+        let (logged, _logging) = certs::testing::captured();
+        let scan = replica.scan_local(scan).await.expect_err("scanned");
+        let read = replica.read(read).await.expect_err("read");
+        assert_eq!(scan.code(), tonic::Code::Internal, "{scan}");
+        assert!(scan.message().starts_with("storage error: "), "{scan}");
+        assert_eq!(scan.message(), read.message());
+        assert!(
+            logged.text().contains("storage failure"),
+            "{}",
+            logged.text()
+        );
     }
 
     /// A failed fsync in a commit leaves the stopped database in its slot,

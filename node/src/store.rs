@@ -605,6 +605,26 @@ impl Store {
         self.apply_by(record, None)
     }
 
+    /// A write transaction, unless `write_by` (Unix ms) has passed
+    /// ([`Error::Overdue`]): looked at before the wait for redb's one writer,
+    /// so that a write late already takes no turn, and again once it has
+    /// begun ([`Store::apply_by`] says why).
+    fn begin_write_by(&self, write_by: Option<u64>) -> Result<WriteTransaction> {
+        let overdue = || {
+            write_by
+                .and_then(proto::deadline::overdue)
+                .map(Error::Overdue)
+        };
+        if let Some(late) = overdue() {
+            return Err(late);
+        }
+        let txn = self.begin_write()?;
+        match overdue() {
+            Some(late) => Err(late),
+            None => Ok(txn),
+        }
+    }
+
     /// [`Store::apply`], unless `write_by` (Unix ms) has passed by the time
     /// the write transaction begins: then it is refused ([`Error::Overdue`]).
     ///
@@ -616,20 +636,7 @@ impl Store {
     /// outlive. Inside the transaction, the check and the write are one step
     /// against every other writer.
     pub fn apply_by(&self, record: &Record, write_by: Option<u64>) -> Result<Applied> {
-        let overdue = || {
-            write_by
-                .and_then(proto::deadline::overdue)
-                .map(Error::Overdue)
-        };
-        // Once before the wait, so that a write late already takes no turn.
-        if let Some(late) = overdue() {
-            return Err(late);
-        }
-        let txn = self.begin_write()?;
-        if let Some(late) = overdue() {
-            drop(txn);
-            return Err(late);
-        }
+        let txn = self.begin_write_by(write_by)?;
         let applied = (|| {
             let mut table = txn.open_table(RECORDS).map_err(storage)?;
             let current = match table.get(record.key.as_str()).map_err(storage)? {
@@ -838,7 +845,15 @@ impl Store {
     /// does, except that a record at the very version already stored is
     /// skipped, not refused as [`Error::Aborted`]. Returns how many changed.
     pub fn apply_many(&self, records: &[Record]) -> Result<usize> {
-        let txn = self.begin_write()?;
+        self.apply_many_by(records, None)
+    }
+
+    /// [`Store::apply_many`], unless `write_by` (Unix ms) has passed by the
+    /// time the write transaction begins, as [`Store::apply_by`]: for records
+    /// anti-entropy copies, which must not be written once a delete newer
+    /// than them may have been collected.
+    pub fn apply_many_by(&self, records: &[Record], write_by: Option<u64>) -> Result<usize> {
+        let txn = self.begin_write_by(write_by)?;
         let mut changed = 0;
         {
             let mut table = txn.open_table(RECORDS).map_err(storage)?;
@@ -1131,19 +1146,42 @@ mod tests {
     /// fails the test.
     #[test]
     fn a_write_whose_deadline_passes_while_it_waits_for_the_writer_is_refused() {
+        overdue_while_waiting_is_refused(|store, record, write_by| {
+            store.apply_by(record, Some(write_by)).map(|a| a.changed)
+        });
+    }
+
+    /// The same of a batch anti-entropy copies ([`Store::apply_many_by`]).
+    #[test]
+    fn a_batch_whose_deadline_passes_while_it_waits_for_the_writer_is_refused() {
+        overdue_while_waiting_is_refused(|store, record, write_by| {
+            let batch = [record.clone()];
+            store.apply_many_by(&batch, Some(write_by)).map(|n| n == 1)
+        });
+    }
+
+    /// Writes with `write` (true if it changed something) in time, then with
+    /// a deadline that passes while the writer is held, then with one passed.
+    fn overdue_while_waiting_is_refused(
+        write: impl Fn(&Store, &Record, u64) -> Result<bool> + Clone + Send + 'static,
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(dir.path()).unwrap());
         let in_time = proto::deadline::write_by(Duration::from_secs(60));
-        let stored = store.apply_by(&record("early", 1, Some("v")), Some(in_time));
-        assert!(stored.unwrap().changed);
+        let stored = write(&store, &record("early", 1, Some("v")), in_time);
+        assert!(stored.unwrap());
 
         // Time enough for the write to reach the writer's door first.
         let write_by = proto::deadline::write_by(Duration::from_secs(2));
         let held = store.begin_write().unwrap();
         let (done, finished) = std::sync::mpsc::channel();
-        let waiting = store.clone();
+        let (waiting, late_write) = (store.clone(), write.clone());
         std::thread::spawn(move || {
-            let _ = done.send(waiting.apply_by(&record("late", 1, Some("v")), Some(write_by)));
+            let _ = done.send(late_write(
+                &waiting,
+                &record("late", 1, Some("v")),
+                write_by,
+            ));
         });
         let deadline = Instant::now() + Duration::from_secs(30);
         while proto::deadline::overdue(write_by).is_none() {
@@ -1165,7 +1203,7 @@ mod tests {
         let late = store.clone();
         let passed = proto::deadline::write_by(Duration::ZERO) - 1_000;
         std::thread::spawn(move || {
-            let _ = done.send(late.apply_by(&record("later", 1, Some("v")), Some(passed)));
+            let _ = done.send(write(&late, &record("later", 1, Some("v")), passed));
         });
         let refused = finished
             .recv_timeout(Duration::from_secs(60))

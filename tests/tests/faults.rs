@@ -179,6 +179,21 @@ fn a_scan_of_many_rounds_does_not_wait_on_a_paused_member_each_round() {
     }
     cluster.client().args(["put", "s/z", "last"]).ok();
     cluster.client_to(2).args(["fault", "n3", "--pause"]).ok();
+    // In one round, each member's part ends when it answered: n1 at once,
+    // not when n3's 2 s ran out (every member showed the round's end).
+    let one_round = cluster
+        .client()
+        .args(["--timeout", "60s", "--json", "scan", "--prefix", "s/"])
+        .ok()
+        .json();
+    let at = |node: &str| {
+        let replicas = one_round["trace"]["replicas"].as_array().unwrap();
+        let report = replicas.iter().find(|r| r["node"] == node);
+        report.unwrap_or_else(|| panic!("{node}: {one_round}"))["latency_us"]
+            .as_u64()
+            .unwrap()
+    };
+    assert!(at("n1") < at("n3"), "{one_round}");
     // A page of one: a round for each deleted key, and one more.
     let out = cluster
         .client()
