@@ -156,11 +156,8 @@ exit 1"#,
     // test needs no Debian.
     let keyring = bin.path().join("keyring.gpg");
     std::fs::write(&keyring, "keys").unwrap();
-    let out = Command::new(root().join("scripts").join("install-compose-v2"))
-        .env("PATH", path_with(bin.path()))
-        .env("HOME", home.path())
+    let out = install_compose_v2(path_with(bin.path()), home.path())
         .env("DEBIAN_ARCHIVE_KEYRING", &keyring)
-        .env_remove("DOCKER_CONFIG")
         .output()
         .expect("running scripts/install-compose-v2");
     let stderr = stderr(&out);
@@ -175,4 +172,146 @@ exit 1"#,
         std::fs::read_dir(home.path()).unwrap().next().is_none(),
         "something was installed"
     );
+}
+
+/// `scripts/rust-image` and `scripts/install-compose-v2` take no arguments:
+/// `--help` says what they do, and anything else is refused, before either
+/// runs anything (`--help` ran a whole debootstrap, or installed Compose).
+#[test]
+fn the_install_scripts_answer_help_and_refuse_arguments_running_nothing() {
+    let bin = tempfile::tempdir().unwrap();
+    let ran = bin.path().join("ran");
+    // Stand-ins that would let each script go on, noting that they ran.
+    for program in ["docker", "debootstrap", "curl", "dpkg"] {
+        let body = format!("echo {program} >> '{}'; exit 1", ran.display());
+        stand_in(bin.path(), program, &body);
+    }
+    for script in ["rust-image", "install-compose-v2"] {
+        let run = |args: &[&str]| {
+            Command::new(root().join("scripts").join(script))
+                .args(args)
+                .env("PATH", path_with(bin.path()))
+                .output()
+                .expect("running the script")
+        };
+        let help = run(&["--help"]);
+        let usage = String::from_utf8_lossy(&help.stdout);
+        assert_eq!(help.status.code(), Some(0), "{script}: {}", stderr(&help));
+        assert!(usage.contains(&format!("scripts/{script}")), "{usage}");
+        assert!(!usage.contains("set -euo"), "{usage}");
+        for wrong in [&["bogus"][..], &["--help", "extra"]] {
+            let out = run(wrong);
+            assert_eq!(out.status.code(), Some(2), "{script} {wrong:?}");
+            assert!(
+                stderr(&out).contains(&format!(
+                    "scripts/{script}: unexpected arguments '{}'; it takes none",
+                    wrong.join(" ")
+                )),
+                "{}",
+                stderr(&out)
+            );
+        }
+        assert!(
+            !ran.exists(),
+            "{script} ran {:?}",
+            std::fs::read_to_string(&ran)
+        );
+    }
+}
+
+/// `scripts/install-compose-v2` without curl says so, and how to get it,
+/// before anything is fetched: it blamed the mirror, then failed with
+/// bash's "command not found".
+#[test]
+fn install_compose_v2_names_a_missing_tool_first() {
+    // A PATH of bash and the stand-ins alone: no curl on it.
+    let bin = tempfile::tempdir().unwrap();
+    let bash = which("bash");
+    std::os::unix::fs::symlink(bash, bin.path().join("bash")).unwrap();
+    stand_in(bin.path(), "docker", "exit 1");
+    stand_in(bin.path(), "dpkg", "echo amd64");
+    let home = tempfile::tempdir().unwrap();
+    let out = install_compose_v2(bin.path(), home.path())
+        .output()
+        .expect("running scripts/install-compose-v2");
+    let stderr = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with(
+            "install-compose-v2: needs curl, which is not on the PATH: apt-get install curl"
+        ),
+        "{stderr}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).is_empty());
+}
+
+/// `scripts/install-compose-v2` with `path` for its PATH, installing (if
+/// it gets so far) under `home`.
+fn install_compose_v2(path: impl AsRef<std::ffi::OsStr>, home: &Path) -> Command {
+    let mut command = Command::new(root().join("scripts").join("install-compose-v2"));
+    command
+        .env("PATH", path)
+        .env("HOME", home)
+        .env_remove("DOCKER_CONFIG");
+    command
+}
+
+/// Where `program` is on this machine's PATH.
+fn which(program: &str) -> PathBuf {
+    std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .map(|dir| Path::new(dir).join(program))
+        .find(|path| path.is_file())
+        .unwrap_or_else(|| panic!("no {program} on the PATH"))
+}
+
+/// `scripts/docker-build` packages the binaries where cargo put them: with
+/// `CARGO_TARGET_DIR` (or a `build.target-dir`) set, not `./target`, whose
+/// older binaries it copied into the image, or failed for want of them.
+#[test]
+fn docker_build_packages_the_binaries_from_cargos_target_directory() {
+    let bin = tempfile::tempdir().unwrap();
+    let target = tempfile::tempdir().unwrap();
+    let triple = "x86_64-unknown-linux-gnu";
+    let release = target.path().join(triple).join("release");
+    let built = bin.path().join("built");
+    // cargo answers `metadata` with the target directory, and a build
+    // writes each binary there, holding its name.
+    let cargo = format!(
+        r#"case "$1" in
+  metadata) echo '{{"packages":[],"target_directory":"{target}","version":1}}' ;;
+  build) mkdir -p '{release}'
+    for b in clusterlab clusterlab-node clusterlab-balancer clusterlab-certs; do
+      echo "new $b" > '{release}'/$b
+    done ;;
+  *) exit 1 ;;
+esac"#,
+        target = target.path().display(),
+        release = release.display(),
+    );
+    stand_in(bin.path(), "cargo", &cargo);
+    stand_in(bin.path(), "rustc", &format!("echo 'host: {triple}'"));
+    stand_in(bin.path(), "ldd", "echo 'statically linked'");
+    // docker build: what its context holds; image inspect: a size.
+    let docker = format!(
+        r#"case "$1" in
+  build) for last; do :; done; cat "$last"/clusterlab* > '{built}' ;;
+  image) echo 1000 ;;
+esac"#,
+        built = built.display(),
+    );
+    stand_in(bin.path(), "docker", &docker);
+    let out = Command::new(root().join("scripts").join("docker-build"))
+        .env("PATH", path_with(bin.path()))
+        .env("CARGO_TARGET_DIR", target.path())
+        .output()
+        .expect("running scripts/docker-build");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let packaged = std::fs::read_to_string(&built).expect("docker build ran");
+    assert_eq!(
+        packaged,
+        "new clusterlab\nnew clusterlab-balancer\nnew clusterlab-certs\nnew clusterlab-node\n"
+    );
+    assert!(target.path().join("docker-context").is_dir());
 }
