@@ -354,7 +354,15 @@ impl Router {
                     match blame {
                         // It answers the reads it took: they wait for it.
                         Blame::Leaving => {
-                            backend.eject(status.message().to_string(), Waiting::Stay, events)
+                            let reason = match proto::is_leaving(&status) {
+                                true => format!(
+                                    "{} is shutting down: it turned away the requests it held \
+                                     unstarted, and finishes those it began",
+                                    backend.name()
+                                ),
+                                false => status.message().to_string(),
+                            };
+                            backend.eject(reason, Waiting::Stay, events)
                         }
                         Blame::Broken => {
                             let reason = format!("connection failed: {}", status.message());
@@ -625,7 +633,8 @@ fn write_by(remaining: Duration, clients: Option<u64>) -> HeaderValue {
 /// What a failed attempt says about its node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Blame {
-    /// It is shutting down (GOAWAY without an error): it took no new
+    /// It is shutting down (GOAWAY without an error, or its refusal of a
+    /// request it held unstarted, [`proto::LEAVING`]): it took no new
     /// requests, and did not fail. Out of rotation; the reads it took wait
     /// for it.
     Leaving,
@@ -653,7 +662,7 @@ impl Blame {
 
 /// What `status`, an attempt's failure, says about its node ([`Blame`]).
 fn blame(status: &Status) -> Blame {
-    if is_shutting_down(status) {
+    if is_shutting_down(status) || proto::is_leaving(status) {
         Blame::Leaving
     } else if is_worn_out_connection(status) {
         Blame::Ours
@@ -1050,6 +1059,9 @@ mod tests {
         );
         let leaving = crate::connection::shutting_down("n1:7100");
         assert_eq!(blame(&leaving), Blame::Leaving);
+        // Its refusal of a request it held, before its GOAWAY: not an outlier's.
+        let turned_away = proto::leaving(Status::unavailable("n1 is shutting down"));
+        assert_eq!(blame(&turned_away), Blame::Leaving);
         let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
         let broken = Status::from_error(Box::new(refused));
         assert_eq!(blame(&broken), Blame::Broken);
@@ -1059,6 +1071,7 @@ mod tests {
         for (status, fails_over) in [
             (&worn_out, true),
             (&leaving, true),
+            (&turned_away, true),
             (&broken, true),
             (&Status::unavailable("no quorum"), false),
         ] {

@@ -137,7 +137,7 @@ impl Faults {
     pub async fn refused_at_shutdown(&self, held: &str) -> Status {
         let mut stopping = self.stopping.subscribe();
         let _ = stopping.wait_for(|&stopping| stopping).await;
-        proto::not_applied(Status::unavailable(format!(
+        proto::leaving(Status::unavailable(format!(
             "{} is shutting down, and did not start this request ({held}); \
              it is safe to send again",
             self.node

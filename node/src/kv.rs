@@ -644,6 +644,8 @@ mod tests {
         let held = kv.admit(&retry()).await.unwrap_err();
         assert!(held.message().contains("is shutting down"), "{held:?}");
         assert!(!proto::was_not_applied(&held), "{held:?}");
+        // Leaving, whatever the write's history: a balancer fails it over.
+        assert!(proto::is_leaving(&held), "{held:?}");
     }
 
     /// A paused node holds a request that brings no deadline until its own

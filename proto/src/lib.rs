@@ -88,6 +88,27 @@ pub fn not_applied(mut status: tonic::Status) -> tonic::Status {
     status
 }
 
+/// Metadata on a node's refusal of a request it held unstarted (on a pause,
+/// added latency or `--capacity`) when it began to shut down: the node is
+/// leaving, not failing. A balancer takes it out of rotation as it does on
+/// the node's GOAWAY, and sends the request on to another node without
+/// counting an error against it or spending its retry budget.
+pub const LEAVING: &str = "clusterlab-leaving";
+
+/// Marks `status` with [`LEAVING`] (and [`NOT_APPLIED`]: nothing was done).
+pub fn leaving(status: tonic::Status) -> tonic::Status {
+    let mut status = not_applied(status);
+    status
+        .metadata_mut()
+        .insert(LEAVING, tonic::metadata::MetadataValue::from_static("1"));
+    status
+}
+
+/// Whether `status` is a node's refusal as it shuts down ([`LEAVING`]).
+pub fn is_leaving(status: &tonic::Status) -> bool {
+    status.metadata().contains_key(LEAVING)
+}
+
 /// `status` without [`NOT_APPLIED`]: a refusal of a retry, whose first
 /// attempt may have been applied, says nothing of whether the write was.
 pub fn maybe_applied(mut status: tonic::Status) -> tonic::Status {

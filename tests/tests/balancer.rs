@@ -406,15 +406,32 @@ fn reads_reaching_n2(cluster: &TestCluster, concurrency: u32) -> tests::Running 
             "10s",
         ])
         .spawn();
-    wait_until("reads to reach n2", SETTLE, || {
-        let status = cluster.balancer_status(0);
-        status.is_ok_and(|s| {
-            s.backends
-                .iter()
-                .any(|b| b.name == "n2" && b.requests >= 50)
-        })
-    });
+    wait_for_n2(cluster, "reads to reach n2", |n2| n2.requests >= 50);
     load
+}
+
+/// Stops n2 gracefully (SIGTERM) under `load`, which must see no errors;
+/// returns what balancer 0 then says of n2.
+fn stop_n2_under(cluster: &mut TestCluster, load: tests::Running) -> proto::BackendStatus {
+    cluster.signal(1, "TERM");
+    let exit = cluster.wait_exit(1, SETTLE);
+    assert!(exit.success(), "n2 exited with {exit}");
+    let json = load.finish().json();
+    assert_eq!(json["errors"], serde_json::json!({}), "{json}");
+    let status = cluster.balancer_status(0).unwrap();
+    status
+        .backends
+        .into_iter()
+        .find(|b| b.name == "n2")
+        .unwrap()
+}
+
+/// Waits until balancer 0 reports n2 as `holds` has it.
+fn wait_for_n2(cluster: &TestCluster, what: &str, holds: impl Fn(&proto::BackendStatus) -> bool) {
+    wait_until(what, SETTLE, || {
+        let status = cluster.balancer_status(0);
+        status.is_ok_and(|s| s.backends.iter().any(|b| b.name == "n2" && holds(b)))
+    });
 }
 
 /// Reads already waiting on a node that hangs do not wait out their deadline:
@@ -478,18 +495,7 @@ fn a_node_shutting_down_is_ejected_as_such_and_no_request_fails() {
     };
     let load = reads_reaching_n2(&cluster, 32);
     let ejected_before = about("backend.ejected", "n2").len();
-    cluster.signal(1, "TERM");
-    let exit = cluster.wait_exit(1, SETTLE);
-    assert!(exit.success(), "n2 exited with {exit}");
-    let json = load.finish().json();
-    assert_eq!(json["errors"], serde_json::json!({}), "{json}");
-    let status = cluster.balancer_status(0).unwrap();
-    let n2 = status
-        .backends
-        .iter()
-        .find(|b| b.name == "n2")
-        .unwrap()
-        .clone();
+    let n2 = stop_n2_under(&mut cluster, load);
     assert_eq!(n2.health, "ejected", "{n2:?}");
 
     let ejections = about("backend.ejected", "n2").split_off(ejected_before);
@@ -526,6 +532,32 @@ fn a_node_shutting_down_is_ejected_as_such_and_no_request_fails() {
     });
     let ejected = about("backend.ejected", "n3").split_off(ejected_before);
     assert!(ejected.len() == 1 && said_so(&ejected[0]), "{ejected:?}");
+}
+
+/// A node shutting down turns away the requests it holds unstarted (on a
+/// latency fault here; on a pause or `--capacity` the same) before its
+/// GOAWAY. Those refusals say it is leaving: the balancer sends them on
+/// without spending its retry budget and counts no error against the node.
+/// They read as the node failing: past the budget's reserve of 10 they
+/// reached the load as errors, and each counted as one of n2's.
+#[test]
+fn requests_a_node_turns_away_as_it_shuts_down_go_elsewhere_without_blame() {
+    let mut cluster = TestCluster::start_with(3, &["--dead-after", "60s"]);
+    cluster.start_balancer(&[]);
+    let load = reads_reaching_n2(&cluster, 32);
+    cluster
+        .client_to(1)
+        .args(["fault", "n2", "--latency", "4s"])
+        .ok();
+    // More held at n2 than the budget's reserve could send on.
+    wait_for_n2(&cluster, "reads to pile up at the slowed n2", |n2| {
+        n2.in_flight >= 20
+    });
+    let n2 = stop_n2_under(&mut cluster, load);
+    assert_eq!(n2.errors, 0, "{n2:?}");
+    // "is shutting down", or "has shut down" once it is gone.
+    let said_so = ["is shutting down", "has shut down"];
+    assert!(said_so.iter().any(|s| n2.reason.contains(s)), "{n2:?}");
 }
 
 /// A value at the size limit crosses the balancer both ways: in, more than
