@@ -62,8 +62,9 @@ pub struct Config {
     /// Retries may add at most this fraction of requests on top (0.0 to 1.0),
     /// so a sick cluster is not hammered by its own balancer, plus a reserve
     /// of 10 retries for a burst (which 0 spends and never refills). Moving
-    /// requests off a node just taken out of rotation (hung or disconnected)
-    /// is not counted against it.
+    /// requests off a node just taken out of rotation (hung, disconnected or
+    /// shutting down), or off a connection the balancer closed itself (worn
+    /// out by answers to requests given up on), is not counted against it.
     #[arg(long, env = "CLUSTERLAB_RETRY_BUDGET", default_value_t = 0.2,
           value_parser = certs::flags::fraction)]
     pub retry_budget: f64,

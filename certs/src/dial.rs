@@ -12,7 +12,7 @@ use std::{
     pin::Pin,
     sync::{Arc, Mutex},
     task::{Context, Poll},
-    time::{Duration, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
 use hyper_util::rt::TokioIo;
@@ -49,6 +49,9 @@ pub struct Dialer {
     /// The revocation list in force: a connection to a server whose
     /// certificate is revoked after the handshake is closed ([`Revocable`]).
     revocations: Option<Arc<Revocations>>,
+    /// How long a channel's dial that failed fails its next ones at once
+    /// ([`Dialer::benching`]); `None`: each dials.
+    bench: Option<Duration>,
 }
 
 /// How many streams a client connection remembers having reset (for a
@@ -83,6 +86,85 @@ pub struct Diagnosis {
 pub const REQUIRES_TLS: &str =
     "closed a plaintext connection at its first byte, without a word: it requires TLS";
 
+/// A channel's last failed dial, kept for [`Dialer::benching`].
+#[derive(Debug, Clone)]
+struct Bench {
+    period: Duration,
+    last: Arc<Mutex<Option<FailedDial>>>,
+}
+
+#[derive(Debug)]
+struct FailedDial {
+    at: Instant,
+    kind: io::ErrorKind,
+    why: String,
+}
+
+impl Bench {
+    fn new(period: Duration) -> Self {
+        Bench {
+            period,
+            last: Arc::default(),
+        }
+    }
+
+    /// The last dial's failure, said again, if it failed within the period.
+    fn still(&self) -> Option<io::Error> {
+        let last = self.last.lock().expect("bench poisoned");
+        let failed = last.as_ref().filter(|f| f.at.elapsed() < self.period)?;
+        Some(io::Error::new(
+            failed.kind,
+            format!(
+                "{} (the last dial, {:.1?} ago; the next is made {:?} after it)",
+                failed.why,
+                failed.at.elapsed(),
+                self.period
+            ),
+        ))
+    }
+
+    /// Watches a dial that `timeout` bounds, from outside it.
+    fn watch(self, timeout: Duration) -> DialWatch {
+        DialWatch {
+            bench: self,
+            timeout,
+            ended: false,
+        }
+    }
+}
+
+/// A dial under way: noted in its [`Bench`] as it ends, or, dropped
+/// unfinished, as one that timed out.
+struct DialWatch {
+    bench: Bench,
+    timeout: Duration,
+    ended: bool,
+}
+
+impl DialWatch {
+    /// The dial ended, having failed with `failure` if it failed.
+    fn ended(mut self, failure: Option<&io::Error>) {
+        self.ended = true;
+        *self.bench.last.lock().expect("bench poisoned") = failure.map(|e| FailedDial {
+            at: Instant::now(),
+            kind: e.kind(),
+            why: e.to_string(),
+        });
+    }
+}
+
+impl Drop for DialWatch {
+    fn drop(&mut self) {
+        if !self.ended {
+            *self.bench.last.lock().expect("bench poisoned") = Some(FailedDial {
+                at: Instant::now(),
+                kind: io::ErrorKind::TimedOut,
+                why: format!("no connection within {:?}", self.timeout),
+            });
+        }
+    }
+}
+
 impl Dialer {
     /// Whether it dials without TLS (`--tls plaintext`).
     pub fn is_plaintext(&self) -> bool {
@@ -95,7 +177,23 @@ impl Dialer {
             tls,
             connect_timeout: Duration::from_secs(3),
             revocations: None,
+            bench: None,
         }
+    }
+
+    /// The same dialer, whose channels, once a dial has failed, fail the
+    /// next for `period` at once with that failure, without dialing.
+    ///
+    /// A channel dials for one request at a time, and a failed dial fails
+    /// that one request alone: the next waits for a dial of its own. To an
+    /// address that takes connections and finishes no handshake (a paused
+    /// container), each dial lasts the whole connect timeout, and the
+    /// hundredth request queued on a `load` worker's channel waited for
+    /// ninety-nine dials before it. Benched, the queue fails at once, and
+    /// each request can go where its caller sends the failed ones.
+    pub fn benching(mut self, period: Duration) -> Self {
+        self.bench = Some(period);
+        self
     }
 
     /// The same dialer, closing connections to servers that `revocations`
@@ -233,13 +331,25 @@ impl Dialer {
     + Send
     + 'static {
         let dialer = self.clone();
+        // This channel's last failed dial, for as long as it benches.
+        let bench = dialer.bench.map(Bench::new);
         tower::service_fn(move |uri: Uri| {
             let dialer = dialer.clone();
             let slot = slot.clone();
+            let bench = bench.clone();
             async move {
+                if let Some(failed) = bench.as_ref().and_then(Bench::still) {
+                    return Err(failed);
+                }
                 let host = uri.host().unwrap_or("localhost");
                 let port = uri.port_u16().unwrap_or(80);
-                let (stream, server) = dialer.dial_stream(host, port).await?;
+                // Dropped unfinished when tonic's connect timeout ends it.
+                let watch = bench.map(|bench| bench.watch(dialer.connect_timeout));
+                let dialed = dialer.dial_stream(host, port).await;
+                if let Some(watch) = watch {
+                    watch.ended(dialed.as_ref().err());
+                }
+                let (stream, server) = dialed?;
                 *slot.lock().expect("session slot poisoned") = server;
                 Ok(TokioIo::new(stream))
             }
@@ -592,6 +702,56 @@ mod tests {
             "{answered:?}"
         );
         assert_eq!(server.connections(), 1, "the connection was closed");
+    }
+
+    /// Requests queued on a channel to an address that takes connections
+    /// and never finishes a handshake (a paused container) fail together
+    /// once its dial times out, not each after a dial of its own; the
+    /// channel dials again after the bench.
+    #[tokio::test]
+    async fn requests_queued_behind_a_dial_that_timed_out_fail_without_dialing() {
+        let dir = tempfile::tempdir().unwrap();
+        pki::init(dir.path(), false).unwrap();
+        let (tls, _) = crate::tls::client_config(dir.path(), "admin").unwrap();
+        // Takes each connection, counts it, and says nothing.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (taken, mut connections) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let _ = taken.send(tcp);
+            }
+        });
+        let call = |channel: Channel| async move {
+            let mut grpc = tonic::client::Grpc::new(channel);
+            grpc.ready().await.expect("a channel is always ready");
+            let codec = tonic_prost::ProstCodec::<(), ()>::default();
+            let path = http::uri::PathAndQuery::from_static("/clusterlab.v1.KeyValue/Get");
+            grpc.unary(tonic::Request::new(()), path, codec).await
+        };
+        for (bench, dials) in [(None, 4), (Some(Duration::from_secs(60)), 1)] {
+            let mut dialer = Dialer::new(Some(tls.clone()));
+            dialer.connect_timeout = Duration::from_millis(100);
+            if let Some(period) = bench {
+                dialer = dialer.benching(period);
+            }
+            let (channel, _) = dialer.connect_lazy(&addr).unwrap();
+            let calls = (0..4).map(|_| call(channel.clone()));
+            let failed = futures::future::join_all(calls).await;
+            for failure in &failed {
+                let status = failure.as_ref().expect_err("nothing answers");
+                let source = std::error::Error::source(status);
+                assert!(
+                    source.is_some_and(|e| e.is::<tonic::transport::Error>()),
+                    "{status:?}"
+                );
+            }
+            let mut held = Vec::new();
+            while let Ok(tcp) = connections.try_recv() {
+                held.push(tcp);
+            }
+            assert_eq!(held.len(), dials, "{bench:?}");
+        }
     }
 
     /// `--addr [::1]:7000`: the brackets are the URI's, not the host's.

@@ -57,6 +57,13 @@ impl Lanes {
     }
 }
 
+/// How long after a failed dial a channel fails the requests queued on it
+/// at once, without dialing ([`Dialer::benching`]): `load` and `check` then
+/// move them on to the next address, or pause, at once, where each waited
+/// for a dial of its own to an address that takes connections and answers
+/// nothing (a paused container).
+const DIAL_BENCH: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// An open connection and what we know about it.
 #[derive(Debug)]
 pub struct Connection {
@@ -210,7 +217,7 @@ impl Connection {
             }
         };
         let plaintext = tls.is_none();
-        let mut dialer = Dialer::new(tls);
+        let mut dialer = Dialer::new(tls).benching(DIAL_BENCH);
         // Connecting is part of the request --timeout bounds: when that is
         // the shorter, running out of it is ours to name.
         let timeout_bounds_it = global.timeout < dialer.connect_timeout;

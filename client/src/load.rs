@@ -30,8 +30,11 @@
 //! which not one request succeeded ends with exit status 1, after its summary.
 //!
 //! Given several `--addr`, it loads the first that answers, and moves on to
-//! the next when nothing listens there any more (the node was killed): as a
-//! client without a balancer survives, with the errors of the moment shown.
+//! the next when nothing listens there any more (the node was killed), or
+//! nothing completes a handshake there within the connect timeout (a paused
+//! container): as a client without a balancer survives, with the errors of
+//! the moment shown. The requests queued on that address fail together, at
+//! the first dial that does (`connect::DIAL_BENCH`), and go on too.
 
 use std::{
     collections::{BTreeMap, HashSet},

@@ -951,6 +951,65 @@ fn load_goes_round_the_addresses_until_one_answers_again() {
     assert_eq!(status.code(), Some(0));
 }
 
+/// When the address `load` is on stops answering, though it still takes
+/// connections (a paused container), the requests queued there fail
+/// together once the first dial times out, and go on to the next address:
+/// each waited for a dial of its own, the 32nd half a minute. Here a proxy
+/// to n1 cuts its connection and then takes connections and says nothing;
+/// it sees one dial, not one for each request queued.
+#[test]
+fn load_leaves_an_address_that_takes_connections_and_answers_nothing_at_once() {
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    let cluster = TestCluster::start(1);
+    let n1 = cluster.nodes[0].addr;
+    let proxy = TcpListener::bind("127.0.0.1:0").unwrap();
+    let at = proxy.local_addr().unwrap();
+    let (first_tx, first) = std::sync::mpsc::channel::<TcpStream>();
+    let (silent_tx, silent) = std::sync::mpsc::channel::<TcpStream>();
+    std::thread::spawn(move || {
+        // The first connection goes through to n1, both ways.
+        let Ok((client, _)) = proxy.accept() else {
+            return;
+        };
+        let server = TcpStream::connect(n1).unwrap();
+        let pipe = |mut from: TcpStream, mut to: TcpStream| {
+            std::thread::spawn(move || drop(std::io::copy(&mut from, &mut to)))
+        };
+        pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
+        pipe(server, client.try_clone().unwrap());
+        let _ = first_tx.send(client);
+        // The rest are taken, and nothing is read or said.
+        while let Ok((held, _)) = proxy.accept() {
+            let _ = silent_tx.send(held);
+        }
+    });
+    let load = cluster
+        .client_at(&format!("{at},{n1}"))
+        .args(["--timeout", "2s", "--json", "load", "--duration", "15s"])
+        .args(["--concurrency", "32"])
+        .spawn();
+    let requests = || cluster.status(0).map_or(0, |s| s.requests);
+    wait_until(
+        "the load to run through the proxy",
+        Duration::from_secs(60),
+        || requests() > 50,
+    );
+    let through = first.recv().unwrap();
+    through.shutdown(Shutdown::Both).unwrap();
+    let moved = requests();
+    wait_until("the load to go on with n1", Duration::from_secs(60), || {
+        requests() > moved + 50
+    });
+    let out = load.finish();
+    assert!(
+        out.stderr.contains(&format!("going on with {n1}")),
+        "{}",
+        out.stderr
+    );
+    let dials: Vec<TcpStream> = silent.try_iter().collect();
+    assert_eq!(dials.len(), 1, "{}", out.stderr);
+}
+
 /// Requests a Ctrl-C cuts short were never answered: they count, as
 /// `CANCELLED`, but not toward the rate. Against a paused node nothing was
 /// answered, so none (it used to be the requests over the seconds run).
