@@ -704,6 +704,54 @@ mod tests {
         assert_eq!(server.connections(), 1, "the connection was closed");
     }
 
+    /// The end the dial reads from the server's certificate is kept on the
+    /// connection: once it has passed, the next write fails, as a new
+    /// handshake would (the test above gives the end by hand).
+    #[tokio::test]
+    async fn a_dialed_connection_ends_with_the_servers_certificate() {
+        use tokio_stream::StreamExt;
+        let dir = tempfile::tempdir().unwrap();
+        pki::init(dir.path(), false).unwrap();
+        let brief = crate::Identity::new(crate::Kind::Node, "brief").unwrap();
+        // Whole seconds: it ends two to three seconds from now.
+        pki::issue_valid_for(dir.path(), brief, time::Duration::seconds(3)).unwrap();
+        let server = crate::tls::Credentials::load(
+            crate::TlsMode::Mtls,
+            dir.path(),
+            "brief",
+            crate::Kind::Node,
+        )
+        .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let config = crate::listener::ListenerConfig::new(server.server.clone());
+        let mut accepted = crate::listener::incoming(listener, config);
+        // Reads all it is sent.
+        tokio::spawn(async move {
+            let mut conn = accepted.next().await.unwrap().unwrap();
+            let _ = tokio::io::copy(&mut conn, &mut tokio::io::sink()).await;
+        });
+        let (tls, _) = crate::tls::client_config(dir.path(), "admin").unwrap();
+        let revocations = Revocations::load(dir.path()).unwrap();
+        let dialer = Dialer::new(Some(tls)).watching(revocations);
+        let (mut stream, _) = dialer.dial_stream("127.0.0.1", port).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let refused = loop {
+            if let Err(e) = stream.write_all(b"ping").await {
+                break e;
+            }
+            assert!(std::time::Instant::now() < deadline, "still written to");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(refused.kind(), io::ErrorKind::PermissionDenied);
+        assert!(
+            refused
+                .to_string()
+                .starts_with("spiffe://clusterlab/node/brief's certificate expired at "),
+            "{refused}"
+        );
+    }
+
     /// Requests queued on a channel to an address that takes connections
     /// and never finishes a handshake (a paused container) fail together
     /// once its dial times out, not each after a dial of its own; the
@@ -729,7 +777,8 @@ mod tests {
             let path = http::uri::PathAndQuery::from_static("/clusterlab.v1.KeyValue/Get");
             grpc.unary(tonic::Request::new(()), path, codec).await
         };
-        for (bench, dials) in [(None, 4), (Some(Duration::from_secs(60)), 1)] {
+        let period = Duration::from_millis(500);
+        for (bench, dials) in [(None, 4), (Some(period), 1)] {
             let mut dialer = Dialer::new(Some(tls.clone()));
             dialer.connect_timeout = Duration::from_millis(100);
             if let Some(period) = bench {
@@ -751,6 +800,12 @@ mod tests {
                 held.push(tcp);
             }
             assert_eq!(held.len(), dials, "{bench:?}");
+            if bench.is_some() {
+                // Once the bench is over, the next request dials again.
+                tokio::time::sleep(period).await;
+                call(channel).await.expect_err("nothing answers");
+                assert!(connections.try_recv().is_ok(), "no dial after the bench");
+            }
         }
     }
 

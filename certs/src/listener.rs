@@ -439,6 +439,49 @@ fn not_tls(first: &[u8]) -> String {
 mod tests {
     use super::*;
 
+    /// What the handshake showed of the client reaches each request's
+    /// checks: its identity, its certificate's serial (revocation) and its
+    /// end (`authz` refuses a call once that has passed, as a new handshake
+    /// would).
+    #[tokio::test]
+    async fn a_connection_carries_its_clients_identity_serial_and_end() {
+        use tokio_stream::StreamExt;
+        let dir = tempfile::tempdir().unwrap();
+        crate::pki::init(dir.path(), false).unwrap();
+        let node = crate::tls::Credentials::load(
+            crate::TlsMode::Mtls,
+            dir.path(),
+            "node",
+            crate::Kind::Node,
+        )
+        .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut accepted = incoming(listener, ListenerConfig::new(node.server.clone()));
+        let (tls, _) = crate::tls::client_config(dir.path(), "admin").unwrap();
+        let dialed = tokio::spawn(async move {
+            let dialer = crate::dial::Dialer::new(Some(tls));
+            dialer
+                .dial_stream("127.0.0.1", port)
+                .await
+                .map(|(stream, _)| stream)
+        });
+        let conn = accepted.next().await.expect("a connection").unwrap();
+        let _client = dialed.await.unwrap().unwrap();
+        let admin = crate::files::load_certs(&crate::files::cert_path(dir.path(), "admin"));
+        let admin = &admin.unwrap()[0];
+        let info = conn.connect_info();
+        let identity = info.identity.as_ref().map(Identity::uri);
+        assert_eq!(
+            identity.as_deref(),
+            Some("spiffe://clusterlab/client/admin")
+        );
+        assert_eq!(info.certificate_serial, crate::revocation::serial_of(admin));
+        let end = crate::revocation::expiry_of(admin);
+        assert!(end.is_some());
+        assert_eq!(info.certificate_expires, end);
+    }
+
     /// A plaintext client is named by what it sent: HTTP/2's preface, or an
     /// HTTP/1 request, a POST (gRPC-web, curl -d) as much as a GET.
     #[test]

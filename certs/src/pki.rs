@@ -458,6 +458,16 @@ pub fn left_over(dir: &Path, issued: &[Issued]) -> Vec<String> {
 
 /// Mints one more identity signed by the PKI's CA, into its directory.
 pub fn issue(pki: impl Into<Pki>, identity: Identity) -> Result<Issued> {
+    issue_valid_for(pki, identity, LEAF_VALIDITY)
+}
+
+/// [`issue`], with a certificate that ends `validity` from now (a test's
+/// that expires on an open connection).
+pub(crate) fn issue_valid_for(
+    pki: impl Into<Pki>,
+    identity: Identity,
+    validity: Duration,
+) -> Result<Issued> {
     let pki = pki.into();
     let dir = pki.dir();
     require_pki(dir)?;
@@ -485,7 +495,7 @@ pub fn issue(pki: impl Into<Pki>, identity: Identity) -> Result<Issued> {
         Kind::Balancer => "an extra balancer identity",
         Kind::Client => "an extra client identity",
     };
-    let leaf = Leaf::new(&identity, now - CLOCK_SKEW_ALLOWANCE..now + LEAF_VALIDITY);
+    let leaf = Leaf::new(&identity, now - CLOCK_SKEW_ALLOWANCE..now + validity);
     write_leaf(dir, &ca, leaf, role)
 }
 

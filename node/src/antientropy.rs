@@ -846,7 +846,9 @@ impl Batch {
         written.map_err(|e| {
             let e = match e {
                 crate::Error::Overdue(_) => format!(
-                    "the peer's records ({count}) waited for the store to take them until past                      half the tombstone grace ({:?}): they could be older than a delete whose                      tombstone was collected meanwhile, so they are asked for again next round",
+                    "the peer's records ({count}) waited for the store to take them until past \
+                     half the tombstone grace ({:?}): they could be older than a delete whose \
+                     tombstone was collected meanwhile, so they are asked for again next round",
                     state.tombstone_grace
                 ),
                 e => e.to_string(),
@@ -1146,6 +1148,40 @@ mod tests {
             needed[1].starts_with("2 keys held here lack an up-to-date copy"),
             "{needed:?}"
         );
+    }
+
+    /// A batch that passed its own check in time but then waited for the
+    /// store's writer until past half the grace is not written: a
+    /// tombstone collection that went first may have removed a delete newer
+    /// than its records.
+    #[tokio::test]
+    async fn a_batch_that_waits_for_the_writer_past_its_time_is_not_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = crate::in_process::node_state(dir.path());
+        let held = state.store.holding_the_writer();
+        let opened = tokio::time::Instant::now();
+        let write_until = opened + Duration::from_millis(200);
+        let mut batch = Batch {
+            state: state.clone(),
+            write_until,
+            opened,
+            records: vec![record("k0", 1)],
+            bytes: 0,
+        };
+        let writing = state.clone();
+        let written = tokio::spawn(async move { batch.write(&writing, None).await });
+        // Past its time, then the writer is let go.
+        tokio::time::sleep_until(write_until + Duration::from_millis(50)).await;
+        drop(held);
+        let refused = written.await.unwrap().expect_err("written late");
+        assert!(
+            refused.starts_with(
+                "the peer's records (1) waited for the store to take them until past half the \
+                 tombstone grace"
+            ),
+            "{refused}"
+        );
+        assert_eq!(state.store.get("k0").unwrap(), None);
     }
 
     /// A peer that follows a script: its `StreamRange` sends `count` records,

@@ -550,6 +550,13 @@ impl Store {
         }
     }
 
+    /// redb's one writer, held until the transaction is dropped: writes
+    /// wait for it meanwhile.
+    #[cfg(test)]
+    pub(crate) fn holding_the_writer(&self) -> WriteTransaction {
+        self.begin_write().expect("the writer")
+    }
+
     /// The store while a reopen runs: no database in its slot, and reads
     /// fail at once, until the guard is dropped (the slot stays empty).
     #[cfg(test)]

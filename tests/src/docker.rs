@@ -75,8 +75,8 @@ impl ComposeTool {
     }
 
     /// Does it answer `version` on this machine, as the Compose it stands
-    /// for? A `docker-compose` may be Compose v2 (Docker Desktop installs
-    /// one, Docker's standalone install is one), which is not v1.29.
+    /// for? A `docker-compose` may be Compose v2 or later (Docker Desktop
+    /// installs one, Docker's standalone install is one), which is not v1.29.
     pub fn installed(self) -> bool {
         self.not_installed().is_none()
     }
@@ -84,9 +84,14 @@ impl ComposeTool {
     /// Why it is not installed, if it is not.
     fn not_installed(self) -> Option<String> {
         let program = self.program();
+        // v1's version alone, to tell it from a later `docker-compose`.
+        let version: &[&str] = match self {
+            ComposeTool::V2 => &["version"],
+            ComposeTool::V1 => &["version", "--short"],
+        };
         let answer = Command::new(program[0])
             .args(&program[1..])
-            .args(["version", "--short"])
+            .args(version)
             .stderr(Stdio::null())
             .output();
         let version = match answer {
@@ -98,21 +103,20 @@ impl ComposeTool {
         self.not_this(version.as_deref())
     }
 
-    /// Why a program that answered `version --short` with `version` (`None`:
-    /// it did not answer) is not this one.
+    /// Why a program that answered `version` (`--short` for v1) with
+    /// `version` (`None`: it did not answer) is not this one.
     fn not_this(self, version: Option<&str>) -> Option<String> {
         let shown = self.program().join(" ");
         let Some(version) = version else {
             return Some(format!("`{shown}` is not installed"));
         };
+        // `docker compose` is Compose v2 or later whatever it says (v5 is
+        // v2's successor; a build may say `dev`); a `docker-compose` must be v1.
         let version = version.trim().trim_start_matches('v');
-        let major = match self {
-            ComposeTool::V2 => "2.",
-            ComposeTool::V1 => "1.",
-        };
-        match version.starts_with(major) {
-            true => None,
-            false => Some(format!("`{shown}` here is Compose {version}, not {major}x")),
+        match self {
+            ComposeTool::V2 => None,
+            ComposeTool::V1 if version.starts_with("1.") => None,
+            ComposeTool::V1 => Some(format!("`{shown}` here is Compose {version}, not 1.x")),
         }
     }
 
@@ -688,6 +692,9 @@ mod tests {
         assert_eq!(v1.not_this(Some("1.29.2\n")), None);
         assert_eq!(v2.not_this(Some("2.26.1\n")), None);
         assert_eq!(v2.not_this(Some("v2.29.7")), None);
+        // Compose v5 (Docker's current), or a build that says `dev`.
+        assert_eq!(v2.not_this(Some("5.0.1\n")), None);
+        assert_eq!(v2.not_this(Some("dev")), None);
         assert_eq!(
             v1.not_this(Some("2.26.1\n")).as_deref(),
             Some("`docker-compose` here is Compose 2.26.1, not 1.x")
