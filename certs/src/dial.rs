@@ -115,7 +115,7 @@ impl Bench {
         Some(io::Error::new(
             failed.kind,
             format!(
-                "{} (the last dial, {:.1?} ago; the next is made {:?} after it)",
+                "{} (found by the last dial, {:.1?} ago; no new dial until {:?} after it)",
                 failed.why,
                 failed.at.elapsed(),
                 self.period

@@ -1160,7 +1160,7 @@ mod tests {
         let state = crate::in_process::node_state(dir.path());
         let held = state.store.holding_the_writer();
         let opened = tokio::time::Instant::now();
-        let write_until = opened + Duration::from_millis(200);
+        let write_until = opened + Duration::from_secs(1);
         let mut batch = Batch {
             state: state.clone(),
             write_until,
