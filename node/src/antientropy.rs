@@ -844,15 +844,7 @@ impl Batch {
             .run(move |s| s.apply_many_by(&records, Some(write_by)))
             .await;
         written.map_err(|e| {
-            let e = match e {
-                crate::Error::Overdue(_) => format!(
-                    "the peer's records ({count}) waited for the store to take them until past \
-                     half the tombstone grace ({:?}): they could be older than a delete whose \
-                     tombstone was collected meanwhile, so they are asked for again next round",
-                    state.tombstone_grace
-                ),
-                e => e.to_string(),
-            };
+            let e = unwritten(e, count, state.tombstone_grace);
             match failed {
                 Some(why) => format!("{why}; writing the records that came before failed too: {e}"),
                 None => e,
@@ -866,6 +858,20 @@ impl Batch {
     fn write_by(&self) -> u64 {
         let left = (self.write_until).saturating_duration_since(tokio::time::Instant::now());
         proto::deadline::write_by(left)
+    }
+}
+
+/// Why `count` records a batch held were not written: `e`, in words of its
+/// own when it is the batch's deadline (half of `grace`), which passed
+/// while the write waited for the store.
+fn unwritten(e: crate::Error, count: usize, grace: Duration) -> String {
+    match e {
+        crate::Error::Overdue(_) => format!(
+            "the peer's records ({count}) waited for the store to take them until past half \
+             the tombstone grace ({grace:?}): they could be older than a delete whose \
+             tombstone was collected meanwhile, so they are asked for again next round"
+        ),
+        e => e.to_string(),
     }
 }
 
@@ -887,9 +893,12 @@ impl Drop for Batch {
         let write_by = self.write_by();
         runtime.spawn(async move {
             let count = records.len();
-            let written = state.store.run(move |s| s.apply_many_by(&records, Some(write_by)));
+            let written = state
+                .store
+                .run(move |s| s.apply_many_by(&records, Some(write_by)));
             if let Err(e) = written.await {
-                warn!(records = count, error = %e, "writing what a given-up exchange brought failed");
+                let error = unwritten(e, count, state.tombstone_grace);
+                warn!(records = count, %error, "writing what a given-up exchange brought failed");
             }
         });
     }

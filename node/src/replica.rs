@@ -433,15 +433,16 @@ mod tests {
         assert!(refused.message().contains("storage"), "{refused}");
     }
 
-    /// A peer's scan that meets a storage failure answers in the store's own
-    /// words, as a read does, for the coordinator's failure to name: not
-    /// "see its log", which is another node's.
+    /// A peer's scan or digest that meets a storage failure answers in the
+    /// store's own words, as a read does, for the coordinator's failure (or
+    /// the anti-entropy round's) to name: not "see its log", which is
+    /// another node's.
     #[tokio::test]
     #[expect(
         clippy::await_holding_lock,
         reason = "the reopen is to be under way while the scan runs; nothing else takes it"
     )]
-    async fn a_scan_that_meets_a_storage_failure_says_what_it_was() {
+    async fn a_scan_or_digest_that_meets_a_storage_failure_says_what_it_was() {
         let dir = tempfile::tempdir().unwrap();
         let state = crate::in_process::node_state(dir.path());
         let replica = ReplicaService::new(state.clone());
@@ -454,12 +455,19 @@ mod tests {
             key: "k".into(),
             from: "n2".into(),
         });
+        let digest = Request::new(DigestRequest {
+            range_count: 64,
+            for_node: "n2".into(),
+            ..DigestRequest::default()
+        });
         let (logged, _logging) = certs::testing::captured();
         let scan = replica.scan_local(scan).await.expect_err("scanned");
+        let digest = replica.digest(digest).await.expect_err("digested");
         let read = replica.read(read).await.expect_err("read");
         assert_eq!(scan.code(), tonic::Code::Internal, "{scan}");
         assert!(scan.message().starts_with("storage error: "), "{scan}");
         assert_eq!(scan.message(), read.message());
+        assert_eq!(digest.message(), read.message());
         assert!(
             logged.text().contains("storage failure"),
             "{}",

@@ -130,7 +130,8 @@ impl ComposeTool {
         let how = match self {
             ComposeTool::V2 => "scripts/install-compose-v2 installs it",
             ComposeTool::V1 => {
-                "Debian's docker-compose package is v1.29: apt-get install docker-compose"
+                "Debian bookworm's docker-compose package is v1.29: apt-get install \
+                 docker-compose (later Debians package Compose 2 under that name)"
             }
         };
         assert!(!required, "CLUSTERLAB_REQUIRE_DOCKER=1 but {why} ({how})");

@@ -508,6 +508,7 @@ impl TestCluster {
     }
 
     /// Node `index`'s `Admin.Status`, or the error if it did not answer.
+    #[track_caller]
     pub fn status(&self, index: usize) -> Result<proto::StatusResponse, String> {
         status_of(self.node_certs(index), &self.nodes[index].addr.to_string())
     }
@@ -757,6 +758,7 @@ impl TestCluster {
     }
 
     /// Balancer `index`'s `Admin.Status`.
+    #[track_caller]
     pub fn balancer_status(&self, index: usize) -> Result<proto::StatusResponse, String> {
         self.status_at(&self.balancers[index].addr.to_string())
     }
@@ -833,6 +835,7 @@ impl TestCluster {
 
     /// What node `index` itself holds for `key`, asked over `Replica.Read` as
     /// another node would (no quorum, no repair).
+    #[track_caller]
     pub fn held(&self, index: usize, key: &str) -> Option<proto::Record> {
         let request = proto::ReadRequest {
             key: key.into(),
@@ -848,6 +851,7 @@ impl TestCluster {
     /// `Replica.Write`, as a peer replicating its own write would: a version
     /// from any clock can be planted this way. Returns the version the node
     /// now holds.
+    #[track_caller]
     pub fn replicate(
         &self,
         index: usize,
@@ -873,6 +877,7 @@ impl TestCluster {
     }
 
     /// Runs `call` with a `Replica` client to node `index`, as the `node` identity.
+    #[track_caller]
     fn replica<T, F>(
         &self,
         index: usize,
@@ -891,6 +896,7 @@ impl TestCluster {
     }
 
     /// The `Admin.Status` of the process at `addr`.
+    #[track_caller]
     pub fn status_at(&self, addr: &str) -> Result<proto::StatusResponse, String> {
         status_of(Some(&self.certs), addr)
     }
@@ -1198,6 +1204,7 @@ pub async fn admin_channel(certs: &Path, addr: &str) -> Result<tonic::transport:
 
 /// The `Admin.Status` of the process at `addr`, asked as `admin` with the
 /// certificates in `certs`, or in plaintext when `None`.
+#[track_caller]
 fn status_of(certs: Option<&Path>, addr: &str) -> Result<proto::StatusResponse, String> {
     block_on(status(certs, addr))
 }
@@ -1243,6 +1250,7 @@ pub async fn channel_as(
 }
 
 /// The event history of the process at `addr` (what `clusterlab events` shows first).
+#[track_caller]
 pub fn event_history(certs: &Path, addr: &str) -> Result<Vec<proto::Event>, String> {
     use tokio_stream::StreamExt;
     block_on(async {
@@ -1262,6 +1270,7 @@ pub fn event_history(certs: &Path, addr: &str) -> Result<Vec<proto::Event>, Stri
 
 /// Asks `addr` over grpc.health.v1 whether it is SERVING, as `admin` over
 /// mutual TLS with the certificates in `certs`, or in plaintext when `None`.
+#[track_caller]
 pub fn health_check(certs: Option<&Path>, addr: &str) -> Result<bool, String> {
     use tonic_health::pb::{
         HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,

@@ -954,7 +954,7 @@ fn load_goes_round_the_addresses_until_one_answers_again() {
 /// When the address `load` is on stops answering, though it still takes
 /// connections (a paused container), the requests queued there fail
 /// together once the first dial times out, and go on to the next address:
-/// each waited for a dial of its own, the 32nd half a minute. Here a proxy
+/// each waited for a dial of its own, the 32nd about a minute. Here a proxy
 /// to n1 cuts its connection and then takes connections and says nothing;
 /// it sees one dial, not one for each request queued.
 #[test]
