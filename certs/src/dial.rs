@@ -684,13 +684,7 @@ mod tests {
     async fn answers_to_requests_given_up_on_do_not_close_the_connection() {
         let server = crate::testing::LateServer::start().await;
         let (channel, _) = Dialer::new(None).connect(&server.addr).await.unwrap();
-        let call = |channel: Channel| async move {
-            let mut grpc = tonic::client::Grpc::new(channel);
-            grpc.ready().await.unwrap();
-            let codec = tonic_prost::ProstCodec::<(), ()>::default();
-            let path = http::uri::PathAndQuery::from_static("/clusterlab.v1.Replica/Read");
-            grpc.unary(tonic::Request::new(()), path, codec).await
-        };
+        let call = |channel| empty_call(channel, "/clusterlab.v1.Replica/Read");
         crate::testing::give_up_in_batches(|| call(channel.clone())).await;
         // One waited for is answered (OK without a message, which tonic
         // calls a missing message), on the first connection.
@@ -715,17 +709,7 @@ mod tests {
         let brief = crate::Identity::new(crate::Kind::Node, "brief").unwrap();
         // Whole seconds: it ends two to three seconds from now.
         pki::issue_valid_for(dir.path(), brief, time::Duration::seconds(3)).unwrap();
-        let server = crate::tls::Credentials::load(
-            crate::TlsMode::Mtls,
-            dir.path(),
-            "brief",
-            crate::Kind::Node,
-        )
-        .unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let config = crate::listener::ListenerConfig::new(server.server.clone());
-        let mut accepted = crate::listener::incoming(listener, config);
+        let (port, mut accepted) = crate::listener::listening_as(dir.path(), "brief").await;
         // Reads all it is sent.
         tokio::spawn(async move {
             let mut conn = accepted.next().await.unwrap().unwrap();
@@ -770,13 +754,7 @@ mod tests {
                 let _ = taken.send(tcp);
             }
         });
-        let call = |channel: Channel| async move {
-            let mut grpc = tonic::client::Grpc::new(channel);
-            grpc.ready().await.expect("a channel is always ready");
-            let codec = tonic_prost::ProstCodec::<(), ()>::default();
-            let path = http::uri::PathAndQuery::from_static("/clusterlab.v1.KeyValue/Get");
-            grpc.unary(tonic::Request::new(()), path, codec).await
-        };
+        let call = |channel| empty_call(channel, "/clusterlab.v1.KeyValue/Get");
         let period = Duration::from_millis(500);
         for (bench, dials) in [(None, 4), (Some(period), 1)] {
             let mut dialer = Dialer::new(Some(tls.clone()));
@@ -807,6 +785,19 @@ mod tests {
                 assert!(connections.try_recv().is_ok(), "no dial after the bench");
             }
         }
+    }
+
+    /// A unary call of `path` on `channel` with an empty message, which
+    /// reads an empty answer: enough to reach a server, whatever it serves.
+    async fn empty_call(
+        channel: Channel,
+        path: &'static str,
+    ) -> Result<tonic::Response<()>, tonic::Status> {
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.expect("a channel is always ready");
+        let codec = tonic_prost::ProstCodec::<(), ()>::default();
+        let path = http::uri::PathAndQuery::from_static(path);
+        grpc.unary(tonic::Request::new(()), path, codec).await
     }
 
     /// `--addr [::1]:7000`: the brackets are the URI's, not the host's.

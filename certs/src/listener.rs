@@ -435,6 +435,20 @@ fn not_tls(first: &[u8]) -> String {
     format!("the client sent {what}; this port requires TLS")
 }
 
+/// A node's listener on a port of its own, over mutual TLS as the node
+/// identity `name` from the PKI in `dir`: the port and what it accepts.
+#[cfg(test)]
+pub(crate) async fn listening_as(
+    dir: &std::path::Path,
+    name: &str,
+) -> (u16, ReceiverStream<io::Result<Conn>>) {
+    let mode = crate::TlsMode::Mtls;
+    let node = crate::tls::Credentials::load(mode, dir, name, crate::Kind::Node).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    (port, incoming(listener, ListenerConfig::new(node.server)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -448,16 +462,7 @@ mod tests {
         use tokio_stream::StreamExt;
         let dir = tempfile::tempdir().unwrap();
         crate::pki::init(dir.path(), false).unwrap();
-        let node = crate::tls::Credentials::load(
-            crate::TlsMode::Mtls,
-            dir.path(),
-            "node",
-            crate::Kind::Node,
-        )
-        .unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let mut accepted = incoming(listener, ListenerConfig::new(node.server.clone()));
+        let (port, mut accepted) = listening_as(dir.path(), "node").await;
         let (tls, _) = crate::tls::client_config(dir.path(), "admin").unwrap();
         let dialed = tokio::spawn(async move {
             let dialer = crate::dial::Dialer::new(Some(tls));

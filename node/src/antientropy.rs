@@ -856,7 +856,9 @@ impl Batch {
     /// batch's write may wait for redb's one writer, and a tombstone
     /// collection that goes first may remove a delete newer than its records.
     fn write_by(&self) -> u64 {
-        let left = (self.write_until).saturating_duration_since(tokio::time::Instant::now());
+        let left = self
+            .write_until
+            .saturating_duration_since(tokio::time::Instant::now());
         proto::deadline::write_by(left)
     }
 }

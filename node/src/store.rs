@@ -164,6 +164,10 @@ const GONE_AT_A_REOPEN: u8 = 1;
 /// (reads go on from the file it holds open).
 const MOVED_AWAY: u8 = 2;
 
+/// What to do about a database file gone or replaced, in either case.
+const RESTART_WITHOUT_THE_FILE: &str = "restart the node: it opens what is there then (an empty \
+     database if nothing is), and anti-entropy copies back the keys other nodes also hold";
+
 /// The last reopen of the database.
 #[derive(Debug, Clone, Copy)]
 struct Reopened {
@@ -286,7 +290,8 @@ impl Store {
         if opened.is_none() || now == opened {
             return Ok(());
         }
-        let first = (self.file_gone)
+        let first = self
+            .file_gone
             .compare_exchange(0, MOVED_AWAY, Ordering::AcqRel, Ordering::Acquire)
             .is_ok();
         if first {
@@ -459,7 +464,8 @@ impl Store {
             Err(e) => e.kind() == std::io::ErrorKind::NotFound,
         };
         if gone {
-            let first = (self.file_gone)
+            let first = self
+                .file_gone
                 .compare_exchange(0, GONE_AT_A_REOPEN, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok();
             if first {
@@ -506,17 +512,13 @@ impl Store {
         match self.file_gone.load(Ordering::Acquire) {
             GONE_AT_A_REOPEN => Some(Error::Storage(format!(
                 "the database file {} is gone, empty or replaced since the node started, so it \
-                 is not reopened (as an empty one, or as another's); restart the node: it \
-                 opens what is there then (an empty database if nothing is), and anti-entropy \
-                 copies back the keys other nodes also hold",
+                 is not reopened (as an empty one, or as another's); {RESTART_WITHOUT_THE_FILE}",
                 self.path.display()
             ))),
             MOVED_AWAY => Some(Error::Storage(format!(
                 "the database file {} was deleted or replaced while the node ran, so it takes \
                  no more writes: they would go to the file it holds open, and be lost at the \
-                 next start (reads go on from it); restart the node: it opens what is there \
-                 then (an empty database if nothing is), and anti-entropy copies back the keys \
-                 other nodes also hold",
+                 next start (reads go on from it); {RESTART_WITHOUT_THE_FILE}",
                 self.path.display()
             ))),
             _ => None,
