@@ -219,6 +219,9 @@ impl Router {
         };
         let mut tried: Vec<Arc<Backend>> = Vec::with_capacity(MAX_ATTEMPTS);
         let mut last_failure: Option<Status> = None;
+        // The trace of the last failure that carried one: what its
+        // coordinator's replicas did. (A failed dial carries none.)
+        let mut coordinated: Option<Trace> = None;
         // Did the last attempt fail because its node was taken out of rotation
         // (its connection broke, or it hung and was ejected)? Then the next one
         // is a failover, which the budget does not limit: an ejected node gets
@@ -384,9 +387,13 @@ impl Router {
                     // after the client has written the key again: not sent on.
                     // This is the answer, whatever the attempts before it.
                     if !method.is_read() && is_hung(&status) {
-                        return Err(held_by_a_hung_node(&status, &trace.attempts));
+                        let failure = held_by_a_hung_node(&status, &trace.attempts);
+                        return Err(failed_with_trace(failure, &trace, coordinated));
                     }
                     every_refused &= proto::was_not_applied(&status);
+                    if let Some(theirs) = proto::details::trace_of(&status) {
+                        coordinated = Some(theirs);
+                    }
                     let stop = why_stop(&status, method, Instant::now() >= deadline);
                     last_failure = Some(status);
                     if let Some(stop) = stop {
@@ -397,6 +404,7 @@ impl Router {
             }
         }
         let failure = self.explain(last_failure, &trace, stopped);
+        let failure = failed_with_trace(failure, &trace, coordinated);
         Err(marked(failure, every_refused))
     }
 
@@ -543,8 +551,8 @@ fn out_of_time(node: &str, time: Duration, ours: bool, method: Method) -> Status
 
 /// The failure of a write that a hung node holds (`hung`, the last of
 /// `attempts`): not sent on, its outcome unknown, with the attempts before
-/// it, since a failure carries no trace and one of those may have been
-/// applied too.
+/// it in words (one of those may have been applied too), for a client that
+/// does not read the trace in the status's details.
 fn held_by_a_hung_node(hung: &Status, attempts: &[Attempt]) -> Status {
     let before = &attempts[..attempts.len().saturating_sub(1)];
     let tried = match before.is_empty() {
@@ -563,6 +571,24 @@ fn held_by_a_hung_node(hung: &Status, attempts: &[Attempt]) -> Status {
          sent to another node after it: its outcome is unknown (read the key to see){tried}",
         hung.message()
     ))
+}
+
+/// `failure` with the balancer's trace (policy, choice, attempts) in its
+/// details, on top of `node_part`, the last node's that came with a failure
+/// (the coordinator and what its replicas did): the client shows it as it
+/// shows a success's. No node tried, no trace.
+fn failed_with_trace(failure: Status, ours: &Trace, node_part: Option<Trace>) -> Status {
+    if ours.attempts.is_empty() {
+        return failure;
+    }
+    let trace = Trace {
+        balancer: ours.balancer.clone(),
+        policy: ours.policy.clone(),
+        choice: ours.choice.clone(),
+        attempts: ours.attempts.clone(),
+        ..node_part.unwrap_or_default()
+    };
+    proto::details::with_trace(failure, &trace)
 }
 
 /// A request's failure, marked as not applied if every attempt was refused
@@ -771,8 +797,8 @@ mod tests {
         assert_eq!(client_deadline(&HeaderMap::new()), None);
     }
 
-    /// A write held by a hung node names the attempts before it: a failure
-    /// carries no trace, and one of them may have been applied too.
+    /// A write held by a hung node names the attempts before it in words:
+    /// one of them may have been applied too.
     #[test]
     fn a_write_held_by_a_hung_node_names_the_attempts_before_it() {
         let attempt = |node: &str, outcome: &str, detail: &str| Attempt {

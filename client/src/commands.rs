@@ -69,6 +69,20 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
 
 /// The commands that send a request (or open a feed) and print the answer.
 async fn one_shot(global: &Global, command: Command) -> Result<(), Failure> {
+    let done = one_request(global, command).await;
+    // With -v, a failure's trace too (before the failure's own line): which
+    // nodes the balancer tried, and what the replicas did.
+    if global.verbose
+        && let Err(failure) = &done
+        && let Some(line) = &failure.trace
+    {
+        eprintln!("{line}");
+    }
+    done
+}
+
+/// [`one_shot`]'s command, run.
+async fn one_request(global: &Global, command: Command) -> Result<(), Failure> {
     match command {
         Command::Put(args) => put(global, args).await,
         Command::Get(args) => get(global, args).await,

@@ -19,6 +19,10 @@ pub struct Failure {
     pub message: String,
     /// The command line's mistake (exit 2), found before anything was sent.
     pub usage: bool,
+    /// The failed call's trace as one line ([`crate::render::trace_line`]),
+    /// if the server sent one in the status's details
+    /// ([`proto::details`]): `-v` prints it, as it prints a success's.
+    pub trace: Option<String>,
 }
 
 impl fmt::Display for Failure {
@@ -74,6 +78,7 @@ impl Failure {
             code: code.to_string(),
             message: message.into(),
             usage: false,
+            trace: None,
         }
     }
 
@@ -165,7 +170,10 @@ impl Failure {
                 ),
             );
         }
-        Failure::new(code_name(status.code()), server_words(status))
+        Failure {
+            trace: proto::details::trace_of(status).map(|trace| crate::render::trace_line(&trace)),
+            ..Failure::new(code_name(status.code()), server_words(status))
+        }
     }
 
     /// The same failure to connect, for an address the cluster gave us rather

@@ -1038,7 +1038,7 @@ fn report(global: &Global, args: &LoadArgs, stats: &Stats, ran: &Ran) {
     }
     let retries = match total.errors.is_empty() {
         true => format!("retries   {}", total.retries),
-        // A failed request carries no trace to count its attempts in.
+        // A failed request's trace is in its status's details, unread here.
         false => format!(
             "retries   {} in the answered requests (the balancer counts every retry: \
              clusterlab status)",

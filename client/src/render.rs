@@ -95,7 +95,13 @@ fn trace_line_as_sent(trace: &Trace) -> String {
             .iter()
             .map(|a| ended(format!("{} {}", a.node, a.outcome), &a.detail, a.latency_us))
             .collect();
-        line += &format!(" attempts: {} |", attempts.join(", "));
+        line += &format!(" attempts: {}", attempts.join(", "));
+        // A failure no coordinator's trace came with (a bad request, a dial
+        // that failed) has only the balancer's part.
+        if trace.coordinator.is_empty() {
+            return line;
+        }
+        line += " |";
     }
     line += &format!(
         " coordinator={} quorum={} replicas:",
@@ -239,6 +245,28 @@ mod tests {
             ),
             "{}",
             trace_line(&trace)
+        );
+    }
+
+    /// A failure the balancer tried on nodes that sent no trace of their
+    /// own shows the attempts alone.
+    #[test]
+    fn trace_line_of_the_balancers_part_alone_ends_with_its_attempts() {
+        let trace = Trace {
+            balancer: "balancer".into(),
+            policy: "round-robin".into(),
+            attempts: vec![proto::Attempt {
+                node: "n1".into(),
+                outcome: "INVALID_ARGUMENT".into(),
+                latency_us: 800,
+                detail: "read quorum 9 is more than the 3 replica(s)".into(),
+            }],
+            ..Trace::default()
+        };
+        assert_eq!(
+            trace_line(&trace),
+            "trace: balancer=balancer policy=round-robin attempts: n1 INVALID_ARGUMENT \
+             [read quorum 9 is more than the 3 replica(s)] (800us)"
         );
     }
 

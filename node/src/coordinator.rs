@@ -457,12 +457,19 @@ impl Coordinator {
                 }
                 Err(e) => Err(e),
             };
-            let (found, trace) = looked.map_err(|e| match e {
-                Error::Unavailable(why) | Error::Refused(why) => Error::Unavailable(format!(
-                    "this write is a retry, and checking whether its first attempt was \
-                     applied failed: {why}"
-                )),
-                other => other,
+            let (found, trace) = looked.map_err(|e| {
+                let reworded = |e| match e {
+                    Error::Unavailable(why) | Error::Refused(why) => Error::Unavailable(format!(
+                        "this write is a retry, and checking whether its first attempt was \
+                         applied failed: {why}"
+                    )),
+                    other => other,
+                };
+                // The read's trace, if it asked replicas, shows what they did.
+                match e {
+                    Error::Traced { error, trace } => reworded(*error).with_trace(*trace),
+                    other => reworded(other),
+                }
             })?;
             if let Some(done) = found.filter(|r| r.request_id == request_id) {
                 let copies = copies_of(&trace, &done.version);
@@ -483,16 +490,34 @@ impl Coordinator {
         };
         self.refuse_if_overdue(&key, write_by, checked)?;
         let mut trace = TraceBuilder::new(&self.state.name, plan.quorum);
-        let started = Instant::now();
-        let mut record = Record {
+        let record = Record {
             key,
             version: self.state.clock.now(),
             value,
             request_id,
         };
+        // A failure from here on comes after replicas were asked: it carries
+        // what they did, as an answer does.
+        match self.stamp(&plan, record, write_by, &mut trace).await {
+            Ok(version) => Ok((version, trace.finish())),
+            Err(e) => Err(e.with_trace(trace.finish())),
+        }
+    }
+
+    /// Writes `record` to the replicas in `plan`, stamping it again (up to
+    /// [`MAX_STAMPS`] stamps) above a newer version a replica holds; the
+    /// version it was written at.
+    async fn stamp(
+        &self,
+        plan: &Plan,
+        mut record: Record,
+        write_by: Option<u64>,
+        trace: &mut TraceBuilder,
+    ) -> Result<Version> {
+        let started = Instant::now();
         for stamp in 1..=MAX_STAMPS {
             let Some(newer) = self
-                .write_round(&plan, &record, write_by, stamp, &mut trace, started)
+                .write_round(plan, &record, write_by, stamp, trace, started)
                 .await?
             else {
                 break;
@@ -538,7 +563,7 @@ impl Coordinator {
             record.version = self.state.clock.now();
             debug!(key = %escaped(&record.key), %newer, version = %record.version, "a replica held a newer version; stamping the write again");
         }
-        Ok((record.version, trace.finish()))
+        Ok(record.version)
     }
 
     /// Refuses a write whose sender has given up on it: `write_by`
@@ -844,13 +869,19 @@ impl Coordinator {
         // Only the tasks still running keep the channel open now, for `repair_late`.
         drop(tx);
         if tally.ok < plan.quorum {
-            return Err(Error::Unavailable(format!(
+            let failed = Error::Unavailable(format!(
                 "read needed answers from {} replicas but only {} of {} answered ({})",
                 plan.quorum,
                 tally.ok,
                 plan.replicas.len(),
                 tally.reasons()
-            )));
+            ));
+            for answer in &answered {
+                let version = answer.held.as_ref().map(|r| &r.version);
+                trace.replica(&answer.replica, Outcome::Answered, version, answer.at, "");
+            }
+            let trace = finish_read(trace, &tally, &extra, started);
+            return Err(failed.with_trace(trace));
         }
         let newest = answered
             .iter()
@@ -862,14 +893,10 @@ impl Coordinator {
         }
         self.repair_answered(&answered, newest.as_ref(), repair_by, &mut trace, started)
             .await;
-        trace.pending(tally.waiting(), started.elapsed(), "");
-        for (replica, why) in &extra {
-            trace.annotate(replica, why);
-        }
         if let Some(newest) = newest.clone() {
             tokio::spawn(self.clone().repair_late(answers, newest, repair_by));
         }
-        Ok((newest, trace.finish()))
+        Ok((newest, finish_read(trace, &tally, &extra, started)))
     }
 
     /// Read repair for the replicas in the quorum: those behind get `newest`
@@ -1009,13 +1036,15 @@ impl Coordinator {
                     .iter()
                     .map(|(m, e)| format!("{m}: {}", e.detail()))
                     .collect();
-                return Err(Error::Unavailable(format!(
+                let failure = Error::Unavailable(format!(
                     "scan needs {needed} of {} members to answer so that every key has a \
                      replica in the answer, but {} failed ({})",
                     members.len(),
                     failed.len(),
                     reasons.join("; ")
-                )));
+                ));
+                heard.report(rounds, &mut trace);
+                return Err(failure.with_trace(trace.finish()));
             }
             let mut left_over = false;
             for record in page.complete.into_iter().filter(|r| r.value.is_some()) {
@@ -1188,6 +1217,21 @@ impl ScanHeard {
             trace.replica(&member, outcome, None, at, detail);
         }
     }
+}
+
+/// A read's trace, finished: the replicas still working marked pending, and
+/// why each one beyond the first R was asked (`extra`) put before its report.
+fn finish_read(
+    mut trace: TraceBuilder,
+    tally: &Tally,
+    extra: &[(String, String)],
+    started: Instant,
+) -> proto::Trace {
+    trace.pending(tally.waiting(), started.elapsed(), "");
+    for (replica, why) in extra {
+        trace.annotate(replica, why);
+    }
+    trace.finish()
 }
 
 /// Runs `work` against `replica` in a task of its own, giving up after

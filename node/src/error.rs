@@ -62,6 +62,14 @@ pub enum Error {
     /// its turn came to be stored: it was not stored (see [`crate::store::Store::apply_by`]).
     #[error("this write came to be stored {0:?} after its deadline, and was not")]
     Overdue(std::time::Duration),
+    /// A request that failed after its replicas were asked, with what each
+    /// one did: its status carries the trace ([`proto::details`]), so the
+    /// client sees it as for a success. See [`Error::with_trace`].
+    #[error("{error}")]
+    Traced {
+        error: Box<Error>,
+        trace: Box<proto::Trace>,
+    },
 }
 
 /// Result type of the node crate.
@@ -77,6 +85,7 @@ impl From<Error> for tonic::Status {
             Error::DeadlineExceeded(msg) => tonic::Status::deadline_exceeded(msg),
             Error::ArrivedLate(msg) => proto::not_applied(tonic::Status::deadline_exceeded(msg)),
             Error::Overdue(_) => tonic::Status::deadline_exceeded(err.to_string()),
+            Error::Traced { error, trace } => proto::details::with_trace((*error).into(), &trace),
             // Storage details (paths, database internals) go to the node's log, not
             // to the client; the client learns that it was the node's fault. (A
             // peer is told more: `for_a_peer`.)
@@ -92,6 +101,22 @@ impl From<Error> for tonic::Status {
 }
 
 impl Error {
+    /// This failure, with `trace`: what the replicas did before it came.
+    pub fn with_trace(self, trace: proto::Trace) -> Error {
+        Error::Traced {
+            error: Box::new(self.untraced()),
+            trace: Box::new(trace),
+        }
+    }
+
+    /// This failure without its trace, if it has one.
+    pub fn untraced(self) -> Error {
+        match self {
+            Error::Traced { error, .. } => *error,
+            other => other,
+        }
+    }
+
     /// The status for a peer whose replica read or write this failed: a
     /// storage failure in its own words (a full disk, a disk error the store
     /// is recovering from), which the coordinator puts in its trace as it

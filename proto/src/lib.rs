@@ -166,6 +166,7 @@ pub fn code_name(code: tonic::Code) -> &'static str {
 }
 
 pub mod deadline;
+pub mod details;
 pub mod json;
 pub mod text;
 

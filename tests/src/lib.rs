@@ -953,6 +953,27 @@ impl Output {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", self.stdout))
     }
+
+    /// Checks a failure printed with `-v`: its trace line first, beginning
+    /// `trace` and holding each of `shows`, then the failure, beginning
+    /// `failure`. Returns the failure's line.
+    #[track_caller]
+    pub fn failed_with_trace(&self, failure: &str, trace: &str, shows: &[&str]) -> &str {
+        let Some((traced, failed)) = self.stderr.split_once('\n') else {
+            panic!("no trace line before the failure: {}", self.stderr);
+        };
+        assert!(
+            failed.starts_with(failure),
+            "wanted a failure beginning {failure:?}: {}",
+            self.stderr
+        );
+        assert!(
+            traced.starts_with(trace) && shows.iter().all(|s| traced.contains(s)),
+            "wanted a trace beginning {trace:?} showing {shows:?}: {}",
+            self.stderr
+        );
+        failed
+    }
 }
 
 impl Client {

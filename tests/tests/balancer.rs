@@ -848,8 +848,20 @@ fn a_quorum_that_cannot_be_met_holds_no_healthy_node_out() {
         let key = format!("w3/{i}");
         let out = cluster
             .client_to_balancer(0)
-            .args(["put", &key, "v", "--w", "3"]);
-        out.fails();
+            .args(["-v", "put", &key, "v", "--w", "3"])
+            .fails();
+        // The failure's trace: the balancer's attempts, and under them what
+        // the last coordinator's replicas did (n3 is down).
+        out.failed_with_trace(
+            "UNAVAILABLE: ",
+            "trace: balancer=",
+            &[
+                " attempts: ",
+                " UNAVAILABLE [",
+                " quorum=3 replicas: ",
+                "n3 FAILED [",
+            ],
+        );
     }
     let outliers = outlier_ejections(&cluster);
     assert!(outliers.iter().all(|e| e.subject == "n3"), "{outliers:?}");

@@ -1239,24 +1239,23 @@ fn too_few_live_replicas_is_unavailable_naming_needed_and_answered() {
     cluster.kill(1);
     cluster.kill(2);
     // n2 and n3 are still members (suspect, not yet dead): they are asked, and fail.
-    let out = cluster.client_to(0).args(["put", "k", "v"]).fails();
-    assert!(
-        out.stderr.starts_with(
-            "UNAVAILABLE: write needed 2 durable copies but only 1 of 3 replicas stored it"
-        ),
-        "{}",
-        out.stderr
+    let out = cluster.client_to(0).args(["-v", "put", "k", "v"]).fails();
+    // With -v, the failure's trace comes first, as a success's does.
+    let trace = "trace: coordinator=n1 quorum=2 replicas: ";
+    let failure = out.failed_with_trace(
+        "UNAVAILABLE: write needed 2 durable copies but only 1 of 3 replicas stored it",
+        trace,
+        &["n1 ACKED v=", "n2 FAILED [", "n3 FAILED ["],
     );
     for name in ["n2: ", "n3: "] {
-        assert!(out.stderr.contains(name), "{}", out.stderr);
+        assert!(failure.contains(name), "{}", out.stderr);
     }
-    let out = cluster.client_to(0).args(["get", "k"]).fails();
-    assert!(
-        out.stderr.starts_with(
-            "UNAVAILABLE: read needed answers from 2 replicas but only 1 of 3 answered"
-        ),
-        "{}",
-        out.stderr
+    // n1 answers with the copy the failed write left; the others fail.
+    let out = cluster.client_to(0).args(["-v", "get", "k"]).fails();
+    out.failed_with_trace(
+        "UNAVAILABLE: read needed answers from 2 replicas but only 1 of 3 answered",
+        trace,
+        &["n1 ANSWERED v=", "n2 FAILED [", "n3 FAILED ["],
     );
     // Asking for less than a majority is allowed, and says so in the trace.
     let out = cluster
@@ -1264,6 +1263,29 @@ fn too_few_live_replicas_is_unavailable_naming_needed_and_answered() {
         .args(["-v", "put", "k", "v", "--w", "1"])
         .ok();
     assert!(out.stderr.contains("quorum=1"), "{}", out.stderr);
+}
+
+/// A scan that too many members failed (some keys would have no replica in
+/// its answer) fails, and with -v its trace shows who answered and who failed.
+#[test]
+fn a_scan_too_many_members_failed_shows_who_did_in_its_trace() {
+    let mut cluster = TestCluster::start_with(5, &["--dead-after", "60s"]);
+    // Still members (suspect, not yet dead): they are asked, and fail.
+    for i in 2..5 {
+        cluster.kill(i);
+    }
+    let out = cluster.client_to(0).args(["-v", "scan"]).fails();
+    out.failed_with_trace(
+        "UNAVAILABLE: scan needs 3 of 5 members to answer",
+        "trace: coordinator=n1 quorum=3 replicas: ",
+        &[
+            "n1 ANSWERED [0 records]",
+            "n2 ANSWERED [0 records]",
+            "n3 FAILED [",
+            "n4 FAILED [",
+            "n5 FAILED [",
+        ],
+    );
 }
 
 /// A replica down during a delete receives the tombstone from anti-entropy
