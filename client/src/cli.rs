@@ -102,8 +102,8 @@ pub struct Global {
     pub json: bool,
 
     /// Print each response's trace (who served it, what each replica did) on
-    /// stderr, for the commands that send one request (load and check send
-    /// thousands, and show none). There is one level: -vv is -v.
+    /// stderr, a failure's too, for the commands that send one request (load
+    /// and check send thousands, and show none). There is one level: -vv is -v.
     #[arg(
         short,
         long,

@@ -174,21 +174,33 @@ exit 1"#,
     );
 }
 
-/// `scripts/rust-image` and `scripts/install-compose-v2` take no arguments:
-/// `--help` says what they do, and anything else is refused, before either
-/// runs anything (`--help` ran a whole debootstrap, or installed Compose).
+/// `scripts/rust-image`, `scripts/install-compose-v2` and `.ci/run` take no
+/// arguments: `--help` says what they do, and anything else is refused,
+/// before any runs anything (`--help` ran a whole debootstrap, installed
+/// Compose, or ran CI).
 #[test]
 fn the_install_scripts_answer_help_and_refuse_arguments_running_nothing() {
     let bin = tempfile::tempdir().unwrap();
     let ran = bin.path().join("ran");
     // Stand-ins that would let each script go on, noting that they ran.
-    for program in ["docker", "debootstrap", "curl", "dpkg"] {
+    for program in [
+        "docker",
+        "debootstrap",
+        "curl",
+        "dpkg",
+        "cargo",
+        "cargo-nextest",
+    ] {
         let body = format!("echo {program} >> '{}'; exit 1", ran.display());
         stand_in(bin.path(), program, &body);
     }
-    for script in ["rust-image", "install-compose-v2"] {
+    for script in [
+        "scripts/rust-image",
+        "scripts/install-compose-v2",
+        ".ci/run",
+    ] {
         let run = |args: &[&str]| {
-            Command::new(root().join("scripts").join(script))
+            Command::new(root().join(script))
                 .args(args)
                 .env("PATH", path_with(bin.path()))
                 .output()
@@ -197,14 +209,14 @@ fn the_install_scripts_answer_help_and_refuse_arguments_running_nothing() {
         let help = run(&["--help"]);
         let usage = String::from_utf8_lossy(&help.stdout);
         assert_eq!(help.status.code(), Some(0), "{script}: {}", stderr(&help));
-        assert!(usage.contains(&format!("scripts/{script}")), "{usage}");
+        assert!(usage.contains(script), "{usage}");
         assert!(!usage.contains("set -euo"), "{usage}");
         for wrong in [&["bogus"][..], &["--help", "extra"]] {
             let out = run(wrong);
             assert_eq!(out.status.code(), Some(2), "{script} {wrong:?}");
             assert!(
                 stderr(&out).contains(&format!(
-                    "scripts/{script}: unexpected arguments '{}'; it takes none",
+                    "{script}: unexpected arguments '{}'; it takes none",
                     wrong.join(" ")
                 )),
                 "{}",
@@ -271,47 +283,89 @@ fn which(program: &str) -> PathBuf {
 /// older binaries it copied into the image, or failed for want of them.
 #[test]
 fn docker_build_packages_the_binaries_from_cargos_target_directory() {
-    let bin = tempfile::tempdir().unwrap();
-    let target = tempfile::tempdir().unwrap();
-    let triple = "x86_64-unknown-linux-gnu";
-    let release = target.path().join(triple).join("release");
-    let built = bin.path().join("built");
-    // cargo answers `metadata` with the target directory, and a build
-    // writes each binary there, holding its name.
-    let cargo = format!(
-        r#"case "$1" in
-  metadata) echo '{{"packages":[],"target_directory":"{target}","version":1}}' ;;
+    let run = DockerBuild::run(true);
+    assert!(run.out.status.success(), "{}", stderr(&run.out));
+    let packaged = std::fs::read_to_string(run.built()).expect("docker build ran");
+    assert_eq!(
+        packaged,
+        "new clusterlab\nnew clusterlab-balancer\nnew clusterlab-certs\nnew clusterlab-node\n"
+    );
+    assert!(run.target.path().join("docker-context").is_dir());
+}
+
+/// A `cargo metadata` that fails after the build is said in the script's
+/// own words (it ended with cargo's alone), and nothing is packaged.
+#[test]
+fn docker_build_says_so_when_cargo_cannot_name_its_target_directory() {
+    let run = DockerBuild::run(false);
+    assert_eq!(run.out.status.code(), Some(1), "{}", stderr(&run.out));
+    assert!(
+        stderr(&run.out).contains(
+            "scripts/docker-build: the binaries are built, but `cargo metadata` failed (above), \
+             so where cargo put them is not known"
+        ),
+        "{}",
+        stderr(&run.out)
+    );
+    assert!(!run.built().exists(), "docker build ran");
+}
+
+/// `scripts/docker-build` run with stand-ins for cargo, rustc, ldd and docker.
+struct DockerBuild {
+    bin: tempfile::TempDir,
+    target: tempfile::TempDir,
+    out: std::process::Output,
+}
+
+impl DockerBuild {
+    /// Runs it with `CARGO_TARGET_DIR` set; cargo answers `metadata` with
+    /// that directory if `metadata_works`, and fails it otherwise.
+    fn run(metadata_works: bool) -> DockerBuild {
+        let bin = tempfile::tempdir().unwrap();
+        let target = tempfile::tempdir().unwrap();
+        let triple = "x86_64-unknown-linux-gnu";
+        let release = target.path().join(triple).join("release");
+        let metadata = match metadata_works {
+            true => format!(
+                r#"echo '{{"packages":[],"target_directory":"{}","version":1}}'"#,
+                target.path().display()
+            ),
+            false => "echo 'error: failed to load manifest' >&2; exit 101".to_string(),
+        };
+        // A build writes each binary in the target directory, holding its name.
+        let cargo = format!(
+            r#"case "$1" in
+  metadata) {metadata} ;;
   build) mkdir -p '{release}'
     for b in clusterlab clusterlab-node clusterlab-balancer clusterlab-certs; do
       echo "new $b" > '{release}'/$b
     done ;;
   *) exit 1 ;;
 esac"#,
-        target = target.path().display(),
-        release = release.display(),
-    );
-    stand_in(bin.path(), "cargo", &cargo);
-    stand_in(bin.path(), "rustc", &format!("echo 'host: {triple}'"));
-    stand_in(bin.path(), "ldd", "echo 'statically linked'");
-    // docker build: what its context holds; image inspect: a size.
-    let docker = format!(
-        r#"case "$1" in
+            release = release.display(),
+        );
+        stand_in(bin.path(), "cargo", &cargo);
+        stand_in(bin.path(), "rustc", &format!("echo 'host: {triple}'"));
+        stand_in(bin.path(), "ldd", "echo 'statically linked'");
+        // docker build: what its context holds; image inspect: a size.
+        let docker = format!(
+            r#"case "$1" in
   build) for last; do :; done; cat "$last"/clusterlab* > '{built}' ;;
   image) echo 1000 ;;
 esac"#,
-        built = built.display(),
-    );
-    stand_in(bin.path(), "docker", &docker);
-    let out = Command::new(root().join("scripts").join("docker-build"))
-        .env("PATH", path_with(bin.path()))
-        .env("CARGO_TARGET_DIR", target.path())
-        .output()
-        .expect("running scripts/docker-build");
-    assert!(out.status.success(), "{}", stderr(&out));
-    let packaged = std::fs::read_to_string(&built).expect("docker build ran");
-    assert_eq!(
-        packaged,
-        "new clusterlab\nnew clusterlab-balancer\nnew clusterlab-certs\nnew clusterlab-node\n"
-    );
-    assert!(target.path().join("docker-context").is_dir());
+            built = bin.path().join("built").display(),
+        );
+        stand_in(bin.path(), "docker", &docker);
+        let out = Command::new(root().join("scripts").join("docker-build"))
+            .env("PATH", path_with(bin.path()))
+            .env("CARGO_TARGET_DIR", target.path())
+            .output()
+            .expect("running scripts/docker-build");
+        DockerBuild { bin, target, out }
+    }
+
+    /// Where the docker stand-in wrote what its build context held.
+    fn built(&self) -> std::path::PathBuf {
+        self.bin.path().join("built")
+    }
 }
