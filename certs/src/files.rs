@@ -36,13 +36,14 @@ pub(crate) fn certs_tool(dir: &Path) -> &'static str {
 /// runs it (`docker compose run --rm certs` for compose's volume), with its
 /// `--out`: the kind and name are the caller's to add.
 pub fn issue_command(dir: &Path) -> String {
-    format!("{} issue --out {}", certs_tool(dir), dir_word(dir))
+    format!("{} issue --out {}", certs_tool(dir), path_word(dir))
 }
 
-/// `dir` as one shell word, for the commands advice shows: a directory
-/// with a space in it (`~/my certs`) pastes as one `--out`.
-pub(crate) fn dir_word(dir: &Path) -> String {
-    crate::flags::shell_word(&dir.display().to_string())
+/// `path` as one shell word, for the commands and files advice shows: a
+/// directory with a space in it (`~/my certs`) pastes as one `--out`, and
+/// a file in it as one argument to `rm`.
+pub(crate) fn path_word(path: &Path) -> String {
+    crate::flags::shell_word(&path.display().to_string())
 }
 
 /// Whether `dir` is docker compose's certificates volume, which only the
@@ -55,7 +56,7 @@ pub fn is_compose_volume(dir: &Path) -> bool {
 /// CA: most likely `--out` names the wrong one. In docker compose the PKI
 /// is made by `docker compose up -d`, not by a clusterlab-certs on the host.
 pub(crate) fn no_pki_advice(dir: &Path) -> String {
-    let shown = dir_word(dir);
+    let shown = path_word(dir);
     // No directory can be made there: advice to make one would fail.
     if let Some(why) = file_in_the_way(dir) {
         return format!("{why}; give --out the directory `clusterlab-certs init` wrote");
@@ -88,8 +89,8 @@ pub fn left_over_advice(dir: &Path, name: &str) -> String {
         ),
         false => format!(
             "delete {} and {}, and if you still need it: {issue} {name}",
-            cert_path(dir, name).display(),
-            key_path(dir, name).display()
+            path_word(&cert_path(dir, name)),
+            path_word(&key_path(dir, name))
         ),
     }
 }
@@ -106,9 +107,9 @@ pub(crate) fn reissue_advice(dir: &Path, name: &str, kind: impl std::fmt::Displa
         false => format!(
             "delete {} and {}, and issue it again: clusterlab-certs issue --out {} --kind \
              {kind} --name {name}",
-            cert_path(dir, name).display(),
-            key_path(dir, name).display(),
-            dir_word(dir)
+            path_word(&cert_path(dir, name)),
+            path_word(&key_path(dir, name)),
+            path_word(dir)
         ),
     }
 }
@@ -118,7 +119,7 @@ pub(crate) fn reissue_advice(dir: &Path, name: &str, kind: impl std::fmt::Displa
 /// can no longer be revoked (`revoke` goes by the file). In docker compose,
 /// whose volume no one can delete a file from, replacing means starting over.
 pub(crate) fn name_taken_advice(dir: &Path, name: &str) -> String {
-    let revoke = format!("{} revoke --out {} {name}", certs_tool(dir), dir_word(dir));
+    let revoke = format!("{} revoke --out {} {name}", certs_tool(dir), path_word(dir));
     match is_compose_volume(dir) {
         true => format!(
             "choose another name (revoking this one first if it must no longer be used: \
@@ -129,8 +130,8 @@ pub(crate) fn name_taken_advice(dir: &Path, name: &str) -> String {
         false => format!(
             "choose another name, or replace it: first revoke it ({revoke}), since once its \
              file is gone it can no longer be revoked, then delete {} and {}",
-            cert_path(dir, name).display(),
-            key_path(dir, name).display()
+            path_word(&cert_path(dir, name)),
+            path_word(&key_path(dir, name))
         ),
     }
 }
@@ -338,7 +339,7 @@ pub(crate) fn read_error(path: &Path, source: std::io::Error) -> Error {
 /// What to do about a certificate file that is not there.
 fn missing_file_hint(path: &Path) -> String {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let shown = dir_word(dir);
+    let shown = path_word(dir);
     let name = path
         .file_stem()
         .and_then(|s| s.to_str())
@@ -392,7 +393,7 @@ fn missing_file_hint(path: &Path) -> String {
     // it valid, out of `revoke`'s reach (which goes by the file).
     let (cert, key) = (path.with_extension("pem"), path.with_extension("key"));
     if cert.is_file() && !key.is_file() {
-        let cert = cert.display();
+        let cert = path_word(&cert);
         // Compose's volume is written by the certs service alone, which
         // has no way to delete a file in it.
         if is_compose_volume(dir) {
@@ -413,7 +414,7 @@ fn missing_file_hint(path: &Path) -> String {
             "; {cert} is there without its key, so it cannot be used: put {} back from a \
              copy, if there is one; else revoke it (`{tool} revoke --out {shown} {name}`\
              {shared}), delete {cert}, then make it again with {issue}",
-            key.display()
+            path_word(&key)
         );
     }
     // NAME.key without NAME.pem: make the pair again.
@@ -972,6 +973,7 @@ mod tests {
             no_pki_advice(dir),
             reissue_advice(dir, "n1", "node"),
             name_taken_advice(dir, "w"),
+            left_over_advice(dir, "w"),
             missing_file_hint(&dir.join("w.pem")),
             missing_file_hint(&dir.join("ca.pem")),
             half_made.to_string(),
@@ -980,6 +982,17 @@ mod tests {
             assert!(advice.contains(out), "{advice}");
             assert!(!advice.contains("--out /home/ann/my certs"), "{advice}");
         }
+        // The files to delete, each one word too.
+        for advice in [
+            reissue_advice(dir, "w", "client"),
+            name_taken_advice(dir, "w"),
+            left_over_advice(dir, "w"),
+        ] {
+            assert!(
+                advice.contains("delete '/home/ann/my certs/w.pem' and '/home/ann/my certs/w.key'"),
+                "{advice}"
+            );
+        }
         // Where the PKI is there and one identity is missing.
         let temp = tempfile::tempdir().unwrap();
         let pki = temp.path().join("my certs");
@@ -987,6 +1000,17 @@ mod tests {
         let advice = missing_file_hint(&pki.join("nobody.pem"));
         let out = format!("--out '{}' --kind KIND --name nobody", pki.display());
         assert!(advice.contains(&out), "{advice}");
+        // A certificate without its key: put the key back, or delete it.
+        std::fs::remove_file(pki.join("writer.key")).unwrap();
+        let advice = missing_file_hint(&pki.join("writer.key"));
+        let (cert, key) = (pki.join("writer.pem"), pki.join("writer.key"));
+        for said in [
+            format!("'{}' is there without its key", cert.display()),
+            format!("put '{}' back", key.display()),
+            format!("delete '{}', then", cert.display()),
+        ] {
+            assert!(advice.contains(&said), "{advice}");
+        }
     }
 
     #[test]

@@ -121,7 +121,7 @@ pub enum Error {
          `{} init --force --out {}` (every certificate issued from the old CA stops working)",
         dir.display(),
         files::certs_tool(dir),
-        files::dir_word(dir)
+        files::path_word(dir)
     )]
     HalfMade {
         dir: std::path::PathBuf,
@@ -144,7 +144,7 @@ pub enum Error {
         key.display(),
         ca.display(),
         files::certs_tool(ca.parent().unwrap_or(std::path::Path::new("."))),
-        files::dir_word(ca.parent().unwrap_or(std::path::Path::new(".")))
+        files::path_word(ca.parent().unwrap_or(std::path::Path::new(".")))
     )]
     CaKeyMismatch {
         key: std::path::PathBuf,

@@ -561,7 +561,7 @@ fn revoke_locked(pki: &Pki, name: &str) -> Result<Revocation> {
                  a new CA, run `{} init --force --out {}` (every certificate issued from the \
                  old one stops working)",
                 files::certs_tool(dir),
-                files::dir_word(dir)
+                files::path_word(dir)
             ),
         });
     }
@@ -739,14 +739,14 @@ fn load_ca(pki: &Pki) -> Result<Issuer<'static, KeyPair>> {
                  it is now kept",
                 left.display(),
                 files::certs_tool(&pki.dir),
-                files::dir_word(&pki.dir)
+                files::path_word(&pki.dir)
             ),
             false => format!(
                 "point --ca-key at the key, or, if it is lost, start over with \
                  `{} init --force --out {}` (every certificate issued from the old CA stops \
                  working)",
                 files::certs_tool(&pki.dir),
-                files::dir_word(&pki.dir)
+                files::path_word(&pki.dir)
             ),
         };
         return Err(Error::NoCaKey {

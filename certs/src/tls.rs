@@ -311,7 +311,7 @@ fn check_own_certificate(
              {} issue --out {} --kind {kind} --name NAME",
             ours.identity,
             files::certs_tool(dir),
-            files::dir_word(dir)
+            files::path_word(dir)
         )));
     }
     let name_for_sni = ServerName::try_from("clusterlab").expect("a valid name");
