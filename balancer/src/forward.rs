@@ -797,6 +797,39 @@ mod tests {
         assert_eq!(client_deadline(&HeaderMap::new()), None);
     }
 
+    /// A failure goes to the client with the balancer's part of the trace
+    /// over the node's (which the node's status carried in its details), in
+    /// place of the node's alone; with no node tried, with none.
+    #[test]
+    fn a_failure_carries_the_balancers_trace_over_the_nodes() {
+        let node_part = Trace {
+            coordinator: "n2".into(),
+            quorum: 2,
+            ..Trace::default()
+        };
+        let from_node = proto::details::with_trace(Status::aborted("a newer write"), &node_part);
+        let mut ours = Trace {
+            balancer: "b1".into(),
+            policy: "round-robin".into(),
+            choice: "next in rotation".into(),
+            ..Trace::default()
+        };
+        let untraced = failed_with_trace(from_node.clone(), &ours, None);
+        assert_eq!(untraced.details(), from_node.details(), "no node tried");
+        ours.attempts.push(Attempt {
+            node: "n2".into(),
+            outcome: "ABORTED".into(),
+            latency_us: 5,
+            detail: "a newer write".into(),
+        });
+        let node_part = proto::details::trace_of(&from_node);
+        let failure = failed_with_trace(from_node, &ours, node_part);
+        assert_eq!(failure.code(), tonic::Code::Aborted);
+        let trace = proto::details::trace_of(&failure).expect("a trace");
+        assert_eq!((trace.balancer.as_str(), trace.attempts.len()), ("b1", 1));
+        assert_eq!((trace.coordinator.as_str(), trace.quorum), ("n2", 2));
+    }
+
     /// A write held by a hung node names the attempts before it in words:
     /// one of them may have been applied too.
     #[test]

@@ -446,6 +446,8 @@ impl Coordinator {
         // must not become a second write: look for it first. Found on fewer
         // than W replicas, it did not get through: the first attempt failed
         // for want of its quorum, and this one must meet it, or fail too.
+        // What the look found goes with a refusal that follows it.
+        let mut looked_up = None;
         if retry && !request_id.is_empty() {
             // Read from at least W replicas: found on fewer it counts as not
             // through, and a read of R < W (`put --w 3`) could never find it
@@ -467,7 +469,9 @@ impl Coordinator {
                 };
                 // The read's trace, if it asked replicas, shows what they did.
                 match e {
-                    Error::Traced { error, trace } => reworded(*error).with_trace(*trace),
+                    Error::Traced { error, trace } => {
+                        reworded(*error).with_trace(as_looked_up(*trace))
+                    }
                     other => reworded(other),
                 }
             })?;
@@ -482,13 +486,18 @@ impl Coordinator {
                 }
                 debug!(key = %escaped(&key), request_id = %escaped(&request_id), copies, quorum = plan.quorum, "retried write found short of its quorum; writing it again");
             }
+            looked_up = Some(as_looked_up(trace));
         }
         // Looking for a retry's first attempt takes replica round trips.
         let checked = match retry && !request_id.is_empty() {
             true => Overdue::AfterLookingForTheFirstAttempt,
             false => Overdue::OnArrival { retry },
         };
-        self.refuse_if_overdue(&key, write_by, checked)?;
+        self.refuse_if_overdue(&key, write_by, checked)
+            .map_err(|e| match looked_up {
+                Some(trace) => e.with_trace(trace),
+                None => e,
+            })?;
         let mut trace = TraceBuilder::new(&self.state.name, plan.quorum);
         let record = Record {
             key,
@@ -1346,6 +1355,16 @@ fn as_written(mut trace: proto::Trace, version: &Version, quorum: usize) -> prot
         replica.set_outcome(Outcome::Acked);
         replica.version = Some(wanted.clone());
         replica.detail = detail.into();
+    }
+    trace
+}
+
+/// The trace of the read a retried write made to look for its first
+/// attempt, for a failure of the write that follows it: each report says it
+/// was the look's (a read's outcomes, at a read's quorum, under a put).
+fn as_looked_up(mut trace: proto::Trace) -> proto::Trace {
+    for replica in &mut trace.replicas {
+        crate::trace::put_before(replica, "read to look for this retry's first attempt");
     }
     trace
 }

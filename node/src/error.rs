@@ -152,4 +152,26 @@ mod tests {
         let waited = tonic::Status::from(Error::DeadlineExceeded("while replicas".into()));
         assert!(!proto::was_not_applied(&waited));
     }
+
+    /// A traced failure's status is the failure's own (code, message, marks)
+    /// with the trace in its details; traced twice, the last trace.
+    #[test]
+    fn a_traced_failure_keeps_its_status_and_carries_its_trace() {
+        let trace = |coordinator: &str| proto::Trace {
+            coordinator: coordinator.into(),
+            quorum: 2,
+            ..proto::Trace::default()
+        };
+        let refused = Error::Refused("finding peers".into())
+            .with_trace(trace("n0"))
+            .with_trace(trace("n1"));
+        let status = tonic::Status::from(refused);
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert_eq!(status.message(), "finding peers");
+        assert!(proto::was_not_applied(&status));
+        assert_eq!(proto::details::trace_of(&status), Some(trace("n1")));
+        let failed = Error::Unavailable("1 of 2 copies".into()).with_trace(trace("n1"));
+        assert_eq!(failed.to_string(), "1 of 2 copies");
+        assert!(matches!(failed.untraced(), Error::Unavailable(_)));
+    }
 }

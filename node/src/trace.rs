@@ -65,10 +65,7 @@ impl TraceBuilder {
     /// Puts `note` before what the reports on `node` already say.
     pub fn annotate(&mut self, node: &str, note: &str) {
         for report in self.trace.replicas.iter_mut().filter(|r| r.node == node) {
-            report.detail = match report.detail.is_empty() {
-                true => note.to_string(),
-                false => format!("{note}; {}", report.detail),
-            };
+            put_before(report, note);
         }
     }
 
@@ -76,4 +73,12 @@ impl TraceBuilder {
     pub fn finish(self) -> Trace {
         self.trace
     }
+}
+
+/// Puts `note` before what `report` already says.
+pub fn put_before(report: &mut ReplicaReport, note: &str) {
+    report.detail = match report.detail.is_empty() {
+        true => note.to_string(),
+        false => format!("{note}; {}", report.detail),
+    };
 }

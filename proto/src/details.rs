@@ -25,8 +25,9 @@ pub const TRACE_TYPE_URL: &str = "type.googleapis.com/clusterlab.v1.Trace";
 pub const MAX_DETAILS_BYTES: usize = 6 * 1024;
 
 /// `status` with `trace` in its details, in place of any details it had
-/// (its code, message and metadata are kept). Unchanged if the details would
-/// be longer than [`MAX_DETAILS_BYTES`].
+/// (its code, message and metadata are kept). With no details at all if
+/// they would be longer than [`MAX_DETAILS_BYTES`]: an earlier trace (a
+/// node's, under the balancer's) is not left to pass for this one.
 pub fn with_trace(status: tonic::Status, trace: &Trace) -> tonic::Status {
     let details = pb::Status {
         code: status.code() as i32,
@@ -37,9 +38,10 @@ pub fn with_trace(status: tonic::Status, trace: &Trace) -> tonic::Status {
         }],
     }
     .encode_to_vec();
-    if details.len() > MAX_DETAILS_BYTES {
-        return status;
-    }
+    let details = match details.len() > MAX_DETAILS_BYTES {
+        true => Vec::new(),
+        false => details,
+    };
     tonic::Status::with_details_and_metadata(
         status.code(),
         status.message(),
@@ -114,7 +116,9 @@ mod tests {
                 detail: "x".repeat(100),
             })
             .collect();
-        let traced = with_trace(tonic::Status::unavailable("failed"), &long);
+        // Over a status that carried a trace already (a node's): neither.
+        let node_traced = with_trace(tonic::Status::unavailable("failed"), &trace());
+        let traced = with_trace(node_traced, &long);
         assert!(traced.details().is_empty());
         assert_eq!(traced.message(), "failed");
     }

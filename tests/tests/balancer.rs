@@ -231,7 +231,7 @@ fn a_write_on_a_node_that_hangs_is_not_sent_elsewhere_when_its_connection_is_giv
         .ok();
     let mut put = cluster
         .client_to_balancer(0)
-        .args(["--timeout", "45s", "put", &key, "late"])
+        .args(["-v", "--timeout", "45s", "put", &key, "late"])
         .spawn();
     wait_until("the write to wait on n2", SETTLE, || {
         // A status call that failed (a slow handshake) is "not yet".
@@ -260,6 +260,14 @@ fn a_write_on_a_node_that_hangs_is_not_sent_elsewhere_when_its_connection_is_giv
     assert!(
         out.stderr
             .contains("so the write was not sent to another node after it: its outcome is unknown"),
+        "{}",
+        out.stderr
+    );
+    // Its trace too: the one attempt, on n2.
+    assert!(
+        out.stderr
+            .starts_with("trace: balancer=balancer policy=key-affinity ")
+            && out.stderr.contains(" attempts: n2 UNAVAILABLE ["),
         "{}",
         out.stderr
     );
@@ -852,7 +860,7 @@ fn a_quorum_that_cannot_be_met_holds_no_healthy_node_out() {
             .fails();
         // The failure's trace: the balancer's attempts, and under them what
         // the last coordinator's replicas did (n3 is down).
-        out.failed_with_trace(
+        let failure = out.failed_with_trace(
             "UNAVAILABLE: ",
             "trace: balancer=",
             &[
@@ -862,6 +870,20 @@ fn a_quorum_that_cannot_be_met_holds_no_healthy_node_out() {
                 "n3 FAILED [",
             ],
         );
+        // The first put's retry budget is whole: a second live node tried
+        // it again, and failed looking for its first attempt (the last
+        // coordinator's trace, then, is that look's).
+        if i == 0 {
+            let look = "this write is a retry, and checking whether its first attempt was \
+                        applied failed: read needed answers from 3 replicas";
+            assert!(failure.contains(look), "{}", out.stderr);
+            assert!(
+                out.stderr
+                    .contains("FAILED [read to look for this retry's first attempt; "),
+                "{}",
+                out.stderr
+            );
+        }
     }
     let outliers = outlier_ejections(&cluster);
     assert!(outliers.iter().all(|e| e.subject == "n3"), "{outliers:?}");

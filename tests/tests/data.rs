@@ -1829,6 +1829,60 @@ fn a_retried_write_found_applied_answers_with_its_own_quorum() {
     retried_write_is_applied_once(3, 1, false);
 }
 
+/// A retried write whose deadline passes while its coordinator looks for its
+/// first attempt is refused, and the refusal carries what the look found:
+/// the look's trace, each report marked as the look's (a read's outcomes,
+/// under a put).
+#[test]
+fn a_retry_out_of_time_after_looking_for_its_first_attempt_carries_the_looks_trace() {
+    let cluster = TestCluster::start(3);
+    for (i, node) in [(1, "n2"), (2, "n3")] {
+        cluster
+            .client_to(i)
+            .args(["fault", node, "--latency", "500ms"])
+            .ok();
+    }
+    let refused = tests::block_on(async {
+        let mut client = cluster.key_value(0).await.unwrap();
+        let mut request = tonic::Request::new(proto::PutRequest {
+            key: "late".into(),
+            value: b"v".to_vec(),
+            // The look asks all three: it waits for n2 and n3.
+            write_quorum: 3,
+            request_id: "req-1".into(),
+        });
+        request.set_timeout(Duration::from_secs(10));
+        let metadata = request.metadata_mut();
+        metadata.insert(node::kv::RETRY_HEADER, "1".parse().unwrap());
+        // Given up on before n2 and n3 answer the look.
+        let by = proto::deadline::write_by(Duration::from_millis(200));
+        metadata.insert(
+            proto::deadline::WRITE_BY_HEADER,
+            by.to_string().parse().unwrap(),
+        );
+        client.put(request).await.unwrap_err()
+    });
+    assert_eq!(refused.code(), tonic::Code::DeadlineExceeded, "{refused:?}");
+    assert!(
+        refused
+            .message()
+            .contains("while n1 looked for its first attempt"),
+        "{refused:?}"
+    );
+    let trace = proto::details::trace_of(&refused).expect("the look's trace");
+    let mut asked: Vec<&str> = trace.replicas.iter().map(|r| r.node.as_str()).collect();
+    asked.sort();
+    assert_eq!(asked, ["n1", "n2", "n3"], "{trace:?}");
+    for report in &trace.replicas {
+        assert!(
+            report
+                .detail
+                .starts_with("read to look for this retry's first attempt"),
+            "{trace:?}"
+        );
+    }
+}
+
 /// A write with a request id, sent again with the retry mark to a cluster
 /// of `nodes` (through a balancer, if `via_balancer`), at `write_quorum` (0:
 /// the default), is found, not made again.
