@@ -24,7 +24,8 @@ Example, in front of the three nodes of clusterlab-node --help's example:
 #[command(name = "clusterlab-balancer", version, after_help = EXAMPLE)]
 pub struct Config {
     /// This balancer's name, shown in traces and every log line: 1 to 63
-    /// characters from a-z, 0-9, '-', '_' and '.'.
+    /// characters from a-z, 0-9, '-', '_' and '.', starting with a letter or
+    /// digit.
     #[arg(long, env = "CLUSTERLAB_NAME", default_value = "balancer",
           value_parser = node::config::process_name)]
     pub name: String,

@@ -14,8 +14,8 @@ use proto::{
 
 /// clusterlab: talk to a clusterlab cluster, and see what happened.
 ///
-/// Every answer carries a trace: which node served it and what each replica did.
-/// Add -v to see it, or --json for all of it.
+/// Every answer to put, get, delete and scan carries a trace: which node served
+/// it and what each replica did. Add -v to see it, or --json for all of it.
 #[derive(Debug, Parser)]
 #[command(name = "clusterlab", version, after_help = EXAMPLES)]
 pub struct Cli {
@@ -101,9 +101,10 @@ pub struct Global {
     #[arg(long, global = true, help_heading = OUTPUT_HEADING, env = "CLUSTERLAB_JSON")]
     pub json: bool,
 
-    /// Print each response's trace (who served it, what each replica did) on
-    /// stderr, a failure's too, for the commands that send one request (load
-    /// and check send thousands, and show none). There is one level: -vv is -v.
+    /// Print the trace (who served it, what each replica did) of put, get,
+    /// delete and scan on stderr, a failure's too. load and check send
+    /// thousands and show none; the other commands' answers carry none.
+    /// There is one level: -vv is -v.
     #[arg(
         short,
         long,

@@ -30,7 +30,8 @@ pub const MAX_REPLICAS: u32 = 9;
 #[command(name = "clusterlab-node", version, after_help = EXAMPLE)]
 pub struct Config {
     /// This node's name, shown in status, traces and every log line (e.g. n1):
-    /// 1 to 63 characters from a-z, 0-9, '-', '_' and '.'.
+    /// 1 to 63 characters from a-z, 0-9, '-', '_' and '.', starting with a
+    /// letter or digit.
     /// `auto` takes the container's name from Docker's DNS (e.g.
     /// clusterlab-node-2), so scaled replicas that share one configuration
     /// still have names that match `docker ps`.

@@ -42,8 +42,9 @@ use tokio::{
     name = "clusterlab-local",
     version,
     after_help = "\
-In another terminal (with --dir DIR: DIR/certs; with --port PORT, also
---addr 127.0.0.1:PORT; its `clusterlab-local: try ...` line says both):
+In another terminal, in this same directory (with --dir DIR: DIR/certs; with
+--port PORT, also --addr 127.0.0.1:PORT; its `clusterlab-local: try ...` line
+says both):
   export CLUSTERLAB_CERTS=local/certs
   clusterlab status
   clusterlab -v put greeting hello
@@ -56,7 +57,10 @@ struct Args {
     #[arg(long, env = "CLUSTERLAB_LOCAL_NODES", default_value_t = 3,
           value_parser = certs::flags::number_in(1..=MAX_NODES))]
     nodes: u16,
-    /// Where certificates and data live.
+    /// Where certificates and data live. Each start makes the certificates in
+    /// DIR/certs anew, with a new CA: a certificate issued there before (or
+    /// copied elsewhere) is no longer trusted. The nodes' data stays (see
+    /// --fresh).
     #[arg(long, env = "CLUSTERLAB_LOCAL_DIR", default_value = "local")]
     dir: PathBuf,
     /// The balancer's port; every other port is an offset from it (see `port_help`).
