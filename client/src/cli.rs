@@ -97,7 +97,9 @@ pub struct Global {
     )]
     pub tls: TlsMode,
 
-    /// Print machine-readable JSON on stdout.
+    /// Print machine-readable JSON on stdout; a failure the cluster gave too,
+    /// as {"error": {"code", "message", "trace"}} (its message still goes to
+    /// stderr, and the exit status is 1).
     #[arg(long, global = true, help_heading = OUTPUT_HEADING, env = "CLUSTERLAB_JSON")]
     pub json: bool,
 

@@ -70,13 +70,20 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
 /// The commands that send a request (or open a feed) and print the answer.
 async fn one_shot(global: &Global, command: Command) -> Result<(), Failure> {
     let done = one_request(global, command).await;
-    // With -v, a failure's trace too (before the failure's own line): which
-    // nodes the balancer tried, and what the replicas did.
-    if global.verbose
-        && let Err(failure) = &done
-        && let Some(line) = &failure.trace
-    {
-        eprintln!("{line}");
+    if let Err(failure) = &done {
+        // With -v, a failure's trace too (before the failure's own line):
+        // which nodes the balancer tried, and what the replicas did.
+        show_trace(global, failure.trace.as_deref());
+        // With --json, a failure the cluster gave (a status code) as an
+        // object on stdout too, unless the command's report said it; its
+        // message goes to stderr as ever.
+        if global.json && !failure.code.is_empty() && !failure.reported {
+            print_json(&json!({"error": {
+                "code": failure.code,
+                "message": failure.message,
+                "trace": render::trace_json(failure.trace.as_deref()),
+            }}));
+        }
     }
     done
 }

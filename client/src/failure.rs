@@ -11,7 +11,7 @@ use std::{collections::BTreeMap, error::Error as StdError, fmt, sync::Mutex};
 use certs::explain;
 
 /// A failed operation: a gRPC status code and a sentence.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Failure {
     /// e.g. `NOT_FOUND`, `UNAVAILABLE`, `INVALID_ARGUMENT`; empty for a
     /// failure on this machine, where no status was involved.
@@ -19,10 +19,14 @@ pub struct Failure {
     pub message: String,
     /// The command line's mistake (exit 2), found before anything was sent.
     pub usage: bool,
-    /// The failed call's trace as one line ([`crate::render::trace_line`]),
-    /// if the server sent one in the status's details
-    /// ([`proto::details`]): `-v` prints it, as it prints a success's.
-    pub trace: Option<String>,
+    /// The failed call's trace, if the server sent one in the status's
+    /// details ([`proto::details`]): `-v` prints it, as it prints a
+    /// success's, and `--json` puts it in the failure's object.
+    pub trace: Option<Box<proto::Trace>>,
+    /// Whether its command printed its report before failing (a `get` of a
+    /// key not found, a `check` that found writes lost: [`report_then`]):
+    /// then `--json` has said it already, and prints no object of its own.
+    pub reported: bool,
 }
 
 impl fmt::Display for Failure {
@@ -54,7 +58,10 @@ pub fn report_then(verdict: Result<(), Failure>, print: impl FnOnce()) -> Result
     drop(reporting);
     print();
     REPORTING.lock().unwrap_or_else(|e| e.into_inner()).take();
-    verdict
+    verdict.map_err(|failure| Failure {
+        reported: true,
+        ..failure
+    })
 }
 
 /// The failure whose report is being printed, if one is: for the panic hook
@@ -79,6 +86,7 @@ impl Failure {
             message: message.into(),
             usage: false,
             trace: None,
+            reported: false,
         }
     }
 
@@ -171,7 +179,7 @@ impl Failure {
             );
         }
         Failure {
-            trace: proto::details::trace_of(status).map(|trace| crate::render::trace_line(&trace)),
+            trace: proto::details::trace_of(status).map(Box::new),
             ..Failure::new(code_name(status.code()), server_words(status))
         }
     }

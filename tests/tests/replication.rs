@@ -1250,6 +1250,46 @@ fn too_few_live_replicas_is_unavailable_naming_needed_and_answered() {
     for name in ["n2: ", "n3: "] {
         assert!(failure.contains(name), "{}", out.stderr);
     }
+    // With --json, the failure is an object on stdout too, its trace in it.
+    let out = cluster
+        .client_to(0)
+        .args(["--json", "put", "k", "v"])
+        .fails();
+    let error = &out.json()["error"];
+    assert_eq!(error["code"], "UNAVAILABLE", "{error}");
+    let message = error["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("write needed 2 durable copies"),
+        "{error}"
+    );
+    assert!(
+        out.stderr.starts_with("UNAVAILABLE: write needed"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(error["trace"]["coordinator"], "n1", "{error}");
+    let replicas = error["trace"]["replicas"].as_array().map(Vec::len);
+    assert_eq!(replicas, Some(3), "{error}");
+    // A refusal before any replica was asked has no trace; a mistake in
+    // the command line, found before anything was sent, prints nothing.
+    let out = cluster
+        .client_to(0)
+        .args(["--json", "get", "k", "--r", "9"])
+        .fails();
+    let error = &out.json()["error"];
+    assert_eq!(
+        (&error["code"], &error["trace"]),
+        (
+            &serde_json::json!("INVALID_ARGUMENT"),
+            &serde_json::Value::Null
+        ),
+        "{error}"
+    );
+    let out = cluster
+        .client_to(0)
+        .args(["--json", "put", "", "v"])
+        .usage_error();
+    assert_eq!(out.stdout, "");
     // n1 answers with the copy the failed write left; the others fail.
     let out = cluster.client_to(0).args(["-v", "get", "k"]).fails();
     out.failed_with_trace(
