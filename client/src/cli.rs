@@ -97,9 +97,10 @@ pub struct Global {
     )]
     pub tls: TlsMode,
 
-    /// Print machine-readable JSON on stdout; a failure the cluster gave too,
-    /// as {"error": {"code", "message", "trace"}} (its message still goes to
-    /// stderr, and the exit status is 1).
+    /// Print machine-readable JSON on stdout. A command that sends one
+    /// request prints its failure there too, as {"error": {"code",
+    /// "message", "trace"}} (its message still goes to stderr, and the exit
+    /// status is 1); events, load and check do not.
     #[arg(long, global = true, help_heading = OUTPUT_HEADING, env = "CLUSTERLAB_JSON")]
     pub json: bool,
 

@@ -69,23 +69,28 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
 
 /// The commands that send a request (or open a feed) and print the answer.
 async fn one_shot(global: &Global, command: Command) -> Result<(), Failure> {
-    let done = one_request(global, command).await;
-    if let Err(failure) = &done {
-        // With -v, a failure's trace too (before the failure's own line):
-        // which nodes the balancer tried, and what the replicas did.
-        show_trace(global, failure.trace.as_deref());
-        // With --json, a failure the cluster gave (a status code) as an
-        // object on stdout too, unless the command's report said it; its
-        // message goes to stderr as ever.
-        if global.json && !failure.code.is_empty() && !failure.reported {
-            print_json(&json!({"error": {
-                "code": failure.code,
-                "message": failure.message,
-                "trace": render::trace_json(failure.trace.as_deref()),
-            }}));
-        }
+    // An event history prints as it comes: a failure after some events is
+    // not one more of them.
+    let one_answer = !matches!(command, Command::Events(_));
+    let Err(failure) = one_request(global, command).await else {
+        return Ok(());
+    };
+    // With -v, a failure's trace too (before the failure's own line): which
+    // nodes the balancer tried, and what the replicas did.
+    show_trace(global, failure.trace.as_deref());
+    // With --json, a failure with a status code as an object on stdout too,
+    // unless the command's report said it; its message goes to stderr as
+    // ever. Printed as a report is: a reader that left makes it no less a
+    // failure.
+    if global.json && one_answer && !failure.code.is_empty() && !failure.reported {
+        let object = json!({"error": {
+            "code": failure.code,
+            "message": failure.message,
+            "trace": render::trace_json(failure.trace.as_deref()),
+        }});
+        return failure::report_then(Err(failure), || print_json(&object));
     }
-    done
+    Err(failure)
 }
 
 /// [`one_shot`]'s command, run.

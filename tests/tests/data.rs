@@ -521,6 +521,35 @@ fn a_check_through_a_balancer_with_no_node_left_counts_unapplied_writes() {
     assert!(not_applied <= 2 * 301, "{json}");
 }
 
+/// With --json, a command that sends one request prints its failure as an
+/// object on stdout, a failure this client found (nothing listening) as one
+/// a server gave; `events` prints none (its events come as they are read,
+/// and a failure after some is not one more).
+#[test]
+fn json_prints_a_failure_of_one_request_as_an_object() {
+    let cluster = TestCluster::empty();
+    let nowhere = format!("127.0.0.1:{}", tests::free_port());
+    let out = cluster
+        .client_at(&nowhere)
+        .args(["--json", "status"])
+        .fails();
+    let error = &out.json()["error"];
+    assert_eq!(error["code"], "UNAVAILABLE", "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(&nowhere)),
+        "{error}"
+    );
+    assert!(out.stderr.starts_with("UNAVAILABLE: "), "{}", out.stderr);
+    let out = cluster
+        .client_at(&nowhere)
+        .args(["--json", "events", "--no-follow"])
+        .fails();
+    assert_eq!(out.stdout, "");
+    assert!(out.stderr.starts_with("UNAVAILABLE: "), "{}", out.stderr);
+}
+
 /// An address in `--addr` where nothing listens (a node killed for good)
 /// does not fail `check`'s reads: like its writes, they go on to the next
 /// address at once, and the summary says how many reads failed.
@@ -1599,6 +1628,8 @@ fn a_failure_is_the_exit_status_though_the_reader_left() {
         ),
         // Its answer, then not found.
         (&["--json", "get", "nobody-wrote-this"], "NOT_FOUND: "),
+        // No answer: the failure as JSON.
+        (&["--json", "put", "k", "v"], "PERMISSION_DENIED: "),
     ];
     for (args, failure) in runs {
         let mut run = tests::KilledOnDrop(
