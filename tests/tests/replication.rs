@@ -1233,6 +1233,45 @@ fn a_read_repairs_a_replica_in_its_quorum_that_was_behind() {
     );
 }
 
+/// Each replica read repair gave the newest version shows when its own
+/// repair ended, not when the slowest did: n3, slowed, is repaired after n2.
+#[test]
+fn each_repaired_replica_shows_when_its_own_repair_ended() {
+    let cluster = TestCluster::start(3);
+    cluster
+        .client_to(0)
+        .args(["put", "k", "first", "--w", "3"])
+        .ok();
+    // n1 alone holds a newer version: n2 and n3 are behind.
+    let ahead = proto::Version {
+        wall_ms: node::version::unix_ms() + 3_600_000,
+        logical: 0,
+        node: "n1".into(),
+    };
+    assert_eq!(
+        cluster.replicate(0, "k", b"newest", ahead.clone()),
+        Some(ahead)
+    );
+    cluster
+        .client_to(2)
+        .args(["fault", "n3", "--latency", "300ms"])
+        .ok();
+    let json = cluster
+        .client_to(0)
+        .args(["--json", "get", "k", "--r", "3"])
+        .ok()
+        .json();
+    let trace = ReadTrace::of_json(&json);
+    for node in ["n2", "n3"] {
+        assert_eq!(trace.report(node).0, "REPAIRED", "{trace:?}");
+    }
+    // n3's repair, a write it serves 300 ms late, ends after n2's.
+    assert!(
+        trace.on("n2").latency_us < trace.on("n3").latency_us,
+        "{trace:?}"
+    );
+}
+
 #[test]
 fn too_few_live_replicas_is_unavailable_naming_needed_and_answered() {
     let mut cluster = TestCluster::start(3);
