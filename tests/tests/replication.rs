@@ -1242,20 +1242,13 @@ fn each_repaired_replica_shows_when_its_own_repair_ended() {
         .client_to(0)
         .args(["put", "k", "first", "--w", "3"])
         .ok();
-    // n1 alone holds a newer version: n2 and n3 are behind.
-    let ahead = proto::Version {
-        wall_ms: node::version::unix_ms() + 3_600_000,
-        logical: 0,
-        node: "n1".into(),
-    };
-    assert_eq!(
-        cluster.replicate(0, "k", b"newest", ahead.clone()),
-        Some(ahead)
-    );
     cluster
         .client_to(2)
         .args(["fault", "n3", "--latency", "300ms"])
         .ok();
+    // n1 alone holds a newer version, young (anti-entropy leaves it alone
+    // for the read): n2 and n3 are behind.
+    put_young_on_n1_alone(&cluster, "k");
     let json = cluster
         .client_to(0)
         .args(["--json", "get", "k", "--r", "3"])
