@@ -1867,11 +1867,12 @@ fn a_retried_write_found_applied_answers_with_its_own_quorum() {
 #[test]
 fn a_retry_out_of_time_after_looking_for_its_first_attempt_carries_the_looks_trace() {
     let cluster = TestCluster::start(3);
-    // Under the 2 s a coordinator gives each replica, over the write's second.
+    // Well under the 2 s a coordinator gives each replica, and over the
+    // write's half second.
     for (i, node) in [(1, "n2"), (2, "n3")] {
         cluster
             .client_to(i)
-            .args(["fault", node, "--latency", "1500ms"])
+            .args(["fault", node, "--latency", "1s"])
             .ok();
     }
     let refused = tests::block_on(async {
@@ -1886,9 +1887,10 @@ fn a_retry_out_of_time_after_looking_for_its_first_attempt_carries_the_looks_tra
         request.set_timeout(Duration::from_secs(10));
         let metadata = request.metadata_mut();
         metadata.insert(node::kv::RETRY_HEADER, "1".parse().unwrap());
-        // Given up on before n2 and n3 answer the look (and a second is
-        // time enough to arrive, on a loaded machine).
-        let by = proto::deadline::write_by(Duration::from_secs(1));
+        // Given up on before n2 and n3 answer the look, whenever n1 asks
+        // them (the connection is made: half a second is time enough to
+        // arrive, on a loaded machine).
+        let by = proto::deadline::write_by(Duration::from_millis(500));
         metadata.insert(
             proto::deadline::WRITE_BY_HEADER,
             by.to_string().parse().unwrap(),
