@@ -486,7 +486,7 @@ impl Coordinator {
                 }
                 debug!(key = %escaped(&key), request_id = %escaped(&request_id), copies, quorum = plan.quorum, "retried write found short of its quorum; writing it again");
             }
-            looked_up = Some(as_looked_up(trace));
+            looked_up = Some(trace);
         }
         // Looking for a retry's first attempt takes replica round trips.
         let checked = match retry && !request_id.is_empty() {
@@ -495,7 +495,7 @@ impl Coordinator {
         };
         self.refuse_if_overdue(&key, write_by, checked)
             .map_err(|e| match looked_up {
-                Some(trace) => e.with_trace(trace),
+                Some(trace) => e.with_trace(as_looked_up(trace)),
                 None => e,
             })?;
         let mut trace = TraceBuilder::new(&self.state.name, plan.quorum);
