@@ -100,7 +100,8 @@ pub struct Global {
     /// Print machine-readable JSON on stdout. A command that sends one
     /// request prints its failure there too, as {"error": {"code",
     /// "message", "trace"}} (its message still goes to stderr, and the exit
-    /// status is 1); events, load and check do not.
+    /// status is 1), as do load and check that fail before their summary
+    /// (no address answered); events does not.
     #[arg(long, global = true, help_heading = OUTPUT_HEADING, env = "CLUSTERLAB_JSON")]
     pub json: bool,
 
@@ -158,14 +159,14 @@ pub enum Command {
     ///
     /// Each writer puts a key, and on acknowledgement reads it back through
     /// another address if --addr lists more than one (a stale read if that
-    /// returns an older version or nothing). At the end every acknowledged key is read back at the read
-    /// quorum. At quorums that need not overlap (W + R <= N), or when no
-    /// answer said the quorums, a key read back stale is read again 6 s later,
-    /// after anti-entropy has had time to copy it: found then, it counts as
-    /// `late`, not lost. Exits 1 if any
-    /// acknowledged write is lost or cannot be read back, or if not one write
-    /// was acknowledged (nothing was checked; exits 2 if --duration was too
-    /// short to make one).
+    /// returns an older version or nothing). At the end every acknowledged
+    /// key is read back at the read quorum. At quorums that need not overlap
+    /// (W + R <= N), or when no answer said the quorums, a key read back
+    /// stale is read again 6 s after the writing ended, when anti-entropy
+    /// has had time to copy it: found then, it counts as `late`, not lost.
+    /// Exits 1 if any acknowledged write is lost or cannot be read back, or
+    /// if not one write was acknowledged (nothing was checked; exits 2 if
+    /// --duration was too short to make one).
     Check(CheckArgs),
     /// Follow the event feed of the process asked: ejections, returns and policy
     /// changes on a balancer; members joining, turning suspect or dead, repairs
@@ -462,8 +463,10 @@ pub struct ScanArgs {
     #[arg(long, default_value_t = DEFAULT_SCAN_LIMIT as u32,
           value_parser = number_in(1..=MAX_SCAN_LIMIT as u32))]
     pub limit: u32,
-    /// Start after this key, to page through a long listing.
-    #[arg(long, default_value = "")]
+    /// Start after this key, to page through a long listing. Given more
+    /// than once, the last counts: the next page's hint can be added to the
+    /// command that printed it.
+    #[arg(long, default_value = "", overrides_with = "start_after")]
     pub start_after: String,
 }
 

@@ -50,9 +50,17 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             }
             sniff_until_stopped(args, StopSignals::watch()?).await
         }
-        // They stop gracefully: what was done so far is reported.
-        Command::Check(args) => crate::check::run(&global, args, StopSignals::watch()?).await,
-        Command::Load(args) => crate::load::run(&global, args, StopSignals::watch()?).await,
+        // They stop gracefully: what was done so far is reported. One that
+        // fails before its report (no address answered) has no summary to
+        // print, so --json prints the failure as a one-request command does.
+        Command::Check(args) => {
+            let done = crate::check::run(&global, args, StopSignals::watch()?).await;
+            json_failure_too(&global, done)
+        }
+        Command::Load(args) => {
+            let done = crate::load::run(&global, args, StopSignals::watch()?).await;
+            json_failure_too(&global, done)
+        }
         Command::Events(args) if !args.no_follow => {
             let mut stops = StopSignals::watch()?;
             // Stopped before it connects, it has followed nothing: a failure.
@@ -78,19 +86,29 @@ async fn one_shot(global: &Global, command: Command) -> Result<(), Failure> {
     // With -v, a failure's trace too (before the failure's own line): which
     // nodes the balancer tried, and what the replicas did.
     show_trace(global, failure.trace.as_deref());
-    // With --json, a failure with a status code as an object on stdout too,
-    // unless the command's report said it; its message goes to stderr as
-    // ever. Printed as a report is: a reader that left makes it no less a
-    // failure.
-    if global.json && one_answer && !failure.code.is_empty() && !failure.reported {
-        let object = json!({"error": {
-            "code": failure.code,
-            "message": failure.message,
-            "trace": render::trace_json(failure.trace.as_deref()),
-        }});
-        return failure::report_then(Err(failure), || print_json(&object));
+    match one_answer {
+        true => json_failure_too(global, Err(failure)),
+        false => Err(failure),
     }
-    Err(failure)
+}
+
+/// With --json, prints a failure with a status code as an object on stdout
+/// too, `{"error": {"code", "message", "trace"}}`, unless the command's
+/// report said it (`reported`); its message goes to stderr as ever. Not for
+/// a failure on this machine or a mistake in the command line (no code).
+/// Printed as a report is: a reader that left makes it no less a failure.
+fn json_failure_too(global: &Global, done: Result<(), Failure>) -> Result<(), Failure> {
+    match done {
+        Err(failure) if global.json && !failure.code.is_empty() && !failure.reported => {
+            let object = json!({"error": {
+                "code": failure.code,
+                "message": failure.message,
+                "trace": render::trace_json(failure.trace.as_deref()),
+            }});
+            failure::report_then(Err(failure), || print_json(&object))
+        }
+        done => done,
+    }
 }
 
 /// [`one_shot`]'s command, run.
@@ -1042,7 +1060,8 @@ fn policy_line(previous: &str, current: &str) -> String {
 
 /// How to ask for the next page of a scan, after the key `next`: written
 /// `--start-after=KEY`, which clap takes whatever the key begins with (`-b`
-/// after `--start-after ` would be read as a flag).
+/// after `--start-after ` would be read as a flag), and which takes the
+/// place of an earlier `--start-after` in the command it is added to.
 fn next_page_hint(next: &str) -> String {
     format!(
         "(more keys may follow: add --start-after={})",
@@ -1091,17 +1110,20 @@ mod tests {
                 .strip_prefix("(more keys may follow: add ")
                 .and_then(|rest| rest.strip_suffix(')'))
                 .expect(&hint);
-            // As the shell hands it over, word by word.
-            let words = ["clusterlab", "scan"].into_iter().chain(flag.split(' '));
-            let cli = crate::cli::Cli::try_parse_from(words);
-            let Ok(crate::cli::Cli {
-                command: crate::cli::Command::Scan(args),
-                ..
-            }) = cli
-            else {
-                panic!("{hint}: {cli:?}");
-            };
-            assert_eq!(args.start_after, key, "{hint}");
+            // As the shell hands it over, word by word: added to the first
+            // page's command, or to a later page's, which has one already.
+            for earlier in [&["scan"][..], &["scan", "--start-after=a", "--limit", "2"]] {
+                let words = ["clusterlab"].iter().chain(earlier).copied();
+                let cli = crate::cli::Cli::try_parse_from(words.chain(flag.split(' ')));
+                let Ok(crate::cli::Cli {
+                    command: crate::cli::Command::Scan(args),
+                    ..
+                }) = cli
+                else {
+                    panic!("{hint} after {earlier:?}: {cli:?}");
+                };
+                assert_eq!(args.start_after, key, "{hint} after {earlier:?}");
+            }
         }
     }
 

@@ -523,8 +523,9 @@ fn a_check_through_a_balancer_with_no_node_left_counts_unapplied_writes() {
 
 /// With --json, a command that sends one request prints its failure as an
 /// object on stdout, a failure this client found (nothing listening) as one
-/// a server gave; `events` prints none (its events come as they are read,
-/// and a failure after some is not one more).
+/// a server gave, and so do `load` and `check` that reach no address;
+/// `events` prints none (its events come as they are read, and a failure
+/// after some is not one more).
 #[test]
 fn json_prints_a_failure_of_one_request_as_an_object() {
     let cluster = TestCluster::empty();
@@ -542,6 +543,23 @@ fn json_prints_a_failure_of_one_request_as_an_object() {
         "{error}"
     );
     assert!(out.stderr.starts_with("UNAVAILABLE: "), "{}", out.stderr);
+    // load and check that reach no address have no summary to print: the
+    // failure is their JSON, as it is a one-request command's.
+    for command in [&["load", "--duration", "1s"][..], &["check", "--keys", "1"]] {
+        let out = cluster
+            .client_at(&nowhere)
+            .args(["--json"])
+            .args(command)
+            .fails();
+        let error = &out.json()["error"];
+        assert_eq!(error["code"], "UNAVAILABLE", "{command:?}: {error}");
+        assert_eq!(error["trace"], serde_json::Value::Null, "{command:?}");
+        assert!(
+            out.stderr.contains("UNAVAILABLE: "),
+            "{command:?}: {}",
+            out.stderr
+        );
+    }
     let out = cluster
         .client_at(&nowhere)
         .args(["--json", "events", "--no-follow"])
