@@ -120,6 +120,67 @@ esac"#,
     );
 }
 
+/// `scripts/compare-builds --help` prints its usage and exits 0, and a
+/// command line it cannot run is refused with exit 2, before any cluster
+/// starts: `--help` exited 1, a ROUNDS of `x` ended in a Python traceback,
+/// and one of 0 printed an empty table of medians, exiting 0.
+#[test]
+fn compare_builds_answers_help_and_refuses_what_it_cannot_run() {
+    let builds = tempfile::tempdir().unwrap();
+    let ran = builds.path().join("ran");
+    for build in ["a", "b"] {
+        let dir = builds.path().join(build);
+        std::fs::create_dir(&dir).unwrap();
+        for program in [
+            "clusterlab-local",
+            "clusterlab",
+            "clusterlab-node",
+            "clusterlab-balancer",
+            "clusterlab-certs",
+        ] {
+            let body = format!("echo {program} >> '{}'; exit 1", ran.display());
+            stand_in(&dir, program, &body);
+        }
+    }
+    let (a, b) = (builds.path().join("a"), builds.path().join("b"));
+    let run = |args: &[&std::ffi::OsStr]| {
+        Command::new(root().join("scripts").join("compare-builds"))
+            .args(args)
+            .output()
+            .expect("running scripts/compare-builds")
+    };
+    let help = run(&["--help".as_ref()]);
+    assert_eq!(help.status.code(), Some(0), "{}", stderr(&help));
+    let usage = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        usage.contains("scripts/compare-builds /tmp/a /tmp/b [ROUNDS]"),
+        "{usage}"
+    );
+    for (args, says) in [
+        (vec![a.as_os_str()], "takes two build directories"),
+        (
+            vec![a.as_os_str(), b.as_os_str(), "x".as_ref()],
+            "ROUNDS 'x' is not",
+        ),
+        (
+            vec![a.as_os_str(), b.as_os_str(), "0".as_ref()],
+            "ROUNDS '0' is not",
+        ),
+        (
+            vec![a.as_os_str(), a.as_os_str()],
+            "A and B are the same directory",
+        ),
+    ] {
+        let out = run(&args);
+        let stderr = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        assert!(!stderr.contains("Traceback"), "{args:?}: {stderr}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "", "{args:?}");
+    }
+    assert!(!ran.exists(), "a build's program ran");
+}
+
 /// `scripts/install-compose-v2`, when the pinned package is gone, trusts the
 /// package index only through Debian's signature on it. gpgv writes VALIDSIG
 /// for a signature by an expired or revoked key too, which the script took as
