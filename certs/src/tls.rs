@@ -278,7 +278,27 @@ fn check_own_certificate(
         path: path.clone(),
         problem,
     };
-    let reissue = files::reissue_advice(dir, name, kind);
+    // A certificate of another kind (a client's villain, say, `expired`)
+    // is not to be issued again as this kind: whatever else is wrong with
+    // it, the advice is to start with one of the right kind.
+    let given = match crate::flags::variable_holding_value("identity", name) {
+        Some(variable) => format!(" (from {variable}, which `clusterlab` reads too)"),
+        None => String::new(),
+    };
+    let start_with_one = format!(
+        "start it with one (`--identity {kind}` is the one `clusterlab-certs init` makes), or \
+         issue one: {} issue --out {} --kind {kind} --name NAME",
+        files::certs_tool(dir),
+        files::path_word(dir)
+    );
+    let wrong_kind = ours.identity.kind != kind;
+    let reissue = match wrong_kind {
+        false => files::reissue_advice(dir, name, kind),
+        true => format!(
+            "besides, it names {}{given}, and a {kind} needs a {kind} identity; {start_with_one}",
+            ours.identity
+        ),
+    };
     let is_purpose = |e: &rustls::Error| {
         matches!(
             e,
@@ -298,20 +318,12 @@ fn check_own_certificate(
     {
         return Err(refused(own_certificate_problem(dir, leaf, e, &reissue)));
     }
-    if ours.identity.kind != kind {
-        // The client reads the same variable: exported for it (the
-        // authorization lab's `reader`), it reaches a node started there.
-        let given = match crate::flags::variable_holding_value("identity", name) {
-            Some(variable) => format!(" (from {variable}, which `clusterlab` reads too)"),
-            None => String::new(),
-        };
+    if wrong_kind {
+        // (`given`: the client reads the same variable; exported for it, the
+        // authorization lab's `reader`, it reaches a node started there.)
         return Err(refused(format!(
-            "names {}{given}, but a {kind} needs a {kind} identity; start it with one \
-             (`--identity {kind}` is the one `clusterlab-certs init` makes), or issue one: \
-             {} issue --out {} --kind {kind} --name NAME",
-            ours.identity,
-            files::certs_tool(dir),
-            files::path_word(dir)
+            "names {}{given}, but a {kind} needs a {kind} identity; {start_with_one}",
+            ours.identity
         )));
     }
     let name_for_sni = ServerName::try_from("clusterlab").expect("a valid name");
@@ -905,6 +917,21 @@ mod tests {
         );
         started(refused("expired", Kind::Node), "expired", "expired on ");
         started(refused("notyet", Kind::Node), "notyet", "is not valid yet");
+        // The villains are clients': the advice is to start with a node's
+        // identity, not to issue the villain again as a node (which would
+        // take it from its lab), whatever else is wrong with it.
+        for villain in ["intruder", "expired", "notyet", "ca-leaf"] {
+            let refusal = refused(villain, Kind::Node);
+            let besides = format!(
+                "; besides, it names spiffe://clusterlab/client/{villain}, and a node needs a \
+                 node identity; start it with one (`--identity node` is the one \
+                 `clusterlab-certs init` makes), or issue one: clusterlab-certs issue --out {} \
+                 --kind node --name NAME",
+                dir.path().display()
+            );
+            assert!(refusal.ends_with(&besides), "{refusal}");
+            assert!(!refusal.contains("delete"), "{refusal}");
+        }
         started(
             refused("ca-leaf", Kind::Node),
             "ca-leaf",
