@@ -290,7 +290,9 @@ impl Replica for ReplicaService {
                 shared.each_of(&store, &request.keys, send)
             };
             if let Err(e) = sent {
-                let _ = tx.blocking_send(Err(Status::from(e)));
+                // In the store's words, as a read's failure is: the peer's
+                // round logs it, and "see its log" would be ours.
+                let _ = tx.blocking_send(Err(e.for_a_peer()));
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -433,16 +435,16 @@ mod tests {
         assert!(refused.message().contains("storage"), "{refused}");
     }
 
-    /// A peer's scan or digest that meets a storage failure answers in the
-    /// store's own words, as a read does, for the coordinator's failure (or
-    /// the anti-entropy round's) to name: not "see its log", which is
-    /// another node's.
+    /// A peer's scan, digest or range stream that meets a storage failure
+    /// answers in the store's own words, as a read does, for the
+    /// coordinator's failure (or the anti-entropy round's) to name: not "see
+    /// its log", which is another node's.
     #[tokio::test]
     #[expect(
         clippy::await_holding_lock,
         reason = "the reopen is to be under way while the scan runs; nothing else takes it"
     )]
-    async fn a_scan_or_digest_that_meets_a_storage_failure_says_what_it_was() {
+    async fn a_peers_scan_digest_or_range_that_meets_a_storage_failure_says_what_it_was() {
         let dir = tempfile::tempdir().unwrap();
         let state = crate::in_process::node_state(dir.path());
         let replica = ReplicaService::new(state.clone());
@@ -460,14 +462,26 @@ mod tests {
             for_node: "n2".into(),
             ..DigestRequest::default()
         });
+        let range = Request::new(RangeRequest {
+            range_count: 64,
+            ranges: (0..64).collect(),
+            for_node: "n2".into(),
+            ..RangeRequest::default()
+        });
         let (logged, _logging) = certs::testing::captured();
         let scan = replica.scan_local(scan).await.expect_err("scanned");
         let digest = replica.digest(digest).await.expect_err("digested");
         let read = replica.read(read).await.expect_err("read");
+        // The stream is opened; its one item is the failure.
+        let mut records = replica.stream_range(range).await.unwrap().into_inner();
+        let streamed = tokio_stream::StreamExt::next(&mut records).await;
+        let streamed = streamed.expect("an item").expect_err("a record streamed");
         assert_eq!(scan.code(), tonic::Code::Internal, "{scan}");
         assert!(scan.message().starts_with("storage error: "), "{scan}");
         assert_eq!(scan.message(), read.message());
         assert_eq!(digest.message(), read.message());
+        assert_eq!(streamed.code(), tonic::Code::Internal, "{streamed}");
+        assert_eq!(streamed.message(), read.message());
         assert!(
             logged.text().contains("storage failure"),
             "{}",

@@ -942,7 +942,9 @@ fn after_a_failed_fsync(path: &Path, cause: &str) -> String {
          have dropped what it could not write while still showing it, and writes built on \
          that would be lost at the next power cut. Check the disk (dmesg), then restart the \
          machine, not only the node (its cache of the file is what cannot be trusted): at \
-         start the database falls back to its last whole commit",
+         start the database falls back to its last whole commit. Refused longer than its \
+         --tombstone-grace, it must start with an empty --data-dir instead, or keys deleted \
+         meanwhile come back (docs/replication.md)",
         path.display()
     )
 }
@@ -1118,19 +1120,26 @@ fn storage(e: impl Into<redb::Error>) -> Error {
     error!(error = %e, "the database failed");
     match e {
         redb::Error::Corrupted(why) => Error::Corrupt(why),
-        // ENOSPC, EDQUOT, EFBIG: from a write (a failed fsync stops the store).
+        // ENOSPC, EDQUOT: from a write (a failed fsync stops the store).
         redb::Error::Io(io)
             if matches!(
                 io.kind(),
-                std::io::ErrorKind::StorageFull
-                    | std::io::ErrorKind::QuotaExceeded
-                    | std::io::ErrorKind::FileTooLarge
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
             ) =>
         {
             Error::Storage(format!(
-                "{io}: the disk under the node's --data-dir is full (or at a quota or file-size \
-                 limit); the write was not stored. Free space there: a running node takes \
-                 writes again by itself, with no restart"
+                "{io}: the disk under the node's --data-dir is full (or at a quota); the write \
+                 was not stored. Free space there: a running node takes writes again by \
+                 itself, with no restart"
+            ))
+        }
+        // EFBIG: the process's own limit, which freeing space does not lift.
+        redb::Error::Io(io) if io.kind() == std::io::ErrorKind::FileTooLarge => {
+            Error::Storage(format!(
+                "{io}: the node's database file reached the node process's file-size limit \
+                 (`ulimit -f`, `prlimit --fsize`, docker's `--ulimit fsize`); the write was \
+                 not stored. Raise or lift the limit (prlimit --pid PID --fsize=unlimited): \
+                 a running node takes writes again by itself, with no restart"
             ))
         }
         // redb's own words ask to close and reopen it, which the store does.
@@ -1589,7 +1598,11 @@ mod tests {
                 refused.contains("an fsync of")
                     && refused.contains(&store.path().display().to_string())
                     && refused.contains("Input/output error")
-                    && refused.contains("restart the machine"),
+                    && refused.contains("restart the machine")
+                    && refused.contains(
+                        "longer than its --tombstone-grace, it must start with \
+                                         an empty --data-dir"
+                    ),
                 "{refused}"
             );
         }

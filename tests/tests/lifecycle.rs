@@ -60,6 +60,18 @@ fn a_disk_error_fails_the_write_it_hits_and_the_node_takes_writes_again() {
         "{}",
         failed.stderr
     );
+    // A limit of the process's, which freeing space would not lift.
+    assert!(
+        failed
+            .stderr
+            .contains("reached the node process's file-size limit")
+            && failed
+                .stderr
+                .contains("prlimit --pid PID --fsize=unlimited")
+            && !failed.stderr.contains("Free space"),
+        "{}",
+        failed.stderr
+    );
 
     limit_file_size("unlimited");
     cluster.client().args(["put", "after", "2"]).ok();
@@ -91,7 +103,7 @@ fn limit_file_size(pid: u32, soft: &str) {
 
 /// A replica's disk error reaches the client in the replica's own words, as
 /// the coordinator's own does: which node coordinated a write does not
-/// decide whether the learner reads "the disk ... is full" or only "could
+/// decide whether the learner reads "the file-size limit" or only "could
 /// not access its storage".
 #[test]
 fn a_replicas_disk_error_is_said_in_its_own_words() {
@@ -110,7 +122,7 @@ fn a_replicas_disk_error_is_said_in_its_own_words() {
             && failed.stderr.contains("File too large")
             && failed
                 .stderr
-                .contains("the disk under the node's --data-dir is full"),
+                .contains("reached the node process's file-size limit"),
         "{}",
         failed.stderr
     );
