@@ -24,7 +24,9 @@ pub struct AdminService {
     router: Arc<Router>,
     events: Events,
     identity: Option<Identity>,
-    /// Calls the authorization table refused.
+    /// Calls refused (or feeds ended) after the handshake: by the
+    /// authorization table, or for a certificate revoked or expired since
+    /// its connection opened.
     denials: Arc<Denials>,
 }
 

@@ -229,12 +229,19 @@ async fn node_view(backend: &Backend) -> Result<(StatusResponse, Vec<Event>), St
 /// each node (as the node saw that connection).
 fn links(dashboard: &Dashboard, backends: &[Arc<Backend>]) -> Vec<Value> {
     let name = &dashboard.router.name;
-    let mut links = vec![json!({
+    let mut clients = json!({
         "from": "clients",
         "to": name,
         "tls": dashboard.tls == TlsMode::Mtls,
         "identity": dashboard.identity.as_ref().map(Identity::uri),
-    })];
+    });
+    // The one version our servers accept; the cipher suite is each
+    // client's to settle, so there is none to show. (No `version` at all
+    // in plaintext: a null one is a link not known yet.)
+    if dashboard.tls == TlsMode::Mtls {
+        clients["version"] = json!(certs::tls::ONLY_VERSION);
+    }
+    let mut links = vec![clients];
     links.extend(backends.iter().map(|b| {
         // `None` until the node has passed a health check and been asked.
         let link = b.link().map(|answer| {

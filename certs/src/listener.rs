@@ -105,17 +105,24 @@ impl TlsSession {
     /// Reads the session parameters out of a finished handshake.
     pub fn of(conn: &rustls::CommonState) -> Self {
         TlsSession {
-            version: match conn.protocol_version() {
-                Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3".into(),
-                Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2".into(),
-                Some(other) => format!("{other:?}"),
-                None => String::new(),
-            },
+            version: conn
+                .protocol_version()
+                .map(version_name)
+                .unwrap_or_default(),
             cipher_suite: conn
                 .negotiated_cipher_suite()
                 .map(|s| format!("{:?}", s.suite()))
                 .unwrap_or_default(),
         }
+    }
+}
+
+/// A TLS version as the dashboard and `whoami` name it: "TLSv1.3".
+pub fn version_name(version: rustls::ProtocolVersion) -> String {
+    match version {
+        rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3".into(),
+        rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2".into(),
+        other => format!("{other:?}"),
     }
 }
 

@@ -85,7 +85,7 @@ fn server_config(
         &revocations.current(),
     )?);
     let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_protocol_versions(VERSIONS)?
         .with_client_cert_verifier(verifier.clone())
         .with_single_cert(identity.chain, identity.key)?;
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
@@ -135,7 +135,7 @@ fn client_config_from(
     let provider = provider();
     let verifier = ServerIdentityVerifier::with_roots(roots, revocations).accepting(accepts);
     let mut config = ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_protocol_versions(VERSIONS)?
         .dangerous() // "dangerous" because we replace name checks with identity checks
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_client_auth_cert(identity.chain, identity.key)?;
@@ -256,6 +256,15 @@ impl Credentials {
         }
     }
 }
+
+/// The TLS versions servers and clients accept: 1.3 only (see the module's
+/// docs).
+const VERSIONS: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
+
+/// [`VERSIONS`]' one version, named as [`crate::listener::TlsSession`]
+/// names it: every TLS connection to a server of ours is of it, whichever
+/// cipher suite its client settles on (the dashboard's clients link).
+pub const ONLY_VERSION: &str = "TLSv1.3";
 
 /// Checks a node's or balancer's own certificate at start-up, the way its
 /// peers will check it: as a client (chain to `ca.pem`, validity dates, not
@@ -866,6 +875,13 @@ mod tests {
         // The two that would resume do: the check can see it.
         let resumed = handshakes(Arc::new(keeps), Arc::new(offers)).await;
         assert_eq!(resumed[1], Some(HandshakeKind::Resumed));
+    }
+
+    #[test]
+    fn the_only_version_is_named_as_sessions_of_it_are() {
+        assert_eq!(VERSIONS.len(), 1);
+        let named = crate::listener::version_name(VERSIONS[0].version);
+        assert_eq!(named, ONLY_VERSION);
     }
 
     /// Nodes and balancers used to start with any certificate and report

@@ -138,7 +138,9 @@ impl Collector for StatusMetrics {
         )?;
         out.counter(
             "denied",
-            "Calls the authorization table refused.",
+            "Calls refused (or event feeds ended) after the handshake: by the authorization \
+             table, or because the caller's certificate was revoked or expired since its \
+             connection opened.",
             [(vec![], status.denied)],
         )?;
         match role {

@@ -82,6 +82,8 @@ pub struct NodeState {
     /// and `clusterlab fault` (which asks status first) still work when they
     /// are most wanted.
     pub records: AtomicU64,
-    /// Calls the authorization table refused.
+    /// Calls refused (or feeds ended) after the handshake: by the
+    /// authorization table, or for a certificate revoked or expired since
+    /// its connection opened.
     pub denials: Arc<Denials>,
 }

@@ -105,6 +105,17 @@ const scenarios = {
   suspect: () => {
     const status = copy();
     setState(status, "n1", "n3", "suspect");
+    view(status, "n1").status.under_replicated = 2;
+    return status;
+  },
+  // n3 paused a moment ago: the others find it suspect, and count its keys
+  // short of their third copy (its own view is the one it gave last).
+  suspectToAll: () => {
+    const status = copy();
+    for (const by of ["n1", "n2"]) {
+      setState(status, by, "n3", "suspect");
+      view(status, by).status.under_replicated = 6;
+    }
     return status;
   },
   // A balancer whose --nodes-dns finds no node (none up yet), the one way

@@ -167,6 +167,9 @@ fn the_dashboard_shows_traffic_keys_links_and_events_and_metrics_agree() {
     // end proved.
     let links = status["links"].as_array().expect("links");
     assert_eq!(links[0]["from"], "clients");
+    // Its version is the one the balancer accepts; its suite, each client's.
+    assert_eq!(links[0]["version"], "TLSv1.3", "{links:?}");
+    assert_eq!(links[0]["cipher_suite"], Value::Null, "{links:?}");
     assert_eq!(
         links[0]["identity"], "spiffe://clusterlab/balancer/balancer",
         "{links:?}"
@@ -241,6 +244,11 @@ fn the_dashboard_shows_traffic_keys_links_and_events_and_metrics_agree() {
             "{tile}"
         );
     }
+    let shown = drawn["healthy"]["links"].as_str().unwrap();
+    assert!(
+        shown.contains("TLSv1.3 (the only version accepted; each client settles its cipher suite)"),
+        "{shown}"
+    );
     let quorum = drawn["healthy"]["quorum"].as_str().unwrap();
     assert!(quorum.starts_with("N=3 copies of each key"), "{quorum}");
     assert!(quorum.ends_with("Every key has its copies."), "{quorum}");
@@ -297,6 +305,24 @@ fn the_dashboard_shows_traffic_keys_links_and_events_and_metrics_agree() {
             "Only 1 node is alive for 3 copies: 15 keys (counted on each node that holds \
              one) have 1 copy until a node returns or joins."
         ),
+        "{quorum}"
+    );
+    // A node the others find suspect keeps its keys: what it lacks is not
+    // being repaired (the page said so, of "another live replica"); one
+    // node missing its answers for a moment is not the others' word.
+    let quorum = drawn["suspectToAll"]["quorum"].as_str().unwrap();
+    assert!(
+        quorum.ends_with(
+            "12 keys (counted on each node that holds one) lack an up-to-date copy, some on \
+             n3, suspect to the others (not answering): a suspect node keeps its keys, so no \
+             copy is made elsewhere until it is declared dead, nor to it until it answers \
+             again."
+        ),
+        "{quorum}"
+    );
+    let quorum = drawn["suspect"]["quorum"].as_str().unwrap();
+    assert!(
+        quorum.contains("Anti-entropy is repairing: 2 keys"),
         "{quorum}"
     );
     // A link's far end is named for what it is: dead at the cut, only
