@@ -162,6 +162,23 @@ impl Pki {
         }
     }
 
+    /// Refuses a CA key kept apart (`--ca-key`) in the certificates'
+    /// directory after all, under another name: every process reads there.
+    fn refuse_a_key_among_the_certificates(&self) -> Result<()> {
+        let key = &self.ca_key;
+        let among = self.key_apart()
+            && key
+                .file_name()
+                .is_some_and(|name| same_place(key, &self.dir.join(name)));
+        match among {
+            true => Err(Error::CaKeyAmongCertificates {
+                key: key.clone(),
+                dir: self.dir.clone(),
+            }),
+            false => Ok(()),
+        }
+    }
+
     /// Moves a `DIR/ca.key` left by an older `init` to where the key is now
     /// kept, if there is none there yet (or the same key is).
     ///
@@ -173,6 +190,9 @@ impl Pki {
         if !self.key_apart() || !left.exists() || same_file(&left, &self.ca_key) {
             return Ok(KeyMove::Nothing);
         }
+        // Moved to another file among the certificates, it would be apart
+        // in name only, still where every process reads.
+        self.refuse_a_key_among_the_certificates()?;
         let _lock = files::lock(&self.dir)?;
         if !left.exists() {
             return Ok(KeyMove::Nothing);
@@ -367,17 +387,7 @@ pub fn init(pki: impl Into<Pki>, force: bool) -> Result<Vec<Issued>> {
     let ca_path = dir.join(files::CA_CERT);
     // `--ca-key certs/crl.pem` lost the key to the list written over it,
     // and the error blamed another cause.
-    let key = pki.ca_key();
-    if key != dir.join(files::CA_KEY)
-        && key
-            .file_name()
-            .is_some_and(|name| same_place(key, &dir.join(name)))
-    {
-        return Err(Error::CaKeyAmongCertificates {
-            key: key.to_path_buf(),
-            dir: dir.to_path_buf(),
-        });
-    }
+    pki.refuse_a_key_among_the_certificates()?;
     // Before anything is written (the directory, its lock file), so that a
     // refusal leaves none of ours beside another tool's files. Not where our
     // lock file is already: an `init` may be writing there right now (its
@@ -1762,8 +1772,14 @@ mod tests {
             Pki::at(dir.path()).move_ca_key_apart().unwrap(),
             KeyMove::Nothing
         );
-        // A copy of the same key left behind goes; another key stays put.
+        // Not to another name among the certificates, where every process
+        // reads: `init` refuses that place too.
         std::fs::write(&left, &old).unwrap();
+        let among = Pki::at(dir.path()).with_ca_key(dir.path().join("secret.key"));
+        let err = among.move_ca_key_apart().unwrap_err();
+        assert!(matches!(err, Error::CaKeyAmongCertificates { .. }), "{err}");
+        assert!(left.exists() && !dir.path().join("secret.key").exists());
+        // A copy of the same key left behind goes; another key stays put.
         assert_eq!(pki.move_ca_key_apart().unwrap(), KeyMove::Moved);
         assert!(!left.exists());
         std::fs::write(&left, "another key").unwrap();

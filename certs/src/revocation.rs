@@ -144,27 +144,26 @@ impl Revocations {
             .iter()
             .filter(|serial| !loaded.serials.contains(*serial))
             .collect();
-        // The CA numbers its lists 1, 2, 3...: a list that is not above the
-        // one in force is older, or made from an older one.
-        let older = current.number > BigUint::ZERO && loaded.number <= current.number;
-        if !dropped.is_empty() && older {
-            return Err(Error::Pem {
-                path: self.path.clone(),
-                problem: format!(
-                    "its CRL number is {}, not above the {} of the list in force: an older \
-                     list (a backup put back?) must not un-revoke anyone; put back the newest \
-                     list, numbered {}: it holds every revocation so far",
-                    loaded.number, current.number, current.number
-                ),
-            });
-        }
-        // A higher number is not enough: a list begun afresh (crl.pem
-        // deleted, then `revoke` run twice) outnumbers the one in force
-        // without what that one revoked.
+        // A list that lacks a revocation in force: refused, with what to do.
+        // Not above the one in force, it may be a backup put back, a list
+        // made from one, or a list begun afresh (crl.pem deleted, then one
+        // `revoke`: numbered 1 again); above it, a list begun afresh and
+        // revoked into more than once. Either way, revoking again what it
+        // lacks makes a list that holds them all.
         if !dropped.is_empty() {
+            // The CA numbers its lists 1, 2, 3...
+            let older = match current.number > BigUint::ZERO && loaded.number <= current.number {
+                true => format!(
+                    "; its CRL number, {}, is not above the {} of the list in force (a backup \
+                     put back, a list made from one, or a list begun afresh)",
+                    loaded.number, current.number
+                ),
+                false => String::new(),
+            };
             // By name where the directory still holds the certificate: the
             // name is what `revoke` takes.
-            let names = self.path.parent().map(names_by_serial).unwrap_or_default();
+            let dir = self.path.parent().unwrap_or(Path::new("."));
+            let names = names_by_serial(dir);
             let dropped: Vec<String> = dropped
                 .iter()
                 .map(|serial| match names.get(*serial) {
@@ -176,11 +175,13 @@ impl Revocations {
                 path: self.path.clone(),
                 problem: format!(
                     "it lacks {} of the revocations in force ({}), and taking it would \
-                     un-revoke them: a list must keep every revocation. Revoke those \
-                     certificates again (`clusterlab-certs revoke NAME`), or put back the \
-                     newest list, numbered {}",
+                     un-revoke them: a list must keep every revocation{older}. Revoke those \
+                     certificates again (`{} revoke --out {} NAME`), or put back the newest \
+                     list, numbered {}",
                     dropped.len(),
                     dropped.join(", "),
+                    files::certs_tool(dir),
+                    files::path_word(dir),
                     current.number
                 ),
             });
@@ -630,7 +631,7 @@ mod tests {
         std::fs::copy(&backup, &crl).unwrap();
         let err = revocations.reload().unwrap_err().to_string();
         assert!(
-            err.contains("its CRL number is 1, not above the 2 of the list in force"),
+            err.contains("its CRL number, 1, is not above the 2 of the list in force"),
             "{err}"
         );
         assert!(revocations.is_revoked(&writer));
@@ -639,7 +640,7 @@ mod tests {
         pki::revoke(dir.path(), "reader").unwrap();
         let err = revocations.reload().unwrap_err().to_string();
         assert!(
-            err.contains("its CRL number is 2, not above the 2"),
+            err.contains("its CRL number, 2, is not above the 2"),
             "{err}"
         );
         assert!(revocations.is_revoked(&writer));
@@ -651,6 +652,29 @@ mod tests {
         assert_eq!(loaded.len(), 3);
         assert!(revocations.is_revoked(&writer));
         assert!(revocations.is_revoked(&serial(dir.path(), "reader")));
+    }
+
+    /// A list begun afresh with one revocation is numbered 1, as `init`'s
+    /// was: it was refused as "an older list (a backup put back?)", told to
+    /// put back the list that had been deleted, and not to revoke again
+    /// what it lacks, which is what a list begun afresh needs.
+    #[test]
+    fn a_list_begun_afresh_at_the_same_number_says_to_revoke_again() {
+        let dir = tempfile::tempdir().unwrap();
+        pki::init(dir.path(), false).unwrap();
+        let revocations = Revocations::load(dir.path()).unwrap();
+        std::fs::remove_file(dir.path().join(CRL_FILE)).unwrap();
+        pki::revoke(dir.path(), "writer").unwrap();
+        let err = revocations.reload().unwrap_err().to_string();
+        for says in [
+            "it lacks 1 of the revocations in force (revoked)",
+            "its CRL number, 1, is not above the 1 of the list in force (a backup put back, a \
+             list made from one, or a list begun afresh)",
+            "Revoke those certificates again (`clusterlab-certs revoke --out ",
+        ] {
+            assert!(err.contains(says), "{says:?} in {err}");
+        }
+        assert!(revocations.is_revoked(&serial(dir.path(), "revoked")));
     }
 
     /// A list begun afresh after `crl.pem` was deleted outnumbers the list in
@@ -684,7 +708,11 @@ mod tests {
                 })
         };
         assert!(lacks(["writer", "revoked"]), "{err}");
-        assert!(err.contains("Revoke those certificates again"), "{err}");
+        let again = format!(
+            "Revoke those certificates again (`clusterlab-certs revoke --out {} NAME`)",
+            dir.path().display()
+        );
+        assert!(err.contains(&again), "{err}");
         let (here, away) = (dir.path().join("revoked.pem"), dir.path().join("away.txt"));
         std::fs::rename(&here, &away).unwrap();
         let unnamed = format!("serial {}", rcgen::SerialNumber::from_slice(&villain));

@@ -290,7 +290,7 @@ fn a_list_moved_away_or_replaced_by_an_older_copy_un_revokes_nobody() {
 
     std::fs::copy(&older, &crl).unwrap();
     cluster.wait_log("a warning that the list put back is older", |line| {
-        line.contains("WARN") && line.contains("its CRL number is 1, not above the 2")
+        line.contains("WARN") && line.contains("its CRL number, 1, is not above the 2")
     });
     assert_writer_refused(cluster.client());
 
