@@ -186,13 +186,14 @@ impl Pki {
     /// shared directory; without this, `init --keep` would find the PKI
     /// without a key, and the key would stay where every container reads it.
     pub fn move_ca_key_apart(&self) -> Result<KeyMove> {
+        // Kept in another file among the certificates, whether moved there
+        // or put there, it would be apart in name only, where every process
+        // reads.
+        self.refuse_a_key_among_the_certificates()?;
         let left = self.dir.join(files::CA_KEY);
         if !self.key_apart() || !left.exists() || same_file(&left, &self.ca_key) {
             return Ok(KeyMove::Nothing);
         }
-        // Moved to another file among the certificates, it would be apart
-        // in name only, still where every process reads.
-        self.refuse_a_key_among_the_certificates()?;
         let _lock = files::lock(&self.dir)?;
         if !left.exists() {
             return Ok(KeyMove::Nothing);
@@ -1779,6 +1780,11 @@ mod tests {
         let err = among.move_ca_key_apart().unwrap_err();
         assert!(matches!(err, Error::CaKeyAmongCertificates { .. }), "{err}");
         assert!(left.exists() && !dir.path().join("secret.key").exists());
+        // Nor kept there already, with nothing to move.
+        std::fs::rename(&left, dir.path().join("secret.key")).unwrap();
+        let err = among.move_ca_key_apart().unwrap_err();
+        assert!(matches!(err, Error::CaKeyAmongCertificates { .. }), "{err}");
+        std::fs::rename(dir.path().join("secret.key"), &left).unwrap();
         // A copy of the same key left behind goes; another key stays put.
         assert_eq!(pki.move_ca_key_apart().unwrap(), KeyMove::Moved);
         assert!(!left.exists());

@@ -164,25 +164,43 @@ impl Revocations {
             // name is what `revoke` takes.
             let dir = self.path.parent().unwrap_or(Path::new("."));
             let names = names_by_serial(dir);
-            let dropped: Vec<String> = dropped
+            let named = |serials: Vec<&Vec<u8>>| -> Vec<String> {
+                serials
+                    .iter()
+                    .map(|serial| match names.get(*serial) {
+                        Some(name) => name.clone(),
+                        None => format!("serial {}", rcgen::SerialNumber::from_slice(serial)),
+                    })
+                    .collect()
+            };
+            let revoke_again = format!(
+                "Revoke those certificates again (`{} revoke --out {} NAME`)",
+                files::certs_tool(dir),
+                files::path_word(dir)
+            );
+            // Putting the list in force back would lose what this one
+            // revokes that it does not (a list begun afresh holds the
+            // revocation that began it): offered only when that is nothing.
+            let added: Vec<&Vec<u8>> = loaded
+                .serials
                 .iter()
-                .map(|serial| match names.get(*serial) {
-                    Some(name) => name.clone(),
-                    None => format!("serial {}", rcgen::SerialNumber::from_slice(serial)),
-                })
+                .filter(|serial| !current.serials.contains(*serial))
                 .collect();
+            let or = match added.is_empty() {
+                true => format!(", or put back the newest list, numbered {}", current.number),
+                false => format!(
+                    "; putting back the list in force would lose this one's own ({})",
+                    named(added).join(", ")
+                ),
+            };
+            let dropped = named(dropped);
             return Err(Error::Pem {
                 path: self.path.clone(),
                 problem: format!(
                     "it lacks {} of the revocations in force ({}), and taking it would \
-                     un-revoke them: a list must keep every revocation{older}. Revoke those \
-                     certificates again (`{} revoke --out {} NAME`), or put back the newest \
-                     list, numbered {}",
+                     un-revoke them: a list must keep every revocation{older}. {revoke_again}{or}",
                     dropped.len(),
                     dropped.join(", "),
-                    files::certs_tool(dir),
-                    files::path_word(dir),
-                    current.number
                 ),
             });
         }
@@ -634,6 +652,11 @@ mod tests {
             err.contains("its CRL number, 1, is not above the 2 of the list in force"),
             "{err}"
         );
+        // It revokes nothing the list in force does not: that list may go back.
+        assert!(
+            err.ends_with(", or put back the newest list, numbered 2"),
+            "{err}"
+        );
         assert!(revocations.is_revoked(&writer));
         // A list made from the old one has the number of the list in force,
         // and still lacks the writer.
@@ -671,9 +694,12 @@ mod tests {
             "its CRL number, 1, is not above the 1 of the list in force (a backup put back, a \
              list made from one, or a list begun afresh)",
             "Revoke those certificates again (`clusterlab-certs revoke --out ",
+            // Not to put back the deleted list, which lacks the writer.
+            "; putting back the list in force would lose this one's own (writer)",
         ] {
             assert!(err.contains(says), "{says:?} in {err}");
         }
+        assert!(!err.contains("put back the newest list"), "{err}");
         assert!(revocations.is_revoked(&serial(dir.path(), "revoked")));
     }
 

@@ -301,12 +301,19 @@ fn check_own_certificate(
         files::path_word(dir)
     );
     let wrong_kind = ours.identity.kind != kind;
-    let reissue = match wrong_kind {
-        false => files::reissue_advice(dir, name, kind),
-        true => format!(
-            "besides, it names {}{given}, and a {kind} needs a {kind} identity; {start_with_one}",
-            ours.identity
-        ),
+    let advice = match wrong_kind {
+        false => Advice {
+            reissue: files::reissue_advice(dir, name, kind),
+            of_this_kind: true,
+        },
+        true => Advice {
+            reissue: format!(
+                "besides, it names {}{given}, and a {kind} needs a {kind} identity; \
+                 {start_with_one}",
+                ours.identity
+            ),
+            of_this_kind: false,
+        },
     };
     let is_purpose = |e: &rustls::Error| {
         matches!(
@@ -325,7 +332,7 @@ fn check_own_certificate(
     if let Err(e) = &client_side
         && !is_purpose(e)
     {
-        return Err(refused(own_certificate_problem(dir, leaf, e, &reissue)));
+        return Err(refused(own_certificate_problem(dir, leaf, e, &advice)));
     }
     if wrong_kind {
         // (`given`: the client reads the same variable; exported for it, the
@@ -342,7 +349,18 @@ fn check_own_certificate(
                 .verify_server_cert(leaf, intermediates, &name_for_sni, &[], now)
                 .map(|_| ())
         })
-        .map_err(|e| refused(own_certificate_problem(dir, leaf, &e, &reissue)))
+        .map_err(|e| refused(own_certificate_problem(dir, leaf, &e, &advice)))
+}
+
+/// What to do about our own certificate, for [`own_certificate_problem`].
+struct Advice {
+    /// Issue it again, or, for one of another kind, start with the right
+    /// kind.
+    reissue: String,
+    /// Whether it is of the process's kind: only then may one signed by
+    /// another CA be a left-over of ours (`init --force`); another kind's
+    /// from another CA is someone else's (the villain `intruder`).
+    of_this_kind: bool,
 }
 
 /// What is wrong with our own certificate, and what to do, for
@@ -351,8 +369,12 @@ fn own_certificate_problem(
     dir: &Path,
     leaf: &CertificateDer<'_>,
     err: &rustls::Error,
-    reissue: &str,
+    advice: &Advice,
 ) -> String {
+    let Advice {
+        reissue,
+        of_this_kind,
+    } = advice;
     let validity = x509_parser::parse_x509_certificate(leaf)
         .map(|(_, cert)| cert.validity().clone())
         .ok();
@@ -361,9 +383,12 @@ fn own_certificate_problem(
     };
     match problem {
         CertificateError::UnknownIssuer | CertificateError::BadSignature => format!(
-            "was signed by a different CA than {} (left over from `clusterlab-certs init \
-             --force`?); {reissue}",
-            dir.join(files::CA_CERT).display()
+            "was signed by a different CA than {}{}; {reissue}",
+            dir.join(files::CA_CERT).display(),
+            match of_this_kind {
+                true => " (left over from `clusterlab-certs init --force`?)",
+                false => "",
+            }
         ),
         CertificateError::Expired | CertificateError::ExpiredContext { .. } => format!(
             "expired{}; {reissue}",
@@ -926,10 +951,12 @@ mod tests {
             "server-only",
             "names spiffe://clusterlab/client/server-only",
         );
+        // Another kind's, from another CA: someone else's, not a left-over
+        // of an `init --force` (which n1 is, below).
         started(
             refused("intruder", Kind::Node),
             "intruder",
-            &format!("was signed by a different CA than {ca}"),
+            &format!("was signed by a different CA than {ca}; besides, it names "),
         );
         started(refused("expired", Kind::Node), "expired", "expired on ");
         started(refused("notyet", Kind::Node), "notyet", "is not valid yet");

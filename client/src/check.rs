@@ -67,7 +67,7 @@ const VERIFY_BACKOFF: Duration = Duration::from_millis(250);
 /// the keys left: three request timeouts, and no less than half a minute,
 /// which a restarting node or balancer needs. Without a bound, a paused
 /// cluster would hold a run of 20,000 keys for a day (four attempts of
-/// `--timeout` each, per key).
+/// `--timeout` each, per key, or one per address if there are more).
 fn read_patience(timeout: Duration) -> Duration {
     (timeout * 3).max(Duration::from_secs(30))
 }

@@ -417,7 +417,8 @@ impl Store {
                         return Err(Error::DiskStopped(
                             "a disk error stopped the database again a moment after it was \
                              reopened (the node's log says why: is the disk under --data-dir \
-                             full?); it is reopened at most once a second"
+                             full, or the node at a file-size limit?); it is reopened at most \
+                             once a second"
                                 .into(),
                         ));
                     }

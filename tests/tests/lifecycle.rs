@@ -747,9 +747,8 @@ fn a_certificate_peers_would_refuse_stops_the_start_and_says_what_to_do() {
         (
             "intruder",
             &format!(
-                "was signed by a different CA than {} (left over from `clusterlab-certs init \
-                 --force`?); besides, it names spiffe://clusterlab/client/intruder, and a node \
-                 needs a node identity",
+                "was signed by a different CA than {}; besides, it names \
+                 spiffe://clusterlab/client/intruder, and a node needs a node identity",
                 cluster.certs.join("ca.pem").display()
             ),
         ),

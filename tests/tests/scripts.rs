@@ -156,8 +156,20 @@ fn compare_builds_answers_help_and_refuses_what_it_cannot_run() {
         usage.contains("scripts/compare-builds /tmp/a /tmp/b [ROUNDS]"),
         "{usage}"
     );
+    assert!(
+        usage.contains("ROUNDS is 1 to 100, 3 if left out"),
+        "{usage}"
+    );
+    let missing = builds.path().join("c");
     for (args, says) in [
-        (vec![a.as_os_str()], "takes two build directories"),
+        (
+            vec![a.as_os_str()],
+            "takes two build directories, A and B, and ROUNDS if wanted (was 1 argument)",
+        ),
+        (
+            vec![a.as_os_str(), missing.as_os_str()],
+            "c is not a directory",
+        ),
         (
             vec![a.as_os_str(), b.as_os_str(), "x".as_ref()],
             "ROUNDS 'x' is not",
