@@ -121,8 +121,9 @@ pub fn run(args: SniffArgs, stop: &AtomicBool) -> Result<(), Failure> {
     let mut pcap = match &args.pcap {
         Some(path) => {
             // Exit 1, as a capture file that fails later (a full disk) does.
-            let file = std::fs::File::create(path)
-                .map_err(|e| Failure::local(format!("cannot write {}: {e}", path.display())))?;
+            let file = std::fs::File::create(path).map_err(|e| {
+                Failure::local(cannot_write(path, &e, Path::new(CAPTURES).is_dir()))
+            })?;
             if let Err(e) = certs::files::give_to_directory_owner(path) {
                 eprintln!(
                     "note: {} stays owned by this user ({e}); its directory's owner may \
@@ -293,6 +294,19 @@ fn wrote_where(saved: usize, path: &Path, absolute: Option<&Path>, in_compose: b
         said += "; in docker compose that is inside the sniff container, which `--rm` \
                  removes, file and all: write under /captures (--pcap /captures/lab.pcap) to \
                  find it on the host, in ./captures";
+    }
+    said
+}
+
+/// Why the `--pcap` file at `path` cannot be made (`e`), and, in docker
+/// compose, where it can: the container's image has nothing but the
+/// program, no /tmp, and a path the shell gave from the host (`~/lab.pcap`)
+/// is not the container's.
+fn cannot_write(path: &Path, e: &std::io::Error, in_compose: bool) -> String {
+    let mut said = format!("cannot write {}: {e}", path.display());
+    if in_compose {
+        said += "; in docker compose, write under /captures (--pcap /captures/lab.pcap), which \
+                 is ./captures beside docker-compose.yml on the host";
     }
     said
 }
@@ -1173,7 +1187,12 @@ fn tls_record(buffer: &[u8]) -> TlsRecord {
         return TlsRecord::Partial;
     }
     let line = match header[0] {
-        20 => format!("TLS change_cipher_spec  {len:>5} bytes"),
+        // TLS 1.3 sends one, a byte that carries nothing, only to look like
+        // TLS 1.2 to middleboxes (RFC 8446 D.4): not where encryption begins.
+        20 => format!(
+            "TLS change_cipher_spec  {len:>5} bytes  plaintext, carries nothing (a TLS 1.2 \
+             look-alike for middleboxes)"
+        ),
         // TLS 1.3 (the only version clusterlab speaks) sends every encrypted
         // record as application_data: an alert record is a plaintext one,
         // sent before the keys were agreed (a ClientHello refused).
@@ -1897,6 +1916,20 @@ mod tests {
         assert!(!line.contains("encrypted"), "{line}");
     }
 
+    /// The change_cipher_spec record every TLS 1.3 handshake sends (rustls
+    /// too) says it carries nothing: unlabelled, it read as where
+    /// encryption begins.
+    #[test]
+    fn a_change_cipher_spec_record_says_it_carries_nothing() {
+        let TlsRecord::Whole(6, line) = tls_record(&[20, 3, 3, 0, 1, 1]) else {
+            panic!("a whole change_cipher_spec record");
+        };
+        assert!(
+            line.ends_with("plaintext, carries nothing (a TLS 1.2 look-alike for middleboxes)"),
+            "{line}"
+        );
+    }
+
     /// Two segments of a connection that reach the capture the other way
     /// round (two CPUs' queues) are put back in order: nothing was missed.
     /// A segment that never comes is a gap once more have come after it.
@@ -2559,6 +2592,28 @@ mod tests {
             "wrote 3 packets to x.pcap"
         );
         assert!(!at("/capturesx/x.pcap", "/capturesx/x.pcap", false).contains("compose"));
+    }
+
+    /// A capture file the sniff container cannot make (its image has no
+    /// /tmp) says where in docker compose one can go: it gave the bare OS
+    /// error.
+    #[test]
+    fn a_capture_file_that_cannot_be_made_in_compose_says_where_to_write() {
+        let missing = std::io::Error::from_raw_os_error(2);
+        let said = cannot_write(Path::new("/tmp/lab.pcap"), &missing, true);
+        assert!(
+            said.starts_with("cannot write /tmp/lab.pcap: No such file"),
+            "{said}"
+        );
+        assert!(
+            said.ends_with(
+                "write under /captures (--pcap /captures/lab.pcap), which is \
+                            ./captures beside docker-compose.yml on the host"
+            ),
+            "{said}"
+        );
+        let said = cannot_write(Path::new("/tmp/lab.pcap"), &missing, false);
+        assert!(!said.contains("compose"), "{said}");
     }
 
     /// Only a refused permission is told to run as root; every refusal says

@@ -343,7 +343,7 @@ impl Coordinator {
                     Error::Aborted(why) => ReplicaError::Taken(why),
                     Error::Overdue(late) => ReplicaError::Failed(format!(
                         "DEADLINE_EXCEEDED: {}",
-                        crate::replica::stored_too_late(&state.name, late)
+                        crate::replica::stored_too_late(&state.name, late, &state.faults.get())
                     )),
                     e => ReplicaError::Failed(e.to_string()),
                 })?;

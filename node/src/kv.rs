@@ -36,6 +36,24 @@ use crate::{
 /// applied: a balancer adds it to such attempts, and a client may to its own.
 pub const RETRY_HEADER: &str = "clusterlab-retry";
 
+/// A retry's refusal before it began: not marked as not applied, and not
+/// told it is safe to send again (a refusal at shutdown says so), since its
+/// first attempt may have been applied.
+fn as_a_retrys(status: Status) -> Status {
+    let status = proto::maybe_applied(status);
+    match status.message().strip_suffix("; it is safe to send again") {
+        Some(before) => Status::with_metadata(
+            status.code(),
+            format!(
+                "{before}: this attempt changed nothing, but it is a retry, and an earlier \
+                 attempt may have been applied, so read the key before writing it again"
+            ),
+            status.metadata().clone(),
+        ),
+        None => status,
+    }
+}
+
 /// True when a balancer says this request is a retry.
 fn is_retry<T>(request: &Request<T>) -> bool {
     request.metadata().contains_key(RETRY_HEADER)
@@ -80,7 +98,7 @@ impl KeyValueService {
     /// marked so: its first attempt may have been applied.
     async fn admit<T>(&self, request: &Request<T>) -> Result<(), Status> {
         match is_retry(request) {
-            true => self.admit_any(request).await.map_err(proto::maybe_applied),
+            true => self.admit_any(request).await.map_err(as_a_retrys),
             false => self.admit_any(request).await,
         }
     }
@@ -644,6 +662,14 @@ mod tests {
         let held = kv.admit(&retry()).await.unwrap_err();
         assert!(held.message().contains("is shutting down"), "{held:?}");
         assert!(!proto::was_not_applied(&held), "{held:?}");
+        // Nor told it is safe to send again, as a first attempt is.
+        assert!(
+            held.message().ends_with(
+                "(held by a pause): this attempt changed nothing, but it is a retry, and an \
+                 earlier attempt may have been applied, so read the key before writing it again"
+            ),
+            "{held:?}"
+        );
         // Leaving, whatever the write's history: a balancer fails it over.
         assert!(proto::is_leaving(&held), "{held:?}");
     }

@@ -154,6 +154,7 @@ impl Replica for ReplicaService {
         Err(Status::deadline_exceeded(stored_too_late(
             &self.state.name,
             late,
+            &self.state.faults.get(),
         )))
     }
 
@@ -322,12 +323,24 @@ impl Replica for ReplicaService {
 
 /// Why `replica` did not apply a write it came to store `late` past the
 /// deadline it carries, which the coordinator (or the client before it) set
-/// by its own clock.
-pub(crate) fn stored_too_late(replica: &str, late: std::time::Duration) -> String {
+/// by its own clock; with the fault injected into it, which may be why.
+pub(crate) fn stored_too_late(
+    replica: &str,
+    late: std::time::Duration,
+    fault: &crate::fault::Fault,
+) -> String {
+    let why = match !fault.latency.is_zero() || fault.pause {
+        true => format!(
+            "the fault injected into it held it: {}; `clusterlab fault {replica} --clear` ends it",
+            fault.describe()
+        ),
+        false => format!(
+            "it waited on a slow disk or in a process that was stopped, or the sender's clock \
+             and {replica}'s disagree"
+        ),
+    };
     format!(
-        "{replica} came to store this write {late:?} after its deadline, and did not apply it \
-         (it waited on a slow disk or in a process that was stopped, or the sender's clock and \
-         {replica}'s disagree)"
+        "{replica} came to store this write {late:?} after its deadline, and did not apply it ({why})"
     )
 }
 

@@ -687,6 +687,12 @@ fn a_write_that_reaches_its_replicas_overdue_is_refused_by_them() {
     for replica in ["n2", "n3"] {
         let refused = format!("{replica} came to store this write ");
         assert!(status.message().contains(&refused), "{status:?}");
+        // What held it: the latency the test injected, not a slow disk.
+        let held = format!(
+            "(the fault injected into it held it: latency 1.2s; `clusterlab fault {replica} \
+             --clear` ends it)"
+        );
+        assert!(status.message().contains(&held), "{status:?}");
     }
     assert!(
         status
