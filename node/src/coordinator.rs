@@ -717,6 +717,12 @@ impl Coordinator {
                 // the last stamp it is what it is, a replica that did not
                 // store the write: no version of its own wins over the write.
                 Err(ReplicaError::Taken(why)) if stamp < MAX_STAMPS => {
+                    // Its words end by asking to send the write again: this
+                    // node does, stamping it anew.
+                    let why = why.replace(
+                        crate::store::SEND_IT_AGAIN,
+                        "this write was not stored there, and is stamped again",
+                    );
                     trace.replica(
                         &replica,
                         Outcome::Superseded,
@@ -735,7 +741,20 @@ impl Coordinator {
                 }
             }
         }
-        trace.pending(tally.waiting(), started.elapsed(), &round);
+        // Enough answered, but a replica that kept a version of its own
+        // stored nothing: no quorum of this stamp was met.
+        let ended = match (newer.is_some(), stamp == MAX_STAMPS) {
+            (false, _) => "quorum met before it answered",
+            (true, false) => {
+                "this stamp's round ended before it answered: enough replicas answered, but \
+                 some kept a version of their own, so the write is stamped again"
+            }
+            (true, true) => {
+                "the round ended before it answered: enough replicas answered, and one kept \
+                 a newer version, which wins"
+            }
+        };
+        trace.pending_after(tally.waiting(), started.elapsed(), &round, ended);
         if tally.ok < plan.quorum {
             let kept = match kept_their_own {
                 0 => String::new(),

@@ -657,8 +657,7 @@ impl Store {
                 Some(current) if current.version == record.version && current != *record => {
                     Err(Error::Aborted(format!(
                         "version {} of {:?} already stands for another write (stamped by a \
-                         clock set back since, or by another node named {}); this write was \
-                         not stored, so send it again",
+                         clock set back since, or by another node named {}); {SEND_IT_AGAIN}",
                         record.version, record.key, record.version.node
                     )))
                 }
@@ -928,6 +927,10 @@ fn damaged(path: &Path, why: &str) -> Error {
         ),
     }
 }
+
+/// How a write refused for a version already taken ends: the coordinator,
+/// which stamps it again itself, says so in these words' place.
+pub(crate) const SEND_IT_AGAIN: &str = "this write was not stored, so send it again";
 
 /// The data directory the database file at `path` is in: what the user gave
 /// as `--data-dir`, and what an error names.

@@ -53,7 +53,19 @@ impl TraceBuilder {
         at: Duration,
         round: &str,
     ) {
-        let mut detail = "quorum met before it answered; continuing in the background".to_string();
+        self.pending_after(nodes, at, round, "quorum met before it answered");
+    }
+
+    /// [`TraceBuilder::pending`], saying why the coordinator stopped
+    /// waiting (`ended`: "quorum met before it answered").
+    pub fn pending_after<'a>(
+        &mut self,
+        nodes: impl IntoIterator<Item = &'a str>,
+        at: Duration,
+        round: &str,
+        ended: &str,
+    ) {
+        let mut detail = format!("{ended}; continuing in the background");
         if !round.is_empty() {
             detail += &format!("; {round}");
         }
