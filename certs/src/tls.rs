@@ -261,9 +261,10 @@ impl Credentials {
 /// docs).
 const VERSIONS: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
 
-/// [`VERSIONS`]' one version, named as [`crate::listener::TlsSession`]
-/// names it: every TLS connection to a server of ours is of it, whichever
-/// cipher suite its client settles on (the dashboard's clients link).
+/// The one TLS version servers and clients accept (TLS 1.3), named as
+/// [`crate::listener::TlsSession`] names it: every TLS connection to a
+/// server of ours is of it, whichever cipher suite its client settles on
+/// (the dashboard's clients link).
 pub const ONLY_VERSION: &str = "TLSv1.3";
 
 /// Checks a node's or balancer's own certificate at start-up, the way its

@@ -182,8 +182,8 @@ pub enum Command {
     Policy(PolicyArgs),
     /// Watch the wire: one annotated line per TLS record (the hellos, and an
     /// alert sent before the server's hello, readable, with a 1-byte
-    /// change_cipher_spec that carries nothing; TLS 1.3 encrypts all else,
-    /// later alerts too) or, in plaintext mode, per HTTP/2 frame
+    /// change_cipher_spec each way that carries nothing; TLS 1.3 encrypts
+    /// all else, later alerts too) or, in plaintext mode, per HTTP/2 frame
     /// (method, text in the messages). Needs
     /// CAP_NET_RAW; in compose: docker compose run --rm --no-deps sniff.
     ///

@@ -304,9 +304,24 @@ fn wrote_where(saved: usize, path: &Path, absolute: Option<&Path>, in_compose: b
 /// is not the container's.
 fn cannot_write(path: &Path, e: &std::io::Error, in_compose: bool) -> String {
     let mut said = format!("cannot write {}: {e}", path.display());
-    if in_compose {
-        said += "; in docker compose, write under /captures (--pcap /captures/lab.pcap), which \
-                 is ./captures beside docker-compose.yml on the host";
+    let on_the_host = "./captures beside docker-compose.yml on the host, or the directory \
+                       CLUSTERLAB_CAPTURES names";
+    let under_captures = std::path::absolute(path).is_ok_and(|at| at.starts_with(CAPTURES));
+    match (in_compose, under_captures) {
+        (false, _) => {}
+        // A directory under it that is not there is made on the host.
+        (true, true) => {
+            said += &format!("; in docker compose {CAPTURES} is {on_the_host}");
+            if e.kind() == std::io::ErrorKind::NotFound {
+                said += ": make the directory there";
+            }
+        }
+        (true, false) => {
+            said += &format!(
+                "; in docker compose, write under {CAPTURES} (--pcap {CAPTURES}/lab.pcap), \
+                 which is {on_the_host}"
+            )
+        }
     }
     said
 }
@@ -2607,13 +2622,20 @@ mod tests {
         );
         assert!(
             said.ends_with(
-                "write under /captures (--pcap /captures/lab.pcap), which is \
-                            ./captures beside docker-compose.yml on the host"
+                "write under /captures (--pcap /captures/lab.pcap), which is ./captures beside \
+                 docker-compose.yml on the host, or the directory CLUSTERLAB_CAPTURES names"
             ),
             "{said}"
         );
         let said = cannot_write(Path::new("/tmp/lab.pcap"), &missing, false);
         assert!(!said.contains("compose"), "{said}");
+        // Under /captures already, in a directory not there.
+        let said = cannot_write(Path::new("/captures/today/lab.pcap"), &missing, true);
+        assert!(!said.contains("write under"), "{said}");
+        assert!(
+            said.ends_with("CLUSTERLAB_CAPTURES names: make the directory there"),
+            "{said}"
+        );
     }
 
     /// Only a refused permission is told to run as root; every refusal says

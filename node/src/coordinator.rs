@@ -343,7 +343,9 @@ impl Coordinator {
                     Error::Aborted(why) => ReplicaError::Taken(why),
                     Error::Overdue(late) => ReplicaError::Failed(format!(
                         "DEADLINE_EXCEEDED: {}",
-                        crate::replica::stored_too_late(&state.name, late, &state.faults.get())
+                        // (This node's own faults held the request before it
+                        // was stamped, and found it on time.)
+                        crate::replica::stored_too_late(&state.name, late, None)
                     )),
                     e => ReplicaError::Failed(e.to_string()),
                 })?;
@@ -718,10 +720,11 @@ impl Coordinator {
                 // store the write: no version of its own wins over the write.
                 Err(ReplicaError::Taken(why)) if stamp < MAX_STAMPS => {
                     // Its words end by asking to send the write again: this
-                    // node does, stamping it anew.
+                    // node does, stamping it anew if still in time (the
+                    // trace's next round, or the failure, says whether).
                     let why = why.replace(
                         crate::store::SEND_IT_AGAIN,
-                        "this write was not stored there, and is stamped again",
+                        "this write was not stored there",
                     );
                     trace.replica(
                         &replica,
@@ -746,8 +749,8 @@ impl Coordinator {
         let ended = match (newer.is_some(), stamp == MAX_STAMPS) {
             (false, _) => "quorum met before it answered",
             (true, false) => {
-                "this stamp's round ended before it answered: enough replicas answered, but \
-                 some kept a version of their own, so the write is stamped again"
+                "this stamp's round ended before it answered: the replicas that answered met \
+                 no quorum of it, some keeping a version of their own"
             }
             (true, true) => {
                 "the round ended before it answered: enough replicas answered, and one kept \

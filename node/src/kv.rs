@@ -36,10 +36,10 @@ use crate::{
 /// applied: a balancer adds it to such attempts, and a client may to its own.
 pub const RETRY_HEADER: &str = "clusterlab-retry";
 
-/// A retry's refusal before it began: not marked as not applied, and not
-/// told it is safe to send again (a refusal at shutdown says so), since its
-/// first attempt may have been applied.
-fn as_a_retrys(status: Status) -> Status {
+/// A retried write's refusal before it began: not marked as not applied,
+/// and not told it is safe to send again (a refusal at shutdown says so),
+/// since its first attempt may have been applied.
+fn as_a_retried_writes(status: Status) -> Status {
     let status = proto::maybe_applied(status);
     match status.message().strip_suffix("; it is safe to send again") {
         Some(before) => Status::with_metadata(
@@ -96,10 +96,12 @@ impl KeyValueService {
     /// down refuses the requests still waiting, as not applied: the drain
     /// would otherwise hold a queue that outlasts it. A retry's refusal is not
     /// marked so: its first attempt may have been applied.
-    async fn admit<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        match is_retry(request) {
-            true => self.admit_any(request).await.map_err(as_a_retrys),
-            false => self.admit_any(request).await,
+    /// A retried write is not told either that it is safe to send again.
+    async fn admit<T>(&self, request: &Request<T>, write: bool) -> Result<(), Status> {
+        match (is_retry(request), write) {
+            (true, true) => self.admit_any(request).await.map_err(as_a_retried_writes),
+            (true, false) => self.admit_any(request).await.map_err(proto::maybe_applied),
+            (false, _) => self.admit_any(request).await,
         }
     }
 
@@ -146,7 +148,7 @@ struct Begun(Arc<AtomicBool>);
 #[tonic::async_trait]
 impl KeyValue for KeyValueService {
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
-        self.admit(&request).await?;
+        self.admit(&request, false).await?;
         let request = request.into_inner();
         request.validate()?;
         let (record, trace) = self
@@ -177,7 +179,7 @@ impl KeyValue for KeyValueService {
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         self.unless_abandoned().await;
-        self.admit(&request).await?;
+        self.admit(&request, true).await?;
         let retry = is_retry(&request);
         let write_by = write_by(&request);
         let request = request.into_inner();
@@ -202,7 +204,7 @@ impl KeyValue for KeyValueService {
         request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
         self.unless_abandoned().await;
-        self.admit(&request).await?;
+        self.admit(&request, true).await?;
         let retry = is_retry(&request);
         let write_by = write_by(&request);
         let request = request.into_inner();
@@ -223,7 +225,7 @@ impl KeyValue for KeyValueService {
     }
 
     async fn scan(&self, request: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
-        self.admit(&request).await?;
+        self.admit(&request, false).await?;
         let request = request.into_inner();
         request.validate()?;
         let limit = limits::scan_limit(request.limit)?;
@@ -611,10 +613,10 @@ mod tests {
         let state = in_process::node_state(dir.path());
         let kv = Arc::new(KeyValueService::new(state.clone(), 1));
         // The first takes this second's start; the next queues for a second.
-        kv.admit(&Request::new(())).await.unwrap();
+        kv.admit(&Request::new(()), true).await.unwrap();
         let queued = tokio::spawn({
             let kv = kv.clone();
-            async move { kv.admit(&Request::new(())).await }
+            async move { kv.admit(&Request::new(()), true).await }
         });
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(!queued.is_finished(), "--capacity 1 started two at once");
@@ -648,9 +650,9 @@ mod tests {
                 .insert(super::RETRY_HEADER, "1".parse().unwrap());
             retry
         };
-        let first = kv.admit(&Request::new(())).await.unwrap_err();
+        let first = kv.admit(&Request::new(()), true).await.unwrap_err();
         assert!(proto::was_not_applied(&first), "{first:?}");
-        let again = kv.admit(&retry()).await.unwrap_err();
+        let again = kv.admit(&retry(), true).await.unwrap_err();
         assert_eq!(again.code(), Code::Unavailable, "{again:?}");
         assert!(!proto::was_not_applied(&again), "{again:?}");
         // Held by a pause when the node starts to shut down.
@@ -659,7 +661,7 @@ mod tests {
             ..Fault::default()
         });
         state.faults.close();
-        let held = kv.admit(&retry()).await.unwrap_err();
+        let held = kv.admit(&retry(), true).await.unwrap_err();
         assert!(held.message().contains("is shutting down"), "{held:?}");
         assert!(!proto::was_not_applied(&held), "{held:?}");
         // Nor told it is safe to send again, as a first attempt is.
@@ -672,6 +674,13 @@ mod tests {
         );
         // Leaving, whatever the write's history: a balancer fails it over.
         assert!(proto::is_leaving(&held), "{held:?}");
+        // A retried read changes nothing: it may be sent again.
+        let read = kv.admit(&retry(), false).await.unwrap_err();
+        assert!(
+            read.message()
+                .ends_with("(held by a pause); it is safe to send again"),
+            "{read:?}"
+        );
     }
 
     /// A paused node holds a request that brings no deadline until its own

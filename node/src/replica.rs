@@ -121,7 +121,13 @@ impl Replica for ReplicaService {
         self.for_me(&request)?;
         let write_by = crate::kv::write_by(&request);
         let request = request.into_inner();
+        // How long a fault (latency, pause) held it, if one was set as it
+        // arrived: the likeliest reason it is stored late, if it is.
+        let faulted = self.state.faults.get();
+        let faulted = !faulted.latency.is_zero() || faulted.pause;
+        let arrived = std::time::Instant::now();
         self.state.faults.enter(Some(&request.from)).await?;
+        let held = faulted.then(|| arrived.elapsed());
         request.validate()?;
         // A write held up on its way here (its coordinator stopped, added
         // latency) past the moment its sender gave: the client has given up
@@ -154,7 +160,7 @@ impl Replica for ReplicaService {
         Err(Status::deadline_exceeded(stored_too_late(
             &self.state.name,
             late,
-            &self.state.faults.get(),
+            held,
         )))
     }
 
@@ -323,18 +329,20 @@ impl Replica for ReplicaService {
 
 /// Why `replica` did not apply a write it came to store `late` past the
 /// deadline it carries, which the coordinator (or the client before it) set
-/// by its own clock; with the fault injected into it, which may be why.
+/// by its own clock; with how long a fault injected into it `held` it
+/// first, if one did, which is likely why.
 pub(crate) fn stored_too_late(
     replica: &str,
     late: std::time::Duration,
-    fault: &crate::fault::Fault,
+    held: Option<std::time::Duration>,
 ) -> String {
-    let why = match !fault.latency.is_zero() || fault.pause {
-        true => format!(
-            "the fault injected into it held it: {}; `clusterlab fault {replica} --clear` ends it",
-            fault.describe()
+    let why = match held {
+        Some(held) => format!(
+            "the fault injected into it held it {:?} first; `clusterlab fault {replica} --clear` \
+             ends it",
+            std::time::Duration::from_millis(held.as_millis() as u64)
         ),
-        false => format!(
+        None => format!(
             "it waited on a slow disk or in a process that was stopped, or the sender's clock \
              and {replica}'s disagree"
         ),
