@@ -1671,8 +1671,14 @@ mod tests {
                 (result, trace.finish())
             }
         };
-        let (first, _) = round(1).await;
+        let (first, trace) = round(1).await;
         assert_eq!(first.unwrap(), Some(version.clone()), "stamp again");
+        // Not quoting the store's "send it again": this node does.
+        let detail = &trace.replicas[0].detail;
+        assert!(
+            detail.ends_with("this write was not stored there") && !detail.contains("send it"),
+            "{detail}"
+        );
         let (last, trace) = round(MAX_STAMPS).await;
         match last {
             Err(Error::Unavailable(why)) => {

@@ -928,6 +928,13 @@ fn damaged(path: &Path, why: &str) -> Error {
     }
 }
 
+/// The limit on waiting for a disk to take writes again: the deletes a node
+/// missed meanwhile are collected elsewhere after the grace, and its old
+/// values would come back (docs/replication.md).
+const REFUSED_TOO_LONG: &str = "If its writes fail for longer than its --tombstone-grace, \
+    stop it and start it with an empty --data-dir instead, or deletes it missed come back \
+    (docs/replication.md)";
+
 /// How a write refused for a version already taken ends: the coordinator,
 /// which stamps it again itself, says so in these words' place.
 pub(crate) const SEND_IT_AGAIN: &str = "this write was not stored, so send it again";
@@ -1134,7 +1141,7 @@ fn storage(e: impl Into<redb::Error>) -> Error {
             Error::Storage(format!(
                 "{io}: the disk under the node's --data-dir is full (or at a quota); the write \
                  was not stored. Free space there: a running node takes writes again by \
-                 itself, with no restart"
+                 itself, with no restart. {REFUSED_TOO_LONG}"
             ))
         }
         // EFBIG: the process's own limit, which freeing space does not lift.
@@ -1143,7 +1150,8 @@ fn storage(e: impl Into<redb::Error>) -> Error {
                 "{io}: the node's database file reached the node process's file-size limit \
                  (`ulimit -f`, `prlimit --fsize`, docker's `--ulimit fsize`); the write was \
                  not stored. Raise or lift the limit (prlimit --pid PID --fsize=unlimited): \
-                 a running node takes writes again by itself, with no restart"
+                 a running node takes writes again by itself, with no restart. \
+                 {REFUSED_TOO_LONG}"
             ))
         }
         // redb's own words ask to close and reopen it, which the store does.
@@ -1473,7 +1481,8 @@ mod tests {
         let full = store.apply(&record("z", 2, Some("w"))).unwrap_err();
         assert!(
             full.to_string().contains("--data-dir is full")
-                && full.to_string().contains("Free space there"),
+                && full.to_string().contains("Free space there")
+                && full.to_string().ends_with(REFUSED_TOO_LONG),
             "{full}"
         );
         failing.store(false, Ordering::Relaxed);

@@ -108,10 +108,11 @@ const scenarios = {
     view(status, "n1").status.under_replicated = 2;
     return status;
   },
-  // n3 slowed (fault n3 --latency 3s): the others miss its probe answers
-  // and find it suspect, while its own view still comes, and count its keys
-  // short of their third copy. (A paused n3 gives no view: in a cluster of
-  // three, the page then says only two nodes are alive.)
+  // n3 paused by a fault (fault n3 --pause): its probes wait, so the others
+  // find it suspect and count its keys short of their third copy, while its
+  // own view still comes (Admin calls are not faulted). (One frozen with
+  // SIGSTOP or `docker pause` gives no view: in a cluster of three, the page
+  // then says only two nodes are alive.)
   suspectToAll: () => {
     const status = copy();
     for (const by of ["n1", "n2"]) {
