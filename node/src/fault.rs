@@ -138,8 +138,7 @@ impl Faults {
         let mut stopping = self.stopping.subscribe();
         let _ = stopping.wait_for(|&stopping| stopping).await;
         proto::leaving(Status::unavailable(format!(
-            "{} is shutting down, and did not start this request ({held}); \
-             it is safe to send again",
+            "{} is shutting down, and did not start this request ({held}); {SAFE_TO_SEND_AGAIN}",
             self.node
         )))
     }
@@ -253,6 +252,11 @@ impl Faults {
         }
     }
 }
+
+/// How a refusal at shutdown ends: nothing was started. A retried write's
+/// refusal says otherwise in its place (`kv::as_a_retried_writes`): its
+/// first attempt may have been applied.
+pub const SAFE_TO_SEND_AGAIN: &str = "it is safe to send again";
 
 #[cfg(test)]
 mod tests {

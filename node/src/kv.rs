@@ -41,18 +41,21 @@ pub const RETRY_HEADER: &str = "clusterlab-retry";
 /// since its first attempt may have been applied.
 fn as_a_retried_writes(status: Status) -> Status {
     let status = proto::maybe_applied(status);
-    match status.message().strip_suffix("; it is safe to send again") {
+    let safe = format!("; {}", crate::fault::SAFE_TO_SEND_AGAIN);
+    match status.message().strip_suffix(&safe) {
         Some(before) => Status::with_metadata(
             status.code(),
-            format!(
-                "{before}: this attempt changed nothing, but it is a retry, and an earlier \
-                 attempt may have been applied, so read the key before writing it again"
-            ),
+            format!("{before}: {A_RETRY_MAY_HAVE_BEEN_APPLIED}"),
             status.metadata().clone(),
         ),
         None => status,
     }
 }
+
+/// What a retried write that changed nothing is told: an earlier attempt,
+/// whose answer was lost, may have been applied.
+const A_RETRY_MAY_HAVE_BEEN_APPLIED: &str = "this attempt changed nothing, but it is a retry, \
+    and an earlier attempt may have been applied, so read the key before writing it again";
 
 /// True when a balancer says this request is a retry.
 fn is_retry<T>(request: &Request<T>) -> bool {
@@ -351,11 +354,7 @@ where
                          held by --capacity, a pause or added latency)"
                     );
                     match retry && write {
-                        true => format!(
-                            "{before}: this attempt changed nothing, but it is a retry, and an \
-                             earlier attempt may have been applied, so read the key before \
-                             writing it again"
-                        ),
+                        true => format!("{before}: {A_RETRY_MAY_HAVE_BEEN_APPLIED}"),
                         false => {
                             format!("{before}: nothing was changed, so it is safe to send again")
                         }
